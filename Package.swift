@@ -1,0 +1,105 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "SyncLedger",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "syncledger", targets: ["SyncLedgerCLI"]),
+        .executable(name: "fake-intakeq", targets: ["FakeIntakeQServer"]),
+        .executable(name: "syncledger-bench", targets: ["SyncLedgerBench"]),
+        .library(name: "EventLog", targets: ["EventLog"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+    ],
+    targets: [
+        // liblz4 from the system (apt: liblz4-dev). Only EventLog imports it.
+        .systemLibrary(
+            name: "CLZ4",
+            pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]
+        ),
+        // CRC32C (Castagnoli): SSE4.2 instruction when present, table fallback.
+        .target(name: "CChecksum"),
+        .target(
+            name: "EventLog",
+            dependencies: [
+                "CLZ4", "CChecksum",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "IntakeQ",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "FakeIntakeQ",
+            dependencies: [
+                "IntakeQ",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Ledger",
+            dependencies: [
+                "EventLog", "IntakeQ",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "Projections",
+            dependencies: [
+                "Ledger", "IntakeQ",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .target(
+            name: "Sync",
+            dependencies: [
+                "Ledger", "IntakeQ", "Projections",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "SyncLedgerCLI",
+            dependencies: [
+                "Sync", "Projections", "Ledger", "EventLog", "FakeIntakeQ", "IntakeQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "FakeIntakeQServer",
+            dependencies: [
+                "FakeIntakeQ",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "SyncLedgerBench",
+            dependencies: [
+                "EventLog", "Ledger", "Projections",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
+        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog"]),
+        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ"]),
+        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ"]),
+        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

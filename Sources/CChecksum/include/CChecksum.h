@@ -1,0 +1,10 @@
+#ifndef SYNCLEDGER_CCHECKSUM_H
+#define SYNCLEDGER_CCHECKSUM_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), as used by iSCSI and ext4.
+/// `crc` is the running value: pass 0 to start; feed the result back to continue.
+uint32_t syncledger_crc32c(uint32_t crc, const void *data, size_t length);
+
+#endif

@@ -1,0 +1,80 @@
+extension EventLogReader {
+    /// Checks the whole log: every header and payload CRC, every LZ4 frame, the line counts, the
+    /// hash chain from chain_0, seq continuity and segment names; and the index files of sealed
+    /// segments (a missing or stale one is rebuilt and reported as a warning).
+    ///
+    /// A torn tail of the active segment is a warning (`ok` stays true). With `expectHead`, the
+    /// log must contain that head: a batch ending at exactly that seq with that chain hash.
+    /// `progress` is called with the last seq of each verified batch.
+    public func verify(expectHead: LogHead? = nil, progress: ((UInt64) -> Void)? = nil) -> VerifyReport {
+        var report = VerifyReport(ok: true, head: .empty, events: 0, batches: 0, segments: 0, warnings: [], error: nil)
+        do {
+            try verifySegments(&report, expectHead: expectHead, progress: progress)
+            if let expected = expectHead, expected.seq == 0, expected != .empty {
+                throw LogError(code: .headMismatch, message: "the expected head \(expected) is not valid: seq 0 has chain hash 0")
+            }
+            if let expected = expectHead, expected.seq > report.head.seq {
+                throw LogError(code: .headMismatch,
+                               message: "the log ends at seq \(report.head.seq), before the expected head \(expected): "
+                                   + "events up to seq \(expected.seq) were lost or removed",
+                               seq: report.head.seq)
+            }
+        } catch let error as LogError {
+            report.ok = false
+            report.error = error
+        } catch {
+            report.ok = false
+            report.error = LogError(code: .io, message: "verify failed: \(error)")
+        }
+        return report
+    }
+
+    private func verifySegments(_ report: inout VerifyReport, expectHead: LogHead?,
+                                progress: ((UInt64) -> Void)?) throws {
+        let list = try segments()
+        let io = BatchIO()
+        var last = SegmentIndex(name: "", firstSeq: 1, previousChain: ChainHash.zero)
+        for (i, segment) in list.enumerated() {
+            let isLast = i == list.count - 1
+            try Recovery.checkContinuity(segment.name, firstSeq: segment.firstSeq, after: last.lastSeq)
+            let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: segment.name), isLast: isLast)
+            let start = SegmentIndex(name: segment.name, firstSeq: segment.firstSeq, previousChain: last.lastChain)
+            let (index, torn) = try io.scan(extent, continuing: start, level: .full) { header, offset, _ in
+                if let expected = expectHead {
+                    try Self.check(expected, against: header, segment: segment.name, offset: offset)
+                }
+                report.batches += 1
+                report.events += UInt64(header.count)
+                report.head = LogHead(seq: header.lastSeq, hash: header.chainHash)
+                progress?(header.lastSeq)
+            }
+            report.segments += 1
+            if let torn {
+                report.warnings.append("torn tail in \(segment.name): \(torn); it was never acknowledged "
+                    + "and the writer removes it when it next opens")
+            }
+            if !isLast && !index.isEmpty && IndexFile.load(directory: directory, extent: extent, io: io) != index {
+                _ = IndexFile.refresh(index, directory: directory)
+                invalidate(segment.name)
+                report.warnings.append("index for \(segment.name) was missing or stale; rebuilt")
+            }
+            last = index
+        }
+    }
+
+    private static func check(_ expected: LogHead, against header: BatchHeader, segment: String, offset: UInt64) throws {
+        if header.lastSeq == expected.seq && header.chainHash != expected.hash {
+            throw LogError(code: .headMismatch,
+                           message: "segment \(segment) offset \(offset) (seq \(header.lastSeq)): the log diverges from "
+                               + "the expected head \(expected); its chain hash there is \(hexString(header.chainHash)). "
+                               + "History up to seq \(expected.seq) is not the one that was published",
+                           segment: segment, offset: offset, seq: header.firstSeq)
+        }
+        if header.firstSeq <= expected.seq && expected.seq < header.lastSeq {
+            throw LogError(code: .headMismatch,
+                           message: "segment \(segment) offset \(offset): the expected head seq \(expected.seq) falls inside "
+                               + "batch \(header.firstSeq)...\(header.lastSeq), so this log never had that head",
+                           segment: segment, offset: offset, seq: header.firstSeq)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+/// Reads a log directory. Any number of readers, in any process, may read while the writer
+/// appends; readers never take the lock and never change segments (they may rewrite a missing
+/// or stale index file, which is derived data).
+///
+/// Not thread-safe: use one reader per thread.
+public final class EventLogReader {
+    let directory: String
+    let io = BatchIO()
+    /// Segment indexes by name. Sealed ones are complete; the active one grows by re-scanning.
+    private var cache: [String: SegmentIndex] = [:]
+    private var sealed: Set<String> = []
+
+    /// Opens the log in `directory` for reading; throws `.notFound` when there is none.
+    public init(directory: String) throws {
+        guard Sys.isDirectory(directory) else {
+            throw LogError(code: .notFound, message: "no event log at \(directory): check the store path")
+        }
+        self.directory = directory
+    }
+
+    typealias SegmentList = [(name: String, firstSeq: UInt64)]
+
+    func segments() throws -> SegmentList { try SegmentName.list(directory) }
+
+    /// The index of segment `i` of `list`, up to date. For the last segment, also whether it
+    /// ends in a torn (unfinished) batch.
+    func segmentIndex(_ i: Int, of list: SegmentList) throws -> (SegmentIndex, String?) {
+        let name = list[i].name
+        if sealed.contains(name), let cached = cache[name] { return (cached, nil) }
+        let isLast = i == list.count - 1
+        let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: name), isLast: isLast)
+        if !isLast, let cached = cache[name], cached.length == extent.size {
+            sealed.insert(name)
+            return (cached, nil)
+        }
+        if !isLast, cache[name] == nil, let loaded = IndexFile.load(directory: directory, extent: extent, io: io) {
+            cache[name] = loaded
+            sealed.insert(name)
+            return (loaded, nil)
+        }
+        let start: SegmentIndex
+        if let cached = cache[name] {
+            start = cached
+        } else {
+            let previous = i == 0 ? ChainHash.zero : try segmentIndex(i - 1, of: list).0.lastChain
+            try Recovery.checkContinuity(name, firstSeq: list[i].firstSeq,
+                                         after: i == 0 ? 0 : try segmentIndex(i - 1, of: list).0.lastSeq)
+            start = SegmentIndex(name: name, firstSeq: list[i].firstSeq, previousChain: previous)
+        }
+        let (index, torn) = try io.scan(extent, continuing: start, level: .headers)
+        cache[name] = index
+        if !isLast {
+            sealed.insert(name)
+            _ = IndexFile.refresh(index, directory: directory)
+        }
+        return (index, torn)
+    }
+
+    /// Forgets what is cached about a segment (its index file disagreed with the segment).
+    func invalidate(_ name: String) {
+        cache[name] = nil
+        sealed.remove(name)
+    }
+
+    /// The last complete batch's seq and chain hash. A torn tail is just the end of the log.
+    public func head() throws -> LogHead {
+        let list = try segments()
+        guard !list.isEmpty else { return .empty }
+        let (index, _) = try segmentIndex(list.count - 1, of: list)
+        return LogHead(seq: index.lastSeq, hash: index.lastChain)
+    }
+
+    /// The batch holding `seq`, found through the sparse index (headers only); nil past the end.
+    public func batch(containing seq: UInt64) throws -> BatchInfo? {
+        guard let found = try locate(seq) else { return nil }
+        return BatchInfo(found.header, segment: found.segment, offset: found.offset)
+    }
+
+    struct Location {
+        var segment: String
+        var offset: UInt64
+        var header: BatchHeader
+        var previousChain: [UInt8]
+    }
+
+    /// Finds the batch holding `seq`: the segment by name, the nearest index entry, then a walk
+    /// over headers (payloads skipped). Rebuilds a segment's index once if an entry is stale.
+    func locate(_ seq: UInt64) throws -> Location? {
+        let list = try segments()
+        guard seq >= 1, let i = list.lastIndex(where: { $0.firstSeq <= seq }) else { return nil }
+        for attempt in 0..<2 {
+            let (index, _) = try segmentIndex(i, of: list)
+            guard seq <= index.lastSeq, let entry = index.entry(before: seq) else { return nil }
+            let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: index.name),
+                                            isLast: i == list.count - 1)
+            if let found = try walk(extent, from: entry, to: seq) { return found }
+            if attempt == 0 { invalidate(index.name) }
+        }
+        throw LogError(code: .io, message: "cannot find seq \(seq) in \(list[i].name) although its index says it is there; run verify",
+                       segment: list[i].name, seq: seq)
+    }
+
+    private func walk(_ extent: BatchIO.Extent, from entry: IndexEntry, to seq: UInt64) throws -> Location? {
+        var offset = entry.offset
+        var previous = entry.previousChain
+        var expected = entry.firstSeq
+        while true {
+            guard case .batch(let header) = try io.probe(extent, at: offset, seq: expected),
+                  header.firstSeq == expected else { return nil }
+            if header.lastSeq >= seq {
+                return Location(segment: extent.file.name, offset: offset, header: header, previousChain: previous)
+            }
+            previous = header.chainHash
+            expected = header.lastSeq + 1
+            offset += header.batchLength
+        }
+    }
+
+    /// A cursor over events from `seq` (1 = the start) through `through` (inclusive; nil = to
+    /// the end). It starts at the batch holding `seq` without decoding anything before it.
+    public func cursor(from seq: UInt64 = 1, through: UInt64? = nil) throws -> LogCursor {
+        let start = max(seq, 1)
+        if let found = try locate(start) {
+            return try LogCursor(reader: self, segment: found.segment, offset: found.offset,
+                                 nextSeq: found.header.firstSeq, previousChain: found.previousChain,
+                                 skipBefore: start, through: through)
+        }
+        // Past the end (or an empty log): wait at the end for events to arrive.
+        let list = try segments()
+        guard !list.isEmpty else {
+            return try LogCursor(reader: self, segment: nil, offset: 0, nextSeq: 1, previousChain: ChainHash.zero,
+                                 skipBefore: start, through: through)
+        }
+        let (index, _) = try segmentIndex(list.count - 1, of: list)
+        return try LogCursor(reader: self, segment: index.name, offset: index.length, nextSeq: index.lastSeq + 1,
+                             previousChain: index.lastChain, skipBefore: start, through: through)
+    }
+}
+
+extension BatchInfo {
+    init(_ header: BatchHeader, segment: String, offset: UInt64) {
+        self.init(firstSeq: header.firstSeq, count: header.count, chainHash: header.chainHash, segment: segment,
+                  offset: offset, compressedLength: header.compressedLength,
+                  uncompressedLength: header.uncompressedLength, version: header.version)
+    }
+}

@@ -1,0 +1,187 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The single writer of a log directory. Appends batches durably; holds `<dir>/LOCK` while open.
+///
+/// Not thread-safe and not `Sendable`: serialise access to it in one place.
+public final class EventLogWriter {
+    private let directory: String
+    private let options: LogOptions
+    private var lock: FileLock?
+    private var fd: Int32 = -1
+    private var index: SegmentIndex
+    private var failure: LogError?
+    // Reused across appends so that a steady stream of batches allocates nothing per batch.
+    private var plain: [UInt8] = []
+    private var frame: [UInt8] = []
+
+    /// The last acknowledged seq and its batch's chain hash.
+    public private(set) var head: LogHead
+
+    /// What recovery removed on open (a torn, never-acknowledged tail), or nil.
+    public let recoveredTail: String?
+
+    private var segmentPath: String { directory + "/" + index.name }
+
+    /// Opens (creating with mode 0700 if missing) the log in `directory` for writing: takes the
+    /// lock, checks every segment, cuts off a torn tail of the active segment and refuses to open
+    /// on corruption. Throws `LogError` with code `.locked` ("store is locked by pid N") when
+    /// another writer holds the lock and does not release it within `waitLock` seconds.
+    public static func open(directory: String, options: LogOptions = .init(),
+                            waitLock: Double? = nil) throws -> EventLogWriter {
+        try translating { try Sys.makeDirectories(directory) }
+        let lock = try FileLock.acquire(path: directory + "/LOCK", wait: waitLock)
+        try translating { try Sys.makeDirectories(directory + "/index") }
+        let recovered = try Recovery.run(directory: directory, options: options)
+        var active = recovered.active
+        if active == nil {
+            let name = SegmentName.make(1)
+            try createSegment(directory: directory, name: name, fsync: options.fsync)
+            active = SegmentIndex(name: name, firstSeq: 1, previousChain: ChainHash.zero)
+        }
+        let writer = try EventLogWriter(directory: directory, options: options, lock: lock,
+                                        active: active!, recovered: recovered.truncated)
+        return writer
+    }
+
+    private init(directory: String, options: LogOptions, lock: FileLock, active: SegmentIndex,
+                 recovered: String?) throws {
+        self.directory = directory
+        self.options = options
+        self.lock = lock
+        self.index = active
+        self.recoveredTail = recovered
+        self.head = LogHead(seq: active.lastSeq, hash: active.lastChain)
+        let path = directory + "/" + active.name
+        fd = try translating(segment: active.name) { try Sys.open(path, O_RDWR) }
+    }
+
+    deinit { close() }
+
+    /// Releases the lock and the file. Further appends throw.
+    public func close() {
+        if fd >= 0 { Sys.close(fd) }
+        fd = -1
+        lock = nil
+        if failure == nil { failure = LogError(code: .writerFailed, message: "the log writer is closed") }
+    }
+
+    /// Appends `payloads` as one batch with the next seqs and returns once it is durable
+    /// (written and fdatasynced). Each payload is one JSON line without '\n'.
+    ///
+    /// Throws `.invalidArgument` (empty batch, empty payload, a '\n' inside), `.tooLarge`
+    /// (over 1,000,000 events or 256 MiB), `.diskFull`/`.io` when the disk refuses: then nothing
+    /// of the batch is acknowledged and the segment is cut back to the last acknowledged batch.
+    @discardableResult
+    public func append(_ payloads: [[UInt8]]) throws -> BatchInfo {
+        if let failure { throw failure }
+        let plainLength = try Self.validate(payloads)
+        if index.length > 0 && index.length >= UInt64(options.segmentBytes) { try roll() }
+        buildPlain(payloads, length: plainLength)
+        let header = compressBatch(count: UInt32(payloads.count))
+        let offset = index.length
+        let total = BatchHeader.frameSize + Int(header.compressedLength)
+        do {
+            try frame.withUnsafeBytes { try Sys.pwriteAll(fd, $0.baseAddress!, total, at: offset, path: segmentPath) }
+            if options.fsync { try Sys.fdatasync(fd, path: segmentPath) }
+        } catch let error as SyscallError {
+            throw rollBack(error, to: offset)
+        }
+        index.add(header, at: offset)
+        head = LogHead(seq: header.lastSeq, hash: header.chainHash)
+        return BatchInfo(firstSeq: header.firstSeq, count: header.count, chainHash: header.chainHash,
+                         segment: index.name, offset: offset, compressedLength: header.compressedLength,
+                         uncompressedLength: header.uncompressedLength, version: header.version)
+    }
+
+    /// Checks the batch bounds before any work; returns the JSON Lines length.
+    private static func validate(_ payloads: [[UInt8]]) throws -> Int {
+        guard !payloads.isEmpty else {
+            throw LogError(code: .invalidArgument, message: "cannot append an empty batch: pass at least one event")
+        }
+        guard payloads.count <= Int(BatchHeader.maxCount) else {
+            throw LogError(code: .tooLarge, message: "a batch holds at most 1,000,000 events, got \(payloads.count): split it")
+        }
+        var length = 0
+        for (i, payload) in payloads.enumerated() {
+            let hasNewline = payload.withUnsafeBytes { $0.isEmpty || memchr($0.baseAddress!, 10, $0.count) != nil }
+            if hasNewline {
+                throw LogError(code: .invalidArgument,
+                               message: "event \(i) of the batch is empty or contains a '\\n': each event must be one non-empty line")
+            }
+            length += payload.count + 1
+            if length > Int(BatchHeader.maxUncompressed) {
+                throw LogError(code: .tooLarge, message: "a batch holds at most 256 MiB of events: split it")
+            }
+        }
+        return length
+    }
+
+    private func buildPlain(_ payloads: [[UInt8]], length: Int) {
+        plain.removeAll(keepingCapacity: true)
+        plain.reserveCapacity(length)
+        for payload in payloads {
+            plain.append(contentsOf: payload)
+            plain.append(10)
+        }
+    }
+
+    /// Compresses `plain` into `frame` after room for the header, then writes the header.
+    private func compressBatch(count: UInt32) -> BatchHeader {
+        let needed = BatchHeader.frameSize + LZ4.compressBound(plain.count)
+        if frame.count < needed { frame = [UInt8](repeating: 0, count: needed) }
+        let (compressedLength, crc) = plain.withUnsafeBytes { source in
+            frame.withUnsafeMutableBytes { destination -> (Int, UInt32) in
+                let body = UnsafeMutableRawBufferPointer(rebasing: destination[BatchHeader.frameSize...])
+                let n = LZ4.compress(source, into: body)
+                return (n, crc32c(UnsafeRawBufferPointer(rebasing: body[..<n])))
+            }
+        }
+        let chain = plain.withUnsafeBytes {
+            ChainHash.next(previous: head.hash, version: BatchHeader.currentVersion, firstSeq: head.seq + 1,
+                           count: count, content: $0)
+        }
+        let header = BatchHeader(firstSeq: head.seq + 1, count: count, compressedLength: UInt32(compressedLength),
+                                 uncompressedLength: UInt64(plain.count), chainHash: chain, payloadCRC: crc)
+        frame.withUnsafeMutableBytes { header.encode(into: $0.baseAddress!) }
+        return header
+    }
+
+    /// After a failed write or sync: cut the segment back to the last acknowledged batch so no
+    /// reader can ever accept the half-written one. A failed fdatasync leaves the page cache in
+    /// an unknown state, so the writer then refuses further appends until reopened (recovery).
+    private func rollBack(_ error: SyscallError, to offset: UInt64) -> LogError {
+        let translated = LogError.from(error, appendingTo: index.name, acknowledged: head.seq)
+        let truncated = (try? Sys.ftruncate(fd, offset, path: segmentPath)) != nil
+        if error.operation != "pwrite" || !truncated {
+            failure = LogError(code: .writerFailed,
+                               message: "an earlier append failed (\(translated.message)); reopen the log to recover",
+                               segment: index.name, seq: head.seq)
+        }
+        return translated
+    }
+
+    /// Seals the active segment (writes its index file) and starts `<next seq>.seg`.
+    private func roll() throws {
+        let name = SegmentName.make(head.seq + 1)
+        try Self.createSegment(directory: directory, name: name, fsync: options.fsync)
+        let path = directory + "/" + name
+        let newFD = try translating(segment: name) { try Sys.open(path, O_RDWR) }
+        _ = IndexFile.refresh(index, directory: directory)
+        Sys.close(fd)
+        fd = newFD
+        index = SegmentIndex(name: name, firstSeq: head.seq + 1, previousChain: head.hash)
+    }
+
+    /// Creates an empty segment (0600) and makes its directory entry durable.
+    private static func createSegment(directory: String, name: String, fsync: Bool) throws {
+        try translating(segment: name) {
+            let fd = try Sys.open(directory + "/" + name, O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+            Sys.close(fd)
+            if fsync { try Sys.fsyncDirectory(directory) }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The single-writer lock: flock(LOCK_EX) on `<dir>/LOCK`, which holds the owner's pid.
+/// Held for as long as this object lives (the descriptor is the lock).
+final class FileLock {
+    private let fd: Int32
+
+    private init(fd: Int32) { self.fd = fd }
+
+    deinit { Sys.close(fd) }
+
+    /// Takes the lock at once, or keeps trying for `wait` seconds; throws `LogError.locked`.
+    static func acquire(path: String, wait: Double?) throws -> FileLock {
+        let fd = try translating { try Sys.open(path, O_RDWR | O_CREAT, mode: 0o600) }
+        let deadline = monotonicSeconds() + max(0, wait ?? 0)
+        do {
+            while try !Sys.flock(fd, LOCK_EX | LOCK_NB, path: path) {
+                if wait == nil || monotonicSeconds() >= deadline {
+                    let pid = holderPid(fd: fd, path: path)
+                    throw LogError(code: .locked, message: "store is locked by pid \(pid)")
+                }
+                usleep(20_000)
+            }
+            // Truncate then write: a reader of LOCK sees our pid or nothing, never a mix.
+            let text = Array("\(getpid())\n".utf8)
+            try Sys.ftruncate(fd, 0, path: path)
+            try text.withUnsafeBytes { try Sys.pwriteAll(fd, $0.baseAddress!, $0.count, at: 0, path: path) }
+        } catch let error as SyscallError {
+            Sys.close(fd)
+            throw LogError.from(error)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        return FileLock(fd: fd)
+    }
+
+    /// The pid written by the holder. It writes it right after locking, so retry briefly when empty.
+    private static func holderPid(fd: Int32, path: String) -> String {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        for _ in 0..<50 {
+            let n = buffer.withUnsafeMutableBytes { (try? Sys.preadFull(fd, $0.baseAddress!, 32, at: 0, path: path)) ?? 0 }
+            let text = String(decoding: buffer[..<n], as: UTF8.self).filter { $0.isNumber }
+            if !text.isEmpty { return text }
+            usleep(2_000)
+        }
+        return "unknown"
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}

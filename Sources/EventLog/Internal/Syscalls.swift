@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A failed system call: which one, on what, and errno. Turned into a `LogError` in
+/// `LogError+Syscall.swift`, the only place that knows what each errno means for the log.
+struct SyscallError: Error {
+    var operation: String
+    var path: String
+    var errno: Int32
+}
+
+/// Thin wrappers over the few system calls the log uses. Each retries EINTR and throws
+/// `SyscallError`; none allocates except `listDirectory`.
+enum Sys {
+    @inline(__always)
+    private static func retrying<T: BinaryInteger>(_ op: String, _ path: String, _ body: () -> T) throws -> T {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            let code = errno
+            if code == EINTR { continue }
+            throw SyscallError(operation: op, path: path, errno: code)
+        }
+    }
+
+    static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
+        try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    static func close(_ fd: Int32) {
+        // close is not retried on EINTR: on Linux the descriptor is released either way.
+        _ = Glibc.close(fd)
+    }
+
+    /// Reads exactly `count` bytes unless the file ends first; returns how many were read.
+    static func preadFull(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, at offset: UInt64,
+                          path: String) throws -> Int {
+        var done = 0
+        while done < count {
+            let n = try retrying("pread", path) {
+                Glibc.pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    static func pwriteAll(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, at offset: UInt64,
+                          path: String) throws {
+        var done = 0
+        while done < count {
+            let n = try retrying("pwrite", path) {
+                Glibc.pwrite(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            }
+            done += n
+        }
+    }
+
+    static func fdatasync(_ fd: Int32, path: String) throws {
+        _ = try retrying("fdatasync", path) { Glibc.fdatasync(fd) }
+    }
+
+    static func fsync(_ fd: Int32, path: String) throws {
+        _ = try retrying("fsync", path) { Glibc.fsync(fd) }
+    }
+
+    static func ftruncate(_ fd: Int32, _ length: UInt64, path: String) throws {
+        _ = try retrying("ftruncate", path) { Glibc.ftruncate(fd, off_t(length)) }
+    }
+
+    /// flock; returns false when the lock is held elsewhere (EWOULDBLOCK with LOCK_NB).
+    static func flock(_ fd: Int32, _ operation: Int32, path: String) throws -> Bool {
+        while true {
+            if systemFlock(fd, operation) == 0 { return true }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EWOULDBLOCK || code == EAGAIN { return false }
+            throw SyscallError(operation: "flock", path: path, errno: code)
+        }
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        _ = try retrying("rename", to) { Glibc.rename(from, to) }
+    }
+
+    static func unlink(_ path: String) {
+        _ = Glibc.unlink(path)
+    }
+
+    static func fileSize(_ fd: Int32, path: String) throws -> UInt64 {
+        var st = stat()
+        _ = try retrying("fstat", path) { Glibc.fstat(fd, &st) }
+        return UInt64(st.st_size)
+    }
+
+    /// Size of the file at `path`, or nil when it does not exist.
+    static func fileSize(path: String) throws -> UInt64? {
+        var st = stat()
+        if systemStat(path, &st) == 0 { return UInt64(st.st_size) }
+        if errno == ENOENT { return nil }
+        throw SyscallError(operation: "stat", path: path, errno: errno)
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return systemStat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// mkdir -p with mode 0700 for every directory created.
+    static func makeDirectories(_ path: String) throws {
+        if isDirectory(path) { return }
+        let parent = parentDirectory(path)
+        if parent != path && !parent.isEmpty { try makeDirectories(parent) }
+        if Glibc.mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw SyscallError(operation: "mkdir", path: path, errno: errno)
+        }
+    }
+
+    /// fsync a directory so that a file created or renamed in it survives a power cut.
+    static func fsyncDirectory(_ path: String) throws {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else {
+            throw SyscallError(operation: "opendir", path: path, errno: errno)
+        }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func parentDirectory(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+}
+
+// The struct types `flock` and `stat` shadow the functions inside `Sys`; these aliases reach them.
+private func systemFlock(_ fd: Int32, _ op: Int32) -> Int32 { flock(fd, op) }
+private func systemStat(_ path: String, _ st: inout stat) -> Int32 { stat(path, &st) }

@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Iterates events in seq order, checking header CRC, payload CRC and the chain as it goes
+/// (from the start of the log, or from the stored chain hash of the batch before its start).
+/// Holds at most one decompressed batch. At the end of the log `next()` returns nil; calling it
+/// again later returns events appended since. Not thread-safe.
+public final class LogCursor {
+    private let reader: EventLogReader
+    private let io = BatchIO()
+    private var file: SegmentFile?
+    private var extent: BatchIO.Extent?
+    private var offset: UInt64
+    private var nextSeq: UInt64
+    private var previousChain: [UInt8]
+    private let skipBefore: UInt64
+    private let through: UInt64?
+    // The current batch: its content, where the next line starts, and that line's seq.
+    private var content: [UInt8] = []
+    private var position = 0
+    private var lineSeq: UInt64 = 0
+    private var current: BatchInfo?
+
+    init(reader: EventLogReader, segment: String?, offset: UInt64, nextSeq: UInt64, previousChain: [UInt8],
+         skipBefore: UInt64, through: UInt64?) throws {
+        self.reader = reader
+        self.offset = offset
+        self.nextSeq = nextSeq
+        self.previousChain = previousChain
+        self.skipBefore = skipBefore
+        self.through = through
+        if let segment { file = try SegmentFile(directory: reader.directory, name: segment) }
+    }
+
+    /// The next event, or nil at the end of the log (or past `through`). Throws `LogError` on
+    /// corruption, naming segment, offset and seq.
+    public func next() throws -> LogRecord? {
+        while true {
+            if let batch = current, position < content.count {
+                let seq = lineSeq
+                let start = position
+                let end = content.withUnsafeBytes { p -> Int in
+                    let hit = memchr(p.baseAddress! + start, 10, p.count - start)!
+                    return UnsafeRawPointer(hit) - p.baseAddress!
+                }
+                position = end + 1
+                lineSeq += 1
+                if seq < skipBefore { continue }
+                if let through, seq > through { return nil }
+                return LogRecord(seq: seq, payload: content[start..<end], batch: batch)
+            }
+            guard try loadNextBatch() else { return nil }
+        }
+    }
+
+    /// The next whole decompressed batch (JSON Lines, each event followed by '\n'), for fast
+    /// replay. It is the batch holding the next unread event and may hold events before the
+    /// cursor's start seq or after `through` (see `BatchInfo.firstSeq`/`lastSeq`). Events of a
+    /// batch partly read with `next()` are not returned again.
+    public func nextBatch() throws -> (BatchInfo, [UInt8])? {
+        if let batch = current, position < content.count, let result = finishCurrent(batch) { return result }
+        guard try loadNextBatch(), let batch = current else { return nil }
+        if let through, batch.firstSeq > through { return nil }
+        position = content.count
+        return (batch, content)
+    }
+
+    private func finishCurrent(_ batch: BatchInfo) -> (BatchInfo, [UInt8])? {
+        if let through, lineSeq > through { return nil }
+        let rest = Array(content[position...])
+        position = content.count
+        return (batch, rest)
+    }
+
+    /// Reads, checks and decodes the batch at the cursor's position, moving to the next segment
+    /// at the end of one. False at the end of the log.
+    private func loadNextBatch() throws -> Bool {
+        if let through, nextSeq > through { return false }
+        while true {
+            guard let file else {
+                guard try openSegment(named: SegmentName.make(nextSeq)) else { return false }
+                continue
+            }
+            if extent == nil || offset >= extent!.size {
+                extent = try BatchIO.Extent(file: file, isLast: try !laterSegmentExists(file.name))
+            }
+            let extent = extent!
+            switch try io.probe(extent, at: offset, seq: nextSeq) {
+            case .batch(let header):
+                if try load(header, extent) { return true }
+                if try !sealedNow(extent) { return false }  // zero-filled tail: end for now
+            case .end:
+                let moveOn = try !extent.isLast || laterSegmentExists(file.name)
+                if moveOn {
+                    guard try openSegment(named: SegmentName.make(nextSeq)) else {
+                        throw corruption(.sequenceGap, file.name, offset, nextSeq,
+                                         "no segment starts at seq \(nextSeq) although later segments exist")
+                    }
+                    continue
+                }
+                return false
+            case .torn:
+                if try !sealedNow(extent) { return false }  // the writer may be mid-append
+            }
+        }
+    }
+
+    /// After a torn-looking tail: if the segment has since been sealed, look again with the
+    /// strict rules for sealed segments (a real tear there is corruption). False when it is
+    /// still the last segment.
+    private func sealedNow(_ old: BatchIO.Extent) throws -> Bool {
+        guard try laterSegmentExists(old.file.name) else {
+            extent = nil  // re-stat next time: the writer may have finished the batch
+            return false
+        }
+        extent = try BatchIO.Extent(file: old.file, isLast: false)
+        return true
+    }
+
+    private func load(_ header: BatchHeader, _ extent: BatchIO.Extent) throws -> Bool {
+        let name = extent.file.name
+        if header.firstSeq != nextSeq {
+            let code: LogError.Code = offset == 0 ? .segmentName : .sequenceGap
+            throw corruption(code, name, offset, header.firstSeq, "batch starts at seq \(header.firstSeq), expected \(nextSeq)")
+        }
+        guard try io.readPayload(extent, header, at: offset) else { return false }
+        content = []  // drop the previous batch before decoding the next: at most one in memory
+        content = try io.decode(header, segment: name, at: offset, previous: previousChain)
+        current = BatchInfo(header, segment: name, offset: offset)
+        position = 0
+        lineSeq = header.firstSeq
+        previousChain = header.chainHash
+        nextSeq = header.lastSeq + 1
+        offset += header.batchLength
+        return true
+    }
+
+    private func openSegment(named name: String) throws -> Bool {
+        guard try reader.segments().contains(where: { $0.name == name }) else { return false }
+        file = try SegmentFile(directory: reader.directory, name: name)
+        extent = nil
+        offset = 0
+        return true
+    }
+
+    private func laterSegmentExists(_ name: String) throws -> Bool {
+        let firstSeq = SegmentName.parse(name) ?? 0
+        return try reader.segments().contains { $0.firstSeq > firstSeq }
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import Hummingbird
+import IntakeQ
+import Logging
+import NIOCore
+
+/// A fake IntakeQ over loopback that behaves like the real API as INTAKEQ-API.md describes it:
+///
+/// - `GET /api/v1/appointments`: newest `StartDate` first, 100 per page (`page`, 1-based),
+///   canceled rows included, deleted rows only with `deletedOnly=true`; `startDate`/`endDate`
+///   filter by the UTC day of `StartDate`, inclusive; `client` is a case-insensitive *partial*
+///   match on ClientName or ClientEmail (the trap); `status`, `practitionerEmail`,
+///   `updatedSince` (LastModified on or after that UTC day).
+/// - `GET /api/v1/appointments/{id}`: the object, or 404 for unknown and deleted ids.
+/// - `GET /api/v1/appointments/settings`, `GET /api/v1/clients?search=&page=`.
+/// - `X-Auth-Key` must equal the key, else 401.
+///
+/// Bodies are the state's raw bytes, re-indented (the real API's whitespace is unknown).
+/// Faults can be injected per path/page; an optional per-minute limit answers 429 with `Retry-After`.
+public final class FakeIntakeQServer: Sendable {
+    struct Injected: Sendable {
+        var fault: Fault
+        var path: String
+        var page: Int?
+        var remaining: Int
+    }
+
+    struct Mutable: Sendable {
+        var state: ServedState
+        var faults: [Injected] = []
+        var log: [RecordedRequest] = []
+        var recent: [Date] = []
+        var requestsPerMinute: Int?
+        var pretty = true
+        var port: Int?
+        var task: Task<Void, any Error>?
+    }
+
+    let apiKey: String
+    let box: Locked<Mutable>
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - requestsPerMinute: when set, the fake answers 429 (with `Retry-After`) once more than
+    ///     this many requests arrive within 60 s, like IntakeQ's own limit.
+    ///   - state: crashes if an object in it does not decode as an appointment (a bug in test data).
+    public init(state: PracticeState, apiKey: String, requestsPerMinute: Int? = nil, logger: Logger? = nil) {
+        self.apiKey = apiKey
+        self.box = Locked(Mutable(state: Self.serve(state), requestsPerMinute: requestsPerMinute))
+        var l = logger ?? Logger(label: "fake-intakeq")
+        if logger == nil { l.logLevel = .warning }
+        self.logger = l
+    }
+
+    /// Starts listening on 127.0.0.1 (port 0 = any free port) and returns the base URL,
+    /// e.g. `http://127.0.0.1:40123/api/v1`.
+    @discardableResult
+    public func start(port: Int = 0) async throws -> String {
+        let responder = FakeResponder(server: self)
+        let portBox = Locked<CheckedContinuation<Int, any Error>?>(nil)
+        let logger = self.logger
+        let app = Application(
+            responder: responder,
+            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
+            onServerRunning: { channel in
+                let p = channel.localAddress?.port ?? 0
+                portBox.withLock { c in
+                    c?.resume(returning: p)
+                    c = nil
+                }
+            },
+            logger: logger
+        )
+        let bound: Int = try await withCheckedThrowingContinuation { cont in
+            portBox.withLock { $0 = cont }
+            let task = Task {
+                do {
+                    try await app.run()
+                } catch {
+                    portBox.withLock { c in
+                        c?.resume(throwing: error)
+                        c = nil
+                    }
+                    throw error
+                }
+                portBox.withLock { c in
+                    c?.resume(throwing: CancellationError())
+                    c = nil
+                }
+            }
+            box.withLock { $0.task = task }
+        }
+        box.withLock { $0.port = bound }
+        return "http://127.0.0.1:\(bound)/api/v1"
+    }
+
+    /// The bound port once started.
+    public var port: Int? { box.withLock { $0.port } }
+
+    /// The base URL once started.
+    public var baseURL: String? { port.map { "http://127.0.0.1:\($0)/api/v1" } }
+
+    /// Stops the server and waits for it to close.
+    public func stop() async {
+        let task = box.withLock { m -> Task<Void, any Error>? in
+            let t = m.task
+            m.task = nil
+            return t
+        }
+        task?.cancel()
+        _ = try? await task?.value
+    }
+
+    /// Replaces what the fake serves (e.g. the next timeline day). Crashes on undecodable
+    /// fixtures: that is a bug in the test data.
+    public func setState(_ state: PracticeState) {
+        let served = Self.serve(state)
+        box.withLock { $0.state = served }
+    }
+
+    static func serve(_ state: PracticeState) -> ServedState {
+        do {
+            return try ServedState(state)
+        } catch {
+            preconditionFailure("fake IntakeQ: undecodable practice state: \(error)")
+        }
+    }
+
+    /// The next `times` requests whose path equals `path` (below `/api/v1`, e.g.
+    /// `/appointments`; `*` matches every path) and, when given, whose `page` (default 1)
+    /// equals `page`, get `fault`.
+    public func inject(_ fault: Fault, path: String, page: Int? = nil, times: Int = 1) {
+        box.withLock { $0.faults.append(Injected(fault: fault, path: path, page: page, remaining: times)) }
+    }
+
+    /// Removes all pending faults.
+    public func clearFaults() { box.withLock { $0.faults.removeAll() } }
+
+    /// Changes (or removes) the per-minute limit.
+    public func setRequestsPerMinute(_ limit: Int?) {
+        box.withLock {
+            $0.requestsPerMinute = limit
+            $0.recent.removeAll()
+        }
+    }
+
+    /// Serve minified instead of re-indented bodies.
+    public func setPretty(_ pretty: Bool) { box.withLock { $0.pretty = pretty } }
+
+    /// Every request received so far, in order.
+    public func requests() -> [RecordedRequest] { box.withLock { $0.log } }
+
+    public func clearRequests() { box.withLock { $0.log.removeAll() } }
+}

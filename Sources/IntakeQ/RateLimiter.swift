@@ -1,0 +1,181 @@
+import Foundation
+
+/// Client-side limits (IntakeQ base plan: 10 requests/minute, 500/day).
+public struct RateLimitPolicy: Sendable, Hashable {
+    public var requestsPerMinute: Int
+    /// Calls allowed in any rolling 24 hours; `Int.max` = no daily cap (upgraded plans).
+    public var dailyBudget: Int
+
+    public init(requestsPerMinute: Int = 10, dailyBudget: Int = 500) {
+        precondition(requestsPerMinute > 0, "requestsPerMinute must be positive")
+        self.requestsPerMinute = requestsPerMinute
+        self.dailyBudget = dailyBudget
+    }
+}
+
+/// Where the record of calls (their timestamps within the last 24 h) is kept between runs.
+public protocol CallRecordStore: Sendable {
+    func load() throws -> [Date]
+    func save(_ calls: [Date]) throws
+}
+
+/// Keeps the record in memory only (tests, one-off runs).
+public final class InMemoryCallRecord: CallRecordStore, @unchecked Sendable {
+    // @unchecked: `calls` is only touched under `lock`.
+    private let lock = NSLock()
+    private var calls: [Date]
+    public init(_ calls: [Date] = []) { self.calls = calls }
+    public func load() throws -> [Date] {
+        lock.lock(); defer { lock.unlock() }
+        return calls
+    }
+    public func save(_ calls: [Date]) throws {
+        lock.lock(); defer { lock.unlock() }
+        self.calls = calls
+    }
+}
+
+/// The record as a JSON file (`{"version":1,"calls":["2026-11-26T03:00:12.345Z",…]}`),
+/// replaced atomically: written to a temporary file with mode 0600, then renamed.
+/// Conventionally `STORE/state/api-calls.json`. A missing file is an empty record.
+public struct FileCallRecord: CallRecordStore {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    private struct File: Codable {
+        var version: Int
+        var calls: [Double]  // epoch seconds, millisecond precision
+    }
+
+    public func load() throws -> [Date] {
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            let f = try JSONDecoder().decode(File.self, from: data)
+            return f.calls.map { Date(timeIntervalSince1970: $0) }
+        } catch {
+            throw IntakeQError(code: .decode, detail: "the API call record \(path) is unreadable (\(error)); delete it to start a fresh count")
+        }
+    }
+
+    public func save(_ calls: [Date]) throws {
+        let f = File(version: 1, calls: calls.map { ($0.timeIntervalSince1970 * 1000).rounded() / 1000 })
+        let data = try JSONEncoder().encode(f)
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        }
+        let tmp = path + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw Self.ioError("create \(tmp)") }
+        var ok = data.withUnsafeBytes { buf -> Bool in
+            var done = 0
+            while done < buf.count {
+                let n = write(fd, buf.baseAddress! + done, buf.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                done += n
+            }
+            return true
+        }
+        if ok { ok = fsync(fd) == 0 }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let err = Self.ioError("write \(path)")
+            unlink(tmp)
+            throw err
+        }
+    }
+
+    private static func ioError(_ what: String) -> IntakeQError {
+        IntakeQError(code: .transport, detail: "could not \(what): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// Rolling-window limiter: at most `requestsPerMinute` calls in any 60 s and `dailyBudget` in
+/// any 24 h. `acquire()` waits (on the injected clock) for the minute window and records the
+/// call in the store *before* returning, so a crash after the call still counts it.
+public actor RateLimiter {
+    public let policy: RateLimitPolicy
+    private let clock: any IntakeQClock
+    private let store: any CallRecordStore
+    private var calls: [Date]
+    private var loaded = false
+
+    public init(policy: RateLimitPolicy = .init(), clock: any IntakeQClock = SystemClock(),
+                store: any CallRecordStore = InMemoryCallRecord()) {
+        self.policy = policy
+        self.clock = clock
+        self.store = store
+        self.calls = []
+    }
+
+    private func loadIfNeeded() throws {
+        guard !loaded else { return }
+        calls = try store.load().sorted()
+        loaded = true
+    }
+
+    private func prune(_ now: Date) {
+        let cutoff = now.addingTimeInterval(-86_400)
+        if let i = calls.firstIndex(where: { $0 > cutoff }) {
+            if i > 0 { calls.removeFirst(i) }
+        } else {
+            calls.removeAll()
+        }
+    }
+
+    /// Waits for a slot and records the call. Returns the seconds spent waiting for the minute
+    /// window. Throws `dailyBudgetExhausted` (without waiting) when the 24 h budget is used up.
+    @discardableResult
+    public func acquire() async throws -> Double {
+        try loadIfNeeded()
+        var waited = 0.0
+        while true {
+            let now = clock.now()
+            prune(now)
+            let budget = policy.dailyBudget
+            if calls.count >= budget {
+                throw IntakeQError.budget(remaining: 0, budget: budget,
+                                          resetsAt: calls.first.map { $0.addingTimeInterval(86_400) })
+            }
+            let minuteAgo = now.addingTimeInterval(-60)
+            let recent = calls.filter { $0 > minuteAgo }
+            if recent.count < policy.requestsPerMinute {
+                calls.append(now)
+                try store.save(calls)
+                return waited
+            }
+            // The slot frees when the oldest of the last `requestsPerMinute` calls is 60 s old.
+            let oldest = recent[recent.count - policy.requestsPerMinute]
+            let wait = max(0.001, oldest.addingTimeInterval(60).timeIntervalSince(now))
+            waited += wait
+            try await clock.sleep(seconds: wait)
+        }
+    }
+
+    /// Calls left in the rolling 24 h window (Int.max without a daily cap).
+    public func remainingToday() -> Int {
+        try? loadIfNeeded()
+        prune(clock.now())
+        return max(0, policy.dailyBudget - calls.count)
+    }
+
+    /// When the oldest recorded call leaves the 24 h window (nil when nothing is recorded).
+    public func resetsAt() -> Date? {
+        try? loadIfNeeded()
+        prune(clock.now())
+        return calls.first.map { $0.addingTimeInterval(86_400) }
+    }
+
+    /// Calls recorded in the last 24 h.
+    public func recordedCalls() -> [Date] {
+        try? loadIfNeeded()
+        prune(clock.now())
+        return calls
+    }
+}

@@ -1,0 +1,135 @@
+import Crypto
+import EventLog
+import Foundation
+
+/// An auditor's bundle: the segments up to the head (the active one cut after its last
+/// complete batch), `MANIFEST.json` (head, each file's SHA-256 and seq range) and a
+/// standalone verifier (`verify_bundle.py`: Python 3 standard library plus the `lz4` command).
+public enum AuditBundle {
+    public struct FileEntry: Sendable {
+        public var name: String
+        public var sha256: String
+        public var bytes: UInt64
+        public var firstSeq: UInt64
+        public var lastSeq: UInt64
+        public var batches: UInt64
+    }
+
+    public struct Manifest: Sendable {
+        public var createdAt: String
+        public var head: String
+        public var events: UInt64
+        public var files: [FileEntry]
+
+        /// Exactly Python's `json.dumps(manifest, indent=2, sort_keys=True) + "\n"`: the
+        /// verifier refuses any other spelling, so no byte of the manifest can change unseen.
+        public var canonicalText: String {
+            let body = text(selfHash: nil)
+            return text(selfHash: sha256Hex(Array(body.utf8)))
+        }
+
+        /// Without `selfHash`, the text the `manifest_sha256` field is the hash of.
+        func text(selfHash: String?) -> String {
+            var s = "{\n  \"created_at\": \(jsonQuoted(createdAt)),\n  \"events\": \(events),\n"
+            if files.isEmpty {
+                s += "  \"files\": [],\n"
+            } else {
+                s += "  \"files\": [\n"
+                s += files.map { f in
+                    "    {\n      \"batches\": \(f.batches),\n      \"bytes\": \(f.bytes),\n      \"first_seq\": \(f.firstSeq),\n"
+                        + "      \"last_seq\": \(f.lastSeq),\n      \"name\": \(jsonQuoted(f.name)),\n      \"sha256\": \(jsonQuoted(f.sha256))\n    }"
+                }.joined(separator: ",\n")
+                s += "\n  ],\n"
+            }
+            s += "  \"format\": \"syncledger-bundle\",\n  \"head\": \(jsonQuoted(head)),\n"
+            if let selfHash { s += "  \"manifest_sha256\": \(jsonQuoted(selfHash)),\n" }
+            s += "  \"version\": 1\n}\n"
+            return s
+        }
+    }
+
+    /// Writes the bundle into `directory`, which must not exist or be empty. Reads the log
+    /// (checking every CRC and the chain on the way) and copies each segment's verified bytes.
+    @discardableResult
+    public static func write(store: Store, to directory: String) throws -> Manifest {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: directory), !((try? fm.contentsOfDirectory(atPath: directory)) ?? []).isEmpty {
+            throw LedgerError("\(directory) exists and is not empty; give a new directory for the bundle")
+        }
+        do {
+            try fm.createDirectory(atPath: directory + "/segments", withIntermediateDirectories: true,
+                                   attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw LedgerError("cannot create \(directory): \(reason(error))")
+        }
+        let reader = try EventLogReader(directory: store.logPath)
+        let head = try reader.head()
+        var spans: [(segment: String, first: UInt64, last: UInt64, batches: UInt64, end: UInt64)] = []
+        if head.seq > 0 {
+            let cursor = try reader.cursor(from: 1, through: head.seq)
+            while let (info, _) = try cursor.nextBatch() {
+                if let i = spans.indices.last, spans[i].segment == info.segment {
+                    spans[i].last = info.lastSeq
+                    spans[i].batches += 1
+                    spans[i].end = info.endOffset
+                } else {
+                    spans.append((info.segment, info.firstSeq, info.lastSeq, 1, info.endOffset))
+                }
+                if info.lastSeq >= head.seq { break }
+            }
+        }
+        var files: [FileEntry] = []
+        for span in spans {
+            let name = "segments/" + span.segment
+            let digest = try copyPrefix(from: store.logPath + "/" + span.segment, to: directory + "/" + name, length: span.end)
+            files.append(FileEntry(name: name, sha256: digest, bytes: span.end, firstSeq: span.first,
+                                   lastSeq: span.last, batches: span.batches))
+        }
+        let manifest = Manifest(createdAt: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description,
+                                events: head.seq, files: files)
+        try writeFileAtomically(directory + "/MANIFEST.json", Array(manifest.canonicalText.utf8))
+        try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8))
+        _ = chmod(directory + "/verify_bundle.py", 0o700)
+        let readme = """
+            SyncLedger audit bundle
+            head \(manifest.head) (\(manifest.events) events)
+
+            Check it with Python 3 and the lz4 command only (apt-get install lz4):
+                python3 verify_bundle.py
+            Against a head published earlier:
+                python3 verify_bundle.py --expect-head SEQ:HASH
+            Read the events with stock tools:
+                cat segments/*.seg | lz4 -dc
+
+            """
+        try writeFileAtomically(directory + "/README.txt", Array(readme.utf8))
+        return manifest
+    }
+
+    /// Copies the first `length` bytes of a file, returning their SHA-256 (hex).
+    static func copyPrefix(from source: String, to target: String, length: UInt64) throws -> String {
+        guard let input = FileHandle(forReadingAtPath: source) else { throw LedgerError("cannot read \(source)") }
+        defer { try? input.close() }
+        guard fm_create(target) else { throw LedgerError("cannot create \(target)") }
+        guard let output = FileHandle(forWritingAtPath: target) else { throw LedgerError("cannot write \(target)") }
+        defer { try? output.close() }
+        var hasher = SHA256()
+        var left = length
+        while left > 0 {
+            let chunk = try input.read(upToCount: Int(min(left, 1 << 20))) ?? Data()
+            guard !chunk.isEmpty else { throw LedgerError("\(source) ended before byte \(length)") }
+            hasher.update(data: chunk)
+            try output.write(contentsOf: chunk)
+            left -= UInt64(chunk.count)
+        }
+        try output.synchronize()
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static func fm_create(_ path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
+    }
+}

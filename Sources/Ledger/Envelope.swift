@@ -1,0 +1,179 @@
+import Foundation
+import IntakeQ
+
+/// The event types of the catalogue (DESIGN.md, "Event catalogue").
+public enum EventType: String, Sendable, CaseIterable {
+    case syncStarted = "sync.started"
+    case rosterObserved = "roster.observed"
+    case appointmentDiscovered = "appointment.discovered"
+    case appointmentChanged = "appointment.changed"
+    case appointmentRemoved = "appointment.removed"
+    case settingsObserved = "practice.settings_observed"
+    case syncCompleted = "sync.completed"
+    case syncAbandoned = "sync.abandoned"
+
+    /// The schema version this code writes, and the one every read is upcast to.
+    public var currentVersion: Int { 1 }
+}
+
+/// One event as stored: a JSON object on one line, keys in this order:
+/// `{"seq":41,"id":"…","type":"…","v":1,"at":"…","run":"…","stream":"…","data":{…}}`.
+/// `data` is kept as bytes; typed accessors decode it on demand.
+public struct EventEnvelope: Sendable, Hashable {
+    public var seq: UInt64
+    public var id: String
+    public var type: String
+    public var v: Int
+    /// When SyncLedger recorded it (real clock), ISO 8601 UTC with milliseconds.
+    public var at: String
+    public var run: String?
+    public var stream: String
+    public var data: [UInt8]
+
+    public init(seq: UInt64, id: String, type: String, v: Int, at: String, run: String?, stream: String, data: [UInt8]) {
+        self.seq = seq
+        self.id = id
+        self.type = type
+        self.v = v
+        self.at = at
+        self.run = run
+        self.stream = stream
+        self.data = data
+    }
+
+    public var eventType: EventType? { EventType(rawValue: type) }
+    public var atMillis: Int64 { ISOTime.parse(at) ?? 0 }
+
+    /// The line as stored (without the newline).
+    public func encoded() -> [UInt8] {
+        var head = "{\"seq\":\(seq),\"id\":\(jsonQuoted(id)),\"type\":\(jsonQuoted(type)),\"v\":\(v)"
+        head += ",\"at\":\(jsonQuoted(at)),\"run\":\(run.map(jsonQuoted) ?? "null")"
+        head += ",\"stream\":\(jsonQuoted(stream)),\"data\":"
+        var out = Array(head.utf8)
+        out.reserveCapacity(out.count + data.count + 1)
+        out += data
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    /// Parses a stored line. The fast path reads the fixed key order SyncLedger writes; anything
+    /// else that is a valid envelope object is accepted through a general JSON parse.
+    public static func decode(_ line: some Collection<UInt8>) throws -> EventEnvelope {
+        let bytes = Array(line)
+        var scanner = EnvelopeScanner(bytes)
+        if let e = scanner.scan() { return e }
+        return try decodeSlow(bytes)
+    }
+
+    static func decodeSlow(_ bytes: [UInt8]) throws -> EventEnvelope {
+        let value: JSONValue
+        do { value = try JSONValue.parse(bytes) } catch {
+            throw LedgerError("an event line is not valid JSON: \(error.localizedDescription)")
+        }
+        guard case .object(let o) = value,
+            let seq = o["seq"]?.int64Value, let type = o["type"]?.stringValue,
+            let at = o["at"]?.stringValue, let stream = o["stream"]?.stringValue, let data = o["data"]
+        else { throw LedgerError("an event line lacks seq, type, at, stream or data") }
+        let run = o["run"].flatMap { $0.isNull ? nil : $0.stringValue }
+        return EventEnvelope(
+            seq: UInt64(max(0, seq)), id: o["id"]?.stringValue ?? "", type: type,
+            v: Int(o["v"]?.int64Value ?? 1), at: at, run: run, stream: stream,
+            data: Array(data.canonicalText.utf8))
+    }
+
+    /// The data object, decoded generically.
+    public func dataValue() throws -> JSONValue {
+        do { return try JSONValue.parse(data) } catch {
+            throw LedgerError("event \(seq) (\(type)) has a data field that is not valid JSON")
+        }
+    }
+
+    /// Decodes `data` as a typed payload.
+    public func decodeData<T: Decodable>(_: T.Type) throws -> T {
+        do { return try JSONDecoder().decode(T.self, from: Data(data)) } catch {
+            throw LedgerError("event \(seq) (\(type) v\(v)) has a data field this version cannot read: \(describe(error))")
+        }
+    }
+}
+
+/// Reads the envelope keys in the order SyncLedger writes them, without a JSON library.
+struct EnvelopeScanner {
+    let b: [UInt8]
+    var i = 0
+    init(_ bytes: [UInt8]) { b = bytes }
+
+    mutating func lit(_ s: StaticString) -> Bool {
+        let n = s.utf8CodeUnitCount
+        guard i + n <= b.count else { return false }
+        let p = s.utf8Start
+        for k in 0..<n where b[i + k] != p[k] { return false }
+        i += n
+        return true
+    }
+
+    mutating func int() -> Int64? {
+        var v: Int64 = 0
+        let start = i
+        while i < b.count, b[i] >= 48, b[i] <= 57, i - start < 18 {
+            v = v * 10 + Int64(b[i] - 48)
+            i += 1
+        }
+        return i > start ? v : nil
+    }
+
+    /// A string without escapes (ids, types, times and streams SyncLedger writes have none);
+    /// anything escaped falls back to the general parser.
+    mutating func str() -> String? {
+        guard i < b.count, b[i] == 34 else { return nil }
+        i += 1
+        let start = i
+        while i < b.count, b[i] != 34 {
+            if b[i] == 92 { return nil }
+            i += 1
+        }
+        guard i < b.count else { return nil }
+        let s = String(decoding: b[start..<i], as: UTF8.self)
+        i += 1
+        return s
+    }
+
+    mutating func scan() -> EventEnvelope? {
+        guard lit("{\"seq\":"), let seq = int(), lit(",\"id\":"), let id = str(),
+            lit(",\"type\":"), let type = str(), lit(",\"v\":"), let v = int(),
+            lit(",\"at\":"), let at = str(), lit(",\"run\":")
+        else { return nil }
+        var run: String? = nil
+        if !lit("null") {
+            guard let r = str() else { return nil }
+            run = r
+        }
+        guard lit(",\"stream\":"), let stream = str(), lit(",\"data\":") else { return nil }
+        guard b.count > i + 1, b[b.count - 1] == UInt8(ascii: "}") else { return nil }
+        return EventEnvelope(
+            seq: UInt64(seq), id: id, type: type, v: Int(v), at: at, run: run, stream: stream,
+            data: Array(b[i..<(b.count - 1)]))
+    }
+}
+
+/// An error of the ledger layer, with a message that says what to do.
+public struct LedgerError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+func describe(_ error: any Error) -> String {
+    if let e = error as? DecodingError {
+        switch e {
+        case .keyNotFound(let k, let c): return "missing key \(path(c.codingPath + [k]))"
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c):
+            return "\(c.debugDescription) at \(path(c.codingPath))"
+        @unknown default: return "\(e)"
+        }
+    }
+    return "\(error)"
+}
+
+private func path(_ keys: [any CodingKey]) -> String {
+    keys.isEmpty ? "top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+}

@@ -1,0 +1,253 @@
+import Foundation
+import IntakeQ
+
+// Typed `data` payloads of the event catalogue. Keys are snake_case in the log.
+// The IntakeQ objects inside appointment and settings events are written by hand (see
+// `AppointmentObservation.encodeData`) so their bytes stay exactly as received.
+
+/// Stream names: one per appointment, one per sync run, and one each for the roster and settings.
+public enum Streams {
+    public static func appointment(_ id: String) -> String { "appointment/" + id }
+    public static func syncRun(_ id: String) -> String { "sync/" + id }
+    public static let roster = "roster"
+    public static let settings = "practice/settings"
+}
+
+public struct DateWindow: Codable, Sendable, Hashable {
+    public var start: String
+    public var end: String
+    public init(start: String, end: String) {
+        self.start = start
+        self.end = end
+    }
+}
+
+/// `sync.started`
+public struct SyncStarted: Codable, Sendable, Hashable {
+    public var syncType: String
+    public var organizationId: String?
+    public var patientId: String?
+    public var window: DateWindow
+    public var triggeredBy: String
+    public var toolVersion: String
+    /// The `--now` the run used for its window (the real clock unless given).
+    public var now: String
+
+    enum CodingKeys: String, CodingKey {
+        case syncType = "sync_type", organizationId = "organization_id", patientId = "patient_id"
+        case window, triggeredBy = "triggered_by", toolVersion = "tool_version", now
+    }
+
+    public init(syncType: String, organizationId: String?, patientId: String?, window: DateWindow,
+                triggeredBy: String, toolVersion: String, now: String) {
+        self.syncType = syncType
+        self.organizationId = organizationId
+        self.patientId = patientId
+        self.window = window
+        self.triggeredBy = triggeredBy
+        self.toolVersion = toolVersion
+        self.now = now
+    }
+}
+
+/// `roster.observed`: the scope as given to a run, with no more personal data than the roster file.
+public struct RosterObserved: Codable, Sendable, Hashable {
+    public struct Patient: Codable, Sendable, Hashable {
+        public var id: String
+        public var name: String?
+        public var email: String?
+        /// Normalised to a string: the roster may give a number or a string.
+        public var intakeqClientId: String
+        enum CodingKeys: String, CodingKey { case id, name, email, intakeqClientId = "intakeq_client_id" }
+        public init(id: String, name: String?, email: String?, intakeqClientId: String) {
+            self.id = id
+            self.name = name
+            self.email = email
+            self.intakeqClientId = intakeqClientId
+        }
+    }
+    public struct Organization: Codable, Sendable, Hashable {
+        public var id: String
+        public var name: String?
+        public var patients: [Patient]
+        public init(id: String, name: String?, patients: [Patient]) {
+            self.id = id
+            self.name = name
+            self.patients = patients
+        }
+    }
+    public struct Practitioner: Codable, Sendable, Hashable {
+        public var intakeqId: String
+        public var providerId: String
+        enum CodingKeys: String, CodingKey { case intakeqId = "intakeq_id", providerId = "provider_id" }
+        public init(intakeqId: String, providerId: String) {
+            self.intakeqId = intakeqId
+            self.providerId = providerId
+        }
+    }
+    public var organizations: [Organization]
+    public var practitioners: [Practitioner]
+    /// SHA-256 of the canonical form of the two lists; a run records the roster when this differs.
+    public var rosterHash: String
+
+    enum CodingKeys: String, CodingKey { case organizations, practitioners, rosterHash = "roster_hash" }
+
+    public init(organizations: [Organization], practitioners: [Practitioner], rosterHash: String) {
+        self.organizations = organizations
+        self.practitioners = practitioners
+        self.rosterHash = rosterHash
+    }
+}
+
+/// `appointment.discovered` and `appointment.changed`: the IntakeQ object as received.
+public struct AppointmentObservation: Sendable, Hashable {
+    public var appointmentId: String
+    public var contentHash: String
+    /// Empty for `appointment.discovered`.
+    public var changedFields: [String]
+    /// The minified object bytes, exactly as received.
+    public var object: [UInt8]
+
+    public init(appointmentId: String, contentHash: String, changedFields: [String], object: [UInt8]) {
+        self.appointmentId = appointmentId
+        self.contentHash = contentHash
+        self.changedFields = changedFields
+        self.object = object
+    }
+
+    /// `{"appointment_id":…,"content_hash":…,"changed_fields":[…],"object":<bytes as received>}`
+    public func encodeData(includeChangedFields: Bool) -> [UInt8] {
+        var head = "{\"appointment_id\":\(jsonQuoted(appointmentId)),\"content_hash\":\(jsonQuoted(contentHash))"
+        if includeChangedFields {
+            head += ",\"changed_fields\":[" + changedFields.map(jsonQuoted).joined(separator: ",") + "]"
+        }
+        head += ",\"object\":"
+        return Array(head.utf8) + object + [UInt8(ascii: "}")]
+    }
+
+    public static func decode(_ e: EventEnvelope) throws -> AppointmentObservation {
+        let value = try e.dataValue()
+        guard let id = value["appointment_id"]?.stringValue, let object = value["object"] else {
+            throw LedgerError("event \(e.seq) (\(e.type)) lacks appointment_id or object")
+        }
+        let changed = value["changed_fields"].flatMap { v -> [String]? in
+            if case .array(let a) = v { return a.compactMap(\.stringValue) }
+            return nil
+        } ?? []
+        return AppointmentObservation(
+            appointmentId: id, contentHash: value["content_hash"]?.stringValue ?? "",
+            changedFields: changed, object: Array(object.canonicalText.utf8))
+    }
+}
+
+/// `appointment.removed`
+public struct AppointmentRemoved: Codable, Sendable, Hashable {
+    public var appointmentId: String
+    /// `deleted_only` (IntakeQ listed it as deleted) or `not_found` (404 for its id).
+    public var reason: String
+    enum CodingKeys: String, CodingKey { case appointmentId = "appointment_id", reason }
+    public init(appointmentId: String, reason: String) {
+        self.appointmentId = appointmentId
+        self.reason = reason
+    }
+}
+
+/// `practice.settings_observed`
+public struct SettingsObserved: Sendable, Hashable {
+    public var contentHash: String
+    public var object: [UInt8]
+    public init(contentHash: String, object: [UInt8]) {
+        self.contentHash = contentHash
+        self.object = object
+    }
+    public func encodeData() -> [UInt8] {
+        Array("{\"content_hash\":\(jsonQuoted(contentHash)),\"object\":".utf8) + object + [UInt8(ascii: "}")]
+    }
+}
+
+public struct SyncCounts: Codable, Sendable, Hashable {
+    public var new = 0
+    public var updated = 0
+    public var unchanged = 0
+    public var removed = 0
+    public var errors = 0
+    public var patientsProcessed = 0
+    public var patientsFailed = 0
+    enum CodingKeys: String, CodingKey {
+        case new, updated, unchanged, removed, errors
+        case patientsProcessed = "patients_processed", patientsFailed = "patients_failed"
+    }
+    public init() {}
+}
+
+public struct APIUsage: Codable, Sendable, Hashable {
+    public var calls = 0
+    public var retries = 0
+    public var rateLimitWaits = 0
+    public var waitedSeconds = 0.0
+    public var rateLimitHit = false
+    enum CodingKeys: String, CodingKey {
+        case calls, retries, rateLimitWaits = "rate_limit_waits", waitedSeconds = "waited_seconds"
+        case rateLimitHit = "rate_limit_hit"
+    }
+    public init() {}
+}
+
+/// `sync.completed`, appended as a batch of its own so `head_before` is an anchor.
+public struct SyncCompleted: Codable, Sendable, Hashable {
+    public struct Observed: Codable, Sendable, Hashable {
+        public var id: String
+        public var hash: String
+        public init(id: String, hash: String) {
+            self.id = id
+            self.hash = hash
+        }
+    }
+    /// `completed`, `partial_success` or `failed`.
+    public var status: String
+    public var counts: SyncCounts
+    public var api: APIUsage
+    public var warnings: [String]
+    public var errors: [String]
+    public var errorMessage: String?
+    public var unchanged: [Observed]
+    public var headBefore: String
+    public var durationMs: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case status, counts, api, warnings, errors, errorMessage = "error_message", unchanged
+        case headBefore = "head_before", durationMs = "duration_ms"
+    }
+
+    public init(status: String, counts: SyncCounts, api: APIUsage, warnings: [String], errors: [String],
+                errorMessage: String?, unchanged: [Observed], headBefore: String, durationMs: Int64) {
+        self.status = status
+        self.counts = counts
+        self.api = api
+        self.warnings = warnings
+        self.errors = errors
+        self.errorMessage = errorMessage
+        self.unchanged = unchanged
+        self.headBefore = headBefore
+        self.durationMs = durationMs
+    }
+}
+
+/// `sync.abandoned`: appended by a later run for a run that started and never completed.
+public struct SyncAbandoned: Codable, Sendable, Hashable {
+    public var abandonedRun: String
+    public var reason: String
+    enum CodingKeys: String, CodingKey { case abandonedRun = "abandoned_run", reason }
+    public init(abandonedRun: String, reason: String) {
+        self.abandonedRun = abandonedRun
+        self.reason = reason
+    }
+}
+
+/// Encodes a Codable payload as `data` bytes.
+public func encodeData<T: Encodable>(_ value: T) -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    // Encoding these plain structs cannot fail.
+    return Array(try! encoder.encode(value))
+}

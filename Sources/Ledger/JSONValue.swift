@@ -1,0 +1,151 @@
+
+import Foundation
+import IntakeQ
+
+// The decoded JSON value type is IntakeQ's (`IntakeQ.JSONValue`); the ledger adds canonical
+// text (for content hashes), accessors and field-level diffs.
+extension JSONValue {
+    /// Parses UTF-8 JSON bytes.
+    public static func parse(bytes: some Collection<UInt8>) throws -> JSONValue {
+        try JSONValue.parse(Array(bytes))
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let o) = self { return o[key] }
+        return nil
+    }
+
+    public var stringValue: String? {
+        switch self {
+        case .string(let s): return s
+        case .number: return canonicalText
+        case .bool(let b): return b ? "true" : "false"
+        default: return nil
+        }
+    }
+
+    public var doubleValue: Double? {
+        switch self {
+        case .number(let d): return d
+        case .string(let s): return Double(s)
+        default: return nil
+        }
+    }
+
+    public var int64Value: Int64? {
+        guard let d = doubleValue, d.isFinite, abs(d) < 9.0e18 else { return nil }
+        return Int64(d)
+    }
+
+    public var isNull: Bool { if case .null = self { return true }; return false }
+
+    /// Canonical text: object keys sorted, no whitespace, integral numbers without a fraction.
+    public var canonicalText: String {
+        var out = ""
+        writeCanonical(into: &out)
+        return out
+    }
+
+    func writeCanonical(into out: inout String) {
+        switch self {
+        case .null: out += "null"
+        case .bool(let b): out += b ? "true" : "false"
+        case .number(let d):
+            if d.rounded() == d, abs(d) < 9.007_199_254_740_992e15 {
+                out += String(Int64(d))
+            } else {
+                out += "\(d)"
+            }
+        case .string(let s): out += jsonQuoted(s)
+        case .array(let a):
+            out += "["
+            for (i, v) in a.enumerated() {
+                if i > 0 { out += "," }
+                v.writeCanonical(into: &out)
+            }
+            out += "]"
+        case .object(let o):
+            out += "{"
+            for (i, k) in o.keys.sorted().enumerated() {
+                if i > 0 { out += "," }
+                out += jsonQuoted(k)
+                out += ":"
+                o[k]!.writeCanonical(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    /// Any JSON value as a plain Foundation object (for JSONSerialization output).
+    public var foundationObject: Any {
+        switch self {
+        case .null: return NSNull()
+        case .bool(let b): return b
+        case .number(let d): return d.rounded() == d && abs(d) < 9.0e15 ? Int64(d) as Any : d as Any
+        case .string(let s): return s
+        case .array(let a): return a.map(\.foundationObject)
+        case .object(let o): return o.mapValues(\.foundationObject)
+        }
+    }
+}
+
+/// Quotes a string as a JSON string literal.
+public func jsonQuoted(_ s: String) -> String {
+    var out = "\""
+    out.reserveCapacity(s.utf8.count + 2)
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 {
+                out += String(format: "\\u%04x", scalar.value)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    out += "\""
+    return out
+}
+
+/// One field that differs between two versions of an object.
+public struct FieldChange: Sendable, Hashable {
+    public var field: String
+    public var from: JSONValue
+    public var to: JSONValue
+    public init(field: String, from: JSONValue, to: JSONValue) {
+        self.field = field
+        self.from = from
+        self.to = to
+    }
+}
+
+/// Field-level differences between two JSON objects. Nested objects are compared key by key
+/// with dotted paths (`TelehealthInfo.JoinUrl`); arrays are compared whole. An absent key and
+/// a `null` are the same (list rows omit keys that the single GET returns as null).
+public func diffObjects(_ old: JSONValue, _ new: JSONValue, prefix: String = "") -> [FieldChange] {
+    guard case .object(let a) = old, case .object(let b) = new else {
+        return old == new ? [] : [FieldChange(field: prefix.isEmpty ? "." : prefix, from: old, to: new)]
+    }
+    var changes: [FieldChange] = []
+    for key in Set(a.keys).union(b.keys).sorted() {
+        let x = a[key] ?? .null
+        let y = b[key] ?? .null
+        if x == y { continue }
+        let path = prefix.isEmpty ? key : prefix + "." + key
+        if case .object = x, case .object = y {
+            changes += diffObjects(x, y, prefix: path)
+        } else if case .object = y, x.isNull {
+            changes += diffObjects(.object([:]), y, prefix: path)
+        } else if case .object = x, y.isNull {
+            changes += diffObjects(x, .object([:]), prefix: path)
+        } else {
+            changes.append(FieldChange(field: path, from: x, to: y))
+        }
+    }
+    return changes
+}

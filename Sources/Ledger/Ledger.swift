@@ -1,0 +1,179 @@
+import Crypto
+import EventLog
+import Foundation
+import IntakeQ
+
+/// An event to append: the ledger assigns `seq`, `id` and `at`.
+public struct NewEvent: Sendable {
+    public var type: EventType
+    public var run: String?
+    public var stream: String
+    public var data: [UInt8]
+    public init(type: EventType, run: String?, stream: String, data: [UInt8]) {
+        self.type = type
+        self.run = run
+        self.stream = stream
+        self.data = data
+    }
+}
+
+/// The single writer of a store's log, typed. Not thread-safe: one owner serialises access.
+public final class LedgerWriter {
+    public let store: Store
+    let log: EventLogWriter
+    private var lastAtMillis: Int64
+    /// The real clock; tests inject a stepping clock to prove `at` never decreases.
+    private let clock: () -> Int64
+
+    public init(store: Store, waitLock: Double? = nil, options: LogOptions = LogOptions(),
+                clock: @escaping () -> Int64 = ISOTime.nowMillis) throws {
+        self.store = store
+        self.clock = clock
+        self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock)
+        self.lastAtMillis = 0
+        let head = log.head
+        if head.seq > 0 {
+            let reader = try EventLogReader(directory: store.logPath)
+            if let last = try LedgerReader.lastEvent(reader: reader, head: head) {
+                lastAtMillis = last.atMillis
+            }
+        }
+    }
+
+    public var head: LogHead { log.head }
+
+    /// Appends the events as one atomic, durable batch and returns them as stored.
+    @discardableResult
+    public func append(_ events: [NewEvent]) throws -> [EventEnvelope] {
+        precondition(!events.isEmpty, "append needs at least one event")
+        var now = clock()
+        // A clock that steps back is clamped: "as of T" must stay a prefix of the log.
+        if now < lastAtMillis { now = lastAtMillis }
+        let at = ISOTime.format(millis: now)
+        var seq = log.head.seq
+        var stored: [EventEnvelope] = []
+        stored.reserveCapacity(events.count)
+        for e in events {
+            seq += 1
+            stored.append(EventEnvelope(
+                seq: seq, id: UUID().uuidString.lowercased(), type: e.type.rawValue,
+                v: e.type.currentVersion, at: at, run: e.run, stream: e.stream, data: e.data))
+        }
+        try log.append(stored.map { $0.encoded() })
+        lastAtMillis = now
+        return stored
+    }
+
+    public func close() { log.close() }
+}
+
+/// A decoded batch: its header facts and its events, upcast to the current versions.
+public struct LedgerBatch: Sendable {
+    public var info: BatchInfo
+    public var events: [EventEnvelope]
+}
+
+/// Reads a store's events in order, upcast. Works while a writer appends.
+public final class LedgerReader {
+    public let store: Store
+    public let log: EventLogReader
+    public let upcasters: Upcasters
+
+    public init(store: Store, upcasters: Upcasters = .standard) throws {
+        self.store = store
+        self.upcasters = upcasters
+        self.log = try EventLogReader(directory: store.logPath)
+    }
+
+    public func head() throws -> LogHead { try log.head() }
+
+    /// Calls `body` with each batch from the one containing `from` up to `through`, in order.
+    /// Events before `from` or after `through` in the edge batches are left out. `body`
+    /// returns false to stop early.
+    public func forEachBatch(from: UInt64 = 1, through: UInt64? = nil,
+                             _ body: (LedgerBatch) throws -> Bool) throws {
+        let cursor = try log.cursor(from: max(1, from), through: through)
+        while let (info, bytes) = try cursor.nextBatch() {
+            var events: [EventEnvelope] = []
+            events.reserveCapacity(Int(info.count))
+            var start = 0
+            var seq = info.firstSeq
+            for i in 0..<bytes.count where bytes[i] == 10 {
+                if seq >= from, through.map({ seq <= $0 }) ?? true {
+                    let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info)
+                    events.append(try upcasters.upcast(e))
+                }
+                seq += 1
+                start = i + 1
+            }
+            if try !body(LedgerBatch(info: info, events: events)) { return }
+            if let through, info.lastSeq >= through { return }
+        }
+    }
+
+    /// Calls `body` with each event from `from` through `through`.
+    public func forEachEvent(from: UInt64 = 1, through: UInt64? = nil,
+                             _ body: (EventEnvelope) throws -> Bool) throws {
+        var go = true
+        try forEachBatch(from: from, through: through) { batch in
+            for e in batch.events where go { go = try body(e) }
+            return go
+        }
+    }
+
+    /// The events with these seqs (sorted), reading only the batches that hold them.
+    public func events(at seqs: [UInt64]) throws -> [EventEnvelope] {
+        var out: [EventEnvelope] = []
+        var i = 0
+        let sorted = seqs.sorted()
+        while i < sorted.count {
+            let target = sorted[i]
+            var found = false
+            try forEachBatch(from: target) { batch in
+                for e in batch.events {
+                    while i < sorted.count, sorted[i] < e.seq { i += 1 }
+                    if i < sorted.count, sorted[i] == e.seq {
+                        out.append(e)
+                        i += 1
+                        found = true
+                    }
+                }
+                // Stay in this batch only; the next wanted seq may be far away.
+                return false
+            }
+            if !found, i < sorted.count, sorted[i] == target { i += 1 }
+        }
+        return out
+    }
+
+    func decodeLine(_ line: ArraySlice<UInt8>, expectedSeq: UInt64, info: BatchInfo) throws -> EventEnvelope {
+        let e: EventEnvelope
+        do { e = try EventEnvelope.decode(line) } catch let error as LedgerError {
+            throw LedgerError("seq \(expectedSeq) in \(info.segment) at offset \(info.offset): \(error.message)")
+        }
+        guard e.seq == expectedSeq else {
+            throw LedgerError("seq \(expectedSeq) in \(info.segment) at offset \(info.offset) says it is seq \(e.seq): the log's envelopes disagree with its batch header")
+        }
+        return e
+    }
+
+    /// The last event of the log (for `at` clamping), reading only the last batch.
+    static func lastEvent(reader: EventLogReader, head: LogHead) throws -> EventEnvelope? {
+        guard head.seq > 0 else { return nil }
+        let cursor = try reader.cursor(from: head.seq, through: head.seq)
+        guard let record = try cursor.next() else { return nil }
+        return try EventEnvelope.decode(record.payload)
+    }
+}
+
+/// SHA-256 hex of bytes.
+public func sha256Hex(_ bytes: some Collection<UInt8>) -> String {
+    let digest = SHA256.hash(data: Array(bytes))
+    return digest.map { String(format: "%02x", $0) }.joined()
+}
+
+/// The content hash of an IntakeQ object: SHA-256 of its canonical form (keys sorted,
+/// numbers normalised), so re-ordered keys or "150.0" vs "150" do not read as a change.
+public func contentHash(of object: JSONValue) -> String {
+    sha256Hex(Array(object.canonicalText.utf8))
+}

@@ -1,0 +1,112 @@
+import EventLog
+import Foundation
+import IntakeQ
+
+/// A store directory: `STORE` marker, `log/`, `state/`, `projections.sqlite`. Owner-only
+/// permissions throughout, because the log holds patient names, emails and phone numbers.
+public struct Store: Sendable {
+    public static let formatName = "syncledger-store"
+    public static let formatVersion = 1
+
+    public let path: String
+    public var logPath: String { path + "/log" }
+    public var statePath: String { path + "/state" }
+    public var projectionsPath: String { path + "/projections.sqlite" }
+
+    /// The store directory to use: `--store`, else `$SYNCLEDGER_STORE`, else `./ledger-data`.
+    public static func resolvePath(_ option: String?) -> String {
+        if let option, !option.isEmpty { return option }
+        if let env = ProcessInfo.processInfo.environment["SYNCLEDGER_STORE"], !env.isEmpty { return env }
+        return "./ledger-data"
+    }
+
+    /// Opens an existing store. Refuses a directory without `STORE` and a newer format.
+    public static func open(_ path: String) throws -> Store {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw LedgerError("no store at \(path): run `syncledger sync` to create one, or pass --store DIR")
+        }
+        guard isDir.boolValue else { throw LedgerError("\(path) is a file, not a SyncLedger store directory") }
+        try checkMarker(path)
+        return Store(path: path)
+    }
+
+    /// Opens a store, creating it when the directory is missing or empty.
+    public static func openOrCreate(_ path: String) throws -> Store {
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: path, isDirectory: &isDir) {
+            guard isDir.boolValue else { throw LedgerError("\(path) is a file, not a SyncLedger store directory") }
+            let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            if !contents.isEmpty || fm.fileExists(atPath: path + "/STORE") {
+                try checkMarker(path)
+                return Store(path: path)
+            }
+        } else {
+            do {
+                try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw LedgerError("cannot create the store directory \(path): \(reason(error))")
+            }
+        }
+        _ = chmod(path, 0o700)
+        let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
+        try writeFileAtomically(path + "/STORE", Array(marker.utf8))
+        for sub in ["log", "state"] {
+            try? fm.createDirectory(atPath: path + "/" + sub, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        }
+        return Store(path: path)
+    }
+
+    private static func checkMarker(_ path: String) throws {
+        guard let bytes = FileManager.default.contents(atPath: path + "/STORE") else {
+            throw LedgerError("\(path) is not a SyncLedger store (it has no STORE file); pass --store with a store directory or an empty one")
+        }
+        guard case .object(let o)? = try? JSONValue.parse(Array(bytes)), o["format"]?.stringValue == formatName,
+            let version = o["version"]?.int64Value
+        else { throw LedgerError("\(path)/STORE is not a SyncLedger store marker") }
+        if version > Int64(formatVersion) {
+            throw LedgerError("the store at \(path) has format version \(version), newer than this syncledger understands (\(formatVersion)); upgrade syncledger")
+        }
+    }
+
+    init(path: String) { self.path = path }
+
+    public var hasLog: Bool { FileManager.default.fileExists(atPath: logPath) }
+}
+
+/// Writes a file owner-only through a temporary file and a rename, then syncs the directory.
+public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
+    let tmp = path + ".tmp-\(getpid())"
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw LedgerError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    var ok = bytes.withUnsafeBytes { buf -> Bool in
+        var off = 0
+        while off < buf.count {
+            let n = write(fd, buf.baseAddress! + off, buf.count - off)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            off += n
+        }
+        return true
+    }
+    if ok { ok = fsync(fd) == 0 }
+    let err = errno
+    close(fd)
+    guard ok, rename(tmp, path) == 0 else {
+        unlink(tmp)
+        throw LedgerError("cannot write \(path): \(String(cString: strerror(err == 0 ? errno : err)))")
+    }
+    let dir = (path as NSString).deletingLastPathComponent
+    let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if dfd >= 0 {
+        fsync(dfd)
+        close(dfd)
+    }
+}
+
+func reason(_ error: any Error) -> String {
+    if let e = error as? CocoaError, let u = e.userInfo[NSUnderlyingErrorKey] as? NSError {
+        return String(cString: strerror(Int32(u.code)))
+    }
+    return error.localizedDescription
+}

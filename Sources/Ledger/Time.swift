@@ -1,0 +1,109 @@
+import Foundation
+
+/// ISO 8601 UTC timestamps with milliseconds ("2026-11-26T09:00:03.120Z"), the only time
+/// format SyncLedger writes. Formatting is done by hand: it runs once per event.
+public enum ISOTime {
+    /// Formats epoch milliseconds.
+    public static func format(millis: Int64) -> String {
+        var t = time_t(millis >= 0 ? millis / 1000 : (millis - 999) / 1000)
+        let ms = Int(millis - Int64(t) * 1000)
+        var tmv = tm()
+        gmtime_r(&t, &tmv)
+        return String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+            Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday),
+            Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec), ms)
+    }
+
+    public static func format(_ date: Date) -> String {
+        format(millis: Int64((date.timeIntervalSince1970 * 1000).rounded(.down)))
+    }
+
+    /// Formats a day as yyyy-MM-dd (UTC).
+    public static func day(millis: Int64) -> String {
+        String(format(millis: millis).prefix(10))
+    }
+
+    /// Parses "YYYY-MM-DD", "YYYY-MM-DDTHH:MM[:SS[.fff…]]" with "Z" or "±HH:MM" (or no zone,
+    /// read as UTC) into epoch milliseconds. Returns nil when the text is not such a time.
+    public static func parse(_ text: String) -> Int64? {
+        let s = Array(text.utf8)
+        var i = 0
+        func num(_ n: Int) -> Int? {
+            guard i + n <= s.count else { return nil }
+            var v = 0
+            for k in 0..<n {
+                let c = s[i + k]
+                guard c >= 48, c <= 57 else { return nil }
+                v = v * 10 + Int(c - 48)
+            }
+            i += n
+            return v
+        }
+        func expect(_ c: UInt8) -> Bool {
+            guard i < s.count, s[i] == c else { return false }
+            i += 1
+            return true
+        }
+        guard let y = num(4), expect(45), let mo = num(2), expect(45), let d = num(2) else { return nil }
+        guard (1...12).contains(mo), (1...31).contains(d) else { return nil }
+        var h = 0, mi = 0, sec = 0, ms = 0, offset = 0
+        if i < s.count {
+            guard expect(84) || expect(32) || expect(116) else { return nil }  // 'T', ' ', 't'
+            guard let hh = num(2), expect(58), let mm = num(2) else { return nil }
+            h = hh
+            mi = mm
+            if expect(58) {
+                guard let ss = num(2) else { return nil }
+                sec = ss
+                if expect(46) {
+                    var digits = 0
+                    var frac = 0
+                    while i < s.count, s[i] >= 48, s[i] <= 57 {
+                        if digits < 3 { frac = frac * 10 + Int(s[i] - 48) }
+                        digits += 1
+                        i += 1
+                    }
+                    guard digits > 0 else { return nil }
+                    for _ in digits..<max(digits, 3) { frac *= 10 }
+                    ms = frac
+                }
+            }
+            guard h < 24, mi < 60, sec < 61 else { return nil }
+            if i < s.count {
+                if expect(90) || expect(122) {  // 'Z'
+                } else if i < s.count, s[i] == 43 || s[i] == 45 {
+                    let sign = s[i] == 45 ? -1 : 1
+                    i += 1
+                    guard let oh = num(2) else { return nil }
+                    _ = expect(58)
+                    guard let om = num(2) else { return nil }
+                    offset = sign * (oh * 60 + om)
+                } else {
+                    return nil
+                }
+            }
+            guard i == s.count else { return nil }
+        }
+        let days = daysFromCivil(y, mo, d)
+        let seconds = Int64(days) * 86_400 + Int64(h * 3600 + mi * 60 + sec) - Int64(offset * 60)
+        return seconds * 1000 + Int64(ms)
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's civil algorithm).
+    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    /// The real clock, in epoch milliseconds.
+    public static func nowMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,52 @@
+/// Upcasting: every read path (projections, rebuild, history, export in CSV) passes events
+/// through here, so readers only ever see the current schema version of each event type.
+/// An upcaster turns version `from` of one type into version `from + 1`.
+public struct Upcaster: Sendable {
+    public var type: String
+    public var from: Int
+    public var transform: @Sendable (EventEnvelope) throws -> EventEnvelope
+
+    public init(type: String, from: Int, transform: @escaping @Sendable (EventEnvelope) throws -> EventEnvelope) {
+        self.type = type
+        self.from = from
+        self.transform = transform
+    }
+}
+
+public struct Upcasters: Sendable {
+    var chain: [String: [Int: Upcaster]] = [:]
+    /// The version readers expect of each type; types not listed are at 1.
+    public var current: [String: Int] = [:]
+
+    /// The upcasters this version of SyncLedger ships: none yet, every type is at v1.
+    public static let standard = Upcasters()
+
+    public init() {}
+
+    public init(_ list: [Upcaster]) {
+        for u in list {
+            chain[u.type, default: [:]][u.from] = u
+            current[u.type] = max(current[u.type] ?? 1, u.from + 1)
+        }
+    }
+
+    public func currentVersion(of type: String) -> Int { current[type] ?? 1 }
+
+    /// Brings an event to the current version of its type. An event newer than this code
+    /// understands is an error (upgrade), not something to guess at.
+    public func upcast(_ event: EventEnvelope) throws -> EventEnvelope {
+        var e = event
+        let target = currentVersion(of: e.type)
+        if e.v > target {
+            throw LedgerError("event \(e.seq) is \(e.type) v\(e.v), newer than this syncledger reads (v\(target)); upgrade syncledger")
+        }
+        while e.v < target {
+            guard let u = chain[e.type]?[e.v] else {
+                throw LedgerError("event \(e.seq) is \(e.type) v\(e.v) and no upcaster to v\(e.v + 1) exists")
+            }
+            e = try u.transform(e)
+            if e.v <= u.from { e.v = u.from + 1 }
+        }
+        return e
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import GRDB
+import IntakeQ
+import Ledger
+
+/// `appointments` (one row per appointment) and `appointment_patients` (one row per
+/// appointment and in-roster patient). Organization and patient come from the latest
+/// `roster.observed`, so a roster change re-attributes every appointment.
+public struct AppointmentsProjection: Projection {
+    public init() {}
+    public let name = "appointments"
+    public let schemaVersion = 1
+    public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster"]
+
+    public static let columns = [
+        "appointment_id", "organization_id", "patient_id", "intakeq_client_id", "client_name",
+        "practitioner_id", "practitioner_name", "provider_id", "service_name", "status",
+        "intakeq_status", "start_at", "end_at", "duration_minutes", "location_id", "location_name",
+        "place_of_service", "visit_type", "meeting_url", "removed", "first_seen_at",
+        "last_changed_at", "last_synced_at", "version", "last_seq",
+    ]
+
+    public func create(_ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: """
+            CREATE TABLE \(t("appointments")) (
+              appointment_id TEXT PRIMARY KEY, organization_id TEXT, patient_id TEXT,
+              intakeq_client_id TEXT, client_name TEXT, practitioner_id TEXT, practitioner_name TEXT,
+              provider_id TEXT, service_name TEXT, status TEXT NOT NULL, intakeq_status TEXT,
+              start_at TEXT, end_at TEXT, duration_minutes INTEGER, location_id TEXT, location_name TEXT,
+              place_of_service TEXT, visit_type TEXT NOT NULL, meeting_url TEXT,
+              removed INTEGER NOT NULL DEFAULT 0, first_seen_at TEXT NOT NULL, last_changed_at TEXT NOT NULL,
+              last_synced_at TEXT NOT NULL, version INTEGER NOT NULL, last_seq INTEGER NOT NULL);
+            CREATE INDEX \(indexName("appointments")) ON \(t("appointments"))(start_at);
+            CREATE INDEX \(indexName("appointments")) ON \(t("appointments"))(organization_id, start_at);
+            CREATE TABLE \(t("appointment_patients")) (
+              appointment_id TEXT NOT NULL, patient_id TEXT NOT NULL, organization_id TEXT,
+              role TEXT NOT NULL, PRIMARY KEY (appointment_id, patient_id));
+            CREATE INDEX \(indexName("appointment_patients")) ON \(t("appointment_patients"))(patient_id);
+            CREATE TABLE \(t("appointments_objects")) (
+              appointment_id TEXT PRIMARY KEY, object TEXT NOT NULL);
+            CREATE TABLE \(t("appointments_roster")) (id INTEGER PRIMARY KEY CHECK (id = 1), roster TEXT NOT NULL);
+            """)
+    }
+
+    public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
+        switch e.eventType {
+        case .appointmentDiscovered, .appointmentChanged:
+            let data = try e.projectionValue()
+            guard let object = data["object"], let facts = try? AppointmentFacts(object: object) else {
+                throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
+            }
+            let roster = try loadRoster(db, t)
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO \(t("appointments_objects")) (appointment_id, object) VALUES (?, ?)",
+                arguments: [facts.appointmentId, object.canonicalText])
+            let prior = try Row.fetchOne(
+                db, sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?",
+                arguments: [facts.appointmentId])
+            let firstSeen: String = prior?["first_seen_at"] ?? e.at
+            let version: Int = (prior?["version"] ?? 0) + 1
+            try write(facts, roster: roster, meta: Meta(firstSeen: firstSeen, lastChanged: e.at, lastSynced: e.at,
+                                                          version: version, lastSeq: e.seq, removed: false), db, t)
+        case .appointmentRemoved:
+            let removed = try e.projectionData(AppointmentRemoved.self)
+            try db.execute(
+                sql: """
+                    UPDATE \(t("appointments")) SET removed = 1, last_changed_at = ?, last_synced_at = ?,
+                      version = version + 1, last_seq = ? WHERE appointment_id = ?
+                    """,
+                arguments: [e.at, e.at, e.seq, removed.appointmentId])
+        case .syncCompleted:
+            let done = try e.projectionData(SyncCompleted.self)
+            let stmt = try db.cachedStatement(sql: "UPDATE \(t("appointments")) SET last_synced_at = ? WHERE appointment_id = ?")
+            for o in done.unchanged { try stmt.execute(arguments: [e.at, o.id]) }
+        case .rosterObserved:
+            let roster = try e.projectionData(RosterObserved.self)
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO \(t("appointments_roster")) (id, roster) VALUES (1, ?)",
+                arguments: [String(decoding: encodeData(roster), as: UTF8.self)])
+            try reattribute(RosterIndex(roster), db, t)
+        default:
+            break
+        }
+    }
+
+    struct Meta {
+        var firstSeen: String
+        var lastChanged: String
+        var lastSynced: String
+        var version: Int
+        var lastSeq: UInt64
+        var removed: Bool
+    }
+
+    func write(_ f: AppointmentFacts, roster: RosterIndex, meta m: Meta, _ db: Database, _ t: TableSet) throws {
+        let members = roster.members(of: f)
+        let primary = members.first
+        try db.execute(
+            sql: """
+                INSERT OR REPLACE INTO \(t("appointments")) (\(Self.columns.joined(separator: ", ")))
+                VALUES (\(Array(repeating: "?", count: Self.columns.count).joined(separator: ", ")))
+                """,
+            arguments: [
+                f.appointmentId, primary?.organizationId, primary?.patientId, f.intakeqClientId, f.clientName,
+                f.practitionerId, f.practitionerName, f.practitionerId.flatMap { roster.providers[$0] },
+                f.serviceName, f.status, f.intakeqStatus, f.startAt, f.endAt, f.durationMinutes,
+                f.locationId, f.locationName, f.placeOfService, f.visitType, f.meeting?.url,
+                m.removed, m.firstSeen, m.lastChanged, m.lastSynced, m.version, Int64(m.lastSeq),
+            ])
+        try db.execute(sql: "DELETE FROM \(t("appointment_patients")) WHERE appointment_id = ?", arguments: [f.appointmentId])
+        for member in members {
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
+                arguments: [f.appointmentId, member.patientId, member.organizationId, member.role])
+        }
+    }
+
+    func loadRoster(_ db: Database, _ t: TableSet) throws -> RosterIndex {
+        guard let text = try String.fetchOne(db, sql: "SELECT roster FROM \(t("appointments_roster")) WHERE id = 1"),
+            let roster = try? JSONDecoder().decode(RosterObserved.self, from: Data(text.utf8))
+        else { return RosterIndex(nil) }
+        return RosterIndex(roster)
+    }
+
+    /// Re-derives organization, patient and provider of every appointment from a new roster.
+    func reattribute(_ roster: RosterIndex, _ db: Database, _ t: TableSet) throws {
+        let rows = try Row.fetchAll(db, sql: "SELECT appointment_id, object FROM \(t("appointments_objects"))")
+        try db.execute(sql: "DELETE FROM \(t("appointment_patients"))")
+        for row in rows {
+            let text: String = row["object"]
+            guard let object = try? JSONValue.parse(Array(text.utf8)), let f = try? AppointmentFacts(object: object) else { continue }
+            let members = roster.members(of: f)
+            try db.execute(
+                sql: "UPDATE \(t("appointments")) SET organization_id = ?, patient_id = ?, provider_id = ? WHERE appointment_id = ?",
+                arguments: [members.first?.organizationId, members.first?.patientId,
+                            f.practitionerId.flatMap { roster.providers[$0] }, f.appointmentId])
+            for m in members {
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
+                    arguments: [f.appointmentId, m.patientId, m.organizationId, m.role])
+            }
+        }
+    }
+}
+
+/// The roster as lookups: IntakeQ client id → (organization, patient), practitioner → provider.
+public struct RosterIndex: Sendable {
+    public struct Member: Sendable, Hashable {
+        public var patientId: String
+        public var organizationId: String
+        public var role: String
+    }
+    var patients: [String: (patient: String, org: String)] = [:]
+    public var providers: [String: String] = [:]
+
+    public init(_ roster: RosterObserved?) {
+        guard let roster else { return }
+        for org in roster.organizations {
+            for p in org.patients where patients[p.intakeqClientId] == nil {
+                patients[p.intakeqClientId] = (p.id, org.id)
+            }
+        }
+        for pr in roster.practitioners { providers[pr.intakeqId] = pr.providerId }
+    }
+
+    /// In-roster patients of an appointment: the primary (ClientId) first, then additional ones.
+    public func members(of f: AppointmentFacts) -> [Member] {
+        var out: [Member] = []
+        var seen = Set<String>()
+        if let c = f.intakeqClientId, let p = patients[c] {
+            out.append(Member(patientId: p.patient, organizationId: p.org, role: "primary"))
+            seen.insert(p.patient)
+        }
+        for c in f.additionalClientIds {
+            if let p = patients[c], !seen.contains(p.patient) {
+                out.append(Member(patientId: p.patient, organizationId: p.org, role: "additional"))
+                seen.insert(p.patient)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import IntakeQ
+import Ledger
+
+/// What the views say about one IntakeQ appointment object, independent of the roster.
+/// Pure functions of the object: the same code serves the live views, rebuilds, `as-of`
+/// and the derived-field diffs of `history`.
+public struct AppointmentFacts: Sendable, Hashable {
+    public var appointmentId: String
+    public var intakeqClientId: String?
+    public var additionalClientIds: [String]
+    public var clientName: String?
+    public var practitionerId: String?
+    public var practitionerName: String?
+    public var serviceName: String?
+    public var status: String
+    public var intakeqStatus: String?
+    public var startAt: String?
+    public var endAt: String?
+    public var startMillis: Int64?
+    public var durationMinutes: Int?
+    public var locationId: String?
+    public var locationName: String?
+    public var placeOfService: String?
+    public var visitType: String
+    public var meeting: MeetingLink?
+    public var lastModified: String?
+
+    public init(object: JSONValue) throws {
+        guard case .object = object, let id = object["Id"]?.stringValue, !id.isEmpty else {
+            throw LedgerError("the appointment object has no Id")
+        }
+        appointmentId = id
+        intakeqClientId = object["ClientId"].flatMap(nonNull)?.stringValue
+        if case .array(let extra)? = object["AdditionalClients"] {
+            additionalClientIds = extra.compactMap { $0["ClientId"].flatMap(nonNull)?.stringValue }
+        } else {
+            additionalClientIds = []
+        }
+        clientName = object["ClientName"]?.stringValue
+        practitionerId = object["PractitionerId"]?.stringValue
+        practitionerName = object["PractitionerName"]?.stringValue
+        serviceName = object["ServiceName"]?.stringValue
+        intakeqStatus = object["Status"]?.stringValue
+        status = mapStatus(intakeqStatus)
+        startMillis = object["StartDate"]?.int64Value
+        startAt = startMillis.map(ISOTime.format(millis:))
+        let endMillis = object["EndDate"]?.int64Value
+        endAt = endMillis.map(ISOTime.format(millis:))
+        if let d = object["Duration"]?.int64Value {
+            durationMinutes = Int(d)
+        } else if let s = startMillis, let e = endMillis {
+            durationMinutes = Int((e - s) / 60_000)
+        }
+        locationId = object["LocationId"].flatMap(nonNull)?.stringValue
+        locationName = object["LocationName"]?.stringValue
+        placeOfService = object["PlaceOfService"].flatMap(nonNull)?.stringValue
+        meeting = MeetingLink.find(in: object)
+        let hasTelehealth = !(object["TelehealthInfo"]?.isNull ?? true)
+        visitType = deriveVisitType(
+            placeOfService: placeOfService, hasMeeting: meeting != nil || hasTelehealth,
+            locationName: locationName)
+        lastModified = object["LastModified"]?.int64Value.map(ISOTime.format(millis:))
+    }
+
+    /// The view fields an auditor compares between versions (`history`'s derived changes).
+    public var derivedFields: [(String, JSONValue)] {
+        [
+            ("start_at", str(startAt)), ("end_at", str(endAt)), ("status", .string(status)),
+            ("meeting_url", str(meeting?.url)), ("visit_type", .string(visitType)),
+            ("location_name", str(locationName)), ("location_id", str(locationId)),
+            ("practitioner_name", str(practitionerName)), ("service_name", str(serviceName)),
+        ]
+    }
+}
+
+private func nonNull(_ v: JSONValue) -> JSONValue? { v.isNull ? nil : v }
+private func str(_ s: String?) -> JSONValue { s.map(JSONValue.string) ?? .null }
+
+/// IntakeQ status → view status (DESIGN.md). Anything else is `unknown`, and the sync run
+/// warns about it; the raw status stays beside it in `intakeq_status`.
+public func mapStatus(_ raw: String?) -> String {
+    switch raw {
+    case "Confirmed": return "confirmed"
+    case "WaitingConfirmation": return "scheduled"
+    case "Canceled", "Declined": return "cancelled"
+    case "Missed": return "no_show"
+    default: return "unknown"
+    }
+}
+
+public func isKnownStatus(_ raw: String?) -> Bool { mapStatus(raw) != "unknown" }
+
+func deriveVisitType(placeOfService: String?, hasMeeting: Bool, locationName: String?) -> String {
+    switch placeOfService?.trimmingCharacters(in: .whitespaces) {
+    case "02", "10", "2": return "telehealth"
+    case "11": return "office"
+    case "12": return "home"
+    default:
+        if hasMeeting { return "telehealth" }
+        if let l = locationName, !l.trimmingCharacters(in: .whitespaces).isEmpty { return "office" }
+        return "unknown"
+    }
+}
+
+/// The link a patient uses to join. Never `TelehealthInfo.StartUrl`: that is the
+/// practitioner's host link.
+public struct MeetingLink: Sendable, Hashable {
+    public var url: String
+    public var provider: String
+    public var sourceField: String
+
+    static let videoHosts = [
+        "meet.google.com", "zoom.us", "teams.microsoft.com", "teams.live.com", "doxy.me",
+        "whereby.com", "webex.com", "gotomeeting.com", "vsee.me", "intakeq.com", "practiceq.com",
+    ]
+
+    public static func find(in object: JSONValue) -> MeetingLink? {
+        let tele = object["TelehealthInfo"]
+        let teleProvider = tele?["Provider"]?.stringValue
+        if let t = tele, !t.isNull {
+            for key in ["JoinUrl", "Url"] {
+                if let u = t[key]?.stringValue, let url = firstURL(in: u) {
+                    return MeetingLink(url: url, provider: provider(url, teleProvider), sourceField: "TelehealthInfo." + key)
+                }
+            }
+            if let inv = t["Invitation"]?.stringValue, let url = firstURL(in: inv) {
+                return MeetingLink(url: url, provider: provider(url, teleProvider), sourceField: "TelehealthInfo.Invitation")
+            }
+        }
+        for key in ["LocationName", "ClientNote"] {
+            if let text = object[key]?.stringValue, let url = firstVideoURL(in: text) {
+                return MeetingLink(url: url, provider: provider(url, nil), sourceField: key)
+            }
+        }
+        if case .array(let fields)? = object["CustomFields"] {
+            for (i, f) in fields.enumerated() {
+                if let text = f["Value"]?.stringValue, let url = firstVideoURL(in: text) {
+                    return MeetingLink(url: url, provider: provider(url, nil), sourceField: "CustomFields[\(i)].Value")
+                }
+            }
+        }
+        return nil
+    }
+
+    static func provider(_ url: String, _ teleProvider: String?) -> String {
+        let host = hostOf(url)
+        if host.hasSuffix("zoom.us") { return "Zoom" }
+        if host == "meet.google.com" { return "Google Meet" }
+        if host.hasSuffix("intakeq.com") || host.hasSuffix("practiceq.com") { return "IntakeQ" }
+        switch teleProvider {
+        case "Zoom": return "Zoom"
+        case "IntakeQ": return "IntakeQ"
+        default: return "other"
+        }
+    }
+
+    static func hostOf(_ url: String) -> String {
+        guard let r = url.range(of: "://") else { return "" }
+        let rest = url[r.upperBound...]
+        let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" && $0 != ":" }
+        return host.lowercased()
+    }
+
+    /// All http(s) URLs in free text, in order.
+    static func urls(in text: String) -> [String] {
+        var out: [String] = []
+        var search = text[...]
+        while let r = search.range(of: "http", options: .caseInsensitive) {
+            let tail = search[r.lowerBound...]
+            let candidate = tail.prefix { !$0.isWhitespace && $0 != "\"" && $0 != "<" && $0 != ">" }
+            var url = String(candidate)
+            while let last = url.last, ".,;:)]}'".contains(last) { url.removeLast() }
+            let lower = url.lowercased()
+            if lower.hasPrefix("https://") || lower.hasPrefix("http://"), url.count > 10 { out.append(url) }
+            search = tail.dropFirst(max(1, candidate.count))
+        }
+        return out
+    }
+
+    static func firstURL(in text: String) -> String? { urls(in: text).first }
+
+    static func firstVideoURL(in text: String) -> String? {
+        urls(in: text).first { url in
+            let host = hostOf(url)
+            return videoHosts.contains { host == $0 || host.hasSuffix("." + $0) }
+        }
+    }
+}

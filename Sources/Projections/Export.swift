@@ -1,0 +1,85 @@
+import EventLog
+import Foundation
+import IntakeQ
+import Ledger
+
+/// Exports for auditors: the events exactly as stored (JSON Lines), or one CSV row per
+/// appointment version.
+public enum Export {
+    /// Writes the stored lines from `from` through `to`, each followed by '\n'. Returns the count.
+    @discardableResult
+    public static func jsonLines(reader: LedgerReader, from: UInt64, to: UInt64?, write: ([UInt8]) throws -> Void) throws -> UInt64 {
+        var n: UInt64 = 0
+        let cursor = try reader.log.cursor(from: max(1, from), through: to)
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(1 << 20)
+        while let record = try cursor.next() {
+            buffer += record.payload
+            buffer.append(10)
+            n += 1
+            if buffer.count >= 1 << 20 {
+                try write(buffer)
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        if !buffer.isEmpty { try write(buffer) }
+        return n
+    }
+
+    public static let csvColumns = [
+        "seq", "recorded_at", "run", "sync_type", "event_type", "appointment_id", "organization_id", "patient_id",
+        "intakeq_client_id", "status", "intakeq_status", "start_at", "end_at", "practitioner_name", "visit_type",
+        "meeting_url", "location_id", "location_name", "last_modified", "content_hash", "changed_fields",
+    ]
+
+    /// One CSV row (RFC 4180) per appointment version: discovered, changed, removed. The
+    /// organization and patient are those of the roster in force when the version was recorded.
+    @discardableResult
+    public static func csv(reader: LedgerReader, from: UInt64, to: UInt64?, write: ([UInt8]) throws -> Void) throws -> Int {
+        try write(Array((csvColumns.joined(separator: ",") + "\r\n").utf8))
+        var roster = RosterIndex(nil)
+        var runTypes: [String: String] = [:]
+        var latest: [String: AppointmentFacts] = [:]
+        var rows = 0
+        try reader.forEachEvent(from: 1, through: to) { e in
+            switch e.eventType {
+            case .rosterObserved:
+                if let r = try? e.decodeData(RosterObserved.self) { roster = RosterIndex(r) }
+            case .syncStarted:
+                if let s = try? e.decodeData(SyncStarted.self), let run = e.run { runTypes[run] = s.syncType }
+            case .appointmentDiscovered, .appointmentChanged, .appointmentRemoved:
+                let data = try e.dataValue()
+                var facts: AppointmentFacts?
+                var changed = ""
+                if let object = data["object"] {
+                    facts = try? AppointmentFacts(object: object)
+                    if let f = facts { latest[f.appointmentId] = f }
+                    if case .array(let a)? = data["changed_fields"] { changed = a.compactMap(\.stringValue).joined(separator: ";") }
+                } else if let id = data["appointment_id"]?.stringValue {
+                    facts = latest[id]
+                    changed = "removed"
+                }
+                guard e.seq >= from else { return true }
+                let member = facts.map { roster.members(of: $0).first } ?? nil
+                let cells: [String?] = [
+                    String(e.seq), e.at, e.run, e.run.flatMap { runTypes[$0] }, e.type,
+                    data["appointment_id"]?.stringValue, member?.organizationId, member?.patientId,
+                    facts?.intakeqClientId, facts?.status, facts?.intakeqStatus, facts?.startAt, facts?.endAt,
+                    facts?.practitionerName, facts?.visitType, facts?.meeting?.url, facts?.locationId,
+                    facts?.locationName, facts?.lastModified, data["content_hash"]?.stringValue, changed,
+                ]
+                try write(Array((cells.map { csvField($0 ?? "") }.joined(separator: ",") + "\r\n").utf8))
+                rows += 1
+            default:
+                break
+            }
+            return true
+        }
+        return rows
+    }
+
+    static func csvField(_ s: String) -> String {
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import GRDB
+import IntakeQ
+import Ledger
+
+/// One recorded version of an appointment, for auditors.
+public struct HistoryEntry: Sendable {
+    public var seq: UInt64
+    public var at: String
+    public var run: String?
+    public var syncType: String?
+    public var type: String
+    /// IntakeQ's `LastModified` of this version, ISO 8601.
+    public var lastModified: String?
+    /// IntakeQ fields (`StartDate`, `TelehealthInfo.JoinUrl`, …) and view fields
+    /// (`view.start_at`, `view.meeting_url`, …) that differ from the previous version.
+    public var changes: [FieldChange]
+
+    public var json: JSONValue {
+        .object([
+            "seq": .number(Double(seq)), "at": .string(at), "run": run.map(JSONValue.string) ?? .null,
+            "sync_type": syncType.map(JSONValue.string) ?? .null, "type": .string(type),
+            "last_modified": lastModified.map(JSONValue.string) ?? .null,
+            "changes": .array(changes.map {
+                .object(["field": .string($0.field), "from": $0.from, "to": $0.to])
+            }),
+        ])
+    }
+}
+
+public enum History {
+    /// Every recorded version of one appointment, found through the per-stream index (no scan
+    /// of the log). Returns an empty list for an id the ledger has never recorded.
+    public static func of(_ appointmentId: String, reader: LedgerReader, views: ProjectionStore) throws -> [HistoryEntry] {
+        let seqs = try views.streamSeqs(Streams.appointment(appointmentId))
+        guard !seqs.isEmpty else { return [] }
+        let events = try reader.events(at: seqs)
+        let runTypes = try views.pool.read { db in
+            try Dictionary(
+                Row.fetchAll(db, sql: "SELECT id, sync_type FROM sync_logs").map { ($0["id"] as String, $0["sync_type"] as String) },
+                uniquingKeysWith: { a, _ in a })
+        }
+        var out: [HistoryEntry] = []
+        var previous: JSONValue?
+        var previousFacts: AppointmentFacts?
+        for e in events {
+            var entry = HistoryEntry(seq: e.seq, at: e.at, run: e.run, syncType: e.run.flatMap { runTypes[$0] },
+                                     type: e.type, lastModified: nil, changes: [])
+            switch e.eventType {
+            case .appointmentDiscovered, .appointmentChanged:
+                guard let object = try e.dataValue()["object"] else { break }
+                let facts = try? AppointmentFacts(object: object)
+                entry.lastModified = facts?.lastModified
+                entry.changes = diffObjects(previous ?? .object([:]), object)
+                if let facts { entry.changes += derivedChanges(previousFacts, facts) }
+                if e.eventType == .appointmentDiscovered { entry.changes = facts.map { derivedChanges(nil, $0) } ?? [] }
+                previous = object
+                previousFacts = facts
+            case .appointmentRemoved:
+                entry.lastModified = previousFacts?.lastModified
+                entry.changes = [FieldChange(field: "view.removed", from: .bool(false), to: .bool(true))]
+            default:
+                break
+            }
+            out.append(entry)
+        }
+        return out
+    }
+
+    static func derivedChanges(_ old: AppointmentFacts?, _ new: AppointmentFacts) -> [FieldChange] {
+        let before = Dictionary(uniqueKeysWithValues: old?.derivedFields ?? [])
+        return new.derivedFields.compactMap { key, value in
+            let was = before[key] ?? .null
+            return was == value ? nil : FieldChange(field: "view." + key, from: was, to: value)
+        }
+    }
+}
+
+/// The appointments view as it stood at a seq, folded by the same projection code into a
+/// private in-memory database.
+public enum AsOf {
+    /// The last seq recorded at or before `millis` (`at` never decreases along the log, so
+    /// "as of T" is a prefix); 0 when the log starts later.
+    public static func seq(atOrBefore millis: Int64, reader: LedgerReader) throws -> UInt64 {
+        var last: UInt64 = 0
+        try reader.forEachEvent { e in
+            guard e.atMillis <= millis else { return false }
+            last = e.seq
+            return true
+        }
+        return last
+    }
+
+    public static func appointments(through seq: UInt64, filter: AppointmentFilter, reader: LedgerReader,
+                                    views: ProjectionStore) throws -> [ViewRow] {
+        let db = try DatabaseQueue()
+        let p = AppointmentsProjection()
+        try db.write { try p.create($0, .live) }
+        if seq > 0 {
+            if let id = filter.appointmentId {
+                // One appointment: only its own events, the rosters and the run completions.
+                let seqs = try views.streamSeqs(Streams.appointment(id), through: seq)
+                    + views.streamSeqs(Streams.roster, through: seq)
+                    + views.pool.read { db in
+                        try Int64.fetchAll(db, sql: "SELECT seq FROM event_streams WHERE type = 'sync.completed' AND seq <= ?", arguments: [Int64(seq)])
+                    }.map { UInt64($0) }
+                let events = try reader.events(at: seqs)
+                try db.write { d in for e in events { try? p.apply(e, d, .live) } }
+            } else {
+                var buffer: [EventEnvelope] = []
+                func flush() throws {
+                    let events = buffer
+                    try db.write { d in for e in events { try? p.apply(e, d, .live) } }
+                    buffer.removeAll(keepingCapacity: true)
+                }
+                try reader.forEachBatch(from: 1, through: seq) { batch in
+                    buffer += batch.events
+                    if buffer.count >= 20_000 { try flush() }
+                    return true
+                }
+                try flush()
+            }
+        }
+        return try db.read { try Views.appointments($0, filter) }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import GRDB
+import IntakeQ
+import Ledger
+
+/// The last recorded version of an appointment, as the sync runner diffs against it.
+public struct KnownAppointment: Sendable {
+    public var id: String
+    public var contentHash: String
+    public var object: JSONValue
+    public var removed: Bool
+    public var facts: AppointmentFacts
+}
+
+extension ProjectionStore {
+    /// Every appointment the ledger has recorded, with its latest object. Call after `catchUp`.
+    public func knownAppointments() throws -> [String: KnownAppointment] {
+        try pool.read { db in
+            var out: [String: KnownAppointment] = [:]
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT o.appointment_id, o.object, a.removed FROM appointments_objects o
+                JOIN appointments a USING (appointment_id)
+                """)
+            for row in rows {
+                let text: String = row["object"]
+                guard let object = try? JSONValue.parse(Array(text.utf8)), let facts = try? AppointmentFacts(object: object) else { continue }
+                let id: String = row["appointment_id"]
+                out[id] = KnownAppointment(
+                    id: id, contentHash: contentHash(of: object), object: object,
+                    removed: (row["removed"] as Int64? ?? 0) != 0, facts: facts)
+            }
+            return out
+        }
+    }
+
+    /// Runs that started and have neither completed nor been abandoned.
+    public func openRuns() throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(db, sql: "SELECT id FROM sync_logs WHERE status = 'in_progress' ORDER BY start_seq")
+        }
+    }
+
+    /// The hash of the last recorded roster, if any.
+    public func lastRosterHash() throws -> String? {
+        try pool.read { db in
+            guard let text = try String.fetchOne(db, sql: "SELECT roster FROM appointments_roster WHERE id = 1"),
+                let r = try? JSONDecoder().decode(RosterObserved.self, from: Data(text.utf8))
+            else { return nil }
+            return r.rosterHash
+        }
+    }
+
+    /// The seqs of one stream's events, in order (from the per-stream index).
+    public func streamSeqs(_ stream: String, through: UInt64? = nil) throws -> [UInt64] {
+        try pool.read { db in
+            try Int64.fetchAll(
+                db, sql: "SELECT seq FROM event_streams WHERE stream = ? AND seq <= ? ORDER BY seq",
+                arguments: [stream, Int64(clamping: through ?? UInt64(Int64.max))]
+            ).map { UInt64($0) }
+        }
+    }
+
+    /// The content hash of the last recorded practice settings, if any.
+    public func lastSettingsHash(_ reader: LedgerReader) throws -> String? {
+        guard let seq = try streamSeqs(Streams.settings).last,
+            let e = try reader.events(at: [seq]).first
+        else { return nil }
+        return try e.dataValue()["content_hash"]?.stringValue
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import GRDB
+import IntakeQ
+import Ledger
+
+/// `appointment_meeting_urls`: one row per appointment that has a join link.
+public struct MeetingURLsProjection: Projection {
+    public init() {}
+    public let name = "meeting_urls"
+    public let schemaVersion = 1
+    public let tables = ["appointment_meeting_urls"]
+    public static let columns = ["appointment_id", "meeting_url", "url_provider", "source_field", "changed_at"]
+
+    public func create(_ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: """
+            CREATE TABLE \(t("appointment_meeting_urls")) (
+              appointment_id TEXT PRIMARY KEY, meeting_url TEXT NOT NULL, url_provider TEXT NOT NULL,
+              source_field TEXT NOT NULL, changed_at TEXT NOT NULL);
+            """)
+    }
+
+    public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
+        guard e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged else { return }
+        let data = try e.projectionValue()
+        guard let object = data["object"], let f = try? AppointmentFacts(object: object) else {
+            throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
+        }
+        guard let link = f.meeting else {
+            try db.execute(sql: "DELETE FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?", arguments: [f.appointmentId])
+            return
+        }
+        let current = try String.fetchOne(
+            db, sql: "SELECT meeting_url FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?",
+            arguments: [f.appointmentId])
+        if current == link.url {
+            try db.execute(
+                sql: "UPDATE \(t("appointment_meeting_urls")) SET url_provider = ?, source_field = ? WHERE appointment_id = ?",
+                arguments: [link.provider, link.sourceField, f.appointmentId])
+        } else {
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO \(t("appointment_meeting_urls")) (appointment_id, meeting_url, url_provider, source_field, changed_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [f.appointmentId, link.url, link.provider, link.sourceField, e.at])
+        }
+    }
+}
+
+/// `appointment_locations`: where each appointment happens, with the address from the
+/// latest practice settings.
+public struct LocationsProjection: Projection {
+    public init() {}
+    public let name = "locations"
+    public let schemaVersion = 1
+    public let tables = ["appointment_locations", "locations_settings"]
+    public static let columns = ["appointment_id", "location_id", "location_name", "address", "place_of_service", "visit_type"]
+
+    public func create(_ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: """
+            CREATE TABLE \(t("appointment_locations")) (
+              appointment_id TEXT PRIMARY KEY, location_id TEXT, location_name TEXT, address TEXT,
+              place_of_service TEXT, visit_type TEXT NOT NULL);
+            CREATE INDEX \(indexName("appointment_locations")) ON \(t("appointment_locations"))(location_id);
+            CREATE TABLE \(t("locations_settings")) (location_id TEXT PRIMARY KEY, name TEXT, address TEXT);
+            """)
+    }
+
+    public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
+        switch e.eventType {
+        case .appointmentDiscovered, .appointmentChanged:
+            let data = try e.projectionValue()
+            guard let object = data["object"], let f = try? AppointmentFacts(object: object) else {
+                throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
+            }
+            let address = try f.locationId.flatMap {
+                try String.fetchOne(db, sql: "SELECT address FROM \(t("locations_settings")) WHERE location_id = ?", arguments: [$0])
+            }
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO \(t("appointment_locations")) (appointment_id, location_id, location_name, address, place_of_service, visit_type) VALUES (?, ?, ?, ?, ?, ?)",
+                arguments: [f.appointmentId, f.locationId, f.locationName, address, f.placeOfService, f.visitType])
+        case .settingsObserved:
+            let data = try e.projectionValue()
+            guard case .array(let locations)? = data["object"]?["Locations"] else {
+                throw QuarantineError("practice.settings_observed at seq \(e.seq) has no Locations list")
+            }
+            try db.execute(sql: "DELETE FROM \(t("locations_settings"))")
+            for l in locations {
+                guard let id = l["Id"]?.stringValue else { continue }
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO \(t("locations_settings")) (location_id, name, address) VALUES (?, ?, ?)",
+                    arguments: [id, l["Name"]?.stringValue, l["Address"]?.stringValue])
+            }
+            try db.execute(sql: """
+                UPDATE \(t("appointment_locations")) SET address =
+                  (SELECT address FROM \(t("locations_settings")) s WHERE s.location_id = \(t("appointment_locations")).location_id)
+                """)
+        default:
+            break
+        }
+    }
+}
+
+/// `sync_logs`: one row per sync run, `in_progress` until completed or abandoned.
+public struct SyncLogsProjection: Projection {
+    public init() {}
+    public let name = "sync_logs"
+    public let schemaVersion = 1
+    public let tables = ["sync_logs"]
+    public static let columns = [
+        "id", "sync_type", "organization_id", "patient_id", "triggered_by", "started_at", "completed_at",
+        "duration_ms", "status", "appointments_new", "appointments_updated", "appointments_unchanged",
+        "appointments_removed", "appointments_errors", "patients_processed", "patients_failed",
+        "error_message", "metadata",
+    ]
+
+    public func create(_ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: """
+            CREATE TABLE \(t("sync_logs")) (
+              id TEXT PRIMARY KEY, sync_type TEXT NOT NULL, organization_id TEXT, patient_id TEXT,
+              triggered_by TEXT, started_at TEXT NOT NULL, completed_at TEXT, duration_ms INTEGER,
+              status TEXT NOT NULL, appointments_new INTEGER NOT NULL DEFAULT 0,
+              appointments_updated INTEGER NOT NULL DEFAULT 0, appointments_unchanged INTEGER NOT NULL DEFAULT 0,
+              appointments_removed INTEGER NOT NULL DEFAULT 0, appointments_errors INTEGER NOT NULL DEFAULT 0,
+              patients_processed INTEGER NOT NULL DEFAULT 0, patients_failed INTEGER NOT NULL DEFAULT 0,
+              error_message TEXT, metadata TEXT NOT NULL, start_seq INTEGER, end_seq INTEGER);
+            CREATE INDEX \(indexName("sync_logs")) ON \(t("sync_logs"))(started_at);
+            """)
+    }
+
+    public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
+        switch e.eventType {
+        case .syncStarted:
+            let s = try e.projectionData(SyncStarted.self)
+            guard let run = e.run else { throw QuarantineError("sync.started at seq \(e.seq) has no run id") }
+            let metadata: JSONValue = .object([
+                "date_range": .object(["start": .string(s.window.start), "end": .string(s.window.end)]),
+                "now": .string(s.now), "tool_version": .string(s.toolVersion),
+            ])
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO \(t("sync_logs")) (id, sync_type, organization_id, patient_id, triggered_by, started_at, status, metadata, start_seq) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?)",
+                arguments: [run, s.syncType, s.organizationId, s.patientId, s.triggeredBy, e.at, metadata.canonicalText, Int64(e.seq)])
+        case .syncCompleted:
+            let c = try e.projectionData(SyncCompleted.self)
+            guard let run = e.run else { throw QuarantineError("sync.completed at seq \(e.seq) has no run id") }
+            var meta = try existingMetadata(run, db, t)
+            meta["warnings"] = .array(c.warnings.map(JSONValue.string))
+            meta["errors"] = .array(c.errors.map(JSONValue.string))
+            meta["intakeq_api_calls"] = .number(Double(c.api.calls))
+            meta["retries"] = .number(Double(c.api.retries))
+            meta["rate_limit_waits"] = .number(Double(c.api.rateLimitWaits))
+            meta["rate_limit_hit"] = .bool(c.api.rateLimitHit)
+            meta["head_before"] = .string(c.headBefore)
+            try db.execute(
+                sql: """
+                    UPDATE \(t("sync_logs")) SET completed_at = ?, duration_ms = ?, status = ?, appointments_new = ?,
+                      appointments_updated = ?, appointments_unchanged = ?, appointments_removed = ?,
+                      appointments_errors = ?, patients_processed = ?, patients_failed = ?, error_message = ?,
+                      metadata = ?, end_seq = ? WHERE id = ?
+                    """,
+                arguments: [e.at, c.durationMs, c.status, c.counts.new, c.counts.updated, c.counts.unchanged,
+                            c.counts.removed, c.counts.errors, c.counts.patientsProcessed, c.counts.patientsFailed,
+                            c.errorMessage, JSONValue.object(meta).canonicalText, Int64(e.seq), run])
+        case .syncAbandoned:
+            let a = try e.projectionData(SyncAbandoned.self)
+            try db.execute(
+                sql: "UPDATE \(t("sync_logs")) SET status = 'failed', completed_at = ?, error_message = ?, end_seq = ? WHERE id = ? AND status = 'in_progress'",
+                arguments: [e.at, "abandoned: " + a.reason, Int64(e.seq), a.abandonedRun])
+        default:
+            break
+        }
+    }
+
+    func existingMetadata(_ run: String, _ db: Database, _ t: TableSet) throws -> [String: JSONValue] {
+        guard let text = try String.fetchOne(db, sql: "SELECT metadata FROM \(t("sync_logs")) WHERE id = ?", arguments: [run]),
+            case .object(let o)? = try? JSONValue.parse(Array(text.utf8))
+        else { return [:] }
+        return o
+    }
+}
+
+/// `event_streams`: the per-stream index (stream → seqs), so one appointment's history is
+/// found without decoding the whole log. Derived, rebuildable like every view.
+public struct StreamIndexProjection: Projection {
+    public init() {}
+    public let name = "stream_index"
+    public let schemaVersion = 1
+    public let tables = ["event_streams"]
+
+    public func create(_ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: """
+            CREATE TABLE \(t("event_streams")) (stream TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL,
+              PRIMARY KEY (stream, seq)) WITHOUT ROWID;
+            """)
+    }
+
+    public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
+            .execute(arguments: [e.stream, Int64(e.seq), e.type])
+    }
+}

@@ -1,0 +1,286 @@
+import EventLog
+import Foundation
+import GRDB
+import IntakeQ
+import Ledger
+
+/// Progress of a long fold, for a progress bar.
+public struct FoldProgress: Sendable {
+    public var projection: String
+    public var appliedEvents: UInt64
+    public var totalEvents: UInt64
+}
+
+/// What a catch-up or rebuild did.
+public struct FoldReport: Sendable {
+    public var applied: UInt64 = 0
+    public var rebuilt: [String] = []
+    public var notes: [String] = []
+    public var quarantined: [QuarantineEntry] = []
+}
+
+public struct QuarantineEntry: Sendable, Hashable {
+    public var projection: String
+    public var seq: UInt64
+    public var type: String
+    public var error: String
+}
+
+/// The SQLite database of views, with each projection's checkpoint (last applied seq and that
+/// batch's chain hash) committed in the same transaction as its rows.
+public final class ProjectionStore: @unchecked Sendable {
+    // @unchecked: GRDB's DatabasePool serialises all access itself.
+    public let pool: DatabasePool
+    public let projections: [any Projection]
+    /// Events applied per transaction while folding; each commit carries the checkpoint.
+    public var eventsPerTransaction = 20_000
+
+    public init(path: String, projections: [any Projection] = allProjections) throws {
+        if !FileManager.default.fileExists(atPath: path) {
+            // Owner-only before SQLite creates it; the -wal and -shm files copy this mode.
+            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+            if fd >= 0 { close(fd) }
+        }
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.label = "projections"
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+        } catch {
+            throw LedgerError("cannot open the views database \(path): \(error)")
+        }
+        self.projections = projections
+        try pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS projection_state (
+                  name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+                  last_hash TEXT NOT NULL, updated_at TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS quarantine (
+                  projection TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, error TEXT NOT NULL,
+                  PRIMARY KEY (projection, seq));
+                """)
+        }
+    }
+
+    public convenience init(store: Store, projections: [any Projection] = allProjections) throws {
+        try self.init(path: store.projectionsPath, projections: projections)
+    }
+
+    struct Checkpoint {
+        var schemaVersion: Int
+        var seq: UInt64
+        var hash: String
+    }
+
+    func checkpoint(_ name: String, _ db: Database) throws -> Checkpoint? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT schema_version, last_seq, last_hash FROM projection_state WHERE name = ?", arguments: [name])
+        else { return nil }
+        return Checkpoint(schemaVersion: row["schema_version"], seq: UInt64(row["last_seq"] as Int64), hash: row["last_hash"])
+    }
+
+    func setCheckpoint(_ p: any Projection, seq: UInt64, hash: String, _ db: Database) throws {
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO projection_state (name, schema_version, last_seq, last_hash, updated_at) VALUES (?, ?, ?, ?, ?)",
+            arguments: [p.name, p.schemaVersion, Int64(seq), hash, ISOTime.format(millis: ISOTime.nowMillis())])
+    }
+
+    /// The last seq every projection has applied (the smallest checkpoint).
+    public func appliedSeq() throws -> UInt64 {
+        try pool.read { db in
+            var low = UInt64.max
+            for p in projections { low = min(low, try checkpoint(p.name, db)?.seq ?? 0) }
+            return low == .max ? 0 : low
+        }
+    }
+
+    /// Why a projection must be rebuilt before it can catch up, or nil when it can.
+    func rebuildReason(_ p: any Projection, _ cp: Checkpoint?, _ log: EventLogReader, head: LogHead) throws -> String? {
+        guard let cp else { return nil }
+        if cp.schemaVersion != p.schemaVersion {
+            return "view \(p.name) is at schema version \(cp.schemaVersion) and this syncledger writes version \(p.schemaVersion)"
+        }
+        if cp.seq == 0 { return nil }
+        if cp.seq > head.seq {
+            return "view \(p.name) has applied seq \(cp.seq) but the log ends at \(head.seq) (the log lost its tail)"
+        }
+        guard let batch = try log.batch(containing: cp.seq), batch.lastSeq == cp.seq,
+            hex(batch.chainHash) == cp.hash
+        else {
+            return "view \(p.name) was built from a log whose chain at seq \(cp.seq) differs from this one"
+        }
+        return nil
+    }
+
+    /// Brings every projection up to the log's head: rebuilds those whose schema version or
+    /// checkpoint no longer matches, then applies the new events, batch by batch.
+    @discardableResult
+    public func catchUp(_ reader: LedgerReader, progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
+        var report = FoldReport()
+        let head = try reader.head()
+        for p in projections {
+            let cp = try pool.read { try checkpoint(p.name, $0) }
+            if let why = try rebuildReason(p, cp, reader.log, head: head) {
+                report.notes.append(why + "; rebuilt it from the log")
+                let r = try rebuild(p, reader, progress: progress)
+                report.rebuilt.append(p.name)
+                report.quarantined += r.quarantined
+            } else if cp == nil {
+                try pool.write { db in
+                    try p.create(db, .live)
+                    try setCheckpoint(p, seq: 0, hash: hex([UInt8](repeating: 0, count: 32)), db)
+                }
+            }
+        }
+        let from = try appliedSeq() + 1
+        guard from <= head.seq else { return report }
+        var pending: [LedgerBatch] = []
+        var pendingEvents = 0
+        func flush() throws {
+            guard let last = pending.last else { return }
+            let batches = pending
+            let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry] in
+                var q: [QuarantineEntry] = []
+                try db.inTransaction(.immediate) {
+                    // Re-read checkpoints inside the write lock: another process may have caught up.
+                    for p in projections {
+                        let done = try checkpoint(p.name, db)?.seq ?? 0
+                        for b in batches where b.info.lastSeq > done {
+                            for e in b.events where e.seq > done {
+                                if let entry = try applyOne(p, e, db, .live) { q.append(entry) }
+                            }
+                        }
+                        if last.info.lastSeq > done {
+                            try setCheckpoint(p, seq: last.info.lastSeq, hash: hex(last.info.chainHash), db)
+                        }
+                    }
+                    return .commit
+                }
+                return q
+            }
+            report.quarantined += q
+            report.applied += UInt64(pendingEvents)
+            progress?(FoldProgress(projection: "all", appliedEvents: last.info.lastSeq - from + 1, totalEvents: head.seq - from + 1))
+            pending.removeAll(keepingCapacity: true)
+            pendingEvents = 0
+        }
+        try reader.forEachBatch(from: from, through: head.seq) { batch in
+            pending.append(batch)
+            pendingEvents += batch.events.count
+            if pendingEvents >= eventsPerTransaction { try flush() }
+            return true
+        }
+        try flush()
+        return report
+    }
+
+    /// Applies one event; a quarantine error is recorded (in `quarantine`) and skipped.
+    func applyOne(_ p: any Projection, _ e: EventEnvelope, _ db: Database, _ t: TableSet,
+                  recordLive: Bool = true) throws -> QuarantineEntry? {
+        do {
+            try p.apply(e, db, t)
+            return nil
+        } catch let q as QuarantineError {
+            let entry = QuarantineEntry(projection: p.name, seq: e.seq, type: e.type, error: q.message)
+            if recordLive {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO quarantine (projection, seq, type, error) VALUES (?, ?, ?, ?)",
+                    arguments: [p.name, Int64(e.seq), e.type, q.message])
+            }
+            return entry
+        }
+    }
+
+    /// Rebuilds one projection from the whole log into shadow tables while the live tables keep
+    /// serving, then swaps them in with one transaction. Interrupted, it leaves the live
+    /// tables as they were (the shadow tables are dropped by the next rebuild).
+    @discardableResult
+    public func rebuild(_ p: any Projection, _ reader: LedgerReader,
+                        progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
+        var report = FoldReport()
+        let head = try reader.head()
+        try pool.write { db in
+            for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
+            try p.create(db, .shadow)
+        }
+        var quarantined: [QuarantineEntry] = []
+        var buffer: [EventEnvelope] = []
+        var applied: UInt64 = 0
+        var lastHash = hex([UInt8](repeating: 0, count: 32))
+        func flush() throws {
+            let events = buffer
+            let q = try pool.write { db in
+                try events.compactMap { try applyOne(p, $0, db, .shadow, recordLive: false) }
+            }
+            quarantined += q
+            applied += UInt64(events.count)
+            progress?(FoldProgress(projection: p.name, appliedEvents: applied, totalEvents: head.seq))
+            buffer.removeAll(keepingCapacity: true)
+        }
+        if head.seq > 0 {
+            try reader.forEachBatch(from: 1, through: head.seq) { batch in
+                buffer += batch.events
+                lastHash = hex(batch.info.chainHash)
+                if buffer.count >= eventsPerTransaction { try flush() }
+                return true
+            }
+            try flush()
+        }
+        try pool.write { db in
+            for table in p.tables {
+                try db.execute(sql: "DROP TABLE IF EXISTS \(table)")
+                try db.execute(sql: "ALTER TABLE \(TableSet.shadow(table)) RENAME TO \(table)")
+            }
+            try db.execute(sql: "DELETE FROM quarantine WHERE projection = ?", arguments: [p.name])
+            for q in quarantined {
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO quarantine (projection, seq, type, error) VALUES (?, ?, ?, ?)",
+                    arguments: [q.projection, Int64(q.seq), q.type, q.error])
+            }
+            try setCheckpoint(p, seq: head.seq, hash: lastHash, db)
+        }
+        report.applied = applied
+        report.rebuilt = [p.name]
+        report.quarantined = quarantined
+        return report
+    }
+
+    /// Rebuilds the named projections (all when empty), then catches up with anything appended meanwhile.
+    public func rebuild(names: [String], _ reader: LedgerReader,
+                        progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
+        var report = FoldReport()
+        let chosen = names.isEmpty ? projections : try names.map { n -> any Projection in
+            guard let p = projections.first(where: { $0.name == n }) else {
+                throw LedgerError("no projection named \(n); choose one of: \(projections.map(\.name).joined(separator: ", "))")
+            }
+            return p
+        }
+        for p in chosen {
+            let r = try rebuild(p, reader, progress: progress)
+            report.applied += r.applied
+            report.rebuilt += r.rebuilt
+            report.quarantined += r.quarantined
+        }
+        let after = try catchUp(reader)
+        report.quarantined += after.quarantined
+        return report
+    }
+
+    public func quarantine() throws -> [QuarantineEntry] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT projection, seq, type, error FROM quarantine ORDER BY seq").map {
+                QuarantineEntry(projection: $0["projection"], seq: UInt64($0["seq"] as Int64), type: $0["type"], error: $0["error"])
+            }
+        }
+    }
+}
+
+public func hex(_ bytes: [UInt8]) -> String {
+    bytes.map { String(format: "%02x", $0) }.joined()
+}
+
+extension ProjectionStore {
+    /// A synchronous read (GRDB's async overload is chosen in async contexts otherwise).
+    public func readSync<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.read(body)
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import GRDB
+import IntakeQ
+import Ledger
+
+/// One row of a view, columns in the view's order, values as JSON (booleans and the
+/// `metadata` object already typed) so the CLI can print a table or `--json` alike.
+public struct ViewRow: Sendable, Hashable {
+    public var columns: [String]
+    public var values: [JSONValue]
+    public subscript(_ column: String) -> JSONValue? {
+        columns.firstIndex(of: column).map { values[$0] }
+    }
+    public var json: JSONValue {
+        .object(Dictionary(uniqueKeysWithValues: zip(columns, values)))
+    }
+}
+
+public struct AppointmentFilter: Sendable {
+    public var organizationId: String?
+    public var patientId: String?
+    public var appointmentId: String?
+    /// Inclusive bounds on start_at (ISO 8601 UTC with milliseconds, compared as text).
+    public var from: String?
+    public var to: String?
+    public var hideRemoved = false
+    public init(organizationId: String? = nil, patientId: String? = nil, appointmentId: String? = nil,
+                from: String? = nil, to: String? = nil, hideRemoved: Bool = false) {
+        self.organizationId = organizationId
+        self.patientId = patientId
+        self.appointmentId = appointmentId
+        self.from = from
+        self.to = to
+        self.hideRemoved = hideRemoved
+    }
+}
+
+let booleanColumns: Set<String> = ["removed"]
+let objectColumns: Set<String> = ["metadata"]
+
+func viewRows(_ db: Database, columns: [String], sql: String, arguments: StatementArguments) throws -> [ViewRow] {
+    try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+        ViewRow(columns: columns, values: columns.map { c in
+            let v: DatabaseValue = row[c]
+            switch v.storage {
+            case .null: return .null
+            case .int64(let i): return booleanColumns.contains(c) ? .bool(i != 0) : .number(Double(i))
+            case .double(let d): return .number(d)
+            case .string(let s):
+                if objectColumns.contains(c), let o = try? JSONValue.parse(Array(s.utf8)) { return o }
+                return .string(s)
+            case .blob(let b): return .string(b.base64EncodedString())
+            }
+        })
+    }
+}
+
+/// Reads of the views. `t` picks the live tables (or an as-of database's own).
+public enum Views {
+    public static func appointments(_ db: Database, _ f: AppointmentFilter) throws -> [ViewRow] {
+        let cols = AppointmentsProjection.columns
+        var wheres: [String] = []
+        var args: [(any DatabaseValueConvertible)?] = []
+        if let o = f.organizationId {
+            wheres.append("appointment_id IN (SELECT appointment_id FROM appointment_patients WHERE organization_id = ?)")
+            args.append(o)
+        }
+        if let p = f.patientId {
+            wheres.append("appointment_id IN (SELECT appointment_id FROM appointment_patients WHERE patient_id = ?)")
+            args.append(p)
+        }
+        if let a = f.appointmentId { wheres.append("appointment_id = ?"); args.append(a) }
+        if let from = f.from { wheres.append("start_at >= ?"); args.append(from) }
+        if let to = f.to { wheres.append("start_at <= ?"); args.append(to) }
+        if f.hideRemoved { wheres.append("removed = 0") }
+        let whereSQL = wheres.isEmpty ? "" : " WHERE " + wheres.joined(separator: " AND ")
+        return try viewRows(
+            db, columns: cols,
+            sql: "SELECT \(cols.joined(separator: ", ")) FROM appointments\(whereSQL) ORDER BY start_at, appointment_id",
+            arguments: StatementArguments(args))
+    }
+
+    public static func meetingURLs(_ db: Database, _ f: AppointmentFilter) throws -> [ViewRow] {
+        let cols = MeetingURLsProjection.columns
+        let (w, args) = scope(f, alias: "m")
+        return try viewRows(
+            db, columns: cols,
+            sql: "SELECT \(cols.map { "m." + $0 }.joined(separator: ", ")) FROM appointment_meeting_urls m LEFT JOIN appointments a USING (appointment_id)\(w) ORDER BY a.start_at, m.appointment_id",
+            arguments: args)
+    }
+
+    public static func locations(_ db: Database, _ f: AppointmentFilter) throws -> [ViewRow] {
+        let cols = LocationsProjection.columns
+        let (w, args) = scope(f, alias: "l")
+        return try viewRows(
+            db, columns: cols,
+            sql: "SELECT \(cols.map { "l." + $0 }.joined(separator: ", ")) FROM appointment_locations l LEFT JOIN appointments a USING (appointment_id)\(w) ORDER BY a.start_at, l.appointment_id",
+            arguments: args)
+    }
+
+    static func scope(_ f: AppointmentFilter, alias: String) -> (String, StatementArguments) {
+        var wheres: [String] = []
+        var args: [(any DatabaseValueConvertible)?] = []
+        if let o = f.organizationId {
+            wheres.append("\(alias).appointment_id IN (SELECT appointment_id FROM appointment_patients WHERE organization_id = ?)")
+            args.append(o)
+        }
+        if let p = f.patientId {
+            wheres.append("\(alias).appointment_id IN (SELECT appointment_id FROM appointment_patients WHERE patient_id = ?)")
+            args.append(p)
+        }
+        if let from = f.from { wheres.append("a.start_at >= ?"); args.append(from) }
+        if let to = f.to { wheres.append("a.start_at <= ?"); args.append(to) }
+        if f.hideRemoved { wheres.append("coalesce(a.removed, 0) = 0") }
+        return (wheres.isEmpty ? "" : " WHERE " + wheres.joined(separator: " AND "), StatementArguments(args))
+    }
+
+    public static func syncLogs(_ db: Database, limit: Int?, type: String?) throws -> [ViewRow] {
+        let cols = SyncLogsProjection.columns
+        var sql = "SELECT \(cols.joined(separator: ", ")) FROM sync_logs"
+        var args: [(any DatabaseValueConvertible)?] = []
+        if let type { sql += " WHERE sync_type = ?"; args.append(type) }
+        sql += " ORDER BY started_at DESC, start_seq DESC"
+        if let limit { sql += " LIMIT ?"; args.append(limit) }
+        return try viewRows(db, columns: cols, sql: sql, arguments: StatementArguments(args))
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import IntakeQ
+import Ledger
+import Projections
+
+/// Practice settings that differ from the last recorded ones.
+struct ObservedSettings: Sendable {
+    var hash: String
+    var raw: [UInt8]
+    func event(runId: String) -> NewEvent {
+        NewEvent(type: .settingsObserved, run: runId, stream: Streams.settings,
+                 data: SettingsObserved(contentHash: hash, object: raw).encodeData())
+    }
+}
+
+/// Everything a run learned from IntakeQ.
+struct FetchResult: Sendable {
+    var settings: ObservedSettings?
+    /// In the crawl, de-duplicated by id.
+    var crawled: [Appointment] = []
+    var crawlComplete = false
+    /// Reported by `deletedOnly=true`.
+    var deleted: [Appointment] = []
+    /// Known appointments a complete crawl no longer returned, looked up by id: nil = 404.
+    var lookedUp: [String: Appointment?] = [:]
+    var errors: [String] = []
+    var warnings: [String] = []
+    /// What stopped the run: the key was refused, or the daily budget ran out.
+    var fatal: String?
+    var unauthorized = false
+    /// Requests that failed after retries plus objects that failed to decode.
+    var errorCount = 0
+    var anythingFetched = false
+}
+
+/// Plans and makes the run's API calls: settings once, one window crawl (or a `client=`
+/// crawl for one patient), `deletedOnly` once, and a lookup by id for each known appointment
+/// a complete crawl no longer returned.
+struct Fetcher {
+    let client: IntakeQClient
+    let plan: SyncPlan
+    let progress: (@Sendable (String) -> Void)?
+
+    func fetch(known: [String: KnownAppointment], settingsHash: String?) async -> FetchResult {
+        var r = FetchResult()
+        do {
+            let s = try await client.settings()
+            r.anythingFetched = true
+            let value = try JSONValue.parse(s.raw)
+            let hash = contentHash(of: value)
+            if hash != settingsHash { r.settings = ObservedSettings(hash: hash, raw: s.raw) }
+        } catch {
+            if note(error, into: &r) { return r }
+        }
+        progress?("fetching appointments \(plan.windowStartDay) … \(plan.windowEndDay)")
+        var query = AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay)
+        if plan.patientId != nil, let email = plan.patientEmail { query.client = email }
+        let crawl = await client.crawl(query, pageCap: plan.pageCap)
+        r.crawled = crawl.appointments
+        r.crawlComplete = crawl.complete
+        if crawl.pagesFetched > 0 { r.anythingFetched = true }
+        for f in crawl.failures { r.errors.append(f.description); r.errorCount += 1 }
+        if crawl.hitPageCap {
+            r.warnings.append("the crawl stopped at the page cap (\(plan.pageCap) pages); nothing was removed")
+        }
+        if let fatal = crawl.fatal {
+            _ = note(fatal, into: &r)
+            return r
+        }
+        progress?("fetched \(crawl.appointments.count) appointments in \(crawl.pagesFetched) pages; polling deleted")
+        let deleted = await client.crawl(AppointmentQuery(deletedOnly: true), pageCap: plan.pageCap)
+        r.deleted = deleted.appointments
+        for f in deleted.failures { r.errors.append(f.description); r.errorCount += 1 }
+        if let fatal = deleted.fatal {
+            _ = note(fatal, into: &r)
+            return r
+        }
+        guard r.crawlComplete else { return r }
+        // Removal needs evidence: look up what a complete crawl no longer returns.
+        let returned = Set(r.crawled.compactMap(\.id)).union(r.deleted.compactMap(\.id))
+        let missing = known.values.filter {
+            !$0.removed && plan.inScope($0.facts) && plan.inWindow($0.facts) && !returned.contains($0.id)
+        }.sorted { $0.id < $1.id }
+        for (i, k) in missing.enumerated() {
+            progress?("looking up \(i + 1)/\(missing.count) appointments the crawl no longer returns")
+            do {
+                r.lookedUp[k.id] = .some(try await client.appointment(id: k.id))
+            } catch {
+                if note(error, into: &r) { return r }
+            }
+        }
+        return r
+    }
+
+    /// Records an error; returns true when it must stop the run.
+    func note(_ error: any Error, into r: inout FetchResult) -> Bool {
+        guard let e = error as? IntakeQError else {
+            r.errors.append("\(error)")
+            r.errorCount += 1
+            return false
+        }
+        if e.code == .unauthorized {
+            r.unauthorized = true
+            r.fatal = e.description
+            return true
+        }
+        if e.code == .dailyBudgetExhausted {
+            r.fatal = e.description
+            return true
+        }
+        r.errors.append(e.description)
+        r.errorCount += 1
+        return false
+    }
+}

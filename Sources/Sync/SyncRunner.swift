@@ -1,0 +1,216 @@
+import EventLog
+import Foundation
+import IntakeQ
+import Ledger
+import Logging
+import Projections
+
+/// What one run is asked to do.
+public struct SyncRequest: Sendable {
+    public var roster: Roster
+    public var organizationId: String?
+    public var patientId: String?
+    /// Overrides the sync type label (for example `webhook`).
+    public var syncType: String?
+    /// The centre of the window (`--now`); the real clock when nil.
+    public var now: Date?
+    public var daysBack = 90
+    public var daysAhead = 90
+    public var triggeredBy = "cli"
+    /// Bounds the crawl; a crawl that reaches it is incomplete (and removes nothing).
+    public var pageCap = 200
+
+    public init(roster: Roster, organizationId: String? = nil, patientId: String? = nil, syncType: String? = nil,
+                now: Date? = nil, daysBack: Int = 90, daysAhead: Int = 90, triggeredBy: String = "cli") {
+        self.roster = roster
+        self.organizationId = organizationId
+        self.patientId = patientId
+        self.syncType = syncType
+        self.now = now
+        self.daysBack = daysBack
+        self.daysAhead = daysAhead
+        self.triggeredBy = triggeredBy
+    }
+}
+
+/// What a run did.
+public struct SyncOutcome: Sendable {
+    public var runId: String
+    public var syncType: String
+    public var status: String
+    public var counts: SyncCounts
+    public var api: APIUsage
+    public var warnings: [String]
+    public var errors: [String]
+    public var errorMessage: String?
+    public var head: LogHead
+    public var durationMs: Int64
+    public var abandoned: [String]
+
+    /// 0 completed, 2 partial_success, 1 failed.
+    public var exitCode: Int32 {
+        switch status {
+        case "completed": return 0
+        case "partial_success": return 2
+        default: return 1
+        }
+    }
+
+    /// "X new, Y updated, Z unchanged, R removed, E errors in N s; head SEQ:HASH"
+    public var summaryLine: String {
+        let secs = String(format: "%.1f", Double(durationMs) / 1000)
+        return "\(counts.new) new, \(counts.updated) updated, \(counts.unchanged) unchanged, \(counts.removed) removed, \(counts.errors) errors in \(secs) s; head \(head)"
+    }
+}
+
+public let toolVersion = "0.1.0"
+
+/// Runs one sync: fetches the window from IntakeQ, diffs it against the ledger, appends what
+/// changed, and brings the views up to date. Holds the store's single-writer lock throughout.
+public final class SyncRunner {
+    let writer: LedgerWriter
+    let reader: LedgerReader
+    let views: ProjectionStore
+    let client: IntakeQClient
+    let logger: Logger
+    let progress: (@Sendable (String) -> Void)?
+
+    public init(writer: LedgerWriter, views: ProjectionStore, client: IntakeQClient, logger: Logger,
+                progress: (@Sendable (String) -> Void)? = nil) throws {
+        self.writer = writer
+        self.reader = try LedgerReader(store: writer.store)
+        self.views = views
+        self.client = client
+        self.logger = logger
+        self.progress = progress
+    }
+
+    public func run(_ request: SyncRequest) async throws -> SyncOutcome {
+        let started = ISOTime.nowMillis()
+        let plan = try SyncPlan(request)
+        try views.catchUp(reader)
+        let runId = UUID().uuidString.lowercased()
+
+        // 1. Close out runs that never completed, then record the start (and the roster, if new).
+        var opening: [NewEvent] = []
+        let open = try views.openRuns()
+        for old in open {
+            opening.append(NewEvent(type: .syncAbandoned, run: runId, stream: Streams.syncRun(old),
+                                    data: encodeData(SyncAbandoned(abandonedRun: old, reason: "the run started and never completed (the process stopped before sync.completed)"))))
+        }
+        opening.append(NewEvent(type: .syncStarted, run: runId, stream: Streams.syncRun(runId), data: encodeData(plan.started(runId: runId, request: request))))
+        if try views.lastRosterHash() != request.roster.hash {
+            opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster, data: encodeData(request.roster.observed)))
+        }
+        try writer.append(opening)
+        progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
+
+        // 2. Fetch and diff.
+        var diff = SyncDiff(plan: plan, known: try views.knownAppointments())
+        let fetch = await Fetcher(client: client, plan: plan, progress: progress).fetch(known: diff.known, settingsHash: try views.lastSettingsHash(reader))
+        diff.apply(fetch)
+
+        // 3. Append the observations, then sync.completed as a batch of its own.
+        var events = diff.events(runId: runId)
+        if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
+        for chunk in stride(from: 0, to: events.count, by: 1000) {
+            try writer.append(Array(events[chunk..<min(chunk + 1000, events.count)]))
+        }
+        let stats = await client.stats()
+        var api = APIUsage()
+        api.calls = stats.calls
+        api.retries = stats.retries
+        api.rateLimitWaits = stats.rateLimitWaits
+        api.waitedSeconds = stats.waitedSeconds
+        api.rateLimitHit = stats.rateLimitHit
+        let status = diff.status(fetch)
+        let durationMs = ISOTime.nowMillis() - started
+        let completed = SyncCompleted(
+            status: status, counts: diff.counts, api: api, warnings: diff.warnings + fetch.warnings,
+            errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
+            unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
+        try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
+        try views.catchUp(reader)
+        return SyncOutcome(
+            runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
+            warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,
+            head: writer.head, durationMs: durationMs, abandoned: open)
+    }
+}
+
+/// The scope, type and window of a run, worked out from the request before anything is sent.
+struct SyncPlan: Sendable {
+    var syncType: String
+    var organizationId: String?
+    var patientId: String?
+    var patientEmail: String?
+    /// IntakeQ client ids in scope.
+    var scopeClients: Set<String>
+    var patientsInScope: Int
+    var knownPractitioners: Set<String>
+    var nowMillis: Int64
+    var windowStart: Int64
+    var windowEnd: Int64
+    var windowStartDay: String
+    var windowEndDay: String
+    var pageCap: Int
+
+    init(_ r: SyncRequest) throws {
+        guard r.daysBack >= 0, r.daysAhead >= 0, r.daysBack <= 3650, r.daysAhead <= 3650 else {
+            throw SyncError("--days-back and --days-ahead must be between 0 and 3650")
+        }
+        if r.organizationId != nil, r.patientId != nil { throw SyncError("give --org or --patient, not both") }
+        let now = r.now.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) } ?? ISOTime.nowMillis()
+        nowMillis = now
+        windowStart = now - Int64(r.daysBack) * 86_400_000
+        windowEnd = now + Int64(r.daysAhead) * 86_400_000
+        // IntakeQ's date filters are day-granular in an undocumented time zone: ask one day
+        // wider each side and filter locally by the exact instants.
+        windowStartDay = ISOTime.day(millis: windowStart - 86_400_000)
+        windowEndDay = ISOTime.day(millis: windowEnd + 86_400_000)
+        pageCap = r.pageCap
+        knownPractitioners = Set(r.roster.practitioners.map(\.intakeqId))
+        organizationId = r.organizationId
+        patientId = r.patientId
+        if let pid = r.patientId {
+            guard let (p, o) = r.roster.patient(pid) else {
+                throw SyncError("patient \(pid) is not in the roster; use a roster patient id (the \"id\" field)")
+            }
+            scopeClients = [p.intakeqClientId]
+            patientEmail = p.email.flatMap { $0.isEmpty ? nil : $0 }
+            patientsInScope = 1
+            organizationId = o.id
+            syncType = r.syncType ?? "manual_patient"
+        } else if let oid = r.organizationId {
+            guard let o = r.roster.organization(oid) else {
+                let known = r.roster.organizations.map(\.id).joined(separator: ", ")
+                throw SyncError("organization \(oid) is not in the roster (it has: \(known))")
+            }
+            scopeClients = Set(o.patients.map(\.intakeqClientId))
+            patientsInScope = o.patients.count
+            syncType = r.syncType ?? "manual_org_bulk"
+        } else {
+            scopeClients = Set(r.roster.allPatients.map(\.intakeqClientId))
+            patientsInScope = Set(r.roster.allPatients.map(\.id)).count
+            syncType = r.syncType ?? "automated_daily"
+        }
+        if r.roster.allPatients.isEmpty { throw SyncError("the roster has no patients: nothing to sync") }
+    }
+
+    func inScope(_ f: AppointmentFacts) -> Bool {
+        if let c = f.intakeqClientId, scopeClients.contains(c) { return true }
+        return f.additionalClientIds.contains { scopeClients.contains($0) }
+    }
+
+    func inWindow(_ f: AppointmentFacts) -> Bool {
+        guard let s = f.startMillis else { return true }
+        return s >= windowStart && s <= windowEnd
+    }
+
+    func started(runId: String, request: SyncRequest) -> SyncStarted {
+        SyncStarted(
+            syncType: syncType, organizationId: organizationId, patientId: patientId,
+            window: DateWindow(start: ISOTime.format(millis: windowStart), end: ISOTime.format(millis: windowEnd)),
+            triggeredBy: request.triggeredBy, toolVersion: toolVersion, now: ISOTime.format(millis: nowMillis))
+    }
+}

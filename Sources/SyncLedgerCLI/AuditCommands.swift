@@ -1,0 +1,217 @@
+import ArgumentParser
+import EventLog
+import Foundation
+import IntakeQ
+import Ledger
+import Projections
+
+struct VerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check every CRC, the whole hash chain and the index; print the head.",
+        discussion: """
+            Exit 0 when intact (a torn tail left by a crash is only a warning), 1 with the first bad
+            segment, byte offset and seq. With --expect-head SEQ:HASH (a head written down earlier),
+            also proves the first SEQ events are exactly those that head was taken from.
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: ArgumentHelp("A head published earlier.", valueName: "SEQ:HASH")) var expectHead: String?
+    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error.") var json = false
+
+    func validate() throws {
+        if let e = expectHead, LogHead(parsing: e) == nil {
+            throw ValidationError("--expect-head '\(e)' is not SEQ:HASH (a number, a colon and 64 hex digits)")
+        }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let store = try Store.open(storeOptions.path)
+            let reader = try EventLogReader(directory: store.logPath)
+            let progress = ProgressLine()
+            let report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:))) { seq in
+                progress.update("verifying … seq \(seq)")
+            }
+            progress.finish()
+            if json {
+                var o: [String: JSONValue] = [
+                    "ok": .bool(report.ok), "head": .string(report.head.description),
+                    "events": .number(Double(report.events)), "batches": .number(Double(report.batches)),
+                    "segments": .number(Double(report.segments)),
+                    "warnings": .array(report.warnings.map(JSONValue.string)), "error": .null,
+                ]
+                if let e = report.error {
+                    o["error"] = .object([
+                        "message": .string(e.message), "segment": e.segment.map(JSONValue.string) ?? .null,
+                        "offset": e.offset.map { .number(Double($0)) } ?? .null, "seq": e.seq.map { .number(Double($0)) } ?? .null,
+                    ])
+                }
+                print(Output.json(.object(o)))
+            } else {
+                for w in report.warnings { warn("warning: " + w) }
+                if let e = report.error {
+                    print("verify FAILED: \(e.message)")
+                    print("intact through head \(report.head)")
+                } else {
+                    print("ok: \(report.events) events in \(report.batches) batches, \(report.segments) segment\(report.segments == 1 ? "" : "s")")
+                    if let e = expectHead { print("matches the expected head \(e)") }
+                    print("head \(report.head)")
+                }
+            }
+            return report.ok ? 0 : 1
+        }
+    }
+}
+
+struct RebuildCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rebuild",
+        abstract: "Rebuild views from the log into shadow tables, then swap them in.",
+        discussion: """
+            Readers keep the live views until the swap, which is one transaction. Interrupted, the
+            live views are untouched. Events a view cannot apply are quarantined and reported
+            (exit 1). Projections: \(allProjections.map(\.name).joined(separator: ", ")).
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: ArgumentHelp("Rebuild only this projection.", valueName: "NAME")) var projection: String?
+
+    func validate() throws {
+        if let projection, Projections.projection(named: projection) == nil {
+            throw ValidationError("no projection named \(projection); choose one of: \(allProjections.map(\.name).joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let (_, reader, views) = try openForRead(storeOptions, catchUp: false)
+            let progress = ProgressLine()
+            let started = Date()
+            let report = try views.rebuild(names: projection.map { [$0] } ?? [], reader, progress: progress.fold)
+            progress.finish()
+            let secs = Date().timeIntervalSince(started)
+            print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
+                         try reader.head().seq, secs))
+            for q in report.quarantined {
+                warn("quarantined: seq \(q.seq) (\(q.type)) in \(q.projection): \(q.error)")
+            }
+            if !report.quarantined.isEmpty {
+                warn("syncledger: \(report.quarantined.count) event(s) could not be applied; they are skipped and listed in the quarantine table")
+                return 1
+            }
+            return 0
+        }
+    }
+}
+
+struct ExportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Export events for auditors: JSON Lines as stored, CSV of appointment versions, or a verifiable bundle.")
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "jsonl (events exactly as stored) or csv (one row per appointment version).") var format: String = "jsonl"
+    @Option(help: "First seq to export.") var fromSeq: UInt64 = 1
+    @Option(help: "Last seq to export.") var toSeq: UInt64?
+    @Option(help: ArgumentHelp("Write to this file instead of stdout.", valueName: "FILE")) var out: String?
+    @Option(help: ArgumentHelp("Write an auditor's bundle (segments, manifest, standalone verifier) into this new directory.", valueName: "DIR"))
+    var bundle: String?
+
+    func validate() throws {
+        guard ["jsonl", "csv"].contains(format) else { throw ValidationError("--format must be jsonl or csv") }
+        if fromSeq == 0 { throw ValidationError("--from-seq starts at 1") }
+        if let toSeq, toSeq < fromSeq { throw ValidationError("--to-seq must not be before --from-seq") }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let (store, reader, _) = try openForRead(storeOptions, catchUp: false)
+            if let bundle {
+                let manifest = try AuditBundle.write(store: store, to: bundle)
+                print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
+                print("check it anywhere with: python3 \(bundle)/verify_bundle.py")
+                return 0
+            }
+            var sink: FileHandleSink
+            if let out {
+                guard let s = FileHandleSink(path: out) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                sink = s
+            } else {
+                sink = FileHandleSink(fd: 1)
+            }
+            defer { sink.close() }
+            let write: ([UInt8]) throws -> Void = { try sink.write($0) }
+            if format == "jsonl" {
+                let n = try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write)
+                if out != nil { warn("exported \(n) events to \(out!)") }
+            } else {
+                let n = try Export.csv(reader: reader, from: fromSeq, to: toSeq, write: write)
+                if out != nil { warn("exported \(n) appointment versions to \(out!)") }
+            }
+            return 0
+        }
+    }
+}
+
+/// Writes whole buffers to a file descriptor, retrying short writes.
+struct FileHandleSink {
+    let fd: Int32
+    let owned: Bool
+    init(fd: Int32) {
+        self.fd = fd
+        owned = false
+    }
+    init?(path: String) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        self.fd = fd
+        owned = true
+    }
+    func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { buf in
+            var off = 0
+            while off < buf.count {
+                let n = Glibc.write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    if errno == EPIPE { throw ExitCode(0) }
+                    throw CLIFailure(message: "cannot write the export: \(String(cString: strerror(errno)))")
+                }
+                off += n
+            }
+        }
+    }
+    func close() { if owned { Glibc.close(fd) } }
+}
+
+struct LogCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "log", abstract: "Print events as stored, one JSON object per line.")
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "First seq to print.") var fromSeq: UInt64 = 1
+    @Option(help: "Print at most this many events.") var limit: UInt64?
+
+    func validate() throws {
+        if fromSeq == 0 { throw ValidationError("--from-seq starts at 1") }
+        if let limit, limit == 0 { throw ValidationError("--limit must be positive") }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let store = try Store.open(storeOptions.path)
+            let reader = try EventLogReader(directory: store.logPath)
+            let through = limit.map { fromSeq + $0 - 1 }
+            let cursor = try reader.cursor(from: fromSeq, through: through)
+            let sink = FileHandleSink(fd: 1)
+            var buffer: [UInt8] = []
+            while let r = try cursor.next() {
+                buffer += r.payload
+                buffer.append(10)
+                if buffer.count > 1 << 16 {
+                    try sink.write(buffer)
+                    buffer.removeAll(keepingCapacity: true)
+                }
+            }
+            try sink.write(buffer)
+            return 0
+        }
+    }
+}

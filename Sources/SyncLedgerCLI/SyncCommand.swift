@@ -1,0 +1,194 @@
+import ArgumentParser
+import Foundation
+import IntakeQ
+import Ledger
+import Logging
+import Projections
+import Sync
+
+struct SyncCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sync",
+        abstract: "Run one sync: fetch appointments from IntakeQ and append what changed.",
+        discussion: """
+            Scope: no --org/--patient syncs every roster organization (automated_daily); --org ID one
+            organization (manual_org_bulk); --patient ID one roster patient (manual_patient).
+            Exit status: 0 completed, 2 partial_success, 1 failed. Prints one summary line and the
+            new head (SEQ:HASH), an anchor an auditor can write down.
+            """
+    )
+
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: ArgumentHelp("The roster JSON file: organizations, patients with intakeq_client_id, practitioners.", valueName: "FILE"))
+    var roster: String
+    @Option(help: ArgumentHelp("Sync one roster organization.", valueName: "ID")) var org: String?
+    @Option(help: ArgumentHelp("Sync one roster patient.", valueName: "ID")) var patient: String?
+    @Option(help: ArgumentHelp("Override the sync type label: automated_daily, manual_org_bulk, manual_patient, webhook.", valueName: "T"))
+    var type: String?
+    @Option(help: ArgumentHelp("IntakeQ API base URL.", valueName: "URL")) var baseURL = "https://intakeq.com/api/v1"
+    @Option(help: ArgumentHelp("Centre of the window (ISO 8601); default: the clock.", valueName: "ISO8601")) var now: String?
+    @Option(help: "Days before now in the window.") var daysBack = 90
+    @Option(help: "Days after now in the window.") var daysAhead = 90
+    @Option(help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
+    @Option(help: "API calls allowed in any 24 hours, counted across runs (base plan: 500).") var dailyBudget = 500
+    @Option(help: ArgumentHelp("Wait up to this long for another writer to finish instead of failing at once.", valueName: "SECONDS"))
+    var waitLock: Double?
+    @Option(help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
+    @Option(help: ArgumentHelp("Per-request timeout.", valueName: "SECONDS")) var timeout = 30.0
+    @Option(help: "Who started the run, for sync_logs.") var triggeredBy = "cli"
+    @Flag(help: "Log debug details on stderr (may include patient names).") var verbose = false
+
+    func validate() throws {
+        if org != nil, patient != nil { throw ValidationError("give --org or --patient, not both") }
+        if let type, !["automated_daily", "manual_org_bulk", "manual_patient", "webhook"].contains(type) {
+            throw ValidationError("--type must be automated_daily, manual_org_bulk, manual_patient or webhook")
+        }
+        guard (0...3650).contains(daysBack), (0...3650).contains(daysAhead) else {
+            throw ValidationError("--days-back and --days-ahead must be between 0 and 3650")
+        }
+        guard requestsPerMinute > 0, dailyBudget > 0 else {
+            throw ValidationError("--requests-per-minute and --daily-budget must be positive")
+        }
+        guard maxRetries >= 0, maxRetries <= 20, timeout > 0 else {
+            throw ValidationError("--max-retries must be 0...20 and --timeout positive")
+        }
+        if let w = waitLock, w < 0 { throw ValidationError("--wait-lock must not be negative") }
+        if let now, ISOTime.parse(now) == nil {
+            throw ValidationError("--now '\(now)' is not an ISO 8601 time (for example 2026-11-26T10:00:00Z)")
+        }
+    }
+
+    func run() async throws {
+        try await guarded {
+            guard let key = ProcessInfo.processInfo.environment["INTAKEQ_API_KEY"], !key.isEmpty else {
+                throw CLIFailure(message: "INTAKEQ_API_KEY is not set: export the practice's IntakeQ API key (IntakeQ: Settings > Integrations > Developer API)")
+            }
+            // Everything that can be checked before touching the store is checked first.
+            let rosterValue = try Roster.load(path: roster)
+            var request = SyncRequest(roster: rosterValue, organizationId: org, patientId: patient, syncType: type,
+                                      now: now.flatMap(ISOTime.parse).map { Date(timeIntervalSince1970: Double($0) / 1000) },
+                                      daysBack: daysBack, daysAhead: daysAhead, triggeredBy: triggeredBy)
+            request.pageCap = 200
+            _ = try SyncPlanCheck.validate(request)
+            let outcome = try await runSync(
+                storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
+                policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
+                waitLock: waitLock, maxRetries: maxRetries, timeout: timeout, verbose: verbose)
+            print(outcome.summaryLine)
+            reportProblems(outcome)
+            return outcome.exitCode
+        }
+    }
+}
+
+func reportProblems(_ outcome: SyncOutcome) {
+    if outcome.status != "completed", let m = outcome.errorMessage { warn("syncledger: sync \(outcome.status): \(m)") }
+    for a in outcome.abandoned { warn("note: run \(a) had started and never completed; recorded it as abandoned") }
+    for w in outcome.warnings.prefix(5) { warn("warning: " + w) }
+    if outcome.warnings.count > 5 { warn("warning: … and \(outcome.warnings.count - 5) more (see `syncledger sync-logs --json`)") }
+}
+
+/// Opens the store for writing, runs the sync, closes everything.
+func runSync(storePath: String, request: SyncRequest, apiKey: String, baseURL: String, policy: RateLimitPolicy,
+             waitLock: Double?, maxRetries: Int, timeout: Double, verbose: Bool,
+             showProgress: Bool = true) async throws -> SyncOutcome {
+    let store = try Store.openOrCreate(storePath)
+    let writer = try LedgerWriter(store: store, waitLock: waitLock)
+    defer { writer.close() }
+    let views = try ProjectionStore(store: store)
+    var logger = Logger(label: "syncledger")
+    logger.logLevel = verbose ? .debug : .warning
+    let limiter = RateLimiter(policy: policy, store: FileCallRecord(path: store.statePath + "/api-calls.json"))
+    let remaining = await limiter.remainingToday()
+    if remaining < 3 {
+        let reset = await limiter.resetsAt().map { ISOTime.format($0) } ?? "within 24 hours"
+        throw CLIFailure(message: "daily API budget nearly used up: \(remaining) of \(policy.dailyBudget ?? 0) calls left and a run needs at least 3; the next call frees at \(reset)")
+    }
+    let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey, limiter: limiter, maxRetries: maxRetries,
+                               timeoutSeconds: timeout, logger: logger)
+    let progress = ProgressLine()
+    do {
+        let report: (@Sendable (String) -> Void)? = showProgress ? { @Sendable (text: String) in progress.update(text) } : nil
+        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger, progress: report)
+        let outcome = try await runner.run(request)
+        progress.finish()
+        try? await client.shutdown()
+        return outcome
+    } catch {
+        progress.finish()
+        try? await client.shutdown()
+        throw error
+    }
+}
+
+enum SyncPlanCheck {
+    /// Scope errors (unknown org or patient) before the store is opened.
+    static func validate(_ r: SyncRequest) throws -> Bool {
+        if let o = r.organizationId, r.roster.organization(o) == nil {
+            throw CLIFailure(message: "organization \(o) is not in the roster (it has: \(r.roster.organizations.map(\.id).joined(separator: ", ")))")
+        }
+        if let p = r.patientId, r.roster.patient(p) == nil {
+            throw CLIFailure(message: "patient \(p) is not in the roster; use a roster patient id (the \"id\" field)")
+        }
+        return true
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "The last run of each sync type, the head and projection lag; exit 1 when the daily sync is failing or stale.")
+
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        try await guarded {
+            let (_, reader, views) = try openForRead(storeOptions)
+            let head = try reader.head()
+            let applied = try views.appliedSeq()
+            let rows = try views.readSync { db in try Views.syncLogs(db, limit: nil, type: nil) }
+            var latest: [String: ViewRow] = [:]
+            for r in rows { if let t = r["sync_type"]?.stringValue, latest[t] == nil { latest[t] = r } }
+            let now = ISOTime.nowMillis()
+            var problems: [String] = []
+            if let daily = latest["automated_daily"] {
+                let started = ISOTime.parse(daily["started_at"]?.stringValue ?? "") ?? 0
+                let ageH = Double(now - started) / 3_600_000
+                if daily["status"]?.stringValue == "failed" { problems.append("the last automated_daily run failed") }
+                if ageH > maxAge { problems.append(String(format: "the last automated_daily run is %.1f hours old (more than %.0f)", ageH, maxAge)) }
+            } else {
+                problems.append("no automated_daily run has been recorded")
+            }
+            if json {
+                let runs: [JSONValue] = latest.keys.sorted().map { t in
+                    let r = latest[t]!
+                    let started = ISOTime.parse(r["started_at"]?.stringValue ?? "") ?? now
+                    return .object([
+                        "sync_type": .string(t), "id": r["id"] ?? .null, "status": r["status"] ?? .null,
+                        "started_at": r["started_at"] ?? .null, "completed_at": r["completed_at"] ?? .null,
+                        "age_hours": .number((Double(now - started) / 36_000).rounded() / 100),
+                    ])
+                }
+                print(Output.json(.object([
+                    "ok": .bool(problems.isEmpty), "head": .string(head.description),
+                    "projection_lag": .number(Double(head.seq - min(head.seq, applied))),
+                    "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
+                ])))
+            } else {
+                print("head \(head)")
+                print("views applied through seq \(applied) (lag \(head.seq - min(head.seq, applied)))")
+                let table = latest.keys.sorted().map { t -> [String] in
+                    let r = latest[t]!
+                    let started = ISOTime.parse(r["started_at"]?.stringValue ?? "") ?? now
+                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", Double(now - started) / 3_600_000)]
+                }
+                if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age"], table)) }
+                for p in problems { print("problem: " + p) }
+                if problems.isEmpty { print("ok") }
+            }
+            return problems.isEmpty ? 0 : 1
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import IntakeQ
+import Ledger
+import Projections
+
+@main
+struct SyncLedgerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "syncledger",
+        abstract: "An event-sourced ledger of IntakeQ appointments: sync, views, history, audit.",
+        discussion: """
+            Every appointment fetched from IntakeQ becomes an immutable event in an append-only,
+            LZ4-compressed, checksummed, hash-chained log; SQLite views are folded from it.
+
+            The store is --store DIR, else $SYNCLEDGER_STORE, else ./ledger-data.
+            The IntakeQ API key comes from $INTAKEQ_API_KEY and is never printed.
+            Start with `syncledger demo` to see the whole story on bundled fixtures.
+            """,
+        version: "0.1.0",
+        subcommands: [
+            SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
+            LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
+            VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, DemoCommand.self,
+        ]
+    )
+}
+
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The store directory (default: $SYNCLEDGER_STORE, else ./ledger-data).", valueName: "DIR"))
+    var store: String?
+
+    var path: String { Store.resolvePath(store) }
+}
+
+/// A failure to report: one line on stderr, then this exit code.
+struct CLIFailure: Error {
+    var message: String
+    var code: Int32 = 1
+}
+
+/// Runs a command body; any error becomes one line on stderr and a non-zero exit, never a trace.
+func guarded(_ body: () async throws -> Int32) async throws {
+    let code: Int32
+    do {
+        code = try await body()
+    } catch let e as CLIFailure {
+        warn("syncledger: " + e.message)
+        throw ExitCode(e.code)
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        warn("syncledger: \(describeError(error))")
+        throw ExitCode(1)
+    }
+    if code != 0 { throw ExitCode(code) }
+}
+
+func describeError(_ error: any Error) -> String {
+    // One line, whatever the error: a multi-line description would read like a trace.
+    String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+}
+
+/// Opens a store for reading and brings the views up to the log's head first.
+func openForRead(_ options: StoreOptions, catchUp: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
+    let store = try Store.open(options.path)
+    let reader = try LedgerReader(store: store)
+    let views = try ProjectionStore(store: store)
+    if catchUp {
+        let progress = ProgressLine()
+        let report = try views.catchUp(reader, progress: progress.fold)
+        progress.finish()
+        for note in report.notes { warn("note: " + note) }
+        if !report.quarantined.isEmpty {
+            warn("warning: \(report.quarantined.count) event(s) could not be applied and were quarantined (see `syncledger rebuild`)")
+        }
+    }
+    return (store, reader, views)
+}
+
+/// Parses an ISO 8601 time given on the command line, or fails with a clear message.
+func parseTime(_ text: String, option: String) throws -> Int64 {
+    guard let ms = ISOTime.parse(text) else {
+        throw CLIFailure(message: "\(option) '\(text)' is not an ISO 8601 time (for example 2026-11-26 or 2026-11-26T09:00:00Z)")
+    }
+    return ms
+}

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+@testable import EventLog
+
+@Suite struct LockAndToolsTests {
+    @Test func secondWriterFailsFast() throws {
+        let dir = TempDir()
+        let first = try EventLogWriter.open(directory: dir.log, options: fast)
+        let started = Date()
+        let error = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast) }
+        #expect(error?.message == "store is locked by pid \(getpid())")
+        #expect(Date().timeIntervalSince(started) < 1)
+        // With waitLock, it waits, then fails the same way.
+        let waited = Date()
+        _ = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast, waitLock: 0.3) }
+        #expect(Date().timeIntervalSince(waited) >= 0.3)
+        // Readers do not need the lock.
+        try first.append([event(1)])
+        #expect(try EventLogReader(directory: dir.log).head().seq == 1)
+        first.close()
+        let second = try EventLogWriter.open(directory: dir.log, options: fast)
+        #expect(second.head.seq == 1)
+    }
+
+    @Test func waitLockSucceedsWhenReleased() async throws {
+        let dir = TempDir()
+        let first = try EventLogWriter.open(directory: dir.log, options: fast)
+        let path = dir.log
+        let task = Task.detached { () -> UInt64 in
+            let writer = try EventLogWriter.open(directory: path, options: fast, waitLock: 5)
+            return writer.head.seq
+        }
+        try await Task.sleep(nanoseconds: 200_000_000)
+        try first.append([event(1)])
+        first.close()
+        #expect(try await task.value == 1)
+    }
+
+    /// The promise: stock lz4 decodes the concatenated segments to exactly the appended lines.
+    @Test func stockLz4ReadsTheLog() throws {
+        let dir = TempDir()
+        let writer = try EventLogWriter.open(directory: dir.log, options: LogOptions(segmentBytes: 4000, fsync: false))
+        let payloads = try appendBatches(writer, batches: 30, size: 17)
+        writer.close()
+        #expect(dir.segments().count > 1)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "cat \"$0\"/*.seg | /usr/bin/lz4 -dc", dir.log]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let expected: [UInt8] = payloads.flatMap { $0 + [UInt8(10)] }
+        #expect(Array(output) == expected)
+    }
+
+    /// A reader running while the writer appends sees a consistent, gapless prefix every time.
+    @Test func readerConcurrentWithWriter() async throws {
+        let dir = TempDir()
+        let writer = try EventLogWriter.open(directory: dir.log, options: LogOptions(segmentBytes: 3000, fsync: false))
+        try writer.append([event(1)])
+        let path = dir.log
+        let reading = Task.detached { () -> Int in
+            var checks = 0
+            for _ in 0..<200 {
+                let reader = try EventLogReader(directory: path)
+                let records = try readAll(path)
+                let seqs = records.map(\.0)
+                #expect(seqs == Array(1...UInt64(max(seqs.count, 1))).prefix(seqs.count).map { $0 })
+                for (seq, payload) in records { #expect(payload == event(Int(seq))) }
+                _ = try reader.head()
+                checks += 1
+            }
+            return checks
+        }
+        var n = 2
+        for size in 0..<300 {
+            let batch = (0..<(size % 9 + 1)).map { event(n + $0) }
+            n += batch.count
+            try writer.append(batch)
+        }
+        #expect(try await reading.value == 200)
+        #expect(try readAll(dir.log).count == n - 1)
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+@testable import EventLog
+
+@Suite struct RoundTripTests {
+    @Test func roundTripAcrossSegmentRolls() throws {
+        let dir = TempDir()
+        var writer: EventLogWriter? = try EventLogWriter.open(directory: dir.log, options: LogOptions(segmentBytes: 600, fsync: false))
+        var payloads: [[UInt8]] = []
+        var n = 1
+        for size in [1, 3, 5, 2, 7, 1, 4, 6, 2, 3, 8, 1] {
+            let batch = (0..<size).map { event(n + $0) }
+            let info = try writer!.append(batch)
+            #expect(info.firstSeq == UInt64(n) && info.lastSeq == UInt64(n + size - 1))
+            n += size
+            payloads += batch
+        }
+        let headBefore = writer!.head
+        #expect(headBefore.seq == UInt64(payloads.count))
+        #expect(dir.segments().count >= 3, "segments: \(dir.segments())")
+        writer!.close()
+        writer = nil
+
+        let all = try readAll(dir.log)
+        #expect(all.map(\.0) == Array(1...UInt64(payloads.count)))
+        #expect(all.map(\.1) == payloads)
+        for from in 1...payloads.count {
+            let tail = try readAll(dir.log, from: UInt64(from))
+            #expect(tail.first?.0 == UInt64(from) && tail.map(\.1) == Array(payloads[(from - 1)...]))
+        }
+        #expect(try readAll(dir.log, from: UInt64(payloads.count + 1)).isEmpty)
+
+        let reopened = try EventLogWriter.open(directory: dir.log, options: LogOptions(segmentBytes: 600, fsync: false))
+        #expect(reopened.head == headBefore)
+        #expect(try EventLogReader(directory: dir.log).head() == headBefore)
+        let info = try reopened.append([event(1000)])
+        #expect(info.firstSeq == headBefore.seq + 1)
+        #expect(try readAll(dir.log).map(\.0) == Array(1...headBefore.seq + 1))
+        // Segment names are their first seq and every batch of a segment follows on.
+        for name in dir.segments() {
+            let first = UInt64(name.dropLast(4))!
+            #expect(try EventLogReader(directory: dir.log).batch(containing: first)?.segment == name)
+        }
+    }
+
+    @Test func cursorThroughAndBatches() throws {
+        let dir = TempDir()
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        let payloads = try appendBatches(writer, batches: 5, size: 4)
+        let reader = try EventLogReader(directory: dir.log)
+        let cursor = try reader.cursor(from: 6, through: 13)
+        var seqs: [UInt64] = []
+        while let r = try cursor.next() { seqs.append(r.seq) }
+        #expect(seqs == Array(6...13))
+        let batches = try reader.cursor(from: 1)
+        var lines = 0
+        while let (info, content) = try batches.nextBatch() {
+            #expect(content.last == 10)
+            lines += content.split(separator: 10).count
+            #expect(info.count == 4)
+        }
+        #expect(lines == payloads.count)
+        let info = try #require(try reader.batch(containing: 10))
+        #expect(info.firstSeq == 9 && info.lastSeq == 12)
+        #expect(try reader.batch(containing: 21) == nil)
+    }
+
+    @Test func headParsesAndPrints() throws {
+        #expect(LogHead.empty.description == "0:" + String(repeating: "0", count: 64))
+        let head = LogHead(seq: 42, hash: (0..<32).map { UInt8($0 * 7 & 0xff) })
+        #expect(LogHead(parsing: head.description) == head)
+        #expect(LogHead(parsing: "12:abc") == nil)
+        #expect(LogHead(parsing: "x:" + String(repeating: "0", count: 64)) == nil)
+    }
+
+    @Test func rejectsBadInput() throws {
+        let dir = TempDir()
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        _ = expectError(.invalidArgument) { try writer.append([]) }
+        _ = expectError(.invalidArgument) { try writer.append([Array("a\nb".utf8)]) }
+        _ = expectError(.tooLarge) { try writer.append(Array(repeating: [UInt8(65)], count: 1_000_001)) }
+        _ = expectError(.tooLarge) { try writer.append([[UInt8](repeating: 65, count: 256 << 20)]) }
+        #expect(writer.head == .empty)
+        #expect(try writer.append([event(1)]).firstSeq == 1)
+    }
+
+    @Test func permissionsAreOwnerOnly() throws {
+        let dir = TempDir()
+        let writer = try EventLogWriter.open(directory: dir.log, options: LogOptions(segmentBytes: 100))  // fsync on
+        try appendBatches(writer, batches: 3, size: 2)
+        func mode(_ path: String) -> Int {
+            ((try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions]) as? Int ?? -1) & 0o777
+        }
+        #expect(mode(dir.log) == 0o700)
+        #expect(mode(dir.log + "/index") == 0o700)
+        #expect(mode(dir.log + "/LOCK") == 0o600)
+        for name in dir.segments() { #expect(mode(dir.segmentPath(name)) == 0o600) }
+        let indexes = try FileManager.default.contentsOfDirectory(atPath: dir.log + "/index")
+        #expect(!indexes.isEmpty)
+        for name in indexes { #expect(mode(dir.log + "/index/" + name) == 0o600) }
+    }
+}
