@@ -4,6 +4,7 @@ import FakeIntakeQ
 import Foundation
 import IntakeQ
 import Ledger
+import Logging
 import Projections
 import Sync
 
@@ -47,7 +48,9 @@ struct Demo {
             throw CLIFailure(message: "\(s) is not empty; the demo writes a fresh store (give a new directory, or none for a temporary one)")
         }
         let apiKey = "demo-key-not-secret"
-        let server = try FakeIntakeQServer(state: first.state, apiKey: apiKey)
+        var quiet = Logger(label: "fake-intakeq")
+        quiet.logLevel = .critical  // its shutdown chatter is not part of the story
+        let server = FakeIntakeQServer(state: first.state, apiKey: apiKey, logger: quiet)
         let baseURL = try await server.start()
         defer { Task { await server.stop() } }
 

@@ -24,6 +24,41 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, DemoCommand.self,
         ]
     )
+
+    /// `syncledger [--store DIR] <command> …`: ArgumentParser reads an option only after the
+    /// subcommand that declares it, so the global `--store` is moved behind the command name.
+    static func main() async {
+        let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        do {
+            var command = try parseAsRoot(args)
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Moves leading `--store DIR` / `--store=DIR` behind the first subcommand name.
+func hoistGlobalOptions(_ args: [String]) -> [String] {
+    var globals: [String] = []
+    var rest = args[...]
+    while let first = rest.first {
+        if first == "--store", rest.count >= 2 {
+            globals += rest.prefix(2)
+            rest = rest.dropFirst(2)
+        } else if first.hasPrefix("--store=") {
+            globals.append(first)
+            rest = rest.dropFirst()
+        } else {
+            break
+        }
+    }
+    guard !globals.isEmpty, let command = rest.first, !command.hasPrefix("-") else { return args }
+    return [command] + globals + Array(rest.dropFirst())
 }
 
 struct StoreOptions: ParsableArguments {
