@@ -28,7 +28,23 @@ public struct EventEnvelope: Sendable, Hashable {
     public var at: String
     public var run: String?
     public var stream: String
-    public var data: [UInt8]
+    public var data: [UInt8] {
+        didSet { memo = DecodeMemo() }
+    }
+    /// The parsed `data`, shared by the copies of this envelope, so the projections folding
+    /// one event parse it once between them. Not part of the value (== and hash ignore it).
+    var memo: DecodeMemo
+
+    public static func == (a: EventEnvelope, b: EventEnvelope) -> Bool {
+        a.seq == b.seq && a.id == b.id && a.type == b.type && a.v == b.v && a.at == b.at && a.run == b.run
+            && a.stream == b.stream && a.data == b.data
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(seq)
+        h.combine(id)
+        h.combine(data)
+    }
 
     public init(seq: UInt64, id: String, type: String, v: Int, at: String, run: String?, stream: String, data: [UInt8]) {
         self.seq = seq
@@ -39,6 +55,7 @@ public struct EventEnvelope: Sendable, Hashable {
         self.run = run
         self.stream = stream
         self.data = data
+        self.memo = DecodeMemo()
     }
 
     public var eventType: EventType? { EventType(rawValue: type) }
@@ -67,7 +84,7 @@ public struct EventEnvelope: Sendable, Hashable {
 
     static func decodeSlow(_ bytes: [UInt8]) throws -> EventEnvelope {
         let value: JSONValue
-        do { value = try JSONValue.parse(bytes) } catch {
+        do { value = try FastJSON.parse(bytes) } catch {
             throw LedgerError("an event line is not valid JSON: \(error.localizedDescription)")
         }
         guard case .object(let o) = value,
@@ -81,11 +98,25 @@ public struct EventEnvelope: Sendable, Hashable {
             data: Array(data.canonicalText.utf8))
     }
 
-    /// The data object, decoded generically.
+    /// The data object, decoded generically (parsed once per envelope).
     public func dataValue() throws -> JSONValue {
-        do { return try JSONValue.parse(data) } catch {
-            throw LedgerError("event \(seq) (\(type)) has a data field that is not valid JSON")
+        if let v = memo.withLock({ $0.value }) { return v }
+        do {
+            let v = try FastJSON.parse(data)
+            memo.withLock { $0.value = v }
+            return v
+        } catch {
+            throw LedgerError("event \(seq) (\(type)) has a data field that is not valid JSON: \(error)")
         }
+    }
+
+    /// A value derived from this event by a reader (for example a projection's view of the
+    /// appointment object), computed once and shared by the envelope's copies.
+    public func memoized<T>(_ key: String, _ make: () throws -> T) rethrows -> T {
+        if let v = memo.withLock({ $0.derived[key] }) as? T { return v }
+        let v = try make()
+        memo.withLock { $0.derived[key] = v }
+        return v
     }
 
     /// Decodes `data` as a typed payload.
@@ -93,6 +124,23 @@ public struct EventEnvelope: Sendable, Hashable {
         do { return try JSONDecoder().decode(T.self, from: Data(data)) } catch {
             throw LedgerError("event \(seq) (\(type) v\(v)) has a data field this version cannot read: \(describe(error))")
         }
+    }
+}
+
+/// Holds what was parsed from an envelope's data. A class so copies of the envelope share it.
+final class DecodeMemo: @unchecked Sendable {
+    // @unchecked: every access goes through `lock`.
+    struct State {
+        var value: JSONValue?
+        var derived: [String: Any] = [:]
+    }
+    private var state = State()
+    private let lock = NSLock()
+
+    func withLock<T>(_ body: (inout State) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&state)
     }
 }
 

@@ -7,7 +7,7 @@ import IntakeQ
 extension JSONValue {
     /// Parses UTF-8 JSON bytes.
     public static func parse(bytes: some Collection<UInt8>) throws -> JSONValue {
-        try JSONValue.parse(Array(bytes))
+        try FastJSON.parse(bytes)
     }
 
     public subscript(key: String) -> JSONValue? {

@@ -62,7 +62,7 @@ public struct Store: Sendable {
         guard let bytes = FileManager.default.contents(atPath: path + "/STORE") else {
             throw LedgerError("\(path) is not a SyncLedger store (it has no STORE file); pass --store with a store directory or an empty one")
         }
-        guard case .object(let o)? = try? JSONValue.parse(Array(bytes)), o["format"]?.stringValue == formatName,
+        guard case .object(let o)? = try? FastJSON.parse(Array(bytes)), o["format"]?.stringValue == formatName,
             let version = o["version"]?.int64Value
         else { throw LedgerError("\(path)/STORE is not a SyncLedger store marker") }
         if version > Int64(formatVersion) {

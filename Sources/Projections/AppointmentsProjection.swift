@@ -45,14 +45,11 @@ public struct AppointmentsProjection: Projection {
     public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
         switch e.eventType {
         case .appointmentDiscovered, .appointmentChanged:
-            let data = try e.projectionValue()
-            guard let object = data["object"], let facts = try? AppointmentFacts(object: object) else {
-                throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
-            }
+            let (object, facts) = try e.appointmentFacts()
             let roster = try loadRoster(db, t)
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO \(t("appointments_objects")) (appointment_id, object) VALUES (?, ?)",
-                arguments: [facts.appointmentId, object.canonicalText])
+            try db.run(
+                "INSERT OR REPLACE INTO \(t("appointments_objects")) (appointment_id, object) VALUES (?, ?)",
+                [facts.appointmentId, object.canonicalText])
             let prior = try Row.fetchOne(
                 db, sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?",
                 arguments: [facts.appointmentId])
@@ -62,21 +59,21 @@ public struct AppointmentsProjection: Projection {
                                                           version: version, lastSeq: e.seq, removed: false), db, t)
         case .appointmentRemoved:
             let removed = try e.projectionData(AppointmentRemoved.self)
-            try db.execute(
-                sql: """
+            try db.run(
+                """
                     UPDATE \(t("appointments")) SET removed = 1, last_changed_at = ?, last_synced_at = ?,
                       version = version + 1, last_seq = ? WHERE appointment_id = ?
                     """,
-                arguments: [e.at, e.at, e.seq, removed.appointmentId])
+                [e.at, e.at, e.seq, removed.appointmentId])
         case .syncCompleted:
             let done = try e.projectionData(SyncCompleted.self)
             let stmt = try db.cachedStatement(sql: "UPDATE \(t("appointments")) SET last_synced_at = ? WHERE appointment_id = ?")
             for o in done.unchanged { try stmt.execute(arguments: [e.at, o.id]) }
         case .rosterObserved:
             let roster = try e.projectionData(RosterObserved.self)
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO \(t("appointments_roster")) (id, roster) VALUES (1, ?)",
-                arguments: [String(decoding: encodeData(roster), as: UTF8.self)])
+            try db.run(
+                "INSERT OR REPLACE INTO \(t("appointments_roster")) (id, roster) VALUES (1, ?)",
+                [String(decoding: encodeData(roster), as: UTF8.self)])
             try reattribute(RosterIndex(roster), db, t)
         default:
             break
@@ -95,23 +92,23 @@ public struct AppointmentsProjection: Projection {
     func write(_ f: AppointmentFacts, roster: RosterIndex, meta m: Meta, _ db: Database, _ t: TableSet) throws {
         let members = roster.members(of: f)
         let primary = members.first
-        try db.execute(
-            sql: """
+        try db.run(
+            """
                 INSERT OR REPLACE INTO \(t("appointments")) (\(Self.columns.joined(separator: ", ")))
                 VALUES (\(Array(repeating: "?", count: Self.columns.count).joined(separator: ", ")))
                 """,
-            arguments: [
+            [
                 f.appointmentId, primary?.organizationId, primary?.patientId, f.intakeqClientId, f.clientName,
                 f.practitionerId, f.practitionerName, f.practitionerId.flatMap { roster.providers[$0] },
                 f.serviceName, f.status, f.intakeqStatus, f.startAt, f.endAt, f.durationMinutes,
                 f.locationId, f.locationName, f.placeOfService, f.visitType, f.meeting?.url,
                 m.removed, m.firstSeen, m.lastChanged, m.lastSynced, m.version, Int64(m.lastSeq),
             ])
-        try db.execute(sql: "DELETE FROM \(t("appointment_patients")) WHERE appointment_id = ?", arguments: [f.appointmentId])
+        try db.run("DELETE FROM \(t("appointment_patients")) WHERE appointment_id = ?", [f.appointmentId])
         for member in members {
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
-                arguments: [f.appointmentId, member.patientId, member.organizationId, member.role])
+            try db.run(
+                "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
+                [f.appointmentId, member.patientId, member.organizationId, member.role])
         }
     }
 
@@ -128,16 +125,16 @@ public struct AppointmentsProjection: Projection {
         try db.execute(sql: "DELETE FROM \(t("appointment_patients"))")
         for row in rows {
             let text: String = row["object"]
-            guard let object = try? JSONValue.parse(Array(text.utf8)), let f = try? AppointmentFacts(object: object) else { continue }
+            guard let object = try? FastJSON.parse(Array(text.utf8)), let f = try? AppointmentFacts(object: object) else { continue }
             let members = roster.members(of: f)
-            try db.execute(
-                sql: "UPDATE \(t("appointments")) SET organization_id = ?, patient_id = ?, provider_id = ? WHERE appointment_id = ?",
-                arguments: [members.first?.organizationId, members.first?.patientId,
+            try db.run(
+                "UPDATE \(t("appointments")) SET organization_id = ?, patient_id = ?, provider_id = ? WHERE appointment_id = ?",
+                [members.first?.organizationId, members.first?.patientId,
                             f.practitionerId.flatMap { roster.providers[$0] }, f.appointmentId])
             for m in members {
-                try db.execute(
-                    sql: "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
-                    arguments: [f.appointmentId, m.patientId, m.organizationId, m.role])
+                try db.run(
+                    "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
+                    [f.appointmentId, m.patientId, m.organizationId, m.role])
             }
         }
     }

@@ -23,7 +23,7 @@ extension ProjectionStore {
                 """)
             for row in rows {
                 let text: String = row["object"]
-                guard let object = try? JSONValue.parse(Array(text.utf8)), let facts = try? AppointmentFacts(object: object) else { continue }
+                guard let object = try? FastJSON.parse(Array(text.utf8)), let facts = try? AppointmentFacts(object: object) else { continue }
                 let id: String = row["appointment_id"]
                 out[id] = KnownAppointment(
                     id: id, contentHash: contentHash(of: object), object: object,

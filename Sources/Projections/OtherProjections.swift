@@ -21,25 +21,22 @@ public struct MeetingURLsProjection: Projection {
 
     public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
         guard e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged else { return }
-        let data = try e.projectionValue()
-        guard let object = data["object"], let f = try? AppointmentFacts(object: object) else {
-            throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
-        }
+        let f = try e.appointmentFacts().facts
         guard let link = f.meeting else {
-            try db.execute(sql: "DELETE FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?", arguments: [f.appointmentId])
+            try db.run("DELETE FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?", [f.appointmentId])
             return
         }
         let current = try String.fetchOne(
             db, sql: "SELECT meeting_url FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?",
             arguments: [f.appointmentId])
         if current == link.url {
-            try db.execute(
-                sql: "UPDATE \(t("appointment_meeting_urls")) SET url_provider = ?, source_field = ? WHERE appointment_id = ?",
-                arguments: [link.provider, link.sourceField, f.appointmentId])
+            try db.run(
+                "UPDATE \(t("appointment_meeting_urls")) SET url_provider = ?, source_field = ? WHERE appointment_id = ?",
+                [link.provider, link.sourceField, f.appointmentId])
         } else {
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO \(t("appointment_meeting_urls")) (appointment_id, meeting_url, url_provider, source_field, changed_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [f.appointmentId, link.url, link.provider, link.sourceField, e.at])
+            try db.run(
+                "INSERT OR REPLACE INTO \(t("appointment_meeting_urls")) (appointment_id, meeting_url, url_provider, source_field, changed_at) VALUES (?, ?, ?, ?, ?)",
+                [f.appointmentId, link.url, link.provider, link.sourceField, e.at])
         }
     }
 }
@@ -66,16 +63,13 @@ public struct LocationsProjection: Projection {
     public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
         switch e.eventType {
         case .appointmentDiscovered, .appointmentChanged:
-            let data = try e.projectionValue()
-            guard let object = data["object"], let f = try? AppointmentFacts(object: object) else {
-                throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
-            }
+            let f = try e.appointmentFacts().facts
             let address = try f.locationId.flatMap {
                 try String.fetchOne(db, sql: "SELECT address FROM \(t("locations_settings")) WHERE location_id = ?", arguments: [$0])
             }
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO \(t("appointment_locations")) (appointment_id, location_id, location_name, address, place_of_service, visit_type) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [f.appointmentId, f.locationId, f.locationName, address, f.placeOfService, f.visitType])
+            try db.run(
+                "INSERT OR REPLACE INTO \(t("appointment_locations")) (appointment_id, location_id, location_name, address, place_of_service, visit_type) VALUES (?, ?, ?, ?, ?, ?)",
+                [f.appointmentId, f.locationId, f.locationName, address, f.placeOfService, f.visitType])
         case .settingsObserved:
             let data = try e.projectionValue()
             guard case .array(let locations)? = data["object"]?["Locations"] else {
@@ -84,9 +78,9 @@ public struct LocationsProjection: Projection {
             try db.execute(sql: "DELETE FROM \(t("locations_settings"))")
             for l in locations {
                 guard let id = l["Id"]?.stringValue else { continue }
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO \(t("locations_settings")) (location_id, name, address) VALUES (?, ?, ?)",
-                    arguments: [id, l["Name"]?.stringValue, l["Address"]?.stringValue])
+                try db.run(
+                    "INSERT OR REPLACE INTO \(t("locations_settings")) (location_id, name, address) VALUES (?, ?, ?)",
+                    [id, l["Name"]?.stringValue, l["Address"]?.stringValue])
             }
             try db.execute(sql: """
                 UPDATE \(t("appointment_locations")) SET address =
@@ -134,9 +128,9 @@ public struct SyncLogsProjection: Projection {
                 "date_range": .object(["start": .string(s.window.start), "end": .string(s.window.end)]),
                 "now": .string(s.now), "tool_version": .string(s.toolVersion),
             ])
-            try db.execute(
-                sql: "INSERT OR REPLACE INTO \(t("sync_logs")) (id, sync_type, organization_id, patient_id, triggered_by, started_at, status, metadata, start_seq) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?)",
-                arguments: [run, s.syncType, s.organizationId, s.patientId, s.triggeredBy, e.at, metadata.canonicalText, Int64(e.seq)])
+            try db.run(
+                "INSERT OR REPLACE INTO \(t("sync_logs")) (id, sync_type, organization_id, patient_id, triggered_by, started_at, status, metadata, start_seq) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?)",
+                [run, s.syncType, s.organizationId, s.patientId, s.triggeredBy, e.at, metadata.canonicalText, Int64(e.seq)])
         case .syncCompleted:
             let c = try e.projectionData(SyncCompleted.self)
             guard let run = e.run else { throw QuarantineError("sync.completed at seq \(e.seq) has no run id") }
@@ -148,21 +142,21 @@ public struct SyncLogsProjection: Projection {
             meta["rate_limit_waits"] = .number(Double(c.api.rateLimitWaits))
             meta["rate_limit_hit"] = .bool(c.api.rateLimitHit)
             meta["head_before"] = .string(c.headBefore)
-            try db.execute(
-                sql: """
+            try db.run(
+                """
                     UPDATE \(t("sync_logs")) SET completed_at = ?, duration_ms = ?, status = ?, appointments_new = ?,
                       appointments_updated = ?, appointments_unchanged = ?, appointments_removed = ?,
                       appointments_errors = ?, patients_processed = ?, patients_failed = ?, error_message = ?,
                       metadata = ?, end_seq = ? WHERE id = ?
                     """,
-                arguments: [e.at, c.durationMs, c.status, c.counts.new, c.counts.updated, c.counts.unchanged,
+                [e.at, c.durationMs, c.status, c.counts.new, c.counts.updated, c.counts.unchanged,
                             c.counts.removed, c.counts.errors, c.counts.patientsProcessed, c.counts.patientsFailed,
                             c.errorMessage, JSONValue.object(meta).canonicalText, Int64(e.seq), run])
         case .syncAbandoned:
             let a = try e.projectionData(SyncAbandoned.self)
-            try db.execute(
-                sql: "UPDATE \(t("sync_logs")) SET status = 'failed', completed_at = ?, error_message = ?, end_seq = ? WHERE id = ? AND status = 'in_progress'",
-                arguments: [e.at, "abandoned: " + a.reason, Int64(e.seq), a.abandonedRun])
+            try db.run(
+                "UPDATE \(t("sync_logs")) SET status = 'failed', completed_at = ?, error_message = ?, end_seq = ? WHERE id = ? AND status = 'in_progress'",
+                [e.at, "abandoned: " + a.reason, Int64(e.seq), a.abandonedRun])
         default:
             break
         }
@@ -170,7 +164,7 @@ public struct SyncLogsProjection: Projection {
 
     func existingMetadata(_ run: String, _ db: Database, _ t: TableSet) throws -> [String: JSONValue] {
         guard let text = try String.fetchOne(db, sql: "SELECT metadata FROM \(t("sync_logs")) WHERE id = ?", arguments: [run]),
-            case .object(let o)? = try? JSONValue.parse(Array(text.utf8))
+            case .object(let o)? = try? FastJSON.parse(Array(text.utf8))
         else { return [:] }
         return o
     }

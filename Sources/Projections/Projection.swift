@@ -49,6 +49,18 @@ extension EventEnvelope {
     func projectionValue() throws -> JSONValue {
         do { return try dataValue() } catch { throw QuarantineError("\(error)") }
     }
+
+    /// The appointment object of a discovered/changed event and its view facts, computed once
+    /// per event however many projections fold it.
+    func appointmentFacts() throws -> (object: JSONValue, facts: AppointmentFacts) {
+        try memoized("projections.appointmentFacts") {
+            let data = try projectionValue()
+            guard let object = data["object"], let facts = try? AppointmentFacts(object: object) else {
+                throw QuarantineError("\(type) at seq \(seq) has no usable appointment object (missing Id)")
+            }
+            return (object, facts)
+        }
+    }
 }
 
 /// All projections this version of SyncLedger maintains, in apply order.
@@ -59,4 +71,12 @@ public let allProjections: [any Projection] = [
 
 public func projection(named name: String) -> (any Projection)? {
     allProjections.first { $0.name == name }
+}
+
+extension Database {
+    /// Runs one statement through GRDB's statement cache: the fold runs the same few
+    /// statements millions of times during a rebuild, and preparing them is not free.
+    func run(_ sql: String, _ arguments: StatementArguments = []) throws {
+        try cachedStatement(sql: sql).execute(arguments: arguments)
+    }
 }

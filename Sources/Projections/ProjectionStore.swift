@@ -117,19 +117,23 @@ public final class ProjectionStore: @unchecked Sendable {
     public func catchUp(_ reader: LedgerReader, progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
         var report = FoldReport()
         let head = try reader.head()
+        var stale: [any Projection] = []
         for p in projections {
             let cp = try pool.read { try checkpoint(p.name, $0) }
             if let why = try rebuildReason(p, cp, reader.log, head: head) {
                 report.notes.append(why + "; rebuilt it from the log")
-                let r = try rebuild(p, reader, progress: progress)
-                report.rebuilt.append(p.name)
-                report.quarantined += r.quarantined
+                stale.append(p)
             } else if cp == nil {
                 try pool.write { db in
                     try p.create(db, .live)
                     try setCheckpoint(p, seq: 0, hash: hex([UInt8](repeating: 0, count: 32)), db)
                 }
             }
+        }
+        if !stale.isEmpty {
+            let r = try rebuild(stale, reader, progress: progress)
+            report.rebuilt += r.rebuilt
+            report.quarantined += r.quarantined
         }
         let from = try appliedSeq() + 1
         guard from <= head.seq else { return report }
@@ -191,16 +195,27 @@ public final class ProjectionStore: @unchecked Sendable {
     }
 
     /// Rebuilds one projection from the whole log into shadow tables while the live tables keep
-    /// serving, then swaps them in with one transaction. Interrupted, it leaves the live
-    /// tables as they were (the shadow tables are dropped by the next rebuild).
+    /// serving, then swaps them in with one transaction.
     @discardableResult
     public func rebuild(_ p: any Projection, _ reader: LedgerReader,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
+        try rebuild([p], reader, progress: progress)
+    }
+
+    /// Rebuilds these projections in one pass over the log into shadow tables while the live
+    /// tables keep serving, then swaps them all in with one transaction. Interrupted, it leaves
+    /// the live tables as they were (the shadow tables are dropped by the next rebuild).
+    @discardableResult
+    public func rebuild(_ chosen: [any Projection], _ reader: LedgerReader,
+                        progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
         var report = FoldReport()
         let head = try reader.head()
+        let label = chosen.count == projections.count ? "all views" : chosen.map(\.name).joined(separator: ", ")
         try pool.write { db in
-            for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
-            try p.create(db, .shadow)
+            for p in chosen {
+                for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
+                try p.create(db, .shadow)
+            }
         }
         var quarantined: [QuarantineEntry] = []
         var buffer: [EventEnvelope] = []
@@ -209,11 +224,17 @@ public final class ProjectionStore: @unchecked Sendable {
         func flush() throws {
             let events = buffer
             let q = try pool.write { db in
-                try events.compactMap { try applyOne(p, $0, db, .shadow, recordLive: false) }
+                var q: [QuarantineEntry] = []
+                for e in events {
+                    for p in chosen {
+                        if let entry = try applyOne(p, e, db, .shadow, recordLive: false) { q.append(entry) }
+                    }
+                }
+                return q
             }
             quarantined += q
             applied += UInt64(events.count)
-            progress?(FoldProgress(projection: p.name, appliedEvents: applied, totalEvents: head.seq))
+            progress?(FoldProgress(projection: label, appliedEvents: applied, totalEvents: head.seq))
             buffer.removeAll(keepingCapacity: true)
         }
         if head.seq > 0 {
@@ -226,20 +247,22 @@ public final class ProjectionStore: @unchecked Sendable {
             try flush()
         }
         try pool.write { db in
-            for table in p.tables {
-                try db.execute(sql: "DROP TABLE IF EXISTS \(table)")
-                try db.execute(sql: "ALTER TABLE \(TableSet.shadow(table)) RENAME TO \(table)")
+            for p in chosen {
+                for table in p.tables {
+                    try db.execute(sql: "DROP TABLE IF EXISTS \(table)")
+                    try db.execute(sql: "ALTER TABLE \(TableSet.shadow(table)) RENAME TO \(table)")
+                }
+                try db.execute(sql: "DELETE FROM quarantine WHERE projection = ?", arguments: [p.name])
+                try setCheckpoint(p, seq: head.seq, hash: lastHash, db)
             }
-            try db.execute(sql: "DELETE FROM quarantine WHERE projection = ?", arguments: [p.name])
             for q in quarantined {
                 try db.execute(
                     sql: "INSERT OR REPLACE INTO quarantine (projection, seq, type, error) VALUES (?, ?, ?, ?)",
                     arguments: [q.projection, Int64(q.seq), q.type, q.error])
             }
-            try setCheckpoint(p, seq: head.seq, hash: lastHash, db)
         }
         report.applied = applied
-        report.rebuilt = [p.name]
+        report.rebuilt = chosen.map(\.name)
         report.quarantined = quarantined
         return report
     }
@@ -247,19 +270,13 @@ public final class ProjectionStore: @unchecked Sendable {
     /// Rebuilds the named projections (all when empty), then catches up with anything appended meanwhile.
     public func rebuild(names: [String], _ reader: LedgerReader,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
-        var report = FoldReport()
         let chosen = names.isEmpty ? projections : try names.map { n -> any Projection in
             guard let p = projections.first(where: { $0.name == n }) else {
                 throw LedgerError("no projection named \(n); choose one of: \(projections.map(\.name).joined(separator: ", "))")
             }
             return p
         }
-        for p in chosen {
-            let r = try rebuild(p, reader, progress: progress)
-            report.applied += r.applied
-            report.rebuilt += r.rebuilt
-            report.quarantined += r.quarantined
-        }
+        var report = try rebuild(chosen, reader, progress: progress)
         let after = try catchUp(reader)
         report.quarantined += after.quarantined
         return report

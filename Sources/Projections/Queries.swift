@@ -47,7 +47,7 @@ func viewRows(_ db: Database, columns: [String], sql: String, arguments: Stateme
             case .int64(let i): return booleanColumns.contains(c) ? .bool(i != 0) : .number(Double(i))
             case .double(let d): return .number(d)
             case .string(let s):
-                if objectColumns.contains(c), let o = try? JSONValue.parse(Array(s.utf8)) { return o }
+                if objectColumns.contains(c), let o = try? FastJSON.parse(Array(s.utf8)) { return o }
                 return .string(s)
             case .blob(let b): return .string(b.base64EncodedString())
             }

@@ -46,7 +46,7 @@ struct Fetcher {
         do {
             let s = try await client.settings()
             r.anythingFetched = true
-            let value = try JSONValue.parse(s.raw)
+            let value = try FastJSON.parse(s.raw)
             let hash = contentHash(of: value)
             if hash != settingsHash { r.settings = ObservedSettings(hash: hash, raw: s.raw) }
         } catch {

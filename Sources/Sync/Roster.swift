@@ -20,7 +20,7 @@ public struct Roster: Sendable, Hashable {
             throw SyncError("roster \(path) \(why)")
         }
         let value: JSONValue
-        do { value = try JSONValue.parse(Array(data)) } catch {
+        do { value = try FastJSON.parse(Array(data)) } catch {
             throw SyncError("roster \(path) is not valid JSON: \(error)")
         }
         return try parse(value, file: path)

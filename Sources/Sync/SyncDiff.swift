@@ -67,7 +67,7 @@ struct SyncDiff {
         let value: JSONValue
         let facts: AppointmentFacts
         do {
-            value = try JSONValue.parse(a.raw)
+            value = try FastJSON.parse(a.raw)
             facts = try AppointmentFacts(object: value)
         } catch {
             decodeErrors += 1

@@ -1,0 +1,227 @@
+import Foundation
+import IntakeQ
+
+/// A JSON parser for the replay path. Foundation's JSON runs at about 60 MB/s here, the
+/// slowest step of a rebuild (DESIGN.md, "Performance notes"); this one reads UTF-8 bytes
+/// straight into `JSONValue`. Strict (RFC 8259), with a nesting limit so hostile input
+/// cannot exhaust the stack.
+public enum FastJSON {
+    public struct ParseError: Error, CustomStringConvertible {
+        public var offset: Int
+        public var what: String
+        public var description: String { "invalid JSON at byte \(offset): \(what)" }
+    }
+
+    public static let maxDepth = 256
+
+    public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
+        let array = Array(bytes)
+        return try array.withUnsafeBufferPointer { buf in
+            var p = Parser(b: buf)
+            p.skipSpace()
+            let v = try p.value(depth: 0)
+            p.skipSpace()
+            guard p.i == buf.count else { throw ParseError(offset: p.i, what: "trailing bytes") }
+            return v
+        }
+    }
+
+    struct Parser {
+        let b: UnsafeBufferPointer<UInt8>
+        var i = 0
+
+        init(b: UnsafeBufferPointer<UInt8>) { self.b = b }
+
+        func fail(_ what: String) -> ParseError { ParseError(offset: i, what: what) }
+
+        mutating func skipSpace() {
+            while i < b.count {
+                let c = b[i]
+                guard c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 else { return }
+                i += 1
+            }
+        }
+
+        mutating func value(depth: Int) throws -> JSONValue {
+            guard depth < FastJSON.maxDepth else { throw fail("nested more than \(FastJSON.maxDepth) levels") }
+            guard i < b.count else { throw fail("unexpected end") }
+            switch b[i] {
+            case UInt8(ascii: "{"): return try object(depth: depth)
+            case UInt8(ascii: "["): return try array(depth: depth)
+            case UInt8(ascii: "\""): return .string(try string())
+            case UInt8(ascii: "t"): try literal("true"); return .bool(true)
+            case UInt8(ascii: "f"): try literal("false"); return .bool(false)
+            case UInt8(ascii: "n"): try literal("null"); return .null
+            default: return .number(try number())
+            }
+        }
+
+        mutating func literal(_ word: StaticString) throws {
+            let n = word.utf8CodeUnitCount
+            guard i + n <= b.count else { throw fail("unexpected end") }
+            for k in 0..<n where b[i + k] != word.utf8Start[k] { throw fail("unexpected character") }
+            i += n
+        }
+
+        mutating func object(depth: Int) throws -> JSONValue {
+            i += 1
+            var out: [String: JSONValue] = [:]
+            skipSpace()
+            if i < b.count, b[i] == UInt8(ascii: "}") {
+                i += 1
+                return .object(out)
+            }
+            while true {
+                skipSpace()
+                guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a key") }
+                let key = try string()
+                skipSpace()
+                guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+                i += 1
+                skipSpace()
+                out[key] = try value(depth: depth + 1)
+                skipSpace()
+                guard i < b.count else { throw fail("unexpected end") }
+                if b[i] == UInt8(ascii: ",") { i += 1; continue }
+                if b[i] == UInt8(ascii: "}") { i += 1; return .object(out) }
+                throw fail("expected ',' or '}'")
+            }
+        }
+
+        mutating func array(depth: Int) throws -> JSONValue {
+            i += 1
+            var out: [JSONValue] = []
+            skipSpace()
+            if i < b.count, b[i] == UInt8(ascii: "]") {
+                i += 1
+                return .array(out)
+            }
+            while true {
+                skipSpace()
+                out.append(try value(depth: depth + 1))
+                skipSpace()
+                guard i < b.count else { throw fail("unexpected end") }
+                if b[i] == UInt8(ascii: ",") { i += 1; continue }
+                if b[i] == UInt8(ascii: "]") { i += 1; return .array(out) }
+                throw fail("expected ',' or ']'")
+            }
+        }
+
+        mutating func string() throws -> String {
+            i += 1
+            let start = i
+            // Fast path: no escapes.
+            while i < b.count {
+                let c = b[i]
+                if c == UInt8(ascii: "\"") {
+                    let s = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+                    i += 1
+                    return s
+                }
+                if c == UInt8(ascii: "\\") { break }
+                if c < 0x20 { throw fail("control character in a string") }
+                i += 1
+            }
+            var bytes = Array(b[start..<i])
+            while i < b.count {
+                let c = b[i]
+                if c == UInt8(ascii: "\"") {
+                    i += 1
+                    return String(decoding: bytes, as: UTF8.self)
+                }
+                if c < 0x20 { throw fail("control character in a string") }
+                if c != UInt8(ascii: "\\") {
+                    bytes.append(c)
+                    i += 1
+                    continue
+                }
+                i += 1
+                guard i < b.count else { break }
+                let e = b[i]
+                i += 1
+                switch e {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): bytes.append(e)
+                case UInt8(ascii: "b"): bytes.append(0x08)
+                case UInt8(ascii: "f"): bytes.append(0x0C)
+                case UInt8(ascii: "n"): bytes.append(0x0A)
+                case UInt8(ascii: "r"): bytes.append(0x0D)
+                case UInt8(ascii: "t"): bytes.append(0x09)
+                case UInt8(ascii: "u"):
+                    var scalar = try hex4()
+                    if (0xD800..<0xDC00).contains(scalar) {
+                        // A high surrogate must be followed by \u and a low one.
+                        guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
+                            throw fail("lone surrogate")
+                        }
+                        i += 2
+                        let low = try hex4()
+                        guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                    } else if (0xDC00..<0xE000).contains(scalar) {
+                        throw fail("lone surrogate")
+                    }
+                    guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape") }
+                    bytes.append(contentsOf: Array(String(Character(u)).utf8))
+                default:
+                    throw fail("bad escape")
+                }
+            }
+            throw fail("unterminated string")
+        }
+
+        mutating func hex4() throws -> UInt32 {
+            guard i + 4 <= b.count else { throw fail("short \\u escape") }
+            var v: UInt32 = 0
+            for _ in 0..<4 {
+                let c = b[i]
+                let d: UInt32
+                switch c {
+                case 48...57: d = UInt32(c - 48)
+                case 65...70: d = UInt32(c - 55)
+                case 97...102: d = UInt32(c - 87)
+                default: throw fail("bad hex digit")
+                }
+                v = v << 4 | d
+                i += 1
+            }
+            return v
+        }
+
+        mutating func number() throws -> Double {
+            let start = i
+            if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
+            var intDigits = 0
+            var integer: Int64 = 0
+            var exact = true
+            while i < b.count, b[i] >= 48, b[i] <= 57 {
+                if intDigits < 18 { integer = integer * 10 + Int64(b[i] - 48) } else { exact = false }
+                intDigits += 1
+                i += 1
+            }
+            guard intDigits > 0 else { throw fail("unexpected character") }
+            if intDigits > 1, b[start + (b[start] == UInt8(ascii: "-") ? 1 : 0)] == 48 { throw fail("leading zero") }
+            var simple = true
+            if i < b.count, b[i] == UInt8(ascii: ".") {
+                simple = false
+                i += 1
+                let f = i
+                while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+                guard i > f else { throw fail("digits expected after '.'") }
+            }
+            if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
+                simple = false
+                i += 1
+                if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
+                let f = i
+                while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+                guard i > f else { throw fail("digits expected in the exponent") }
+            }
+            if simple, exact {
+                return Double(b[start] == UInt8(ascii: "-") ? -integer : integer)
+            }
+            let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+            guard let d = Double(text) else { throw fail("bad number") }
+            return d
+        }
+    }
+}
