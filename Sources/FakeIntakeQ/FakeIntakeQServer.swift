@@ -3,6 +3,7 @@ import Hummingbird
 import IntakeQ
 import Logging
 import NIOCore
+import ServiceLifecycle
 
 /// A fake IntakeQ over loopback that behaves like the real API as INTAKEQ-API.md describes it:
 ///
@@ -34,6 +35,7 @@ public final class FakeIntakeQServer: Sendable {
         var pretty = true
         var port: Int?
         var task: Task<Void, any Error>?
+        var group: ServiceGroup?
     }
 
     let apiKey: String
@@ -43,7 +45,6 @@ public final class FakeIntakeQServer: Sendable {
     /// - Parameters:
     ///   - requestsPerMinute: when set, the fake answers 429 (with `Retry-After`) once more than
     ///     this many requests arrive within 60 s, like IntakeQ's own limit.
-    ///   - state: crashes if an object in it does not decode as an appointment (a bug in test data).
     public init(state: PracticeState, apiKey: String, requestsPerMinute: Int? = nil, logger: Logger? = nil) {
         self.apiKey = apiKey
         self.box = Locked(Mutable(state: Self.serve(state), requestsPerMinute: requestsPerMinute))
@@ -71,11 +72,12 @@ public final class FakeIntakeQServer: Sendable {
             },
             logger: logger
         )
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         let bound: Int = try await withCheckedThrowingContinuation { cont in
             portBox.withLock { $0 = cont }
             let task = Task {
                 do {
-                    try await app.run()
+                    try await group.run()
                 } catch {
                     portBox.withLock { c in
                         c?.resume(throwing: error)
@@ -88,7 +90,10 @@ public final class FakeIntakeQServer: Sendable {
                     c = nil
                 }
             }
-            box.withLock { $0.task = task }
+            box.withLock {
+                $0.task = task
+                $0.group = group
+            }
         }
         box.withLock { $0.port = bound }
         return "http://127.0.0.1:\(bound)/api/v1"
@@ -102,29 +107,24 @@ public final class FakeIntakeQServer: Sendable {
 
     /// Stops the server and waits for it to close.
     public func stop() async {
-        let task = box.withLock { m -> Task<Void, any Error>? in
-            let t = m.task
-            m.task = nil
-            return t
+        let (task, group) = box.withLock { m -> (Task<Void, any Error>?, ServiceGroup?) in
+            defer {
+                m.task = nil
+                m.group = nil
+            }
+            return (m.task, m.group)
         }
-        task?.cancel()
+        await group?.triggerGracefulShutdown()
         _ = try? await task?.value
     }
 
-    /// Replaces what the fake serves (e.g. the next timeline day). Crashes on undecodable
-    /// fixtures: that is a bug in the test data.
+    /// Replaces what the fake serves (e.g. the next timeline day).
     public func setState(_ state: PracticeState) {
         let served = Self.serve(state)
         box.withLock { $0.state = served }
     }
 
-    static func serve(_ state: PracticeState) -> ServedState {
-        do {
-            return try ServedState(state)
-        } catch {
-            preconditionFailure("fake IntakeQ: undecodable practice state: \(error)")
-        }
-    }
+    static func serve(_ state: PracticeState) -> ServedState { ServedState(state) }
 
     /// The next `times` requests whose path equals `path` (below `/api/v1`, e.g.
     /// `/appointments`; `*` matches every path) and, when given, whose `page` (default 1)

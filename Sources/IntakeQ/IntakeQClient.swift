@@ -45,10 +45,22 @@ public final class IntakeQClient: Sendable {
         self.maxBodyBytes = maxBodyBytes
         self.logger = logger
         self.host = URL(string: base).map { u in (u.host ?? "?") + (u.port.map { ":\($0)" } ?? "") } ?? base
-        // The process-wide client: it needs no shutdown (a private HTTPClient crashes debug builds
+        // A process-wide client: it needs no shutdown (a private HTTPClient crashes debug builds
         // when dropped without one). The per-request deadline bounds connect + response.
-        self.http = HTTPClient.shared
+        self.http = Self.sharedHTTP
     }
+
+    /// Like `HTTPClient.shared`, but a refused connection fails at once instead of being
+    /// retried until the request's deadline (an unreachable host should say so in a second,
+    /// not after the whole timeout), and redirects are not followed (the API key header must
+    /// not travel to another host).
+    private static let sharedHTTP: HTTPClient = {
+        var config = HTTPClient.Configuration()
+        config.connectionPool.retryConnectionEstablishment = false
+        config.timeout.connect = .seconds(10)
+        config.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+    }()
 
     // MARK: Endpoints
 

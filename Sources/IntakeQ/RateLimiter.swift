@@ -162,6 +162,7 @@ public actor RateLimiter {
     public func remainingToday() -> Int {
         try? loadIfNeeded()
         prune(clock.now())
+        if policy.dailyBudget == Int.max { return Int.max }
         return max(0, policy.dailyBudget - calls.count)
     }
 

@@ -51,6 +51,12 @@ struct Fetcher {
             if hash != settingsHash { r.settings = ObservedSettings(hash: hash, raw: s.raw) }
         } catch {
             if note(error, into: &r) { return r }
+            // The first call could not reach IntakeQ at all: the rest would wait out the same
+            // retries one by one. Stop, and say so once.
+            if let e = error as? IntakeQError, e.code == .transport || e.code == .timeout {
+                r.fatal = e.description
+                return r
+            }
         }
         progress?("fetching appointments \(plan.windowStartDay) … \(plan.windowEndDay)")
         var query = AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay)

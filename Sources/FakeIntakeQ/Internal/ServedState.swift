@@ -12,10 +12,15 @@ struct ServedState: Sendable {
     var appointments: [Entry]
     var deleted: [Entry]
 
-    init(_ state: PracticeState) throws {
+    /// Objects that do not decode are still served as they are (to test the client's handling
+    /// of a bad row); they match no filter that needs a field.
+    init(_ state: PracticeState) {
+        func entry(_ raw: [UInt8]) -> Entry {
+            Entry(raw: raw, appointment: (try? Appointment.decode(json: raw)) ?? Appointment())
+        }
         settings = state.settings
-        appointments = try state.appointments.map { Entry(raw: $0, appointment: try Appointment.decode(json: $0)) }
-        deleted = try state.deleted.map { Entry(raw: $0, appointment: try Appointment.decode(json: $0)) }
+        appointments = state.appointments.map(entry)
+        deleted = state.deleted.map(entry)
         appointments.sort(by: Self.newestFirst)
         deleted.sort(by: Self.newestFirst)
     }

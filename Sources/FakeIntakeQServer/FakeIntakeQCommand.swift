@@ -3,6 +3,7 @@ import FakeIntakeQ
 import Foundation
 
 /// `fake-intakeq --fixtures Fixtures/practice --day 1 --port 8080 --api-key test`
+@main
 struct FakeIntakeQCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fake-intakeq",
@@ -42,5 +43,3 @@ struct FakeIntakeQCommand: AsyncParsableCommand {
         while true { try await Task.sleep(nanoseconds: 3_600_000_000_000) }
     }
 }
-
-await FakeIntakeQCommand.main()
