@@ -1,0 +1,319 @@
+import EventLog
+import FakeIntakeQ
+import Foundation
+import IntakeQ
+import Ledger
+import Logging
+import Projections
+import Sync
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: Paths and fixtures
+
+enum Paths {
+    /// Tests/SyncTests/Support.swift → the package root.
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+    static let practice = root + "/Fixtures/practice"
+    static let roster = root + "/Fixtures/roster.json"
+}
+
+enum Fixtures {
+    static let practice: FixturePractice = {
+        do { return try FixturePractice.load(directory: Paths.practice) } catch {
+            fatalError("cannot load fixtures: \(error)")
+        }
+    }()
+
+    static let traps: [String: String] = {
+        struct F: Decodable { var traps: [String: String] }
+        let data = FileManager.default.contents(atPath: Paths.practice + "/expected.json")!
+        return try! JSONDecoder().decode(F.self, from: data).traps
+    }()
+
+    static let roster: Roster = {
+        do { return try Roster.load(path: Paths.roster) } catch { fatalError("cannot load the roster: \(error)") }
+    }()
+
+    static func day(_ n: Int) -> FixtureDay { practice.day(n)! }
+
+    static func expected(_ n: Int) -> ExpectedDay { practice.expected.first { $0.day == n }! }
+
+    static let rosterClientIds: Set<String> = Set(roster.allPatients.map(\.intakeqClientId))
+
+    /// Every appointment (served and deleted) of a day, decoded.
+    static func appointments(day n: Int, includeDeleted: Bool = false) -> [Appointment] {
+        let s = day(n).state
+        return (s.appointments + (includeDeleted ? s.deleted : [])).map { try! Appointment.decode(json: $0) }
+    }
+}
+
+extension Appointment {
+    var allClientIds: [String] {
+        [clientId?.stringValue].compactMap { $0 } + (additionalClients ?? []).compactMap { $0.clientId?.stringValue }
+    }
+}
+
+// MARK: Temporary directories
+
+final class TempDir {
+    let path: String
+    init(_ label: String = "synctests") {
+        path = NSTemporaryDirectory() + "/\(label)-" + UUID().uuidString.lowercased()
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func sub(_ name: String) -> String { path + "/" + name }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+// MARK: Driving SyncRunner directly
+
+/// A fake IntakeQ server on loopback plus what a test needs to sync against it.
+final class Rig {
+    let server: FakeIntakeQServer
+    let baseURL: String
+    let apiKey: String
+    /// The client's clock (retry back-off); the limiter uses it too. Sleeps return at once.
+    let clock = ManualClock(now: Date())
+
+    private init(server: FakeIntakeQServer, baseURL: String, apiKey: String) {
+        self.server = server
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+    }
+
+    static func start(day: Int = 1, apiKey: String = "test-key-\(UUID().uuidString.prefix(8))") async throws -> Rig {
+        try await start(state: Fixtures.day(day).state, apiKey: apiKey)
+    }
+
+    static func start(state: PracticeState, apiKey: String = "test-key-\(UUID().uuidString.prefix(8))") async throws -> Rig {
+        let server = FakeIntakeQServer(state: state, apiKey: apiKey)
+        let base = try await server.start()
+        return Rig(server: server, baseURL: base, apiKey: apiKey)
+    }
+
+    func setDay(_ n: Int) { server.setState(Fixtures.day(n).state) }
+
+    func stop() async { await server.stop() }
+
+    /// One sync into `store`, wired as `runSync` in SyncCommand.swift does (high per-minute limit).
+    func sync(store dir: String, day: Int? = nil, roster: Roster = Fixtures.roster, patient: String? = nil,
+              org: String? = nil, now: Date? = nil, maxRetries: Int = 4, apiKey: String? = nil) async throws -> SyncOutcome {
+        let store = try Store.openOrCreate(dir)
+        let writer = try LedgerWriter(store: store)
+        defer { writer.close() }
+        let views = try ProjectionStore(store: store)
+        var logger = Logger(label: "synctests")
+        logger.logLevel = .critical
+        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+                                  clock: clock, store: InMemoryCallRecord())
+        let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey ?? self.apiKey, limiter: limiter, clock: clock,
+                                   maxRetries: maxRetries, timeoutSeconds: 20, logger: logger)
+        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
+        let request = SyncRequest(roster: roster, organizationId: org, patientId: patient,
+                                  now: now ?? day.map { Fixtures.day($0).nowDate })
+        let outcome = try await runner.run(request)
+        try? await client.shutdown()
+        return outcome
+    }
+}
+
+// MARK: Reading a store
+
+struct StoredEvent {
+    var envelope: EventEnvelope
+    var data: JSONValue
+    var seq: UInt64 { envelope.seq }
+    var type: String { envelope.type }
+    var run: String? { envelope.run }
+    var appointmentId: String? { data["appointment_id"]?.stringValue }
+}
+
+enum StoreReader {
+    static func events(_ dir: String, from: UInt64 = 1) throws -> [StoredEvent] {
+        let reader = try LedgerReader(store: try Store.open(dir))
+        var out: [StoredEvent] = []
+        try reader.forEachEvent(from: from) { e in
+            out.append(StoredEvent(envelope: e, data: try e.dataValue()))
+            return true
+        }
+        return out
+    }
+
+    static func head(_ dir: String) throws -> LogHead {
+        try LedgerReader(store: try Store.open(dir)).head()
+    }
+
+    static func views(_ dir: String) throws -> ProjectionStore {
+        let store = try Store.open(dir)
+        let views = try ProjectionStore(store: store)
+        try views.catchUp(try LedgerReader(store: store))
+        return views
+    }
+
+    static func appointments(_ dir: String) throws -> [ViewRow] {
+        try views(dir).readSync { try Views.appointments($0, AppointmentFilter()) }
+    }
+
+    static func syncLogs(_ dir: String) throws -> [ViewRow] {
+        try views(dir).readSync { try Views.syncLogs($0, limit: nil, type: nil) }
+    }
+}
+
+/// The ids a run recorded, per category, from its own events.
+struct RunIds: Equatable, CustomStringConvertible {
+    var new: Set<String> = []
+    var updated: Set<String> = []
+    var unchanged: Set<String> = []
+    var removed: Set<String> = []
+    var description: String { "new \(new.count), updated \(updated.count), unchanged \(unchanged.count), removed \(removed.count)" }
+
+    init(new: Set<String> = [], updated: Set<String> = [], unchanged: Set<String> = [], removed: Set<String> = []) {
+        self.new = new
+        self.updated = updated
+        self.unchanged = unchanged
+        self.removed = removed
+    }
+
+    init(events: [StoredEvent], run: String) {
+        for e in events where e.run == run {
+            switch e.type {
+            case "appointment.discovered": new.insert(e.appointmentId!)
+            case "appointment.changed": updated.insert(e.appointmentId!)
+            case "appointment.removed": removed.insert(e.appointmentId!)
+            case "sync.completed":
+                if case .array(let list)? = e.data["unchanged"] {
+                    for o in list { if let id = o["id"]?.stringValue { unchanged.insert(id) } }
+                }
+            default: break
+            }
+        }
+    }
+}
+
+// MARK: Running the built binary
+
+struct ProcessResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+}
+
+enum Binary {
+    /// The `syncledger` executable in the package's debug build directory, built when missing.
+    static let path: String = {
+        let p = Paths.root + "/.build/debug/syncledger"
+        if !FileManager.default.isExecutableFile(atPath: p) {
+            // `swift build --build-tests` (and `swift test`) build it; build it here if not.
+            let build = Process()
+            build.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            build.arguments = ["swift", "build", "--product", "syncledger"]
+            build.currentDirectoryURL = URL(fileURLWithPath: Paths.root)
+            try? build.run()
+            build.waitUntilExit()
+        }
+        return p
+    }()
+
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: path) }
+
+    /// Starts the binary with its output going to files in `dir`.
+    static func start(_ args: [String], apiKey: String?, outputs dir: String) throws -> RunningProcess {
+        let id = UUID().uuidString.prefix(8)
+        let out = dir + "/stdout-\(id)"
+        let err = dir + "/stderr-\(id)"
+        FileManager.default.createFile(atPath: out, contents: nil)
+        FileManager.default.createFile(atPath: err, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "INTAKEQ_API_KEY")
+        env.removeValue(forKey: "SYNCLEDGER_STORE")
+        if let apiKey { env["INTAKEQ_API_KEY"] = apiKey }
+        p.environment = env
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
+        let started = Date()
+        try p.run()
+        return RunningProcess(process: p, stdoutPath: out, stderrPath: err, started: started)
+    }
+
+    /// Runs the binary to completion (killed after `timeout` seconds).
+    static func run(_ args: [String], apiKey: String?, outputs dir: String, timeout: Double = 120) async throws -> ProcessResult {
+        let p = try start(args, apiKey: apiKey, outputs: dir)
+        return try await p.wait(timeout: timeout)
+    }
+}
+
+final class RunningProcess: @unchecked Sendable {
+    let process: Process
+    let stdoutPath: String
+    let stderrPath: String
+    let started: Date
+
+    init(process: Process, stdoutPath: String, stderrPath: String, started: Date) {
+        self.process = process
+        self.stdoutPath = stdoutPath
+        self.stderrPath = stderrPath
+        self.started = started
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+
+    func kill9() { Glibc.kill(process.processIdentifier, SIGKILL) }
+
+    func wait(timeout: Double) async throws -> ProcessResult {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline {
+                kill9()
+                process.waitUntilExit()
+                Issue.record("syncledger \(process.arguments ?? []) did not finish within \(timeout) s; killed it")
+                break
+            }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        process.waitUntilExit()
+        let out = String(decoding: FileManager.default.contents(atPath: stdoutPath) ?? Data(), as: UTF8.self)
+        let err = String(decoding: FileManager.default.contents(atPath: stderrPath) ?? Data(), as: UTF8.self)
+        return ProcessResult(status: process.terminationStatus, stdout: out, stderr: err,
+                             seconds: Date().timeIntervalSince(started))
+    }
+}
+
+/// Arguments of `syncledger sync` against a fake server for one fixture day.
+func syncArgs(store: String, baseURL: String, day: Int, roster: String = Paths.roster, extra: [String] = []) -> [String] {
+    ["--store", store, "sync", "--roster", roster, "--base-url", baseURL, "--now", Fixtures.day(day).now,
+     "--requests-per-minute", "1000"] + extra
+}
+
+/// The appointments view without the columns that depend on when or at which seq it was recorded.
+func comparableAppointments(_ rows: [ViewRow]) -> [[String: JSONValue]] {
+    let drop: Set<String> = ["first_seen_at", "last_changed_at", "last_synced_at", "last_seq"]
+    return rows.map { row in
+        var d: [String: JSONValue] = [:]
+        for (c, v) in zip(row.columns, row.values) where !drop.contains(c) { d[c] = v }
+        return d
+    }.sorted { ($0["appointment_id"]?.stringValue ?? "") < ($1["appointment_id"]?.stringValue ?? "") }
+}
+
+/// Waits until `condition` holds, polling; false on timeout.
+func eventually(timeout: Double, _ condition: () throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return true }
+        try? await Task.sleep(nanoseconds: 25_000_000)
+    }
+    return try condition()
+}
