@@ -1,2 +1,130 @@
-// The benchmark lands with its issue; this stub only keeps `tools/test.sh` runnable.
-print("syncledger-bench: not written yet")
+import ArgumentParser
+import Foundation
+import Ledger
+
+/// `syncledger-bench`: append, replay, rebuild, size and lookups of SyncLedger, next to a plain
+/// SQLite events table and the `lz4` command doing the same work on the same bytes.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "syncledger-bench",
+        abstract: "Benchmark SyncLedger's log, replay, rebuild and lookups against in-run baselines.")
+
+    @Option(help: "Events to append (10,000 to 10,000,000 for real numbers; smaller works for a smoke test).")
+    var events: Int = 100_000
+
+    @Option(help: "JSON Lines of IntakeQ appointment snapshots in observation order (or objects with the snapshot under \"payload\"), instead of the generator.")
+    var corpus: String?
+
+    @Option(help: "Runs; each figure is the median, with min and max.")
+    var runs: Int = 3
+
+    @Flag(help: "Print one JSON object instead of tables.")
+    var json = false
+
+    @Option(help: "Directory for the stores (a fresh subdirectory is made and removed). Default: a temporary directory.")
+    var scratch: String?
+
+    @Option(help: "Seed of the synthetic workload.")
+    var seed: UInt64 = 20_261_120
+
+    @Option(help: "Clinics in the synthetic workload (one sync run observes one clinic).")
+    var clinics: Int = 24
+
+    @Option(help: "Appointment events per sync run.")
+    var runSize: Int = 200
+
+    @Option(help: "Single-event durable appends timed for p50/p99.")
+    var singleAppends: Int = 2_000
+
+    @Option(help: "History/as-of lookups per run (median taken).")
+    var lookups: Int = 5
+
+    @Flag(help: "Skip the rebuild and the lookups (they need the views), e.g. for a quick look at a large log.")
+    var skipViews = false
+
+    @Flag(help: "Keep the scratch directory (for inspection or profiling).")
+    var keep = false
+
+    func validate() throws {
+        guard events >= 10 else { throw ValidationError("--events must be at least 10") }
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
+        if let corpus, !FileManager.default.fileExists(atPath: corpus) { throw ValidationError("no corpus file at \(corpus)") }
+    }
+
+    func makeSource(events: Int, seed: UInt64) throws -> any EventSource {
+        if let corpus { return try CorpusSource(path: corpus, events: events, runSize: runSize) }
+        return SyntheticSource(seed: seed, events: events, clinics: clinics, runSize: runSize)
+    }
+
+    func log(_ s: String) {
+        FileHandle.standardError.write(Data((s + "\n").utf8))
+    }
+
+    func run() throws {
+        let base = scratch ?? NSTemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        var template = Array((base + "/syncledger-bench-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw BenchError("cannot make a directory under \(base)") }
+        let root = String(cString: made)
+        defer { if !keep { try? FileManager.default.removeItem(atPath: root) } }
+
+        var summary = Summary()
+        for r in 1...runs {
+            let dir = root + "/run-\(r)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let lines = dir + "/events.jsonl"
+            var ours = SyncLedgerRun()
+
+            log("run \(r)/\(runs): appending \(events) events in durable batches of 1,000")
+            let store = try Store.openOrCreate(dir + "/store")
+            var source = try makeSource(events: events, seed: seed)
+            try ours.append(store: store, source: &source, linesPath: lines, batchSize: 1_000)
+            let n = Int(ours.m["events"] ?? 0)
+
+            log("run \(r)/\(runs): \(singleAppends) single-event durable appends")
+            let single = try Store.openOrCreate(dir + "/single")
+            var singleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
+            _ = try singleSource.next()  // roster and settings are not appointment-sized
+            _ = try singleSource.next()
+            try ours.singleAppends(store: single, source: &singleSource, count: singleAppends)
+            try? FileManager.default.removeItem(atPath: dir + "/single")
+
+            log("run \(r)/\(runs): replay")
+            try ours.replay(store: store)
+            if !skipViews {
+                log("run \(r)/\(runs): rebuild of all views")
+                let views = try ours.rebuild(store: store)
+                log("run \(r)/\(runs): history and as-of lookups")
+                try ours.lookups(store: store, views: views, tries: lookups)
+            }
+            ours.m["peak_rss_mb"] = peakRSSMB()
+
+            var baselines = Baselines()
+            log("run \(r)/\(runs): SQLite baseline")
+            try baselines.sqlite(linesPath: lines, dbPath: dir + "/baseline.sqlite", events: n, batchSize: 1_000)
+            log("run \(r)/\(runs): fdatasync floor")
+            try baselines.fdatasyncFloor(path: dir + "/fdatasync.bin", count: singleAppends, bytes: 1_000)
+            log("run \(r)/\(runs): lz4 CLI floor")
+            try baselines.lz4(linesPath: lines, outPath: dir + "/events.jsonl.lz4", events: n)
+
+            summary.runs.append(ours.m.merging(baselines.m) { a, _ in a })
+            if r == 1 { summary.rss = ours.rss }
+            if !keep { try? FileManager.default.removeItem(atPath: dir) }
+        }
+
+        if json {
+            print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed]))
+            return
+        }
+        let n = Int(summary.med("events") ?? 0)
+        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]")
+        print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
+        print(summary.table())
+        print("\nPeak RSS (VmHWM, cumulative: it cannot be reset) after each SyncLedger phase of run 1:")
+        print(summary.rss.map { "\($0.0) \(fmt($0.1)) MB" }.joined(separator: ", "))
+        print("\nTargets (set for 1,000,000 events on the 2-core machine):\n")
+        print(summary.targetTable())
+    }
+}
+
+Bench.main()

@@ -1,0 +1,198 @@
+import EventLog
+import Foundation
+import GRDB
+import Ledger
+import Projections
+
+/// Monotonic seconds.
+func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+
+/// The process's peak resident set so far (VmHWM), in MB. It cannot be reset, so a phase's
+/// figure is the peak of everything up to the end of that phase.
+func peakRSSMB() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return Double(u.ru_maxrss) / 1024
+    }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+        return kb / 1024
+    }
+    return 0
+}
+
+func fileSize(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_size) : 0
+}
+
+/// Bytes of all regular files under a directory.
+func directorySize(_ path: String) -> Int {
+    guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
+    var total = 0
+    while let name = e.nextObject() as? String { total += fileSize(path + "/" + name) }
+    return total
+}
+
+/// Size of an SQLite database after folding its WAL back in (the steady state on disk).
+func sqliteSize(_ path: String, checkpoint: (String) throws -> Void) rethrows -> Int {
+    try checkpoint("PRAGMA wal_checkpoint(TRUNCATE)")
+    return fileSize(path) + fileSize(path + "-wal") + fileSize(path + "-shm")
+}
+
+func median(_ xs: [Double]) -> Double {
+    guard !xs.isEmpty else { return .nan }
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+func percentile(_ xs: [Double], _ p: Double) -> Double {
+    guard !xs.isEmpty else { return .nan }
+    let s = xs.sorted()
+    return s[min(s.count - 1, Int((p * Double(s.count)).rounded(.up)) - 1)]
+}
+
+/// Buffered writer of the JSON Lines the baselines replay (the envelope lines as stored).
+final class LinesFile {
+    let file: UnsafeMutablePointer<FILE>
+    var bytes = 0
+    init(path: String) throws {
+        guard let f = fopen(path, "w") else { throw BenchError("cannot create \(path)") }
+        file = f
+        setvbuf(f, nil, _IOFBF, 1 << 20)
+    }
+    func write(_ line: [UInt8]) {
+        line.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, file) }
+        fputc(10, file)
+        bytes += line.count + 1
+    }
+    func close() { fclose(file) }
+}
+
+/// The SyncLedger side of one run: a store of `events` events, then replay, rebuild and lookups.
+struct SyncLedgerRun {
+    var m: [String: Double] = [:]
+    var rss: [(String, Double)] = []
+    var lookupId: String?
+
+    /// Durable append in batches of `batchSize`, through the real `LedgerWriter`. Only the
+    /// `append` calls are timed; generating the workload and writing the baselines' copy are not.
+    mutating func append(store: Store, source: inout some EventSource, linesPath: String, batchSize: Int) throws {
+        let writer = try LedgerWriter(store: store)
+        defer { writer.close() }
+        let lines = try LinesFile(path: linesPath)
+        defer { lines.close() }
+        var batch: [NewEvent] = []
+        batch.reserveCapacity(batchSize)
+        var timed = 0.0, events = 0, batches = 0
+        func flush() throws {
+            guard !batch.isEmpty else { return }
+            let t0 = now()
+            let stored = try writer.append(batch)
+            timed += now() - t0
+            events += batch.count
+            batches += 1
+            for e in stored { lines.write(e.encoded()) }
+            batch.removeAll(keepingCapacity: true)
+        }
+        while let e = try source.next() {
+            batch.append(e)
+            if batch.count >= batchSize { try flush() }
+        }
+        try flush()
+        m["events"] = Double(events)
+        m["append_events_per_s"] = Double(events) / timed
+        m["append_mb_per_s"] = Double(lines.bytes) / timed / 1e6
+        m["raw_json_bytes_per_event"] = Double(lines.bytes) / Double(max(1, events))
+        m["raw_object_bytes_per_observation"] = Double(source.rawObjectBytes) / Double(max(1, source.appointmentEvents))
+        m["log_bytes_per_event"] = Double(directorySize(store.logPath)) / Double(max(1, events))
+        lookupId = source.lookupId
+        rss.append(("append", peakRSSMB()))
+    }
+
+    /// Single-event durable appends into a store of their own, so the main log keeps `events` events.
+    mutating func singleAppends(store: Store, source: inout some EventSource, count: Int) throws {
+        let writer = try LedgerWriter(store: store)
+        defer { writer.close() }
+        var latencies: [Double] = []
+        latencies.reserveCapacity(count)
+        while latencies.count < count, let e = try source.next() {
+            let t0 = now()
+            try writer.append([e])
+            latencies.append((now() - t0) * 1000)
+        }
+        m["single_append_p50_ms"] = percentile(latencies, 0.5)
+        m["single_append_p99_ms"] = percentile(latencies, 0.99)
+        m["single_append_count"] = Double(latencies.count)
+        rss.append(("single append", peakRSSMB()))
+    }
+
+    /// Reads every event through a cursor (CRC, chain) and decodes each envelope.
+    mutating func replay(store: Store) throws {
+        let t0 = now()
+        let reader = try EventLogReader(directory: store.logPath)
+        let cursor = try reader.cursor(from: 1)
+        var n = 0, bytes = 0
+        var check: UInt64 = 0
+        while let r = try cursor.next() {
+            let e = try EventEnvelope.decode(r.payload)
+            guard e.seq == r.seq else { throw BenchError("replay: seq \(r.seq) decodes as \(e.seq)") }
+            n += 1
+            bytes += r.payload.count + 1
+            check &+= UInt64(e.data.count) &+ UInt64(e.type.utf8.count)
+        }
+        let t = now() - t0
+        guard Double(n) == m["events"] else { throw BenchError("replay read \(n) events, appended \(m["events"] ?? 0)") }
+        m["replay_events_per_s"] = Double(n) / t
+        m["replay_mb_per_s"] = Double(bytes) / t / 1e6
+        m["replay_check"] = Double(check % 1000)
+        rss.append(("replay", peakRSSMB()))
+    }
+
+    /// Folds the whole log into every view, from an empty views database.
+    mutating func rebuild(store: Store) throws -> ProjectionStore {
+        let views = try ProjectionStore(store: store)
+        let reader = try LedgerReader(store: store)
+        let t0 = now()
+        let report = try views.rebuild(names: [], reader)
+        let t = now() - t0
+        m["rebuild_events_per_s"] = (m["events"] ?? 0) / t
+        m["rebuild_s"] = t
+        m["rebuild_quarantined"] = Double(report.quarantined.count)
+        m["views_bytes_per_event"] = Double(try sqliteSize(store.projectionsPath) { sql in
+            try views.pool.writeWithoutTransaction { try $0.execute(sql: sql) }
+        }) / (m["events"] ?? 1)
+        rss.append(("rebuild", peakRSSMB()))
+        return views
+    }
+
+    /// History and as-of of one appointment observed several times (median of a few tries).
+    mutating func lookups(store: Store, views: ProjectionStore, tries: Int) throws {
+        guard let id = lookupId else { throw BenchError("the workload has no appointment to look up") }
+        let reader = try LedgerReader(store: store)
+        let head = try reader.head()
+        var history: [Double] = [], asOf: [Double] = []
+        var versions = 0, rows = 0
+        for _ in 0..<tries {
+            let t0 = now()
+            versions = try History.of(id, reader: reader, views: views).count
+            history.append((now() - t0) * 1000)
+            let t1 = now()
+            rows = try AsOf.appointments(through: head.seq, filter: AppointmentFilter(appointmentId: id),
+                                         reader: reader, views: views).count
+            asOf.append((now() - t1) * 1000)
+            if history.last! + asOf.last! > 5000 { break }  // slow enough that one try says it
+        }
+        guard versions >= 1, rows == 1 else { throw BenchError("lookup of \(id): \(versions) versions, \(rows) as-of rows") }
+        m["history_ms"] = median(history)
+        m["as_of_ms"] = median(asOf)
+        m["history_versions"] = Double(versions)
+        rss.append(("lookups", peakRSSMB()))
+        m["peak_rss_mb"] = peakRSSMB()
+    }
+}

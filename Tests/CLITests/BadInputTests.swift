@@ -1,0 +1,300 @@
+import FakeIntakeQ
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 7, part 5: every command with missing, malformed and out-of-range input gives one clear
+/// line on stderr (or ArgumentParser's short usage block), a non-zero exit, no trace, and leaves
+/// the store as it was.
+extension CLIBinaryTests {
+    struct BadArg: Sendable {
+        var args: [String]
+        var mentions: [String]
+        init(_ args: [String], _ mentions: String...) {
+            self.args = args
+            self.mentions = mentions
+        }
+    }
+
+    /// `S` stands for the store path, `R` for the fixture roster.
+    static let badArguments: [BadArg] = [
+        // sync
+        BadArg(["sync", "--store", "S"], "--roster"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--org", "fsh", "--patient", "p-001"], "not both"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--now", "yesterday"], "yesterday"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--days-back", "-5"], "--days-back"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--days-back=-5"], "--days-back"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--days-ahead", "99999"], "--days-ahead"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--days-back", "ninety"], "ninety"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--requests-per-minute", "0"], "--requests-per-minute"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--daily-budget=-1"], "--daily-budget"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--type", "hourly"], "--type"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--wait-lock=-1"], "--wait-lock"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--timeout", "0"], "--timeout"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--org", "nope"], "organization nope", "fsh"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--patient", "nope"], "patient nope"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--bogus"], "--bogus"),
+        // status
+        BadArg(["status", "--store", "S", "--max-age", "abc"], "abc"),
+        BadArg(["status", "--store", "S", "--bogus"], "--bogus"),
+        // the views
+        BadArg(["appointments", "--store", "S", "--from", "yesterday"], "yesterday"),
+        BadArg(["appointments", "--store", "S", "--to", "2026-13-45"], "2026-13-45"),
+        BadArg(["appointments", "--store", "S", "--org"], "--org"),
+        BadArg(["meeting-urls", "--store", "S", "--to", "nope"], "nope"),
+        BadArg(["locations", "--store", "S", "--from", "31/12/2026"], "31/12/2026"),
+        BadArg(["sync-logs", "--store", "S", "--limit", "-1"], "--limit"),
+        BadArg(["sync-logs", "--store", "S", "--limit=-1"], "--limit"),
+        BadArg(["sync-logs", "--store", "S", "--limit", "0"], "--limit"),
+        BadArg(["sync-logs", "--store", "S", "--limit", "many"], "many"),
+        // history
+        BadArg(["history", "--store", "S"], "appointment-id"),
+        BadArg(["history", "--store", "S", "no-such-appointment"], "no-such-appointment"),
+        BadArg(["history", "--store", "S", "a", "b"], "b"),
+        // as-of
+        BadArg(["as-of", "--store", "S", "notatime"], "notatime"),
+        BadArg(["as-of", "--store", "S"], "--seq"),
+        BadArg(["as-of", "--store", "S", "--seq", "999999"], "999999"),
+        BadArg(["as-of", "--store", "S", "2026-11-20T10:00:00Z", "--seq", "3"], "--seq"),
+        BadArg(["as-of", "--store", "S", "--seq", "abc"], "abc"),
+        BadArg(["as-of", "--store", "S", "--seq=-1"], "-1"),
+        // verify
+        BadArg(["verify", "--store", "S", "--expect-head", "garbage"], "garbage"),
+        BadArg(["verify", "--store", "S", "--expect-head", "5:abc"], "5:abc"),
+        // rebuild
+        BadArg(["rebuild", "--store", "S", "--projection", "nope"], "nope", "appointments"),
+        // export
+        BadArg(["export", "--store", "S", "--format", "xml"], "--format"),
+        BadArg(["export", "--store", "S", "--from-seq", "0"], "--from-seq"),
+        BadArg(["export", "--store", "S", "--from-seq", "abc"], "abc"),
+        BadArg(["export", "--store", "S", "--from-seq", "5", "--to-seq", "2"], "--to-seq"),
+        BadArg(["export", "--store", "S", "--out", "/nonexistent-dir/x.jsonl"], "/nonexistent-dir/x.jsonl"),
+        BadArg(["export", "--store", "S", "--bundle", "S"], "not empty"),
+        // log
+        BadArg(["log", "--store", "S", "--from-seq", "abc"], "abc"),
+        BadArg(["log", "--store", "S", "--from-seq", "0"], "--from-seq"),
+        BadArg(["log", "--store", "S", "--limit", "-1"], "--limit"),
+        BadArg(["log", "--store", "S", "--limit", "0"], "--limit"),
+        // demo
+        BadArg(["demo", "--fixtures", "/nonexistent-fixtures"], "/nonexistent-fixtures"),
+        BadArg(["demo", "--store", "S"], "not empty"),
+        BadArg(["demo", "--bogus"], "--bogus"),
+        // the root command
+        BadArg(["no-such-command"], "no-such-command"),
+        BadArg(["--store"], "--store"),
+    ]
+
+    @Test("every command with missing, malformed and out-of-range arguments fails cleanly, store unchanged")
+    func badArgumentMatrix() async throws {
+        let practice = try Practice.load()
+        let tmp = try TempDir("badargs")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice)
+        let before = storeSnapshot(store)
+        let viewsBefore = try await cli(["appointments", "--store", store, "--json"])
+        expectSuccess(viewsBefore)
+
+        for c in Self.badArguments {
+            let args = c.args.map { $0 == "S" ? store : $0 == "R" ? Repo.roster : $0 }
+            let r = try await cli(args, env: keyEnv, cwd: tmp.path)
+            expectCleanFailure(r, mentioning: c.mentions)
+        }
+
+        expectSameSnapshot(before, storeSnapshot(store), "the bad-argument matrix")
+        let viewsAfter = try await cli(["appointments", "--store", store, "--json"])
+        #expect(viewsAfter.stdout == viewsBefore.stdout, "the appointments view changed")
+        // Nothing fell back to the default store in the working directory.
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/ledger-data"))
+    }
+
+    @Test("a missing, unreadable or malformed roster is one line naming the file (and the JSON path)")
+    func rosterProblems() async throws {
+        let practice = try Practice.load()
+        let tmp = try TempDir("roster")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice)
+        let before = storeSnapshot(store)
+        let neverCreated = tmp.path + "/never-created"
+
+        func sync(_ roster: String, storePath: String) async throws -> RunResult {
+            try await cli(syncArgs(store: storePath, baseURL: "http://127.0.0.1:1/api/v1", now: practice.days[0].now)
+                .map { $0 == Repo.roster ? roster : $0 }, env: keyEnv, cwd: tmp.path)
+        }
+
+        var cases: [(path: String, mentions: [String])] = []
+        // Missing.
+        cases.append((tmp.path + "/no-such-roster.json", ["no-such-roster.json", "does not exist"]))
+        // Not JSON at all, and JSON cut off.
+        let garbage = tmp.path + "/garbage.json"
+        try Data("organizations: fsh\n".utf8).write(to: URL(fileURLWithPath: garbage))
+        cases.append((garbage, [garbage, "JSON", "byte"]))
+        let cut = tmp.path + "/cut.json"
+        try Data(#"{"organizations": [{"id": "fsh", "patients": ["#.utf8).write(to: URL(fileURLWithPath: cut))
+        cases.append((cut, [cut, "JSON", "byte"]))
+        // Valid JSON, wrong shape: the message names the file and the JSON path.
+        let shape = tmp.path + "/shape.json"
+        try Data(#"""
+            {"organizations": [
+              {"id": "a", "patients": [{"id": "p1", "intakeq_client_id": 1}]},
+              {"id": "b", "patients": [{"id": "p2", "name": "No Client Id"}]}]}
+            """#.utf8).write(to: URL(fileURLWithPath: shape))
+        cases.append((shape, [shape, "$.organizations[1].patients[0].intakeq_client_id"]))
+        let topArray = tmp.path + "/array.json"
+        try Data("[1, 2, 3]".utf8).write(to: URL(fileURLWithPath: topArray))
+        cases.append((topArray, [topArray, "$"]))
+        let orgsNotList = tmp.path + "/orgs.json"
+        try Data(#"{"organizations": {"id": "fsh"}}"#.utf8).write(to: URL(fileURLWithPath: orgsNotList))
+        cases.append((orgsNotList, [orgsNotList, "$.organizations"]))
+        let badPractitioner = tmp.path + "/practitioners.json"
+        try Data(#"{"organizations": [], "practitioners": [{"intakeq_id": "x"}]}"#.utf8).write(to: URL(fileURLWithPath: badPractitioner))
+        cases.append((badPractitioner, [badPractitioner, "$.practitioners[0]"]))
+        // A directory where the file should be.
+        let dirRoster = tmp.path + "/roster-dir"
+        try FileManager.default.createDirectory(atPath: dirRoster, withIntermediateDirectories: true)
+        cases.append((dirRoster, [dirRoster]))
+
+        for c in cases {
+            let r = try await sync(c.path, storePath: store)
+            expectCleanFailure(r, mentioning: c.mentions)
+            // A roster is a local file: its errors must not read like a bad API response.
+            #expect(!r.stderr.contains("response") && !r.stderr.contains("IntakeQ"), "misleading roster error: \(r.stderr)")
+            // Checked before the store is touched: a store is not even created.
+            expectCleanFailure(try await sync(c.path, storePath: neverCreated), mentioning: c.mentions)
+            #expect(!FileManager.default.fileExists(atPath: neverCreated), "a bad roster (\(c.path)) created a store")
+        }
+
+        // Unreadable (chmod 000). As root that is still readable: detect it and skip, saying so.
+        let locked = tmp.path + "/unreadable.json"
+        try FileManager.default.copyItem(atPath: Repo.roster, toPath: locked)
+        chmod(locked, 0)
+        let fd = open(locked, O_RDONLY)
+        if fd >= 0 {
+            close(fd)
+            print("CLITests: skipping the unreadable-roster case: chmod 000 does not stop this user (uid \(getuid())) from reading")
+        } else {
+            expectCleanFailure(try await sync(locked, storePath: store), mentioning: [locked, "cannot be read"])
+        }
+
+        expectSameSnapshot(before, storeSnapshot(store), "the roster cases")
+    }
+
+    @Test("INTAKEQ_API_KEY unset or empty: one line, exit 1, no store touched")
+    func apiKeyUnset() async throws {
+        let practice = try Practice.load()
+        let tmp = try TempDir("nokey")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice)
+        let before = storeSnapshot(store)
+        let fresh = tmp.path + "/fresh"
+        for env: [String: String?] in [[:], ["INTAKEQ_API_KEY": ""]] {
+            for s in [store, fresh] {
+                let r = try await cli(syncArgs(store: s, baseURL: "http://127.0.0.1:1/api/v1", now: practice.days[0].now),
+                                      env: env, cwd: tmp.path)
+                expectCleanFailure(r, mentioning: ["INTAKEQ_API_KEY"])
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: fresh))
+        expectSameSnapshot(before, storeSnapshot(store), "syncs without a key")
+    }
+
+    @Test("a directory that is not a store, and a store of a newer format, are refused by every command")
+    func notAStoreAndNewerFormat() async throws {
+        let tmp = try TempDir("notstore")
+        defer { tmp.remove() }
+        let notStore = tmp.path + "/not-a-store"
+        try FileManager.default.createDirectory(atPath: notStore + "/photos", withIntermediateDirectories: true)
+        try Data("hello\n".utf8).write(to: URL(fileURLWithPath: notStore + "/notes.txt"))
+        try Data([0, 1, 2]).write(to: URL(fileURLWithPath: notStore + "/photos/a.bin"))
+        let newer = tmp.path + "/newer"
+        try FileManager.default.createDirectory(atPath: newer + "/log", withIntermediateDirectories: true)
+        try Data(#"{"format": "syncledger-store", "version": 99}"#.utf8).write(to: URL(fileURLWithPath: newer + "/STORE"))
+        let commands: [[String]] = [
+            ["sync", "--roster", Repo.roster, "--base-url", "http://127.0.0.1:1/api/v1", "--now", "2026-11-20T10:00:00Z"],
+            ["status"], ["appointments"], ["meeting-urls"], ["locations"], ["sync-logs"], ["history", "abc"],
+            ["as-of", "--seq", "1"], ["as-of", "2026-11-20T10:00:00Z"], ["verify"], ["rebuild"],
+            ["export"], ["export", "--format", "csv"], ["log"],
+        ]
+        for (dir, needle) in [(notStore, "not a SyncLedger store"), (newer, "version 99")] {
+            let before = snapshot(dir)
+            for c in commands {
+                let r = try await cli([c[0], "--store", dir] + c.dropFirst(), env: keyEnv, cwd: tmp.path)
+                expectCleanFailure(r, mentioning: [needle, dir])
+            }
+            // Compared whole here, projections.sqlite included: nothing may be created at all.
+            expectSameSnapshot(before, snapshot(dir), dir)
+            let entries = try FileManager.default.subpathsOfDirectory(atPath: dir).sorted()
+            #expect(entries == (dir == notStore ? ["notes.txt", "photos", "photos/a.bin"] : ["STORE", "log"]),
+                    "files were created in \(dir): \(entries)")
+        }
+        // A plain file given as the store, and a store that does not exist (reads only).
+        let file = tmp.path + "/file"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        expectCleanFailure(try await cli(["verify", "--store", file]), mentioning: [file])
+        expectCleanFailure(try await cli(["appointments", "--store", tmp.path + "/missing"]), mentioning: ["no store"])
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/missing"))
+    }
+
+    @Test("an unreachable base URL: one line, exit 1; only the failed run's own events are added")
+    func unreachableBaseURL() async throws {
+        let practice = try Practice.load()
+        let tmp = try TempDir("unreachable")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice)
+        let before = storeSnapshot(store)
+        let eventsBefore = try await exportedEvents(store)
+        // 127.0.0.1:1 is a closed port. Default timeout and retries: a refused connection must
+        // fail fast (it once waited the whole 30 s timeout for each of 5 requests).
+        let r = try await cli(syncArgs(store: store, baseURL: "http://127.0.0.1:1/api/v1", now: practice.days[0].now),
+                              env: keyEnv, cwd: tmp.path, timeout: 45)
+        expectCleanFailure(r, mentioning: ["127.0.0.1:1"], allowStdout: true)
+        #expect(r.status == 1)
+        #expect(r.seconds < 10, "took \(r.seconds) s to find a closed port")
+        #expect(r.stdoutLines.count <= 1, "sync prints one summary line: \(r.stdout)")
+
+        // A failed run is recorded (DESIGN: a sync_logs row per run, status failed), so the log
+        // grows by exactly that run's sync.started and sync.completed; every byte before stays.
+        let after = storeSnapshot(store)
+        for (path, bytes) in before where path.hasSuffix(".seg") {
+            let now = try #require(after[path])
+            #expect(now.prefix(bytes.count) == bytes, "\(path): bytes before the failed run changed")
+        }
+        #expect(after["STORE"] == before["STORE"])
+        let eventsAfter = try await exportedEvents(store)
+        #expect(eventsAfter.count == eventsBefore.count + 2)
+        let added = eventsAfter.dropFirst(eventsBefore.count)
+        #expect(added.map { $0["type"] as? String } == ["sync.started", "sync.completed"])
+        if let done = added.last?["data"] as? [String: Any] {
+            #expect(done["status"] as? String == "failed")
+        }
+        for (i, e) in eventsAfter.enumerated() { #expect(e["seq"] as? Int == i + 1) }
+        let v = try await cli(["verify", "--store", store])
+        expectSuccess(v)
+        let logs = try await cli(["sync-logs", "--store", store, "--json"])
+        let rows = parseJSON(logs.stdout) as? [[String: Any]] ?? []
+        #expect(rows.first?["status"] as? String == "failed")
+    }
+
+    @Test("a refused API key (401): exit 1, says so, never prints the key")
+    func refusedKey() async throws {
+        let practice = try Practice.load()
+        let tmp = try TempDir("401")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await withFakeServer(practice.days[0], apiKey: "the-right-key") { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: practice.days[0].now), env: keyEnv, cwd: tmp.path)
+            expectCleanFailure(r, mentioning: ["key"], allowStdout: true)
+            #expect(r.status == 1)
+        }
+        // And the key is in no file of the store either.
+        for (path, bytes) in snapshot(store) {
+            #expect(bytes.range(of: Data(fakeAPIKey.utf8)) == nil, "the API key is stored in \(path)")
+        }
+    }
+}

@@ -1,0 +1,337 @@
+import FakeIntakeQ
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every test in this target runs the built `syncledger` binary as a user meets it. They share
+/// one serialized suite: they spawn many processes, time one of them (the locked second writer
+/// must fail in under a second), and the machine has two cores.
+@Suite(.serialized) struct CLIBinaryTests {}
+
+// MARK: - Locations
+
+enum Repo {
+    /// The repository root, from this file's path (Tests/CLITests/Support.swift).
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static var roster: String { root + "/Fixtures/roster.json" }
+    static var practice: String { root + "/Fixtures/practice" }
+
+    /// `$SYNCLEDGER_BIN`, else `syncledger` beside the running test bundle (same build
+    /// configuration), else `<repo>/.build/debug/syncledger`.
+    static let binary: String? = {
+        let fm = FileManager.default
+        var candidates: [String] = []
+        if let env = ProcessInfo.processInfo.environment["SYNCLEDGER_BIN"], !env.isEmpty { candidates.append(env) }
+        if let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            // …/.build/<triple>/debug/SyncLedgerPackageTests.xctest
+            candidates.append((exe as NSString).deletingLastPathComponent + "/syncledger")
+        }
+        candidates.append(root + "/.build/debug/syncledger")
+        return candidates.first { fm.isExecutableFile(atPath: $0) }
+    }()
+
+    /// The binary, or a test failure saying how to build it.
+    static func requireBinary() throws -> String {
+        guard let b = binary else {
+            Issue.record("the syncledger binary is not built: run `swift build --product syncledger` (or `swift build --build-tests`) first")
+            throw CLITestError("no syncledger binary")
+        }
+        return b
+    }
+}
+
+struct CLITestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// A distinctive fake API key: asserted absent from every output of every sync test.
+let fakeAPIKey = "sk-test-ZEBRA-7731-do-not-print-4c1d"
+
+// MARK: - Running the binary
+
+struct RunResult: Sendable {
+    var args: [String]
+    var pid: Int32
+    var status: Int32
+    /// Terminated by a signal (a crash, or our timeout) instead of exiting.
+    var signaled: Bool
+    var timedOut: Bool
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+
+    var stderrLines: [String] { stderr.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
+    var stdoutLines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
+    var label: String { "syncledger " + args.joined(separator: " ") }
+}
+
+/// One launched `syncledger` process; stdout and stderr go to files (no pipe can fill up).
+final class Launched: @unchecked Sendable {
+    // @unchecked: `state` is guarded by `lock`; the other stored properties are immutable.
+    let args: [String]
+    let process: Process
+    var pid: Int32 { process.processIdentifier }
+    private let outPath: String
+    private let errPath: String
+    private let started = Date()
+    private let lock = NSLock()
+    private var state: (done: Bool, timedOut: Bool, waiters: [CheckedContinuation<Void, Never>]) = (false, false, [])
+
+    init(_ args: [String], env: [String: String?] = [:], cwd: String? = nil, timeout: Double = 60,
+         executable: String? = nil, arguments: [String]? = nil) throws {
+        let binary = try Repo.requireBinary()
+        self.args = args
+        let dir = NSTemporaryDirectory() + "/syncledger-cli-out"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let token = UUID().uuidString
+        outPath = dir + "/\(token).out"
+        errPath = dir + "/\(token).err"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable ?? binary)
+        p.arguments = arguments ?? args
+        var environment = ProcessInfo.processInfo.environment
+        // A test decides these itself; never inherit them from the developer's shell.
+        environment["INTAKEQ_API_KEY"] = nil
+        environment["SYNCLEDGER_STORE"] = nil
+        environment["SYNCLEDGER_FIXTURES"] = nil
+        for (k, v) in env { environment[k] = v }
+        p.environment = environment
+        p.currentDirectoryURL = URL(fileURLWithPath: cwd ?? NSTemporaryDirectory())
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process = p
+        p.terminationHandler = { [weak self] _ in self?.finished() }
+        try p.run()
+        // Watchdog: a hung command is a failure, not a hung test run.
+        let pidCopy = pid
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
+            guard let self else { return }
+            let kill: Bool = self.lock.withLock {
+                if self.state.done { return false }
+                self.state.timedOut = true
+                return true
+            }
+            if kill { Glibc.kill(pidCopy, SIGKILL) }
+        }
+    }
+
+    private func finished() {
+        let waiters: [CheckedContinuation<Void, Never>] = lock.withLock {
+            state.done = true
+            let w = state.waiters
+            state.waiters = []
+            return w
+        }
+        for w in waiters { w.resume() }
+    }
+
+    var isRunning: Bool { lock.withLock { !state.done } }
+
+    func wait() async -> RunResult {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let resumeNow: Bool = lock.withLock {
+                if state.done { return true }
+                state.waiters.append(c)
+                return false
+            }
+            if resumeNow { c.resume() }
+        }
+        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: outPath)
+        try? FileManager.default.removeItem(atPath: errPath)
+        return RunResult(args: args, pid: pid, status: process.terminationStatus,
+                         signaled: process.terminationReason == .uncaughtSignal,
+                         timedOut: lock.withLock { state.timedOut }, stdout: out, stderr: err,
+                         seconds: Date().timeIntervalSince(started))
+    }
+}
+
+/// Runs `syncledger args…` to completion.
+func cli(_ args: [String], env: [String: String?] = [:], cwd: String? = nil, timeout: Double = 60) async throws -> RunResult {
+    try await Launched(args, env: env, cwd: cwd, timeout: timeout).wait()
+}
+
+/// Runs `syncledger args…` under `umask 000` (through /bin/sh), so any file the binary does not
+/// explicitly restrict would come out world-readable.
+func cliUnderOpenUmask(_ args: [String], env: [String: String?] = [:]) async throws -> RunResult {
+    let binary = try Repo.requireBinary()
+    return try await Launched(args, env: env, timeout: 120, executable: "/bin/sh",
+                              arguments: ["-c", "umask 000; exec \"$0\" \"$@\"", binary] + args).wait()
+}
+
+// MARK: - Assertions on a failing command
+
+/// Text that only a crash or trace would print.
+let traceMarkers = ["Fatal error", "Thread ", "Backtrace", "backtrace", "Stack dump", "*** Signal", "crashed",
+                    "Current stack trace", "SIGSEGV", "SIGILL", "SIGTRAP", "SIGABRT", "libswiftCore", "💣"]
+
+/// A clean failure: not a crash, a non-zero exit, no trace text, and one line on stderr (or,
+/// for an ArgumentParser usage error, exit 64 with "Error: …" and a short usage block).
+func expectCleanFailure(_ r: RunResult, mentioning needles: [String] = [], allowStdout: Bool = false,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+    let what = "\(r.label)\n--- stdout:\n\(r.stdout)--- stderr:\n\(r.stderr)"
+    #expect(!r.timedOut, "timed out: \(what)", sourceLocation: sourceLocation)
+    #expect(!r.signaled, "killed by a signal (a crash?): \(what)", sourceLocation: sourceLocation)
+    #expect(r.status != 0, "exit 0 on bad input: \(what)", sourceLocation: sourceLocation)
+    for m in traceMarkers where r.stderr.contains(m) || r.stdout.contains(m) {
+        Issue.record("trace-like text \"\(m)\": \(what)", sourceLocation: sourceLocation)
+    }
+    let lines = r.stderrLines
+    if r.status == 64 {
+        // ArgumentParser's usage error: "Error: …", maybe "Help: …", "Usage: …", "See '… --help'".
+        #expect(lines.first?.hasPrefix("Error: ") == true, "usage error without 'Error:': \(what)", sourceLocation: sourceLocation)
+        #expect((2...6).contains(lines.count), "usage block of \(lines.count) lines: \(what)", sourceLocation: sourceLocation)
+        #expect(lines.contains { $0.hasPrefix("Usage: ") }, "no usage line: \(what)", sourceLocation: sourceLocation)
+    } else {
+        #expect(lines.count == 1, "expected ONE line on stderr, got \(lines.count): \(what)", sourceLocation: sourceLocation)
+        #expect(lines.first?.hasPrefix("syncledger: ") == true, "the line should start with 'syncledger: ': \(what)", sourceLocation: sourceLocation)
+    }
+    if !allowStdout {
+        #expect(r.stdout.isEmpty, "printed on stdout while failing: \(what)", sourceLocation: sourceLocation)
+    }
+    for n in needles {
+        #expect(r.stderr.contains(n), "stderr should mention \"\(n)\": \(what)", sourceLocation: sourceLocation)
+    }
+    expectNoKey(r, sourceLocation: sourceLocation)
+}
+
+func expectNoKey(_ r: RunResult, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(!r.stdout.contains(fakeAPIKey) && !r.stderr.contains(fakeAPIKey),
+            "the API key was printed by \(r.label)", sourceLocation: sourceLocation)
+}
+
+func expectSuccess(_ r: RunResult, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(r.status == 0 && !r.signaled && !r.timedOut,
+            "\(r.label) exited \(r.status)\(r.signaled ? " (signal)" : "")\(r.timedOut ? " (timed out)" : "")\n--- stderr:\n\(r.stderr)",
+            sourceLocation: sourceLocation)
+    for m in traceMarkers where r.stderr.contains(m) {
+        Issue.record("trace-like text \"\(m)\" from \(r.label): \(r.stderr)", sourceLocation: sourceLocation)
+    }
+    expectNoKey(r, sourceLocation: sourceLocation)
+}
+
+// MARK: - Temporary directories and store snapshots
+
+/// A fresh directory; call `remove()` (in a `defer`) when done.
+struct TempDir: Sendable {
+    let path: String
+    init(_ name: String = "cli") throws {
+        var template = Array((NSTemporaryDirectory() + "/syncledger-\(name)-XXXXXX").utf8CString)
+        guard let p = mkdtemp(&template) else { throw CLITestError("mkdtemp failed") }
+        path = String(cString: p)
+    }
+    func remove() {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+}
+
+/// Every regular file under `dir`, by relative path, with its bytes (stores here are small).
+func snapshot(_ dir: String, excluding: (String) -> Bool = { _ in false }) -> [String: Data] {
+    var out: [String: Data] = [:]
+    let fm = FileManager.default
+    guard let walker = fm.enumerator(atPath: dir) else { return out }
+    while let rel = walker.nextObject() as? String {
+        let full = dir + "/" + rel
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: full, isDirectory: &isDir), !isDir.boolValue, !excluding(rel) else { continue }
+        out[rel] = fm.contents(atPath: full) ?? Data("<unreadable>".utf8)
+    }
+    return out
+}
+
+/// `projections.sqlite` (and its -wal/-shm/-journal) is derived and always rebuildable, and every
+/// read command first catches the views up to the log's head, so a read may legitimately write
+/// it. Everything else (STORE, the log's segments, index and LOCK, state/) must not change; the
+/// views are instead compared by what they answer (`appointments --json`).
+func storeSnapshot(_ dir: String) -> [String: Data] {
+    snapshot(dir) { $0.hasPrefix("projections.sqlite") }
+}
+
+func expectSameSnapshot(_ before: [String: Data], _ after: [String: Data], _ what: String,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+    let changed = Set(before.keys).union(after.keys).filter { before[$0] != after[$0] }.sorted()
+    #expect(changed.isEmpty, "\(what) changed the store: \(changed)", sourceLocation: sourceLocation)
+}
+
+// MARK: - The fake IntakeQ and real syncs
+
+enum Practice {
+    static func load() throws -> FixturePractice { try FixturePractice.load(directory: Repo.practice) }
+}
+
+/// `sync` arguments against the fake: the day's `now`, no client-side throttling.
+func syncArgs(store: String, baseURL: String, now: String, extra: [String] = []) -> [String] {
+    ["sync", "--store", store, "--roster", Repo.roster, "--base-url", baseURL, "--now", now,
+     "--requests-per-minute", "1000"] + extra
+}
+
+let keyEnv: [String: String?] = ["INTAKEQ_API_KEY": fakeAPIKey]
+
+/// Starts a fake IntakeQ serving `day` (expecting `fakeAPIKey`), runs `body`, stops the fake.
+func withFakeServer<T>(_ day: FixtureDay, apiKey: String = fakeAPIKey,
+                       _ body: (FakeIntakeQServer, String) async throws -> T) async throws -> T {
+    let server = FakeIntakeQServer(state: day.state, apiKey: apiKey)
+    let url = try await server.start()
+    do {
+        let result = try await body(server, url)
+        await server.stop()
+        return result
+    } catch {
+        await server.stop()
+        throw error
+    }
+}
+
+/// A store holding day 1's sync (171 events), made through the binary.
+func makeSyncedStore(at store: String, practice: FixturePractice, days: [Int] = [1]) async throws {
+    try await withFakeServer(practice.days[0]) { server, url in
+        for n in days {
+            let day = try #require(practice.day(n))
+            server.setState(day.state)
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv)
+            expectSuccess(r)
+            guard r.status == 0 else { throw CLITestError("setup sync of day \(n) failed: \(r.stderr)") }
+        }
+    }
+}
+
+/// The head seq printed by `sync` ("…; head 171:abcd…").
+func headSeq(inSummary text: String) -> UInt64? {
+    guard let range = text.range(of: #"head (\d+):[0-9a-f]{64}"#, options: .regularExpression) else { return nil }
+    let m = text[range].dropFirst(5).prefix { $0.isNumber }
+    return UInt64(m)
+}
+
+func parseJSON(_ text: String) -> Any? {
+    try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+}
+
+/// The events of `export --format jsonl`, each line parsed.
+func exportedEvents(_ store: String) async throws -> [[String: Any]] {
+    let r = try await cli(["export", "--store", store, "--format", "jsonl"])
+    expectSuccess(r)
+    return r.stdoutLines.compactMap { parseJSON($0) as? [String: Any] }
+}
+
+/// Polls `condition` every 20 ms until true or `timeout` seconds pass.
+func waitUntil(timeout: Double, _ condition: () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(nanoseconds: 20_000_000)
+    }
+    return condition()
+}
