@@ -125,6 +125,24 @@ public struct AppointmentObservation: Sendable, Hashable {
         return Array(head.utf8) + object + [UInt8(ascii: "}")]
     }
 
+    /// The object's text exactly as stored in `data` written by `encodeData` (the object is its
+    /// last key), without parsing; nil for data of another shape.
+    public static func objectText(in data: [UInt8]) -> String? {
+        let key = Array(",\"object\":".utf8)
+        guard data.count > key.count + 2, data.last == UInt8(ascii: "}") else { return nil }
+        var i = 0
+        let limit = data.count - key.count
+        while i < limit {
+            if data[i] == key[0], data[i + 1] == key[1], Array(data[i..<(i + key.count)]) == key {
+                let start = i + key.count
+                guard data[start] == UInt8(ascii: "{"), data[data.count - 2] == UInt8(ascii: "}") else { return nil }
+                return String(decoding: data[start..<(data.count - 1)], as: UTF8.self)
+            }
+            i += 1
+        }
+        return nil
+    }
+
     public static func decode(_ e: EventEnvelope) throws -> AppointmentObservation {
         let value = try e.dataValue()
         guard let id = value["appointment_id"]?.stringValue, let object = value["object"] else {

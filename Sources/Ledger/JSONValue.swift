@@ -91,6 +91,10 @@ extension JSONValue {
 
 /// Quotes a string as a JSON string literal.
 public func jsonQuoted(_ s: String) -> String {
+    // Most strings (ids, types, times, streams) need no escaping: copy them whole.
+    if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        return "\"" + s + "\""
+    }
     var out = "\""
     out.reserveCapacity(s.utf8.count + 2)
     for scalar in s.unicodeScalars {

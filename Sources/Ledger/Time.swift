@@ -47,6 +47,9 @@ public enum ISOTime {
         }
         guard let y = num(4), expect(45), let mo = num(2), expect(45), let d = num(2) else { return nil }
         guard (1...12).contains(mo), (1...31).contains(d) else { return nil }
+        // No day past the month's end ("2026-02-31" is not March 3rd).
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+        guard d <= [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo - 1] else { return nil }
         var h = 0, mi = 0, sec = 0, ms = 0, offset = 0
         if i < s.count {
             guard expect(84) || expect(32) || expect(116) else { return nil }  // 'T', ' ', 't'

@@ -9,8 +9,10 @@ import Ledger
 public struct AppointmentsProjection: Projection {
     public init() {}
     public let name = "appointments"
-    public let schemaVersion = 1
-    public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster"]
+    /// 2: the roster is kept as lookup tables (v1 decoded the roster JSON for every event).
+    public let schemaVersion = 2
+    public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster",
+                         "appointments_roster_clients", "appointments_roster_providers"]
 
     public static let columns = [
         "appointment_id", "organization_id", "patient_id", "intakeq_client_id", "client_name",
@@ -39,6 +41,9 @@ public struct AppointmentsProjection: Projection {
             CREATE TABLE \(t("appointments_objects")) (
               appointment_id TEXT PRIMARY KEY, object TEXT NOT NULL);
             CREATE TABLE \(t("appointments_roster")) (id INTEGER PRIMARY KEY CHECK (id = 1), roster TEXT NOT NULL);
+            CREATE TABLE \(t("appointments_roster_clients")) (
+              intakeq_client_id TEXT PRIMARY KEY, patient_id TEXT NOT NULL, organization_id TEXT NOT NULL);
+            CREATE TABLE \(t("appointments_roster_providers")) (intakeq_id TEXT PRIMARY KEY, provider_id TEXT NOT NULL);
             """)
     }
 
@@ -46,16 +51,17 @@ public struct AppointmentsProjection: Projection {
         switch e.eventType {
         case .appointmentDiscovered, .appointmentChanged:
             let (object, facts) = try e.appointmentFacts()
-            let roster = try loadRoster(db, t)
+            // The object as received (the envelope's bytes), not a re-serialisation of it.
+            let text = AppointmentObservation.objectText(in: e.data) ?? object.canonicalText
             try db.run(
                 "INSERT OR REPLACE INTO \(t("appointments_objects")) (appointment_id, object) VALUES (?, ?)",
-                [facts.appointmentId, object.canonicalText])
+                [facts.appointmentId, text])
             let prior = try Row.fetchOne(
-                db, sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?",
+                db.cachedStatement(sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?"),
                 arguments: [facts.appointmentId])
             let firstSeen: String = prior?["first_seen_at"] ?? e.at
             let version: Int = (prior?["version"] ?? 0) + 1
-            try write(facts, roster: roster, meta: Meta(firstSeen: firstSeen, lastChanged: e.at, lastSynced: e.at,
+            try write(facts, meta: Meta(firstSeen: firstSeen, lastChanged: e.at, lastSynced: e.at,
                                                           version: version, lastSeq: e.seq, removed: false), db, t)
         case .appointmentRemoved:
             let removed = try e.projectionData(AppointmentRemoved.self)
@@ -74,7 +80,8 @@ public struct AppointmentsProjection: Projection {
             try db.run(
                 "INSERT OR REPLACE INTO \(t("appointments_roster")) (id, roster) VALUES (1, ?)",
                 [String(decoding: encodeData(roster), as: UTF8.self)])
-            try reattribute(RosterIndex(roster), db, t)
+            try storeLookups(roster, db, t)
+            try reattribute(db, t)
         default:
             break
         }
@@ -89,8 +96,8 @@ public struct AppointmentsProjection: Projection {
         var removed: Bool
     }
 
-    func write(_ f: AppointmentFacts, roster: RosterIndex, meta m: Meta, _ db: Database, _ t: TableSet) throws {
-        let members = roster.members(of: f)
+    func write(_ f: AppointmentFacts, meta m: Meta, _ db: Database, _ t: TableSet) throws {
+        let members = try self.members(of: f, db, t)
         let primary = members.first
         try db.run(
             """
@@ -99,7 +106,7 @@ public struct AppointmentsProjection: Projection {
                 """,
             [
                 f.appointmentId, primary?.organizationId, primary?.patientId, f.intakeqClientId, f.clientName,
-                f.practitionerId, f.practitionerName, f.practitionerId.flatMap { roster.providers[$0] },
+                f.practitionerId, f.practitionerName, try provider(f.practitionerId, db, t),
                 f.serviceName, f.status, f.intakeqStatus, f.startAt, f.endAt, f.durationMinutes,
                 f.locationId, f.locationName, f.placeOfService, f.visitType, f.meeting?.url,
                 m.removed, m.firstSeen, m.lastChanged, m.lastSynced, m.version, Int64(m.lastSeq),
@@ -112,25 +119,58 @@ public struct AppointmentsProjection: Projection {
         }
     }
 
-    func loadRoster(_ db: Database, _ t: TableSet) throws -> RosterIndex {
-        guard let text = try String.fetchOne(db, sql: "SELECT roster FROM \(t("appointments_roster")) WHERE id = 1"),
-            let roster = try? JSONDecoder().decode(RosterObserved.self, from: Data(text.utf8))
-        else { return RosterIndex(nil) }
-        return RosterIndex(roster)
+    /// Replaces the roster lookup tables: IntakeQ client id → (patient, organization) (the first
+    /// patient listed wins a duplicate id) and practitioner → provider.
+    func storeLookups(_ roster: RosterObserved, _ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: "DELETE FROM \(t("appointments_roster_clients")); DELETE FROM \(t("appointments_roster_providers"))")
+        for org in roster.organizations {
+            for p in org.patients {
+                try db.run(
+                    "INSERT OR IGNORE INTO \(t("appointments_roster_clients")) (intakeq_client_id, patient_id, organization_id) VALUES (?, ?, ?)",
+                    [p.intakeqClientId, p.id, org.id])
+            }
+        }
+        for pr in roster.practitioners {
+            try db.run(
+                "INSERT OR REPLACE INTO \(t("appointments_roster_providers")) (intakeq_id, provider_id) VALUES (?, ?)",
+                [pr.intakeqId, pr.providerId])
+        }
+    }
+
+    /// In-roster patients of an appointment: the primary (ClientId) first, then additional ones.
+    func members(of f: AppointmentFacts, _ db: Database, _ t: TableSet) throws -> [RosterIndex.Member] {
+        let lookup = try db.cachedStatement(
+            sql: "SELECT patient_id, organization_id FROM \(t("appointments_roster_clients")) WHERE intakeq_client_id = ?")
+        var out: [RosterIndex.Member] = []
+        var seen = Set<String>()
+        for (i, client) in ([f.intakeqClientId] + f.additionalClientIds.map(Optional.some)).enumerated() {
+            guard let client, let row = try Row.fetchOne(lookup, arguments: [client]) else { continue }
+            let patient: String = row["patient_id"]
+            guard seen.insert(patient).inserted else { continue }
+            out.append(RosterIndex.Member(patientId: patient, organizationId: row["organization_id"],
+                                          role: i == 0 ? "primary" : "additional"))
+        }
+        return out
+    }
+
+    func provider(_ practitionerId: String?, _ db: Database, _ t: TableSet) throws -> String? {
+        guard let practitionerId else { return nil }
+        return try String.fetchOne(
+            db.cachedStatement(sql: "SELECT provider_id FROM \(t("appointments_roster_providers")) WHERE intakeq_id = ?"),
+            arguments: [practitionerId])
     }
 
     /// Re-derives organization, patient and provider of every appointment from a new roster.
-    func reattribute(_ roster: RosterIndex, _ db: Database, _ t: TableSet) throws {
+    func reattribute(_ db: Database, _ t: TableSet) throws {
         let rows = try Row.fetchAll(db, sql: "SELECT appointment_id, object FROM \(t("appointments_objects"))")
         try db.execute(sql: "DELETE FROM \(t("appointment_patients"))")
         for row in rows {
             let text: String = row["object"]
             guard let object = try? FastJSON.parse(Array(text.utf8)), let f = try? AppointmentFacts(object: object) else { continue }
-            let members = roster.members(of: f)
+            let members = try self.members(of: f, db, t)
             try db.run(
                 "UPDATE \(t("appointments")) SET organization_id = ?, patient_id = ?, provider_id = ? WHERE appointment_id = ?",
-                [members.first?.organizationId, members.first?.patientId,
-                            f.practitionerId.flatMap { roster.providers[$0] }, f.appointmentId])
+                [members.first?.organizationId, members.first?.patientId, try provider(f.practitionerId, db, t), f.appointmentId])
             for m in members {
                 try db.run(
                     "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",

@@ -32,7 +32,8 @@ public enum History {
     /// Every recorded version of one appointment, found through the per-stream index (no scan
     /// of the log). Returns an empty list for an id the ledger has never recorded.
     public static func of(_ appointmentId: String, reader: LedgerReader, views: ProjectionStore) throws -> [HistoryEntry] {
-        let seqs = try views.streamSeqs(Streams.appointment(appointmentId))
+        let seqs = try views.streamSeqs(
+            Streams.appointment(appointmentId), types: [.appointmentDiscovered, .appointmentChanged, .appointmentRemoved])
         guard !seqs.isEmpty else { return [] }
         let events = try reader.events(at: seqs)
         let runTypes = try views.pool.read { db in
@@ -98,12 +99,12 @@ public enum AsOf {
         try db.write { try p.create($0, .live) }
         if seq > 0 {
             if let id = filter.appointmentId {
-                // One appointment: only its own events, the rosters and the run completions.
-                let seqs = try views.streamSeqs(Streams.appointment(id), through: seq)
-                    + views.streamSeqs(Streams.roster, through: seq)
-                    + views.pool.read { db in
-                        try Int64.fetchAll(db, sql: "SELECT seq FROM event_streams WHERE type = 'sync.completed' AND seq <= ?", arguments: [Int64(seq)])
-                    }.map { UInt64($0) }
+                // One appointment: its own events, the rosters, and the last run that observed
+                // it unchanged (for last_synced_at) — not the whole log.
+                let own = try views.streamSeqs(
+                    Streams.appointment(id), through: seq, types: [.appointmentDiscovered, .appointmentChanged, .appointmentRemoved])
+                let lastSeen = try views.streamSeqs(Streams.appointment(id), through: seq, types: [.syncCompleted]).suffix(1)
+                let seqs = own + lastSeen + (try views.streamSeqs(Streams.roster, through: seq))
                 let events = try reader.events(at: seqs)
                 try db.write { d in for e in events { try? p.apply(e, d, .live) } }
             } else {

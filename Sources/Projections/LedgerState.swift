@@ -51,12 +51,15 @@ extension ProjectionStore {
     }
 
     /// The seqs of one stream's events, in order (from the per-stream index).
-    public func streamSeqs(_ stream: String, through: UInt64? = nil) throws -> [UInt64] {
+    public func streamSeqs(_ stream: String, through: UInt64? = nil, types: [EventType]? = nil) throws -> [UInt64] {
         try pool.read { db in
-            try Int64.fetchAll(
-                db, sql: "SELECT seq FROM event_streams WHERE stream = ? AND seq <= ? ORDER BY seq",
-                arguments: [stream, Int64(clamping: through ?? UInt64(Int64.max))]
-            ).map { UInt64($0) }
+            var sql = "SELECT seq FROM event_streams WHERE stream = ? AND seq <= ?"
+            var args: [(any DatabaseValueConvertible)?] = [stream, Int64(clamping: through ?? UInt64(Int64.max))]
+            if let types {
+                sql += " AND type IN (\(types.map { _ in "?" }.joined(separator: ", ")))"
+                args += types.map { $0.rawValue }
+            }
+            return try Int64.fetchAll(db, sql: sql + " ORDER BY seq", arguments: StatementArguments(args)).map { UInt64($0) }
         }
     }
 

@@ -171,11 +171,14 @@ public struct SyncLogsProjection: Projection {
 }
 
 /// `event_streams`: the per-stream index (stream → seqs), so one appointment's history is
-/// found without decoding the whole log. Derived, rebuildable like every view.
+/// found without decoding the whole log. Derived, rebuildable like every view. A run's
+/// `sync.completed` is also indexed under each appointment it observed unchanged, so the
+/// state of one appointment as of any seq needs only that appointment's rows.
 public struct StreamIndexProjection: Projection {
     public init() {}
     public let name = "stream_index"
-    public let schemaVersion = 1
+    /// 2: sync.completed indexed under the appointments it observed unchanged.
+    public let schemaVersion = 2
     public let tables = ["event_streams"]
 
     public func create(_ db: Database, _ t: TableSet) throws {
@@ -186,7 +189,13 @@ public struct StreamIndexProjection: Projection {
     }
 
     public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
-            .execute(arguments: [e.stream, Int64(e.seq), e.type])
+        let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
+        try insert.execute(arguments: [e.stream, Int64(e.seq), e.type])
+        if e.eventType == .syncCompleted {
+            let done = try e.projectionData(SyncCompleted.self)
+            for o in done.unchanged {
+                try insert.execute(arguments: [Streams.appointment(o.id), Int64(e.seq), e.type])
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ public final class ProjectionStore: @unchecked Sendable {
     public let pool: DatabasePool
     public let projections: [any Projection]
     /// Events applied per transaction while folding; each commit carries the checkpoint.
-    public var eventsPerTransaction = 20_000
+    public var eventsPerTransaction = 2_000
 
     public init(path: String, projections: [any Projection] = allProjections) throws {
         if !FileManager.default.fileExists(atPath: path) {

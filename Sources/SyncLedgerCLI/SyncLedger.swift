@@ -28,6 +28,11 @@ struct SyncLedgerCommand: AsyncParsableCommand {
     /// `syncledger [--store DIR] <command> …`: ArgumentParser reads an option only after the
     /// subcommand that declares it, so the global `--store` is moved behind the command name.
     static func main() async {
+        // Over a file-size limit (ulimit -f) the kernel would kill us with SIGXFSZ; ignored, the
+        // write fails with EFBIG and the user gets the log's "file too large" message instead.
+        signal(SIGXFSZ, SIG_IGN)
+        // Everything SyncLedger creates holds patient data: owner-only, whatever the caller's umask.
+        umask(0o077)
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)
