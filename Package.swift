@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "syncledger", targets: ["SyncLedgerCLI"]),
         .executable(name: "fake-intakeq", targets: ["FakeIntakeQServer"]),
         .executable(name: "syncledger-bench", targets: ["SyncLedgerBench"]),
+        .executable(name: "crash-harness", targets: ["CrashHarness"]),
         .library(name: "EventLog", targets: ["EventLog"]),
     ],
     dependencies: [
@@ -94,6 +95,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .executableTarget(name: "CrashHarness", dependencies: ["EventLog", "Ledger"], path: "Sources/CrashHarness"),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
         .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog"]),

@@ -9,6 +9,8 @@ public final class EventLogReader {
     /// Segment indexes by name. Sealed ones are complete; the active one grows by re-scanning.
     private var cache: [String: SegmentIndex] = [:]
     private var sealed: Set<String> = []
+    /// Segments whose index file disagreed with the segment: rebuilt from a header scan.
+    private var distrusted: Set<String> = []
 
     /// Opens the log in `directory` for reading; throws `.notFound` when there is none.
     public init(directory: String) throws {
@@ -33,7 +35,8 @@ public final class EventLogReader {
             sealed.insert(name)
             return (cached, nil)
         }
-        if !isLast, cache[name] == nil, let loaded = IndexFile.load(directory: directory, extent: extent, io: io) {
+        if !isLast, cache[name] == nil, !distrusted.contains(name),
+           let loaded = IndexFile.load(directory: directory, extent: extent, io: io) {
             cache[name] = loaded
             sealed.insert(name)
             return (loaded, nil)
@@ -56,10 +59,12 @@ public final class EventLogReader {
         return (index, torn)
     }
 
-    /// Forgets what is cached about a segment (its index file disagreed with the segment).
+    /// Forgets what is cached about a segment (its index file disagreed with the segment); the
+    /// next look rebuilds it from the segment's headers and rewrites the file.
     func invalidate(_ name: String) {
         cache[name] = nil
         sealed.remove(name)
+        distrusted.insert(name)
     }
 
     /// The last complete batch's seq and chain hash. A torn tail is just the end of the log.
@@ -90,14 +95,32 @@ public final class EventLogReader {
         guard seq >= 1, let i = list.lastIndex(where: { $0.firstSeq <= seq }) else { return nil }
         for attempt in 0..<2 {
             let (index, _) = try segmentIndex(i, of: list)
-            guard seq <= index.lastSeq, let entry = index.entry(before: seq) else { return nil }
+            guard seq <= index.lastSeq, let k = index.entryPosition(before: seq) else { return nil }
+            let entry = index.entries[k]
             let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: index.name),
                                             isLast: i == list.count - 1)
-            if let found = try walk(extent, from: entry, to: seq) { return found }
+            if try entryIsTrusted(k, of: index, segment: i, in: list, extent),
+               let found = try walk(extent, from: entry, to: seq) { return found }
             if attempt == 0 { invalidate(index.name) }
         }
         throw LogError(code: .io, message: "cannot find seq \(seq) in \(list[i].name) although its index says it is there; run verify",
                        segment: list[i].name, seq: seq)
+    }
+
+    /// An entry's stored previous chain hash seeds the chain check of a cursor, so it is checked
+    /// before use: entry 0 against the previous segment's last chain, entry k against the header
+    /// chain met walking from entry k-1 (headers are CRC-checked; at most one entry interval).
+    /// A forged or stale index then costs a rebuild, never a false "damaged log".
+    private func entryIsTrusted(_ k: Int, of index: SegmentIndex, segment i: Int, in list: SegmentList,
+                                _ extent: BatchIO.Extent) throws -> Bool {
+        let entry = index.entries[k]
+        if k == 0 {
+            let previous = i == 0 ? ChainHash.zero : try segmentIndex(i - 1, of: list).0.lastChain
+            return entry.offset == 0 && entry.firstSeq == index.firstSeq && entry.previousChain == previous
+        }
+        guard let found = try walk(extent, from: index.entries[k - 1], to: entry.firstSeq) else { return false }
+        return found.offset == entry.offset && found.header.firstSeq == entry.firstSeq
+            && found.previousChain == entry.previousChain
     }
 
     private func walk(_ extent: BatchIO.Extent, from entry: IndexEntry, to seq: UInt64) throws -> Location? {
@@ -105,7 +128,9 @@ public final class EventLogReader {
         var previous = entry.previousChain
         var expected = entry.firstSeq
         while true {
-            guard case .batch(let header) = try io.probe(extent, at: offset, seq: expected),
+            // An index entry may point anywhere: a bad header here means "rebuild the index"
+            // (the rebuild's scan reports real damage with the strict rules).
+            guard case .batch(let header)? = try? io.probe(extent, at: offset, seq: expected),
                   header.firstSeq == expected else { return nil }
             if header.lastSeq >= seq {
                 return Location(segment: extent.file.name, offset: offset, header: header, previousChain: previous)

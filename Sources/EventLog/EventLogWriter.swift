@@ -165,23 +165,38 @@ public final class EventLogWriter {
     }
 
     /// Seals the active segment (writes its index file) and starts `<next seq>.seg`.
+    /// If anything fails before the switch, the new (empty) file is removed again so that the
+    /// next append can retry the roll once the fault is gone.
     private func roll() throws {
         let name = SegmentName.make(head.seq + 1)
         try Self.createSegment(directory: directory, name: name, fsync: options.fsync)
         let path = directory + "/" + name
-        let newFD = try translating(segment: name) { try Sys.open(path, O_RDWR) }
+        let newFD: Int32
+        do {
+            newFD = try translating(segment: name) { try Sys.open(path, O_RDWR) }
+        } catch {
+            Sys.unlink(path)
+            throw error
+        }
         _ = IndexFile.refresh(index, directory: directory)
         Sys.close(fd)
         fd = newFD
         index = SegmentIndex(name: name, firstSeq: head.seq + 1, previousChain: head.hash)
     }
 
-    /// Creates an empty segment (0600) and makes its directory entry durable.
+    /// Creates an empty segment (0600) and makes its directory entry durable. When the directory
+    /// fsync fails the file is removed again (it holds nothing), so a retry can create it.
     private static func createSegment(directory: String, name: String, fsync: Bool) throws {
         try translating(segment: name) {
-            let fd = try Sys.open(directory + "/" + name, O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+            let path = directory + "/" + name
+            let fd = try Sys.open(path, O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
             Sys.close(fd)
-            if fsync { try Sys.fsyncDirectory(directory) }
+            do {
+                if fsync { try Sys.fsyncDirectory(directory) }
+            } catch {
+                Sys.unlink(path)
+                throw error
+            }
         }
     }
 }

@@ -42,7 +42,8 @@ public struct LogError: Error, CustomStringConvertible, Sendable {
         public static let notFound = Code(.notFound)
         /// Any other operating-system failure.
         public static let io = Code(.io)
-        /// The disk is full (ENOSPC, EDQUOT).
+        /// No room for a write: the disk is full (ENOSPC), a quota (EDQUOT) or a file-size
+        /// limit (EFBIG, `ulimit -f`) was reached.
         public static let diskFull = Code(.diskFull)
         /// A batch exceeds 1,000,000 events or 256 MiB.
         public static let tooLarge = Code(.tooLarge)

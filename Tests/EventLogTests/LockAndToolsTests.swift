@@ -27,7 +27,8 @@ import Testing
         let first = try EventLogWriter.open(directory: dir.log, options: fast)
         let path = dir.log
         let task = Task.detached { () -> UInt64 in
-            let writer = try EventLogWriter.open(directory: path, options: fast, waitLock: 5)
+            // Generous: the suite shares 2 cores with long blocking tests that can delay this task.
+            let writer = try EventLogWriter.open(directory: path, options: fast, waitLock: 30)
             return writer.head.seq
         }
         try await Task.sleep(nanoseconds: 200_000_000)

@@ -16,6 +16,8 @@ struct BatchHeader: Equatable {
     /// LZ4's worst case for 256 MiB is a few hundred bytes over; 1 MiB of slack is plenty and
     /// still stops a 4 GiB length from being believed.
     static let maxCompressed: UInt32 = UInt32(maxUncompressed) + (1 << 20)
+    /// An LZ4 sequence turns each extra match-length byte into at most 255 output bytes.
+    static let maxExpansion: UInt64 = 256
 
     var version: UInt16 = currentVersion
     var flags: UInt16 = 0
@@ -97,6 +99,11 @@ struct BatchHeader: Equatable {
         if uncompressedLength < 2 * UInt64(count) { return "uncompressed length \(uncompressedLength) is too small for \(count) events" }
         if compressedLength > Self.maxCompressed || compressedLength < 8 {
             return "compressed length \(compressedLength) is out of range"
+        }
+        // LZ4 expands at most ~255:1, so a larger ratio cannot decode; refusing it here keeps a
+        // forged length (with recomputed CRCs) from making a reader allocate up to 256 MiB.
+        if uncompressedLength > UInt64(compressedLength) * Self.maxExpansion {
+            return "uncompressed length \(uncompressedLength) is more than LZ4 can expand \(compressedLength) bytes to"
         }
         return nil
     }

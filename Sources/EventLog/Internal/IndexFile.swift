@@ -68,7 +68,9 @@ enum IndexFile {
     }
 
     /// Reads the index file of a sealed segment and checks it against the segment: same length,
-    /// entries that point at real batch headers with the seq they claim. nil when it must be rebuilt.
+    /// entries that point at real batch headers with the seq they claim, and a walk over the
+    /// headers from the last entry to the end that lands on the stored last seq and chain hash
+    /// (the next segment's continuity and chain start from them). nil when it must be rebuilt.
     static func load(directory: String, extent: BatchIO.Extent, io: BatchIO) -> SegmentIndex? {
         let file = path(directory: directory, segment: extent.file.name)
         guard let size = try? Sys.fileSize(path: file), size <= 256 << 20,
@@ -81,7 +83,30 @@ enum IndexFile {
         for entry in [index.entries.first!, index.entries.last!] where !entryIsValid(entry, extent: extent, io: io) {
             return nil
         }
+        guard let tail = walkToEnd(from: index.entries.last!, extent: extent, io: io),
+              tail.firstSeq <= index.lastSeq, tail.lastSeq == index.lastSeq, tail.chainHash == index.lastChain else { return nil }
         return index
+    }
+
+    /// The last batch header of the segment, found by walking headers (payloads skipped) from
+    /// `entry`; nil when the walk does not end exactly at the end of the segment. At most one
+    /// entry interval (~64 KiB of batches) is walked.
+    static func walkToEnd(from entry: IndexEntry, extent: BatchIO.Extent, io: BatchIO) -> BatchHeader? {
+        var offset = entry.offset
+        var expected = entry.firstSeq
+        var last: BatchHeader?
+        while true {
+            guard let probe = try? io.probe(extent, at: offset, seq: expected) else { return nil }
+            switch probe {
+            case .end: return offset == extent.size ? last : nil
+            case .torn: return nil
+            case .batch(let header):
+                guard header.firstSeq == expected else { return nil }
+                last = header
+                offset += header.batchLength
+                expected = header.lastSeq + 1
+            }
+        }
     }
 
     /// An entry is trusted when the header at its offset is a valid batch starting at its seq.

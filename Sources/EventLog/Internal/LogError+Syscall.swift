@@ -19,6 +19,21 @@ extension LogError {
             let target = appendingTo ?? error.path
             message = "disk full while appending to \(target): free space and retry"
             if let acknowledged { message += "; nothing after seq \(acknowledged) was acknowledged" }
+        case EFBIG:
+            // A file-size limit (ulimit -f / RLIMIT_FSIZE, with SIGXFSZ ignored) or the file
+            // system's maximum file size: no room for this write, like a full disk.
+            code = .diskFull
+            let target = appendingTo ?? error.path
+            message = "file too large while appending to \(target): the file-size limit (ulimit -f) or the file "
+                + "system's maximum file size was reached; raise the limit or lower the segment size, then retry"
+            if let acknowledged { message += "; nothing after seq \(acknowledged) was acknowledged" }
+        case EIO:
+            code = .io
+            message = "I/O error during \(error.operation) on \(error.path): the disk reported a failure; check it "
+                + "(dmesg, SMART), then reopen the log, which re-checks every batch"
+            if let acknowledged, appendingTo != nil {
+                message += "; nothing after seq \(acknowledged) was acknowledged"
+            }
         case ENOENT:
             code = .notFound
             message = "\(error.path) does not exist (\(error.operation): \(reason))"

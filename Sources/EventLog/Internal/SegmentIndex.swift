@@ -45,13 +45,18 @@ struct SegmentIndex: Equatable {
 
     /// The last entry whose batch starts at or before `seq`.
     func entry(before seq: UInt64) -> IndexEntry? {
+        entryPosition(before: seq).map { entries[$0] }
+    }
+
+    /// The position in `entries` of the last entry whose batch starts at or before `seq`.
+    func entryPosition(before seq: UInt64) -> Int? {
         var low = 0
         var high = entries.count
         while low < high {
             let mid = (low + high) / 2
             if entries[mid].firstSeq <= seq { low = mid + 1 } else { high = mid }
         }
-        return low == 0 ? nil : entries[low - 1]
+        return low == 0 ? nil : low - 1
     }
 }
 

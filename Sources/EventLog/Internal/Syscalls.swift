@@ -27,7 +27,8 @@ enum Sys {
     }
 
     static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
-        try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        if flags & O_CREAT != 0 { try injectFault(.create, "open", path) }
+        return try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
 
     static func close(_ fd: Int32) {
@@ -49,27 +50,48 @@ enum Sys {
         return done
     }
 
+    /// Writes all `count` bytes, looping over short writes. A write that makes no progress
+    /// (returns 0) is reported as EIO rather than retried forever.
     static func pwriteAll(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, at offset: UInt64,
                           path: String) throws {
         var done = 0
         while done < count {
-            let n = try retrying("pwrite", path) {
-                Glibc.pwrite(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            var length = count - done
+            if faultInjectionArmed, let fault = FaultInjector.shared.check(.write, path: path) {
+                switch fault {
+                case .fail(let code): throw SyscallError(operation: "pwrite", path: path, errno: code)
+                case .short: length = max(1, length / 2)
+                case .zero: length = 0
+                }
             }
+            let n = try retrying("pwrite", path) {
+                length == 0 ? 0 : Glibc.pwrite(fd, buffer + done, length, off_t(offset) + off_t(done))
+            }
+            if n == 0 { throw SyscallError(operation: "pwrite", path: path, errno: EIO) }
             done += n
         }
     }
 
     static func fdatasync(_ fd: Int32, path: String) throws {
+        try injectFault(.fsync, "fdatasync", path)
         _ = try retrying("fdatasync", path) { Glibc.fdatasync(fd) }
     }
 
     static func fsync(_ fd: Int32, path: String) throws {
+        try injectFault(.fsync, "fsync", path)
         _ = try retrying("fsync", path) { Glibc.fsync(fd) }
     }
 
     static func ftruncate(_ fd: Int32, _ length: UInt64, path: String) throws {
+        try injectFault(.truncate, "ftruncate", path)
         _ = try retrying("ftruncate", path) { Glibc.ftruncate(fd, off_t(length)) }
+    }
+
+    @inline(__always)
+    private static func injectFault(_ kind: FaultInjector.Operation, _ operation: String, _ path: String) throws {
+        if faultInjectionArmed, case .fail(let code)? = FaultInjector.shared.check(kind, path: path) {
+            throw SyscallError(operation: operation, path: path, errno: code)
+        }
     }
 
     /// flock; returns false when the lock is held elsewhere (EWOULDBLOCK with LOCK_NB).

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+@testable import EventLog
+
+/// Runs the built `crash-harness` executable (built with the package: `swift build --build-tests`
+/// or `swift build --product crash-harness`).
+enum Harness {
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+
+    static var binary: String? {
+        for dir in [root + "/.build/debug", root + "/.build/x86_64-unknown-linux-gnu/debug", root + "/.build/release"] {
+            let path = dir + "/crash-harness"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+
+    /// Runs `arguments` (through /bin/sh when `shell` is given, as `sh -c shell harness args…`);
+    /// returns exit status, stdout and stderr. Kills it after `timeout` seconds.
+    static func run(_ arguments: [String], shell: String? = nil, timeout: Double = 80) throws
+        -> (status: Int32, stdout: String, stderr: String) {
+        guard let binary else {
+            throw HarnessMissing()
+        }
+        let process = Process()
+        if let shell {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", shell, binary] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = arguments
+        }
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("harness-\(UUID()).out")
+        let err = FileManager.default.temporaryDirectory.appendingPathComponent("harness-\(UUID()).err")
+        FileManager.default.createFile(atPath: out.path, contents: nil)
+        FileManager.default.createFile(atPath: err.path, contents: nil)
+        defer {
+            try? FileManager.default.removeItem(at: out)
+            try? FileManager.default.removeItem(at: err)
+        }
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+            Issue.record("crash-harness \(arguments) did not finish within \(timeout) s")
+        }
+        process.waitUntilExit()
+        let stdout = String(decoding: (try? Data(contentsOf: out)) ?? Data(), as: UTF8.self)
+        let stderr = String(decoding: (try? Data(contentsOf: err)) ?? Data(), as: UTF8.self)
+        return (process.terminationStatus, stdout, stderr)
+    }
+}
+
+struct HarnessMissing: Error, CustomStringConvertible {
+    var description: String {
+        "crash-harness is not built under \(Harness.root)/.build: run `swift build --product crash-harness` first"
+    }
+}
+
+@Suite("Crash harness (SIGKILL at random moments)")
+struct CrashHarnessTests {
+    @Test("20 SIGKILLs while appending with fsync: nothing acknowledged lost, nothing half-visible")
+    func twentyKills() throws {
+        let seed = UInt64.random(in: 1...UInt64(UInt32.max))
+        print("crash harness seed \(seed)")
+        let result = try Harness.run(["--kills", "20", "--seed", String(seed)])
+        print(result.stdout, result.stderr)
+        #expect(result.status == 0, "seed \(seed): \(result.stderr)")
+        #expect(result.stdout.contains("20 kills survived"), "\(result.stdout)")
+    }
+
+    @Test("a bad argument is one line on stderr and a non-zero exit")
+    func badArgument() throws {
+        let result = try Harness.run(["--kills", "zero"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--kills must be a positive integer"))
+    }
+}
