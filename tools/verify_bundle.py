@@ -25,8 +25,8 @@ Bundle layout
 -------------
     BUNDLE_DIR/MANIFEST.json        the manifest (canonical form below)
     BUNDLE_DIR/segments/<20 digits>.seg
-    BUNDLE_DIR/verify_bundle.py     this script
-    BUNDLE_DIR/README.txt
+    BUNDLE_DIR/verify_bundle.py     this script (compare it with a trusted copy:
+                                    it cannot vouch for itself)
 
 Manifest (exact, canonical bytes)
 ---------------------------------

@@ -5,6 +5,8 @@ import Foundation
 /// An auditor's bundle: the segments up to the head (the active one cut after its last
 /// complete batch), `MANIFEST.json` (head, each file's SHA-256 and seq range) and a
 /// standalone verifier (`verify_bundle.py`: Python 3 standard library plus the `lz4` command).
+/// Nothing else: every byte of the bundle is covered by the manifest or is the verifier itself
+/// (which an auditor compares with a trusted copy).
 public enum AuditBundle {
     public struct FileEntry: Sendable {
         public var name: String
@@ -90,19 +92,6 @@ public enum AuditBundle {
         try writeFileAtomically(directory + "/MANIFEST.json", Array(manifest.canonicalText.utf8))
         try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8))
         _ = chmod(directory + "/verify_bundle.py", 0o700)
-        let readme = """
-            SyncLedger audit bundle
-            head \(manifest.head) (\(manifest.events) events)
-
-            Check it with Python 3 and the lz4 command only (apt-get install lz4):
-                python3 verify_bundle.py
-            Against a head published earlier:
-                python3 verify_bundle.py --expect-head SEQ:HASH
-            Read the events with stock tools:
-                cat segments/*.seg | lz4 -dc
-
-            """
-        try writeFileAtomically(directory + "/README.txt", Array(readme.utf8))
         return manifest
     }
 

@@ -127,7 +127,8 @@ struct ExportCommand: AsyncParsableCommand {
             if let bundle {
                 let manifest = try AuditBundle.write(store: store, to: bundle)
                 print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
-                print("check it anywhere with: python3 \(bundle)/verify_bundle.py")
+                print("check it anywhere with Python 3 and lz4: python3 \(bundle)/verify_bundle.py [--expect-head SEQ:HASH]")
+                print("read its events with stock tools: cat \(bundle)/segments/*.seg | lz4 -dc")
                 return 0
             }
             var sink: FileHandleSink
