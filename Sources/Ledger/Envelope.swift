@@ -113,9 +113,11 @@ public struct EventEnvelope: Sendable, Hashable {
     /// A value derived from this event by a reader (for example a projection's view of the
     /// appointment object), computed once and shared by the envelope's copies.
     public func memoized<T>(_ key: String, _ make: () throws -> T) rethrows -> T {
-        if let v = memo.withLock({ $0.derived[key] }) as? T { return v }
+        // Boxed in a class: casting an `Any` back to a tuple or struct is a slow dynamic cast,
+        // casting to a known class is not.
+        if let box = memo.withLock({ $0.derived[key] }) as? MemoBox<T> { return box.value }
         let v = try make()
-        memo.withLock { $0.derived[key] = v }
+        memo.withLock { $0.derived[key] = MemoBox(v) }
         return v
     }
 
@@ -127,12 +129,17 @@ public struct EventEnvelope: Sendable, Hashable {
     }
 }
 
+final class MemoBox<T> {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
 /// Holds what was parsed from an envelope's data. A class so copies of the envelope share it.
 final class DecodeMemo: @unchecked Sendable {
     // @unchecked: every access goes through `lock`.
     struct State {
         var value: JSONValue?
-        var derived: [String: Any] = [:]
+        var derived: [String: AnyObject] = [:]
     }
     private var state = State()
     private let lock = NSLock()

@@ -27,7 +27,7 @@ public struct MeetingURLsProjection: Projection {
             return
         }
         let current = try String.fetchOne(
-            db, sql: "SELECT meeting_url FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?",
+            db.cachedStatement(sql: "SELECT meeting_url FROM \(t("appointment_meeting_urls")) WHERE appointment_id = ?"),
             arguments: [f.appointmentId])
         if current == link.url {
             try db.run(
@@ -65,7 +65,7 @@ public struct LocationsProjection: Projection {
         case .appointmentDiscovered, .appointmentChanged:
             let f = try e.appointmentFacts().facts
             let address = try f.locationId.flatMap {
-                try String.fetchOne(db, sql: "SELECT address FROM \(t("locations_settings")) WHERE location_id = ?", arguments: [$0])
+                try String.fetchOne(db.cachedStatement(sql: "SELECT address FROM \(t("locations_settings")) WHERE location_id = ?"), arguments: [$0])
             }
             try db.run(
                 "INSERT OR REPLACE INTO \(t("appointment_locations")) (appointment_id, location_id, location_name, address, place_of_service, visit_type) VALUES (?, ?, ?, ?, ?, ?)",
