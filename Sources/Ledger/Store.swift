@@ -43,11 +43,7 @@ public struct Store: Sendable {
                 return Store(path: path)
             }
         } else {
-            do {
-                try fm.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw LedgerError("cannot create the store directory \(path): \(reason(error))")
-            }
+            try makeDirectories(path)
         }
         _ = chmod(path, 0o700)
         let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
@@ -109,4 +105,19 @@ func reason(_ error: any Error) -> String {
         return String(cString: strerror(Int32(u.code)))
     }
     return error.localizedDescription
+}
+
+/// `mkdir -p` with mode 0700, reporting the operating system's reason (Foundation's message
+/// for a failed createDirectory says only that "the file doesn't exist").
+func makeDirectories(_ path: String) throws {
+    var built = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+        built += "/" + part
+        if mkdir(built, 0o700) != 0 {
+            let err = errno
+            var isDir: ObjCBool = false
+            if err == EEXIST, FileManager.default.fileExists(atPath: built, isDirectory: &isDir), isDir.boolValue { continue }
+            throw LedgerError("cannot create the store directory \(path): \(built): \(String(cString: strerror(err)))")
+        }
+    }
 }
