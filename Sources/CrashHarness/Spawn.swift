@@ -11,8 +11,9 @@ final class Child {
     private var readFD: Int32
     private var buffer: [UInt8] = []
 
-    /// Starts `argv[0]` (an absolute path) with stdout piped to us; stderr is inherited.
-    init(_ argv: [String], environment: [String: String] = [:]) throws {
+    /// Starts `argv[0]` (an absolute path) with stdout piped to us; stderr is inherited, or
+    /// written to the file `stderrPath` (created or truncated) when one is given.
+    init(_ argv: [String], environment: [String: String] = [:], stderrPath: String? = nil) throws {
         var fds: [Int32] = [0, 0]
         // pipe2 is not visible from Swift's Glibc; the harness is single-threaded, so setting
         // close-on-exec right after pipe() cannot race with another spawn.
@@ -22,6 +23,9 @@ final class Child {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        if let stderrPath {
+            posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        }
         let cArgs = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
         var env: [String: String] = [:]
@@ -93,6 +97,9 @@ final class Child {
         }
         return status
     }
+
+    /// Everything written to stdout so far, including an unterminated last line.
+    var output: String { String(decoding: buffer, as: UTF8.self) }
 
     /// Complete lines written so far (a line cut by the kill is dropped).
     var lines: [String] {

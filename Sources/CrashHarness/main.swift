@@ -7,12 +7,12 @@ import Darwin
 /// crash-harness: proves that SIGKILL at any moment loses nothing acknowledged (issue 7).
 ///
 ///     crash-harness [--kills N] [--seed S] [--rounds-per-store R] [--max-delay SECONDS] [--keep]
-///     crash-harness sync --syncledger PATH --fake PATH --fixtures DIR --roster FILE [--kills N] [--seed S]
+///     crash-harness sync --syncledger PATH --fake PATH --fixtures DIR --roster FILE [--kills N] [--seed S] [--max-delay SECONDS] [--keep]
 ///     crash-harness child LOGDIR SEED      (internal: the appending child)
 ///     crash-harness fill LOGDIR            (internal: append until the disk or a file-size limit refuses)
 let usage = """
     usage: crash-harness [--kills N] [--seed S] [--rounds-per-store R] [--max-delay SECONDS] [--keep]
-           crash-harness sync --syncledger PATH --fake PATH --fixtures DIR --roster FILE [--kills N] [--seed S]
+           crash-harness sync --syncledger PATH --fake PATH --fixtures DIR --roster FILE [--kills N] [--seed S] [--max-delay SECONDS] [--keep]
     """
 
 var args = Array(CommandLine.arguments.dropFirst())
@@ -60,7 +60,7 @@ case "sync":
     guard let syncledger = options["syncledger"], let fake = options["fake"], let fixtures = options["fixtures"],
           let roster = options["roster"] else { fail("sync mode needs --syncledger, --fake, --fixtures and --roster\n" + usage) }
     exit(runSyncHarness(kills: kills, seed: seed, syncledger: syncledger, fake: fake, fixtures: fixtures,
-                        roster: roster, maxDelay: Double(options["max-delay"] ?? "") ?? 1.5, keep: keep))
+                        roster: roster, maxDelay: Double(options["max-delay"] ?? "") ?? 0.6, keep: keep))
 default:
     let known: Set<String> = ["kills", "seed", "rounds-per-store", "max-delay"]
     if let bad = options.keys.first(where: { !known.contains($0) }) { fail("unknown option --\(bad)\n" + usage) }

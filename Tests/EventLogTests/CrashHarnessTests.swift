@@ -77,6 +77,29 @@ struct CrashHarnessTests {
         #expect(result.stdout.contains("20 kills survived"), "\(result.stdout)")
     }
 
+    @Test("5 SIGKILLs of real syncs against fake-intakeq: verify passes, views equal a rebuild, the next sync converges")
+    func syncKills() throws {
+        // `swift build` (or `swift build --build-tests`) builds every product; the test needs three.
+        let dir = URL(fileURLWithPath: try #require(Harness.binary, "\(HarnessMissing())")).deletingLastPathComponent().path
+        var tools: [String: String] = [:]
+        for name in ["syncledger", "fake-intakeq"] {
+            let path = dir + "/" + name
+            try #require(FileManager.default.isExecutableFile(atPath: path),
+                         "\(path) is not built: run `swift build` (builds every product) first")
+            tools[name] = path
+        }
+        let seed = UInt64.random(in: 1...UInt64(UInt32.max))
+        print("crash harness (sync) seed \(seed)")
+        let result = try Harness.run([
+            "sync", "--syncledger", tools["syncledger"]!, "--fake", tools["fake-intakeq"]!,
+            "--fixtures", Harness.root + "/Fixtures", "--roster", Harness.root + "/Fixtures/roster.json",
+            "--kills", "5", "--seed", String(seed),
+        ], timeout: 90)
+        print(result.stdout, result.stderr)
+        #expect(result.status == 0, "seed \(seed): \(result.stderr)")
+        #expect(result.stdout.contains("checks passed; converged on days 1…5"), "\(result.stdout)")
+    }
+
     @Test("a bad argument is one line on stderr and a non-zero exit")
     func badArgument() throws {
         let result = try Harness.run(["--kills", "zero"])
