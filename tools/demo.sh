@@ -4,5 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
-swift build --product syncledger
+echo "building syncledger (a few minutes the first time)…" >&2
+log=$(mktemp)
+if ! swift build --product syncledger >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "the build failed; the output is above" >&2
+  exit 1
+fi
+rm -f "$log"
 exec .build/debug/syncledger demo "$@"

@@ -106,8 +106,11 @@ struct Demo {
                      rebuilt.rebuilt.joined(separator: ", "), Date().timeIntervalSince(started),
                      same ? "equal" : "DIFFER FROM", before.count))
         print("")
+        // As the user invoked it (".build/debug/syncledger" from tools/demo.sh), so the lines paste.
+        let exe = CommandLine.arguments.first.flatMap { $0.contains("/") ? $0 : nil } ?? "syncledger"
         print("The store is still at \(storePath). Try:")
-        print("  syncledger --store \(storePath) appointments --patient \(roster.allPatients[0].id)")
+        print("  \(exe) --store \(storePath) appointments --patient \(roster.allPatients[0].id)")
+        print("  \(exe) --store \(storePath) history \(try rescheduledAppointment(views: views, reader: reader) ?? "APPOINTMENT_ID")")
         print("  cat \(storePath)/log/*.seg | lz4 -dc | head -3")
         return report.ok && same ? 0 : 1
     }
@@ -135,7 +138,9 @@ struct Demo {
     }
 
     func makeTempDir() throws -> String {
-        var template = Array((NSTemporaryDirectory() + "/syncledger-demo-XXXXXX").utf8CString)
+        var dir = NSTemporaryDirectory()
+        while dir.count > 1, dir.hasSuffix("/") { dir.removeLast() }
+        var template = Array((dir + "/syncledger-demo-XXXXXX").utf8CString)
         guard let p = mkdtemp(&template) else { throw CLIFailure(message: "cannot create a temporary directory") }
         return String(cString: p)
     }
