@@ -77,6 +77,7 @@ let package = Package(
             dependencies: [
                 "Sync", "Projections", "Ledger", "EventLog", "FakeIntakeQ", "IntakeQ",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

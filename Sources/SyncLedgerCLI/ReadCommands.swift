@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GRDB
 import IntakeQ
 import Ledger
 import Projections
@@ -28,6 +29,17 @@ struct ScopeOptions: ParsableArguments {
     }
 }
 
+/// The body every view command shares: catch up, query, print a table or `--json`.
+func printView(_ storeOptions: StoreOptions, json: Bool, columns: [String], empty: String,
+               _ query: (Database) throws -> [ViewRow]) async throws {
+    try await guarded {
+        let (_, _, views) = try openForRead(storeOptions)
+        let rows = try views.readSync(query)
+        if json { Output.printJSON(rows) } else { Output.printTable(rows, columns: columns, empty: empty) }
+        return 0
+    }
+}
+
 let appointmentTableColumns = ["start_at", "appointment_id", "organization_id", "patient_id", "status", "visit_type", "practitioner_name", "location_name", "meeting_url", "removed"]
 
 struct AppointmentsCommand: AsyncParsableCommand {
@@ -39,11 +51,8 @@ struct AppointmentsCommand: AsyncParsableCommand {
     @Flag(help: "Print a JSON array of objects keyed by the view's column names.") var json = false
 
     func run() async throws {
-        try await guarded {
-            let (_, _, views) = try openForRead(storeOptions)
-            let rows = try views.readSync { try Views.appointments($0, scope.filter) }
-            if json { Output.printJSON(rows) } else { Output.printTable(rows, columns: appointmentTableColumns, empty: "no appointments match") }
-            return 0
+        try await printView(storeOptions, json: json, columns: appointmentTableColumns, empty: "no appointments match") {
+            try Views.appointments($0, scope.filter)
         }
     }
 }
@@ -56,11 +65,8 @@ struct MeetingURLsCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        try await guarded {
-            let (_, _, views) = try openForRead(storeOptions)
-            let rows = try views.readSync { try Views.meetingURLs($0, scope.filter) }
-            if json { Output.printJSON(rows) } else { Output.printTable(rows, columns: MeetingURLsProjection.columns, empty: "no meeting links") }
-            return 0
+        try await printView(storeOptions, json: json, columns: MeetingURLsProjection.columns, empty: "no meeting links") {
+            try Views.meetingURLs($0, scope.filter)
         }
     }
 }
@@ -73,11 +79,8 @@ struct LocationsCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        try await guarded {
-            let (_, _, views) = try openForRead(storeOptions)
-            let rows = try views.readSync { try Views.locations($0, scope.filter) }
-            if json { Output.printJSON(rows) } else { Output.printTable(rows, columns: LocationsProjection.columns, empty: "no appointments") }
-            return 0
+        try await printView(storeOptions, json: json, columns: LocationsProjection.columns, empty: "no appointments") {
+            try Views.locations($0, scope.filter)
         }
     }
 }
