@@ -28,7 +28,9 @@ struct FakeIntakeQCommand: AsyncParsableCommand {
     func run() async throws {
         let practice: FixturePractice
         do {
-            practice = try FixturePractice.load(directory: fixtures)
+            // Accept the repository's Fixtures/ as well as Fixtures/practice.
+            let dir = FileManager.default.fileExists(atPath: fixtures + "/practice/day-01.json") ? fixtures + "/practice" : fixtures
+            practice = try FixturePractice.load(directory: dir)
         } catch {
             throw ValidationError("cannot load fixtures from \(fixtures): \(error)")
         }

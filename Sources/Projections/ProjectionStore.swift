@@ -34,6 +34,8 @@ public final class ProjectionStore: @unchecked Sendable {
     public let projections: [any Projection]
     /// Events applied per transaction while folding; each commit carries the checkpoint.
     public var eventsPerTransaction = 2_000
+    let rebuildLockPath: String
+    private let rebuildLock = RebuildLock()
 
     public init(path: String, projections: [any Projection] = allProjections) throws {
         if !FileManager.default.fileExists(atPath: path) {
@@ -50,6 +52,7 @@ public final class ProjectionStore: @unchecked Sendable {
             throw LedgerError("cannot open the views database \(path): \(error)")
         }
         self.projections = projections
+        self.rebuildLockPath = path + ".rebuild-lock"
         try pool.write { db in
             try db.execute(sql: """
                 CREATE TABLE IF NOT EXISTS projection_state (
@@ -131,9 +134,18 @@ public final class ProjectionStore: @unchecked Sendable {
             }
         }
         if !stale.isEmpty {
-            let r = try rebuild(stale, reader, progress: progress)
-            report.rebuilt += r.rebuilt
-            report.quarantined += r.quarantined
+            // Another process may be rebuilding the same views right now (every reader catches
+            // up): take the rebuild lock, then look again — it may have done the work already.
+            try withRebuildLock {
+                let head = try reader.head()
+                let still = try stale.filter { p in
+                    try rebuildReason(p, pool.read { try checkpoint(p.name, $0) }, reader.log, head: head) != nil
+                }
+                guard !still.isEmpty else { return }
+                let r = try rebuild(still, reader, progress: progress)
+                report.rebuilt += r.rebuilt
+                report.quarantined += r.quarantined
+            }
         }
         let from = try appliedSeq() + 1
         guard from <= head.seq else { return report }
@@ -208,6 +220,17 @@ public final class ProjectionStore: @unchecked Sendable {
     @discardableResult
     public func rebuild(_ chosen: [any Projection], _ reader: LedgerReader,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
+        try withRebuildLock { try rebuildLocked(chosen, reader, progress: progress) }
+    }
+
+    /// Holds an exclusive flock on `projections.sqlite.rebuild-lock` around `body`, so two
+    /// processes never fill the same shadow tables. Re-entrant within this store object.
+    func withRebuildLock<T>(_ body: () throws -> T) throws -> T {
+        try rebuildLock.hold(path: rebuildLockPath, body)
+    }
+
+    private func rebuildLocked(_ chosen: [any Projection], _ reader: LedgerReader,
+                               progress: ((FoldProgress) -> Void)?) throws -> FoldReport {
         var report = FoldReport()
         let head = try reader.head()
         let label = chosen.count == projections.count ? "all views" : chosen.map(\.name).joined(separator: ", ")
@@ -299,5 +322,42 @@ extension ProjectionStore {
     /// A synchronous read (GRDB's async overload is chosen in async contexts otherwise).
     public func readSync<T>(_ body: (Database) throws -> T) throws -> T {
         try pool.read(body)
+    }
+}
+
+/// An exclusive, re-entrant flock on a file. The depth counter lets a rebuild started from a
+/// catch-up (which already holds the lock) run without locking itself out.
+final class RebuildLock: @unchecked Sendable {
+    // @unchecked: `depth` and `fd` are only touched under `mutex`, held for the whole body.
+    private let mutex = NSRecursiveLock()
+    private var depth = 0
+    private var fd: Int32 = -1
+
+    func hold<T>(path: String, _ body: () throws -> T) throws -> T {
+        mutex.lock()
+        defer { mutex.unlock() }
+        if depth == 0 {
+            fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                throw LedgerError("cannot open \(path) to serialise rebuilds: \(String(cString: strerror(errno)))")
+            }
+            while flock(fd, LOCK_EX) != 0 {
+                guard errno == EINTR else {
+                    let err = errno
+                    close(fd)
+                    fd = -1
+                    throw LedgerError("cannot lock \(path): \(String(cString: strerror(err)))")
+                }
+            }
+        }
+        depth += 1
+        defer {
+            depth -= 1
+            if depth == 0 {
+                close(fd)  // releases the flock
+                fd = -1
+            }
+        }
+        return try body()
     }
 }

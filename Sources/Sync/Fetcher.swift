@@ -64,7 +64,8 @@ struct Fetcher {
         let crawl = await client.crawl(query, pageCap: plan.pageCap)
         r.crawled = crawl.appointments
         r.crawlComplete = crawl.complete
-        if crawl.pagesFetched > 0 { r.anythingFetched = true }
+        // "Nothing could be fetched" is about appointments: settings alone do not count.
+        r.anythingFetched = crawl.pagesFetched > 0
         for f in crawl.failures { r.errors.append(f.description); r.errorCount += 1 }
         if crawl.hitPageCap {
             r.warnings.append("the crawl stopped at the page cap (\(plan.pageCap) pages); nothing was removed")
@@ -74,7 +75,11 @@ struct Fetcher {
             return r
         }
         progress?("fetched \(crawl.appointments.count) appointments in \(crawl.pagesFetched) pages; polling deleted")
-        let deleted = await client.crawl(AppointmentQuery(deletedOnly: true), pageCap: plan.pageCap)
+        // Deletions in the run's window only: unbounded, the poll would page through every
+        // deletion ever made on every run.
+        let deleted = await client.crawl(
+            AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay, deletedOnly: true),
+            pageCap: plan.pageCap)
         r.deleted = deleted.appointments
         for f in deleted.failures { r.errors.append(f.description); r.errorCount += 1 }
         if let fatal = deleted.fatal {
@@ -84,9 +89,15 @@ struct Fetcher {
         guard r.crawlComplete else { return r }
         // Removal needs evidence: look up what a complete crawl no longer returns.
         let returned = Set(r.crawled.compactMap(\.id)).union(r.deleted.compactMap(\.id))
-        let missing = known.values.filter {
-            !$0.removed && plan.inScope($0.facts) && plan.inWindow($0.facts) && !returned.contains($0.id)
-        }.sorted { $0.id < $1.id }
+        let candidates = known.values.filter { !$0.removed && plan.inScope($0.facts) && plan.inWindow($0.facts) }
+        let missing = candidates.filter { !returned.contains($0.id) }.sorted { $0.id < $1.id }
+        // A crawl that "completes" while most of what we know is missing (an empty page from a
+        // proxy, a maintenance answer) is not evidence: look nothing up, remove nothing.
+        if missing.count > max(20, candidates.count / 4) {
+            r.warnings.append("the crawl no longer returns \(missing.count) of \(candidates.count) known appointments in the window; that looks like an IntakeQ or network problem, so nothing was looked up or removed")
+            r.crawlComplete = false
+            return r
+        }
         for (i, k) in missing.enumerated() {
             progress?("looking up \(i + 1)/\(missing.count) appointments the crawl no longer returns")
             do {
@@ -105,13 +116,12 @@ struct Fetcher {
             r.errorCount += 1
             return false
         }
-        if e.code == .unauthorized {
-            r.unauthorized = true
+        if e.code == .unauthorized || e.code == .dailyBudgetExhausted {
+            // A refused key or a spent budget is a request that failed: it counts as an error.
+            r.unauthorized = e.code == .unauthorized
             r.fatal = e.description
-            return true
-        }
-        if e.code == .dailyBudgetExhausted {
-            r.fatal = e.description
+            r.errors.append(e.description)
+            r.errorCount += 1
             return true
         }
         r.errors.append(e.description)

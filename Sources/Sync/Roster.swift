@@ -32,6 +32,7 @@ public struct Roster: Sendable, Hashable {
         guard case .array(let orgs)? = v["organizations"] else { throw fail("$.organizations", "must be a list") }
         var organizations: [RosterObserved.Organization] = []
         var seenPatients = Set<String>()
+        var clientOwner: [String: String] = [:]
         for (i, org) in orgs.enumerated() {
             let p = "$.organizations[\(i)]"
             guard case .object = org else { throw fail(p, "must be an object") }
@@ -47,6 +48,12 @@ public struct Roster: Sendable, Hashable {
                 }
                 if case .bool = cid { throw fail(pp + ".intakeq_client_id", "must be a number or a string") }
                 guard seenPatients.insert(pid).inserted else { throw fail(pp + ".id", "repeats patient id \(pid)") }
+                // Two patients with one IntakeQ client would file one person's appointments
+                // under the other: refuse, naming the patients by id only.
+                if let other = clientOwner[client] {
+                    throw fail(pp + ".intakeq_client_id", "repeats IntakeQ client \(client), already given to patient \(other); each patient needs their own")
+                }
+                clientOwner[client] = pid
                 patients.append(.init(id: pid, name: pat["name"]?.stringValue, email: pat["email"]?.stringValue, intakeqClientId: client))
             }
             organizations.append(.init(id: id, name: org["name"]?.stringValue, patients: patients))

@@ -74,7 +74,15 @@ struct SyncDiff {
             return
         }
         // Minimum necessary: clients outside the roster are dropped before anything is recorded.
-        guard plan.inScope(facts) else { return }
+        guard plan.inScope(facts) else {
+            // A known appointment now belongs to nobody in the roster (IntakeQ moved it to
+            // another client): record that it left, by id only — none of the new client's data.
+            if !plan.inRoster(facts), let prior = known[id], !prior.removed, plan.inScope(prior.facts) {
+                handled.insert(id)
+                removed.append(AppointmentRemoved(appointmentId: id, reason: "out_of_scope"))
+            }
+            return
+        }
         let prior = known[id]
         if requireWindow, !plan.inWindow(facts) {
             // Outside the exact window: only a change to an appointment we track counts.
@@ -121,7 +129,9 @@ struct SyncDiff {
     /// some requests failed after retries; `completed` otherwise.
     func status(_ fetch: FetchResult) -> String {
         if fetch.unauthorized || !fetch.anythingFetched { return "failed" }
-        if fetch.fatal != nil || counted > 0 { return "partial_success" }
+        // An incomplete crawl (a failed page, the page cap) removed nothing it should have:
+        // not a clean run, even when no request failed.
+        if fetch.fatal != nil || counted > 0 || !fetch.crawlComplete { return "partial_success" }
         return "completed"
     }
 }

@@ -148,6 +148,8 @@ struct SyncPlan: Sendable {
     var scopeClients: Set<String>
     var patientsInScope: Int
     var knownPractitioners: Set<String>
+    /// Every IntakeQ client id of the whole roster (the scope may be one organization).
+    var rosterClients: Set<String>
     var nowMillis: Int64
     var windowStart: Int64
     var windowEnd: Int64
@@ -170,6 +172,7 @@ struct SyncPlan: Sendable {
         windowEndDay = ISOTime.day(millis: windowEnd + 86_400_000)
         pageCap = r.pageCap
         knownPractitioners = Set(r.roster.practitioners.map(\.intakeqId))
+        rosterClients = Set(r.roster.allPatients.map(\.intakeqClientId))
         organizationId = r.organizationId
         patientId = r.patientId
         if let pid = r.patientId {
@@ -200,6 +203,11 @@ struct SyncPlan: Sendable {
     func inScope(_ f: AppointmentFacts) -> Bool {
         if let c = f.intakeqClientId, scopeClients.contains(c) { return true }
         return f.additionalClientIds.contains { scopeClients.contains($0) }
+    }
+
+    func inRoster(_ f: AppointmentFacts) -> Bool {
+        if let c = f.intakeqClientId, rosterClients.contains(c) { return true }
+        return f.additionalClientIds.contains { rosterClients.contains($0) }
     }
 
     func inWindow(_ f: AppointmentFacts) -> Bool {

@@ -10,8 +10,8 @@ struct VerifyCommand: AsyncParsableCommand {
         commandName: "verify",
         abstract: "Check every CRC, the whole hash chain and the index; print the head.",
         discussion: """
-            Exit 0 when intact (a torn tail left by a crash is only a warning), 1 with the first bad
-            segment, byte offset and seq. With --expect-head SEQ:HASH (a head written down earlier),
+            Exit 0 when intact (a torn tail left by a crash is only a warning), 1 with the first bad \
+            segment, byte offset and seq. With --expect-head SEQ:HASH (a head written down earlier), \
             also proves the first SEQ events are exactly those that head was taken from.
             """)
     @OptionGroup var storeOptions: StoreOptions
@@ -68,15 +68,15 @@ struct RebuildCommand: AsyncParsableCommand {
         commandName: "rebuild",
         abstract: "Rebuild views from the log into shadow tables, then swap them in.",
         discussion: """
-            Readers keep the live views until the swap, which is one transaction. Interrupted, the
-            live views are untouched. Events a view cannot apply are quarantined and reported
+            Readers keep the live views until the swap, which is one transaction. Interrupted, the \
+            live views are untouched. Events a view cannot apply are quarantined and reported \
             (exit 1). Projections: \(allProjections.map(\.name).joined(separator: ", ")).
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("Rebuild only this projection.", valueName: "NAME")) var projection: String?
 
     func validate() throws {
-        if let projection, Projections.projection(named: projection) == nil {
+        if let projection, Projections.projection(named: projection.replacingOccurrences(of: "-", with: "_")) == nil {
             throw ValidationError("no projection named \(projection); choose one of: \(allProjections.map(\.name).joined(separator: ", "))")
         }
     }
@@ -86,7 +86,8 @@ struct RebuildCommand: AsyncParsableCommand {
             let (_, reader, views) = try openForRead(storeOptions, catchUp: false)
             let progress = ProgressLine()
             let started = Date()
-            let report = try views.rebuild(names: projection.map { [$0] } ?? [], reader, progress: progress.fold)
+            let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
+            let report = try views.rebuild(names: names, reader, progress: progress.fold)
             progress.finish()
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
@@ -163,6 +164,8 @@ struct FileHandleSink {
     init?(path: String) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return nil }
+        // An existing file keeps its mode through O_TRUNC: exports hold patient data.
+        fchmod(fd, 0o600)
         self.fd = fd
         owned = true
     }

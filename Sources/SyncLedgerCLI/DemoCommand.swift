@@ -13,8 +13,8 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "The whole story on bundled fixtures, through a local fake IntakeQ server.",
         discussion: """
-            Starts a fake IntakeQ on a free loopback port serving the fixture practice, runs one
-            sync per simulated day into a fresh store (a temporary directory unless --store), then
+            Starts a fake IntakeQ on a free loopback port serving the fixture practice, runs one \
+            sync per simulated day into a fresh store (a temporary directory unless --store), then \
             shows the views, one rescheduled appointment's history, a verify and a rebuild.
             """)
 

@@ -27,8 +27,15 @@ enum Output {
     }
 
     /// A plain table: a header, a rule, and one line per row; long cells are cut with "…".
+    /// Columns never cut: a join link or an error message is useless without its end.
+    static let uncut: Set<String> = ["meeting_url", "error_message"]
+
     static func table(_ headers: [String], _ rows: [[String]], maxWidth: Int = 40) -> String {
-        let cut = rows.map { $0.map { $0.count > maxWidth ? String($0.prefix(maxWidth - 1)) + "…" : $0 } }
+        let cut = rows.map { row in
+            row.enumerated().map { i, cell in
+                i < headers.count && uncut.contains(headers[i]) || cell.count <= maxWidth ? cell : String(cell.prefix(maxWidth - 1)) + "…"
+            }
+        }
         var widths = headers.map(\.count)
         for r in cut { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         func line(_ cells: [String]) -> String {

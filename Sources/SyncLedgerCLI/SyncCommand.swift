@@ -1,4 +1,5 @@
 import ArgumentParser
+import EventLog
 import Foundation
 import IntakeQ
 import Ledger
@@ -11,9 +12,9 @@ struct SyncCommand: AsyncParsableCommand {
         commandName: "sync",
         abstract: "Run one sync: fetch appointments from IntakeQ and append what changed.",
         discussion: """
-            Scope: no --org/--patient syncs every roster organization (automated_daily); --org ID one
-            organization (manual_org_bulk); --patient ID one roster patient (manual_patient).
-            Exit status: 0 completed, 2 partial_success, 1 failed. Prints one summary line and the
+            Scope: no --org/--patient syncs every roster organization (automated_daily); --org ID one \
+            organization (manual_org_bulk); --patient ID one roster patient (manual_patient). \
+            Exit status: 0 completed, 2 partial_success, 1 failed. Prints one summary line and the \
             new head (SEQ:HASH), an anchor an auditor can write down.
             """
     )
@@ -53,6 +54,9 @@ struct SyncCommand: AsyncParsableCommand {
             throw ValidationError("--max-retries must be 0...20 and --timeout positive")
         }
         if let w = waitLock, w < 0 { throw ValidationError("--wait-lock must not be negative") }
+        guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
+            throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL (for example https://intakeq.com/api/v1)")
+        }
         if let now, ISOTime.parse(now) == nil {
             throw ValidationError("--now '\(now)' is not an ISO 8601 time (for example 2026-11-26T10:00:00Z)")
         }
@@ -93,7 +97,13 @@ func runSync(storePath: String, request: SyncRequest, apiKey: String, baseURL: S
              waitLock: Double?, maxRetries: Int, timeout: Double, verbose: Bool,
              showProgress: Bool = true) async throws -> SyncOutcome {
     let store = try Store.openOrCreate(storePath)
-    let writer = try LedgerWriter(store: store, waitLock: waitLock)
+    let writer: LedgerWriter
+    do {
+        writer = try LedgerWriter(store: store, waitLock: waitLock)
+    } catch let e as LogError where e.code == .locked {
+        let waited = waitLock.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
+        throw CLIFailure(message: e.message + waited + " (another sync is running; retry later, or pass --wait-lock SECONDS to wait for it)")
+    }
     defer { writer.close() }
     let views = try ProjectionStore(store: store)
     var logger = Logger(label: "syncledger")

@@ -10,11 +10,11 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         commandName: "syncledger",
         abstract: "An event-sourced ledger of IntakeQ appointments: sync, views, history, audit.",
         discussion: """
-            Every appointment fetched from IntakeQ becomes an immutable event in an append-only,
+            Every appointment fetched from IntakeQ becomes an immutable event in an append-only, \
             LZ4-compressed, checksummed, hash-chained log; SQLite views are folded from it.
 
-            The store is --store DIR, else $SYNCLEDGER_STORE, else ./ledger-data.
-            The IntakeQ API key comes from $INTAKEQ_API_KEY and is never printed.
+            The store is --store DIR, else $SYNCLEDGER_STORE, else ./ledger-data. \
+            The IntakeQ API key comes from $INTAKEQ_API_KEY and is never printed. \
             Start with `syncledger demo` to see the whole story on bundled fixtures.
             """,
         version: "0.1.0",
@@ -62,7 +62,11 @@ func hoistGlobalOptions(_ args: [String]) -> [String] {
             break
         }
     }
-    guard !globals.isEmpty, let command = rest.first, !command.hasPrefix("-") else { return args }
+    // Only in front of a real subcommand: for a typo, the parser's own "unexpected argument"
+    // names the typo instead of complaining about --store.
+    let names = Set(SyncLedgerCommand.configuration.subcommands.compactMap { $0.configuration.commandName } + ["help"])
+    guard !globals.isEmpty, let command = rest.first else { return args }
+    guard names.contains(command) else { return Array(rest) }
     return [command] + globals + Array(rest.dropFirst())
 }
 

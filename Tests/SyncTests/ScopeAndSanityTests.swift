@@ -1,0 +1,94 @@
+import FakeIntakeQ
+import Foundation
+import IntakeQ
+import Ledger
+import Projections
+import Sync
+import Testing
+
+/// Cases a review of the sync runner asked for: a known appointment handed to a client outside
+/// the roster, a crawl that "completes" while most known appointments are missing, and a roster
+/// that gives two patients one IntakeQ client.
+@Suite("End to end: leaving scope and suspicious crawls")
+struct ScopeAndSanityTests {
+    /// Day 1's state with one appointment's object rewritten.
+    static func state(rewriting id: String, _ edit: (inout [String: Any]) -> Void) throws -> PracticeState {
+        var state = Fixtures.day(1).state
+        state.appointments = try state.appointments.map { raw in
+            var object = try #require(try JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any])
+            guard object["Id"] as? String == id else { return raw }
+            edit(&object)
+            return Array(try JSONSerialization.data(withJSONObject: object))
+        }
+        return state
+    }
+
+    @Test("a known appointment moved to a client outside the roster is recorded as removed (out_of_scope), by id only")
+    func knownAppointmentLeavingTheRoster() async throws {
+        let tmp = TempDir()
+        let rig = try await Rig.start(day: 1)
+        let store = tmp.sub("store")
+        _ = try await rig.sync(store: store, day: 1)
+        let row = try #require(try StoreReader.appointments(store).first { $0["removed"] == .bool(false) && $0["patient_id"] != .null })
+        let id = try #require(row["appointment_id"]?.stringValue)
+
+        rig.server.setState(try Self.state(rewriting: id) { o in
+            o["ClientId"] = 987_654
+            o["ClientName"] = "Outside Person"
+            o["ClientEmail"] = "outside.person@example.net"
+            o["AdditionalClients"] = []
+            o["LastModified"] = 1_900_000_000_000
+        })
+        let outcome = try await rig.sync(store: store, day: 1)
+        #expect(outcome.status == "completed")
+        #expect(outcome.counts.removed == 1)
+        let removed = try StoreReader.events(store).filter { $0.run == outcome.runId && $0.type == "appointment.removed" }
+        #expect(removed.map(\.appointmentId) == [id])
+        #expect(removed.first?.data["reason"]?.stringValue == "out_of_scope")
+        let after = try #require(try StoreReader.appointments(store).first { $0["appointment_id"] == .string(id) })
+        #expect(after["removed"] == .bool(true))
+        // None of the new client's data reached the log.
+        let lines = try StoreReader.events(store).map { String(decoding: $0.envelope.encoded(), as: UTF8.self) }
+        #expect(!lines.contains { $0.contains("Outside Person") || $0.contains("outside.person") || $0.contains("987654") })
+        await rig.stop()
+    }
+
+    @Test("a crawl that completes while most known appointments are missing removes nothing and says why")
+    func suspiciousEmptyCrawl() async throws {
+        let tmp = TempDir()
+        let rig = try await Rig.start(day: 1)
+        let store = tmp.sub("store")
+        let first = try await rig.sync(store: store, day: 1)
+        #expect(first.counts.new > 100)
+        var empty = Fixtures.day(1).state
+        empty.appointments = []
+        rig.server.setState(empty)
+        rig.server.clearRequests()
+        let outcome = try await rig.sync(store: store, day: 1)
+        #expect(outcome.status == "partial_success")
+        #expect(outcome.counts.removed == 0)
+        #expect(outcome.warnings.contains { $0.contains("nothing was looked up or removed") }, "\(outcome.warnings)")
+        #expect(!rig.server.requests().contains { $0.path.hasPrefix("/appointments/") && $0.path != "/appointments/settings" },
+                "no lookups by id")
+        #expect(try StoreReader.appointments(store).allSatisfy { $0["removed"] == .bool(false) })
+        await rig.stop()
+    }
+
+    @Test("a roster that gives two patients one IntakeQ client is refused, naming both by id")
+    func duplicateClientIdInRoster() throws {
+        let tmp = TempDir()
+        let path = tmp.sub("roster.json")
+        let text = """
+            {"organizations": [{"id": "a", "patients": [{"id": "p1", "name": "One", "intakeq_client_id": 4101}]},
+                               {"id": "b", "patients": [{"id": "p2", "name": "Two", "intakeq_client_id": "4101"}]}]}
+            """
+        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        #expect {
+            _ = try Roster.load(path: path)
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains("organizations[1].patients[0].intakeq_client_id") && message.contains("4101")
+                && message.contains("p1") && !message.contains("One") && !message.contains("Two")
+        }
+    }
+}
