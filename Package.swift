@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+import Foundation
 import PackageDescription
 
 let package = Package(
@@ -106,3 +107,10 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer target for the segment reader: only when tools/fuzz.sh asks for it (it links
+// against libFuzzer's main, so an ordinary build could not link it).
+if ProcessInfo.processInfo.environment["SYNCLEDGER_FUZZ"] != nil {
+    package.targets.append(.executableTarget(name: "SegmentFuzz", dependencies: ["EventLog"]))
+    package.products.append(.executable(name: "segment-fuzz", targets: ["SegmentFuzz"]))
+}
