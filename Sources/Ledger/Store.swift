@@ -48,9 +48,7 @@ public struct Store: Sendable {
         _ = chmod(path, 0o700)
         let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
         try writeFileAtomically(path + "/STORE", Array(marker.utf8))
-        for sub in ["log", "state"] {
-            try? fm.createDirectory(atPath: path + "/" + sub, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        }
+        for sub in ["log", "state"] { try makeDirectories(path + "/" + sub) }
         return Store(path: path)
     }
 
@@ -92,7 +90,11 @@ public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
         unlink(tmp)
         throw LedgerError("cannot write \(path): \(String(cString: strerror(err == 0 ? errno : err)))")
     }
-    let dir = (path as NSString).deletingLastPathComponent
+    syncDirectory((path as NSString).deletingLastPathComponent)
+}
+
+/// fsyncs a directory so a file or directory just created in it is durable (best effort).
+func syncDirectory(_ dir: String) {
     let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if dfd >= 0 {
         fsync(dfd)
@@ -119,5 +121,7 @@ func makeDirectories(_ path: String) throws {
             if err == EEXIST, FileManager.default.fileExists(atPath: built, isDirectory: &isDir), isDir.boolValue { continue }
             throw LedgerError("cannot create the store directory \(path): \(built): \(String(cString: strerror(err)))")
         }
+        // The new entry must survive a power cut before anything in it is acknowledged.
+        syncDirectory((built as NSString).deletingLastPathComponent)
     }
 }
