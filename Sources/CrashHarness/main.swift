@@ -22,6 +22,9 @@ if args.first == "child", args.count == 3, let seed = UInt64(args[2]) {
 if args.first == "fill", args.count == 2 {
     runFill(directory: args[1])
 }
+if args.first == "read", args.count == 2 {
+    runRead(directory: args[1])
+}
 
 var mode = "append"
 if args.first == "sync" {
