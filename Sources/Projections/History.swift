@@ -82,9 +82,22 @@ public enum History {
 public enum AsOf {
     /// The last seq recorded at or before `millis` (`at` never decreases along the log, so
     /// "as of T" is a prefix); 0 when the log starts later.
-    public static func seq(atOrBefore millis: Int64, reader: LedgerReader) throws -> UInt64 {
+    public static func seq(atOrBefore millis: Int64, reader: LedgerReader, views: ProjectionStore? = nil) throws -> UInt64 {
         var last: UInt64 = 0
-        try reader.forEachEvent { e in
+        var from: UInt64 = 1
+        if let views {
+            // `at` never decreases, so everything before the last run that started by then is
+            // in the prefix: scan from that run's sync.started, not from seq 1.
+            let start = try views.readSync { db in
+                try Int64.fetchOne(db, sql: "SELECT max(start_seq) FROM sync_logs WHERE started_at <= ?",
+                                   arguments: [ISOTime.format(millis: millis)])
+            }
+            if let start, start > 0 {
+                from = UInt64(start)
+                last = from - 1
+            }
+        }
+        try reader.forEachEvent(from: from) { e in
             guard e.atMillis <= millis else { return false }
             last = e.seq
             return true

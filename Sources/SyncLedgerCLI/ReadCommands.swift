@@ -166,7 +166,7 @@ struct AsOfCommand: AsyncParsableCommand {
                 guard seq <= head.seq else { throw CLIFailure(message: "--seq \(seq) is past the end of the log (head \(head.seq))") }
                 through = seq
             } else {
-                through = try AsOf.seq(atOrBefore: ISOTime.parse(time!)!, reader: reader)
+                through = try AsOf.seq(atOrBefore: ISOTime.parse(time!)!, reader: reader, views: views)
             }
             let filter = AppointmentFilter(appointmentId: appointment)
             let rows = try AsOf.appointments(through: through, filter: filter, reader: reader, views: views)

@@ -31,6 +31,11 @@ extension AuditTests {
             let asOf = try AsOf.appointments(through: day.head.seq, filter: AppointmentFilter(), reader: reader, views: views)
             #expect(asOf == day.views, "day \(day.day): \(firstDifference(asOf, day.views))")
             #expect(try AsOf.seq(atOrBefore: day.finishedMillis, reader: reader) == day.head.seq)
+            // The shortcut through sync_logs (scan from the last run started by then) agrees,
+            // at the run's end and just before its first event.
+            #expect(try AsOf.seq(atOrBefore: day.finishedMillis, reader: reader, views: views) == day.head.seq)
+            #expect(try AsOf.seq(atOrBefore: day.finishedMillis, reader: reader, views: views)
+                        == AsOf.seq(atOrBefore: day.finishedMillis, reader: reader))
 
             let bySeq = try await syncledger(t.store, "as-of", "--seq", String(day.head.seq), "--json")
             #expect(bySeq.code == 0, "\(bySeq.stderr)")

@@ -47,5 +47,9 @@ import Testing
         #expect(try AsOf.seq(atOrBefore: ms(T(21)), reader: reader) == 19)
         #expect(try AsOf.seq(atOrBefore: ms(T(21)) - 1, reader: reader) == 16)
         #expect(try AsOf.seq(atOrBefore: goldenBase, reader: reader) == 0)
+        // The same answers through the sync_logs shortcut, at every millisecond boundary that matters.
+        for t in [goldenBase, ms(T(21)) - 1, ms(T(21)), ms(T(21)) + 1, ms(T(41)), ms(T(41)) + 10_000] {
+            #expect(try AsOf.seq(atOrBefore: t, reader: reader, views: views) == AsOf.seq(atOrBefore: t, reader: reader), "at \(t)")
+        }
     }
 }
