@@ -32,10 +32,11 @@ public struct LogHead: Equatable, Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-func hexString(_ bytes: [UInt8]) -> String {
+/// Lowercase hex of bytes (chain hashes, SHA-256 digests).
+public func hexString(_ bytes: some Sequence<UInt8>) -> String {
     let digits: [UInt8] = Array("0123456789abcdef".utf8)
     var out: [UInt8] = []
-    out.reserveCapacity(bytes.count * 2)
+    out.reserveCapacity(bytes.underestimatedCount * 2)
     for byte in bytes {
         out.append(digits[Int(byte >> 4)])
         out.append(digits[Int(byte & 0x0f)])

@@ -112,7 +112,7 @@ public enum AuditBundle {
             left -= UInt64(chunk.count)
         }
         try output.synchronize()
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return hexString(hasher.finalize())
     }
 
     private static func fm_create(_ path: String) -> Bool {

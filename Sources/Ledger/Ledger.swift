@@ -168,8 +168,7 @@ public final class LedgerReader {
 
 /// SHA-256 hex of bytes.
 public func sha256Hex(_ bytes: some Collection<UInt8>) -> String {
-    let digest = SHA256.hash(data: Array(bytes))
-    return digest.map { String(format: "%02x", $0) }.joined()
+    hexString(SHA256.hash(data: Array(bytes)))
 }
 
 /// The content hash of an IntakeQ object: SHA-256 of its canonical form (keys sorted,

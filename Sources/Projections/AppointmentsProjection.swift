@@ -137,20 +137,13 @@ public struct AppointmentsProjection: Projection {
         }
     }
 
-    /// In-roster patients of an appointment: the primary (ClientId) first, then additional ones.
+    /// In-roster patients of an appointment, looked up in the roster tables.
     func members(of f: AppointmentFacts, _ db: Database, _ t: TableSet) throws -> [RosterIndex.Member] {
         let lookup = try db.cachedStatement(
             sql: "SELECT patient_id, organization_id FROM \(t("appointments_roster_clients")) WHERE intakeq_client_id = ?")
-        var out: [RosterIndex.Member] = []
-        var seen = Set<String>()
-        for (i, client) in ([f.intakeqClientId] + f.additionalClientIds.map(Optional.some)).enumerated() {
-            guard let client, let row = try Row.fetchOne(lookup, arguments: [client]) else { continue }
-            let patient: String = row["patient_id"]
-            guard seen.insert(patient).inserted else { continue }
-            out.append(RosterIndex.Member(patientId: patient, organizationId: row["organization_id"],
-                                          role: i == 0 ? "primary" : "additional"))
+        return try RosterIndex.members(of: f) { client in
+            try Row.fetchOne(lookup, arguments: [client]).map { ($0["patient_id"], $0["organization_id"]) }
         }
-        return out
     }
 
     func provider(_ practitionerId: String?, _ db: Database, _ t: TableSet) throws -> String? {
@@ -202,17 +195,18 @@ public struct RosterIndex: Sendable {
 
     /// In-roster patients of an appointment: the primary (ClientId) first, then additional ones.
     public func members(of f: AppointmentFacts) -> [Member] {
+        Self.members(of: f) { patients[$0] }
+    }
+
+    /// The membership rule, whatever holds the roster (this index, or the view's lookup tables):
+    /// `lookup` maps an IntakeQ client id to its roster patient and organization.
+    static func members(of f: AppointmentFacts,
+                        lookup: (String) throws -> (patient: String, org: String)?) rethrows -> [Member] {
         var out: [Member] = []
         var seen = Set<String>()
-        if let c = f.intakeqClientId, let p = patients[c] {
-            out.append(Member(patientId: p.patient, organizationId: p.org, role: "primary"))
-            seen.insert(p.patient)
-        }
-        for c in f.additionalClientIds {
-            if let p = patients[c], !seen.contains(p.patient) {
-                out.append(Member(patientId: p.patient, organizationId: p.org, role: "additional"))
-                seen.insert(p.patient)
-            }
+        for (i, client) in ([f.intakeqClientId] + f.additionalClientIds.map(Optional.some)).enumerated() {
+            guard let client, let p = try lookup(client), seen.insert(p.patient).inserted else { continue }
+            out.append(Member(patientId: p.patient, organizationId: p.org, role: i == 0 ? "primary" : "additional"))
         }
         return out
     }

@@ -107,7 +107,7 @@ public final class ProjectionStore: @unchecked Sendable {
             return "view \(p.name) has applied seq \(cp.seq) but the log ends at \(head.seq) (the log lost its tail)"
         }
         guard let batch = try log.batch(containing: cp.seq), batch.lastSeq == cp.seq,
-            hex(batch.chainHash) == cp.hash
+            hexString(batch.chainHash) == cp.hash
         else {
             return "view \(p.name) was built from a log whose chain at seq \(cp.seq) differs from this one"
         }
@@ -129,7 +129,7 @@ public final class ProjectionStore: @unchecked Sendable {
             } else if cp == nil {
                 try pool.write { db in
                     try p.create(db, .live)
-                    try setCheckpoint(p, seq: 0, hash: hex([UInt8](repeating: 0, count: 32)), db)
+                    try setCheckpoint(p, seq: 0, hash: hexString(LogHead.empty.hash), db)
                 }
             }
         }
@@ -166,7 +166,7 @@ public final class ProjectionStore: @unchecked Sendable {
                             }
                         }
                         if last.info.lastSeq > done {
-                            try setCheckpoint(p, seq: last.info.lastSeq, hash: hex(last.info.chainHash), db)
+                            try setCheckpoint(p, seq: last.info.lastSeq, hash: hexString(last.info.chainHash), db)
                         }
                     }
                     return .commit
@@ -243,7 +243,7 @@ public final class ProjectionStore: @unchecked Sendable {
         var quarantined: [QuarantineEntry] = []
         var buffer: [EventEnvelope] = []
         var applied: UInt64 = 0
-        var lastHash = hex([UInt8](repeating: 0, count: 32))
+        var lastHash = hexString(LogHead.empty.hash)
         func flush() throws {
             let events = buffer
             let q = try pool.write { db in
@@ -263,7 +263,7 @@ public final class ProjectionStore: @unchecked Sendable {
         if head.seq > 0 {
             try reader.forEachBatch(from: 1, through: head.seq) { batch in
                 buffer += batch.events
-                lastHash = hex(batch.info.chainHash)
+                lastHash = hexString(batch.info.chainHash)
                 if buffer.count >= eventsPerTransaction { try flush() }
                 return true
             }
@@ -314,9 +314,6 @@ public final class ProjectionStore: @unchecked Sendable {
     }
 }
 
-public func hex(_ bytes: [UInt8]) -> String {
-    bytes.map { String(format: "%02x", $0) }.joined()
-}
 
 extension ProjectionStore {
     /// A synchronous read (GRDB's async overload is chosen in async contexts otherwise).

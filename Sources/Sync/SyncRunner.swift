@@ -33,6 +33,12 @@ public struct SyncRequest: Sendable {
     }
 }
 
+extension SyncRequest {
+    /// Checks scope, type and window (an org or patient not in the roster, an empty roster,
+    /// out-of-range days) before anything is opened or sent; throws `SyncError`.
+    public func validate() throws { _ = try SyncPlan(self) }
+}
+
 /// What a run did.
 public struct SyncOutcome: Sendable {
     public var runId: String

@@ -73,7 +73,7 @@ struct SyncCommand: AsyncParsableCommand {
                                       now: now.flatMap(ISOTime.parse).map { Date(timeIntervalSince1970: Double($0) / 1000) },
                                       daysBack: daysBack, daysAhead: daysAhead, triggeredBy: triggeredBy)
             request.pageCap = 200
-            _ = try SyncPlanCheck.validate(request)
+            try request.validate()
             let outcome = try await runSync(
                 storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
@@ -128,19 +128,6 @@ func runSync(storePath: String, request: SyncRequest, apiKey: String, baseURL: S
         progress.finish()
         try? await client.shutdown()
         throw error
-    }
-}
-
-enum SyncPlanCheck {
-    /// Scope errors (unknown org or patient) before the store is opened.
-    static func validate(_ r: SyncRequest) throws -> Bool {
-        if let o = r.organizationId, r.roster.organization(o) == nil {
-            throw CLIFailure(message: "organization \(o) is not in the roster (it has: \(r.roster.organizations.map(\.id).joined(separator: ", ")))")
-        }
-        if let p = r.patientId, r.roster.patient(p) == nil {
-            throw CLIFailure(message: "patient \(p) is not in the roster; use a roster patient id (the \"id\" field)")
-        }
-        return true
     }
 }
 

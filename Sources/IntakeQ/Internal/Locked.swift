@@ -1,14 +1,14 @@
 import Foundation
 
-/// A value behind an `NSLock`. `@unchecked Sendable` is sound because every access to
+/// A value behind an `NSLock` (package-wide: the fake server uses it too). `@unchecked Sendable` is sound because every access to
 /// `value` goes through `withLock`.
-final class Locked<Value>: @unchecked Sendable {
+package final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: Value
 
-    init(_ value: Value) { self.value = value }
+    package init(_ value: Value) { self.value = value }
 
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+    package func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
         lock.lock()
         defer { lock.unlock() }
         return try body(&value)
