@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // liblz4 from the system (apt: liblz4-dev). Only EventLog imports it.
@@ -70,6 +71,16 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
+        // The PostgreSQL sink: the SQLite views' rows shipped to PostgreSQL, exactly once.
+        .target(
+            name: "PostgresSink",
+            dependencies: [
+                "Projections", "Ledger", "Domain", "JSONCore", "EventLog",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "Sync",
             dependencies: [
@@ -92,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerCLI",
             dependencies: [
-                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore",
+                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -119,7 +130,9 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerBench",
             dependencies: [
-                "EventLog", "Ledger", "Projections", "Domain", "JSONCore",
+                "EventLog", "Ledger", "Projections", "Domain", "JSONCore", "PostgresSink",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -130,6 +143,7 @@ let package = Package(
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore"]),
         .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
         .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
+        .testTarget(name: "PostgresSinkTests", dependencies: ["PostgresSink", "Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -5,6 +5,7 @@ Reads `swift package dump-package` (or a JSON file given as the first argument) 
 transitive closure of each target's dependencies, that:
 - EventLog, JSONCore, Domain and Ledger reach no HTTP package;
 - Projections reaches neither IntakeQ nor an HTTP package;
+- PostgresSink reaches no HTTP package, IntakeQ, Sync or FakeIntakeQ;
 - the shipped `syncledger` (SyncLedgerCLI) reaches neither FakeIntakeQ nor Hummingbird.
 Prints one line per violation and exits 1, or prints "module graph ok" and exits 0.
 """
@@ -16,6 +17,7 @@ HTTP = {"AsyncHTTPClient", "NIOCore", "NIOHTTP1", "NIOPosix", "Hummingbird", "HT
 RULES = {
     "EventLog": HTTP, "JSONCore": HTTP | {"Foundation"}, "Domain": HTTP, "Ledger": HTTP | {"IntakeQ"},
     "Projections": HTTP | {"IntakeQ"},
+    "PostgresSink": {"AsyncHTTPClient", "NIOHTTP1", "Hummingbird", "HTTPTypes", "IntakeQ", "Sync", "FakeIntakeQ"},
     "SyncLedgerCLI": {"FakeIntakeQ", "Hummingbird", "FakeIntakeQServer", "SyncLedgerDemo"},
 }
 

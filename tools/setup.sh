@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages SyncLedger needs on Debian/Ubuntu, only those missing:
 # liblz4-dev (the log's compression), libsqlite3-dev (the views, through GRDB), lz4 (the stock
-# tool the tests and auditors read segments with) and python3 (the bundle verifier).
+# tool the tests and auditors read segments with), python3 (the bundle verifier) and postgresql
+# (the PostgreSQL sink's tests start a throwaway cluster with its initdb/pg_ctl).
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in liblz4-dev libsqlite3-dev lz4 python3; do
+for p in liblz4-dev libsqlite3-dev lz4 python3 postgresql; do
   if [ "$p" = python3 ] && command -v python3 >/dev/null 2>&1; then continue; fi
   have_pkg "$p" || need+=("$p")
 done

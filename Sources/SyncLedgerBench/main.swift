@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Ledger
+import PostgresSink
 
 /// `syncledger-bench`: append, replay, rebuild, size and lookups of SyncLedger, next to a plain
 /// SQLite events table and the `lz4` command doing the same work on the same bytes.
@@ -44,6 +45,12 @@ struct Bench: ParsableCommand {
 
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
+
+    @Option(help: "Also benchmark the PostgreSQL sink against this database (schemas syncledger_bench*, dropped after).")
+    var postgres: String?
+
+    @Option(help: "Readers querying PostgreSQL during the sink's rebuild.")
+    var pgReaders: Int = 4
 
     func validate() throws {
         guard events >= 10 else { throw ValidationError("--events must be at least 10") }
@@ -98,6 +105,13 @@ struct Bench: ParsableCommand {
                 try ours.lookups(store: store, views: views, tries: lookups)
             }
             ours.m["peak_rss_mb"] = peakRSSMB()
+            if let postgres {
+                var pg = PostgresBench(url: try PostgresURL(postgres), readers: pgReaders, log: log)
+                var pgSource = try makeSource(events: events, seed: seed)
+                try pg.run(dir: dir, events: n, source: &pgSource)
+                try? FileManager.default.removeItem(atPath: dir + "/pg-store")
+                ours.m.merge(pg.m) { a, _ in a }
+            }
 
             var baselines = Baselines()
             log("run \(r)/\(runs): SQLite baseline")
@@ -124,6 +138,7 @@ struct Bench: ParsableCommand {
         print(summary.rss.map { "\($0.0) \(fmt($0.1)) MB" }.joined(separator: ", "))
         print("\nTargets (set for 1,000,000 events on the 2-core machine):\n")
         print(summary.targetTable())
+        if postgres != nil { print("\n" + summary.postgresTable()) }
     }
 }
 

@@ -23,6 +23,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
             VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, DemoCommand.self,
+            PostgresCommand.self,
         ]
     )
 

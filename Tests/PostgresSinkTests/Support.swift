@@ -1,0 +1,314 @@
+import EventLog
+import FakeIntakeQ
+import Foundation
+import GRDB
+import IntakeQ
+import JSONCore
+import Ledger
+import Logging
+import PostgresNIO
+import PostgresSink
+import Projections
+import Sync
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: Paths, fixtures, temp dirs
+
+enum Paths {
+    static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }()
+    static let practice = root + "/Fixtures/practice"
+    static let roster = root + "/Fixtures/roster.json"
+    static let clusterScript = root + "/tools/pg_cluster.sh"
+    static let binary = root + "/.build/debug/syncledger"
+}
+
+enum Fixtures {
+    static let practice: FixturePractice = {
+        do { return try FixturePractice.load(directory: Paths.practice) } catch { fatalError("cannot load fixtures: \(error)") }
+    }()
+    static let roster: Roster = {
+        do { return try Roster.load(path: Paths.roster) } catch { fatalError("cannot load the roster: \(error)") }
+    }()
+    static func day(_ n: Int) -> FixtureDay { practice.day(n)! }
+
+    /// The roster with its first organization's first patient moved to the second organization.
+    static var movedRoster: Roster {
+        var r = roster
+        let p = r.organizations[0].patients.removeFirst()
+        r.organizations[1].patients.append(p)
+        return r
+    }
+}
+
+final class TempDir: @unchecked Sendable {
+    let path: String
+    init(_ label: String = "pgsink") {
+        path = "/tmp/\(label)-" + UUID().uuidString.lowercased().prefix(12)
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func sub(_ name: String) -> String { path + "/" + name }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+// MARK: The fake IntakeQ
+
+final class Rig: @unchecked Sendable {
+    let server: FakeIntakeQServer
+    let baseURL: String
+    let apiKey: String
+    let clock = ManualClock(now: Date())
+
+    private init(server: FakeIntakeQServer, baseURL: String, apiKey: String) {
+        self.server = server
+        self.baseURL = baseURL
+        self.apiKey = apiKey
+    }
+
+    static func start(day: Int = 1) async throws -> Rig {
+        let key = "test-key-\(UUID().uuidString.prefix(8))"
+        let server = FakeIntakeQServer(state: Fixtures.day(day).state, apiKey: key)
+        let base = try await server.start()
+        return Rig(server: server, baseURL: base, apiKey: key)
+    }
+
+    func stop() async { await server.stop() }
+
+    /// The fake serves fixture day `day`, then one sync into `store` through `SyncSession`.
+    @discardableResult
+    func sync(store dir: String, day: Int, roster: Roster = Fixtures.roster) async throws -> SyncOutcome {
+        server.setState(Fixtures.day(day).state)
+        var logger = Logger(label: "pgsinktests")
+        logger.logLevel = .critical
+        let request = SyncRequest(roster: roster, now: Fixtures.day(day).nowDate)
+        return try await SyncSession.run(SyncConfiguration(
+            storePath: dir, request: request, apiKey: apiKey, baseURL: baseURL,
+            policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+            maxRetries: 4, timeoutSeconds: 20, clock: clock, logger: logger))
+    }
+}
+
+// MARK: A throwaway PostgreSQL cluster
+
+struct TestSkip: Error {}
+
+/// A PostgreSQL 15 cluster of its own in a temp directory, on a free loopback port, started with
+/// tools/pg_cluster.sh (initdb/pg_ctl as the `postgres` user when run as root) and stopped by `stop()`.
+final class PGCluster: @unchecked Sendable {
+    static let password = "syncledger-test"
+    let dir: String
+    let port: Int
+
+    private init(dir: String, port: Int) {
+        self.dir = dir
+        self.port = port
+    }
+
+    /// Starts a cluster. Without PostgreSQL installed: a test failure when CI is set (it must
+    /// not pass silently there), otherwise a printed skip.
+    static func start() throws -> PGCluster {
+        let dir = "/tmp/pgsink-cluster-" + UUID().uuidString.lowercased().prefix(12)
+        let r = shell([Paths.clusterScript, "start", dir])
+        if r.status == 3 {
+            if ProcessInfo.processInfo.environment["CI"] != nil {
+                Issue.record("PostgreSQL is not installed and CI is set: apt-get install postgresql (tools/setup.sh does)")
+            } else {
+                print("SKIPPED: PostgreSQL server binaries not found; install `postgresql` (tools/setup.sh) to run the sink's tests")
+            }
+            throw TestSkip()
+        }
+        guard r.status == 0, let port = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            Issue.record("could not start a PostgreSQL cluster: \(r.stderr)")
+            throw TestSkip()
+        }
+        return PGCluster(dir: dir, port: port)
+    }
+
+    func url(user: String = "postgres", password: String = PGCluster.password, database: String = "postgres") -> String {
+        "postgres://\(user):\(password)@127.0.0.1:\(port)/\(database)?sslmode=disable"
+    }
+
+    func sinkURL(user: String = "postgres", password: String = PGCluster.password) throws -> PostgresURL {
+        try PostgresURL(url(user: user, password: password))
+    }
+
+    /// Crash (`immediate`) or clean (`fast`) stop; `restart()` brings it back on the same port.
+    func halt(_ mode: String = "immediate") { _ = PGCluster.shell([Paths.clusterScript, "stop", dir, mode]) }
+    func restart() { _ = PGCluster.shell([Paths.clusterScript, "restart", dir]) }
+
+    func stop() {
+        halt("fast")
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Runs SQL through a plain `psql` (as a dashboard would), returning its unaligned output.
+    func psql(_ sql: String, user: String = "postgres", password: String = PGCluster.password) -> (status: Int32, stdout: String, stderr: String) {
+        PGCluster.shell(["psql", url(user: user, password: password), "-X", "-A", "-t", "-F", "|", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    }
+
+    @discardableResult
+    static func shell(_ args: [String], environment: [String: String]? = nil) -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        if let environment { p.environment = environment }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        do { try p.run() } catch { return (127, "", "\(error)") }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// Runs `body` with a fresh cluster, stopping it afterwards whatever happens.
+func withCluster(_ body: (PGCluster) async throws -> Void) async throws {
+    let cluster: PGCluster
+    do { cluster = try PGCluster.start() } catch is TestSkip { return }
+    do {
+        try await body(cluster)
+    } catch {
+        cluster.stop()
+        throw error
+    }
+    cluster.stop()
+}
+
+// MARK: Comparing PostgreSQL with the SQLite views
+
+/// A table as comparable text rows (nil for NULL), sorted.
+typealias Rows = [[String?]]
+
+enum Compare {
+    static func ts(_ c: String) -> String { "to_char(\(c) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')" }
+
+    /// (SQLite query, PostgreSQL query) per table, column for column; JSON columns are listed so
+    /// they compare as values, not text.
+    static func queries(schema s: String) -> [(name: String, sqlite: String, pg: String, json: Set<Int>)] {
+        [
+            ("appointments", """
+                SELECT a.appointment_id, a.organization_id, a.patient_id, a.intakeq_client_id, a.client_name, a.practitioner_id,
+                  a.practitioner_name, a.provider_id, a.service_name, a.status, a.intakeq_status, a.start_at, a.end_at,
+                  a.duration_minutes, a.location_id, a.location_name, a.place_of_service, a.visit_type, a.meeting_url,
+                  a.removed, a.first_seen_at, a.last_changed_at, a.last_synced_at, a.version, a.last_seq,
+                  l.location_id, l.location_name, l.place_of_service, l.visit_type, l.address
+                FROM appointments a LEFT JOIN appointment_locations l USING (appointment_id)
+                """, """
+                SELECT pq_appointment_id, organization_id, patient_id, intakeq_client_id, client_name, practitioner_id,
+                  practitioner_name, provider_id, service_name, status, intakeq_status, \(ts("start_time")), \(ts("end_time")),
+                  duration_minutes::text, location_id, location_name, place_of_service, visit_type, meeting_url,
+                  CASE WHEN removed THEN '1' ELSE '0' END, \(ts("first_seen_at")), \(ts("last_changed_at")), \(ts("last_synced_at")),
+                  version::text, last_seq::text,
+                  location_info->>'locationId', location_info->>'locationName', location_info->>'placeOfService',
+                  location_info->>'locationType', location_info->>'address'
+                FROM \(s).appointments
+                """, []),
+            ("appointment_patients", "SELECT appointment_id, patient_id, organization_id, role FROM appointment_patients",
+             "SELECT appointment_id, patient_id, organization_id, role FROM \(s).appointment_patients", []),
+            ("appointment_meeting_urls", "SELECT appointment_id, meeting_url, url_provider, source_field, changed_at FROM appointment_meeting_urls",
+             "SELECT appointment_id, meeting_url, url_provider, source_field, \(ts("changed_at")) FROM \(s).appointment_meeting_urls", []),
+            ("appointment_locations", "SELECT appointment_id, location_id, location_name, address, place_of_service, visit_type FROM appointment_locations",
+             "SELECT appointment_id, location_id, location_name, address, place_of_service, visit_type FROM \(s).appointment_locations", []),
+            ("sync_logs", """
+                SELECT id, sync_type, organization_id, patient_id, triggered_by, started_at, completed_at, duration_ms, status,
+                  appointments_new, appointments_updated, appointments_unchanged, appointments_removed, appointments_errors,
+                  patients_processed, patients_failed, error_message, metadata, start_seq, end_seq FROM sync_logs
+                """, """
+                SELECT id, sync_type, organization_id, patient_id, triggered_by, \(ts("started_at")), \(ts("completed_at")),
+                  duration_ms::text, status, appointments_new::text, appointments_updated::text, appointments_unchanged::text,
+                  appointments_removed::text, appointments_errors::text, patients_processed::text, patients_failed::text,
+                  error_message, metadata::text, start_seq::text, end_seq::text FROM \(s).sync_logs
+                """, [17]),
+        ]
+    }
+
+    static func normalize(_ rows: Rows, json: Set<Int>) -> Rows {
+        rows.map { row in
+            row.enumerated().map { i, v in
+                guard json.contains(i), let v, let parsed = try? FastJSON.parse(Array(v.utf8)) else { return v }
+                return parsed.canonicalText
+            }
+        }.sorted { a, b in a.lexicographicallyPrecedes(b) { ($0 ?? "\u{0}") < ($1 ?? "\u{0}") } }
+    }
+
+    static func sqliteRows(_ views: ProjectionStore, _ sql: String) throws -> Rows {
+        try views.readSync { db in
+            try Row.fetchAll(db, sql: sql).map { row in
+                (0..<row.count).map { i -> String? in
+                    switch (row[i] as DatabaseValue).storage {
+                    case .null: return nil
+                    case .int64(let v): return String(v)
+                    case .double(let v): return String(v)
+                    case .string(let s): return s
+                    case .blob(let d): return String(decoding: d, as: UTF8.self)
+                    }
+                }
+            }
+        }
+    }
+
+    static func pgRows(_ conn: PostgresConnection, _ sql: String) async throws -> Rows {
+        var logger = Logger(label: "pgsinktests")
+        logger.logLevel = .critical
+        let rows = try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+        var out: Rows = []
+        for try await row in rows {
+            out.append(try row.map { cell in try cell.decode(String?.self) })
+        }
+        return out
+    }
+
+    /// Every sink table against its SQLite view, row for row. Records an issue per difference.
+    static func equal(_ cluster: PGCluster, store: String, schema: String = "syncledger", _ label: String) async throws {
+        let views = try ProjectionStore(store: try Store.open(store))
+        try await withPG(cluster) { conn in
+            for q in queries(schema: schema) {
+                let a = normalize(try sqliteRows(views, q.sqlite), json: q.json)
+                let b = normalize(try await pgRows(conn, q.pg), json: q.json)
+                #expect(a.count == b.count, "\(label): \(q.name) has \(a.count) rows in SQLite and \(b.count) in PostgreSQL")
+                if a != b {
+                    let diff = zip(a, b).first { $0 != $1 }
+                    Issue.record("\(label): \(q.name) differs; first difference: SQLite \(String(describing: diff?.0)) vs PostgreSQL \(String(describing: diff?.1))")
+                }
+            }
+        }
+    }
+}
+
+/// A plain connection to the cluster for the test's own queries.
+func withPG<T: Sendable>(_ cluster: PGCluster, user: String = "postgres", password: String = PGCluster.password,
+                         _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    var logger = Logger(label: "pgsinktests")
+    logger.logLevel = .critical
+    let config = PostgresConnection.Configuration(host: "127.0.0.1", port: cluster.port, username: user,
+                                                  password: password, database: "postgres", tls: .disable)
+    let conn = try await PostgresConnection.connect(configuration: config, id: 99, logger: logger)
+    do {
+        let v = try await body(conn)
+        try? await conn.close()
+        return v
+    } catch {
+        try? await conn.close()
+        throw error
+    }
+}
+
+func scalar(_ cluster: PGCluster, _ sql: String) async throws -> String? {
+    try await withPG(cluster) { conn in try await Compare.pgRows(conn, sql).first?.first ?? nil }
+}
+
+func quietLogger() -> Logger {
+    var l = Logger(label: "pgsinktests")
+    l.logLevel = .critical
+    return l
+}
