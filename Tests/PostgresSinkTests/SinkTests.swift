@@ -360,19 +360,19 @@ struct SinkTests {
             await rig.stop()
             var env = ProcessInfo.processInfo.environment
             env["SYNCLEDGER_POSTGRES_URL"] = cluster.url()
-            let a = PGCluster.shell([Paths.binary, "--store", store, "postgres", "sync"], environment: env)
+            let a = PGCluster.shell([Paths.binary, "postgres", "sync", "--store", store], environment: env)
             #expect(a.status == 0, "\(a.stderr)")
             #expect(a.stdout.contains("seq"), "\(a.stdout)")
             #expect(!(a.stdout + a.stderr).contains(PGCluster.password))
             try await Compare.equal(cluster, store: store, "after the CLI sync")
-            let b = PGCluster.shell([Paths.binary, "--store", store, "postgres", "rebuild", "--url", cluster.url(), "--schema", "other"])
+            let b = PGCluster.shell([Paths.binary, "postgres", "rebuild", "--store", store, "--url", cluster.url(), "--schema", "other"])
             #expect(b.status == 0, "\(b.stderr)")
             try await Compare.equal(cluster, store: store, schema: "other", "after the CLI rebuild")
-            let c = PGCluster.shell([Paths.binary, "--store", store, "postgres", "sync", "--url", cluster.url(password: "Wr0ng-pass")])
+            let c = PGCluster.shell([Paths.binary, "postgres", "sync", "--store", store, "--url", cluster.url(password: "Wr0ng-pass")])
             #expect(c.status != 0)
             #expect(c.stderr.split(separator: "\n").count == 1, "\(c.stderr)")
             #expect(c.stderr.contains("refused the login") && !c.stderr.contains("Wr0ng-pass"), "\(c.stderr)")
-            let d = PGCluster.shell([Paths.binary, "--store", store, "postgres", "sync"],
+            let d = PGCluster.shell([Paths.binary, "postgres", "sync", "--store", store],
                                     environment: ProcessInfo.processInfo.environment.filter { $0.key != "SYNCLEDGER_POSTGRES_URL" })
             #expect(d.status != 0 && d.stderr.contains("SYNCLEDGER_POSTGRES_URL"), "\(d.stderr)")
         }
