@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
-echo "building syncledger (a few minutes the first time)…" >&2
+echo "building syncledger and fake-intakeq (a few minutes the first time)…" >&2
 log=$(mktemp)
-if ! swift build --product syncledger >"$log" 2>&1; then
+# Every binary the README then uses: syncledger, and fake-intakeq for trying commands by hand.
+if ! { swift build --product syncledger && swift build --product fake-intakeq; } >"$log" 2>&1; then
   cat "$log" >&2
   echo "the build failed; the output is above" >&2
   exit 1

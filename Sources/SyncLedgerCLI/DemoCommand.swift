@@ -73,20 +73,36 @@ struct Demo {
         let reader = try LedgerReader(store: store)
         let views = try ProjectionStore(store: store)
         try views.catchUp(reader)
+        // Every table the demo prints fits 100 columns, whatever the terminal.
+        Output.widthCap = 100
+        let ctx = try ReadContext(views: views, timezone: nil)
+        let zoneName = ctx.zone.identifier
         let org = roster.organizations[0]
         let today = ISOTime.parse(practice.days.last!.now) ?? 0
-        let upcoming = AppointmentFilter(organizationId: org.id, from: ISOTime.format(millis: today),
-                                         to: ISOTime.format(millis: today + 14 * 86_400_000))
-        section("appointments of \(org.name ?? org.id) in the next 14 days (`syncledger appointments --org \(org.id)`)")
-        Output.printTable(try views.readSync { try Views.appointments($0, upcoming) },
-                          columns: ["start_at", "appointment_id", "patient_id", "status", "visit_type", "location_name", "meeting_url", "removed"],
-                          empty: "none")
-        section("meeting links of the next 14 days (`syncledger meeting-urls`)")
-        let soon = AppointmentFilter(from: upcoming.from, to: upcoming.to)
-        Output.printTable(try views.readSync { try Views.meetingURLs($0, soon) }, columns: MeetingURLsProjection.columns, empty: "none")
+        let nowText = LocalFormat.iso(today, ctx.zone)
+        section("upcoming for \(org.name ?? org.id), in \(zoneName) (`syncledger upcoming --org \(org.id) --now \(nowText)`)")
+        try printUpcoming(views: views, ctx: ctx, start: today, days: 7, org: org.id, patient: nil, all: false, json: false)
+        let runs = try views.readSync { try Views.syncLogs($0, limit: nil, type: nil) }
+        if runs.count >= 2, let previous = runs[1]["started_at"]?.stringValue, let since = ISOTime.parse(previous) {
+            let sinceText = LocalFormat.iso(since, ctx.zone)
+            section("changes since the previous day's sync (`syncledger changes --since \(sinceText)`)")
+            let after = try AsOf.seq(atOrBefore: since - 1, reader: reader, views: views)
+            try printChanges(range: (after + 1)...max(after + 1, try reader.head().seq),
+                             title: "changes recorded since \(LocalFormat.table(since, ctx.zone))", reader: reader,
+                             views: views, ctx: ctx, org: nil, patient: nil, json: false)
+        }
+        section("meeting links of the next 14 days (`syncledger meeting-urls --from … --to …`)")
+        let soon = AppointmentFilter(from: ISOTime.format(millis: today), to: ISOTime.format(millis: today + 14 * 86_400_000))
+        let links = try views.readSync { try Views.meetingURLsWithAppointments($0, soon) }.filter { !isHidden($0) }
+        Output.printTable(links.map(ctx.forTable), columns: ["start", "patient", "status", "meeting_url"], empty: "none")
         section("sync runs (`syncledger sync-logs`)")
-        Output.printTable(try views.readSync { try Views.syncLogs($0, limit: nil, type: nil) },
-                          columns: ["started_at", "sync_type", "status", "appointments_new", "appointments_updated",
+        Output.printTable(runs.map { r in
+                              var t = r
+                              t.columns.append("started")
+                              t.values.append(.string(ctx.local(r["started_at"]?.stringValue)))
+                              return t
+                          },
+                          columns: ["started", "sync_type", "status", "appointments_new", "appointments_updated",
                                     "appointments_unchanged", "appointments_removed", "appointments_errors"],
                           empty: "none")
         if let id = try rescheduledAppointment(views: views, reader: reader) {
