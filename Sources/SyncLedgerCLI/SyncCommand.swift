@@ -195,7 +195,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        guard maxAge.isFinite, maxAge > 0 else { throw ValidationError("--max-age must be a positive number of hours (for example 26)") }
+        guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
     }
 
     func run() async throws {

@@ -420,6 +420,68 @@ extension CLIBinaryTests {
         #expect(Int(events.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == last - first + 1, "\(events.stdout + events.stderr)")
     }
 
+    @Test("fake-intakeq takes its faults on the command line: --html-page, --truncate-page, --fail-rate, --429-every, --delay-ms")
+    func fakeFaultOptions() async throws {
+        let fake = (try Repo.requireBinary() as NSString).deletingLastPathComponent + "/fake-intakeq"
+        try #require(FileManager.default.isExecutableFile(atPath: fake), "build fake-intakeq first (swift build)")
+        let practice = try Practice.load()
+        let now = try #require(practice.day(1)).now
+        func withFake(_ extra: [String], _ body: (String, String) async throws -> Void) async throws {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: fake)
+            p.arguments = ["--fixtures", Repo.root + "/Fixtures", "--day", "1", "--port", "0", "--api-key", fakeAPIKey] + extra
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            defer {
+                p.terminate()
+                p.waitUntilExit()
+            }
+            var banner = ""
+            while !banner.contains("Ctrl-C") {
+                let d = pipe.fileHandleForReading.availableData
+                if d.isEmpty { break }
+                banner += String(decoding: d, as: UTF8.self)
+            }
+            let url = try #require(banner.range(of: #"http://127\.0\.0\.1:[0-9]+/api/v1"#, options: .regularExpression).map { String(banner[$0]) },
+                                   "no URL in the banner: \(banner)")
+            try await body(url, banner)
+        }
+        let tmp = try TempDir("fakefaults")
+        defer { tmp.remove() }
+        var n = 0
+        func sync(_ url: String) async throws -> RunResult {
+            n += 1
+            return try await cli(syncArgs(store: tmp.path + "/store-\(n)", baseURL: url, now: now, extra: ["--max-retries", "1", "--json"]), env: keyEnv)
+        }
+        try await withFake(["--html-page", "2"]) { url, banner in
+            #expect(banner.contains("HTML on page 2"), "\(banner)")
+            let r = try await sync(url)
+            #expect(r.status == 2 && r.stdout.contains("\"status\":\"partial_success\""), "\(r.stdout)\(r.stderr)")
+        }
+        try await withFake(["--truncate-page", "1"]) { url, _ in
+            let r = try await sync(url)
+            #expect(r.status == 2, "\(r.stdout)\(r.stderr)")
+        }
+        try await withFake(["--fail-rate", "1", "--seed", "7"]) { url, banner in
+            #expect(banner.contains("seed 7"), "\(banner)")
+            let r = try await sync(url)
+            #expect(r.status == 1 && r.stdout.contains("\"status\":\"failed\""), "\(r.stdout)\(r.stderr)")
+        }
+        try await withFake(["--429-every", "3", "--delay-ms", "20"]) { url, banner in
+            #expect(banner.contains("429 every 3") && banner.contains("delay 20 ms"), "\(banner)")
+            let r = try await sync(url)
+            expectSuccess(r)
+            #expect(r.stdout.contains("\"new\":173"), "\(r.stdout)")
+            let logs = try await cli(["sync-logs", "--store", tmp.path + "/store-\(n)", "--json"])
+            let meta = try #require(Self.rows(logs).first?["metadata"] as? [String: Any])
+            #expect((meta["retries"] as? Int ?? 0) > 0, "\(meta)")
+        }
+        let bad = try await Launched([], executable: fake, arguments: ["--fail-rate", "2"]).wait()
+        #expect(bad.status != 0 && bad.stderr.contains("--fail-rate"), "\(bad.stderr)")
+    }
+
     @Test("the demo prints upcoming and changes in local time, and every table it prints fits 100 columns")
     func demoFits() async throws {
         let tmp = try TempDir("demo")
