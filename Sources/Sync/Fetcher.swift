@@ -116,7 +116,7 @@ struct Fetcher {
             r.errorCount += 1
             return false
         }
-        if e.code == .unauthorized || e.code == .dailyBudgetExhausted {
+        if e.isFatalForRun {
             // A refused key or a spent budget is a request that failed: it counts as an error.
             r.unauthorized = e.code == .unauthorized
             r.fatal = e.description
