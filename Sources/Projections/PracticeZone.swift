@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 
 /// Loads an IANA time zone by name from the system's compiled zones (`$TZDIR`, else

@@ -1,7 +1,7 @@
+import Domain
 import EventLog
 import Foundation
 import GRDB
-import IntakeQ
 import Ledger
 
 /// Progress of a long fold, for a progress bar.

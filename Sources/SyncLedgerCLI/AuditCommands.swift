@@ -2,6 +2,7 @@ import ArgumentParser
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
@@ -126,7 +127,7 @@ struct ExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let (store, reader, _) = try openForRead(storeOptions, catchUp: false)
+            let (store, reader, views) = try openForRead(storeOptions, catchUp: false)
             if let bundle {
                 let manifest = try AuditBundle.write(store: store, to: bundle, fromSeq: fromSeq, toSeq: toSeq)
                 if let r = manifest.range {
@@ -159,7 +160,11 @@ struct ExportCommand: AsyncParsableCommand {
                 if format == "jsonl" {
                     count = Int(try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write))
                 } else {
-                    count = try Export.csv(reader: reader, from: fromSeq, to: toSeq, write: write)
+                    // The per-stream index serves removal rows when it covers the range; else the
+                    // export keeps each appointment's last version in memory.
+                    let last = try toSeq ?? reader.head().seq
+                    let indexed = ((try? views.appliedSeq()) ?? 0) >= last
+                    count = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
                 }
                 if let temp, let out {
                     guard fsync(sink.fd) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }

@@ -1,7 +1,9 @@
 import ArgumentParser
+import Domain
 import Foundation
 import GRDB
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 

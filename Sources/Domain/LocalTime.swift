@@ -1,5 +1,5 @@
 // The practice's local time: pure rules, no Foundation and no I/O (reading the zone file is
-// `PracticeZone.load` in PracticeZone.swift), so this file can move into a `Domain` target as is.
+// `PracticeZone.load` in Sources/Projections/PracticeZone.swift).
 //
 // - A zone is an IANA time zone compiled as a TZif file (RFC 8536): transitions, then the POSIX TZ
 //   rule of its footer for instants past the last transition.
