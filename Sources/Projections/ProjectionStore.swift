@@ -2,6 +2,7 @@ import Domain
 import EventLog
 import Foundation
 import GRDB
+import Synchronization
 import Ledger
 
 /// Progress of a long fold, for a progress bar.
@@ -29,11 +30,16 @@ public struct QuarantineEntry: Sendable, Hashable {
 /// The SQLite database of views, with each projection's checkpoint (last applied seq and that
 /// batch's chain hash) committed in the same transaction as its rows.
 public final class ProjectionStore: @unchecked Sendable {
-    // @unchecked: GRDB's DatabasePool serialises all access itself.
+    // @unchecked: every stored property is immutable or synchronised: GRDB's DatabasePool
+    // serialises all access itself, the setting below is an atomic, the rebuild lock is a lock box.
     public let pool: DatabasePool
     public let projections: [any Projection]
+    private let transactionSize = Atomic<Int>(2_000)
     /// Events applied per transaction while folding; each commit carries the checkpoint.
-    public var eventsPerTransaction = 2_000
+    public var eventsPerTransaction: Int {
+        get { transactionSize.load(ordering: .relaxed) }
+        set { transactionSize.store(newValue, ordering: .relaxed) }
+    }
     let rebuildLockPath: String
     private let rebuildLock = RebuildLock()
 
