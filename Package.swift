@@ -4,7 +4,8 @@ import PackageDescription
 
 let package = Package(
     name: "SyncLedger",
-    platforms: [.macOS(.v14)],
+    // macOS 15: Synchronization.Mutex, the one lock type.
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "syncledger", targets: ["SyncLedgerCLI"]),
         .executable(name: "fake-intakeq", targets: ["FakeIntakeQServer"]),
@@ -19,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
     ],
     targets: [
         // liblz4 from the system (apt: liblz4-dev). Only EventLog imports it.
@@ -92,18 +95,36 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerBench",
             dependencies: [
-                "EventLog", "Ledger", "Projections",
+                "EventLog", "Ledger", "Projections", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "CrashHarness", dependencies: ["EventLog", "Ledger"], path: "Sources/CrashHarness"),
-        .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
-        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog"]),
-        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ"]),
-        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ"]),
-        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ"]),
+        .executableTarget(
+            name: "CrashHarness",
+            dependencies: [
+                "EventLog", "Ledger", "TestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/CrashHarness"
+        ),
+        // What every test target, the crash harness and the benchmark share: temporary
+        // directories, repository paths, the seeded RNG, the manual clock, the process runner
+        // and the lock box. Never a dependency of a shipped product.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "IntakeQ",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system", condition: .when(platforms: [.linux])),
+            ]
+        ),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"]),
+        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "TestSupport"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "TestSupport"]),
+        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "TestSupport"]),
+        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

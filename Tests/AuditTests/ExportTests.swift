@@ -3,6 +3,7 @@ import Foundation
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 extension AuditTests {

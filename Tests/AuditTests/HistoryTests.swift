@@ -2,6 +2,7 @@ import Foundation
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// Field-level differences computed by the test itself: nested objects as dotted paths,

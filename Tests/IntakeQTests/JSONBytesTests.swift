@@ -1,5 +1,6 @@
 import Foundation
 import IntakeQ
+import TestSupport
 import Testing
 
 @Suite struct JSONBytesTests {

@@ -1,6 +1,7 @@
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import TestSupport
 import Testing
 
 @Suite struct ModelTests {

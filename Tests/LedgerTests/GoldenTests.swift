@@ -3,6 +3,7 @@ import Foundation
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// The expected rows of every view after the golden sequence (Support.swift, `Golden.steps`).

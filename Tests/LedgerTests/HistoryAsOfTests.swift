@@ -2,6 +2,7 @@ import Foundation
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct HistoryAsOfTests {

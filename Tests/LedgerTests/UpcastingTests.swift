@@ -4,6 +4,7 @@ import GRDB
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// A hypothetical v2 of `appointment.removed`: `{appointment_id, reason}` → `{appointment_id, reason_code}`.

@@ -5,6 +5,7 @@ import IntakeQ
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -4,6 +4,7 @@ import IntakeQ
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 @Suite("End to end: API faults")

@@ -4,6 +4,7 @@ import IntakeQ
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 /// Cases a review of the sync runner asked for: a known appointment handed to a client outside

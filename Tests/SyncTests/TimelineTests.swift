@@ -4,6 +4,7 @@ import IntakeQ
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 /// Syncs fixture days `days` into `store` one after the other; returns each run's outcome and ids.
