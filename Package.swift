@@ -2,6 +2,14 @@
 import Foundation
 import PackageDescription
 
+/// Every target of this package: the upcoming-feature flags the anchors use, and warnings as
+/// errors when `SYNCLEDGER_WERROR` is set (tools/test.sh sets it under CI). `unsafeFlags` is
+/// allowed here because this is the root package; it never reaches dependencies.
+let settings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+] + (ProcessInfo.processInfo.environment["SYNCLEDGER_WERROR"] != nil ? [.unsafeFlags(["-warnings-as-errors"])] : [])
+
 let package = Package(
     name: "SyncLedger",
     // macOS 15: Synchronization.Mutex, the one lock type.
@@ -134,4 +142,9 @@ let package = Package(
 if ProcessInfo.processInfo.environment["SYNCLEDGER_FUZZ"] != nil {
     package.targets.append(.executableTarget(name: "SegmentFuzz", dependencies: ["EventLog"]))
     package.products.append(.executable(name: "segment-fuzz", targets: ["SegmentFuzz"]))
+}
+
+// The shared settings on every Swift target (the C ones take none).
+for target in package.targets where target.type != .system && !["CChecksum"].contains(target.name) {
+    target.swiftSettings = (target.swiftSettings ?? []) + settings
 }

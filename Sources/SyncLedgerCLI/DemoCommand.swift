@@ -2,6 +2,7 @@ import ArgumentParser
 import EventLog
 import FakeIntakeQ
 import Foundation
+import GRDB
 import IntakeQ
 import Ledger
 import Logging

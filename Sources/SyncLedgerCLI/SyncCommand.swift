@@ -112,7 +112,7 @@ func runSync(storePath: String, request: SyncRequest, apiKey: String, baseURL: S
     let remaining = await limiter.remainingToday()
     if remaining < 3 {
         let reset = await limiter.resetsAt().map { ISOTime.format($0) } ?? "within 24 hours"
-        throw CLIFailure(message: "daily API budget nearly used up: \(remaining) of \(policy.dailyBudget ?? 0) calls left and a run needs at least 3; the next call frees at \(reset)")
+        throw CLIFailure(message: "daily API budget nearly used up: \(remaining) of \(policy.dailyBudget) calls left and a run needs at least 3; the next call frees at \(reset)")
     }
     let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey, limiter: limiter, maxRetries: maxRetries,
                                timeoutSeconds: timeout, logger: logger)

@@ -1,5 +1,7 @@
 import EventLog
 import Foundation
+import IntakeQ
+import Ledger
 import TestSupport
 import Testing
 

@@ -1,3 +1,4 @@
+import FakeIntakeQ
 import Foundation
 import TestSupport
 import Testing

@@ -213,7 +213,7 @@ enum GoldenExpect {
         #expect(report.applied == Golden.eventCount)
         #expect(report.rebuilt.isEmpty)
         try GoldenExpect.check(try snapshot(views), reader: reader)
-        try views.rebuild(names: [], reader)
+        _ = try views.rebuild(names: [], reader)
         try GoldenExpect.check(try snapshot(views), reader: reader)
     }
 

@@ -261,7 +261,7 @@ import Testing
             }
         }
         let reader = try LedgerReader(store: tmp.store)
-        try views.rebuild(names: [], reader, progress: progress)
+        _ = try views.rebuild(names: [], reader, progress: progress)
         #expect(calls >= Golden.steps.count, "one shadow transaction per batch")
         #expect(mismatches.isEmpty, "\(mismatches)")
         try GoldenExpect.check(try snapshot(views), reader: reader)
@@ -297,7 +297,7 @@ import Testing
         }
         thread.start()
         #expect(opened.wait(timeout: .now() + 20) == .success)
-        try views.rebuild(names: ["appointments"], try LedgerReader(store: tmp.store))
+        _ = try views.rebuild(names: ["appointments"], try LedgerReader(store: tmp.store))
         swapped.signal()
         #expect(finished.wait(timeout: .now() + 20) == .success)
         let (first, second, error) = box.value

@@ -351,7 +351,7 @@ func snapshot(_ views: ProjectionStore) throws -> Snapshot {
 /// A clean rebuild of a store's log into a fresh views database.
 func cleanSnapshot(_ store: Store, scratch: String) throws -> Snapshot {
     let views = try ProjectionStore(path: scratch)
-    try views.rebuild(names: [], try LedgerReader(store: store))
+    _ = try views.rebuild(names: [], try LedgerReader(store: store))
     return try snapshot(views)
 }
 

@@ -182,7 +182,7 @@ import Testing
         let tmp = try TempStore()
         let dir = tmp.sibling("notes")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/shopping.txt", contents: Data("milk".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/shopping.txt", contents: Data("milk".utf8))
         for open in [{ try Store.open(dir) }, { try Store.openOrCreate(dir) }] {
             do {
                 _ = try open()
@@ -200,7 +200,7 @@ import Testing
         _ = try Store.open(empty)
         // A missing directory and a file.
         #expect(throws: LedgerError.self) { try Store.open(tmp.sibling("missing")) }
-        FileManager.default.createFile(atPath: tmp.sibling("file"), contents: Data())
+        _ = FileManager.default.createFile(atPath: tmp.sibling("file"), contents: Data())
         #expect(throws: LedgerError.self) { try Store.openOrCreate(tmp.sibling("file")) }
     }
 

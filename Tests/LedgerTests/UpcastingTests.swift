@@ -91,7 +91,7 @@ struct RemovalReasonsProjection: Projection {
         #expect(r.first?["v"] as Int? == 2)
         #expect(r.first?["reason_code"] as String? == "DELETED_ONLY")
         #expect(r.first?["has_v1_reason"] as Bool? == false)
-        try views.rebuild(names: [], reader)
+        _ = try views.rebuild(names: [], reader)
         r = try rows()
         #expect(r.count == 1 && r.first?["reason_code"] as String? == "DELETED_ONLY")
 

@@ -83,7 +83,7 @@ struct ScopeAndSanityTests {
             {"organizations": [{"id": "a", "patients": [{"id": "p1", "name": "One", "intakeq_client_id": 4101}]},
                                {"id": "b", "patients": [{"id": "p2", "name": "Two", "intakeq_client_id": "4101"}]}]}
             """
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         #expect {
             _ = try Roster.load(path: path)
         } throws: { error in

@@ -1,3 +1,4 @@
+import EventLog
 import FakeIntakeQ
 import Foundation
 import IntakeQ
