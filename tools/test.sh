@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # SYNCLEDGER_WERROR; dependencies never get the flag). Locally they stay warnings.
 if [ -n "${CI:-}" ]; then export SYNCLEDGER_WERROR=1; fi
 ./tools/setup.sh
+python3 tools/check_module_graph.py
 python3 tools/test_verify_bundle.py
 swift build --build-tests
 swift run syncledger-bench --events 2000 --runs 1 --scratch "$(mktemp -d)"

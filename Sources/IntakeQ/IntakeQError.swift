@@ -110,7 +110,7 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
     /// Whether retrying the same request later can help (used by callers to classify).
     public var isFatalForRun: Bool { code == .unauthorized || code == .dailyBudgetExhausted }
 
-    static func decode(_ detail: String, offset: Int? = nil, keyPath: String? = nil) -> IntakeQError {
+    package static func decode(_ detail: String, offset: Int? = nil, keyPath: String? = nil) -> IntakeQError {
         var e = IntakeQError(code: .decode, detail: detail)
         e.offset = offset
         e.keyPath = keyPath
@@ -133,7 +133,7 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
     }
 
     /// Turns a JSONDecoder error into a decode error with the key path.
-    static func from(decoding error: any Error, prefix: String = "") -> IntakeQError {
+    package static func from(decoding error: any Error, prefix: String = "") -> IntakeQError {
         guard let de = error as? DecodingError else {
             return .decode("\(error)")
         }

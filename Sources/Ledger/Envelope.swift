@@ -1,6 +1,7 @@
+import Domain
 import Foundation
+import JSONCore
 import Synchronization
-import IntakeQ
 
 /// The event types of the catalogue (DESIGN.md, "Event catalogue").
 public enum EventType: String, Sendable, CaseIterable {

@@ -1,6 +1,6 @@
 import EventLog
 import Foundation
-import IntakeQ
+import JSONCore
 
 /// A store directory: `STORE` marker, `log/`, `state/`, `projections.sqlite`. Owner-only
 /// permissions throughout, because the log holds patient names, emails and phone numbers.
@@ -37,19 +37,41 @@ public struct Store: Sendable {
         var isDir: ObjCBool = false
         if fm.fileExists(atPath: path, isDirectory: &isDir) {
             guard isDir.boolValue else { throw LedgerError("\(path) is a file, not a SyncLedger store directory") }
-            let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            // A marker's temporary file left by a creator killed mid-write does not make a store.
+            let contents = ((try? fm.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix("STORE.tmp-") }
             if !contents.isEmpty || fm.fileExists(atPath: path + "/STORE") {
                 try checkMarker(path)
                 return Store(path: path)
             }
-        } else {
-            try makeDirectories(path)
+            try populate(path)
+            return Store(path: path)
         }
-        _ = chmod(path, 0o700)
-        let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
-        try writeFileAtomically(path + "/STORE", Array(marker.utf8))
-        for sub in ["log", "state"] { try makeDirectories(path + "/" + sub) }
+        // A new store is made whole beside its final name and renamed into place, so a process
+        // killed while creating it never leaves a directory that is half a store.
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty { try makeDirectories(parent) }
+        let building = (parent.isEmpty ? "" : parent + "/") + ".\((path as NSString).lastPathComponent).creating-\(getpid())"
+        try? fm.removeItem(atPath: building)
+        try makeDirectories(building)
+        do {
+            try populate(building)
+            guard rename(building, path) == 0 else {
+                throw LedgerError("cannot create the store directory \(path): \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            try? fm.removeItem(atPath: building)
+            throw error
+        }
+        syncDirectory(parent)
         return Store(path: path)
+    }
+
+    /// Writes the marker and the subdirectories into an empty directory.
+    private static func populate(_ dir: String) throws {
+        _ = chmod(dir, 0o700)
+        let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
+        try writeFileAtomically(dir + "/STORE", Array(marker.utf8))
+        for sub in ["log", "state"] { try makeDirectories(dir + "/" + sub) }
     }
 
     private static func checkMarker(_ path: String) throws {

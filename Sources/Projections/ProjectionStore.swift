@@ -1,7 +1,7 @@
+import Domain
 import EventLog
 import Foundation
 import GRDB
-import IntakeQ
 import Ledger
 import Synchronization
 

@@ -1,6 +1,8 @@
+import Domain
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import TestSupport
