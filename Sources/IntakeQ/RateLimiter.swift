@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Client-side limits (IntakeQ base plan: 10 requests/minute, 500/day).
 public struct RateLimitPolicy: Sendable, Hashable {
@@ -20,19 +21,11 @@ public protocol CallRecordStore: Sendable {
 }
 
 /// Keeps the record in memory only (tests, one-off runs).
-public final class InMemoryCallRecord: CallRecordStore, @unchecked Sendable {
-    // @unchecked: `calls` is only touched under `lock`.
-    private let lock = NSLock()
-    private var calls: [Date]
-    public init(_ calls: [Date] = []) { self.calls = calls }
-    public func load() throws -> [Date] {
-        lock.lock(); defer { lock.unlock() }
-        return calls
-    }
-    public func save(_ calls: [Date]) throws {
-        lock.lock(); defer { lock.unlock() }
-        self.calls = calls
-    }
+public final class InMemoryCallRecord: CallRecordStore, Sendable {
+    private let calls: Mutex<[Date]>
+    public init(_ calls: [Date] = []) { self.calls = Mutex(calls) }
+    public func load() throws -> [Date] { calls.withLock { $0 } }
+    public func save(_ calls: [Date]) throws { self.calls.withLock { $0 = calls } }
 }
 
 /// The record as a JSON file (`{"version":1,"calls":["2026-11-26T03:00:12.345Z",…]}`),

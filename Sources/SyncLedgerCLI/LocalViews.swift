@@ -1,5 +1,6 @@
 import ArgumentParser
 import Domain
+import EventLog
 import Foundation
 import GRDB
 import IntakeQ

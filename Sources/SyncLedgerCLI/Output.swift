@@ -3,6 +3,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import Synchronization
 
 /// Printing for the read commands: `--json` prints one array of objects keyed by the view's
 /// column names; otherwise a readable table of the most useful columns.
@@ -112,21 +113,20 @@ enum Output {
 }
 
 /// Progress on stderr, only when stderr is a terminal: one line rewritten in place.
-final class ProgressLine: @unchecked Sendable {
-    // @unchecked: used from one task at a time; the lock guards the last-draw time.
+final class ProgressLine: Sendable {
     private let enabled = isatty(2) != 0
-    private let lock = NSLock()
-    private var lastDraw = 0.0
+    /// The last draw time; held while drawing so two lines never interleave.
+    private let lastDraw = Mutex(0.0)
     private let started = Date()
 
     func update(_ text: String) {
         guard enabled else { return }
-        lock.lock()
-        defer { lock.unlock() }
-        let now = Date().timeIntervalSince1970
-        guard now - lastDraw > 0.1 else { return }
-        lastDraw = now
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+        lastDraw.withLock { lastDraw in
+            let now = Date().timeIntervalSince1970
+            guard now - lastDraw > 0.1 else { return }
+            lastDraw = now
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+        }
     }
 
     func fold(_ p: FoldProgress) {

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Domain
+import EventLog
 import Foundation
 import GRDB
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 

@@ -38,7 +38,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)
-            if var async = command as? AsyncParsableCommand {
+            if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
                 try command.run()

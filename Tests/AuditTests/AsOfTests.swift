@@ -1,8 +1,11 @@
 import Domain
+import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 extension AuditTests {

@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -113,7 +114,7 @@ extension CLIBinaryTests {
     @Test("every command with missing, malformed and out-of-range arguments fails cleanly, store unchanged")
     func badArgumentMatrix() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("badargs")
+        let tmp = TempDir("badargs")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -137,7 +138,7 @@ extension CLIBinaryTests {
     @Test("a missing, unreadable or malformed roster is one line naming the file (and the JSON path)")
     func rosterProblems() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("roster")
+        let tmp = TempDir("roster")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -225,7 +226,7 @@ extension CLIBinaryTests {
     @Test("INTAKEQ_API_KEY unset or empty: one line, exit 1, no store touched")
     func apiKeyUnset() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("nokey")
+        let tmp = TempDir("nokey")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -244,7 +245,7 @@ extension CLIBinaryTests {
 
     @Test("a directory that is not a store, and a store of a newer format, are refused by every command")
     func notAStoreAndNewerFormat() async throws {
-        let tmp = try TempDir("notstore")
+        let tmp = TempDir("notstore")
         defer { tmp.remove() }
         let notStore = tmp.path + "/not-a-store"
         try FileManager.default.createDirectory(atPath: notStore + "/photos", withIntermediateDirectories: true)
@@ -282,7 +283,7 @@ extension CLIBinaryTests {
     @Test("an unreachable base URL: one line, exit 1; only the failed run's own events are added")
     func unreachableBaseURL() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("unreachable")
+        let tmp = TempDir("unreachable")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -323,7 +324,7 @@ extension CLIBinaryTests {
     @Test("a refused API key (401): exit 1, says so, never prints the key")
     func refusedKey() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("401")
+        let tmp = TempDir("401")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await withFakeServer(practice.days[0], apiKey: "the-right-key") { _, url in

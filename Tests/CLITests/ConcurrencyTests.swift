@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 /// Issue 7, part 4: readers run correctly while a sync appends; a second writer fails at once.
@@ -12,7 +13,7 @@ extension CLIBinaryTests {
         let practice = try Practice.load()
         let day1 = try #require(practice.day(1))
         let day2 = try #require(practice.day(2))
-        let tmp = try TempDir("concurrent")
+        let tmp = TempDir("concurrent")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
 
@@ -44,9 +45,9 @@ extension CLIBinaryTests {
 
             // Then days 3, 4 and 5 back to back, so the readers also overlap appends and the
             // writer's own catch-up of the views, not only the slow fetch.
-            let writing = Flag()
+            let writing = Locked(false)
             let writerTask = Task { () async throws -> [RunResult] in
-                defer { writing.set() }
+                defer { writing.value = true }
                 var results = [await writer.wait()]
                 for n in 3...5 {
                     let day = try #require(practice.day(n))
@@ -61,7 +62,7 @@ extension CLIBinaryTests {
             var lastAppointments = 0
             var finalRound = false
             while true {
-                let running = !writing.isSet
+                let running = !writing.value
                 async let a = cli(["appointments", "--store", store, "--json"])
                 async let h = cli(["history", "--store", store, Self.rescheduledId, "--json"])
                 async let v = cli(["verify", "--store", store, "--json"])
@@ -127,13 +128,4 @@ extension CLIBinaryTests {
             expectSuccess(try await cli(["verify", "--store", store]))
         }
     }
-}
-
-/// A one-way flag shared between tasks.
-final class Flag: @unchecked Sendable {
-    // @unchecked: `value` is guarded by `lock`.
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
 }

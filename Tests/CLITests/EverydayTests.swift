@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -42,7 +43,7 @@ extension CLIBinaryTests {
     func localDaysAndEvenings() async throws {
         let practice = try Practice.load()
         let t = try Self.traps()
-        let tmp = try TempDir("local")
+        let tmp = TempDir("local")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -128,7 +129,7 @@ extension CLIBinaryTests {
             ("dst000000000000000000004", "2026-03-09T06:30:00Z"),  // Mar 9 00:30 MDT
         ]
         let state = PracticeState(settings: day1.state.settings, appointments: try cases.map { try appointment($0.0, $0.1) })
-        let tmp = try TempDir("spring")
+        let tmp = TempDir("spring")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await withFakeState(state) { _, url in
@@ -154,7 +155,7 @@ extension CLIBinaryTests {
     func upcoming() async throws {
         let practice = try Practice.load()
         let t = try Self.traps()
-        let tmp = try TempDir("upcoming")
+        let tmp = TempDir("upcoming")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1, 2, 3, 4, 5])
@@ -203,7 +204,7 @@ extension CLIBinaryTests {
     func changes() async throws {
         let practice = try Practice.load()
         let t = try Self.traps()
-        let tmp = try TempDir("changes")
+        let tmp = TempDir("changes")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1, 2, 3])
@@ -254,7 +255,7 @@ extension CLIBinaryTests {
     func tablesFit() async throws {
         let practice = try Practice.load()
         let t = try Self.traps()
-        let tmp = try TempDir("tables")
+        let tmp = TempDir("tables")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
@@ -288,7 +289,7 @@ extension CLIBinaryTests {
     func staleEmail() async throws {
         let practice = try Practice.load()
         let day1 = try #require(practice.day(1))
-        let tmp = try TempDir("stale")
+        let tmp = TempDir("stale")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -326,7 +327,7 @@ extension CLIBinaryTests {
     func syncJSONKeyFileAndPageCap() async throws {
         let practice = try Practice.load()
         let day1 = try #require(practice.day(1))
-        let tmp = try TempDir("keyfile")
+        let tmp = TempDir("keyfile")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         let keyFile = tmp.path + "/intakeq.key"
@@ -369,7 +370,7 @@ extension CLIBinaryTests {
     @Test("export --out writes through a temporary file and refuses an existing one without --force")
     func exportOut() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("exportout")
+        let tmp = TempDir("exportout")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -392,7 +393,7 @@ extension CLIBinaryTests {
     @Test("export --bundle --from-seq/--to-seq holds only that range, and the verifier proves it against the head")
     func rangeBundle() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("rangebundle")
+        let tmp = TempDir("rangebundle")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1, 2, 3])
@@ -448,7 +449,7 @@ extension CLIBinaryTests {
                                    "no URL in the banner: \(banner)")
             try await body(url, banner)
         }
-        let tmp = try TempDir("fakefaults")
+        let tmp = TempDir("fakefaults")
         defer { tmp.remove() }
         var n = 0
         func sync(_ url: String) async throws -> RunResult {
@@ -484,7 +485,7 @@ extension CLIBinaryTests {
 
     @Test("the demo prints upcoming and changes in local time, and every table it prints fits 100 columns")
     func demoFits() async throws {
-        let tmp = try TempDir("demo")
+        let tmp = TempDir("demo")
         defer { tmp.remove() }
         let r = try await cli(["demo", "--store", tmp.path + "/store"], env: ["COLUMNS": "200"], timeout: 300)
         expectSuccess(r)

@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -41,7 +42,7 @@ extension CLIBinaryTests {
     @Test("the store and every file in it are owner-only after sync, rebuild, export and export --bundle")
     func filesAtRest() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("modes")
+        let tmp = TempDir("modes")
         defer { tmp.remove() }
         // An empty directory the user made with the usual 0755: the sync must tighten it.
         let store = tmp.path + "/store"
@@ -122,7 +123,7 @@ extension CLIBinaryTests {
     @Test("syncledger --store DIR <command> works the same as syncledger <command> --store DIR")
     func globalStoreOption() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("global")
+        let tmp = TempDir("global")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)

@@ -3,14 +3,11 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// The built `syncledger` binary (`swift build --product syncledger`, or any `swift build`).
-let syncledgerBinary: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }  // Tests/LedgerTests/CLIJSONTests.swift → package root
-    return url.appendingPathComponent(".build/debug/syncledger").path
-}()
+let syncledgerBinary: String = Paths.product("syncledger") ?? Paths.root + "/.build/debug/syncledger"
 
 struct RunResult {
     var status: Int32
@@ -19,23 +16,9 @@ struct RunResult {
 }
 
 func runSyncledger(_ arguments: [String]) throws -> RunResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: syncledgerBinary)
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.removeValue(forKey: "SYNCLEDGER_STORE")
-    env.removeValue(forKey: "INTAKEQ_API_KEY")
-    process.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return RunResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                     stderr: String(decoding: e, as: UTF8.self))
+    let r = try ProcessRunner.runBlocking(syncledgerBinary, arguments,
+                                          overrides: ["SYNCLEDGER_STORE": nil, "INTAKEQ_API_KEY": nil])
+    return RunResult(status: r.status, stdout: r.stdoutText, stderr: r.stderrText)
 }
 
 nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"#)

@@ -5,6 +5,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct EnvelopeTests {
@@ -183,7 +184,7 @@ import Testing
         let tmp = try TempStore()
         let dir = tmp.sibling("notes")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/shopping.txt", contents: Data("milk".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/shopping.txt", contents: Data("milk".utf8))
         for open in [{ try Store.open(dir) }, { try Store.openOrCreate(dir) }] {
             do {
                 _ = try open()
@@ -202,7 +203,7 @@ import Testing
         _ = try Store.open(empty)
         // A missing directory and a file.
         #expect { try Store.open(tmp.sibling("missing")) } throws: { ($0 as? StoreError)?.code == .noStore }
-        FileManager.default.createFile(atPath: tmp.sibling("file"), contents: Data())
+        _ = FileManager.default.createFile(atPath: tmp.sibling("file"), contents: Data())
         #expect { try Store.openOrCreate(tmp.sibling("file")) } throws: { ($0 as? StoreError)?.code == .notADirectory }
     }
 

@@ -3,7 +3,9 @@ import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
+import Projections
 import Sync
+import TestSupport
 import Testing
 
 @Suite("SyncSession: the one path of a run")
@@ -98,7 +100,7 @@ struct SessionTests {
         _ = try await rig.sync(store: store, day: 1)
         // state/ replaced by a file: every write of the record fails with ENOTDIR, even as root.
         try FileManager.default.removeItem(atPath: store + "/state")
-        FileManager.default.createFile(atPath: store + "/state", contents: Data("not a directory".utf8))
+        _ = FileManager.default.createFile(atPath: store + "/state", contents: Data("not a directory".utf8))
         let r = try await rig.sync(store: store, day: 1)
         await rig.stop()
         #expect(r.status == "failed")

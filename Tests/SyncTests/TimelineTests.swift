@@ -1,9 +1,12 @@
+import EventLog
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 /// Syncs fixture days `days` into `store` one after the other; returns each run's outcome and ids.

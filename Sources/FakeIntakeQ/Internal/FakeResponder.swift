@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import IntakeQ
 import NIOCore
+import Synchronization
 
 /// Routes and answers requests for `FakeIntakeQServer`.
 struct FakeResponder: HTTPResponder {
