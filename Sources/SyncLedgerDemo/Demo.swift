@@ -216,7 +216,7 @@ struct CLI {
         case .exited(let c): status = Int32(c)
         case .signaled(let s): status = 128 + Int32(s)
         }
-        return Result(status: status, stdout: r.standardOutput ?? "", stderr: r.standardError ?? "")
+        return Result(status: status, stdout: r.standardOutput, stderr: r.standardError)
     }
 
     /// Runs a read command and prints what it printed.
