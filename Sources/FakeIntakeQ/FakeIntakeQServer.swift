@@ -33,6 +33,11 @@ public final class FakeIntakeQServer: Sendable {
         var log: [RecordedRequest] = []
         var recent: [Date] = []
         var requestsPerMinute: Int?
+        /// Standing faults (`fake-intakeq --fail-rate / --429-every`): every request counts.
+        var failRate = 0.0
+        var every429: Int?
+        var served = 0
+        var random: UInt64 = 0x9E37_79B9_7F4A_7C15
         var pretty = true
         var port: Int?
         var task: Task<Void, any Error>?
@@ -133,6 +138,17 @@ public final class FakeIntakeQServer: Sendable {
     /// equals `page`, get `fault`.
     public func inject(_ fault: Fault, path: String, page: Int? = nil, times: Int = 1) {
         box.withLock { $0.faults.append(Injected(fault: fault, path: path, page: page, remaining: times)) }
+    }
+
+    /// Standing faults for every request: a share `failRate` (0…1) answered 500, chosen by a
+    /// generator seeded with `seed` (reproducible), and every `every429`-th request answered 429
+    /// with `Retry-After: 1`.
+    public func setStandingFaults(failRate: Double, every429: Int?, seed: UInt64) {
+        box.withLock {
+            $0.failRate = failRate
+            $0.every429 = every429
+            $0.random = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed
+        }
     }
 
     /// Removes all pending faults.

@@ -22,7 +22,8 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         subcommands: [
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
-            VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, DemoCommand.self,
+            VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, UpcomingCommand.self,
+            ChangesCommand.self, DemoCommand.self,
         ]
     )
 

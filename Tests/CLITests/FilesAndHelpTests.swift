@@ -84,17 +84,19 @@ extension CLIBinaryTests {
 
     static let helpOptions: [String: [String]] = [
         "sync": ["--roster", "--org", "--patient", "--type", "--base-url", "--now", "--days-back", "--days-ahead",
-                 "--requests-per-minute", "--daily-budget", "--wait-lock", "--store"],
+                 "--requests-per-minute", "--daily-budget", "--wait-lock", "--json", "--store"],
         "status": ["--max-age", "--json", "--store"],
-        "appointments": ["--org", "--patient", "--from", "--to", "--hide-removed", "--json", "--store"],
-        "meeting-urls": ["--json", "--store"],
+        "appointments": ["--org", "--patient", "--from", "--to", "--hide-removed", "--timezone", "--wide", "--json", "--store"],
+        "upcoming": ["--days", "--org", "--patient", "--all", "--now", "--timezone", "--wide", "--json", "--store"],
+        "changes": ["--since", "--run", "--org", "--patient", "--timezone", "--json", "--store"],
+        "meeting-urls": ["--all", "--json", "--store"],
         "locations": ["--json", "--store"],
         "sync-logs": ["--limit", "--type", "--json", "--store"],
         "history": ["<appointment-id>", "--json", "--store"],
         "as-of": ["--seq", "--appointment", "--json", "--store"],
         "verify": ["--expect-head", "--json", "--store"],
         "rebuild": ["--projection", "--store"],
-        "export": ["--format", "--from-seq", "--to-seq", "--out", "--bundle", "--store"],
+        "export": ["--format", "--from-seq", "--to-seq", "--out", "--force", "--bundle", "--store"],
         "log": ["--from-seq", "--limit", "--store"],
         "demo": ["--store", "--fixtures"],
     ]

@@ -211,7 +211,7 @@ func withFakeServer<T>(_ day: FixtureDay, apiKey: String = fakeAPIKey,
     }
 }
 
-/// A store holding day 1's sync (171 events), made through the binary.
+/// A store holding day 1's sync (177 events), made through the binary.
 func makeSyncedStore(at store: String, practice: FixturePractice, days: [Int] = [1]) async throws {
     try await withFakeServer(practice.days[0]) { server, url in
         for n in days {
