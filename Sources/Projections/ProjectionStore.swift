@@ -32,12 +32,12 @@ public struct QuarantineEntry: Sendable, Hashable {
 public final class ProjectionStore: Sendable {
     public let pool: DatabasePool
     public let projections: [any Projection]
+    private let transactionSize = Atomic<Int>(2_000)
     /// Events applied per transaction while folding; each commit carries the checkpoint.
     public var eventsPerTransaction: Int {
         get { transactionSize.load(ordering: .relaxed) }
         set { transactionSize.store(newValue, ordering: .relaxed) }
     }
-    private let transactionSize = Atomic(2_000)
     let rebuildLockPath: String
     private let rebuildLock = RebuildLock()
 

@@ -22,12 +22,12 @@ public final class TempDir: Sendable {
     deinit { removeTree(path) }
 }
 
-/// Makes `<tmp>/syncledger-<prefix>-XXXXXX` (mode 0700, mkdtemp) and returns its path; the
-/// caller removes it (`removeTree`).
-public func makeTempDir(_ prefix: String = "test") throws -> String {
-    var template = Array((NSTemporaryDirectory() + "/syncledger-\(prefix)-XXXXXX").utf8CString)
+/// Makes `<base>/syncledger-<prefix>-XXXXXX` (mode 0700, mkdtemp; `base` defaults to the system
+/// temporary directory) and returns its path; the caller removes it (`removeTree`).
+public func makeTempDir(_ prefix: String = "test", under base: String? = nil) throws -> String {
+    var template = Array(((base ?? NSTemporaryDirectory()) + "/syncledger-\(prefix)-XXXXXX").utf8CString)
     let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    guard made != nil else { throw TestSupportError("mkdtemp failed: errno \(errno)") }
+    guard made != nil else { throw TestSupportError("cannot make a directory under \(base ?? NSTemporaryDirectory()): errno \(errno)") }
     return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
