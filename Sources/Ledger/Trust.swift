@@ -16,7 +16,7 @@ public struct HeadEvidence: Sendable, Equatable {
 /// loudly that it lost. Only a torn batch past the last acknowledged head may be missing.
 public enum Trust {
     public static let repairHint =
-        "if the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"
+        "If the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"
 
     /// `state/head`: the writer's head evidence (see docs/FORMAT.md, "Head evidence").
     public static func headRecordPath(_ store: Store) -> String { store.statePath + "/head" }
