@@ -69,7 +69,9 @@ public enum Trust {
     /// Checks each piece of evidence against the log, writing nothing. Returns the first
     /// shortfall (the highest evidence first), or nil when the log holds everything.
     public static func findLoss(_ store: Store, evidence: [HeadEvidence]) -> Loss? {
-        for e in evidence.sorted(by: { $0.head.seq > $1.head.seq }) where e.head.seq > 0 {
+        var seen: Set<LogHead> = []
+        // Highest first; the views usually share one checkpoint, so each head is checked once.
+        for e in evidence.sorted(by: { $0.head.seq > $1.head.seq }) where e.head.seq > 0 && seen.insert(e.head).inserted {
             do {
                 let (check, end) = try EventLogReader.check(directory: store.logPath, holds: e.head)
                 switch check {

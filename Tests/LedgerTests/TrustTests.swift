@@ -1,4 +1,5 @@
 import EventLog
+import GRDB
 import Foundation
 import Ledger
 import Projections
@@ -50,4 +51,48 @@ import Testing
         }
         #expect(throws: (any Error).self) { _ = try LedgerWriter(store: tmp.store, options: LogOptions(fsync: false)) }
     }
+}
+
+/// SIGINT/SIGTERM during a rebuild (the CLI's `shouldStop`), and a rebuild killed outright.
+@Suite struct ShadowLeftoverTests {
+    func shadowTables(_ views: ProjectionStore) throws -> [String] {
+        try views.readSync { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_\\_shadow' ESCAPE '\\'") }
+    }
+
+    @Test func aStoppedRebuildDropsItsShadowTablesAndKeepsTheLiveViews() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let reader = try LedgerReader(store: tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        try views.catchUp(reader)
+        let before = try snapshot(views)
+        views.eventsPerTransaction = 2
+        let calls = LockedCounter()
+        views.shouldStop = { calls.increment() >= 3 }
+        #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
+        #expect(try shadowTables(views).isEmpty)
+        #expect(try snapshot(views) == before)
+    }
+
+    /// Shadow tables left by a rebuild that was killed (SIGKILL, power cut) are dropped by the
+    /// next open of the views: they never pile up (they can double the file).
+    @Test func leftoverShadowTablesAreDroppedOnOpen() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        try views.catchUp(try LedgerReader(store: tmp.store))
+        try views.pool.write { db in
+            for p in allProjections { try p.create(db, .shadow) }
+        }
+        #expect(try shadowTables(views).count >= allProjections.count)
+        let reopened = try ProjectionStore(store: tmp.store)
+        #expect(try shadowTables(reopened).isEmpty)
+    }
+}
+
+final class LockedCounter: @unchecked Sendable {
+    // @unchecked: `value` is only touched under `lock`.
+    private let lock = NSLock()
+    private var value = 0
+    func increment() -> Int { lock.withLock { value += 1; return value } }
 }
