@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "syncledger", targets: ["SyncLedgerCLI"]),
+        .executable(name: "syncledger-demo", targets: ["SyncLedgerDemo"]),
         .executable(name: "fake-intakeq", targets: ["FakeIntakeQServer"]),
         .executable(name: "syncledger-bench", targets: ["SyncLedgerBench"]),
         .executable(name: "crash-harness", targets: ["CrashHarness"]),
@@ -19,6 +20,11 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // liblz4 from the system (apt: liblz4-dev). Only EventLog imports it.
@@ -36,50 +42,71 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The one JSON value: fast parser, canonical form, diffs. No Foundation, no dependencies.
+        .target(name: "JSONCore"),
+        // Pure appointment rules (facts, status, meeting link, visit type, roster membership, time).
+        .target(name: "Domain", dependencies: ["JSONCore"]),
         .target(
             name: "IntakeQ",
             dependencies: [
+                "JSONCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ]
-        ),
-        .target(
-            name: "FakeIntakeQ",
-            dependencies: [
-                "IntakeQ",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "Ledger",
             dependencies: [
-                "EventLog", "IntakeQ",
+                "EventLog", "JSONCore", "Domain",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
             name: "Projections",
             dependencies: [
-                "Ledger", "IntakeQ",
+                "Ledger", "Domain", "JSONCore", "EventLog",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
         .target(
             name: "Sync",
             dependencies: [
-                "Ledger", "IntakeQ", "Projections",
+                "Ledger", "IntakeQ", "Projections", "Domain", "JSONCore", "EventLog",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Test double and demo support: never a dependency of the shipped `syncledger`.
+        .target(
+            name: "FakeIntakeQ",
+            dependencies: [
+                "IntakeQ", "JSONCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "SyncLedgerCLI",
             dependencies: [
-                "Sync", "Projections", "Ledger", "EventLog", "FakeIntakeQ", "IntakeQ",
+                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `syncledger-demo`: a fake IntakeQ on loopback driving the real `syncledger` binary.
+        .executableTarget(
+            name: "SyncLedgerDemo",
+            dependencies: [
+                "FakeIntakeQ", "JSONCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         .executableTarget(
@@ -92,18 +119,18 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerBench",
             dependencies: [
-                "EventLog", "Ledger", "Projections",
+                "EventLog", "Ledger", "Projections", "Domain", "JSONCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "CrashHarness", dependencies: ["EventLog", "Ledger"], path: "Sources/CrashHarness"),
+        .executableTarget(name: "CrashHarness", dependencies: ["EventLog", "Ledger", "JSONCore"], path: "Sources/CrashHarness"),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
-        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog"]),
-        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ"]),
-        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ"]),
-        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ"]),
+        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore"]),
+        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
+        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
+        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

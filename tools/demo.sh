@@ -4,12 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
-echo "building syncledger (a few minutes the first time)…" >&2
+echo "building syncledger, syncledger-demo and fake-intakeq (a few minutes the first time)…" >&2
 log=$(mktemp)
-if ! swift build --product syncledger >"$log" 2>&1; then
-  cat "$log" >&2
-  echo "the build failed; the output is above" >&2
-  exit 1
-fi
+for product in syncledger syncledger-demo fake-intakeq; do
+  if ! swift build --product "$product" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "the build of $product failed; the output is above" >&2
+    exit 1
+  fi
+done
 rm -f "$log"
 exec .build/debug/syncledger demo "$@"

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/setup.sh
+python3 tools/check_module_graph.py
 python3 tools/test_verify_bundle.py
 swift build --build-tests
 swift run syncledger-bench --events 2000 --runs 1 --scratch "$(mktemp -d)"

@@ -46,7 +46,7 @@ public struct AppointmentQuery: Sendable, Hashable {
 public struct CrawlResult: Sendable {
     /// De-duplicated by `Id` (a row that shifted across a page boundary appears once; the
     /// copy with the newest `LastModified` wins), in the order first seen.
-    public var appointments: [Appointment]
+    public var appointments: [FetchedAppointment]
     public var pagesFetched: Int
     /// Rows per fetched page, in page order.
     public var pageSizes: [Int]
@@ -60,7 +60,7 @@ public struct CrawlResult: Sendable {
     /// Rows seen more than once across pages.
     public var duplicates: Int
 
-    public init(appointments: [Appointment] = [], pagesFetched: Int = 0, pageSizes: [Int] = [], complete: Bool = false,
+    public init(appointments: [FetchedAppointment] = [], pagesFetched: Int = 0, pageSizes: [Int] = [], complete: Bool = false,
                 hitPageCap: Bool = false, failures: [IntakeQError] = [], fatal: IntakeQError? = nil, duplicates: Int = 0) {
         self.appointments = appointments; self.pagesFetched = pagesFetched; self.pageSizes = pageSizes
         self.complete = complete; self.hitPageCap = hitPageCap; self.failures = failures; self.fatal = fatal

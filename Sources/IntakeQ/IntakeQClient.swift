@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import JSONCore
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -65,7 +66,7 @@ public final class IntakeQClient: Sendable {
     // MARK: Endpoints
 
     /// One page (1-based) of `GET /appointments`. Throws if the page or any row fails to decode.
-    public func appointmentsPage(_ query: AppointmentQuery, page: Int) async throws -> [Appointment] {
+    public func appointmentsPage(_ query: AppointmentQuery, page: Int) async throws -> [FetchedAppointment] {
         let r = try await fetchPage(query, page: page)
         if let first = r.rowErrors.first { throw first }
         return r.appointments
@@ -86,17 +87,13 @@ public final class IntakeQClient: Sendable {
                 result.pageSizes.append(r.count)
                 result.failures += r.rowErrors
                 for a in r.appointments {
-                    guard let id = a.id else {
-                        result.appointments.append(a)
-                        continue
-                    }
-                    if let i = index[id] {
+                    if let i = index[a.id] {
                         result.duplicates += 1
                         if (a.lastModified ?? 0) > (result.appointments[i].lastModified ?? 0) {
                             result.appointments[i] = a
                         }
                     } else {
-                        index[id] = result.appointments.count
+                        index[a.id] = result.appointments.count
                         result.appointments.append(a)
                     }
                 }
@@ -128,25 +125,25 @@ public final class IntakeQClient: Sendable {
     }
 
     /// `GET /appointments/{id}`; nil on 404 (unknown or deleted).
-    public func appointment(id: String) async throws -> Appointment? {
+    public func appointment(id: String) async throws -> FetchedAppointment? {
         let endpoint = "GET /appointments/{id}"
         let r = try await send(path: "/appointments/" + Self.percentEncode(id), query: [], endpoint: endpoint, page: nil)
         if r.status == 404 { return nil }
         do {
             let bytes = try minifiedJSONValue(r.body)
-            return try Appointment.decode(minifiedObject: bytes)
+            return try FetchedAppointment.parse(minifiedObject: bytes)
         } catch let e as IntakeQError {
             throw e.at(endpoint: endpoint, page: nil)
         }
     }
 
     /// `GET /appointments/settings`.
-    public func settings() async throws -> PracticeSettings {
+    public func settings() async throws -> FetchedSettings {
         let endpoint = "GET /appointments/settings"
         let r = try await send(path: "/appointments/settings", query: [], endpoint: endpoint, page: nil)
         try Self.requireFound(r, endpoint: endpoint)
         do {
-            return try PracticeSettings.decode(json: try minifiedJSONValue(r.body))
+            return try FetchedSettings.parse(json: try minifiedJSONValue(r.body))
         } catch let e as IntakeQError {
             throw e.at(endpoint: endpoint, page: nil)
         }
@@ -177,7 +174,7 @@ public final class IntakeQClient: Sendable {
     // MARK: Internals
 
     struct Page {
-        var appointments: [Appointment]
+        var appointments: [FetchedAppointment]
         var rowErrors: [IntakeQError]
         var count: Int
     }
@@ -195,7 +192,7 @@ public final class IntakeQClient: Sendable {
         var out = Page(appointments: [], rowErrors: [], count: elements.count)
         for (i, el) in elements.enumerated() {
             do {
-                out.appointments.append(try Appointment.decode(minifiedObject: el))
+                out.appointments.append(try FetchedAppointment.parse(minifiedObject: el))
             } catch let e as IntakeQError {
                 var e = e.at(endpoint: endpoint, page: page)
                 e.keyPath = "[\(i)]" + (e.keyPath.map { $0.isEmpty ? "" : "." + $0 } ?? "")

@@ -1,4 +1,5 @@
 import Foundation
+import JSONCore
 
 /// Byte-level JSON helpers. They never re-encode: key order, number text and string escapes
 /// stay exactly as received.

@@ -1,6 +1,8 @@
 import Crypto
+import Domain
 import EventLog
 import Foundation
+import JSONCore
 
 /// An auditor's bundle: the segments up to the head (the active one cut after its last
 /// complete batch), `MANIFEST.json` (head, each file's SHA-256 and seq range) and a

@@ -1,5 +1,6 @@
+import Domain
 import Foundation
-import IntakeQ
+import JSONCore
 
 /// The event types of the catalogue (DESIGN.md, "Event catalogue").
 public enum EventType: String, Sendable, CaseIterable {

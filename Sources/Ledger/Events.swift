@@ -1,5 +1,5 @@
 import Foundation
-import IntakeQ
+import JSONCore
 
 // Typed `data` payloads of the event catalogue. Keys are snake_case in the log.
 // The IntakeQ objects inside appointment and settings events are written by hand (see

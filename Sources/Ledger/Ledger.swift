@@ -1,7 +1,8 @@
 import Crypto
+import Domain
 import EventLog
 import Foundation
-import IntakeQ
+import JSONCore
 
 /// An event to append: the ledger assigns `seq`, `id` and `at`.
 public struct NewEvent: Sendable {

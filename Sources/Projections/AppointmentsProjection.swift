@@ -1,6 +1,7 @@
+import Domain
 import Foundation
 import GRDB
-import IntakeQ
+import JSONCore
 import Ledger
 
 /// `appointments` (one row per appointment) and `appointment_patients` (one row per
@@ -10,7 +11,9 @@ public struct AppointmentsProjection: Projection {
     public init() {}
     public let name = "appointments"
     /// 2: the roster is kept as lookup tables (v1 decoded the roster JSON for every event).
-    public let schemaVersion = 2
+    /// 3: `appointments_objects` keeps what the next sync's diff needs (content hash, client ids,
+    /// start), so a run no longer re-parses every object ever recorded.
+    public let schemaVersion = 3
     public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster",
                          "appointments_roster_clients", "appointments_roster_providers"]
 
@@ -39,7 +42,8 @@ public struct AppointmentsProjection: Projection {
               role TEXT NOT NULL, PRIMARY KEY (appointment_id, patient_id));
             CREATE INDEX \(indexName("appointment_patients")) ON \(t("appointment_patients"))(patient_id);
             CREATE TABLE \(t("appointments_objects")) (
-              appointment_id TEXT PRIMARY KEY, object TEXT NOT NULL);
+              appointment_id TEXT PRIMARY KEY, object TEXT NOT NULL, content_hash TEXT NOT NULL,
+              client_ids TEXT NOT NULL, start_millis INTEGER);
             CREATE TABLE \(t("appointments_roster")) (id INTEGER PRIMARY KEY CHECK (id = 1), roster TEXT NOT NULL);
             CREATE TABLE \(t("appointments_roster_clients")) (
               intakeq_client_id TEXT PRIMARY KEY, patient_id TEXT NOT NULL, organization_id TEXT NOT NULL);
@@ -53,9 +57,14 @@ public struct AppointmentsProjection: Projection {
             let (object, facts) = try e.appointmentFacts()
             // The object as received (the envelope's bytes), not a re-serialisation of it.
             let text = AppointmentObservation.objectText(in: e.data) ?? object.canonicalText
+            let hash = try e.projectionValue()["content_hash"]?.stringValue ?? contentHash(of: object)
             try db.run(
-                "INSERT OR REPLACE INTO \(t("appointments_objects")) (appointment_id, object) VALUES (?, ?)",
-                [facts.appointmentId, text])
+                """
+                    INSERT OR REPLACE INTO \(t("appointments_objects"))
+                      (appointment_id, object, content_hash, client_ids, start_millis) VALUES (?, ?, ?, ?, ?)
+                    """,
+                [facts.appointmentId, text, hash, RosterMembership.clientIds(of: facts).joined(separator: " "),
+                 facts.startMillis])
             let prior = try Row.fetchOne(
                 db.cachedStatement(sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?"),
                 arguments: [facts.appointmentId])
@@ -141,7 +150,7 @@ public struct AppointmentsProjection: Projection {
     func members(of f: AppointmentFacts, _ db: Database, _ t: TableSet) throws -> [RosterIndex.Member] {
         let lookup = try db.cachedStatement(
             sql: "SELECT patient_id, organization_id FROM \(t("appointments_roster_clients")) WHERE intakeq_client_id = ?")
-        return try RosterIndex.members(of: f) { client in
+        return try RosterMembership.members(of: f) { client in
             try Row.fetchOne(lookup, arguments: [client]).map { ($0["patient_id"], $0["organization_id"]) }
         }
     }
@@ -175,11 +184,7 @@ public struct AppointmentsProjection: Projection {
 
 /// The roster as lookups: IntakeQ client id → (organization, patient), practitioner → provider.
 public struct RosterIndex: Sendable {
-    public struct Member: Sendable, Hashable {
-        public var patientId: String
-        public var organizationId: String
-        public var role: String
-    }
+    public typealias Member = RosterMembership.Member
     var patients: [String: (patient: String, org: String)] = [:]
     public var providers: [String: String] = [:]
 
@@ -195,19 +200,6 @@ public struct RosterIndex: Sendable {
 
     /// In-roster patients of an appointment: the primary (ClientId) first, then additional ones.
     public func members(of f: AppointmentFacts) -> [Member] {
-        Self.members(of: f) { patients[$0] }
-    }
-
-    /// The membership rule, whatever holds the roster (this index, or the view's lookup tables):
-    /// `lookup` maps an IntakeQ client id to its roster patient and organization.
-    static func members(of f: AppointmentFacts,
-                        lookup: (String) throws -> (patient: String, org: String)?) rethrows -> [Member] {
-        var out: [Member] = []
-        var seen = Set<String>()
-        for (i, client) in ([f.intakeqClientId] + f.additionalClientIds.map(Optional.some)).enumerated() {
-            guard let client, let p = try lookup(client), seen.insert(p.patient).inserted else { continue }
-            out.append(Member(patientId: p.patient, organizationId: p.org, role: i == 0 ? "primary" : "additional"))
-        }
-        return out
+        RosterMembership.members(of: f) { patients[$0] }
     }
 }

@@ -1,6 +1,6 @@
+import Domain
 import EventLog
 import Foundation
-import IntakeQ
 import Ledger
 
 /// Exports for auditors: the events exactly as stored (JSON Lines), or one CSV row per
@@ -35,7 +35,11 @@ public enum Export {
     /// One CSV row (RFC 4180) per appointment version: discovered, changed, removed. The
     /// organization and patient are those of the roster in force when the version was recorded.
     @discardableResult
-    public static func csv(reader: LedgerReader, from: UInt64, to: UInt64?, write: ([UInt8]) throws -> Void) throws -> Int {
+    /// A removal row repeats the appointment's last recorded version, read through the per-stream
+    /// index of `views` when given — memory stays bounded however long the log. Without views
+    /// (none usable), the last facts of each appointment are kept in memory instead.
+    public static func csv(reader: LedgerReader, views: ProjectionStore? = nil, from: UInt64, to: UInt64?,
+                           write: ([UInt8]) throws -> Void) throws -> Int {
         try write(Array((csvColumns.joined(separator: ",") + "\r\n").utf8))
         var roster = RosterIndex(nil)
         var runTypes: [String: String] = [:]
@@ -53,11 +57,16 @@ public enum Export {
                 var changed = ""
                 if let object = data["object"] {
                     facts = try? AppointmentFacts(object: object)
-                    if let f = facts { latest[f.appointmentId] = f }
+                    if views == nil, let f = facts { latest[f.appointmentId] = f }
                     if case .array(let a)? = data["changed_fields"] { changed = a.compactMap(\.stringValue).joined(separator: ";") }
                 } else if let id = data["appointment_id"]?.stringValue {
-                    facts = latest[id]
                     changed = "removed"
+                    if let views {
+                        guard e.seq >= from else { return true }
+                        facts = try lastVersion(of: id, before: e.seq, reader: reader, views: views)
+                    } else {
+                        facts = latest[id]
+                    }
                 }
                 guard e.seq >= from else { return true }
                 let member = facts.map { roster.members(of: $0).first } ?? nil
@@ -76,6 +85,16 @@ public enum Export {
             return true
         }
         return rows
+    }
+
+    /// The facts of an appointment's last discovered/changed event before `seq`.
+    static func lastVersion(of id: String, before seq: UInt64, reader: LedgerReader, views: ProjectionStore) throws -> AppointmentFacts? {
+        let seqs = try views.streamSeqs(Streams.appointment(id), through: seq - 1,
+                                        types: [.appointmentDiscovered, .appointmentChanged])
+        guard let last = seqs.last, let e = try reader.events(at: [last]).first,
+            let object = try e.dataValue()["object"]
+        else { return nil }
+        return try? AppointmentFacts(object: object)
     }
 
     static func csvField(_ s: String) -> String {

@@ -1,6 +1,7 @@
+import Domain
 import Foundation
 import GRDB
-import IntakeQ
+import JSONCore
 import Ledger
 
 /// One recorded version of an appointment, for auditors.
@@ -107,6 +108,21 @@ public enum AsOf {
 
     public static func appointments(through seq: UInt64, filter: AppointmentFilter, reader: LedgerReader,
                                     views: ProjectionStore) throws -> [ViewRow] {
+        var quarantined: [UInt64] = []
+        return try appointments(through: seq, filter: filter, reader: reader, views: views, quarantined: &quarantined)
+    }
+
+    /// The appointments view as of `seq`. Events the live views would quarantine are skipped the
+    /// same way and their seqs reported in `quarantined`; any other error (SQLite, I/O) is thrown.
+    public static func appointments(through seq: UInt64, filter: AppointmentFilter, reader: LedgerReader,
+                                    views: ProjectionStore, quarantined: inout [UInt64]) throws -> [ViewRow] {
+        var skipped: [UInt64] = []
+        func apply(_ events: [EventEnvelope], _ d: Database, _ p: AppointmentsProjection) throws {
+            for e in events {
+                do { try p.apply(e, d, .live) } catch is QuarantineError { skipped.append(e.seq) }
+            }
+        }
+        defer { quarantined = skipped }
         let db = try DatabaseQueue()
         let p = AppointmentsProjection()
         try db.write { try p.create($0, .live) }
@@ -119,12 +135,12 @@ public enum AsOf {
                 let lastSeen = try views.streamSeqs(Streams.appointment(id), through: seq, types: [.syncCompleted]).suffix(1)
                 let seqs = own + lastSeen + (try views.streamSeqs(Streams.roster, through: seq))
                 let events = try reader.events(at: seqs)
-                try db.write { d in for e in events { try? p.apply(e, d, .live) } }
+                try db.write { d in try apply(events, d, p) }
             } else {
                 var buffer: [EventEnvelope] = []
                 func flush() throws {
                     let events = buffer
-                    try db.write { d in for e in events { try? p.apply(e, d, .live) } }
+                    try db.write { d in try apply(events, d, p) }
                     buffer.removeAll(keepingCapacity: true)
                 }
                 try reader.forEachBatch(from: 1, through: seq) { batch in

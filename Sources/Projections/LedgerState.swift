@@ -1,35 +1,49 @@
+import Domain
 import Foundation
 import GRDB
-import IntakeQ
+import JSONCore
 import Ledger
 
 /// The last recorded version of an appointment, as the sync runner diffs against it.
 public struct KnownAppointment: Sendable {
     public var id: String
     public var contentHash: String
-    public var object: JSONValue
     public var removed: Bool
-    public var facts: AppointmentFacts
+    /// `ClientId` first, then the additional clients' ids, as last recorded.
+    public var clientIds: [String]
+    /// `StartDate` as last recorded (epoch ms).
+    public var startMillis: Int64?
 }
 
 extension ProjectionStore {
-    /// Every appointment the ledger has recorded, with its latest object. Call after `catchUp`.
+    /// What the next sync's diff needs of every appointment the ledger has recorded: its content
+    /// hash, whether it was removed, its clients and start. Read from columns, no object parsed.
+    /// Call after `catchUp`.
     public func knownAppointments() throws -> [String: KnownAppointment] {
         try pool.read { db in
             var out: [String: KnownAppointment] = [:]
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT o.appointment_id, o.object, a.removed FROM appointments_objects o
-                JOIN appointments a USING (appointment_id)
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT o.appointment_id, o.content_hash, o.client_ids, o.start_millis, a.removed
+                FROM appointments_objects o JOIN appointments a USING (appointment_id)
                 """)
-            for row in rows {
-                let text: String = row["object"]
-                guard let object = try? FastJSON.parse(Array(text.utf8)), let facts = try? AppointmentFacts(object: object) else { continue }
+            while let row = try rows.next() {
                 let id: String = row["appointment_id"]
+                let clients: String = row["client_ids"]
                 out[id] = KnownAppointment(
-                    id: id, contentHash: contentHash(of: object), object: object,
-                    removed: (row["removed"] as Int64? ?? 0) != 0, facts: facts)
+                    id: id, contentHash: row["content_hash"], removed: (row["removed"] as Int64? ?? 0) != 0,
+                    clientIds: clients.split(separator: " ").map(String.init), startMillis: row["start_millis"])
             }
             return out
+        }
+    }
+
+    /// The last recorded object of one appointment (for the field-level diff of a change).
+    public func recordedObject(_ appointmentId: String) throws -> JSONValue? {
+        try pool.read { db in
+            guard let text = try String.fetchOne(
+                db, sql: "SELECT object FROM appointments_objects WHERE appointment_id = ?", arguments: [appointmentId])
+            else { return nil }
+            return try FastJSON.parse(Array(text.utf8))
         }
     }
 

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import IntakeQ
+import JSONCore
 import Ledger
 
 /// `appointment_meeting_urls`: one row per appointment that has a join link.

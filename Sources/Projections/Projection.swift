@@ -1,6 +1,7 @@
+import Domain
 import Foundation
 import GRDB
-import IntakeQ
+import JSONCore
 import Ledger
 
 /// The table names a projection writes to: the live ones, or the shadow copies a rebuild

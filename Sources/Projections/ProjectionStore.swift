@@ -1,7 +1,8 @@
+import Domain
 import EventLog
 import Foundation
 import GRDB
-import IntakeQ
+import Synchronization
 import Ledger
 
 /// Progress of a long fold, for a progress bar.
@@ -29,17 +30,27 @@ public struct QuarantineEntry: Sendable, Hashable {
 /// The SQLite database of views, with each projection's checkpoint (last applied seq and that
 /// batch's chain hash) committed in the same transaction as its rows.
 public final class ProjectionStore: @unchecked Sendable {
-    // @unchecked: GRDB's DatabasePool and DatabaseQueue serialise all access themselves.
+    // @unchecked: every stored property is immutable or synchronised: GRDB's DatabasePool and
+    // DatabaseQueue serialise all access themselves, the settings below are an atomic and a
+    // mutex, the rebuild lock is a lock box.
     public let pool: any DatabaseWriter
     public let projections: [any Projection]
     /// True when the views are an in-memory copy of `projections.sqlite` (a store this process
     /// must not write): catching up folds into the copy only, and nothing is saved.
     public let inMemory: Bool
+    private let transactionSize = Atomic<Int>(2_000)
     /// Events applied per transaction while folding; each commit carries the checkpoint.
-    public var eventsPerTransaction = 2_000
+    public var eventsPerTransaction: Int {
+        get { transactionSize.load(ordering: .relaxed) }
+        set { transactionSize.store(newValue, ordering: .relaxed) }
+    }
+    private let stopCheck = Mutex<(@Sendable () -> Bool)?>(nil)
     /// Polled by a rebuild between transactions: true stops it (`FoldInterrupted`), its shadow
     /// tables dropped and the live views untouched.
-    public var shouldStop: (@Sendable () -> Bool)?
+    public var shouldStop: (@Sendable () -> Bool)? {
+        get { stopCheck.withLock { $0 } }
+        set { stopCheck.withLock { $0 = newValue } }
+    }
     let rebuildLockPath: String
     private let rebuildLock = RebuildLock()
 

@@ -1,6 +1,6 @@
 import Foundation
 import GRDB
-import IntakeQ
+import JSONCore
 import Ledger
 
 /// One row of a view, columns in the view's order, values as JSON (booleans and the

@@ -1,5 +1,6 @@
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
@@ -17,12 +18,12 @@ struct ObservedSettings: Sendable {
 struct FetchResult: Sendable {
     var settings: ObservedSettings?
     /// In the crawl, de-duplicated by id.
-    var crawled: [Appointment] = []
+    var crawled: [FetchedAppointment] = []
     var crawlComplete = false
     /// Reported by `deletedOnly=true`.
-    var deleted: [Appointment] = []
+    var deleted: [FetchedAppointment] = []
     /// Known appointments a complete crawl no longer returned, looked up by id: nil = 404.
-    var lookedUp: [String: Appointment?] = [:]
+    var lookedUp: [String: FetchedAppointment?] = [:]
     var errors: [String] = []
     var warnings: [String] = []
     /// What stopped the run: the key was refused, or the daily budget ran out.
@@ -55,8 +56,7 @@ struct Fetcher {
         do {
             let s = try await client.settings()
             r.anythingFetched = true
-            let value = try FastJSON.parse(s.raw)
-            let hash = contentHash(of: value)
+            let hash = contentHash(of: s.value)
             if hash != settingsHash { r.settings = ObservedSettings(hash: hash, raw: s.raw) }
         } catch {
             if note(error, into: &r) { return r }
@@ -107,8 +107,8 @@ struct Fetcher {
         }
         guard r.crawlComplete else { return r }
         // Removal needs evidence: look up what a complete crawl no longer returns.
-        let returned = Set(r.crawled.compactMap(\.id)).union(r.deleted.compactMap(\.id))
-        let candidates = known.values.filter { !$0.removed && plan.inScope($0.facts) && plan.inWindow($0.facts) }
+        let returned = Set(r.crawled.map(\.id)).union(r.deleted.map(\.id))
+        let candidates = known.values.filter { !$0.removed && plan.inScope($0) && plan.inWindow($0) }
         let missing = candidates.filter { !returned.contains($0.id) }.sorted { $0.id < $1.id }
         // A crawl that "completes" while most of what we know is missing (an empty page from a
         // proxy, a maintenance answer) is not evidence: look nothing up, remove nothing.
@@ -141,7 +141,7 @@ struct Fetcher {
             r.errorCount += 1
             return false
         }
-        if e.code == .unauthorized || e.code == .dailyBudgetExhausted {
+        if e.isFatalForRun {
             // A refused key or a spent budget is a request that failed: it counts as an error.
             r.unauthorized = e.code == .unauthorized
             r.fatal = e.description

@@ -1,5 +1,6 @@
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 
 /// The scope of a sync: partner organizations, their patients with IntakeQ client ids, and

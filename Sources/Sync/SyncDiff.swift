@@ -1,5 +1,7 @@
+import Domain
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
@@ -18,9 +20,13 @@ struct SyncDiff {
     private var warnedPractitioners = Set<String>()
     private var crawlIncomplete = false
 
-    init(plan: SyncPlan, known: [String: KnownAppointment]) {
+    /// The last recorded object of an appointment, read only for the ones that changed.
+    let priorObject: (String) throws -> JSONValue?
+
+    init(plan: SyncPlan, known: [String: KnownAppointment], priorObject: @escaping (String) throws -> JSONValue?) {
         self.plan = plan
         self.known = known
+        self.priorObject = priorObject
     }
 
     var counts: SyncCounts {
@@ -37,9 +43,8 @@ struct SyncDiff {
     }
 
     mutating func apply(_ fetch: FetchResult) {
-        let deletedIds = Set(fetch.deleted.compactMap(\.id))
-        for a in fetch.crawled {
-            guard let id = a.id, !deletedIds.contains(id) else { continue }
+        let deletedIds = Set(fetch.deleted.map(\.id))
+        for a in fetch.crawled where !deletedIds.contains(a.id) {
             observe(a, requireWindow: true)
         }
         for (id, found) in fetch.lookedUp.sorted(by: { $0.key < $1.key }) {
@@ -52,7 +57,8 @@ struct SyncDiff {
             }
         }
         for a in fetch.deleted {
-            guard let id = a.id, let k = known[id], !k.removed, plan.inScope(k.facts), !handled.contains(id) else { continue }
+            let id = a.id
+            guard let k = known[id], !k.removed, plan.inScope(k), !handled.contains(id) else { continue }
             handled.insert(id)
             removed.append(AppointmentRemoved(appointmentId: id, reason: "deleted_only"))
         }
@@ -62,12 +68,12 @@ struct SyncDiff {
 
     private(set) var counted = 0
 
-    private mutating func observe(_ a: Appointment, requireWindow: Bool) {
-        guard let id = a.id, !handled.contains(id) else { return }
-        let value: JSONValue
+    private mutating func observe(_ a: FetchedAppointment, requireWindow: Bool) {
+        let id = a.id
+        guard !handled.contains(id) else { return }
+        let value = a.value
         let facts: AppointmentFacts
         do {
-            value = try FastJSON.parse(a.raw)
             facts = try AppointmentFacts(object: value)
         } catch {
             decodeErrors += 1
@@ -77,7 +83,7 @@ struct SyncDiff {
         guard plan.inScope(facts) else {
             // A known appointment now belongs to nobody in the roster (IntakeQ moved it to
             // another client): record that it left, by id only — none of the new client's data.
-            if !plan.inRoster(facts), let prior = known[id], !prior.removed, plan.inScope(prior.facts) {
+            if !plan.inRoster(facts), let prior = known[id], !prior.removed, plan.inScope(prior) {
                 handled.insert(id)
                 removed.append(AppointmentRemoved(appointmentId: id, reason: "out_of_scope"))
             }
@@ -86,7 +92,7 @@ struct SyncDiff {
         let prior = known[id]
         if requireWindow, !plan.inWindow(facts) {
             // Outside the exact window: only a change to an appointment we track counts.
-            guard let prior, !prior.removed, plan.inWindow(prior.facts) else { return }
+            guard let prior, !prior.removed, plan.inWindow(prior) else { return }
         }
         handled.insert(id)
         if !isKnownStatus(facts.intakeqStatus) {
@@ -106,7 +112,15 @@ struct SyncDiff {
             unchanged.append(.init(id: id, hash: hash))
             return
         }
-        var fields = diffObjects(prior.object, value).map(\.field)
+        // Only a changed appointment's previous object is read (and parsed) from the views.
+        let before: JSONValue
+        do {
+            before = try priorObject(id) ?? .object([:])
+        } catch {
+            decodeErrors += 1
+            return
+        }
+        var fields = diffObjects(before, value).map(\.field)
         if prior.removed { fields.append("(reappeared)") }
         if fields.isEmpty {
             unchanged.append(.init(id: id, hash: hash))

@@ -1,3 +1,4 @@
+import Domain
 import EventLog
 import Foundation
 import IntakeQ
@@ -77,6 +78,8 @@ public let toolVersion = "0.1.0"
 
 /// Runs one sync: fetches the window from IntakeQ, diffs it against the ledger, appends what
 /// changed, and brings the views up to date. Holds the store's single-writer lock throughout.
+/// Its file and SQLite work runs on `StoreIO`'s own thread, never on the cooperative pool.
+@StoreIO
 public final class SyncRunner {
     let writer: LedgerWriter
     let reader: LedgerReader
@@ -116,7 +119,8 @@ public final class SyncRunner {
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
 
         // 2. Fetch and diff.
-        var diff = SyncDiff(plan: plan, known: try views.knownAppointments())
+        let views = self.views
+        var diff = SyncDiff(plan: plan, known: try views.knownAppointments(), priorObject: { try views.recordedObject($0) })
         let fetch = await Fetcher(client: client, plan: plan, progress: progress).fetch(known: diff.known, settingsHash: try views.lastSettingsHash(reader))
         diff.apply(fetch)
 
@@ -216,18 +220,18 @@ struct SyncPlan: Sendable {
         if r.roster.allPatients.isEmpty { throw SyncError("the roster has no patients: nothing to sync") }
     }
 
-    func inScope(_ f: AppointmentFacts) -> Bool {
-        if let c = f.intakeqClientId, scopeClients.contains(c) { return true }
-        return f.additionalClientIds.contains { scopeClients.contains($0) }
-    }
+    func inScope(_ f: AppointmentFacts) -> Bool { RosterMembership.involves(f, anyOf: scopeClients) }
 
-    func inRoster(_ f: AppointmentFacts) -> Bool {
-        if let c = f.intakeqClientId, rosterClients.contains(c) { return true }
-        return f.additionalClientIds.contains { rosterClients.contains($0) }
-    }
+    func inScope(_ k: KnownAppointment) -> Bool { k.clientIds.contains { scopeClients.contains($0) } }
 
-    func inWindow(_ f: AppointmentFacts) -> Bool {
-        guard let s = f.startMillis else { return true }
+    func inRoster(_ f: AppointmentFacts) -> Bool { RosterMembership.involves(f, anyOf: rosterClients) }
+
+    func inWindow(_ f: AppointmentFacts) -> Bool { inWindow(startMillis: f.startMillis) }
+
+    func inWindow(_ k: KnownAppointment) -> Bool { inWindow(startMillis: k.startMillis) }
+
+    func inWindow(startMillis: Int64?) -> Bool {
+        guard let s = startMillis else { return true }
         return s >= windowStart && s <= windowEnd
     }
 

@@ -1,7 +1,9 @@
 import ArgumentParser
 import EventLog
+import Domain
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
@@ -209,7 +211,7 @@ struct ExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let (store, reader, _) = try openForRead(storeOptions, catchUp: false)
+            let (store, reader, views) = try openForRead(storeOptions, catchUp: false)
             if let bundle {
                 let manifest = try AuditBundle.write(store: store, to: bundle)
                 print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
@@ -230,7 +232,11 @@ struct ExportCommand: AsyncParsableCommand {
                 let n = try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write)
                 if out != nil { warn("exported \(n) events to \(out!)") }
             } else {
-                let n = try Export.csv(reader: reader, from: fromSeq, to: toSeq, write: write)
+                // The per-stream index serves removal rows when it covers the range; else the
+                // export keeps each appointment's last version in memory.
+                let last = try toSeq ?? reader.head().seq
+                let indexed = ((try? views.appliedSeq()) ?? 0) >= last
+                let n = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
                 if out != nil { warn("exported \(n) appointment versions to \(out!)") }
             }
             return 0

@@ -1,5 +1,6 @@
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
@@ -96,4 +97,18 @@ final class ProgressLine: @unchecked Sendable {
 /// Prints one line on stderr.
 func warn(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+extension JSONValue {
+    /// The value as a plain Foundation object, for JSONSerialization's pretty output.
+    var foundationObject: Any {
+        switch self {
+        case .null: return NSNull()
+        case .bool(let b): return b
+        case .number(let d): return d.rounded() == d && abs(d) < 9.0e15 ? Int64(d) as Any : d as Any
+        case .string(let s): return s
+        case .array(let a): return a.map(\.foundationObject)
+        case .object(let o): return o.mapValues(\.foundationObject)
+        }
+    }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Domain
 import Foundation
 import GRDB
 import IntakeQ
@@ -169,7 +170,12 @@ struct AsOfCommand: AsyncParsableCommand {
                 through = try AsOf.seq(atOrBefore: ISOTime.parse(time!)!, reader: reader, views: views)
             }
             let filter = AppointmentFilter(appointmentId: appointment)
-            let rows = try AsOf.appointments(through: through, filter: filter, reader: reader, views: views)
+            var quarantined: [UInt64] = []
+            let rows = try AsOf.appointments(through: through, filter: filter, reader: reader, views: views,
+                                             quarantined: &quarantined)
+            if !quarantined.isEmpty {
+                warn("warning: \(quarantined.count) event(s) could not be applied (first at seq \(quarantined[0])); the live views quarantine them too (see `syncledger rebuild`)")
+            }
             if json { Output.printJSON(rows) } else {
                 print("as of seq \(through)")
                 Output.printTable(rows, columns: appointmentTableColumns, empty: "no appointments recorded by then")

@@ -1,7 +1,9 @@
 import ArgumentParser
+import Domain
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Logging
 import Projections
@@ -78,12 +80,13 @@ struct SyncCommand: AsyncParsableCommand {
             // failed ("interrupted") with what it had, and the exit status is 130/143.
             let interrupts = Interrupts.watch()
             defer { interrupts.stop() }
-            let (path, policy, wait, retries, seconds, debug) = (storeOptions.path,
-                RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget), waitLock, maxRetries, timeout, verbose)
-            let task = Task {
-                try await runSync(storePath: path, request: request, apiKey: key, baseURL: baseURL, policy: policy,
-                                  waitLock: wait, maxRetries: retries, timeout: seconds, verbose: debug)
-            }
+            var logger = Logger(label: "syncledger")
+            logger.logLevel = verbose ? .debug : .warning
+            let config = SyncConfiguration(
+                storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
+                policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
+                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
+            let task = Task { try await runSync(config) }
             interrupts.onSignal { task.cancel() }
             let outcome = try await task.value
             print(outcome.summaryLine)
@@ -106,45 +109,16 @@ func reportProblems(_ outcome: SyncOutcome) {
     if outcome.warnings.count > 5 { warn("warning: … and \(outcome.warnings.count - 5) more (see `syncledger sync-logs --json`)") }
 }
 
-/// Opens the store for writing, runs the sync, closes everything.
-func runSync(storePath: String, request: SyncRequest, apiKey: String, baseURL: String, policy: RateLimitPolicy,
-             waitLock: Double?, maxRetries: Int, timeout: Double, verbose: Bool,
-             showProgress: Bool = true) async throws -> SyncOutcome {
-    let store = try Store.openOrCreate(storePath)
-    // Before the writer opens (which would cut a torn tail): a log that lost acknowledged events
-    // is refused with nothing written. The writer checks `state/head` again under its lock.
-    try refuseIfLost(store)
-    let writer: LedgerWriter
-    do {
-        writer = try LedgerWriter(store: store, waitLock: waitLock)
-    } catch let e as LogError where e.code == .locked {
-        let waited = waitLock.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
-        throw CLIFailure(message: e.message + waited + " (another sync is running; retry later, or pass --wait-lock SECONDS to wait for it)")
-    }
-    defer { writer.close() }
-    let views = try ProjectionStore(store: store)
-    var logger = Logger(label: "syncledger")
-    logger.logLevel = verbose ? .debug : .warning
-    let limiter = RateLimiter(policy: policy, store: FileCallRecord(path: store.statePath + "/api-calls.json"))
-    let remaining = await limiter.remainingToday()
-    if remaining < 3 {
-        let reset = await limiter.resetsAt().map { ISOTime.format($0) } ?? "within 24 hours"
-        throw CLIFailure(message: "daily API budget nearly used up: \(remaining) of \(policy.dailyBudget ?? 0) calls left and a run needs at least 3; the next call frees at \(reset)")
-    }
-    let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey, limiter: limiter, maxRetries: maxRetries,
-                               timeoutSeconds: timeout, logger: logger)
+/// Runs one sync through the library's `SyncSession`, with a progress line on a terminal.
+func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throws -> SyncOutcome {
+    var config = config
     let progress = ProgressLine()
+    if showProgress { config.progress = { @Sendable (text: String) in progress.update(text) } }
+    defer { progress.finish() }
     do {
-        let report: (@Sendable (String) -> Void)? = showProgress ? { @Sendable (text: String) in progress.update(text) } : nil
-        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger, progress: report)
-        let outcome = try await runner.run(request)
-        progress.finish()
-        try? await client.shutdown()
-        return outcome
-    } catch {
-        progress.finish()
-        try? await client.shutdown()
-        throw error
+        return try await SyncSession.run(config)
+    } catch let e as SyncSessionError {
+        throw CLIFailure(message: e.message)
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Domain
 import EventLog
 import Foundation
 import IntakeQ

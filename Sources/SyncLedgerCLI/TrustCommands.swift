@@ -5,19 +5,10 @@ import IntakeQ
 import Ledger
 import Projections
 
-/// Every piece of evidence of an acknowledged head: `state/head` and the views' checkpoints
-/// (read without writing anything).
-func headEvidence(_ store: Store) throws -> [HeadEvidence] {
-    var evidence: [HeadEvidence] = []
-    if let recorded = try Trust.recordedHead(store) { evidence.append(recorded) }
-    evidence += ProjectionStore.checkpointEvidence(path: store.projectionsPath, readOnly: !store.isWritable)
-    return evidence
-}
-
 /// Refuses (one line, exit 1, nothing written) when the log does not hold a head that was
 /// acknowledged: only a torn batch past the last acknowledged head may be missing.
 func refuseIfLost(_ store: Store) throws {
-    try Trust.require(store, evidence: headEvidence(store))
+    try Trust.requireNoLoss(store)
 }
 
 /// The `ledger.loss_recorded` events of a batch's JSON Lines, as warnings for `verify`.

@@ -1,5 +1,7 @@
+import Domain
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Testing

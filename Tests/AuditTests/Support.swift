@@ -10,6 +10,8 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import JSONCore
+import Domain
 #endif
 
 // MARK: - Paths
@@ -271,20 +273,18 @@ struct Timeline: Sendable {
         return Timeline(root: root, store: storePath, days: days, traps: traps, objects: objects, deleted: deleted)
     }
 
-    /// One sync run, as SyncCommand's runSync does it, with the client's limits lifted (the
-    /// in-process fake has none).
+    /// One sync run through `SyncSession`, as `syncledger sync` runs it, with the client's limits
+    /// lifted (the in-process fake has none).
     static func runDay(store: Store, baseURL: String, apiKey: String, logger: Logger,
                        request: SyncRequest) async throws -> (SyncOutcome, [ViewRow]) {
+        var config = SyncConfiguration(
+            storePath: store.path, request: request, apiKey: apiKey, baseURL: baseURL,
+            policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+            maxRetries: 2, timeoutSeconds: 10, logger: logger)
         // Small segments, so the timeline spans several files (sealed ones with index files).
-        let writer = try LedgerWriter(store: store, options: LogOptions(segmentBytes: segmentBytes))
-        defer { writer.close() }
-        let views = try ProjectionStore(store: store)
-        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000))
-        let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey, limiter: limiter, maxRetries: 2,
-                                   timeoutSeconds: 10, logger: logger)
-        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
-        let outcome = try await runner.run(request)
-        let rows = try views.readSync { try Views.appointments($0, AppointmentFilter()) }
+        config.logOptions = LogOptions(segmentBytes: segmentBytes)
+        let outcome = try await SyncSession.run(config)
+        let rows = try ProjectionStore(store: store).readSync { try Views.appointments($0, AppointmentFilter()) }
         return (outcome, rows)
     }
 

@@ -6,6 +6,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import JSONCore
 #endif
 
 extension AuditTests {

@@ -1,4 +1,5 @@
 import Foundation
+import JSONCore
 import Testing
 @testable import IntakeQ
 
@@ -88,11 +89,11 @@ struct FuzzTests {
             _ = Self.typed("splitJSONObject") { _ = try splitJSONObject(input) }
             _ = Self.typed("minifiedJSONValue") { _ = try minifiedJSONValue(input) }
             for element in elements.prefix(20) {
-                if Self.typed("Appointment.decode(minifiedObject:)", { _ = try Appointment.decode(minifiedObject: element) }) {
+                if Self.typed("FetchedAppointment.parse(minifiedObject:)", { _ = try FetchedAppointment.parse(minifiedObject: element) }) {
                     objectsDecoded += 1
                 }
             }
-            _ = Self.typed("Appointment.decode(json:)") { _ = try Appointment.decode(json: input) }
+            _ = Self.typed("FetchedAppointment.parse(json:)") { _ = try FetchedAppointment.parse(json: input) }
             slowest = max(slowest, Date().timeIntervalSince(t0))
             tried += 1
         }
@@ -119,9 +120,9 @@ struct FuzzTests {
         for (i, body) in cases.enumerated() {
             let t0 = Date()
             _ = Self.typed("case \(i) splitJSONArray") {
-                for e in try splitJSONArray(body) { _ = try Appointment.decode(minifiedObject: e) }
+                for e in try splitJSONArray(body) { _ = try FetchedAppointment.parse(minifiedObject: e) }
             }
-            _ = Self.typed("case \(i) Appointment.decode(json:)") { _ = try Appointment.decode(json: body) }
+            _ = Self.typed("case \(i) FetchedAppointment.parse(json:)") { _ = try FetchedAppointment.parse(json: body) }
             #expect(Date().timeIntervalSince(t0) < 2, "case \(i) is slow")
         }
     }

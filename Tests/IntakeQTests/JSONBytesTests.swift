@@ -1,5 +1,6 @@
 import Foundation
 import IntakeQ
+import JSONCore
 import Testing
 
 @Suite struct JSONBytesTests {

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Testing

@@ -1,7 +1,9 @@
+import Domain
 import EventLog
 import Foundation
 import GRDB
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Testing

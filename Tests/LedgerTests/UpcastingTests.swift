@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import GRDB
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Testing

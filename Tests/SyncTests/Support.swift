@@ -10,6 +10,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import JSONCore
 #endif
 
 // MARK: Paths and fixtures
@@ -73,7 +74,7 @@ final class TempDir {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-// MARK: Driving SyncRunner directly
+// MARK: Driving SyncSession directly
 
 /// A fake IntakeQ server on loopback plus what a test needs to sync against it.
 final class Rig {
@@ -103,25 +104,18 @@ final class Rig {
 
     func stop() async { await server.stop() }
 
-    /// One sync into `store`, wired as `runSync` in SyncCommand.swift does (high per-minute limit).
+    /// One sync into `store` through `SyncSession`, as `syncledger sync` runs it (high per-minute
+    /// limit and budget; the call record lives in the store's state/ as in production).
     func sync(store dir: String, day: Int? = nil, roster: Roster = Fixtures.roster, patient: String? = nil,
-              org: String? = nil, now: Date? = nil, maxRetries: Int = 4, apiKey: String? = nil) async throws -> SyncOutcome {
-        let store = try Store.openOrCreate(dir)
-        let writer = try LedgerWriter(store: store)
-        defer { writer.close() }
-        let views = try ProjectionStore(store: store)
+              org: String? = nil, now: Date? = nil, maxRetries: Int = 4, apiKey: String? = nil,
+              policy: RateLimitPolicy = RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000)) async throws -> SyncOutcome {
         var logger = Logger(label: "synctests")
         logger.logLevel = .critical
-        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
-                                  clock: clock, store: InMemoryCallRecord())
-        let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey ?? self.apiKey, limiter: limiter, clock: clock,
-                                   maxRetries: maxRetries, timeoutSeconds: 20, logger: logger)
-        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
         let request = SyncRequest(roster: roster, organizationId: org, patientId: patient,
                                   now: now ?? day.map { Fixtures.day($0).nowDate })
-        let outcome = try await runner.run(request)
-        try? await client.shutdown()
-        return outcome
+        return try await SyncSession.run(SyncConfiguration(
+            storePath: dir, request: request, apiKey: apiKey ?? self.apiKey, baseURL: baseURL, policy: policy,
+            maxRetries: maxRetries, timeoutSeconds: 20, clock: clock, logger: logger))
     }
 }
 

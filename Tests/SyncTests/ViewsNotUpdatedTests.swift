@@ -27,7 +27,7 @@ struct FailsOnCompletion: Projection {
 @Suite struct ViewsNotUpdatedTests {
     /// The run is fully recorded in the log, so it is not a failed run: the outcome keeps its
     /// status and says the views could not be updated (the CLI prints that and exits 2).
-    @Test func viewsFailingAfterTheRunIsDurableIsNotAFailedRun() async throws {
+    @StoreIO @Test func viewsFailingAfterTheRunIsDurableIsNotAFailedRun() async throws {
         let tmp = TempDir()
         let rig = try await Rig.start(day: 1)
         let store = try Store.openOrCreate(tmp.sub("store"))

@@ -124,11 +124,17 @@ enum IndexFile {
         let bytes = encode(index)
         let fd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
         do {
+            // Closed exactly once, before the rename: a second close after a failed rename could
+            // close a descriptor another thread has since been given.
+            defer { Sys.close(fd) }
             try bytes.withUnsafeBytes { try Sys.pwriteAll(fd, $0.baseAddress!, $0.count, at: 0, path: temporary) }
-            Sys.close(fd)
+        } catch {
+            Sys.unlink(temporary)
+            throw error
+        }
+        do {
             try Sys.rename(temporary, final)
         } catch {
-            Sys.close(fd)
             Sys.unlink(temporary)
             throw error
         }

@@ -1,11 +1,39 @@
 import Foundation
 import IntakeQ
+import JSONCore
 
-/// A `PracticeState` indexed for serving: every object decoded once, lists sorted newest first.
+/// A `PracticeState` indexed for serving: every object parsed once, lists sorted newest first.
 struct ServedState: Sendable {
+    /// One served object. Fields are read leniently, as IntakeQ itself stores whatever it stores:
+    /// a field of an odd type must not change what the fake serves or how it filters.
     struct Entry: Sendable {
         var raw: [UInt8]
-        var appointment: Appointment
+        var value: JSONValue
+        var appointment: Lenient { Lenient(value: value) }
+    }
+
+    struct Lenient {
+        var value: JSONValue
+        var id: String? { value["Id"]?.stringValue }
+        var startDate: Int64? { value["StartDate"]?.int64Value }
+        var status: String? { value["Status"]?.stringValue }
+        var practitionerEmail: String? { value["PractitionerEmail"]?.stringValue }
+        var clientName: String? { value["ClientName"]?.stringValue }
+        var clientEmail: String? { value["ClientEmail"]?.stringValue }
+        var clientPhone: String? { value["ClientPhone"]?.stringValue }
+        var clientId: FlexibleID? { Self.flexible(value["ClientId"]) }
+        var lastModified: Int64? { value["LastModified"]?.int64Value }
+        var additionalClients: [Lenient]? {
+            guard case .array(let a)? = value["AdditionalClients"] else { return nil }
+            return a.map(Lenient.init(value:))
+        }
+        static func flexible(_ v: JSONValue?) -> FlexibleID? {
+            switch v {
+            case .number(let d)? where d.rounded() == d: return .number(Int64(d))
+            case .string(let s)?: return .string(s)
+            default: return nil
+            }
+        }
     }
 
     var settings: [UInt8]
@@ -16,7 +44,7 @@ struct ServedState: Sendable {
     /// of a bad row); they match no filter that needs a field.
     init(_ state: PracticeState) {
         func entry(_ raw: [UInt8]) -> Entry {
-            Entry(raw: raw, appointment: (try? Appointment.decode(json: raw)) ?? Appointment())
+            Entry(raw: raw, value: (try? FastJSON.parse(raw)) ?? .null)
         }
         settings = state.settings
         appointments = state.appointments.map(entry)

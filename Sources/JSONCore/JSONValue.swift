@@ -1,12 +1,27 @@
 
-import Foundation
-import IntakeQ
+// The one JSON value of SyncLedger: what the fast parser returns, what content hashes are
+// computed over (its canonical text), and what field-level diffs compare. No Foundation: the
+// log, the ledger and the domain rules all read it, none of them pull in an HTTP stack for it.
 
-// The decoded JSON value type is IntakeQ's (`IntakeQ.JSONValue`); the ledger adds canonical
-// text (for content hashes), accessors and field-level diffs.
+/// A decoded JSON value. Numbers are compared by value (`150` equals `150.0`) and object key
+/// order is irrelevant, so two objects that differ only in formatting are equal.
+public indirect enum JSONValue: Sendable, Hashable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+}
+
 extension JSONValue {
     /// Parses UTF-8 JSON bytes.
     public static func parse(bytes: some Collection<UInt8>) throws -> JSONValue {
+        try FastJSON.parse(bytes)
+    }
+
+    /// Parses UTF-8 JSON bytes.
+    public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
         try FastJSON.parse(bytes)
     }
 
@@ -75,18 +90,6 @@ extension JSONValue {
             out += "}"
         }
     }
-
-    /// Any JSON value as a plain Foundation object (for JSONSerialization output).
-    public var foundationObject: Any {
-        switch self {
-        case .null: return NSNull()
-        case .bool(let b): return b
-        case .number(let d): return d.rounded() == d && abs(d) < 9.0e15 ? Int64(d) as Any : d as Any
-        case .string(let s): return s
-        case .array(let a): return a.map(\.foundationObject)
-        case .object(let o): return o.mapValues(\.foundationObject)
-        }
-    }
 }
 
 /// Quotes a string as a JSON string literal.
@@ -106,7 +109,11 @@ public func jsonQuoted(_ s: String) -> String {
         case "\t": out += "\\t"
         default:
             if scalar.value < 0x20 {
-                out += String(format: "\\u%04x", scalar.value)
+                let hex = Array("0123456789abcdef".utf8)
+                let v = Int(scalar.value)
+                out += "\\u00"
+                out.unicodeScalars.append(Unicode.Scalar(hex[v >> 4]))
+                out.unicodeScalars.append(Unicode.Scalar(hex[v & 0xF]))
             } else {
                 out.unicodeScalars.append(scalar)
             }
@@ -152,4 +159,15 @@ public func diffObjects(_ old: JSONValue, _ new: JSONValue, prefix: String = "")
         }
     }
     return changes
+}
+
+/// Top-level keys whose values differ between two JSON objects given as bytes (including keys
+/// present in only one of them), sorted. An absent key and a `null` count as equal.
+public func changedKeys(_ old: [UInt8], _ new: [UInt8]) throws -> [String] {
+    guard case .object(let a) = try FastJSON.parse(old), case .object(let b) = try FastJSON.parse(new) else {
+        throw FastJSON.ParseError(offset: 0, what: "expected two JSON objects to compare")
+    }
+    var out: [String] = []
+    for key in Set(a.keys).union(b.keys) where (a[key] ?? .null) != (b[key] ?? .null) { out.append(key) }
+    return out.sorted()
 }

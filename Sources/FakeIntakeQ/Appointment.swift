@@ -1,7 +1,11 @@
 import Foundation
+import IntakeQ
+import JSONCore
 
-/// One IntakeQ appointment (INTAKEQ-API.md §3): all 49 documented keys, every one optional
-/// because list rows omit some keys and older rows carry `null`s.
+/// One IntakeQ appointment as a typed record (INTAKEQ-API.md §3): all 49 documented keys, every
+/// one optional because list rows omit some keys and older rows carry `null`s. The fake server
+/// filters its fixtures with it and the model tests pin the API's shape; the sync itself never
+/// decodes these 49 fields (it reads `FetchedAppointment`: the raw object and three fields).
 ///
 /// `raw` keeps the object exactly as received, minified; unknown keys survive only there.
 public struct Appointment: Sendable, Hashable, Decodable {
@@ -113,9 +117,6 @@ public struct Appointment: Sendable, Hashable, Decodable {
     public static func decode(json bytes: some Collection<UInt8>) throws -> Appointment {
         try decode(minifiedObject: minifyJSON(bytes))
     }
-
-    /// `Status` as an enum; `.unknown(raw)` for values IntakeQ does not document.
-    public var statusValue: AppointmentStatus? { status.map(AppointmentStatus.init(rawValue:)) }
 
     /// The start instant: `StartDate` (epoch ms), else `StartDateIso`.
     public var startInstant: Date? {

@@ -1,6 +1,5 @@
 import Foundation
-import IntakeQ
-import Ledger
+import JSONCore
 
 /// What the views say about one IntakeQ appointment object, independent of the roster.
 /// Pure functions of the object: the same code serves the live views, rebuilds, `as-of`
@@ -28,7 +27,7 @@ public struct AppointmentFacts: Sendable, Hashable {
 
     public init(object: JSONValue) throws {
         guard case .object = object, let id = object["Id"]?.stringValue, !id.isEmpty else {
-            throw LedgerError("the appointment object has no Id")
+            throw DomainError("the appointment object has no Id")
         }
         appointmentId = id
         intakeqClientId = object["ClientId"].flatMap(nonNull)?.stringValue
@@ -91,7 +90,7 @@ public func mapStatus(_ raw: String?) -> String {
 
 public func isKnownStatus(_ raw: String?) -> Bool { mapStatus(raw) != "unknown" }
 
-func deriveVisitType(placeOfService: String?, hasMeeting: Bool, locationName: String?) -> String {
+public func deriveVisitType(placeOfService: String?, hasMeeting: Bool, locationName: String?) -> String {
     switch placeOfService?.trimmingCharacters(in: .whitespaces) {
     case "02", "10", "2": return "telehealth"
     case "11": return "office"

@@ -1,6 +1,3 @@
-import Foundation
-import IntakeQ
-
 /// A JSON parser for the replay path. Foundation's JSON runs at about 60 MB/s here, the
 /// slowest step of a rebuild (DESIGN.md, "Performance notes"); this one reads UTF-8 bytes
 /// straight into `JSONValue`. Strict (RFC 8259), with a nesting limit so hostile input

@@ -1,6 +1,10 @@
 import Foundation
+import IntakeQ
+import JSONCore
 
-/// `GET /appointments/settings`: locations, services, practitioners (§2.4).
+/// `GET /appointments/settings` as a typed record: locations, services, practitioners (§2.4). The
+/// model tests pin the API's shape with it; the sync stores the settings object as received
+/// (`FetchedSettings`) and the views read it with the domain rules.
 public struct PracticeSettings: Sendable, Hashable, Decodable {
     public var locations: [Location]?
     public var services: [Service]?
@@ -26,10 +30,10 @@ public struct PracticeSettings: Sendable, Hashable, Decodable {
             name = try c.decodeLenientString(.name)
             if let s = try? c.decodeLenientString(.address) {
                 address = s
-            } else if let obj = try? c.decode([String: JSONValue].self, forKey: .address) {
+            } else if let obj = try? c.decode([String: LenientText].self, forKey: .address) {
                 address = obj.keys.sorted().compactMap { k -> String? in
-                    if case .string(let s) = obj[k], !s.isEmpty { return s }
-                    return nil
+                    guard let s = obj[k]?.text, !s.isEmpty else { return nil }
+                    return s
                 }.joined(separator: ", ")
             } else {
                 address = nil
@@ -101,5 +105,13 @@ public struct ClientSummary: Sendable, Hashable, Decodable {
         } catch {
             throw IntakeQError.from(decoding: error)
         }
+    }
+}
+
+/// A string, or nothing for any other JSON value.
+struct LenientText: Decodable {
+    var text: String?
+    init(from decoder: any Decoder) throws {
+        text = try? decoder.singleValueContainer().decode(String.self)
     }
 }

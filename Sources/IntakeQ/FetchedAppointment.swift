@@ -1,0 +1,67 @@
+import JSONCore
+
+/// One appointment as IntakeQ sent it: the object's bytes (minified, as the ledger stores them),
+/// its parsed value, and the few fields the sync itself must read. Everything else is read, once
+/// per event, by the domain rules (`AppointmentFacts`) from `value` — so a field nothing reads
+/// that changes type upstream (`"Duration": "50"`) never makes a row fail.
+public struct FetchedAppointment: Sendable, Hashable {
+    /// `Id` (a string, or a number's digits).
+    public var id: String
+    /// `ClientId`, a number or a string of digits; nil when absent or null (then no roster
+    /// patient can match it).
+    public var clientId: String?
+    /// `StartDate`, epoch milliseconds (the window filter); nil when absent or null.
+    public var startDate: Int64?
+    /// `LastModified`, epoch milliseconds, read leniently (it only picks the newer of two copies
+    /// of a row that shifted across pages); nil when absent or not a number.
+    public var lastModified: Int64?
+    /// The object as received, minified.
+    public var raw: [UInt8]
+    /// `raw`, parsed.
+    public var value: JSONValue
+
+    /// Parses one minified object (as `splitJSONArray` returns them). Only what the sync truly
+    /// needs fails a row: not an object, no usable `Id`, a `ClientId` that is neither a number
+    /// nor a string, a `StartDate` that is not epoch milliseconds.
+    public static func parse(minifiedObject bytes: [UInt8]) throws -> FetchedAppointment {
+        let value: JSONValue
+        do {
+            value = try FastJSON.parse(bytes)
+        } catch let e as FastJSON.ParseError {
+            throw IntakeQError.decode(e.what, offset: e.offset)
+        }
+        guard case .object(let o) = value else { throw IntakeQError.decode("expected an appointment object", offset: 0) }
+        guard let id = idText(o["Id"]), !id.isEmpty else {
+            throw IntakeQError.decode("the appointment has no Id", keyPath: "Id")
+        }
+        let clientId: String?
+        switch o["ClientId"] {
+        case nil, .null?: clientId = nil
+        case let v?:
+            guard let text = idText(v) else { throw IntakeQError.decode("ClientId is neither a number nor a string", keyPath: "ClientId") }
+            clientId = text
+        }
+        let startDate: Int64?
+        switch o["StartDate"] {
+        case nil, .null?: startDate = nil
+        case .number(let d)? where d.isFinite && abs(d) < 9e15: startDate = Int64(d)
+        default: throw IntakeQError.decode("StartDate is not epoch milliseconds", keyPath: "StartDate")
+        }
+        return FetchedAppointment(id: id, clientId: clientId, startDate: startDate,
+                                  lastModified: value["LastModified"]?.int64Value, raw: bytes, value: value)
+    }
+
+    /// Parses an object in any formatting; `raw` is its minified form.
+    public static func parse(json bytes: some Collection<UInt8>) throws -> FetchedAppointment {
+        try parse(minifiedObject: minifyJSON(bytes))
+    }
+
+    /// An id sent as a string or as an integral number.
+    static func idText(_ v: JSONValue?) -> String? {
+        switch v {
+        case .string(let s)?: return s
+        case .number(let d)? where d.rounded() == d && abs(d) < 9e15: return String(Int64(d))
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Domain
+import EventLog
+import Foundation
+import IntakeQ
+import Ledger
+import Logging
+import Projections
+
+/// Everything one sync run needs besides the request: where the store is, how to reach IntakeQ,
+/// the limits, and who watches. `syncledger sync`, the demo, the crash harness and every sync test
+/// go through `SyncSession.run` with one of these, so the path the tests run is the path that ships.
+public struct SyncConfiguration: Sendable {
+    public var storePath: String
+    public var request: SyncRequest
+    public var apiKey: String
+    public var baseURL: String
+    public var policy: RateLimitPolicy
+    /// Wait this long for another writer instead of failing at once.
+    public var waitLock: Double?
+    public var maxRetries: Int
+    public var timeoutSeconds: Double
+    /// The rate limiter's and the back-off's clock (tests inject a manual one).
+    public var clock: any IntakeQClock
+    public var logger: Logger
+    public var progress: (@Sendable (String) -> Void)?
+    /// The log's options (segment size); the defaults everywhere but in tests.
+    public var logOptions = LogOptions()
+
+    public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
+                policy: RateLimitPolicy = RateLimitPolicy(), waitLock: Double? = nil, maxRetries: Int = 4,
+                timeoutSeconds: Double = 30, clock: any IntakeQClock = SystemClock(),
+                logger: Logger = Logger(label: "syncledger"), progress: (@Sendable (String) -> Void)? = nil) {
+        self.storePath = storePath
+        self.request = request
+        self.apiKey = apiKey
+        self.baseURL = baseURL
+        self.policy = policy
+        self.waitLock = waitLock
+        self.maxRetries = maxRetries
+        self.timeoutSeconds = timeoutSeconds
+        self.clock = clock
+        self.logger = logger
+        self.progress = progress
+    }
+}
+
+/// Why a run could not start (nothing was appended). Callers tell the cases apart by `code`.
+public struct SyncSessionError: Error, CustomStringConvertible, Sendable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        enum Value: String { case locked, budgetExhausted = "budget_exhausted" }
+        let value: Value
+        public static let locked = Code(value: .locked)
+        public static let budgetExhausted = Code(value: .budgetExhausted)
+        public var description: String { value.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+    /// The error underneath, when there is one (the log's lock error, for example).
+    public var underlying: (any Error & Sendable)?
+
+    public var description: String { message }
+}
+
+/// The one wiring of a sync run: open the store, take the writer lock, check the daily budget
+/// against the call record in `STORE/state/`, build the client on the shared limiter, run,
+/// release everything.
+public enum SyncSession {
+    /// Calls a run needs at the least: settings, one page, the deletedOnly poll.
+    public static let minimumCalls = 3
+
+    @StoreIO
+    public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
+        try config.request.validate()
+        let store = try Store.openOrCreate(config.storePath)
+        // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
+        // events is refused with nothing written. The writer checks `state/head` again under its lock.
+        try Trust.requireNoLoss(store)
+        let writer: LedgerWriter
+        do {
+            writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
+        } catch let e as LogError where e.code == .locked {
+            let waited = config.waitLock.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
+            throw SyncSessionError(
+                code: .locked,
+                message: e.message + waited + " (another sync is running; retry later, or pass --wait-lock SECONDS to wait for it)",
+                underlying: e)
+        }
+        defer { writer.close() }
+        let views = try ProjectionStore(store: store)
+        let limiter = RateLimiter(policy: config.policy, clock: config.clock,
+                                  store: FileCallRecord(path: store.statePath + "/api-calls.json"))
+        let remaining = await limiter.remainingToday()
+        if remaining < minimumCalls {
+            let reset = await limiter.resetsAt().map { ISOTime.format($0) } ?? "within 24 hours"
+            throw SyncSessionError(
+                code: .budgetExhausted,
+                message: "daily API budget nearly used up: \(remaining) of \(config.policy.dailyBudget) calls left and a run needs at least \(minimumCalls); the next call frees at \(reset)",
+                underlying: nil)
+        }
+        let client = IntakeQClient(baseURL: config.baseURL, apiKey: config.apiKey, limiter: limiter, clock: config.clock,
+                                   maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
+                                   logger: config.logger)
+        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
+                                    progress: config.progress)
+        return try await runner.run(config.request)
+    }
+}

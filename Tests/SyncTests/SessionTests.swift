@@ -1,0 +1,113 @@
+import FakeIntakeQ
+import Foundation
+import IntakeQ
+import JSONCore
+import Ledger
+import Sync
+import Testing
+
+@Suite("SyncSession: the one path of a run")
+struct SessionTests {
+    /// A field nothing reads that changes type upstream must not fail the row: failing it would make
+    /// the crawl incomplete and silently turn off removal detection for the whole practice.
+    @Test("an odd type in a field nothing reads: the appointment is recorded, the crawl is complete, a vanished appointment is still removed")
+    func oddTypeInAnUnreadField() async throws {
+        let tmp = TempDir()
+        let store = tmp.sub("store")
+        let rig = try await Rig.start(day: 1)
+        _ = try await rig.sync(store: store, day: 1)
+        rig.setDay(2)
+        _ = try await rig.sync(store: store, day: 2)
+
+        // Day 3, with one in-roster appointment's Price sent as an object and its Duration as a string.
+        var state = Fixtures.day(3).state
+        let rosterIds = Fixtures.rosterClientIds
+        // One recorded on day 2 and unchanged since (so the only change is the odd field).
+        let day2 = Dictionary(uniqueKeysWithValues: Fixtures.day(2).state.appointments.compactMap { b -> (String, JSONValue)? in
+            guard let v = try? JSONValue.parse(b), let id = v["Id"]?.stringValue else { return nil }
+            return (id, v)
+        })
+        let index = try #require(state.appointments.firstIndex { bytes in
+            guard let v = try? JSONValue.parse(bytes), let c = v["ClientId"]?.stringValue, let id = v["Id"]?.stringValue
+            else { return false }
+            return rosterIds.contains(c) && v["Price"] != nil && day2[id] == v
+        })
+        var odd = try JSONValue.parse(state.appointments[index])
+        guard case .object(var o) = odd else { Issue.record("not an object"); return }
+        o["Price"] = .object(["amount": .number(150), "currency": .string("USD")])
+        o["Duration"] = .string("50")
+        odd = .object(o)
+        let oddId = try #require(odd["Id"]?.stringValue)
+        state.appointments[index] = Array(odd.canonicalText.utf8)
+        rig.server.setState(state)
+        let d3 = try await rig.sync(store: store, day: 3)
+        await rig.stop()
+
+        #expect(d3.status == "completed", "\(d3.errors)")
+        #expect(d3.counts.errors == 0)
+        let events = try StoreReader.events(store).filter { $0.run == d3.runId }
+        let changed = try #require(events.first { $0.type == "appointment.changed" && $0.appointmentId == oddId })
+        #expect(changed.data["changed_fields"] == .array([.string("Duration"), .string("Price")]),
+                "both fields changed type; the row is recorded all the same")
+        let vanished = Fixtures.traps["vanish_d3"]!
+        let removed = events.filter { $0.type == "appointment.removed" }
+        #expect(removed.contains { $0.appointmentId == vanished && $0.data["reason"]?.stringValue == "not_found" })
+        let row = try #require(try StoreReader.appointments(store).first { $0["appointment_id"]?.stringValue == oddId })
+        #expect(row["duration_minutes"]?.int64Value == 50)
+    }
+
+    /// The daily budget and the call record in state/ hold on the path `syncledger sync` takes.
+    @Test("the call record in state/ counts every call; a run the budget cannot cover is refused before anything is appended")
+    func budgetAndCallRecordOnTheSessionPath() async throws {
+        let tmp = TempDir()
+        let store = tmp.sub("store")
+        let rig = try await Rig.start(day: 1)
+        // The call record is on the real clock (the rig's manual clock starts at the real now).
+        let first = try await rig.sync(store: store, day: 1)
+        #expect(first.status == "completed")
+        let recordPath = store + "/state/api-calls.json"
+        let record = try JSONValue.parse(Array(try #require(FileManager.default.contents(atPath: recordPath))))
+        guard case .array(let calls) = record["calls"] ?? record else { Issue.record("unexpected call record \(record)"); return }
+        #expect(calls.count == first.api.calls && first.api.calls >= SyncSession.minimumCalls)
+
+        let head = try StoreReader.head(store)
+        let tight = RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: first.api.calls + SyncSession.minimumCalls - 1)
+        await #expect {
+            _ = try await rig.sync(store: store, day: 1, policy: tight)
+        } throws: { e in
+            (e as? SyncSessionError)?.code == .budgetExhausted
+        }
+        #expect(try StoreReader.head(store) == head, "a refused run appends nothing")
+
+        // With room for exactly one more run, it goes through and the record grows by its calls.
+        let roomy = RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: first.api.calls + 50)
+        let second = try await rig.sync(store: store, day: 1, policy: roomy)
+        #expect(second.status == "completed")
+        let after = try JSONValue.parse(Array(try #require(FileManager.default.contents(atPath: recordPath))))
+        guard case .array(let calls2) = after["calls"] ?? after else { Issue.record("unexpected call record"); return }
+        #expect(calls2.count == first.api.calls + second.api.calls)
+        await rig.stop()
+    }
+
+    /// A disk problem under state/ is the store's problem, not the network's.
+    @Test("a call record that cannot be written fails the run as a storage problem, never as 'could not reach IntakeQ'")
+    func callRecordFailureIsNotANetworkError() async throws {
+        let tmp = TempDir()
+        let store = tmp.sub("store")
+        let rig = try await Rig.start(day: 1)
+        _ = try await rig.sync(store: store, day: 1)
+        // The call record replaced by a directory: every write of the record (a temporary file
+        // renamed over it) fails with EISDIR, even as root. (Not all of state/: the head evidence
+        // lives there too, and a store whose state/head cannot be read refuses to run at all.)
+        let recordPath = store + "/state/api-calls.json"
+        try? FileManager.default.removeItem(atPath: recordPath)
+        try FileManager.default.createDirectory(atPath: recordPath + "/not-a-file", withIntermediateDirectories: true)
+        let r = try await rig.sync(store: store, day: 1)
+        await rig.stop()
+        #expect(r.status == "failed")
+        let message = r.errorMessage ?? ""
+        #expect(message.contains("record of API calls"), "\(message)")
+        #expect(!message.contains("could not reach IntakeQ"), "\(message)")
+        #expect(r.api.calls == 0, "no request may be sent when the call cannot be recorded")
+    }
+}
