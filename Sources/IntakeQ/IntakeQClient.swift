@@ -112,6 +112,8 @@ public final class IntakeQClient: Sendable {
                 // Two failed pages in a row: stop spending the budget.
                 if consecutiveFailures >= 2 { break }
             } catch {
+                // Interrupted (the task was cancelled): stop, it is not a failed page.
+                if error is CancellationError || Task.isCancelled { break }
                 result.failures.append(IntakeQError(code: .transport, detail: "\(error)").at(endpoint: "GET /appointments", page: page))
                 consecutiveFailures += 1
                 if consecutiveFailures >= 2 { break }

@@ -13,6 +13,7 @@ public enum EventType: String, Sendable, CaseIterable {
     case settingsObserved = "practice.settings_observed"
     case syncCompleted = "sync.completed"
     case syncAbandoned = "sync.abandoned"
+    case lossRecorded = "ledger.loss_recorded"
 
     /// The schema version this code writes, and the one every read is upcast to.
     public var currentVersion: Int { 1 }

@@ -11,6 +11,7 @@ public enum Streams {
     public static func syncRun(_ id: String) -> String { "sync/" + id }
     public static let roster = "roster"
     public static let settings = "practice/settings"
+    public static let ledger = "ledger"
 }
 
 public struct DateWindow: Codable, Sendable, Hashable {
@@ -262,6 +263,27 @@ public struct SyncAbandoned: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey { case abandonedRun = "abandoned_run", reason }
     public init(abandonedRun: String, reason: String) {
         self.abandonedRun = abandonedRun
+        self.reason = reason
+    }
+}
+
+/// `ledger.loss_recorded`: appended by `syncledger repair --accept-loss` when the log ended before
+/// a head it had acknowledged; `verify` reports it as a warning from then on.
+public struct LossRecorded: Codable, Sendable, Hashable {
+    /// The acknowledged head the evidence named (`SEQ:HASH`).
+    public var lastKnownHead: String
+    /// Where the evidence was kept (`state/head`, a view's checkpoint).
+    public var evidence: String
+    /// The log's head when the loss was accepted, before this event.
+    public var logEndedAt: String
+    public var reason: String
+    enum CodingKeys: String, CodingKey {
+        case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason
+    }
+    public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String) {
+        self.lastKnownHead = lastKnownHead
+        self.evidence = evidence
+        self.logEndedAt = logEndedAt
         self.reason = reason
     }
 }

@@ -26,11 +26,25 @@ public final class LedgerWriter {
     /// The real clock; tests inject a stepping clock to prove `at` never decreases.
     private let clock: () -> Int64
 
+    /// Opens the store's log for writing. The head evidence (`state/head`) is kept unless
+    /// `headEvidence` is false (benchmarks measuring its cost); a log that ends before it is
+    /// refused (`Trust.lossMessage`) unless `acceptingLoss` (`syncledger repair`).
     public init(store: Store, waitLock: Double? = nil, options: LogOptions = LogOptions(),
-                clock: @escaping () -> Int64 = ISOTime.nowMillis) throws {
+                clock: @escaping () -> Int64 = ISOTime.nowMillis, headEvidence: Bool = true,
+                acceptingLoss: Bool = false) throws {
         self.store = store
         self.clock = clock
-        self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock)
+        var options = options
+        if headEvidence && options.headRecordPath == nil {
+            try makeDirectories(store.statePath)
+            options.headRecordPath = Trust.headRecordPath(store)
+        }
+        do {
+            self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock,
+                                               acceptingLoss: acceptingLoss)
+        } catch let e as LogError where e.code == .lostEvents {
+            throw LedgerError(e.message + "; nothing was changed. " + Trust.repairHint)
+        }
         self.lastAtMillis = 0
         let head = log.head
         if head.seq > 0 {

@@ -9,7 +9,8 @@ public struct ViewRow: Sendable, Hashable {
     public var columns: [String]
     public var values: [JSONValue]
     public subscript(_ column: String) -> JSONValue? {
-        columns.firstIndex(of: column).map { values[$0] }
+        get { columns.firstIndex(of: column).map { values[$0] } }
+        set { if let i = columns.firstIndex(of: column) { values[i] = newValue ?? .null } }
     }
     public var json: JSONValue {
         .object(Dictionary(uniqueKeysWithValues: zip(columns, values)))

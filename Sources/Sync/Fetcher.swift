@@ -33,6 +33,15 @@ struct FetchResult: Sendable {
     /// Requests that failed after retries plus objects that failed to decode.
     var errorCount = 0
     var anythingFetched = false
+    /// The run was interrupted (SIGINT/SIGTERM cancel its task): fetching stopped there.
+    var interrupted = false
+
+    /// Marks the fetch interrupted; returns it for `return r.stop()`-style use.
+    mutating func interrupt() -> FetchResult {
+        interrupted = true
+        fatal = "interrupted"
+        return self
+    }
 }
 
 /// Plans and makes the run's API calls: settings once, one window crawl (or a `client=`
@@ -52,6 +61,7 @@ struct Fetcher {
             if hash != settingsHash { r.settings = ObservedSettings(hash: hash, raw: s.raw) }
         } catch {
             if note(error, into: &r) { return r }
+            if Task.isCancelled { return r.interrupt() }
             // The first call could not reach IntakeQ at all: the rest would wait out the same
             // retries one by one. Stop, and say so once.
             if let e = error as? IntakeQError, e.code == .transport || e.code == .timeout {
@@ -59,6 +69,7 @@ struct Fetcher {
                 return r
             }
         }
+        if Task.isCancelled { return r.interrupt() }
         progress?("fetching appointments \(plan.windowStartDay) … \(plan.windowEndDay)")
         var query = AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay)
         if plan.patientId != nil, let email = plan.patientEmail { query.client = email }
@@ -100,6 +111,10 @@ struct Fetcher {
             _ = note(fatal, into: &r)
             return r
         }
+        if Task.isCancelled {
+            r.crawlComplete = false
+            return r.interrupt()
+        }
         progress?("fetched \(crawl.appointments.count) appointments in \(crawl.pagesFetched) pages; polling deleted")
         // Deletions in the run's window only: unbounded, the poll would page through every
         // deletion ever made on every run.
@@ -111,6 +126,10 @@ struct Fetcher {
         if let fatal = deleted.fatal {
             _ = note(fatal, into: &r)
             return r
+        }
+        if Task.isCancelled {
+            r.crawlComplete = false
+            return r.interrupt()
         }
         guard r.crawlComplete else { return r }
         // Removal needs evidence: look up what a complete crawl no longer returns.
@@ -126,9 +145,11 @@ struct Fetcher {
         }
         for (i, k) in missing.enumerated() {
             progress?("looking up \(i + 1)/\(missing.count) appointments the crawl no longer returns")
+            if Task.isCancelled { return r.interrupt() }
             do {
                 r.lookedUp[k.id] = .some(try await client.appointment(id: k.id))
             } catch {
+                if Task.isCancelled { return r.interrupt() }
                 if note(error, into: &r) { return r }
             }
         }
@@ -137,6 +158,10 @@ struct Fetcher {
 
     /// Records an error; returns true when it must stop the run.
     func note(_ error: any Error, into r: inout FetchResult) -> Bool {
+        if error is CancellationError {
+            _ = r.interrupt()
+            return true
+        }
         guard let e = error as? IntakeQError else {
             r.errors.append("\(error)")
             r.errorCount += 1

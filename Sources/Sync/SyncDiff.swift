@@ -142,7 +142,7 @@ struct SyncDiff {
     /// `failed` when the key was refused or nothing could be fetched; `partial_success` when
     /// some requests failed after retries; `completed` otherwise.
     func status(_ fetch: FetchResult) -> String {
-        if fetch.unauthorized || !fetch.anythingFetched { return "failed" }
+        if fetch.interrupted || fetch.unauthorized || !fetch.anythingFetched { return "failed" }
         // An incomplete crawl (a failed page, the page cap) removed nothing it should have:
         // not a clean run, even when no request failed.
         if fetch.fatal != nil || counted > 0 || !fetch.crawlComplete { return "partial_success" }

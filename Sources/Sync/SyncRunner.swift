@@ -53,6 +53,10 @@ public struct SyncOutcome: Sendable {
     public var head: LogHead
     public var durationMs: Int64
     public var abandoned: [String]
+    /// The run was interrupted (its task cancelled by SIGINT/SIGTERM) and recorded as failed.
+    public var interrupted = false
+    /// The run is fully recorded in the log, but bringing the views up to date failed: this says why.
+    public var viewsError: String?
 
     /// 0 completed, 2 partial_success, 1 failed.
     public var exitCode: Int32 {
@@ -140,11 +144,17 @@ public final class SyncRunner {
             errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
             unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
         try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
-        try views.catchUp(reader)
-        return SyncOutcome(
+        // The run is recorded whatever happens next: a failure to update the views is not a
+        // failed run (the next command catches them up).
+        var viewsError: String?
+        do { try views.catchUp(reader) } catch { viewsError = "\(error)" }
+        var outcome = SyncOutcome(
             runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
             warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,
             head: writer.head, durationMs: durationMs, abandoned: open)
+        outcome.interrupted = fetch.interrupted
+        outcome.viewsError = viewsError
+        return outcome
     }
 }
 

@@ -73,6 +73,9 @@ public enum SyncSession {
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
         let store = try Store.openOrCreate(config.storePath)
+        // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
+        // events is refused with nothing written. The writer checks `state/head` again under its lock.
+        try Trust.requireNoLoss(store)
         let writer: LedgerWriter
         do {
             writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)

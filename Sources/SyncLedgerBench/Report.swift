@@ -17,7 +17,8 @@ struct Summary {
         "as_of_ms", "peak_rss_mb", "sqlite_append_events_per_s", "sqlite_replay_events_per_s",
         "sqlite_replay_mb_per_s", "sqlite_bytes_per_event", "lz4_cli_compress_events_per_s",
         "lz4_cli_decompress_events_per_s", "lz4_cli_bytes_per_event", "fdatasync_p50_ms", "fdatasync_p99_ms",
-        "rebuild_s",
+        "rebuild_s", "append_no_evidence_events_per_s", "single_append_no_evidence_p50_ms",
+        "single_append_no_evidence_p99_ms",
     ]
 
     func json(extra: [String: Any]) -> String {
@@ -58,6 +59,9 @@ struct Summary {
             ("durable append (MB/s of JSON Lines)", "append_mb_per_s", nil, nil),
             ("single-event durable append p50 (ms)", "single_append_p50_ms", nil, "fdatasync_p50_ms"),
             ("single-event durable append p99 (ms)", "single_append_p99_ms", nil, "fdatasync_p99_ms"),
+            ("durable append, batches of 1,000, no head evidence (events/s)", "append_no_evidence_events_per_s", nil, nil),
+            ("single-event durable append p50, no head evidence (ms)", "single_append_no_evidence_p50_ms", nil, "fdatasync_p50_ms"),
+            ("single-event durable append p99, no head evidence (ms)", "single_append_no_evidence_p99_ms", nil, "fdatasync_p99_ms"),
             ("full replay, CRC + chain + envelope (events/s)", "replay_events_per_s", "sqlite_replay_events_per_s", "lz4_cli_decompress_events_per_s"),
             ("full replay (MB/s of JSON Lines)", "replay_mb_per_s", "sqlite_replay_mb_per_s", nil),
             ("rebuild of all views (events/s)", "rebuild_events_per_s", nil, nil),

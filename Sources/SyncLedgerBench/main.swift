@@ -89,6 +89,19 @@ struct Bench: ParsableCommand {
             try ours.singleAppends(store: single, source: &singleSource, count: singleAppends)
             try? FileManager.default.removeItem(atPath: dir + "/single")
 
+            // The same two appends with the head evidence (state/head) off: what it costs.
+            log("run \(r)/\(runs): the same appends without head evidence")
+            let bare = try Store.openOrCreate(dir + "/bare")
+            var bareSource = try makeSource(events: events, seed: seed)
+            try ours.appendWithoutEvidence(store: bare, source: &bareSource, batchSize: 1_000)
+            try? FileManager.default.removeItem(atPath: dir + "/bare")
+            let bareSingle = try Store.openOrCreate(dir + "/bare-single")
+            var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
+            _ = try bareSingleSource.next()
+            _ = try bareSingleSource.next()
+            try ours.singleAppends(store: bareSingle, source: &bareSingleSource, count: singleAppends, headEvidence: false)
+            try? FileManager.default.removeItem(atPath: dir + "/bare-single")
+
             log("run \(r)/\(runs): replay")
             try ours.replay(store: store)
             if !skipViews {

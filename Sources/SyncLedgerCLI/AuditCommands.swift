@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventLog
+import Domain
 import Foundation
 import IntakeQ
 import JSONCore
@@ -13,11 +14,15 @@ struct VerifyCommand: AsyncParsableCommand {
         discussion: """
             Exit 0 when intact (a torn tail left by a crash is only a warning), 1 with the first bad \
             segment, byte offset and seq. With --expect-head SEQ:HASH (a head written down earlier), \
-            also proves the first SEQ events are exactly those that head was taken from.
+            also proves the first SEQ events are exactly those that head was taken from. The outcome \
+            is recorded in STORE/state/verify.json: `status` shows it and fails, and every read \
+            command warns, while the last verify failed. With --views, also folds the log into \
+            scratch views and compares them with the live ones row by row (exit 1 on a difference).
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("A head published earlier.", valueName: "SEQ:HASH")) var expectHead: String?
-    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error.") var json = false
+    @Flag(help: "Also compare the live views with a fresh fold of the log, row by row.") var views = false
+    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error (and view_differences with --views).") var json = false
 
     func validate() throws {
         if let e = expectHead, LogHead(parsing: e) == nil {
@@ -28,15 +33,37 @@ struct VerifyCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
+            try refuseIfLost(store)
+            let writable = store.isWritable
             let reader = try EventLogReader(directory: store.logPath)
+            if !writable { reader.rewritesIndexFiles = false }
             let progress = ProgressLine()
-            let report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:))) { seq in
-                progress.update("verifying … seq \(seq)")
-            }
+            var losses: [String] = []
+            var report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:)),
+                                       progress: { seq in progress.update("verifying … seq \(seq)") },
+                                       inspect: { _, content in losses += recordedLosses(in: content) })
             progress.finish()
+            report.warnings += losses
+            var differences: (first: [ViewDifference], total: Int)?
+            if views && report.ok {
+                differences = try compareViews()
+            }
+            let viewsOK = (differences?.total ?? 0) == 0
+            // The scrub's record: `status` and the read commands report a failed one.
+            let record = VerifyRecord(
+                at: ISOTime.format(millis: ISOTime.nowMillis()), head: report.head.description, ok: report.ok && viewsOK,
+                events: report.events,
+                error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } })
+            if writable {
+                do { try Scrub.record(record, in: store) } catch {
+                    warn("warning: could not record this verify's outcome in \(Scrub.path(store)): \(describeError(error))")
+                }
+            } else {
+                warn("note: the store is read-only: this verify's outcome was not recorded in state/")
+            }
             if json {
                 var o: [String: JSONValue] = [
-                    "ok": .bool(report.ok), "head": .string(report.head.description),
+                    "ok": .bool(report.ok && viewsOK), "head": .string(report.head.description),
                     "events": .number(Double(report.events)), "batches": .number(Double(report.batches)),
                     "segments": .number(Double(report.segments)),
                     "warnings": .array(report.warnings.map(JSONValue.string)), "error": .null,
@@ -46,6 +73,13 @@ struct VerifyCommand: AsyncParsableCommand {
                         "message": .string(e.message), "segment": e.segment.map(JSONValue.string) ?? .null,
                         "offset": e.offset.map { .number(Double($0)) } ?? .null, "seq": e.seq.map { .number(Double($0)) } ?? .null,
                     ])
+                }
+                if let differences {
+                    o["view_differences"] = .array(differences.first.map { d in
+                        .object(["view": .string(d.view), "table": .string(d.table), "key": .string(d.key),
+                                 "column": d.column.map(JSONValue.string) ?? .null, "live": .string(d.live), "log": .string(d.log)])
+                    })
+                    o["view_differences_total"] = .number(Double(differences.total))
                 }
                 print(Output.json(.object(o)))
             } else {
@@ -58,9 +92,27 @@ struct VerifyCommand: AsyncParsableCommand {
                     if let e = expectHead { print("matches the expected head \(e)") }
                     print("head \(report.head)")
                 }
+                if let differences {
+                    if differences.total == 0 {
+                        print("views: every row matches a fresh fold of the log")
+                    } else {
+                        print("views FAILED: \(differences.total) difference\(differences.total == 1 ? "" : "s") from a fresh fold of the log (first \(differences.first.count)):")
+                        for d in differences.first { print("  " + d.description) }
+                    }
+                }
             }
-            return report.ok ? 0 : 1
+            return report.ok && viewsOK ? 0 : 1
         }
+    }
+
+    /// Folds the log into scratch views (in memory) through the seq the live views have
+    /// applied, and compares the two row by row.
+    func compareViews() throws -> (first: [ViewDifference], total: Int) {
+        let (_, reader, live) = try openForRead(storeOptions, warnScrub: false)
+        let applied = try live.appliedSeq()
+        let scratch = try ProjectionStore.scratch()
+        _ = try scratch.rebuild(scratch.projections, reader, through: LogHead(seq: applied, hash: LogHead.empty.hash))
+        return try live.differences(from: scratch)
     }
 }
 
@@ -84,11 +136,27 @@ struct RebuildCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
+            let store = try Store.open(storeOptions.path)
+            try refuseIfLost(store)
+            if let moved = try moveAsideIfDamaged(store) {
+                warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log")
+            }
             let (_, reader, views) = try openForRead(storeOptions, catchUp: false)
+            // SIGINT/SIGTERM: the rebuild stops between transactions and drops its shadow tables.
+            let interrupts = Interrupts.watch()
+            defer { interrupts.stop() }
+            views.shouldStop = { interrupts.requested }
             let progress = ProgressLine()
             let started = Date()
             let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
-            let report = try views.rebuild(names: names, reader, progress: progress.fold)
+            let report: FoldReport
+            do {
+                report = try views.rebuild(names: names, reader, progress: progress.fold)
+            } catch is FoldInterrupted {
+                progress.finish()
+                throw CLIFailure(message: "rebuild interrupted: the live views are unchanged and the partial shadow tables were dropped",
+                                 code: interrupts.exitCode ?? 130)
+            }
             progress.finish()
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
@@ -102,6 +170,24 @@ struct RebuildCommand: AsyncParsableCommand {
             }
             return 0
         }
+    }
+}
+
+/// Moves a damaged `projections.sqlite` (and its -wal/-shm) aside as
+/// `projections.sqlite.damaged-<time>`; returns the new name, or nil when it is not damaged.
+func moveAsideIfDamaged(_ store: Store) throws -> String? {
+    do {
+        _ = try ProjectionStore(store: store, readOnly: true)
+        return nil
+    } catch is ViewsDamaged {
+        let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")
+        let aside = store.projectionsPath + ".damaged-" + stamp
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: store.projectionsPath + suffix) {
+            guard rename(store.projectionsPath + suffix, aside + suffix) == 0 else {
+                throw CLIFailure(message: "cannot move the damaged \(store.projectionsPath + suffix) aside: \(String(cString: strerror(errno)))")
+            }
+        }
+        return aside
     }
 }
 
@@ -232,6 +318,7 @@ struct LogCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
+            try refuseIfLost(store)
             let reader = try EventLogReader(directory: store.logPath)
             let through = limit.map { fromSeq + $0 - 1 }
             let cursor = try reader.cursor(from: fromSeq, through: through)

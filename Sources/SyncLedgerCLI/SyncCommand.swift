@@ -89,18 +89,31 @@ struct SyncCommand: AsyncParsableCommand {
                                       daysBack: daysBack, daysAhead: daysAhead, triggeredBy: triggeredBy)
             request.pageCap = pageCap
             try request.validate()
+            // SIGINT/SIGTERM cancel the run's task: fetching stops, the run is recorded as
+            // failed ("interrupted") with what it had, and the exit status is 130/143.
+            let interrupts = Interrupts.watch()
+            defer { interrupts.stop() }
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning
-            let outcome = try await runSync(SyncConfiguration(
+            let config = SyncConfiguration(
                 storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
-                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger))
+                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
+            let task = Task { try await runSync(config) }
+            interrupts.onSignal { task.cancel() }
+            let outcome = try await task.value
             if json {
                 print(Output.json(outcome.json))
             } else {
                 print(outcome.summaryLine)
             }
             reportProblems(outcome)
+            if let viewsError = outcome.viewsError {
+                warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
+                     + "(\(viewsError.split(whereSeparator: \.isNewline).joined(separator: " "))); the next command catches them up")
+                return 2
+            }
+            if let code = interrupts.exitCode { return code }
             return outcome.exitCode
         }
     }
@@ -166,7 +179,12 @@ func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throw
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "The last run of each sync type, the head and projection lag; exit 1 when the daily sync is failing or stale.")
+        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, or the last verify failed.",
+        discussion: """
+            A run still marked in_progress while no writer holds the store's lock died (the process \
+            was killed or the machine stopped): it is reported as failed. For each sync type: the last \
+            run, the last successful one and the reason of the last failure.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
@@ -176,23 +194,45 @@ struct StatusCommand: AsyncParsableCommand {
         guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
     }
 
+    static let died = "died: the run was still in progress but no process holds the store's lock (killed, or the machine stopped)"
+
     func run() async throws {
         try await guarded {
-            let (_, reader, views) = try openForRead(storeOptions)
+            let (store, reader, views) = try openForRead(storeOptions, warnScrub: false)
             let head = try reader.head()
             let applied = try views.appliedSeq()
-            let rows = try views.readSync { db in try Views.syncLogs(db, limit: nil, type: nil) }
+            let lastVerify = Scrub.last(store)
+            let writerLive = EventLogWriter.isLocked(directory: store.logPath)
+            var rows = try views.readSync { db in try Views.syncLogs(db, limit: nil, type: nil) }
+            // A run in progress with no live writer died: it is a failure, whatever the view says.
+            for i in rows.indices where rows[i]["status"]?.stringValue == "in_progress" && !writerLive {
+                rows[i]["status"] = .string("failed")
+                rows[i]["error_message"] = .string(Self.died)
+            }
             var latest: [String: ViewRow] = [:]
-            for r in rows { if let t = r["sync_type"]?.stringValue, latest[t] == nil { latest[t] = r } }
+            var lastSuccess: [String: ViewRow] = [:]
+            var lastFailure: [String: ViewRow] = [:]
+            for r in rows {
+                guard let t = r["sync_type"]?.stringValue else { continue }
+                if latest[t] == nil { latest[t] = r }
+                let status = r["status"]?.stringValue
+                if lastSuccess[t] == nil, status == "completed" || status == "partial_success" { lastSuccess[t] = r }
+                if lastFailure[t] == nil, status == "failed" { lastFailure[t] = r }
+            }
             let now = ISOTime.nowMillis()
             var problems: [String] = []
             if let daily = latest["automated_daily"] {
                 let started = ISOTime.parse(daily["started_at"]?.stringValue ?? "") ?? 0
                 let ageH = Double(now - started) / 3_600_000
-                if daily["status"]?.stringValue == "failed" { problems.append("the last automated_daily run failed") }
+                if daily["status"]?.stringValue == "failed" {
+                    problems.append("the last automated_daily run failed: \(Output.text(daily["error_message"]))")
+                }
                 if ageH > maxAge { problems.append(String(format: "the last automated_daily run is %.1f hours old (more than %.0f)", ageH, maxAge)) }
             } else {
                 problems.append("no automated_daily run has been recorded")
+            }
+            if let v = lastVerify, !v.ok {
+                problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
             }
             if json {
                 let runs: [JSONValue] = latest.keys.sorted().map { t in
@@ -202,22 +242,46 @@ struct StatusCommand: AsyncParsableCommand {
                         "sync_type": .string(t), "id": r["id"] ?? .null, "status": r["status"] ?? .null,
                         "started_at": r["started_at"] ?? .null, "completed_at": r["completed_at"] ?? .null,
                         "age_hours": .number((Double(now - started) / 36_000).rounded() / 100),
+                        "error_message": r["error_message"] ?? .null,
+                        "last_success": lastSuccess[t].map { s in
+                            .object(["id": s["id"] ?? .null, "status": s["status"] ?? .null, "started_at": s["started_at"] ?? .null,
+                                     "completed_at": s["completed_at"] ?? .null])
+                        } ?? .null,
+                        "last_failure": lastFailure[t].map { f in
+                            .object(["id": f["id"] ?? .null, "started_at": f["started_at"] ?? .null,
+                                     "reason": f["error_message"] ?? .null])
+                        } ?? .null,
                     ])
                 }
                 print(Output.json(.object([
                     "ok": .bool(problems.isEmpty), "head": .string(head.description),
                     "projection_lag": .number(Double(head.seq - min(head.seq, applied))),
                     "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
+                    "writer_running": .bool(writerLive),
+                    "last_verify": lastVerify.map { v in
+                        JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
+                                          "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
+                    } ?? .null,
                 ])))
             } else {
                 print("head \(head)")
                 print("views applied through seq \(applied) (lag \(head.seq - min(head.seq, applied)))")
+                if let v = lastVerify {
+                    print("last verify \(v.at): \(v.ok ? "ok" : "FAILED") through head \(v.head)")
+                } else {
+                    print("last verify: never (run `syncledger verify`)")
+                }
                 let table = latest.keys.sorted().map { t -> [String] in
                     let r = latest[t]!
                     let started = ISOTime.parse(r["started_at"]?.stringValue ?? "") ?? now
-                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", Double(now - started) / 3_600_000)]
+                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", Double(now - started) / 3_600_000),
+                            lastSuccess[t].map { Output.text($0["started_at"]) } ?? "never"]
                 }
-                if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age"], table)) }
+                if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
+                for t in lastFailure.keys.sorted() {
+                    let f = lastFailure[t]!
+                    print("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))")
+                }
                 for p in problems { print("problem: " + p) }
                 if problems.isEmpty { print("ok") }
             }

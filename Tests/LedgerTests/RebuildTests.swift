@@ -94,9 +94,11 @@ import Testing
         #expect(try snapshot(views) == clean)
     }
 
-    /// The log lost a tail the views had seen (a power cut before the tail was durable, or the
-    /// store restored from an older copy): catch-up sees the checkpoint hash no longer matches.
-    @Test func lostTailIsDetectedAndTheViewsAreRebuilt() throws {
+    /// The log lost a tail the views had seen (cut off, or the log restored from an older copy):
+    /// the views' checkpoint is evidence of acknowledged events, so catch-up refuses instead of
+    /// rebuilding the views down to the shorter log; an explicit rebuild (what `repair
+    /// --accept-loss` does once the loss is recorded) then folds the log as it is.
+    @Test func lostTailIsRefusedNotRebuiltDownTo() throws {
         let tmp = try TempStore()
         try Golden.write(tmp.store, steps: 0..<7)
         let shortStore = try TempStore()
@@ -111,9 +113,18 @@ import Testing
         let views = try ProjectionStore(store: shortStore.store)
         let reader = try LedgerReader(store: shortStore.store)
         #expect(try reader.head().seq == 15)
-        let report = try views.catchUp(reader)
-        #expect(Set(report.rebuilt) == Set(allProjections.map(\.name)))
-        #expect(report.notes.contains { $0.contains("lost its tail") }, "\(report.notes)")
+        let before = try snapshot(views)
+        do {
+            try views.catchUp(reader)
+            Issue.record("catch-up accepted a log that ends before the views' checkpoint")
+        } catch let e as LedgerError {
+            #expect(e.message.contains("the log ends at seq 15 but seq \(Golden.eventCount) was acknowledged"), "\(e.message)")
+            #expect(e.message.contains("repair --accept-loss"), "\(e.message)")
+        }
+        #expect(try views.appliedSeq() == Golden.eventCount)
+        #expect(try snapshot(views) == before)
+
+        _ = try views.rebuild(names: [], reader)
         #expect(try views.appliedSeq() == 15)
         let clean = try cleanSnapshot(shortStore.store, scratch: shortStore.sibling("clean.sqlite"))
         #expect(try snapshot(views) == clean)
@@ -121,7 +132,7 @@ import Testing
     }
 
     /// Same length or longer, but a different history after the views' checkpoint.
-    @Test func divergedHistoryIsDetectedByTheChainHash() throws {
+    @Test func divergedHistoryIsRefusedByTheChainHash() throws {
         let tmp = try TempStore()
         try Golden.write(tmp.store, steps: 0..<7)
         let forked = try TempStore()
@@ -141,9 +152,13 @@ import Testing
         let forkViews = try ProjectionStore(store: forked.store)
         let reader = try LedgerReader(store: forked.store)
         #expect(try reader.head().seq == 21)
-        let report = try forkViews.catchUp(reader)
-        #expect(Set(report.rebuilt) == Set(allProjections.map(\.name)))
-        #expect(report.notes.contains { $0.contains("differs") }, "\(report.notes)")
+        do {
+            try forkViews.catchUp(reader)
+            Issue.record("catch-up accepted a log whose chain differs at the views' checkpoint")
+        } catch let e as LedgerError {
+            #expect(e.message.contains("differs"), "\(e.message)")
+        }
+        _ = try forkViews.rebuild(names: [], reader)
         let clean = try cleanSnapshot(forked.store, scratch: forked.sibling("clean.sqlite"))
         #expect(try snapshot(forkViews) == clean)
         let a3 = try #require(clean.appointments.first { $0["appointment_id"] == "a3" })

@@ -98,9 +98,12 @@ struct SessionTests {
         let store = tmp.sub("store")
         let rig = try await Rig.start(day: 1)
         _ = try await rig.sync(store: store, day: 1)
-        // state/ replaced by a file: every write of the record fails with ENOTDIR, even as root.
-        try FileManager.default.removeItem(atPath: store + "/state")
-        _ = FileManager.default.createFile(atPath: store + "/state", contents: Data("not a directory".utf8))
+        // The call record replaced by a directory: every write of the record (a temporary file
+        // renamed over it) fails with EISDIR, even as root. (Not all of state/: the head evidence
+        // lives there too, and a store whose state/head cannot be read refuses to run at all.)
+        let recordPath = store + "/state/api-calls.json"
+        try? FileManager.default.removeItem(atPath: recordPath)
+        try FileManager.default.createDirectory(atPath: recordPath + "/not-a-file", withIntermediateDirectories: true)
         let r = try await rig.sync(store: store, day: 1)
         await rig.stop()
         #expect(r.status == "failed")
