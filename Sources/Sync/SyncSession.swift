@@ -26,6 +26,8 @@ public struct SyncConfiguration: Sendable {
     public var progress: (@Sendable (String) -> Void)?
     /// The log's options (segment size); the defaults everywhere but in tests.
     public var logOptions = LogOptions()
+    /// The key store (`--keys DIR`); `STORE/keys` when nil.
+    public var keysPath: String?
 
     public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
                 policy: RateLimitPolicy = RateLimitPolicy(), waitLock: Double? = nil, maxRetries: Int = 4,
@@ -72,7 +74,13 @@ public enum SyncSession {
 
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
-        let store = try Store.openOrCreate(config.storePath)
+        // A master key file named but unreadable fails before anything is created or written.
+        if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {
+            _ = try KeyRing.checkMasterKeyFile(named)
+        }
+        var store = try Store.openOrCreate(config.storePath)
+        store.keysDirectory = config.keysPath
+        let keys = try KeyRing.open(directory: store.keysPath, create: true)
         let writer: LedgerWriter
         do {
             writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
@@ -99,7 +107,7 @@ public enum SyncSession {
                                    maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
                                    logger: config.logger)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
-                                    progress: config.progress)
+                                    progress: config.progress, keys: keys)
         return try await runner.run(config.request)
     }
 }

@@ -17,8 +17,26 @@ struct Summary {
         "as_of_ms", "peak_rss_mb", "sqlite_append_events_per_s", "sqlite_replay_events_per_s",
         "sqlite_replay_mb_per_s", "sqlite_bytes_per_event", "lz4_cli_compress_events_per_s",
         "lz4_cli_decompress_events_per_s", "lz4_cli_bytes_per_event", "fdatasync_p50_ms", "fdatasync_p99_ms",
-        "rebuild_s",
+        "rebuild_s", "sealed_append_events_per_s", "sealed_log_bytes_per_event", "sealed_replay_events_per_s",
+        "sealed_rebuild_events_per_s", "sealed_raw_json_bytes_per_event", "sealed_views_bytes_per_event",
     ]
+
+    /// Encryption off vs on: each figure and the ratio on/off.
+    func encryptionTable() -> String {
+        let rows = [
+            ("durable append, batches of 1,000 (events/s)", "append_events_per_s"),
+            ("full replay (events/s)", "replay_events_per_s"),
+            ("rebuild of all views (events/s)", "rebuild_events_per_s"),
+            ("log bytes on disk per event", "log_bytes_per_event"),
+            ("raw JSON Lines bytes per event", "raw_json_bytes_per_event"),
+            ("views bytes on disk per event", "views_bytes_per_event"),
+        ]
+        var lines = ["| figure | encryption off | encryption on | on / off |", "| --- | ---: | ---: | ---: |"]
+        for (label, k) in rows {
+            lines.append("| \(label) | \(cell(k)) | \(cell("sealed_" + k)) | \(ratio("sealed_" + k, k)) |")
+        }
+        return lines.joined(separator: "\n")
+    }
 
     func json(extra: [String: Any]) -> String {
         var out: [String: Any] = extra

@@ -78,10 +78,12 @@ struct SyncCommand: AsyncParsableCommand {
             try request.validate()
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning
-            let outcome = try await runSync(SyncConfiguration(
+            var config = SyncConfiguration(
                 storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
-                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger))
+                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
+            config.keysPath = storeOptions.keys
+            let outcome = try await runSync(config)
             print(outcome.summaryLine)
             reportProblems(outcome)
             return outcome.exitCode
