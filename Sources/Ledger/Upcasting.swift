@@ -23,11 +23,14 @@ public struct Upcasters: Sendable {
     /// event, which only the reader knows, so `LedgerReader` applies it to every event stored as
     /// v1 and the chain entry here only moves the version. `roster.observed` v1 → v2: v1 is clear,
     /// which is what v2 reads as once opened.
-    public static let standard = Upcasters([
+    public static let standard = Upcasters(standardList)
+
+    /// The chain of `standard`, for readers that add upcasters of their own to it.
+    public static let standardList = [
         Upcaster(type: EventType.appointmentDiscovered.rawValue, from: 1) { $0 },
         Upcaster(type: EventType.appointmentChanged.rawValue, from: 1) { $0 },
         Upcaster(type: EventType.rosterObserved.rawValue, from: 1) { $0 },
-    ])
+    ]
 
     public init() {}
 

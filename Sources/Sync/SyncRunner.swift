@@ -54,6 +54,8 @@ public struct SyncOutcome: Sendable {
     public var head: LogHead
     public var durationMs: Int64
     public var abandoned: [String]
+    /// One-time notices of the run (the master key created beside the log), for the caller to show.
+    public var notices: [String] = []
 
     /// 0 completed, 2 partial_success, 1 failed.
     public var exitCode: Int32 {

@@ -80,7 +80,8 @@ public enum SyncSession {
         }
         var store = try Store.openOrCreate(config.storePath)
         store.keysDirectory = config.keysPath
-        let keys = try KeyRing.open(directory: store.keysPath, create: true)
+        var notices: [String] = []
+        let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         let writer: LedgerWriter
         do {
             writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
@@ -108,7 +109,9 @@ public enum SyncSession {
                                    logger: config.logger)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
                                     progress: config.progress, keys: keys)
-        return try await runner.run(config.request)
+        var outcome = try await runner.run(config.request)
+        outcome.notices = notices
+        return outcome
     }
 }
 

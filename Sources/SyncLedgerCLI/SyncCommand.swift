@@ -86,6 +86,8 @@ struct SyncCommand: AsyncParsableCommand {
             let outcome = try await runSync(config)
             print(outcome.summaryLine)
             reportProblems(outcome)
+            // A failed run keeps to its one line; the notice comes with the first run that records.
+            if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
             return outcome.exitCode
         }
     }
