@@ -2,9 +2,18 @@
 import Foundation
 import PackageDescription
 
+/// Every target of this package: the upcoming-feature flags the anchors use, and warnings as
+/// errors when `SYNCLEDGER_WERROR` is set (tools/test.sh sets it under CI). `unsafeFlags` is
+/// allowed here because this is the root package; it never reaches dependencies.
+let settings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+] + (ProcessInfo.processInfo.environment["SYNCLEDGER_WERROR"] != nil ? [.unsafeFlags(["-warnings-as-errors"])] : [])
+
 let package = Package(
     name: "SyncLedger",
-    platforms: [.macOS(.v14)],
+    // macOS 15: Synchronization.Mutex, the one lock type.
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "syncledger", targets: ["SyncLedgerCLI"]),
         .executable(name: "syncledger-demo", targets: ["SyncLedgerDemo"]),
@@ -119,18 +128,36 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerBench",
             dependencies: [
-                "EventLog", "Ledger", "Projections", "Domain", "JSONCore",
+                "EventLog", "Ledger", "Projections", "Domain", "JSONCore", "TestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "CrashHarness", dependencies: ["EventLog", "Ledger", "JSONCore"], path: "Sources/CrashHarness"),
-        .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
-        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore"]),
-        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
-        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
-        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore"]),
+        .executableTarget(
+            name: "CrashHarness",
+            dependencies: [
+                "EventLog", "Ledger", "JSONCore", "TestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/CrashHarness"
+        ),
+        // What every test target, the crash harness and the benchmark share: temporary
+        // directories, repository paths, the seeded RNG, the manual clock, the process runner
+        // and the lock box. Never a dependency of a shipped product.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "IntakeQ",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system", condition: .when(platforms: [.linux])),
+            ]
+        ),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"]),
+        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )
@@ -140,4 +167,9 @@ let package = Package(
 if ProcessInfo.processInfo.environment["SYNCLEDGER_FUZZ"] != nil {
     package.targets.append(.executableTarget(name: "SegmentFuzz", dependencies: ["EventLog"]))
     package.products.append(.executable(name: "segment-fuzz", targets: ["SegmentFuzz"]))
+}
+
+// The shared settings on every Swift target (the C ones take none).
+for target in package.targets where target.type != .system && !["CChecksum"].contains(target.name) {
+    target.swiftSettings = (target.swiftSettings ?? []) + settings
 }

@@ -1,4 +1,3 @@
-import Dispatch
 import Domain
 import EventLog
 import Foundation
@@ -72,6 +71,7 @@ public enum SyncSession {
     /// Calls a run needs at the least: settings, one page, the deletedOnly poll.
     public static let minimumCalls = 3
 
+    @StoreIO
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
         // A master key file named but unreadable fails before anything is created or written.
@@ -112,15 +112,5 @@ public enum SyncSession {
         var outcome = try await runner.run(config.request)
         outcome.notices = notices
         return outcome
-    }
-}
-
-/// Runs blocking work (file I/O, fsync, SQLite, flock) on a Dispatch thread instead of Swift's
-/// cooperative pool, whose few threads must stay free for the server's event handling.
-public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
-        DispatchQueue.global(qos: .userInitiated).async {
-            cont.resume(with: Result { try body() })
-        }
     }
 }

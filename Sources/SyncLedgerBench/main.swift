@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Ledger
+import TestSupport
 
 /// `syncledger-bench`: append, replay, rebuild, size and lookups of SyncLedger, next to a plain
 /// SQLite events table and the `lz4` command doing the same work on the same bytes.
@@ -67,9 +68,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         let base = scratch ?? NSTemporaryDirectory()
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        var template = Array((base + "/syncledger-bench-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else { throw BenchError("cannot make a directory under \(base)") }
-        let root = String(cString: made)
+        let root: String
+        do { root = try makeTempDir("bench", under: base) } catch { throw BenchError("\(error)") }
         defer { if !keep { try? FileManager.default.removeItem(atPath: root) } }
 
         var summary = Summary()
