@@ -15,8 +15,17 @@ public enum EventType: String, Sendable, CaseIterable {
     case syncAbandoned = "sync.abandoned"
     case lossRecorded = "ledger.loss_recorded"
 
+    case patientForgotten = "patient.forgotten"
+
     /// The schema version this code writes, and the one every read is upcast to.
-    public var currentVersion: Int { 1 }
+    /// `appointment.discovered`/`changed` v2: redacted (docs/FORMAT.md, "Redaction list") and
+    /// with personal data sealed per patient; `roster.observed` v2: patients sealed.
+    public var currentVersion: Int {
+        switch self {
+        case .appointmentDiscovered, .appointmentChanged, .rosterObserved: return 2
+        default: return 1
+        }
+    }
 }
 
 /// One event as stored: a JSON object on one line, keys in this order:

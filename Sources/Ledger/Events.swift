@@ -12,6 +12,7 @@ public enum Streams {
     public static let roster = "roster"
     public static let settings = "practice/settings"
     public static let ledger = "ledger"
+    public static func patient(_ id: String) -> String { "patient/" + id }
 }
 
 public struct DateWindow: Codable, Sendable, Hashable {
@@ -110,8 +111,11 @@ public struct AppointmentObservation: Sendable, Hashable {
     public var contentHash: String
     /// Empty for `appointment.discovered`.
     public var changedFields: [String]
-    /// The minified object bytes, exactly as received.
+    /// The minified object bytes: as received, or (when redaction or sealing removed something)
+    /// the canonical text of what is left.
     public var object: [UInt8]
+    /// The personal data taken out of `object`, one part per roster patient (empty: nothing sealed).
+    public var sealed: [PersonalData.Part] = []
 
     public init(appointmentId: String, contentHash: String, changedFields: [String], object: [UInt8]) {
         self.appointmentId = appointmentId
@@ -120,11 +124,15 @@ public struct AppointmentObservation: Sendable, Hashable {
         self.object = object
     }
 
-    /// `{"appointment_id":…,"content_hash":…,"changed_fields":[…],"object":<bytes as received>}`
+    /// `{"appointment_id":…,"content_hash":…,"changed_fields":[…],"sealed":[…],"object":<bytes>}`
+    /// (`sealed` only when something is sealed; `object` always last).
     public func encodeData(includeChangedFields: Bool) -> [UInt8] {
         var head = "{\"appointment_id\":\(jsonQuoted(appointmentId)),\"content_hash\":\(jsonQuoted(contentHash))"
         if includeChangedFields {
             head += ",\"changed_fields\":[" + changedFields.map(jsonQuoted).joined(separator: ",") + "]"
+        }
+        if !sealed.isEmpty {
+            head += ",\"sealed\":[" + sealed.map(\.json).joined(separator: ",") + "]"
         }
         head += ",\"object\":"
         return Array(head.utf8) + object + [UInt8(ascii: "}")]
@@ -253,6 +261,20 @@ public struct SyncCompleted: Codable, Sendable, Hashable {
         self.unchanged = unchanged
         self.headBefore = headBefore
         self.durationMs = durationMs
+    }
+}
+
+/// `patient.forgotten`: `forget` destroyed the patient's key. No personal data: the roster id,
+/// when, and the reason given.
+public struct PatientForgotten: Codable, Sendable, Hashable {
+    public var patientId: String
+    public var forgottenAt: String
+    public var reason: String
+    enum CodingKeys: String, CodingKey { case patientId = "patient_id", forgottenAt = "forgotten_at", reason }
+    public init(patientId: String, forgottenAt: String, reason: String) {
+        self.patientId = patientId
+        self.forgottenAt = forgottenAt
+        self.reason = reason
     }
 }
 

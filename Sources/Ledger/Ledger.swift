@@ -94,10 +94,16 @@ public final class LedgerReader {
     public let log: EventLogReader
     public let upcasters: Upcasters
 
-    public init(store: Store, upcasters: Upcasters = .standard) throws {
+    /// Reads sealed personal data (opened on the first sealed event met) and redacts v1 events.
+    let privacy: ReadPrivacy
+
+    /// `keys`: the key store to open sealed events with; when nil, the store's (`store.keysPath`)
+    /// is opened on the first sealed event — an error then if it is missing or its master key wrong.
+    public init(store: Store, upcasters: Upcasters = .standard, keys: KeyRing? = nil) throws {
         self.store = store
         self.upcasters = upcasters
         self.log = try EventLogReader(directory: store.logPath)
+        self.privacy = ReadPrivacy(store: store, log: log, keys: keys)
     }
 
     public func head() throws -> LogHead { try log.head() }
@@ -116,7 +122,7 @@ public final class LedgerReader {
             for i in 0..<bytes.count where bytes[i] == 10 {
                 if seq >= from, through.map({ seq <= $0 }) ?? true {
                     let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info)
-                    events.append(try upcasters.upcast(e))
+                    events.append(try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
                 }
                 seq += 1
                 start = i + 1

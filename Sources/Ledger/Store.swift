@@ -9,6 +9,9 @@ public struct Store: Sendable {
     public static let formatVersion = 1
 
     public let path: String
+    /// The key store (`--keys DIR`); `STORE/keys` when nil.
+    public var keysDirectory: String? = nil
+    public var keysPath: String { keysDirectory ?? path + "/keys" }
     public var logPath: String { path + "/log" }
     public var statePath: String { path + "/state" }
     public var projectionsPath: String { path + "/projections.sqlite" }

@@ -2,6 +2,7 @@ import Domain
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Logging
 import Projections
@@ -57,6 +58,8 @@ public struct SyncOutcome: Sendable {
     public var interrupted = false
     /// The run is fully recorded in the log, but bringing the views up to date failed: this says why.
     public var viewsError: String?
+    /// One-time notices of the run (the master key created beside the log), for the caller to show.
+    public var notices: [String] = []
 
     /// 0 completed, 2 partial_success, 1 failed.
     public var exitCode: Int32 {
@@ -88,10 +91,16 @@ public final class SyncRunner {
     let logger: Logger
     let progress: (@Sendable (String) -> Void)?
 
+    let keys: KeyRing
+
+    /// `keys`: the key store personal data is sealed with; the store's own (`store.keysPath`,
+    /// created on first use) when nil.
     public init(writer: LedgerWriter, views: ProjectionStore, client: IntakeQClient, logger: Logger,
-                progress: (@Sendable (String) -> Void)? = nil) throws {
+                progress: (@Sendable (String) -> Void)? = nil, keys: KeyRing? = nil) throws {
         self.writer = writer
-        self.reader = try LedgerReader(store: writer.store)
+        let keys = try keys ?? KeyRing.open(directory: writer.store.keysPath, create: true)
+        self.keys = keys
+        self.reader = try LedgerReader(store: writer.store, keys: keys)
         self.views = views
         self.client = client
         self.logger = logger
@@ -100,7 +109,23 @@ public final class SyncRunner {
 
     public func run(_ request: SyncRequest) async throws -> SyncOutcome {
         let started = ISOTime.nowMillis()
+        // A forgotten patient is outside the roster from then on: their appointments are out of
+        // scope, and in a group appointment they are redacted like anyone not in the roster.
+        var request = request
+        var forgottenWarnings: [String] = []
+        for p in request.roster.allPatients where self.keys.isForgotten(p.id) {
+            forgottenWarnings.append("patient \(p.id) was forgotten (`syncledger forget`); left out of this run's roster")
+        }
+        if !forgottenWarnings.isEmpty {
+            request.roster.organizations = request.roster.organizations.map { o in
+                var o = o
+                o.patients = o.patients.filter { !self.keys.isForgotten($0.id) }
+                return o
+            }
+        }
         let plan = try SyncPlan(request)
+        let ring = self.keys
+        let patientOf = Dictionary(request.roster.allPatients.map { ($0.intakeqClientId, $0.id) }, uniquingKeysWith: { a, _ in a })
         try views.catchUp(reader)
         let runId = UUID().uuidString.lowercased()
 
@@ -113,7 +138,8 @@ public final class SyncRunner {
         }
         opening.append(NewEvent(type: .syncStarted, run: runId, stream: Streams.syncRun(runId), data: encodeData(plan.started(runId: runId, request: request))))
         if try views.lastRosterHash() != request.roster.hash {
-            opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster, data: encodeData(request.roster.observed)))
+            opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster,
+                                    data: try PersonalData.sealRoster(request.roster.observed, key: ring.key(for:))))
         }
         try writer.append(opening)
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
@@ -125,7 +151,17 @@ public final class SyncRunner {
         diff.apply(fetch)
 
         // 3. Append the observations, then sync.completed as a batch of its own.
-        var events = diff.events(runId: runId)
+        var events = try diff.events(runId: runId) { obs in
+            var obs = obs
+            let value = try FastJSON.parse(obs.object)
+            let (clear, parts) = try PersonalData.sealAppointment(
+                value, appointmentId: obs.appointmentId, patientOf: { patientOf[$0] }, key: ring.key(for:))
+            if !parts.isEmpty {
+                obs.object = Array(clear.canonicalText.utf8)
+                obs.sealed = parts
+            }
+            return obs
+        }
         if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
         for chunk in stride(from: 0, to: events.count, by: 1000) {
             try writer.append(Array(events[chunk..<min(chunk + 1000, events.count)]))
@@ -140,7 +176,7 @@ public final class SyncRunner {
         let status = diff.status(fetch)
         let durationMs = ISOTime.nowMillis() - started
         let completed = SyncCompleted(
-            status: status, counts: diff.counts, api: api, warnings: diff.warnings + fetch.warnings,
+            status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
             errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
             unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
         try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])

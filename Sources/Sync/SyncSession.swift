@@ -25,6 +25,8 @@ public struct SyncConfiguration: Sendable {
     public var progress: (@Sendable (String) -> Void)?
     /// The log's options (segment size); the defaults everywhere but in tests.
     public var logOptions = LogOptions()
+    /// The key store (`--keys DIR`); `STORE/keys` when nil.
+    public var keysPath: String?
 
     public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
                 policy: RateLimitPolicy = RateLimitPolicy(), waitLock: Double? = nil, maxRetries: Int = 4,
@@ -72,10 +74,17 @@ public enum SyncSession {
     @StoreIO
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
-        let store = try Store.openOrCreate(config.storePath)
+        // A master key file named but unreadable fails before anything is created or written.
+        if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {
+            _ = try KeyRing.checkMasterKeyFile(named)
+        }
+        var store = try Store.openOrCreate(config.storePath)
+        store.keysDirectory = config.keysPath
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
         // events is refused with nothing written. The writer checks `state/head` again under its lock.
         try Trust.requireNoLoss(store)
+        var notices: [String] = []
+        let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         let writer: LedgerWriter
         do {
             writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
@@ -102,7 +111,9 @@ public enum SyncSession {
                                    maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
                                    logger: config.logger)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
-                                    progress: config.progress)
-        return try await runner.run(config.request)
+                                    progress: config.progress, keys: keys)
+        var outcome = try await runner.run(config.request)
+        outcome.notices = notices
+        return outcome
     }
 }

@@ -82,7 +82,8 @@ struct SyncLedgerRun {
 
     /// Durable append in batches of `batchSize`, through the real `LedgerWriter`. Only the
     /// `append` calls are timed; generating the workload and writing the baselines' copy are not.
-    mutating func append(store: Store, source: inout some EventSource, linesPath: String, batchSize: Int) throws {
+    mutating func append(store: Store, source: inout some EventSource, linesPath: String, batchSize: Int,
+                         sealer: Sealer? = nil) throws {
         let writer = try LedgerWriter(store: store)
         defer { writer.close() }
         let lines = try LinesFile(path: linesPath)
@@ -93,7 +94,8 @@ struct SyncLedgerRun {
         func flush() throws {
             guard !batch.isEmpty else { return }
             let t0 = now()
-            let stored = try writer.append(batch)
+            // Sealing (when on) is part of getting an event onto disk: timed with the append.
+            let stored = try writer.append(sealer.map { s in try batch.map(s.seal) } ?? batch)
             timed += now() - t0
             events += batch.count
             batches += 1

@@ -19,7 +19,26 @@ struct Summary {
         "lz4_cli_decompress_events_per_s", "lz4_cli_bytes_per_event", "fdatasync_p50_ms", "fdatasync_p99_ms",
         "rebuild_s", "append_no_evidence_events_per_s", "single_append_no_evidence_p50_ms",
         "single_append_no_evidence_p99_ms",
+        "rebuild_s", "sealed_append_events_per_s", "sealed_log_bytes_per_event", "sealed_replay_events_per_s",
+        "sealed_rebuild_events_per_s", "sealed_raw_json_bytes_per_event", "sealed_views_bytes_per_event",
     ]
+
+    /// Encryption off vs on: each figure and the ratio on/off.
+    func encryptionTable() -> String {
+        let rows = [
+            ("durable append, batches of 1,000 (events/s)", "append_events_per_s"),
+            ("full replay (events/s)", "replay_events_per_s"),
+            ("rebuild of all views (events/s)", "rebuild_events_per_s"),
+            ("log bytes on disk per event", "log_bytes_per_event"),
+            ("raw JSON Lines bytes per event", "raw_json_bytes_per_event"),
+            ("views bytes on disk per event", "views_bytes_per_event"),
+        ]
+        var lines = ["| figure | encryption off | encryption on | on / off |", "| --- | ---: | ---: | ---: |"]
+        for (label, k) in rows {
+            lines.append("| \(label) | \(cell(k)) | \(cell("sealed_" + k)) | \(ratio("sealed_" + k, k)) |")
+        }
+        return lines.joined(separator: "\n")
+    }
 
     func json(extra: [String: Any]) -> String {
         var out: [String: Any] = extra

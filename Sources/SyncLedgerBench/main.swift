@@ -43,6 +43,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Skip the rebuild and the lookups (they need the views), e.g. for a quick look at a large log.")
     var skipViews = false
 
+    @Option(help: "off, on, or both: also append and rebuild the workload with personal data sealed per patient (AES-256-GCM) and compare.")
+    var encryption: String = "both"
+
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
 
@@ -50,6 +53,7 @@ struct Bench: ParsableCommand {
         guard events >= 10 else { throw ValidationError("--events must be at least 10") }
         guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         if let corpus, !FileManager.default.fileExists(atPath: corpus) { throw ValidationError("no corpus file at \(corpus)") }
+        guard ["off", "on", "both"].contains(encryption) else { throw ValidationError("--encryption must be off, on or both") }
     }
 
     func makeSource(events: Int, seed: UInt64) throws -> any EventSource {
@@ -112,6 +116,26 @@ struct Bench: ParsableCommand {
             }
             ours.m["peak_rss_mb"] = peakRSSMB()
 
+            if encryption != "off" {
+                // The same workload again with personal data sealed: append (sealing timed with it),
+                // log size, and a rebuild that opens every sealed part.
+                log("run \(r)/\(runs): append and rebuild with encryption on")
+                let sealedStore = try Store.openOrCreate(dir + "/sealed")
+                let sealer = try Sealer(keysDirectory: sealedStore.keysPath)
+                var sealedRun = SyncLedgerRun()
+                var sealedSource = try makeSource(events: events, seed: seed)
+                try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: dir + "/sealed-events.jsonl",
+                                     batchSize: 1_000, sealer: sealer)
+                try sealedRun.replay(store: sealedStore)
+                if !skipViews { _ = try sealedRun.rebuild(store: sealedStore) }
+                for k in ["append_events_per_s", "log_bytes_per_event", "replay_events_per_s", "rebuild_events_per_s",
+                          "raw_json_bytes_per_event", "views_bytes_per_event"] {
+                    ours.m["sealed_" + k] = sealedRun.m[k]
+                }
+                try? FileManager.default.removeItem(atPath: dir + "/sealed")
+                try? FileManager.default.removeItem(atPath: dir + "/sealed-events.jsonl")
+            }
+
             var baselines = Baselines()
             log("run \(r)/\(runs): SQLite baseline")
             try baselines.sqlite(linesPath: lines, dbPath: dir + "/baseline.sqlite", events: n, batchSize: 1_000)
@@ -133,6 +157,10 @@ struct Bench: ParsableCommand {
         print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]")
         print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
         print(summary.table())
+        if encryption != "off" {
+            print("\nEncryption (personal data sealed per patient, AES-256-GCM), same workload:\n")
+            print(summary.encryptionTable())
+        }
         print("\nPeak RSS (VmHWM, cumulative: it cannot be reset) after each SyncLedger phase of run 1:")
         print(summary.rss.map { "\($0.0) \(fmt($0.1)) MB" }.joined(separator: ", "))
         print("\nTargets (set for 1,000,000 events on the 2-core machine):\n")

@@ -95,11 +95,12 @@ struct SyncCommand: AsyncParsableCommand {
             defer { interrupts.stop() }
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning
-            let config = SyncConfiguration(
+            var config = SyncConfiguration(
                 storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
                 waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
-            let task = Task { try await runSync(config) }
+            config.keysPath = storeOptions.keys
+            let task = Task { [config] in try await runSync(config) }
             interrupts.onSignal { task.cancel() }
             let outcome = try await task.value
             if json {
@@ -108,6 +109,8 @@ struct SyncCommand: AsyncParsableCommand {
                 print(outcome.summaryLine)
             }
             reportProblems(outcome)
+            // A failed run keeps to its one line; the notice comes with the first run that records.
+            if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
             if let viewsError = outcome.viewsError {
                 warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
                      + "(\(viewsError.split(whereSeparator: \.isNewline).joined(separator: " "))); the next command catches them up")

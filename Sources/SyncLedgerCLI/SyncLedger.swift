@@ -17,6 +17,8 @@ struct SyncLedgerCommand: AsyncParsableCommand {
 
             The store is --store DIR, else $SYNCLEDGER_STORE, else ./ledger-data. \
             The IntakeQ API key comes from $INTAKEQ_API_KEY and is never printed. \
+            Personal data in the log is encrypted per patient under keys in --keys DIR (default STORE/keys), \
+            wrapped by the master key in the file $SYNCLEDGER_MASTER_KEY_FILE names (else STORE/keys/master.key). \
             Start with `syncledger demo` to see the whole story on bundled fixtures.
             """,
         version: "0.1.0",
@@ -24,7 +26,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
             VerifyCommand.self, RebuildCommand.self, RepairCommand.self, ExportCommand.self, LogCommand.self,
-            UpcomingCommand.self, ChangesCommand.self, DemoCommand.self,
+            UpcomingCommand.self, ChangesCommand.self, ForgetCommand.self, KeysCommand.self, DemoCommand.self,
         ]
     )
 
@@ -77,7 +79,17 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The store directory (default: $SYNCLEDGER_STORE, else ./ledger-data).", valueName: "DIR"))
     var store: String?
 
+    @Option(name: .long, help: ArgumentHelp("The key store directory (default: STORE/keys); its master key comes from the file $SYNCLEDGER_MASTER_KEY_FILE names, else STORE/keys/master.key.", valueName: "DIR"))
+    var keys: String?
+
     var path: String { Store.resolvePath(store) }
+
+    /// Opens the existing store with the key store these options name.
+    func open() throws -> Store {
+        var store = try Store.open(path)
+        store.keysDirectory = keys
+        return store
+    }
 }
 
 /// A failure to report: one line on stderr, then this exit code.
@@ -118,7 +130,7 @@ func describeError(_ error: any Error) -> String {
 /// process must not write is read only: its views are copied into memory and any lag is folded
 /// there (one note on stderr), nothing is saved.
 func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
-    let store = try Store.open(options.path)
+    let store = try options.open()
     try refuseIfLost(store)
     let writable = store.isWritable
     let reader = try LedgerReader(store: store)

@@ -17,8 +17,9 @@ struct DemoCommand: AsyncParsableCommand {
         discussion: """
             Starts a fake IntakeQ on a free loopback port serving the fixture practice, runs one \
             `syncledger sync` per simulated day into a fresh store (a temporary directory unless \
-            --store), then shows the views, one rescheduled appointment's history, a verify and a \
-            rebuild whose views equal the live ones.
+            --store), then shows the views, one rescheduled appointment's history, a verify, a \
+            rebuild whose views equal the live ones, the log through `lz4 -dc` (envelopes, no names) \
+            and a `forget` of one patient after which verify still passes.
             """)
 
     @Option(help: ArgumentHelp("Write the demo store here (a new or empty directory).", valueName: "DIR")) var store: String?
@@ -121,12 +122,54 @@ struct Demo {
         let rows = before.reduce(0) { n, v in if case .array(let a) = v { return n + a.count }; return n }
         print(String(format: "rebuilt every view in %.2f s; the rebuilt views %@ the live ones (%d rows compared)",
                      Date().timeIntervalSince(started), same ? "equal" : "DIFFER FROM", rows))
+        let privacyOK = try await privacy(cli, roster: roster, storePath: storePath)
         print("")
         print("The store is still at \(storePath). Try:")
         print("  \(binary) --store \(storePath) appointments --patient \(roster.patients[0])")
         print("  \(binary) --store \(storePath) history \(rescheduled ?? "APPOINTMENT_ID")")
         print("  cat \(storePath)/log/*.seg | lz4 -dc | head -3")
-        return verify.status == 0 && same ? 0 : 1
+        return verify.status == 0 && same && privacyOK ? 0 : 1
+    }
+
+    /// The log through stock tools shows envelopes but no names; then one patient is forgotten
+    /// and the chain still verifies against the head taken before.
+    func privacy(_ cli: CLI, roster: DemoRoster, storePath: String) async throws -> Bool {
+        section("the log without SyncLedger (`cat STORE/log/*.seg | lz4 -dc`)")
+        let dump = try await shell("cat \"$0\"/log/*.seg | lz4 -dc", storePath)
+        if dump.status != 0 {
+            print("(lz4 is not installed: `apt-get install lz4` to read the log with stock tools)")
+        } else {
+            let lines = dump.stdout.split(separator: "\n")
+            if let line = lines.first(where: { $0.contains("\"appointment.discovered\"") && $0.contains("\"sealed\"") }) {
+                print(line.prefix(420) + (line.count > 420 ? "…" : ""))
+            }
+            let found = roster.names.filter { dump.stdout.contains($0) }
+            print("\(lines.count) events; roster patient names in the log: \(found.count) of \(roster.names.count) (personal data is encrypted per patient; keys in \(storePath)/keys)")
+            if !found.isEmpty { return false }
+        }
+        let patient = roster.patients.contains("p-021") ? "p-021" : roster.patients[0]
+        section("forget one patient (`syncledger forget --patient \(patient) --reason …`)")
+        let before = try await cli.run(["verify", "--json"])
+        let head = (try? JSONValue.parse(Array(before.stdout.utf8)))?["head"]?.stringValue ?? ""
+        let forget = try await cli.run(["forget", "--patient", patient, "--reason", "consent withdrawn (demo)"])
+        print(forget.stdout.trimmingCharacters(in: .newlines))
+        if forget.status != 0 { print(forget.stderr.trimmingCharacters(in: .newlines)) }
+        section("verify against the head taken before the forget (`syncledger verify --expect-head …`)")
+        let verify = try await cli.run(["verify", "--expect-head", head])
+        print(verify.stdout.trimmingCharacters(in: .newlines))
+        return forget.status == 0 && verify.status == 0
+    }
+
+    func shell(_ script: String, _ arg: String) async throws -> CLI.Result {
+        let r = try await Subprocess.run(
+            .path(FilePath("/bin/sh")), arguments: Arguments(["-c", script, arg]),
+            output: .string(limit: 256 << 20), error: .string(limit: 1 << 20))
+        let status: Int32
+        switch r.terminationStatus {
+        case .exited(let c): status = Int32(c)
+        case .signaled(let sig): status = 128 + Int32(sig)
+        }
+        return CLI.Result(status: status, stdout: r.standardOutput, stderr: r.standardError)
     }
 
     /// Every view as the CLI prints it with `--json`, parsed (so formatting cannot hide a difference).
@@ -238,6 +281,7 @@ struct CLI {
 struct DemoRoster {
     var organizations: [(id: String, name: String)]
     var patients: [String]
+    var names: [String] = []
 
     static func load(_ path: String) throws -> DemoRoster {
         guard let bytes = FileManager.default.contents(atPath: path), let v = try? JSONValue.parse(Array(bytes)),
@@ -247,7 +291,10 @@ struct DemoRoster {
         for o in orgs {
             guard let id = o["id"]?.stringValue else { continue }
             out.organizations.append((id, o["name"]?.stringValue ?? id))
-            if case .array(let ps)? = o["patients"] { out.patients += ps.compactMap { $0["id"]?.stringValue } }
+            if case .array(let ps)? = o["patients"] {
+                out.patients += ps.compactMap { $0["id"]?.stringValue }
+                out.names += ps.compactMap { $0["name"]?.stringValue }.filter { !$0.isEmpty }
+            }
         }
         guard !out.organizations.isEmpty, !out.patients.isEmpty else { throw DemoFailure(message: "the roster \(path) has no patients") }
         return out

@@ -111,18 +111,15 @@ struct ScopeTests {
         let dump = String(decoding: FileManager.default.contents(atPath: tmp.sub("dump.jsonl")) ?? Data(), as: UTF8.self)
         let lines = dump.split(separator: "\n")
         #expect(UInt64(lines.count) == (try StoreReader.head(store)).seq, "lz4 -dc prints every event")
-        #expect(dump.contains("\"sync.completed\"") && dump.contains("Sam Lee"))
-        // The searches below would find a client: roster clients are there in the same shapes.
-        #expect(dump.contains("\"ClientId\":4117") && dump.contains("\"ClientId\":\"4109\"") && dump.contains("sam.lee@example.org"))
+        #expect(dump.contains("\"sync.completed\"") && dump.contains("\"appointment.discovered\""))
+        // Roster patients' personal data is sealed under their keys (issue 13): not in the log either.
+        #expect(!dump.contains("Sam Lee") && !dump.contains("\"ClientId\":4117") && !dump.contains("sam.lee@example.org"))
 
-        // Clients outside the roster, except those who share an in-scope appointment with a
-        // roster patient (a group or couple session is recorded as received).
+        // Clients outside the roster, including those who share an in-scope appointment with a
+        // roster patient (issue 13: a group appointment keeps only its roster patients).
         var all: [Appointment] = []
         for d in 1...5 { all += Fixtures.appointments(day: d, includeDeleted: true) }
-        var sharing = Set<String>()
-        for a in all where a.allClientIds.contains(where: Fixtures.rosterClientIds.contains) {
-            sharing.formUnion(a.allClientIds)
-        }
+        let sharing = Set<String>()
         struct Person: Hashable { var id: String; var name: String?; var email: String? }
         var outsiders = Set<Person>()
         for a in all {
