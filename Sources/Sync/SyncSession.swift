@@ -80,11 +80,11 @@ public enum SyncSession {
         }
         var store = try Store.openOrCreate(config.storePath)
         store.keysDirectory = config.keysPath
+        var notices: [String] = []
+        let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
         // events is refused with nothing written. The writer checks `state/head` again under its lock.
         try Trust.requireNoLoss(store)
-        var notices: [String] = []
-        let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         let writer: LedgerWriter
         do {
             writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
