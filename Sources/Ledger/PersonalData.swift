@@ -169,10 +169,12 @@ public enum PersonalData {
         let practitioners = JSONValue.array(roster.practitioners.map {
             .object(["intakeq_id": .string($0.intakeqId), "provider_id": .string($0.providerId)])
         })
-        let data = JSONValue.object([
+        var fields: [String: JSONValue] = [
             "organizations": .array(orgs), "practitioners": practitioners, "roster_hash": .string(roster.rosterHash),
             "sealed": .bool(true),
-        ])
+        ]
+        if let tz = roster.timezone { fields["timezone"] = .string(tz) }
+        let data = JSONValue.object(fields)
         return Array(data.canonicalText.utf8)
     }
 

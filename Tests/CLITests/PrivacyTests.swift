@@ -2,6 +2,7 @@ import FakeIntakeQ
 import Foundation
 import JSONCore
 import Ledger
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -79,7 +80,7 @@ extension CLIBinaryTests {
     /// Everything a careful reviewer would grep after syncing the fixtures: no non-roster
     /// person's name, email, phone or date of birth and no host link, anywhere.
     @Test func nonRosterPeopleAndHostLinksAreNeverRecorded() async throws {
-        let tmp = try TempDir("privacy")
+        let tmp = TempDir("privacy")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         let practice = try Practice.load()
@@ -112,7 +113,7 @@ extension CLIBinaryTests {
 
     /// The log holds envelopes in the clear and no roster patient's name, email or phone.
     @Test func theLogHoldsEnvelopesButNoNames() async throws {
-        let tmp = try TempDir("privacy")
+        let tmp = TempDir("privacy")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: try Practice.load())
@@ -130,7 +131,7 @@ extension CLIBinaryTests {
     /// `forget` of a patient of the group appointment: gone everywhere, the other patient
     /// untouched, and the chain (verify, --expect-head, the bundle verifier) still holds.
     @Test func forgetRemovesOnePatientEverywhereAndKeepsTheChain() async throws {
-        let tmp = try TempDir("privacy")
+        let tmp = TempDir("privacy")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
@@ -217,7 +218,7 @@ extension CLIBinaryTests {
 
     /// A wrong or missing master key: one line, exit 1, and not a byte of the store changes.
     @Test func aWrongOrMissingMasterKeyChangesNothing() async throws {
-        let tmp = try TempDir("privacy")
+        let tmp = TempDir("privacy")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         let practice = try Practice.load()
