@@ -173,7 +173,6 @@ public enum PersonalData {
             "organizations": .array(orgs), "practitioners": practitioners, "roster_hash": .string(roster.rosterHash),
             "sealed": .bool(true),
         ]
-        // The practice's time zone is not personal data: it stays clear.
         if let tz = roster.timezone { fields["timezone"] = .string(tz) }
         let data = JSONValue.object(fields)
         return Array(data.canonicalText.utf8)

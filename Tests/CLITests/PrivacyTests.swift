@@ -3,6 +3,7 @@ import Foundation
 import TestSupport
 import JSONCore
 import Ledger
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
