@@ -36,6 +36,8 @@ public final class FakeIntakeQServer: Sendable {
         var port: Int?
         var task: Task<Void, any Error>?
         var group: ServiceGroup?
+        var webhookURL: String?
+        var sentWebhooks: [SentWebhook] = []
     }
 
     let apiKey: String
