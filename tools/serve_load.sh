@@ -59,7 +59,7 @@ curl -s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/v1/sync-lo
 kill "${PIDS[1]}"; wait "${PIDS[1]}" 2>/dev/null || true
 
 echo "== /healthz while the server catches up a 200k-event log from scratch"
-"$BIN/syncledger-bench" --events 200000 --runs 1 --skip-views --keep --dir "$TMP/bench" > "$TMP/bench.out" 2>&1 || { cat "$TMP/bench.out"; exit 1; }
+"$BIN/syncledger-bench" --events 200000 --runs 1 --skip-views --keep --scratch "$TMP/bench" > "$TMP/bench.out" 2>&1 || { cat "$TMP/bench.out"; exit 1; }
 BSTORE=$(find "$TMP/bench" -maxdepth 3 -type d -name log -printf '%h\n' | head -1)
 rm -f "$BSTORE"/projections.sqlite*
 PORT=$(free_port)
