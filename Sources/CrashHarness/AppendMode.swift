@@ -1,5 +1,6 @@
 import Foundation
 import EventLog
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -173,14 +174,14 @@ func runAppendHarness(kills: Int, seed: UInt64, roundsPerStore: Int, maxDelay: D
     emit("crash-harness: append mode, seed \(seed), \(kills) kills (replay with --seed \(seed))")
     var rng = SeededRNG(state: seed)
     var tally = Tally()
-    var root = makeTempDirectory("crash-harness")
+    var root = try! makeTempDir("crash-harness")
     var model = Model()
     let exe = selfPath()
     let started = now()
     for round in 0..<kills {
         if round > 0 && round % roundsPerStore == 0 {
             removeTree(root)
-            root = makeTempDirectory("crash-harness")
+            root = try! makeTempDir("crash-harness")
             model = Model()
         }
         let log = root + "/log"

@@ -32,6 +32,8 @@ extension EventLogReader {
     private func verifySegments(_ report: inout VerifyReport, expectHead: LogHead?,
                                 progress: ((UInt64) -> Void)?) throws {
         let list = try segments()
+        // Every segment of the log, also when one of them fails (the count is not "verified so far").
+        report.segments = list.count
         let io = BatchIO()
         var last = SegmentIndex(name: "", firstSeq: 1, previousChain: ChainHash.zero)
         for (i, segment) in list.enumerated() {
@@ -48,7 +50,6 @@ extension EventLogReader {
                 report.head = LogHead(seq: header.lastSeq, hash: header.chainHash)
                 progress?(header.lastSeq)
             }
-            report.segments += 1
             if let torn {
                 report.warnings.append("torn tail in \(segment.name): \(torn); it was never acknowledged "
                     + "and the writer removes it when it next opens")

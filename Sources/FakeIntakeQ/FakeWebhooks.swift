@@ -3,6 +3,8 @@ import Foundation
 import IntakeQ
 import JSONCore
 import NIOCore
+import NIOHTTP1
+import Synchronization
 
 /// One webhook the fake IntakeQ sent, and what the receiver answered (0: no answer).
 public struct SentWebhook: Sendable, Hashable {

@@ -91,15 +91,19 @@ public struct RosterObserved: Codable, Sendable, Hashable {
     }
     public var organizations: [Organization]
     public var practitioners: [Practitioner]
-    /// SHA-256 of the canonical form of the two lists; a run records the roster when this differs.
+    /// SHA-256 of the canonical form of the two lists (and the time zone, when given); a run
+    /// records the roster when this differs.
     public var rosterHash: String
+    /// The practice's IANA time zone (absent in rosters without one, and in older events).
+    public var timezone: String?
 
-    enum CodingKeys: String, CodingKey { case organizations, practitioners, rosterHash = "roster_hash" }
+    enum CodingKeys: String, CodingKey { case organizations, practitioners, rosterHash = "roster_hash", timezone }
 
-    public init(organizations: [Organization], practitioners: [Practitioner], rosterHash: String) {
+    public init(organizations: [Organization], practitioners: [Practitioner], rosterHash: String, timezone: String? = nil) {
         self.organizations = organizations
         self.practitioners = practitioners
         self.rosterHash = rosterHash
+        self.timezone = timezone
     }
 }
 

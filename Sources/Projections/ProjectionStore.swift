@@ -3,6 +3,7 @@ import EventLog
 import Foundation
 import GRDB
 import Ledger
+import Synchronization
 
 /// Progress of a long fold, for a progress bar.
 public struct FoldProgress: Sendable {
@@ -28,12 +29,15 @@ public struct QuarantineEntry: Sendable, Hashable {
 
 /// The SQLite database of views, with each projection's checkpoint (last applied seq and that
 /// batch's chain hash) committed in the same transaction as its rows.
-public final class ProjectionStore: @unchecked Sendable {
-    // @unchecked: GRDB's DatabasePool serialises all access itself.
+public final class ProjectionStore: Sendable {
     public let pool: DatabasePool
     public let projections: [any Projection]
     /// Events applied per transaction while folding; each commit carries the checkpoint.
-    public var eventsPerTransaction = 2_000
+    public var eventsPerTransaction: Int {
+        get { transactionSize.load(ordering: .relaxed) }
+        set { transactionSize.store(newValue, ordering: .relaxed) }
+    }
+    private let transactionSize = Atomic(2_000)
     let rebuildLockPath: String
     private let rebuildLock = RebuildLock()
 
@@ -326,6 +330,8 @@ extension ProjectionStore {
 /// catch-up (which already holds the lock) run without locking itself out.
 final class RebuildLock: @unchecked Sendable {
     // @unchecked: `depth` and `fd` are only touched under `mutex`, held for the whole body.
+    // Not `Synchronization.Mutex` (the package's lock elsewhere): this one must be re-entrant
+    // on the thread that holds it, and Mutex is not.
     private let mutex = NSRecursiveLock()
     private var depth = 0
     private var fd: Int32 = -1

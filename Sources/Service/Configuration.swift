@@ -49,12 +49,4 @@ public struct ServeConfiguration: Sendable {
         return cal.nextDate(after: now, matching: DateComponents(hour: at.hour, minute: at.minute, second: 0),
                             matchingPolicy: .nextTime) ?? now.addingTimeInterval(86_400)
     }
-
-    /// The roster file's optional `"timezone"` key (an IANA name), when it has one.
-    public static func rosterTimeZone(path: String) -> TimeZone? {
-        guard let data = FileManager.default.contents(atPath: path),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let name = obj["timezone"] as? String else { return nil }
-        return TimeZone(identifier: name)
-    }
 }

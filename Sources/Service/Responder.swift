@@ -4,9 +4,11 @@ import Foundation
 import GRDB
 import HTTPTypes
 import Hummingbird
+import IntakeQ
 import JSONCore
 import Ledger
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import Projections
 import Sync

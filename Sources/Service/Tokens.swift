@@ -117,7 +117,7 @@ final class TokenRegistry: @unchecked Sendable {
     private let path: String?
     private let lock = NSLock()
     private var tokens: [APIToken]
-    private var mtime: timespec = timespec()
+    private var mtime: Date?
     private var lastCheck = 0.0
 
     init(path: String?) throws {
@@ -126,10 +126,8 @@ final class TokenRegistry: @unchecked Sendable {
         if let path { mtime = Self.modified(path) }
     }
 
-    static func modified(_ path: String) -> timespec {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return timespec() }
-        return st.st_mtim
+    static func modified(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
     }
 
     /// The caller a bearer token names, or nil. Every entry is compared, in constant time.
@@ -154,7 +152,7 @@ final class TokenRegistry: @unchecked Sendable {
         }
         guard due else { return }
         let m = Self.modified(path)
-        let changed = lock.withLock { m.tv_sec != mtime.tv_sec || m.tv_nsec != mtime.tv_nsec }
+        let changed = lock.withLock { m != mtime }
         guard changed, let file = try? TokenFile.load(path: path) else { return }
         lock.withLock {
             tokens = file.tokens

@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 import IntakeQ
 import JSONCore
@@ -63,7 +64,32 @@ struct Fetcher {
         progress?("fetching appointments \(plan.windowStartDay) … \(plan.windowEndDay)")
         var query = AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay)
         if plan.patientId != nil, let email = plan.patientEmail { query.client = email }
-        let crawl = await client.crawl(query, pageCap: plan.pageCap)
+        var crawl = await client.crawl(query, pageCap: plan.pageCap)
+        if let pid = plan.patientId, query.client != nil, crawl.fatal == nil {
+            // `client=` matches the roster email against IntakeQ's: a stale email finds nothing.
+            // When the patient has appointments we know of and the search returned none of theirs,
+            // say so and, budget allowing, crawl the window and filter by ClientId instead.
+            let knownHere = known.values.filter { !$0.removed && plan.inScope($0) && plan.inWindow($0) }
+            let foundTheirs = crawl.appointments.contains { a in
+                guard let f = try? AppointmentFacts(object: a.value) else { return false }
+                return plan.inScope(f)
+            }
+            if !knownHere.isEmpty, !foundTheirs {
+                let warning = "patient \(pid): IntakeQ's client= search by the roster email returned none of their \(knownHere.count) known appointment(s); the roster email may be stale (compare it with IntakeQ's)"
+                // The window crawl costs about one page per 100 appointments of the whole practice:
+                // the known ones are a floor; keep a few calls for deletedOnly and lookups.
+                let needed = known.count * 2 / IntakeQClient.pageSize + 2 + 5
+                let remaining = await client.limiter.remainingToday()
+                if remaining >= needed {
+                    r.warnings.append(warning + "; fell back to the window crawl filtered by ClientId")
+                    progress?("client= found nothing for \(pid); crawling the window instead")
+                    crawl = await client.crawl(AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay),
+                                               pageCap: plan.pageCap)
+                } else {
+                    r.warnings.append(warning + "; not enough of today's API budget left (\(remaining) calls) to crawl the window instead")
+                }
+            }
+        }
         r.crawled = crawl.appointments
         r.crawlComplete = crawl.complete
         // "Nothing could be fetched" is about appointments: settings alone do not count.
@@ -139,7 +165,7 @@ struct Fetcher {
             r.errorCount += 1
             return false
         }
-        if e.code == .unauthorized || e.code == .dailyBudgetExhausted {
+        if e.isFatalForRun {
             // A refused key or a spent budget is a request that failed: it counts as an error.
             r.unauthorized = e.code == .unauthorized
             r.fatal = e.description

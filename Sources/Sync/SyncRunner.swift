@@ -84,6 +84,8 @@ public let toolVersion = "0.1.0"
 
 /// Runs one sync: fetches the window from IntakeQ, diffs it against the ledger, appends what
 /// changed, and brings the views up to date. Holds the store's single-writer lock throughout.
+/// Its file and SQLite work runs on `StoreIO`'s own thread, never on the cooperative pool.
+@StoreIO
 public final class SyncRunner {
     let writer: LedgerWriter
     let reader: LedgerReader

@@ -1,4 +1,3 @@
-import Dispatch
 import Domain
 import EventLog
 import Foundation
@@ -70,6 +69,7 @@ public enum SyncSession {
     /// Calls a run needs at the least: settings, one page, the deletedOnly poll.
     public static let minimumCalls = 3
 
+    @StoreIO
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
         let store = try Store.openOrCreate(config.storePath)
@@ -102,15 +102,5 @@ public enum SyncSession {
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
                                     progress: config.progress)
         return try await runner.run(config.request)
-    }
-}
-
-/// Runs blocking work (file I/O, fsync, SQLite, flock) on a Dispatch thread instead of Swift's
-/// cooperative pool, whose few threads must stay free for the server's event handling.
-public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
-        DispatchQueue.global(qos: .userInitiated).async {
-            cont.resume(with: Result { try body() })
-        }
     }
 }

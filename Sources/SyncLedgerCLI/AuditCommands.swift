@@ -113,7 +113,9 @@ struct ExportCommand: AsyncParsableCommand {
     @Option(help: "jsonl (events exactly as stored) or csv (one row per appointment version).") var format: String = "jsonl"
     @Option(help: "First seq to export.") var fromSeq: UInt64 = 1
     @Option(help: "Last seq to export.") var toSeq: UInt64?
-    @Option(help: ArgumentHelp("Write to this file instead of stdout.", valueName: "FILE")) var out: String?
+    @Option(help: ArgumentHelp("Write to this file instead of stdout (through a temporary file renamed into place; an existing file only with --force).", valueName: "FILE"))
+    var out: String?
+    @Flag(help: "Let --out replace an existing file.") var force = false
     @Option(help: ArgumentHelp("Write an auditor's bundle (segments, manifest, standalone verifier) into this new directory.", valueName: "DIR"))
     var bundle: String?
 
@@ -127,32 +129,56 @@ struct ExportCommand: AsyncParsableCommand {
         try await guarded {
             let (store, reader, views) = try openForRead(storeOptions, catchUp: false)
             if let bundle {
-                let manifest = try AuditBundle.write(store: store, to: bundle)
-                print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
+                let manifest = try AuditBundle.write(store: store, to: bundle, fromSeq: fromSeq, toSeq: toSeq)
+                if let r = manifest.range {
+                    print("bundle written to \(bundle): seqs \(r.firstSeq)...\(r.lastSeq) (whole batches), proven against head \(manifest.head)")
+                } else {
+                    print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
+                }
                 print("check it anywhere with Python 3 and lz4: python3 \(bundle)/verify_bundle.py [--expect-head SEQ:HASH]")
                 print("read its events with stock tools: cat \(bundle)/segments/*.seg | lz4 -dc")
                 return 0
             }
             var sink: FileHandleSink
+            var temp: String?
             if let out {
-                guard let s = FileHandleSink(path: out) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                if !force, FileManager.default.fileExists(atPath: out) {
+                    throw CLIFailure(message: "\(out) already exists; give a new file, or --force to replace it")
+                }
+                // Written beside the target, then renamed over it: a failed export leaves no partial file.
+                let t = (out as NSString).deletingLastPathComponent.isEmpty ? "" : (out as NSString).deletingLastPathComponent + "/"
+                let tmp = t + "." + (out as NSString).lastPathComponent + ".partial-\(getpid())"
+                guard let s = FileHandleSink(path: tmp) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
                 sink = s
+                temp = tmp
             } else {
                 sink = FileHandleSink(fd: 1)
             }
-            defer { sink.close() }
             let write: ([UInt8]) throws -> Void = { try sink.write($0) }
-            if format == "jsonl" {
-                let n = try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write)
-                if out != nil { warn("exported \(n) events to \(out!)") }
-            } else {
-                // The per-stream index serves removal rows when it covers the range; else the
-                // export keeps each appointment's last version in memory.
-                let last = try toSeq ?? reader.head().seq
-                let indexed = ((try? views.appliedSeq()) ?? 0) >= last
-                let n = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
-                if out != nil { warn("exported \(n) appointment versions to \(out!)") }
+            let count: Int
+            do {
+                if format == "jsonl" {
+                    count = Int(try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write))
+                } else {
+                    // The per-stream index serves removal rows when it covers the range; else the
+                    // export keeps each appointment's last version in memory.
+                    let last = try toSeq ?? reader.head().seq
+                    let indexed = ((try? views.appliedSeq()) ?? 0) >= last
+                    count = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
+                }
+                if let temp, let out {
+                    guard fsync(sink.fd) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                    sink.close()
+                    guard rename(temp, out) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                } else {
+                    sink.close()
+                }
+            } catch {
+                sink.close()
+                if let temp { unlink(temp) }
+                throw error
             }
+            if let out { warn("exported \(count) \(format == "jsonl" ? "events" : "appointment versions") to \(out)") }
             return 0
         }
     }

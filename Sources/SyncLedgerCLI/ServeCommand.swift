@@ -57,7 +57,7 @@ struct ServeCommand: AsyncParsableCommand {
             config.baseURL = baseURL
             config.dailyAt = dailyAt.flatMap(ServeConfiguration.parseDailyAt)
             config.timeZone = timezone.flatMap(TimeZone.init(identifier:))
-                ?? ServeConfiguration.rosterTimeZone(path: roster) ?? TimeZone(identifier: "UTC")!
+                ?? rosterValue.timezone.flatMap(TimeZone.init(identifier:)) ?? TimeZone(identifier: "UTC")!
             let defaultTokens = storeOptions.path + "/state/api-tokens.json"
             config.tokensPath = tokens ?? (FileManager.default.fileExists(atPath: defaultTokens) ? defaultTokens : nil)
             if let file = webhookSecretFile {

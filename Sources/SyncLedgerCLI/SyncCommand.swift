@@ -30,8 +30,8 @@ struct SyncCommand: AsyncParsableCommand {
     var type: String?
     @Option(help: ArgumentHelp("IntakeQ API base URL.", valueName: "URL")) var baseURL = "https://intakeq.com/api/v1"
     @Option(help: ArgumentHelp("Centre of the window (ISO 8601); default: the clock.", valueName: "ISO8601")) var now: String?
-    @Option(help: "Days before now in the window.") var daysBack = 90
-    @Option(help: "Days after now in the window.") var daysAhead = 90
+    @Option(parsing: .unconditional, help: "Days before now in the window (0–3650).") var daysBack = 90
+    @Option(parsing: .unconditional, help: "Days after now in the window (0–3650).") var daysAhead = 90
     @Option(help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
     @Option(help: "API calls allowed in any 24 hours, counted across runs (base plan: 500).") var dailyBudget = 500
     @Option(help: ArgumentHelp("Wait up to this long for another writer to finish instead of failing at once.", valueName: "SECONDS"))
@@ -40,12 +40,19 @@ struct SyncCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Per-request timeout.", valueName: "SECONDS")) var timeout = 30.0
     @Option(help: "Who started the run, for sync_logs.") var triggeredBy = "cli"
     @Flag(help: "Log debug details on stderr (may include patient names).") var verbose = false
+    @Flag(help: "Print the run's summary as one JSON object (for a \"Refresh\" button) instead of the summary line.") var json = false
+    @Option(help: .hidden) var pageCap = 200
 
     func validate() throws {
         if org != nil, patient != nil { throw ValidationError("give --org or --patient, not both") }
-        if let type, !["automated_daily", "manual_org_bulk", "manual_patient", "webhook"].contains(type) {
-            throw ValidationError("--type must be automated_daily, manual_org_bulk, manual_patient or webhook")
+        if let type, !syncTypes.contains(type) {
+            throw ValidationError("--type \(type) is not a sync type; the sync types are: \(syncTypes.joined(separator: ", "))")
         }
+        // Only a run of the whole roster may count as the nightly one (status --max-age watches it).
+        if type == "automated_daily", org != nil || patient != nil {
+            throw ValidationError("--type automated_daily is the nightly run of the whole roster; a run with --org or --patient cannot be labelled so")
+        }
+        guard pageCap > 0 else { throw ValidationError("--page-cap must be positive") }
         guard (0...3650).contains(daysBack), (0...3650).contains(daysAhead) else {
             throw ValidationError("--days-back and --days-ahead must be between 0 and 3650")
         }
@@ -66,15 +73,21 @@ struct SyncCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            guard let key = ProcessInfo.processInfo.environment["INTAKEQ_API_KEY"], !key.isEmpty else {
-                throw CLIFailure(message: "INTAKEQ_API_KEY is not set: export the practice's IntakeQ API key (IntakeQ: Settings > Integrations > Developer API)")
-            }
+            let key = try apiKey()
             // Everything that can be checked before touching the store is checked first.
             let rosterValue = try Roster.load(path: roster)
+            var nowMillis: Int64?
+            if let now {
+                // A time without an offset is the practice's local time.
+                let zone = try rosterValue.timezone.map(PracticeZone.load) ?? .utc
+                do { nowMillis = try TimeInput.parse(now).start(in: zone) } catch let e as LocalTimeError {
+                    throw CLIFailure(message: "--now " + e.message)
+                }
+            }
             var request = SyncRequest(roster: rosterValue, organizationId: org, patientId: patient, syncType: type,
-                                      now: now.flatMap(ISOTime.parse).map { Date(timeIntervalSince1970: Double($0) / 1000) },
+                                      now: nowMillis.map { Date(timeIntervalSince1970: Double($0) / 1000) },
                                       daysBack: daysBack, daysAhead: daysAhead, triggeredBy: triggeredBy)
-            request.pageCap = 200
+            request.pageCap = pageCap
             try request.validate()
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning
@@ -82,10 +95,51 @@ struct SyncCommand: AsyncParsableCommand {
                 storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
                 waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger))
-            print(outcome.summaryLine)
+            if json {
+                print(Output.json(outcome.json))
+            } else {
+                print(outcome.summaryLine)
+            }
             reportProblems(outcome)
             return outcome.exitCode
         }
+    }
+}
+
+/// The API key: `$INTAKEQ_API_KEY`, else the file named by `$INTAKEQ_API_KEY_FILE` (cron has no
+/// secrets in its environment). Never printed, whatever goes wrong.
+func apiKey() throws -> String {
+    let env = ProcessInfo.processInfo.environment
+    if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return key }
+    if let path = env["INTAKEQ_API_KEY_FILE"], !path.isEmpty {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let why = FileManager.default.fileExists(atPath: path) ? "cannot be read (check its permissions)" : "does not exist"
+            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) \(why)")
+        }
+        let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !key.isEmpty else {
+            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) is empty: put the practice's IntakeQ API key in it")
+        }
+        guard !key.contains(where: \.isNewline) else {
+            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) holds more than one line: put only the API key in it")
+        }
+        return key
+    }
+    throw CLIFailure(message: "INTAKEQ_API_KEY is not set: export the practice's IntakeQ API key (IntakeQ: Settings > Integrations > Developer API), or name a file holding it in INTAKEQ_API_KEY_FILE")
+}
+
+extension SyncOutcome {
+    /// `sync --json`: the run's summary as one object.
+    var json: JSONValue {
+        .object([
+            "run_id": .string(runId), "sync_type": .string(syncType), "status": .string(status),
+            "new": .number(Double(counts.new)), "updated": .number(Double(counts.updated)),
+            "unchanged": .number(Double(counts.unchanged)), "removed": .number(Double(counts.removed)),
+            "errors": .number(Double(counts.errors)), "patients_processed": .number(Double(counts.patientsProcessed)),
+            "patients_failed": .number(Double(counts.patientsFailed)), "intakeq_api_calls": .number(Double(api.calls)),
+            "duration_ms": .number(Double(durationMs)), "head": .string(head.description),
+            "warnings": .array(warnings.map(JSONValue.string)), "error_message": errorMessage.map(JSONValue.string) ?? .null,
+        ])
     }
 }
 
@@ -117,6 +171,10 @@ struct StatusCommand: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
     @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
+    }
 
     func run() async throws {
         try await guarded {

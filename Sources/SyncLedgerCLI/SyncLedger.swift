@@ -22,8 +22,8 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         subcommands: [
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
-            VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, DemoCommand.self,
-            ServeCommand.self, TokenCommand.self,
+            VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, UpcomingCommand.self,
+            ChangesCommand.self, DemoCommand.self, ServeCommand.self, TokenCommand.self,
         ]
     )
 
@@ -38,7 +38,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)
-            if var async = command as? AsyncParsableCommand {
+            if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
                 try command.run()

@@ -1,5 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
+import NIOCore
+import NIOHTTP1
 import FakeIntakeQ
 import Foundation
 import JSONCore
@@ -91,8 +93,15 @@ struct Demo {
         let org = roster.organizations[0]
         let today = String(last.now.prefix(10))
         let inTwoWeeks = ISO.day(plusDays: 14, from: last.now) ?? today
-        section("appointments of \(org.name) in the next 14 days (`syncledger appointments --org \(org.id)`)")
-        try await cli.show(["appointments", "--org", org.id, "--from", last.now, "--to", inTwoWeeks])
+        // Everyday views, in the practice's local time (the roster's "timezone").
+        section("upcoming for \(org.name) (`syncledger upcoming --org \(org.id) --now \(last.now)`)")
+        try await cli.show(["upcoming", "--org", org.id, "--now", last.now])
+        let logs = try await cli.run(["sync-logs", "--json", "--limit", "2"])
+        if case .array(let runs)? = try? JSONValue.parse(Array(logs.stdout.utf8)), runs.count == 2,
+            let since = runs[1]["started_at"]?.stringValue {
+            section("changes since the previous day's sync (`syncledger changes --since \(since)`)")
+            try await cli.show(["changes", "--since", since])
+        }
         section("meeting links of the next 14 days (`syncledger meeting-urls`)")
         try await cli.show(["meeting-urls", "--from", last.now, "--to", inTwoWeeks])
         section("sync runs (`syncledger sync-logs`)")
@@ -296,7 +305,7 @@ struct CLI {
         case .exited(let c): status = Int32(c)
         case .signaled(let s): status = 128 + Int32(s)
         }
-        return Result(status: status, stdout: r.standardOutput ?? "", stderr: r.standardError ?? "")
+        return Result(status: status, stdout: r.standardOutput, stderr: r.standardError)
     }
 
     /// Runs a read command and prints what it printed.

@@ -1,9 +1,11 @@
 import Domain
+import EventLog
 import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// Field-level differences computed by the test itself: nested objects as dotted paths,

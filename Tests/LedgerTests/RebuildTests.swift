@@ -4,6 +4,7 @@ import GRDB
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct RebuildTests {
@@ -260,7 +261,7 @@ import Testing
             }
         }
         let reader = try LedgerReader(store: tmp.store)
-        try views.rebuild(names: [], reader, progress: progress)
+        _ = try views.rebuild(names: [], reader, progress: progress)
         #expect(calls >= Golden.steps.count, "one shadow transaction per batch")
         #expect(mismatches.isEmpty, "\(mismatches)")
         try GoldenExpect.check(try snapshot(views), reader: reader)
@@ -278,7 +279,7 @@ import Testing
         let opened = DispatchSemaphore(value: 0)
         let swapped = DispatchSemaphore(value: 0)
         let finished = DispatchSemaphore(value: 0)
-        let box = ResultBox()
+        let box = Locked<(first: [ViewRow]?, second: [ViewRow]?, error: String?)>((nil, nil, nil))
         let thread = Thread {
             do {
                 try views.pool.read { db in
@@ -286,20 +287,20 @@ import Testing
                     opened.signal()
                     _ = swapped.wait(timeout: .now() + 20)
                     let second = try Views.appointments(db, AppointmentFilter())
-                    box.set(first: first, second: second)
+                    box.value = (first, second, nil)
                 }
             } catch {
-                box.fail("\(error)")
+                box.withLock { $0.error = "\(error)" }
                 opened.signal()
             }
             finished.signal()
         }
         thread.start()
         #expect(opened.wait(timeout: .now() + 20) == .success)
-        try views.rebuild(names: ["appointments"], try LedgerReader(store: tmp.store))
+        _ = try views.rebuild(names: ["appointments"], try LedgerReader(store: tmp.store))
         swapped.signal()
         #expect(finished.wait(timeout: .now() + 20) == .success)
-        let (first, second, error) = box.get()
+        let (first, second, error) = box.value
         #expect(error == nil)
         #expect(first == old)
         #expect(second == old, "the reader's snapshot changed under it")
@@ -341,29 +342,5 @@ import Testing
         #expect(try snapshot(views) == before)
         let leftovers = try views.readSync { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE name LIKE '%__shadow'") }
         #expect(leftovers.isEmpty, "\(leftovers)")
-    }
-}
-
-final class ResultBox: @unchecked Sendable {
-    // @unchecked: every access holds the lock.
-    private let lock = NSLock()
-    private var first: [ViewRow]?
-    private var second: [ViewRow]?
-    private var error: String?
-    private var finished = false
-    func set(first: [ViewRow], second: [ViewRow]) {
-        lock.lock(); defer { lock.unlock() }
-        self.first = first
-        self.second = second
-        finished = true
-    }
-    func fail(_ e: String) {
-        lock.lock(); defer { lock.unlock() }
-        error = e
-        finished = true
-    }
-    func get() -> ([ViewRow]?, [ViewRow]?, String?) {
-        lock.lock(); defer { lock.unlock() }
-        return (first, second, error)
     }
 }

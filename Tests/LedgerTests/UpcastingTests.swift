@@ -5,6 +5,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// A hypothetical v2 of `appointment.removed`: `{appointment_id, reason}` → `{appointment_id, reason_code}`.
@@ -91,7 +92,7 @@ struct RemovalReasonsProjection: Projection {
         #expect(r.first?["v"] as Int? == 2)
         #expect(r.first?["reason_code"] as String? == "DELETED_ONLY")
         #expect(r.first?["has_v1_reason"] as Bool? == false)
-        try views.rebuild(names: [], reader)
+        _ = try views.rebuild(names: [], reader)
         r = try rows()
         #expect(r.count == 1 && r.first?["reason_code"] as String? == "DELETED_ONLY")
 

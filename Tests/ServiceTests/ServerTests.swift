@@ -4,6 +4,7 @@ import FakeIntakeQ
 import Foundation
 import JSONCore
 import Ledger
+import NIOHTTP1
 @testable import Service
 import Testing
 

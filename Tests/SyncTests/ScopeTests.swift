@@ -1,9 +1,12 @@
+import EventLog
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 @Suite("End to end: scope, roster and minimum necessary")
@@ -103,12 +106,8 @@ struct ScopeTests {
         _ = try await syncTimeline(rig, store: store)
         await rig.stop()
 
-        let sh = Process()
-        sh.executableURL = URL(fileURLWithPath: "/bin/sh")
-        sh.arguments = ["-c", "cat \"$0\"/log/*.seg | lz4 -dc > \"$0\"/../dump.jsonl", store]
-        try sh.run()
-        sh.waitUntilExit()
-        #expect(sh.terminationStatus == 0, "lz4 -dc failed")
+        let sh = try await ProcessRunner.run("/bin/sh", ["-c", "cat \"$0\"/log/*.seg | lz4 -dc > \"$0\"/../dump.jsonl", store])
+        #expect(sh.status == 0, "lz4 -dc failed")
         let dump = String(decoding: FileManager.default.contents(atPath: tmp.sub("dump.jsonl")) ?? Data(), as: UTF8.self)
         let lines = dump.split(separator: "\n")
         #expect(UInt64(lines.count) == (try StoreReader.head(store)).seq, "lz4 -dc prints every event")
