@@ -42,6 +42,8 @@ public final class FakeIntakeQServer: Sendable {
         var port: Int?
         var task: Task<Void, any Error>?
         var group: ServiceGroup?
+        var webhookURL: String?
+        var sentWebhooks: [SentWebhook] = []
         /// `start` waiting for the bound port.
         var portWaiter: CheckedContinuation<Int, any Error>?
     }

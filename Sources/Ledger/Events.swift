@@ -34,14 +34,18 @@ public struct SyncStarted: Codable, Sendable, Hashable {
     public var toolVersion: String
     /// The `--now` the run used for its window (the real clock unless given).
     public var now: String
+    /// A run by appointment ids (webhook runs): the ids it looks up. Absent for crawls.
+    public var appointmentIds: [String]?
 
     enum CodingKeys: String, CodingKey {
         case syncType = "sync_type", organizationId = "organization_id", patientId = "patient_id"
         case window, triggeredBy = "triggered_by", toolVersion = "tool_version", now
+        case appointmentIds = "appointment_ids"
     }
 
     public init(syncType: String, organizationId: String?, patientId: String?, window: DateWindow,
-                triggeredBy: String, toolVersion: String, now: String) {
+                triggeredBy: String, toolVersion: String, now: String, appointmentIds: [String]? = nil) {
+        self.appointmentIds = appointmentIds
         self.syncType = syncType
         self.organizationId = organizationId
         self.patientId = patientId
@@ -244,10 +248,14 @@ public struct SyncCompleted: Codable, Sendable, Hashable {
     public var unchanged: [Observed]
     public var headBefore: String
     public var durationMs: Int64
+    /// An `automated_daily` run on a store that webhooks feed: the changes it recorded, which no
+    /// webhook had brought. Absent otherwise.
+    public var changesMissedByWebhooks: Int?
 
     enum CodingKeys: String, CodingKey {
         case status, counts, api, warnings, errors, errorMessage = "error_message", unchanged
         case headBefore = "head_before", durationMs = "duration_ms"
+        case changesMissedByWebhooks = "changes_missed_by_webhooks"
     }
 
     public init(status: String, counts: SyncCounts, api: APIUsage, warnings: [String], errors: [String],

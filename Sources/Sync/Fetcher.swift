@@ -42,6 +42,8 @@ struct FetchResult: Sendable {
         fatal = "interrupted"
         return self
     }
+    /// An "ids" run: the ids whose lookup finished.
+    var processed: [String] = []
 }
 
 /// Plans and makes the run's API calls: settings once, one window crawl (or a `client=`
@@ -153,6 +155,27 @@ struct Fetcher {
                 if note(error, into: &r) { return r }
             }
         }
+        return r
+    }
+
+    /// The "ids" scope: one `GET /appointments/{id}` per id, in order, through the shared limiter.
+    /// A 404 is evidence of removal; a spent budget or a refused key stops the run (the rest wait
+    /// for the next one); an id IntakeQ could not answer stays to do; an undecodable answer is done
+    /// (asking again would spend the budget on the same bytes).
+    func fetch(ids: [String]) async -> FetchResult {
+        var r = FetchResult()
+        r.crawlComplete = true
+        for (i, id) in ids.enumerated() {
+            progress?("looking up \(i + 1)/\(ids.count) appointments by id")
+            do {
+                r.lookedUp[id] = .some(try await client.appointment(id: id))
+                r.processed.append(id)
+            } catch {
+                if let e = error as? IntakeQError, e.code == .decode { r.processed.append(id) }
+                if note(error, into: &r) { break }
+            }
+        }
+        r.anythingFetched = !r.processed.isEmpty
         return r
     }
 

@@ -21,6 +21,13 @@ public struct SyncRequest: Sendable {
     public var triggeredBy = "cli"
     /// Bounds the crawl; a crawl that reaches it is incomplete (and removes nothing).
     public var pageCap = 200
+    /// The "ids" scope (webhook runs): instead of crawling the window, look up exactly these
+    /// appointments by id (`GET /appointments/{id}`), and record what changed. The sync type
+    /// defaults to `webhook`. Not combined with an organization or patient.
+    public var appointmentIds: [String]?
+    /// The run's id (a UUID, lowercase) when the caller chose it in advance (a queued run the
+    /// server has already answered with); a new one otherwise.
+    public var runId: String?
 
     public init(roster: Roster, organizationId: String? = nil, patientId: String? = nil, syncType: String? = nil,
                 now: Date? = nil, daysBack: Int = 90, daysAhead: Int = 90, triggeredBy: String = "cli") {
@@ -60,6 +67,9 @@ public struct SyncOutcome: Sendable {
     public var viewsError: String?
     /// One-time notices of the run (the master key created beside the log), for the caller to show.
     public var notices: [String] = []
+    /// In an "ids" run: the ids whose lookup finished (found, 404, or undecodable); the others
+    /// (the budget ran out, IntakeQ could not be reached) are still to do.
+    public var processedIds: [String] = []
 
     /// 0 completed, 2 partial_success, 1 failed.
     public var exitCode: Int32 {
@@ -127,7 +137,7 @@ public final class SyncRunner {
         let ring = self.keys
         let patientOf = Dictionary(request.roster.allPatients.map { ($0.intakeqClientId, $0.id) }, uniquingKeysWith: { a, _ in a })
         try views.catchUp(reader)
-        let runId = UUID().uuidString.lowercased()
+        let runId = request.runId ?? UUID().uuidString.lowercased()
 
         // 1. Close out runs that never completed, then record the start (and the roster, if new).
         var opening: [NewEvent] = []
@@ -147,7 +157,13 @@ public final class SyncRunner {
         // 2. Fetch and diff.
         let views = self.views
         var diff = SyncDiff(plan: plan, known: try views.knownAppointments(), priorObject: { try views.recordedObject($0) })
-        let fetch = await Fetcher(client: client, plan: plan, progress: progress).fetch(known: diff.known, settingsHash: try views.lastSettingsHash(reader))
+        let fetcher = Fetcher(client: client, plan: plan, progress: progress)
+        let fetch: FetchResult
+        if let ids = request.appointmentIds {
+            fetch = await fetcher.fetch(ids: ids)
+        } else {
+            fetch = await fetcher.fetch(known: diff.known, settingsHash: try views.lastSettingsHash(reader))
+        }
         diff.apply(fetch)
 
         // 3. Append the observations, then sync.completed as a batch of its own.
@@ -175,10 +191,15 @@ public final class SyncRunner {
         api.rateLimitHit = stats.rateLimitHit
         let status = diff.status(fetch)
         let durationMs = ISOTime.nowMillis() - started
-        let completed = SyncCompleted(
+        var completed = SyncCompleted(
             status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
             errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
             unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
+        // Once webhooks feed this store, every change the nightly crawl still finds is one no
+        // webhook brought (a webhook's run would have recorded it already).
+        if plan.syncType == "automated_daily", try views.hasRun(ofType: "webhook") {
+            completed.changesMissedByWebhooks = diff.counts.new + diff.counts.updated + diff.counts.removed
+        }
         try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
         // The run is recorded whatever happens next: a failure to update the views is not a
         // failed run (the next command catches them up).
@@ -190,6 +211,7 @@ public final class SyncRunner {
             head: writer.head, durationMs: durationMs, abandoned: open)
         outcome.interrupted = fetch.interrupted
         outcome.viewsError = viewsError
+        outcome.processedIds = fetch.processed
         return outcome
     }
 }
@@ -212,6 +234,8 @@ struct SyncPlan: Sendable {
     var windowStartDay: String
     var windowEndDay: String
     var pageCap: Int
+    /// Appointments looked up by id instead of a crawl.
+    var appointmentIds: [String]?
 
     init(_ r: SyncRequest) throws {
         guard r.daysBack >= 0, r.daysAhead >= 0, r.daysBack <= 3650, r.daysAhead <= 3650 else {
@@ -227,11 +251,20 @@ struct SyncPlan: Sendable {
         windowStartDay = ISOTime.day(millis: windowStart - 86_400_000)
         windowEndDay = ISOTime.day(millis: windowEnd + 86_400_000)
         pageCap = r.pageCap
+        appointmentIds = r.appointmentIds
         knownPractitioners = Set(r.roster.practitioners.map(\.intakeqId))
         rosterClients = Set(r.roster.allPatients.map(\.intakeqClientId))
         organizationId = r.organizationId
         patientId = r.patientId
-        if let pid = r.patientId {
+        if let ids = r.appointmentIds {
+            guard r.organizationId == nil, r.patientId == nil else {
+                throw SyncError("a run by appointment ids takes no organization or patient")
+            }
+            guard !ids.isEmpty else { throw SyncError("a run by appointment ids needs at least one id") }
+            scopeClients = rosterClients
+            patientsInScope = 0
+            syncType = r.syncType ?? "webhook"
+        } else if let pid = r.patientId {
             guard let (p, o) = r.roster.patient(pid) else {
                 throw SyncError("patient \(pid) is not in the roster; use a roster patient id (the \"id\" field)")
             }
@@ -275,6 +308,7 @@ struct SyncPlan: Sendable {
         SyncStarted(
             syncType: syncType, organizationId: organizationId, patientId: patientId,
             window: DateWindow(start: ISOTime.format(millis: windowStart), end: ISOTime.format(millis: windowEnd)),
-            triggeredBy: request.triggeredBy, toolVersion: toolVersion, now: ISOTime.format(millis: nowMillis))
+            triggeredBy: request.triggeredBy, toolVersion: toolVersion, now: ISOTime.format(millis: nowMillis),
+            appointmentIds: appointmentIds)
     }
 }

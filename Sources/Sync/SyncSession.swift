@@ -100,6 +100,7 @@ public enum SyncSession {
         let limiter = RateLimiter(policy: config.policy, clock: config.clock,
                                   store: FileCallRecord(path: store.statePath + "/api-calls.json"))
         let remaining = await limiter.remainingToday()
+        let minimumCalls = config.request.appointmentIds == nil ? Self.minimumCalls : 1
         if remaining < minimumCalls {
             let reset = await limiter.resetsAt().map { ISOTime.format($0) } ?? "within 24 hours"
             throw SyncSessionError(

@@ -27,6 +27,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
             VerifyCommand.self, RebuildCommand.self, RepairCommand.self, ExportCommand.self, LogCommand.self,
             UpcomingCommand.self, ChangesCommand.self, ForgetCommand.self, KeysCommand.self, DemoCommand.self,
+            ServeCommand.self, TokenCommand.self,
         ]
     )
 
@@ -72,6 +73,11 @@ func hoistGlobalOptions(_ args: [String]) -> [String] {
     let names = Set(SyncLedgerCommand.configuration.subcommands.compactMap { $0.configuration.commandName } + ["help"])
     guard !globals.isEmpty, let command = rest.first else { return args }
     guard names.contains(command) else { return Array(rest) }
+    // A command with subcommands of its own (`token new`): behind the nested name, which declares it.
+    if let type = SyncLedgerCommand.configuration.subcommands.first(where: { $0.configuration.commandName == command }),
+       rest.count >= 2, type.configuration.subcommands.contains(where: { $0.configuration.commandName == rest[rest.startIndex + 1] }) {
+        return [command, rest[rest.startIndex + 1]] + globals + Array(rest.dropFirst(2))
+    }
     return [command] + globals + Array(rest.dropFirst())
 }
 
