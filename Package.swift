@@ -2,9 +2,18 @@
 import Foundation
 import PackageDescription
 
+/// Every target of this package: the upcoming-feature flags the anchors use, and warnings as
+/// errors when `SYNCLEDGER_WERROR` is set (tools/test.sh sets it under CI). `unsafeFlags` is
+/// allowed here because this is the root package; it never reaches dependencies.
+let settings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+] + (ProcessInfo.processInfo.environment["SYNCLEDGER_WERROR"] != nil ? [.unsafeFlags(["-warnings-as-errors"])] : [])
+
 let package = Package(
     name: "SyncLedger",
-    platforms: [.macOS(.v14)],
+    // macOS 15: Synchronization.Mutex, the one lock type.
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "syncledger", targets: ["SyncLedgerCLI"]),
         .executable(name: "syncledger-demo", targets: ["SyncLedgerDemo"]),
@@ -88,11 +97,30 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `syncledger serve`: the HTTP server (webhooks, scheduler, manual runs, read API) on the store.
+        .target(
+            name: "Service",
+            dependencies: [
+                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
         // Test double and demo support: never a dependency of the shipped `syncledger`.
         .target(
             name: "FakeIntakeQ",
             dependencies: [
                 "IntakeQ", "JSONCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -103,7 +131,7 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerCLI",
             dependencies: [
-                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
+                "Sync", "Service", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -114,6 +142,9 @@ let package = Package(
             name: "SyncLedgerDemo",
             dependencies: [
                 "FakeIntakeQ", "JSONCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
@@ -130,21 +161,47 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerBench",
             dependencies: [
-                "EventLog", "Ledger", "Projections", "Domain", "JSONCore", "PostgresSink",
+                "EventLog", "Ledger", "Projections", "Domain", "JSONCore", "TestSupport", "PostgresSink",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "CrashHarness", dependencies: ["EventLog", "Ledger", "JSONCore"], path: "Sources/CrashHarness"),
-        .testTarget(name: "EventLogTests", dependencies: ["EventLog"]),
-        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore"]),
-        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
-        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore"]),
-        .testTarget(name: "PostgresSinkTests", dependencies: ["PostgresSink", "Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore"]),
+        .executableTarget(
+            name: "CrashHarness",
+            dependencies: [
+                "EventLog", "Ledger", "JSONCore", "TestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/CrashHarness"
+        ),
+        // What every test target, the crash harness and the benchmark share: temporary
+        // directories, repository paths, the seeded RNG, the manual clock, the process runner
+        // and the lock box. Never a dependency of a shipped product.
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "IntakeQ",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system", condition: .when(platforms: [.linux])),
+            ]
+        ),
+        .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"]),
+        .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "PostgresSinkTests", dependencies: ["PostgresSink", "Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "ServiceTests", dependencies: [
+            "Service", "Sync", "FakeIntakeQ", "Projections", "Ledger", "IntakeQ", "Domain", "JSONCore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )
@@ -154,4 +211,9 @@ let package = Package(
 if ProcessInfo.processInfo.environment["SYNCLEDGER_FUZZ"] != nil {
     package.targets.append(.executableTarget(name: "SegmentFuzz", dependencies: ["EventLog"]))
     package.products.append(.executable(name: "segment-fuzz", targets: ["SegmentFuzz"]))
+}
+
+// The shared settings on every Swift target (the C ones take none).
+for target in package.targets where target.type != .system && !["CChecksum"].contains(target.name) {
+    target.swiftSettings = (target.swiftSettings ?? []) + settings
 }

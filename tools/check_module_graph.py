@@ -6,7 +6,9 @@ transitive closure of each target's dependencies, that:
 - EventLog, JSONCore, Domain and Ledger reach no HTTP package;
 - Projections reaches neither IntakeQ nor an HTTP package;
 - PostgresSink reaches no HTTP package, IntakeQ, Sync or FakeIntakeQ;
-- the shipped `syncledger` (SyncLedgerCLI) reaches neither FakeIntakeQ nor Hummingbird.
+- the shipped `syncledger` (SyncLedgerCLI) never reaches FakeIntakeQ, and reaches Hummingbird only
+  through the Service target (`syncledger serve`), never by a direct dependency;
+- Sync reaches no HTTP server (Hummingbird, ServiceLifecycle); Service never reaches FakeIntakeQ.
 Prints one line per violation and exits 1, or prints "module graph ok" and exits 0.
 """
 import json
@@ -18,8 +20,12 @@ RULES = {
     "EventLog": HTTP, "JSONCore": HTTP | {"Foundation"}, "Domain": HTTP, "Ledger": HTTP | {"IntakeQ"},
     "Projections": HTTP | {"IntakeQ"},
     "PostgresSink": {"AsyncHTTPClient", "NIOHTTP1", "Hummingbird", "HTTPTypes", "IntakeQ", "Sync", "FakeIntakeQ"},
-    "SyncLedgerCLI": {"FakeIntakeQ", "Hummingbird", "FakeIntakeQServer", "SyncLedgerDemo"},
+    "SyncLedgerCLI": {"FakeIntakeQ", "FakeIntakeQServer", "SyncLedgerDemo"},
+    "Sync": {"Hummingbird", "ServiceLifecycle"},
+    "Service": {"FakeIntakeQ", "FakeIntakeQServer", "SyncLedgerDemo"},
 }
+# Direct dependencies a target must not declare (the server's HTTP stack stays inside Service).
+DIRECT = {"SyncLedgerCLI": {"Hummingbird", "HTTPTypes", "ServiceLifecycle"}}
 
 
 def load(argv):
@@ -56,6 +62,10 @@ def main(argv):
         bad = sorted(closure(target) & forbidden)
         if bad:
             problems.append(f"{target} depends on {', '.join(bad)}")
+    for target, forbidden in DIRECT.items():
+        bad = sorted(set(deps.get(target, [])) & forbidden)
+        if bad:
+            problems.append(f"{target} declares {', '.join(bad)} directly (only Service may)")
     for p in problems:
         print("module graph: " + p)
     if not problems:

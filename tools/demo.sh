@@ -3,7 +3,7 @@
 # simulated days of syncs into a fresh store, then the views, a history, verify and rebuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./tools/setup.sh
+SYNCLEDGER_SETUP_MINIMAL=1 ./tools/setup.sh
 echo "building syncledger, syncledger-demo and fake-intakeq (a few minutes the first time)…" >&2
 log=$(mktemp)
 for product in syncledger syncledger-demo fake-intakeq; do

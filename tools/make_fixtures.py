@@ -155,6 +155,7 @@ def roster():
         p["intakeq_client_id"] = str(c.cid) if c.cid in (4105, 4114, 4123, 4127) else c.cid
         patients[org].append(p)
     return {
+        "timezone": "America/Denver",
         "organizations": [{"id": o, "name": n, "patients": patients[o]} for o, n in orgs],
         "practitioners": [
             {"intakeq_id": "64b7aa00000000000000beef", "provider_id": "prov-lee"},
@@ -678,7 +679,7 @@ hand: change the script and re-run it. All names, emails, phone numbers and link
 
 ## Files
 
-- `roster.json` — DESIGN.md roster format: 3 organisations (`fsh`, `rrc`, `hwc`), 30 patients with
+- `roster.json` — DESIGN.md roster format: the practice's `timezone` (America/Denver), 3 organisations (`fsh`, `rrc`, `hwc`), 30 patients with
   `intakeq_client_id` 4101–4130 (numbers, and strings for 4105, 4114, 4123, 4127), emails on all but three
   (4104, 4119, 4128), and a practitioner → provider mapping that lacks Alex Moreno (`64b7aa00000000000000d1ce`).
 - `practice/day-01.json` … `day-05.json` — the FULL practice state on each day:
@@ -757,6 +758,11 @@ TIMELINE = """
   sam.leeds@example.org, not in roster: `sam_leeds_1..3`, `sam_leeds_new_d4`). `client=Sam Lee` or
   `client=sam.lee` returns both; filter by ClientId.
 - Clients not in the roster (5201–5216, 5300): about 45 % of all appointments; never recorded.
+- Local time (the roster's `"timezone": "America/Denver"`): `evening_nov30_a` (Nov 30 5:30 pm MST =
+  Dec 1 00:30Z), `evening_nov30_b` (Nov 30 7:00 pm MST = Dec 1 02:00Z), `evening_dec1` (Dec 1 6:30 pm MST =
+  Dec 2 01:30Z): the UTC day Dec 1 holds the first two, the Denver day Dec 1 only the third. Around the
+  Nov 1 2026 fall-back: `dst_nov1_mdt` (1:30 am MDT = 07:30Z), `dst_nov1_mst` (1:30 am MST = 08:30Z, the
+  same wall-clock time an hour later), `dst_nov1_late` (Nov 1 11:30 pm MST = Nov 2 06:30Z).
 """.lstrip("\n")
 
 
@@ -774,8 +780,35 @@ def write_readme(exp, names):
         f.write("".join(lines))
 
 
+def add_local_time_cases(states, names):
+    """Appointments at the edges of the practice's local day (America/Denver) and around the
+    2026-11-01 fall-back change, present on every day. A separate random stream and id prefix, so
+    every other fixture stays byte-identical."""
+    global rng
+    saved, rng = rng, random.Random(SEED + 14)
+    cases = [
+        # (name, client, UTC start, mode, status)
+        ("evening_nov30_a", 4101, dt.datetime(2026, 12, 1, 0, 30, tzinfo=dt.timezone.utc), "join", "Confirmed"),
+        ("evening_nov30_b", 4104, dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.timezone.utc), "office", "Confirmed"),
+        ("evening_dec1", 4107, dt.datetime(2026, 12, 2, 1, 30, tzinfo=dt.timezone.utc), "join", "WaitingConfirmation"),
+        ("dst_nov1_mdt", 4110, dt.datetime(2026, 11, 1, 7, 30, tzinfo=dt.timezone.utc), "office", "Confirmed"),
+        ("dst_nov1_mst", 4113, dt.datetime(2026, 11, 1, 8, 30, tzinfo=dt.timezone.utc), "office", "Missed"),
+        ("dst_nov1_late", 4116, dt.datetime(2026, 11, 2, 6, 30, tzinfo=dt.timezone.utc), "join", "Confirmed"),
+    ]
+    made = []
+    for n, (name, cid, start, mode, status) in enumerate(cases):
+        a = base_appointment(BY_ID[cid], ms(start), mode=mode, status=status)
+        a["Id"] = "6a3e%08x%012x" % (0x2000 + n, rng.getrandbits(48))
+        names[name] = a["Id"]
+        made.append(a)
+    rng = saved
+    for day in states:
+        states[day]["appointments"].extend(copy.deepcopy(made))
+
+
 def main():
     states, names = timeline()
+    add_local_time_cases(states, names)
     check(states)
     os.makedirs(os.path.join(ROOT, "practice"), exist_ok=True)
     write_json(os.path.join(ROOT, "roster.json"), roster())

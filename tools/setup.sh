@@ -1,21 +1,47 @@
 #!/usr/bin/env bash
-# Installs the system packages SyncLedger needs on Debian/Ubuntu, only those missing:
-# liblz4-dev (the log's compression), libsqlite3-dev (the views, through GRDB), lz4 (the stock
-# tool the tests and auditors read segments with), python3 (the bundle verifier) and postgresql
-# (the PostgreSQL sink's tests start a throwaway cluster with its initdb/pg_ctl).
+# Installs what SyncLedger's build, demo and tests need on Debian/Ubuntu, only what is missing:
+#   liblz4-dev       the log's compression
+#   libsqlite3-dev   the views, through GRDB
+#   lz4              the stock tool the tests and auditors read segments with
+#   python3          the bundle verifier and the test drivers below
+#   postgresql       the PostgreSQL sink's tests start a throwaway cluster (initdb/pg_ctl)
+#   chromium, chromium-driver   the admin pages' browser test (Selenium)
+#   prometheus       promtool, which checks and unit-tests docs/alerts.yml
+# and a Python virtual environment at .venv-test (tools/requirements-test.txt: schemathesis,
+# selenium) that the OpenAPI fuzzing and the browser test run from.
+# `SYNCLEDGER_SETUP_MINIMAL=1` installs only the first four (enough to build and run the demo).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in liblz4-dev libsqlite3-dev lz4 python3 postgresql; do
+pkgs=(liblz4-dev libsqlite3-dev lz4 python3)
+if [ -z "${SYNCLEDGER_SETUP_MINIMAL:-}" ]; then
+  pkgs+=(postgresql chromium chromium-driver prometheus)
+fi
+for p in "${pkgs[@]}"; do
   if [ "$p" = python3 ] && command -v python3 >/dev/null 2>&1; then continue; fi
   have_pkg "$p" || need+=("$p")
 done
+if [ -z "${SYNCLEDGER_SETUP_MINIMAL:-}" ] && command -v python3 >/dev/null 2>&1 \
+   && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  need+=(python3-venv)
+fi
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ -z "${SYNCLEDGER_SETUP_MINIMAL:-}" ]; then
+  req=tools/requirements-test.txt
+  stamp=.venv-test/.installed
+  if [ ! -f "$stamp" ] || ! cmp -s "$req" "$stamp"; then
+    echo "preparing .venv-test from $req" >&2
+    python3 -m venv .venv-test
+    .venv-test/bin/pip install -q --disable-pip-version-check -r "$req"
+    cp "$req" "$stamp"
+  fi
 fi
 if ! command -v swift >/dev/null 2>&1; then
   echo "swift is not on PATH: install Swift 6 (https://www.swift.org/install/linux/) and retry" >&2

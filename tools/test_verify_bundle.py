@@ -253,6 +253,58 @@ class VerifyBundleTest(unittest.TestCase):
         data = os.urandom(1000)
         self.assertEqual(vb.crc32c(data), crc32c(data))
 
+    def write_range_bundle(self, tweak=None):
+        """Seqs 3...10 of LAYOUT: seg0 from its 2nd batch, seg1's 1st batch; proof for 11...18."""
+        (n0, d0, b0), (n1, d1, b1), (n2, d2, b2) = self.segments
+        rng = os.path.join(self.tmp, "range")
+        os.makedirs(os.path.join(rng, "segments"))
+        part0, part1 = d0[b0[1]["offset"]:], d1[:b1[1]["offset"]]
+        files = [file_entry("segments/%020d.seg" % 3, part0, b0[1:]), file_entry("segments/%020d.seg" % 7, part1, b1[:1])]
+        for f, data in zip(files, (part0, part1)):
+            with open(os.path.join(rng, f["name"]), "wb") as out:
+                out.write(data)
+        proof = [{"count": b["last"] - b["first"] + 1, "first_seq": b["first"], "version": 1,
+                  "uncompressed_length": len(b"".join(b["lines"])),
+                  "payload_sha256": hashlib.sha256(b"".join(b["lines"])).hexdigest()} for b in b1[1:] + b2]
+
+        def fill(m):
+            m.update(version=2, range_first_seq=3, range_last_seq=10, chain_before=b0[0]["chain"].hex(), proof=proof)
+            if tweak:
+                tweak(m)
+        write_manifest(rng, files, self.head, tweak=fill)
+        return rng, [b0, b1, b2]
+
+    def test_range_bundle_is_proven_against_the_head(self):
+        rng, (b0, b1, b2) = self.write_range_bundle()
+        rc, out, err = run_inproc(rng, "--expect-head", self.head)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("seqs 3...10", out)
+        self.assertIn("head " + self.head, out)
+        # A later anchor inside the range or at a proof batch's end also proves it.
+        for b in (b0[2], b1[0], b1[1], b2[1]):
+            rc, out, err = run_inproc(rng, "--expect-head", "%d:%s" % (b["last"], b["chain"].hex()))
+            self.assertEqual(rc, 0, out + err)
+        # An anchor before the range proves nothing: refused.
+        rc, out, err = run_inproc(rng, "--expect-head", "%d:%s" % (b0[0]["last"], b0[0]["chain"].hex()))
+        self.assertEqual(rc, 2, out + err)
+        # A changed proof hash, chain_before, or byte of the range fails (or misses the trusted head).
+        rc, out, _ = run_inproc(rng, "--expect-head", self.head)
+        self.assertEqual(rc, 0)
+        shutil.rmtree(rng)
+        rng, _ = self.write_range_bundle(lambda m: m["proof"][1].update(payload_sha256="0" * 64))
+        rc, out, _ = run_inproc(rng)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("computed head", out)
+        shutil.rmtree(rng)
+        rng, _ = self.write_range_bundle(lambda m: m.update(chain_before="1" * 64))
+        rc, out, _ = run_inproc(rng)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("chain hash mismatch", out)
+        shutil.rmtree(rng)
+        rng, _ = self.write_range_bundle(lambda m: m.update(range_last_seq=9))
+        rc, out, _ = run_inproc(rng)
+        self.assertEqual(rc, 1, out)
+
     def test_ok_and_head(self):
         out = self.assertOK(head=self.head)
         self.assertEqual(out, "bundle OK: 18 events in 8 batches, 3 segments; head %s\n" % self.head)

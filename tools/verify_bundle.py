@@ -97,6 +97,20 @@ Example (exact bytes; the writer renders them by hand):
   "version": 1
 }
 
+Version 2, a range of the log (syncledger export --bundle DIR --from-seq N --to-seq M),
+adds four keys and keeps the others (events and head are the whole log's head):
+    "range_first_seq"  first seq in the bundle (the start of the batch holding N)
+    "range_last_seq"   last seq in the bundle (the end of the batch holding M)
+    "chain_before"     64 lowercase hex: the chain hash at range_first_seq - 1 (64 zeros at seq 1)
+    "proof"            list, one object per batch after the range up to the head, in order:
+                       "count", "first_seq", "uncompressed_length", "version" (the batch header's)
+                       and "payload_sha256" (SHA-256 of its JSON Lines), i.e. the chain inputs
+The chain is recomputed from chain_before through the range's batches (their bytes) and then
+through the proof entries (their hashes) to the head: a head (or later anchor) from a trusted
+source therefore proves the range, without the events outside it. An --expect-head before the
+range is refused (an anchor before a range proves nothing about it). "files" then start at
+range_first_seq, and their names at the first seq they hold.
+
 segments/ must contain exactly the listed files (any other entry whose name
 does not start with "." fails). Segments must not be empty (the exporter omits
 an active segment that has no complete batch).
@@ -153,6 +167,10 @@ CREATED_AT_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
 TOP_KEYS = {"created_at", "events", "files", "format", "head", "manifest_sha256", "version"}
 FILE_KEYS = {"batches", "bytes", "first_seq", "last_seq", "name", "sha256"}
+# Version 2: a range of the log (export --bundle --from-seq/--to-seq), proven against the head.
+RANGE_VERSION = 2
+RANGE_KEYS = TOP_KEYS | {"chain_before", "proof", "range_first_seq", "range_last_seq"}
+PROOF_KEYS = {"count", "first_seq", "payload_sha256", "uncompressed_length", "version"}
 U64_MAX = (1 << 64) - 1
 
 _HDR = struct.Struct("<II4sHHQIIQ32sII")  # 80 bytes: the whole skippable frame
@@ -278,14 +296,16 @@ def validate_manifest(m):
         raise VerifyError(what, name)
 
     keys = set(m.keys())
-    if keys != TOP_KEYS:
-        missing = sorted(TOP_KEYS - keys)
-        extra = sorted(keys - TOP_KEYS)
-        bad("wrong keys (missing %s, unexpected %s)" % (missing, extra))
+    if type(m.get("version")) is not int or m.get("version") not in (BUNDLE_VERSION, RANGE_VERSION):
+        bad("unsupported bundle version %r" % (m.get("version"),))
+    ranged = m["version"] == RANGE_VERSION
+    want = RANGE_KEYS if ranged else TOP_KEYS
+    if keys != want:
+        missing = sorted(want - keys)
+        extra = sorted(keys - want)
+        bad("wrong keys for a version %d bundle (missing %s, unexpected %s)" % (m["version"], missing, extra))
     if m["format"] != FORMAT_NAME:
         bad("format is %r, expected %r" % (m["format"], FORMAT_NAME))
-    if type(m["version"]) is not int or m["version"] != BUNDLE_VERSION:
-        bad("unsupported bundle version %r" % (m["version"],))
     if not isinstance(m["manifest_sha256"], str) or not HEX64_RE.match(m["manifest_sha256"]):
         bad("manifest_sha256 is not 64 lowercase hex digits")
     if m["manifest_sha256"] != manifest_self_hash(m):
@@ -303,6 +323,19 @@ def validate_manifest(m):
     if not isinstance(files, list):
         bad("files is not a list")
     prev_last = 0
+    if ranged:
+        for k in ("range_first_seq", "range_last_seq"):
+            if not _is_uint(m[k]) or m[k] < 1:
+                bad("%s is not a positive integer" % k)
+        if m["range_last_seq"] < m["range_first_seq"]:
+            bad("range_last_seq %d < range_first_seq %d" % (m["range_last_seq"], m["range_first_seq"]))
+        if not isinstance(m["chain_before"], str) or not HEX64_RE.match(m["chain_before"]):
+            bad("chain_before is not 64 lowercase hex digits")
+        if m["range_first_seq"] == 1 and m["chain_before"] != "0" * 64:
+            bad("chain_before of a range starting at seq 1 must be 64 zeros")
+        if not files:
+            bad("a range bundle holds at least one segment")
+        prev_last = m["range_first_seq"] - 1
     prev_name = None
     for i, f in enumerate(files):
         if not isinstance(f, dict) or set(f.keys()) != FILE_KEYS:
@@ -331,6 +364,23 @@ def validate_manifest(m):
         if f["bytes"] < f["batches"] * BATCH_HEADER_BYTES:
             bad("files[%d]: bytes %d too small for %d batches" % (i, f["bytes"], f["batches"]))
         prev_last = f["last_seq"]
+    if ranged:
+        if prev_last != m["range_last_seq"]:
+            bad("range_last_seq %d != last file's last_seq %d" % (m["range_last_seq"], prev_last))
+        proof = m["proof"]
+        if not isinstance(proof, list):
+            bad("proof is not a list")
+        for i, p in enumerate(proof):
+            if not isinstance(p, dict) or set(p.keys()) != PROOF_KEYS:
+                bad("proof[%d] must be an object with exactly the keys %s" % (i, sorted(PROOF_KEYS)))
+            for k in ("count", "first_seq", "uncompressed_length", "version"):
+                if not _is_uint(p[k]):
+                    bad("proof[%d].%s is not a non-negative integer" % (i, k))
+            if not isinstance(p["payload_sha256"], str) or not HEX64_RE.match(p["payload_sha256"]):
+                bad("proof[%d].payload_sha256 is not 64 lowercase hex digits" % i)
+            if p["first_seq"] != prev_last + 1 or p["count"] < 1:
+                bad("proof[%d]: batch %d (+%d) does not continue seq %d" % (i, p["first_seq"], p["count"], prev_last))
+            prev_last = p["first_seq"] + p["count"] - 1
     if prev_last != head[0]:
         bad("head seq %d != last file's last_seq %d" % (head[0], prev_last))
     if not files and head[1] != ZERO_HASH:
@@ -597,6 +647,16 @@ def verify_bundle(bundle_dir, expect=None, check_crc=True, lz4=None):
     manifest = load_manifest(bundle_dir)
     check_files(bundle_dir, manifest)
     walk = Walk(expect)
+    ranged = manifest["version"] == RANGE_VERSION
+    if ranged:
+        # A range: the chain resumes from the hash just before it; the batches after it are
+        # carried by their chain inputs (proof), so the computed head proves the range.
+        walk.seq = manifest["range_first_seq"] - 1
+        walk.chain = bytes.fromhex(manifest["chain_before"])
+        if expect is not None and expect[0] < manifest["range_first_seq"]:
+            raise UsageError("--expect-head seq %d is before the bundle's range (%d...%d): an anchor "
+                             "before a range proves nothing about it; use the head or a later anchor"
+                             % (expect[0], manifest["range_first_seq"], manifest["range_last_seq"]))
     for entry in manifest["files"]:
         name = entry["name"]
         path = os.path.join(bundle_dir, *name.split("/"))
@@ -613,6 +673,25 @@ def verify_bundle(bundle_dir, expect=None, check_crc=True, lz4=None):
             raise VerifyError("holds seqs %d...%d in %d batches but the manifest says %d...%d in %d"
                               % (start_seq, walk.seq, nb, entry["first_seq"], entry["last_seq"],
                                  entry["batches"]), name)
+    proven = 0
+    if ranged:
+        for p in manifest["proof"]:
+            last = p["first_seq"] + p["count"] - 1
+            walk.chain = hashlib.sha256(
+                walk.chain + struct.pack("<HQIQ", p["version"], p["first_seq"], p["count"],
+                                         p["uncompressed_length"])
+                + bytes.fromhex(p["payload_sha256"])).digest()
+            walk.seq = last
+            proven += 1
+            if walk.expect is not None and p["first_seq"] <= walk.expect[0] <= last:
+                if walk.expect[0] != last:
+                    raise VerifyError("--expect-head seq %d is inside batch %d...%d; no batch ends there"
+                                      % (walk.expect[0], p["first_seq"], last), "MANIFEST.json")
+                if walk.expect[1] != walk.chain:
+                    raise VerifyError("--expect-head mismatch at seq %d: expected %s, the range proves "
+                                      "%s (history differs from the trusted head)"
+                                      % (last, walk.expect[1].hex(), walk.chain.hex()), "MANIFEST.json")
+                walk.expect_matched = True
     head = format_head(walk.seq, walk.chain)
     if head != manifest["head"]:
         raise VerifyError("computed head %s != manifest head %s" % (head, manifest["head"]),
@@ -623,7 +702,11 @@ def verify_bundle(bundle_dir, expect=None, check_crc=True, lz4=None):
                               "missing events or was truncated)" % (expect[0], head))
         raise VerifyError("--expect-head %s does not match (seq 0 is the empty chain)"
                           % format_head(*expect))
-    return {"head": head, "events": walk.seq, "batches": walk.batches, "segments": walk.segments}
+    result = {"head": head, "events": walk.seq, "batches": walk.batches, "segments": walk.segments}
+    if ranged:
+        result["range"] = [manifest["range_first_seq"], manifest["range_last_seq"]]
+        result["proof_batches"] = proven
+    return result
 
 
 def find_lz4():
@@ -708,8 +791,14 @@ def main(argv=None):
         out.update(result)
         _emit(json.dumps(out, sort_keys=True))
     else:
-        _emit("bundle OK: %d events in %d batches, %d segments; head %s"
-              % (result["events"], result["batches"], result["segments"], result["head"]))
+        if "range" in result:
+            _emit("bundle OK: seqs %d...%d in %d batches, %d segments, proven against head %s "
+                  "(%d later batches by their hashes)"
+                  % (result["range"][0], result["range"][1], result["batches"], result["segments"],
+                     result["head"], result["proof_batches"]))
+        else:
+            _emit("bundle OK: %d events in %d batches, %d segments; head %s"
+                  % (result["events"], result["batches"], result["segments"], result["head"]))
         if expect is not None:
             _emit("matches the expected head %s" % format_head(*expect))
         else:

@@ -1,5 +1,6 @@
 import Foundation
 import EventLog
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -7,8 +8,15 @@ import Darwin
 #endif
 
 /// Options every append child uses: fsync on (the promise under test), small segments so that
-/// kills also land in segment rolls.
-let childOptions = LogOptions(segmentBytes: 32 << 10, fsync: true)
+/// kills also land in segment rolls, and head evidence in `head` beside the log directory (as a
+/// store keeps it in `state/head`).
+func childOptions(_ directory: String) -> LogOptions {
+    LogOptions(segmentBytes: 32 << 10, fsync: true, headRecordPath: headRecordPath(directory))
+}
+
+func headRecordPath(_ directory: String) -> String {
+    (directory as NSString).deletingLastPathComponent + "/head"
+}
 
 /// A random batch: 1–40 events (sometimes up to 300), payloads of 0–400 random letters.
 func randomBatch(_ rng: inout SeededRNG, firstSeq: UInt64) -> [[UInt8]] {
@@ -33,7 +41,7 @@ func batchHash(_ payloads: [[UInt8]]) -> UInt64 {
 func runAppendChild(directory: String, seed: UInt64) -> Never {
     var rng = SeededRNG(state: seed)
     do {
-        let writer = try EventLogWriter.open(directory: directory, options: childOptions, waitLock: 10)
+        let writer = try EventLogWriter.open(directory: directory, options: childOptions(directory), waitLock: 10)
         while true {
             let first = writer.head.seq + 1
             let batch = randomBatch(&rng, firstSeq: first)
@@ -105,6 +113,7 @@ struct Tally {
     var tornTails = 0
     var recovered = 0
     var unacknowledgedButDurable = 0
+    var evidenceChecked = 0
     var batches = 0
     var events: UInt64 = 0
 }
@@ -122,6 +131,17 @@ func checkAfterKill(_ directory: String, _ model: inout Model, _ tally: inout Ta
     let reader = try EventLogReader(directory: directory)
     let report = reader.verify()
     guard report.ok else { throw HarnessError("verify failed: \(report.error.map { "\($0)" } ?? "?")") }
+    // The head evidence covers every acknowledged batch, and the log holds it (it is never ahead).
+    if let recorded = try HeadRecord.read(path: headRecordPath(directory)) {
+        guard recorded.head.seq >= model.through else {
+            throw HarnessError("head evidence \(recorded.head.seq) is behind the acknowledged seq \(model.through)")
+        }
+        let (check, _) = try EventLogReader.check(directory: directory, holds: recorded.head)
+        guard check == .holds else { throw HarnessError("the log does not hold its head evidence \(recorded.head) (\(check))") }
+        tally.evidenceChecked += 1
+    } else if model.through > 0 {
+        throw HarnessError("no head evidence although seqs through \(model.through) were acknowledged")
+    }
     tally.tornTails += report.warnings.filter { $0.contains("torn tail") }.count
     let cursor = try reader.cursor(from: 1)
     var last: UInt64 = 0
@@ -156,7 +176,7 @@ func checkAfterKill(_ directory: String, _ model: inout Model, _ tally: inout Ta
     }
     model.pending = nil
     // Recovery by the writer, and the chain continues.
-    let writer = try EventLogWriter.open(directory: directory, options: childOptions)
+    let writer = try EventLogWriter.open(directory: directory, options: childOptions(directory))
     if writer.recoveredTail != nil { tally.recovered += 1 }
     guard writer.head == report.head else { throw HarnessError("writer head \(writer.head) != verified head \(report.head)") }
     let batch = randomBatch(&rng, firstSeq: writer.head.seq + 1)
@@ -173,14 +193,14 @@ func runAppendHarness(kills: Int, seed: UInt64, roundsPerStore: Int, maxDelay: D
     emit("crash-harness: append mode, seed \(seed), \(kills) kills (replay with --seed \(seed))")
     var rng = SeededRNG(state: seed)
     var tally = Tally()
-    var root = makeTempDirectory("crash-harness")
+    var root = try! makeTempDir("crash-harness")
     var model = Model()
     let exe = selfPath()
     let started = now()
     for round in 0..<kills {
         if round > 0 && round % roundsPerStore == 0 {
             removeTree(root)
-            root = makeTempDirectory("crash-harness")
+            root = try! makeTempDir("crash-harness")
             model = Model()
         }
         let log = root + "/log"
@@ -206,6 +226,6 @@ func runAppendHarness(kills: Int, seed: UInt64, roundsPerStore: Int, maxDelay: D
     let seconds = Int(now() - started)
     emit("crash-harness: seed \(seed): \(tally.kills) kills survived; \(tally.recovered) torn tails recovered by open "
         + "(\(tally.tornTails) seen by verify), \(tally.unacknowledgedButDurable) durable-but-unacknowledged batches "
-        + "found whole; last store: \(tally.batches) batches, \(tally.events) events; \(seconds) s")
+        + "found whole, \(tally.evidenceChecked) head records checked; last store: \(tally.batches) batches, \(tally.events) events; \(seconds) s")
     return 0
 }

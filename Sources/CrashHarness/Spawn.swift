@@ -3,9 +3,15 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import TestSupport
 
-/// A child process with its stdout on a pipe. posix_spawn rather than Foundation.Process so
-/// that the harness owns every descriptor and can SIGKILL and reap the child itself.
+/// A child process with its stdout on a pipe. The harness's own small runner, not TestSupport's
+/// `ProcessRunner` (swift-subprocess): the harness is a synchronous, single-threaded loop
+/// that must SIGKILL a child at a random instant mid-write, keep reading the pipe as it goes
+/// (a line cut by the kill is dropped, a complete one counts as acknowledged), and reap the
+/// child itself before checking the log. Subprocess only exposes a running child inside an
+/// async closure and owns the reaping; posix_spawn here keeps every descriptor and the exact
+/// moment of the kill in the harness's hands.
 final class Child {
     let pid: pid_t
     private var readFD: Int32
@@ -142,30 +148,6 @@ func selfPath() -> String {
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     if n > 0 { return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
     return CommandLine.arguments[0]
-}
-
-func makeTempDirectory(_ prefix: String) -> String {
-    var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
-    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-    precondition(made != nil, "mkdtemp failed")
-    return String(cString: made!)
-}
-
-func removeTree(_ path: String) {
-    let child = try? Child(["/bin/rm", "-rf", path])
-    _ = child?.wait()
-}
-
-/// SplitMix64: tiny, seedable, replayable.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// FNV-1a 64 over bytes (enough to tell batches apart; not a security hash).

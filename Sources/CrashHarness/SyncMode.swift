@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import TestSupport
 
 /// Sync mode (issue 7, part 1): real `syncledger sync` runs against `fake-intakeq`, SIGKILLed at
 /// random moments. After every kill:
@@ -119,7 +120,7 @@ final class SyncHarness {
             nows[day] = now
         }
         guard !nows.isEmpty else { throw HarnessError("no day-01.json under \(practice)") }
-        root = makeTempDirectory("crash-harness-sync")
+        root = try! makeTempDir("crash-harness-sync")
         store = root + "/store"
         reference = root + "/reference"
         _ = mkdir(root + "/stderr", 0o700)

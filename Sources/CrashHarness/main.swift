@@ -1,3 +1,5 @@
+import ArgumentParser
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -10,63 +12,116 @@ import Darwin
 ///     crash-harness sync --syncledger PATH --fake PATH --fixtures DIR --roster FILE [--kills N] [--seed S] [--max-delay SECONDS] [--keep]
 ///     crash-harness child LOGDIR SEED      (internal: the appending child)
 ///     crash-harness fill LOGDIR            (internal: append until the disk or a file-size limit refuses)
-let usage = """
-    usage: crash-harness [--kills N] [--seed S] [--rounds-per-store R] [--max-delay SECONDS] [--keep]
-           crash-harness sync --syncledger PATH --fake PATH --fixtures DIR --roster FILE [--kills N] [--seed S] [--max-delay SECONDS] [--keep]
-    """
-
-var args = Array(CommandLine.arguments.dropFirst())
-if args.first == "child", args.count == 3, let seed = UInt64(args[2]) {
-    runAppendChild(directory: args[1], seed: seed)
-}
-if args.first == "fill", args.count == 2 {
-    runFill(directory: args[1])
-}
-if args.first == "read", args.count == 2 {
-    runRead(directory: args[1])
+///     crash-harness read LOGDIR            (internal: read a whole log, report peak memory)
+struct CrashHarnessCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "crash-harness",
+        abstract: "SIGKILL appends or syncs at random moments and check that nothing acknowledged is lost.",
+        subcommands: [AppendCommand.self, SyncCommand.self, ChildCommand.self, FillCommand.self, ReadCommand.self],
+        defaultSubcommand: AppendCommand.self
+    )
 }
 
-var mode = "append"
-if args.first == "sync" {
-    mode = "sync"
-    args.removeFirst()
-}
-var options: [String: String] = [:]
-var keep = false
-var i = 0
-while i < args.count {
-    let a = args[i]
-    if a == "--keep" { keep = true; i += 1; continue }
-    if a == "--help" || a == "-h" { emit(usage); exit(0) }
-    guard a.hasPrefix("--"), i + 1 < args.count else { fail("unexpected argument '\(a)'\n" + usage) }
-    options[String(a.dropFirst(2))] = args[i + 1]
-    i += 2
+/// What both modes take. Numbers are parsed here (not by ArgumentParser's Int) so that a bad
+/// one gets the harness's own message ("--kills must be a positive integer, got 'zero'").
+struct CommonOptions: ParsableArguments {
+    @Option(help: "How many children to SIGKILL.")
+    var kills: String?
+
+    @Option(help: "The seed to replay (default: random; printed either way).")
+    var seed: String?
+
+    @Option(name: .customLong("max-delay"), help: "The longest wait before a kill, in seconds.")
+    var maxDelay: String?
+
+    @Flag(help: "Keep the scratch directory.")
+    var keep = false
+
+    func validate() throws {
+        if let kills { _ = try positive("kills", kills) }
+        if let seed, UInt64(seed) == nil { throw ValidationError("--seed must be an unsigned integer, got '\(seed)'") }
+        if let maxDelay, Double(maxDelay) == nil {
+            throw ValidationError("--max-delay must be a number of seconds, got '\(maxDelay)'")
+        }
+    }
+
+    func killCount(default fallback: Int) throws -> Int { try kills.map { try positive("kills", $0) } ?? fallback }
+
+    func delay(default fallback: Double) -> Double { maxDelay.flatMap(Double.init) ?? fallback }
+
+    /// The given seed, or a fresh random one.
+    var resolvedSeed: UInt64 {
+        if let seed, let v = UInt64(seed) { return v }
+        var source = SystemRandomNumberGenerator()
+        return source.next()
+    }
 }
 
-func intOption(_ name: String, _ fallback: Int, _ options: [String: String]) -> Int {
-    guard let text = options[name] else { return fallback }
-    guard let v = Int(text), v > 0 else { fail("--\(name) must be a positive integer, got '\(text)'") }
+func positive(_ name: String, _ text: String) throws -> Int {
+    guard let v = Int(text), v > 0 else { throw ValidationError("--\(name) must be a positive integer, got '\(text)'") }
     return v
 }
 
-var seedSource = SystemRandomNumberGenerator()
-let seed: UInt64 = options["seed"].map { text in
-    guard let v = UInt64(text) else { fail("--seed must be an unsigned integer, got '\(text)'") }
-    return v
-} ?? seedSource.next()
-let kills = intOption("kills", mode == "sync" ? 50 : 1000, options)
+/// The default mode: append children killed mid-write.
+struct AppendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "append", abstract: "Kill appending children (the default).")
 
-switch mode {
-case "sync":
-    let known: Set<String> = ["kills", "seed", "syncledger", "fake", "fixtures", "roster", "max-delay"]
-    if let bad = options.keys.first(where: { !known.contains($0) }) { fail("unknown option --\(bad)\n" + usage) }
-    guard let syncledger = options["syncledger"], let fake = options["fake"], let fixtures = options["fixtures"],
-          let roster = options["roster"] else { fail("sync mode needs --syncledger, --fake, --fixtures and --roster\n" + usage) }
-    exit(runSyncHarness(kills: kills, seed: seed, syncledger: syncledger, fake: fake, fixtures: fixtures,
-                        roster: roster, maxDelay: Double(options["max-delay"] ?? "") ?? 0.6, keep: keep))
-default:
-    let known: Set<String> = ["kills", "seed", "rounds-per-store", "max-delay"]
-    if let bad = options.keys.first(where: { !known.contains($0) }) { fail("unknown option --\(bad)\n" + usage) }
-    exit(runAppendHarness(kills: kills, seed: seed, roundsPerStore: intOption("rounds-per-store", 100, options),
-                          maxDelay: Double(options["max-delay"] ?? "") ?? 0.08, keep: keep))
+    @OptionGroup var common: CommonOptions
+
+    @Option(name: .customLong("rounds-per-store"), help: "Kills before starting a fresh store.")
+    var roundsPerStore: String?
+
+    func validate() throws {
+        if let roundsPerStore { _ = try positive("rounds-per-store", roundsPerStore) }
+    }
+
+    func run() throws {
+        let code = runAppendHarness(kills: try common.killCount(default: 1000), seed: common.resolvedSeed,
+                                    roundsPerStore: try roundsPerStore.map { try positive("rounds-per-store", $0) } ?? 100,
+                                    maxDelay: common.delay(default: 0.08), keep: common.keep)
+        if code != 0 { throw ExitCode(code) }
+    }
 }
+
+/// Real `syncledger sync` runs against `fake-intakeq`, killed at random moments.
+struct SyncCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sync", abstract: "Kill real syncs against fake-intakeq.")
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(help: "The syncledger executable.") var syncledger: String
+    @Option(help: "The fake-intakeq executable.") var fake: String
+    @Option(help: "The Fixtures directory.") var fixtures: String
+    @Option(help: "The roster file.") var roster: String
+
+    func run() throws {
+        let code = runSyncHarness(kills: try common.killCount(default: 50), seed: common.resolvedSeed, syncledger: syncledger,
+                                  fake: fake, fixtures: fixtures, roster: roster, maxDelay: common.delay(default: 0.6),
+                                  keep: common.keep)
+        if code != 0 { throw ExitCode(code) }
+    }
+}
+
+/// Internal: the appending child the harness kills.
+struct ChildCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "child", shouldDisplay: false)
+    @Argument var directory: String
+    @Argument var seed: UInt64
+    func run() throws { runAppendChild(directory: directory, seed: seed) }
+}
+
+/// Internal: append until the disk or a file-size limit refuses.
+struct FillCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fill", shouldDisplay: false)
+    @Argument var directory: String
+    func run() throws { runFill(directory: directory) }
+}
+
+/// Internal: read a whole log and report peak memory.
+struct ReadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "read", shouldDisplay: false)
+    @Argument var directory: String
+    func run() throws { runRead(directory: directory) }
+}
+
+CrashHarnessCommand.main()

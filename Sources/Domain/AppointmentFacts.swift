@@ -179,6 +179,14 @@ public struct MeetingLink: Sendable, Hashable {
 
     static func firstURL(in text: String) -> String? { urls(in: text).first }
 
+    /// The video-meeting links in free text, in order.
+    public static func videoURLs(in text: String) -> [String] {
+        urls(in: text).filter { url in
+            let host = hostOf(url)
+            return videoHosts.contains { host == $0 || host.hasSuffix("." + $0) }
+        }
+    }
+
     static func firstVideoURL(in text: String) -> String? {
         urls(in: text).first { url in
             let host = hostOf(url)

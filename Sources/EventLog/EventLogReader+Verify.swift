@@ -6,10 +6,12 @@ extension EventLogReader {
     /// A torn tail of the active segment is a warning (`ok` stays true). With `expectHead`, the
     /// log must contain that head: a batch ending at exactly that seq with that chain hash.
     /// `progress` is called with the last seq of each verified batch.
-    public func verify(expectHead: LogHead? = nil, progress: ((UInt64) -> Void)? = nil) -> VerifyReport {
+    /// `inspect` sees each verified batch with its decoded JSON Lines.
+    public func verify(expectHead: LogHead? = nil, progress: ((UInt64) -> Void)? = nil,
+                       inspect: ((BatchInfo, [UInt8]) -> Void)? = nil) -> VerifyReport {
         var report = VerifyReport(ok: true, head: .empty, events: 0, batches: 0, segments: 0, warnings: [], error: nil)
         do {
-            try verifySegments(&report, expectHead: expectHead, progress: progress)
+            try verifySegments(&report, expectHead: expectHead, progress: progress, inspect: inspect)
             if let expected = expectHead, expected.seq == 0, expected != .empty {
                 throw LogError(code: .headMismatch, message: "the expected head \(expected) is not valid: seq 0 has chain hash 0")
             }
@@ -30,8 +32,10 @@ extension EventLogReader {
     }
 
     private func verifySegments(_ report: inout VerifyReport, expectHead: LogHead?,
-                                progress: ((UInt64) -> Void)?) throws {
+                                progress: ((UInt64) -> Void)?, inspect: ((BatchInfo, [UInt8]) -> Void)?) throws {
         let list = try segments()
+        // Every segment of the log, also when one of them fails (the count is not "verified so far").
+        report.segments = list.count
         let io = BatchIO()
         var last = SegmentIndex(name: "", firstSeq: 1, previousChain: ChainHash.zero)
         for (i, segment) in list.enumerated() {
@@ -39,7 +43,8 @@ extension EventLogReader {
             try Recovery.checkContinuity(segment.name, firstSeq: segment.firstSeq, after: last.lastSeq)
             let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: segment.name), isLast: isLast)
             let start = SegmentIndex(name: segment.name, firstSeq: segment.firstSeq, previousChain: last.lastChain)
-            let (index, torn) = try io.scan(extent, continuing: start, level: .full) { header, offset, _ in
+            let (index, torn) = try io.scan(extent, continuing: start, level: .full) { header, offset, content in
+                if let inspect, let content { inspect(BatchInfo(header, segment: segment.name, offset: offset), content) }
                 if let expected = expectHead {
                     try Self.check(expected, against: header, segment: segment.name, offset: offset)
                 }
@@ -48,13 +53,12 @@ extension EventLogReader {
                 report.head = LogHead(seq: header.lastSeq, hash: header.chainHash)
                 progress?(header.lastSeq)
             }
-            report.segments += 1
             if let torn {
                 report.warnings.append("torn tail in \(segment.name): \(torn); it was never acknowledged "
                     + "and the writer removes it when it next opens")
             }
             if !isLast && !index.isEmpty && IndexFile.load(directory: directory, extent: extent, io: io) != index {
-                _ = IndexFile.refresh(index, directory: directory)
+                if rewritesIndexFiles { _ = IndexFile.refresh(index, directory: directory) }
                 invalidate(segment.name)
                 report.warnings.append("index for \(segment.name) was missing or stale; rebuilt")
             }

@@ -11,6 +11,9 @@ public final class EventLogReader {
     private var sealed: Set<String> = []
     /// Segments whose index file disagreed with the segment: rebuilt from a header scan.
     private var distrusted: Set<String> = []
+    /// False: a missing or stale index file is rebuilt in memory only (for checks that must
+    /// write nothing, and stores the user cannot write).
+    public var rewritesIndexFiles = true
 
     /// Opens the log in `directory` for reading; throws `.notFound` when there is none.
     public init(directory: String) throws {
@@ -54,7 +57,7 @@ public final class EventLogReader {
         cache[name] = index
         if !isLast {
             sealed.insert(name)
-            _ = IndexFile.refresh(index, directory: directory)
+            if rewritesIndexFiles { _ = IndexFile.refresh(index, directory: directory) }
         }
         return (index, torn)
     }

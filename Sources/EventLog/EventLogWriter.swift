@@ -14,6 +14,7 @@ public final class EventLogWriter {
     private var fd: Int32 = -1
     private var index: SegmentIndex
     private var failure: LogError?
+    private var headFile: HeadRecordFile?
     // Reused across appends so that a steady stream of batches allocates nothing per batch.
     private var plain: [UInt8] = []
     private var frame: [UInt8] = []
@@ -30,10 +31,30 @@ public final class EventLogWriter {
     /// lock, checks every segment, cuts off a torn tail of the active segment and refuses to open
     /// on corruption. Throws `LogError` with code `.locked` ("store is locked by pid N") when
     /// another writer holds the lock and does not release it within `waitLock` seconds.
+    ///
+    /// With `options.headRecordPath`, the log must hold the head recorded there (only a torn
+    /// batch past it may be missing); otherwise `open` throws `.lostEvents` before creating,
+    /// truncating or writing anything. `acceptingLoss` skips that check and records the log's
+    /// head as it now is: the deliberate way out, after the loss was recorded elsewhere.
     public static func open(directory: String, options: LogOptions = .init(),
-                            waitLock: Double? = nil) throws -> EventLogWriter {
+                            waitLock: Double? = nil, acceptingLoss: Bool = false) throws -> EventLogWriter {
+        var recorded: HeadRecord.Entry?
+        if let path = options.headRecordPath {
+            if acceptingLoss {
+                recorded = try? HeadRecord.read(path: path)
+            } else {
+                recorded = try HeadRecord.read(path: path)
+                // Before anything is created: a whole log gone must not become a new empty one.
+                if let recorded { try requireHolds(directory: directory, recorded.head, path: path) }
+            }
+        }
         try translating { try Sys.makeDirectories(directory) }
         let lock = try FileLock.acquire(path: directory + "/LOCK", wait: waitLock)
+        // Again under the lock: another writer may have appended (never removed) meanwhile.
+        if let path = options.headRecordPath, !acceptingLoss {
+            recorded = try HeadRecord.read(path: path)
+            if let recorded { try requireHolds(directory: directory, recorded.head, path: path) }
+        }
         try translating { try Sys.makeDirectories(directory + "/index") }
         let recovered = try Recovery.run(directory: directory, options: options)
         var active = recovered.active
@@ -44,7 +65,28 @@ public final class EventLogWriter {
         }
         let writer = try EventLogWriter(directory: directory, options: options, lock: lock,
                                         active: active!, recovered: recovered.truncated)
+        if let path = options.headRecordPath {
+            writer.headFile = try HeadRecordFile(path: path, head: writer.head, previous: recorded, fsync: options.fsync)
+        }
         return writer
+    }
+
+    /// Throws `.lostEvents` unless the log holds `head` (a batch ending at that seq with that hash).
+    static func requireHolds(directory: String, _ head: LogHead, path: String) throws {
+        let (check, end) = try EventLogReader.check(directory: directory, holds: head)
+        switch check {
+        case .holds: return
+        case .endsBefore:
+            throw LogError(code: .lostEvents,
+                           message: "the log ends at seq \(end.seq) but seq \(head.seq) was acknowledged (head \(head), recorded in \(path)): "
+                               + "acknowledged events are missing (cut off, a segment deleted, or an older copy restored)",
+                           seq: end.seq)
+        case .differs:
+            throw LogError(code: .lostEvents,
+                           message: "the log's history differs at seq \(head.seq) from the acknowledged head \(head) (recorded in \(path)); "
+                               + "the log ends at \(end): it was replaced by another copy",
+                           seq: head.seq)
+        }
     }
 
     private init(directory: String, options: LogOptions, lock: FileLock, active: SegmentIndex,
@@ -63,6 +105,8 @@ public final class EventLogWriter {
 
     /// Releases the lock and the file. Further appends throw.
     public func close() {
+        headFile?.close()
+        headFile = nil
         if fd >= 0 { Sys.close(fd) }
         fd = -1
         lock = nil
@@ -92,6 +136,15 @@ public final class EventLogWriter {
         }
         index.add(header, at: offset)
         head = LogHead(seq: header.lastSeq, hash: header.chainHash)
+        if let headFile {
+            // The batch is durable and acknowledged whatever happens here; evidence that lags
+            // behind the log is never a false alarm, but the writer stops until reopened.
+            do { try headFile.record(head) } catch {
+                failure = LogError(code: .writerFailed,
+                                   message: "could not record the head in \(headFile.path) (\(error)); reopen the log to recover",
+                                   segment: index.name, seq: head.seq)
+            }
+        }
         return BatchInfo(firstSeq: header.firstSeq, count: header.count, chainHash: header.chainHash,
                          segment: index.name, offset: offset, compressedLength: header.compressedLength,
                          uncompressedLength: header.uncompressedLength, version: header.version)

@@ -8,7 +8,7 @@ public struct LogError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Kind: String, Sendable {
             case tornTail, badMagic, headerChecksum, payloadChecksum, brokenChain, decompression
-            case malformedBatch, unsupportedVersion, sequenceGap, segmentName, headMismatch
+            case malformedBatch, unsupportedVersion, sequenceGap, segmentName, headMismatch, lostEvents
             case locked, notFound, io, diskFull, tooLarge, invalidArgument, writerFailed
         }
         fileprivate let kind: Kind
@@ -36,6 +36,9 @@ public struct LogError: Error, CustomStringConvertible, Sendable {
         public static let segmentName = Code(.segmentName)
         /// `verify(expectHead:)`: the log does not contain the expected head.
         public static let headMismatch = Code(.headMismatch)
+        /// The log ends before (or differs at) a head recorded as acknowledged outside it: acknowledged
+        /// events are missing (cut off, a segment deleted, an older copy restored).
+        public static let lostEvents = Code(.lostEvents)
         /// Another writer holds the lock.
         public static let locked = Code(.locked)
         /// The log directory or a file does not exist.
@@ -86,7 +89,7 @@ public struct LogError: Error, CustomStringConvertible, Sendable {
     public var isCorruption: Bool {
         switch code.kind {
         case .tornTail, .badMagic, .headerChecksum, .payloadChecksum, .brokenChain, .decompression,
-             .malformedBatch, .sequenceGap, .segmentName, .headMismatch:
+             .malformedBatch, .sequenceGap, .segmentName, .headMismatch, .lostEvents:
             return true
         default:
             return false

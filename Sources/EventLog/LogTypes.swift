@@ -9,11 +9,17 @@ public struct LogOptions: Sendable {
     /// By default open checks header and payload CRCs everywhere and the chain of the active segment;
     /// `EventLogReader.verify` always checks everything.
     public var verifyChainOnOpen: Bool = false
+    /// Where the writer keeps evidence of the acknowledged head outside the log (`HeadRecord`),
+    /// rewritten after every durable batch; nil for none. With it, `open` refuses a log that
+    /// ends before (or differs at) the recorded head, before changing anything.
+    public var headRecordPath: String?
 
-    public init(segmentBytes: Int = 64 << 20, fsync: Bool = true, verifyChainOnOpen: Bool = false) {
+    public init(segmentBytes: Int = 64 << 20, fsync: Bool = true, verifyChainOnOpen: Bool = false,
+                headRecordPath: String? = nil) {
         self.segmentBytes = segmentBytes
         self.fsync = fsync
         self.verifyChainOnOpen = verifyChainOnOpen
+        self.headRecordPath = headRecordPath
     }
 }
 

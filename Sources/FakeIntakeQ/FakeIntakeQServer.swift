@@ -4,6 +4,7 @@ import IntakeQ
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// A fake IntakeQ over loopback that behaves like the real API as INTAKEQ-API.md describes it:
 ///
@@ -32,14 +33,23 @@ public final class FakeIntakeQServer: Sendable {
         var log: [RecordedRequest] = []
         var recent: [Date] = []
         var requestsPerMinute: Int?
+        /// Standing faults (`fake-intakeq --fail-rate / --429-every`): every request counts.
+        var failRate = 0.0
+        var every429: Int?
+        var served = 0
+        var random: UInt64 = 0x9E37_79B9_7F4A_7C15
         var pretty = true
         var port: Int?
         var task: Task<Void, any Error>?
         var group: ServiceGroup?
+        var webhookURL: String?
+        var sentWebhooks: [SentWebhook] = []
+        /// `start` waiting for the bound port.
+        var portWaiter: CheckedContinuation<Int, any Error>?
     }
 
     let apiKey: String
-    let box: Locked<Mutable>
+    let box: Mutex<Mutable>
     private let logger: Logger
 
     /// - Parameters:
@@ -47,7 +57,7 @@ public final class FakeIntakeQServer: Sendable {
     ///     this many requests arrive within 60 s, like IntakeQ's own limit.
     public init(state: PracticeState, apiKey: String, requestsPerMinute: Int? = nil, logger: Logger? = nil) {
         self.apiKey = apiKey
-        self.box = Locked(Mutable(state: Self.serve(state), requestsPerMinute: requestsPerMinute))
+        self.box = Mutex(Mutable(state: Self.serve(state), requestsPerMinute: requestsPerMinute))
         var l = logger ?? Logger(label: "fake-intakeq")
         if logger == nil { l.logLevel = .warning }
         self.logger = l
@@ -58,36 +68,35 @@ public final class FakeIntakeQServer: Sendable {
     @discardableResult
     public func start(port: Int = 0) async throws -> String {
         let responder = FakeResponder(server: self)
-        let portBox = Locked<CheckedContinuation<Int, any Error>?>(nil)
         let logger = self.logger
         let app = Application(
             responder: responder,
             configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
             onServerRunning: { channel in
                 let p = channel.localAddress?.port ?? 0
-                portBox.withLock { c in
-                    c?.resume(returning: p)
-                    c = nil
+                self.box.withLock { m in
+                    m.portWaiter?.resume(returning: p)
+                    m.portWaiter = nil
                 }
             },
             logger: logger
         )
         let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: logger))
         let bound: Int = try await withCheckedThrowingContinuation { cont in
-            portBox.withLock { $0 = cont }
+            box.withLock { $0.portWaiter = cont }
             let task = Task {
                 do {
                     try await group.run()
                 } catch {
-                    portBox.withLock { c in
-                        c?.resume(throwing: error)
-                        c = nil
+                    self.box.withLock { m in
+                        m.portWaiter?.resume(throwing: error)
+                        m.portWaiter = nil
                     }
                     throw error
                 }
-                portBox.withLock { c in
-                    c?.resume(throwing: CancellationError())
-                    c = nil
+                self.box.withLock { m in
+                    m.portWaiter?.resume(throwing: CancellationError())
+                    m.portWaiter = nil
                 }
             }
             box.withLock {
@@ -131,6 +140,17 @@ public final class FakeIntakeQServer: Sendable {
     /// equals `page`, get `fault`.
     public func inject(_ fault: Fault, path: String, page: Int? = nil, times: Int = 1) {
         box.withLock { $0.faults.append(Injected(fault: fault, path: path, page: page, remaining: times)) }
+    }
+
+    /// Standing faults for every request: a share `failRate` (0…1) answered 500, chosen by a
+    /// generator seeded with `seed` (reproducible), and every `every429`-th request answered 429
+    /// with `Retry-After: 1`.
+    public func setStandingFaults(failRate: Double, every429: Int?, seed: UInt64) {
+        box.withLock {
+            $0.failRate = failRate
+            $0.every429 = every429
+            $0.random = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed
+        }
     }
 
     /// Removes all pending faults.

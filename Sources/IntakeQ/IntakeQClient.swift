@@ -4,6 +4,7 @@ import JSONCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// HTTP client for the IntakeQ appointments API. Every request goes through the
 /// `RateLimiter`; 429 and 5xx are retried with exponential back-off (honouring `Retry-After`).
@@ -27,7 +28,7 @@ public final class IntakeQClient: Sendable {
     private let logger: Logger
     private let http: HTTPClient
     private let host: String
-    private let statsBox = Locked(CallStats())
+    private let statsBox = Mutex(CallStats())
 
     public init(baseURL: String = "https://intakeq.com/api/v1", apiKey: String, limiter: RateLimiter,
                 clock: any IntakeQClock = SystemClock(), maxRetries: Int = 4, timeoutSeconds: Double = 30,
@@ -111,6 +112,8 @@ public final class IntakeQClient: Sendable {
                 // Two failed pages in a row: stop spending the budget.
                 if consecutiveFailures >= 2 { break }
             } catch {
+                // Interrupted (the task was cancelled): stop, it is not a failed page.
+                if error is CancellationError || Task.isCancelled { break }
                 result.failures.append(IntakeQError(code: .transport, detail: "\(error)").at(endpoint: "GET /appointments", page: page))
                 consecutiveFailures += 1
                 if consecutiveFailures >= 2 { break }

@@ -7,7 +7,7 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case unauthorized, badRequest, notFound, rateLimited, server, httpStatus
-            case decode, transport, timeout, dailyBudgetExhausted
+            case decode, transport, timeout, dailyBudgetExhausted, callRecord
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -31,6 +31,9 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
         public static let timeout = Code(.timeout)
         /// The client-side rolling 24 h budget is used up; no request was sent.
         public static let dailyBudgetExhausted = Code(.dailyBudgetExhausted)
+        /// The record of API calls in the store's `state/` could not be read or written (a full
+        /// disk, permissions): the budget cannot be honoured, so no request is sent. Not IntakeQ's fault.
+        public static let callRecord = Code(.callRecord)
         public var description: String { base.rawValue }
     }
 
@@ -55,6 +58,8 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
     public var remaining: Int?
     public var budget: Int?
     public var resetsAt: Date?
+    /// The operating system's error number underneath (callRecord), when there is one.
+    public var errno: Int32?
 
     public init(code: Code, detail: String) {
         self.code = code
@@ -99,6 +104,8 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
         case .timeout:
             return "IntakeQ at \(host ?? "?") did not answer \(whereText) within "
                 + String(format: "%.1f s", seconds ?? 0) + "; run again later or raise the timeout"
+        case .callRecord:
+            return "the record of API calls could not be kept: \(detail); no request was sent (free disk space or fix the permissions of the store's state/ directory, then run again)"
         case .dailyBudgetExhausted:
             let when = resetsAt.map { IntakeQDate.isoSeconds($0) } ?? "unknown"
             return "daily API budget used up: \(remaining ?? 0) of \(budget ?? 0) calls left; the next frees at \(when)"
@@ -108,7 +115,7 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
     }
 
     /// Whether retrying the same request later can help (used by callers to classify).
-    public var isFatalForRun: Bool { code == .unauthorized || code == .dailyBudgetExhausted }
+    public var isFatalForRun: Bool { code == .unauthorized || code == .dailyBudgetExhausted || code == .callRecord }
 
     package static func decode(_ detail: String, offset: Int? = nil, keyPath: String? = nil) -> IntakeQError {
         var e = IntakeQError(code: .decode, detail: detail)

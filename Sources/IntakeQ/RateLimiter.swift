@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Client-side limits (IntakeQ base plan: 10 requests/minute, 500/day).
 public struct RateLimitPolicy: Sendable, Hashable {
@@ -20,19 +21,11 @@ public protocol CallRecordStore: Sendable {
 }
 
 /// Keeps the record in memory only (tests, one-off runs).
-public final class InMemoryCallRecord: CallRecordStore, @unchecked Sendable {
-    // @unchecked: `calls` is only touched under `lock`.
-    private let lock = NSLock()
-    private var calls: [Date]
-    public init(_ calls: [Date] = []) { self.calls = calls }
-    public func load() throws -> [Date] {
-        lock.lock(); defer { lock.unlock() }
-        return calls
-    }
-    public func save(_ calls: [Date]) throws {
-        lock.lock(); defer { lock.unlock() }
-        self.calls = calls
-    }
+public final class InMemoryCallRecord: CallRecordStore, Sendable {
+    private let calls: Mutex<[Date]>
+    public init(_ calls: [Date] = []) { self.calls = Mutex(calls) }
+    public func load() throws -> [Date] { calls.withLock { $0 } }
+    public func save(_ calls: [Date]) throws { self.calls.withLock { $0 = calls } }
 }
 
 /// The record as a JSON file (`{"version":1,"calls":["2026-11-26T03:00:12.345Z",…]}`),
@@ -55,7 +48,7 @@ public struct FileCallRecord: CallRecordStore {
             let f = try JSONDecoder().decode(File.self, from: data)
             return f.calls.map { Date(timeIntervalSince1970: $0) }
         } catch {
-            throw IntakeQError(code: .decode, detail: "the API call record \(path) is unreadable (\(error)); delete it to start a fresh count")
+            throw IntakeQError(code: .callRecord, detail: "\(path) is unreadable (\(error)); delete it to start a fresh count")
         }
     }
 
@@ -92,7 +85,10 @@ public struct FileCallRecord: CallRecordStore {
     }
 
     private static func ioError(_ what: String) -> IntakeQError {
-        IntakeQError(code: .transport, detail: "could not \(what): \(String(cString: strerror(errno)))")
+        let number = errno
+        var e = IntakeQError(code: .callRecord, detail: "could not \(what): \(String(cString: strerror(number)))")
+        e.errno = number
+        return e
     }
 }
 
@@ -147,7 +143,13 @@ public actor RateLimiter {
             let recent = calls.filter { $0 > minuteAgo }
             if recent.count < policy.requestsPerMinute {
                 calls.append(now)
-                try store.save(calls)
+                do {
+                    try await Self.persist(calls, to: store)
+                } catch {
+                    // Not recorded, so not made: the slot goes back.
+                    if let i = calls.lastIndex(of: now) { calls.remove(at: i) }
+                    throw error
+                }
                 return waited
             }
             // The slot frees when the oldest of the last `requestsPerMinute` calls is 60 s old.
@@ -155,6 +157,16 @@ public actor RateLimiter {
             let wait = max(0.001, oldest.addingTimeInterval(60).timeIntervalSince(now))
             waited += wait
             try await clock.sleep(seconds: wait)
+        }
+    }
+
+    /// The record's file write and fsync run on a serial queue of their own, not on the
+    /// cooperative pool the actor runs on; serial, so the snapshots land in the order taken.
+    private static let recordQueue = DispatchQueue(label: "intakeq.call-record")
+
+    private static func persist(_ calls: [Date], to store: any CallRecordStore) async throws {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
+            recordQueue.async { done.resume(with: Result { try store.save(calls) }) }
         }
     }
 

@@ -19,11 +19,30 @@ public enum AuditBundle {
         public var batches: UInt64
     }
 
+    /// A batch after a range bundle's range, by its chain inputs (version 2).
+    public struct ProofEntry: Sendable {
+        public var firstSeq: UInt64
+        public var count: UInt32
+        public var uncompressedLength: UInt64
+        public var version: UInt16
+        public var payloadSHA256: String
+    }
+
+    /// A range bundle's range (version 2): its seqs and the chain hash just before it.
+    public struct Range: Sendable {
+        public var firstSeq: UInt64
+        public var lastSeq: UInt64
+        public var chainBefore: String
+        public var proof: [ProofEntry]
+    }
+
     public struct Manifest: Sendable {
         public var createdAt: String
         public var head: String
         public var events: UInt64
         public var files: [FileEntry]
+        /// Set for `export --bundle --from-seq/--to-seq` (manifest version 2).
+        public var range: Range?
 
         /// Exactly Python's `json.dumps(manifest, indent=2, sort_keys=True) + "\n"`: the
         /// verifier refuses any other spelling, so no byte of the manifest can change unseen.
@@ -34,7 +53,9 @@ public enum AuditBundle {
 
         /// Without `selfHash`, the text the `manifest_sha256` field is the hash of.
         func text(selfHash: String?) -> String {
-            var s = "{\n  \"created_at\": \(jsonQuoted(createdAt)),\n  \"events\": \(events),\n"
+            var s = "{\n"
+            if let range { s += "  \"chain_before\": \(jsonQuoted(range.chainBefore)),\n" }
+            s += "  \"created_at\": \(jsonQuoted(createdAt)),\n  \"events\": \(events),\n"
             if files.isEmpty {
                 s += "  \"files\": [],\n"
             } else {
@@ -47,15 +68,32 @@ public enum AuditBundle {
             }
             s += "  \"format\": \"syncledger-bundle\",\n  \"head\": \(jsonQuoted(head)),\n"
             if let selfHash { s += "  \"manifest_sha256\": \(jsonQuoted(selfHash)),\n" }
-            s += "  \"version\": 1\n}\n"
+            if let range {
+                if range.proof.isEmpty {
+                    s += "  \"proof\": [],\n"
+                } else {
+                    s += "  \"proof\": [\n"
+                    s += range.proof.map { p in
+                        "    {\n      \"count\": \(p.count),\n      \"first_seq\": \(p.firstSeq),\n"
+                            + "      \"payload_sha256\": \(jsonQuoted(p.payloadSHA256)),\n"
+                            + "      \"uncompressed_length\": \(p.uncompressedLength),\n      \"version\": \(p.version)\n    }"
+                    }.joined(separator: ",\n")
+                    s += "\n  ],\n"
+                }
+                s += "  \"range_first_seq\": \(range.firstSeq),\n  \"range_last_seq\": \(range.lastSeq),\n"
+            }
+            s += "  \"version\": \(range == nil ? 1 : 2)\n}\n"
             return s
         }
     }
 
     /// Writes the bundle into `directory`, which must not exist or be empty. Reads the log
     /// (checking every CRC and the chain on the way) and copies each segment's verified bytes.
+    /// With `fromSeq`/`toSeq` the bundle holds only the batches covering that range (whole
+    /// batches: the range widens to their edges), the chain hash before it, and the chain inputs
+    /// of every later batch, so the verifier recomputes the head from the range (version 2).
     @discardableResult
-    public static func write(store: Store, to directory: String) throws -> Manifest {
+    public static func write(store: Store, to directory: String, fromSeq: UInt64 = 1, toSeq: UInt64? = nil) throws -> Manifest {
         let fm = FileManager.default
         if fm.fileExists(atPath: directory), !((try? fm.contentsOfDirectory(atPath: directory)) ?? []).isEmpty {
             throw LedgerError("\(directory) exists and is not empty; give a new directory for the bundle")
@@ -68,6 +106,9 @@ public enum AuditBundle {
         }
         let reader = try EventLogReader(directory: store.logPath)
         let head = try reader.head()
+        if fromSeq > 1 || (toSeq.map { $0 < head.seq } ?? false) {
+            return try writeRange(reader: reader, logPath: store.logPath, head: head, to: directory, fromSeq: fromSeq, toSeq: min(toSeq ?? head.seq, head.seq))
+        }
         var spans: [(segment: String, first: UInt64, last: UInt64, batches: UInt64, end: UInt64)] = []
         if head.seq > 0 {
             let cursor = try reader.cursor(from: 1, through: head.seq)
@@ -97,10 +138,54 @@ public enum AuditBundle {
         return manifest
     }
 
-    /// Copies the first `length` bytes of a file, returning their SHA-256 (hex).
-    static func copyPrefix(from source: String, to target: String, length: UInt64) throws -> String {
+    static func writeRange(reader: EventLogReader, logPath: String, head: LogHead, to directory: String, fromSeq: UInt64, toSeq: UInt64) throws -> Manifest {
+        guard fromSeq <= head.seq, fromSeq <= toSeq else {
+            throw LedgerError("the range \(fromSeq)...\(toSeq) is not in the log (it ends at seq \(head.seq))")
+        }
+        var chainBefore = [UInt8](repeating: 0, count: 32)
+        var spans: [(segment: String, first: UInt64, last: UInt64, batches: UInt64, start: UInt64, end: UInt64)] = []
+        var proof: [ProofEntry] = []
+        let cursor = try reader.cursor(from: 1, through: head.seq)
+        while let (info, content) = try cursor.nextBatch() {
+            if info.lastSeq < fromSeq {
+                chainBefore = info.chainHash
+            } else if info.firstSeq <= toSeq {
+                if let i = spans.indices.last, spans[i].segment == info.segment {
+                    spans[i].last = info.lastSeq
+                    spans[i].batches += 1
+                    spans[i].end = info.endOffset
+                } else {
+                    spans.append((info.segment, info.firstSeq, info.lastSeq, 1, info.offset, info.endOffset))
+                }
+            } else {
+                proof.append(ProofEntry(firstSeq: info.firstSeq, count: info.count, uncompressedLength: info.uncompressedLength,
+                                        version: info.version, payloadSHA256: hexString(SHA256.hash(data: content))))
+            }
+            if info.lastSeq >= head.seq { break }
+        }
+        var files: [FileEntry] = []
+        for span in spans {
+            let name = "segments/" + String(format: "%020llu.seg", span.first)
+            let digest = try copyPrefix(from: logPath + "/" + span.segment, to: directory + "/" + name,
+                                        length: span.end - span.start, offset: span.start)
+            files.append(FileEntry(name: name, sha256: digest, bytes: span.end - span.start, firstSeq: span.first,
+                                   lastSeq: span.last, batches: span.batches))
+        }
+        guard let first = spans.first, let last = spans.last else { throw LedgerError("the range \(fromSeq)...\(toSeq) holds no batch") }
+        let manifest = Manifest(createdAt: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description,
+                                events: head.seq, files: files,
+                                range: Range(firstSeq: first.first, lastSeq: last.last, chainBefore: hexString(chainBefore), proof: proof))
+        try writeFileAtomically(directory + "/MANIFEST.json", Array(manifest.canonicalText.utf8))
+        try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8))
+        _ = chmod(directory + "/verify_bundle.py", 0o700)
+        return manifest
+    }
+
+    /// Copies `length` bytes of a file from `offset`, returning their SHA-256 (hex).
+    static func copyPrefix(from source: String, to target: String, length: UInt64, offset: UInt64 = 0) throws -> String {
         guard let input = FileHandle(forReadingAtPath: source) else { throw LedgerError("cannot read \(source)") }
         defer { try? input.close() }
+        if offset > 0 { try input.seek(toOffset: offset) }
         guard fm_create(target) else { throw LedgerError("cannot create \(target)") }
         guard let output = FileHandle(forWritingAtPath: target) else { throw LedgerError("cannot write \(target)") }
         defer { try? output.close() }

@@ -1,6 +1,7 @@
 import Domain
 import Foundation
 import JSONCore
+import Synchronization
 
 /// The event types of the catalogue (DESIGN.md, "Event catalogue").
 public enum EventType: String, Sendable, CaseIterable {
@@ -12,9 +13,19 @@ public enum EventType: String, Sendable, CaseIterable {
     case settingsObserved = "practice.settings_observed"
     case syncCompleted = "sync.completed"
     case syncAbandoned = "sync.abandoned"
+    case lossRecorded = "ledger.loss_recorded"
+
+    case patientForgotten = "patient.forgotten"
 
     /// The schema version this code writes, and the one every read is upcast to.
-    public var currentVersion: Int { 1 }
+    /// `appointment.discovered`/`changed` v2: redacted (docs/FORMAT.md, "Redaction list") and
+    /// with personal data sealed per patient; `roster.observed` v2: patients sealed.
+    public var currentVersion: Int {
+        switch self {
+        case .appointmentDiscovered, .appointmentChanged, .rosterObserved: return 2
+        default: return 1
+        }
+    }
 }
 
 /// One event as stored: a JSON object on one line, keys in this order:
@@ -113,7 +124,7 @@ public struct EventEnvelope: Sendable, Hashable {
 
     /// A value derived from this event by a reader (for example a projection's view of the
     /// appointment object), computed once and shared by the envelope's copies.
-    public func memoized<T>(_ key: String, _ make: () throws -> T) rethrows -> T {
+    public func memoized<T: Sendable>(_ key: String, _ make: () throws -> T) rethrows -> T {
         // Boxed in a class: casting an `Any` back to a tuple or struct is a slow dynamic cast,
         // casting to a known class is not.
         if let box = memo.withLock({ $0.derived[key] }) as? MemoBox<T> { return box.value }
@@ -130,25 +141,21 @@ public struct EventEnvelope: Sendable, Hashable {
     }
 }
 
-final class MemoBox<T> {
+final class MemoBox<T: Sendable>: Sendable {
     let value: T
     init(_ value: T) { self.value = value }
 }
 
 /// Holds what was parsed from an envelope's data. A class so copies of the envelope share it.
-final class DecodeMemo: @unchecked Sendable {
-    // @unchecked: every access goes through `lock`.
+final class DecodeMemo: Sendable {
     struct State {
         var value: JSONValue?
-        var derived: [String: AnyObject] = [:]
+        var derived: [String: any AnyObject & Sendable] = [:]
     }
-    private var state = State()
-    private let lock = NSLock()
+    private let state = Mutex(State())
 
-    func withLock<T>(_ body: (inout State) -> T) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return body(&state)
+    func withLock<T: Sendable>(_ body: (inout State) -> T) -> T {
+        state.withLock { (s: inout sending State) -> sending T in body(&s) }
     }
 }
 

@@ -11,6 +11,8 @@ public enum Streams {
     public static func syncRun(_ id: String) -> String { "sync/" + id }
     public static let roster = "roster"
     public static let settings = "practice/settings"
+    public static let ledger = "ledger"
+    public static func patient(_ id: String) -> String { "patient/" + id }
 }
 
 public struct DateWindow: Codable, Sendable, Hashable {
@@ -32,14 +34,18 @@ public struct SyncStarted: Codable, Sendable, Hashable {
     public var toolVersion: String
     /// The `--now` the run used for its window (the real clock unless given).
     public var now: String
+    /// A run by appointment ids (webhook runs): the ids it looks up. Absent for crawls.
+    public var appointmentIds: [String]?
 
     enum CodingKeys: String, CodingKey {
         case syncType = "sync_type", organizationId = "organization_id", patientId = "patient_id"
         case window, triggeredBy = "triggered_by", toolVersion = "tool_version", now
+        case appointmentIds = "appointment_ids"
     }
 
     public init(syncType: String, organizationId: String?, patientId: String?, window: DateWindow,
-                triggeredBy: String, toolVersion: String, now: String) {
+                triggeredBy: String, toolVersion: String, now: String, appointmentIds: [String]? = nil) {
+        self.appointmentIds = appointmentIds
         self.syncType = syncType
         self.organizationId = organizationId
         self.patientId = patientId
@@ -87,15 +93,19 @@ public struct RosterObserved: Codable, Sendable, Hashable {
     }
     public var organizations: [Organization]
     public var practitioners: [Practitioner]
-    /// SHA-256 of the canonical form of the two lists; a run records the roster when this differs.
+    /// SHA-256 of the canonical form of the two lists (and the time zone, when given); a run
+    /// records the roster when this differs.
     public var rosterHash: String
+    /// The practice's IANA time zone (absent in rosters without one, and in older events).
+    public var timezone: String?
 
-    enum CodingKeys: String, CodingKey { case organizations, practitioners, rosterHash = "roster_hash" }
+    enum CodingKeys: String, CodingKey { case organizations, practitioners, rosterHash = "roster_hash", timezone }
 
-    public init(organizations: [Organization], practitioners: [Practitioner], rosterHash: String) {
+    public init(organizations: [Organization], practitioners: [Practitioner], rosterHash: String, timezone: String? = nil) {
         self.organizations = organizations
         self.practitioners = practitioners
         self.rosterHash = rosterHash
+        self.timezone = timezone
     }
 }
 
@@ -105,8 +115,11 @@ public struct AppointmentObservation: Sendable, Hashable {
     public var contentHash: String
     /// Empty for `appointment.discovered`.
     public var changedFields: [String]
-    /// The minified object bytes, exactly as received.
+    /// The minified object bytes: as received, or (when redaction or sealing removed something)
+    /// the canonical text of what is left.
     public var object: [UInt8]
+    /// The personal data taken out of `object`, one part per roster patient (empty: nothing sealed).
+    public var sealed: [PersonalData.Part] = []
 
     public init(appointmentId: String, contentHash: String, changedFields: [String], object: [UInt8]) {
         self.appointmentId = appointmentId
@@ -115,11 +128,15 @@ public struct AppointmentObservation: Sendable, Hashable {
         self.object = object
     }
 
-    /// `{"appointment_id":…,"content_hash":…,"changed_fields":[…],"object":<bytes as received>}`
+    /// `{"appointment_id":…,"content_hash":…,"changed_fields":[…],"sealed":[…],"object":<bytes>}`
+    /// (`sealed` only when something is sealed; `object` always last).
     public func encodeData(includeChangedFields: Bool) -> [UInt8] {
         var head = "{\"appointment_id\":\(jsonQuoted(appointmentId)),\"content_hash\":\(jsonQuoted(contentHash))"
         if includeChangedFields {
             head += ",\"changed_fields\":[" + changedFields.map(jsonQuoted).joined(separator: ",") + "]"
+        }
+        if !sealed.isEmpty {
+            head += ",\"sealed\":[" + sealed.map(\.json).joined(separator: ",") + "]"
         }
         head += ",\"object\":"
         return Array(head.utf8) + object + [UInt8(ascii: "}")]
@@ -231,10 +248,14 @@ public struct SyncCompleted: Codable, Sendable, Hashable {
     public var unchanged: [Observed]
     public var headBefore: String
     public var durationMs: Int64
+    /// An `automated_daily` run on a store that webhooks feed: the changes it recorded, which no
+    /// webhook had brought. Absent otherwise.
+    public var changesMissedByWebhooks: Int?
 
     enum CodingKeys: String, CodingKey {
         case status, counts, api, warnings, errors, errorMessage = "error_message", unchanged
         case headBefore = "head_before", durationMs = "duration_ms"
+        case changesMissedByWebhooks = "changes_missed_by_webhooks"
     }
 
     public init(status: String, counts: SyncCounts, api: APIUsage, warnings: [String], errors: [String],
@@ -251,6 +272,20 @@ public struct SyncCompleted: Codable, Sendable, Hashable {
     }
 }
 
+/// `patient.forgotten`: `forget` destroyed the patient's key. No personal data: the roster id,
+/// when, and the reason given.
+public struct PatientForgotten: Codable, Sendable, Hashable {
+    public var patientId: String
+    public var forgottenAt: String
+    public var reason: String
+    enum CodingKeys: String, CodingKey { case patientId = "patient_id", forgottenAt = "forgotten_at", reason }
+    public init(patientId: String, forgottenAt: String, reason: String) {
+        self.patientId = patientId
+        self.forgottenAt = forgottenAt
+        self.reason = reason
+    }
+}
+
 /// `sync.abandoned`: appended by a later run for a run that started and never completed.
 public struct SyncAbandoned: Codable, Sendable, Hashable {
     public var abandonedRun: String
@@ -258,6 +293,27 @@ public struct SyncAbandoned: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey { case abandonedRun = "abandoned_run", reason }
     public init(abandonedRun: String, reason: String) {
         self.abandonedRun = abandonedRun
+        self.reason = reason
+    }
+}
+
+/// `ledger.loss_recorded`: appended by `syncledger repair --accept-loss` when the log ended before
+/// a head it had acknowledged; `verify` reports it as a warning from then on.
+public struct LossRecorded: Codable, Sendable, Hashable {
+    /// The acknowledged head the evidence named (`SEQ:HASH`).
+    public var lastKnownHead: String
+    /// Where the evidence was kept (`state/head`, a view's checkpoint).
+    public var evidence: String
+    /// The log's head when the loss was accepted, before this event.
+    public var logEndedAt: String
+    public var reason: String
+    enum CodingKeys: String, CodingKey {
+        case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason
+    }
+    public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String) {
+        self.lastKnownHead = lastKnownHead
+        self.evidence = evidence
+        self.logEndedAt = logEndedAt
         self.reason = reason
     }
 }

@@ -26,11 +26,25 @@ public final class LedgerWriter {
     /// The real clock; tests inject a stepping clock to prove `at` never decreases.
     private let clock: () -> Int64
 
+    /// Opens the store's log for writing. The head evidence (`state/head`) is kept unless
+    /// `headEvidence` is false (benchmarks measuring its cost); a log that ends before it is
+    /// refused (`Trust.lossMessage`) unless `acceptingLoss` (`syncledger repair`).
     public init(store: Store, waitLock: Double? = nil, options: LogOptions = LogOptions(),
-                clock: @escaping () -> Int64 = ISOTime.nowMillis) throws {
+                clock: @escaping () -> Int64 = ISOTime.nowMillis, headEvidence: Bool = true,
+                acceptingLoss: Bool = false) throws {
         self.store = store
         self.clock = clock
-        self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock)
+        var options = options
+        if headEvidence && options.headRecordPath == nil {
+            try makeDirectories(store.statePath)
+            options.headRecordPath = Trust.headRecordPath(store)
+        }
+        do {
+            self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock,
+                                               acceptingLoss: acceptingLoss)
+        } catch let e as LogError where e.code == .lostEvents {
+            throw LedgerError(e.message + "; nothing was changed. " + Trust.repairHint)
+        }
         self.lastAtMillis = 0
         let head = log.head
         if head.seq > 0 {
@@ -80,10 +94,16 @@ public final class LedgerReader {
     public let log: EventLogReader
     public let upcasters: Upcasters
 
-    public init(store: Store, upcasters: Upcasters = .standard) throws {
+    /// Reads sealed personal data (opened on the first sealed event met) and redacts v1 events.
+    let privacy: ReadPrivacy
+
+    /// `keys`: the key store to open sealed events with; when nil, the store's (`store.keysPath`)
+    /// is opened on the first sealed event — an error then if it is missing or its master key wrong.
+    public init(store: Store, upcasters: Upcasters = .standard, keys: KeyRing? = nil) throws {
         self.store = store
         self.upcasters = upcasters
         self.log = try EventLogReader(directory: store.logPath)
+        self.privacy = ReadPrivacy(store: store, log: log, keys: keys)
     }
 
     public func head() throws -> LogHead { try log.head() }
@@ -102,7 +122,7 @@ public final class LedgerReader {
             for i in 0..<bytes.count where bytes[i] == 10 {
                 if seq >= from, through.map({ seq <= $0 }) ?? true {
                     let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info)
-                    events.append(try upcasters.upcast(e))
+                    events.append(try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
                 }
                 seq += 1
                 start = i + 1

@@ -9,6 +9,9 @@ public struct Store: Sendable {
     public static let formatVersion = 1
 
     public let path: String
+    /// The key store (`--keys DIR`); `STORE/keys` when nil.
+    public var keysDirectory: String? = nil
+    public var keysPath: String { keysDirectory ?? path + "/keys" }
     public var logPath: String { path + "/log" }
     public var statePath: String { path + "/state" }
     public var projectionsPath: String { path + "/projections.sqlite" }
@@ -24,9 +27,9 @@ public struct Store: Sendable {
     public static func open(_ path: String) throws -> Store {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw LedgerError("no store at \(path): run `syncledger sync` to create one, or pass --store DIR")
+            throw StoreError(.noStore, "no store at \(path): run `syncledger sync` to create one, or pass --store DIR")
         }
-        guard isDir.boolValue else { throw LedgerError("\(path) is a file, not a SyncLedger store directory") }
+        guard isDir.boolValue else { throw StoreError(.notADirectory, "\(path) is a file, not a SyncLedger store directory") }
         try checkMarker(path)
         return Store(path: path)
     }
@@ -36,7 +39,7 @@ public struct Store: Sendable {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         if fm.fileExists(atPath: path, isDirectory: &isDir) {
-            guard isDir.boolValue else { throw LedgerError("\(path) is a file, not a SyncLedger store directory") }
+            guard isDir.boolValue else { throw StoreError(.notADirectory, "\(path) is a file, not a SyncLedger store directory") }
             // A marker's temporary file left by a creator killed mid-write does not make a store.
             let contents = ((try? fm.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix("STORE.tmp-") }
             if !contents.isEmpty || fm.fileExists(atPath: path + "/STORE") {
@@ -56,7 +59,7 @@ public struct Store: Sendable {
         do {
             try populate(building)
             guard rename(building, path) == 0 else {
-                throw LedgerError("cannot create the store directory \(path): \(String(cString: strerror(errno)))")
+                throw StoreError(.io, "cannot create the store directory \(path): \(String(cString: strerror(errno)))", errno: errno)
             }
         } catch {
             try? fm.removeItem(atPath: building)
@@ -76,13 +79,13 @@ public struct Store: Sendable {
 
     private static func checkMarker(_ path: String) throws {
         guard let bytes = FileManager.default.contents(atPath: path + "/STORE") else {
-            throw LedgerError("\(path) is not a SyncLedger store (it has no STORE file); pass --store with a store directory or an empty one")
+            throw StoreError(.notAStore, "\(path) is not a SyncLedger store (it has no STORE file); pass --store with a store directory or an empty one")
         }
         guard case .object(let o)? = try? FastJSON.parse(Array(bytes)), o["format"]?.stringValue == formatName,
             let version = o["version"]?.int64Value
-        else { throw LedgerError("\(path)/STORE is not a SyncLedger store marker") }
+        else { throw StoreError(.notAStore, "\(path)/STORE is not a SyncLedger store marker") }
         if version > Int64(formatVersion) {
-            throw LedgerError("the store at \(path) has format version \(version), newer than this syncledger understands (\(formatVersion)); upgrade syncledger")
+            throw StoreError(.newerVersion, "the store at \(path) has format version \(version), newer than this syncledger understands (\(formatVersion)); upgrade syncledger")
         }
     }
 
@@ -95,7 +98,7 @@ public struct Store: Sendable {
 public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
     let tmp = path + ".tmp-\(getpid())"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw LedgerError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw StoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))", errno: errno) }
     var ok = bytes.withUnsafeBytes { buf -> Bool in
         var off = 0
         while off < buf.count {
@@ -110,7 +113,7 @@ public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
     close(fd)
     guard ok, rename(tmp, path) == 0 else {
         unlink(tmp)
-        throw LedgerError("cannot write \(path): \(String(cString: strerror(err == 0 ? errno : err)))")
+        throw StoreError(.io, "cannot write \(path): \(String(cString: strerror(err == 0 ? errno : err)))", errno: err == 0 ? errno : err)
     }
     syncDirectory((path as NSString).deletingLastPathComponent)
 }
@@ -141,9 +144,42 @@ func makeDirectories(_ path: String) throws {
             let err = errno
             var isDir: ObjCBool = false
             if err == EEXIST, FileManager.default.fileExists(atPath: built, isDirectory: &isDir), isDir.boolValue { continue }
-            throw LedgerError("cannot create the store directory \(path): \(built): \(String(cString: strerror(err)))")
+            throw StoreError(.io, "cannot create the store directory \(path): \(built): \(String(cString: strerror(err)))", errno: err)
         }
         // The new entry must survive a power cut before anything in it is acknowledged.
         syncDirectory((built as NSString).deletingLastPathComponent)
     }
+}
+
+/// Why a store could not be opened or created. Callers tell the cases apart by `code` (a wrapped
+/// private enum, so new codes do not break them); `message` says what to do.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String { case noStore, notADirectory, notAStore, newerVersion, io }
+        fileprivate let base: Base
+        /// Nothing at the path (read commands do not create stores).
+        public static let noStore = Code(base: .noStore)
+        /// The path is a file.
+        public static let notADirectory = Code(base: .notADirectory)
+        /// A non-empty directory without a valid STORE marker.
+        public static let notAStore = Code(base: .notAStore)
+        /// A store written by a newer SyncLedger.
+        public static let newerVersion = Code(base: .newerVersion)
+        /// The operating system refused (see `errno`).
+        public static let io = Code(base: .io)
+        public var description: String { base.rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+    /// The operating system's error number underneath, for `.io`.
+    public var errno: Int32?
+
+    public init(_ code: Code, _ message: String, errno: Int32? = nil) {
+        self.code = code
+        self.message = message
+        self.errno = errno
+    }
+
+    public var description: String { message }
 }

@@ -18,8 +18,19 @@ public struct Upcasters: Sendable {
     /// The version readers expect of each type; types not listed are at 1.
     public var current: [String: Int] = [:]
 
-    /// The upcasters this version of SyncLedger ships: none yet, every type is at v1.
-    public static let standard = Upcasters()
+    /// The upcasters this version of SyncLedger ships. `appointment.discovered`/`changed` v1 → v2
+    /// is the redaction (docs/FORMAT.md, "Redaction list"): it needs the roster in force at the
+    /// event, which only the reader knows, so `LedgerReader` applies it to every event stored as
+    /// v1 and the chain entry here only moves the version. `roster.observed` v1 → v2: v1 is clear,
+    /// which is what v2 reads as once opened.
+    public static let standard = Upcasters(standardList)
+
+    /// The chain of `standard`, for readers that add upcasters of their own to it.
+    public static let standardList = [
+        Upcaster(type: EventType.appointmentDiscovered.rawValue, from: 1) { $0 },
+        Upcaster(type: EventType.appointmentChanged.rawValue, from: 1) { $0 },
+        Upcaster(type: EventType.rosterObserved.rawValue, from: 1) { $0 },
+    ]
 
     public init() {}
 

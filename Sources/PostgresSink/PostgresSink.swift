@@ -6,6 +6,8 @@ import Ledger
 import Logging
 import PostgresNIO
 import Projections
+import ServiceLifecycle
+import Synchronization
 
 /// What a catch-up or rebuild of the PostgreSQL sink did.
 public struct SinkReport: Sendable {
@@ -37,10 +39,19 @@ public struct SinkReport: Sendable {
 /// the lock, finds C = N and does nothing, so no event is ever applied twice; a catch-up cut off
 /// anywhere commits nothing. A checkpoint whose chain hash is not the log's at that seq (or another
 /// schema or fold version) triggers a rebuild; a checkpoint past the log's end is refused.
-public final class PostgresSink: Sendable {
+public final class PostgresSink: Service, Sendable {
     public let url: PostgresURL
     public let schema: String
     let logger: Logger
+    /// The connection pool. It works only while `run()` (or `withRunning`) is active: `serve`
+    /// puts the sink in its service group, the CLI and the tests run it around their operations.
+    let client: PostgresClient
+    let configuration: PostgresConnection.Configuration
+    /// False until an operation succeeded, and again after a connection or login failure: the
+    /// next operation then tries one plain connection first, so a wrong password or a stopped
+    /// server fails at once with the server's reason (the pool would retry a failing login with
+    /// back-off for up to a minute before failing the request).
+    let healthy = Mutex(false)
 
     public static let defaultSchema = "syncledger"
 
@@ -50,37 +61,57 @@ public final class PostgresSink: Sendable {
         }
         self.url = url
         self.schema = schema
-        self.logger = logger ?? {
+        let logger = logger ?? {
             var l = Logger(label: "syncledger.postgres")
             l.logLevel = .critical
             return l
         }()
+        self.logger = logger
+        self.configuration = try url.connectionConfiguration()
+        self.client = PostgresClient(configuration: try url.clientConfiguration(), backgroundLogger: logger)
     }
 
     var shadow: String { schema + "__shadow" }
     var old: String { schema + "__old" }
     var q: String { SinkSchema.q(schema) }
 
+    // MARK: Running
+
+    /// Runs the connection pool until cancelled or a graceful shutdown (ServiceLifecycle).
+    /// Call it once per sink.
+    public func run() async throws {
+        await client.run()
+    }
+
+    /// Runs the pool for the duration of `body` (the CLI's and the tests' one-shot use).
+    public func withRunning<T: Sendable>(_ body: (PostgresSink) async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.client.run() }
+            defer { group.cancelAll() }
+            return try await body(self)
+        }
+    }
+
     // MARK: Connection
 
-    /// One connection for one operation: a catch-up is one transaction, and a plain connection
-    /// fails at once with the server's reason (the pool of `PostgresClient` retries a refused
-    /// login for up to a minute before failing the request).
+    /// Leases a pooled connection for one operation, translating any failure into one line.
     func withConnection<T: Sendable>(doing what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        let config = try url.connectionConfiguration()
-        let conn: PostgresConnection
-        do {
-            conn = try await PostgresConnection.connect(configuration: config, id: 1, logger: logger)
-        } catch {
-            throw SinkError.from(error, url: url, doing: "connecting")
+        if !healthy.withLock({ $0 }) {
+            do {
+                let probe = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+                try? await probe.close()
+            } catch {
+                throw SinkError.from(error, url: url, doing: "connecting")
+            }
         }
         do {
-            let value = try await body(conn)
-            try? await conn.close()
+            let value = try await client.withConnection { conn in try await body(conn) }
+            healthy.withLock { $0 = true }
             return value
         } catch {
-            try? await conn.close()
-            throw SinkError.from(error, url: url, doing: what)
+            let e = SinkError.from(error, url: url, doing: what)
+            if e.kind == .connection || e.kind == .authentication { healthy.withLock { $0 = false } }
+            throw e
         }
     }
 
@@ -410,7 +441,7 @@ struct Delta: Sendable {
 final class Snapshot: @unchecked Sendable {
     // @unchecked: DatabaseSnapshot serialises its own access; the rest is immutable.
     let reader: LedgerReader
-    let db: DatabaseSnapshot
+    let db: any DatabaseReader
     let seq: UInt64
     let hash: String
     let head: LogHead
@@ -421,7 +452,8 @@ final class Snapshot: @unchecked Sendable {
         var lastError = ""
         for _ in 0..<5 {
             _ = try views.catchUp(reader)
-            let snap = try views.pool.makeSnapshot()
+            // A snapshot of the WAL database; an in-memory copy (a read-only store) is ours alone.
+            let snap: any DatabaseReader = try (views.pool as? DatabasePool)?.makeSnapshot() ?? views.pool
             let rows = try snap.read { db in
                 try Row.fetchAll(db, sql: "SELECT name, schema_version, last_seq, last_hash FROM projection_state")
             }
@@ -476,6 +508,11 @@ final class Snapshot: @unchecked Sendable {
                 }
             case .syncAbandoned?:
                 if let a = try? e.decodeData(SyncAbandoned.self) { d.runIds.insert(a.abandonedRun) } else { d.allRuns = true }
+            case .patientForgotten?:
+                // The views were folded again without the patient's personal data: their
+                // appointments (as primary or additional patient) change. Ship every appointment
+                // rather than trust a list from before the purge.
+                d.allAppointments = true
             case .rosterObserved?, .settingsObserved?:
                 // A roster re-attributes every appointment; settings re-address every location.
                 d.allAppointments = true
@@ -566,12 +603,12 @@ public enum PostgresSinkEntry {
     /// every write, and `syncledger postgres sync` runs once).
     public static func catchUp(storePath: String, url: PostgresURL, schema: String = PostgresSink.defaultSchema) async throws -> SinkReport {
         let store = try Store.open(storePath)
-        return try await PostgresSink(url: url, schema: schema).catchUp(store: store)
+        return try await PostgresSink(url: url, schema: schema).withRunning { try await $0.catchUp(store: store) }
     }
 
     public static func rebuild(storePath: String, url: PostgresURL, schema: String = PostgresSink.defaultSchema) async throws -> SinkReport {
         let store = try Store.open(storePath)
-        return try await PostgresSink(url: url, schema: schema).rebuild(store: store)
+        return try await PostgresSink(url: url, schema: schema).withRunning { try await $0.rebuild(store: store) }
     }
 }
 

@@ -129,6 +129,28 @@ public struct PostgresURL: Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// The pool's configuration: the same server, login and TLS as `connectionConfiguration()`.
+    /// No connection is kept open while idle, and a keep-alive query runs on an idle one.
+    public func clientConfiguration() throws -> PostgresClient.Configuration {
+        let tls: PostgresClient.Configuration.TLS
+        switch sslMode {
+        case "disable": tls = .disable
+        default:
+            var config = TLSConfiguration.makeClientConfiguration()
+            if sslMode != "verify-ca" && sslMode != "verify-full" { config.certificateVerification = .none }
+            if sslMode == "verify-ca" { config.certificateVerification = .noHostnameVerification }
+            tls = (sslMode == "prefer" || sslMode == "allow") ? .prefer(config) : .require(config)
+        }
+        var c = PostgresClient.Configuration(host: host, port: port, username: user, password: password,
+                                             database: database, tls: tls)
+        c.options.connectTimeout = .seconds(10)
+        c.options.minimumConnections = 0
+        c.options.maximumConnections = 4
+        c.options.connectionIdleTimeout = .seconds(60)
+        c.options.additionalStartupParameters = [("application_name", "syncledger")]
+        return c
+    }
+
     public func connectionConfiguration() throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS
         switch sslMode {

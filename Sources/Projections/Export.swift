@@ -1,6 +1,7 @@
 import Domain
 import EventLog
 import Foundation
+import JSONCore
 import Ledger
 
 /// Exports for auditors: the events exactly as stored (JSON Lines), or one CSV row per

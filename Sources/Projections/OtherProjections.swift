@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 import GRDB
 import JSONCore
@@ -142,6 +143,7 @@ public struct SyncLogsProjection: Projection {
             meta["rate_limit_waits"] = .number(Double(c.api.rateLimitWaits))
             meta["rate_limit_hit"] = .bool(c.api.rateLimitHit)
             meta["head_before"] = .string(c.headBefore)
+            if let missed = c.changesMissedByWebhooks { meta["changes_missed_by_webhooks"] = .number(Double(missed)) }
             try db.run(
                 """
                     UPDATE \(t("sync_logs")) SET completed_at = ?, duration_ms = ?, status = ?, appointments_new = ?,

@@ -3,6 +3,7 @@ import EventLog
 import Foundation
 import GRDB
 import Ledger
+import Synchronization
 
 /// Progress of a long fold, for a progress bar.
 public struct FoldProgress: Sendable {
@@ -29,44 +30,120 @@ public struct QuarantineEntry: Sendable, Hashable {
 /// The SQLite database of views, with each projection's checkpoint (last applied seq and that
 /// batch's chain hash) committed in the same transaction as its rows.
 public final class ProjectionStore: @unchecked Sendable {
-    // @unchecked: GRDB's DatabasePool serialises all access itself.
-    public let pool: DatabasePool
+    // @unchecked: every stored property is immutable or synchronised: GRDB's DatabasePool and
+    // DatabaseQueue serialise all access themselves, the settings below are an atomic and a
+    // mutex, the rebuild lock is a lock box.
+    public let pool: any DatabaseWriter
     public let projections: [any Projection]
+    /// True when the views are an in-memory copy of `projections.sqlite` (a store this process
+    /// must not write): catching up folds into the copy only, and nothing is saved.
+    public let inMemory: Bool
+    private let transactionSize = Atomic<Int>(2_000)
     /// Events applied per transaction while folding; each commit carries the checkpoint.
-    public var eventsPerTransaction = 2_000
+    public var eventsPerTransaction: Int {
+        get { transactionSize.load(ordering: .relaxed) }
+        set { transactionSize.store(newValue, ordering: .relaxed) }
+    }
+    private let stopCheck = Mutex<(@Sendable () -> Bool)?>(nil)
+    /// Polled by a rebuild between transactions: true stops it (`FoldInterrupted`), its shadow
+    /// tables dropped and the live views untouched.
+    public var shouldStop: (@Sendable () -> Bool)? {
+        get { stopCheck.withLock { $0 } }
+        set { stopCheck.withLock { $0 = newValue } }
+    }
     let rebuildLockPath: String
     private let rebuildLock = RebuildLock()
 
-    public init(path: String, projections: [any Projection] = allProjections) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            // Owner-only before SQLite creates it; the -wal and -shm files copy this mode.
-            let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-            if fd >= 0 { close(fd) }
-        }
+    /// Opens the views database at `path`, creating it when missing. `readOnly`: the file is only
+    /// read, through a read-only connection, into an in-memory copy (a missing file gives empty
+    /// views); nothing next to it is created or written. A damaged file throws `ViewsDamaged`.
+    public init(path: String, projections: [any Projection] = allProjections, readOnly: Bool = false) throws {
+        self.projections = projections
+        self.rebuildLockPath = path + ".rebuild-lock"
+        self.inMemory = readOnly
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.label = "projections"
         do {
-            pool = try DatabasePool(path: path, configuration: config)
-        } catch {
+            if readOnly {
+                pool = try Self.memoryCopy(of: path, configuration: config)
+            } else {
+                if !FileManager.default.fileExists(atPath: path) {
+                    // Owner-only before SQLite creates it; the -wal and -shm files copy this mode.
+                    let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+                    if fd >= 0 { close(fd) }
+                }
+                pool = try DatabasePool(path: path, configuration: config)
+            }
+            try pool.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE IF NOT EXISTS projection_state (
+                      name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+                      last_hash TEXT NOT NULL, updated_at TEXT NOT NULL);
+                    CREATE TABLE IF NOT EXISTS quarantine (
+                      projection TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, error TEXT NOT NULL,
+                      PRIMARY KEY (projection, seq));
+                    """)
+            }
+        } catch let error as DatabaseError where ViewsDamaged.isDamage(error) {
+            throw ViewsDamaged(path: path, reason: "\(error)")
+        } catch let error as DatabaseError
+                    where [.SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_AUTH].contains(error.resultCode) && !readOnly {
+            throw ViewsNotWritable(path: path, reason: "\(error)")
+        } catch let error as DatabaseError {
             throw LedgerError("cannot open the views database \(path): \(error)")
         }
-        self.projections = projections
-        self.rebuildLockPath = path + ".rebuild-lock"
-        try pool.write { db in
-            try db.execute(sql: """
-                CREATE TABLE IF NOT EXISTS projection_state (
-                  name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-                  last_hash TEXT NOT NULL, updated_at TEXT NOT NULL);
-                CREATE TABLE IF NOT EXISTS quarantine (
-                  projection TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, error TEXT NOT NULL,
-                  PRIMARY KEY (projection, seq));
-                """)
+        if !readOnly { try dropLeftoverShadowTables() }
+    }
+
+    /// A fresh in-memory database holding a copy of the file at `path` (empty when missing).
+    /// SQLite never opens the original: in WAL mode even a read-only connection creates -shm and
+    /// -wal files beside it (and root may), so the file (and its -wal) is copied into a private
+    /// temporary directory, read from there through a read-only connection, and removed.
+    static func memoryCopy(of path: String, configuration: Configuration) throws -> DatabaseQueue {
+        let memory = try DatabaseQueue(configuration: configuration)
+        guard FileManager.default.fileExists(atPath: path) else { return memory }
+        var template = Array((NSTemporaryDirectory() + "/syncledger-views-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw LedgerError("cannot make a temporary directory to read \(path)") }
+        let dir = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let copy = dir + "/projections.sqlite"
+        do {
+            try FileManager.default.copyItem(atPath: path, toPath: copy)
+            if FileManager.default.fileExists(atPath: path + "-wal") {
+                try FileManager.default.copyItem(atPath: path + "-wal", toPath: copy + "-wal")
+            }
+        } catch {
+            throw LedgerError("cannot read the views database \(path): \(error.localizedDescription)")
+        }
+        var readOnly = configuration
+        readOnly.readonly = true
+        let source = try DatabaseQueue(path: copy, configuration: readOnly)
+        try source.backup(to: memory)
+        try source.close()
+        return memory
+    }
+
+    /// Shadow tables a rebuild left behind when it was killed: the live tables never depend on
+    /// them, so they are dropped (they can double the file's size).
+    /// Skipped while another process holds the rebuild lock (its shadow tables are in use).
+    func dropLeftoverShadowTables() throws {
+        let sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_\\_shadow' ESCAPE '\\'"
+        guard try !pool.read({ try String.fetchAll($0, sql: sql) }).isEmpty else { return }
+        _ = try rebuildLock.hold(path: rebuildLockPath, wait: false) {
+            try pool.write { db in
+                for name in try String.fetchAll(db, sql: sql) { try db.execute(sql: "DROP TABLE IF EXISTS \(name)") }
+            }
         }
     }
 
-    public convenience init(store: Store, projections: [any Projection] = allProjections) throws {
-        try self.init(path: store.projectionsPath, projections: projections)
+    public convenience init(store: Store, projections: [any Projection] = allProjections, readOnly: Bool = false) throws {
+        try self.init(path: store.projectionsPath, projections: projections, readOnly: readOnly)
+    }
+
+    /// Empty views in memory, to fold the log into and compare (`verify --views`).
+    public static func scratch(projections: [any Projection] = allProjections) throws -> ProjectionStore {
+        try ProjectionStore(path: "/dev/null/no-such-views", projections: projections, readOnly: true)
     }
 
     struct Checkpoint {
@@ -96,22 +173,51 @@ public final class ProjectionStore: @unchecked Sendable {
         }
     }
 
-    /// Why a projection must be rebuilt before it can catch up, or nil when it can.
+    /// Why a projection must be rebuilt before it can catch up, or nil when it can. A checkpoint
+    /// the log no longer holds (beyond its end, or another chain hash there) is never a reason to
+    /// rebuild: the views are evidence of acknowledged events, so that is refused as a loss.
     func rebuildReason(_ p: any Projection, _ cp: Checkpoint?, _ log: EventLogReader, head: LogHead) throws -> String? {
         guard let cp else { return nil }
+        if cp.seq > 0 {
+            let evidence = HeadEvidence(head: LogHead(parsing: "\(cp.seq):\(cp.hash)") ?? LogHead(seq: cp.seq, hash: LogHead.empty.hash),
+                                        source: "the \(p.name) view's checkpoint in projections.sqlite")
+            if cp.seq > head.seq {
+                throw LedgerError(Trust.Loss(evidence: evidence, logHead: head, differs: false).message)
+            }
+            guard let batch = try log.batch(containing: cp.seq), batch.lastSeq == cp.seq,
+                hexString(batch.chainHash) == cp.hash
+            else {
+                throw LedgerError(Trust.Loss(evidence: evidence, logHead: head, differs: true).message)
+            }
+        }
         if cp.schemaVersion != p.schemaVersion {
             return "view \(p.name) is at schema version \(cp.schemaVersion) and this syncledger writes version \(p.schemaVersion)"
         }
-        if cp.seq == 0 { return nil }
-        if cp.seq > head.seq {
-            return "view \(p.name) has applied seq \(cp.seq) but the log ends at \(head.seq) (the log lost its tail)"
-        }
-        guard let batch = try log.batch(containing: cp.seq), batch.lastSeq == cp.seq,
-            hexString(batch.chainHash) == cp.hash
-        else {
-            return "view \(p.name) was built from a log whose chain at seq \(cp.seq) differs from this one"
-        }
         return nil
+    }
+
+    /// Each view's checkpoint in the database at `path` as evidence of an acknowledged head,
+    /// read through a read-only connection: nothing is created or written. A missing or
+    /// unreadable database gives none (`state/head` is the main evidence).
+    /// `readOnly`: the store must not be written; the file is read from a private copy.
+    public static func checkpointEvidence(path: String, readOnly: Bool = false) -> [HeadEvidence] {
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        var config = Configuration()
+        config.readonly = true
+        config.busyMode = .timeout(30)
+        let opened: DatabaseQueue? = readOnly ? try? memoryCopy(of: path, configuration: Configuration())
+            : try? DatabaseQueue(path: path, configuration: config)
+        guard let queue = opened else { return [] }
+        return (try? queue.read { db -> [HeadEvidence] in
+            guard try db.tableExists("projection_state") else { return [] }
+            return try Row.fetchAll(db, sql: "SELECT name, last_seq, last_hash FROM projection_state WHERE last_seq > 0").compactMap { row in
+                let name: String = row["name"]
+                let seq = UInt64(row["last_seq"] as Int64)
+                let hash: String = row["last_hash"]
+                guard let head = LogHead(parsing: "\(seq):\(hash)") else { return nil }
+                return HeadEvidence(head: head, source: "the \(name) view's checkpoint in projections.sqlite")
+            }
+        }) ?? []
     }
 
     /// Brings every projection up to the log's head: rebuilds those whose schema version or
@@ -121,10 +227,14 @@ public final class ProjectionStore: @unchecked Sendable {
         var report = FoldReport()
         let head = try reader.head()
         var stale: [any Projection] = []
-        for p in projections {
-            let cp = try pool.read { try checkpoint(p.name, $0) }
-            if let why = try rebuildReason(p, cp, reader.log, head: head) {
+        // Every checkpoint is checked against the log before anything is written.
+        let checkpoints = try projections.map { p in try pool.read { try checkpoint(p.name, $0) } }
+        let reasons = try zip(projections, checkpoints).map { p, cp in try rebuildReason(p, cp, reader.log, head: head) }
+        for (i, p) in projections.enumerated() {
+            let cp = checkpoints[i]
+            if let why = reasons[i] {
                 report.notes.append(why + "; rebuilt it from the log")
+                // (A lost log tail throws above instead: the views are never rebuilt down to it.)
                 stale.append(p)
             } else if cp == nil {
                 try pool.write { db in
@@ -218,21 +328,23 @@ public final class ProjectionStore: @unchecked Sendable {
     /// tables keep serving, then swaps them all in with one transaction. Interrupted, it leaves
     /// the live tables as they were (the shadow tables are dropped by the next rebuild).
     @discardableResult
-    public func rebuild(_ chosen: [any Projection], _ reader: LedgerReader,
+    public func rebuild(_ chosen: [any Projection], _ reader: LedgerReader, through: LogHead? = nil,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
-        try withRebuildLock { try rebuildLocked(chosen, reader, progress: progress) }
+        try withRebuildLock { try rebuildLocked(chosen, reader, through: through, progress: progress) }
     }
 
     /// Holds an exclusive flock on `projections.sqlite.rebuild-lock` around `body`, so two
     /// processes never fill the same shadow tables. Re-entrant within this store object.
     func withRebuildLock<T>(_ body: () throws -> T) throws -> T {
-        try rebuildLock.hold(path: rebuildLockPath, body)
+        // An in-memory copy is this process's alone.
+        if inMemory { return try body() }
+        return try rebuildLock.hold(path: rebuildLockPath, wait: true, body)!
     }
 
-    private func rebuildLocked(_ chosen: [any Projection], _ reader: LedgerReader,
+    private func rebuildLocked(_ chosen: [any Projection], _ reader: LedgerReader, through: LogHead?,
                                progress: ((FoldProgress) -> Void)?) throws -> FoldReport {
         var report = FoldReport()
-        let head = try reader.head()
+        let head = try through ?? reader.head()
         let label = chosen.count == projections.count ? "all views" : chosen.map(\.name).joined(separator: ", ")
         try pool.write { db in
             for p in chosen {
@@ -245,6 +357,14 @@ public final class ProjectionStore: @unchecked Sendable {
         var applied: UInt64 = 0
         var lastHash = hexString(LogHead.empty.hash)
         func flush() throws {
+            if shouldStop?() == true {
+                try pool.write { db in
+                    for p in chosen {
+                        for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
+                    }
+                }
+                throw FoldInterrupted()
+            }
             let events = buffer
             let q = try pool.write { db in
                 var q: [QuarantineEntry] = []
@@ -315,6 +435,37 @@ public final class ProjectionStore: @unchecked Sendable {
 }
 
 
+/// A rebuild stopped by `shouldStop`: its shadow tables were dropped, the live views are as before.
+public struct FoldInterrupted: Error, CustomStringConvertible, Sendable {
+    public init() {}
+    public var description: String { "the rebuild was interrupted; the live views are unchanged" }
+}
+
+/// `projections.sqlite` (or its directory) cannot be written by this process.
+public struct ViewsNotWritable: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var reason: String
+    public var description: String { "cannot write the views database \(path): \(reason)" }
+}
+
+/// `projections.sqlite` cannot be read as a database (not one, or corrupt).
+public struct ViewsDamaged: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var reason: String
+    public var description: String {
+        "the views database \(path) is damaged (\(reason)); `syncledger rebuild` recreates it from the log (the damaged file is moved aside)"
+    }
+
+    static func isDamage(_ error: DatabaseError) -> Bool {
+        error.resultCode == .SQLITE_NOTADB || error.resultCode == .SQLITE_CORRUPT
+    }
+
+    /// True for an error that says the database file is damaged.
+    public static func isDamage(_ error: any Error) -> Bool {
+        (error as? DatabaseError).map(isDamage) ?? (error is ViewsDamaged)
+    }
+}
+
 extension ProjectionStore {
     /// A synchronous read (GRDB's async overload is chosen in async contexts otherwise).
     public func readSync<T>(_ body: (Database) throws -> T) throws -> T {
@@ -326,11 +477,15 @@ extension ProjectionStore {
 /// catch-up (which already holds the lock) run without locking itself out.
 final class RebuildLock: @unchecked Sendable {
     // @unchecked: `depth` and `fd` are only touched under `mutex`, held for the whole body.
+    // Not `Synchronization.Mutex` (the package's lock elsewhere): this one must be re-entrant
+    // on the thread that holds it, and Mutex is not.
     private let mutex = NSRecursiveLock()
     private var depth = 0
     private var fd: Int32 = -1
 
-    func hold<T>(path: String, _ body: () throws -> T) throws -> T {
+    /// Runs `body` holding the lock. `wait: false`: returns nil at once when another process
+    /// holds it.
+    func hold<T>(path: String, wait: Bool, _ body: () throws -> T) throws -> T? {
         mutex.lock()
         defer { mutex.unlock() }
         if depth == 0 {
@@ -338,7 +493,12 @@ final class RebuildLock: @unchecked Sendable {
             guard fd >= 0 else {
                 throw LedgerError("cannot open \(path) to serialise rebuilds: \(String(cString: strerror(errno)))")
             }
-            while flock(fd, LOCK_EX) != 0 {
+            while flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
+                if !wait && errno == EWOULDBLOCK {
+                    close(fd)
+                    fd = -1
+                    return nil
+                }
                 guard errno == EINTR else {
                     let err = errno
                     close(fd)

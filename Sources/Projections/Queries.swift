@@ -9,7 +9,8 @@ public struct ViewRow: Sendable, Hashable {
     public var columns: [String]
     public var values: [JSONValue]
     public subscript(_ column: String) -> JSONValue? {
-        columns.firstIndex(of: column).map { values[$0] }
+        get { columns.firstIndex(of: column).map { values[$0] } }
+        set { if let i = columns.firstIndex(of: column) { values[i] = newValue ?? .null } }
     }
     public var json: JSONValue {
         .object(Dictionary(uniqueKeysWithValues: zip(columns, values)))
@@ -123,5 +124,40 @@ public enum Views {
         sql += " ORDER BY started_at DESC, start_seq DESC"
         if let limit { sql += " LIMIT ?"; args.append(limit) }
         return try viewRows(db, columns: cols, sql: sql, arguments: StatementArguments(args))
+    }
+}
+
+extension Views {
+    /// The roster the views attribute appointments with (the latest `roster.observed`), or nil
+    /// before any run recorded one. It holds the patients' names: print them, never log them.
+    public static func roster(_ db: Database) throws -> RosterObserved? {
+        guard try db.tableExists("appointments_roster"),
+            let text = try String.fetchOne(db, sql: "SELECT roster FROM appointments_roster WHERE id = 1") else { return nil }
+        return try? JSONDecoder().decode(RosterObserved.self, from: Data(text.utf8))
+    }
+}
+
+extension Views {
+    /// Columns of the appointment shown beside a link or a location.
+    static let appointmentContext = ["start_at", "end_at", "patient_id", "organization_id", "status", "removed"]
+
+    /// `appointment_meeting_urls` rows with the appointment's time, patient, organization, status.
+    public static func meetingURLsWithAppointments(_ db: Database, _ f: AppointmentFilter) throws -> [ViewRow] {
+        let cols = MeetingURLsProjection.columns
+        let (w, args) = scope(f, alias: "m")
+        return try viewRows(
+            db, columns: cols + appointmentContext,
+            sql: "SELECT \((cols.map { "m." + $0 } + appointmentContext.map { "a." + $0 }).joined(separator: ", ")) FROM appointment_meeting_urls m LEFT JOIN appointments a USING (appointment_id)\(w) ORDER BY a.start_at, m.appointment_id",
+            arguments: args)
+    }
+
+    /// `appointment_locations` rows with the appointment's time, patient, organization, status.
+    public static func locationsWithAppointments(_ db: Database, _ f: AppointmentFilter) throws -> [ViewRow] {
+        let cols = LocationsProjection.columns
+        let (w, args) = scope(f, alias: "l")
+        return try viewRows(
+            db, columns: cols + appointmentContext,
+            sql: "SELECT \((cols.map { "l." + $0 } + appointmentContext.map { "a." + $0 }).joined(separator: ", ")) FROM appointment_locations l LEFT JOIN appointments a USING (appointment_id)\(w) ORDER BY a.start_at, l.appointment_id",
+            arguments: args)
     }
 }

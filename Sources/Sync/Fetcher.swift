@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 import IntakeQ
 import JSONCore
@@ -32,6 +33,17 @@ struct FetchResult: Sendable {
     /// Requests that failed after retries plus objects that failed to decode.
     var errorCount = 0
     var anythingFetched = false
+    /// The run was interrupted (SIGINT/SIGTERM cancel its task): fetching stopped there.
+    var interrupted = false
+
+    /// Marks the fetch interrupted; returns it for `return r.stop()`-style use.
+    mutating func interrupt() -> FetchResult {
+        interrupted = true
+        fatal = "interrupted"
+        return self
+    }
+    /// An "ids" run: the ids whose lookup finished.
+    var processed: [String] = []
 }
 
 /// Plans and makes the run's API calls: settings once, one window crawl (or a `client=`
@@ -51,6 +63,7 @@ struct Fetcher {
             if hash != settingsHash { r.settings = ObservedSettings(hash: hash, raw: s.raw) }
         } catch {
             if note(error, into: &r) { return r }
+            if Task.isCancelled { return r.interrupt() }
             // The first call could not reach IntakeQ at all: the rest would wait out the same
             // retries one by one. Stop, and say so once.
             if let e = error as? IntakeQError, e.code == .transport || e.code == .timeout {
@@ -58,10 +71,36 @@ struct Fetcher {
                 return r
             }
         }
+        if Task.isCancelled { return r.interrupt() }
         progress?("fetching appointments \(plan.windowStartDay) … \(plan.windowEndDay)")
         var query = AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay)
         if plan.patientId != nil, let email = plan.patientEmail { query.client = email }
-        let crawl = await client.crawl(query, pageCap: plan.pageCap)
+        var crawl = await client.crawl(query, pageCap: plan.pageCap)
+        if let pid = plan.patientId, query.client != nil, crawl.fatal == nil {
+            // `client=` matches the roster email against IntakeQ's: a stale email finds nothing.
+            // When the patient has appointments we know of and the search returned none of theirs,
+            // say so and, budget allowing, crawl the window and filter by ClientId instead.
+            let knownHere = known.values.filter { !$0.removed && plan.inScope($0) && plan.inWindow($0) }
+            let foundTheirs = crawl.appointments.contains { a in
+                guard let f = try? AppointmentFacts(object: a.value) else { return false }
+                return plan.inScope(f)
+            }
+            if !knownHere.isEmpty, !foundTheirs {
+                let warning = "patient \(pid): IntakeQ's client= search by the roster email returned none of their \(knownHere.count) known appointment(s); the roster email may be stale (compare it with IntakeQ's)"
+                // The window crawl costs about one page per 100 appointments of the whole practice:
+                // the known ones are a floor; keep a few calls for deletedOnly and lookups.
+                let needed = known.count * 2 / IntakeQClient.pageSize + 2 + 5
+                let remaining = await client.limiter.remainingToday()
+                if remaining >= needed {
+                    r.warnings.append(warning + "; fell back to the window crawl filtered by ClientId")
+                    progress?("client= found nothing for \(pid); crawling the window instead")
+                    crawl = await client.crawl(AppointmentQuery(startDate: plan.windowStartDay, endDate: plan.windowEndDay),
+                                               pageCap: plan.pageCap)
+                } else {
+                    r.warnings.append(warning + "; not enough of today's API budget left (\(remaining) calls) to crawl the window instead")
+                }
+            }
+        }
         r.crawled = crawl.appointments
         r.crawlComplete = crawl.complete
         // "Nothing could be fetched" is about appointments: settings alone do not count.
@@ -74,6 +113,10 @@ struct Fetcher {
             _ = note(fatal, into: &r)
             return r
         }
+        if Task.isCancelled {
+            r.crawlComplete = false
+            return r.interrupt()
+        }
         progress?("fetched \(crawl.appointments.count) appointments in \(crawl.pagesFetched) pages; polling deleted")
         // Deletions in the run's window only: unbounded, the poll would page through every
         // deletion ever made on every run.
@@ -85,6 +128,10 @@ struct Fetcher {
         if let fatal = deleted.fatal {
             _ = note(fatal, into: &r)
             return r
+        }
+        if Task.isCancelled {
+            r.crawlComplete = false
+            return r.interrupt()
         }
         guard r.crawlComplete else { return r }
         // Removal needs evidence: look up what a complete crawl no longer returns.
@@ -100,23 +147,50 @@ struct Fetcher {
         }
         for (i, k) in missing.enumerated() {
             progress?("looking up \(i + 1)/\(missing.count) appointments the crawl no longer returns")
+            if Task.isCancelled { return r.interrupt() }
             do {
                 r.lookedUp[k.id] = .some(try await client.appointment(id: k.id))
             } catch {
+                if Task.isCancelled { return r.interrupt() }
                 if note(error, into: &r) { return r }
             }
         }
         return r
     }
 
+    /// The "ids" scope: one `GET /appointments/{id}` per id, in order, through the shared limiter.
+    /// A 404 is evidence of removal; a spent budget or a refused key stops the run (the rest wait
+    /// for the next one); an id IntakeQ could not answer stays to do; an undecodable answer is done
+    /// (asking again would spend the budget on the same bytes).
+    func fetch(ids: [String]) async -> FetchResult {
+        var r = FetchResult()
+        r.crawlComplete = true
+        for (i, id) in ids.enumerated() {
+            progress?("looking up \(i + 1)/\(ids.count) appointments by id")
+            do {
+                r.lookedUp[id] = .some(try await client.appointment(id: id))
+                r.processed.append(id)
+            } catch {
+                if let e = error as? IntakeQError, e.code == .decode { r.processed.append(id) }
+                if note(error, into: &r) { break }
+            }
+        }
+        r.anythingFetched = !r.processed.isEmpty
+        return r
+    }
+
     /// Records an error; returns true when it must stop the run.
     func note(_ error: any Error, into r: inout FetchResult) -> Bool {
+        if error is CancellationError {
+            _ = r.interrupt()
+            return true
+        }
         guard let e = error as? IntakeQError else {
             r.errors.append("\(error)")
             r.errorCount += 1
             return false
         }
-        if e.code == .unauthorized || e.code == .dailyBudgetExhausted {
+        if e.isFatalForRun {
             // A refused key or a spent budget is a request that failed: it counts as an error.
             r.unauthorized = e.code == .unauthorized
             r.fatal = e.description

@@ -1,17 +1,23 @@
+import Domain
 import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
+import Projections
 
 /// The scope of a sync: partner organizations, their patients with IntakeQ client ids, and
 /// the practitioner → provider mapping (DESIGN.md, "Sync semantics").
 public struct Roster: Sendable, Hashable {
     public var organizations: [RosterObserved.Organization]
     public var practitioners: [RosterObserved.Practitioner]
+    /// The practice's IANA time zone (`"timezone"`), for local days and times; validated on load.
+    public var timezone: String?
 
-    public init(organizations: [RosterObserved.Organization], practitioners: [RosterObserved.Practitioner]) {
+    public init(organizations: [RosterObserved.Organization], practitioners: [RosterObserved.Practitioner],
+                timezone: String? = nil) {
         self.organizations = organizations
         self.practitioners = practitioners
+        self.timezone = timezone
     }
 
     /// Loads a roster file; every error names the file and, for bad content, the JSON path.
@@ -44,10 +50,12 @@ public struct Roster: Sendable, Hashable {
                 let pp = "\(p).patients[\(j)]"
                 guard case .object = pat else { throw fail(pp, "must be an object") }
                 guard let pid = pat["id"]?.stringValue, !pid.isEmpty else { throw fail(pp + ".id", "is missing or empty") }
-                guard let cid = pat["intakeq_client_id"], !cid.isNull, let client = cid.stringValue, !client.isEmpty else {
+                guard let cid = pat["intakeq_client_id"], !cid.isNull else {
                     throw fail(pp + ".intakeq_client_id", "is missing (a number or a string)")
                 }
-                if case .bool = cid { throw fail(pp + ".intakeq_client_id", "must be a number or a string") }
+                guard let client = Self.clientId(cid) else {
+                    throw fail(pp + ".intakeq_client_id", "must be a positive whole number (like 4101 or \"4101\"), not \(cid.canonicalText)")
+                }
                 guard seenPatients.insert(pid).inserted else { throw fail(pp + ".id", "repeats patient id \(pid)") }
                 // Two patients with one IntakeQ client would file one person's appointments
                 // under the other: refuse, naming the patients by id only.
@@ -62,23 +70,49 @@ public struct Roster: Sendable, Hashable {
         var practitioners: [RosterObserved.Practitioner] = []
         if let list = v["practitioners"], !list.isNull {
             guard case .array(let prs) = list else { throw fail("$.practitioners", "must be a list") }
+            var mapped: [String: Int] = [:]
             for (i, pr) in prs.enumerated() {
                 guard let iq = pr["intakeq_id"]?.stringValue, let prov = pr["provider_id"]?.stringValue else {
                     throw fail("$.practitioners[\(i)]", "needs intakeq_id and provider_id")
                 }
+                if let first = mapped[iq] {
+                    throw fail("$.practitioners[\(i)].intakeq_id", "maps practitioner \(iq) again (already $.practitioners[\(first)]); map each practitioner once")
+                }
+                mapped[iq] = i
                 practitioners.append(.init(intakeqId: iq, providerId: prov))
             }
         }
-        return Roster(organizations: organizations, practitioners: practitioners)
+        var timezone: String?
+        if let tz = v["timezone"], !tz.isNull {
+            guard case .string(let name) = tz else { throw fail("$.timezone", "must be an IANA time zone name such as \"America/Denver\"") }
+            do { _ = try PracticeZone.load(name) } catch let e as LocalTimeError { throw fail("$.timezone", e.message) }
+            timezone = name
+        }
+        return Roster(organizations: organizations, practitioners: practitioners, timezone: timezone)
+    }
+
+    /// An IntakeQ client id: a positive whole number, given as a number or a string of digits.
+    /// `4101.5`, `-1`, `0`, `" 4101 "` and `"4101x"` are refused (they would match nobody).
+    static func clientId(_ v: JSONValue) -> String? {
+        let text: String
+        switch v {
+        case .number(let d):
+            guard d >= 1, d <= 9_007_199_254_740_991, d.rounded() == d else { return nil }
+            text = String(Int64(d))
+        case .string(let s): text = s
+        default: return nil
+        }
+        guard !text.isEmpty, text.utf8.allSatisfy({ (48...57).contains($0) }), text.first != "0", text.count <= 18 else { return nil }
+        return text
     }
 
     public var hash: String {
-        let o = RosterObserved(organizations: organizations, practitioners: practitioners, rosterHash: "")
+        let o = RosterObserved(organizations: organizations, practitioners: practitioners, rosterHash: "", timezone: timezone)
         return sha256Hex(encodeData(o))
     }
 
     public var observed: RosterObserved {
-        RosterObserved(organizations: organizations, practitioners: practitioners, rosterHash: hash)
+        RosterObserved(organizations: organizations, practitioners: practitioners, rosterHash: hash, timezone: timezone)
     }
 
     public func organization(_ id: String) -> RosterObserved.Organization? { organizations.first { $0.id == id } }

@@ -71,10 +71,9 @@ struct SyncDiff {
     private mutating func observe(_ a: FetchedAppointment, requireWindow: Bool) {
         let id = a.id
         guard !handled.contains(id) else { return }
-        let value = a.value
         let facts: AppointmentFacts
         do {
-            facts = try AppointmentFacts(object: value)
+            facts = try AppointmentFacts(object: a.value)
         } catch {
             decodeErrors += 1
             return
@@ -89,6 +88,11 @@ struct SyncDiff {
             }
             return
         }
+        // Minimum necessary inside the appointment too: non-roster people of a group appointment
+        // and credentials are removed before anything is hashed, diffed or recorded.
+        let redaction = Redaction.apply(a.value, rosterClients: plan.rosterClients)
+        let value = redaction.object
+        let raw = redaction.changed ? Array(value.canonicalText.utf8) : a.raw
         let prior = known[id]
         if requireWindow, !plan.inWindow(facts) {
             // Outside the exact window: only a change to an appointment we track counts.
@@ -105,7 +109,7 @@ struct SyncDiff {
         }
         let hash = contentHash(of: value)
         guard let prior else {
-            discovered.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: [], object: a.raw))
+            discovered.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: [], object: raw))
             return
         }
         if prior.contentHash == hash, !prior.removed {
@@ -126,14 +130,15 @@ struct SyncDiff {
             unchanged.append(.init(id: id, hash: hash))
             return
         }
-        changed.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: fields, object: a.raw))
+        changed.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: fields, object: raw))
     }
 
-    func events(runId: String) -> [NewEvent] {
-        discovered.map {
-            NewEvent(type: .appointmentDiscovered, run: runId, stream: Streams.appointment($0.appointmentId), data: $0.encodeData(includeChangedFields: false))
+    /// The events to append; `seal` takes the personal data out of each observation.
+    func events(runId: String, seal: (AppointmentObservation) throws -> AppointmentObservation = { $0 }) throws -> [NewEvent] {
+        try discovered.map {
+            NewEvent(type: .appointmentDiscovered, run: runId, stream: Streams.appointment($0.appointmentId), data: try seal($0).encodeData(includeChangedFields: false))
         } + changed.map {
-            NewEvent(type: .appointmentChanged, run: runId, stream: Streams.appointment($0.appointmentId), data: $0.encodeData(includeChangedFields: true))
+            NewEvent(type: .appointmentChanged, run: runId, stream: Streams.appointment($0.appointmentId), data: try seal($0).encodeData(includeChangedFields: true))
         } + removed.map {
             NewEvent(type: .appointmentRemoved, run: runId, stream: Streams.appointment($0.appointmentId), data: encodeData($0))
         }
@@ -142,7 +147,7 @@ struct SyncDiff {
     /// `failed` when the key was refused or nothing could be fetched; `partial_success` when
     /// some requests failed after retries; `completed` otherwise.
     func status(_ fetch: FetchResult) -> String {
-        if fetch.unauthorized || !fetch.anythingFetched { return "failed" }
+        if fetch.interrupted || fetch.unauthorized || !fetch.anythingFetched { return "failed" }
         // An incomplete crawl (a failed page, the page cap) removed nothing it should have:
         // not a clean run, even when no request failed.
         if fetch.fatal != nil || counted > 0 || !fetch.crawlComplete { return "partial_success" }

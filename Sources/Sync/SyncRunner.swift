@@ -2,6 +2,7 @@ import Domain
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Logging
 import Projections
@@ -20,6 +21,13 @@ public struct SyncRequest: Sendable {
     public var triggeredBy = "cli"
     /// Bounds the crawl; a crawl that reaches it is incomplete (and removes nothing).
     public var pageCap = 200
+    /// The "ids" scope (webhook runs): instead of crawling the window, look up exactly these
+    /// appointments by id (`GET /appointments/{id}`), and record what changed. The sync type
+    /// defaults to `webhook`. Not combined with an organization or patient.
+    public var appointmentIds: [String]?
+    /// The run's id (a UUID, lowercase) when the caller chose it in advance (a queued run the
+    /// server has already answered with); a new one otherwise.
+    public var runId: String?
 
     public init(roster: Roster, organizationId: String? = nil, patientId: String? = nil, syncType: String? = nil,
                 now: Date? = nil, daysBack: Int = 90, daysAhead: Int = 90, triggeredBy: String = "cli") {
@@ -53,6 +61,15 @@ public struct SyncOutcome: Sendable {
     public var head: LogHead
     public var durationMs: Int64
     public var abandoned: [String]
+    /// The run was interrupted (its task cancelled by SIGINT/SIGTERM) and recorded as failed.
+    public var interrupted = false
+    /// The run is fully recorded in the log, but bringing the views up to date failed: this says why.
+    public var viewsError: String?
+    /// One-time notices of the run (the master key created beside the log), for the caller to show.
+    public var notices: [String] = []
+    /// In an "ids" run: the ids whose lookup finished (found, 404, or undecodable); the others
+    /// (the budget ran out, IntakeQ could not be reached) are still to do.
+    public var processedIds: [String] = []
 
     /// 0 completed, 2 partial_success, 1 failed.
     public var exitCode: Int32 {
@@ -74,6 +91,8 @@ public let toolVersion = "0.1.0"
 
 /// Runs one sync: fetches the window from IntakeQ, diffs it against the ledger, appends what
 /// changed, and brings the views up to date. Holds the store's single-writer lock throughout.
+/// Its file and SQLite work runs on `StoreIO`'s own thread, never on the cooperative pool.
+@StoreIO
 public final class SyncRunner {
     let writer: LedgerWriter
     let reader: LedgerReader
@@ -82,10 +101,16 @@ public final class SyncRunner {
     let logger: Logger
     let progress: (@Sendable (String) -> Void)?
 
+    let keys: KeyRing
+
+    /// `keys`: the key store personal data is sealed with; the store's own (`store.keysPath`,
+    /// created on first use) when nil.
     public init(writer: LedgerWriter, views: ProjectionStore, client: IntakeQClient, logger: Logger,
-                progress: (@Sendable (String) -> Void)? = nil) throws {
+                progress: (@Sendable (String) -> Void)? = nil, keys: KeyRing? = nil) throws {
         self.writer = writer
-        self.reader = try LedgerReader(store: writer.store)
+        let keys = try keys ?? KeyRing.open(directory: writer.store.keysPath, create: true)
+        self.keys = keys
+        self.reader = try LedgerReader(store: writer.store, keys: keys)
         self.views = views
         self.client = client
         self.logger = logger
@@ -94,9 +119,25 @@ public final class SyncRunner {
 
     public func run(_ request: SyncRequest) async throws -> SyncOutcome {
         let started = ISOTime.nowMillis()
+        // A forgotten patient is outside the roster from then on: their appointments are out of
+        // scope, and in a group appointment they are redacted like anyone not in the roster.
+        var request = request
+        var forgottenWarnings: [String] = []
+        for p in request.roster.allPatients where self.keys.isForgotten(p.id) {
+            forgottenWarnings.append("patient \(p.id) was forgotten (`syncledger forget`); left out of this run's roster")
+        }
+        if !forgottenWarnings.isEmpty {
+            request.roster.organizations = request.roster.organizations.map { o in
+                var o = o
+                o.patients = o.patients.filter { !self.keys.isForgotten($0.id) }
+                return o
+            }
+        }
         let plan = try SyncPlan(request)
+        let ring = self.keys
+        let patientOf = Dictionary(request.roster.allPatients.map { ($0.intakeqClientId, $0.id) }, uniquingKeysWith: { a, _ in a })
         try views.catchUp(reader)
-        let runId = UUID().uuidString.lowercased()
+        let runId = request.runId ?? UUID().uuidString.lowercased()
 
         // 1. Close out runs that never completed, then record the start (and the roster, if new).
         var opening: [NewEvent] = []
@@ -107,7 +148,8 @@ public final class SyncRunner {
         }
         opening.append(NewEvent(type: .syncStarted, run: runId, stream: Streams.syncRun(runId), data: encodeData(plan.started(runId: runId, request: request))))
         if try views.lastRosterHash() != request.roster.hash {
-            opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster, data: encodeData(request.roster.observed)))
+            opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster,
+                                    data: try PersonalData.sealRoster(request.roster.observed, key: ring.key(for:))))
         }
         try writer.append(opening)
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
@@ -115,11 +157,27 @@ public final class SyncRunner {
         // 2. Fetch and diff.
         let views = self.views
         var diff = SyncDiff(plan: plan, known: try views.knownAppointments(), priorObject: { try views.recordedObject($0) })
-        let fetch = await Fetcher(client: client, plan: plan, progress: progress).fetch(known: diff.known, settingsHash: try views.lastSettingsHash(reader))
+        let fetcher = Fetcher(client: client, plan: plan, progress: progress)
+        let fetch: FetchResult
+        if let ids = request.appointmentIds {
+            fetch = await fetcher.fetch(ids: ids)
+        } else {
+            fetch = await fetcher.fetch(known: diff.known, settingsHash: try views.lastSettingsHash(reader))
+        }
         diff.apply(fetch)
 
         // 3. Append the observations, then sync.completed as a batch of its own.
-        var events = diff.events(runId: runId)
+        var events = try diff.events(runId: runId) { obs in
+            var obs = obs
+            let value = try FastJSON.parse(obs.object)
+            let (clear, parts) = try PersonalData.sealAppointment(
+                value, appointmentId: obs.appointmentId, patientOf: { patientOf[$0] }, key: ring.key(for:))
+            if !parts.isEmpty {
+                obs.object = Array(clear.canonicalText.utf8)
+                obs.sealed = parts
+            }
+            return obs
+        }
         if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
         for chunk in stride(from: 0, to: events.count, by: 1000) {
             try writer.append(Array(events[chunk..<min(chunk + 1000, events.count)]))
@@ -133,16 +191,28 @@ public final class SyncRunner {
         api.rateLimitHit = stats.rateLimitHit
         let status = diff.status(fetch)
         let durationMs = ISOTime.nowMillis() - started
-        let completed = SyncCompleted(
-            status: status, counts: diff.counts, api: api, warnings: diff.warnings + fetch.warnings,
+        var completed = SyncCompleted(
+            status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
             errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
             unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
+        // Once webhooks feed this store, every change the nightly crawl still finds is one no
+        // webhook brought (a webhook's run would have recorded it already).
+        if plan.syncType == "automated_daily", try views.hasRun(ofType: "webhook") {
+            completed.changesMissedByWebhooks = diff.counts.new + diff.counts.updated + diff.counts.removed
+        }
         try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
-        try views.catchUp(reader)
-        return SyncOutcome(
+        // The run is recorded whatever happens next: a failure to update the views is not a
+        // failed run (the next command catches them up).
+        var viewsError: String?
+        do { try views.catchUp(reader) } catch { viewsError = "\(error)" }
+        var outcome = SyncOutcome(
             runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
             warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,
             head: writer.head, durationMs: durationMs, abandoned: open)
+        outcome.interrupted = fetch.interrupted
+        outcome.viewsError = viewsError
+        outcome.processedIds = fetch.processed
+        return outcome
     }
 }
 
@@ -164,6 +234,8 @@ struct SyncPlan: Sendable {
     var windowStartDay: String
     var windowEndDay: String
     var pageCap: Int
+    /// Appointments looked up by id instead of a crawl.
+    var appointmentIds: [String]?
 
     init(_ r: SyncRequest) throws {
         guard r.daysBack >= 0, r.daysAhead >= 0, r.daysBack <= 3650, r.daysAhead <= 3650 else {
@@ -179,11 +251,20 @@ struct SyncPlan: Sendable {
         windowStartDay = ISOTime.day(millis: windowStart - 86_400_000)
         windowEndDay = ISOTime.day(millis: windowEnd + 86_400_000)
         pageCap = r.pageCap
+        appointmentIds = r.appointmentIds
         knownPractitioners = Set(r.roster.practitioners.map(\.intakeqId))
         rosterClients = Set(r.roster.allPatients.map(\.intakeqClientId))
         organizationId = r.organizationId
         patientId = r.patientId
-        if let pid = r.patientId {
+        if let ids = r.appointmentIds {
+            guard r.organizationId == nil, r.patientId == nil else {
+                throw SyncError("a run by appointment ids takes no organization or patient")
+            }
+            guard !ids.isEmpty else { throw SyncError("a run by appointment ids needs at least one id") }
+            scopeClients = rosterClients
+            patientsInScope = 0
+            syncType = r.syncType ?? "webhook"
+        } else if let pid = r.patientId {
             guard let (p, o) = r.roster.patient(pid) else {
                 throw SyncError("patient \(pid) is not in the roster; use a roster patient id (the \"id\" field)")
             }
@@ -227,6 +308,7 @@ struct SyncPlan: Sendable {
         SyncStarted(
             syncType: syncType, organizationId: organizationId, patientId: patientId,
             window: DateWindow(start: ISOTime.format(millis: windowStart), end: ISOTime.format(millis: windowEnd)),
-            triggeredBy: request.triggeredBy, toolVersion: toolVersion, now: ISOTime.format(millis: nowMillis))
+            triggeredBy: request.triggeredBy, toolVersion: toolVersion, now: ISOTime.format(millis: nowMillis),
+            appointmentIds: appointmentIds)
     }
 }

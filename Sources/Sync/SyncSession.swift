@@ -1,4 +1,3 @@
-import Dispatch
 import Domain
 import EventLog
 import Foundation
@@ -26,6 +25,8 @@ public struct SyncConfiguration: Sendable {
     public var progress: (@Sendable (String) -> Void)?
     /// The log's options (segment size); the defaults everywhere but in tests.
     public var logOptions = LogOptions()
+    /// The key store (`--keys DIR`); `STORE/keys` when nil.
+    public var keysPath: String?
 
     public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
                 policy: RateLimitPolicy = RateLimitPolicy(), waitLock: Double? = nil, maxRetries: Int = 4,
@@ -70,9 +71,20 @@ public enum SyncSession {
     /// Calls a run needs at the least: settings, one page, the deletedOnly poll.
     public static let minimumCalls = 3
 
+    @StoreIO
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
-        let store = try Store.openOrCreate(config.storePath)
+        // A master key file named but unreadable fails before anything is created or written.
+        if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {
+            _ = try KeyRing.checkMasterKeyFile(named)
+        }
+        var store = try Store.openOrCreate(config.storePath)
+        store.keysDirectory = config.keysPath
+        var notices: [String] = []
+        let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
+        // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
+        // events is refused with nothing written. The writer checks `state/head` again under its lock.
+        try Trust.requireNoLoss(store)
         let writer: LedgerWriter
         do {
             writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
@@ -88,6 +100,7 @@ public enum SyncSession {
         let limiter = RateLimiter(policy: config.policy, clock: config.clock,
                                   store: FileCallRecord(path: store.statePath + "/api-calls.json"))
         let remaining = await limiter.remainingToday()
+        let minimumCalls = config.request.appointmentIds == nil ? Self.minimumCalls : 1
         if remaining < minimumCalls {
             let reset = await limiter.resetsAt().map { ISOTime.format($0) } ?? "within 24 hours"
             throw SyncSessionError(
@@ -99,17 +112,9 @@ public enum SyncSession {
                                    maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
                                    logger: config.logger)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
-                                    progress: config.progress)
-        return try await runner.run(config.request)
-    }
-}
-
-/// Runs blocking work (file I/O, fsync, SQLite, flock) on a Dispatch thread instead of Swift's
-/// cooperative pool, whose few threads must stay free for the server's event handling.
-public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
-        DispatchQueue.global(qos: .userInitiated).async {
-            cont.resume(with: Result { try body() })
-        }
+                                    progress: config.progress, keys: keys)
+        var outcome = try await runner.run(config.request)
+        outcome.notices = notices
+        return outcome
     }
 }

@@ -1,6 +1,7 @@
 import Domain
 import Foundation
 import Ledger
+import TestSupport
 
 /// Names, services, locations and practitioners the synthetic appointments draw from, shaped
 /// like Fixtures/practice/day-01.json.

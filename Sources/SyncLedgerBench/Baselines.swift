@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Ledger
+import TestSupport
 
 /// What a team would otherwise build, on the same envelope bytes: a plain SQLite events table
 /// (WAL, synchronous=FULL so a commit is durable like our append, one transaction per batch),
@@ -114,17 +115,13 @@ struct Baselines {
         m["lz4_cli_bytes_per_event"] = Double(fileSize(outPath)) / Double(events)
     }
 
+    /// Runs a baseline tool with its stdout going straight to `stdout` (a file, or /dev/null),
+    /// so the timing is the tool's alone.
     func run(_ exe: String, _ args: [String], stdout: String) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        guard FileManager.default.createFile(atPath: stdout, contents: nil) || stdout == "/dev/null",
-            let out = FileHandle(forWritingAtPath: stdout)
-        else { throw BenchError("cannot write \(stdout)") }
-        defer { try? out.close() }
-        p.standardOutput = out
-        try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw BenchError("\(exe) \(args.joined(separator: " ")) exited \(p.terminationStatus)") }
+        guard FileManager.default.createFile(atPath: stdout, contents: nil) || stdout == "/dev/null" else {
+            throw BenchError("cannot write \(stdout)")
+        }
+        let r = try ProcessRunner.runBlocking(exe, args, stdoutPath: stdout)
+        guard r.status == 0, !r.signaled else { throw BenchError("\(exe) \(args.joined(separator: " ")) exited \(r.status)") }
     }
 }

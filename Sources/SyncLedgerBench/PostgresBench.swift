@@ -44,6 +44,9 @@ struct PostgresBench {
     mutating func run(dir: String, events: Int, source: inout some EventSource) throws {
         let schema = "syncledger_bench"
         let sink = try PostgresSink(url: url, schema: schema)
+        // The sink's connection pool runs for the whole phase.
+        let running = Task { try await sink.run() }
+        defer { running.cancel() }
         let store = try Store.openOrCreate(dir + "/pg-store")
         let writer = try LedgerWriter(store: store)
         var batch: [NewEvent] = []

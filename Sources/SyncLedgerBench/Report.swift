@@ -17,11 +17,32 @@ struct Summary {
         "as_of_ms", "peak_rss_mb", "sqlite_append_events_per_s", "sqlite_replay_events_per_s",
         "sqlite_replay_mb_per_s", "sqlite_bytes_per_event", "lz4_cli_compress_events_per_s",
         "lz4_cli_decompress_events_per_s", "lz4_cli_bytes_per_event", "fdatasync_p50_ms", "fdatasync_p99_ms",
-        "rebuild_s", "pg_full_load_s", "pg_full_load_events_per_s", "sqlite_catchup_s", "pg_catchup_s",
+        "pg_full_load_s", "pg_full_load_events_per_s", "sqlite_catchup_s", "pg_catchup_s",
         "pg_catchup_events", "pg_catchup_rows", "pg_catchup_events_per_s", "pg_copy_floor_rows", "pg_copy_floor_s",
         "pg_copy_floor_events_per_s", "pg_rebuild_s", "pg_rebuild_events", "pg_reader_queries", "pg_reader_p50_ms",
         "pg_reader_p99_ms", "pg_reader_errors",
+        "rebuild_s", "append_no_evidence_events_per_s", "single_append_no_evidence_p50_ms",
+        "single_append_no_evidence_p99_ms",
+        "rebuild_s", "sealed_append_events_per_s", "sealed_log_bytes_per_event", "sealed_replay_events_per_s",
+        "sealed_rebuild_events_per_s", "sealed_raw_json_bytes_per_event", "sealed_views_bytes_per_event",
     ]
+
+    /// Encryption off vs on: each figure and the ratio on/off.
+    func encryptionTable() -> String {
+        let rows = [
+            ("durable append, batches of 1,000 (events/s)", "append_events_per_s"),
+            ("full replay (events/s)", "replay_events_per_s"),
+            ("rebuild of all views (events/s)", "rebuild_events_per_s"),
+            ("log bytes on disk per event", "log_bytes_per_event"),
+            ("raw JSON Lines bytes per event", "raw_json_bytes_per_event"),
+            ("views bytes on disk per event", "views_bytes_per_event"),
+        ]
+        var lines = ["| figure | encryption off | encryption on | on / off |", "| --- | ---: | ---: | ---: |"]
+        for (label, k) in rows {
+            lines.append("| \(label) | \(cell(k)) | \(cell("sealed_" + k)) | \(ratio("sealed_" + k, k)) |")
+        }
+        return lines.joined(separator: "\n")
+    }
 
     func json(extra: [String: Any]) -> String {
         var out: [String: Any] = extra
@@ -61,6 +82,9 @@ struct Summary {
             ("durable append (MB/s of JSON Lines)", "append_mb_per_s", nil, nil),
             ("single-event durable append p50 (ms)", "single_append_p50_ms", nil, "fdatasync_p50_ms"),
             ("single-event durable append p99 (ms)", "single_append_p99_ms", nil, "fdatasync_p99_ms"),
+            ("durable append, batches of 1,000, no head evidence (events/s)", "append_no_evidence_events_per_s", nil, nil),
+            ("single-event durable append p50, no head evidence (ms)", "single_append_no_evidence_p50_ms", nil, "fdatasync_p50_ms"),
+            ("single-event durable append p99, no head evidence (ms)", "single_append_no_evidence_p99_ms", nil, "fdatasync_p99_ms"),
             ("full replay, CRC + chain + envelope (events/s)", "replay_events_per_s", "sqlite_replay_events_per_s", "lz4_cli_decompress_events_per_s"),
             ("full replay (MB/s of JSON Lines)", "replay_mb_per_s", "sqlite_replay_mb_per_s", nil),
             ("rebuild of all views (events/s)", "rebuild_events_per_s", nil, nil),

@@ -1,26 +1,10 @@
 import Domain
 import Foundation
 import Ledger
+import TestSupport
 
-/// SplitMix64: small, fast, and the same sequence on every machine for a seed.
-struct SeededRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
-    mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
-    mutating func hex(_ count: Int) -> String {
-        var s = ""
-        while s.count < count { s += String(next(), radix: 16).leftPadded(16) }
-        return String(s.prefix(count))
-    }
-}
+// The workload's random numbers: TestSupport's `SeededRNG(seed:)` (SplitMix64), the same
+// sequence on every machine for a seed.
 
 extension String {
     func leftPadded(_ n: Int, _ c: Character = "0") -> String {

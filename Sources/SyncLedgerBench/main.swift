@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Ledger
 import PostgresSink
+import TestSupport
 
 /// `syncledger-bench`: append, replay, rebuild, size and lookups of SyncLedger, next to a plain
 /// SQLite events table and the `lz4` command doing the same work on the same bytes.
@@ -43,6 +44,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Skip the rebuild and the lookups (they need the views), e.g. for a quick look at a large log.")
     var skipViews = false
 
+    @Option(help: "off, on, or both: also append and rebuild the workload with personal data sealed per patient (AES-256-GCM) and compare.")
+    var encryption: String = "both"
+
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
 
@@ -56,6 +60,7 @@ struct Bench: ParsableCommand {
         guard events >= 10 else { throw ValidationError("--events must be at least 10") }
         guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         if let corpus, !FileManager.default.fileExists(atPath: corpus) { throw ValidationError("no corpus file at \(corpus)") }
+        guard ["off", "on", "both"].contains(encryption) else { throw ValidationError("--encryption must be off, on or both") }
     }
 
     func makeSource(events: Int, seed: UInt64) throws -> any EventSource {
@@ -70,9 +75,8 @@ struct Bench: ParsableCommand {
     func run() throws {
         let base = scratch ?? NSTemporaryDirectory()
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        var template = Array((base + "/syncledger-bench-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else { throw BenchError("cannot make a directory under \(base)") }
-        let root = String(cString: made)
+        let root: String
+        do { root = try makeTempDir("bench", under: base) } catch { throw BenchError("\(error)") }
         defer { if !keep { try? FileManager.default.removeItem(atPath: root) } }
 
         var summary = Summary()
@@ -96,6 +100,19 @@ struct Bench: ParsableCommand {
             try ours.singleAppends(store: single, source: &singleSource, count: singleAppends)
             try? FileManager.default.removeItem(atPath: dir + "/single")
 
+            // The same two appends with the head evidence (state/head) off: what it costs.
+            log("run \(r)/\(runs): the same appends without head evidence")
+            let bare = try Store.openOrCreate(dir + "/bare")
+            var bareSource = try makeSource(events: events, seed: seed)
+            try ours.appendWithoutEvidence(store: bare, source: &bareSource, batchSize: 1_000)
+            try? FileManager.default.removeItem(atPath: dir + "/bare")
+            let bareSingle = try Store.openOrCreate(dir + "/bare-single")
+            var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
+            _ = try bareSingleSource.next()
+            _ = try bareSingleSource.next()
+            try ours.singleAppends(store: bareSingle, source: &bareSingleSource, count: singleAppends, headEvidence: false)
+            try? FileManager.default.removeItem(atPath: dir + "/bare-single")
+
             log("run \(r)/\(runs): replay")
             try ours.replay(store: store)
             if !skipViews {
@@ -111,6 +128,26 @@ struct Bench: ParsableCommand {
                 try pg.run(dir: dir, events: n, source: &pgSource)
                 try? FileManager.default.removeItem(atPath: dir + "/pg-store")
                 ours.m.merge(pg.m) { a, _ in a }
+            }
+
+            if encryption != "off" {
+                // The same workload again with personal data sealed: append (sealing timed with it),
+                // log size, and a rebuild that opens every sealed part.
+                log("run \(r)/\(runs): append and rebuild with encryption on")
+                let sealedStore = try Store.openOrCreate(dir + "/sealed")
+                let sealer = try Sealer(keysDirectory: sealedStore.keysPath)
+                var sealedRun = SyncLedgerRun()
+                var sealedSource = try makeSource(events: events, seed: seed)
+                try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: dir + "/sealed-events.jsonl",
+                                     batchSize: 1_000, sealer: sealer)
+                try sealedRun.replay(store: sealedStore)
+                if !skipViews { _ = try sealedRun.rebuild(store: sealedStore) }
+                for k in ["append_events_per_s", "log_bytes_per_event", "replay_events_per_s", "rebuild_events_per_s",
+                          "raw_json_bytes_per_event", "views_bytes_per_event"] {
+                    ours.m["sealed_" + k] = sealedRun.m[k]
+                }
+                try? FileManager.default.removeItem(atPath: dir + "/sealed")
+                try? FileManager.default.removeItem(atPath: dir + "/sealed-events.jsonl")
             }
 
             var baselines = Baselines()
@@ -134,6 +171,10 @@ struct Bench: ParsableCommand {
         print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]")
         print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
         print(summary.table())
+        if encryption != "off" {
+            print("\nEncryption (personal data sealed per patient, AES-256-GCM), same workload:\n")
+            print(summary.encryptionTable())
+        }
         print("\nPeak RSS (VmHWM, cumulative: it cannot be reset) after each SyncLedger phase of run 1:")
         print(summary.rss.map { "\($0.0) \(fmt($0.1)) MB" }.joined(separator: ", "))
         print("\nTargets (set for 1,000,000 events on the 2-core machine):\n")

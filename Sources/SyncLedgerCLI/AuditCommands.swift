@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventLog
+import Domain
 import Foundation
 import IntakeQ
 import JSONCore
@@ -13,11 +14,15 @@ struct VerifyCommand: AsyncParsableCommand {
         discussion: """
             Exit 0 when intact (a torn tail left by a crash is only a warning), 1 with the first bad \
             segment, byte offset and seq. With --expect-head SEQ:HASH (a head written down earlier), \
-            also proves the first SEQ events are exactly those that head was taken from.
+            also proves the first SEQ events are exactly those that head was taken from. The outcome \
+            is recorded in STORE/state/verify.json: `status` shows it and fails, and every read \
+            command warns, while the last verify failed. With --views, also folds the log into \
+            scratch views and compares them with the live ones row by row (exit 1 on a difference).
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("A head published earlier.", valueName: "SEQ:HASH")) var expectHead: String?
-    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error.") var json = false
+    @Flag(help: "Also compare the live views with a fresh fold of the log, row by row.") var views = false
+    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error (and view_differences with --views).") var json = false
 
     func validate() throws {
         if let e = expectHead, LogHead(parsing: e) == nil {
@@ -28,15 +33,37 @@ struct VerifyCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
+            try refuseIfLost(store)
+            let writable = store.isWritable
             let reader = try EventLogReader(directory: store.logPath)
+            if !writable { reader.rewritesIndexFiles = false }
             let progress = ProgressLine()
-            let report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:))) { seq in
-                progress.update("verifying … seq \(seq)")
-            }
+            var losses: [String] = []
+            var report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:)),
+                                       progress: { seq in progress.update("verifying … seq \(seq)") },
+                                       inspect: { _, content in losses += recordedLosses(in: content) })
             progress.finish()
+            report.warnings += losses
+            var differences: (first: [ViewDifference], total: Int)?
+            if views && report.ok {
+                differences = try compareViews()
+            }
+            let viewsOK = (differences?.total ?? 0) == 0
+            // The scrub's record: `status` and the read commands report a failed one.
+            let record = VerifyRecord(
+                at: ISOTime.format(millis: ISOTime.nowMillis()), head: report.head.description, ok: report.ok && viewsOK,
+                events: report.events,
+                error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } })
+            if writable {
+                do { try Scrub.record(record, in: store) } catch {
+                    warn("warning: could not record this verify's outcome in \(Scrub.path(store)): \(describeError(error))")
+                }
+            } else {
+                warn("note: the store is read-only: this verify's outcome was not recorded in state/")
+            }
             if json {
                 var o: [String: JSONValue] = [
-                    "ok": .bool(report.ok), "head": .string(report.head.description),
+                    "ok": .bool(report.ok && viewsOK), "head": .string(report.head.description),
                     "events": .number(Double(report.events)), "batches": .number(Double(report.batches)),
                     "segments": .number(Double(report.segments)),
                     "warnings": .array(report.warnings.map(JSONValue.string)), "error": .null,
@@ -46,6 +73,13 @@ struct VerifyCommand: AsyncParsableCommand {
                         "message": .string(e.message), "segment": e.segment.map(JSONValue.string) ?? .null,
                         "offset": e.offset.map { .number(Double($0)) } ?? .null, "seq": e.seq.map { .number(Double($0)) } ?? .null,
                     ])
+                }
+                if let differences {
+                    o["view_differences"] = .array(differences.first.map { d in
+                        .object(["view": .string(d.view), "table": .string(d.table), "key": .string(d.key),
+                                 "column": d.column.map(JSONValue.string) ?? .null, "live": .string(d.live), "log": .string(d.log)])
+                    })
+                    o["view_differences_total"] = .number(Double(differences.total))
                 }
                 print(Output.json(.object(o)))
             } else {
@@ -58,9 +92,27 @@ struct VerifyCommand: AsyncParsableCommand {
                     if let e = expectHead { print("matches the expected head \(e)") }
                     print("head \(report.head)")
                 }
+                if let differences {
+                    if differences.total == 0 {
+                        print("views: every row matches a fresh fold of the log")
+                    } else {
+                        print("views FAILED: \(differences.total) difference\(differences.total == 1 ? "" : "s") from a fresh fold of the log (first \(differences.first.count)):")
+                        for d in differences.first { print("  " + d.description) }
+                    }
+                }
             }
-            return report.ok ? 0 : 1
+            return report.ok && viewsOK ? 0 : 1
         }
+    }
+
+    /// Folds the log into scratch views (in memory) through the seq the live views have
+    /// applied, and compares the two row by row.
+    func compareViews() throws -> (first: [ViewDifference], total: Int) {
+        let (_, reader, live) = try openForRead(storeOptions, warnScrub: false)
+        let applied = try live.appliedSeq()
+        let scratch = try ProjectionStore.scratch()
+        _ = try scratch.rebuild(scratch.projections, reader, through: LogHead(seq: applied, hash: LogHead.empty.hash))
+        return try live.differences(from: scratch)
     }
 }
 
@@ -84,11 +136,27 @@ struct RebuildCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
+            let store = try Store.open(storeOptions.path)
+            try refuseIfLost(store)
+            if let moved = try moveAsideIfDamaged(store) {
+                warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log")
+            }
             let (_, reader, views) = try openForRead(storeOptions, catchUp: false)
+            // SIGINT/SIGTERM: the rebuild stops between transactions and drops its shadow tables.
+            let interrupts = Interrupts.watch()
+            defer { interrupts.stop() }
+            views.shouldStop = { interrupts.requested }
             let progress = ProgressLine()
             let started = Date()
             let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
-            let report = try views.rebuild(names: names, reader, progress: progress.fold)
+            let report: FoldReport
+            do {
+                report = try views.rebuild(names: names, reader, progress: progress.fold)
+            } catch is FoldInterrupted {
+                progress.finish()
+                throw CLIFailure(message: "rebuild interrupted: the live views are unchanged and the partial shadow tables were dropped",
+                                 code: interrupts.exitCode ?? 130)
+            }
             progress.finish()
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
@@ -105,6 +173,24 @@ struct RebuildCommand: AsyncParsableCommand {
     }
 }
 
+/// Moves a damaged `projections.sqlite` (and its -wal/-shm) aside as
+/// `projections.sqlite.damaged-<time>`; returns the new name, or nil when it is not damaged.
+func moveAsideIfDamaged(_ store: Store) throws -> String? {
+    do {
+        _ = try ProjectionStore(store: store, readOnly: true)
+        return nil
+    } catch is ViewsDamaged {
+        let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")
+        let aside = store.projectionsPath + ".damaged-" + stamp
+        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: store.projectionsPath + suffix) {
+            guard rename(store.projectionsPath + suffix, aside + suffix) == 0 else {
+                throw CLIFailure(message: "cannot move the damaged \(store.projectionsPath + suffix) aside: \(String(cString: strerror(errno)))")
+            }
+        }
+        return aside
+    }
+}
+
 struct ExportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
@@ -113,7 +199,9 @@ struct ExportCommand: AsyncParsableCommand {
     @Option(help: "jsonl (events exactly as stored) or csv (one row per appointment version).") var format: String = "jsonl"
     @Option(help: "First seq to export.") var fromSeq: UInt64 = 1
     @Option(help: "Last seq to export.") var toSeq: UInt64?
-    @Option(help: ArgumentHelp("Write to this file instead of stdout.", valueName: "FILE")) var out: String?
+    @Option(help: ArgumentHelp("Write to this file instead of stdout (through a temporary file renamed into place; an existing file only with --force).", valueName: "FILE"))
+    var out: String?
+    @Flag(help: "Let --out replace an existing file.") var force = false
     @Option(help: ArgumentHelp("Write an auditor's bundle (segments, manifest, standalone verifier) into this new directory.", valueName: "DIR"))
     var bundle: String?
 
@@ -127,32 +215,56 @@ struct ExportCommand: AsyncParsableCommand {
         try await guarded {
             let (store, reader, views) = try openForRead(storeOptions, catchUp: false)
             if let bundle {
-                let manifest = try AuditBundle.write(store: store, to: bundle)
-                print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
+                let manifest = try AuditBundle.write(store: store, to: bundle, fromSeq: fromSeq, toSeq: toSeq)
+                if let r = manifest.range {
+                    print("bundle written to \(bundle): seqs \(r.firstSeq)...\(r.lastSeq) (whole batches), proven against head \(manifest.head)")
+                } else {
+                    print("bundle written to \(bundle): \(manifest.events) events, head \(manifest.head)")
+                }
                 print("check it anywhere with Python 3 and lz4: python3 \(bundle)/verify_bundle.py [--expect-head SEQ:HASH]")
                 print("read its events with stock tools: cat \(bundle)/segments/*.seg | lz4 -dc")
                 return 0
             }
             var sink: FileHandleSink
+            var temp: String?
             if let out {
-                guard let s = FileHandleSink(path: out) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                if !force, FileManager.default.fileExists(atPath: out) {
+                    throw CLIFailure(message: "\(out) already exists; give a new file, or --force to replace it")
+                }
+                // Written beside the target, then renamed over it: a failed export leaves no partial file.
+                let t = (out as NSString).deletingLastPathComponent.isEmpty ? "" : (out as NSString).deletingLastPathComponent + "/"
+                let tmp = t + "." + (out as NSString).lastPathComponent + ".partial-\(getpid())"
+                guard let s = FileHandleSink(path: tmp) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
                 sink = s
+                temp = tmp
             } else {
                 sink = FileHandleSink(fd: 1)
             }
-            defer { sink.close() }
             let write: ([UInt8]) throws -> Void = { try sink.write($0) }
-            if format == "jsonl" {
-                let n = try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write)
-                if out != nil { warn("exported \(n) events to \(out!)") }
-            } else {
-                // The per-stream index serves removal rows when it covers the range; else the
-                // export keeps each appointment's last version in memory.
-                let last = try toSeq ?? reader.head().seq
-                let indexed = ((try? views.appliedSeq()) ?? 0) >= last
-                let n = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
-                if out != nil { warn("exported \(n) appointment versions to \(out!)") }
+            let count: Int
+            do {
+                if format == "jsonl" {
+                    count = Int(try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write))
+                } else {
+                    // The per-stream index serves removal rows when it covers the range; else the
+                    // export keeps each appointment's last version in memory.
+                    let last = try toSeq ?? reader.head().seq
+                    let indexed = ((try? views.appliedSeq()) ?? 0) >= last
+                    count = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
+                }
+                if let temp, let out {
+                    guard fsync(sink.fd) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                    sink.close()
+                    guard rename(temp, out) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                } else {
+                    sink.close()
+                }
+            } catch {
+                sink.close()
+                if let temp { unlink(temp) }
+                throw error
             }
+            if let out { warn("exported \(count) \(format == "jsonl" ? "events" : "appointment versions") to \(out)") }
             return 0
         }
     }
@@ -206,6 +318,7 @@ struct LogCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
+            try refuseIfLost(store)
             let reader = try EventLogReader(directory: store.logPath)
             let through = limit.map { fromSeq + $0 - 1 }
             let cursor = try reader.cursor(from: fromSeq, through: through)

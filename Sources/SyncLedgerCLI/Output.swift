@@ -3,6 +3,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import Synchronization
 
 /// Printing for the read commands: `--json` prints one array of objects keyed by the view's
 /// column names; otherwise a readable table of the most useful columns.
@@ -27,25 +28,78 @@ enum Output {
         }
     }
 
-    /// A plain table: a header, a rule, and one line per row; long cells are cut with "…".
-    /// Columns never cut: a join link or an error message is useless without its end.
-    static let uncut: Set<String> = ["meeting_url", "error_message"]
+    /// `--wide`: print every cell in full, whatever the width.
+    nonisolated(unsafe) static var wide = false
+    /// At most this wide, whatever the terminal (the demo: 100).
+    nonisolated(unsafe) static var widthCap: Int?
+    /// Shorter table headers for long view column names (JSON keeps the column names).
+    static let headerNames = [
+        "appointments_new": "new", "appointments_updated": "updated", "appointments_unchanged": "unchanged",
+        "appointments_removed": "removed", "appointments_errors": "errors", "duration_ms": "ms",
+        "practitioner_name": "practitioner", "location_name": "location", "organization_id": "org",
+        "url_provider": "provider", "visit_type": "visit",
+    ]
+    /// Columns shrunk last when a table must fit: a time, an address or a join link cut short
+    /// is worth less than a cut name.
+    static let keepLonger: Set<String> = ["start", "started", "address", "meeting_url", "error_message", "detail", "where"]
+    /// Columns that stay at least this wide (a time, a name) while others can still give.
+    static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9]
 
-    static func table(_ headers: [String], _ rows: [[String]], maxWidth: Int = 40) -> String {
-        let cut = rows.map { row in
-            row.enumerated().map { i, cell in
-                i < headers.count && uncut.contains(headers[i]) || cell.count <= maxWidth ? cell : String(cell.prefix(maxWidth - 1)) + "…"
-            }
+    /// The width tables fit: `$COLUMNS` when set, else the terminal's width when stdout is a
+    /// terminal, else 100 (a pipe, a file, cron mail).
+    static var width: Int { min(widthCap ?? .max, terminalWidth) }
+
+    static var terminalWidth: Int {
+        if let c = ProcessInfo.processInfo.environment["COLUMNS"], let n = Int(c.trimmingCharacters(in: .whitespaces)), n > 0 {
+            return max(20, n)
         }
+        if isatty(1) != 0 {
+            var w = winsize()
+            if ioctl(1, UInt(TIOCGWINSZ), &w) == 0, w.ws_col > 0 { return max(20, Int(w.ws_col)) }
+        }
+        return 100
+    }
+
+    /// A plain table: a header, a rule, and one line per row, fitted to `width` (unless `--wide`)
+    /// by narrowing the widest columns and cutting their cells with "…".
+    static func table(_ headers: [String], _ rows: [[String]], width: Int? = nil) -> String {
         var widths = headers.map(\.count)
-        for r in cut { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        if !wide { fit(&widths, headers: headers, budget: width ?? self.width) }
+        func cut(_ cell: String, _ w: Int) -> String {
+            cell.count <= w ? cell : String(cell.prefix(max(0, w - 1))) + "…"
+        }
         func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            cells.enumerated().map { i, c in cut(c, widths[i]).padding(toLength: widths[i], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
         }
         var out = [line(headers), line(widths.map { String(repeating: "-", count: $0) })]
-        out += cut.map(line)
+        out += rows.map(line)
         return out.joined(separator: "\n")
+    }
+
+    /// Narrows columns until the table fits `budget`: the widest first, the `keepLonger` ones
+    /// last, none below a few characters.
+    static func fit(_ widths: inout [Int], headers: [String], budget: Int) {
+        // A column keeps at least 3 characters (its header may be cut too), some more.
+        let floor = headers.map { minWidths[$0] ?? 3 }
+        var total = widths.reduce(0, +) + 2 * max(0, widths.count - 1)
+        // First the columns give down to their floors; only then do the floors go.
+        fitTo(&widths, headers: headers, budget: budget, floor: floor, total: &total)
+        fitTo(&widths, headers: headers, budget: budget, floor: headers.map { _ in 3 }, total: &total)
+    }
+
+    static func fitTo(_ widths: inout [Int], headers: [String], budget: Int, floor: [Int], total: inout Int) {
+        while total > budget {
+            let candidates = widths.indices.filter { widths[$0] > floor[$0] }
+            let soft = candidates.filter { !keepLonger.contains(headers[$0]) }
+            guard let i = (soft.isEmpty ? candidates : soft).max(by: { widths[$0] < widths[$1] }) else { break }
+            // Down to the next widest column at once (or by what is still too much).
+            let others = (soft.isEmpty ? candidates : soft).filter { $0 != i }.map { widths[$0] }.max() ?? floor[i]
+            let step = max(1, min(total - budget, widths[i] - max(others, floor[i])))
+            widths[i] -= step
+            total -= step
+        }
     }
 
     static func printTable(_ rows: [ViewRow], columns: [String], empty: String) {
@@ -53,27 +107,26 @@ enum Output {
             print(empty)
             return
         }
-        print(table(columns, rows.map { r in columns.map { text(r[$0]) } }))
+        print(table(columns.map { headerNames[$0] ?? $0 }, rows.map { r in columns.map { text(r[$0]) } }))
         print("(\(rows.count) row\(rows.count == 1 ? "" : "s"))")
     }
 }
 
 /// Progress on stderr, only when stderr is a terminal: one line rewritten in place.
-final class ProgressLine: @unchecked Sendable {
-    // @unchecked: used from one task at a time; the lock guards the last-draw time.
+final class ProgressLine: Sendable {
     private let enabled = isatty(2) != 0
-    private let lock = NSLock()
-    private var lastDraw = 0.0
+    /// The last draw time; held while drawing so two lines never interleave.
+    private let lastDraw = Mutex(0.0)
     private let started = Date()
 
     func update(_ text: String) {
         guard enabled else { return }
-        lock.lock()
-        defer { lock.unlock() }
-        let now = Date().timeIntervalSince1970
-        guard now - lastDraw > 0.1 else { return }
-        lastDraw = now
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+        lastDraw.withLock { lastDraw in
+            let now = Date().timeIntervalSince1970
+            guard now - lastDraw > 0.1 else { return }
+            lastDraw = now
+            FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+        }
     }
 
     func fold(_ p: FoldProgress) {

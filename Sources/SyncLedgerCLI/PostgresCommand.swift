@@ -43,7 +43,7 @@ struct PostgresSyncCommand: AsyncParsableCommand {
         try await guarded {
             let sink = try options.sink()
             let store = try Store.open(storeOptions.path)
-            let report = try await sink.catchUp(store: store)
+            let report = try await sink.withRunning { try await $0.catchUp(store: store) }
             for note in report.notes { warn("note: " + note) }
             if report.rebuilt {
                 print("rebuilt \(sink.schema) at \(sink.url.redacted): \(report.rows) rows, at seq \(report.seq)")
@@ -70,7 +70,7 @@ struct PostgresRebuildCommand: AsyncParsableCommand {
             let sink = try options.sink()
             let store = try Store.open(storeOptions.path)
             let started = Date()
-            let report = try await sink.rebuild(store: store)
+            let report = try await sink.withRunning { try await $0.rebuild(store: store) }
             print(String(format: "rebuilt %@ at %@: %d rows at seq %llu in %.2f s", sink.schema, sink.url.redacted,
                          report.rows, report.seq, Date().timeIntervalSince(started)))
             return 0

@@ -1,73 +1,79 @@
 import ArgumentParser
 import Domain
+import EventLog
 import Foundation
 import GRDB
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
 struct ScopeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Only this roster organization.", valueName: "ID")) var org: String?
     @Option(help: ArgumentHelp("Only this roster patient.", valueName: "ID")) var patient: String?
-    @Option(help: ArgumentHelp("Appointments starting at or after this time (ISO 8601, inclusive).", valueName: "ISO"))
+    @Option(help: ArgumentHelp("Appointments starting at or after this time (ISO 8601, inclusive; a date alone is a local day, a time without an offset local time).", valueName: "ISO"))
     var from: String?
-    @Option(help: ArgumentHelp("Appointments starting at or before this time (ISO 8601, inclusive; a date alone means its whole day).", valueName: "ISO"))
+    @Option(help: ArgumentHelp("Appointments starting at or before this time (ISO 8601, inclusive; a date alone means its whole local day).", valueName: "ISO"))
     var to: String?
     @Flag(help: "Leave out appointments deleted in IntakeQ.") var hideRemoved = false
 
     func validate() throws {
-        if let from, ISOTime.parse(from) == nil { throw ValidationError("--from '\(from)' is not an ISO 8601 time (for example 2026-11-26)") }
-        if let to, ISOTime.parse(to) == nil { throw ValidationError("--to '\(to)' is not an ISO 8601 time (for example 2026-11-30)") }
-    }
-
-    var filter: AppointmentFilter {
-        var f = AppointmentFilter(organizationId: org, patientId: patient, hideRemoved: hideRemoved)
-        f.from = from.flatMap(ISOTime.parse).map { ISOTime.format(millis: $0) }
-        if let to, let ms = ISOTime.parse(to) {
-            f.to = ISOTime.format(millis: to.count == 10 ? ms + 86_400_000 - 1 : ms)
+        for (name, value) in [("--from", from), ("--to", to)] {
+            guard let value else { continue }
+            do { _ = try TimeInput.parse(value) } catch let e as LocalTimeError { throw ValidationError("\(name) \(e.message)") }
         }
-        return f
     }
 }
 
-/// The body every view command shares: catch up, query, print a table or `--json`.
-func printView(_ storeOptions: StoreOptions, json: Bool, columns: [String], empty: String,
-               _ query: (Database) throws -> [ViewRow]) async throws {
-    try await guarded {
-        let (_, _, views) = try openForRead(storeOptions)
-        let rows = try views.readSync(query)
-        if json { Output.printJSON(rows) } else { Output.printTable(rows, columns: columns, empty: empty) }
-        return 0
-    }
-}
-
-let appointmentTableColumns = ["start_at", "appointment_id", "organization_id", "patient_id", "status", "visit_type", "practitioner_name", "location_name", "meeting_url", "removed"]
+let appointmentTableColumns = ["start", "appointment_id", "organization_id", "patient", "status", "visit_type", "practitioner_name", "location_name", "meeting_url", "removed"]
 
 struct AppointmentsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "appointments", abstract: "The current appointments view, past and future, sorted by start time.",
-        discussion: "Appointments deleted in IntakeQ stay listed with removed = yes (removed: true in JSON) unless --hide-removed.")
+        discussion: """
+            Appointments deleted in IntakeQ stay listed with removed = yes (removed: true in JSON) unless \
+            --hide-removed. Times are shown in the practice's time zone; JSON keeps start_at/end_at in UTC \
+            and adds start_local/end_local.
+            """)
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var scope: ScopeOptions
+    @OptionGroup var display: DisplayOptions
     @Flag(help: "Print a JSON array of objects keyed by the view's column names.") var json = false
 
     func run() async throws {
-        try await printView(storeOptions, json: json, columns: appointmentTableColumns, empty: "no appointments match") {
-            try Views.appointments($0, scope.filter)
+        display.apply()
+        try await guarded {
+            let (_, _, views) = try openForRead(storeOptions)
+            let ctx = try ReadContext(views: views, timezone: display.timezone)
+            let filter = try scope.filter(ctx)
+            let rows = try views.readSync { try Views.appointments($0, filter) }
+            printAppointmentRows(rows, ctx, json: json, columns: appointmentTableColumns, empty: "no appointments match")
+            return 0
         }
     }
 }
 
 struct MeetingURLsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "meeting-urls", abstract: "The link each patient joins with (never the practitioner's host link).")
+        commandName: "meeting-urls", abstract: "The link each patient joins with (never the practitioner's host link).",
+        discussion: "Links of cancelled and removed appointments are hidden unless --all.")
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var scope: ScopeOptions
+    @Flag(help: "Also list links of cancelled and removed appointments.") var all = false
+    @OptionGroup var display: DisplayOptions
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        try await printView(storeOptions, json: json, columns: MeetingURLsProjection.columns, empty: "no meeting links") {
-            try Views.meetingURLs($0, scope.filter)
+        display.apply()
+        try await guarded {
+            let (_, _, views) = try openForRead(storeOptions)
+            let ctx = try ReadContext(views: views, timezone: display.timezone)
+            let filter = try scope.filter(ctx)
+            var rows = try views.readSync { try Views.meetingURLsWithAppointments($0, filter) }
+            if !all { rows.removeAll(where: isHidden) }
+            printAppointmentRows(rows, ctx, json: json, columns: ["start", "patient", "status", "meeting_url"],
+                                 empty: "no meeting links")
+            return 0
         }
     }
 }
@@ -77,11 +83,19 @@ struct LocationsCommand: AsyncParsableCommand {
         commandName: "locations", abstract: "Where each appointment happens, with the address from the practice settings.")
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var scope: ScopeOptions
+    @OptionGroup var display: DisplayOptions
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        try await printView(storeOptions, json: json, columns: LocationsProjection.columns, empty: "no appointments") {
-            try Views.locations($0, scope.filter)
+        display.apply()
+        try await guarded {
+            let (_, _, views) = try openForRead(storeOptions)
+            let ctx = try ReadContext(views: views, timezone: display.timezone)
+            let filter = try scope.filter(ctx)
+            let rows = try views.readSync { try Views.locationsWithAppointments($0, filter) }
+            printAppointmentRows(rows, ctx, json: json, columns: ["start", "patient", "visit_type", "location_name", "address"],
+                                 empty: "no appointments")
+            return 0
         }
     }
 }
@@ -94,17 +108,30 @@ struct SyncLogsCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Only runs of this sync type.", valueName: "T")) var type: String?
     @Flag(help: "Print JSON.") var json = false
 
+    @OptionGroup var display: DisplayOptions
+
     func validate() throws {
         if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
     }
 
     func run() async throws {
+        display.apply()
         try await guarded {
+            if let type, !syncTypes.contains(type) {
+                throw CLIFailure(message: "--type \(type) is not a sync type; the sync types are: \(syncTypes.joined(separator: ", "))")
+            }
             let (_, _, views) = try openForRead(storeOptions)
+            let ctx = try ReadContext(views: views, timezone: display.timezone)
             let rows = try views.readSync { try Views.syncLogs($0, limit: limit, type: type) }
-            let cols = ["started_at", "sync_type", "status", "appointments_new", "appointments_updated",
+            let cols = ["started", "sync_type", "status", "appointments_new", "appointments_updated",
                         "appointments_unchanged", "appointments_removed", "appointments_errors", "duration_ms", "error_message"]
-            if json { Output.printJSON(rows) } else { Output.printTable(rows, columns: cols, empty: "no sync runs recorded") }
+            let table = rows.map { r -> ViewRow in
+                var t = r
+                t.columns.append("started")
+                t.values.append(.string(ctx.local(r["started_at"]?.stringValue)))
+                return t
+            }
+            if json { Output.printJSON(rows) } else { Output.printTable(table, columns: cols, empty: "no sync runs recorded") }
             return 0
         }
     }
@@ -151,23 +178,29 @@ struct AsOfCommand: AsyncParsableCommand {
     @Argument(help: "The moment, ISO 8601 (recorded time of the events).") var time: String?
     @Option(help: "The last seq to include instead of a time.") var seq: UInt64?
     @Option(help: ArgumentHelp("Only this appointment.", valueName: "ID")) var appointment: String?
+    @OptionGroup var display: DisplayOptions
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         if (time == nil) == (seq == nil) { throw ValidationError("give a time (ISO 8601) or --seq N, one of the two") }
-        if let time, ISOTime.parse(time) == nil { throw ValidationError("'\(time)' is not an ISO 8601 time (for example 2026-11-26T10:00:00Z)") }
+        if let time {
+            do { _ = try TimeInput.parse(time) } catch let e as LocalTimeError { throw ValidationError(e.message) }
+        }
     }
 
     func run() async throws {
+        display.apply()
         try await guarded {
             let (_, reader, views) = try openForRead(storeOptions)
+            let ctx = try ReadContext(views: views, timezone: display.timezone)
             let head = try reader.head()
             var through: UInt64
             if let seq {
                 guard seq <= head.seq else { throw CLIFailure(message: "--seq \(seq) is past the end of the log (head \(head.seq))") }
                 through = seq
             } else {
-                through = try AsOf.seq(atOrBefore: ISOTime.parse(time!)!, reader: reader, views: views)
+                // A date alone means the end of that local day; a time without an offset, local time.
+                through = try AsOf.seq(atOrBefore: try ctx.input(time!, option: "as-of").end(in: ctx.zone), reader: reader, views: views)
             }
             let filter = AppointmentFilter(appointmentId: appointment)
             var quarantined: [UInt64] = []
@@ -176,10 +209,8 @@ struct AsOfCommand: AsyncParsableCommand {
             if !quarantined.isEmpty {
                 warn("warning: \(quarantined.count) event(s) could not be applied (first at seq \(quarantined[0])); the live views quarantine them too (see `syncledger rebuild`)")
             }
-            if json { Output.printJSON(rows) } else {
-                print("as of seq \(through)")
-                Output.printTable(rows, columns: appointmentTableColumns, empty: "no appointments recorded by then")
-            }
+            if !json { print("as of seq \(through)") }
+            printAppointmentRows(rows, ctx, json: json, columns: appointmentTableColumns, empty: "no appointments recorded by then")
             return 0
         }
     }

@@ -30,8 +30,8 @@ struct SyncCommand: AsyncParsableCommand {
     var type: String?
     @Option(help: ArgumentHelp("IntakeQ API base URL.", valueName: "URL")) var baseURL = "https://intakeq.com/api/v1"
     @Option(help: ArgumentHelp("Centre of the window (ISO 8601); default: the clock.", valueName: "ISO8601")) var now: String?
-    @Option(help: "Days before now in the window.") var daysBack = 90
-    @Option(help: "Days after now in the window.") var daysAhead = 90
+    @Option(parsing: .unconditional, help: "Days before now in the window (0–3650).") var daysBack = 90
+    @Option(parsing: .unconditional, help: "Days after now in the window (0–3650).") var daysAhead = 90
     @Option(help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
     @Option(help: "API calls allowed in any 24 hours, counted across runs (base plan: 500).") var dailyBudget = 500
     @Option(help: ArgumentHelp("Wait up to this long for another writer to finish instead of failing at once.", valueName: "SECONDS"))
@@ -40,12 +40,19 @@ struct SyncCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Per-request timeout.", valueName: "SECONDS")) var timeout = 30.0
     @Option(help: "Who started the run, for sync_logs.") var triggeredBy = "cli"
     @Flag(help: "Log debug details on stderr (may include patient names).") var verbose = false
+    @Flag(help: "Print the run's summary as one JSON object (for a \"Refresh\" button) instead of the summary line.") var json = false
+    @Option(help: .hidden) var pageCap = 200
 
     func validate() throws {
         if org != nil, patient != nil { throw ValidationError("give --org or --patient, not both") }
-        if let type, !["automated_daily", "manual_org_bulk", "manual_patient", "webhook"].contains(type) {
-            throw ValidationError("--type must be automated_daily, manual_org_bulk, manual_patient or webhook")
+        if let type, !syncTypes.contains(type) {
+            throw ValidationError("--type \(type) is not a sync type; the sync types are: \(syncTypes.joined(separator: ", "))")
         }
+        // Only a run of the whole roster may count as the nightly one (status --max-age watches it).
+        if type == "automated_daily", org != nil || patient != nil {
+            throw ValidationError("--type automated_daily is the nightly run of the whole roster; a run with --org or --patient cannot be labelled so")
+        }
+        guard pageCap > 0 else { throw ValidationError("--page-cap must be positive") }
         guard (0...3650).contains(daysBack), (0...3650).contains(daysAhead) else {
             throw ValidationError("--days-back and --days-ahead must be between 0 and 3650")
         }
@@ -66,26 +73,89 @@ struct SyncCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            guard let key = ProcessInfo.processInfo.environment["INTAKEQ_API_KEY"], !key.isEmpty else {
-                throw CLIFailure(message: "INTAKEQ_API_KEY is not set: export the practice's IntakeQ API key (IntakeQ: Settings > Integrations > Developer API)")
-            }
+            let key = try apiKey()
             // Everything that can be checked before touching the store is checked first.
             let rosterValue = try Roster.load(path: roster)
+            var nowMillis: Int64?
+            if let now {
+                // A time without an offset is the practice's local time.
+                let zone = try rosterValue.timezone.map(PracticeZone.load) ?? .utc
+                do { nowMillis = try TimeInput.parse(now).start(in: zone) } catch let e as LocalTimeError {
+                    throw CLIFailure(message: "--now " + e.message)
+                }
+            }
             var request = SyncRequest(roster: rosterValue, organizationId: org, patientId: patient, syncType: type,
-                                      now: now.flatMap(ISOTime.parse).map { Date(timeIntervalSince1970: Double($0) / 1000) },
+                                      now: nowMillis.map { Date(timeIntervalSince1970: Double($0) / 1000) },
                                       daysBack: daysBack, daysAhead: daysAhead, triggeredBy: triggeredBy)
-            request.pageCap = 200
+            request.pageCap = pageCap
             try request.validate()
+            // SIGINT/SIGTERM cancel the run's task: fetching stops, the run is recorded as
+            // failed ("interrupted") with what it had, and the exit status is 130/143.
+            let interrupts = Interrupts.watch()
+            defer { interrupts.stop() }
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning
-            let outcome = try await runSync(SyncConfiguration(
+            var config = SyncConfiguration(
                 storePath: storeOptions.path, request: request, apiKey: key, baseURL: baseURL,
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
-                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger))
-            print(outcome.summaryLine)
+                waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
+            config.keysPath = storeOptions.keys
+            let task = Task { [config] in try await runSync(config) }
+            interrupts.onSignal { task.cancel() }
+            let outcome = try await task.value
+            if json {
+                print(Output.json(outcome.json))
+            } else {
+                print(outcome.summaryLine)
+            }
             reportProblems(outcome)
+            // A failed run keeps to its one line; the notice comes with the first run that records.
+            if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
+            if let viewsError = outcome.viewsError {
+                warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
+                     + "(\(viewsError.split(whereSeparator: \.isNewline).joined(separator: " "))); the next command catches them up")
+                return 2
+            }
+            if let code = interrupts.exitCode { return code }
             return outcome.exitCode
         }
+    }
+}
+
+/// The API key: `$INTAKEQ_API_KEY`, else the file named by `$INTAKEQ_API_KEY_FILE` (cron has no
+/// secrets in its environment). Never printed, whatever goes wrong.
+func apiKey() throws -> String {
+    let env = ProcessInfo.processInfo.environment
+    if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return key }
+    if let path = env["INTAKEQ_API_KEY_FILE"], !path.isEmpty {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let why = FileManager.default.fileExists(atPath: path) ? "cannot be read (check its permissions)" : "does not exist"
+            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) \(why)")
+        }
+        let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !key.isEmpty else {
+            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) is empty: put the practice's IntakeQ API key in it")
+        }
+        guard !key.contains(where: \.isNewline) else {
+            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) holds more than one line: put only the API key in it")
+        }
+        return key
+    }
+    throw CLIFailure(message: "INTAKEQ_API_KEY is not set: export the practice's IntakeQ API key (IntakeQ: Settings > Integrations > Developer API), or name a file holding it in INTAKEQ_API_KEY_FILE")
+}
+
+extension SyncOutcome {
+    /// `sync --json`: the run's summary as one object.
+    var json: JSONValue {
+        .object([
+            "run_id": .string(runId), "sync_type": .string(syncType), "status": .string(status),
+            "new": .number(Double(counts.new)), "updated": .number(Double(counts.updated)),
+            "unchanged": .number(Double(counts.unchanged)), "removed": .number(Double(counts.removed)),
+            "errors": .number(Double(counts.errors)), "patients_processed": .number(Double(counts.patientsProcessed)),
+            "patients_failed": .number(Double(counts.patientsFailed)), "intakeq_api_calls": .number(Double(api.calls)),
+            "duration_ms": .number(Double(durationMs)), "head": .string(head.description),
+            "warnings": .array(warnings.map(JSONValue.string)), "error_message": errorMessage.map(JSONValue.string) ?? .null,
+        ])
     }
 }
 
@@ -112,29 +182,60 @@ func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throw
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "The last run of each sync type, the head and projection lag; exit 1 when the daily sync is failing or stale.")
+        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, or the last verify failed.",
+        discussion: """
+            A run still marked in_progress while no writer holds the store's lock died (the process \
+            was killed or the machine stopped): it is reported as failed. For each sync type: the last \
+            run, the last successful one and the reason of the last failure.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws {
+        guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
+    }
+
+    static let died = "died: the run was still in progress but no process holds the store's lock (killed, or the machine stopped)"
+
     func run() async throws {
         try await guarded {
-            let (_, reader, views) = try openForRead(storeOptions)
+            let (store, reader, views) = try openForRead(storeOptions, warnScrub: false)
             let head = try reader.head()
             let applied = try views.appliedSeq()
-            let rows = try views.readSync { db in try Views.syncLogs(db, limit: nil, type: nil) }
+            let lastVerify = Scrub.last(store)
+            let writerLive = EventLogWriter.isLocked(directory: store.logPath)
+            var rows = try views.readSync { db in try Views.syncLogs(db, limit: nil, type: nil) }
+            // A run in progress with no live writer died: it is a failure, whatever the view says.
+            for i in rows.indices where rows[i]["status"]?.stringValue == "in_progress" && !writerLive {
+                rows[i]["status"] = .string("failed")
+                rows[i]["error_message"] = .string(Self.died)
+            }
             var latest: [String: ViewRow] = [:]
-            for r in rows { if let t = r["sync_type"]?.stringValue, latest[t] == nil { latest[t] = r } }
+            var lastSuccess: [String: ViewRow] = [:]
+            var lastFailure: [String: ViewRow] = [:]
+            for r in rows {
+                guard let t = r["sync_type"]?.stringValue else { continue }
+                if latest[t] == nil { latest[t] = r }
+                let status = r["status"]?.stringValue
+                if lastSuccess[t] == nil, status == "completed" || status == "partial_success" { lastSuccess[t] = r }
+                if lastFailure[t] == nil, status == "failed" { lastFailure[t] = r }
+            }
             let now = ISOTime.nowMillis()
             var problems: [String] = []
             if let daily = latest["automated_daily"] {
                 let started = ISOTime.parse(daily["started_at"]?.stringValue ?? "") ?? 0
                 let ageH = Double(now - started) / 3_600_000
-                if daily["status"]?.stringValue == "failed" { problems.append("the last automated_daily run failed") }
+                if daily["status"]?.stringValue == "failed" {
+                    problems.append("the last automated_daily run failed: \(Output.text(daily["error_message"]))")
+                }
                 if ageH > maxAge { problems.append(String(format: "the last automated_daily run is %.1f hours old (more than %.0f)", ageH, maxAge)) }
             } else {
                 problems.append("no automated_daily run has been recorded")
+            }
+            if let v = lastVerify, !v.ok {
+                problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
             }
             if json {
                 let runs: [JSONValue] = latest.keys.sorted().map { t in
@@ -144,22 +245,46 @@ struct StatusCommand: AsyncParsableCommand {
                         "sync_type": .string(t), "id": r["id"] ?? .null, "status": r["status"] ?? .null,
                         "started_at": r["started_at"] ?? .null, "completed_at": r["completed_at"] ?? .null,
                         "age_hours": .number((Double(now - started) / 36_000).rounded() / 100),
+                        "error_message": r["error_message"] ?? .null,
+                        "last_success": lastSuccess[t].map { s in
+                            .object(["id": s["id"] ?? .null, "status": s["status"] ?? .null, "started_at": s["started_at"] ?? .null,
+                                     "completed_at": s["completed_at"] ?? .null])
+                        } ?? .null,
+                        "last_failure": lastFailure[t].map { f in
+                            .object(["id": f["id"] ?? .null, "started_at": f["started_at"] ?? .null,
+                                     "reason": f["error_message"] ?? .null])
+                        } ?? .null,
                     ])
                 }
                 print(Output.json(.object([
                     "ok": .bool(problems.isEmpty), "head": .string(head.description),
                     "projection_lag": .number(Double(head.seq - min(head.seq, applied))),
                     "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
+                    "writer_running": .bool(writerLive),
+                    "last_verify": lastVerify.map { v in
+                        JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
+                                          "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
+                    } ?? .null,
                 ])))
             } else {
                 print("head \(head)")
                 print("views applied through seq \(applied) (lag \(head.seq - min(head.seq, applied)))")
+                if let v = lastVerify {
+                    print("last verify \(v.at): \(v.ok ? "ok" : "FAILED") through head \(v.head)")
+                } else {
+                    print("last verify: never (run `syncledger verify`)")
+                }
                 let table = latest.keys.sorted().map { t -> [String] in
                     let r = latest[t]!
                     let started = ISOTime.parse(r["started_at"]?.stringValue ?? "") ?? now
-                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", Double(now - started) / 3_600_000)]
+                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", Double(now - started) / 3_600_000),
+                            lastSuccess[t].map { Output.text($0["started_at"]) } ?? "never"]
                 }
-                if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age"], table)) }
+                if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
+                for t in lastFailure.keys.sorted() {
+                    let f = lastFailure[t]!
+                    print("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))")
+                }
                 for p in problems { print("problem: " + p) }
                 if problems.isEmpty { print("ok") }
             }

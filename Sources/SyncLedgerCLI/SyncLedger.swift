@@ -1,5 +1,6 @@
 import ArgumentParser
 import Domain
+import EventLog
 import Foundation
 import IntakeQ
 import Ledger
@@ -16,14 +17,17 @@ struct SyncLedgerCommand: AsyncParsableCommand {
 
             The store is --store DIR, else $SYNCLEDGER_STORE, else ./ledger-data. \
             The IntakeQ API key comes from $INTAKEQ_API_KEY and is never printed. \
+            Personal data in the log is encrypted per patient under keys in --keys DIR (default STORE/keys), \
+            wrapped by the master key in the file $SYNCLEDGER_MASTER_KEY_FILE names (else STORE/keys/master.key). \
             Start with `syncledger demo` to see the whole story on bundled fixtures.
             """,
         version: "0.1.0",
         subcommands: [
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
-            VerifyCommand.self, RebuildCommand.self, ExportCommand.self, LogCommand.self, DemoCommand.self,
-            PostgresCommand.self,
+            VerifyCommand.self, RebuildCommand.self, RepairCommand.self, ExportCommand.self, LogCommand.self,
+            UpcomingCommand.self, ChangesCommand.self, ForgetCommand.self, KeysCommand.self, DemoCommand.self,
+            ServeCommand.self, TokenCommand.self, PostgresCommand.self,
         ]
     )
 
@@ -38,7 +42,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)
-            if var async = command as? AsyncParsableCommand {
+            if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
                 try command.run()
@@ -69,6 +73,11 @@ func hoistGlobalOptions(_ args: [String]) -> [String] {
     let names = Set(SyncLedgerCommand.configuration.subcommands.compactMap { $0.configuration.commandName } + ["help"])
     guard !globals.isEmpty, let command = rest.first else { return args }
     guard names.contains(command) else { return Array(rest) }
+    // A command with subcommands of its own (`token new`): behind the nested name, which declares it.
+    if let type = SyncLedgerCommand.configuration.subcommands.first(where: { $0.configuration.commandName == command }),
+       rest.count >= 2, type.configuration.subcommands.contains(where: { $0.configuration.commandName == rest[rest.startIndex + 1] }) {
+        return [command, rest[rest.startIndex + 1]] + globals + Array(rest.dropFirst(2))
+    }
     return [command] + globals + Array(rest.dropFirst())
 }
 
@@ -76,7 +85,17 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The store directory (default: $SYNCLEDGER_STORE, else ./ledger-data).", valueName: "DIR"))
     var store: String?
 
+    @Option(name: .long, help: ArgumentHelp("The key store directory (default: STORE/keys); its master key comes from the file $SYNCLEDGER_MASTER_KEY_FILE names, else STORE/keys/master.key.", valueName: "DIR"))
+    var keys: String?
+
     var path: String { Store.resolvePath(store) }
+
+    /// Opens the existing store with the key store these options name.
+    func open() throws -> Store {
+        var store = try Store.open(path)
+        store.keysDirectory = keys
+        return store
+    }
 }
 
 /// A failure to report: one line on stderr, then this exit code.
@@ -103,25 +122,54 @@ func guarded(_ body: () async throws -> Int32) async throws {
 }
 
 func describeError(_ error: any Error) -> String {
+    // A views database damaged under a running command (a corrupt page met mid-query).
+    if !(error is ViewsDamaged), ViewsDamaged.isDamage(error) {
+        return "the views database projections.sqlite is damaged (\(error)); `syncledger rebuild` recreates it from the log (the damaged file is moved aside)"
+            .split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
     // One line, whatever the error: a multi-line description would read like a trace.
-    String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+    return String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " ")
 }
 
-/// Opens a store for reading and brings the views up to the log's head first.
-func openForRead(_ options: StoreOptions, catchUp: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
-    let store = try Store.open(options.path)
+/// Opens a store for reading and brings the views up to the log's head first. Refuses a log
+/// that lost acknowledged events; warns (one line) when the last verify failed. A store this
+/// process must not write is read only: its views are copied into memory and any lag is folded
+/// there (one note on stderr), nothing is saved.
+func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
+    let store = try options.open()
+    try refuseIfLost(store)
+    let writable = store.isWritable
     let reader = try LedgerReader(store: store)
-    let views = try ProjectionStore(store: store)
+    if !writable { reader.log.rewritesIndexFiles = false }
+    if warnScrub, let last = Scrub.last(store), !last.ok {
+        warn("warning: the last verify (\(last.at)) failed: \(last.error ?? "the log is damaged"); what is served may be damaged (see `syncledger status`)")
+    }
+    let views = try openViews(store, readOnly: !writable)
     if catchUp {
         let progress = ProgressLine()
         let report = try views.catchUp(reader, progress: progress.fold)
         progress.finish()
         for note in report.notes { warn("note: " + note) }
+        if views.inMemory && (report.applied > 0 || !report.rebuilt.isEmpty) {
+            warn("note: the store is read-only: the views were behind the log; folded \(report.applied) event(s) in memory for this command (nothing saved)")
+        }
         if !report.quarantined.isEmpty {
             warn("warning: \(report.quarantined.count) event(s) could not be applied and were quarantined (see `syncledger rebuild`)")
         }
     }
     return (store, reader, views)
+}
+
+/// The views database, read-only (an in-memory copy) when asked or when it cannot be written.
+/// A damaged file is one line saying so and that `syncledger rebuild` recreates it.
+func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
+    do {
+        return try ProjectionStore(store: store, readOnly: readOnly)
+    } catch let e as ViewsDamaged {
+        throw CLIFailure(message: e.description)
+    } catch is ViewsNotWritable {
+        return try openViews(store, readOnly: true)
+    }
 }
 
 /// Parses an ISO 8601 time given on the command line, or fails with a clear message.

@@ -1,5 +1,9 @@
 import EventLog
 import Foundation
+import IntakeQ
+import JSONCore
+import Ledger
+import TestSupport
 import Testing
 
 extension AuditTests {

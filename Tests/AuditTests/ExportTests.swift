@@ -4,6 +4,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 extension AuditTests {

@@ -1,9 +1,11 @@
 import Domain
+import EventLog
 import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// Field-level differences computed by the test itself: nested objects as dotted paths,
@@ -21,7 +23,8 @@ func flatDiff(_ old: JSONValue?, _ new: JSONValue?) -> [String: Change] {
     flatten(old, "", &a)
     flatten(new, "", &b)
     var out: [String: Change] = [:]
-    for k in Set(a.keys).union(b.keys) {
+    // The host link is never recorded (issue 13, redaction list): it cannot show as a change.
+    for k in Set(a.keys).union(b.keys) where k != "TelehealthInfo.StartUrl" {
         let x = a[k] ?? .null, y = b[k] ?? .null
         if x != y { out[k] = Change(x, y) }
     }
@@ -167,10 +170,11 @@ extension AuditTests {
                                     "location_id": Change("1", text(a2["LocationId"]))]),
         ])
         let fields = Set(entries[1].changes.map(\.field))
-        #expect(fields.isSuperset(of: ["TelehealthInfo.JoinUrl", "TelehealthInfo.StartUrl", "LocationName", "PlaceOfService"]))
+        #expect(fields.isSuperset(of: ["TelehealthInfo.JoinUrl", "LocationName", "PlaceOfService"]))
+        #expect(!fields.contains("TelehealthInfo.StartUrl"), "the host link is never recorded")
 
-        // A new telehealth session: every TelehealthInfo field changes; the patient's link follows
-        // JoinUrl and never the host's StartUrl.
+        // A new telehealth session: every recorded TelehealthInfo field changes; the patient's link
+        // follows JoinUrl, and the host's StartUrl is not recorded at all.
         let relinked = try t.trap("link_changed_d3")
         let r2 = try #require(t.object(relinked, day: 2)), r3 = try #require(t.object(relinked, day: 3))
         let oldJoin = try #require(r2["TelehealthInfo"]?["JoinUrl"]?.stringValue)
@@ -181,9 +185,10 @@ extension AuditTests {
             .changed(day: 3, view: ["meeting_url": Change(oldJoin, newJoin)]),
         ])
         let changes = relinkEntries[1].changes
-        for f in ["TelehealthInfo.JoinUrl", "TelehealthInfo.StartUrl", "TelehealthInfo.Invitation"] {
+        for f in ["TelehealthInfo.JoinUrl", "TelehealthInfo.Invitation"] {
             #expect(changes.contains { $0.field == f }, "\(f) is listed")
         }
+        #expect(!changes.contains { $0.field == "TelehealthInfo.StartUrl" }, "the host link is never recorded")
         let startUrl = r3["TelehealthInfo"]?["StartUrl"]?.stringValue
         #expect(!changes.contains { $0.field == "view.meeting_url" && $0.to.stringValue == startUrl })
     }

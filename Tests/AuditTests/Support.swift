@@ -6,6 +6,7 @@ import Ledger
 import Logging
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -14,44 +15,10 @@ import JSONCore
 import Domain
 #endif
 
-// MARK: - Paths
-
-enum Paths {
-    /// The repository root: Tests/AuditTests/Support.swift → ../../..
-    static let repo: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-
-    static var fixtures: String { repo + "/Fixtures" }
-
-    /// The `syncledger` binary: `$SYNCLEDGER_BIN`, else `.build/debug/syncledger` (built by
-    /// `swift build --build-tests` or `swift build --product syncledger`, as tools/test.sh does).
-    static func binary() throws -> String {
-        let fm = FileManager.default
-        if let env = ProcessInfo.processInfo.environment["SYNCLEDGER_BIN"], fm.isExecutableFile(atPath: env) { return env }
-        var candidates = [repo + "/.build/debug/syncledger"]
-        if let triples = try? fm.contentsOfDirectory(atPath: repo + "/.build") {
-            candidates += triples.sorted().map { repo + "/.build/" + $0 + "/debug/syncledger" }
-        }
-        for c in candidates where fm.isExecutableFile(atPath: c) { return c }
-        throw TestFailure("the syncledger binary is missing: run `swift build --product syncledger` (or `swift build --build-tests`) first")
-    }
-}
-
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
 }
-
-func makeTempDir(_ prefix: String = "audit") throws -> String {
-    var template = Array((NSTemporaryDirectory() + "/syncledger-\(prefix)-XXXXXX").utf8CString)
-    guard let p = mkdtemp(&template) else { throw TestFailure("mkdtemp failed") }
-    return String(cString: p)
-}
-
-func removeTree(_ path: String) { try? FileManager.default.removeItem(atPath: path) }
 
 func readFile(_ path: String) throws -> [UInt8] {
     guard let d = FileManager.default.contents(atPath: path) else { throw TestFailure("cannot read \(path)") }
@@ -60,18 +27,6 @@ func readFile(_ path: String) throws -> [UInt8] {
 
 func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw TestFailure("cannot write \(path)") }
-}
-
-/// A thread-safe box (tests run in parallel).
-final class Locked<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLock()
-    init(_ v: T) { value = v }
-    func withLock<R>(_ body: (inout T) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
 }
 
 // MARK: - Running processes
@@ -84,37 +39,11 @@ struct ProcResult: Sendable {
     var all: String { out + stderr }
 }
 
-/// Runs a program to completion without blocking a cooperative thread; output goes through
-/// temporary files (no pipe deadlocks on large output).
+/// Runs a program to completion (see `ProcessRunner.run`), with NO_COLOR=1.
 func runProcess(_ executable: String, _ arguments: [String], cwd: String? = nil,
                 environment: [String: String]? = nil) async throws -> ProcResult {
-    let dir = try makeTempDir("proc")
-    defer { removeTree(dir) }
-    let outPath = dir + "/out", errPath = dir + "/err"
-    _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-    _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-    let outHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-    let errHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    if let cwd { process.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    var env = environment ?? ProcessInfo.processInfo.environment
-    env["NO_COLOR"] = "1"
-    process.environment = env
-    process.standardOutput = outHandle
-    process.standardError = errHandle
-    process.standardInput = FileHandle.nullDevice
-    let code: Int32 = try await withCheckedThrowingContinuation { cont in
-        process.terminationHandler = { p in cont.resume(returning: p.terminationStatus) }
-        do { try process.run() } catch {
-            process.terminationHandler = nil
-            cont.resume(throwing: error)
-        }
-    }
-    try? outHandle.close()
-    try? errHandle.close()
-    return ProcResult(code: code, stdout: try readFile(outPath), stderr: String(decoding: try readFile(errPath), as: UTF8.self))
+    let r = try await ProcessRunner.run(executable, arguments, environment: environment, overrides: ["NO_COLOR": "1"], cwd: cwd)
+    return ProcResult(code: r.status, stdout: r.stdout, stderr: r.stderrText)
 }
 
 /// `syncledger --store STORE args…`
@@ -143,6 +72,18 @@ func which(_ name: String) throws -> String {
 
 func parseJSON(_ bytes: [UInt8]) throws -> JSONValue { try JSONValue.parse(bytes) }
 func parseJSON(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
+
+/// The CLI's appointment rows add `start_local`/`end_local` beside the view's columns (issue 14);
+/// comparisons with the library's rows leave those two out.
+func viewColumnsOnly(_ v: JSONValue) -> JSONValue {
+    guard case .array(let rows) = v else { return v }
+    return .array(rows.map { row in
+        guard case .object(var o) = row else { return row }
+        o["start_local"] = nil
+        o["end_local"] = nil
+        return .object(o)
+    })
+}
 
 extension JSONValue {
     var arrayValue: [JSONValue]? { if case .array(let a) = self { return a }; return nil }
@@ -245,7 +186,7 @@ struct Timeline: Sendable {
                 guard cli.code == 0 else { throw TestFailure("appointments --json failed: \(cli.all)") }
                 days.append(DaySnapshot(day: day.day, runId: outcome.runId, counts: outcome.counts, startedMillis: started,
                                         finishedMillis: finished, head: outcome.head, views: rows,
-                                        cliAppointments: try parseJSON(cli.stdout)))
+                                        cliAppointments: viewColumnsOnly(try parseJSON(cli.stdout))))
                 // The next run's events must be recorded strictly after `finished`.
                 try await Task.sleep(nanoseconds: 20_000_000)
             }

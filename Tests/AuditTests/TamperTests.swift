@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import IntakeQ
 import Ledger
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -25,7 +26,7 @@ extension CLIBinaryTests {
         BadArg(["sync", "--store", "S"], "--roster"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--org", "fsh", "--patient", "p-001"], "not both"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--now", "yesterday"], "yesterday"),
-        BadArg(["sync", "--store", "S", "--roster", "R", "--days-back", "-5"], "--days-back"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--days-back", "-5"], "--days-back", "between 0 and 3650"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--days-back=-5"], "--days-back"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--days-ahead", "99999"], "--days-ahead"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--days-back", "ninety"], "ninety"),
@@ -82,6 +83,29 @@ extension CLIBinaryTests {
         BadArg(["demo", "--fixtures", "/nonexistent-fixtures"], "/nonexistent-fixtures"),
         BadArg(["demo", "--store", "S"], "not empty"),
         BadArg(["demo", "--bogus"], "--bogus"),
+        // issue 14: unknown scope or type lists the valid ones; small validation fixes
+        BadArg(["appointments", "--store", "S", "--org", "nope"], "organization nope", "fsh, rrc, hwc"),
+        BadArg(["appointments", "--store", "S", "--patient", "nope"], "patient nope", "p-001"),
+        BadArg(["meeting-urls", "--store", "S", "--org", "nope"], "fsh"),
+        BadArg(["locations", "--store", "S", "--patient", "p-999"], "p-001"),
+        BadArg(["upcoming", "--store", "S", "--org", "nope"], "fsh"),
+        BadArg(["upcoming", "--store", "S", "--days=-1"], "--days"),
+        BadArg(["changes", "--store", "S", "--since", "24h", "--patient", "nope"], "p-001"),
+        BadArg(["changes", "--store", "S"], "--since"),
+        BadArg(["changes", "--store", "S", "--since", "yesterday"], "yesterday"),
+        BadArg(["changes", "--store", "S", "--run", "no-such-run"], "no-such-run"),
+        BadArg(["sync-logs", "--store", "S", "--type", "hourly"], "hourly", "automated_daily, manual_org_bulk"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--patient", "p-001", "--type", "automated_daily"], "automated_daily"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--org", "fsh", "--type", "automated_daily"], "automated_daily"),
+        BadArg(["status", "--store", "S", "--max-age", "nan"], "--max-age"),
+        BadArg(["status", "--store", "S", "--max-age", "inf"], "--max-age"),
+        BadArg(["status", "--store", "S", "--max-age=-3"], "--max-age"),
+        BadArg(["appointments", "--store", "S", "--from", "2026-12-01T10:00+25:00"], "+25:00"),
+        BadArg(["as-of", "--store", "S", "2026-12-01T10:00:00+15:00"], "+15:00"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--now", "2026-11-20T10:00+25:00"], "+25:00"),
+        BadArg(["appointments", "--store", "S", "--timezone", "Mars/Olympus"], "Mars/Olympus"),
+        BadArg(["upcoming", "--store", "S", "--timezone", "../../etc/passwd"], "../../etc/passwd"),
+        BadArg(["export", "--store", "S", "--out", "F"], "already exists", "--force"),
         // the root command
         BadArg(["no-such-command"], "no-such-command"),
         BadArg(["--store"], "--store"),
@@ -90,7 +114,7 @@ extension CLIBinaryTests {
     @Test("every command with missing, malformed and out-of-range arguments fails cleanly, store unchanged")
     func badArgumentMatrix() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("badargs")
+        let tmp = TempDir("badargs")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -99,7 +123,7 @@ extension CLIBinaryTests {
         expectSuccess(viewsBefore)
 
         for c in Self.badArguments {
-            let args = c.args.map { $0 == "S" ? store : $0 == "R" ? Repo.roster : $0 }
+            let args = c.args.map { $0 == "S" ? store : $0 == "R" ? Repo.roster : $0 == "F" ? store + "/STORE" : $0 }
             let r = try await cli(args, env: keyEnv, cwd: tmp.path)
             expectCleanFailure(r, mentioning: c.mentions)
         }
@@ -114,7 +138,7 @@ extension CLIBinaryTests {
     @Test("a missing, unreadable or malformed roster is one line naming the file (and the JSON path)")
     func rosterProblems() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("roster")
+        let tmp = TempDir("roster")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -153,6 +177,22 @@ extension CLIBinaryTests {
         let badPractitioner = tmp.path + "/practitioners.json"
         try Data(#"{"organizations": [], "practitioners": [{"intakeq_id": "x"}]}"#.utf8).write(to: URL(fileURLWithPath: badPractitioner))
         cases.append((badPractitioner, [badPractitioner, "$.practitioners[0]"]))
+        // Issue 14: client ids that are not positive whole numbers, a practitioner mapped twice,
+        // an unknown time zone: refused, the JSON path named.
+        for (n, bad) in [#"4101.5"#, #"-1"#, #"" 4101 ""#, #"0"#, #""41x""#].enumerated() {
+            let path = tmp.path + "/client-\(n).json"
+            try Data(#"{"organizations": [{"id": "a", "patients": [{"id": "p1", "intakeq_client_id": 4102}, {"id": "p2", "intakeq_client_id": "#.utf8
+                + Data(bad.utf8) + Data("}]}]}".utf8)).write(to: URL(fileURLWithPath: path))
+            cases.append((path, [path, "$.organizations[0].patients[1].intakeq_client_id", "positive whole number"]))
+        }
+        let twice = tmp.path + "/twice.json"
+        try Data(#"{"organizations": [{"id": "a", "patients": [{"id": "p1", "intakeq_client_id": "4101"}]}], "practitioners": [{"intakeq_id": "x", "provider_id": "a"}, {"intakeq_id": "x", "provider_id": "b"}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: twice))
+        cases.append((twice, [twice, "$.practitioners[1].intakeq_id", "once"]))
+        let zone = tmp.path + "/zone.json"
+        try Data(#"{"timezone": "America/Denverr", "organizations": [{"id": "a", "patients": [{"id": "p1", "intakeq_client_id": 4101}]}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: zone))
+        cases.append((zone, [zone, "$.timezone", "America/Denverr"]))
         // A directory where the file should be.
         let dirRoster = tmp.path + "/roster-dir"
         try FileManager.default.createDirectory(atPath: dirRoster, withIntermediateDirectories: true)
@@ -186,7 +226,7 @@ extension CLIBinaryTests {
     @Test("INTAKEQ_API_KEY unset or empty: one line, exit 1, no store touched")
     func apiKeyUnset() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("nokey")
+        let tmp = TempDir("nokey")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -205,7 +245,7 @@ extension CLIBinaryTests {
 
     @Test("a directory that is not a store, and a store of a newer format, are refused by every command")
     func notAStoreAndNewerFormat() async throws {
-        let tmp = try TempDir("notstore")
+        let tmp = TempDir("notstore")
         defer { tmp.remove() }
         let notStore = tmp.path + "/not-a-store"
         try FileManager.default.createDirectory(atPath: notStore + "/photos", withIntermediateDirectories: true)
@@ -243,7 +283,7 @@ extension CLIBinaryTests {
     @Test("an unreachable base URL: one line, exit 1; only the failed run's own events are added")
     func unreachableBaseURL() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("unreachable")
+        let tmp = TempDir("unreachable")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)
@@ -284,7 +324,7 @@ extension CLIBinaryTests {
     @Test("a refused API key (401): exit 1, says so, never prints the key")
     func refusedKey() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("401")
+        let tmp = TempDir("401")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await withFakeServer(practice.days[0], apiKey: "the-right-key") { _, url in

@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -41,7 +42,7 @@ extension CLIBinaryTests {
     @Test("the store and every file in it are owner-only after sync, rebuild, export and export --bundle")
     func filesAtRest() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("modes")
+        let tmp = TempDir("modes")
         defer { tmp.remove() }
         // An empty directory the user made with the usual 0755: the sync must tighten it.
         let store = tmp.path + "/store"
@@ -83,17 +84,19 @@ extension CLIBinaryTests {
 
     static let helpOptions: [String: [String]] = [
         "sync": ["--roster", "--org", "--patient", "--type", "--base-url", "--now", "--days-back", "--days-ahead",
-                 "--requests-per-minute", "--daily-budget", "--wait-lock", "--store"],
+                 "--requests-per-minute", "--daily-budget", "--wait-lock", "--json", "--store"],
         "status": ["--max-age", "--json", "--store"],
-        "appointments": ["--org", "--patient", "--from", "--to", "--hide-removed", "--json", "--store"],
-        "meeting-urls": ["--json", "--store"],
+        "appointments": ["--org", "--patient", "--from", "--to", "--hide-removed", "--timezone", "--wide", "--json", "--store"],
+        "upcoming": ["--days", "--org", "--patient", "--all", "--now", "--timezone", "--wide", "--json", "--store"],
+        "changes": ["--since", "--run", "--org", "--patient", "--timezone", "--json", "--store"],
+        "meeting-urls": ["--all", "--json", "--store"],
         "locations": ["--json", "--store"],
         "sync-logs": ["--limit", "--type", "--json", "--store"],
         "history": ["<appointment-id>", "--json", "--store"],
         "as-of": ["--seq", "--appointment", "--json", "--store"],
         "verify": ["--expect-head", "--json", "--store"],
         "rebuild": ["--projection", "--store"],
-        "export": ["--format", "--from-seq", "--to-seq", "--out", "--bundle", "--store"],
+        "export": ["--format", "--from-seq", "--to-seq", "--out", "--force", "--bundle", "--store"],
         "log": ["--from-seq", "--limit", "--store"],
         "demo": ["--store", "--fixtures"],
     ]
@@ -120,7 +123,7 @@ extension CLIBinaryTests {
     @Test("syncledger --store DIR <command> works the same as syncledger <command> --store DIR")
     func globalStoreOption() async throws {
         let practice = try Practice.load()
-        let tmp = try TempDir("global")
+        let tmp = TempDir("global")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice)

@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -11,36 +12,12 @@ import Glibc
 /// must fail in under a second), and the machine has two cores.
 @Suite(.serialized) struct CLIBinaryTests {}
 
-// MARK: - Locations
+// MARK: - Locations (`Repo` is TestSupport's `Paths`)
 
-enum Repo {
-    /// The repository root, from this file's path (Tests/CLITests/Support.swift).
-    static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-
-    static var roster: String { root + "/Fixtures/roster.json" }
-    static var practice: String { root + "/Fixtures/practice" }
-
-    /// `$SYNCLEDGER_BIN`, else `syncledger` beside the running test bundle (same build
-    /// configuration), else `<repo>/.build/debug/syncledger`.
-    static let binary: String? = {
-        let fm = FileManager.default
-        var candidates: [String] = []
-        if let env = ProcessInfo.processInfo.environment["SYNCLEDGER_BIN"], !env.isEmpty { candidates.append(env) }
-        if let exe = try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
-            // …/.build/<triple>/debug/SyncLedgerPackageTests.xctest
-            candidates.append((exe as NSString).deletingLastPathComponent + "/syncledger")
-        }
-        candidates.append(root + "/.build/debug/syncledger")
-        return candidates.first { fm.isExecutableFile(atPath: $0) }
-    }()
-
+extension Paths {
     /// The binary, or a test failure saying how to build it.
     static func requireBinary() throws -> String {
-        guard let b = binary else {
+        guard let b = product("syncledger") else {
             Issue.record("the syncledger binary is not built: run `swift build --product syncledger` (or `swift build --build-tests`) first")
             throw CLITestError("no syncledger binary")
         }
@@ -74,102 +51,54 @@ struct RunResult: Sendable {
     var label: String { "syncledger " + args.joined(separator: " ") }
 }
 
-/// One launched `syncledger` process; stdout and stderr go to files (no pipe can fill up).
-final class Launched: @unchecked Sendable {
-    // @unchecked: `state` is guarded by `lock`; the other stored properties are immutable.
+/// A test decides these itself; never inherit them from the developer's shell.
+private func cliEnvironment(_ env: [String: String?]) -> [String: String?] {
+    var out: [String: String?] = ["INTAKEQ_API_KEY": nil, "SYNCLEDGER_STORE": nil, "SYNCLEDGER_FIXTURES": nil]
+    for (k, v) in env { out[k] = v }
+    return out
+}
+
+extension RunResult {
+    init(_ args: [String], _ r: ProcessOutput) {
+        self.init(args: args, pid: r.pid, status: r.status, signaled: r.signaled, timedOut: r.timedOut,
+                  stdout: r.stdoutText, stderr: r.stderrText, seconds: r.seconds)
+    }
+}
+
+/// One launched `syncledger` process, for a test that acts while it runs (see `ChildProcess`).
+/// A watchdog kills it after `timeout` seconds: a hung command is a failure, not a hung run.
+final class Launched: Sendable {
     let args: [String]
-    let process: Process
-    var pid: Int32 { process.processIdentifier }
-    private let outPath: String
-    private let errPath: String
-    private let started = Date()
-    private let lock = NSLock()
-    private var state: (done: Bool, timedOut: Bool, waiters: [CheckedContinuation<Void, Never>]) = (false, false, [])
+    let child: ChildProcess
+    var pid: Int32 { child.pid }
 
     init(_ args: [String], env: [String: String?] = [:], cwd: String? = nil, timeout: Double = 60,
          executable: String? = nil, arguments: [String]? = nil) throws {
         let binary = try Repo.requireBinary()
         self.args = args
-        let dir = NSTemporaryDirectory() + "/syncledger-cli-out"
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let token = UUID().uuidString
-        outPath = dir + "/\(token).out"
-        errPath = dir + "/\(token).err"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable ?? binary)
-        p.arguments = arguments ?? args
-        var environment = ProcessInfo.processInfo.environment
-        // A test decides these itself; never inherit them from the developer's shell.
-        environment["INTAKEQ_API_KEY"] = nil
-        environment["SYNCLEDGER_STORE"] = nil
-        environment["SYNCLEDGER_FIXTURES"] = nil
-        for (k, v) in env { environment[k] = v }
-        p.environment = environment
-        p.currentDirectoryURL = URL(fileURLWithPath: cwd ?? NSTemporaryDirectory())
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process = p
-        p.terminationHandler = { [weak self] _ in self?.finished() }
-        try p.run()
-        // Watchdog: a hung command is a failure, not a hung test run.
-        let pidCopy = pid
-        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
-            guard let self else { return }
-            let kill: Bool = self.lock.withLock {
-                if self.state.done { return false }
-                self.state.timedOut = true
-                return true
-            }
-            if kill { Glibc.kill(pidCopy, SIGKILL) }
-        }
+        child = try ProcessRunner.start(executable ?? binary, arguments ?? args, overrides: cliEnvironment(env),
+                                        cwd: cwd ?? NSTemporaryDirectory(), timeout: timeout)
     }
 
-    private func finished() {
-        let waiters: [CheckedContinuation<Void, Never>] = lock.withLock {
-            state.done = true
-            let w = state.waiters
-            state.waiters = []
-            return w
-        }
-        for w in waiters { w.resume() }
-    }
+    var isRunning: Bool { child.isRunning }
 
-    var isRunning: Bool { lock.withLock { !state.done } }
-
-    func wait() async -> RunResult {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let resumeNow: Bool = lock.withLock {
-                if state.done { return true }
-                state.waiters.append(c)
-                return false
-            }
-            if resumeNow { c.resume() }
-        }
-        let out = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-        let err = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
-        try? FileManager.default.removeItem(atPath: outPath)
-        try? FileManager.default.removeItem(atPath: errPath)
-        return RunResult(args: args, pid: pid, status: process.terminationStatus,
-                         signaled: process.terminationReason == .uncaughtSignal,
-                         timedOut: lock.withLock { state.timedOut }, stdout: out, stderr: err,
-                         seconds: Date().timeIntervalSince(started))
-    }
+    func wait() async -> RunResult { RunResult(args, await child.wait()) }
 }
 
 /// Runs `syncledger args…` to completion.
 func cli(_ args: [String], env: [String: String?] = [:], cwd: String? = nil, timeout: Double = 60) async throws -> RunResult {
-    try await Launched(args, env: env, cwd: cwd, timeout: timeout).wait()
+    let r = try await ProcessRunner.run(try Repo.requireBinary(), args, overrides: cliEnvironment(env),
+                                        cwd: cwd ?? NSTemporaryDirectory(), timeout: timeout)
+    return RunResult(args, r)
 }
 
 /// Runs `syncledger args…` under `umask 000` (through /bin/sh), so any file the binary does not
 /// explicitly restrict would come out world-readable.
 func cliUnderOpenUmask(_ args: [String], env: [String: String?] = [:]) async throws -> RunResult {
     let binary = try Repo.requireBinary()
-    return try await Launched(args, env: env, timeout: 120, executable: "/bin/sh",
-                              arguments: ["-c", "umask 000; exec \"$0\" \"$@\"", binary] + args).wait()
+    let r = try await ProcessRunner.run("/bin/sh", ["-c", "umask 000; exec \"$0\" \"$@\"", binary] + args,
+                                        overrides: cliEnvironment(env), cwd: NSTemporaryDirectory(), timeout: 120)
+    return RunResult(args, r)
 }
 
 // MARK: - Assertions on a failing command
@@ -224,19 +153,6 @@ func expectSuccess(_ r: RunResult, sourceLocation: SourceLocation = #_sourceLoca
 }
 
 // MARK: - Temporary directories and store snapshots
-
-/// A fresh directory; call `remove()` (in a `defer`) when done.
-struct TempDir: Sendable {
-    let path: String
-    init(_ name: String = "cli") throws {
-        var template = Array((NSTemporaryDirectory() + "/syncledger-\(name)-XXXXXX").utf8CString)
-        guard let p = mkdtemp(&template) else { throw CLITestError("mkdtemp failed") }
-        path = String(cString: p)
-    }
-    func remove() {
-        try? FileManager.default.removeItem(atPath: path)
-    }
-}
 
 /// Every regular file under `dir`, by relative path, with its bytes (stores here are small).
 func snapshot(_ dir: String, excluding: (String) -> Bool = { _ in false }) -> [String: Data] {
@@ -295,7 +211,7 @@ func withFakeServer<T>(_ day: FixtureDay, apiKey: String = fakeAPIKey,
     }
 }
 
-/// A store holding day 1's sync (171 events), made through the binary.
+/// A store holding day 1's sync (177 events), made through the binary.
 func makeSyncedStore(at store: String, practice: FixturePractice, days: [Int] = [1]) async throws {
     try await withFakeServer(practice.days[0]) { server, url in
         for n in days {

@@ -1,23 +1,14 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import EventLog
 
 /// Runs the built `crash-harness` executable (built with the package: `swift build --build-tests`
 /// or `swift build --product crash-harness`).
 enum Harness {
-    static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
+    static var root: String { Paths.root }
 
-    static var binary: String? {
-        for dir in [root + "/.build/debug", root + "/.build/x86_64-unknown-linux-gnu/debug", root + "/.build/release"] {
-            let path = dir + "/crash-harness"
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        return nil
-    }
+    static var binary: String? { Paths.product("crash-harness") }
 
     /// Runs `arguments` (through /bin/sh when `shell` is given, as `sh -c shell harness args…`);
     /// returns exit status, stdout and stderr. Kills it after `timeout` seconds.
@@ -26,36 +17,10 @@ enum Harness {
         guard let binary else {
             throw HarnessMissing()
         }
-        let process = Process()
-        if let shell {
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", shell, binary] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = arguments
-        }
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("harness-\(UUID()).out")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("harness-\(UUID()).err")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
-        FileManager.default.createFile(atPath: err.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: out)
-            try? FileManager.default.removeItem(at: err)
-        }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-            Issue.record("crash-harness \(arguments) did not finish within \(timeout) s")
-        }
-        process.waitUntilExit()
-        let stdout = String(decoding: (try? Data(contentsOf: out)) ?? Data(), as: UTF8.self)
-        let stderr = String(decoding: (try? Data(contentsOf: err)) ?? Data(), as: UTF8.self)
-        return (process.terminationStatus, stdout, stderr)
+        let (executable, argv) = shell.map { ("/bin/sh", ["-c", $0, binary] + arguments) } ?? (binary, arguments)
+        let r = try ProcessRunner.runBlocking(executable, argv, timeout: timeout)
+        if r.timedOut { Issue.record("crash-harness \(arguments) did not finish within \(timeout) s") }
+        return (r.status, r.stdoutText, r.stderrText)
     }
 }
 

@@ -1,20 +1,11 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import EventLog
 
-/// A fresh temporary directory per test, removed at the end.
-final class TempDir {
-    let path: String
+extension TempDir {
+    /// The event log directory of a test (`<tmp>/log`, made by the writer).
     var log: String { path + "/log" }
-
-    init() {
-        var template = Array((NSTemporaryDirectory() + "eventlog-test-XXXXXX").utf8CString)
-        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
-        precondition(made != nil, "mkdtemp failed")
-        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 
     func segments() -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: log)) ?? []).filter { $0.hasSuffix(".seg") }.sorted()
@@ -56,18 +47,6 @@ func fileBytes(_ path: String) -> [UInt8] { Array(FileManager.default.contents(a
 func writeBytes(_ bytes: [UInt8], _ path: String) { _ = FileManager.default.createFile(atPath: path, contents: Data(bytes)) }
 
 func truncateFile(_ path: String, _ length: Int) { _ = truncate(path, off_t(length)) }
-
-/// A small deterministic RNG (SplitMix64) so a failing seed can be replayed.
-struct SeededRNG: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 func expectError(_ code: LogError.Code, _ body: () throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) -> LogError? {
     do {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import EventLog
 
@@ -44,15 +45,9 @@ import Testing
         let payloads = try appendBatches(writer, batches: 30, size: 17)
         writer.close()
         #expect(dir.segments().count > 1)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "cat \"$0\"/*.seg | /usr/bin/lz4 -dc", dir.log]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        let r = try ProcessRunner.runBlocking("/bin/sh", ["-c", "cat \"$0\"/*.seg | /usr/bin/lz4 -dc", dir.log])
+        let output = r.stdout
+        #expect(r.status == 0)
         let expected: [UInt8] = payloads.flatMap { $0 + [UInt8(10)] }
         #expect(Array(output) == expected)
     }

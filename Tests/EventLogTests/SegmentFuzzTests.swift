@@ -1,5 +1,6 @@
 import CChecksum
 import Foundation
+import TestSupport
 import Testing
 @testable import EventLog
 

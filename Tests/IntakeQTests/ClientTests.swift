@@ -1,6 +1,8 @@
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
+import TestSupport
 import Testing
 
 @Suite struct ClientTests {

@@ -1,5 +1,7 @@
+import FakeIntakeQ
 import Foundation
 import JSONCore
+import TestSupport
 import Testing
 @testable import IntakeQ
 
@@ -8,16 +10,7 @@ import Testing
 /// `IntakeQError`s are thrown (code `.decode`), nothing crashes or hangs.
 @Suite("Fuzzing the IntakeQ decoder", .timeLimit(.minutes(1)))
 struct FuzzTests {
-    struct RNG: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    typealias RNG = SeededRNG
 
     /// A response body as IntakeQ sends it: a pretty-printed array of appointment objects.
     static let body: [UInt8] = {

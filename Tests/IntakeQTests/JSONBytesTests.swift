@@ -1,6 +1,7 @@
 import Foundation
 import IntakeQ
 import JSONCore
+import TestSupport
 import Testing
 
 @Suite struct JSONBytesTests {

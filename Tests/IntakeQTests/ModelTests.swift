@@ -2,6 +2,7 @@ import Domain
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import TestSupport
 import Testing
 
 @Suite struct ModelTests {

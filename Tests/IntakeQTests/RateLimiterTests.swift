@@ -1,5 +1,6 @@
 import Foundation
 import IntakeQ
+import TestSupport
 import Testing
 
 @Suite struct RateLimiterTests {
@@ -85,17 +86,5 @@ import Testing
         let limiter = RateLimiter(policy: .init(), clock: ManualClock(now: Self.t0), store: store)
         try await limiter.acquire()
         #expect(try store.load() == [Self.t0])
-    }
-}
-
-/// Small lock box for test bookkeeping.
-final class Locked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
     }
 }

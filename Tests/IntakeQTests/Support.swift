@@ -2,17 +2,7 @@ import FakeIntakeQ
 import Foundation
 import IntakeQ
 import Logging
-
-enum Paths {
-    static let root: String = {
-        // Tests/IntakeQTests/Support.swift → repository root
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-    static let practice = root + "/Fixtures/practice"
-    static let roster = root + "/Fixtures/roster.json"
-}
+import TestSupport
 
 enum Fixtures {
     /// Loaded once for all tests.

@@ -3,14 +3,11 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 /// The built `syncledger` binary (`swift build --product syncledger`, or any `swift build`).
-let syncledgerBinary: String = {
-    var url = URL(fileURLWithPath: #filePath)
-    for _ in 0..<3 { url.deleteLastPathComponent() }  // Tests/LedgerTests/CLIJSONTests.swift → package root
-    return url.appendingPathComponent(".build/debug/syncledger").path
-}()
+let syncledgerBinary: String = Paths.product("syncledger") ?? Paths.root + "/.build/debug/syncledger"
 
 struct RunResult {
     var status: Int32
@@ -19,23 +16,9 @@ struct RunResult {
 }
 
 func runSyncledger(_ arguments: [String]) throws -> RunResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: syncledgerBinary)
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.removeValue(forKey: "SYNCLEDGER_STORE")
-    env.removeValue(forKey: "INTAKEQ_API_KEY")
-    process.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return RunResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                     stderr: String(decoding: e, as: UTF8.self))
+    let r = try ProcessRunner.runBlocking(syncledgerBinary, arguments,
+                                          overrides: ["SYNCLEDGER_STORE": nil, "INTAKEQ_API_KEY": nil])
+    return RunResult(status: r.status, stdout: r.stdoutText, stderr: r.stderrText)
 }
 
 nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"#)
@@ -63,7 +46,9 @@ nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:
         let dir = tmp.store.path
 
         // appointments — the store option before the subcommand, as DESIGN.md writes it.
-        let (appts, apptsText) = try jsonRows(["--store", dir, "appointments", "--json"], columns: AppointmentsProjection.columns)
+        // Issue 14: beside the view's columns, start_local/end_local (the roster's zone, here UTC).
+        let local = ["start_local", "end_local"]
+        let (appts, apptsText) = try jsonRows(["--store", dir, "appointments", "--json"], columns: AppointmentsProjection.columns + local)
         #expect(appts.count == 7)
         // `removed` is a JSON boolean (checked on the text: Foundation maps booleans to NSNumber).
         let bools = apptsText.matches(of: try Regex(#""removed":(true|false)"#)).count
@@ -83,14 +68,18 @@ nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:
         let views = try ProjectionStore(store: tmp.store)
         #expect(try views.appliedSeq() == Golden.eventCount, "the read command caught the views up")
         let lib = try views.readSync { try Views.appointments($0, AppointmentFilter()) }
-        #expect(try JSONValue.parse(Array(apptsText.utf8)) == .array(lib.map(\.json)))
+        let withoutLocal = apptsText.replacing(try Regex(#""(start|end)_local":("[^"]*"|null),"#), with: "")
+        #expect(try JSONValue.parse(Array(withoutLocal.utf8)) == .array(lib.map(\.json)))
+        for row in appts where row["start_at"] is String {
+            #expect((row["start_local"] as? String)?.hasSuffix("+00:00") == true, "\(row)")
+        }
         try GoldenExpect.check(try snapshot(views), reader: try LedgerReader(store: tmp.store))
 
         // The option after the subcommand works as well.
-        let (after, _) = try jsonRows(["appointments", "--store", dir, "--json"], columns: AppointmentsProjection.columns)
+        let (after, _) = try jsonRows(["appointments", "--store", dir, "--json"], columns: AppointmentsProjection.columns + local)
         #expect(after.count == 7)
         let (visible, _) = try jsonRows(["--store", dir, "appointments", "--json", "--hide-removed", "--org", "hope"],
-                                        columns: AppointmentsProjection.columns)
+                                        columns: AppointmentsProjection.columns + local)
         // a6 is Hope Center's too: its additional client Casey is in that organization.
         #expect(visible.compactMap { $0["appointment_id"] as? String } == ["a6", "a1", "a4", "a5", "a7"])
 
@@ -114,21 +103,25 @@ nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:
         #expect(limited.compactMap { $0["id"] as? String } == ["run-4", "run-3"])
 
         // meeting-urls and locations.
-        let (urls, urlsText) = try jsonRows(["--store", dir, "meeting-urls", "--json"], columns: MeetingURLsProjection.columns)
+        // Issue 14: with the appointment's time (also local), patient, organization and status;
+        // --all keeps the links of cancelled and removed appointments.
+        let context = ["start_at", "start_local", "end_at", "end_local", "patient_id", "organization_id", "status", "removed"]
+        let (urls, urlsText) = try jsonRows(["--store", dir, "meeting-urls", "--json", "--all"], columns: MeetingURLsProjection.columns + context)
         #expect(urls.compactMap { $0["appointment_id"] as? String } == ["a6", "a3", "a1", "a7"])
         #expect(!urlsText.contains("host-"), "a StartUrl leaked into meeting-urls")
         for row in urls { #expect((row["changed_at"] as? String)?.wholeMatch(of: isoMillis) != nil) }
-        let (locs, locsText) = try jsonRows(["--store", dir, "locations", "--json"], columns: LocationsProjection.columns)
+        let (locs, locsText) = try jsonRows(["--store", dir, "locations", "--json"], columns: LocationsProjection.columns + context)
         #expect(locs.count == 7)
         #expect(locs.first { $0["appointment_id"] as? String == "a4" }?["address"] as? String == "100 Main St, Salt Lake City, UT 84101")
-        let libLocs = try views.readSync { try Views.locations($0, AppointmentFilter()) }
-        #expect(try JSONValue.parse(Array(locsText.utf8)) == .array(libLocs.map(\.json)))
+        let libLocs = try views.readSync { try Views.locationsWithAppointments($0, AppointmentFilter()) }
+        let locsWithoutLocal = locsText.replacing(try Regex(#""(start|end)_local":("[^"]*"|null),"#), with: "")
+        #expect(try JSONValue.parse(Array(locsWithoutLocal.utf8)) == .array(libLocs.map(\.json)))
     }
 
     @Test(.enabled(if: CLIJSONTests.binaryExists, "build .build/debug/syncledger first (swift build --product syncledger)"))
     func emptyStoreAndMissingStore() throws {
         let tmp = try TempStore()
-        let (rows, _) = try jsonRows(["--store", tmp.store.path, "appointments", "--json"], columns: AppointmentsProjection.columns)
+        let (rows, _) = try jsonRows(["--store", tmp.store.path, "appointments", "--json"], columns: AppointmentsProjection.columns + ["start_local", "end_local"])
         #expect(rows.isEmpty)
         let r = try runSyncledger(["--store", tmp.sibling("nowhere"), "appointments", "--json"])
         #expect(r.status == 1)
@@ -148,7 +141,7 @@ nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:
         #expect(r.status == 1, "stdout: \(r.stdout) stderr: \(r.stderr)")
         #expect(r.stdout.contains("rebuilt"))
         #expect(r.stderr.contains("seq 26"), "\(r.stderr)")
-        let (rows, _) = try jsonRows(["--store", tmp.store.path, "appointments", "--json"], columns: AppointmentsProjection.columns)
+        let (rows, _) = try jsonRows(["--store", tmp.store.path, "appointments", "--json"], columns: AppointmentsProjection.columns + ["start_local", "end_local"])
         #expect(rows.count == 7)
         #expect(try ProjectionStore(store: tmp.store).quarantine().map(\.seq) == [26, 26, 26])
     }

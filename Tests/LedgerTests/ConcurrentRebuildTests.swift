@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct ConcurrentRebuildTests {
@@ -15,8 +16,7 @@ import Testing
         let second = try ProjectionStore(store: tmp.store)
         first.eventsPerTransaction = 1
         second.eventsPerTransaction = 1
-        let failures = NSLock()
-        nonisolated(unsafe) var errors: [String] = []
+        let errors = Locked<[String]>([])
         let store = tmp.store
         let group = DispatchGroup()
         for views in [first, second] {
@@ -24,14 +24,12 @@ import Testing
                 do {
                     _ = try views.rebuild(names: [], try LedgerReader(store: store))
                 } catch {
-                    failures.lock()
-                    errors.append("\(error)")
-                    failures.unlock()
+                    errors.withLock { $0.append("\(error)") }
                 }
             }
         }
         group.wait()
-        #expect(errors.isEmpty, "\(errors)")
+        #expect(errors.value.isEmpty, "\(errors.value)")
         let reader = try LedgerReader(store: tmp.store)
         try GoldenExpect.check(try snapshot(first), reader: reader)
         #expect(FileManager.default.fileExists(atPath: tmp.store.projectionsPath + ".rebuild-lock"))

@@ -1,8 +1,10 @@
+import EventLog
 import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct HistoryAsOfTests {

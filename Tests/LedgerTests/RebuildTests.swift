@@ -4,6 +4,7 @@ import GRDB
 import IntakeQ
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct RebuildTests {
@@ -93,9 +94,11 @@ import Testing
         #expect(try snapshot(views) == clean)
     }
 
-    /// The log lost a tail the views had seen (a power cut before the tail was durable, or the
-    /// store restored from an older copy): catch-up sees the checkpoint hash no longer matches.
-    @Test func lostTailIsDetectedAndTheViewsAreRebuilt() throws {
+    /// The log lost a tail the views had seen (cut off, or the log restored from an older copy):
+    /// the views' checkpoint is evidence of acknowledged events, so catch-up refuses instead of
+    /// rebuilding the views down to the shorter log; an explicit rebuild (what `repair
+    /// --accept-loss` does once the loss is recorded) then folds the log as it is.
+    @Test func lostTailIsRefusedNotRebuiltDownTo() throws {
         let tmp = try TempStore()
         try Golden.write(tmp.store, steps: 0..<7)
         let shortStore = try TempStore()
@@ -110,9 +113,18 @@ import Testing
         let views = try ProjectionStore(store: shortStore.store)
         let reader = try LedgerReader(store: shortStore.store)
         #expect(try reader.head().seq == 15)
-        let report = try views.catchUp(reader)
-        #expect(Set(report.rebuilt) == Set(allProjections.map(\.name)))
-        #expect(report.notes.contains { $0.contains("lost its tail") }, "\(report.notes)")
+        let before = try snapshot(views)
+        do {
+            try views.catchUp(reader)
+            Issue.record("catch-up accepted a log that ends before the views' checkpoint")
+        } catch let e as LedgerError {
+            #expect(e.message.contains("the log ends at seq 15 but seq \(Golden.eventCount) was acknowledged"), "\(e.message)")
+            #expect(e.message.contains("repair --accept-loss"), "\(e.message)")
+        }
+        #expect(try views.appliedSeq() == Golden.eventCount)
+        #expect(try snapshot(views) == before)
+
+        _ = try views.rebuild(names: [], reader)
         #expect(try views.appliedSeq() == 15)
         let clean = try cleanSnapshot(shortStore.store, scratch: shortStore.sibling("clean.sqlite"))
         #expect(try snapshot(views) == clean)
@@ -120,7 +132,7 @@ import Testing
     }
 
     /// Same length or longer, but a different history after the views' checkpoint.
-    @Test func divergedHistoryIsDetectedByTheChainHash() throws {
+    @Test func divergedHistoryIsRefusedByTheChainHash() throws {
         let tmp = try TempStore()
         try Golden.write(tmp.store, steps: 0..<7)
         let forked = try TempStore()
@@ -140,9 +152,13 @@ import Testing
         let forkViews = try ProjectionStore(store: forked.store)
         let reader = try LedgerReader(store: forked.store)
         #expect(try reader.head().seq == 21)
-        let report = try forkViews.catchUp(reader)
-        #expect(Set(report.rebuilt) == Set(allProjections.map(\.name)))
-        #expect(report.notes.contains { $0.contains("differs") }, "\(report.notes)")
+        do {
+            try forkViews.catchUp(reader)
+            Issue.record("catch-up accepted a log whose chain differs at the views' checkpoint")
+        } catch let e as LedgerError {
+            #expect(e.message.contains("differs"), "\(e.message)")
+        }
+        _ = try forkViews.rebuild(names: [], reader)
         let clean = try cleanSnapshot(forked.store, scratch: forked.sibling("clean.sqlite"))
         #expect(try snapshot(forkViews) == clean)
         let a3 = try #require(clean.appointments.first { $0["appointment_id"] == "a3" })
@@ -260,7 +276,7 @@ import Testing
             }
         }
         let reader = try LedgerReader(store: tmp.store)
-        try views.rebuild(names: [], reader, progress: progress)
+        _ = try views.rebuild(names: [], reader, progress: progress)
         #expect(calls >= Golden.steps.count, "one shadow transaction per batch")
         #expect(mismatches.isEmpty, "\(mismatches)")
         try GoldenExpect.check(try snapshot(views), reader: reader)
@@ -278,7 +294,7 @@ import Testing
         let opened = DispatchSemaphore(value: 0)
         let swapped = DispatchSemaphore(value: 0)
         let finished = DispatchSemaphore(value: 0)
-        let box = ResultBox()
+        let box = Locked<(first: [ViewRow]?, second: [ViewRow]?, error: String?)>((nil, nil, nil))
         let thread = Thread {
             do {
                 try views.pool.read { db in
@@ -286,20 +302,20 @@ import Testing
                     opened.signal()
                     _ = swapped.wait(timeout: .now() + 20)
                     let second = try Views.appointments(db, AppointmentFilter())
-                    box.set(first: first, second: second)
+                    box.value = (first, second, nil)
                 }
             } catch {
-                box.fail("\(error)")
+                box.withLock { $0.error = "\(error)" }
                 opened.signal()
             }
             finished.signal()
         }
         thread.start()
         #expect(opened.wait(timeout: .now() + 20) == .success)
-        try views.rebuild(names: ["appointments"], try LedgerReader(store: tmp.store))
+        _ = try views.rebuild(names: ["appointments"], try LedgerReader(store: tmp.store))
         swapped.signal()
         #expect(finished.wait(timeout: .now() + 20) == .success)
-        let (first, second, error) = box.get()
+        let (first, second, error) = box.value
         #expect(error == nil)
         #expect(first == old)
         #expect(second == old, "the reader's snapshot changed under it")
@@ -341,29 +357,5 @@ import Testing
         #expect(try snapshot(views) == before)
         let leftovers = try views.readSync { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE name LIKE '%__shadow'") }
         #expect(leftovers.isEmpty, "\(leftovers)")
-    }
-}
-
-final class ResultBox: @unchecked Sendable {
-    // @unchecked: every access holds the lock.
-    private let lock = NSLock()
-    private var first: [ViewRow]?
-    private var second: [ViewRow]?
-    private var error: String?
-    private var finished = false
-    func set(first: [ViewRow], second: [ViewRow]) {
-        lock.lock(); defer { lock.unlock() }
-        self.first = first
-        self.second = second
-        finished = true
-    }
-    func fail(_ e: String) {
-        lock.lock(); defer { lock.unlock() }
-        error = e
-        finished = true
-    }
-    func get() -> ([ViewRow]?, [ViewRow]?, String?) {
-        lock.lock(); defer { lock.unlock() }
-        return (first, second, error)
     }
 }

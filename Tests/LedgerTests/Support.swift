@@ -6,36 +6,26 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 // Shared helpers for the ledger and projection tests: temporary stores, a manual clock,
 // appointment objects, the golden event sequence and snapshots of every view.
 
-/// A fresh store directory per test (owner-only, under the system temp dir), removed at the end.
+/// A fresh store in its own temporary directory per test, removed with it at the end.
 final class TempStore {
-    let root: String
+    private let dir = TempDir("ledgertests")
     let path: String
     let store: Store
+    var root: String { dir.path }
 
     init(_ label: String = "store") throws {
-        root = NSTemporaryDirectory() + "ledgertests-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        path = root + "/" + label
+        path = dir.sub(label)
         store = try Store.openOrCreate(path)
     }
 
     /// Another path under the same temporary root (removed with it).
-    func sibling(_ name: String) -> String { root + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: root) }
-}
-
-/// A clock the test sets; `LedgerWriter` reads it for each append.
-final class ManualClock: @unchecked Sendable {
-    // @unchecked: tests use it from one thread at a time.
-    var millis: Int64
-    init(_ millis: Int64) { self.millis = millis }
-    func read() -> Int64 { millis }
+    func sibling(_ name: String) -> String { dir.sub(name) }
 }
 
 let fastLog = LogOptions(fsync: false)
@@ -363,7 +353,7 @@ func snapshot(_ views: ProjectionStore) throws -> Snapshot {
 /// A clean rebuild of a store's log into a fresh views database.
 func cleanSnapshot(_ store: Store, scratch: String) throws -> Snapshot {
     let views = try ProjectionStore(path: scratch)
-    try views.rebuild(names: [], try LedgerReader(store: store))
+    _ = try views.rebuild(names: [], try LedgerReader(store: store))
     return try snapshot(views)
 }
 

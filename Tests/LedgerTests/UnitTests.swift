@@ -5,6 +5,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import TestSupport
 import Testing
 
 @Suite struct EnvelopeTests {
@@ -183,12 +184,13 @@ import Testing
         let tmp = try TempStore()
         let dir = tmp.sibling("notes")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/shopping.txt", contents: Data("milk".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/shopping.txt", contents: Data("milk".utf8))
         for open in [{ try Store.open(dir) }, { try Store.openOrCreate(dir) }] {
             do {
                 _ = try open()
                 Issue.record("a directory without STORE was accepted")
-            } catch let e as LedgerError {
+            } catch let e as StoreError {
+                #expect(e.code == .notAStore)
                 #expect(e.message.contains("is not a SyncLedger store"), "\(e.message)")
             }
         }
@@ -196,13 +198,13 @@ import Testing
         // An empty directory is not a store either, but openOrCreate may make it one.
         let empty = tmp.sibling("empty")
         try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
-        #expect(throws: LedgerError.self) { try Store.open(empty) }
+        #expect { try Store.open(empty) } throws: { ($0 as? StoreError)?.code == .notAStore }
         _ = try Store.openOrCreate(empty)
         _ = try Store.open(empty)
         // A missing directory and a file.
-        #expect(throws: LedgerError.self) { try Store.open(tmp.sibling("missing")) }
-        FileManager.default.createFile(atPath: tmp.sibling("file"), contents: Data())
-        #expect(throws: LedgerError.self) { try Store.openOrCreate(tmp.sibling("file")) }
+        #expect { try Store.open(tmp.sibling("missing")) } throws: { ($0 as? StoreError)?.code == .noStore }
+        _ = FileManager.default.createFile(atPath: tmp.sibling("file"), contents: Data())
+        #expect { try Store.openOrCreate(tmp.sibling("file")) } throws: { ($0 as? StoreError)?.code == .notADirectory }
     }
 
     @Test func refusesANewerStoreVersionAndAForeignMarker() throws {
@@ -212,13 +214,14 @@ import Testing
             do {
                 _ = try open()
                 Issue.record("a newer store was accepted")
-            } catch let e as LedgerError {
+            } catch let e as StoreError {
+                #expect(e.code == .newerVersion)
                 #expect(e.message.contains("newer"), "\(e.message)")
                 #expect(e.message.contains("version 2"))
             }
         }
         try Data(#"{"format": "something-else", "version": 1}"#.utf8).write(to: URL(fileURLWithPath: tmp.path + "/STORE"))
-        #expect(throws: LedgerError.self) { try Store.open(tmp.path) }
+        #expect { try Store.open(tmp.path) } throws: { ($0 as? StoreError)?.code == .notAStore }
     }
 
     @Test func createsAnOwnerOnlyStore() throws {

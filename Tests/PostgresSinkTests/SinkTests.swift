@@ -6,14 +6,24 @@ import PostgresNIO
 import PostgresSink
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 /// The PostgreSQL sink against a real PostgreSQL 15 (a throwaway cluster per test).
 @Suite(.serialized)
 struct SinkTests {
-    func sink(_ cluster: PGCluster, schema: String = "syncledger", user: String = "postgres",
-              password: String = PGCluster.password) throws -> PostgresSink {
-        try PostgresSink(url: cluster.sinkURL(user: user, password: password), schema: schema)
+    /// One catch-up with a sink of its own whose pool runs just for it (as `syncledger postgres sync`).
+    @discardableResult
+    func sync(_ cluster: PGCluster, _ store: String, schema: String = "syncledger", user: String = "postgres",
+              password: String = PGCluster.password) async throws -> SinkReport {
+        let sink = try PostgresSink(url: cluster.sinkURL(user: user, password: password), schema: schema)
+        return try await sink.withRunning { try await $0.catchUp(store: try Store.open(store)) }
+    }
+
+    @discardableResult
+    func rebuild(_ cluster: PGCluster, _ store: String, schema: String = "syncledger") async throws -> SinkReport {
+        let sink = try PostgresSink(url: cluster.sinkURL(), schema: schema)
+        return try await sink.withRunning { try await $0.rebuild(store: try Store.open(store)) }
     }
 
     func checkpointSeq(_ cluster: PGCluster, schema: String = "syncledger") async throws -> UInt64 {
@@ -28,11 +38,10 @@ struct SinkTests {
             let store = tmp.sub("store")
             let rig = try await Rig.start()
             defer { Task { await rig.stop() } }
-            let sink = try sink(cluster)
             var lastSeq: UInt64 = 0
             for day in 1...5 {
                 try await rig.sync(store: store, day: day)
-                let report = try await sink.catchUp(store: try Store.open(store))
+                let report = try await sync(cluster, store)
                 #expect(report.fromSeq == lastSeq, "day \(day) resumes from the previous checkpoint")
                 #expect(report.seq == (try LedgerReader(store: Store.open(store)).head().seq))
                 lastSeq = report.seq
@@ -42,10 +51,10 @@ struct SinkTests {
             #expect((Int(removed ?? "0") ?? 0) > 0, "the timeline removes appointments")
             // A roster change re-attributes appointments: every row, not only the events' keys.
             try await rig.sync(store: store, day: 5, roster: Fixtures.movedRoster)
-            try await sink.catchUp(store: try Store.open(store))
+            try await sync(cluster, store)
             try await Compare.equal(cluster, store: store, "after the roster change")
             // Nothing new: a no-op that keeps the checkpoint.
-            let again = try await sink.catchUp(store: try Store.open(store))
+            let again = try await sync(cluster, store)
             #expect(again.rows == 0 && again.events == 0)
         }
     }
@@ -63,7 +72,7 @@ struct SinkTests {
             let url = try cluster.sinkURL()
             let reports = try await withThrowingTaskGroup(of: SinkReport.self) { group in
                 for _ in 0..<4 {
-                    group.addTask { try await PostgresSink(url: url).catchUp(store: try Store.open(store)) }
+                    group.addTask { try await PostgresSink(url: url).withRunning { try await $0.catchUp(store: try Store.open(store)) } }
                 }
                 var out: [SinkReport] = []
                 for try await r in group { out.append(r) }
@@ -84,19 +93,18 @@ struct SinkTests {
             let rig = try await Rig.start()
             for day in 1...5 { try await rig.sync(store: store, day: day) }
             await rig.stop()
-            let sink = try sink(cluster)
-            try await sink.catchUp(store: try Store.open(store))
+            try await sync(cluster, store)
             let expected = try await scalar(cluster, """
                 SELECT (SELECT count(*) FROM syncledger.appointments) || '/' || (SELECT count(*) FROM syncledger.appointment_patients)
                   || '/' || (SELECT count(*) FROM syncledger.sync_logs) || '/' || (SELECT min(seq) FROM syncledger.checkpoints)
                 """)
-            let stop = Flag()
+            let stop = Locked(false)
             let readers = (0..<4).map { _ in
                 Task { () -> (reads: Int, bad: [String]) in
                     var reads = 0
                     var bad: [String] = []
                     try await withPG(cluster) { conn in
-                        while !stop.isSet {
+                        while !stop.value {
                             do {
                                 let v = try await Compare.pgRows(conn, """
                                     SELECT (SELECT count(*) FROM syncledger.appointments) || '/' || (SELECT count(*) FROM syncledger.appointment_patients)
@@ -113,10 +121,10 @@ struct SinkTests {
                 }
             }
             for _ in 0..<3 {
-                let r = try await sink.rebuild(store: try Store.open(store))
+                let r = try await rebuild(cluster, store)
                 #expect(r.rebuilt)
             }
-            stop.set()
+            stop.value = true
             var total = 0
             for t in readers {
                 let (reads, bad) = try await t.value
@@ -138,64 +146,72 @@ struct SinkTests {
             let store = tmp.sub("store")
             let rig = try await Rig.start()
             try await rig.sync(store: store, day: 1)
-            let sink = try sink(cluster)
-            try await sink.catchUp(store: try Store.open(store))
-            let before = try await checkpointSeq(cluster)
-            let rowsBefore = try await scalar(cluster, "SELECT count(*)::text || '/' || sum(version)::text FROM syncledger.appointments")
-            for day in 2...5 { try await rig.sync(store: store, day: day) }
-            await rig.stop()
-            // Hold a lock on a table the catch-up writes after appointments: it blocks mid-way.
-            let blocker = Task {
-                try await withPG(cluster) { conn in
-                    try await conn.query("BEGIN", logger: quietLogger())
-                    try await conn.query("LOCK TABLE syncledger.sync_logs IN ACCESS EXCLUSIVE MODE", logger: quietLogger())
-                    try await Task.sleep(nanoseconds: 60_000_000_000)
+            // One sink whose pool runs throughout, as under `serve --postgres`: it must recover
+            // by itself once the server is back.
+            let sink = try PostgresSink(url: cluster.sinkURL())
+            try await sink.withRunning { sink in
+                _ = try await sink.catchUp(store: try Store.open(store))
+                let before = try await checkpointSeq(cluster)
+                let rowsBefore = try await scalar(cluster, "SELECT count(*)::text || '/' || sum(version)::text FROM syncledger.appointments")
+                for day in 2...5 { try await rig.sync(store: store, day: day) }
+                await rig.stop()
+                // Hold a lock on a table the catch-up writes after appointments: it blocks mid-way.
+                let blocker = Task {
+                    try await withPG(cluster) { conn in
+                        try await conn.query("BEGIN", logger: quietLogger())
+                        try await conn.query("LOCK TABLE syncledger.sync_logs IN ACCESS EXCLUSIVE MODE", logger: quietLogger())
+                        try await Task.sleep(nanoseconds: 60_000_000_000)
+                    }
                 }
+                try await Task.sleep(nanoseconds: 300_000_000)
+                let catchUp = Task { try await sink.catchUp(store: try Store.open(store)) }
+                // Wait until the catch-up is stuck on the lock, having written appointments already.
+                var waiting = false
+                for _ in 0..<400 {
+                    let n = try await scalar(cluster, "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'syncledger' AND wait_event_type = 'Lock'")
+                    if n == "1" { waiting = true; break }
+                    try await Task.sleep(nanoseconds: 50_000_000)
+                }
+                #expect(waiting, "the catch-up reached the locked table")
+                await cluster.halt("immediate")
+                blocker.cancel()
+                do {
+                    _ = try await catchUp.value
+                    Issue.record("the catch-up succeeded though the server was stopped")
+                } catch let e as SinkError {
+                    #expect(e.kind == .connection, "\(e)")
+                    #expect(!e.message.contains("\n") && !e.message.contains(PGCluster.password), "\(e)")
+                    #expect(e.message.contains("nothing of it was applied"), "\(e)")
+                }
+                // While it is down: one line at once, not a minute of pool retries.
+                do {
+                    _ = try await sink.catchUp(store: try Store.open(store))
+                    Issue.record("a catch-up succeeded with the server down")
+                } catch let e as SinkError {
+                    #expect(e.kind == .connection, "\(e)")
+                    #expect(e.message.contains("postgres://postgres:***@127.0.0.1"), "\(e)")
+                }
+                await cluster.restart()
+                #expect(try await checkpointSeq(cluster) == before, "the checkpoint did not move")
+                #expect(try await scalar(cluster, "SELECT count(*)::text || '/' || sum(version)::text FROM syncledger.appointments") == rowsBefore,
+                        "no row of the interrupted catch-up is visible")
+                let r = try await sink.catchUp(store: try Store.open(store))
+                #expect(r.fromSeq == before)
+                try await Compare.equal(cluster, store: store, "resumed after the server came back")
             }
-            try await Task.sleep(nanoseconds: 300_000_000)
-            let catchUp = Task { try await sink.catchUp(store: try Store.open(store)) }
-            // Wait until the catch-up is stuck on the lock, having written appointments already.
-            var waiting = false
-            for _ in 0..<200 {
-                let n = try await scalar(cluster, "SELECT count(*)::text FROM pg_stat_activity WHERE application_name = 'syncledger' AND wait_event_type = 'Lock'")
-                if n == "1" { waiting = true; break }
-                try await Task.sleep(nanoseconds: 50_000_000)
-            }
-            #expect(waiting, "the catch-up reached the locked table")
-            cluster.halt("immediate")
-            blocker.cancel()
-            do {
-                _ = try await catchUp.value
-                Issue.record("the catch-up succeeded though the server was stopped")
-            } catch let e as SinkError {
-                #expect(e.kind == .connection, "\(e)")
-                #expect(!e.message.contains("\n") && !e.message.contains(PGCluster.password), "\(e)")
-                #expect(e.message.contains("nothing of it was applied"), "\(e)")
-            }
-            cluster.restart()
-            #expect(try await checkpointSeq(cluster) == before, "the checkpoint did not move")
-            #expect(try await scalar(cluster, "SELECT count(*)::text || '/' || sum(version)::text FROM syncledger.appointments") == rowsBefore,
-                    "no row of the interrupted catch-up is visible")
-            let r = try await sink.catchUp(store: try Store.open(store))
-            #expect(r.fromSeq == before)
-            try await Compare.equal(cluster, store: store, "resumed after the server came back")
         }
     }
 
     /// A wrong password: one line, no password in it, nothing applied; the right one resumes.
     @Test func wrongPasswordIsOneClearLine() async throws {
         try await withCluster { cluster in
-            trace("cluster up")
             let tmp = TempDir()
             let store = tmp.sub("store")
             let rig = try await Rig.start()
-            trace("rig up")
             try await rig.sync(store: store, day: 1)
-            trace("synced")
             await rig.stop()
-            trace("rig stopped")
             do {
-                _ = try await sink(cluster, password: "not-the-Secret-42").catchUp(store: try Store.open(store))
+                _ = try await sync(cluster, store, password: "not-the-Secret-42")
                 Issue.record("a wrong password was accepted")
             } catch let e as SinkError {
                 #expect(e.kind == .authentication, "\(e)")
@@ -203,7 +219,7 @@ struct SinkTests {
                 #expect(!e.message.contains("not-the-Secret-42") && !e.message.contains("\n"), "\(e)")
                 #expect(e.message.contains("postgres://postgres:***@127.0.0.1"), "\(e)")
             }
-            try await sink(cluster).catchUp(store: try Store.open(store))
+            try await sync(cluster, store)
             try await Compare.equal(cluster, store: store, "after the right password")
         }
     }
@@ -217,21 +233,21 @@ struct SinkTests {
             let rig = try await Rig.start()
             try await rig.sync(store: store, day: 1)
             // A fresh database and a role that may not create schemas.
-            #expect(cluster.psql("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'; REVOKE CREATE ON SCHEMA public FROM PUBLIC;").status == 0)
+            #expect(await cluster.psql("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'; REVOKE CREATE ON SCHEMA public FROM PUBLIC;").status == 0)
             do {
-                _ = try await sink(cluster, user: "reader", password: "reader-pw").catchUp(store: try Store.open(store))
+                _ = try await sync(cluster, store, user: "reader", password: "reader-pw")
                 Issue.record("a role without CREATE created the schema")
             } catch let e as SinkError {
                 #expect(e.kind == .permission, "\(e)")
                 #expect(!e.message.contains("reader-pw"))
             }
-            try await sink(cluster).catchUp(store: try Store.open(store))
-            #expect(cluster.psql("GRANT USAGE ON SCHEMA syncledger TO reader; GRANT SELECT ON ALL TABLES IN SCHEMA syncledger TO reader;").status == 0)
+            try await sync(cluster, store)
+            #expect(await cluster.psql("GRANT USAGE ON SCHEMA syncledger TO reader; GRANT SELECT ON ALL TABLES IN SCHEMA syncledger TO reader;").status == 0)
             let before = try await checkpointSeq(cluster)
             try await rig.sync(store: store, day: 2)
             await rig.stop()
             do {
-                _ = try await sink(cluster, user: "reader", password: "reader-pw").catchUp(store: try Store.open(store))
+                _ = try await sync(cluster, store, user: "reader", password: "reader-pw")
                 Issue.record("a read-only role wrote the sink")
             } catch let e as SinkError {
                 #expect(e.kind == .permission, "\(e)")
@@ -239,12 +255,12 @@ struct SinkTests {
                 #expect(!e.message.contains("\n"))
             }
             #expect(try await checkpointSeq(cluster) == before)
-            let r = try await sink(cluster).catchUp(store: try Store.open(store))
+            let r = try await sync(cluster, store)
             #expect(r.fromSeq == before)
             try await Compare.equal(cluster, store: store, "after the owner's catch-up")
             // A rebuild keeps the reader's grants: it still reads the new generation.
-            try await sink(cluster).rebuild(store: try Store.open(store))
-            let read = cluster.psql("SELECT count(*) > 0 FROM syncledger.appointments", user: "reader", password: "reader-pw")
+            try await rebuild(cluster, store)
+            let read = await cluster.psql("SELECT count(*) > 0 FROM syncledger.appointments", user: "reader", password: "reader-pw")
             #expect(read.status == 0 && read.stdout.hasPrefix("t"), "\(read.stderr)")
         }
     }
@@ -257,14 +273,13 @@ struct SinkTests {
             let store = tmp.sub("store")
             let rig = try await Rig.start()
             try await rig.sync(store: store, day: 1)
-            let sink = try sink(cluster)
-            try await sink.catchUp(store: try Store.open(store))
-            #expect(cluster.psql("ALTER TABLE syncledger.appointments DROP COLUMN client_name").status == 0)
+            try await sync(cluster, store)
+            #expect(await cluster.psql("ALTER TABLE syncledger.appointments DROP COLUMN client_name").status == 0)
             let before = try await checkpointSeq(cluster)
             try await rig.sync(store: store, day: 2)
             await rig.stop()
             do {
-                _ = try await sink.catchUp(store: try Store.open(store))
+                _ = try await sync(cluster, store)
                 Issue.record("a hand-edited schema was written to")
             } catch let e as SinkError {
                 #expect(e.kind == .schemaEdited, "\(e)")
@@ -272,7 +287,7 @@ struct SinkTests {
                 #expect(e.message.contains("syncledger postgres rebuild"), "\(e)")
             }
             #expect(try await checkpointSeq(cluster) == before)
-            let r = try await sink.rebuild(store: try Store.open(store))
+            let r = try await rebuild(cluster, store)
             #expect(r.rebuilt)
             try await Compare.equal(cluster, store: store, "after the rebuild")
         }
@@ -286,18 +301,17 @@ struct SinkTests {
             let store = tmp.sub("store")
             let rig = try await Rig.start()
             try await rig.sync(store: store, day: 1)
-            let sink = try sink(cluster)
-            try await sink.catchUp(store: try Store.open(store))
-            #expect(cluster.psql("UPDATE syncledger.checkpoints SET chain_hash = repeat('0', 64); DELETE FROM syncledger.appointments WHERE ctid IN (SELECT ctid FROM syncledger.appointments LIMIT 3)").status == 0)
+            try await sync(cluster, store)
+            #expect(await cluster.psql("UPDATE syncledger.checkpoints SET chain_hash = repeat('0', 64); DELETE FROM syncledger.appointments WHERE ctid IN (SELECT ctid FROM syncledger.appointments LIMIT 3)").status == 0)
             try await rig.sync(store: store, day: 2)
             await rig.stop()
-            let r = try await sink.catchUp(store: try Store.open(store))
+            let r = try await sync(cluster, store)
             #expect(r.rebuilt)
             #expect(r.notes.contains { $0.contains("differs from this one") }, "\(r.notes)")
             try await Compare.equal(cluster, store: store, "after the rebuild on a hash mismatch")
-            #expect(cluster.psql("UPDATE syncledger.checkpoints SET seq = 1000000").status == 0)
+            #expect(await cluster.psql("UPDATE syncledger.checkpoints SET seq = 1000000").status == 0)
             do {
-                _ = try await sink.catchUp(store: try Store.open(store))
+                _ = try await sync(cluster, store)
                 Issue.record("a checkpoint past the log's end was accepted")
             } catch let e as SinkError {
                 #expect(e.kind == .logLostEvents, "\(e)")
@@ -316,9 +330,8 @@ struct SinkTests {
             let rig = try await Rig.start()
             try await rig.sync(store: store, day: 1)
             await rig.stop()
-            let sink = try sink(cluster, schema: "practice_views")
-            try await sink.catchUp(store: try Store.open(store))
-            let r = cluster.psql("""
+            try await sync(cluster, store, schema: "practice_views")
+            let r = await cluster.psql("""
                 SELECT pq_appointment_id, patient_id, organization_id, provider_id, start_time < end_time, status,
                   meeting_url IS NOT NULL, location_info ? 'locationId', location_info ? 'locationType', removed
                 FROM practice_views.appointments WHERE patient_id IS NOT NULL ORDER BY start_time LIMIT 5
@@ -331,15 +344,16 @@ struct SinkTests {
                 #expect(f.count == 10)
                 #expect(f[4] == "t" && f[7] == "t" && f[8] == "t" && f[9] == "f", "\(line)")
             }
-            let logs = cluster.psql("SELECT sync_type, status, metadata ? 'date_range' FROM practice_views.sync_logs")
+            let logs = await cluster.psql("SELECT sync_type, status, metadata ? 'date_range' FROM practice_views.sync_logs")
             #expect(logs.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "automated_daily|completed|t", "\(logs.stdout)")
             try await Compare.equal(cluster, store: store, schema: "practice_views", "schema practice_views")
             // The CHECK values are the seed's.
-            let bad = cluster.psql("INSERT INTO practice_views.sync_logs (id, sync_type, started_at, status, metadata) VALUES ('x', 'nightly', now(), 'completed', '{}')")
+            let bad = await cluster.psql("INSERT INTO practice_views.sync_logs (id, sync_type, started_at, status, metadata) VALUES ('x', 'nightly', now(), 'completed', '{}')")
             #expect(bad.status != 0 && bad.stderr.contains("check constraint"))
             // purge: the rows of one patient's appointments go, in one transaction.
             let patient = try await scalar(cluster, "SELECT patient_id FROM practice_views.appointments WHERE patient_id IS NOT NULL LIMIT 1")!
-            let n = try await sink.purge(patientIds: [patient])
+            let sink = try PostgresSink(url: cluster.sinkURL(), schema: "practice_views")
+            let n = try await sink.withRunning { try await $0.purge(patientIds: [patient]) }
             #expect(n > 0)
             #expect(try await scalar(cluster, "SELECT count(*)::text FROM practice_views.appointment_patients WHERE patient_id = '\(patient)'") == "0")
         }
@@ -348,7 +362,7 @@ struct SinkTests {
     /// `syncledger postgres sync|rebuild` as a user runs them: URL from the flag or the
     /// environment, the password never printed, one line on failure.
     @Test func cliSyncAndRebuild() async throws {
-        guard FileManager.default.isExecutableFile(atPath: Paths.binary) else {
+        guard FileManager.default.isExecutableFile(atPath: try Paths.binary()) else {
             Issue.record("build the syncledger binary first (swift build --build-tests)")
             return
         }
@@ -360,30 +374,22 @@ struct SinkTests {
             await rig.stop()
             var env = ProcessInfo.processInfo.environment
             env["SYNCLEDGER_POSTGRES_URL"] = cluster.url()
-            let a = PGCluster.shell([Paths.binary, "postgres", "sync", "--store", store], environment: env)
+            let a = await PGCluster.shell([try Paths.binary(), "postgres", "sync", "--store", store], environment: env)
             #expect(a.status == 0, "\(a.stderr)")
             #expect(a.stdout.contains("seq"), "\(a.stdout)")
             #expect(!(a.stdout + a.stderr).contains(PGCluster.password))
             try await Compare.equal(cluster, store: store, "after the CLI sync")
-            let b = PGCluster.shell([Paths.binary, "postgres", "rebuild", "--store", store, "--url", cluster.url(), "--schema", "other"])
+            let b = await PGCluster.shell([try Paths.binary(), "postgres", "rebuild", "--store", store, "--url", cluster.url(), "--schema", "other"])
             #expect(b.status == 0, "\(b.stderr)")
             try await Compare.equal(cluster, store: store, schema: "other", "after the CLI rebuild")
-            let c = PGCluster.shell([Paths.binary, "postgres", "sync", "--store", store, "--url", cluster.url(password: "Wr0ng-pass")])
+            let c = await PGCluster.shell([try Paths.binary(), "postgres", "sync", "--store", store, "--url", cluster.url(password: "Wr0ng-pass")])
             #expect(c.status != 0)
             #expect(c.stderr.split(separator: "\n").count == 1, "\(c.stderr)")
             #expect(c.stderr.contains("refused the login") && !c.stderr.contains("Wr0ng-pass"), "\(c.stderr)")
-            let d = PGCluster.shell([Paths.binary, "postgres", "sync", "--store", store],
+            let d = await PGCluster.shell([try Paths.binary(), "postgres", "sync", "--store", store],
                                     environment: ProcessInfo.processInfo.environment.filter { $0.key != "SYNCLEDGER_POSTGRES_URL" })
             #expect(d.status != 0 && d.stderr.contains("SYNCLEDGER_POSTGRES_URL"), "\(d.stderr)")
         }
     }
 }
 
-func trace(_ s: String) { FileHandle.standardError.write(Data("TRACE \(s)\n".utf8)) }
-
-final class Flag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    var isSet: Bool { lock.withLock { value } }
-    func set() { lock.withLock { value = true } }
-}

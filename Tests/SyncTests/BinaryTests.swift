@@ -2,9 +2,11 @@ import EventLog
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 #if canImport(Glibc)

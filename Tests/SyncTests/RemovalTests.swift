@@ -1,9 +1,11 @@
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 @Suite("End to end: removal needs evidence")

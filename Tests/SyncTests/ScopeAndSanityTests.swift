@@ -1,9 +1,11 @@
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 /// Cases a review of the sync runner asked for: a known appointment handed to a client outside
@@ -82,7 +84,7 @@ struct ScopeAndSanityTests {
             {"organizations": [{"id": "a", "patients": [{"id": "p1", "name": "One", "intakeq_client_id": 4101}]},
                                {"id": "b", "patients": [{"id": "p2", "name": "Two", "intakeq_client_id": "4101"}]}]}
             """
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
         #expect {
             _ = try Roster.load(path: path)
         } throws: { error in

@@ -3,7 +3,9 @@ import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
+import Projections
 import Sync
+import TestSupport
 import Testing
 
 @Suite("SyncSession: the one path of a run")
@@ -87,5 +89,27 @@ struct SessionTests {
         guard case .array(let calls2) = after["calls"] ?? after else { Issue.record("unexpected call record"); return }
         #expect(calls2.count == first.api.calls + second.api.calls)
         await rig.stop()
+    }
+
+    /// A disk problem under state/ is the store's problem, not the network's.
+    @Test("a call record that cannot be written fails the run as a storage problem, never as 'could not reach IntakeQ'")
+    func callRecordFailureIsNotANetworkError() async throws {
+        let tmp = TempDir()
+        let store = tmp.sub("store")
+        let rig = try await Rig.start(day: 1)
+        _ = try await rig.sync(store: store, day: 1)
+        // The call record replaced by a directory: every write of the record (a temporary file
+        // renamed over it) fails with EISDIR, even as root. (Not all of state/: the head evidence
+        // lives there too, and a store whose state/head cannot be read refuses to run at all.)
+        let recordPath = store + "/state/api-calls.json"
+        try? FileManager.default.removeItem(atPath: recordPath)
+        try FileManager.default.createDirectory(atPath: recordPath + "/not-a-file", withIntermediateDirectories: true)
+        let r = try await rig.sync(store: store, day: 1)
+        await rig.stop()
+        #expect(r.status == "failed")
+        let message = r.errorMessage ?? ""
+        #expect(message.contains("record of API calls"), "\(message)")
+        #expect(!message.contains("could not reach IntakeQ"), "\(message)")
+        #expect(r.api.calls == 0, "no request may be sent when the call cannot be recorded")
     }
 }

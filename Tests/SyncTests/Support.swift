@@ -6,6 +6,7 @@ import Ledger
 import Logging
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -14,17 +15,6 @@ import JSONCore
 #endif
 
 // MARK: Paths and fixtures
-
-enum Paths {
-    /// Tests/SyncTests/Support.swift → the package root.
-    static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-    static let practice = root + "/Fixtures/practice"
-    static let roster = root + "/Fixtures/roster.json"
-}
 
 enum Fixtures {
     static let practice: FixturePractice = {
@@ -60,18 +50,6 @@ extension Appointment {
     var allClientIds: [String] {
         [clientId?.stringValue].compactMap { $0 } + (additionalClients ?? []).compactMap { $0.clientId?.stringValue }
     }
-}
-
-// MARK: Temporary directories
-
-final class TempDir {
-    let path: String
-    init(_ label: String = "synctests") {
-        path = NSTemporaryDirectory() + "/\(label)-" + UUID().uuidString.lowercased()
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func sub(_ name: String) -> String { path + "/" + name }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 // MARK: Driving SyncSession directly
@@ -199,90 +177,61 @@ struct ProcessResult {
     var stdout: String
     var stderr: String
     var seconds: Double
+
+    init(_ r: ProcessOutput) {
+        status = r.status
+        stdout = r.stdoutText
+        stderr = r.stderrText
+        seconds = r.seconds
+    }
 }
 
 enum Binary {
-    /// The `syncledger` executable in the package's debug build directory, built when missing.
-    static let path: String = {
-        let p = Paths.root + "/.build/debug/syncledger"
-        if !FileManager.default.isExecutableFile(atPath: p) {
-            // `swift build --build-tests` (and `swift test`) build it; build it here if not.
-            let build = Process()
-            build.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            build.arguments = ["swift", "build", "--product", "syncledger"]
-            build.currentDirectoryURL = URL(fileURLWithPath: Paths.root)
-            try? build.run()
-            build.waitUntilExit()
-        }
-        return p
-    }()
+    /// The built `syncledger` executable (`swift build --build-tests` builds it).
+    static var path: String { Paths.product("syncledger") ?? Paths.root + "/.build/debug/syncledger" }
 
     static var available: Bool { FileManager.default.isExecutableFile(atPath: path) }
 
-    /// Starts the binary with its output going to files in `dir`.
+    /// The environment of a run: never the developer's key or store; `apiKey` when given.
+    /// (`outputs` is kept for the callers; the runner keeps stdout and stderr itself.)
+    static func overrides(apiKey: String?) -> [String: String?] {
+        ["INTAKEQ_API_KEY": apiKey, "SYNCLEDGER_STORE": nil]
+    }
+
+    /// Starts the binary and returns at once.
     static func start(_ args: [String], apiKey: String?, outputs dir: String) throws -> RunningProcess {
-        let id = UUID().uuidString.prefix(8)
-        let out = dir + "/stdout-\(id)"
-        let err = dir + "/stderr-\(id)"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env.removeValue(forKey: "INTAKEQ_API_KEY")
-        env.removeValue(forKey: "SYNCLEDGER_STORE")
-        if let apiKey { env["INTAKEQ_API_KEY"] = apiKey }
-        p.environment = env
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-        let started = Date()
-        try p.run()
-        return RunningProcess(process: p, stdoutPath: out, stderrPath: err, started: started)
+        RunningProcess(try ProcessRunner.start(path, args, overrides: overrides(apiKey: apiKey)))
     }
 
     /// Runs the binary to completion (killed after `timeout` seconds).
     static func run(_ args: [String], apiKey: String?, outputs dir: String, timeout: Double = 120) async throws -> ProcessResult {
-        let p = try start(args, apiKey: apiKey, outputs: dir)
-        return try await p.wait(timeout: timeout)
+        let r = try await ProcessRunner.run(path, args, overrides: overrides(apiKey: apiKey), timeout: timeout)
+        if r.timedOut { Issue.record("syncledger \(args) did not finish within \(timeout) s; killed it") }
+        return ProcessResult(r)
     }
 }
 
-final class RunningProcess: @unchecked Sendable {
-    let process: Process
-    let stdoutPath: String
-    let stderrPath: String
-    let started: Date
+/// A started `syncledger` (see `ChildProcess`).
+struct RunningProcess: Sendable {
+    let child: ChildProcess
+    init(_ child: ChildProcess) { self.child = child }
 
-    init(process: Process, stdoutPath: String, stderrPath: String, started: Date) {
-        self.process = process
-        self.stdoutPath = stdoutPath
-        self.stderrPath = stderrPath
-        self.started = started
-    }
+    var pid: Int32 { child.pid }
+    var isRunning: Bool { child.isRunning }
 
-    var pid: Int32 { process.processIdentifier }
-    var isRunning: Bool { process.isRunning }
-
-    func kill9() { Glibc.kill(process.processIdentifier, SIGKILL) }
+    func kill9() { child.kill(SIGKILL) }
 
     func wait(timeout: Double) async throws -> ProcessResult {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning {
+        while child.isRunning {
             if Date() > deadline {
                 kill9()
-                process.waitUntilExit()
-                Issue.record("syncledger \(process.arguments ?? []) did not finish within \(timeout) s; killed it")
+                Issue.record("syncledger \(child.arguments) did not finish within \(timeout) s; killed it")
                 break
             }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
-        process.waitUntilExit()
-        let out = String(decoding: FileManager.default.contents(atPath: stdoutPath) ?? Data(), as: UTF8.self)
-        let err = String(decoding: FileManager.default.contents(atPath: stderrPath) ?? Data(), as: UTF8.self)
-        return ProcessResult(status: process.terminationStatus, stdout: out, stderr: err,
-                             seconds: Date().timeIntervalSince(started))
+        return ProcessResult(await child.wait())
     }
 }
 

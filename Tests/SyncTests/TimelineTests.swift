@@ -1,9 +1,12 @@
+import EventLog
 import FakeIntakeQ
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 import Sync
+import TestSupport
 import Testing
 
 /// Syncs fixture days `days` into `store` one after the other; returns each run's outcome and ids.
@@ -74,14 +77,14 @@ struct TimelineTests {
         let rig = try await Rig.start(day: 1)
         let store = tmp.sub("store")
         let first = try await rig.sync(store: store, day: 1)
-        #expect(first.status == "completed" && first.counts.new == 167)
+        #expect(first.status == "completed" && first.counts.new == 173)
         let headAfterFirst = try StoreReader.head(store)
         let rowsAfterFirst = comparableAppointments(try StoreReader.appointments(store))
 
         let second = try await rig.sync(store: store, day: 1)
         #expect(second.status == "completed")
         #expect(second.counts.new == 0 && second.counts.updated == 0 && second.counts.removed == 0)
-        #expect(second.counts.unchanged == 167)
+        #expect(second.counts.unchanged == 173)
         let appended = try StoreReader.events(store, from: headAfterFirst.seq + 1)
         #expect(appended.map(\.type) == ["sync.started", "sync.completed"])
         #expect(appended.allSatisfy { $0.run == second.runId })

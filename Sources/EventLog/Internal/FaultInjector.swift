@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// Test hook: makes the syscall layer (`Sys`) fail writes, syncs, truncations or file creation
 /// for paths under a prefix, so tests can prove what a full disk or a failing device does to
@@ -58,8 +59,8 @@ public enum _FaultInjection {
 /// a stale read merely delays a rule by one call. Everything else is under the injector's mutex.
 nonisolated(unsafe) var faultInjectionArmed = false
 
-/// The rules behind `_FaultInjection`. A small lock box, hence `@unchecked Sendable`.
-final class FaultInjector: @unchecked Sendable {
+/// The rules behind `_FaultInjection`, behind one `Mutex`.
+final class FaultInjector: Sendable {
     typealias Operation = _FaultInjection.Operation
 
     enum Fault {
@@ -77,54 +78,48 @@ final class FaultInjector: @unchecked Sendable {
         var fired = 0
     }
 
+    private struct State {
+        var rules: [Rule] = []
+        var firedByPrefix: [String: Int] = [:]
+    }
+
     static let shared = FaultInjector()
 
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var rules: [Rule] = []
-    private var firedByPrefix: [String: Int] = [:]
+    private let state = Mutex(State())
 
-    private init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-
-    private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
-    }
+    private init() {}
 
     func add(_ rule: Rule) {
-        locked {
-            rules.append(rule)
+        state.withLock { s in
+            s.rules.append(rule)
             faultInjectionArmed = true
         }
     }
 
     func remove(prefix: String) -> Int {
-        locked {
-            rules.removeAll { $0.prefix == prefix }
-            faultInjectionArmed = !rules.isEmpty
-            return firedByPrefix.removeValue(forKey: prefix) ?? 0
+        state.withLock { s in
+            s.rules.removeAll { $0.prefix == prefix }
+            faultInjectionArmed = !s.rules.isEmpty
+            return s.firedByPrefix.removeValue(forKey: prefix) ?? 0
         }
     }
 
     func firedCount(prefix: String) -> Int {
-        locked { firedByPrefix[prefix] ?? 0 }
+        state.withLock { $0.firedByPrefix[prefix] ?? 0 }
     }
 
     /// Counts the call against every matching rule; returns the first fault due, if any.
     func check(_ operation: Operation, path: String) -> Fault? {
-        locked {
+        state.withLock { s in
             var due: Fault?
-            for i in rules.indices where rules[i].operation == operation && path.hasPrefix(rules[i].prefix) {
-                if rules[i].skip > 0 {
-                    rules[i].skip -= 1
-                } else if rules[i].times > 0 {
-                    rules[i].times -= 1
+            for i in s.rules.indices where s.rules[i].operation == operation && path.hasPrefix(s.rules[i].prefix) {
+                if s.rules[i].skip > 0 {
+                    s.rules[i].skip -= 1
+                } else if s.rules[i].times > 0 {
+                    s.rules[i].times -= 1
                     if due == nil {
-                        due = rules[i].fault
-                        firedByPrefix[rules[i].prefix, default: 0] += 1
+                        due = s.rules[i].fault
+                        s.firedByPrefix[s.rules[i].prefix, default: 0] += 1
                     }
                 }
             }

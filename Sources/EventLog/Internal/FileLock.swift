@@ -57,3 +57,17 @@ func monotonicSeconds() -> Double {
     clock_gettime(CLOCK_MONOTONIC, &now)
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
+
+extension EventLogWriter {
+    /// True while a writer holds the lock of the log in `directory` (a live process: the lock
+    /// dies with it). Takes a shared lock for an instant when free; writes nothing.
+    public static func isLocked(directory: String) -> Bool {
+        let path = directory + "/LOCK"
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { Glibc.close(fd) }
+        guard let free = try? Sys.flock(fd, LOCK_SH | LOCK_NB, path: path) else { return false }
+        if free { _ = try? Sys.flock(fd, LOCK_UN, path: path) }
+        return !free
+    }
+}

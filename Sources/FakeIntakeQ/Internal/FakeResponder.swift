@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import IntakeQ
 import NIOCore
+import Synchronization
 
 /// Routes and answers requests for `FakeIntakeQServer`.
 struct FakeResponder: HTTPResponder {
@@ -37,6 +38,20 @@ struct FakeResponder: HTTPResponder {
                 return (Answer(status: 429, body: Array(#"{"Message":"Too many requests."}"#.utf8), retryAfter: max(1, wait)), nil, m.pretty)
             }
             m.recent.append(now)
+            m.served += 1
+            if let n = m.every429, n > 0, m.served % n == 0 {
+                return (Answer(status: 429, body: Array(#"{"Message":"Too many requests."}"#.utf8), retryAfter: 1), nil, m.pretty)
+            }
+            if m.failRate > 0 {
+                // xorshift64*: reproducible from the seed.
+                m.random ^= m.random >> 12
+                m.random ^= m.random << 25
+                m.random ^= m.random >> 27
+                let draw = Double((m.random &* 0x2545_F491_4F6C_DD1D) >> 11) / Double(1 << 53)
+                if draw < m.failRate {
+                    return (Answer(status: 500, body: Array(#"{"Message":"Injected failure."}"#.utf8)), nil, m.pretty)
+                }
+            }
             let page = query["page"].flatMap { Int($0) } ?? 1
             if let i = m.faults.firstIndex(where: { ($0.path == path || $0.path == "*") && ($0.page == nil || $0.page == page) }) {
                 let f = m.faults[i].fault

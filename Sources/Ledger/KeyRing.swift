@@ -1,0 +1,233 @@
+import Crypto
+import EventLog
+import Foundation
+import JSONCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The key store (docs/FORMAT.md, "Keys"): one random AES-256 key per roster patient, each
+/// wrapped (AES-256-GCM) by a master key read from a file — `$SYNCLEDGER_MASTER_KEY_FILE`, else
+/// `KEYS/master.key`, created with the key store. It can live apart from the log (`--keys DIR`).
+///
+/// ```
+/// KEYS/                      0700
+///   master.key               0600, only when no SYNCLEDGER_MASTER_KEY_FILE: 64 hex digits
+///   master.check             the master key's proof: AES-GCM of a constant (a wrong key fails to open it)
+///   patients/<hex(id)>.key   nonce(12) | ciphertext(32) | tag(16) of the patient key, AAD "syncledger-patient-key:" + id
+///   forgotten/<hex(id)>      the patient's tombstone: `forget` destroyed the key
+/// ```
+public final class KeyRing: @unchecked Sendable {
+    // @unchecked: `cache` is only touched under `lock`.
+    public static let masterKeyEnvironment = "SYNCLEDGER_MASTER_KEY_FILE"
+
+    public let directory: String
+    /// Where the master key was read from (for messages; never its bytes).
+    public let masterKeyFile: String
+    private let master: SymmetricKey
+    private var cache: [String: SymmetricKey] = [:]
+    private let lock = NSLock()
+
+    private init(directory: String, masterKeyFile: String, master: SymmetricKey) {
+        self.directory = directory
+        self.masterKeyFile = masterKeyFile
+        self.master = master
+    }
+
+    /// Opens the key store at `directory`. With `create`, a missing store is made (and, with no
+    /// `SYNCLEDGER_MASTER_KEY_FILE`, its master key beside it, with a one-time notice on `notice`).
+    /// A missing or wrong master key is one `LedgerError` line; nothing is written then.
+    public static func open(directory: String, create: Bool,
+                            environment: [String: String] = ProcessInfo.processInfo.environment,
+                            notice: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> KeyRing {
+        let fm = FileManager.default
+        let check = directory + "/master.check"
+        let exists = fm.fileExists(atPath: check)
+        if !exists && !create {
+            throw LedgerError("no key store at \(directory) (the events are encrypted; pass --keys DIR to name the key store)")
+        }
+        let masterFile: String
+        var createdMaster: SymmetricKey?
+        if let named = environment[masterKeyEnvironment], !named.isEmpty {
+            masterFile = named
+        } else {
+            masterFile = directory + "/master.key"
+            if !fm.fileExists(atPath: masterFile) {
+                guard !exists else {
+                    throw LedgerError("the key store \(directory) has no master.key: set \(masterKeyEnvironment) to the file that holds its master key")
+                }
+                createdMaster = SymmetricKey(size: .bits256)
+            }
+        }
+        let master: SymmetricKey
+        if let createdMaster {
+            master = createdMaster
+        } else {
+            master = try readMasterKey(masterFile)
+        }
+        if exists {
+            guard let box = fm.contents(atPath: check),
+                let sealed = try? AES.GCM.SealedBox(combined: box),
+                let opened = try? AES.GCM.open(sealed, using: master, authenticating: Array(checkLabel.utf8)),
+                Array(opened) == Array(checkLabel.utf8)
+            else {
+                throw LedgerError("the master key in \(masterFile) does not open the key store \(directory): wrong key file")
+            }
+        } else {
+            try makePrivateDirectory(directory)
+            try makePrivateDirectory(directory + "/patients")
+            try makePrivateDirectory(directory + "/forgotten")
+            if let createdMaster {
+                try writeNewFile(masterFile, Array(hexString(createdMaster.withUnsafeBytes { Array($0) }).utf8) + [10])
+                notice("note: created the master key \(masterFile) beside the log; real deployments keep it apart (`syncledger keys init --master-key-file FILE`, then set \(masterKeyEnvironment))")
+            }
+            let box = try AES.GCM.seal(Array(checkLabel.utf8), using: master, authenticating: Array(checkLabel.utf8))
+            try writeNewFile(check, Array(box.combined!))
+        }
+        return KeyRing(directory: directory, masterKeyFile: masterFile, master: master)
+    }
+
+    static let checkLabel = "syncledger-master-check-v1"
+
+    /// Reads a master key file: 64 hex digits (a trailing newline allowed) or 32 raw bytes.
+    static func readMasterKey(_ path: String) throws -> SymmetricKey {
+        guard let bytes = FileManager.default.contents(atPath: path) else {
+            throw LedgerError("cannot read the master key file \(path) (create one with `syncledger keys init --master-key-file \(path)`)")
+        }
+        var text = String(decoding: bytes, as: UTF8.self)
+        while let last = text.last, last.isWhitespace { text.removeLast() }
+        if text.count == 64, let raw = hexBytes(text) { return SymmetricKey(data: raw) }
+        if bytes.count == 32 { return SymmetricKey(data: bytes) }
+        throw LedgerError("the master key file \(path) does not hold a key (64 hex digits)")
+    }
+
+    /// Checks that a master key file can be read (before anything is created).
+    public static func checkMasterKeyFile(_ path: String) throws -> Bool {
+        _ = try readMasterKey(path)
+        return true
+    }
+
+    /// Writes a new random master key to `path` (0600); refuses to overwrite anything.
+    public static func writeNewMasterKey(to path: String) throws {
+        let key = SymmetricKey(size: .bits256)
+        try writeNewFile(path, Array(hexString(key.withUnsafeBytes { Array($0) }).utf8) + [10])
+    }
+
+    func keyPath(_ patient: String) -> String { directory + "/patients/" + hexString(Array(patient.utf8)) + ".key" }
+    func tombstonePath(_ patient: String) -> String { directory + "/forgotten/" + hexString(Array(patient.utf8)) }
+
+    /// True when `forget` destroyed this patient's key.
+    public func isForgotten(_ patient: String) -> Bool {
+        Self.isForgotten(directory: directory, patient: patient)
+    }
+
+    /// The tombstone check, which needs no master key.
+    public static func isForgotten(directory: String, patient: String) -> Bool {
+        FileManager.default.fileExists(atPath: directory + "/forgotten/" + hexString(Array(patient.utf8)))
+    }
+
+    /// The patient's key, created on first use. Throws for a forgotten patient.
+    public func key(for patient: String) throws -> SymmetricKey {
+        if let k = try existingKey(for: patient) { return k }
+        if isForgotten(patient) { throw LedgerError("patient \(patient) was forgotten; their data is not recorded again") }
+        lock.lock()
+        defer { lock.unlock() }
+        if let k = cache[patient] { return k }
+        let key = SymmetricKey(size: .bits256)
+        let box = try AES.GCM.seal(key.withUnsafeBytes { Array($0) }, using: master,
+                                   authenticating: Array(("syncledger-patient-key:" + patient).utf8))
+        try writeNewFile(keyPath(patient), Array(box.combined!))
+        syncDirectory(directory + "/patients")
+        cache[patient] = key
+        return key
+    }
+
+    /// The patient's key if it exists; nil when forgotten (or never made). A key file the master
+    /// key cannot open is an error.
+    public func existingKey(for patient: String) throws -> SymmetricKey? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let k = cache[patient] { return k }
+        guard let bytes = FileManager.default.contents(atPath: keyPath(patient)) else { return nil }
+        guard let box = try? AES.GCM.SealedBox(combined: bytes),
+            let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
+        else {
+            throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile)")
+        }
+        let key = SymmetricKey(data: raw)
+        cache[patient] = key
+        return key
+    }
+
+    /// Destroys the patient's key (overwritten, then unlinked) and leaves a tombstone.
+    public func destroyKey(for patient: String, at: String) throws {
+        lock.lock()
+        cache[patient] = nil
+        lock.unlock()
+        try writeFileAtomically(tombstonePath(patient), Array("{\"patient\":\(jsonQuoted(patient)),\"forgotten_at\":\(jsonQuoted(at))}\n".utf8))
+        let path = keyPath(patient)
+        if FileManager.default.fileExists(atPath: path) {
+            // Overwrite before unlinking (a best effort: file systems may keep old blocks).
+            let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                let zeros = [UInt8](repeating: 0, count: 60)
+                _ = zeros.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                _ = fsync(fd)
+                close(fd)
+            }
+            guard unlink(path) == 0 else {
+                throw LedgerError("cannot delete the key \(path): \(String(cString: strerror(errno)))")
+            }
+        }
+        syncDirectory(directory + "/patients")
+        syncDirectory(directory + "/forgotten")
+    }
+}
+
+func hexBytes(_ text: String) -> [UInt8]? {
+    var out: [UInt8] = []
+    var high: UInt8?
+    for c in text.utf8 {
+        let v: UInt8
+        switch c {
+        case 48...57: v = c - 48
+        case 97...102: v = c - 87
+        case 65...70: v = c - 55
+        default: return nil
+        }
+        if let h = high {
+            out.append(h << 4 | v)
+            high = nil
+        } else {
+            high = v
+        }
+    }
+    return high == nil ? out : nil
+}
+
+func makePrivateDirectory(_ path: String) throws {
+    if mkdir(path, 0o700) != 0 && errno != EEXIST {
+        throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// Creates a file that must not exist yet (0600) with these bytes, durably and atomically: the
+/// bytes go to a temporary file first, which is then hard-linked to `path` (refused when `path`
+/// exists), so a crash never leaves a half-written key and nothing is ever overwritten.
+func writeNewFile(_ path: String, _ bytes: [UInt8]) throws {
+    if FileManager.default.fileExists(atPath: path) { throw LedgerError("\(path) already exists; not overwriting it") }
+    let temp = path + ".tmp-\(getpid())"
+    _ = unlink(temp)
+    let fd = Glibc.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))") }
+    let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    let synced = fsync(fd) == 0
+    close(fd)
+    defer { _ = unlink(temp) }
+    guard n == bytes.count, synced else { throw LedgerError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    guard link(temp, path) == 0 else {
+        if errno == EEXIST { throw LedgerError("\(path) already exists; not overwriting it") }
+        throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
+    }
+    syncDirectory((path as NSString).deletingLastPathComponent)
+}

@@ -1,0 +1,205 @@
+import Crypto
+import Domain
+import Foundation
+import JSONCore
+
+/// Per-patient encryption of the personal data inside events (docs/FORMAT.md, "Encrypted
+/// personal data"). What identifies or describes a person is moved out of the clear object into
+/// one sealed part per roster patient (AES-256-GCM under that patient's key); the rest stays
+/// clear and compressible. Reading with the keys puts every field back where it was; a part whose
+/// key `forget` destroyed reads as `(forgotten)`.
+public enum PersonalData {
+    /// The primary client's fields, sealed under the primary's key (slot `client`).
+    public static let clientFields = [
+        "ClientId", "ClientName", "ClientEmail", "ClientPhone", "ClientDateOfBirth", "ExternalClientId",
+        "IntakeId", "CreatedBy",
+    ]
+    /// Free text and answers of the appointment, sealed under the key of its owner — the primary
+    /// client when in the roster, else the first roster patient among the additional clients
+    /// (slot `appointment`).
+    public static let appointmentFields = [
+        "ClientNote", "PractitionerNote", "CustomFields", "CancellationReasonNote", "FullCancellationReason",
+    ]
+    /// What a field of a forgotten person reads as.
+    public static let forgottenName = "(forgotten)"
+
+    /// One sealed part: whose key, which slots it fills, and the box (base64 of nonce | ciphertext | tag).
+    public struct Part: Sendable, Hashable {
+        public var patient: String
+        public var slots: [String]
+        public var box: String
+
+        var json: String {
+            "{\"patient\":\(jsonQuoted(patient)),\"slots\":[" + slots.map(jsonQuoted).joined(separator: ",")
+                + "],\"box\":\"\(box)\"}"
+        }
+    }
+
+    static func aad(_ patient: String, _ context: String) -> [UInt8] {
+        Array(("syncledger-personal-v1\n" + patient + "\n" + context).utf8)
+    }
+
+    static func seal(_ fields: [String: JSONValue], patient: String, context: String, key: SymmetricKey) throws -> String {
+        let plain = Array(JSONValue.object(fields).canonicalText.utf8)
+        let box = try AES.GCM.seal(plain, using: key, authenticating: aad(patient, context))
+        return Data(box.combined!).base64EncodedString()
+    }
+
+    static func open(_ box: String, patient: String, context: String, key: SymmetricKey) throws -> [String: JSONValue] {
+        guard let bytes = Data(base64Encoded: box), let sealed = try? AES.GCM.SealedBox(combined: bytes),
+            let plain = try? AES.GCM.open(sealed, using: key, authenticating: aad(patient, context)),
+            case .object(let o)? = try? FastJSON.parse(Array(plain))
+        else {
+            throw LedgerError("a sealed part of patient \(patient) (\(context)) does not open with their key: the event or the key store was altered")
+        }
+        return o
+    }
+
+    private static func present(_ v: JSONValue?) -> Bool {
+        guard let v else { return false }
+        switch v {
+        case .null: return false
+        case .array(let a): return !a.isEmpty
+        case .string(let s): return !s.isEmpty
+        default: return true
+        }
+    }
+
+    /// Splits a (redacted) appointment object into its clear part and one sealed part per roster
+    /// patient. `patientOf` maps an IntakeQ client id to its roster patient id.
+    public static func sealAppointment(_ object: JSONValue, appointmentId: String, patientOf: (String) -> String?,
+                                       key: (String) throws -> SymmetricKey) throws -> (clear: JSONValue, parts: [Part]) {
+        guard case .object(var o) = object else { return (object, []) }
+        var order: [String] = []
+        var fields: [String: [String: JSONValue]] = [:]
+        var slots: [String: [String]] = [:]
+        func put(_ patient: String, _ slot: String, _ f: [String: JSONValue]) {
+            if fields[patient] == nil { order.append(patient) }
+            fields[patient, default: [:]].merge(f) { _, b in b }
+            slots[patient, default: []].append(slot)
+        }
+        let primary = o["ClientId"].flatMap { $0.isNull ? nil : $0.stringValue }.flatMap(patientOf)
+        var owner = primary
+        if let p = primary {
+            var f: [String: JSONValue] = [:]
+            for k in clientFields where present(o[k]) {
+                f[k] = o[k]
+                o[k] = .null
+            }
+            put(p, "client", f)
+        }
+        if case .array(var extra)? = o["AdditionalClients"] {
+            for (i, entry) in extra.enumerated() {
+                guard let id = entry["ClientId"].flatMap({ $0.isNull ? nil : $0.stringValue }), let p = patientOf(id) else { continue }
+                if owner == nil { owner = p }
+                put(p, "AdditionalClients/\(i)", ["AdditionalClients/\(i)": entry])
+                extra[i] = .object([:])
+            }
+            o["AdditionalClients"] = .array(extra)
+        }
+        if let owner {
+            var f: [String: JSONValue] = [:]
+            for k in appointmentFields where present(o[k]) {
+                f[k] = o[k]
+                o[k] = .null
+            }
+            if !f.isEmpty { put(owner, "appointment", f) }
+        }
+        var parts: [Part] = []
+        for p in order {
+            let box = try seal(fields[p] ?? [:], patient: p, context: "appointment/" + appointmentId, key: try key(p))
+            parts.append(Part(patient: p, slots: slots[p] ?? [], box: box))
+        }
+        return (.object(o), parts)
+    }
+
+    /// Puts the sealed parts back into the clear object. `key` returns nil for a forgotten patient:
+    /// their slots read as `(forgotten)` (client name) with every other field null.
+    public static func openAppointment(_ clear: JSONValue, parts: [JSONValue], appointmentId: String,
+                                       key: (String) throws -> SymmetricKey?) throws -> JSONValue {
+        guard case .object(var o) = clear else { return clear }
+        for part in parts {
+            guard let patient = part["patient"]?.stringValue, let box = part["box"]?.stringValue else {
+                throw LedgerError("a sealed part of appointment \(appointmentId) lacks its patient or box")
+            }
+            let slots: [String]
+            if case .array(let a)? = part["slots"] { slots = a.compactMap(\.stringValue) } else { slots = [] }
+            if let k = try key(patient) {
+                for (field, value) in try open(box, patient: patient, context: "appointment/" + appointmentId, key: k) {
+                    if field.hasPrefix("AdditionalClients/"), let i = Int(field.dropFirst("AdditionalClients/".count)),
+                        case .array(var extra)? = o["AdditionalClients"], i < extra.count
+                    {
+                        extra[i] = value
+                        o["AdditionalClients"] = .array(extra)
+                    } else {
+                        o[field] = value
+                    }
+                }
+            } else {
+                for slot in slots {
+                    if slot == "client" {
+                        o["ClientName"] = .string(forgottenName)
+                    } else if slot.hasPrefix("AdditionalClients/"), let i = Int(slot.dropFirst("AdditionalClients/".count)),
+                        case .array(var extra)? = o["AdditionalClients"], i < extra.count
+                    {
+                        extra[i] = .object(["ClientId": .null, "ClientName": .string(forgottenName)])
+                        o["AdditionalClients"] = .array(extra)
+                    }
+                }
+            }
+        }
+        return .object(o)
+    }
+
+    /// The `roster.observed` data with each patient's name, email and IntakeQ client id sealed
+    /// under their key: `{"id":…,"box":…}` in place of the patient.
+    public static func sealRoster(_ roster: RosterObserved, key: (String) throws -> SymmetricKey) throws -> [UInt8] {
+        var orgs: [JSONValue] = []
+        for org in roster.organizations {
+            var patients: [JSONValue] = []
+            for p in org.patients {
+                var f: [String: JSONValue] = ["intakeq_client_id": .string(p.intakeqClientId)]
+                if let n = p.name { f["name"] = .string(n) }
+                if let e = p.email { f["email"] = .string(e) }
+                let box = try seal(f, patient: p.id, context: "roster", key: try key(p.id))
+                patients.append(.object(["id": .string(p.id), "box": .string(box)]))
+            }
+            orgs.append(.object(["id": .string(org.id), "name": org.name.map(JSONValue.string) ?? .null, "patients": .array(patients)]))
+        }
+        let practitioners = JSONValue.array(roster.practitioners.map {
+            .object(["intakeq_id": .string($0.intakeqId), "provider_id": .string($0.providerId)])
+        })
+        var fields: [String: JSONValue] = [
+            "organizations": .array(orgs), "practitioners": practitioners, "roster_hash": .string(roster.rosterHash),
+            "sealed": .bool(true),
+        ]
+        if let tz = roster.timezone { fields["timezone"] = .string(tz) }
+        let data = JSONValue.object(fields)
+        return Array(data.canonicalText.utf8)
+    }
+
+    /// A sealed roster's data back in the clear shape; a forgotten patient keeps only their id.
+    public static func openRoster(_ data: JSONValue, key: (String) throws -> SymmetricKey?) throws -> JSONValue {
+        guard case .object(var d) = data, case .array(let orgs)? = d["organizations"] else { return data }
+        var out: [JSONValue] = []
+        for org in orgs {
+            guard case .object(var o) = org, case .array(let patients)? = o["patients"] else {
+                out.append(org)
+                continue
+            }
+            o["patients"] = .array(try patients.map { p -> JSONValue in
+                guard let id = p["id"]?.stringValue, let box = p["box"]?.stringValue else { return p }
+                guard let k = try key(id) else {
+                    return .object(["id": .string(id), "name": .string(forgottenName), "email": .null, "intakeq_client_id": .string("")])
+                }
+                var f = try open(box, patient: id, context: "roster", key: k)
+                f["id"] = .string(id)
+                return .object(f)
+            })
+            out.append(.object(o))
+        }
+        d["organizations"] = .array(out)
+        d["sealed"] = nil
+        return .object(d)
+    }
+}

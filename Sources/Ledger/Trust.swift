@@ -1,0 +1,95 @@
+import EventLog
+import Foundation
+
+/// A head something outside the log says was acknowledged: `state/head`, or a view's checkpoint.
+public struct HeadEvidence: Sendable, Equatable {
+    public var head: LogHead
+    /// Where it was recorded, for messages: `state/head`, `the appointments view's checkpoint`.
+    public var source: String
+    public init(head: LogHead, source: String) {
+        self.head = head
+        self.source = source
+    }
+}
+
+/// What the store promises (DESIGN.md, "Trust"): what it once acknowledged, it still has or says
+/// loudly that it lost. Only a torn batch past the last acknowledged head may be missing.
+public enum Trust {
+    public static let repairHint =
+        "If the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"
+
+    /// `state/head`: the writer's head evidence (see docs/FORMAT.md, "Head evidence").
+    public static func headRecordPath(_ store: Store) -> String { store.statePath + "/head" }
+
+    /// The head recorded in `state/head`; nil when the store has none (new, or from before head
+    /// evidence). Throws when the file is damaged.
+    public static func recordedHead(_ store: Store) throws -> HeadEvidence? {
+        do {
+            guard let entry = try HeadRecord.read(path: headRecordPath(store)) else { return nil }
+            return HeadEvidence(head: entry.head, source: "state/head")
+        } catch let e as LogError {
+            throw LedgerError(e.message)
+        }
+    }
+
+    /// A shortfall: the log does not hold a head the evidence says was acknowledged.
+    public struct Loss: Sendable {
+        public var evidence: HeadEvidence
+        /// Where the log ends now (its last complete batch).
+        public var logHead: LogHead
+        /// The log reaches the evidence's seq but with another chain hash there.
+        public var differs: Bool
+        /// The log could not be read to its end (a damaged or missing segment in the middle).
+        public var damage: String?
+
+        public init(evidence: HeadEvidence, logHead: LogHead, differs: Bool, damage: String? = nil) {
+            self.evidence = evidence
+            self.logHead = logHead
+            self.differs = differs
+            self.damage = damage
+        }
+
+        /// One line naming the expected head and where the log ends.
+        public var message: String {
+            let expected = "seq \(evidence.head.seq) was acknowledged (head \(evidence.head), recorded in \(evidence.source))"
+            let what: String
+            if let damage {
+                what = "the log cannot be read to its end (\(damage)) but \(expected)"
+            } else if differs {
+                what = "the log's history differs from what was acknowledged: \(expected) but the log's chain at that seq is another one "
+                    + "(the log ends at seq \(logHead.seq)); an older or other copy of the log was put in its place"
+            } else {
+                what = "the log ends at seq \(logHead.seq) but \(expected): acknowledged events are missing "
+                    + "(cut off, a segment deleted, or an older copy restored)"
+            }
+            return what + "; nothing was changed. " + Trust.repairHint
+        }
+    }
+
+    /// Checks each piece of evidence against the log, writing nothing. Returns the first
+    /// shortfall (the highest evidence first), or nil when the log holds everything.
+    public static func findLoss(_ store: Store, evidence: [HeadEvidence]) -> Loss? {
+        var seen: Set<LogHead> = []
+        // Highest first; the views usually share one checkpoint, so each head is checked once.
+        for e in evidence.sorted(by: { $0.head.seq > $1.head.seq }) where e.head.seq > 0 && seen.insert(e.head).inserted {
+            do {
+                let (check, end) = try EventLogReader.check(directory: store.logPath, holds: e.head)
+                switch check {
+                case .holds: continue
+                case .endsBefore: return Loss(evidence: e, logHead: end, differs: false)
+                case .differs: return Loss(evidence: e, logHead: end, differs: true)
+                }
+            } catch let error as LogError where error.isCorruption || error.code == .notFound {
+                return Loss(evidence: e, logHead: .empty, differs: false, damage: error.message)
+            } catch {
+                return Loss(evidence: e, logHead: .empty, differs: false, damage: "\(error)")
+            }
+        }
+        return nil
+    }
+
+    /// Throws the shortfall as one line (`LedgerError`) when the log does not hold the evidence.
+    public static func require(_ store: Store, evidence: [HeadEvidence]) throws {
+        if let loss = findLoss(store, evidence: evidence) { throw LedgerError(loss.message) }
+    }
+}

@@ -1,0 +1,83 @@
+import Foundation
+import GRDB
+import Ledger
+
+/// One cell (or row) where the live views disagree with a fold of the log.
+public struct ViewDifference: Sendable, CustomStringConvertible {
+    public var view: String
+    public var table: String
+    /// The row's key, `column=value` joined by ", ".
+    public var key: String
+    /// The column that differs; nil when the whole row is missing on one side.
+    public var column: String?
+    public var live: String
+    public var log: String
+
+    public var description: String {
+        let what = column.map { "column \($0)" } ?? "row"
+        return "view \(view) (table \(table)), \(key): \(what): live \(live) vs log \(log)"
+    }
+}
+
+extension ProjectionStore {
+    /// Compares every table of every projection, row by row, with `folded` (the log folded into
+    /// scratch views through the same seq). Returns the first `limit` differences and how many
+    /// there are in all.
+    public func differences(from folded: ProjectionStore, limit: Int = 10) throws -> (first: [ViewDifference], total: Int) {
+        var first: [ViewDifference] = []
+        var total = 0
+        func note(_ d: ViewDifference) {
+            total += 1
+            if first.count < limit { first.append(d) }
+        }
+        for p in projections {
+            for table in p.tables {
+                let (columns, keyColumns) = try pool.read { db -> ([String], [String]) in
+                    let info = try Row.fetchAll(db, sql: "PRAGMA table_info(\(table))")
+                    let columns = info.map { $0["name"] as String }
+                    let keyed = info.filter { ($0["pk"] as Int) > 0 }.sorted { ($0["pk"] as Int) < ($1["pk"] as Int) }.map { $0["name"] as String }
+                    return (columns, keyed.isEmpty ? columns : keyed)
+                }
+                let order = keyColumns.map { "\"\($0)\"" }.joined(separator: ", ")
+                let sql = "SELECT * FROM \(table) ORDER BY \(order)"
+                func load(_ store: ProjectionStore) throws -> [String: [String: String]] {
+                    try store.pool.read { db in
+                        var rows: [String: [String: String]] = [:]
+                        for row in try Row.fetchAll(db, sql: sql) {
+                            var values: [String: String] = [:]
+                            for c in columns { values[c] = render(row[c] as DatabaseValue) }
+                            rows[keyColumns.map { "\($0)=\(values[$0] ?? "NULL")" }.joined(separator: ", ")] = values
+                        }
+                        return rows
+                    }
+                }
+                let live = try load(self)
+                let log = try load(folded)
+                for key in Set(live.keys).union(log.keys).sorted() {
+                    switch (live[key], log[key]) {
+                    case let (l?, f?):
+                        for c in columns where l[c] != f[c] {
+                            note(ViewDifference(view: p.name, table: table, key: key, column: c, live: l[c] ?? "NULL", log: f[c] ?? "NULL"))
+                        }
+                    case (_?, nil):
+                        note(ViewDifference(view: p.name, table: table, key: key, column: nil, live: "present", log: "absent"))
+                    case (nil, _?):
+                        note(ViewDifference(view: p.name, table: table, key: key, column: nil, live: "absent", log: "present"))
+                    default: break
+                    }
+                }
+            }
+        }
+        return (first, total)
+    }
+}
+
+private func render(_ value: DatabaseValue) -> String {
+    switch value.storage {
+    case .null: return "NULL"
+    case .int64(let i): return String(i)
+    case .double(let d): return String(d)
+    case .string(let s): return "'" + (s.count > 120 ? s.prefix(119) + "…" : s) + "'"
+    case .blob(let b): return "blob of \(b.count) bytes"
+    }
+}

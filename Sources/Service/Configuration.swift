@@ -1,0 +1,52 @@
+import Foundation
+import IntakeQ
+import Logging
+import Sync
+
+/// Everything `syncledger serve` needs; the CLI fills it from its options.
+public struct ServeConfiguration: Sendable {
+    public var storePath: String
+    public var roster: Roster
+    public var host: String = "127.0.0.1"
+    public var port: Int = 8080
+    public var baseURL: String = "https://intakeq.com/api/v1"
+    public var apiKey: String
+    /// `--daily-at HH:MM`: the automated_daily run, in `timeZone`.
+    public var dailyAt: (hour: Int, minute: Int)?
+    public var timeZone: TimeZone = TimeZone(identifier: "UTC")!
+    public var tokensPath: String?
+    /// The webhook path secret (≥ 32 characters); nil: no webhook route.
+    public var webhookSecret: String?
+    public var policy: RateLimitPolicy = RateLimitPolicy()
+    public var maxRetries = 4
+    public var timeoutSeconds = 30.0
+    /// Webhook ids wait this long after the first arrives, so a burst becomes one run.
+    public var webhookBatchDelay = 0.2
+    /// At most this many ids per webhook run.
+    public var maxIdsPerRun = 100
+    public var logger: Logger = Logger(label: "syncledger.serve")
+    /// Called with the bound port once the server listens.
+    public var onListening: (@Sendable (Int) -> Void)?
+
+    public init(storePath: String, roster: Roster, apiKey: String) {
+        self.storePath = storePath
+        self.roster = roster
+        self.apiKey = apiKey
+    }
+
+    /// Parses `HH:MM` (24-hour clock).
+    public static func parseDailyAt(_ text: String) -> (hour: Int, minute: Int)? {
+        let p = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard p.count == 2, p[0].count == 2, p[1].count == 2, let h = Int(p[0]), let m = Int(p[1]),
+              (0...23).contains(h), (0...59).contains(m) else { return nil }
+        return (h, m)
+    }
+
+    /// The next moment after `now` whose wall-clock time in `zone` is `at`.
+    public static func nextDaily(after now: Date, at: (hour: Int, minute: Int), in zone: TimeZone) -> Date {
+        var cal = Calendar(identifier: .gregorian)
+        cal.timeZone = zone
+        return cal.nextDate(after: now, matching: DateComponents(hour: at.hour, minute: at.minute, second: 0),
+                            matchingPolicy: .nextTime) ?? now.addingTimeInterval(86_400)
+    }
+}

@@ -1,0 +1,309 @@
+import Domain
+import EventLog
+import Foundation
+import IntakeQ
+import JSONCore
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import Sync
+
+/// What a queued run covers.
+public enum RunScope: Sendable, Hashable {
+    case all
+    case org(String)
+    case patient(String)
+
+    var json: JSONValue {
+        switch self {
+        case .all: return .string("all")
+        case .org(let o): return .object(["org": .string(o)])
+        case .patient(let p): return .object(["patient": .string(p)])
+        }
+    }
+}
+
+/// A queued, running or finished run the server started.
+struct RunRecord: Sendable {
+    var runId: String
+    var scope: RunScope
+    var syncType: String?
+    var triggeredBy: String
+    var status: String
+    var queuedAt: Int64
+    var startedAt: Int64?
+    var completedAt: Int64?
+    var outcome: SyncOutcome?
+    var error: String?
+
+    var json: JSONValue {
+        var o: [String: JSONValue] = [
+            "run_id": .string(runId), "scope": scope.json, "status": .string(status),
+            "triggered_by": .string(triggeredBy), "queued_at": .string(ISOTime.format(millis: queuedAt)),
+            "started_at": startedAt.map { .string(ISOTime.format(millis: $0)) } ?? .null,
+            "completed_at": completedAt.map { .string(ISOTime.format(millis: $0)) } ?? .null,
+            "error": error.map(JSONValue.string) ?? .null,
+        ]
+        if let s = syncType ?? outcome?.syncType { o["sync_type"] = .string(s) }
+        if let out = outcome {
+            o["counts"] = .object([
+                "new": .number(Double(out.counts.new)), "updated": .number(Double(out.counts.updated)),
+                "unchanged": .number(Double(out.counts.unchanged)), "removed": .number(Double(out.counts.removed)),
+                "errors": .number(Double(out.counts.errors)),
+            ])
+            o["api_calls"] = .number(Double(out.api.calls))
+            o["head"] = .string(out.head.description)
+            o["duration_ms"] = .number(Double(out.durationMs))
+        }
+        return .object(o)
+    }
+}
+
+/// Webhook intake counters (no personal data).
+struct WebhookCounters: Sendable {
+    var accepted = 0
+    var duplicate = 0
+    var notInRoster = 0
+    var badSecret = 0
+    var malformed = 0
+    var tooLarge = 0
+    var json: JSONValue {
+        .object([
+            "accepted": .number(Double(accepted)), "duplicate": .number(Double(duplicate)),
+            "not_in_roster": .number(Double(notInRoster)), "bad_secret": .number(Double(badSecret)),
+            "malformed": .number(Double(malformed)), "too_large": .number(Double(tooLarge)),
+        ])
+    }
+}
+
+/// The one writer inside the server: a queue of runs (manual, scheduled) and the webhook inbox,
+/// worked through one run at a time on a dedicated executor. Each run goes through
+/// `SyncSession.run`, which takes the store's writer lock and releases it when the run ends, so a
+/// cron `syncledger sync --wait-lock` on the same store takes its turn between the server's runs.
+final class Coordinator: Sendable {
+    struct State: Sendable {
+        var queue: [String] = []
+        var runs: [String: RunRecord] = [:]
+        var finishedOrder: [String] = []
+        var running: String?
+        var stopping = false
+        var budgetBlockedUntil = 0.0
+        var webhookRunning = false
+        var counters = WebhookCounters()
+        var lastWebhookRun: (id: String, status: String, processed: Int)?
+    }
+
+    let config: ServeConfiguration
+    let inbox: WebhookInbox
+    let state = NIOLockedValueBox(State())
+    let executor = WriterExecutor()
+    let logger: Logger
+    let rosterClients: Set<String>
+
+    init(config: ServeConfiguration, inbox: WebhookInbox) {
+        self.config = config
+        self.inbox = inbox
+        self.logger = config.logger
+        self.rosterClients = Set(config.roster.allPatients.map(\.intakeqClientId))
+    }
+
+    // MARK: Manual and scheduled runs
+
+    /// Queues a run; a scope already waiting returns the waiting run (`existing` true).
+    func enqueue(_ scope: RunScope, syncType: String? = nil, triggeredBy: String) throws -> (RunRecord, existing: Bool) {
+        var request = SyncRequest(roster: config.roster)
+        switch scope {
+        case .all: break
+        case .org(let o): request.organizationId = o
+        case .patient(let p): request.patientId = p
+        }
+        try request.validate()
+        return state.withLockedValue { s in
+            if let id = s.queue.first(where: { s.runs[$0]?.scope == scope && s.runs[$0]?.syncType == syncType }), let r = s.runs[id] {
+                return (r, true)
+            }
+            let id = UUID().uuidString.lowercased()
+            let r = RunRecord(runId: id, scope: scope, syncType: syncType, triggeredBy: triggeredBy, status: "queued",
+                              queuedAt: ISOTime.nowMillis())
+            s.runs[id] = r
+            s.queue.append(id)
+            return (r, false)
+        }
+    }
+
+    func run(_ id: String) -> RunRecord? { state.withLockedValue { $0.runs[id] } }
+
+    var counters: WebhookCounters { state.withLockedValue { $0.counters } }
+
+    func count(_ body: @Sendable (inout WebhookCounters) -> Void) { state.withLockedValue { body(&$0.counters) } }
+
+    var isStopping: Bool { state.withLockedValue { $0.stopping } }
+
+    func stop() { state.withLockedValue { $0.stopping = true } }
+
+    // MARK: The worker
+
+    /// Works until `stop()`: the run in progress always finishes (its events and sync.completed
+    /// are written) before this returns.
+    func work() async {
+        while !isStopping {
+            if let id = state.withLockedValue({ s -> String? in
+                guard !s.queue.isEmpty else { return nil }
+                let id = s.queue.removeFirst()
+                s.running = id
+                return id
+            }) {
+                await execute(id)
+                continue
+            }
+            if webhookRunDue() {
+                await drainWebhooks()
+                continue
+            }
+            try? await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+
+    private func webhookRunDue() -> Bool {
+        guard let oldest = inbox.oldestReceivedAt else { return false }
+        let now = Date().timeIntervalSince1970
+        let blocked = state.withLockedValue { $0.budgetBlockedUntil }
+        return now >= blocked && Double(ISOTime.nowMillis() - oldest) / 1000 >= config.webhookBatchDelay
+    }
+
+    private func sessionConfig(_ request: SyncRequest) -> SyncConfiguration {
+        var request = request
+        request.pageCap = 200
+        return SyncConfiguration(storePath: config.storePath, request: request, apiKey: config.apiKey,
+                                 baseURL: config.baseURL, policy: config.policy, waitLock: nil,
+                                 maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
+                                 logger: quietLogger)
+    }
+
+    /// The session's own logging stays at warning: its debug lines may name patients.
+    private var quietLogger: Logger {
+        var l = logger
+        l.logLevel = max(l.logLevel, .warning)
+        return l
+    }
+
+    /// Runs one session on the writer executor; waits (1 s at a time) while another process
+    /// holds the writer lock.
+    private func session(_ request: SyncRequest) async throws -> SyncOutcome {
+        let cfg = sessionConfig(request)
+        while true {
+            do {
+                return try await withTaskExecutorPreference(executor) {
+                    try await SyncSession.run(cfg)
+                }
+            } catch let e as SyncSessionError where e.code == .locked {
+                if isStopping { throw e }
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        }
+    }
+
+    private func execute(_ id: String) async {
+        guard var record = run(id) else { return }
+        record.status = "running"
+        record.startedAt = ISOTime.nowMillis()
+        let started = record
+        state.withLockedValue { $0.runs[id] = started }
+        var request = SyncRequest(roster: config.roster, syncType: record.syncType, triggeredBy: record.triggeredBy)
+        switch record.scope {
+        case .all: break
+        case .org(let o): request.organizationId = o
+        case .patient(let p): request.patientId = p
+        }
+        request.runId = id
+        do {
+            let outcome = try await session(request)
+            record.outcome = outcome
+            record.status = outcome.status
+            record.error = outcome.status == "completed" ? nil : outcome.errorMessage
+            logger.info("run finished", metadata: runMetadata(outcome))
+        } catch {
+            record.status = "failed"
+            record.error = "\(error)"
+            logger.error("run could not start", metadata: ["run_id": "\(id)", "error": "\(error)"])
+        }
+        record.completedAt = ISOTime.nowMillis()
+        let done = record
+        state.withLockedValue { s in
+            s.runs[id] = done
+            s.running = nil
+            s.finishedOrder.append(id)
+            // Remember the last 1000 finished runs; older ones are in sync_logs.
+            if s.finishedOrder.count > 1000 { s.runs[s.finishedOrder.removeFirst()] = nil }
+        }
+    }
+
+    private func runMetadata(_ o: SyncOutcome) -> Logger.Metadata {
+        ["run_id": "\(o.runId)", "sync_type": "\(o.syncType)", "status": "\(o.status)",
+         "new": "\(o.counts.new)", "updated": "\(o.counts.updated)", "removed": "\(o.counts.removed)",
+         "unchanged": "\(o.counts.unchanged)", "errors": "\(o.counts.errors)", "api_calls": "\(o.api.calls)",
+         "duration_ms": "\(o.durationMs)", "head": "\(o.head)"]
+    }
+
+    // MARK: Webhooks
+
+    private func drainWebhooks() async {
+        let ids = inbox.next(config.maxIdsPerRun)
+        guard !ids.isEmpty else { return }
+        var request = SyncRequest(roster: config.roster, syncType: "webhook", triggeredBy: "webhook")
+        request.appointmentIds = ids
+        do {
+            let outcome = try await session(request)
+            let processed = outcome.processedIds
+            try await withTaskExecutorPreference(executor) { try self.inbox.markDone(processed) }
+            state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
+            logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
+            if processed.count < ids.count { await blockOnBudget() }
+        } catch let e as SyncSessionError where e.code == .budgetExhausted {
+            logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
+            await blockOnBudget()
+        } catch {
+            logger.error("webhook run failed", metadata: ["error": "\(error)"])
+            state.withLockedValue { $0.budgetBlockedUntil = Date().timeIntervalSince1970 + 5 }
+        }
+    }
+
+    /// Waiting ids are retried when the budget frees a call, or in a minute at the latest (a cron
+    /// run elsewhere may have used it; IntakeQ may have been unreachable).
+    private func blockOnBudget() async {
+        let (remaining, resets) = await budget()
+        let now = Date().timeIntervalSince1970
+        var until = now + 60
+        if remaining > 0 { until = now + 5 } else if let r = resets { until = min(until, max(now + 1, r.timeIntervalSince1970)) }
+        state.withLockedValue { $0.budgetBlockedUntil = until }
+    }
+
+    /// Calls left today and when the next frees, from the call record in `STORE/state/`.
+    func budget() async -> (remaining: Int, resetsAt: Date?) {
+        let limiter = RateLimiter(policy: config.policy, store: FileCallRecord(path: config.storePath + "/state/api-calls.json"))
+        return await withTaskExecutorPreference(executor) {
+            (await limiter.remainingToday(), await limiter.resetsAt())
+        }
+    }
+
+    /// Accepts a webhook's appointment id into the inbox (blocking: fsync).
+    func accept(id: String, bodyHash: String) throws -> WebhookInbox.AddResult {
+        try inbox.add(id: id, bodyHash: bodyHash)
+    }
+
+    // MARK: Scheduler
+
+    /// Queues the automated_daily run at `--daily-at` in the practice's zone, every day, until stopped.
+    func schedule(at: (hour: Int, minute: Int)) async {
+        var next = ServeConfiguration.nextDaily(after: Date(), at: at, in: config.timeZone)
+        logger.info("next automated_daily run", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
+        while !isStopping {
+            if Date() >= next {
+                _ = try? enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
+                next = ServeConfiguration.nextDaily(after: Date().addingTimeInterval(1), at: at, in: config.timeZone)
+                logger.info("queued the automated_daily run; next", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
+            }
+            try? await Task.sleep(nanoseconds: 250_000_000)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+import Domain
+import Foundation
+import Hummingbird
+import IntakeQ
+import JSONCore
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Projections
+import ServiceLifecycle
+import UnixSignals
+import Sync
+
+/// `syncledger serve`: one long-running process on the store. Hummingbird answers HTTP; a worker
+/// (the `Coordinator`) runs syncs one at a time on a dedicated executor; an optional scheduler
+/// queues the nightly run. SIGTERM/SIGINT: stop accepting, let the run in progress finish, close
+/// the inbox (durable after every webhook already), return.
+public final class SyncLedgerServer: Sendable {
+    let config: ServeConfiguration
+    let coordinator: Coordinator
+    let tokens: TokenRegistry
+    let views: ProjectionStore
+    let store: Store
+    let ready = NIOLockedValueBox(false)
+    let lastCatchUp = NIOLockedValueBox(0.0)
+
+    public init(config: ServeConfiguration) throws {
+        if let s = config.webhookSecret, s.count < 32 {
+            throw ServeError("the webhook secret must be at least 32 characters (it is the webhook URL's only protection)")
+        }
+        store = try Store.openOrCreate(config.storePath)
+        let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
+        self.config = config
+        coordinator = Coordinator(config: config, inbox: inbox)
+        tokens = try TokenRegistry(path: config.tokensPath)
+        views = try ProjectionStore(store: store)
+    }
+
+    /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).
+    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(body)
+    }
+
+    /// Brings the server's views up to the log's head (another process may have written).
+    func catchUp() async throws {
+        let views = self.views
+        let store = self.store
+        _ = try await blocking {
+            let reader = try LedgerReader(store: store)
+            return try views.catchUp(reader).applied
+        }
+        lastCatchUp.withLockedValue { $0 = Date().timeIntervalSince1970 }
+    }
+
+    /// Runs until SIGTERM/SIGINT (or `shutdown` of the returned group's trigger).
+    public func run() async throws {
+        let group = try makeGroup(signals: [.sigterm, .sigint])
+        try await group.run()
+    }
+
+    /// The service group: the worker first, the HTTP server last (it stops first on shutdown).
+    public func makeGroup(signals: [UnixSignal]) throws -> ServiceGroup {
+        let logger = config.logger
+        let responder = ServiceResponder(server: self)
+        let onListening = config.onListening
+        let app = Application(
+            responder: responder,
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                onListening?(port)
+            },
+            logger: logger)
+        var services: [any Service] = [WorkerService(server: self)]
+        if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
+        services.append(app)
+        return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
+    }
+}
+
+/// Catches the views up, then works the queue and the inbox until shutdown.
+struct WorkerService: Service {
+    let server: SyncLedgerServer
+
+    func run() async throws {
+        let c = server.coordinator
+        do {
+            try await server.catchUp()
+            server.ready.withLockedValue { $0 = true }
+        } catch {
+            server.config.logger.error("the views could not catch up", metadata: ["error": "\(error)"])
+        }
+        await withGracefulShutdownHandler {
+            await c.work()
+        } onGracefulShutdown: {
+            c.stop()
+        }
+        c.inbox.close()
+        server.config.logger.info("stopped: the run in progress finished, the inbox is on disk", metadata: ["inbox_depth": "\(c.inbox.depth)"])
+    }
+}
+
+struct SchedulerService: Service {
+    let coordinator: Coordinator
+    let at: (hour: Int, minute: Int)
+
+    func run() async throws {
+        let c = coordinator
+        await withGracefulShutdownHandler {
+            await c.schedule(at: at)
+        } onGracefulShutdown: {
+            c.stop()
+        }
+    }
+}

@@ -1,0 +1,167 @@
+import Crypto
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One API token as the tokens file lists it: never the token, only its SHA-256.
+public struct APIToken: Codable, Sendable, Hashable {
+    public enum Role: String, Codable, Sendable { case reader, admin }
+    public var name: String
+    public var sha256: String
+    public var role: Role
+    /// A reader's organizations (ignored for admins).
+    public var organizations: [String]?
+
+    public init(name: String, sha256: String, role: Role, organizations: [String]? = nil) {
+        self.name = name
+        self.sha256 = sha256
+        self.role = role
+        self.organizations = organizations
+    }
+}
+
+/// `--tokens FILE`: `{"tokens": [{"name", "sha256", "role", "organizations"}]}`, mode 0600.
+public struct TokenFile: Codable, Sendable {
+    public var tokens: [APIToken]
+
+    public init(tokens: [APIToken] = []) { self.tokens = tokens }
+
+    public static func load(path: String) throws -> TokenFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ServeError("cannot read the tokens file \(path): \(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")")
+        }
+        let file: TokenFile
+        do {
+            file = try JSONDecoder().decode(TokenFile.self, from: data)
+        } catch {
+            throw ServeError("the tokens file \(path) is not {\"tokens\": [{\"name\", \"sha256\", \"role\": \"reader\"|\"admin\", \"organizations\"}]}: \(error)")
+        }
+        for t in file.tokens {
+            guard t.sha256.count == 64, t.sha256.allSatisfy(\.isHexDigit) else {
+                throw ServeError("the tokens file \(path): token \"\(t.name)\" has no SHA-256 hex (64 hex digits)")
+            }
+            if t.role == .reader, (t.organizations ?? []).isEmpty {
+                throw ServeError("the tokens file \(path): reader token \"\(t.name)\" lists no organizations")
+            }
+        }
+        return file
+    }
+
+    /// Writes the file atomically with mode 0600.
+    public func save(path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(self) + Data("\n".utf8)
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
+        let tmp = path + ".tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw ServeError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, data.count) } == data.count && fsync(fd) == 0
+        Glibc.close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw ServeError("cannot write the tokens file \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// A new random token (256 bits, `slt_` + 64 hex digits) and its entry.
+    public static func newToken(name: String, role: APIToken.Role, organizations: [String]) -> (token: String, entry: APIToken) {
+        var rng = SystemRandomNumberGenerator()
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let token = "slt_" + hexDigits(bytes)
+        return (token, APIToken(name: name, sha256: tokenHash(token), role: role,
+                                organizations: role == .reader ? organizations : nil))
+    }
+}
+
+func hexDigits(_ bytes: some Sequence<UInt8>) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out: [UInt8] = []
+    for b in bytes {
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+func tokenHash(_ token: String) -> String { hexDigits(SHA256.hash(data: Array(token.utf8))) }
+
+
+/// Compares two byte strings in time that depends only on their lengths.
+func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var diff = UInt8(a.count == b.count ? 0 : 1)
+    let n = max(a.count, b.count)
+    for i in 0..<n {
+        let x = i < a.count ? a[i] : 0
+        let y = i < b.count ? b[i] : 0
+        diff |= x ^ y
+    }
+    return diff == 0
+}
+
+/// Who a request is.
+public struct Caller: Sendable {
+    public var name: String
+    public var role: APIToken.Role
+    public var organizations: Set<String>
+    public var isAdmin: Bool { role == .admin }
+}
+
+/// The tokens the server accepts, re-read when the file changes (a `syncledger token new`
+/// while the server runs takes effect within a second).
+final class TokenRegistry: @unchecked Sendable {
+    // @unchecked: mutable state only under `lock`.
+    private let path: String?
+    private let lock = NSLock()
+    private var tokens: [APIToken]
+    private var mtime: Date?
+    private var lastCheck = 0.0
+
+    init(path: String?) throws {
+        self.path = path
+        tokens = try path.map { try TokenFile.load(path: $0).tokens } ?? []
+        if let path { mtime = Self.modified(path) }
+    }
+
+    static func modified(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+
+    /// The caller a bearer token names, or nil. Every entry is compared, in constant time.
+    func caller(bearer token: String) -> Caller? {
+        reloadIfChanged()
+        let presented = Array(tokenHash(token).utf8)
+        let list = lock.withLock { tokens }
+        var found: APIToken?
+        for t in list where constantTimeEquals(Array(t.sha256.lowercased().utf8), presented) {
+            found = t
+        }
+        return found.map { Caller(name: $0.name, role: $0.role, organizations: Set($0.organizations ?? [])) }
+    }
+
+    private func reloadIfChanged() {
+        guard let path else { return }
+        let now = Date().timeIntervalSince1970
+        let due: Bool = lock.withLock {
+            if now - lastCheck < 1 { return false }
+            lastCheck = now
+            return true
+        }
+        guard due else { return }
+        let m = Self.modified(path)
+        let changed = lock.withLock { m != mtime }
+        guard changed, let file = try? TokenFile.load(path: path) else { return }
+        lock.withLock {
+            tokens = file.tokens
+            mtime = m
+        }
+    }
+}
+
+public struct ServeError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

@@ -1,0 +1,67 @@
+import Domain
+import EventLog
+import Foundation
+import Ledger
+import Projections
+
+/// `syncledger forget --patient ID --reason TEXT` (DESIGN.md, "Forgettable").
+public enum Forget {
+    public struct Outcome: Sendable {
+        public var patientId: String
+        /// False when the patient had been forgotten before (nothing appended this time).
+        public var appended: Bool
+        public var head: LogHead
+    }
+
+    /// Destroys the patient's key, appends `patient.forgotten` (roster id, time, reason) and
+    /// purges the views (the database file is deleted and folded again from the log, so no page
+    /// of it keeps the old rows). Holds the writer lock throughout, so no sync runs meanwhile.
+    /// The master key is checked before anything is written.
+    public static func run(store: Store, patientId: String, reason: String, waitLock: Double? = nil,
+                           keys: KeyRing? = nil) throws -> Outcome {
+        let trimmed = reason.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw LedgerError("--reason must say why (it is recorded in the log)") }
+        guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
+        let keys = try keys ?? KeyRing.open(directory: store.keysPath, create: false)
+        // Checked before the writer lock is taken: a refused forget writes nothing at all.
+        if !keys.isForgotten(patientId) {
+            guard try keys.existingKey(for: patientId) != nil || (try recordedPatients(store, keys)).contains(patientId) else {
+                throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")
+            }
+        }
+        let writer = try LedgerWriter(store: store, waitLock: waitLock)
+        defer { writer.close() }
+        var appended = false
+        if !keys.isForgotten(patientId) {
+            let at = ISOTime.format(millis: ISOTime.nowMillis())
+            try keys.destroyKey(for: patientId, at: at)
+            try writer.append([NewEvent(
+                type: .patientForgotten, run: nil, stream: Streams.patient(patientId),
+                data: encodeData(PatientForgotten(patientId: patientId, forgottenAt: at, reason: trimmed)))])
+            appended = true
+        }
+        try purgeViews(store, keys: keys)
+        return Outcome(patientId: patientId, appended: appended, head: writer.head)
+    }
+
+    /// The patient ids of the last recorded roster (from the views, brought up to date).
+    static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> Set<String> {
+        let reader = try LedgerReader(store: store, keys: keys)
+        let views = try ProjectionStore(store: store)
+        try views.catchUp(reader)
+        return try views.rosterPatientIds()
+    }
+
+    /// Deletes the views database (and its WAL) and folds it again from the log.
+    public static func purgeViews(_ store: Store, keys: KeyRing) throws {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let path = store.projectionsPath + suffix
+            if unlink(path) != 0 && errno != ENOENT {
+                throw LedgerError("cannot delete \(path) to purge the views: \(String(cString: strerror(errno)))")
+            }
+        }
+        let reader = try LedgerReader(store: store, keys: keys)
+        let views = try ProjectionStore(store: store)
+        try views.catchUp(reader)
+    }
+}

@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import Ledger
+import Sync
+
+struct ForgetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forget",
+        abstract: "Forget a patient: destroy their key, record patient.forgotten, purge the views.",
+        discussion: """
+            Destroys the patient's key in the key store, appends a patient.forgotten event (roster id, \
+            time, reason; no personal data) and folds the views again, so no readable byte of the log, \
+            the views or a new export holds their name, email, phone, date of birth, notes or IntakeQ \
+            client id. Their appointments read as "(forgotten)"; other patients, including those in the \
+            same group appointments, are untouched; verify and --expect-head of earlier heads still pass. \
+            Later syncs leave the patient out even if the roster still lists them. Events recorded before \
+            encryption existed (clear, v1) keep their bytes in the log: every read path hides them, but \
+            the log files still hold them (docs/FORMAT.md, "Forgetting").
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: ArgumentHelp("The roster patient id (the roster's \"id\").", valueName: "ID")) var patient: String
+    @Option(help: ArgumentHelp("Why (recorded in the log, so no personal data).", valueName: "TEXT")) var reason: String
+    @Option(help: ArgumentHelp("Wait this long for a running sync instead of failing at once.", valueName: "SECONDS"))
+    var waitLock: Double?
+
+    func run() async throws {
+        try await guarded {
+            let store = try storeOptions.open()
+            let outcome = try Forget.run(store: store, patientId: patient, reason: reason, waitLock: waitLock)
+            if outcome.appended {
+                print("forgot patient \(patient): key destroyed, patient.forgotten recorded, views purged; head \(outcome.head)")
+            } else {
+                print("patient \(patient) was already forgotten; views purged again; head \(outcome.head)")
+            }
+            return 0
+        }
+    }
+}
+
+struct KeysCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keys", abstract: "Manage the master key of the key store.",
+        subcommands: [KeysInitCommand.self])
+}
+
+struct KeysInitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Write a new random master key to a file (0600; never overwrites).",
+        discussion: """
+            Keep the file apart from the store and its backups, then set SYNCLEDGER_MASTER_KEY_FILE to \
+            its path for every syncledger command. A store's key store is bound to the master key it \
+            was created with.
+            """)
+    @Option(help: ArgumentHelp("The file to create.", valueName: "FILE")) var masterKeyFile: String
+
+    func run() async throws {
+        try await guarded {
+            try KeyRing.writeNewMasterKey(to: masterKeyFile)
+            print("wrote a new master key to \(masterKeyFile); set SYNCLEDGER_MASTER_KEY_FILE=\(masterKeyFile)")
+            return 0
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import IntakeQ
+import Logging
+import Service
+import Sync
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs and the read API.",
+        discussion: """
+            One long-running process on the store (see docs/SERVICE.md in the repository). The \
+            IntakeQ API key comes from $INTAKEQ_API_KEY or the file named by $INTAKEQ_API_KEY_FILE; \
+            the webhook secret from --webhook-secret-file; tokens from --tokens (create them with \
+            `syncledger token new`). SIGTERM or SIGINT: the run in progress finishes, then exit 0.
+            """)
+
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: ArgumentHelp("The roster JSON file.", valueName: "FILE")) var roster: String
+    @Option(help: ArgumentHelp("Address to listen on.", valueName: "HOST:PORT")) var listen = "127.0.0.1:8080"
+    @Option(help: ArgumentHelp("IntakeQ API base URL.", valueName: "URL")) var baseURL = "https://intakeq.com/api/v1"
+    @Option(help: ArgumentHelp("Run the automated_daily sync at this local time every day.", valueName: "HH:MM")) var dailyAt: String?
+    @Option(help: ArgumentHelp("The practice's time zone for --daily-at (default: the roster's \"timezone\", else UTC).", valueName: "TZ")) var timezone: String?
+    @Option(help: ArgumentHelp("The API tokens file (default: STORE/state/api-tokens.json when it exists).", valueName: "FILE")) var tokens: String?
+    @Option(help: ArgumentHelp("A file holding the webhook URL's secret (at least 32 characters).", valueName: "FILE")) var webhookSecretFile: String?
+    @Option(help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
+    @Option(help: "API calls allowed in any 24 hours, counted across runs and processes (base plan: 500).") var dailyBudget = 500
+    @Option(help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
+    @Option(help: ArgumentHelp("Log level: debug, info, warning, error.", valueName: "LEVEL")) var logLevel = "info"
+
+    func validate() throws {
+        guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
+        guard splitListen() != nil else { throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 127.0.0.1:8080)") }
+        if let dailyAt, ServeConfiguration.parseDailyAt(dailyAt) == nil { throw ValidationError("--daily-at '\(dailyAt)' is not HH:MM (for example 03:00)") }
+        if let timezone, TimeZone(identifier: timezone) == nil { throw ValidationError("--timezone '\(timezone)' is not a time zone name (for example America/Denver)") }
+        guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
+            throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be debug, info, warning or error") }
+    }
+
+    func splitListen() -> (String, Int)? {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        let host = String(listen[..<colon])
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    func run() async throws {
+        try await guarded {
+            let key = try apiKey()
+            let rosterValue = try Roster.load(path: roster)
+            var config = ServeConfiguration(storePath: storeOptions.path, roster: rosterValue, apiKey: key)
+            let (host, port) = splitListen()!
+            config.host = host
+            config.port = port
+            config.baseURL = baseURL
+            config.dailyAt = dailyAt.flatMap(ServeConfiguration.parseDailyAt)
+            config.timeZone = timezone.flatMap(TimeZone.init(identifier:))
+                ?? rosterValue.timezone.flatMap(TimeZone.init(identifier:)) ?? TimeZone(identifier: "UTC")!
+            let defaultTokens = storeOptions.path + "/state/api-tokens.json"
+            config.tokensPath = tokens ?? (FileManager.default.fileExists(atPath: defaultTokens) ? defaultTokens : nil)
+            if let file = webhookSecretFile {
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw CLIFailure(message: "cannot read --webhook-secret-file \(file)")
+                }
+                let secret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                guard secret.count >= 32 else {
+                    throw CLIFailure(message: "the webhook secret in \(file) has \(secret.count) characters; it needs at least 32 (for example: openssl rand -hex 24 > \(file))")
+                }
+                guard secret.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+                    throw CLIFailure(message: "the webhook secret in \(file) must be letters, digits, - and _ only (it goes in a URL path)")
+                }
+                config.webhookSecret = secret
+            }
+            config.policy = RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget)
+            config.maxRetries = maxRetries
+            // Log lines go to stderr; stdout stays for nothing but the listening line.
+            LoggingSystem.bootstrap(StreamLogHandler.standardError)
+            var logger = Logger(label: "syncledger.serve")
+            logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            config.logger = logger
+            config.onListening = { bound in
+                // Unbuffered: whoever started the server (a test, the demo) waits for this line.
+                FileHandle.standardOutput.write(Data("syncledger: listening on http://\(host):\(bound)\n".utf8))
+            }
+            let server = try SyncLedgerServer(config: config)
+            try await server.run()
+            return 0
+        }
+    }
+
+    func apiKey() throws -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return key }
+        if let file = env["INTAKEQ_API_KEY_FILE"], !file.isEmpty {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw CLIFailure(message: "cannot read INTAKEQ_API_KEY_FILE \(file)")
+            }
+            let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if !key.isEmpty { return key }
+        }
+        throw CLIFailure(message: "INTAKEQ_API_KEY (or INTAKEQ_API_KEY_FILE) is not set: the server needs the practice's IntakeQ API key")
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token", abstract: "Manage the server's API tokens.", subcommands: [TokenNewCommand.self])
+}
+
+struct TokenNewCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new",
+        abstract: "Create an API token: print it once, store only its SHA-256 in the tokens file.")
+
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(help: "A name for the token (shown in logs and sync_logs' triggered_by).") var name: String
+    @Option(help: "reader (its organizations' appointments only) or admin (everything).") var role: String
+    @Option(help: ArgumentHelp("An organization a reader may read (repeat for more).", valueName: "ID")) var org: [String] = []
+    @Option(help: ArgumentHelp("The tokens file (default: STORE/state/api-tokens.json).", valueName: "FILE")) var tokens: String?
+
+    func validate() throws {
+        guard let r = APIToken.Role(rawValue: role) else { throw ValidationError("--role must be reader or admin") }
+        if r == .reader, org.isEmpty { throw ValidationError("a reader token needs at least one --org ID") }
+        if r == .admin, !org.isEmpty { throw ValidationError("an admin token reads every organization: give no --org") }
+        guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
+            throw ValidationError("--name must be 1 to 64 letters, digits, '-', '_' or '.'")
+        }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let path = tokens ?? storeOptions.path + "/state/api-tokens.json"
+            var file = FileManager.default.fileExists(atPath: path) ? try TokenFile.load(path: path) : TokenFile()
+            if file.tokens.contains(where: { $0.name == name }) {
+                throw CLIFailure(message: "the tokens file \(path) already has a token named \(name)")
+            }
+            let (token, entry) = TokenFile.newToken(name: name, role: APIToken.Role(rawValue: role)!, organizations: org)
+            file.tokens.append(entry)
+            try file.save(path: path)
+            print(token)
+            warn("added \(role) token \(name) to \(path); the token is shown only this once")
+            return 0
+        }
+    }
+}

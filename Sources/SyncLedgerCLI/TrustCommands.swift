@@ -1,0 +1,94 @@
+import ArgumentParser
+import EventLog
+import Foundation
+import IntakeQ
+import Ledger
+import Projections
+
+/// Refuses (one line, exit 1, nothing written) when the log does not hold a head that was
+/// acknowledged: only a torn batch past the last acknowledged head may be missing.
+func refuseIfLost(_ store: Store) throws {
+    try Trust.requireNoLoss(store)
+}
+
+/// The `ledger.loss_recorded` events of a batch's JSON Lines, as warnings for `verify`.
+func recordedLosses(in content: [UInt8]) -> [String] {
+    let marker = Array("\"type\":\"ledger.loss_recorded\"".utf8)
+    guard content.firstRange(of: marker) != nil else { return [] }
+    var out: [String] = []
+    for line in content.split(separator: 10) {
+        guard let e = try? EventEnvelope.decode(line), e.type == EventType.lossRecorded.rawValue,
+              let loss = try? e.decodeData(LossRecorded.self) else { continue }
+        out.append("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
+                   + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)")
+    }
+    return out
+}
+
+struct RepairCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repair",
+        abstract: "Record that acknowledged events were lost, and go on from where the log ends.",
+        discussion: """
+            When the log ends before a head it had acknowledged (a segment cut short or deleted, an \
+            older copy restored), every command refuses. If the loss is real and cannot be undone \
+            (restore the missing segments from a backup first if you can), `repair --accept-loss \
+            REASON` appends a ledger.loss_recorded event (the last known head, where the log ends, \
+            the reason), records the new head as acknowledged and rebuilds the views. `verify` warns \
+            about the recorded loss from then on.
+            """)
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted; recorded in the ledger.", valueName: "REASON"))
+    var acceptLoss: String
+    @Option(help: ArgumentHelp("Wait up to this long for another writer.", valueName: "SECONDS")) var waitLock: Double?
+
+    func validate() throws {
+        if acceptLoss.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw ValidationError("--accept-loss needs a reason (it is recorded in the ledger)")
+        }
+    }
+
+    func run() async throws {
+        try await guarded {
+            let store = try Store.open(storeOptions.path)
+            var evidence: [HeadEvidence] = []
+            var damagedRecord: String?
+            do {
+                if let recorded = try Trust.recordedHead(store) { evidence.append(recorded) }
+            } catch let e as LedgerError {
+                damagedRecord = e.message
+            }
+            evidence += ProjectionStore.checkpointEvidence(path: store.projectionsPath)
+            let loss = Trust.findLoss(store, evidence: evidence)
+            if let damage = loss?.damage {
+                throw CLIFailure(message: "the log cannot be read to its end (\(damage)): repair only records a loss at the end of the log; "
+                                 + "restore the damaged or missing segment from a backup, or move the segments after it aside")
+            }
+            guard loss != nil || damagedRecord != nil else {
+                print("nothing to repair: the log holds every acknowledged head")
+                return 0
+            }
+            let writer: LedgerWriter
+            do {
+                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true)
+            } catch let e as LogError where e.code == .locked {
+                throw CLIFailure(message: e.message + " (a sync is running; retry when it is done)")
+            }
+            defer { writer.close() }
+            let logEnd = writer.head
+            let record = LossRecorded(
+                lastKnownHead: loss.map { $0.evidence.head.description } ?? "unknown",
+                evidence: loss?.evidence.source ?? "state/head (damaged: \(damagedRecord ?? ""))",
+                logEndedAt: logEnd.description, reason: acceptLoss)
+            let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
+            let reader = try LedgerReader(store: store)
+            let views = try ProjectionStore(store: store)
+            let progress = ProgressLine()
+            _ = try views.rebuild(names: [], reader, progress: progress.fold)
+            progress.finish()
+            print("recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq); views rebuilt")
+            print("head \(writer.head)")
+            return 0
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import Subprocess
+import Synchronization
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How a child process ended, and what it wrote.
+public struct ProcessOutput: Sendable {
+    public var executable: String
+    public var arguments: [String]
+    public var pid: Int32
+    /// The exit code, or the signal number when `signaled`.
+    public var status: Int32
+    /// Ended by a signal (a crash, a kill, or the timeout) instead of exiting.
+    public var signaled: Bool
+    /// Killed because it ran past its timeout.
+    public var timedOut: Bool
+    public var stdout: [UInt8]
+    public var stderr: [UInt8]
+    public var seconds: Double
+
+    public var stdoutText: String { String(decoding: stdout, as: UTF8.self) }
+    public var stderrText: String { String(decoding: stderr, as: UTF8.self) }
+}
+
+/// The one way tests and tools start processes.
+///
+/// - `run` (async, to completion) uses swift-subprocess: it collects stdout and stderr
+///   concurrently (no pipe can fill up) and never blocks a cooperative thread.
+/// - `start` returns a `ChildProcess` handle at once, with its pid, for a test that must act
+///   while the child runs (read the lock file it holds, SIGKILL it at a moment of its
+///   choosing, see that it is still waiting). swift-subprocess keeps its `Execution` inside a
+///   closure and is async-only, so a handle that outlives the call and a synchronous start
+///   do not fit it; Foundation's `Process` does that here, and only here.
+/// - `runBlocking` is `start` + `waitBlocking` for synchronous callers (synchronous tests, the
+///   benchmark), which block their thread exactly as `Process.waitUntilExit` always did.
+public enum ProcessRunner {
+    /// Runs `executable arguments…` to completion.
+    /// - Parameters:
+    ///   - environment: the whole environment; nil inherits this process's.
+    ///   - overrides: set (or, with a nil value, remove) variables on top of that.
+    ///   - timeout: SIGKILL the child after this many seconds (`timedOut` then says so).
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                           overrides: [String: String?] = [:], cwd: String? = nil, timeout: Double? = nil,
+                           outputLimit: Int = 1 << 30) async throws -> ProcessOutput {
+        var env = environment ?? ProcessInfo.processInfo.environment
+        for (k, v) in overrides { env[k] = v }
+        var custom: [Environment.Key: String] = [:]
+        for (k, v) in env { custom[Environment.Key(stringLiteral: k)] = v }
+        let killedByWatchdog = Locked(false)
+        let started = Date()
+        let result = try await Subprocess.run(
+            .path(FilePath(executable)), arguments: Arguments(arguments), environment: .custom(custom),
+            workingDirectory: cwd.map { FilePath($0) }, input: .none,
+            output: .bytes(limit: outputLimit), error: .bytes(limit: outputLimit)
+        ) { execution -> Task<Void, Never>? in
+            guard let timeout else { return nil }
+            // The watchdog outlives the closure only until `run` returns (then it is cancelled
+            // before it can fire); Subprocess signals through the pidfd, never a reused pid.
+            return Task {
+                guard (try? await Task.sleep(for: .seconds(timeout))) != nil else { return }
+                killedByWatchdog.value = true
+                try? execution.send(signal: .kill)
+            }
+        }
+        result.closureResult?.cancel()
+        let (status, signaled): (Int32, Bool) = switch result.terminationStatus {
+        case .exited(let code): (code, false)
+        case .signaled(let signal): (signal, true)
+        }
+        return ProcessOutput(executable: executable, arguments: arguments, pid: result.processIdentifier.value,
+                             status: status, signaled: signaled, timedOut: signaled && killedByWatchdog.value,
+                             stdout: result.standardOutput, stderr: result.standardError,
+                             seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Starts `executable arguments…` and returns at once; see `ChildProcess`.
+    /// - Parameter stdoutPath: send stdout to this existing file instead (not collected).
+    public static func start(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                             overrides: [String: String?] = [:], cwd: String? = nil, timeout: Double? = nil,
+                             stdoutPath: String? = nil) throws -> ChildProcess {
+        try ChildProcess(executable, arguments, environment: environment, overrides: overrides, cwd: cwd, timeout: timeout,
+                         stdoutPath: stdoutPath)
+    }
+
+    /// `start` and `waitBlocking`, for synchronous callers.
+    public static func runBlocking(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                                   overrides: [String: String?] = [:], cwd: String? = nil, timeout: Double? = nil,
+                                   stdoutPath: String? = nil) throws -> ProcessOutput {
+        try start(executable, arguments, environment: environment, overrides: overrides, cwd: cwd, timeout: timeout,
+                  stdoutPath: stdoutPath).waitBlocking()
+    }
+}
+
+/// A started child process. Its stdout and stderr go to temporary files (no pipe can fill
+/// up while nobody reads), read back when it ends; stdin is /dev/null. With a timeout, a
+/// watchdog SIGKILLs it when that passes.
+public final class ChildProcess: Sendable {
+    public let executable: String
+    public let arguments: [String]
+    public let pid: Int32
+    private let process: Process
+    private let outputs: String
+    private let started = Date()
+    private let state = Mutex(State())
+
+    private struct State {
+        var done = false
+        var timedOut = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    fileprivate init(_ executable: String, _ arguments: [String], environment: [String: String]?,
+                     overrides: [String: String?], cwd: String?, timeout: Double?, stdoutPath: String?) throws {
+        self.executable = executable
+        self.arguments = arguments
+        let dir = try makeTempDir("proc")
+        outputs = dir
+        _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
+        _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        var env = environment ?? ProcessInfo.processInfo.environment
+        for (k, v) in overrides { env[k] = v }
+        p.environment = env
+        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+        p.standardInput = FileHandle.nullDevice
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath ?? dir + "/out"))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/err"))
+        defer {
+            try? out.close()
+            try? err.close()
+        }
+        p.standardOutput = out
+        p.standardError = err
+        process = p
+        let box = Locked<ChildProcess?>(nil)
+        p.terminationHandler = { _ in box.value?.finished() }
+        do { try p.run() } catch {
+            removeTree(dir)
+            throw error
+        }
+        pid = p.processIdentifier
+        box.value = self
+        if !p.isRunning { finished() }  // it may have ended before the handler could see `self`
+        if let timeout {
+            DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
+                guard let self else { return }
+                let kill: Bool = self.state.withLock { s in
+                    if s.done { return false }
+                    s.timedOut = true
+                    return true
+                }
+                if kill { self.kill() }
+            }
+        }
+    }
+
+    deinit { removeTree(outputs) }
+
+    private func finished() {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            if s.done { return [] }
+            s.done = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    public var isRunning: Bool { state.withLock { !$0.done } }
+
+    /// Sends `signal` (SIGKILL by default) unless the child has already ended.
+    public func kill(_ signal: Int32 = SIGKILL) {
+        if isRunning { _ = sendSignal(pid, signal) }
+    }
+
+    /// Waits without blocking a thread, then returns what the child wrote.
+    public func wait() async -> ProcessOutput {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now: Bool = state.withLock { s in
+                if s.done { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+        process.waitUntilExit()  // already ended: makes the termination status readable
+        return collect()
+    }
+
+    /// Blocks the calling thread until the child ends.
+    public func waitBlocking() -> ProcessOutput {
+        process.waitUntilExit()
+        return collect()
+    }
+
+    private func collect() -> ProcessOutput {
+        let out = FileManager.default.contents(atPath: outputs + "/out") ?? Data()
+        let err = FileManager.default.contents(atPath: outputs + "/err") ?? Data()
+        return ProcessOutput(executable: executable, arguments: arguments, pid: pid, status: process.terminationStatus,
+                             signaled: process.terminationReason == .uncaughtSignal,
+                             timedOut: state.withLock { $0.timedOut }, stdout: Array(out), stderr: Array(err),
+                             seconds: Date().timeIntervalSince(started))
+    }
+}
+
+/// kill(2), out of reach of `ChildProcess.kill`'s name.
+private func sendSignal(_ pid: Int32, _ signal: Int32) -> Int32 { kill(pid, signal) }

@@ -1,0 +1,254 @@
+import FakeIntakeQ
+import Foundation
+import TestSupport
+import JSONCore
+import Ledger
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 13: minimum necessary, per-patient encryption, forget — checked in every byte a user or
+/// an attacker could read: the store's files, its segments through `lz4 -dc`, the views database,
+/// exports, bundles and what the commands print.
+enum PrivacyFixture {
+    static let groupAppointment = "6a3f000010fa33302d1cf730"
+    static let outsiders = ["Dakota Brennan", "Elliot Zeller", "Sage Quintero"]
+    /// Blair Birch (p-021, IntakeQ 4121) shares the group appointment with Indigo Valdez (p-026).
+    static let forgotten = (id: "p-021", name: "Blair Birch", client: "4121")
+    static let other = (id: "p-026", name: "Indigo Valdez", client: "4126")
+
+    /// Every appointment object of every fixture day.
+    static func objects() throws -> [[String: Any]] {
+        var out: [[String: Any]] = []
+        for n in 1...5 {
+            let data = try Data(contentsOf: URL(fileURLWithPath: Repo.practice + "/day-0\(n).json"))
+            let day = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+            out += (day["appointments"] as? [[String: Any]]) ?? []
+        }
+        return out
+    }
+
+    /// Name, email, phone and date of birth of each named person, as the fixtures give them.
+    static func identifiers(of names: [String]) throws -> [String] {
+        var out = Set(names)
+        for a in try objects() {
+            var people: [[String: Any]] = [a]
+            people += (a["AdditionalClients"] as? [[String: Any]]) ?? []
+            for p in people {
+                guard let n = p["ClientName"] as? String, names.contains(n) else { continue }
+                for k in ["ClientEmail", "ClientPhone", "ClientDateOfBirth"] {
+                    if let v = p[k] as? String, !v.isEmpty { out.insert(v) }
+                }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Every `TelehealthInfo.StartUrl` of the fixtures.
+    static func startURLs() throws -> [String] {
+        Set(try objects().compactMap { ($0["TelehealthInfo"] as? [String: Any])?["StartUrl"] as? String }).sorted()
+    }
+}
+
+/// All readable bytes under `dir`: each file as it is, plus each LZ4 segment decompressed.
+func readableBytes(under dir: String) async throws -> [(String, Data)] {
+    var out: [(String, Data)] = []
+    for (rel, bytes) in snapshot(dir) {
+        out.append((rel, bytes))
+        if rel.hasSuffix(".seg") {
+            let r = try await Launched([], timeout: 60, executable: "/bin/sh",
+                                       arguments: ["-c", "lz4 -dc < \"$0\"", dir + "/" + rel]).wait()
+            #expect(r.status == 0, "lz4 -dc \(rel): \(r.stderr)")
+            out.append((rel + " | lz4 -dc", Data(r.stdout.utf8)))
+        }
+    }
+    return out
+}
+
+func expectAbsent(_ needles: [String], in haystacks: [(String, Data)], _ what: String,
+                  sourceLocation: SourceLocation = #_sourceLocation) {
+    for (name, data) in haystacks {
+        for n in needles where data.range(of: Data(n.utf8)) != nil {
+            Issue.record("\(what): \"\(n)\" found in \(name)", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+extension CLIBinaryTests {
+    /// Everything a careful reviewer would grep after syncing the fixtures: no non-roster
+    /// person's name, email, phone or date of birth and no host link, anywhere.
+    @Test func nonRosterPeopleAndHostLinksAreNeverRecorded() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let practice = try Practice.load()
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2, 3])
+        var outputs: [(String, Data)] = []
+        for (name, args) in [
+            ("appointments", ["appointments", "--store", store, "--json"]),
+            ("history", ["history", PrivacyFixture.groupAppointment, "--store", store, "--json"]),
+            ("export jsonl", ["export", "--store", store, "--format", "jsonl"]),
+            ("export csv", ["export", "--store", store, "--format", "csv"]),
+        ] {
+            let r = try await cli(args)
+            expectSuccess(r)
+            outputs.append((name, Data(r.stdout.utf8)))
+        }
+        let bundle = tmp.path + "/bundle"
+        expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        let needles = try PrivacyFixture.identifiers(of: PrivacyFixture.outsiders) + PrivacyFixture.startURLs()
+        #expect(needles.count >= 6, "\(needles)")
+        #expect(needles.contains { $0.contains("zak=") || $0.contains("/s/") }, "no StartUrl in the fixtures? \(needles)")
+        expectAbsent(needles, in: try await readableBytes(under: store), "store")
+        expectAbsent(needles, in: try await readableBytes(under: bundle), "bundle")
+        expectAbsent(needles, in: outputs, "command output")
+        // The roster patients of the group appointment are still there, readable through the views.
+        let appts = try #require(outputs.first { $0.0 == "appointments" }?.1)
+        let text = String(decoding: appts, as: UTF8.self)
+        #expect(text.contains(PrivacyFixture.groupAppointment))
+        #expect(text.contains(PrivacyFixture.other.name) && text.contains(PrivacyFixture.forgotten.name))
+    }
+
+    /// The log holds envelopes in the clear and no roster patient's name, email or phone.
+    @Test func theLogHoldsEnvelopesButNoNames() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let segments = try await readableBytes(under: store + "/log").filter { $0.0.hasSuffix("lz4 -dc") }
+        #expect(!segments.isEmpty)
+        let text = segments.map { String(decoding: $0.1, as: UTF8.self) }.joined()
+        #expect(text.contains("\"type\":\"appointment.discovered\""))
+        #expect(text.contains("\"stream\":\"appointment/\(PrivacyFixture.groupAppointment)\""))
+        let names = try PrivacyFixture.identifiers(of: [PrivacyFixture.forgotten.name, PrivacyFixture.other.name, "Peyton Delacroix"])
+        expectAbsent(names, in: segments, "log")
+        // The key store is owner-only.
+        expectOwnerOnly(store + "/keys", "key store")
+    }
+
+    /// `forget` of a patient of the group appointment: gone everywhere, the other patient
+    /// untouched, and the chain (verify, --expect-head, the bundle verifier) still holds.
+    @Test func forgetRemovesOnePatientEverywhereAndKeepsTheChain() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
+        let before = try await cli(["verify", "--store", store, "--json"])
+        expectSuccess(before)
+        let oldHead = try #require((parseJSON(before.stdout) as? [String: Any])?["head"] as? String)
+        let oldBundle = tmp.path + "/old-bundle"
+        expectSuccess(try await cli(["export", "--store", store, "--bundle", oldBundle]))
+
+        let f = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
+        expectSuccess(f)
+        #expect(f.stdout.contains("forgot patient \(PrivacyFixture.forgotten.id)"))
+
+        var outputs: [(String, Data)] = []
+        for (name, args) in [
+            ("appointments", ["appointments", "--store", store, "--json"]),
+            ("history", ["history", PrivacyFixture.groupAppointment, "--store", store, "--json"]),
+            ("export jsonl", ["export", "--store", store, "--format", "jsonl"]),
+            ("export csv", ["export", "--store", store, "--format", "csv"]),
+        ] {
+            let r = try await cli(args)
+            expectSuccess(r)
+            outputs.append((name, Data(r.stdout.utf8)))
+        }
+        let bundle = tmp.path + "/bundle"
+        expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        let gone = try PrivacyFixture.identifiers(of: [PrivacyFixture.forgotten.name])
+            + ["\"ClientId\":\(PrivacyFixture.forgotten.client)", "\"ClientId\":\"\(PrivacyFixture.forgotten.client)\"",
+               "\"intakeq_client_id\":\"\(PrivacyFixture.forgotten.client)\"", ",\(PrivacyFixture.forgotten.client),"]
+        #expect(gone.count >= 5, "\(gone)")
+        expectAbsent(gone, in: try await readableBytes(under: store), "store after forget")
+        expectAbsent(gone, in: try await readableBytes(under: bundle), "new bundle")
+        expectAbsent(gone, in: outputs, "command output after forget")
+
+        // Their appointments read as forgotten; the other patient of the group appointment is whole.
+        let rows = try #require(parseJSON(String(decoding: outputs[0].1, as: UTF8.self)) as? [[String: Any]])
+        #expect(rows.contains { ($0["client_name"] as? String) == "(forgotten)" }, "no forgotten appointment row")
+        #expect(rows.contains { ($0["client_name"] as? String) == PrivacyFixture.other.name })
+        #expect(rows.contains { ($0["appointment_id"] as? String) == PrivacyFixture.groupAppointment })
+        var s = try Store.open(store)
+        s.keysDirectory = nil
+        let reader = try LedgerReader(store: s)
+        var group: JSONValue?
+        try reader.forEachEvent { e in
+            if e.stream == "appointment/" + PrivacyFixture.groupAppointment, e.eventType == .appointmentDiscovered {
+                group = try e.dataValue()["object"]
+            }
+            return true
+        }
+        guard case .array(let extra)? = group?["AdditionalClients"] else {
+            Issue.record("the group appointment has no AdditionalClients: \(String(describing: group))")
+            return
+        }
+        let names = extra.compactMap { $0["ClientName"]?.stringValue }
+        #expect(names.contains(PrivacyFixture.other.name), "\(names)")
+        #expect(names.contains("(forgotten)"), "\(names)")
+        #expect(extra.contains { $0["ClientEmail"]?.stringValue == "indigo.valdez@example.org" })
+
+        // The chain holds: verify, the earlier head, both bundles with the earlier head.
+        expectSuccess(try await cli(["verify", "--store", store]))
+        let expect = try await cli(["verify", "--store", store, "--expect-head", oldHead])
+        expectSuccess(expect)
+        #expect(expect.stdout.contains("matches the expected head"))
+        for b in [oldBundle, bundle] {
+            let py = try await Launched([], timeout: 120, executable: "/usr/bin/env",
+                                        arguments: ["python3", b + "/verify_bundle.py", "--expect-head", oldHead]).wait()
+            #expect(py.status == 0, "verify_bundle.py \(b): \(py.stdout)\(py.stderr)")
+        }
+
+        // A later sync with the same roster leaves the forgotten patient out.
+        let practice = try Practice.load()
+        try await withFakeServer(try #require(practice.day(3))) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(3)).now), env: keyEnv)
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stderr.contains("was forgotten"), "\(r.stderr)")
+        }
+        expectAbsent(try PrivacyFixture.identifiers(of: [PrivacyFixture.forgotten.name]),
+                     in: try await readableBytes(under: store), "store after a later sync")
+        // Forgetting again appends nothing.
+        let again = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "again"])
+        expectSuccess(again)
+        #expect(again.stdout.contains("already forgotten"))
+    }
+
+    /// A wrong or missing master key: one line, exit 1, and not a byte of the store changes.
+    @Test func aWrongOrMissingMasterKeyChangesNothing() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let practice = try Practice.load()
+        try await makeSyncedStore(at: store, practice: practice)
+        let other = tmp.path + "/other.key"
+        let made = try await cli(["keys", "init", "--master-key-file", other])
+        expectSuccess(made)
+        #expect(modes(under: tmp.path).first { $0.path == "other.key" }?.mode == 0o600)
+        expectCleanFailure(try await cli(["keys", "init", "--master-key-file", other]), mentioning: ["already exists"])
+
+        let snap = snapshot(store)
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            let args = syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now)
+            var env = keyEnv
+            env["SYNCLEDGER_MASTER_KEY_FILE"] = other
+            expectCleanFailure(try await cli(args, env: env), mentioning: ["does not open the key store"])
+            env["SYNCLEDGER_MASTER_KEY_FILE"] = tmp.path + "/missing.key"
+            expectCleanFailure(try await cli(args, env: env), mentioning: ["cannot read the master key file"])
+        }
+        for file in [other, tmp.path + "/missing.key"] {
+            expectCleanFailure(
+                try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "x"],
+                              env: ["SYNCLEDGER_MASTER_KEY_FILE": file]))
+        }
+        expectSameSnapshot(snap, snapshot(store), "a wrong master key")
+        // An unknown patient is refused, and nothing is written either.
+        let before = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--patient", "p-nobody", "--reason", "x"]),
+                           mentioning: ["p-nobody"])
+        expectSameSnapshot(before, storeSnapshot(store), "an unknown patient")
+    }
+}

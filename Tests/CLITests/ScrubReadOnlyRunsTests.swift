@@ -1,0 +1,269 @@
+import FakeIntakeQ
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a short Python 3 script (the sqlite3 module edits a view by hand, as a tamperer would).
+func python(_ script: String, _ args: [String]) throws -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", "-c", script] + args
+    try p.run()
+    p.waitUntilExit()
+    return p.terminationStatus
+}
+
+/// `chmod -R a-w` (directories keep their execute bits).
+func chmodReadOnly(_ path: String) throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/chmod")
+    p.arguments = ["-R", "a-w", path]
+    try p.run()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0)
+}
+
+func chownTree(_ path: String, uid: Int) throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/chown")
+    p.arguments = ["-R", "\(uid):\(uid)", path]
+    try p.run()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0)
+}
+
+/// The read commands whose output does not depend on the clock, with their arguments.
+func stableReads(_ store: String, appointment: String, seq: UInt64) -> [[String]] {
+    [["appointments", "--json"], ["appointments"], ["meeting-urls"], ["locations", "--json"], ["sync-logs", "--json"],
+     ["history", appointment], ["history", appointment, "--json"], ["as-of", "--seq", String(seq), "--json"],
+     ["as-of", "2030-01-01T00:00:00Z"], ["export", "--format", "csv"], ["export", "--format", "jsonl"], ["log"],
+     ["verify"], ["verify", "--views"]].map { $0 + ["--store", store] }
+}
+
+extension CLIBinaryTests {
+    /// A byte flipped inside an old batch is not seen by reads (they serve the views); the scrub
+    /// (`verify`) finds it, records it, and from then on `status` fails and every read warns.
+    @Test func failedScrubIsRecordedAndReported() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("scrub")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let good = try await cli(["verify", "--store", store])
+        expectSuccess(good)
+        let okStatus = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(okStatus.status == 0, "\(okStatus.stdout)\(okStatus.stderr)")
+        #expect(okStatus.stdout.contains("last verify") && okStatus.stdout.contains(": ok through head"), "\(okStatus.stdout)")
+
+        let segment = try segments(store)[0]
+        let first = try segmentBatches(segment)[0]
+        var bytes = try #require(FileManager.default.contents(atPath: segment))
+        bytes[first.offset + 80 + (first.end - first.offset - 80) / 2] ^= 0x5a
+        try bytes.write(to: URL(fileURLWithPath: segment))
+
+        let appointmentsBefore = try await cli(["appointments", "--store", store])
+        expectSuccess(appointmentsBefore)
+        #expect(appointmentsBefore.stderr.isEmpty, "no scrub has failed yet: \(appointmentsBefore.stderr)")
+        let verify = try await cli(["verify", "--store", store])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("verify FAILED") && verify.stdout.contains("offset \(first.offset)"), "\(verify.stdout)")
+
+        let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(status.status == 1)
+        #expect(status.stdout.contains("problem: the last verify") && status.stdout.contains("FAILED"), "\(status.stdout)")
+        let json = try await cli(["status", "--json", "--store", store, "--max-age", "100000"])
+        #expect(json.status == 1)
+        let obj = try #require(parseJSON(json.stdout) as? [String: Any])
+        let last = try #require(obj["last_verify"] as? [String: Any])
+        #expect(last["ok"] as? Bool == false && (last["error"] as? String ?? "").contains("offset \(first.offset)"))
+        for args in [["appointments"], ["meeting-urls"], ["locations"], ["sync-logs"]] {
+            let r = try await cli(args + ["--store", store])
+            expectSuccess(r)
+            #expect(r.stdout == (args == ["appointments"] ? appointmentsBefore.stdout : r.stdout))
+            #expect(r.stderrLines.count == 1 && r.stderr.hasPrefix("warning: the last verify"), "\(r.label): \(r.stderr)")
+        }
+    }
+
+    /// A meeting link edited by hand in projections.sqlite is served (reads use the views), but
+    /// `verify --views` folds the log afresh and names the view, the key, the column and both values.
+    @Test func handEditedViewIsNamedByVerifyViews() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("views")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let clean = try await cli(["verify", "--views", "--store", store])
+        expectSuccess(clean)
+        #expect(clean.stdout.contains("views: every row matches"), "\(clean.stdout)")
+
+        let urls = try #require(parseJSON(try await cli(["meeting-urls", "--json", "--store", store]).stdout) as? [[String: Any]])
+        let row = try #require(urls.first)
+        let id = try #require(row["appointment_id"] as? String)
+        let original = try #require(row["meeting_url"] as? String)
+        let edited = "https://evil.example/phish"
+        let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute('UPDATE appointment_meeting_urls SET meeting_url=? WHERE appointment_id=?',(sys.argv[2],sys.argv[3]))\nc.commit()"
+        #expect(try python(script, [store + "/projections.sqlite", edited, id]) == 0)
+
+        let served = try await cli(["meeting-urls", "--store", store])
+        #expect(served.stdout.contains(edited))
+        let r = try await cli(["verify", "--views", "--store", store])
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("views FAILED: 1 difference"), "\(r.stdout)")
+        #expect(r.stdout.contains("view meeting_urls") && r.stdout.contains("appointment_id='\(id)'")
+                && r.stdout.contains("column meeting_url") && r.stdout.contains("live '\(edited)' vs log '\(original)'"), "\(r.stdout)")
+        let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(status.status == 1 && status.stdout.contains("the views differ from the log"), "\(status.stdout)")
+        // The fix: rebuild the views from the log.
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+    }
+
+    /// An auditor's copy nobody can write: every read command answers exactly as on the
+    /// writable store, views that lag the log are folded in memory (one note), nothing changes.
+    /// As root (CI), `chmod -R a-w` does not stop writes, so syncledger honours the mode bits
+    /// itself; the copy is also read as an unprivileged user (nobody) where setpriv exists.
+    @Test func readOnlyCopyAnswersLikeTheStore() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("readonly")
+        defer {
+            _ = try? python("import os,sys\nfor r,ds,fs in os.walk(sys.argv[1]):\n  os.chmod(r,0o755)", [tmp.path])
+            tmp.remove()
+        }
+        chmod(tmp.path, 0o755)
+        let store = tmp.path + "/store"
+        let lagging = tmp.path + "/lagging"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        try copyStore(store, lagging)
+        try await makeSyncedStore(at: store, practice: practice, days: [2])
+        // The copy's views stop at day 1; its log and state are day 2's.
+        for sub in ["log", "state"] {
+            try FileManager.default.removeItem(atPath: lagging + "/" + sub)
+            try FileManager.default.copyItem(atPath: store + "/" + sub, toPath: lagging + "/" + sub)
+        }
+        let ids = try #require(parseJSON(try await cli(["appointments", "--json", "--store", store]).stdout) as? [[String: Any]])
+        let appointment = try #require(ids.first?["appointment_id"] as? String)
+        let head = try await verifiedHead(store)
+        let seq = try #require(UInt64(head.split(separator: ":")[0])) / 2
+
+        var expected: [String] = []
+        for args in stableReads(store, appointment: appointment, seq: seq) {
+            let r = try await cli(args)
+            expectSuccess(r)
+            expected.append(r.stdout)
+        }
+        try chmodReadOnly(lagging)
+        let before = snapshot(lagging)
+        for (i, args) in stableReads(lagging, appointment: appointment, seq: seq).enumerated() {
+            let r = try await cli(args)
+            expectSuccess(r)
+            #expect(r.stdout == expected[i], "\(r.label) differs on the read-only copy")
+            #expect(r.stderrLines.count <= (args.contains("--views") ? 2 : 1), "\(r.label): \(r.stderr)")
+            if args[0] == "verify" { #expect(r.stderr.contains("read-only: this verify's outcome was not recorded"), "\(r.stderr)") }
+            if args[0] == "appointments" { #expect(r.stderr.contains("note: the store is read-only"), "\(r.stderr)") }
+        }
+        let bundle = try await cli(["export", "--bundle", tmp.path + "/bundle", "--store", lagging])
+        expectSuccess(bundle)
+        expectSameSnapshot(before, snapshot(lagging), "reading the read-only copy")
+
+        // As an unprivileged user, where we can switch to one.
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+        let binary = try Repo.requireBinary()
+        let exe = tmp.path + "/syncledger"
+        try FileManager.default.copyItem(atPath: binary, toPath: exe)
+        chmod(exe, 0o755)
+        let theirs = tmp.path + "/theirs"
+        try FileManager.default.copyItem(atPath: lagging, toPath: theirs)
+        _ = try python("import os,sys\nfor r,ds,fs in os.walk(sys.argv[1]):\n  os.chmod(r,0o755)", [theirs])
+        try chownTree(theirs, uid: 65534)
+        try chmodReadOnly(theirs)
+        let theirsBefore = snapshot(theirs)
+        for (i, args) in stableReads(theirs, appointment: appointment, seq: seq).enumerated() {
+            let r = try await Launched(args, timeout: 120, executable: "/usr/bin/setpriv",
+                                       arguments: ["--reuid=65534", "--regid=65534", "--clear-groups", exe] + args).wait()
+            expectSuccess(r)
+            #expect(r.stdout == expected[i], "\(r.label) as nobody differs: \(r.stderr)")
+        }
+        expectSameSnapshot(theirsBefore, snapshot(theirs), "reading as nobody")
+    }
+
+    /// Garbage in projections.sqlite: one line saying it is damaged and that `rebuild` recreates
+    /// it; `rebuild` moves it aside and the views answer as before.
+    @Test func damagedViewsDatabaseSaysRebuildAndRebuildWorks() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("damaged")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let before = try await cli(["appointments", "--json", "--store", store])
+        try Data(repeating: 0x41, count: 64 << 10).write(to: URL(fileURLWithPath: store + "/projections.sqlite"))
+        for args in [["appointments"], ["status"], ["history", "x"], ["sync-logs"], ["verify", "--views"]] {
+            let r = try await cli(args + ["--store", store])
+            expectCleanFailure(r, mentioning: ["projections.sqlite is damaged", "syncledger rebuild"], allowStdout: args[0] == "verify")
+        }
+        let rebuild = try await cli(["rebuild", "--store", store])
+        expectSuccess(rebuild)
+        #expect(rebuild.stderr.contains("moved it aside"), "\(rebuild.stderr)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: store)
+        #expect(files.contains { $0.hasPrefix("projections.sqlite.damaged-") }, "\(files)")
+        let after = try await cli(["appointments", "--json", "--store", store])
+        #expect(after.stdout == before.stdout)
+    }
+
+    /// A sync interrupted by SIGINT or SIGTERM while fetching stops, records its run as failed
+    /// ("interrupted") and exits 130 or 143; a run killed outright shows as died in `status`.
+    @Test func interruptedAndDiedRunsAreFailures() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("runs")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { server, url in
+            for (sig, code) in [(SIGINT, Int32(130)), (SIGTERM, Int32(143)), (SIGKILL, Int32(-1))] {
+                server.clearRequests()
+                server.inject(.delay(30), path: "/appointments", page: 2)
+                let sync = try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60)
+                // The fake records a request when it answers: once page 1 is answered, the sync
+                // asks for page 2 at once, and that answer is 30 s away.
+                let stalled = await waitUntil(timeout: 20) {
+                    server.requests().contains { $0.path == "/appointments" && ($0.query["page"] ?? "1") == "1" }
+                }
+                #expect(stalled, "the sync never fetched page 1")
+                try await Task.sleep(nanoseconds: 500_000_000)
+                kill(sync.pid, sig)
+                let r = await sync.wait()
+                server.clearFaults()
+                if sig == SIGKILL {
+                    #expect(r.signaled)
+                    let status = try await cli(["status", "--json", "--store", store, "--max-age", "100000"])
+                    #expect(status.status == 1)
+                    let obj = try #require(parseJSON(status.stdout) as? [String: Any])
+                    let runs = try #require(obj["runs"] as? [[String: Any]])
+                    let daily = try #require(runs.first { $0["sync_type"] as? String == "automated_daily" })
+                    #expect(daily["status"] as? String == "failed")
+                    let failure = try #require(daily["last_failure"] as? [String: Any])
+                    #expect((failure["reason"] as? String ?? "").hasPrefix("died"), "\(failure)")
+                    #expect(daily["last_success"] is [String: Any])
+                    let text = try await cli(["status", "--store", store, "--max-age", "100000"])
+                    #expect(text.stdout.contains("problem: the last automated_daily run failed: died"), "\(text.stdout)")
+                } else {
+                    #expect(!r.signaled && r.status == code, "\(r.label) exited \(r.status): \(r.stderr)")
+                    #expect(r.stderr.contains("interrupted"), "\(r.stderr)")
+                    let logs = try #require(parseJSON(try await cli(["sync-logs", "--json", "--store", store]).stdout) as? [[String: Any]])
+                    #expect(logs.first?["status"] as? String == "failed" && logs.first?["error_message"] as? String == "interrupted",
+                            "\(logs.first ?? [:])")
+                    expectSuccess(try await cli(["verify", "--store", store]))
+                }
+            }
+            // The next sync closes the died run out and completes.
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv)
+            expectSuccess(r)
+            let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+            #expect(status.status == 0, "\(status.stdout)")
+        }
+    }
+}

@@ -1,0 +1,212 @@
+import FakeIntakeQ
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Store surgery helpers
+
+/// The batches of a segment file, read from their headers: byte range and seqs.
+struct SegmentBatch {
+    var offset: Int
+    var end: Int
+    var firstSeq: UInt64
+    var lastSeq: UInt64
+}
+
+func segmentBatches(_ path: String) throws -> [SegmentBatch] {
+    let data = try #require(FileManager.default.contents(atPath: path))
+    let bytes = [UInt8](data)
+    func u32(_ o: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[o + $1]) << (8 * UInt32($1)) } }
+    func u64(_ o: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[o + $1]) << (8 * UInt64($1)) } }
+    var out: [SegmentBatch] = []
+    var off = 0
+    while off + 80 <= bytes.count {
+        let first = u64(off + 16)
+        let count = UInt64(u32(off + 24))
+        let end = off + 80 + Int(u32(off + 28))
+        out.append(SegmentBatch(offset: off, end: end, firstSeq: first, lastSeq: first + count - 1))
+        off = end
+    }
+    return out
+}
+
+func copyStore(_ from: String, _ to: String) throws {
+    try? FileManager.default.removeItem(atPath: to)
+    try FileManager.default.copyItem(atPath: from, toPath: to)
+}
+
+func segments(_ store: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: store + "/log").filter { $0.hasSuffix(".seg") }.sorted()
+        .map { store + "/log/" + $0 }
+}
+
+func truncateFile(_ path: String, to length: Int) {
+    precondition(truncate(path, off_t(length)) == 0, "truncate \(path): \(String(cString: strerror(errno)))")
+}
+
+/// Every read command, and what each needs as arguments.
+func readCommands(_ store: String, appointment: String) -> [[String]] {
+    [["verify", "--store", store], ["verify", "--views", "--store", store], ["status", "--max-age", "100000", "--store", store],
+     ["appointments", "--store", store], ["meeting-urls", "--store", store], ["locations", "--store", store],
+     ["sync-logs", "--store", store], ["history", appointment, "--store", store], ["as-of", "--seq", "1", "--store", store],
+     ["as-of", "2030-01-01", "--store", store], ["export", "--format", "csv", "--store", store],
+     ["export", "--format", "jsonl", "--store", store], ["log", "--store", store], ["rebuild", "--store", store]]
+}
+
+/// The head printed on the last line of `verify` ("head SEQ:HASH").
+func verifiedHead(_ store: String) async throws -> String {
+    let r = try await cli(["verify", "--store", store])
+    expectSuccess(r)
+    return try #require(r.stdoutLines.last?.split(separator: " ").last.map(String.init))
+}
+
+extension CLIBinaryTests {
+    /// The log loses acknowledged events in every way we can think of; every command refuses
+    /// with one line naming the acknowledged head and where the log ends, and nothing changes.
+    /// A torn batch past the acknowledged head still recovers silently.
+    @Test func lossOfAcknowledgedEventsIsRefusedEverywhere() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust")
+        defer { tmp.remove() }
+        let base = tmp.path + "/base"
+        let dayOne = tmp.path + "/day-one"
+        try await makeSyncedStore(at: base, practice: practice, days: [1])
+        try copyStore(base, dayOne)
+        try await makeSyncedStore(at: base, practice: practice, days: [2, 3])
+        let head = try await verifiedHead(base)
+        let headSeq = try #require(UInt64(head.split(separator: ":")[0]))
+        let segment = try #require(try segments(base).first)
+        let batches = try segmentBatches(segment)
+        #expect(batches.count >= 6, "\(batches.count) batches")
+        #expect(batches.last?.lastSeq == headSeq)
+        let appointment = try #require(
+            (parseJSON(try await cli(["appointments", "--json", "--store", base]).stdout) as? [[String: Any]])?
+                .first?["appointment_id"] as? String)
+
+        // Cuts: every batch boundary before the end, and inside each of the last three batches.
+        var cuts: [(String, Int, UInt64)] = []
+        for (i, b) in batches.enumerated().dropLast() { cuts.append(("cut after batch \(i + 1)", b.end, b.lastSeq)) }
+        for b in batches.suffix(3) {
+            cuts.append(("cut inside batch \(b.firstSeq)…\(b.lastSeq)", (b.offset + b.end) / 2, b.firstSeq - 1))
+            cuts.append(("cut 1 byte short of batch \(b.firstSeq)…\(b.lastSeq)", b.end - 1, b.firstSeq - 1))
+        }
+        var cases: [(name: String, logEndsAt: UInt64, damage: (String) throws -> Void)] = cuts.map { name, length, end in
+            (name, end, { store in truncateFile(store + "/log/" + (segment as NSString).lastPathComponent, to: length) })
+        }
+        cases.append(("segment deleted", 0, { store in try FileManager.default.removeItem(atPath: try segments(store)[0]) }))
+        cases.append(("whole log gone", 0, { store in try FileManager.default.removeItem(atPath: store + "/log") }))
+        let dayOneEnd = try #require(try segmentBatches(try segments(dayOne)[0]).last?.lastSeq)
+        cases.append(("older copy restored", dayOneEnd, { store in
+            try FileManager.default.removeItem(atPath: store + "/log")
+            try FileManager.default.copyItem(atPath: dayOne + "/log", toPath: store + "/log")
+        }))
+
+        try await withFakeServer(try #require(practice.day(4))) { _, url in
+            for (n, c) in cases.enumerated() {
+                let store = tmp.path + "/case-\(n)"
+                try copyStore(base, store)
+                try c.damage(store)
+                // SQLite's -wal/-shm beside the views may appear (a read-only connection reads the
+                // views' checkpoints); every other byte, the views' file included, must stay.
+                let transient = { (p: String) in p.hasSuffix("-wal") || p.hasSuffix("-shm") }
+                let before = snapshot(store, excluding: transient)
+                var commands = readCommands(store, appointment: appointment)
+                commands.append(syncArgs(store: store, baseURL: url, now: try #require(practice.day(4)).now))
+                for args in commands {
+                    let r = try await cli(args, env: keyEnv)
+                    expectCleanFailure(r, mentioning: ["seq \(headSeq) was acknowledged", head])
+                    #expect(r.stderr.contains("the log ends at seq \(c.logEndsAt) but"), "\(c.name): \(r.label): \(r.stderr)")
+                    #expect(r.stderr.contains("repair --accept-loss"), "\(c.name): \(r.stderr)")
+                }
+                expectSameSnapshot(before, snapshot(store, excluding: transient), "\(c.name): the refused commands")
+                try? FileManager.default.removeItem(atPath: store)
+            }
+        }
+    }
+
+    /// A batch that was still being written when the process died lies past the acknowledged
+    /// head: reads treat it as the end, `verify` warns, and the next writer removes it silently.
+    @Test func tornBatchPastTheAcknowledgedHeadRecoversSilently() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-torn")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let longer = tmp.path + "/longer"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        try copyStore(store, longer)
+        try await makeSyncedStore(at: longer, practice: practice, days: [3])
+        let appointmentsBefore = try await cli(["appointments", "--json", "--store", store])
+        // The next batch the store would have written, cut in half: a torn tail past its head.
+        let segment = try segments(store)[0]
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: segment)[.size] as? Int)
+        let next = try #require(try segmentBatches(try segments(longer)[0]).first { $0.offset == size })
+        let longerBytes = try #require(FileManager.default.contents(atPath: try segments(longer)[0]))
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(longerBytes.subdata(in: next.offset..<(next.offset + (next.end - next.offset) / 2)))
+        try handle.close()
+
+        let verify = try await cli(["verify", "--store", store])
+        expectSuccess(verify)
+        #expect(verify.stderr.contains("torn tail"), "\(verify.stderr)")
+        let appointments = try await cli(["appointments", "--json", "--store", store])
+        expectSuccess(appointments)
+        #expect(appointments.stdout == appointmentsBefore.stdout)
+        try await withFakeServer(try #require(practice.day(3))) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(3)).now), env: keyEnv)
+            expectSuccess(r)
+        }
+        let after = try await cli(["verify", "--store", store])
+        expectSuccess(after)
+        #expect(!after.stderr.contains("torn tail"), "\(after.stderr)")
+    }
+
+    /// After a refused loss, `repair --accept-loss` records it and every command works again;
+    /// `verify` warns about the recorded loss from then on.
+    @Test func repairAcceptsARecordedLoss() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-repair")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let head = try await verifiedHead(store)
+        let segment = try segments(store)[0]
+        let batches = try segmentBatches(segment)
+        let cutTo = batches[batches.count - 3]
+        truncateFile(segment, to: cutTo.end)
+        let refused = try await cli(["verify", "--store", store])
+        expectCleanFailure(refused, mentioning: ["the log ends at seq \(cutTo.lastSeq) but", head])
+
+        let noReason = try await cli(["repair", "--store", store, "--accept-loss", " "])
+        expectCleanFailure(noReason)
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "restored from nothing: test"])
+        expectSuccess(repair)
+        #expect(repair.stdout.contains("recorded the loss as seq \(cutTo.lastSeq + 1)"), "\(repair.stdout)")
+
+        let verify = try await cli(["verify", "--store", store])
+        expectSuccess(verify)
+        #expect(verify.stderr.contains("a loss of acknowledged events was recorded at seq \(cutTo.lastSeq + 1)"), "\(verify.stderr)")
+        #expect(verify.stderr.contains(head) && verify.stderr.contains("restored from nothing: test"), "\(verify.stderr)")
+        for args in readCommands(store, appointment: "none").filter({ $0[0] != "history" && $0[0] != "status" }) {
+            expectSuccess(try await cli(args))
+        }
+        // The cut took the run's sync.completed with it: that run is in progress with no writer.
+        let died = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(died.status == 1 && died.stdout.contains("failed: died"), "\(died.stdout)")
+        let again = try await cli(["repair", "--store", store, "--accept-loss", "twice"])
+        expectSuccess(again)
+        #expect(again.stdout.contains("nothing to repair"), "\(again.stdout)")
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        }
+        let status = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(status.status == 0, "\(status.stdout)")
+        let later = try await cli(["verify", "--store", store])
+        expectSuccess(later)
+        #expect(later.stderr.contains("a loss of acknowledged events was recorded"), "\(later.stderr)")
+    }
+}

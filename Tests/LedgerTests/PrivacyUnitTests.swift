@@ -1,0 +1,88 @@
+import Domain
+import EventLog
+import Foundation
+import JSONCore
+import Ledger
+import Projections
+import Testing
+
+/// Issue 13: the redaction rule, and old (v1, clear) events read through it.
+@Suite struct PrivacyUnitTests {
+    static let groupObject = #"""
+        {"Id":"g1","ClientId":999,"ClientName":"Out Sider","ClientEmail":"out@example.com","ClientPhone":"(555) 000-9999",
+         "ClientDateOfBirth":"1970-01-01","ClientNote":"call me; join https://zoom.us/j/42 please","BookedByClient":true,
+         "CreatedBy":"Out Sider","StartDate":1796925900000,"Status":"Confirmed","PractitionerId":"pr1",
+         "TelehealthInfo":{"StartUrl":"https://zoom.us/s/42?zak=HOST","JoinUrl":"https://zoom.us/j/42","Provider":"Zoom"},
+         "AdditionalClients":[{"ClientId":100,"ClientName":"In Side","ClientEmail":"in@example.org"},
+                              {"ClientId":"555","ClientName":"Other Out","ClientEmail":"other@example.com"}]}
+        """#
+
+    @Test func redactionRemovesOutsidersAndCredentials() throws {
+        let object = try JSONValue.parse(Array(Self.groupObject.utf8))
+        let r = Redaction.apply(object, rosterClients: ["100"])
+        #expect(r.changed)
+        let text = r.object.canonicalText
+        for gone in ["Out Sider", "out@example.com", "(555) 000-9999", "1970-01-01", "Other Out", "other@example.com", "zak=HOST", "call me"] {
+            #expect(!text.contains(gone), "\(gone) survived: \(text)")
+        }
+        #expect(text.contains("In Side") && text.contains("https://zoom.us/j/42"))
+        #expect(r.object["ClientId"] == .null)
+        #expect(r.object["ClientNote"]?.stringValue == "https://zoom.us/j/42")
+        // Deterministic, and idempotent.
+        #expect(Redaction.apply(object, rosterClients: ["100"]).object.canonicalText == text)
+        #expect(!Redaction.apply(r.object, rosterClients: ["100"]).changed)
+        // An in-roster primary keeps their fields; credentials still go.
+        let own = Redaction.apply(object, rosterClients: ["999", "100", "555"])
+        #expect(own.object["ClientName"]?.stringValue == "Out Sider")
+        #expect(own.object["TelehealthInfo"]?["StartUrl"] == nil)
+    }
+
+    /// A store written before redaction (v1 events, clear): every read path sees the redacted
+    /// object, the log is not rewritten, and the chain is untouched.
+    @Test func oldEventsAreRedactedOnRead() throws {
+        let t = try TempStore()
+        let log = try EventLogWriter.open(directory: t.store.logPath)
+        let roster = RosterObserved(
+            organizations: [.init(id: "o", name: "Org", patients: [.init(id: "p-1", name: "In Side", email: nil, intakeqClientId: "100")])],
+            practitioners: [], rosterHash: String(repeating: "0", count: 64))
+        let objectBytes = Array(try JSONValue.parse(Array(Self.groupObject.utf8)).canonicalText.utf8)
+        let obs = AppointmentObservation(appointmentId: "g1", contentHash: "old", changedFields: [], object: objectBytes)
+        let events = [
+            EventEnvelope(seq: 1, id: "a", type: "roster.observed", v: 1, at: "2026-11-26T09:00:00.000Z", run: nil,
+                          stream: "roster", data: encodeData(roster)),
+            EventEnvelope(seq: 2, id: "b", type: "appointment.discovered", v: 1, at: "2026-11-26T09:00:00.000Z", run: nil,
+                          stream: "appointment/g1", data: obs.encodeData(includeChangedFields: false)),
+        ]
+        _ = try log.append(events.map { $0.encoded() })
+        log.close()
+        let before = try FileManager.default.contentsOfDirectory(atPath: t.store.logPath).sorted().map {
+            FileManager.default.contents(atPath: t.store.logPath + "/" + $0)
+        }
+
+        let reader = try LedgerReader(store: t.store)
+        var read: [EventEnvelope] = []
+        try reader.forEachEvent { read.append($0); return true }
+        let e = try #require(read.last)
+        #expect(e.v == 2)
+        let text = String(decoding: e.data, as: UTF8.self)
+        for gone in ["Out Sider", "out@example.com", "Other Out", "zak=HOST"] { #expect(!text.contains(gone), "\(text)") }
+        let object = try #require(try e.dataValue()["object"])
+        #expect(try e.dataValue()["content_hash"]?.stringValue == contentHash(of: object))
+
+        // Views, CSV export and history read the same shape.
+        let views = try ProjectionStore(store: t.store)
+        try views.catchUp(reader)
+        let stored = try #require(try views.recordedObject("g1"))
+        #expect(!stored.canonicalText.contains("Out Sider") && stored.canonicalText.contains("In Side"))
+        var csv: [UInt8] = []
+        try Export.csv(reader: reader, views: views, from: 1, to: nil) { csv += $0 }
+        #expect(!String(decoding: csv, as: UTF8.self).contains("999"))
+        let history = try History.of("g1", reader: reader, views: views)
+        #expect(!history.map { "\($0.json)" }.joined().contains("zak=HOST"))
+        // Nothing of the log was rewritten.
+        let after = try FileManager.default.contentsOfDirectory(atPath: t.store.logPath).sorted().map {
+            FileManager.default.contents(atPath: t.store.logPath + "/" + $0)
+        }
+        #expect(before == after)
+    }
+}

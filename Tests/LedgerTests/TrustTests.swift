@@ -1,0 +1,99 @@
+import EventLog
+import GRDB
+import Foundation
+import TestSupport
+import Ledger
+import Projections
+import Testing
+
+/// The evidence of acknowledged heads against a log spread over several segments.
+@Suite struct TrustTests {
+    func store(segmentBytes: Int) throws -> (TempStore, [HeadEvidence]) {
+        let tmp = try TempStore()
+        let clock = ManualClock(goldenBase)
+        let writer = try LedgerWriter(store: tmp.store, options: LogOptions(segmentBytes: segmentBytes, fsync: false),
+                                      clock: { clock.read() })
+        for i in 0..<30 {
+            try writer.append([startedEvent("run-\(i)", type: "webhook", by: "test")])
+            clock.millis += 1000
+        }
+        writer.close()
+        let recorded = try #require(try Trust.recordedHead(tmp.store))
+        return (tmp, [recorded])
+    }
+
+    @Test func theRecordedHeadIsTheLogsHead() throws {
+        let (tmp, evidence) = try store(segmentBytes: 1500)
+        #expect(evidence[0].head == (try LedgerReader(store: tmp.store).head()))
+        #expect(Trust.findLoss(tmp.store, evidence: evidence) == nil)
+    }
+
+    /// A segment in the middle or the first one deleted: the log cannot be read to its end;
+    /// the last one deleted: it ends early. Each is a loss naming the acknowledged head.
+    @Test(arguments: ["first", "middle", "last", "all"])
+    func deletedSegmentsAreALoss(which: String) throws {
+        let (tmp, evidence) = try store(segmentBytes: 1500)
+        let segments = try FileManager.default.contentsOfDirectory(atPath: tmp.store.logPath).filter { $0.hasSuffix(".seg") }.sorted()
+        #expect(segments.count >= 3)
+        let doomed: [String] = switch which {
+        case "first": [segments[0]]
+        case "middle": [segments[segments.count / 2]]
+        case "last": [segments[segments.count - 1]]
+        default: segments
+        }
+        for s in doomed { try FileManager.default.removeItem(atPath: tmp.store.logPath + "/" + s) }
+        let loss = try #require(Trust.findLoss(tmp.store, evidence: evidence))
+        #expect(loss.message.contains("seq \(evidence[0].head.seq) was acknowledged (head \(evidence[0].head), recorded in state/head)"), "\(loss.message)")
+        if which == "last" || which == "all" {
+            #expect(loss.damage == nil && loss.logHead.seq < evidence[0].head.seq)
+            #expect(loss.message.contains("the log ends at seq \(loss.logHead.seq) but"))
+        } else {
+            #expect(loss.damage != nil, "\(loss.message)")
+        }
+        #expect(throws: (any Error).self) { _ = try LedgerWriter(store: tmp.store, options: LogOptions(fsync: false)) }
+    }
+}
+
+/// SIGINT/SIGTERM during a rebuild (the CLI's `shouldStop`), and a rebuild killed outright.
+@Suite struct ShadowLeftoverTests {
+    func shadowTables(_ views: ProjectionStore) throws -> [String] {
+        try views.readSync { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_\\_shadow' ESCAPE '\\'") }
+    }
+
+    @Test func aStoppedRebuildDropsItsShadowTablesAndKeepsTheLiveViews() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let reader = try LedgerReader(store: tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        try views.catchUp(reader)
+        let before = try snapshot(views)
+        views.eventsPerTransaction = 2
+        let calls = LockedCounter()
+        views.shouldStop = { calls.increment() >= 3 }
+        #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
+        #expect(try shadowTables(views).isEmpty)
+        #expect(try snapshot(views) == before)
+    }
+
+    /// Shadow tables left by a rebuild that was killed (SIGKILL, power cut) are dropped by the
+    /// next open of the views: they never pile up (they can double the file).
+    @Test func leftoverShadowTablesAreDroppedOnOpen() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        try views.catchUp(try LedgerReader(store: tmp.store))
+        try views.pool.write { db in
+            for p in allProjections { try p.create(db, .shadow) }
+        }
+        #expect(try shadowTables(views).count >= allProjections.count)
+        let reopened = try ProjectionStore(store: tmp.store)
+        #expect(try shadowTables(reopened).isEmpty)
+    }
+}
+
+final class LockedCounter: @unchecked Sendable {
+    // @unchecked: `value` is only touched under `lock`.
+    private let lock = NSLock()
+    private var value = 0
+    func increment() -> Int { lock.withLock { value += 1; return value } }
+}

@@ -1,0 +1,200 @@
+import FakeIntakeQ
+import Foundation
+import JSONCore
+import Ledger
+import NIOHTTP1
+@testable import Service
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The built `syncledger serve` as an operator runs it.
+enum Binary {
+    static let path: String? = {
+        var candidates: [String] = []
+        if let env = ProcessInfo.processInfo.environment["SYNCLEDGER_BIN"], !env.isEmpty { candidates.append(env) }
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            candidates.append((exe as NSString).deletingLastPathComponent + "/syncledger")
+        }
+        candidates.append(Paths.root + "/.build/debug/syncledger")
+        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }()
+}
+
+final class Spawned: @unchecked Sendable {
+    let process = Process()
+    let out: String
+    let err: String
+
+    init(_ args: [String], env: [String: String] = [:], dir: String) throws {
+        let binary = try #require(Binary.path, "build the syncledger binary first (swift build --build-tests)")
+        let id = UUID().uuidString.prefix(8)
+        out = dir + "/out-\(id)"
+        err = dir + "/err-\(id)"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = args
+        var e = ProcessInfo.processInfo.environment
+        e["INTAKEQ_API_KEY"] = nil
+        e["SYNCLEDGER_STORE"] = nil
+        for (k, v) in env { e[k] = v }
+        process.environment = e
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
+        try process.run()
+    }
+
+    var stdout: String { String(decoding: FileManager.default.contents(atPath: out) ?? Data(), as: UTF8.self) }
+    var stderr: String { String(decoding: FileManager.default.contents(atPath: err) ?? Data(), as: UTF8.self) }
+
+    /// The base URL once `serve` prints its listening line.
+    func listening(timeout: Double = 60) async throws -> String {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let line = stdout.split(separator: "\n").first(where: { $0.contains("listening on ") }) {
+                return String(line.split(separator: " ").last!)
+            }
+            guard process.isRunning else { break }
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        throw ServeError("serve did not start: \(stderr)")
+    }
+
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    func wait(timeout: Double = 60) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning, Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return nil
+        }
+        return process.terminationStatus
+    }
+}
+
+@Suite(.serialized) struct ServeBinaryTests {
+    static let apiKey = "sk-test-BINARY-SERVE-never-printed"
+
+    func serveArgs(store: String, fake: String, tokens: String, secretFile: String, extra: [String] = []) -> [String] {
+        ["--store", store, "serve", "--roster", Paths.roster, "--listen", "127.0.0.1:0", "--base-url", fake,
+         "--tokens", tokens, "--webhook-secret-file", secretFile, "--requests-per-minute", "100000"] + extra
+    }
+
+    @Test func sigkillWithAFullInboxLosesNothing() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.synthetic(40, prefix: "kill"), apiKey: Self.apiKey)
+        let fakeBase = try await fake.start()
+        defer { Task { await fake.stop() } }
+        let tokens = try TestTokens.write(in: dir.path)
+        let secretFile = dir.sub("secret")
+        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let store = dir.sub("store")
+        // A budget of 10 calls: 10 ids are looked up, 30 wait in the inbox.
+        let args = serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile, extra: ["--daily-budget", "10"])
+        let first = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await first.listening()
+        let appts = Fixtures.synthetic(40, prefix: "kill").appointments.map { try! FastJSON.parse($0) }
+        for a in appts {
+            let r = try await http(.POST, base + "/webhooks/intakeq/" + webhookSecret, body: webhookBody("AppointmentCreated", a))
+            #expect(r.status == 200)
+        }
+        let lookedUp = { fake.requests().filter { $0.path.hasPrefix("/appointments/kill-") }.count }
+        let waitingOK = await eventually(timeout: 30) {
+            let s = try? await http(.GET, base + "/api/v1/status", token: tokens.admin)
+            return s?["inbox"]?["depth"]?.doubleValue == 30 && lookedUp() == 10
+        }
+        #expect(waitingOK, "stderr: \(first.stderr)")
+        first.signal(SIGKILL)
+        _ = await first.wait()
+
+        // Restart: the 30 waiting ids are still there; nothing was lost or looked up twice.
+        let second = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base2 = try await second.listening()
+        let status = try await http(.GET, base2 + "/api/v1/status", token: tokens.admin)
+        #expect(status["inbox"]?["depth"]?.doubleValue == 30)
+        let inbox = try WebhookInbox(path: store + "/state/webhook-inbox.log")
+        let waiting = Set(inbox.next(100))
+        let fetched = Set(fake.requests().map { String($0.path.dropFirst("/appointments/".count)) })
+        #expect(waiting.union(fetched) == Set(appts.compactMap { $0["Id"]?.stringValue }))
+        // SIGTERM: a clean exit 0.
+        second.signal(SIGTERM)
+        #expect(await second.wait() == 0)
+        #expect(!first.stderr.contains(Self.apiKey) && !second.stderr.contains(Self.apiKey))
+        #expect(!second.stderr.contains(webhookSecret))
+    }
+
+    @Test func aCronSyncAndTheServerShareOneStore() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let fakeBase = try await fake.start()
+        defer { Task { await fake.stop() } }
+        let tokens = try TestTokens.write(in: dir.path)
+        let secretFile = dir.sub("secret")
+        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let store = dir.sub("store")
+        let server = try Spawned(serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile),
+                                 env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        fake.setWebhookURL(base + "/webhooks/intakeq/" + webhookSecret)
+        // The server runs a sync while cron's `syncledger sync --wait-lock` runs on the same store.
+        fake.inject(.delay(seconds: 1), path: "/appointments/settings", times: 2)
+        let queued = try await http(.POST, base + "/api/v1/sync", token: tokens.admin, body: Array(#"{"scope":"all"}"#.utf8))
+        #expect(queued.status == 202)
+        let cron = try Spawned(["--store", store, "sync", "--roster", Paths.roster, "--base-url", fakeBase,
+                                "--requests-per-minute", "100000", "--wait-lock", "120", "--triggered-by", "cron"],
+                               env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        #expect(await cron.wait(timeout: 120) == 0, "cron sync: \(cron.stderr)")
+        let id = queued["run_id"]?.stringValue ?? ""
+        #expect(await eventually(timeout: 60) {
+            (try? await http(.GET, base + "/api/v1/runs/" + id, token: tokens.admin))?["status"]?.stringValue == "completed"
+        })
+        // Webhooks keep flowing after cron's run; the server still takes the lock when it needs it.
+        await fake.setState(Fixtures.day(2).state, postWebhooks: true)
+        #expect(await eventually(timeout: 30) {
+            let logs = try? await http(.GET, base + "/api/v1/sync-logs?type=webhook", token: tokens.admin)
+            return !(logs?.array.isEmpty ?? true)
+        })
+        let logs = try await http(.GET, base + "/api/v1/sync-logs", token: tokens.admin).array
+        #expect(logs.contains { $0["triggered_by"]?.stringValue == "cron" && $0["status"]?.stringValue == "completed" })
+        #expect(logs.allSatisfy { $0["status"]?.stringValue != "in_progress" && $0["status"]?.stringValue != "failed" })
+        server.signal(SIGTERM)
+        #expect(await server.wait() == 0)
+        // The store verifies after both writers.
+        let verify = try Spawned(["--store", store, "verify"], dir: dir.path)
+        #expect(await verify.wait() == 0, "verify: \(verify.stderr)")
+    }
+
+    @Test func tokenNewPrintsOnceAndStoresTheHash() async throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        let p = try Spawned(["--store", dir.sub("store"), "token", "new", "--name", "fsh-dash", "--role", "reader", "--org", "fsh", "--tokens", path], dir: dir.path)
+        #expect(await p.wait() == 0, "\(p.stderr)")
+        let token = p.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.hasPrefix("slt_") && token.count == 68)
+        let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+        #expect(!text.contains(token))
+        let file = try TokenFile.load(path: path)
+        #expect(file.tokens.count == 1 && file.tokens[0].sha256 == tokenHash(token) && file.tokens[0].organizations == ["fsh"])
+        var st = stat()
+        stat(path, &st)
+        #expect(st.st_mode & 0o777 == 0o600)
+        let bad = try Spawned(["token", "new", "--name", "x", "--role", "reader", "--tokens", path], dir: dir.path)
+        #expect(await bad.wait() != 0)
+        #expect(bad.stderr.contains("--org"))
+    }
+}
+
+func eventually(timeout: Double, _ condition: () async -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(nanoseconds: 25_000_000)
+    }
+    return await condition()
+}

@@ -1,0 +1,338 @@
+import AsyncHTTPClient
+import Domain
+import FakeIntakeQ
+import Foundation
+import JSONCore
+import Ledger
+import NIOHTTP1
+@testable import Service
+import Testing
+
+/// Every route, status and token rule through real HTTP on loopback, against the fake IntakeQ.
+@Suite(.serialized) struct ServerTests {
+    @Test func healthAndReadiness() async throws {
+        let rig = try await ServerRig.start()
+        defer { Task { await rig.stop() } }
+        #expect(try await rig.get("/healthz").status == 200)
+        let ready = try await rig.get("/readyz")
+        #expect(ready.status == 200)
+        #expect(ready["status"]?.stringValue == "ready")
+        await rig.stop()
+    }
+
+    @Test func tokenRules() async throws {
+        let rig = try await ServerRig.start()
+        let run = try await rig.syncAndWait()
+        #expect(run["status"]?.stringValue == "completed", "\(run.text)")
+
+        // No token, a malformed header, an unknown token: 401 on every /api/ route.
+        for path in ["/api/v1/appointments", "/api/v1/status", "/api/v1/sync-logs", "/api/v1/nope"] {
+            let none = try await rig.get(path)
+            #expect(none.status == 401)
+            #expect(none["error"]?.stringValue != nil)
+            #expect(try await rig.get(path, token: "slt_not-a-real-token").status == 401)
+        }
+        let basic = try await http(.GET, rig.base + "/api/v1/appointments", headers: [("Authorization", "Basic abc")])
+        #expect(basic.status == 401)
+
+        // The admin sees every organisation; the reader only fsh's.
+        let all = try await rig.admin("/api/v1/appointments?include_removed=true").array
+        let mine = try await rig.get("/api/v1/appointments?include_removed=true", token: rig.tokens.reader).array
+        #expect(!mine.isEmpty && mine.count < all.count)
+        #expect(mine.allSatisfy { $0["organization_id"]?.stringValue == "fsh" })
+        let other = try #require(all.first { $0["organization_id"]?.stringValue == "rrc" })
+        let otherId = try #require(other["appointment_id"]?.stringValue)
+        // Another organisation's appointment, history, org and patient: 404 or an empty list.
+        let one = try await rig.get("/api/v1/appointments/" + otherId, token: rig.tokens.reader)
+        #expect(one.status == 404)
+        #expect(try await rig.get("/api/v1/appointments/" + otherId + "/history", token: rig.tokens.reader).status == 404)
+        #expect(try await rig.get("/api/v1/appointments/does-not-exist", token: rig.tokens.reader).status == 404)
+        #expect(try await rig.get("/api/v1/appointments?org=rrc", token: rig.tokens.reader).array.isEmpty)
+        #expect(try await rig.get("/api/v1/appointments?patient=p-002", token: rig.tokens.reader).array.isEmpty)
+        #expect(try await rig.get("/api/v1/meeting-urls", token: rig.tokens.reader).array.allSatisfy { row in
+            mine.contains { $0["appointment_id"] == row["appointment_id"] } })
+        #expect(try await rig.get("/api/v1/locations", token: rig.tokens.reader).array.count <= mine.count)
+        // Its own appointment and history: 200, the same keys as the CLI's --json.
+        let ownId = try #require(mine.first?["appointment_id"]?.stringValue)
+        let own = try await rig.get("/api/v1/appointments/" + ownId, token: rig.tokens.reader)
+        #expect(own.status == 200)
+        #expect(own["appointment_id"]?.stringValue == ownId)
+        #expect(own["start_at"] != nil && own["meeting_url"] != nil && own["removed"] != nil)
+        let history = try await rig.get("/api/v1/appointments/" + ownId + "/history", token: rig.tokens.reader)
+        #expect(history.status == 200 && !history.array.isEmpty)
+        // Readers start no runs and read no run logs or status: 403.
+        #expect(try await rig.post("/api/v1/sync", token: rig.tokens.reader, json: #"{"scope":"all"}"#).status == 403)
+        #expect(try await rig.get("/api/v1/sync-logs", token: rig.tokens.reader).status == 403)
+        #expect(try await rig.get("/api/v1/status", token: rig.tokens.reader).status == 403)
+        #expect(try await rig.get("/api/v1/runs/x", token: rig.tokens.reader).status == 403)
+        // The admin reads them.
+        #expect(try await rig.admin("/api/v1/appointments/" + otherId).status == 200)
+        let logs = try await rig.admin("/api/v1/sync-logs?limit=5&type=automated_daily")
+        #expect(logs.status == 200 && logs.array.count == 1)
+        let status = try await rig.admin("/api/v1/status")
+        #expect(status.status == 200)
+        #expect(status["inbox"]?["depth"]?.doubleValue == 0)
+        #expect(status["budget"]?["remaining"]?.doubleValue != nil)
+        #expect(try await rig.admin("/api/v1/upcoming?days=30").status == 200)
+        await rig.stop()
+    }
+
+    @Test func tokenFileChangesTakeEffectWithoutRestart() async throws {
+        let rig = try await ServerRig.start()
+        let (token, entry) = TokenFile.newToken(name: "late", role: .admin, organizations: [])
+        #expect(try await rig.get("/api/v1/status", token: token).status == 401)
+        var file = try TokenFile.load(path: rig.tokens.path)
+        file.tokens.append(entry)
+        try await Task.sleep(nanoseconds: 1_100_000_000)
+        try file.save(path: rig.tokens.path)
+        #expect(await rig.eventually(timeout: 5) { try await rig.get("/api/v1/status", token: token).status == 200 })
+        await rig.stop()
+    }
+
+    @Test func badInputGetsTheRightStatusAndRecordsNothing() async throws {
+        let rig = try await ServerRig.start()
+        let run = try await rig.syncAndWait()
+        #expect(run["status"]?.stringValue == "completed")
+        let before = try rig.events().count
+        let appt = Fixtures.rosterAppointments(day: 1)[0]
+        let good = webhookBody("AppointmentUpdated", appt)
+
+        // Wrong secret: 404, counted.
+        let wrong = try await http(.POST, rig.base + "/webhooks/intakeq/" + String(webhookSecret.reversed()), body: good)
+        #expect(wrong.status == 404)
+        #expect(try await http(.POST, rig.base + "/webhooks/intakeq/", body: good).status == 404)
+        #expect(try await http(.POST, rig.base + "/webhooks/intakeq/short", body: good).status == 404)
+        // Malformed JSON, no Appointment, an id of the wrong shape: 400.
+        for bad in ["{", "[1,2]", #"{"EventType":"AppointmentCreated"}"#, #"{"Appointment":{"Id":{"x":1},"ClientId":4101}}"#,
+                    #"{"Appointment":{"Id":"a b\n","ClientId":4101}}"#, "not json at all"] {
+            let r = try await http(.POST, rig.webhookURL, body: Array(bad.utf8))
+            #expect(r.status == 400, "\(bad) → \(r.status)")
+            #expect(r["error"]?.stringValue != nil)
+        }
+        // 2 MiB: 413.
+        let huge = try await http(.POST, rig.webhookURL, body: [UInt8](repeating: UInt8(ascii: " "), count: 2 << 20))
+        #expect(huge.status == 413)
+        // Unknown route, wrong method: 404, 405.
+        #expect(try await rig.get("/nope").status == 404)
+        #expect(try await rig.admin("/api/v1/nope").status == 404)
+        #expect(try await http(.DELETE, rig.base + "/api/v1/appointments", token: rig.tokens.admin).status == 405)
+        // Bad parameters: 400 naming the parameter.
+        for (path, name) in [("/api/v1/appointments?from=yesterday", "from"), ("/api/v1/appointments?to=2026-13-45", "to"),
+                             ("/api/v1/appointments?include_removed=maybe", "include_removed"),
+                             ("/api/v1/appointments?colour=blue", "colour"), ("/api/v1/sync-logs?limit=0", "limit"),
+                             ("/api/v1/sync-logs?type=weekly", "type"), ("/api/v1/upcoming?days=many", "days"),
+                             ("/api/v1/appointments?org=nowhere", "org"), ("/api/v1/meeting-urls?patient=p-999", "patient")] {
+            let r = try await rig.admin(path)
+            #expect(r.status == 400, "\(path) → \(r.status)")
+            #expect(r["error"]?.stringValue?.hasPrefix(name + ":") == true, "\(path): \(r.text)")
+        }
+        // Bad sync requests: 400.
+        for body in ["{", #"{"scope":"some"}"#, #"{"scope":{"org":"nowhere"}}"#, #"{"scope":{"patient":"p-999"}}"#, "{}",
+                     #"{"scope":"all","extra":1}"#] {
+            let r = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: body)
+            #expect(r.status == 400, "\(body) → \(r.status) \(r.text)")
+        }
+        #expect(try await rig.admin("/api/v1/runs/no-such-run").status == 404)
+        // Nothing recorded, the server keeps serving, the bad secret was counted.
+        try await Task.sleep(nanoseconds: 400_000_000)
+        #expect(try rig.events().count == before)
+        #expect(try await rig.inboxDepth() == 0)
+        #expect(try await rig.get("/healthz").status == 200)
+        let counters = try await rig.admin("/api/v1/status")["webhooks"]
+        #expect(counters?["bad_secret"]?.doubleValue == 3)
+        #expect(counters?["malformed"]?.doubleValue == 6)
+        #expect(counters?["too_large"]?.doubleValue == 1)
+        await rig.stop()
+    }
+
+    @Test func aClientOutsideTheRosterLeavesNoTrace() async throws {
+        let rig = try await ServerRig.start()
+        let before = try rig.events().count
+        let body = #"{"EventType":"Appointment Created","ActionPerformedByClient":true,"Appointment":{"Id":"outsider-1","ClientId":999999,"ClientName":"Not Ours"}}"#
+        let r = try await http(.POST, rig.webhookURL, body: Array(body.utf8))
+        #expect(r.status == 200)
+        #expect(r["status"]?.stringValue == "ignored")
+        try await Task.sleep(nanoseconds: 400_000_000)
+        #expect(try rig.events().count == before)
+        #expect(rig.lookups() == 0)
+        let inbox = String(decoding: FileManager.default.contents(atPath: rig.store + "/state/webhook-inbox.log") ?? Data(), as: UTF8.self)
+        #expect(!inbox.contains("outsider"))
+        #expect(try await rig.admin("/api/v1/status")["webhooks"]?["not_in_roster"]?.doubleValue == 1)
+        await rig.stop()
+    }
+
+    @Test func webhookToInboxToRefetchToEventToAPI() async throws {
+        let rig = try await ServerRig.start(state: Fixtures.day(1).state)
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        // The fake moves to day 2 and posts a webhook for every appointment that changed.
+        let sent = await rig.fake.setState(Fixtures.day(2).state, postWebhooks: true)
+        #expect(!sent.isEmpty)
+        #expect(sent.allSatisfy { $0.status == 200 })
+        let rescheduled = try #require(sent.first { $0.eventType == "AppointmentRescheduled" && rig.isRosterAppointment($0.appointmentId, day: 2) })
+        let served = try #require(Fixtures.day(2).state.appointments.compactMap { try? FastJSON.parse($0) }
+            .first { $0["Id"]?.stringValue == rescheduled.appointmentId })
+        let startMillis = try #require(served["StartDate"]?.int64Value)
+        // The change arrives through the API.
+        #expect(await rig.eventually(timeout: 15) {
+            let a = try await rig.admin("/api/v1/appointments/" + rescheduled.appointmentId)
+            return a["start_at"]?.stringValue == ISOTimeFormat.format(millis: startMillis)
+        })
+        #expect(await rig.eventually(timeout: 15) { try await rig.inboxDepth() == 0 })
+        // Recorded inside runs of sync_type webhook, started and completed like any run.
+        let logs = try await rig.admin("/api/v1/sync-logs?type=webhook").array
+        #expect(!logs.isEmpty)
+        #expect(logs.allSatisfy { $0["status"]?.stringValue == "completed" })
+        let events = try rig.events()
+        let webhookRuns = Set(logs.compactMap { $0["id"]?.stringValue })
+        let changed = events.filter { $0.type == "appointment.changed" && webhookRuns.contains($0.run ?? "") }
+        #expect(changed.contains { $0.stream == "appointment/" + rescheduled.appointmentId })
+        for run in webhookRuns {
+            #expect(events.contains { $0.type == "sync.started" && $0.run == run })
+            #expect(events.contains { $0.type == "sync.completed" && $0.run == run })
+        }
+        let history = try await rig.admin("/api/v1/appointments/" + rescheduled.appointmentId + "/history").array
+        #expect(history.count >= 2)
+        // The nightly crawl afterwards counts what no webhook brought.
+        let nightly = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":"all"}"#)
+        #expect(nightly.status == 202)
+        #expect(await rig.eventually(timeout: 30) {
+            let l = try await rig.admin("/api/v1/sync-logs?type=automated_daily&limit=1").array
+            return l.first?["metadata"]?["changes_missed_by_webhooks"] != nil
+        })
+        await rig.stop()
+    }
+
+    @Test func theSameWebhookFiftyTimesIsOneLookup() async throws {
+        let rig = try await ServerRig.start()
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        rig.fake.clearRequests()
+        let before = try rig.events()
+        let appt = Fixtures.rosterAppointments(day: 1)[0]
+        let id = try #require(appt["Id"]?.stringValue)
+        let body = webhookBody("AppointmentUpdated", appt)
+        var statuses: [Int] = []
+        for _ in 0..<50 { statuses.append(try await http(.POST, rig.webhookURL, body: body).status) }
+        #expect(statuses.allSatisfy { $0 == 200 })
+        #expect(await rig.eventually(timeout: 15) { try await rig.inboxDepth() == 0 && rig.lookups(id) >= 1 })
+        try await Task.sleep(nanoseconds: 500_000_000)
+        // Retries arriving after the lookup are retries still.
+        for _ in 0..<5 { _ = try await http(.POST, rig.webhookURL, body: body) }
+        try await Task.sleep(nanoseconds: 700_000_000)
+        #expect(rig.lookups(id) == 1)
+        let after = try rig.events().dropFirst(before.count)
+        #expect(after.filter { $0.stream == "appointment/" + id }.count <= 1)
+        await rig.stop()
+    }
+
+    @Test func aBurstBeyondTheBudgetWaitsInTheInbox() async throws {
+        let rig = try await ServerRig.start(state: Fixtures.synthetic(200), dailyBudget: 100)
+        let appts = Fixtures.synthetic(200).appointments.map { try! FastJSON.parse($0) }
+        // 500 webhooks for 200 appointments, eight at a time.
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            var next = 0
+            func add() {
+                let i = next
+                next += 1
+                let a = appts[i % 200]
+                let event = ["AppointmentCreated", "AppointmentUpdated", "AppointmentRescheduled", "AppointmentCancelled", "appointment created"][i % 5]
+                group.addTask { try await http(.POST, rig.webhookURL, body: webhookBody(event, a)).status }
+            }
+            for _ in 0..<8 { add() }
+            while let status = try await group.next() {
+                #expect(status == 200)
+                if next < 500 { add() }
+            }
+        }
+        // All 200 ids are durable: looked up (100, the budget) or waiting (the rest).
+        #expect(await rig.eventually(timeout: 30) { try await rig.inboxDepth() == 100 && rig.lookups() == 100 })
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        #expect(rig.lookups() == 100)
+        #expect(try await rig.inboxDepth() == 100)
+        let inbox = try WebhookInbox(path: rig.store + "/state/webhook-inbox.log")
+        let waiting = Set(inbox.next(1000))
+        let fetched = Set(rig.fake.requests().map { String($0.path.dropFirst("/appointments/".count)) })
+        #expect(waiting.count == 100)
+        #expect(waiting.union(fetched).count == 200)
+        #expect(waiting.isDisjoint(with: fetched))
+        let status = try await rig.admin("/api/v1/status")
+        #expect(status["budget"]?["remaining"]?.doubleValue == 0)
+        await rig.stop()
+    }
+
+    @Test func manualRunsQueueOneAtATimeAndDeduplicate() async throws {
+        let rig = try await ServerRig.start()
+        // The first run is slow (IntakeQ answers its settings after 1.5 s), so the next ones wait.
+        rig.fake.inject(.delay(seconds: 1.5), path: "/appointments/settings")
+        let first = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":"all"}"#)
+        #expect(first.status == 202)
+        try await Task.sleep(nanoseconds: 300_000_000)
+        let a = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"org":"fsh"}}"#)
+        let b = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"org":"fsh"}}"#)
+        let c = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"patient":"p-001"}}"#)
+        #expect(a.status == 202 && b.status == 202 && c.status == 202)
+        #expect(a["run_id"] == b["run_id"])
+        #expect(a["run_id"] != c["run_id"])
+        #expect(try await rig.admin("/api/v1/runs/" + (first["run_id"]?.stringValue ?? ""))["status"]?.stringValue == "running")
+        #expect(try await rig.admin("/api/v1/runs/" + (a["run_id"]?.stringValue ?? ""))["status"]?.stringValue == "queued")
+        for id in [first, a, c].compactMap({ $0["run_id"]?.stringValue }) {
+            #expect(await rig.eventually(timeout: 60) {
+                try await rig.admin("/api/v1/runs/" + id)["status"]?.stringValue == "completed"
+            })
+        }
+        // The run ids are the sync_logs ids; runs did not overlap.
+        let logs = try await rig.admin("/api/v1/sync-logs").array
+        #expect(Set(logs.compactMap { $0["id"]?.stringValue }) == Set([first, a, c].compactMap { $0["run_id"]?.stringValue }))
+        let types = Dictionary(uniqueKeysWithValues: logs.map { ($0["id"]!.stringValue!, $0["sync_type"]!.stringValue!) })
+        #expect(types[a["run_id"]!.stringValue!] == "manual_org_bulk")
+        #expect(types[c["run_id"]!.stringValue!] == "manual_patient")
+        let spans = logs.map { ($0["started_at"]!.stringValue!, $0["completed_at"]!.stringValue!) }.sorted { $0.0 < $1.0 }
+        for (x, y) in zip(spans, spans.dropFirst()) { #expect(x.1 <= y.0) }
+        await rig.stop()
+    }
+
+    @Test func theDailyScheduleFollowsThePracticeZone() {
+        let denver = TimeZone(identifier: "America/Denver")!
+        // 2026-11-21 09:00 UTC is 02:00 in Denver (MST, UTC-7): 03:00 local is 10:00 UTC.
+        let now = Date(timeIntervalSince1970: 1_795_251_600)
+        let next = ServeConfiguration.nextDaily(after: now, at: (3, 0), in: denver)
+        #expect(ISOTimeFormat.format(millis: Int64(next.timeIntervalSince1970 * 1000)) == "2026-11-21T10:00:00.000Z")
+        // In July (MDT, UTC-6) the same local time is 09:00 UTC.
+        let july = Date(timeIntervalSince1970: 1_783_036_800)  // 2026-07-03T00:00:00Z
+        let n2 = ServeConfiguration.nextDaily(after: july, at: (3, 0), in: denver)
+        #expect(ISOTimeFormat.format(millis: Int64(n2.timeIntervalSince1970 * 1000)) == "2026-07-03T09:00:00.000Z")
+        #expect(ServeConfiguration.parseDailyAt("03:00")! == (3, 0))
+        #expect(ServeConfiguration.parseDailyAt("3:00") == nil)
+        #expect(ServeConfiguration.parseDailyAt("24:00") == nil)
+    }
+
+    @Test func theInboxSurvivesATornLineAndDeduplicates() throws {
+        let dir = TempDir()
+        let path = dir.sub("inbox.log")
+        do {
+            let inbox = try WebhookInbox(path: path)
+            #expect(try inbox.add(id: "a", bodyHash: "h1") == .accepted)
+            #expect(try inbox.add(id: "a", bodyHash: "h2") == .duplicate)
+            #expect(try inbox.add(id: "b", bodyHash: "h1") == .accepted)
+            try inbox.markDone(["a"])
+            #expect(try inbox.add(id: "a", bodyHash: "h1") == .duplicate)
+            #expect(try inbox.add(id: "a", bodyHash: "h3") == .accepted)
+            inbox.close()
+        }
+        // A crash mid-write leaves a torn last line: never acknowledged, ignored.
+        let fh = FileHandle(forWritingAtPath: path)!
+        fh.seekToEndOfFile()
+        fh.write(Data("+ c h9 17".utf8))
+        fh.closeFile()
+        let again = try WebhookInbox(path: path)
+        #expect(again.next(10) == ["b", "a"])
+        #expect(try again.add(id: "a", bodyHash: "h2") == .duplicate)
+    }
+}
+
+extension ServerRig {
+    func isRosterAppointment(_ id: String, day: Int) -> Bool {
+        Fixtures.rosterAppointments(day: day).contains { $0["Id"]?.stringValue == id }
+    }
+}
+
+typealias ISOTimeFormat = ISOTime

@@ -1,0 +1,53 @@
+import EventLog
+import FakeIntakeQ
+import Foundation
+import TestSupport
+import GRDB
+import IntakeQ
+import Ledger
+import Logging
+import Projections
+import Sync
+import Testing
+
+/// Stands in for a view whose update fails (a disk error, a full disk) when `sync.completed`
+/// is applied: after the run's events are all durable.
+struct FailsOnCompletion: Projection {
+    struct DiskError: Error, CustomStringConvertible { var description: String { "SQLite error 10: disk I/O error" } }
+    var name: String { "fails_on_completion" }
+    var schemaVersion: Int { 1 }
+    var tables: [String] { ["fails_on_completion"] }
+    func create(_ db: Database, _ t: TableSet) throws {
+        try db.execute(sql: "CREATE TABLE \(t("fails_on_completion")) (seq INTEGER PRIMARY KEY)")
+    }
+    func apply(_ event: EventEnvelope, _ db: Database, _ t: TableSet) throws {
+        if event.type == EventType.syncCompleted.rawValue { throw DiskError() }
+    }
+}
+
+@Suite struct ViewsNotUpdatedTests {
+    /// The run is fully recorded in the log, so it is not a failed run: the outcome keeps its
+    /// status and says the views could not be updated (the CLI prints that and exits 2).
+    @StoreIO @Test func viewsFailingAfterTheRunIsDurableIsNotAFailedRun() async throws {
+        let tmp = TempDir()
+        let rig = try await Rig.start(day: 1)
+        let store = try Store.openOrCreate(tmp.sub("store"))
+        let writer = try LedgerWriter(store: store)
+        defer { writer.close() }
+        let views = try ProjectionStore(store: store, projections: allProjections + [FailsOnCompletion()])
+        var logger = Logger(label: "synctests")
+        logger.logLevel = .critical
+        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+                                  clock: rig.clock, store: InMemoryCallRecord())
+        let client = IntakeQClient(baseURL: rig.baseURL, apiKey: rig.apiKey, limiter: limiter, clock: rig.clock,
+                                   maxRetries: 1, timeoutSeconds: 20, logger: logger)
+        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
+        let outcome = try await runner.run(SyncRequest(roster: Fixtures.roster, now: Fixtures.day(1).nowDate))
+        #expect(outcome.status == "completed")
+        #expect(outcome.viewsError?.contains("disk I/O error") == true, "\(outcome.viewsError ?? "nil")")
+        let events = try StoreReader.events(tmp.sub("store"))
+        #expect(events.last?.type == "sync.completed")
+        #expect(outcome.head == (try LedgerReader(store: store).head()))
+        await rig.stop()
+    }
+}
