@@ -99,9 +99,12 @@ final class Coordinator: Sendable {
     let executor = WriterExecutor()
     let logger: Logger
     let rosterClients: Set<String>
+    /// Called after every run the worker made (it may have written events): `--postgres`.
+    let afterWrite: (@Sendable () -> Void)?
 
-    init(config: ServeConfiguration, inbox: WebhookInbox) {
+    init(config: ServeConfiguration, inbox: WebhookInbox, afterWrite: (@Sendable () -> Void)? = nil) {
         self.config = config
+        self.afterWrite = afterWrite
         self.inbox = inbox
         self.logger = config.logger
         self.rosterClients = Set(config.roster.allPatients.map(\.intakeqClientId))
@@ -154,10 +157,12 @@ final class Coordinator: Sendable {
                 return id
             }) {
                 await execute(id)
+                afterWrite?()
                 continue
             }
             if webhookRunDue() {
                 await drainWebhooks()
+                afterWrite?()
                 continue
             }
             try? await Task.sleep(nanoseconds: 50_000_000)

@@ -25,6 +25,8 @@ public final class SyncLedgerServer: Sendable {
     let store: Store
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
+    /// `--postgres`: the sink following the log (nil without it).
+    let postgres: PostgresFollower?
 
     public init(config: ServeConfiguration) throws {
         if let s = config.webhookSecret, s.count < 32 {
@@ -33,7 +35,11 @@ public final class SyncLedgerServer: Sendable {
         store = try Store.openOrCreate(config.storePath)
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
-        coordinator = Coordinator(config: config, inbox: inbox)
+        let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, logger: config.logger) }
+        postgres = follower
+        var afterWrite: (@Sendable () -> Void)? = nil
+        if let follower { afterWrite = { follower.poke() } }
+        coordinator = Coordinator(config: config, inbox: inbox, afterWrite: afterWrite)
         tokens = try TokenRegistry(path: config.tokensPath)
         views = try ProjectionStore(store: store)
     }
@@ -74,7 +80,9 @@ public final class SyncLedgerServer: Sendable {
                 onListening?(port)
             },
             logger: logger)
-        var services: [any Service] = [WorkerService(server: self)]
+        // The PostgreSQL follower first: it stops last, after the worker's last run.
+        var services: [any Service] = postgres.map { [$0] } ?? []
+        services.append(WorkerService(server: self))
         if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
