@@ -41,10 +41,17 @@ start)
   as_server_user "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$dir/pwfile" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
-  echo "$port" > "$dir/port"
-  as_server_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null \
-    || { cat "$dir/server.log" >&2; exit 1; }
+  # The port was free when asked; another cluster may take it before the server binds it, so a
+  # failed start (with no port given) tries a fresh port, up to three times.
+  for attempt in 1 2 3; do
+    echo "$port" > "$dir/port"
+    if as_server_user "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" start >/dev/null; then
+      break
+    fi
+    if [ -n "${3:-}" ] || [ "$attempt" = 3 ]; then cat "$dir/server.log" >&2; exit 1; fi
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  done
   echo "$port"
   ;;
 restart)

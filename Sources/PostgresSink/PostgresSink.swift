@@ -173,8 +173,19 @@ public final class PostgresSink: Service, Sendable {
 
     // MARK: Catch-up
 
+    /// The trust rules first: a log that no longer holds a head it acknowledged (`state/head`,
+    /// the SQLite views' checkpoints) is not shipped anywhere until `repair` has dealt with it.
+    static func requireNoLoss(_ store: Store) throws {
+        do {
+            try Trust.requireNoLoss(store)
+        } catch {
+            throw SinkError(.logLostEvents, "\(error); refusing to touch the PostgreSQL sink (`syncledger repair` first)")
+        }
+    }
+
     /// Brings the SQLite views and then the sink up to the log's head.
     public func catchUp(store: Store) async throws -> SinkReport {
+        try Self.requireNoLoss(store)
         let reader = try LedgerReader(store: store)
         let views = try ProjectionStore(store: store)
         return try await catchUp(reader: reader, views: views)
@@ -243,6 +254,10 @@ public final class PostgresSink: Service, Sendable {
         }
         if cp.seq == 0 { return nil }
         if cp.seq > snap.head.seq {
+            // The trust rules: a loss `repair --accept-loss` recorded is accepted here too.
+            if try snap.logRecordsLoss() {
+                return "the log lost events after seq \(snap.head.seq) that the sink had applied (through seq \(cp.seq)), and `repair --accept-loss` recorded that loss"
+            }
             throw SinkError(.logLostEvents, "the PostgreSQL sink \(schema) has applied events through seq \(cp.seq) but the log ends at seq \(snap.head.seq): the log lost events; refusing to touch the sink (restore the log, or rebuild the sink from this log with `syncledger postgres rebuild` if that loss is accepted)")
         }
         guard let batch = try snap.reader.log.batch(containing: cp.seq), batch.lastSeq == cp.seq,
@@ -303,6 +318,7 @@ public final class PostgresSink: Service, Sendable {
     /// schema, then swaps it in with one transaction; readers of the live schema see the old rows
     /// until the swap and the new ones after it, never a mix.
     public func rebuild(store: Store) async throws -> SinkReport {
+        try Self.requireNoLoss(store)
         let reader = try LedgerReader(store: store)
         let views = try ProjectionStore(store: store)
         return try await rebuild(reader: reader, views: views)
@@ -478,6 +494,16 @@ final class Snapshot: @unchecked Sendable {
             return
         }
         throw SinkError(.views, "cannot get a consistent read of the SQLite views: \(lastError)")
+    }
+
+    /// True when the log holds a `ledger.loss_recorded` event (a loss `repair` accepted).
+    func logRecordsLoss() throws -> Bool {
+        var found = false
+        try reader.forEachEvent(from: 1, through: head.seq) { e in
+            if e.eventType == .lossRecorded { found = true; return false }
+            return true
+        }
+        return found
     }
 
     /// The keys the events (after, seq] touched.

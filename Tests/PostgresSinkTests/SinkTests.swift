@@ -393,3 +393,41 @@ struct SinkTests {
     }
 }
 
+
+/// The trust rules: a log that lost acknowledged events is refused (the sink untouched) until
+/// `repair --accept-loss` records the loss; then the next catch-up rebuilds the sink from it.
+@Suite(.serialized)
+struct SinkTrustTests {
+    @Test func aLostLogIsRefusedUntilRepairThenRebuilt() async throws {
+        try await withCluster { cluster in
+            let tmp = TempDir("pgtrust")
+            let store = tmp.sub("store")
+            let rig = try await Rig.start()
+            try await rig.sync(store: store, day: 1)
+            try FileManager.default.copyItem(atPath: store + "/log", toPath: tmp.sub("log-day-1"))
+            for day in 2...3 { try await rig.sync(store: store, day: day) }
+            await rig.stop()
+            var env = ProcessInfo.processInfo.environment
+            env["SYNCLEDGER_POSTGRES_URL"] = cluster.url()
+            let binary = try Paths.binary()
+            let first = await PGCluster.shell([binary, "postgres", "sync", "--store", store], environment: env)
+            #expect(first.status == 0, "\(first.stderr)")
+            let seqOf = "SELECT min(seq)::text || '/' || (SELECT count(*) FROM syncledger.appointments)::text FROM syncledger.checkpoints"
+            let before = try await scalar(cluster, seqOf)
+            // An older copy of the log is restored over the newer one.
+            try FileManager.default.removeItem(atPath: store + "/log")
+            try FileManager.default.copyItem(atPath: tmp.sub("log-day-1"), toPath: store + "/log")
+            let refused = await PGCluster.shell([binary, "postgres", "sync", "--store", store], environment: env)
+            #expect(refused.status != 0)
+            #expect(refused.stderr.split(separator: "\n").count == 1 && refused.stderr.contains("refusing to touch the PostgreSQL sink"), "\(refused.stderr)")
+            #expect(!refused.stderr.contains(PGCluster.password))
+            #expect(try await scalar(cluster, seqOf) == before, "the sink is untouched")
+            let repair = await PGCluster.shell([binary, "repair", "--store", store, "--accept-loss", "restored an older backup (test)"], environment: env)
+            #expect(repair.status == 0, "\(repair.stderr)")
+            let rebuilt = await PGCluster.shell([binary, "postgres", "sync", "--store", store], environment: env)
+            #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+            #expect(rebuilt.stdout.contains("rebuilt") && rebuilt.stderr.contains("repair --accept-loss"), "\(rebuilt.stdout) \(rebuilt.stderr)")
+            try await Compare.equal(cluster, store: store, "after the accepted loss")
+        }
+    }
+}
