@@ -84,6 +84,45 @@ struct SinkTests {
         }
     }
 
+    /// Two `syncledger postgres sync` processes at once, twice (fresh schema, then after more
+    /// days): each event is applied by exactly one of them, and the result equals SQLite.
+    @Test func twoCatchUpProcessesAtOnce() async throws {
+        try await withCluster { cluster in
+            let tmp = TempDir("pgtwo")
+            let store = tmp.sub("store")
+            let rig = try await Rig.start()
+            var env = ProcessInfo.processInfo.environment
+            env["SYNCLEDGER_POSTGRES_URL"] = cluster.url()
+            let binary = try Paths.binary()
+            var previous: UInt64 = 0
+            for days in [1...2, 3...5] {
+                for day in days { try await rig.sync(store: store, day: day) }
+                let head = try LedgerReader(store: Store.open(store)).head().seq
+                async let a = PGCluster.shell([binary, "postgres", "sync", "--store", store], environment: env)
+                async let b = PGCluster.shell([binary, "postgres", "sync", "--store", store], environment: env)
+                let outputs = await [a, b]
+                var applied: UInt64 = 0
+                for o in outputs {
+                    #expect(o.status == 0, "\(o.stderr)")
+                    // "…: seq A → B (N events, R rows written)" or "… is up to date at seq B"
+                    if let r = o.stdout.range(of: "seq "), o.stdout.contains("→") {
+                        let parts = o.stdout[r.upperBound...].split(separator: " ")
+                        let from = UInt64(parts[0]) ?? 0
+                        let to = UInt64(parts[2]) ?? 0
+                        #expect(from == previous && to == head, "\(o.stdout)")
+                        applied += to - from
+                    } else {
+                        #expect(o.stdout.contains("up to date at seq \(head)"), "\(o.stdout)")
+                    }
+                }
+                #expect(applied == head - previous, "the two processes applied \(applied) events of \(head - previous): \(outputs.map(\.stdout))")
+                try await Compare.equal(cluster, store: store, "after two processes at once, days \(days)")
+                previous = head
+            }
+            await rig.stop()
+        }
+    }
+
     /// Rebuild while readers query the live schema: no reader error, and every read sees a
     /// whole generation (the row counts and checkpoint of the complete sink), never a half one.
     @Test func rebuildWhileReadersRead() async throws {
