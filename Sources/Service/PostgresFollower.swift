@@ -21,7 +21,10 @@ final class PostgresFollower: Service, Sendable {
     let logger: Logger
     private let pokes: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
-    /// What `/api/v1/status` and the tests can see: the last catch-up's seq and error.
+    /// The catch-up's SQLite work (folding the views, reading the snapshot) runs on a queue of
+    /// its own, never on the cooperative pool.
+    private let executor = WriterExecutor()
+    /// What the tests (and a later status field) can see: the last catch-up's seq and error.
     let state = NIOLockedValueBox(FollowerState())
 
     struct FollowerState: Sendable {
@@ -60,7 +63,9 @@ final class PostgresFollower: Service, Sendable {
         let sink = self.sink
         let storePath = self.storePath
         do {
-            let report = try await sink.catchUp(store: try Store.open(storePath))
+            let report = try await withTaskExecutorPreference(executor) {
+                try await sink.catchUp(store: try Store.open(storePath))
+            }
             state.withLockedValue { s in
                 s.seq = report.seq
                 s.lastError = nil

@@ -188,7 +188,11 @@ struct SinkTests {
             // One sink whose pool runs throughout, as under `serve --postgres`: it must recover
             // by itself once the server is back.
             let sink = try PostgresSink(url: cluster.sinkURL())
-            try await sink.withRunning { sink in
+            // Not withRunning: when the known postgres-nio hang below happens, the pool cannot
+            // shut down (a lease never returns), so the test must be able to walk away from it.
+            let running = Task { try await sink.run() }
+            defer { running.cancel() }
+            do {
                 _ = try await sink.catchUp(store: try Store.open(store))
                 let before = try await checkpointSeq(cluster)
                 let rowsBefore = try await scalar(cluster, "SELECT count(*)::text || '/' || sum(version)::text FROM syncledger.appointments")
@@ -214,8 +218,23 @@ struct SinkTests {
                 #expect(waiting, "the catch-up reached the locked table")
                 await cluster.halt("immediate")
                 blocker.cancel()
+                // Known, intermittent (about half the runs here): the query on the pooled
+                // connection is neither answered nor failed after the server dies and the socket
+                // is gone (no socket left in the process), so the catch-up never returns. Bounded
+                // here so the suite never hangs; see docs/POSTGRES.md, "Known problem".
+                let settled = Locked<Result<SinkReport, any Error>?>(nil)
+                let waiter = Task { settled.value = await catchUp.result }
+                for _ in 0..<300 where settled.value == nil { try await Task.sleep(nanoseconds: 100_000_000) }
+                guard let result = settled.value else {
+                    withKnownIssue("postgres-nio 1.33.2 via PostgresClient: a query whose server died mid-statement never completes", isIntermittent: true) {
+                        Issue.record("the catch-up did not fail within 30 s of the server stopping")
+                    }
+                    waiter.cancel()
+                    await cluster.restart()
+                    return
+                }
                 do {
-                    _ = try await catchUp.value
+                    _ = try result.get()
                     Issue.record("the catch-up succeeded though the server was stopped")
                 } catch let e as SinkError {
                     #expect(e.kind == .connection, "\(e)")
@@ -470,3 +489,4 @@ struct SinkTrustTests {
         }
     }
 }
+
