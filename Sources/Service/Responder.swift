@@ -34,6 +34,7 @@ struct ServiceResponder: HTTPResponder {
     func respond(to request: Request, context: Context) async throws -> Response {
         let started = DispatchTime.now().uptimeNanoseconds
         let path = request.uri.path
+        if path == "/metrics" { return await metrics(request, started: started) }
         var logged = path
         let reply: Reply
         do {
