@@ -124,6 +124,9 @@ public final class AlertEngine: Sendable {
         return await deliverAll(m)
     }
 
+    /// Messages still being delivered (or retried).
+    public var deliveriesInFlight: Int { inFlight.withLockedValue { $0 } }
+
     /// Waits until every delivery started so far has finished (tests; shutdown).
     public func idle(timeout: Double = 60) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)

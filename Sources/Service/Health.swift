@@ -171,7 +171,8 @@ public struct AlertRules: Sendable {
                     summary: "the last \(h.partialStreak) \(type) runs ended partial_success: \(Self.clean(h.lastErrorMessage ?? "some appointments could not be read"))",
                     runId: h.lastRunId))
             }
-            if let ratio = h.lastErrorRatio, ratio > maxErrorShare {
+            // A failed run is run_failed's incident, whatever its error share.
+            if status != "failed", let ratio = h.lastErrorRatio, ratio > maxErrorShare {
                 out.append(AlertCondition(
                     key: "error_share_high:\(type)", alert: "error_share_high", severity: "warning",
                     summary: String(format: "the last %@ run had errors on %.0f%% of the appointments it looked at (more than %.0f%%)",
