@@ -79,8 +79,8 @@ public struct AlertLogEntry: Sendable, Equatable {
 }
 
 /// `STORE/state/alerts.log`: every alert message decided (one JSON line each) and every
-/// delivery's outcome (another line, naming the message's id), appended; kept to the last
-/// 1000 messages. `STORE/state/alerts-open.json`: the incidents firing now, so a restarted
+/// delivery's outcome (another line, naming the message's id), appended; past 3000 lines the
+/// newest 2000 are kept. `STORE/state/alerts-open.json`: the incidents firing now, so a restarted
 /// server does not announce them again. Read by `syncledger status` (and the admin pages).
 public enum AlertLog {
     public static func path(storePath: String) -> String { storePath + "/state/alerts.log" }
