@@ -29,7 +29,10 @@ extension SyncLedgerServer {
     /// Checks the conditions and lets the alert engine announce what changed.
     @discardableResult
     public func checkAlerts() async throws -> [AlertMessage] {
-        alerts.evaluate(try await alertConditions())
+        let conditions = try await alertConditions()
+        let alerts = self.alerts
+        // It appends to the alert log: file work, on the thread pool.
+        return try await blocking { alerts.evaluate(conditions) }
     }
 
     /// `GET /metrics`: the store read now, then the registry's text.
