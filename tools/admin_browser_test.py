@@ -25,7 +25,7 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 class Check(Exception):
@@ -82,6 +82,19 @@ class Run:
             return
         raise Check("a JavaScript alert opened: some text was not escaped")
 
+    @staticmethod
+    def attached(element):
+        """False once the page holding `element` has been replaced (a form submit landed)."""
+        try:
+            element.is_enabled()
+            return True
+        except Exception:
+            return False
+
+    def click_and_wait(self, element):
+        element.click()
+        WebDriverWait(self.d, 30).until(lambda d: not self.attached(element))
+
     def run_rows(self):
         rows = []
         for tr in self.d.find_elements(By.CSS_SELECTOR, "#runs tr[data-run]"):
@@ -119,12 +132,20 @@ class Run:
         except urllib.error.HTTPError as e:
             return e.code
 
+    def queued_after(self, button_id):
+        """Presses a refresh button; returns the queued run's id once the redirect has landed."""
+        self.d.find_element(By.ID, button_id).click()
+        WebDriverWait(self.d, 30).until(lambda d: "queued=" in d.current_url)
+        return self.d.current_url.split("queued=")[-1]
+
     def login(self, token):
         self.get("/admin/login")
         box = self.d.find_element(By.ID, "token")
         box.clear()
         box.send_keys(token)
-        self.d.find_element(By.ID, "sign-in").click()
+        old = self.d.find_element(By.ID, "sign-in")
+        old.click()
+        WebDriverWait(self.d, 30).until(lambda d: not self.attached(old))
 
     # -- the story -------------------------------------------------------------------------
     def steps(self):
@@ -170,13 +191,13 @@ class Run:
 
         # Refresh one organisation, then filter by organisation and status.
         Select(self.d.find_element(By.CSS_SELECTOR, "#refresh-org select")).select_by_value(self.a.org)
-        self.d.find_element(By.ID, "refresh-org-button").click()
-        org_run = self.d.current_url.split("queued=")[-1]
+        org_run = self.queued_after("refresh-org-button")
         check(len(org_run) > 8 and "queued" in self.text("#flash"), "the organisation refresh showed no queued run")
         self.wait_run(org_run)
         Select(self.d.find_element(By.ID, "f-org")).select_by_value(self.a.org)
         Select(self.d.find_element(By.ID, "f-status")).select_by_visible_text("completed")
         self.d.find_element(By.ID, "apply").click()
+        WebDriverWait(self.d, 30).until(lambda d: "status=" in d.current_url)
         check("org=" + self.a.org in self.d.current_url and "status=completed" in self.d.current_url, "the filter was not applied: " + self.d.current_url)
         rows = self.run_rows()
         check(any(r["id"] == org_run for r in rows), "the organisation's run is missing from its filter")
@@ -191,8 +212,7 @@ class Run:
         # Refresh all: the new run appears in the table.
         self.get("/admin/runs")
         before = len(self.run_rows())
-        self.d.find_element(By.ID, "refresh-all-button").click()
-        new_run = self.d.current_url.split("queued=")[-1]
+        new_run = self.queued_after("refresh-all-button")
         check("queued" in self.text("#flash"), "Refresh all showed no queued run")
         self.shot("refresh-all-queued")
         row = self.wait_run(new_run)
@@ -201,7 +221,7 @@ class Run:
         self.shot("runs-after-refresh")
 
         # Open the run.
-        self.d.find_element(By.CSS_SELECTOR, "#runs tr[data-run='%s'] a" % new_run).click()
+        self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "#runs tr[data-run='%s'] a" % new_run))
         check(self.text("#run-status") == "completed", "the run page does not say completed")
         check("calls" in self.text("#api-calls"), "the run page shows no API calls")
         self.shot("run")
@@ -215,7 +235,7 @@ class Run:
         check(len(changed) == later[0]["appointments_updated"],
               "the run page lists %d changed appointments, sync_logs says %d" % (len(changed), later[0]["appointments_updated"]))
         self.shot("run-with-changes")
-        changed[0].find_element(By.TAG_NAME, "a").click()
+        self.click_and_wait(changed[0].find_element(By.TAG_NAME, "a"))
         check(self.text("h1").startswith("Appointment"), "the appointment page did not open")
         events = [tr.find_elements(By.TAG_NAME, "td")[1].text for tr in self.d.find_elements(By.CSS_SELECTOR, "#history tr")[1:]]
         check("new" in events and "changed" in events, "the history lacks its versions: %r" % events)
@@ -258,7 +278,7 @@ class Run:
         queued_before = self.api("/api/v1/status")["queue"]["queued"]
         self.get("/admin/runs")
         self.d.execute_script("document.querySelector('#refresh-all input[name=csrf]').remove()")
-        self.d.find_element(By.ID, "refresh-all-button").click()
+        self.click_and_wait(self.d.find_element(By.ID, "refresh-all-button"))
         check(self.text("h1") == "Forbidden" and "CSRF" in self.text("#message"), "a POST without the CSRF token was not refused")
         self.shot("csrf-refused")
         cookie = self.session_cookie()
@@ -280,7 +300,7 @@ class Run:
 
         # Log out: the session is gone.
         self.get("/admin")
-        self.d.find_element(By.CSS_SELECTOR, "#logout button").click()
+        self.click_and_wait(self.d.find_element(By.CSS_SELECTOR, "#logout button"))
         check(self.d.current_url.endswith("/admin/login"), "logout did not return to the login page")
         check(self.post_raw("/admin/refresh", {"scope": "all"}, cookie) == 403, "the old session still posts after logout")
         self.get("/admin")

@@ -210,6 +210,13 @@ final class AdminClient: @unchecked Sendable {
         let runId = String(location.dropFirst("/admin/runs?queued=".count))
         #expect(rig.server.coordinator.run(runId)?.scope == .org("fsh"))
         #expect(await rig.eventually(timeout: 60) { rig.server.coordinator.run(runId)?.status == "completed" })
+        // One patient; an organisation or patient outside the roster is a 400, nothing queued.
+        let patient = try await web.request(.POST, "/admin/refresh", form: ["scope": "patient", "patient": "p-004", "csrf": csrf, "back": "/admin"])
+        let patientRun = String((patient.headers.first(name: "Location") ?? "").split(separator: "=").last ?? "")
+        #expect(patient.status == 303 && rig.server.coordinator.run(patientRun)?.scope == .patient("p-004"))
+        #expect(try await web.request(.POST, "/admin/refresh", form: ["scope": "org", "org": "nope", "csrf": csrf]).status == 400)
+        #expect(try await web.request(.POST, "/admin/refresh", form: ["scope": "patient", "patient": "p-999", "csrf": csrf]).status == 400)
+        #expect(await rig.eventually(timeout: 60) { rig.server.coordinator.run(patientRun)?.status == "completed" })
         // Logout revokes the session even though its cookie has not expired.
         let stolen = web.jar[AdminSessionCodec.cookieName]!
         #expect(try await web.request(.POST, "/admin/logout", form: ["csrf": csrf]).status == 303)

@@ -131,12 +131,13 @@ struct AdminPages {
         request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased() == "https"
     }
 
-    /// A browser's `Origin` on a POST must be this server (SameSite=Strict already keeps the
-    /// cookie off cross-site requests; this refuses them even where it would not).
+    /// A browser's `Origin` on a POST must be this server: its `Host`, or the `X-Forwarded-Host` a
+    /// reverse proxy passes (SameSite=Strict already keeps the cookie off cross-site requests and
+    /// the CSRF token is checked anyway; this refuses them even where those would not).
     func checkOrigin(_ request: Request) throws {
         guard let origin = request.headers[HTTPField.Name("Origin")!], origin != "null" else { return }
-        let host = request.head.authority ?? ""
-        guard origin == "http://" + host || origin == "https://" + host else {
+        let hosts = [request.head.authority, request.headers[HTTPField.Name("X-Forwarded-Host")!]].compactMap { $0 }
+        guard hosts.contains(where: { origin == "http://" + $0 || origin == "https://" + $0 }) else {
             throw message(403, "Forbidden", "This form was posted from another site.", session: nil)
         }
     }
