@@ -225,6 +225,9 @@ enum AdminTemplates {
         .flash { background: #e7f2ff; padding: .5rem .8rem; border-radius: 4px; }
         .error, .problems { background: #fdecea; padding: .5rem .8rem; border-radius: 4px; color: #8a1c14; }
         .ok { color: #1e7d32; } .muted { color: #777; }
+        .scroll td { overflow-wrap: normal; }
+        #runs td, #last-runs td, .upcoming td:first-child, #results td:first-child, #changes td:nth-child(2), #history td:first-child { white-space: nowrap; }
+        figure.chart { margin: .5rem 0; }
         .chart svg { width: 100%; height: auto; max-height: 16rem; background: #fff; }
         ul.changes { margin: 0; padding-left: 1rem; }
         code { word-break: break-all; }
