@@ -73,7 +73,10 @@ class Run:
         self.d.get(self.base + path)
 
     def text(self, css):
-        return self.d.find_element(By.CSS_SELECTOR, css).text
+        """An element's text, read in one script (no stale element if the page reloads itself)."""
+        t = self.d.execute_script("const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
+        check(t is not None, "no %s on %s" % (css, self.d.current_url))
+        return t.strip()
 
     def no_alert(self):
         try:
@@ -96,18 +99,19 @@ class Run:
         WebDriverWait(self.d, 30).until(lambda d: not self.attached(element))
 
     def run_rows(self):
-        rows = []
-        for tr in self.d.find_elements(By.CSS_SELECTOR, "#runs tr[data-run]"):
-            cells = [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            rows.append({"id": tr.get_attribute("data-run"), "started": cells[0], "type": cells[1], "scope": cells[2],
-                         "status": cells[3], "pending": "pending" in (tr.get_attribute("class") or "")})
-        return rows
+        """The runs table, read in one script (the page reloads itself while a run is pending)."""
+        return self.d.execute_script("""
+            return [...document.querySelectorAll('#runs tr[data-run]')].map(tr => {
+              const c = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
+              return {id: tr.dataset.run, started: c[0], type: c[1], scope: c[2], status: c[3],
+                      pending: tr.classList.contains('pending')};
+            });""")
 
     def local(self, iso):
         t = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(self.zone)
         return t.strftime("%Y-%m-%d %H:%M ") + t.tzname()
 
-    def wait_run(self, run_id, path="/admin/runs", timeout=90):
+    def wait_run(self, run_id, path="/admin/runs", timeout=240):
         deadline = time.time() + timeout
         while time.time() < deadline:
             self.get(path)
