@@ -133,10 +133,18 @@ enum AdminQueries {
         }
     }
 
-    /// The appointments view rows of these ids, keyed by id.
+    /// The appointments view rows of these ids, keyed by id: one lookup each for a few, one
+    /// read of the view for many (a first run discovers the whole practice).
     static func appointments(_ db: Database, ids: [String]) throws -> [String: ViewRow] {
+        let wanted = Set(ids)
         var out: [String: ViewRow] = [:]
-        for id in Set(ids) {
+        if wanted.count > 20 {
+            for row in try Views.appointments(db, AppointmentFilter()) {
+                if let id = row["appointment_id"]?.stringValue, wanted.contains(id) { out[id] = row }
+            }
+            return out
+        }
+        for id in wanted {
             if let row = try Views.appointments(db, AppointmentFilter(appointmentId: id)).first { out[id] = row }
         }
         return out
