@@ -168,9 +168,7 @@ struct AdminPages {
         let form = try await readForm(request)
         let secure = isSecure(request)
         guard codec.checkLoginCSRF(form["csrf"], nonce: cookies[AdminSessionCodec.loginCookieName]) else {
-            var page = loginPage(status: 403, error: "The sign-in form expired or its CSRF token is missing. Try again.", secure: secure)
-            page.status = 403
-            return page
+            return loginPage(status: 403, error: "The sign-in form expired or its CSRF token is missing. Try again.", secure: secure)
         }
         let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard !token.isEmpty, let caller = server.tokens.caller(bearer: token) else {
