@@ -23,6 +23,7 @@ public final class SyncLedgerServer: Sendable {
     let tokens: TokenRegistry
     let views: ProjectionStore
     let store: Store
+    let admin: AdminSite
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
     /// This server's own metrics registry (see `ServerMetrics`).
@@ -43,6 +44,7 @@ public final class SyncLedgerServer: Sendable {
         coordinator = Coordinator(config: config, inbox: inbox)
         tokens = try TokenRegistry(path: config.tokensPath)
         views = try ProjectionStore(store: store)
+        admin = try AdminSite(config: config, statePath: store.statePath)
         alerts = AlertEngine(targets: config.alertTargets, storePath: store.path, logger: config.logger, now: config.alertClock)
         startedAt = config.alertClock()
         let metrics = self.metrics

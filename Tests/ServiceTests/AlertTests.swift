@@ -76,6 +76,13 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         try await Task.sleep(nanoseconds: 500_000_000)
         #expect(receiver.messages.count == 1)
         #expect(rig.server.alerts.firing.map(\.key) == ["run_failed:automated_daily"])
+        // /admin shows the incident firing and the alert sent.
+        let web = AdminClient(base: rig.base)
+        _ = try await web.login(rig.tokens.admin)
+        let dashboard = try await web.request(.GET, "/admin")
+        await web.shutdown()
+        #expect(dashboard.status == 200)
+        #expect(dashboard.text.contains("Alert firing: run_failed") && dashboard.text.contains("run_failed (firing)"), "\(dashboard.text)")
 
         // IntakeQ takes the key again: the next run succeeds and the incident resolves.
         rig.fake.clearFaults()
