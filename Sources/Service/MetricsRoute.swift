@@ -1,0 +1,9 @@
+/// `GET /metrics` on the `openapi` branch: the route, its token rule and its content type, with an
+/// empty exposition. The `metrics` branch (swift-prometheus) supplies the body; when the two
+/// merge, its handler replaces this one and the route table entry stays.
+extension ServiceResponder {
+    func metrics(_ r: RouteRequest) async throws -> Reply {
+        try r.query.allow([])
+        return .text("", contentType: "text/plain; version=0.0.4; charset=utf-8")
+    }
+}
