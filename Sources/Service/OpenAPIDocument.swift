@@ -121,6 +121,13 @@ paths:
               schema:
                 type: array
                 items: {$ref: "#/components/schemas/Appointment"}
+          links:
+            appointment:
+              operationId: getAppointment
+              parameters: {id: "$response.body#/0/appointment_id"}
+            history:
+              operationId: getAppointmentHistory
+              parameters: {id: "$response.body#/0/appointment_id"}
         "400":
           $ref: "#/components/responses/BadRequest"
         "401":
@@ -322,6 +329,10 @@ paths:
                   run_id: {type: string}
                   status: {$ref: "#/components/schemas/RunStatus"}
                   note: {type: string}
+          links:
+            run:
+              operationId: getRun
+              parameters: {run_id: "$response.body#/run_id"}
         "400":
           $ref: "#/components/responses/BadRequest"
         "401":

@@ -196,7 +196,7 @@ enum OpenAPIContract {
         }
         let env = ProcessInfo.processInfo.environment
         let seed = env["SYNCLEDGER_FUZZ_SEED"].flatMap { UInt32($0) } ?? UInt32.random(in: 1...UInt32.max)
-        let examples = env["SYNCLEDGER_FUZZ_EXAMPLES"].flatMap { Int($0) } ?? 25
+        let examples = env["SYNCLEDGER_FUZZ_EXAMPLES"].flatMap { Int($0) } ?? 50
         print("schemathesis: --hypothesis-seed \(seed) --hypothesis-max-examples \(examples) (replay with SYNCLEDGER_FUZZ_SEED=\(seed))")
 
         let dir = TempDir("openapi-fuzz")
