@@ -12,7 +12,7 @@ info:
     JSON, UTF-8. Rows carry the same keys as the CLI's `--json`; times are UTC ISO 8601 with
     milliseconds. Every error is `{"error": "…"}` with a 4xx (or 503) status; a 400 names the
     parameter or field at fault. Query parameters a route does not take, parameters given twice
-    and empty values are 400s. `/api/` routes need `Authorization: Bearer TOKEN` (401 without
+    and empty values are 400s (the webhook ignores its query string). `/api/` routes need `Authorization: Bearer TOKEN` (401 without
     or with an unknown one); a `reader` token sees only its organisations' appointments (another
     organisation's appointment is a 404, its lists are empty) and gets 403 on admin routes.
 

@@ -137,7 +137,8 @@ struct ServiceResponder: HTTPResponder {
             try r.query.allow([])
             return .text(OpenAPIDocument.text, contentType: "application/yaml; charset=utf-8")
         },
-        Route(.get, "/metrics", .admin) { s, r in try await s.metrics(r) },
+        // Its handler checks the token itself: admin, unless the server runs with --metrics-public.
+        Route(.get, "/metrics", .open) { s, r in try await s.metrics(r) },
         Route(.get, "/api/v1/appointments", .reader) { s, r in
             try await s.list(r.who, r.query, allowExtra: []) { try Views.appointments($0, $1) }
         },
@@ -223,6 +224,10 @@ struct ServiceResponder: HTTPResponder {
         }
         let query = try QueryParameters(request)
         return try await route.handle(self, RouteRequest(request: request, parameters: parameters, caller: caller, query: query))
+    }
+
+    func only(_ expected: HTTPRequest.Method, _ method: HTTPRequest.Method) throws {
+        guard method == expected else { throw Reply.error(405, "method \(method.rawValue) not allowed here (use \(expected.rawValue))") }
     }
 
     // MARK: Who is asking
