@@ -25,6 +25,13 @@ public final class SyncLedgerServer: Sendable {
     let store: Store
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
+    /// This server's own metrics registry (see `ServerMetrics`).
+    public let metrics = ServerMetrics()
+    /// The built-in alerts (`--alert-webhook`, `--alert-command`).
+    public let alerts: AlertEngine
+    let startedAt: Int64
+    /// Set after a run: the alert conditions are checked again at once.
+    let alertsDue = NIOLockedValueBox(true)
 
     public init(config: ServeConfiguration) throws {
         if let s = config.webhookSecret, s.count < 32 {
@@ -36,6 +43,16 @@ public final class SyncLedgerServer: Sendable {
         coordinator = Coordinator(config: config, inbox: inbox)
         tokens = try TokenRegistry(path: config.tokensPath)
         views = try ProjectionStore(store: store)
+        alerts = AlertEngine(targets: config.alertTargets, storePath: store.path, logger: config.logger, now: config.alertClock)
+        startedAt = config.alertClock()
+        let metrics = self.metrics
+        let due = alertsDue
+        coordinator.afterRun.withLockedValue {
+            $0 = { outcome in
+                if let n = outcome?.responses429, n > 0 { metrics.responses429(n) }
+                due.withLockedValue { $0 = true }
+            }
+        }
     }
 
     /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).
@@ -76,6 +93,7 @@ public final class SyncLedgerServer: Sendable {
             logger: logger)
         var services: [any Service] = [WorkerService(server: self)]
         if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
+        services.append(AlertService(server: self))
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
     }
