@@ -182,6 +182,15 @@ enum OpenAPIContract {
 /// per operation; the seed is printed (set SYNCLEDGER_FUZZ_SEED to replay a run, and
 /// SYNCLEDGER_FUZZ_EXAMPLES to change the bound).
 ///
+/// Checks: all of schemathesis' but `negative_data_rejection`, on positive and negative data. That
+/// check cannot be fixed on our side: schemathesis 3.39 generates negative values that serialize to
+/// valid query strings (`["webhook"]` for the `type` enum becomes `type=webhook`, the string
+/// "false" for a boolean becomes `include_removed=false`) and then reports the server's 200 as
+/// "accepted negative data" (seen with seeds 2855853089 and others). The negative requests are still
+/// sent and must get a documented status with a conforming body; what the check found while it
+/// ran (empty values and repeated parameters accepted) is fixed and pinned in
+/// `badRequestsGetADocumented4xx`.
+///
 /// The webhook is fuzzed too, with the right secret (`--set-path secret=…`) and only in the admin
 /// run (it takes no token): wrong secrets are a plain 404 tested above, and with the right one the
 /// fuzzer reaches the body parser, the roster filter and the inbox, where the bugs would be.
@@ -220,7 +229,8 @@ enum OpenAPIContract {
 
         for (role, token) in [("admin", tokens.admin), ("reader", tokens.reader)] {
             var args = [
-                "run", base + "/openapi.yaml", "--experimental=openapi-3.1", "--checks", "all", "--data-generation-method", "all",
+                "run", base + "/openapi.yaml", "--experimental=openapi-3.1", "--checks", "all", "--exclude-checks", "negative_data_rejection",
+                "--data-generation-method", "all",
                 "--hypothesis-seed", "\(seed)", "--hypothesis-max-examples", "\(examples)", "--hypothesis-database", "none",
                 "--request-timeout", "20000", "--header", "Authorization: Bearer \(token)",
                 "--set-path", "secret=\(webhookSecret)", "--validate-schema", "true", "--no-color",
