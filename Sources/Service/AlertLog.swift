@@ -79,8 +79,8 @@ public struct AlertLogEntry: Sendable, Equatable {
 }
 
 /// `STORE/state/alerts.log`: every alert message decided (one JSON line each) and every
-/// delivery's outcome (another line, naming the message's id), appended; kept to the last
-/// 1000 messages. `STORE/state/alerts-open.json`: the incidents firing now, so a restarted
+/// delivery's outcome (another line, naming the message's id), appended; past 3000 lines the
+/// newest 2000 are kept. `STORE/state/alerts-open.json`: the incidents firing now, so a restarted
 /// server does not announce them again. Read by `syncledger status` (and the admin pages).
 public enum AlertLog {
     public static func path(storePath: String) -> String { storePath + "/state/alerts.log" }
@@ -118,7 +118,8 @@ public enum AlertLog {
 
     /// Keeps the file small: past 3000 lines, the newest 2000 stay.
     private static func trimIfLarge(_ p: String) {
-        guard let data = FileManager.default.contents(atPath: p), data.count > 256 << 10 else { return }
+        var st = stat()
+        guard stat(p, &st) == 0, st.st_size > 256 << 10, let data = FileManager.default.contents(atPath: p) else { return }
         let lines = data.split(separator: UInt8(ascii: "\n"))
         guard lines.count > 3000 else { return }
         let kept = lines.suffix(2000).map { Array($0) + [10] }.flatMap { $0 }

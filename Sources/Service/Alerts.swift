@@ -38,7 +38,7 @@ public struct AlertTargets: Sendable {
     /// Checks each webhook URL; one line naming the bad one.
     public static func validate(webhook url: String) -> String? {
         guard let u = URL(string: url), ["http", "https"].contains(u.scheme?.lowercased() ?? ""), u.host != nil else {
-            return "--alert-webhook '\(describe(webhook: url))…' is not an http(s) URL"
+            return "--alert-webhook: a value is not an http(s) URL (for example https://hooks.slack.com/services/…; the value is not shown, it may hold a secret)"
         }
         return nil
     }

@@ -106,15 +106,21 @@ public final class ServerMetrics: Sendable {
 
     /// The Prometheus text exposition (format 0.0.4) with a `# HELP` line before each family.
     public func exposition() -> String {
-        var out = ""
-        for line in registry.emitToString().split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("# TYPE ") {
-                let name = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? ""
-                if let h = Self.help[name] { out += "# HELP \(name) \(h)\n" }
-            }
-            out += line + "\n"
+        // One block per family, in name order (the registry's order is its dictionary's), and
+        // each family's series sorted, so two scrapes read alike.
+        var blocks: [String: [Substring]] = [:]
+        var current = ""
+        for line in registry.emitToString().split(separator: "\n") {
+            if line.hasPrefix("# TYPE ") { current = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? "" }
+            blocks[current, default: []].append(line)
         }
-        while out.hasSuffix("\n\n") { out.removeLast() }
+        var out = ""
+        for name in blocks.keys.sorted() {
+            let lines = blocks[name]!
+            if let h = Self.help[name] { out += "# HELP \(name) \(h)\n" }
+            for l in lines where l.hasPrefix("#") { out += l + "\n" }
+            for l in lines.filter({ !$0.hasPrefix("#") }).sorted() { out += l + "\n" }
+        }
         return out
     }
 

@@ -91,9 +91,9 @@ public final class SyncLedgerServer: Sendable {
                 onListening?(port)
             },
             logger: logger)
-        var services: [any Service] = [WorkerService(server: self)]
+        // The alerts first: they stop last, after the worker's last run.
+        var services: [any Service] = [AlertService(server: self), WorkerService(server: self)]
         if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
-        services.append(AlertService(server: self))
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
     }

@@ -29,7 +29,10 @@ extension SyncLedgerServer {
     /// Checks the conditions and lets the alert engine announce what changed.
     @discardableResult
     public func checkAlerts() async throws -> [AlertMessage] {
-        alerts.evaluate(try await alertConditions())
+        let conditions = try await alertConditions()
+        let alerts = self.alerts
+        // It appends to the alert log: file work, on the thread pool.
+        return try await blocking { alerts.evaluate(conditions) }
     }
 
     /// `GET /metrics`: the store read now, then the registry's text.
@@ -58,27 +61,34 @@ struct AlertService: Service {
 
     func run() async throws {
         let every = server.config.alertCheckSeconds
+        let stopping = NIOLockedValueBox(false)
         var last = Date.distantPast
         await withGracefulShutdownHandler {
-            while !server.coordinator.isStopping && !Task.isCancelled {
+            while !stopping.withLockedValue({ $0 }) && !Task.isCancelled {
                 let due = server.alertsDue.withLockedValue { d -> Bool in
                     defer { d = false }
                     return d
                 }
                 if due || Date().timeIntervalSince(last) >= every {
                     last = Date()
-                    do {
-                        try await server.checkAlerts()
-                    } catch {
-                        server.config.logger.error("the alert conditions could not be checked", metadata: ["error": "\(error)"])
-                    }
+                    await check()
                 }
                 try? await Task.sleep(nanoseconds: 100_000_000)
             }
         } onGracefulShutdown: {
-            server.coordinator.stop()
+            stopping.withLockedValue { $0 = true }
         }
-        // Messages already decided get a few seconds to leave.
+        // Stopped after the worker (first in the group, last to stop): the last run is checked
+        // too, and messages already decided get a few seconds to leave.
+        if server.alertsDue.withLockedValue({ $0 }) { await check() }
         _ = await server.alerts.idle(timeout: 5)
+    }
+
+    private func check() async {
+        do {
+            try await server.checkAlerts()
+        } catch {
+            server.config.logger.error("the alert conditions could not be checked", metadata: ["error": "\(error)"])
+        }
     }
 }

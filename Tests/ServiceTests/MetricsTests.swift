@@ -133,6 +133,8 @@ let serviceMetrics: [String: String] = [
         for day in 2...5 {
             _ = await rig.fake.setState(Fixtures.day(day).state, postWebhooks: true)
             #expect(await rig.eventually(timeout: 60) { try await rig.inboxDepth() == 0 })
+            // IntakeQ's limit once on the last day: one 429, one retry.
+            if day == 5 { rig.fake.inject(.status(429, retryAfter: 0), path: "/appointments/settings", times: 1) }
             let run = try await rig.syncAndWait()
             #expect(run["status"]?.stringValue == "completed", "\(run.text)")
         }
@@ -195,8 +197,9 @@ let serviceMetrics: [String: String] = [
         #expect(m.value("syncledger_webhook_inbox_oldest_age_seconds") == 0)
         let calls = logs.reduce(0.0) { $0 + ($1["metadata"]?["intakeq_api_calls"]?.doubleValue ?? 0) }
         #expect(calls > 0 && m.value("syncledger_intakeq_calls_total") == calls)
-        #expect(m.value("syncledger_intakeq_retries_total") == 0)
-        #expect(m.value("syncledger_intakeq_responses_429_total") == 0)
+        #expect(m.value("syncledger_intakeq_retries_total") == 1)
+        #expect(m.value("syncledger_intakeq_responses_429_total") == 1)
+        #expect(m.value("syncledger_intakeq_rate_limit_waits_total") ?? 0 >= 1)
         let budget = m.value("syncledger_intakeq_budget_remaining") ?? -1
         #expect(budget > 0 && budget == 100_000 - calls, "budget \(budget), calls \(calls)")
         #expect(m.value("syncledger_verify_failed") == 0)
