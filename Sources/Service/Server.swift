@@ -23,6 +23,7 @@ public final class SyncLedgerServer: Sendable {
     let tokens: TokenRegistry
     let views: ProjectionStore
     let store: Store
+    let admin: AdminSite
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
 
@@ -36,6 +37,7 @@ public final class SyncLedgerServer: Sendable {
         coordinator = Coordinator(config: config, inbox: inbox)
         tokens = try TokenRegistry(path: config.tokensPath)
         views = try ProjectionStore(store: store)
+        admin = try AdminSite(config: config, statePath: store.statePath)
     }
 
     /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).
