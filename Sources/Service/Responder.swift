@@ -176,6 +176,7 @@ struct ServiceResponder: HTTPResponder {
     ]
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        if AdminPages.handles(request.uri.path) { return await AdminPages(server: server).respond(to: request) }
         let started = DispatchTime.now().uptimeNanoseconds
         let path = request.uri.path
         // The webhook path holds the secret: it never reaches a log line.

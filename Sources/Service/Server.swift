@@ -23,6 +23,7 @@ public final class SyncLedgerServer: Sendable {
     let tokens: TokenRegistry
     let views: ProjectionStore
     let store: Store
+    let admin: AdminSite
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
     /// This server's own metrics registry (see `ServerMetrics`).
@@ -53,6 +54,7 @@ public final class SyncLedgerServer: Sendable {
                 due.withLockedValue { $0 = true }
             }
         }
+        admin = try AdminSite(config: config, statePath: store.statePath)
     }
 
     /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).

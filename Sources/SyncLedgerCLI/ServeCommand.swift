@@ -8,7 +8,7 @@ import Sync
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs and the read API.",
+        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs, the read API and the admin pages (/admin).",
         discussion: """
             One long-running process on the store (see docs/SERVICE.md in the repository). The \
             IntakeQ API key comes from $INTAKEQ_API_KEY or the file named by $INTAKEQ_API_KEY_FILE; \
