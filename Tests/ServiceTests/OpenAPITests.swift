@@ -10,6 +10,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// docs/openapi.yaml against the server: the document is what `GET /openapi.yaml` serves, its
