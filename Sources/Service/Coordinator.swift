@@ -101,6 +101,9 @@ final class Coordinator: Sendable {
     let rosterClients: Set<String>
     /// Called after every run the worker made (it may have written events): `--postgres`.
     let afterWrite: (@Sendable () -> Void)?
+    /// Told after every run the worker finished or could not start (the alerts and metrics
+    /// listen); called on the worker, so it must return at once.
+    let afterRun = NIOLockedValueBox<(@Sendable (SyncOutcome?) -> Void)?>(nil)
 
     init(config: ServeConfiguration, inbox: WebhookInbox, afterWrite: (@Sendable () -> Void)? = nil) {
         self.config = config
@@ -241,6 +244,7 @@ final class Coordinator: Sendable {
             // Remember the last 1000 finished runs; older ones are in sync_logs.
             if s.finishedOrder.count > 1000 { s.runs[s.finishedOrder.removeFirst()] = nil }
         }
+        afterRun.withLockedValue { $0 }?(done.outcome)
     }
 
     private func runMetadata(_ o: SyncOutcome) -> Logger.Metadata {
@@ -264,6 +268,7 @@ final class Coordinator: Sendable {
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
             if processed.count < ids.count { await blockOnBudget() }
+            afterRun.withLockedValue { $0 }?(outcome)
         } catch let e as SyncSessionError where e.code == .budgetExhausted {
             logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
             await blockOnBudget()

@@ -9,7 +9,7 @@ import Sync
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs and the read API.",
+        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs, the read API and the admin pages (/admin).",
         discussion: """
             One long-running process on the store (see docs/SERVICE.md in the repository). The \
             IntakeQ API key comes from $INTAKEQ_API_KEY or the file named by $INTAKEQ_API_KEY_FILE; \
@@ -32,6 +32,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Ship the views to PostgreSQL after every run (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))
     var postgres: String?
     @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
+    @OptionGroup var alertOptions: AlertOptions
+    @Flag(help: "Serve /metrics without a token (it holds no personal data).") var metricsPublic = false
 
     func validate() throws {
         guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
@@ -42,6 +44,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be debug, info, warning or error") }
+        try alertOptions.check()
     }
 
     func splitListen() -> (String, Int)? {
@@ -82,6 +85,8 @@ struct ServeCommand: AsyncParsableCommand {
             if let url = postgres ?? ProcessInfo.processInfo.environment[PostgresURL.environmentVariable], !url.isEmpty {
                 config.postgres = try PostgresSink(url: PostgresSinkEntry.resolveURL(url), schema: postgresSchema)
             }
+            config.alertTargets = try alertOptions.targets()
+            config.metricsPublic = metricsPublic
             // Log lines go to stderr; stdout stays for nothing but the listening line.
             LoggingSystem.bootstrap(StreamLogHandler.standardError)
             var logger = Logger(label: "syncledger.serve")
