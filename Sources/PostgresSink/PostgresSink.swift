@@ -95,7 +95,7 @@ public final class PostgresSink: Service, Sendable {
     // MARK: Connection
 
     /// Leases a pooled connection for one operation, translating any failure into one line.
-    func withConnection<T: Sendable>(doing what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func withConnection<T: Sendable>(doing what: String, _ body: @escaping (PostgresConnection) async throws -> T) async throws -> T {
         if !healthy.withLock({ $0 }) {
             do {
                 let probe = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
@@ -105,7 +105,8 @@ public final class PostgresSink: Service, Sendable {
             }
         }
         do {
-            let value = try await client.withConnection { conn in try await body(conn) }
+            let work = UncheckedTransfer(body)
+            let value = try await client.withConnection { conn in try await Self.failingWhenClosed(conn, work) }
             healthy.withLock { $0 = true }
             return value
         } catch {
@@ -113,6 +114,41 @@ public final class PostgresSink: Service, Sendable {
             if e.kind == .connection || e.kind == .authentication { healthy.withLock { $0 = false } }
             throw e
         }
+    }
+
+    /// Runs `body` on `conn`, but fails as soon as the connection closes. With postgres-nio
+    /// 1.33.2's pool, a statement in flight when the server dies sometimes never completes,
+    /// although its socket is gone (docs/POSTGRES.md, "A statement outliving its connection"):
+    /// waiting for the connection's close as well turns that into the usual one-line connection
+    /// error. Nothing is half-applied: the server rolls back a transaction whose connection is
+    /// gone. The abandoned statement's task is cancelled and left to finish on its own.
+    static func failingWhenClosed<T: Sendable>(_ conn: PostgresConnection,
+                                             _ body: UncheckedTransfer<(PostgresConnection) async throws -> T>) async throws -> T {
+        let outcome = Mutex<CheckedContinuation<T, any Error>?>(nil)
+        let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+            if let c = outcome.withLock({ c -> CheckedContinuation<T, any Error>? in defer { c = nil }; return c }) {
+                c.resume(with: result)
+            }
+        }
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            outcome.withLock { $0 = c }
+            let work = Task {
+                do { finish(.success(try await body.value(conn))) } catch { finish(.failure(error)) }
+            }
+            conn.closeFuture.whenComplete { _ in
+                finish(.failure(ConnectionClosedMidStatement()))
+                work.cancel()
+            }
+        }
+    }
+
+    /// An operation's closure moved to the task that runs it. Not checked by the compiler; it
+    /// holds because the caller waits for that task, except when the connection closed under
+    /// it: then the task is cancelled and only ever resumes (if postgres-nio completes the dead
+    /// statement at all) into statements on a closed connection, which fail at once.
+    struct UncheckedTransfer<Value>: @unchecked Sendable {
+        let value: Value
+        init(_ value: Value) { self.value = value }
     }
 
     func lock(_ c: PostgresConnection, _ purpose: String) async throws {
@@ -192,7 +228,7 @@ public final class PostgresSink: Service, Sendable {
     }
 
     public func catchUp(reader: LedgerReader, views: ProjectionStore) async throws -> SinkReport {
-        try await withConnection(doing: "the catch-up") { conn in
+        try await withConnection(doing: "the catch-up") { [self] conn in
             if case .needsRebuild(let why) = try await prepareSchema(conn) {
                 return try await rebuild(conn, reader: reader, views: views, reason: why)
             }
@@ -325,7 +361,7 @@ public final class PostgresSink: Service, Sendable {
     }
 
     public func rebuild(reader: LedgerReader, views: ProjectionStore) async throws -> SinkReport {
-        try await withConnection(doing: "the rebuild") { conn in
+        try await withConnection(doing: "the rebuild") { [self] conn in
             try await rebuild(conn, reader: reader, views: views, reason: nil)
         }
     }
@@ -407,7 +443,7 @@ public final class PostgresSink: Service, Sendable {
     @discardableResult
     public func purge(appointmentIds: [String]) async throws -> Int {
         guard !appointmentIds.isEmpty else { return 0 }
-        return try await withConnection(doing: "the purge") { conn in
+        return try await withConnection(doing: "the purge") { [self] conn in
             if case .missing = try await inspect(conn, schema) { return 0 }
             return try await conn.withTransaction(logger: logger) { c in
                 try await lock(c, "syncledger")
@@ -427,7 +463,7 @@ public final class PostgresSink: Service, Sendable {
     @discardableResult
     public func purge(patientIds: [String]) async throws -> Int {
         guard !patientIds.isEmpty else { return 0 }
-        let ids: [String] = try await withConnection(doing: "the purge") { conn in
+        let ids: [String] = try await withConnection(doing: "the purge") { [self] conn in
             if case .missing = try await inspect(conn, schema) { return [] }
             let rows = try await conn.query(PostgresQuery(unsafeSQL: """
                 SELECT pq_appointment_id FROM \(q).appointments WHERE patient_id = ANY($1::text[])
@@ -665,8 +701,8 @@ extension PostgresSink {
 
     /// Creates `scratch` with the sink's tables and indexes (untimed by the caller's choice),
     /// returning a function that COPYs the rows in one transaction.
-    public func runRawCopy(_ raw: RawCopy, scratch: String, timed: (() async throws -> Void) async throws -> Void) async throws {
-        try await withConnection(doing: "the raw COPY") { conn in
+    public func runRawCopy(_ raw: RawCopy, scratch: String, timed: @escaping (() async throws -> Void) async throws -> Void) async throws {
+        try await withConnection(doing: "the raw COPY") { [self] conn in
             try await conn.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(SinkSchema.q(scratch)) CASCADE"), logger: logger)
             try await conn.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA \(SinkSchema.q(scratch))"), logger: logger)
             for sql in SinkSchema.createTables(in: scratch) + SinkSchema.createIndexes(in: scratch) {

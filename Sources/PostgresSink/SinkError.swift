@@ -40,6 +40,9 @@ public struct SinkError: Error, CustomStringConvertible, Sendable {
             if let inner = t.closureError ?? t.commitError ?? t.beginError { return from(inner, url: url, doing: what) }
         }
         let nothing = "; nothing of it was applied, the next run resumes from the checkpoint"
+        if error is ConnectionClosedMidStatement {
+            return SinkError(.connection, "lost the connection to PostgreSQL at \(url.redacted) during \(what)" + nothing)
+        }
         if let p = error as? PSQLError {
             if let info = p.serverInfo {
                 let state = info[.sqlState] ?? ""
@@ -76,3 +79,6 @@ public struct SinkError: Error, CustomStringConvertible, Sendable {
         return SinkError(.server, "\(what) failed: \(error)")
     }
 }
+
+/// The connection of a statement in flight closed (PostgresSink.failingWhenClosed).
+struct ConnectionClosedMidStatement: Error {}

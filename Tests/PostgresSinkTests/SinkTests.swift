@@ -188,8 +188,8 @@ struct SinkTests {
             // One sink whose pool runs throughout, as under `serve --postgres`: it must recover
             // by itself once the server is back.
             let sink = try PostgresSink(url: cluster.sinkURL())
-            // Not withRunning: when the known postgres-nio hang below happens, the pool cannot
-            // shut down (a lease never returns), so the test must be able to walk away from it.
+            // Not withRunning: should a statement outlive its dead connection again, the pool
+            // could not shut down, and the test must be able to walk away from it.
             let running = Task { try await sink.run() }
             defer { running.cancel() }
             do {
@@ -218,17 +218,15 @@ struct SinkTests {
                 #expect(waiting, "the catch-up reached the locked table")
                 await cluster.halt("immediate")
                 blocker.cancel()
-                // Known, intermittent (about half the runs here): the query on the pooled
-                // connection is neither answered nor failed after the server dies and the socket
-                // is gone (no socket left in the process), so the catch-up never returns. Bounded
-                // here so the suite never hangs; see docs/POSTGRES.md, "Known problem".
+                // postgres-nio 1.33.2's pool sometimes never completes a statement whose server
+                // died (its socket is gone): the sink fails the operation when the connection
+                // closes (PostgresSink.failingWhenClosed). Bounded so a regression fails here
+                // instead of hanging the suite.
                 let settled = Locked<Result<SinkReport, any Error>?>(nil)
                 let waiter = Task { settled.value = await catchUp.result }
                 for _ in 0..<300 where settled.value == nil { try await Task.sleep(nanoseconds: 100_000_000) }
                 guard let result = settled.value else {
-                    withKnownIssue("postgres-nio 1.33.2 via PostgresClient: a query whose server died mid-statement never completes", isIntermittent: true) {
-                        Issue.record("the catch-up did not fail within 30 s of the server stopping")
-                    }
+                    Issue.record("the catch-up did not fail within 30 s of the server stopping")
                     waiter.cancel()
                     await cluster.restart()
                     return
