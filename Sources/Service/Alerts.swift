@@ -131,7 +131,8 @@ public final class AlertEngine: Sendable {
     public func idle(timeout: Double = 60) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while inFlight.withLockedValue({ $0 }) > 0 {
-            if Date() > deadline { return false }
+            // Cancelled (the group failed): sleeping would return at once; do not spin.
+            if Date() > deadline || Task.isCancelled { return false }
             try? await Task.sleep(nanoseconds: 10_000_000)
         }
         return true
@@ -221,6 +222,8 @@ public final class AlertEngine: Sendable {
         var env = ProcessInfo.processInfo.environment
         for k in ["INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE"] { env[k] = nil }
         p.environment = env
+        // A write to a pipe whose reader is gone must fail with EPIPE, not kill the server.
+        signal(SIGPIPE, SIG_IGN)
         let stdin = Pipe()
         p.standardInput = stdin
         p.standardOutput = FileHandle.nullDevice
@@ -237,16 +240,30 @@ public final class AlertEngine: Sendable {
                 return
             }
             // The message is a few hundred bytes: it fits the pipe's buffer, the write never waits.
-            stdin.fileHandleForWriting.write(Data(body))
+            // A command that does not read it (`true`, a missing program) closes the pipe first:
+            // that is EPIPE here (SIGPIPE is ignored), never a crash; its exit status decides.
+            try? stdin.fileHandleForWriting.write(contentsOf: Data(body))
             try? stdin.fileHandleForWriting.close()
             let pid = p.processIdentifier
             let limit = targets.attemptTimeoutSeconds
             Task.detached {
                 try? await Task.sleep(nanoseconds: UInt64(limit * 1e9))
-                if !once.withLockedValue({ $0 }) { kill(pid, SIGKILL) }
+                if !once.withLockedValue({ $0 }) {
+                    // Foundation starts the shell as the leader of its own process group: kill
+                    // the group, or a child of the shell (`sleep`, `mail`) keeps running, and
+                    // Foundation reports the end only once every process holding the shell's
+                    // descriptors has gone.
+                    kill(-pid, SIGKILL)
+                    kill(pid, SIGKILL)
+                }
             }
         }
-        guard status == 0 else { throw AlertError("the alert command exited with status \(status)") }
+        guard status == 0 else {
+            if p.terminationReason == .uncaughtSignal && status == SIGKILL {
+                throw AlertError("the alert command did not finish within \(targets.attemptTimeoutSeconds) s and was stopped")
+            }
+            throw AlertError("the alert command exited with status \(status)")
+        }
     }
 }
 

@@ -152,7 +152,7 @@ final class Coordinator: Sendable {
     /// Works until `stop()`: the run in progress always finishes (its events and sync.completed
     /// are written) before this returns.
     func work() async {
-        while !isStopping {
+        while !isStopping && !Task.isCancelled {
             if let id = state.withLockedValue({ s -> String? in
                 guard !s.queue.isEmpty else { return nil }
                 let id = s.queue.removeFirst()
@@ -205,7 +205,7 @@ final class Coordinator: Sendable {
                     try await SyncSession.run(cfg)
                 }
             } catch let e as SyncSessionError where e.code == .locked {
-                if isStopping { throw e }
+                if isStopping || Task.isCancelled { throw e }
                 try? await Task.sleep(nanoseconds: 1_000_000_000)
             }
         }
@@ -307,7 +307,7 @@ final class Coordinator: Sendable {
     func schedule(at: (hour: Int, minute: Int)) async {
         var next = ServeConfiguration.nextDaily(after: Date(), at: at, in: config.timeZone)
         logger.info("next automated_daily run", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
-        while !isStopping {
+        while !isStopping && !Task.isCancelled {
             if Date() >= next {
                 _ = try? enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
                 next = ServeConfiguration.nextDaily(after: Date().addingTimeInterval(1), at: at, in: config.timeZone)

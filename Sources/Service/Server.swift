@@ -82,7 +82,12 @@ public final class SyncLedgerServer: Sendable {
     /// Runs until SIGTERM/SIGINT (or `shutdown` of the returned group's trigger).
     public func run() async throws {
         let group = try makeGroup(signals: [.sigterm, .sigint])
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let e as IOError where e.errnoCode == EADDRINUSE || e.errnoCode == EADDRNOTAVAIL || e.errnoCode == EACCES {
+            // The listening socket: the other services have stopped; say which address, once.
+            throw ServeError("cannot listen on \(config.host):\(config.port): \(String(cString: strerror(e.errnoCode)))")
+        }
     }
 
     /// The service group: the worker first, the HTTP server last (it stops first on shutdown).

@@ -121,6 +121,24 @@ import TestSupport
         #expect(bad.stderr.contains("--alert-webhook") && !bad.stderr.contains("Fatal"), "\(bad.stderr)")
     }
 
+    /// A command that does not read the message (`exit 3`, `true`, a missing mailer) is not a
+    /// broken pipe crash: its exit status decides. A command past --alert-timeout is stopped with
+    /// its children (a shell's `sleep`) and reported as such, at the timeout.
+    @Test func aCommandThatIgnoresItsInputOrHangsIsOneLine() async throws {
+        let dir = TempDir()
+        let exit3 = try Spawned(["alert", "test", "--alert-command", "exit 3", "--attempts", "1"], dir: dir.path)
+        #expect(await exit3.wait(timeout: 30) == 1, "\(exit3.stdout) \(exit3.stderr)")
+        #expect(exit3.stdout.contains("exited with status 3"), "\(exit3.stdout)")
+        let ignores = try Spawned(["alert", "test", "--alert-command", "true", "--attempts", "1"], dir: dir.path)
+        #expect(await ignores.wait(timeout: 30) == 0, "\(ignores.stdout) \(ignores.stderr)")
+        #expect(!ignores.stderr.contains("Fatal"), "\(ignores.stderr)")
+        let started = Date()
+        let hangs = try Spawned(["alert", "test", "--alert-command", "cat > /dev/null; sleep 30", "--alert-timeout", "1", "--attempts", "1"], dir: dir.path)
+        #expect(await hangs.wait(timeout: 60) == 1)
+        #expect(Date().timeIntervalSince(started) < 15, "the timeout did not stop the command's children")
+        #expect(hangs.stdout.contains("did not finish within 1.0 s"), "\(hangs.stdout)")
+    }
+
     /// `status` for cron users: an id waiting in the webhook inbox for over an hour is a problem.
     @Test func statusFlagsAnOldWebhookInbox() async throws {
         let rig = try await ServerRig.start()
