@@ -5,12 +5,17 @@ public final class KeyFilter: Sendable {
     let keys: [[UInt8]]
     let names: [String]
     let nested: [KeyFilter?]
+    /// Key indices by key length in bytes (the first test of a key, before any byte compare).
+    let byLength: [[Int]]
 
     public init(_ spec: [String: KeyFilter?]) {
         let sorted = spec.sorted { $0.key < $1.key }
         names = sorted.map(\.key)
         keys = sorted.map { Array($0.key.utf8) }
         nested = sorted.map { $0.value }
+        var table = [[Int]](repeating: [], count: (sorted.map { $0.key.utf8.count }.max() ?? 0) + 1)
+        for (k, key) in keys.enumerated() { table[key.count].append(k) }
+        byLength = table
     }
 
     public convenience init(_ keys: [String]) {
@@ -19,13 +24,12 @@ public final class KeyFilter: Sendable {
 
     /// The index of the key spelled by these bytes (no escapes), or nil.
     func index(of bytes: UnsafeBufferPointer<UInt8>) -> Int? {
-        for (k, key) in keys.enumerated() where key.count == bytes.count && key.first == bytes.first {
-            var same = true
-            for j in 0..<key.count where key[j] != bytes[j] {
-                same = false
-                break
-            }
-            if same { return k }
+        guard bytes.count < byLength.count else { return nil }
+        for k in byLength[bytes.count] {
+            let key = keys[k]
+            var j = 0
+            while j < key.count, key[j] == bytes[j] { j += 1 }
+            if j == key.count { return k }
         }
         return nil
     }
@@ -57,6 +61,7 @@ extension FastJSON.Parser {
         guard i < b.count, b[i] == UInt8(ascii: "{") else { return try value(depth: depth) }
         i += 1
         var out: [String: JSONValue] = [:]
+        out.reserveCapacity(filter.keys.count)
         skipSpace()
         if i < b.count, b[i] == UInt8(ascii: "}") {
             i += 1
