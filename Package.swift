@@ -34,6 +34,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
     ],
     targets: [
         // liblz4 from the system (apt: liblz4-dev). Only EventLog imports it.
@@ -101,6 +104,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Mustache", package: "swift-mustache"),
             ]
         ),
         // Test double and demo support: never a dependency of the shipped `syncledger`.
@@ -181,7 +189,7 @@ let package = Package(
         .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "ServiceTests", dependencies: [
-            "Service", "Sync", "FakeIntakeQ", "Projections", "Ledger", "IntakeQ", "Domain", "JSONCore",
+            "Service", "Sync", "FakeIntakeQ", "Projections", "Ledger", "IntakeQ", "Domain", "JSONCore", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

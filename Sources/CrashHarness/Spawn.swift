@@ -150,9 +150,3 @@ func selfPath() -> String {
     return CommandLine.arguments[0]
 }
 
-/// FNV-1a 64 over bytes (enough to tell batches apart; not a security hash).
-func fnv1a(_ bytes: some Sequence<UInt8>, _ seed: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
-    var h = seed
-    for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-    return h
-}

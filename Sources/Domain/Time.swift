@@ -8,18 +8,10 @@ public enum ISOTime {
     public static func format(millis: Int64) -> String {
         let secs = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
         let ms = Int(millis - secs * 1000)
-        var days = Int(secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400)
-        let sod = Int(secs - Int64(days) * 86_400)
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        days += 719_468
-        let era = (days >= 0 ? days : days - 146_096) / 146_097
-        let doe = days - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
+        let sod = Int(secs - days * 86_400)
+        let date = CivilDate(daysSinceEpoch: days)
+        let (y, m, d) = (date.year, date.month, date.day)
         var out = [UInt8](repeating: 0, count: 24)
         func put(_ v: Int, _ at: Int, _ width: Int) {
             var v = v
@@ -111,19 +103,9 @@ public enum ISOTime {
             }
             guard i == s.count else { return nil }
         }
-        let days = daysFromCivil(y, mo, d)
-        let seconds = Int64(days) * 86_400 + Int64(h * 3600 + mi * 60 + sec) - Int64(offset * 60)
+        let days = CivilDate(year: y, month: mo, day: d).daysSinceEpoch
+        let seconds = days * 86_400 + Int64(h * 3600 + mi * 60 + sec) - Int64(offset * 60)
         return seconds * 1000 + Int64(ms)
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's civil algorithm).
-    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
-        let y = m <= 2 ? y0 - 1 : y0
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
     }
 
     /// The real clock, in epoch milliseconds.

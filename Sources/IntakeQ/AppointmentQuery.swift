@@ -80,5 +80,7 @@ public struct CallStats: Sendable, Hashable {
     public var waitedSeconds = 0.0
     /// IntakeQ answered 429 at least once.
     public var rateLimitHit = false
+    /// How many times IntakeQ answered 429.
+    public var responses429 = 0
     public init() {}
 }

@@ -253,7 +253,7 @@ public final class IntakeQClient: Sendable {
                 e.httpStatus = 400
                 throw e.at(endpoint: endpoint, page: page)
             case 429, 500...599:
-                if status == 429 { statsBox.withLock { $0.rateLimitHit = true } }
+                if status == 429 { statsBox.withLock { $0.rateLimitHit = true; $0.responses429 += 1 } }
                 guard attempt < maxRetries else {
                     var e = IntakeQError(code: status == 429 ? .rateLimited : .server, detail: "HTTP \(status)")
                     e.httpStatus = status

@@ -1,6 +1,7 @@
 import Crypto
 import EventLog
 import Foundation
+import Synchronization
 import JSONCore
 #if canImport(Glibc)
 import Glibc
@@ -18,15 +19,16 @@ import Glibc
 ///   forgotten/<hex(id)>      the patient's tombstone: `forget` destroyed the key
 /// ```
 public final class KeyRing: @unchecked Sendable {
-    // @unchecked: `cache` is only touched under `lock`.
+    // @unchecked only because swift-crypto does not mark `SymmetricKey` Sendable; it is an
+    // immutable value. The one mutable field, `cache`, is a `Mutex`.
     public static let masterKeyEnvironment = "SYNCLEDGER_MASTER_KEY_FILE"
 
     public let directory: String
     /// Where the master key was read from (for messages; never its bytes).
     public let masterKeyFile: String
     private let master: SymmetricKey
-    private var cache: [String: SymmetricKey] = [:]
-    private let lock = NSLock()
+    /// Patient keys opened or made so far.
+    private let cache = Mutex<[String: SymmetricKey]>([:])
 
     private init(directory: String, masterKeyFile: String, master: SymmetricKey) {
         self.directory = directory
@@ -130,40 +132,39 @@ public final class KeyRing: @unchecked Sendable {
     public func key(for patient: String) throws -> SymmetricKey {
         if let k = try existingKey(for: patient) { return k }
         if isForgotten(patient) { throw LedgerError("patient \(patient) was forgotten; their data is not recorded again") }
-        lock.lock()
-        defer { lock.unlock() }
-        if let k = cache[patient] { return k }
-        let key = SymmetricKey(size: .bits256)
-        let box = try AES.GCM.seal(key.withUnsafeBytes { Array($0) }, using: master,
-                                   authenticating: Array(("syncledger-patient-key:" + patient).utf8))
-        try writeNewFile(keyPath(patient), Array(box.combined!))
-        syncDirectory(directory + "/patients")
-        cache[patient] = key
-        return key
+        // Under the lock, so that two callers never make two keys for one patient.
+        return try cache.withLock { cache throws -> SymmetricKey in
+            if let k = cache[patient] { return k }
+            let key = SymmetricKey(size: .bits256)
+            let box = try AES.GCM.seal(key.withUnsafeBytes { Array($0) }, using: master,
+                                       authenticating: Array(("syncledger-patient-key:" + patient).utf8))
+            try writeNewFile(keyPath(patient), Array(box.combined!))
+            syncDirectory(directory + "/patients")
+            cache[patient] = key
+            return key
+        }
     }
 
     /// The patient's key if it exists; nil when forgotten (or never made). A key file the master
     /// key cannot open is an error.
     public func existingKey(for patient: String) throws -> SymmetricKey? {
-        lock.lock()
-        defer { lock.unlock() }
-        if let k = cache[patient] { return k }
-        guard let bytes = FileManager.default.contents(atPath: keyPath(patient)) else { return nil }
-        guard let box = try? AES.GCM.SealedBox(combined: bytes),
-            let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
-        else {
-            throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile)")
+        try cache.withLock { cache throws -> SymmetricKey? in
+            if let k = cache[patient] { return k }
+            guard let bytes = FileManager.default.contents(atPath: keyPath(patient)) else { return nil }
+            guard let box = try? AES.GCM.SealedBox(combined: bytes),
+                let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
+            else {
+                throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile)")
+            }
+            let key = SymmetricKey(data: raw)
+            cache[patient] = key
+            return key
         }
-        let key = SymmetricKey(data: raw)
-        cache[patient] = key
-        return key
     }
 
     /// Destroys the patient's key (overwritten, then unlinked) and leaves a tombstone.
     public func destroyKey(for patient: String, at: String) throws {
-        lock.lock()
-        cache[patient] = nil
-        lock.unlock()
+        cache.withLock { $0[patient] = nil }
         try writeFileAtomically(tombstonePath(patient), Array("{\"patient\":\(jsonQuoted(patient)),\"forgotten_at\":\(jsonQuoted(at))}\n".utf8))
         let path = keyPath(patient)
         if FileManager.default.fileExists(atPath: path) {

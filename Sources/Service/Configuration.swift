@@ -25,6 +25,16 @@ public struct ServeConfiguration: Sendable {
     /// At most this many ids per webhook run.
     public var maxIdsPerRun = 100
     public var logger: Logger = Logger(label: "syncledger.serve")
+    /// `--alert-webhook`, `--alert-command` and how deliveries are retried.
+    public var alertTargets = AlertTargets()
+    /// The alert conditions' thresholds (SERVICE.md's defaults).
+    public var alertRules = AlertRules()
+    /// The conditions are checked after every run and at least this often (seconds).
+    public var alertCheckSeconds = 30.0
+    /// The alerts' clock (epoch millis); tests move it.
+    public var alertClock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    /// `--metrics-public`: `/metrics` without a token (it holds no personal data).
+    public var metricsPublic = false
     /// Called with the bound port once the server listens.
     public var onListening: (@Sendable (Int) -> Void)?
 

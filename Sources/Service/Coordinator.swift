@@ -99,6 +99,9 @@ final class Coordinator: Sendable {
     let executor = WriterExecutor()
     let logger: Logger
     let rosterClients: Set<String>
+    /// Told after every run the worker finished or could not start (the alerts and metrics
+    /// listen); called on the worker, so it must return at once.
+    let afterRun = NIOLockedValueBox<(@Sendable (SyncOutcome?) -> Void)?>(nil)
 
     init(config: ServeConfiguration, inbox: WebhookInbox) {
         self.config = config
@@ -236,6 +239,7 @@ final class Coordinator: Sendable {
             // Remember the last 1000 finished runs; older ones are in sync_logs.
             if s.finishedOrder.count > 1000 { s.runs[s.finishedOrder.removeFirst()] = nil }
         }
+        afterRun.withLockedValue { $0 }?(done.outcome)
     }
 
     private func runMetadata(_ o: SyncOutcome) -> Logger.Metadata {
@@ -259,6 +263,7 @@ final class Coordinator: Sendable {
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
             if processed.count < ids.count { await blockOnBudget() }
+            afterRun.withLockedValue { $0 }?(outcome)
         } catch let e as SyncSessionError where e.code == .budgetExhausted {
             logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
             await blockOnBudget()

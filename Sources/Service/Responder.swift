@@ -32,8 +32,10 @@ struct ServiceResponder: HTTPResponder {
     static let maxAPIBodyBytes = 64 << 10
 
     func respond(to request: Request, context: Context) async throws -> Response {
+        if AdminPages.handles(request.uri.path) { return await AdminPages(server: server).respond(to: request) }
         let started = DispatchTime.now().uptimeNanoseconds
         let path = request.uri.path
+        if path == "/metrics" { return await metrics(request, started: started) }
         var logged = path
         let reply: Reply
         do {

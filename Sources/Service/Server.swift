@@ -23,8 +23,16 @@ public final class SyncLedgerServer: Sendable {
     let tokens: TokenRegistry
     let views: ProjectionStore
     let store: Store
+    let admin: AdminSite
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
+    /// This server's own metrics registry (see `ServerMetrics`).
+    public let metrics = ServerMetrics()
+    /// The built-in alerts (`--alert-webhook`, `--alert-command`).
+    public let alerts: AlertEngine
+    let startedAt: Int64
+    /// Set after a run: the alert conditions are checked again at once.
+    let alertsDue = NIOLockedValueBox(true)
 
     public init(config: ServeConfiguration) throws {
         if let s = config.webhookSecret, s.count < 32 {
@@ -36,6 +44,17 @@ public final class SyncLedgerServer: Sendable {
         coordinator = Coordinator(config: config, inbox: inbox)
         tokens = try TokenRegistry(path: config.tokensPath)
         views = try ProjectionStore(store: store)
+        admin = try AdminSite(config: config, statePath: store.statePath)
+        alerts = AlertEngine(targets: config.alertTargets, storePath: store.path, logger: config.logger, now: config.alertClock)
+        startedAt = config.alertClock()
+        let metrics = self.metrics
+        let due = alertsDue
+        coordinator.afterRun.withLockedValue {
+            $0 = { outcome in
+                if let n = outcome?.responses429, n > 0 { metrics.responses429(n) }
+                due.withLockedValue { $0 = true }
+            }
+        }
     }
 
     /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).
@@ -74,7 +93,8 @@ public final class SyncLedgerServer: Sendable {
                 onListening?(port)
             },
             logger: logger)
-        var services: [any Service] = [WorkerService(server: self)]
+        // The alerts first: they stop last, after the worker's last run.
+        var services: [any Service] = [AlertService(server: self), WorkerService(server: self)]
         if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))

@@ -142,6 +142,13 @@ final class TokenRegistry: @unchecked Sendable {
         return found.map { Caller(name: $0.name, role: $0.role, organizations: Set($0.organizations ?? [])) }
     }
 
+    /// Whether an admin token of this name is still listed (an admin session ends when its
+    /// token is removed from the file).
+    func isAdmin(named name: String) -> Bool {
+        reloadIfChanged()
+        return lock.withLock { tokens.contains { $0.name == name && $0.role == .admin } }
+    }
+
     private func reloadIfChanged() {
         guard let path else { return }
         let now = Date().timeIntervalSince1970

@@ -70,6 +70,8 @@ public struct SyncOutcome: Sendable {
     /// In an "ids" run: the ids whose lookup finished (found, 404, or undecodable); the others
     /// (the budget ran out, IntakeQ could not be reached) are still to do.
     public var processedIds: [String] = []
+    /// How many times IntakeQ answered 429 during the run (not recorded in the log).
+    public var responses429 = 0
 
     /// 0 completed, 2 partial_success, 1 failed.
     public var exitCode: Int32 {
@@ -212,6 +214,7 @@ public final class SyncRunner {
         outcome.interrupted = fetch.interrupted
         outcome.viewsError = viewsError
         outcome.processedIds = fetch.processed
+        outcome.responses429 = stats.responses429
         return outcome
     }
 }

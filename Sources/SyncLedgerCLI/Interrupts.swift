@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// SIGINT and SIGTERM turned into a request to stop, instead of the default sudden death: the
 /// command finishes what must be finished (a sync records its run as failed, "interrupted"; a
@@ -8,28 +9,62 @@ import Foundation
 /// as died by `status`).
 ///
 /// Kept apart from the commands so that it can move with the sync session.
-final class Interrupts: @unchecked Sendable {
-    // @unchecked: every mutable field is guarded by `lock`.
-    private let lock = NSLock()
-    private var sources: [any DispatchSourceSignal] = []
-    private var handler: (@Sendable () -> Void)?
-    private var received: Int32?
+final class Interrupts: Sendable {
+    /// What a signal changes; the signal sources' handlers share it with the command.
+    private final class Received: Sendable {
+        private struct State {
+            var handler: (@Sendable () -> Void)?
+            var signal: Int32?
+        }
+        private let state = Mutex(State())
+
+        var signal: Int32? { state.withLock { $0.signal } }
+
+        func onSignal(_ body: @escaping @Sendable () -> Void) {
+            let already: Bool = state.withLock {
+                $0.handler = body
+                return $0.signal != nil
+            }
+            if already { body() }
+        }
+
+        func fire(_ number: Int32) {
+            let (first, body): (Bool, (@Sendable () -> Void)?) = state.withLock {
+                if $0.signal != nil { return (false, nil) }
+                $0.signal = number
+                return (true, $0.handler)
+            }
+            guard first else { _exit(128 + number) }
+            body?()
+        }
+    }
+
+    private let received: Received
+    /// Set once in `watch()`, then only cancelled. libdispatch's sources may be cancelled from
+    /// any thread (their methods are thread-safe); they are just not annotated `Sendable`.
+    private nonisolated(unsafe) let sources: [any DispatchSourceSignal]
+
+    private init(received: Received, sources: [any DispatchSourceSignal]) {
+        self.received = received
+        self.sources = sources
+    }
 
     /// Starts watching SIGINT and SIGTERM.
     static func watch() -> Interrupts {
-        let watcher = Interrupts()
+        let received = Received()
+        var sources: [any DispatchSourceSignal] = []
         for number in [SIGINT, SIGTERM] {
             Glibc.signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { [weak watcher] in watcher?.fire(number) }
+            source.setEventHandler { received.fire(number) }
             source.resume()
-            watcher.sources.append(source)
+            sources.append(source)
         }
-        return watcher
+        return Interrupts(received: received, sources: sources)
     }
 
     /// The first signal received, if any.
-    var receivedSignal: Int32? { lock.withLock { received } }
+    var receivedSignal: Int32? { received.signal }
 
     /// The exit status for an interrupted command: 128 + the signal (130 SIGINT, 143 SIGTERM).
     var exitCode: Int32? { receivedSignal.map { 128 + $0 } }
@@ -38,32 +73,11 @@ final class Interrupts: @unchecked Sendable {
     var requested: Bool { receivedSignal != nil }
 
     /// Calls `body` on the first signal (at once if one already arrived).
-    func onSignal(_ body: @escaping @Sendable () -> Void) {
-        let already: Bool = lock.withLock {
-            handler = body
-            return received != nil
-        }
-        if already { body() }
-    }
+    func onSignal(_ body: @escaping @Sendable () -> Void) { received.onSignal(body) }
 
-    private func fire(_ number: Int32) {
-        let (first, body): (Bool, (@Sendable () -> Void)?) = lock.withLock {
-            if received != nil { return (false, nil) }
-            received = number
-            return (true, handler)
-        }
-        guard first else { _exit(128 + number) }
-        body?()
-    }
-
-    /// Stops watching; the default actions apply again.
+    /// Stops watching; the default actions apply again. Cancelling twice is harmless.
     func stop() {
-        let all = lock.withLock { () -> [any DispatchSourceSignal] in
-            let s = sources
-            sources = []
-            return s
-        }
-        for source in all { source.cancel() }
+        for source in sources { source.cancel() }
         Glibc.signal(SIGINT, SIG_DFL)
         Glibc.signal(SIGTERM, SIG_DFL)
     }

@@ -142,11 +142,14 @@ struct HistoryCommand: AsyncParsableCommand {
         commandName: "history", abstract: "Every recorded version of one appointment, with field-level changes.")
     @OptionGroup var storeOptions: StoreOptions
     @Argument(help: "The IntakeQ appointment id.") var appointmentId: String
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var display: DisplayOptions
+    @Flag(help: "Print JSON (times stay ISO 8601 UTC, as recorded).") var json = false
 
     func run() async throws {
+        display.apply()
         try await guarded {
             let (_, reader, views) = try openForRead(storeOptions)
+            let ctx = try ReadContext(views: views, timezone: display.timezone)
             let entries = try History.of(appointmentId, reader: reader, views: views)
             guard !entries.isEmpty else {
                 throw CLIFailure(message: "no appointment \(appointmentId) has been recorded in this store")
@@ -154,20 +157,38 @@ struct HistoryCommand: AsyncParsableCommand {
             if json {
                 print(Output.json(.array(entries.map(\.json))))
             } else {
-                printHistory(entries)
+                printHistory(entries, ctx)
             }
             return 0
         }
     }
 }
 
-func printHistory(_ entries: [HistoryEntry]) {
+/// The text form: every time in the practice's zone (`2026-12-01 18:30 MST`) — when it was
+/// recorded, IntakeQ's LastModified, and the changed start/end times — so a case manager reads the
+/// evening appointment on the day it happens. `--json` keeps the recorded UTC values.
+func printHistory(_ entries: [HistoryEntry], _ ctx: ReadContext) {
+    func time(_ iso: String?) -> String { iso.map { ctx.local($0).isEmpty ? $0 : ctx.local($0) } ?? "-" }
     for e in entries {
         let run = e.run.map { String($0.prefix(8)) } ?? "-"
-        print("seq \(e.seq)  \(e.at)  \(e.type)  run \(run) (\(e.syncType ?? "?"))  IntakeQ modified \(e.lastModified ?? "-")")
+        print("seq \(e.seq)  \(time(e.at))  \(e.type)  run \(run) (\(e.syncType ?? "?"))  IntakeQ modified \(time(e.lastModified))")
         for c in e.changes {
-            print("    \(c.field): \(Output.text(c.from).isEmpty ? "∅" : Output.text(c.from)) → \(Output.text(c.to).isEmpty ? "∅" : Output.text(c.to))")
+            print("    \(c.field): \(historyValue(c.field, c.from, ctx)) → \(historyValue(c.field, c.to, ctx))")
         }
+    }
+}
+
+/// One side of a change as text: ∅ for nothing; a time field in the practice's zone.
+func historyValue(_ field: String, _ value: JSONValue, _ ctx: ReadContext) -> String {
+    let text = Output.text(value)
+    if text.isEmpty { return "∅" }
+    let timeField = ["StartDate", "EndDate", "DateCreated", "LastModified"].contains(field)
+        || (field.hasPrefix("view.") && field.hasSuffix("_at"))
+    guard timeField else { return text }
+    switch value {
+    case .number(let ms) where ms.isFinite && abs(ms) < 1e15: return LocalFormat.table(Int64(ms), ctx.zone)
+    case .string(let iso): return ISOTime.parse(iso).map { LocalFormat.table($0, ctx.zone) } ?? text
+    default: return text
     }
 }
 

@@ -8,7 +8,7 @@ import Sync
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs and the read API.",
+        abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs, the read API and the admin pages (/admin).",
         discussion: """
             One long-running process on the store (see docs/SERVICE.md in the repository). The \
             IntakeQ API key comes from $INTAKEQ_API_KEY or the file named by $INTAKEQ_API_KEY_FILE; \
@@ -28,6 +28,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "API calls allowed in any 24 hours, counted across runs and processes (base plan: 500).") var dailyBudget = 500
     @Option(help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
     @Option(help: ArgumentHelp("Log level: debug, info, warning, error.", valueName: "LEVEL")) var logLevel = "info"
+    @OptionGroup var alertOptions: AlertOptions
+    @Flag(help: "Serve /metrics without a token (it holds no personal data).") var metricsPublic = false
 
     func validate() throws {
         guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
@@ -38,6 +40,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level must be debug, info, warning or error") }
+        try alertOptions.check()
     }
 
     func splitListen() -> (String, Int)? {
@@ -75,6 +78,8 @@ struct ServeCommand: AsyncParsableCommand {
             }
             config.policy = RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget)
             config.maxRetries = maxRetries
+            config.alertTargets = try alertOptions.targets()
+            config.metricsPublic = metricsPublic
             // Log lines go to stderr; stdout stays for nothing but the listening line.
             LoggingSystem.bootstrap(StreamLogHandler.standardError)
             var logger = Logger(label: "syncledger.serve")

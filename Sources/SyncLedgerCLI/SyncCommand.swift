@@ -237,6 +237,9 @@ struct StatusCommand: AsyncParsableCommand {
             if let v = lastVerify, !v.ok {
                 problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
             }
+            // The built-in alerts' other conditions (SERVICE.md), for cron users too.
+            let health = try StatusHealth.read(store: store, views: views, writerLive: writerLive, now: now)
+            problems += health.newProblems
             if json {
                 let runs: [JSONValue] = latest.keys.sorted().map { t in
                     let r = latest[t]!
@@ -256,7 +259,7 @@ struct StatusCommand: AsyncParsableCommand {
                         } ?? .null,
                     ])
                 }
-                print(Output.json(.object([
+                print(Output.json(.object(health.json.merging([
                     "ok": .bool(problems.isEmpty), "head": .string(head.description),
                     "projection_lag": .number(Double(head.seq - min(head.seq, applied))),
                     "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
@@ -265,7 +268,7 @@ struct StatusCommand: AsyncParsableCommand {
                         JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
                                           "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
                     } ?? .null,
-                ])))
+                ]) { _, classic in classic })))
             } else {
                 print("head \(head)")
                 print("views applied through seq \(applied) (lag \(head.seq - min(head.seq, applied)))")
@@ -285,6 +288,7 @@ struct StatusCommand: AsyncParsableCommand {
                     let f = lastFailure[t]!
                     print("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))")
                 }
+                for line in health.lines { print(line) }
                 for p in problems { print("problem: " + p) }
                 if problems.isEmpty { print("ok") }
             }

@@ -103,6 +103,21 @@ extension CLIBinaryTests {
         // as-of and sync-logs speak local time too (recorded times are the real clock: just the zone).
         let logs = try await cli(["sync-logs", "--store", store])
         #expect(logs.stdout.contains(" MST") || logs.stdout.contains(" MDT"), "\(logs.stdout)")
+
+        // history: the text shows every time in Denver time (recorded, LastModified, the moved
+        // start); --json keeps the recorded UTC values; --timezone UTC shows UTC.
+        let history = try await cli(["history", "--store", store, Self.rescheduledId])
+        expectSuccess(history)
+        let startLines = history.stdout.split(separator: "\n").filter { $0.contains("StartDate:") || $0.contains("view.start_at:") }
+        #expect(!startLines.isEmpty, "no start change in \(history.stdout)")
+        for line in startLines {
+            #expect(line.contains(" MST") || line.contains(" MDT"), "not local: \(line)")
+        }
+        #expect(!history.stdout.contains(".000Z"), "UTC left in the text: \(history.stdout)")
+        let historyJSON = try await cli(["history", "--store", store, Self.rescheduledId, "--json"])
+        #expect(historyJSON.stdout.contains(".000Z"), "\(historyJSON.stdout.prefix(300))")
+        let historyUTC = try await cli(["history", "--store", store, Self.rescheduledId, "--timezone", "UTC"])
+        #expect(historyUTC.stdout.contains(" UTC"), "\(historyUTC.stdout)")
     }
 
     @Test("Mar 8 2026 in Denver: a 23-hour day; 2:30 am does not exist and means 3:30 am MDT")

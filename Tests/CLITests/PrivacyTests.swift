@@ -78,14 +78,9 @@ func expectAbsent(_ needles: [String], in haystacks: [(String, Data)], _ what: S
 }
 
 extension CLIBinaryTests {
-    /// Everything a careful reviewer would grep after syncing the fixtures: no non-roster
-    /// person's name, email, phone or date of birth and no host link, anywhere.
-    @Test func nonRosterPeopleAndHostLinksAreNeverRecorded() async throws {
-        let tmp = TempDir("privacy")
-        defer { tmp.remove() }
-        let store = tmp.path + "/store"
-        let practice = try Practice.load()
-        try await makeSyncedStore(at: store, practice: practice, days: [1, 2, 3])
+    /// What a reader can get out of a store: the appointments, the group appointment's history and
+    /// both exports as command outputs (name, stdout), and an audit bundle written to `bundle`.
+    static func readEverything(store: String, bundle: String) async throws -> ([(String, Data)], String) {
         var outputs: [(String, Data)] = []
         for (name, args) in [
             ("appointments", ["appointments", "--store", store, "--json"]),
@@ -97,8 +92,19 @@ extension CLIBinaryTests {
             expectSuccess(r)
             outputs.append((name, Data(r.stdout.utf8)))
         }
-        let bundle = tmp.path + "/bundle"
         expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        return (outputs, bundle)
+    }
+
+    /// Everything a careful reviewer would grep after syncing the fixtures: no non-roster
+    /// person's name, email, phone or date of birth and no host link, anywhere.
+    @Test func nonRosterPeopleAndHostLinksAreNeverRecorded() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let practice = try Practice.load()
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2, 3])
+        let (outputs, bundle) = try await Self.readEverything(store: store, bundle: tmp.path + "/bundle")
         let needles = try PrivacyFixture.identifiers(of: PrivacyFixture.outsiders) + PrivacyFixture.startURLs()
         #expect(needles.count >= 6, "\(needles)")
         #expect(needles.contains { $0.contains("zak=") || $0.contains("/s/") }, "no StartUrl in the fixtures? \(needles)")
@@ -146,19 +152,7 @@ extension CLIBinaryTests {
         expectSuccess(f)
         #expect(f.stdout.contains("forgot patient \(PrivacyFixture.forgotten.id)"))
 
-        var outputs: [(String, Data)] = []
-        for (name, args) in [
-            ("appointments", ["appointments", "--store", store, "--json"]),
-            ("history", ["history", PrivacyFixture.groupAppointment, "--store", store, "--json"]),
-            ("export jsonl", ["export", "--store", store, "--format", "jsonl"]),
-            ("export csv", ["export", "--store", store, "--format", "csv"]),
-        ] {
-            let r = try await cli(args)
-            expectSuccess(r)
-            outputs.append((name, Data(r.stdout.utf8)))
-        }
-        let bundle = tmp.path + "/bundle"
-        expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        let (outputs, bundle) = try await Self.readEverything(store: store, bundle: tmp.path + "/bundle")
         let gone = try PrivacyFixture.identifiers(of: [PrivacyFixture.forgotten.name])
             + ["\"ClientId\":\(PrivacyFixture.forgotten.client)", "\"ClientId\":\"\(PrivacyFixture.forgotten.client)\"",
                "\"intakeq_client_id\":\"\(PrivacyFixture.forgotten.client)\"", ",\(PrivacyFixture.forgotten.client),"]

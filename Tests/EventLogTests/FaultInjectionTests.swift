@@ -281,9 +281,3 @@ struct FaultInjectionTests {
     }
 }
 
-/// FNV-1a 64, as the crash harness hashes batches.
-func fnv1a(_ bytes: some Sequence<UInt8>) -> UInt64 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-    return h
-}

@@ -68,8 +68,8 @@ import Testing
         try views.catchUp(reader)
         let before = try snapshot(views)
         views.eventsPerTransaction = 2
-        let calls = LockedCounter()
-        views.shouldStop = { calls.increment() >= 3 }
+        let calls = Locked(0)
+        views.shouldStop = { calls.withLock { $0 += 1; return $0 } >= 3 }
         #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
         #expect(try shadowTables(views).isEmpty)
         #expect(try snapshot(views) == before)
@@ -91,9 +91,3 @@ import Testing
     }
 }
 
-final class LockedCounter: @unchecked Sendable {
-    // @unchecked: `value` is only touched under `lock`.
-    private let lock = NSLock()
-    private var value = 0
-    func increment() -> Int { lock.withLock { value += 1; return value } }
-}

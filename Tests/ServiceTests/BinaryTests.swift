@@ -181,9 +181,8 @@ final class Spawned: @unchecked Sendable {
         #expect(!text.contains(token))
         let file = try TokenFile.load(path: path)
         #expect(file.tokens.count == 1 && file.tokens[0].sha256 == tokenHash(token) && file.tokens[0].organizations == ["fsh"])
-        var st = stat()
-        stat(path, &st)
-        #expect(st.st_mode & 0o777 == 0o600)
+        let mode = (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(mode == 0o600)
         let bad = try Spawned(["token", "new", "--name", "x", "--role", "reader", "--tokens", path], dir: dir.path)
         #expect(await bad.wait() != 0)
         #expect(bad.stderr.contains("--org"))

@@ -1,0 +1,256 @@
+import AsyncHTTPClient
+import Domain
+import Foundation
+import JSONCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where built-in alerts go: `--alert-webhook URL` (repeatable) and `--alert-command CMD`.
+public struct AlertTargets: Sendable {
+    public var webhooks: [String] = []
+    /// Run with `/bin/sh -c`, the message's JSON on its standard input.
+    public var command: String?
+    /// One attempt's limit (a receiver that never answers costs at most this per attempt).
+    public var attemptTimeoutSeconds = 10.0
+    public var maxAttempts = 5
+    /// The first retry waits this long; each next one twice as long.
+    public var backoffSeconds = 2.0
+
+    public init(webhooks: [String] = [], command: String? = nil) {
+        self.webhooks = webhooks
+        self.command = command
+    }
+
+    public var isEmpty: Bool { webhooks.isEmpty && command == nil }
+
+    /// A webhook target as logs and the alert log name it: the host only (a Slack or Teams URL
+    /// carries its secret in the path).
+    public static func describe(webhook url: String) -> String {
+        "webhook " + (URL(string: url)?.host ?? "?")
+    }
+
+    /// Checks each webhook URL; one line naming the bad one.
+    public static func validate(webhook url: String) -> String? {
+        guard let u = URL(string: url), ["http", "https"].contains(u.scheme?.lowercased() ?? ""), u.host != nil else {
+            return "--alert-webhook: a value is not an http(s) URL (for example https://hooks.slack.com/services/…; the value is not shown, it may hold a secret)"
+        }
+        return nil
+    }
+}
+
+/// The built-in alerts: compares the conditions that hold with the open incidents, announces a
+/// new one once (`firing`), again after `resendAfter` while it lasts, and `resolved` when it
+/// clears; delivers in the background with retries and back-off, so neither a slow receiver nor
+/// a dead one ever holds up a sync. The clock is injectable (tests jump six hours).
+public final class AlertEngine: Sendable {
+    public let targets: AlertTargets
+    public let storePath: String
+    let now: @Sendable () -> Int64
+    public let resendAfterMillis: Int64
+    let logger: Logger
+    private let open: NIOLockedValueBox<[String: AlertIncident]>
+    private let inFlight = NIOLockedValueBox(0)
+    /// Sleeps between attempts (tests make it instant).
+    let sleep: @Sendable (Double) async -> Void
+
+    public init(targets: AlertTargets, storePath: String, resendAfterHours: Double = 6, logger: Logger = Logger(label: "syncledger.alerts"),
+                now: @escaping @Sendable () -> Int64 = { ISOTime.nowMillis() },
+                sleep: @escaping @Sendable (Double) async -> Void = { s in try? await Task.sleep(nanoseconds: UInt64(max(0, s) * 1e9)) }) {
+        self.targets = targets
+        self.storePath = storePath
+        self.resendAfterMillis = Int64(resendAfterHours * 3_600_000)
+        self.logger = logger
+        self.now = now
+        self.sleep = sleep
+        var loaded: [String: AlertIncident] = [:]
+        for i in AlertLog.open(storePath: storePath) { loaded[i.key] = i }
+        open = NIOLockedValueBox(loaded)
+    }
+
+    /// The incidents firing now.
+    public var firing: [AlertIncident] { open.withLockedValue { Array($0.values) }.sorted { $0.key < $1.key } }
+
+    /// Takes the conditions that hold now; returns the messages it decided to send (already on
+    /// their way, in the background).
+    @discardableResult
+    public func evaluate(_ conditions: [AlertCondition]) -> [AlertMessage] {
+        let t = now()
+        let store = storePath
+        let (messages, snapshot) = open.withLockedValue { open -> ([AlertMessage], [AlertIncident]) in
+            var out: [AlertMessage] = []
+            var holding = Set<String>()
+            for c in conditions {
+                holding.insert(c.key)
+                if var i = open[c.key] {
+                    // Same incident: the summary may change (a new error), the incident does not.
+                    i.summary = c.summary
+                    i.runId = c.runId ?? i.runId
+                    if t - i.lastSentAt >= resendAfterMillis {
+                        i.lastSentAt = t
+                        out.append(Self.message(c, status: "firing", store: store, at: t, reminder: true))
+                    }
+                    open[c.key] = i
+                } else {
+                    open[c.key] = AlertIncident(key: c.key, alert: c.alert, severity: c.severity, summary: c.summary,
+                                                runId: c.runId, since: t, lastSentAt: t)
+                    out.append(Self.message(c, status: "firing", store: store, at: t, reminder: false))
+                }
+            }
+            for (key, i) in open where !holding.contains(key) {
+                open[key] = nil
+                let c = AlertCondition(key: key, alert: i.alert, severity: i.severity,
+                                       summary: "cleared after \(Self.duration(t - i.since)): \(i.summary)", runId: i.runId)
+                out.append(Self.message(c, status: "resolved", store: store, at: t, reminder: false))
+            }
+            return (out, out.isEmpty ? [] : Array(open.values))
+        }
+        if !messages.isEmpty { AlertLog.saveOpen(snapshot, storePath: storePath) }
+        for m in messages { send(m) }
+        return messages
+    }
+
+    /// `syncledger alert test`: one test message to every target; returns each delivery.
+    public func sendTest() async -> [AlertDelivery] {
+        let m = AlertMessage(id: UUID().uuidString.lowercased(), alert: "test", key: "test", status: "test", severity: "info",
+                             summary: "a test alert from `syncledger alert test`; if you read this, alerts reach you",
+                             runId: nil, store: storePath, at: now())
+        AlertLog.record(m, storePath: storePath)
+        return await deliverAll(m)
+    }
+
+    /// Messages still being delivered (or retried).
+    public var deliveriesInFlight: Int { inFlight.withLockedValue { $0 } }
+
+    /// Waits until every delivery started so far has finished (tests; shutdown).
+    public func idle(timeout: Double = 60) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while inFlight.withLockedValue({ $0 }) > 0 {
+            if Date() > deadline { return false }
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        return true
+    }
+
+    static func message(_ c: AlertCondition, status: String, store: String, at: Int64, reminder: Bool) -> AlertMessage {
+        AlertMessage(id: UUID().uuidString.lowercased(), alert: c.alert, key: c.key, status: status, severity: c.severity,
+                     summary: c.summary, runId: c.runId, store: store, at: at, reminder: reminder)
+    }
+
+    static func duration(_ millis: Int64) -> String {
+        let s = max(0, millis / 1000)
+        if s < 120 { return "\(s) s" }
+        if s < 7200 { return "\(s / 60) min" }
+        return String(format: "%.1f h", Double(s) / 3600)
+    }
+
+    // MARK: Delivery
+
+    private func send(_ m: AlertMessage) {
+        AlertLog.record(m, storePath: storePath)
+        logger.warning("alert", metadata: ["alert": "\(m.alert)", "key": "\(m.key)", "status": "\(m.status)", "summary": "\(m.summary)"])
+        guard !targets.isEmpty else { return }
+        inFlight.withLockedValue { $0 += 1 }
+        // Detached: the caller (the worker, after a run) never waits for a receiver.
+        Task.detached { [self] in
+            _ = await self.deliverAll(m)
+            self.inFlight.withLockedValue { $0 -= 1 }
+        }
+    }
+
+    private func deliverAll(_ m: AlertMessage) async -> [AlertDelivery] {
+        let body = Array((m.json.canonicalText + "\n").utf8)
+        return await withTaskGroup(of: AlertDelivery.self) { group in
+            for url in targets.webhooks {
+                group.addTask { await self.attempting(m, target: AlertTargets.describe(webhook: url)) { try await self.post(url, body) } }
+            }
+            if let command = targets.command {
+                group.addTask { await self.attempting(m, target: "command") { try await self.runCommand(command, body) } }
+            }
+            var out: [AlertDelivery] = []
+            for await d in group {
+                AlertLog.record(d, storePath: storePath)
+                if !d.ok {
+                    logger.error("alert not delivered", metadata: ["target": "\(d.target)", "alert": "\(m.alert)", "attempts": "\(d.attempts)", "error": "\(d.error ?? "")"])
+                }
+                out.append(d)
+            }
+            return out.sorted { $0.target < $1.target }
+        }
+    }
+
+    private func attempting(_ m: AlertMessage, target: String, _ body: @Sendable () async throws -> Void) async -> AlertDelivery {
+        var lastError = ""
+        for attempt in 1...max(1, targets.maxAttempts) {
+            do {
+                try await body()
+                return AlertDelivery(messageId: m.id, target: target, ok: true, attempts: attempt, error: nil, at: now())
+            } catch {
+                let text = "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
+                lastError = String(text.prefix(300))
+            }
+            if attempt < targets.maxAttempts { await sleep(targets.backoffSeconds * pow(2, Double(attempt - 1))) }
+        }
+        return AlertDelivery(messageId: m.id, target: target, ok: false, attempts: max(1, targets.maxAttempts), error: lastError, at: now())
+    }
+
+    private func post(_ url: String, _ body: [UInt8]) async throws {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
+        request.headers.add(name: "User-Agent", value: "syncledger-alerts")
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(targets.attemptTimeoutSeconds * 1000)))
+        _ = try? await response.body.collect(upTo: 64 << 10)
+        guard (200..<300).contains(Int(response.status.code)) else {
+            throw AlertError("the receiver answered HTTP \(response.status.code)")
+        }
+    }
+
+    /// `/bin/sh -c CMD` with the JSON on standard input; exit 0 is delivered. Its environment
+    /// is the server's without the IntakeQ key (a mail pipeline has no use for it).
+    private func runCommand(_ command: String, _ body: [UInt8]) async throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        var env = ProcessInfo.processInfo.environment
+        for k in ["INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE"] { env[k] = nil }
+        p.environment = env
+        let stdin = Pipe()
+        p.standardInput = stdin
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        let status: Int32 = try await withCheckedThrowingContinuation { cont in
+            let once = NIOLockedValueBox(false)
+            p.terminationHandler = { proc in
+                if once.withLockedValue({ let first = !$0; $0 = true; return first }) { cont.resume(returning: proc.terminationStatus) }
+            }
+            do {
+                try p.run()
+            } catch {
+                if once.withLockedValue({ let first = !$0; $0 = true; return first }) { cont.resume(throwing: error) }
+                return
+            }
+            // The message is a few hundred bytes: it fits the pipe's buffer, the write never waits.
+            stdin.fileHandleForWriting.write(Data(body))
+            try? stdin.fileHandleForWriting.close()
+            let pid = p.processIdentifier
+            let limit = targets.attemptTimeoutSeconds
+            Task.detached {
+                try? await Task.sleep(nanoseconds: UInt64(limit * 1e9))
+                if !once.withLockedValue({ $0 }) { kill(pid, SIGKILL) }
+            }
+        }
+        guard status == 0 else { throw AlertError("the alert command exited with status \(status)") }
+    }
+}
+
+struct AlertError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}

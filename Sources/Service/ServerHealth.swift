@@ -1,0 +1,94 @@
+import Domain
+import EventLog
+import Foundation
+import IntakeQ
+import Ledger
+import Logging
+import NIOConcurrencyHelpers
+import Projections
+import ServiceLifecycle
+
+extension SyncLedgerServer {
+    /// The store's health now: `sync_logs`, the last verify, the inbox (on the thread pool).
+    public func healthSnapshot() async throws -> HealthSnapshot {
+        let views = self.views
+        let store = self.store
+        let now = config.alertClock()
+        var s = try await blocking { try views.readSync { try HealthSnapshot.read($0, now: now) } }
+        s.verify = Scrub.last(store)
+        s.inboxDepth = coordinator.inbox.depth
+        s.inboxOldestAt = coordinator.inbox.oldestReceivedAt
+        return s
+    }
+
+    /// The alert conditions that hold now.
+    public func alertConditions() async throws -> [AlertCondition] {
+        config.alertRules.evaluate(try await healthSnapshot(), watchingSince: startedAt)
+    }
+
+    /// Checks the conditions and lets the alert engine announce what changed.
+    @discardableResult
+    public func checkAlerts() async throws -> [AlertMessage] {
+        let conditions = try await alertConditions()
+        let alerts = self.alerts
+        // It appends to the alert log: file work, on the thread pool.
+        return try await blocking { alerts.evaluate(conditions) }
+    }
+
+    /// `GET /metrics`: the store read now, then the registry's text.
+    public func metricsText() async throws -> String {
+        let s = try await healthSnapshot()
+        let views = self.views
+        let store = self.store
+        let (head, applied) = try await blocking { () -> (UInt64, UInt64) in
+            let reader = try LedgerReader(store: store)
+            return (try reader.head().seq, try views.appliedSeq())
+        }
+        let (remaining, _) = await coordinator.budget()
+        let c = coordinator.counters
+        metrics.mirrorWebhooks(["accepted": c.accepted, "duplicate": c.duplicate, "not_in_roster": c.notInRoster,
+                                "bad_secret": c.badSecret, "malformed": c.malformed, "too_large": c.tooLarge])
+        metrics.update(s, headSeq: head, appliedSeq: applied, budgetRemaining: remaining == Int.max ? nil : remaining,
+                       dailyBudget: config.policy.dailyBudget, firing: Set(alerts.firing.map(\.alert)))
+        return metrics.exposition()
+    }
+}
+
+/// Checks the alert conditions after every run and every `alertCheckSeconds`; the checks read
+/// the store on the thread pool and deliveries run detached, so a sync never waits for them.
+struct AlertService: Service {
+    let server: SyncLedgerServer
+
+    func run() async throws {
+        let every = server.config.alertCheckSeconds
+        let stopping = NIOLockedValueBox(false)
+        var last = Date.distantPast
+        await withGracefulShutdownHandler {
+            while !stopping.withLockedValue({ $0 }) && !Task.isCancelled {
+                let due = server.alertsDue.withLockedValue { d -> Bool in
+                    defer { d = false }
+                    return d
+                }
+                if due || Date().timeIntervalSince(last) >= every {
+                    last = Date()
+                    await check()
+                }
+                try? await Task.sleep(nanoseconds: 100_000_000)
+            }
+        } onGracefulShutdown: {
+            stopping.withLockedValue { $0 = true }
+        }
+        // Stopped after the worker (first in the group, last to stop): the last run is checked
+        // too, and messages already decided get a few seconds to leave.
+        if server.alertsDue.withLockedValue({ $0 }) { await check() }
+        _ = await server.alerts.idle(timeout: 5)
+    }
+
+    private func check() async {
+        do {
+            try await server.checkAlerts()
+        } catch {
+            server.config.logger.error("the alert conditions could not be checked", metadata: ["error": "\(error)"])
+        }
+    }
+}

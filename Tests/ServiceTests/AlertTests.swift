@@ -1,0 +1,291 @@
+import FakeIntakeQ
+import Domain
+import Foundation
+import JSONCore
+import Ledger
+import NIOHTTP1
+@testable import Service
+import Sync
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A clock tests move by hand (epoch millis).
+final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var t: Int64
+    init(_ start: Int64 = 1_800_000_000_000) { t = start }
+    var now: Int64 { lock.withLock { t } }
+    func advance(hours: Double) { lock.withLock { t += Int64(hours * 3_600_000) } }
+}
+
+final class Recorded<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ v: T) { value = v }
+    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
+}
+
+/// Nothing personal and no secret in what an alert carries.
+func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(!text.contains(ServerRig.apiKey), "the API key in an alert", sourceLocation: sourceLocation)
+    #expect(!text.contains(webhookSecret), "the webhook secret in an alert", sourceLocation: sourceLocation)
+    for p in Fixtures.roster.allPatients {
+        if let name = p.name { #expect(!text.contains(name), "a patient's name in an alert", sourceLocation: sourceLocation) }
+        if let email = p.email { #expect(!text.contains(email), "a patient's e-mail in an alert", sourceLocation: sourceLocation) }
+    }
+}
+
+@Suite(.serialized) struct AlertTests {
+    /// 401 from IntakeQ: the first failed run fires (webhook and command), the second does not
+    /// fire again, a successful run sends "resolved"; the command reads the same JSON on stdin.
+    @Test func aFailingRunFiresOnceAndASuccessSendsResolved() async throws {
+        let receiver = try AlertReceiver()
+        defer { receiver.stop() }
+        let dir = TempDir()
+        let commandOut = dir.sub("command-stdin.jsonl")
+        let rig = try await ServerRig.start(dir: dir) { c in
+            c.alertTargets = AlertTargets(webhooks: [receiver.url], command: "cat >> '\(commandOut)'")
+            c.alertTargets.backoffSeconds = 0.05
+        }
+        defer { Task { await rig.stop() } }
+        rig.fake.inject(.status(401, retryAfter: nil), path: "*", times: 100_000)
+
+        let run1 = try await rig.syncAndWait()
+        #expect(run1["status"]?.stringValue == "failed", "\(run1.text)")
+        #expect(await rig.eventually(timeout: 30) { receiver.messages.count == 1 })
+        let fired = try #require(receiver.messages.first)
+        #expect(fired["status"]?.stringValue == "firing")
+        #expect(fired["alert"]?.stringValue == "run_failed")
+        #expect(fired["key"]?.stringValue == "run_failed:automated_daily")
+        #expect(fired["severity"]?.stringValue == "critical")
+        #expect(fired["run_id"]?.stringValue == run1["run_id"]?.stringValue)
+        #expect(fired["store"]?.stringValue == rig.store)
+        #expect(fired["at"]?.stringValue.flatMap(ISOTime.parse) != nil)
+        let text = fired["text"]?.stringValue ?? ""
+        #expect(text.hasPrefix("[CRITICAL] syncledger run_failed") && text.contains("401"), "\(text)")
+        #expect(fired["summary"]?.stringValue?.contains("refused the API key") == true)
+        expectNoSecretsOrPersonalData(fired.canonicalText)
+
+        // A second failure is the same incident: nothing new is sent.
+        let run2 = try await rig.syncAndWait()
+        #expect(run2["status"]?.stringValue == "failed")
+        #expect(try await rig.server.checkAlerts().isEmpty)
+        try await Task.sleep(nanoseconds: 500_000_000)
+        #expect(receiver.messages.count == 1)
+        #expect(rig.server.alerts.firing.map(\.key) == ["run_failed:automated_daily"])
+        // /admin shows the incident firing and the alert sent.
+        let web = AdminClient(base: rig.base)
+        _ = try await web.login(rig.tokens.admin)
+        let dashboard = try await web.request(.GET, "/admin")
+        await web.shutdown()
+        #expect(dashboard.status == 200)
+        #expect(dashboard.text.contains("Alert firing: run_failed") && dashboard.text.contains("run_failed (firing)"), "\(dashboard.text)")
+
+        // IntakeQ takes the key again: the next run succeeds and the incident resolves.
+        rig.fake.clearFaults()
+        let run3 = try await rig.syncAndWait()
+        #expect(run3["status"]?.stringValue == "completed", "\(run3.text)")
+        #expect(await rig.eventually(timeout: 30) { receiver.messages.count == 2 })
+        let resolved = try #require(receiver.messages.last)
+        #expect(resolved["status"]?.stringValue == "resolved")
+        #expect(resolved["key"]?.stringValue == "run_failed:automated_daily")
+        #expect(resolved["text"]?.stringValue?.hasPrefix("[RESOLVED] syncledger run_failed") == true)
+        #expect(rig.server.alerts.firing.isEmpty)
+        #expect(await rig.server.alerts.idle(timeout: 30))
+
+        // --alert-command read the same two messages on its standard input.
+        let lines = (try String(contentsOfFile: commandOut, encoding: .utf8)).split(separator: "\n")
+        let viaCommand = lines.compactMap { try? FastJSON.parse(Array($0.utf8)) }
+        #expect(viaCommand.count == 2, "\(lines)")
+        #expect(viaCommand.map { $0["id"]?.stringValue } == receiver.messages.map { $0["id"]?.stringValue })
+        #expect(viaCommand.map { $0["status"]?.stringValue } == ["firing", "resolved"])
+
+        // The alert log lists both, each delivered to both targets; /metrics agrees nothing fires.
+        let log = AlertLog.recent(storePath: rig.store)
+        #expect(log.map(\.message.status) == ["resolved", "firing"])
+        for e in log {
+            #expect(Set(e.deliveries.map(\.target)) == ["webhook 127.0.0.1", "command"])
+            #expect(e.deliveries.allSatisfy { $0.ok })
+        }
+        let logText = try String(contentsOfFile: AlertLog.path(storePath: rig.store), encoding: .utf8)
+        #expect(!logText.contains("not-a-real-secret"), "the webhook URL's path (its secret) in the alert log")
+        expectNoSecretsOrPersonalData(logText)
+        let m = try Exposition(try await rig.admin("/metrics").text)
+        #expect(m.sum("syncledger_alerts_firing") == 0)
+    }
+
+    /// A receiver that accepts and never answers: the alert waits (bounded by its timeout and
+    /// attempts), the next sync does not.
+    @Test func aDeadReceiverDoesNotSlowASync() async throws {
+        let dead = try AlertReceiver(silent: true)
+        defer { dead.stop() }
+        let rig = try await ServerRig.start { c in
+            c.alertTargets = AlertTargets(webhooks: [dead.url])
+            c.alertTargets.attemptTimeoutSeconds = 5
+            c.alertTargets.maxAttempts = 2
+            c.alertTargets.backoffSeconds = 0.1
+        }
+        defer { Task { await rig.stop() } }
+        rig.fake.inject(.status(401, retryAfter: nil), path: "*", times: 100_000)
+        let failed = try await rig.syncAndWait()
+        #expect(failed["status"]?.stringValue == "failed")
+        #expect(await rig.eventually(timeout: 10) { dead.requestCount >= 1 })
+        #expect(rig.server.alerts.deliveriesInFlight >= 1)
+
+        rig.fake.clearFaults()
+        let started = Date()
+        let ok = try await rig.syncAndWait()
+        let seconds = Date().timeIntervalSince(started)
+        #expect(ok["status"]?.stringValue == "completed")
+        // The run finished while the alert to the dead receiver was still waiting for an answer.
+        #expect(rig.server.alerts.deliveriesInFlight >= 1, "the sync waited for the alert (\(seconds) s)")
+        #expect((ok["duration_ms"]?.doubleValue ?? .infinity) < 5000, "the run took \(ok["duration_ms"]?.doubleValue ?? -1) ms")
+
+        // Bounded: both attempts time out, the delivery is recorded as failed, nothing hangs.
+        #expect(await rig.server.alerts.idle(timeout: 40))
+        let firing = try #require(AlertLog.recent(storePath: rig.store).first { $0.message.status == "firing" })
+        let d = try #require(firing.deliveries.first)
+        #expect(!d.ok && d.attempts == 2 && d.error != nil, "\(d)")
+        #expect(dead.requestCount >= 2)
+    }
+
+    /// The incident rules with a clock the test moves: once, again after 6 h, resolved when it
+    /// clears, not again after a restart; deliveries retried with doubling back-off.
+    @Test func onceThenEverySixHoursThenResolvedAcrossARestart() async throws {
+        let receiver = try AlertReceiver(failFirst: 2)
+        defer { receiver.stop() }
+        let dir = TempDir()
+        try FileManager.default.createDirectory(atPath: dir.sub("store/state"), withIntermediateDirectories: true)
+        let clock = TestClock()
+        let waits = Recorded<[Double]>([])
+        var targets = AlertTargets(webhooks: [receiver.url])
+        targets.backoffSeconds = 2
+        let make = {
+            AlertEngine(targets: targets, storePath: dir.sub("store"), now: { clock.now },
+                        sleep: { s in waits.withLock { $0.append(s) } })
+        }
+        let verifyFailed = AlertCondition(key: "verify_failed", alert: "verify_failed", severity: "critical",
+                                          summary: "the last verify failed: a checksum does not match", runId: nil)
+        let engine = make()
+        #expect(engine.evaluate([verifyFailed]).map(\.status) == ["firing"])
+        #expect(await engine.idle())
+        // The first two attempts got 500: retried after 2 s, then 4 s.
+        #expect(waits.withLock { $0 } == [2, 4])
+        #expect(AlertLog.recent(storePath: dir.sub("store")).first?.deliveries.first?.attempts == 3)
+        clock.advance(hours: 1)
+        #expect(engine.evaluate([verifyFailed]).isEmpty)
+        clock.advance(hours: 4.9)
+        #expect(engine.evaluate([verifyFailed]).isEmpty)
+        clock.advance(hours: 0.2)
+        let reminder = engine.evaluate([verifyFailed])
+        #expect(reminder.map(\.status) == ["firing"] && reminder.first?.reminder == true)
+        clock.advance(hours: 1)
+        #expect(engine.evaluate([verifyFailed]).isEmpty)
+        #expect(await engine.idle())
+
+        // A restart remembers the open incident: no new announcement.
+        let restarted = make()
+        #expect(restarted.firing.map(\.key) == ["verify_failed"])
+        #expect(restarted.evaluate([verifyFailed]).isEmpty)
+        let resolved = restarted.evaluate([])
+        #expect(resolved.map(\.status) == ["resolved"])
+        #expect(resolved.first?.summary.hasPrefix("cleared after 7.1 h") == true, "\(resolved.first?.summary ?? "")")
+        #expect(restarted.evaluate([]).isEmpty)
+        #expect(await restarted.idle())
+        #expect(receiver.messages.map { $0["status"]?.stringValue ?? "" } == ["firing", "firing", "resolved"])
+        #expect(AlertLog.open(storePath: dir.sub("store")).isEmpty)
+    }
+
+    /// SERVICE.md's six conditions over hand-made snapshots: each fires exactly past its threshold.
+    @Test func theSixConditionsAndTheirThresholds() {
+        let now: Int64 = 1_800_000_000_000
+        let hour: Int64 = 3_600_000
+        let rules = AlertRules()
+        func snapshot(_ edit: (inout HealthSnapshot) -> Void) -> HealthSnapshot {
+            var s = HealthSnapshot(now: now)
+            var daily = RunTypeHealth(syncType: "automated_daily")
+            daily.lastRunId = "d1"
+            daily.lastStatus = "completed"
+            daily.lastStartedAt = now - 2 * hour
+            daily.lastSuccessAt = now - 2 * hour
+            daily.lastErrorRatio = 0
+            s.types["automated_daily"] = daily
+            s.firstRunAt = now - 100 * hour
+            edit(&s)
+            return s
+        }
+        #expect(rules.evaluate(snapshot { _ in }).isEmpty)
+        // 1. A run fails.
+        var failed: [AlertCondition] = []
+        failed = rules.evaluate(snapshot { s in s.types["automated_daily"]?.lastStatus = "failed"; return })
+        #expect(failed.map(\.key) == ["run_failed:automated_daily"])
+        // A failed manual run is cleared by a later successful nightly run; not by an earlier one.
+        let manual = { (startedAt: Int64) in
+            rules.evaluate(snapshot { s in
+                var m = RunTypeHealth(syncType: "manual_patient")
+                m.lastStatus = "failed"
+                m.lastStartedAt = startedAt
+                s.types["manual_patient"] = m
+            }).map(\.key)
+        }
+        #expect(manual(now - 3 * hour).isEmpty)
+        #expect(manual(now - hour) == ["run_failed:manual_patient"])
+        // 2. partial_success twice in a row (once is fine).
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.partialStreak = 1; return })
+            #expect(r.isEmpty)
+        }
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.partialStreak = 2; return })
+            #expect(r.map(\.alert) == ["partial_success_repeated"])
+        }
+        // 3. Error share over 10%.
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.lastErrorRatio = 0.10; return })
+            #expect(r.isEmpty)
+        }
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.lastErrorRatio = 0.11; return })
+            #expect(r.map(\.alert) == ["error_share_high"])
+        }
+        // A failed run's errors are run_failed's business, not a second incident.
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.lastErrorRatio = 1; s.types["automated_daily"]?.lastStatus = "failed"; return })
+            #expect(r.map(\.alert) == ["run_failed"])
+        }
+        // 4. No successful automated_daily run in 26 h (or none ever, 26 h after the first run).
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.lastSuccessAt = now - 25 * hour; return })
+            #expect(r.isEmpty)
+        }
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"]?.lastSuccessAt = now - 27 * hour; return })
+            #expect(r.map(\.alert) == ["daily_sync_stale"])
+        }
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"] = nil; return })
+            #expect(r.map(\.alert) == ["daily_sync_stale"])
+        }
+        do {
+            let r = rules.evaluate(snapshot { s in s.types["automated_daily"] = nil; s.firstRunAt = nil; return }, watchingSince: now - hour)
+            #expect(r.isEmpty)
+        }
+        // 5. Verify fails.
+        let verify = VerifyRecord(at: "2026-12-01T00:00:00.000Z", head: "1:ab", ok: false, events: 1, error: "checksum mismatch in peyton@example.org")
+        let v = rules.evaluate(snapshot { s in s.verify = verify; return })
+        #expect(v.map(\.alert) == ["verify_failed"])
+        #expect(v.first?.summary.contains("@") == false, "an e-mail-shaped word in a summary")
+        // 6. The inbox's oldest id older than an hour.
+        do {
+            let r = rules.evaluate(snapshot { s in s.inboxDepth = 3; s.inboxOldestAt = now - 59 * 60_000; return })
+            #expect(r.isEmpty)
+        }
+        do {
+            let r = rules.evaluate(snapshot { s in s.inboxDepth = 3; s.inboxOldestAt = now - 61 * 60_000; return })
+            #expect(r.map(\.alert) == ["webhook_inbox_stale"])
+        }
+    }
+}
