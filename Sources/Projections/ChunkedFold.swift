@@ -185,13 +185,8 @@ final class ChunkFolder {
         }
     }
 
-    /// SQLite's page cache of the writing connection while folding, in KiB: a chunk touches
-    /// pages all over tables of hundreds of MB, and the default 2 MiB cache re-reads most of them.
-    static let cacheKiB = 32_768
-
     /// Writes what is folded so far (each appointment once) and empties the folder.
     func flush(_ db: Database) throws {
-        try db.execute(sql: "PRAGMA cache_size = -\(Self.cacheKiB)")
         if !streamEntries.isEmpty {
             streamEntries.sort { $0.stream != $1.stream ? $0.stream < $1.stream : $0.seq < $1.seq }
             let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
