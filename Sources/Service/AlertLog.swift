@@ -118,8 +118,9 @@ public enum AlertLog {
 
     /// Keeps the file small: past 3000 lines, the newest 2000 stay.
     private static func trimIfLarge(_ p: String) {
-        var st = stat()
-        guard stat(p, &st) == 0, st.st_size > 256 << 10, let data = FileManager.default.contents(atPath: p) else { return }
+        // The size through FileManager: `stat` resolves to another module's once Service links NIO.
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: p))?[.size] as? NSNumber,
+            size.intValue > 256 << 10, let data = FileManager.default.contents(atPath: p) else { return }
         let lines = data.split(separator: UInt8(ascii: "\n"))
         guard lines.count > 3000 else { return }
         let kept = lines.suffix(2000).map { Array($0) + [10] }.flatMap { $0 }
