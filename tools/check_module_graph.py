@@ -5,6 +5,7 @@ Reads `swift package dump-package` (or a JSON file given as the first argument) 
 transitive closure of each target's dependencies, that:
 - EventLog, JSONCore, Domain and Ledger reach no HTTP package;
 - Projections reaches neither IntakeQ nor an HTTP package;
+- PostgresSink reaches no HTTP package, IntakeQ, Sync or FakeIntakeQ;
 - the shipped `syncledger` (SyncLedgerCLI) never reaches FakeIntakeQ, and reaches Hummingbird only
   through the Service target (`syncledger serve`), never by a direct dependency;
 - Sync reaches no HTTP server (Hummingbird, ServiceLifecycle); Service never reaches FakeIntakeQ.
@@ -18,6 +19,7 @@ HTTP = {"AsyncHTTPClient", "NIOCore", "NIOHTTP1", "NIOPosix", "Hummingbird", "HT
 RULES = {
     "EventLog": HTTP, "JSONCore": HTTP | {"Foundation"}, "Domain": HTTP, "Ledger": HTTP | {"IntakeQ"},
     "Projections": HTTP | {"IntakeQ"},
+    "PostgresSink": {"AsyncHTTPClient", "NIOHTTP1", "Hummingbird", "HTTPTypes", "IntakeQ", "Sync", "FakeIntakeQ"},
     "SyncLedgerCLI": {"FakeIntakeQ", "FakeIntakeQServer", "SyncLedgerDemo"},
     "Sync": {"Hummingbird", "ServiceLifecycle"},
     "Service": {"FakeIntakeQ", "FakeIntakeQServer", "SyncLedgerDemo"},

@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import Synchronization
 import JSONCore
 import Ledger
 
@@ -86,13 +87,14 @@ public enum AlertLog {
     public static func path(storePath: String) -> String { storePath + "/state/alerts.log" }
     public static func openPath(storePath: String) -> String { storePath + "/state/alerts-open.json" }
 
-    static let lock = NSLock()
+    /// Appends from this process one at a time (one line each).
+    static let lock = Mutex(())
 
     static func append(_ line: JSONValue, storePath: String) {
         let dir = storePath + "/state"
         guard FileManager.default.fileExists(atPath: dir) else { return }
         let p = path(storePath: storePath)
-        lock.withLock {
+        lock.withLock { _ in
             let fd = Glibc.open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { return }
             let bytes = Array((line.canonicalText + "\n").utf8)
@@ -118,9 +120,8 @@ public enum AlertLog {
 
     /// Keeps the file small: past 3000 lines, the newest 2000 stay.
     private static func trimIfLarge(_ p: String) {
-        // The size through FileManager: `stat` resolves to another module's once Service links NIO.
-        guard let size = (try? FileManager.default.attributesOfItem(atPath: p))?[.size] as? NSNumber,
-            size.intValue > 256 << 10, let data = FileManager.default.contents(atPath: p) else { return }
+        let size = (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? NSNumber)?.intValue ?? 0
+        guard size > 256 << 10, let data = FileManager.default.contents(atPath: p) else { return }
         let lines = data.split(separator: UInt8(ascii: "\n"))
         guard lines.count > 3000 else { return }
         let kept = lines.suffix(2000).map { Array($0) + [10] }.flatMap { $0 }

@@ -1,6 +1,7 @@
 import Foundation
 import IntakeQ
 import Logging
+import PostgresSink
 import Sync
 
 /// Everything `syncledger serve` needs; the CLI fills it from its options.
@@ -25,6 +26,8 @@ public struct ServeConfiguration: Sendable {
     /// At most this many ids per webhook run.
     public var maxIdsPerRun = 100
     public var logger: Logger = Logger(label: "syncledger.serve")
+    /// `--postgres URL`: the PostgreSQL sink that catches up after every run (nil: none).
+    public var postgres: PostgresSink?
     /// `--alert-webhook`, `--alert-command` and how deliveries are retried.
     public var alertTargets = AlertTargets()
     /// The alert conditions' thresholds (SERVICE.md's defaults).

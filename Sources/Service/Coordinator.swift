@@ -99,12 +99,15 @@ final class Coordinator: Sendable {
     let executor = WriterExecutor()
     let logger: Logger
     let rosterClients: Set<String>
+    /// Called after every run the worker made (it may have written events): `--postgres`.
+    let afterWrite: (@Sendable () -> Void)?
     /// Told after every run the worker finished or could not start (the alerts and metrics
     /// listen); called on the worker, so it must return at once.
     let afterRun = NIOLockedValueBox<(@Sendable (SyncOutcome?) -> Void)?>(nil)
 
-    init(config: ServeConfiguration, inbox: WebhookInbox) {
+    init(config: ServeConfiguration, inbox: WebhookInbox, afterWrite: (@Sendable () -> Void)? = nil) {
         self.config = config
+        self.afterWrite = afterWrite
         self.inbox = inbox
         self.logger = config.logger
         self.rosterClients = Set(config.roster.allPatients.map(\.intakeqClientId))
@@ -157,10 +160,12 @@ final class Coordinator: Sendable {
                 return id
             }) {
                 await execute(id)
+                afterWrite?()
                 continue
             }
             if webhookRunDue() {
                 await drainWebhooks()
+                afterWrite?()
                 continue
             }
             try? await Task.sleep(nanoseconds: 50_000_000)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -15,62 +16,49 @@ import Glibc
 /// is not queued again either. A torn last line (a crash mid-write, never acknowledged) is
 /// ignored on load. The file is rewritten (temporary file, fsync, rename, fsync of the directory)
 /// when it has grown well past what it holds.
-public final class WebhookInbox: @unchecked Sendable {
-    // @unchecked: every mutable field is touched only under `lock`.
+public final class WebhookInbox: Sendable {
     public enum AddResult: String, Sendable { case accepted, duplicate }
 
-    struct Pending {
-        var id: String
-        var receivedAt: Int64
-    }
-
     public let path: String
-    private let lock = NSLock()
-    private var fd: Int32 = -1
-    /// Waiting ids, oldest first.
-    private var pending: [Pending] = []
-    private var pendingIds: Set<String> = []
-    /// id → body hashes seen while it waited.
-    private var pendingHashes: [String: Set<String>] = [:]
-    /// Body hashes of ids looked up recently → when.
-    private var recentDone: [String: Int64] = [:]
-    private var lines = 0
+    private let state: Mutex<InboxState>
 
     static let retryMemoryMillis: Int64 = 86_400_000
 
     public init(path: String) throws {
         self.path = path
-        try load()
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw InboxError("cannot open the webhook inbox \(path): \(String(cString: strerror(errno)))") }
-        try fsyncDirectory()
+        var s = InboxState(path: path)
+        try s.load()
+        s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard s.fd >= 0 else { throw InboxError("cannot open the webhook inbox \(path): \(String(cString: strerror(errno)))") }
+        try s.fsyncDirectory()
+        state = Mutex(s)
     }
 
-    deinit { if fd >= 0 { Glibc.close(fd) } }
+    deinit { state.withLock { if $0.fd >= 0 { Glibc.close($0.fd) } } }
 
     /// Ids waiting.
-    public var depth: Int { lock.withLock { pending.count } }
+    public var depth: Int { state.withLock { $0.pending.count } }
 
     /// When the oldest waiting id arrived (epoch millis).
-    public var oldestReceivedAt: Int64? { lock.withLock { pending.first?.receivedAt } }
+    public var oldestReceivedAt: Int64? { state.withLock { $0.pending.first?.receivedAt } }
 
     /// The oldest `limit` waiting ids.
-    public func next(_ limit: Int) -> [String] { lock.withLock { pending.prefix(limit).map(\.id) } }
+    public func next(_ limit: Int) -> [String] { state.withLock { $0.pending.prefix(limit).map(\.id) } }
 
-    public func contains(_ id: String) -> Bool { lock.withLock { pendingIds.contains(id) } }
+    public func contains(_ id: String) -> Bool { state.withLock { $0.pendingIds.contains(id) } }
 
     /// Adds an id (blocking: write + fsync). Returns once the id is durable.
     public func add(id: String, bodyHash: String, now: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws -> AddResult {
-        try lock.withLock {
-            if pendingIds.contains(id) {
-                pendingHashes[id, default: []].insert(bodyHash)
+        try state.withLock { s throws -> AddResult in
+            if s.pendingIds.contains(id) {
+                s.pendingHashes[id, default: []].insert(bodyHash)
                 return .duplicate
             }
-            if let done = recentDone[id + " " + bodyHash], now - done < Self.retryMemoryMillis { return .duplicate }
-            try write("+ \(id) \(bodyHash) \(now)\n")
-            pending.append(Pending(id: id, receivedAt: now))
-            pendingIds.insert(id)
-            pendingHashes[id] = [bodyHash]
+            if let done = s.recentDone[id + " " + bodyHash], now - done < Self.retryMemoryMillis { return .duplicate }
+            try s.write("+ \(id) \(bodyHash) \(now)\n")
+            s.pending.append(InboxState.Pending(id: id, receivedAt: now))
+            s.pendingIds.insert(id)
+            s.pendingHashes[id] = [bodyHash]
             return .accepted
         }
     }
@@ -78,34 +66,55 @@ public final class WebhookInbox: @unchecked Sendable {
     /// Marks ids done (blocking: write + fsync).
     public func markDone(_ ids: [String], now: Int64 = Int64(Date().timeIntervalSince1970 * 1000)) throws {
         guard !ids.isEmpty else { return }
-        try lock.withLock {
-            let done = Set(ids).intersection(pendingIds)
+        try state.withLock { s throws in
+            let done = Set(ids).intersection(s.pendingIds)
             guard !done.isEmpty else { return }
-            try write(done.sorted().map { "- \($0) \(now)\n" }.joined())
+            try s.write(done.sorted().map { "- \($0) \(now)\n" }.joined())
             for id in done {
-                for h in pendingHashes[id] ?? [] { recentDone[id + " " + h] = now }
-                pendingHashes[id] = nil
+                for h in s.pendingHashes[id] ?? [] { s.recentDone[id + " " + h] = now }
+                s.pendingHashes[id] = nil
             }
-            pending.removeAll { done.contains($0.id) }
-            pendingIds.subtract(done)
-            if lines > 10_000, lines > 4 * (pending.count + recentDone.count) { try compact(now: now) }
+            s.pending.removeAll { done.contains($0.id) }
+            s.pendingIds.subtract(done)
+            if s.lines > 10_000, s.lines > 4 * (s.pending.count + s.recentDone.count) { try s.compact(now: now) }
         }
     }
 
     /// Already durable after each add: closing makes sure nothing is left in flight.
     public func close() {
-        lock.withLock {
-            if fd >= 0 {
-                _ = fsync(fd)
-                Glibc.close(fd)
-                fd = -1
+        state.withLock {
+            if $0.fd >= 0 {
+                _ = fsync($0.fd)
+                Glibc.close($0.fd)
+                $0.fd = -1
             }
         }
     }
+}
+
+/// The inbox's memory and its file, only ever touched inside `WebhookInbox`'s mutex.
+struct InboxState {
+    struct Pending {
+        var id: String
+        var receivedAt: Int64
+    }
+
+    let path: String
+    var fd: Int32 = -1
+    /// Waiting ids, oldest first.
+    var pending: [Pending] = []
+    var pendingIds: Set<String> = []
+    /// id → body hashes seen while it waited.
+    var pendingHashes: [String: Set<String>] = [:]
+    /// Body hashes of ids looked up recently → when.
+    var recentDone: [String: Int64] = [:]
+    var lines = 0
+
+    init(path: String) { self.path = path }
 
     // MARK: File
 
-    private func write(_ text: String) throws {
+    mutating func write(_ text: String) throws {
         guard fd >= 0 else { throw InboxError("the webhook inbox is closed") }
         let bytes = Array(text.utf8)
         var done = 0
@@ -121,7 +130,7 @@ public final class WebhookInbox: @unchecked Sendable {
         lines += text.reduce(0) { $1 == "\n" ? $0 + 1 : $0 }
     }
 
-    private func load() throws {
+    mutating func load() throws {
         guard let data = FileManager.default.contents(atPath: path) else { return }
         // A torn last line (a crash mid-write; never acknowledged) is cut off, so the next
         // record does not run into it.
@@ -153,12 +162,12 @@ public final class WebhookInbox: @unchecked Sendable {
         }
     }
 
-    private func compact(now: Int64) throws {
+    mutating func compact(now: Int64) throws {
         var text = ""
-        for (key, at) in recentDone where now - at < Self.retryMemoryMillis {
+        for (key, at) in recentDone where now - at < WebhookInbox.retryMemoryMillis {
             text += "= \(key.replacingOccurrences(of: " ", with: "+")) \(at)\n"
         }
-        recentDone = recentDone.filter { now - $0.value < Self.retryMemoryMillis }
+        recentDone = recentDone.filter { now - $0.value < WebhookInbox.retryMemoryMillis }
         for p in pending {
             for h in pendingHashes[p.id] ?? [] { text += "+ \(p.id) \(h) \(p.receivedAt)\n" }
         }
@@ -180,7 +189,7 @@ public final class WebhookInbox: @unchecked Sendable {
         lines = text.reduce(0) { $1 == "\n" ? $0 + 1 : $0 }
     }
 
-    private func fsyncDirectory() throws {
+    func fsyncDirectory() throws {
         let dir = (path as NSString).deletingLastPathComponent
         let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard d >= 0 else { return }

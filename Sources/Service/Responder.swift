@@ -13,39 +13,177 @@ import NIOCore
 import Projections
 import Sync
 
-/// An answer: a status and a JSON body.
+/// An answer: a status and a JSON body (or, for the OpenAPI document and the metrics, text).
 struct Reply: Error {
     var status: Int
     var body: JSONValue
+    var text: PlainText?
+
+    struct PlainText: Sendable {
+        var contentType: String
+        var body: String
+    }
+
+    init(status: Int, body: JSONValue, text: PlainText? = nil) {
+        self.status = status
+        self.body = body
+        self.text = text
+    }
 
     static func error(_ status: Int, _ message: String) -> Reply { Reply(status: status, body: .object(["error": .string(message)])) }
     static func ok(_ body: JSONValue, status: Int = 200) -> Reply { Reply(status: status, body: body) }
+    static func text(_ body: String, contentType: String) -> Reply {
+        Reply(status: 200, body: .null, text: PlainText(contentType: contentType, body: body))
+    }
 }
 
-/// Routes every request by hand: one place decides the status of every path, method and
-/// parameter, and every error is `{"error": "…"}`.
+/// One route of the server. `ServiceResponder.routes` is the router: `respond` matches every
+/// request against it and the OpenAPI drift test enumerates it, so a route exists only by being
+/// listed there (and docs/openapi.yaml must list it too).
+struct Route: Sendable {
+    enum Access: Sendable {
+        /// No token (probes, the OpenAPI document).
+        case open
+        /// Any known token; what a reader sees is filtered by the handler.
+        case reader
+        case admin
+        /// The `{secret}` path segment is the authentication (IntakeQ's webhook).
+        case webhookSecret
+    }
+    typealias Handler = @Sendable (ServiceResponder, RouteRequest) async throws -> Reply
+
+    let method: HTTPRequest.Method
+    /// The OpenAPI path template: a `{name}` segment matches one non-empty segment.
+    let path: String
+    let access: Access
+    /// The last parameter takes the rest of the path, slashes included, and may be empty (a
+    /// webhook secret may hold slashes; a missing one is a wrong one, counted).
+    let lastTakesRest: Bool
+    let handle: Handler
+
+    init(_ method: HTTPRequest.Method, _ path: String, _ access: Access, lastTakesRest: Bool = false, _ handle: @escaping Handler) {
+        self.method = method
+        self.path = path
+        self.access = access
+        self.lastTakesRest = lastTakesRest
+        self.handle = handle
+    }
+
+    var segments: [Substring] { path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { $0 } }
+
+    /// The raw (still percent-encoded) path parameters when `parts` match the template, else nil.
+    func match(_ parts: [String]) -> [String: String]? {
+        let template = segments
+        guard parts.count == template.count || (lastTakesRest && parts.count > template.count) else { return nil }
+        var parameters: [String: String] = [:]
+        for (i, t) in template.enumerated() {
+            if t.hasPrefix("{") && t.hasSuffix("}") {
+                let rest = lastTakesRest && i == template.count - 1
+                let value = rest ? parts[i...].joined(separator: "/") : parts[i]
+                guard rest || !value.isEmpty else { return nil }
+                parameters[String(t.dropFirst().dropLast())] = value
+            } else if t != parts[i] {
+                return nil
+            }
+        }
+        return parameters
+    }
+}
+
+/// A request matched to a route: its path parameters, caller and query.
+struct RouteRequest: Sendable {
+    let request: Request
+    let parameters: [String: String]
+    let caller: Caller?
+    let query: QueryParameters
+
+    /// The token's caller (every `.reader` and `.admin` route has one).
+    var who: Caller { caller! }
+
+    /// An id path parameter, percent-decoded: 1 to 128 letters, digits, `-` or `_` (IntakeQ's ids
+    /// and run ids are), else a 400 that does not echo it.
+    func id(_ name: String) throws -> String {
+        guard let text = parameters[name]?.removingPercentEncoding, !text.isEmpty, text.utf8.count <= 128,
+              text.utf8.allSatisfy(WebhookHint.isIdByte)
+        else { throw Reply.error(400, "\(name): must be 1 to 128 letters, digits, - or _") }
+        return text
+    }
+}
+
+/// Routes every request through one table (`routes`): one place decides the status of every
+/// path, method and parameter, and every error is `{"error": "…"}`.
 struct ServiceResponder: HTTPResponder {
     typealias Context = BasicRequestContext
     let server: SyncLedgerServer
+    var routes: [Route] = ServiceResponder.routes
 
     static let maxWebhookBytes = 1 << 20
     static let maxAPIBodyBytes = 64 << 10
+
+    /// Every route the server answers. docs/openapi.yaml documents exactly these (the admin
+    /// pages under /admin excepted); OpenAPITests fails when the two differ.
+    static let routes: [Route] = [
+        Route(.get, "/healthz", .open) { _, r in
+            try r.query.allow([])
+            return .ok(.object(["status": .string("ok")]))
+        },
+        Route(.get, "/readyz", .open) { s, r in
+            try r.query.allow([])
+            return s.server.ready.withLockedValue { $0 }
+                ? .ok(.object(["status": .string("ready")]))
+                : .error(503, "not ready: the views are catching up with the log")
+        },
+        Route(.get, "/openapi.yaml", .open) { _, r in
+            try r.query.allow([])
+            return .text(OpenAPIDocument.text, contentType: "application/yaml; charset=utf-8")
+        },
+        // Its handler checks the token itself: admin, unless the server runs with --metrics-public.
+        Route(.get, "/metrics", .open) { s, r in try await s.metrics(r) },
+        Route(.get, "/api/v1/appointments", .reader) { s, r in
+            try await s.list(r.who, r.query, allowExtra: []) { try Views.appointments($0, $1) }
+        },
+        Route(.get, "/api/v1/appointments/{id}", .reader) { s, r in
+            try r.query.allow([])
+            return try await s.appointment(r.who, id: try r.id("id"))
+        },
+        Route(.get, "/api/v1/appointments/{id}/history", .reader) { s, r in
+            try r.query.allow([])
+            return try await s.history(r.who, id: try r.id("id"))
+        },
+        Route(.get, "/api/v1/upcoming", .reader) { s, r in try await s.upcoming(r.who, r.query) },
+        Route(.get, "/api/v1/meeting-urls", .reader) { s, r in
+            try await s.list(r.who, r.query, allowExtra: []) { try Views.meetingURLs($0, $1) }
+        },
+        Route(.get, "/api/v1/locations", .reader) { s, r in
+            try await s.list(r.who, r.query, allowExtra: []) { try Views.locations($0, $1) }
+        },
+        Route(.get, "/api/v1/sync-logs", .admin) { s, r in try await s.syncLogs(r.query) },
+        Route(.get, "/api/v1/status", .admin) { s, r in
+            try r.query.allow([])
+            return try await s.status()
+        },
+        Route(.post, "/api/v1/sync", .admin) { s, r in
+            try r.query.allow([])
+            return try await s.startSync(r.request, caller: r.who)
+        },
+        Route(.get, "/api/v1/runs/{run_id}", .admin) { s, r in
+            try r.query.allow([])
+            return try await s.runStatus(try r.id("run_id"))
+        },
+        Route(.post, "/webhooks/intakeq/{secret}", .webhookSecret, lastTakesRest: true) { s, r in
+            try await s.webhook(r.request)
+        },
+    ]
 
     func respond(to request: Request, context: Context) async throws -> Response {
         if AdminPages.handles(request.uri.path) { return await AdminPages(server: server).respond(to: request) }
         let started = DispatchTime.now().uptimeNanoseconds
         let path = request.uri.path
-        if path == "/metrics" { return await metrics(request, started: started) }
-        var logged = path
+        // The webhook path holds the secret: it never reaches a log line.
+        let logged = path.hasPrefix("/webhooks/intakeq/") ? "/webhooks/intakeq/<secret>" : path
         let reply: Reply
         do {
-            if path.hasPrefix("/webhooks/intakeq/") {
-                // The path holds the secret: it never reaches a log line.
-                logged = "/webhooks/intakeq/<secret>"
-                reply = try await webhook(request, secret: String(path.dropFirst("/webhooks/intakeq/".count)))
-            } else {
-                reply = try await route(request, path: path)
-            }
+            reply = try await route(request, path: path)
         } catch let r as Reply {
             reply = r
         } catch {
@@ -58,8 +196,8 @@ struct ServiceResponder: HTTPResponder {
             "ms": "\(String(format: "%.1f", ms))",
         ])
         var headers = HTTPFields()
-        headers[.contentType] = "application/json; charset=utf-8"
-        let text = reply.body.canonicalText + "\n"
+        headers[.contentType] = reply.text?.contentType ?? "application/json; charset=utf-8"
+        let text = reply.text?.body ?? reply.body.canonicalText + "\n"
         return Response(status: .init(code: reply.status), headers: headers,
                         body: .init(byteBuffer: ByteBuffer(string: text)))
     }
@@ -67,67 +205,26 @@ struct ServiceResponder: HTTPResponder {
     // MARK: Routing
 
     func route(_ request: Request, path: String) async throws -> Reply {
-        let method = request.method
         let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
-        switch parts {
-        case ["healthz"]:
-            try only(.get, method)
-            return .ok(.object(["status": .string("ok")]))
-        case ["readyz"]:
-            try only(.get, method)
-            return server.ready.withLockedValue { $0 }
-                ? .ok(.object(["status": .string("ready")]))
-                : .error(503, "not ready: the views are catching up with the log")
-        default:
-            break
+        let matches = routes.compactMap { r in r.match(parts).map { (route: r, parameters: $0) } }
+        // Every /api/ path wants a token first, even one that does not exist: no route discovery without one.
+        var caller = path.hasPrefix("/api/") ? try authenticate(request) : nil
+        guard let first = matches.first else { throw Reply.error(404, "no such route: \(path)") }
+        if first.route.access == .webhookSecret { try checkWebhookSecret(first.parameters["secret"] ?? "") }
+        guard let (route, parameters) = matches.first(where: { $0.route.method == request.method }) else {
+            let allowed = matches.map(\.route.method.rawValue).joined(separator: ", ")
+            throw Reply.error(405, "method \(request.method.rawValue) not allowed here (use \(allowed))")
         }
-        guard parts.count >= 2, parts[0] == "api", parts[1] == "v1" else { throw Reply.error(404, "no such route: \(path)") }
-        let caller = try authenticate(request)
-        let rest = Array(parts.dropFirst(2))
+        switch route.access {
+        case .open, .webhookSecret: break
+        case .reader:
+            if caller == nil { caller = try authenticate(request) }
+        case .admin:
+            if caller == nil { caller = try authenticate(request) }
+            try requireAdmin(caller!)
+        }
         let query = try QueryParameters(request)
-        switch rest {
-        case ["appointments"]:
-            try only(.get, method)
-            return try await list(caller, query, allowExtra: []) { try Views.appointments($0, $1) }
-        case ["meeting-urls"]:
-            try only(.get, method)
-            return try await list(caller, query, allowExtra: []) { try Views.meetingURLs($0, $1) }
-        case ["locations"]:
-            try only(.get, method)
-            return try await list(caller, query, allowExtra: []) { try Views.locations($0, $1) }
-        case ["upcoming"]:
-            try only(.get, method)
-            return try await upcoming(caller, query)
-        case let p where p.count == 2 && p[0] == "appointments" && !p[1].isEmpty:
-            try only(.get, method)
-            try query.allow([])
-            return try await appointment(caller, id: p[1])
-        case let p where p.count == 3 && p[0] == "appointments" && p[2] == "history" && !p[1].isEmpty:
-            try only(.get, method)
-            try query.allow([])
-            return try await history(caller, id: p[1])
-        case ["sync-logs"]:
-            try only(.get, method)
-            try requireAdmin(caller)
-            return try await syncLogs(query)
-        case ["status"]:
-            try only(.get, method)
-            try requireAdmin(caller)
-            try query.allow([])
-            return try await status()
-        case ["sync"]:
-            try only(.post, method)
-            try requireAdmin(caller)
-            try query.allow([])
-            return try await startSync(request, caller: caller)
-        case let p where p.count == 2 && p[0] == "runs" && !p[1].isEmpty:
-            try only(.get, method)
-            try requireAdmin(caller)
-            try query.allow([])
-            return try await runStatus(p[1])
-        default:
-            throw Reply.error(404, "no such route: \(path)")
-        }
+        return try await route.handle(self, RouteRequest(request: request, parameters: parameters, caller: caller, query: query))
     }
 
     func only(_ expected: HTTPRequest.Method, _ method: HTTPRequest.Method) throws {
@@ -350,15 +447,18 @@ struct ServiceResponder: HTTPResponder {
 
     // MARK: Webhooks
 
-    func webhook(_ request: Request, secret: String) async throws -> Reply {
-        let c = server.coordinator
+    /// A wrong or missing secret is a 404 (counted), before anything else is looked at.
+    func checkWebhookSecret(_ secret: String) throws {
         guard let expected = server.config.webhookSecret,
               constantTimeEquals(Array(secret.utf8), Array(expected.utf8))
         else {
-            c.count { $0.badSecret += 1 }
+            server.coordinator.count { $0.badSecret += 1 }
             throw Reply.error(404, "no such route")
         }
-        try only(.post, request.method)
+    }
+
+    func webhook(_ request: Request) async throws -> Reply {
+        let c = server.coordinator
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxWebhookBytes {
             c.count { $0.tooLarge += 1 }
             throw Reply.error(413, "the body is larger than 1 MiB")
@@ -427,18 +527,22 @@ struct WebhookHint {
         return WebhookHint(eventType: event, appointmentId: id, clientIds: clients)
     }
 
-    /// An id as a number or a string; only characters that are safe in a path and a log line.
+    /// An id as a number or a string; only characters that are safe in a path and a log line
+    /// (docs/openapi.yaml: an integer, or a string matching ^[A-Za-z0-9_-]{1,128}$).
     static func idText(_ v: JSONValue?) -> String? {
         let text: String
         switch v {
         case .number(let d)? where d.rounded() == d && abs(d) < 9e15: text = String(Int64(d))
-        case .string(let s)?: text = s.trimmingCharacters(in: .whitespaces)
+        case .string(let s)?: text = s
         default: return nil
         }
-        guard !text.isEmpty, text.count <= 128,
-              text.utf8.allSatisfy({ b in (0x30...0x39).contains(b) || (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) || b == 0x2D || b == 0x5F })
-        else { return nil }
+        guard !text.isEmpty, text.utf8.count <= 128, text.utf8.allSatisfy(isIdByte) else { return nil }
         return text
+    }
+
+    /// A letter, digit, `-` or `_` (ASCII).
+    static func isIdByte(_ b: UInt8) -> Bool {
+        (0x30...0x39).contains(b) || (0x41...0x5A).contains(b) || (0x61...0x7A).contains(b) || b == 0x2D || b == 0x5F
     }
 }
 
@@ -446,8 +550,13 @@ struct WebhookHint {
 struct QueryParameters {
     var values: [String: String] = [:]
 
+    /// A parameter given twice is a 400 (which one would count is anybody's guess).
     init(_ request: Request) throws {
-        for (k, v) in request.uri.queryParameters { values[String(k)] = String(v) }
+        for (k, v) in request.uri.queryParameters {
+            let key = String(k)
+            guard values[key] == nil else { throw Reply.error(400, "\(key): given more than once") }
+            values[key] = String(v)
+        }
     }
 
     private init(values: [String: String]) { self.values = values }
@@ -459,6 +568,9 @@ struct QueryParameters {
     func allow(_ names: Set<String>) throws {
         if let bad = values.keys.sorted().first(where: { !names.contains($0) }) {
             throw Reply.error(400, "\(bad): unknown parameter" + (names.isEmpty ? " (this route takes none)" : " (allowed: \(names.sorted().joined(separator: ", ")))"))
+        }
+        if let empty = values.keys.sorted().first(where: { values[$0]!.isEmpty }) {
+            throw Reply.error(400, "\(empty): empty value (leave the parameter out instead)")
         }
     }
 

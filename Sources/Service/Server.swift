@@ -26,6 +26,8 @@ public final class SyncLedgerServer: Sendable {
     let admin: AdminSite
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
+    /// `--postgres`: the sink following the log (nil without it).
+    let postgres: PostgresFollower?
     /// This server's own metrics registry (see `ServerMetrics`).
     public let metrics = ServerMetrics()
     /// The built-in alerts (`--alert-webhook`, `--alert-command`).
@@ -41,7 +43,11 @@ public final class SyncLedgerServer: Sendable {
         store = try Store.openOrCreate(config.storePath)
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
-        coordinator = Coordinator(config: config, inbox: inbox)
+        let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, logger: config.logger) }
+        postgres = follower
+        var afterWrite: (@Sendable () -> Void)? = nil
+        if let follower { afterWrite = { follower.poke() } }
+        coordinator = Coordinator(config: config, inbox: inbox, afterWrite: afterWrite)
         tokens = try TokenRegistry(path: config.tokensPath)
         views = try ProjectionStore(store: store)
         admin = try AdminSite(config: config, statePath: store.statePath)
@@ -93,8 +99,9 @@ public final class SyncLedgerServer: Sendable {
                 onListening?(port)
             },
             logger: logger)
-        // The alerts first: they stop last, after the worker's last run.
-        var services: [any Service] = [AlertService(server: self), WorkerService(server: self)]
+        // The PostgreSQL follower first, then the alerts: they stop last, after the worker's last run.
+        var services: [any Service] = postgres.map { [$0] } ?? []
+        services += [AlertService(server: self), WorkerService(server: self)]
         if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -112,18 +113,19 @@ public struct Caller: Sendable {
 
 /// The tokens the server accepts, re-read when the file changes (a `syncledger token new`
 /// while the server runs takes effect within a second).
-final class TokenRegistry: @unchecked Sendable {
-    // @unchecked: mutable state only under `lock`.
+final class TokenRegistry: Sendable {
+    private struct State {
+        var tokens: [APIToken]
+        var mtime: Date?
+        var lastCheck = 0.0
+    }
     private let path: String?
-    private let lock = NSLock()
-    private var tokens: [APIToken]
-    private var mtime: Date?
-    private var lastCheck = 0.0
+    private let state: Mutex<State>
 
     init(path: String?) throws {
         self.path = path
-        tokens = try path.map { try TokenFile.load(path: $0).tokens } ?? []
-        if let path { mtime = Self.modified(path) }
+        let tokens = try path.map { try TokenFile.load(path: $0).tokens } ?? []
+        state = Mutex(State(tokens: tokens, mtime: path.flatMap(Self.modified)))
     }
 
     static func modified(_ path: String) -> Date? {
@@ -134,7 +136,7 @@ final class TokenRegistry: @unchecked Sendable {
     func caller(bearer token: String) -> Caller? {
         reloadIfChanged()
         let presented = Array(tokenHash(token).utf8)
-        let list = lock.withLock { tokens }
+        let list = state.withLock { $0.tokens }
         var found: APIToken?
         for t in list where constantTimeEquals(Array(t.sha256.lowercased().utf8), presented) {
             found = t
@@ -146,24 +148,24 @@ final class TokenRegistry: @unchecked Sendable {
     /// token is removed from the file).
     func isAdmin(named name: String) -> Bool {
         reloadIfChanged()
-        return lock.withLock { tokens.contains { $0.name == name && $0.role == .admin } }
+        return state.withLock { $0.tokens.contains { $0.name == name && $0.role == .admin } }
     }
 
     private func reloadIfChanged() {
         guard let path else { return }
         let now = Date().timeIntervalSince1970
-        let due: Bool = lock.withLock {
-            if now - lastCheck < 1 { return false }
-            lastCheck = now
+        let due: Bool = state.withLock {
+            if now - $0.lastCheck < 1 { return false }
+            $0.lastCheck = now
             return true
         }
         guard due else { return }
         let m = Self.modified(path)
-        let changed = lock.withLock { m != mtime }
+        let changed = state.withLock { m != $0.mtime }
         guard changed, let file = try? TokenFile.load(path: path) else { return }
-        lock.withLock {
-            tokens = file.tokens
-            mtime = m
+        state.withLock {
+            $0.tokens = file.tokens
+            $0.mtime = m
         }
     }
 }

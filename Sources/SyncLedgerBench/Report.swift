@@ -17,6 +17,10 @@ struct Summary {
         "as_of_ms", "peak_rss_mb", "sqlite_append_events_per_s", "sqlite_replay_events_per_s",
         "sqlite_replay_mb_per_s", "sqlite_bytes_per_event", "lz4_cli_compress_events_per_s",
         "lz4_cli_decompress_events_per_s", "lz4_cli_bytes_per_event", "fdatasync_p50_ms", "fdatasync_p99_ms",
+        "pg_full_load_s", "pg_full_load_events_per_s", "sqlite_catchup_s", "pg_catchup_s",
+        "pg_catchup_events", "pg_catchup_rows", "pg_catchup_events_per_s", "pg_copy_floor_rows", "pg_copy_floor_s",
+        "pg_copy_floor_events_per_s", "pg_rebuild_s", "pg_rebuild_events", "pg_reader_queries", "pg_reader_p50_ms",
+        "pg_reader_p99_ms", "pg_reader_errors",
         "rebuild_s", "append_no_evidence_events_per_s", "single_append_no_evidence_p50_ms",
         "single_append_no_evidence_p99_ms",
         "rebuild_s", "sealed_append_events_per_s", "sealed_log_bytes_per_event", "sealed_replay_events_per_s",
@@ -153,4 +157,33 @@ func fmt(_ x: Double) -> String {
     if abs(x) >= 100 { return String(format: "%.0f", x) }
     if abs(x) >= 10 { return String(format: "%.1f", x) }
     return String(format: "%.3g", x)
+}
+
+extension Summary {
+    func postgresTable() -> String {
+        var out = ["PostgreSQL sink (median [min–max]):", ""]
+        let rows: [(String, String)] = [
+            ("full load into a fresh sink, first half (events/s)", "pg_full_load_events_per_s"),
+            ("SQLite views catch-up of the second half (s)", "sqlite_catchup_s"),
+            ("sink catch-up of the second half (events)", "pg_catchup_events"),
+            ("sink catch-up: rows written", "pg_catchup_rows"),
+            ("sink catch-up (s)", "pg_catchup_s"),
+            ("sink catch-up (events/s)", "pg_catchup_events_per_s"),
+            ("raw COPY of the same rows (s)", "pg_copy_floor_s"),
+            ("raw COPY floor (events/s)", "pg_copy_floor_events_per_s"),
+            ("sink rebuild (s)", "pg_rebuild_s"),
+            ("sink rebuild: events in the log", "pg_rebuild_events"),
+            ("readers during the rebuild: queries", "pg_reader_queries"),
+            ("readers during the rebuild: p50 (ms)", "pg_reader_p50_ms"),
+            ("readers during the rebuild: p99 (ms)", "pg_reader_p99_ms"),
+            ("readers during the rebuild: errors", "pg_reader_errors"),
+        ]
+        for (label, key) in rows { out.append("  " + label.padding(toLength: 52, withPad: " ", startingAt: 0) + cell(key)) }
+        if let c = med("pg_catchup_events_per_s"), let f = med("pg_copy_floor_events_per_s"), f > 0 {
+            out.append("")
+            out.append(String(format: "  catch-up / COPY floor: %.0f%% (target ≥ 50%%); catch-up ≥ 50,000 events/s: %@",
+                              c / f * 100, (c >= 50_000 ? "met" : "not met") as NSString))
+        }
+        return out.joined(separator: "\n")
+    }
 }

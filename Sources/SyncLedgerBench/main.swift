@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Ledger
+import PostgresSink
 import TestSupport
 
 /// `syncledger-bench`: append, replay, rebuild, size and lookups of SyncLedger, next to a plain
@@ -51,6 +52,12 @@ struct Bench: ParsableCommand {
 
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
+
+    @Option(help: "Also benchmark the PostgreSQL sink against this database (schemas syncledger_bench*, dropped after).")
+    var postgres: String?
+
+    @Option(help: "Readers querying PostgreSQL during the sink's rebuild.")
+    var pgReaders: Int = 4
 
     func validate() throws {
         guard events >= 10 else { throw ValidationError("--events must be at least 10") }
@@ -118,6 +125,13 @@ struct Bench: ParsableCommand {
                 try ours.lookups(store: store, views: views, tries: lookups)
             }
             ours.m["peak_rss_mb"] = peakRSSMB()
+            if let postgres {
+                var pg = PostgresBench(url: try PostgresURL(postgres), readers: pgReaders, log: log)
+                var pgSource = try makeSource(events: events, seed: seed)
+                try pg.run(dir: dir, events: n, source: &pgSource)
+                try? FileManager.default.removeItem(atPath: dir + "/pg-store")
+                ours.m.merge(pg.m) { a, _ in a }
+            }
 
             if encryption != "off" {
                 // The same workload again with personal data sealed: append (sealing timed with it),
@@ -175,6 +189,7 @@ struct Bench: ParsableCommand {
         print(summary.rss.map { "\($0.0) \(fmt($0.1)) MB" }.joined(separator: ", "))
         print("\nTargets (set for 1,000,000 events on the 2-core machine):\n")
         print(summary.targetTable())
+        if postgres != nil { print("\n" + summary.postgresTable()) }
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Ledger
+import PostgresSink
 import Sync
 
 struct ForgetCommand: AsyncParsableCommand {
@@ -22,6 +23,9 @@ struct ForgetCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Why (recorded in the log, so no personal data).", valueName: "TEXT")) var reason: String
     @Option(help: ArgumentHelp("Wait this long for a running sync instead of failing at once.", valueName: "SECONDS"))
     var waitLock: Double?
+    @Option(help: ArgumentHelp("Purge the PostgreSQL views too (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))
+    var postgres: String?
+    @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
 
     func run() async throws {
         try await guarded {
@@ -32,7 +36,27 @@ struct ForgetCommand: AsyncParsableCommand {
             } else {
                 print("patient \(patient) was already forgotten; views purged again; head \(outcome.head)")
             }
-            return 0
+            return try await purgePostgres(store) ?? 0
+        }
+    }
+}
+
+extension ForgetCommand {
+    /// With a PostgreSQL sink: one catch-up, which re-ships the forgotten patient's appointments
+    /// as the purged views now hold them. Returns an exit code when that failed (the log and the
+    /// SQLite views are already purged; PostgreSQL still holds the old rows until it succeeds).
+    func purgePostgres(_ store: Store) async throws -> Int32? {
+        guard let text = postgres ?? ProcessInfo.processInfo.environment[PostgresURL.environmentVariable], !text.isEmpty else {
+            return nil
+        }
+        let sink = try PostgresSink(url: PostgresSinkEntry.resolveURL(text), schema: postgresSchema)
+        do {
+            let report = try await sink.withRunning { try await $0.catchUp(store: store) }
+            print("PostgreSQL views \(sink.schema) at \(sink.url.redacted) purged too; at seq \(report.seq)")
+            return nil
+        } catch {
+            warn("syncledger: the patient is forgotten in the log and the views, but the PostgreSQL views still hold their rows: \(describeError(error)); run `syncledger postgres sync` to purge them")
+            return 4
         }
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import IntakeQ
 import Logging
+import PostgresSink
 import Service
 import Sync
 
@@ -28,6 +29,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "API calls allowed in any 24 hours, counted across runs and processes (base plan: 500).") var dailyBudget = 500
     @Option(help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
     @Option(help: ArgumentHelp("Log level: debug, info, warning, error.", valueName: "LEVEL")) var logLevel = "info"
+    @Option(help: ArgumentHelp("Ship the views to PostgreSQL after every run (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))
+    var postgres: String?
+    @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
     @OptionGroup var alertOptions: AlertOptions
     @Flag(help: "Serve /metrics without a token (it holds no personal data).") var metricsPublic = false
 
@@ -78,6 +82,9 @@ struct ServeCommand: AsyncParsableCommand {
             }
             config.policy = RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget)
             config.maxRetries = maxRetries
+            if let url = postgres ?? ProcessInfo.processInfo.environment[PostgresURL.environmentVariable], !url.isEmpty {
+                config.postgres = try PostgresSink(url: PostgresSinkEntry.resolveURL(url), schema: postgresSchema)
+            }
             config.alertTargets = try alertOptions.targets()
             config.metricsPublic = metricsPublic
             // Log lines go to stderr; stdout stays for nothing but the listening line.

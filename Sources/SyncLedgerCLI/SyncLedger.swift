@@ -27,7 +27,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
             VerifyCommand.self, RebuildCommand.self, RepairCommand.self, ExportCommand.self, LogCommand.self,
             UpcomingCommand.self, ChangesCommand.self, ForgetCommand.self, KeysCommand.self, DemoCommand.self,
-            ServeCommand.self, TokenCommand.self, AlertCommand.self,
+            ServeCommand.self, TokenCommand.self, AlertCommand.self, PostgresCommand.self,
         ]
     )
 

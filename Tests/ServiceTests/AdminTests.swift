@@ -9,6 +9,7 @@ import Projections
 @testable import Service
 import Sync
 import Testing
+import TestSupport
 
 /// The admin pages without a browser: cookie signing and expiry, CSRF refusal, escaping.
 @Suite struct AdminSessionTests {

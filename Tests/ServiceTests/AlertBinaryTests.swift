@@ -8,6 +8,7 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// The built binary as an operator runs it: `serve --alert-webhook --alert-command

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import JSONCore
 
 #if canImport(Glibc)
@@ -8,22 +9,24 @@ import Glibc
 /// A local HTTP receiver for alert webhooks, on a free loopback port: records each POST's JSON
 /// body. `silent`: accepts connections and never answers (a dead receiver). `failFirst`: the
 /// first N requests get 500.
-final class AlertReceiver: @unchecked Sendable {
-    // @unchecked: every mutable field is touched only under `lock`.
+final class AlertReceiver: Sendable {
     let port: Int
     private let fd: Int32
     private let silent: Bool
-    private let lock = NSLock()
-    private var bodies: [String] = []
-    private var held: [Int32] = []
-    private var failFirst: Int
-    private var requests = 0
+    private struct State {
+        var bodies: [String] = []
+        var held: [Int32] = []
+        var failFirst: Int
+        var requests = 0
+        var stopped = false
+    }
+    private let state: Locked<State>
 
     var url: String { "http://127.0.0.1:\(port)/hooks/T000/B000/not-a-real-secret" }
 
     init(silent: Bool = false, failFirst: Int = 0) throws {
         self.silent = silent
-        self.failFirst = failFirst
+        state = Locked(State(failFirst: failFirst))
         let sock = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard sock >= 0 else { throw ReceiverError.socket }
         var one: Int32 = 1
@@ -53,8 +56,8 @@ final class AlertReceiver: @unchecked Sendable {
     }
 
     /// The JSON bodies received so far, in order.
-    var messages: [JSONValue] { lock.withLock { bodies }.compactMap { try? FastJSON.parse(Array($0.utf8)) } }
-    var requestCount: Int { lock.withLock { requests } }
+    var messages: [JSONValue] { state.value.bodies.compactMap { try? FastJSON.parse(Array($0.utf8)) } }
+    var requestCount: Int { state.value.requests }
 
     private func handle(_ c: Int32) {
         var data: [UInt8] = []
@@ -75,11 +78,11 @@ final class AlertReceiver: @unchecked Sendable {
             if let s = bodyStart, data.count - s >= length { break }
         }
         let body = bodyStart.map { String(decoding: data[$0...], as: UTF8.self) } ?? ""
-        let fail: Bool = lock.withLock {
-            requests += 1
-            if silent { held.append(c); return false }
-            if failFirst > 0 { failFirst -= 1; return true }
-            bodies.append(body)
+        let fail: Bool = state.withLock { state in
+            state.requests += 1
+            if silent { state.held.append(c); return false }
+            if state.failFirst > 0 { state.failFirst -= 1; return true }
+            state.bodies.append(body)
             return false
         }
         if silent { return }
@@ -95,17 +98,15 @@ final class AlertReceiver: @unchecked Sendable {
         return nil
     }
 
-    private var stopped = false
-
     func stop() {
-        let first = lock.withLock { () -> Bool in
-            defer { stopped = true }
-            return !stopped
+        let first = state.withLock { state -> Bool in
+            defer { state.stopped = true }
+            return !state.stopped
         }
         guard first else { return }
         shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
-        for c in lock.withLock({ held }) { close(c) }
+        for c in state.value.held { close(c) }
     }
 
     deinit { stop() }

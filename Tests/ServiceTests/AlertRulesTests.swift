@@ -1,6 +1,7 @@
 import Foundation
 @testable import Service
 import Testing
+import TestSupport
 
 /// docs/alerts.yml: Prometheus accepts it, its unit tests pass, and it names only metrics the
 /// server exposes (rules and /metrics never drift).

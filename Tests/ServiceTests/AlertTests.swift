@@ -10,22 +10,15 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
 
 /// A clock tests move by hand (epoch millis).
-final class TestClock: @unchecked Sendable {
-    private let lock = NSLock()
-    private var t: Int64
-    init(_ start: Int64 = 1_800_000_000_000) { t = start }
-    var now: Int64 { lock.withLock { t } }
-    func advance(hours: Double) { lock.withLock { t += Int64(hours * 3_600_000) } }
-}
-
-final class Recorded<T: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ v: T) { value = v }
-    func withLock<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&value) } }
+final class TestClock: Sendable {
+    private let t: Locked<Int64>
+    init(_ start: Int64 = 1_800_000_000_000) { t = Locked(start) }
+    var now: Int64 { t.value }
+    func advance(hours: Double) { t.withLock { $0 += Int64(hours * 3_600_000) } }
 }
 
 /// Nothing personal and no secret in what an alert carries.
@@ -160,7 +153,7 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         let dir = TempDir()
         try FileManager.default.createDirectory(atPath: dir.sub("store/state"), withIntermediateDirectories: true)
         let clock = TestClock()
-        let waits = Recorded<[Double]>([])
+        let waits = Locked<[Double]>([])
         var targets = AlertTargets(webhooks: [receiver.url])
         targets.backoffSeconds = 2
         let make = {

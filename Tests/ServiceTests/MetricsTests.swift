@@ -6,6 +6,7 @@ import NIOHTTP1
 @testable import Service
 import Sync
 import Testing
+import TestSupport
 
 /// One sample of the Prometheus text format.
 struct Sample: Sendable {

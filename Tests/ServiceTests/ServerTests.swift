@@ -7,6 +7,7 @@ import Ledger
 import NIOHTTP1
 @testable import Service
 import Testing
+import TestSupport
 
 /// Every route, status and token rule through real HTTP on loopback, against the fake IntakeQ.
 @Suite(.serialized) struct ServerTests {

@@ -15,18 +15,8 @@ import Testing
 
 #if canImport(Glibc)
 import Glibc
+import TestSupport
 #endif
-
-enum Paths {
-    /// Tests/ServiceTests/Support.swift → the package root.
-    static let root: String = {
-        var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<3 { url.deleteLastPathComponent() }
-        return url.path
-    }()
-    static let practice = root + "/Fixtures/practice"
-    static let roster = root + "/Fixtures/roster.json"
-}
 
 enum Fixtures {
     static let practice: FixturePractice = try! FixturePractice.load(directory: Paths.practice)
@@ -55,16 +45,6 @@ enum Fixtures {
         }
         return PracticeState(settings: day(1).state.settings, appointments: rows, deleted: [])
     }
-}
-
-final class TempDir: @unchecked Sendable {
-    let path: String
-    init(_ label: String = "servicetests") {
-        path = NSTemporaryDirectory() + "/\(label)-" + UUID().uuidString.lowercased()
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func sub(_ name: String) -> String { path + "/" + name }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 /// Tokens a test's server accepts: an admin, and a reader of `fsh` only.
@@ -224,13 +204,12 @@ final class ServerRig: @unchecked Sendable {
     }
 }
 
-final class PortBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var port: Int?
-    func set(_ p: Int) { lock.withLock { port = p } }
+final class PortBox: Sendable {
+    private let port = Locked<Int?>(nil)
+    func set(_ p: Int) { port.value = p }
     func wait() async throws -> Int {
         for _ in 0..<2000 {
-            if let p = lock.withLock({ port }) { return p }
+            if let p = port.value { return p }
             try await Task.sleep(nanoseconds: 10_000_000)
         }
         throw ServeError("the server did not start listening")
