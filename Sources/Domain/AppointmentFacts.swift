@@ -90,14 +90,22 @@ public func mapStatus(_ raw: String?) -> String {
 
 public func isKnownStatus(_ raw: String?) -> Bool { mapStatus(raw) != "unknown" }
 
+/// `s.trimmingCharacters(in: .whitespaces)`, without Foundation when the ends are plainly not
+/// whitespace (an ASCII character other than space and tab): then it is `s` itself.
+func trimmedWhitespace(_ s: String) -> String {
+    let u = s.utf8
+    if let first = u.first, let last = u.last, first > 0x20, first < 0x7F, last > 0x20, last < 0x7F { return s }
+    return s.trimmingCharacters(in: .whitespaces)
+}
+
 public func deriveVisitType(placeOfService: String?, hasMeeting: Bool, locationName: String?) -> String {
-    switch placeOfService?.trimmingCharacters(in: .whitespaces) {
+    switch placeOfService.map(trimmedWhitespace) {
     case "02", "10", "2": return "telehealth"
     case "11": return "office"
     case "12": return "home"
     default:
         if hasMeeting { return "telehealth" }
-        if let l = locationName, !l.trimmingCharacters(in: .whitespaces).isEmpty { return "office" }
+        if let l = locationName, !trimmedWhitespace(l).isEmpty { return "office" }
         return "unknown"
     }
 }
@@ -163,6 +171,7 @@ public struct MeetingLink: Sendable, Hashable {
 
     /// All http(s) URLs in free text, in order.
     static func urls(in text: String) -> [String] {
+        if text.utf8.allSatisfy({ $0 < 0x80 }) { return asciiURLs(in: Array(text.utf8)) }
         var out: [String] = []
         var search = text[...]
         while let r = search.range(of: "http", options: .caseInsensitive) {
@@ -173,6 +182,39 @@ public struct MeetingLink: Sendable, Hashable {
             let lower = url.lowercased()
             if lower.hasPrefix("https://") || lower.hasPrefix("http://"), url.count > 10 { out.append(url) }
             search = tail.dropFirst(max(1, candidate.count))
+        }
+        return out
+    }
+
+    /// `urls(in:)` of ASCII text, over its bytes (the same rules: from each "http", any case, up
+    /// to whitespace, a quote or angle bracket; trailing punctuation dropped; kept when it starts
+    /// with http:// or https://, any case, and is longer than 10 characters).
+    static func asciiURLs(in b: [UInt8]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c + 32 : c }
+        func stops(_ c: UInt8) -> Bool {
+            c == 0x20 || (c >= 0x09 && c <= 0x0D) || c == UInt8(ascii: "\"") || c == UInt8(ascii: "<") || c == UInt8(ascii: ">")
+        }
+        let trailing: [UInt8] = Array(".,;:)]}'".utf8)
+        while i + 4 <= b.count {
+            guard lower(b[i]) == UInt8(ascii: "h"), lower(b[i + 1]) == UInt8(ascii: "t"), lower(b[i + 2]) == UInt8(ascii: "t"),
+                lower(b[i + 3]) == UInt8(ascii: "p")
+            else {
+                i += 1
+                continue
+            }
+            var end = i
+            while end < b.count, !stops(b[end]) { end += 1 }
+            let candidate = end - i
+            var urlEnd = end
+            while urlEnd > i, trailing.contains(b[urlEnd - 1]) { urlEnd -= 1 }
+            let url = b[i..<urlEnd]
+            let low = url.map(lower)
+            if (low.starts(with: Array("https://".utf8)) || low.starts(with: Array("http://".utf8))), url.count > 10 {
+                out.append(String(decoding: url, as: UTF8.self))
+            }
+            i += max(1, candidate)
         }
         return out
     }

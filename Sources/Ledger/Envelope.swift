@@ -73,17 +73,45 @@ public struct EventEnvelope: Sendable, Hashable {
     public var eventType: EventType? { EventType(rawValue: type) }
     public var atMillis: Int64 { ISOTime.parse(at) ?? 0 }
 
-    /// The line as stored (without the newline).
+    /// The line as stored (without the newline). Written byte by byte (the same bytes as
+    /// building the text would give): a durable append encodes every event it stores.
     public func encoded() -> [UInt8] {
-        var head = "{\"seq\":\(seq),\"id\":\(jsonQuoted(id)),\"type\":\(jsonQuoted(type)),\"v\":\(v)"
-        head += ",\"at\":\(jsonQuoted(at)),\"run\":\(run.map(jsonQuoted) ?? "null")"
-        head += ",\"stream\":\(jsonQuoted(stream)),\"data\":"
-        var out = Array(head.utf8)
-        out.reserveCapacity(out.count + data.count + 1)
-        out += data
+        var out: [UInt8] = []
+        out.reserveCapacity(data.count + id.utf8.count + type.utf8.count + at.utf8.count + stream.utf8.count
+                            + (run?.utf8.count ?? 4) + 80)
+        out.append(contentsOf: Self.seqKey)
+        appendDecimal(&out, seq)
+        out.append(contentsOf: Self.idKey)
+        appendQuoted(&out, id)
+        out.append(contentsOf: Self.typeKey)
+        appendQuoted(&out, type)
+        out.append(contentsOf: Self.vKey)
+        if v < 0 {
+            out.append(contentsOf: Array(String(v).utf8))
+        } else {
+            appendDecimal(&out, UInt64(v))
+        }
+        out.append(contentsOf: Self.atKey)
+        appendQuoted(&out, at)
+        out.append(contentsOf: Self.runKey)
+        if let run { appendQuoted(&out, run) } else { out.append(contentsOf: Self.null) }
+        out.append(contentsOf: Self.streamKey)
+        appendQuoted(&out, stream)
+        out.append(contentsOf: Self.dataKey)
+        out.append(contentsOf: data)
         out.append(UInt8(ascii: "}"))
         return out
     }
+
+    static let seqKey = Array("{\"seq\":".utf8)
+    static let idKey = Array(",\"id\":".utf8)
+    static let typeKey = Array(",\"type\":".utf8)
+    static let vKey = Array(",\"v\":".utf8)
+    static let atKey = Array(",\"at\":".utf8)
+    static let runKey = Array(",\"run\":".utf8)
+    static let null = Array("null".utf8)
+    static let streamKey = Array(",\"stream\":".utf8)
+    static let dataKey = Array(",\"data\":".utf8)
 
     /// Parses a stored line. The fast path reads the fixed key order SyncLedger writes; anything
     /// else that is a valid envelope object is accepted through a general JSON parse.
@@ -118,6 +146,15 @@ public struct EventEnvelope: Sendable, Hashable {
             memo.withLock { $0.value = v }
             return v
         } catch {
+            throw LedgerError("event \(seq) (\(type)) has a data field that is not valid JSON: \(error)")
+        }
+    }
+
+    /// The data object with only the keys `filter` keeps (the whole data when it was parsed
+    /// already, for example by opening sealed parts). Throws as `dataValue` does on bad JSON.
+    public func partialDataValue(keeping filter: KeyFilter) throws -> JSONValue {
+        if let v = memo.withLock({ $0.value }) { return v }
+        do { return try FastJSON.parse(data, keeping: filter) } catch {
             throw LedgerError("event \(seq) (\(type)) has a data field that is not valid JSON: \(error)")
         }
     }
@@ -239,4 +276,81 @@ func describe(_ error: any Error) -> String {
 
 private func path(_ keys: [any CodingKey]) -> String {
     keys.isEmpty ? "top level" : keys.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+}
+
+/// Appends the decimal digits of `n`.
+func appendDecimal(_ out: inout [UInt8], _ n: UInt64) {
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var v = n
+    var count = 0
+    withUnsafeMutableBytes(of: &digits) { d in
+        repeat {
+            d[19 - count] = UInt8(48 + v % 10)
+            v /= 10
+            count += 1
+        } while v > 0
+        out.append(contentsOf: d[(20 - count)...])
+    }
+}
+
+/// Appends `s` as a JSON string, as `jsonQuoted` writes it.
+func appendQuoted(_ out: inout [UInt8], _ s: String) {
+    let plain = !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") })
+    if plain {
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: s.utf8)
+        out.append(UInt8(ascii: "\""))
+    } else {
+        out.append(contentsOf: jsonQuoted(s).utf8)
+    }
+}
+
+/// Random version-4 UUIDs in lowercase text (`UUID().uuidString.lowercased()`'s format), from
+/// one read of `/dev/urandom` per 256 ids instead of a Foundation UUID, a String and a lowercased copy each.
+struct UUIDSource {
+    private var pool = [UInt8](repeating: 0, count: 16 * 256)
+    private var next = 16 * 256
+    private static let hex = Array("0123456789abcdef".utf8)
+    /// Kept open for the process (one descriptor, never closed).
+    private static let urandom: Int32 = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+
+    mutating func make() -> String {
+        if next == pool.count {
+            var filled = 0
+            let fd = Self.urandom
+            if fd >= 0 {
+                pool.withUnsafeMutableBytes { p in
+                    while filled < p.count {
+                        let n = read(fd, p.baseAddress! + filled, p.count - filled)
+                        if n > 0 { filled += n } else if n == 0 || errno != EINTR { break }
+                    }
+                }
+            }
+            if filled < pool.count {
+                // No getrandom: Foundation's generator.
+                next = pool.count
+                return UUID().uuidString.lowercased()
+            }
+            next = 0
+        }
+        var b = Array(pool[next..<(next + 16)])
+        next += 16
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        return String(unsafeUninitializedCapacity: 36) { out in
+            var o = 0
+            for (i, byte) in b.enumerated() {
+                if i == 4 || i == 6 || i == 8 || i == 10 {
+                    out[o] = UInt8(ascii: "-")
+                    o += 1
+                }
+                out[o] = Self.hex[Int(byte >> 4)]
+                out[o + 1] = Self.hex[Int(byte & 0xF)]
+                o += 2
+            }
+            return o
+        }
+    }
 }

@@ -27,6 +27,8 @@ final class ReadPrivacy: @unchecked Sendable {
         switch e.eventType {
         case .appointmentDiscovered, .appointmentChanged:
             if storedVersion < 2 { return try redactLegacy(e) }
+            // Nothing sealed (no `"sealed"` anywhere in the bytes): no need to parse the data.
+            if !containsAnywhere(e.data, Self.sealedKey) { return e }
             guard let d = try? e.dataValue(), case .array(let parts)? = d["sealed"], !parts.isEmpty,
                 let object = d["object"], let id = d["appointment_id"]?.stringValue
             else { return e }
@@ -43,6 +45,8 @@ final class ReadPrivacy: @unchecked Sendable {
             return e
         }
     }
+
+    static let sealedKey = Array("\"sealed\"".utf8)
 
     /// The data of an appointment event with `object` in place of the stored one (and without
     /// `sealed`), keeping the layout `AppointmentObservation.encodeData` writes.
@@ -140,4 +144,26 @@ private func contains(_ hay: some Collection<UInt8>, _ needle: [UInt8]) -> Bool 
         if Array(h[i..<(i + needle.count)]) == needle { return true }
     }
     return false
+}
+
+/// True when `needle` (at least 2 bytes) occurs in `hay`.
+func containsAnywhere(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
+    let n = needle.count
+    guard n >= 2, hay.count >= n else { return false }
+    return hay.withUnsafeBufferPointer { h in
+        needle.withUnsafeBufferPointer { nd in
+            let a = nd[0], b = nd[1]
+            var i = 0
+            let last = h.count - n
+            while i <= last {
+                if h[i &+ 1] == b, h[i] == a {
+                    var k = 2
+                    while k < n, h[i &+ k] == nd[k] { k += 1 }
+                    if k == n { return true }
+                }
+                i += 1
+            }
+            return false
+        }
+    }
 }

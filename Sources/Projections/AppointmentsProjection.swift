@@ -81,7 +81,7 @@ public struct AppointmentsProjection: Projection {
                     """,
                 [e.at, e.at, e.seq, removed.appointmentId])
         case .syncCompleted:
-            let done = try e.projectionData(SyncCompleted.self)
+            let done = try e.syncCompleted()
             let stmt = try db.cachedStatement(sql: "UPDATE \(t("appointments")) SET last_synced_at = ? WHERE appointment_id = ?")
             for o in done.unchanged { try stmt.execute(arguments: [e.at, o.id]) }
         case .rosterObserved:

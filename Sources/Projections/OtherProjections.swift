@@ -133,7 +133,7 @@ public struct SyncLogsProjection: Projection {
                 "INSERT OR REPLACE INTO \(t("sync_logs")) (id, sync_type, organization_id, patient_id, triggered_by, started_at, status, metadata, start_seq) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?)",
                 [run, s.syncType, s.organizationId, s.patientId, s.triggeredBy, e.at, metadata.canonicalText, Int64(e.seq)])
         case .syncCompleted:
-            let c = try e.projectionData(SyncCompleted.self)
+            let c = try e.syncCompleted()
             guard let run = e.run else { throw QuarantineError("sync.completed at seq \(e.seq) has no run id") }
             var meta = try existingMetadata(run, db, t)
             meta["warnings"] = .array(c.warnings.map(JSONValue.string))
@@ -194,7 +194,7 @@ public struct StreamIndexProjection: Projection {
         let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
         try insert.execute(arguments: [e.stream, Int64(e.seq), e.type])
         if e.eventType == .syncCompleted {
-            let done = try e.projectionData(SyncCompleted.self)
+            let done = try e.syncCompleted()
             for o in done.unchanged {
                 try insert.execute(arguments: [Streams.appointment(o.id), Int64(e.seq), e.type])
             }

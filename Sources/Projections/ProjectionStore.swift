@@ -38,12 +38,26 @@ public final class ProjectionStore: @unchecked Sendable {
     /// True when the views are an in-memory copy of `projections.sqlite` (a store this process
     /// must not write): catching up folds into the copy only, and nothing is saved.
     public let inMemory: Bool
-    private let transactionSize = Atomic<Int>(2_000)
-    /// Events applied per transaction while folding; each commit carries the checkpoint.
+    private let transactionSize = Atomic<Int>(50_000)
+    private let chunked = Atomic<Bool>(true)
+    /// Events applied per transaction while folding (a chunk of the chunked fold); each commit
+    /// carries the checkpoint.
     public var eventsPerTransaction: Int {
         get { transactionSize.load(ordering: .relaxed) }
         set { transactionSize.store(newValue, ordering: .relaxed) }
     }
+    /// True (the default): rebuilds and catch-ups fold each chunk in memory and write each
+    /// appointment once per chunk (`ChunkFolder`). False: every event is applied to every view one
+    /// by one, the reference the chunked fold is tested against.
+    public var chunkedFold: Bool {
+        get { chunked.load(ordering: .relaxed) }
+        set { chunked.store(newValue, ordering: .relaxed) }
+    }
+    private let timings = Mutex<[String: Double]>([:])
+    /// Where the last chunked rebuild spent its time, in seconds: `read` (log, decompression,
+    /// chain, envelopes, opening sealed data), `fold` (field scan and the in-memory fold), `write`
+    /// (SQLite). For `syncledger-bench`'s profile.
+    public var lastFoldTimings: [String: Double] { timings.withLock { $0 } }
     private let stopCheck = Mutex<(@Sendable () -> Bool)?>(nil)
     /// Polled by a rebuild between transactions: true stops it (`FoldInterrupted`), its shadow
     /// tables dropped and the live views untouched.
@@ -259,6 +273,10 @@ public final class ProjectionStore: @unchecked Sendable {
         }
         let from = try appliedSeq() + 1
         guard from <= head.seq else { return report }
+        if chunkedFold {
+            try catchUpChunked(reader, from: from, head: head, report: &report, progress: progress)
+            return report
+        }
         var pending: [LedgerBatch] = []
         var pendingEvents = 0
         func flush() throws {
@@ -356,6 +374,10 @@ public final class ProjectionStore: @unchecked Sendable {
         var buffer: [EventEnvelope] = []
         var applied: UInt64 = 0
         var lastHash = hexString(LogHead.empty.hash)
+        if chunkedFold, head.seq > 0 {
+            try rebuildChunked(chosen, reader, head: head, label: label, quarantined: &quarantined, applied: &applied,
+                               lastHash: &lastHash, progress: progress)
+        }
         func flush() throws {
             if shouldStop?() == true {
                 try pool.write { db in
@@ -380,7 +402,7 @@ public final class ProjectionStore: @unchecked Sendable {
             progress?(FoldProgress(projection: label, appliedEvents: applied, totalEvents: head.seq))
             buffer.removeAll(keepingCapacity: true)
         }
-        if head.seq > 0 {
+        if head.seq > 0, !chunkedFold {
             try reader.forEachBatch(from: 1, through: head.seq) { batch in
                 buffer += batch.events
                 lastHash = hexString(batch.info.chainHash)
@@ -408,6 +430,98 @@ public final class ProjectionStore: @unchecked Sendable {
         report.rebuilt = chosen.map(\.name)
         report.quarantined = quarantined
         return report
+    }
+
+    /// The chunked rebuild: one transaction per chunk of `eventsPerTransaction` events into the
+    /// shadow tables, each chunk folded in memory first.
+    private func rebuildChunked(_ chosen: [any Projection], _ reader: LedgerReader, head: LogHead, label: String,
+                                quarantined: inout [QuarantineEntry], applied: inout UInt64, lastHash: inout String,
+                                progress: ((FoldProgress) -> Void)?) throws {
+        let batches = try reader.batches(from: 1, through: head.seq)
+        let chunk = max(1, eventsPerTransaction)
+        var finished = false
+        var read = 0.0, fold = 0.0, write = 0.0
+        defer { timings.withLock { $0 = ["read": read, "fold": fold, "write": write] } }
+        while !finished {
+            if shouldStop?() == true {
+                try pool.write { db in
+                    for p in chosen {
+                        for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
+                    }
+                }
+                throw FoldInterrupted()
+            }
+            let (q, n, hash) = try pool.write { db -> ([QuarantineEntry], Int, String?) in
+                let folder = ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
+                var n = 0
+                var hash: String?
+                while n < chunk {
+                    let t0 = monotonicSeconds()
+                    guard let batch = try batches.next() else {
+                        finished = true
+                        break
+                    }
+                    let t1 = monotonicSeconds()
+                    for e in batch.events { try folder.add(e, db) }
+                    let t2 = monotonicSeconds()
+                    read += t1 - t0
+                    fold += t2 - t1
+                    n += batch.events.count
+                    hash = hexString(batch.info.chainHash)
+                }
+                let t3 = monotonicSeconds()
+                try folder.flush(db)
+                write += monotonicSeconds() - t3
+                return (folder.quarantined, n, hash)
+            }
+            quarantined += q
+            applied += UInt64(n)
+            if let hash { lastHash = hash }
+            if n > 0 { progress?(FoldProgress(projection: label, appliedEvents: applied, totalEvents: head.seq)) }
+        }
+    }
+
+    /// The chunked catch-up: one transaction per chunk, each projection from its own checkpoint
+    /// (re-read inside the write lock: another process may have caught up meanwhile).
+    private func catchUpChunked(_ reader: LedgerReader, from: UInt64, head: LogHead, report: inout FoldReport,
+                                progress: ((FoldProgress) -> Void)?) throws {
+        let batches = try reader.batches(from: from, through: head.seq)
+        let chunk = max(1, eventsPerTransaction)
+        var finished = false
+        while !finished {
+            let (q, n, last) = try pool.writeWithoutTransaction { db -> ([QuarantineEntry], Int, BatchInfo?) in
+                var result: ([QuarantineEntry], Int, BatchInfo?) = ([], 0, nil)
+                try db.inTransaction(.immediate) {
+                    let dones = try projections.map { try checkpoint($0.name, db)?.seq ?? 0 }
+                    let folder = ChunkFolder(Array(zip(projections, dones)).map { ($0, $1) }, .live, recordLive: true)
+                    var n = 0
+                    var last: BatchInfo?
+                    while n < chunk {
+                        guard let batch = try batches.next() else {
+                            finished = true
+                            break
+                        }
+                        for e in batch.events { try folder.add(e, db) }
+                        n += batch.events.count
+                        last = batch.info
+                    }
+                    try folder.flush(db)
+                    if let last {
+                        for (p, done) in zip(projections, dones) where last.lastSeq > done {
+                            try setCheckpoint(p, seq: last.lastSeq, hash: hexString(last.chainHash), db)
+                        }
+                    }
+                    result = (folder.quarantined, n, last)
+                    return .commit
+                }
+                return result
+            }
+            report.quarantined += q
+            report.applied += UInt64(n)
+            if let last {
+                progress?(FoldProgress(projection: "all", appliedEvents: last.lastSeq - from + 1, totalEvents: head.seq - from + 1))
+            }
+        }
     }
 
     /// Rebuilds the named projections (all when empty), then catches up with anything appended meanwhile.
@@ -517,4 +631,10 @@ final class RebuildLock: @unchecked Sendable {
         }
         return try body()
     }
+}
+
+func monotonicSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }

@@ -184,7 +184,7 @@ struct SyncLedgerRun {
     }
 
     /// Folds the whole log into every view, from an empty views database.
-    mutating func rebuild(store: Store) throws -> ProjectionStore {
+    mutating func rebuild(store: Store, compareFold: Bool = false) throws -> ProjectionStore {
         let views = try ProjectionStore(store: store)
         let reader = try LedgerReader(store: store)
         let t0 = now()
@@ -193,6 +193,20 @@ struct SyncLedgerRun {
         m["rebuild_events_per_s"] = (m["events"] ?? 0) / t
         m["rebuild_s"] = t
         m["rebuild_quarantined"] = Double(report.quarantined.count)
+        for (k, v) in views.lastFoldTimings { m["rebuild_\(k)_s"] = v }
+        if compareFold {
+            // The same rebuild applying every event to every view one by one (the reference the
+            // chunked fold is tested against): the A/B of the fold on the same log, same process.
+            let path = store.projectionsPath + ".event-by-event"
+            let reference = try ProjectionStore(path: path)
+            reference.chunkedFold = false
+            reference.eventsPerTransaction = 2_000
+            let t1 = now()
+            _ = try reference.rebuild(names: [], reader)
+            m["rebuild_event_by_event_events_per_s"] = (m["events"] ?? 0) / (now() - t1)
+            try reference.pool.close()
+            for suffix in ["", "-wal", "-shm", ".rebuild-lock"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
         m["views_bytes_per_event"] = Double(try sqliteSize(store.projectionsPath) { sql in
             try views.pool.writeWithoutTransaction { try $0.execute(sql: sql) }
         }) / (m["events"] ?? 1)

@@ -25,6 +25,8 @@ struct Summary {
         "single_append_no_evidence_p99_ms",
         "rebuild_s", "sealed_append_events_per_s", "sealed_log_bytes_per_event", "sealed_replay_events_per_s",
         "sealed_rebuild_events_per_s", "sealed_raw_json_bytes_per_event", "sealed_views_bytes_per_event",
+        "rebuild_read_s", "rebuild_fold_s", "rebuild_write_s", "rebuild_event_by_event_events_per_s",
+        "sealed_rebuild_read_s", "sealed_rebuild_fold_s", "sealed_rebuild_write_s",
     ]
 
     /// Encryption off vs on: each figure and the ratio on/off.

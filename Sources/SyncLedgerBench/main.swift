@@ -47,6 +47,9 @@ struct Bench: ParsableCommand {
     @Option(help: "off, on, or both: also append and rebuild the workload with personal data sealed per patient (AES-256-GCM) and compare.")
     var encryption: String = "both"
 
+    @Flag(help: "Also time a rebuild that applies every event to every view one by one (the fold before chunking), for an A/B in the same run.")
+    var compareFold = false
+
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
 
@@ -117,7 +120,7 @@ struct Bench: ParsableCommand {
             try ours.replay(store: store)
             if !skipViews {
                 log("run \(r)/\(runs): rebuild of all views")
-                let views = try ours.rebuild(store: store)
+                let views = try ours.rebuild(store: store, compareFold: compareFold)
                 log("run \(r)/\(runs): history and as-of lookups")
                 try ours.lookups(store: store, views: views, tries: lookups)
             }
@@ -143,6 +146,7 @@ struct Bench: ParsableCommand {
                 try sealedRun.replay(store: sealedStore)
                 if !skipViews { _ = try sealedRun.rebuild(store: sealedStore) }
                 for k in ["append_events_per_s", "log_bytes_per_event", "replay_events_per_s", "rebuild_events_per_s",
+                          "rebuild_read_s", "rebuild_fold_s", "rebuild_write_s",
                           "raw_json_bytes_per_event", "views_bytes_per_event"] {
                     ours.m["sealed_" + k] = sealedRun.m[k]
                 }
@@ -171,6 +175,12 @@ struct Bench: ParsableCommand {
         print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]")
         print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
         print(summary.table())
+        if let read = summary.med("rebuild_read_s"), let fold = summary.med("rebuild_fold_s"), let write = summary.med("rebuild_write_s") {
+            print("\nrebuild time (median s): reading the log \(fmt(read)), folding in memory \(fmt(fold)), writing SQLite \(fmt(write))")
+        }
+        if let ab = summary.med("rebuild_event_by_event_events_per_s") {
+            print("rebuild applying every event one by one (--compare-fold): \(fmt(ab)) events/s")
+        }
         if encryption != "off" {
             print("\nEncryption (personal data sealed per patient, AES-256-GCM), same workload:\n")
             print(summary.encryptionTable())
