@@ -171,6 +171,37 @@ final class Spawned: @unchecked Sendable {
         #expect(await verify.wait() == 0, "verify: \(verify.stderr)")
     }
 
+    /// A listen address already taken (or not this machine's): one line naming it, exit 1, at
+    /// once — not a silent process spinning a core until SIGKILL.
+    @Test func anAddressItCannotBindIsOneLine() async throws {
+        let dir = TempDir()
+        let tokens = try TestTokens.write(in: dir.path)
+        let secretFile = dir.sub("secret")
+        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        // Hold a port by listening on it.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, len) == 0 && listen(holder, 1) == 0 && getsockname(holder, $0, &len) == 0 }
+        }
+        #expect(bound)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        for listen in ["127.0.0.1:\(port)", "192.0.2.1:8080"] {
+            let started = Date()
+            let server = try Spawned(
+                ["--store", dir.sub("store"), "serve", "--roster", Paths.roster, "--listen", listen, "--base-url", "http://127.0.0.1:9",
+                 "--tokens", tokens.path, "--webhook-secret-file", secretFile],
+                env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+            #expect(await server.wait(timeout: 30) == 1, "\(listen): \(server.stderr)")
+            #expect(Date().timeIntervalSince(started) < 20)
+            #expect(server.stderr.contains("cannot listen on \(listen)"), "\(server.stderr)")
+        }
+    }
+
     @Test func tokenNewPrintsOnceAndStoresTheHash() async throws {
         let dir = TempDir()
         let path = dir.sub("tokens.json")
