@@ -11,7 +11,7 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the server: IntakeQ webhooks, the nightly schedule, manual runs, the read API and the admin pages (/admin).",
         discussion: """
-            One long-running process on the store (see docs/SERVICE.md in the repository). The \
+            One long-running process on the store (README.md, "The server: syncledger serve"; the API in docs/openapi.yaml). The \
             IntakeQ API key comes from $INTAKEQ_API_KEY or the file named by $INTAKEQ_API_KEY_FILE; \
             the webhook secret from --webhook-secret-file; tokens from --tokens (create them with \
             `syncledger token new`). SIGTERM or SIGINT: the run in progress finishes, then exit 0.

@@ -192,7 +192,10 @@ struct Demo {
         let token = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let secretPath = storePath + "/state/webhook-secret"
         let secret = (0..<40).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement()! }
-        try String(secret).write(toFile: secretPath, atomically: true, encoding: .utf8)
+        // Owner-only, like every other file of the store: the secret admits webhooks.
+        guard FileManager.default.createFile(atPath: secretPath, contents: Data(String(secret).utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw DemoFailure(message: "cannot write \(secretPath)")
+        }
         let serve = try ServeProcess(binary: cli.binary, apiKey: cli.apiKey, args: [
             "--store", storePath, "serve", "--roster", rosterPath, "--listen", "127.0.0.1:0", "--base-url", fakeBase,
             "--tokens", tokensPath, "--webhook-secret-file", secretPath, "--requests-per-minute", "100000",
