@@ -117,6 +117,10 @@ final class Coordinator: Sendable {
 
     /// Queues a run; a scope already waiting returns the waiting run (`existing` true).
     func enqueue(_ scope: RunScope, syncType: String? = nil, triggeredBy: String) throws -> (RunRecord, existing: Bool) {
+        // A whole-roster run someone asked for (the API, "Refresh all") is a manual bulk run:
+        // only the scheduler's run is the nightly `automated_daily` one, so a manual refresh
+        // never hides a nightly run that stopped happening.
+        let syncType = syncType ?? (scope == .all ? "manual_org_bulk" : nil)
         var request = SyncRequest(roster: config.roster)
         switch scope {
         case .all: break

@@ -257,11 +257,11 @@ final class AdminClient: @unchecked Sendable {
         #expect(try await web.request(.GET, "/admin/runs/no-such-run").status == 404)
         #expect(try await web.request(.GET, "/admin/nope").status == 404)
         // The CSV: the run, its local time, parseable.
-        let csv = try await web.request(.GET, "/admin/runs.csv?type=automated_daily")
+        let csv = try await web.request(.GET, "/admin/runs.csv?type=manual_org_bulk")
         #expect(csv.status == 200 && csv.headers.first(name: "Content-Type")?.hasPrefix("text/csv") == true)
         let lines = csv.text.split(separator: "\r\n")
         #expect(lines.first?.hasPrefix("id,sync_type,") == true && lines.count == 2)
-        #expect(lines.last?.hasPrefix(runId + ",automated_daily,") == true, "\(csv.text)")
+        #expect(lines.last?.hasPrefix(runId + ",manual_org_bulk,") == true, "\(csv.text)")
         await web.shutdown()
         await rig.stop()
     }

@@ -57,7 +57,7 @@ import TestSupport
         #expect(scrape.status == 200)
         let m = try Exposition(scrape.text)
         #expect(m.value("syncledger_alerts_firing", ["alert": "run_failed"]) == 1)
-        #expect(m.value("syncledger_last_run_failed", ["sync_type": "automated_daily"]) == 1)
+        #expect(m.value("syncledger_last_run_failed", ["sync_type": "manual_org_bulk"]) == 1)
         server.signal(SIGTERM)
         let exit = await server.wait()
         #expect(exit == 0, "serve exited \(exit.map(String.init) ?? "nil"): \(server.stderr)")
@@ -65,7 +65,7 @@ import TestSupport
         // Cron's view: status exits 1, says why, and lists the alert sent and the incident open.
         let status = try Spawned(["--store", store, "status"], dir: dir.path)
         #expect(await status.wait() == 1)
-        #expect(status.stdout.contains("problem: the last automated_daily run failed"), "\(status.stdout)")
+        #expect(status.stdout.contains("problem: the last manual_org_bulk run failed"), "\(status.stdout)")
         #expect(status.stdout.contains("alert firing") && status.stdout.contains("alerts sent"), "\(status.stdout)")
         #expect(status.stdout.contains("firing run_failed") && status.stdout.contains("webhook 127.0.0.1 ok"), "\(status.stdout)")
         let json = try Spawned(["--store", store, "status", "--json"], dir: dir.path)
@@ -83,7 +83,7 @@ import TestSupport
             Issue.record("status --json has no alerts.recent: \(json.stdout)")
         }
         if case .array(let firing)? = o["alerts"]?["firing"] {
-            #expect(firing.map { $0["key"]?.stringValue } == ["run_failed:automated_daily"])
+            #expect(firing.map { $0["key"]?.stringValue } == ["run_failed:manual_org_bulk"])
         } else {
             Issue.record("status --json has no alerts.firing")
         }
@@ -142,7 +142,7 @@ import TestSupport
     /// `status` for cron users: an id waiting in the webhook inbox for over an hour is a problem.
     @Test func statusFlagsAnOldWebhookInbox() async throws {
         let rig = try await ServerRig.start()
-        let run = try await rig.syncAndWait()
+        let run = try await rig.nightlyAndWait()
         #expect(run["status"]?.stringValue == "completed")
         await rig.stop()
         let fresh = try Spawned(["--store", rig.store, "status", "--json"], dir: rig.dir.path)

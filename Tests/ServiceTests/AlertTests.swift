@@ -46,7 +46,7 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         defer { Task { await rig.stop() } }
         rig.fake.inject(.status(401, retryAfter: nil), path: "*", times: 100_000)
 
-        let run1 = try await rig.syncAndWait()
+        let run1 = try await rig.nightlyAndWait()
         #expect(run1["status"]?.stringValue == "failed", "\(run1.text)")
         #expect(await rig.eventually(timeout: 30) { receiver.messages.count == 1 })
         let fired = try #require(receiver.messages.first)
@@ -63,7 +63,7 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         expectNoSecretsOrPersonalData(fired.canonicalText)
 
         // A second failure is the same incident: nothing new is sent.
-        let run2 = try await rig.syncAndWait()
+        let run2 = try await rig.nightlyAndWait()
         #expect(run2["status"]?.stringValue == "failed")
         #expect(try await rig.server.checkAlerts().isEmpty)
         try await Task.sleep(nanoseconds: 500_000_000)
@@ -79,7 +79,7 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
 
         // IntakeQ takes the key again: the next run succeeds and the incident resolves.
         rig.fake.clearFaults()
-        let run3 = try await rig.syncAndWait()
+        let run3 = try await rig.nightlyAndWait()
         #expect(run3["status"]?.stringValue == "completed", "\(run3.text)")
         #expect(await rig.eventually(timeout: 30) { receiver.messages.count == 2 })
         let resolved = try #require(receiver.messages.last)

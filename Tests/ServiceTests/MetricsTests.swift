@@ -129,14 +129,14 @@ let serviceMetrics: [String: String] = [
         let rig = try await ServerRig.start()
         defer { Task { await rig.stop() } }
         // Day 1: the first nightly-style crawl; days 2–5: IntakeQ's webhooks, then a crawl.
-        let first = try await rig.syncAndWait()
+        let first = try await rig.nightlyAndWait()
         #expect(first["status"]?.stringValue == "completed", "\(first.text)")
         for day in 2...5 {
             _ = await rig.fake.setState(Fixtures.day(day).state, postWebhooks: true)
             #expect(await rig.eventually(timeout: 60) { try await rig.inboxDepth() == 0 })
             // IntakeQ's limit once on the last day: one 429, one retry.
             if day == 5 { rig.fake.inject(.status(429, retryAfter: 0), path: "/appointments/settings", times: 1) }
-            let run = try await rig.syncAndWait()
+            let run = try await rig.nightlyAndWait()
             #expect(run["status"]?.stringValue == "completed", "\(run.text)")
         }
         // One of each webhook outcome the tests can cause.

@@ -68,7 +68,7 @@ import TestSupport
         #expect(try await rig.get("/api/v1/runs/x", token: rig.tokens.reader).status == 403)
         // The admin reads them.
         #expect(try await rig.admin("/api/v1/appointments/" + otherId).status == 200)
-        let logs = try await rig.admin("/api/v1/sync-logs?limit=5&type=automated_daily")
+        let logs = try await rig.admin("/api/v1/sync-logs?limit=5&type=manual_org_bulk")
         #expect(logs.status == 200 && logs.array.count == 1)
         let status = try await rig.admin("/api/v1/status")
         #expect(status.status == 200)
@@ -194,8 +194,8 @@ import TestSupport
         let history = try await rig.admin("/api/v1/appointments/" + rescheduled.appointmentId + "/history").array
         #expect(history.count >= 2)
         // The nightly crawl afterwards counts what no webhook brought.
-        let nightly = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":"all"}"#)
-        #expect(nightly.status == 202)
+        let nightly = try await rig.nightlyAndWait()
+        #expect(nightly["status"]?.stringValue == "completed", "\(nightly.text)")
         #expect(await rig.eventually(timeout: 30) {
             let l = try await rig.admin("/api/v1/sync-logs?type=automated_daily&limit=1").array
             return l.first?["metadata"]?["changes_missed_by_webhooks"] != nil

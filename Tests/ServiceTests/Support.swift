@@ -157,6 +157,19 @@ final class ServerRig: @unchecked Sendable {
     }
 
     /// Queues a run and waits for it to finish; returns its final record.
+    /// Queues the nightly `automated_daily` run as the scheduler does (the API's "all" is a manual
+    /// bulk run) and waits for it, through the API.
+    func nightlyAndWait(timeout: Double = 60) async throws -> Answer {
+        let (record, _) = try server.coordinator.enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
+        var last = Answer(status: 0, text: "")
+        _ = await eventually(timeout: timeout) {
+            last = try await self.admin("/api/v1/runs/" + record.runId)
+            let s = last["status"]?.stringValue ?? ""
+            return s != "queued" && s != "running"
+        }
+        return last
+    }
+
     func syncAndWait(_ scopeJSON: String = "\"all\"", timeout: Double = 60) async throws -> Answer {
         let queued = try await post("/api/v1/sync", token: tokens.admin, json: "{\"scope\": \(scopeJSON)}")
         #expect(queued.status == 202, "POST /api/v1/sync: \(queued.text)")
