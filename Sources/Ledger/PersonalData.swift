@@ -65,6 +65,22 @@ public enum PersonalData {
         }
     }
 
+    /// The data of an `appointment.discovered`/`changed` event recorded in the clear, sealed as
+    /// `sync` records it now (for tools that build or convert logs: the benchmark, the tests).
+    /// Data without an object or an id comes back unchanged.
+    public static func sealObservationData(_ data: [UInt8], patientOf: (String) -> String?,
+                                           key: (String) throws -> SymmetricKey) throws -> [UInt8] {
+        let d = try FastJSON.parse(data)
+        guard let object = d["object"], let id = d["appointment_id"]?.stringValue else { return data }
+        let (clear, parts) = try sealAppointment(object, appointmentId: id, patientOf: patientOf, key: key)
+        var changed: [String]?
+        if case .array(let a)? = d["changed_fields"] { changed = a.compactMap(\.stringValue) }
+        var obs = AppointmentObservation(appointmentId: id, contentHash: d["content_hash"]?.stringValue ?? "",
+                                         changedFields: changed ?? [], object: Array(clear.canonicalText.utf8))
+        obs.sealed = parts
+        return obs.encodeData(includeChangedFields: changed != nil)
+    }
+
     /// Splits a (redacted) appointment object into its clear part and one sealed part per roster
     /// patient. `patientOf` maps an IntakeQ client id to its roster patient id.
     public static func sealAppointment(_ object: JSONValue, appointmentId: String, patientOf: (String) -> String?,

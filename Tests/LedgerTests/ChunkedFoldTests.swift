@@ -58,15 +58,7 @@ import Testing
             case .rosterObserved:
                 e.data = try PersonalData.sealRoster(currentRoster, key: keys.key(for:))
             case .appointmentDiscovered, .appointmentChanged:
-                let d = try FastJSON.parse(e.data)
-                guard let obj = d["object"], let id = d["appointment_id"]?.stringValue else { return e }
-                let (clear, parts) = try PersonalData.sealAppointment(obj, appointmentId: id, patientOf: { patientOf[$0] }, key: keys.key(for:))
-                var changed: [String]?
-                if case .array(let a)? = d["changed_fields"] { changed = a.compactMap(\.stringValue) }
-                var obs = AppointmentObservation(appointmentId: id, contentHash: d["content_hash"]?.stringValue ?? "",
-                                                 changedFields: changed ?? [], object: Array(clear.canonicalText.utf8))
-                obs.sealed = parts
-                e.data = obs.encodeData(includeChangedFields: changed != nil)
+                e.data = try PersonalData.sealObservationData(e.data, patientOf: { patientOf[$0] }, key: keys.key(for:))
             default:
                 break
             }
