@@ -58,20 +58,27 @@ func percentile(_ xs: [Double], _ p: Double) -> Double {
 }
 
 /// Buffered writer of the JSON Lines the baselines replay (the envelope lines as stored).
+/// Without a path (`--skip-baselines`) it only counts the bytes.
 final class LinesFile {
-    let file: UnsafeMutablePointer<FILE>
+    let file: UnsafeMutablePointer<FILE>?
     var bytes = 0
-    init(path: String) throws {
+    init(path: String?) throws {
+        guard let path else {
+            file = nil
+            return
+        }
         guard let f = fopen(path, "w") else { throw BenchError("cannot create \(path)") }
         file = f
         setvbuf(f, nil, _IOFBF, 1 << 20)
     }
     func write(_ line: [UInt8]) {
-        line.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, file) }
-        fputc(10, file)
+        if let file {
+            line.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, file) }
+            fputc(10, file)
+        }
         bytes += line.count + 1
     }
-    func close() { fclose(file) }
+    func close() { if let file { fclose(file) } }
 }
 
 /// The SyncLedger side of one run: a store of `events` events, then replay, rebuild and lookups.
@@ -82,7 +89,7 @@ struct SyncLedgerRun {
 
     /// Durable append in batches of `batchSize`, through the real `LedgerWriter`. Only the
     /// `append` calls are timed; generating the workload and writing the baselines' copy are not.
-    mutating func append(store: Store, source: inout some EventSource, linesPath: String, batchSize: Int,
+    mutating func append(store: Store, source: inout some EventSource, linesPath: String?, batchSize: Int,
                          sealer: Sealer? = nil) throws {
         let writer = try LedgerWriter(store: store)
         defer { writer.close() }
@@ -161,6 +168,26 @@ struct SyncLedgerRun {
         rss.append(("single append", peakRSSMB()))
     }
 
+    /// How long a user waits to open the store: for writing (the store, the writer: the log's
+    /// tail and the head evidence are checked) and for reading (a reader and its head). Median
+    /// of 5 opens, in ms.
+    mutating func openTimes(storePath: String) throws {
+        var write: [Double] = [], read: [Double] = []
+        for _ in 0..<5 {
+            let t0 = now()
+            let store = try Store.open(storePath)
+            let writer = try LedgerWriter(store: store)
+            write.append((now() - t0) * 1000)
+            writer.close()
+            let t1 = now()
+            let reader = try LedgerReader(store: try Store.open(storePath))
+            _ = try reader.head()
+            read.append((now() - t1) * 1000)
+        }
+        m["open_for_writing_ms"] = median(write)
+        m["open_for_reading_ms"] = median(read)
+    }
+
     /// Reads every event through a cursor (CRC, chain) and decodes each envelope.
     mutating func replay(store: Store) throws {
         let t0 = now()
@@ -218,6 +245,16 @@ struct SyncLedgerRun {
     mutating func lookups(store: Store, views: ProjectionStore, tries: Int) throws {
         guard let id = lookupId else { throw BenchError("the workload has no appointment to look up") }
         let reader = try LedgerReader(store: store)
+        // What a read command does first: open the views and check them against the log.
+        var opens: [Double] = []
+        for _ in 0..<3 {
+            let t0 = now()
+            let other = try ProjectionStore(store: store)
+            _ = try other.catchUp(reader)
+            opens.append((now() - t0) * 1000)
+            try other.pool.close()
+        }
+        m["open_views_ms"] = median(opens)
         let head = try reader.head()
         var history: [Double] = [], asOf: [Double] = []
         var versions = 0, rows = 0

@@ -53,6 +53,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
 
+    @Flag(help: "Skip the SQLite, lz4 and fdatasync baselines and the appends without head evidence (no JSON Lines copy of the log is written): for a very large run (10M events) whose copies would not fit the disk.")
+    var skipBaselines = false
+
     @Option(help: "Also benchmark the PostgreSQL sink against this database (schemas syncledger_bench*, dropped after).")
     var postgres: String?
 
@@ -86,7 +89,7 @@ struct Bench: ParsableCommand {
         for r in 1...runs {
             let dir = root + "/run-\(r)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let lines = dir + "/events.jsonl"
+            let lines: String? = skipBaselines ? nil : dir + "/events.jsonl"
             var ours = SyncLedgerRun()
 
             log("run \(r)/\(runs): appending \(events) events in durable batches of 1,000")
@@ -94,6 +97,8 @@ struct Bench: ParsableCommand {
             var source = try makeSource(events: events, seed: seed)
             try ours.append(store: store, source: &source, linesPath: lines, batchSize: 1_000)
             let n = Int(ours.m["events"] ?? 0)
+            log("run \(r)/\(runs): opening the store for writing and for reading")
+            try ours.openTimes(storePath: dir + "/store")
 
             log("run \(r)/\(runs): \(singleAppends) single-event durable appends")
             let single = try Store.openOrCreate(dir + "/single")
@@ -103,18 +108,20 @@ struct Bench: ParsableCommand {
             try ours.singleAppends(store: single, source: &singleSource, count: singleAppends)
             try? FileManager.default.removeItem(atPath: dir + "/single")
 
-            // The same two appends with the head evidence (state/head) off: what it costs.
-            log("run \(r)/\(runs): the same appends without head evidence")
-            let bare = try Store.openOrCreate(dir + "/bare")
-            var bareSource = try makeSource(events: events, seed: seed)
-            try ours.appendWithoutEvidence(store: bare, source: &bareSource, batchSize: 1_000)
-            try? FileManager.default.removeItem(atPath: dir + "/bare")
-            let bareSingle = try Store.openOrCreate(dir + "/bare-single")
-            var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
-            _ = try bareSingleSource.next()
-            _ = try bareSingleSource.next()
-            try ours.singleAppends(store: bareSingle, source: &bareSingleSource, count: singleAppends, headEvidence: false)
-            try? FileManager.default.removeItem(atPath: dir + "/bare-single")
+            if !skipBaselines {
+                // The same two appends with the head evidence (state/head) off: what it costs.
+                log("run \(r)/\(runs): the same appends without head evidence")
+                let bare = try Store.openOrCreate(dir + "/bare")
+                var bareSource = try makeSource(events: events, seed: seed)
+                try ours.appendWithoutEvidence(store: bare, source: &bareSource, batchSize: 1_000)
+                try? FileManager.default.removeItem(atPath: dir + "/bare")
+                let bareSingle = try Store.openOrCreate(dir + "/bare-single")
+                var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
+                _ = try bareSingleSource.next()
+                _ = try bareSingleSource.next()
+                try ours.singleAppends(store: bareSingle, source: &bareSingleSource, count: singleAppends, headEvidence: false)
+                try? FileManager.default.removeItem(atPath: dir + "/bare-single")
+            }
 
             log("run \(r)/\(runs): replay")
             try ours.replay(store: store)
@@ -141,7 +148,7 @@ struct Bench: ParsableCommand {
                 let sealer = try Sealer(keysDirectory: sealedStore.keysPath)
                 var sealedRun = SyncLedgerRun()
                 var sealedSource = try makeSource(events: events, seed: seed)
-                try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: dir + "/sealed-events.jsonl",
+                try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: skipBaselines ? nil : dir + "/sealed-events.jsonl",
                                      batchSize: 1_000, sealer: sealer)
                 try sealedRun.replay(store: sealedStore)
                 if !skipViews { _ = try sealedRun.rebuild(store: sealedStore) }
@@ -155,13 +162,14 @@ struct Bench: ParsableCommand {
             }
 
             var baselines = Baselines()
-            log("run \(r)/\(runs): SQLite baseline")
-            try baselines.sqlite(linesPath: lines, dbPath: dir + "/baseline.sqlite", events: n, batchSize: 1_000)
-            log("run \(r)/\(runs): fdatasync floor")
-            try baselines.fdatasyncFloor(path: dir + "/fdatasync.bin", count: singleAppends, bytes: 1_000)
-            log("run \(r)/\(runs): lz4 CLI floor")
-            try baselines.lz4(linesPath: lines, outPath: dir + "/events.jsonl.lz4", events: n)
-
+            if let lines {
+                log("run \(r)/\(runs): SQLite baseline")
+                try baselines.sqlite(linesPath: lines, dbPath: dir + "/baseline.sqlite", events: n, batchSize: 1_000)
+                log("run \(r)/\(runs): fdatasync floor")
+                try baselines.fdatasyncFloor(path: dir + "/fdatasync.bin", count: singleAppends, bytes: 1_000)
+                log("run \(r)/\(runs): lz4 CLI floor")
+                try baselines.lz4(linesPath: lines, outPath: dir + "/events.jsonl.lz4", events: n)
+            }
             summary.runs.append(ours.m.merging(baselines.m) { a, _ in a })
             if r == 1 { summary.rss = ours.rss }
             if !keep { try? FileManager.default.removeItem(atPath: dir) }
