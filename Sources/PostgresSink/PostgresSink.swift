@@ -318,24 +318,41 @@ public final class PostgresSink: Service, Sendable {
     }
 
     /// Deletes the changed keys' rows and COPYs the snapshot's rows for them. Returns rows written.
+    ///
+    /// The COPY text is read from the SQLite snapshot on a thread of its own (`CopyFeed`) while
+    /// PostgreSQL deletes and copies: the deletes go first, then each table's COPY streams its rows
+    /// as the feed reads them, so reading SQLite and writing PostgreSQL overlap instead of taking
+    /// turns.
     func ship(_ c: PostgresConnection, _ snap: Snapshot, _ delta: Delta, replace: Bool) async throws -> Int {
-        var written = 0
+        var jobs: [(table: SinkTable, keys: [String]?)] = []
         for table in SinkSchema.tables {
             let all = table.key == .appointment ? delta.allAppointments : delta.allRuns
             let keys = table.key == .appointment ? delta.appointmentIds : delta.runIds
             if !all && keys.isEmpty { continue }
-            let keyList = all ? nil : Array(keys)
-            if replace {
-                if let keyList {
-                    try await c.query(PostgresQuery(unsafeSQL: "DELETE FROM \(table.name) WHERE \(table.keyColumn) = ANY($1::text[])", binds: binds(keyList)), logger: logger)
+            jobs.append((table, all ? nil : Array(keys)))
+        }
+        let feed = CopyFeed(snap, jobs)
+        defer { feed.stop() }
+        if replace {
+            for (table, keys) in jobs {
+                if let keys {
+                    try await c.query(PostgresQuery(unsafeSQL: "DELETE FROM \(table.name) WHERE \(table.keyColumn) = ANY($1::text[])", binds: binds(keys)), logger: logger)
                 } else {
                     try await c.query(PostgresQuery(unsafeSQL: "DELETE FROM \(table.name)"), logger: logger)
                 }
             }
-            let (buffers, count) = try snap.copyText(table, keys: keyList)
-            guard count > 0 else { continue }
-            try await c.copyFrom(table: table.name, columns: table.columns.map(\.name), logger: logger) { writer in
-                for b in buffers { try await writer.write(b) }
+        }
+        var written = 0
+        for (i, job) in jobs.enumerated() {
+            var count = 0
+            // (A table with no rows for these keys gets an empty COPY: one round trip.)
+            try await c.copyFrom(table: job.table.name, columns: job.table.columns.map(\.name), logger: logger) { writer in
+                for try await piece in feed.streams[i] {
+                    switch piece {
+                    case .chunk(let b): try await writer.write(b)
+                    case .done(let n): count = n
+                    }
+                }
             }
             written += count
         }
@@ -592,6 +609,18 @@ final class Snapshot: @unchecked Sendable {
 
     /// The rows of `table` for these keys (all when nil), in COPY's text format, in ~1 MB buffers.
     func copyText(_ table: SinkTable, keys: [String]?) throws -> ([ByteBuffer], Int) {
+        var buffers: [ByteBuffer] = []
+        let count = try copyText(table, keys: keys) { buffer in
+            buffers.append(buffer)
+            return true
+        }
+        return (buffers, count)
+    }
+
+    /// The same, handing each ~1 MB buffer to `emit` as soon as it is full; returns the row count.
+    /// `emit` returning false stops the read (the consumer has gone).
+    @discardableResult
+    func copyText(_ table: SinkTable, keys: [String]?, emit: (ByteBuffer) -> Bool) throws -> Int {
         var sql = "SELECT " + table.columns.map(\.sqlite).joined(separator: ", ") + " FROM " + table.sqliteFrom
         var args: StatementArguments = []
         if let keys {
@@ -599,7 +628,6 @@ final class Snapshot: @unchecked Sendable {
             args = [JSONValue.array(keys.map(JSONValue.string)).canonicalText]
         }
         return try db.read { db in
-            var buffers: [ByteBuffer] = []
             var bytes: [UInt8] = []
             bytes.reserveCapacity(1 << 20)
             var count = 0
@@ -612,14 +640,63 @@ final class Snapshot: @unchecked Sendable {
                 bytes.append(10)
                 count += 1
                 if bytes.count >= 1 << 20 {
-                    buffers.append(ByteBuffer(bytes: bytes))
+                    guard emit(ByteBuffer(bytes: bytes)) else { return count }
                     bytes.removeAll(keepingCapacity: true)
                 }
             }
-            if !bytes.isEmpty { buffers.append(ByteBuffer(bytes: bytes)) }
-            return (buffers, count)
+            if !bytes.isEmpty { _ = emit(ByteBuffer(bytes: bytes)) }
+            return count
         }
     }
+}
+
+/// Reads the COPY text of each (table, keys) job from the snapshot, in order, on a thread of its
+/// own (SQLite reads block; they stay off Swift's cooperative pool), into one stream per job:
+/// buffers as they fill, then `.done(rows)`. An error ends the failing job's stream and every
+/// later one with that error. `stop()` (or a consumer that stops listening) ends the reading.
+final class CopyFeed: Sendable {
+    enum Piece: Sendable {
+        case chunk(ByteBuffer)
+        case done(Int)
+    }
+    let streams: [AsyncThrowingStream<Piece, any Error>]
+    private let stopped = Atomic<Bool>(false)
+
+    init(_ snap: Snapshot, _ jobs: [(table: SinkTable, keys: [String]?)]) {
+        var streams: [AsyncThrowingStream<Piece, any Error>] = []
+        var continuations: [AsyncThrowingStream<Piece, any Error>.Continuation] = []
+        for _ in jobs {
+            let (stream, continuation) = AsyncThrowingStream<Piece, any Error>.makeStream()
+            streams.append(stream)
+            continuations.append(continuation)
+        }
+        self.streams = streams
+        let thread = Thread { [self, continuations] in
+            for (i, job) in jobs.enumerated() {
+                let out = continuations[i]
+                do {
+                    let n = try snap.copyText(job.table, keys: job.keys) { buffer in
+                        guard !stopped.load(ordering: .relaxed) else { return false }
+                        if case .terminated = out.yield(.chunk(buffer)) { return false }
+                        return true
+                    }
+                    out.yield(.done(n))
+                    out.finish()
+                } catch {
+                    for later in continuations[i...] { later.finish(throwing: error) }
+                    return
+                }
+                if stopped.load(ordering: .relaxed) {
+                    for later in continuations[(i + 1)...] { later.finish() }
+                    return
+                }
+            }
+        }
+        thread.name = "syncledger-copy-feed"
+        thread.start()
+    }
+
+    func stop() { stopped.store(true, ordering: .relaxed) }
 }
 
 /// One value in COPY's text format: `\N` for NULL; backslash, tab, newline and CR escaped.
