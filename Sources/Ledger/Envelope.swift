@@ -301,6 +301,15 @@ func appendDecimal(_ out: inout [UInt8], _ n: UInt64) {
 
 /// Appends `s` as a JSON string, as `jsonQuoted` writes it.
 func appendQuoted(_ out: inout [UInt8], _ s: String) {
+    // Native strings hand out their UTF-8 in place: check and copy it as one buffer.
+    let done = s.utf8.withContiguousStorageIfAvailable { u -> Bool in
+        for c in u where c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { return false }
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: u)
+        out.append(UInt8(ascii: "\""))
+        return true
+    }
+    if done == true { return }
     let plain = !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") })
     if plain {
         out.append(UInt8(ascii: "\""))
