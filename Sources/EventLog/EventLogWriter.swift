@@ -123,9 +123,50 @@ public final class EventLogWriter {
     public func append(_ payloads: [[UInt8]]) throws -> BatchInfo {
         if let failure { throw failure }
         let plainLength = try Self.validate(payloads)
-        if index.length > 0 && index.length >= UInt64(options.segmentBytes) { try roll() }
         buildPlain(payloads, length: plainLength)
-        let header = compressBatch(count: UInt32(payloads.count))
+        return try write(plain, count: payloads.count)
+    }
+
+    /// Appends a batch given as its JSON Lines: `count` non-empty lines, each followed by '\n'
+    /// (what `append(_:)` joins its payloads into; a caller that encodes events can write them
+    /// straight into one buffer). Same durability and errors as `append(_:)`.
+    @discardableResult
+    public func append(lines: [UInt8], count: Int) throws -> BatchInfo {
+        if let failure { throw failure }
+        guard count > 0 else {
+            throw LogError(code: .invalidArgument, message: "cannot append an empty batch: pass at least one event")
+        }
+        guard count <= Int(BatchHeader.maxCount) else {
+            throw LogError(code: .tooLarge, message: "a batch holds at most 1,000,000 events, got \(count): split it")
+        }
+        guard lines.count <= Int(BatchHeader.maxUncompressed) else {
+            throw LogError(code: .tooLarge, message: "a batch holds at most 256 MiB of events: split it")
+        }
+        if let bad = lines.withUnsafeBytes({ Self.firstBadLine($0, count: count) }) {
+            throw LogError(code: .invalidArgument,
+                           message: "event \(bad) of the batch is empty or contains a '\\n': each event must be one non-empty line")
+        }
+        return try write(lines, count: count)
+    }
+
+    /// The index of the first line that is empty, or `count` when there are more or fewer
+    /// lines than `count` (or the last is not ended); nil when the lines are as they must be.
+    static func firstBadLine(_ p: UnsafeRawBufferPointer, count: Int) -> Int? {
+        guard let base = p.baseAddress, p.count > 0 else { return 0 }
+        var start = 0
+        var line = 0
+        while start < p.count, let hit = memchr(base + start, 10, p.count - start) {
+            let end = UnsafeRawPointer(hit) - base
+            if end == start || line >= count { return min(line, count) }
+            line += 1
+            start = end + 1
+        }
+        return start == p.count && line == count ? nil : min(line, count)
+    }
+
+    private func write(_ plain: [UInt8], count: Int) throws -> BatchInfo {
+        if index.length > 0 && index.length >= UInt64(options.segmentBytes) { try roll() }
+        let header = compressBatch(plain, count: UInt32(count))
         let offset = index.length
         let total = BatchHeader.frameSize + Int(header.compressedLength)
         do {
@@ -183,7 +224,7 @@ public final class EventLogWriter {
     }
 
     /// Compresses `plain` into `frame` after room for the header, then writes the header.
-    private func compressBatch(count: UInt32) -> BatchHeader {
+    private func compressBatch(_ plain: [UInt8], count: UInt32) -> BatchHeader {
         let needed = BatchHeader.frameSize + LZ4.compressBound(plain.count)
         if frame.count < needed { frame = [UInt8](repeating: 0, count: needed) }
         let (compressedLength, crc) = plain.withUnsafeBytes { source in

@@ -79,6 +79,12 @@ public struct EventEnvelope: Sendable, Hashable {
         var out: [UInt8] = []
         out.reserveCapacity(data.count + id.utf8.count + type.utf8.count + at.utf8.count + stream.utf8.count
                             + (run?.utf8.count ?? 4) + 80)
+        encode(into: &out)
+        return out
+    }
+
+    /// Appends the line as stored (without the newline) to `out`.
+    public func encode(into out: inout [UInt8]) {
         out.append(contentsOf: Self.seqKey)
         appendDecimal(&out, seq)
         out.append(contentsOf: Self.idKey)
@@ -100,7 +106,6 @@ public struct EventEnvelope: Sendable, Hashable {
         out.append(contentsOf: Self.dataKey)
         out.append(contentsOf: data)
         out.append(UInt8(ascii: "}"))
-        return out
     }
 
     static let seqKey = Array("{\"seq\":".utf8)
@@ -115,11 +120,10 @@ public struct EventEnvelope: Sendable, Hashable {
 
     /// Parses a stored line. The fast path reads the fixed key order SyncLedger writes; anything
     /// else that is a valid envelope object is accepted through a general JSON parse.
+    /// (`EnvelopeDecoder` reads a run of lines, sharing the strings they have in common.)
     public static func decode(_ line: some Collection<UInt8>) throws -> EventEnvelope {
-        let bytes = Array(line)
-        var scanner = EnvelopeScanner(bytes)
-        if let e = scanner.scan() { return e }
-        return try decodeSlow(bytes)
+        var decoder = EnvelopeDecoder()
+        return try decoder.decode(line)
     }
 
     static func decodeSlow(_ bytes: [UInt8]) throws -> EventEnvelope {
@@ -297,6 +301,15 @@ func appendDecimal(_ out: inout [UInt8], _ n: UInt64) {
 
 /// Appends `s` as a JSON string, as `jsonQuoted` writes it.
 func appendQuoted(_ out: inout [UInt8], _ s: String) {
+    // Native strings hand out their UTF-8 in place: check and copy it as one buffer.
+    let done = s.utf8.withContiguousStorageIfAvailable { u -> Bool in
+        for c in u where c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { return false }
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: u)
+        out.append(UInt8(ascii: "\""))
+        return true
+    }
+    if done == true { return }
     let plain = !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") })
     if plain {
         out.append(UInt8(ascii: "\""))
@@ -312,7 +325,7 @@ func appendQuoted(_ out: inout [UInt8], _ s: String) {
 struct UUIDSource {
     private var pool = [UInt8](repeating: 0, count: 16 * 256)
     private var next = 16 * 256
-    private static let hex = Array("0123456789abcdef".utf8)
+    @inline(__always) private static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 48 + v : 87 + v }
     /// Kept open for the process (one descriptor, never closed).
     private static let urandom: Int32 = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
 
@@ -335,22 +348,25 @@ struct UUIDSource {
             }
             next = 0
         }
-        var b = Array(pool[next..<(next + 16)])
+        let first = next
         next += 16
-        b[6] = (b[6] & 0x0F) | 0x40
-        b[8] = (b[8] & 0x3F) | 0x80
-        return String(unsafeUninitializedCapacity: 36) { out in
-            var o = 0
-            for (i, byte) in b.enumerated() {
-                if i == 4 || i == 6 || i == 8 || i == 10 {
-                    out[o] = UInt8(ascii: "-")
-                    o += 1
+        return pool.withUnsafeBufferPointer { b in
+            String(unsafeUninitializedCapacity: 36) { out in
+                var o = 0
+                for i in 0..<16 {
+                    if i == 4 || i == 6 || i == 8 || i == 10 {
+                        out[o] = UInt8(ascii: "-")
+                        o += 1
+                    }
+                    var byte = b[first + i]
+                    if i == 6 { byte = (byte & 0x0F) | 0x40 }
+                    if i == 8 { byte = (byte & 0x3F) | 0x80 }
+                    out[o] = Self.hexDigit(byte >> 4)
+                    out[o + 1] = Self.hexDigit(byte & 0xF)
+                    o += 2
                 }
-                out[o] = Self.hex[Int(byte >> 4)]
-                out[o + 1] = Self.hex[Int(byte & 0xF)]
-                o += 2
+                return o
             }
-            return o
         }
     }
 }

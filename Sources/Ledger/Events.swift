@@ -131,16 +131,42 @@ public struct AppointmentObservation: Sendable, Hashable {
     /// `{"appointment_id":…,"content_hash":…,"changed_fields":[…],"sealed":[…],"object":<bytes>}`
     /// (`sealed` only when something is sealed; `object` always last).
     public func encodeData(includeChangedFields: Bool) -> [UInt8] {
-        var head = "{\"appointment_id\":\(jsonQuoted(appointmentId)),\"content_hash\":\(jsonQuoted(contentHash))"
+        // Byte by byte (the bytes the text `{"appointment_id":\(jsonQuoted(id)),…` would give).
+        var out: [UInt8] = []
+        out.reserveCapacity(object.count + appointmentId.utf8.count + contentHash.utf8.count + 80
+                            + (includeChangedFields ? changedFields.reduce(20) { $0 + $1.utf8.count + 3 } : 0)
+                            + sealed.reduce(12) { $0 + $1.box.utf8.count + $1.patient.utf8.count + 40 + $1.slots.count * 16 })
+        out.append(contentsOf: Self.idKey)
+        appendQuoted(&out, appointmentId)
+        out.append(contentsOf: Self.hashKey)
+        appendQuoted(&out, contentHash)
         if includeChangedFields {
-            head += ",\"changed_fields\":[" + changedFields.map(jsonQuoted).joined(separator: ",") + "]"
+            out.append(contentsOf: Self.changedKey)
+            for (i, f) in changedFields.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                appendQuoted(&out, f)
+            }
+            out.append(UInt8(ascii: "]"))
         }
         if !sealed.isEmpty {
-            head += ",\"sealed\":[" + sealed.map(\.json).joined(separator: ",") + "]"
+            out.append(contentsOf: Self.sealedKey)
+            for (i, part) in sealed.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                part.encode(into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
         }
-        head += ",\"object\":"
-        return Array(head.utf8) + object + [UInt8(ascii: "}")]
+        out.append(contentsOf: Self.objectKey)
+        out.append(contentsOf: object)
+        out.append(UInt8(ascii: "}"))
+        return out
     }
+
+    static let idKey = Array("{\"appointment_id\":".utf8)
+    static let hashKey = Array(",\"content_hash\":".utf8)
+    static let changedKey = Array(",\"changed_fields\":[".utf8)
+    static let sealedKey = Array(",\"sealed\":[".utf8)
+    static let objectKey = Array(",\"object\":".utf8)
 
     /// The object's text exactly as stored in `data` written by `encodeData` (the object is its
     /// last key), without parsing; nil for data of another shape.

@@ -24,6 +24,8 @@ public final class LedgerWriter {
     let log: EventLogWriter
     private var lastAtMillis: Int64
     private var uuids = UUIDSource()
+    /// The JSON Lines of the batch being appended (reused).
+    private var lines: [UInt8] = []
     /// The real clock; tests inject a stepping clock to prove `at` never decreases.
     private let clock: () -> Int64
 
@@ -69,13 +71,29 @@ public final class LedgerWriter {
         var seq = log.head.seq
         var stored: [EventEnvelope] = []
         stored.reserveCapacity(events.count)
+        // The batch's JSON Lines are written straight into one reused buffer (no array per event).
+        lines.removeAll(keepingCapacity: true)
+        var size = 0
+        for (i, e) in events.enumerated() {
+            // The envelope's strings are quoted (no raw newline); the data is copied as it is.
+            let hasNewline = e.data.withUnsafeBytes { !$0.isEmpty && memchr($0.baseAddress!, 10, $0.count) != nil }
+            if hasNewline {
+                throw LogError(code: .invalidArgument,
+                               message: "event \(i) of the batch is empty or contains a '\\n': each event must be one non-empty line")
+            }
+            size += e.data.count + e.stream.utf8.count + (e.run?.utf8.count ?? 4) + 160
+        }
+        lines.reserveCapacity(size)
         for e in events {
             seq += 1
-            stored.append(EventEnvelope(
+            let envelope = EventEnvelope(
                 seq: seq, id: uuids.make(), type: e.type.rawValue,
-                v: e.type.currentVersion, at: at, run: e.run, stream: e.stream, data: e.data))
+                v: e.type.currentVersion, at: at, run: e.run, stream: e.stream, data: e.data)
+            envelope.encode(into: &lines)
+            lines.append(10)
+            stored.append(envelope)
         }
-        try log.append(stored.map { $0.encoded() })
+        try log.append(lines: lines, count: events.count)
         lastAtMillis = now
         return stored
     }
@@ -156,6 +174,7 @@ public final class LedgerReader {
         events.reserveCapacity(Int(info.count))
         var start = 0
         var seq = info.firstSeq
+        var decoder = EnvelopeDecoder()
         while start < bytes.count {
             // The next newline, found with memchr (lines are ~2 KB).
             let i = bytes.withUnsafeBytes { p -> Int in
@@ -164,7 +183,7 @@ public final class LedgerReader {
             }
             guard i < bytes.count else { break }
             if seq >= from, through.map({ seq <= $0 }) ?? true {
-                let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info)
+                let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info, decoder: &decoder)
                 events.append(try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
             }
             seq += 1
@@ -208,9 +227,10 @@ public final class LedgerReader {
         return out
     }
 
-    func decodeLine(_ line: ArraySlice<UInt8>, expectedSeq: UInt64, info: BatchInfo) throws -> EventEnvelope {
+    func decodeLine(_ line: ArraySlice<UInt8>, expectedSeq: UInt64, info: BatchInfo,
+                    decoder: inout EnvelopeDecoder) throws -> EventEnvelope {
         let e: EventEnvelope
-        do { e = try EventEnvelope.decode(line) } catch let error as LedgerError {
+        do { e = try decoder.decode(line) } catch let error as LedgerError {
             throw LedgerError("seq \(expectedSeq) in \(info.segment) at offset \(info.offset): \(error.message)")
         }
         guard e.seq == expectedSeq else {

@@ -146,24 +146,8 @@ private func contains(_ hay: some Collection<UInt8>, _ needle: [UInt8]) -> Bool 
     return false
 }
 
-/// True when `needle` (at least 2 bytes) occurs in `hay`.
+/// True when `needle` (at least 2 bytes) occurs in `hay` (memmem: vectorised in glibc).
 func containsAnywhere(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
-    let n = needle.count
-    guard n >= 2, hay.count >= n else { return false }
-    return hay.withUnsafeBufferPointer { h in
-        needle.withUnsafeBufferPointer { nd in
-            let a = nd[0], b = nd[1]
-            var i = 0
-            let last = h.count - n
-            while i <= last {
-                if h[i &+ 1] == b, h[i] == a {
-                    var k = 2
-                    while k < n, h[i &+ k] == nd[k] { k += 1 }
-                    if k == n { return true }
-                }
-                i += 1
-            }
-            return false
-        }
-    }
+    guard needle.count >= 2, hay.count >= needle.count else { return false }
+    return hay.withUnsafeBytes { h in needle.withUnsafeBytes { nd in firstOffset(of: nd, in: h) != nil } }
 }

@@ -195,8 +195,9 @@ struct SyncLedgerRun {
         let cursor = try reader.cursor(from: 1)
         var n = 0, bytes = 0
         var check: UInt64 = 0
+        var decoder = EnvelopeDecoder()
         while let r = try cursor.next() {
-            let e = try EventEnvelope.decode(r.payload)
+            let e = try decoder.decode(r.payload)
             guard e.seq == r.seq else { throw BenchError("replay: seq \(r.seq) decodes as \(e.seq)") }
             n += 1
             bytes += r.payload.count + 1

@@ -101,3 +101,32 @@ import Testing
         for name in indexes { #expect(mode(dir.log + "/index/" + name) == 0o600) }
     }
 }
+
+/// `append(lines:count:)`: the JSON Lines of a batch given whole are stored as `append(_:)` stores
+/// its payloads; a count that disagrees, an empty line or a missing last newline is refused and
+/// nothing is written.
+@Suite struct AppendLinesTests {
+    @Test func linesAreStoredLikePayloadsAndBadLinesAreRefused() throws {
+        let dir = TempDir("appendlines")
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        defer { writer.close() }
+        let payloads = (1...40).map { event($0) }
+        let lines: [UInt8] = payloads.flatMap { $0 + [UInt8(10)] }
+        let info = try writer.append(lines: lines, count: payloads.count)
+        #expect(info.firstSeq == 1 && info.count == 40)
+        let bad: [([UInt8], Int, Int)] = [
+            (lines, 39, 39), (lines, 41, 40), (Array(lines.dropLast()), 40, 39), ([], 1, 0), ([10], 1, 0),
+            (payloads[0] + [10, 10] + payloads[1] + [10], 3, 1), ([10] + payloads[0] + [10], 2, 0),
+        ]
+        for (bytes, count, index) in bad {
+            let error = expectError(.invalidArgument) { try writer.append(lines: bytes, count: count) }
+            #expect(error?.message.hasPrefix("event \(index) of the batch is empty or contains a '\\n'") == true, "\(error?.message ?? "")")
+        }
+        _ = expectError(.invalidArgument) { try writer.append(lines: lines, count: 0) }
+        #expect(writer.head.seq == 40)
+        try writer.append(payloads)
+        let all = try readAll(dir.log)
+        #expect(all.map(\.0) == Array(1...80))
+        #expect(all.map(\.1) == payloads + payloads)
+    }
+}

@@ -7,4 +7,7 @@
 /// `crc` is the running value: pass 0 to start; feed the result back to continue.
 uint32_t syncledger_crc32c(uint32_t crc, const void *data, size_t length);
 
+/// The offset of the first occurrence of `needle` in `hay` (memmem), or -1.
+long syncledger_find(const void *hay, size_t hay_length, const void *needle, size_t needle_length);
+
 #endif

@@ -1,0 +1,824 @@
+import Crypto
+import Foundation
+import JSONCore
+
+// The fast path of `PersonalData.sealObservationData`: the same output, computed on byte
+// ranges of the data instead of a parsed `JSONValue` that is rebuilt and re-encoded.
+//
+// What the slow path writes is the canonical text of what is left of the object (keys sorted,
+// no whitespace, numbers and strings normalised) and, per patient, the canonical text of the
+// fields taken out. Canonical text of a value is usually its own bytes (IntakeQ writes
+// minified JSON; most strings need no escaping, most numbers are integers), so the scanner
+// below checks each value once — strictly, as `FastJSON` does — and notes whether its bytes
+// already are canonical text. Those are copied through unchanged; an object whose keys are out
+// of order is re-emitted with sorted keys (duplicate keys: the last wins, as in `FastJSON`); a
+// string or number that is not canonical is converted by the very code the slow path uses
+// (`FastJSON` then `canonicalText`). Anything else unusual (keys with escapes or non-ASCII
+// bytes that need sorting, deep nesting, a non-object) gives up and the slow path runs, so
+// errors and odd shapes behave exactly as before.
+
+extension PersonalData {
+    /// `sealObservationData` on bytes; nil when the data takes the slow path (which then gives
+    /// the result, or the error, for it).
+    static func sealObservationBytes(_ data: [UInt8], patientOf: (String) -> String?,
+                                     key: (String) throws -> SymmetricKey) throws -> [UInt8]? {
+        let plan: SealPlan?
+        do {
+            plan = try data.withUnsafeBufferPointer { buf throws(BytesBail) -> SealPlan? in
+                var scan = ByteJSON(b: buf)
+                return try scan.plan(patientOf: patientOf)
+            }
+        } catch {
+            return nil
+        }
+        guard let plan else { return data }  // no object or no id: unchanged, as the slow path
+        var parts: [Part] = []
+        parts.reserveCapacity(plan.patients.count)
+        for p in plan.patients {
+            let box = try sealPlain(p.plain, patient: p.patient, context: "appointment/" + plan.appointmentId,
+                                    key: try key(p.patient))
+            parts.append(Part(patient: p.patient, slots: p.slots, box: box))
+        }
+        var obs = AppointmentObservation(appointmentId: plan.appointmentId, contentHash: plan.contentHash,
+                                         changedFields: plan.changedFields ?? [], object: plan.clear)
+        obs.sealed = parts
+        return obs.encodeData(includeChangedFields: plan.changedFields != nil)
+    }
+}
+
+/// What sealing one observation takes out and leaves: the clear object's canonical bytes and
+/// per patient (in the slow path's order) the slots and the plaintext to seal.
+struct SealPlan {
+    struct Patient {
+        var patient: String
+        var slots: [String]
+        var plain: [UInt8]
+    }
+    var appointmentId: String
+    var contentHash: String
+    var changedFields: [String]?
+    var clear: [UInt8]
+    var patients: [Patient]
+}
+
+/// The fast path gives up (the slow path then runs).
+struct BytesBail: Error {}
+
+/// One member of an object being scanned: key bytes (between the quotes), value bytes.
+struct ByteMember {
+    /// The key's first eight bytes, big-endian (zero-padded): orders most keys by one compare.
+    var prefix: UInt64
+    var keyStart: Int
+    var keyEnd: Int
+    var valueStart: Int
+    var valueEnd: Int
+    /// The value's bytes are its canonical text.
+    var canonical: Bool
+    /// An earlier duplicate of a later key (the later one wins).
+    var shadowed = false
+    /// Emitted as `null` in the clear object (sealed).
+    var sealed = false
+}
+
+/// Strict JSON scanning over bytes with canonical-text checks and emission. The member list is
+/// one stack shared by the nested objects being emitted.
+struct ByteJSON {
+    let b: UnsafeBufferPointer<UInt8>
+    var members: [ByteMember] = []
+    static let maxDepth = 128
+
+    init(b: UnsafeBufferPointer<UInt8>) {
+        self.b = b
+        members.reserveCapacity(96)
+    }
+
+    @inline(__always) static func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 }
+
+    /// Skips whitespace; true when there was some.
+    @inline(__always) func skipSpace(_ i: inout Int) -> Bool {
+        let start = i
+        while i < b.count, Self.isSpace(b[i]) { i += 1 }
+        return i != start
+    }
+
+    // MARK: Scanning (validation as strict as FastJSON, plus "already canonical?")
+
+    /// Checks the value at `i` (no leading whitespace) and moves past it. True when its bytes
+    /// are exactly its canonical text.
+    func scanValue(_ i: inout Int, depth: Int) throws(BytesBail) -> Bool {
+        guard i < b.count, depth < Self.maxDepth else { throw BytesBail() }
+        switch b[i] {
+        case UInt8(ascii: "{"): return try scanObject(&i, depth: depth)
+        case UInt8(ascii: "["): return try scanArray(&i, depth: depth)
+        case UInt8(ascii: "\""): return try scanString(&i).canonical
+        case UInt8(ascii: "t"): try literal(&i, "true"); return true
+        case UInt8(ascii: "f"): try literal(&i, "false"); return true
+        case UInt8(ascii: "n"): try literal(&i, "null"); return true
+        default: return try scanNumber(&i)
+        }
+    }
+
+    func literal(_ i: inout Int, _ word: StaticString) throws(BytesBail) {
+        let n = word.utf8CodeUnitCount
+        guard i + n <= b.count else { throw BytesBail() }
+        for k in 0..<n where b[i + k] != word.utf8Start[k] { throw BytesBail() }
+        i += n
+    }
+
+    /// A string at `i` (its opening quote). `plain`: no escapes and ASCII only (a key that sorts
+    /// by its bytes). `canonical`: the token is what `jsonQuoted` writes for its value.
+    func scanString(_ i: inout Int) throws(BytesBail) -> (canonical: Bool, plain: Bool) {
+        i += 1
+        // Most strings are plain ASCII: find the closing quote, check the bytes before it eight
+        // at a time; at the first byte that needs a look, go on byte by byte.
+        let base = b.baseAddress!
+        if let hit = memchr(base + i, 34, b.count - i) {
+            let end = UnsafeRawPointer(hit).assumingMemoryBound(to: UInt8.self) - base
+            var k = i
+            while k + 8 <= end {
+                let w = UInt64(littleEndian: UnsafeRawPointer(base + k).loadUnaligned(as: UInt64.self))
+                if Self.needsALook(w) { break }
+                k += 8
+            }
+            while k < end {
+                let c = b[k]
+                if c < 0x20 || c >= 0x80 || c == 92 { break }
+                k += 1
+            }
+            if k == end {
+                i = end + 1
+                return (true, true)
+            }
+            i = k
+        }
+        var canonical = true
+        var plain = true
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") {
+                i += 1
+                return (canonical, plain)
+            }
+            if c < 0x20 { throw BytesBail() }
+            if c >= 0x80 {
+                // Kept as is by jsonQuoted when it is valid UTF-8; checked by the slow conversion.
+                canonical = false
+                plain = false
+                i += 1
+                continue
+            }
+            if c != UInt8(ascii: "\\") {
+                i += 1
+                continue
+            }
+            plain = false
+            guard i + 1 < b.count else { throw BytesBail() }
+            let e = b[i + 1]
+            i += 2
+            switch e {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                break  // jsonQuoted writes these escapes
+            case UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"):
+                canonical = false
+            case UInt8(ascii: "u"):
+                let v = try hex4(&i)
+                if (0xD800..<0xDC00).contains(v) {
+                    guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else { throw BytesBail() }
+                    i += 2
+                    let low = try hex4(&i)
+                    guard (0xDC00..<0xE000).contains(low) else { throw BytesBail() }
+                    canonical = false
+                } else if (0xDC00..<0xE000).contains(v) {
+                    throw BytesBail()
+                } else if v >= 0x20 || v == 0x09 || v == 0x0A || v == 0x0D || (b[i - 1] >= 65 && b[i - 1] <= 70) {
+                    // jsonQuoted writes only other control characters as \u00xx, in lowercase.
+                    canonical = false
+                }
+            default:
+                throw BytesBail()
+            }
+        }
+        throw BytesBail()
+    }
+
+    /// True when one of the eight bytes is a control character, a backslash or not ASCII.
+    @inline(__always) static func needsALook(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let high: UInt64 = 0x8080_8080_8080_8080
+        let control = (w &- ones &* 0x20) & ~w & high  // some byte < 0x20
+        let v = w ^ (ones &* 0x5C)
+        let backslash = (v &- ones) & ~v & high  // some byte == '\\'
+        return (w & high) | control | backslash != 0
+    }
+
+    func hex4(_ i: inout Int) throws(BytesBail) -> UInt32 {
+        guard i + 4 <= b.count else { throw BytesBail() }
+        var v: UInt32 = 0
+        for _ in 0..<4 {
+            let c = b[i]
+            let d: UInt32
+            switch c {
+            case 48...57: d = UInt32(c - 48)
+            case 65...70: d = UInt32(c - 55)
+            case 97...102: d = UInt32(c - 87)
+            default: throw BytesBail()
+            }
+            v = v << 4 | d
+            i += 1
+        }
+        return v
+    }
+
+    /// A number (FastJSON's grammar). Canonical: an integer of at most 15 digits (exact in a
+    /// Double, written back by `canonicalText` digit for digit), other than `-0`.
+    func scanNumber(_ i: inout Int) throws(BytesBail) -> Bool {
+        let start = i
+        let negative = b[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        var digits = 0
+        while i < b.count, b[i] >= 48, b[i] <= 57 {
+            digits += 1
+            i += 1
+        }
+        guard digits > 0 else { throw BytesBail() }
+        let first = b[start + (negative ? 1 : 0)]
+        if digits > 1, first == 48 { throw BytesBail() }
+        var canonical = digits <= 15 && !(negative && first == 48)
+        if i < b.count, b[i] == UInt8(ascii: ".") {
+            canonical = false
+            i += 1
+            let f = i
+            while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+            guard i > f else { throw BytesBail() }
+        }
+        if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
+            canonical = false
+            i += 1
+            if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
+            let f = i
+            while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
+            guard i > f else { throw BytesBail() }
+        }
+        return canonical
+    }
+
+    /// -1, 0, 1 as the key bytes of two members compare (ASCII keys: Swift's String order).
+    @inline(__always) func compareKeys(_ a0: Int, _ a1: Int, _ b0: Int, _ b1: Int) -> Int {
+        Self.compare(b, a0, a1, b0, b1)
+    }
+
+    @inline(__always) static func compare(_ b: UnsafeBufferPointer<UInt8>, _ a0: Int, _ a1: Int, _ b0: Int, _ b1: Int) -> Int {
+        let n = min(a1 - a0, b1 - b0)
+        if n > 0 {
+            let c = memcmp(b.baseAddress! + a0, b.baseAddress! + b0, n)
+            if c != 0 { return c < 0 ? -1 : 1 }
+        }
+        return (a1 - a0) == (b1 - b0) ? 0 : ((a1 - a0) < (b1 - b0) ? -1 : 1)
+    }
+
+    func scanObject(_ i: inout Int, depth: Int) throws(BytesBail) -> Bool {
+        i += 1
+        var canonical = !skipSpace(&i)
+        if i < b.count, b[i] == UInt8(ascii: "}") {
+            i += 1
+            return canonical
+        }
+        var previous = (0, 0)
+        var first = true
+        while true {
+            if skipSpace(&i) { canonical = false }
+            guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw BytesBail() }
+            let keyStart = i + 1
+            let key = try scanString(&i)
+            let keyEnd = i - 1
+            if !key.plain {
+                canonical = false
+            } else if canonical, !first, compareKeys(previous.0, previous.1, keyStart, keyEnd) >= 0 {
+                canonical = false
+            }
+            previous = (keyStart, keyEnd)
+            first = false
+            if skipSpace(&i) { canonical = false }
+            guard i < b.count, b[i] == UInt8(ascii: ":") else { throw BytesBail() }
+            i += 1
+            if skipSpace(&i) { canonical = false }
+            if try !scanValue(&i, depth: depth + 1) { canonical = false }
+            if skipSpace(&i) { canonical = false }
+            guard i < b.count else { throw BytesBail() }
+            if b[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if b[i] == UInt8(ascii: "}") {
+                i += 1
+                return canonical
+            }
+            throw BytesBail()
+        }
+    }
+
+    func scanArray(_ i: inout Int, depth: Int) throws(BytesBail) -> Bool {
+        i += 1
+        var canonical = !skipSpace(&i)
+        if i < b.count, b[i] == UInt8(ascii: "]") {
+            i += 1
+            return canonical
+        }
+        while true {
+            if skipSpace(&i) { canonical = false }
+            if try !scanValue(&i, depth: depth + 1) { canonical = false }
+            if skipSpace(&i) { canonical = false }
+            guard i < b.count else { throw BytesBail() }
+            if b[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if b[i] == UInt8(ascii: "]") {
+                i += 1
+                return canonical
+            }
+            throw BytesBail()
+        }
+    }
+
+    /// Scans the members of the object at `i` onto the member stack, sorted by key with earlier
+    /// duplicates marked shadowed; returns their index range. Keys must be plain (else bail).
+    mutating func collectMembers(_ i: inout Int, depth: Int) throws(BytesBail) -> Range<Int> {
+        guard depth < Self.maxDepth else { throw BytesBail() }
+        let base = members.count
+        i += 1
+        _ = skipSpace(&i)
+        if i < b.count, b[i] == UInt8(ascii: "}") {
+            i += 1
+            return base..<base
+        }
+        var sorted = true
+        while true {
+            _ = skipSpace(&i)
+            guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw BytesBail() }
+            let keyStart = i + 1
+            guard try scanString(&i).plain else { throw BytesBail() }
+            let keyEnd = i - 1
+            _ = skipSpace(&i)
+            guard i < b.count, b[i] == UInt8(ascii: ":") else { throw BytesBail() }
+            i += 1
+            _ = skipSpace(&i)
+            let valueStart = i
+            let canonical = try scanValue(&i, depth: depth + 1)
+            if sorted, members.count > base {
+                let last = members[members.count - 1]
+                if compareKeys(last.keyStart, last.keyEnd, keyStart, keyEnd) >= 0 { sorted = false }
+            }
+            members.append(ByteMember(prefix: keyPrefix(keyStart, keyEnd), keyStart: keyStart, keyEnd: keyEnd,
+                                      valueStart: valueStart, valueEnd: i, canonical: canonical))
+            _ = skipSpace(&i)
+            guard i < b.count else { throw BytesBail() }
+            if b[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if b[i] == UInt8(ascii: "}") {
+                i += 1
+                break
+            }
+            throw BytesBail()
+        }
+        let range = base..<members.count
+        if !sorted {
+            sortMembers(range)
+            for k in range.dropLast() {
+                let x = members[k], y = members[k + 1]
+                if compareKeys(x.keyStart, x.keyEnd, y.keyStart, y.keyEnd) == 0 { members[k].shadowed = true }
+            }
+        }
+        return range
+    }
+
+    /// The key's first eight bytes as a big-endian number, zero-padded (keys hold no NUL).
+    @inline(__always) func keyPrefix(_ start: Int, _ end: Int) -> UInt64 {
+        Self.prefix(UnsafeRawPointer(b.baseAddress! + start), end - start)
+    }
+
+    @inline(__always) static func prefix(_ p: UnsafeRawPointer, _ count: Int) -> UInt64 {
+        if count >= 8 { return UInt64(bigEndian: p.loadUnaligned(as: UInt64.self)) }
+        var v: UInt64 = 0
+        for k in 0..<8 { v = v << 8 | (k < count ? UInt64(p.load(fromByteOffset: k, as: UInt8.self)) : 0) }
+        return v
+    }
+
+    /// Sorts members by key, then by position (so that of equal keys the last comes last). The
+    /// members are ordered through one integer each (the key's first seven bytes, then the
+    /// position): sorting ~50 of those is much cheaper than moving the members around in a
+    /// comparison sort; keys alike in their first seven bytes are then ordered in full.
+    mutating func sortMembers(_ range: Range<Int>) {
+        let bytes = b
+        guard range.count <= 256 else {
+            members[range].sort { x, y in
+                if x.prefix != y.prefix { return x.prefix < y.prefix }
+                let c = Self.compare(bytes, x.keyStart, x.keyEnd, y.keyStart, y.keyEnd)
+                return c != 0 ? c < 0 : x.keyStart < y.keyStart
+            }
+            return
+        }
+        let first = range.lowerBound
+        var keys = [UInt64](unsafeUninitializedCapacity: range.count) { buffer, initialized in
+            for j in 0..<range.count { buffer[j] = (members[first + j].prefix & ~0xFF) | UInt64(j) }
+            initialized = range.count
+        }
+        keys.sort()
+        var order = keys.map { Int($0 & 0xFF) }
+        var start = 0
+        while start < order.count {
+            var end = start + 1
+            while end < order.count, keys[end] >> 8 == keys[start] >> 8 { end += 1 }
+            if end - start > 1 {
+                // Insertion sort of the run by the whole key (positions break ties).
+                for k in (start + 1)..<end {
+                    let moving = order[k]
+                    let x = members[first + moving]
+                    var j = k
+                    while j > start {
+                        let y = members[first + order[j - 1]]
+                        let c = Self.compare(bytes, y.keyStart, y.keyEnd, x.keyStart, x.keyEnd)
+                        if c < 0 || (c == 0 && order[j - 1] < moving) { break }
+                        order[j] = order[j - 1]
+                        j -= 1
+                    }
+                    order[j] = moving
+                }
+            }
+            start = end
+        }
+        let sortedMembers = order.map { members[first + $0] }
+        members.replaceSubrange(range, with: sortedMembers)
+    }
+
+    /// The member with this key (the last of duplicates), by index: a binary search of the
+    /// sorted members (the non-shadowed one of equal keys is the last).
+    func find(_ key: StaticString, in range: Range<Int>) -> Int? {
+        let n = key.utf8CodeUnitCount
+        let k = UnsafeRawPointer(key.utf8Start)
+        let p = Self.prefix(k, n)
+        let base = b.baseAddress!
+        var lo = range.lowerBound, hi = range.upperBound
+        // The first member whose key is greater than `key`.
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let x = members[mid]
+            var greater: Bool
+            if x.prefix != p {
+                greater = x.prefix > p
+            } else {
+                let xl = x.keyEnd - x.keyStart
+                let c = memcmp(base + x.keyStart, k, min(xl, n))
+                greater = c != 0 ? c > 0 : xl > n
+            }
+            if greater { hi = mid } else { lo = mid + 1 }
+        }
+        guard lo > range.lowerBound else { return nil }
+        let x = members[lo - 1]
+        guard x.prefix == p, x.keyEnd - x.keyStart == n, memcmp(base + x.keyStart, k, n) == 0 else { return nil }
+        return lo - 1
+    }
+
+    // MARK: Values as the slow path reads them
+
+    func token(_ start: Int, _ end: Int) -> UnsafeBufferPointer<UInt8> {
+        UnsafeBufferPointer(rebasing: b[start..<end])
+    }
+
+    /// `JSONValue.stringValue` of a scanned value (nil for null, arrays and objects).
+    func stringValue(_ start: Int, _ end: Int, canonical: Bool) throws(BytesBail) -> String? {
+        switch b[start] {
+        case UInt8(ascii: "\""):
+            if !token(start, end).contains(UInt8(ascii: "\\")) {
+                return String(decoding: token(start + 1, end - 1), as: UTF8.self)
+            }
+            return try parsed(start, end).stringValue
+        case UInt8(ascii: "t"): return "true"
+        case UInt8(ascii: "f"): return "false"
+        case UInt8(ascii: "n"), UInt8(ascii: "{"), UInt8(ascii: "["): return nil
+        default:
+            if canonical { return String(decoding: token(start, end), as: UTF8.self) }
+            return try parsed(start, end).stringValue
+        }
+    }
+
+    /// A scalar token parsed by FastJSON (what the slow path does with it).
+    func parsed(_ start: Int, _ end: Int) throws(BytesBail) -> JSONValue {
+        do { return try FastJSON.parse(token(start, end)) } catch { throw BytesBail() }
+    }
+
+    /// `PersonalData.present` of a scanned value.
+    func present(_ start: Int, _ end: Int) -> Bool {
+        switch b[start] {
+        case UInt8(ascii: "n"): return false
+        case UInt8(ascii: "\""): return end - start > 2
+        case UInt8(ascii: "["):
+            var i = start + 1
+            _ = skipSpace(&i)
+            return b[i] != UInt8(ascii: "]")
+        default: return true
+        }
+    }
+
+    // MARK: Emitting canonical text
+
+    mutating func emit(_ start: Int, _ end: Int, canonical: Bool, depth: Int, into out: inout [UInt8]) throws(BytesBail) {
+        if canonical {
+            out.append(contentsOf: token(start, end))
+            return
+        }
+        switch b[start] {
+        case UInt8(ascii: "{"):
+            var i = start
+            let range = try collectMembers(&i, depth: depth)
+            defer { members.removeSubrange(range) }
+            out.append(UInt8(ascii: "{"))
+            var first = true
+            for m in range where !members[m].shadowed {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                let x = members[m]
+                out.append(UInt8(ascii: "\""))
+                out.append(contentsOf: token(x.keyStart, x.keyEnd))
+                out.append(UInt8(ascii: "\""))
+                out.append(UInt8(ascii: ":"))
+                try emit(x.valueStart, x.valueEnd, canonical: x.canonical, depth: depth + 1, into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        case UInt8(ascii: "["):
+            var i = start + 1
+            out.append(UInt8(ascii: "["))
+            _ = skipSpace(&i)
+            if b[i] == UInt8(ascii: "]") {
+                out.append(UInt8(ascii: "]"))
+                return
+            }
+            var first = true
+            while true {
+                _ = skipSpace(&i)
+                let s = i
+                let c = try scanValue(&i, depth: depth + 1)
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                try emit(s, i, canonical: c, depth: depth + 1, into: &out)
+                _ = skipSpace(&i)
+                if b[i] == UInt8(ascii: ",") {
+                    i += 1
+                    continue
+                }
+                break
+            }
+            out.append(UInt8(ascii: "]"))
+        case UInt8(ascii: "\""):
+            let s: String
+            if !token(start, end).contains(UInt8(ascii: "\\")) {
+                s = String(decoding: token(start + 1, end - 1), as: UTF8.self)
+            } else {
+                guard case .string(let v) = try parsed(start, end) else { throw BytesBail() }
+                s = v
+            }
+            out.append(contentsOf: jsonQuoted(s).utf8)
+        case UInt8(ascii: "t"), UInt8(ascii: "f"), UInt8(ascii: "n"):
+            out.append(contentsOf: token(start, end))
+        default:
+            out.append(contentsOf: try parsed(start, end).canonicalText.utf8)
+        }
+    }
+
+    // MARK: The observation
+
+    /// Reads the observation data and works out what `sealObservationData` takes out of it.
+    /// nil: no object or no id (the data is returned unchanged).
+    mutating func plan(patientOf: (String) -> String?) throws(BytesBail) -> SealPlan? {
+        // The wrapper, member by member; the object's members are collected as it is met (so
+        // its bytes are scanned once). Keys must be plain; a repeated key gives up.
+        var i = 0
+        _ = skipSpace(&i)
+        guard i < b.count, b[i] == UInt8(ascii: "{") else { throw BytesBail() }
+        i += 1
+        var wrapper: [(key: Int, start: Int, end: Int, canonical: Bool)] = []  // key: 1 id, 2 hash, 3 changed
+        var fields: Range<Int>?
+        var objectSpan = 0..<0
+        _ = skipSpace(&i)
+        if i < b.count, b[i] == UInt8(ascii: "}") {
+            i += 1
+        } else {
+            var seen: [(Int, Int)] = []
+            while true {
+                _ = skipSpace(&i)
+                guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw BytesBail() }
+                let keyStart = i + 1
+                guard try scanString(&i).plain else { throw BytesBail() }
+                let keyEnd = i - 1
+                for (s, e) in seen where compareKeys(s, e, keyStart, keyEnd) == 0 { throw BytesBail() }
+                seen.append((keyStart, keyEnd))
+                _ = skipSpace(&i)
+                guard i < b.count, b[i] == UInt8(ascii: ":") else { throw BytesBail() }
+                i += 1
+                _ = skipSpace(&i)
+                let start = i
+                let key = token(keyStart, keyEnd)
+                if key.elementsEqual("object".utf8) {
+                    guard i < b.count, b[i] == UInt8(ascii: "{") else { throw BytesBail() }
+                    fields = try collectMembers(&i, depth: 1)
+                    objectSpan = start..<i
+                } else {
+                    let canonical = try scanValue(&i, depth: 1)
+                    if key.elementsEqual("appointment_id".utf8) {
+                        wrapper.append((1, start, i, canonical))
+                    } else if key.elementsEqual("content_hash".utf8) {
+                        wrapper.append((2, start, i, canonical))
+                    } else if key.elementsEqual("changed_fields".utf8) {
+                        wrapper.append((3, start, i, canonical))
+                    }
+                }
+                _ = skipSpace(&i)
+                guard i < b.count else { throw BytesBail() }
+                if b[i] == UInt8(ascii: ",") {
+                    i += 1
+                    continue
+                }
+                if b[i] == UInt8(ascii: "}") {
+                    i += 1
+                    break
+                }
+                throw BytesBail()
+            }
+        }
+        _ = skipSpace(&i)
+        guard i == b.count else { throw BytesBail() }
+
+        guard let fields, let idValue = wrapper.first(where: { $0.key == 1 }),
+            let appointmentId = try stringValue(idValue.start, idValue.end, canonical: idValue.canonical)
+        else { return nil }
+        var contentHash = ""
+        if let h = wrapper.first(where: { $0.key == 2 }) {
+            contentHash = try stringValue(h.start, h.end, canonical: h.canonical) ?? ""
+        }
+        var changed: [String]?
+        if let c = wrapper.first(where: { $0.key == 3 }), b[c.start] == UInt8(ascii: "[") {
+            var list: [String] = []
+            var j = c.start + 1
+            _ = skipSpace(&j)
+            if b[j] != UInt8(ascii: "]") {
+                while true {
+                    _ = skipSpace(&j)
+                    let s = j
+                    let canonical = try scanValue(&j, depth: 2)
+                    if let v = try stringValue(s, j, canonical: canonical) { list.append(v) }
+                    _ = skipSpace(&j)
+                    if b[j] == UInt8(ascii: ",") {
+                        j += 1
+                        continue
+                    }
+                    break
+                }
+            }
+            changed = list
+        }
+
+        // Who owns what, in the slow path's order: the primary client, additional clients, the
+        // appointment's free text.
+        var patients: [(patient: String, slots: [String], fields: [(key: [UInt8], start: Int, end: Int, canonical: Bool)])] = []
+        func put(_ patient: String, _ slot: String, _ f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)]) {
+            if let n = patients.firstIndex(where: { $0.patient == patient }) {
+                patients[n].slots.append(slot)
+                patients[n].fields += f
+            } else {
+                patients.append((patient, [slot], f))
+            }
+        }
+        func keyBytes(_ m: Int) -> [UInt8] { Array(token(members[m].keyStart, members[m].keyEnd)) }
+
+        var primary: String?
+        if let c = find("ClientId", in: fields) {
+            let x = members[c]
+            if let id = try stringValue(x.valueStart, x.valueEnd, canonical: x.canonical) { primary = patientOf(id) }
+        }
+        var owner = primary
+        if let p = primary {
+            var f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)] = []
+            for name in PersonalData.clientFieldNames {
+                guard let m = find(name, in: fields), present(members[m].valueStart, members[m].valueEnd) else { continue }
+                f.append((keyBytes(m), members[m].valueStart, members[m].valueEnd, members[m].canonical))
+                members[m].sealed = true
+            }
+            put(p, "client", f)
+        }
+        // Additional clients of the roster: each entry sealed whole, `{}` left in its place.
+        var extra: [(start: Int, end: Int, canonical: Bool, sealed: Bool)] = []
+        let extraMember = find("AdditionalClients", in: fields)
+        if let a = extraMember, b[members[a].valueStart] == UInt8(ascii: "[") {
+            var j = members[a].valueStart + 1
+            _ = skipSpace(&j)
+            if b[j] != UInt8(ascii: "]") {
+                while true {
+                    _ = skipSpace(&j)
+                    let s = j
+                    let canonical = try scanValue(&j, depth: 3)
+                    var sealedHere = false
+                    if b[s] == UInt8(ascii: "{") {
+                        var e = s
+                        let entry = try collectMembers(&e, depth: 3)
+                        var patient: String?
+                        if let c = find("ClientId", in: entry) {
+                            let x = members[c]
+                            if let id = try stringValue(x.valueStart, x.valueEnd, canonical: x.canonical) { patient = patientOf(id) }
+                        }
+                        members.removeSubrange(entry)
+                        if let p = patient {
+                            if owner == nil { owner = p }
+                            let slot = "AdditionalClients/\(extra.count)"
+                            put(p, slot, [(Array(slot.utf8), s, j, canonical)])
+                            sealedHere = true
+                        }
+                    }
+                    extra.append((s, j, canonical, sealedHere))
+                    _ = skipSpace(&j)
+                    if b[j] == UInt8(ascii: ",") {
+                        j += 1
+                        continue
+                    }
+                    break
+                }
+            }
+        }
+        if let owner {
+            var f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)] = []
+            for name in PersonalData.appointmentFieldNames {
+                guard let m = find(name, in: fields), present(members[m].valueStart, members[m].valueEnd) else { continue }
+                f.append((keyBytes(m), members[m].valueStart, members[m].valueEnd, members[m].canonical))
+                members[m].sealed = true
+            }
+            if !f.isEmpty { put(owner, "appointment", f) }
+        }
+
+        // The clear object.
+        var clear: [UInt8] = []
+        clear.reserveCapacity(objectSpan.count + 16)
+        clear.append(UInt8(ascii: "{"))
+        var first = true
+        for m in fields where !members[m].shadowed {
+            if !first { clear.append(UInt8(ascii: ",")) }
+            first = false
+            let x = members[m]
+            clear.append(UInt8(ascii: "\""))
+            clear.append(contentsOf: token(x.keyStart, x.keyEnd))
+            clear.append(UInt8(ascii: "\""))
+            clear.append(UInt8(ascii: ":"))
+            if x.sealed {
+                clear.append(contentsOf: [UInt8(ascii: "n"), UInt8(ascii: "u"), UInt8(ascii: "l"), UInt8(ascii: "l")])
+            } else if m == extraMember, extra.contains(where: \.sealed) {
+                clear.append(UInt8(ascii: "["))
+                for (n, e) in extra.enumerated() {
+                    if n > 0 { clear.append(UInt8(ascii: ",")) }
+                    if e.sealed {
+                        clear.append(UInt8(ascii: "{"))
+                        clear.append(UInt8(ascii: "}"))
+                    } else {
+                        try emit(e.start, e.end, canonical: e.canonical, depth: 3, into: &clear)
+                    }
+                }
+                clear.append(UInt8(ascii: "]"))
+            } else {
+                try emit(x.valueStart, x.valueEnd, canonical: x.canonical, depth: 2, into: &clear)
+            }
+        }
+        clear.append(UInt8(ascii: "}"))
+
+        // Each patient's fields: the canonical text of an object of them (keys sorted).
+        var sealed: [SealPlan.Patient] = []
+        for p in patients {
+            let sortedFields = p.fields.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            var plain: [UInt8] = [UInt8(ascii: "{")]
+            for (n, f) in sortedFields.enumerated() {
+                if n > 0 { plain.append(UInt8(ascii: ",")) }
+                plain.append(UInt8(ascii: "\""))
+                plain.append(contentsOf: f.key)
+                plain.append(UInt8(ascii: "\""))
+                plain.append(UInt8(ascii: ":"))
+                try emit(f.start, f.end, canonical: f.canonical, depth: 2, into: &plain)
+            }
+            plain.append(UInt8(ascii: "}"))
+            sealed.append(SealPlan.Patient(patient: p.patient, slots: p.slots, plain: plain))
+        }
+        return SealPlan(appointmentId: appointmentId, contentHash: contentHash, changedFields: changed, clear: clear,
+                        patients: sealed)
+    }
+}
+
+/// A patient's key (the name lets tests hold one without importing Crypto).
+typealias SealingKey = SymmetricKey
+
+extension PersonalData {
+    /// The plaintext bytes of a box (for tests comparing sealed output byte for byte); nil when
+    /// it does not open.
+    static func openedPlaintext(_ box: String, patient: String, context: String, key: SymmetricKey) -> [UInt8]? {
+        guard let bytes = Data(base64Encoded: box), let sealed = try? AES.GCM.SealedBox(combined: bytes),
+            let plain = try? AES.GCM.open(sealed, using: key, authenticating: aad(patient, context))
+        else { return nil }
+        return Array(plain)
+    }
+}
