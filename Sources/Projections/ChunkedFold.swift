@@ -19,7 +19,7 @@ let appointmentDataFilter = KeyFilter([
 extension EventEnvelope {
     /// The decoded `sync.completed`, decoded once for all the views that read it.
     func syncCompleted() throws -> SyncCompleted {
-        try memoized("projections.syncCompleted") { try projectionData(SyncCompleted.self) }
+        try memoized("projections.syncCompleted") { try PayloadScan.syncCompleted(data) ?? projectionData(SyncCompleted.self) }
     }
 }
 
