@@ -178,7 +178,19 @@ public struct MeetingLink: Sendable, Hashable {
 
     /// All http(s) URLs in free text, in order.
     static func urls(in text: String) -> [String] {
-        if text.utf8.allSatisfy({ $0 < 0x80 }) { return asciiURLs(in: Array(text.utf8)) }
+        // ASCII text (nearly all): over its bytes in place.
+        var text = text
+        if let ascii = text.withUTF8({ b -> [String]? in
+            for c in b where c >= 0x80 { return nil }
+            return asciiURLs(in: b)
+        }) {
+            return ascii
+        }
+        return unicodeURLs(in: text)
+    }
+
+    /// `urls(in:)` over Characters (any text; the ASCII fast path must agree with it).
+    static func unicodeURLs(in text: String) -> [String] {
         var out: [String] = []
         var search = text[...]
         while let r = search.range(of: "http", options: .caseInsensitive) {
@@ -197,13 +209,32 @@ public struct MeetingLink: Sendable, Hashable {
     /// to whitespace, a quote or angle bracket; trailing punctuation dropped; kept when it starts
     /// with http:// or https://, any case, and is longer than 10 characters).
     static func asciiURLs(in b: [UInt8]) -> [String] {
+        b.withUnsafeBufferPointer { asciiURLs(in: $0) }
+    }
+
+    static func asciiURLs(in b: UnsafeBufferPointer<UInt8>) -> [String] {
         var out: [String] = []
         var i = 0
         func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c + 32 : c }
         func stops(_ c: UInt8) -> Bool {
             c == 0x20 || (c >= 0x09 && c <= 0x0D) || c == UInt8(ascii: "\"") || c == UInt8(ascii: "<") || c == UInt8(ascii: ">")
         }
-        let trailing: [UInt8] = Array(".,;:)]}'".utf8)
+        func trailing(_ c: UInt8) -> Bool {
+            switch c {
+            case UInt8(ascii: "."), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: ":"), UInt8(ascii: ")"),
+                UInt8(ascii: "]"), UInt8(ascii: "}"), UInt8(ascii: "'"):
+                return true
+            default:
+                return false
+            }
+        }
+        /// The bytes from `at` spell `word` (lowercase ASCII), any case.
+        func spells(_ at: Int, _ end: Int, _ word: StaticString) -> Bool {
+            let n = word.utf8CodeUnitCount
+            guard end - at >= n else { return false }
+            for k in 0..<n where lower(b[at + k]) != word.utf8Start[k] { return false }
+            return true
+        }
         while i + 4 <= b.count {
             guard lower(b[i]) == UInt8(ascii: "h"), lower(b[i + 1]) == UInt8(ascii: "t"), lower(b[i + 2]) == UInt8(ascii: "t"),
                 lower(b[i + 3]) == UInt8(ascii: "p")
@@ -215,11 +246,9 @@ public struct MeetingLink: Sendable, Hashable {
             while end < b.count, !stops(b[end]) { end += 1 }
             let candidate = end - i
             var urlEnd = end
-            while urlEnd > i, trailing.contains(b[urlEnd - 1]) { urlEnd -= 1 }
-            let url = b[i..<urlEnd]
-            let low = url.map(lower)
-            if (low.starts(with: Array("https://".utf8)) || low.starts(with: Array("http://".utf8))), url.count > 10 {
-                out.append(String(decoding: url, as: UTF8.self))
+            while urlEnd > i, trailing(b[urlEnd - 1]) { urlEnd -= 1 }
+            if spells(i, urlEnd, "https://") || spells(i, urlEnd, "http://"), urlEnd - i > 10 {
+                out.append(String(decoding: UnsafeBufferPointer(rebasing: b[i..<urlEnd]), as: UTF8.self))
             }
             i += max(1, candidate)
         }

@@ -1,4 +1,4 @@
-import Domain
+@testable import Domain
 import Foundation
 import JSONCore
 import Ledger
@@ -392,5 +392,26 @@ import Testing
         #expect(Array(data[range]) == object)
         let f = try AppointmentFacts(fields: #require(scan.fields))
         #expect(f.meeting?.url == "https://zoom.us/j/1234567890?pwd=abc" && f.additionalClientIds == ["4013"] && f.visitType == "telehealth")
+    }
+}
+
+/// The meeting-link search over ASCII bytes finds what the search over Characters finds.
+@Suite struct MeetingURLSearchTests {
+    @Test func asciiSearchEqualsCharacterSearch() {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("MeetingURLSearchTests seed: \(seed)")
+        var rng = SeededRNG(seed: seed)
+        let pieces = ["http", "HTTP", "hTtPs", "https://", "http://", "://", "zoom.us/j/123", "meet.google.com/abc", "x", "ab",
+                      ".", ",", ";", ":", ")", "]", "}", "'", " ", "\t", "\n", "\r\n", "\u{0B}", "\u{0C}", "\"", "<", ">", "/", "?", "#",
+                      "\u{1C}", "\u{1F}", "(", "[", "{", "-", "_", "0", "see ", "join at "]
+        var found = 0
+        for n in 0..<5000 {
+            let text = (0..<rng.below(16)).map { _ in pieces[rng.below(pieces.count)] }.joined()
+            let fast = MeetingLink.urls(in: text)
+            let slow = MeetingLink.unicodeURLs(in: text)
+            #expect(fast == slow, "seed \(seed), case \(n): \(text.debugDescription)")
+            found += fast.count
+        }
+        #expect(found > 500, "seed \(seed): \(found) links found")
     }
 }
