@@ -415,3 +415,52 @@ import Testing
         #expect(found > 500, "seed \(seed): \(found) links found")
     }
 }
+
+/// Strings are scanned eight bytes at a time: a quote, backslash or control character at any
+/// offset from the word boundaries must stop the scan exactly where the byte-by-byte scan did.
+@Suite struct StringScanTests {
+    @Test func specialBytesAtEveryOffset() throws {
+        let filter = KeyFilter(["Id"])
+        for length in 0..<40 {
+            for at in 0...length {
+                let plain = (0..<length).map { k in UInt8(ascii: "a") + UInt8(k % 26) }
+                // Skipped (the key "x" is not kept) and built (inside "Id").
+                func both(_ content: [UInt8]) -> (skipped: Result<JSONValue, FastJSON.ParseError>, built: Result<JSONValue, FastJSON.ParseError>) {
+                    let skipped = Array(#"{"x":""#.utf8) + content + Array(#"","Id":"1"}"#.utf8)
+                    let built = Array(#"{"Id":""#.utf8) + content + Array(#""}"#.utf8)
+                    func run(_ b: [UInt8]) -> Result<JSONValue, FastJSON.ParseError> {
+                        Result { try FastJSON.parse(b, keeping: filter) }.mapError { $0 as! FastJSON.ParseError }
+                    }
+                    return (run(skipped), run(built))
+                }
+                var withControl = plain
+                withControl.insert(0x1F, at: at)
+                let c = both(withControl)
+                guard case .failure(let e1) = c.skipped, case .failure(let e2) = c.built else {
+                    Issue.record("length \(length), control at \(at): accepted")
+                    continue
+                }
+                #expect(e1.offset == 6 + at && e2.offset == 7 + at, "length \(length), at \(at): \(e1), \(e2)")
+                #expect(e1.what == "control character in a string")
+
+                var withEscape = plain
+                withEscape.insert(contentsOf: Array(#"\"\\\u00e9\n"#.utf8), at: at)
+                let expected = String(decoding: plain[..<at], as: UTF8.self) + "\"\\é\n" + String(decoding: plain[at...], as: UTF8.self)
+                let e = both(withEscape)
+                #expect((try? e.built.get())?["Id"] == .string(expected), "length \(length), at \(at)")
+                #expect((try? e.skipped.get())?["Id"] == .string("1"), "length \(length), at \(at)")
+
+                var withUnicode = plain
+                withUnicode.insert(contentsOf: Array("é😀\u{7F}".utf8), at: at)
+                #expect((try? both(withUnicode).built.get())?["Id"] == .string(String(decoding: withUnicode, as: UTF8.self)))
+
+                // Cut short: unterminated exactly at the end.
+                let cut = Array(#"{"Id":""#.utf8) + plain[..<at]
+                #expect(throws: FastJSON.ParseError.self) { try FastJSON.parse(cut) }
+                do { _ = try FastJSON.parse(cut) } catch let error as FastJSON.ParseError {
+                    #expect(error.offset == cut.count && error.what == "unterminated string", "length \(length), at \(at): \(error)")
+                }
+            }
+        }
+    }
+}
