@@ -26,40 +26,44 @@ public struct AppointmentFacts: Sendable, Hashable {
     public var lastModified: String?
 
     public init(object: JSONValue) throws {
-        guard case .object = object, let id = object["Id"]?.stringValue, !id.isEmpty else {
+        try self.init(fields: AppointmentFields(object: object))
+    }
+
+    /// The facts of the values `fields` holds: the one set of rules, whether the values were
+    /// looked up in a parsed object (`init(object:)`) or scanned from its bytes
+    /// (`AppointmentFields.scan`).
+    public init(fields o: AppointmentFields) throws {
+        guard o.isObject, let id = o.id, !id.isEmpty else {
             throw DomainError("the appointment object has no Id")
         }
         appointmentId = id
-        intakeqClientId = object["ClientId"].flatMap(nonNull)?.stringValue
-        if case .array(let extra)? = object["AdditionalClients"] {
-            additionalClientIds = extra.compactMap { $0["ClientId"].flatMap(nonNull)?.stringValue }
-        } else {
-            additionalClientIds = []
-        }
-        clientName = object["ClientName"]?.stringValue
-        practitionerId = object["PractitionerId"]?.stringValue
-        practitionerName = object["PractitionerName"]?.stringValue
-        serviceName = object["ServiceName"]?.stringValue
-        intakeqStatus = object["Status"]?.stringValue
+        intakeqClientId = o.clientId
+        additionalClientIds = o.additionalClientIds
+        clientName = o.clientName
+        practitionerId = o.practitionerId
+        practitionerName = o.practitionerName
+        serviceName = o.serviceName
+        intakeqStatus = o.status
         status = mapStatus(intakeqStatus)
-        startMillis = object["StartDate"]?.int64Value
+        startMillis = o.startDate
         startAt = startMillis.map(ISOTime.format(millis:))
-        let endMillis = object["EndDate"]?.int64Value
+        let endMillis = o.endDate
         endAt = endMillis.map(ISOTime.format(millis:))
-        if let d = object["Duration"]?.int64Value {
+        if let d = o.duration {
             durationMinutes = Int(d)
         } else if let s = startMillis, let e = endMillis {
-            durationMinutes = Int((e - s) / 60_000)
+            // Overflowing times (±9e18 ms) have no duration rather than a crash.
+            let (span, overflow) = e.subtractingReportingOverflow(s)
+            durationMinutes = overflow ? nil : Int(span / 60_000)
         }
-        locationId = object["LocationId"].flatMap(nonNull)?.stringValue
-        locationName = object["LocationName"]?.stringValue
-        placeOfService = object["PlaceOfService"].flatMap(nonNull)?.stringValue
-        meeting = MeetingLink.find(in: object)
-        let hasTelehealth = !(object["TelehealthInfo"]?.isNull ?? true)
+        locationId = o.locationId
+        locationName = o.locationName
+        placeOfService = o.placeOfService
+        meeting = MeetingLink.find(o)
         visitType = deriveVisitType(
-            placeOfService: placeOfService, hasMeeting: meeting != nil || hasTelehealth,
+            placeOfService: placeOfService, hasMeeting: meeting != nil || o.telehealthPresent,
             locationName: locationName)
-        lastModified = object["LastModified"]?.int64Value.map(ISOTime.format(millis:))
+        lastModified = o.lastModified.map(ISOTime.format(millis:))
     }
 
     /// The view fields an auditor compares between versions (`history`'s derived changes).
@@ -123,28 +127,31 @@ public struct MeetingLink: Sendable, Hashable {
     ]
 
     public static func find(in object: JSONValue) -> MeetingLink? {
-        let tele = object["TelehealthInfo"]
-        let teleProvider = tele?["Provider"]?.stringValue
-        if let t = tele, !t.isNull {
-            for key in ["JoinUrl", "Url"] {
-                if let u = t[key]?.stringValue, let url = firstURL(in: u) {
-                    return MeetingLink(url: url, provider: provider(url, teleProvider), sourceField: "TelehealthInfo." + key)
-                }
+        find(AppointmentFields(object: object))
+    }
+
+    /// The rules of `find(in:)` over the values they read.
+    static func find(_ o: AppointmentFields) -> MeetingLink? {
+        if o.telehealthPresent {
+            if let u = o.telehealthJoinUrl, let url = firstURL(in: u) {
+                return MeetingLink(url: url, provider: provider(url, o.telehealthProvider), sourceField: "TelehealthInfo.JoinUrl")
             }
-            if let inv = t["Invitation"]?.stringValue, let url = firstURL(in: inv) {
-                return MeetingLink(url: url, provider: provider(url, teleProvider), sourceField: "TelehealthInfo.Invitation")
+            if let u = o.telehealthUrl, let url = firstURL(in: u) {
+                return MeetingLink(url: url, provider: provider(url, o.telehealthProvider), sourceField: "TelehealthInfo.Url")
+            }
+            if let inv = o.telehealthInvitation, let url = firstURL(in: inv) {
+                return MeetingLink(url: url, provider: provider(url, o.telehealthProvider), sourceField: "TelehealthInfo.Invitation")
             }
         }
-        for key in ["LocationName", "ClientNote"] {
-            if let text = object[key]?.stringValue, let url = firstVideoURL(in: text) {
-                return MeetingLink(url: url, provider: provider(url, nil), sourceField: key)
-            }
+        if let text = o.locationName, let url = firstVideoURL(in: text) {
+            return MeetingLink(url: url, provider: provider(url, nil), sourceField: "LocationName")
         }
-        if case .array(let fields)? = object["CustomFields"] {
-            for (i, f) in fields.enumerated() {
-                if let text = f["Value"]?.stringValue, let url = firstVideoURL(in: text) {
-                    return MeetingLink(url: url, provider: provider(url, nil), sourceField: "CustomFields[\(i)].Value")
-                }
+        if let text = o.clientNote, let url = firstVideoURL(in: text) {
+            return MeetingLink(url: url, provider: provider(url, nil), sourceField: "ClientNote")
+        }
+        for c in o.customFieldValues {
+            if let url = firstVideoURL(in: c.value) {
+                return MeetingLink(url: url, provider: provider(url, nil), sourceField: "CustomFields[\(c.index)].Value")
             }
         }
         return nil
@@ -171,7 +178,19 @@ public struct MeetingLink: Sendable, Hashable {
 
     /// All http(s) URLs in free text, in order.
     static func urls(in text: String) -> [String] {
-        if text.utf8.allSatisfy({ $0 < 0x80 }) { return asciiURLs(in: Array(text.utf8)) }
+        // ASCII text (nearly all): over its bytes in place.
+        var text = text
+        if let ascii = text.withUTF8({ b -> [String]? in
+            for c in b where c >= 0x80 { return nil }
+            return asciiURLs(in: b)
+        }) {
+            return ascii
+        }
+        return unicodeURLs(in: text)
+    }
+
+    /// `urls(in:)` over Characters (any text; the ASCII fast path must agree with it).
+    static func unicodeURLs(in text: String) -> [String] {
         var out: [String] = []
         var search = text[...]
         while let r = search.range(of: "http", options: .caseInsensitive) {
@@ -190,13 +209,32 @@ public struct MeetingLink: Sendable, Hashable {
     /// to whitespace, a quote or angle bracket; trailing punctuation dropped; kept when it starts
     /// with http:// or https://, any case, and is longer than 10 characters).
     static func asciiURLs(in b: [UInt8]) -> [String] {
+        b.withUnsafeBufferPointer { asciiURLs(in: $0) }
+    }
+
+    static func asciiURLs(in b: UnsafeBufferPointer<UInt8>) -> [String] {
         var out: [String] = []
         var i = 0
         func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c + 32 : c }
         func stops(_ c: UInt8) -> Bool {
             c == 0x20 || (c >= 0x09 && c <= 0x0D) || c == UInt8(ascii: "\"") || c == UInt8(ascii: "<") || c == UInt8(ascii: ">")
         }
-        let trailing: [UInt8] = Array(".,;:)]}'".utf8)
+        func trailing(_ c: UInt8) -> Bool {
+            switch c {
+            case UInt8(ascii: "."), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: ":"), UInt8(ascii: ")"),
+                UInt8(ascii: "]"), UInt8(ascii: "}"), UInt8(ascii: "'"):
+                return true
+            default:
+                return false
+            }
+        }
+        /// The bytes from `at` spell `word` (lowercase ASCII), any case.
+        func spells(_ at: Int, _ end: Int, _ word: StaticString) -> Bool {
+            let n = word.utf8CodeUnitCount
+            guard end - at >= n else { return false }
+            for k in 0..<n where lower(b[at + k]) != word.utf8Start[k] { return false }
+            return true
+        }
         while i + 4 <= b.count {
             guard lower(b[i]) == UInt8(ascii: "h"), lower(b[i + 1]) == UInt8(ascii: "t"), lower(b[i + 2]) == UInt8(ascii: "t"),
                 lower(b[i + 3]) == UInt8(ascii: "p")
@@ -208,11 +246,9 @@ public struct MeetingLink: Sendable, Hashable {
             while end < b.count, !stops(b[end]) { end += 1 }
             let candidate = end - i
             var urlEnd = end
-            while urlEnd > i, trailing.contains(b[urlEnd - 1]) { urlEnd -= 1 }
-            let url = b[i..<urlEnd]
-            let low = url.map(lower)
-            if (low.starts(with: Array("https://".utf8)) || low.starts(with: Array("http://".utf8))), url.count > 10 {
-                out.append(String(decoding: url, as: UTF8.self))
+            while urlEnd > i, trailing(b[urlEnd - 1]) { urlEnd -= 1 }
+            if spells(i, urlEnd, "https://") || spells(i, urlEnd, "http://"), urlEnd - i > 10 {
+                out.append(String(decoding: UnsafeBufferPointer(rebasing: b[i..<urlEnd]), as: UTF8.self))
             }
             i += max(1, candidate)
         }

@@ -12,22 +12,24 @@ public enum ISOTime {
         let sod = Int(secs - days * 86_400)
         let date = CivilDate(daysSinceEpoch: days)
         let (y, m, d) = (date.year, date.month, date.day)
-        var out = [UInt8](repeating: 0, count: 24)
-        func put(_ v: Int, _ at: Int, _ width: Int) {
-            var v = v
-            for k in stride(from: at + width - 1, through: at, by: -1) {
-                out[k] = UInt8(48 + v % 10)
-                v /= 10
+        // Written straight into the string's storage (one allocation).
+        return String(unsafeUninitializedCapacity: 24) { out in
+            func put(_ v: Int, _ at: Int, _ width: Int) {
+                var v = v
+                for k in stride(from: at + width - 1, through: at, by: -1) {
+                    out[k] = UInt8(48 + v % 10)
+                    v /= 10
+                }
             }
+            put(y, 0, 4); out[4] = 45
+            put(m, 5, 2); out[7] = 45
+            put(d, 8, 2); out[10] = 84
+            put(sod / 3600, 11, 2); out[13] = 58
+            put(sod / 60 % 60, 14, 2); out[16] = 58
+            put(sod % 60, 17, 2); out[19] = 46
+            put(ms, 20, 3); out[23] = 90
+            return 24
         }
-        put(y, 0, 4); out[4] = 45
-        put(m, 5, 2); out[7] = 45
-        put(d, 8, 2); out[10] = 84
-        put(sod / 3600, 11, 2); out[13] = 58
-        put(sod / 60 % 60, 14, 2); out[16] = 58
-        put(sod % 60, 17, 2); out[19] = 46
-        put(ms, 20, 3); out[23] = 90
-        return String(decoding: out, as: UTF8.self)
     }
 
     public static func format(_ date: Date) -> String {

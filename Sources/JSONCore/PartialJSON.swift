@@ -154,17 +154,16 @@ extension FastJSON.Parser {
     mutating func skipString() throws -> Bool {
         i += 1
         var escaped = false
-        while i < b.count {
+        while true {
+            skipPlain()
+            guard i < b.count else { break }
             let c = b[i]
             if c == UInt8(ascii: "\"") {
                 i += 1
                 return escaped
             }
             if c < 0x20 { throw fail("control character in a string") }
-            if c != UInt8(ascii: "\\") {
-                i += 1
-                continue
-            }
+            // A backslash.
             escaped = true
             i += 1
             guard i < b.count else { break }

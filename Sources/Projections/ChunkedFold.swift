@@ -19,7 +19,7 @@ let appointmentDataFilter = KeyFilter([
 extension EventEnvelope {
     /// The decoded `sync.completed`, decoded once for all the views that read it.
     func syncCompleted() throws -> SyncCompleted {
-        try memoized("projections.syncCompleted") { try projectionData(SyncCompleted.self) }
+        try memoized("projections.syncCompleted") { try PayloadScan.syncCompleted(data) ?? projectionData(SyncCompleted.self) }
     }
 }
 
@@ -51,10 +51,13 @@ final class ChunkFolder {
 
     struct Observation {
         var facts: AppointmentFacts
-        var text: String
-        var hash: String
+        /// The object text and content hash, built only for the observation that is written.
+        var textSource: DeferredText
+        var hashSource: DeferredText
         var at: String
         var seq: UInt64
+        var text: String { textSource.string }
+        var hash: String { hashSource.string }
     }
     enum Op {
         case observed(at: String, seq: UInt64)
@@ -119,14 +122,10 @@ final class ChunkFolder {
         case .appointmentDiscovered, .appointmentChanged:
             let a = wants(appointments, e), m = wants(meetings, e), l = wants(locations, e)
             guard a || m || l else { break }
-            let data: JSONValue
             let facts: AppointmentFacts
+            let scan: AppointmentEventScan?
             do {
-                do { data = try e.partialDataValue(keeping: appointmentDataFilter) } catch { throw QuarantineError("\(error)") }
-                guard let object = data["object"], let f = try? AppointmentFacts(object: object) else {
-                    throw QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
-                }
-                facts = f
+                (facts, scan) = try appointmentFacts(e)
             } catch let q as QuarantineError {
                 if a { try quarantine(appointmentsP!.name, e, q.message, db) }
                 if m { try quarantine(meetingsP!.name, e, q.message, db) }
@@ -135,16 +134,21 @@ final class ChunkFolder {
             }
             let s = slot(facts.appointmentId)
             if a {
-                var text = AppointmentObservation.objectText(in: e.data)
-                var hash = data["content_hash"]?.stringValue
+                var text = AppointmentEventScan.objectTextRange(in: e.data).map { DeferredText.bytes(e.data, $0) }
+                var hash: DeferredText?
+                if let scan {
+                    hash = scan.contentHash
+                } else {
+                    hash = try e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
+                }
                 if text == nil || hash == nil {
                     // Not the layout SyncLedger writes: the whole object, as the one-by-one fold reads it.
                     let whole = try e.dataValue()["object"] ?? .null
-                    if text == nil { text = whole.canonicalText }
-                    if hash == nil { hash = contentHash(of: whole) }
+                    if text == nil { text = .string(whole.canonicalText) }
+                    if hash == nil { hash = .string(contentHash(of: whole)) }
                 }
                 s.ops.append(.observed(at: e.at, seq: e.seq))
-                s.last = Observation(facts: facts, text: text!, hash: hash!, at: e.at, seq: e.seq)
+                s.last = Observation(facts: facts, textSource: text!, hashSource: hash!, at: e.at, seq: e.seq)
             }
             if m {
                 let link = facts.meeting
@@ -183,6 +187,23 @@ final class ChunkFolder {
         default:
             break
         }
+    }
+
+    /// The facts of an appointment event: scanned from the data's bytes in one pass, or, when
+    /// the data was parsed already (opened sealed parts), read from that value. The scan is
+    /// returned when it was made. Bad data is a `QuarantineError`.
+    private func appointmentFacts(_ e: EventEnvelope) throws -> (AppointmentFacts, AppointmentEventScan?) {
+        let noObject = "\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)"
+        if let data = e.parsedData {
+            guard let object = data["object"], let f = try? AppointmentFacts(object: object) else { throw QuarantineError(noObject) }
+            return (f, nil)
+        }
+        let scan: AppointmentEventScan
+        do { scan = try AppointmentEventScan.scan(e.data) } catch {
+            throw QuarantineError("event \(e.seq) (\(e.type)) has a data field that is not valid JSON: \(error)")
+        }
+        guard let fields = scan.fields, let f = try? AppointmentFacts(fields: fields) else { throw QuarantineError(noObject) }
+        return (f, scan)
     }
 
     /// Writes what is folded so far (each appointment once) and empties the folder.

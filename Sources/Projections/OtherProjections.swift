@@ -123,7 +123,7 @@ public struct SyncLogsProjection: Projection {
     public func apply(_ e: EventEnvelope, _ db: Database, _ t: TableSet) throws {
         switch e.eventType {
         case .syncStarted:
-            let s = try e.projectionData(SyncStarted.self)
+            let s = try PayloadScan.syncStarted(e.data) ?? e.projectionData(SyncStarted.self)
             guard let run = e.run else { throw QuarantineError("sync.started at seq \(e.seq) has no run id") }
             let metadata: JSONValue = .object([
                 "date_range": .object(["start": .string(s.window.start), "end": .string(s.window.end)]),

@@ -1,0 +1,284 @@
+import JSONCore
+
+/// The values of an IntakeQ appointment object that `AppointmentFacts` and `MeetingLink.find`
+/// read, each as the facts read it from a parsed object (`JSONValue.stringValue`,
+/// `int64Value`, …). Filled from a parsed object (`init(object:)`) or straight from the
+/// object's bytes in one pass (`scan`), which builds no `JSONValue` and no dictionary: the
+/// rebuild's chunked fold reads every appointment event this way.
+public struct AppointmentFields: Sendable, Hashable {
+    /// False when the value was not a JSON object (then it has no facts).
+    public var isObject = true
+    public var id: String?
+    public var clientId: String?
+    /// `ClientId` of each object in `AdditionalClients` that has a non-null one, in order.
+    public var additionalClientIds: [String] = []
+    public var clientName: String?
+    public var practitionerId: String?
+    public var practitionerName: String?
+    public var serviceName: String?
+    public var status: String?
+    public var startDate: Int64?
+    public var endDate: Int64?
+    public var duration: Int64?
+    public var locationId: String?
+    public var locationName: String?
+    public var placeOfService: String?
+    public var lastModified: Int64?
+    public var clientNote: String?
+    /// `TelehealthInfo` is there and not null (whatever its type).
+    public var telehealthPresent = false
+    /// `TelehealthInfo.Provider`, `.JoinUrl`, `.Url`, `.Invitation` (when it is an object).
+    public var telehealthProvider: String?
+    public var telehealthJoinUrl: String?
+    public var telehealthUrl: String?
+    public var telehealthInvitation: String?
+    /// `CustomFields[i].Value` of each element that has one, with its index.
+    public var customFieldValues: [CustomFieldValue] = []
+
+    public struct CustomFieldValue: Sendable, Hashable {
+        public var index: Int
+        public var value: String
+        public init(index: Int, value: String) {
+            self.index = index
+            self.value = value
+        }
+    }
+
+    public init() {}
+
+    /// The values looked up in a parsed object.
+    public init(object: JSONValue) {
+        guard case .object(let o) = object else {
+            isObject = false
+            return
+        }
+        id = o["Id"]?.stringValue
+        clientId = o["ClientId"]?.stringValue
+        if case .array(let extra)? = o["AdditionalClients"] {
+            additionalClientIds = extra.compactMap { $0["ClientId"]?.stringValue }
+        }
+        clientName = o["ClientName"]?.stringValue
+        practitionerId = o["PractitionerId"]?.stringValue
+        practitionerName = o["PractitionerName"]?.stringValue
+        serviceName = o["ServiceName"]?.stringValue
+        status = o["Status"]?.stringValue
+        startDate = o["StartDate"]?.int64Value
+        endDate = o["EndDate"]?.int64Value
+        duration = o["Duration"]?.int64Value
+        locationId = o["LocationId"]?.stringValue
+        locationName = o["LocationName"]?.stringValue
+        placeOfService = o["PlaceOfService"]?.stringValue
+        lastModified = o["LastModified"]?.int64Value
+        clientNote = o["ClientNote"]?.stringValue
+        if let t = o["TelehealthInfo"], !t.isNull {
+            telehealthPresent = true
+            telehealthProvider = t["Provider"]?.stringValue
+            telehealthJoinUrl = t["JoinUrl"]?.stringValue
+            telehealthUrl = t["Url"]?.stringValue
+            telehealthInvitation = t["Invitation"]?.stringValue
+        }
+        if case .array(let fields)? = o["CustomFields"] {
+            for (i, f) in fields.enumerated() {
+                if let v = f["Value"]?.stringValue { customFieldValues.append(CustomFieldValue(index: i, value: v)) }
+            }
+        }
+    }
+}
+
+extension AppointmentFields {
+    /// The keys read, by their bytes.
+    enum Key {
+        case id, clientId, additionalClients, clientName, practitionerId, practitionerName, serviceName, status
+        case startDate, endDate, duration, locationId, locationName, placeOfService, lastModified, clientNote
+        case telehealthInfo, customFields
+
+        init?(name: String) {
+            switch name {
+            case "Id": self = .id
+            case "ClientId": self = .clientId
+            case "AdditionalClients": self = .additionalClients
+            case "ClientName": self = .clientName
+            case "PractitionerId": self = .practitionerId
+            case "PractitionerName": self = .practitionerName
+            case "ServiceName": self = .serviceName
+            case "Status": self = .status
+            case "StartDate": self = .startDate
+            case "EndDate": self = .endDate
+            case "Duration": self = .duration
+            case "LocationId": self = .locationId
+            case "LocationName": self = .locationName
+            case "PlaceOfService": self = .placeOfService
+            case "LastModified": self = .lastModified
+            case "ClientNote": self = .clientNote
+            case "TelehealthInfo": self = .telehealthInfo
+            case "CustomFields": self = .customFields
+            default: return nil
+            }
+        }
+
+        /// The key of an unescaped key's bytes: by length first, then the bytes.
+        static func of(_ k: JSONScanner.Key, _ s: JSONScanner) -> Key? {
+            switch k.range.count {
+            case 2: return s.key(k, is: "Id") ? .id : nil
+            case 6: return s.key(k, is: "Status") ? .status : nil
+            case 7: return s.key(k, is: "EndDate") ? .endDate : nil
+            case 8:
+                if s.key(k, is: "ClientId") { return .clientId }
+                return s.key(k, is: "Duration") ? .duration : nil
+            case 9: return s.key(k, is: "StartDate") ? .startDate : nil
+            case 10:
+                if s.key(k, is: "ClientName") { return .clientName }
+                if s.key(k, is: "LocationId") { return .locationId }
+                return s.key(k, is: "ClientNote") ? .clientNote : nil
+            case 11: return s.key(k, is: "ServiceName") ? .serviceName : nil
+            case 12:
+                if s.key(k, is: "LocationName") { return .locationName }
+                if s.key(k, is: "LastModified") { return .lastModified }
+                return s.key(k, is: "CustomFields") ? .customFields : nil
+            case 14:
+                if s.key(k, is: "PractitionerId") { return .practitionerId }
+                if s.key(k, is: "PlaceOfService") { return .placeOfService }
+                return s.key(k, is: "TelehealthInfo") ? .telehealthInfo : nil
+            case 16: return s.key(k, is: "PractitionerName") ? .practitionerName : nil
+            case 17: return s.key(k, is: "AdditionalClients") ? .additionalClients : nil
+            default: return nil
+            }
+        }
+
+        static func of(_ k: JSONScanner.Key, in s: JSONScanner) throws -> Key? {
+            k.escaped ? Key(name: try s.decodedKey(k)) : of(k, s)
+        }
+    }
+
+    /// Reads the value at the scanner's offset (at `depth`) as `init(object:)` reads a parsed
+    /// one, checking every byte of it as `FastJSON.parse` does (the same errors) and building
+    /// only the strings the fields hold. A value that is not an object is skipped and gives
+    /// `isObject == false`. Duplicate keys: the last one counts, as in a parsed object.
+    public static func scan(_ s: inout JSONScanner, depth: Int) throws -> AppointmentFields {
+        var f = AppointmentFields()
+        guard try s.beginObject(depth: depth) else {
+            try s.skipValue(depth: depth)
+            f.isObject = false
+            return f
+        }
+        let inner = depth + 1
+        var first = true
+        while let k = try s.nextKey(first: first) {
+            first = false
+            guard let key = try Key.of(k, in: s) else {
+                try s.skipValue(depth: inner)
+                continue
+            }
+            switch key {
+            case .id: f.id = try s.scalar(depth: inner).stringValue
+            case .clientId: f.clientId = try s.scalar(depth: inner).stringValue
+            case .clientName: f.clientName = try s.scalar(depth: inner).stringValue
+            case .practitionerId: f.practitionerId = try s.scalar(depth: inner).stringValue
+            case .practitionerName: f.practitionerName = try s.scalar(depth: inner).stringValue
+            case .serviceName: f.serviceName = try s.scalar(depth: inner).stringValue
+            case .status: f.status = try s.scalar(depth: inner).stringValue
+            case .locationId: f.locationId = try s.scalar(depth: inner).stringValue
+            case .locationName: f.locationName = try s.scalar(depth: inner).stringValue
+            case .placeOfService: f.placeOfService = try s.scalar(depth: inner).stringValue
+            case .clientNote: f.clientNote = try s.scalar(depth: inner).stringValue
+            case .startDate: f.startDate = try s.scalar(depth: inner).int64Value
+            case .endDate: f.endDate = try s.scalar(depth: inner).int64Value
+            case .duration: f.duration = try s.scalar(depth: inner).int64Value
+            case .lastModified: f.lastModified = try s.scalar(depth: inner).int64Value
+            case .additionalClients: f.additionalClientIds = try scanAdditionalClients(&s, depth: inner)
+            case .customFields: f.customFieldValues = try scanCustomFields(&s, depth: inner)
+            case .telehealthInfo: try f.scanTelehealth(&s, depth: inner)
+            }
+        }
+        return f
+    }
+
+    /// `ClientId` of each object element (the last one when repeated), non-null ones only.
+    static func scanAdditionalClients(_ s: inout JSONScanner, depth: Int) throws -> [String] {
+        guard try s.beginArray(depth: depth) else {
+            try s.skipValue(depth: depth)
+            return []
+        }
+        var out: [String] = []
+        var first = true
+        while try s.nextElement(first: first) {
+            first = false
+            if let id = try scanMember(&s, depth: depth + 1, named: "ClientId") { out.append(id) }
+        }
+        return out
+    }
+
+    static func scanCustomFields(_ s: inout JSONScanner, depth: Int) throws -> [CustomFieldValue] {
+        guard try s.beginArray(depth: depth) else {
+            try s.skipValue(depth: depth)
+            return []
+        }
+        var out: [CustomFieldValue] = []
+        var index = 0
+        var first = true
+        while try s.nextElement(first: first) {
+            first = false
+            if let v = try scanMember(&s, depth: depth + 1, named: "Value") { out.append(CustomFieldValue(index: index, value: v)) }
+            index += 1
+        }
+        return out
+    }
+
+    /// `value[name]?.stringValue` of the value at `depth` (nil unless it is an object with that key).
+    static func scanMember(_ s: inout JSONScanner, depth: Int, named name: StaticString) throws -> String? {
+        guard try s.beginObject(depth: depth) else {
+            try s.skipValue(depth: depth)
+            return nil
+        }
+        var found: String?
+        var first = true
+        while let k = try s.nextKey(first: first) {
+            first = false
+            let match = k.escaped ? try s.decodedKey(k) == name.description : s.key(k, is: name)
+            if match {
+                found = try s.scalar(depth: depth + 1).stringValue
+            } else {
+                try s.skipValue(depth: depth + 1)
+            }
+        }
+        return found
+    }
+
+    mutating func scanTelehealth(_ s: inout JSONScanner, depth: Int) throws {
+        telehealthProvider = nil
+        telehealthJoinUrl = nil
+        telehealthUrl = nil
+        telehealthInvitation = nil
+        guard try s.beginObject(depth: depth) else {
+            telehealthPresent = !(try s.scalar(depth: depth).isNull)
+            return
+        }
+        telehealthPresent = true
+        var first = true
+        while let k = try s.nextKey(first: first) {
+            first = false
+            let name: String
+            if k.escaped {
+                name = try s.decodedKey(k)
+            } else if s.key(k, is: "Provider") {
+                name = "Provider"
+            } else if s.key(k, is: "JoinUrl") {
+                name = "JoinUrl"
+            } else if s.key(k, is: "Url") {
+                name = "Url"
+            } else if s.key(k, is: "Invitation") {
+                name = "Invitation"
+            } else {
+                try s.skipValue(depth: depth + 1)
+                continue
+            }
+            switch name {
+            case "Provider": telehealthProvider = try s.scalar(depth: depth + 1).stringValue
+            case "JoinUrl": telehealthJoinUrl = try s.scalar(depth: depth + 1).stringValue
+            case "Url": telehealthUrl = try s.scalar(depth: depth + 1).stringValue
+            case "Invitation": telehealthInvitation = try s.scalar(depth: depth + 1).stringValue
+            default: try s.skipValue(depth: depth + 1)
+            }
+        }
+    }
+}
