@@ -34,6 +34,10 @@ extension EventEnvelope {
 /// `practice.settings_observed` for `locations`) flush what is folded so far and are applied one
 /// by one; so are all events for projections the folder does not know (`sync_logs`, a test's
 /// wrapper), each in log order within its own tables.
+///
+/// Writing binds values through SQLite's C API (`RawStatement`) and updates stored rows in place
+/// (upserts). In a rebuild (`known` set) the stored row of an appointment the rebuild has not
+/// written yet is not looked up: the shadow tables start empty.
 final class ChunkFolder {
     let t: TableSet
     let recordLive: Bool
