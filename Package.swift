@@ -81,6 +81,8 @@ let package = Package(
             dependencies: [
                 "Ledger", "Domain", "JSONCore", "EventLog",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // SQLite's C API, as GRDB imports it: the chunked fold binds values directly.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
         // The PostgreSQL sink: the SQLite views' rows shipped to PostgreSQL, exactly once.

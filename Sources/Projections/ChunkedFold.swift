@@ -34,6 +34,10 @@ extension EventEnvelope {
 /// `practice.settings_observed` for `locations`) flush what is folded so far and are applied one
 /// by one; so are all events for projections the folder does not know (`sync_logs`, a test's
 /// wrapper), each in log order within its own tables.
+///
+/// Writing binds values through SQLite's C API (`RawStatement`) and updates stored rows in place
+/// (upserts). In a rebuild (`known` set) the stored row of an appointment the rebuild has not
+/// written yet is not looked up: the shadow tables start empty.
 final class ChunkFolder {
     let t: TableSet
     let recordLive: Bool
@@ -79,6 +83,8 @@ final class ChunkFolder {
     var pending: [String: Pending] = [:]
     var streamEntries: [(stream: String, seq: Int64, type: String)] = []
     var quarantined: [QuarantineEntry] = []
+    /// Set by a rebuild into empty tables: the appointments already written (nil: look every one up).
+    var known: KnownAppointments?
 
     init(_ chosen: [(p: any Projection, after: UInt64)], _ t: TableSet, recordLive: Bool) {
         self.t = t
@@ -210,8 +216,13 @@ final class ChunkFolder {
     func flush(_ db: Database) throws {
         if !streamEntries.isEmpty {
             streamEntries.sort { $0.stream != $1.stream ? $0.stream < $1.stream : $0.seq < $1.seq }
-            let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
-            for s in streamEntries { try insert.execute(arguments: [s.stream, s.seq, s.type]) }
+            let insert = try RawStatement(db, "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
+            for s in streamEntries {
+                insert.bind(1, s.stream)
+                insert.bind(2, s.seq)
+                insert.bind(3, s.type)
+                try insert.run()
+            }
             streamEntries.removeAll(keepingCapacity: true)
         }
         guard !pending.isEmpty else { return }
@@ -219,8 +230,15 @@ final class ChunkFolder {
         if appointments != nil { try writeAppointments(ids, db) }
         if meetings != nil { try writeMeetings(ids, db) }
         if locations != nil { try writeLocations(ids, db) }
+        if let known {
+            for (id, s) in pending where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(id) }
+        }
         pending.removeAll(keepingCapacity: true)
     }
+
+    /// False when no row of this appointment can exist yet (a rebuild that has not observed it),
+    /// so its stored row need not be looked up.
+    private func mayExist(_ id: String) -> Bool { known?.contains(id) ?? true }
 
     private func writeAppointments(_ ids: [String], _ db: Database) throws {
         var clients: [String: (patient: String, org: String)] = [:]
@@ -231,24 +249,30 @@ final class ChunkFolder {
         for row in try Row.fetchAll(db, sql: "SELECT intakeq_id, provider_id FROM \(t("appointments_roster_providers"))") {
             providers[row[0]] = row[1]
         }
-        let prior = try db.cachedStatement(sql: """
+        let prior = try RawStatement(db, """
             SELECT first_seen_at, version, removed, last_changed_at, last_synced_at, last_seq
             FROM \(t("appointments")) WHERE appointment_id = ?
             """)
-        let object = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO \(t("appointments_objects"))
+        // An upsert updates a stored row in place (INSERT OR REPLACE deletes it and inserts it
+        // again under a new rowid, touching every index); every column is given either way.
+        let object = try RawStatement(db, """
+            INSERT INTO \(t("appointments_objects"))
               (appointment_id, object, content_hash, client_ids, start_millis) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (appointment_id) DO UPDATE SET object = excluded.object, content_hash = excluded.content_hash,
+              client_ids = excluded.client_ids, start_millis = excluded.start_millis
             """)
-        let row = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO \(t("appointments")) (\(AppointmentsProjection.columns.joined(separator: ", ")))
-            VALUES (\(Array(repeating: "?", count: AppointmentsProjection.columns.count).joined(separator: ", ")))
+        let columns = AppointmentsProjection.columns
+        let row = try RawStatement(db, """
+            INSERT INTO \(t("appointments")) (\(columns.joined(separator: ", ")))
+            VALUES (\(Array(repeating: "?", count: columns.count).joined(separator: ", ")))
+            ON CONFLICT (appointment_id) DO UPDATE SET \(columns.dropFirst().map { "\($0) = excluded.\($0)" }.joined(separator: ", "))
             """)
-        let meta = try db.cachedStatement(sql: """
+        let meta = try RawStatement(db, """
             UPDATE \(t("appointments")) SET removed = ?, last_changed_at = ?, last_synced_at = ?, version = ?, last_seq = ?
             WHERE appointment_id = ?
             """)
-        let unlink = try db.cachedStatement(sql: "DELETE FROM \(t("appointment_patients")) WHERE appointment_id = ?")
-        let link = try db.cachedStatement(sql: """
+        let unlink = try RawStatement(db, "DELETE FROM \(t("appointment_patients")) WHERE appointment_id = ?")
+        let link = try RawStatement(db, """
             INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)
             """)
         for id in ids {
@@ -259,15 +283,20 @@ final class ChunkFolder {
             var version = 0
             var removed = false
             var lastSeq: Int64 = 0
-            if let r = try Row.fetchOne(prior, arguments: [id]) {
-                exists = true
-                firstSeen = r[0]
-                version = r[1]
-                removed = r[2]
-                lastChanged = r[3]
-                lastSynced = r[4]
-                lastSeq = r[5]
+            if mayExist(id) {
+                prior.bind(1, id)
+                exists = try prior.first { r in
+                    firstSeen = r.text(0)
+                    version = Int(r.int(1))
+                    removed = r.int(2) != 0
+                    lastChanged = r.text(3)
+                    lastSynced = r.text(4)
+                    lastSeq = r.int(5)
+                    return true
+                } ?? false
             }
+            // Rows of appointment_patients exist only beside a row of appointments.
+            let stored = exists
             var changed = false
             for op in s.ops {
                 switch op {
@@ -297,36 +326,78 @@ final class ChunkFolder {
             guard changed else { continue }
             if let o = s.last {
                 let f = o.facts
-                try object.execute(arguments: [id, o.text, o.hash, RosterMembership.clientIds(of: f).joined(separator: " "), f.startMillis])
+                object.bind(1, id)
+                object.bind(2, o.text)
+                object.bind(3, o.hash)
+                object.bind(4, RosterMembership.clientIds(of: f).joined(separator: " "))
+                object.bind(5, f.startMillis)
+                try object.run()
                 let members = RosterMembership.members(of: f) { clients[$0] }
                 let primary = members.first
                 let provider = f.practitionerId.flatMap { providers[$0] }
-                try row.execute(arguments: [
-                    f.appointmentId, primary?.organizationId, primary?.patientId, f.intakeqClientId, f.clientName,
-                    f.practitionerId, f.practitionerName, provider,
-                    f.serviceName, f.status, f.intakeqStatus, f.startAt, f.endAt, f.durationMinutes,
-                    f.locationId, f.locationName, f.placeOfService, f.visitType, f.meeting?.url,
-                    removed, firstSeen, lastChanged, lastSynced, version, lastSeq,
-                ])
-                try unlink.execute(arguments: [id])
-                for m in members { try link.execute(arguments: [id, m.patientId, m.organizationId, m.role]) }
+                row.bind(1, f.appointmentId)
+                row.bind(2, primary?.organizationId)
+                row.bind(3, primary?.patientId)
+                row.bind(4, f.intakeqClientId)
+                row.bind(5, f.clientName)
+                row.bind(6, f.practitionerId)
+                row.bind(7, f.practitionerName)
+                row.bind(8, provider)
+                row.bind(9, f.serviceName)
+                row.bind(10, f.status)
+                row.bind(11, f.intakeqStatus)
+                row.bind(12, f.startAt)
+                row.bind(13, f.endAt)
+                row.bind(14, f.durationMinutes)
+                row.bind(15, f.locationId)
+                row.bind(16, f.locationName)
+                row.bind(17, f.placeOfService)
+                row.bind(18, f.visitType)
+                row.bind(19, f.meeting?.url)
+                row.bind(20, removed)
+                row.bind(21, firstSeen)
+                row.bind(22, lastChanged)
+                row.bind(23, lastSynced)
+                row.bind(24, version)
+                row.bind(25, lastSeq)
+                try row.run()
+                if stored {
+                    unlink.bind(1, id)
+                    try unlink.run()
+                }
+                for m in members {
+                    link.bind(1, id)
+                    link.bind(2, m.patientId)
+                    link.bind(3, m.organizationId)
+                    link.bind(4, m.role)
+                    try link.run()
+                }
             } else {
-                try meta.execute(arguments: [removed, lastChanged, lastSynced, version, lastSeq, id])
+                meta.bind(1, removed)
+                meta.bind(2, lastChanged)
+                meta.bind(3, lastSynced)
+                meta.bind(4, version)
+                meta.bind(5, lastSeq)
+                meta.bind(6, id)
+                try meta.run()
             }
         }
     }
 
     private func writeMeetings(_ ids: [String], _ db: Database) throws {
         let table = t("appointment_meeting_urls")
-        let current = try db.cachedStatement(sql: "SELECT meeting_url, url_provider, source_field, changed_at FROM \(table) WHERE appointment_id = ?")
-        let put = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO \(table) (appointment_id, meeting_url, url_provider, source_field, changed_at) VALUES (?, ?, ?, ?, ?)
+        let current = try RawStatement(db, "SELECT meeting_url, url_provider, source_field, changed_at FROM \(table) WHERE appointment_id = ?")
+        let put = try RawStatement(db, """
+            INSERT INTO \(table) (appointment_id, meeting_url, url_provider, source_field, changed_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (appointment_id) DO UPDATE SET meeting_url = excluded.meeting_url, url_provider = excluded.url_provider,
+              source_field = excluded.source_field, changed_at = excluded.changed_at
             """)
-        let drop = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE appointment_id = ?")
+        let drop = try RawStatement(db, "DELETE FROM \(table) WHERE appointment_id = ?")
         for id in ids {
             guard let s = pending[id], !s.links.isEmpty else { continue }
             var row: Link?
             var known = false
+            var stored = mayExist(id)
             for l in s.links {
                 guard let url = l.url else {
                     row = nil
@@ -334,7 +405,11 @@ final class ChunkFolder {
                     continue
                 }
                 if !known {
-                    row = try Row.fetchOne(current, arguments: [id]).map { Link(url: $0[0], provider: $0[1], source: $0[2], at: $0[3]) }
+                    if stored {
+                        current.bind(1, id)
+                        row = try current.first { Link(url: $0.text(0), provider: $0.text(1), source: $0.text(2), at: $0.text(3)) }
+                        stored = row != nil
+                    }
                     known = true
                 }
                 if row?.url == url {
@@ -345,9 +420,15 @@ final class ChunkFolder {
                 }
             }
             if let row, let url = row.url {
-                try put.execute(arguments: [id, url, row.provider, row.source, row.at])
-            } else {
-                try drop.execute(arguments: [id])
+                put.bind(1, id)
+                put.bind(2, url)
+                put.bind(3, row.provider)
+                put.bind(4, row.source)
+                put.bind(5, row.at)
+                try put.run()
+            } else if stored {
+                drop.bind(1, id)
+                try drop.run()
             }
         }
     }
@@ -357,13 +438,33 @@ final class ChunkFolder {
         for row in try Row.fetchAll(db, sql: "SELECT location_id, address FROM \(t("locations_settings"))") {
             addresses[row[0]] = .some(row[1])
         }
-        let put = try db.cachedStatement(sql: """
-            INSERT OR REPLACE INTO \(t("appointment_locations")) (appointment_id, location_id, location_name, address, place_of_service, visit_type) VALUES (?, ?, ?, ?, ?, ?)
+        let put = try RawStatement(db, """
+            INSERT INTO \(t("appointment_locations")) (appointment_id, location_id, location_name, address, place_of_service, visit_type)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (appointment_id) DO UPDATE SET location_id = excluded.location_id, location_name = excluded.location_name,
+              address = excluded.address, place_of_service = excluded.place_of_service, visit_type = excluded.visit_type
             """)
         for id in ids {
             guard let f = pending[id]?.location else { continue }
             let address = f.locationId.flatMap { addresses[$0] ?? nil }
-            try put.execute(arguments: [f.appointmentId, f.locationId, f.locationName, address, f.placeOfService, f.visitType])
+            put.bind(1, f.appointmentId)
+            put.bind(2, f.locationId)
+            put.bind(3, f.locationName)
+            put.bind(4, address)
+            put.bind(5, f.placeOfService)
+            put.bind(6, f.visitType)
+            try put.run()
         }
     }
+}
+
+/// The appointments a rebuild has written so far (as 32-bit hashes of their ids), so the chunked
+/// fold need not look up stored rows of appointments it has not seen: the shadow tables start
+/// empty and only the fold adds appointment rows. A hash shared with another id only costs a lookup.
+final class KnownAppointments {
+    private var hashes = Set<UInt32>()
+
+    func insert(_ id: String) { hashes.insert(Self.key(id)) }
+    func contains(_ id: String) -> Bool { hashes.contains(Self.key(id)) }
+    private static func key(_ id: String) -> UInt32 { UInt32(truncatingIfNeeded: id.hashValue) }
 }
