@@ -23,6 +23,10 @@ public struct SinkReport: Sendable {
     public var notes: [String] = []
     /// Events between the old and the new checkpoint.
     public var events: UInt64 { seq > fromSeq ? seq - fromSeq : 0 }
+    /// Where a catch-up's time went, in seconds: `delta` (reading the log for the changed keys),
+    /// `delete` (the changed keys' old rows), `copy` (COPYing the new rows, the SQLite reads
+    /// overlapping).
+    public var seconds: [String: Double] = [:]
 }
 
 /// The PostgreSQL sink: the rows of the SQLite views (appointments, appointment_patients,
@@ -243,9 +247,11 @@ public final class PostgresSink: Service, Sendable {
                 report.seq = max(cp?.seq ?? 0, snap.seq)
                 guard (cp?.seq ?? 0) < snap.seq else { return .done(report) }
                 let delta: Delta
+                let t0 = ContinuousClock.now
                 if let cp, cp.seq > 0 { delta = try snap.delta(after: cp.seq) } else { delta = .everything }
+                report.seconds["delta"] = (ContinuousClock.now - t0).seconds
                 try await c.query(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(q)"), logger: logger)
-                report.rows = try await ship(c, snap, delta, replace: true)
+                report.rows = try await ship(c, snap, delta, replace: true) { report.seconds[$0] = $1 }
                 try await writeCheckpoint(c, snap)
                 return .done(report)
             }
@@ -323,7 +329,8 @@ public final class PostgresSink: Service, Sendable {
     /// PostgreSQL deletes and copies: the deletes go first, then each table's COPY streams its rows
     /// as the feed reads them, so reading SQLite and writing PostgreSQL overlap instead of taking
     /// turns.
-    func ship(_ c: PostgresConnection, _ snap: Snapshot, _ delta: Delta, replace: Bool) async throws -> Int {
+    func ship(_ c: PostgresConnection, _ snap: Snapshot, _ delta: Delta, replace: Bool,
+              timed: (String, Double) -> Void = { _, _ in }) async throws -> Int {
         var jobs: [(table: SinkTable, keys: [String]?)] = []
         for table in SinkSchema.tables {
             let all = table.key == .appointment ? delta.allAppointments : delta.allRuns
@@ -333,6 +340,7 @@ public final class PostgresSink: Service, Sendable {
         }
         let feed = CopyFeed(snap, jobs)
         defer { feed.stop() }
+        var t0 = ContinuousClock.now
         if replace {
             for (table, keys) in jobs {
                 if let keys {
@@ -342,6 +350,8 @@ public final class PostgresSink: Service, Sendable {
                 }
             }
         }
+        timed("delete", (ContinuousClock.now - t0).seconds)
+        t0 = ContinuousClock.now
         var written = 0
         for (i, job) in jobs.enumerated() {
             var count = 0
@@ -356,6 +366,7 @@ public final class PostgresSink: Service, Sendable {
             }
             written += count
         }
+        timed("copy", (ContinuousClock.now - t0).seconds)
         return written
     }
 
@@ -579,7 +590,7 @@ final class Snapshot: @unchecked Sendable {
                 if let run = e.run { d.runIds.insert(run) }
                 // last_synced_at of the appointments observed unchanged.
                 if !d.allAppointments {
-                    if let done = try? e.decodeData(SyncCompleted.self) {
+                    if let done = try? e.syncCompleted() {
                         for o in done.unchanged { d.appointmentIds.insert(o.id) }
                     } else {
                         d.allAppointments = true
@@ -697,6 +708,10 @@ final class CopyFeed: Sendable {
     }
 
     func stop() { stopped.store(true, ordering: .relaxed) }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// One value in COPY's text format: `\N` for NULL; backslash, tab, newline and CR escaped.

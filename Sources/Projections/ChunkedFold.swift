@@ -17,8 +17,9 @@ let appointmentDataFilter = KeyFilter([
 ])
 
 extension EventEnvelope {
-    /// The decoded `sync.completed`, decoded once for all the views that read it.
-    func syncCompleted() throws -> SyncCompleted {
+    /// The decoded `sync.completed`, decoded once for all the views (and the PostgreSQL sink's
+    /// delta) that read it.
+    public func syncCompleted() throws -> SyncCompleted {
         try memoized("projections.syncCompleted") { try PayloadScan.syncCompleted(data) ?? projectionData(SyncCompleted.self) }
     }
 }

@@ -88,6 +88,7 @@ struct PostgresBench {
         m["pg_catchup_s"] = t
         m["pg_catchup_events"] = Double(report.events)
         m["pg_catchup_rows"] = Double(report.rows)
+        for (k, v) in report.seconds { m["pg_catchup_\(k)_s"] = v }
         m["pg_catchup_events_per_s"] = Double(report.events) / t
 
         log("postgres: raw COPY of the same \(report.rows) rows into empty tables")
