@@ -165,19 +165,21 @@ public final class PostgresSink: Service, Sendable {
 
     /// Creates the schema when it does not exist; otherwise checks it is the one this version
     /// created (tables, columns, types).
+    ///
+    /// Looked at under the schema's lock: `inspect` reads the catalog in several statements, and
+    /// another process creating the schema (or swapping in a rebuilt one) between two of them
+    /// would make a sound schema look half made ("the schema is not the one syncledger created").
     func prepareSchema(_ conn: PostgresConnection) async throws -> SchemaState {
-        let state = try await inspect(conn, schema)
-        guard case .missing = state else { return state }
         try await conn.withTransaction(logger: logger) { c in
             try await lock(c, "syncledger")
-            // Another process may have created it while we waited.
-            guard case .missing = try await inspect(c, schema) else { return }
+            let state = try await inspect(c, schema)
+            guard case .missing = state else { return state }
             try await c.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(q)"), logger: logger)
             for sql in SinkSchema.createTables(in: schema) + SinkSchema.createIndexes(in: schema) {
                 try await c.query(PostgresQuery(unsafeSQL: sql), logger: logger)
             }
+            return .ready
         }
-        return .ready
     }
 
     func inspect(_ c: PostgresConnection, _ name: String) async throws -> SchemaState {

@@ -49,7 +49,9 @@ struct Summary {
     func json(extra: [String: Any]) -> String {
         var out: [String: Any] = extra
         var mins: [String: Double] = [:], maxs: [String: Double] = [:]
-        for k in Self.jsonKeys {
+        // The listed keys, and any other figure a run measured (open times, the sink's split, …).
+        let measured = Set(runs.flatMap(\.keys)).subtracting(Self.jsonKeys).sorted()
+        for k in Self.jsonKeys + measured {
             guard let m = med(k) else { continue }
             out[k] = k == "events" ? Int(m) : rounded(m)
             mins[k] = rounded(lo(k)!)
