@@ -143,19 +143,7 @@ public enum FastJSON {
                 case UInt8(ascii: "r"): bytes.append(0x0D)
                 case UInt8(ascii: "t"): bytes.append(0x09)
                 case UInt8(ascii: "u"):
-                    var scalar = try hex4()
-                    if (0xD800..<0xDC00).contains(scalar) {
-                        // A high surrogate must be followed by \u and a low one.
-                        guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
-                            throw fail("lone surrogate")
-                        }
-                        i += 2
-                        let low = try hex4()
-                        guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00..<0xE000).contains(scalar) {
-                        throw fail("lone surrogate")
-                    }
+                    let scalar = try unicodeEscape()
                     guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape") }
                     bytes.append(contentsOf: Array(String(Character(u)).utf8))
                 default:
@@ -191,6 +179,23 @@ public enum FastJSON {
                 if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { return }
                 i += 1
             }
+        }
+
+        /// The code point of a `\\u` escape, `i` just past the `u`: four hex digits, and after a
+        /// high surrogate the `\\u` low surrogate that must follow, joined into one code point.
+        mutating func unicodeEscape() throws -> UInt32 {
+            let scalar = try hex4()
+            if (0xD800..<0xDC00).contains(scalar) {
+                guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
+                    throw fail("lone surrogate")
+                }
+                i += 2
+                let low = try hex4()
+                guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
+                return 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+            }
+            if (0xDC00..<0xE000).contains(scalar) { throw fail("lone surrogate") }
+            return scalar
         }
 
         mutating func hex4() throws -> UInt32 {

@@ -174,17 +174,7 @@ extension FastJSON.Parser {
                 UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                 break
             case UInt8(ascii: "u"):
-                let scalar = try hex4()
-                if (0xD800..<0xDC00).contains(scalar) {
-                    guard i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") else {
-                        throw fail("lone surrogate")
-                    }
-                    i += 2
-                    let low = try hex4()
-                    guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
-                } else if (0xDC00..<0xE000).contains(scalar) {
-                    throw fail("lone surrogate")
-                }
+                _ = try unicodeEscape()
             default:
                 throw fail("bad escape")
             }
