@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import JSONCore
 import Ledger
 import TestSupport
 
@@ -171,8 +172,11 @@ struct CorpusSource: EventSource {
     var appointmentEvents = 0
     var lookupId: String?
     var counts: [String: Int] = [:]
+    let path: String
+    var lineNumber = 0
 
     init(path: String, events: Int, runSize: Int) throws {
+        self.path = path
         lines = try LineReader(path: path)
         rng = SeededRNG(seed: 7)
         framer = RunFramer(total: events, runSize: runSize)
@@ -184,8 +188,14 @@ struct CorpusSource: EventSource {
         case .framing(let e): return e
         case .appointment:
             while let line = try lines.next() {
+                lineNumber += 1
                 let object = minified(snapshot(of: line))
-                guard !object.isEmpty, let id = topLevelString(object, key: "Id") else { continue }
+                if object.isEmpty { continue }
+                // A line that is not JSON would be appended as it is and only fail in the fold.
+                do { _ = try FastJSON.parse(object) } catch {
+                    throw BenchError("\(path):\(lineNumber): not a JSON object (\(error))")
+                }
+                guard let id = topLevelString(object, key: "Id") else { continue }
                 rawObjectBytes += object.count
                 appointmentEvents += 1
                 let discovered = seen.insert(id).inserted
