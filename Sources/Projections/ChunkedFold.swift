@@ -32,9 +32,16 @@ extension EventEnvelope {
 /// rules the one-by-one `apply` runs in SQL.
 ///
 /// Events that change what every row depends on (`roster.observed` for `appointments`,
-/// `practice.settings_observed` for `locations`) flush what is folded so far and are applied one
-/// by one; so are all events for projections the folder does not know (`sync_logs`, a test's
-/// wrapper), each in log order within its own tables.
+/// `practice.settings_observed` for `locations`) end a segment: what is folded before them is
+/// written, then they are applied one by one; so are all events for projections the folder does
+/// not know (`sync_logs`, a test's wrapper), each in log order within its own tables.
+///
+/// `add` never touches the database: it folds into memory and records, in log order, the steps
+/// that must run against it (events for the one-by-one projections, quarantine entries, the
+/// segments and the events that end them). `flush(db)` runs those steps and writes. So a chunk
+/// can be folded on one thread while the previous chunk is written on another
+/// (`ProjectionStore`'s pipelined fold), and the database sees the same statements in the same
+/// order as when both run on one thread.
 ///
 /// Writing binds values through SQLite's C API (`RawStatement`) and updates stored rows in place
 /// (upserts). In a rebuild (`known` set) the stored row of an appointment the rebuild has not
@@ -81,15 +88,35 @@ final class ChunkFolder {
         var links: [Link] = []
         var location: AppointmentFacts?
     }
+    typealias StreamEntry = (stream: String, seq: Int64, type: String)
+    /// What `flush` runs against the database, in log order.
+    enum Step {
+        /// An event for the one-by-one projections (`others`).
+        case apply(EventEnvelope)
+        case quarantine(QuarantineEntry)
+        /// What was folded before an event that ends a segment.
+        case write([String: Pending], [StreamEntry])
+        /// That event, applied one by one to a folded projection.
+        case barrier(any Projection, EventEnvelope)
+    }
+    var steps: [Step] = []
+    /// The segment being folded.
     var pending: [String: Pending] = [:]
-    var streamEntries: [(stream: String, seq: Int64, type: String)] = []
+    var streamEntries: [StreamEntry] = []
+    /// Events folded since the last flush.
+    var count = 0
+    /// Quarantine entries recorded by `flush`, in log order.
     var quarantined: [QuarantineEntry] = []
     /// Set by a rebuild into empty tables: the appointments already written (nil: look every one up).
     var known: KnownAppointments?
 
+    /// The seq each chosen projection had applied when this folder was made, in the given order.
+    let checkpoints: [UInt64]
+
     init(_ chosen: [(p: any Projection, after: UInt64)], _ t: TableSet, recordLive: Bool) {
         self.t = t
         self.recordLive = recordLive
+        self.checkpoints = chosen.map(\.after)
         for (p, after) in chosen {
             switch p {
             case is AppointmentsProjection: appointments = after; appointmentsP = p
@@ -110,19 +137,15 @@ final class ChunkFolder {
         return p
     }
 
-    private func quarantine(_ name: String, _ e: EventEnvelope, _ message: String, _ db: Database) throws {
-        quarantined.append(QuarantineEntry(projection: name, seq: e.seq, type: e.type, error: message))
-        if recordLive {
-            try db.run("INSERT OR REPLACE INTO quarantine (projection, seq, type, error) VALUES (?, ?, ?, ?)",
-                       [name, Int64(e.seq), e.type, message])
-        }
+    private func quarantine(_ name: String, _ e: EventEnvelope, _ message: String) {
+        steps.append(.quarantine(QuarantineEntry(projection: name, seq: e.seq, type: e.type, error: message)))
     }
 
-    /// Applies one event (into memory, or at once for the event-by-event projections).
-    func add(_ e: EventEnvelope, _ db: Database) throws {
-        for (p, after) in others where e.seq > after {
-            do { try p.apply(e, db, t) } catch let q as QuarantineError { try quarantine(p.name, e, q.message, db) }
-        }
+    /// Folds one event into memory, and records what must be applied one by one. Never touches
+    /// the database (it may run on another thread than `flush`).
+    func add(_ e: EventEnvelope) throws {
+        count += 1
+        if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(e)) }
         let kind = e.eventType
         if wants(streams, e) { streamEntries.append((e.stream, Int64(e.seq), e.type)) }
         switch kind {
@@ -134,9 +157,9 @@ final class ChunkFolder {
             do {
                 (facts, scan) = try appointmentFacts(e)
             } catch let q as QuarantineError {
-                if a { try quarantine(appointmentsP!.name, e, q.message, db) }
-                if m { try quarantine(meetingsP!.name, e, q.message, db) }
-                if l { try quarantine(locationsP!.name, e, q.message, db) }
+                if a { quarantine(appointmentsP!.name, e, q.message) }
+                if m { quarantine(meetingsP!.name, e, q.message) }
+                if l { quarantine(locationsP!.name, e, q.message) }
                 break
             }
             let s = slot(facts.appointmentId)
@@ -168,7 +191,7 @@ final class ChunkFolder {
                 let removed = try e.projectionData(AppointmentRemoved.self)
                 slot(removed.appointmentId).ops.append(.removed(at: e.at, seq: e.seq))
             } catch let q as QuarantineError {
-                try quarantine(appointmentsP!.name, e, q.message, db)
+                quarantine(appointmentsP!.name, e, q.message)
             }
         case .syncCompleted:
             let a = wants(appointments, e), s = wants(streams, e)
@@ -180,19 +203,63 @@ final class ChunkFolder {
                     if s { streamEntries.append((Streams.appointment(o.id), Int64(e.seq), e.type)) }
                 }
             } catch let q as QuarantineError {
-                if a { try quarantine(appointmentsP!.name, e, q.message, db) }
-                if s { try quarantine(StreamIndexProjection().name, e, q.message, db) }
+                if a { quarantine(appointmentsP!.name, e, q.message) }
+                if s { quarantine(StreamIndexProjection().name, e, q.message) }
             }
         case .rosterObserved:
             guard wants(appointments, e), let p = appointmentsP else { break }
-            try flush(db)
-            do { try p.apply(e, db, t) } catch let q as QuarantineError { try quarantine(p.name, e, q.message, db) }
+            endSegment(p, e)
         case .settingsObserved:
             guard wants(locations, e), let p = locationsP else { break }
-            try flush(db)
-            do { try p.apply(e, db, t) } catch let q as QuarantineError { try quarantine(p.name, e, q.message, db) }
+            endSegment(p, e)
         default:
             break
+        }
+    }
+
+    /// Ends the segment before `e`, an event `p` applies one by one (after the segment is written).
+    private func endSegment(_ p: any Projection, _ e: EventEnvelope) {
+        if !pending.isEmpty || !streamEntries.isEmpty {
+            steps.append(.write(pending, streamEntries))
+            pending = [:]
+            streamEntries = []
+        }
+        steps.append(.barrier(p, e))
+    }
+
+    /// Applies what `add` recorded (the one-by-one events, quarantine entries and segments, in
+    /// log order), writes what is folded since (each appointment once) and empties the folder.
+    func flush(_ db: Database) throws {
+        for step in steps {
+            switch step {
+            case .apply(let e):
+                for (p, after) in others where e.seq > after {
+                    do { try p.apply(e, db, t) } catch let q as QuarantineError { try record(p.name, e, q.message, db) }
+                }
+            case .quarantine(let entry):
+                try record(entry, db)
+            case .write(let segment, let entries):
+                try write(segment, entries, db)
+            case .barrier(let p, let e):
+                do { try p.apply(e, db, t) } catch let q as QuarantineError { try record(p.name, e, q.message, db) }
+            }
+        }
+        steps.removeAll()
+        try write(pending, streamEntries, db)
+        pending = [:]
+        streamEntries = []
+        count = 0
+    }
+
+    private func record(_ name: String, _ e: EventEnvelope, _ message: String, _ db: Database) throws {
+        try record(QuarantineEntry(projection: name, seq: e.seq, type: e.type, error: message), db)
+    }
+
+    private func record(_ entry: QuarantineEntry, _ db: Database) throws {
+        quarantined.append(entry)
+        if recordLive {
+            try db.run("INSERT OR REPLACE INTO quarantine (projection, seq, type, error) VALUES (?, ?, ?, ?)",
+                       [entry.projection, Int64(entry.seq), entry.type, entry.error])
         }
     }
 
@@ -213,35 +280,33 @@ final class ChunkFolder {
         return (f, scan)
     }
 
-    /// Writes what is folded so far (each appointment once) and empties the folder.
-    func flush(_ db: Database) throws {
+    /// Writes one segment: its stream index entries, then each appointment once.
+    private func write(_ pending: [String: Pending], _ streamEntries: [StreamEntry], _ db: Database) throws {
         if !streamEntries.isEmpty {
-            streamEntries.sort { $0.stream != $1.stream ? $0.stream < $1.stream : $0.seq < $1.seq }
+            let sorted = streamEntries.sorted { $0.stream != $1.stream ? $0.stream < $1.stream : $0.seq < $1.seq }
             let insert = try RawStatement(db, "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
-            for s in streamEntries {
+            for s in sorted {
                 insert.bind(1, s.stream)
                 insert.bind(2, s.seq)
                 insert.bind(3, s.type)
                 try insert.run()
             }
-            streamEntries.removeAll(keepingCapacity: true)
         }
         guard !pending.isEmpty else { return }
         let ids = pending.keys.sorted()
-        if appointments != nil { try writeAppointments(ids, db) }
-        if meetings != nil { try writeMeetings(ids, db) }
-        if locations != nil { try writeLocations(ids, db) }
+        if appointments != nil { try writeAppointments(ids, pending, db) }
+        if meetings != nil { try writeMeetings(ids, pending, db) }
+        if locations != nil { try writeLocations(ids, pending, db) }
         if let known {
             for (id, s) in pending where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(id) }
         }
-        pending.removeAll(keepingCapacity: true)
     }
 
     /// False when no row of this appointment can exist yet (a rebuild that has not observed it),
     /// so its stored row need not be looked up.
     private func mayExist(_ id: String) -> Bool { known?.contains(id) ?? true }
 
-    private func writeAppointments(_ ids: [String], _ db: Database) throws {
+    private func writeAppointments(_ ids: [String], _ pending: [String: Pending], _ db: Database) throws {
         var clients: [String: (patient: String, org: String)] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT intakeq_client_id, patient_id, organization_id FROM \(t("appointments_roster_clients"))") {
             clients[row[0]] = (row[1], row[2])
@@ -385,7 +450,7 @@ final class ChunkFolder {
         }
     }
 
-    private func writeMeetings(_ ids: [String], _ db: Database) throws {
+    private func writeMeetings(_ ids: [String], _ pending: [String: Pending], _ db: Database) throws {
         let table = t("appointment_meeting_urls")
         let current = try RawStatement(db, "SELECT meeting_url, url_provider, source_field, changed_at FROM \(table) WHERE appointment_id = ?")
         let put = try RawStatement(db, """
@@ -434,7 +499,7 @@ final class ChunkFolder {
         }
     }
 
-    private func writeLocations(_ ids: [String], _ db: Database) throws {
+    private func writeLocations(_ ids: [String], _ pending: [String: Pending], _ db: Database) throws {
         var addresses: [String: String?] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT location_id, address FROM \(t("locations_settings"))") {
             addresses[row[0]] = .some(row[1])

@@ -164,6 +164,10 @@ public struct SyncLogsProjection: Projection {
         }
     }
 
+    public func reads(_ e: EventEnvelope) -> Bool {
+        e.eventType == .syncStarted || e.eventType == .syncCompleted || e.eventType == .syncAbandoned
+    }
+
     func existingMetadata(_ run: String, _ db: Database, _ t: TableSet) throws -> [String: JSONValue] {
         guard let text = try String.fetchOne(db, sql: "SELECT metadata FROM \(t("sync_logs")) WHERE id = ?", arguments: [run]),
             case .object(let o)? = try? FastJSON.parse(Array(text.utf8))

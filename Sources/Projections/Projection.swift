@@ -27,6 +27,13 @@ public protocol Projection: Sendable {
     /// Applies one event. Throws `QuarantineError` for an event it cannot use (bad payload);
     /// that event is skipped and recorded. Any other error aborts the transaction.
     func apply(_ event: EventEnvelope, _ db: Database, _ t: TableSet) throws
+    /// False for an event `apply` certainly ignores: the chunked fold then need not keep it
+    /// for the writer. True (the default) when unsure.
+    func reads(_ event: EventEnvelope) -> Bool
+}
+
+extension Projection {
+    public func reads(_ event: EventEnvelope) -> Bool { true }
 }
 
 /// An event a projection cannot apply: it is skipped into the quarantine table.

@@ -53,6 +53,20 @@ public final class ProjectionStore: @unchecked Sendable {
         get { chunked.load(ordering: .relaxed) }
         set { chunked.store(newValue, ordering: .relaxed) }
     }
+    private let pipelineFrom = Atomic<Int>(20_000)
+    /// A chunked fold of at least this many events (and more than one chunk) reads and folds
+    /// each chunk on a second thread while the previous one is written (`FoldPipeline`); smaller
+    /// ones (a catch-up after a sync) run on the calling thread alone. Tests set 0 to pipeline
+    /// every fold of more than one chunk, `Int.max` to pipeline none.
+    var pipelineMinEvents: Int {
+        get { pipelineFrom.load(ordering: .relaxed) }
+        set { pipelineFrom.store(newValue, ordering: .relaxed) }
+    }
+
+    func pipelines(_ events: UInt64, chunk: Int) -> Bool {
+        events >= UInt64(max(0, pipelineMinEvents)) && events > UInt64(max(1, chunk))
+    }
+
     private let timings = Mutex<[String: Double]>([:])
     /// Where the last chunked rebuild spent its time, in seconds: `read` (log, decompression,
     /// chain, envelopes, opening sealed data), `fold` (field scan and the in-memory fold), `write`
@@ -471,6 +485,40 @@ public final class ProjectionStore: @unchecked Sendable {
         var read = 0.0, fold = 0.0, write = 0.0
         defer { timings.withLock { $0 = ["read": read, "fold": fold, "write": write] } }
         let known = KnownAppointments()
+        if pipelines(head.seq, chunk: chunk) {
+            // Reading and folding the next chunk on a second thread while this one is written.
+            let pipeline = FoldPipeline(batches: batches, chunkSize: chunk, keepBatches: false) { _ in
+                ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
+            }
+            pipeline.start()
+            defer {
+                pipeline.finish()
+                read += pipeline.read
+                fold += pipeline.fold
+            }
+            while true {
+                if shouldStop?() == true {
+                    try pool.write { db in
+                        for p in chosen {
+                            for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
+                        }
+                    }
+                    throw FoldInterrupted()
+                }
+                guard let c = try pipeline.next() else { return }
+                let t0 = monotonicSeconds()
+                let q = try pool.write { db -> [QuarantineEntry] in
+                    c.folder.known = known
+                    try c.folder.flush(db)
+                    return c.folder.quarantined
+                }
+                write += monotonicSeconds() - t0
+                quarantined += q
+                applied += UInt64(c.events)
+                if let last = c.last { lastHash = hexString(last.chainHash) }
+                progress?(FoldProgress(projection: label, appliedEvents: applied, totalEvents: head.seq))
+            }
+        }
         while !finished {
             if shouldStop?() == true {
                 try pool.write { db in
@@ -492,7 +540,7 @@ public final class ProjectionStore: @unchecked Sendable {
                         break
                     }
                     let t1 = monotonicSeconds()
-                    for e in batch.events { try folder.add(e, db) }
+                    for e in batch.events { try folder.add(e) }
                     let t2 = monotonicSeconds()
                     read += t1 - t0
                     fold += t2 - t1
@@ -517,6 +565,10 @@ public final class ProjectionStore: @unchecked Sendable {
                                 progress: ((FoldProgress) -> Void)?) throws {
         let batches = try reader.batches(from: from, through: head.seq)
         let chunk = max(1, eventsPerTransaction)
+        if pipelines(head.seq - from + 1, chunk: chunk) {
+            try catchUpPipelined(batches, from: from, head: head, chunk: chunk, report: &report, progress: progress)
+            return
+        }
         var finished = false
         while !finished {
             let (q, n, last) = try pool.writeWithoutTransaction { db -> ([QuarantineEntry], Int, BatchInfo?) in
@@ -531,7 +583,7 @@ public final class ProjectionStore: @unchecked Sendable {
                             finished = true
                             break
                         }
-                        for e in batch.events { try folder.add(e, db) }
+                        for e in batch.events { try folder.add(e) }
                         n += batch.events.count
                         last = batch.info
                     }
@@ -549,6 +601,51 @@ public final class ProjectionStore: @unchecked Sendable {
             report.quarantined += q
             report.applied += UInt64(n)
             if let last {
+                progress?(FoldProgress(projection: "all", appliedEvents: last.lastSeq - from + 1, totalEvents: head.seq - from + 1))
+            }
+        }
+    }
+
+    /// The chunked catch-up with each chunk read and folded on a second thread while the one
+    /// before is written. The producer folds each chunk from the checkpoints the chunks before
+    /// leave; the writer re-reads them inside its transaction, and when another process moved
+    /// them meanwhile it folds that chunk again from them (on its own thread).
+    private func catchUpPipelined(_ batches: LedgerBatches, from: UInt64, head: LogHead, chunk: Int, report: inout FoldReport,
+                                  progress: ((FoldProgress) -> Void)?) throws {
+        let projections = self.projections
+        var assumed = try pool.read { db in try projections.map { try checkpoint($0.name, db)?.seq ?? 0 } }
+        let pipeline = FoldPipeline(batches: batches, chunkSize: chunk, keepBatches: true) { previous in
+            if let previous { assumed = assumed.map { max($0, previous.lastSeq) } }
+            return ChunkFolder(Array(zip(projections, assumed)).map { ($0, $1) }, .live, recordLive: true)
+        }
+        pipeline.start()
+        defer { pipeline.finish() }
+        while let c = try pipeline.next() {
+            let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry] in
+                var q: [QuarantineEntry] = []
+                try db.inTransaction(.immediate) {
+                    let dones = try projections.map { try checkpoint($0.name, db)?.seq ?? 0 }
+                    var folder = c.folder
+                    if folder.checkpoints != dones {
+                        folder = ChunkFolder(Array(zip(projections, dones)).map { ($0, $1) }, .live, recordLive: true)
+                        for batch in c.batches {
+                            for e in batch.events { try folder.add(e) }
+                        }
+                    }
+                    try folder.flush(db)
+                    if let last = c.last {
+                        for (p, done) in zip(projections, dones) where last.lastSeq > done {
+                            try setCheckpoint(p, seq: last.lastSeq, hash: hexString(last.chainHash), db)
+                        }
+                    }
+                    q = folder.quarantined
+                    return .commit
+                }
+                return q
+            }
+            report.quarantined += q
+            report.applied += UInt64(c.events)
+            if let last = c.last {
                 progress?(FoldProgress(projection: "all", appliedEvents: last.lastSeq - from + 1, totalEvents: head.seq - from + 1))
             }
         }
