@@ -63,6 +63,13 @@ public final class ProjectionStore: @unchecked Sendable {
         set { pipelineFrom.store(newValue, ordering: .relaxed) }
     }
 
+    /// Folds run through the pipeline, and chunks a pipelined catch-up folded again because
+    /// another process moved the checkpoints meanwhile (for tests).
+    let pipelineCounts = Mutex<(folds: Int, refolded: Int)>((0, 0))
+
+    var pipelinedFolds: Int { pipelineCounts.withLock { $0.folds } }
+    var refoldedChunks: Int { pipelineCounts.withLock { $0.refolded } }
+
     func pipelines(_ events: UInt64, chunk: Int) -> Bool {
         events >= UInt64(max(0, pipelineMinEvents)) && events > UInt64(max(1, chunk))
     }
@@ -491,6 +498,7 @@ public final class ProjectionStore: @unchecked Sendable {
                 ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
             }
             pipeline.start()
+            pipelineCounts.withLock { $0.folds += 1 }
             defer {
                 pipeline.finish()
                 read += pipeline.read
@@ -619,6 +627,7 @@ public final class ProjectionStore: @unchecked Sendable {
             return ChunkFolder(Array(zip(projections, assumed)).map { ($0, $1) }, .live, recordLive: true)
         }
         pipeline.start()
+        pipelineCounts.withLock { $0.folds += 1 }
         defer { pipeline.finish() }
         while let c = try pipeline.next() {
             let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry] in
@@ -627,6 +636,7 @@ public final class ProjectionStore: @unchecked Sendable {
                     let dones = try projections.map { try checkpoint($0.name, db)?.seq ?? 0 }
                     var folder = c.folder
                     if folder.checkpoints != dones {
+                        pipelineCounts.withLock { $0.refolded += 1 }
                         folder = ChunkFolder(Array(zip(projections, dones)).map { ($0, $1) }, .live, recordLive: true)
                         for batch in c.batches {
                             for e in batch.events { try folder.add(e) }

@@ -1,0 +1,181 @@
+import Domain
+import EventLog
+import Foundation
+import GRDB
+import JSONCore
+import Ledger
+@testable import Projections
+import TestSupport
+import Testing
+
+/// The pipelined fold (each chunk read and folded on a second thread while the one before is
+/// written) must give the same rows as applying the events one by one, and fail the same way.
+@Suite struct PipelinedFoldTests {
+    func reference(_ tmp: TempStore) throws -> ProjectionStore {
+        let views = try ProjectionStore(path: tmp.sibling("reference-\(UUID().uuidString).sqlite"))
+        views.chunkedFold = false
+        views.eventsPerTransaction = 3
+        try views.catchUp(try LedgerReader(store: tmp.store))
+        return views
+    }
+
+    func expectSame(_ views: ProjectionStore, _ reference: ProjectionStore, _ what: String, seed: UInt64) throws {
+        let diff = try views.differences(from: reference)
+        #expect(diff.total == 0, "seed \(seed), \(what): \(diff.first.map(\.description).joined(separator: "\n"))")
+        #expect(try ChunkedFoldTests.quarantine(views) == ChunkedFoldTests.quarantine(reference), "seed \(seed), \(what)")
+        #expect(try snapshot(views) == snapshot(reference), "seed \(seed), \(what)")
+    }
+
+    /// Many small chunks, so chunk ends, roster/settings barriers and quarantined events land
+    /// everywhere: rebuilds, one catch-up from nothing, and catch-ups after every few appends.
+    @Test func pipelinedFoldEqualsEventByEventApplication() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("PipelinedFoldTests seed: \(seed)")
+        for round in 0..<2 {
+            let seed = seed &+ UInt64(round)
+            let tmp = try TempStore()
+            let incremental = try ProjectionStore(path: tmp.sibling("incremental.sqlite"))
+            incremental.pipelineMinEvents = 0
+            var rng = SeededRNG(seed: seed ^ 0xF01D)
+            try ChunkedFoldTests.randomLog(tmp.store, seed: seed, appends: 200) { step in
+                guard step % 11 == 5 else { return }
+                incremental.eventsPerTransaction = 1 + Int(rng.next() % 6)
+                try incremental.catchUp(try LedgerReader(store: tmp.store))
+            }
+            incremental.eventsPerTransaction = 2
+            try incremental.catchUp(try LedgerReader(store: tmp.store))
+            let reference = try reference(tmp)
+            try expectSame(incremental, reference, "pipelined catch-ups", seed: seed)
+            #expect(incremental.pipelinedFolds > 5)
+
+            let reader = try LedgerReader(store: tmp.store)
+            for chunk in [1, 2, 3, 5, 8, 13, 1 + Int(rng.next() % 40)] {
+                let rebuilt = try ProjectionStore(path: tmp.sibling("rebuilt-\(chunk)-\(UUID().uuidString).sqlite"))
+                rebuilt.pipelineMinEvents = 0
+                rebuilt.eventsPerTransaction = chunk
+                _ = try rebuilt.rebuild(names: [], reader)
+                try expectSame(rebuilt, reference, "pipelined rebuild in chunks of \(chunk)", seed: seed)
+                #expect(rebuilt.pipelinedFolds == 1, "the rebuild ran through the pipeline")
+                // One projection rebuilt alone: the others keep their rows and checkpoints.
+                _ = try rebuilt.rebuild(names: ["appointments"], reader)
+                try expectSame(rebuilt, reference, "pipelined rebuild of appointments in chunks of \(chunk)", seed: seed)
+            }
+            let fresh = try ProjectionStore(path: tmp.sibling("fresh.sqlite"))
+            fresh.pipelineMinEvents = 0
+            fresh.eventsPerTransaction = 4
+            try fresh.catchUp(reader)
+            try expectSame(fresh, reference, "one pipelined catch-up in chunks of 4", seed: seed)
+            #expect(fresh.pipelinedFolds == 1)
+
+            // The one-thread path, for the same log, with the pipeline turned off.
+            let alone = try ProjectionStore(path: tmp.sibling("alone.sqlite"))
+            alone.pipelineMinEvents = .max
+            alone.eventsPerTransaction = 4
+            _ = try alone.rebuild(names: [], reader)
+            try expectSame(alone, reference, "one-thread rebuild in chunks of 4", seed: seed)
+            #expect(alone.pipelinedFolds == 0)
+        }
+    }
+
+    /// A small catch-up (the default threshold) starts no thread.
+    @Test func aSmallCatchUpRunsOnOneThread() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        views.eventsPerTransaction = 2
+        try views.catchUp(try LedgerReader(store: tmp.store))
+        #expect(views.pipelinedFolds == 0)
+        let reference = try reference(tmp)
+        try expectSame(views, reference, "small catch-up", seed: 0)
+    }
+
+    /// Another process catches up while a pipelined catch-up runs: the chunks folded from the
+    /// old checkpoints are folded again from the new ones, and every event is applied once.
+    @Test func aCatchUpByAnotherProcessMidwayIsFoldedAgain() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("PipelinedFoldTests concurrent seed: \(seed)")
+        let tmp = try TempStore()
+        try ChunkedFoldTests.randomLog(tmp.store, seed: seed, appends: 80)
+        let path = tmp.sibling("shared.sqlite")
+        let first = try ProjectionStore(path: path)
+        first.pipelineMinEvents = 0
+        first.eventsPerTransaction = 3
+        let other = try ProjectionStore(path: path)
+        other.pipelineMinEvents = .max
+        var calls = 0
+        try first.catchUp(try LedgerReader(store: tmp.store)) { _ in
+            calls += 1
+            // After the second chunk: the other one catches up to the head.
+            if calls == 2 { _ = try? other.catchUp(try LedgerReader(store: tmp.store)) }
+        }
+        #expect(first.refoldedChunks > 0, "seed \(seed)")
+        try expectSame(first, try reference(tmp), "catch-up with another one midway", seed: seed)
+    }
+
+    /// A log that fails verification in the middle of a pipelined rebuild (the producer's read)
+    /// fails it with the one-thread fold's error and leaves the live views as they were.
+    @Test func aDamagedSegmentFailsThePipelinedRebuildLikeTheOneThreadOne() throws {
+        let tmp = try TempStore()
+        let clock = ManualClock(goldenBase)
+        let writer = try LedgerWriter(store: tmp.store, waitLock: nil, options: LogOptions(segmentBytes: 4096, fsync: false),
+                                      clock: { clock.read() })
+        for i in 0..<120 {
+            let start = ISOTime.format(millis: goldenBase + Int64(i % 7) * 3_600_000)
+            try writer.append([
+                startedEvent("run-\(i)", type: "webhook"),
+                discovered(appointmentObject("a\(i % 9)", client: 4127, clientName: "Some One", status: "Confirmed",
+                                             start: start, minutes: 50), run: "run-\(i)"),
+            ])
+            clock.millis += 1000
+        }
+        writer.close()
+        let views = try ProjectionStore(store: tmp.store)
+        try views.catchUp(try LedgerReader(store: tmp.store))
+        let before = try snapshot(views)
+        func state() throws -> [Row] {
+            try views.readSync { try Row.fetchAll($0, sql: "SELECT name, schema_version, last_seq, last_hash FROM projection_state ORDER BY name") }
+        }
+        let stateBefore = try state()
+
+        let segments = try FileManager.default.contentsOfDirectory(atPath: tmp.store.logPath).filter { $0.hasSuffix(".seg") }.sorted()
+        #expect(segments.count >= 4)
+        let victim = tmp.store.logPath + "/" + segments[segments.count / 2]
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: victim)))
+        bytes[bytes.count / 2] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: victim))
+
+        func failure(pipelined: Bool, rebuild: Bool) throws -> (String, Int) {
+            let broken = try ProjectionStore(store: tmp.store)
+            broken.pipelineMinEvents = pipelined ? 0 : .max
+            broken.eventsPerTransaction = 5
+            var progressed = 0
+            var message = ""
+            do {
+                if rebuild {
+                    _ = try broken.rebuild(allProjections, try LedgerReader(store: tmp.store)) { _ in progressed += 1 }
+                } else {
+                    let scratch = try ProjectionStore(path: tmp.sibling("scratch-\(UUID().uuidString).sqlite"))
+                    scratch.pipelineMinEvents = broken.pipelineMinEvents
+                    scratch.eventsPerTransaction = 5
+                    try scratch.catchUp(try LedgerReader(store: tmp.store)) { _ in progressed += 1 }
+                }
+                Issue.record("the \(pipelined ? "pipelined" : "one-thread") \(rebuild ? "rebuild" : "catch-up") should fail")
+            } catch {
+                message = "\(error)"
+            }
+            #expect(broken.pipelinedFolds == (pipelined && rebuild ? 1 : 0))
+            return (message, progressed)
+        }
+        let (alone, aloneProgress) = try failure(pipelined: false, rebuild: true)
+        let (piped, pipedProgress) = try failure(pipelined: true, rebuild: true)
+        #expect(!alone.isEmpty)
+        #expect(piped == alone)
+        #expect(aloneProgress > 0 && pipedProgress == aloneProgress, "chunks before the damage were written: \(aloneProgress), \(pipedProgress)")
+        #expect(try snapshot(views) == before)
+        #expect(try state() == stateBefore)
+        let (caughtUpAlone, _) = try failure(pipelined: false, rebuild: false)
+        let (caughtUpPiped, _) = try failure(pipelined: true, rebuild: false)
+        #expect(caughtUpPiped == caughtUpAlone)
+        #expect(!caughtUpAlone.isEmpty)
+    }
+}
