@@ -77,7 +77,9 @@ public final class ProjectionStore: @unchecked Sendable {
     private let timings = Mutex<[String: Double]>([:])
     /// Where the last chunked rebuild spent its time, in seconds: `read` (log, decompression,
     /// chain, envelopes, opening sealed data), `fold` (field scan and the in-memory fold), `write`
-    /// (SQLite). For `syncledger-bench`'s profile.
+    /// (SQLite), and, when the fold was pipelined, `wait` (the writer waiting for the next
+    /// folded chunk; `read` and `fold` then ran on the second thread, overlapping `write`).
+    /// For `syncledger-bench`'s profile.
     public var lastFoldTimings: [String: Double] { timings.withLock { $0 } }
     private let stopCheck = Mutex<(@Sendable () -> Bool)?>(nil)
     /// Polled by a rebuild between transactions: true stops it (`FoldInterrupted`), its shadow
@@ -489,8 +491,10 @@ public final class ProjectionStore: @unchecked Sendable {
         let batches = try reader.batches(from: 1, through: head.seq)
         let chunk = max(1, eventsPerTransaction)
         var finished = false
-        var read = 0.0, fold = 0.0, write = 0.0
-        defer { timings.withLock { $0 = ["read": read, "fold": fold, "write": write] } }
+        var read = 0.0, fold = 0.0, write = 0.0, wait = 0.0
+        // Pipelined, `read` and `fold` are the producer thread's time, overlapping `write`;
+        // `wait` is the time the writer waited for the producer.
+        defer { timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait] } }
         let known = KnownAppointments()
         if pipelines(head.seq, chunk: chunk) {
             // Reading and folding the next chunk on a second thread while this one is written.
@@ -513,8 +517,10 @@ public final class ProjectionStore: @unchecked Sendable {
                     }
                     throw FoldInterrupted()
                 }
+                let waited = monotonicSeconds()
                 guard let c = try pipeline.next() else { return }
                 let t0 = monotonicSeconds()
+                wait += t0 - waited
                 let q = try pool.write { db -> [QuarantineEntry] in
                     c.folder.known = known
                     try c.folder.flush(db)
