@@ -8,9 +8,6 @@ final class FoldedChunk {
     var events = 0
     /// The last batch folded.
     var last: BatchInfo?
-    /// The batches folded, kept when the writer may have to fold them again (a catch-up that
-    /// finds another process moved the checkpoints meanwhile).
-    var batches: [LedgerBatch] = []
 
     init(_ folder: ChunkFolder) { self.folder = folder }
 }
@@ -32,7 +29,6 @@ final class FoldPipeline: @unchecked Sendable {
     }
     private let batches: LedgerBatches
     private let chunkSize: Int
-    private let keepBatches: Bool
     private let makeFolder: (BatchInfo?) -> ChunkFolder
     private let condition = NSCondition()
     private var slot: Item?
@@ -43,10 +39,9 @@ final class FoldPipeline: @unchecked Sendable {
     private(set) var fold = 0.0
 
     /// `makeFolder` makes each chunk's folder, given the last batch of the chunk before (nil for the first).
-    init(batches: LedgerBatches, chunkSize: Int, keepBatches: Bool, makeFolder: @escaping (BatchInfo?) -> ChunkFolder) {
+    init(batches: LedgerBatches, chunkSize: Int, makeFolder: @escaping (BatchInfo?) -> ChunkFolder) {
         self.batches = batches
         self.chunkSize = max(1, chunkSize)
-        self.keepBatches = keepBatches
         self.makeFolder = makeFolder
     }
 
@@ -128,7 +123,6 @@ final class FoldPipeline: @unchecked Sendable {
                     fold += monotonicSeconds() - t1
                     c.events += batch.events.count
                     c.last = batch.info
-                    if keepBatches { c.batches.append(batch) }
                 }
                 if c.events > 0 {
                     guard hand(.chunk(c)) else { return }

@@ -41,7 +41,9 @@ public final class ProjectionStore: @unchecked Sendable {
     private let transactionSize = Atomic<Int>(50_000)
     private let chunked = Atomic<Bool>(true)
     /// Events applied per transaction while folding (a chunk of the chunked fold); each commit
-    /// carries the checkpoint.
+    /// carries the checkpoint. A pipelined fold (`pipelineMinEvents`) commits every half as many:
+    /// two chunks are in memory at once there (one folded while the other is written), so its
+    /// peak memory stays about the one-thread fold's.
     public var eventsPerTransaction: Int {
         get { transactionSize.load(ordering: .relaxed) }
         set { transactionSize.store(newValue, ordering: .relaxed) }
@@ -63,12 +65,12 @@ public final class ProjectionStore: @unchecked Sendable {
         set { pipelineFrom.store(newValue, ordering: .relaxed) }
     }
 
-    /// Folds run through the pipeline, and chunks a pipelined catch-up folded again because
-    /// another process moved the checkpoints meanwhile (for tests).
-    let pipelineCounts = Mutex<(folds: Int, refolded: Int)>((0, 0))
+    /// Folds run through the pipeline, and pipelined catch-ups that found another process had
+    /// moved the checkpoints meanwhile and went on on one thread (for tests).
+    let pipelineCounts = Mutex<(folds: Int, restarted: Int)>((0, 0))
 
     var pipelinedFolds: Int { pipelineCounts.withLock { $0.folds } }
-    var refoldedChunks: Int { pipelineCounts.withLock { $0.refolded } }
+    var restartedCatchUps: Int { pipelineCounts.withLock { $0.restarted } }
 
     func pipelines(_ events: UInt64, chunk: Int) -> Bool {
         events >= UInt64(max(0, pipelineMinEvents)) && events > UInt64(max(1, chunk))
@@ -498,7 +500,7 @@ public final class ProjectionStore: @unchecked Sendable {
         let known = KnownAppointments()
         if pipelines(head.seq, chunk: chunk) {
             // Reading and folding the next chunk on a second thread while this one is written.
-            let pipeline = FoldPipeline(batches: batches, chunkSize: chunk, keepBatches: false) { _ in
+            let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2)) { _ in
                 ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
             }
             pipeline.start()
@@ -576,11 +578,18 @@ public final class ProjectionStore: @unchecked Sendable {
     /// The chunked catch-up: one transaction per chunk, each projection from its own checkpoint
     /// (re-read inside the write lock: another process may have caught up meanwhile).
     private func catchUpChunked(_ reader: LedgerReader, from: UInt64, head: LogHead, report: inout FoldReport,
-                                progress: ((FoldProgress) -> Void)?) throws {
+                                progress: ((FoldProgress) -> Void)?, pipelined: Bool = true) throws {
         let batches = try reader.batches(from: from, through: head.seq)
         let chunk = max(1, eventsPerTransaction)
-        if pipelines(head.seq - from + 1, chunk: chunk) {
-            try catchUpPipelined(batches, from: from, head: head, chunk: chunk, report: &report, progress: progress)
+        if pipelined, pipelines(head.seq - from + 1, chunk: chunk) {
+            if try catchUpPipelined(batches, from: from, head: head, chunk: chunk, report: &report, progress: progress) {
+                // Another process moved the checkpoints meanwhile: go on from where they are now,
+                // on this thread.
+                let from = try appliedSeq() + 1
+                if from <= head.seq {
+                    try catchUpChunked(reader, from: from, head: head, report: &report, progress: progress, pipelined: false)
+                }
+            }
             return
         }
         var finished = false
@@ -622,13 +631,13 @@ public final class ProjectionStore: @unchecked Sendable {
 
     /// The chunked catch-up with each chunk read and folded on a second thread while the one
     /// before is written. The producer folds each chunk from the checkpoints the chunks before
-    /// leave; the writer re-reads them inside its transaction, and when another process moved
-    /// them meanwhile it folds that chunk again from them (on its own thread).
+    /// leave; the writer re-reads them inside its transaction. True when another process moved
+    /// them meanwhile: that chunk is not written, and the caller goes on from where they are.
     private func catchUpPipelined(_ batches: LedgerBatches, from: UInt64, head: LogHead, chunk: Int, report: inout FoldReport,
-                                  progress: ((FoldProgress) -> Void)?) throws {
+                                  progress: ((FoldProgress) -> Void)?) throws -> Bool {
         let projections = self.projections
         var assumed = try pool.read { db in try projections.map { try checkpoint($0.name, db)?.seq ?? 0 } }
-        let pipeline = FoldPipeline(batches: batches, chunkSize: chunk, keepBatches: true) { previous in
+        let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2)) { previous in
             if let previous { assumed = assumed.map { max($0, previous.lastSeq) } }
             return ChunkFolder(Array(zip(projections, assumed)).map { ($0, $1) }, .live, recordLive: true)
         }
@@ -636,28 +645,25 @@ public final class ProjectionStore: @unchecked Sendable {
         pipelineCounts.withLock { $0.folds += 1 }
         defer { pipeline.finish() }
         while let c = try pipeline.next() {
-            let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry] in
-                var q: [QuarantineEntry] = []
+            let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry]? in
+                var q: [QuarantineEntry]?
                 try db.inTransaction(.immediate) {
                     let dones = try projections.map { try checkpoint($0.name, db)?.seq ?? 0 }
-                    var folder = c.folder
-                    if folder.checkpoints != dones {
-                        pipelineCounts.withLock { $0.refolded += 1 }
-                        folder = ChunkFolder(Array(zip(projections, dones)).map { ($0, $1) }, .live, recordLive: true)
-                        for batch in c.batches {
-                            for e in batch.events { try folder.add(e) }
-                        }
-                    }
-                    try folder.flush(db)
+                    guard c.folder.checkpoints == dones else { return .rollback }
+                    try c.folder.flush(db)
                     if let last = c.last {
                         for (p, done) in zip(projections, dones) where last.lastSeq > done {
                             try setCheckpoint(p, seq: last.lastSeq, hash: hexString(last.chainHash), db)
                         }
                     }
-                    q = folder.quarantined
+                    q = c.folder.quarantined
                     return .commit
                 }
                 return q
+            }
+            guard let q else {
+                pipelineCounts.withLock { $0.restarted += 1 }
+                return true
             }
             report.quarantined += q
             report.applied += UInt64(c.events)
@@ -665,6 +671,7 @@ public final class ProjectionStore: @unchecked Sendable {
                 progress?(FoldProgress(projection: "all", appliedEvents: last.lastSeq - from + 1, totalEvents: head.seq - from + 1))
             }
         }
+        return false
     }
 
     /// Rebuilds the named projections (all when empty), then catches up with anything appended meanwhile.

@@ -89,9 +89,9 @@ import Testing
         try expectSame(views, reference, "small catch-up", seed: 0)
     }
 
-    /// Another process catches up while a pipelined catch-up runs: the chunks folded from the
-    /// old checkpoints are folded again from the new ones, and every event is applied once.
-    @Test func aCatchUpByAnotherProcessMidwayIsFoldedAgain() throws {
+    /// Another process catches up while a pipelined catch-up runs: the chunk folded from the
+    /// old checkpoints is dropped, the catch-up goes on from the new ones, every event applied once.
+    @Test func aCatchUpByAnotherProcessMidwayIsFollowed() throws {
         let seed = UInt64.random(in: 0...UInt64(UInt32.max))
         print("PipelinedFoldTests concurrent seed: \(seed)")
         let tmp = try TempStore()
@@ -108,7 +108,8 @@ import Testing
             // After the second chunk: the other one catches up to the head.
             if calls == 2 { _ = try? other.catchUp(try LedgerReader(store: tmp.store)) }
         }
-        #expect(first.refoldedChunks > 0, "seed \(seed)")
+        #expect(first.restartedCatchUps == 1, "seed \(seed)")
+        #expect(first.pipelinedFolds == 1, "seed \(seed)")
         try expectSame(first, try reference(tmp), "catch-up with another one midway", seed: seed)
     }
 
@@ -170,7 +171,8 @@ import Testing
         let (piped, pipedProgress) = try failure(pipelined: true, rebuild: true)
         #expect(!alone.isEmpty)
         #expect(piped == alone)
-        #expect(aloneProgress > 0 && pipedProgress == aloneProgress, "chunks before the damage were written: \(aloneProgress), \(pipedProgress)")
+        // (The pipelined fold commits every half chunk.)
+        #expect(aloneProgress > 0 && pipedProgress > 0, "chunks before the damage were written: \(aloneProgress), \(pipedProgress)")
         #expect(try snapshot(views) == before)
         #expect(try state() == stateBefore)
         let (caughtUpAlone, _) = try failure(pipelined: false, rebuild: false)
