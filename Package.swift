@@ -92,6 +92,7 @@ let package = Package(
                 "Projections", "Ledger", "Domain", "JSONCore", "EventLog",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -200,7 +201,7 @@ let package = Package(
         ),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"]),
         .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore", "TestSupport"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "PostgresSink", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import GRDB
+import GRDBSQLite
 import JSONCore
 import Ledger
 import Logging
@@ -23,10 +24,11 @@ public struct SinkReport: Sendable {
     public var notes: [String] = []
     /// Events between the old and the new checkpoint.
     public var events: UInt64 { seq > fromSeq ? seq - fromSeq : 0 }
-    /// Where a catch-up's time went, in seconds: `delta` (reading the log for the changed keys),
-    /// `delete` (the changed keys' old rows), `copy` (COPYing the new rows, the SQLite reads
-    /// overlapping).
+    /// Where a catch-up's time went, in seconds: `delta` (finding the changed keys), `delete`
+    /// (the changed keys' old rows), `copy` (COPYing the new rows, the SQLite reads overlapping).
     public var seconds: [String: Double] = [:]
+    /// Where a catch-up found the changed keys: "log" or "stream index" (nil: it did not look).
+    public var deltaSource: String?
 }
 
 /// The PostgreSQL sink: the rows of the SQLite views (appointments, appointment_patients,
@@ -38,7 +40,8 @@ public struct SinkReport: Sendable {
 /// read snapshot of them, then in ONE PostgreSQL transaction: takes the schema's advisory lock
 /// and locks its checkpoint rows (`FOR UPDATE`), reads the sink's checkpoint C, works out from the
 /// log's events (C, N] which keys changed (appointment ids, run ids; a roster or settings event
-/// changes every appointment), deletes those keys' rows and COPYs the snapshot's rows for them,
+/// changes every appointment) — from the log itself or, for a large range, from the snapshot's
+/// stream index, whichever is cheaper (`ViewsSnapshot.delta`) — deletes those keys' rows and COPYs the snapshot's rows for them,
 /// and moves the checkpoint to (N, chain hash of N). A second catch-up at the same time waits for
 /// the lock, finds C = N and does nothing, so no event is ever applied twice; a catch-up cut off
 /// anywhere commits nothing. A checkpoint whose chain hash is not the log's at that seq (or another
@@ -238,7 +241,7 @@ public final class PostgresSink: Service, Sendable {
             if case .needsRebuild(let why) = try await prepareSchema(conn) {
                 return try await rebuild(conn, reader: reader, views: views, reason: why)
             }
-            let snap = try Snapshot(reader: reader, views: views)
+            let snap = try ViewsSnapshot(reader: reader, views: views)
             enum Outcome: Sendable { case done(SinkReport), rebuild(String) }
             let outcome: Outcome = try await conn.withTransaction(logger: logger) { c in
                 try await lock(c, "syncledger")
@@ -248,9 +251,13 @@ public final class PostgresSink: Service, Sendable {
                 report.fromSeq = cp?.seq ?? 0
                 report.seq = max(cp?.seq ?? 0, snap.seq)
                 guard (cp?.seq ?? 0) < snap.seq else { return .done(report) }
-                let delta: Delta
+                var delta = Delta.everything
                 let t0 = ContinuousClock.now
-                if let cp, cp.seq > 0 { delta = try snap.delta(after: cp.seq) } else { delta = .everything }
+                if let cp, cp.seq > 0 {
+                    let source = try snap.deltaSource(after: cp.seq)
+                    delta = try snap.delta(after: cp.seq, from: source)
+                    report.deltaSource = source.rawValue
+                }
                 report.seconds["delta"] = (ContinuousClock.now - t0).seconds
                 try await c.query(PostgresQuery(unsafeSQL: "SET LOCAL search_path TO \(q)"), logger: logger)
                 report.rows = try await ship(c, snap, delta, replace: true) { report.seconds[$0] = $1 }
@@ -288,7 +295,7 @@ public final class PostgresSink: Service, Sendable {
         return out
     }
 
-    func reasonToRebuild(_ cp: Checkpoint?, _ snap: Snapshot) throws -> String? {
+    func reasonToRebuild(_ cp: Checkpoint?, _ snap: ViewsSnapshot) throws -> String? {
         guard let cp else { return nil }
         if cp.schemaVersion != SinkSchema.version {
             return "the sink's checkpoints are inconsistent or of another schema version"
@@ -312,7 +319,7 @@ public final class PostgresSink: Service, Sendable {
         return nil
     }
 
-    func writeCheckpoint(_ c: PostgresConnection, _ snap: Snapshot, in name: String? = nil) async throws {
+    func writeCheckpoint(_ c: PostgresConnection, _ snap: ViewsSnapshot, in name: String? = nil) async throws {
         let target = SinkSchema.q(name ?? schema)
         let names = SinkSchema.projections
         let folds = names.map { snap.foldVersions[$0] ?? 0 }
@@ -331,7 +338,7 @@ public final class PostgresSink: Service, Sendable {
     /// PostgreSQL deletes and copies: the deletes go first, then each table's COPY streams its rows
     /// as the feed reads them, so reading SQLite and writing PostgreSQL overlap instead of taking
     /// turns.
-    func ship(_ c: PostgresConnection, _ snap: Snapshot, _ delta: Delta, replace: Bool,
+    func ship(_ c: PostgresConnection, _ snap: ViewsSnapshot, _ delta: Delta, replace: Bool,
               timed: (String, Double) -> Void = { _, _ in }) async throws -> Int {
         var jobs: [(table: SinkTable, keys: [String]?)] = []
         for table in SinkSchema.tables {
@@ -397,7 +404,7 @@ public final class PostgresSink: Service, Sendable {
     }
 
     func rebuild(_ conn: PostgresConnection, reader: LedgerReader, views: ProjectionStore, reason: String?) async throws -> SinkReport {
-        let snap = try Snapshot(reader: reader, views: views)
+        let snap = try ViewsSnapshot(reader: reader, views: views)
         let shadowQ = SinkSchema.q(shadow)
         let rows: Int = try await conn.withTransaction(logger: logger) { c in
             // One rebuild at a time per schema; catch-ups of the live schema carry on meanwhile.
@@ -510,7 +517,7 @@ public final class PostgresSink: Service, Sendable {
 // MARK: The SQLite side
 
 /// What changed between two checkpoints: keys whose rows must be replaced.
-struct Delta: Sendable {
+struct Delta: Sendable, Equatable {
     var allAppointments = false
     var appointmentIds = Set<String>()
     var allRuns = false
@@ -520,7 +527,7 @@ struct Delta: Sendable {
 
 /// The SQLite views caught up to the log's head, frozen in one read transaction, with the
 /// checkpoint they are at.
-final class Snapshot: @unchecked Sendable {
+final class ViewsSnapshot: @unchecked Sendable {
     // @unchecked: DatabaseSnapshot serialises its own access; the rest is immutable.
     let reader: LedgerReader
     let db: any DatabaseReader
@@ -528,6 +535,9 @@ final class Snapshot: @unchecked Sendable {
     let hash: String
     let head: LogHead
     let foldVersions: [String: Int]
+    /// The stream index is in the snapshot at the same seq and hash as the shipped views, and of
+    /// the version that files a run's unchanged observations under each appointment.
+    let streamIndexReady: Bool
 
     init(reader: LedgerReader, views: ProjectionStore) throws {
         self.reader = reader
@@ -542,6 +552,8 @@ final class Snapshot: @unchecked Sendable {
             var seqs = Set<Int64>()
             var hashes = Set<String>()
             var folds: [String: Int] = [:]
+            let index = StreamIndexProjection()
+            let indexState = rows.first { ($0["name"] as String) == index.name }
             for r in rows where SinkSchema.projections.contains(r["name"] as String) {
                 seqs.insert(r["last_seq"])
                 hashes.insert(r["last_hash"])
@@ -556,6 +568,10 @@ final class Snapshot: @unchecked Sendable {
             self.seq = UInt64(seqs.first!)
             self.hash = hashes.first!
             self.foldVersions = folds
+            self.streamIndexReady = indexState.map {
+                ($0["last_seq"] as Int64) == seqs.first! && ($0["last_hash"] as String) == hashes.first!
+                    && ($0["schema_version"] as Int) == index.schemaVersion
+            } ?? false
             self.head = try reader.head()
             return
         }
@@ -572,10 +588,44 @@ final class Snapshot: @unchecked Sendable {
         return found
     }
 
-    /// The keys the events (after, seq] touched.
-    func delta(after: UInt64) throws -> Delta {
+    /// Where the keys of the events (after, seq] are read from.
+    enum DeltaSource: String, Sendable, CaseIterable {
+        /// Every event of the range read from the log (CRC, chain, envelope): about 4 µs an event.
+        case log
+        /// The snapshot's `event_streams` rows of the range: about 0.1 µs a row, but the table is
+        /// keyed by (stream, seq), so every row of it is looked at, however short the range.
+        case streamIndex = "stream index"
+    }
+
+    /// The cheaper way to the keys of (after, seq]: the stream index once the range is more than
+    /// ~1/40 of the log (measured: reading the log ~4 µs an event, scanning the index ~0.1 µs a
+    /// row, BENCHMARKS.md "PostgreSQL sink"), and only when the index can be trusted for it: at
+    /// the snapshot's seq and hash, and with no event of the range quarantined by it (a
+    /// `sync.completed` it could not read lacks its unchanged appointments' rows).
+    func deltaSource(after: UInt64) throws -> DeltaSource {
+        guard streamIndexReady, after < seq, (seq - after) * 40 >= seq else { return .log }
+        let quarantined = try db.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM quarantine WHERE projection = ? AND seq > ? AND seq <= ?)",
+                              arguments: [StreamIndexProjection().name, Int64(after), Int64(seq)]) ?? true
+        }
+        return quarantined ? .log : .streamIndex
+    }
+
+    /// The keys the events (after, seq] touched. Both sources give the same keys
+    /// (`SinkDeltaTests`); an event either cannot place ships everything of its kind.
+    func delta(after: UInt64, from source: DeltaSource = .log) throws -> Delta {
         var d = Delta()
         guard after < seq else { return d }
+        switch source {
+        case .log: try deltaFromLog(after: after, into: &d)
+        case .streamIndex: try deltaFromStreamIndex(after: after, into: &d)
+        }
+        if d.allAppointments { d.appointmentIds = [] }
+        if d.allRuns { d.runIds = [] }
+        return d
+    }
+
+    private func deltaFromLog(after: UInt64, into d: inout Delta) throws {
         try reader.forEachEvent(from: after + 1, through: seq) { e in
             switch e.eventType {
             case .appointmentDiscovered?, .appointmentChanged?, .appointmentRemoved?:
@@ -615,9 +665,67 @@ final class Snapshot: @unchecked Sendable {
             }
             return true
         }
-        if d.allAppointments { d.appointmentIds = [] }
-        if d.allRuns { d.runIds = [] }
-        return d
+    }
+
+    /// The same keys from the stream index: each event's (stream, type), and a `sync.completed`
+    /// filed again under every appointment it observed unchanged. Runs are the `sync/RUN`
+    /// streams (`sync.abandoned` is filed under the run it abandons). One pass over the table
+    /// through SQLite's C API: its rows come grouped by stream, so a stream already counted is
+    /// recognised by its bytes and no string is made for it.
+    private func deltaFromStreamIndex(after: UInt64, into d: inout Delta) throws {
+        let appointment = Array("appointment/".utf8), run = Array("sync/".utf8)
+        try db.read { db in
+            let statement = try db.makeStatement(sql: "SELECT stream, type FROM event_streams WHERE seq > ? AND seq <= ?")
+            try statement.setArguments([Int64(after), Int64(seq)])
+            let h = statement.sqliteStatement
+            defer { sqlite3_reset(h) }
+            // The stream last added to each set (rows of one stream come one after another).
+            var lastAppointment: [UInt8] = [], lastRun: [UInt8] = [], lastType: [UInt8] = []
+            var type: EventType?
+            while true {
+                let rc = sqlite3_step(h)
+                if rc == SQLITE_DONE { break }
+                guard rc == SQLITE_ROW else {
+                    throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+                }
+                let stream = UnsafeBufferPointer(start: sqlite3_column_text(h, 0), count: Int(sqlite3_column_bytes(h, 0)))
+                let typeBytes = UnsafeBufferPointer(start: sqlite3_column_text(h, 1), count: Int(sqlite3_column_bytes(h, 1)))
+                if !typeBytes.elementsEqual(lastType) {
+                    lastType = Array(typeBytes)
+                    type = EventType(rawValue: String(decoding: typeBytes, as: UTF8.self))
+                }
+                func addAppointment() {
+                    guard !stream.elementsEqual(lastAppointment) else { return }
+                    lastAppointment = Array(stream)
+                    d.appointmentIds.insert(String(decoding: UnsafeBufferPointer(rebasing: stream[appointment.count...]), as: UTF8.self))
+                }
+                func addRun() {
+                    guard !stream.elementsEqual(lastRun) else { return }
+                    lastRun = Array(stream)
+                    d.runIds.insert(String(decoding: UnsafeBufferPointer(rebasing: stream[run.count...]), as: UTF8.self))
+                }
+                switch type {
+                case .appointmentDiscovered?, .appointmentChanged?, .appointmentRemoved?:
+                    if stream.starts(with: appointment) { addAppointment() } else { d.allAppointments = true }
+                case .syncStarted?, .syncAbandoned?:
+                    if stream.starts(with: run) { addRun() } else { d.allRuns = true }
+                case .syncCompleted?:
+                    if stream.starts(with: run) {
+                        addRun()
+                    } else if stream.starts(with: appointment) {
+                        addAppointment()
+                    } else {
+                        d.allRuns = true
+                        d.allAppointments = true
+                    }
+                case .patientForgotten?, .rosterObserved?, .settingsObserved?:
+                    d.allAppointments = true
+                default:
+                    d.allAppointments = true
+                    d.allRuns = true
+                }
+            }
+        }
     }
 
     /// The rows of `table` for these keys (all when nil), in COPY's text format, in ~1 MB buffers.
@@ -675,7 +783,7 @@ final class CopyFeed: Sendable {
     let streams: [AsyncThrowingStream<Piece, any Error>]
     private let stopped = Atomic<Bool>(false)
 
-    init(_ snap: Snapshot, _ jobs: [(table: SinkTable, keys: [String]?)]) {
+    init(_ snap: ViewsSnapshot, _ jobs: [(table: SinkTable, keys: [String]?)]) {
         var streams: [AsyncThrowingStream<Piece, any Error>] = []
         var continuations: [AsyncThrowingStream<Piece, any Error>.Continuation] = []
         for _ in jobs {
@@ -780,7 +888,7 @@ public struct RawCopy: @unchecked Sendable {
 
 extension PostgresSink {
     public func prepareRawCopy(reader: LedgerReader, views: ProjectionStore, afterSeq: UInt64) throws -> RawCopy {
-        let snap = try Snapshot(reader: reader, views: views)
+        let snap = try ViewsSnapshot(reader: reader, views: views)
         let delta = afterSeq == 0 ? Delta.everything : try snap.delta(after: afterSeq)
         var out: [(SinkTable, [ByteBuffer], Int)] = []
         for t in SinkSchema.tables {

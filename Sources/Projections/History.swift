@@ -37,9 +37,13 @@ public enum History {
             Streams.appointment(appointmentId), types: [.appointmentDiscovered, .appointmentChanged, .appointmentRemoved])
         guard !seqs.isEmpty else { return [] }
         let events = try reader.events(at: seqs)
+        // Only the runs these events name: `sync_logs` has a row per run (~50,000 at 10M events).
+        let runs = Set(events.compactMap(\.run)).sorted()
         let runTypes = try views.pool.read { db in
             try Dictionary(
-                Row.fetchAll(db, sql: "SELECT id, sync_type FROM sync_logs").map { ($0["id"] as String, $0["sync_type"] as String) },
+                Row.fetchAll(db, sql: "SELECT id, sync_type FROM sync_logs WHERE id IN (SELECT value FROM json_each(?))",
+                             arguments: [JSONValue.array(runs.map(JSONValue.string)).canonicalText])
+                    .map { ($0["id"] as String, $0["sync_type"] as String) },
                 uniquingKeysWith: { a, _ in a })
         }
         var out: [HistoryEntry] = []

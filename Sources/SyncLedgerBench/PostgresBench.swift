@@ -90,6 +90,7 @@ struct PostgresBench {
         m["pg_catchup_rows"] = Double(report.rows)
         for (k, v) in report.seconds { m["pg_catchup_\(k)_s"] = v }
         m["pg_catchup_events_per_s"] = Double(report.events) / t
+        log("postgres: the catch-up found the changed keys in the \(report.deltaSource ?? "(nothing: no checkpoint)")")
 
         log("postgres: raw COPY of the same \(report.rows) rows into empty tables")
         let raw = try sink.prepareRawCopy(reader: reader, views: views, afterSeq: checkpoint)

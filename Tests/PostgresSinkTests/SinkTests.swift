@@ -39,14 +39,19 @@ struct SinkTests {
             let rig = try await Rig.start()
             defer { Task { await rig.stop() } }
             var lastSeq: UInt64 = 0
+            var sources: [String] = []
             for day in 1...5 {
                 try await rig.sync(store: store, day: day)
                 let report = try await sync(cluster, store)
                 #expect(report.fromSeq == lastSeq, "day \(day) resumes from the previous checkpoint")
                 #expect(report.seq == (try LedgerReader(store: Store.open(store)).head().seq))
+                sources.append(report.deltaSource ?? "none")
                 lastSeq = report.seq
                 try await Compare.equal(cluster, store: store, "day \(day)")
             }
+            // Long ranges find their keys in the stream index, short ones in the log: both are
+            // checked against SQLite here.
+            #expect(Set(sources).isSuperset(of: ["log", "stream index"]), "\(sources)")
             let removed = try await scalar(cluster, "SELECT count(*)::text FROM syncledger.appointments WHERE removed")
             #expect((Int(removed ?? "0") ?? 0) > 0, "the timeline removes appointments")
             // A roster change re-attributes appointments: every row, not only the events' keys.
