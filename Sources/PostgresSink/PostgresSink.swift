@@ -884,6 +884,9 @@ public struct RawCopy: @unchecked Sendable {
     // @unchecked: ByteBuffer arrays, built once and only read.
     let tables: [(SinkTable, [ByteBuffer], Int)]
     public var rows: Int { tables.reduce(0) { $0 + $1.2 } }
+    /// Seconds spent reading the rows' COPY text from the SQLite snapshot (what the catch-up's
+    /// feed thread does while PostgreSQL copies).
+    public var readSeconds = 0.0
 }
 
 extension PostgresSink {
@@ -891,6 +894,7 @@ extension PostgresSink {
         let snap = try ViewsSnapshot(reader: reader, views: views)
         let delta = afterSeq == 0 ? Delta.everything : try snap.delta(after: afterSeq)
         var out: [(SinkTable, [ByteBuffer], Int)] = []
+        let t0 = ContinuousClock.now
         for t in SinkSchema.tables {
             let all = t.key == .appointment ? delta.allAppointments : delta.allRuns
             let keys = t.key == .appointment ? delta.appointmentIds : delta.runIds
@@ -898,7 +902,7 @@ extension PostgresSink {
             let (buffers, n) = try snap.copyText(t, keys: all ? nil : Array(keys))
             out.append((t, buffers, n))
         }
-        return RawCopy(tables: out)
+        return RawCopy(tables: out, readSeconds: (ContinuousClock.now - t0).seconds)
     }
 
     /// Creates `scratch` with the sink's tables and indexes (untimed by the caller's choice),

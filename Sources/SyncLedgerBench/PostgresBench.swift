@@ -103,6 +103,7 @@ struct PostgresBench {
             }
         }
         m["pg_copy_floor_rows"] = Double(raw.rows)
+        m["pg_copy_text_read_s"] = raw.readSeconds
         m["pg_copy_floor_s"] = copySeconds.value
         m["pg_copy_floor_events_per_s"] = Double(report.events) / copySeconds.value
 
