@@ -103,6 +103,9 @@ final class ChunkFolder {
     /// The segment being folded.
     var pending: [String: Pending] = [:]
     var streamEntries: [StreamEntry] = []
+    /// True once `sortForWriting` has put every segment's stream entries in the order `write`
+    /// inserts them (a pipelined fold sorts on the producer thread, off the writer's).
+    private var entriesSorted = false
     /// Events folded since the last flush.
     var count = 0
     /// Quarantine entries recorded by `flush`, in log order.
@@ -144,6 +147,7 @@ final class ChunkFolder {
     /// Folds one event into memory, and records what must be applied one by one. Never touches
     /// the database (it may run on another thread than `flush`).
     func add(_ e: EventEnvelope) throws {
+        entriesSorted = false
         count += 1
         if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(e)) }
         let kind = e.eventType
@@ -217,6 +221,20 @@ final class ChunkFolder {
         }
     }
 
+    private static func streamOrder(_ a: StreamEntry, _ b: StreamEntry) -> Bool {
+        a.stream != b.stream ? a.stream < b.stream : a.seq < b.seq
+    }
+
+    /// Sorts each segment's stream index entries as `write` inserts them. Called when the chunk
+    /// is complete (no `add` after it until `flush`).
+    func sortForWriting() {
+        streamEntries.sort(by: Self.streamOrder)
+        for i in steps.indices {
+            if case .write(let segment, let entries) = steps[i] { steps[i] = .write(segment, entries.sorted(by: Self.streamOrder)) }
+        }
+        entriesSorted = true
+    }
+
     /// Ends the segment before `e`, an event `p` applies one by one (after the segment is written).
     private func endSegment(_ p: any Projection, _ e: EventEnvelope) {
         if !pending.isEmpty || !streamEntries.isEmpty {
@@ -248,6 +266,7 @@ final class ChunkFolder {
         try write(pending, streamEntries, db)
         pending = [:]
         streamEntries = []
+        entriesSorted = false
         count = 0
     }
 
@@ -283,7 +302,7 @@ final class ChunkFolder {
     /// Writes one segment: its stream index entries, then each appointment once.
     private func write(_ pending: [String: Pending], _ streamEntries: [StreamEntry], _ db: Database) throws {
         if !streamEntries.isEmpty {
-            let sorted = streamEntries.sorted { $0.stream != $1.stream ? $0.stream < $1.stream : $0.seq < $1.seq }
+            let sorted = entriesSorted ? streamEntries : streamEntries.sorted(by: Self.streamOrder)
             let insert = try RawStatement(db, "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
             for s in sorted {
                 insert.bind(1, s.stream)

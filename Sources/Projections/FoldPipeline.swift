@@ -125,6 +125,9 @@ final class FoldPipeline: @unchecked Sendable {
                     c.last = batch.info
                 }
                 if c.events > 0 {
+                    let t2 = monotonicSeconds()
+                    c.folder.sortForWriting()
+                    fold += monotonicSeconds() - t2
                     guard hand(.chunk(c)) else { return }
                     previous = c.last
                 }
