@@ -29,11 +29,15 @@ final class ReadPrivacy: @unchecked Sendable {
             if storedVersion < 2 { return try redactLegacy(e) }
             // Nothing sealed (no `"sealed"` anywhere in the bytes): no need to parse the data.
             if !containsAnywhere(e.data, Self.sealedKey) { return e }
-            guard let d = try? e.dataValue(), case .array(let parts)? = d["sealed"], !parts.isEmpty,
-                let object = d["object"], let id = d["appointment_id"]?.stringValue
-            else { return e }
-            let opened = try PersonalData.openAppointment(object, parts: parts, appointmentId: id, key: key(for:))
-            return rewrite(e, d, object: opened, contentHash: nil)
+            var out = e
+            if let data = PersonalData.openObservationBytes(e.data, key: key(for:)) {
+                out.data = data
+                return out
+            }
+            guard let (data, value) = try PersonalData.openObservationDataParsing(e.data, key: key(for:)) else { return e }
+            out.data = data
+            out.memo.withLock { $0.value = value }
+            return out
         case .rosterObserved:
             guard let d = try? e.dataValue(), d["sealed"] == .bool(true) else { return e }
             let opened = try PersonalData.openRoster(d, key: key(for:))
@@ -48,25 +52,12 @@ final class ReadPrivacy: @unchecked Sendable {
 
     static let sealedKey = Array("\"sealed\"".utf8)
 
-    /// The data of an appointment event with `object` in place of the stored one (and without
-    /// `sealed`), keeping the layout `AppointmentObservation.encodeData` writes.
+    /// The event with `object` in place of the stored one (and without `sealed`).
     func rewrite(_ e: EventEnvelope, _ d: JSONValue, object: JSONValue, contentHash: String?) -> EventEnvelope {
-        let changed: [String]? = {
-            if case .array(let a)? = d["changed_fields"] { return a.compactMap(\.stringValue) }
-            return nil
-        }()
-        let obs = AppointmentObservation(
-            appointmentId: d["appointment_id"]?.stringValue ?? "",
-            contentHash: contentHash ?? d["content_hash"]?.stringValue ?? "",
-            changedFields: changed ?? [], object: Array(object.canonicalText.utf8))
+        let (data, value) = PersonalData.observationData(d, object: object, contentHash: contentHash)
         var out = e
-        out.data = obs.encodeData(includeChangedFields: changed != nil)
-        var value: [String: JSONValue] = [
-            "appointment_id": .string(obs.appointmentId), "content_hash": .string(obs.contentHash), "object": object,
-        ]
-        if let changed { value["changed_fields"] = .array(changed.map(JSONValue.string)) }
-        let v = JSONValue.object(value)
-        out.memo.withLock { $0.value = v }
+        out.data = data
+        out.memo.withLock { $0.value = value }
         return out
     }
 

@@ -61,6 +61,19 @@ struct SealPlan {
     var patients: [Patient]
 }
 
+/// The members of observation data that sealing and opening read.
+struct ObservationWrapper {
+    var appointmentId: String?
+    var contentHash = ""
+    /// nil when absent or not an array.
+    var changedFields: [String]?
+    /// The object's members on the member stack (sorted), when `object` is an object.
+    var fields: Range<Int>?
+    var objectSpan = 0..<0
+    /// The bytes of the `sealed` value.
+    var sealed: Range<Int>?
+}
+
 /// The fast path gives up (the slow path then runs).
 struct BytesBail: Error {}
 
@@ -589,18 +602,16 @@ struct ByteJSON {
 
     // MARK: The observation
 
-    /// Reads the observation data and works out what `sealObservationData` takes out of it.
-    /// nil: no object or no id (the data is returned unchanged).
-    mutating func plan(patientOf: (String) -> String?) throws(BytesBail) -> SealPlan? {
-        // The wrapper, member by member; the object's members are collected as it is met (so
-        // its bytes are scanned once). Keys must be plain; a repeated key gives up.
+    /// The wrapper of observation data (`AppointmentObservation.encodeData`'s layout, any key
+    /// order), member by member; the object's members are collected as it is met (so its bytes
+    /// are scanned once). Keys must be plain; a repeated key gives up.
+    mutating func observation() throws(BytesBail) -> ObservationWrapper {
         var i = 0
         _ = skipSpace(&i)
         guard i < b.count, b[i] == UInt8(ascii: "{") else { throw BytesBail() }
         i += 1
         var wrapper: [(key: Int, start: Int, end: Int, canonical: Bool)] = []  // key: 1 id, 2 hash, 3 changed
-        var fields: Range<Int>?
-        var objectSpan = 0..<0
+        var out = ObservationWrapper()
         _ = skipSpace(&i)
         if i < b.count, b[i] == UInt8(ascii: "}") {
             i += 1
@@ -622,8 +633,8 @@ struct ByteJSON {
                 let key = token(keyStart, keyEnd)
                 if key.elementsEqual("object".utf8) {
                     guard i < b.count, b[i] == UInt8(ascii: "{") else { throw BytesBail() }
-                    fields = try collectMembers(&i, depth: 1)
-                    objectSpan = start..<i
+                    out.fields = try collectMembers(&i, depth: 1)
+                    out.objectSpan = start..<i
                 } else {
                     let canonical = try scanValue(&i, depth: 1)
                     if key.elementsEqual("appointment_id".utf8) {
@@ -632,6 +643,8 @@ struct ByteJSON {
                         wrapper.append((2, start, i, canonical))
                     } else if key.elementsEqual("changed_fields".utf8) {
                         wrapper.append((3, start, i, canonical))
+                    } else if key.elementsEqual("sealed".utf8) {
+                        out.sealed = start..<i
                     }
                 }
                 _ = skipSpace(&i)
@@ -650,14 +663,12 @@ struct ByteJSON {
         _ = skipSpace(&i)
         guard i == b.count else { throw BytesBail() }
 
-        guard let fields, let idValue = wrapper.first(where: { $0.key == 1 }),
-            let appointmentId = try stringValue(idValue.start, idValue.end, canonical: idValue.canonical)
-        else { return nil }
-        var contentHash = ""
-        if let h = wrapper.first(where: { $0.key == 2 }) {
-            contentHash = try stringValue(h.start, h.end, canonical: h.canonical) ?? ""
+        if let idValue = wrapper.first(where: { $0.key == 1 }) {
+            out.appointmentId = try stringValue(idValue.start, idValue.end, canonical: idValue.canonical)
         }
-        var changed: [String]?
+        if let h = wrapper.first(where: { $0.key == 2 }) {
+            out.contentHash = try stringValue(h.start, h.end, canonical: h.canonical) ?? ""
+        }
         if let c = wrapper.first(where: { $0.key == 3 }), b[c.start] == UInt8(ascii: "[") {
             var list: [String] = []
             var j = c.start + 1
@@ -676,8 +687,17 @@ struct ByteJSON {
                     break
                 }
             }
-            changed = list
+            out.changedFields = list
         }
+        return out
+    }
+
+    /// Reads the observation data and works out what `sealObservationData` takes out of it.
+    /// nil: no object or no id (the data is returned unchanged).
+    mutating func plan(patientOf: (String) -> String?) throws(BytesBail) -> SealPlan? {
+        let wrapper = try observation()
+        guard let fields = wrapper.fields, let appointmentId = wrapper.appointmentId else { return nil }
+        let contentHash = wrapper.contentHash, changed = wrapper.changedFields, objectSpan = wrapper.objectSpan
 
         // Who owns what, in the slow path's order: the primary client, additional clients, the
         // appointment's free text.
