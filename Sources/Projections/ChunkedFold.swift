@@ -89,23 +89,57 @@ final class ChunkFolder {
         var location: AppointmentFacts?
     }
     typealias StreamEntry = (stream: String, seq: Int64, type: String)
+    /// What is folded between two events that end a segment, and the order it is written in.
+    struct Segment {
+        var pending: [String: Pending] = [:]
+        var entries: [StreamEntry] = []
+        /// The appointment ids in `pending` sorted, and `entries` put in the order they are
+        /// inserted, once `prepare` has run (by the producer of a pipelined fold).
+        var ids: [String]?
+        var isEmpty: Bool { pending.isEmpty && entries.isEmpty }
+
+        /// Sorts the ids and groups the stream entries by stream, streams in order, each
+        /// stream's entries in log (seq) order as they were added: the keyed table is filled
+        /// page by page. Grouping through a dictionary costs one hash per entry where sorting
+        /// them compared strings ~15 times each.
+        mutating func prepare() {
+            guard ids == nil else { return }
+            ids = pending.keys.sorted()
+            guard entries.count > 1 else { return }
+            var last: [String: Int] = [:]
+            last.reserveCapacity(entries.count / 2)
+            var next = [Int](repeating: -1, count: entries.count)
+            var heads: [Int] = []
+            for (i, e) in entries.enumerated() {
+                if let j = last.updateValue(i, forKey: e.stream) { next[j] = i } else { heads.append(i) }
+            }
+            let list = entries
+            heads.sort { list[$0].stream < list[$1].stream }
+            var grouped: [StreamEntry] = []
+            grouped.reserveCapacity(entries.count)
+            for h in heads {
+                var i = h
+                while i >= 0 {
+                    grouped.append(list[i])
+                    i = next[i]
+                }
+            }
+            entries = grouped
+        }
+    }
     /// What `flush` runs against the database, in log order.
     enum Step {
         /// An event for the one-by-one projections (`others`).
         case apply(EventEnvelope)
         case quarantine(QuarantineEntry)
         /// What was folded before an event that ends a segment.
-        case write([String: Pending], [StreamEntry])
+        case write(Segment)
         /// That event, applied one by one to a folded projection.
         case barrier(any Projection, EventEnvelope)
     }
     var steps: [Step] = []
     /// The segment being folded.
-    var pending: [String: Pending] = [:]
-    var streamEntries: [StreamEntry] = []
-    /// True once `sortForWriting` has put every segment's stream entries in the order `write`
-    /// inserts them (a pipelined fold sorts on the producer thread, off the writer's).
-    private var entriesSorted = false
+    var segment = Segment()
     /// Events folded since the last flush.
     var count = 0
     /// Quarantine entries recorded by `flush`, in log order.
@@ -134,9 +168,9 @@ final class ChunkFolder {
     private func wants(_ after: UInt64?, _ e: EventEnvelope) -> Bool { after.map { e.seq > $0 } ?? false }
 
     private func slot(_ id: String) -> Pending {
-        if let p = pending[id] { return p }
+        if let p = segment.pending[id] { return p }
         let p = Pending()
-        pending[id] = p
+        segment.pending[id] = p
         return p
     }
 
@@ -147,11 +181,11 @@ final class ChunkFolder {
     /// Folds one event into memory, and records what must be applied one by one. Never touches
     /// the database (it may run on another thread than `flush`).
     func add(_ e: EventEnvelope) throws {
-        entriesSorted = false
+        segment.ids = nil
         count += 1
         if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(e)) }
         let kind = e.eventType
-        if wants(streams, e) { streamEntries.append((e.stream, Int64(e.seq), e.type)) }
+        if wants(streams, e) { segment.entries.append((e.stream, Int64(e.seq), e.type)) }
         switch kind {
         case .appointmentDiscovered, .appointmentChanged:
             let a = wants(appointments, e), m = wants(meetings, e), l = wants(locations, e)
@@ -204,7 +238,7 @@ final class ChunkFolder {
                 let done = try e.syncCompleted()
                 for o in done.unchanged {
                     if a { slot(o.id).ops.append(.synced(at: e.at)) }
-                    if s { streamEntries.append((Streams.appointment(o.id), Int64(e.seq), e.type)) }
+                    if s { segment.entries.append((Streams.appointment(o.id), Int64(e.seq), e.type)) }
                 }
             } catch let q as QuarantineError {
                 if a { quarantine(appointmentsP!.name, e, q.message) }
@@ -221,26 +255,24 @@ final class ChunkFolder {
         }
     }
 
-    private static func streamOrder(_ a: StreamEntry, _ b: StreamEntry) -> Bool {
-        a.stream != b.stream ? a.stream < b.stream : a.seq < b.seq
-    }
-
-    /// Sorts each segment's stream index entries as `write` inserts them. Called when the chunk
-    /// is complete (no `add` after it until `flush`).
+    /// Puts each segment in the order `write` writes it (`Segment.prepare`). Called when the
+    /// chunk is complete (no `add` after it until `flush`); `write` prepares a segment itself
+    /// otherwise.
     func sortForWriting() {
-        streamEntries.sort(by: Self.streamOrder)
+        segment.prepare()
         for i in steps.indices {
-            if case .write(let segment, let entries) = steps[i] { steps[i] = .write(segment, entries.sorted(by: Self.streamOrder)) }
+            if case .write(var s) = steps[i] {
+                s.prepare()
+                steps[i] = .write(s)
+            }
         }
-        entriesSorted = true
     }
 
     /// Ends the segment before `e`, an event `p` applies one by one (after the segment is written).
     private func endSegment(_ p: any Projection, _ e: EventEnvelope) {
-        if !pending.isEmpty || !streamEntries.isEmpty {
-            steps.append(.write(pending, streamEntries))
-            pending = [:]
-            streamEntries = []
+        if !segment.isEmpty {
+            steps.append(.write(segment))
+            segment = Segment()
         }
         steps.append(.barrier(p, e))
     }
@@ -256,17 +288,15 @@ final class ChunkFolder {
                 }
             case .quarantine(let entry):
                 try record(entry, db)
-            case .write(let segment, let entries):
-                try write(segment, entries, db)
+            case .write(let s):
+                try write(s, db)
             case .barrier(let p, let e):
                 do { try p.apply(e, db, t) } catch let q as QuarantineError { try record(p.name, e, q.message, db) }
             }
         }
         steps.removeAll()
-        try write(pending, streamEntries, db)
-        pending = [:]
-        streamEntries = []
-        entriesSorted = false
+        try write(segment, db)
+        segment = Segment()
         count = 0
     }
 
@@ -300,24 +330,57 @@ final class ChunkFolder {
     }
 
     /// Writes one segment: its stream index entries, then each appointment once.
-    private func write(_ pending: [String: Pending], _ streamEntries: [StreamEntry], _ db: Database) throws {
-        if !streamEntries.isEmpty {
-            let sorted = entriesSorted ? streamEntries : streamEntries.sorted(by: Self.streamOrder)
-            let insert = try RawStatement(db, "INSERT OR IGNORE INTO \(t("event_streams")) (stream, seq, type) VALUES (?, ?, ?)")
-            for s in sorted {
-                insert.bind(1, s.stream)
-                insert.bind(2, s.seq)
-                insert.bind(3, s.type)
-                try insert.run()
-            }
-        }
-        guard !pending.isEmpty else { return }
-        let ids = pending.keys.sorted()
+    private func write(_ segment: Segment, _ db: Database) throws {
+        var segment = segment
+        segment.prepare()
+        let pending = segment.pending
+        try writeStreamEntries(segment.entries, db)
+        guard !pending.isEmpty, let ids = segment.ids else { return }
         if appointments != nil { try writeAppointments(ids, pending, db) }
         if meetings != nil { try writeMeetings(ids, pending, db) }
         if locations != nil { try writeLocations(ids, pending, db) }
         if let known {
             for (id, s) in pending where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(id) }
+        }
+    }
+
+    /// Stream index rows per INSERT statement: one statement per row spent as much in SQLite's
+    /// statement machinery (step, reset, the program's setup) as in the B-tree.
+    static let entriesPerInsert = 64
+
+    /// Inserts the stream index entries in their order, `entriesPerInsert` rows per statement
+    /// (each row ignored when it is there already, as one by one).
+    private func writeStreamEntries(_ entries: [StreamEntry], _ db: Database) throws {
+        guard !entries.isEmpty else { return }
+        let table = t("event_streams")
+        func statement(_ rows: Int) throws -> RawStatement {
+            try RawStatement(db, "INSERT OR IGNORE INTO \(table) (stream, seq, type) VALUES "
+                + Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", "))
+        }
+        let n = Self.entriesPerInsert
+        var start = 0
+        if entries.count >= n {
+            let many = try statement(n)
+            while start + n <= entries.count {
+                for k in 0..<n {
+                    let e = entries[start + k]
+                    let p = Int32(3 * k)
+                    many.bind(p + 1, e.stream)
+                    many.bind(p + 2, e.seq)
+                    many.bind(p + 3, e.type)
+                }
+                try many.run()
+                start += n
+            }
+        }
+        if start < entries.count {
+            let one = try statement(1)
+            for e in entries[start...] {
+                one.bind(1, e.stream)
+                one.bind(2, e.seq)
+                one.bind(3, e.type)
+                try one.run()
+            }
         }
     }
 
