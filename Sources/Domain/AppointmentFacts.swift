@@ -126,6 +126,13 @@ public struct MeetingLink: Sendable, Hashable {
         "whereby.com", "webex.com", "gotomeeting.com", "vsee.me", "intakeq.com", "practiceq.com",
     ]
 
+    /// Each video host with a dot before it: its subdomains' suffix.
+    static let videoHostSuffixes = videoHosts.map { "." + $0 }
+
+    static func isVideoHost(_ host: String) -> Bool {
+        videoHosts.contains(host) || videoHostSuffixes.contains { host.hasSuffix($0) }
+    }
+
     public static func find(in object: JSONValue) -> MeetingLink? {
         find(AppointmentFields(object: object))
     }
@@ -170,8 +177,25 @@ public struct MeetingLink: Sendable, Hashable {
     }
 
     static func hostOf(_ url: String) -> String {
-        guard let r = url.range(of: "://") else { return "" }
-        let rest = url[r.upperBound...]
+        // The first "://" (over the UTF-8 bytes: a String.Index of them is one of the string's).
+        let bytes = url.utf8
+        var i = bytes.startIndex
+        var after: String.Index?
+        while i != bytes.endIndex {
+            if bytes[i] == UInt8(ascii: ":") {
+                let j = bytes.index(after: i)
+                if j != bytes.endIndex, bytes[j] == UInt8(ascii: "/") {
+                    let k = bytes.index(after: j)
+                    if k != bytes.endIndex, bytes[k] == UInt8(ascii: "/") {
+                        after = bytes.index(after: k)
+                        break
+                    }
+                }
+            }
+            i = bytes.index(after: i)
+        }
+        guard let after else { return "" }
+        let rest = url[after...]
         let host = rest.prefix { $0 != "/" && $0 != "?" && $0 != "#" && $0 != ":" }
         return host.lowercased()
     }
@@ -260,15 +284,13 @@ public struct MeetingLink: Sendable, Hashable {
     /// The video-meeting links in free text, in order.
     public static func videoURLs(in text: String) -> [String] {
         urls(in: text).filter { url in
-            let host = hostOf(url)
-            return videoHosts.contains { host == $0 || host.hasSuffix("." + $0) }
+            isVideoHost(hostOf(url))
         }
     }
 
     static func firstVideoURL(in text: String) -> String? {
         urls(in: text).first { url in
-            let host = hostOf(url)
-            return videoHosts.contains { host == $0 || host.hasSuffix("." + $0) }
+            isVideoHost(hostOf(url))
         }
     }
 }
