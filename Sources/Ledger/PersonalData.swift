@@ -183,7 +183,7 @@ public enum PersonalData {
             if let k = try key(patient) {
                 for (field, value) in try open(box, patient: patient, context: "appointment/" + appointmentId, key: k) {
                     if field.hasPrefix("AdditionalClients/"), let i = Int(field.dropFirst("AdditionalClients/".count)),
-                        case .array(var extra)? = o["AdditionalClients"], i < extra.count
+                        case .array(var extra)? = o["AdditionalClients"], i >= 0, i < extra.count
                     {
                         extra[i] = value
                         o["AdditionalClients"] = .array(extra)
@@ -196,7 +196,7 @@ public enum PersonalData {
                     if slot == "client" {
                         o["ClientName"] = .string(forgottenName)
                     } else if slot.hasPrefix("AdditionalClients/"), let i = Int(slot.dropFirst("AdditionalClients/".count)),
-                        case .array(var extra)? = o["AdditionalClients"], i < extra.count
+                        case .array(var extra)? = o["AdditionalClients"], i >= 0, i < extra.count
                     {
                         extra[i] = .object(["ClientId": .null, "ClientName": .string(forgottenName)])
                         o["AdditionalClients"] = .array(extra)

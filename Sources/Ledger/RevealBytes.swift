@@ -89,12 +89,15 @@ extension ByteJSON {
             }
             extra = list
         }
-        /// The index of `AdditionalClients/<n>` when the slow path replaces that element.
+        /// The index of `AdditionalClients/<n>` when the slow path replaces that element. Another
+        /// spelling of a number `Int` reads (`00`, `+0`, `-0`) gives up: two of them in one box
+        /// name one element, and the slow path applies a box's fields in no fixed order.
         func element(_ field: String) throws(BytesBail) -> Int? {
             guard field.hasPrefix("AdditionalClients/"), let n = Int(field.dropFirst("AdditionalClients/".count)),
                 let count = extra?.count, n < count
             else { return nil }
-            guard n >= 0 else { throw BytesBail() }
+            guard n >= 0 else { return nil }
+            guard field.utf8.count == "AdditionalClients/".utf8.count + String(n).utf8.count else { throw BytesBail() }
             return n
         }
 

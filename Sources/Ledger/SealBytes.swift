@@ -596,7 +596,11 @@ struct ByteJSON {
         case UInt8(ascii: "t"), UInt8(ascii: "f"), UInt8(ascii: "n"):
             out.append(contentsOf: token(start, end))
         default:
-            out.append(contentsOf: try parsed(start, end).canonicalText.utf8)
+            // A number too large for a Double (`1e400`) has no canonical text to copy: the slow
+            // path keeps its parsed value beside the text it writes.
+            let value = try parsed(start, end)
+            if case .number(let d) = value, !d.isFinite { throw BytesBail() }
+            out.append(contentsOf: value.canonicalText.utf8)
         }
     }
 

@@ -134,4 +134,43 @@ import Testing
         // The order of the parts decides.
         #expect(results.count == 2)
     }
+
+    /// Boxes no sealing writes but a log may hold: another spelling of an element's index, a
+    /// negative index (the parsing path trapped on it), a number too large for a Double. The
+    /// byte path steps aside for each, and the parsing path reads them without crashing.
+    @Test func oddBoxesStepAsideAndNeverCrash() throws {
+        let dir = TempDir("revealbytes")
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        func data(_ plain: String, slots: [String] = ["client"], patient: String = "p1") throws -> [UInt8] {
+            let box = try PersonalData.sealPlain(Array(plain.utf8), patient: patient, context: "appointment/a-1", key: keys.key(for: patient))
+            var obs = AppointmentObservation(appointmentId: "a-1", contentHash: "h", changedFields: [],
+                                             object: Array(#"{"AdditionalClients":[{},{}],"ClientName":null,"Id":"a-1"}"#.utf8))
+            obs.sealed = [PersonalData.Part(patient: patient, slots: slots, box: box)]
+            return obs.encodeData(includeChangedFields: false)
+        }
+        let key: (String) throws -> SealingKey? = { $0 == "p9" ? nil : try keys.key(for: $0) }
+        for plain in [#"{"AdditionalClients/0":1,"AdditionalClients/00":2}"#, #"{"AdditionalClients/+1":3}"#,
+                      #"{"ClientName":1e400}"#] {
+            let d = try data(plain)
+            #expect(PersonalData.openObservationBytes(d, key: key) == nil, "\(plain)")
+            let reference = try #require(try PersonalData.openObservationDataParsing(d, key: key), "\(plain)")
+            #expect(String(decoding: reference.data, as: UTF8.self).contains(#""Id":"a-1""#))
+        }
+        // A negative index names no element: the field is kept under its name, as the parsing path does.
+        let negative = try data(#"{"AdditionalClients/-1":4}"#)
+        let kept = try #require(PersonalData.openObservationBytes(negative, key: key))
+        #expect(kept == (try #require(try PersonalData.openObservationDataParsing(negative, key: key))).data)
+        #expect(String(decoding: kept, as: UTF8.self).contains(#""AdditionalClients/-1":4"#))
+        // A forgotten patient's negative slot (slots are outside the box): nothing replaced.
+        let d = try data("{}", slots: ["client", "AdditionalClients/-1"], patient: "p9")
+        let reference = try #require(try PersonalData.openObservationDataParsing(d, key: key))
+        let bytes = try #require(PersonalData.openObservationBytes(d, key: key))
+        #expect(bytes == reference.data)
+        #expect(String(decoding: bytes, as: UTF8.self).contains(#""AdditionalClients":[{},{}],"ClientName":"(forgotten)""#))
+        // An index in the canonical spelling still takes the byte path.
+        let one = try data(#"{"AdditionalClients/1":{"ClientId":7}}"#)
+        let opened = try #require(PersonalData.openObservationBytes(one, key: key))
+        #expect(opened == (try #require(try PersonalData.openObservationDataParsing(one, key: key))).data)
+        #expect(String(decoding: opened, as: UTF8.self).contains(#""AdditionalClients":[{},{"ClientId":7}]"#))
+    }
 }
