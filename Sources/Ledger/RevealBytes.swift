@@ -70,24 +70,7 @@ extension ByteJSON {
         var extra: [(start: Int, end: Int, canonical: Bool)]?
         let extraMember = find("AdditionalClients", in: fields)
         if let a = extraMember, b[members[a].valueStart] == UInt8(ascii: "[") {
-            var list: [(start: Int, end: Int, canonical: Bool)] = []
-            var j = members[a].valueStart + 1
-            _ = skipSpace(&j)
-            if b[j] != UInt8(ascii: "]") {
-                while true {
-                    _ = skipSpace(&j)
-                    let s = j
-                    let canonical = try scanValue(&j, depth: 3)
-                    list.append((s, j, canonical))
-                    _ = skipSpace(&j)
-                    if b[j] == UInt8(ascii: ",") {
-                        j += 1
-                        continue
-                    }
-                    break
-                }
-            }
-            extra = list
+            extra = try elements(members[a].valueStart, depth: 3)
         }
         /// The index of `AdditionalClients/<n>` when the slow path replaces that element. Another
         /// spelling of a number `Int` reads (`00`, `+0`, `-0`) gives up: two of them in one box

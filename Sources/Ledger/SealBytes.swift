@@ -500,6 +500,24 @@ struct ByteJSON {
         UnsafeBufferPointer(rebasing: b[start..<end])
     }
 
+    /// The elements of the (scanned) array at `start`: each one's bytes and whether they are its
+    /// canonical text.
+    func elements(_ start: Int, depth: Int) throws(BytesBail) -> [(start: Int, end: Int, canonical: Bool)] {
+        var list: [(start: Int, end: Int, canonical: Bool)] = []
+        var j = start + 1
+        _ = skipSpace(&j)
+        guard b[j] != UInt8(ascii: "]") else { return list }
+        while true {
+            _ = skipSpace(&j)
+            let s = j
+            let canonical = try scanValue(&j, depth: depth)
+            list.append((s, j, canonical))
+            _ = skipSpace(&j)
+            guard b[j] == UInt8(ascii: ",") else { return list }
+            j += 1
+        }
+    }
+
     /// `JSONValue.stringValue` of a scanned value (nil for null, arrays and objects).
     func stringValue(_ start: Int, _ end: Int, canonical: Bool) throws(BytesBail) -> String? {
         switch b[start] {
@@ -561,27 +579,10 @@ struct ByteJSON {
             }
             out.append(UInt8(ascii: "}"))
         case UInt8(ascii: "["):
-            var i = start + 1
             out.append(UInt8(ascii: "["))
-            _ = skipSpace(&i)
-            if b[i] == UInt8(ascii: "]") {
-                out.append(UInt8(ascii: "]"))
-                return
-            }
-            var first = true
-            while true {
-                _ = skipSpace(&i)
-                let s = i
-                let c = try scanValue(&i, depth: depth + 1)
-                if !first { out.append(UInt8(ascii: ",")) }
-                first = false
-                try emit(s, i, canonical: c, depth: depth + 1, into: &out)
-                _ = skipSpace(&i)
-                if b[i] == UInt8(ascii: ",") {
-                    i += 1
-                    continue
-                }
-                break
+            for (n, e) in try elements(start, depth: depth + 1).enumerated() {
+                if n > 0 { out.append(UInt8(ascii: ",")) }
+                try emit(e.start, e.end, canonical: e.canonical, depth: depth + 1, into: &out)
             }
             out.append(UInt8(ascii: "]"))
         case UInt8(ascii: "\""):
@@ -675,21 +676,8 @@ struct ByteJSON {
         }
         if let c = wrapper.first(where: { $0.key == 3 }), b[c.start] == UInt8(ascii: "[") {
             var list: [String] = []
-            var j = c.start + 1
-            _ = skipSpace(&j)
-            if b[j] != UInt8(ascii: "]") {
-                while true {
-                    _ = skipSpace(&j)
-                    let s = j
-                    let canonical = try scanValue(&j, depth: 2)
-                    if let v = try stringValue(s, j, canonical: canonical) { list.append(v) }
-                    _ = skipSpace(&j)
-                    if b[j] == UInt8(ascii: ",") {
-                        j += 1
-                        continue
-                    }
-                    break
-                }
+            for e in try elements(c.start, depth: 2) {
+                if let v = try stringValue(e.start, e.end, canonical: e.canonical) { list.append(v) }
             }
             out.changedFields = list
         }
@@ -735,38 +723,25 @@ struct ByteJSON {
         var extra: [(start: Int, end: Int, canonical: Bool, sealed: Bool)] = []
         let extraMember = find("AdditionalClients", in: fields)
         if let a = extraMember, b[members[a].valueStart] == UInt8(ascii: "[") {
-            var j = members[a].valueStart + 1
-            _ = skipSpace(&j)
-            if b[j] != UInt8(ascii: "]") {
-                while true {
-                    _ = skipSpace(&j)
-                    let s = j
-                    let canonical = try scanValue(&j, depth: 3)
-                    var sealedHere = false
-                    if b[s] == UInt8(ascii: "{") {
-                        var e = s
-                        let entry = try collectMembers(&e, depth: 3)
-                        var patient: String?
-                        if let c = find("ClientId", in: entry) {
-                            let x = members[c]
-                            if let id = try stringValue(x.valueStart, x.valueEnd, canonical: x.canonical) { patient = patientOf(id) }
-                        }
-                        members.removeSubrange(entry)
-                        if let p = patient {
-                            if owner == nil { owner = p }
-                            let slot = "AdditionalClients/\(extra.count)"
-                            put(p, slot, [(Array(slot.utf8), s, j, canonical)])
-                            sealedHere = true
-                        }
+            for (s, j, canonical) in try elements(members[a].valueStart, depth: 3) {
+                var sealedHere = false
+                if b[s] == UInt8(ascii: "{") {
+                    var e = s
+                    let entry = try collectMembers(&e, depth: 3)
+                    var patient: String?
+                    if let c = find("ClientId", in: entry) {
+                        let x = members[c]
+                        if let id = try stringValue(x.valueStart, x.valueEnd, canonical: x.canonical) { patient = patientOf(id) }
                     }
-                    extra.append((s, j, canonical, sealedHere))
-                    _ = skipSpace(&j)
-                    if b[j] == UInt8(ascii: ",") {
-                        j += 1
-                        continue
+                    members.removeSubrange(entry)
+                    if let p = patient {
+                        if owner == nil { owner = p }
+                        let slot = "AdditionalClients/\(extra.count)"
+                        put(p, slot, [(Array(slot.utf8), s, j, canonical)])
+                        sealedHere = true
                     }
-                    break
                 }
+                extra.append((s, j, canonical, sealedHere))
             }
         }
         if let owner {
