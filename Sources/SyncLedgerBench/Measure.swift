@@ -13,6 +13,16 @@ func now() -> Double {
 
 /// The process's peak resident set so far (VmHWM), in MB. It cannot be reset, so a phase's
 /// figure is the peak of everything up to the end of that phase.
+/// Resets the peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0: "5" to /proc/self/clear_refs), so
+/// each run's figures are its own rather than the process's high-water mark; false when the
+/// system does not allow it (figures are then cumulative over the runs).
+func resetPeakRSS() -> Bool {
+    guard let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
+    defer { try? handle.close() }
+    do { try handle.write(contentsOf: Data("5".utf8)) } catch { return false }
+    return true
+}
+
 func peakRSSMB() -> Double {
     guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
         var u = rusage()
