@@ -35,16 +35,11 @@ final class ReadPrivacy: @unchecked Sendable {
                 return out
             }
             guard let (data, value) = try PersonalData.openObservationDataParsing(e.data, key: key(for:)) else { return e }
-            out.data = data
-            out.memo.withLock { $0.value = value }
-            return out
+            return Self.replacing(e, data: data, value: value)
         case .rosterObserved:
             guard let d = try? e.dataValue(), d["sealed"] == .bool(true) else { return e }
             let opened = try PersonalData.openRoster(d, key: key(for:))
-            var out = e
-            out.data = Array(opened.canonicalText.utf8)
-            out.memo.withLock { $0.value = opened }
-            return out
+            return Self.replacing(e, data: Array(opened.canonicalText.utf8), value: opened)
         default:
             return e
         }
@@ -55,6 +50,11 @@ final class ReadPrivacy: @unchecked Sendable {
     /// The event with `object` in place of the stored one (and without `sealed`).
     func rewrite(_ e: EventEnvelope, _ d: JSONValue, object: JSONValue, contentHash: String?) -> EventEnvelope {
         let (data, value) = PersonalData.observationData(d, object: object, contentHash: contentHash)
+        return Self.replacing(e, data: data, value: value)
+    }
+
+    /// The event with other data, and its parsed value kept beside it (readers do not parse it again).
+    static func replacing(_ e: EventEnvelope, data: [UInt8], value: JSONValue) -> EventEnvelope {
         var out = e
         out.data = data
         out.memo.withLock { $0.value = value }

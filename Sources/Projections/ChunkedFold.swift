@@ -357,18 +357,19 @@ final class ChunkFolder {
             try RawStatement(db, "INSERT OR IGNORE INTO \(table) (stream, seq, type) VALUES "
                 + Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", "))
         }
+        /// Binds `e` as the `row`th row of `s`.
+        func bind(_ s: RawStatement, _ row: Int, _ e: StreamEntry) {
+            let p = Int32(3 * row)
+            s.bind(p + 1, e.stream)
+            s.bind(p + 2, e.seq)
+            s.bind(p + 3, e.type)
+        }
         let n = Self.entriesPerInsert
         var start = 0
         if entries.count >= n {
             let many = try statement(n)
             while start + n <= entries.count {
-                for k in 0..<n {
-                    let e = entries[start + k]
-                    let p = Int32(3 * k)
-                    many.bind(p + 1, e.stream)
-                    many.bind(p + 2, e.seq)
-                    many.bind(p + 3, e.type)
-                }
+                for k in 0..<n { bind(many, k, entries[start + k]) }
                 try many.run()
                 start += n
             }
@@ -376,9 +377,7 @@ final class ChunkFolder {
         if start < entries.count {
             let one = try statement(1)
             for e in entries[start...] {
-                one.bind(1, e.stream)
-                one.bind(2, e.seq)
-                one.bind(3, e.type)
+                bind(one, 0, e)
                 try one.run()
             }
         }

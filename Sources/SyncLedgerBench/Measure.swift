@@ -11,8 +11,6 @@ func now() -> Double {
     return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
 
-/// The process's peak resident set so far (VmHWM), in MB. It cannot be reset, so a phase's
-/// figure is the peak of everything up to the end of that phase.
 /// Resets the peak RSS (VmHWM) to the current RSS (Linux ≥ 4.0: "5" to /proc/self/clear_refs), so
 /// each run's figures are its own rather than the process's high-water mark; false when the
 /// system does not allow it (figures are then cumulative over the runs).
@@ -23,6 +21,8 @@ func resetPeakRSS() -> Bool {
     return true
 }
 
+/// The process's peak resident set (VmHWM) since it started or since `resetPeakRSS`, in MB: a
+/// phase's figure is the peak of everything up to the end of that phase.
 func peakRSSMB() -> Double {
     guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
         var u = rusage()
@@ -284,6 +284,5 @@ struct SyncLedgerRun {
         m["as_of_ms"] = median(asOf)
         m["history_versions"] = Double(versions)
         rss.append(("lookups", peakRSSMB()))
-        m["peak_rss_mb"] = peakRSSMB()
     }
 }

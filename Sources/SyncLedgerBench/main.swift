@@ -133,7 +133,6 @@ struct Bench: ParsableCommand {
                 log("run \(r)/\(runs): history and as-of lookups")
                 try ours.lookups(store: store, views: views, tries: lookups)
             }
-            ours.m["peak_rss_mb"] = peakRSSMB()
             if let postgres {
                 var pg = PostgresBench(url: try PostgresURL(postgres), readers: pgReaders, log: log)
                 var pgSource = try makeSource(events: events, seed: seed)
