@@ -30,9 +30,15 @@ public enum RosterMembership {
     /// an IntakeQ client id to its roster patient and organization, whatever holds the roster.
     public static func members(of f: AppointmentFacts,
                                lookup: (String) throws -> (patient: String, org: String)?) rethrows -> [Member] {
+        try members(primary: f.intakeqClientId, additional: f.additionalClientIds, lookup: lookup)
+    }
+
+    /// The same from the client ids alone: the primary (`ClientId`, if any) and the additional ones.
+    public static func members(primary: String?, additional: [String],
+                               lookup: (String) throws -> (patient: String, org: String)?) rethrows -> [Member] {
         var out: [Member] = []
         var seen = Set<String>()
-        for (i, client) in ([f.intakeqClientId] + f.additionalClientIds.map(Optional.some)).enumerated() {
+        for (i, client) in ([primary] + additional.map(Optional.some)).enumerated() {
             guard let client, let p = try lookup(client), seen.insert(p.patient).inserted else { continue }
             out.append(Member(patientId: p.patient, organizationId: p.org, role: i == 0 ? "primary" : "additional"))
         }

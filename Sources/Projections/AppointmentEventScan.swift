@@ -59,32 +59,6 @@ struct AppointmentEventScan {
     }
 
     enum Top { case object, contentHash }
-
-    /// `AppointmentObservation.objectText(in:)` as a range of `data`: the first `,"object":`
-    /// anywhere in the bytes, when an object starts right after it and the data ends with `}}`.
-    static func objectTextRange(in data: [UInt8]) -> Range<Int>? {
-        let key: StaticString = ",\"object\":"
-        let n = key.utf8CodeUnitCount
-        guard data.count > n + 2, data.last == UInt8(ascii: "}") else { return nil }
-        return data.withUnsafeBufferPointer { b -> Range<Int>? in
-            let k = key.utf8Start
-            let limit = b.count - n
-            var i = 0
-            while i < limit {
-                if b[i] == k[0], b[i + 1] == k[1] {
-                    var j = 2
-                    while j < n, b[i + j] == k[j] { j += 1 }
-                    if j == n {
-                        let start = i + n
-                        guard b[start] == UInt8(ascii: "{"), b[b.count - 2] == UInt8(ascii: "}") else { return nil }
-                        return start..<(b.count - 1)
-                    }
-                }
-                i += 1
-            }
-            return nil
-        }
-    }
 }
 
 /// Text kept as a range of bytes already in memory until it is needed (most observations in a

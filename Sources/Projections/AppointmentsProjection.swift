@@ -13,7 +13,10 @@ public struct AppointmentsProjection: Projection {
     /// 2: the roster is kept as lookup tables (v1 decoded the roster JSON for every event).
     /// 3: `appointments_objects` keeps what the next sync's diff needs (content hash, client ids,
     /// start), so a run no longer re-parses every object ever recorded.
-    public let schemaVersion = 3
+    /// 4: `appointments_objects` no longer copies the object text (~1.6 KB per appointment): the
+    /// sync's field-level diff reads the prior object from the log (`recordedObjects`), and a new
+    /// roster re-attributes appointments from their columns.
+    public let schemaVersion = 4
     public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster",
                          "appointments_roster_clients", "appointments_roster_providers"]
 
@@ -42,8 +45,8 @@ public struct AppointmentsProjection: Projection {
               role TEXT NOT NULL, PRIMARY KEY (appointment_id, patient_id));
             CREATE INDEX \(indexName("appointment_patients")) ON \(t("appointment_patients"))(patient_id);
             CREATE TABLE \(t("appointments_objects")) (
-              appointment_id TEXT PRIMARY KEY, object TEXT NOT NULL, content_hash TEXT NOT NULL,
-              client_ids TEXT NOT NULL, start_millis INTEGER);
+              appointment_id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, client_ids TEXT NOT NULL,
+              start_millis INTEGER);
             CREATE TABLE \(t("appointments_roster")) (id INTEGER PRIMARY KEY CHECK (id = 1), roster TEXT NOT NULL);
             CREATE TABLE \(t("appointments_roster_clients")) (
               intakeq_client_id TEXT PRIMARY KEY, patient_id TEXT NOT NULL, organization_id TEXT NOT NULL);
@@ -55,16 +58,13 @@ public struct AppointmentsProjection: Projection {
         switch e.eventType {
         case .appointmentDiscovered, .appointmentChanged:
             let (object, facts) = try e.appointmentFacts()
-            // The object as received (the envelope's bytes), not a re-serialisation of it.
-            let text = AppointmentObservation.objectText(in: e.data) ?? object.canonicalText
             let hash = try e.projectionValue()["content_hash"]?.stringValue ?? contentHash(of: object)
             try db.run(
                 """
                     INSERT OR REPLACE INTO \(t("appointments_objects"))
-                      (appointment_id, object, content_hash, client_ids, start_millis) VALUES (?, ?, ?, ?, ?)
+                      (appointment_id, content_hash, client_ids, start_millis) VALUES (?, ?, ?, ?)
                     """,
-                [facts.appointmentId, text, hash, RosterMembership.clientIds(of: facts).joined(separator: " "),
-                 facts.startMillis])
+                [facts.appointmentId, hash, RosterMembership.clientIds(of: facts).joined(separator: " "), facts.startMillis])
             let prior = try Row.fetchOne(
                 db.cachedStatement(sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?"),
                 arguments: [facts.appointmentId])
@@ -162,21 +162,33 @@ public struct AppointmentsProjection: Projection {
             arguments: [practitionerId])
     }
 
-    /// Re-derives organization, patient and provider of every appointment from a new roster.
+    /// Re-derives organization, patient and provider of every appointment from a new roster, from
+    /// the clients and practitioner its row and `appointments_objects` keep (no object is read).
     func reattribute(_ db: Database, _ t: TableSet) throws {
-        let rows = try Row.fetchAll(db, sql: "SELECT appointment_id, object FROM \(t("appointments_objects"))")
+        let rows = try Row.fetchAll(db, sql: """
+            SELECT a.appointment_id, a.intakeq_client_id, a.practitioner_id, o.client_ids
+            FROM \(t("appointments")) a JOIN \(t("appointments_objects")) o USING (appointment_id)
+            """)
         try db.execute(sql: "DELETE FROM \(t("appointment_patients"))")
+        let lookup = try db.cachedStatement(
+            sql: "SELECT patient_id, organization_id FROM \(t("appointments_roster_clients")) WHERE intakeq_client_id = ?")
         for row in rows {
-            let text: String = row["object"]
-            guard let object = try? FastJSON.parse(Array(text.utf8)), let f = try? AppointmentFacts(object: object) else { continue }
-            let members = try self.members(of: f, db, t)
+            let id: String = row[0]
+            let primary: String? = row[1]
+            let clients: String = row[3]
+            // `client_ids` is the primary (when there is one) followed by the additional clients.
+            var additional = clients.split(separator: " ").map(String.init)
+            if primary != nil, !additional.isEmpty { additional.removeFirst() }
+            let members = try RosterMembership.members(primary: primary, additional: additional) { client in
+                try Row.fetchOne(lookup, arguments: [client]).map { ($0["patient_id"], $0["organization_id"]) }
+            }
             try db.run(
                 "UPDATE \(t("appointments")) SET organization_id = ?, patient_id = ?, provider_id = ? WHERE appointment_id = ?",
-                [members.first?.organizationId, members.first?.patientId, try provider(f.practitionerId, db, t), f.appointmentId])
+                [members.first?.organizationId, members.first?.patientId, try provider(row[2], db, t), id])
             for m in members {
                 try db.run(
                     "INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)",
-                    [f.appointmentId, m.patientId, m.organizationId, m.role])
+                    [id, m.patientId, m.organizationId, m.role])
             }
         }
     }

@@ -63,12 +63,10 @@ final class ChunkFolder {
 
     struct Observation {
         var facts: AppointmentFacts
-        /// The object text and content hash, built only for the observation that is written.
-        var textSource: DeferredText
+        /// The content hash, built only for the observation that is written.
         var hashSource: DeferredText
         var at: String
         var seq: UInt64
-        var text: String { textSource.string }
         var hash: String { hashSource.string }
     }
     enum Op {
@@ -202,21 +200,18 @@ final class ChunkFolder {
             }
             let s = slot(facts.appointmentId)
             if a {
-                var text = AppointmentEventScan.objectTextRange(in: e.data).map { DeferredText.bytes(e.data, $0) }
                 var hash: DeferredText?
                 if let scan {
                     hash = scan.contentHash
                 } else {
                     hash = try e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
                 }
-                if text == nil || hash == nil {
-                    // Not the layout SyncLedger writes: the whole object, as the one-by-one fold reads it.
-                    let whole = try e.dataValue()["object"] ?? .null
-                    if text == nil { text = .string(whole.canonicalText) }
-                    if hash == nil { hash = .string(contentHash(of: whole)) }
+                if hash == nil {
+                    // No content hash recorded: the whole object's, as the one-by-one fold computes it.
+                    hash = .string(contentHash(of: try e.dataValue()["object"] ?? .null))
                 }
                 s.ops.append(.observed(at: e.at, seq: e.seq))
-                s.last = Observation(facts: facts, textSource: text!, hashSource: hash!, at: e.at, seq: e.seq)
+                s.last = Observation(facts: facts, hashSource: hash!, at: e.at, seq: e.seq)
             }
             if m {
                 let link = facts.meeting
@@ -403,9 +398,9 @@ final class ChunkFolder {
         // An upsert updates a stored row in place (INSERT OR REPLACE deletes it and inserts it
         // again under a new rowid, touching every index); every column is given either way.
         let object = try RawStatement(db, """
-            INSERT INTO \(t("appointments_objects"))
-              (appointment_id, object, content_hash, client_ids, start_millis) VALUES (?, ?, ?, ?, ?)
-            ON CONFLICT (appointment_id) DO UPDATE SET object = excluded.object, content_hash = excluded.content_hash,
+            INSERT INTO \(t("appointments_objects")) (appointment_id, content_hash, client_ids, start_millis)
+            VALUES (?, ?, ?, ?)
+            ON CONFLICT (appointment_id) DO UPDATE SET content_hash = excluded.content_hash,
               client_ids = excluded.client_ids, start_millis = excluded.start_millis
             """)
         let columns = AppointmentsProjection.columns
@@ -474,10 +469,9 @@ final class ChunkFolder {
             if let o = s.last {
                 let f = o.facts
                 object.bind(1, id)
-                object.bind(2, o.text)
-                object.bind(3, o.hash)
-                object.bind(4, RosterMembership.clientIds(of: f).joined(separator: " "))
-                object.bind(5, f.startMillis)
+                object.bind(2, o.hash)
+                object.bind(3, RosterMembership.clientIds(of: f).joined(separator: " "))
+                object.bind(4, f.startMillis)
                 try object.run()
                 let members = RosterMembership.members(of: f) { clients[$0] }
                 let primary = members.first

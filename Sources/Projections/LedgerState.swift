@@ -37,14 +37,30 @@ extension ProjectionStore {
         }
     }
 
-    /// The last recorded object of one appointment (for the field-level diff of a change).
-    public func recordedObject(_ appointmentId: String) throws -> JSONValue? {
+    /// The last recorded object of each of `ids` (for the field-level diff of a change), read from
+    /// the log: the stream index names each one's last `appointment.discovered` or `changed`, and
+    /// the reader reads those events in one pass in log order, opening sealed ones with its keys.
+    /// An id the ledger has not observed (or whose last observation has no object) is left out. Call after `catchUp`.
+    public func recordedObjects(_ ids: [String], reader: LedgerReader) throws -> [String: JSONValue] {
+        var wanted: [UInt64: String] = [:]
         try pool.read { db in
-            guard let text = try String.fetchOne(
-                db, sql: "SELECT object FROM appointments_objects WHERE appointment_id = ?", arguments: [appointmentId])
-            else { return nil }
-            return try FastJSON.parse(Array(text.utf8))
+            let last = try db.cachedStatement(sql: """
+                SELECT max(seq) FROM event_streams WHERE stream = ? AND type IN (?, ?)
+                """)
+            for id in Set(ids) {
+                if let seq = try Int64.fetchOne(last, arguments: [
+                    Streams.appointment(id), EventType.appointmentDiscovered.rawValue, EventType.appointmentChanged.rawValue,
+                ]) {
+                    wanted[UInt64(seq)] = id
+                }
+            }
         }
+        var out: [String: JSONValue] = [:]
+        for e in try reader.events(at: Array(wanted.keys)) {
+            // An observation without an object (quarantined by the views) reads as none.
+            if let id = wanted[e.seq], let object = try e.dataValue()["object"] { out[id] = object }
+        }
+        return out
     }
 
     /// Runs that started and have neither completed nor been abandoned.

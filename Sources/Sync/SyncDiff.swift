@@ -20,13 +20,23 @@ struct SyncDiff {
     private var warnedPractitioners = Set<String>()
     private var crawlIncomplete = false
 
-    /// The last recorded object of an appointment, read only for the ones that changed.
-    let priorObject: (String) throws -> JSONValue?
+    /// The last recorded objects of the given appointments (those whose content hash changed),
+    /// read in one pass over the log (`ProjectionStore.recordedObjects`).
+    let priorObjects: ([String]) throws -> [String: JSONValue]
+    /// The fetched appointments whose hash differs from the recorded one, in the order they were
+    /// observed; diffed field by field once their prior objects are read (`resolve`).
+    private var candidates: [Candidate] = []
 
-    init(plan: SyncPlan, known: [String: KnownAppointment], priorObject: @escaping (String) throws -> JSONValue?) {
+    private enum Candidate {
+        case unchanged(SyncCompleted.Observed)
+        case differs(id: String, hash: String, value: JSONValue, raw: [UInt8], wasRemoved: Bool)
+    }
+
+    init(plan: SyncPlan, known: [String: KnownAppointment],
+         priorObjects: @escaping ([String]) throws -> [String: JSONValue]) {
         self.plan = plan
         self.known = known
-        self.priorObject = priorObject
+        self.priorObjects = priorObjects
     }
 
     var counts: SyncCounts {
@@ -62,6 +72,7 @@ struct SyncDiff {
             handled.insert(id)
             removed.append(AppointmentRemoved(appointmentId: id, reason: "deleted_only"))
         }
+        resolve()
         counted = fetch.errorCount + decodeErrors
         crawlIncomplete = !fetch.crawlComplete
     }
@@ -113,24 +124,45 @@ struct SyncDiff {
             return
         }
         if prior.contentHash == hash, !prior.removed {
-            unchanged.append(.init(id: id, hash: hash))
+            candidates.append(.unchanged(.init(id: id, hash: hash)))
             return
         }
-        // Only a changed appointment's previous object is read (and parsed) from the views.
-        let before: JSONValue
-        do {
-            before = try priorObject(id) ?? .object([:])
-        } catch {
-            decodeErrors += 1
-            return
+        candidates.append(.differs(id: id, hash: hash, value: value, raw: raw, wasRemoved: prior.removed))
+    }
+
+    /// Reads the prior objects of the appointments whose hash changed (one sorted pass over the
+    /// log, not one read per appointment) and sorts each candidate into `changed` or
+    /// `unchanged`, in the order they were observed.
+    private mutating func resolve() {
+        let ids = candidates.compactMap { c -> String? in
+            if case .differs(let id, _, _, _, _) = c { return id } else { return nil }
         }
-        var fields = diffObjects(before, value).map(\.field)
-        if prior.removed { fields.append("(reappeared)") }
-        if fields.isEmpty {
-            unchanged.append(.init(id: id, hash: hash))
-            return
+        var before: [String: JSONValue] = [:]
+        var readFailed = false
+        if !ids.isEmpty {
+            do { before = try priorObjects(ids) } catch { readFailed = true }
         }
-        changed.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: fields, object: raw))
+        for c in candidates {
+            switch c {
+            case .unchanged(let o):
+                unchanged.append(o)
+            case .differs(let id, let hash, let value, let raw, let wasRemoved):
+                // A prior object that cannot be read counts as an error of this run and records
+                // nothing for the appointment, as a failed parse of it always has.
+                guard !readFailed else {
+                    decodeErrors += 1
+                    continue
+                }
+                var fields = diffObjects(before[id] ?? .object([:]), value).map(\.field)
+                if wasRemoved { fields.append("(reappeared)") }
+                if fields.isEmpty {
+                    unchanged.append(.init(id: id, hash: hash))
+                    continue
+                }
+                changed.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: fields, object: raw))
+            }
+        }
+        candidates = []
     }
 
     /// The events to append; `seal` takes the personal data out of each observation.

@@ -157,8 +157,8 @@ public final class SyncRunner {
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
 
         // 2. Fetch and diff.
-        let views = self.views
-        var diff = SyncDiff(plan: plan, known: try views.knownAppointments(), priorObject: { try views.recordedObject($0) })
+        let views = self.views, reader = self.reader
+        var diff = SyncDiff(plan: plan, known: try views.knownAppointments(), priorObjects: { try views.recordedObjects($0, reader: reader) })
         let fetcher = Fetcher(client: client, plan: plan, progress: progress)
         let fetch: FetchResult
         if let ids = request.appointmentIds {

@@ -356,30 +356,6 @@ import Testing
         #expect(objects > 50, "\(objects) fixture appointments")
     }
 
-    // MARK: - The object text
-
-    @Test func objectTextRangeIsObjectText() {
-        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
-        print("AppointmentScanTests.objectTextRangeIsObjectText seed: \(seed)")
-        var g = Gen(rng: SeededRNG(seed: seed))
-        var found = 0
-        for n in 0..<3000 {
-            var data = Array(g.data().utf8)
-            switch g.rng.below(6) {
-            case 0: data = Self.damage(data, &g.rng)
-            case 1: data = Array(#"{"sealed":[{"x":1,"object":{"a":1}}],"object":{"Id":"q"}}"#.utf8)
-            case 2: data = Array(#"{"a":1,"object":"text"}"#.utf8)
-            case 3: data = Array(#"{"a":1,"object":{"Id":"q"} }"#.utf8)
-            default: break
-            }
-            let old = AppointmentObservation.objectText(in: data)
-            let new = AppointmentEventScan.objectTextRange(in: data).map { String(decoding: data[$0], as: UTF8.self) }
-            #expect(old == new, "seed \(seed), case \(n): \(String(decoding: data, as: UTF8.self))")
-            if new != nil { found += 1 }
-        }
-        #expect(found > 1000, "seed \(seed): \(found) object texts found")
-    }
-
     @Test func benchmarkAppointmentsScanAsTheyParse() throws {
         // The layout the benchmark and `sync` write (AppointmentObservation.encodeData).
         let object = Array(#"{"Id":"6a3f0001","ClientName":"Sage Park","ClientId":4012,"Status":"Confirmed","StartDate":1788086400000,"EndDate":1788089400000,"Duration":50,"ServiceName":"Individual Therapy 50 min","LocationName":"Telehealth","LocationId":2,"PractitionerName":"Jordan Lee","PractitionerId":"64b7aa00000000000000beef","TelehealthInfo":{"Id":"tv-1","StartUrl":"https://zoom.us/s/1?zak=x","Invitation":null,"Provider":"Zoom"},"ClientNote":null,"CustomFields":[{"FieldId":"vid1","Text":"Video link","Value":"https://zoom.us/j/1234567890?pwd=abc"}],"LastModified":1788003600000,"PlaceOfService":"02","AdditionalClients":[{"ClientId":4013,"ClientName":"Sage Quintero"}]}"#.utf8)
@@ -388,8 +364,6 @@ import Testing
         #expect(Self.check(data, "benchmark layout"))
         let scan = try AppointmentEventScan.scan(data)
         #expect(scan.contentHash?.string == obs.contentHash)
-        let range = try #require(AppointmentEventScan.objectTextRange(in: data))
-        #expect(Array(data[range]) == object)
         let f = try AppointmentFacts(fields: #require(scan.fields))
         #expect(f.meeting?.url == "https://zoom.us/j/1234567890?pwd=abc" && f.additionalClientIds == ["4013"] && f.visitType == "telehealth")
     }
