@@ -12,11 +12,14 @@ final class FoldedChunk {
     init(_ folder: ChunkFolder) { self.folder = folder }
 }
 
-/// Reads the log and folds it into chunks on a thread of its own, while the caller writes the
-/// previous chunk: reading and folding one chunk overlaps with writing the one before, on the
-/// second core. The hand-off is a rendezvous: a folded chunk waits until the writer takes it,
-/// so at most two chunks live at once (one being written, one folded or being folded).
-/// The SQLite connection is used only by the caller; the producer never touches the database.
+/// Reads the log on one thread and folds it into chunks on another, while the caller writes the
+/// previous chunk: reading (decompressing, checking each batch's checksums and hash chain,
+/// decoding its envelopes) runs ahead of folding by at most `readAhead` batches, and folding one
+/// chunk overlaps with writing the one before. Three stages on two cores: none of them alone
+/// fills a core, so the cores are shared by whichever stage has work. The hand-off of a chunk is
+/// a rendezvous: a folded chunk waits until the writer takes it, so at most two chunks live at
+/// once (one being written, one folded or being folded). The SQLite connection is used only by
+/// the caller; neither the reader nor the producer touches the database.
 final class FoldPipeline: @unchecked Sendable {
     // @unchecked: `batches`, `makeFolder`, `read` and `fold` are used only by the producer thread
     // from `start()` until `finish()` has waited for it to end (the caller reads the timings after
@@ -28,13 +31,19 @@ final class FoldPipeline: @unchecked Sendable {
         case failed(any Error)
     }
     private let batches: LedgerBatches
+    /// Batches read and not yet folded, under `readCondition`; the reader stops at `readAhead`.
+    private var readQueue: [Result<LedgerBatch?, any Error>] = []
+    private var readerRunning = false
+    private let readCondition = NSCondition()
+    static let readAhead = 8
     private let chunkSize: Int
     private let makeFolder: (BatchInfo?) -> ChunkFolder
     private let condition = NSCondition()
     private var slot: Item?
     private var closed = false
     private var running = false
-    /// Seconds the producer spent reading the log and folding (its own thread's time).
+    /// Seconds the reader spent reading the log (its thread's time in `LedgerBatches.next`) and
+    /// the producer folding; both are wall-clock time on their threads.
     private(set) var read = 0.0
     private(set) var fold = 0.0
 
@@ -47,6 +56,17 @@ final class FoldPipeline: @unchecked Sendable {
 
     func start() {
         running = true
+        readerRunning = true
+        let reader = Thread { [self] in
+            readAll()
+            readCondition.lock()
+            readerRunning = false
+            readCondition.broadcast()
+            readCondition.unlock()
+        }
+        reader.stackSize = 1 << 20
+        reader.name = "syncledger-read"
+        reader.start()
         let thread = Thread { [self] in
             produce()
             condition.lock()
@@ -76,7 +96,7 @@ final class FoldPipeline: @unchecked Sendable {
         }
     }
 
-    /// Stops the producer (if it still runs) and waits for its thread to end.
+    /// Stops the reader and the producer (if they still run) and waits for their threads to end.
     func finish() {
         condition.lock()
         closed = true
@@ -84,6 +104,48 @@ final class FoldPipeline: @unchecked Sendable {
         while running { condition.wait() }
         slot = nil
         condition.unlock()
+        readCondition.lock()
+        readCondition.broadcast()
+        while readerRunning { readCondition.wait() }
+        readQueue = []
+        readCondition.unlock()
+    }
+
+    /// The reader's thread: reads batches until the last (or an error), at most `readAhead`
+    /// ahead of the producer, and stops early when the pipeline is closed.
+    private func readAll() {
+        while true {
+            let t0 = monotonicSeconds()
+            let item: Result<LedgerBatch?, any Error>
+            do { item = .success(try batches.next()) } catch { item = .failure(error) }
+            read += monotonicSeconds() - t0
+            readCondition.lock()
+            while readQueue.count >= Self.readAhead && !isClosed { readCondition.wait() }
+            guard !isClosed else {
+                readCondition.unlock()
+                return
+            }
+            readQueue.append(item)
+            readCondition.broadcast()
+            readCondition.unlock()
+            if case .success(let b) = item, b != nil { continue }
+            return
+        }
+    }
+
+    /// The next batch the reader read, nil after the last; throws the reader's error.
+    private func nextBatch() throws -> LedgerBatch? {
+        readCondition.lock()
+        defer { readCondition.unlock() }
+        while readQueue.isEmpty {
+            // The reader hands over its last item before it stops; it stops without one only
+            // when the pipeline was closed.
+            if !readerRunning || isClosed { return nil }
+            readCondition.wait()
+        }
+        let item = readQueue.removeFirst()
+        readCondition.broadcast()
+        return try item.get()
     }
 
     private var isClosed: Bool {
@@ -112,14 +174,16 @@ final class FoldPipeline: @unchecked Sendable {
                 let c = FoldedChunk(makeFolder(previous))
                 while c.events < chunkSize {
                     if isClosed { return }
-                    let t0 = monotonicSeconds()
-                    guard let batch = try batches.next() else {
+                    guard let batch = try nextBatch() else {
                         finished = true
                         break
                     }
                     let t1 = monotonicSeconds()
-                    for e in batch.events { try c.folder.add(e) }
-                    read += t1 - t0
+                    // Each event is passed from the batch's storage, not copied out of it (a
+                    // copy retains and releases its seven references).
+                    try batch.events.withUnsafeBufferPointer { events in
+                        for i in events.indices { try c.folder.add(events[i]) }
+                    }
                     fold += monotonicSeconds() - t1
                     c.events += batch.events.count
                     c.last = batch.info
