@@ -46,6 +46,13 @@ let package = Package(
             pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"])]
         ),
+        // jemalloc from the system (apt: libjemalloc-dev), the executables' allocator (Allocator).
+        .systemLibrary(
+            name: "CJemalloc",
+            pkgConfig: "jemalloc",
+            providers: [.apt(["libjemalloc-dev"])]
+        ),
+        .target(name: "Allocator", dependencies: ["CJemalloc"]),
         // CRC32C (Castagnoli): SSE4.2 instruction when present, table fallback.
         .target(name: "CChecksum"),
         .target(
@@ -144,6 +151,7 @@ let package = Package(
             name: "SyncLedgerCLI",
             dependencies: [
                 "Sync", "Service", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
+                "Allocator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,7 +181,7 @@ let package = Package(
         .executableTarget(
             name: "SyncLedgerBench",
             dependencies: [
-                "EventLog", "Ledger", "Projections", "Domain", "JSONCore", "TestSupport", "PostgresSink",
+                "EventLog", "Ledger", "Projections", "Domain", "JSONCore", "TestSupport", "PostgresSink", "Allocator",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,3 +1,4 @@
+import Allocator
 import ArgumentParser
 import Domain
 import EventLog
@@ -21,7 +22,8 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             wrapped by the master key in the file $SYNCLEDGER_MASTER_KEY_FILE names (else STORE/keys/master.key). \
             Start with `syncledger demo` to see the whole story on bundled fixtures.
             """,
-        version: "0.1.0",
+        // The allocator is named so a user (and CLIBinaryTests) can see jemalloc serves this process.
+        version: "0.1.0" + (Allocator.description.map { " (\($0))" } ?? " (the system's malloc)"),
         subcommands: [
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,

@@ -1,0 +1,34 @@
+import CJemalloc
+
+/// jemalloc (Debian's libjemalloc2) is the memory allocator of the `syncledger` and
+/// `syncledger-bench` executables: they link it, so it serves every allocation of the process
+/// (Swift objects, SQLite's pages, liblz4's buffers) in place of glibc's malloc. The log's reader,
+/// the fold and the views' writer run on three threads and free on one thread what another
+/// allocated; glibc's per-thread arenas made those frees slow and kept freed memory resident
+/// (BENCHMARKS.md, stop 25). Only executables depend on this target, so libraries and tests keep
+/// the system's allocator.
+public enum Allocator {
+    /// "jemalloc 5.3.0-0-g…" (its version), or nil when the process's
+    /// allocations are not jemalloc's (then `mallctl` is there but nothing is counted).
+    public static var description: String? {
+        guard serves else { return nil }
+        var version: UnsafePointer<CChar>?
+        var size = MemoryLayout<UnsafePointer<CChar>?>.size
+        guard mallctl("version", &version, &size, nil, 0) == 0, let version else { return "jemalloc" }
+        return "jemalloc " + String(cString: version)
+    }
+
+    /// True when this thread's allocations are counted by jemalloc: it allocates a buffer the way
+    /// Swift does and checks jemalloc's per-thread counter moved.
+    public static var serves: Bool {
+        func allocated() -> UInt64 {
+            var n: UInt64 = 0
+            var size = MemoryLayout<UInt64>.size
+            return mallctl("thread.allocated", &n, &size, nil, 0) == 0 ? n : 0
+        }
+        let before = allocated()
+        let buffer = [UInt8](repeating: 1, count: 64 << 10)
+        let after = allocated()
+        return buffer.count > 0 && after >= before + UInt64(buffer.count)
+    }
+}
