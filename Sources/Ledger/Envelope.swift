@@ -34,7 +34,12 @@ public enum EventType: String, Sendable, CaseIterable {
 public struct EventEnvelope: Sendable, Hashable {
     public var seq: UInt64
     public var id: String
-    public var type: String
+    public var type: String {
+        didSet { eventType = EventType(rawValue: type) }
+    }
+    /// `type` in the catalogue, nil for a type it does not name. Kept beside `type`: the fold
+    /// asks it of every event several times, and a string switch each time showed in its profile.
+    public private(set) var eventType: EventType?
     public var v: Int
     /// When SyncLedger recorded it (real clock), ISO 8601 UTC with milliseconds.
     public var at: String
@@ -68,9 +73,9 @@ public struct EventEnvelope: Sendable, Hashable {
         self.stream = stream
         self.data = data
         self.memo = DecodeMemo()
+        self.eventType = EventType(rawValue: type)
     }
 
-    public var eventType: EventType? { EventType(rawValue: type) }
     public var atMillis: Int64 { ISOTime.parse(at) ?? 0 }
 
     /// The line as stored (without the newline). Written byte by byte (the same bytes as
