@@ -88,11 +88,15 @@ struct Bench: ParsableCommand {
 
         var summary = Summary()
         var rssReset = false
+        var released = false
         for r in 1...runs {
             let dir = root + "/run-\(r)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let lines: String? = skipBaselines ? nil : dir + "/events.jsonl"
             var ours = SyncLedgerRun()
+            // What the runs before left freed goes back to the system first (as it would after
+            // jemalloc's decay, or in a new process), so the peak below is this run's own.
+            released = Allocator.releaseFreedMemory()
             rssReset = resetPeakRSS()
 
             log("run \(r)/\(runs): appending \(events) events in durable batches of 1,000")
@@ -182,6 +186,7 @@ struct Bench: ParsableCommand {
 
         if json {
             print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed, "peak_rss_reset_per_run": rssReset,
+                                      "freed_memory_released_before_each_run": released,
                                       "allocator": Allocator.description ?? "system malloc"]))
             return
         }
