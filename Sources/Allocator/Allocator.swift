@@ -8,8 +8,7 @@ import CJemalloc
 /// (BENCHMARKS.md, stop 25). Only executables depend on this target, so libraries and tests keep
 /// the system's allocator.
 public enum Allocator {
-    /// "jemalloc 5.3.0-0-g…" (its version), or nil when the process's
-    /// allocations are not jemalloc's (then `mallctl` is there but nothing is counted).
+    /// "jemalloc 5.3.0-0-g…" (its version), or nil when the process's `malloc` is not jemalloc's.
     public static var description: String? {
         guard serves else { return nil }
         var version: UnsafePointer<CChar>?
@@ -18,18 +17,11 @@ public enum Allocator {
         return "jemalloc " + String(cString: version)
     }
 
-    /// True when this thread's allocations are counted by jemalloc: it allocates a buffer the way
-    /// Swift does and checks jemalloc's per-thread counter moved.
+    /// True when the process's `malloc` is jemalloc's: the symbol the dynamic linker resolves
+    /// for every library (Swift's runtime, SQLite, liblz4) is defined in libjemalloc.
     public static var serves: Bool {
-        func allocated() -> UInt64 {
-            var n: UInt64 = 0
-            var size = MemoryLayout<UInt64>.size
-            return mallctl("thread.allocated", &n, &size, nil, 0) == 0 ? n : 0
-        }
-        let before = allocated()
-        let buffer = [UInt8](repeating: 1, count: 64 << 10)
-        let after = allocated()
-        return buffer.count > 0 && after >= before + UInt64(buffer.count)
+        guard let file = cjemalloc_malloc_file() else { return false }
+        return String(cString: file).contains("libjemalloc")
     }
 
     /// Returns the memory freed so far to the system (every arena's unused dirty pages), as

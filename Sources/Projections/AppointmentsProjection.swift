@@ -15,7 +15,8 @@ public struct AppointmentsProjection: Projection {
     /// start), so a run no longer re-parses every object ever recorded.
     /// 4: `appointments_objects` no longer copies the object text (~1.6 KB per appointment): the
     /// sync's field-level diff reads the prior object from the log (`recordedObjects`), and a new
-    /// roster re-attributes appointments from their columns.
+    /// roster re-attributes appointments from their columns; `client_ids` is a JSON array (it was
+    /// the ids joined by spaces, which an empty id or one with a space in it would misread).
     public let schemaVersion = 4
     public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster",
                          "appointments_roster_clients", "appointments_roster_providers"]
@@ -64,7 +65,7 @@ public struct AppointmentsProjection: Projection {
                     INSERT OR REPLACE INTO \(t("appointments_objects"))
                       (appointment_id, content_hash, client_ids, start_millis) VALUES (?, ?, ?, ?)
                     """,
-                [facts.appointmentId, hash, RosterMembership.clientIds(of: facts).joined(separator: " "), facts.startMillis])
+                [facts.appointmentId, hash, Self.clientIdsText(facts), facts.startMillis])
             let prior = try Row.fetchOne(
                 db.cachedStatement(sql: "SELECT first_seen_at, version FROM \(t("appointments")) WHERE appointment_id = ?"),
                 arguments: [facts.appointmentId])
@@ -162,6 +163,19 @@ public struct AppointmentsProjection: Projection {
             arguments: [practitionerId])
     }
 
+    /// `appointments_objects.client_ids`: the appointment's client ids (`ClientId` first when it
+    /// has one, then the additional clients'), as a JSON array of strings, so an empty id or one
+    /// with a space in it reads back as itself.
+    static func clientIdsText(_ f: AppointmentFacts) -> String {
+        JSONValue.array(RosterMembership.clientIds(of: f).map(JSONValue.string)).canonicalText
+    }
+
+    /// The ids `clientIdsText` wrote; none for text that is not such an array.
+    static func clientIds(fromText text: String) -> [String] {
+        guard case .array(let items)? = try? FastJSON.parse(Array(text.utf8)) else { return [] }
+        return items.compactMap(\.stringValue)
+    }
+
     /// Re-derives organization, patient and provider of every appointment from a new roster, from
     /// the clients and practitioner its row and `appointments_objects` keep (no object is read).
     func reattribute(_ db: Database, _ t: TableSet) throws {
@@ -175,9 +189,8 @@ public struct AppointmentsProjection: Projection {
         for row in rows {
             let id: String = row[0]
             let primary: String? = row[1]
-            let clients: String = row[3]
             // `client_ids` is the primary (when there is one) followed by the additional clients.
-            var additional = clients.split(separator: " ").map(String.init)
+            var additional = Self.clientIds(fromText: row[3])
             if primary != nil, !additional.isEmpty { additional.removeFirst() }
             let members = try RosterMembership.members(primary: primary, additional: additional) { client in
                 try Row.fetchOne(lookup, arguments: [client]).map { ($0["patient_id"], $0["organization_id"]) }

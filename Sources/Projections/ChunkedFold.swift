@@ -470,7 +470,7 @@ final class ChunkFolder {
                 let f = o.facts
                 object.bind(1, id)
                 object.bind(2, o.hash)
-                object.bind(3, RosterMembership.clientIds(of: f).joined(separator: " "))
+                object.bind(3, AppointmentsProjection.clientIdsText(f))
                 object.bind(4, f.startMillis)
                 try object.run()
                 let members = RosterMembership.members(of: f) { clients[$0] }

@@ -21,10 +21,13 @@ final class FoldedChunk {
 /// once (one being written, one folded or being folded). The SQLite connection is used only by
 /// the caller; neither the reader nor the producer touches the database.
 final class FoldPipeline: @unchecked Sendable {
-    // @unchecked: `batches`, `makeFolder`, `read` and `fold` are used only by the producer thread
-    // from `start()` until `finish()` has waited for it to end (the caller reads the timings after
-    // that); `slot`, `closed` and `running` only under `condition`. A chunk is touched by one
-    // thread at a time: the producer until it is handed over, the writer after.
+    // @unchecked: `batches` and `read` are used only by the reader thread, `makeFolder` and `fold`
+    // only by the producer thread, from `start()` until `finish()` has waited for both to end (the
+    // caller reads the timings after that); `slot`, `closed` and `running` only under `condition`;
+    // `readQueue` and `readerRunning` only under `readCondition` (which may be held while taking
+    // `condition`, never the other way round). A batch is touched by one thread at a time: the
+    // reader until it is queued, the producer after; a chunk by the producer until it is handed
+    // over, the writer after.
     private enum Item {
         case chunk(FoldedChunk)
         case end
@@ -64,7 +67,8 @@ final class FoldPipeline: @unchecked Sendable {
             readCondition.broadcast()
             readCondition.unlock()
         }
-        reader.stackSize = 1 << 20
+        // Decoding, upcasting and opening sealed events recurse over JSON too: the same stack.
+        reader.stackSize = 8 << 20
         reader.name = "syncledger-read"
         reader.start()
         let thread = Thread { [self] in

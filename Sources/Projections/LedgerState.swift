@@ -28,37 +28,58 @@ extension ProjectionStore {
                 """)
             while let row = try rows.next() {
                 let id: String = row["appointment_id"]
-                let clients: String = row["client_ids"]
+                let clients = AppointmentsProjection.clientIds(fromText: row["client_ids"])
                 out[id] = KnownAppointment(
                     id: id, contentHash: row["content_hash"], removed: (row["removed"] as Int64? ?? 0) != 0,
-                    clientIds: clients.split(separator: " ").map(String.init), startMillis: row["start_millis"])
+                    clientIds: clients, startMillis: row["start_millis"])
             }
             return out
         }
     }
 
+    /// The last recorded objects of some appointments, and those whose object could not be read.
+    public struct RecordedObjects: Sendable {
+        public var objects: [String: JSONValue] = [:]
+        /// Appointment id → why its last observation could not be read.
+        public var unreadable: [String: String] = [:]
+
+        public init(objects: [String: JSONValue] = [:], unreadable: [String: String] = [:]) {
+            self.objects = objects
+            self.unreadable = unreadable
+        }
+    }
+
     /// The last recorded object of each of `ids` (for the field-level diff of a change), read from
-    /// the log: the stream index names each one's last `appointment.discovered` or `changed`, and
-    /// the reader reads those events in one pass in log order, opening sealed ones with its keys.
-    /// An id the ledger has not observed (or whose last observation has no object) is left out. Call after `catchUp`.
-    public func recordedObjects(_ ids: [String], reader: LedgerReader) throws -> [String: JSONValue] {
+    /// the log: the stream index names each one's last `appointment.discovered` or `changed` that
+    /// the appointments view applied (a quarantined one never was), and the reader reads those
+    /// events in one pass in log order, opening sealed ones with its keys. An id the ledger has
+    /// not observed is left out; one whose event cannot be parsed is in `unreadable`, the others
+    /// are read all the same. Throws only when the log or the views cannot be read. Call after
+    /// `catchUp`.
+    public func recordedObjects(_ ids: [String], reader: LedgerReader) throws -> RecordedObjects {
         var wanted: [UInt64: String] = [:]
         try pool.read { db in
             let last = try db.cachedStatement(sql: """
                 SELECT max(seq) FROM event_streams WHERE stream = ? AND type IN (?, ?)
+                  AND seq NOT IN (SELECT seq FROM quarantine WHERE projection = ?)
                 """)
             for id in Set(ids) {
                 if let seq = try Int64.fetchOne(last, arguments: [
                     Streams.appointment(id), EventType.appointmentDiscovered.rawValue, EventType.appointmentChanged.rawValue,
+                    AppointmentsProjection().name,
                 ]) {
                     wanted[UInt64(seq)] = id
                 }
             }
         }
-        var out: [String: JSONValue] = [:]
+        var out = RecordedObjects()
         for e in try reader.events(at: Array(wanted.keys)) {
-            // An observation without an object (quarantined by the views) reads as none.
-            if let id = wanted[e.seq], let object = try e.dataValue()["object"] { out[id] = object }
+            guard let id = wanted[e.seq] else { continue }
+            do {
+                if let object = try e.dataValue()["object"] { out.objects[id] = object }
+            } catch {
+                out.unreadable[id] = "seq \(e.seq): \(error)"
+            }
         }
         return out
     }

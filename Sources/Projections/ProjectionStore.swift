@@ -56,8 +56,8 @@ public final class ProjectionStore: @unchecked Sendable {
         set { chunked.store(newValue, ordering: .relaxed) }
     }
     private let pipelineFrom = Atomic<Int>(20_000)
-    /// A chunked fold of at least this many events (and more than one chunk) reads and folds
-    /// each chunk on a second thread while the previous one is written (`FoldPipeline`); smaller
+    /// A chunked fold of at least this many events (and more than one chunk) reads the log on one
+    /// thread and folds each chunk on another while the previous one is written (`FoldPipeline`); smaller
     /// ones (a catch-up after a sync) run on the calling thread alone. Tests set 0 to pipeline
     /// every fold of more than one chunk, `Int.max` to pipeline none.
     var pipelineMinEvents: Int {
@@ -80,7 +80,7 @@ public final class ProjectionStore: @unchecked Sendable {
     /// Where the last chunked rebuild spent its time, in seconds: `read` (log, decompression,
     /// chain, envelopes, opening sealed data), `fold` (field scan and the in-memory fold), `write`
     /// (SQLite), and, when the fold was pipelined, `wait` (the writer waiting for the next
-    /// folded chunk; `read` and `fold` then ran on the second thread, overlapping `write`).
+    /// folded chunk; `read` and `fold` then ran on their own threads, overlapping `write`).
     /// For `syncledger-bench`'s profile.
     public var lastFoldTimings: [String: Double] { timings.withLock { $0 } }
     private let stopCheck = Mutex<(@Sendable () -> Bool)?>(nil)
@@ -494,12 +494,12 @@ public final class ProjectionStore: @unchecked Sendable {
         let chunk = max(1, eventsPerTransaction)
         var finished = false
         var read = 0.0, fold = 0.0, write = 0.0, wait = 0.0
-        // Pipelined, `read` and `fold` are the producer thread's time, overlapping `write`;
-        // `wait` is the time the writer waited for the producer.
+        // Pipelined, `read` and `fold` are the reader's and the producer's threads' time,
+        // overlapping `write`; `wait` is the time the writer waited for the producer.
         defer { timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait] } }
         let known = KnownAppointments()
         if pipelines(head.seq, chunk: chunk) {
-            // Reading and folding the next chunk on a second thread while this one is written.
+            // Reading and folding the next chunk on two other threads while this one is written.
             let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2)) { _ in
                 ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
             }
@@ -629,7 +629,7 @@ public final class ProjectionStore: @unchecked Sendable {
         }
     }
 
-    /// The chunked catch-up with each chunk read and folded on a second thread while the one
+    /// The chunked catch-up with each chunk read and folded on two other threads while the one
     /// before is written. The producer folds each chunk from the checkpoints the chunks before
     /// leave; the writer re-reads them inside its transaction. True when another process moved
     /// them meanwhile: that chunk is not written, and the caller goes on from where they are.

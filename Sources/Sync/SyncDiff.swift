@@ -22,18 +22,30 @@ struct SyncDiff {
 
     /// The last recorded objects of the given appointments (those whose content hash changed),
     /// read in one pass over the log (`ProjectionStore.recordedObjects`).
-    let priorObjects: ([String]) throws -> [String: JSONValue]
+    let priorObjects: ([String]) throws -> ProjectionStore.RecordedObjects
     /// The fetched appointments whose hash differs from the recorded one, in the order they were
     /// observed; diffed field by field once their prior objects are read (`resolve`).
     private var candidates: [Candidate] = []
 
     private enum Candidate {
+        var differs: Bool { differingId != nil }
+        var differingId: String? {
+            if case .differs(let id, _, _, _) = self { return id } else { return nil }
+        }
+
         case unchanged(SyncCompleted.Observed)
-        case differs(id: String, hash: String, value: JSONValue, raw: [UInt8], wasRemoved: Bool)
+        /// `raw` is the object as it will be recorded (after redaction); it is parsed again for
+        /// the diff rather than kept parsed, so a run that sees every appointment change holds
+        /// one copy of each.
+        case differs(id: String, hash: String, raw: [UInt8], wasRemoved: Bool)
     }
 
+    /// Candidates whose prior objects are read and diffed at once: bounds what a run holds in
+    /// memory when every appointment changed (a new IntakeQ field, say).
+    static let resolveGroup = 512
+
     init(plan: SyncPlan, known: [String: KnownAppointment],
-         priorObjects: @escaping ([String]) throws -> [String: JSONValue]) {
+         priorObjects: @escaping ([String]) throws -> ProjectionStore.RecordedObjects) {
         self.plan = plan
         self.known = known
         self.priorObjects = priorObjects
@@ -127,40 +139,60 @@ struct SyncDiff {
             candidates.append(.unchanged(.init(id: id, hash: hash)))
             return
         }
-        candidates.append(.differs(id: id, hash: hash, value: value, raw: raw, wasRemoved: prior.removed))
+        candidates.append(.differs(id: id, hash: hash, raw: raw, wasRemoved: prior.removed))
     }
 
     /// Reads the prior objects of the appointments whose hash changed (one sorted pass over the
-    /// log, not one read per appointment) and sorts each candidate into `changed` or
-    /// `unchanged`, in the order they were observed.
+    /// log per `resolveGroup` of them, not one read per appointment) and sorts each candidate into
+    /// `changed` or `unchanged`, in the order they were observed.
     private mutating func resolve() {
-        let ids = candidates.compactMap { c -> String? in
-            if case .differs(let id, _, _, _, _) = c { return id } else { return nil }
-        }
-        var before: [String: JSONValue] = [:]
-        var readFailed = false
-        if !ids.isEmpty {
-            do { before = try priorObjects(ids) } catch { readFailed = true }
-        }
-        for c in candidates {
-            switch c {
-            case .unchanged(let o):
-                unchanged.append(o)
-            case .differs(let id, let hash, let value, let raw, let wasRemoved):
-                // A prior object that cannot be read counts as an error of this run and records
-                // nothing for the appointment, as a failed parse of it always has.
-                guard !readFailed else {
-                    decodeErrors += 1
-                    continue
-                }
-                var fields = diffObjects(before[id] ?? .object([:]), value).map(\.field)
-                if wasRemoved { fields.append("(reappeared)") }
-                if fields.isEmpty {
-                    unchanged.append(.init(id: id, hash: hash))
-                    continue
-                }
-                changed.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: fields, object: raw))
+        var start = 0
+        while start < candidates.count {
+            // A group: up to `resolveGroup` candidates that differ, and the unchanged ones between.
+            var end = start, differing = 0
+            while end < candidates.count, differing < Self.resolveGroup || !candidates[end].differs {
+                if candidates[end].differs { differing += 1 }
+                end += 1
             }
+            let ids = candidates[start..<end].compactMap(\.differingId)
+            var before = ProjectionStore.RecordedObjects()
+            var failure: String?
+            if !ids.isEmpty {
+                do { before = try priorObjects(ids) } catch {
+                    failure = "\(error)"
+                    warnings.append("the last recorded versions of \(ids.count) changed appointment(s) could not be read from the log (\(error)); they are not recorded this run")
+                }
+            }
+            for c in candidates[start..<end] {
+                switch c {
+                case .unchanged(let o):
+                    unchanged.append(o)
+                case .differs(let id, let hash, let raw, let wasRemoved):
+                    // An appointment whose prior object cannot be read counts as an error of the
+                    // run and records nothing this time; the others are recorded all the same.
+                    if failure != nil {
+                        decodeErrors += 1
+                        continue
+                    }
+                    if let why = before.unreadable[id] {
+                        decodeErrors += 1
+                        warnings.append("appointment \(id): its last recorded version could not be read (\(why)); not recorded this run")
+                        continue
+                    }
+                    guard let value = try? FastJSON.parse(raw) else {
+                        decodeErrors += 1
+                        continue
+                    }
+                    var fields = diffObjects(before.objects[id] ?? .object([:]), value).map(\.field)
+                    if wasRemoved { fields.append("(reappeared)") }
+                    if fields.isEmpty {
+                        unchanged.append(.init(id: id, hash: hash))
+                        continue
+                    }
+                    changed.append(AppointmentObservation(appointmentId: id, contentHash: hash, changedFields: fields, object: raw))
+                }
+            }
+            start = end
         }
         candidates = []
     }

@@ -72,7 +72,7 @@ import Testing
         // Views, CSV export and history read the same shape.
         let views = try ProjectionStore(store: t.store)
         try views.catchUp(reader)
-        let stored = try #require(try views.recordedObjects(["g1"], reader: reader)["g1"])
+        let stored = try #require(try views.recordedObjects(["g1"], reader: reader).objects["g1"])
         #expect(!stored.canonicalText.contains("Out Sider") && stored.canonicalText.contains("In Side"))
         var csv: [UInt8] = []
         try Export.csv(reader: reader, views: views, from: 1, to: nil) { csv += $0 }
