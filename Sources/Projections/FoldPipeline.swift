@@ -60,27 +60,24 @@ final class FoldPipeline: @unchecked Sendable {
     func start() {
         running = true
         readerRunning = true
-        let reader = Thread { [self] in
-            readAll()
-            readCondition.lock()
-            readerRunning = false
-            readCondition.broadcast()
-            readCondition.unlock()
-        }
-        // Decoding, upcasting and opening sealed events recurse over JSON too: the same stack.
-        reader.stackSize = 8 << 20
-        reader.name = "syncledger-read"
-        reader.start()
-        let thread = Thread { [self] in
-            produce()
+        spawn("syncledger-read", readAll, readCondition) { self.readerRunning = false }
+        spawn("syncledger-fold", produce, condition) { self.running = false }
+    }
+
+    /// Runs `body` on a thread of its own, then `ended` under `condition` (clearing the thread's
+    /// running flag) and wakes its waiters. Decoding, upcasting and opening sealed events recurse
+    /// over JSON, and so do the fold's readers: each thread gets a main thread's 8 MiB stack.
+    private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void, _ condition: NSCondition,
+                       ended: @escaping @Sendable () -> Void) {
+        let thread = Thread {
+            body()
             condition.lock()
-            running = false
+            ended()
             condition.broadcast()
             condition.unlock()
         }
-        // The fold's JSON readers recurse; give the producer a main thread's stack.
         thread.stackSize = 8 << 20
-        thread.name = "syncledger-fold"
+        thread.name = name
         thread.start()
     }
 
