@@ -17,6 +17,9 @@ public enum Allocator {
         return "jemalloc " + String(cString: version)
     }
 
+    /// `description`, or "the system's malloc": what `--version` and the bench print.
+    public static var name: String { description ?? "the system's malloc" }
+
     /// True when the process's `malloc` is jemalloc's: the symbol the dynamic linker resolves
     /// for every library (Swift's runtime, SQLite, liblz4) is defined in libjemalloc.
     public static var serves: Bool {

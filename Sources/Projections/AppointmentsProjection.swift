@@ -149,9 +149,14 @@ public struct AppointmentsProjection: Projection {
 
     /// In-roster patients of an appointment, looked up in the roster tables.
     func members(of f: AppointmentFacts, _ db: Database, _ t: TableSet) throws -> [RosterIndex.Member] {
+        try members(primary: f.intakeqClientId, additional: f.additionalClientIds, db, t)
+    }
+
+    /// The same from the client ids alone (what `reattribute` has of a stored appointment).
+    func members(primary: String?, additional: [String], _ db: Database, _ t: TableSet) throws -> [RosterIndex.Member] {
         let lookup = try db.cachedStatement(
             sql: "SELECT patient_id, organization_id FROM \(t("appointments_roster_clients")) WHERE intakeq_client_id = ?")
-        return try RosterMembership.members(of: f) { client in
+        return try RosterMembership.members(primary: primary, additional: additional) { client in
             try Row.fetchOne(lookup, arguments: [client]).map { ($0["patient_id"], $0["organization_id"]) }
         }
     }
@@ -184,17 +189,13 @@ public struct AppointmentsProjection: Projection {
             FROM \(t("appointments")) a JOIN \(t("appointments_objects")) o USING (appointment_id)
             """)
         try db.execute(sql: "DELETE FROM \(t("appointment_patients"))")
-        let lookup = try db.cachedStatement(
-            sql: "SELECT patient_id, organization_id FROM \(t("appointments_roster_clients")) WHERE intakeq_client_id = ?")
         for row in rows {
             let id: String = row[0]
             let primary: String? = row[1]
             // `client_ids` is the primary (when there is one) followed by the additional clients.
             var additional = Self.clientIds(fromText: row[3])
             if primary != nil, !additional.isEmpty { additional.removeFirst() }
-            let members = try RosterMembership.members(primary: primary, additional: additional) { client in
-                try Row.fetchOne(lookup, arguments: [client]).map { ($0["patient_id"], $0["organization_id"]) }
-            }
+            let members = try self.members(primary: primary, additional: additional, db, t)
             try db.run(
                 "UPDATE \(t("appointments")) SET organization_id = ?, patient_id = ?, provider_id = ? WHERE appointment_id = ?",
                 [members.first?.organizationId, members.first?.patientId, try provider(row[2], db, t), id])

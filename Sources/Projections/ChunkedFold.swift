@@ -65,8 +65,6 @@ final class ChunkFolder {
         var facts: AppointmentFacts
         /// The content hash, built only for the observation that is written.
         var hashSource: DeferredText
-        var at: String
-        var seq: UInt64
         var hash: String { hashSource.string }
     }
     enum Op {
@@ -211,7 +209,7 @@ final class ChunkFolder {
                     hash = .string(contentHash(of: try e.dataValue()["object"] ?? .null))
                 }
                 s.ops.append(.observed(at: e.at, seq: e.seq))
-                s.last = Observation(facts: facts, hashSource: hash!, at: e.at, seq: e.seq)
+                s.last = Observation(facts: facts, hashSource: hash!)
             }
             if m {
                 let link = facts.meeting

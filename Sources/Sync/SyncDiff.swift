@@ -28,16 +28,16 @@ struct SyncDiff {
     private var candidates: [Candidate] = []
 
     private enum Candidate {
-        var differs: Bool { differingId != nil }
-        var differingId: String? {
-            if case .differs(let id, _, _, _) = self { return id } else { return nil }
-        }
-
         case unchanged(SyncCompleted.Observed)
         /// `raw` is the object as it will be recorded (after redaction); it is parsed again for
         /// the diff rather than kept parsed, so a run that sees every appointment change holds
         /// one copy of each.
         case differs(id: String, hash: String, raw: [UInt8], wasRemoved: Bool)
+
+        var differingId: String? {
+            if case .differs(let id, _, _, _) = self { return id } else { return nil }
+        }
+        var differs: Bool { differingId != nil }
     }
 
     /// Candidates whose prior objects are read and diffed at once: bounds what a run holds in

@@ -187,11 +187,11 @@ struct Bench: ParsableCommand {
         if json {
             print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed, "peak_rss_reset_per_run": rssReset,
                                       "freed_memory_released_before_each_run": released,
-                                      "allocator": Allocator.description ?? "system malloc"]))
+                                      "allocator": Allocator.name]))
             return
         }
         let n = Int(summary.med("events") ?? 0)
-        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]; allocator: \(Allocator.description ?? "system malloc")")
+        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]; allocator: \(Allocator.name)")
         print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
         print(summary.table())
         if let read = summary.med("rebuild_read_s"), let fold = summary.med("rebuild_fold_s"), let write = summary.med("rebuild_write_s") {

@@ -23,7 +23,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             Start with `syncledger demo` to see the whole story on bundled fixtures.
             """,
         // The allocator is named so a user (and CLIBinaryTests) can see jemalloc serves this process.
-        version: "0.1.0" + (Allocator.description.map { " (\($0))" } ?? " (the system's malloc)"),
+        version: "0.1.0 (\(Allocator.name))",
         subcommands: [
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
