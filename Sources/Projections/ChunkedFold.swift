@@ -83,21 +83,27 @@ final class ChunkFolder {
         var last: Observation?
         var links: [Link] = []
         var location: AppointmentFacts?
+        /// The stream index entries of the appointment's own stream (`appointment/ID`), in log
+        /// order: filed here, the stream's name is made once per chunk, not once per entry,
+        /// and the entries need no grouping.
+        var entries: [(seq: Int64, type: String)] = []
     }
     typealias StreamEntry = (stream: String, seq: Int64, type: String)
     /// What is folded between two events that end a segment, and the order it is written in.
     struct Segment {
         var pending: [String: Pending] = [:]
+        /// The stream index entries not filed under an appointment's `Pending`: the runs', the
+        /// roster's, the settings', and an event's whose stream does not name the appointment
+        /// its data is about.
         var entries: [StreamEntry] = []
         /// The appointment ids in `pending` sorted, and `entries` put in the order they are
         /// inserted, once `prepare` has run (by the producer of a pipelined fold).
         var ids: [String]?
         var isEmpty: Bool { pending.isEmpty && entries.isEmpty }
 
-        /// Sorts the ids and groups the stream entries by stream, streams in order, each
+        /// Sorts the ids and groups the other stream entries by stream, streams in order, each
         /// stream's entries in log (seq) order as they were added: the keyed table is filled
-        /// page by page. Grouping through a dictionary costs one hash per entry where sorting
-        /// them compared strings ~15 times each.
+        /// page by page.
         mutating func prepare() {
             guard ids == nil else { return }
             ids = pending.keys.sorted()
@@ -177,11 +183,27 @@ final class ChunkFolder {
     /// Folds one event into memory, and records what must be applied one by one. Never touches
     /// the database (it may run on another thread than `flush`).
     func add(_ e: EventEnvelope) throws {
+        var e = e
+        try add(&e)
+    }
+
+    /// `add`, reading the event where it is (`inout` only so that it is not copied: a copy
+    /// retains and releases its seven references, on memory the reader's thread wrote).
+    func add(_ e: inout EventEnvelope) throws {
         segment.ids = nil
         count += 1
         if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(e)) }
         let kind = e.eventType
-        if wants(streams, e) { segment.entries.append((e.stream, Int64(e.seq), e.type)) }
+        // The event's own stream index entry: under its appointment's `Pending` when its stream
+        // is that appointment's (below), else in the segment's list.
+        var unindexed = wants(streams, e)
+        /// Files the entry under `s` when the event's stream is `appointment/ID`.
+        func index(under s: Pending, _ id: String) {
+            guard unindexed, Self.isStream(e.stream, ofAppointment: id) else { return }
+            s.entries.append((Int64(e.seq), e.type))
+            unindexed = false
+        }
+        defer { if unindexed { segment.entries.append((e.stream, Int64(e.seq), e.type)) } }
         switch kind {
         case .appointmentDiscovered, .appointmentChanged:
             let a = wants(appointments, e), m = wants(meetings, e), l = wants(locations, e)
@@ -197,6 +219,7 @@ final class ChunkFolder {
                 break
             }
             let s = slot(facts.appointmentId)
+            index(under: s, facts.appointmentId)
             if a {
                 var hash: DeferredText?
                 if let scan {
@@ -220,7 +243,9 @@ final class ChunkFolder {
             guard wants(appointments, e) else { break }
             do {
                 let removed = try e.projectionData(AppointmentRemoved.self)
-                slot(removed.appointmentId).ops.append(.removed(at: e.at, seq: e.seq))
+                let s = slot(removed.appointmentId)
+                index(under: s, removed.appointmentId)
+                s.ops.append(.removed(at: e.at, seq: e.seq))
             } catch let q as QuarantineError {
                 quarantine(appointmentsP!.name, e, q.message)
             }
@@ -230,8 +255,9 @@ final class ChunkFolder {
             do {
                 let done = try e.syncCompleted()
                 for o in done.unchanged {
-                    if a { slot(o.id).ops.append(.synced(at: e.at)) }
-                    if s { segment.entries.append((Streams.appointment(o.id), Int64(e.seq), e.type)) }
+                    let p = slot(o.id)
+                    if a { p.ops.append(.synced(at: e.at)) }
+                    if s { p.entries.append((Int64(e.seq), e.type)) }
                 }
             } catch let q as QuarantineError {
                 if a { quarantine(appointmentsP!.name, e, q.message) }
@@ -261,6 +287,20 @@ final class ChunkFolder {
         }
     }
 
+    /// True when `stream` is `appointment/` followed by `id` (compared as bytes, nothing built).
+    static func isStream(_ stream: String, ofAppointment id: String) -> Bool {
+        var stream = stream, id = id
+        return stream.withUTF8 { s in
+            id.withUTF8 { i in
+                let prefix = appointmentPrefix.count
+                guard s.count == prefix + i.count else { return false }
+                return memcmp(s.baseAddress!, appointmentPrefix, prefix) == 0
+                    && (i.isEmpty || memcmp(s.baseAddress! + prefix, i.baseAddress!, i.count) == 0)
+            }
+        }
+    }
+    private static let appointmentPrefix = Array("appointment/".utf8)
+
     /// Ends the segment before `e`, an event `p` applies one by one (after the segment is written).
     private func endSegment(_ p: any Projection, _ e: EventEnvelope) {
         if !segment.isEmpty {
@@ -287,9 +327,10 @@ final class ChunkFolder {
                 do { try p.apply(e, db, t) } catch let q as QuarantineError { try record(p.name, e, q.message, db) }
             }
         }
-        steps.removeAll()
         try write(segment, db)
-        segment = Segment()
+        // Freed on another thread: the chunk's objects are many, and the writer is the slowest stage.
+        BackgroundRelease.release(&steps, leaving: [])
+        BackgroundRelease.release(&segment, leaving: Segment())
         count = 0
     }
 
@@ -327,6 +368,16 @@ final class ChunkFolder {
         var segment = segment
         segment.prepare()
         let pending = segment.pending
+        if let ids = segment.ids, !pending.isEmpty {
+            // The appointments' streams in id order (so in stream order), then the others.
+            var entries: [StreamEntry] = []
+            for id in ids {
+                guard let p = pending[id], !p.entries.isEmpty else { continue }
+                let stream = Streams.appointment(id)
+                for e in p.entries { entries.append((stream, e.seq, e.type)) }
+            }
+            try writeStreamEntries(entries, db)
+        }
         try writeStreamEntries(segment.entries, db)
         guard !pending.isEmpty, let ids = segment.ids else { return }
         if appointments != nil { try writeAppointments(ids, pending, db) }

@@ -175,19 +175,20 @@ final class FoldPipeline: @unchecked Sendable {
                 let c = FoldedChunk(makeFolder(previous))
                 while c.events < chunkSize {
                     if isClosed { return }
-                    guard let batch = try nextBatch() else {
+                    guard var batch = try nextBatch() else {
                         finished = true
                         break
                     }
                     let t1 = monotonicSeconds()
-                    // Each event is passed from the batch's storage, not copied out of it (a
-                    // copy retains and releases its seven references).
-                    try batch.events.withUnsafeBufferPointer { events in
-                        for i in events.indices { try c.folder.add(events[i]) }
+                    // Each event is passed where it is in the batch's storage, not copied out
+                    // of it (a copy retains and releases its seven references).
+                    try batch.events.withUnsafeMutableBufferPointer { events in
+                        for i in events.indices { try c.folder.add(&events[i]) }
                     }
                     fold += monotonicSeconds() - t1
                     c.events += batch.events.count
                     c.last = batch.info
+                    BackgroundRelease.release(&batch.events, leaving: [])
                 }
                 if c.events > 0 {
                     let t2 = monotonicSeconds()
@@ -201,5 +202,29 @@ final class FoldPipeline: @unchecked Sendable {
         } catch {
             _ = hand(.failed(error))
         }
+    }
+}
+
+/// Frees large, finished values (a written chunk's folded state, a folded batch's envelopes) on
+/// a thread of its own. In a pipelined rebuild the writer is the slowest stage and the fold the
+/// next; freeing a chunk's hundreds of thousands of objects cost the writer ~0.6 µs per event
+/// (1M events, `perf`), most of it atomic reference counts on memory the other core wrote.
+/// The two cores had time to spare elsewhere (the three stages kept ~1.7 of them busy).
+enum BackgroundRelease {
+    private static let queue = DispatchQueue(label: "syncledger-release", qos: .utility)
+
+    /// The one owner of a value until the queue drops it.
+    private final class Doomed<T>: @unchecked Sendable {
+        // @unchecked: only the queue's block touches it after `release` hands it over.
+        var value: T?
+        init(_ value: T) { self.value = value }
+    }
+
+    /// Replaces `value` with `empty` and frees what `value` held on the release queue. The
+    /// caller keeps no reference to it: the box is the only owner when the block runs.
+    static func release<T>(_ value: inout T, leaving empty: T) {
+        let box = Unmanaged.passRetained(Doomed(value))
+        value = empty
+        queue.async { box.release() }
     }
 }

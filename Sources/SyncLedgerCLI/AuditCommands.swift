@@ -127,6 +127,8 @@ struct RebuildCommand: AsyncParsableCommand {
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("Rebuild only this projection.", valueName: "NAME")) var projection: String?
+    @Flag(help: "Also print where the time went: reading the log, folding, writing SQLite (each on its own thread in a large rebuild).")
+    var timings = false
 
     func validate() throws {
         if let projection, Projections.projection(named: projection.replacingOccurrences(of: "-", with: "_")) == nil {
@@ -161,6 +163,7 @@ struct RebuildCommand: AsyncParsableCommand {
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
                          try reader.head().seq, secs))
+            if timings { print(Self.describe(views.lastFoldTimings)) }
             for q in report.quarantined {
                 warn("quarantined: seq \(q.seq) (\(q.type)) in \(q.projection): \(q.error)")
             }
@@ -170,6 +173,15 @@ struct RebuildCommand: AsyncParsableCommand {
             }
             return 0
         }
+    }
+
+    /// The last rebuild's time per stage, in seconds, in words.
+    static func describe(_ t: [String: Double]) -> String {
+        func s(_ key: String) -> String { String(format: "%.2f s", t[key] ?? 0) }
+        var line = "reading the log \(s("read")), folding \(s("fold")), writing SQLite \(s("write"))"
+        if t["wait"] != nil { line += " (waited \(s("wait")) for the fold)" }
+        if t["indexes"] != nil { line += ", of which building indexes \(s("indexes"))" }
+        return line
     }
 }
 

@@ -101,6 +101,14 @@ import Testing
                     // Unreadable for the views: quarantined by both folds.
                     events.append(NewEvent(type: .appointmentChanged, run: run, stream: Streams.appointment("bad"),
                                            data: Array("{\"appointment_id\":\"bad\",\"object\":{\"NoId\":1}}".utf8)))
+                case 28..<30:
+                    // Filed under another appointment's stream than its data's: the stream index
+                    // keeps the stream, the views the data's id (both folds).
+                    let id = pick(ids)
+                    if !seen.contains(id) { seen.append(id) }
+                    var e = changed(object(id), run: run, fields: ["Status"])
+                    e.stream = Streams.appointment(pick(ids + ["elsewhere"]))
+                    events.append(e)
                 default:
                     let id = pick(ids)
                     let first = !seen.contains(id)

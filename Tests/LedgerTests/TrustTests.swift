@@ -75,6 +75,35 @@ import Testing
         #expect(try snapshot(views) == before)
     }
 
+    /// A rebuild's chunks checkpoint rarely (nothing a reader sees depends on them); the swap
+    /// and everything after checkpoint as often as before, also after a stopped rebuild.
+    @Test func aRebuildCheckpointsRarelyOnlyWhileItFillsShadowTables() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let reader = try LedgerReader(store: tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        func settings() throws -> Int {
+            try views.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") ?? -1 }
+        }
+        let before = try settings()
+        #expect(before == 1000)
+        views.eventsPerTransaction = 2
+        let during = Locked<[Int]>([])
+        _ = try views.rebuild(names: [], reader) { _ in
+            let now = (try? settings()) ?? -1
+            during.withLock { $0.append(now) }
+        }
+        let seen = during.withLock { $0 }
+        #expect(seen.count > 2)
+        #expect(seen.allSatisfy { $0 == ProjectionStore.rebuildCheckpointPages })
+        #expect(try settings() == before)
+
+        let calls = Locked(0)
+        views.shouldStop = { calls.withLock { $0 += 1; return $0 } >= 3 }
+        #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
+        #expect(try settings() == before)
+    }
+
     /// Shadow tables left by a rebuild that was killed (SIGKILL, power cut) are dropped by the
     /// next open of the views: they never pile up (they can double the file).
     @Test func leftoverShadowTablesAreDroppedOnOpen() throws {
