@@ -42,7 +42,8 @@ struct AppointmentEventScan {
                         out.fields = try AppointmentFields.scan(&s, depth: 1)
                     case .contentHash:
                         if let r = try s.plainString(depth: 1) {
-                            out.contentHash = .bytes(data, r)
+                            out.contentHash = InlineText(UnsafeBufferPointer(rebasing: buf[r])).map(DeferredText.inline)
+                                ?? .string(String(decoding: buf[r], as: UTF8.self))
                         } else {
                             out.contentHash = try s.scalar(depth: 1).stringValue.map(DeferredText.string)
                         }
@@ -61,16 +62,37 @@ struct AppointmentEventScan {
     enum Top { case object, contentHash }
 }
 
-/// Text kept as a range of bytes already in memory until it is needed (most observations in a
-/// chunk are superseded before the chunk is written), or as a string.
+/// Text kept without a `String` until it is needed (most observations in a chunk are superseded
+/// before the chunk is written), or as a string.
 enum DeferredText {
-    case bytes([UInt8], Range<Int>)
+    /// Short text copied in place: an observation keeps no reference to its event's bytes, so
+    /// a folded chunk does not hold every last observation's ~1.9 KB event until it is written.
+    case inline(InlineText)
     case string(String)
 
     var string: String {
         switch self {
-        case .bytes(let b, let r): return String(decoding: b[r], as: UTF8.self)
+        case .inline(let t): return t.string
         case .string(let s): return s
         }
+    }
+}
+
+/// Up to 64 bytes of text stored in the value itself (a SHA-256 in hex is 64 characters).
+struct InlineText {
+    private var count: UInt8
+    private var bytes: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+
+    /// Nil when `text` is longer than 64 bytes.
+    init?(_ text: UnsafeBufferPointer<UInt8>) {
+        guard text.count <= 64 else { return nil }
+        count = UInt8(text.count)
+        withUnsafeMutableBytes(of: &bytes) { out in
+            if let base = text.baseAddress, !text.isEmpty { out.baseAddress!.copyMemory(from: base, byteCount: text.count) }
+        }
+    }
+
+    var string: String {
+        withUnsafeBytes(of: bytes) { String(decoding: $0.prefix(Int(count)), as: UTF8.self) }
     }
 }
