@@ -371,6 +371,20 @@ import Testing
 
 /// The meeting-link search over ASCII bytes finds what the search over Characters finds.
 @Suite struct MeetingURLSearchTests {
+    /// A content hash is kept in place up to 64 bytes (a SHA-256 in hex) and as a string beyond;
+    /// either way it reads back as the text scanned, escapes and non-ASCII included.
+    @Test func contentHashesOfEveryLengthReadBack() throws {
+        for text in ["", "a", String(repeating: "f", count: 63), String(repeating: "0", count: 64), String(repeating: "9", count: 65),
+                     "é" + String(repeating: "1", count: 62), "tab\there", String(repeating: "ü", count: 40)] {
+            let data = Array("{\"appointment_id\":\"x\",\"content_hash\":\(jsonQuoted(text)),\"object\":{\"Id\":\"x\"}}".utf8)
+            let scan = try AppointmentEventScan.scan(data)
+            #expect(scan.contentHash?.string == text, "\(text.utf8.count) bytes")
+        }
+        #expect(InlineText(UnsafeBufferPointer(start: nil, count: 0))?.string == "")
+        let long = Array(repeating: UInt8(ascii: "a"), count: 65)
+        #expect(long.withUnsafeBufferPointer { InlineText($0) } == nil)
+    }
+
     @Test func asciiSearchEqualsCharacterSearch() {
         let seed = UInt64.random(in: 0...UInt64(UInt32.max))
         print("MeetingURLSearchTests seed: \(seed)")
