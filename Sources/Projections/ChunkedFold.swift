@@ -79,14 +79,18 @@ final class ChunkFolder {
         var at: String
     }
     final class Pending {
+        /// The appointment id, as keyed in `Segment.pending` (and written).
+        let id: String
         var ops: [Op] = []
         var last: Observation?
         var links: [Link] = []
         var location: AppointmentFacts?
         /// The stream index entries of the appointment's own stream (`appointment/ID`), in log
-        /// order: filed here, the stream's name is made once per chunk, not once per entry,
-        /// and the entries need no grouping.
+        /// order: filed here, the stream's name is made once per appointment and segment, not
+        /// once per entry, and the entries need no grouping.
         var entries: [(seq: Int64, type: String)] = []
+
+        init(_ id: String) { self.id = id }
     }
     typealias StreamEntry = (stream: String, seq: Int64, type: String)
     /// What is folded between two events that end a segment, and the order it is written in.
@@ -171,7 +175,7 @@ final class ChunkFolder {
 
     private func slot(_ id: String) -> Pending {
         if let p = segment.pending[id] { return p }
-        let p = Pending()
+        let p = Pending(id)
         segment.pending[id] = p
         return p
     }
@@ -197,9 +201,10 @@ final class ChunkFolder {
         // The event's own stream index entry: under its appointment's `Pending` when its stream
         // is that appointment's (below), else in the segment's list.
         var unindexed = wants(streams, e)
-        /// Files the entry under `s` when the event's stream is `appointment/ID`.
-        func index(under s: Pending, _ id: String) {
-            guard unindexed, Self.isStream(e.stream, ofAppointment: id) else { return }
+        /// Files the entry under `s` when the event's stream is `appointment/ID`, ID byte for
+        /// byte as `s` is keyed (a dictionary key may be another spelling of the same text).
+        func index(under s: Pending) {
+            guard unindexed, Self.isStream(e.stream, ofAppointment: s.id) else { return }
             s.entries.append((Int64(e.seq), e.type))
             unindexed = false
         }
@@ -219,7 +224,7 @@ final class ChunkFolder {
                 break
             }
             let s = slot(facts.appointmentId)
-            index(under: s, facts.appointmentId)
+            index(under: s)
             if a {
                 var hash: DeferredText?
                 if let scan {
@@ -244,7 +249,7 @@ final class ChunkFolder {
             do {
                 let removed = try e.projectionData(AppointmentRemoved.self)
                 let s = slot(removed.appointmentId)
-                index(under: s, removed.appointmentId)
+                index(under: s)
                 s.ops.append(.removed(at: e.at, seq: e.seq))
             } catch let q as QuarantineError {
                 quarantine(appointmentsP!.name, e, q.message)

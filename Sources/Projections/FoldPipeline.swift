@@ -120,16 +120,20 @@ final class FoldPipeline: @unchecked Sendable {
             let item: Result<LedgerBatch?, any Error>
             do { item = .success(try batches.next()) } catch { item = .failure(error) }
             read += monotonicSeconds() - t0
+            var more = false
+            if case .success(let b) = item, b != nil { more = true }
             readCondition.lock()
             while readQueue.count >= Self.readAhead && !isClosed { readCondition.wait() }
             guard !isClosed else {
                 readCondition.unlock()
                 return
             }
-            readQueue.append(item)
+            // Handed over, not shared: the producer folds the batch's events in place, which
+            // would copy them all if this thread still held the batch.
+            readQueue.append(consume item)
             readCondition.broadcast()
             readCondition.unlock()
-            if case .success(let b) = item, b != nil { continue }
+            if more { continue }
             return
         }
     }
@@ -207,9 +211,10 @@ final class FoldPipeline: @unchecked Sendable {
 
 /// Frees large, finished values (a written chunk's folded state, a folded batch's envelopes) on
 /// a thread of its own. In a pipelined rebuild the writer is the slowest stage and the fold the
-/// next; freeing a chunk's hundreds of thousands of objects cost the writer ~0.6 µs per event
-/// (1M events, `perf`), most of it atomic reference counts on memory the other core wrote.
-/// The two cores had time to spare elsewhere (the three stages kept ~1.7 of them busy).
+/// next; freeing a chunk's hundreds of thousands of objects took ~1 s of the writer's thread in a
+/// 1M-event rebuild (`perf`), most of it atomic reference counts on memory the other core wrote.
+/// It is the same CPU on another thread: it helps while the cores have time to spare (the three
+/// stages kept ~1.75 of 2 busy).
 enum BackgroundRelease {
     private static let queue = DispatchQueue(label: "syncledger-release", qos: .utility)
 

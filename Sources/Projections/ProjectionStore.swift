@@ -477,6 +477,8 @@ public final class ProjectionStore: @unchecked Sendable {
     /// WAL pages a rebuild lets accumulate before SQLite checkpoints them into the database file
     /// (256 MiB at 4 KiB pages; SQLite's default is 1,000).
     public static let rebuildCheckpointPages = 65_536
+    /// The size SQLite truncates the WAL file to when it restarts it after a rebuild (bytes).
+    static let walSizeLimit = 64 << 20
 
     /// Runs `body` (a rebuild's chunks and index builds, which fill shadow tables only) with
     /// checkpoints every `rebuildCheckpointPages` pages, then restores the connection's setting,
@@ -494,7 +496,14 @@ public final class ProjectionStore: @unchecked Sendable {
             try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.rebuildCheckpointPages)")
             return before
         }
-        defer { try? pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = \(checkpoint)") } }
+        defer {
+            try? pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(checkpoint)")
+                // The WAL file grew to ~256 MiB; cut it back to 64 MiB when SQLite next restarts
+                // it (after the checkpoint that follows the swap, once no reader needs it).
+                try db.execute(sql: "PRAGMA journal_size_limit = \(Self.walSizeLimit)")
+            }
+        }
         return try body()
     }
 

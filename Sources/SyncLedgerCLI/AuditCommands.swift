@@ -179,7 +179,7 @@ struct RebuildCommand: AsyncParsableCommand {
     static func describe(_ t: [String: Double]) -> String {
         func s(_ key: String) -> String { String(format: "%.2f s", t[key] ?? 0) }
         var line = "reading the log \(s("read")), folding \(s("fold")), writing SQLite \(s("write"))"
-        if t["wait"] != nil { line += " (waited \(s("wait")) for the fold)" }
+        if (t["wait"] ?? 0) > 0 { line += " (waited \(s("wait")) for the fold)" }
         if t["indexes"] != nil { line += ", of which building indexes \(s("indexes"))" }
         return line
     }
@@ -188,11 +188,16 @@ struct RebuildCommand: AsyncParsableCommand {
 /// Moves a damaged `projections.sqlite` (and its -wal/-shm) aside as
 /// `projections.sqlite.damaged-<time>`; returns the new name, or nil when it is not damaged.
 func moveAsideIfDamaged(_ store: Store) throws -> String? {
+    // A store this process must not write is neither opened for writing nor moved: the rebuild
+    // reads its views into memory (`openViews`), which says so when they are damaged.
+    guard store.isWritable else { return nil }
     do {
         // Opened as the rebuild opens it: a damaged header or schema fails here. (Opened
         // read-only, the views would be copied whole into memory first: 0.7 GB of RSS for a
         // 1M-event store, and a temporary copy of the file.)
         _ = try ProjectionStore(store: store)
+        return nil
+    } catch is ViewsNotWritable {
         return nil
     } catch is ViewsDamaged {
         let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")

@@ -367,10 +367,7 @@ import Testing
         let f = try AppointmentFacts(fields: #require(scan.fields))
         #expect(f.meeting?.url == "https://zoom.us/j/1234567890?pwd=abc" && f.additionalClientIds == ["4013"] && f.visitType == "telehealth")
     }
-}
 
-/// The meeting-link search over ASCII bytes finds what the search over Characters finds.
-@Suite struct MeetingURLSearchTests {
     /// A content hash is kept in place up to 64 bytes (a SHA-256 in hex) and as a string beyond;
     /// either way it reads back as the text scanned, escapes and non-ASCII included.
     @Test func contentHashesOfEveryLengthReadBack() throws {
@@ -384,7 +381,10 @@ import Testing
         let long = Array(repeating: UInt8(ascii: "a"), count: 65)
         #expect(long.withUnsafeBufferPointer { InlineText($0) } == nil)
     }
+}
 
+/// The meeting-link search over ASCII bytes finds what the search over Characters finds.
+@Suite struct MeetingURLSearchTests {
     @Test func asciiSearchEqualsCharacterSearch() {
         let seed = UInt64.random(in: 0...UInt64(UInt32.max))
         print("MeetingURLSearchTests seed: \(seed)")

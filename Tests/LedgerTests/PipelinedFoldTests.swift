@@ -59,6 +59,22 @@ import Testing
                 // One projection rebuilt alone: the others keep their rows and checkpoints.
                 _ = try rebuilt.rebuild(names: ["appointments"], reader)
                 try expectSame(rebuilt, reference, "pipelined rebuild of appointments in chunks of \(chunk)", seed: seed)
+                _ = try rebuilt.rebuild(names: ["stream_index"], reader)
+                try expectSame(rebuilt, reference, "pipelined rebuild of the stream index in chunks of \(chunk)", seed: seed)
+            }
+            // Views at different checkpoints: the stream index folded alone while the others are
+            // at the head, and the others alone while the stream index is.
+            for first in [allProjections.filter { $0.name != "stream_index" }, allProjections.filter { $0.name == "stream_index" }] {
+                let path = tmp.sibling("staggered-\(UUID().uuidString).sqlite")
+                let some = try ProjectionStore(path: path, projections: first)
+                some.pipelineMinEvents = 0
+                some.eventsPerTransaction = 3
+                try some.catchUp(reader)
+                let all = try ProjectionStore(path: path)
+                all.pipelineMinEvents = 0
+                all.eventsPerTransaction = 1 + Int(rng.next() % 7)
+                try all.catchUp(reader)
+                try expectSame(all, reference, "\(first.map(\.name)) first, then the rest", seed: seed)
             }
             let fresh = try ProjectionStore(path: tmp.sibling("fresh.sqlite"))
             fresh.pipelineMinEvents = 0
