@@ -294,17 +294,10 @@ final class ChunkFolder {
 
     /// True when `stream` is `appointment/` followed by `id` (compared as bytes, nothing built).
     static func isStream(_ stream: String, ofAppointment id: String) -> Bool {
-        var stream = stream, id = id
-        return stream.withUTF8 { s in
-            id.withUTF8 { i in
-                let prefix = appointmentPrefix.count
-                guard s.count == prefix + i.count else { return false }
-                return memcmp(s.baseAddress!, appointmentPrefix, prefix) == 0
-                    && (i.isEmpty || memcmp(s.baseAddress! + prefix, i.baseAddress!, i.count) == 0)
-            }
-        }
+        let prefix = "appointment/".utf8
+        return stream.utf8.count == prefix.count + id.utf8.count && stream.utf8.starts(with: prefix)
+            && stream.utf8.dropFirst(prefix.count).elementsEqual(id.utf8)
     }
-    private static let appointmentPrefix = Array("appointment/".utf8)
 
     /// Ends the segment before `e`, an event `p` applies one by one (after the segment is written).
     private func endSegment(_ p: any Projection, _ e: EventEnvelope) {
@@ -372,19 +365,17 @@ final class ChunkFolder {
     private func write(_ segment: Segment, _ db: Database) throws {
         var segment = segment
         segment.prepare()
-        let pending = segment.pending
-        if let ids = segment.ids, !pending.isEmpty {
-            // The appointments' streams in id order (so in stream order), then the others.
-            var entries: [StreamEntry] = []
-            for id in ids {
-                guard let p = pending[id], !p.entries.isEmpty else { continue }
-                let stream = Streams.appointment(id)
-                for e in p.entries { entries.append((stream, e.seq, e.type)) }
-            }
-            try writeStreamEntries(entries, db)
+        let pending = segment.pending, ids = segment.ids ?? []
+        // The appointments' streams in id order (so in stream order), then the others.
+        var entries: [StreamEntry] = []
+        for id in ids {
+            guard let p = pending[id], !p.entries.isEmpty else { continue }
+            let stream = Streams.appointment(id)
+            for e in p.entries { entries.append((stream, e.seq, e.type)) }
         }
-        try writeStreamEntries(segment.entries, db)
-        guard !pending.isEmpty, let ids = segment.ids else { return }
+        entries += segment.entries
+        try writeStreamEntries(entries, db)
+        guard !pending.isEmpty else { return }
         if appointments != nil { try writeAppointments(ids, pending, db) }
         if meetings != nil { try writeMeetings(ids, pending, db) }
         if locations != nil { try writeLocations(ids, pending, db) }

@@ -221,7 +221,7 @@ enum BackgroundRelease {
     /// The one owner of a value until the queue drops it.
     private final class Doomed<T>: @unchecked Sendable {
         // @unchecked: only the queue's block touches it after `release` hands it over.
-        var value: T?
+        let value: T
         init(_ value: T) { self.value = value }
     }
 

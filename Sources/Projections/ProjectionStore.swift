@@ -486,9 +486,9 @@ public final class ProjectionStore: @unchecked Sendable {
     ///
     /// With the default, every chunk's commit was followed by a checkpoint: copying the chunk's
     /// pages into the database file and syncing it (GRDB's pools run `synchronous=NORMAL`,
-    /// which syncs at checkpoints), ~2.5 s of the writer's ~9.5 s at 1M events (`rebuild
-    /// --timings`). A page the fold rewrites in several chunks is now copied once per
-    /// checkpoint, not once per chunk. Commits stay as safe as before: only how often the WAL is
+    /// which syncs at checkpoints), ~2.5 s of the writer's ~9.5 s in `syncledger rebuild` of a
+    /// 1M-event store (its commits timed apart from its statements). A page the fold rewrites in
+    /// several chunks is now copied once per checkpoint, not once per chunk. Commits stay as safe as before: only how often the WAL is
     /// folded into the file changes.
     func withShadowWriting<T>(_ body: () throws -> T) throws -> T {
         let checkpoint = try pool.writeWithoutTransaction { db in
