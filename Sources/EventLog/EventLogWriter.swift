@@ -223,22 +223,34 @@ public final class EventLogWriter {
         }
     }
 
-    /// Compresses `plain` into `frame` after room for the header, then writes the header.
+    /// Compresses `plain` into `frame` after room for the header, then writes the header. The
+    /// chain hash (SHA-256 over the plain bytes) is computed beside the compression, on a
+    /// second core, for batches of `SideBySide.minimumBytes` or more.
     private func compressBatch(_ plain: [UInt8], count: UInt32) -> BatchHeader {
         let needed = BatchHeader.frameSize + LZ4.compressBound(plain.count)
         if frame.count < needed { frame = [UInt8](repeating: 0, count: needed) }
-        let (compressedLength, crc) = plain.withUnsafeBytes { source in
-            frame.withUnsafeMutableBytes { destination -> (Int, UInt32) in
+        let previous = head.hash, firstSeq = head.seq + 1
+        var compressedLength = 0, crc: UInt32 = 0, chain: [UInt8] = []
+        plain.withUnsafeBytes { source in
+            frame.withUnsafeMutableBytes { destination in
                 let body = UnsafeMutableRawBufferPointer(rebasing: destination[BatchHeader.frameSize...])
-                let n = LZ4.compress(source, into: body)
-                return (n, crc32c(UnsafeRawBufferPointer(rebasing: body[..<n])))
+                let compress = {
+                    compressedLength = LZ4.compress(source, into: body)
+                    crc = crc32c(UnsafeRawBufferPointer(rebasing: body[..<compressedLength]))
+                }
+                let hash = {
+                    chain = ChainHash.next(previous: previous, version: BatchHeader.currentVersion, firstSeq: firstSeq,
+                                           count: count, content: source)
+                }
+                if source.count >= SideBySide.minimumBytes {
+                    SideBySide.run(compress, hash)
+                } else {
+                    compress()
+                    hash()
+                }
             }
         }
-        let chain = plain.withUnsafeBytes {
-            ChainHash.next(previous: head.hash, version: BatchHeader.currentVersion, firstSeq: head.seq + 1,
-                           count: count, content: $0)
-        }
-        let header = BatchHeader(firstSeq: head.seq + 1, count: count, compressedLength: UInt32(compressedLength),
+        let header = BatchHeader(firstSeq: firstSeq, count: count, compressedLength: UInt32(compressedLength),
                                  uncompressedLength: UInt64(plain.count), chainHash: chain, payloadCRC: crc)
         frame.withUnsafeMutableBytes { header.encode(into: $0.baseAddress!) }
         return header

@@ -97,10 +97,10 @@ public enum PersonalData {
     }
 
     /// The data of an `appointment.discovered`/`changed` event recorded in the clear, sealed as
-    /// `sync` records it now (for tools that build or convert logs: the benchmark, the tests).
-    /// Data without an object or an id comes back unchanged. Works on the bytes
-    /// (`sealObservationBytes`) and falls back to parsing the whole data for odd shapes; both give
-    /// the same bytes (but for the random nonces).
+    /// `sync` records it (`sync`, the benchmark and the tests all seal this way). Data without an
+    /// object or an id, or whose object names nobody on the roster, comes back unchanged. Works
+    /// on the bytes (`sealObservationBytes`) and falls back to parsing the whole data for odd
+    /// shapes; both give the same bytes (but for the random nonces).
     public static func sealObservationData(_ data: [UInt8], patientOf: (String) -> String?,
                                            key: (String) throws -> SymmetricKey) throws -> [UInt8] {
         if let sealed = try sealObservationBytes(data, patientOf: patientOf, key: key) { return sealed }
@@ -113,6 +113,8 @@ public enum PersonalData {
         let d = try FastJSON.parse(data)
         guard let object = d["object"], let id = d["appointment_id"]?.stringValue else { return data }
         let (clear, parts) = try sealAppointment(object, appointmentId: id, patientOf: patientOf, key: key)
+        // Nothing sealed: the data as it came (as `sync` always recorded it).
+        if parts.isEmpty { return data }
         var changed: [String]?
         if case .array(let a)? = d["changed_fields"] { changed = a.compactMap(\.stringValue) }
         var obs = AppointmentObservation(appointmentId: id, contentHash: d["content_hash"]?.stringValue ?? "",

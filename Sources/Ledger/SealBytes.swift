@@ -31,7 +31,8 @@ extension PersonalData {
         } catch {
             return nil
         }
-        guard let plan else { return data }  // no object or no id: unchanged, as the slow path
+        // No object, no id, or nobody on the roster in it: unchanged, as the slow path.
+        guard let plan, !plan.patients.isEmpty else { return data }
         var parts: [Part] = []
         parts.reserveCapacity(plan.patients.count)
         for p in plan.patients {

@@ -197,12 +197,12 @@ struct SyncDiff {
         candidates = []
     }
 
-    /// The events to append; `seal` takes the personal data out of each observation.
-    func events(runId: String, seal: (AppointmentObservation) throws -> AppointmentObservation = { $0 }) throws -> [NewEvent] {
-        try discovered.map {
-            NewEvent(type: .appointmentDiscovered, run: runId, stream: Streams.appointment($0.appointmentId), data: try seal($0).encodeData(includeChangedFields: false))
+    /// The events to append, in the clear (`SyncRunner` seals their personal data).
+    func events(runId: String) -> [NewEvent] {
+        discovered.map {
+            NewEvent(type: .appointmentDiscovered, run: runId, stream: Streams.appointment($0.appointmentId), data: $0.encodeData(includeChangedFields: false))
         } + changed.map {
-            NewEvent(type: .appointmentChanged, run: runId, stream: Streams.appointment($0.appointmentId), data: try seal($0).encodeData(includeChangedFields: true))
+            NewEvent(type: .appointmentChanged, run: runId, stream: Streams.appointment($0.appointmentId), data: $0.encodeData(includeChangedFields: true))
         } + removed.map {
             NewEvent(type: .appointmentRemoved, run: runId, stream: Streams.appointment($0.appointmentId), data: encodeData($0))
         }

@@ -169,17 +169,12 @@ public final class SyncRunner {
         diff.apply(fetch)
 
         // 3. Append the observations, then sync.completed as a batch of its own.
-        var events = try diff.events(runId: runId) { obs in
-            var obs = obs
-            let value = try FastJSON.parse(obs.object)
-            let (clear, parts) = try PersonalData.sealAppointment(
-                value, appointmentId: obs.appointmentId, patientOf: { patientOf[$0] }, key: ring.key(for:))
-            if !parts.isEmpty {
-                obs.object = Array(clear.canonicalText.utf8)
-                obs.sealed = parts
-            }
-            return obs
-        }
+        // Personal data of roster patients sealed, the observations together on every core.
+        var events = diff.events(runId: runId)
+        let observations = events.indices.filter { events[$0].type == .appointmentDiscovered || events[$0].type == .appointmentChanged }
+        let sealed = try PersonalData.sealObservationData(observations.map { events[$0].data },
+                                                          patientOf: { patientOf[$0] }, key: { try ring.key(for: $0) })
+        for (i, data) in zip(observations, sealed) { events[i].data = data }
         if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
         for chunk in stride(from: 0, to: events.count, by: 1000) {
             try writer.append(Array(events[chunk..<min(chunk + 1000, events.count)]))

@@ -112,7 +112,7 @@ struct SyncLedgerRun {
             guard !batch.isEmpty else { return }
             let t0 = now()
             // Sealing (when on) is part of getting an event onto disk: timed with the append.
-            let stored = try writer.append(sealer.map { s in try batch.map(s.seal) } ?? batch)
+            let stored = try writer.append(sealer.map { s in try s.seal(batch) } ?? batch)
             timed += now() - t0
             events += batch.count
             batches += 1

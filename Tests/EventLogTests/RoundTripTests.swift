@@ -130,3 +130,45 @@ import Testing
         #expect(all.map(\.1) == payloads + payloads)
     }
 }
+
+/// A batch of `SideBySide.minimumBytes` or more is hashed on a second core while it is
+/// compressed: its chain hash must be the one the formula gives, and the reader must accept it,
+/// for batches just under, at and well over the threshold, in a chain with small ones.
+@Suite struct LargeBatchHashTests {
+    @Test func chainHashesOfLargeBatchesAreTheFormulas() throws {
+        let dir = TempDir()
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        var previous = ChainHash.zero
+        var payloads: [[UInt8]] = []
+        var n = 1
+        // Batches of about these many bytes: small, just under and just over the threshold, large.
+        let limit = SideBySide.minimumBytes
+        for target in [50, limit - 300, limit + 300, 200, 600_000, 1, 3 * limit] {
+            var batch: [[UInt8]] = [event(n, pad: 100)]
+            var bytes = batch[0].count + 1
+            while true {
+                let next = event(n + batch.count, pad: 100)
+                if bytes + next.count + 1 > target { break }
+                batch.append(next)
+                bytes += next.count + 1
+            }
+            let size = batch.count
+            let plain: [UInt8] = batch.flatMap { $0 + [10] }
+            #expect((plain.count >= limit) == (target > limit), "target \(target): \(plain.count) bytes")
+            let info = try writer.append(batch)
+            let expected = plain.withUnsafeBytes {
+                ChainHash.next(previous: previous, version: BatchHeader.currentVersion, firstSeq: UInt64(n),
+                               count: UInt32(size), content: $0)
+            }
+            #expect(info.chainHash == expected, "batch of \(size) events (\(plain.count) bytes)")
+            #expect(writer.head.hash == expected)
+            previous = expected
+            payloads += batch
+            n += size
+        }
+        writer.close()
+        // Every batch is read back, its CRC and chain hash checked.
+        #expect(try readAll(dir.log).map(\.1) == payloads)
+        #expect(try EventLogReader(directory: dir.log).head() == LogHead(seq: UInt64(payloads.count), hash: previous))
+    }
+}

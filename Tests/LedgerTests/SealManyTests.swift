@@ -1,0 +1,80 @@
+import Foundation
+import JSONCore
+@testable import Ledger
+import TestSupport
+import Testing
+
+/// `PersonalData.sealObservationData(_: [[UInt8]], …)` seals a batch on every core: each result
+/// must open to what sealing that one alone opens to, in order, and a failing batch must throw
+/// the error of its first failing item, whichever worker met it.
+@Suite struct SealManyTests {
+    static let key: @Sendable (String) throws -> SealingKey = { _ in throw LedgerError("unused") }
+
+    @Test func aBatchSealsAsItsItemsOneByOne() throws {
+        let seed = UInt64.random(in: 1...UInt64.max >> 1)
+        print("SealManyTests seed: \(seed)")
+        let dir = TempDir("sealmany")
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        let key: @Sendable (String) throws -> SealingKey = { p in
+            if p == "p-forgotten" { throw LedgerError("patient \(p) was forgotten") }
+            return try keys.key(for: p)
+        }
+        var g = SealBytesTests.Generator(rng: SeededRNG(seed: seed))
+        var batches = 0, failed = 0, sealedItems = 0
+        // Sizes below, at and well above what one worker takes, so both paths run.
+        for size in [0, 1, 63, 64, 127, 128, 129, 500, 1_000, 333, 2_048] {
+            // Items that seal alone (the generator also makes some that do not).
+            var datas: [[UInt8]] = []
+            while datas.count < size {
+                let d = Array(g.data().utf8)
+                if (try? PersonalData.sealObservationData(d, patientOf: { SealBytesTests.patientOf[$0] }, key: key)) != nil {
+                    datas.append(d)
+                }
+            }
+            for damaged in [false, true] {
+                var datas = datas
+                if damaged, size > 0 {
+                    // A few items broken anywhere in the batch, each failing with its own message
+                    // (where the JSON breaks off): the first of them must win.
+                    for _ in 0..<(1 + g.rng.below(3)) {
+                        let i = g.rng.below(size)
+                        datas[i] = Array((#"{"appointment_id":"a","object":{"Id":"# + String(repeating: "1", count: 1 + i) + ",}}").utf8)
+                    }
+                }
+                batches += 1
+                let one = datas.map { d in Result { try PersonalData.sealObservationData(d, patientOf: { SealBytesTests.patientOf[$0] }, key: key) } }
+                let many = Result { try PersonalData.sealObservationData(datas, patientOf: { SealBytesTests.patientOf[$0] }, key: key) }
+                if let firstFailure = one.firstIndex(where: { if case .failure = $0 { true } else { false } }) {
+                    failed += 1
+                    guard case .failure(let error) = many, case .failure(let expected) = one[firstFailure] else {
+                        Issue.record("size \(size) (seed \(seed)): item \(firstFailure) fails alone but the batch sealed")
+                        continue
+                    }
+                    #expect("\(error)" == "\(expected)", "size \(size) (seed \(seed)): not item \(firstFailure)'s error")
+                } else {
+                    let got = try many.get()
+                    #expect(got.count == size)
+                    for (i, (out, alone)) in zip(got, one).enumerated() {
+                        let expected = try alone.get()
+                        #expect(try SealBytesTests.opened(out, keys: keys) == SealBytesTests.opened(expected, keys: keys),
+                                "size \(size) item \(i) (seed \(seed))")
+                        if out != datas[i] { sealedItems += 1 }
+                    }
+                }
+            }
+        }
+        print("SealManyTests: \(batches) batches, \(failed) failed, \(sealedItems) items sealed")
+        #expect(failed >= 8)
+        #expect(sealedItems > 1_000)
+    }
+
+    /// An observation that names nobody on the roster is recorded as it came, byte for byte, on
+    /// the byte path and the parsing path alike (as `sync` always recorded it).
+    @Test func nobodyOnTheRosterLeavesTheDataAsItCame() throws {
+        let object = #"{"Id":"a1","ClientId":999,"ClientName":"Out Side","Status":"Confirmed","StartDate":1796925900000,"AdditionalClients":[{"ClientId":"998","ClientName":"Also Out"}],"PractitionerNote":"n"}"#
+        let data = Array((#"{"appointment_id":"a1","content_hash":"h","object":"# + object + "}").utf8)
+        #expect(try PersonalData.sealObservationBytes(data, patientOf: { SealBytesTests.patientOf[$0] }, key: Self.key) == data)
+        #expect(try PersonalData.sealObservationDataParsing(data, patientOf: { SealBytesTests.patientOf[$0] }, key: Self.key) == data)
+        #expect(try PersonalData.sealObservationData([data, data], patientOf: { SealBytesTests.patientOf[$0] }, key: Self.key) == [data, data])
+    }
+}
