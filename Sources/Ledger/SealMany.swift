@@ -1,45 +1,51 @@
 import Crypto
 import Dispatch
 import Foundation
+import Synchronization
 
 extension PersonalData {
     /// `sealObservationData` over the data of many events, spread over the machine's cores: the
     /// same bytes as sealing them one by one (but for the random nonces), in the same order. When
-    /// any fails, the error of the first failing one (in order) is thrown. `patientOf` and `key`
-    /// are called from several threads at once (`KeyRing.key(for:)` may be).
+    /// any fails, the error of the first failing one (in order) is thrown; the workers stop at
+    /// items after the first failure they know of. `patientOf` and `key` are called from several
+    /// threads at once (`KeyRing.key(for:)` may be).
     public static func sealObservationData(_ datas: [[UInt8]], patientOf: @Sendable (String) -> String?,
                                            key: @Sendable (String) throws -> SymmetricKey) throws -> [[UInt8]] {
-        let workers = min(ProcessInfo.processInfo.activeProcessorCount, datas.count / minimumPerWorker)
+        try sealObservationData(datas, workers: ProcessInfo.processInfo.activeProcessorCount, patientOf: patientOf, key: key)
+    }
+
+    /// The same on at most `workers` threads (tests choose it).
+    static func sealObservationData(_ datas: [[UInt8]], workers most: Int, patientOf: @Sendable (String) -> String?,
+                                    key: @Sendable (String) throws -> SymmetricKey) throws -> [[UInt8]] {
+        let workers = min(most, datas.count / minimumPerWorker)
         guard workers > 1 else {
             return try datas.map { try sealObservationData($0, patientOf: patientOf, key: key) }
         }
         var out = [[UInt8]](repeating: [], count: datas.count)
-        let failures = withoutActuallyEscaping(patientOf) { patientOf in
+        let firstFailure = FirstFailure()
+        withoutActuallyEscaping(patientOf) { patientOf in
             withoutActuallyEscaping(key) { key in
                 datas.withUnsafeBufferPointer { input in
                     out.withUnsafeMutableBufferPointer { output in
-                        let slots = Slots(input: input, output: output, failures: .allocate(capacity: workers))
-                        slots.failures.initialize(repeating: nil, count: workers)
-                        defer { slots.failures.deallocate() }
-                        // Worker w seals one contiguous share and writes only its own slots.
+                        let slots = Slots(input: input, output: output)
+                        // Worker w seals one contiguous share and writes only its own slots. An
+                        // item after the first failure met so far is not sealed.
                         DispatchQueue.concurrentPerform(iterations: workers) { w in
-                            let range = share(w, of: workers, count: slots.input.count)
-                            for i in range {
+                            for i in share(w, of: workers, count: slots.input.count) {
+                                guard i < firstFailure.index.load(ordering: .relaxed) else { return }
                                 do {
                                     slots.output[i] = try sealObservationData(slots.input[i], patientOf: patientOf, key: key)
                                 } catch {
-                                    slots.failures[w] = error
+                                    firstFailure.record(i, error)
                                     return
                                 }
                             }
                         }
-                        return (0..<workers).compactMap { slots.failures[$0] }
                     }
                 }
             }
         }
-        // Shares are in order, so the first worker that failed holds the first failure.
-        if let first = failures.first { throw first }
+        if let error = firstFailure.error { throw error }
         return out
     }
 
@@ -51,11 +57,25 @@ extension PersonalData {
         (count * w / workers)..<(count * (w + 1) / workers)
     }
 
-    /// The buffers the workers share: each index of `output` and of `failures` is written by one
+    /// The input and output buffers the workers share: each index of `output` is written by one
     /// worker only, and read after `concurrentPerform` returned.
     private struct Slots: @unchecked Sendable {
         let input: UnsafeBufferPointer<[UInt8]>
         let output: UnsafeMutableBufferPointer<[UInt8]>
-        let failures: UnsafeMutablePointer<(any Error)?>
+    }
+
+    /// The lowest index that failed, and its error.
+    private final class FirstFailure: Sendable {
+        let index = Atomic<Int>(Int.max)
+        private let first = Mutex<(index: Int, error: (any Error)?)>((Int.max, nil))
+
+        func record(_ i: Int, _ error: any Error) {
+            first.withLock {
+                if i < $0.index { $0 = (i, error) }
+            }
+            index.min(i, ordering: .relaxed)
+        }
+
+        var error: (any Error)? { first.withLock { $0.error } }
     }
 }

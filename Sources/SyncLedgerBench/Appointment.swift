@@ -7,7 +7,8 @@ import TestSupport
 /// like Fixtures/practice/day-01.json.
 enum Catalogue {
     static let organizations = 6
-    static let patientsPerOrganization = 8
+    /// Clients per clinic (ids `clientId(clinic:k:)`, k below this).
+    static let clientsPerClinic = 60
     static let firstNames = ["Indigo", "Elliot", "Sage", "Peyton", "Cameron", "Noel", "Remy", "Morgan", "Emerson",
                              "Rowan", "Quinn", "Avery", "Harper", "Jules", "Kai", "Marlowe"]
     static let lastNames = ["Valdez", "Zeller", "Quintero", "Delacroix", "Oyelaran", "Birch", "Park", "Mbeki",
@@ -40,11 +41,13 @@ enum Catalogue {
 
     static func clientId(clinic: Int, k: Int) -> Int { 4000 + clinic * 1000 + k }
 
-    /// One `roster.observed`: organizations whose patients are some of the clinics' clients.
-    static func roster() -> NewEvent {
+    /// One `roster.observed`: organizations whose patients are the first `patients` clients of
+    /// their clinics (all of them by default: `sync` records only appointments that name a roster
+    /// patient, so in a real log every observation has personal data to seal).
+    static func roster(patients: Int) -> NewEvent {
         var orgs: [RosterObserved.Organization] = []
         for o in 0..<organizations {
-            let patients = (0..<patientsPerOrganization).map { k in
+            let patients = (0..<min(max(0, patients), clientsPerClinic)).map { k in
                 RosterObserved.Patient(id: "p-\(o)-\(k)", name: "\(firstNames[k % 16]) \(lastNames[(o + k) % 16])",
                                        email: nil, intakeqClientId: String(clientId(clinic: o, k: k)))
             }
@@ -94,7 +97,7 @@ struct SyntheticAppointment {
 
     init(number: Int, clinic: Int, day: Int, rng: inout SeededRNG) {
         id = "6a3f" + String(clinic, radix: 16).leftPadded(4) + String(number, radix: 16).leftPadded(16)
-        let k = rng.below(60)
+        let k = rng.below(Catalogue.clientsPerClinic)
         clientId = Catalogue.clientId(clinic: clinic % Catalogue.organizations, k: k)
         clientName = "\(Catalogue.firstNames[k % 16]) \(Catalogue.lastNames[(clinic + k) % 16])"
         service = rng.below(Catalogue.services.count)
@@ -106,7 +109,7 @@ struct SyntheticAppointment {
         note = rng.chance(0.5) ? rng.below(Catalogue.notes.count) : nil
         telehealth = location == 1
         customLink = rng.chance(0.15)
-        additional = service == 1 ? Catalogue.clientId(clinic: clinic % Catalogue.organizations, k: rng.below(60)) : nil
+        additional = service == 1 ? Catalogue.clientId(clinic: clinic % Catalogue.organizations, k: rng.below(Catalogue.clientsPerClinic)) : nil
         created = base - Int64(rng.below(30)) * 86_400_000
         lastModified = base + Int64(rng.below(3_600_000))
         maxObservations = 2 + rng.below(5)

@@ -9,10 +9,10 @@ struct Sealer {
     let keys: KeyRing
     let patientOf: [String: String]
 
-    init(keysDirectory: String) throws {
+    init(keysDirectory: String, rosterPatients: Int) throws {
         keys = try KeyRing.open(directory: keysDirectory, create: true, environment: [:], notice: { _ in })
         var map: [String: String] = [:]
-        if let r = try? Catalogue.roster().dataJSON(), case .array(let orgs)? = r["organizations"] {
+        if let r = try? Catalogue.roster(patients: rosterPatients).dataJSON(), case .array(let orgs)? = r["organizations"] {
             for o in orgs {
                 if case .array(let ps)? = o["patients"] {
                     for p in ps {

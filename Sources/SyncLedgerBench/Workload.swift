@@ -29,6 +29,8 @@ protocol EventSource {
 struct RunFramer {
     let total: Int
     let runSize: Int
+    /// Roster patients per organization (`--roster-patients`).
+    let rosterPatients: Int
     var emitted = 0
     var runIndex = 0
     var runId: String?
@@ -77,7 +79,7 @@ struct RunFramer {
     mutating func step(_ rng: inout SeededRNG, clinics: Int) -> Step {
         guard emitted < total else { return .end }
         defer { emitted += 1 }
-        if emitted == 0 { return .framing(Catalogue.roster()) }
+        if emitted == 0 { return .framing(Catalogue.roster(patients: rosterPatients)) }
         if emitted == 1 { return .framing(Catalogue.settings()) }
         let left = total - emitted
         if runId == nil {
@@ -104,9 +106,9 @@ struct SyntheticSource: EventSource {
     var lookupId: String?
     var lookupCandidateAfter: Int
 
-    init(seed: UInt64, events: Int, clinics: Int, runSize: Int) {
+    init(seed: UInt64, events: Int, clinics: Int, runSize: Int, rosterPatients: Int) {
         rng = SeededRNG(seed: seed)
-        framer = RunFramer(total: events, runSize: runSize)
+        framer = RunFramer(total: events, runSize: runSize, rosterPatients: rosterPatients)
         self.clinics = max(1, clinics)
         open = Array(repeating: [], count: self.clinics)
         lookupCandidateAfter = events / 2
@@ -175,11 +177,11 @@ struct CorpusSource: EventSource {
     let path: String
     var lineNumber = 0
 
-    init(path: String, events: Int, runSize: Int) throws {
+    init(path: String, events: Int, runSize: Int, rosterPatients: Int) throws {
         self.path = path
         lines = try LineReader(path: path)
         rng = SeededRNG(seed: 7)
-        framer = RunFramer(total: events, runSize: runSize)
+        framer = RunFramer(total: events, runSize: runSize, rosterPatients: rosterPatients)
     }
 
     mutating func next() throws -> NewEvent? {

@@ -36,6 +36,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Appointment events per sync run.")
     var runSize: Int = 200
 
+    @Option(help: ArgumentHelp("Patients on the synthetic roster per organization, of its \(Catalogue.clientsPerClinic) clients.",
+                               discussion: "The default puts every client on the roster, as in a real log: sync records only appointments that name a roster patient, so with encryption on every observation has personal data to seal. 8 gives the workload of the figures before stop 27, where about 1 observation in 6 named a roster patient. A --corpus names its own clients, none of them on this roster: nothing of it is sealed."))
+    var rosterPatients: Int = Catalogue.clientsPerClinic
+
     @Option(help: "Single-event durable appends timed for p50/p99.")
     var singleAppends: Int = 2_000
 
@@ -68,11 +72,14 @@ struct Bench: ParsableCommand {
         guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
         if let corpus, !FileManager.default.fileExists(atPath: corpus) { throw ValidationError("no corpus file at \(corpus)") }
         guard ["off", "on", "both"].contains(encryption) else { throw ValidationError("--encryption must be off, on or both") }
+        guard (0...Catalogue.clientsPerClinic).contains(rosterPatients) else {
+            throw ValidationError("--roster-patients must be 0 to \(Catalogue.clientsPerClinic)")
+        }
     }
 
     func makeSource(events: Int, seed: UInt64) throws -> any EventSource {
-        if let corpus { return try CorpusSource(path: corpus, events: events, runSize: runSize) }
-        return SyntheticSource(seed: seed, events: events, clinics: clinics, runSize: runSize)
+        if let corpus { return try CorpusSource(path: corpus, events: events, runSize: runSize, rosterPatients: rosterPatients) }
+        return SyntheticSource(seed: seed, events: events, clinics: clinics, runSize: runSize, rosterPatients: rosterPatients)
     }
 
     func log(_ s: String) {
@@ -151,7 +158,7 @@ struct Bench: ParsableCommand {
                 // log size, and a rebuild that opens every sealed part.
                 log("run \(r)/\(runs): append and rebuild with encryption on")
                 let sealedStore = try Store.openOrCreate(dir + "/sealed")
-                let sealer = try Sealer(keysDirectory: sealedStore.keysPath)
+                let sealer = try Sealer(keysDirectory: sealedStore.keysPath, rosterPatients: rosterPatients)
                 var sealedRun = SyncLedgerRun()
                 var sealedSource = try makeSource(events: events, seed: seed)
                 try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: skipBaselines ? nil : dir + "/sealed-events.jsonl",
@@ -187,11 +194,11 @@ struct Bench: ParsableCommand {
         if json {
             print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed, "peak_rss_reset_per_run": rssReset,
                                       "freed_memory_released_before_each_run": released,
-                                      "allocator": Allocator.name]))
+                                      "allocator": Allocator.name, "roster_patients_per_organization": rosterPatients]))
             return
         }
         let n = Int(summary.med("events") ?? 0)
-        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics")), \(runs) run(s); median [min–max]; allocator: \(Allocator.name)")
+        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics, \(rosterPatients) of \(Catalogue.clientsPerClinic) clients per organization on the roster")), \(runs) run(s); median [min–max]; allocator: \(Allocator.name)")
         print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
         print(summary.table())
         if let read = summary.med("rebuild_read_s"), let fold = summary.med("rebuild_fold_s"), let write = summary.med("rebuild_write_s") {

@@ -41,9 +41,11 @@ import Testing
                         datas[i] = Array((#"{"appointment_id":"a","object":{"Id":"# + String(repeating: "1", count: 1 + i) + ",}}").utf8)
                     }
                 }
-                batches += 1
                 let one = datas.map { d in Result { try PersonalData.sealObservationData(d, patientOf: { SealBytesTests.patientOf[$0] }, key: key) } }
-                let many = Result { try PersonalData.sealObservationData(datas, patientOf: { SealBytesTests.patientOf[$0] }, key: key) }
+                batches += 1
+                // On the machine's cores, and on 2 and 4 threads whatever the machine has.
+                let workers = [ProcessInfo.processInfo.activeProcessorCount, 2, 4][batches % 3]
+                let many = Result { try PersonalData.sealObservationData(datas, workers: workers, patientOf: { SealBytesTests.patientOf[$0] }, key: key) }
                 if let firstFailure = one.firstIndex(where: { if case .failure = $0 { true } else { false } }) {
                     failed += 1
                     guard case .failure(let error) = many, case .failure(let expected) = one[firstFailure] else {
@@ -66,6 +68,26 @@ import Testing
         print("SealManyTests: \(batches) batches, \(failed) failed, \(sealedItems) items sealed")
         #expect(failed >= 8)
         #expect(sealedItems > 1_000)
+    }
+
+    /// Four workers meeting a patient none of them has a key for yet make one key between them
+    /// (`KeyRing.key(for:)` checks again under its lock): one key file, and every item opens.
+    @Test func workersMeetingANewPatientMakeOneKey() throws {
+        let dir = TempDir("sealmany")
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        let datas = (0..<512).map { i in
+            Array((#"{"appointment_id":"a\#(i)","content_hash":"h","object":{"ClientId":4127,"ClientName":"Sage Quintero","Id":"a\#(i)"}}"#).utf8)
+        }
+        let sealed = try PersonalData.sealObservationData(datas, workers: 4, patientOf: { SealBytesTests.patientOf[$0] },
+                                                          key: { try keys.key(for: $0) })
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path + "/patients")
+        #expect(files.count == 1, "key files: \(files)")
+        let reopened = try KeyRing.open(directory: dir.path, create: false, environment: [:], notice: { _ in })
+        for (i, out) in sealed.enumerated() {
+            #expect(!String(decoding: out, as: UTF8.self).contains("Sage Quintero"))
+            let opened = try #require(PersonalData.openObservationBytes(out, key: { try reopened.key(for: $0) }), "item \(i)")
+            #expect(String(decoding: opened, as: UTF8.self).contains("\"ClientName\":\"Sage Quintero\""), "item \(i)")
+        }
     }
 
     /// An observation that names nobody on the roster is recorded as it came, byte for byte, on

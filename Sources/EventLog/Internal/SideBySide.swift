@@ -1,9 +1,9 @@
 import Dispatch
 
-/// Runs two independent pieces of work on two cores: `side` on a worker thread while `main`
-/// runs on the caller's, and returns when both are done. For work on the same bytes that only
-/// reads them (a batch's compression and its chain hash), so that a large append or read costs
-/// the longer of the two instead of their sum.
+/// Runs two independent pieces of work at once, on two cores when the system has them (which
+/// thread runs which is up to Dispatch; the caller's runs one of them), and returns when both are
+/// done. For work that only reads the same bytes (a batch's compression and its chain hash), so
+/// that a large append costs the longer of the two instead of their sum.
 enum SideBySide {
     /// Below this many bytes the hand-off to another thread costs more than it saves.
     static let minimumBytes = 64 * 1024
