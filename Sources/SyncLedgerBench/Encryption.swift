@@ -9,10 +9,11 @@ struct Sealer {
     let keys: KeyRing
     let patientOf: [String: String]
 
-    init(keysDirectory: String, rosterPatients: Int) throws {
+    /// `roster`: the workload's `roster.observed` (its patients are the ones sealed).
+    init(keysDirectory: String, roster: NewEvent) throws {
         keys = try KeyRing.open(directory: keysDirectory, create: true, environment: [:], notice: { _ in })
         var map: [String: String] = [:]
-        if let r = try? Catalogue.roster(patients: rosterPatients).dataJSON(), case .array(let orgs)? = r["organizations"] {
+        if let r = try? roster.dataJSON(), case .array(let orgs)? = r["organizations"] {
             for o in orgs {
                 if case .array(let ps)? = o["patients"] {
                     for p in ps {

@@ -22,6 +22,8 @@ protocol EventSource {
     var appointmentEvents: Int { get }
     /// An appointment observed several times, for the history and as-of lookups.
     var lookupId: String? { get }
+    /// The `roster.observed` the log starts with (and the sealed run seals against).
+    var roster: NewEvent { get }
 }
 
 /// Shared sync-run framing: roster and settings first, then runs of `runSize` appointment
@@ -29,8 +31,8 @@ protocol EventSource {
 struct RunFramer {
     let total: Int
     let runSize: Int
-    /// Roster patients per organization (`--roster-patients`).
-    let rosterPatients: Int
+    /// The first event of the log.
+    let roster: NewEvent
     var emitted = 0
     var runIndex = 0
     var runId: String?
@@ -79,7 +81,7 @@ struct RunFramer {
     mutating func step(_ rng: inout SeededRNG, clinics: Int) -> Step {
         guard emitted < total else { return .end }
         defer { emitted += 1 }
-        if emitted == 0 { return .framing(Catalogue.roster(patients: rosterPatients)) }
+        if emitted == 0 { return .framing(roster) }
         if emitted == 1 { return .framing(Catalogue.settings()) }
         let left = total - emitted
         if runId == nil {
@@ -98,6 +100,7 @@ struct RunFramer {
 struct SyntheticSource: EventSource {
     var rng: SeededRNG
     var framer: RunFramer
+    var roster: NewEvent { framer.roster }
     let clinics: Int
     var open: [[SyntheticAppointment]]
     var nextAppointment = 0
@@ -108,7 +111,7 @@ struct SyntheticSource: EventSource {
 
     init(seed: UInt64, events: Int, clinics: Int, runSize: Int, rosterPatients: Int) {
         rng = SeededRNG(seed: seed)
-        framer = RunFramer(total: events, runSize: runSize, rosterPatients: rosterPatients)
+        framer = RunFramer(total: events, runSize: runSize, roster: Catalogue.roster(patients: rosterPatients))
         self.clinics = max(1, clinics)
         open = Array(repeating: [], count: self.clinics)
         lookupCandidateAfter = events / 2
@@ -169,6 +172,7 @@ struct CorpusSource: EventSource {
     var lines: LineReader
     var rng: SeededRNG
     var framer: RunFramer
+    var roster: NewEvent { framer.roster }
     var seen: Set<String> = []
     var rawObjectBytes = 0
     var appointmentEvents = 0
@@ -177,11 +181,39 @@ struct CorpusSource: EventSource {
     let path: String
     var lineNumber = 0
 
-    init(path: String, events: Int, runSize: Int, rosterPatients: Int) throws {
+    /// `roster`: `CorpusSource.roster(path:lines:)`, made once for the runs that read the corpus.
+    init(path: String, events: Int, runSize: Int, roster: NewEvent) throws {
         self.path = path
         lines = try LineReader(path: path)
         rng = SeededRNG(seed: 7)
-        framer = RunFramer(total: events, runSize: runSize, rosterPatients: rosterPatients)
+        framer = RunFramer(total: events, runSize: runSize, roster: roster)
+    }
+
+    /// A roster of every client the first `lines` snapshots name (primary and additional clients),
+    /// in one organization, as `sync` would have had for them all to be recorded; nobody when
+    /// `everyone` is false. One pass over those lines, not timed.
+    static func roster(path: String, lines count: Int, everyone: Bool) throws -> (event: NewEvent, patients: Int) {
+        var clients: [String] = []
+        var known: Set<String> = []
+        if everyone {
+            var reader = try LineReader(path: path)
+            defer { reader.close() }
+            var n = 0
+            while n < count, let line = try reader.next() {
+                n += 1
+                let object = minified(snapshot(of: line))
+                guard !object.isEmpty, let value = try? FastJSON.parse(object) else { continue }
+                var named = [value["ClientId"]]
+                if case .array(let extra)? = value["AdditionalClients"] { named += extra.map { $0["ClientId"] } }
+                for case let id? in named.map({ $0.flatMap { $0.isNull ? nil : $0.stringValue } }) where known.insert(id).inserted {
+                    clients.append(id)
+                }
+            }
+        }
+        let patients = clients.map { RosterObserved.Patient(id: "p-\($0)", name: "Corpus Client \($0)", email: nil, intakeqClientId: $0) }
+        let r = RosterObserved(organizations: [.init(id: "org-corpus", name: "Corpus", patients: patients)],
+                               practitioners: [], rosterHash: String(repeating: "c", count: 64))
+        return (NewEvent(type: .rosterObserved, run: nil, stream: Streams.roster, data: encodeData(r)), patients.count)
     }
 
     mutating func next() throws -> NewEvent? {

@@ -37,7 +37,7 @@ struct Bench: ParsableCommand {
     var runSize: Int = 200
 
     @Option(help: ArgumentHelp("Patients on the synthetic roster per organization, of its \(Catalogue.clientsPerClinic) clients.",
-                               discussion: "The default puts every client on the roster, as in a real log: sync records only appointments that name a roster patient, so with encryption on every observation has personal data to seal. 8 gives the workload of the figures before stop 27, where about 1 observation in 6 named a roster patient. A --corpus names its own clients, none of them on this roster: nothing of it is sealed."))
+                               discussion: "The default puts every client on the roster, as in a real log: sync records only appointments that name a roster patient, so with encryption on every observation has personal data to seal. 8 gives the workload of the figures before stop 27, where about 1 observation in 6 named a roster patient. With --corpus, the roster holds every client the corpus names (0: nobody)."))
     var rosterPatients: Int = Catalogue.clientsPerClinic
 
     @Option(help: "Single-event durable appends timed for p50/p99.")
@@ -77,8 +77,8 @@ struct Bench: ParsableCommand {
         }
     }
 
-    func makeSource(events: Int, seed: UInt64) throws -> any EventSource {
-        if let corpus { return try CorpusSource(path: corpus, events: events, runSize: runSize, rosterPatients: rosterPatients) }
+    func makeSource(events: Int, seed: UInt64, corpusRoster: (event: NewEvent, patients: Int)?) throws -> any EventSource {
+        if let corpus, let corpusRoster { return try CorpusSource(path: corpus, events: events, runSize: runSize, roster: corpusRoster.event) }
         return SyntheticSource(seed: seed, events: events, clinics: clinics, runSize: runSize, rosterPatients: rosterPatients)
     }
 
@@ -93,6 +93,8 @@ struct Bench: ParsableCommand {
         do { root = try makeTempDir("bench", under: base) } catch { throw BenchError("\(error)") }
         defer { if !keep { try? FileManager.default.removeItem(atPath: root) } }
 
+        // A corpus's roster is every client it names (one untimed pass over the lines it uses).
+        let corpusRoster = try corpus.map { try CorpusSource.roster(path: $0, lines: events, everyone: rosterPatients > 0) }
         var summary = Summary()
         var rssReset = false
         var released = false
@@ -108,7 +110,7 @@ struct Bench: ParsableCommand {
 
             log("run \(r)/\(runs): appending \(events) events in durable batches of 1,000")
             let store = try Store.openOrCreate(dir + "/store")
-            var source = try makeSource(events: events, seed: seed)
+            var source = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
             try ours.append(store: store, source: &source, linesPath: lines, batchSize: 1_000)
             let n = Int(ours.m["events"] ?? 0)
             log("run \(r)/\(runs): opening the store for writing and for reading")
@@ -116,7 +118,7 @@ struct Bench: ParsableCommand {
 
             log("run \(r)/\(runs): \(singleAppends) single-event durable appends")
             let single = try Store.openOrCreate(dir + "/single")
-            var singleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
+            var singleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1, corpusRoster: corpusRoster)
             _ = try singleSource.next()  // roster and settings are not appointment-sized
             _ = try singleSource.next()
             try ours.singleAppends(store: single, source: &singleSource, count: singleAppends)
@@ -126,11 +128,11 @@ struct Bench: ParsableCommand {
                 // The same two appends with the head evidence (state/head) off: what it costs.
                 log("run \(r)/\(runs): the same appends without head evidence")
                 let bare = try Store.openOrCreate(dir + "/bare")
-                var bareSource = try makeSource(events: events, seed: seed)
+                var bareSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
                 try ours.appendWithoutEvidence(store: bare, source: &bareSource, batchSize: 1_000)
                 try? FileManager.default.removeItem(atPath: dir + "/bare")
                 let bareSingle = try Store.openOrCreate(dir + "/bare-single")
-                var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1)
+                var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1, corpusRoster: corpusRoster)
                 _ = try bareSingleSource.next()
                 _ = try bareSingleSource.next()
                 try ours.singleAppends(store: bareSingle, source: &bareSingleSource, count: singleAppends, headEvidence: false)
@@ -147,7 +149,7 @@ struct Bench: ParsableCommand {
             }
             if let postgres {
                 var pg = PostgresBench(url: try PostgresURL(postgres), readers: pgReaders, log: log)
-                var pgSource = try makeSource(events: events, seed: seed)
+                var pgSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
                 try pg.run(dir: dir, events: n, source: &pgSource)
                 try? FileManager.default.removeItem(atPath: dir + "/pg-store")
                 ours.m.merge(pg.m) { a, _ in a }
@@ -158,9 +160,9 @@ struct Bench: ParsableCommand {
                 // log size, and a rebuild that opens every sealed part.
                 log("run \(r)/\(runs): append and rebuild with encryption on")
                 let sealedStore = try Store.openOrCreate(dir + "/sealed")
-                let sealer = try Sealer(keysDirectory: sealedStore.keysPath, rosterPatients: rosterPatients)
+                var sealedSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
+                let sealer = try Sealer(keysDirectory: sealedStore.keysPath, roster: sealedSource.roster)
                 var sealedRun = SyncLedgerRun()
-                var sealedSource = try makeSource(events: events, seed: seed)
                 try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: skipBaselines ? nil : dir + "/sealed-events.jsonl",
                                      batchSize: 1_000, sealer: sealer)
                 try sealedRun.replay(store: sealedStore)
@@ -194,11 +196,12 @@ struct Bench: ParsableCommand {
         if json {
             print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed, "peak_rss_reset_per_run": rssReset,
                                       "freed_memory_released_before_each_run": released,
-                                      "allocator": Allocator.name, "roster_patients_per_organization": rosterPatients]))
+                                      "allocator": Allocator.name, "roster_patients_per_organization": rosterPatients,
+                                      "corpus_roster_patients": corpusRoster?.patients ?? 0]))
             return
         }
         let n = Int(summary.med("events") ?? 0)
-        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0)" } ?? "synthetic, seed \(seed), \(clinics) clinics, \(rosterPatients) of \(Catalogue.clientsPerClinic) clients per organization on the roster")), \(runs) run(s); median [min–max]; allocator: \(Allocator.name)")
+        print("syncledger-bench: \(n) events (\(corpus.map { "corpus \($0), \(corpusRoster?.patients ?? 0) of its clients on the roster" } ?? "synthetic, seed \(seed), \(clinics) clinics, \(rosterPatients) of \(Catalogue.clientsPerClinic) clients per organization on the roster")), \(runs) run(s); median [min–max]; allocator: \(Allocator.name)")
         print("raw IntakeQ object: \(fmt(summary.med("raw_object_bytes_per_observation") ?? 0)) bytes per observation; envelope line: \(fmt(summary.med("raw_json_bytes_per_event") ?? 0)) bytes\n")
         print(summary.table())
         if let read = summary.med("rebuild_read_s"), let fold = summary.med("rebuild_fold_s"), let write = summary.med("rebuild_write_s") {
