@@ -14,6 +14,17 @@ extension PersonalData {
         try sealObservationData(datas, workers: ProcessInfo.processInfo.activeProcessorCount, patientOf: patientOf, key: key)
     }
 
+    /// Seals the observations (`appointment.discovered` / `changed`) among `events` in place, all
+    /// together (the batch `sealObservationData` above); other events are left as they are.
+    public static func sealObservations(in events: inout [NewEvent], patientOf: @Sendable (String) -> String?,
+                                        key: @Sendable (String) throws -> SymmetricKey) throws {
+        let observations = events.indices.filter {
+            events[$0].type == .appointmentDiscovered || events[$0].type == .appointmentChanged
+        }
+        let sealed = try sealObservationData(observations.map { events[$0].data }, patientOf: patientOf, key: key)
+        for (i, data) in zip(observations, sealed) { events[i].data = data }
+    }
+
     /// The same on at most `workers` threads (tests choose it).
     static func sealObservationData(_ datas: [[UInt8]], workers most: Int, patientOf: @Sendable (String) -> String?,
                                     key: @Sendable (String) throws -> SymmetricKey) throws -> [[UInt8]] {
@@ -32,7 +43,7 @@ extension PersonalData {
                         // item after the first failure met so far is not sealed.
                         DispatchQueue.concurrentPerform(iterations: workers) { w in
                             for i in share(w, of: workers, count: slots.input.count) {
-                                guard i < firstFailure.index.load(ordering: .relaxed) else { return }
+                                guard i < firstFailure.index else { return }
                                 do {
                                     slots.output[i] = try sealObservationData(slots.input[i], patientOf: patientOf, key: key)
                                 } catch {
@@ -64,18 +75,15 @@ extension PersonalData {
         let output: UnsafeMutableBufferPointer<[UInt8]>
     }
 
-    /// The lowest index that failed, and its error.
+    /// The lowest index that failed so far (`Int.max`: none), and its error.
     private final class FirstFailure: Sendable {
-        let index = Atomic<Int>(Int.max)
         private let first = Mutex<(index: Int, error: (any Error)?)>((Int.max, nil))
 
         func record(_ i: Int, _ error: any Error) {
-            first.withLock {
-                if i < $0.index { $0 = (i, error) }
-            }
-            index.min(i, ordering: .relaxed)
+            first.withLock { if i < $0.index { $0 = (i, error) } }
         }
 
+        var index: Int { first.withLock { $0.index } }
         var error: (any Error)? { first.withLock { $0.error } }
     }
 }

@@ -171,10 +171,7 @@ public final class SyncRunner {
         // 3. Append the observations, then sync.completed as a batch of its own.
         // Personal data of roster patients sealed, the observations together on every core.
         var events = diff.events(runId: runId)
-        let observations = events.indices.filter { events[$0].type == .appointmentDiscovered || events[$0].type == .appointmentChanged }
-        let sealed = try PersonalData.sealObservationData(observations.map { events[$0].data },
-                                                          patientOf: { patientOf[$0] }, key: { try ring.key(for: $0) })
-        for (i, data) in zip(observations, sealed) { events[i].data = data }
+        try PersonalData.sealObservations(in: &events, patientOf: { patientOf[$0] }, key: { try ring.key(for: $0) })
         if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
         for chunk in stride(from: 0, to: events.count, by: 1000) {
             try writer.append(Array(events[chunk..<min(chunk + 1000, events.count)]))

@@ -47,7 +47,7 @@ enum Catalogue {
     static func roster(patients: Int) -> NewEvent {
         var orgs: [RosterObserved.Organization] = []
         for o in 0..<organizations {
-            let patients = (0..<min(max(0, patients), clientsPerClinic)).map { k in
+            let patients = (0..<patients).map { k in
                 RosterObserved.Patient(id: "p-\(o)-\(k)", name: "\(firstNames[k % 16]) \(lastNames[(o + k) % 16])",
                                        email: nil, intakeqClientId: String(clientId(clinic: o, k: k)))
             }

@@ -26,16 +26,11 @@ struct Sealer {
     }
 
     /// A batch as `sync` records it: its observations sealed together, on every core
-    /// (`PersonalData.sealObservationData(_: [[UInt8]], …)`), the rest one by one.
+    /// (`PersonalData.sealObservations(in:…)`), the roster by itself.
     func seal(_ batch: [NewEvent]) throws -> [NewEvent] {
         var batch = batch
-        let observations = batch.indices.filter {
-            batch[$0].type == .appointmentDiscovered || batch[$0].type == .appointmentChanged
-        }
         let keys = self.keys, patientOf = self.patientOf
-        let sealed = try PersonalData.sealObservationData(observations.map { batch[$0].data },
-                                                          patientOf: { patientOf[$0] }, key: { try keys.key(for: $0) })
-        for (i, data) in zip(observations, sealed) { batch[i].data = data }
+        try PersonalData.sealObservations(in: &batch, patientOf: { patientOf[$0] }, key: { try keys.key(for: $0) })
         for i in batch.indices where batch[i].type == .rosterObserved { batch[i] = try seal(batch[i]) }
         return batch
     }

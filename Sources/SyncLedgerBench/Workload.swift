@@ -181,7 +181,7 @@ struct CorpusSource: EventSource {
     let path: String
     var lineNumber = 0
 
-    /// `roster`: `CorpusSource.roster(path:lines:)`, made once for the runs that read the corpus.
+    /// `roster`: `CorpusSource.roster(path:lines:everyone:)`, made once for the runs that read the corpus.
     init(path: String, events: Int, runSize: Int, roster: NewEvent) throws {
         self.path = path
         lines = try LineReader(path: path)
