@@ -11,7 +11,10 @@ public struct AppointmentFields: Sendable, Hashable {
     public var id: String?
     public var clientId: String?
     /// `ClientId` of each object in `AdditionalClients` that has a non-null one, in order.
-    public var additionalClientIds: [String] = []
+    public var additionalClientIds: [String] { additionalClients.compactMap { $0 } }
+    /// `ClientId` of each element of `AdditionalClients` (nil: not an object, or no `ClientId`
+    /// that reads as text), in order: where an opened sealed element goes.
+    public var additionalClients: [String?] = []
     public var clientName: String?
     public var practitionerId: String?
     public var practitionerName: String?
@@ -55,7 +58,7 @@ public struct AppointmentFields: Sendable, Hashable {
         id = o["Id"]?.stringValue
         clientId = o["ClientId"]?.stringValue
         if case .array(let extra)? = o["AdditionalClients"] {
-            additionalClientIds = extra.compactMap { $0["ClientId"]?.stringValue }
+            additionalClients = extra.map { $0["ClientId"]?.stringValue }
         }
         clientName = o["ClientName"]?.stringValue
         practitionerId = o["PractitionerId"]?.stringValue
@@ -169,41 +172,88 @@ extension AppointmentFields {
                 try s.skipValue(depth: inner)
                 continue
             }
-            switch key {
-            case .id: f.id = try s.scalar(depth: inner).stringValue
-            case .clientId: f.clientId = try s.scalar(depth: inner).stringValue
-            case .clientName: f.clientName = try s.scalar(depth: inner).stringValue
-            case .practitionerId: f.practitionerId = try s.scalar(depth: inner).stringValue
-            case .practitionerName: f.practitionerName = try s.scalar(depth: inner).stringValue
-            case .serviceName: f.serviceName = try s.scalar(depth: inner).stringValue
-            case .status: f.status = try s.scalar(depth: inner).stringValue
-            case .locationId: f.locationId = try s.scalar(depth: inner).stringValue
-            case .locationName: f.locationName = try s.scalar(depth: inner).stringValue
-            case .placeOfService: f.placeOfService = try s.scalar(depth: inner).stringValue
-            case .clientNote: f.clientNote = try s.scalar(depth: inner).stringValue
-            case .startDate: f.startDate = try s.scalar(depth: inner).int64Value
-            case .endDate: f.endDate = try s.scalar(depth: inner).int64Value
-            case .duration: f.duration = try s.scalar(depth: inner).int64Value
-            case .lastModified: f.lastModified = try s.scalar(depth: inner).int64Value
-            case .additionalClients: f.additionalClientIds = try scanAdditionalClients(&s, depth: inner)
-            case .customFields: f.customFieldValues = try scanCustomFields(&s, depth: inner)
-            case .telehealthInfo: try f.scanTelehealth(&s, depth: inner)
-            }
+            try f.read(key, &s, depth: inner)
         }
         return f
     }
 
-    /// `ClientId` of each object element (the last one when repeated), non-null ones only.
-    static func scanAdditionalClients(_ s: inout JSONScanner, depth: Int) throws -> [String] {
+    /// Sets the field `key` names from the value at the scanner's offset (at `depth`).
+    mutating func read(_ key: Key, _ s: inout JSONScanner, depth inner: Int) throws {
+        switch key {
+        case .id: id = try s.scalar(depth: inner).stringValue
+        case .clientId: clientId = try s.scalar(depth: inner).stringValue
+        case .clientName: clientName = try s.scalar(depth: inner).stringValue
+        case .practitionerId: practitionerId = try s.scalar(depth: inner).stringValue
+        case .practitionerName: practitionerName = try s.scalar(depth: inner).stringValue
+        case .serviceName: serviceName = try s.scalar(depth: inner).stringValue
+        case .status: status = try s.scalar(depth: inner).stringValue
+        case .locationId: locationId = try s.scalar(depth: inner).stringValue
+        case .locationName: locationName = try s.scalar(depth: inner).stringValue
+        case .placeOfService: placeOfService = try s.scalar(depth: inner).stringValue
+        case .clientNote: clientNote = try s.scalar(depth: inner).stringValue
+        case .startDate: startDate = try s.scalar(depth: inner).int64Value
+        case .endDate: endDate = try s.scalar(depth: inner).int64Value
+        case .duration: duration = try s.scalar(depth: inner).int64Value
+        case .lastModified: lastModified = try s.scalar(depth: inner).int64Value
+        case .additionalClients: additionalClients = try Self.scanAdditionalClients(&s, depth: inner)
+        case .customFields: customFieldValues = try Self.scanCustomFields(&s, depth: inner)
+        case .telehealthInfo: try scanTelehealth(&s, depth: inner)
+        }
+    }
+
+    /// Puts in the members of the object at the scanner's offset (at `depth`) as setting those
+    /// keys of the parsed object would, `AdditionalClients/<n>` replacing that element of
+    /// `AdditionalClients` (of repeated keys the last wins; `init(object:)` then reads the
+    /// fields): how a sealed part's fields are opened into an appointment's. False, with the
+    /// fields as they were, when it is not so simple: the value is not an object, a key is
+    /// escaped, an element is named in another spelling than its index's (`01`), or the whole
+    /// `AdditionalClients` comes with an element of it (their order would decide).
+    public mutating func overlay(_ s: inout JSONScanner, depth: Int) throws -> Bool {
+        guard try s.beginObject(depth: depth) else { return false }
+        var f = self
+        var whole = false, element = false
+        var first = true
+        while let k = try s.nextKey(first: first) {
+            first = false
+            guard !k.escaped else { return false }
+            let bytes = s.bytes[k.range]
+            if bytes.starts(with: Self.elementPrefix) {
+                let text = String(decoding: bytes.dropFirst(Self.elementPrefix.count), as: UTF8.self)
+                guard let i = Int(text) else {
+                    try s.skipValue(depth: depth + 1)
+                    continue
+                }
+                guard String(i) == text else { return false }
+                element = true
+                let id = try Self.scanMember(&s, depth: depth + 1, named: "ClientId")
+                if i >= 0, i < f.additionalClients.count { f.additionalClients[i] = id }
+                continue
+            }
+            guard let key = Key.of(k, s) else {
+                try s.skipValue(depth: depth + 1)
+                continue
+            }
+            if key == .additionalClients { whole = true }
+            try f.read(key, &s, depth: depth + 1)
+        }
+        guard !(whole && element) else { return false }
+        self = f
+        return true
+    }
+
+    static let elementPrefix = Array("AdditionalClients/".utf8)
+
+    /// `ClientId` of each element (the last one when repeated; nil when it has none that reads as text).
+    static func scanAdditionalClients(_ s: inout JSONScanner, depth: Int) throws -> [String?] {
         guard try s.beginArray(depth: depth) else {
             try s.skipValue(depth: depth)
             return []
         }
-        var out: [String] = []
+        var out: [String?] = []
         var first = true
         while try s.nextElement(first: first) {
             first = false
-            if let id = try scanMember(&s, depth: depth + 1, named: "ClientId") { out.append(id) }
+            out.append(try scanMember(&s, depth: depth + 1, named: "ClientId"))
         }
         return out
     }

@@ -105,6 +105,15 @@ public final class LedgerWriter {
 public struct LedgerBatch: Sendable {
     public var info: BatchInfo
     public var events: [EventEnvelope]
+    /// Set when the batch's `appointment.*` events were left as stored, sealed parts unopened
+    /// (`LedgerReader.batches(…, deferOpening: true)`): what opens them.
+    public var opening: DeferredOpening?
+
+    public init(info: BatchInfo, events: [EventEnvelope], opening: DeferredOpening? = nil) {
+        self.info = info
+        self.events = events
+        self.opening = opening
+    }
 }
 
 /// Batches of a `LedgerReader`, in order, decoded and upcast; nil after the last.
@@ -113,13 +122,15 @@ public final class LedgerBatches {
     let cursor: LogCursor
     let from: UInt64
     let through: UInt64?
+    let deferOpening: Bool
     var finished = false
 
-    init(reader: LedgerReader, cursor: LogCursor, from: UInt64, through: UInt64?) {
+    init(reader: LedgerReader, cursor: LogCursor, from: UInt64, through: UInt64?, deferOpening: Bool) {
         self.reader = reader
         self.cursor = cursor
         self.from = from
         self.through = through
+        self.deferOpening = deferOpening
     }
 
     public func next() throws -> LedgerBatch? {
@@ -128,7 +139,7 @@ public final class LedgerBatches {
             return nil
         }
         if let through, info.lastSeq >= through { finished = true }
-        return try reader.decodeBatch(info, bytes, from: from, through: through)
+        return try reader.decodeBatch(info, bytes, from: from, through: through, deferOpening: deferOpening)
     }
 }
 
@@ -165,11 +176,19 @@ public final class LedgerReader {
 
     /// The batches `forEachBatch` visits, pulled one at a time (a fold that keeps its own
     /// transaction open across batches pulls them).
-    public func batches(from: UInt64 = 1, through: UInt64? = nil) throws -> LedgerBatches {
-        LedgerBatches(reader: self, cursor: try log.cursor(from: max(1, from), through: through), from: from, through: through)
+    ///
+    /// `deferOpening`: `appointment.discovered`/`changed` events stored as v2 or later are
+    /// handed over as stored, their sealed parts unopened, with the batch's `opening` to open
+    /// them: a reader that needs only some of the object's fields (the views' fold) opens the
+    /// parts straight into them, and the reading thread does not open every part and write the
+    /// whole object again. Everything else reads as without it.
+    public func batches(from: UInt64 = 1, through: UInt64? = nil, deferOpening: Bool = false) throws -> LedgerBatches {
+        LedgerBatches(reader: self, cursor: try log.cursor(from: max(1, from), through: through), from: from, through: through,
+                      deferOpening: deferOpening)
     }
 
-    func decodeBatch(_ info: BatchInfo, _ bytes: [UInt8], from: UInt64, through: UInt64?) throws -> LedgerBatch {
+    func decodeBatch(_ info: BatchInfo, _ bytes: [UInt8], from: UInt64, through: UInt64?,
+                     deferOpening: Bool = false) throws -> LedgerBatch {
         var events: [EventEnvelope] = []
         events.reserveCapacity(Int(info.count))
         var start = 0
@@ -184,12 +203,16 @@ public final class LedgerReader {
             guard i < bytes.count else { break }
             if seq >= from, through.map({ seq <= $0 }) ?? true {
                 let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info, decoder: &decoder)
-                events.append(try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
+                if deferOpening, e.v >= 2, e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged {
+                    events.append(try upcasters.upcast(e))
+                } else {
+                    events.append(try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
+                }
             }
             seq += 1
             start = i + 1
         }
-        return LedgerBatch(info: info, events: events)
+        return LedgerBatch(info: info, events: events, opening: deferOpening ? DeferredOpening(privacy: privacy) : nil)
     }
 
     /// Calls `body` with each event from `from` through `through`.

@@ -142,3 +142,207 @@ func containsAnywhere(_ hay: [UInt8], _ needle: [UInt8]) -> Bool {
     guard needle.count >= 2, hay.count >= needle.count else { return false }
     return hay.withUnsafeBytes { h in needle.withUnsafeBytes { nd in firstOffset(of: nd, in: h) != nil } }
 }
+
+/// Opens the `appointment.*` events a reader left sealed (`LedgerReader.batches(…,
+/// deferOpening: true)`), with the reader's keys: whole (`reveal`), as the reader would have
+/// given them, or only the object's fields a caller read (`openedObject`).
+public struct DeferredOpening: Sendable {
+    let privacy: ReadPrivacy
+
+    /// The event as a reader that opens sealed parts gives it (an event that is not a sealed
+    /// observation as it is).
+    public func reveal(_ e: EventEnvelope) throws -> EventEnvelope {
+        switch e.eventType {
+        case .appointmentDiscovered, .appointmentChanged: return try privacy.reveal(e, storedVersion: max(2, e.v))
+        default: return e
+        }
+    }
+
+    /// True when the event's data may hold sealed parts (the bytes name a `"sealed"` key);
+    /// false: it reads as stored.
+    public static func maySeal(_ e: EventEnvelope) -> Bool {
+        containsAnywhere(e.data, ReadPrivacy.sealedKey)
+    }
+
+    /// The opened `object` of observation data parsed with the keys `sealed`, `object` and
+    /// `appointment_id` kept (the object's members may be filtered): its parts' fields put in,
+    /// as `reveal` puts them into the whole object, with the content hash the revealed event
+    /// carries. Nil when the data is not a sealed observation (`reveal` leaves it as stored).
+    /// Throws what `reveal` throws: a part that does not open, a missing key.
+    public func openedObject(_ d: JSONValue) throws -> (object: JSONValue, contentHash: String)? {
+        try PersonalData.openedObject(d, key: privacy.key(for:))
+    }
+
+    /// `PersonalData.openedFields` with the reader's keys.
+    public func openedFields(_ fields: AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?) -> OpenedFields {
+        PersonalData.openedFields(fields, sealed: sealed, appointmentId: appointmentId, key: privacy.key(for:))
+    }
+}
+
+/// What opening a sealed observation's parts into its scanned fields gave.
+public enum OpenedFields: Equatable {
+    /// Not a sealed observation: read it as stored.
+    case stored
+    /// The fields of the object opened whole.
+    case opened(AppointmentFields)
+    /// Not simple enough, or an error: open the object itself (`openedObject`), which gives the
+    /// result or the error.
+    case unsure
+}
+
+extension PersonalData {
+    /// `DeferredOpening.openedObject` with these keys: what `openObservationDataParsing` opens
+    /// (the same conditions, the same errors), on data parsed with some of the object's keys.
+    public static func openedObject(_ d: JSONValue, key: (String) throws -> SymmetricKey?) throws
+        -> (object: JSONValue, contentHash: String)?
+    {
+        guard case .array(let parts)? = d["sealed"], !parts.isEmpty, let object = d["object"],
+            let id = d["appointment_id"]?.stringValue
+        else { return nil }
+        return (try openAppointment(object, parts: parts, appointmentId: id, key: key), d["content_hash"]?.stringValue ?? "")
+    }
+
+    /// `openedObject` on what a scan of the data read, its object's fields and not the object:
+    /// `fields` of the last `object` (nil: none), the bytes of the last `sealed` value, the last
+    /// `appointment_id` as text. Each part is opened and its fields put in, in order, as
+    /// `openAppointment` puts them into the object (a forgotten patient's `client` slot reads as
+    /// `(forgotten)`, and so does an element of `AdditionalClients` it names). Never throws: what
+    /// it cannot do exactly so (`AppointmentFields.overlay`), a part that does not open, a missing
+    /// key is `.unsure`.
+    public static func openedFields(_ fields: AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?,
+                                    key: (String) throws -> SymmetricKey?) -> OpenedFields
+    {
+        guard let fields, let sealed, let appointmentId else { return .stored }
+        return sealed.withUnsafeBufferPointer { buf -> OpenedFields in
+            var s = JSONScanner(buf)
+            // `sealed` is an array with an element (else the data reads as stored).
+            guard (try? s.beginArray(depth: 0)) == true else { return .stored }
+            guard let any = try? s.nextElement(first: true) else { return .unsure }
+            guard any else { return .stored }
+            guard fields.isObject else { return .opened(fields) }
+            var f = fields
+            let context = "appointment/" + appointmentId
+            var more = true
+            while more {
+                guard let part = try? s.sealedPart(depth: 1), let patient = part.patient, let box = part.box else { return .unsure }
+                let found: SymmetricKey?
+                do { found = try key(patient) } catch { return .unsure }
+                if let k = found {
+                    guard let plain = openBox(UnsafeBufferPointer(rebasing: buf[box]), patient: patient, context: context, key: k)
+                    else { return .unsure }
+                    let simple = plain.withUnsafeBytes { raw -> Bool in
+                        var p = JSONScanner(raw.bindMemory(to: UInt8.self))
+                        guard (try? f.overlay(&p, depth: 0)) == true, (try? p.finish()) != nil else { return false }
+                        return true
+                    }
+                    guard simple else { return .unsure }
+                } else {
+                    // A forgotten patient (no key): the slots read as forgotten.
+                    for name in part.slots {
+                        if name == "client" {
+                            f.clientName = forgottenName
+                        } else if name.hasPrefix("AdditionalClients/"), let i = Int(name.dropFirst("AdditionalClients/".count)),
+                            i >= 0, i < f.additionalClients.count
+                        {
+                            f.additionalClients[i] = nil
+                        }
+                    }
+                }
+                guard let next = try? s.nextElement(first: false) else { return .unsure }
+                more = next
+            }
+            return .opened(f)
+        }
+    }
+
+    /// The plaintext of a box given as its base64 text, in the canonical spelling sealing writes;
+    /// nil when it does not open (or is spelled otherwise: the caller's slow path decides).
+    static func openBox(_ text: UnsafeBufferPointer<UInt8>, patient: String, context: String, key: SymmetricKey) -> Data? {
+        guard let combined = Base64Canonical.decode(text), let box = try? AES.GCM.SealedBox(combined: combined) else { return nil }
+        return try? AES.GCM.open(box, using: key, authenticating: aad(patient, context))
+    }
+}
+
+extension JSONScanner {
+    /// A sealed part at `depth` as `openAppointment` reads it: `patient` and `slots` as their
+    /// values' `stringValue`, and where `box` is when it is a string without escapes (the last
+    /// of repeated keys). Throws for anything else than an object, or an escaped key.
+    mutating func sealedPart(depth: Int) throws -> (patient: String?, slots: [String], box: Range<Int>?) {
+        guard try beginObject(depth: depth) else { throw BytesBail() }
+        var patient: String?, slots: [String] = [], box: Range<Int>?
+        var first = true
+        while let k = try nextKey(first: first) {
+            first = false
+            guard !k.escaped else { throw BytesBail() }
+            if key(k, is: "patient") {
+                patient = try scalar(depth: depth + 1).stringValue
+            } else if key(k, is: "box") {
+                guard let r = try plainString(depth: depth + 1) else { throw BytesBail() }
+                box = r
+            } else if key(k, is: "slots") {
+                slots = []
+                if try beginArray(depth: depth + 1) {
+                    var firstSlot = true
+                    while try nextElement(first: firstSlot) {
+                        firstSlot = false
+                        if let name = try scalar(depth: depth + 2).stringValue { slots.append(name) }
+                    }
+                } else {
+                    try skipValue(depth: depth + 1)
+                }
+            } else {
+                try skipValue(depth: depth + 1)
+            }
+        }
+        return (patient, slots, box)
+    }
+}
+
+/// Base64 as sealing writes it (RFC 4648 alphabet, `=` padding, no line breaks, zero bits
+/// after the last byte): anything else is nil, for the caller's slow path to judge.
+enum Base64Canonical {
+    static let values: [UInt8] = {
+        var t = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { t[Int(c)] = UInt8(i) }
+        return t
+    }()
+
+    static func decode(_ text: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        let n = text.count
+        guard n % 4 == 0 else { return nil }
+        if n == 0 { return [] }
+        let pad = text[n - 1] == UInt8(ascii: "=") ? (text[n - 2] == UInt8(ascii: "=") ? 2 : 1) : 0
+        let count = n / 4 * 3 - pad
+        let table = values
+        return table.withUnsafeBufferPointer { t -> [UInt8]? in
+            var ok = true
+            let out = [UInt8](unsafeUninitializedCapacity: count) { o, initialized in
+                var j = 0
+                var i = 0
+                while i < n {
+                    let last = i + 4 == n
+                    let a = t[Int(text[i])], b = t[Int(text[i + 1])]
+                    let c = last && pad == 2 ? 0 : t[Int(text[i + 2])]
+                    let d = last && pad >= 1 ? 0 : t[Int(text[i + 3])]
+                    if (a | b | c | d) & 0xC0 != 0 {
+                        ok = false
+                        break
+                    }
+                    let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                    o[j] = UInt8(truncatingIfNeeded: v >> 16)
+                    if j + 1 < count { o[j + 1] = UInt8(truncatingIfNeeded: v >> 8) }
+                    if j + 2 < count { o[j + 2] = UInt8(truncatingIfNeeded: v) }
+                    if last {
+                        // The bits after the last byte are zero in the canonical spelling.
+                        if pad == 2, v & 0xFFFF != 0 { ok = false }
+                        if pad == 1, v & 0xFF != 0 { ok = false }
+                    }
+                    j += 3
+                    i += 4
+                }
+                initialized = ok ? count : 0
+            }
+            return ok ? out : nil
+        }
+    }
+}

@@ -13,6 +13,10 @@ struct AppointmentEventScan {
     var fields: AppointmentFields?
     /// The last `content_hash` key's value as text (`stringValue`), nil when it has none.
     var contentHash: DeferredText?
+    /// The last `appointment_id` key's value as text (`stringValue`), nil when it has none.
+    var appointmentId: String?
+    /// Where the last `sealed` key's value is in the data (sealed personal data's parts).
+    var sealed: Range<Int>?
 
     /// Scans `data`; throws `FastJSON.ParseError` for bytes `FastJSON.parse` rejects.
     static func scan(_ data: [UInt8]) throws -> AppointmentEventScan {
@@ -28,12 +32,18 @@ struct AppointmentEventScan {
                         switch try s.decodedKey(k) {
                         case "object": name = .object
                         case "content_hash": name = .contentHash
+                        case "appointment_id": name = .appointmentId
+                        case "sealed": name = .sealed
                         default: name = nil
                         }
                     } else if s.key(k, is: "object") {
                         name = .object
                     } else if s.key(k, is: "content_hash") {
                         name = .contentHash
+                    } else if s.key(k, is: "appointment_id") {
+                        name = .appointmentId
+                    } else if s.key(k, is: "sealed") {
+                        name = .sealed
                     } else {
                         name = nil
                     }
@@ -47,6 +57,12 @@ struct AppointmentEventScan {
                         } else {
                             out.contentHash = try s.scalar(depth: 1).stringValue.map(DeferredText.string)
                         }
+                    case .appointmentId:
+                        out.appointmentId = try s.scalar(depth: 1).stringValue
+                    case .sealed:
+                        let start = s.offset
+                        try s.skipValue(depth: 1)
+                        out.sealed = start..<s.offset
                     case nil:
                         try s.skipValue(depth: 1)
                     }
@@ -59,7 +75,7 @@ struct AppointmentEventScan {
         }
     }
 
-    enum Top { case object, contentHash }
+    enum Top { case object, contentHash, appointmentId, sealed }
 }
 
 /// Text kept without a `String` until it is needed (most observations in a chunk are superseded

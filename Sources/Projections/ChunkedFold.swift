@@ -7,13 +7,19 @@ import Ledger
 /// The keys of an appointment event's data the views read: what `AppointmentFacts` and
 /// `MeetingLink.find` look at, and the content hash. The other ~30 keys of an IntakeQ object are
 /// checked (the data must be valid JSON) but never built.
-let appointmentDataFilter = KeyFilter([
-    "appointment_id": nil, "content_hash": nil,
-    "object": KeyFilter([
-        "Id", "ClientId", "AdditionalClients", "ClientName", "PractitionerId", "PractitionerName", "ServiceName",
-        "Status", "StartDate", "EndDate", "Duration", "LocationId", "LocationName", "PlaceOfService",
-        "TelehealthInfo", "ClientNote", "CustomFields", "LastModified",
-    ]),
+let appointmentDataFilter = KeyFilter(["appointment_id": nil, "content_hash": nil, "object": appointmentObjectFilter])
+
+/// `appointmentDataFilter` and the sealed parts: what the views need of a sealed observation
+/// (`ChunkFolder.appointmentFacts` with a `DeferredOpening`).
+let sealedDataFilter = KeyFilter([
+    "appointment_id": nil, "content_hash": nil, "sealed": nil, "object": appointmentObjectFilter,
+])
+
+/// The members of an appointment object the views read.
+let appointmentObjectFilter = KeyFilter([
+    "Id", "ClientId", "AdditionalClients", "ClientName", "PractitionerId", "PractitionerName", "ServiceName",
+    "Status", "StartDate", "EndDate", "Duration", "LocationId", "LocationName", "PlaceOfService",
+    "TelehealthInfo", "ClientNote", "CustomFields", "LastModified",
 ])
 
 extension EventEnvelope {
@@ -186,17 +192,20 @@ final class ChunkFolder {
 
     /// Folds one event into memory, and records what must be applied one by one. Never touches
     /// the database (it may run on another thread than `flush`).
-    func add(_ e: EventEnvelope) throws {
+    func add(_ e: EventEnvelope, opening: DeferredOpening? = nil) throws {
         var e = e
-        try add(&e)
+        try add(&e, opening: opening)
     }
 
     /// `add`, reading the event where it is (`inout` only so that it is not copied: a copy
     /// retains and releases its seven references, on memory the reader's thread wrote).
-    func add(_ e: inout EventEnvelope) throws {
+    /// `opening`: the event's batch was read with its observations left sealed; the views'
+    /// fields are opened from the parts, and a projection applied one by one gets the event
+    /// opened whole.
+    func add(_ e: inout EventEnvelope, opening: DeferredOpening? = nil) throws {
         segment.ids = nil
         count += 1
-        if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(e)) }
+        if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(try opening?.reveal(e) ?? e)) }
         let kind = e.eventType
         // The event's own stream index entry: under its appointment's `Pending` when its stream
         // is that appointment's (below), else in the segment's list.
@@ -215,8 +224,9 @@ final class ChunkFolder {
             guard a || m || l else { break }
             let facts: AppointmentFacts
             let scan: AppointmentEventScan?
+            var hash: DeferredText?
             do {
-                (facts, scan) = try appointmentFacts(e)
+                (facts, scan, hash) = try appointmentFacts(e, opening)
             } catch let q as QuarantineError {
                 if a { quarantine(appointmentsP!.name, e, q.message) }
                 if m { quarantine(meetingsP!.name, e, q.message) }
@@ -226,8 +236,9 @@ final class ChunkFolder {
             let s = slot(facts.appointmentId)
             index(under: s)
             if a {
-                var hash: DeferredText?
-                if let scan {
+                if hash != nil {
+                    // Opened from sealed parts: the content hash the opened event carries.
+                } else if let scan {
                     hash = scan.contentHash
                 } else {
                     hash = try e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
@@ -346,19 +357,60 @@ final class ChunkFolder {
 
     /// The facts of an appointment event: scanned from the data's bytes in one pass, or, when
     /// the data was parsed already (opened sealed parts), read from that value. The scan is
-    /// returned when it was made. Bad data is a `QuarantineError`.
-    private func appointmentFacts(_ e: EventEnvelope) throws -> (AppointmentFacts, AppointmentEventScan?) {
+    /// returned when it was made, and the content hash when the parts were opened here. Bad
+    /// data is a `QuarantineError`.
+    ///
+    /// With `opening` (the event left sealed by its reader), the parts of sealed data are opened
+    /// straight into the scanned fields (`DeferredOpening.openedFields`), or, when that is
+    /// unsure, into the object's keys the views read (`openedFacts`): the facts and content hash
+    /// of the event opened whole, without writing the whole object again and scanning it once
+    /// more. Data that is not a sealed observation (or not valid JSON) is read as stored, as the
+    /// reader would have left it.
+    private func appointmentFacts(_ e: EventEnvelope, _ opening: DeferredOpening?) throws
+        -> (AppointmentFacts, AppointmentEventScan?, DeferredText?)
+    {
         let noObject = "\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)"
+        var scanned: AppointmentEventScan?
+        if let opening, DeferredOpening.maySeal(e) {
+            scanned = try? AppointmentEventScan.scan(e.data)
+            if let scan = scanned {
+                switch opening.openedFields(scan.fields, sealed: scan.sealed.map { e.data[$0] }, appointmentId: scan.appointmentId) {
+                case .stored:
+                    break
+                case .opened(let fields):
+                    guard let f = try? AppointmentFacts(fields: fields) else { throw QuarantineError(noObject) }
+                    return (f, nil, scan.contentHash ?? .string(""))
+                case .unsure:
+                    scanned = nil
+                }
+            }
+            if scanned == nil, let (facts, hash) = try Self.openedFacts(e.data, open: opening.openedObject) {
+                guard let facts else { throw QuarantineError(noObject) }
+                return (facts, nil, .string(hash))
+            }
+        }
         if let data = e.parsedData {
             guard let object = data["object"], let f = try? AppointmentFacts(object: object) else { throw QuarantineError(noObject) }
-            return (f, nil)
+            return (f, nil, nil)
         }
         let scan: AppointmentEventScan
-        do { scan = try AppointmentEventScan.scan(e.data) } catch {
-            throw QuarantineError("event \(e.seq) (\(e.type)) has a data field that is not valid JSON: \(error)")
+        if let scanned { scan = scanned } else {
+            do { scan = try AppointmentEventScan.scan(e.data) } catch {
+                throw QuarantineError("event \(e.seq) (\(e.type)) has a data field that is not valid JSON: \(error)")
+            }
         }
         guard let fields = scan.fields, let f = try? AppointmentFacts(fields: fields) else { throw QuarantineError(noObject) }
-        return (f, scan)
+        return (f, scan, nil)
+    }
+
+    /// The facts (nil when the opened object has none) and content hash of sealed observation
+    /// data, its parts opened by `open` into the keys the views read; nil when the data is not
+    /// a sealed observation, or not valid JSON (it is then read as stored).
+    static func openedFacts(_ data: [UInt8], open: (JSONValue) throws -> (object: JSONValue, contentHash: String)?) throws
+        -> (facts: AppointmentFacts?, contentHash: String)?
+    {
+        guard let d = try? FastJSON.parse(data, keeping: sealedDataFilter), let (object, hash) = try open(d) else { return nil }
+        return (try? AppointmentFacts(object: object), hash)
     }
 
     /// Writes one segment: its stream index entries, then each appointment once.

@@ -527,7 +527,7 @@ public final class ProjectionStore: @unchecked Sendable {
     private func rebuildChunked(_ chosen: [any Projection], _ reader: LedgerReader, head: LogHead, label: String,
                                 quarantined: inout [QuarantineEntry], applied: inout UInt64, lastHash: inout String,
                                 progress: ((FoldProgress) -> Void)?) throws {
-        let batches = try reader.batches(from: 1, through: head.seq)
+        let batches = try reader.batches(from: 1, through: head.seq, deferOpening: true)
         let chunk = max(1, eventsPerTransaction)
         var finished = false
         var read = 0.0, fold = 0.0, write = 0.0, wait = 0.0
@@ -593,7 +593,7 @@ public final class ProjectionStore: @unchecked Sendable {
                         break
                     }
                     let t1 = monotonicSeconds()
-                    for e in batch.events { try folder.add(e) }
+                    for e in batch.events { try folder.add(e, opening: batch.opening) }
                     let t2 = monotonicSeconds()
                     read += t1 - t0
                     fold += t2 - t1
@@ -616,7 +616,7 @@ public final class ProjectionStore: @unchecked Sendable {
     /// (re-read inside the write lock: another process may have caught up meanwhile).
     private func catchUpChunked(_ reader: LedgerReader, from: UInt64, head: LogHead, report: inout FoldReport,
                                 progress: ((FoldProgress) -> Void)?, pipelined: Bool = true) throws {
-        let batches = try reader.batches(from: from, through: head.seq)
+        let batches = try reader.batches(from: from, through: head.seq, deferOpening: true)
         let chunk = max(1, eventsPerTransaction)
         if pipelined, pipelines(head.seq - from + 1, chunk: chunk) {
             if try catchUpPipelined(batches, from: from, head: head, chunk: chunk, report: &report, progress: progress) {
@@ -643,7 +643,7 @@ public final class ProjectionStore: @unchecked Sendable {
                             finished = true
                             break
                         }
-                        for e in batch.events { try folder.add(e) }
+                        for e in batch.events { try folder.add(e, opening: batch.opening) }
                         n += batch.events.count
                         last = batch.info
                     }

@@ -1,0 +1,173 @@
+import Domain
+import Foundation
+import JSONCore
+@testable import Ledger
+@testable import Projections
+import TestSupport
+import Testing
+
+/// The views' fold reads sealed observations as stored and opens their parts straight into the
+/// fields it needs (`LedgerReader.batches(…, deferOpening: true)`, `ChunkFolder.openedFacts`).
+/// It must give what reading the event opened whole gives: the same facts and content hash,
+/// the same errors, and the same "read as stored" for data that is not a sealed observation.
+@Suite struct DeferredOpeningTests {
+    /// Random sealed observations (`SealBytesTests`' generator, as `RevealBytesTests` uses it):
+    /// sometimes re-spaced or damaged, some patients forgotten, a key sometimes missing.
+    @Test func openedFactsEqualTheFactsOfTheEventOpenedWhole() throws {
+        let seed = UInt64.random(in: 1...UInt64.max >> 1)
+        print("DeferredOpeningTests seed: \(seed)")
+        let dir = TempDir("deferredopening")
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        let sealKey: (String) throws -> SealingKey = { p in
+            if p == "p-forgotten" { throw LedgerError("patient \(p) was forgotten") }
+            return try keys.key(for: p)
+        }
+        var g = SealBytesTests.Generator(rng: SeededRNG(seed: seed))
+        var opened = 0, withFacts = 0, forgotten = 0, errors = 0, asStored = 0, fast = 0
+        let cases = 3000
+        for n in 0..<cases {
+            guard var data = try? PersonalData.sealObservationDataParsing(Array(g.data().utf8), patientOf: { SealBytesTests.patientOf[$0] },
+                                                                          key: sealKey)
+            else { continue }
+            if g.chance(8), !data.isEmpty {
+                if g.chance(50) { data = Array(data.prefix(g.rng.below(data.count))) } else {
+                    data[g.rng.below(data.count)] = g.pick(Array("{}[]\",:\\ 0a-".utf8))
+                }
+            }
+            let gone: Set<String> = Set(["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"].filter { _ in g.chance(20) })
+            let missing = g.chance(3) ? g.pick(["p1", "p3", "p5"]) : nil
+            let readKey: (String) throws -> SealingKey? = { p in
+                if p == missing { throw LedgerError("the key store has no key for patient \(p)") }
+                return gone.contains(p) ? nil : try keys.key(for: p)
+            }
+            let text = String(decoding: data, as: UTF8.self)
+            let reference = Result { try PersonalData.openObservationDataParsing(data, key: readKey) }
+            let deferred = Result { try ChunkFolder.openedFacts(data, open: { try PersonalData.openedObject($0, key: readKey) }) }
+            // The byte path: the parts opened into the scanned fields, or unsure.
+            let stored = try? AppointmentEventScan.scan(data)
+            let bytes = stored.map { PersonalData.openedFields($0.fields, sealed: $0.sealed.map { data[$0] }, appointmentId: $0.appointmentId, key: readKey) }
+            switch (reference, deferred) {
+            case (.failure(let a), .failure(let b)):
+                errors += 1
+                #expect("\(a)" == "\(b)", "case \(n) (seed \(seed)): \(text)")
+                #expect(bytes == nil || bytes == .unsure, "case \(n) (seed \(seed)): \(text)")
+            case (.success(nil), .success(nil)):
+                asStored += 1
+                #expect(bytes == nil || bytes == .stored, "case \(n) (seed \(seed)): \(text)")
+            case (.success(let whole?), .success(let fields?)):
+                opened += 1
+                if !gone.isEmpty { forgotten += 1 }
+                // What the fold reads from the event opened whole: its bytes scanned, or its value.
+                let scan = try AppointmentEventScan.scan(whole.data)
+                let scanned = scan.fields.flatMap { try? AppointmentFacts(fields: $0) }
+                let parsed = whole.value["object"].flatMap { try? AppointmentFacts(object: $0) }
+                #expect(scanned == parsed, "case \(n) (seed \(seed)): \(text)")
+                #expect(fields.facts == scanned, "case \(n) (seed \(seed)): \(text)")
+                #expect(fields.contentHash == scan.contentHash?.string, "case \(n) (seed \(seed)): \(text)")
+                if fields.facts != nil { withFacts += 1 }
+                switch bytes {
+                case .opened(let f)?:
+                    fast += 1
+                    #expect((try? AppointmentFacts(fields: f)) == scanned, "case \(n) (seed \(seed)): \(text)")
+                    #expect((stored?.contentHash?.string ?? "") == fields.contentHash, "case \(n) (seed \(seed)): \(text)")
+                case .stored?, nil:
+                    Issue.record("case \(n) (seed \(seed)): opened whole, but the byte path reads it as stored: \(text)")
+                case .unsure?:
+                    break
+                }
+            default:
+                Issue.record("case \(n) (seed \(seed)): opened whole \(reference), opened into the fields \(deferred), for \(text)")
+            }
+        }
+        print("DeferredOpeningTests: \(cases) cases, \(opened) opened (\(withFacts) with facts, \(forgotten) with forgotten patients, \(fast) on the byte path), \(asStored) read as stored, \(errors) errors")
+        #expect(opened > cases / 6)
+        #expect(fast > opened / 2)
+        #expect(withFacts > opened / 4)
+        #expect(forgotten > cases / 30)
+        #expect(asStored > 0)
+        #expect(errors > cases / 1000)
+    }
+
+    /// The boxes' base64 is decoded without Foundation in the byte path: whatever it decodes,
+    /// Foundation decodes to the same bytes; what sealing writes it always decodes.
+    @Test func canonicalBase64AgreesWithFoundation() {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("DeferredOpeningTests base64 seed: \(seed)")
+        var rng = SeededRNG(seed: seed)
+        var decoded = 0, refused = 0
+        for n in 0..<4000 {
+            let bytes = (0..<rng.below(70)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var text = Array(Data(bytes).base64EncodedString().utf8)
+            let intact = n % 2 == 0
+            if !intact, !text.isEmpty {
+                // One character changed, dropped or added (padding, line breaks, other bytes).
+                let i = rng.below(text.count)
+                let odd = Array("A/+=\n\r -_.Zz09".utf8)
+                let c = odd[rng.below(odd.count)]
+                switch rng.below(3) {
+                case 0: text[i] = c
+                case 1: text.remove(at: i)
+                default: text.insert(c, at: i)
+                }
+            }
+            let mine = text.withUnsafeBufferPointer { Base64Canonical.decode($0) }
+            let foundation = Data(base64Encoded: String(decoding: text, as: UTF8.self)).map { Array($0) }
+            if intact { #expect(mine == bytes, "seed \(seed), case \(n)") }
+            if let mine {
+                decoded += 1
+                #expect(foundation == mine, "seed \(seed), case \(n): \(String(decoding: text, as: UTF8.self))")
+            } else {
+                refused += 1
+            }
+        }
+        #expect(decoded > 2000 && refused > 500)
+    }
+
+    /// A rebuild and a catch-up leave observations sealed on the reading thread; a projection
+    /// the fold applies one by one still gets each event opened whole, as any reader gives it.
+    @Test func projectionsAppliedOneByOneGetEventsOpened() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("DeferredOpeningTests seed: \(seed)")
+        let tmp = try TempStore()
+        try ChunkedFoldTests.randomLog(tmp.store, seed: seed, appends: 80)
+        let reader = try LedgerReader(store: tmp.store)
+
+        // Deferred, the batches hold the events as stored; opened, they are what a reader gives.
+        var eager: [EventEnvelope] = []
+        try reader.forEachEvent { eager.append($0); return true }
+        let batches = try reader.batches(deferOpening: true)
+        var i = 0, sealed = 0
+        while let batch = try batches.next() {
+            let opening = try #require(batch.opening)
+            for e in batch.events {
+                if DeferredOpening.maySeal(e), case .appointmentDiscovered = e.eventType { sealed += 1 }
+                if DeferredOpening.maySeal(e), case .appointmentChanged = e.eventType { sealed += 1 }
+                #expect(try opening.reveal(e).data == eager[i].data, "seed \(seed), seq \(e.seq)")
+                i += 1
+            }
+        }
+        #expect(i == eager.count)
+        #expect(sealed > 5, "seed \(seed): the log should hold sealed observations")
+        #expect(try reader.batches().next()?.opening == nil)
+
+        // The same views, folded in memory and applied one by one (wrapped, the fold does not know them).
+        let wrapped = allProjections.map { p -> any Projection in
+            p is AppointmentsProjection || p is MeetingURLsProjection || p is LocationsProjection
+                ? BumpedProjection(inner: p, schemaVersion: p.schemaVersion) : p
+        }
+        let folded = try ProjectionStore(path: tmp.sibling("folded.sqlite"))
+        let applied = try ProjectionStore(path: tmp.sibling("applied.sqlite"), projections: wrapped)
+        for views in [folded, applied] {
+            views.eventsPerTransaction = 7
+            _ = try views.rebuild(names: [], reader)
+        }
+        let expected = try snapshot(folded)
+        #expect(try snapshot(applied) == expected, "seed \(seed)")
+        #expect(expected.appointments.contains { $0["client_name"]?.stringValue == "Some One" }, "seed \(seed)")
+
+        let caughtUp = try ProjectionStore(path: tmp.sibling("caught-up.sqlite"), projections: wrapped)
+        caughtUp.eventsPerTransaction = 5
+        try caughtUp.catchUp(reader)
+        #expect(try snapshot(caughtUp) == expected, "seed \(seed)")
+    }
+}
