@@ -71,8 +71,9 @@ public enum PersonalData {
     }
 
     /// Seals the canonical text of a part's fields.
-    static func sealPlain(_ plain: [UInt8], patient: String, context: String, key: SymmetricKey) throws -> String {
-        let box = try AES.GCM.seal(plain, using: key, authenticating: aad(patient, context))
+    static func sealPlain(_ plain: [UInt8], patient: String, context: String, key: SymmetricKey,
+                          nonce: AES.GCM.Nonce? = nil) throws -> String {
+        let box = try AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: aad(patient, context))
         return Data(box.combined!).base64EncodedString()
     }
 
@@ -103,7 +104,14 @@ public enum PersonalData {
     /// shapes; both give the same bytes (but for the random nonces).
     public static func sealObservationData(_ data: [UInt8], patientOf: (String) -> String?,
                                            key: (String) throws -> SymmetricKey) throws -> [UInt8] {
-        if let sealed = try sealObservationBytes(data, patientOf: patientOf, key: key) { return sealed }
+        var scratch = SealScratch(expected: 1)
+        return try sealObservationData(data, patientOf: patientOf, key: key, scratch: &scratch)
+    }
+
+    /// The same, reusing `scratch`'s keys and nonces (one thread sealing many).
+    static func sealObservationData(_ data: [UInt8], patientOf: (String) -> String?, key: (String) throws -> SymmetricKey,
+                                    scratch: inout SealScratch) throws -> [UInt8] {
+        if let sealed = try sealObservationBytes(data, patientOf: patientOf, key: key, scratch: &scratch) { return sealed }
         return try sealObservationDataParsing(data, patientOf: patientOf, key: key)
     }
 

@@ -22,6 +22,12 @@ extension PersonalData {
     /// the result, or the error, for it).
     static func sealObservationBytes(_ data: [UInt8], patientOf: (String) -> String?,
                                      key: (String) throws -> SymmetricKey) throws -> [UInt8]? {
+        var scratch = SealScratch(expected: 1)
+        return try sealObservationBytes(data, patientOf: patientOf, key: key, scratch: &scratch)
+    }
+
+    static func sealObservationBytes(_ data: [UInt8], patientOf: (String) -> String?, key: (String) throws -> SymmetricKey,
+                                     scratch: inout SealScratch) throws -> [UInt8]? {
         let plan: SealPlan?
         do {
             plan = try data.withUnsafeBufferPointer { buf throws(BytesBail) -> SealPlan? in
@@ -37,7 +43,7 @@ extension PersonalData {
         parts.reserveCapacity(plan.patients.count)
         for p in plan.patients {
             let box = try sealPlain(p.plain, patient: p.patient, context: "appointment/" + plan.appointmentId,
-                                    key: try key(p.patient))
+                                    key: try scratch.key(p.patient, key), nonce: scratch.nonces.next())
             parts.append(Part(patient: p.patient, slots: p.slots, box: box))
         }
         var obs = AppointmentObservation(appointmentId: plan.appointmentId, contentHash: plan.contentHash,

@@ -30,7 +30,8 @@ extension PersonalData {
                                     key: @Sendable (String) throws -> SymmetricKey) throws -> [[UInt8]] {
         let workers = min(most, datas.count / minimumPerWorker)
         guard workers > 1 else {
-            return try datas.map { try sealObservationData($0, patientOf: patientOf, key: key) }
+            var scratch = SealScratch(expected: datas.count)
+            return try datas.map { try sealObservationData($0, patientOf: patientOf, key: key, scratch: &scratch) }
         }
         var out = [[UInt8]](repeating: [], count: datas.count)
         let firstFailure = FirstFailure()
@@ -42,10 +43,13 @@ extension PersonalData {
                         // Worker w seals one contiguous share and writes only its own slots. An
                         // item after the first failure met so far is not sealed.
                         DispatchQueue.concurrentPerform(iterations: workers) { w in
-                            for i in share(w, of: workers, count: slots.input.count) {
+                            let mine = share(w, of: workers, count: slots.input.count)
+                            var scratch = SealScratch(expected: mine.count)
+                            for i in mine {
                                 guard i < firstFailure.index else { return }
                                 do {
-                                    slots.output[i] = try sealObservationData(slots.input[i], patientOf: patientOf, key: key)
+                                    slots.output[i] = try sealObservationData(slots.input[i], patientOf: patientOf, key: key,
+                                                                              scratch: &scratch)
                                 } catch {
                                     firstFailure.record(i, error)
                                     return

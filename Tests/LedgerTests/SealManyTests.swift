@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import JSONCore
 @testable import Ledger
@@ -98,5 +99,33 @@ import Testing
         #expect(try PersonalData.sealObservationBytes(data, patientOf: { SealBytesTests.patientOf[$0] }, key: Self.key) == data)
         #expect(try PersonalData.sealObservationDataParsing(data, patientOf: { SealBytesTests.patientOf[$0] }, key: Self.key) == data)
         #expect(try PersonalData.sealObservationData([data, data], patientOf: { SealBytesTests.patientOf[$0] }, key: Self.key) == [data, data])
+    }
+}
+
+/// Nonces come from the kernel's random device a block at a time, each used once; anything but
+/// a character device in its place gives none (the box then draws its own nonce).
+@Suite struct NonceSourceTests {
+    @Test func noncesAreDistinctAcrossBlocks() {
+        var source = NonceSource(expected: 50)
+        var seen = Set<[UInt8]>()
+        for _ in 0..<5_000 {
+            guard let n = source.next() else {
+                Issue.record("/dev/urandom gave no nonce")
+                return
+            }
+            let bytes = n.withUnsafeBytes { Array($0) }
+            #expect(bytes.count == 12)
+            #expect(seen.insert(bytes).inserted, "a nonce came twice")
+        }
+    }
+
+    @Test func aPlainFileInPlaceOfTheDeviceGivesNoNonce() throws {
+        let dir = TempDir("nonces")
+        let file = dir.path + "/urandom"
+        try Data(repeating: 7, count: 8192).write(to: URL(fileURLWithPath: file))
+        var source = NonceSource(expected: 10, path: file)
+        #expect(source.next() == nil)
+        var missing = NonceSource(expected: 10, path: dir.path + "/none")
+        #expect(missing.next() == nil)
     }
 }
