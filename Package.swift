@@ -53,7 +53,7 @@ let package = Package(
             providers: [.apt(["libjemalloc-dev"])]
         ),
         .target(name: "Allocator", dependencies: ["CJemalloc"]),
-        // CRC32C (Castagnoli): SSE4.2 instruction when present, table fallback.
+        // CRC32C (Castagnoli): SSE4.2 instruction when present, table fallback; memmem; getrandom.
         .target(name: "CChecksum"),
         .target(
             name: "EventLog",
@@ -79,7 +79,7 @@ let package = Package(
         .target(
             name: "Ledger",
             dependencies: [
-                "EventLog", "JSONCore", "Domain",
+                "EventLog", "JSONCore", "Domain", "CChecksum",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),

@@ -105,14 +105,22 @@ public final class LedgerWriter {
 public struct LedgerBatch: Sendable {
     public var info: BatchInfo
     public var events: [EventEnvelope]
-    /// Set when the batch's `appointment.*` events were left as stored, sealed parts unopened
-    /// (`LedgerReader.batches(…, deferOpening: true)`): what opens them.
+    /// Set when some of the batch's `appointment.*` events were left as stored, sealed parts
+    /// unopened (`LedgerReader.batches(…, deferOpening: true)`): what opens them.
     public var opening: DeferredOpening?
+    /// Which events (by index) were left as stored; empty when none were.
+    public var deferred: [Bool]
 
-    public init(info: BatchInfo, events: [EventEnvelope], opening: DeferredOpening? = nil) {
+    public init(info: BatchInfo, events: [EventEnvelope], opening: DeferredOpening? = nil, deferred: [Bool] = []) {
         self.info = info
         self.events = events
         self.opening = opening
+        self.deferred = deferred
+    }
+
+    /// What opens the event at index `i`, when it was left as stored (nil: it reads as given).
+    public func opening(at i: Int) -> DeferredOpening? {
+        i < deferred.count && deferred[i] ? opening : nil
     }
 }
 
@@ -181,7 +189,9 @@ public final class LedgerReader {
     /// handed over as stored, their sealed parts unopened, with the batch's `opening` to open
     /// them: a reader that needs only some of the object's fields (the views' fold) opens the
     /// parts straight into them, and the reading thread does not open every part and write the
-    /// whole object again. Everything else reads as without it.
+    /// whole object again. Everything else reads as without it. One difference: of two errors in
+    /// one batch (a part that does not open, then an envelope that does not decode), the later
+    /// one is thrown first, by `next()`, before the earlier event is opened.
     public func batches(from: UInt64 = 1, through: UInt64? = nil, deferOpening: Bool = false) throws -> LedgerBatches {
         LedgerBatches(reader: self, cursor: try log.cursor(from: max(1, from), through: through), from: from, through: through,
                       deferOpening: deferOpening)
@@ -191,6 +201,8 @@ public final class LedgerReader {
                      deferOpening: Bool = false) throws -> LedgerBatch {
         var events: [EventEnvelope] = []
         events.reserveCapacity(Int(info.count))
+        var deferred: [Bool] = []
+        if deferOpening { deferred.reserveCapacity(Int(info.count)) }
         var start = 0
         var seq = info.firstSeq
         var decoder = EnvelopeDecoder()
@@ -203,16 +215,15 @@ public final class LedgerReader {
             guard i < bytes.count else { break }
             if seq >= from, through.map({ seq <= $0 }) ?? true {
                 let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info, decoder: &decoder)
-                if deferOpening, e.v >= 2, e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged {
-                    events.append(try upcasters.upcast(e))
-                } else {
-                    events.append(try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
-                }
+                let keep = deferOpening && e.v >= 2 && (e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged)
+                events.append(keep ? try upcasters.upcast(e) : try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
+                if deferOpening { deferred.append(keep) }
             }
             seq += 1
             start = i + 1
         }
-        return LedgerBatch(info: info, events: events, opening: deferOpening ? DeferredOpening(privacy: privacy) : nil)
+        return LedgerBatch(info: info, events: events, opening: deferOpening ? DeferredOpening(privacy: privacy) : nil,
+                           deferred: deferred)
     }
 
     /// Calls `body` with each event from `from` through `through`.

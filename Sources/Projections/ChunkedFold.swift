@@ -205,7 +205,11 @@ final class ChunkFolder {
     func add(_ e: inout EventEnvelope, opening: DeferredOpening? = nil) throws {
         segment.ids = nil
         count += 1
-        if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) { steps.append(.apply(try opening?.reveal(e) ?? e)) }
+        var opened = false
+        if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) {
+            steps.append(.apply(try opening?.reveal(e) ?? e))
+            opened = opening != nil
+        }
         let kind = e.eventType
         // The event's own stream index entry: under its appointment's `Pending` when its stream
         // is that appointment's (below), else in the segment's list.
@@ -221,7 +225,12 @@ final class ChunkFolder {
         switch kind {
         case .appointmentDiscovered, .appointmentChanged:
             let a = wants(appointments, e), m = wants(meetings, e), l = wants(locations, e)
-            guard a || m || l else { break }
+            guard a || m || l else {
+                // No view here reads it; a reader opening sealed parts would still have stopped
+                // at one that does not open (a missing key, a damaged box), and so does this.
+                if let opening, !opened { _ = try opening.reveal(e) }
+                break
+            }
             let facts: AppointmentFacts
             let scan: AppointmentEventScan?
             var hash: DeferredText?

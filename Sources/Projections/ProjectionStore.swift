@@ -78,7 +78,8 @@ public final class ProjectionStore: @unchecked Sendable {
 
     private let timings = Mutex<[String: Double]>([:])
     /// Where the last chunked rebuild spent its time, in seconds: `read` (log, decompression,
-    /// chain, envelopes, opening sealed data), `fold` (field scan and the in-memory fold), `write`
+    /// chain, envelopes, upcasting), `fold` (field scan, opening sealed parts and the in-memory
+    /// fold), `write`
     /// (SQLite), and, when the fold was pipelined, `wait` (the writer waiting for the next
     /// folded chunk; `read` and `fold` then ran on their own threads, overlapping `write`).
     /// For `syncledger-bench`'s profile.
@@ -593,7 +594,7 @@ public final class ProjectionStore: @unchecked Sendable {
                         break
                     }
                     let t1 = monotonicSeconds()
-                    for e in batch.events { try folder.add(e, opening: batch.opening) }
+                    for (i, e) in batch.events.enumerated() { try folder.add(e, opening: batch.opening(at: i)) }
                     let t2 = monotonicSeconds()
                     read += t1 - t0
                     fold += t2 - t1
@@ -643,7 +644,7 @@ public final class ProjectionStore: @unchecked Sendable {
                             finished = true
                             break
                         }
-                        for e in batch.events { try folder.add(e, opening: batch.opening) }
+                        for (i, e) in batch.events.enumerated() { try folder.add(e, opening: batch.opening(at: i)) }
                         n += batch.events.count
                         last = batch.info
                     }

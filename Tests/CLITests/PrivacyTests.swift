@@ -239,8 +239,9 @@ extension CLIBinaryTests {
                               env: ["SYNCLEDGER_MASTER_KEY_FILE": file]))
         }
         expectSameSnapshot(snap, snapshot(store), "a wrong master key")
-        // A rebuild opens every sealed part (the views' fold opens them itself): with a wrong or
-        // missing master key it stops with one line, and the views answer as before.
+        // A rebuild with a wrong or missing master key stops with one line (the sealed roster is
+        // the first event it cannot open; `DeferredOpeningTests` covers a sealed observation the
+        // fold meets), and the views answer as before.
         let views = try await cli(["appointments", "--store", store, "--json"])
         expectSuccess(views)
         for (file, message) in [(other, "does not open the key store"), (tmp.path + "/missing.key", "cannot read the master key file")] {

@@ -88,6 +88,110 @@ import Testing
         #expect(errors > cases / 1000)
     }
 
+    /// Parts with hand-written plaintexts (sealing never writes these, a log may hold them): the
+    /// byte path opens the simple ones to the facts of the object opened whole and steps aside
+    /// (`.unsure`) for the others, whose fallback gives the reference's facts or error.
+    @Test func handWrittenPartsOpenToTheReferenceOrStepAside() throws {
+        let dir = TempDir("deferredopening")
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        let readKey: (String) throws -> SealingKey? = { $0 == "p-gone" ? nil : try keys.key(for: $0) }
+        let clear = #"{"AdditionalClients":[{},{"ClientId":"7","ClientName":"Seven"}],"ClientId":null,"ClientName":null,"#
+            + #""Id":"a-1","StartDate":1796925900000,"Status":"Confirmed"}"#
+        func data(_ parts: [(patient: String, slots: [String], plain: String)]) throws -> [UInt8] {
+            let sealed = try parts.map { p -> String in
+                let box = try PersonalData.sealPlain(Array(p.plain.utf8), patient: p.patient, context: "appointment/a-1",
+                                                     key: keys.key(for: p.patient))
+                return PersonalData.Part(patient: p.patient, slots: p.slots, box: box).json
+            }
+            return Array((#"{"appointment_id":"a-1","content_hash":"h","object":"# + clear + #","sealed":["#
+                + sealed.joined(separator: ",") + "]}").utf8)
+        }
+        let cases: [(parts: [(patient: String, slots: [String], plain: String)], bytePath: Bool)] = [
+            ([("p1", ["client"], #"{"ClientId":100,"ClientName":"Ann"}"#)], true),
+            ([("p1", ["client"], #"{"ClientName":"a","ClientName":"b"}"#)], true),
+            ([("p1", ["client"], #"{"Id":"other","ClientNote":"see https://doxy.me/r","CustomFields":[{"Value":"https://zoom.us/j/1"}]}"#)], true),
+            ([("p1", ["AdditionalClients/0"], #"{"AdditionalClients/0":{"ClientId":"55"}}"#)], true),
+            ([("p1", [], #"{"AdditionalClients/-1":{"ClientId":"55"},"AdditionalClients/7":{"ClientId":"56"},"AdditionalClients/x":1}"#)], true),
+            ([("p1", [], #"{"AdditionalClients":[{"ClientId":"9"}]}"#)], true),
+            ([("p1", ["client"], #"{"ClientName":"Ann"}"#), ("p-gone", ["client", "AdditionalClients/01"], "{}")], true),
+            ([("p1", [], #"{"Client\u004eame":"x"}"#)], false),
+            ([("p1", [], #"{"AdditionalClients/01":{"ClientId":"55"}}"#)], false),
+            ([("p1", [], #"{"AdditionalClients/+1":{"ClientId":"55"}}"#)], false),
+            ([("p1", [], #"{"AdditionalClients/-0":{"ClientId":"55"}}"#)], false),
+            ([("p1", [], #"{"AdditionalClients":[{"ClientId":"9"}],"AdditionalClients/0":{"ClientId":"55"}}"#)], false),
+            ([("p1", [], "[1,2]")], false),
+            ([("p1", [], #"{"ClientName":"x"} x"#)], false),
+        ]
+        for (n, c) in cases.enumerated() {
+            let d = try data(c.parts)
+            let reference = Result { try PersonalData.openObservationDataParsing(d, key: readKey) }
+            let scan = try AppointmentEventScan.scan(d)
+            let bytes = PersonalData.openedFields(scan.fields, sealed: scan.sealed.map { d[$0] }, appointmentId: scan.appointmentId, key: readKey)
+            let fallback = Result { try ChunkFolder.openedFacts(d, open: { try PersonalData.openedObject($0, key: readKey) }) }
+            switch reference {
+            case .success(let whole?):
+                let expected = whole.value["object"].flatMap { try? AppointmentFacts(object: $0) }
+                #expect(expected != nil, "case \(n)")
+                if case .opened(let f) = bytes {
+                    #expect((try? AppointmentFacts(fields: f)) == expected, "case \(n)")
+                } else {
+                    #expect(bytes == .unsure, "case \(n): \(bytes)")
+                }
+                #expect((try? fallback.get())??.facts == expected, "case \(n)")
+            case .success(nil):
+                Issue.record("case \(n): the reference reads it as stored")
+            case .failure(let error):
+                #expect(bytes == .unsure, "case \(n): the reference fails (\(error)), the byte path gives \(bytes)")
+                if case .failure(let other) = fallback { #expect("\(other)" == "\(error)", "case \(n)") } else {
+                    Issue.record("case \(n): the reference fails (\(error)), the fallback does not")
+                }
+            }
+            if c.bytePath {
+                guard case .opened = bytes else {
+                    Issue.record("case \(n): expected on the byte path, got \(bytes)")
+                    continue
+                }
+            } else {
+                #expect(bytes == .unsure, "case \(n)")
+            }
+        }
+    }
+
+    /// A sealed observation whose patient's key file is gone (not forgotten), under a clear
+    /// roster, so that it is the fold that meets it: the rebuild stops with the error every
+    /// reader gives, a rebuild of one view that does not read it too, and nothing is swapped in.
+    @Test func aMissingKeyStopsTheRebuildAsItStopsAReader() throws {
+        let tmp = try TempStore()
+        let keys = try KeyRing.open(directory: tmp.store.keysPath, create: true, environment: [:], notice: { _ in })
+        let clock = ManualClock(goldenBase)
+        let roster = roster(movingAveryToHope: false)
+        var patientOf: [String: String] = [:]
+        for p in roster.organizations.flatMap(\.patients) where patientOf[p.intakeqClientId] == nil { patientOf[p.intakeqClientId] = p.id }
+        do {
+            let writer = try makeWriter(tmp.store, clock: clock)
+            defer { writer.close() }
+            var e = discovered(appointmentObject("m-1", client: 4127, clientName: "Avery Quinn", status: "Confirmed",
+                                                 start: T(3600), minutes: 50, duration: true, practitioner: practitionerLee), run: "run-1")
+            e.data = try PersonalData.sealObservationData(e.data, patientOf: { patientOf[$0] }, key: keys.key(for:))
+            #expect(String(decoding: e.data, as: UTF8.self).contains("\"sealed\""))
+            _ = try writer.append([rosterEvent(roster, run: "run-1"), e])
+        }
+        let views = try ProjectionStore(path: tmp.sibling("views.sqlite"))
+        try views.catchUp(try LedgerReader(store: tmp.store))
+        let before = try snapshot(views)
+        #expect(before.appointments.count == 1)
+        try FileManager.default.removeItem(atPath: keys.keyPath("p-017"))
+
+        let reader = try LedgerReader(store: tmp.store)
+        let expected = "\(#expect(throws: (any Error).self) { try reader.forEachEvent { _ in true } }!)"
+        #expect(expected.contains("no key for patient p-017"), "\(expected)")
+        for names in [[], ["sync_logs"], ["stream_index"]] {
+            let error = #expect(throws: (any Error).self) { _ = try views.rebuild(names: names, try LedgerReader(store: tmp.store)) }
+            #expect(error.map { "\($0)" } == expected, "rebuild of \(names)")
+        }
+        #expect(try snapshot(views) == before)
+    }
+
     /// The boxes' base64 is decoded without Foundation in the byte path: whatever it decodes,
     /// Foundation decodes to the same bytes; what sealing writes it always decodes.
     @Test func canonicalBase64AgreesWithFoundation() {

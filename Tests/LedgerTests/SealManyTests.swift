@@ -102,15 +102,15 @@ import Testing
     }
 }
 
-/// Nonces come from the kernel's random device a block at a time, each used once; anything but
-/// a character device in its place gives none (the box then draws its own nonce).
+/// Nonces come from the kernel's generator a block at a time, each handed out once: no two boxes
+/// of a batch sealed on several threads share one.
 @Suite struct NonceSourceTests {
     @Test func noncesAreDistinctAcrossBlocks() {
         var source = NonceSource(expected: 50)
         var seen = Set<[UInt8]>()
         for _ in 0..<5_000 {
             guard let n = source.next() else {
-                Issue.record("/dev/urandom gave no nonce")
+                Issue.record("getrandom gave no nonce")
                 return
             }
             let bytes = n.withUnsafeBytes { Array($0) }
@@ -119,13 +119,25 @@ import Testing
         }
     }
 
-    @Test func aPlainFileInPlaceOfTheDeviceGivesNoNonce() throws {
+    @Test func everyBoxOfABatchOnFourThreadsHasItsOwnNonce() throws {
         let dir = TempDir("nonces")
-        let file = dir.path + "/urandom"
-        try Data(repeating: 7, count: 8192).write(to: URL(fileURLWithPath: file))
-        var source = NonceSource(expected: 10, path: file)
-        #expect(source.next() == nil)
-        var missing = NonceSource(expected: 10, path: dir.path + "/none")
-        #expect(missing.next() == nil)
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        let datas = (0..<2_048).map { i in
+            Array(#"{"appointment_id":"a-\#(i)","content_hash":"h","object":{"ClientId":100,"ClientName":"N \#(i)","Id":"a-\#(i)"}}"#.utf8)
+        }
+        let sealed = try PersonalData.sealObservationData(datas, workers: 4, patientOf: { SealBytesTests.patientOf[$0] },
+                                                          key: { try keys.key(for: $0) })
+        var seen = Set<[UInt8]>()
+        for data in sealed {
+            guard case .array(let parts)? = try FastJSON.parse(data)["sealed"] else {
+                Issue.record("not sealed: \(String(decoding: data, as: UTF8.self))")
+                continue
+            }
+            for part in parts {
+                let box = try #require(part["box"]?.stringValue.flatMap { Data(base64Encoded: $0) })
+                #expect(seen.insert(Array(box.prefix(12))).inserted, "two boxes share a nonce")
+            }
+        }
+        #expect(seen.count == datas.count)
     }
 }
