@@ -18,10 +18,7 @@ import Testing
         print("DeferredOpeningTests seed: \(seed)")
         let dir = TempDir("deferredopening")
         let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
-        let sealKey: (String) throws -> SealingKey = { p in
-            if p == "p-forgotten" { throw LedgerError("patient \(p) was forgotten") }
-            return try keys.key(for: p)
-        }
+        let sealKey = SealBytesTests.sealKey(keys)
         var g = SealBytesTests.Generator(rng: SeededRNG(seed: seed))
         var opened = 0, withFacts = 0, forgotten = 0, errors = 0, asStored = 0, fast = 0
         let cases = 3000
@@ -34,12 +31,7 @@ import Testing
                     data[g.rng.below(data.count)] = g.pick(Array("{}[]\",:\\ 0a-".utf8))
                 }
             }
-            let gone: Set<String> = Set(["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"].filter { _ in g.chance(20) })
-            let missing = g.chance(3) ? g.pick(["p1", "p3", "p5"]) : nil
-            let readKey: (String) throws -> SealingKey? = { p in
-                if p == missing { throw LedgerError("the key store has no key for patient \(p)") }
-                return gone.contains(p) ? nil : try keys.key(for: p)
-            }
+            let (readKey, anyForgotten) = g.readKey(keys)
             let text = String(decoding: data, as: UTF8.self)
             let reference = Result { try PersonalData.openObservationDataParsing(data, key: readKey) }
             let deferred = Result { try ChunkFolder.openedFacts(data, open: { try PersonalData.openedObject($0, key: readKey) }) }
@@ -56,7 +48,7 @@ import Testing
                 #expect(bytes == nil || bytes == .stored, "case \(n) (seed \(seed)): \(text)")
             case (.success(let whole?), .success(let fields?)):
                 opened += 1
-                if !gone.isEmpty { forgotten += 1 }
+                if anyForgotten { forgotten += 1 }
                 // What the fold reads from the event opened whole: its bytes scanned, or its value.
                 let scan = try AppointmentEventScan.scan(whole.data)
                 let scanned = scan.fields.flatMap { try? AppointmentFacts(fields: $0) }

@@ -16,10 +16,7 @@ import Testing
         print("RevealBytesTests seed: \(seed)")
         let dir = TempDir("revealbytes")
         let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
-        let sealKey: (String) throws -> SealingKey = { p in
-            if p == "p-forgotten" { throw LedgerError("patient \(p) was forgotten") }
-            return try keys.key(for: p)
-        }
+        let sealKey = SealBytesTests.sealKey(keys)
         var g = SealBytesTests.Generator(rng: SeededRNG(seed: seed))
         var fast = 0, opened = 0, forgotten = 0, errors = 0, altered = 0
         let cases = 3000
@@ -43,12 +40,7 @@ import Testing
                 altered += 1
             }
             // Some patients forgotten (no key), one sometimes missing from the key store (an error).
-            let gone: Set<String> = Set(["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"].filter { _ in g.chance(20) })
-            let missing = g.chance(3) ? g.pick(["p1", "p3", "p5"]) : nil
-            let readKey: (String) throws -> SealingKey? = { p in
-                if p == missing { throw LedgerError("the key store has no key for patient \(p)") }
-                return gone.contains(p) ? nil : try keys.key(for: p)
-            }
+            let (readKey, anyForgotten) = g.readKey(keys)
             let text = String(decoding: data, as: UTF8.self)
             let reference = Result(catching: { try PersonalData.openObservationDataParsing(data, key: readKey) })
             let bytes = PersonalData.openObservationBytes(data, key: readKey)
@@ -64,7 +56,7 @@ import Testing
                 }
             case .success(let expected?):
                 opened += 1
-                if !gone.isEmpty { forgotten += 1 }
+                if anyForgotten { forgotten += 1 }
                 guard let out = bytes else { continue }
                 fast += 1
                 #expect(String(decoding: out, as: UTF8.self) == String(decoding: expected.data, as: UTF8.self),

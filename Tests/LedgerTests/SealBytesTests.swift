@@ -14,6 +14,15 @@ import Testing
         "José": "p8", "gone": "p-forgotten",
     ]
 
+    /// The key lookup the random sealing tests seal with: `p-forgotten` is refused (that
+    /// observation is not sealed).
+    static func sealKey(_ keys: KeyRing) -> (String) throws -> SealingKey {
+        { p in
+            if p == "p-forgotten" { throw LedgerError("patient \(p) was forgotten") }
+            return try keys.key(for: p)
+        }
+    }
+
     /// Random JSON text of IntakeQ-like observations: keys in any order (repeated sometimes),
     /// whitespace sometimes, numbers and strings in canonical and other spellings.
     struct Generator {
@@ -22,6 +31,17 @@ import Testing
 
         mutating func pick<T>(_ xs: [T]) -> T { xs[rng.below(xs.count)] }
         mutating func chance(_ percent: Int) -> Bool { rng.below(100) < percent }
+
+        /// A key lookup for reading: some patients forgotten (nil), one sometimes missing from
+        /// the key store (an error). `forgotten`: whether any patient is.
+        mutating func readKey(_ keys: KeyRing) -> (lookup: (String) throws -> SealingKey?, forgotten: Bool) {
+            let gone: Set<String> = Set(["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"].filter { _ in chance(20) })
+            let missing = chance(3) ? pick(["p1", "p3", "p5"]) : nil
+            return ({ p in
+                if p == missing { throw LedgerError("the key store has no key for patient \(p)") }
+                return gone.contains(p) ? nil : try keys.key(for: p)
+            }, !gone.isEmpty)
+        }
         mutating func ws() -> String { spaced && chance(30) ? pick([" ", "\n", "\t ", "\r\n  "]) : "" }
 
         static let numbers = ["0", "-0", "7", "-12", "150", "150.0", "1.5", "1e3", "2E-2", "-3.25e+2", "123456789012345",
