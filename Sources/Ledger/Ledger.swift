@@ -105,23 +105,31 @@ public final class LedgerWriter {
 public struct LedgerBatch: Sendable {
     public var info: BatchInfo
     public var events: [EventEnvelope]
-    /// Set when some of the batch's `appointment.*` events were left as stored, sealed parts
-    /// unopened (`LedgerReader.batches(…, deferOpening: true)`): what opens them.
-    public var opening: DeferredOpening?
-    /// Which events (by index) were left as stored; empty when none were.
-    public var deferred: [Bool]
+    /// Set when the batch was read with `deferOpening`: which events were left as stored,
+    /// sealed parts unopened, and what opens them.
+    public var deferred: DeferredEvents?
 
-    public init(info: BatchInfo, events: [EventEnvelope], opening: DeferredOpening? = nil, deferred: [Bool] = []) {
+    public init(info: BatchInfo, events: [EventEnvelope], deferred: DeferredEvents? = nil) {
         self.info = info
         self.events = events
-        self.opening = opening
         self.deferred = deferred
     }
 
+    /// What opens the batch's events left as stored (nil: none were).
+    public var opening: DeferredOpening? { deferred?.opening }
+
     /// What opens the event at index `i`, when it was left as stored (nil: it reads as given).
-    public func opening(at i: Int) -> DeferredOpening? {
-        i < deferred.count && deferred[i] ? opening : nil
-    }
+    public func opening(at i: Int) -> DeferredOpening? { deferred?.opening(at: i) }
+}
+
+/// The events of a batch a reader left as stored (`LedgerReader.batches(…, deferOpening: true)`).
+public struct DeferredEvents: Sendable {
+    public let opening: DeferredOpening
+    /// By index in the batch: left as stored.
+    let left: [Bool]
+
+    /// What opens the event at index `i`, when it was left as stored.
+    public func opening(at i: Int) -> DeferredOpening? { i < left.count && left[i] ? opening : nil }
 }
 
 /// Batches of a `LedgerReader`, in order, decoded and upcast; nil after the last.
@@ -222,8 +230,8 @@ public final class LedgerReader {
             seq += 1
             start = i + 1
         }
-        return LedgerBatch(info: info, events: events, opening: deferOpening ? DeferredOpening(privacy: privacy) : nil,
-                           deferred: deferred)
+        return LedgerBatch(info: info, events: events,
+                           deferred: deferOpening ? DeferredEvents(opening: DeferredOpening(privacy: privacy), left: deferred) : nil)
     }
 
     /// Calls `body` with each event from `from` through `through`.

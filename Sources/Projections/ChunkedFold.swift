@@ -245,12 +245,11 @@ final class ChunkFolder {
             let s = slot(facts.appointmentId)
             index(under: s)
             if a {
-                if hash != nil {
-                    // Opened from sealed parts: the content hash the opened event carries.
-                } else if let scan {
-                    hash = scan.contentHash
-                } else {
-                    hash = try e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
+                // Opened from sealed parts, the hash came with the facts; else the scan's (when
+                // it was made) or the data's.
+                if hash == nil {
+                    hash = try scan.map(\.contentHash)
+                        ?? e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
                 }
                 if hash == nil {
                     // No content hash recorded: the whole object's, as the one-by-one fold computes it.

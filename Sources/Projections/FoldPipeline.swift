@@ -186,11 +186,9 @@ final class FoldPipeline: @unchecked Sendable {
                     let t1 = monotonicSeconds()
                     // Each event is passed where it is in the batch's storage, not copied out
                     // of it (a copy retains and releases its seven references).
-                    let opening = batch.opening, deferred = batch.deferred
+                    let deferred = batch.deferred
                     try batch.events.withUnsafeMutableBufferPointer { events in
-                        for i in events.indices {
-                            try c.folder.add(&events[i], opening: i < deferred.count && deferred[i] ? opening : nil)
-                        }
+                        for i in events.indices { try c.folder.add(&events[i], opening: deferred?.opening(at: i)) }
                     }
                     fold += monotonicSeconds() - t1
                     c.events += batch.events.count
