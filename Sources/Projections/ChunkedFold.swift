@@ -95,8 +95,22 @@ final class ChunkFolder {
         /// order: filed here, the stream's name is made once per appointment and segment, not
         /// once per entry, and the entries need no grouping.
         var entries: [(seq: Int64, type: String)] = []
+        /// The seq of the last event folded into it: of the appointments a rebuild carries to its
+        /// next chunk (`CarriedAppointments`), the most recently touched are kept.
+        var touched: UInt64 = 0
 
         init(_ id: String) { self.id = id }
+
+        /// Puts what `earlier` folded (from a chunk before this one's) before what this one folded,
+        /// as if both had been folded into one: written once, the row is what writing `earlier`
+        /// and then this one gives.
+        func absorb(_ earlier: Pending) {
+            ops = earlier.ops + ops
+            if last == nil { last = earlier.last }
+            links = earlier.links + links
+            if location == nil { location = earlier.location }
+            entries = earlier.entries + entries
+        }
     }
     typealias StreamEntry = (stream: String, seq: Int64, type: String)
     /// What is folded between two events that end a segment, and the order it is written in.
@@ -148,6 +162,11 @@ final class ChunkFolder {
         case write(Segment)
         /// That event, applied one by one to a folded projection.
         case barrier(any Projection, EventEnvelope)
+
+        var endsSegment: Bool {
+            if case .barrier = self { return true }
+            return false
+        }
     }
     var steps: [Step] = []
     /// The segment being folded.
@@ -158,6 +177,8 @@ final class ChunkFolder {
     var quarantined: [QuarantineEntry] = []
     /// Set by a rebuild into empty tables: the appointments already written (nil: look every one up).
     var known: KnownAppointments?
+    /// Rows of `appointments` written (inserted or updated) by this folder's flushes.
+    private(set) var appointmentsWritten = 0
 
     /// The seq each chosen projection had applied when this folder was made, in the given order.
     let checkpoints: [UInt64]
@@ -179,9 +200,13 @@ final class ChunkFolder {
 
     private func wants(_ after: UInt64?, _ e: EventEnvelope) -> Bool { after.map { e.seq > $0 } ?? false }
 
-    private func slot(_ id: String) -> Pending {
-        if let p = segment.pending[id] { return p }
+    private func slot(_ id: String, _ seq: UInt64) -> Pending {
+        if let p = segment.pending[id] {
+            p.touched = seq
+            return p
+        }
         let p = Pending(id)
+        p.touched = seq
         segment.pending[id] = p
         return p
     }
@@ -242,7 +267,7 @@ final class ChunkFolder {
                 if l { quarantine(locationsP!.name, e, q.message) }
                 break
             }
-            let s = slot(facts.appointmentId)
+            let s = slot(facts.appointmentId, e.seq)
             index(under: s)
             if a {
                 // Opened from sealed parts, the hash came with the facts; else the scan's (when
@@ -267,7 +292,7 @@ final class ChunkFolder {
             guard wants(appointments, e) else { break }
             do {
                 let removed = try e.projectionData(AppointmentRemoved.self)
-                let s = slot(removed.appointmentId)
+                let s = slot(removed.appointmentId, e.seq)
                 index(under: s)
                 s.ops.append(.removed(at: e.at, seq: e.seq))
             } catch let q as QuarantineError {
@@ -279,7 +304,7 @@ final class ChunkFolder {
             do {
                 let done = try e.syncCompleted()
                 for o in done.unchanged {
-                    let p = slot(o.id)
+                    let p = slot(o.id, e.seq)
                     if a { p.ops.append(.synced(at: e.at)) }
                     if s { p.entries.append((Int64(e.seq), e.type)) }
                 }
@@ -329,7 +354,18 @@ final class ChunkFolder {
 
     /// Applies what `add` recorded (the one-by-one events, quarantine entries and segments, in
     /// log order), writes what is folded since (each appointment once) and empties the folder.
-    func flush(_ db: Database) throws {
+    ///
+    /// `carry` (a rebuild into empty shadow tables only, where nothing reads the rows before the
+    /// swap): what earlier chunks held back comes first; of the last segment, the appointments
+    /// this chunk touched are held back in turn (up to `carry.limit`), merged into the next
+    /// chunk's and written once they go a chunk untouched (or at the end, `writeCarried`). An
+    /// appointment observed in many chunks is then written about once instead of once per chunk.
+    func flush(_ db: Database, carrying carry: CarriedAppointments? = nil) throws {
+        if let carry, !carry.isEmpty, steps.contains(where: \.endsSegment) {
+            // An event that changes what every row depends on comes before the next segment:
+            // what was held back is written first, as it would have been in its own chunk.
+            try write(carry.takeAll(), db)
+        }
         for step in steps {
             switch step {
             case .apply(let e):
@@ -344,11 +380,21 @@ final class ChunkFolder {
                 do { try p.apply(e, db, t) } catch let q as QuarantineError { try record(p.name, e, q.message, db) }
             }
         }
-        try write(segment, db)
+        if let carry {
+            try write(carry.exchange(segment), db)
+        } else {
+            try write(segment, db)
+        }
         // Freed on another thread: the chunk's objects are many, and the writer is the slowest stage.
         BackgroundRelease.release(&steps, leaving: [])
         BackgroundRelease.release(&segment, leaving: Segment())
         count = 0
+    }
+
+    /// Writes what `carry` holds back (the end of a rebuild).
+    func writeCarried(_ carry: CarriedAppointments, _ db: Database) throws {
+        guard !carry.isEmpty else { return }
+        try write(carry.takeAll(), db)
     }
 
     private func record(_ name: String, _ e: EventEnvelope, _ message: String, _ db: Database) throws {
@@ -571,6 +617,7 @@ final class ChunkFolder {
                 }
             }
             guard changed else { continue }
+            appointmentsWritten += 1
             if let o = s.last {
                 let f = o.facts
                 object.bind(1, id)
@@ -713,4 +760,92 @@ final class KnownAppointments {
     func insert(_ id: String) { hashes.insert(Self.key(id)) }
     func contains(_ id: String) -> Bool { hashes.contains(Self.key(id)) }
     private static func key(_ id: String) -> UInt32 { UInt32(truncatingIfNeeded: id.hashValue) }
+}
+
+/// What a rebuild holds back from one chunk's write to the next (`ChunkFolder.flush(_:carrying:)`):
+/// the folded state of the appointments the last chunk touched, keyed and sorted as a segment's.
+/// Appointments are observed again and again while they are open; written once per chunk, each
+/// was written (looked up, replayed and upserted in four tables) once for every chunk it
+/// appeared in. Held back while it is still being touched, it is written about once.
+///
+/// Only for a rebuild into empty shadow tables: a catch-up commits each chunk with its
+/// checkpoint, which must mean every event up to it is in the rows.
+final class CarriedAppointments {
+    /// At most this many appointments are held back (the most recently touched); 0 holds none.
+    let limit: Int
+    private var pending: [String: ChunkFolder.Pending] = [:]
+    /// `pending`'s keys, sorted.
+    private var ids: [String] = []
+
+    init(limit: Int) { self.limit = max(0, limit) }
+
+    var isEmpty: Bool { pending.isEmpty }
+    var count: Int { pending.count }
+
+    /// Everything held back, as a segment to write now; holds nothing after.
+    func takeAll() -> ChunkFolder.Segment {
+        defer {
+            pending = [:]
+            ids = []
+        }
+        return ChunkFolder.Segment(pending: pending, entries: [], ids: ids)
+    }
+
+    /// Merges what is held back into `segment` (a chunk's last segment, folded after it), holds
+    /// back the appointments `segment` touched (at most `limit`, the most recently touched) and
+    /// returns the rest to write now: the ones held back that `segment` did not touch, the ones
+    /// over the limit, and `segment`'s other stream index entries.
+    func exchange(_ segment: ChunkFolder.Segment) -> ChunkFolder.Segment {
+        var s = segment
+        s.prepare()
+        var now: [String: ChunkFolder.Pending] = [:]
+        var nowIds: [String] = []
+        for id in ids {
+            let earlier = pending[id]!
+            if let p = s.pending[id] {
+                p.absorb(earlier)
+            } else {
+                now[id] = earlier
+                nowIds.append(id)
+            }
+        }
+        var keep = s.pending
+        var keptIds = s.ids ?? []
+        if keep.count > limit {
+            // The least recently touched go now.
+            let byRecency = keep.values.sorted { $0.touched > $1.touched }
+            var over: [String] = []
+            over.reserveCapacity(keep.count - limit)
+            for p in byRecency[limit...] {
+                keep[p.id] = nil
+                now[p.id] = p
+                over.append(p.id)
+            }
+            over.sort()
+            nowIds = Self.merged(nowIds, over)
+            keptIds = keptIds.filter { keep[$0] != nil }
+        }
+        pending = keep
+        ids = keptIds
+        return ChunkFolder.Segment(pending: now, entries: s.entries, ids: nowIds)
+    }
+
+    /// Two sorted arrays with no element in common, merged in order.
+    static func merged(_ a: [String], _ b: [String]) -> [String] {
+        var out: [String] = []
+        out.reserveCapacity(a.count + b.count)
+        var i = 0, j = 0
+        while i < a.count, j < b.count {
+            if a[i] < b[j] {
+                out.append(a[i])
+                i += 1
+            } else {
+                out.append(b[j])
+                j += 1
+            }
+        }
+        out += a[i...]
+        out += b[j...]
+        return out
+    }
 }

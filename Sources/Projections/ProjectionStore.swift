@@ -65,6 +65,15 @@ public final class ProjectionStore: @unchecked Sendable {
         set { pipelineFrom.store(newValue, ordering: .relaxed) }
     }
 
+    private let carryLimit = Atomic<Int>(16_384)
+    /// A pipelined rebuild holds back up to this many appointments from one chunk's write to the
+    /// next (`CarriedAppointments`): each is written once it goes a chunk untouched, not once per
+    /// chunk it appears in. 0 writes every chunk's appointments with the chunk (tests).
+    public var carriedAppointmentsLimit: Int {
+        get { carryLimit.load(ordering: .relaxed) }
+        set { carryLimit.store(newValue, ordering: .relaxed) }
+    }
+
     /// Folds run through the pipeline, and pipelined catch-ups that found another process had
     /// moved the checkpoints meanwhile and went on on one thread (for tests).
     let pipelineCounts = Mutex<(folds: Int, restarted: Int)>((0, 0))
@@ -84,6 +93,10 @@ public final class ProjectionStore: @unchecked Sendable {
     /// folded chunk; `read` and `fold` then ran on their own threads, overlapping `write`).
     /// For `syncledger-bench`'s profile.
     public var lastFoldTimings: [String: Double] { timings.withLock { $0 } }
+    private let appointmentWrites = Atomic<Int>(0)
+    /// Rows of `appointments` the last chunked rebuild wrote (inserted or updated): the rows,
+    /// plus one for each time an appointment's row was written again.
+    public var lastFoldAppointmentsWritten: Int { appointmentWrites.load(ordering: .relaxed) }
     private let stopCheck = Mutex<(@Sendable () -> Bool)?>(nil)
     /// Polled by a rebuild between transactions: true stops it (`FoldInterrupted`), its shadow
     /// tables dropped and the live views untouched.
@@ -532,9 +545,13 @@ public final class ProjectionStore: @unchecked Sendable {
         let chunk = max(1, eventsPerTransaction)
         var finished = false
         var read = 0.0, fold = 0.0, write = 0.0, wait = 0.0
+        var written = 0
         // Pipelined, `read` and `fold` are the reader's and the producer's threads' time,
         // overlapping `write`; `wait` is the time the writer waited for the producer.
-        defer { timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait] } }
+        defer {
+            timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait] }
+            appointmentWrites.store(written, ordering: .relaxed)
+        }
         let known = KnownAppointments()
         if pipelines(head.seq, chunk: chunk) {
             // Reading and folding the next chunk on two other threads while this one is written.
@@ -548,6 +565,10 @@ public final class ProjectionStore: @unchecked Sendable {
                 read += pipeline.read
                 fold += pipeline.fold
             }
+            // Appointments held back from one chunk's write to the next: the shadow tables are
+            // read by nobody until the swap, so a row may be written chunks after its events.
+            let carry = CarriedAppointments(limit: carriedAppointmentsLimit)
+            var lastFolder: ChunkFolder?
             while true {
                 if shouldStop?() == true {
                     try pool.write { db in
@@ -558,14 +579,26 @@ public final class ProjectionStore: @unchecked Sendable {
                     throw FoldInterrupted()
                 }
                 let waited = monotonicSeconds()
-                guard let c = try pipeline.next() else { return }
+                guard let c = try pipeline.next() else {
+                    let t0 = monotonicSeconds()
+                    wait += t0 - waited
+                    if let lastFolder, !carry.isEmpty {
+                        let before = lastFolder.appointmentsWritten
+                        try pool.write { db in try lastFolder.writeCarried(carry, db) }
+                        written += lastFolder.appointmentsWritten - before
+                    }
+                    write += monotonicSeconds() - t0
+                    return
+                }
                 let t0 = monotonicSeconds()
                 wait += t0 - waited
                 let q = try pool.write { db -> [QuarantineEntry] in
                     c.folder.known = known
-                    try c.folder.flush(db)
+                    try c.folder.flush(db, carrying: carry)
                     return c.folder.quarantined
                 }
+                lastFolder = c.folder
+                written += c.folder.appointmentsWritten
                 write += monotonicSeconds() - t0
                 quarantined += q
                 applied += UInt64(c.events)
@@ -603,6 +636,7 @@ public final class ProjectionStore: @unchecked Sendable {
                 }
                 let t3 = monotonicSeconds()
                 try folder.flush(db)
+                written += folder.appointmentsWritten
                 write += monotonicSeconds() - t3
                 return (folder.quarantined, n, hash)
             }

@@ -94,6 +94,8 @@ final class LinesFile {
 /// The SyncLedger side of one run: a store of `events` events, then replay, rebuild and lookups.
 struct SyncLedgerRun {
     var m: [String: Double] = [:]
+    /// `--carried-appointments` (nil: the store's default).
+    var carried: Int?
     var rss: [(String, Double)] = []
     var lookupId: String?
 
@@ -224,6 +226,7 @@ struct SyncLedgerRun {
     /// Folds the whole log into every view, from an empty views database.
     mutating func rebuild(store: Store, compareFold: Bool = false) throws -> ProjectionStore {
         let views = try ProjectionStore(store: store)
+        if let carried { views.carriedAppointmentsLimit = carried }
         let reader = try LedgerReader(store: store)
         let t0 = now()
         let report = try views.rebuild(names: [], reader)
@@ -232,6 +235,7 @@ struct SyncLedgerRun {
         m["rebuild_s"] = t
         m["rebuild_quarantined"] = Double(report.quarantined.count)
         for (k, v) in views.lastFoldTimings { m["rebuild_\(k)_s"] = v }
+        m["rebuild_appointments_written"] = Double(views.lastFoldAppointmentsWritten)
         if compareFold {
             // The same rebuild applying every event to every view one by one (the reference the
             // chunked fold is tested against): the A/B of the fold on the same log, same process.

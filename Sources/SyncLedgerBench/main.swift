@@ -55,6 +55,10 @@ struct Bench: ParsableCommand {
     @Flag(help: "Also time a rebuild that applies every event to every view one by one (the fold before chunking), for an A/B in the same run.")
     var compareFold = false
 
+    @Option(help: ArgumentHelp("Appointments a rebuild holds back from one chunk's write to the next (default: the store's).",
+                               discussion: "0 writes every chunk's appointments with the chunk, as before stop 29: the A/B of holding them back."))
+    var carriedAppointments: Int?
+
     @Flag(help: "Keep the scratch directory (for inspection or profiling).")
     var keep = false
 
@@ -102,7 +106,7 @@ struct Bench: ParsableCommand {
             let dir = root + "/run-\(r)"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let lines: String? = skipBaselines ? nil : dir + "/events.jsonl"
-            var ours = SyncLedgerRun()
+            var ours = SyncLedgerRun(carried: carriedAppointments)
             // What the runs before left freed goes back to the system first (as it would after
             // jemalloc's decay, or in a new process), so the peak below is this run's own.
             released = Allocator.releaseFreedMemory()
@@ -162,7 +166,7 @@ struct Bench: ParsableCommand {
                 let sealedStore = try Store.openOrCreate(dir + "/sealed")
                 var sealedSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
                 let sealer = try Sealer(keysDirectory: sealedStore.keysPath, roster: sealedSource.roster)
-                var sealedRun = SyncLedgerRun()
+                var sealedRun = SyncLedgerRun(carried: carriedAppointments)
                 try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: skipBaselines ? nil : dir + "/sealed-events.jsonl",
                                      batchSize: 1_000, sealer: sealer)
                 try sealedRun.replay(store: sealedStore)

@@ -163,7 +163,9 @@ struct RebuildCommand: AsyncParsableCommand {
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
                          try reader.head().seq, secs))
-            if timings { print(Self.describe(views.lastFoldTimings)) }
+            if timings {
+                print(Self.describe(views.lastFoldTimings) + "; \(views.lastFoldAppointmentsWritten) appointment row writes")
+            }
             for q in report.quarantined {
                 warn("quarantined: seq \(q.seq) (\(q.type)) in \(q.projection): \(q.error)")
             }

@@ -49,12 +49,16 @@ import Testing
             #expect(incremental.pipelinedFolds > 5)
 
             let reader = try LedgerReader(store: tmp.store)
-            for chunk in [1, 2, 3, 5, 8, 13, 1 + Int(rng.next() % 40)] {
+            // Appointments held back between chunks: the default, none, and limits so small that
+            // most of each chunk's go over them.
+            let limits = [16_384, 1, 3, 0, 2, 16_384, 1 + Int(rng.next() % 8)]
+            for (chunk, limit) in zip([1, 2, 3, 5, 8, 13, 1 + Int(rng.next() % 40)], limits) {
                 let rebuilt = try ProjectionStore(path: tmp.sibling("rebuilt-\(chunk)-\(UUID().uuidString).sqlite"))
                 rebuilt.pipelineMinEvents = 0
                 rebuilt.eventsPerTransaction = chunk
+                rebuilt.carriedAppointmentsLimit = limit
                 _ = try rebuilt.rebuild(names: [], reader)
-                try expectSame(rebuilt, reference, "pipelined rebuild in chunks of \(chunk)", seed: seed)
+                try expectSame(rebuilt, reference, "pipelined rebuild in chunks of \(chunk), holding back \(limit)", seed: seed)
                 #expect(rebuilt.pipelinedFolds == 1, "the rebuild ran through the pipeline")
                 // One projection rebuilt alone: the others keep their rows and checkpoints.
                 _ = try rebuilt.rebuild(names: ["appointments"], reader)
@@ -91,6 +95,45 @@ import Testing
             try expectSame(alone, reference, "one-thread rebuild in chunks of 4", seed: seed)
             #expect(alone.pipelinedFolds == 0)
         }
+    }
+
+    /// An appointment observed in every chunk is written once by a rebuild, not once per chunk:
+    /// each chunk's appointments are held back until a chunk passes without them. With nothing
+    /// held back (or a limit that keeps only the newest), it is written once per chunk; the rows
+    /// are the same every way.
+    @Test func anAppointmentSeenInEveryChunkIsWrittenOnce() throws {
+        let tmp = try TempStore()
+        let clock = ManualClock(goldenBase)
+        let writer = try LedgerWriter(store: tmp.store, waitLock: nil, options: LogOptions(fsync: false), clock: { clock.read() })
+        let n = 30
+        for i in 0..<n {
+            let start = ISOTime.format(millis: goldenBase + Int64(i) * 60_000)
+            let busy = appointmentObject("busy", client: 4127, clientName: "Some One", status: i % 2 == 0 ? "Confirmed" : "Moved",
+                                         start: start, minutes: 50)
+            let once = appointmentObject("once-\(i)", client: 4127, clientName: "Some One", status: "Confirmed", start: start, minutes: 30)
+            // Each append is one chunk of the rebuild below: the busy appointment, then a new one.
+            try writer.append([
+                i == 0 ? discovered(busy, run: "run-\(i)") : changed(busy, run: "run-\(i)", fields: ["Status"]),
+                discovered(once, run: "run-\(i)"),
+            ])
+            clock.millis += 1000
+        }
+        writer.close()
+        let reference = try reference(tmp)
+        func rebuilt(holdingBack limit: Int) throws -> Int {
+            let views = try ProjectionStore(path: tmp.sibling("held-\(limit)-\(UUID().uuidString).sqlite"))
+            views.pipelineMinEvents = 0
+            views.eventsPerTransaction = 4  // halves of 2 events: one append each
+            views.carriedAppointmentsLimit = limit
+            _ = try views.rebuild(names: [], try LedgerReader(store: tmp.store))
+            #expect(views.pipelinedFolds == 1)
+            try expectSame(views, reference, "rebuild holding back \(limit)", seed: 0)
+            return views.lastFoldAppointmentsWritten
+        }
+        #expect(try rebuilt(holdingBack: 16_384) == n + 1, "each appointment written once")
+        #expect(try rebuilt(holdingBack: 0) == 2 * n, "the busy one written with every chunk")
+        // One held back: the newest of each chunk (the one seen once), so the busy one is written every time.
+        #expect(try rebuilt(holdingBack: 1) == 2 * n)
     }
 
     /// A small catch-up (the default threshold) starts no thread.
