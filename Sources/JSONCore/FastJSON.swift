@@ -31,7 +31,15 @@ public enum FastJSON {
 
         func fail(_ what: String) -> ParseError { ParseError(offset: i, what: what) }
 
+        /// Skips whitespace. Inlined for the common case (minified JSON: none), the loop apart.
+        @inline(__always)
         mutating func skipSpace() {
+            guard i < b.count, b[i] <= 0x20 else { return }
+            skipSpaceLoop()
+        }
+
+        @inline(never)
+        mutating func skipSpaceLoop() {
             while i < b.count {
                 let c = b[i]
                 guard c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 else { return }
@@ -218,6 +226,20 @@ public enum FastJSON {
 
         mutating func number() throws -> Double {
             let start = i
+            if let integer = try skipNumber() {
+                return Double(b[start] == UInt8(ascii: "-") ? -integer : integer)
+            }
+            let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
+            // Text the grammar above accepts always converts (an overflow gives an infinity).
+            guard let d = Double(text) else { throw fail("bad number") }
+            return d
+        }
+
+        /// Checks a number and moves past it, with `number`'s checks and errors: its magnitude
+        /// when it is an integer of at most 18 digits (exact in an `Int64`), else nil (the text
+        /// is converted by `number`; a number only skipped is not).
+        mutating func skipNumber() throws -> Int64? {
+            let start = i
             if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
             var intDigits = 0
             var integer: Int64 = 0
@@ -245,12 +267,7 @@ public enum FastJSON {
                 while i < b.count, b[i] >= 48, b[i] <= 57 { i += 1 }
                 guard i > f else { throw fail("digits expected in the exponent") }
             }
-            if simple, exact {
-                return Double(b[start] == UInt8(ascii: "-") ? -integer : integer)
-            }
-            let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<i]), as: UTF8.self)
-            guard let d = Double(text) else { throw fail("bad number") }
-            return d
+            return simple && exact ? integer : nil
         }
     }
 }

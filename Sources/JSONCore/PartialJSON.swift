@@ -145,7 +145,7 @@ extension FastJSON.Parser {
         case UInt8(ascii: "t"): try literal("true")
         case UInt8(ascii: "f"): try literal("false")
         case UInt8(ascii: "n"): try literal("null")
-        default: _ = try number()
+        default: _ = try skipNumber()
         }
     }
 
