@@ -32,8 +32,8 @@ extension EventEnvelope {
 
 /// Folds a chunk of events into the built-in appointment views in memory — per appointment the
 /// operations that touch its row, the last observation, the meeting links, the stream index
-/// entries — and writes each appointment once per chunk, with cached statements, inside the
-/// caller's transaction. The result is row for row what applying the events one by one gives
+/// entries — and writes each appointment once per chunk (a rebuild: once per run of chunks it
+/// appears in, `CarriedAppointments`), with cached statements, inside the caller's transaction. The result is row for row what applying the events one by one gives
 /// (`ChunkedFoldTests`): each row is replayed in memory from its stored state with the same
 /// rules the one-by-one `apply` runs in SQL.
 ///
@@ -101,15 +101,25 @@ final class ChunkFolder {
 
         init(_ id: String) { self.id = id }
 
-        /// Puts what `earlier` folded (from a chunk before this one's) before what this one folded,
-        /// as if both had been folded into one: written once, the row is what writing `earlier`
-        /// and then this one gives.
-        func absorb(_ earlier: Pending) {
-            ops = earlier.ops + ops
-            if last == nil { last = earlier.last }
-            links = earlier.links + links
-            if location == nil { location = earlier.location }
-            entries = earlier.entries + entries
+        /// Adds what `later` folded (in a chunk after this one's) after what this one folded, as
+        /// if both had been folded into one: written once, the row is what writing this one and
+        /// then `later` gives. (Appended here, so an appointment held over many chunks costs
+        /// each chunk only what it adds.)
+        func append(_ later: Pending) {
+            for op in later.ops { add(op) }
+            if let l = later.last { last = l }
+            links += later.links
+            if let l = later.location { location = l }
+            entries += later.entries
+            touched = later.touched
+        }
+
+        /// Adds an operation. Of several `synced` in a row only the last counts (each sets the
+        /// same column and nothing else), so only the last is kept: an appointment a run after
+        /// run lists as unchanged holds one, not one per run.
+        func add(_ op: Op) {
+            if case .synced = op, case .synced? = ops.last { ops.removeLast() }
+            ops.append(op)
         }
     }
     typealias StreamEntry = (stream: String, seq: Int64, type: String)
@@ -305,7 +315,7 @@ final class ChunkFolder {
                 let done = try e.syncCompleted()
                 for o in done.unchanged {
                     let p = slot(o.id, e.seq)
-                    if a { p.ops.append(.synced(at: e.at)) }
+                    if a { p.add(.synced(at: e.at)) }
                     if s { p.entries.append((Int64(e.seq), e.type)) }
                 }
             } catch let q as QuarantineError {
@@ -794,7 +804,8 @@ final class CarriedAppointments {
     /// Merges what is held back into `segment` (a chunk's last segment, folded after it), holds
     /// back the appointments `segment` touched (at most `limit`, the most recently touched) and
     /// returns the rest to write now: the ones held back that `segment` did not touch, the ones
-    /// over the limit, and `segment`'s other stream index entries.
+    /// over the limit, and every stream index entry (they depend on nothing else, so what is held
+    /// back does not grow with them).
     func exchange(_ segment: ChunkFolder.Segment) -> ChunkFolder.Segment {
         var s = segment
         s.prepare()
@@ -802,8 +813,9 @@ final class CarriedAppointments {
         var nowIds: [String] = []
         for id in ids {
             let earlier = pending[id]!
-            if let p = s.pending[id] {
-                p.absorb(earlier)
+            if let later = s.pending[id] {
+                earlier.append(later)
+                s.pending[id] = earlier
             } else {
                 now[id] = earlier
                 nowIds.append(id)
@@ -825,6 +837,19 @@ final class CarriedAppointments {
             nowIds = Self.merged(nowIds, over)
             keptIds = keptIds.filter { keep[$0] != nil }
         }
+        // The stream index entries of those held back go now, under a stand-in that writes
+        // nothing else (no operations, links or location).
+        var entriesOnly: [String] = []
+        for id in keptIds {
+            let p = keep[id]!
+            guard !p.entries.isEmpty else { continue }
+            let stub = ChunkFolder.Pending(id)
+            stub.entries = p.entries
+            p.entries = []
+            now[id] = stub
+            entriesOnly.append(id)
+        }
+        nowIds = Self.merged(nowIds, entriesOnly)
         pending = keep
         ids = keptIds
         return ChunkFolder.Segment(pending: now, entries: s.entries, ids: nowIds)

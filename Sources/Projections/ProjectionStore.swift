@@ -43,7 +43,8 @@ public final class ProjectionStore: @unchecked Sendable {
     /// Events applied per transaction while folding (a chunk of the chunked fold); each commit
     /// carries the checkpoint. A pipelined fold (`pipelineMinEvents`) commits every half as many:
     /// two chunks are in memory at once there (one folded while the other is written), so its
-    /// peak memory stays about the one-thread fold's.
+    /// peak memory stays about the one-thread fold's, plus, in a rebuild, the appointments held
+    /// back between chunks (`carriedAppointmentsLimit`).
     public var eventsPerTransaction: Int {
         get { transactionSize.load(ordering: .relaxed) }
         set { transactionSize.store(newValue, ordering: .relaxed) }
@@ -413,6 +414,7 @@ public final class ProjectionStore: @unchecked Sendable {
         var buffer: [EventEnvelope] = []
         var applied: UInt64 = 0
         var lastHash = hexString(LogHead.empty.hash)
+        appointmentWrites.store(0, ordering: .relaxed)
         if chunkedFold, head.seq > 0 {
             // The shadow tables' secondary indexes are built once from the loaded rows (a sort)
             // rather than entry by entry while the rows arrive in id order.

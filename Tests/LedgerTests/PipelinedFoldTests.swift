@@ -65,6 +65,8 @@ import Testing
                 try expectSame(rebuilt, reference, "pipelined rebuild of appointments in chunks of \(chunk)", seed: seed)
                 _ = try rebuilt.rebuild(names: ["stream_index"], reader)
                 try expectSame(rebuilt, reference, "pipelined rebuild of the stream index in chunks of \(chunk)", seed: seed)
+                _ = try rebuilt.rebuild(names: ["meeting_urls", "locations"], reader)
+                try expectSame(rebuilt, reference, "pipelined rebuild of meeting URLs and locations in chunks of \(chunk)", seed: seed)
             }
             // Views at different checkpoints: the stream index folded alone while the others are
             // at the head, and the others alone while the stream index is.
@@ -134,6 +136,29 @@ import Testing
         #expect(try rebuilt(holdingBack: 0) == 2 * n, "the busy one written with every chunk")
         // One held back: the newest of each chunk (the one seen once), so the busy one is written every time.
         #expect(try rebuilt(holdingBack: 1) == 2 * n)
+    }
+
+    /// What an appointment held back over many chunks keeps grows only with what changes it:
+    /// of the runs that list it unchanged, one `synced` is kept (each sets the same column), in
+    /// one chunk and across chunks.
+    @Test func anAppointmentListedUnchangedRunAfterRunHoldsOneSync() {
+        let held = ChunkFolder.Pending("a")
+        held.add(.observed(at: T(0), seq: 1))
+        for k in 1...50 { held.add(.synced(at: T(k))) }
+        #expect(held.ops.count == 2)
+        let later = ChunkFolder.Pending("a")
+        for k in 51...80 { later.add(.synced(at: T(k))) }
+        later.add(.removed(at: T(81), seq: 90))
+        later.add(.synced(at: T(82)))
+        held.append(later)
+        let kinds = held.ops.map { op -> String in
+            switch op {
+            case .observed(let at, _): return "observed \(at)"
+            case .removed(let at, _): return "removed \(at)"
+            case .synced(let at): return "synced \(at)"
+            }
+        }
+        #expect(kinds == ["observed \(T(0))", "synced \(T(80))", "removed \(T(81))", "synced \(T(82))"])
     }
 
     /// A small catch-up (the default threshold) starts no thread.
