@@ -55,7 +55,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Also time a rebuild that applies every event to every view one by one (the fold before chunking), for an A/B in the same run.")
     var compareFold = false
 
-    @Option(help: ArgumentHelp("Appointments a rebuild holds back from one chunk's write to the next (default: the store's).",
+    @Option(help: ArgumentHelp("Appointments a rebuild holds back from one chunk's write to the next (default: the store's, 4096).",
                                discussion: "0 writes every chunk's appointments with the chunk, as before stop 29: the A/B of holding them back."))
     var carriedAppointments: Int?
 
