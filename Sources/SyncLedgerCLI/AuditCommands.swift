@@ -127,7 +127,7 @@ struct RebuildCommand: AsyncParsableCommand {
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("Rebuild only this projection.", valueName: "NAME")) var projection: String?
-    @Flag(help: "Also print where the time went: reading the log, folding, writing SQLite (each on its own thread in a large rebuild).")
+    @Flag(help: "Also print where the time went: reading the log, folding, writing SQLite (each on its own thread in a large rebuild), and the appointment rows written.")
     var timings = false
 
     func validate() throws {

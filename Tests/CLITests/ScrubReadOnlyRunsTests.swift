@@ -117,8 +117,11 @@ extension CLIBinaryTests {
                 && r.stdout.contains("column meeting_url") && r.stdout.contains("live '\(edited)' vs log '\(original)'"), "\(r.stdout)")
         let status = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(status.status == 1 && status.stdout.contains("the views differ from the log"), "\(status.stdout)")
-        // The fix: rebuild the views from the log.
-        expectSuccess(try await cli(["rebuild", "--store", store]))
+        // The fix: rebuild the views from the log (with where the time went, and the rows written).
+        let rebuilt = try await cli(["rebuild", "--store", store, "--timings"])
+        expectSuccess(rebuilt)
+        let written = rebuilt.stdout.firstMatch(of: /; (\d+) appointment row writes/).flatMap { Int($0.1) }
+        #expect((written ?? 0) > 0 && rebuilt.stdout.contains("reading the log"), "\(rebuilt.stdout)")
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 
