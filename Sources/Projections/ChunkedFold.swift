@@ -33,9 +33,10 @@ extension EventEnvelope {
 /// Folds a chunk of events into the built-in appointment views in memory — per appointment the
 /// operations that touch its row, the last observation, the meeting links, the stream index
 /// entries — and writes each appointment once per chunk (a rebuild: once per run of chunks it
-/// appears in, `CarriedAppointments`), with cached statements, inside the caller's transaction. The result is row for row what applying the events one by one gives
-/// (`ChunkedFoldTests`): each row is replayed in memory from its stored state with the same
-/// rules the one-by-one `apply` runs in SQL.
+/// appears in, `CarriedAppointments`), with cached statements, inside the caller's transaction.
+/// The result is row for row what applying the events one by one gives (`ChunkedFoldTests`):
+/// each row is replayed in memory from its stored state with the same rules the one-by-one
+/// `apply` runs in SQL.
 ///
 /// Events that change what every row depends on (`roster.observed` for `appointments`,
 /// `practice.settings_observed` for `locations`) end a segment: what is folded before them is
@@ -401,10 +402,11 @@ final class ChunkFolder {
         count = 0
     }
 
-    /// Writes what `carry` holds back (the end of a rebuild).
-    func writeCarried(_ carry: CarriedAppointments, _ db: Database) throws {
-        guard !carry.isEmpty else { return }
+    /// Writes what `carry` holds back (the end of a rebuild); returns the appointment rows written.
+    func writeCarried(_ carry: CarriedAppointments, _ db: Database) throws -> Int {
+        let before = appointmentsWritten
         try write(carry.takeAll(), db)
+        return appointmentsWritten - before
     }
 
     private func record(_ name: String, _ e: EventEnvelope, _ message: String, _ db: Database) throws {
@@ -790,7 +792,6 @@ final class CarriedAppointments {
     init(limit: Int) { self.limit = max(0, limit) }
 
     var isEmpty: Bool { pending.isEmpty }
-    var count: Int { pending.count }
 
     /// Everything held back, as a segment to write now; holds nothing after.
     func takeAll() -> ChunkFolder.Segment {

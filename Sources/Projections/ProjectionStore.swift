@@ -587,9 +587,7 @@ public final class ProjectionStore: @unchecked Sendable {
                     let t0 = monotonicSeconds()
                     wait += t0 - waited
                     if let lastFolder, !carry.isEmpty {
-                        let before = lastFolder.appointmentsWritten
-                        try pool.write { db in try lastFolder.writeCarried(carry, db) }
-                        written += lastFolder.appointmentsWritten - before
+                        written += try pool.write { db in try lastFolder.writeCarried(carry, db) }
                     }
                     write += monotonicSeconds() - t0
                     return
