@@ -39,9 +39,23 @@ public final class KeyRing: @unchecked Sendable {
     /// Opens the key store at `directory`. With `create`, a missing store is made (and, with no
     /// `SYNCLEDGER_MASTER_KEY_FILE`, its master key beside it, with a one-time notice on `notice`).
     /// A missing or wrong master key is one `LedgerError` line; nothing is written then.
+    ///
+    /// Two processes making the same new key store (a server and cron's `sync` on a new store)
+    /// take turns under a lock on the directory that holds it: the second opens the first one's.
     public static func open(directory: String, create: Bool,
                             environment: [String: String] = ProcessInfo.processInfo.environment,
                             notice: (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) throws -> KeyRing {
+        guard create, !FileManager.default.fileExists(atPath: directory + "/master.check") else {
+            return try openOrMake(directory: directory, create: create, environment: environment, notice: notice)
+        }
+        return try withDirectoryLock((directory as NSString).deletingLastPathComponent) {
+            try openOrMake(directory: directory, create: create, environment: environment, notice: notice)
+        }
+    }
+
+    /// `open`, the store made here when missing and `create`.
+    private static func openOrMake(directory: String, create: Bool, environment: [String: String],
+                                   notice: (String) -> Void) throws -> KeyRing {
         let fm = FileManager.default
         let check = directory + "/master.check"
         let exists = fm.fileExists(atPath: check)
@@ -138,11 +152,30 @@ public final class KeyRing: @unchecked Sendable {
             let key = SymmetricKey(size: .bits256)
             let box = try AES.GCM.seal(key.withUnsafeBytes { Array($0) }, using: master,
                                        authenticating: Array(("syncledger-patient-key:" + patient).utf8))
-            try writeNewFile(keyPath(patient), Array(box.combined!))
+            do {
+                try writeNewFile(keyPath(patient), Array(box.combined!))
+            } catch {
+                // Another process (or key ring) made it meanwhile: the key is the one it wrote
+                // (a key file appears whole, `writeNewFile`).
+                guard let theirs = try storedKey(patient) else { throw error }
+                cache[patient] = theirs
+                return theirs
+            }
             syncDirectory(directory + "/patients")
             cache[patient] = key
             return key
         }
+    }
+
+    /// The key in the patient's key file, nil when there is none.
+    private func storedKey(_ patient: String) throws -> SymmetricKey? {
+        guard let bytes = FileManager.default.contents(atPath: keyPath(patient)) else { return nil }
+        guard let box = try? AES.GCM.SealedBox(combined: bytes),
+            let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
+        else {
+            throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile)")
+        }
+        return SymmetricKey(data: raw)
     }
 
     /// The patient's key if it exists; nil when forgotten (or never made). A key file the master
@@ -150,13 +183,7 @@ public final class KeyRing: @unchecked Sendable {
     public func existingKey(for patient: String) throws -> SymmetricKey? {
         try cache.withLock { cache throws -> SymmetricKey? in
             if let k = cache[patient] { return k }
-            guard let bytes = FileManager.default.contents(atPath: keyPath(patient)) else { return nil }
-            guard let box = try? AES.GCM.SealedBox(combined: bytes),
-                let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
-            else {
-                throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile)")
-            }
-            let key = SymmetricKey(data: raw)
+            guard let key = try storedKey(patient) else { return nil }
             cache[patient] = key
             return key
         }
@@ -204,6 +231,17 @@ func hexBytes(_ text: String) -> [UInt8]? {
         }
     }
     return high == nil ? out : nil
+}
+
+/// Runs `body` holding an exclusive flock on the directory `path` itself (no file is made;
+/// released when the descriptor closes). A directory that cannot be opened runs `body` unlocked:
+/// making anything in it would fail the same way.
+func withDirectoryLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    let fd = Glibc.open(path.isEmpty ? "." : path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { return try body() }
+    defer { close(fd) }
+    while flock(fd, LOCK_EX) != 0, errno == EINTR {}
+    return try body()
 }
 
 func makePrivateDirectory(_ path: String) throws {
