@@ -255,7 +255,8 @@ func makePrivateDirectory(_ path: String) throws {
 /// exists), so a crash never leaves a half-written key and nothing is ever overwritten.
 func writeNewFile(_ path: String, _ bytes: [UInt8]) throws {
     if FileManager.default.fileExists(atPath: path) { throw LedgerError("\(path) already exists; not overwriting it") }
-    let temp = path + ".tmp-\(getpid())"
+    // Unique per call, not only per process: two key rings of one process may write at once.
+    let temp = path + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
     _ = unlink(temp)
     let fd = Glibc.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))") }
