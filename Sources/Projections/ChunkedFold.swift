@@ -131,17 +131,21 @@ final class ChunkFolder {
         /// roster's, the settings', and an event's whose stream does not name the appointment
         /// its data is about.
         var entries: [StreamEntry] = []
-        /// The appointment ids in `pending` sorted, and `entries` put in the order they are
-        /// inserted, once `prepare` has run (by the producer of a pipelined fold).
-        var ids: [String]?
-        var isEmpty: Bool { pending.isEmpty && entries.isEmpty }
+        /// What is written, in id order, once `prepare` has run (by the producer of a pipelined
+        /// fold): `pending`'s values, or what a rebuild's `CarriedAppointments` hands over.
+        /// The writer walks it instead of looking each id up in `pending`.
+        var ordered: [Pending]?
+        var isEmpty: Bool { pending.isEmpty && entries.isEmpty && (ordered?.isEmpty ?? true) }
 
-        /// Sorts the ids and groups the other stream entries by stream, streams in order, each
-        /// stream's entries in log (seq) order as they were added: the keyed table is filled
-        /// page by page.
+        /// Sorts the appointments by id and groups the other stream entries by stream, streams
+        /// in order, each stream's entries in log (seq) order as they were added: the keyed
+        /// table is filled page by page.
         mutating func prepare() {
-            guard ids == nil else { return }
-            ids = pending.keys.sorted()
+            guard ordered == nil else { return }
+            // Sorting the keys and looking each up once is faster than sorting the objects by
+            // their ids (each comparison two loads, and references retained and released).
+            let pending = pending
+            ordered = pending.keys.sorted().map { pending[$0]! }
             guard entries.count > 1 else { return }
             var last: [String: Int] = [:]
             last.reserveCapacity(entries.count / 2)
@@ -188,6 +192,11 @@ final class ChunkFolder {
     var quarantined: [QuarantineEntry] = []
     /// Set by a rebuild into empty tables: the appointments already written (nil: look every one up).
     var known: KnownAppointments?
+    /// A pipelined rebuild's appointments held back between chunks (`sortForWriting`).
+    var carry: CarriedAppointments?
+    /// What a rebuild held back from the chunks before, to write before this chunk's steps (an
+    /// event among them changes what every row depends on): set by `sortForWriting`.
+    private var heldBefore: Segment?
     /// Rows of `appointments` written (inserted or updated) by this folder's flushes.
     private(set) var appointmentsWritten = 0
 
@@ -239,7 +248,7 @@ final class ChunkFolder {
     /// fields are opened from the parts, and a projection applied one by one gets the event
     /// opened whole.
     func add(_ e: inout EventEnvelope, opening: DeferredOpening? = nil) throws {
-        segment.ids = nil
+        segment.ordered = nil
         count += 1
         var opened = false
         if others.contains(where: { e.seq > $0.after && $0.p.reads(e) }) {
@@ -334,17 +343,31 @@ final class ChunkFolder {
         }
     }
 
-    /// Puts each segment in the order `write` writes it (`Segment.prepare`). Called when the
-    /// chunk is complete (no `add` after it until `flush`); `write` prepares a segment itself
-    /// otherwise.
+    /// Puts each segment in the order `write` writes it (`Segment.prepare`) and, with `carry`,
+    /// settles what `carry` holds back (below). Called when the chunk is complete (no `add` after it
+    /// until `flush`), by the producer of a pipelined fold, so that the writer's thread (the
+    /// slowest stage) only writes; `write` prepares a segment itself otherwise.
+    ///
+    /// `carry` (a rebuild into empty shadow tables only, where nothing reads the rows before the
+    /// swap): what earlier chunks held back is merged into this chunk's last segment, and of
+    /// that the appointments this chunk touched are held back in turn (up to `carry.limit`),
+    /// written once they go a chunk untouched (or at the end, `writeCarried`). An appointment
+    /// observed in many chunks is then written about once instead of once per chunk. Before an
+    /// event that changes what every row depends on, what was held back is written first, as it
+    /// would have been in its own chunk. The chunks must be settled in log order, each once.
     func sortForWriting() {
-        segment.prepare()
         for i in steps.indices {
             if case .write(var s) = steps[i] {
                 s.prepare()
                 steps[i] = .write(s)
             }
         }
+        guard let carry else {
+            segment.prepare()
+            return
+        }
+        if !carry.isEmpty, steps.contains(where: \.endsSegment) { heldBefore = carry.takeAll() }
+        segment = carry.exchange(segment)
     }
 
     /// True when `stream` is `appointment/` followed by `id` (compared as bytes, nothing built).
@@ -364,19 +387,10 @@ final class ChunkFolder {
     }
 
     /// Applies what `add` recorded (the one-by-one events, quarantine entries and segments, in
-    /// log order), writes what is folded since (each appointment once) and empties the folder.
-    ///
-    /// `carry` (a rebuild into empty shadow tables only, where nothing reads the rows before the
-    /// swap): what earlier chunks held back comes first; of the last segment, the appointments
-    /// this chunk touched are held back in turn (up to `carry.limit`), merged into the next
-    /// chunk's and written once they go a chunk untouched (or at the end, `writeCarried`). An
-    /// appointment observed in many chunks is then written about once instead of once per chunk.
-    func flush(_ db: Database, carrying carry: CarriedAppointments? = nil) throws {
-        if let carry, !carry.isEmpty, steps.contains(where: \.endsSegment) {
-            // An event that changes what every row depends on comes before the next segment:
-            // what was held back is written first, as it would have been in its own chunk.
-            try write(carry.takeAll(), db)
-        }
+    /// log order), writes what is folded since (each appointment once; with a carry, what
+    /// `sortForWriting` settled) and empties the folder.
+    func flush(_ db: Database) throws {
+        if let held = heldBefore { try write(held, db) }
         for step in steps {
             switch step {
             case .apply(let e):
@@ -391,14 +405,11 @@ final class ChunkFolder {
                 do { try p.apply(e, db, t) } catch let q as QuarantineError { try record(p.name, e, q.message, db) }
             }
         }
-        if let carry {
-            try write(carry.exchange(segment), db)
-        } else {
-            try write(segment, db)
-        }
+        try write(segment, db)
         // Freed on another thread: the chunk's objects are many, and the writer is the slowest stage.
         BackgroundRelease.release(&steps, leaving: [])
         BackgroundRelease.release(&segment, leaving: Segment())
+        BackgroundRelease.release(&heldBefore, leaving: nil)
         count = 0
     }
 
@@ -483,22 +494,21 @@ final class ChunkFolder {
     private func write(_ segment: Segment, _ db: Database) throws {
         var segment = segment
         segment.prepare()
-        let pending = segment.pending, ids = segment.ids ?? []
+        let ordered = segment.ordered ?? []
         // The appointments' streams in id order (so in stream order), then the others.
         var entries: [StreamEntry] = []
-        for id in ids {
-            guard let p = pending[id], !p.entries.isEmpty else { continue }
-            let stream = Streams.appointment(id)
+        for p in ordered where !p.entries.isEmpty {
+            let stream = Streams.appointment(p.id)
             for e in p.entries { entries.append((stream, e.seq, e.type)) }
         }
         entries += segment.entries
         try writeStreamEntries(entries, db)
-        guard !pending.isEmpty else { return }
-        if appointments != nil { try writeAppointments(ids, pending, db) }
-        if meetings != nil { try writeMeetings(ids, pending, db) }
-        if locations != nil { try writeLocations(ids, pending, db) }
+        guard !ordered.isEmpty else { return }
+        if appointments != nil { try writeAppointments(ordered, db) }
+        if meetings != nil { try writeMeetings(ordered, db) }
+        if locations != nil { try writeLocations(ordered, db) }
         if let known {
-            for (id, s) in pending where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(id) }
+            for s in ordered where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(s.id) }
         }
     }
 
@@ -545,7 +555,7 @@ final class ChunkFolder {
     /// so its stored row need not be looked up.
     private func mayExist(_ id: String) -> Bool { known?.contains(id) ?? true }
 
-    private func writeAppointments(_ ids: [String], _ pending: [String: Pending], _ db: Database) throws {
+    private func writeAppointments(_ ordered: [Pending], _ db: Database) throws {
         var clients: [String: (patient: String, org: String)] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT intakeq_client_id, patient_id, organization_id FROM \(t("appointments_roster_clients"))") {
             clients[row[0]] = (row[1], row[2])
@@ -580,8 +590,8 @@ final class ChunkFolder {
         let link = try RawStatement(db, """
             INSERT OR IGNORE INTO \(t("appointment_patients")) (appointment_id, patient_id, organization_id, role) VALUES (?, ?, ?, ?)
             """)
-        for id in ids {
-            guard let s = pending[id], !s.ops.isEmpty else { continue }
+        for s in ordered where !s.ops.isEmpty {
+            let id = s.id
             // The row as stored, then every operation replayed on it as the one-by-one fold runs it in SQL.
             var exists = false
             var firstSeen = "", lastChanged = "", lastSynced = ""
@@ -689,7 +699,7 @@ final class ChunkFolder {
         }
     }
 
-    private func writeMeetings(_ ids: [String], _ pending: [String: Pending], _ db: Database) throws {
+    private func writeMeetings(_ ordered: [Pending], _ db: Database) throws {
         let table = t("appointment_meeting_urls")
         let current = try RawStatement(db, "SELECT meeting_url, url_provider, source_field, changed_at FROM \(table) WHERE appointment_id = ?")
         let put = try RawStatement(db, """
@@ -698,8 +708,8 @@ final class ChunkFolder {
               source_field = excluded.source_field, changed_at = excluded.changed_at
             """)
         let drop = try RawStatement(db, "DELETE FROM \(table) WHERE appointment_id = ?")
-        for id in ids {
-            guard let s = pending[id], !s.links.isEmpty else { continue }
+        for s in ordered where !s.links.isEmpty {
+            let id = s.id
             var row: Link?
             var known = false
             var stored = mayExist(id)
@@ -738,7 +748,7 @@ final class ChunkFolder {
         }
     }
 
-    private func writeLocations(_ ids: [String], _ pending: [String: Pending], _ db: Database) throws {
+    private func writeLocations(_ ordered: [Pending], _ db: Database) throws {
         var addresses: [String: String?] = [:]
         for row in try Row.fetchAll(db, sql: "SELECT location_id, address FROM \(t("locations_settings"))") {
             addresses[row[0]] = .some(row[1])
@@ -749,8 +759,8 @@ final class ChunkFolder {
             ON CONFLICT (appointment_id) DO UPDATE SET location_id = excluded.location_id, location_name = excluded.location_name,
               address = excluded.address, place_of_service = excluded.place_of_service, visit_type = excluded.visit_type
             """)
-        for id in ids {
-            guard let f = pending[id]?.location else { continue }
+        for s in ordered {
+            guard let f = s.location else { continue }
             let address = f.locationId.flatMap { addresses[$0] ?? nil }
             put.bind(1, f.appointmentId)
             put.bind(2, f.locationId)
@@ -774,7 +784,7 @@ final class KnownAppointments {
     private static func key(_ id: String) -> UInt32 { UInt32(truncatingIfNeeded: id.hashValue) }
 }
 
-/// What a rebuild holds back from one chunk's write to the next (`ChunkFolder.flush(_:carrying:)`):
+/// What a rebuild holds back from one chunk's write to the next (`ChunkFolder.sortForWriting`):
 /// the folded state of the appointments the last chunk touched, keyed and sorted as a segment's.
 /// Appointments are observed again and again while they are open; written once per chunk, each
 /// was written (looked up, replayed and upserted in four tables) once for every chunk it
@@ -783,86 +793,105 @@ final class KnownAppointments {
 /// Only for a rebuild into empty shadow tables: a catch-up commits each chunk with its
 /// checkpoint, which must mean every event up to it is in the rows.
 final class CarriedAppointments {
+    typealias Pending = ChunkFolder.Pending
     /// At most this many appointments are held back (the most recently touched); 0 holds none.
     let limit: Int
-    private var pending: [String: ChunkFolder.Pending] = [:]
-    /// `pending`'s keys, sorted.
-    private var ids: [String] = []
+    /// What is held back, in id order.
+    private var held: [Pending] = []
 
     init(limit: Int) { self.limit = max(0, limit) }
 
-    var isEmpty: Bool { pending.isEmpty }
+    var isEmpty: Bool { held.isEmpty }
 
     /// Everything held back, as a segment to write now; holds nothing after.
     func takeAll() -> ChunkFolder.Segment {
-        defer {
-            pending = [:]
-            ids = []
-        }
-        return ChunkFolder.Segment(pending: pending, entries: [], ids: ids)
+        defer { held = [] }
+        return ChunkFolder.Segment(ordered: held)
     }
 
     /// Merges what is held back into `segment` (a chunk's last segment, folded after it), holds
     /// back the appointments `segment` touched (at most `limit`, the most recently touched) and
     /// returns the rest to write now: the ones held back that `segment` did not touch, the ones
     /// over the limit, and every stream index entry (they depend on nothing else, so what is held
-    /// back does not grow with them).
+    /// back does not grow with them). Both sides are in id order, so they are merged in one walk
+    /// (no lookups).
     func exchange(_ segment: ChunkFolder.Segment) -> ChunkFolder.Segment {
         var s = segment
         s.prepare()
-        var now: [String: ChunkFolder.Pending] = [:]
-        var nowIds: [String] = []
-        for id in ids {
-            let earlier = pending[id]!
-            if let later = s.pending[id] {
-                earlier.append(later)
-                s.pending[id] = earlier
+        let fresh = s.ordered ?? []
+        // `now`: held back and untouched by `segment`; `touched`: the rest, merged; both in id order.
+        var now: [Pending] = []
+        var touched: [Pending] = []
+        touched.reserveCapacity(fresh.count)
+        var i = 0, j = 0
+        while i < held.count || j < fresh.count {
+            if j == fresh.count || (i < held.count && held[i].id < fresh[j].id) {
+                now.append(held[i])
+                i += 1
+            } else if i == held.count || fresh[j].id < held[i].id {
+                touched.append(fresh[j])
+                j += 1
             } else {
-                now[id] = earlier
-                nowIds.append(id)
+                held[i].append(fresh[j])
+                touched.append(held[i])
+                i += 1
+                j += 1
             }
         }
-        var keep = s.pending
-        var keptIds = s.ids ?? []
-        if keep.count > limit {
-            // The least recently touched go now.
-            let byRecency = keep.values.sorted { $0.touched > $1.touched }
-            var over: [String] = []
-            over.reserveCapacity(keep.count - limit)
-            for p in byRecency[limit...] {
-                keep[p.id] = nil
-                now[p.id] = p
-                over.append(p.id)
+        var keep = touched
+        if touched.count > limit {
+            // The least recently touched go now: keep those touched after the `limit`th most
+            // recent seq, then those touched at it, in id order, up to `limit`.
+            var seqs = touched.map(\.touched)
+            var room = limit
+            let cut: UInt64
+            if limit == 0 {
+                cut = .max
+            } else {
+                seqs.sort(by: >)
+                cut = seqs[limit - 1]
+                room -= seqs[..<limit].lazy.filter { $0 > cut }.count
             }
-            over.sort()
-            nowIds = Self.merged(nowIds, over)
-            keptIds = keptIds.filter { keep[$0] != nil }
+            keep = []
+            keep.reserveCapacity(limit)
+            var over: [Pending] = []
+            over.reserveCapacity(touched.count - limit)
+            for p in touched {
+                if p.touched > cut {
+                    keep.append(p)
+                } else if p.touched == cut, room > 0 {
+                    keep.append(p)
+                    room -= 1
+                } else {
+                    over.append(p)
+                }
+            }
+            now = Self.merged(now, over)
+            assert(keep.count == limit)
         }
         // The stream index entries of those held back go now, under a stand-in that writes
         // nothing else (no operations, links or location).
-        var entriesOnly: [String] = []
-        for id in keptIds {
-            let p = keep[id]!
-            guard !p.entries.isEmpty else { continue }
-            let stub = ChunkFolder.Pending(id)
+        var stubs: [Pending] = []
+        for p in keep where !p.entries.isEmpty {
+            let stub = Pending(p.id)
             stub.entries = p.entries
             p.entries = []
-            now[id] = stub
-            entriesOnly.append(id)
+            stubs.append(stub)
         }
-        nowIds = Self.merged(nowIds, entriesOnly)
-        pending = keep
-        ids = keptIds
-        return ChunkFolder.Segment(pending: now, entries: s.entries, ids: nowIds)
+        now = Self.merged(now, stubs)
+        held = keep
+        return ChunkFolder.Segment(entries: s.entries, ordered: now)
     }
 
-    /// Two sorted arrays with no element in common, merged in order.
-    static func merged(_ a: [String], _ b: [String]) -> [String] {
-        var out: [String] = []
+    /// Two arrays in id order with no id in common, merged in order.
+    static func merged(_ a: [Pending], _ b: [Pending]) -> [Pending] {
+        guard !a.isEmpty else { return b }
+        guard !b.isEmpty else { return a }
+        var out: [Pending] = []
         out.reserveCapacity(a.count + b.count)
         var i = 0, j = 0
         while i < a.count, j < b.count {
-            if a[i] < b[j] {
+            if a[i].id < b[j].id {
                 out.append(a[i])
                 i += 1
             } else {

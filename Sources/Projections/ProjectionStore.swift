@@ -559,8 +559,15 @@ public final class ProjectionStore: @unchecked Sendable {
         let known = KnownAppointments()
         if pipelines(head.seq, chunk: chunk) {
             // Reading and folding the next chunk on two other threads while this one is written.
+            // Appointments held back from one chunk's write to the next: the shadow tables are
+            // read by nobody until the swap, so a row may be written chunks after its events.
+            // The producer settles each chunk's with the carry (`sortForWriting`), in order; the
+            // writer takes what is left once the producer has handed over its last chunk.
+            let carry = CarriedAppointments(limit: carriedAppointmentsLimit)
             let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2)) { _ in
-                ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
+                let folder = ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
+                folder.carry = carry
+                return folder
             }
             pipeline.start()
             pipelineCounts.withLock { $0.folds += 1 }
@@ -569,9 +576,6 @@ public final class ProjectionStore: @unchecked Sendable {
                 read += pipeline.read
                 fold += pipeline.fold
             }
-            // Appointments held back from one chunk's write to the next: the shadow tables are
-            // read by nobody until the swap, so a row may be written chunks after its events.
-            let carry = CarriedAppointments(limit: carriedAppointmentsLimit)
             var lastFolder: ChunkFolder?
             while true {
                 if shouldStop?() == true {
@@ -596,7 +600,7 @@ public final class ProjectionStore: @unchecked Sendable {
                 wait += t0 - waited
                 let q = try pool.write { db -> [QuarantineEntry] in
                     c.folder.known = known
-                    try c.folder.flush(db, carrying: carry)
+                    try c.folder.flush(db)
                     return c.folder.quarantined
                 }
                 lastFolder = c.folder
