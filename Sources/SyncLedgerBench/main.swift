@@ -59,7 +59,7 @@ struct Bench: ParsableCommand {
                                discussion: "0 writes every chunk's appointments with the chunk, as before stop 29: the A/B of holding them back."))
     var carriedAppointments: Int?
 
-    @Flag(help: "Keep the scratch directory (for inspection or profiling).")
+    @Flag(help: "Keep the scratch directory (for inspection or profiling), the sealed store (run-K/sealed) included.")
     var keep = false
 
     @Flag(help: "Skip the SQLite, lz4 and fdatasync baselines and the appends without head evidence (no JSON Lines copy of the log is written): for a very large run (10M events) whose copies would not fit the disk.")
@@ -176,7 +176,7 @@ struct Bench: ParsableCommand {
                           "raw_json_bytes_per_event", "views_bytes_per_event"] {
                     ours.m["sealed_" + k] = sealedRun.m[k]
                 }
-                try? FileManager.default.removeItem(atPath: dir + "/sealed")
+                if !keep { try? FileManager.default.removeItem(atPath: dir + "/sealed") }
                 try? FileManager.default.removeItem(atPath: dir + "/sealed-events.jsonl")
                 ours.rss.append(("encryption on", peakRSSMB()))
             }
