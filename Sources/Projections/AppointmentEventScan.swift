@@ -17,6 +17,9 @@ struct AppointmentEventScan {
     var appointmentId: String?
     /// Where the last `sealed` key's value is in the data (sealed personal data's parts).
     var sealed: Range<Int>?
+    /// That key was spelled with an escape (`"seal\u0065d"`): its bytes alone do not name a
+    /// `sealed` key, which readers go by (`DeferredOpening.maySeal`).
+    var sealedKeyEscaped = false
 
     /// Scans `data`; throws `FastJSON.ParseError` for bytes `FastJSON.parse` rejects.
     static func scan(_ data: [UInt8]) throws -> AppointmentEventScan {
@@ -28,12 +31,15 @@ struct AppointmentEventScan {
                 while let k = try s.nextKey(first: first) {
                     first = false
                     let name: Top?
+                    var escapedSealed = false
                     if k.escaped {
                         switch try s.decodedKey(k) {
                         case "object": name = .object
                         case "content_hash": name = .contentHash
                         case "appointment_id": name = .appointmentId
-                        case "sealed": name = .sealed
+                        case "sealed":
+                            name = .sealed
+                            escapedSealed = true
                         default: name = nil
                         }
                     } else if s.key(k, is: "object") {
@@ -63,6 +69,7 @@ struct AppointmentEventScan {
                         let start = s.offset
                         try s.skipValue(depth: 1)
                         out.sealed = start..<s.offset
+                        out.sealedKeyEscaped = escapedSealed
                     case nil:
                         try s.skipValue(depth: 1)
                     }

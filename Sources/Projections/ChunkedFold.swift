@@ -194,6 +194,9 @@ final class ChunkFolder {
     var known: KnownAppointments?
     /// A pipelined rebuild's appointments held back between chunks (`sortForWriting`).
     var carry: CarriedAppointments?
+    /// `sortForWriting` settled this chunk with `carry` (until `flush`): nothing may be folded
+    /// into it or settled again.
+    private var settled = false
     /// What a rebuild held back from the chunks before, to write before this chunk's steps (an
     /// event among them changes what every row depends on): set by `sortForWriting`.
     private var heldBefore: Segment?
@@ -248,6 +251,8 @@ final class ChunkFolder {
     /// fields are opened from the parts, and a projection applied one by one gets the event
     /// opened whole.
     func add(_ e: inout EventEnvelope, opening: DeferredOpening? = nil) throws {
+        // Settled with a carry, the last segment's appointments are only in `ordered`.
+        precondition(!settled, "an event folded into a chunk already settled for writing")
         segment.ordered = nil
         count += 1
         var opened = false
@@ -356,6 +361,7 @@ final class ChunkFolder {
     /// event that changes what every row depends on, what was held back is written first, as it
     /// would have been in its own chunk. The chunks must be settled in log order, each once.
     func sortForWriting() {
+        precondition(!settled, "a chunk settled twice")
         for i in steps.indices {
             if case .write(var s) = steps[i] {
                 s.prepare()
@@ -368,6 +374,7 @@ final class ChunkFolder {
         }
         if !carry.isEmpty, steps.contains(where: \.endsSegment) { heldBefore = carry.takeAll() }
         segment = carry.exchange(segment)
+        settled = true
     }
 
     /// True when `stream` is `appointment/` followed by `id` (compared as bytes, nothing built).
@@ -411,6 +418,7 @@ final class ChunkFolder {
         BackgroundRelease.release(&segment, leaving: Segment())
         BackgroundRelease.release(&heldBefore, leaving: nil)
         count = 0
+        settled = false
     }
 
     /// Writes what `carry` holds back (the end of a rebuild); returns the appointment rows written.
@@ -453,11 +461,13 @@ final class ChunkFolder {
         var scanned: AppointmentEventScan?
         // Data the reader left unparsed is scanned here first: the scan finds a top-level
         // `sealed` member itself, so the bytes need no search for one beforehand (data without
-        // it reads as stored, as `openedFields` has it). Data that does not scan, or whose parts
-        // are unsure, goes the slow way when its bytes name a `sealed` key anywhere.
+        // it reads as stored, as `openedFields` has it). Readers open only data whose bytes name
+        // a `sealed` key (`maySeal`): a key spelled with an escape is searched for as they do.
+        // Data that does not scan, or whose parts are unsure, goes the slow way when its bytes
+        // name a `sealed` key anywhere.
         if let opening, e.parsedData == nil || DeferredOpening.maySeal(e) {
             scanned = try? AppointmentEventScan.scan(e.data)
-            if let scan = scanned, let sealed = scan.sealed {
+            if let scan = scanned, let sealed = scan.sealed, !scan.sealedKeyEscaped || DeferredOpening.maySeal(e) {
                 switch opening.openedFields(scan.fields, sealed: e.data[sealed], appointmentId: scan.appointmentId) {
                 case .stored:
                     break
@@ -792,7 +802,7 @@ final class KnownAppointments {
 }
 
 /// What a rebuild holds back from one chunk's write to the next (`ChunkFolder.sortForWriting`):
-/// the folded state of the appointments the last chunk touched, keyed and sorted as a segment's.
+/// the folded state of the appointments the last chunk touched, in id order.
 /// Appointments are observed again and again while they are open; written once per chunk, each
 /// was written (looked up, replayed and upserted in four tables) once for every chunk it
 /// appeared in. Held back while it is still being touched, it is written about once.
@@ -804,7 +814,7 @@ final class CarriedAppointments {
     /// At most this many appointments are held back (the most recently touched); 0 holds none.
     let limit: Int
     /// What is held back, in id order.
-    private var held: [Pending] = []
+    private(set) var held: [Pending] = []
 
     init(limit: Int) { self.limit = max(0, limit) }
 
@@ -846,19 +856,15 @@ final class CarriedAppointments {
             }
         }
         var keep = touched
-        if touched.count > limit {
+        if limit == 0 {
+            keep = []
+            now = Self.merged(now, touched)
+        } else if touched.count > limit {
             // The least recently touched go now: keep those touched after the `limit`th most
             // recent seq, then those touched at it, in id order, up to `limit`.
-            var seqs = touched.map(\.touched)
-            var room = limit
-            let cut: UInt64
-            if limit == 0 {
-                cut = .max
-            } else {
-                seqs.sort(by: >)
-                cut = seqs[limit - 1]
-                room -= seqs[..<limit].lazy.filter { $0 > cut }.count
-            }
+            let seqs = touched.map(\.touched).sorted(by: >)
+            let cut = seqs[limit - 1]
+            var room = limit - seqs[..<limit].lazy.filter { $0 > cut }.count
             keep = []
             keep.reserveCapacity(limit)
             var over: [Pending] = []

@@ -27,7 +27,9 @@ final class FoldPipeline: @unchecked Sendable {
     // `readQueue` and `readerRunning` only under `readCondition` (which may be held while taking
     // `condition`, never the other way round). A batch is touched by one thread at a time: the
     // reader until it is queued, the producer after; a chunk by the producer until it is handed
-    // over, the writer after.
+    // over, the writer after. A rebuild's `CarriedAppointments`, shared by all the chunks' folders,
+    // is the producer's until it hands over `.end` (`sortForWriting` settles each chunk with it),
+    // then the writer's: the hand-over under `condition` orders the two.
     private enum Item {
         case chunk(FoldedChunk)
         case end

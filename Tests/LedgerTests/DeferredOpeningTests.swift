@@ -184,6 +184,47 @@ import Testing
         #expect(try snapshot(views) == before)
     }
 
+    /// A top-level `sealed` key spelled with an escape (`"seal\u0065d"`): readers go by the
+    /// bytes (`DeferredOpening.maySeal`) and give such data as stored, so the fold must not open
+    /// it either. A rebuild gives the rows of the one-by-one fold: the stored object, its sealed
+    /// slots empty.
+    @Test func aSealedKeySpelledWithAnEscapeReadsAsStored() throws {
+        let tmp = try TempStore()
+        let keys = try KeyRing.open(directory: tmp.store.keysPath, create: true, environment: [:], notice: { _ in })
+        let clock = ManualClock(goldenBase)
+        let roster = roster(movingAveryToHope: false)
+        var patientOf: [String: String] = [:]
+        for p in roster.organizations.flatMap(\.patients) where patientOf[p.intakeqClientId] == nil { patientOf[p.intakeqClientId] = p.id }
+        var written: [UInt8] = []
+        do {
+            let writer = try makeWriter(tmp.store, clock: clock)
+            defer { writer.close() }
+            var e = discovered(appointmentObject("m-1", client: 4127, clientName: "Avery Quinn", status: "Confirmed",
+                                                 start: T(3600), minutes: 50, duration: true, practitioner: practitionerLee), run: "run-1")
+            let sealed = String(decoding: try PersonalData.sealObservationData(e.data, patientOf: { patientOf[$0] }, key: keys.key(for:)),
+                                as: UTF8.self)
+            #expect(sealed.contains(#""sealed":["#))
+            written = Array(sealed.replacingOccurrences(of: #""sealed":["#, with: #""seal\u0065d":["#).utf8)
+            e.data = written
+            _ = try writer.append([rosterEvent(roster, run: "run-1"), e])
+        }
+        let reader = try LedgerReader(store: tmp.store)
+        var read: [UInt8]?
+        try reader.forEachEvent { e in
+            if e.eventType == .appointmentDiscovered { read = e.data }
+            return true
+        }
+        #expect(read == written, "a reader gives it as stored")
+        let folded = try ProjectionStore(path: tmp.sibling("folded.sqlite"))
+        let reference = try ProjectionStore(path: tmp.sibling("reference.sqlite"))
+        reference.chunkedFold = false
+        for views in [folded, reference] { _ = try views.rebuild(names: [], reader) }
+        let expected = try snapshot(reference)
+        #expect(expected.appointments.count == 1)
+        #expect(expected.appointments.first?["client_name"]?.stringValue == nil, "\(expected.appointments)")
+        #expect(try snapshot(folded) == expected)
+    }
+
     /// The boxes' base64 is decoded without Foundation in the byte path: whatever it decodes,
     /// Foundation decodes to the same bytes; what sealing writes it always decodes.
     @Test func canonicalBase64AgreesWithFoundation() {

@@ -161,6 +161,69 @@ import Testing
         #expect(kinds == ["observed \(T(0))", "synced \(T(80))", "removed \(T(81))", "synced \(T(82))"])
     }
 
+    /// Which appointments a rebuild holds back: the `limit` most recently touched, ties at the
+    /// cut in id order; the rest, and what is held but untouched, are written now, in id order.
+    /// Held and written-now never share an id and together hold every one; the stream entries of
+    /// those held back go now under entry-only stand-ins; what is held is merged with what the
+    /// next chunk folds of it.
+    @Test func theCarryHoldsTheMostRecentlyTouchedAndWritesTheRestInIdOrder() {
+        func pending(_ id: String, touched: UInt64, entries: Int = 0) -> ChunkFolder.Pending {
+            let p = ChunkFolder.Pending(id)
+            p.touched = touched
+            p.add(.observed(at: T(Int(touched)), seq: touched))
+            for k in 0..<entries { p.entries.append((Int64(touched) + Int64(k), "appointment.changed")) }
+            return p
+        }
+        func segment(_ ps: [ChunkFolder.Pending]) -> ChunkFolder.Segment {
+            var s = ChunkFolder.Segment()
+            for p in ps { s.pending[p.id] = p }
+            return s
+        }
+        /// Runs one exchange; returns (written now, held after), as ids, and checks the invariants.
+        func exchange(_ carry: CarriedAppointments, _ ps: [ChunkFolder.Pending], heldBefore: [String]) -> (now: [String], held: [String]) {
+            let out = carry.exchange(segment(ps))
+            let now = (out.ordered ?? []).map(\.id)
+            let heldAfter = carry.held
+            let held = heldAfter.map(\.id)
+            #expect(now == now.sorted() && held == held.sorted(), "id order")
+            #expect(held.count <= carry.limit)
+            let real = Set((out.ordered ?? []).filter { !$0.ops.isEmpty }.map(\.id))
+            #expect(real.isDisjoint(with: held), "written now and held back: \(real) / \(held)")
+            #expect(real.union(held) == Set(ps.map(\.id) + heldBefore), "every appointment is written or held")
+            #expect(heldAfter.allSatisfy { $0.entries.isEmpty }, "the held ones' entries go now")
+            return (now, held)
+        }
+        // Ties at the cut are kept in id order, as far as there is room.
+        let two = CarriedAppointments(limit: 2)
+        var r = exchange(two, [pending("a", touched: 5), pending("b", touched: 7), pending("c", touched: 7), pending("d", touched: 3)],
+                         heldBefore: [])
+        #expect(r.now == ["a", "d"] && r.held == ["b", "c"], "\(r)")
+        let tie = CarriedAppointments(limit: 2)
+        r = exchange(tie, [pending("d", touched: 7), pending("c", touched: 7), pending("b", touched: 7), pending("a", touched: 9)],
+                     heldBefore: [])
+        #expect(r.now == ["c", "d"] && r.held == ["a", "b"], "\(r)")
+        let one = CarriedAppointments(limit: 1)
+        r = exchange(one, [pending("y", touched: 4), pending("x", touched: 4)], heldBefore: [])
+        #expect(r.now == ["y"] && r.held == ["x"], "\(r)")
+        let none = CarriedAppointments(limit: 0)
+        r = exchange(none, [pending("b", touched: 1), pending("a", touched: 2)], heldBefore: [])
+        #expect(r.now == ["a", "b"] && r.held == [], "\(r)")
+
+        // The next chunk: "b" untouched goes now; "c" touched again is merged (its ops appended);
+        // "e" is new. The held ones' stream entries go now as stand-ins.
+        let c2 = pending("c", touched: 10, entries: 2)
+        c2.ops = [.removed(at: T(10), seq: 10)]
+        let out = two.exchange(segment([c2, pending("e", touched: 8, entries: 1)]))
+        let now = out.ordered ?? []
+        #expect(now.map(\.id) == ["b", "c", "e"])
+        #expect(now.first { $0.id == "c" }.map { $0.ops.isEmpty && $0.entries.count == 2 } == true, "c's entries under a stand-in")
+        #expect(now.first { $0.id == "e" }.map { $0.ops.isEmpty && $0.entries.count == 1 } == true, "e's entries under a stand-in")
+        let held = two.takeAll().ordered ?? []
+        #expect(held.map(\.id) == ["c", "e"])
+        let c = held.first { $0.id == "c" }
+        #expect(c?.ops.count == 2 && c?.touched == 10, "c holds what both chunks folded of it")
+    }
+
     /// A small catch-up (the default threshold) starts no thread.
     @Test func aSmallCatchUpRunsOnOneThread() throws {
         let tmp = try TempStore()
