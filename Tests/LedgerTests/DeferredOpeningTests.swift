@@ -149,25 +149,30 @@ import Testing
         }
     }
 
+    /// A store with a clear roster and one observation of Avery Quinn (patient p-017) sealed as
+    /// `sync` seals it, its data then passed through `edit`; the data as written.
+    func storeWithOneSealedObservation(_ edit: ([UInt8]) -> [UInt8] = { $0 }) throws -> (TempStore, KeyRing, written: [UInt8]) {
+        let tmp = try TempStore()
+        let keys = try KeyRing.open(directory: tmp.store.keysPath, create: true, environment: [:], notice: { _ in })
+        let roster = roster(movingAveryToHope: false)
+        var patientOf: [String: String] = [:]
+        for p in roster.organizations.flatMap(\.patients) where patientOf[p.intakeqClientId] == nil { patientOf[p.intakeqClientId] = p.id }
+        let writer = try makeWriter(tmp.store, clock: ManualClock(goldenBase))
+        defer { writer.close() }
+        var e = discovered(appointmentObject("m-1", client: 4127, clientName: "Avery Quinn", status: "Confirmed",
+                                             start: T(3600), minutes: 50, duration: true, practitioner: practitionerLee), run: "run-1")
+        let sealed = try PersonalData.sealObservationData(e.data, patientOf: { patientOf[$0] }, key: keys.key(for:))
+        #expect(String(decoding: sealed, as: UTF8.self).contains("\"sealed\""))
+        e.data = edit(sealed)
+        _ = try writer.append([rosterEvent(roster, run: "run-1"), e])
+        return (tmp, keys, e.data)
+    }
+
     /// A sealed observation whose patient's key file is gone (not forgotten), under a clear
     /// roster, so that it is the fold that meets it: the rebuild stops with the error every
     /// reader gives, a rebuild of one view that does not read it too, and nothing is swapped in.
     @Test func aMissingKeyStopsTheRebuildAsItStopsAReader() throws {
-        let tmp = try TempStore()
-        let keys = try KeyRing.open(directory: tmp.store.keysPath, create: true, environment: [:], notice: { _ in })
-        let clock = ManualClock(goldenBase)
-        let roster = roster(movingAveryToHope: false)
-        var patientOf: [String: String] = [:]
-        for p in roster.organizations.flatMap(\.patients) where patientOf[p.intakeqClientId] == nil { patientOf[p.intakeqClientId] = p.id }
-        do {
-            let writer = try makeWriter(tmp.store, clock: clock)
-            defer { writer.close() }
-            var e = discovered(appointmentObject("m-1", client: 4127, clientName: "Avery Quinn", status: "Confirmed",
-                                                 start: T(3600), minutes: 50, duration: true, practitioner: practitionerLee), run: "run-1")
-            e.data = try PersonalData.sealObservationData(e.data, patientOf: { patientOf[$0] }, key: keys.key(for:))
-            #expect(String(decoding: e.data, as: UTF8.self).contains("\"sealed\""))
-            _ = try writer.append([rosterEvent(roster, run: "run-1"), e])
-        }
+        let (tmp, keys, _) = try storeWithOneSealedObservation()
         let views = try ProjectionStore(path: tmp.sibling("views.sqlite"))
         try views.catchUp(try LedgerReader(store: tmp.store))
         let before = try snapshot(views)
@@ -189,24 +194,10 @@ import Testing
     /// it either. A rebuild gives the rows of the one-by-one fold: the stored object, its sealed
     /// slots empty.
     @Test func aSealedKeySpelledWithAnEscapeReadsAsStored() throws {
-        let tmp = try TempStore()
-        let keys = try KeyRing.open(directory: tmp.store.keysPath, create: true, environment: [:], notice: { _ in })
-        let clock = ManualClock(goldenBase)
-        let roster = roster(movingAveryToHope: false)
-        var patientOf: [String: String] = [:]
-        for p in roster.organizations.flatMap(\.patients) where patientOf[p.intakeqClientId] == nil { patientOf[p.intakeqClientId] = p.id }
-        var written: [UInt8] = []
-        do {
-            let writer = try makeWriter(tmp.store, clock: clock)
-            defer { writer.close() }
-            var e = discovered(appointmentObject("m-1", client: 4127, clientName: "Avery Quinn", status: "Confirmed",
-                                                 start: T(3600), minutes: 50, duration: true, practitioner: practitionerLee), run: "run-1")
-            let sealed = String(decoding: try PersonalData.sealObservationData(e.data, patientOf: { patientOf[$0] }, key: keys.key(for:)),
-                                as: UTF8.self)
-            #expect(sealed.contains(#""sealed":["#))
-            written = Array(sealed.replacingOccurrences(of: #""sealed":["#, with: #""seal\u0065d":["#).utf8)
-            e.data = written
-            _ = try writer.append([rosterEvent(roster, run: "run-1"), e])
+        let (tmp, _, written) = try storeWithOneSealedObservation { sealed in
+            let text = String(decoding: sealed, as: UTF8.self)
+            #expect(text.contains(#""sealed":["#))
+            return Array(text.replacingOccurrences(of: #""sealed":["#, with: #""seal\u0065d":["#).utf8)
         }
         let reader = try LedgerReader(store: tmp.store)
         var read: [UInt8]?
