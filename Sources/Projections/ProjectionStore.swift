@@ -66,7 +66,9 @@ public final class ProjectionStore: @unchecked Sendable {
         set { pipelineFrom.store(newValue, ordering: .relaxed) }
     }
 
-    private let carryLimit = Atomic<Int>(4_096)
+    /// `carriedAppointmentsLimit`'s default.
+    public static let defaultCarriedAppointmentsLimit = 4_096
+    private let carryLimit = Atomic<Int>(defaultCarriedAppointmentsLimit)
     /// A pipelined rebuild holds back up to this many appointments from one chunk's write to the
     /// next (`CarriedAppointments`): each is written once it goes a chunk untouched, not once per
     /// chunk it appears in. 0 writes every chunk's appointments with the chunk (tests). At 1M

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import Ledger
 import PostgresSink
+import Projections
 import TestSupport
 
 /// `syncledger-bench`: append, replay, rebuild, size and lookups of SyncLedger, next to a plain
@@ -55,7 +56,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Also time a rebuild that applies every event to every view one by one (the fold before chunking), for an A/B in the same run.")
     var compareFold = false
 
-    @Option(help: ArgumentHelp("Appointments a rebuild holds back from one chunk's write to the next (default: the store's, 4096).",
+    @Option(help: ArgumentHelp("Appointments a rebuild holds back from one chunk's write to the next (default: the store's, \(ProjectionStore.defaultCarriedAppointmentsLimit)).",
                                discussion: "0 writes every chunk's appointments with the chunk, as before stop 29: the A/B of holding them back."))
     var carriedAppointments: Int?
 
