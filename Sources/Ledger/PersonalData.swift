@@ -74,7 +74,7 @@ public enum PersonalData {
     static func sealPlain(_ plain: [UInt8], patient: String, context: String, key: SymmetricKey,
                           nonce: AES.GCM.Nonce? = nil) throws -> String {
         let box = try AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: aad(patient, context))
-        return Data(box.combined!).base64EncodedString()
+        return box.combined!.withUnsafeBytes { Base64Canonical.encode($0) }
     }
 
     static func open(_ box: String, patient: String, context: String, key: SymmetricKey) throws -> [String: JSONValue] {

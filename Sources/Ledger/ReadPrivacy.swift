@@ -301,6 +301,40 @@ extension JSONScanner {
 /// Base64 as sealing writes it (RFC 4648 alphabet, `=` padding, no line breaks, zero bits
 /// after the last byte): anything else is nil, for the caller's slow path to judge.
 enum Base64Canonical {
+    static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// The base64 text of `bytes`, padded, on one line: `Data.base64EncodedString()`'s text
+    /// (sealing spells its boxes so), written straight into the string's storage.
+    static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+        let n = bytes.count
+        let length = (n + 2) / 3 * 4
+        guard length > 0 else { return "" }
+        return alphabet.withUnsafeBufferPointer { a in
+            String(unsafeUninitializedCapacity: length) { o in
+                var i = 0, j = 0
+                while i + 3 <= n {
+                    let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+                    o[j] = a[Int(v >> 18)]
+                    o[j + 1] = a[Int(v >> 12 & 63)]
+                    o[j + 2] = a[Int(v >> 6 & 63)]
+                    o[j + 3] = a[Int(v & 63)]
+                    i += 3
+                    j += 4
+                }
+                if i < n {
+                    let two = i + 1 < n
+                    let v = UInt32(bytes[i]) << 16 | (two ? UInt32(bytes[i + 1]) << 8 : 0)
+                    o[j] = a[Int(v >> 18)]
+                    o[j + 1] = a[Int(v >> 12 & 63)]
+                    o[j + 2] = two ? a[Int(v >> 6 & 63)] : UInt8(ascii: "=")
+                    o[j + 3] = UInt8(ascii: "=")
+                    j += 4
+                }
+                return j
+            }
+        }
+    }
+
     static let values: [UInt8] = {
         var t = [UInt8](repeating: 0xFF, count: 256)
         for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { t[Int(c)] = UInt8(i) }

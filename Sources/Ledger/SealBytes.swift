@@ -31,7 +31,7 @@ extension PersonalData {
         let plan: SealPlan?
         do {
             plan = try data.withUnsafeBufferPointer { buf throws(BytesBail) -> SealPlan? in
-                var scan = ByteJSON(b: buf)
+                var scan = ByteJSON(b: buf, keyOrder: scratch.keyOrder)
                 return try scan.plan(patientOf: patientOf)
             }
         } catch {
@@ -100,15 +100,114 @@ struct ByteMember {
     var sealed = false
 }
 
+/// How the members of objects with given keys, in a given order, are sorted (`collectMembers`):
+/// for each of the last few key layouts met, the keys, the sorted order and which members are
+/// shadowed. IntakeQ writes every appointment (and every `TelehealthInfo`, every additional
+/// client) with its keys in one order, so sorting an object's members, ~12 % of sealing's CPU,
+/// becomes a compare of its keys' bytes with a remembered layout's. One per sealing thread
+/// (`SealScratch`).
+final class KeyOrderMemo {
+    private struct Layout {
+        /// The keys' bytes in their order in the object, one after another, and where each ends.
+        var keys: [UInt8] = []
+        var ends: [Int] = []
+        /// Sorted position k holds the member at position `order[k]` of the object.
+        var order: [Int] = []
+        var shadowed: [Bool] = []
+    }
+
+    private var layouts: [Layout] = []
+    /// The layout replaced when a new one is remembered and all places are taken.
+    private var oldest = 0
+    static let capacity = 8
+
+    /// The remembered layout of the members in `range` (the same keys in the same order), if any.
+    func layout(of members: [ByteMember], _ range: Range<Int>, _ b: UnsafeBufferPointer<UInt8>) -> Int? {
+        for i in layouts.indices where layouts[i].ends.count == range.count && Self.fits(layouts[i], members, range, b) {
+            return i
+        }
+        return nil
+    }
+
+    private static func fits(_ l: Layout, _ members: [ByteMember], _ range: Range<Int>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        l.keys.withUnsafeBufferPointer { k in
+            l.ends.withUnsafeBufferPointer { ends in
+                members.withUnsafeBufferPointer { all in
+                    var start = 0
+                    for j in 0..<ends.count {
+                        let x = all[range.lowerBound + j], n = x.keyEnd - x.keyStart
+                        guard ends[j] - start == n, n == 0 || memcmp(k.baseAddress! + start, b.baseAddress! + x.keyStart, n) == 0
+                        else { return false }
+                        start = ends[j]
+                    }
+                    return true
+                }
+            }
+        }
+    }
+
+    /// Sorts the members in `range` as layout `i` has it (only the members it was found for).
+    func apply(_ i: Int, to members: inout [ByteMember], _ range: Range<Int>) {
+        let l = layouts[i], n = l.order.count
+        precondition(range.count == n, "the members do not have the remembered layout")
+        l.order.withUnsafeBufferPointer { order in
+            l.shadowed.withUnsafeBufferPointer { shadowed in
+                members.withUnsafeMutableBufferPointer { all in
+                    let m = UnsafeMutableBufferPointer(rebasing: all[range])
+                    withUnsafeTemporaryAllocation(of: ByteMember.self, capacity: n) { sorted in
+                        for k in 0..<n {
+                            var x = m[order[k]]
+                            x.shadowed = shadowed[k]
+                            sorted.initializeElement(at: k, to: x)
+                        }
+                        for k in 0..<n { m[k] = sorted[k] }
+                        _ = sorted.deinitialize()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remembers how the members `before` (in the object's order) were sorted into `after`, in
+    /// place of the oldest layout when all places are taken.
+    func remember(_ before: [ByteMember], sorted after: ArraySlice<ByteMember>, _ b: UnsafeBufferPointer<UInt8>) {
+        var l = Layout()
+        for x in before {
+            l.keys.append(contentsOf: UnsafeBufferPointer(rebasing: b[x.keyStart..<x.keyEnd]))
+            l.ends.append(l.keys.count)
+        }
+        // A member is where its key starts in the data; `before` is in that order.
+        l.order = after.map { x in
+            var lo = 0, hi = before.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if before[mid].keyStart < x.keyStart { lo = mid + 1 } else { hi = mid }
+            }
+            return lo
+        }
+        l.shadowed = after.map(\.shadowed)
+        if layouts.count < Self.capacity {
+            layouts.append(l)
+        } else {
+            layouts[oldest] = l
+            oldest = (oldest + 1) % Self.capacity
+        }
+    }
+}
+
 /// Strict JSON scanning over bytes with canonical-text checks and emission. The member list is
 /// one stack shared by the nested objects being emitted.
 struct ByteJSON {
     let b: UnsafeBufferPointer<UInt8>
     var members: [ByteMember] = []
+    /// The sorted orders of the last key layouts met, reused for an object with the same keys
+    /// in the same order (nil: every object is sorted).
+    let keyOrder: KeyOrderMemo?
     static let maxDepth = 128
 
-    init(b: UnsafeBufferPointer<UInt8>) {
+    init(b: UnsafeBufferPointer<UInt8>, keyOrder: KeyOrderMemo? = nil) {
         self.b = b
+        self.keyOrder = keyOrder
         members.reserveCapacity(96)
     }
 
@@ -405,11 +504,20 @@ struct ByteJSON {
         }
         let range = base..<members.count
         if !sorted {
+            // IntakeQ writes every object of a kind with its keys in one order: a remembered
+            // layout usually sorts this one.
+            let memo = keyOrder
+            if let memo, let layout = memo.layout(of: members, range, b) {
+                memo.apply(layout, to: &members, range)
+                return range
+            }
+            let before = memo == nil ? [] : Array(members[range])
             sortMembers(range)
             for k in range.dropLast() {
                 let x = members[k], y = members[k + 1]
                 if compareKeys(x.keyStart, x.keyEnd, y.keyStart, y.keyEnd) == 0 { members[k].shadowed = true }
             }
+            memo?.remember(before, sorted: members[range], b)
         }
         return range
     }
@@ -577,12 +685,7 @@ struct ByteJSON {
             for m in range where !members[m].shadowed {
                 if !first { out.append(UInt8(ascii: ",")) }
                 first = false
-                let x = members[m]
-                out.append(UInt8(ascii: "\""))
-                out.append(contentsOf: token(x.keyStart, x.keyEnd))
-                out.append(UInt8(ascii: "\""))
-                out.append(UInt8(ascii: ":"))
-                try emit(x.valueStart, x.valueEnd, canonical: x.canonical, depth: depth + 1, into: &out)
+                try emitMember(members[m], depth: depth + 1, into: &out)
             }
             out.append(UInt8(ascii: "}"))
         case UInt8(ascii: "["):
@@ -610,6 +713,25 @@ struct ByteJSON {
             if case .number(let d) = value, !d.isFinite { throw BytesBail() }
             out.append(contentsOf: value.canonicalText.utf8)
         }
+    }
+
+    /// The key's bytes are `name`'s (a compare of bytes, not a walk of two sequences).
+    @inline(__always) static func spells(_ key: UnsafeBufferPointer<UInt8>, _ name: StaticString) -> Bool {
+        key.count == name.utf8CodeUnitCount && memcmp(key.baseAddress!, name.utf8Start, key.count) == 0
+    }
+
+    /// Appends a member's canonical text, `"key":value`: its own bytes when they are that text
+    /// already (a plain key, no space around the colon, a canonical value), one copy instead of five.
+    mutating func emitMember(_ x: ByteMember, depth: Int, into out: inout [UInt8]) throws(BytesBail) {
+        if x.canonical, x.valueStart == x.keyEnd + 2 {
+            out.append(contentsOf: token(x.keyStart - 1, x.valueEnd))
+            return
+        }
+        out.append(UInt8(ascii: "\""))
+        out.append(contentsOf: token(x.keyStart, x.keyEnd))
+        out.append(UInt8(ascii: "\""))
+        out.append(UInt8(ascii: ":"))
+        try emit(x.valueStart, x.valueEnd, canonical: x.canonical, depth: depth, into: &out)
     }
 
     // MARK: The observation
@@ -643,19 +765,19 @@ struct ByteJSON {
                 _ = skipSpace(&i)
                 let start = i
                 let key = token(keyStart, keyEnd)
-                if key.elementsEqual("object".utf8) {
+                if Self.spells(key, "object") {
                     guard i < b.count, b[i] == UInt8(ascii: "{") else { throw BytesBail() }
                     out.fields = try collectMembers(&i, depth: 1)
                     out.objectSpan = start..<i
                 } else {
                     let canonical = try scanValue(&i, depth: 1)
-                    if key.elementsEqual("appointment_id".utf8) {
+                    if Self.spells(key, "appointment_id") {
                         wrapper.append((1, start, i, canonical))
-                    } else if key.elementsEqual("content_hash".utf8) {
+                    } else if Self.spells(key, "content_hash") {
                         wrapper.append((2, start, i, canonical))
-                    } else if key.elementsEqual("changed_fields".utf8) {
+                    } else if Self.spells(key, "changed_fields") {
                         wrapper.append((3, start, i, canonical))
-                    } else if key.elementsEqual("sealed".utf8) {
+                    } else if Self.spells(key, "sealed") {
                         out.sealed = start..<i
                     }
                 }
@@ -691,6 +813,13 @@ struct ByteJSON {
         return out
     }
 
+    /// The bytes of the field names sealing takes out (a found member's key bytes are its name's).
+    static let clientFieldKeys = PersonalData.clientFieldNames.map(bytes)
+    static let appointmentFieldKeys = PersonalData.appointmentFieldNames.map(bytes)
+    private static func bytes(_ name: StaticString) -> [UInt8] {
+        Array(UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+    }
+
     /// Reads the observation data and works out what `sealObservationData` takes out of it.
     /// nil: no object or no id (the data is returned unchanged).
     mutating func plan(patientOf: (String) -> String?) throws(BytesBail) -> SealPlan? {
@@ -709,7 +838,6 @@ struct ByteJSON {
                 patients.append((patient, [slot], f))
             }
         }
-        func keyBytes(_ m: Int) -> [UInt8] { Array(token(members[m].keyStart, members[m].keyEnd)) }
 
         var primary: String?
         if let c = find("ClientId", in: fields) {
@@ -719,9 +847,10 @@ struct ByteJSON {
         var owner = primary
         if let p = primary {
             var f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)] = []
-            for name in PersonalData.clientFieldNames {
+            f.reserveCapacity(PersonalData.clientFieldNames.count + PersonalData.appointmentFieldNames.count)
+            for (name, key) in zip(PersonalData.clientFieldNames, Self.clientFieldKeys) {
                 guard let m = find(name, in: fields), present(members[m].valueStart, members[m].valueEnd) else { continue }
-                f.append((keyBytes(m), members[m].valueStart, members[m].valueEnd, members[m].canonical))
+                f.append((key, members[m].valueStart, members[m].valueEnd, members[m].canonical))
                 members[m].sealed = true
             }
             put(p, "client", f)
@@ -753,9 +882,10 @@ struct ByteJSON {
         }
         if let owner {
             var f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)] = []
-            for name in PersonalData.appointmentFieldNames {
+            f.reserveCapacity(PersonalData.appointmentFieldNames.count)
+            for (name, key) in zip(PersonalData.appointmentFieldNames, Self.appointmentFieldKeys) {
                 guard let m = find(name, in: fields), present(members[m].valueStart, members[m].valueEnd) else { continue }
-                f.append((keyBytes(m), members[m].valueStart, members[m].valueEnd, members[m].canonical))
+                f.append((key, members[m].valueStart, members[m].valueEnd, members[m].canonical))
                 members[m].sealed = true
             }
             if !f.isEmpty { put(owner, "appointment", f) }
@@ -766,17 +896,22 @@ struct ByteJSON {
         clear.reserveCapacity(objectSpan.count + 16)
         clear.append(UInt8(ascii: "{"))
         var first = true
+        let extraSealed = extra.contains(where: \.sealed)
         for m in fields where !members[m].shadowed {
             if !first { clear.append(UInt8(ascii: ",")) }
             first = false
             let x = members[m]
+            if !x.sealed, m != extraMember || !extraSealed {
+                try emitMember(x, depth: 2, into: &clear)
+                continue
+            }
             clear.append(UInt8(ascii: "\""))
             clear.append(contentsOf: token(x.keyStart, x.keyEnd))
             clear.append(UInt8(ascii: "\""))
             clear.append(UInt8(ascii: ":"))
             if x.sealed {
                 clear.append(contentsOf: [UInt8(ascii: "n"), UInt8(ascii: "u"), UInt8(ascii: "l"), UInt8(ascii: "l")])
-            } else if m == extraMember, extra.contains(where: \.sealed) {
+            } else {
                 clear.append(UInt8(ascii: "["))
                 for (n, e) in extra.enumerated() {
                     if n > 0 { clear.append(UInt8(ascii: ",")) }
@@ -788,8 +923,6 @@ struct ByteJSON {
                     }
                 }
                 clear.append(UInt8(ascii: "]"))
-            } else {
-                try emit(x.valueStart, x.valueEnd, canonical: x.canonical, depth: 2, into: &clear)
             }
         }
         clear.append(UInt8(ascii: "}"))
@@ -798,7 +931,9 @@ struct ByteJSON {
         var sealed: [SealPlan.Patient] = []
         for p in patients {
             let sortedFields = p.fields.sorted { $0.key.lexicographicallyPrecedes($1.key) }
-            var plain: [UInt8] = [UInt8(ascii: "{")]
+            var plain: [UInt8] = []
+            plain.reserveCapacity(sortedFields.reduce(2) { $0 + $1.key.count + $1.end - $1.start + 4 })
+            plain.append(UInt8(ascii: "{"))
             for (n, f) in sortedFields.enumerated() {
                 if n > 0 { plain.append(UInt8(ascii: ",")) }
                 plain.append(UInt8(ascii: "\""))

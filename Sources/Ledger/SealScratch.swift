@@ -5,11 +5,13 @@ import Foundation
 /// What one thread sealing many observations reuses between them: each patient's key, looked up
 /// once (`KeyRing.key(for:)` takes its locks every time), and the boxes' nonces, drawn from the
 /// kernel's generator a block at a time instead of one system call each (`NonceSource`). Perf had
-/// the two at ~6 % and ~10 % of sealing's CPU. Not copyable: a copy would hand the same nonces
-/// out twice.
+/// the two at ~6 % and ~10 % of sealing's CPU. Also how the last objects' keys were sorted
+/// (`KeyOrderMemo`). Not copyable: a copy would hand the same nonces out twice.
 struct SealScratch: ~Copyable {
     private var keys: [String: SymmetricKey] = [:]
     var nonces: NonceSource
+    /// How the last few key layouts were sorted (`ByteJSON.collectMembers`).
+    let keyOrder = KeyOrderMemo()
 
     /// `expected`: about how many observations will be sealed with it (the nonce block's size).
     init(expected: Int) {

@@ -87,7 +87,10 @@ import Testing
                   "{}", "1.5e2", #""gone""#])
         }
 
-        mutating func appointment() -> String {
+        mutating func appointment() -> String { appointment(keys: appointmentKeys()) }
+
+        /// The keys of an appointment object, in the order it has them.
+        mutating func appointmentKeys() -> [String] {
             var keys = PersonalData.clientFields + PersonalData.appointmentFields + ["Id", "Status", "StartDate", "TelehealthInfo",
                                                                                    "AdditionalClients", "Price", "Procedures"]
             keys = keys.filter { _ in chance(75) }
@@ -95,7 +98,11 @@ import Testing
             if chance(50) { keys.sort() }  // canonical order, as a stored clear object has it
             if chance(10), let k = keys.randomElement(using: &rng) { keys.insert(k, at: rng.below(keys.count + 1)) }
             if chance(10) { keys.append(pick(Self.keys)) }
-            return object(1, keys: keys) { g, k in
+            return keys
+        }
+
+        mutating func appointment(keys: [String]) -> String {
+            object(1, keys: keys) { g, k in
                 switch k {
                 case "ClientId", "ExternalClientId": return g.clientId()
                 case "AdditionalClients":
@@ -115,7 +122,8 @@ import Testing
             }
         }
 
-        mutating func data() -> String {
+        /// Observation data; `keys`: its object's keys in this order (else random ones).
+        mutating func data(keys: [String]? = nil) -> String {
             spaced = chance(20)
             var members: [(String, String)] = []
             if chance(95) { members.append(("appointment_id", pick([#""a-1""#, #""6a3f0001""#, "42", "null", "true", #""a\u0041""#]))) }
@@ -124,7 +132,7 @@ import Testing
                 members.append(("changed_fields", chance(90) ? array(1) { g in g.pick([#""Status""#, #""LastModified""#, "3", "null", "{}"]) }
                                                            : "null"))
             }
-            if chance(97) { members.append(("object", chance(97) ? appointment() : scalar())) }
+            if chance(97) { members.append(("object", chance(97) ? appointment(keys: keys ?? appointmentKeys()) : scalar())) }
             if chance(10) { members.append(("sealed", "[]")) }
             if chance(5) { members.append(("object", appointment())) }
             members.shuffle(using: &rng)
@@ -200,6 +208,97 @@ import Testing
         #expect(fast > cases / 4)
         #expect(sealedParts > cases / 6)
         #expect(errors > cases / 50)
+    }
+
+    /// One thread seals many observations with one `SealScratch`, which remembers how the last
+    /// few key layouts were sorted (`KeyOrderMemo`). Objects with the same keys in the same order
+    /// (IntakeQ's), with other keys, as many keys but one different, repeated keys, keys already
+    /// sorted: each seals as the reference seals it alone.
+    @Test func oneScratchSealsEachObservationAsTheReferenceDoes() throws {
+        let seed = UInt64.random(in: 1...UInt64.max >> 1)
+        print("SealBytesTests one scratch seed: \(seed)")
+        let dir = TempDir("sealbytes")
+        let keys = try KeyRing.open(directory: dir.path, create: true, environment: [:], notice: { _ in })
+        let key = Self.sealKey(keys)
+        var g = Generator(rng: SeededRNG(seed: seed))
+        // A few layouts, and for each some that differ from it only in one key's spelling (as
+        // long, the first letter changed: `Status`, `ztatus`) or in the order of two keys.
+        var layouts = (0..<4).map { _ in g.appointmentKeys() }
+        for l in layouts where l.count > 1 {
+            var respelled = l
+            let k = g.rng.below(l.count)
+            respelled[k] = g.pick(["A", "z", "_"]) + String(l[k].dropFirst())
+            var swapped = l
+            swapped.swapAt(0, l.count - 1)
+            layouts += [respelled, swapped]
+        }
+        var scratch = SealScratch(expected: 1000)
+        var remembered = 0, sealedParts = 0
+        var layout = layouts[0]
+        for n in 0..<1500 {
+            // Mostly the same layout as the one before, so the memo is used and checked.
+            if g.chance(30) { layout = g.pick(layouts) }
+            let data = Array(g.data(keys: layout).utf8)
+            let text = String(decoding: data, as: UTF8.self)
+            let reference = Result(catching: { try PersonalData.sealObservationDataParsing(data, patientOf: { Self.patientOf[$0] }, key: key) })
+            let bytes = Result(catching: { try PersonalData.sealObservationBytes(data, patientOf: { Self.patientOf[$0] }, key: key, scratch: &scratch) })
+            switch (reference, bytes) {
+            case (.success(let expected), .success(let out?)):
+                remembered += 1
+                #expect(try Self.opened(out, keys: keys) == Self.opened(expected, keys: keys), "case \(n) (seed \(seed)): \(text)")
+                if case .array(let parts)? = try FastJSON.parse(out)["sealed"] { sealedParts += parts.count }
+            case (.failure, .success(let out?)):
+                Issue.record("case \(n) (seed \(seed)): the reference fails but the byte path gives \(String(decoding: out, as: UTF8.self)) for \(text)")
+            default:
+                break  // the byte path gave up: the reference's result is the one given
+            }
+        }
+        print("SealBytesTests one scratch: \(remembered) of 1500 on the byte path, \(sealedParts) parts sealed")
+        #expect(remembered > 300)
+        #expect(sealedParts > 150)
+    }
+
+    /// The memo itself: the same keys in the same order fit a remembered layout; a different
+    /// key, order or count does not; more layouts than it holds push the oldest out.
+    @Test func theKeyOrderMemoFitsOnlyTheSameKeysInTheSameOrder() throws {
+        func members(_ object: String, _ memo: KeyOrderMemo) throws -> [String] {
+            let data = Array(object.utf8)
+            return try data.withUnsafeBufferPointer { buf in
+                var scan = ByteJSON(b: buf, keyOrder: memo)
+                var i = 0
+                let range = try scan.collectMembers(&i, depth: 1)
+                return range.filter { !scan.members[$0].shadowed }.map { m in
+                    let x = scan.members[m]
+                    return String(decoding: buf[x.keyStart..<x.keyEnd], as: UTF8.self) + "=" + String(decoding: buf[x.valueStart..<x.valueEnd], as: UTF8.self)
+                }
+            }
+        }
+        let memo = KeyOrderMemo()
+        // Nothing remembered yet: no object fits, not even one without members.
+        #expect(try members("{}", memo) == [])
+        #expect(try members(#"{"b":1,"a":2,"b":3}"#, memo) == ["a=2", "b=3"])
+        // Same keys, same order: the remembered order, with the same key shadowed.
+        #expect(try members(#"{"b":4,"a":5,"b":6}"#, memo) == ["a=5", "b=6"])
+        // Same count, one key different; a different order; fewer keys.
+        #expect(try members(#"{"b":4,"c":5,"b":6}"#, memo) == ["b=6", "c=5"])
+        #expect(try members(#"{"c":1,"b":2,"a":3}"#, memo) == ["a=3", "b=2", "c=1"])
+        #expect(try members(#"{"c":1,"b":2,"a":3}"#, memo) == ["a=3", "b=2", "c=1"])
+        #expect(try members(#"{"a":1,"c":2,"b":3}"#, memo) == ["a=1", "b=3", "c=2"])
+        #expect(try members(#"{"bb":1,"a":2}"#, memo) == ["a=2", "bb=1"])
+        #expect(try members(#"{"b":1,"aa":2}"#, memo) == ["aa=2", "b=1"])
+        // Layouts of 3 to 12 keys (`k3`, `k2`, `k1`, `k0`, `x`, …), each met twice in a row;
+        // then all again, the oldest pushed out by then.
+        for _ in 0..<2 {
+            for n in 3...12 {
+                let keys = (0..<n).reversed().map { "k\($0)" } + ["x", "k0"]
+                let text = "{" + keys.enumerated().map { "\"\($1)\":\($0)" }.joined(separator: ",") + "}"
+                // By key (`k1` before `k10`); the second `k0` wins.
+                let expected = (0..<n).map { ("k\($0)", $0 == 0 ? n + 1 : n - 1 - $0) }.sorted { $0.0 < $1.0 }.map { "\($0)=\($1)" }
+                    + ["x=\(n)"]
+                #expect(try members(text, memo) == expected, "\(text)")
+                #expect(try members(text, memo) == expected, "\(text)")
+            }
+        }
     }
 
     /// The shapes the benchmark and `sync` record take the byte path (no fallback), and open to
