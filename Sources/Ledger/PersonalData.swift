@@ -62,9 +62,20 @@ public enum PersonalData {
         static let boxKey = Array("],\"box\":\"".utf8)
     }
 
+    /// The additional authenticated data of a box: `syncledger-personal-v1\n` + patient + `\n` +
+    /// context, written as bytes into one array (no intermediate strings: it is made for every box
+    /// sealed or opened).
     static func aad(_ patient: String, _ context: String) -> [UInt8] {
-        Array(("syncledger-personal-v1\n" + patient + "\n" + context).utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(aadPrefix.count + patient.utf8.count + 1 + context.utf8.count)
+        out.append(contentsOf: aadPrefix)
+        out.append(contentsOf: patient.utf8)
+        out.append(UInt8(ascii: "\n"))
+        out.append(contentsOf: context.utf8)
+        return out
     }
+
+    private static let aadPrefix = Array("syncledger-personal-v1\n".utf8)
 
     static func seal(_ fields: [String: JSONValue], patient: String, context: String, key: SymmetricKey) throws -> String {
         try sealPlain(Array(JSONValue.object(fields).canonicalText.utf8), patient: patient, context: context, key: key)

@@ -211,7 +211,7 @@ import Testing
     }
 
     /// One thread seals many observations with one `SealScratch`, which remembers how the last
-    /// few key layouts were sorted (`KeyOrderMemo`). Objects with the same keys in the same order
+    /// key layouts it met were sorted (`KeyOrderMemo`). Objects with the same keys in the same order
     /// (IntakeQ's), with other keys, as many keys but one different, repeated keys, keys already
     /// sorted: each seals as the reference seals it alone.
     @Test func oneScratchSealsEachObservationAsTheReferenceDoes() throws {
@@ -249,13 +249,17 @@ import Testing
                 if case .array(let parts)? = try FastJSON.parse(out)["sealed"] { sealedParts += parts.count }
             case (.failure, .success(let out?)):
                 Issue.record("case \(n) (seed \(seed)): the reference fails but the byte path gives \(String(decoding: out, as: UTF8.self)) for \(text)")
+            case (.success, .failure(let error)):
+                // `sealObservationData` hands the byte path's errors on: it must not throw where the reference does not.
+                Issue.record("case \(n) (seed \(seed)): the byte path throws \(error) where the reference does not, for \(text)")
             default:
-                break  // the byte path gave up: the reference's result is the one given
+                break  // the byte path gave up (nil): the reference's result is the one given
             }
         }
-        print("SealBytesTests one scratch: \(remembered) of 1500 on the byte path, \(sealedParts) parts sealed")
+        print("SealBytesTests one scratch: \(remembered) of 1500 on the byte path, \(sealedParts) parts sealed, \(scratch.keyOrder.hits) objects sorted by a remembered layout")
         #expect(remembered > 300)
         #expect(sealedParts > 150)
+        #expect(scratch.keyOrder.hits > 300)
     }
 
     /// The memo itself: the same keys in the same order fit a remembered layout; a different
@@ -279,6 +283,7 @@ import Testing
         #expect(try members(#"{"b":1,"a":2,"b":3}"#, memo) == ["a=2", "b=3"])
         // Same keys, same order: the remembered order, with the same key shadowed.
         #expect(try members(#"{"b":4,"a":5,"b":6}"#, memo) == ["a=5", "b=6"])
+        #expect(memo.hits == 1)
         // Same count, one key different; a different order; fewer keys.
         #expect(try members(#"{"b":4,"c":5,"b":6}"#, memo) == ["b=6", "c=5"])
         #expect(try members(#"{"c":1,"b":2,"a":3}"#, memo) == ["a=3", "b=2", "c=1"])
@@ -286,8 +291,9 @@ import Testing
         #expect(try members(#"{"a":1,"c":2,"b":3}"#, memo) == ["a=1", "b=3", "c=2"])
         #expect(try members(#"{"bb":1,"a":2}"#, memo) == ["a=2", "bb=1"])
         #expect(try members(#"{"b":1,"aa":2}"#, memo) == ["aa=2", "b=1"])
-        // Layouts of 3 to 12 keys (`k3`, `k2`, `k1`, `k0`, `x`, …), each met twice in a row;
-        // then all again, the oldest pushed out by then.
+        // Layouts of n + 2 keys for n from 3 to 12 (`k2`, `k1`, `k0`, `x`, `k0` for 3), each met
+        // twice in a row (the second sorted by the memo); then all again, the oldest pushed out
+        // by then.
         for _ in 0..<2 {
             for n in 3...12 {
                 let keys = (0..<n).reversed().map { "k\($0)" } + ["x", "k0"]
@@ -295,9 +301,19 @@ import Testing
                 // By key (`k1` before `k10`); the second `k0` wins.
                 let expected = (0..<n).map { ("k\($0)", $0 == 0 ? n + 1 : n - 1 - $0) }.sorted { $0.0 < $1.0 }.map { "\($0)=\($1)" }
                     + ["x=\(n)"]
+                let before = memo.hits
                 #expect(try members(text, memo) == expected, "\(text)")
                 #expect(try members(text, memo) == expected, "\(text)")
+                #expect(memo.hits == before + 1, "\(text)")
             }
+        }
+    }
+
+    /// A box authenticates the context FORMAT.md documents: `syncledger-personal-v1\n` + patient +
+    /// `\n` + context, as UTF-8 (boxes already in logs open only with exactly these bytes).
+    @Test func theAdditionalDataIsTheDocumentedText() {
+        for (patient, context) in [("p-021", "appointment/6a3f0001"), ("", ""), ("p-José", "roster"), ("p\n1", "appointment/a\u{1F600}")] {
+            #expect(PersonalData.aad(patient, context) == Array("syncledger-personal-v1\n\(patient)\n\(context)".utf8))
         }
     }
 
