@@ -347,33 +347,35 @@ enum Base64Canonical {
         if n == 0 { return [] }
         let pad = text[n - 1] == UInt8(ascii: "=") ? (text[n - 2] == UInt8(ascii: "=") ? 2 : 1) : 0
         let count = n / 4 * 3 - pad
-        let table = values
-        return table.withUnsafeBufferPointer { t -> [UInt8]? in
+        return values.withUnsafeBufferPointer { t -> [UInt8]? in
             var ok = true
             let out = [UInt8](unsafeUninitializedCapacity: count) { o, initialized in
-                var j = 0
-                var i = 0
-                while i < n {
-                    let last = i + 4 == n
-                    let a = t[Int(text[i])], b = t[Int(text[i + 1])]
-                    let c = last && pad == 2 ? 0 : t[Int(text[i + 2])]
-                    let d = last && pad >= 1 ? 0 : t[Int(text[i + 3])]
-                    if (a | b | c | d) & 0xC0 != 0 {
-                        ok = false
-                        break
-                    }
+                let src = text.baseAddress!, dst = o.baseAddress!
+                // Any character outside the alphabet (padding included) has a high bit in the table.
+                var bad: UInt8 = 0
+                var i = 0, j = 0
+                // Every group but the last: four characters, three bytes, nothing to check on the way.
+                while i + 4 < n {
+                    let a = t[Int(src[i])], b = t[Int(src[i + 1])], c = t[Int(src[i + 2])], d = t[Int(src[i + 3])]
+                    bad |= a | b | c | d
                     let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
-                    o[j] = UInt8(truncatingIfNeeded: v >> 16)
-                    if j + 1 < count { o[j + 1] = UInt8(truncatingIfNeeded: v >> 8) }
-                    if j + 2 < count { o[j + 2] = UInt8(truncatingIfNeeded: v) }
-                    if last {
-                        // The bits after the last byte are zero in the canonical spelling.
-                        if pad == 2, v & 0xFFFF != 0 { ok = false }
-                        if pad == 1, v & 0xFF != 0 { ok = false }
-                    }
-                    j += 3
+                    dst[j] = UInt8(truncatingIfNeeded: v >> 16)
+                    dst[j + 1] = UInt8(truncatingIfNeeded: v >> 8)
+                    dst[j + 2] = UInt8(truncatingIfNeeded: v)
                     i += 4
+                    j += 3
                 }
+                // The last group, with its padding.
+                let a = t[Int(src[i])], b = t[Int(src[i + 1])]
+                let c = pad == 2 ? 0 : t[Int(src[i + 2])]
+                let d = pad >= 1 ? 0 : t[Int(src[i + 3])]
+                bad |= a | b | c | d
+                let v = UInt32(a) << 18 | UInt32(b) << 12 | UInt32(c) << 6 | UInt32(d)
+                dst[j] = UInt8(truncatingIfNeeded: v >> 16)
+                if pad < 2 { dst[j + 1] = UInt8(truncatingIfNeeded: v >> 8) }
+                if pad < 1 { dst[j + 2] = UInt8(truncatingIfNeeded: v) }
+                // The bits after the last byte are zero in the canonical spelling.
+                if bad & 0xC0 != 0 || (pad == 2 && v & 0xFFFF != 0) || (pad == 1 && v & 0xFF != 0) { ok = false }
                 initialized = ok ? count : 0
             }
             return ok ? out : nil
