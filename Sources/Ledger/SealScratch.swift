@@ -10,7 +10,7 @@ import Foundation
 struct SealScratch: ~Copyable {
     private var keys: [String: SymmetricKey] = [:]
     var nonces: NonceSource
-    /// How the last key layouts met were sorted (`ByteJSON.collectMembers`).
+    /// How the last 8 key layouts it had to sort were sorted (`ByteJSON.collectMembers`).
     let keyOrder = KeyOrderMemo()
 
     /// `expected`: about how many observations will be sealed with it (the nonce block's size).
