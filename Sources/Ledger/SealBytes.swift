@@ -102,10 +102,10 @@ struct ByteMember {
 
 /// How the members of objects with given keys, in a given order, are sorted (`collectMembers`):
 /// for each of the last 8 key layouts it had to sort (first in, first out; a layout found again
-/// stays where it is), the keys, the sorted order and which members are shadowed. IntakeQ writes every appointment (and every `TelehealthInfo`, every additional
-/// client) with its keys in one order, so sorting an object's members, ~12 % of sealing's CPU,
-/// becomes a compare of its keys' bytes with a remembered layout's. One per sealing thread
-/// (`SealScratch`).
+/// stays where it is), the keys, the sorted order and which members are shadowed. IntakeQ writes
+/// every appointment (and every `TelehealthInfo`, every additional client) with its keys in one
+/// order, so sorting an object's members, ~12 % of sealing's CPU, becomes a compare of its keys'
+/// bytes with a remembered layout's. One per sealing thread (`SealScratch`).
 final class KeyOrderMemo {
     private struct Layout {
         /// The keys' bytes in their order in the object, one after another, and where each ends.
@@ -203,8 +203,8 @@ final class KeyOrderMemo {
 struct ByteJSON {
     let b: UnsafeBufferPointer<UInt8>
     var members: [ByteMember] = []
-    /// The sorted orders of the last key layouts met, reused for an object with the same keys
-    /// in the same order (nil: every object is sorted).
+    /// How the last key layouts it had to sort were sorted, reused for an object with the same
+    /// keys in the same order (nil: every object is sorted).
     let keyOrder: KeyOrderMemo?
     static let maxDepth = 128
 
