@@ -337,7 +337,7 @@ enum Base64Canonical {
 
     static let values: [UInt8] = {
         var t = [UInt8](repeating: 0xFF, count: 256)
-        for (i, c) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() { t[Int(c)] = UInt8(i) }
+        for (i, c) in alphabet.enumerated() { t[Int(c)] = UInt8(i) }
         return t
     }()
 

@@ -5,9 +5,15 @@ import Ledger
 import Projections
 
 /// Monotonic seconds.
-func now() -> Double {
+func now() -> Double { clockSeconds(CLOCK_MONOTONIC) }
+
+/// CPU time of every thread of the process so far, in seconds.
+func processCPUSeconds() -> Double { clockSeconds(CLOCK_PROCESS_CPUTIME_ID) }
+
+/// The clock's reading in seconds.
+private func clockSeconds(_ clock: clockid_t) -> Double {
     var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
+    clock_gettime(clock, &t)
     return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
 
@@ -34,13 +40,6 @@ func peakRSSMB() -> Double {
         return kb / 1024
     }
     return 0
-}
-
-/// CPU time of every thread of the process so far, in seconds.
-func processCPUSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
 }
 
 func fileSize(_ path: String) -> Int {
