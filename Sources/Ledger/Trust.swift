@@ -17,6 +17,9 @@ public struct HeadEvidence: Sendable, Equatable {
 public enum Trust {
     public static let repairHint =
         "If the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"
+    /// For damage inside the log, which `repair` does not record (it records a loss at the end).
+    public static let damageHint =
+        "Restore the damaged or missing segment from a backup (`syncledger repair` records only a loss at the end of the log)"
 
     /// `state/head`: the writer's head evidence (see docs/FORMAT.md, "Head evidence").
     public static func headRecordPath(_ store: Store) -> String { store.statePath + "/head" }
@@ -62,7 +65,7 @@ public enum Trust {
                 what = "the log ends at seq \(logHead.seq) but \(expected): acknowledged events are missing "
                     + "(cut off, a segment deleted, or an older copy restored)"
             }
-            return what + "; nothing was changed. " + Trust.repairHint
+            return what + "; nothing was changed. " + (damage == nil ? Trust.repairHint : Trust.damageHint)
         }
     }
 

@@ -10,12 +10,27 @@ public struct ViewDifference: Sendable, CustomStringConvertible {
     public var key: String
     /// The column that differs; nil when the whole row is missing on one side.
     public var column: String?
-    public var live: String
-    public var log: String
+    /// The two values as text; nil for a column of personal data (`isPersonal`), whose values
+    /// are never shown: this text is recorded in `state/`, and from there reaches `status`,
+    /// the read commands' warnings, the server's log and alerts.
+    public var live: String?
+    public var log: String?
 
     public var description: String {
         let what = column.map { "column \($0)" } ?? "row"
+        guard let live, let log else {
+            return "view \(view) (table \(table)), \(key): \(what): live and log differ (personal data: the values are not shown)"
+        }
         return "view \(view) (table \(table)), \(key): \(what): live \(live) vs log \(log)"
+    }
+
+    /// The views' columns that hold a patient's personal data (a name; the roster, with names,
+    /// emails and phones), as `table.column`.
+    public static let personalColumns: Set<String> = ["appointments.client_name", "appointments_roster.roster"]
+
+    /// True when `column` of `table` holds personal data.
+    public static func isPersonal(table: String, column: String) -> Bool {
+        personalColumns.contains(table + "." + column)
     }
 }
 
@@ -46,7 +61,10 @@ extension ProjectionStore {
                         for row in try Row.fetchAll(db, sql: sql) {
                             var values: [String: String] = [:]
                             for c in columns { values[c] = render(row[c] as DatabaseValue) }
-                            rows[keyColumns.map { "\($0)=\(values[$0] ?? "NULL")" }.joined(separator: ", ")] = values
+                            // A key of personal data (a table keyed by all its columns) is not spelled out either.
+                            rows[keyColumns.map { c in
+                                ViewDifference.isPersonal(table: table, column: c) ? "\(c)=(personal)" : "\(c)=\(values[c] ?? "NULL")"
+                            }.joined(separator: ", ")] = values
                         }
                         return rows
                     }
@@ -57,7 +75,9 @@ extension ProjectionStore {
                     switch (live[key], log[key]) {
                     case let (l?, f?):
                         for c in columns where l[c] != f[c] {
-                            note(ViewDifference(view: p.name, table: table, key: key, column: c, live: l[c] ?? "NULL", log: f[c] ?? "NULL"))
+                            let personal = ViewDifference.isPersonal(table: table, column: c)
+                            note(ViewDifference(view: p.name, table: table, key: key, column: c,
+                                                live: personal ? nil : l[c] ?? "NULL", log: personal ? nil : f[c] ?? "NULL"))
                         }
                     case (_?, nil):
                         note(ViewDifference(view: p.name, table: table, key: key, column: nil, live: "present", log: "absent"))

@@ -24,8 +24,11 @@ public enum Forget {
         guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
         let keys = try keys ?? KeyRing.open(directory: store.keysPath, create: false)
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
+        // The keys must be this log's: with another store's `keys/` in place, the patient's real
+        // key would survive while the log recorded them as forgotten.
+        let recorded = try recordedPatients(store, keys)
         if !keys.isForgotten(patientId) {
-            guard try keys.existingKey(for: patientId) != nil || (try recordedPatients(store, keys)).contains(patientId) else {
+            guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId) else {
                 throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")
             }
         }
@@ -44,11 +47,15 @@ public enum Forget {
         return Outcome(patientId: patientId, appended: appended, head: writer.head)
     }
 
-    /// The patient ids of the last recorded roster (from the views, brought up to date).
+    /// The patient ids of the last recorded roster (from the views, brought up to date), once
+    /// that roster has been read with `keys`: each roster patient's part is sealed under their
+    /// key, so keys that are not this log's throw here (the error names the patient whose part
+    /// does not open), before anything is written.
     static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> Set<String> {
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store)
         try views.catchUp(reader)
+        if let last = try views.streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
         return try views.rosterPatientIds()
     }
 

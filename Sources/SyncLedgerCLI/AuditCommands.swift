@@ -77,7 +77,9 @@ struct VerifyCommand: AsyncParsableCommand {
                 if let differences {
                     o["view_differences"] = .array(differences.first.map { d in
                         .object(["view": .string(d.view), "table": .string(d.table), "key": .string(d.key),
-                                 "column": d.column.map(JSONValue.string) ?? .null, "live": .string(d.live), "log": .string(d.log)])
+                                 "column": d.column.map(JSONValue.string) ?? .null,
+                                 "live": d.live.map(JSONValue.string) ?? .null, "log": d.log.map(JSONValue.string) ?? .null,
+                                 "personal": .bool(d.live == nil)])
                     })
                     o["view_differences_total"] = .number(Double(differences.total))
                 }
@@ -143,7 +145,12 @@ struct RebuildCommand: AsyncParsableCommand {
             if let moved = try moveAsideIfDamaged(store) {
                 warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log")
             }
-            let (_, reader, views) = try openForRead(storeOptions, catchUp: false)
+            var (_, reader, views) = try openForRead(storeOptions, catchUp: false)
+            if views.inMemory {
+                // Rebuilt into an in-memory copy, nothing would be saved.
+                throw CLIFailure(message: "the store is read-only (\(store.projectionsPath) cannot be written by this user): "
+                                 + "a rebuild would save nothing; run it as the store's owner on a writable store")
+            }
             // SIGINT/SIGTERM: the rebuild stops between transactions and drops its shadow tables.
             let interrupts = Interrupts.watch()
             defer { interrupts.stop() }
@@ -153,7 +160,18 @@ struct RebuildCommand: AsyncParsableCommand {
             let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
             let report: FoldReport
             do {
-                report = try views.rebuild(names: names, reader, progress: progress.fold)
+                do {
+                    report = try views.rebuild(names: names, reader, progress: progress.fold)
+                } catch where ViewsDamaged.isDamage(error) {
+                    // The file opened, but a page the rebuild reads or frees (the live tables it
+                    // drops) is damaged: moved aside, and the views folded into a new file.
+                    progress.finish()
+                    let moved = try moveViewsAside(store)
+                    warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log")
+                    (_, reader, views) = try openForRead(storeOptions, catchUp: false, warnScrub: false)
+                    views.shouldStop = { interrupts.requested }
+                    report = try views.rebuild(names: [], reader, progress: progress.fold)
+                }
             } catch is FoldInterrupted {
                 progress.finish()
                 throw CLIFailure(message: "rebuild interrupted: the live views are unchanged and the partial shadow tables were dropped",
@@ -202,15 +220,21 @@ func moveAsideIfDamaged(_ store: Store) throws -> String? {
     } catch is ViewsNotWritable {
         return nil
     } catch is ViewsDamaged {
-        let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")
-        let aside = store.projectionsPath + ".damaged-" + stamp
-        for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: store.projectionsPath + suffix) {
-            guard rename(store.projectionsPath + suffix, aside + suffix) == 0 else {
-                throw CLIFailure(message: "cannot move the damaged \(store.projectionsPath + suffix) aside: \(String(cString: strerror(errno)))")
-            }
-        }
-        return aside
+        return try moveViewsAside(store)
     }
+}
+
+/// Renames the views database (and its -wal and -shm) to `projections.sqlite.damaged-TIME`;
+/// returns that path.
+func moveViewsAside(_ store: Store) throws -> String {
+    let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")
+    let aside = store.projectionsPath + ".damaged-" + stamp
+    for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: store.projectionsPath + suffix) {
+        guard rename(store.projectionsPath + suffix, aside + suffix) == 0 else {
+            throw CLIFailure(message: "cannot move the damaged \(store.projectionsPath + suffix) aside: \(String(cString: strerror(errno)))")
+        }
+    }
+    return aside
 }
 
 struct ExportCommand: AsyncParsableCommand {

@@ -65,7 +65,8 @@ struct RepairCommand: AsyncParsableCommand {
                                  + "restore the damaged or missing segment from a backup, or move the segments after it aside")
             }
             guard loss != nil || damagedRecord != nil else {
-                print("nothing to repair: the log holds every acknowledged head")
+                print("nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "
+                      + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup)")
                 return 0
             }
             let writer: LedgerWriter

@@ -212,6 +212,32 @@ extension CLIBinaryTests {
     }
 
     /// A wrong or missing master key: one line, exit 1, and not a byte of the store changes.
+    /// Another store's `keys/` in place (its master key with it): `forget` refuses before it
+    /// writes anything, since the patient's real key would survive it. With the store's own keys
+    /// back, nothing was forgotten.
+    @Test func anotherStoresKeysForgetNothing() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store", other = tmp.path + "/other"
+        let practice = try Practice.load()
+        try await makeSyncedStore(at: store, practice: practice)
+        try await makeSyncedStore(at: other, practice: practice)
+        let own = try await cli(["appointments", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--json"])
+        expectSuccess(own)
+        #expect(own.stdout.contains(PrivacyFixture.forgotten.name))
+        let fm = FileManager.default
+        try fm.moveItem(atPath: store + "/keys", toPath: tmp.path + "/own-keys")
+        try fm.copyItem(atPath: other + "/keys", toPath: store + "/keys")
+        let before = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "x"]),
+                           mentioning: ["does not open with their key"])
+        expectSameSnapshot(before, storeSnapshot(store), "a forget with another store's keys")
+        try fm.removeItem(atPath: store + "/keys")
+        try fm.moveItem(atPath: tmp.path + "/own-keys", toPath: store + "/keys")
+        let after = try await cli(["appointments", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--json"])
+        #expect(after.stdout == own.stdout)
+    }
+
     @Test func aWrongOrMissingMasterKeyChangesNothing() async throws {
         let tmp = TempDir("privacy")
         defer { tmp.remove() }

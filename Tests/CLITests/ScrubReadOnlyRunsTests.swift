@@ -125,6 +125,42 @@ extension CLIBinaryTests {
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 
+    /// A patient's name edited by hand in projections.sqlite: `verify --views` names the view,
+    /// the key and the column but shows neither name, and neither reaches `state/` (from which
+    /// `status`, the read commands' warnings, the server's log and alerts read it).
+    @Test func aHandEditedNameIsNotShownByVerifyViews() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("views-name")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let rows = try #require(parseJSON(try await cli(["appointments", "--json", "--store", store]).stdout) as? [[String: Any]])
+        let row = try #require(rows.first { ($0["client_name"] as? String)?.isEmpty == false })
+        let id = try #require(row["appointment_id"] as? String)
+        let original = try #require(row["client_name"] as? String)
+        let edited = "Peyton Tampered"
+        let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute('UPDATE appointments SET client_name=? WHERE appointment_id=?',(sys.argv[2],sys.argv[3]))\nc.commit()"
+        #expect(try python(script, [store + "/projections.sqlite", edited, id]) == 0)
+
+        let r = try await cli(["verify", "--views", "--store", store])
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("view appointments") && r.stdout.contains("appointment_id='\(id)'")
+                && r.stdout.contains("column client_name") && r.stdout.contains("personal data"), "\(r.stdout)")
+        let json = try await cli(["verify", "--views", "--json", "--store", store])
+        #expect(json.status == 1 && json.stdout.contains("\"personal\":true"), "\(json.stdout)")
+        let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(status.status == 1 && status.stdout.contains("the views differ from the log"), "\(status.stdout)")
+        let statusJSON = try await cli(["status", "--json", "--store", store, "--max-age", "100000"])
+        let warned = try await cli(["sync-logs", "--store", store])
+        let recorded = (try? String(contentsOfFile: store + "/state/verify.json", encoding: .utf8)) ?? ""
+        #expect(!recorded.isEmpty)
+        for (label, text) in [("verify", r.stdout + r.stderr), ("verify --json", json.stdout + json.stderr),
+                              ("status", status.stdout + status.stderr), ("status --json", statusJSON.stdout + statusJSON.stderr),
+                              ("sync-logs", warned.stdout + warned.stderr), ("state/verify.json", recorded)] {
+            #expect(!text.contains(original) && !text.contains(edited), "\(label) shows a patient's name: \(text)")
+        }
+    }
+
     /// An auditor's copy nobody can write: every read command answers exactly as on the
     /// writable store, views that lag the log are folded in memory (one note), nothing changes.
     /// As root (CI), `chmod -R a-w` does not stop writes, so syncledger honours the mode bits
@@ -170,6 +206,8 @@ extension CLIBinaryTests {
         }
         let bundle = try await cli(["export", "--bundle", tmp.path + "/bundle", "--store", lagging])
         expectSuccess(bundle)
+        // A rebuild would only fold into memory: refused, in one line, rather than "rebuilt".
+        expectCleanFailure(try await cli(["rebuild", "--store", lagging]), mentioning: ["read-only", "would save nothing"])
         expectSameSnapshot(before, snapshot(lagging), "reading the read-only copy")
 
         // As an unprivileged user, where we can switch to one.
@@ -218,6 +256,24 @@ extension CLIBinaryTests {
         // into memory, cost a 1M-event store's rebuild 0.7 GB of RSS).
         let noTemp = try await cli(["rebuild", "--store", store], env: ["TMPDIR": tmp.path + "/no-such-dir"])
         expectSuccess(noTemp)
+
+        // A file that opens, with one page damaged: the root of the appointments table. The read
+        // that meets it says so; `rebuild` (whose swap drops that table) moves the file aside and
+        // folds the views into a new one, rather than failing on the page it was told to replace.
+        let script = """
+            import sqlite3,sys
+            c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            root,=c.execute("SELECT rootpage FROM sqlite_master WHERE name='appointments'").fetchone()
+            size,=c.execute('PRAGMA page_size').fetchone(); c.close()
+            f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
+            """
+        #expect(try python(script, [store + "/projections.sqlite"]) == 0)
+        expectCleanFailure(try await cli(["appointments", "--store", store]), mentioning: ["projections.sqlite is damaged"])
+        let again = try await cli(["rebuild", "--store", store])
+        expectSuccess(again)
+        #expect(again.stderr.contains("moved it aside"), "\(again.stderr)")
+        #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 
     /// A sync interrupted by SIGINT or SIGTERM while fetching stops, records its run as failed

@@ -47,8 +47,12 @@ import Testing
         if which == "last" || which == "all" {
             #expect(loss.damage == nil && loss.logHead.seq < evidence[0].head.seq)
             #expect(loss.message.contains("the log ends at seq \(loss.logHead.seq) but"))
+            #expect(loss.message.contains("repair --accept-loss"), "\(loss.message)")
         } else {
+            // Damage inside the log is not what `repair` records: the advice is a backup.
             #expect(loss.damage != nil, "\(loss.message)")
+            #expect(loss.message.contains("Restore the damaged or missing segment from a backup")
+                    && !loss.message.contains("--accept-loss"), "\(loss.message)")
         }
         #expect(throws: (any Error).self) { _ = try LedgerWriter(store: tmp.store, options: LogOptions(fsync: false)) }
     }
