@@ -155,6 +155,28 @@ public final class SyncRunner {
         }
         try writer.append(opening)
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
+        do {
+            return try await fetchAndRecord(plan: plan, runId: runId, request: request, started: started, open: open,
+                                            patientOf: patientOf, forgottenWarnings: forgottenWarnings)
+        } catch {
+            // Recorded as failed, with the reason: left in progress, the run would later read as
+            // died (killed, or the machine stopped). When even this cannot be appended (a full
+            // disk), it is left so and the error stands on its own.
+            var failed = SyncCompleted(
+                status: "failed", counts: SyncCounts(), api: APIUsage(), warnings: forgottenWarnings,
+                errors: ["\(error)"], errorMessage: "\(error)", unchanged: [], headBefore: writer.head.description,
+                durationMs: ISOTime.nowMillis() - started)
+            failed.api.calls = await client.stats().calls
+            _ = try? writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(failed))])
+            throw error
+        }
+    }
+
+    /// Steps 2 and 3 of `run`: fetch and diff, append the observations and `sync.completed`, bring
+    /// the views up to date.
+    private func fetchAndRecord(plan: SyncPlan, runId: String, request: SyncRequest, started: Int64, open: [String],
+                                patientOf: [String: String], forgottenWarnings: [String]) async throws -> SyncOutcome {
+        let ring = self.keys
 
         // 2. Fetch and diff.
         let views = self.views, reader = self.reader

@@ -232,6 +232,15 @@ extension CLIBinaryTests {
         expectCleanFailure(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "x"]),
                            mentioning: ["does not open with their key"])
         expectSameSnapshot(before, storeSnapshot(store), "a forget with another store's keys")
+        // A sync with them fails on the first part it cannot open, and the run is recorded as
+        // failed with that reason (not left in progress, to read later as died).
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectCleanFailure(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv),
+                               mentioning: ["does not open with their key"])
+        }
+        let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(status.status == 1 && status.stdout.contains("run failed: a sealed part of patient")
+                && !status.stdout.contains("died"), "\(status.stdout)")
         try fm.removeItem(atPath: store + "/keys")
         try fm.moveItem(atPath: tmp.path + "/own-keys", toPath: store + "/keys")
         let after = try await cli(["appointments", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--json"])
