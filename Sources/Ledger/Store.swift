@@ -79,6 +79,16 @@ public struct Store: Sendable {
 
     private static func checkMarker(_ path: String) throws {
         guard let bytes = FileManager.default.contents(atPath: path + "/STORE") else {
+            let marker = path + "/STORE"
+            // Say what is wrong: a marker this user cannot read, or an empty directory, is not
+            // "no store".
+            if access(marker, F_OK) == 0 || errno == EACCES {
+                let reason = access(marker, R_OK) == 0 ? "unreadable" : String(cString: strerror(errno))
+                throw StoreError(.io, "cannot read \(marker): \(reason) (run syncledger as the user the store belongs to)", errno: EACCES)
+            }
+            if (try? FileManager.default.contentsOfDirectory(atPath: path))?.isEmpty == true {
+                throw StoreError(.notAStore, "\(path) is an empty directory, not a store yet: `syncledger sync` makes a store there")
+            }
             throw StoreError(.notAStore, "\(path) is not a SyncLedger store (it has no STORE file); pass --store with a store directory or an empty one")
         }
         guard case .object(let o)? = try? FastJSON.parse(Array(bytes)), o["format"]?.stringValue == formatName,

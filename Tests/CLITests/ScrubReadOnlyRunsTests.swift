@@ -229,6 +229,11 @@ extension CLIBinaryTests {
             #expect(r.stdout == expected[i], "\(r.label) as nobody differs: \(r.stderr)")
         }
         expectSameSnapshot(theirsBefore, snapshot(theirs), "reading as nobody")
+        // A store this user may not read (root's, owner-only) is said to be so, not "not a store".
+        let args = ["status", "--store", store]
+        let denied = try await Launched(args, timeout: 120, executable: "/usr/bin/setpriv",
+                                        arguments: ["--reuid=65534", "--regid=65534", "--clear-groups", exe] + args).wait()
+        expectCleanFailure(denied, mentioning: ["cannot read", "Permission denied", "the user the store belongs to"])
     }
 
     /// Garbage in projections.sqlite: one line saying it is damaged and that `rebuild` recreates

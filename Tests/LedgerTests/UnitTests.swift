@@ -198,7 +198,10 @@ import Testing
         // An empty directory is not a store either, but openOrCreate may make it one.
         let empty = tmp.sibling("empty")
         try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: true)
-        #expect { try Store.open(empty) } throws: { ($0 as? StoreError)?.code == .notAStore }
+        #expect { try Store.open(empty) } throws: { e in
+            let e = e as? StoreError
+            return e?.code == .notAStore && e?.message.contains("is an empty directory, not a store yet") == true
+        }
         _ = try Store.openOrCreate(empty)
         _ = try Store.open(empty)
         // A missing directory and a file.
