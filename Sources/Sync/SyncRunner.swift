@@ -73,10 +73,11 @@ public struct SyncOutcome: Sendable {
     /// How many times IntakeQ answered 429 during the run (not recorded in the log).
     public var responses429 = 0
 
-    /// 0 completed, 2 partial_success, 1 failed.
+    /// 0 completed, 2 partial_success, 1 failed. A run whose views could not be updated
+    /// afterwards is no clean run: 2, unless it failed (1).
     public var exitCode: Int32 {
         switch status {
-        case "completed": return 0
+        case "completed": return viewsError == nil ? 0 : 2
         case "partial_success": return 2
         default: return 1
         }

@@ -114,7 +114,6 @@ struct SyncCommand: AsyncParsableCommand {
             if let viewsError = outcome.viewsError {
                 warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
                      + "(\(viewsError.split(whereSeparator: \.isNewline).joined(separator: " "))); the next command catches them up")
-                return 2
             }
             if let code = interrupts.exitCode { return code }
             return outcome.exitCode

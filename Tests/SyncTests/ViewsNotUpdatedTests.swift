@@ -45,6 +45,11 @@ struct FailsOnCompletion: Projection {
         let outcome = try await runner.run(SyncRequest(roster: Fixtures.roster, now: Fixtures.day(1).nowDate))
         #expect(outcome.status == "completed")
         #expect(outcome.viewsError?.contains("disk I/O error") == true, "\(outcome.viewsError ?? "nil")")
+        // Not a clean run (2), and a failed run whose views then failed too stays failed (1).
+        #expect(outcome.exitCode == 2)
+        var failed = outcome
+        failed.status = "failed"
+        #expect(failed.exitCode == 1)
         let events = try StoreReader.events(tmp.sub("store"))
         #expect(events.last?.type == "sync.completed")
         #expect(outcome.head == (try LedgerReader(store: store).head()))
