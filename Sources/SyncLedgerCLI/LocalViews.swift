@@ -131,7 +131,7 @@ struct UpcomingCommand: AsyncParsableCommand {
             removed appointments are hidden unless --all.
             """)
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "Days ahead, counted in local days after today.") var days = 7
+    @Option(parsing: .unconditional, help: "Days ahead, counted in local days after today.") var days = 7
     @Option(help: ArgumentHelp("Only this roster organization.", valueName: "ID")) var org: String?
     @Option(help: ArgumentHelp("Only this roster patient.", valueName: "ID")) var patient: String?
     @Flag(help: "Also list cancelled and removed appointments.") var all = false

@@ -104,7 +104,7 @@ struct SyncLogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sync-logs", abstract: "One row per sync run, newest first.")
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "At most this many runs.") var limit: Int?
+    @Option(parsing: .unconditional, help: "At most this many runs.") var limit: Int?
     @Option(help: ArgumentHelp("Only runs of this sync type.", valueName: "T")) var type: String?
     @Flag(help: "Print JSON.") var json = false
 
@@ -197,7 +197,7 @@ struct AsOfCommand: AsyncParsableCommand {
         commandName: "as-of", abstract: "The appointments view as it stood at a moment (ISO 8601) or at a seq.")
     @OptionGroup var storeOptions: StoreOptions
     @Argument(help: "The moment, ISO 8601 (recorded time of the events).") var time: String?
-    @Option(help: "The last seq to include instead of a time.") var seq: UInt64?
+    @Option(parsing: .unconditional, help: "The last seq to include instead of a time.") var seq: UInt64?
     @Option(help: ArgumentHelp("Only this appointment.", valueName: "ID")) var appointment: String?
     @OptionGroup var display: DisplayOptions
     @Flag(help: "Print JSON.") var json = false

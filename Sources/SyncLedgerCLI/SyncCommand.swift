@@ -189,7 +189,7 @@ struct StatusCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
+    @Option(parsing: .unconditional, help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {

@@ -48,6 +48,11 @@ extension CLIBinaryTests {
         BadArg(["meeting-urls", "--store", "S", "--to", "nope"], "nope"),
         BadArg(["locations", "--store", "S", "--from", "31/12/2026"], "31/12/2026"),
         BadArg(["sync-logs", "--store", "S", "--limit", "-1"], "--limit"),
+        // A negative number after a space is the option's value (not read as another option).
+        BadArg(["sync-logs", "--store", "S", "--limit", "-5"], "--limit must be positive"),
+        BadArg(["upcoming", "--store", "S", "--days", "-3"], "--days must be between 0 and 366"),
+        BadArg(["as-of", "--store", "S", "--seq", "-1"], "'-1' is invalid for '--seq"),
+        BadArg(["status", "--store", "S", "--max-age", "-1"], "0 or more"),
         BadArg(["sync-logs", "--store", "S", "--limit=-1"], "--limit"),
         BadArg(["sync-logs", "--store", "S", "--limit", "0"], "--limit"),
         BadArg(["sync-logs", "--store", "S", "--limit", "many"], "many"),
