@@ -47,6 +47,9 @@ public struct HealthSnapshot: Sendable {
 
     public init(now: Int64) { self.now = now }
 
+    /// The reason of a run still in progress with no live writer (`read`'s `treatInProgressAsFailed`).
+    public static let died = "died: the run was still in progress but no process holds the store's lock (killed, or the machine stopped)"
+
     public static let syncTypes = ["automated_daily", "manual_org_bulk", "manual_patient", "webhook"]
     public static let finishedStatuses = ["completed", "partial_success", "failed"]
 
@@ -57,6 +60,9 @@ public struct HealthSnapshot: Sendable {
         guard try db.tableExists("sync_logs") else { return s }
         let finished = treatInProgressAsFailed ? "1" : "status != 'in_progress'"
         let statusExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN 'failed' ELSE status END" : "status"
+        // Such a run's reason is that it died (the view has none for it).
+        let errorExpr = treatInProgressAsFailed
+            ? "CASE status WHEN 'in_progress' THEN '\(died.replacingOccurrences(of: "'", with: "''"))' ELSE error_message END" : "error_message"
         for row in try Row.fetchAll(db, sql: """
             SELECT sync_type, \(statusExpr) AS st, count(*) AS n, sum(appointments_new) AS a_new,
               sum(appointments_updated) AS a_upd, sum(appointments_removed) AS a_rem,
@@ -87,7 +93,7 @@ public struct HealthSnapshot: Sendable {
             var h = RunTypeHealth(syncType: type)
             // The latest finished runs, newest first: enough for the partial_success streak.
             let recent = try Row.fetchAll(db, sql: """
-                SELECT id, \(statusExpr) AS st, started_at, error_message, appointments_new + appointments_updated
+                SELECT id, \(statusExpr) AS st, started_at, \(errorExpr) AS error_message, appointments_new + appointments_updated
                   + appointments_unchanged + appointments_removed + appointments_errors AS looked, appointments_errors AS errs
                 FROM sync_logs WHERE sync_type = ? AND \(finished) ORDER BY started_at DESC, start_seq DESC LIMIT 50
                 """, arguments: [type])

@@ -7,6 +7,7 @@ import JSONCore
 import Ledger
 import Logging
 import Projections
+import Service
 import Sync
 
 struct SyncCommand: AsyncParsableCommand {
@@ -196,7 +197,7 @@ struct StatusCommand: AsyncParsableCommand {
         guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
     }
 
-    static let died = "died: the run was still in progress but no process holds the store's lock (killed, or the machine stopped)"
+    static let died = HealthSnapshot.died
 
     func run() async throws {
         try await guarded {

@@ -2,8 +2,10 @@ import FakeIntakeQ
 import Domain
 import Foundation
 import JSONCore
+import GRDB
 import Ledger
 import NIOHTTP1
+import Projections
 @testable import Service
 import Sync
 import Testing
@@ -280,5 +282,28 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
             let r = rules.evaluate(snapshot { s in s.inboxDepth = 3; s.inboxOldestAt = now - 61 * 60_000; return })
             #expect(r.map(\.alert) == ["webhook_inbox_stale"])
         }
+    }
+}
+
+/// A run still in progress with no live writer died: `status` counts it as failed, and its reason
+/// (the view has none for it) is that it died, in the snapshot and so in the run_failed alert.
+@Suite struct DiedRunHealthTests {
+    @Test func aDiedRunsReasonIsThatItDied() throws {
+        let db = try DatabaseQueue()
+        try db.write { db in
+            try SyncLogsProjection().create(db, .live)
+            try db.execute(sql: """
+                INSERT INTO sync_logs (id, sync_type, started_at, status, metadata) VALUES ('r1', 'webhook', '2026-12-01T10:00:00.000Z', 'in_progress', '{}')
+                """)
+        }
+        let now = try #require(ISOTime.parse("2026-12-01T11:00:00Z"))
+        let watched = try db.read { try HealthSnapshot.read($0, now: now, treatInProgressAsFailed: true) }
+        #expect(watched.types["webhook"]?.lastStatus == "failed")
+        #expect(watched.types["webhook"]?.lastErrorMessage == HealthSnapshot.died)
+        let alert = try #require(AlertRules().evaluate(watched).first { $0.alert == "run_failed" })
+        #expect(alert.summary.contains("run failed: died") && !alert.summary.contains("no reason recorded"), "\(alert.summary)")
+        // The server leaves a run in progress alone: no finished run, no alert.
+        let served = try db.read { try HealthSnapshot.read($0, now: now) }
+        #expect(served.types["webhook"]?.lastStatus == nil)
     }
 }
