@@ -105,6 +105,8 @@ public final class SyncRunner {
     let progress: (@Sendable (String) -> Void)?
 
     let keys: KeyRing
+    /// Tests: called as the fetch starts (after `sync.started` is appended), to fail the run there.
+    var failAfterStart: (() throws -> Void)?
 
     /// `keys`: the key store personal data is sealed with; the store's own (`store.keysPath`,
     /// created on first use) when nil.
@@ -140,6 +142,10 @@ public final class SyncRunner {
         let ring = self.keys
         let patientOf = Dictionary(request.roster.allPatients.map { ($0.intakeqClientId, $0.id) }, uniquingKeysWith: { a, _ in a })
         try views.catchUp(reader)
+        // The keys must be this log's before anything is sealed with them: with another store's
+        // `keys/` in place, what this run sealed would not open once the store's own were back.
+        // The last roster holds a part sealed under each roster patient's key.
+        if let last = try views.streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
         let runId = request.runId ?? UUID().uuidString.lowercased()
 
         // 1. Close out runs that never completed, then record the start (and the roster, if new).
@@ -165,7 +171,7 @@ public final class SyncRunner {
             // disk), it is left so and the error stands on its own.
             var failed = SyncCompleted(
                 status: "failed", counts: SyncCounts(), api: APIUsage(), warnings: forgottenWarnings,
-                errors: ["\(error)"], errorMessage: "\(error)", unchanged: [], headBefore: writer.head.description,
+                errors: [Self.oneLine(error)], errorMessage: Self.oneLine(error), unchanged: [], headBefore: writer.head.description,
                 durationMs: ISOTime.nowMillis() - started)
             failed.api.calls = await client.stats().calls
             _ = try? writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(failed))])
@@ -173,11 +179,17 @@ public final class SyncRunner {
         }
     }
 
+    /// An error as one line (a database error's text may hold its SQL on more lines).
+    static func oneLine(_ error: any Error) -> String {
+        "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+
     /// Steps 2 and 3 of `run`: fetch and diff, append the observations and `sync.completed`, bring
     /// the views up to date.
     private func fetchAndRecord(plan: SyncPlan, runId: String, request: SyncRequest, started: Int64, open: [String],
                                 patientOf: [String: String], forgottenWarnings: [String]) async throws -> SyncOutcome {
         let ring = self.keys
+        try failAfterStart?()
 
         // 2. Fetch and diff.
         let views = self.views, reader = self.reader

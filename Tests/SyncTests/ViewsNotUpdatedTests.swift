@@ -4,10 +4,11 @@ import Foundation
 import TestSupport
 import GRDB
 import IntakeQ
+import JSONCore
 import Ledger
 import Logging
 import Projections
-import Sync
+@testable import Sync
 import Testing
 
 /// Stands in for a view whose update fails (a disk error, a full disk) when `sync.completed`
@@ -53,6 +54,38 @@ struct FailsOnCompletion: Projection {
         let events = try StoreReader.events(tmp.sub("store"))
         #expect(events.last?.type == "sync.completed")
         #expect(outcome.head == (try LedgerReader(store: store).head()))
+        await rig.stop()
+    }
+
+    /// A run that fails after `sync.started` is recorded as failed with its reason (one line),
+    /// not left in progress (which `status` would later call died); the next run needs no
+    /// `sync.abandoned` for it.
+    @StoreIO @Test func aRunThatFailsAfterItStartedIsRecordedAsFailed() async throws {
+        let tmp = TempDir()
+        let rig = try await Rig.start(day: 1)
+        let store = try Store.openOrCreate(tmp.sub("store"))
+        let writer = try LedgerWriter(store: store)
+        defer { writer.close() }
+        let views = try ProjectionStore(store: store)
+        var logger = Logger(label: "synctests")
+        logger.logLevel = .critical
+        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+                                  clock: rig.clock, store: InMemoryCallRecord())
+        let client = IntakeQClient(baseURL: rig.baseURL, apiKey: rig.apiKey, limiter: limiter, clock: rig.clock,
+                                   maxRetries: 1, timeoutSeconds: 20, logger: logger)
+        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
+        struct Injected: Error, CustomStringConvertible { var description: String { "injected failure\nwith a second line" } }
+        runner.failAfterStart = { throw Injected() }
+        await #expect(throws: Injected.self) { _ = try await runner.run(SyncRequest(roster: Fixtures.roster, now: Fixtures.day(1).nowDate)) }
+        let events = try StoreReader.events(tmp.sub("store"))
+        let last = try #require(events.last)
+        #expect(last.type == "sync.completed")
+        #expect(last.data["status"]?.stringValue == "failed", "\(last.data)")
+        #expect(last.data["error_message"]?.stringValue == "injected failure with a second line", "\(last.data)")
+        #expect(last.data["unchanged"] == .array([]), "\(last.data)")
+        runner.failAfterStart = nil
+        let again = try await runner.run(SyncRequest(roster: Fixtures.roster, now: Fixtures.day(1).nowDate))
+        #expect(again.status == "completed" && again.abandoned.isEmpty, "\(again.abandoned)")
         await rig.stop()
     }
 }
