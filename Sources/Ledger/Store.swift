@@ -83,8 +83,15 @@ public struct Store: Sendable {
             // Say what is wrong: a marker this user cannot read, or an empty directory, is not
             // "no store".
             if access(marker, F_OK) == 0 || errno == EACCES {
-                let reason = access(marker, R_OK) == 0 ? "unreadable" : String(cString: strerror(errno))
-                throw StoreError(.io, "cannot read \(marker): \(reason) (run syncledger as the user the store belongs to)", errno: EACCES)
+                if access(marker, R_OK) != 0, errno == EACCES {
+                    throw StoreError(.io, "cannot read \(marker): \(String(cString: strerror(EACCES))) "
+                                     + "(run syncledger as the user the store belongs to)", errno: EACCES)
+                }
+                var isDir: ObjCBool = false
+                if FileManager.default.fileExists(atPath: marker, isDirectory: &isDir), isDir.boolValue {
+                    throw StoreError(.notAStore, "\(marker) is a directory, not a SyncLedger store marker")
+                }
+                throw StoreError(.io, "cannot read \(marker)")
             }
             if (try? FileManager.default.contentsOfDirectory(atPath: path))?.isEmpty == true {
                 throw StoreError(.notAStore, "\(path) is an empty directory, not a store yet: `syncledger sync` makes a store there")

@@ -19,7 +19,8 @@ public enum Trust {
         "If the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"
     /// For damage inside the log, which `repair` does not record (it records a loss at the end).
     public static let damageHint =
-        "Restore the damaged or missing segment from a backup (`syncledger repair` records only a loss at the end of the log)"
+        "Restore the damaged or missing segment from a backup, or move the segments after it aside "
+        + "(`syncledger repair` records only a loss at the end of the log)"
 
     /// `state/head`: the writer's head evidence (see docs/FORMAT.md, "Head evidence").
     public static func headRecordPath(_ store: Store) -> String { store.statePath + "/head" }

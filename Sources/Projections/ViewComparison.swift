@@ -24,9 +24,14 @@ public struct ViewDifference: Sendable, CustomStringConvertible {
         return "view \(view) (table \(table)), \(key): \(what): live \(live) vs log \(log)"
     }
 
-    /// The views' columns that hold a patient's personal data (a name; the roster, with names,
-    /// emails and phones), as `table.column`.
-    public static let personalColumns: Set<String> = ["appointments.client_name", "appointments_roster.roster"]
+    /// The views' columns that hold a patient's personal data, as `table.column`: a name, the
+    /// IntakeQ client ids (sealed in the log as personal), the roster (names, emails, phones),
+    /// and the link a patient joins a meeting by (it may carry the meeting's password).
+    public static let personalColumns: Set<String> = [
+        "appointments.client_name", "appointments.intakeq_client_id", "appointments.meeting_url",
+        "appointments_objects.client_ids", "appointments_roster.roster", "appointments_roster_clients.intakeq_client_id",
+        "appointment_meeting_urls.meeting_url",
+    ]
 
     /// True when `column` of `table` holds personal data.
     public static func isPersonal(table: String, column: String) -> Bool {

@@ -159,6 +159,7 @@ struct RebuildCommand: AsyncParsableCommand {
             let started = Date()
             let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
             let report: FoldReport
+            var movedAside: String?
             do {
                 do {
                     report = try views.rebuild(names: names, reader, progress: progress.fold)
@@ -167,13 +168,19 @@ struct RebuildCommand: AsyncParsableCommand {
                     // drops) is damaged: moved aside, and the views folded into a new file.
                     progress.finish()
                     let moved = try moveViewsAside(store)
-                    warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log")
+                    movedAside = moved
+                    warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log "
+                         + "(restart `syncledger serve` if it runs on this store: it still has the old file open)")
                     (_, reader, views) = try openForRead(storeOptions, catchUp: false, warnScrub: false)
                     views.shouldStop = { interrupts.requested }
                     report = try views.rebuild(names: [], reader, progress: progress.fold)
                 }
             } catch is FoldInterrupted {
                 progress.finish()
+                if let movedAside {
+                    throw CLIFailure(message: "rebuild interrupted: the damaged views were moved aside to \(movedAside) and the new ones "
+                                     + "are not complete; run `syncledger rebuild` again", code: interrupts.exitCode ?? 130)
+                }
                 throw CLIFailure(message: "rebuild interrupted: the live views are unchanged and the partial shadow tables were dropped",
                                  code: interrupts.exitCode ?? 130)
             }

@@ -89,7 +89,8 @@ extension CLIBinaryTests {
     }
 
     /// A meeting link edited by hand in projections.sqlite is served (reads use the views), but
-    /// `verify --views` folds the log afresh and names the view, the key, the column and both values.
+    /// `verify --views` folds the log afresh and names the view, the key and the column; a join
+    /// link is a patient's (it may carry the meeting's password), so neither value is shown.
     @Test func handEditedViewIsNamedByVerifyViews() async throws {
         let practice = try Practice.load()
         let tmp = TempDir("views")
@@ -114,7 +115,8 @@ extension CLIBinaryTests {
         #expect(r.status == 1)
         #expect(r.stdout.contains("views FAILED: 1 difference"), "\(r.stdout)")
         #expect(r.stdout.contains("view meeting_urls") && r.stdout.contains("appointment_id='\(id)'")
-                && r.stdout.contains("column meeting_url") && r.stdout.contains("live '\(edited)' vs log '\(original)'"), "\(r.stdout)")
+                && r.stdout.contains("column meeting_url") && r.stdout.contains("personal data"), "\(r.stdout)")
+        #expect(!r.stdout.contains(edited) && !r.stdout.contains(original), "\(r.stdout)")
         let status = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(status.status == 1 && status.stdout.contains("the views differ from the log"), "\(status.stdout)")
         // The fix: rebuild the views from the log (with where the time went, and the rows written).
