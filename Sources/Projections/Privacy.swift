@@ -7,3 +7,13 @@ extension ProjectionStore {
         try pool.read { db in Set(try String.fetchAll(db, sql: "SELECT patient_id FROM appointments_roster_clients")) }
     }
 }
+
+extension ProjectionStore {
+    /// Reads the last recorded roster through `reader`, opening its parts: each roster patient's
+    /// part is sealed under their key, so a key store that is not this log's (another store's
+    /// `keys/`) throws here, naming the patient whose part does not open. Writers call it before
+    /// they seal or record anything. Nothing to check before the first roster.
+    public func checkKeysOpenTheLastRoster(_ reader: LedgerReader) throws {
+        if let last = try streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
+    }
+}

@@ -61,8 +61,7 @@ public struct HealthSnapshot: Sendable {
         let finished = treatInProgressAsFailed ? "1" : "status != 'in_progress'"
         let statusExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN 'failed' ELSE status END" : "status"
         // Such a run's reason is that it died (the view has none for it).
-        let errorExpr = treatInProgressAsFailed
-            ? "CASE status WHEN 'in_progress' THEN '\(died.replacingOccurrences(of: "'", with: "''"))' ELSE error_message END" : "error_message"
+        let errorExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN ? ELSE error_message END" : "error_message"
         for row in try Row.fetchAll(db, sql: """
             SELECT sync_type, \(statusExpr) AS st, count(*) AS n, sum(appointments_new) AS a_new,
               sum(appointments_updated) AS a_upd, sum(appointments_removed) AS a_rem,
@@ -96,7 +95,7 @@ public struct HealthSnapshot: Sendable {
                 SELECT id, \(statusExpr) AS st, started_at, \(errorExpr) AS error_message, appointments_new + appointments_updated
                   + appointments_unchanged + appointments_removed + appointments_errors AS looked, appointments_errors AS errs
                 FROM sync_logs WHERE sync_type = ? AND \(finished) ORDER BY started_at DESC, start_seq DESC LIMIT 50
-                """, arguments: [type])
+                """, arguments: StatementArguments(treatInProgressAsFailed ? [died, type] : [type]))
             if let last = recent.first {
                 h.lastRunId = last["id"]
                 h.lastStatus = last["st"]

@@ -55,7 +55,7 @@ public enum Forget {
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store)
         try views.catchUp(reader)
-        if let last = try views.streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
+        try views.checkKeysOpenTheLastRoster(reader)
         return try views.rosterPatientIds()
     }
 

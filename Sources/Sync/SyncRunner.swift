@@ -144,8 +144,7 @@ public final class SyncRunner {
         try views.catchUp(reader)
         // The keys must be this log's before anything is sealed with them: with another store's
         // `keys/` in place, what this run sealed would not open once the store's own were back.
-        // The last roster holds a part sealed under each roster patient's key.
-        if let last = try views.streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
+        try views.checkKeysOpenTheLastRoster(reader)
         let runId = request.runId ?? UUID().uuidString.lowercased()
 
         // 1. Close out runs that never completed, then record the start (and the roster, if new).
@@ -169,9 +168,10 @@ public final class SyncRunner {
             // Recorded as failed, with the reason: left in progress, the run would later read as
             // died (killed, or the machine stopped). When even this cannot be appended (a full
             // disk), it is left so and the error stands on its own.
+            let reason = Self.oneLine(error)
             var failed = SyncCompleted(
                 status: "failed", counts: SyncCounts(), api: APIUsage(), warnings: forgottenWarnings,
-                errors: [Self.oneLine(error)], errorMessage: Self.oneLine(error), unchanged: [], headBefore: writer.head.description,
+                errors: [reason], errorMessage: reason, unchanged: [], headBefore: writer.head.description,
                 durationMs: ISOTime.nowMillis() - started)
             failed.api.calls = await client.stats().calls
             _ = try? writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(failed))])
@@ -233,7 +233,7 @@ public final class SyncRunner {
         // The run is recorded whatever happens next: a failure to update the views is not a
         // failed run (the next command catches them up).
         var viewsError: String?
-        do { try views.catchUp(reader) } catch { viewsError = "\(error)" }
+        do { try views.catchUp(reader) } catch { viewsError = Self.oneLine(error) }
         var outcome = SyncOutcome(
             runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
             warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,

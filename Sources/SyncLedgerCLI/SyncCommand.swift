@@ -114,7 +114,7 @@ struct SyncCommand: AsyncParsableCommand {
             if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
             if let viewsError = outcome.viewsError {
                 warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
-                     + "(\(viewsError.split(whereSeparator: \.isNewline).joined(separator: " "))); the next command catches them up")
+                     + "(\(viewsError)); the next command catches them up")
             }
             if let code = interrupts.exitCode { return code }
             return outcome.exitCode
@@ -197,8 +197,6 @@ struct StatusCommand: AsyncParsableCommand {
         guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
     }
 
-    static let died = HealthSnapshot.died
-
     func run() async throws {
         try await guarded {
             let (store, reader, views) = try openForRead(storeOptions, warnScrub: false)
@@ -210,7 +208,7 @@ struct StatusCommand: AsyncParsableCommand {
             // A run in progress with no live writer died: it is a failure, whatever the view says.
             for i in rows.indices where rows[i]["status"]?.stringValue == "in_progress" && !writerLive {
                 rows[i]["status"] = .string("failed")
-                rows[i]["error_message"] = .string(Self.died)
+                rows[i]["error_message"] = .string(HealthSnapshot.died)
             }
             var latest: [String: ViewRow] = [:]
             var lastSuccess: [String: ViewRow] = [:]

@@ -27,6 +27,17 @@ struct FailsOnCompletion: Projection {
 }
 
 @Suite struct ViewsNotUpdatedTests {
+    /// A client of the rig's fake IntakeQ, unthrottled, and a logger of nothing below critical.
+    static func client(_ rig: Rig) -> (IntakeQClient, Logger) {
+        var logger = Logger(label: "synctests")
+        logger.logLevel = .critical
+        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+                                  clock: rig.clock, store: InMemoryCallRecord())
+        let client = IntakeQClient(baseURL: rig.baseURL, apiKey: rig.apiKey, limiter: limiter, clock: rig.clock,
+                                   maxRetries: 1, timeoutSeconds: 20, logger: logger)
+        return (client, logger)
+    }
+
     /// The run is fully recorded in the log, so it is not a failed run: the outcome keeps its
     /// status and says the views could not be updated (the CLI prints that and exits 2).
     @StoreIO @Test func viewsFailingAfterTheRunIsDurableIsNotAFailedRun() async throws {
@@ -36,12 +47,7 @@ struct FailsOnCompletion: Projection {
         let writer = try LedgerWriter(store: store)
         defer { writer.close() }
         let views = try ProjectionStore(store: store, projections: allProjections + [FailsOnCompletion()])
-        var logger = Logger(label: "synctests")
-        logger.logLevel = .critical
-        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
-                                  clock: rig.clock, store: InMemoryCallRecord())
-        let client = IntakeQClient(baseURL: rig.baseURL, apiKey: rig.apiKey, limiter: limiter, clock: rig.clock,
-                                   maxRetries: 1, timeoutSeconds: 20, logger: logger)
+        let (client, logger) = Self.client(rig)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
         let outcome = try await runner.run(SyncRequest(roster: Fixtures.roster, now: Fixtures.day(1).nowDate))
         #expect(outcome.status == "completed")
@@ -67,12 +73,7 @@ struct FailsOnCompletion: Projection {
         let writer = try LedgerWriter(store: store)
         defer { writer.close() }
         let views = try ProjectionStore(store: store)
-        var logger = Logger(label: "synctests")
-        logger.logLevel = .critical
-        let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
-                                  clock: rig.clock, store: InMemoryCallRecord())
-        let client = IntakeQClient(baseURL: rig.baseURL, apiKey: rig.apiKey, limiter: limiter, clock: rig.clock,
-                                   maxRetries: 1, timeoutSeconds: 20, logger: logger)
+        let (client, logger) = Self.client(rig)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
         struct Injected: Error, CustomStringConvertible { var description: String { "injected failure\nwith a second line" } }
         runner.failAfterStart = { throw Injected() }
