@@ -12,7 +12,7 @@ struct AlertOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Run this shell command for each alert, the JSON on its standard input (e.g. a mail pipeline).", valueName: "CMD"))
     var alertCommand: String?
 
-    @Option(help: ArgumentHelp("Seconds one delivery attempt may take.", valueName: "S"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Seconds one delivery attempt may take.", valueName: "S"))
     var alertTimeout = 10.0
 
     /// The URLs, with `@FILE` read.
@@ -64,7 +64,7 @@ struct AlertTestCommand: AsyncParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var alertOptions: AlertOptions
-    @Option(help: "Attempts per target before giving up.") var attempts = 3
+    @Option(parsing: .unconditional, help: "Attempts per target before giving up.") var attempts = 3
 
     func validate() throws {
         try alertOptions.check()

@@ -21,11 +21,15 @@ struct ForgetCommand: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("The roster patient id (the roster's \"id\").", valueName: "ID")) var patient: String
     @Option(help: ArgumentHelp("Why (recorded in the log, so no personal data).", valueName: "TEXT")) var reason: String
-    @Option(help: ArgumentHelp("Wait this long for a running sync instead of failing at once.", valueName: "SECONDS"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Wait this long for a running sync instead of failing at once.", valueName: "SECONDS"))
     var waitLock: Double?
     @Option(help: ArgumentHelp("Purge the PostgreSQL views too (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))
     var postgres: String?
     @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
+
+    func validate() throws {
+        if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
+    }
 
     func run() async throws {
         try await guarded {

@@ -25,9 +25,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The practice's time zone for --daily-at (default: the roster's \"timezone\", else UTC).", valueName: "TZ")) var timezone: String?
     @Option(help: ArgumentHelp("The API tokens file (default: STORE/state/api-tokens.json when it exists).", valueName: "FILE")) var tokens: String?
     @Option(help: ArgumentHelp("A file holding the webhook URL's secret (at least 32 characters).", valueName: "FILE")) var webhookSecretFile: String?
-    @Option(help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
-    @Option(help: "API calls allowed in any 24 hours, counted across runs and processes (base plan: 500).") var dailyBudget = 500
-    @Option(help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
+    @Option(parsing: .unconditional, help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
+    @Option(parsing: .unconditional, help: "API calls allowed in any 24 hours, counted across runs and processes (base plan: 500).") var dailyBudget = 500
+    @Option(parsing: .unconditional, help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
     @Option(help: ArgumentHelp("Log level: debug, info, warning, error.", valueName: "LEVEL")) var logLevel = "info"
     @Option(help: ArgumentHelp("Ship the views to PostgreSQL after every run (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))
     var postgres: String?
@@ -37,6 +37,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
+        guard (0...20).contains(maxRetries) else { throw ValidationError("--max-retries must be 0...20") }
         guard splitListen() != nil else { throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 127.0.0.1:8080)") }
         if let dailyAt, ServeConfiguration.parseDailyAt(dailyAt) == nil { throw ValidationError("--daily-at '\(dailyAt)' is not HH:MM (for example 03:00)") }
         if let timezone, TimeZone(identifier: timezone) == nil { throw ValidationError("--timezone '\(timezone)' is not a time zone name (for example America/Denver)") }

@@ -33,12 +33,12 @@ struct SyncCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Centre of the window (ISO 8601); default: the clock.", valueName: "ISO8601")) var now: String?
     @Option(parsing: .unconditional, help: "Days before now in the window (0–3650).") var daysBack = 90
     @Option(parsing: .unconditional, help: "Days after now in the window (0–3650).") var daysAhead = 90
-    @Option(help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
-    @Option(help: "API calls allowed in any 24 hours, counted across runs (base plan: 500).") var dailyBudget = 500
-    @Option(help: ArgumentHelp("Wait up to this long for another writer to finish instead of failing at once.", valueName: "SECONDS"))
+    @Option(parsing: .unconditional, help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
+    @Option(parsing: .unconditional, help: "API calls allowed in any 24 hours, counted across runs (base plan: 500).") var dailyBudget = 500
+    @Option(parsing: .unconditional, help: ArgumentHelp("Wait up to this long for another writer to finish instead of failing at once.", valueName: "SECONDS"))
     var waitLock: Double?
-    @Option(help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
-    @Option(help: ArgumentHelp("Per-request timeout.", valueName: "SECONDS")) var timeout = 30.0
+    @Option(parsing: .unconditional, help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
+    @Option(parsing: .unconditional, help: ArgumentHelp("Per-request timeout.", valueName: "SECONDS")) var timeout = 30.0
     @Option(help: "Who started the run, for sync_logs.") var triggeredBy = "cli"
     @Flag(help: "Log debug details on stderr (may include patient names).") var verbose = false
     @Flag(help: "Print the run's summary as one JSON object (for a \"Refresh\" button) instead of the summary line.") var json = false
@@ -63,7 +63,7 @@ struct SyncCommand: AsyncParsableCommand {
         guard maxRetries >= 0, maxRetries <= 20, timeout > 0 else {
             throw ValidationError("--max-retries must be 0...20 and --timeout positive")
         }
-        if let w = waitLock, w < 0 { throw ValidationError("--wait-lock must not be negative") }
+        if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
         guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
             throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL (for example https://intakeq.com/api/v1)")
         }

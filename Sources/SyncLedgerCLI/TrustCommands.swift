@@ -40,12 +40,13 @@ struct RepairCommand: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted; recorded in the ledger.", valueName: "REASON"))
     var acceptLoss: String
-    @Option(help: ArgumentHelp("Wait up to this long for another writer.", valueName: "SECONDS")) var waitLock: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp("Wait up to this long for another writer.", valueName: "SECONDS")) var waitLock: Double?
 
     func validate() throws {
         if acceptLoss.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw ValidationError("--accept-loss needs a reason (it is recorded in the ledger)")
         }
+        if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
     }
 
     func run() async throws {
