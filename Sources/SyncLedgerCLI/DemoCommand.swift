@@ -18,6 +18,10 @@ struct DemoCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Write the demo store here (a new or empty directory).", valueName: "DIR")) var store: String?
     @Option(help: ArgumentHelp("The fixtures directory (default: the repository's Fixtures/).", valueName: "DIR")) var fixtures: String?
 
+    func validate() throws {
+        if store?.isEmpty == true { throw ValidationError("--store is empty: give a new directory for the demo store, or no --store for a temporary one") }
+    }
+
     func run() throws {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let dir = (exe as NSString).deletingLastPathComponent

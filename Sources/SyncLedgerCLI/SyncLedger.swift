@@ -92,6 +92,13 @@ struct StoreOptions: ParsableArguments {
 
     var path: String { Store.resolvePath(store) }
 
+    /// An empty `--store ""` (or `--keys ""`, an unset shell variable) is refused: it would
+    /// otherwise fall back to the default store without a word.
+    func validate() throws {
+        if store?.isEmpty == true { throw ValidationError("--store is empty: give the store's directory") }
+        if keys?.isEmpty == true { throw ValidationError("--keys is empty: give the key store's directory") }
+    }
+
     /// Opens the existing store with the key store these options name.
     func open() throws -> Store {
         var store = try Store.open(path)

@@ -125,6 +125,16 @@ extension CLIBinaryTests {
         // the root command
         BadArg(["no-such-command"], "no-such-command"),
         BadArg(["--store"], "--store"),
+        // An empty store or key store path (an unset shell variable) never falls back to ./ledger-data.
+        BadArg(["appointments", "--store", ""], "--store is empty"),
+        BadArg(["--store", "", "status"], "--store is empty"),
+        BadArg(["--store=", "verify"], "--store"),
+        BadArg(["sync", "--store=", "--roster", "R", "--base-url", "http://127.0.0.1:1/api/v1"], "--store"),
+        BadArg(["token", "new", "--store", "", "--name", "x", "--role", "admin"], "--store is empty"),
+        BadArg(["--store", "", "token", "new", "--name", "x", "--role", "admin"], "--store is empty"),
+        BadArg(["log", "--store", "", "--from-seq", "1"], "--store is empty"),
+        BadArg(["appointments", "--store", "S", "--keys", ""], "--keys is empty"),
+        BadArg(["demo", "--store", ""], "--store is empty"),
     ]
 
     @Test("every command with missing, malformed and out-of-range arguments fails cleanly, store unchanged")
