@@ -360,7 +360,7 @@ struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log", abstract: "Print events as stored, one JSON object per line.")
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "First seq to print.") var fromSeq: UInt64 = 1
+    @Option(help: "First seq to print; the head's seq + 1 prints nothing until more is recorded.") var fromSeq: UInt64 = 1
     @Option(help: "Print at most this many events.") var limit: UInt64?
 
     func validate() throws {
@@ -373,7 +373,14 @@ struct LogCommand: AsyncParsableCommand {
             let store = try Store.open(storeOptions.path)
             try refuseIfLost(store)
             let reader = try EventLogReader(directory: store.logPath)
-            let through = limit.map { fromSeq + $0 - 1 }
+            // The seq after the head asks "anything new?" (nothing yet: no output, exit 0); one
+            // further on cannot come from this log (a typo, another store's seq).
+            let head = try reader.head()
+            guard fromSeq <= head.seq + 1 else {
+                throw CLIFailure(message: "--from-seq \(fromSeq) is past the log's head (seq \(head.seq)); --from-seq \(head.seq + 1) prints what is recorded next")
+            }
+            // A --limit reaching past the largest seq means "to the end".
+            let through = limit.flatMap { $0 - 1 <= UInt64.max - fromSeq ? fromSeq + ($0 - 1) : nil }
             let cursor = try reader.cursor(from: fromSeq, through: through)
             let sink = FileHandleSink(fd: 1)
             var buffer: [UInt8] = []

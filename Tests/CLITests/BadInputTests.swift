@@ -95,6 +95,7 @@ extension CLIBinaryTests {
         BadArg(["log", "--store", "S", "--from-seq", "0"], "--from-seq"),
         BadArg(["log", "--store", "S", "--limit", "-1"], "--limit"),
         BadArg(["log", "--store", "S", "--limit", "0"], "--limit"),
+        BadArg(["log", "--store", "S", "--from-seq", "999999"], "--from-seq 999999 is past the log's head (seq "),
         // demo
         BadArg(["demo", "--fixtures", "/nonexistent-fixtures"], "/nonexistent-fixtures"),
         BadArg(["demo", "--store", "S"], "not empty"),
