@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
 import IntakeQ
+import Ledger
 import Logging
 import PostgresSink
+import Projections
 import Service
 import Sync
 
@@ -149,12 +151,35 @@ struct TokenNewCommand: AsyncParsableCommand {
             if file.tokens.contains(where: { $0.name == name }) {
                 throw CLIFailure(message: "the tokens file \(path) already has a token named \(name)")
             }
+            try checkOrganizations()
             let (token, entry) = TokenFile.newToken(name: name, role: APIToken.Role(rawValue: role)!, organizations: org)
             file.tokens.append(entry)
             try file.save(path: path)
             print(token)
             warn("added \(role) token \(name) to \(path); the token is shown only this once")
             return 0
+        }
+    }
+
+    /// A reader's `--org` must be an organization of the store's roster (the one the last sync
+    /// recorded, as the views hold it): a mistyped id would make a token that reads nothing. A
+    /// store that knows no organizations yet (no store, or no sync so far: the README makes the
+    /// tokens before the first `serve`) takes them unchecked, with a warning.
+    func checkOrganizations() throws {
+        guard !org.isEmpty else { return }
+        var known: [String] = []
+        if FileManager.default.fileExists(atPath: storeOptions.path + "/STORE") {
+            let (_, _, views) = try openForRead(storeOptions)
+            known = try views.readSync { try Views.roster($0) }?.organizations.map(\.id) ?? []
+        }
+        guard !known.isEmpty else {
+            warn("warning: the store at \(storeOptions.path) knows no organizations yet (no sync has recorded a roster): --org \(org.joined(separator: ", ")) taken unchecked")
+            return
+        }
+        let unknown = org.filter { !known.contains($0) }
+        guard unknown.isEmpty else {
+            throw CLIFailure(message: "no organization \(unknown.joined(separator: ", ")) in the store's roster; the organizations are: \(known.joined(separator: ", ")) "
+                             + "(a new one in the roster file: sync it first)")
         }
     }
 }

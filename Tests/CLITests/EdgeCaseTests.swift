@@ -45,4 +45,41 @@ extension CLIBinaryTests {
         expectSuccess(huge)
         #expect(huge.stdoutLines.count == 1)
     }
+
+    /// `token new --org` must name an organization the store knows; a store that knows none yet
+    /// (README: tokens are made before the first `serve`) takes it with a warning.
+    @Test func tokenNewChecksTheOrganization() async throws {
+        let tmp = TempDir("tokenorg")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let tokens = tmp.path + "/tokens.json"
+        let before = storeSnapshot(store)
+
+        let bad = try await cli(["token", "new", "--store", store, "--name", "dash", "--role", "reader", "--org", "fsh", "--org", "nope",
+                                 "--tokens", tokens])
+        expectCleanFailure(bad, mentioning: ["no organization nope", "fsh, rrc, hwc"])
+        #expect(!bad.stderr.contains("no organization fsh"), "\(bad.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: tokens), "a refused token was written")
+
+        let good = try await cli(["token", "new", "--store", store, "--name", "dash", "--role", "reader", "--org", "fsh", "--org", "hwc",
+                                  "--tokens", tokens])
+        expectSuccess(good)
+        #expect(good.stdout.hasPrefix("slt_"))
+        #expect(good.stderrLines.count == 1 && !good.stderr.contains("warning"), "\(good.stderr)")
+        expectSameSnapshot(before, storeSnapshot(store), "token new")
+
+        // No store yet, or a store without a sync: taken, with one warning line.
+        let fresh = tmp.path + "/fresh"
+        let early = try await cli(["token", "new", "--store", fresh, "--name", "early", "--role", "reader", "--org", "fsh"])
+        expectSuccess(early)
+        #expect(early.stdout.hasPrefix("slt_"))
+        #expect(early.stderrLines.count == 2, "\(early.stderr)")
+        #expect(early.stderrLines.first?.hasPrefix("warning: ") == true && early.stderr.contains("knows no organizations"), "\(early.stderr)")
+        #expect(FileManager.default.fileExists(atPath: fresh + "/state/api-tokens.json"))
+        // An admin token names no organization: nothing to check, nothing to warn about.
+        let admin = try await cli(["token", "new", "--store", fresh, "--name", "ops", "--role", "admin"])
+        expectSuccess(admin)
+        #expect(!admin.stderr.contains("warning"), "\(admin.stderr)")
+    }
 }
