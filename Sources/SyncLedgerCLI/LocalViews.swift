@@ -54,6 +54,15 @@ struct ReadContext {
         return nil
     }
 
+    /// A row's patient by name: the roster's, else `(forgotten)` for an appointment of a
+    /// forgotten patient (the view keeps no patient id for it, only that client name).
+    func patientName(of row: ViewRow) -> String? {
+        let id = row["patient_id"]?.stringValue
+        if let name = patientName(id) { return name }
+        if id == nil, row["client_name"]?.stringValue == PersonalData.forgottenName { return PersonalData.forgottenName }
+        return nil
+    }
+
     func organizationName(_ id: String?) -> String? {
         guard let id else { return nil }
         return roster?.organizations.first { $0.id == id }?.name
@@ -80,13 +89,12 @@ struct ReadContext {
     }
 
     /// Tables: `start` (local time with the zone's abbreviation) and `patient` (the roster name,
-    /// else the id) added to a row.
+    /// else the id; `(forgotten)` for a forgotten patient's appointment) added to a row.
     func forTable(_ row: ViewRow) -> ViewRow {
         var r = row
         r.columns += ["start", "patient", "organization"]
         r.values.append(millis(row["start_at"]).map { .string(LocalFormat.table($0, zone)) } ?? .null)
-        let pid = row["patient_id"]?.stringValue
-        r.values.append((patientName(pid) ?? pid).map(JSONValue.string) ?? .null)
+        r.values.append((patientName(of: row) ?? row["patient_id"]?.stringValue).map(JSONValue.string) ?? .null)
         let oid = row["organization_id"]?.stringValue
         r.values.append((organizationName(oid) ?? oid).map(JSONValue.string) ?? .null)
         return r
@@ -185,7 +193,7 @@ func printUpcoming(views: ProjectionStore, ctx: ReadContext, start: Int64, days:
                 let l = ctx.localized(row)
                 var o: [String: JSONValue] = [:]
                 for k in keys { o[k] = l[k] ?? .null }
-                o["patient_name"] = ctx.patientName(row["patient_id"]?.stringValue).map(JSONValue.string) ?? .null
+                o["patient_name"] = ctx.patientName(of: row).map(JSONValue.string) ?? .null
                 o["organization_name"] = ctx.organizationName(row["organization_id"]?.stringValue).map(JSONValue.string) ?? .null
                 return .object(o)
             }

@@ -83,3 +83,37 @@ extension CLIBinaryTests {
         #expect(!admin.stderr.contains("warning"), "\(admin.stderr)")
     }
 }
+
+extension CLIBinaryTests {
+    /// A forgotten patient's appointments read as "(forgotten)" in `as-of` (and `appointments`)
+    /// tables, as `forget --help` and docs/FORMAT.md say, not as a blank patient.
+    @Test func asOfShowsAForgottenPatientAsForgotten() async throws {
+        let tmp = TempDir("asofforgot")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let before = try await Self.verifiedHeadSeq(of: store)
+        expectSuccess(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"]))
+        let head = try await Self.verifiedHeadSeq(of: store)
+
+        // The view's own columns say so: no patient id left, the client name "(forgotten)".
+        let json = try await cli(["as-of", "--store", store, "--seq", String(head), "--json"])
+        expectSuccess(json)
+        let forgotten = Self.rows(json).filter { ($0["client_name"] as? String) == "(forgotten)" }
+        #expect(!forgotten.isEmpty, "no appointment of the forgotten patient in as-of --json")
+        let id = try #require(forgotten.first?["appointment_id"] as? String)
+
+        for seq in [head, before] {
+            let one = try await cli(["as-of", "--store", store, "--seq", String(seq), "--appointment", id, "--wide"])
+            expectSuccess(one)
+            let line = one.stdoutLines.first { $0.contains(id) }
+            #expect(line?.contains("(forgotten)") == true, "as-of --seq \(seq): \(one.stdout)")
+            let all = try await cli(["as-of", "--store", store, "--seq", String(seq), "--wide"])
+            expectSuccess(all)
+            #expect(all.stdoutLines.filter { $0.contains("(forgotten)") }.count == forgotten.count, "as-of --seq \(seq): \(all.stdout)")
+            #expect(!all.stdout.contains(PrivacyFixture.forgotten.name))
+        }
+        let live = try await cli(["appointments", "--store", store, "--wide"])
+        #expect(live.stdoutLines.filter { $0.contains("(forgotten)") }.count == forgotten.count, "\(live.stdout)")
+    }
+}
