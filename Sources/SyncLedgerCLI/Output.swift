@@ -32,6 +32,8 @@ enum Output {
     nonisolated(unsafe) static var wide = false
     /// At most this wide, whatever the terminal (the demo: 100).
     nonisolated(unsafe) static var widthCap: Int?
+    /// The command was given `--json`: a failure is also one JSON object on stdout (`guarded`).
+    nonisolated(unsafe) static var jsonFailures = false
     /// Shorter table headers for long view column names (JSON keeps the column names).
     static let headerNames = [
         "appointments_new": "new", "appointments_updated": "updated", "appointments_unchanged": "unchanged",

@@ -4,6 +4,7 @@ import Domain
 import EventLog
 import Foundation
 import IntakeQ
+import JSONCore
 import Ledger
 import Projections
 
@@ -44,15 +45,56 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)
+            if let c = command as? any JSONOutputCommand, c.json { Output.jsonFailures = true }
             if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
                 try command.run()
             }
         } catch {
+            // A usage error (exit 64) of a command given --json: its "Error: …" line as JSON too.
+            // (An ExitCode comes from a command that ran: `guarded` printed what there was.)
+            let code = exitCode(for: error).rawValue
+            if !(error is ExitCode), code != 0, jsonRequested(args) {
+                let line = fullMessage(for: error).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+                printFailureJSON(line, code: code)
+            }
             exit(withError: error)
         }
     }
+
+    /// Whether `args` (already hoisted) name a command that prints JSON and hold `--json`, for
+    /// an error met before the command was parsed whole.
+    static func jsonRequested(_ args: [String]) -> Bool {
+        let given = args.prefix { $0 != "--" }
+        guard given.contains("--json"), let name = given.first,
+              let type = configuration.subcommands.first(where: { $0.configuration.commandName == name }) else { return false }
+        return type is any JSONOutputCommand.Type
+    }
+}
+
+/// A command whose `--json` prints its result as JSON. Given `--json`, a failure before there
+/// is a result (the one line on stderr, a non-zero exit) also prints one JSON object on stdout:
+/// `{"error": "<that line>", "exit_code": N}`. A command that gains `--json` joins this list.
+protocol JSONOutputCommand: ParsableCommand {
+    var json: Bool { get }
+}
+
+extension SyncCommand: JSONOutputCommand {}
+extension StatusCommand: JSONOutputCommand {}
+extension AppointmentsCommand: JSONOutputCommand {}
+extension MeetingURLsCommand: JSONOutputCommand {}
+extension LocationsCommand: JSONOutputCommand {}
+extension SyncLogsCommand: JSONOutputCommand {}
+extension HistoryCommand: JSONOutputCommand {}
+extension AsOfCommand: JSONOutputCommand {}
+extension VerifyCommand: JSONOutputCommand {}
+extension UpcomingCommand: JSONOutputCommand {}
+extension ChangesCommand: JSONOutputCommand {}
+
+/// `{"error": line, "exit_code": code}` on stdout, for a command given `--json` that failed.
+func printFailureJSON(_ line: String, code: Int32) {
+    print(Output.json(.object(["error": .string(line), "exit_code": .number(Double(code))])))
 }
 
 /// Moves leading `--store DIR` / `--store=DIR` behind the first subcommand name.
@@ -119,15 +161,21 @@ func guarded(_ body: () async throws -> Int32) async throws {
     do {
         code = try await body()
     } catch let e as CLIFailure {
-        warn("syncledger: " + e.message)
-        throw ExitCode(e.code)
+        throw failed("syncledger: " + e.message, code: e.code)
     } catch let e as ExitCode {
         throw e
     } catch {
-        warn("syncledger: \(describeError(error))")
-        throw ExitCode(1)
+        throw failed("syncledger: \(describeError(error))", code: 1)
     }
     if code != 0 { throw ExitCode(code) }
+}
+
+/// A command body that threw, before it printed a result: its line on stderr (and, given
+/// `--json`, as a JSON object on stdout), and the exit code to throw.
+private func failed(_ line: String, code: Int32) -> ExitCode {
+    warn(line)
+    if Output.jsonFailures { printFailureJSON(line, code: code) }
+    return ExitCode(code)
 }
 
 func describeError(_ error: any Error) -> String {

@@ -248,7 +248,9 @@ extension AuditTests {
         for args in [["history", unknown], ["history", unknown, "--json"]] {
             let r = try await syncledger(t.store, args: args)
             #expect(r.code != 0)
-            #expect(r.stdout.isEmpty)
+            // Given --json, the failure is one JSON object on stdout as well (`{"error", "exit_code"}`).
+            #expect(args.contains("--json") ? String(decoding: r.stdout, as: UTF8.self).hasPrefix("{\"error\":") : r.stdout.isEmpty,
+                    "\(String(decoding: r.stdout, as: UTF8.self))")
             let lines = r.stderr.split(separator: "\n", omittingEmptySubsequences: true)
             #expect(lines.count == 1, "one line on stderr: \(r.stderr)")
             #expect(r.stderr.contains(unknown))

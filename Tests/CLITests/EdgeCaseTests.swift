@@ -82,6 +82,55 @@ extension CLIBinaryTests {
         expectSuccess(admin)
         #expect(!admin.stderr.contains("warning"), "\(admin.stderr)")
     }
+
+    /// Given `--json`, a command that fails before it has a result prints one JSON object on
+    /// stdout with the stderr line and the exit code; the stderr line is unchanged.
+    @Test func jsonFailuresAreJSONToo() async throws {
+        let tmp = TempDir("jsonfail")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let missing = tmp.path + "/missing"
+
+        func expectJSONFailure(_ args: [String], code: Int32, mentioning needle: String,
+                               sourceLocation: SourceLocation = #_sourceLocation) async throws {
+            let r = try await cli(args, env: keyEnv, cwd: tmp.path)
+            expectCleanFailure(r, mentioning: [needle], allowStdout: true, sourceLocation: sourceLocation)
+            #expect(r.status == code, "\(r.label): exit \(r.status)", sourceLocation: sourceLocation)
+            #expect(r.stdoutLines.count == 1, "\(r.label): \(r.stdout)", sourceLocation: sourceLocation)
+            let o = parseJSON(r.stdout) as? [String: Any]
+            #expect(o?.count == 2, "\(r.label): \(r.stdout)", sourceLocation: sourceLocation)
+            #expect(o?["error"] as? String == r.stderrLines.first, "\(r.label): \(r.stdout) vs \(r.stderr)", sourceLocation: sourceLocation)
+            #expect(o?["exit_code"] as? Int == Int(code), "\(r.label): \(r.stdout)", sourceLocation: sourceLocation)
+        }
+
+        // Failures met while running: the "syncledger: …" line.
+        try await expectJSONFailure(["appointments", "--store", missing, "--json"], code: 1, mentioning: "no store")
+        try await expectJSONFailure(["status", "--json", "--store", missing], code: 1, mentioning: "no store")
+        try await expectJSONFailure(["upcoming", "--store", store, "--org", "nope", "--json"], code: 1, mentioning: "organization nope")
+        try await expectJSONFailure(["history", "--store", store, "no-such-appointment", "--json"], code: 1, mentioning: "no-such-appointment")
+        try await expectJSONFailure(["as-of", "--store", store, "--seq", "999999", "--json"], code: 1, mentioning: "999999")
+        try await expectJSONFailure(["verify", "--store", missing, "--json"], code: 1, mentioning: "no store")
+        try await expectJSONFailure(["sync", "--store", store, "--roster", Repo.roster, "--org", "nope", "--base-url", "http://127.0.0.1:1/api/v1",
+                                     "--json"], code: 1, mentioning: "organization nope")
+        // Usage errors (exit 64): the "Error: …" line.
+        try await expectJSONFailure(["sync-logs", "--store", store, "--json", "--limit", "0"], code: 64, mentioning: "--limit must be positive")
+        try await expectJSONFailure(["sync", "--store", store, "--json", "--roster", Repo.roster, "--org", "fsh", "--patient", "p-001"],
+                                    code: 64, mentioning: "not both")
+        try await expectJSONFailure(["--store", "", "appointments", "--json"], code: 64, mentioning: "--store is empty")
+
+        // Without --json, or for a command without it, stdout stays empty.
+        expectCleanFailure(try await cli(["appointments", "--store", missing]), mentioning: ["no store"])
+        expectCleanFailure(try await cli(["log", "--store", missing]), mentioning: ["no store"])
+        expectCleanFailure(try await cli(["log", "--store", store, "--json"]), mentioning: ["--json"])
+        // A command that ran and printed its result keeps to it: one object, no error added.
+        let verified = try await cli(["verify", "--store", store, "--json"])
+        expectSuccess(verified)
+        let status = try await cli(["status", "--store", store, "--json"])
+        #expect(status.stdoutLines.count == 1, "\(status.stdout)")
+        let o = parseJSON(status.stdout) as? [String: Any]
+        #expect(o?["head"] != nil && o?["exit_code"] == nil, "\(status.stdout)")
+    }
 }
 
 extension CLIBinaryTests {

@@ -125,8 +125,11 @@ nonisolated(unsafe) let isoMillis = try! Regex(#"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:
         #expect(rows.isEmpty)
         let r = try runSyncledger(["--store", tmp.sibling("nowhere"), "appointments", "--json"])
         #expect(r.status == 1)
-        #expect(r.stdout.isEmpty)
         #expect(r.stderr.contains("no store at"), "\(r.stderr)")
+        // Given --json, the failure is one JSON object on stdout too: the stderr line and the code.
+        let failure = try JSONValue.parse(Array(r.stdout.utf8))
+        #expect(failure["error"]?.stringValue == r.stderr.split(separator: "\n").first.map(String.init), "\(r.stdout)")
+        #expect(failure["exit_code"]?.int64Value == 1, "\(r.stdout)")
     }
 
     @Test(.enabled(if: CLIJSONTests.binaryExists, "build .build/debug/syncledger first (swift build --product syncledger)"))
