@@ -26,7 +26,12 @@ public enum Forget {
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
         // The keys must be this log's: with another store's `keys/` in place, the patient's real
         // key would survive while the log recorded them as forgotten.
-        let recorded = try recordedPatients(store, keys)
+        let (recorded, roster) = try recordedPatients(store, keys)
+        // The reason is recorded in the clear, for good: a name in it could never be forgotten.
+        let people = roster?.organizations.flatMap(\.patients) ?? []
+        if PersonalText.names(trimmed, names: people.compactMap(\.name), emails: people.compactMap(\.email)) {
+            throw LedgerError("--reason names a patient of the roster (a name or an email); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
+        }
         if !keys.isForgotten(patientId) {
             guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId) else {
                 throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")
@@ -47,16 +52,16 @@ public enum Forget {
         return Outcome(patientId: patientId, appended: appended, head: writer.head)
     }
 
-    /// The patient ids of the last recorded roster (from the views, brought up to date), once
-    /// that roster has been read with `keys`: each roster patient's part is sealed under their
+    /// The patient ids of the last recorded roster (from the views, brought up to date), and that
+    /// roster as read with `keys`: each roster patient's part is sealed under their
     /// key, so keys that are not this log's throw here (the error names the patient whose part
     /// does not open), before anything is written.
-    static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> Set<String> {
+    static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> (ids: Set<String>, roster: RosterObserved?) {
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store)
         try views.catchUp(reader)
-        try views.checkKeysOpenTheLastRoster(reader)
-        return try views.rosterPatientIds()
+        let roster = try views.checkKeysOpenTheLastRoster(reader)
+        return (try views.rosterPatientIds(), roster)
     }
 
     /// Deletes the views database (and its WAL) and folds it again from the log.

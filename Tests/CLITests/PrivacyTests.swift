@@ -246,6 +246,24 @@ extension CLIBinaryTests {
         #expect(after.stdout == own.stdout)
     }
 
+    /// A reason naming a roster patient (any of them, by name, last name or email) would stay in
+    /// the log in the clear for good: `forget` refuses it in one line, and writes nothing.
+    @Test func aReasonNamingAPatientIsRefused() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let before = storeSnapshot(store)
+        for reason in ["\(PrivacyFixture.forgotten.name) asked", "BIRCH asked by phone", "blair.birch@example.org",
+                       "their partner \(PrivacyFixture.other.name) called"] {
+            let r = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", reason])
+            expectCleanFailure(r, mentioning: ["--reason names a patient of the roster"])
+            #expect(!r.stderr.contains("Birch") && !r.stderr.contains("Valdez"), "\(r.stderr)")
+            expectSameSnapshot(before, storeSnapshot(store), "forget --reason \(reason)")
+        }
+        expectSuccess(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "the patient's request"]))
+    }
+
     /// A wrong or missing master key: one line, exit 1, and not a byte of the store changes.
     @Test func aWrongOrMissingMasterKeyChangesNothing() async throws {
         let tmp = TempDir("privacy")

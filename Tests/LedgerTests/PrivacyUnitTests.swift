@@ -17,6 +17,23 @@ import Testing
                               {"ClientId":"555","ClientName":"Other Out","ClientEmail":"other@example.com"}]}
         """#
 
+    /// `forget --reason` is refused when it names a patient: whole words, the whole name or its
+    /// last word of three letters or more, or an email, in any case.
+    @Test(arguments: [
+        ("Blair Birch asked to be forgotten", true),
+        ("request from BIRCH, by phone", true),
+        ("per blair.birch@example.org", true),
+        ("asked by Mo Li", true),
+        ("consent withdrawn", false),
+        ("moved to birchwood clinic", false),
+        ("Blair asked", false),
+        ("asked about Li", false),
+    ])
+    func aReasonNamingAPatientIsSeen(_ reason: String, _ names: Bool) {
+        let found = PersonalText.names(reason, names: ["Blair Birch", "Mo Li"], emails: [" Blair.Birch@example.org"])
+        #expect(found == names, "\(reason)")
+    }
+
     @Test func redactionRemovesOutsidersAndCredentials() throws {
         let object = try JSONValue.parse(Array(Self.groupObject.utf8))
         let r = Redaction.apply(object, rosterClients: ["100"])
