@@ -152,6 +152,9 @@ struct TokenNewCommand: AsyncParsableCommand {
                 throw CLIFailure(message: "the tokens file \(path) already has a token named \(name)")
             }
             try checkOrganizations()
+            // The default file lives in the store: made before the first sync (README's order),
+            // the store is made whole, as `sync` makes it, so that sync then finds a store there.
+            if tokens == nil { _ = try Store.openOrCreate(storeOptions.path) }
             let (token, entry) = TokenFile.newToken(name: name, role: APIToken.Role(rawValue: role)!, organizations: org)
             file.tokens.append(entry)
             try file.save(path: path)

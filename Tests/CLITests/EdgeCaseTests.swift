@@ -1,3 +1,4 @@
+import FakeIntakeQ
 import Foundation
 import TestSupport
 import Testing
@@ -81,6 +82,14 @@ extension CLIBinaryTests {
         let admin = try await cli(["token", "new", "--store", fresh, "--name", "ops", "--role", "admin"])
         expectSuccess(admin)
         #expect(!admin.stderr.contains("warning"), "\(admin.stderr)")
+        // README's order: the tokens before the first sync. That sync finds a store, not a
+        // directory it must refuse (the tokens made it a store, as the sync would have).
+        let practice = try Practice.load()
+        let day = try #require(practice.day(1))
+        try await withFakeServer(day) { _, url in
+            expectSuccess(try await cli(syncArgs(store: fresh, baseURL: url, now: day.now), env: keyEnv))
+        }
+        #expect(try await cli(["token", "new", "--store", fresh, "--name", "late", "--role", "reader", "--org", "nope"]).status == 1)
     }
 
     /// Given `--json`, a command that fails before it has a result prints one JSON object on
