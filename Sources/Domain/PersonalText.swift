@@ -4,25 +4,32 @@ import Foundation
 /// log is append-only and that text is not sealed under anyone's key, so a name in it could
 /// never be forgotten: the writer refuses such text instead.
 public enum PersonalText {
-    /// True when `text` holds one of `emails` (in any case), or one of `names` as whole words
-    /// (in any case): the whole name, or its last word when that has three letters or more.
-    /// "asked by P. Delacroix" names Peyton Delacroix; "parking" does not name Remy Park, nor
-    /// "Peyton" alone (a first name is often a common word).
+    /// True when `text` holds one of `emails`, or its part before the `@`, or one of `names` as
+    /// whole words: the whole name, or any of its words after the first (or a one-word name)
+    /// of three letters or more. Case and accents do not count ("zoe martinez" names Zoë
+    /// Martínez-Ørsted). "asked by P. Delacroix" names Peyton Delacroix; "parking" does not name
+    /// Remy Park, nor "Peyton" alone (a first name is often a common word).
     public static func names(_ text: String, names: [String], emails: [String]) -> Bool {
-        let lower = text.lowercased()
+        let folded = fold(text)
         for email in emails {
-            let e = email.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
-            if !e.isEmpty, lower.contains(e) { return true }
+            let e = fold(email.trimmingCharacters(in: .whitespacesAndNewlines))
+            let local = e.split(separator: "@", maxSplits: 1).first.map(String.init) ?? ""
+            if !e.isEmpty, folded.contains(e) { return true }
+            if local.count >= 3, folded.contains(local) { return true }
         }
-        let words = Self.words(lower)
+        let words = Self.words(folded)
         guard !words.isEmpty else { return false }
         for name in names {
-            let parts = Self.words(name.lowercased())
-            guard let last = parts.last else { continue }
-            if last.count >= 3, words.contains(last) { return true }
+            let parts = Self.words(fold(name))
+            if parts.dropFirst(parts.count > 1 ? 1 : 0).contains(where: { $0.count >= 3 && words.contains($0) }) { return true }
             if Self.contains(words, run: parts) { return true }
         }
         return false
+    }
+
+    /// Lower case without accents.
+    static func fold(_ text: String) -> String {
+        text.folding(options: [.caseInsensitive, .diacriticInsensitive], locale: nil).lowercased()
     }
 
     /// The words of `text`: its runs of letters and digits.

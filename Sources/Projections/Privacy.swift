@@ -12,11 +12,15 @@ extension ProjectionStore {
     /// Reads the last recorded roster through `reader`, opening its parts: each roster patient's
     /// part is sealed under their key, so a key store that is not this log's (another store's
     /// `keys/`) throws here, naming the patient whose part does not open. Writers call it before
-    /// they seal or record anything. Nothing to check before the first roster (nil). Returns the
-    /// roster as opened (a forgotten patient's name and email are gone from it).
-    @discardableResult
-    public func checkKeysOpenTheLastRoster(_ reader: LedgerReader) throws -> RosterObserved? {
-        guard let last = try streamSeqs(Streams.roster).last, let e = try reader.events(at: [last]).first else { return nil }
-        return try? e.decodeData(RosterObserved.self)
+    /// they seal or record anything. Nothing to check before the first roster.
+    public func checkKeysOpenTheLastRoster(_ reader: LedgerReader) throws {
+        if let last = try streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
+    }
+
+    /// Every recorded roster, oldest first, opened through `reader` (a forgotten patient's name
+    /// and email are gone from them): the last one checks the key store as
+    /// `checkKeysOpenTheLastRoster` does, and a roster that cannot be read throws.
+    public func recordedRosters(_ reader: LedgerReader) throws -> [RosterObserved] {
+        try reader.events(at: try streamSeqs(Streams.roster)).map { try $0.decodeData(RosterObserved.self) }
     }
 }

@@ -26,11 +26,12 @@ public enum Forget {
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
         // The keys must be this log's: with another store's `keys/` in place, the patient's real
         // key would survive while the log recorded them as forgotten.
-        let (recorded, roster) = try recordedPatients(store, keys)
+        let (recorded, rosters) = try recordedPatients(store, keys)
         // The reason is recorded in the clear, for good: a name in it could never be forgotten.
-        let people = roster?.organizations.flatMap(\.patients) ?? []
+        // Every roster counts: the patient forgotten has often left the last one already.
+        let people = rosters.flatMap { $0.organizations.flatMap(\.patients) }
         if PersonalText.names(trimmed, names: people.compactMap(\.name), emails: people.compactMap(\.email)) {
-            throw LedgerError("--reason names a patient of the roster (a name or an email); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
+            throw LedgerError("--reason names a roster patient (a name or an email); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
         }
         if !keys.isForgotten(patientId) {
             guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId) else {
@@ -52,16 +53,16 @@ public enum Forget {
         return Outcome(patientId: patientId, appended: appended, head: writer.head)
     }
 
-    /// The patient ids of the last recorded roster (from the views, brought up to date), and that
-    /// roster as read with `keys`: each roster patient's part is sealed under their
+    /// The patient ids of the last recorded roster (from the views, brought up to date), and every
+    /// recorded roster as read with `keys`: each roster patient's part is sealed under their
     /// key, so keys that are not this log's throw here (the error names the patient whose part
     /// does not open), before anything is written.
-    static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> (ids: Set<String>, roster: RosterObserved?) {
+    static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> (ids: Set<String>, rosters: [RosterObserved]) {
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store)
         try views.catchUp(reader)
-        let roster = try views.checkKeysOpenTheLastRoster(reader)
-        return (try views.rosterPatientIds(), roster)
+        let rosters = try views.recordedRosters(reader)
+        return (try views.rosterPatientIds(), rosters)
     }
 
     /// Deletes the views database (and its WAL) and folds it again from the log.

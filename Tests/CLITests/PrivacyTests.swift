@@ -257,10 +257,31 @@ extension CLIBinaryTests {
         for reason in ["\(PrivacyFixture.forgotten.name) asked", "BIRCH asked by phone", "blair.birch@example.org",
                        "their partner \(PrivacyFixture.other.name) called"] {
             let r = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", reason])
-            expectCleanFailure(r, mentioning: ["--reason names a patient of the roster"])
+            expectCleanFailure(r, mentioning: ["--reason names a roster patient"])
             #expect(!r.stderr.contains("Birch") && !r.stderr.contains("Valdez"), "\(r.stderr)")
             expectSameSnapshot(before, storeSnapshot(store), "forget --reason \(reason)")
         }
+        // The patient forgotten has often left the roster first: an earlier roster's names count.
+        let leaver = (id: "p-030", name: "Tatum Castillo")
+        let rosterData = try Data(contentsOf: URL(fileURLWithPath: Repo.roster))
+        var roster = try #require(try JSONSerialization.jsonObject(with: rosterData) as? [String: Any])
+        roster["organizations"] = (roster["organizations"] as? [[String: Any]] ?? []).map { org in
+            var o = org
+            o["patients"] = (org["patients"] as? [[String: Any]] ?? []).filter { ($0["id"] as? String) != leaver.id }
+            return o
+        }
+        let without = tmp.path + "/roster-without.json"
+        try JSONSerialization.data(withJSONObject: roster).write(to: URL(fileURLWithPath: without))
+        let practice = try Practice.load()
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { _, url in
+            let args = syncArgs(store: store, baseURL: url, now: day.now).map { $0 == Repo.roster ? without : $0 }
+            expectSuccess(try await cli(args, env: keyEnv))
+        }
+        let left = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--patient", leaver.id, "--reason", "\(leaver.name) asked"]),
+                           mentioning: ["--reason names a roster patient"])
+        expectSameSnapshot(left, storeSnapshot(store), "forget of a patient who left the roster")
         expectSuccess(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "the patient's request"]))
     }
 

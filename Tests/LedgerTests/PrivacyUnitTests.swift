@@ -3,6 +3,7 @@ import EventLog
 import Foundation
 import JSONCore
 import Ledger
+import Paths
 import Projections
 import Testing
 
@@ -28,10 +29,23 @@ import Testing
         ("moved to birchwood clinic", false),
         ("Blair asked", false),
         ("asked about Li", false),
+        ("Zoe Martinez asked", true),
+        ("ØRSTED called", true),
+        ("see zoe.martinez", true),
+        ("Zoë asked", false),
     ])
     func aReasonNamingAPatientIsSeen(_ reason: String, _ names: Bool) {
-        let found = PersonalText.names(reason, names: ["Blair Birch", "Mo Li"], emails: [" Blair.Birch@example.org"])
+        let found = PersonalText.names(reason, names: ["Blair Birch", "Mo Li", "Zoë Martínez-Ørsted"],
+                                       emails: [" Blair.Birch@example.org", "zoe.martinez@example.org"])
         #expect(found == names, "\(reason)")
+    }
+
+    /// `parentDirectory(of:)` answers as `NSString.deletingLastPathComponent` does, without
+    /// trapping on a one-character relative path (`--store q`).
+    @Test(arguments: [("q", ""), ("q/", ""), ("qq", ""), ("/q", "/"), ("/", "/"), ("a/b", "a"), ("a/b/", "a"),
+                      ("./q", "."), ("/a//b", "/a"), ("", "")])
+    func parentDirectories(_ path: String, _ parent: String) {
+        #expect(parentDirectory(of: path) == parent, "\(path)")
     }
 
     @Test func redactionRemovesOutsidersAndCredentials() throws {
