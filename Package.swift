@@ -64,11 +64,14 @@ let package = Package(
         ),
         // The one JSON value: fast parser, canonical form, diffs. No Foundation, no dependencies.
         .target(name: "JSONCore"),
+        // Path arithmetic without Foundation's (which traps on some relative paths on Linux).
+        .target(name: "Paths"),
         // Pure appointment rules (facts, status, meeting link, visit type, roster membership, time).
         .target(name: "Domain", dependencies: ["JSONCore"]),
         .target(
             name: "IntakeQ",
             dependencies: [
+                "Paths",
                 "JSONCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -79,7 +82,7 @@ let package = Package(
         .target(
             name: "Ledger",
             dependencies: [
-                "EventLog", "JSONCore", "Domain", "CChecksum",
+                "EventLog", "JSONCore", "Domain", "CChecksum", "Paths",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -115,7 +118,7 @@ let package = Package(
         .target(
             name: "Service",
             dependencies: [
-                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
+                "Sync", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink", "Paths",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -151,7 +154,7 @@ let package = Package(
             name: "SyncLedgerCLI",
             dependencies: [
                 "Sync", "Service", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "PostgresSink",
-                "Allocator",
+                "Allocator", "Paths",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
@@ -209,7 +212,7 @@ let package = Package(
         ),
         .testTarget(name: "EventLogTests", dependencies: ["EventLog", "TestSupport"]),
         .testTarget(name: "IntakeQTests", dependencies: ["IntakeQ", "FakeIntakeQ", "Domain", "JSONCore", "TestSupport"]),
-        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Projections", "PostgresSink", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Paths", "Ledger", "Projections", "PostgresSink", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),

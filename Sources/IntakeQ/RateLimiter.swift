@@ -1,4 +1,5 @@
 import Foundation
+import Paths
 import Synchronization
 
 /// Client-side limits (IntakeQ base plan: 10 requests/minute, 500/day).
@@ -55,7 +56,7 @@ public struct FileCallRecord: CallRecordStore {
     public func save(_ calls: [Date]) throws {
         let f = File(version: 1, calls: calls.map { ($0.timeIntervalSince1970 * 1000).rounded() / 1000 })
         let data = try JSONEncoder().encode(f)
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = parentDirectory(of: path)
         if !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])

@@ -1,6 +1,7 @@
 import Crypto
 import EventLog
 import Foundation
+import Paths
 import Synchronization
 import JSONCore
 #if canImport(Glibc)
@@ -48,7 +49,7 @@ public final class KeyRing: @unchecked Sendable {
         guard create, !FileManager.default.fileExists(atPath: directory + "/master.check") else {
             return try openOrMake(directory: directory, create: create, environment: environment, notice: notice)
         }
-        return try withDirectoryLock((directory as NSString).deletingLastPathComponent) {
+        return try withDirectoryLock(parentDirectory(of: directory)) {
             try openOrMake(directory: directory, create: create, environment: environment, notice: notice)
         }
     }
@@ -269,5 +270,5 @@ func writeNewFile(_ path: String, _ bytes: [UInt8]) throws {
         if errno == EEXIST { throw LedgerError("\(path) already exists; not overwriting it") }
         throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
     }
-    syncDirectory((path as NSString).deletingLastPathComponent)
+    syncDirectory(parentDirectory(of: path))
 }

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import JSONCore
+import Paths
 
 /// A store directory: `STORE` marker, `log/`, `state/`, `projections.sqlite`. Owner-only
 /// permissions throughout, because the log holds patient names, emails and phone numbers.
@@ -42,7 +43,7 @@ public struct Store: Sendable {
             guard isDir.boolValue else { throw StoreError(.notADirectory, "\(path) is a file, not a SyncLedger store directory") }
             // A marker's temporary file left by a creator killed mid-write does not make a store.
             let contents = ((try? fm.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix("STORE.tmp-") }
-            if !contents.isEmpty || fm.fileExists(atPath: path + "/STORE") {
+            if (!contents.isEmpty && !holdsOnlyTokens(path, contents)) || fm.fileExists(atPath: path + "/STORE") {
                 try checkMarker(path)
                 return Store(path: path)
             }
@@ -51,7 +52,7 @@ public struct Store: Sendable {
         }
         // A new store is made whole beside its final name and renamed into place, so a process
         // killed while creating it never leaves a directory that is half a store.
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = parentDirectory(of: path)
         if !parent.isEmpty { try makeDirectories(parent) }
         let building = (parent.isEmpty ? "" : parent + "/") + ".\((path as NSString).lastPathComponent).creating-\(getpid())"
         try? fm.removeItem(atPath: building)
@@ -69,7 +70,16 @@ public struct Store: Sendable {
         return Store(path: path)
     }
 
-    /// Writes the marker and the subdirectories into an empty directory.
+    /// True when the directory holds nothing but `state/api-tokens.json`: what `token new` left
+    /// before it made the store whole (README's order, tokens before the first sync). Such a
+    /// directory is made a store around its tokens file.
+    private static func holdsOnlyTokens(_ path: String, _ contents: [String]) -> Bool {
+        guard contents == ["state"] else { return false }
+        let state = (try? FileManager.default.contentsOfDirectory(atPath: path + "/state")) ?? []
+        return state == ["api-tokens.json"]
+    }
+
+    /// Writes the marker and the subdirectories into an empty directory (or `holdsOnlyTokens`).
     private static func populate(_ dir: String) throws {
         _ = chmod(dir, 0o700)
         let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
@@ -132,7 +142,7 @@ public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
         unlink(tmp)
         throw StoreError(.io, "cannot write \(path): \(String(cString: strerror(err == 0 ? errno : err)))", errno: err == 0 ? errno : err)
     }
-    syncDirectory((path as NSString).deletingLastPathComponent)
+    syncDirectory(parentDirectory(of: path))
 }
 
 /// fsyncs a directory so a file or directory just created in it is durable (best effort).
@@ -164,7 +174,7 @@ func makeDirectories(_ path: String) throws {
             throw StoreError(.io, "cannot create the store directory \(path): \(built): \(String(cString: strerror(err)))", errno: err)
         }
         // The new entry must survive a power cut before anything in it is acknowledged.
-        syncDirectory((built as NSString).deletingLastPathComponent)
+        syncDirectory(parentDirectory(of: built))
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Paths
 import Synchronization
 
 #if canImport(Glibc)
@@ -190,7 +191,7 @@ struct InboxState {
     }
 
     func fsyncDirectory() throws {
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = parentDirectory(of: path)
         let d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard d >= 0 else { return }
         _ = fsync(d)

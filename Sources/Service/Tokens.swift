@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Paths
 import Synchronization
 
 #if canImport(Glibc)
@@ -55,7 +56,7 @@ public struct TokenFile: Codable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(self) + Data("\n".utf8)
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = parentDirectory(of: path)
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)

@@ -5,6 +5,7 @@ import Foundation
 import IntakeQ
 import JSONCore
 import Ledger
+import Paths
 import Projections
 
 struct VerifyCommand: AsyncParsableCommand {
@@ -250,8 +251,8 @@ struct ExportCommand: AsyncParsableCommand {
         abstract: "Export events for auditors: JSON Lines as stored, CSV of appointment versions, or a verifiable bundle.")
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "jsonl (events exactly as stored) or csv (one row per appointment version).") var format: String = "jsonl"
-    @Option(help: "First seq to export.") var fromSeq: UInt64 = 1
-    @Option(help: "Last seq to export.") var toSeq: UInt64?
+    @Option(parsing: .unconditional, help: "First seq to export.") var fromSeq: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Last seq to export.") var toSeq: UInt64?
     @Option(help: ArgumentHelp("Write to this file instead of stdout (through a temporary file renamed into place; an existing file only with --force).", valueName: "FILE"))
     var out: String?
     @Flag(help: "Let --out replace an existing file.") var force = false
@@ -285,7 +286,7 @@ struct ExportCommand: AsyncParsableCommand {
                     throw CLIFailure(message: "\(out) already exists; give a new file, or --force to replace it")
                 }
                 // Written beside the target, then renamed over it: a failed export leaves no partial file.
-                let t = (out as NSString).deletingLastPathComponent.isEmpty ? "" : (out as NSString).deletingLastPathComponent + "/"
+                let t = parentDirectory(of: out).isEmpty ? "" : parentDirectory(of: out) + "/"
                 let tmp = t + "." + (out as NSString).lastPathComponent + ".partial-\(getpid())"
                 guard let s = FileHandleSink(path: tmp) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
                 sink = s
@@ -360,8 +361,8 @@ struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "log", abstract: "Print events as stored, one JSON object per line.")
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: "First seq to print; the head's seq + 1 prints nothing until more is recorded.") var fromSeq: UInt64 = 1
-    @Option(help: "Print at most this many events.") var limit: UInt64?
+    @Option(parsing: .unconditional, help: "First seq to print; the head's seq + 1 prints nothing until more is recorded.") var fromSeq: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Print at most this many events.") var limit: UInt64?
 
     func validate() throws {
         if fromSeq == 0 { throw ValidationError("--from-seq starts at 1") }

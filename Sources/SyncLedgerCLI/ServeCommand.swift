@@ -40,6 +40,7 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
         guard (0...20).contains(maxRetries) else { throw ValidationError("--max-retries must be 0...20") }
+        if tokens?.isEmpty == true { throw ValidationError("--tokens is empty: give the tokens file, or no --tokens for STORE/state/api-tokens.json") }
         guard splitListen() != nil else { throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 127.0.0.1:8080)") }
         if let dailyAt, ServeConfiguration.parseDailyAt(dailyAt) == nil { throw ValidationError("--daily-at '\(dailyAt)' is not HH:MM (for example 03:00)") }
         if let timezone, TimeZone(identifier: timezone) == nil { throw ValidationError("--timezone '\(timezone)' is not a time zone name (for example America/Denver)") }
@@ -142,6 +143,7 @@ struct TokenNewCommand: AsyncParsableCommand {
         guard !name.isEmpty, name.count <= 64, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }) else {
             throw ValidationError("--name must be 1 to 64 letters, digits, '-', '_' or '.'")
         }
+        if tokens?.isEmpty == true { throw ValidationError("--tokens is empty: give the tokens file, or no --tokens for STORE/state/api-tokens.json") }
     }
 
     func run() async throws {
@@ -151,10 +153,11 @@ struct TokenNewCommand: AsyncParsableCommand {
             if file.tokens.contains(where: { $0.name == name }) {
                 throw CLIFailure(message: "the tokens file \(path) already has a token named \(name)")
             }
-            try checkOrganizations()
             // The default file lives in the store: made before the first sync (README's order),
-            // the store is made whole, as `sync` makes it, so that sync then finds a store there.
+            // the store is made whole, as `sync` makes it, so that sync then finds a store there
+            // (a directory that is not a store is refused here, before anything is checked).
             if tokens == nil { _ = try Store.openOrCreate(storeOptions.path) }
+            try checkOrganizations()
             let (token, entry) = TokenFile.newToken(name: name, role: APIToken.Role(rawValue: role)!, organizations: org)
             file.tokens.append(entry)
             try file.save(path: path)
@@ -181,7 +184,7 @@ struct TokenNewCommand: AsyncParsableCommand {
         }
         let unknown = org.filter { !known.contains($0) }
         guard unknown.isEmpty else {
-            throw CLIFailure(message: "no organization \(unknown.joined(separator: ", ")) in the store's roster; the organizations are: \(known.joined(separator: ", ")) "
+            throw CLIFailure(message: "no organization \(unknown.joined(separator: ", ")) in the roster of the store at \(storeOptions.path); the organizations are: \(known.joined(separator: ", ")) "
                              + "(a new one in the roster file: sync it first)")
         }
     }

@@ -38,7 +38,7 @@ struct SyncCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: ArgumentHelp("Wait up to this long for another writer to finish instead of failing at once.", valueName: "SECONDS"))
     var waitLock: Double?
     @Option(parsing: .unconditional, help: "Retries of a request after 429 or 5xx.") var maxRetries = 4
-    @Option(parsing: .unconditional, help: ArgumentHelp("Per-request timeout.", valueName: "SECONDS")) var timeout = 30.0
+    @Option(parsing: .unconditional, help: ArgumentHelp("Per-request timeout (at most 3600).", valueName: "SECONDS")) var timeout = 30.0
     @Option(help: "Who started the run, for sync_logs.") var triggeredBy = "cli"
     @Flag(help: "Log debug details on stderr (may include patient names).") var verbose = false
     @Flag(help: "Print the run's summary as one JSON object (for a \"Refresh\" button) instead of the summary line.") var json = false
@@ -60,8 +60,8 @@ struct SyncCommand: AsyncParsableCommand {
         guard requestsPerMinute > 0, dailyBudget > 0 else {
             throw ValidationError("--requests-per-minute and --daily-budget must be positive")
         }
-        guard maxRetries >= 0, maxRetries <= 20, timeout > 0 else {
-            throw ValidationError("--max-retries must be 0...20 and --timeout positive")
+        guard maxRetries >= 0, maxRetries <= 20, timeout > 0, timeout <= 3600 else {
+            throw ValidationError("--max-retries must be 0...20 and --timeout more than 0 and at most 3600 seconds")
         }
         if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
         guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {

@@ -54,7 +54,9 @@ extension CLIBinaryTests {
         BadArg(["as-of", "--store", "S", "--seq", "-1"], "'-1' is invalid for '--seq"),
         BadArg(["status", "--store", "S", "--max-age", "-1"], "0 or more"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--wait-lock", "-1"], "--wait-lock must not be negative"),
-        BadArg(["sync", "--store", "S", "--roster", "R", "--timeout", "-1"], "--timeout positive"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--timeout", "-1"], "--timeout more than 0"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--timeout", "inf"], "at most 3600 seconds"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--timeout", "1e300"], "at most 3600 seconds"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--requests-per-minute", "-1"], "--requests-per-minute and --daily-budget must be positive"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--daily-budget", "-1"], "--requests-per-minute and --daily-budget must be positive"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--max-retries", "-1"], "--max-retries must be 0...20"),
@@ -93,7 +95,10 @@ extension CLIBinaryTests {
         // log
         BadArg(["log", "--store", "S", "--from-seq", "abc"], "abc"),
         BadArg(["log", "--store", "S", "--from-seq", "0"], "--from-seq"),
-        BadArg(["log", "--store", "S", "--limit", "-1"], "--limit"),
+        BadArg(["log", "--store", "S", "--limit", "-1"], "'-1' is invalid for '--limit"),
+        BadArg(["log", "--store", "S", "--from-seq", "-1"], "'-1' is invalid for '--from-seq"),
+        BadArg(["export", "--store", "S", "--from-seq", "-1"], "'-1' is invalid for '--from-seq"),
+        BadArg(["export", "--store", "S", "--to-seq", "-2"], "'-2' is invalid for '--to-seq"),
         BadArg(["log", "--store", "S", "--limit", "0"], "--limit"),
         BadArg(["log", "--store", "S", "--from-seq", "999999"], "--from-seq 999999 is past the log's head (seq "),
         // demo
@@ -136,6 +141,8 @@ extension CLIBinaryTests {
         BadArg(["log", "--store", "", "--from-seq", "1"], "--store is empty"),
         BadArg(["appointments", "--store", "S", "--keys", ""], "--keys is empty"),
         BadArg(["demo", "--store", ""], "--store is empty"),
+        BadArg(["token", "new", "--store", "S", "--name", "x", "--role", "admin", "--tokens", ""], "--tokens is empty"),
+        BadArg(["serve", "--store", "S", "--roster", "R", "--tokens", ""], "--tokens is empty"),
     ]
 
     @Test("every command with missing, malformed and out-of-range arguments fails cleanly, store unchanged")

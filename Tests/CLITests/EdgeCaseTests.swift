@@ -86,10 +86,34 @@ extension CLIBinaryTests {
         // directory it must refuse (the tokens made it a store, as the sync would have).
         let practice = try Practice.load()
         let day = try #require(practice.day(1))
+        // A directory an older `token new` left (its tokens file only) is made a store around it.
+        let older = tmp.path + "/older"
+        try FileManager.default.createDirectory(atPath: older + "/state", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fresh + "/state/api-tokens.json", toPath: older + "/state/api-tokens.json")
+        let tokensBefore = try Data(contentsOf: URL(fileURLWithPath: older + "/state/api-tokens.json"))
         try await withFakeServer(day) { _, url in
             expectSuccess(try await cli(syncArgs(store: fresh, baseURL: url, now: day.now), env: keyEnv))
+            expectSuccess(try await cli(syncArgs(store: older, baseURL: url, now: day.now), env: keyEnv))
         }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: older + "/state/api-tokens.json")) == tokensBefore)
         #expect(try await cli(["token", "new", "--store", fresh, "--name", "late", "--role", "reader", "--org", "nope"]).status == 1)
+    }
+
+    /// One-character relative paths (`--store q`, `--tokens t`): Foundation's path arithmetic
+    /// trapped on them on Linux; they are paths like any other.
+    @Test func oneLetterRelativePaths() async throws {
+        let tmp = TempDir("oneletter")
+        defer { tmp.remove() }
+        expectSuccess(try await cli(["token", "new", "--store", "q", "--name", "ops", "--role", "admin"], cwd: tmp.path))
+        expectSuccess(try await cli(["token", "new", "--store", "q", "--name", "ops", "--role", "admin", "--tokens", "t"], cwd: tmp.path))
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/q/STORE"))
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/t"))
+        let day = try #require(try Practice.load().day(1))
+        try await withFakeServer(day) { _, url in
+            expectSuccess(try await cli(syncArgs(store: "q", baseURL: url, now: day.now) + ["--keys", "k"], env: keyEnv, cwd: tmp.path))
+        }
+        expectSuccess(try await cli(["export", "--store", "q", "--keys", "k", "--out", "o"], cwd: tmp.path))
+        #expect(FileManager.default.fileExists(atPath: tmp.path + "/o"))
     }
 
     /// Given `--json`, a command that fails before it has a result prints one JSON object on
