@@ -154,6 +154,7 @@ public final class KeyRing: @unchecked Sendable {
             let box = try AES.GCM.seal(key.withUnsafeBytes { Array($0) }, using: master,
                                        authenticating: Array(("syncledger-patient-key:" + patient).utf8))
             do {
+                // Durable before it is used: the file, then its directory entry.
                 try writeNewFile(keyPath(patient), Array(box.combined!))
             } catch {
                 // Another process (or key ring) made it meanwhile: the key is the one it wrote
@@ -162,9 +163,62 @@ public final class KeyRing: @unchecked Sendable {
                 cache[patient] = theirs
                 return theirs
             }
-            syncDirectory(directory + "/patients")
             cache[patient] = key
             return key
+        }
+    }
+
+    /// Makes the key of every patient in `patients` who has none yet, all together and before any
+    /// is used: `sync` calls it for every roster patient before a run appends anything (the roster
+    /// included). Each new key's file is written and fsynced under a temporary
+    /// name, then all are linked into place and `patients/` is fsynced once: N + 1 device flushes
+    /// for N keys, where `key(for:)` takes two per key (three before stop 34), and none of them
+    /// while sealing threads wait on the ring's lock for their keys. A crash leaves each key whole
+    /// or absent, as `writeNewFile` does; no new key is handed out before its directory entry is
+    /// on disk. Keys that exist are read (and cached); forgotten patients get none (`key(for:)`
+    /// refuses them); a key another process made meanwhile is read and kept.
+    public func makeKeys(for patients: some Sequence<String>) throws {
+        try cache.withLock { cache throws in
+            var fresh: [(patient: String, key: SymmetricKey, temp: String)] = []
+            // The temporary files, removed whatever happens.
+            var temporaries: [String] = []
+            defer { for t in temporaries { _ = unlink(t) } }
+            for patient in Set(patients) where cache[patient] == nil {
+                if let stored = try storedKey(patient) {
+                    cache[patient] = stored
+                    continue
+                }
+                if isForgotten(patient) { continue }
+                let key = SymmetricKey(size: .bits256)
+                let box = try AES.GCM.seal(key.withUnsafeBytes { Array($0) }, using: master,
+                                           authenticating: Array(("syncledger-patient-key:" + patient).utf8))
+                let temp = keyPath(patient) + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+                temporaries.append(temp)
+                try writeSyncedFile(temp, Array(box.combined!), name: keyPath(patient))
+                fresh.append((patient, key, temp))
+            }
+            guard !fresh.isEmpty else { return }
+            var made: [String: SymmetricKey] = [:]
+            var failure: LedgerError?
+            for f in fresh {
+                if link(f.temp, keyPath(f.patient)) == 0 {
+                    made[f.patient] = f.key
+                    continue
+                }
+                let code = errno
+                if code == EEXIST, let theirs = try storedKey(f.patient) {
+                    made[f.patient] = theirs
+                } else {
+                    failure = LedgerError("cannot create \(keyPath(f.patient)): \(String(cString: strerror(code)))")
+                    break
+                }
+            }
+            for t in temporaries { _ = unlink(t) }
+            temporaries = []
+            // The links (and the temporaries' removal) on disk before any new key is used.
+            try syncDirectoryOrFail(directory + "/patients")
+            cache.merge(made) { _, new in new }
+            if let failure { throw failure }
         }
     }
 
@@ -249,6 +303,27 @@ func makePrivateDirectory(_ path: String) throws {
     if mkdir(path, 0o700) != 0 && errno != EEXIST {
         throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
     }
+}
+
+/// Writes a new file (0600, refused when it exists) with these bytes and fsyncs it; `name` is the
+/// file named in errors (the key the temporary file becomes).
+func writeSyncedFile(_ path: String, _ bytes: [UInt8], name: String) throws {
+    let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw LedgerError("cannot create \(name): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    guard n == bytes.count else {
+        throw LedgerError("cannot write \(name): \(n < 0 ? String(cString: strerror(errno)) : "short write")")
+    }
+    guard fsync(fd) == 0 else { throw LedgerError("cannot write \(name) to disk: \(String(cString: strerror(errno)))") }
+}
+
+/// fsync of a directory (its new and removed entries on disk); a failure is an error.
+func syncDirectoryOrFail(_ dir: String) throws {
+    let fd = Glibc.open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard fd >= 0 else { throw LedgerError("cannot open \(dir): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    guard fsync(fd) == 0 else { throw LedgerError("cannot write \(dir) to disk: \(String(cString: strerror(errno)))") }
 }
 
 /// Creates a file that must not exist yet (0600) with these bytes, durably and atomically: the

@@ -155,6 +155,10 @@ public final class SyncRunner {
                                     data: encodeData(SyncAbandoned(abandonedRun: old, reason: "the run started and never completed (the process stopped before sync.completed)"))))
         }
         opening.append(NewEvent(type: .syncStarted, run: runId, stream: Streams.syncRun(runId), data: encodeData(plan.started(runId: runId, request: request))))
+        // Every key this run may seal with, read or made (new patients' together) before anything
+        // is appended: a key that cannot be read or made fails the run with nothing of it in the
+        // log, and sealing finds every key it needs in the ring.
+        try ring.makeKeys(for: request.roster.allPatients.map(\.id))
         if try views.lastRosterHash() != request.roster.hash {
             opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster,
                                     data: try PersonalData.sealRoster(request.roster.observed, key: ring.key(for:))))

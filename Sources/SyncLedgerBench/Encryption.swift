@@ -25,13 +25,18 @@ struct Sealer {
         patientOf = map
     }
 
-    /// A batch as `sync` records it: its observations sealed together, on every core
-    /// (`PersonalData.sealObservations(in:…)`), the roster by itself.
+    /// A batch as `sync` records it: the roster first (its patients' keys made together,
+    /// `KeyRing.makeKeys`), then the observations sealed together, on every core
+    /// (`PersonalData.sealObservations(in:…)`).
     func seal(_ batch: [NewEvent]) throws -> [NewEvent] {
         var batch = batch
         let keys = self.keys, patientOf = self.patientOf
+        for i in batch.indices where batch[i].type == .rosterObserved {
+            let r = try JSONDecoder().decode(RosterObserved.self, from: Data(batch[i].data))
+            try keys.makeKeys(for: r.organizations.flatMap { $0.patients.map(\.id) })
+            batch[i] = try seal(batch[i])
+        }
         try PersonalData.sealObservations(in: &batch, patientOf: { patientOf[$0] }, key: { try keys.key(for: $0) })
-        for i in batch.indices where batch[i].type == .rosterObserved { batch[i] = try seal(batch[i]) }
         return batch
     }
 

@@ -1,0 +1,83 @@
+import Crypto
+import Dispatch
+import Foundation
+import Ledger
+import TestSupport
+import Testing
+
+/// `KeyRing.makeKeys(for:)`: a roster's keys made together (one flush for all of them) must be
+/// what `key(for:)` would have made one by one: on disk for the next opener, existing keys kept,
+/// forgotten patients left without one.
+@Suite struct KeyRingBulkTests {
+    static func bytes(_ k: SymmetricKey) -> [UInt8] { k.withUnsafeBytes { Array($0) } }
+
+    @Test func makeKeysMakesEveryMissingKeyOnDiskAndKeepsTheRest() throws {
+        let dir = TempDir("keys-bulk")
+        let path = dir.path + "/keys"
+        let ring = try KeyRing.open(directory: path, create: true, environment: [:], notice: { _ in })
+        let old = Self.bytes(try ring.key(for: "p-old"))
+        _ = try ring.key(for: "p-gone")
+        try ring.destroyKey(for: "p-gone", at: "2026-12-03T00:00:00Z")
+
+        let fresh = (1...50).map { "p-\($0)" }
+        try ring.makeKeys(for: ["p-old"] + fresh + ["p-1", "p-gone"])
+
+        // Another opener (another process) reads every key from disk.
+        let reopened = try KeyRing.open(directory: path, create: false, environment: [:])
+        #expect(try reopened.existingKey(for: "p-old").map(Self.bytes) == old, "an existing key is kept")
+        for p in fresh {
+            let made = try #require(try reopened.existingKey(for: p), "\(p) has no key on disk")
+            #expect(Self.bytes(made) == Self.bytes(try ring.key(for: p)), "\(p): the ring hands out the key on disk")
+        }
+        #expect(try reopened.existingKey(for: "p-gone") == nil, "a forgotten patient gets no key")
+        #expect(throws: (any Error).self) { try ring.key(for: "p-gone") }
+
+        let files = try FileManager.default.contentsOfDirectory(atPath: path + "/patients")
+        #expect(files.filter { $0.hasSuffix(".key") }.count == 51)
+        #expect(files.allSatisfy { $0.hasSuffix(".key") }, "temporary files left: \(files.filter { !$0.hasSuffix(".key") })")
+    }
+
+    /// A key that cannot be made (here a name too long for the file system) fails the whole call:
+    /// no key linked, no temporary file left, and the ring still makes keys afterwards.
+    @Test func aKeyThatCannotBeMadeLeavesNothingBehind() throws {
+        let dir = TempDir("keys-bulk-fail")
+        let path = dir.path + "/keys"
+        let ring = try KeyRing.open(directory: path, create: true, environment: [:], notice: { _ in })
+        let fine = (1...20).map { "p-\($0)" }
+        let tooLong = String(repeating: "x", count: 200)  // its file name is 400 hex digits
+        #expect(throws: LedgerError.self) { try ring.makeKeys(for: fine + [tooLong]) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/patients") == [])
+        let reopened = try KeyRing.open(directory: path, create: false, environment: [:])
+        for p in fine { #expect(try reopened.existingKey(for: p) == nil, "\(p)") }
+        try ring.makeKeys(for: fine)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/patients").count == 20)
+    }
+
+    /// Two rings on one key store (the server and cron's `sync`) making the same roster's keys at
+    /// once end up with one key per patient: the later link finds the earlier key and keeps it.
+    @Test func twoRingsMakingTheSameKeysAgree() throws {
+        for round in 0..<10 {
+            let dir = TempDir("keys-bulk-race")
+            let path = dir.path + "/keys"
+            let first = try KeyRing.open(directory: path, create: true, environment: [:], notice: { _ in })
+            let second = try KeyRing.open(directory: path, create: false, environment: [:])
+            let patients = (1...30).map { "p-\($0)" }
+            let failures = Locked<[String]>([])
+            DispatchQueue.concurrentPerform(iterations: 2) { i in
+                do {
+                    try (i == 0 ? first : second).makeKeys(for: i == 0 ? patients : patients.reversed())
+                } catch {
+                    let text = "\(error)"
+                    failures.withLock { $0.append(text) }
+                }
+            }
+            #expect(failures.withLock { $0 }.isEmpty, "round \(round): \(failures.withLock { $0 })")
+            let third = try KeyRing.open(directory: path, create: false, environment: [:])
+            for p in patients {
+                let onDisk = try #require(try third.existingKey(for: p)).withUnsafeBytes { Array($0) }
+                #expect(Self.bytes(try first.key(for: p)) == onDisk, "round \(round), \(p)")
+                #expect(Self.bytes(try second.key(for: p)) == onDisk, "round \(round), \(p)")
+            }
+        }
+    }
+}
