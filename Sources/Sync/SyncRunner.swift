@@ -209,12 +209,19 @@ public final class SyncRunner {
 
         // 3. Append the observations, then sync.completed as a batch of its own.
         // Personal data of roster patients sealed, the observations together on every core.
+        // Each batch of 1,000 is sealed while the one before it is written (`SealedAppender`);
+        // their keys are in the ring already (`makeKeys` above).
         var events = diff.events(runId: runId)
-        try PersonalData.sealObservations(in: &events, patientOf: { patientOf[$0] }, key: { try ring.key(for: $0) })
         if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
-        for chunk in stride(from: 0, to: events.count, by: 1000) {
-            try writer.append(Array(events[chunk..<min(chunk + 1000, events.count)]))
+        let appender = SealedAppender(writer: writer) { batch in
+            var batch = batch
+            try PersonalData.sealObservations(in: &batch, patientOf: { patientOf[$0] }, key: { try ring.key(for: $0) })
+            return batch
         }
+        for chunk in stride(from: 0, to: events.count, by: 1000) {
+            try appender.append(Array(events[chunk..<min(chunk + 1000, events.count)]))
+        }
+        try appender.finish()
         let stats = await client.stats()
         var api = APIUsage()
         api.calls = stats.calls

@@ -172,8 +172,12 @@ struct Bench: ParsableCommand {
                                      batchSize: 1_000, sealer: sealer)
                 try sealedRun.replay(store: sealedStore)
                 if !skipViews { _ = try sealedRun.rebuild(store: sealedStore) }
-                ours.m["sealing_cpu_us_per_event"] = sealedRun.m["sealing_cpu_us_per_event"]
-                for k in ["append_events_per_s", "log_bytes_per_event", "replay_events_per_s", "rebuild_events_per_s",
+                // What sealing adds to the CPU of getting an event on disk (sealing itself, and
+                // writing the larger sealed event), every thread's CPU time.
+                if let sealed = sealedRun.m["append_cpu_us_per_event"], let clear = ours.m["append_cpu_us_per_event"] {
+                    ours.m["sealing_cpu_us_per_event"] = sealed - clear
+                }
+                for k in ["append_events_per_s", "append_cpu_us_per_event", "log_bytes_per_event", "replay_events_per_s", "rebuild_events_per_s",
                           "rebuild_read_s", "rebuild_fold_s", "rebuild_write_s",
                           "raw_json_bytes_per_event", "views_bytes_per_event"] {
                     ours.m["sealed_" + k] = sealedRun.m[k]
