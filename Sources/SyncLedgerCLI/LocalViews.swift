@@ -25,8 +25,11 @@ let syncTypes = ["automated_daily", "manual_org_bulk", "manual_patient", "webhoo
 struct ReadContext {
     var zone: ZoneRules
     var roster: RosterObserved?
+    /// The appointments of forgotten patients, read when a row without a patient id needs them.
+    private let forgotten: ForgottenAppointments
 
     init(views: ProjectionStore, timezone: String?) throws {
+        forgotten = ForgottenAppointments(views: views)
         roster = try views.readSync { try Views.roster($0) }
         let name = timezone ?? roster?.timezone
         do {
@@ -59,8 +62,19 @@ struct ReadContext {
     func patientName(of row: ViewRow) -> String? {
         let id = row["patient_id"]?.stringValue
         if let name = patientName(id) { return name }
-        if id == nil, row["client_name"]?.stringValue == PersonalData.forgottenName { return PersonalData.forgottenName }
-        return nil
+        guard id == nil else { return nil }
+        if let client = row["client_name"] {
+            return client.stringValue == PersonalData.forgottenName ? PersonalData.forgottenName : nil
+        }
+        // A link's or a location's row carries no client name: the appointment's row says.
+        guard let appointment = row["appointment_id"]?.stringValue else { return nil }
+        return forgotten.contains(appointment) ? PersonalData.forgottenName : nil
+    }
+
+    /// A change's patient by name (`patientName(of:)` for `changes`).
+    func patientName(of c: ChangeRow) -> String? {
+        if let name = patientName(c.patientId) { return name }
+        return c.patientId == nil && forgotten.contains(c.appointmentId) ? PersonalData.forgottenName : nil
     }
 
     func organizationName(_ id: String?) -> String? {
@@ -103,6 +117,24 @@ struct ReadContext {
     func millis(_ v: JSONValue?) -> Int64? { v?.stringValue.flatMap(ISOTime.parse) }
 
     func local(_ iso: String?) -> String { iso.flatMap(ISOTime.parse).map { LocalFormat.table($0, zone) } ?? "" }
+}
+
+/// The ids of the appointments whose view row keeps no patient id and "(forgotten)" as the client
+/// name (a forgotten patient's), read once, on first use. A views database that cannot be read
+/// here failed the command's own query already; then the set is empty.
+final class ForgottenAppointments {
+    private let views: ProjectionStore
+    private lazy var ids: Set<String> = {
+        let read = try? views.readSync { db in
+            try String.fetchSet(db, sql: "SELECT appointment_id FROM appointments WHERE patient_id IS NULL AND client_name = ?",
+                                arguments: [PersonalData.forgottenName])
+        }
+        return read ?? []
+    }()
+
+    init(views: ProjectionStore) { self.views = views }
+
+    func contains(_ appointmentId: String) -> Bool { ids.contains(appointmentId) }
 }
 
 extension ScopeOptions {
@@ -311,7 +343,7 @@ func printChanges(range: ClosedRange<UInt64>, title: String, reader: LedgerReade
                 "appointment_id": .string(c.appointmentId), "change": .string(c.kind), "field": .string(c.field),
                 "from": c.from, "to": c.to,
                 "patient_id": c.patientId.map(JSONValue.string) ?? .null,
-                "patient_name": ctx.patientName(c.patientId).map(JSONValue.string) ?? .null,
+                "patient_name": ctx.patientName(of: c).map(JSONValue.string) ?? .null,
                 "organization_id": c.organizationId.map(JSONValue.string) ?? .null,
                 "start_at": c.startAt.map(JSONValue.string) ?? .null,
                 "start_local": ctx.millis(c.startAt.map(JSONValue.string)).map { .string(LocalFormat.iso($0, ctx.zone)) } ?? .null,
@@ -341,7 +373,7 @@ func printChanges(range: ClosedRange<UInt64>, title: String, reader: LedgerReade
         default: detail = ""
         }
         // The appointment id (for `history`) only with --wide; JSON always has it.
-        return [ctx.local(c.startAt), ctx.patientName(c.patientId) ?? c.patientId ?? "", c.kind, detail]
+        return [ctx.local(c.startAt), ctx.patientName(of: c) ?? c.patientId ?? "", c.kind, detail]
             + (Output.wide ? [c.appointmentId] : [])
     }
     print(Output.table(["start", "patient", "change", "detail"] + (Output.wide ? ["appointment_id"] : []), table))

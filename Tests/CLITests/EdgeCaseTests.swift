@@ -197,5 +197,24 @@ extension CLIBinaryTests {
         }
         let live = try await cli(["appointments", "--store", store, "--wide"])
         #expect(live.stdoutLines.filter { $0.contains("(forgotten)") }.count == forgotten.count, "\(live.stdout)")
+
+        // A link's, a location's and a change's row carry no client name: their tables (and the
+        // changes' JSON) say "(forgotten)" too, for exactly the forgotten patient's appointments.
+        let ids = Set(forgotten.compactMap { $0["appointment_id"] as? String })
+        var shown = 0
+        for command in [["meeting-urls", "--all"], ["locations"], ["changes", "--since", "3650d"]] {
+            let asJSON = try await cli([command[0], "--store", store, "--json"] + command.dropFirst())
+            expectSuccess(asJSON)
+            let theirs = Self.rows(asJSON).filter { ids.contains($0["appointment_id"] as? String ?? "") }
+            let table = try await cli([command[0], "--store", store] + command.dropFirst())
+            expectSuccess(table)
+            #expect(table.stdoutLines.filter { $0.contains("(forgotten)") }.count == theirs.count, "\(command): \(table.stdout)")
+            #expect(!table.stdout.contains(PrivacyFixture.forgotten.name))
+            if command[0] == "changes" {
+                for row in theirs { #expect(row["patient_name"] as? String == "(forgotten)", "\(row)") }
+            }
+            shown += theirs.count
+        }
+        #expect(shown > 0, "the forgotten patient has no link, location or change to show")
     }
 }
