@@ -333,14 +333,8 @@ func writeNewFile(_ path: String, _ bytes: [UInt8]) throws {
     if FileManager.default.fileExists(atPath: path) { throw LedgerError("\(path) already exists; not overwriting it") }
     // Unique per call, not only per process: two key rings of one process may write at once.
     let temp = path + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-    _ = unlink(temp)
-    let fd = Glibc.open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))") }
-    let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-    let synced = fsync(fd) == 0
-    close(fd)
     defer { _ = unlink(temp) }
-    guard n == bytes.count, synced else { throw LedgerError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    try writeSyncedFile(temp, bytes, name: path)
     guard link(temp, path) == 0 else {
         if errno == EEXIST { throw LedgerError("\(path) already exists; not overwriting it") }
         throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
