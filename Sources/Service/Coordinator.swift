@@ -237,7 +237,7 @@ final class Coordinator: Sendable {
         } catch {
             record.status = "failed"
             record.error = "\(error)"
-            logger.error("run could not start", metadata: ["run_id": "\(id)", "error": "\(error)"])
+            logger.error("run failed", metadata: ["run_id": "\(id)", "error": "\(error)"])
         }
         record.completedAt = ISOTime.nowMillis()
         let done = record

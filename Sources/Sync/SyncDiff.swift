@@ -208,6 +208,21 @@ struct SyncDiff {
         }
     }
 
+    /// The counts of what is in the log when only the first `recorded` of `events(runId:)` were
+    /// appended (a run that failed part way): discovered, then changed, then removed, in that
+    /// order. Nothing else is counted: what the run found unchanged or could not fetch is not
+    /// the log's to vouch for once the run failed.
+    func recordedCounts(_ recorded: Int) -> SyncCounts {
+        var c = SyncCounts()
+        var left = max(recorded, 0)
+        c.new = min(left, discovered.count)
+        left -= c.new
+        c.updated = min(left, changed.count)
+        left -= c.updated
+        c.removed = min(left, removed.count)
+        return c
+    }
+
     /// `failed` when the key was refused or nothing could be fetched; `partial_success` when
     /// some requests failed after retries; `completed` otherwise.
     func status(_ fetch: FetchResult) -> String {

@@ -105,6 +105,10 @@ public final class SyncRunner {
     let progress: (@Sendable (String) -> Void)?
 
     let keys: KeyRing
+    /// Events per append (each batch durable before the next is written). Tests make it small.
+    var batchSize = 1000
+    /// Tests: called with each batch before it is sealed (on the sealing thread), to fail it.
+    var failSealing: (@Sendable ([NewEvent]) throws -> Void)?
     /// Tests: called as the fetch starts (after `sync.started` is appended), to fail the run there.
     var failAfterStart: (() throws -> Void)?
 
@@ -172,10 +176,19 @@ public final class SyncRunner {
             // Recorded as failed, with the reason: left in progress, the run would later read as
             // died (killed, or the machine stopped). When even this cannot be appended (a full
             // disk), it is left so and the error stands on its own.
+            // Batches appended before the failure stay in the log (the next command folds them
+            // into the views): the record counts them, and keeps what the fetch noted, so the
+            // run's summary agrees with what the log holds.
+            let partial = error as? PartlyRecorded
+            let error = partial?.error ?? error
             let reason = Self.oneLine(error)
+            var warnings = forgottenWarnings + (partial?.warnings ?? [])
+            if let partial, partial.recorded > 0 {
+                warnings.append("\(partial.recorded) of the run's \(partial.planned) appointment events were recorded before it failed")
+            }
             var failed = SyncCompleted(
-                status: "failed", counts: SyncCounts(), api: APIUsage(), warnings: forgottenWarnings,
-                errors: [reason], errorMessage: reason, unchanged: [], headBefore: writer.head.description,
+                status: "failed", counts: partial?.counts ?? SyncCounts(), api: APIUsage(), warnings: warnings,
+                errors: [reason] + (partial?.errors ?? []), errorMessage: reason, unchanged: [], headBefore: writer.head.description,
                 durationMs: ISOTime.nowMillis() - started)
             failed.api.calls = await client.stats().calls
             _ = try? writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(failed))])
@@ -213,40 +226,60 @@ public final class SyncRunner {
         // their keys are in the ring already (`makeKeys` above).
         var events = diff.events(runId: runId)
         if let settings = fetch.settings { events.insert(settings.event(runId: runId), at: 0) }
+        let failSealing = self.failSealing
         let appender = SealedAppender(writer: writer) { batch in
+            try failSealing?(batch)
             var batch = batch
             try PersonalData.sealObservations(in: &batch, patientOf: { patientOf[$0] }, key: { try ring.key(for: $0) })
             return batch
         }
-        for chunk in stride(from: 0, to: events.count, by: 1000) {
-            try appender.append(Array(events[chunk..<min(chunk + 1000, events.count)]))
+        // Asked before anything is appended: once webhooks feed this store, every change the
+        // nightly crawl still finds is one no webhook brought (a webhook's run would have
+        // recorded it already).
+        let webhooksFeedThisStore = plan.syncType == "automated_daily" ? try views.hasRun(ofType: "webhook") : false
+        // A failure from here to `sync.completed` fails the run, and its record counts what was
+        // appended (`PartlyRecorded`): the events the log's head moved over, whichever step
+        // failed (a batch's write, the next batch's sealing, `sync.completed` itself).
+        let headBefore = writer.head.seq
+        let settingsEvents = fetch.settings == nil ? 0 : 1
+        let stats: CallStats, status: String, durationMs: Int64, completed: SyncCompleted
+        do {
+            for chunk in stride(from: 0, to: events.count, by: batchSize) {
+                try appender.append(Array(events[chunk..<min(chunk + batchSize, events.count)]))
+            }
+            try appender.finish()
+            stats = await client.stats()
+            var api = APIUsage()
+            api.calls = stats.calls
+            api.retries = stats.retries
+            api.rateLimitWaits = stats.rateLimitWaits
+            api.waitedSeconds = stats.waitedSeconds
+            api.rateLimitHit = stats.rateLimitHit
+            status = diff.status(fetch)
+            durationMs = ISOTime.nowMillis() - started
+            var record = SyncCompleted(
+                status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
+                errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
+                unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
+            if webhooksFeedThisStore {
+                record.changesMissedByWebhooks = diff.counts.new + diff.counts.updated + diff.counts.removed
+            }
+            completed = record
+            try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
+        } catch {
+            // Only this run appends while it holds the writer; a failed append is cut back.
+            let recorded = min(Int(writer.head.seq - headBefore), events.count)
+            let appointments = max(recorded - settingsEvents, 0)
+            throw PartlyRecorded(error: error, recorded: appointments, planned: events.count - settingsEvents,
+                                 counts: diff.recordedCounts(appointments), warnings: diff.warnings + fetch.warnings,
+                                 errors: fetch.errors)
         }
-        try appender.finish()
-        let stats = await client.stats()
-        var api = APIUsage()
-        api.calls = stats.calls
-        api.retries = stats.retries
-        api.rateLimitWaits = stats.rateLimitWaits
-        api.waitedSeconds = stats.waitedSeconds
-        api.rateLimitHit = stats.rateLimitHit
-        let status = diff.status(fetch)
-        let durationMs = ISOTime.nowMillis() - started
-        var completed = SyncCompleted(
-            status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
-            errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
-            unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
-        // Once webhooks feed this store, every change the nightly crawl still finds is one no
-        // webhook brought (a webhook's run would have recorded it already).
-        if plan.syncType == "automated_daily", try views.hasRun(ofType: "webhook") {
-            completed.changesMissedByWebhooks = diff.counts.new + diff.counts.updated + diff.counts.removed
-        }
-        try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
         // The run is recorded whatever happens next: a failure to update the views is not a
         // failed run (the next command catches them up).
         var viewsError: String?
         do { try views.catchUp(reader) } catch { viewsError = Self.oneLine(error) }
         var outcome = SyncOutcome(
-            runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
+            runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: completed.api,
             warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,
             head: writer.head, durationMs: durationMs, abandoned: open)
         outcome.interrupted = fetch.interrupted
@@ -255,6 +288,18 @@ public final class SyncRunner {
         outcome.responses429 = stats.responses429
         return outcome
     }
+}
+
+/// An append of the run's events failed after `recorded` of its `planned` appointment events
+/// were durable (`counts`: what they were); `run` records that and throws `error`.
+struct PartlyRecorded: Error {
+    var error: any Error
+    var recorded: Int
+    var planned: Int
+    var counts: SyncCounts
+    /// What the fetch and the diff noted, which the failed run's record keeps.
+    var warnings: [String]
+    var errors: [String]
 }
 
 /// The scope, type and window of a run, worked out from the request before anything is sent.

@@ -29,11 +29,16 @@ struct FailsOnCompletion: Projection {
 @Suite struct ViewsNotUpdatedTests {
     /// A client of the rig's fake IntakeQ, unthrottled, and a logger of nothing below critical.
     static func client(_ rig: Rig) -> (IntakeQClient, Logger) {
+        client(baseURL: rig.baseURL, apiKey: rig.apiKey, clock: rig.clock)
+    }
+
+    /// The same from the rig's parts (`Rig` itself cannot cross into `StoreIO`).
+    static func client(baseURL: String, apiKey: String, clock: ManualClock) -> (IntakeQClient, Logger) {
         var logger = Logger(label: "synctests")
         logger.logLevel = .critical
         let limiter = RateLimiter(policy: RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
-                                  clock: rig.clock, store: InMemoryCallRecord())
-        let client = IntakeQClient(baseURL: rig.baseURL, apiKey: rig.apiKey, limiter: limiter, clock: rig.clock,
+                                  clock: clock, store: InMemoryCallRecord())
+        let client = IntakeQClient(baseURL: baseURL, apiKey: apiKey, limiter: limiter, clock: clock,
                                    maxRetries: 1, timeoutSeconds: 20, logger: logger)
         return (client, logger)
     }
