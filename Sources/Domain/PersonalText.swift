@@ -6,35 +6,128 @@ import Foundation
 public enum PersonalText {
     /// True when `text` holds one of `emails`, or its part before the `@`, or one of `names` as
     /// whole words: the whole name, or any of its words after the first (or a one-word name)
-    /// of three letters or more. Case and accents do not count ("zoe martinez" names Zoë
-    /// Martínez-Ørsted). "asked by P. Delacroix" names Peyton Delacroix; "parking" does not name
-    /// Remy Park, nor "Peyton" alone (a first name is often a common word).
+    /// of three letters or more. Case, accents and width do not count ("zoe martinez" names Zoë
+    /// Martínez-Ørsted, and "orsted" too: letters that do not decompose, such as ø, ł and æ, are
+    /// spelled as their plain letters; "ＹＡＭＡＤＡ" is "yamada"), nor the usual transliterations of
+    /// ä, ö, ü, å and ø ("Mueller" names Müller, "Oersted" Ørsted, and the other way round).
+    /// "asked by P. Delacroix" names Peyton Delacroix; "parking" does not name Remy Park, nor
+    /// "Peyton" alone (a first name is often a common word).
+    ///
+    /// Scripts written without spaces between words (Chinese, Japanese, Thai…) and Korean, whose
+    /// particles attach to the name ("김민준의"), have no whole words to match: a name's run of
+    /// such letters two or more long, or all of them together, names the patient wherever it
+    /// stands, spaces and punctuation between such letters not counted ("山田太郎さんの依頼" and
+    /// "山田 太郎" name 山田太郎). Such letters also end a word, so "Yamadaさんの依頼" names Taro Yamada.
     public static func names(_ text: String, names: [String], emails: [String]) -> Bool {
-        let folded = fold(text)
-        for email in emails {
-            let e = fold(email.trimmingCharacters(in: .whitespacesAndNewlines))
+        let texts = Set([fold(text), fold(text, transliterating: true)])
+        let folds = names.map { Set([fold($0), fold($0, transliterating: true)]) }
+        let emails = emails.map { fold($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        return texts.contains { matches($0, names: folds, emails: emails) }
+    }
+
+    /// `names` on folded text, names and emails.
+    static func matches(_ folded: String, names: [Set<String>], emails: [String]) -> Bool {
+        for e in emails {
             let local = e.split(separator: "@", maxSplits: 1).first.map(String.init) ?? ""
             if !e.isEmpty, folded.contains(e) { return true }
             if local.count >= 3, folded.contains(local) { return true }
         }
         let words = Self.words(folded)
-        guard !words.isEmpty else { return false }
-        for name in names {
-            let parts = Self.words(fold(name))
-            if parts.dropFirst(parts.count > 1 ? 1 : 0).contains(where: { $0.count >= 3 && words.contains($0) }) { return true }
-            if Self.contains(words, run: parts) { return true }
+        let squeezed = Self.squeezed(folded)
+        for spellings in names {
+            for foldedName in spellings {
+                let parts = Self.words(foldedName)
+                if parts.dropFirst(parts.count > 1 ? 1 : 0).contains(where: { $0.count >= 3 && words.contains($0) }) { return true }
+                if Self.contains(words, run: parts) { return true }
+                let runs = Self.unspacedRuns(foldedName)
+                if runs.contains(where: { $0.count >= 2 && squeezed.contains($0) }) { return true }
+                let together = runs.joined()
+                if runs.count > 1, together.count >= 2, squeezed.contains(together) { return true }
+            }
         }
         return false
     }
 
-    /// Lower case without accents.
-    static func fold(_ text: String) -> String {
-        text.folding(options: [.caseInsensitive, .diacriticInsensitive], locale: nil).lowercased()
+    /// Lower case without accents, at normal width, and the letters that keep a stroke or are
+    /// ligatures (which folding leaves as they are) spelled as plain letters. `transliterating`:
+    /// ä, ö, ü, å and ø first spelled ae, oe, ue, aa and oe, as names are written without them.
+    static func fold(_ text: String, transliterating: Bool = false) -> String {
+        var text = text
+        if transliterating {
+            let lower = text.lowercased().precomposedStringWithCanonicalMapping
+            var out = String.UnicodeScalarView()
+            for u in lower.unicodeScalars {
+                if let t = transliterations[u] { out.append(contentsOf: t.unicodeScalars) } else { out.append(u) }
+            }
+            text = String(out)
+        }
+        let folded = text.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil).lowercased()
+        guard folded.unicodeScalars.contains(where: { plainSpellings[$0] != nil }) else { return folded }
+        var out = String.UnicodeScalarView()
+        for u in folded.unicodeScalars {
+            if let plain = plainSpellings[u] { out.append(contentsOf: plain.unicodeScalars) } else { out.append(u) }
+        }
+        return String(out)
     }
 
-    /// The words of `text`: its runs of letters and digits.
+    /// How names are commonly written without these letters.
+    static let transliterations: [Unicode.Scalar: String] = ["ä": "ae", "ö": "oe", "ü": "ue", "å": "aa", "ø": "oe"]
+
+    /// Lower-case letters that do not decompose into a letter and an accent.
+    static let plainSpellings: [Unicode.Scalar: String] = [
+        "ø": "o", "ł": "l", "đ": "d", "ð": "d", "ħ": "h", "ŧ": "t", "ı": "i", "ŀ": "l", "ƶ": "z",
+        "æ": "ae", "œ": "oe", "þ": "th", "ß": "ss",
+    ]
+
+    /// The words of `text`: its runs of letters and digits, letters of unspaced scripts left out
+    /// (`unspacedRuns` matches those).
     static func words(_ text: String) -> [Substring] {
-        text.split { !($0.isLetter || $0.isNumber) }
+        text.split { !($0.isLetter || $0.isNumber) || isUnspaced($0) }
+    }
+
+    /// The runs of letters of unspaced scripts in `text`.
+    static func unspacedRuns(_ text: String) -> [Substring] {
+        text.split { !isUnspaced($0) }
+    }
+
+    /// `text` with the spaces and punctuation between letters of unspaced scripts left out, and
+    /// every other letter or digit as a break: "山田 太郎さん, Yamada" is "山田太郎さん" and a break.
+    static func squeezed(_ text: String) -> String {
+        var out = ""
+        for c in text {
+            if isUnspaced(c) {
+                out.append(c)
+            } else if c.isLetter || c.isNumber {
+                if out.last != "\u{0}" { out.append("\u{0}") }
+            }
+        }
+        return out
+    }
+
+    /// A letter of a script written without spaces between words, or Korean (Hangul), whose
+    /// particles are written onto the word before them.
+    static func isUnspaced(_ c: Character) -> Bool {
+        guard let u = c.unicodeScalars.first, u.value >= 0x0E00 else { return false }
+        switch u.value {
+        case 0x0E00...0x0EFF,  // Thai, Lao
+             0x1000...0x109F,  // Myanmar
+             0x1100...0x11FF,  // Hangul Jamo
+             0x1780...0x17FF,  // Khmer
+             0x3005...0x3007,  // 々 (the repetition mark, as in 佐々木), 〆, 〇
+             0x303B,  // 〻
+             0x3040...0x30FF,  // Hiragana, Katakana
+             0x3130...0x318F,  // Hangul compatibility Jamo
+             0x31F0...0x31FF,  // Katakana extensions
+             0x3400...0x4DBF,  // CJK extension A
+             0x4E00...0x9FFF,  // CJK unified ideographs
+             0xAC00...0xD7AF,  // Hangul syllables
+             0xF900...0xFAFF,  // CJK compatibility ideographs
+             0xFF66...0xFF9F,  // half-width Katakana
+             0x20000...0x3134F:  // CJK extensions B–G
+            return true
+        default:
+            return false
+        }
     }
 
     /// True when `run` occurs in `words` as consecutive words.

@@ -19,7 +19,8 @@ import Testing
         """#
 
     /// `forget --reason` is refused when it names a patient: whole words, the whole name or its
-    /// last word of three letters or more, or an email, in any case.
+    /// last word of three letters or more, or an email, in any case; in unspaced scripts (and
+    /// Korean) a run of two letters or more of the name wherever it stands.
     @Test(arguments: [
         ("Blair Birch asked to be forgotten", true),
         ("request from BIRCH, by phone", true),
@@ -33,9 +34,37 @@ import Testing
         ("ØRSTED called", true),
         ("see zoe.martinez", true),
         ("Zoë asked", false),
+        // Letters that folding leaves alone: ø, ł, æ.
+        ("Orsted called", true),
+        ("per zolkiewski's lawyer", true),
+        ("NAESS called back", true),
+        // Unspaced scripts, and Korean particles: no whole words to match.
+        ("山田太郎さんの依頼", true),
+        ("山田さんの依頼", true),
+        ("本人の依頼", false),
+        ("患者王伟的请求", true),
+        ("王先生的请求", false),
+        ("김민준의 요청", true),
+        ("본인 요청", false),
+        ("Yamadaさんの依頼", true),
+        ("ทำตามคำขอของสมชาย", true),
+        // Spaces the roster has and the text has not, or the other way round; 々; full width;
+        // transliterations both ways.
+        ("王 伟的请求", true),
+        ("山田太郎 本人", true),
+        ("김 민준의 요청", true),
+        ("佐々木さんの依頼", true),
+        ("ＹＡＭＡＤＡ様の依頼", true),
+        ("per OERSTED", true),
+        ("Mueller called", true),
+        ("Müller called", true),
+        ("Muller called", true),
+        ("miller called", false),
     ])
     func aReasonNamingAPatientIsSeen(_ reason: String, _ names: Bool) {
-        let found = PersonalText.names(reason, names: ["Blair Birch", "Mo Li", "Zoë Martínez-Ørsted"],
+        let found = PersonalText.names(reason, names: ["Blair Birch", "Mo Li", "Zoë Martínez-Ørsted", "Łukasz Żółkiewski",
+                                                       "Mads Næss", "山田 太郎", "王伟", "김민준", "Taro Yamada", "สมชาย ใจดี",
+                                                       "佐々木 花子", "Anna Müller"],
                                        emails: [" Blair.Birch@example.org", "zoe.martinez@example.org"])
         #expect(found == names, "\(reason)")
     }
