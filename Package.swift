@@ -55,6 +55,9 @@ let package = Package(
         .target(name: "Allocator", dependencies: ["CJemalloc"]),
         // CRC32C (Castagnoli): SSE4.2 instruction when present, table fallback; memmem; getrandom.
         .target(name: "CChecksum"),
+        // AES-256-GCM boxes through the system's OpenSSL libcrypto (apt: libssl-dev), a context per
+        // thread: sealing's and opening's hot path (Ledger's `GCM`).
+        .target(name: "CGCM", linkerSettings: [.linkedLibrary("crypto")]),
         .target(
             name: "EventLog",
             dependencies: [
@@ -82,7 +85,7 @@ let package = Package(
         .target(
             name: "Ledger",
             dependencies: [
-                "EventLog", "JSONCore", "Domain", "CChecksum", "Paths",
+                "EventLog", "JSONCore", "Domain", "CChecksum", "CGCM", "Paths",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -248,7 +251,7 @@ if ProcessInfo.processInfo.environment["SYNCLEDGER_FUZZ"] != nil {
 // across this package's modules (`-cross-module-optimization`: the fold's calls from Domain and
 // Projections into JSONCore's scanner, the reader's into EventLog): at 100k events, rebuild
 // +6 %, its folding -14 %, replay +14 % (BENCHMARKS.md, "Cross-module optimization").
-for target in package.targets where target.type != .system && !["CChecksum"].contains(target.name) {
+for target in package.targets where target.type != .system && !["CChecksum", "CGCM"].contains(target.name) {
     target.swiftSettings = (target.swiftSettings ?? []) + settings
         + [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
 }

@@ -3,6 +3,7 @@
 #   liblz4-dev       the log's compression
 #   libsqlite3-dev   the views, through GRDB
 #   libjemalloc-dev  the allocator the executables link (Sources/Allocator)
+#   libssl-dev       OpenSSL's libcrypto: AES-GCM for sealed personal data (Sources/CGCM)
 #   lz4              the stock tool the tests and auditors read segments with
 #   python3          the bundle verifier and the test drivers below
 #   postgresql       the PostgreSQL sink's tests start a throwaway cluster (initdb/pg_ctl)
@@ -10,12 +11,12 @@
 #   prometheus       promtool, which checks and unit-tests docs/alerts.yml
 # and a Python virtual environment at .venv-test (tools/requirements-test.txt: schemathesis,
 # selenium) that the OpenAPI fuzzing and the browser test run from.
-# `SYNCLEDGER_SETUP_MINIMAL=1` installs only the first five (enough to build and run the demo).
+# `SYNCLEDGER_SETUP_MINIMAL=1` installs only the first six (enough to build and run the demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-pkgs=(liblz4-dev libsqlite3-dev libjemalloc-dev lz4 python3)
+pkgs=(liblz4-dev libsqlite3-dev libjemalloc-dev libssl-dev lz4 python3)
 if [ -z "${SYNCLEDGER_SETUP_MINIMAL:-}" ]; then
   pkgs+=(postgresql chromium chromium-driver prometheus)
 fi

@@ -83,15 +83,15 @@ public enum PersonalData {
 
     /// Seals the canonical text of a part's fields.
     static func sealPlain(_ plain: [UInt8], patient: String, context: String, key: SymmetricKey,
-                          nonce: AES.GCM.Nonce? = nil) throws -> String {
-        let box = try AES.GCM.seal(plain, using: key, nonce: nonce, authenticating: aad(patient, context))
-        return box.combined!.withUnsafeBytes { Base64Canonical.encode($0) }
+                          nonce: ArraySlice<UInt8>? = nil) throws -> String {
+        let box = try GCM.seal(plain, key: key, nonce: nonce, aad: aad(patient, context))
+        return box.withUnsafeBytes { Base64Canonical.encode($0) }
     }
 
     static func open(_ box: String, patient: String, context: String, key: SymmetricKey) throws -> [String: JSONValue] {
-        guard let bytes = Data(base64Encoded: box), let sealed = try? AES.GCM.SealedBox(combined: bytes),
-            let plain = try? AES.GCM.open(sealed, using: key, authenticating: aad(patient, context)),
-            case .object(let o)? = try? FastJSON.parse(Array(plain))
+        guard let bytes = Data(base64Encoded: box),
+            let plain = bytes.withUnsafeBytes({ GCM.open($0, key: key, aad: aad(patient, context)) }),
+            case .object(let o)? = try? FastJSON.parse(plain)
         else {
             throw LedgerError("a sealed part of patient \(patient) (\(context)) does not open with their key: the event or the key store was altered")
         }

@@ -257,9 +257,9 @@ extension PersonalData {
 
     /// The plaintext of a box given as its base64 text, in the canonical spelling sealing writes;
     /// nil when it does not open (or is spelled otherwise: the caller's slow path decides).
-    static func openBox(_ text: UnsafeBufferPointer<UInt8>, patient: String, context: String, key: SymmetricKey) -> Data? {
-        guard let combined = Base64Canonical.decode(text), let box = try? AES.GCM.SealedBox(combined: combined) else { return nil }
-        return try? AES.GCM.open(box, using: key, authenticating: aad(patient, context))
+    static func openBox(_ text: UnsafeBufferPointer<UInt8>, patient: String, context: String, key: SymmetricKey) -> [UInt8]? {
+        guard let combined = Base64Canonical.decode(text) else { return nil }
+        return combined.withUnsafeBytes { GCM.open($0, key: key, aad: aad(patient, context)) }
     }
 }
 

@@ -40,7 +40,7 @@ struct NonceSource: ~Copyable {
         block = min(341, max(1, expected)) * 12
     }
 
-    mutating func next() -> AES.GCM.Nonce? {
+    mutating func next() -> ArraySlice<UInt8>? {
         if used + 12 > buffer.count {
             var fresh = [UInt8](repeating: 0, count: block)
             guard fresh.withUnsafeMutableBytes({ syncledger_random($0.baseAddress, $0.count) }) == 0 else { return nil }
@@ -48,6 +48,6 @@ struct NonceSource: ~Copyable {
             used = 0
         }
         defer { used += 12 }
-        return try? AES.GCM.Nonce(data: buffer[used..<(used + 12)])
+        return buffer[used..<(used + 12)]
     }
 }
