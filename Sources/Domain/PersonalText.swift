@@ -52,20 +52,17 @@ public enum PersonalText {
     /// ligatures (which folding leaves as they are) spelled as plain letters. `transliterating`:
     /// ä, ö, ü, å and ø first spelled ae, oe, ue, aa and oe, as names are written without them.
     static func fold(_ text: String, transliterating: Bool = false) -> String {
-        var text = text
-        if transliterating {
-            let lower = text.lowercased().precomposedStringWithCanonicalMapping
-            var out = String.UnicodeScalarView()
-            for u in lower.unicodeScalars {
-                if let t = transliterations[u] { out.append(contentsOf: t.unicodeScalars) } else { out.append(u) }
-            }
-            text = String(out)
-        }
+        let text = transliterating ? respelled(text.lowercased().precomposedStringWithCanonicalMapping, transliterations) : text
         let folded = text.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil).lowercased()
-        guard folded.unicodeScalars.contains(where: { plainSpellings[$0] != nil }) else { return folded }
+        return respelled(folded, plainSpellings)
+    }
+
+    /// `text` with each scalar `spellings` holds spelled as it says.
+    static func respelled(_ text: String, _ spellings: [Unicode.Scalar: String]) -> String {
+        guard text.unicodeScalars.contains(where: { spellings[$0] != nil }) else { return text }
         var out = String.UnicodeScalarView()
-        for u in folded.unicodeScalars {
-            if let plain = plainSpellings[u] { out.append(contentsOf: plain.unicodeScalars) } else { out.append(u) }
+        for u in text.unicodeScalars {
+            if let s = spellings[u] { out.append(contentsOf: s.unicodeScalars) } else { out.append(u) }
         }
         return String(out)
     }

@@ -239,47 +239,51 @@ public final class SyncRunner {
         let webhooksFeedThisStore = plan.syncType == "automated_daily" ? try views.hasRun(ofType: "webhook") : false
         // A failure from here to `sync.completed` fails the run, and its record counts what was
         // appended (`PartlyRecorded`): the events the log's head moved over, whichever step
-        // failed (a batch's write, the next batch's sealing, `sync.completed` itself).
+        // failed (a batch's write, the next batch's sealing, `sync.completed` itself). Only
+        // this run appends while it holds the writer, and a failed append is cut back.
         let headBefore = writer.head.seq
         let settingsEvents = fetch.settings == nil ? 0 : 1
-        let stats: CallStats, status: String, durationMs: Int64, completed: SyncCompleted
+        func partlyRecorded(_ error: any Error) -> PartlyRecorded {
+            let appointments = max(min(Int(writer.head.seq - headBefore), events.count) - settingsEvents, 0)
+            return PartlyRecorded(error: error, recorded: appointments, planned: events.count - settingsEvents,
+                                  counts: diff.recordedCounts(appointments), warnings: diff.warnings + fetch.warnings,
+                                  errors: fetch.errors)
+        }
         do {
             for chunk in stride(from: 0, to: events.count, by: batchSize) {
                 try appender.append(Array(events[chunk..<min(chunk + batchSize, events.count)]))
             }
             try appender.finish()
-            stats = await client.stats()
-            var api = APIUsage()
-            api.calls = stats.calls
-            api.retries = stats.retries
-            api.rateLimitWaits = stats.rateLimitWaits
-            api.waitedSeconds = stats.waitedSeconds
-            api.rateLimitHit = stats.rateLimitHit
-            status = diff.status(fetch)
-            durationMs = ISOTime.nowMillis() - started
-            var record = SyncCompleted(
-                status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
-                errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
-                unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
-            if webhooksFeedThisStore {
-                record.changesMissedByWebhooks = diff.counts.new + diff.counts.updated + diff.counts.removed
-            }
-            completed = record
+        } catch {
+            throw partlyRecorded(error)
+        }
+        let stats = await client.stats()
+        var api = APIUsage()
+        api.calls = stats.calls
+        api.retries = stats.retries
+        api.rateLimitWaits = stats.rateLimitWaits
+        api.waitedSeconds = stats.waitedSeconds
+        api.rateLimitHit = stats.rateLimitHit
+        let status = diff.status(fetch)
+        let durationMs = ISOTime.nowMillis() - started
+        var completed = SyncCompleted(
+            status: status, counts: diff.counts, api: api, warnings: forgottenWarnings + diff.warnings + fetch.warnings,
+            errors: fetch.errors, errorMessage: fetch.fatal ?? fetch.errors.first,
+            unchanged: diff.unchanged, headBefore: writer.head.description, durationMs: durationMs)
+        if webhooksFeedThisStore {
+            completed.changesMissedByWebhooks = diff.counts.new + diff.counts.updated + diff.counts.removed
+        }
+        do {
             try writer.append([NewEvent(type: .syncCompleted, run: runId, stream: Streams.syncRun(runId), data: encodeData(completed))])
         } catch {
-            // Only this run appends while it holds the writer; a failed append is cut back.
-            let recorded = min(Int(writer.head.seq - headBefore), events.count)
-            let appointments = max(recorded - settingsEvents, 0)
-            throw PartlyRecorded(error: error, recorded: appointments, planned: events.count - settingsEvents,
-                                 counts: diff.recordedCounts(appointments), warnings: diff.warnings + fetch.warnings,
-                                 errors: fetch.errors)
+            throw partlyRecorded(error)
         }
         // The run is recorded whatever happens next: a failure to update the views is not a
         // failed run (the next command catches them up).
         var viewsError: String?
         do { try views.catchUp(reader) } catch { viewsError = Self.oneLine(error) }
         var outcome = SyncOutcome(
-            runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: completed.api,
+            runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
             warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,
             head: writer.head, durationMs: durationMs, abandoned: open)
         outcome.interrupted = fetch.interrupted
