@@ -109,6 +109,13 @@ public final class ProjectionStore: @unchecked Sendable {
         get { stopCheck.withLock { $0 } }
         set { stopCheck.withLock { $0 = newValue } }
     }
+
+    /// Stops the statement the views' connections are running now (`sqlite3_interrupt`), for a
+    /// signal that must not wait for the transaction to end: a rebuild's last steps (building the
+    /// shadow tables' indexes, the swap) are single statements that take seconds at millions of
+    /// events. The transaction rolls back; a rebuild whose `shouldStop` is then true drops its
+    /// shadow tables and throws `FoldInterrupted`, the live views as they were.
+    public func interrupt() { pool.interrupt() }
     let rebuildLockPath: String
     private let rebuildLock = RebuildLock()
 
@@ -405,15 +412,44 @@ public final class ProjectionStore: @unchecked Sendable {
 
     private func rebuildLocked(_ chosen: [any Projection], _ reader: LedgerReader, through: LogHead?,
                                progress: ((FoldProgress) -> Void)?) throws -> FoldReport {
-        var report = FoldReport()
         let head = try through ?? reader.head()
         let label = chosen.count == projections.count ? "all views" : chosen.map(\.name).joined(separator: ", ")
+        do {
+            try pool.write { db in
+                for p in chosen {
+                    for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
+                    try p.create(db, .shadow)
+                }
+            }
+            return try rebuildShadows(chosen, reader, head: head, label: label, progress: progress)
+        } catch let error where error is FoldInterrupted
+                    || (shouldStop?() == true && (error as? DatabaseError)?.resultCode == .SQLITE_INTERRUPT) {
+            // Stopped between transactions, or mid-statement (`interrupt()`, whose transaction
+            // rolled back): the live tables are as they were. A late `interrupt()` may stop the
+            // drop too; shadow tables left behind are dropped when the views are next opened.
+            try? dropShadowTables(of: chosen)
+            throw FoldInterrupted()
+        }
+    }
+
+    /// Throws `FoldInterrupted` when `shouldStop` says so (the caller drops the shadow tables).
+    private func stopIfAsked() throws {
+        if shouldStop?() == true { throw FoldInterrupted() }
+    }
+
+    /// Drops the shadow tables of these projections (an interrupted rebuild's partial work).
+    private func dropShadowTables(of chosen: [any Projection]) throws {
         try pool.write { db in
             for p in chosen {
                 for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
-                try p.create(db, .shadow)
             }
         }
+    }
+
+    /// Fills the (created, empty) shadow tables from the log up to `head`, then swaps them in.
+    private func rebuildShadows(_ chosen: [any Projection], _ reader: LedgerReader, head: LogHead, label: String,
+                                progress: ((FoldProgress) -> Void)?) throws -> FoldReport {
+        var report = FoldReport()
         var quarantined: [QuarantineEntry] = []
         var buffer: [EventEnvelope] = []
         var applied: UInt64 = 0
@@ -428,7 +464,10 @@ public final class ProjectionStore: @unchecked Sendable {
                                    lastHash: &lastHash, progress: progress)
                 let t0 = monotonicSeconds()
                 try pool.write { db in
-                    for sql in indexes { try db.execute(sql: sql) }
+                    for sql in indexes {
+                        try stopIfAsked()
+                        try db.execute(sql: sql)
+                    }
                 }
                 // Building the indexes is part of writing SQLite (and shown on its own).
                 let built = monotonicSeconds() - t0
@@ -441,14 +480,7 @@ public final class ProjectionStore: @unchecked Sendable {
             // synced, and checkpoints what the rebuild left in the WAL (its cost is the rebuild's).
         }
         func flush() throws {
-            if shouldStop?() == true {
-                try pool.write { db in
-                    for p in chosen {
-                        for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
-                    }
-                }
-                throw FoldInterrupted()
-            }
+            try stopIfAsked()
             let events = buffer
             let q = try pool.write { db in
                 var q: [QuarantineEntry] = []
@@ -473,6 +505,7 @@ public final class ProjectionStore: @unchecked Sendable {
             }
             try flush()
         }
+        try stopIfAsked()
         try pool.write { db in
             for p in chosen {
                 for table in p.tables {
@@ -580,14 +613,7 @@ public final class ProjectionStore: @unchecked Sendable {
             }
             var lastFolder: ChunkFolder?
             while true {
-                if shouldStop?() == true {
-                    try pool.write { db in
-                        for p in chosen {
-                            for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
-                        }
-                    }
-                    throw FoldInterrupted()
-                }
+                try stopIfAsked()
                 let waited = monotonicSeconds()
                 guard let c = try pipeline.next() else {
                     let t0 = monotonicSeconds()
@@ -615,14 +641,7 @@ public final class ProjectionStore: @unchecked Sendable {
             }
         }
         while !finished {
-            if shouldStop?() == true {
-                try pool.write { db in
-                    for p in chosen {
-                        for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
-                    }
-                }
-                throw FoldInterrupted()
-            }
+            try stopIfAsked()
             let (q, n, hash) = try pool.write { db -> ([QuarantineEntry], Int, String?) in
                 let folder = ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
                 folder.known = known
@@ -764,8 +783,15 @@ public final class ProjectionStore: @unchecked Sendable {
             return p
         }
         var report = try rebuild(chosen, reader, progress: progress)
-        let after = try catchUp(reader)
-        report.quarantined += after.quarantined
+        // The rebuilt views are in place; events appended meanwhile are folded now, or, once
+        // asked to stop (its statement interrupted), by the next command that reads the views.
+        if shouldStop?() == true { return report }
+        do {
+            let after = try catchUp(reader)
+            report.quarantined += after.quarantined
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_INTERRUPT && shouldStop?() == true {
+            return report
+        }
         return report
     }
 

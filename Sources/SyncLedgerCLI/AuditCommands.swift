@@ -152,10 +152,15 @@ struct RebuildCommand: AsyncParsableCommand {
                 throw CLIFailure(message: "the store is read-only (\(store.projectionsPath) cannot be written by this user): "
                                  + "a rebuild would save nothing; run it as the store's owner on a writable store")
             }
-            // SIGINT/SIGTERM: the rebuild stops between transactions and drops its shadow tables.
+            // SIGINT/SIGTERM: the rebuild stops, the statement it is running interrupted (building
+            // indexes or the swap take seconds at millions of events), and drops its shadow tables.
             let interrupts = Interrupts.watch()
             defer { interrupts.stop() }
-            views.shouldStop = { interrupts.requested }
+            func stopOnSignal(_ views: ProjectionStore) {
+                views.shouldStop = { interrupts.requested }
+                interrupts.onSignal { views.interrupt() }
+            }
+            stopOnSignal(views)
             let progress = ProgressLine()
             let started = Date()
             let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
@@ -173,7 +178,7 @@ struct RebuildCommand: AsyncParsableCommand {
                     warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log "
                          + "(restart `syncledger serve` if it runs on this store: it still has the old file open)")
                     (_, reader, views) = try openForRead(storeOptions, catchUp: false, warnScrub: false)
-                    views.shouldStop = { interrupts.requested }
+                    stopOnSignal(views)
                     report = try views.rebuild(names: [], reader, progress: progress.fold)
                 }
             } catch is FoldInterrupted {
@@ -189,6 +194,9 @@ struct RebuildCommand: AsyncParsableCommand {
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
                          try reader.head().seq, secs))
+            if interrupts.requested {
+                warn("note: the signal came after the swap: the rebuilt views are in place; events appended during the rebuild are folded by the next command")
+            }
             if timings {
                 print(Self.describe(views.lastFoldTimings) + "; \(views.lastFoldAppointmentsWritten) appointment row writes")
             }

@@ -64,18 +64,74 @@ import Testing
         try views.readSync { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_\\_shadow' ESCAPE '\\'") }
     }
 
-    @Test func aStoppedRebuildDropsItsShadowTablesAndKeepsTheLiveViews() throws {
+    /// The golden log's store with its views caught up, and what they hold.
+    func goldenViews() throws -> (TempStore, LedgerReader, ProjectionStore, Snapshot) {
         let tmp = try TempStore()
         try Golden.write(tmp.store)
         let reader = try LedgerReader(store: tmp.store)
         let views = try ProjectionStore(store: tmp.store)
         try views.catchUp(reader)
-        let before = try snapshot(views)
+        return (tmp, reader, views, try snapshot(views))
+    }
+
+    @Test func aStoppedRebuildDropsItsShadowTablesAndKeepsTheLiveViews() throws {
+        let (tmp, reader, views, before) = try goldenViews()
+        _ = tmp
         views.eventsPerTransaction = 2
         let calls = Locked(0)
         views.shouldStop = { calls.withLock { $0 += 1; return $0 } >= 3 }
         #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
         #expect(try shadowTables(views).isEmpty)
+        #expect(try snapshot(views) == before)
+    }
+
+    /// A signal that comes while the rebuild runs one statement (an index of the shadow tables
+    /// being built, the swap's renames: seconds each at millions of events) interrupts it, as
+    /// the CLI does on SIGINT (`interrupt()`): that transaction rolls back, the shadow tables are
+    /// dropped, and the live views are as before.
+    @Test(arguments: [
+        ("CREATE INDEX", nil),  // the shadow tables created
+        ("CREATE INDEX", "DROP INDEX"),  // their indexes built after the fold (dropped before it)
+        ("ALTER TABLE", nil),  // the swap
+    ] as [(String, String?)])
+    func aRebuildInterruptedMidStatementKeepsTheLiveViews(_ statement: String, after: String?) throws {
+        let (tmp, reader, views, before) = try goldenViews()
+        _ = tmp
+        let stop = Locked(false)
+        let fired = Locked(false)
+        // The signal arrives as the statement starts: SQLite's trace callback runs inside it.
+        func interruptAt(_ statement: String, after: String?) {
+            let armed = Locked(after == nil)
+            fired.withLock { $0 = false }
+            views.pool.writeWithoutTransaction { db in
+                db.trace(options: .statement) { event in
+                    guard case .statement(let s) = event else { return }
+                    if let after, s.sql.hasPrefix(after) { armed.withLock { $0 = true } }
+                    guard armed.withLock({ $0 }), s.sql.hasPrefix(statement),
+                          fired.withLock({ let first = !$0; $0 = true; return first }) else { return }
+                    stop.withLock { $0 = true }
+                    views.interrupt()
+                }
+            }
+        }
+        // Without `shouldStop`, the interrupted statement's own error comes out: the statement
+        // really stopped (a no-op `interrupt()` would let this rebuild finish).
+        interruptAt(statement, after: after)
+        #expect { try views.rebuild(names: [], reader) } throws: { ($0 as? DatabaseError)?.resultCode == .SQLITE_INTERRUPT }
+        #expect(fired.withLock { $0 }, "no \(statement) statement ran")
+        #expect(try snapshot(views) == before)
+        // With it, as the CLI runs: the rebuild stops cleanly.
+        stop.withLock { $0 = false }
+        views.shouldStop = { stop.withLock { $0 } }
+        interruptAt(statement, after: after)
+        #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
+        #expect(fired.withLock { $0 }, "no \(statement) statement ran")
+        #expect(try shadowTables(views).isEmpty)
+        #expect(try snapshot(views) == before)
+        // The views stay usable: the next rebuild completes.
+        views.shouldStop = nil
+        views.pool.writeWithoutTransaction { $0.trace(options: .statement, nil) }
+        _ = try views.rebuild(names: [], reader)
         #expect(try snapshot(views) == before)
     }
 
