@@ -183,6 +183,8 @@ public final class KeyRing: @unchecked Sendable {
             // The temporary files, removed whatever happens.
             var temporaries: [String] = []
             defer { for t in temporaries { _ = unlink(t) } }
+            // Before this call writes its own (which a slow disk could age past the limit).
+            removeStaleTemporaries()
             for patient in Set(patients) where cache[patient] == nil {
                 if let stored = try storedKey(patient) {
                     cache[patient] = stored
@@ -221,6 +223,24 @@ public final class KeyRing: @unchecked Sendable {
             if let failure { throw failure }
         }
     }
+
+    /// Removes key files' temporaries (`NAME.tmp-PID-N`) that a process killed between writing
+    /// and linking them left in `patients/`: each holds a key whole, sealed with the master key,
+    /// and nothing else ever removes them. Only those older than `staleTemporarySeconds`: a
+    /// temporary lives milliseconds, and another process (another PID namespace, so its PID
+    /// says nothing here) may be linking one now. Best effort: a failure leaves them for later.
+    func removeStaleTemporaries(now: time_t = time(nil)) {
+        let dir = directory + "/patients"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names where name.contains(".key.tmp-") {
+            var st = stat()
+            guard lstat(dir + "/" + name, &st) == 0, now - st.st_mtim.tv_sec > Self.staleTemporarySeconds else { continue }
+            _ = unlink(dir + "/" + name)
+        }
+    }
+
+    /// How old a key file's temporary must be before `makeKeys` removes it (seconds).
+    static let staleTemporarySeconds = 600
 
     /// The key in the patient's key file, nil when there is none.
     private func storedKey(_ patient: String) throws -> SymmetricKey? {

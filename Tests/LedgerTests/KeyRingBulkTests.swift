@@ -37,6 +37,44 @@ import Testing
         #expect(files.allSatisfy { $0.hasSuffix(".key") }, "temporary files left: \(files.filter { !$0.hasSuffix(".key") })")
     }
 
+    /// A process killed between writing a key's temporary file and linking it leaves the file
+    /// (a whole key, sealed): the next `makeKeys` (every sync calls it) removes those older than
+    /// ten minutes, hard links to live keys included, and keeps younger ones, which another
+    /// process may be about to link, and the keys themselves.
+    @Test func staleTemporariesOfKilledProcessesAreRemoved() throws {
+        let dir = TempDir("keys-bulk-stale")
+        let path = dir.path + "/keys"
+        let patients = path + "/patients"
+        let ring = try KeyRing.open(directory: path, create: true, environment: [:], notice: { _ in })
+        let kept = Self.bytes(try ring.key(for: "p-1"))
+        let keyFile = patients + "/" + Array("p-1".utf8).map { String(format: "%02x", $0) }.joined() + ".key"
+        let now = time(nil)
+        func leave(_ name: String, age: Int, linkedTo: String? = nil) throws {
+            let file = patients + "/" + name
+            if let linkedTo {
+                #expect(link(linkedTo, file) == 0)
+            } else {
+                #expect(FileManager.default.createFile(atPath: file, contents: Data(repeating: 7, count: 60)))
+            }
+            var times = [timespec(tv_sec: now - age, tv_nsec: 0), timespec(tv_sec: now - age, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, file, &times, 0) == 0)
+        }
+        // Killed before linking (two patients), and after linking but before removing the name.
+        try leave("702d32.key.tmp-4242-17", age: 3_600)
+        try leave("702d33.key.tmp-4243-18", age: 601 + 5)
+        try leave("702d31.key.tmp-4244-19", age: 86_400, linkedTo: keyFile)
+        // Being written by another process now, or a moment ago.
+        try leave("702d34.key.tmp-4245-20", age: 0)
+        try leave("702d35.key.tmp-4246-21", age: 300)
+
+        try ring.makeKeys(for: ["p-1"])
+        let left = Set(try FileManager.default.contentsOfDirectory(atPath: patients))
+        let keyName = String(keyFile.split(separator: "/").last!)
+        #expect(left == [keyName, "702d34.key.tmp-4245-20", "702d35.key.tmp-4246-21"])
+        let reopened = try KeyRing.open(directory: path, create: false, environment: [:])
+        #expect(try reopened.existingKey(for: "p-1").map(Self.bytes) == kept)
+    }
+
     /// A key that cannot be made (here a name too long for the file system) fails the whole call:
     /// no key linked, no temporary file left, and the ring still makes keys afterwards.
     @Test func aKeyThatCannotBeMadeLeavesNothingBehind() throws {
