@@ -27,10 +27,7 @@ public enum Scrub {
 
     /// Records a verify's outcome (atomically; owner-only).
     public static func record(_ record: VerifyRecord, in store: Store) throws {
-        try makeDirectories(store.statePath)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        try writeFileAtomically(path(store), Array(try encoder.encode(record)) + [10])
+        try writeStateRecord(record, to: path(store), in: store)
     }
 
     /// The last recorded verify, nil when none was recorded (or the file is unreadable).
@@ -38,6 +35,17 @@ public enum Scrub {
         guard let data = FileManager.default.contents(atPath: path(store)) else { return nil }
         return try? JSONDecoder().decode(VerifyRecord.self, from: data)
     }
+}
+
+/// Writes a small record of the store's state as one line of JSON with sorted keys (atomically;
+/// owner-only), making `state/` when missing. `exclusive`: linked into place, failing when the
+/// file exists, instead of replacing it.
+func writeStateRecord(_ value: some Encodable, to path: String, in store: Store, exclusive: Bool = false) throws {
+    try makeDirectories(store.statePath)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    let bytes = Array(try encoder.encode(value)) + [10]
+    if exclusive { try writeNewFile(path, bytes) } else { try writeFileAtomically(path, bytes) }
 }
 
 extension Store {
@@ -52,5 +60,57 @@ extension Store {
             if stat(p, &st) == 0 && st.st_mode & S_IWUSR == 0 { return false }
         }
         return true
+    }
+}
+
+/// A damaged page of the views database that a command met (`state/views-damaged.json`): SQLite
+/// finds damage only in the pages it reads, so `status`, which reads few, would otherwise say
+/// ok while `appointments` or `verify --views` fail. Kept until a rebuild of every view (or a
+/// `verify --views` that read every row) succeeds.
+public struct ViewsDamageRecord: Codable, Sendable, Equatable {
+    /// When it was met (ISO 8601).
+    public var at: String
+    /// The command that met it (`appointments`, `verify`, …).
+    public var command: String
+    /// SQLite's words.
+    public var error: String
+
+    public init(at: String, command: String, error: String) {
+        self.at = at
+        self.command = command
+        self.error = error
+    }
+
+    public static func path(_ store: Store) -> String { store.statePath + "/views-damaged.json" }
+
+    /// Records it (atomically; owner-only). The first record is kept until cleared: it says
+    /// since when the views have been damaged.
+    public static func record(_ record: ViewsDamageRecord, in store: Store) throws {
+        let path = path(store)
+        if FileManager.default.fileExists(atPath: path) { return }
+        do {
+            // Never overwriting: of two processes recording at once, the first record stays.
+            try writeStateRecord(record, to: path, in: store, exclusive: true)
+        } catch where FileManager.default.fileExists(atPath: path) {
+            return
+        }
+    }
+
+    /// The recorded damage, nil when none is recorded. A record that cannot be read or decoded
+    /// still says the views were found damaged.
+    public static func last(_ store: Store) -> ViewsDamageRecord? {
+        guard FileManager.default.fileExists(atPath: path(store)) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path(store)),
+              let record = try? JSONDecoder().decode(ViewsDamageRecord.self, from: data) else {
+            return ViewsDamageRecord(at: "unknown", command: "unknown", error: "the record \(path(store)) cannot be read")
+        }
+        return record
+    }
+
+    /// Forgets the damage: the views were rebuilt, or read whole without a fault.
+    public static func clear(_ store: Store) throws {
+        guard unlink(path(store)) == 0 || errno == ENOENT else {
+            throw LedgerError("cannot remove \(path(store)): \(String(cString: strerror(errno)))")
+        }
     }
 }

@@ -24,10 +24,14 @@ public struct SinkError: Error, CustomStringConvertible, Sendable {
 
     public var kind: Kind
     public var message: String
+    /// The error this one translates, when it is not PostgreSQL's (a damaged SQLite views page,
+    /// which the CLI records for `status`).
+    public var underlying: (any Error)?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, underlying: (any Error)? = nil) {
         self.kind = kind
         self.message = message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        self.underlying = underlying
     }
 
     public var description: String { message }
@@ -76,7 +80,7 @@ public struct SinkError: Error, CustomStringConvertible, Sendable {
         if error is ChannelError || error is IOError || String(describing: type(of: error)).contains("Connect") {
             return SinkError(.connection, "cannot reach PostgreSQL at \(url.redacted): \(error)")
         }
-        return SinkError(.server, "\(what) failed: \(error)")
+        return SinkError(.server, "\(what) failed: \(error)", underlying: error)
     }
 }
 

@@ -65,6 +65,8 @@ public struct SyncOutcome: Sendable {
     public var interrupted = false
     /// The run is fully recorded in the log, but bringing the views up to date failed: this says why.
     public var viewsError: String?
+    /// `viewsError` says the views database is damaged (a page SQLite could not read).
+    public var viewsDamaged = false
     /// One-time notices of the run (the master key created beside the log), for the caller to show.
     public var notices: [String] = []
     /// In an "ids" run: the ids whose lookup finished (found, 404, or undecodable); the others
@@ -281,13 +283,18 @@ public final class SyncRunner {
         // The run is recorded whatever happens next: a failure to update the views is not a
         // failed run (the next command catches them up).
         var viewsError: String?
-        do { try views.catchUp(reader) } catch { viewsError = Self.oneLine(error) }
+        var viewsDamaged = false
+        do { try views.catchUp(reader) } catch {
+            viewsError = Self.oneLine(error)
+            viewsDamaged = ViewsDamaged.isDamage(error)
+        }
         var outcome = SyncOutcome(
             runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
             warnings: completed.warnings, errors: completed.errors, errorMessage: completed.errorMessage,
             head: writer.head, durationMs: durationMs, abandoned: open)
         outcome.interrupted = fetch.interrupted
         outcome.viewsError = viewsError
+        outcome.viewsDamaged = viewsDamaged
         outcome.processedIds = fetch.processed
         outcome.responses429 = stats.responses429
         return outcome

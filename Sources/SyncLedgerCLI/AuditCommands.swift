@@ -2,6 +2,7 @@ import ArgumentParser
 import EventLog
 import Domain
 import Foundation
+import GRDB
 import IntakeQ
 import JSONCore
 import Ledger
@@ -48,6 +49,8 @@ struct VerifyCommand: AsyncParsableCommand {
             var differences: (first: [ViewDifference], total: Int)?
             if views && report.ok {
                 differences = try compareViews()
+                // Every row of every view read without a fault: damage recorded before is gone.
+                if differences?.total == 0, writable { DamageWitness.clear(store) }
             }
             let viewsOK = (differences?.total ?? 0) == 0
             // The scrub's record: `status` and the read commands report a failed one.
@@ -109,9 +112,14 @@ struct VerifyCommand: AsyncParsableCommand {
     }
 
     /// Folds the log into scratch views (in memory) through the seq the live views have
-    /// applied, and compares the two row by row.
+    /// applied, and compares the two row by row. First, SQLite's `quick_check` reads every page
+    /// of the live file, the indexes' too, which the row-by-row comparison does not read.
     func compareViews() throws -> (first: [ViewDifference], total: Int) {
         let (_, reader, live) = try openForRead(storeOptions, warnScrub: false)
+        let check = try live.readSync { try String.fetchAll($0, sql: "PRAGMA quick_check(1)") }
+        if check != ["ok"] {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "PRAGMA quick_check: " + check.joined(separator: "; "))
+        }
         let applied = try live.appliedSeq()
         let scratch = try ProjectionStore.scratch()
         _ = try scratch.rebuild(scratch.projections, reader, through: LogHead(seq: applied, hash: LogHead.empty.hash))
@@ -143,10 +151,12 @@ struct RebuildCommand: AsyncParsableCommand {
         try await guarded {
             let store = try Store.open(storeOptions.path)
             try refuseIfLost(store)
+            var movedAside: String?
             if let moved = try moveAsideIfDamaged(store) {
+                movedAside = moved
                 warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log")
             }
-            var (_, reader, views) = try openForRead(storeOptions, catchUp: false)
+            var (_, reader, views) = try openForRead(storeOptions, catchUp: false, warnDamage: false)
             if views.inMemory {
                 // Rebuilt into an in-memory copy, nothing would be saved.
                 throw CLIFailure(message: "the store is read-only (\(store.projectionsPath) cannot be written by this user): "
@@ -165,7 +175,6 @@ struct RebuildCommand: AsyncParsableCommand {
             let started = Date()
             let names = projection.map { [$0.replacingOccurrences(of: "-", with: "_")] } ?? []
             let report: FoldReport
-            var movedAside: String?
             do {
                 do {
                     report = try views.rebuild(names: names, reader, progress: progress.fold)
@@ -191,6 +200,9 @@ struct RebuildCommand: AsyncParsableCommand {
                                  code: interrupts.exitCode ?? 130)
             }
             progress.finish()
+            // Every page of the views is new (every view rebuilt, or a new file): damage
+            // recorded before is gone.
+            if names.isEmpty || movedAside != nil { DamageWitness.clear(store) }
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
                          try reader.head().seq, secs))

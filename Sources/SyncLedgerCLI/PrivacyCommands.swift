@@ -59,6 +59,7 @@ extension ForgetCommand {
             print("PostgreSQL views \(sink.schema) at \(sink.url.redacted) purged too; at seq \(report.seq)")
             return nil
         } catch {
+            DamageWitness.note(error)
             warn("syncledger: the patient is forgotten in the log and the views, but the PostgreSQL views still hold their rows: \(describeError(error)); run `syncledger postgres sync` to purge them")
             return 4
         }

@@ -113,6 +113,7 @@ struct SyncCommand: AsyncParsableCommand {
             // A failed run keeps to its one line; the notice comes with the first run that records.
             if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
             if let viewsError = outcome.viewsError {
+                if outcome.viewsDamaged { DamageWitness.record(viewsError) }
                 warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
                      + "(\(viewsError)); the next command catches them up")
             }
@@ -182,7 +183,7 @@ func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throw
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, or the last verify failed.",
+        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, the last verify failed, or a command found the views database damaged.",
         discussion: """
             A run still marked in_progress while no writer holds the store's lock died (the process \
             was killed or the machine stopped): it is reported as failed. For each sync type: the last \
@@ -235,6 +236,8 @@ struct StatusCommand: AsyncParsableCommand {
             if let v = lastVerify, !v.ok {
                 problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
             }
+            let damage = ViewsDamageRecord.last(store)
+            if let damage { problems.append(DamageWitness.problem(damage)) }
             // The built-in alerts' other conditions (SERVICE.md), for cron users too.
             let health = try StatusHealth.read(store: store, views: views, writerLive: writerLive, now: now)
             problems += health.newProblems
@@ -262,6 +265,9 @@ struct StatusCommand: AsyncParsableCommand {
                     "projection_lag": .number(Double(head.seq - min(head.seq, applied))),
                     "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
                     "writer_running": .bool(writerLive),
+                    "views_damaged": damage.map { d in
+                        JSONValue.object(["at": .string(d.at), "command": .string(d.command), "error": .string(d.error)])
+                    } ?? .null,
                     "last_verify": lastVerify.map { v in
                         JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
                                           "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])

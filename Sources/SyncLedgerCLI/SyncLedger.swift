@@ -45,6 +45,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)
+            DamageWitness.command(command, args: args)
             if let c = command as? any JSONOutputCommand, c.json { Output.jsonFailures = true }
             if var async = command as? any AsyncParsableCommand {
                 try await async.run()
@@ -153,6 +154,8 @@ struct StoreOptions: ParsableArguments {
 struct CLIFailure: Error {
     var message: String
     var code: Int32 = 1
+    /// The error this one reports, when another (a damaged views database, for `DamageWitness`).
+    var underlying: (any Error)?
 }
 
 /// Runs a command body; any error becomes one line on stderr and a non-zero exit, never a trace.
@@ -160,11 +163,14 @@ func guarded(_ body: () async throws -> Int32) async throws {
     let code: Int32
     do {
         code = try await body()
+        DamageWitness.sayWarning()
     } catch let e as CLIFailure {
+        DamageWitness.note(e.underlying ?? e)
         throw failed("syncledger: " + e.message, code: e.code)
     } catch let e as ExitCode {
         throw e
     } catch {
+        DamageWitness.note(error)
         throw failed("syncledger: \(describeError(error))", code: 1)
     }
     if code != 0 { throw ExitCode(code) }
@@ -192,7 +198,8 @@ func describeError(_ error: any Error) -> String {
 /// that lost acknowledged events; warns (one line) when the last verify failed. A store this
 /// process must not write is read only: its views are copied into memory and any lag is folded
 /// there (one note on stderr), nothing is saved.
-func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
+func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool = true,
+                 warnDamage: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
     let store = try options.open()
     try refuseIfLost(store)
     let writable = store.isWritable
@@ -200,6 +207,13 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
     if !writable { reader.log.rewritesIndexFiles = false }
     if warnScrub, let last = Scrub.last(store), !last.ok {
         warn("warning: the last verify (\(last.at)) failed: \(last.error ?? "the log is damaged"); what is served may be damaged (see `syncledger status`)")
+    }
+    if warnScrub, warnDamage, let damage = ViewsDamageRecord.last(store) {
+        // Said once the command has answered: a command that meets the damage itself fails
+        // with its own one line instead.
+        DamageWitness.warnOnSuccess(
+            "warning: the views database was found damaged by `\(damage.command)` at \(damage.at); what is shown may be incomplete: "
+            + "`syncledger rebuild` recreates it from the log")
     }
     let views = try openViews(store, readOnly: !writable)
     if catchUp {
@@ -223,7 +237,7 @@ func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
     do {
         return try ProjectionStore(store: store, readOnly: readOnly)
     } catch let e as ViewsDamaged {
-        throw CLIFailure(message: e.description)
+        throw CLIFailure(message: e.description, underlying: e)
     } catch is ViewsNotWritable {
         return try openViews(store, readOnly: true)
     }

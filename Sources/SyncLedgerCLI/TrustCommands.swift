@@ -88,6 +88,7 @@ struct RepairCommand: AsyncParsableCommand {
             let progress = ProgressLine()
             _ = try views.rebuild(names: [], reader, progress: progress.fold)
             progress.finish()
+            DamageWitness.clear(store)
             print("recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq); views rebuilt")
             print("head \(writer.head)")
             return 0

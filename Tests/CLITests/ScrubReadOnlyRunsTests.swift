@@ -283,6 +283,110 @@ extension CLIBinaryTests {
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 
+    /// SQLite finds a damaged page only when it reads it, and `status` reads few: a command that
+    /// meets one records it (`state/views-damaged.json`), `status` fails on it and the read
+    /// commands warn, until a rebuild of every view or a clean `verify --views` clears it.
+    @Test func damagedViewsMetByOneCommandShowInStatusUntilRebuilt() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("damaged-status")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let marker = store + "/state/views-damaged.json"
+        func status() async throws -> (Int32, [String: Any]) {
+            let r = try await cli(["status", "--json", "--store", store, "--max-age", "100000"])
+            return (r.status, try #require(parseJSON(r.stdout) as? [String: Any], "\(r.stdout) \(r.stderr)"))
+        }
+        func damage(_ table: String, index: Bool = false) throws {
+            let script = """
+                import sqlite3,sys
+                c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+                q="SELECT rootpage FROM sqlite_master WHERE " + ("type='index' AND tbl_name=? AND sql IS NOT NULL" if sys.argv[3]=='1' else "name=?")
+                root,=c.execute(q, (sys.argv[2],)).fetchone()
+                size,=c.execute('PRAGMA page_size').fetchone(); c.close()
+                f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
+                """
+            #expect(try python(script, [store + "/projections.sqlite", table, index ? "1" : "0"]) == 0)
+        }
+        #expect(try await status().0 == 0)
+
+        // A table `status` does not read: it still says ok, until `verify --views` meets the page.
+        try damage("appointments_objects")
+        #expect(try await status().0 == 0)
+        // An auditor's read-only copy meets it too, and is not written.
+        let copy = tmp.path + "/read-only-copy"
+        try FileManager.default.copyItem(atPath: store, toPath: copy)
+        try chmodReadOnly(copy)
+        expectCleanFailure(try await cli(["verify", "--views", "--store", copy]), mentioning: ["damaged"], allowStdout: true)
+        #expect(!FileManager.default.fileExists(atPath: copy + "/state/views-damaged.json"))
+        let verify = try await cli(["verify", "--views", "--store", store])
+        expectCleanFailure(verify, mentioning: ["projections.sqlite is damaged", "syncledger rebuild"], allowStdout: true)
+        var (code, obj) = try await status()
+        #expect(code == 1)
+        let seen = try #require(obj["views_damaged"] as? [String: Any], "\(obj)")
+        #expect(seen["command"] as? String == "verify")
+        #expect((seen["error"] as? String ?? "").contains("SQLite error 11"), "\(seen)")
+        #expect((obj["problems"] as? [String] ?? []).contains { $0.contains("found damaged by `verify`") && $0.contains("syncledger rebuild") })
+        let text = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(text.status == 1 && text.stdout.contains("problem: the views database was found damaged by `verify`"), "\(text.stdout)")
+        // A read command that does not meet the page answers, and warns.
+        let read = try await cli(["appointments", "--store", store])
+        expectSuccess(read)
+        #expect(read.stderr.contains("found damaged by `verify`"), "\(read.stderr)")
+        let saved = try Data(contentsOf: URL(fileURLWithPath: marker))
+
+        let rebuild = try await cli(["rebuild", "--store", store])
+        expectSuccess(rebuild)
+        #expect(!rebuild.stderr.contains("found damaged"), "\(rebuild.stderr)")
+        (code, obj) = try await status()
+        #expect(code == 0)
+        #expect(obj["views_damaged"] is NSNull)
+        #expect(!FileManager.default.fileExists(atPath: marker))
+
+        // Met by a read command; the first record stands while later commands meet it again.
+        try damage("appointments")
+        expectCleanFailure(try await cli(["appointments", "--store", store]), mentioning: ["projections.sqlite is damaged"])
+        (code, obj) = try await status()
+        #expect(code == 1)
+        let first = try #require(obj["views_damaged"] as? [String: Any], "\(obj)")
+        #expect(first["command"] as? String == "appointments")
+        expectCleanFailure(try await cli(["upcoming", "--store", store]), mentioning: ["projections.sqlite is damaged"])
+        #expect((try await status().1["views_damaged"] as? [String: Any])?["at"] as? String == first["at"] as? String)
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        #expect(try await status().0 == 0)
+
+        // A `verify --views` that reads every page without a fault clears a record too.
+        try saved.write(to: URL(fileURLWithPath: marker))
+        #expect(try await status().0 == 1)
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        #expect(try await status().0 == 0)
+        #expect(!FileManager.default.fileExists(atPath: marker))
+
+        // A damaged index page, which the row-by-row comparison does not read: `verify --views`
+        // still finds it (SQLite's quick_check) and records it, rather than clearing anything.
+        try saved.write(to: URL(fileURLWithPath: marker))
+        try damage("appointments", index: true)
+        expectCleanFailure(try await cli(["verify", "--views", "--store", store]),
+                           mentioning: ["projections.sqlite is damaged", "quick_check"], allowStdout: true)
+        #expect(try await status().0 == 1)
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        #expect(try await status().0 == 0)
+
+        // Met by `sync` (the nightly command), which reads the views to tell what changed.
+        try damage("appointments_objects")
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { server, url in
+            server.setState(day.state)
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv)
+            expectCleanFailure(r, mentioning: ["projections.sqlite is damaged", "syncledger rebuild"], allowStdout: true)
+        }
+        (code, obj) = try await status()
+        #expect(code == 1)
+        #expect((obj["views_damaged"] as? [String: Any])?["command"] as? String == "sync", "\(obj)")
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        #expect(try await status().1["views_damaged"] is NSNull)
+    }
+
     /// A sync interrupted by SIGINT or SIGTERM while fetching stops, records its run as failed
     /// ("interrupted") and exits 130 or 143; a run killed outright shows as died in `status`.
     @Test func interruptedAndDiedRunsAreFailures() async throws {
