@@ -6,6 +6,7 @@ import JSONCore
 import Ledger
 import Logging
 import NIOConcurrencyHelpers
+import Projections
 import Sync
 
 /// What a queued run covers.
@@ -104,6 +105,21 @@ final class Coordinator: Sendable {
     /// Told after every run the worker finished or could not start (the alerts and metrics
     /// listen); called on the worker, so it must return at once.
     let afterRun = NIOLockedValueBox<(@Sendable (SyncOutcome?) -> Void)?>(nil)
+    /// Told, in SQLite's words, when a run met a damaged page of the views (it failed on one, or
+    /// its catch-up after recording did); must return at once.
+    let onViewsDamage = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+
+    /// Passes a run's damaged-views error, if it is one, to `onViewsDamage`.
+    private func noteDamage(_ error: any Error) {
+        guard ViewsDamaged.isDamage(error) else { return }
+        let words = (error as? ViewsDamaged)?.reason ?? String(describing: error)
+        onViewsDamage.withLockedValue { $0 }?(words)
+    }
+
+    private func noteDamage(_ outcome: SyncOutcome) {
+        guard outcome.viewsDamaged, let words = outcome.viewsError else { return }
+        onViewsDamage.withLockedValue { $0 }?(words)
+    }
 
     init(config: ServeConfiguration, inbox: WebhookInbox, afterWrite: (@Sendable () -> Void)? = nil) {
         self.config = config
@@ -234,7 +250,9 @@ final class Coordinator: Sendable {
             record.status = outcome.status
             record.error = outcome.status == "completed" ? nil : outcome.errorMessage
             logger.info("run finished", metadata: runMetadata(outcome))
+            noteDamage(outcome)
         } catch {
+            noteDamage(error)
             record.status = "failed"
             record.error = "\(error)"
             logger.error("run failed", metadata: ["run_id": "\(id)", "error": "\(error)"])
@@ -272,11 +290,13 @@ final class Coordinator: Sendable {
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
             if processed.count < ids.count { await blockOnBudget() }
+            noteDamage(outcome)
             afterRun.withLockedValue { $0 }?(outcome)
         } catch let e as SyncSessionError where e.code == .budgetExhausted {
             logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
             await blockOnBudget()
         } catch {
+            noteDamage(error)
             logger.error("webhook run failed", metadata: ["error": "\(error)"])
             state.withLockedValue { $0.budgetBlockedUntil = Date().timeIntervalSince1970 + 5 }
         }

@@ -42,6 +42,8 @@ public struct HealthSnapshot: Sendable {
     /// The first run the store recorded (epoch millis).
     public var firstRunAt: Int64?
     public var verify: VerifyRecord?
+    /// A damaged page of the views that a command or request met (`state/views-damaged.json`).
+    public var viewsDamage: ViewsDamageRecord?
     public var inboxDepth = 0
     public var inboxOldestAt: Int64?
 
@@ -129,7 +131,7 @@ public struct AlertCondition: Sendable, Hashable, Codable {
     /// (`run_failed:webhook`). The same key while the condition lasts is one incident.
     public var key: String
     /// `run_failed`, `partial_success_repeated`, `error_share_high`, `daily_sync_stale`,
-    /// `verify_failed`, `webhook_inbox_stale`.
+    /// `verify_failed`, `views_damaged`, `webhook_inbox_stale`.
     public var alert: String
     /// `critical` or `warning`.
     public var severity: String
@@ -138,7 +140,7 @@ public struct AlertCondition: Sendable, Hashable, Codable {
     public var runId: String?
 }
 
-/// SERVICE.md's six alert conditions over a `HealthSnapshot`.
+/// SERVICE.md's six alert conditions, and damaged views, over a `HealthSnapshot`.
 public struct AlertRules: Sendable {
     public var dailyStaleHours = 26.0
     public var inboxMaxAgeSeconds = 3600.0
@@ -149,7 +151,7 @@ public struct AlertRules: Sendable {
 
     public static let alertNames = [
         "run_failed", "partial_success_repeated", "error_share_high", "daily_sync_stale", "verify_failed",
-        "webhook_inbox_stale",
+        "views_damaged", "webhook_inbox_stale",
     ]
 
     /// The conditions that hold. `watchingSince`: when whoever evaluates began watching (the
@@ -204,6 +206,12 @@ public struct AlertRules: Sendable {
             out.append(AlertCondition(
                 key: "verify_failed", alert: "verify_failed", severity: "critical",
                 summary: "the last verify (\(v.at)) failed: \(Self.clean(v.error ?? "the log is damaged"))", runId: nil))
+        }
+        if let d = s.viewsDamage {
+            out.append(AlertCondition(
+                key: "views_damaged", alert: "views_damaged", severity: "critical",
+                summary: "the views database was found damaged by `\(d.command)` at \(d.at) (\(Self.clean(d.error))); "
+                    + "`syncledger rebuild` recreates it from the log", runId: nil))
         }
         if s.inboxDepth > 0, s.inboxOldestAgeSeconds > inboxMaxAgeSeconds {
             out.append(AlertCondition(

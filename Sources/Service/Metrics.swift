@@ -50,6 +50,7 @@ public final class ServerMetrics: Sendable {
         "syncledger_verify_failed": "1 when the last recorded verify failed, else 0 (also 0 when never verified).",
         "syncledger_verify_last_timestamp_seconds": "When the last verify finished (Unix seconds; 0: never).",
         "syncledger_verify_age_seconds": "Seconds since the last verify finished (-1: never).",
+        "syncledger_views_damaged": "1 while a damaged page of the views database is recorded (STORE/state/views-damaged.json), else 0.",
         "syncledger_alerts_firing": "1 while the built-in alert of that name fires (any sync_type), else 0.",
     ]
 
@@ -101,6 +102,7 @@ public final class ServerMetrics: Sendable {
         gauge("syncledger_verify_failed", [:], s.verify.map { $0.ok ? 0 : 1 } ?? 0)
         gauge("syncledger_verify_last_timestamp_seconds", [:], Double(verifiedAt ?? 0) / 1000)
         gauge("syncledger_verify_age_seconds", [:], verifiedAt.map { max(0, Double(s.now - $0) / 1000) } ?? -1)
+        gauge("syncledger_views_damaged", [:], s.viewsDamage == nil ? 0 : 1)
         for name in AlertRules.alertNames { gauge("syncledger_alerts_firing", ["alert": name], firing.contains(name) ? 1 : 0) }
     }
 

@@ -89,6 +89,8 @@ paths:
           $ref: "#/components/responses/Unauthorized"
         "403":
           $ref: "#/components/responses/Forbidden"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /openapi.yaml:
     get:
       operationId: openapiDocument
@@ -132,6 +134,8 @@ paths:
           $ref: "#/components/responses/BadRequest"
         "401":
           $ref: "#/components/responses/Unauthorized"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/appointments/{id}:
     get:
       operationId: getAppointment
@@ -151,6 +155,8 @@ paths:
           $ref: "#/components/responses/Unauthorized"
         "404":
           $ref: "#/components/responses/NotFound"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/appointments/{id}/history:
     get:
       operationId: getAppointmentHistory
@@ -173,6 +179,8 @@ paths:
           $ref: "#/components/responses/Unauthorized"
         "404":
           $ref: "#/components/responses/NotFound"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/upcoming:
     get:
       operationId: listUpcoming
@@ -197,6 +205,8 @@ paths:
           $ref: "#/components/responses/BadRequest"
         "401":
           $ref: "#/components/responses/Unauthorized"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/meeting-urls:
     get:
       operationId: listMeetingURLs
@@ -220,6 +230,8 @@ paths:
           $ref: "#/components/responses/BadRequest"
         "401":
           $ref: "#/components/responses/Unauthorized"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/locations:
     get:
       operationId: listLocations
@@ -243,6 +255,8 @@ paths:
           $ref: "#/components/responses/BadRequest"
         "401":
           $ref: "#/components/responses/Unauthorized"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/sync-logs:
     get:
       operationId: listSyncLogs
@@ -271,6 +285,8 @@ paths:
           $ref: "#/components/responses/Unauthorized"
         "403":
           $ref: "#/components/responses/Forbidden"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/status:
     get:
       operationId: getStatus
@@ -286,6 +302,8 @@ paths:
           $ref: "#/components/responses/Unauthorized"
         "403":
           $ref: "#/components/responses/Forbidden"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/sync:
     post:
       operationId: startSync
@@ -499,7 +517,7 @@ components:
         application/json:
           schema: {$ref: "#/components/schemas/Error"}
     Unavailable:
-      description: Not ready yet, or the inbox could not be written; retry later.
+      description: Not ready yet, the inbox could not be written, or the views database is damaged (a page SQLite cannot read; `syncledger rebuild` on the server recreates it, and the views_damaged alert fires); retry later.
       content:
         application/json:
           schema: {$ref: "#/components/schemas/Error"}

@@ -186,6 +186,11 @@ struct ServiceResponder: HTTPResponder {
             reply = try await route(request, path: path)
         } catch let r as Reply {
             reply = r
+        } catch where ViewsDamaged.isDamage(error) {
+            // Recorded for `status`, /metrics and the alerts; the reader is told what it is.
+            server.config.logger.error("request failed: the views database is damaged", metadata: ["path": "\(logged)", "error": "\(error)"])
+            await server.noteViewsDamage(error)
+            reply = .error(503, "the views database is damaged; `syncledger rebuild` on the server recreates it from the log")
         } catch {
             server.config.logger.error("request failed", metadata: ["path": "\(logged)", "error": "\(error)"])
             reply = .error(500, "internal error")

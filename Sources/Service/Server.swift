@@ -61,6 +61,12 @@ public final class SyncLedgerServer: Sendable {
                 due.withLockedValue { $0 = true }
             }
         }
+        coordinator.onViewsDamage.withLockedValue {
+            $0 = { [weak self] words in
+                guard let self else { return }
+                Task { await self.noteViewsDamage(words: words) }
+            }
+        }
     }
 
     /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).
@@ -124,6 +130,7 @@ struct WorkerService: Service {
             server.ready.withLockedValue { $0 = true }
         } catch {
             server.config.logger.error("the views could not catch up", metadata: ["error": "\(error)"])
+            await server.noteViewsDamage(error)
         }
         await withGracefulShutdownHandler {
             await c.work()

@@ -14,11 +14,42 @@ extension SyncLedgerServer {
         let views = self.views
         let store = self.store
         let now = config.alertClock()
-        var s = try await blocking { try views.readSync { try HealthSnapshot.read($0, now: now) } }
+        var s: HealthSnapshot
+        do {
+            s = try await blocking { try views.readSync { try HealthSnapshot.read($0, now: now) } }
+        } catch where ViewsDamaged.isDamage(error) {
+            // A damaged page under `sync_logs` must not hide itself: the rest of the snapshot
+            // stays at its defaults, and the damage is what /metrics and the alerts report.
+            await noteViewsDamage(error)
+            s = HealthSnapshot(now: now)
+        }
         s.verify = Scrub.last(store)
+        s.viewsDamage = ViewsDamageRecord.last(store)
         s.inboxDepth = coordinator.inbox.depth
         s.inboxOldestAt = coordinator.inbox.oldestReceivedAt
         return s
+    }
+
+    /// Records a damaged page of the views that the server met (a request, a run, the health
+    /// check; `ViewsDamageRecord`), unless the store is read-only or `error` is no damage; the
+    /// alerts and /metrics pick it up from there. File work, on the thread pool.
+    func noteViewsDamage(_ error: any Error) async {
+        guard ViewsDamaged.isDamage(error) else { return }
+        await noteViewsDamage(words: (error as? ViewsDamaged)?.reason ?? String(describing: error))
+    }
+
+    /// The same, for damage known by its words (a run's `viewsError`).
+    func noteViewsDamage(words: String) async {
+        let store = self.store
+        let line = words.split(whereSeparator: \.isNewline).joined(separator: " ")
+        do {
+            try await blocking {
+                guard store.isWritable else { return }
+                try ViewsDamageRecord.record(ViewsDamageRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), command: "serve", error: line), in: store)
+            }
+        } catch {
+            config.logger.error("could not record the damaged views", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The alert conditions that hold now.
@@ -40,9 +71,14 @@ extension SyncLedgerServer {
         let s = try await healthSnapshot()
         let views = self.views
         let store = self.store
-        let (head, applied) = try await blocking { () -> (UInt64, UInt64) in
-            let reader = try LedgerReader(store: store)
-            return (try reader.head().seq, try views.appliedSeq())
+        let head = try await blocking { try LedgerReader(store: store).head().seq }
+        // The applied seq lives in the views too: a damaged page there leaves the lag at 0 and
+        // the damage to `syncledger_views_damaged` (recorded by `healthSnapshot` or here).
+        var applied = head
+        do {
+            applied = try await blocking { try views.appliedSeq() }
+        } catch where ViewsDamaged.isDamage(error) {
+            await noteViewsDamage(error)
         }
         let (remaining, _) = await coordinator.budget()
         let c = coordinator.counters

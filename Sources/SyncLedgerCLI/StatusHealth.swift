@@ -18,6 +18,7 @@ struct StatusHealth {
     static func read(store: Store, views: ProjectionStore, writerLive: Bool, now: Int64) throws -> StatusHealth {
         var s = try views.readSync { try HealthSnapshot.read($0, now: now, treatInProgressAsFailed: !writerLive) }
         s.verify = Scrub.last(store)
+        s.viewsDamage = ViewsDamageRecord.last(store)
         let inbox = WebhookInbox.peek(path: store.statePath + "/webhook-inbox.log")
         s.inboxDepth = inbox.depth
         s.inboxOldestAt = inbox.oldestReceivedAt
@@ -27,10 +28,11 @@ struct StatusHealth {
             firing: AlertLog.open(storePath: store.path), recent: AlertLog.recent(storePath: store.path, limit: 10))
     }
 
-    /// The problems `status` did not already report (the daily run's failure or age, verify).
+    /// The problems `status` did not already report (the daily run's failure or age, verify,
+    /// damaged views).
     var newProblems: [String] {
         conditions.filter { c in
-            c.key != "run_failed:automated_daily" && c.alert != "daily_sync_stale" && c.alert != "verify_failed"
+            c.key != "run_failed:automated_daily" && !["daily_sync_stale", "verify_failed", "views_damaged"].contains(c.alert)
         }.map(\.summary)
     }
 

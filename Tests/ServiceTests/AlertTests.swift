@@ -273,6 +273,14 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         let v = rules.evaluate(snapshot { s in s.verify = verify; return })
         #expect(v.map(\.alert) == ["verify_failed"])
         #expect(v.first?.summary.contains("@") == false, "an e-mail-shaped word in a summary")
+        // Damaged views met by a command or a request.
+        let damage = ViewsDamageRecord(at: "2026-12-01T00:00:00.000Z", command: "appointments",
+                                       error: "SQLite error 11: database disk image is malformed near peyton@example.org")
+        let d = rules.evaluate(snapshot { s in s.viewsDamage = damage; return })
+        #expect(d.map(\.alert) == ["views_damaged"])
+        #expect(d.first?.severity == "critical")
+        #expect(d.first?.summary.contains("`appointments`") == true && d.first?.summary.contains("syncledger rebuild") == true, "\(d)")
+        #expect(d.first?.summary.contains("@") == false, "an e-mail-shaped word in a summary")
         // 6. The inbox's oldest id older than an hour.
         do {
             let r = rules.evaluate(snapshot { s in s.inboxDepth = 3; s.inboxOldestAt = now - 59 * 60_000; return })

@@ -120,6 +120,7 @@ let serviceMetrics: [String: String] = [
     "syncledger_intakeq_budget_remaining": "gauge",                  // budget left
     "syncledger_verify_failed": "gauge",                             // verify outcome
     "syncledger_verify_age_seconds": "gauge",                        // and age
+    "syncledger_views_damaged": "gauge",                             // a damaged views page met
 ]
 
 @Suite(.serialized) struct MetricsTests {
@@ -204,6 +205,7 @@ let serviceMetrics: [String: String] = [
         let budget = m.value("syncledger_intakeq_budget_remaining") ?? -1
         #expect(budget > 0 && budget == 100_000 - calls, "budget \(budget), calls \(calls)")
         #expect(m.value("syncledger_verify_failed") == 0)
+        #expect(m.value("syncledger_views_damaged") == 0)
         let age = m.value("syncledger_verify_age_seconds") ?? -1
         #expect(age >= 0 && age < 600)
 

@@ -44,6 +44,11 @@ struct AdminPages {
             page = try await route(request)
         } catch let p as Page {
             page = p
+        } catch where ViewsDamaged.isDamage(error) {
+            server.config.logger.error("admin page failed: the views database is damaged", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            await server.noteViewsDamage(error)
+            page = message(503, "The views database is damaged",
+                           "Run `syncledger rebuild` on the server; it recreates the views from the log. Then restart `syncledger serve`.", session: nil)
         } catch {
             server.config.logger.error("admin page failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             page = message(500, "Something went wrong", "The page could not be made; the server's log has the details.", session: nil)
