@@ -1,3 +1,4 @@
+import Domain
 import EventLog
 import Foundation
 
@@ -94,6 +95,14 @@ public struct ViewsDamageRecord: Codable, Sendable, Equatable {
         } catch where FileManager.default.fileExists(atPath: path) {
             return
         }
+    }
+
+    /// Records damage that `command` met just now, in SQLite's words (joined into one line);
+    /// nothing in a store this process must not write (an auditor's read-only copy).
+    public static func record(by command: String, error: String, in store: Store) throws {
+        guard store.isWritable else { return }
+        let words = error.split(whereSeparator: \.isNewline).joined(separator: " ")
+        try record(ViewsDamageRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), command: command, error: words), in: store)
     }
 
     /// The recorded damage, nil when none is recorded. A record that cannot be read or decoded

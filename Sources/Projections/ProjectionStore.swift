@@ -834,6 +834,13 @@ public struct ViewsDamaged: Error, CustomStringConvertible, Sendable {
     public static func isDamage(_ error: any Error) -> Bool {
         (error as? DatabaseError).map(isDamage) ?? (error is ViewsDamaged)
     }
+
+    /// SQLite's words for an error that says the database file is damaged (what a
+    /// `ViewsDamageRecord` keeps); nil for any other error.
+    public static func words(of error: any Error) -> String? {
+        guard isDamage(error) else { return nil }
+        return (error as? ViewsDamaged)?.reason ?? String(describing: error)
+    }
 }
 
 extension ProjectionStore {

@@ -111,8 +111,7 @@ final class Coordinator: Sendable {
 
     /// Passes a run's damaged-views error, if it is one, to `onViewsDamage`.
     private func noteDamage(_ error: any Error) {
-        guard ViewsDamaged.isDamage(error) else { return }
-        let words = (error as? ViewsDamaged)?.reason ?? String(describing: error)
+        guard let words = ViewsDamaged.words(of: error) else { return }
         onViewsDamage.withLockedValue { $0 }?(words)
     }
 

@@ -34,19 +34,15 @@ extension SyncLedgerServer {
     /// check; `ViewsDamageRecord`), unless the store is read-only or `error` is no damage; the
     /// alerts and /metrics pick it up from there. File work, on the thread pool.
     func noteViewsDamage(_ error: any Error) async {
-        guard ViewsDamaged.isDamage(error) else { return }
-        await noteViewsDamage(words: (error as? ViewsDamaged)?.reason ?? String(describing: error))
+        guard let words = ViewsDamaged.words(of: error) else { return }
+        await noteViewsDamage(words: words)
     }
 
     /// The same, for damage known by its words (a run's `viewsError`).
     func noteViewsDamage(words: String) async {
         let store = self.store
-        let line = words.split(whereSeparator: \.isNewline).joined(separator: " ")
         do {
-            try await blocking {
-                guard store.isWritable else { return }
-                try ViewsDamageRecord.record(ViewsDamageRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), command: "serve", error: line), in: store)
-            }
+            try await blocking { try ViewsDamageRecord.record(by: "serve", error: words, in: store) }
         } catch {
             config.logger.error("could not record the damaged views", metadata: ["error": "\(error)"])
         }

@@ -49,17 +49,14 @@ enum DamageWitness {
     /// command's own line says what happened either way.
     static func note(_ error: any Error) {
         if let wrapped = (error as? SinkError)?.underlying { return note(wrapped) }
-        guard ViewsDamaged.isDamage(error) else { return }
-        record((error as? ViewsDamaged)?.reason ?? String(describing: error))
+        if let words = ViewsDamaged.words(of: error) { record(words) }
     }
 
     /// Records damage in SQLite's words (first record kept; nothing in a read-only store).
     static func record(_ error: String) {
         let (command, path) = state.withLock { ($0.command, $0.storePath) }
-        guard let path, let store = try? Store.open(path), store.isWritable else { return }
-        let words = error.split(whereSeparator: \.isNewline).joined(separator: " ")
-        try? ViewsDamageRecord.record(
-            ViewsDamageRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), command: command, error: words), in: store)
+        guard let path, let store = try? Store.open(path) else { return }
+        try? ViewsDamageRecord.record(by: command, error: error, in: store)
     }
 
     /// The problem `status` reports while damage is recorded.
