@@ -84,6 +84,11 @@ public struct ViewsDamageRecord: Codable, Sendable, Equatable {
 
     public static func path(_ store: Store) -> String { store.statePath + "/views-damaged.json" }
 
+    /// The problem `status` (and `GET /api/v1/status`) reports while it is recorded.
+    public var problem: String {
+        "the views database was found damaged by `\(command)` at \(at) (\(error)); `syncledger rebuild` recreates it from the log"
+    }
+
     /// Records it (atomically; owner-only). The first record is kept until cleared: it says
     /// since when the views have been damaged.
     public static func record(_ record: ViewsDamageRecord, in store: Store) throws {

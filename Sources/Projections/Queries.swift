@@ -116,11 +116,17 @@ public enum Views {
         return (wheres.isEmpty ? "" : " WHERE " + wheres.joined(separator: " AND "), StatementArguments(args))
     }
 
-    public static func syncLogs(_ db: Database, limit: Int?, type: String?) throws -> [ViewRow] {
+    public static func syncLogs(_ db: Database, limit: Int?, type: String?, statuses: [String]? = nil) throws -> [ViewRow] {
         let cols = SyncLogsProjection.columns
         var sql = "SELECT \(cols.joined(separator: ", ")) FROM sync_logs"
         var args: [(any DatabaseValueConvertible)?] = []
-        if let type { sql += " WHERE sync_type = ?"; args.append(type) }
+        var conditions: [String] = []
+        if let type { conditions.append("sync_type = ?"); args.append(type) }
+        if let statuses {
+            conditions.append("status IN (\(statuses.map { _ in "?" }.joined(separator: ", ")))")
+            args += statuses.map { $0 as (any DatabaseValueConvertible)? }
+        }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         sql += " ORDER BY started_at DESC, start_seq DESC"
         if let limit { sql += " LIMIT ?"; args.append(limit) }
         return try viewRows(db, columns: cols, sql: sql, arguments: StatementArguments(args))

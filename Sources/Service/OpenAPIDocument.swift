@@ -291,7 +291,7 @@ paths:
     get:
       operationId: getStatus
       tags: [runs]
-      summary: Head, last run of each type, projection lag, inbox, budget, webhook counts, queue (admin).
+      summary: "`syncledger status --json` (admin): ok and its problems, head, lag, last run of each type, last verify, damaged views, alert checks and log; plus budget, webhook counts, queue."
       responses:
         "200":
           description: The server's state.
@@ -684,23 +684,144 @@ components:
     Status:
       type: object
       additionalProperties: false
-      required: [head, projection_lag, runs, inbox, budget, webhooks, queue]
+      description: >-
+        What `syncledger status --json` says about the store (one reading serves both), and what only
+        the server knows: the API budget, the webhook counters, the run queue. The checks are the
+        built-in alerts' conditions with the server's rules, read as `status` reads them (a run still
+        in progress while no process holds the store's lock died, and counts as failed); a daily run
+        counts as stale after the alerts' hours (26).
+      required: [ok, problems, head, projection_lag, runs, writer_running, last_verify, views_damaged, checks, alerts, inbox,
+                 budget, webhooks, queue]
       properties:
+        ok: {type: boolean, description: "No problem: `syncledger status` would exit 0."}
+        problems:
+          type: array
+          description: Why the store needs a person (a failing or stale daily run, a failed verify, damaged views, an alert condition).
+          items: {type: string}
         head: {type: string, description: "seq and chain hash of the log's head."}
         projection_lag: {type: integer, minimum: 0}
+        writer_running: {type: boolean, description: "A process holds the store's writer lock (a run is under way)."}
         runs:
           type: array
-          description: The last run of each sync type.
+          description: The last run of each sync type; one still in progress with no process holding the lock died and is shown failed.
           items:
             type: object
             additionalProperties: false
-            required: [sync_type, id, status, started_at, completed_at]
+            required: [sync_type, id, status, started_at, completed_at, age_hours, error_message, last_success, last_failure]
             properties:
               sync_type: {$ref: "#/components/schemas/SyncType"}
               id: {type: string}
               status: {enum: [in_progress, completed, failed, partial_success]}
               started_at: {type: string}
               completed_at: {type: [string, "null"]}
+              age_hours: {type: number}
+              error_message: {type: [string, "null"]}
+              last_success:
+                oneOf:
+                  - type: "null"
+                  - type: object
+                    additionalProperties: false
+                    required: [id, status, started_at, completed_at]
+                    properties:
+                      id: {type: string}
+                      status: {enum: [completed, partial_success]}
+                      started_at: {type: string}
+                      completed_at: {type: [string, "null"]}
+              last_failure:
+                oneOf:
+                  - type: "null"
+                  - type: object
+                    additionalProperties: false
+                    required: [id, started_at, reason]
+                    properties:
+                      id: {type: string}
+                      started_at: {type: string}
+                      reason: {type: [string, "null"]}
+        last_verify:
+          description: The last `syncledger verify`, or null when none ran.
+          oneOf:
+            - type: "null"
+            - type: object
+              additionalProperties: false
+              required: [at, head, ok, events, error]
+              properties:
+                at: {type: string}
+                head: {type: string, description: The head it verified through (the last intact batch when it failed).}
+                ok: {type: boolean}
+                events: {type: integer, minimum: 0}
+                error: {type: [string, "null"]}
+        views_damaged:
+          description: "The first command or request that met a damaged page of the views, until `syncledger rebuild`; null when none."
+          oneOf:
+            - type: "null"
+            - type: object
+              additionalProperties: false
+              required: [at, command, error]
+              properties:
+                at: {type: string}
+                command: {type: string}
+                error: {type: string, description: SQLite's words.}
+        checks:
+          type: array
+          description: The built-in alerts' conditions that hold now.
+          items:
+            type: object
+            additionalProperties: false
+            required: [alert, key, severity, summary, run_id]
+            properties:
+              alert: {type: string}
+              key: {type: string}
+              severity: {enum: [critical, warning]}
+              summary: {type: string}
+              run_id: {type: [string, "null"]}
+        alerts:
+          type: object
+          additionalProperties: false
+          required: [firing, recent]
+          properties:
+            firing:
+              type: array
+              description: The incidents announced and not yet resolved.
+              items:
+                type: object
+                additionalProperties: false
+                required: [alert, key, severity, summary, since, last_sent_at]
+                properties:
+                  alert: {type: string}
+                  key: {type: string}
+                  severity: {enum: [critical, warning]}
+                  summary: {type: string}
+                  since: {type: string}
+                  last_sent_at: {type: string}
+            recent:
+              type: array
+              description: The last alert messages sent, newest first, with each delivery's outcome.
+              items:
+                type: object
+                additionalProperties: false
+                required: [id, at, alert, key, status, severity, summary, run_id, reminder, deliveries]
+                properties:
+                  id: {type: string}
+                  at: {type: string}
+                  alert: {type: string}
+                  key: {type: string}
+                  status: {type: string, description: "firing, resolved, or test (`syncledger alert test`)."}
+                  severity: {type: string, description: "critical or warning; info for a test message."}
+                  summary: {type: string}
+                  run_id: {type: [string, "null"]}
+                  reminder: {type: boolean}
+                  deliveries:
+                    type: array
+                    items:
+                      type: object
+                      additionalProperties: false
+                      required: [target, ok, attempts, error, at]
+                      properties:
+                        target: {type: string}
+                        ok: {type: boolean}
+                        attempts: {type: integer, minimum: 0}
+                        error: {type: [string, "null"]}
+                        at: {type: string}
         inbox:
           type: object
           additionalProperties: false

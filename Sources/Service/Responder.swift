@@ -355,41 +355,29 @@ struct ServiceResponder: HTTPResponder {
         return .ok(.array(rows))
     }
 
+    /// `status --json` (StatusReport, with the server's alert rules), plus what only the server
+    /// knows: the webhook inbox's oldest id, the API budget, the webhook counters, the run queue.
     func status() async throws -> Reply {
         let views = server.views
         let store = server.store
-        let (head, applied, rows) = try await server.blocking { () -> (LogHead, UInt64, [ViewRow]) in
-            let reader = try LedgerReader(store: store)
-            return (try reader.head(), try views.appliedSeq(), try views.readSync { try Views.syncLogs($0, limit: 200, type: nil) })
-        }
-        var latest: [String: ViewRow] = [:]
-        for r in rows { if let t = r["sync_type"]?.stringValue, latest[t] == nil { latest[t] = r } }
+        let rules = server.config.alertRules
+        let since = server.startedAt
+        let now = server.config.alertClock()
         let c = server.coordinator
-        let (remaining, resets) = await c.budget()
-        let oldest = c.inbox.oldestReceivedAt
-        let now = ISOTime.nowMillis()
+        let inbox = (depth: c.inbox.depth, oldestReceivedAt: c.inbox.oldestReceivedAt)
         let queued = c.state.withLockedValue { s in (s.queue.count, s.running) }
-        let runs: [JSONValue] = latest.keys.sorted().map { t in
-            let r = latest[t]!
-            let fields: [String: JSONValue] = [
-                "sync_type": .string(t), "id": r["id"] ?? .null, "status": r["status"] ?? .null,
-                "started_at": r["started_at"] ?? .null, "completed_at": r["completed_at"] ?? .null,
-            ]
-            return .object(fields)
+        let report = try await server.blocking {
+            try StatusReport.read(store: store, reader: try LedgerReader(store: store), views: views,
+                                  maxAgeHours: rules.dailyStaleHours, rules: rules, watchingSince: since, inbox: inbox,
+                                  runningHere: queued.1 != nil, now: now)
         }
-        var inbox: [String: JSONValue] = ["depth": .number(Double(c.inbox.depth))]
-        inbox["oldest_received_at"] = oldest.map { .string(ISOTime.format(millis: $0)) } ?? .null
-        inbox["oldest_age_seconds"] = oldest.map { .number(Double(now - $0) / 1000) } ?? .null
+        let (remaining, resets) = await c.budget()
         var budget: [String: JSONValue] = ["daily_budget": .number(Double(server.config.policy.dailyBudget))]
         budget["remaining"] = remaining == Int.max ? .null : .number(Double(remaining))
         budget["next_call_frees_at"] = resets.map { .string(ISOTime.format($0)) } ?? .null
         var queue: [String: JSONValue] = ["queued": .number(Double(queued.0))]
         queue["running"] = queued.1.map(JSONValue.string) ?? .null
-        var out: [String: JSONValue] = [:]
-        out["head"] = .string(head.description)
-        out["projection_lag"] = .number(Double(head.seq - min(head.seq, applied)))
-        out["runs"] = .array(runs)
-        out["inbox"] = .object(inbox)
+        var out = report.json
         out["budget"] = .object(budget)
         out["webhooks"] = c.counters.json
         out["queue"] = .object(queue)

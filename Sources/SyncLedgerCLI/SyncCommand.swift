@@ -201,102 +201,32 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let (store, reader, views) = try openForRead(storeOptions, warnScrub: false)
-            let head = try reader.head()
-            let applied = try views.appliedSeq()
-            let lastVerify = Scrub.last(store)
-            let writerLive = EventLogWriter.isLocked(directory: store.logPath)
-            var rows = try views.readSync { db in try Views.syncLogs(db, limit: nil, type: nil) }
-            // A run in progress with no live writer died: it is a failure, whatever the view says.
-            for i in rows.indices where rows[i]["status"]?.stringValue == "in_progress" && !writerLive {
-                rows[i]["status"] = .string("failed")
-                rows[i]["error_message"] = .string(HealthSnapshot.died)
-            }
-            var latest: [String: ViewRow] = [:]
-            var lastSuccess: [String: ViewRow] = [:]
-            var lastFailure: [String: ViewRow] = [:]
-            for r in rows {
-                guard let t = r["sync_type"]?.stringValue else { continue }
-                if latest[t] == nil { latest[t] = r }
-                let status = r["status"]?.stringValue
-                if lastSuccess[t] == nil, status == "completed" || status == "partial_success" { lastSuccess[t] = r }
-                if lastFailure[t] == nil, status == "failed" { lastFailure[t] = r }
-            }
-            let now = ISOTime.nowMillis()
-            var problems: [String] = []
-            if let daily = latest["automated_daily"] {
-                let started = ISOTime.parse(daily["started_at"]?.stringValue ?? "") ?? 0
-                let ageH = Double(now - started) / 3_600_000
-                if daily["status"]?.stringValue == "failed" {
-                    problems.append("the last automated_daily run failed: \(Output.text(daily["error_message"]))")
-                }
-                if ageH > maxAge { problems.append(String(format: "the last automated_daily run is %.1f hours old (more than %.0f)", ageH, maxAge)) }
-            } else {
-                problems.append("no automated_daily run has been recorded")
-            }
-            if let v = lastVerify, !v.ok {
-                problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
-            }
-            let damage = ViewsDamageRecord.last(store)
-            if let damage { problems.append(DamageWitness.problem(damage)) }
-            // The built-in alerts' other conditions (SERVICE.md), for cron users too.
-            let health = try StatusHealth.read(store: store, views: views, writerLive: writerLive, now: now)
-            problems += health.newProblems
+            let report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge)
             if json {
-                let runs: [JSONValue] = latest.keys.sorted().map { t in
-                    let r = latest[t]!
-                    let started = ISOTime.parse(r["started_at"]?.stringValue ?? "") ?? now
-                    return .object([
-                        "sync_type": .string(t), "id": r["id"] ?? .null, "status": r["status"] ?? .null,
-                        "started_at": r["started_at"] ?? .null, "completed_at": r["completed_at"] ?? .null,
-                        "age_hours": .number((Double(now - started) / 36_000).rounded() / 100),
-                        "error_message": r["error_message"] ?? .null,
-                        "last_success": lastSuccess[t].map { s in
-                            .object(["id": s["id"] ?? .null, "status": s["status"] ?? .null, "started_at": s["started_at"] ?? .null,
-                                     "completed_at": s["completed_at"] ?? .null])
-                        } ?? .null,
-                        "last_failure": lastFailure[t].map { f in
-                            .object(["id": f["id"] ?? .null, "started_at": f["started_at"] ?? .null,
-                                     "reason": f["error_message"] ?? .null])
-                        } ?? .null,
-                    ])
-                }
-                print(Output.json(.object(health.json.merging([
-                    "ok": .bool(problems.isEmpty), "head": .string(head.description),
-                    "projection_lag": .number(Double(head.seq - min(head.seq, applied))),
-                    "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
-                    "writer_running": .bool(writerLive),
-                    "views_damaged": damage.map { d in
-                        JSONValue.object(["at": .string(d.at), "command": .string(d.command), "error": .string(d.error)])
-                    } ?? .null,
-                    "last_verify": lastVerify.map { v in
-                        JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
-                                          "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
-                    } ?? .null,
-                ]) { _, classic in classic })))
+                print(Output.json(.object(report.json)))
             } else {
-                print("head \(head)")
-                print("views applied through seq \(applied) (lag \(head.seq - min(head.seq, applied)))")
-                if let v = lastVerify {
+                print("head \(report.head)")
+                print("views applied through seq \(report.applied) (lag \(report.lag))")
+                if let v = report.lastVerify {
                     print("last verify \(v.at): \(v.ok ? "ok" : "FAILED") through head \(v.head)")
                 } else {
                     print("last verify: never (run `syncledger verify`)")
                 }
-                let table = latest.keys.sorted().map { t -> [String] in
-                    let r = latest[t]!
-                    let started = ISOTime.parse(r["started_at"]?.stringValue ?? "") ?? now
-                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", Double(now - started) / 3_600_000),
-                            lastSuccess[t].map { Output.text($0["started_at"]) } ?? "never"]
+                let table = report.latest.keys.sorted().map { t -> [String] in
+                    let r = report.latest[t]!
+                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", report.ageHours(r)),
+                            report.lastSuccess[t].map { Output.text($0["started_at"]) } ?? "never"]
                 }
                 if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
-                for t in lastFailure.keys.sorted() {
-                    let f = lastFailure[t]!
+                for t in report.lastFailure.keys.sorted() {
+                    let f = report.lastFailure[t]!
                     print("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))")
                 }
-                for line in health.lines { print(line) }
-                for p in problems { print("problem: " + p) }
-                if problems.isEmpty { print("ok") }
+                for line in report.health.lines { print(line) }
+                for p in report.problems { print("problem: " + p) }
+                if report.ok { print("ok") }
             }
-            return problems.isEmpty ? 0 : 1
+            return report.ok ? 0 : 1
         }
     }
 }

@@ -59,11 +59,6 @@ enum DamageWitness {
         try? ViewsDamageRecord.record(by: command, error: error, in: store)
     }
 
-    /// The problem `status` reports while damage is recorded.
-    static func problem(_ r: ViewsDamageRecord) -> String {
-        "the views database was found damaged by `\(r.command)` at \(r.at) (\(r.error)); `syncledger rebuild` recreates it from the log"
-    }
-
     /// Forgets recorded damage once every view was rebuilt or read whole; a failure is a warning.
     static func clear(_ store: Store) {
         guard ViewsDamageRecord.last(store) != nil else { return }

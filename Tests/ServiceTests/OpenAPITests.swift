@@ -3,6 +3,7 @@ import FakeIntakeQ
 import Foundation
 import HTTPTypes
 import JSONCore
+import Ledger
 import NIOCore
 import NIOHTTP1
 @testable import Service
@@ -227,6 +228,19 @@ enum OpenAPIContract {
         #expect(await eventually(timeout: 120) {
             (try? await http(.GET, base + "/api/v1/runs/" + runId, token: tokens.admin))?["status"]?.stringValue == "completed"
         }, "the first run did not complete: \(server.stderr)")
+        // A verify and a damage record (the record only: the views stay readable), so the status
+        // route's optional parts are objects, not null, and their schemas are checked too.
+        let verify = try Spawned(["--store", dir.sub("store"), "verify"], dir: dir.path)
+        #expect(await verify.wait() == 0, "\(verify.stderr)")
+        try ViewsDamageRecord.record(
+            ViewsDamageRecord(at: "2026-12-04T10:00:00.000Z", command: "appointments", error: "database disk image is malformed"),
+            in: try Store.open(dir.sub("store")))
+        // And a test alert (severity info) in the alert log, as an operator's set-up leaves one.
+        let alertTest = try Spawned(["--store", dir.sub("store"), "alert", "test", "--alert-command", "cat > /dev/null"], dir: dir.path)
+        #expect(await alertTest.wait() == 0, "\(alertTest.stderr)")
+        let status = try await http(.GET, base + "/api/v1/status", token: tokens.admin)
+        #expect(status["last_verify"]?["ok"] == .bool(true) && status["views_damaged"]?["command"] != nil, "\(status.text)")
+        #expect(status["alerts"]?["recent"].map { $0.canonicalText.contains("\"info\"") } == true, "\(status.text)")
 
         for (role, token) in [("admin", tokens.admin), ("reader", tokens.reader)] {
             var args = [

@@ -30,6 +30,10 @@ import Testing
         #expect(conditions.map(\.alert).contains("views_damaged"), "\(conditions)")
         let m = try Exposition(try await rig.admin("/metrics").text)
         #expect(m.value("syncledger_views_damaged") == 1)
+        // The status route reads only `sync_logs`: it answers, and says so.
+        let status = try await rig.admin("/api/v1/status")
+        #expect(status.status == 200 && status["ok"] == .bool(false), "\(status.text)")
+        #expect(status["views_damaged"]?["command"]?.stringValue == "serve", "\(status.text)")
     }
 
     /// Damage under the pages the health check itself reads (`sync_logs`) must not hide itself

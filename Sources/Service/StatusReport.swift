@@ -1,0 +1,214 @@
+import Domain
+import EventLog
+import Foundation
+import GRDB
+import JSONCore
+import Ledger
+import Projections
+
+/// What `syncledger status` and `GET /api/v1/status` both say about a store: the head, the
+/// projection lag, the last run of each sync type (with its last success and failure), the last
+/// verify, damaged views, the built-in alerts' conditions and the alert log, and the problems
+/// that make `status` exit 1. One reading for both, so the terminal and the web app never
+/// disagree (SERVICE.md: the route answers "as `status --json`"). No personal data: run ids,
+/// sync types, counts, times and IntakeQ's or SQLite's error messages only.
+public struct StatusReport: Sendable {
+    public var now: Int64
+    public var head: LogHead
+    /// The views are applied through this seq.
+    public var applied: UInt64
+    /// A process holds the store's writer lock (a sync or a server).
+    public var writerRunning: Bool
+    public var lastVerify: VerifyRecord?
+    public var viewsDamage: ViewsDamageRecord?
+    /// By sync type: the latest run, the latest successful one, the latest failed one. A run still
+    /// in progress while no process holds the lock died: it is shown as failed.
+    public var latest: [String: ViewRow] = [:]
+    public var lastSuccess: [String: ViewRow] = [:]
+    public var lastFailure: [String: ViewRow] = [:]
+    /// Why the store needs a person; empty means ok.
+    public var problems: [String] = []
+    public var health: StatusHealth
+
+    public var ok: Bool { problems.isEmpty }
+    public var lag: UInt64 { head.seq - min(head.seq, applied) }
+
+    /// `maxAgeHours`: after how long the last automated_daily run counts as stale. A server passes
+    /// its alerts' `rules`, `watchingSince` and clock, so its checks are its alerts', and its own
+    /// `inbox` (the inbox file is read otherwise).
+    public static func read(store: Store, reader: LedgerReader, views: ProjectionStore, maxAgeHours: Double,
+                            rules: AlertRules = AlertRules(), watchingSince: Int64? = nil,
+                            inbox: (depth: Int, oldestReceivedAt: Int64?)? = nil, runningHere: Bool = false,
+                            now: Int64 = ISOTime.nowMillis()) throws -> StatusReport {
+        let head = try reader.head()
+        let applied = try views.appliedSeq()
+        // A run in progress with no live writer died: it is a failure, whatever the view says.
+        // The lock is looked at before and after the reads, so that a run starting or ending
+        // meanwhile is not taken for a dead one. `runningHere`: the caller runs one itself.
+        let lockedBefore = runningHere || EventLogWriter.isLocked(directory: store.logPath)
+        // Three rows per sync type, not the whole table (a busy server records a webhook run
+        // every few seconds, and monitors poll this).
+        let picked = try views.readSync { db -> [(String, ViewRow?, ViewRow?, ViewRow?)] in
+            guard try db.tableExists("sync_logs") else { return [] }
+            let types = Set(HealthSnapshot.syncTypes).union(try String.fetchAll(db, sql: "SELECT DISTINCT sync_type FROM sync_logs"))
+            return try types.sorted().map { t in
+                (t, try Views.syncLogs(db, limit: 1, type: t).first,
+                 try Views.syncLogs(db, limit: 1, type: t, statuses: ["completed", "partial_success"]).first,
+                 try Views.syncLogs(db, limit: 1, type: t, statuses: ["failed", "in_progress"]).first)
+            }
+        }
+        let writerRunning = lockedBefore || EventLogWriter.isLocked(directory: store.logPath)
+        func settled(_ row: ViewRow?) -> ViewRow? {
+            guard var row, row["status"]?.stringValue == "in_progress" else { return row }
+            guard !writerRunning else { return row }
+            row["status"] = .string("failed")
+            row["error_message"] = .string(HealthSnapshot.died)
+            return row
+        }
+        var r = StatusReport(
+            now: now, head: head, applied: applied, writerRunning: writerRunning, lastVerify: Scrub.last(store),
+            viewsDamage: ViewsDamageRecord.last(store),
+            health: try StatusHealth.read(store: store, views: views, writerLive: writerRunning, rules: rules,
+                                          watchingSince: watchingSince, inbox: inbox, now: now))
+        for (t, latest, success, failure) in picked {
+            guard let latest = settled(latest) else { continue }
+            r.latest[t] = latest
+            r.lastSuccess[t] = success
+            // The newest failed run, or the newest one in progress when it died.
+            if let f = settled(failure), f["status"]?.stringValue == "failed" {
+                r.lastFailure[t] = f
+            } else if let f = try views.readSync({ db in try Views.syncLogs(db, limit: 1, type: t, statuses: ["failed"]).first }) {
+                r.lastFailure[t] = f
+            }
+        }
+        if let daily = r.latest["automated_daily"] {
+            let started = ISOTime.parse(daily["started_at"]?.stringValue ?? "") ?? 0
+            let ageH = Double(now - started) / 3_600_000
+            if daily["status"]?.stringValue == "failed" {
+                r.problems.append("the last automated_daily run failed: \(daily["error_message"]?.stringValue ?? "")")
+            }
+            if ageH > maxAgeHours { r.problems.append(String(format: "the last automated_daily run is %.1f hours old (more than %.0f)", ageH, maxAgeHours)) }
+        } else {
+            r.problems.append("no automated_daily run has been recorded")
+        }
+        if let v = r.lastVerify, !v.ok {
+            r.problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
+        }
+        if let d = r.viewsDamage { r.problems.append(d.problem) }
+        // The built-in alerts' other conditions (SERVICE.md), for cron users too.
+        r.problems += r.health.newProblems
+        return r
+    }
+
+    /// Hours since a run started, to two decimals.
+    public func ageHours(_ run: ViewRow) -> Double {
+        let started = ISOTime.parse(run["started_at"]?.stringValue ?? "") ?? now
+        return Double(now - started) / 3_600_000
+    }
+
+    /// `status --json`, and the body of `GET /api/v1/status` before the server adds its own parts.
+    public var json: [String: JSONValue] {
+        let runs: [JSONValue] = latest.keys.sorted().map { t in
+            let r = latest[t]!
+            return .object([
+                "sync_type": .string(t), "id": r["id"] ?? .null, "status": r["status"] ?? .null,
+                "started_at": r["started_at"] ?? .null, "completed_at": r["completed_at"] ?? .null,
+                "age_hours": .number((ageHours(r) * 100).rounded() / 100),
+                "error_message": r["error_message"] ?? .null,
+                "last_success": lastSuccess[t].map { s in
+                    .object(["id": s["id"] ?? .null, "status": s["status"] ?? .null, "started_at": s["started_at"] ?? .null,
+                             "completed_at": s["completed_at"] ?? .null])
+                } ?? .null,
+                "last_failure": lastFailure[t].map { f in
+                    .object(["id": f["id"] ?? .null, "started_at": f["started_at"] ?? .null,
+                             "reason": f["error_message"] ?? .null])
+                } ?? .null,
+            ])
+        }
+        return health.json.merging([
+            "ok": .bool(ok), "head": .string(head.description),
+            "projection_lag": .number(Double(lag)),
+            "runs": .array(runs), "problems": .array(problems.map(JSONValue.string)),
+            "writer_running": .bool(writerRunning),
+            "views_damaged": viewsDamage.map { d in
+                JSONValue.object(["at": .string(d.at), "command": .string(d.command), "error": .string(d.error)])
+            } ?? .null,
+            "last_verify": lastVerify.map { v in
+                JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
+                                  "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
+            } ?? .null,
+        ]) { _, classic in classic }
+    }
+}
+
+/// What `status` adds for cron users: the built-in alerts' conditions (a failed last run of any
+/// type, partial_success twice in a row, a high error share, the webhook inbox's age; the daily
+/// run and verify are the classic checks), the incidents a server announced, and its alert log.
+public struct StatusHealth: Sendable {
+    public var conditions: [AlertCondition]
+    public var inboxDepth: Int
+    public var inboxOldestAt: Int64?
+    public var inboxOldestAgeSeconds: Double?
+    public var firing: [AlertIncident]
+    public var recent: [AlertLogEntry]
+
+    public static func read(store: Store, views: ProjectionStore, writerLive: Bool, rules: AlertRules = AlertRules(),
+                            watchingSince: Int64? = nil, inbox given: (depth: Int, oldestReceivedAt: Int64?)? = nil,
+                            now: Int64) throws -> StatusHealth {
+        var s = try views.readSync { try HealthSnapshot.read($0, now: now, treatInProgressAsFailed: !writerLive) }
+        s.verify = Scrub.last(store)
+        s.viewsDamage = ViewsDamageRecord.last(store)
+        let inbox = given ?? WebhookInbox.peek(path: store.statePath + "/webhook-inbox.log")
+        s.inboxDepth = inbox.depth
+        s.inboxOldestAt = inbox.oldestReceivedAt
+        return StatusHealth(
+            conditions: rules.evaluate(s, watchingSince: watchingSince), inboxDepth: inbox.depth, inboxOldestAt: inbox.oldestReceivedAt,
+            inboxOldestAgeSeconds: inbox.oldestReceivedAt.map { _ in s.inboxOldestAgeSeconds },
+            firing: AlertLog.open(storePath: store.path), recent: AlertLog.recent(storePath: store.path, limit: 10))
+    }
+
+    /// The problems `status` did not already report (the daily run's failure or age, verify,
+    /// damaged views).
+    public var newProblems: [String] {
+        conditions.filter { c in
+            c.key != "run_failed:automated_daily" && !["daily_sync_stale", "verify_failed", "views_damaged"].contains(c.alert)
+        }.map(\.summary)
+    }
+
+    public var json: [String: JSONValue] {
+        [
+            "checks": .array(conditions.map { c in
+                .object(["alert": .string(c.alert), "key": .string(c.key), "severity": .string(c.severity),
+                         "summary": .string(c.summary), "run_id": c.runId.map(JSONValue.string) ?? .null])
+            }),
+            "inbox": .object(["depth": .number(Double(inboxDepth)),
+                              "oldest_received_at": inboxOldestAt.map { .string(ISOTime.format(millis: $0)) } ?? .null,
+                              "oldest_age_seconds": inboxOldestAgeSeconds.map { .number(($0 * 10).rounded() / 10) } ?? .null]),
+            "alerts": .object([
+                "firing": .array(firing.map { i in
+                    .object(["alert": .string(i.alert), "key": .string(i.key), "severity": .string(i.severity),
+                             "summary": .string(i.summary), "since": .string(ISOTime.format(millis: i.since)),
+                             "last_sent_at": .string(ISOTime.format(millis: i.lastSentAt))])
+                }),
+                "recent": .array(recent.map(\.json)),
+            ]),
+        ]
+    }
+
+    public var lines: [String] {
+        var out: [String] = []
+        if inboxDepth > 0 {
+            out.append(String(format: "webhook inbox: %d waiting, the oldest for %.0f s", inboxDepth, inboxOldestAgeSeconds ?? 0))
+        }
+        for i in firing { out.append("alert firing (since \(ISOTime.format(millis: i.since))): \(i.alert): \(i.summary)") }
+        if !recent.isEmpty {
+            out.append("alerts sent (newest first):")
+            for e in recent.prefix(10) {
+                let delivered = e.deliveries.isEmpty ? "no target"
+                    : e.deliveries.map { "\($0.target) \($0.ok ? "ok" : "FAILED")" }.joined(separator: ", ")
+                out.append("  \(ISOTime.format(millis: e.message.at)) \(e.message.status) \(e.message.alert): \(e.message.summary) [\(delivered)]")
+            }
+        }
+        return out
+    }
+}
