@@ -138,6 +138,15 @@ public final class ProjectionStore: @unchecked Sendable {
                     let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
                     if fd >= 0 { close(fd) }
                 }
+                // The pool opens its reader connections later, by path: one opened after a
+                // rebuild replaced the file would read the new, maybe half-built, file while the
+                // others read the old one. A long-lived store (the server's) gets `ViewsReplaced`
+                // instead, and reopens.
+                if let opened = Self.fileIdentity(path: path) {
+                    config.prepareDatabase { _ in
+                        guard let now = Self.fileIdentity(path: path), now == opened else { throw ViewsReplaced(path: path) }
+                    }
+                }
                 pool = try DatabasePool(path: path, configuration: config)
             }
             try pool.write { db in
@@ -400,6 +409,24 @@ public final class ProjectionStore: @unchecked Sendable {
     public func rebuild(_ chosen: [any Projection], _ reader: LedgerReader, through: LogHead? = nil,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
         try withRebuildLock { try rebuildLocked(chosen, reader, through: through, progress: progress) }
+    }
+
+    /// The device and inode of the file at `path` (following symlinks), or nil when there is none.
+    public static func fileIdentity(path: String) -> (device: UInt64, inode: UInt64)? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is
+    /// created: no lock file means no rebuild.
+    public static func rebuildRunning(viewsPath: String) -> Bool {
+        let fd = open(viewsPath + ".rebuild-lock", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        guard flock(fd, LOCK_SH | LOCK_NB) == 0 else { return errno == EWOULDBLOCK }
+        _ = flock(fd, LOCK_UN)
+        return false
     }
 
     /// Holds an exclusive flock on `projections.sqlite.rebuild-lock` around `body`, so two
@@ -816,6 +843,16 @@ public struct ViewsNotWritable: Error, CustomStringConvertible, Sendable {
     public var path: String
     public var reason: String
     public var description: String { "cannot write the views database \(path): \(reason)" }
+}
+
+/// The views file this store opened is no longer at its path (a rebuild moved a damaged one
+/// aside and folded the log into a new one): a new connection, which SQLite opens by path, is
+/// refused rather than reading the other file, which may still be half-built.
+public struct ViewsReplaced: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    public var description: String {
+        "the views database \(path) was replaced (a rebuild moved it aside): reopen it"
+    }
 }
 
 /// `projections.sqlite` cannot be read as a database (not one, or corrupt).

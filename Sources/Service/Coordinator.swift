@@ -106,18 +106,22 @@ final class Coordinator: Sendable {
     /// listen); called on the worker, so it must return at once.
     let afterRun = NIOLockedValueBox<(@Sendable (SyncOutcome?) -> Void)?>(nil)
     /// Told, in SQLite's words, when a run met a damaged page of the views (it failed on one, or
-    /// its catch-up after recording did); must return at once.
-    let onViewsDamage = NIOLockedValueBox<(@Sendable (String) -> Void)?>(nil)
+    /// its catch-up after recording did), with the views file at the path when the run began
+    /// (the one it opened); must return at once.
+    let onViewsDamage = NIOLockedValueBox<(@Sendable (String, ViewsHandle.FileIdentity?) -> Void)?>(nil)
+
+    /// The views file a run starting now opens.
+    private var viewsFile: ViewsHandle.FileIdentity? { ViewsHandle.FileIdentity(path: config.storePath + "/projections.sqlite") }
 
     /// Passes a run's damaged-views error, if it is one, to `onViewsDamage`.
-    private func noteDamage(_ error: any Error) {
+    private func noteDamage(_ error: any Error, readFrom: ViewsHandle.FileIdentity?) {
         guard let words = ViewsDamaged.words(of: error) else { return }
-        onViewsDamage.withLockedValue { $0 }?(words)
+        onViewsDamage.withLockedValue { $0 }?(words, readFrom)
     }
 
-    private func noteDamage(_ outcome: SyncOutcome) {
+    private func noteDamage(_ outcome: SyncOutcome, readFrom: ViewsHandle.FileIdentity?) {
         guard outcome.viewsDamaged, let words = outcome.viewsError else { return }
-        onViewsDamage.withLockedValue { $0 }?(words)
+        onViewsDamage.withLockedValue { $0 }?(words, readFrom)
     }
 
     init(config: ServeConfiguration, inbox: WebhookInbox, afterWrite: (@Sendable () -> Void)? = nil) {
@@ -243,15 +247,16 @@ final class Coordinator: Sendable {
         case .patient(let p): request.patientId = p
         }
         request.runId = id
+        let readFrom = viewsFile
         do {
             let outcome = try await session(request)
             record.outcome = outcome
             record.status = outcome.status
             record.error = outcome.status == "completed" ? nil : outcome.errorMessage
             logger.info("run finished", metadata: runMetadata(outcome))
-            noteDamage(outcome)
+            noteDamage(outcome, readFrom: readFrom)
         } catch {
-            noteDamage(error)
+            noteDamage(error, readFrom: readFrom)
             record.status = "failed"
             record.error = "\(error)"
             logger.error("run failed", metadata: ["run_id": "\(id)", "error": "\(error)"])
@@ -282,6 +287,7 @@ final class Coordinator: Sendable {
         guard !ids.isEmpty else { return }
         var request = SyncRequest(roster: config.roster, syncType: "webhook", triggeredBy: "webhook")
         request.appointmentIds = ids
+        let readFrom = viewsFile
         do {
             let outcome = try await session(request)
             let processed = outcome.processedIds
@@ -289,13 +295,13 @@ final class Coordinator: Sendable {
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
             if processed.count < ids.count { await blockOnBudget() }
-            noteDamage(outcome)
+            noteDamage(outcome, readFrom: readFrom)
             afterRun.withLockedValue { $0 }?(outcome)
         } catch let e as SyncSessionError where e.code == .budgetExhausted {
             logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
             await blockOnBudget()
         } catch {
-            noteDamage(error)
+            noteDamage(error, readFrom: readFrom)
             logger.error("webhook run failed", metadata: ["error": "\(error)"])
             state.withLockedValue { $0.budgetBlockedUntil = Date().timeIntervalSince1970 + 5 }
         }

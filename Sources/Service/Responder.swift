@@ -181,20 +181,42 @@ struct ServiceResponder: HTTPResponder {
         let path = request.uri.path
         // The webhook path holds the secret: it never reaches a log line.
         let logged = path.hasPrefix("/webhooks/intakeq/") ? "/webhooks/intakeq/<secret>" : path
-        let reply: Reply
-        do {
-            reply = try await route(request, path: path)
-        } catch let r as Reply {
-            reply = r
-        } catch where ViewsDamaged.isDamage(error) {
-            // Recorded for `status`, /metrics and the alerts; the reader is told what it is.
-            server.config.logger.error("request failed: the views database is damaged", metadata: ["path": "\(logged)", "error": "\(error)"])
-            await server.noteViewsDamage(error)
-            reply = .error(503, "the views database is damaged; `syncledger rebuild` on the server recreates it from the log")
-        } catch {
-            server.config.logger.error("request failed", metadata: ["path": "\(logged)", "error": "\(error)"])
-            reply = .error(500, "internal error")
-        }
+        var reply: Reply
+        var tries = 0
+        repeat {
+            tries += 1
+            let readFrom = server.viewsHandle.currentFile
+            do {
+                reply = try await route(request, path: path)
+            } catch let r as Reply {
+                reply = r
+            } catch where ViewsDamaged.isDamage(error) || error is ViewsReplaced {
+                // Recorded for `status`, /metrics and the alerts; the reader is told what it is.
+                // Unless the file read was replaced meanwhile (a rebuild moved it aside): once
+                // the server reads the new one, a read (no body to replay) is tried once more.
+                let replaced = error is ViewsReplaced
+                server.config.logger.error(replaced ? "request failed: the views file was replaced" : "request failed: the views database is damaged",
+                                           metadata: ["path": "\(logged)", "error": "\(error)"])
+                reply = .error(503, "the views database is damaged; `syncledger rebuild` on the server recreates it from the log")
+                let oldFile = replaced ? true : !(await server.noteViewsDamage(error, readFrom: readFrom))
+                if oldFile {
+                    reply = .error(503, "the views are being rebuilt; try again in a moment")
+                    // A rebuilt file waiting to be read: given up to five seconds (not while a
+                    // rebuild still folds into it: then the answer is at once).
+                    let handle = server.viewsHandle
+                    guard request.method == .get, tries == 1 else { break }
+                    for _ in 0..<50 where handle.currentFile == readFrom && handle.switchPending {
+                        if (try? await server.blocking({ handle.refresh(catchUp: false) })) == true { break }
+                        try? await Task.sleep(nanoseconds: 100_000_000)
+                    }
+                    if handle.currentFile != readFrom { continue }
+                }
+            } catch {
+                server.config.logger.error("request failed", metadata: ["path": "\(logged)", "error": "\(error)"])
+                reply = .error(500, "internal error")
+            }
+            break
+        } while true
         let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
         server.config.logger.info("request", metadata: [
             "method": "\(request.method.rawValue)", "path": "\(logged)", "status": "\(reply.status)",

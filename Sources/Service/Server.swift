@@ -21,7 +21,9 @@ public final class SyncLedgerServer: Sendable {
     let config: ServeConfiguration
     let coordinator: Coordinator
     let tokens: TokenRegistry
-    let views: ProjectionStore
+    /// The views requests read (reopened when a rebuild replaced the file; `ViewsHandle`).
+    let viewsHandle: ViewsHandle
+    var views: ProjectionStore { viewsHandle.current }
     let store: Store
     let admin: AdminSite
     let ready = NIOLockedValueBox(false)
@@ -49,7 +51,7 @@ public final class SyncLedgerServer: Sendable {
         if let follower { afterWrite = { follower.poke() } }
         coordinator = Coordinator(config: config, inbox: inbox, afterWrite: afterWrite)
         tokens = try TokenRegistry(path: config.tokensPath)
-        views = try ProjectionStore(store: store)
+        viewsHandle = try ViewsHandle(store: store, logger: config.logger)
         admin = try AdminSite(config: config, statePath: store.statePath)
         alerts = AlertEngine(targets: config.alertTargets, storePath: store.path, logger: config.logger, now: config.alertClock)
         startedAt = config.alertClock()
@@ -61,10 +63,12 @@ public final class SyncLedgerServer: Sendable {
                 due.withLockedValue { $0 = true }
             }
         }
+        let ready = self.ready
+        viewsHandle.onSwitch.withLockedValue { $0 = { ready.withLockedValue { $0 = true } } }
         coordinator.onViewsDamage.withLockedValue {
-            $0 = { [weak self] words in
+            $0 = { [weak self] words, readFrom in
                 guard let self else { return }
-                Task { await self.noteViewsDamage(words: words) }
+                Task { await self.noteViewsDamage(words: words, readFrom: readFrom) }
             }
         }
     }
@@ -112,7 +116,7 @@ public final class SyncLedgerServer: Sendable {
             logger: logger)
         // The PostgreSQL follower first, then the alerts: they stop last, after the worker's last run.
         var services: [any Service] = postgres.map { [$0] } ?? []
-        services += [AlertService(server: self), WorkerService(server: self)]
+        services += [AlertService(server: self), ViewsWatchService(server: self), WorkerService(server: self)]
         if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
@@ -125,12 +129,13 @@ struct WorkerService: Service {
 
     func run() async throws {
         let c = server.coordinator
+        let readFrom = server.viewsHandle.currentFile
         do {
             try await server.catchUp()
             server.ready.withLockedValue { $0 = true }
         } catch {
             server.config.logger.error("the views could not catch up", metadata: ["error": "\(error)"])
-            await server.noteViewsDamage(error)
+            await server.noteViewsDamage(error, readFrom: readFrom)
         }
         await withGracefulShutdownHandler {
             await c.work()

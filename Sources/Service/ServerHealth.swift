@@ -11,16 +11,19 @@ import ServiceLifecycle
 extension SyncLedgerServer {
     /// The store's health now: `sync_logs`, the last verify, the inbox (on the thread pool).
     public func healthSnapshot() async throws -> HealthSnapshot {
+        let readFrom = viewsHandle.currentFile
         let views = self.views
         let store = self.store
         let now = config.alertClock()
         var s: HealthSnapshot
         do {
             s = try await blocking { try views.readSync { try HealthSnapshot.read($0, now: now) } }
-        } catch where ViewsDamaged.isDamage(error) {
+        } catch where ViewsDamaged.isDamage(error) || error is ViewsReplaced {
             // A damaged page under `sync_logs` must not hide itself: the rest of the snapshot
             // stays at its defaults, and the damage is what /metrics and the alerts report.
-            await noteViewsDamage(error)
+            // (A file replaced by a rebuild is not damage: nothing is recorded; the server
+            // reads the new file within seconds.)
+            await noteViewsDamage(error, readFrom: readFrom)
             s = HealthSnapshot(now: now)
         }
         s.verify = Scrub.last(store)
@@ -32,19 +35,31 @@ extension SyncLedgerServer {
 
     /// Records a damaged page of the views that the server met (a request, a run, the health
     /// check; `ViewsDamageRecord`), unless the store is read-only or `error` is no damage; the
-    /// alerts and /metrics pick it up from there. File work, on the thread pool.
-    func noteViewsDamage(_ error: any Error) async {
-        guard let words = ViewsDamaged.words(of: error) else { return }
-        await noteViewsDamage(words: words)
+    /// alerts and /metrics pick it up from there. File work, on the thread pool. `readFrom`: the
+    /// views file the reader read. When another file is at the path now (a rebuild moved the
+    /// damaged one aside and made a new one, `ViewsHandle`), the damage is that old file's,
+    /// which nobody will read again: nothing is recorded (the rebuild cleared the record), and
+    /// false is returned, so that a read may be tried again on the new file.
+    @discardableResult
+    func noteViewsDamage(_ error: any Error, readFrom: ViewsHandle.FileIdentity?) async -> Bool {
+        guard let words = ViewsDamaged.words(of: error) else { return true }
+        return await noteViewsDamage(words: words, readFrom: readFrom)
     }
 
     /// The same, for damage known by its words (a run's `viewsError`).
-    func noteViewsDamage(words: String) async {
+    @discardableResult
+    func noteViewsDamage(words: String, readFrom: ViewsHandle.FileIdentity?) async -> Bool {
+        let handle = viewsHandle
         let store = self.store
         do {
-            try await blocking { try ViewsDamageRecord.record(by: "serve", error: words, in: store) }
+            return try await blocking {
+                guard handle.stillAtPath(readFrom) else { return false }
+                try ViewsDamageRecord.record(by: "serve", error: words, in: store)
+                return true
+            }
         } catch {
             config.logger.error("could not record the damaged views", metadata: ["error": "\(error)"])
+            return true
         }
     }
 
@@ -65,6 +80,7 @@ extension SyncLedgerServer {
     /// `GET /metrics`: the store read now, then the registry's text.
     public func metricsText() async throws -> String {
         let s = try await healthSnapshot()
+        let readFrom = viewsHandle.currentFile
         let views = self.views
         let store = self.store
         let head = try await blocking { try LedgerReader(store: store).head().seq }
@@ -73,8 +89,8 @@ extension SyncLedgerServer {
         var applied = head
         do {
             applied = try await blocking { try views.appliedSeq() }
-        } catch where ViewsDamaged.isDamage(error) {
-            await noteViewsDamage(error)
+        } catch where ViewsDamaged.isDamage(error) || error is ViewsReplaced {
+            await noteViewsDamage(error, readFrom: readFrom)
         }
         let (remaining, _) = await coordinator.budget()
         let c = coordinator.counters

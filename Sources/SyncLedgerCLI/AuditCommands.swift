@@ -185,7 +185,7 @@ struct RebuildCommand: AsyncParsableCommand {
                     let moved = try moveViewsAside(store)
                     movedAside = moved
                     warn("note: the views database was damaged; moved it aside to \(moved) and rebuilding it from the log "
-                         + "(restart `syncledger serve` if it runs on this store: it still has the old file open)")
+                         + "(a `syncledger serve` on this store reads the new file once the rebuild completes)")
                     (_, reader, views) = try openForRead(storeOptions, catchUp: false, warnScrub: false)
                     stopOnSignal(views)
                     report = try views.rebuild(names: [], reader, progress: progress.fold)

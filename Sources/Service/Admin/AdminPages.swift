@@ -40,15 +40,18 @@ struct AdminPages {
     func respond(to request: Request) async -> Response {
         let started = DispatchTime.now().uptimeNanoseconds
         let page: Page
+        let readFrom = server.viewsHandle.currentFile
         do {
             page = try await route(request)
         } catch let p as Page {
             page = p
+        } catch is ViewsReplaced {
+            page = message(503, "The views are being rebuilt", "A rebuild replaced the views file; try again in a moment.", session: nil)
         } catch where ViewsDamaged.isDamage(error) {
             server.config.logger.error("admin page failed: the views database is damaged", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
-            await server.noteViewsDamage(error)
+            await server.noteViewsDamage(error, readFrom: readFrom)
             page = message(503, "The views database is damaged",
-                           "Run `syncledger rebuild` on the server; it recreates the views from the log. Then restart `syncledger serve`.", session: nil)
+                           "Run `syncledger rebuild` on the server; it recreates the views from the log, and this server reads them within a second.", session: nil)
         } catch {
             server.config.logger.error("admin page failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
             page = message(500, "Something went wrong", "The page could not be made; the server's log has the details.", session: nil)
