@@ -142,9 +142,9 @@ public final class ProjectionStore: @unchecked Sendable {
                 // rebuild replaced the file would read the new, maybe half-built, file while the
                 // others read the old one. A long-lived store (the server's) gets `ViewsReplaced`
                 // instead, and reopens.
-                if let opened = Self.fileIdentity(path: path) {
+                if let opened = FileIdentity(path: path) {
                     config.prepareDatabase { _ in
-                        guard let now = Self.fileIdentity(path: path), now == opened else { throw ViewsReplaced(path: path) }
+                        guard FileIdentity(path: path) == opened else { throw ViewsReplaced(path: path) }
                     }
                 }
                 pool = try DatabasePool(path: path, configuration: config)
@@ -409,13 +409,6 @@ public final class ProjectionStore: @unchecked Sendable {
     public func rebuild(_ chosen: [any Projection], _ reader: LedgerReader, through: LogHead? = nil,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
         try withRebuildLock { try rebuildLocked(chosen, reader, through: through, progress: progress) }
-    }
-
-    /// The device and inode of the file at `path` (following symlinks), or nil when there is none.
-    public static func fileIdentity(path: String) -> (device: UInt64, inode: UInt64)? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return (UInt64(st.st_dev), UInt64(st.st_ino))
     }
 
     /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is
@@ -843,6 +836,21 @@ public struct ViewsNotWritable: Error, CustomStringConvertible, Sendable {
     public var path: String
     public var reason: String
     public var description: String { "cannot write the views database \(path): \(reason)" }
+}
+
+/// Which file is at a path (device and inode, following symlinks): a views file moved aside and
+/// replaced by a new one at the same path is another file.
+public struct FileIdentity: Equatable, Sendable {
+    public var device: UInt64
+    public var inode: UInt64
+
+    /// Nil when there is no file at `path`.
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+    }
 }
 
 /// The views file this store opened is no longer at its path (a rebuild moved a damaged one

@@ -108,18 +108,18 @@ final class Coordinator: Sendable {
     /// Told, in SQLite's words, when a run met a damaged page of the views (it failed on one, or
     /// its catch-up after recording did), with the views file at the path when the run began
     /// (the one it opened); must return at once.
-    let onViewsDamage = NIOLockedValueBox<(@Sendable (String, ViewsHandle.FileIdentity?) -> Void)?>(nil)
+    let onViewsDamage = NIOLockedValueBox<(@Sendable (String, FileIdentity?) -> Void)?>(nil)
 
     /// The views file a run starting now opens.
-    private var viewsFile: ViewsHandle.FileIdentity? { ViewsHandle.FileIdentity(path: config.storePath + "/projections.sqlite") }
+    private var viewsFile: FileIdentity? { FileIdentity(path: config.storePath + "/projections.sqlite") }
 
     /// Passes a run's damaged-views error, if it is one, to `onViewsDamage`.
-    private func noteDamage(_ error: any Error, readFrom: ViewsHandle.FileIdentity?) {
+    private func noteDamage(_ error: any Error, readFrom: FileIdentity?) {
         guard let words = ViewsDamaged.words(of: error) else { return }
         onViewsDamage.withLockedValue { $0 }?(words, readFrom)
     }
 
-    private func noteDamage(_ outcome: SyncOutcome, readFrom: ViewsHandle.FileIdentity?) {
+    private func noteDamage(_ outcome: SyncOutcome, readFrom: FileIdentity?) {
         guard outcome.viewsDamaged, let words = outcome.viewsError else { return }
         onViewsDamage.withLockedValue { $0 }?(words, readFrom)
     }

@@ -41,14 +41,14 @@ extension SyncLedgerServer {
     /// which nobody will read again: nothing is recorded (the rebuild cleared the record), and
     /// false is returned, so that a read may be tried again on the new file.
     @discardableResult
-    func noteViewsDamage(_ error: any Error, readFrom: ViewsHandle.FileIdentity?) async -> Bool {
+    func noteViewsDamage(_ error: any Error, readFrom: FileIdentity?) async -> Bool {
         guard let words = ViewsDamaged.words(of: error) else { return true }
         return await noteViewsDamage(words: words, readFrom: readFrom)
     }
 
     /// The same, for damage known by its words (a run's `viewsError`).
     @discardableResult
-    func noteViewsDamage(words: String, readFrom: ViewsHandle.FileIdentity?) async -> Bool {
+    func noteViewsDamage(words: String, readFrom: FileIdentity?) async -> Bool {
         let handle = viewsHandle
         let store = self.store
         do {

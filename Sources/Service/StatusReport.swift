@@ -48,13 +48,15 @@ public struct StatusReport: Sendable {
         let lockedBefore = runningHere || EventLogWriter.isLocked(directory: store.logPath)
         // Three rows per sync type, not the whole table (a busy server records a webhook run
         // every few seconds, and monitors poll this).
-        let picked = try views.readSync { db -> [(String, ViewRow?, ViewRow?, ViewRow?)] in
+        let picked = try views.readSync { db -> [(String, ViewRow?, ViewRow?, ViewRow?, ViewRow?)] in
             guard try db.tableExists("sync_logs") else { return [] }
             let types = Set(HealthSnapshot.syncTypes).union(try String.fetchAll(db, sql: "SELECT DISTINCT sync_type FROM sync_logs"))
+            func newest(_ t: String, _ statuses: [String]?) throws -> ViewRow? {
+                try Views.syncLogs(db, limit: 1, type: t, statuses: statuses).first
+            }
             return try types.sorted().map { t in
-                (t, try Views.syncLogs(db, limit: 1, type: t).first,
-                 try Views.syncLogs(db, limit: 1, type: t, statuses: ["completed", "partial_success"]).first,
-                 try Views.syncLogs(db, limit: 1, type: t, statuses: ["failed", "in_progress"]).first)
+                (t, try newest(t, nil), try newest(t, ["completed", "partial_success"]),
+                 try newest(t, ["failed", "in_progress"]), try newest(t, ["failed"]))
             }
         }
         let writerRunning = lockedBefore || EventLogWriter.isLocked(directory: store.logPath)
@@ -70,15 +72,15 @@ public struct StatusReport: Sendable {
             viewsDamage: ViewsDamageRecord.last(store),
             health: try StatusHealth.read(store: store, views: views, writerLive: writerRunning, rules: rules,
                                           watchingSince: watchingSince, inbox: inbox, now: now))
-        for (t, latest, success, failure) in picked {
+        for (t, latest, success, failedOrRunning, failed) in picked {
             guard let latest = settled(latest) else { continue }
             r.latest[t] = latest
             r.lastSuccess[t] = success
             // The newest failed run, or the newest one in progress when it died.
-            if let f = settled(failure), f["status"]?.stringValue == "failed" {
+            if let f = settled(failedOrRunning), f["status"]?.stringValue == "failed" {
                 r.lastFailure[t] = f
-            } else if let f = try views.readSync({ db in try Views.syncLogs(db, limit: 1, type: t, statuses: ["failed"]).first }) {
-                r.lastFailure[t] = f
+            } else {
+                r.lastFailure[t] = failed
             }
         }
         if let daily = r.latest["automated_daily"] {

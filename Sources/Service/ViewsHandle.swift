@@ -15,17 +15,6 @@ import ServiceLifecycle
 /// half-built file (an interrupted rebuild, or one another command is still catching up) is
 /// never shown. Reading `current` is a lock and a load; the check runs on the thread pool.
 final class ViewsHandle: Sendable {
-    struct FileIdentity: Equatable, Sendable {
-        var device: UInt64
-        var inode: UInt64
-
-        init?(path: String) {
-            guard let id = ProjectionStore.fileIdentity(path: path) else { return nil }
-            device = id.device
-            inode = id.inode
-        }
-    }
-
     private struct Opened {
         var views: ProjectionStore
         var file: FileIdentity?
