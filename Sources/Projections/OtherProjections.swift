@@ -93,18 +93,43 @@ public struct LocationsProjection: Projection {
     }
 }
 
-/// `sync_logs`: one row per sync run, `in_progress` until completed or abandoned.
+/// `sync_logs`: one row per sync run, `in_progress` until completed or abandoned; and
+/// `sync_log_totals`, its sums by sync type and status, so `/metrics`, the alerts and `status`
+/// read a few rows instead of every run a busy server ever recorded (a webhook run every few
+/// seconds). Triggers keep the totals equal to `totalsQuery` over `sync_logs`, whatever
+/// statement changes a row.
 public struct SyncLogsProjection: Projection {
     public init() {}
     public let name = "sync_logs"
-    public let schemaVersion = 1
-    public let tables = ["sync_logs"]
+    /// 2: `sync_log_totals`, and indexes for each type's and status's latest runs.
+    public let schemaVersion = 2
+    public let tables = ["sync_logs", "sync_log_totals"]
     public static let columns = [
         "id", "sync_type", "organization_id", "patient_id", "triggered_by", "started_at", "completed_at",
         "duration_ms", "status", "appointments_new", "appointments_updated", "appointments_unchanged",
         "appointments_removed", "appointments_errors", "patients_processed", "patients_failed",
         "error_message", "metadata",
     ]
+
+    /// What one run adds to its (sync type, status) row of `sync_log_totals`: the column and its
+    /// value in terms of the run's row (`NEW.` or `OLD.` in a trigger, nothing in `totalsQuery`).
+    static let totalled: [(column: String, value: @Sendable (String) -> String)] = [
+        ("runs", { _ in "1" }),
+        ("appointments_new", { "\($0)appointments_new" }),
+        ("appointments_updated", { "\($0)appointments_updated" }),
+        ("appointments_removed", { "\($0)appointments_removed" }),
+        // Events the run appended (start_seq through end_seq).
+        ("events", { r in "CASE WHEN \(r)end_seq IS NOT NULL AND \(r)start_seq IS NOT NULL THEN \(r)end_seq - \(r)start_seq + 1 ELSE 0 END" }),
+        ("intakeq_api_calls", { "coalesce(json_extract(\($0)metadata, '$.intakeq_api_calls'), 0)" }),
+        ("retries", { "coalesce(json_extract(\($0)metadata, '$.retries'), 0)" }),
+        ("rate_limit_waits", { "coalesce(json_extract(\($0)metadata, '$.rate_limit_waits'), 0)" }),
+    ]
+
+    /// `sync_log_totals` computed from `sync_logs` itself (what the triggers keep it equal to).
+    public static let totalsQuery = """
+        SELECT sync_type, status, \(totalled.map { "sum(\($0.value(""))) AS \($0.column)" }.joined(separator: ", "))
+        FROM sync_logs GROUP BY sync_type, status
+        """
 
     public func create(_ db: Database, _ t: TableSet) throws {
         try db.execute(sql: """
@@ -117,6 +142,33 @@ public struct SyncLogsProjection: Projection {
               patients_processed INTEGER NOT NULL DEFAULT 0, patients_failed INTEGER NOT NULL DEFAULT 0,
               error_message TEXT, metadata TEXT NOT NULL, start_seq INTEGER, end_seq INTEGER);
             CREATE INDEX \(indexName("sync_logs")) ON \(t("sync_logs"))(started_at);
+            CREATE INDEX \(indexName("sync_logs")) ON \(t("sync_logs"))(sync_type, started_at, start_seq);
+            CREATE INDEX \(indexName("sync_logs")) ON \(t("sync_logs"))(sync_type, status, started_at, start_seq);
+            CREATE INDEX \(indexName("sync_logs")) ON \(t("sync_logs"))(start_seq) WHERE status = 'in_progress';
+            CREATE TABLE \(t("sync_log_totals")) (
+              sync_type TEXT NOT NULL, status TEXT NOT NULL,
+              \(Self.totalled.map { "\($0.column) INTEGER NOT NULL" }.joined(separator: ", ")),
+              PRIMARY KEY (sync_type, status)) WITHOUT ROWID;
+            """)
+        // Each run's row is added to its (type, status) row and taken out of it again when it
+        // changes or goes; a row of no runs is deleted, so the table is exactly `totalsQuery`.
+        // (No UPSERT: SQLite 3.40's ALTER TABLE RENAME, which publishes a rebuild's tables,
+        // rewrites a trigger's `excluded.` into the table's name.)
+        let totals = t("sync_log_totals")
+        let add = """
+            INSERT OR IGNORE INTO \(totals) VALUES (NEW.sync_type, NEW.status\(String(repeating: ", 0", count: Self.totalled.count)));
+            UPDATE \(totals) SET \(Self.totalled.map { "\($0.column) = \($0.column) + \($0.value("NEW."))" }.joined(separator: ", "))
+              WHERE sync_type = NEW.sync_type AND status = NEW.status;
+            """
+        let take = """
+            UPDATE \(totals) SET \(Self.totalled.map { "\($0.column) = \($0.column) - \($0.value("OLD."))" }.joined(separator: ", "))
+              WHERE sync_type = OLD.sync_type AND status = OLD.status;
+            DELETE FROM \(totals) WHERE sync_type = OLD.sync_type AND status = OLD.status AND runs = 0;
+            """
+        try db.execute(sql: """
+            CREATE TRIGGER \(triggerName("sync_logs")) AFTER INSERT ON \(t("sync_logs")) BEGIN \(add) END;
+            CREATE TRIGGER \(triggerName("sync_logs")) AFTER DELETE ON \(t("sync_logs")) BEGIN \(take) END;
+            CREATE TRIGGER \(triggerName("sync_logs")) AFTER UPDATE ON \(t("sync_logs")) BEGIN \(take) \(add) END;
             """)
     }
 
@@ -129,8 +181,10 @@ public struct SyncLogsProjection: Projection {
                 "date_range": .object(["start": .string(s.window.start), "end": .string(s.window.end)]),
                 "now": .string(s.now), "tool_version": .string(s.toolVersion),
             ])
+            // A DELETE of its own, not INSERT OR REPLACE, whose delete fires no trigger.
+            try db.run("DELETE FROM \(t("sync_logs")) WHERE id = ?", [run])
             try db.run(
-                "INSERT OR REPLACE INTO \(t("sync_logs")) (id, sync_type, organization_id, patient_id, triggered_by, started_at, status, metadata, start_seq) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?)",
+                "INSERT INTO \(t("sync_logs")) (id, sync_type, organization_id, patient_id, triggered_by, started_at, status, metadata, start_seq) VALUES (?, ?, ?, ?, ?, ?, 'in_progress', ?, ?)",
                 [run, s.syncType, s.organizationId, s.patientId, s.triggeredBy, e.at, metadata.canonicalText, Int64(e.seq)])
         case .syncCompleted:
             let c = try e.syncCompleted()

@@ -49,6 +49,11 @@ func indexName(_ table: String) -> String {
     "ix_\(table)_" + UUID().uuidString.prefix(8).lowercased()
 }
 
+/// A trigger's name: global like an index's, and dropped with its table likewise.
+func triggerName(_ table: String) -> String {
+    "tr_\(table)_" + UUID().uuidString.prefix(8).lowercased()
+}
+
 extension EventEnvelope {
     /// Decodes `data` for a projection; a bad payload becomes a quarantine entry.
     func projectionData<T: Decodable>(_ type: T.Type) throws -> T {

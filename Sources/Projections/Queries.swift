@@ -118,6 +118,19 @@ public enum Views {
 
     public static func syncLogs(_ db: Database, limit: Int?, type: String?, statuses: [String]? = nil) throws -> [ViewRow] {
         let cols = SyncLogsProjection.columns
+        if let type, let asked = statuses, Set(asked).count > 1, let limit {
+            let statuses = Array(Set(asked)).sorted()
+            // One walk back through the (sync_type, status, started_at) index per status, merged:
+            // `status IN (…)` would read every run of those statuses to sort them.
+            let one = """
+                SELECT * FROM (SELECT \(cols.joined(separator: ", ")), start_seq FROM sync_logs WHERE sync_type = ? AND status = ?
+                  ORDER BY started_at DESC, start_seq DESC LIMIT ?)
+                """
+            let sql = "SELECT \(cols.joined(separator: ", ")) FROM (\(statuses.map { _ in one }.joined(separator: " UNION ALL ")))"
+                + " ORDER BY started_at DESC, start_seq DESC LIMIT ?"
+            let args = statuses.flatMap { [type, $0, limit] as [any DatabaseValueConvertible] } + [limit]
+            return try viewRows(db, columns: cols, sql: sql, arguments: StatementArguments(args))
+        }
         var sql = "SELECT \(cols.joined(separator: ", ")) FROM sync_logs"
         var args: [(any DatabaseValueConvertible)?] = []
         var conditions: [String] = []

@@ -1,7 +1,9 @@
 import Domain
 import Foundation
 import GRDB
+import JSONCore
 import Ledger
+import Projections
 
 /// The latest finished runs of one sync type, as `sync_logs` records them.
 public struct RunTypeHealth: Sendable, Equatable {
@@ -55,41 +57,40 @@ public struct HealthSnapshot: Sendable {
     public static let syncTypes = ["automated_daily", "manual_org_bulk", "manual_patient", "webhook"]
     public static let finishedStatuses = ["completed", "partial_success", "failed"]
 
-    /// Reads the `sync_logs` part. `treatInProgressAsFailed`: a run still in progress with no
-    /// live writer died (`status` counts it as failed); the server leaves in_progress runs alone.
+    /// Reads the `sync_logs` part: the sums from `sync_log_totals` and a few rows per sync type
+    /// (through the view's indexes), so the cost does not grow with the runs recorded.
+    /// `treatInProgressAsFailed`: a run still in progress with no live writer died (`status`
+    /// counts it as failed); the server leaves in_progress runs alone.
     public static func read(_ db: Database, now: Int64, treatInProgressAsFailed: Bool = false) throws -> HealthSnapshot {
         var s = HealthSnapshot(now: now)
         guard try db.tableExists("sync_logs") else { return s }
+        // Views of schema version 1 (a server answers while its first catch-up rebuilds them)
+        // have no totals yet: the same sums are taken from every run.
+        let totals = try db.tableExists("sync_log_totals") ? "sync_log_totals" : "(\(SyncLogsProjection.totalsQuery))"
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM \(totals)") {
+            let type: String = row["sync_type"]
+            var status: String = row["status"]
+            if status == "in_progress" {
+                guard treatInProgressAsFailed else { continue }
+                status = "failed"
+            }
+            s.runCounts[type, default: [:]][status, default: 0] += (row["runs"] as Int? ?? 0)
+            s.appointmentsNew += (row["appointments_new"] as Int? ?? 0)
+            s.appointmentsUpdated += (row["appointments_updated"] as Int? ?? 0)
+            s.appointmentsRemoved += (row["appointments_removed"] as Int? ?? 0)
+            s.eventsAppended[type, default: 0] += (row["events"] as Int? ?? 0)
+            s.intakeqCalls += (row["intakeq_api_calls"] as Int? ?? 0)
+            s.intakeqRetries += (row["retries"] as Int? ?? 0)
+            s.rateLimitWaits += (row["rate_limit_waits"] as Int? ?? 0)
+        }
         let finished = treatInProgressAsFailed ? "1" : "status != 'in_progress'"
+        // The first finished run, else the first run in progress.
+        s.firstRunAt = try (String.fetchOne(db, sql: "SELECT started_at FROM sync_logs WHERE \(finished) ORDER BY started_at LIMIT 1")
+            ?? String.fetchOne(db, sql: "SELECT min(started_at) FROM sync_logs")).flatMap(ISOTime.parse)
         let statusExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN 'failed' ELSE status END" : "status"
         // Such a run's reason is that it died (the view has none for it).
         let errorExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN ? ELSE error_message END" : "error_message"
-        for row in try Row.fetchAll(db, sql: """
-            SELECT sync_type, \(statusExpr) AS st, count(*) AS n, sum(appointments_new) AS a_new,
-              sum(appointments_updated) AS a_upd, sum(appointments_removed) AS a_rem,
-              sum(CASE WHEN end_seq IS NOT NULL AND start_seq IS NOT NULL THEN end_seq - start_seq + 1 ELSE 0 END) AS ev,
-              sum(coalesce(json_extract(metadata, '$.intakeq_api_calls'), 0)) AS calls,
-              sum(coalesce(json_extract(metadata, '$.retries'), 0)) AS retries,
-              sum(coalesce(json_extract(metadata, '$.rate_limit_waits'), 0)) AS waits,
-              min(started_at) AS first
-            FROM sync_logs WHERE \(finished) GROUP BY sync_type, st
-            """) {
-            let type: String = row["sync_type"]
-            let status: String = row["st"]
-            s.runCounts[type, default: [:]][status, default: 0] += row["n"] as Int? ?? 0
-            s.appointmentsNew += row["a_new"] as Int? ?? 0
-            s.appointmentsUpdated += row["a_upd"] as Int? ?? 0
-            s.appointmentsRemoved += row["a_rem"] as Int? ?? 0
-            s.eventsAppended[type, default: 0] += row["ev"] as Int? ?? 0
-            s.intakeqCalls += row["calls"] as Int? ?? 0
-            s.intakeqRetries += row["retries"] as Int? ?? 0
-            s.rateLimitWaits += row["waits"] as Int? ?? 0
-            if let f = (row["first"] as String?).flatMap(ISOTime.parse) { s.firstRunAt = min(s.firstRunAt ?? f, f) }
-        }
-        if s.firstRunAt == nil, let f = try String.fetchOne(db, sql: "SELECT min(started_at) FROM sync_logs").flatMap(ISOTime.parse) {
-            s.firstRunAt = f
-        }
-        let types = Set(syncTypes).union(try String.fetchAll(db, sql: "SELECT DISTINCT sync_type FROM sync_logs"))
+        let types = Set(syncTypes).union(try String.fetchAll(db, sql: "SELECT DISTINCT sync_type FROM \(totals)"))
         for type in types.sorted() {
             var h = RunTypeHealth(syncType: type)
             // The latest finished runs, newest first: enough for the partial_success streak.
@@ -112,10 +113,9 @@ public struct HealthSnapshot: Sendable {
                 h.partialStreak += 1
                 h.streakRunIds.append(r["id"] as String? ?? "")
             }
-            h.lastSuccessAt = try String.fetchOne(db, sql: """
-                SELECT coalesce(completed_at, started_at) FROM sync_logs WHERE sync_type = ? AND status IN ('completed', 'partial_success')
-                ORDER BY started_at DESC, start_seq DESC LIMIT 1
-                """, arguments: [type]).flatMap(ISOTime.parse)
+            h.lastSuccessAt = try Views.syncLogs(db, limit: 1, type: type, statuses: ["completed", "partial_success"]).first.flatMap { r in
+                (r["completed_at"]?.stringValue ?? r["started_at"]?.stringValue).flatMap(ISOTime.parse)
+            }
             if h.lastRunId != nil || h.lastSuccessAt != nil || syncTypes.contains(type) { s.types[type] = h }
         }
         return s

@@ -153,6 +153,8 @@ import Testing
                 #expect(diff.total == 0, "seed \(seed), \(what): \(diff.first.map(\.description).joined(separator: "\n"))")
                 #expect(try Self.quarantine(views) == Self.quarantine(reference), "seed \(seed), \(what)")
                 #expect(try snapshot(views) == snapshot(reference), "seed \(seed), \(what)")
+                let totals = try SyncLogTotalsTests.totals(views)
+                #expect(totals.kept == totals.summed, "seed \(seed), \(what): sync_log_totals")
             }
             incremental.eventsPerTransaction = 5
             try incremental.catchUp(try LedgerReader(store: tmp.store))
