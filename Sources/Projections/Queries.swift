@@ -116,6 +116,12 @@ public enum Views {
         return (wheres.isEmpty ? "" : " WHERE " + wheres.joined(separator: " AND "), StatementArguments(args))
     }
 
+    /// One run, by its id (the table's key), or nil.
+    public static func syncLog(_ db: Database, id: String) throws -> ViewRow? {
+        let cols = SyncLogsProjection.columns
+        return try viewRows(db, columns: cols, sql: "SELECT \(cols.joined(separator: ", ")) FROM sync_logs WHERE id = ?", arguments: [id]).first
+    }
+
     public static func syncLogs(_ db: Database, limit: Int?, type: String?, statuses: [String]? = nil) throws -> [ViewRow] {
         let cols = SyncLogsProjection.columns
         if let type, let asked = statuses, Set(asked).count > 1, let limit {

@@ -453,9 +453,7 @@ struct ServiceResponder: HTTPResponder {
         if let r = server.coordinator.run(id) { return .ok(r.json) }
         // Not started by this process (or long ago): the sync_logs row, when there is one.
         let views = server.views
-        let row = try await server.blocking {
-            try views.readSync { try Views.syncLogs($0, limit: nil, type: nil) }.first { $0["id"]?.stringValue == id }
-        }
+        let row = try await server.blocking { try views.readSync { try Views.syncLog($0, id: id) } }
         guard let row else { throw Reply.error(404, "no run \(id)") }
         return .ok(.object(["run_id": .string(id), "status": row["status"] ?? .null, "sync_log": row.json]))
     }

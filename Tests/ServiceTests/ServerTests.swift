@@ -291,6 +291,29 @@ import TestSupport
         await rig.stop()
     }
 
+    /// A run this server did not start (before a restart, or by `syncledger sync`) is answered
+    /// from its sync_logs row, found by its id; an id of no run is a 404.
+    @Test func aRunFromBeforeARestartIsAnsweredFromItsSyncLog() async throws {
+        let dir = TempDir()
+        let first = try await ServerRig.start(dir: dir)
+        let done = try await first.syncAndWait()
+        let id = try #require(done["run_id"]?.stringValue)
+        #expect(done["status"]?.stringValue == "completed", "\(done.text)")
+        let other = try await first.syncAndWait(#"{"org":"fsh"}"#)
+        await first.stop()
+
+        let rig = try await ServerRig.start(dir: dir)
+        let answer = try await rig.admin("/api/v1/runs/" + id)
+        #expect(answer.status == 200, "\(answer.text)")
+        #expect(answer["status"]?.stringValue == "completed")
+        #expect(answer["sync_log"]?["id"]?.stringValue == id)
+        #expect(answer["sync_log"]?["sync_type"]?.stringValue == "manual_org_bulk")
+        let second = try await rig.admin("/api/v1/runs/" + (other["run_id"]?.stringValue ?? ""))
+        #expect(second["sync_log"]?["id"] == other["run_id"] && second["sync_log"]?["organization_id"]?.stringValue == "fsh", "\(second.text)")
+        #expect(try await rig.admin("/api/v1/runs/no-such-run").status == 404)
+        await rig.stop()
+    }
+
     @Test func theDailyScheduleFollowsThePracticeZone() {
         let denver = TimeZone(identifier: "America/Denver")!
         // 2026-11-21 09:00 UTC is 02:00 in Denver (MST, UTC-7): 03:00 local is 10:00 UTC.
