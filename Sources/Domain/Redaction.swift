@@ -1,3 +1,4 @@
+import Foundation
 import JSONCore
 
 /// Minimum necessary (DESIGN.md, "Privacy"): what of an in-scope IntakeQ appointment object is
@@ -8,7 +9,9 @@ import JSONCore
 /// The list is versioned: a change to it is a new `version`, documented in docs/FORMAT.md.
 public enum Redaction {
     /// The version of the redaction list below.
-    public static let version = 1
+    /// 2: a primary with no `ClientId` counts as outside the roster; `CreatedBy` naming the
+    /// primary is matched without regard to case and surrounding spaces.
+    public static let version = 2
 
     /// Credentials: removed from every object, whoever it belongs to. `TelehealthInfo.StartUrl`
     /// starts the meeting as its host; the others are the same power under other names.
@@ -38,8 +41,9 @@ public enum Redaction {
 
     /// Redacts an appointment object for a roster whose IntakeQ client ids are `rosterClients`:
     /// - every `AdditionalClients` entry whose `ClientId` is not in the roster is removed;
-    /// - when `ClientId` is not in the roster, `outsiderPrimaryFields` become null, and so does
-    ///   `CreatedBy` when it names that client (a booking by the client themselves);
+    /// - when `ClientId` is not in the roster (or missing or null), `outsiderPrimaryFields` become
+    ///   null, and so does `CreatedBy` when it names that client (a booking by the client
+    ///   themselves; the name compared without regard to case and surrounding spaces);
     ///   video-meeting links in the removed `ClientNote` are kept (the roster patients join by
     ///   them), the rest of the note is not;
     /// - the credential fields are removed.
@@ -57,8 +61,10 @@ public enum Redaction {
                 changed = true
             }
         }
+        // A primary with no ClientId (missing or null) cannot be a roster patient: the roster
+        // is matched by client id only.
         let primary = o["ClientId"].flatMap(nonNull)?.stringValue
-        if primary.map({ !rosterClients.contains($0) }) ?? false {
+        if primary.map({ !rosterClients.contains($0) }) ?? true {
             let name = o["ClientName"]?.stringValue
             let note = o["ClientNote"]?.stringValue
             for key in outsiderPrimaryFields where o[key] != nil && o[key] != .null {
@@ -70,7 +76,7 @@ public enum Redaction {
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
             }
             if let by = o["CreatedBy"]?.stringValue,
-                (o["BookedByClient"] == .bool(true)) || (name.map { !$0.isEmpty && by == $0 } ?? false)
+                (o["BookedByClient"] == .bool(true)) || (name.map { sameName($0, by) } ?? false)
             {
                 o["CreatedBy"] = .null
                 changed = true
@@ -83,8 +89,16 @@ public enum Redaction {
                 changed = true
             }
         }
-        return Result(object: .object(o), changed: changed)
+        // A primary's note that was only its meeting links is set to the same links again.
+        let result = JSONValue.object(o)
+        return Result(object: result, changed: changed && result != object)
     }
 }
 
 private func nonNull(_ v: JSONValue) -> JSONValue? { v.isNull ? nil : v }
+
+/// The same name, but for case and surrounding spaces ("dakota brennan " is "Dakota Brennan").
+private func sameName(_ a: String, _ b: String) -> Bool {
+    let x = a.trimmingCharacters(in: .whitespacesAndNewlines)
+    return !x.isEmpty && x.lowercased() == b.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+}

@@ -87,7 +87,8 @@ final class ReadPrivacy: @unchecked Sendable {
         let clients = try rosterClients(before: e.seq)
         var result = Redaction.apply(object, rosterClients: clients ?? [])
         if clients == nil {
-            // No roster before it (not written by `syncledger sync`): credentials only.
+            // No roster before it (not written by `syncledger sync`): every client id counts as
+            // on the roster, so only credentials go, and a primary with no ClientId.
             result = Redaction.apply(object, rosterClients: Set(allClientIds(object)))
         }
         guard result.changed else { return e }

@@ -97,6 +97,25 @@ import Testing
         #expect(own.object["TelehealthInfo"]?["StartUrl"] == nil)
     }
 
+    /// A primary with no ClientId (missing or null) cannot be matched to the roster: their fields
+    /// go as an outsider's, and CreatedBy naming them goes whatever its case and spaces.
+    @Test(arguments: [nil, JSONValue.null])
+    func aPrimaryWithoutAClientIdIsAnOutsider(_ id: JSONValue?) throws {
+        guard case .object(var o) = try JSONValue.parse(Array(Self.groupObject.utf8)) else { Issue.record("not an object"); return }
+        o["ClientId"] = id
+        o["BookedByClient"] = .bool(false)
+        o["CreatedBy"] = .string(" out sider")
+        let r = Redaction.apply(.object(o), rosterClients: ["100"])
+        let text = r.object.canonicalText
+        for gone in ["Out Sider", "out sider", "out@example.com", "(555) 000-9999", "1970-01-01", "call me"] {
+            #expect(!text.contains(gone), "\(gone) survived: \(text)")
+        }
+        #expect(text.contains("In Side") && r.object["ClientNote"]?.stringValue == "https://zoom.us/j/42")
+        // Someone else booking for them is kept.
+        o["CreatedBy"] = .string("Front Desk")
+        #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["CreatedBy"]?.stringValue == "Front Desk")
+    }
+
     /// A store written before redaction (v1 events, clear): every read path sees the redacted
     /// object, the log is not rewritten, and the chain is untouched.
     @Test func oldEventsAreRedactedOnRead() throws {
