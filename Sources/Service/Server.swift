@@ -43,6 +43,9 @@ public final class SyncLedgerServer: Sendable {
             throw ServeError("the webhook secret must be at least 32 characters (it is the webhook URL's only protection)")
         }
         store = try Store.openOrCreate(config.storePath)
+        // As every other command: a log that lost acknowledged events is refused (one line),
+        // rather than served as if all were well while every run fails.
+        try Trust.requireNoLoss(store)
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
         let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, logger: config.logger) }

@@ -314,6 +314,29 @@ import TestSupport
         await rig.stop()
     }
 
+    /// A store whose log lost acknowledged events is refused at start, with the loss's one line,
+    /// as every command refuses it (was: served, "ok" in the status, every run failing).
+    @Test func aLogThatLostAcknowledgedEventsIsRefusedAtStart() async throws {
+        let dir = TempDir()
+        let first = try await ServerRig.start(dir: dir)
+        #expect(try await first.syncAndWait()["status"]?.stringValue == "completed")
+        await first.stop()
+        let log = dir.sub("store") + "/log"
+        let segments = try FileManager.default.contentsOfDirectory(atPath: log).filter { $0.hasSuffix(".seg") }.sorted()
+        let last = log + "/" + (try #require(segments.last))
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: last)[.size] as? Int)
+        #expect(truncate(last, off_t(size / 2)) == 0)
+        var config = ServeConfiguration(storePath: dir.sub("store"), roster: Fixtures.roster, apiKey: ServerRig.apiKey)
+        config.port = 0
+        do {
+            _ = try SyncLedgerServer(config: config)
+            Issue.record("a server started on a log that lost acknowledged events")
+        } catch {
+            let text = "\(error)"
+            #expect(text.contains("was acknowledged") && !text.contains("\n"), "\(text)")
+        }
+    }
+
     @Test func theDailyScheduleFollowsThePracticeZone() {
         let denver = TimeZone(identifier: "America/Denver")!
         // 2026-11-21 09:00 UTC is 02:00 in Denver (MST, UTC-7): 03:00 local is 10:00 UTC.
