@@ -16,6 +16,8 @@ public struct ServeConfiguration: Sendable {
     public var dailyAt: (hour: Int, minute: Int)?
     public var timeZone: TimeZone = TimeZone(identifier: "UTC")!
     public var tokensPath: String?
+    /// The tokens file may not exist yet (the store's default one): it is read once it appears.
+    public var tokensFileOptional = false
     /// The webhook path secret (≥ 32 characters); nil: no webhook route.
     public var webhookSecret: String?
     public var policy: RateLimitPolicy = RateLimitPolicy()

@@ -53,7 +53,7 @@ public final class SyncLedgerServer: Sendable {
         var afterWrite: (@Sendable () -> Void)? = nil
         if let follower { afterWrite = { follower.poke() } }
         coordinator = Coordinator(config: config, inbox: inbox, afterWrite: afterWrite)
-        tokens = try TokenRegistry(path: config.tokensPath)
+        tokens = try TokenRegistry(path: config.tokensPath, optional: config.tokensFileOptional, logger: config.logger)
         viewsHandle = try ViewsHandle(store: store, logger: config.logger)
         admin = try AdminSite(config: config, statePath: store.statePath)
         alerts = AlertEngine(targets: config.alertTargets, storePath: store.path, logger: config.logger, now: config.alertClock)

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import Paths
 import Synchronization
 
@@ -38,7 +39,7 @@ public struct TokenFile: Codable, Sendable {
         do {
             file = try JSONDecoder().decode(TokenFile.self, from: data)
         } catch {
-            throw ServeError("the tokens file \(path) is not {\"tokens\": [{\"name\", \"sha256\", \"role\": \"reader\"|\"admin\", \"organizations\"}]}: \(error)")
+            throw ServeError("the tokens file \(path) is not {\"tokens\": [{\"name\", \"sha256\", \"role\": \"reader\"|\"admin\", \"organizations\"}]}: \(describe(error))")
         }
         for t in file.tokens {
             guard t.sha256.count == 64, t.sha256.allSatisfy(\.isHexDigit) else {
@@ -119,13 +120,21 @@ final class TokenRegistry: Sendable {
         var tokens: [APIToken]
         var mtime: Date?
         var lastCheck = 0.0
+        /// Why every token is refused (the file is gone or does not load), or nil. While set,
+        /// the file is read again every second: fixing its permissions changes no mtime.
+        var broken: String?
     }
     private let path: String?
+    private let logger: Logger
     private let state: Mutex<State>
 
-    init(path: String?) throws {
+    /// `optional`: the file may not exist yet (the store's default file, before the first
+    /// `syncledger token new`); it is read once it appears. Otherwise it must load now.
+    init(path: String?, optional: Bool = false, logger: Logger = Logger(label: "syncledger.serve")) throws {
         self.path = path
-        let tokens = try path.map { try TokenFile.load(path: $0).tokens } ?? []
+        self.logger = logger
+        let missing = path.map { optional && !FileManager.default.fileExists(atPath: $0) } ?? true
+        let tokens = missing ? [] : try path.map { try TokenFile.load(path: $0).tokens } ?? []
         state = Mutex(State(tokens: tokens, mtime: path.flatMap(Self.modified)))
     }
 
@@ -152,6 +161,9 @@ final class TokenRegistry: Sendable {
         return state.withLock { $0.tokens.contains { $0.name == name && $0.role == .admin } }
     }
 
+    /// Reads the file again when it changed (at most once a second). A file that was removed,
+    /// or no longer loads, refuses every token until it is fixed (a revocation by an edit that
+    /// broke the file, or by deleting it, must not leave the old tokens working).
     private func reloadIfChanged() {
         guard let path else { return }
         let now = Date().timeIntervalSince1970
@@ -162,12 +174,47 @@ final class TokenRegistry: Sendable {
         }
         guard due else { return }
         let m = Self.modified(path)
-        let changed = state.withLock { m != $0.mtime }
-        guard changed, let file = try? TokenFile.load(path: path) else { return }
-        state.withLock {
-            $0.tokens = file.tokens
-            $0.mtime = m
+        guard state.withLock({ m != $0.mtime || $0.broken != nil }) else { return }
+        var tokens: [APIToken] = []
+        var broken: String?
+        if m == nil {
+            broken = "the tokens file is gone: every API token is refused until it is back"
+        } else {
+            do {
+                tokens = try TokenFile.load(path: path).tokens
+            } catch {
+                broken = "every API token is refused until the tokens file is fixed: \(error)"
+            }
         }
+        let was = state.withLock { s -> (Bool, String?) in
+            defer {
+                s.tokens = tokens
+                s.mtime = m
+                s.broken = broken
+            }
+            return (s.mtime != m, s.broken)
+        }
+        // Each change of state is logged once (a broken file is retried every second).
+        if let broken, broken != was.1 {
+            logger.error("\(broken)", metadata: ["file": "\(path)"])
+        } else if broken == nil, was.0 || was.1 != nil {
+            logger.info("the tokens file changed: re-read", metadata: ["file": "\(path)", "tokens": "\(tokens.count)"])
+        }
+    }
+}
+
+/// Where and what kind of decoding error, never the value (a token pasted into the file by
+/// mistake must not reach the log).
+func describe(_ error: any Error) -> String {
+    func at(_ path: [any CodingKey]) -> String {
+        path.isEmpty ? "" : " at " + path.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue }.joined()
+            .trimmingCharacters(in: CharacterSet(charactersIn: "."))
+    }
+    switch error as? DecodingError {
+    case .dataCorrupted(let c)?: return (c.codingPath.isEmpty ? "not valid JSON" : "a value that is not allowed") + at(c.codingPath)
+    case .keyNotFound(let key, let c)?: return "no \"\(key.stringValue)\"" + at(c.codingPath)
+    case .typeMismatch(_, let c)?, .valueNotFound(_, let c)?: return "a value of the wrong type" + at(c.codingPath)
+    default: return "not readable"
     }
 }
 

@@ -25,7 +25,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("IntakeQ API base URL.", valueName: "URL")) var baseURL = "https://intakeq.com/api/v1"
     @Option(help: ArgumentHelp("Run the automated_daily sync at this local time every day.", valueName: "HH:MM")) var dailyAt: String?
     @Option(help: ArgumentHelp("The practice's time zone for --daily-at (default: the roster's \"timezone\", else UTC).", valueName: "TZ")) var timezone: String?
-    @Option(help: ArgumentHelp("The API tokens file (default: STORE/state/api-tokens.json when it exists).", valueName: "FILE")) var tokens: String?
+    @Option(help: ArgumentHelp("The API tokens file (default: STORE/state/api-tokens.json, read once it exists).", valueName: "FILE")) var tokens: String?
     @Option(help: ArgumentHelp("A file holding the webhook URL's secret (at least 32 characters).", valueName: "FILE")) var webhookSecretFile: String?
     @Option(parsing: .unconditional, help: "Client-side limit per minute (IntakeQ's base plan allows 10).") var requestsPerMinute = 10
     @Option(parsing: .unconditional, help: "API calls allowed in any 24 hours, counted across runs and processes (base plan: 500).") var dailyBudget = 500
@@ -70,7 +70,9 @@ struct ServeCommand: AsyncParsableCommand {
             config.timeZone = timezone.flatMap(TimeZone.init(identifier:))
                 ?? rosterValue.timezone.flatMap(TimeZone.init(identifier:)) ?? TimeZone(identifier: "UTC")!
             let defaultTokens = storeOptions.path + "/state/api-tokens.json"
-            config.tokensPath = tokens ?? (FileManager.default.fileExists(atPath: defaultTokens) ? defaultTokens : nil)
+            // The store's file is watched even before `syncledger token new` creates it.
+            config.tokensPath = tokens ?? defaultTokens
+            config.tokensFileOptional = tokens == nil
             if let file = webhookSecretFile {
                 guard let data = FileManager.default.contents(atPath: file) else {
                     throw CLIFailure(message: "cannot read --webhook-secret-file \(file)")
