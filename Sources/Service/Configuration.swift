@@ -25,6 +25,10 @@ public struct ServeConfiguration: Sendable {
     public var timeoutSeconds = 30.0
     /// Webhook ids wait this long after the first arrives, so a burst becomes one run.
     public var webhookBatchDelay = 0.2
+    /// After a webhook run that looked up none of its ids, the next waits this long, doubled
+    /// for each such run in a row, up to `webhookRetryMaxSeconds`.
+    public var webhookRetrySeconds = 5.0
+    public var webhookRetryMaxSeconds = 900.0
     /// At most this many ids per webhook run.
     public var maxIdsPerRun = 100
     public var logger: Logger = Logger(label: "syncledger.serve")

@@ -89,6 +89,11 @@ final class Coordinator: Sendable {
         var running: String?
         var stopping = false
         var budgetBlockedUntil = 0.0
+        /// Webhook runs in a row that looked up none of their ids (IntakeQ down, a wrong API
+        /// key): each doubles the wait before the next (`webhookRetryDelay`).
+        var webhookFailures = 0
+        /// The last back-offs: when each was decided and until when it holds (epoch seconds).
+        var webhookBackOffs: [(at: Double, until: Double)] = []
         var webhookRunning = false
         var counters = WebhookCounters()
         var lastWebhookRun: (id: String, status: String, processed: Int)?
@@ -253,6 +258,12 @@ final class Coordinator: Sendable {
             record.outcome = outcome
             record.status = outcome.status
             record.error = outcome.status == "completed" ? nil : outcome.errorMessage
+            if outcome.status == "completed" {
+                // IntakeQ answers again: waiting webhook ids need not wait out a back-off.
+                state.withLockedValue { s in
+                    if s.webhookFailures > 0 { (s.webhookFailures, s.budgetBlockedUntil) = (0, 0) }
+                }
+            }
             logger.info("run finished", metadata: runMetadata(outcome))
             noteDamage(outcome, readFrom: readFrom)
         } catch {
@@ -294,27 +305,69 @@ final class Coordinator: Sendable {
             try await withTaskExecutorPreference(executor) { try self.inbox.markDone(processed) }
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
-            if processed.count < ids.count { await blockOnBudget() }
+            if processed.count == ids.count {
+                state.withLockedValue { $0.webhookFailures = 0 }
+            } else if await budget().remaining == 0 {
+                // The budget ran out during the run: the rest wait for it.
+                _ = await blockOnBudget()
+            } else {
+                // IntakeQ did not answer some (or all) of them: back off, whatever the others
+                // did, or an id it keeps failing would be asked again (with its retries) after
+                // every successful run.
+                await backOff(at: 0)
+            }
             noteDamage(outcome, readFrom: readFrom)
             afterRun.withLockedValue { $0 }?(outcome)
         } catch let e as SyncSessionError where e.code == .budgetExhausted {
             logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
-            await blockOnBudget()
+            _ = await blockOnBudget()
         } catch {
             noteDamage(error, readFrom: readFrom)
             logger.error("webhook run failed", metadata: ["error": "\(error)"])
-            state.withLockedValue { $0.budgetBlockedUntil = Date().timeIntervalSince1970 + 5 }
+            await backOff(at: Date().timeIntervalSince1970)
         }
     }
 
+    /// The wait before the next webhook run after `failures` runs in a row left ids IntakeQ did
+    /// not answer: `webhookRetrySeconds`, doubled each time, at most `webhookRetryMaxSeconds`.
+    /// (A fixed 5 s made a failed run, with its events and API calls, every few seconds for as
+    /// long as IntakeQ was down, and spent the day's budget the nightly run needs.)
+    static func webhookRetryDelay(failures: Int, base: Double, max: Double) -> Double {
+        guard failures > 0 else { return 0 }
+        return Swift.min(max, base * pow(2, Double(Swift.min(failures - 1, 40))))
+    }
+
+    /// Webhook runs in a row that left ids IntakeQ did not answer, and the last back-offs.
+    var webhookRetry: (failures: Int, backOffs: [(at: Double, until: Double)]) {
+        state.withLockedValue { ($0.webhookFailures, $0.webhookBackOffs) }
+    }
+
+    /// Counts a webhook run that left ids IntakeQ did not answer, and waits the longer of the back-off and
+    /// `until` (the budget's wait) before the next.
+    private func backOff(at until: Double) async {
+        let now = Date().timeIntervalSince1970
+        let (failures, wait) = state.withLockedValue { s -> (Int, Double) in
+            s.webhookFailures += 1
+            let delay = Self.webhookRetryDelay(failures: s.webhookFailures, base: config.webhookRetrySeconds,
+                                               max: config.webhookRetryMaxSeconds)
+            s.budgetBlockedUntil = Swift.max(until, now + delay)
+            s.webhookBackOffs = Array((s.webhookBackOffs + [(now, s.budgetBlockedUntil)]).suffix(16))
+            return (s.webhookFailures, s.budgetBlockedUntil - now)
+        }
+        logger.warning("webhook ids wait: IntakeQ did not answer the last webhook runs' lookups", metadata: [
+            "failed_runs_in_a_row": "\(failures)", "retry_in_s": "\(Int(wait.rounded()))", "waiting": "\(inbox.depth)"])
+    }
+
     /// Waiting ids are retried when the budget frees a call, or in a minute at the latest (a cron
-    /// run elsewhere may have used it; IntakeQ may have been unreachable).
-    private func blockOnBudget() async {
+    /// run elsewhere may have used it; IntakeQ may have been unreachable). Returns when.
+    @discardableResult
+    private func blockOnBudget() async -> Double {
         let (remaining, resets) = await budget()
         let now = Date().timeIntervalSince1970
         var until = now + 60
         if remaining > 0 { until = now + 5 } else if let r = resets { until = min(until, max(now + 1, r.timeIntervalSince1970)) }
         state.withLockedValue { $0.budgetBlockedUntil = until }
+        return until
     }
 
     /// Calls left today and when the next frees, from the call record in `STORE/state/`.

@@ -225,6 +225,44 @@ import TestSupport
         await rig.stop()
     }
 
+    /// While IntakeQ fails a waiting id's lookup, each webhook run that leaves it doubles the wait
+    /// before the next (was: a failed run every 5 s, each with its events and API calls, until
+    /// the day's budget was gone); once IntakeQ answers, the id is looked up and the wait resets.
+    @Test func failedWebhookRunsBackOff() async throws {
+        #expect(Coordinator.webhookRetryDelay(failures: 0, base: 5, max: 900) == 0)
+        #expect((1...10).map { Coordinator.webhookRetryDelay(failures: $0, base: 5, max: 900) }
+                == [5, 10, 20, 40, 80, 160, 320, 640, 900, 900])
+        #expect(Coordinator.webhookRetryDelay(failures: 10_000, base: 5, max: 900) == 900)
+        let rig = try await ServerRig.start { config in
+            config.webhookRetrySeconds = 0.4
+            config.webhookRetryMaxSeconds = 60
+            config.maxRetries = 0
+        }
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        let appt = Fixtures.rosterAppointments(day: 1)[0]
+        let id = try #require(appt["Id"]?.stringValue)
+        rig.fake.inject(.status(500, retryAfter: nil), path: "/appointments/" + id, times: 1_000)
+        #expect(try await http(.POST, rig.webhookURL, body: webhookBody("AppointmentUpdated", appt)).status == 200)
+        let coordinator = rig.server.coordinator
+        // Another id arrives during the first wait: the next run looks it up and still backs off
+        // for the one IntakeQ fails.
+        #expect(await rig.eventually(timeout: 30) { coordinator.webhookRetry.failures >= 1 })
+        let other = Fixtures.rosterAppointments(day: 1)[1]
+        #expect(try await http(.POST, rig.webhookURL, body: webhookBody("AppointmentUpdated", other)).status == 200)
+        #expect(await rig.eventually(timeout: 30) { coordinator.webhookRetry.failures >= 3 })
+        let otherId = try #require(other["Id"]?.stringValue)
+        #expect(await rig.eventually(timeout: 15) { rig.lookups(otherId) == 1 })
+        let backOffs = Array(coordinator.webhookRetry.backOffs.prefix(3))
+        // Each wait twice the one before; each next run started only once the wait was over.
+        #expect(backOffs.map { (($0.until - $0.at) * 1000).rounded() } == [400, 800, 1600], "\(backOffs)")
+        for (x, y) in zip(backOffs, backOffs.dropFirst()) { #expect(y.at >= x.until, "\(backOffs)") }
+        #expect(try await rig.inboxDepth() == 1)
+        rig.fake.clearFaults()
+        #expect(await rig.eventually(timeout: 15) { try await rig.inboxDepth() == 0 })
+        #expect(coordinator.webhookRetry.failures == 0)
+        await rig.stop()
+    }
+
     @Test func aBurstBeyondTheBudgetWaitsInTheInbox() async throws {
         let rig = try await ServerRig.start(state: Fixtures.synthetic(200), dailyBudget: 100)
         let appts = Fixtures.synthetic(200).appointments.map { try! FastJSON.parse($0) }
