@@ -97,7 +97,8 @@ public enum ISOTime {
                     i += 1
                     guard let oh = num(2) else { return nil }
                     _ = expect(58)
-                    guard let om = num(2) else { return nil }
+                    // A UTC offset is at most 14 hours (UTC+14:00, Kiribati), in whole minutes.
+                    guard let om = num(2), om < 60, oh * 60 + om <= 14 * 60 else { return nil }
                     offset = sign * (oh * 60 + om)
                 } else {
                     return nil
