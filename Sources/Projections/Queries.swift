@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 import GRDB
 import JSONCore
@@ -14,6 +15,21 @@ public struct ViewRow: Sendable, Hashable {
     }
     public var json: JSONValue {
         .object(Dictionary(uniqueKeysWithValues: zip(columns, values)))
+    }
+
+    /// `start_local` / `end_local` (ISO 8601 with the zone's offset) after `start_at` / `end_at`:
+    /// what the CLI's `--json` and the read API show a practice.
+    public func localized(in zone: ZoneRules) -> ViewRow {
+        var r = ViewRow(columns: [], values: [])
+        for (c, v) in zip(columns, values) {
+            r.columns.append(c)
+            r.values.append(v)
+            if c == "start_at" || c == "end_at" {
+                r.columns.append(c == "start_at" ? "start_local" : "end_local")
+                r.values.append(v.stringValue.flatMap(ISOTime.parse).map { .string(LocalFormat.iso($0, zone)) } ?? .null)
+            }
+        }
+        return r
     }
 }
 

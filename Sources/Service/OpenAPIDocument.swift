@@ -466,7 +466,7 @@ components:
     from:
       name: from
       in: query
-      description: Starting at or after this time (ISO 8601 date or date-time, for example 2026-11-26 or 2026-11-26T09:00:00Z).
+      description: Starting at or after this time. A date is the start of that day in the practice's time zone (as the CLI's --from); a date-time with Z or an offset is that instant, and one without (2026-11-26T09:00) is the practice's local time. For example 2026-11-26, 2026-11-26T09:00 or 2026-11-26T16:00:00Z.
       schema:
         anyOf:
           - {type: string, format: date}
@@ -474,7 +474,7 @@ components:
     to:
       name: to
       in: query
-      description: Starting at or before this time (a date means the end of that day, UTC).
+      description: Starting at or before this time. A date is the end of that day in the practice's time zone (2026-11-30 includes a Denver appointment at 19:00 MST that day); date-times as for from.
       schema:
         anyOf:
           - {type: string, format: date}
@@ -545,7 +545,7 @@ components:
       additionalProperties: false
       required: [appointment_id, organization_id, patient_id, intakeq_client_id, client_name,
         practitioner_id, practitioner_name, provider_id, service_name, status, intakeq_status,
-        start_at, end_at, duration_minutes, location_id, location_name, place_of_service,
+        start_at, start_local, end_at, end_local, duration_minutes, location_id, location_name, place_of_service,
         visit_type, meeting_url, removed, first_seen_at, last_changed_at, last_synced_at, version,
         last_seq]
       properties:
@@ -561,7 +561,9 @@ components:
         status: {type: string}
         intakeq_status: {$ref: "#/components/schemas/NullableString"}
         start_at: {type: [string, "null"], description: "UTC ISO 8601 with milliseconds."}
+        start_local: {type: [string, "null"], description: "start_at in the practice's time zone, ISO 8601 with its offset (2026-11-30T19:00:00.000-07:00)."}
         end_at: {type: [string, "null"], description: "UTC ISO 8601 with milliseconds."}
+        end_local: {type: [string, "null"], description: "end_at in the practice's time zone, ISO 8601 with its offset."}
         duration_minutes: {type: [integer, "null"]}
         location_id: {$ref: "#/components/schemas/NullableString"}
         location_name: {$ref: "#/components/schemas/NullableString"}

@@ -290,14 +290,17 @@ struct ServiceResponder: HTTPResponder {
     func filter(_ q: QueryParameters, extra: Set<String>) throws -> AppointmentFilter {
         try q.allow(Set(["org", "patient", "from", "to", "include_removed"]).union(extra))
         var f = AppointmentFilter(organizationId: q["org"], patientId: q["patient"])
-        if let from = q["from"] {
-            guard let ms = ISOTime.parse(from) else { throw Reply.error(400, "from: '\(from)' is not an ISO 8601 time (for example 2026-11-26 or 2026-11-26T09:00:00Z)") }
-            f.from = ISOTime.format(millis: ms)
+        // As the CLI's --from and --to: a day or a time without an offset is the practice's
+        // (a Denver evening is on its Denver day); a time with Z or an offset is that instant.
+        let zone = server.zone
+        func bound(_ name: String, example: String, _ pick: (TimeInput) -> Int64) throws -> String? {
+            guard let text = q[name] else { return nil }
+            do { return ISOTime.format(millis: pick(try TimeInput.parse(text))) } catch let e as LocalTimeError {
+                throw Reply.error(400, "\(name): \(e.message) (for example \(example))")
+            }
         }
-        if let to = q["to"] {
-            guard let ms = ISOTime.parse(to) else { throw Reply.error(400, "to: '\(to)' is not an ISO 8601 time (for example 2026-11-30 or 2026-11-30T18:00:00Z)") }
-            f.to = ISOTime.format(millis: to.count == 10 ? ms + 86_400_000 - 1 : ms)
-        }
+        f.from = try bound("from", example: "2026-11-26, 2026-11-26T09:00 or 2026-11-26T16:00:00Z") { $0.start(in: zone) }
+        f.to = try bound("to", example: "2026-11-30, 2026-11-30T18:00 or 2026-12-01T01:00:00Z") { $0.end(in: zone) }
         if let from = f.from, let to = f.to, from > to { throw Reply.error(400, "from: it is after to") }
         f.hideRemoved = !(try q.bool("include_removed") ?? false)
         if let o = f.organizationId, server.config.roster.organization(o) == nil {
@@ -320,6 +323,7 @@ struct ServiceResponder: HTTPResponder {
             if let p = f.patientId, let po = roster.patient(p), !caller.organizations.contains(po.1.id) { return .ok(.array([])) }
         }
         let views = server.views
+        let zone = server.zone
         let orgs = caller.isAdmin ? nil : caller.organizations
         let rows = try await server.blocking { () -> [JSONValue] in
             var rows = try views.readSync { try query($0, f) }
@@ -327,7 +331,7 @@ struct ServiceResponder: HTTPResponder {
                 let allowed = try views.appointmentIds(inOrganizations: orgs)
                 rows = rows.filter { r in r["appointment_id"]?.stringValue.map(allowed.contains) ?? false }
             }
-            return rows.map(\.json)
+            return rows.map { $0.localized(in: zone).json }
         }
         return .ok(.array(rows))
     }
@@ -348,7 +352,7 @@ struct ServiceResponder: HTTPResponder {
         let views = server.views
         let rows = try await server.blocking { try views.readSync { try Views.appointments($0, AppointmentFilter(appointmentId: id)) } }
         guard let row = rows.first else { throw Reply.error(404, "no appointment \(id)") }
-        return .ok(row.json)
+        return .ok(row.localized(in: server.zone).json)
     }
 
     func history(_ caller: Caller, id: String) async throws -> Reply {

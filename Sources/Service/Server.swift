@@ -25,6 +25,8 @@ public final class SyncLedgerServer: Sendable {
     let viewsHandle: ViewsHandle
     var views: ProjectionStore { viewsHandle.current }
     let store: Store
+    /// The practice's zone (`--timezone`, else the roster's): the API's days and `*_local` times.
+    let zone: ZoneRules
     let admin: AdminSite
     let ready = NIOLockedValueBox(false)
     let lastCatchUp = NIOLockedValueBox(0.0)
@@ -46,6 +48,7 @@ public final class SyncLedgerServer: Sendable {
         // As every other command: a log that lost acknowledged events is refused (one line),
         // rather than served as if all were well while every run fails.
         try Trust.requireNoLoss(store)
+        do { zone = try PracticeZone.load(config.timeZone.identifier) } catch let e as LocalTimeError { throw ServeError(e.message) }
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
         let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, logger: config.logger) }

@@ -87,20 +87,7 @@ struct ReadContext {
     }
 
     /// JSON: `start_local` / `end_local` (ISO 8601 with the zone's offset) after `start_at` / `end_at`.
-    func localized(_ row: ViewRow) -> ViewRow {
-        var r = row
-        r.columns = []
-        r.values = []
-        for (c, v) in zip(row.columns, row.values) {
-            r.columns.append(c)
-            r.values.append(v)
-            if c == "start_at" || c == "end_at" {
-                r.columns.append(c == "start_at" ? "start_local" : "end_local")
-                r.values.append(millis(v).map { .string(LocalFormat.iso($0, zone)) } ?? .null)
-            }
-        }
-        return r
-    }
+    func localized(_ row: ViewRow) -> ViewRow { row.localized(in: zone) }
 
     /// Tables: `start` (local time with the zone's abbreviation) and `patient` (the roster name,
     /// else the id; `(forgotten)` for a forgotten patient's appointment) added to a row.

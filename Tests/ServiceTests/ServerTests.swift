@@ -375,6 +375,36 @@ import TestSupport
         }
     }
 
+    /// As the CLI: a day in from/to is the practice's day (a Denver evening is on its Denver day,
+    /// not the next UTC one), rows carry start_local/end_local, and an offset that is no UTC
+    /// offset is a 400 naming it.
+    @Test func theAPIsDaysAreThePracticesDays() async throws {
+        let rig = try await ServerRig.start { $0.timeZone = TimeZone(identifier: "America/Denver")! }
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        let rows = try await rig.admin("/api/v1/appointments?from=2026-11-30&to=2026-11-30").array
+        #expect(!rows.isEmpty)
+        for r in rows {
+            let local = r["start_local"]?.stringValue ?? ""
+            #expect(local.hasPrefix("2026-11-30T") && local.hasSuffix("-07:00"), "\(r)")
+            #expect(r["end_local"] != nil)
+        }
+        let evening = try #require(rows.first { $0["start_at"]?.stringValue?.hasPrefix("2026-12-01T") == true },
+                                   "an evening appointment in Denver on Nov 30 (Dec 1 in UTC)")
+        // The next UTC-day query does not list it; its own row says the same local time.
+        let id = try #require(evening["appointment_id"]?.stringValue)
+        let next = try await rig.admin("/api/v1/appointments?from=2026-12-01&to=2026-12-01").array
+        #expect(!next.contains { $0["appointment_id"]?.stringValue == id })
+        #expect(try await rig.admin("/api/v1/appointments/" + id)["start_local"] == evening["start_local"])
+        // A local time without an offset is Denver's; with one it is that instant.
+        let local = try await rig.admin("/api/v1/appointments?from=2026-11-30T17:00&to=2026-11-30T23:59").array
+        #expect(local.contains { $0["appointment_id"]?.stringValue == id })
+        let instant = try await rig.admin("/api/v1/appointments?from=2026-12-01T00:00:00Z&to=2026-12-01T06:59:59Z").array
+        #expect(instant.contains { $0["appointment_id"]?.stringValue == id })
+        let bad = try await rig.admin("/api/v1/appointments?from=2026-12-01T10:00%2B99:99")
+        #expect(bad.status == 400 && bad.text.contains("from:") && bad.text.contains("not a UTC offset"), "\(bad.text)")
+        await rig.stop()
+    }
+
     @Test func theDailyScheduleFollowsThePracticeZone() {
         let denver = TimeZone(identifier: "America/Denver")!
         // 2026-11-21 09:00 UTC is 02:00 in Denver (MST, UTC-7): 03:00 local is 10:00 UTC.
