@@ -17,6 +17,12 @@ public struct HistoryEntry: Sendable {
     /// (`view.start_at`, `view.meeting_url`, …) that differ from the previous version.
     public var changes: [FieldChange]
 
+    public init(seq: UInt64, at: String, run: String?, syncType: String?, type: String, lastModified: String?,
+                changes: [FieldChange]) {
+        (self.seq, self.at, self.run, self.syncType, self.type) = (seq, at, run, syncType, type)
+        (self.lastModified, self.changes) = (lastModified, changes)
+    }
+
     public var json: JSONValue {
         .object([
             "seq": .number(Double(seq)), "at": .string(at), "run": run.map(JSONValue.string) ?? .null,

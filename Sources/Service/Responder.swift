@@ -331,7 +331,7 @@ struct ServiceResponder: HTTPResponder {
                 let allowed = try views.appointmentIds(inOrganizations: orgs)
                 rows = rows.filter { r in r["appointment_id"]?.stringValue.map(allowed.contains) ?? false }
             }
-            return rows.map { $0.localized(in: zone).json }
+            return rows.map { Self.scoped($0, to: orgs).localized(in: zone).json }
         }
         return .ok(.array(rows))
     }
@@ -352,22 +352,60 @@ struct ServiceResponder: HTTPResponder {
         let views = server.views
         let rows = try await server.blocking { try views.readSync { try Views.appointments($0, AppointmentFilter(appointmentId: id)) } }
         guard let row = rows.first else { throw Reply.error(404, "no appointment \(id)") }
-        return .ok(row.localized(in: server.zone).json)
+        return .ok(Self.scoped(row, to: caller.isAdmin ? nil : caller.organizations).localized(in: server.zone).json)
     }
 
     func history(_ caller: Caller, id: String) async throws -> Reply {
         guard try await mayRead(caller, appointment: id) else { throw Reply.error(404, "no appointment \(id)") }
         let views = server.views
         let store = server.store
+        let orgs = caller.isAdmin ? nil : caller.organizations
         let entries = try await server.blocking { () -> [JSONValue] in
             let reader = try LedgerReader(store: store)
-            return try History.of(id, reader: reader, views: views).map(\.json)
+            let entries = try History.of(id, reader: reader, views: views)
+            guard orgs != nil else { return entries.map(\.json) }
+            let primaryOrg = try views.readSync { try Views.appointments($0, AppointmentFilter(appointmentId: id)) }
+                .first?["organization_id"]?.stringValue
+            return Self.scoped(entries, primaryOrg: primaryOrg, to: orgs).map(\.json)
         }
         guard !entries.isEmpty else { throw Reply.error(404, "no appointment \(id)") }
         return .ok(.array(entries))
     }
 
     static let syncTypes: Set<String> = ["automated_daily", "manual_org_bulk", "manual_patient", "webhook"]
+
+    /// What names or describes an appointment's primary client: IntakeQ's fields (the `client`
+    /// and `appointment` parts docs/FORMAT.md seals) and the view's.
+    static let clientFields: Set<String> = [
+        "ClientId", "ClientName", "ClientEmail", "ClientPhone", "ClientDateOfBirth", "ClientNote", "ExternalClientId",
+        "IntakeId", "CreatedBy", "PractitionerNote", "CustomFields", "CancellationReasonNote", "FullCancellationReason",
+        "view.patient_id", "view.client_name", "view.intakeq_client_id",
+    ]
+
+    /// A history as a reader may see it: the clients' fields only of an appointment whose primary
+    /// is theirs, and never the additional clients (a group may hold other organisations' patients).
+    static func scoped(_ entries: [HistoryEntry], primaryOrg: String?, to orgs: Set<String>?) -> [HistoryEntry] {
+        guard let orgs else { return entries }
+        let theirs = primaryOrg.map(orgs.contains) ?? false
+        return entries.map { entry in
+            var e = entry
+            e.changes.removeAll { c in
+                let root = c.field.hasPrefix("view.") ? c.field : String(c.field.prefix { $0 != "." })
+                return root == "AdditionalClients" || (!theirs && clientFields.contains(root))
+            }
+            return e
+        }
+    }
+
+    /// A row as a reader may see it: an appointment of theirs whose primary client is another
+    /// organisation's (a group with one of their patients in it) shows no primary patient.
+    /// `orgs`: the reader's organizations; nil for an admin.
+    static func scoped(_ row: ViewRow, to orgs: Set<String>?) -> ViewRow {
+        guard let orgs, !(row["organization_id"]?.stringValue.map(orgs.contains) ?? false) else { return row }
+        var r = row
+        for c in ["patient_id", "client_name", "intakeq_client_id"] where r[c] != nil { r[c] = .null }
+        return r
+    }
 
     func syncLogs(_ q: QueryParameters) async throws -> Reply {
         try q.allow(["limit", "type"])

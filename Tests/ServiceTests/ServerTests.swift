@@ -5,6 +5,7 @@ import Foundation
 import JSONCore
 import Ledger
 import NIOHTTP1
+import Projections
 @testable import Service
 import Testing
 import TestSupport
@@ -403,6 +404,47 @@ import TestSupport
         let bad = try await rig.admin("/api/v1/appointments?from=2026-12-01T10:00%2B99:99")
         #expect(bad.status == 400 && bad.text.contains("from:") && bad.text.contains("not a UTC offset"), "\(bad.text)")
         await rig.stop()
+    }
+
+    /// A group appointment of one organisation's patient with another's as its primary: a reader
+    /// of the first sees the appointment, but not the other organisation's patient (their id and
+    /// name in the row, their fields in the history), nor the group's other clients.
+    @Test func aReaderSeesNoOtherOrganisationsPatientInAGroup() async throws {
+        let rig = try await ServerRig.start()
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        let group = "6a3f000010fa33302d1cf730"
+        let full = try await rig.admin("/api/v1/appointments/" + group)
+        #expect(full["organization_id"]?.stringValue == "hwc" && full["patient_id"]?.stringValue == "p-021", "\(full.text)")
+        let fullHistory = try await rig.admin("/api/v1/appointments/\(group)/history").array
+
+        let (token, t) = TokenFile.newToken(name: "rrc-dashboard", role: .reader, organizations: ["rrc"])
+        var file = try TokenFile.load(path: rig.tokens.path)
+        file.tokens.append(t)
+        try file.save(path: rig.tokens.path)
+        #expect(await rig.eventually(timeout: 10) { try await rig.get("/api/v1/appointments/" + group, token: token).status == 200 })
+        let seen = try await rig.get("/api/v1/appointments/" + group, token: token)
+        #expect(seen["organization_id"]?.stringValue == "hwc" && seen["start_at"] == full["start_at"])
+        for key in ["patient_id", "client_name", "intakeq_client_id"] { #expect(seen[key] == .null, "\(key): \(seen.text)") }
+        let listed = try await rig.get("/api/v1/appointments?org=rrc", token: token).array
+        let row = try #require(listed.first { $0["appointment_id"]?.stringValue == group })
+        #expect(row["patient_id"] == .null && row["client_name"] == .null)
+        #expect(listed.contains { $0["patient_id"]?.stringValue != nil }, "their own patients' rows keep them")
+        #expect(try await rig.get("/api/v1/appointments/\(group)/history", token: token).array.count == fullHistory.count)
+        await rig.stop()
+
+        // Its history: another organisation's primary's fields and the additional clients go.
+        let entry = HistoryEntry(seq: 7, at: "2026-11-20T10:00:00.000Z", run: nil, syncType: nil, type: "appointment.changed",
+                                 lastModified: nil, changes: ["ClientName", "ClientNote", "CustomFields.Goal", "AdditionalClients",
+                                                              "StartDate", "TelehealthInfo.JoinUrl", "view.start_at", "view.status"]
+                                     .map { FieldChange(field: $0, from: .null, to: .string("x")) })
+        func kept(_ primaryOrg: String?, _ orgs: Set<String>?) -> [String] {
+            ServiceResponder.scoped([entry], primaryOrg: primaryOrg, to: orgs).flatMap { $0.changes.map(\.field) }
+        }
+        let session = ["StartDate", "TelehealthInfo.JoinUrl", "view.start_at", "view.status"]
+        #expect(kept("hwc", ["rrc"]) == session)
+        #expect(kept(nil, ["rrc"]) == session)
+        #expect(kept("rrc", ["rrc"]) == entry.changes.map(\.field).filter { $0 != "AdditionalClients" })
+        #expect(kept("hwc", nil) == entry.changes.map(\.field))
     }
 
     @Test func theDailyScheduleFollowsThePracticeZone() {
