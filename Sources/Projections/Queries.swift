@@ -9,6 +9,10 @@ import Ledger
 public struct ViewRow: Sendable, Hashable {
     public var columns: [String]
     public var values: [JSONValue]
+    public init(columns: [String], values: [JSONValue]) {
+        self.columns = columns
+        self.values = values
+    }
     public subscript(_ column: String) -> JSONValue? {
         get { columns.firstIndex(of: column).map { values[$0] } }
         set { if let i = columns.firstIndex(of: column) { values[i] = newValue ?? .null } }

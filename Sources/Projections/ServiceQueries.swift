@@ -18,12 +18,14 @@ extension ProjectionStore {
         }
     }
 
-    /// The appointments of any of these organizations.
-    public func appointmentIds(inOrganizations orgs: Set<String>) throws -> Set<String> {
+    /// The appointments of any of these organizations (`primaryOnly`: whose primary client,
+    /// IntakeQ's `ClientId`, is a patient of one of them).
+    public func appointmentIds(inOrganizations orgs: Set<String>, primaryOnly: Bool = false) throws -> Set<String> {
         guard !orgs.isEmpty else { return [] }
         return try readSync { db in
             let marks = Array(repeating: "?", count: orgs.count).joined(separator: ", ")
-            return Set(try String.fetchAll(db, sql: "SELECT DISTINCT appointment_id FROM appointment_patients WHERE organization_id IN (\(marks))", arguments: StatementArguments(Array(orgs))))
+            let role = primaryOnly ? " AND role = 'primary'" : ""
+            return Set(try String.fetchAll(db, sql: "SELECT DISTINCT appointment_id FROM appointment_patients WHERE organization_id IN (\(marks))\(role)", arguments: StatementArguments(Array(orgs))))
         }
     }
 }

@@ -185,7 +185,7 @@ paths:
     get:
       operationId: listUpcoming
       tags: [read]
-      summary: Appointments starting from now to `days` ahead, removed ones left out (as `syncledger upcoming --json`).
+      summary: Appointments starting from now to the end of the practice's day `days` days ahead, cancelled and removed ones left out (the appointments `syncledger upcoming` lists; the rows are appointment rows).
       parameters:
         - name: days
           in: query

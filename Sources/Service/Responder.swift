@@ -293,14 +293,15 @@ struct ServiceResponder: HTTPResponder {
         // As the CLI's --from and --to: a day or a time without an offset is the practice's
         // (a Denver evening is on its Denver day); a time with Z or an offset is that instant.
         let zone = server.zone
-        func bound(_ name: String, example: String, _ pick: (TimeInput) -> Int64) throws -> String? {
+        func bound(_ name: String, _ pick: (TimeInput) -> Int64) throws -> String? {
             guard let text = q[name] else { return nil }
-            do { return ISOTime.format(millis: pick(try TimeInput.parse(text))) } catch let e as LocalTimeError {
-                throw Reply.error(400, "\(name): \(e.message) (for example \(example))")
+            // Clamped to what four-digit years write (the end of 9999-12-31 in Denver is in 10000).
+            do { return ISOTime.format(millis: min(pick(try TimeInput.parse(text)), 253_402_300_799_999)) } catch let e as LocalTimeError {
+                throw Reply.error(400, "\(name): \(e.message)")
             }
         }
-        f.from = try bound("from", example: "2026-11-26, 2026-11-26T09:00 or 2026-11-26T16:00:00Z") { $0.start(in: zone) }
-        f.to = try bound("to", example: "2026-11-30, 2026-11-30T18:00 or 2026-12-01T01:00:00Z") { $0.end(in: zone) }
+        f.from = try bound("from") { $0.start(in: zone) }
+        f.to = try bound("to") { $0.end(in: zone) }
         if let from = f.from, let to = f.to, from > to { throw Reply.error(400, "from: it is after to") }
         f.hideRemoved = !(try q.bool("include_removed") ?? false)
         if let o = f.organizationId, server.config.roster.organization(o) == nil {
@@ -327,11 +328,14 @@ struct ServiceResponder: HTTPResponder {
         let orgs = caller.isAdmin ? nil : caller.organizations
         let rows = try await server.blocking { () -> [JSONValue] in
             var rows = try views.readSync { try query($0, f) }
-            if let orgs {
-                let allowed = try views.appointmentIds(inOrganizations: orgs)
-                rows = rows.filter { r in r["appointment_id"]?.stringValue.map(allowed.contains) ?? false }
+            guard let orgs else { return rows.map { $0.localized(in: zone).json } }
+            let allowed = try views.appointmentIds(inOrganizations: orgs)
+            let primaries = try views.appointmentIds(inOrganizations: orgs, primaryOnly: true)
+            rows = rows.filter { r in r["appointment_id"]?.stringValue.map(allowed.contains) ?? false }
+            return rows.map { r in
+                Self.scoped(r, to: orgs, primaryIsTheirs: r["appointment_id"]?.stringValue.map(primaries.contains) ?? false)
+                    .localized(in: zone).json
             }
-            return rows.map { Self.scoped($0, to: orgs).localized(in: zone).json }
         }
         return .ok(.array(rows))
     }
@@ -340,11 +344,16 @@ struct ServiceResponder: HTTPResponder {
         try q.allow(["days", "org", "patient"])
         let days = try q.int("days", in: 1...366) ?? 7
         var f = try filter(q.without("days"), extra: [])
+        // As the CLI's upcoming: from now to the end of the practice's day `days` days ahead,
+        // cancelled and removed appointments left out.
         let now = ISOTime.nowMillis()
+        let today = server.zone.local(atUTCMillis: now).date
         f.from = ISOTime.format(millis: now)
-        f.to = ISOTime.format(millis: now + Int64(days) * 86_400_000)
+        f.to = ISOTime.format(millis: server.zone.endOfDay(CivilDate(daysSinceEpoch: today.daysSinceEpoch + Int64(days))))
         f.hideRemoved = true
-        return try await list(caller, q, allowExtra: ["days"], filter: f) { try Views.appointments($0, $1) }
+        return try await list(caller, q, allowExtra: ["days"], filter: f) { db, f in
+            try Views.appointments(db, f).filter { $0["status"]?.stringValue != "cancelled" }
+        }
     }
 
     func appointment(_ caller: Caller, id: String) async throws -> Reply {
@@ -352,7 +361,9 @@ struct ServiceResponder: HTTPResponder {
         let views = server.views
         let rows = try await server.blocking { try views.readSync { try Views.appointments($0, AppointmentFilter(appointmentId: id)) } }
         guard let row = rows.first else { throw Reply.error(404, "no appointment \(id)") }
-        return .ok(Self.scoped(row, to: caller.isAdmin ? nil : caller.organizations).localized(in: server.zone).json)
+        guard !caller.isAdmin else { return .ok(row.localized(in: server.zone).json) }
+        let primaries = try await server.blocking { try views.appointmentIds(inOrganizations: caller.organizations, primaryOnly: true) }
+        return .ok(Self.scoped(row, to: caller.organizations, primaryIsTheirs: primaries.contains(id)).localized(in: server.zone).json)
     }
 
     func history(_ caller: Caller, id: String) async throws -> Reply {
@@ -362,11 +373,7 @@ struct ServiceResponder: HTTPResponder {
         let orgs = caller.isAdmin ? nil : caller.organizations
         let entries = try await server.blocking { () -> [JSONValue] in
             let reader = try LedgerReader(store: store)
-            let entries = try History.of(id, reader: reader, views: views)
-            guard orgs != nil else { return entries.map(\.json) }
-            let primaryOrg = try views.readSync { try Views.appointments($0, AppointmentFilter(appointmentId: id)) }
-                .first?["organization_id"]?.stringValue
-            return Self.scoped(entries, primaryOrg: primaryOrg, to: orgs).map(\.json)
+            return Self.scoped(try History.of(id, reader: reader, views: views), forReader: orgs != nil).map(\.json)
         }
         guard !entries.isEmpty else { throw Reply.error(404, "no appointment \(id)") }
         return .ok(.array(entries))
@@ -375,35 +382,40 @@ struct ServiceResponder: HTTPResponder {
     static let syncTypes: Set<String> = ["automated_daily", "manual_org_bulk", "manual_patient", "webhook"]
 
     /// What names or describes an appointment's primary client: IntakeQ's fields (the `client`
-    /// and `appointment` parts docs/FORMAT.md seals) and the view's.
+    /// and `appointment` parts docs/FORMAT.md seals), and the client's billing and answers.
     static let clientFields: Set<String> = [
         "ClientId", "ClientName", "ClientEmail", "ClientPhone", "ClientDateOfBirth", "ClientNote", "ExternalClientId",
         "IntakeId", "CreatedBy", "PractitionerNote", "CustomFields", "CancellationReasonNote", "FullCancellationReason",
-        "view.patient_id", "view.client_name", "view.intakeq_client_id",
+        "BookedByClient", "AttendanceConfirmationResponse", "Procedures", "InvoiceId", "InvoiceNumber", "Price",
+        "AppointmentPackageId", "AppointmentPackageName", "ReminderType",
     ]
 
-    /// A history as a reader may see it: the clients' fields only of an appointment whose primary
-    /// is theirs, and never the additional clients (a group may hold other organisations' patients).
-    static func scoped(_ entries: [HistoryEntry], primaryOrg: String?, to orgs: Set<String>?) -> [HistoryEntry] {
-        guard let orgs else { return entries }
-        let theirs = primaryOrg.map(orgs.contains) ?? false
+    /// A history as a reader may see it: the session's fields, not the clients' (a version's
+    /// primary may have been another organisation's patient, or no roster patient at all, and a
+    /// group's additional clients may be; their names are in the admin's history).
+    static func scoped(_ entries: [HistoryEntry], forReader: Bool) -> [HistoryEntry] {
+        guard forReader else { return entries }
         return entries.map { entry in
             var e = entry
             e.changes.removeAll { c in
-                let root = c.field.hasPrefix("view.") ? c.field : String(c.field.prefix { $0 != "." })
-                return root == "AdditionalClients" || (!theirs && clientFields.contains(root))
+                let root = String(c.field.prefix { $0 != "." })
+                return root == "AdditionalClients" || clientFields.contains(root)
             }
             return e
         }
     }
 
-    /// A row as a reader may see it: an appointment of theirs whose primary client is another
-    /// organisation's (a group with one of their patients in it) shows no primary patient.
-    /// `orgs`: the reader's organizations; nil for an admin.
-    static func scoped(_ row: ViewRow, to orgs: Set<String>?) -> ViewRow {
-        guard let orgs, !(row["organization_id"]?.stringValue.map(orgs.contains) ?? false) else { return row }
+    /// A row as a reader may see it. `client_name` and `intakeq_client_id` are the primary
+    /// client's (IntakeQ's `ClientId`): shown only when that client is one of the reader's
+    /// patients. `patient_id` is the row's patient (the first roster patient of the appointment,
+    /// whose organisation `organization_id` is): shown only when that organisation is theirs.
+    /// (A group appointment of theirs may have another organisation's patient first.)
+    static func scoped(_ row: ViewRow, to orgs: Set<String>, primaryIsTheirs: Bool) -> ViewRow {
         var r = row
-        for c in ["patient_id", "client_name", "intakeq_client_id"] where r[c] != nil { r[c] = .null }
+        if !primaryIsTheirs {
+            for c in ["client_name", "intakeq_client_id"] where r[c] != nil { r[c] = .null }
+        }
+        if !(row["organization_id"]?.stringValue.map(orgs.contains) ?? false), r["patient_id"] != nil { r["patient_id"] = .null }
         return r
     }
 

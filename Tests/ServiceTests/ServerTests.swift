@@ -7,6 +7,7 @@ import Ledger
 import NIOHTTP1
 import Projections
 @testable import Service
+import Sync
 import Testing
 import TestSupport
 
@@ -387,7 +388,7 @@ import TestSupport
         for r in rows {
             let local = r["start_local"]?.stringValue ?? ""
             #expect(local.hasPrefix("2026-11-30T") && local.hasSuffix("-07:00"), "\(r)")
-            #expect(r["end_local"] != nil)
+            #expect(r["end_local"]?.stringValue?.hasSuffix("-07:00") == true, "\(r)")
         }
         let evening = try #require(rows.first { $0["start_at"]?.stringValue?.hasPrefix("2026-12-01T") == true },
                                    "an evening appointment in Denver on Nov 30 (Dec 1 in UTC)")
@@ -403,18 +404,37 @@ import TestSupport
         #expect(instant.contains { $0["appointment_id"]?.stringValue == id })
         let bad = try await rig.admin("/api/v1/appointments?from=2026-12-01T10:00%2B99:99")
         #expect(bad.status == 400 && bad.text.contains("from:") && bad.text.contains("not a UTC offset"), "\(bad.text)")
+        // The last day there is (its end in Denver is in the year 10000): every row, not none.
+        let every = try await rig.admin("/api/v1/appointments").array
+        #expect(try await rig.admin("/api/v1/appointments?to=9999-12-31").array.count == every.count && !every.isEmpty)
+        // upcoming as the CLI's: to the end of the practice's day `days` ahead, cancelled left out.
+        let now = ISOTime.format(millis: ISOTime.nowMillis())
+        let denver = try PracticeZone.load("America/Denver")
+        let lastDay = CivilDate(daysSinceEpoch: denver.local(atUTCMillis: ISOTime.nowMillis()).date.daysSinceEpoch + 30)
+        let to = String(format: "%04d-%02d-%02d", lastDay.year, lastDay.month, lastDay.day)
+        let window = try await rig.admin("/api/v1/appointments?from=\(now)&to=\(to)").array
+        let upcoming = try await rig.admin("/api/v1/upcoming?days=30").array
+        #expect(window.contains { $0["status"]?.stringValue == "cancelled" }, "the fixture has cancelled appointments ahead")
+        #expect(upcoming.compactMap { $0["appointment_id"]?.stringValue }
+                == window.filter { $0["status"]?.stringValue != "cancelled" }.compactMap { $0["appointment_id"]?.stringValue })
         await rig.stop()
     }
 
     /// A group appointment of one organisation's patient with another's as its primary: a reader
-    /// of the first sees the appointment, but not the other organisation's patient (their id and
-    /// name in the row, their fields in the history), nor the group's other clients.
+    /// of the first sees the appointment, but not the other organisation's patient (their id, name
+    /// and client id in the row), and a reader's history has the session's fields, no client's.
     @Test func aReaderSeesNoOtherOrganisationsPatientInAGroup() async throws {
-        let rig = try await ServerRig.start()
+        // Dakota Brennan (client 5203), the primary of the fixture's group appointment with p-021
+        // (hwc) and p-026 (rrc), made an hwc patient: the row is hers, named.
+        var roster = Fixtures.roster
+        let hwc = try #require(roster.organizations.firstIndex { $0.id == "hwc" })
+        roster.organizations[hwc].patients.append(.init(id: "p-031", name: "Dakota Brennan", email: nil, intakeqClientId: "5203"))
+        let rig = try await ServerRig.start { $0.roster = roster }
         #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
         let group = "6a3f000010fa33302d1cf730"
         let full = try await rig.admin("/api/v1/appointments/" + group)
-        #expect(full["organization_id"]?.stringValue == "hwc" && full["patient_id"]?.stringValue == "p-021", "\(full.text)")
+        #expect(full["organization_id"]?.stringValue == "hwc" && full["patient_id"]?.stringValue == "p-031"
+                && full["client_name"]?.stringValue == "Dakota Brennan" && full["intakeq_client_id"]?.stringValue == "5203", "\(full.text)")
         let fullHistory = try await rig.admin("/api/v1/appointments/\(group)/history").array
 
         let (token, t) = TokenFile.newToken(name: "rrc-dashboard", role: .reader, organizations: ["rrc"])
@@ -427,24 +447,29 @@ import TestSupport
         for key in ["patient_id", "client_name", "intakeq_client_id"] { #expect(seen[key] == .null, "\(key): \(seen.text)") }
         let listed = try await rig.get("/api/v1/appointments?org=rrc", token: token).array
         let row = try #require(listed.first { $0["appointment_id"]?.stringValue == group })
-        #expect(row["patient_id"] == .null && row["client_name"] == .null)
-        #expect(listed.contains { $0["patient_id"]?.stringValue != nil }, "their own patients' rows keep them")
+        #expect(row["patient_id"] == .null && row["client_name"] == .null && row["intakeq_client_id"] == .null)
+        #expect(listed.contains { $0["client_name"]?.stringValue != nil && $0["patient_id"]?.stringValue != nil },
+                "their own patients' rows keep them")
         #expect(try await rig.get("/api/v1/appointments/\(group)/history", token: token).array.count == fullHistory.count)
         await rig.stop()
 
-        // Its history: another organisation's primary's fields and the additional clients go.
+        // A row of theirs (their patient first) whose primary client is not theirs: the name goes.
+        let mixed = ViewRow(columns: ["appointment_id", "organization_id", "patient_id", "client_name", "intakeq_client_id"],
+                            values: ["a1", "rrc", "p-026", "Some One", "5203"].map(JSONValue.string))
+        let shown = ServiceResponder.scoped(mixed, to: ["rrc"], primaryIsTheirs: false)
+        #expect(shown["patient_id"]?.stringValue == "p-026" && shown["client_name"] == .null && shown["intakeq_client_id"] == .null)
+        #expect(ServiceResponder.scoped(mixed, to: ["rrc"], primaryIsTheirs: true) == mixed)
+
+        // A reader's history: the session's fields only.
         let entry = HistoryEntry(seq: 7, at: "2026-11-20T10:00:00.000Z", run: nil, syncType: nil, type: "appointment.changed",
                                  lastModified: nil, changes: ["ClientName", "ClientNote", "CustomFields.Goal", "AdditionalClients",
                                                               "StartDate", "TelehealthInfo.JoinUrl", "view.start_at", "view.status"]
                                      .map { FieldChange(field: $0, from: .null, to: .string("x")) })
-        func kept(_ primaryOrg: String?, _ orgs: Set<String>?) -> [String] {
-            ServiceResponder.scoped([entry], primaryOrg: primaryOrg, to: orgs).flatMap { $0.changes.map(\.field) }
+        func kept(forReader: Bool) -> [String] {
+            ServiceResponder.scoped([entry], forReader: forReader).flatMap { $0.changes.map(\.field) }
         }
-        let session = ["StartDate", "TelehealthInfo.JoinUrl", "view.start_at", "view.status"]
-        #expect(kept("hwc", ["rrc"]) == session)
-        #expect(kept(nil, ["rrc"]) == session)
-        #expect(kept("rrc", ["rrc"]) == entry.changes.map(\.field).filter { $0 != "AdditionalClients" })
-        #expect(kept("hwc", nil) == entry.changes.map(\.field))
+        #expect(kept(forReader: true) == ["StartDate", "TelehealthInfo.JoinUrl", "view.start_at", "view.status"])
+        #expect(kept(forReader: false) == entry.changes.map(\.field))
     }
 
     @Test func theDailyScheduleFollowsThePracticeZone() {
