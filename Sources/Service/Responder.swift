@@ -238,7 +238,9 @@ struct ServiceResponder: HTTPResponder {
         var caller = path.hasPrefix("/api/") ? try authenticate(request) : nil
         guard let first = matches.first else { throw Reply.error(404, "no such route: \(path)") }
         if first.route.access == .webhookSecret { try checkWebhookSecret(first.parameters["secret"] ?? "") }
-        guard let (route, parameters) = matches.first(where: { $0.route.method == request.method }) else {
+        // HEAD is GET without the body (uptime checks and load balancers send it).
+        let method = request.method == .head ? .get : request.method
+        guard let (route, parameters) = matches.first(where: { $0.route.method == method }) else {
             let allowed = matches.map(\.route.method.rawValue).joined(separator: ", ")
             throw Reply.error(405, "method \(request.method.rawValue) not allowed here (use \(allowed))")
         }

@@ -171,6 +171,13 @@ enum OpenAPIContract {
         #expect(put.status == 405 && put["error"]?.stringValue?.contains("use GET") == true)
         #expect(try await http(.GET, rig.base + "/webhooks/intakeq/wrong").status == 404)
         #expect(try await http(.GET, rig.webhookURL).status == 405)
+        // HEAD is GET without the body (uptime checks, load balancers); where GET is not allowed, 405.
+        let head = try await http(.HEAD, rig.base + "/healthz")
+        #expect(head.status == 200 && head.text.isEmpty, "\(head.status) \(head.text)")
+        #expect(try await http(.HEAD, rig.base + "/readyz").status == 200)
+        #expect(try await http(.HEAD, rig.base + "/api/v1/status", token: rig.tokens.admin).status == 200)
+        #expect(try await http(.HEAD, rig.base + "/api/v1/status").status == 401)
+        #expect(try await http(.HEAD, rig.base + "/api/v1/sync", token: rig.tokens.admin).status == 405)
         // A string id with spaces is no longer trimmed into a valid one.
         let spaced = try await http(.POST, rig.webhookURL, body: Array(#"{"Appointment":{"Id":" 123 ","ClientId":1}}"#.utf8))
         #expect(spaced.status == 400)
