@@ -81,6 +81,14 @@ public enum SyncSession {
         var store = try Store.openOrCreate(config.storePath)
         store.keysDirectory = config.keysPath
         var notices: [String] = []
+        // A key store is made on a store's first sync only: a --keys directory that does not exist,
+        // named for a store whose log already holds events, is a wrong path (their keys are
+        // elsewhere), and making a new key store there would leave one behind for nothing.
+        if let named = config.keysPath, !FileManager.default.fileExists(atPath: store.keysPath),
+            try LedgerReader(store: store).head().seq > 0 {
+            throw LedgerError("--keys \(named): no key store there, and this store's log already holds events sealed under "
+                              + "another one; give the directory its keys are in (a new key store is made only on a store's first sync)")
+        }
         let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
         // events is refused with nothing written. The writer checks `state/head` again under its lock.

@@ -114,6 +114,15 @@ extension CLIBinaryTests {
         }
         expectSuccess(try await cli(["export", "--store", "q", "--keys", "k", "--out", "o"], cwd: tmp.path))
         #expect(FileManager.default.fileExists(atPath: tmp.path + "/o"))
+        // A wrong --keys later: refused with one line, nothing written, no key store left behind.
+        let head = try Data(contentsOf: URL(fileURLWithPath: tmp.path + "/q/state/head"))
+        try await withFakeServer(day) { _, url in
+            let wrong = try await cli(syncArgs(store: "q", baseURL: url, now: day.now) + ["--keys", "kk"], env: keyEnv, cwd: tmp.path)
+            #expect(wrong.status == 1 && wrong.stderr.contains("--keys kk: no key store there"), "\(wrong.stderr)")
+            #expect(wrong.stderr.split(separator: "\n").count == 1, "\(wrong.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/kk"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: tmp.path + "/q/state/head")) == head)
     }
 
     /// Given `--json`, a command that fails before it has a result prints one JSON object on
