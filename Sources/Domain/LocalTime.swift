@@ -211,6 +211,12 @@ public struct ZoneRules: Sendable {
     public func endOfDay(_ d: CivilDate) -> Int64 {
         startOfDay(CivilDate(daysSinceEpoch: d.daysSinceEpoch + 1)) - 1
     }
+
+    /// The last millisecond of the local day `days` days after the one `ms` falls on (the end
+    /// of an "upcoming" window).
+    public func endOfDay(_ days: Int, after ms: Int64) -> Int64 {
+        endOfDay(CivilDate(daysSinceEpoch: local(atUTCMillis: ms).date.daysSinceEpoch + Int64(days)))
+    }
 }
 
 /// The POSIX TZ rule of a TZif footer, e.g. `MST7MDT,M3.2.0,M11.1.0` (only the `Mm.w.d` form of

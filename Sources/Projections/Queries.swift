@@ -21,6 +21,9 @@ public struct ViewRow: Sendable, Hashable {
         .object(Dictionary(uniqueKeysWithValues: zip(columns, values)))
     }
 
+    /// Cancelled or removed: what `upcoming` and `meeting-urls` leave out unless asked (`--all`).
+    public var hiddenByDefault: Bool { self["status"]?.stringValue == "cancelled" || self["removed"] == .bool(true) }
+
     /// `start_local` / `end_local` (ISO 8601 with the zone's offset) after `start_at` / `end_at`:
     /// what the CLI's `--json` and the read API show a practice.
     public func localized(in zone: ZoneRules) -> ViewRow {
@@ -134,6 +137,12 @@ public enum Views {
         if let to = f.to { wheres.append("a.start_at <= ?"); args.append(to) }
         if f.hideRemoved { wheres.append("coalesce(a.removed, 0) = 0") }
         return (wheres.isEmpty ? "" : " WHERE " + wheres.joined(separator: " AND "), StatementArguments(args))
+    }
+
+    /// The sync types that have runs (from `sync_log_totals`; views of schema version 1, which a
+    /// server may read while its first catch-up rebuilds them, have only `sync_logs`).
+    public static func syncTypes(_ db: Database) throws -> [String] {
+        try String.fetchAll(db, sql: "SELECT DISTINCT sync_type FROM " + (try db.tableExists("sync_log_totals") ? "sync_log_totals" : "sync_logs"))
     }
 
     /// One run, by its id (the table's key), or nil.

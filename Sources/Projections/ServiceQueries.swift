@@ -18,14 +18,22 @@ extension ProjectionStore {
         }
     }
 
-    /// The appointments of any of these organizations (`primaryOnly`: whose primary client,
-    /// IntakeQ's `ClientId`, is a patient of one of them).
-    public func appointmentIds(inOrganizations orgs: Set<String>, primaryOnly: Bool = false) throws -> Set<String> {
-        guard !orgs.isEmpty else { return [] }
+    /// The appointments of any of these organizations, and of those the ones whose primary
+    /// client (IntakeQ's `ClientId`) is a patient of one of them. One read.
+    public func appointmentIds(inOrganizations orgs: Set<String>) throws -> (any: Set<String>, primary: Set<String>) {
+        guard !orgs.isEmpty else { return ([], []) }
         return try readSync { db in
             let marks = Array(repeating: "?", count: orgs.count).joined(separator: ", ")
-            let role = primaryOnly ? " AND role = 'primary'" : ""
-            return Set(try String.fetchAll(db, sql: "SELECT DISTINCT appointment_id FROM appointment_patients WHERE organization_id IN (\(marks))\(role)", arguments: StatementArguments(Array(orgs))))
+            var ids: (any: Set<String>, primary: Set<String>) = ([], [])
+            for row in try Row.fetchAll(db, sql: """
+                SELECT appointment_id, max(role = 'primary') AS primary_theirs FROM appointment_patients
+                WHERE organization_id IN (\(marks)) GROUP BY appointment_id
+                """, arguments: StatementArguments(Array(orgs))) {
+                let id: String = row["appointment_id"]
+                ids.any.insert(id)
+                if row["primary_theirs"] as Bool { ids.primary.insert(id) }
+            }
+            return ids
         }
     }
 }

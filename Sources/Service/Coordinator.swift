@@ -89,8 +89,8 @@ final class Coordinator: Sendable {
         var running: String?
         var stopping = false
         var budgetBlockedUntil = 0.0
-        /// Webhook runs in a row that looked up none of their ids (IntakeQ down, a wrong API
-        /// key): each doubles the wait before the next (`webhookRetryDelay`).
+        /// Webhook runs in a row that left ids IntakeQ did not answer (down, a wrong API key):
+        /// each doubles the wait before the next (`webhookRetryDelay`).
         var webhookFailures = 0
         /// The last back-offs: when each was decided and until when it holds (epoch seconds).
         var webhookBackOffs: [(at: Double, until: Double)] = []
@@ -309,22 +309,22 @@ final class Coordinator: Sendable {
                 state.withLockedValue { $0.webhookFailures = 0 }
             } else if await budget().remaining == 0 {
                 // The budget ran out during the run: the rest wait for it.
-                _ = await blockOnBudget()
+                await blockOnBudget()
             } else {
                 // IntakeQ did not answer some (or all) of them: back off, whatever the others
                 // did, or an id it keeps failing would be asked again (with its retries) after
                 // every successful run.
-                await backOff(at: 0)
+                backOff()
             }
             noteDamage(outcome, readFrom: readFrom)
             afterRun.withLockedValue { $0 }?(outcome)
         } catch let e as SyncSessionError where e.code == .budgetExhausted {
             logger.warning("webhook ids wait: the daily API budget is spent", metadata: ["waiting": "\(inbox.depth)"])
-            _ = await blockOnBudget()
+            await blockOnBudget()
         } catch {
             noteDamage(error, readFrom: readFrom)
             logger.error("webhook run failed", metadata: ["error": "\(error)"])
-            await backOff(at: Date().timeIntervalSince1970)
+            backOff()
         }
     }
 
@@ -342,15 +342,15 @@ final class Coordinator: Sendable {
         state.withLockedValue { ($0.webhookFailures, $0.webhookBackOffs) }
     }
 
-    /// Counts a webhook run that left ids IntakeQ did not answer, and waits the longer of the back-off and
-    /// `until` (the budget's wait) before the next.
-    private func backOff(at until: Double) async {
+    /// Counts a webhook run that left ids IntakeQ did not answer, and waits the back-off before
+    /// the next.
+    private func backOff() {
         let now = Date().timeIntervalSince1970
         let (failures, wait) = state.withLockedValue { s -> (Int, Double) in
             s.webhookFailures += 1
             let delay = Self.webhookRetryDelay(failures: s.webhookFailures, base: config.webhookRetrySeconds,
                                                max: config.webhookRetryMaxSeconds)
-            s.budgetBlockedUntil = Swift.max(until, now + delay)
+            s.budgetBlockedUntil = now + delay
             s.webhookBackOffs = Array((s.webhookBackOffs + [(now, s.budgetBlockedUntil)]).suffix(16))
             return (s.webhookFailures, s.budgetBlockedUntil - now)
         }
@@ -359,15 +359,13 @@ final class Coordinator: Sendable {
     }
 
     /// Waiting ids are retried when the budget frees a call, or in a minute at the latest (a cron
-    /// run elsewhere may have used it; IntakeQ may have been unreachable). Returns when.
-    @discardableResult
-    private func blockOnBudget() async -> Double {
+    /// run elsewhere may have used it; IntakeQ may have been unreachable).
+    private func blockOnBudget() async {
         let (remaining, resets) = await budget()
         let now = Date().timeIntervalSince1970
         var until = now + 60
         if remaining > 0 { until = now + 5 } else if let r = resets { until = min(until, max(now + 1, r.timeIntervalSince1970)) }
         state.withLockedValue { $0.budgetBlockedUntil = until }
-        return until
     }
 
     /// Calls left today and when the next frees, from the call record in `STORE/state/`.

@@ -90,7 +90,7 @@ public struct HealthSnapshot: Sendable {
         let statusExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN 'failed' ELSE status END" : "status"
         // Such a run's reason is that it died (the view has none for it).
         let errorExpr = treatInProgressAsFailed ? "CASE status WHEN 'in_progress' THEN ? ELSE error_message END" : "error_message"
-        let types = Set(syncTypes).union(try String.fetchAll(db, sql: "SELECT DISTINCT sync_type FROM \(totals)"))
+        let types = Set(syncTypes).union(try Views.syncTypes(db))
         for type in types.sorted() {
             var h = RunTypeHealth(syncType: type)
             // The latest finished runs, newest first: enough for the partial_success streak.

@@ -331,11 +331,10 @@ struct ServiceResponder: HTTPResponder {
         let rows = try await server.blocking { () -> [JSONValue] in
             var rows = try views.readSync { try query($0, f) }
             guard let orgs else { return rows.map { $0.localized(in: zone).json } }
-            let allowed = try views.appointmentIds(inOrganizations: orgs)
-            let primaries = try views.appointmentIds(inOrganizations: orgs, primaryOnly: true)
-            rows = rows.filter { r in r["appointment_id"]?.stringValue.map(allowed.contains) ?? false }
+            let theirs = try views.appointmentIds(inOrganizations: orgs)
+            rows = rows.filter { r in r["appointment_id"]?.stringValue.map(theirs.any.contains) ?? false }
             return rows.map { r in
-                Self.scoped(r, to: orgs, primaryIsTheirs: r["appointment_id"]?.stringValue.map(primaries.contains) ?? false)
+                Self.scoped(r, to: orgs, primaryIsTheirs: r["appointment_id"]?.stringValue.map(theirs.primary.contains) ?? false)
                     .localized(in: zone).json
             }
         }
@@ -349,12 +348,11 @@ struct ServiceResponder: HTTPResponder {
         // As the CLI's upcoming: from now to the end of the practice's day `days` days ahead,
         // cancelled and removed appointments left out.
         let now = ISOTime.nowMillis()
-        let today = server.zone.local(atUTCMillis: now).date
         f.from = ISOTime.format(millis: now)
-        f.to = ISOTime.format(millis: server.zone.endOfDay(CivilDate(daysSinceEpoch: today.daysSinceEpoch + Int64(days))))
+        f.to = ISOTime.format(millis: server.zone.endOfDay(days, after: now))
         f.hideRemoved = true
         return try await list(caller, q, allowExtra: ["days"], filter: f) { db, f in
-            try Views.appointments(db, f).filter { $0["status"]?.stringValue != "cancelled" }
+            try Views.appointments(db, f).filter { !$0.hiddenByDefault }
         }
     }
 
@@ -364,8 +362,8 @@ struct ServiceResponder: HTTPResponder {
         let rows = try await server.blocking { try views.readSync { try Views.appointments($0, AppointmentFilter(appointmentId: id)) } }
         guard let row = rows.first else { throw Reply.error(404, "no appointment \(id)") }
         guard !caller.isAdmin else { return .ok(row.localized(in: server.zone).json) }
-        let primaries = try await server.blocking { try views.appointmentIds(inOrganizations: caller.organizations, primaryOnly: true) }
-        return .ok(Self.scoped(row, to: caller.organizations, primaryIsTheirs: primaries.contains(id)).localized(in: server.zone).json)
+        let theirs = try await server.blocking { try views.appointmentIds(inOrganizations: caller.organizations) }
+        return .ok(Self.scoped(row, to: caller.organizations, primaryIsTheirs: theirs.primary.contains(id)).localized(in: server.zone).json)
     }
 
     func history(_ caller: Caller, id: String) async throws -> Reply {

@@ -50,9 +50,7 @@ public struct StatusReport: Sendable {
         // every few seconds, and monitors poll this).
         let picked = try views.readSync { db -> [(String, ViewRow?, ViewRow?, ViewRow?, ViewRow?)] in
             guard try db.tableExists("sync_logs") else { return [] }
-            // (Views of schema version 1, which a server may read while it rebuilds them, have no totals.)
-            let types = Set(HealthSnapshot.syncTypes).union(try String.fetchAll(
-                db, sql: "SELECT DISTINCT sync_type FROM " + (try db.tableExists("sync_log_totals") ? "sync_log_totals" : "sync_logs")))
+            let types = Set(HealthSnapshot.syncTypes).union(try Views.syncTypes(db))
             func newest(_ t: String, _ statuses: [String]?) throws -> ViewRow? {
                 try Views.syncLogs(db, limit: 1, type: t, statuses: statuses).first
             }

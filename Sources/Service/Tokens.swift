@@ -39,7 +39,7 @@ public struct TokenFile: Codable, Sendable {
         do {
             file = try JSONDecoder().decode(TokenFile.self, from: data)
         } catch {
-            throw ServeError("the tokens file \(path) is not {\"tokens\": [{\"name\", \"sha256\", \"role\": \"reader\"|\"admin\", \"organizations\"}]}: \(describe(error))")
+            throw ServeError("the tokens file \(path) is not {\"tokens\": [{\"name\", \"sha256\", \"role\": \"reader\"|\"admin\", \"organizations\"}]}: \(describeDecodingError(error))")
         }
         for t in file.tokens {
             guard t.sha256.count == 64, t.sha256.allSatisfy(\.isHexDigit) else {
@@ -205,7 +205,7 @@ final class TokenRegistry: Sendable {
 
 /// Where and what kind of decoding error, never the value (a token pasted into the file by
 /// mistake must not reach the log).
-func describe(_ error: any Error) -> String {
+func describeDecodingError(_ error: any Error) -> String {
     func at(_ path: [any CodingKey]) -> String {
         path.isEmpty ? "" : " at " + path.map { $0.intValue.map { "[\($0)]" } ?? "." + $0.stringValue }.joined()
             .trimmingCharacters(in: CharacterSet(charactersIn: "."))

@@ -145,9 +145,6 @@ func printAppointmentRows(_ rows: [ViewRow], _ ctx: ReadContext, json: Bool, col
     }
 }
 
-func isHidden(_ row: ViewRow) -> Bool {
-    row["status"]?.stringValue == "cancelled" || row["removed"] == .bool(true)
-}
 
 struct UpcomingCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -187,8 +184,7 @@ struct UpcomingCommand: AsyncParsableCommand {
 /// `upcoming`'s output, also printed by the demo.
 func printUpcoming(views: ProjectionStore, ctx: ReadContext, start: Int64, days: Int, org: String?, patient: String?,
                    all: Bool, json: Bool) throws {
-        let today = ctx.zone.local(atUTCMillis: start).date
-        let end = ctx.zone.endOfDay(CivilDate(daysSinceEpoch: today.daysSinceEpoch + Int64(days)))
+        let end = ctx.zone.endOfDay(days, after: start)
         let filter = AppointmentFilter(organizationId: org, patientId: patient, from: ISOTime.format(millis: start),
                                        to: ISOTime.format(millis: end), hideRemoved: !all)
         var rows = try views.readSync { db in
@@ -203,7 +199,7 @@ func printUpcoming(views: ProjectionStore, ctx: ReadContext, start: Int64, days:
                 return r
             }
         }
-        if !all { rows.removeAll(where: isHidden) }
+        if !all { rows.removeAll(where: \.hiddenByDefault) }
         if json {
             let keys = ["appointment_id", "start_at", "start_local", "end_at", "end_local", "patient_id", "patient_name",
                         "organization_id", "organization_name", "status", "visit_type", "meeting_url", "location_name",

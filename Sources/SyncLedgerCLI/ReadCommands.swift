@@ -70,7 +70,7 @@ struct MeetingURLsCommand: AsyncParsableCommand {
             let ctx = try ReadContext(views: views, timezone: display.timezone)
             let filter = try scope.filter(ctx)
             var rows = try views.readSync { try Views.meetingURLsWithAppointments($0, filter) }
-            if !all { rows.removeAll(where: isHidden) }
+            if !all { rows.removeAll(where: \.hiddenByDefault) }
             printAppointmentRows(rows, ctx, json: json, columns: ["start", "patient", "status", "meeting_url"],
                                  empty: "no meeting links")
             return 0

@@ -36,8 +36,7 @@ extension AdminPages {
         let wanted = patients
         let searched = !q.isEmpty || org != nil || filter.from != nil || filter.to != nil
         let now = ISOTime.nowMillis()
-        let today = site.zone.local(atUTCMillis: now).date
-        let weekEnd = site.zone.endOfDay(CivilDate(daysSinceEpoch: today.daysSinceEpoch + 7))
+        let weekEnd = site.zone.endOfDay(7, after: now)
         let views = server.views
         let search = filter
         let orgIds = roster.organizations.map(\.id)
