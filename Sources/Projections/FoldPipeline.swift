@@ -16,10 +16,13 @@ final class FoldedChunk {
 /// previous chunk: reading (decompressing, checking each batch's checksums and hash chain,
 /// decoding its envelopes) runs ahead of folding by at most `readAhead` batches, and folding one
 /// chunk overlaps with writing the one before. Three stages on two cores: none of them alone
-/// fills a core, so the cores are shared by whichever stage has work. The hand-off of a chunk is
-/// a rendezvous: a folded chunk waits until the writer takes it, so at most two chunks live at
-/// once (one being written, one folded or being folded). The SQLite connection is used only by
-/// the caller; neither the reader nor the producer touches the database.
+/// fills a core, so the cores are shared by whichever stage has work. One folded chunk may wait
+/// for the writer while the producer folds the next, so at most three chunks live at once (one
+/// being written, one waiting, one being folded). With a rendezvous instead (the producer waiting
+/// until the writer took its chunk), a writer slower than the fold left the producer idle and the
+/// reader blocked on a full read-ahead, one core idle: the 1M-event rebuild took ~5 % longer
+/// (BENCHMARKS.md, stop 40). The SQLite connection is used only by the caller; neither the
+/// reader nor the producer touches the database.
 final class FoldPipeline: @unchecked Sendable {
     // @unchecked: `batches` and `read` are used only by the reader thread, `makeFolder` and `fold`
     // only by the producer thread, from `start()` until `finish()` has waited for both to end (the
@@ -161,7 +164,8 @@ final class FoldPipeline: @unchecked Sendable {
         return closed
     }
 
-    /// Hands `item` to the writer and waits until it is taken; false when the writer stopped.
+    /// Hands `item` to the writer once the chunk handed before was taken (not waiting for this
+    /// one to be taken); false when the writer stopped.
     private func hand(_ item: Item) -> Bool {
         condition.lock()
         defer { condition.unlock() }
@@ -169,8 +173,7 @@ final class FoldPipeline: @unchecked Sendable {
         guard !closed else { return false }
         slot = item
         condition.broadcast()
-        while slot != nil && !closed { condition.wait() }
-        return !closed
+        return true
     }
 
     private func produce() {

@@ -224,6 +224,38 @@ import Testing
         #expect(c?.ops.count == 2 && c?.touched == 10, "c holds what both chunks folded of it")
     }
 
+    /// The producer folds the next chunk while the one it handed over waits for the writer (a
+    /// writer slower than the fold no longer idles the producer), and runs no further ahead:
+    /// at most three chunks live at once (one written, one waiting, one being folded).
+    @Test func theProducerFoldsOneChunkAheadOfAWaitingOne() throws {
+        let tmp = try TempStore()
+        // Many appends, so many batches: a chunk of one event is one batch.
+        try ChunkedFoldTests.randomLog(tmp.store, seed: 40, appends: 12)
+        let reader = try LedgerReader(store: tmp.store)
+        let head = try reader.head()
+        let made = Locked(0)
+        let pipeline = FoldPipeline(batches: try reader.batches(from: 1, through: head.seq, deferOpening: true), chunkSize: 1) { _ in
+            made.withLock { $0 += 1 }
+            return ChunkFolder(allProjections.map { ($0, 0) }, .shadow, recordLive: false)
+        }
+        pipeline.start()
+        defer { pipeline.finish() }
+        // The writer takes the first chunk and holds it: the second is folded and handed over,
+        // and the third is started without waiting for the second to be taken.
+        #expect(try pipeline.next() != nil)
+        let deadline = Date().addingTimeInterval(20)
+        while made.withLock({ $0 }) < 3, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(made.withLock { $0 } == 3)
+        // The third chunk, folded, waits for the slot: no fourth is started.
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(made.withLock { $0 } == 3)
+        var chunks = 1
+        while try pipeline.next() != nil { chunks += 1 }
+        #expect(chunks >= 4)
+        // And one folder more, which found the log's end.
+        #expect(made.withLock { $0 } == chunks + 1)
+    }
+
     /// A small catch-up (the default threshold) starts no thread.
     @Test func aSmallCatchUpRunsOnOneThread() throws {
         let tmp = try TempStore()

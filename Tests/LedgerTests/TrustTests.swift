@@ -155,7 +155,10 @@ import Testing
         }
         let seen = during.withLock { $0 }
         #expect(seen.count > 2)
-        #expect(seen.allSatisfy { $0 == ProjectionStore.rebuildCheckpointPages })
+        // 256 MiB of WAL, in the 16 KiB pages of a new views file.
+        #expect(try views.pool.read { try Int.fetchOne($0, sql: "PRAGMA page_size") } == ProjectionStore.pageSize)
+        #expect(seen.allSatisfy { $0 == ProjectionStore.rebuildCheckpointBytes / ProjectionStore.pageSize })
+        #expect(ProjectionStore.rebuildCheckpointBytes / ProjectionStore.pageSize == 16_384)
         #expect(try settings() == before)
         // The WAL the rebuild grew is cut back when SQLite next restarts it.
         #expect(try views.pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA journal_size_limit") } == 64 << 20)
@@ -164,6 +167,32 @@ import Testing
         views.shouldStop = { calls.withLock { $0 += 1; return $0 } >= 3 }
         #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
         #expect(try settings() == before)
+    }
+
+    /// A views file made before stop 40 has 4 KiB pages: it keeps them (SQLite cannot change a
+    /// WAL file's page size in place), rebuilds into them, and a rebuild checkpoints after the
+    /// same 256 MiB of WAL as in a new file's 16 KiB pages.
+    @Test func anOlderViewsFileKeepsItsPageSize() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let path = tmp.store.projectionsPath
+        let old = try DatabaseQueue(path: path)
+        try old.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE made_before (x)")
+        }
+        try old.close()
+        let views = try ProjectionStore(store: tmp.store)
+        views.eventsPerTransaction = 2
+        let during = Locked<[Int]>([])
+        let report = try views.rebuild(names: [], try LedgerReader(store: tmp.store)) { _ in
+            let now = (try? views.pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") }) ?? nil
+            during.withLock { $0.append(now ?? -1) }
+        }
+        #expect(report.quarantined.isEmpty)
+        #expect(try views.pool.read { try Int.fetchOne($0, sql: "PRAGMA page_size") } == 4096)
+        let seen = during.withLock { $0 }
+        #expect(!seen.isEmpty && seen.allSatisfy { $0 == 65_536 })
+        #expect(try views.pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM appointments") } ?? 0 > 0)
     }
 
     /// Shadow tables left by a rebuild that was killed (SIGKILL, power cut) are dropped by the
