@@ -25,8 +25,9 @@ public struct ServeConfiguration: Sendable {
     public var timeoutSeconds = 30.0
     /// Webhook ids wait this long after the first arrives, so a burst becomes one run.
     public var webhookBatchDelay = 0.2
-    /// After a webhook run that looked up none of its ids, the next waits this long, doubled
-    /// for each such run in a row, up to `webhookRetryMaxSeconds`.
+    /// An id IntakeQ did not answer waits this long before it is asked again, doubled for each
+    /// run in a row that leaves it, up to `webhookRetryMaxSeconds`; so does the whole inbox after
+    /// runs that IntakeQ answered none of (`Coordinator.backOff`).
     public var webhookRetrySeconds = 5.0
     public var webhookRetryMaxSeconds = 900.0
     /// At most this many ids per webhook run.

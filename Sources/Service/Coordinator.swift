@@ -89,11 +89,19 @@ final class Coordinator: Sendable {
         var running: String?
         var stopping = false
         var budgetBlockedUntil = 0.0
-        /// Webhook runs in a row that left ids IntakeQ did not answer (down, a wrong API key):
-        /// each doubles the wait before the next (`webhookRetryDelay`).
+        /// Webhook runs in a row that IntakeQ answered none of, with ids that had not failed
+        /// before among them (down, a wrong API key): each doubles the wait before the next
+        /// webhook run (`webhookRetryDelay`).
         var webhookFailures = 0
-        /// The last back-offs: when each was decided and until when it holds (epoch seconds).
+        /// The last back-offs of the whole inbox: when each was decided and until when it holds
+        /// (epoch seconds).
         var webhookBackOffs: [(at: Double, until: Double)] = []
+        /// Ids whose lookups IntakeQ did not answer: how many runs in a row, and until when each
+        /// is left out of webhook runs (epoch seconds). One appointment IntakeQ keeps failing
+        /// waits on its own; the others are looked up as they come.
+        var idWaits: [String: (failures: Int, until: Double)] = [:]
+        /// The last back-offs of single ids.
+        var idBackOffs: [(id: String, at: Double, until: Double)] = []
         var webhookRunning = false
         var counters = WebhookCounters()
         var lastWebhookRun: (id: String, status: String, processed: Int)?
@@ -201,10 +209,17 @@ final class Coordinator: Sendable {
     }
 
     private func webhookRunDue() -> Bool {
-        guard let oldest = inbox.oldestReceivedAt else { return false }
+        guard inbox.oldestReceivedAt != nil else { return false }
         let now = Date().timeIntervalSince1970
-        let blocked = state.withLockedValue { $0.budgetBlockedUntil }
-        return now >= blocked && Double(ISOTime.nowMillis() - oldest) / 1000 >= config.webhookBatchDelay
+        let (blocked, waiting) = state.withLockedValue { ($0.budgetBlockedUntil, Self.waiting($0, now: now)) }
+        guard now >= blocked, let oldest = inbox.next(0, excluding: waiting).oldestReceivedAt else { return false }
+        return Double(ISOTime.nowMillis() - oldest) / 1000 >= config.webhookBatchDelay
+    }
+
+    /// The ids left out of webhook runs now (their own back-off holds).
+    private static func waiting(_ s: State, now: Double) -> Set<String> {
+        guard !s.idWaits.isEmpty else { return [] }
+        return Set(s.idWaits.lazy.filter { $0.value.until > now }.map(\.key))
     }
 
     private func sessionConfig(_ request: SyncRequest) -> SyncConfiguration {
@@ -262,6 +277,7 @@ final class Coordinator: Sendable {
                 // IntakeQ answers again: waiting webhook ids need not wait out a back-off.
                 state.withLockedValue { s in
                     if s.webhookFailures > 0 { (s.webhookFailures, s.budgetBlockedUntil) = (0, 0) }
+                    s.idWaits = [:]
                 }
             }
             logger.info("run finished", metadata: runMetadata(outcome))
@@ -294,7 +310,8 @@ final class Coordinator: Sendable {
     // MARK: Webhooks
 
     private func drainWebhooks() async {
-        let ids = inbox.next(config.maxIdsPerRun)
+        let waiting = state.withLockedValue { Self.waiting($0, now: Date().timeIntervalSince1970) }
+        let ids = inbox.next(config.maxIdsPerRun, excluding: waiting).ids
         guard !ids.isEmpty else { return }
         var request = SyncRequest(roster: config.roster, syncType: "webhook", triggeredBy: "webhook")
         request.appointmentIds = ids
@@ -306,15 +323,21 @@ final class Coordinator: Sendable {
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
             if processed.count == ids.count {
-                state.withLockedValue { $0.webhookFailures = 0 }
+                state.withLockedValue { s in
+                    s.webhookFailures = 0
+                    for id in ids { s.idWaits[id] = nil }
+                }
             } else if await budget().remaining == 0 {
                 // The budget ran out during the run: the rest wait for it.
                 await blockOnBudget()
             } else {
-                // IntakeQ did not answer some (or all) of them: back off, whatever the others
-                // did, or an id it keeps failing would be asked again (with its retries) after
-                // every successful run.
-                backOff()
+                // IntakeQ did not answer some (or all) of them: each of those waits on its own,
+                // or an id it keeps failing would be asked again (with its retries) in every run.
+                // The whole inbox waits only when IntakeQ answered none and some of them had not
+                // failed before: IntakeQ down, or a wrong API key, not one appointment it fails.
+                let answered = Set(processed)
+                let fresh = backOff(unanswered: ids.filter { !answered.contains($0) }, answered: answered)
+                if processed.isEmpty && fresh { backOff() }
             }
             noteDamage(outcome, readFrom: readFrom)
             afterRun.withLockedValue { $0 }?(outcome)
@@ -337,9 +360,43 @@ final class Coordinator: Sendable {
         return Swift.min(max, base * pow(2, Double(Swift.min(failures - 1, 40))))
     }
 
-    /// Webhook runs in a row that left ids IntakeQ did not answer, and the last back-offs.
+    /// Webhook runs in a row that IntakeQ answered none of, and the last back-offs of the inbox.
     var webhookRetry: (failures: Int, backOffs: [(at: Double, until: Double)]) {
         state.withLockedValue { ($0.webhookFailures, $0.webhookBackOffs) }
+    }
+
+    /// The ids waiting on their own back-off (runs in a row they were not answered, until when),
+    /// and the last back-offs of single ids.
+    var idRetry: (waits: [String: (failures: Int, until: Double)], backOffs: [(id: String, at: Double, until: Double)]) {
+        state.withLockedValue { ($0.idWaits, $0.idBackOffs) }
+    }
+
+    /// Forgets the waits of the ids IntakeQ answered, and doubles the wait of each it did not
+    /// (`webhookRetryDelay` of its own failures in a row). True when one of those had not
+    /// failed before.
+    private func backOff(unanswered: [String], answered: Set<String>) -> Bool {
+        let now = Date().timeIntervalSince1970
+        let (fresh, longest) = state.withLockedValue { s -> (Bool, Double) in
+            if !answered.isEmpty { s.webhookFailures = 0 }
+            for id in answered { s.idWaits[id] = nil }
+            var fresh = false
+            var longest = 0.0
+            for id in unanswered {
+                let failures = (s.idWaits[id]?.failures ?? 0) + 1
+                if failures == 1 { fresh = true }
+                let delay = Self.webhookRetryDelay(failures: failures, base: config.webhookRetrySeconds,
+                                                   max: config.webhookRetryMaxSeconds)
+                s.idWaits[id] = (failures, now + delay)
+                s.idBackOffs.append((id, now, now + delay))
+                longest = max(longest, delay)
+            }
+            s.idBackOffs = Array(s.idBackOffs.suffix(16))
+            return (fresh, longest)
+        }
+        logger.warning("webhook ids wait: IntakeQ did not answer their lookups", metadata: [
+            "ids": "\(unanswered.count)", "looked_up": "\(answered.count)", "retry_in_s_at_most": "\(Int(longest.rounded()))",
+            "waiting": "\(inbox.depth)"])
+        return fresh
     }
 
     /// Counts a webhook run that left ids IntakeQ did not answer, and waits the back-off before

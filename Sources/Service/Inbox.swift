@@ -46,6 +46,24 @@ public final class WebhookInbox: Sendable {
     /// The oldest `limit` waiting ids.
     public func next(_ limit: Int) -> [String] { state.withLock { $0.pending.prefix(limit).map(\.id) } }
 
+    /// The oldest `limit` waiting ids not in `excluded`, and when the oldest of them arrived
+    /// (epoch millis; nil when every waiting id is excluded).
+    public func next(_ limit: Int, excluding excluded: Set<String>) -> (ids: [String], oldestReceivedAt: Int64?) {
+        guard !excluded.isEmpty else {
+            return state.withLock { s in (s.pending.prefix(limit).map(\.id), s.pending.first?.receivedAt) }
+        }
+        return state.withLock { s in
+            var ids: [String] = []
+            var oldest: Int64?
+            for p in s.pending where !excluded.contains(p.id) {
+                if oldest == nil { oldest = p.receivedAt }
+                guard ids.count < limit else { break }
+                ids.append(p.id)
+            }
+            return (ids, oldest)
+        }
+    }
+
     public func contains(_ id: String) -> Bool { state.withLock { $0.pendingIds.contains(id) } }
 
     /// Adds an id (blocking: write + fsync). Returns once the id is durable.

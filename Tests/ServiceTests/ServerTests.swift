@@ -227,10 +227,12 @@ import TestSupport
         await rig.stop()
     }
 
-    /// While IntakeQ fails a waiting id's lookup, each webhook run that leaves it doubles the wait
-    /// before the next (was: a failed run every 5 s, each with its events and API calls, until
-    /// the day's budget was gone); once IntakeQ answers, the id is looked up and the wait resets.
-    @Test func failedWebhookRunsBackOff() async throws {
+    /// An id IntakeQ keeps failing waits on its own: each run that leaves it doubles its wait
+    /// (was: every webhook run waited behind it, up to 15 minutes); ids that arrive meanwhile are
+    /// looked up as they come. The whole inbox waits only after a run in which IntakeQ answered
+    /// none of its ids and some had not failed before (IntakeQ down, a wrong key). Once IntakeQ
+    /// answers the id, it is looked up and its wait forgotten.
+    @Test func anIdIntakeQKeepsFailingBacksOffOnItsOwn() async throws {
         #expect(Coordinator.webhookRetryDelay(failures: 0, base: 5, max: 900) == 0)
         #expect((1...10).map { Coordinator.webhookRetryDelay(failures: $0, base: 5, max: 900) }
                 == [5, 10, 20, 40, 80, 160, 320, 640, 900, 900])
@@ -246,21 +248,32 @@ import TestSupport
         rig.fake.inject(.status(500, retryAfter: nil), path: "/appointments/" + id, times: 1_000)
         #expect(try await http(.POST, rig.webhookURL, body: webhookBody("AppointmentUpdated", appt)).status == 200)
         let coordinator = rig.server.coordinator
-        // Another id arrives during the first wait: the next run looks it up and still backs off
-        // for the one IntakeQ fails.
-        #expect(await rig.eventually(timeout: 30) { coordinator.webhookRetry.failures >= 1 })
-        let other = Fixtures.rosterAppointments(day: 1)[1]
-        #expect(try await http(.POST, rig.webhookURL, body: webhookBody("AppointmentUpdated", other)).status == 200)
-        #expect(await rig.eventually(timeout: 30) { coordinator.webhookRetry.failures >= 3 })
-        let otherId = try #require(other["Id"]?.stringValue)
-        #expect(await rig.eventually(timeout: 15) { rig.lookups(otherId) == 1 })
-        let backOffs = Array(coordinator.webhookRetry.backOffs.prefix(3))
-        // Each wait twice the one before; each next run started only once the wait was over.
-        #expect(backOffs.map { (($0.until - $0.at) * 1000).rounded() } == [400, 800, 1600], "\(backOffs)")
+        // The first run answered nothing, for an id that had not failed before: the inbox waits too.
+        #expect(await rig.eventually(timeout: 30) { coordinator.webhookRetry.failures == 1 })
+        #expect(await rig.eventually(timeout: 30) { (coordinator.idRetry.waits[id]?.failures ?? 0) >= 4 })
+        let backOffs = Array(coordinator.idRetry.backOffs.prefix(4))
+        #expect(backOffs.allSatisfy { $0.id == id })
+        // Each of its waits twice the one before; each next run started only once the wait was over.
+        #expect(backOffs.map { (($0.until - $0.at) * 1000).rounded() } == [400, 800, 1600, 3200], "\(backOffs)")
         for (x, y) in zip(backOffs, backOffs.dropFirst()) { #expect(y.at >= x.until, "\(backOffs)") }
-        #expect(try await rig.inboxDepth() == 1)
+        // Its own retries do not make the inbox wait longer.
+        #expect(coordinator.webhookRetry.failures == 1)
+        #expect(coordinator.webhookRetry.backOffs.count == 1)
+
+        // Another id arrives while it waits (3.2 s or more): looked up at once, not after that wait.
+        let until = try #require(coordinator.idRetry.waits[id]?.until)
+        let other = Fixtures.rosterAppointments(day: 1)[1]
+        let otherId = try #require(other["Id"]?.stringValue)
+        #expect(try await http(.POST, rig.webhookURL, body: webhookBody("AppointmentUpdated", other)).status == 200)
+        #expect(await rig.eventually(timeout: 15) { rig.lookups(otherId) == 1 })
+        #expect(Date().timeIntervalSince1970 < until, "the other id waited for the failing one's back-off")
+        #expect(await rig.eventually(timeout: 15) { try await rig.inboxDepth() == 1 })
+        #expect(coordinator.webhookRetry.failures == 0)
+        #expect(coordinator.idRetry.waits[otherId] == nil)
+
         rig.fake.clearFaults()
-        #expect(await rig.eventually(timeout: 15) { try await rig.inboxDepth() == 0 })
+        #expect(await rig.eventually(timeout: 30) { try await rig.inboxDepth() == 0 })
+        #expect(coordinator.idRetry.waits.isEmpty)
         #expect(coordinator.webhookRetry.failures == 0)
         await rig.stop()
     }
