@@ -52,6 +52,12 @@ public struct LogRecord: Sendable {
     public var payload: ArraySlice<UInt8>
     /// The batch the event came from.
     public var batch: BatchInfo
+
+    public init(seq: UInt64, payload: ArraySlice<UInt8>, batch: BatchInfo) {
+        self.seq = seq
+        self.payload = payload
+        self.batch = batch
+    }
 }
 
 /// The outcome of `EventLogReader.verify`.

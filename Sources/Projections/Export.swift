@@ -11,7 +11,8 @@ public enum Export {
     @discardableResult
     public static func jsonLines(reader: LedgerReader, from: UInt64, to: UInt64?, write: ([UInt8]) throws -> Void) throws -> UInt64 {
         var n: UInt64 = 0
-        let cursor = try reader.log.cursor(from: max(1, from), through: to)
+        // Batches read and checked on a second thread while these are written out.
+        let cursor = try ReadAheadCursor(reader.log, from: max(1, from), through: to)
         var buffer: [UInt8] = []
         buffer.reserveCapacity(1 << 20)
         while let record = try cursor.next() {

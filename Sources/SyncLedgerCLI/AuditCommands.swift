@@ -402,7 +402,7 @@ struct LogCommand: AsyncParsableCommand {
             }
             // A --limit reaching past the largest seq means "to the end".
             let through = limit.flatMap { $0 - 1 <= UInt64.max - fromSeq ? fromSeq + ($0 - 1) : nil }
-            let cursor = try reader.cursor(from: fromSeq, through: through)
+            let cursor = try ReadAheadCursor(reader, from: fromSeq, through: through)
             let sink = FileHandleSink(fd: 1)
             var buffer: [UInt8] = []
             while let r = try cursor.next() {
