@@ -42,10 +42,7 @@ public final class LogCursor {
             if let batch = current, position < content.count {
                 let seq = lineSeq
                 let start = position
-                let end = content.withUnsafeBytes { p -> Int in
-                    let hit = memchr(p.baseAddress! + start, 10, p.count - start)!
-                    return UnsafeRawPointer(hit) - p.baseAddress!
-                }
+                let end = LogRecord.lineEnd(in: content, from: start)
                 position = end + 1
                 lineSeq += 1
                 if seq < skipBefore { continue }
@@ -149,5 +146,17 @@ public final class LogCursor {
     private func laterSegmentExists(_ name: String) throws -> Bool {
         let firstSeq = SegmentName.parse(name) ?? 0
         return try reader.segments().contains { $0.firstSeq > firstSeq }
+    }
+}
+
+extension LogRecord {
+    /// Where the line of a decompressed batch that starts at `start` ends: its '\n' (every
+    /// line of a checked batch has one), else the end of `content`.
+    @inlinable
+    public static func lineEnd(in content: [UInt8], from start: Int) -> Int {
+        content.withUnsafeBytes { p -> Int in
+            guard start < p.count, let hit = memchr(p.baseAddress! + start, 10, p.count - start) else { return p.count }
+            return UnsafeRawPointer(hit) - p.baseAddress!
+        }
     }
 }

@@ -11,12 +11,15 @@ import Foundation
 /// thread got there, `next()` returns nil and the cursor is done; unlike `LogCursor` it does not
 /// follow later appends. Errors come out of `next()` where `LogCursor` would have thrown them: after
 /// every event before the damaged batch. At most `depth` checked batches wait beside the one being
-/// read. One caller at a time; dropping the cursor stops the thread (and waits for it).
+/// read, and the thread holds one more while it waits for room. One caller at a time; dropping
+/// the cursor stops the thread (and waits for it).
 public final class ReadAheadCursor {
     /// What the reading thread and the caller share, only under `condition`.
     private final class Shared: @unchecked Sendable {
-        // @unchecked: `cursor` is used only by the reading thread; `queue`, `stopped` and
-        // `running` only under `condition`.
+        // @unchecked: `cursor` is used only by the reading thread (it shares the caller's
+        // `EventLogReader`, which holds no state a read changes: its directory, and segment
+        // lists it lists afresh); `queue`, `stopped` and `running` only under `condition`. The
+        // errors handed over are the cursor's `LogError`s (Sendable).
         let cursor: LogCursor
         let depth: Int
         let condition = NSCondition()
@@ -73,6 +76,8 @@ public final class ReadAheadCursor {
     }
 
     private let shared: Shared
+    /// What the reading thread holds (for tests: it is freed once the thread has ended).
+    var threadState: AnyObject { shared }
     private let from: UInt64
     private let through: UInt64?
     private var started = false
@@ -100,10 +105,7 @@ public final class ReadAheadCursor {
             if let batch = current, position < content.count {
                 let seq = lineSeq
                 let start = position
-                let end = content.withUnsafeBytes { p -> Int in
-                    guard let hit = memchr(p.baseAddress! + start, 10, p.count - start) else { return p.count }
-                    return UnsafeRawPointer(hit) - p.baseAddress!
-                }
+                let end = LogRecord.lineEnd(in: content, from: start)
                 position = end + 1
                 lineSeq += 1
                 if seq < from { continue }
@@ -125,8 +127,6 @@ public final class ReadAheadCursor {
             shared.running = true
             let shared = self.shared
             let thread = Thread { shared.readAll() }
-            // Decoding nothing recursive here, but a main thread's stack as the other readers get.
-            thread.stackSize = 8 << 20
             thread.name = "syncledger-read-ahead"
             thread.start()
         }

@@ -26,10 +26,14 @@ public struct ServeConfiguration: Sendable {
     /// Webhook ids wait this long after the first arrives, so a burst becomes one run.
     public var webhookBatchDelay = 0.2
     /// An id IntakeQ did not answer waits this long before it is asked again, doubled for each
-    /// run in a row that leaves it, up to `webhookRetryMaxSeconds`; so does the whole inbox after
-    /// runs that IntakeQ answered none of (`Coordinator.backOff`).
+    /// run in a row that leaves it, up to `webhookIdRetryMaxSeconds`; so does the whole inbox
+    /// after runs that IntakeQ answered none of, up to `webhookRetryMaxSeconds`.
     public var webhookRetrySeconds = 5.0
     public var webhookRetryMaxSeconds = 900.0
+    /// The longest wait of one id IntakeQ keeps failing. Each try costs up to 1 + `maxRetries`
+    /// calls of the daily budget: every 15 minutes that was ~480 calls a day at the defaults,
+    /// nearly the base plan's 500; every 4 hours it is ~30.
+    public var webhookIdRetryMaxSeconds = 4 * 3600.0
     /// At most this many ids per webhook run.
     public var maxIdsPerRun = 100
     public var logger: Logger = Logger(label: "syncledger.serve")

@@ -211,8 +211,9 @@ final class Coordinator: Sendable {
     private func webhookRunDue() -> Bool {
         guard inbox.oldestReceivedAt != nil else { return false }
         let now = Date().timeIntervalSince1970
-        let (blocked, waiting) = state.withLockedValue { ($0.budgetBlockedUntil, Self.waiting($0, now: now)) }
-        guard now >= blocked, let oldest = inbox.next(0, excluding: waiting).oldestReceivedAt else { return false }
+        guard now >= state.withLockedValue({ $0.budgetBlockedUntil }) else { return false }
+        let waiting = state.withLockedValue { Self.waiting($0, now: now) }
+        guard let oldest = inbox.next(0, excluding: waiting).oldestReceivedAt else { return false }
         return Double(ISOTime.nowMillis() - oldest) / 1000 >= config.webhookBatchDelay
     }
 
@@ -322,21 +323,23 @@ final class Coordinator: Sendable {
             try await withTaskExecutorPreference(executor) { try self.inbox.markDone(processed) }
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }
             logger.info("webhook run finished", metadata: runMetadata(outcome).merging(["ids": "\(ids.count)", "looked_up": "\(processed.count)"]) { a, _ in a })
+            let answered = Set(processed)
+            // What IntakeQ answered forgets its waits, whatever happened to the rest.
+            state.withLockedValue { s in
+                if !answered.isEmpty { s.webhookFailures = 0 }
+                for id in answered { s.idWaits[id] = nil }
+            }
             if processed.count == ids.count {
-                state.withLockedValue { s in
-                    s.webhookFailures = 0
-                    for id in ids { s.idWaits[id] = nil }
-                }
+                // All looked up.
             } else if await budget().remaining == 0 {
-                // The budget ran out during the run: the rest wait for it.
+                // The budget ran out during the run: the rest wait for it (not counted as failures).
                 await blockOnBudget()
             } else {
                 // IntakeQ did not answer some (or all) of them: each of those waits on its own,
                 // or an id it keeps failing would be asked again (with its retries) in every run.
                 // The whole inbox waits only when IntakeQ answered none and some of them had not
                 // failed before: IntakeQ down, or a wrong API key, not one appointment it fails.
-                let answered = Set(processed)
-                let fresh = backOff(unanswered: ids.filter { !answered.contains($0) }, answered: answered)
+                let fresh = backOff(unanswered: ids.filter { !answered.contains($0) }, answered: answered.count)
                 if processed.isEmpty && fresh { backOff() }
             }
             noteDamage(outcome, readFrom: readFrom)
@@ -371,21 +374,18 @@ final class Coordinator: Sendable {
         state.withLockedValue { ($0.idWaits, $0.idBackOffs) }
     }
 
-    /// Forgets the waits of the ids IntakeQ answered, and doubles the wait of each it did not
-    /// (`webhookRetryDelay` of its own failures in a row). True when one of those had not
-    /// failed before.
-    private func backOff(unanswered: [String], answered: Set<String>) -> Bool {
+    /// Doubles the wait of each id IntakeQ did not answer (`webhookRetryDelay` of its own
+    /// failures in a row). True when one of them had not failed before.
+    private func backOff(unanswered: [String], answered: Int) -> Bool {
         let now = Date().timeIntervalSince1970
         let (fresh, longest) = state.withLockedValue { s -> (Bool, Double) in
-            if !answered.isEmpty { s.webhookFailures = 0 }
-            for id in answered { s.idWaits[id] = nil }
             var fresh = false
             var longest = 0.0
             for id in unanswered {
                 let failures = (s.idWaits[id]?.failures ?? 0) + 1
                 if failures == 1 { fresh = true }
                 let delay = Self.webhookRetryDelay(failures: failures, base: config.webhookRetrySeconds,
-                                                   max: config.webhookRetryMaxSeconds)
+                                                   max: config.webhookIdRetryMaxSeconds)
                 s.idWaits[id] = (failures, now + delay)
                 s.idBackOffs.append((id, now, now + delay))
                 longest = max(longest, delay)
@@ -394,7 +394,7 @@ final class Coordinator: Sendable {
             return (fresh, longest)
         }
         logger.warning("webhook ids wait: IntakeQ did not answer their lookups", metadata: [
-            "ids": "\(unanswered.count)", "looked_up": "\(answered.count)", "retry_in_s_at_most": "\(Int(longest.rounded()))",
+            "ids": "\(unanswered.count)", "looked_up": "\(answered)", "retry_in_s_at_most": "\(Int(longest.rounded()))",
             "waiting": "\(inbox.depth)"])
         return fresh
     }

@@ -405,13 +405,19 @@ struct LogCommand: AsyncParsableCommand {
             let cursor = try ReadAheadCursor(reader, from: fromSeq, through: through)
             let sink = FileHandleSink(fd: 1)
             var buffer: [UInt8] = []
-            while let r = try cursor.next() {
-                buffer += r.payload
-                buffer.append(10)
-                if buffer.count > 1 << 16 {
-                    try sink.write(buffer)
-                    buffer.removeAll(keepingCapacity: true)
+            do {
+                while let r = try cursor.next() {
+                    buffer += r.payload
+                    buffer.append(10)
+                    if buffer.count > 1 << 16 {
+                        try sink.write(buffer)
+                        buffer.removeAll(keepingCapacity: true)
+                    }
                 }
+            } catch let error as LogError {
+                // The events before the damage were checked: print them, then say where it is.
+                try sink.write(buffer)
+                throw error
             }
             try sink.write(buffer)
             return 0

@@ -88,6 +88,31 @@ extension CLIBinaryTests {
         }
     }
 
+    /// `log` on a log damaged in its second batch prints the events before the damage (they were
+    /// checked), then one line naming where it is, and exits 1 (was: nothing printed, so the
+    /// events the message says to save were not there).
+    @Test func logPrintsWhatPrecedesTheDamage() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("log-damage")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let segment = try segments(store)[0]
+        let batches = try segmentBatches(segment)
+        #expect(batches.count >= 2)
+        let second = batches[1]
+        var bytes = try #require(FileManager.default.contents(atPath: segment))
+        bytes[second.offset + 80 + (second.end - second.offset - 80) / 2] ^= 0x5a
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        try? FileManager.default.removeItem(atPath: store + "/log/index")
+
+        let r = try await cli(["log", "--store", store])
+        #expect(r.status == 1)
+        let seqs = r.stdout.split(separator: "\n").compactMap { (parseJSON(String($0)) as? [String: Any])?["seq"] as? Int }
+        #expect(seqs == Array(1...Int(batches[0].lastSeq)), "\(r.stdout.prefix(300))")
+        #expect(r.stderrLines.count == 1 && r.stderr.contains("offset \(second.offset)"), "\(r.stderr)")
+    }
+
     /// A meeting link edited by hand in projections.sqlite is served (reads use the views), but
     /// `verify --views` folds the log afresh and names the view, the key and the column; a join
     /// link is a patient's (it may carry the meeting's password), so neither value is shown.

@@ -1,6 +1,6 @@
 import EventLog
 import Foundation
-import Ledger
+@testable import Ledger
 import TestSupport
 import Testing
 
@@ -104,16 +104,22 @@ import Testing
     }
 
     /// A cursor dropped after a few events (its thread blocked on a full read-ahead), or never
-    /// read, stops cleanly.
+    /// read, stops its thread: what the thread held is freed (it would stay blocked, holding it,
+    /// otherwise).
     @Test func aCursorDroppedEarlyStopsItsThread() throws {
         var rng = SeededRNG(seed: 7)
         let (dir, _) = try log(&rng, batches: 80)
         let reader = try EventLogReader(directory: dir.sub("log"))
-        for _ in 0..<20 {
+        var held: [() -> AnyObject?] = []
+        for round in 0..<20 {
             let cursor = try ReadAheadCursor(reader, from: 1, depth: 1)
-            for _ in 0..<3 { #expect(try cursor.next() != nil) }
+            weak let state = cursor.threadState
+            held.append { state }
+            for _ in 0..<(round % 4) { #expect(try cursor.next() != nil) }
             Thread.sleep(forTimeInterval: 0.002)
         }
-        _ = try ReadAheadCursor(reader, from: 1)
+        let deadline = Date().addingTimeInterval(10)
+        while held.contains(where: { $0() != nil }), Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(held.allSatisfy { $0() == nil }, "a dropped cursor's reading thread still runs")
     }
 }

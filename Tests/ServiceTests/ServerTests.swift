@@ -250,7 +250,7 @@ import TestSupport
         let coordinator = rig.server.coordinator
         // The first run answered nothing, for an id that had not failed before: the inbox waits too.
         #expect(await rig.eventually(timeout: 30) { coordinator.webhookRetry.failures == 1 })
-        #expect(await rig.eventually(timeout: 30) { (coordinator.idRetry.waits[id]?.failures ?? 0) >= 4 })
+        #expect(await rig.eventually(timeout: 30) { (coordinator.idRetry.waits[id]?.failures ?? 0) >= 5 })
         let backOffs = Array(coordinator.idRetry.backOffs.prefix(4))
         #expect(backOffs.allSatisfy { $0.id == id })
         // Each of its waits twice the one before; each next run started only once the wait was over.
@@ -260,7 +260,7 @@ import TestSupport
         #expect(coordinator.webhookRetry.failures == 1)
         #expect(coordinator.webhookRetry.backOffs.count == 1)
 
-        // Another id arrives while it waits (3.2 s or more): looked up at once, not after that wait.
+        // Another id arrives while it waits (6.4 s or more): looked up at once, not after that wait.
         let until = try #require(coordinator.idRetry.waits[id]?.until)
         let other = Fixtures.rosterAppointments(day: 1)[1]
         let otherId = try #require(other["Id"]?.stringValue)
