@@ -30,9 +30,10 @@ public struct ServeConfiguration: Sendable {
     /// after runs that IntakeQ answered none of, up to `webhookRetryMaxSeconds`.
     public var webhookRetrySeconds = 5.0
     public var webhookRetryMaxSeconds = 900.0
-    /// The longest wait of one id IntakeQ keeps failing. Each try costs up to 1 + `maxRetries`
-    /// calls of the daily budget: every 15 minutes that was ~480 calls a day at the defaults,
-    /// nearly the base plan's 500; every 4 hours it is ~30.
+    /// The longest wait of one id IntakeQ keeps failing. Each try after its first failure is one
+    /// call (no in-run retries): about 20 calls a day, its waits climbing to 4 hours again after
+    /// each completed run. Every 15 minutes, with the default 4 retries per try, it had been
+    /// ~480, nearly the base plan's 500.
     public var webhookIdRetryMaxSeconds = 4 * 3600.0
     /// At most this many ids per webhook run.
     public var maxIdsPerRun = 100

@@ -223,12 +223,12 @@ final class Coordinator: Sendable {
         return Set(s.idWaits.lazy.filter { $0.value.until > now }.map(\.key))
     }
 
-    private func sessionConfig(_ request: SyncRequest) -> SyncConfiguration {
+    private func sessionConfig(_ request: SyncRequest, maxRetries: Int? = nil) -> SyncConfiguration {
         var request = request
         request.pageCap = 200
         return SyncConfiguration(storePath: config.storePath, request: request, apiKey: config.apiKey,
                                  baseURL: config.baseURL, policy: config.policy, waitLock: nil,
-                                 maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
+                                 maxRetries: maxRetries ?? config.maxRetries, timeoutSeconds: config.timeoutSeconds,
                                  logger: quietLogger)
     }
 
@@ -241,8 +241,8 @@ final class Coordinator: Sendable {
 
     /// Runs one session on the writer executor; waits (1 s at a time) while another process
     /// holds the writer lock.
-    private func session(_ request: SyncRequest) async throws -> SyncOutcome {
-        let cfg = sessionConfig(request)
+    private func session(_ request: SyncRequest, maxRetries: Int? = nil) async throws -> SyncOutcome {
+        let cfg = sessionConfig(request, maxRetries: maxRetries)
         while true {
             do {
                 return try await withTaskExecutorPreference(executor) {
@@ -311,14 +311,21 @@ final class Coordinator: Sendable {
     // MARK: Webhooks
 
     private func drainWebhooks() async {
-        let waiting = state.withLockedValue { Self.waiting($0, now: Date().timeIntervalSince1970) }
-        let ids = inbox.next(config.maxIdsPerRun, excluding: waiting).ids
+        let now = Date().timeIntervalSince1970
+        let (waiting, failedBefore) = state.withLockedValue { (Self.waiting($0, now: now), Set($0.idWaits.keys)) }
+        let due = inbox.next(config.maxIdsPerRun, excluding: waiting).ids
+        // Ids that failed before go in runs of their own, each asked once (its back-off is its
+        // retry): an id IntakeQ keeps failing, retried in the run with waits between (~30 s at
+        // the default 4 retries), would hold the ids that came since behind it, and cost up to
+        // five calls a try.
+        let fresh = due.filter { !failedBefore.contains($0) }
+        let ids = fresh.isEmpty ? due : fresh
         guard !ids.isEmpty else { return }
         var request = SyncRequest(roster: config.roster, syncType: "webhook", triggeredBy: "webhook")
         request.appointmentIds = ids
         let readFrom = viewsFile
         do {
-            let outcome = try await session(request)
+            let outcome = try await session(request, maxRetries: fresh.isEmpty ? 0 : nil)
             let processed = outcome.processedIds
             try await withTaskExecutorPreference(executor) { try self.inbox.markDone(processed) }
             state.withLockedValue { $0.lastWebhookRun = (outcome.runId, outcome.status, processed.count) }

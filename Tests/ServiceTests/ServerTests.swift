@@ -228,8 +228,9 @@ import TestSupport
     }
 
     /// An id IntakeQ keeps failing waits on its own: each run that leaves it doubles its wait
-    /// (was: every webhook run waited behind it, up to 15 minutes); ids that arrive meanwhile are
-    /// looked up as they come. The whole inbox waits only after a run in which IntakeQ answered
+    /// (was: every webhook run waited behind it, up to 15 minutes), and once it has failed it is
+    /// asked once per try, in runs of its own (was: with every retry, holding the ids that came
+    /// since behind it); ids that arrive meanwhile are looked up as they come. The whole inbox waits only after a run in which IntakeQ answered
     /// none of its ids and some had not failed before (IntakeQ down, a wrong key). Once IntakeQ
     /// answers the id, it is looked up and its wait forgotten.
     @Test func anIdIntakeQKeepsFailingBacksOffOnItsOwn() async throws {
@@ -240,7 +241,7 @@ import TestSupport
         let rig = try await ServerRig.start { config in
             config.webhookRetrySeconds = 0.4
             config.webhookRetryMaxSeconds = 60
-            config.maxRetries = 0
+            config.maxRetries = 1
         }
         #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
         let appt = Fixtures.rosterAppointments(day: 1)[0]
@@ -256,6 +257,9 @@ import TestSupport
         // Each of its waits twice the one before; each next run started only once the wait was over.
         #expect(backOffs.map { (($0.until - $0.at) * 1000).rounded() } == [400, 800, 1600, 3200], "\(backOffs)")
         for (x, y) in zip(backOffs, backOffs.dropFirst()) { #expect(y.at >= x.until, "\(backOffs)") }
+        // Its first run asked it twice (one retry); each try since, once.
+        let failed = try #require(coordinator.idRetry.waits[id]?.failures)
+        #expect(rig.lookups(id) == 2 + (failed - 1), "\(failed) failures")
         // Its own retries do not make the inbox wait longer.
         #expect(coordinator.webhookRetry.failures == 1)
         #expect(coordinator.webhookRetry.backOffs.count == 1)
