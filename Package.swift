@@ -58,6 +58,9 @@ let package = Package(
         // AES-256-GCM boxes through the system's OpenSSL libcrypto (apt: libssl-dev), a context per
         // thread: sealing's and opening's hot path (Ledger's `GCM`).
         .target(name: "CGCM", linkerSettings: [.linkedLibrary("crypto")]),
+        // SQLite's process-wide settings (multi-thread mode, no memory statistics), set before the
+        // first connection opens; the system's SQLite (apt: libsqlite3-dev), as GRDB links it.
+        .target(name: "CSQLiteTuning", linkerSettings: [.linkedLibrary("sqlite3")]),
         .target(
             name: "EventLog",
             dependencies: [
@@ -92,7 +95,7 @@ let package = Package(
         .target(
             name: "Projections",
             dependencies: [
-                "Ledger", "Domain", "JSONCore", "EventLog",
+                "Ledger", "Domain", "JSONCore", "EventLog", "CSQLiteTuning",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // SQLite's C API, as GRDB imports it: the chunked fold binds values directly.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),

@@ -378,10 +378,20 @@ final class ChunkFolder {
     }
 
     /// True when `stream` is `appointment/` followed by `id` (compared as bytes, nothing built).
+    /// The bytes of native strings are compared with `memcmp` (`elementsEqual` over the views,
+    /// element by element, was ~4 % of the fold); other strings go the generic way.
     static func isStream(_ stream: String, ofAppointment id: String) -> Bool {
-        let prefix = "appointment/".utf8
-        return stream.utf8.count == prefix.count + id.utf8.count && stream.utf8.starts(with: prefix)
-            && stream.utf8.dropFirst(prefix.count).elementsEqual(id.utf8)
+        let prefix: StaticString = "appointment/"
+        let n = prefix.utf8CodeUnitCount
+        guard stream.utf8.count == n + id.utf8.count else { return false }
+        let fast = stream.utf8.withContiguousStorageIfAvailable { s in
+            id.utf8.withContiguousStorageIfAvailable { i in
+                memcmp(s.baseAddress!, prefix.utf8Start, n) == 0
+                    && (i.isEmpty || memcmp(s.baseAddress! + n, i.baseAddress!, i.count) == 0)
+            }
+        }
+        if let fast, let equal = fast { return equal }
+        return stream.utf8.starts(with: "appointment/".utf8) && stream.utf8.dropFirst(n).elementsEqual(id.utf8)
     }
 
     /// Ends the segment before `e`, an event `p` applies one by one (after the segment is written).

@@ -239,6 +239,16 @@ struct SyncLedgerRun {
         m["replay_one_thread_events_per_s"] = Double(n) / t2
         m["replay_check"] = Double(check % 1000)
         rss.append(("replay", peakRSSMB()))
+        // `syncledger verify`'s check: every CRC, frame, line count and the chain, each batch's
+        // lines searched for recorded losses as the command does.
+        let t3 = now()
+        var losses: [String] = []
+        let report = reader.verify(inspect: { _, content in losses += Trust.recordedLosses(in: content) })
+        let t4 = now() - t3
+        guard report.ok, Double(report.events) == m["events"], losses.isEmpty else {
+            throw BenchError("verify: ok \(report.ok), \(report.events) events, \(losses.count) losses: \(report.error?.message ?? "")")
+        }
+        m["verify_events_per_s"] = Double(report.events) / t4
     }
 
     /// Decodes every envelope `next` gives: the events, their bytes and a checksum of what was decoded.

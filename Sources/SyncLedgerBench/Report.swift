@@ -12,7 +12,8 @@ struct Summary {
 
     static let jsonKeys = [
         "events", "append_events_per_s", "append_mb_per_s", "single_append_p50_ms", "single_append_p99_ms",
-        "replay_events_per_s", "replay_mb_per_s", "replay_one_thread_events_per_s", "rebuild_events_per_s", "log_bytes_per_event",
+        "replay_events_per_s", "replay_mb_per_s", "replay_one_thread_events_per_s", "verify_events_per_s", "rebuild_events_per_s",
+        "log_bytes_per_event",
         "views_bytes_per_event", "raw_json_bytes_per_event", "raw_object_bytes_per_observation", "history_ms",
         "as_of_ms", "peak_rss_mb", "sqlite_append_events_per_s", "sqlite_replay_events_per_s",
         "sqlite_replay_mb_per_s", "sqlite_bytes_per_event", "lz4_cli_compress_events_per_s",
@@ -92,6 +93,7 @@ struct Summary {
             ("full replay, CRC + chain + envelope (events/s)", "replay_events_per_s", "sqlite_replay_events_per_s", "lz4_cli_decompress_events_per_s"),
             ("full replay (MB/s of JSON Lines)", "replay_mb_per_s", "sqlite_replay_mb_per_s", nil),
             ("full replay on one thread, the in-run baseline (events/s)", "replay_one_thread_events_per_s", nil, nil),
+            ("verify, as `syncledger verify` checks (events/s)", "verify_events_per_s", nil, nil),
             ("rebuild of all views (events/s)", "rebuild_events_per_s", nil, nil),
             ("log bytes on disk per event", "log_bytes_per_event", "sqlite_bytes_per_event", "lz4_cli_bytes_per_event"),
             ("views bytes on disk per event", "views_bytes_per_event", "sqlite_bytes_per_event", nil),

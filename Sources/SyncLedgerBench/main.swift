@@ -92,6 +92,8 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        // Before the SQLite baseline opens its connection: the same settings for both.
+        _ = SQLiteSettings.applied
         let base = scratch ?? NSTemporaryDirectory()
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
         let root: String

@@ -43,7 +43,7 @@ struct VerifyCommand: AsyncParsableCommand {
             var losses: [String] = []
             var report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:)),
                                        progress: { seq in progress.update("verifying … seq \(seq)") },
-                                       inspect: { _, content in losses += recordedLosses(in: content) })
+                                       inspect: { _, content in losses += Trust.recordedLosses(in: content) })
             progress.finish()
             report.warnings += losses
             var differences: (first: [ViewDifference], total: Int)?

@@ -23,8 +23,9 @@ struct SyncLedgerCommand: AsyncParsableCommand {
             wrapped by the master key in the file $SYNCLEDGER_MASTER_KEY_FILE names (else STORE/keys/master.key). \
             Start with `syncledger demo` to see the whole story on bundled fixtures.
             """,
-        // The allocator is named so a user (and CLIBinaryTests) can see jemalloc serves this process.
-        version: "0.1.0 (\(Allocator.name))",
+        // The allocator and SQLite's threading mode are named so a user (and CLIBinaryTests) can
+        // see jemalloc serves this process and SQLite takes no mutex per call.
+        version: "0.1.0 (\(Allocator.name); \(SQLiteSettings.summary))",
         subcommands: [
             SyncCommand.self, StatusCommand.self, AppointmentsCommand.self, MeetingURLsCommand.self,
             LocationsCommand.self, SyncLogsCommand.self, HistoryCommand.self, AsOfCommand.self,
@@ -42,6 +43,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         signal(SIGXFSZ, SIG_IGN)
         // Everything SyncLedger creates holds patient data: owner-only, whatever the caller's umask.
         umask(0o077)
+        _ = SQLiteSettings.applied
         let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
         do {
             var command = try parseAsRoot(args)

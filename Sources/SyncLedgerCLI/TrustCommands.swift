@@ -11,20 +11,6 @@ func refuseIfLost(_ store: Store) throws {
     try Trust.requireNoLoss(store)
 }
 
-/// The `ledger.loss_recorded` events of a batch's JSON Lines, as warnings for `verify`.
-func recordedLosses(in content: [UInt8]) -> [String] {
-    let marker = Array("\"type\":\"ledger.loss_recorded\"".utf8)
-    guard content.firstRange(of: marker) != nil else { return [] }
-    var out: [String] = []
-    for line in content.split(separator: 10) {
-        guard let e = try? EventEnvelope.decode(line), e.type == EventType.lossRecorded.rawValue,
-              let loss = try? e.decodeData(LossRecorded.self) else { continue }
-        out.append("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
-                   + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)")
-    }
-    return out
-}
-
 struct RepairCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "repair",

@@ -14,4 +14,13 @@ extension CLIBinaryTests {
         #expect(stats.status == 0)
         #expect((stats.stdout + stats.stderr).contains("Begin jemalloc statistics"))
     }
+
+    /// SQLite runs in multi-thread mode in the shipped binary (`SQLiteSettings`): set before the
+    /// first connection opens, its connections take no mutex per call. The version names the
+    /// mode SQLite reports for a connection opened then.
+    @Test func theBinaryRunsSQLiteMultiThreaded() async throws {
+        let version = try await cli(["--version"])
+        #expect(version.status == 0, "\(version.stderr)")
+        #expect(version.stdout.contains("; SQLite 3.") && version.stdout.contains(", multi-thread)"), "\(version.stdout)")
+    }
 }

@@ -452,3 +452,29 @@ import Testing
         }
     }
 }
+
+/// `ChunkFolder.isStream`: whether an event's stream is `appointment/` followed by the id its
+/// data names, byte for byte (another spelling of the same text is not the same stream).
+@Suite struct StreamOfAppointmentTests {
+    @Test func comparesTheStreamWithTheIdByteForByte() {
+        let id = "6f2c41f0-9b1e-4c65-a1e1-3d0c2b7e9a10"
+        #expect(ChunkFolder.isStream("appointment/" + id, ofAppointment: id))
+        #expect(ChunkFolder.isStream("appointment/", ofAppointment: ""))
+        #expect(ChunkFolder.isStream("appointment/é", ofAppointment: "é"))
+        // Same length, one byte apart: at the end, the start of the id, inside the prefix.
+        #expect(!ChunkFolder.isStream("appointment/" + id.dropLast() + "1", ofAppointment: id))
+        #expect(!ChunkFolder.isStream("appointment/7" + id.dropFirst(), ofAppointment: id))
+        #expect(!ChunkFolder.isStream("appointmenT/" + id, ofAppointment: id))
+        #expect(!ChunkFolder.isStream("appointments" + id, ofAppointment: id))
+        // Another length.
+        #expect(!ChunkFolder.isStream("appointment/" + id + "0", ofAppointment: id))
+        #expect(!ChunkFolder.isStream("appointment/" + id, ofAppointment: id + "0"))
+        #expect(!ChunkFolder.isStream("run/" + id, ofAppointment: id))
+        // The same text spelled another way (é as e + U+0301): other bytes, another stream.
+        #expect(!ChunkFolder.isStream("appointment/e\u{301}", ofAppointment: "é"))
+        // Small (inline) strings and long ones on the heap read alike.
+        let long = String(repeating: "x", count: 200)
+        #expect(ChunkFolder.isStream("appointment/" + long, ofAppointment: long))
+        #expect(!ChunkFolder.isStream("appointment/" + long, ofAppointment: String(long.dropLast()) + "y"))
+    }
+}

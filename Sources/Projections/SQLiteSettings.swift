@@ -1,0 +1,25 @@
+import CSQLiteTuning
+
+/// SQLite's process-wide settings, applied once before the first connection opens: multi-thread
+/// mode (GRDB gives each connection to one queue at a time, so SQLite's mutex around every call
+/// on a connection — `bind`, `step`, `reset` — guards nothing) and no memory statistics (a
+/// global mutex around each of SQLite's allocations). A rebuild makes some ten million such
+/// calls; the mutexes were ~4 % of its CPU (BENCHMARKS.md, stop 41).
+///
+/// SQLite accepts these only before it initializes, that is before any connection in the
+/// process opens; `ProjectionStore` applies them when it opens its first, and the executables
+/// at start. Applied late they change nothing and SQLite stays in its default, serialized mode.
+public enum SQLiteSettings {
+    /// True when both settings took effect (the first evaluation applies them).
+    public static let applied: Bool = syncledger_sqlite_tune() == 1
+
+    /// True when connections opened from now on take no per-connection mutex.
+    public static var multiThread: Bool { syncledger_sqlite_multithread() == 1 }
+
+    /// "SQLite 3.40.1, multi-thread" (or "serialized"): what `syncledger --version` names, after
+    /// applying the settings if nothing has yet.
+    public static var summary: String {
+        _ = applied
+        return "SQLite \(String(cString: syncledger_sqlite_version())), \(multiThread ? "multi-thread" : "serialized")"
+    }
+}
