@@ -146,9 +146,22 @@ public final class EventLogReader {
 
     /// A cursor over events from `seq` (1 = the start) through `through` (inclusive; nil = to
     /// the end). It starts at the batch holding `seq` without decoding anything before it.
+    ///
+    /// When the segment holding `seq` cannot be indexed (a damaged batch header in it), the
+    /// cursor starts at that segment's first batch instead and checks each batch as it goes: the
+    /// events before the damage are still read (what a salvage needs), and the damage is thrown
+    /// where it is met.
     public func cursor(from seq: UInt64 = 1, through: UInt64? = nil) throws -> LogCursor {
         let start = max(seq, 1)
-        if let found = try locate(start) {
+        let located: Location?
+        do { located = try locate(start) } catch let error as LogError where error.isCorruption {
+            let list = try segments()
+            guard let i = list.lastIndex(where: { $0.firstSeq <= start }) else { throw error }
+            let previous = i == 0 ? ChainHash.zero : try segmentIndex(i - 1, of: list).0.lastChain
+            return try LogCursor(reader: self, segment: list[i].name, offset: 0, nextSeq: list[i].firstSeq,
+                                 previousChain: previous, skipBefore: start, through: through)
+        }
+        if let found = located {
             return try LogCursor(reader: self, segment: found.segment, offset: found.offset,
                                  nextSeq: found.header.firstSeq, previousChain: found.previousChain,
                                  skipBefore: start, through: through)

@@ -268,7 +268,11 @@ func moveViewsAside(_ store: Store) throws -> String {
 struct ExportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
-        abstract: "Export events for auditors: JSON Lines as stored, CSV of appointment versions, or a verifiable bundle.")
+        abstract: "Export events for auditors: JSON Lines as stored, CSV of appointment versions, or a verifiable bundle.",
+        discussion: """
+            On a store that lost acknowledged events only the salvage is allowed: --format jsonl \
+            --to-seq N, with N up to where the log ends (or before its damage); the loss is a warning.
+            """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "jsonl (events exactly as stored) or csv (one row per appointment version).") var format: String = "jsonl"
     @Option(parsing: .unconditional, help: "First seq to export.") var fromSeq: UInt64 = 1
@@ -287,7 +291,28 @@ struct ExportCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let (store, reader, views) = try openForRead(storeOptions, catchUp: false)
+            // A store that lost acknowledged events is refused, except for what a salvage needs:
+            // the events as stored up to a --to-seq the log still holds (each batch is checked as
+            // it is read; damage before --to-seq fails the export and leaves no file).
+            let opened = try storeOptions.open()
+            let loss = Trust.findLoss(opened, evidence: try Trust.evidence(opened))
+            if let loss {
+                guard format == "jsonl", bundle == nil, let toSeq,
+                      loss.damage != nil || (!loss.differs && toSeq <= loss.logHead.seq) else {
+                    throw LedgerError(loss.message + (loss.damage == nil && !loss.differs && loss.logHead.seq >= fromSeq
+                        ? ". `syncledger export --to-seq \(loss.logHead.seq)` saves what the log holds" : ""))
+                }
+            }
+            let store: Store, reader: LedgerReader, views: ProjectionStore?
+            if loss != nil {
+                // The salvage reads the log only, and writes nothing (no views, no index files).
+                store = opened
+                reader = try LedgerReader(store: store)
+                reader.log.rewritesIndexFiles = false
+                views = nil
+            } else {
+                (store, reader, views) = try openForRead(storeOptions, catchUp: false)
+            }
             if let bundle {
                 let manifest = try AuditBundle.write(store: store, to: bundle, fromSeq: fromSeq, toSeq: toSeq)
                 if let r = manifest.range {
@@ -323,7 +348,7 @@ struct ExportCommand: AsyncParsableCommand {
                     // The per-stream index serves removal rows when it covers the range; else the
                     // export keeps each appointment's last version in memory.
                     let last = try toSeq ?? reader.head().seq
-                    let indexed = ((try? views.appliedSeq()) ?? 0) >= last
+                    let indexed = ((try? views?.appliedSeq()) ?? 0) >= last
                     count = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
                 }
                 if let temp, let out {
@@ -339,6 +364,8 @@ struct ExportCommand: AsyncParsableCommand {
                 throw error
             }
             if let out { warn("exported \(count) \(format == "jsonl" ? "events" : "appointment versions") to \(out)") }
+            // Said once the salvage is written (a failed one says only why it failed).
+            if let loss { warn("warning: " + loss.message) }
             return 0
         }
     }
@@ -379,7 +406,13 @@ struct FileHandleSink {
 
 struct LogCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "log", abstract: "Print events as stored, one JSON object per line.")
+        commandName: "log", abstract: "Print events as stored, one JSON object per line.",
+        discussion: """
+            Each batch is checked (CRCs, the hash chain) as it is read. On a damaged log the events \
+            before the damage are printed, then one line naming it (exit 1). On a store that lost \
+            acknowledged events, which every other command refuses, `log` is the salvage: it prints \
+            what the log holds, then the loss (exit 1; a --limit met before the end only warns).
+            """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(parsing: .unconditional, help: "First seq to print; the head's seq + 1 prints nothing until more is recorded.") var fromSeq: UInt64 = 1
     @Option(parsing: .unconditional, help: "Print at most this many events.") var limit: UInt64?
@@ -392,21 +425,37 @@ struct LogCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
-            try refuseIfLost(store)
-            let reader = try EventLogReader(directory: store.logPath)
-            // The seq after the head asks "anything new?" (nothing yet: no output, exit 0); one
-            // further on cannot come from this log (a typo, another store's seq).
-            let head = try reader.head()
-            guard fromSeq <= head.seq + 1 else {
-                throw CLIFailure(message: "--from-seq \(fromSeq) is past the log's head (seq \(head.seq)); --from-seq \(head.seq + 1) prints what is recorded next")
+            // A store that lost acknowledged events is still read, as a salvage: the events it
+            // holds are printed (each batch checked), then the loss as the one error line, exit 1.
+            let loss = Trust.findLoss(store, evidence: try Trust.evidence(store))
+            let reader: EventLogReader
+            do { reader = try EventLogReader(directory: store.logPath) } catch {
+                // No log at all (deleted): the loss says more than "no event log here".
+                if let loss { throw LedgerError(loss.message) }
+                throw error
+            }
+            // The salvage writes nothing (a stale index file is not rewritten).
+            if loss != nil { reader.rewritesIndexFiles = false }
+            // nil: the log lost events and its end cannot be found (damage): it is read up to the damage.
+            let headSeq: UInt64?
+            do { headSeq = try reader.head().seq } catch let error as LogError where loss != nil && error.isCorruption { headSeq = nil }
+            if let headSeq {
+                if let loss, fromSeq > headSeq { throw LedgerError(loss.message) }
+                // The seq after the head asks "anything new?" (nothing yet: no output, exit 0); one
+                // further on cannot come from this log (a typo, another store's seq).
+                guard fromSeq <= headSeq + 1 else {
+                    throw CLIFailure(message: "--from-seq \(fromSeq) is past the log's head (seq \(headSeq)); --from-seq \(headSeq + 1) prints what is recorded next")
+                }
             }
             // A --limit reaching past the largest seq means "to the end".
             let through = limit.flatMap { $0 - 1 <= UInt64.max - fromSeq ? fromSeq + ($0 - 1) : nil }
             let cursor = try ReadAheadCursor(reader, from: fromSeq, through: through)
             let sink = FileHandleSink(fd: 1)
             var buffer: [UInt8] = []
+            var last: UInt64 = 0
             do {
                 while let r = try cursor.next() {
+                    last = r.seq
                     buffer += r.payload
                     buffer.append(10)
                     if buffer.count > 1 << 16 {
@@ -420,6 +469,12 @@ struct LogCommand: AsyncParsableCommand {
                 throw error
             }
             try sink.write(buffer)
+            if let loss {
+                // A --limit met within what the log holds printed all it asked for: the loss is a
+                // warning. Else the log ended before its acknowledged head: the loss is the error.
+                guard let through, last == through else { throw LedgerError(loss.message) }
+                warn("warning: " + loss.message)
+            }
             return 0
         }
     }

@@ -79,6 +79,11 @@ extension CLIBinaryTests {
         try await makeSyncedStore(at: base, practice: practice, days: [2, 3])
         let head = try await verifiedHead(base)
         let headSeq = try #require(UInt64(head.split(separator: ":")[0]))
+        // What `log` prints of a log that ends at a seq: its events up to there, as stored.
+        let whole = try await cli(["log", "--store", base])
+        expectSuccess(whole)
+        let stored = whole.stdout.split(separator: "\n").map { $0 + "\n" }
+        #expect(stored.count == Int(headSeq))
         let segment = try #require(try segments(base).first)
         let batches = try segmentBatches(segment)
         #expect(batches.count >= 6, "\(batches.count) batches")
@@ -118,7 +123,12 @@ extension CLIBinaryTests {
                 commands.append(syncArgs(store: store, baseURL: url, now: try #require(practice.day(4)).now))
                 for args in commands {
                     let r = try await cli(args, env: keyEnv)
-                    expectCleanFailure(r, mentioning: ["seq \(headSeq) was acknowledged", head])
+                    // `log` is the salvage: it prints what the log holds, then refuses the rest.
+                    let salvages = args[0] == "log"
+                    expectCleanFailure(r, mentioning: ["seq \(headSeq) was acknowledged", head], allowStdout: salvages)
+                    if salvages {
+                        #expect(r.stdout == stored.prefix(Int(c.logEndsAt)).joined(), "\(c.name): log printed \(r.stdoutLines.count) lines")
+                    }
                     #expect(r.stderr.contains("the log ends at seq \(c.logEndsAt) but"), "\(c.name): \(r.label): \(r.stderr)")
                     #expect(r.stderr.contains("repair --accept-loss"), "\(c.name): \(r.stderr)")
                 }
@@ -163,6 +173,84 @@ extension CLIBinaryTests {
         let after = try await cli(["verify", "--store", store])
         expectSuccess(after)
         #expect(!after.stderr.contains("torn tail"), "\(after.stderr)")
+    }
+
+    /// What a log cut short still holds can be saved, read-only, although every other command
+    /// refuses the store: `log` prints it all, then the loss as its one error line (exit 1), or,
+    /// with a --limit that stops short of the end, warns (exit 0); `export --to-seq` up to where
+    /// the log ends writes it, with the loss as a warning. An export past that end, of the whole
+    /// log, as CSV or as a bundle is refused, naming the --to-seq that works, and leaves no file.
+    /// Nothing in the store changes.
+    @Test func whatALogCutShortHoldsCanBeSaved() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-salvage")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let whole = try await cli(["log", "--store", store])
+        expectSuccess(whole)
+        let stored = whole.stdout.split(separator: "\n").map { $0 + "\n" }
+        let intact = tmp.path + "/intact"
+        try copyStore(store, intact)
+        let segment = try segments(store)[0]
+        let cutTo = try segmentBatches(segment).dropLast(2).last!
+        truncateFile(segment, to: cutTo.end)
+        let kept = stored.prefix(Int(cutTo.lastSeq)).joined()
+        #expect(cutTo.lastSeq > 3 && kept.count < whole.stdout.count)
+        let transient = { (p: String) in p.hasSuffix("-wal") || p.hasSuffix("-shm") }
+        let before = snapshot(store, excluding: transient)
+        let loss = "the log ends at seq \(cutTo.lastSeq) but"
+
+        let log = try await cli(["log", "--store", store])
+        expectCleanFailure(log, mentioning: [loss], allowStdout: true)
+        #expect(log.stdout == kept)
+        let tail = try await cli(["log", "--store", store, "--from-seq", "\(cutTo.lastSeq - 1)"])
+        expectCleanFailure(tail, mentioning: [loss], allowStdout: true)
+        #expect(tail.stdout == stored[Int(cutTo.lastSeq) - 2..<Int(cutTo.lastSeq)].joined())
+        let limited = try await cli(["log", "--store", store, "--limit", "3"])
+        expectSuccess(limited)
+        #expect(limited.stdout == stored.prefix(3).joined())
+        #expect(limited.stderrLines.count == 1 && limited.stderr.hasPrefix("warning: ") && limited.stderr.contains(loss), "\(limited.stderr)")
+        let past = try await cli(["log", "--store", store, "--from-seq", "\(cutTo.lastSeq + 1)"])
+        expectCleanFailure(past, mentioning: [loss])
+
+        let saved = tmp.path + "/saved.jsonl"
+        let export = try await cli(["export", "--store", store, "--to-seq", "\(cutTo.lastSeq)", "--out", saved])
+        expectSuccess(export)
+        #expect(export.stderr.contains("warning: " + loss), "\(export.stderr)")
+        #expect(FileManager.default.contents(atPath: saved) == Data(kept.utf8))
+        let hint = "`syncledger export --to-seq \(cutTo.lastSeq)` saves what the log holds"
+        for args in [["export"], ["export", "--format", "jsonl", "--to-seq", "\(cutTo.lastSeq + 1)", "--out", tmp.path + "/past.jsonl"],
+                     ["export", "--format", "csv", "--to-seq", "\(cutTo.lastSeq)"],
+                     ["export", "--to-seq", "\(cutTo.lastSeq)", "--bundle", tmp.path + "/bundle"]] {
+            let r = try await cli(args + ["--store", store])
+            expectCleanFailure(r, mentioning: [loss] + (args.count == 1 ? [hint] : []))
+        }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/past.jsonl"))
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/bundle"))
+        expectSameSnapshot(before, snapshot(store, excluding: transient), "the salvage")
+
+        // A flipped byte in the second batch's header: the log cannot be read to its end, so
+        // every other command refuses; `log` prints the first batch, then the damage; an export
+        // up to the damage saves it, and one reaching into it fails and leaves no file.
+        let damagedSegment = try segments(intact)[0]
+        let batches = try segmentBatches(damagedSegment)
+        var bytes = try #require(FileManager.default.contents(atPath: damagedSegment))
+        bytes[batches[1].offset + 20] ^= 0x5a
+        try bytes.write(to: URL(fileURLWithPath: damagedSegment))
+        let first = stored.prefix(Int(batches[0].lastSeq)).joined()
+        expectCleanFailure(try await cli(["appointments", "--store", intact]), mentioning: ["cannot be read to its end"])
+        let damagedLog = try await cli(["log", "--store", intact])
+        expectCleanFailure(damagedLog, mentioning: ["offset \(batches[1].offset)"], allowStdout: true)
+        #expect(damagedLog.stdout == first)
+        let upTo = tmp.path + "/up-to-damage.jsonl"
+        let saving = try await cli(["export", "--store", intact, "--to-seq", "\(batches[0].lastSeq)", "--out", upTo])
+        expectSuccess(saving)
+        #expect(FileManager.default.contents(atPath: upTo) == Data(first.utf8))
+        let into = tmp.path + "/into-damage.jsonl"
+        expectCleanFailure(try await cli(["export", "--store", intact, "--to-seq", "\(batches[1].firstSeq)", "--out", into]),
+                           mentioning: ["offset \(batches[1].offset)"])
+        #expect(!FileManager.default.fileExists(atPath: into))
     }
 
     /// After a refused loss, `repair --accept-loss` records it and every command works again;
