@@ -154,9 +154,11 @@ public final class EventLogReader {
     public func cursor(from seq: UInt64 = 1, through: UInt64? = nil) throws -> LogCursor {
         let start = max(seq, 1)
         let located: Location?
-        do { located = try locate(start) } catch let error as LogError where error.isCorruption {
+        do { located = try locate(start) } catch let error as LogError where Self.damagedHeaders.contains(error.code) {
+            // Only for damage inside the segment holding `seq`: a gap between segments keeps its
+            // own, clearer error.
             let list = try segments()
-            guard let i = list.lastIndex(where: { $0.firstSeq <= start }) else { throw error }
+            guard let i = list.lastIndex(where: { $0.firstSeq <= start }), error.segment == list[i].name else { throw error }
             let previous = i == 0 ? ChainHash.zero : try segmentIndex(i - 1, of: list).0.lastChain
             return try LogCursor(reader: self, segment: list[i].name, offset: 0, nextSeq: list[i].firstSeq,
                                  previousChain: previous, skipBefore: start, through: through)
@@ -176,6 +178,12 @@ public final class EventLogReader {
         return try LogCursor(reader: self, segment: index.name, offset: index.length, nextSeq: index.lastSeq + 1,
                              previousChain: index.lastChain, skipBefore: start, through: through)
     }
+}
+
+extension EventLogReader {
+    /// The damage that keeps a segment from being indexed, from which a cursor falls back to
+    /// reading the segment from its start (`cursor(from:through:)`).
+    static let damagedHeaders: Set<LogError.Code> = [.badMagic, .headerChecksum, .malformedBatch, .tornTail, .unsupportedVersion]
 }
 
 extension BatchInfo {

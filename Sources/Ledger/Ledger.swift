@@ -139,6 +139,9 @@ public final class LedgerBatches {
     let from: UInt64
     let through: UInt64?
     let deferOpening: Bool
+    /// Only these seqs are decoded (and opened); the other lines of a batch are skipped, their
+    /// bytes checked by the cursor as every batch's are (`events(at:)`).
+    var wanted: Set<UInt64>?
     var finished = false
 
     init(reader: LedgerReader, cursor: LogCursor, from: UInt64, through: UInt64?, deferOpening: Bool) {
@@ -155,7 +158,7 @@ public final class LedgerBatches {
             return nil
         }
         if let through, info.lastSeq >= through { finished = true }
-        return try reader.decodeBatch(info, bytes, from: from, through: through, deferOpening: deferOpening)
+        return try reader.decodeBatch(info, bytes, from: from, through: through, deferOpening: deferOpening, wanted: wanted)
     }
 }
 
@@ -206,7 +209,7 @@ public final class LedgerReader {
     }
 
     func decodeBatch(_ info: BatchInfo, _ bytes: [UInt8], from: UInt64, through: UInt64?,
-                     deferOpening: Bool = false) throws -> LedgerBatch {
+                     deferOpening: Bool = false, wanted: Set<UInt64>? = nil) throws -> LedgerBatch {
         var events: [EventEnvelope] = []
         events.reserveCapacity(Int(info.count))
         var deferred: [Bool] = []
@@ -221,7 +224,7 @@ public final class LedgerReader {
                 return p.baseAddress!.distance(to: UnsafeRawPointer(hit))
             }
             guard i < bytes.count else { break }
-            if seq >= from, through.map({ seq <= $0 }) ?? true {
+            if seq >= from, through.map({ seq <= $0 }) ?? true, wanted?.contains(seq) ?? true {
                 let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info, decoder: &decoder)
                 let keep = deferOpening && e.v >= 2 && (e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged)
                 events.append(keep ? try upcasters.upcast(e) : try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
@@ -248,11 +251,18 @@ public final class LedgerReader {
     public func events(at seqs: [UInt64]) throws -> [EventEnvelope] {
         var out: [EventEnvelope] = []
         var i = 0
-        let sorted = seqs.sorted()
+        // Each seq once (a repeated one, last in its batch, was read and given twice).
+        let wanted = Set(seqs)
+        let sorted = wanted.sorted()
+        // Only the wanted lines of a batch are decoded and opened: one appointment's history
+        // wants a few events of each 1,000-event batch (all of them were decoded before).
         while i < sorted.count {
             let target = sorted[i]
             var found = false
-            try forEachBatch(from: target) { batch in
+            // Only the batch holding `target`: the next wanted seq may be far away.
+            let batches = try self.batches(from: target)
+            batches.wanted = wanted
+            if let batch = try batches.next() {
                 for e in batch.events {
                     while i < sorted.count, sorted[i] < e.seq { i += 1 }
                     if i < sorted.count, sorted[i] == e.seq {
@@ -261,8 +271,6 @@ public final class LedgerReader {
                         found = true
                     }
                 }
-                // Stay in this batch only; the next wanted seq may be far away.
-                return false
             }
             if !found, i < sorted.count, sorted[i] == target { i += 1 }
         }

@@ -282,10 +282,10 @@ final class ChunkFolder {
                 break
             }
             let facts: AppointmentFacts
-            let scan: AppointmentEventScan?
+            let scanned: Bool
             var hash: DeferredText?
             do {
-                (facts, scan, hash) = try appointmentFacts(e, opening)
+                (facts, hash, scanned) = try appointmentFacts(e, opening)
             } catch let q as QuarantineError {
                 if a { quarantine(appointmentsP!.name, e, q.message) }
                 if m { quarantine(meetingsP!.name, e, q.message) }
@@ -296,23 +296,24 @@ final class ChunkFolder {
             index(under: s)
             if a {
                 // Opened from sealed parts, the hash came with the facts; else the scan's (when
-                // it was made) or the data's.
-                if hash == nil {
-                    hash = try scan.map(\.contentHash)
-                        ?? e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
+                // it was made) or, from parsed data, the data's.
+                if hash == nil, !scanned {
+                    hash = try e.partialDataValue(keeping: appointmentDataFilter)["content_hash"]?.stringValue.map(DeferredText.string)
                 }
                 if hash == nil {
                     // No content hash recorded: the whole object's, as the one-by-one fold computes it.
                     hash = .string(contentHash(of: try e.dataValue()["object"] ?? .null))
                 }
                 s.ops.append(.observed(at: e.at, seq: e.seq))
-                s.last = Observation(facts: facts, hashSource: hash!)
             }
             if m {
                 let link = facts.meeting
                 s.links.append(Link(url: link?.url, provider: link?.provider ?? "", source: link?.sourceField ?? "", at: e.at))
             }
             if l { s.location = facts }
+            // The facts' last use: moved, not copied (a copy retains every text in them, and the
+            // local's end releases them again).
+            if a { s.last = Observation(facts: consume facts, hashSource: hash!) }
         case .appointmentRemoved:
             guard wants(appointments, e) else { break }
             do {
@@ -451,9 +452,11 @@ final class ChunkFolder {
     }
 
     /// The facts of an appointment event: scanned from the data's bytes in one pass, or, when
-    /// the data was parsed already (opened sealed parts), read from that value. The scan is
-    /// returned when it was made, and the content hash when the parts were opened here. Bad
-    /// data is a `QuarantineError`.
+    /// the data was parsed already (opened sealed parts), read from that value. With them the
+    /// content hash: the one the scan found (`scanned`: nil means the data has none), or the
+    /// opened parts'; nil and not `scanned` when the data was parsed. (The scan itself is not
+    /// returned: a copy retains and releases every text it holds.) Bad data is a
+    /// `QuarantineError`.
     ///
     /// With `opening` (the event left sealed by its reader), the parts of sealed data are opened
     /// straight into the scanned fields (`DeferredOpening.openedFields`), or, when that is
@@ -462,7 +465,7 @@ final class ChunkFolder {
     /// more. Data that is not a sealed observation (or not valid JSON) is read as stored, as the
     /// reader would have left it.
     private func appointmentFacts(_ e: EventEnvelope, _ opening: DeferredOpening?) throws
-        -> (AppointmentFacts, AppointmentEventScan?, DeferredText?)
+        -> (facts: AppointmentFacts, hash: DeferredText?, scanned: Bool)
     {
         // Made only when it is thrown: interpolated for every event, it was ~2 % of the fold.
         func noObject() -> QuarantineError {
@@ -483,19 +486,19 @@ final class ChunkFolder {
                     break
                 case .opened(let fields):
                     guard let f = try? AppointmentFacts(fields: fields) else { throw noObject() }
-                    return (f, nil, scan.contentHash ?? .string(""))
+                    return (f, scan.contentHash ?? .string(""), false)
                 case .unsure:
                     scanned = nil
                 }
             }
             if scanned == nil, DeferredOpening.maySeal(e), let (facts, hash) = try Self.openedFacts(e.data, open: opening.openedObject) {
                 guard let facts else { throw noObject() }
-                return (facts, nil, .string(hash))
+                return (facts, .string(hash), false)
             }
         }
         if let data = e.parsedData {
             guard let object = data["object"], let f = try? AppointmentFacts(object: object) else { throw noObject() }
-            return (f, nil, nil)
+            return (f, nil, false)
         }
         let scan: AppointmentEventScan
         if let scanned { scan = scanned } else {
@@ -504,7 +507,7 @@ final class ChunkFolder {
             }
         }
         guard let fields = scan.fields, let f = try? AppointmentFacts(fields: fields) else { throw noObject() }
-        return (f, scan, nil)
+        return (f, scan.contentHash, true)
     }
 
     /// The facts (nil when the opened object has none) and content hash of sealed observation

@@ -9,13 +9,17 @@ import Ledger
 public enum Export {
     /// Writes the stored lines from `from` through `to`, each followed by '\n'. Returns the count.
     @discardableResult
-    public static func jsonLines(reader: LedgerReader, from: UInt64, to: UInt64?, write: ([UInt8]) throws -> Void) throws -> UInt64 {
+    /// `checkFromStart`: the chain is checked from the log's first event (a salvage's export),
+    /// not from the stored chain hash of the batch before `from`.
+    public static func jsonLines(reader: LedgerReader, from: UInt64, to: UInt64?, checkFromStart: Bool = false,
+                                 write: ([UInt8]) throws -> Void) throws -> UInt64 {
         var n: UInt64 = 0
         // Batches read and checked on a second thread while these are written out.
-        let cursor = try ReadAheadCursor(reader.log, from: max(1, from), through: to)
+        let cursor = try ReadAheadCursor(reader.log, from: checkFromStart ? 1 : max(1, from), through: to)
         var buffer: [UInt8] = []
         buffer.reserveCapacity(1 << 20)
         while let record = try cursor.next() {
+            if record.seq < from { continue }
             buffer += record.payload
             buffer.append(10)
             n += 1

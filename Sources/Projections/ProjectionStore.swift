@@ -126,7 +126,6 @@ public final class ProjectionStore: @unchecked Sendable {
         self.projections = projections
         self.rebuildLockPath = path + ".rebuild-lock"
         self.inMemory = readOnly
-        _ = SQLiteSettings.applied
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.label = "projections"

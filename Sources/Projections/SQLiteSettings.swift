@@ -7,14 +7,17 @@ import CSQLiteTuning
 /// calls; the mutexes were ~4 % of its CPU (BENCHMARKS.md, stop 41).
 ///
 /// SQLite accepts these only before it initializes, that is before any connection in the
-/// process opens; `ProjectionStore` applies them when it opens its first, and the executables
-/// at start. Applied late they change nothing and SQLite stays in its default, serialized mode.
+/// process opens, and `sqlite3_config` must not run while another thread opens one: the
+/// executables (`syncledger`, the benchmark) apply them first thing, on their one thread. A
+/// library user (the tests) that does not stays in SQLite's default, serialized mode; applied
+/// late they change nothing.
 public enum SQLiteSettings {
     /// True when both settings took effect (the first evaluation applies them).
     public static let applied: Bool = syncledger_sqlite_tune() == 1
 
-    /// True when connections opened from now on take no per-connection mutex.
-    public static var multiThread: Bool { syncledger_sqlite_multithread() == 1 }
+    /// True when connections opened from now on take no per-connection mutex (opens one in
+    /// memory: asked before `applied`, it would settle the serialized mode).
+    static var multiThread: Bool { syncledger_sqlite_multithread() == 1 }
 
     /// "SQLite 3.40.1, multi-thread" (or "serialized"): what `syncledger --version` names, after
     /// applying the settings if nothing has yet.

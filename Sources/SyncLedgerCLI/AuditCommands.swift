@@ -295,16 +295,16 @@ struct ExportCommand: AsyncParsableCommand {
             // the events as stored up to a --to-seq the log still holds (each batch is checked as
             // it is read; damage before --to-seq fails the export and leaves no file).
             let opened = try storeOptions.open()
-            let loss = Trust.findLoss(opened, evidence: try Trust.evidence(opened))
-            if let loss {
-                guard format == "jsonl", bundle == nil, let toSeq,
-                      loss.damage != nil || (!loss.differs && toSeq <= loss.logHead.seq) else {
-                    throw LedgerError(loss.message + (loss.damage == nil && !loss.differs && loss.logHead.seq >= fromSeq
-                        ? ". `syncledger export --to-seq \(loss.logHead.seq)` saves what the log holds" : ""))
+            let salvage = Salvage.needed(opened)
+            if let salvage {
+                guard format == "jsonl", bundle == nil, let toSeq, !salvage.differs,
+                      salvage.logEnd.map({ toSeq <= $0 }) ?? true else {
+                    let hint = salvage.logEnd.flatMap { $0 >= fromSeq ? $0 : nil }
+                    throw LedgerError(salvage.message + (hint.map { ". `syncledger export --to-seq \($0)` saves what the log holds" } ?? ""))
                 }
             }
             let store: Store, reader: LedgerReader, views: ProjectionStore?
-            if loss != nil {
+            if salvage != nil {
                 // The salvage reads the log only, and writes nothing (no views, no index files).
                 store = opened
                 reader = try LedgerReader(store: store)
@@ -326,13 +326,26 @@ struct ExportCommand: AsyncParsableCommand {
             }
             var sink: FileHandleSink
             var temp: String?
-            if let out {
-                if !force, FileManager.default.fileExists(atPath: out) {
+            // A symlink's target is written (and replaced), the link kept.
+            var target = out
+            if let out, let resolved = realpath(out, nil) {
+                target = String(cString: resolved)
+                free(resolved)
+            }
+            var status = stat()
+            if let out, let target, stat(target, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
+                // A device or a pipe (/dev/stdout, a FIFO) is written straight through: renaming a
+                // file over it would replace it.
+                guard status.st_mode & S_IFMT != S_IFDIR else { throw CLIFailure(message: "\(out) is a directory") }
+                guard let s = FileHandleSink(device: target) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                sink = s
+            } else if let out, let target {
+                if !force, FileManager.default.fileExists(atPath: target) {
                     throw CLIFailure(message: "\(out) already exists; give a new file, or --force to replace it")
                 }
                 // Written beside the target, then renamed over it: a failed export leaves no partial file.
-                let t = parentDirectory(of: out).isEmpty ? "" : parentDirectory(of: out) + "/"
-                let tmp = t + "." + (out as NSString).lastPathComponent + ".partial-\(getpid())"
+                let t = parentDirectory(of: target).isEmpty ? "" : parentDirectory(of: target) + "/"
+                let tmp = t + "." + (target as NSString).lastPathComponent + ".partial-\(getpid())"
                 guard let s = FileHandleSink(path: tmp) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
                 sink = s
                 temp = tmp
@@ -343,7 +356,11 @@ struct ExportCommand: AsyncParsableCommand {
             let count: Int
             do {
                 if format == "jsonl" {
-                    count = Int(try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, write: write))
+                    count = Int(try Export.jsonLines(reader: reader, from: fromSeq, to: toSeq, checkFromStart: salvage != nil, write: write))
+                    // A salvage whose log's end is unknown may end before --to-seq: all or nothing.
+                    if salvage != nil, let toSeq, fromSeq + UInt64(count) <= toSeq {
+                        throw CLIFailure(message: "the log holds events only through seq \(fromSeq + UInt64(count) - 1), before --to-seq \(toSeq); nothing was exported")
+                    }
                 } else {
                     // The per-stream index serves removal rows when it covers the range; else the
                     // export keeps each appointment's last version in memory.
@@ -351,10 +368,10 @@ struct ExportCommand: AsyncParsableCommand {
                     let indexed = ((try? views?.appliedSeq()) ?? 0) >= last
                     count = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
                 }
-                if let temp, let out {
+                if let temp, let out, let target {
                     guard fsync(sink.fd) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
                     sink.close()
-                    guard rename(temp, out) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+                    guard rename(temp, target) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
                 } else {
                     sink.close()
                 }
@@ -363,9 +380,12 @@ struct ExportCommand: AsyncParsableCommand {
                 if let temp { unlink(temp) }
                 throw error
             }
-            if let out { warn("exported \(count) \(format == "jsonl" ? "events" : "appointment versions") to \(out)") }
+            if let out {
+                let what = format == "jsonl" ? (count == 1 ? "event" : "events") : (count == 1 ? "appointment version" : "appointment versions")
+                warn("exported \(count) \(what) to \(out)")
+            }
             // Said once the salvage is written (a failed one says only why it failed).
-            if let loss { warn("warning: " + loss.message) }
+            if let salvage { warn("warning: " + salvage.message) }
             return 0
         }
     }
@@ -378,6 +398,13 @@ struct FileHandleSink {
     init(fd: Int32) {
         self.fd = fd
         owned = false
+    }
+    /// An existing device or pipe, written as it is (no truncation, its mode untouched).
+    init?(device path: String) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        self.fd = fd
+        owned = true
     }
     init?(path: String) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -410,8 +437,9 @@ struct LogCommand: AsyncParsableCommand {
         discussion: """
             Each batch is checked (CRCs, the hash chain) as it is read. On a damaged log the events \
             before the damage are printed, then one line naming it (exit 1). On a store that lost \
-            acknowledged events, which every other command refuses, `log` is the salvage: it prints \
-            what the log holds, then the loss (exit 1; a --limit met before the end only warns).
+            acknowledged events, which every command but this and `export --to-seq` refuses, `log` \
+            is the salvage: it prints what the log holds, then the loss (exit 1; a --limit met \
+            before the end only warns). A log put in the place of the acknowledged one is refused.
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(parsing: .unconditional, help: "First seq to print; the head's seq + 1 prints nothing until more is recorded.") var fromSeq: UInt64 = 1
@@ -427,20 +455,25 @@ struct LogCommand: AsyncParsableCommand {
             let store = try Store.open(storeOptions.path)
             // A store that lost acknowledged events is still read, as a salvage: the events it
             // holds are printed (each batch checked), then the loss as the one error line, exit 1.
-            let loss = Trust.findLoss(store, evidence: try Trust.evidence(store))
+            // (SQLite may create -wal/-shm beside the views while their checkpoints are read, as
+            // for every command's check; nothing else is written.)
+            let salvage = Salvage.needed(store)
+            // A log put in the place of the acknowledged one holds another history: refused, as
+            // by every command (`export` too).
+            if let salvage, salvage.differs { throw LedgerError(salvage.message) }
             let reader: EventLogReader
             do { reader = try EventLogReader(directory: store.logPath) } catch {
                 // No log at all (deleted): the loss says more than "no event log here".
-                if let loss { throw LedgerError(loss.message) }
+                if let salvage { throw LedgerError(salvage.message) }
                 throw error
             }
             // The salvage writes nothing (a stale index file is not rewritten).
-            if loss != nil { reader.rewritesIndexFiles = false }
-            // nil: the log lost events and its end cannot be found (damage): it is read up to the damage.
+            if salvage != nil { reader.rewritesIndexFiles = false }
+            // nil: the end of the log cannot be found (damage): it is read up to the damage.
             let headSeq: UInt64?
-            do { headSeq = try reader.head().seq } catch let error as LogError where loss != nil && error.isCorruption { headSeq = nil }
+            do { headSeq = try reader.head().seq } catch let error as LogError where error.isCorruption { headSeq = nil }
             if let headSeq {
-                if let loss, fromSeq > headSeq { throw LedgerError(loss.message) }
+                if let salvage, fromSeq > headSeq { throw LedgerError(salvage.message) }
                 // The seq after the head asks "anything new?" (nothing yet: no output, exit 0); one
                 // further on cannot come from this log (a typo, another store's seq).
                 guard fromSeq <= headSeq + 1 else {
@@ -449,12 +482,14 @@ struct LogCommand: AsyncParsableCommand {
             }
             // A --limit reaching past the largest seq means "to the end".
             let through = limit.flatMap { $0 - 1 <= UInt64.max - fromSeq ? fromSeq + ($0 - 1) : nil }
-            let cursor = try ReadAheadCursor(reader, from: fromSeq, through: through)
+            // A salvage checks the chain from the first event (and skips to --from-seq).
+            let cursor = try ReadAheadCursor(reader, from: salvage == nil ? fromSeq : 1, through: through)
             let sink = FileHandleSink(fd: 1)
             var buffer: [UInt8] = []
             var last: UInt64 = 0
             do {
                 while let r = try cursor.next() {
+                    if r.seq < fromSeq { continue }
                     last = r.seq
                     buffer += r.payload
                     buffer.append(10)
@@ -469,11 +504,11 @@ struct LogCommand: AsyncParsableCommand {
                 throw error
             }
             try sink.write(buffer)
-            if let loss {
+            if let salvage {
                 // A --limit met within what the log holds printed all it asked for: the loss is a
                 // warning. Else the log ended before its acknowledged head: the loss is the error.
-                guard let through, last == through else { throw LedgerError(loss.message) }
-                warn("warning: " + loss.message)
+                guard let through, last == through else { throw LedgerError(salvage.message) }
+                warn("warning: " + salvage.message)
             }
             return 0
         }

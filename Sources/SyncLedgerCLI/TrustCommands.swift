@@ -11,6 +11,29 @@ func refuseIfLost(_ store: Store) throws {
     try Trust.requireNoLoss(store)
 }
 
+/// Why a store may only be salvaged (`log`, `export --to-seq`): it lost acknowledged events, or
+/// its head evidence cannot be read. A salvage checks the chain from the log's first event, so
+/// what it prints is linked to it whatever an index file or a later segment says.
+struct Salvage {
+    /// The one line every other command refuses the store with.
+    var message: String
+    /// The log holds another history at the acknowledged seq: not salvaged either.
+    var differs: Bool
+    /// Where the log ends, when known (nil: damage, or no usable evidence).
+    var logEnd: UInt64?
+
+    /// Nil when the store holds everything it acknowledged.
+    static func needed(_ store: Store) -> Salvage? {
+        do {
+            guard let loss = Trust.findLoss(store, evidence: try Trust.evidence(store)) else { return nil }
+            return Salvage(message: loss.message, differs: loss.differs, logEnd: loss.damage == nil ? loss.logHead.seq : nil)
+        } catch {
+            // state/head damaged: what was acknowledged is unknown; the log itself may be whole.
+            return Salvage(message: String(describing: error), differs: false, logEnd: nil)
+        }
+    }
+}
+
 struct RepairCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "repair",

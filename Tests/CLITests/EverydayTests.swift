@@ -403,6 +403,46 @@ extension CLIBinaryTests {
         #expect(try String(contentsOfFile: out, encoding: .utf8).hasPrefix("seq,"))
         // No temporary file is left beside it.
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path).filter { $0.contains("partial") }.isEmpty)
+
+        // A symlink: its target is replaced (with --force), the link kept.
+        let link = tmp.path + "/link.jsonl"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: out)
+        expectCleanFailure(try await cli(["export", "--store", store, "--out", link]), mentioning: ["already exists"])
+        expectSuccess(try await cli(["export", "--store", store, "--out", link, "--force", "--to-seq", "1"]))
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == out)
+        #expect(try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").count == 1)
+        // A device or a pipe is written through, not replaced by a file: /dev/stdout here (the
+        // test's pipe), and a FIFO with a reader at the other end.
+        let piped = try await cli(["export", "--store", store, "--out", "/dev/stdout", "--to-seq", "2"])
+        expectSuccess(piped)
+        #expect(piped.stdout.split(separator: "\n").count == 2 && piped.stderr.contains("exported 2 events to /dev/stdout"), "\(piped.stderr)")
+        let fifo = tmp.path + "/fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let reader = Task.detached { () -> String in
+            // Opening blocks until the export opens the other end; read until it closes it.
+            let fd = open(fifo, O_RDONLY)
+            guard fd >= 0 else { return "" }
+            defer { close(fd) }
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(fd, &chunk, chunk.count)
+                if n <= 0 { break }
+                bytes += chunk[..<n]
+            }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        let toFIFO = try await cli(["export", "--store", store, "--out", fifo, "--to-seq", "3"])
+        // Had the export not opened the FIFO, the reader would wait for a writer forever: one
+        // that writes nothing lets it end (and the count below fail).
+        let unblock = open(fifo, O_WRONLY | O_NONBLOCK)
+        if unblock >= 0 { close(unblock) }
+        expectSuccess(toFIFO)
+        #expect(await reader.value.split(separator: "\n").count == 3)
+        var st = stat()
+        #expect(lstat(fifo, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO)
+        let one = try await cli(["export", "--store", store, "--out", tmp.path + "/one.jsonl", "--to-seq", "1"])
+        #expect(one.stderr.contains("exported 1 event to"), "\(one.stderr)")
     }
 
     @Test("export --bundle --from-seq/--to-seq holds only that range, and the verifier proves it against the head")

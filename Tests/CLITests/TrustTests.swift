@@ -230,19 +230,57 @@ extension CLIBinaryTests {
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/bundle"))
         expectSameSnapshot(before, snapshot(store, excluding: transient), "the salvage")
 
+        // The intact copy split into three segments at batch boundaries (as a writer rolling
+        // over leaves them) and read once, so that the two sealed ones get index files.
+        let whole0 = try segments(intact)[0]
+        let batches = try segmentBatches(whole0)
+        #expect(batches.count >= 6)
+        let cuts = [batches[batches.count / 3], batches[2 * batches.count / 3]]
+        let all = try #require(FileManager.default.contents(atPath: whole0))
+        func name(_ seq: UInt64) -> String { intact + "/log/" + String(repeating: "0", count: 20 - String(seq).count) + "\(seq).seg" }
+        try all[cuts[0].offset..<cuts[1].offset].write(to: URL(fileURLWithPath: name(cuts[0].firstSeq)))
+        try all[cuts[1].offset...].write(to: URL(fileURLWithPath: name(cuts[1].firstSeq)))
+        truncateFile(whole0, to: cuts[0].offset)
+        expectSuccess(try await cli(["verify", "--store", intact]))
+        let split = try await cli(["log", "--store", intact])
+        expectSuccess(split)
+        #expect(split.stdout == whole.stdout)
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: intact + "/log/index"))?.filter { $0.hasSuffix(".idx") }.count == 2)
+        let headless = tmp.path + "/headless"
+        try copyStore(intact, headless)
+        // The middle segment deleted: the refusal names the first missing seq, and an export
+        // of what precedes it works.
+        let gap = tmp.path + "/gap"
+        try copyStore(intact, gap)
+        try FileManager.default.removeItem(atPath: gap + "/log/" + (name(cuts[0].firstSeq) as NSString).lastPathComponent)
+        expectCleanFailure(try await cli(["appointments", "--store", gap]),
+                           mentioning: ["export what precedes seq \(cuts[0].firstSeq)"])
+        let beforeGap = tmp.path + "/before-gap.jsonl"
+        expectSuccess(try await cli(["export", "--store", gap, "--to-seq", "\(cuts[0].firstSeq - 1)", "--out", beforeGap]))
+        #expect(FileManager.default.contents(atPath: beforeGap) == Data(stored.prefix(Int(cuts[0].firstSeq - 1)).joined().utf8))
+        expectCleanFailure(try await cli(["export", "--store", gap, "--to-seq", "\(cuts[0].firstSeq)", "--out", tmp.path + "/gap-past.jsonl"]))
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/gap-past.jsonl"))
+
         // A flipped byte in the second batch's header: the log cannot be read to its end, so
         // every other command refuses; `log` prints the first batch, then the damage; an export
-        // up to the damage saves it, and one reaching into it fails and leaves no file.
-        let damagedSegment = try segments(intact)[0]
-        let batches = try segmentBatches(damagedSegment)
-        var bytes = try #require(FileManager.default.contents(atPath: damagedSegment))
+        // up to the damage saves it, and one reaching into it fails and leaves no file. What
+        // follows the damage is not read, although the later segments are whole and indexed:
+        // a salvage checks the chain from the first event.
+        var bytes = try #require(FileManager.default.contents(atPath: whole0))
         bytes[batches[1].offset + 20] ^= 0x5a
-        try bytes.write(to: URL(fileURLWithPath: damagedSegment))
+        try bytes.write(to: URL(fileURLWithPath: whole0))
         let first = stored.prefix(Int(batches[0].lastSeq)).joined()
         expectCleanFailure(try await cli(["appointments", "--store", intact]), mentioning: ["cannot be read to its end"])
         let damagedLog = try await cli(["log", "--store", intact])
         expectCleanFailure(damagedLog, mentioning: ["offset \(batches[1].offset)"], allowStdout: true)
         #expect(damagedLog.stdout == first)
+        let later = cuts[1].firstSeq + 1
+        for args in [["log", "--from-seq", "\(later)"], ["log", "--from-seq", "\(later)", "--limit", "1"],
+                     ["export", "--from-seq", "\(later)", "--to-seq", "\(later)", "--out", tmp.path + "/later.jsonl"]] {
+            let r = try await cli(args + ["--store", intact])
+            expectCleanFailure(r, mentioning: ["offset \(batches[1].offset)"])
+        }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/later.jsonl"))
         let upTo = tmp.path + "/up-to-damage.jsonl"
         let saving = try await cli(["export", "--store", intact, "--to-seq", "\(batches[0].lastSeq)", "--out", upTo])
         expectSuccess(saving)
@@ -251,6 +289,46 @@ extension CLIBinaryTests {
         expectCleanFailure(try await cli(["export", "--store", intact, "--to-seq", "\(batches[1].firstSeq)", "--out", into]),
                            mentioning: ["offset \(batches[1].offset)"])
         #expect(!FileManager.default.fileExists(atPath: into))
+        // With no evidence of a head at all (no state/head, no views), `log` still prints what
+        // precedes the damage.
+        try FileManager.default.removeItem(atPath: intact + "/state/head")
+        try FileManager.default.removeItem(atPath: intact + "/projections.sqlite")
+        let unwitnessed = try await cli(["log", "--store", intact])
+        expectCleanFailure(unwitnessed, mentioning: ["offset \(batches[1].offset)"], allowStdout: true)
+        #expect(unwitnessed.stdout == first)
+
+        // A damaged state/head (what was acknowledged is unknown) on a whole log: every other
+        // command refuses; `log` prints it all, then that line; an export up to the log's end
+        // saves it, one past it fails and leaves no file.
+        truncateFile(headless + "/state/head", to: 0)
+        let headErr = try await cli(["appointments", "--store", headless])
+        expectCleanFailure(headErr)
+        let headLine = headErr.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+        let headLog = try await cli(["log", "--store", headless])
+        expectCleanFailure(headLog, allowStdout: true)
+        #expect(headLog.stdout == whole.stdout && headLog.stderr.trimmingCharacters(in: .whitespacesAndNewlines) == headLine,
+                "\(headLog.stderr)")
+        let headEnd = UInt64(stored.count)
+        let headSaved = tmp.path + "/head-saved.jsonl"
+        let headExport = try await cli(["export", "--store", headless, "--to-seq", "\(headEnd)", "--out", headSaved])
+        expectSuccess(headExport)
+        #expect(FileManager.default.contents(atPath: headSaved) == Data(whole.stdout.utf8))
+        let headPast = tmp.path + "/head-past.jsonl"
+        expectCleanFailure(try await cli(["export", "--store", headless, "--to-seq", "\(headEnd + 1)", "--out", headPast]),
+                           mentioning: ["only through seq \(headEnd)"])
+        #expect(!FileManager.default.fileExists(atPath: headPast))
+
+        // Another history in the log's place (a longer log of another store): `log` refuses it
+        // outright, a --limit met or not, and so does an export.
+        let other = tmp.path + "/other"
+        try await makeSyncedStore(at: other, practice: practice, days: [1, 2, 3])
+        let replaced = tmp.path + "/replaced"
+        try copyStore(store, replaced)
+        try FileManager.default.removeItem(atPath: replaced + "/log")
+        try FileManager.default.copyItem(atPath: other + "/log", toPath: replaced + "/log")
+        for args in [["log"], ["log", "--limit", "2"], ["export", "--to-seq", "2"]] {
+            expectCleanFailure(try await cli(args + ["--store", replaced]), mentioning: ["another one"])
+        }
     }
 
     /// After a refused loss, `repair --accept-loss` records it and every command works again;

@@ -59,7 +59,8 @@ enum Recovery {
 
     static func checkContinuity(_ name: String, firstSeq: UInt64, after lastSeq: UInt64) throws {
         guard firstSeq == lastSeq + 1 else {
-            throw corruption(.sequenceGap, name, 0, firstSeq,
+            // Named by the first missing seq: "export what precedes" it is what can be saved.
+            throw corruption(.sequenceGap, name, 0, lastSeq + 1,
                              "segment starts at seq \(firstSeq) but the log before it ends at seq \(lastSeq)")
         }
     }
