@@ -299,7 +299,7 @@ struct ExportCommand: AsyncParsableCommand {
             if let salvage {
                 guard format == "jsonl", bundle == nil, let toSeq, !salvage.differs,
                       salvage.logEnd.map({ toSeq <= $0 }) ?? true else {
-                    let hint = salvage.logEnd.flatMap { $0 >= fromSeq ? $0 : nil }
+                    let hint = salvage.differs ? nil : salvage.logEnd.flatMap { $0 >= fromSeq ? $0 : nil }
                     throw LedgerError(salvage.message + (hint.map { ". `syncledger export --to-seq \($0)` saves what the log holds" } ?? ""))
                 }
             }
@@ -326,14 +326,23 @@ struct ExportCommand: AsyncParsableCommand {
             }
             var sink: FileHandleSink
             var temp: String?
-            // A symlink's target is written (and replaced), the link kept.
+            // A symlink's target is written (and replaced), the link kept; one that leads nowhere
+            // (a missing target, a loop) is not replaced by a file.
             var target = out
-            if let out, let resolved = realpath(out, nil) {
+            var status = stat()
+            let standardOutput = out.map { ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"].contains($0) } ?? false
+            if let out, !standardOutput, lstat(out, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
+                guard let resolved = realpath(out, nil) else {
+                    throw CLIFailure(message: "cannot write \(out): it is a symbolic link that leads to no file (\(String(cString: strerror(errno))))")
+                }
                 target = String(cString: resolved)
                 free(resolved)
             }
-            var status = stat()
-            if let out, let target, stat(target, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
+            if standardOutput {
+                // Standard output by name: written through its descriptor, whatever it is (a
+                // file it is appended to, a pipe).
+                sink = FileHandleSink(fd: 1)
+            } else if let out, let target, stat(target, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
                 // A device or a pipe (/dev/stdout, a FIFO) is written straight through: renaming a
                 // file over it would replace it.
                 guard status.st_mode & S_IFMT != S_IFDIR else { throw CLIFailure(message: "\(out) is a directory") }
@@ -406,8 +415,10 @@ struct FileHandleSink {
         self.fd = fd
         owned = true
     }
+    /// A new file (a temporary one): an existing file or symlink of that name is not followed
+    /// or reused.
     init?(path: String) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { return nil }
         // An existing file keeps its mode through O_TRUNC: exports hold patient data.
         fchmod(fd, 0o600)

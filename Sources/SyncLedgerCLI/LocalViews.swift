@@ -291,12 +291,20 @@ struct ChangesCommand: AsyncParsableCommand {
             let range: ClosedRange<UInt64>
             let title: String
             if let run {
-                let row = try views.readSync { db in
-                    try Row.fetchOne(db, sql: "SELECT start_seq, end_seq, started_at FROM sync_logs WHERE id = ? OR id LIKE ? ORDER BY started_at DESC",
-                                     arguments: [run, run + "%"])
+                // The whole id, or the start of exactly one (compared as text: `%` and `_` are
+                // not patterns).
+                let rows = try views.readSync { db in
+                    try Row.fetchAll(db, sql: """
+                        SELECT id, start_seq, end_seq, started_at FROM sync_logs
+                        WHERE id = ?1 OR (length(?1) > 0 AND substr(id, 1, length(?1)) = ?1)
+                        ORDER BY id = ?1 DESC, started_at DESC LIMIT 2
+                        """, arguments: [run])
                 }
-                guard let row, let s: Int64 = row["start_seq"] else {
+                guard let row = rows.first, let s: Int64 = row["start_seq"] else {
                     throw CLIFailure(message: "no sync run \(run) is recorded (see `syncledger sync-logs --json` for run ids)")
+                }
+                if rows.count > 1, (row["id"] as String?) != run {
+                    throw CLIFailure(message: "more than one sync run id starts with \(run); give more of it (see `syncledger sync-logs --json` for run ids)")
                 }
                 let e: Int64 = row["end_seq"] ?? Int64(head)
                 range = UInt64(s)...UInt64(max(s, e))

@@ -28,7 +28,12 @@ struct Salvage {
             guard let loss = Trust.findLoss(store, evidence: try Trust.evidence(store)) else { return nil }
             return Salvage(message: loss.message, differs: loss.differs, logEnd: loss.damage == nil ? loss.logHead.seq : nil)
         } catch {
-            // state/head damaged: what was acknowledged is unknown; the log itself may be whole.
+            // state/head damaged: what it recorded is unknown, but the views' checkpoints still
+            // say what was acknowledged (another history in the log's place is refused by them).
+            let checkpoints = ProjectionStore.checkpointEvidence(path: store.projectionsPath, readOnly: !store.isWritable)
+            if let loss = Trust.findLoss(store, evidence: checkpoints) {
+                return Salvage(message: loss.message, differs: loss.differs, logEnd: loss.damage == nil ? loss.logHead.seq : nil)
+            }
             return Salvage(message: String(describing: error), differs: false, logEnd: nil)
         }
     }

@@ -229,6 +229,13 @@ extension CLIBinaryTests {
         // Newest first: runs[1] is day 2's.
         let day2 = try await cli(["changes", "--store", store, "--run", runs[1], "--json"])
         expectSuccess(day2)
+        // The start of a run id picks that run; `%` and `_` are text, not patterns.
+        let byPrefix = try await cli(["changes", "--store", store, "--run", String(runs[1].prefix(8)), "--json"])
+        expectSuccess(byPrefix)
+        #expect(byPrefix.stdout == day2.stdout)
+        for pattern in ["%", "_", String(runs[1].prefix(7)) + "%"] {
+            expectCleanFailure(try await cli(["changes", "--store", store, "--run", pattern]), mentioning: ["no sync run"])
+        }
         let kinds = Dictionary(grouping: Self.rows(day2), by: { $0["appointment_id"] as? String ?? "" })
             .mapValues { Set($0.compactMap { $0["change"] as? String }) }
         #expect(kinds[t["new_d2_a"]!] == ["new"])
@@ -443,6 +450,28 @@ extension CLIBinaryTests {
         #expect(lstat(fifo, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO)
         let one = try await cli(["export", "--store", store, "--out", tmp.path + "/one.jsonl", "--to-seq", "1"])
         #expect(one.stderr.contains("exported 1 event to"), "\(one.stderr)")
+        // /dev/stdout redirected to a file (`>>`): appended to through the descriptor, the file
+        // neither replaced nor truncated.
+        let appended = tmp.path + "/appended.txt"
+        #expect(FileManager.default.createFile(atPath: appended, contents: Data("a\nb\n".utf8)))
+        let shell = try await ProcessRunner.run(
+            "/bin/sh", ["-c", "exec \"$0\" \"$@\" >> \"$APPENDED_FILE\"", try Repo.requireBinary(), "export", "--store", store,
+                        "--out", "/dev/stdout", "--to-seq", "2"],
+            overrides: ["APPENDED_FILE": appended], cwd: tmp.path, timeout: 60)
+        #expect(shell.status == 0, "\(shell.stderrText)")
+        let appendedLines = try String(contentsOfFile: appended, encoding: .utf8).split(separator: "\n")
+        #expect(appendedLines.count == 4 && appendedLines.prefix(2) == ["a", "b"], "\(appendedLines.count) lines")
+        // A symlink that leads nowhere (a missing target, a loop) is not replaced by a file.
+        let dangling = tmp.path + "/dangling.jsonl", loopA = tmp.path + "/loop-a", loopB = tmp.path + "/loop-b"
+        try FileManager.default.createSymbolicLink(atPath: dangling, withDestinationPath: tmp.path + "/missing.jsonl")
+        try FileManager.default.createSymbolicLink(atPath: loopA, withDestinationPath: loopB)
+        try FileManager.default.createSymbolicLink(atPath: loopB, withDestinationPath: loopA)
+        for link in [dangling, loopA] {
+            expectCleanFailure(try await cli(["export", "--store", store, "--out", link, "--to-seq", "1", "--force"]),
+                               mentioning: ["symbolic link that leads to no file"])
+            #expect(lstat(link, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK)
+        }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/missing.jsonl"))
     }
 
     @Test("export --bundle --from-seq/--to-seq holds only that range, and the verifier proves it against the head")

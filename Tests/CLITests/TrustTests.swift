@@ -329,6 +329,13 @@ extension CLIBinaryTests {
         for args in [["log"], ["log", "--limit", "2"], ["export", "--to-seq", "2"]] {
             expectCleanFailure(try await cli(args + ["--store", replaced]), mentioning: ["another one"])
         }
+        // Also with state/head damaged: the views' checkpoints still say what was acknowledged.
+        truncateFile(replaced + "/state/head", to: 0)
+        for args in [["log"], ["export", "--to-seq", "2"]] {
+            let r = try await cli(args + ["--store", replaced])
+            expectCleanFailure(r, mentioning: ["another one"])
+            #expect(!r.stderr.contains("saves what the log holds"), "\(r.stderr)")
+        }
     }
 
     /// After a refused loss, `repair --accept-loss` records it and every command works again;
