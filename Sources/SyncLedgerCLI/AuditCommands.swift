@@ -324,44 +324,8 @@ struct ExportCommand: AsyncParsableCommand {
                 print("read its events with stock tools: cat \(bundle)/segments/*.seg | lz4 -dc")
                 return 0
             }
-            var sink: FileHandleSink
-            var temp: String?
-            // A symlink's target is written (and replaced), the link kept; one that leads nowhere
-            // (a missing target, a loop) is not replaced by a file.
-            var target = out
-            var status = stat()
-            let standardOutput = out.map { ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"].contains($0) } ?? false
-            if let out, !standardOutput, lstat(out, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
-                guard let resolved = realpath(out, nil) else {
-                    throw CLIFailure(message: "cannot write \(out): it is a symbolic link that leads to no file (\(String(cString: strerror(errno))))")
-                }
-                target = String(cString: resolved)
-                free(resolved)
-            }
-            if standardOutput {
-                // Standard output by name: written through its descriptor, whatever it is (a
-                // file it is appended to, a pipe).
-                sink = FileHandleSink(fd: 1)
-            } else if let out, let target, stat(target, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
-                // A device or a pipe (/dev/stdout, a FIFO) is written straight through: renaming a
-                // file over it would replace it.
-                guard status.st_mode & S_IFMT != S_IFDIR else { throw CLIFailure(message: "\(out) is a directory") }
-                guard let s = FileHandleSink(device: target) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
-                sink = s
-            } else if let out, let target {
-                if !force, FileManager.default.fileExists(atPath: target) {
-                    throw CLIFailure(message: "\(out) already exists; give a new file, or --force to replace it")
-                }
-                // Written beside the target, then renamed over it: a failed export leaves no partial file.
-                let t = parentDirectory(of: target).isEmpty ? "" : parentDirectory(of: target) + "/"
-                let tmp = t + "." + (target as NSString).lastPathComponent + ".partial-\(getpid())"
-                guard let s = FileHandleSink(path: tmp) else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
-                sink = s
-                temp = tmp
-            } else {
-                sink = FileHandleSink(fd: 1)
-            }
-            let write: ([UInt8]) throws -> Void = { try sink.write($0) }
+            let output = try ExportOutput(out, force: force)
+            let write: ([UInt8]) throws -> Void = { try output.sink.write($0) }
             let count: Int
             do {
                 if format == "jsonl" {
@@ -377,16 +341,9 @@ struct ExportCommand: AsyncParsableCommand {
                     let indexed = ((try? views?.appliedSeq()) ?? 0) >= last
                     count = try Export.csv(reader: reader, views: indexed ? views : nil, from: fromSeq, to: toSeq, write: write)
                 }
-                if let temp, let out, let target {
-                    guard fsync(sink.fd) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
-                    sink.close()
-                    guard rename(temp, target) == 0 else { throw CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
-                } else {
-                    sink.close()
-                }
+                try output.commit()
             } catch {
-                sink.close()
-                if let temp { unlink(temp) }
+                output.abandon()
                 throw error
             }
             if let out {
@@ -397,6 +354,77 @@ struct ExportCommand: AsyncParsableCommand {
             if let salvage { warn("warning: " + salvage.message) }
             return 0
         }
+    }
+}
+
+/// Where `export` writes: standard output; a device or a pipe written through; or a file,
+/// written beside its target and renamed over it once complete, so a failed export leaves no
+/// partial file (a symlink's target is replaced, the link kept).
+struct ExportOutput {
+    let sink: FileHandleSink
+    /// The file's name and the temporary file written beside it; nil when written through.
+    private let file: (name: String, target: String, temp: String)?
+
+    init(_ out: String?, force: Bool) throws {
+        guard let out else {
+            sink = FileHandleSink(fd: 1)
+            file = nil
+            return
+        }
+        func failure() -> CLIFailure { CLIFailure(message: "cannot write \(out): \(String(cString: strerror(errno)))") }
+        // Standard output by name: written through its descriptor, whatever it is (a file it is
+        // appended to, a pipe).
+        if ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"].contains(out) {
+            sink = FileHandleSink(fd: 1)
+            file = nil
+            return
+        }
+        // A symlink's target is written (and replaced), the link kept; one that leads nowhere
+        // (a missing target, a loop) is not replaced by a file.
+        var target = out
+        var status = stat()
+        if lstat(out, &status) == 0, status.st_mode & S_IFMT == S_IFLNK {
+            guard let resolved = realpath(out, nil) else {
+                throw CLIFailure(message: "cannot write \(out): it is a symbolic link that leads to no file (\(String(cString: strerror(errno))))")
+            }
+            target = String(cString: resolved)
+            free(resolved)
+        }
+        if stat(target, &status) == 0, status.st_mode & S_IFMT != S_IFREG {
+            // A device or a pipe (a FIFO) is written straight through: renaming a file over it
+            // would replace it.
+            guard status.st_mode & S_IFMT != S_IFDIR else { throw CLIFailure(message: "\(out) is a directory") }
+            guard let s = FileHandleSink(device: target) else { throw failure() }
+            sink = s
+            file = nil
+            return
+        }
+        if !force, FileManager.default.fileExists(atPath: target) {
+            throw CLIFailure(message: "\(out) already exists; give a new file, or --force to replace it")
+        }
+        let directory = parentDirectory(of: target).isEmpty ? "" : parentDirectory(of: target) + "/"
+        let temp = directory + "." + (target as NSString).lastPathComponent + ".partial-\(getpid())"
+        guard let s = FileHandleSink(path: temp) else { throw failure() }
+        sink = s
+        file = (out, target, temp)
+    }
+
+    /// The export is complete: a file is synced and renamed into place.
+    func commit() throws {
+        guard let file else {
+            sink.close()
+            return
+        }
+        func failure() -> CLIFailure { CLIFailure(message: "cannot write \(file.name): \(String(cString: strerror(errno)))") }
+        guard fsync(sink.fd) == 0 else { throw failure() }
+        sink.close()
+        guard rename(file.temp, file.target) == 0 else { throw failure() }
+    }
+
+    /// The export failed: the temporary file is removed.
+    func abandon() {
+        sink.close()
+        if let file { unlink(file.temp) }
     }
 }
 

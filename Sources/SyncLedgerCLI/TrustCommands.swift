@@ -22,19 +22,23 @@ struct Salvage {
     /// Where the log ends, when known (nil: damage, or no usable evidence).
     var logEnd: UInt64?
 
+    init(message: String, differs: Bool = false, logEnd: UInt64? = nil) {
+        (self.message, self.differs, self.logEnd) = (message, differs, logEnd)
+    }
+
+    init(_ loss: Trust.Loss) {
+        self.init(message: loss.message, differs: loss.differs, logEnd: loss.damage == nil ? loss.logHead.seq : nil)
+    }
+
     /// Nil when the store holds everything it acknowledged.
     static func needed(_ store: Store) -> Salvage? {
         do {
-            guard let loss = Trust.findLoss(store, evidence: try Trust.evidence(store)) else { return nil }
-            return Salvage(message: loss.message, differs: loss.differs, logEnd: loss.damage == nil ? loss.logHead.seq : nil)
+            return Trust.findLoss(store, evidence: try Trust.evidence(store)).map { Salvage($0) }
         } catch {
             // state/head damaged: what it recorded is unknown, but the views' checkpoints still
             // say what was acknowledged (another history in the log's place is refused by them).
             let checkpoints = ProjectionStore.checkpointEvidence(path: store.projectionsPath, readOnly: !store.isWritable)
-            if let loss = Trust.findLoss(store, evidence: checkpoints) {
-                return Salvage(message: loss.message, differs: loss.differs, logEnd: loss.damage == nil ? loss.logHead.seq : nil)
-            }
-            return Salvage(message: String(describing: error), differs: false, logEnd: nil)
+            return Trust.findLoss(store, evidence: checkpoints).map { Salvage($0) } ?? Salvage(message: String(describing: error))
         }
     }
 }
