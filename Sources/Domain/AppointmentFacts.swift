@@ -32,18 +32,24 @@ public struct AppointmentFacts: Sendable, Hashable {
     /// The facts of the values `fields` holds: the one set of rules, whether the values were
     /// looked up in a parsed object (`init(object:)`) or scanned from its bytes
     /// (`AppointmentFields.scan`).
-    public init(fields o: AppointmentFields) throws {
-        guard o.isObject, let id = o.id, !id.isEmpty else {
+    public init(fields: consuming AppointmentFields) throws {
+        // The texts are moved out of `fields` (`take()`), not copied: a copy retains each one,
+        // and `fields`' end releases it again, for every observation a rebuild folds.
+        var o = fields
+        guard o.isObject, let id = o.id.take(), !id.isEmpty else {
             throw DomainError("the appointment object has no Id")
         }
+        // Read before its texts are moved out below.
+        meeting = MeetingLink.find(o)
+        let hasMeeting = meeting != nil || o.telehealthPresent
         appointmentId = id
-        intakeqClientId = o.clientId
+        intakeqClientId = o.clientId.take()
         additionalClientIds = o.additionalClientIds
-        clientName = o.clientName
-        practitionerId = o.practitionerId
-        practitionerName = o.practitionerName
-        serviceName = o.serviceName
-        intakeqStatus = o.status
+        clientName = o.clientName.take()
+        practitionerId = o.practitionerId.take()
+        practitionerName = o.practitionerName.take()
+        serviceName = o.serviceName.take()
+        intakeqStatus = o.status.take()
         status = mapStatus(intakeqStatus)
         startMillis = o.startDate
         startAt = startMillis.map(ISOTime.format(millis:))
@@ -56,12 +62,11 @@ public struct AppointmentFacts: Sendable, Hashable {
             let (span, overflow) = e.subtractingReportingOverflow(s)
             durationMinutes = overflow ? nil : Int(span / 60_000)
         }
-        locationId = o.locationId
-        locationName = o.locationName
-        placeOfService = o.placeOfService
-        meeting = MeetingLink.find(o)
+        locationId = o.locationId.take()
+        locationName = o.locationName.take()
+        placeOfService = o.placeOfService.take()
         visitType = deriveVisitType(
-            placeOfService: placeOfService, hasMeeting: meeting != nil || o.telehealthPresent,
+            placeOfService: placeOfService, hasMeeting: hasMeeting,
             locationName: locationName)
         lastModified = o.lastModified.map(ISOTime.format(millis:))
     }

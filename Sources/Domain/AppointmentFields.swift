@@ -180,17 +180,17 @@ extension AppointmentFields {
     /// Sets the field `key` names from the value at the scanner's offset (at `depth`).
     mutating func read(_ key: Key, _ s: inout JSONScanner, depth inner: Int) throws {
         switch key {
-        case .id: id = try s.scalar(depth: inner).stringValue
-        case .clientId: clientId = try s.scalar(depth: inner).stringValue
-        case .clientName: clientName = try s.scalar(depth: inner).stringValue
-        case .practitionerId: practitionerId = try s.scalar(depth: inner).stringValue
-        case .practitionerName: practitionerName = try s.scalar(depth: inner).stringValue
-        case .serviceName: serviceName = try s.scalar(depth: inner).stringValue
-        case .status: status = try s.scalar(depth: inner).stringValue
-        case .locationId: locationId = try s.scalar(depth: inner).stringValue
-        case .locationName: locationName = try s.scalar(depth: inner).stringValue
-        case .placeOfService: placeOfService = try s.scalar(depth: inner).stringValue
-        case .clientNote: clientNote = try s.scalar(depth: inner).stringValue
+        case .id: id = try s.stringValue(depth: inner)
+        case .clientId: clientId = try s.stringValue(depth: inner)
+        case .clientName: clientName = try s.stringValue(depth: inner)
+        case .practitionerId: practitionerId = try s.stringValue(depth: inner)
+        case .practitionerName: practitionerName = try s.stringValue(depth: inner)
+        case .serviceName: serviceName = try s.stringValue(depth: inner)
+        case .status: status = try s.stringValue(depth: inner)
+        case .locationId: locationId = try s.stringValue(depth: inner)
+        case .locationName: locationName = try s.stringValue(depth: inner)
+        case .placeOfService: placeOfService = try s.stringValue(depth: inner)
+        case .clientNote: clientNote = try s.stringValue(depth: inner)
         case .startDate: startDate = try s.scalar(depth: inner).int64Value
         case .endDate: endDate = try s.scalar(depth: inner).int64Value
         case .duration: duration = try s.scalar(depth: inner).int64Value
@@ -286,7 +286,7 @@ extension AppointmentFields {
             first = false
             let match = k.escaped ? try s.decodedKey(k) == name.description : s.key(k, is: name)
             if match {
-                found = try s.scalar(depth: depth + 1).stringValue
+                found = try s.stringValue(depth: depth + 1)
             } else {
                 try s.skipValue(depth: depth + 1)
             }
@@ -323,10 +323,10 @@ extension AppointmentFields {
                 continue
             }
             switch name {
-            case "Provider": telehealthProvider = try s.scalar(depth: depth + 1).stringValue
-            case "JoinUrl": telehealthJoinUrl = try s.scalar(depth: depth + 1).stringValue
-            case "Url": telehealthUrl = try s.scalar(depth: depth + 1).stringValue
-            case "Invitation": telehealthInvitation = try s.scalar(depth: depth + 1).stringValue
+            case "Provider": telehealthProvider = try s.stringValue(depth: depth + 1)
+            case "JoinUrl": telehealthJoinUrl = try s.stringValue(depth: depth + 1)
+            case "Url": telehealthUrl = try s.stringValue(depth: depth + 1)
+            case "Invitation": telehealthInvitation = try s.stringValue(depth: depth + 1)
             default: try s.skipValue(depth: depth + 1)
             }
         }

@@ -184,6 +184,21 @@ public struct JSONScanner {
         }
     }
 
+    /// `scalar(depth:).stringValue`, without the `Scalar` (whose string was copied out of it).
+    public mutating func stringValue(depth: Int) throws -> String? {
+        try enter(depth)
+        switch p.b[p.i] {
+        case UInt8(ascii: "\""): return try p.string()
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            try p.skipValue(depth: depth)
+            return nil
+        case UInt8(ascii: "t"): try p.literal("true"); return "true"
+        case UInt8(ascii: "f"): try p.literal("false"); return "false"
+        case UInt8(ascii: "n"): try p.literal("null"); return nil
+        default: return JSONValue.number(try p.number()).stringValue
+        }
+    }
+
     /// The value at `depth` when it is a string without escapes: its bytes' range (consumed).
     /// Nil (nothing consumed) for any other value.
     public mutating func plainString(depth: Int) throws -> Range<Int>? {

@@ -15,11 +15,13 @@ public struct EnvelopeDecoder {
 
     /// The envelope of one stored line (without its newline).
     public mutating func decode(_ line: some Collection<UInt8>) throws -> EventEnvelope {
-        let fast = line.withContiguousStorageIfAvailable { buf -> EventEnvelope? in
-            guard buf.count > 0 else { return nil }
-            return scan(buf)
+        // Set in place and moved out (`take`): unwrapping the closure's optional result copied
+        // the envelope, retaining and releasing each of its references.
+        var fast: EventEnvelope?
+        _ = line.withContiguousStorageIfAvailable { buf in
+            if buf.count > 0 { fast = scan(buf) }
         }
-        if let e = fast ?? nil { return e }
+        if let e = fast.take() { return e }
         let bytes = Array(line)
         var scanner = EnvelopeScanner(bytes)
         if let e = scanner.scan() { return e }

@@ -227,7 +227,10 @@ public final class LedgerReader {
             if seq >= from, through.map({ seq <= $0 }) ?? true, wanted?.contains(seq) ?? true {
                 let e = try decodeLine(bytes[start..<i], expectedSeq: seq, info: info, decoder: &decoder)
                 let keep = deferOpening && e.v >= 2 && (e.eventType == .appointmentDiscovered || e.eventType == .appointmentChanged)
-                events.append(keep ? try upcasters.upcast(e) : try privacy.reveal(upcasters.upcast(e), storedVersion: e.v))
+                let stored = e.v
+                // Each step takes the event over (`consume`): a copy retained its seven references.
+                let upcast = try upcasters.upcast(consume e)
+                events.append(keep ? upcast : try privacy.reveal(consume upcast, storedVersion: stored))
                 if deferOpening { deferred.append(keep) }
             }
             seq += 1

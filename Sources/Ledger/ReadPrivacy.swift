@@ -23,19 +23,19 @@ final class ReadPrivacy: @unchecked Sendable {
         self.keys = keys
     }
 
-    func reveal(_ e: EventEnvelope, storedVersion: Int) throws -> EventEnvelope {
+    func reveal(_ e: consuming EventEnvelope, storedVersion: Int) throws -> EventEnvelope {
         switch e.eventType {
         case .appointmentDiscovered, .appointmentChanged:
             if storedVersion < 2 { return try redactLegacy(e) }
             // Nothing sealed (no `"sealed"` anywhere in the bytes): no need to parse the data.
             if !containsAnywhere(e.data, Self.sealedKey) { return e }
             var out = e
-            if let data = PersonalData.openObservationBytes(e.data, key: key(for:)) {
+            if let data = PersonalData.openObservationBytes(out.data, key: key(for:)) {
                 out.data = data
                 return out
             }
-            guard let (data, value) = try PersonalData.openObservationDataParsing(e.data, key: key(for:)) else { return e }
-            return Self.replacing(e, data: data, value: value)
+            guard let (data, value) = try PersonalData.openObservationDataParsing(out.data, key: key(for:)) else { return out }
+            return Self.replacing(out, data: data, value: value)
         case .rosterObserved:
             guard let d = try? e.dataValue(), d["sealed"] == .bool(true) else { return e }
             let opened = try PersonalData.openRoster(d, key: key(for:))

@@ -45,9 +45,11 @@ public struct Upcasters: Sendable {
 
     /// Brings an event to the current version of its type. An event newer than this code
     /// understands is an error (upgrade), not something to guess at.
-    public func upcast(_ event: EventEnvelope) throws -> EventEnvelope {
+    public func upcast(_ event: consuming EventEnvelope) throws -> EventEnvelope {
+        let target = currentVersion(of: event.type)
+        // Most events are at the current version: returned as they came, not copied.
+        if event.v == target { return event }
         var e = event
-        let target = currentVersion(of: e.type)
         if e.v > target {
             throw LedgerError("event \(e.seq) is \(e.type) v\(e.v), newer than this syncledger reads (v\(target)); upgrade syncledger")
         }

@@ -64,7 +64,7 @@ struct AppointmentEventScan {
                             out.contentHash = try s.scalar(depth: 1).stringValue.map(DeferredText.string)
                         }
                     case .appointmentId:
-                        out.appointmentId = try s.scalar(depth: 1).stringValue
+                        out.appointmentId = try s.stringValue(depth: 1)
                     case .sealed:
                         let start = s.offset
                         try s.skipValue(depth: 1)

@@ -91,7 +91,13 @@ final class ChunkFolder {
         var ops: [Op] = []
         var last: Observation?
         var links: [Link] = []
+        /// The facts the locations view writes, when they are not `last`'s (below).
         var location: AppointmentFacts?
+        /// The locations view writes `last`'s facts: both views folded the same event last, so
+        /// its facts are kept once (a copy for the locations view retained each of their texts).
+        var locationIsLast = false
+        /// The facts the locations view writes, nil when no event of its was folded.
+        var locationFacts: AppointmentFacts? { locationIsLast ? last?.facts : location }
         /// The stream index entries of the appointment's own stream (`appointment/ID`), in log
         /// order: filed here, the stream's name is made once per appointment and segment, not
         /// once per entry, and the entries need no grouping.
@@ -108,9 +114,16 @@ final class ChunkFolder {
         /// each chunk only what it adds.)
         func append(_ later: Pending) {
             for op in later.ops { add(op) }
+            if later.locationIsLast || later.location != nil {
+                location = later.location
+                locationIsLast = later.locationIsLast
+            } else if locationIsLast, later.last != nil {
+                // `later` replaces `last` but folded nothing for the locations view: keep what it wrote.
+                location = last?.facts
+                locationIsLast = false
+            }
             if let l = later.last { last = l }
             links += later.links
-            if let l = later.location { location = l }
             entries += later.entries
             touched = later.touched
         }
@@ -250,7 +263,10 @@ final class ChunkFolder {
     /// `opening`: the event's batch was read with its observations left sealed; the views'
     /// fields are opened from the parts, and a projection applied one by one gets the event
     /// opened whole.
-    func add(_ e: inout EventEnvelope, opening: DeferredOpening? = nil) throws {
+    ///
+    /// `prepared`: what `appointmentFacts` gives for this event (with this `opening`), worked
+    /// out ahead on another thread (`prepare`); used instead of working it out again.
+    func add(_ e: inout EventEnvelope, opening: DeferredOpening? = nil, prepared: consuming PreparedFacts? = nil) throws {
         // Settled with a carry, the last segment's appointments are only in `ordered`.
         precondition(!settled, "an event folded into a chunk already settled for writing")
         segment.ordered = nil
@@ -285,7 +301,11 @@ final class ChunkFolder {
             let scanned: Bool
             var hash: DeferredText?
             do {
-                (facts, hash, scanned) = try appointmentFacts(e, opening)
+                if let p = prepared.take() {
+                    (facts, hash, scanned) = try p.take()
+                } else {
+                    (facts, hash, scanned) = try Self.appointmentFacts(e, opening)
+                }
             } catch let q as QuarantineError {
                 if a { quarantine(appointmentsP!.name, e, q.message) }
                 if m { quarantine(meetingsP!.name, e, q.message) }
@@ -310,10 +330,23 @@ final class ChunkFolder {
                 let link = facts.meeting
                 s.links.append(Link(url: link?.url, provider: link?.provider ?? "", source: link?.sourceField ?? "", at: e.at))
             }
-            if l { s.location = facts }
+            if l && !a {
+                s.location = facts
+                s.locationIsLast = false
+            } else if a && !l && s.locationIsLast {
+                // The locations view folded nothing of this event: keep what it had before `last` changes.
+                s.location = s.last?.facts
+                s.locationIsLast = false
+            }
             // The facts' last use: moved, not copied (a copy retains every text in them, and the
             // local's end releases them again).
-            if a { s.last = Observation(facts: consume facts, hashSource: hash!) }
+            if a {
+                if l {
+                    s.location = nil
+                    s.locationIsLast = true
+                }
+                s.last = Observation(facts: consume facts, hashSource: hash!)
+            }
         case .appointmentRemoved:
             guard wants(appointments, e) else { break }
             do {
@@ -464,9 +497,27 @@ final class ChunkFolder {
     /// of the event opened whole, without writing the whole object again and scanning it once
     /// more. Data that is not a sealed observation (or not valid JSON) is read as stored, as the
     /// reader would have left it.
-    private func appointmentFacts(_ e: EventEnvelope, _ opening: DeferredOpening?) throws
-        -> (facts: AppointmentFacts, hash: DeferredText?, scanned: Bool)
-    {
+    /// What `appointmentFacts` gives for an observation, or the error it throws.
+    typealias PreparedFacts = Result<ObservationFacts, any Error>
+    typealias ObservationFacts = (facts: AppointmentFacts, hash: DeferredText?, scanned: Bool)
+
+    /// `appointmentFacts` of each `appointment.discovered`/`changed` event of the batch (nil for
+    /// the others), as `add` would work it out for the event with the batch's `opening(at:)`:
+    /// on the pipeline's reader thread, while the fold is behind (`FoldPipeline`). A function of
+    /// the event's bytes and the reader's keys alone, so it may run on any thread.
+    static func prepare(_ batch: LedgerBatch) -> [PreparedFacts?] {
+        batch.events.withUnsafeBufferPointer { events in
+            events.indices.map { i -> PreparedFacts? in
+                let kind = events[i].eventType
+                guard kind == .appointmentDiscovered || kind == .appointmentChanged else { return nil }
+                return Result { try appointmentFacts(events[i], batch.opening(at: i)) }
+            }
+        }
+    }
+
+    /// The facts of an observation, its content hash when it came with them (nil: `add` looks
+    /// it up), and whether they were scanned from the data's bytes.
+    static func appointmentFacts(_ e: EventEnvelope, _ opening: DeferredOpening?) throws -> ObservationFacts {
         // Made only when it is thrown: interpolated for every event, it was ~2 % of the fold.
         func noObject() -> QuarantineError {
             QuarantineError("\(e.type) at seq \(e.seq) has no usable appointment object (missing Id)")
@@ -500,14 +551,15 @@ final class ChunkFolder {
             guard let object = data["object"], let f = try? AppointmentFacts(object: object) else { throw noObject() }
             return (f, nil, false)
         }
-        let scan: AppointmentEventScan
-        if let scanned { scan = scanned } else {
+        // Moved out, not copied: a copy of the scan or its fields retains each of their texts.
+        var scan: AppointmentEventScan
+        if let s = scanned.take() { scan = s } else {
             do { scan = try AppointmentEventScan.scan(e.data) } catch {
                 throw QuarantineError("event \(e.seq) (\(e.type)) has a data field that is not valid JSON: \(error)")
             }
         }
-        guard let fields = scan.fields, let f = try? AppointmentFacts(fields: fields) else { throw noObject() }
-        return (f, scan.contentHash, true)
+        guard let fields = scan.fields.take(), let f = try? AppointmentFacts(fields: fields) else { throw noObject() }
+        return (f, scan.contentHash.take(), true)
     }
 
     /// The facts (nil when the opened object has none) and content hash of sealed observation
@@ -538,7 +590,7 @@ final class ChunkFolder {
         if meetings != nil { try writeMeetings(ordered, db) }
         if locations != nil { try writeLocations(ordered, db) }
         if let known {
-            for s in ordered where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(s.id) }
+            for s in ordered where s.last != nil || !s.links.isEmpty || s.locationFacts != nil { known.insert(s.id) }
         }
     }
 
@@ -790,7 +842,7 @@ final class ChunkFolder {
               address = excluded.address, place_of_service = excluded.place_of_service, visit_type = excluded.visit_type
             """)
         for s in ordered {
-            guard let f = s.location else { continue }
+            guard let f = s.locationFacts else { continue }
             let address = f.locationId.flatMap { addresses[$0] ?? nil }
             put.bind(1, f.appointmentId)
             put.bind(2, f.locationId)
@@ -928,5 +980,16 @@ final class CarriedAppointments {
         out += a[i...]
         out += b[j...]
         return out
+    }
+}
+
+extension Result {
+    /// The success value moved out (`get()` copies it, retaining each of its references), or
+    /// the error thrown.
+    fileprivate consuming func take() throws -> Success {
+        switch consume self {
+        case .success(let value): return value
+        case .failure(let error): throw error
+        }
     }
 }

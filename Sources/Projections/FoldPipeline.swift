@@ -15,7 +15,10 @@ final class FoldedChunk {
 /// Reads the log on one thread and folds it into chunks on another, while the caller writes the
 /// previous chunk: reading (decompressing, checking each batch's checksums and hash chain,
 /// decoding its envelopes) runs ahead of folding by at most `readAhead` batches, and folding one
-/// chunk overlaps with writing the one before. Three stages on two cores: none of them alone
+/// chunk overlaps with writing the one before. While the fold is behind (half the read-ahead
+/// waiting), the reader also works out the facts of each observation it reads (scanning its
+/// JSON, opening its sealed parts), which the fold would otherwise do: the reader had time to
+/// spare and the fold none (BENCHMARKS.md, stop 42). Three stages on two cores: none of them alone
 /// fills a core, so the cores are shared by whichever stage has work. One folded chunk may wait
 /// for the writer while the producer folds the next, so at most three chunks live at once (one
 /// being written, one waiting, one being folded). With a rendezvous instead (the producer waiting
@@ -24,7 +27,7 @@ final class FoldedChunk {
 /// (BENCHMARKS.md, stop 40). The SQLite connection is used only by the caller; neither the
 /// reader nor the producer touches the database.
 final class FoldPipeline: @unchecked Sendable {
-    // @unchecked: `batches` and `read` are used only by the reader thread, `makeFolder` and `fold`
+    // @unchecked: `batches`, `read`, `prepare` and `prepared` are used only by the reader thread, `makeFolder` and `fold`
     // only by the producer thread, from `start()` until `finish()` has waited for both to end (the
     // caller reads the timings after that); `slot`, `closed` and `running` only under `condition`;
     // `readQueue` and `readerRunning` only under `readCondition` (which may be held while taking
@@ -38,9 +41,17 @@ final class FoldPipeline: @unchecked Sendable {
         case end
         case failed(any Error)
     }
+    /// A batch read, with what the reader worked out for the fold (`prepared`).
+    struct ReadBatch {
+        var batch: LedgerBatch
+        /// By index in the batch: the observation's facts as the fold works them out, or the error
+        /// it throws; nil for an event not prepared (then the fold works it out itself). Empty
+        /// when the reader prepared none of the batch.
+        var prepared: [ChunkFolder.PreparedFacts?]
+    }
     private let batches: LedgerBatches
     /// Batches read and not yet folded, under `readCondition`; the reader stops at `readAhead`.
-    private var readQueue: [Result<LedgerBatch?, any Error>] = []
+    private var readQueue: [Result<ReadBatch?, any Error>] = []
     private var readerRunning = false
     private let readCondition = NSCondition()
     static let readAhead = 8
@@ -51,14 +62,25 @@ final class FoldPipeline: @unchecked Sendable {
     private var closed = false
     private var running = false
     /// Seconds the reader spent reading the log (its thread's time in `LedgerBatches.next`) and
-    /// the producer folding; both are wall-clock time on their threads.
+    /// the producer folding; both are wall-clock time on their threads. `prepare`: the reader's
+    /// time working out observations' facts for the fold (`prepareWhenQueued`).
     private(set) var read = 0.0
     private(set) var fold = 0.0
+    private(set) var prepare = 0.0
+    /// Observations whose facts the reader worked out.
+    private(set) var prepared = 0
+    /// The reader works out the facts of a batch's observations for the fold (the JSON scan, and
+    /// opening sealed parts: most of the fold's work) when at least this many batches are already
+    /// waiting for the fold, that is when the fold is the slower of the two and the reader would
+    /// otherwise wait for room. Nil: never (no view that reads observations is folded).
+    private let prepareWhenQueued: Int?
 
     /// `makeFolder` makes each chunk's folder, given the last batch of the chunk before (nil for the first).
-    init(batches: LedgerBatches, chunkSize: Int, makeFolder: @escaping (BatchInfo?) -> ChunkFolder) {
+    init(batches: LedgerBatches, chunkSize: Int, prepareWhenQueued: Int? = nil,
+         makeFolder: @escaping (BatchInfo?) -> ChunkFolder) {
         self.batches = batches
         self.chunkSize = max(1, chunkSize)
+        self.prepareWhenQueued = prepareWhenQueued
         self.makeFolder = makeFolder
     }
 
@@ -122,9 +144,26 @@ final class FoldPipeline: @unchecked Sendable {
     private func readAll() {
         while true {
             let t0 = monotonicSeconds()
-            let item: Result<LedgerBatch?, any Error>
-            do { item = .success(try batches.next()) } catch { item = .failure(error) }
-            read += monotonicSeconds() - t0
+            let item: Result<ReadBatch?, any Error>
+            do {
+                if let batch = try batches.next() {
+                    let t1 = monotonicSeconds()
+                    read += t1 - t0
+                    var facts: [ChunkFolder.PreparedFacts?] = []
+                    if let least = prepareWhenQueued, queuedBatches >= least {
+                        facts = ChunkFolder.prepare(batch)
+                        prepared += facts.lazy.filter { $0 != nil }.count
+                        prepare += monotonicSeconds() - t1
+                    }
+                    item = .success(ReadBatch(batch: batch, prepared: facts))
+                } else {
+                    read += monotonicSeconds() - t0
+                    item = .success(nil)
+                }
+            } catch {
+                read += monotonicSeconds() - t0
+                item = .failure(error)
+            }
             var more = false
             if case .success(let b) = item, b != nil { more = true }
             readCondition.lock()
@@ -143,8 +182,15 @@ final class FoldPipeline: @unchecked Sendable {
         }
     }
 
+    /// Batches read and waiting for the fold.
+    private var queuedBatches: Int {
+        readCondition.lock()
+        defer { readCondition.unlock() }
+        return readQueue.count
+    }
+
     /// The next batch the reader read, nil after the last; throws the reader's error.
-    private func nextBatch() throws -> LedgerBatch? {
+    private func nextBatch() throws -> ReadBatch? {
         readCondition.lock()
         defer { readCondition.unlock() }
         while readQueue.isEmpty {
@@ -184,21 +230,27 @@ final class FoldPipeline: @unchecked Sendable {
                 let c = FoldedChunk(makeFolder(previous))
                 while c.events < chunkSize {
                     if isClosed { return }
-                    guard var batch = try nextBatch() else {
+                    guard var read = try nextBatch() else {
                         finished = true
                         break
                     }
                     let t1 = monotonicSeconds()
                     // Each event is passed where it is in the batch's storage, not copied out
-                    // of it (a copy retains and releases its seven references).
-                    let deferred = batch.deferred
-                    try batch.events.withUnsafeMutableBufferPointer { events in
-                        for i in events.indices { try c.folder.add(&events[i], opening: deferred?.opening(at: i)) }
+                    // of it (a copy retains and releases its seven references); so is each
+                    // prepared observation (taken out of its array, which is then this thread's alone).
+                    var prepared: [ChunkFolder.PreparedFacts?] = []
+                    swap(&prepared, &read.prepared)
+                    let deferred = read.batch.deferred
+                    try read.batch.events.withUnsafeMutableBufferPointer { events in
+                        for i in events.indices {
+                            try c.folder.add(&events[i], opening: deferred?.opening(at: i),
+                                             prepared: i < prepared.count ? prepared[i].take() : nil)
+                        }
                     }
                     fold += monotonicSeconds() - t1
-                    c.events += batch.events.count
-                    c.last = batch.info
-                    BackgroundRelease.release(&batch.events, leaving: [])
+                    c.events += read.batch.events.count
+                    c.last = read.batch.info
+                    BackgroundRelease.release(&read.batch.events, leaving: [])
                 }
                 if c.events > 0 {
                     let t2 = monotonicSeconds()

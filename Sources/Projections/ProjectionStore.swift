@@ -66,6 +66,23 @@ public final class ProjectionStore: @unchecked Sendable {
         set { pipelineFrom.store(newValue, ordering: .relaxed) }
     }
 
+    private let prepareFrom = Atomic<Int>(FoldPipeline.readAhead / 2)
+    /// A pipelined fold's reader works out observations' facts for the fold while at least this
+    /// many read batches wait for it (`FoldPipeline`): the fold is then the slower thread. Tests
+    /// set 0 to have every observation prepared, `Int.max` for none.
+    var prepareWhenQueued: Int {
+        get { prepareFrom.load(ordering: .relaxed) }
+        set { prepareFrom.store(newValue, ordering: .relaxed) }
+    }
+    /// `prepareWhenQueued` for a fold of these projections: nil when none of them reads observations' facts.
+    func prepareWhenQueued(_ projections: [any Projection]) -> Int? {
+        projections.contains { $0 is AppointmentsProjection || $0 is MeetingURLsProjection || $0 is LocationsProjection }
+            ? prepareWhenQueued : nil
+    }
+    private let preparedCount = Atomic<Int>(0)
+    /// Observations whose facts pipelined folds' readers worked out (for tests).
+    var preparedObservations: Int { preparedCount.load(ordering: .relaxed) }
+
     /// `carriedAppointmentsLimit`'s default.
     public static let defaultCarriedAppointmentsLimit = 4_096
     private let carryLimit = Atomic<Int>(defaultCarriedAppointmentsLimit)
@@ -616,12 +633,12 @@ public final class ProjectionStore: @unchecked Sendable {
         let batches = try reader.batches(from: 1, through: head.seq, deferOpening: true)
         let chunk = max(1, eventsPerTransaction)
         var finished = false
-        var read = 0.0, fold = 0.0, write = 0.0, wait = 0.0
+        var read = 0.0, fold = 0.0, write = 0.0, wait = 0.0, prepare = 0.0
         var written = 0
         // Pipelined, `read` and `fold` are the reader's and the producer's threads' time,
         // overlapping `write`; `wait` is the time the writer waited for the producer.
         defer {
-            timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait] }
+            timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait, "prepare": prepare] }
             appointmentWrites.store(written, ordering: .relaxed)
         }
         let known = KnownAppointments()
@@ -632,7 +649,8 @@ public final class ProjectionStore: @unchecked Sendable {
             // The producer settles each chunk's with the carry (`sortForWriting`), in order; the
             // writer takes what is left once the producer has handed over its last chunk.
             let carry = CarriedAppointments(limit: carriedAppointmentsLimit)
-            let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2)) { _ in
+            let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2),
+                                        prepareWhenQueued: prepareWhenQueued(chosen)) { _ in
                 let folder = ChunkFolder(chosen.map { ($0, 0) }, .shadow, recordLive: false)
                 folder.carry = carry
                 return folder
@@ -643,6 +661,8 @@ public final class ProjectionStore: @unchecked Sendable {
                 pipeline.finish()
                 read += pipeline.read
                 fold += pipeline.fold
+                prepare += pipeline.prepare
+                preparedCount.add(pipeline.prepared, ordering: .relaxed)
             }
             var lastFolder: ChunkFolder?
             while true {
@@ -769,13 +789,17 @@ public final class ProjectionStore: @unchecked Sendable {
                                   progress: ((FoldProgress) -> Void)?) throws -> Bool {
         let projections = self.projections
         var assumed = try pool.read { db in try projections.map { try checkpoint($0.name, db)?.seq ?? 0 } }
-        let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2)) { previous in
+        let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2),
+                                    prepareWhenQueued: prepareWhenQueued(projections)) { previous in
             if let previous { assumed = assumed.map { max($0, previous.lastSeq) } }
             return ChunkFolder(Array(zip(projections, assumed)).map { ($0, $1) }, .live, recordLive: true)
         }
         pipeline.start()
         pipelineCounts.withLock { $0.folds += 1 }
-        defer { pipeline.finish() }
+        defer {
+            pipeline.finish()
+            preparedCount.add(pipeline.prepared, ordering: .relaxed)
+        }
         while let c = try pipeline.next() {
             let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry]? in
                 var q: [QuarantineEntry]?

@@ -228,6 +228,7 @@ struct RebuildCommand: AsyncParsableCommand {
         func s(_ key: String) -> String { String(format: "%.2f s", t[key] ?? 0) }
         var line = "reading the log \(s("read")), folding \(s("fold")), writing SQLite \(s("write"))"
         if (t["wait"] ?? 0) > 0 { line += " (waited \(s("wait")) for the fold)" }
+        if (t["prepare"] ?? 0) > 0 { line += ", the reader also working out observations' facts for the fold \(s("prepare"))" }
         if t["indexes"] != nil { line += ", of which building indexes \(s("indexes"))" }
         return line
     }

@@ -40,6 +40,8 @@ import Testing
             try ChunkedFoldTests.randomLog(tmp.store, seed: seed, appends: 200) { step in
                 guard step % 11 == 5 else { return }
                 incremental.eventsPerTransaction = 1 + Int(rng.next() % 6)
+                // The reader works out the observations' facts for the fold: always, or never.
+                incremental.prepareWhenQueued = rng.next() % 2 == 0 ? 0 : .max
                 try incremental.catchUp(try LedgerReader(store: tmp.store))
             }
             incremental.eventsPerTransaction = 2
@@ -52,14 +54,22 @@ import Testing
             // Appointments held back between chunks: the default, none, and limits so small that
             // most of each chunk's go over them.
             let limits = [4_096, 1, 3, 0, 2, 4_096, 1 + Int(rng.next() % 8)]
-            for (chunk, limit) in zip([1, 2, 3, 5, 8, 13, 1 + Int(rng.next() % 40)], limits) {
+            // Observations' facts worked out by the reader: always (0), never, or while the fold is behind.
+            let prepares = [0, .max, 0, 1, 0, FoldPipeline.readAhead / 2, Int(rng.next() % 3)]
+            for ((chunk, limit), prepare) in zip(zip([1, 2, 3, 5, 8, 13, 1 + Int(rng.next() % 40)], limits), prepares) {
                 let rebuilt = try ProjectionStore(path: tmp.sibling("rebuilt-\(chunk)-\(UUID().uuidString).sqlite"))
                 rebuilt.pipelineMinEvents = 0
                 rebuilt.eventsPerTransaction = chunk
                 rebuilt.carriedAppointmentsLimit = limit
+                rebuilt.prepareWhenQueued = prepare
                 _ = try rebuilt.rebuild(names: [], reader)
-                try expectSame(rebuilt, reference, "pipelined rebuild in chunks of \(chunk), holding back \(limit)", seed: seed)
+                try expectSame(rebuilt, reference, "pipelined rebuild in chunks of \(chunk), holding back \(limit), preparing at \(prepare)", seed: seed)
                 #expect(rebuilt.pipelinedFolds == 1, "the rebuild ran through the pipeline")
+                if prepare == 0 {
+                    #expect(rebuilt.preparedObservations > 0, "the reader prepared observations")
+                } else if prepare == .max {
+                    #expect(rebuilt.preparedObservations == 0)
+                }
                 // One projection rebuilt alone: the others keep their rows and checkpoints.
                 _ = try rebuilt.rebuild(names: ["appointments"], reader)
                 try expectSame(rebuilt, reference, "pipelined rebuild of appointments in chunks of \(chunk)", seed: seed)
@@ -85,9 +95,11 @@ import Testing
             let fresh = try ProjectionStore(path: tmp.sibling("fresh.sqlite"))
             fresh.pipelineMinEvents = 0
             fresh.eventsPerTransaction = 4
+            fresh.prepareWhenQueued = 0
             try fresh.catchUp(reader)
             try expectSame(fresh, reference, "one pipelined catch-up in chunks of 4", seed: seed)
             #expect(fresh.pipelinedFolds == 1)
+            #expect(fresh.preparedObservations > 0, "the reader prepared observations")
 
             // The one-thread path, for the same log, with the pipeline turned off.
             let alone = try ProjectionStore(path: tmp.sibling("alone.sqlite"))
