@@ -98,7 +98,7 @@ public final class EventLogWriter {
         self.recoveredTail = recovered
         self.head = LogHead(seq: active.lastSeq, hash: active.lastChain)
         let path = directory + "/" + active.name
-        fd = try translating(segment: active.name) { try Sys.open(path, O_RDWR) }
+        fd = try SegmentFile.openRegular(path, name: active.name, flags: O_RDWR)
     }
 
     deinit { close() }
@@ -279,7 +279,7 @@ public final class EventLogWriter {
         let path = directory + "/" + name
         let newFD: Int32
         do {
-            newFD = try translating(segment: name) { try Sys.open(path, O_RDWR) }
+            newFD = try SegmentFile.openRegular(path, name: name, flags: O_RDWR)
         } catch {
             Sys.unlink(path)
             throw error

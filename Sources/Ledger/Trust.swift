@@ -28,8 +28,24 @@ public enum Trust {
         for line in content.split(separator: 10) {
             guard let e = try? EventEnvelope.decode(line), e.type == EventType.lossRecorded.rawValue,
                   let loss = try? e.decodeData(LossRecorded.self) else { continue }
-            out.append("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
-                       + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)")
+            out.append(printable("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
+                       + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)"))
+        }
+        return out
+    }
+
+    /// Text read from the log as one line that cannot drive a terminal: each control character
+    /// (a newline, an escape sequence's ESC) and line or paragraph separator shown as `\u{1B}`.
+    /// A `repair` reason is recorded as given, and `verify` prints it.
+    public static func printable(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for u in text.unicodeScalars {
+            if u.properties.generalCategory == .control || u == "\u{2028}" || u == "\u{2029}" {
+                out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
         }
         return out
     }
@@ -65,14 +81,18 @@ public enum Trust {
         public var logHead: LogHead
         /// The log reaches the evidence's seq but with another chain hash there.
         public var differs: Bool
-        /// The log could not be read to its end (a damaged or missing segment in the middle).
+        /// The log could not be read to its end (a damaged or missing segment in the middle):
+        /// where and what, without the advice of the reader's own error (the message gives it once).
         public var damage: String?
+        /// The first seq the damage keeps from being read, when known: what precedes it can be exported.
+        public var damageSeq: UInt64?
 
-        public init(evidence: HeadEvidence, logHead: LogHead, differs: Bool, damage: String? = nil) {
+        public init(evidence: HeadEvidence, logHead: LogHead, differs: Bool, damage: String? = nil, damageSeq: UInt64? = nil) {
             self.evidence = evidence
             self.logHead = logHead
             self.differs = differs
             self.damage = damage
+            self.damageSeq = damageSeq
         }
 
         /// One line naming the expected head and where the log ends.
@@ -88,7 +108,13 @@ public enum Trust {
                 what = "the log ends at seq \(logHead.seq) but \(expected): acknowledged events are missing "
                     + "(cut off, a segment deleted, or an older copy restored)"
             }
-            return what + "; nothing was changed. " + (damage == nil ? Trust.repairHint : Trust.damageHint)
+            guard damage != nil else { return what + "; nothing was changed. " + Trust.repairHint }
+            var hint = Trust.damageHint
+            if let seq = damageSeq, seq > 1 {
+                hint = "To save what can be read, export what precedes seq \(seq) "
+                    + "(`syncledger export --to-seq \(seq - 1) --out FILE`). " + hint
+            }
+            return what + "; nothing was changed. " + hint
         }
     }
 
@@ -106,12 +132,19 @@ public enum Trust {
                 case .differs: return Loss(evidence: e, logHead: end, differs: true)
                 }
             } catch let error as LogError where error.isCorruption || error.code == .notFound {
-                return Loss(evidence: e, logHead: .empty, differs: false, damage: error.message)
+                return Loss(evidence: e, logHead: .empty, differs: false, damage: Self.damage(error.message), damageSeq: error.seq)
             } catch {
                 return Loss(evidence: e, logHead: .empty, differs: false, damage: "\(error)")
             }
         }
         return nil
+    }
+
+    /// A reader's corruption message without its advice ("The log is damaged here; nothing was
+    /// changed. Restore …"), which a loss message gives once, after what was acknowledged.
+    static func damage(_ message: String) -> String {
+        guard let r = message.range(of: ". The log is damaged here; ") else { return message }
+        return String(message[..<r.lowerBound])
     }
 
     /// Throws the shortfall as one line (`LedgerError`) when the log does not hold the evidence.

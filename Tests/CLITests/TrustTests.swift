@@ -270,7 +270,13 @@ extension CLIBinaryTests {
         bytes[batches[1].offset + 20] ^= 0x5a
         try bytes.write(to: URL(fileURLWithPath: whole0))
         let first = stored.prefix(Int(batches[0].lastSeq)).joined()
-        expectCleanFailure(try await cli(["appointments", "--store", intact]), mentioning: ["cannot be read to its end"])
+        let refused = try await cli(["appointments", "--store", intact])
+        expectCleanFailure(refused, mentioning: ["cannot be read to its end", "offset \(batches[1].offset)",
+                                                 "export what precedes seq \(batches[1].firstSeq)",
+                                                 "--to-seq \(batches[1].firstSeq - 1)"])
+        // The reader's own advice is not repeated inside the loss's: said once, after what was acknowledged.
+        #expect(refused.stderr.components(separatedBy: "nothing was changed").count == 2, "\(refused.stderr)")
+        #expect(!refused.stderr.contains("damaged here"), "\(refused.stderr)")
         let damagedLog = try await cli(["log", "--store", intact])
         expectCleanFailure(damagedLog, mentioning: ["offset \(batches[1].offset)"], allowStdout: true)
         #expect(damagedLog.stdout == first)
@@ -340,6 +346,23 @@ extension CLIBinaryTests {
 
     /// After a refused loss, `repair --accept-loss` records it and every command works again;
     /// `verify` warns about the recorded loss from then on.
+    /// A FIFO put in a segment's place: opening it for reading would wait for a writer forever.
+    /// Every command says what is there instead, one line.
+    @Test func aFIFOInASegmentsPlaceIsRefusedNotWaitedOn() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-fifo")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let segment = try segments(store)[0]
+        try FileManager.default.removeItem(atPath: segment)
+        #expect(mkfifo(segment, 0o600) == 0)
+        for args in [["log"], ["verify"], ["appointments"], ["export", "--to-seq", "1", "--out", tmp.path + "/one.jsonl"]] {
+            let r = try await cli(args + ["--store", store])
+            expectCleanFailure(r, mentioning: ["is a FIFO, not a file of the log"])
+        }
+    }
+
     @Test func repairAcceptsARecordedLoss() async throws {
         let practice = try Practice.load()
         let tmp = TempDir("trust-repair")
@@ -356,14 +379,19 @@ extension CLIBinaryTests {
 
         let noReason = try await cli(["repair", "--store", store, "--accept-loss", " "])
         expectCleanFailure(noReason)
-        let repair = try await cli(["repair", "--store", store, "--accept-loss", "restored from nothing: test"])
+        // A reason with a line break and a terminal escape: recorded as given, printed as one line that cannot drive the terminal.
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "restored from nothing: test\n\u{1B}[2Jcleared"])
         expectSuccess(repair)
         #expect(repair.stdout.contains("recorded the loss as seq \(cutTo.lastSeq + 1)"), "\(repair.stdout)")
 
         let verify = try await cli(["verify", "--store", store])
         expectSuccess(verify)
         #expect(verify.stderr.contains("a loss of acknowledged events was recorded at seq \(cutTo.lastSeq + 1)"), "\(verify.stderr)")
-        #expect(verify.stderr.contains(head) && verify.stderr.contains("restored from nothing: test"), "\(verify.stderr)")
+        #expect(verify.stderr.contains(head) && verify.stderr.contains("restored from nothing: test\\u{A}\\u{1B}[2Jcleared"), "\(verify.stderr)")
+        #expect(!verify.stderr.contains("\u{1B}"), "\(verify.stderr)")
+        #expect(verify.stderrLines.contains { $0.contains("a loss of acknowledged events") && $0.hasSuffix("cleared") }, "\(verify.stderr)")
+        let recorded = try await cli(["log", "--store", store])
+        #expect(recorded.stdout.lowercased().contains(#"restored from nothing: test\n\u001b[2jcleared"#), "\(recorded.stdout.suffix(600))")
         for args in readCommands(store, appointment: "none").filter({ $0[0] != "history" && $0[0] != "status" }) {
             expectSuccess(try await cli(args))
         }
