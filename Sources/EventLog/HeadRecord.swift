@@ -58,7 +58,7 @@ public enum HeadRecord {
     /// that is not the same as "nothing was ever acknowledged".
     public static func read(path: String) throws -> Entry? {
         guard let size = try translating(segment: nil, { try Sys.fileSize(path: path) }) else { return nil }
-        let fd = try translating { try Sys.open(path, O_RDONLY) }
+        let fd = try translating { try Sys.openRegular(path, O_RDONLY) }
         defer { Sys.close(fd) }
         let length = Int(min(size, UInt64(fileSize)))
         var bytes = [UInt8](repeating: 0, count: length)

@@ -121,7 +121,8 @@ public final class LogCursor {
         let name = extent.file.name
         if header.firstSeq != nextSeq {
             let code: LogError.Code = offset == 0 ? .segmentName : .sequenceGap
-            throw corruption(code, name, offset, header.firstSeq, "batch starts at seq \(header.firstSeq), expected \(nextSeq)")
+            // Named by the seq that should be here: "export what precedes" it is what can be saved.
+            throw corruption(code, name, offset, nextSeq, "batch starts at seq \(header.firstSeq), expected \(nextSeq)")
         }
         guard try io.readPayload(extent, header, at: offset) else { return false }
         content = []  // drop the previous batch before decoding the next: at most one in memory

@@ -28,21 +28,26 @@ public enum Trust {
         for line in content.split(separator: 10) {
             guard let e = try? EventEnvelope.decode(line), e.type == EventType.lossRecorded.rawValue,
                   let loss = try? e.decodeData(LossRecorded.self) else { continue }
-            out.append(printable("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
-                       + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)"))
+            out.append("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
+                       + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)")
         }
         return out
     }
 
-    /// Text read from the log as one line that cannot drive a terminal: each control character
-    /// (a newline, an escape sequence's ESC) and line or paragraph separator shown as `\u{1B}`.
-    /// A `repair` reason is recorded as given, and `verify` prints it.
+    /// Text read from the log, for a terminal, as one line that cannot drive it: each control
+    /// character (a newline, an escape sequence's ESC), line or paragraph separator and
+    /// invisible format character (bidirectional overrides) shown as `\u{1B}`, and a backslash as
+    /// `\\` (so that an escape shown cannot be told from text that spells one). A `repair` reason
+    /// is recorded as given; `verify` prints it through this (its `--json` gives it as recorded).
     public static func printable(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
         for u in text.unicodeScalars {
-            if u.properties.generalCategory == .control || u == "\u{2028}" || u == "\u{2029}" {
+            let category = u.properties.generalCategory
+            if category == .control || category == .format || category == .lineSeparator || category == .paragraphSeparator {
                 out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}"
+            } else if u == "\\" {
+                out += "\\\\"
             } else {
                 out.unicodeScalars.append(u)
             }
@@ -108,13 +113,15 @@ public enum Trust {
                 what = "the log ends at seq \(logHead.seq) but \(expected): acknowledged events are missing "
                     + "(cut off, a segment deleted, or an older copy restored)"
             }
-            guard damage != nil else { return what + "; nothing was changed. " + Trust.repairHint }
-            var hint = Trust.damageHint
-            if let seq = damageSeq, seq > 1 {
-                hint = "To save what can be read, export what precedes seq \(seq) "
-                    + "(`syncledger export --to-seq \(seq - 1) --out FILE`). " + hint
-            }
-            return what + "; nothing was changed. " + hint
+            return what + "; nothing was changed. " + (damage == nil ? Trust.repairHint : damageAdvice)
+        }
+
+        /// What to do about damage inside the log: save what precedes it, restore the segment,
+        /// or move the segments after it aside.
+        public var damageAdvice: String {
+            guard let seq = damageSeq, seq > 1 else { return Trust.damageHint }
+            return "To save what can be read, export what precedes seq \(seq) "
+                + "(`syncledger export --to-seq \(seq - 1) --out FILE`). " + Trust.damageHint
         }
     }
 

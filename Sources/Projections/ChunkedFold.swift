@@ -484,6 +484,25 @@ final class ChunkFolder {
         }
     }
 
+    /// What `appointmentFacts` gives for an observation, or the error it throws.
+    typealias PreparedFacts = Result<ObservationFacts, any Error>
+    typealias ObservationFacts = (facts: AppointmentFacts, hash: DeferredText?, scanned: Bool)
+
+    /// `appointmentFacts` of each `appointment.discovered`/`changed` event of the batch (nil for
+    /// the others), as `add` would work it out for the event with the batch's `opening(at:)`:
+    /// on the pipeline's reader thread, while the fold is behind (`FoldPipeline`). A function of
+    /// the event's bytes and the reader's keys alone, so it may run on any thread. Events at or
+    /// before `after` are not prepared (the views that read observations have applied them).
+    static func prepare(_ batch: LedgerBatch, after: UInt64 = 0) -> [PreparedFacts?] {
+        batch.events.withUnsafeBufferPointer { events in
+            events.indices.map { i -> PreparedFacts? in
+                let kind = events[i].eventType
+                guard kind == .appointmentDiscovered || kind == .appointmentChanged, events[i].seq > after else { return nil }
+                return Result { try appointmentFacts(events[i], batch.opening(at: i)) }
+            }
+        }
+    }
+
     /// The facts of an appointment event: scanned from the data's bytes in one pass, or, when
     /// the data was parsed already (opened sealed parts), read from that value. With them the
     /// content hash: the one the scan found (`scanned`: nil means the data has none), or the
@@ -497,26 +516,6 @@ final class ChunkFolder {
     /// of the event opened whole, without writing the whole object again and scanning it once
     /// more. Data that is not a sealed observation (or not valid JSON) is read as stored, as the
     /// reader would have left it.
-    /// What `appointmentFacts` gives for an observation, or the error it throws.
-    typealias PreparedFacts = Result<ObservationFacts, any Error>
-    typealias ObservationFacts = (facts: AppointmentFacts, hash: DeferredText?, scanned: Bool)
-
-    /// `appointmentFacts` of each `appointment.discovered`/`changed` event of the batch (nil for
-    /// the others), as `add` would work it out for the event with the batch's `opening(at:)`:
-    /// on the pipeline's reader thread, while the fold is behind (`FoldPipeline`). A function of
-    /// the event's bytes and the reader's keys alone, so it may run on any thread.
-    static func prepare(_ batch: LedgerBatch) -> [PreparedFacts?] {
-        batch.events.withUnsafeBufferPointer { events in
-            events.indices.map { i -> PreparedFacts? in
-                let kind = events[i].eventType
-                guard kind == .appointmentDiscovered || kind == .appointmentChanged else { return nil }
-                return Result { try appointmentFacts(events[i], batch.opening(at: i)) }
-            }
-        }
-    }
-
-    /// The facts of an observation, its content hash when it came with them (nil: `add` looks
-    /// it up), and whether they were scanned from the data's bytes.
     static func appointmentFacts(_ e: EventEnvelope, _ opening: DeferredOpening?) throws -> ObservationFacts {
         // Made only when it is thrown: interpolated for every event, it was ~2 % of the fold.
         func noObject() -> QuarantineError {
@@ -590,7 +589,8 @@ final class ChunkFolder {
         if meetings != nil { try writeMeetings(ordered, db) }
         if locations != nil { try writeLocations(ordered, db) }
         if let known {
-            for s in ordered where s.last != nil || !s.links.isEmpty || s.locationFacts != nil { known.insert(s.id) }
+            // (`locationIsLast` implies `last`.)
+            for s in ordered where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(s.id) }
         }
     }
 

@@ -74,13 +74,17 @@ final class FoldPipeline: @unchecked Sendable {
     /// waiting for the fold, that is when the fold is the slower of the two and the reader would
     /// otherwise wait for room. Nil: never (no view that reads observations is folded).
     private let prepareWhenQueued: Int?
+    /// Events at or before this seq are not prepared: every view that reads observations has
+    /// applied them (a catch-up whose other views are behind).
+    private let prepareAfter: UInt64
 
     /// `makeFolder` makes each chunk's folder, given the last batch of the chunk before (nil for the first).
-    init(batches: LedgerBatches, chunkSize: Int, prepareWhenQueued: Int? = nil,
+    init(batches: LedgerBatches, chunkSize: Int, prepareWhenQueued: Int? = nil, prepareAfter: UInt64 = 0,
          makeFolder: @escaping (BatchInfo?) -> ChunkFolder) {
         self.batches = batches
         self.chunkSize = max(1, chunkSize)
         self.prepareWhenQueued = prepareWhenQueued
+        self.prepareAfter = prepareAfter
         self.makeFolder = makeFolder
     }
 
@@ -151,7 +155,7 @@ final class FoldPipeline: @unchecked Sendable {
                     read += t1 - t0
                     var facts: [ChunkFolder.PreparedFacts?] = []
                     if let least = prepareWhenQueued, queuedBatches >= least {
-                        facts = ChunkFolder.prepare(batch)
+                        facts = ChunkFolder.prepare(batch, after: prepareAfter)
                         prepared += facts.lazy.filter { $0 != nil }.count
                         prepare += monotonicSeconds() - t1
                     }
@@ -230,7 +234,7 @@ final class FoldPipeline: @unchecked Sendable {
                 let c = FoldedChunk(makeFolder(previous))
                 while c.events < chunkSize {
                     if isClosed { return }
-                    guard var read = try nextBatch() else {
+                    guard var next = try nextBatch() else {
                         finished = true
                         break
                     }
@@ -239,18 +243,18 @@ final class FoldPipeline: @unchecked Sendable {
                     // of it (a copy retains and releases its seven references); so is each
                     // prepared observation (taken out of its array, which is then this thread's alone).
                     var prepared: [ChunkFolder.PreparedFacts?] = []
-                    swap(&prepared, &read.prepared)
-                    let deferred = read.batch.deferred
-                    try read.batch.events.withUnsafeMutableBufferPointer { events in
+                    swap(&prepared, &next.prepared)
+                    let deferred = next.batch.deferred
+                    try next.batch.events.withUnsafeMutableBufferPointer { events in
                         for i in events.indices {
                             try c.folder.add(&events[i], opening: deferred?.opening(at: i),
                                              prepared: i < prepared.count ? prepared[i].take() : nil)
                         }
                     }
                     fold += monotonicSeconds() - t1
-                    c.events += read.batch.events.count
-                    c.last = read.batch.info
-                    BackgroundRelease.release(&read.batch.events, leaving: [])
+                    c.events += next.batch.events.count
+                    c.last = next.batch.info
+                    BackgroundRelease.release(&next.batch.events, leaving: [])
                 }
                 if c.events > 0 {
                     let t2 = monotonicSeconds()

@@ -76,8 +76,11 @@ public final class ProjectionStore: @unchecked Sendable {
     }
     /// `prepareWhenQueued` for a fold of these projections: nil when none of them reads observations' facts.
     func prepareWhenQueued(_ projections: [any Projection]) -> Int? {
-        projections.contains { $0 is AppointmentsProjection || $0 is MeetingURLsProjection || $0 is LocationsProjection }
-            ? prepareWhenQueued : nil
+        projections.contains(where: Self.readsObservations) ? prepareWhenQueued : nil
+    }
+    /// The views whose fold works out observations' facts (`ChunkFolder.appointmentFacts`).
+    static func readsObservations(_ p: any Projection) -> Bool {
+        p is AppointmentsProjection || p is MeetingURLsProjection || p is LocationsProjection
     }
     private let preparedCount = Atomic<Int>(0)
     /// Observations whose facts pipelined folds' readers worked out (for tests).
@@ -789,8 +792,11 @@ public final class ProjectionStore: @unchecked Sendable {
                                   progress: ((FoldProgress) -> Void)?) throws -> Bool {
         let projections = self.projections
         var assumed = try pool.read { db in try projections.map { try checkpoint($0.name, db)?.seq ?? 0 } }
+        // Observations the views that read them have all applied are not prepared.
+        let observationViews = zip(projections, assumed).filter { Self.readsObservations($0.0) }
         let pipeline = FoldPipeline(batches: batches, chunkSize: max(1, chunk / 2),
-                                    prepareWhenQueued: prepareWhenQueued(projections)) { previous in
+                                    prepareWhenQueued: prepareWhenQueued(projections),
+                                    prepareAfter: observationViews.map(\.1).min() ?? 0) { previous in
             if let previous { assumed = assumed.map { max($0, previous.lastSeq) } }
             return ChunkFolder(Array(zip(projections, assumed)).map { ($0, $1) }, .live, recordLive: true)
         }

@@ -89,7 +89,8 @@ struct VerifyCommand: AsyncParsableCommand {
                 }
                 print(Output.json(.object(o)))
             } else {
-                for w in report.warnings { warn("warning: " + w) }
+                // Recorded text (a repair's reason) shown so that it cannot drive the terminal.
+                for w in report.warnings { warn("warning: " + Trust.printable(w)) }
                 if let e = report.error {
                     print("verify FAILED: \(e.message)")
                     print("intact through head \(report.head)")

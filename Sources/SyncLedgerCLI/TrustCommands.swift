@@ -79,9 +79,8 @@ struct RepairCommand: AsyncParsableCommand {
             }
             evidence += ProjectionStore.checkpointEvidence(path: store.projectionsPath)
             let loss = Trust.findLoss(store, evidence: evidence)
-            if let damage = loss?.damage {
-                throw CLIFailure(message: "the log cannot be read to its end (\(damage)): repair only records a loss at the end of the log; "
-                                 + "restore the damaged or missing segment from a backup, or move the segments after it aside")
+            if let loss, let damage = loss.damage {
+                throw CLIFailure(message: "the log cannot be read to its end (\(damage)); nothing was changed. " + loss.damageAdvice)
             }
             guard loss != nil || damagedRecord != nil else {
                 print("nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "

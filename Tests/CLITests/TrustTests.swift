@@ -277,6 +277,10 @@ extension CLIBinaryTests {
         // The reader's own advice is not repeated inside the loss's: said once, after what was acknowledged.
         #expect(refused.stderr.components(separatedBy: "nothing was changed").count == 2, "\(refused.stderr)")
         #expect(!refused.stderr.contains("damaged here"), "\(refused.stderr)")
+        // repair refuses damage inside the log with the same advice, once.
+        let repairRefused = try await cli(["repair", "--accept-loss", "test", "--store", intact])
+        expectCleanFailure(repairRefused, mentioning: ["cannot be read to its end", "export what precedes seq \(batches[1].firstSeq)"])
+        #expect(repairRefused.stderr.components(separatedBy: "records only a loss").count == 2, "\(repairRefused.stderr)")
         let damagedLog = try await cli(["log", "--store", intact])
         expectCleanFailure(damagedLog, mentioning: ["offset \(batches[1].offset)"], allowStdout: true)
         #expect(damagedLog.stdout == first)
@@ -354,12 +358,25 @@ extension CLIBinaryTests {
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1])
+        // The head evidence too (state/head).
+        let headless = tmp.path + "/headless"
+        try copyStore(store, headless)
+        try FileManager.default.removeItem(atPath: headless + "/state/head")
+        #expect(mkfifo(headless + "/state/head", 0o600) == 0)
         let segment = try segments(store)[0]
         try FileManager.default.removeItem(atPath: segment)
         #expect(mkfifo(segment, 0o600) == 0)
         for args in [["log"], ["verify"], ["appointments"], ["export", "--to-seq", "1", "--out", tmp.path + "/one.jsonl"]] {
             let r = try await cli(args + ["--store", store])
             expectCleanFailure(r, mentioning: ["is a FIFO, not a file of the log"])
+            let h = try await cli(args + ["--store", headless])
+            if args[0] == "log" || args[0] == "export" {
+                // The salvage reads on without state/head (the views' checkpoints vouch for the
+                // log), and says why.
+                #expect(!h.timedOut && h.stderr.contains("state/head is a FIFO, not a file of the log"), "\(h.label): \(h.stderr)")
+            } else {
+                expectCleanFailure(h, mentioning: ["state/head is a FIFO, not a file of the log"])
+            }
         }
     }
 
@@ -390,6 +407,9 @@ extension CLIBinaryTests {
         #expect(verify.stderr.contains(head) && verify.stderr.contains("restored from nothing: test\\u{A}\\u{1B}[2Jcleared"), "\(verify.stderr)")
         #expect(!verify.stderr.contains("\u{1B}"), "\(verify.stderr)")
         #expect(verify.stderrLines.contains { $0.contains("a loss of acknowledged events") && $0.hasSuffix("cleared") }, "\(verify.stderr)")
+        let asJSON = try await cli(["verify", "--json", "--store", store])
+        expectSuccess(asJSON)
+        #expect(asJSON.stdout.lowercased().contains(#"restored from nothing: test\n\u001b[2jcleared"#), "the JSON gives the reason as recorded: \(asJSON.stdout)")
         let recorded = try await cli(["log", "--store", store])
         #expect(recorded.stdout.lowercased().contains(#"restored from nothing: test\n\u001b[2jcleared"#), "\(recorded.stdout.suffix(600))")
         for args in readCommands(store, appointment: "none").filter({ $0[0] != "history" && $0[0] != "status" }) {

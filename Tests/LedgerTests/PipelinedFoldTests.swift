@@ -108,6 +108,33 @@ import Testing
             _ = try alone.rebuild(names: [], reader)
             try expectSame(alone, reference, "one-thread rebuild in chunks of 4", seed: seed)
             #expect(alone.pipelinedFolds == 0)
+
+            // Keys: a forgotten patient's sealed parts read as "(forgotten)" and a missing key
+            // fails the rebuild with the same error, whether the reader or the fold opens them.
+            let keys = try KeyRing.open(directory: tmp.store.keysPath, create: false, environment: [:], notice: { _ in })
+            try keys.destroyKey(for: "p-018", at: "2026-12-01T00:00:00.000Z")
+            let forgetting = try self.reference(tmp)
+            let emptyKeys = try KeyRing.open(directory: tmp.sibling("no-keys-\(UUID().uuidString)"), create: true, environment: [:], notice: { _ in })
+            var failures: [String] = []
+            for prepare in [0, Int.max] {
+                let views = try ProjectionStore(path: tmp.sibling("forgotten-\(prepare)-\(UUID().uuidString).sqlite"))
+                views.pipelineMinEvents = 0
+                views.eventsPerTransaction = 1 + Int(rng.next() % 9)
+                views.prepareWhenQueued = prepare
+                _ = try views.rebuild(names: [], try LedgerReader(store: tmp.store))
+                try expectSame(views, forgetting, "pipelined rebuild after a patient was forgotten, preparing at \(prepare)", seed: seed)
+                let keyless = try ProjectionStore(path: tmp.sibling("keyless-\(prepare)-\(UUID().uuidString).sqlite"))
+                keyless.pipelineMinEvents = 0
+                keyless.eventsPerTransaction = 3
+                keyless.prepareWhenQueued = prepare
+                do {
+                    _ = try keyless.rebuild(names: [], try LedgerReader(store: tmp.store, keys: emptyKeys))
+                    failures.append("no error")
+                } catch {
+                    failures.append("\(error)")
+                }
+            }
+            #expect(failures[0] == failures[1] && failures[0].contains("has no key for patient"), "seed \(seed): \(failures)")
         }
     }
 

@@ -74,7 +74,7 @@ enum IndexFile {
     static func load(directory: String, extent: BatchIO.Extent, io: BatchIO) -> SegmentIndex? {
         let file = path(directory: directory, segment: extent.file.name)
         guard let size = try? Sys.fileSize(path: file), size <= 256 << 20,
-              let fd = try? Sys.open(file, O_RDONLY) else { return nil }
+              let fd = try? Sys.openRegular(file, O_RDONLY) else { return nil }
         defer { Sys.close(fd) }
         var bytes = [UInt8](repeating: 0, count: Int(size))
         let n = bytes.withUnsafeMutableBytes { (try? Sys.preadFull(fd, $0.baseAddress!, $0.count, at: 0, path: file)) ?? -1 }
@@ -144,7 +144,7 @@ enum IndexFile {
     static func refresh(_ index: SegmentIndex, directory: String) -> Bool {
         let file = path(directory: directory, segment: index.name)
         if let size = try? Sys.fileSize(path: file), size == UInt64(encode(index).count),
-           let fd = try? Sys.open(file, O_RDONLY) {
+           let fd = try? Sys.openRegular(file, O_RDONLY) {
             defer { Sys.close(fd) }
             var bytes = [UInt8](repeating: 0, count: Int(size))
             let n = bytes.withUnsafeMutableBytes { (try? Sys.preadFull(fd, $0.baseAddress!, $0.count, at: 0, path: file)) ?? -1 }

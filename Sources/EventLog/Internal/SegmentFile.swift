@@ -42,33 +42,10 @@ final class SegmentFile {
         fd = try Self.openRegular(path, name: name, flags: O_RDONLY)
     }
 
-    /// Opens a segment file, refusing anything but a regular file: opening a FIFO put in a
-    /// segment's place would wait for a writer forever (`O_NONBLOCK` makes the open return, and
-    /// does nothing to reads and writes of a regular file).
+    /// Opens a segment file, refusing anything but a regular file (`Sys.openRegular`): opening
+    /// a FIFO put in a segment's place would wait for a writer forever.
     static func openRegular(_ path: String, name: String, flags: Int32) throws -> Int32 {
-        let fd = try translating(segment: name) { try Sys.open(path, flags | O_NONBLOCK) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            let code = errno
-            Sys.close(fd)
-            throw LogError.from(SyscallError(operation: "fstat", path: path, errno: code), segment: name)
-        }
-        guard st.st_mode & S_IFMT == S_IFREG else {
-            Sys.close(fd)
-            let kind: String
-            switch st.st_mode & S_IFMT {
-            case S_IFIFO: kind = "a FIFO"
-            case S_IFDIR: kind = "a directory"
-            case S_IFCHR, S_IFBLK: kind = "a device"
-            case S_IFSOCK: kind = "a socket"
-            default: kind = "not a regular file"
-            }
-            throw LogError(code: .io, message: "segment \(name) is \(kind), not a file of the log: move it out of \(path)",
-                           segment: name, operation: "open")
-        }
-        // Reads and writes as before: blocking (a regular file's are anyway).
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
-        return fd
+        try translating(segment: name) { try Sys.openRegular(path, flags) }
     }
 
     deinit { Sys.close(fd) }

@@ -87,10 +87,11 @@ extension BatchIO {
             }
             if header.firstSeq != expected {
                 if offset == 0 {
-                    throw corruption(.segmentName, extent.file.name, offset, header.firstSeq,
+                    // Named by the seq that should be here: "export what precedes" it is what can be saved.
+                    throw corruption(.segmentName, extent.file.name, offset, expected,
                                      "the file name says the segment starts at seq \(expected) but its first batch starts at seq \(header.firstSeq)")
                 }
-                throw corruption(.sequenceGap, extent.file.name, offset, header.firstSeq,
+                throw corruption(.sequenceGap, extent.file.name, offset, expected,
                                  "batch starts at seq \(header.firstSeq), expected \(expected) (gap or overlap)")
             }
             let mayBeTorn = extent.isLast && extent.zeroStart + 4 < offset + header.batchLength

@@ -12,6 +12,24 @@ struct SyscallError: Error {
     var errno: Int32
 }
 
+/// A FIFO, a directory, a device or a socket where the log expects a file of its own.
+struct NotARegularFile: Error, CustomStringConvertible {
+    var path: String
+    var mode: mode_t
+
+    var kind: String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "a FIFO"
+        case S_IFDIR: return "a directory"
+        case S_IFCHR, S_IFBLK: return "a device"
+        case S_IFSOCK: return "a socket"
+        default: return "not a regular file"
+        }
+    }
+
+    var description: String { "\(path) is \(kind), not a file of the log: move it aside" }
+}
+
 /// Thin wrappers over the few system calls the log uses. Each retries EINTR and throws
 /// `SyscallError`; none allocates except `listDirectory`.
 enum Sys {
@@ -29,6 +47,26 @@ enum Sys {
     static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o600) throws -> Int32 {
         if flags & O_CREAT != 0 { try injectFault(.create, "open", path) }
         return try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    /// Opens `path` only when it is a regular file: a FIFO, a directory, a device or a socket
+    /// put in a file's place is `NotARegularFile`. `O_NONBLOCK` makes the open of a FIFO return
+    /// at once instead of waiting for a writer forever; it is cleared again after the check.
+    static func openRegular(_ path: String, _ flags: Int32) throws -> Int32 {
+        let fd = try open(path, flags | O_NONBLOCK)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let code = errno
+            close(fd)
+            throw SyscallError(operation: "fstat", path: path, errno: code)
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw NotARegularFile(path: path, mode: st.st_mode)
+        }
+        let current = fcntl(fd, F_GETFL)
+        if current >= 0 { _ = fcntl(fd, F_SETFL, current & ~O_NONBLOCK) }
+        return fd
     }
 
     static func close(_ fd: Int32) {
