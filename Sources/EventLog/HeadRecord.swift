@@ -118,11 +118,11 @@ final class HeadRecordFile {
                 }
                 if fsync { try Sys.fsyncDirectory(Sys.parentDirectory(path)) }
             }
-            fd = try translating { try Sys.open(path, O_RDWR) }
+            fd = try translating { try Sys.openRegular(path, O_RDWR) }
             lastSync = monotonicSeconds()
             return
         }
-        fd = try translating { try Sys.open(path, O_RDWR) }
+        fd = try translating { try Sys.openRegular(path, O_RDWR) }
         if previous?.head != head {
             do { try record(head) } catch {
                 close()

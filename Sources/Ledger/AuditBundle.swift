@@ -95,7 +95,8 @@ public enum AuditBundle {
     @discardableResult
     public static func write(store: Store, to directory: String, fromSeq: UInt64 = 1, toSeq: UInt64? = nil) throws -> Manifest {
         let fm = FileManager.default
-        if fm.fileExists(atPath: directory), !((try? fm.contentsOfDirectory(atPath: directory)) ?? []).isEmpty {
+        let existed = fm.fileExists(atPath: directory)
+        if existed, !((try? fm.contentsOfDirectory(atPath: directory)) ?? []).isEmpty {
             throw LedgerError("\(directory) exists and is not empty; give a new directory for the bundle")
         }
         do {
@@ -104,6 +105,23 @@ public enum AuditBundle {
         } catch {
             throw LedgerError("cannot create \(directory): \(reason(error))")
         }
+        do {
+            return try writeInto(store: store, directory: directory, fromSeq: fromSeq, toSeq: toSeq)
+        } catch {
+            // A bundle that failed (damage in the log, a full disk) leaves nothing behind, so
+            // that the same command can be run again (hostile test: its partial directory was
+            // then refused as not empty).
+            if existed {
+                for item in (try? fm.contentsOfDirectory(atPath: directory)) ?? [] { try? fm.removeItem(atPath: directory + "/" + item) }
+            } else {
+                try? fm.removeItem(atPath: directory)
+            }
+            throw error
+        }
+    }
+
+    /// `write` into its new, empty directory (with `segments/` made).
+    private static func writeInto(store: Store, directory: String, fromSeq: UInt64, toSeq: UInt64?) throws -> Manifest {
         let reader = try EventLogReader(directory: store.logPath)
         let head = try reader.head()
         if fromSeq > 1 || (toSeq.map { $0 < head.seq } ?? false) {

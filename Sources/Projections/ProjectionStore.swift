@@ -465,14 +465,23 @@ public final class ProjectionStore: @unchecked Sendable {
                 }
             }
             return try rebuildShadows(chosen, reader, head: head, label: label, progress: progress)
-        } catch let error where error is FoldInterrupted
-                    || (shouldStop?() == true && (error as? DatabaseError)?.resultCode == .SQLITE_INTERRUPT) {
+        } catch let error where error is FoldInterrupted || (shouldStop?() == true && Self.isInterruption(error)) {
             // Stopped between transactions, or mid-statement (`interrupt()`, whose transaction
             // rolled back): the live tables are as they were. A late `interrupt()` may stop the
             // drop too; shadow tables left behind are dropped when the views are next opened.
             try? dropShadowTables(of: chosen)
             throw FoldInterrupted()
         }
+    }
+
+    /// An error of a statement `interrupt()` stopped. SQLite says `SQLITE_INTERRUPT`, except
+    /// when the interrupt lands in the schema check that follows an `ALTER TABLE … RENAME` (the
+    /// swap): "error in table X after rename: interrupted", `SQLITE_ERROR` (hostile test: a
+    /// SIGINT during the swap was reported as that raw error, exit 1).
+    static func isInterruption(_ error: any Error) -> Bool {
+        guard let e = error as? DatabaseError else { return false }
+        if e.resultCode == .SQLITE_INTERRUPT { return true }
+        return e.resultCode == .SQLITE_ERROR && (e.message ?? "").hasSuffix(": interrupted")
     }
 
     /// Throws `FoldInterrupted` when `shouldStop` says so (the caller drops the shadow tables).
@@ -852,7 +861,7 @@ public final class ProjectionStore: @unchecked Sendable {
         do {
             let after = try catchUp(reader)
             report.quarantined += after.quarantined
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_INTERRUPT && shouldStop?() == true {
+        } catch let error where shouldStop?() == true && Self.isInterruption(error) {
             return report
         }
         return report

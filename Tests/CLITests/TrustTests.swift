@@ -361,6 +361,9 @@ extension CLIBinaryTests {
         // The head evidence too (state/head).
         let headless = tmp.path + "/headless"
         try copyStore(store, headless)
+        // (Copied before any FIFO is made: copying would wait on one.)
+        let lockless = tmp.path + "/lockless"
+        try copyStore(store, lockless)
         try FileManager.default.removeItem(atPath: headless + "/state/head")
         #expect(mkfifo(headless + "/state/head", 0o600) == 0)
         let segment = try segments(store)[0]
@@ -378,6 +381,41 @@ extension CLIBinaryTests {
                 expectCleanFailure(h, mentioning: ["state/head is a FIFO, not a file of the log"])
             }
         }
+        // Nor are they written: repair (which writes state/head and takes log/LOCK) refuses.
+        expectCleanFailure(try await cli(["repair", "--accept-loss", "x", "--store", headless]),
+                           mentioning: ["state/head is a FIFO, not a file of the log"])
+        try FileManager.default.removeItem(atPath: lockless + "/state/head")
+        // Cut short, so that repair has a loss to record and takes the writer's lock.
+        let cut = try segments(lockless)[0]
+        let kept = try segmentBatches(cut)
+        truncateFile(cut, to: kept[kept.count - 2].end)
+        try? FileManager.default.removeItem(atPath: lockless + "/log/LOCK")
+        #expect(mkfifo(lockless + "/log/LOCK", 0o600) == 0)
+        expectCleanFailure(try await cli(["repair", "--accept-loss", "x", "--store", lockless]),
+                           mentioning: ["log/LOCK is a FIFO, not a file of the log"])
+    }
+
+    /// An export of a bundle that fails (damage its check meets) leaves nothing behind: the
+    /// same command can be run again once the log is restored (hostile test: its partial
+    /// directory was then refused as not empty).
+    @Test func aFailedBundleLeavesNothingBehind() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-bundle")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let segment = try segments(store)[0]
+        let batches = try segmentBatches(segment)
+        var bytes = try #require(FileManager.default.contents(atPath: segment))
+        bytes[(batches[1].offset + batches[1].end) / 2] ^= 0x5a  // inside the second batch's payload
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        let bundle = tmp.path + "/bundle"
+        expectCleanFailure(try await cli(["export", "--store", store, "--bundle", bundle]))
+        #expect(!FileManager.default.fileExists(atPath: bundle))
+        let empty = tmp.path + "/empty"
+        try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: false)
+        expectCleanFailure(try await cli(["export", "--store", store, "--bundle", empty]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: empty).isEmpty)
     }
 
     @Test func repairAcceptsARecordedLoss() async throws {

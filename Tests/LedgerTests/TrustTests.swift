@@ -3,7 +3,7 @@ import GRDB
 import Foundation
 import TestSupport
 import Ledger
-import Projections
+@testable import Projections
 import Testing
 
 /// The evidence of acknowledged heads against a log spread over several segments.
@@ -83,6 +83,17 @@ import Testing
         #expect(throws: FoldInterrupted.self) { try views.rebuild(names: [], reader) }
         #expect(try shadowTables(views).isEmpty)
         #expect(try snapshot(views) == before)
+    }
+
+    /// SQLite reports an interrupt that lands in the schema check after a rename (the swap) as
+    /// `SQLITE_ERROR` "…: interrupted": a stopped rebuild, not a failure (hostile test: a SIGINT
+    /// there exited 1 with the raw error and left the shadow tables).
+    @Test func anInterruptAfterARenameIsAnInterruption() {
+        #expect(ProjectionStore.isInterruption(DatabaseError(resultCode: .SQLITE_INTERRUPT)))
+        #expect(ProjectionStore.isInterruption(DatabaseError(resultCode: .SQLITE_ERROR, message: "error in table sync_logs after rename: interrupted")))
+        #expect(!ProjectionStore.isInterruption(DatabaseError(resultCode: .SQLITE_ERROR, message: "no such table: sync_logs")))
+        #expect(!ProjectionStore.isInterruption(DatabaseError(resultCode: .SQLITE_FULL)))
+        #expect(!ProjectionStore.isInterruption(FoldInterrupted()))
     }
 
     /// A signal that comes while the rebuild runs one statement (an index of the shadow tables

@@ -15,7 +15,7 @@ final class FileLock {
 
     /// Takes the lock at once, or keeps trying for `wait` seconds; throws `LogError.locked`.
     static func acquire(path: String, wait: Double?) throws -> FileLock {
-        let fd = try translating { try Sys.open(path, O_RDWR | O_CREAT, mode: 0o600) }
+        let fd = try translating { try Sys.openRegular(path, O_RDWR | O_CREAT) }
         let deadline = monotonicSeconds() + max(0, wait ?? 0)
         do {
             while try !Sys.flock(fd, LOCK_EX | LOCK_NB, path: path) {
