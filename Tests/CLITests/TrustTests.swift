@@ -348,8 +348,6 @@ extension CLIBinaryTests {
         }
     }
 
-    /// After a refused loss, `repair --accept-loss` records it and every command works again;
-    /// `verify` warns about the recorded loss from then on.
     /// A FIFO put in a segment's place: opening it for reading would wait for a writer forever.
     /// Every command says what is there instead, one line.
     @Test func aFIFOInASegmentsPlaceIsRefusedNotWaitedOn() async throws {
@@ -418,6 +416,8 @@ extension CLIBinaryTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: empty).isEmpty)
     }
 
+    /// After a refused loss, `repair --accept-loss` records it and every command works again;
+    /// `verify` warns about the recorded loss from then on.
     @Test func repairAcceptsARecordedLoss() async throws {
         let practice = try Practice.load()
         let tmp = TempDir("trust-repair")
