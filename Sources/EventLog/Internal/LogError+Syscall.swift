@@ -65,8 +65,7 @@ func translating<T>(segment: String? = nil, _ body: () throws -> T) throws -> T 
     } catch let error as LogError {
         throw error
     } catch let error as NotARegularFile {
-        let name = segment.map { "segment \($0) (\(error.path))" } ?? error.path
-        throw LogError(code: .io, message: "\(name) is \(error.kind), not a file of the log: move it aside",
+        throw LogError(code: .io, message: error.message(naming: segment.map { "segment \($0) (\(error.path))" } ?? error.path),
                        segment: segment, operation: "open")
     } catch {
         throw LogError(code: .io, message: "unexpected error: \(error)")

@@ -27,7 +27,10 @@ struct NotARegularFile: Error, CustomStringConvertible {
         }
     }
 
-    var description: String { "\(path) is \(kind), not a file of the log: move it aside" }
+    var description: String { message(naming: path) }
+
+    /// The one line that says so, naming the file as `name`.
+    func message(naming name: String) -> String { "\(name) is \(kind), not a file of the log: move it aside" }
 }
 
 /// Thin wrappers over the few system calls the log uses. Each retries EINTR and throws
