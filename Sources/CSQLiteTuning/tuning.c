@@ -4,7 +4,8 @@
 int syncledger_sqlite_tune(void) {
     int mode = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     int stats = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    return mode == SQLITE_OK && stats == SQLITE_OK;
+    int spill = sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, SYNCLEDGER_STATEMENT_JOURNAL_SPILL);
+    return mode == SQLITE_OK && stats == SQLITE_OK && spill == SQLITE_OK;
 }
 
 const char *syncledger_sqlite_version(void) { return sqlite3_libversion(); }

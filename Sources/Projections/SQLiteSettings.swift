@@ -4,7 +4,11 @@ import CSQLiteTuning
 /// mode (GRDB gives each connection to one queue at a time, so SQLite's mutex around every call
 /// on a connection — `bind`, `step`, `reset` — guards nothing) and no memory statistics (a
 /// global mutex around each of SQLite's allocations). A rebuild makes some ten million such
-/// calls; the mutexes were ~4 % of its CPU (BENCHMARKS.md, stop 41).
+/// calls; the mutexes were ~4 % of its CPU (BENCHMARKS.md, stop 41). And statement journals
+/// stay in memory up to 4 MiB (SQLite's default moves one to a temporary file past 64 KiB):
+/// with the views' 16 KiB pages, every `sync.completed` a rebuild applies (an UPDATE whose
+/// trigger keeps `sync_log_totals`) journals four or more pages, so each one went to a file in
+/// `/var/tmp`, a quarter of a 1M-event rebuild's `pwrite`s (BENCHMARKS.md, stop 43).
 ///
 /// SQLite accepts these only before it initializes, that is before any connection in the
 /// process opens, and `sqlite3_config` must not run while another thread opens one: the
@@ -12,7 +16,7 @@ import CSQLiteTuning
 /// library user (the tests) that does not stays in SQLite's default, serialized mode; applied
 /// late they change nothing.
 public enum SQLiteSettings {
-    /// True when both settings took effect (the first evaluation applies them).
+    /// True when the settings took effect (the first evaluation applies them).
     public static let applied: Bool = syncledger_sqlite_tune() == 1
 
     /// True when connections opened from now on take no per-connection mutex (opens one in
