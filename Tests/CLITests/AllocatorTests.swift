@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import TestSupport
 import Testing
 
@@ -24,29 +25,55 @@ extension CLIBinaryTests {
         #expect(version.stdout.contains("; SQLite 3.") && version.stdout.contains(", multi-thread)"), "\(version.stdout)")
     }
 
-    /// The binary keeps SQLite's statement journals in memory (`SQLiteSettings`): with the views'
-    /// 16 KiB pages, SQLite's default moved every `sync.completed`'s trigger-fired UPDATE to a
-    /// temporary file. Catching up views from scratch here made one such file with the default;
-    /// watched with inotify in the directory SQLite is told to use, none is made.
+    /// The binary keeps SQLite's statement journals in memory (`SQLiteSettings`). With the
+    /// views' 16 KiB pages, SQLite's own limit (64 KiB) moved the journal of a `sync.completed`'s
+    /// trigger-firing UPDATE, and every later one of its transaction, to a temporary file.
+    /// Catching up views from scratch, watched with inotify in the directory SQLite is told to
+    /// use: with SQLite's limit (the control) a file is made there; with the binary's, none.
     @Test func theBinaryKeepsStatementJournalsInMemory() async throws {
         let practice = try Practice.load()
         let tmp = TempDir("stmtjournal")
         defer { tmp.remove() }
-        let store = tmp.sub("store"), sqliteTemp = tmp.sub("sqlite-tmp")
+        let store = tmp.sub("store")
         try await makeSyncedStore(at: store, practice: practice)
-        try FileManager.default.createDirectory(atPath: sqliteTemp, withIntermediateDirectories: false)
-        for suffix in ["", "-wal", "-shm"] { removeTree(store + "/projections.sqlite" + suffix) }
 
-        let watch = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        try #require(watch >= 0, "inotify_init1: errno \(errno)")
-        defer { close(watch) }
-        try #require(inotify_add_watch(watch, sqliteTemp, UInt32(IN_CREATE)) >= 0, "inotify_add_watch: errno \(errno)")
-        // `status` creates the views and catches them up from the whole log.
-        let r = try await cli(["status", "--store", store], env: ["SQLITE_TMPDIR": sqliteTemp])
-        expectSuccess(r)
-        #expect(r.stdout.contains("views applied through seq") && r.stdout.contains("completed"), "\(r.stdout)")
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBytes { read(watch, $0.baseAddress, $0.count) }
-        #expect(n < 0 && errno == EAGAIN, "SQLite made a temporary file in SQLITE_TMPDIR (\(n) bytes of inotify events)")
+        /// Files SQLite created in its temporary directory while `status` created the views and
+        /// caught them up from the whole log.
+        func temporaryFiles(_ env: [String: String?], _ label: String) async throws -> Int {
+            for suffix in ["", "-wal", "-shm"] { removeTree(store + "/projections.sqlite" + suffix) }
+            let sqliteTemp = tmp.sub("sqlite-tmp-" + label)
+            try FileManager.default.createDirectory(atPath: sqliteTemp, withIntermediateDirectories: false)
+            let watch = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+            try #require(watch >= 0, "inotify_init1: errno \(errno)")
+            defer { close(watch) }
+            try #require(inotify_add_watch(watch, sqliteTemp, UInt32(IN_CREATE)) >= 0, "inotify_add_watch: errno \(errno)")
+            let r = try await cli(["status", "--store", store], env: env.merging(["SQLITE_TMPDIR": sqliteTemp]) { a, _ in a })
+            expectSuccess(r)
+            #expect(r.stdout.contains("(lag 0)"), "\(label): \(r.stdout)")
+            var created = 0
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let (n, error) = buffer.withUnsafeMutableBytes { b in
+                    let n = read(watch, b.baseAddress, b.count)
+                    return (n, errno)
+                }
+                if n < 0 {
+                    try #require(error == EAGAIN, "\(label): reading inotify events: errno \(error)")
+                    return created
+                }
+                // Each event: wd, mask, cookie, len (4 bytes each), then len bytes of name.
+                var offset = 0
+                while offset + 16 <= n {
+                    let len = buffer.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self)) }
+                    created += 1
+                    offset += 16 + len
+                }
+            }
+        }
+
+        let withSQLiteDefault = try await temporaryFiles(["SYNCLEDGER_SQLITE_STATEMENT_JOURNAL_SPILL": "65536"], "default")
+        #expect(withSQLiteDefault > 0, "the control made no temporary file: this test no longer shows anything")
+        let asShipped = try await temporaryFiles([:], "shipped")
+        #expect(asShipped == 0, "SQLite made \(asShipped) temporary file(s) in SQLITE_TMPDIR")
     }
 }
