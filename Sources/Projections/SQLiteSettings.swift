@@ -24,10 +24,11 @@ public enum SQLiteSettings {
 
     /// How large a statement journal may grow in memory before SQLite writes it to a temporary
     /// file: 4 MiB, or the bytes `SYNCLEDGER_SQLITE_STATEMENT_JOURNAL_SPILL` names (65536 is
-    /// SQLite's own default, for comparing; a value that is not a whole number ≥ -1 is ignored).
+    /// SQLite's own default, for comparing; anything but a whole number from 0 to 64 MiB is
+    /// ignored: SQLite allocates an in-memory journal in pieces of this size, hence the bound).
     static var statementJournalSpill: Int32 {
         if let text = ProcessInfo.processInfo.environment["SYNCLEDGER_SQLITE_STATEMENT_JOURNAL_SPILL"],
-            let bytes = Int32(text), bytes >= -1
+            let bytes = Int32(text), (0...(64 << 20)).contains(bytes)
         {
             return bytes
         }

@@ -91,15 +91,24 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         #expect(rig.server.alerts.firing.isEmpty)
         #expect(await rig.server.alerts.idle(timeout: 30))
 
-        // --alert-command read the same two messages on its standard input.
+        // --alert-command read the same two messages on its standard input. Delivery is at
+        // least once: an attempt judged failed after the command had written (stopped at the
+        // time limit on a loaded machine) is tried again, so a message may come again right after
+        // itself, but only as many times as the alert log counts attempts for it.
+        let log = AlertLog.recent(storePath: rig.store)
         let lines = (try String(contentsOfFile: commandOut, encoding: .utf8)).split(separator: "\n")
         let viaCommand = lines.compactMap { try? FastJSON.parse(Array($0.utf8)) }
-        #expect(viaCommand.count == 2, "\(lines)")
-        #expect(viaCommand.map { $0["id"]?.stringValue } == receiver.messages.map { $0["id"]?.stringValue })
-        #expect(viaCommand.map { $0["status"]?.stringValue } == ["firing", "resolved"])
+        var distinct: [JSONValue] = []
+        for v in viaCommand where distinct.last?["id"] != v["id"] { distinct.append(v) }
+        #expect(distinct.map { $0["id"]?.stringValue } == receiver.messages.map { $0["id"]?.stringValue }, "\(lines)")
+        #expect(distinct.map { $0["status"]?.stringValue } == ["firing", "resolved"])
+        for m in distinct {
+            let copies = viaCommand.filter { $0["id"] == m["id"] }.count
+            let attempts = log.first { $0.message.id == m["id"]?.stringValue }?.deliveries.first { $0.target == "command" }?.attempts ?? 1
+            #expect(copies == 1 || copies <= attempts, "message \(m["id"]?.stringValue ?? "?") came \(copies) times in \(attempts) attempt(s)")
+        }
 
         // The alert log lists both, each delivered to both targets; /metrics agrees nothing fires.
-        let log = AlertLog.recent(storePath: rig.store)
         #expect(log.map(\.message.status) == ["resolved", "firing"])
         for e in log {
             #expect(Set(e.deliveries.map(\.target)) == ["webhook 127.0.0.1", "command"])
