@@ -137,6 +137,8 @@ public final class ProjectionStore: @unchecked Sendable {
     /// shadow tables and throws `FoldInterrupted`, the live views as they were.
     public func interrupt() { pool.interrupt() }
     let rebuildLockPath: String
+    /// The views database's file.
+    let databasePath: String
     private let rebuildLock = RebuildLock()
 
     /// Opens the views database at `path`, creating it when missing. `readOnly`: the file is only
@@ -145,6 +147,7 @@ public final class ProjectionStore: @unchecked Sendable {
     public init(path: String, projections: [any Projection] = allProjections, readOnly: Bool = false) throws {
         self.projections = projections
         self.rebuildLockPath = path + ".rebuild-lock"
+        self.databasePath = path
         self.inMemory = readOnly
         var config = Configuration()
         config.busyMode = .timeout(30)
@@ -511,9 +514,11 @@ public final class ProjectionStore: @unchecked Sendable {
             // The shadow tables' secondary indexes are built once from the loaded rows (a sort)
             // rather than entry by entry while the rows arrive in id order.
             let indexes = try pool.write { db in try dropSecondaryIndexes(of: chosen.flatMap(\.tables).map { TableSet.shadow($0) }, db) }
-            try withShadowWriting {
+            try withShadowWriting { writeback in
                 try rebuildChunked(chosen, reader, head: head, label: label, quarantined: &quarantined, applied: &applied,
                                    lastHash: &lastHash, progress: progress)
+                // The rows are in; their pages go into the file while the indexes are built.
+                writeback?.checkpointSoon()
                 let t0 = monotonicSeconds()
                 try pool.write { db in
                     for sql in indexes {
@@ -605,11 +610,25 @@ public final class ProjectionStore: @unchecked Sendable {
     /// 1M-event store (its commits timed apart from its statements). A page the fold rewrites in
     /// several chunks is now copied once per checkpoint, not once per chunk. Commits stay as safe as before: only how often the WAL is
     /// folded into the file changes.
-    func withShadowWriting<T>(_ body: () throws -> T) throws -> T {
+    ///
+    /// Meanwhile `RebuildWriteback` syncs the WAL in the background and, asked by `body`, copies
+    /// it into the file while the indexes are built (not for an in-memory copy, nor with
+    /// `SYNCLEDGER_REBUILD_WRITEBACK=0`); what it did is added to `lastFoldTimings`.
+    func withShadowWriting<T>(_ body: (RebuildWriteback?) throws -> T) throws -> T {
         let checkpoint = try pool.writeWithoutTransaction { db in
             let before = try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") ?? 1000
             try db.execute(sql: "PRAGMA wal_autocheckpoint = \(try Self.rebuildCheckpointPages(db))")
             return before
+        }
+        let writeback = !inMemory && RebuildWriteback.enabled ? RebuildWriteback(path: databasePath) : nil
+        defer {
+            if let done = writeback?.stop() {
+                timings.withLock {
+                    $0["writeback_syncs"] = Double(done.walSyncs)
+                    $0["writeback_checkpoint"] = done.checkpointSeconds
+                    $0["writeback_frames"] = Double(done.checkpointedFrames)
+                }
+            }
         }
         defer {
             try? pool.writeWithoutTransaction { db in
@@ -619,7 +638,7 @@ public final class ProjectionStore: @unchecked Sendable {
                 try db.execute(sql: "PRAGMA journal_size_limit = \(Self.walSizeLimit)")
             }
         }
-        return try body()
+        return try body(writeback)
     }
 
     /// Drops the indexes of these tables other than their primary keys and unique constraints,

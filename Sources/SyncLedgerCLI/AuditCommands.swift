@@ -231,6 +231,10 @@ struct RebuildCommand: AsyncParsableCommand {
         if (t["wait"] ?? 0) > 0 { line += " (waited \(s("wait")) for the fold)" }
         if (t["prepare"] ?? 0) > 0 { line += ", the reader also working out observations' facts for the fold \(s("prepare"))" }
         if t["indexes"] != nil { line += ", of which building indexes \(s("indexes"))" }
+        if let syncs = t["writeback_syncs"] {
+            line += String(format: "; in the background the WAL synced %.0f times and %.0f of its pages copied into the file in %@ while the indexes were built",
+                           syncs, t["writeback_frames"] ?? 0, s("writeback_checkpoint"))
+        }
         return line
     }
 }

@@ -76,4 +76,27 @@ extension CLIBinaryTests {
         let asShipped = try await temporaryFiles([:], "shipped")
         #expect(asShipped == 0, "SQLite made \(asShipped) temporary file(s) in SQLITE_TMPDIR")
     }
+
+    /// `syncledger rebuild` copies the rebuilt rows from the WAL into the file in the background
+    /// while it builds the indexes (`RebuildWriteback`), and says so in `--timings`; with
+    /// `SYNCLEDGER_REBUILD_WRITEBACK=0` it does not. The views are right either way.
+    @Test func aRebuildCopiesItsRowsIntoTheFileWhileItBuildsTheIndexes() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("writeback")
+        defer { tmp.remove() }
+        let store = tmp.sub("store")
+        try await makeSyncedStore(at: store, practice: practice)
+        let pattern = /in the background the WAL synced (\d+) times and (\d+) of its pages copied into the file in [0-9.]+ s while the indexes were built/
+
+        let on = try await cli(["rebuild", "--store", store, "--timings"])
+        expectSuccess(on)
+        let match = try #require(on.stdout.firstMatch(of: pattern), "\(on.stdout)")
+        #expect((Int(match.2) ?? 0) > 0, "no page was copied in the background: \(on.stdout)")
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+
+        let off = try await cli(["rebuild", "--store", store, "--timings"], env: ["SYNCLEDGER_REBUILD_WRITEBACK": "0"])
+        expectSuccess(off)
+        #expect(off.stdout.contains("reading the log") && !off.stdout.contains("in the background"), "\(off.stdout)")
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+    }
 }
