@@ -118,6 +118,9 @@ public final class ProjectionStore: @unchecked Sendable {
     /// folded chunk; `read` and `fold` then ran on their own threads, overlapping `write`).
     /// For `syncledger-bench`'s profile.
     public var lastFoldTimings: [String: Double] { timings.withLock { $0 } }
+    private let writebackDone = Mutex<WritebackSummary?>(nil)
+    /// What the last rebuild's background helper did (`RebuildWriteback`); nil when none ran.
+    public var lastWriteback: WritebackSummary? { writebackDone.withLock { $0 } }
     private let appointmentWrites = Atomic<Int>(0)
     /// Rows of `appointments` the last chunked rebuild wrote (inserted or updated): the rows,
     /// plus one for each time an appointment's row was written again.
@@ -510,6 +513,7 @@ public final class ProjectionStore: @unchecked Sendable {
         var applied: UInt64 = 0
         var lastHash = hexString(LogHead.empty.hash)
         appointmentWrites.store(0, ordering: .relaxed)
+        writebackDone.withLock { $0 = nil }
         if chunkedFold, head.seq > 0 {
             // The shadow tables' secondary indexes are built once from the loaded rows (a sort)
             // rather than entry by entry while the rows arrive in id order.
@@ -613,7 +617,7 @@ public final class ProjectionStore: @unchecked Sendable {
     ///
     /// Meanwhile `RebuildWriteback` syncs the WAL in the background and, asked by `body`, copies
     /// it into the file while the indexes are built (not for an in-memory copy, nor with
-    /// `SYNCLEDGER_REBUILD_WRITEBACK=0`); what it did is added to `lastFoldTimings`.
+    /// `SYNCLEDGER_REBUILD_WRITEBACK=0`); what it did is `lastWriteback`.
     func withShadowWriting<T>(_ body: (RebuildWriteback?) throws -> T) throws -> T {
         let checkpoint = try pool.writeWithoutTransaction { db in
             let before = try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") ?? 1000
@@ -622,13 +626,8 @@ public final class ProjectionStore: @unchecked Sendable {
         }
         let writeback = !inMemory && RebuildWriteback.enabled ? RebuildWriteback(path: databasePath) : nil
         defer {
-            if let done = writeback?.stop() {
-                timings.withLock {
-                    $0["writeback_syncs"] = Double(done.walSyncs)
-                    $0["writeback_checkpoint"] = done.checkpointSeconds
-                    $0["writeback_frames"] = Double(done.checkpointedFrames)
-                }
-            }
+            let done = writeback?.stop()
+            writebackDone.withLock { $0 = done }
         }
         defer {
             try? pool.writeWithoutTransaction { db in

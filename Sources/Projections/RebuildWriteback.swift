@@ -26,12 +26,7 @@ final class RebuildWriteback: @unchecked Sendable {
     // `connection`, which only the helper thread touches.
     static let interval = 0.1
 
-    /// What the helper did, for `--timings` and the benchmark.
-    struct Summary: Equatable {
-        var walSyncs = 0
-        var checkpointedFrames = 0
-        var checkpointSeconds = 0.0
-    }
+    typealias Summary = WritebackSummary
 
     /// True unless `SYNCLEDGER_REBUILD_WRITEBACK` is `0`.
     static var enabled: Bool { ProcessInfo.processInfo.environment["SYNCLEDGER_REBUILD_WRITEBACK"] != "0" }
@@ -145,4 +140,14 @@ final class RebuildWriteback: @unchecked Sendable {
         else { return 0 }
         return Int(copied)
     }
+}
+
+/// What a rebuild's `RebuildWriteback` did, for `--timings` and the benchmark.
+public struct WritebackSummary: Equatable, Sendable {
+    /// Times the WAL was synced in the background.
+    public var walSyncs = 0
+    /// The WAL's frames in the database file after the background checkpoint (0: none ran).
+    public var checkpointedFrames = 0
+    /// Seconds the background checkpoint took (on the helper's thread).
+    public var checkpointSeconds = 0.0
 }

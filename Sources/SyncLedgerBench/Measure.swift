@@ -279,6 +279,11 @@ struct SyncLedgerRun {
         m["rebuild_quarantined"] = Double(report.quarantined.count)
         for (k, v) in views.lastFoldTimings { m["rebuild_\(k)_s"] = v }
         m["rebuild_appointments_written"] = Double(views.lastFoldAppointmentsWritten)
+        if let w = views.lastWriteback {
+            m["rebuild_writeback_wal_syncs"] = Double(w.walSyncs)
+            m["rebuild_writeback_checkpointed_frames"] = Double(w.checkpointedFrames)
+            m["rebuild_writeback_checkpoint_s"] = w.checkpointSeconds
+        }
         if compareFold {
             // The same rebuild applying every event to every view one by one (the reference the
             // chunked fold is tested against): the A/B of the fold on the same log, same process.

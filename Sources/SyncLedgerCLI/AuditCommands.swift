@@ -211,7 +211,7 @@ struct RebuildCommand: AsyncParsableCommand {
                 warn("note: the signal came after the swap: the rebuilt views are in place; events appended during the rebuild are folded by the next command")
             }
             if timings {
-                print(Self.describe(views.lastFoldTimings) + "; \(views.lastFoldAppointmentsWritten) appointment row writes")
+                print(Self.describe(views.lastFoldTimings, views.lastWriteback) + "; \(views.lastFoldAppointmentsWritten) appointment row writes")
             }
             for q in report.quarantined {
                 warn("quarantined: seq \(q.seq) (\(q.type)) in \(q.projection): \(q.error)")
@@ -225,15 +225,15 @@ struct RebuildCommand: AsyncParsableCommand {
     }
 
     /// The last rebuild's time per stage, in seconds, in words.
-    static func describe(_ t: [String: Double]) -> String {
+    static func describe(_ t: [String: Double], _ writeback: WritebackSummary? = nil) -> String {
         func s(_ key: String) -> String { String(format: "%.2f s", t[key] ?? 0) }
         var line = "reading the log \(s("read")), folding \(s("fold")), writing SQLite \(s("write"))"
         if (t["wait"] ?? 0) > 0 { line += " (waited \(s("wait")) for the fold)" }
         if (t["prepare"] ?? 0) > 0 { line += ", the reader also working out observations' facts for the fold \(s("prepare"))" }
         if t["indexes"] != nil { line += ", of which building indexes \(s("indexes"))" }
-        if let syncs = t["writeback_syncs"] {
-            line += String(format: "; in the background the WAL synced %.0f times and %.0f of its pages copied into the file in %@ while the indexes were built",
-                           syncs, t["writeback_frames"] ?? 0, s("writeback_checkpoint"))
+        if let w = writeback {
+            line += String(format: "; in the background the WAL synced %d times and %d of its pages copied into the file in %.2f s while the indexes were built",
+                           w.walSyncs, w.checkpointedFrames, w.checkpointSeconds)
         }
         return line
     }
