@@ -1,11 +1,10 @@
 #include "CSQLiteTuning.h"
 #include <sqlite3.h>
 
-int syncledger_sqlite_tune(int statement_journal_spill) {
+int syncledger_sqlite_tune(void) {
     int mode = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     int stats = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
-    int spill = sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, statement_journal_spill);
-    return mode == SQLITE_OK && stats == SQLITE_OK && spill == SQLITE_OK;
+    return mode == SQLITE_OK && stats == SQLITE_OK;
 }
 
 const char *syncledger_sqlite_version(void) { return sqlite3_libversion(); }
