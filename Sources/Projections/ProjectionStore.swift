@@ -461,6 +461,7 @@ public final class ProjectionStore: @unchecked Sendable {
 
     private func rebuildLocked(_ chosen: [any Projection], _ reader: LedgerReader, through: LogHead?,
                                progress: ((FoldProgress) -> Void)?) throws -> FoldReport {
+        writebackDone.withLock { $0 = nil }
         let head = try through ?? reader.head()
         let label = chosen.count == projections.count ? "all views" : chosen.map(\.name).joined(separator: ", ")
         do {
@@ -513,7 +514,6 @@ public final class ProjectionStore: @unchecked Sendable {
         var applied: UInt64 = 0
         var lastHash = hexString(LogHead.empty.hash)
         appointmentWrites.store(0, ordering: .relaxed)
-        writebackDone.withLock { $0 = nil }
         if chunkedFold, head.seq > 0 {
             // The shadow tables' secondary indexes are built once from the loaded rows (a sort)
             // rather than entry by entry while the rows arrive in id order.
@@ -625,8 +625,10 @@ public final class ProjectionStore: @unchecked Sendable {
             return before
         }
         let writeback = !inMemory && RebuildWriteback.enabled ? RebuildWriteback(path: databasePath) : nil
+        var finished = false
         defer {
-            let done = writeback?.stop()
+            // A failed or interrupted rebuild does not wait for a checkpoint it no longer needs.
+            let done = finished ? writeback?.stop() : writeback?.abandon()
             writebackDone.withLock { $0 = done }
         }
         defer {
@@ -637,7 +639,9 @@ public final class ProjectionStore: @unchecked Sendable {
                 try db.execute(sql: "PRAGMA journal_size_limit = \(Self.walSizeLimit)")
             }
         }
-        return try body(writeback)
+        let result = try body(writeback)
+        finished = true
+        return result
     }
 
     /// Drops the indexes of these tables other than their primary keys and unique constraints,

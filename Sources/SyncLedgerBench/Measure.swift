@@ -281,6 +281,7 @@ struct SyncLedgerRun {
         m["rebuild_appointments_written"] = Double(views.lastFoldAppointmentsWritten)
         if let w = views.lastWriteback {
             m["rebuild_writeback_wal_syncs"] = Double(w.walSyncs)
+            m["rebuild_writeback_wal_frames"] = Double(w.walFrames)
             m["rebuild_writeback_checkpointed_frames"] = Double(w.checkpointedFrames)
             m["rebuild_writeback_checkpoint_s"] = w.checkpointSeconds
         }

@@ -232,8 +232,11 @@ struct RebuildCommand: AsyncParsableCommand {
         if (t["prepare"] ?? 0) > 0 { line += ", the reader also working out observations' facts for the fold \(s("prepare"))" }
         if t["indexes"] != nil { line += ", of which building indexes \(s("indexes"))" }
         if let w = writeback {
-            line += String(format: "; in the background the WAL synced %d times and %d of its pages copied into the file in %.2f s while the indexes were built",
-                           w.walSyncs, w.checkpointedFrames, w.checkpointSeconds)
+            line += "; in the background the WAL was synced \(w.walSyncs) times"
+            if w.checkpoints > 0 {
+                line += String(format: ", and checkpointed in %.2f s while the indexes were built (%d of its %d frames then in the file)",
+                               w.checkpointSeconds, w.checkpointedFrames, w.walFrames)
+            }
         }
         return line
     }

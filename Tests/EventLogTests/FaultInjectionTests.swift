@@ -13,6 +13,14 @@ import Testing
 struct FaultInjectionTests {
     static let durable = LogOptions(fsync: true)
 
+    /// Opens the log again right after its writer closed. Waits up to 10 s for the lock: a
+    /// child process another test spawns at that moment holds a copy of every descriptor from
+    /// its fork to its exec (where close-on-exec drops them), the closed writer's flock'd `LOCK`
+    /// too (CI once saw "store is locked by pid" naming this very process).
+    static func reopen(_ dir: TempDir) throws -> EventLogWriter {
+        try EventLogWriter.open(directory: dir.log, options: durable, waitLock: 10)
+    }
+
     /// All acknowledged payloads are there, in order, with the same bytes, and verify is clean.
     func expectIntact(_ dir: TempDir, _ acknowledged: [[UInt8]], sourceLocation: SourceLocation = #_sourceLocation) throws {
         let report = try EventLogReader(directory: dir.log).verify()
@@ -60,7 +68,7 @@ struct FaultInjectionTests {
             acknowledged += more
             writer.close()
             try expectIntact(dir, acknowledged)
-            let reopened = try EventLogWriter.open(directory: dir.log, options: Self.durable)
+            let reopened = try Self.reopen(dir)
             #expect(reopened.recoveredTail == nil)
         }
         print("enospcAtNthWrite: \(injected) faults injected")
@@ -98,7 +106,7 @@ struct FaultInjectionTests {
             injected += _FaultInjection.clear(under: dir.log)
             writer.close()
             try expectIntact(dir, acknowledged)
-            let reopened = try EventLogWriter.open(directory: dir.log, options: Self.durable)
+            let reopened = try Self.reopen(dir)
             #expect(reopened.head.seq == UInt64(acknowledged.count))
             let more = batch(500, 4)
             try reopened.append(more)
@@ -161,7 +169,7 @@ struct FaultInjectionTests {
         let report = try EventLogReader(directory: dir.log).verify()
         #expect(report.ok && report.head.seq == 10)
         #expect(report.warnings.contains { $0.contains("torn tail") })
-        let reopened = try EventLogWriter.open(directory: dir.log, options: Self.durable)
+        let reopened = try Self.reopen(dir)
         #expect(reopened.recoveredTail != nil)
         let more = batch(11, 3)
         try reopened.append(more)

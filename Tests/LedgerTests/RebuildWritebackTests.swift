@@ -7,7 +7,7 @@ import Testing
 /// `RebuildWriteback`, a rebuild's helper thread: it syncs the WAL in the background and, asked,
 /// copies the WAL into the database file through a connection of its own (a passive checkpoint).
 @Suite struct RebuildWritebackTests {
-    /// A views-like database whose last `rows` rows are only in the WAL (no checkpoint yet).
+    /// A views-like database whose `rows` rows are only in the WAL (no checkpoint yet).
     static func databaseWithRowsInTheWAL(_ path: String, rows: Int) throws -> DatabasePool {
         let pool = try DatabasePool(path: path)
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
@@ -19,10 +19,12 @@ import Testing
     }
 
     /// The rows of `t` in the database file alone, read from a copy made without its WAL (nil:
-    /// the file does not have the table yet).
+    /// the file does not have the table yet). `cp` copies it in a child process: opening and
+    /// closing a descriptor of the file here would drop this process's SQLite locks on it.
     static func rowsInTheFileAlone(_ path: String, _ tmp: TempDir, _ label: String) throws -> Int? {
         let copy = tmp.sub("file-only-\(label).sqlite")
-        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        let cp = try ProcessRunner.runBlocking("/bin/cp", [path, copy], timeout: 60)
+        try #require(cp.status == 0 && !cp.signaled, "cp failed: \(String(decoding: cp.stderr, as: UTF8.self))")
         let queue = try DatabaseQueue(path: copy)
         defer { try? queue.close() }
         return try queue.read { db in
@@ -39,7 +41,9 @@ import Testing
         return true
     }
 
-    @Test func askedToCheckpointItCopiesTheWALIntoTheFileWhileTheWriterGoesOn() throws {
+    /// The checkpoint copies the committed rows into the file while the writer holds a write
+    /// transaction open (it neither waits for the writer nor blocks it).
+    @Test func askedToCheckpointItCopiesTheWALIntoTheFileWhileAWriteIsOpen() throws {
         let tmp = TempDir("writeback-ckpt")
         defer { tmp.remove() }
         let path = tmp.sub("views.sqlite")
@@ -48,16 +52,35 @@ import Testing
         #expect(try Self.rowsInTheFileAlone(path, tmp, "before") == nil)
 
         let helper = RebuildWriteback(path: path)
-        helper.checkpointSoon()
-        // The writer is not blocked meanwhile.
-        try pool.write { db in try db.execute(sql: "INSERT INTO t (body) VALUES ('during')") }
-        #expect(Self.waitFor(20) { helper.summarySoFar.checkpointedFrames > 0 }, "no checkpoint within 20 s")
+        var copiedDuringTheWrite = false
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO t (body) VALUES ('during')")
+            helper.checkpointSoon()
+            copiedDuringTheWrite = Self.waitFor(20) { helper.summarySoFar.checkpoints > 0 }
+        }
+        #expect(copiedDuringTheWrite, "no checkpoint within 20 s while a write transaction was open")
         let summary = helper.stop()
-        #expect(summary.checkpointedFrames > 0 && summary.checkpointSeconds > 0, "\(summary)")
+        #expect(summary.checkpoints == 1 && summary.checkpointedFrames > 0 && summary.checkpointedFrames == summary.walFrames,
+                "\(summary)")
+        #expect(summary.checkpointSeconds > 0, "\(summary)")
         let inFile = try #require(try Self.rowsInTheFileAlone(path, tmp, "after"), "the file has no table t after the checkpoint")
-        #expect(inFile >= 3_000, "the file alone has \(inFile) of the 3,000 rows")
-        // Every row is still there through SQLite, the one written during the checkpoint too.
+        #expect(inFile == 3_000, "the file alone has \(inFile) of the 3,000 committed rows")
         #expect(try pool.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM t") } == 3_001)
+        try pool.close()
+    }
+
+    /// A checkpoint asked for just before `stop()` still runs (the swap would otherwise copy
+    /// the same pages), so a small rebuild's request is not lost to a quick index build.
+    @Test func stopRunsACheckpointAskedForJustBefore() throws {
+        let tmp = TempDir("writeback-stop")
+        defer { tmp.remove() }
+        let path = tmp.sub("views.sqlite")
+        let pool = try Self.databaseWithRowsInTheWAL(path, rows: 500)
+        let helper = RebuildWriteback(path: path)
+        helper.checkpointSoon()
+        let ran = helper.stop()
+        #expect(ran.checkpoints == 1 && ran.checkpointedFrames > 0, "\(ran)")
+        #expect(try Self.rowsInTheFileAlone(path, tmp, "stopped") == 500)
         try pool.close()
     }
 
@@ -71,11 +94,11 @@ import Testing
         let t0 = Date()
         let summary = helper.stop()
         #expect(Date().timeIntervalSince(t0) < 5, "stop took \(Date().timeIntervalSince(t0)) s")
-        #expect(summary.walSyncs >= 2 && summary.checkpointedFrames == 0, "\(summary)")
+        #expect(summary.walSyncs >= 2 && summary.checkpoints == 0, "\(summary)")
         try pool.close()
     }
 
-    /// No database (or no WAL) at the path: nothing is synced, nothing is created.
+    /// No database at the path: nothing is synced or checkpointed, nothing is created.
     @Test func aMissingDatabaseIsNeitherSyncedNorCreated() throws {
         let tmp = TempDir("writeback-missing")
         defer { tmp.remove() }
@@ -84,7 +107,7 @@ import Testing
         helper.checkpointSoon()
         usleep(300_000)
         let summary = helper.stop()
-        #expect(summary.walSyncs == 0 && summary.checkpointedFrames == 0, "\(summary)")
+        #expect(summary == RebuildWriteback.Summary(), "\(summary)")
         for suffix in ["", "-wal", "-shm"] {
             #expect(!FileManager.default.fileExists(atPath: path + suffix), "\(path + suffix) was created")
         }
