@@ -476,8 +476,9 @@ public final class ProjectionStore: @unchecked Sendable {
             // Stopped between transactions, or mid-statement (`interrupt()`, whose transaction
             // rolled back): the live tables are as they were. A late `interrupt()` may stop the
             // drop too; shadow tables left behind are dropped when the views are next opened.
-            try? dropShadowTables(of: chosen)
-            throw FoldInterrupted()
+            var interrupted = FoldInterrupted()
+            do { try dropShadowTables(of: chosen) } catch { interrupted.shadowTablesLeft = true }
+            throw interrupted
         }
     }
 
@@ -901,6 +902,9 @@ public final class ProjectionStore: @unchecked Sendable {
 
 /// A rebuild stopped by `shouldStop`: its shadow tables were dropped, the live views are as before.
 public struct FoldInterrupted: Error, CustomStringConvertible, Sendable {
+    /// A rebuild's partial shadow tables could not be dropped (the next `ProjectionStore`
+    /// opened for writing drops them).
+    public var shadowTablesLeft = false
     public init() {}
     public var description: String { "the rebuild was interrupted; the live views are unchanged" }
 }

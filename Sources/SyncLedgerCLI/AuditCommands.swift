@@ -191,13 +191,14 @@ struct RebuildCommand: AsyncParsableCommand {
                     stopOnSignal(views)
                     report = try views.rebuild(names: [], reader, progress: progress.fold)
                 }
-            } catch is FoldInterrupted {
+            } catch let interrupted as FoldInterrupted {
                 progress.finish()
                 if let movedAside {
                     throw CLIFailure(message: "rebuild interrupted: the damaged views were moved aside to \(movedAside) and the new ones "
                                      + "are not complete; run `syncledger rebuild` again", code: interrupts.exitCode ?? 130)
                 }
-                throw CLIFailure(message: "rebuild interrupted: the live views are unchanged and the partial shadow tables were dropped",
+                throw CLIFailure(message: "rebuild interrupted: the live views are unchanged and the partial shadow tables "
+                                 + (interrupted.shadowTablesLeft ? "could not be dropped now; the next command that opens the views for writing drops them" : "were dropped"),
                                  code: interrupts.exitCode ?? 130)
             }
             progress.finish()
