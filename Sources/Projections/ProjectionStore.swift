@@ -234,9 +234,34 @@ public final class ProjectionStore: @unchecked Sendable {
         let sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%\\_\\_shadow' ESCAPE '\\'"
         guard try !pool.read({ try String.fetchAll($0, sql: sql) }).isEmpty else { return }
         _ = try rebuildLock.hold(path: rebuildLockPath, wait: false) {
-            try pool.write { db in
+            try writeDroppingTables { db in
                 for name in try String.fetchAll(db, sql: sql) { try db.execute(sql: "DROP TABLE IF EXISTS \(name)") }
             }
+        }
+    }
+
+    /// Runs `body` in a write transaction with SQLite's `secure_delete` at FAST, for the
+    /// transactions that drop whole tables (a rebuild's swap, shadow tables left behind).
+    /// Debian's SQLite is built with `secure_delete` on: a dropped table's every page was then
+    /// overwritten with zeros, and inside a transaction of several statements the pages' old
+    /// contents went to a statement journal, a temporary file as large as the tables (~110 MB
+    /// at 1M events): with a small temporary directory (`SQLITE_TMPDIR`, `TMPDIR`) the drop
+    /// failed with "database or disk is full", and every later command with it; with room, the
+    /// swap took ~0.8 s more (hostile test, stop 44). FAST zeroes what a write touches anyway
+    /// and leaves freed pages as they are. What those pages hold is the views as they were
+    /// before the rebuild, the same kind of data as the live tables; `forget` does not rely on
+    /// it (it deletes the whole file).
+    func writeDroppingTables<T>(_ body: (Database) throws -> T) throws -> T {
+        try pool.writeWithoutTransaction { db in
+            let before = try Int.fetchOne(db, sql: "PRAGMA secure_delete") ?? 0
+            try db.execute(sql: "PRAGMA secure_delete = FAST")
+            defer { try? db.execute(sql: "PRAGMA secure_delete = \(before == 2 ? "FAST" : String(before))") }
+            var result: T?
+            try db.inTransaction {
+                result = try body(db)
+                return .commit
+            }
+            return result!
         }
     }
 
@@ -465,7 +490,7 @@ public final class ProjectionStore: @unchecked Sendable {
         let head = try through ?? reader.head()
         let label = chosen.count == projections.count ? "all views" : chosen.map(\.name).joined(separator: ", ")
         do {
-            try pool.write { db in
+            try writeDroppingTables { db in
                 for p in chosen {
                     for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
                     try p.create(db, .shadow)
@@ -499,7 +524,7 @@ public final class ProjectionStore: @unchecked Sendable {
 
     /// Drops the shadow tables of these projections (an interrupted rebuild's partial work).
     private func dropShadowTables(of chosen: [any Projection]) throws {
-        try pool.write { db in
+        try writeDroppingTables { db in
             for p in chosen {
                 for table in p.tables { try db.execute(sql: "DROP TABLE IF EXISTS \(TableSet.shadow(table))") }
             }
@@ -568,7 +593,7 @@ public final class ProjectionStore: @unchecked Sendable {
             try flush()
         }
         try stopIfAsked()
-        try pool.write { db in
+        try writeDroppingTables { db in
             for p in chosen {
                 for table in p.tables {
                     try db.execute(sql: "DROP TABLE IF EXISTS \(table)")
