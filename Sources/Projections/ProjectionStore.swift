@@ -139,9 +139,9 @@ public final class ProjectionStore: @unchecked Sendable {
     /// events. The transaction rolls back; a rebuild whose `shouldStop` is then true drops its
     /// shadow tables and throws `FoldInterrupted`, the live views as they were.
     public func interrupt() { pool.interrupt() }
-    let rebuildLockPath: String
     /// The views database's file.
     let databasePath: String
+    var rebuildLockPath: String { databasePath + ".rebuild-lock" }
     private let rebuildLock = RebuildLock()
 
     /// Opens the views database at `path`, creating it when missing. `readOnly`: the file is only
@@ -149,7 +149,6 @@ public final class ProjectionStore: @unchecked Sendable {
     /// views); nothing next to it is created or written. A damaged file throws `ViewsDamaged`.
     public init(path: String, projections: [any Projection] = allProjections, readOnly: Bool = false) throws {
         self.projections = projections
-        self.rebuildLockPath = path + ".rebuild-lock"
         self.databasePath = path
         self.inMemory = readOnly
         var config = Configuration()

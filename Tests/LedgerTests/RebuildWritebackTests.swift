@@ -18,6 +18,13 @@ import Testing
         return pool
     }
 
+    /// A temporary directory holding `views.sqlite` with `rows` rows only in its WAL.
+    static func scratchDatabase(_ label: String, rows: Int) throws -> (TempDir, String, DatabasePool) {
+        let tmp = TempDir(label)
+        let path = tmp.sub("views.sqlite")
+        return (tmp, path, try databaseWithRowsInTheWAL(path, rows: rows))
+    }
+
     /// The rows of `t` in the database file alone, read from a copy made without its WAL (nil:
     /// the file does not have the table yet). `cp` copies it in a child process: opening and
     /// closing a descriptor of the file here would drop this process's SQLite locks on it.
@@ -44,10 +51,8 @@ import Testing
     /// The checkpoint copies the committed rows into the file while the writer holds a write
     /// transaction open (it neither waits for the writer nor blocks it).
     @Test func askedToCheckpointItCopiesTheWALIntoTheFileWhileAWriteIsOpen() throws {
-        let tmp = TempDir("writeback-ckpt")
+        let (tmp, path, pool) = try Self.scratchDatabase("writeback-ckpt", rows: 3_000)
         defer { tmp.remove() }
-        let path = tmp.sub("views.sqlite")
-        let pool = try Self.databaseWithRowsInTheWAL(path, rows: 3_000)
         // The control: the rows are in the WAL, not in the file.
         #expect(try Self.rowsInTheFileAlone(path, tmp, "before") == nil)
 
@@ -72,10 +77,8 @@ import Testing
     /// A checkpoint asked for just before `stop()` still runs (the swap would otherwise copy
     /// the same pages), so a small rebuild's request is not lost to a quick index build.
     @Test func stopRunsACheckpointAskedForJustBefore() throws {
-        let tmp = TempDir("writeback-stop")
+        let (tmp, path, pool) = try Self.scratchDatabase("writeback-stop", rows: 500)
         defer { tmp.remove() }
-        let path = tmp.sub("views.sqlite")
-        let pool = try Self.databaseWithRowsInTheWAL(path, rows: 500)
         let helper = RebuildWriteback(path: path)
         helper.checkpointSoon()
         let ran = helper.stop()
@@ -85,10 +88,8 @@ import Testing
     }
 
     @Test func itSyncsTheWALInTheBackgroundAndStopsPromptly() throws {
-        let tmp = TempDir("writeback-sync")
+        let (tmp, path, pool) = try Self.scratchDatabase("writeback-sync", rows: 100)
         defer { tmp.remove() }
-        let path = tmp.sub("views.sqlite")
-        let pool = try Self.databaseWithRowsInTheWAL(path, rows: 100)
         let helper = RebuildWriteback(path: path)
         #expect(Self.waitFor(20) { helper.summarySoFar.walSyncs >= 2 }, "the WAL was not synced twice within 20 s")
         let t0 = Date()
