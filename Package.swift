@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "EventLog",
             dependencies: [
-                "CLZ4", "CChecksum",
+                "CLZ4", "CChecksum", "Paths",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "Projections",
             dependencies: [
-                "Ledger", "Domain", "JSONCore", "EventLog", "CSQLiteTuning",
+                "Ledger", "Domain", "JSONCore", "EventLog", "CSQLiteTuning", "Paths",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // SQLite's C API, as GRDB imports it: the chunked fold binds values directly.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Paths
 
 /// The single writer of a log directory. Appends batches durably; holds `<dir>/LOCK` while open.
 ///
@@ -296,6 +297,7 @@ public final class EventLogWriter {
         try translating(segment: name) {
             let path = directory + "/" + name
             let fd = try Sys.open(path, O_RDWR | O_CREAT | O_EXCL, mode: 0o600)
+            StoreOwnership.adopt(fd: fd, path: path)
             Sys.close(fd)
             do {
                 if fsync { try Sys.fsyncDirectory(directory) }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Paths
 
 /// Evidence of the acknowledged head kept outside the log (the store's `state/head`): the writer
 /// rewrites it after every durable batch, so a log that ends before it (cut, a segment deleted,
@@ -106,6 +107,7 @@ final class HeadRecordFile {
             let temporary = path + ".tmp.\(getpid())"
             try translating {
                 let tfd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+                StoreOwnership.adopt(fd: tfd, path: temporary)
                 do {
                     try bytes.withUnsafeBytes { try Sys.pwriteAll(tfd, $0.baseAddress!, $0.count, at: 0, path: temporary) }
                     if fsync { try Sys.fsync(tfd, path: temporary) }

@@ -64,6 +64,7 @@ public struct FileCallRecord: CallRecordStore {
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw Self.ioError("create \(tmp)") }
+        StoreOwnership.adopt(fd: fd, path: tmp)
         var ok = data.withUnsafeBytes { buf -> Bool in
             var done = 0
             while done < buf.count {

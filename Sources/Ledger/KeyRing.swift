@@ -320,7 +320,9 @@ func withDirectoryLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
 }
 
 func makePrivateDirectory(_ path: String) throws {
-    if mkdir(path, 0o700) != 0 && errno != EEXIST {
+    if mkdir(path, 0o700) == 0 {
+        StoreOwnership.adopt(path: path)
+    } else if errno != EEXIST {
         throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
     }
 }
@@ -331,6 +333,7 @@ func writeSyncedFile(_ path: String, _ bytes: [UInt8], name: String) throws {
     let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw LedgerError("cannot create \(name): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
+    StoreOwnership.adopt(fd: fd, path: path)
     let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
     guard n == bytes.count else {
         throw LedgerError("cannot write \(name): \(n < 0 ? String(cString: strerror(errno)) : "short write")")

@@ -126,6 +126,7 @@ public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
     let tmp = path + ".tmp-\(getpid())"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw StoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))", errno: errno) }
+    StoreOwnership.adopt(fd: fd, path: tmp)
     var ok = bytes.withUnsafeBytes { buf -> Bool in
         var off = 0
         while off < buf.count {
@@ -167,7 +168,9 @@ func makeDirectories(_ path: String) throws {
     var built = path.hasPrefix("/") ? "" : "."
     for part in path.split(separator: "/", omittingEmptySubsequences: true) {
         built += "/" + part
-        if mkdir(built, 0o700) != 0 {
+        if mkdir(built, 0o700) == 0 {
+            StoreOwnership.adopt(path: built)
+        } else {
             let err = errno
             var isDir: ObjCBool = false
             if err == EEXIST, FileManager.default.fileExists(atPath: built, isDirectory: &isDir), isDir.boolValue { continue }

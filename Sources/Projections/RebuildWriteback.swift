@@ -34,8 +34,19 @@ final class RebuildWriteback: @unchecked Sendable {
 
     typealias Summary = WritebackSummary
 
-    /// True unless `SYNCLEDGER_REBUILD_WRITEBACK` is `0`.
-    static var enabled: Bool { ProcessInfo.processInfo.environment["SYNCLEDGER_REBUILD_WRITEBACK"] != "0" }
+    /// True unless `SYNCLEDGER_REBUILD_WRITEBACK` turns it off (`setting`).
+    static var enabled: Bool { setting(ProcessInfo.processInfo.environment["SYNCLEDGER_REBUILD_WRITEBACK"]) ?? true }
+
+    /// What a value of `SYNCLEDGER_REBUILD_WRITEBACK` asks for: false for 0, off, false, no;
+    /// true for unset, empty, 1, on, true, yes (any case); nil for anything else (the helper then
+    /// stays on, and `syncledger rebuild` says the value was not understood).
+    static func setting(_ value: String?) -> Bool? {
+        switch value?.lowercased() {
+        case nil, "", "1", "on", "true", "yes": true
+        case "0", "off", "false", "no": false
+        default: nil
+        }
+    }
 
     private let path: String
     private let condition = NSCondition()
@@ -197,4 +208,10 @@ public struct WritebackSummary: Equatable, Sendable {
     public var checkpointedFrames = 0
     /// Seconds the background checkpoints took (on the helper's thread).
     public var checkpointSeconds = 0.0
+}
+
+extension ProjectionStore {
+    /// What a value of `SYNCLEDGER_REBUILD_WRITEBACK` asks for (`RebuildWriteback.setting`):
+    /// nil when it is not understood.
+    public static func rebuildWritebackSetting(_ value: String?) -> Bool? { RebuildWriteback.setting(value) }
 }

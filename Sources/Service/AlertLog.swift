@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import JSONCore
 import Ledger
+import Paths
 
 #if canImport(Glibc)
 import Glibc
@@ -97,6 +98,7 @@ public enum AlertLog {
         lock.withLock { _ in
             let fd = Glibc.open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { return }
+            StoreOwnership.adopt(fd: fd, path: p)
             let bytes = Array((line.canonicalText + "\n").utf8)
             _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             close(fd)

@@ -31,6 +31,7 @@ public final class WebhookInbox: Sendable {
         try s.load()
         s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard s.fd >= 0 else { throw InboxError("cannot open the webhook inbox \(path): \(String(cString: strerror(errno)))") }
+        StoreOwnership.adopt(fd: s.fd, path: path)
         try s.fsyncDirectory()
         state = Mutex(s)
     }
@@ -193,6 +194,7 @@ struct InboxState {
         let tmp = path + ".tmp"
         let t = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard t >= 0 else { throw InboxError("cannot compact the webhook inbox: \(String(cString: strerror(errno)))") }
+        StoreOwnership.adopt(fd: t, path: tmp)
         let bytes = Array(text.utf8)
         var ok = bytes.withUnsafeBytes { Glibc.write(t, $0.baseAddress, bytes.count) } == bytes.count
         ok = ok && fsync(t) == 0

@@ -62,6 +62,7 @@ public struct TokenFile: Codable, Sendable {
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ServeError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        StoreOwnership.adopt(fd: fd, path: tmp)
         let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, data.count) } == data.count && fsync(fd) == 0
         Glibc.close(fd)
         guard ok, rename(tmp, path) == 0 else {

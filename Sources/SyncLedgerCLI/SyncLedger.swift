@@ -237,7 +237,11 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
 /// A damaged file is one line saying so and that `syncledger rebuild` recreates it.
 func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
     do {
-        return try ProjectionStore(store: store, readOnly: readOnly)
+        let views = try ProjectionStore(store: store, readOnly: readOnly)
+        views.onWaitingForRebuild = { pid in
+            warn("waiting for another rebuild of these views to finish (\(pid.map { "pid \($0)" } ?? "another process")); Ctrl-C stops waiting")
+        }
+        return views
     } catch let e as ViewsDamaged {
         throw CLIFailure(message: e.description, underlying: e)
     } catch is ViewsNotWritable {

@@ -181,6 +181,11 @@ public final class ChildProcess: Sendable {
 
     public var isRunning: Bool { state.withLock { !$0.done } }
 
+    /// What the child has written to stderr so far (it may still be running).
+    public var stderrSoFar: String {
+        String(decoding: FileManager.default.contents(atPath: outputs + "/err") ?? Data(), as: UTF8.self)
+    }
+
     /// Sends `signal` (SIGKILL by default) unless the child has already ended.
     public func kill(_ signal: Int32 = SIGKILL) {
         if isRunning { _ = sendSignal(pid, signal) }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Paths
 
 /// The single-writer lock: flock(LOCK_EX) on `<dir>/LOCK`, which holds the owner's pid.
 /// Held for as long as this object lives (the descriptor is the lock).
@@ -16,6 +17,7 @@ final class FileLock {
     /// Takes the lock at once, or keeps trying for `wait` seconds; throws `LogError.locked`.
     static func acquire(path: String, wait: Double?) throws -> FileLock {
         let fd = try translating { try Sys.openRegular(path, O_RDWR | O_CREAT) }
+        StoreOwnership.adopt(fd: fd, path: path)
         let deadline = monotonicSeconds() + max(0, wait ?? 0)
         do {
             while try !Sys.flock(fd, LOCK_EX | LOCK_NB, path: path) {

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Paths
 
 /// `index/<first seq, 20 digits>.idx`: the sparse index of one sealed segment. Derived data:
 /// written when a segment is sealed (or rebuilt), trusted only after checks, rebuilt when missing
@@ -123,6 +124,7 @@ enum IndexFile {
         let temporary = final + ".tmp.\(getpid())"
         let bytes = encode(index)
         let fd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        StoreOwnership.adopt(fd: fd, path: temporary)
         do {
             // Closed exactly once, before the rename: a second close after a failed rename could
             // close a descriptor another thread has since been given.

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Paths
 
 /// A failed system call: which one, on what, and errno. Turned into a `LogError` in
 /// `LogError+Syscall.swift`, the only place that knows what each errno means for the log.
@@ -178,7 +179,9 @@ enum Sys {
         if isDirectory(path) { return }
         let parent = parentDirectory(path)
         if parent != path && !parent.isEmpty { try makeDirectories(parent) }
-        if Glibc.mkdir(path, 0o700) != 0 && errno != EEXIST {
+        if Glibc.mkdir(path, 0o700) == 0 {
+            StoreOwnership.adopt(path: path)
+        } else if errno != EEXIST {
             throw SyscallError(operation: "mkdir", path: path, errno: errno)
         }
     }

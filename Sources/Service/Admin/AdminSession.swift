@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOConcurrencyHelpers
+import Paths
 
 #if canImport(Glibc)
 import Glibc
@@ -109,6 +110,7 @@ enum AdminSecret {
                 if errno == EEXIST { continue }  // another process made it first: read theirs
                 throw ServeError("cannot create \(path): \(String(cString: strerror(errno)))")
             }
+            StoreOwnership.adopt(fd: fd, path: path)
             let ok = text.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, text.count) } == text.count && fsync(fd) == 0
             Glibc.close(fd)
             guard ok else {

@@ -1,0 +1,161 @@
+import FakeIntakeQ
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Entries under `dir` (itself included) whose owner is not `uid`, as "path (uid N)".
+private func entriesNotOwned(by uid: uid_t, under dir: String) -> [String] {
+    var out: [String] = []
+    var st = stat()
+    if lstat(dir, &st) == 0, st.st_uid != uid { out.append(". (uid \(st.st_uid))") }
+    guard let walker = FileManager.default.enumerator(atPath: dir) else { return ["cannot list \(dir)"] }
+    while let rel = walker.nextObject() as? String {
+        if lstat(dir + "/" + rel, &st) == 0, st.st_uid != uid { out.append("\(rel) (uid \(st.st_uid))") }
+    }
+    return out
+}
+
+extension CLIBinaryTests {
+    /// Root running commands on another user's store (sync, rebuild, verify, status) leaves
+    /// every file it makes there owned by the store's owner, who can then go on using the store.
+    /// Before, the rebuild lock and state/verify.json (and new keys and log files) stayed root's,
+    /// owner-only, and the owner's next rebuild failed with "Permission denied".
+    @Test func filesRootMakesInAStoreBelongToItsOwner() async throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            // Only root can make files for someone else; CI runs as root.
+            #expect(ProcessInfo.processInfo.environment["CI"] == nil, "CI must run this test as root with setpriv")
+            return
+        }
+        let practice = try Practice.load()
+        let tmp = TempDir("owner")
+        defer { tmp.remove() }
+        chmod(tmp.path, 0o755)
+        let store = tmp.path + "/store"
+        let nobody: uid_t = 65534
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        try chownTree(store, uid: Int(nobody))
+        // The owner's views were never opened by root: the lock and the state files are new.
+        for name in ["projections.sqlite.rebuild-lock", "state/verify.json"] { unlink(store + "/" + name) }
+
+        // Root works on it: a sync (new events, new patients' keys), a rebuild, a verify, status.
+        try await makeSyncedStore(at: store, practice: practice, days: [2, 3])
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        _ = try await cli(["status", "--store", store, "--max-age", "100000"])
+        for name in ["projections.sqlite.rebuild-lock", "state/verify.json"] {
+            #expect(FileManager.default.fileExists(atPath: store + "/" + name), "root's commands made no \(name)")
+        }
+        let strays = entriesNotOwned(by: nobody, under: store)
+        #expect(strays.isEmpty, "owned by someone else than the store's owner after root's commands: \(strays)")
+
+        // The owner goes on: a rebuild and a verify as nobody.
+        let exe = tmp.path + "/syncledger"
+        try FileManager.default.copyItem(atPath: try Repo.requireBinary(), toPath: exe)
+        chmod(exe, 0o755)
+        for args in [["rebuild", "--store", store], ["verify", "--views", "--store", store]] {
+            let r = try await Launched(args, timeout: 120, executable: "/usr/bin/setpriv",
+                                       arguments: ["--reuid=\(nobody)", "--regid=\(nobody)", "--clear-groups", exe] + args).wait()
+            expectSuccess(r)
+        }
+    }
+
+    /// A rebuild that has to wait for another process's rebuild (its lock held) says so, naming
+    /// that process; Ctrl-C stops the wait at once (exit 130, nothing changed); once the lock is
+    /// free a waiting rebuild completes, and leaves no WAL file behind (it closes the views).
+    @Test func aRebuildWaitingForAnotherSaysSoAndCtrlCStopsIt() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("rebuild-wait")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let before = try await cli(["appointments", "--json", "--store", store])
+        expectSuccess(before)
+
+        let lockPath = store + "/projections.sqlite.rebuild-lock"
+        let held = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        try #require(held >= 0)
+        var closed = false
+        defer { if !closed { close(held) } }
+        #expect(flock(held, LOCK_EX | LOCK_NB) == 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pid.withUnsafeBytes { pwrite(held, $0.baseAddress, $0.count, 0) }
+
+        let stopped = try Launched(["rebuild", "--store", store], timeout: 60)
+        let said = await waitUntil(timeout: 30) { stopped.child.stderrSoFar.contains("waiting for another rebuild") }
+        #expect(said, "no waiting note: \(stopped.child.stderrSoFar)")
+        #expect(stopped.child.stderrSoFar.contains("pid \(getpid())"), "\(stopped.child.stderrSoFar)")
+        let signalled = Date()
+        kill(stopped.pid, SIGINT)
+        let r = await stopped.wait()
+        #expect(Date().timeIntervalSince(signalled) < 10, "the waiting rebuild took \(Date().timeIntervalSince(signalled)) s to stop")
+        #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
+        #expect(r.stderr.contains("nothing was changed"), "\(r.stderr)")
+        #expect(!r.stdout.contains("rebuilt"), "\(r.stdout)")
+        #expect(!traceMarkers.contains { r.stderr.contains($0) }, "\(r.stderr)")
+        #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
+
+        // Waiting, then the lock is released: the rebuild goes on and completes.
+        let waiting = try Launched(["rebuild", "--store", store], timeout: 60)
+        #expect(await waitUntil(timeout: 30) { waiting.child.stderrSoFar.contains("waiting for another rebuild") },
+                "no waiting note: \(waiting.child.stderrSoFar)")
+        close(held)
+        closed = true
+        let done = await waiting.wait()
+        expectSuccess(done)
+        #expect(done.stdout.contains("rebuilt appointments"), "\(done.stdout)")
+        // Closed at the end, the views' WAL was copied into the file and emptied (it stayed at
+        // its largest before: hundreds of MB after a large rebuild).
+        let wal = (try? FileManager.default.attributesOfItem(atPath: store + "/projections.sqlite-wal")[.size] as? Int) ?? 0
+        #expect(wal == 0, "the rebuild left \(wal) bytes of WAL")
+        #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
+    }
+
+    /// A damaged `projections.sqlite` that is a symlink: the file it points to is moved aside
+    /// where it is, the link kept, and the new views are made where the link points.
+    @Test func damagedViewsBehindASymlinkAreMovedAsideWhereTheyAre() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("views-link")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let before = try await cli(["appointments", "--json", "--store", store])
+        expectSuccess(before)
+        let elsewhere = tmp.path + "/fast-disk"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let views = store + "/projections.sqlite"
+        for suffix in ["-wal", "-shm"] { unlink(views + suffix) }
+        try FileManager.default.moveItem(atPath: views, toPath: elsewhere + "/views.sqlite")
+        try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: elsewhere + "/views.sqlite")
+        try Data(repeating: 0x41, count: 64 << 10).write(to: URL(fileURLWithPath: elsewhere + "/views.sqlite"))
+
+        let rebuild = try await cli(["rebuild", "--store", store])
+        expectSuccess(rebuild)
+        #expect(rebuild.stderr.contains("moved it aside to ") && rebuild.stderr.contains("fast-disk/views.sqlite.damaged-"), "\(rebuild.stderr)")
+        let link = try? FileManager.default.destinationOfSymbolicLink(atPath: views)
+        #expect(link == elsewhere + "/views.sqlite", "projections.sqlite is no longer the link: \(String(describing: link))")
+        let moved = try FileManager.default.contentsOfDirectory(atPath: elsewhere)
+        #expect(moved.contains { $0.hasPrefix("views.sqlite.damaged-") }, "\(moved)")
+        #expect(!(try FileManager.default.contentsOfDirectory(atPath: store)).contains { $0.contains("damaged") })
+        #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
+    }
+
+    /// A value of SYNCLEDGER_REBUILD_WRITEBACK that is not understood is said, not ignored.
+    @Test func anUnknownWritebackSettingIsSaid() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("writeback-env")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let odd = try await cli(["rebuild", "--store", store], env: ["SYNCLEDGER_REBUILD_WRITEBACK": "maybe"])
+        #expect(odd.status == 0, "\(odd.stderr)")
+        #expect(odd.stderr.contains("SYNCLEDGER_REBUILD_WRITEBACK=maybe is not understood"), "\(odd.stderr)")
+        for value in ["off", "0", "ON", "1"] {
+            let r = try await cli(["rebuild", "--store", store], env: ["SYNCLEDGER_REBUILD_WRITEBACK": value])
+            expectSuccess(r)
+        }
+    }
+}
