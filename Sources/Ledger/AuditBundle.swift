@@ -201,7 +201,16 @@ public enum AuditBundle {
 
     /// Copies `length` bytes of a file from `offset`, returning their SHA-256 (hex).
     static func copyPrefix(from source: String, to target: String, length: UInt64, offset: UInt64 = 0) throws -> String {
-        guard let input = FileHandle(forReadingAtPath: source) else { throw LedgerError("cannot read \(source)") }
+        // Opened without blocking and checked to be a regular file: a FIFO or device put in a
+        // segment's place must fail in one line, not hang the export or read without end.
+        let fd = open(source, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw LedgerError("cannot read \(source): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw LedgerError("cannot read \(source): not a regular file")
+        }
+        let input = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
         defer { try? input.close() }
         if offset > 0 { try input.seek(toOffset: offset) }
         guard fm_create(target) else { throw LedgerError("cannot create \(target)") }

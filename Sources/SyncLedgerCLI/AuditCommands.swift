@@ -553,13 +553,16 @@ struct LogCommand: AsyncParsableCommand {
             // A salvage checks the chain from the first event (and skips to --from-seq).
             let cursor = try ReadAheadCursor(reader, from: salvage == nil ? fromSeq : 1, through: through)
             let sink = FileHandleSink(fd: 1)
+            // On a terminal a line cannot drive it (`TerminalText.jsonLine`: the same JSON
+            // value); into a file or a pipe the events are the bytes stored.
+            let terminal = isatty(1) != 0
             var buffer: [UInt8] = []
             var last: UInt64 = 0
             do {
                 while let r = try cursor.next() {
                     if r.seq < fromSeq { continue }
                     last = r.seq
-                    buffer += r.payload
+                    if terminal { buffer += TerminalText.jsonLine(Array(r.payload)) } else { buffer += r.payload }
                     buffer.append(10)
                     if buffer.count > 1 << 16 {
                         try sink.write(buffer)

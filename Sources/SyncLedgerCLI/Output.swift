@@ -77,6 +77,7 @@ enum Output {
     /// A plain table: a header, a rule, and one line per row, fitted to `width` (unless `--wide`)
     /// by narrowing the widest columns and cutting their cells with "…".
     static func table(_ headers: [String], _ rows: [[String]], width: Int? = nil) -> String {
+        let rows = rows.map { $0.map(TerminalText.safe) }
         var widths = headers.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         if !wide { fit(&widths, headers: headers, budget: width ?? self.width) }
@@ -177,5 +178,66 @@ extension JSONValue {
         case .array(let a): return a.map(\.foundationObject)
         case .object(let o): return o.mapValues(\.foundationObject)
         }
+    }
+}
+
+/// Text from IntakeQ or the log shown on a terminal: a name, a note or a location can hold any
+/// character, and a raw one could drive the terminal (ESC starts an escape sequence; DEL and the
+/// C1 controls, U+0080–U+009F, are controls too), break a table's line (a newline, U+2028/2029),
+/// or reorder what follows it on the line (the bidirectional controls, U+202A–U+202E,
+/// U+2066–U+2069, U+200E/200F, U+061C). Those are shown as `\u{1B}`; everything else, joiners
+/// included (Persian and Indic names use them), as it is. `--json` output keeps values as
+/// recorded (JSON escapes what JSON must).
+enum TerminalText {
+    static func isUnsafe(_ u: Unicode.Scalar) -> Bool {
+        switch u.value {
+        case 0x00...0x1F, 0x7F...0x9F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C: true
+        default: false
+        }
+    }
+
+    /// `text` with each unsafe character as `\u{HEX}`.
+    static func safe(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: isUnsafe) else { return text }
+        var out = ""
+        for u in text.unicodeScalars {
+            if isUnsafe(u) { out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}" } else { out.unicodeScalars.append(u) }
+        }
+        return out
+    }
+
+    /// One JSON line from the log for a terminal: each unsafe character in it as a JSON escape
+    /// (`\u007F`), so the line still parses to the same value. Raw C0 controls cannot appear in
+    /// the JSON the log holds (they are escaped when it is written). Bytes that are not UTF-8 are
+    /// left as they are.
+    static func jsonLine(_ bytes: [UInt8]) -> [UInt8] {
+        // Only DEL and multi-byte sequences can be unsafe here.
+        guard bytes.contains(where: { $0 >= 0x7F }) else { return bytes }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 16)
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            var scalar: UInt32?
+            var length = 1
+            if b == 0x7F {
+                scalar = 0x7F
+            } else if b == 0xC2, i + 1 < bytes.count, (0x80...0x9F).contains(bytes[i + 1]) {
+                scalar = UInt32(bytes[i + 1]); length = 2
+            } else if b == 0xD8, i + 1 < bytes.count, bytes[i + 1] == 0x9C {
+                scalar = 0x061C; length = 2
+            } else if b == 0xE2, i + 2 < bytes.count, bytes[i + 1] == 0x80 || bytes[i + 1] == 0x81 {
+                let value = 0x2000 + (UInt32(bytes[i + 1] & 0x3F) << 6) + UInt32(bytes[i + 2] & 0x3F)
+                if let u = Unicode.Scalar(value), isUnsafe(u) { scalar = value; length = 3 }
+            }
+            if let scalar {
+                let hex = String(scalar, radix: 16, uppercase: true)
+                out += Array(("\\u" + String(repeating: "0", count: 4 - hex.count) + hex).utf8)
+            } else {
+                out += bytes[i..<(i + length)]
+            }
+            i += length
+        }
+        return out
     }
 }

@@ -171,9 +171,9 @@ func printHistory(_ entries: [HistoryEntry], _ ctx: ReadContext) {
     func time(_ iso: String?) -> String { iso.map { ctx.local($0).isEmpty ? $0 : ctx.local($0) } ?? "-" }
     for e in entries {
         let run = e.run.map { String($0.prefix(8)) } ?? "-"
-        print("seq \(e.seq)  \(time(e.at))  \(e.type)  run \(run) (\(e.syncType ?? "?"))  IntakeQ modified \(time(e.lastModified))")
+        print(TerminalText.safe("seq \(e.seq)  \(time(e.at))  \(e.type)  run \(run) (\(e.syncType ?? "?"))  IntakeQ modified \(time(e.lastModified))"))
         for c in e.changes {
-            print("    \(c.field): \(historyValue(c.field, c.from, ctx)) → \(historyValue(c.field, c.to, ctx))")
+            print(TerminalText.safe("    \(c.field): \(historyValue(c.field, c.from, ctx)) → \(historyValue(c.field, c.to, ctx))"))
         }
     }
 }

@@ -159,3 +159,53 @@ extension CLIBinaryTests {
         }
     }
 }
+
+extension CLIBinaryTests {
+    /// A practitioner's name from IntakeQ holding an escape sequence, C1 and DEL controls, a
+    /// bidirectional override and a line separator reaches tables, `history` and, on a
+    /// terminal, `log` only as visible escapes; `--json` and `log` into a pipe keep the value as
+    /// recorded.
+    @Test func textFromIntakeQCannotDriveTheTerminal() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("terminal")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        var day = try #require(practice.day(1))
+        let hostile = "Dr \u{1B}[2J\u{202E}Evil\u{85}\u{7F}\u{2028}Hide"
+        let escapedName = try #require(String(data: try JSONEncoder().encode(hostile), encoding: .utf8))
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(day.state.appointments[0])) as? [String: Any])
+        let appointment = try #require(object["Id"] as? String)
+        object["PractitionerName"] = "PLACEHOLDER"
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+            .replacingOccurrences(of: "\"PLACEHOLDER\"", with: escapedName)
+        day.state.appointments[0] = Array(json.utf8)
+        try await withFakeServer(day) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv))
+        }
+        let raw: [Character] = ["\u{1B}", "\u{202E}", "\u{85}", "\u{7F}", "\u{2028}"]
+        for args in [["appointments", "--wide"], ["history", appointment], ["upcoming", "--all", "--days", "30", "--now", day.now]] {
+            let r = try await cli(args + ["--store", store])
+            expectSuccess(r)
+            #expect(!raw.contains { r.stdout.contains($0) }, "\(r.label) printed a raw control: \(r.stdout.debugDescription)")
+        }
+        let table = try await cli(["appointments", "--wide", "--store", store])
+        #expect(table.stdout.contains(#"Dr \u{1B}[2J\u{202E}Evil\u{85}\u{7F}\u{2028}Hide"#), "\(table.stdout)")
+        // JSON keeps the value.
+        let rows = try #require(parseJSON(try await cli(["appointments", "--json", "--store", store]).stdout) as? [[String: Any]])
+        #expect(rows.contains { $0["practitioner_name"] as? String == hostile })
+        // `log` into a pipe: the bytes stored, with the raw characters (JSON need not escape them).
+        let piped = try await cli(["log", "--store", store])
+        expectSuccess(piped)
+        #expect(piped.stdout.contains("\u{202E}"), "the stored line should hold the override raw")
+        // On a terminal (`script` gives it one): JSON escapes instead, the same values.
+        let typescript = tmp.path + "/typescript"
+        let binary = try Repo.requireBinary()
+        let tty = try await Launched([], timeout: 60, executable: "/usr/bin/script",
+                                     arguments: ["-q", "-e", "-c", "\(binary) log --store \(store)", typescript]).wait()
+        #expect(tty.status == 0, "\(tty.stdout)\(tty.stderr)")
+        let seen = String(decoding: FileManager.default.contents(atPath: typescript) ?? Data(), as: UTF8.self)
+        #expect(seen.contains(#"\u202E"#) && seen.contains(#"\u0085"#) && seen.contains(#"\u007F"#) && seen.contains(#"\u2028"#),
+                "\(seen.suffix(2000))")
+        #expect(!["\u{202E}", "\u{85}", "\u{7F}", "\u{2028}"].contains { (c: Character) in seen.contains(c) }, "log on a terminal printed a raw control")
+    }
+}

@@ -39,6 +39,36 @@ import Testing
         #expect(writer.head.seq == 1)
     }
 
+    /// A child this process forks holds a copy of the writer's LOCK descriptor, and its flock,
+    /// until it calls exec. A writer closed and opened again in that window found LOCK held "by
+    /// pid <itself>" and failed (CI, twice). Such a copy (a lock under this process's pid that no
+    /// writer of this process holds) is waited out; a live second writer still fails at once.
+    @Test func aForkedChildsCopyOfTheLockIsWaitedOut() throws {
+        let dir = TempDir()
+        let first = try EventLogWriter.open(directory: dir.log, options: fast)
+        try first.append([event(1)])
+        // The child's copy: the LOCK file held through a descriptor of its own, with our pid in it.
+        let copy = open(dir.log + "/LOCK", O_RDWR | O_CLOEXEC)
+        try #require(copy >= 0)
+        first.close()
+        #expect(flock(copy, LOCK_EX | LOCK_NB) == 0)
+        let releaser = Thread {
+            usleep(300_000)
+            close(copy)  // the child's exec
+        }
+        let started = Date()
+        releaser.start()
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        #expect(Date().timeIntervalSince(started) >= 0.25)
+        #expect(writer.head.seq == 1)
+        // A second writer while this one lives: at once, as before.
+        let again = Date()
+        let error = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast) }
+        #expect(error?.message == "store is locked by pid \(getpid())")
+        #expect(Date().timeIntervalSince(again) < 1)
+        writer.close()
+    }
+
     /// The promise: stock lz4 decodes the concatenated segments to exactly the appended lines.
     @Test func stockLz4ReadsTheLog() throws {
         let dir = TempDir()
