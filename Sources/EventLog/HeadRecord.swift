@@ -106,7 +106,7 @@ final class HeadRecordFile {
             bytes.replaceSubrange(at..<(at + slot.count), with: slot)
             let temporary = path + ".tmp.\(getpid())"
             try translating {
-                let tfd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+                let tfd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o600)
                 StoreOwnership.adopt(fd: tfd, path: temporary)
                 do {
                     try bytes.withUnsafeBytes { try Sys.pwriteAll(tfd, $0.baseAddress!, $0.count, at: 0, path: temporary) }

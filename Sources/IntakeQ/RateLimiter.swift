@@ -62,7 +62,7 @@ public struct FileCallRecord: CallRecordStore {
                                                     attributes: [.posixPermissions: 0o700])
         }
         let tmp = path + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Self.ioError("create \(tmp)") }
         StoreOwnership.adopt(fd: fd, path: tmp)
         var ok = data.withUnsafeBytes { buf -> Bool in

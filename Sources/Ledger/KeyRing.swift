@@ -321,7 +321,7 @@ func withDirectoryLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
 
 func makePrivateDirectory(_ path: String) throws {
     if mkdir(path, 0o700) == 0 {
-        StoreOwnership.adopt(path: path)
+        StoreOwnership.adopt(directory: path)
     } else if errno != EEXIST {
         throw LedgerError("cannot create \(path): \(String(cString: strerror(errno)))")
     }

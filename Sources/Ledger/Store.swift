@@ -124,7 +124,7 @@ public struct Store: Sendable {
 /// Writes a file owner-only through a temporary file and a rename, then syncs the directory.
 public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
     let tmp = path + ".tmp-\(getpid())"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw StoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))", errno: errno) }
     StoreOwnership.adopt(fd: fd, path: tmp)
     var ok = bytes.withUnsafeBytes { buf -> Bool in
@@ -169,7 +169,7 @@ func makeDirectories(_ path: String) throws {
     for part in path.split(separator: "/", omittingEmptySubsequences: true) {
         built += "/" + part
         if mkdir(built, 0o700) == 0 {
-            StoreOwnership.adopt(path: built)
+            StoreOwnership.adopt(directory: built)
         } else {
             let err = errno
             var isDir: ObjCBool = false

@@ -1058,9 +1058,10 @@ final class RebuildLock: @unchecked Sendable {
         mutex.lock()
         defer { mutex.unlock() }
         if depth == 0 {
-            fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else {
-                throw LedgerError("cannot open \(path) to serialise rebuilds: \(String(cString: strerror(errno)))")
+                let reason = errno == ELOOP ? "it is a symbolic link, which syncledger does not follow there" : String(cString: strerror(errno))
+                throw LedgerError("cannot open \(path) to serialise rebuilds: \(reason)")
             }
             // Made by root in someone else's store: theirs, or their next rebuild cannot open it.
             StoreOwnership.adopt(fd: fd, path: path)
@@ -1095,7 +1096,8 @@ final class RebuildLock: @unchecked Sendable {
         defer {
             depth -= 1
             if depth == 0 {
-                close(fd)  // releases the flock
+                _ = ftruncate(fd, 0)  // no stale pid for the next waiter to name
+                Glibc.close(fd)  // releases the flock
                 fd = -1
             }
         }

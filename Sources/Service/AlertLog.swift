@@ -96,7 +96,7 @@ public enum AlertLog {
         guard FileManager.default.fileExists(atPath: dir) else { return }
         let p = path(storePath: storePath)
         lock.withLock { _ in
-            let fd = Glibc.open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+            let fd = Glibc.open(p, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { return }
             StoreOwnership.adopt(fd: fd, path: p)
             let bytes = Array((line.canonicalText + "\n").utf8)

@@ -29,7 +29,7 @@ public final class WebhookInbox: Sendable {
         self.path = path
         var s = InboxState(path: path)
         try s.load()
-        s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard s.fd >= 0 else { throw InboxError("cannot open the webhook inbox \(path): \(String(cString: strerror(errno)))") }
         StoreOwnership.adopt(fd: s.fd, path: path)
         try s.fsyncDirectory()
@@ -192,7 +192,7 @@ struct InboxState {
             for h in pendingHashes[p.id] ?? [] { text += "+ \(p.id) \(h) \(p.receivedAt)\n" }
         }
         let tmp = path + ".tmp"
-        let t = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let t = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard t >= 0 else { throw InboxError("cannot compact the webhook inbox: \(String(cString: strerror(errno)))") }
         StoreOwnership.adopt(fd: t, path: tmp)
         let bytes = Array(text.utf8)

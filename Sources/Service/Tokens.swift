@@ -60,7 +60,7 @@ public struct TokenFile: Codable, Sendable {
         let dir = parentDirectory(of: path)
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         let tmp = path + ".tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ServeError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
         StoreOwnership.adopt(fd: fd, path: tmp)
         let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, data.count) } == data.count && fsync(fd) == 0

@@ -238,7 +238,7 @@ func printUpcoming(views: ProjectionStore, ctx: ReadContext, start: Int64, days:
             print("no appointments \(span)")
             return
         }
-        print("upcoming \(span)" + (org.map { " for " + (ctx.organizationName($0) ?? $0) } ?? ""))
+        print(TerminalText.safe("upcoming \(span)" + (org.map { " for " + (ctx.organizationName($0) ?? $0) } ?? "")))
         print(Output.table(["start", "patient"] + (org == nil ? ["org"] : []) + ["status", "where"], table))
         print("(\(table.count) appointment\(table.count == 1 ? "" : "s")\(all ? "" : "; cancelled and removed hidden, --all shows them"))")
 }

@@ -226,7 +226,7 @@ enum TerminalText {
                 scalar = UInt32(bytes[i + 1]); length = 2
             } else if b == 0xD8, i + 1 < bytes.count, bytes[i + 1] == 0x9C {
                 scalar = 0x061C; length = 2
-            } else if b == 0xE2, i + 2 < bytes.count, bytes[i + 1] == 0x80 || bytes[i + 1] == 0x81 {
+            } else if b == 0xE2, i + 2 < bytes.count, bytes[i + 1] == 0x80 || bytes[i + 1] == 0x81, bytes[i + 2] & 0xC0 == 0x80 {
                 let value = 0x2000 + (UInt32(bytes[i + 1] & 0x3F) << 6) + UInt32(bytes[i + 2] & 0x3F)
                 if let u = Unicode.Scalar(value), isUnsafe(u) { scalar = value; length = 3 }
             }

@@ -220,7 +220,7 @@ struct StatusCommand: AsyncParsableCommand {
                 if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
                 for t in report.lastFailure.keys.sorted() {
                     let f = report.lastFailure[t]!
-                    print("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))")
+                    print(TerminalText.safe("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))"))
                 }
                 for line in report.health.lines { print(line) }
                 for p in report.problems { print("problem: " + p) }

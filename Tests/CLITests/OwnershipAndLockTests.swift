@@ -63,6 +63,38 @@ extension CLIBinaryTests {
         }
     }
 
+    /// The store's owner plants symlinks where root's commands open their lock files, pointing
+    /// at a file of root's: the commands fail in one line, and that file keeps its owner and its
+    /// bytes (neither truncated, nor given to the store's owner).
+    @Test func rootFollowsNoSymlinkPlantedInAStore() async throws {
+        guard getuid() == 0 else {
+            #expect(ProcessInfo.processInfo.environment["CI"] == nil, "CI must run this test as root")
+            return
+        }
+        let practice = try Practice.load()
+        let tmp = TempDir("owner-links")
+        defer { tmp.remove() }
+        chmod(tmp.path, 0o755)
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let precious = tmp.path + "/roots-file"
+        let bytes = Data("root's own\n".utf8)
+        try bytes.write(to: URL(fileURLWithPath: precious))
+        chmod(precious, 0o600)
+        try chownTree(store, uid: 65534)
+        for name in ["projections.sqlite.rebuild-lock", "log/LOCK"] {
+            unlink(store + "/" + name)
+            try FileManager.default.createSymbolicLink(atPath: store + "/" + name, withDestinationPath: precious)
+        }
+        expectCleanFailure(try await cli(["rebuild", "--store", store]))
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectCleanFailure(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        }
+        var st = stat()
+        #expect(stat(precious, &st) == 0 && st.st_uid == 0, "root's file was given away (uid \(st.st_uid))")
+        #expect(FileManager.default.contents(atPath: precious) == bytes, "root's file was changed")
+    }
+
     /// A rebuild that has to wait for another process's rebuild (its lock held) says so, naming
     /// that process; Ctrl-C stops the wait at once (exit 130, nothing changed); once the lock is
     /// free a waiting rebuild completes, and leaves no WAL file behind (it closes the views).
@@ -201,7 +233,7 @@ extension CLIBinaryTests {
         let typescript = tmp.path + "/typescript"
         let binary = try Repo.requireBinary()
         let tty = try await Launched([], timeout: 60, executable: "/usr/bin/script",
-                                     arguments: ["-q", "-e", "-c", "\(binary) log --store \(store)", typescript]).wait()
+                                     arguments: ["-q", "-e", "-c", "'\(binary)' log --store '\(store)'", typescript]).wait()
         #expect(tty.status == 0, "\(tty.stdout)\(tty.stderr)")
         let seen = String(decoding: FileManager.default.contents(atPath: typescript) ?? Data(), as: UTF8.self)
         #expect(seen.contains(#"\u202E"#) && seen.contains(#"\u0085"#) && seen.contains(#"\u007F"#) && seen.contains(#"\u2028"#),

@@ -18,8 +18,10 @@ final class FileLock {
     }
 
     deinit {
-        Sys.close(fd)
+        // Forgotten before it is let go: a thread of this process that takes it at once must
+        // find it held by this process, not see it forgotten after.
         _ = Self.held.withLock { $0.remove(identity) }
+        Sys.close(fd)
     }
 
     /// A file by device and inode.
@@ -39,7 +41,7 @@ final class FileLock {
 
     /// Takes the lock at once, or keeps trying for `wait` seconds; throws `LogError.locked`.
     static func acquire(path: String, wait: Double?) throws -> FileLock {
-        let fd = try translating { try Sys.openRegular(path, O_RDWR | O_CREAT) }
+        let fd = try translating { try Sys.openRegular(path, O_RDWR | O_CREAT | O_NOFOLLOW) }
         StoreOwnership.adopt(fd: fd, path: path)
         var st = stat()
         _ = fstat(fd, &st)

@@ -123,7 +123,7 @@ enum IndexFile {
         let final = path(directory: directory, segment: index.name)
         let temporary = final + ".tmp.\(getpid())"
         let bytes = encode(index)
-        let fd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        let fd = try Sys.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o600)
         StoreOwnership.adopt(fd: fd, path: temporary)
         do {
             // Closed exactly once, before the rename: a second close after a failed rename could

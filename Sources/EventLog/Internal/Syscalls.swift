@@ -180,7 +180,7 @@ enum Sys {
         let parent = parentDirectory(path)
         if parent != path && !parent.isEmpty { try makeDirectories(parent) }
         if Glibc.mkdir(path, 0o700) == 0 {
-            StoreOwnership.adopt(path: path)
+            StoreOwnership.adopt(directory: path)
         } else if errno != EEXIST {
             throw SyscallError(operation: "mkdir", path: path, errno: errno)
         }
