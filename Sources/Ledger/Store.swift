@@ -32,7 +32,33 @@ public struct Store: Sendable {
         }
         guard isDir.boolValue else { throw StoreError(.notADirectory, "\(path) is a file, not a SyncLedger store directory") }
         try checkMarker(path)
+        try refuseLinksForRoot(path)
         return Store(path: path)
+    }
+
+    /// The entries of a store that root, working in another user's store, must not follow when
+    /// they are symbolic links.
+    static let fixedEntries = ["STORE", "log", "state", "keys", "projections.sqlite", "projections.sqlite-wal",
+                               "projections.sqlite-shm", "projections.sqlite-journal", "projections.sqlite.rebuild-lock",
+                               "log/LOCK", "log/index", "state/head", "keys/patients", "keys/forgotten"]
+
+    /// Root in a store that belongs to another user: that user controls its directories and
+    /// could put a symbolic link where a file is opened, and root would then write (create,
+    /// truncate, rename, fill with a SQLite database) whatever the link names, anywhere (hostile
+    /// test, stop 45: a `projections.sqlite` linked to a root-owned file was renamed aside and
+    /// replaced by the views). So root refuses such a store in one line; its owner may link
+    /// `projections.sqlite` elsewhere and keeps working, and root can act as the owner.
+    static func refuseLinksForRoot(_ path: String) throws {
+        guard geteuid() == 0 else { return }
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_uid != 0 else { return }
+        for name in fixedEntries {
+            var entry = stat()
+            guard lstat(path + "/" + name, &entry) == 0, entry.st_mode & S_IFMT == S_IFLNK else { continue }
+            let user = getpwuid(st.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "uid \(st.st_uid)"
+            throw StoreError(.notAStore, "\(path)/\(name) is a symbolic link in a store that belongs to \(user): as root, syncledger "
+                             + "follows no link there; run it as that user (sudo -u \(user) syncledger …)")
+        }
     }
 
     /// Opens a store, creating it when the directory is missing or empty.
@@ -45,6 +71,7 @@ public struct Store: Sendable {
             let contents = ((try? fm.contentsOfDirectory(atPath: path)) ?? []).filter { !$0.hasPrefix("STORE.tmp-") }
             if (!contents.isEmpty && !holdsOnlyTokens(path, contents)) || fm.fileExists(atPath: path + "/STORE") {
                 try checkMarker(path)
+                try refuseLinksForRoot(path)
                 return Store(path: path)
             }
             try populate(path)

@@ -183,6 +183,11 @@ public final class ProjectionStore: @unchecked Sendable {
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.label = "projections"
+        // A FIFO or a device in the views' place would hang SQLite's first read (hostile test).
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
+            throw LedgerError("cannot open the views database \(path): it is not a regular file")
+        }
         do {
             if readOnly {
                 pool = try Self.memoryCopy(of: path, configuration: config)
@@ -210,7 +215,12 @@ public final class ProjectionStore: @unchecked Sendable {
                 }
                 pool = try DatabasePool(path: path, configuration: config)
             }
-            try pool.write { db in
+            // Written only when missing: a write here waited silently (up to the busy timeout)
+            // behind another process's rebuild, before this one could say it waits for it.
+            let present = readOnly ? false : try pool.read { db in
+                try db.tableExists("projection_state") && db.tableExists("quarantine")
+            }
+            if !present { try pool.write { db in
                 try db.execute(sql: """
                     CREATE TABLE IF NOT EXISTS projection_state (
                       name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, last_seq INTEGER NOT NULL,
@@ -219,7 +229,7 @@ public final class ProjectionStore: @unchecked Sendable {
                       projection TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, error TEXT NOT NULL,
                       PRIMARY KEY (projection, seq));
                     """)
-            }
+            } }
         } catch let error as DatabaseError where ViewsDamaged.isDamage(error) {
             throw ViewsDamaged(path: path, reason: "\(error)")
         } catch let error as DatabaseError
@@ -361,7 +371,9 @@ public final class ProjectionStore: @unchecked Sendable {
     /// unreadable database gives none (`state/head` is the main evidence).
     /// `readOnly`: the store must not be written; the file is read from a private copy.
     public static func checkpointEvidence(path: String, readOnly: Bool = false) -> [HeadEvidence] {
-        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        // Only a regular file: SQLite's open of a FIFO would block (hostile test).
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return [] }
         var config = Configuration()
         config.readonly = true
         config.busyMode = .timeout(30)
@@ -500,7 +512,7 @@ public final class ProjectionStore: @unchecked Sendable {
     /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is
     /// created: no lock file means no rebuild.
     public static func rebuildRunning(viewsPath: String) -> Bool {
-        let fd = open(viewsPath + ".rebuild-lock", O_RDONLY | O_CLOEXEC)
+        let fd = open(viewsPath + ".rebuild-lock", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
         guard flock(fd, LOCK_SH | LOCK_NB) == 0 else { return errno == EWOULDBLOCK }

@@ -152,6 +152,11 @@ struct RebuildCommand: AsyncParsableCommand {
         try await guarded {
             let store = try Store.open(storeOptions.path)
             try refuseIfLost(store)
+            // SIGINT/SIGTERM: the rebuild stops, the statement it is running interrupted (building
+            // indexes or the swap take seconds at millions of events), and drops its shadow tables.
+            // Watched from the start: a signal while the views open is acted on once they are.
+            let interrupts = Interrupts.watch()
+            defer { interrupts.stop() }
             var movedAside: String?
             if let moved = try moveAsideIfDamaged(store) {
                 movedAside = moved
@@ -163,10 +168,6 @@ struct RebuildCommand: AsyncParsableCommand {
                 throw CLIFailure(message: "the store is read-only (\(store.projectionsPath) cannot be written by this user): "
                                  + "a rebuild would save nothing; run it as the store's owner on a writable store")
             }
-            // SIGINT/SIGTERM: the rebuild stops, the statement it is running interrupted (building
-            // indexes or the swap take seconds at millions of events), and drops its shadow tables.
-            let interrupts = Interrupts.watch()
-            defer { interrupts.stop() }
             func stopOnSignal(_ views: ProjectionStore) {
                 views.shouldStop = { interrupts.requested }
                 interrupts.onSignal { views.interrupt() }

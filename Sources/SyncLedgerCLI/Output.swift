@@ -162,9 +162,10 @@ final class ProgressLine: Sendable {
     }
 }
 
-/// Prints one line on stderr.
+/// Prints one line on stderr. What it quotes (IntakeQ's names and statuses in a sync's warnings,
+/// a value given on the command line) cannot drive the terminal (`TerminalText`).
 func warn(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
+    FileHandle.standardError.write(Data((TerminalText.safe(message) + "\n").utf8))
 }
 
 extension JSONValue {

@@ -63,9 +63,11 @@ extension CLIBinaryTests {
         }
     }
 
-    /// The store's owner plants symlinks where root's commands open their lock files, pointing
-    /// at a file of root's: the commands fail in one line, and that file keeps its owner and its
-    /// bytes (neither truncated, nor given to the store's owner).
+    /// The store's owner plants a symlink where root's commands open a file (the views, their
+    /// rebuild lock, the writer's LOCK, the head record), pointing at a file of root's: every
+    /// command root runs there fails in one line naming the link, and that file keeps its owner,
+    /// its bytes and its name (it was renamed aside and replaced by the views before). A FIFO in
+    /// the views' place fails in one line too, rather than hang.
     @Test func rootFollowsNoSymlinkPlantedInAStore() async throws {
         guard getuid() == 0 else {
             #expect(ProcessInfo.processInfo.environment["CI"] == nil, "CI must run this test as root")
@@ -75,24 +77,41 @@ extension CLIBinaryTests {
         let tmp = TempDir("owner-links")
         defer { tmp.remove() }
         chmod(tmp.path, 0o755)
-        let store = tmp.path + "/store"
-        try await makeSyncedStore(at: store, practice: practice, days: [1])
-        let precious = tmp.path + "/roots-file"
+        let original = tmp.path + "/original"
+        try await makeSyncedStore(at: original, practice: practice, days: [1])
+        let day = try #require(practice.day(2))
         let bytes = Data("root's own\n".utf8)
-        try bytes.write(to: URL(fileURLWithPath: precious))
-        chmod(precious, 0o600)
-        try chownTree(store, uid: 65534)
-        for name in ["projections.sqlite.rebuild-lock", "log/LOCK"] {
+        for name in ["projections.sqlite", "projections.sqlite.rebuild-lock", "log/LOCK", "state/head"] {
+            let store = tmp.path + "/store-" + name.replacingOccurrences(of: "/", with: "-")
+            try FileManager.default.copyItem(atPath: original, toPath: store)
+            let decoys = tmp.path + "/decoys-" + name.replacingOccurrences(of: "/", with: "-")
+            try FileManager.default.createDirectory(atPath: decoys, withIntermediateDirectories: false)
+            let precious = decoys + "/roots-file"
+            try bytes.write(to: URL(fileURLWithPath: precious))
+            chmod(precious, 0o600)
+            try chownTree(store, uid: 65534)
+            for suffix in ["", "-wal", "-shm"] where name == "projections.sqlite" { unlink(store + "/" + name + suffix) }
             unlink(store + "/" + name)
             try FileManager.default.createSymbolicLink(atPath: store + "/" + name, withDestinationPath: precious)
+            for args in [["rebuild"], ["status"], ["appointments"], ["verify"]] {
+                expectCleanFailure(try await cli(args + ["--store", store]), mentioning: ["symbolic link", "sudo -u"])
+            }
+            try await withFakeServer(day) { _, url in
+                expectCleanFailure(try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv), mentioning: ["symbolic link"])
+            }
+            var st = stat()
+            #expect(stat(precious, &st) == 0 && st.st_uid == 0, "\(name): root's file was given away (uid \(st.st_uid))")
+            #expect(FileManager.default.contents(atPath: precious) == bytes, "\(name): root's file was changed")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: decoys) == ["roots-file"], "\(name): files were made beside root's")
         }
-        expectCleanFailure(try await cli(["rebuild", "--store", store]))
-        try await withFakeServer(try #require(practice.day(2))) { _, url in
-            expectCleanFailure(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        // A FIFO where the views are: one line, no hang (as root or not).
+        let fifoStore = tmp.path + "/fifo"
+        try FileManager.default.copyItem(atPath: original, toPath: fifoStore)
+        for suffix in ["", "-wal", "-shm"] { unlink(fifoStore + "/projections.sqlite" + suffix) }
+        #expect(mkfifo(fifoStore + "/projections.sqlite", 0o600) == 0)
+        for args in [["status"], ["rebuild"]] {
+            expectCleanFailure(try await cli(args + ["--store", fifoStore], timeout: 30), mentioning: ["not a regular file"])
         }
-        var st = stat()
-        #expect(stat(precious, &st) == 0 && st.st_uid == 0, "root's file was given away (uid \(st.st_uid))")
-        #expect(FileManager.default.contents(atPath: precious) == bytes, "root's file was changed")
     }
 
     /// A rebuild that has to wait for another process's rebuild (its lock held) says so, naming
@@ -208,13 +227,18 @@ extension CLIBinaryTests {
         var object = try #require(try JSONSerialization.jsonObject(with: Data(day.state.appointments[0])) as? [String: Any])
         let appointment = try #require(object["Id"] as? String)
         object["PractitionerName"] = "PLACEHOLDER"
+        // Not in the roster's practitioners: the sync warns, naming the practitioner.
+        object["PractitionerId"] = "zz-not-on-the-roster"
         let json = String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
             .replacingOccurrences(of: "\"PLACEHOLDER\"", with: escapedName)
         day.state.appointments[0] = Array(json.utf8)
-        try await withFakeServer(day) { _, url in
-            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv))
-        }
         let raw: [Character] = ["\u{1B}", "\u{202E}", "\u{85}", "\u{7F}", "\u{2028}"]
+        try await withFakeServer(day) { _, url in
+            let sync = try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv)
+            expectSuccess(sync)
+            #expect(sync.stderr.contains("zz-not-on-the-roster") && sync.stderr.contains(#"\u{1B}[2J"#), "\(sync.stderr)")
+            #expect(!raw.contains { sync.stderr.contains($0) }, "sync's warning printed a raw control: \(sync.stderr.debugDescription)")
+        }
         for args in [["appointments", "--wide"], ["history", appointment], ["upcoming", "--all", "--days", "30", "--now", day.now]] {
             let r = try await cli(args + ["--store", store])
             expectSuccess(r)

@@ -98,7 +98,8 @@ extension EventLogWriter {
     /// dies with it). Takes a shared lock for an instant when free; writes nothing.
     public static func isLocked(directory: String) -> Bool {
         let path = directory + "/LOCK"
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // Not blocking on a FIFO put in its place, nor following a link (hostile test).
+        let fd = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { Glibc.close(fd) }
         guard let free = try? Sys.flock(fd, LOCK_SH | LOCK_NB, path: path) else { return false }
