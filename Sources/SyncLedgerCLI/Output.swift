@@ -8,10 +8,11 @@ import Synchronization
 /// Printing for the read commands: `--json` prints one array of objects keyed by the view's
 /// column names; otherwise a readable table of the most useful columns.
 enum Output {
+    /// Keys sorted, slashes unescaped, integers without a fraction: the same JSON as
+    /// Foundation's `JSONSerialization` with `.sortedKeys`, ~10× faster (its key sort is a
+    /// locale-aware string comparison: `appointments --json` of 245,000 rows took ~100 s).
     static func json(_ value: JSONValue) -> String {
-        let obj = value.foundationObject
-        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("null".utf8)
-        return String(decoding: data, as: UTF8.self)
+        value.canonicalText
     }
 
     /// The rows as one JSON array, the bytes `json(.array(…))` gives, written a row at a time: the
@@ -166,20 +167,6 @@ final class ProgressLine: Sendable {
 /// a value given on the command line) cannot drive the terminal (`TerminalText`).
 func warn(_ message: String) {
     FileHandle.standardError.write(Data((TerminalText.safe(message) + "\n").utf8))
-}
-
-extension JSONValue {
-    /// The value as a plain Foundation object, for JSONSerialization's pretty output.
-    var foundationObject: Any {
-        switch self {
-        case .null: return NSNull()
-        case .bool(let b): return b
-        case .number(let d): return d.rounded() == d && abs(d) < 9.0e15 ? Int64(d) as Any : d as Any
-        case .string(let s): return s
-        case .array(let a): return a.map(\.foundationObject)
-        case .object(let o): return o.mapValues(\.foundationObject)
-        }
-    }
 }
 
 /// Text from IntakeQ or the log shown on a terminal: a name, a note or a location can hold any
