@@ -153,7 +153,8 @@ public final class ProjectionStore: @unchecked Sendable {
     /// Copies the WAL into the views file, empties it (when no other process is reading the
     /// views at that moment: it does not wait), and closes the views' connections. A large
     /// rebuild's WAL (hundreds of MB) otherwise stayed at its largest after the process
-    /// ended, and the next command to open the views read all of it back (~0.8 s at 1M events).
+    /// ended, and the next command to open the views read all of it back (287 MB and 0.27 s
+    /// at 1M events; BENCHMARKS.md, stop 45).
     /// SQLite deletes the WAL only when the last connection to close may write, and the pool's
     /// readers close last. The store must not be used afterwards.
     public func close() throws {

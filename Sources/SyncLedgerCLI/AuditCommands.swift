@@ -214,8 +214,8 @@ struct RebuildCommand: AsyncParsableCommand {
             // recorded before is gone.
             if names.isEmpty || movedAside != nil { DamageWitness.clear(store) }
             // Closed, the views' WAL (hundreds of MB after a large rebuild) is checkpointed and
-            // deleted; left open at exit it stayed at its largest, and the next command paid
-            // ~0.8 s at 1M events reading it back (hostile test, stop 44).
+            // emptied; left open at exit it stayed at its largest, and the next command paid
+            // 0.27 s at 1M events reading it back (BENCHMARKS.md, stop 45).
             do { try views.close() } catch {
                 // The rebuilt views are in place; only their WAL was not emptied.
                 warn("warning: \(error)")
@@ -230,7 +230,7 @@ struct RebuildCommand: AsyncParsableCommand {
                 print(Self.describe(views.lastFoldTimings, views.lastWriteback) + "; \(views.lastFoldAppointmentsWritten) appointment row writes")
             }
             for q in report.quarantined {
-                warn(TerminalText.safe("quarantined: seq \(q.seq) (\(q.type)) in \(q.projection): \(q.error)"))
+                warn("quarantined: seq \(q.seq) (\(q.type)) in \(q.projection): \(q.error)")
             }
             if !report.quarantined.isEmpty {
                 warn("syncledger: \(report.quarantined.count) event(s) could not be applied; they are skipped and listed in the quarantine table")
