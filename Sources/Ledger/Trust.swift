@@ -40,13 +40,22 @@ public enum Trust {
     /// `\\` (so that an escape shown cannot be told from text that spells one). A `repair` reason
     /// is recorded as given; `verify` prints it through this (its `--json` gives it as recorded).
     public static func printable(_ text: String) -> String {
+        escaping(text, backslash: true) { u in
+            let category = u.properties.generalCategory
+            return category == .control || category == .format || category == .lineSeparator || category == .paragraphSeparator
+        }
+    }
+
+    /// `text` with each scalar `unsafe` picks shown as `\u{1B}` (and, when `backslash`, each
+    /// backslash as `\\`); `text` itself when there is none.
+    public static func escaping(_ text: String, backslash: Bool, _ unsafe: (Unicode.Scalar) -> Bool) -> String {
+        guard text.unicodeScalars.contains(where: { unsafe($0) || (backslash && $0 == "\\") }) else { return text }
         var out = ""
         out.reserveCapacity(text.utf8.count)
         for u in text.unicodeScalars {
-            let category = u.properties.generalCategory
-            if category == .control || category == .format || category == .lineSeparator || category == .paragraphSeparator {
+            if unsafe(u) {
                 out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}"
-            } else if u == "\\" {
+            } else if backslash && u == "\\" {
                 out += "\\\\"
             } else {
                 out.unicodeScalars.append(u)

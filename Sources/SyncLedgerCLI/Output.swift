@@ -186,12 +186,7 @@ enum TerminalText {
 
     /// `text` with each unsafe character as `\u{HEX}`.
     static func safe(_ text: String) -> String {
-        guard text.unicodeScalars.contains(where: isUnsafe) else { return text }
-        var out = ""
-        for u in text.unicodeScalars {
-            if isUnsafe(u) { out += "\\u{" + String(u.value, radix: 16, uppercase: true) + "}" } else { out.unicodeScalars.append(u) }
-        }
-        return out
+        Trust.escaping(text, backslash: false, isUnsafe)
     }
 
     /// One JSON line from the log for a terminal: each unsafe character in it as a JSON escape
