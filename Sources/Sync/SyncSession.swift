@@ -5,6 +5,7 @@ import IntakeQ
 import Ledger
 import Logging
 import Projections
+import Synchronization
 
 /// Everything one sync run needs besides the request: where the store is, how to reach IntakeQ,
 /// the limits, and who watches. `syncledger sync`, the demo, the crash harness and every sync test
@@ -27,6 +28,9 @@ public struct SyncConfiguration: Sendable {
     public var logOptions = LogOptions()
     /// The key store (`--keys DIR`); `STORE/keys` when nil.
     public var keysPath: String?
+    /// Called once when the run's catch-up of the views must wait for another process's rebuild
+    /// of them (`ProjectionStore.onWaitingForRebuild`), with that process's pid when known.
+    public var onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)?
 
     public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
                 policy: RateLimitPolicy = RateLimitPolicy(), waitLock: Double? = nil, maxRetries: Int = 4,
@@ -105,6 +109,13 @@ public enum SyncSession {
         }
         defer { writer.close() }
         let views = try ProjectionStore(store: store)
+        views.onWaitingForRebuild = config.onWaitingForRebuild
+        // Cancelling the run's task (Ctrl-C) also stops a catch-up of the views that waits for
+        // another process's rebuild or rebuilds them itself (`FoldInterrupted`, nothing changed):
+        // that work is synchronous and does not see the task's cancellation otherwise, so the
+        // first Ctrl-C went unheeded until the other rebuild ended.
+        let cancelled = CancellationFlag()
+        views.shouldStop = { cancelled.isSet }
         let limiter = RateLimiter(policy: config.policy, clock: config.clock,
                                   store: FileCallRecord(path: store.statePath + "/api-calls.json"))
         let remaining = await limiter.remainingToday()
@@ -121,8 +132,19 @@ public enum SyncSession {
                                    logger: config.logger)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
                                     progress: config.progress, keys: keys)
-        var outcome = try await runner.run(config.request)
+        var outcome = try await withTaskCancellationHandler {
+            try await runner.run(config.request)
+        } onCancel: {
+            cancelled.set()
+        }
         outcome.notices = notices
         return outcome
     }
+}
+
+/// Set once, from any thread (a task's cancellation handler), read by synchronous work.
+final class CancellationFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
 }

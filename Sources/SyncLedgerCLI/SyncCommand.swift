@@ -101,9 +101,21 @@ struct SyncCommand: AsyncParsableCommand {
                 policy: RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget),
                 waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
             config.keysPath = storeOptions.keys
+            config.onWaitingForRebuild = sayWaitingForRebuild
             let task = Task { [config] in try await runSync(config) }
             interrupts.onSignal { task.cancel() }
-            let outcome = try await task.value
+            let outcome: SyncOutcome
+            do {
+                outcome = try await task.value
+            } catch let stopped as FoldInterrupted where interrupts.requested {
+                // Stopped before the run began: its catch-up of the views waited for another
+                // process's rebuild of them, or was rebuilding them itself.
+                let what = stopped.beforeStart
+                    ? "while it waited for another rebuild of the views to finish"
+                    : "while it rebuilt the views (they are as they were)"
+                warn("sync interrupted \(what), before the run began: nothing was fetched or recorded")
+                return interrupts.exitCode ?? 130
+            }
             if json {
                 print(Output.json(outcome.json))
             } else {

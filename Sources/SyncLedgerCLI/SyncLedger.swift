@@ -238,15 +238,18 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
 func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
     do {
         let views = try ProjectionStore(store: store, readOnly: readOnly)
-        views.onWaitingForRebuild = { pid in
-            warn("waiting for another rebuild of these views to finish (\(pid.map { "pid \($0)" } ?? "another process")); Ctrl-C stops waiting")
-        }
+        views.onWaitingForRebuild = sayWaitingForRebuild
         return views
     } catch let e as ViewsDamaged {
         throw CLIFailure(message: e.description, underlying: e)
     } catch is ViewsNotWritable {
         return try openViews(store, readOnly: true)
     }
+}
+
+/// The note a command prints once when it must wait for another process's rebuild of the views.
+@Sendable func sayWaitingForRebuild(_ holderPid: String?) {
+    warn("waiting for another rebuild of these views to finish (\(holderPid.map { "pid \($0)" } ?? "another process")); Ctrl-C stops waiting")
 }
 
 /// Parses an ISO 8601 time given on the command line, or fails with a clear message.

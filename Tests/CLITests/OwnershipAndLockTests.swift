@@ -165,6 +165,61 @@ extension CLIBinaryTests {
         #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
     }
 
+    /// A sync whose views must be rebuilt first (here their schema version is not this
+    /// syncledger's, as after an upgrade) while another process rebuilds them says that it
+    /// waits and for whom, and Ctrl-C stops it before the run begins: nothing fetched or
+    /// recorded, exit 130. Before, it waited silently and ignored the first Ctrl-C until the
+    /// other rebuild ended. Once the other process lets go, a waiting sync rebuilds and runs.
+    @Test func aSyncWaitingForAnotherRebuildSaysSoAndCtrlCStopsIt() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("sync-wait")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let eventsBefore = try await exportedEvents(store).count
+        let stale = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+            + "c.execute(\"UPDATE projection_state SET schema_version = schema_version + 100 WHERE name = 'appointments'\"); c.commit()"
+        #expect(try python(stale, [store + "/projections.sqlite"]) == 0)
+
+        let lockPath = store + "/projections.sqlite.rebuild-lock"
+        let held = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        try #require(held >= 0)
+        var closed = false
+        defer { if !closed { close(held) } }
+        #expect(flock(held, LOCK_EX | LOCK_NB) == 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pid.withUnsafeBytes { pwrite(held, $0.baseAddress, $0.count, 0) }
+
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { server, url in
+            let stopped = try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60)
+            let said = await waitUntil(timeout: 30) { stopped.child.stderrSoFar.contains("waiting for another rebuild") }
+            #expect(said, "no waiting note: \(stopped.child.stderrSoFar)")
+            #expect(stopped.child.stderrSoFar.contains("pid \(getpid())"), "\(stopped.child.stderrSoFar)")
+            let signalled = Date()
+            kill(stopped.pid, SIGINT)
+            let r = await stopped.wait()
+            #expect(Date().timeIntervalSince(signalled) < 10, "the waiting sync took \(Date().timeIntervalSince(signalled)) s to stop")
+            #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
+            #expect(r.stderr.contains("nothing was fetched or recorded"), "\(r.stderr)")
+            #expect(!traceMarkers.contains { r.stderr.contains($0) }, "\(r.stderr)")
+            #expect(server.requests().isEmpty, "the interrupted sync called IntakeQ: \(server.requests().map(\.path))")
+            #expect(try await exportedEvents(store).count == eventsBefore, "the interrupted sync appended events")
+
+            // Waiting, then the other process lets go: the sync rebuilds the views and runs.
+            let waiting = try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60)
+            #expect(await waitUntil(timeout: 30) { waiting.child.stderrSoFar.contains("waiting for another rebuild") },
+                    "no waiting note: \(waiting.child.stderrSoFar)")
+            close(held)
+            closed = true
+            let done = await waiting.wait()
+            expectSuccess(done)
+            #expect(!server.requests().isEmpty)
+        }
+        #expect(try await exportedEvents(store).count > eventsBefore)
+        expectSuccess(try await cli(["verify", "--store", store, "--views"]))
+    }
+
     /// A damaged `projections.sqlite` that is a symlink: the file it points to is moved aside
     /// where it is, the link kept, and the new views are made where the link points.
     @Test func damagedViewsBehindASymlinkAreMovedAsideWhereTheyAre() async throws {
