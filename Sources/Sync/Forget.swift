@@ -17,8 +17,11 @@ public enum Forget {
     /// purges the views (the database file is deleted and folded again from the log, so no page
     /// of it keeps the old rows). Holds the writer lock throughout, so no sync runs meanwhile.
     /// The master key is checked before anything is written.
+    /// `onWaitingForRebuild`: called once when bringing the views up to date must wait for another
+    /// process's rebuild of them (`ProjectionStore.onWaitingForRebuild`).
     public static func run(store: Store, patientId: String, reason: String, waitLock: Double? = nil,
-                           keys: KeyRing? = nil) throws -> Outcome {
+                           keys: KeyRing? = nil,
+                           onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)? = nil) throws -> Outcome {
         let trimmed = reason.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw LedgerError("--reason must say why (it is recorded in the log)") }
         guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
@@ -26,7 +29,7 @@ public enum Forget {
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
         // The keys must be this log's: with another store's `keys/` in place, the patient's real
         // key would survive while the log recorded them as forgotten.
-        let (recorded, rosters) = try recordedPatients(store, keys)
+        let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild)
         // The reason is recorded in the clear, for good: a name in it could never be forgotten.
         // Every roster counts: the patient forgotten has often left the last one already.
         let people = rosters.flatMap { $0.organizations.flatMap(\.patients) }
@@ -49,7 +52,7 @@ public enum Forget {
                 data: encodeData(PatientForgotten(patientId: patientId, forgottenAt: at, reason: trimmed)))])
             appended = true
         }
-        try purgeViews(store, keys: keys)
+        try purgeViews(store, keys: keys, onWaitingForRebuild: onWaitingForRebuild)
         return Outcome(patientId: patientId, appended: appended, head: writer.head)
     }
 
@@ -57,16 +60,20 @@ public enum Forget {
     /// recorded roster as read with `keys`: each roster patient's part is sealed under their
     /// key, so keys that are not this log's throw here (the error names the patient whose part
     /// does not open), before anything is written.
-    static func recordedPatients(_ store: Store, _ keys: KeyRing) throws -> (ids: Set<String>, rosters: [RosterObserved]) {
+    static func recordedPatients(_ store: Store, _ keys: KeyRing, _ onWaitingForRebuild: (@Sendable (String?) -> Void)?)
+        throws -> (ids: Set<String>, rosters: [RosterObserved])
+    {
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store)
+        views.onWaitingForRebuild = onWaitingForRebuild
         try views.catchUp(reader)
         let rosters = try views.recordedRosters(reader)
         return (try views.rosterPatientIds(), rosters)
     }
 
     /// Deletes the views database (and its WAL) and folds it again from the log.
-    public static func purgeViews(_ store: Store, keys: KeyRing) throws {
+    public static func purgeViews(_ store: Store, keys: KeyRing,
+                                  onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)? = nil) throws {
         for suffix in ["", "-wal", "-shm", "-journal"] {
             let path = store.projectionsPath + suffix
             if unlink(path) != 0 && errno != ENOENT {
@@ -75,6 +82,7 @@ public enum Forget {
         }
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store)
+        views.onWaitingForRebuild = onWaitingForRebuild
         try views.catchUp(reader)
     }
 }

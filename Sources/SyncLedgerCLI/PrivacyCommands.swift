@@ -34,7 +34,8 @@ struct ForgetCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try storeOptions.open()
-            let outcome = try Forget.run(store: store, patientId: patient, reason: reason, waitLock: waitLock)
+            let outcome = try Forget.run(store: store, patientId: patient, reason: reason, waitLock: waitLock,
+                                         onWaitingForRebuild: sayWaitingForRebuild)
             if outcome.appended {
                 print("forgot patient \(patient): key destroyed, patient.forgotten recorded, views purged; head \(outcome.head)")
             } else {

@@ -102,6 +102,7 @@ struct RepairCommand: AsyncParsableCommand {
             let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
             let reader = try LedgerReader(store: store)
             let views = try ProjectionStore(store: store)
+            views.onWaitingForRebuild = sayWaitingForRebuild
             let progress = ProgressLine()
             _ = try views.rebuild(names: [], reader, progress: progress.fold)
             progress.finish()

@@ -19,6 +19,33 @@ private func entriesNotOwned(by uid: uid_t, under dir: String) -> [String] {
     return out
 }
 
+/// The views' rebuild lock held by this process, as another process's rebuild holds it (its
+/// pid written in the lock file), until `release()`.
+private final class HeldRebuildLock {
+    private var fd: Int32
+
+    init(_ store: String) throws {
+        fd = open(store + "/projections.sqlite.rebuild-lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        try #require(fd >= 0)
+        #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    func release() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+}
+
+/// Makes the `appointments` view's schema version another than this syncledger's (as after an
+/// upgrade), so the next command that opens the views must rebuild it.
+private func makeViewsStale(_ store: String) throws {
+    let stale = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+        + "c.execute(\"UPDATE projection_state SET schema_version = schema_version + 100 WHERE name = 'appointments'\"); c.commit()"
+    #expect(try python(stale, [store + "/projections.sqlite"]) == 0)
+}
+
 extension CLIBinaryTests {
     /// Root running commands on another user's store (sync, rebuild, verify, status) leaves
     /// every file it makes there owned by the store's owner, who can then go on using the store.
@@ -126,14 +153,8 @@ extension CLIBinaryTests {
         let before = try await cli(["appointments", "--json", "--store", store])
         expectSuccess(before)
 
-        let lockPath = store + "/projections.sqlite.rebuild-lock"
-        let held = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        try #require(held >= 0)
-        var closed = false
-        defer { if !closed { close(held) } }
-        #expect(flock(held, LOCK_EX | LOCK_NB) == 0)
-        let pid = Array("\(getpid())\n".utf8)
-        _ = pid.withUnsafeBytes { pwrite(held, $0.baseAddress, $0.count, 0) }
+        let held = try HeldRebuildLock(store)
+        defer { held.release() }
 
         let stopped = try Launched(["rebuild", "--store", store], timeout: 60)
         let said = await waitUntil(timeout: 30) { stopped.child.stderrSoFar.contains("waiting for another rebuild") }
@@ -153,8 +174,7 @@ extension CLIBinaryTests {
         let waiting = try Launched(["rebuild", "--store", store], timeout: 60)
         #expect(await waitUntil(timeout: 30) { waiting.child.stderrSoFar.contains("waiting for another rebuild") },
                 "no waiting note: \(waiting.child.stderrSoFar)")
-        close(held)
-        closed = true
+        held.release()
         let done = await waiting.wait()
         expectSuccess(done)
         #expect(done.stdout.contains("rebuilt appointments"), "\(done.stdout)")
@@ -177,18 +197,10 @@ extension CLIBinaryTests {
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1])
         let eventsBefore = try await exportedEvents(store).count
-        let stale = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-            + "c.execute(\"UPDATE projection_state SET schema_version = schema_version + 100 WHERE name = 'appointments'\"); c.commit()"
-        #expect(try python(stale, [store + "/projections.sqlite"]) == 0)
+        try makeViewsStale(store)
 
-        let lockPath = store + "/projections.sqlite.rebuild-lock"
-        let held = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        try #require(held >= 0)
-        var closed = false
-        defer { if !closed { close(held) } }
-        #expect(flock(held, LOCK_EX | LOCK_NB) == 0)
-        let pid = Array("\(getpid())\n".utf8)
-        _ = pid.withUnsafeBytes { pwrite(held, $0.baseAddress, $0.count, 0) }
+        let held = try HeldRebuildLock(store)
+        defer { held.release() }
 
         let day = try #require(practice.day(2))
         try await withFakeServer(day) { server, url in
@@ -210,14 +222,33 @@ extension CLIBinaryTests {
             let waiting = try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60)
             #expect(await waitUntil(timeout: 30) { waiting.child.stderrSoFar.contains("waiting for another rebuild") },
                     "no waiting note: \(waiting.child.stderrSoFar)")
-            close(held)
-            closed = true
+            held.release()
             let done = await waiting.wait()
             expectSuccess(done)
             #expect(!server.requests().isEmpty)
         }
         #expect(try await exportedEvents(store).count > eventsBefore)
         expectSuccess(try await cli(["verify", "--store", store, "--views"]))
+    }
+
+    /// `forget` and `repair` say so too when they must wait for another process's rebuild of
+    /// the views (they went on waiting silently).
+    @Test func forgetWaitingForAnotherRebuildSaysSo() async throws {
+        let tmp = TempDir("forget-wait")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        try makeViewsStale(store)
+        let held = try HeldRebuildLock(store)
+        defer { held.release() }
+        let forget = try Launched(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
+        #expect(await waitUntil(timeout: 30) { forget.child.stderrSoFar.contains("waiting for another rebuild") },
+                "no waiting note: \(forget.child.stderrSoFar)")
+        #expect(forget.child.stderrSoFar.contains("pid \(getpid())"), "\(forget.child.stderrSoFar)")
+        held.release()
+        let done = await forget.wait()
+        expectSuccess(done)
+        #expect(done.stdout.contains("forgot patient \(PrivacyFixture.forgotten.id)"), "\(done.stdout)")
     }
 
     /// A damaged `projections.sqlite` that is a symlink: the file it points to is moved aside
