@@ -512,6 +512,25 @@ public final class ProjectionStore: @unchecked Sendable {
 
     /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is
     /// created: no lock file means no rebuild.
+    /// Deletes the store's views database (with its WAL, shared memory and journal) and folds
+    /// a new one from the log, from its first event. Unlike a rebuild it neither reads the old
+    /// file nor waits for another process's rebuild of it (that one goes on into the deleted
+    /// file, which nothing opens again; a `serve` switches to the new one). The new file is
+    /// written chunk by chunk with its checkpoints, so a process killed meanwhile leaves views
+    /// that the next command catches up. `why` names the purpose in the error of a file that
+    /// cannot be deleted.
+    @discardableResult
+    public static func refold(_ store: Store, _ reader: LedgerReader, why: String,
+                              progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let path = store.projectionsPath + suffix
+            if unlink(path) != 0 && errno != ENOENT {
+                throw LedgerError("cannot delete \(path) to \(why): \(String(cString: strerror(errno)))")
+            }
+        }
+        return try ProjectionStore(store: store).catchUp(reader, progress: progress)
+    }
+
     public static func rebuildRunning(viewsPath: String) -> Bool {
         let fd = open(viewsPath + ".rebuild-lock", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }

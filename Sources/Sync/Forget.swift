@@ -52,7 +52,7 @@ public enum Forget {
                 data: encodeData(PatientForgotten(patientId: patientId, forgottenAt: at, reason: trimmed)))])
             appended = true
         }
-        try purgeViews(store, keys: keys, onWaitingForRebuild: onWaitingForRebuild)
+        try purgeViews(store, keys: keys)
         return Outcome(patientId: patientId, appended: appended, head: writer.head)
     }
 
@@ -71,18 +71,9 @@ public enum Forget {
         return (try views.rosterPatientIds(), rosters)
     }
 
-    /// Deletes the views database (and its WAL) and folds it again from the log.
-    public static func purgeViews(_ store: Store, keys: KeyRing,
-                                  onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)? = nil) throws {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let path = store.projectionsPath + suffix
-            if unlink(path) != 0 && errno != ENOENT {
-                throw LedgerError("cannot delete \(path) to purge the views: \(String(cString: strerror(errno)))")
-            }
-        }
-        let reader = try LedgerReader(store: store, keys: keys)
-        let views = try ProjectionStore(store: store)
-        views.onWaitingForRebuild = onWaitingForRebuild
-        try views.catchUp(reader)
+    /// Deletes the views database (and its WAL) and folds it again from the log
+    /// (`ProjectionStore.refold`).
+    public static func purgeViews(_ store: Store, keys: KeyRing) throws {
+        try ProjectionStore.refold(store, LedgerReader(store: store, keys: keys), why: "purge the views")
     }
 }

@@ -28,8 +28,9 @@ public struct SyncConfiguration: Sendable {
     public var logOptions = LogOptions()
     /// The key store (`--keys DIR`); `STORE/keys` when nil.
     public var keysPath: String?
-    /// Called once when the run's catch-up of the views must wait for another process's rebuild
-    /// of them (`ProjectionStore.onWaitingForRebuild`), with that process's pid when known.
+    /// Called when a catch-up of the views (before the run, and after it is recorded) must wait
+    /// for another process's rebuild of them (`ProjectionStore.onWaitingForRebuild`), with that
+    /// process's pid when known.
     public var onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)?
 
     public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
@@ -113,7 +114,11 @@ public enum SyncSession {
         // Cancelling the run's task (Ctrl-C) also stops a catch-up of the views that waits for
         // another process's rebuild or rebuilds them itself (`FoldInterrupted`, nothing changed):
         // that work is synchronous and does not see the task's cancellation otherwise, so the
-        // first Ctrl-C went unheeded until the other rebuild ended.
+        // first Ctrl-C went unheeded until the other rebuild ended. Its rebuild stops between
+        // transactions (its last statements, the index builds and the swap, run to their end).
+        // An incremental catch-up is not stopped: after a run cancelled while fetching, the
+        // events it recorded are still folded into the views. Only a catch-up that needs a
+        // rebuild then is (the views stay behind; the next command catches them up).
         let cancelled = CancellationFlag()
         views.shouldStop = { cancelled.isSet }
         let limiter = RateLimiter(policy: config.policy, clock: config.clock,

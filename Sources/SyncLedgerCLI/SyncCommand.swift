@@ -91,7 +91,9 @@ struct SyncCommand: AsyncParsableCommand {
             request.pageCap = pageCap
             try request.validate()
             // SIGINT/SIGTERM cancel the run's task: fetching stops, the run is recorded as
-            // failed ("interrupted") with what it had, and the exit status is 130/143.
+            // failed ("interrupted") with what it had, and the exit status is 130/143. Before
+            // the run begins, they also stop a catch-up of the views that waits for another
+            // process's rebuild or rebuilds them (between its transactions): nothing is recorded.
             let interrupts = Interrupts.watch()
             defer { interrupts.stop() }
             var logger = Logger(label: "syncledger")
@@ -113,8 +115,8 @@ struct SyncCommand: AsyncParsableCommand {
                 let what = stopped.beforeStart
                     ? "while it waited for another rebuild of the views to finish"
                     : "while it rebuilt the views (they are as they were)"
-                warn("sync interrupted \(what), before the run began: nothing was fetched or recorded")
-                return interrupts.exitCode ?? 130
+                throw CLIFailure(message: "sync interrupted \(what), before the run began: nothing was fetched or recorded",
+                                 code: interrupts.exitCode ?? 130)
             }
             if json {
                 print(Output.json(outcome.json))

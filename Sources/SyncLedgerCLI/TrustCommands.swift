@@ -100,14 +100,22 @@ struct RepairCommand: AsyncParsableCommand {
                 evidence: loss?.evidence.source ?? "state/head (damaged: \(damagedRecord ?? ""))",
                 logEndedAt: logEnd.description, reason: acceptLoss)
             let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
-            let reader = try LedgerReader(store: store)
-            let views = try ProjectionStore(store: store)
-            views.onWaitingForRebuild = sayWaitingForRebuild
+            let recorded = "recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq)"
+            // The old views are deleted and new ones folded from the log, not rebuilt in place:
+            // their checkpoints (evidence of the lost head) must not outlive the loss record. A
+            // rebuild interrupted here left them, and every later command refused the store as
+            // one that lost acknowledged events (a second repair recorded the loss again).
+            // Killed while the new file is folded, the next command catches it up.
             let progress = ProgressLine()
-            _ = try views.rebuild(names: [], reader, progress: progress.fold)
+            do {
+                try ProjectionStore.refold(store, LedgerReader(store: store), why: "rebuild the views after the loss", progress: progress.fold)
+            } catch {
+                progress.finish()
+                throw CLIFailure(message: recorded + "; the views could not be rebuilt: \(Trust.printable("\(error)"))")
+            }
             progress.finish()
             DamageWitness.clear(store)
-            print("recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq); views rebuilt")
+            print(recorded + "; views rebuilt")
             print("head \(writer.head)")
             return 0
         }

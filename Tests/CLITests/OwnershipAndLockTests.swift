@@ -46,6 +46,27 @@ private func makeViewsStale(_ store: String) throws {
     #expect(try python(stale, [store + "/projections.sqlite"]) == 0)
 }
 
+/// Waits for `command`'s note that it waits for another rebuild, naming this process (which
+/// holds the lock, `HeldRebuildLock`).
+private func expectWaitingNote(_ command: Launched) async {
+    #expect(await waitUntil(timeout: 30) { command.child.stderrSoFar.contains("waiting for another rebuild") },
+            "no waiting note: \(command.child.stderrSoFar)")
+    #expect(command.child.stderrSoFar.contains("(pid \(getpid()))"), "\(command.child.stderrSoFar)")
+}
+
+/// Sends SIGINT to `command` once it says it waits for another rebuild; it must end within
+/// 10 s with exit 130 and no trace. Returns its result.
+private func interruptWhileWaiting(_ command: Launched) async -> RunResult {
+    await expectWaitingNote(command)
+    let signalled = Date()
+    kill(command.pid, SIGINT)
+    let r = await command.wait()
+    #expect(Date().timeIntervalSince(signalled) < 10, "\(r.label) took \(Date().timeIntervalSince(signalled)) s to stop")
+    #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
+    #expect(!traceMarkers.contains { r.stderr.contains($0) }, "\(r.stderr)")
+    return r
+}
+
 extension CLIBinaryTests {
     /// Root running commands on another user's store (sync, rebuild, verify, status) leaves
     /// every file it makes there owned by the store's owner, who can then go on using the store.
@@ -156,24 +177,14 @@ extension CLIBinaryTests {
         let held = try HeldRebuildLock(store)
         defer { held.release() }
 
-        let stopped = try Launched(["rebuild", "--store", store], timeout: 60)
-        let said = await waitUntil(timeout: 30) { stopped.child.stderrSoFar.contains("waiting for another rebuild") }
-        #expect(said, "no waiting note: \(stopped.child.stderrSoFar)")
-        #expect(stopped.child.stderrSoFar.contains("pid \(getpid())"), "\(stopped.child.stderrSoFar)")
-        let signalled = Date()
-        kill(stopped.pid, SIGINT)
-        let r = await stopped.wait()
-        #expect(Date().timeIntervalSince(signalled) < 10, "the waiting rebuild took \(Date().timeIntervalSince(signalled)) s to stop")
-        #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
+        let r = await interruptWhileWaiting(try Launched(["rebuild", "--store", store], timeout: 60))
         #expect(r.stderr.contains("nothing was changed"), "\(r.stderr)")
         #expect(!r.stdout.contains("rebuilt"), "\(r.stdout)")
-        #expect(!traceMarkers.contains { r.stderr.contains($0) }, "\(r.stderr)")
         #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
 
         // Waiting, then the lock is released: the rebuild goes on and completes.
         let waiting = try Launched(["rebuild", "--store", store], timeout: 60)
-        #expect(await waitUntil(timeout: 30) { waiting.child.stderrSoFar.contains("waiting for another rebuild") },
-                "no waiting note: \(waiting.child.stderrSoFar)")
+        await expectWaitingNote(waiting)
         held.release()
         let done = await waiting.wait()
         expectSuccess(done)
@@ -204,24 +215,15 @@ extension CLIBinaryTests {
 
         let day = try #require(practice.day(2))
         try await withFakeServer(day) { server, url in
-            let stopped = try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60)
-            let said = await waitUntil(timeout: 30) { stopped.child.stderrSoFar.contains("waiting for another rebuild") }
-            #expect(said, "no waiting note: \(stopped.child.stderrSoFar)")
-            #expect(stopped.child.stderrSoFar.contains("pid \(getpid())"), "\(stopped.child.stderrSoFar)")
-            let signalled = Date()
-            kill(stopped.pid, SIGINT)
-            let r = await stopped.wait()
-            #expect(Date().timeIntervalSince(signalled) < 10, "the waiting sync took \(Date().timeIntervalSince(signalled)) s to stop")
-            #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
+            let r = await interruptWhileWaiting(
+                try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60))
             #expect(r.stderr.contains("nothing was fetched or recorded"), "\(r.stderr)")
-            #expect(!traceMarkers.contains { r.stderr.contains($0) }, "\(r.stderr)")
             #expect(server.requests().isEmpty, "the interrupted sync called IntakeQ: \(server.requests().map(\.path))")
             #expect(try await exportedEvents(store).count == eventsBefore, "the interrupted sync appended events")
 
             // Waiting, then the other process lets go: the sync rebuilds the views and runs.
             let waiting = try Launched(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv, timeout: 60)
-            #expect(await waitUntil(timeout: 30) { waiting.child.stderrSoFar.contains("waiting for another rebuild") },
-                    "no waiting note: \(waiting.child.stderrSoFar)")
+            await expectWaitingNote(waiting)
             held.release()
             let done = await waiting.wait()
             expectSuccess(done)
@@ -231,8 +233,8 @@ extension CLIBinaryTests {
         expectSuccess(try await cli(["verify", "--store", store, "--views"]))
     }
 
-    /// `forget` and `repair` say so too when they must wait for another process's rebuild of
-    /// the views (they went on waiting silently).
+    /// `forget` says so too when it must wait for another process's rebuild of the views (it
+    /// went on waiting silently).
     @Test func forgetWaitingForAnotherRebuildSaysSo() async throws {
         let tmp = TempDir("forget-wait")
         defer { tmp.remove() }
@@ -242,13 +244,38 @@ extension CLIBinaryTests {
         let held = try HeldRebuildLock(store)
         defer { held.release() }
         let forget = try Launched(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
-        #expect(await waitUntil(timeout: 30) { forget.child.stderrSoFar.contains("waiting for another rebuild") },
-                "no waiting note: \(forget.child.stderrSoFar)")
-        #expect(forget.child.stderrSoFar.contains("pid \(getpid())"), "\(forget.child.stderrSoFar)")
+        await expectWaitingNote(forget)
         held.release()
         let done = await forget.wait()
         expectSuccess(done)
         #expect(done.stdout.contains("forgot patient \(PrivacyFixture.forgotten.id)"), "\(done.stdout)")
+    }
+
+    /// `repair` records the loss, then deletes the views and folds new ones from the log: it
+    /// neither waits for another process's rebuild of the old views (it waited silently, and a
+    /// Ctrl-C then left their checkpoints, evidence of the lost head, beside the loss record, so
+    /// that every later command refused the store and a second repair recorded the loss again)
+    /// nor reads them.
+    @Test func repairDoesNotWaitForAnotherRebuildOfTheOldViews() async throws {
+        let tmp = TempDir("repair-wait")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
+        let segment = try segments(store)[0]
+        let batches = try segmentBatches(segment)
+        let cutTo = batches[batches.count - 3]
+        truncateFile(segment, to: cutTo.end)
+        let held = try HeldRebuildLock(store)
+        defer { held.release() }
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "restored from backup"], timeout: 30)
+        expectSuccess(repair)
+        #expect(repair.stdout.contains("recorded the loss as seq \(cutTo.lastSeq + 1)") && repair.stdout.contains("views rebuilt"),
+                "\(repair.stdout)")
+        #expect(!repair.stderr.contains("waiting"), "\(repair.stderr)")
+        let verify = try await cli(["verify", "--store", store, "--views"])
+        expectSuccess(verify)
+        #expect(verify.stderr.contains("a loss of acknowledged events was recorded at seq \(cutTo.lastSeq + 1)"), "\(verify.stderr)")
+        #expect(try await cli(["repair", "--store", store, "--accept-loss", "again"]).stdout.contains("nothing to repair"))
     }
 
     /// A damaged `projections.sqlite` that is a symlink: the file it points to is moved aside
