@@ -52,8 +52,9 @@ struct RepairCommand: AsyncParsableCommand {
             older copy restored), every command refuses. If the loss is real and cannot be undone \
             (restore the missing segments from a backup first if you can), `repair --accept-loss \
             REASON` appends a ledger.loss_recorded event (the last known head, where the log ends, \
-            the reason), records the new head as acknowledged and rebuilds the views. `verify` warns \
-            about the recorded loss from then on.
+            the reason), records the new head as acknowledged, and replaces the views with new ones \
+            folded from the log (interrupted there, the next command catches them up). `verify` \
+            warns about the recorded loss from then on.
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted; recorded in the ledger.", valueName: "REASON"))
