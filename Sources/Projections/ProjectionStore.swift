@@ -872,6 +872,7 @@ public final class ProjectionStore: @unchecked Sendable {
         }
         var finished = false
         while !finished {
+            try stopCatchUpIfAsked(report)
             let (q, n, last) = try pool.writeWithoutTransaction { db -> ([QuarantineEntry], Int, BatchInfo?) in
                 var result: ([QuarantineEntry], Int, BatchInfo?) = ([], 0, nil)
                 try db.inTransaction(.immediate) {
@@ -907,6 +908,18 @@ public final class ProjectionStore: @unchecked Sendable {
         }
     }
 
+    /// Throws `FoldInterrupted` (`catchingUp`) between a catch-up's transactions when
+    /// `shouldStop` says so: what the chunks before folded is committed with its checkpoints,
+    /// and the next command goes on from there. (A sync's first fold of a new store's views, or
+    /// of views far behind, took tens of seconds at millions of events and ignored Ctrl-C.)
+    private func stopCatchUpIfAsked(_ report: FoldReport) throws {
+        guard shouldStop?() == true else { return }
+        var stopped = FoldInterrupted()
+        stopped.catchingUp = true
+        stopped.applied = report.applied
+        throw stopped
+    }
+
     /// The chunked catch-up with each chunk read and folded on two other threads while the one
     /// before is written. The producer folds each chunk from the checkpoints the chunks before
     /// leave; the writer re-reads them inside its transaction. True when another process moved
@@ -930,6 +943,7 @@ public final class ProjectionStore: @unchecked Sendable {
             preparedCount.add(pipeline.prepared, ordering: .relaxed)
         }
         while let c = try pipeline.next() {
+            try stopCatchUpIfAsked(report)
             let q = try pool.writeWithoutTransaction { db -> [QuarantineEntry]? in
                 var q: [QuarantineEntry]?
                 try db.inTransaction(.immediate) {
@@ -998,8 +1012,15 @@ public struct FoldInterrupted: Error, CustomStringConvertible, Sendable {
     public var shadowTablesLeft = false
     /// Stopped while waiting for another process's rebuild to finish: nothing was started.
     public var beforeStart = false
+    /// Stopped between the transactions of a catch-up (not a rebuild): the `applied` events
+    /// before are in the views with their checkpoints.
+    public var catchingUp = false
+    public var applied: UInt64 = 0
     public init() {}
-    public var description: String { "the rebuild was interrupted; the live views are unchanged" }
+    public var description: String {
+        catchingUp ? "bringing the views up to date was interrupted after \(applied) event(s); the next command goes on from there"
+            : "the rebuild was interrupted; the live views are unchanged"
+    }
 }
 
 /// `projections.sqlite` (or its directory) cannot be written by this process.

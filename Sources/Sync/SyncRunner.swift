@@ -169,6 +169,11 @@ public final class SyncRunner {
             opening.append(NewEvent(type: .rosterObserved, run: runId, stream: Streams.roster,
                                     data: try PersonalData.sealRoster(request.roster.observed, key: ring.key(for:))))
         }
+        // Cancelled before the run begins (Ctrl-C while the views were caught up): nothing is
+        // recorded. From here on the run is recorded whatever happens, and the views' catch-up
+        // after it is no longer stopped (its events are folded as the run's outcome says).
+        try Task.checkCancellation()
+        views.shouldStop = nil
         try writer.append(opening)
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
         do {

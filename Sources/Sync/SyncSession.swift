@@ -32,6 +32,9 @@ public struct SyncConfiguration: Sendable {
     /// for another process's rebuild of them (`ProjectionStore.onWaitingForRebuild`), with that
     /// process's pid when known.
     public var onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)?
+    /// Called once when the run waits (`waitLock`) for another writer of the log, with the
+    /// lock's message ("store is locked by pid N").
+    public var onWaitingForWriter: (@Sendable (_ lock: String) -> Void)?
 
     public init(storePath: String, request: SyncRequest, apiKey: String, baseURL: String,
                 policy: RateLimitPolicy = RateLimitPolicy(), waitLock: Double? = nil, maxRetries: Int = 4,
@@ -76,6 +79,37 @@ public enum SyncSession {
     /// Calls a run needs at the least: settings, one page, the deletedOnly poll.
     public static let minimumCalls = 3
 
+    /// Takes the log's writer lock, waiting up to `config.waitLock` seconds for another writer:
+    /// tried again every 100 ms, so that cancelling the task (Ctrl-C) ends the wait at once
+    /// (`CancellationError`, nothing recorded). A blocking wait ignored it, and the run then
+    /// recorded as failed ("interrupted") a nightly run that never began.
+    @StoreIO
+    static func openWriter(_ store: Store, _ config: SyncConfiguration) async throws -> LedgerWriter {
+        let deadline = config.waitLock.map { Date().addingTimeInterval($0) }
+        var said = false
+        while true {
+            do {
+                return try LedgerWriter(store: store, waitLock: nil, options: config.logOptions)
+            } catch let e as LogError where e.code == .locked {
+                guard let deadline, Date() < deadline else {
+                    let waited = config.waitLock.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
+                    throw SyncSessionError(
+                        code: .locked,
+                        message: e.message + waited + " (another sync is running; retry later, or pass --wait-lock SECONDS to wait for it)",
+                        underlying: e)
+                }
+                if !said {
+                    said = true
+                    config.onWaitingForWriter?(e.message)
+                }
+                do { try await Task.sleep(nanoseconds: 100_000_000) } catch {
+                    // Cancelled while waiting: said as the wait's own error, so callers can tell.
+                    throw SyncSessionError(code: .locked, message: e.message + " (the wait for it was cancelled)", underlying: e)
+                }
+            }
+        }
+    }
+
     @StoreIO
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
@@ -98,16 +132,7 @@ public enum SyncSession {
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
         // events is refused with nothing written. The writer checks `state/head` again under its lock.
         try Trust.requireNoLoss(store)
-        let writer: LedgerWriter
-        do {
-            writer = try LedgerWriter(store: store, waitLock: config.waitLock, options: config.logOptions)
-        } catch let e as LogError where e.code == .locked {
-            let waited = config.waitLock.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
-            throw SyncSessionError(
-                code: .locked,
-                message: e.message + waited + " (another sync is running; retry later, or pass --wait-lock SECONDS to wait for it)",
-                underlying: e)
-        }
+        let writer = try await openWriter(store, config)
         defer { writer.close() }
         let views = try ProjectionStore(store: store)
         views.onWaitingForRebuild = config.onWaitingForRebuild

@@ -104,18 +104,31 @@ struct SyncCommand: AsyncParsableCommand {
                 waitLock: waitLock, maxRetries: maxRetries, timeoutSeconds: timeout, logger: logger)
             config.keysPath = storeOptions.keys
             config.onWaitingForRebuild = sayWaitingForRebuild
+            config.onWaitingForWriter = { [waitLock] lock in
+                warn("waiting up to \(String(format: "%g", waitLock ?? 0)) s for another sync to finish (\(lock)); Ctrl-C stops waiting")
+            }
             let task = Task { [config] in try await runSync(config) }
             interrupts.onSignal { task.cancel() }
             let outcome: SyncOutcome
             do {
                 outcome = try await task.value
-            } catch let stopped as FoldInterrupted where interrupts.requested {
-                // Stopped before the run began: its catch-up of the views waited for another
-                // process's rebuild of them, or was rebuilding them itself.
-                let what = stopped.beforeStart
-                    ? "while it waited for another rebuild of the views to finish"
-                    : "while it rebuilt the views (they are as they were)"
-                throw CLIFailure(message: "sync interrupted \(what), before the run began: nothing was fetched or recorded",
+            } catch where interrupts.requested && Self.stoppedBeforeTheRun(error) {
+                // Stopped before the run began: waiting for another sync, or while its catch-up
+                // of the views waited for another process's rebuild of them or folded them.
+                let what: String
+                switch error {
+                case let stopped as FoldInterrupted where stopped.beforeStart:
+                    what = " while it waited for another rebuild of the views to finish"
+                case let stopped as FoldInterrupted where stopped.catchingUp:
+                    what = " while it brought the views up to date (what it folded is kept)"
+                case is FoldInterrupted:
+                    what = " while it rebuilt the views (they are as they were)"
+                case let e as SyncSessionError where e.code == .locked:
+                    what = " while it waited for another sync to finish"
+                default:
+                    what = ""
+                }
+                throw CLIFailure(message: "sync interrupted\(what), before the run began: nothing was fetched or recorded",
                                  code: interrupts.exitCode ?? 130)
             }
             if json {
@@ -134,6 +147,13 @@ struct SyncCommand: AsyncParsableCommand {
             if let code = interrupts.exitCode { return code }
             return outcome.exitCode
         }
+    }
+}
+
+extension SyncCommand {
+    /// An error with which a cancelled run stopped before it recorded anything.
+    static func stoppedBeforeTheRun(_ error: any Error) -> Bool {
+        error is FoldInterrupted || error is CancellationError || (error as? SyncSessionError)?.code == .locked
     }
 }
 
@@ -189,7 +209,8 @@ func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throw
     defer { progress.finish() }
     do {
         return try await SyncSession.run(config)
-    } catch let e as SyncSessionError {
+    } catch let e as SyncSessionError where !Task.isCancelled {
+        // (Cancelled, it stays itself: `SyncCommand` says the run was interrupted before it began.)
         throw CLIFailure(message: e.message)
     }
 }

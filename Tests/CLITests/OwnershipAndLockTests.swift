@@ -233,6 +233,47 @@ extension CLIBinaryTests {
         expectSuccess(try await cli(["verify", "--store", store, "--views"]))
     }
 
+    /// `sync --wait-lock` waiting for another writer of the log (another sync) says so, and
+    /// Ctrl-C ends the wait at once with nothing recorded. Before, the wait ignored the signal
+    /// until the other sync ended, and then recorded a failed ("interrupted") run: a stopped
+    /// cron job made a good night look failed in `status`.
+    @Test func aSyncWaitingForAnotherSyncStopsOnCtrlCAndRecordsNothing() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("sync-wait-writer")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let eventsBefore = try await exportedEvents(store).count
+        var lock = open(store + "/log/LOCK", O_RDWR | O_CLOEXEC)
+        try #require(lock >= 0)
+        // Closed once (a second close could close a descriptor another test's thread now uses).
+        defer { if lock >= 0 { close(lock) } }
+        #expect(flock(lock, LOCK_EX | LOCK_NB) == 0)
+        _ = ftruncate(lock, 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pid.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) }
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { server, url in
+            let sync = try Launched(syncArgs(store: store, baseURL: url, now: day.now, extra: ["--wait-lock", "120"]), env: keyEnv)
+            #expect(await waitUntil(timeout: 30) { sync.child.stderrSoFar.contains("waiting up to 120 s for another sync") },
+                    "no waiting note: \(sync.child.stderrSoFar)")
+            #expect(sync.child.stderrSoFar.contains("locked by pid \(getpid())"), "\(sync.child.stderrSoFar)")
+            let signalled = Date()
+            kill(sync.pid, SIGINT)
+            let r = await sync.wait()
+            #expect(Date().timeIntervalSince(signalled) < 10, "\(r.label) took \(Date().timeIntervalSince(signalled)) s to stop")
+            #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
+            #expect(r.stderr.contains("sync interrupted while it waited for another sync to finish, before the run began: nothing was fetched or recorded"),
+                    "\(r.stderr)")
+            #expect(server.requests().isEmpty)
+        }
+        close(lock)
+        lock = -1
+        #expect(try await exportedEvents(store).count == eventsBefore, "the interrupted sync appended events")
+        let status = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(status.status == 0 && !status.stdout.contains("failed"), "\(status.stdout)")
+    }
+
     /// `forget` says so too when it must wait for another process's rebuild of the views (it
     /// went on waiting silently).
     @Test func forgetWaitingForAnotherRebuildSaysSo() async throws {

@@ -331,6 +331,39 @@ import Testing
         try expectSame(first, try reference(tmp), "catch-up with another one midway", seed: seed)
     }
 
+    /// A catch-up asked to stop (`shouldStop`, a sync's Ctrl-C before its run begins) stops
+    /// between its transactions, pipelined or on one thread: `FoldInterrupted` (`catchingUp`)
+    /// with what it applied, that part committed with its checkpoints, and the next catch-up
+    /// goes on from there to the same rows as one fold.
+    @Test func aCatchUpAskedToStopStopsBetweenItsTransactions() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("PipelinedFoldTests stop seed: \(seed)")
+        let tmp = try TempStore()
+        try ChunkedFoldTests.randomLog(tmp.store, seed: seed, appends: 80)
+        let head = try LedgerReader(store: tmp.store).head().seq
+        for pipelined in [true, false] {
+            let views = try ProjectionStore(path: tmp.sibling("stopped-\(pipelined).sqlite"))
+            views.pipelineMinEvents = pipelined ? 0 : .max
+            views.eventsPerTransaction = 4
+            var chunks = 0
+            views.shouldStop = { [views] in (try? views.appliedSeq()).map { $0 > 0 } ?? false }
+            do {
+                try views.catchUp(try LedgerReader(store: tmp.store)) { _ in chunks += 1 }
+                Issue.record("seed \(seed): the catch-up did not stop (pipelined: \(pipelined))")
+            } catch let stopped as FoldInterrupted {
+                #expect(stopped.catchingUp && !stopped.beforeStart, "seed \(seed)")
+                #expect(stopped.applied > 0 && stopped.applied < head, "seed \(seed): applied \(stopped.applied) of \(head)")
+                #expect(try views.appliedSeq() == stopped.applied, "seed \(seed): the checkpoint is what was applied")
+                #expect(stopped.description.contains("the next command goes on from there"))
+            }
+            #expect(chunks >= 1, "seed \(seed)")
+            views.shouldStop = nil
+            try views.catchUp(try LedgerReader(store: tmp.store))
+            #expect(try views.appliedSeq() == head)
+            try expectSame(views, try reference(tmp), "a catch-up stopped, then resumed (pipelined: \(pipelined))", seed: seed)
+        }
+    }
+
     /// A log that fails verification in the middle of a pipelined rebuild (the producer's read)
     /// fails it with the one-thread fold's error and leaves the live views as they were.
     @Test func aDamagedSegmentFailsThePipelinedRebuildLikeTheOneThreadOne() throws {
