@@ -105,7 +105,10 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
             return "IntakeQ at \(host ?? "?") did not answer \(whereText) within "
                 + String(format: "%.1f s", seconds ?? 0) + "; run again later or raise the timeout"
         case .callRecord:
-            return "the record of API calls could not be kept: \(detail); no request was sent (free disk space or fix the permissions of the store's state/ directory, then run again)"
+            // A write that failed (with its errno) gets the storage advice; a record that cannot
+            // be read says its own way out in `detail`.
+            return "the record of API calls could not be kept: \(detail); no request was sent"
+                + (errno == nil ? "" : " (free disk space or fix the permissions of the store's state/ directory, then run again)")
         case .dailyBudgetExhausted:
             let when = resetsAt.map { IntakeQDate.isoSeconds($0) } ?? "unknown"
             return "daily API budget used up: \(remaining ?? 0) of \(budget ?? 0) calls left; the next frees at \(when)"

@@ -42,15 +42,38 @@ public struct FileCallRecord: CallRecordStore {
         var calls: [Double]  // epoch seconds, millisecond precision
     }
 
+    /// The calls recorded; none when there is no file. A file that is not one syncledger wrote
+    /// (not a regular file, a symbolic link, not the record's JSON) is one line saying so and
+    /// how to start again, not Foundation's error text (hostile test: a FIFO there read as
+    /// "You don't have permission", a link was followed).
     public func load() throws -> [Date] {
-        guard FileManager.default.fileExists(atPath: path) else { return [] }
-        do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            let f = try JSONDecoder().decode(File.self, from: data)
-            return f.calls.map { Date(timeIntervalSince1970: $0) }
-        } catch {
-            throw IntakeQError(code: .callRecord, detail: "\(path) is unreadable (\(error)); delete it to start a fresh count")
+        func refuse(_ why: String) -> IntakeQError {
+            IntakeQError(code: .callRecord, detail: "\(path) \(why); delete it to start a fresh count")
         }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            switch errno {
+            case ENOENT: return []
+            case ELOOP: throw refuse("is a symbolic link, which syncledger does not follow there")
+            default: throw refuse("cannot be read: \(String(cString: strerror(errno)))")
+            }
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw refuse("is not a regular file") }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            guard n >= 0 else { throw refuse("cannot be read: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            bytes += chunk[..<n]
+        }
+        guard let f = try? JSONDecoder().decode(File.self, from: Data(bytes)) else {
+            throw refuse("is not the call record syncledger writes (JSON with the calls of the last 24 hours)")
+        }
+        return f.calls.map { Date(timeIntervalSince1970: $0) }
     }
 
     public func save(_ calls: [Date]) throws {
@@ -173,6 +196,12 @@ public actor RateLimiter {
     }
 
     /// Calls left in the rolling 24 h window (Int.max without a daily cap).
+    /// Reads the call record now, throwing when it cannot be read (the other methods then count
+    /// from an empty record, and the first call fails): for a check before anything is recorded.
+    public func checkRecord() throws {
+        try loadIfNeeded()
+    }
+
     public func remainingToday() -> Int {
         try? loadIfNeeded()
         prune(clock.now())

@@ -1162,8 +1162,7 @@ final class RebuildLock: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 24)
         let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         guard n > 0 else { return nil }
-        let digits = String(decoding: buffer[..<n], as: UTF8.self).filter(\.isNumber)
-        return digits.isEmpty ? nil : digits
+        return LockFileText.pid(buffer[..<n])
     }
 }
 

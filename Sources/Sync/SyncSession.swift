@@ -148,6 +148,9 @@ public enum SyncSession {
         views.shouldStop = { cancelled.isSet }
         let limiter = RateLimiter(policy: config.policy, clock: config.clock,
                                   store: FileCallRecord(path: store.statePath + "/api-calls.json"))
+        // A call record that cannot be read fails the run before anything is recorded (it
+        // failed the first API call, recording a failed run that sent nothing).
+        try await limiter.checkRecord()
         let remaining = await limiter.remainingToday()
         let minimumCalls = config.request.appointmentIds == nil ? Self.minimumCalls : 1
         if remaining < minimumCalls {

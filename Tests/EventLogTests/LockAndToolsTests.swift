@@ -4,6 +4,16 @@ import Testing
 @testable import EventLog
 
 @Suite struct LockAndToolsTests {
+    /// A lock file's text names a holder only when it is a pid (what a holder writes); other
+    /// bytes in it name none, rather than the digits picked out of them.
+    @Test func aLockFileNamesAPidOnlyWhenItHoldsOne() {
+        #expect(LockFileText.pid(Array("12345\n".utf8)) == "12345")
+        #expect(LockFileText.pid(Array("7".utf8)) == "7")
+        for text in ["", "\n", "\u{1B}[31mEVIL", "pid 31", "12 34", "0\n", "-5", "99999999999", "１２３"] {
+            #expect(LockFileText.pid(Array(text.utf8)) == nil, "\(text.debugDescription)")
+        }
+    }
+
     @Test func secondWriterFailsFast() throws {
         let dir = TempDir()
         let first = try EventLogWriter.open(directory: dir.log, options: fast)

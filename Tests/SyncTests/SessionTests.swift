@@ -98,18 +98,45 @@ struct SessionTests {
         let store = tmp.sub("store")
         let rig = try await Rig.start(day: 1)
         _ = try await rig.sync(store: store, day: 1)
-        // The call record replaced by a directory: every write of the record (a temporary file
-        // renamed over it) fails with EISDIR, even as root. (Not all of state/: the head evidence
-        // lives there too, and a store whose state/head cannot be read refuses to run at all.)
+        // The record's temporary file (this process's: the session runs in it) replaced by a
+        // directory: every write of the record (a temporary file renamed over it) fails with
+        // EISDIR, even as root. (Not all of state/: the head evidence lives there too, and a
+        // store whose state/head cannot be read refuses to run at all.)
         let recordPath = store + "/state/api-calls.json"
-        try? FileManager.default.removeItem(atPath: recordPath)
-        try FileManager.default.createDirectory(atPath: recordPath + "/not-a-file", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: recordPath + ".tmp-\(getpid())/not-a-file", withIntermediateDirectories: true)
         let r = try await rig.sync(store: store, day: 1)
-        await rig.stop()
         #expect(r.status == "failed")
         let message = r.errorMessage ?? ""
         #expect(message.contains("record of API calls"), "\(message)")
         #expect(!message.contains("could not reach IntakeQ"), "\(message)")
         #expect(r.api.calls == 0, "no request may be sent when the call cannot be recorded")
+        try FileManager.default.removeItem(atPath: recordPath + ".tmp-\(getpid())")
+
+        // A record that cannot be read (not a regular file, a link, not its JSON) fails the run
+        // before anything is recorded, in one line naming the file and the way out. (It failed
+        // the first call, recording a failed run that had sent nothing; a FIFO read as
+        // "You don't have permission", a link was followed.)
+        let saved = try #require(FileManager.default.contents(atPath: recordPath))
+        for (make, says) in [
+            ({ try FileManager.default.createDirectory(atPath: recordPath, withIntermediateDirectories: false) }, "is not a regular file"),
+            ({ #expect(mkfifo(recordPath, 0o600) == 0) }, "is not a regular file"),
+            ({ try FileManager.default.createSymbolicLink(atPath: recordPath, withDestinationPath: tmp.sub("elsewhere.json")) }, "symbolic link"),
+            ({ try Data("{\"calls\": \"many\"}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "is not the call record"),
+        ] as [(() throws -> Void, String)] {
+            try FileManager.default.removeItem(atPath: recordPath)
+            try make()
+            let head = try StoreReader.head(store)
+            await #expect {
+                _ = try await rig.sync(store: store, day: 1)
+            } throws: { e in
+                let text = "\(e)"
+                return text.contains(recordPath) && text.contains(says) && text.contains("delete it to start a fresh count")
+                    && !text.contains("NSCocoaErrorDomain") && !text.contains("DecodingError") && !text.contains("\n")
+            }
+            #expect(try StoreReader.head(store) == head, "\(says): a run was recorded")
+        }
+        try FileManager.default.removeItem(atPath: recordPath)
+        try saved.write(to: URL(fileURLWithPath: recordPath))
+        await rig.stop()
     }
 }

@@ -79,11 +79,24 @@ final class FileLock {
         var buffer = [UInt8](repeating: 0, count: 32)
         for _ in 0..<50 {
             let n = buffer.withUnsafeMutableBytes { (try? Sys.preadFull(fd, $0.baseAddress!, 32, at: 0, path: path)) ?? 0 }
-            let text = String(decoding: buffer[..<n], as: UTF8.self).filter { $0.isNumber }
-            if !text.isEmpty { return text }
+            if let pid = LockFileText.pid(buffer[..<n]) { return pid }
             usleep(2_000)
         }
         return "unknown"
+    }
+}
+
+/// What a lock file holds: the pid of the process holding the lock, as decimal digits and a
+/// newline. Anything else (an empty file a holder has not written yet, or bytes someone else
+/// wrote) gives no pid: filtering the digits out of any text turned "\u{1B}[31m…" into "pid 31",
+/// a real-looking process someone might kill (hostile test).
+public enum LockFileText {
+    public static func pid(_ bytes: some Collection<UInt8>) -> String? {
+        var digits = Substring(String(decoding: bytes, as: UTF8.self))
+        while let last = digits.last, last == "\n" || last == "\r" || last == " " { digits = digits.dropLast() }
+        guard !digits.isEmpty, digits.count <= 10, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+              let value = Int32(digits), value > 0 else { return nil }
+        return String(value)
     }
 }
 
