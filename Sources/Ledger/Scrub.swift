@@ -62,6 +62,16 @@ extension Store {
         }
         return true
     }
+
+    /// Throws one line when the store is not writable for this process (`isWritable`): for the
+    /// commands that must write it (`sync`, `forget`, `repair`), which otherwise failed on the
+    /// first file they touched, with SQLite's "attempt to write a readonly database" or a
+    /// permission message saying the store must belong to a user it did belong to.
+    public func requireWritable(for command: String) throws {
+        guard !isWritable else { return }
+        throw LedgerError("the store \(path) is read-only for this user (a file or directory in it cannot be written, or lost its write bit): "
+                          + "`\(command)` must write it; run it as the store's owner on a writable store")
+    }
 }
 
 /// A damaged page of the views database that a command met (`state/views-damaged.json`): SQLite

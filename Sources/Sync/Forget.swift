@@ -25,6 +25,7 @@ public enum Forget {
         let trimmed = reason.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw LedgerError("--reason must say why (it is recorded in the log)") }
         guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
+        try store.requireWritable(for: "forget")
         let keys = try keys ?? KeyRing.open(directory: store.keysPath, create: false)
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
         // The keys must be this log's: with another store's `keys/` in place, the patient's real

@@ -118,6 +118,7 @@ public enum SyncSession {
             _ = try KeyRing.checkMasterKeyFile(named)
         }
         var store = try Store.openOrCreate(config.storePath)
+        try store.requireWritable(for: "sync")
         store.keysDirectory = config.keysPath
         var notices: [String] = []
         // A key store is made on a store's first sync only: a --keys directory that does not exist,

@@ -223,7 +223,11 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
         let report = try views.catchUp(reader, progress: progress.fold)
         progress.finish()
         for note in report.notes { warn("note: " + note) }
-        if views.inMemory && (report.applied > 0 || !report.rebuilt.isEmpty) {
+        if views.inMemory && !report.rebuilt.isEmpty {
+            // (Rebuilt events are not counted in `applied`: "folded 0 event(s)" read as nothing done.)
+            warn("note: the store is read-only: \(report.rebuilt.count == 1 ? "a view" : "views") had to be rebuilt from the log; "
+                 + "rebuilt in memory for this command (nothing saved)")
+        } else if views.inMemory && report.applied > 0 {
             warn("note: the store is read-only: the views were behind the log; folded \(report.applied) event(s) in memory for this command (nothing saved)")
         }
         if !report.quarantined.isEmpty {

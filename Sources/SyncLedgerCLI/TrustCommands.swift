@@ -71,6 +71,8 @@ struct RepairCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
+            // Before its evidence is read: the views' is read from the file itself.
+            try store.requireWritable(for: "repair")
             var evidence: [HeadEvidence] = []
             var damagedRecord: String?
             do {

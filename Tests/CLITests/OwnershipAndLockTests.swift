@@ -274,6 +274,24 @@ extension CLIBinaryTests {
         #expect(status.status == 0 && !status.stdout.contains("failed"), "\(status.stdout)")
     }
 
+    /// A read-only copy whose views must be rebuilt (another schema version) answers from views
+    /// rebuilt in memory, and its note says so (it said "folded 0 event(s)", as if nothing was done).
+    @Test func aReadOnlyCopyWithStaleViewsSaysTheyWereRebuiltInMemory() async throws {
+        let tmp = TempDir("readonly-stale")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let expected = try await cli(["appointments", "--store", store])
+        expectSuccess(expected)
+        try makeViewsStale(store)
+        try chmodReadOnly(store)
+        let r = try await cli(["appointments", "--store", store])
+        expectSuccess(r)
+        #expect(r.stdout == expected.stdout)
+        #expect(r.stderr.contains("note: the store is read-only: a view had to be rebuilt from the log; rebuilt in memory"), "\(r.stderr)")
+        #expect(!r.stderr.contains("folded 0 event(s)"), "\(r.stderr)")
+    }
+
     /// `forget` says so too when it must wait for another process's rebuild of the views (it
     /// went on waiting silently).
     @Test func forgetWaitingForAnotherRebuildSaysSo() async throws {

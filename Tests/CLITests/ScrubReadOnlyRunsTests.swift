@@ -235,6 +235,17 @@ extension CLIBinaryTests {
         expectSuccess(bundle)
         // A rebuild would only fold into memory: refused, in one line, rather than "rebuilt".
         expectCleanFailure(try await cli(["rebuild", "--store", lagging]), mentioning: ["read-only", "would save nothing"])
+        // The commands that must write it are refused in one line saying so (they failed on the
+        // first file they touched: SQLite's "readonly database", or "the store must belong to
+        // the user running SyncLedger", which it did).
+        for args in [
+            syncArgs(store: lagging, baseURL: "http://127.0.0.1:9/api/v1", now: "2026-11-21T10:00:00Z"),
+            ["forget", "--store", lagging, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"],
+            ["repair", "--store", lagging, "--accept-loss", "test"],
+        ] {
+            let refused = try await cli(args, env: keyEnv)
+            expectCleanFailure(refused, mentioning: ["is read-only for this user", "`\(args[0])` must write it", "store's owner"])
+        }
         expectSameSnapshot(before, snapshot(lagging), "reading the read-only copy")
 
         // As an unprivileged user, where we can switch to one.
