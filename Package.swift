@@ -212,6 +212,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "IntakeQ",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system", condition: .when(platforms: [.linux])),
             ]

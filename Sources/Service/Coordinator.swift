@@ -226,10 +226,18 @@ final class Coordinator: Sendable {
     private func sessionConfig(_ request: SyncRequest, maxRetries: Int? = nil) -> SyncConfiguration {
         var request = request
         request.pageCap = 200
-        return SyncConfiguration(storePath: config.storePath, request: request, apiKey: config.apiKey,
-                                 baseURL: config.baseURL, policy: config.policy, waitLock: nil,
-                                 maxRetries: maxRetries ?? config.maxRetries, timeoutSeconds: config.timeoutSeconds,
-                                 logger: quietLogger)
+        var session = SyncConfiguration(storePath: config.storePath, request: request, apiKey: config.apiKey,
+                                        baseURL: config.baseURL, policy: config.policy, waitLock: nil,
+                                        maxRetries: maxRetries ?? config.maxRetries, timeoutSeconds: config.timeoutSeconds,
+                                        logger: quietLogger)
+        // A run that waits for another process's rebuild of the views (after an upgrade, a
+        // developer's `syncledger rebuild`) says so in the log instead of hanging silently.
+        let logger = self.logger
+        session.onWaitingForRebuild = { pid in
+            logger.notice("a sync run waits for another process's rebuild of the views to finish",
+                          metadata: ["holder_pid": "\(pid ?? "unknown")"])
+        }
+        return session
     }
 
     /// The session's own logging stays at warning: its debug lines may name patients.

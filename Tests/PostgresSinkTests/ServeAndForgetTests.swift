@@ -13,22 +13,6 @@ import Sync
 import TestSupport
 import Testing
 
-/// Log lines kept for the test to read (message and metadata, one string each).
-struct CapturingLogHandler: LogHandler {
-    let lines: Locked<[String]>
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    func log(event: LogEvent) {
-        let all = metadata.merging(event.metadata ?? [:]) { _, b in b }
-        let text = all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        lines.withLock { $0.append("\(event.level) \(event.message) \(text)") }
-    }
-}
-
 /// `serve --postgres`: the sink follows every run the server makes; and `forget` purges
 /// PostgreSQL too.
 @Suite(.serialized)
