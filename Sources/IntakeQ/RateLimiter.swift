@@ -70,7 +70,11 @@ public struct FileCallRecord: CallRecordStore {
             if n == 0 { break }
             bytes += chunk[..<n]
         }
-        guard let f = try? JSONDecoder().decode(File.self, from: Data(bytes)) else {
+        // Times are seconds since 1970 as written (finite, before the year 2286): 1e308 read
+        // back, then failed every save ("Unable to encode Double.inf"), each sync recording a
+        // failed run (hostile test).
+        guard let f = try? JSONDecoder().decode(File.self, from: Data(bytes)),
+              f.calls.allSatisfy({ $0.isFinite && $0 >= 0 && $0 < 1e10 }) else {
             throw refuse("is not the call record syncledger writes (JSON with the calls of the last 24 hours)")
         }
         return f.calls.map { Date(timeIntervalSince1970: $0) }
@@ -198,8 +202,15 @@ public actor RateLimiter {
     /// Calls left in the rolling 24 h window (Int.max without a daily cap).
     /// Reads the call record now, throwing when it cannot be read (the other methods then count
     /// from an empty record, and the first call fails): for a check before anything is recorded.
+    /// Calls recorded more than a day ahead of the clock (made while it was set ahead) would
+    /// hold the budget for longer than a day: refused too.
     public func checkRecord() throws {
         try loadIfNeeded()
+        let now = clock.now()
+        if let last = calls.last, last > now.addingTimeInterval(86_400) {
+            throw IntakeQError(code: .callRecord, detail: "it holds calls recorded in the future (up to \(IntakeQDate.isoSeconds(last)); "
+                               + "the clock was set ahead when they were made); delete the store's state/api-calls.json to start a fresh count")
+        }
     }
 
     public func remainingToday() -> Int {

@@ -129,7 +129,6 @@ public final class SyncRunner {
     }
 
     public func run(_ request: SyncRequest) async throws -> SyncOutcome {
-        let started = ISOTime.nowMillis()
         // A forgotten patient is outside the roster from then on: their appointments are out of
         // scope, and in a group appointment they are redacted like anyone not in the roster.
         var request = request
@@ -174,6 +173,9 @@ public final class SyncRunner {
         // after it is no longer stopped (its events are folded as the run's outcome says).
         try Task.checkCancellation()
         views.shouldStop = nil
+        // The run's duration starts here, with `sync.started`: the catch-up of the views before
+        // it (tens of seconds for a first fold at millions of events) is not the run's.
+        let started = ISOTime.nowMillis()
         try writer.append(opening)
         progress?("sync \(plan.syncType): window \(plan.windowStartDay) … \(plan.windowEndDay)")
         do {

@@ -34,7 +34,13 @@ final class Interrupts: Sendable {
                 $0.signal = number
                 return (true, $0.handler)
             }
-            guard first else { _exit(128 + number) }
+            guard first else {
+                // Said, not silent: a second Ctrl-C (often pressed while the first is acted on)
+                // ended the process with no line at all.
+                let line = Array("syncledger: a second signal: stopped at once; what was committed is kept (the log is crash-safe) and the next command goes on from there\n".utf8)
+                _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+                _exit(128 + number)
+            }
             body?()
         }
     }

@@ -28,7 +28,7 @@ struct ForgetCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
 
     func validate() throws {
-        if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
+        if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
     }
 
     func run() async throws {

@@ -63,7 +63,7 @@ struct SyncCommand: AsyncParsableCommand {
         guard maxRetries >= 0, maxRetries <= 20, timeout > 0, timeout <= 3600 else {
             throw ValidationError("--max-retries must be 0...20 and --timeout more than 0 and at most 3600 seconds")
         }
-        if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
+        if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
         guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
             throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL (for example https://intakeq.com/api/v1)")
         }

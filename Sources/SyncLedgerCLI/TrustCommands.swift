@@ -65,7 +65,7 @@ struct RepairCommand: AsyncParsableCommand {
         if acceptLoss.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw ValidationError("--accept-loss needs a reason (it is recorded in the ledger)")
         }
-        if let w = waitLock, !(w >= 0) { throw ValidationError("--wait-lock must not be negative") }
+        if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
     }
 
     func run() async throws {
@@ -108,17 +108,21 @@ struct RepairCommand: AsyncParsableCommand {
             // their checkpoints (evidence of the lost head) must not outlive the loss record. A
             // rebuild interrupted here left them, and every later command refused the store as
             // one that lost acknowledged events (a second repair recorded the loss again).
-            // Killed while the new file is folded, the next command catches it up.
+            // Killed while the new file is folded, the next command catches it up. Said at once:
+            // a signal during the fold (minutes at millions of events) ended it without a word,
+            // and the operator could not tell that the loss was recorded (hostile test).
+            // Written straight to the descriptor: `print` is buffered when stdout is not a terminal.
+            FileHandle.standardOutput.write(Data((recorded + "\n").utf8))
             let progress = ProgressLine()
             do {
                 try ProjectionStore.refold(store, LedgerReader(store: store), why: "rebuild the views after the loss", progress: progress.fold)
             } catch {
                 progress.finish()
-                throw CLIFailure(message: recorded + "; the views could not be rebuilt: \(Trust.printable("\(error)"))")
+                throw CLIFailure(message: "the loss is recorded, but the views could not be rebuilt: \(Trust.printable("\(error)"))")
             }
             progress.finish()
             DamageWitness.clear(store)
-            print(recorded + "; views rebuilt")
+            print("views rebuilt from the log")
             print("head \(writer.head)")
             return 0
         }

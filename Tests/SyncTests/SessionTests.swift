@@ -122,6 +122,10 @@ struct SessionTests {
             ({ #expect(mkfifo(recordPath, 0o600) == 0) }, "is not a regular file"),
             ({ try FileManager.default.createSymbolicLink(atPath: recordPath, withDestinationPath: tmp.sub("elsewhere.json")) }, "symbolic link"),
             ({ try Data("{\"calls\": \"many\"}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "is not the call record"),
+            // A time JSON reads but cannot write back (it failed every later save, each sync
+            // recording a failed run), and calls from a clock that was set ahead.
+            ({ try Data("{\"calls\": [1e308], \"version\": 1}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "is not the call record"),
+            ({ try Data("{\"calls\": [4000000000], \"version\": 1}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "recorded in the future"),
         ] as [(() throws -> Void, String)] {
             try FileManager.default.removeItem(atPath: recordPath)
             try make()
@@ -130,7 +134,7 @@ struct SessionTests {
                 _ = try await rig.sync(store: store, day: 1)
             } throws: { e in
                 let text = "\(e)"
-                return text.contains(recordPath) && text.contains(says) && text.contains("delete it to start a fresh count")
+                return text.contains("api-calls.json") && text.contains(says) && text.contains("to start a fresh count")
                     && !text.contains("NSCocoaErrorDomain") && !text.contains("DecodingError") && !text.contains("\n")
             }
             #expect(try StoreReader.head(store) == head, "\(says): a run was recorded")
