@@ -19,18 +19,23 @@ private func entriesNotOwned(by uid: uid_t, under dir: String) -> [String] {
     return out
 }
 
-/// The views' rebuild lock held by this process, as another process's rebuild holds it (its
-/// pid written in the lock file), until `release()`.
-private final class HeldRebuildLock {
+/// A lock file (the views' rebuild lock, the log's LOCK) held by this process as another
+/// process holds it, its pid written in the file, until `release()` (which closes it once: a
+/// second close could close a descriptor another test's thread has just opened).
+private final class HeldLock {
     private var fd: Int32
 
-    init(_ store: String) throws {
-        fd = open(store + "/projections.sqlite.rebuild-lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    init(_ path: String) throws {
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         try #require(fd >= 0)
         #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
+        _ = ftruncate(fd, 0)
         let pid = Array("\(getpid())\n".utf8)
         _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
     }
+
+    /// The rebuild lock of `store`'s views.
+    static func rebuild(of store: String) throws -> HeldLock { try HeldLock(store + "/projections.sqlite.rebuild-lock") }
 
     func release() {
         if fd >= 0 { close(fd) }
@@ -47,7 +52,7 @@ private func makeViewsStale(_ store: String) throws {
 }
 
 /// Waits for `command`'s note that it waits for another rebuild, naming this process (which
-/// holds the lock, `HeldRebuildLock`).
+/// holds the lock, `HeldLock`).
 private func expectWaitingNote(_ command: Launched) async {
     #expect(await waitUntil(timeout: 30) { command.child.stderrSoFar.contains("waiting for another rebuild") },
             "no waiting note: \(command.child.stderrSoFar)")
@@ -174,7 +179,7 @@ extension CLIBinaryTests {
         let before = try await cli(["appointments", "--json", "--store", store])
         expectSuccess(before)
 
-        let held = try HeldRebuildLock(store)
+        let held = try HeldLock.rebuild(of: store)
         defer { held.release() }
 
         let r = await interruptWhileWaiting(try Launched(["rebuild", "--store", store], timeout: 60))
@@ -210,7 +215,7 @@ extension CLIBinaryTests {
         let eventsBefore = try await exportedEvents(store).count
         try makeViewsStale(store)
 
-        let held = try HeldRebuildLock(store)
+        let held = try HeldLock.rebuild(of: store)
         defer { held.release() }
 
         let day = try #require(practice.day(2))
@@ -244,14 +249,8 @@ extension CLIBinaryTests {
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1])
         let eventsBefore = try await exportedEvents(store).count
-        var lock = open(store + "/log/LOCK", O_RDWR | O_CLOEXEC)
-        try #require(lock >= 0)
-        // Closed once (a second close could close a descriptor another test's thread now uses).
-        defer { if lock >= 0 { close(lock) } }
-        #expect(flock(lock, LOCK_EX | LOCK_NB) == 0)
-        _ = ftruncate(lock, 0)
-        let pid = Array("\(getpid())\n".utf8)
-        _ = pid.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) }
+        let lock = try HeldLock(store + "/log/LOCK")
+        defer { lock.release() }
         let day = try #require(practice.day(2))
         try await withFakeServer(day) { server, url in
             let sync = try Launched(syncArgs(store: store, baseURL: url, now: day.now, extra: ["--wait-lock", "120"]), env: keyEnv)
@@ -267,8 +266,7 @@ extension CLIBinaryTests {
                     "\(r.stderr)")
             #expect(server.requests().isEmpty)
         }
-        close(lock)
-        lock = -1
+        lock.release()
         #expect(try await exportedEvents(store).count == eventsBefore, "the interrupted sync appended events")
         let status = try await cli(["status", "--max-age", "100000", "--store", store])
         #expect(status.status == 0 && !status.stdout.contains("failed"), "\(status.stdout)")
@@ -300,7 +298,7 @@ extension CLIBinaryTests {
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: try Practice.load())
         try makeViewsStale(store)
-        let held = try HeldRebuildLock(store)
+        let held = try HeldLock.rebuild(of: store)
         defer { held.release() }
         let forget = try Launched(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
         await expectWaitingNote(forget)
@@ -324,7 +322,7 @@ extension CLIBinaryTests {
         let batches = try segmentBatches(segment)
         let cutTo = batches[batches.count - 3]
         truncateFile(segment, to: cutTo.end)
-        let held = try HeldRebuildLock(store)
+        let held = try HeldLock.rebuild(of: store)
         defer { held.release() }
         let repair = try await cli(["repair", "--store", store, "--accept-loss", "restored from backup"], timeout: 30)
         expectSuccess(repair)
