@@ -31,14 +31,16 @@ public final class EventLogWriter {
     /// Opens (creating with mode 0700 if missing) the log in `directory` for writing: takes the
     /// lock, checks every segment, cuts off a torn tail of the active segment and refuses to open
     /// on corruption. Throws `LogError` with code `.locked` ("store is locked by pid N") when
-    /// another writer holds the lock and does not release it within `waitLock` seconds.
+    /// another writer holds the lock and does not release it within `waitLock` seconds
+    /// (`onWaitingForLock` is told once, with that message, when the wait begins).
     ///
     /// With `options.headRecordPath`, the log must hold the head recorded there (only a torn
     /// batch past it may be missing); otherwise `open` throws `.lostEvents` before creating,
     /// truncating or writing anything. `acceptingLoss` skips that check and records the log's
     /// head as it now is: the deliberate way out, after the loss was recorded elsewhere.
     public static func open(directory: String, options: LogOptions = .init(),
-                            waitLock: Double? = nil, acceptingLoss: Bool = false) throws -> EventLogWriter {
+                            waitLock: Double? = nil, acceptingLoss: Bool = false,
+                            onWaitingForLock: ((_ lock: String) -> Void)? = nil) throws -> EventLogWriter {
         var recorded: HeadRecord.Entry?
         if let path = options.headRecordPath {
             if acceptingLoss {
@@ -50,7 +52,7 @@ public final class EventLogWriter {
             }
         }
         try translating { try Sys.makeDirectories(directory) }
-        let lock = try FileLock.acquire(path: directory + "/LOCK", wait: waitLock)
+        let lock = try FileLock.acquire(path: directory + "/LOCK", wait: waitLock, onWait: onWaitingForLock)
         // Again under the lock: another writer may have appended (never removed) meanwhile.
         if let path = options.headRecordPath, !acceptingLoss {
             recorded = try HeadRecord.read(path: path)

@@ -29,12 +29,24 @@ public final class LedgerWriter {
     /// The real clock; tests inject a stepping clock to prove `at` never decreases.
     private let clock: () -> Int64
 
+    /// The one line for a log another writer holds: the lock's message ("store is locked by pid
+    /// N (syncledger repair)"), how long this one waited, and what to do.
+    public static func lockedLine(_ lock: String, waited: Double?) -> String {
+        let after = waited.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
+        return lock + after + "; retry when it is done, or pass --wait-lock SECONDS to wait for it"
+    }
+
+    /// The note a command prints once when it starts waiting for another writer's lock.
+    public static func waitingLine(_ lock: String, upTo seconds: Double) -> String {
+        "waiting up to \(String(format: "%g", seconds)) s for the store's writer lock: \(lock); Ctrl-C stops waiting"
+    }
+
     /// Opens the store's log for writing. The head evidence (`state/head`) is kept unless
     /// `headEvidence` is false (benchmarks measuring its cost); a log that ends before it is
     /// refused (`Trust.lossMessage`) unless `acceptingLoss` (`syncledger repair`).
     public init(store: Store, waitLock: Double? = nil, options: LogOptions = LogOptions(),
                 clock: @escaping () -> Int64 = ISOTime.nowMillis, headEvidence: Bool = true,
-                acceptingLoss: Bool = false) throws {
+                acceptingLoss: Bool = false, onWaitingForLock: ((_ lock: String) -> Void)? = nil) throws {
         self.store = store
         self.clock = clock
         var options = options
@@ -44,7 +56,7 @@ public final class LedgerWriter {
         }
         do {
             self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock,
-                                               acceptingLoss: acceptingLoss)
+                                               acceptingLoss: acceptingLoss, onWaitingForLock: onWaitingForLock)
         } catch let e as LogError where e.code == .lostEvents {
             throw LedgerError(e.message + "; nothing was changed. " + Trust.repairHint)
         }

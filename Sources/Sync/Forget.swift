@@ -21,7 +21,8 @@ public enum Forget {
     /// process's rebuild of them (`ProjectionStore.onWaitingForRebuild`).
     public static func run(store: Store, patientId: String, reason: String, waitLock: Double? = nil,
                            keys: KeyRing? = nil,
-                           onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)? = nil) throws -> Outcome {
+                           onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)? = nil,
+                           onWaitingForWriter: ((_ lock: String) -> Void)? = nil) throws -> Outcome {
         let trimmed = reason.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw LedgerError("--reason must say why (it is recorded in the log)") }
         guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
@@ -42,7 +43,12 @@ public enum Forget {
                 throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")
             }
         }
-        let writer = try LedgerWriter(store: store, waitLock: waitLock)
+        let writer: LedgerWriter
+        do {
+            writer = try LedgerWriter(store: store, waitLock: waitLock, onWaitingForLock: onWaitingForWriter)
+        } catch let e as LogError where e.code == .locked {
+            throw LedgerError(LedgerWriter.lockedLine(e.message, waited: waitLock) + "; nothing was changed")
+        }
         defer { writer.close() }
         var appended = false
         if !keys.isForgotten(patientId) {

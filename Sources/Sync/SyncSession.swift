@@ -92,11 +92,8 @@ public enum SyncSession {
                 return try LedgerWriter(store: store, waitLock: nil, options: config.logOptions)
             } catch let e as LogError where e.code == .locked {
                 guard let deadline, Date() < deadline else {
-                    let waited = config.waitLock.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
-                    throw SyncSessionError(
-                        code: .locked,
-                        message: e.message + waited + " (another sync is running; retry later, or pass --wait-lock SECONDS to wait for it)",
-                        underlying: e)
+                    throw SyncSessionError(code: .locked, message: LedgerWriter.lockedLine(e.message, waited: config.waitLock),
+                                           underlying: e)
                 }
                 if !said {
                     said = true

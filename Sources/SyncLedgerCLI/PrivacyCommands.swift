@@ -35,7 +35,8 @@ struct ForgetCommand: AsyncParsableCommand {
         try await guarded {
             let store = try storeOptions.open()
             let outcome = try Forget.run(store: store, patientId: patient, reason: reason, waitLock: waitLock,
-                                         onWaitingForRebuild: sayWaitingForRebuild)
+                                         onWaitingForRebuild: sayWaitingForRebuild,
+                                         onWaitingForWriter: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
             if outcome.appended {
                 print("forgot patient \(patient): key destroyed, patient.forgotten recorded, views purged; head \(outcome.head)")
             } else {

@@ -105,7 +105,7 @@ struct SyncCommand: AsyncParsableCommand {
             config.keysPath = storeOptions.keys
             config.onWaitingForRebuild = sayWaitingForRebuild
             config.onWaitingForWriter = { [waitLock] lock in
-                warn("waiting up to \(String(format: "%g", waitLock ?? 0)) s for another sync to finish (\(lock)); Ctrl-C stops waiting")
+                warn(LedgerWriter.waitingLine(lock, upTo: waitLock ?? 0))
             }
             let task = Task { [config] in try await runSync(config) }
             interrupts.onSignal { task.cancel() }
@@ -124,7 +124,7 @@ struct SyncCommand: AsyncParsableCommand {
                 case is FoldInterrupted:
                     what = " while it rebuilt the views (they are as they were)"
                 case let e as SyncSessionError where e.code == .locked:
-                    what = " while it waited for another sync to finish"
+                    what = " while it waited for another writer to finish"
                 default:
                     what = ""
                 }

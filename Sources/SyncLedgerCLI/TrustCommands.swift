@@ -92,9 +92,10 @@ struct RepairCommand: AsyncParsableCommand {
             }
             let writer: LedgerWriter
             do {
-                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true)
+                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true,
+                                          onWaitingForLock: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
             } catch let e as LogError where e.code == .locked {
-                throw CLIFailure(message: e.message + " (a sync is running; retry when it is done)")
+                throw CLIFailure(message: LedgerWriter.lockedLine(e.message, waited: waitLock) + "; nothing was changed")
             }
             defer { writer.close() }
             let logEnd = writer.head

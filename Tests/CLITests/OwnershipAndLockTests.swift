@@ -254,7 +254,7 @@ extension CLIBinaryTests {
         let day = try #require(practice.day(2))
         try await withFakeServer(day) { server, url in
             let sync = try Launched(syncArgs(store: store, baseURL: url, now: day.now, extra: ["--wait-lock", "120"]), env: keyEnv)
-            #expect(await waitUntil(timeout: 30) { sync.child.stderrSoFar.contains("waiting up to 120 s for another sync") },
+            #expect(await waitUntil(timeout: 30) { sync.child.stderrSoFar.contains("waiting up to 120 s for the store's writer lock: store is locked by pid \(getpid())") },
                     "no waiting note: \(sync.child.stderrSoFar)")
             #expect(sync.child.stderrSoFar.contains("locked by pid \(getpid())"), "\(sync.child.stderrSoFar)")
             let signalled = Date()
@@ -262,7 +262,7 @@ extension CLIBinaryTests {
             let r = await sync.wait()
             #expect(Date().timeIntervalSince(signalled) < 10, "\(r.label) took \(Date().timeIntervalSince(signalled)) s to stop")
             #expect(!r.signaled && r.status == 130, "\(r.label) exited \(r.status): \(r.stderr)")
-            #expect(r.stderr.contains("sync interrupted while it waited for another sync to finish, before the run began: nothing was fetched or recorded"),
+            #expect(r.stderr.contains("sync interrupted while it waited for another writer to finish, before the run began: nothing was fetched or recorded"),
                     "\(r.stderr)")
             #expect(server.requests().isEmpty)
         }
@@ -306,6 +306,42 @@ extension CLIBinaryTests {
         let done = await forget.wait()
         expectSuccess(done)
         #expect(done.stdout.contains("forgot patient \(PrivacyFixture.forgotten.id)"), "\(done.stdout)")
+    }
+
+    /// `forget --wait-lock` and `repair --wait-lock` waiting for another writer of the log say so
+    /// once, as `sync` does (they waited without a word), and go on when it lets go; without
+    /// `--wait-lock` they fail at once, saying what to do and that nothing was changed.
+    @Test func forgetAndRepairWaitingForAnotherWriterSaySo() async throws {
+        let tmp = TempDir("forget-repair-writer")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
+        let forgetArgs = ["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"]
+        let note = "waiting up to 120 s for the store's writer lock: store is locked by pid \(getpid())"
+        do {
+            let held = try HeldLock(store + "/log/LOCK")
+            defer { held.release() }
+            let refused = try await cli(forgetArgs)
+            #expect(refused.status == 1 && refused.stderr.contains("store is locked by pid \(getpid())")
+                    && refused.stderr.contains("pass --wait-lock SECONDS to wait for it; nothing was changed"), "\(refused.stderr)")
+            let forget = try Launched(forgetArgs + ["--wait-lock", "120"])
+            #expect(await waitUntil(timeout: 30) { forget.child.stderrSoFar.contains(note) }, "no waiting note: \(forget.child.stderrSoFar)")
+            held.release()
+            let done = await forget.wait()
+            expectSuccess(done)
+            #expect(done.stdout.contains("forgot patient \(PrivacyFixture.forgotten.id)"), "\(done.stdout)")
+        }
+        let segment = try segments(store)[0]
+        let batches = try segmentBatches(segment)
+        truncateFile(segment, to: batches[batches.count - 3].end)
+        let held = try HeldLock(store + "/log/LOCK")
+        defer { held.release() }
+        let repair = try Launched(["repair", "--store", store, "--accept-loss", "restored from backup", "--wait-lock", "120"])
+        #expect(await waitUntil(timeout: 30) { repair.child.stderrSoFar.contains(note) }, "no waiting note: \(repair.child.stderrSoFar)")
+        held.release()
+        let repaired = await repair.wait()
+        expectSuccess(repaired)
+        #expect(repaired.stdout.contains("recorded the loss as seq"), "\(repaired.stdout)")
     }
 
     /// `repair` records the loss, then deletes the views and folds new ones from the log: it

@@ -14,12 +14,45 @@ import Testing
         }
     }
 
+    /// The lock's message names the holder's program and subcommand ("syncledger repair"), read
+    /// from /proc, so that a sync held up by a repair no longer says "another sync is running";
+    /// never its other arguments, and nothing that is not plain words.
+    @Test func aLockedMessageNamesTheHoldersCommand() throws {
+        func spawn(_ path: String, _ arguments: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: path)
+            p.arguments = arguments
+            try p.run()
+            return p
+        }
+        let sleeper = try spawn("/bin/sleep", ["30"])
+        let optioned = try spawn("/bin/sleep", ["--", "30"])
+        // argv[0] set to a terminal escape, as a hostile holder could.
+        let hostile = try spawn("/bin/bash", ["-c", "exec -a $'\\e[31mEVIL' /bin/sleep 30"])
+        // SIGKILL: a test runner's children may inherit SIGTERM ignored.
+        defer { for p in [sleeper, optioned, hostile] { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        #expect(LockFileText.command(ofPid: sleeper.processIdentifier) == "sleep 30")
+        #expect(LockFileText.command(ofPid: optioned.processIdentifier) == "sleep")
+        var hostileCommand: String? = "bash"
+        for _ in 0..<200 where hostileCommand == "bash" {
+            hostileCommand = LockFileText.command(ofPid: hostile.processIdentifier)
+            usleep(10_000)
+        }
+        #expect(hostileCommand == nil, "\(hostileCommand ?? "nil")")
+        #expect(LockFileText.command(ofPid: Int32.max) == nil)
+    }
+
+    /// What this process's own lock says when another writer of it is refused.
+    var lockedBySelf: String {
+        "store is locked by pid \(getpid())" + (LockFileText.command(ofPid: getpid()).map { " (\($0))" } ?? "")
+    }
+
     @Test func secondWriterFailsFast() throws {
         let dir = TempDir()
         let first = try EventLogWriter.open(directory: dir.log, options: fast)
         let started = Date()
         let error = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast) }
-        #expect(error?.message == "store is locked by pid \(getpid())")
+        #expect(error?.message == lockedBySelf)
         #expect(Date().timeIntervalSince(started) < 1)
         // With waitLock, it waits, then fails the same way.
         let waited = Date()
@@ -74,7 +107,7 @@ import Testing
         // A second writer while this one lives: at once, as before.
         let again = Date()
         let error = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast) }
-        #expect(error?.message == "store is locked by pid \(getpid())")
+        #expect(error?.message == lockedBySelf)
         #expect(Date().timeIntervalSince(again) < 1)
         writer.close()
     }

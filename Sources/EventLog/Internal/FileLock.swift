@@ -40,7 +40,8 @@ final class FileLock {
     static let forkWindow = 2.0
 
     /// Takes the lock at once, or keeps trying for `wait` seconds; throws `LogError.locked`.
-    static func acquire(path: String, wait: Double?) throws -> FileLock {
+    /// `onWait` is called once, with the lock's message, when a `wait` begins.
+    static func acquire(path: String, wait: Double?, onWait: ((String) -> Void)? = nil) throws -> FileLock {
         let fd = try translating { try Sys.openRegular(path, O_RDWR | O_CREAT | O_NOFOLLOW) }
         StoreOwnership.adopt(fd: fd, path: path)
         var st = stat()
@@ -49,13 +50,17 @@ final class FileLock {
         let started = monotonicSeconds()
         let deadline = started + max(0, wait ?? 0)
         do {
+            var said = false
             while try !Sys.flock(fd, LOCK_EX | LOCK_NB, path: path) {
                 if wait == nil || monotonicSeconds() >= deadline {
                     let pid = holderPid(fd: fd, path: path)
                     let forkedCopy = pid == String(getpid()) && !held.withLock { $0.contains(identity) }
                     if !forkedCopy || monotonicSeconds() >= started + forkWindow {
-                        throw LogError(code: .locked, message: "store is locked by pid \(pid)")
+                        throw LogError(code: .locked, message: lockedMessage(pid))
                     }
+                } else if !said, let onWait {
+                    said = true
+                    onWait(lockedMessage(holderPid(fd: fd, path: path)))
                 }
                 usleep(20_000)
             }
@@ -72,6 +77,15 @@ final class FileLock {
         }
         held.withLock { _ = $0.insert(identity) }
         return FileLock(fd: fd, identity: identity)
+    }
+
+    /// "store is locked by pid N", with the holder's command when it can be read
+    /// ("pid N (syncledger repair)"): a sync that met a repair's lock said "another sync is running".
+    static func lockedMessage(_ pid: String) -> String {
+        guard let value = Int32(pid), let command = LockFileText.command(ofPid: value) else {
+            return "store is locked by pid \(pid)"
+        }
+        return "store is locked by pid \(pid) (\(command))"
     }
 
     /// The pid written by the holder. It writes it right after locking, so retry briefly when empty.
@@ -97,6 +111,29 @@ public enum LockFileText {
         guard !digits.isEmpty, digits.count <= 10, digits.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
               let value = Int32(digits), value > 0 else { return nil }
         return String(value)
+    }
+
+    /// What process `pid` runs, from `/proc/PID/cmdline`: its program's file name and its first
+    /// argument that is not an option ("syncledger repair"), or nil when unreadable (another
+    /// user's process, another system) or not plain words. Never its other arguments: they may
+    /// name files or values that are not ours to print.
+    public static func command(ofPid pid: Int32) -> String? {
+        let fd = Glibc.open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return nil }
+        let words = bytes[..<n].split(separator: 0, omittingEmptySubsequences: true).map { String(decoding: $0, as: UTF8.self) }
+        guard let program = words.first?.split(separator: "/").last.map(String.init) else { return nil }
+        func plain(_ word: String) -> Bool {
+            !word.isEmpty && word.count <= 40
+                && word.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
+        }
+        guard plain(program) else { return nil }
+        // The subcommand: the first word after the program that is not an option or its value.
+        if let sub = words.dropFirst().first, plain(sub), !sub.hasPrefix("-") { return program + " " + sub }
+        return program
     }
 }
 
