@@ -692,7 +692,7 @@ components:
         built-in alerts' conditions with the server's rules, read as `status` reads them (a run still
         in progress while no process holds the store's lock died, and counts as failed); a daily run
         counts as stale after the alerts' hours (26).
-      required: [ok, problems, head, projection_lag, runs, writer_running, last_verify, views_damaged, checks, alerts, inbox,
+      required: [ok, problems, head, projection_lag, runs, writer_running, last_verify, recorded_loss, views_damaged, checks, alerts, inbox,
                  budget, webhooks, queue]
       properties:
         ok: {type: boolean, description: "No problem: `syncledger status` would exit 0."}
@@ -752,6 +752,22 @@ components:
                 ok: {type: boolean}
                 events: {type: integer, minimum: 0}
                 error: {type: [string, "null"]}
+        recorded_loss:
+          description: >-
+            The last loss of acknowledged events that `syncledger repair` recorded (a `ledger.loss_recorded`
+            event), or null when none was. A `last_verify` whose `at` is earlier verified a head the log may no longer hold.
+          oneOf:
+            - type: "null"
+            - type: object
+              additionalProperties: false
+              required: [seq, at, last_known_head, log_ended_at, evidence, reason]
+              properties:
+                seq: {type: integer, minimum: 1, description: The seq of the loss record.}
+                at: {type: string}
+                last_known_head: {type: string, description: The acknowledged head the evidence named.}
+                log_ended_at: {type: string, description: The log's head when the loss was accepted.}
+                evidence: {type: string, description: "Where that head was recorded (state/head, a view's checkpoint)."}
+                reason: {type: string, description: The reason given to `repair`, as recorded.}
         views_damaged:
           description: "The first command or request that met a damaged page of the views, until `syncledger rebuild`; null when none."
           oneOf:

@@ -21,6 +21,8 @@ public struct StatusReport: Sendable {
     public var writerRunning: Bool
     public var lastVerify: VerifyRecord?
     public var viewsDamage: ViewsDamageRecord?
+    /// The last `ledger.loss_recorded` (a `repair`), or nil when none was recorded.
+    public var recordedLoss: RecordedLoss?
     /// By sync type: the latest run, the latest successful one, the latest failed one. A run still
     /// in progress while no process holds the lock died: it is shown as failed.
     public var latest: [String: ViewRow] = [:]
@@ -72,6 +74,7 @@ public struct StatusReport: Sendable {
             viewsDamage: ViewsDamageRecord.last(store),
             health: try StatusHealth.read(store: store, views: views, writerLive: writerRunning, rules: rules,
                                           watchingSince: watchingSince, inbox: inbox, now: now))
+        r.recordedLoss = try RecordedLoss.last(reader: reader, views: views)
         for (t, latest, success, failedOrRunning, failed) in picked {
             guard let latest = settled(latest) else { continue }
             r.latest[t] = latest
@@ -135,11 +138,49 @@ public struct StatusReport: Sendable {
             "views_damaged": viewsDamage.map { d in
                 JSONValue.object(["at": .string(d.at), "command": .string(d.command), "error": .string(d.error)])
             } ?? .null,
+            "recorded_loss": recordedLoss.map { l in
+                JSONValue.object(["seq": .number(Double(l.seq)), "at": .string(l.at), "last_known_head": .string(l.record.lastKnownHead),
+                                  "log_ended_at": .string(l.record.logEndedAt), "evidence": .string(l.record.evidence),
+                                  "reason": .string(l.record.reason)])
+            } ?? .null,
             "last_verify": lastVerify.map { v in
                 JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
                                   "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
             } ?? .null,
         ]) { _, classic in classic }
+    }
+}
+
+/// A loss of acknowledged events that `repair` recorded (`ledger.loss_recorded`): found through
+/// the stream index (the `ledger` stream), so `status` reads one batch of the log, not all of it.
+/// After a repair, the last verify's head may be one the log no longer holds: `status` says the
+/// verify came before the loss (it showed "ok through head 211" of a log that ends at 195).
+public struct RecordedLoss: Sendable {
+    public var seq: UInt64
+    public var at: String
+    public var record: LossRecorded
+
+    public static func last(reader: LedgerReader, views: ProjectionStore) throws -> RecordedLoss? {
+        let seq = try views.readSync { db -> Int64? in
+            guard try db.tableExists("event_streams") else { return nil }
+            return try Int64.fetchOne(db, sql: "SELECT max(seq) FROM event_streams WHERE stream = ? AND type = ?",
+                                      arguments: [Streams.ledger, EventType.lossRecorded.rawValue])
+        }
+        guard let seq, seq > 0, let e = try reader.events(at: [UInt64(seq)]).first,
+              e.type == EventType.lossRecorded.rawValue else { return nil }
+        return RecordedLoss(seq: e.seq, at: e.at, record: try e.decodeData(LossRecorded.self))
+    }
+
+    /// True when the verify `v` ran before this loss was recorded.
+    public func postdates(_ v: VerifyRecord) -> Bool {
+        guard let verified = ISOTime.parse(v.at), let recorded = ISOTime.parse(at) else { return true }
+        return verified < recorded
+    }
+
+    /// One line for a terminal (the reason is shown as `Trust.printable` shows it).
+    public var line: String {
+        "recorded loss at seq \(seq) (\(at)): \(record.lastKnownHead) had been acknowledged (\(Trust.printable(record.evidence))) "
+            + "but the log ended at \(record.logEndedAt); reason: \(Trust.printable(record.reason))"
     }
 }
 

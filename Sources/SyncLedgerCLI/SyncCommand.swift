@@ -243,10 +243,13 @@ struct StatusCommand: AsyncParsableCommand {
                 print("head \(report.head)")
                 print("views applied through seq \(report.applied) (lag \(report.lag))")
                 if let v = report.lastVerify {
-                    print("last verify \(v.at): \(v.ok ? "ok" : "FAILED") through head \(v.head)")
+                    let before = report.recordedLoss.map { $0.postdates(v) } == true
+                        ? " (before the loss recorded at seq \(report.recordedLoss!.seq); run `syncledger verify`)" : ""
+                    print("last verify \(v.at): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
                 } else {
                     print("last verify: never (run `syncledger verify`)")
                 }
+                if let loss = report.recordedLoss { print(loss.line) }
                 let table = report.latest.keys.sorted().map { t -> [String] in
                     let r = report.latest[t]!
                     return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", report.ageHours(r)),

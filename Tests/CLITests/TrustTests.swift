@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import JSONCore
 import TestSupport
 import Testing
 
@@ -438,6 +439,19 @@ extension CLIBinaryTests {
         let repair = try await cli(["repair", "--store", store, "--accept-loss", "restored from nothing: test\n\u{1B}[2Jcleared"])
         expectSuccess(repair)
         #expect(repair.stdout.contains("recorded the loss as seq \(cutTo.lastSeq + 1)"), "\(repair.stdout)")
+        // `status` shows the loss, and that the last verify (of the head now lost) came before it.
+        let lossSeq = cutTo.lastSeq + 1
+        let afterRepair = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(afterRepair.stdout.contains("through head \(head) (before the loss recorded at seq \(lossSeq); run `syncledger verify`)"),
+                "\(afterRepair.stdout)")
+        #expect(afterRepair.stdout.contains("recorded loss at seq \(lossSeq) (") && afterRepair.stdout.contains("\(head) had been acknowledged")
+                && afterRepair.stdout.contains("but the log ended at \(cutTo.lastSeq):")
+                && afterRepair.stdout.contains("reason: restored from nothing: test\\u{A}\\u{1B}[2Jcleared"), "\(afterRepair.stdout)")
+        #expect(!afterRepair.stdout.contains("\u{1B}"), "\(afterRepair.stdout)")
+        let statusJSON = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
+        let loss = try JSONValue.parse(Array(statusJSON.stdout.utf8))["recorded_loss"]
+        #expect(loss?["seq"]?.int64Value == Int64(lossSeq) && loss?["last_known_head"]?.stringValue == head
+                && loss?["reason"]?.stringValue == "restored from nothing: test\n\u{1B}[2Jcleared", "\(statusJSON.stdout)")
 
         let verify = try await cli(["verify", "--store", store])
         expectSuccess(verify)
@@ -448,6 +462,8 @@ extension CLIBinaryTests {
         let asJSON = try await cli(["verify", "--json", "--store", store])
         expectSuccess(asJSON)
         #expect(asJSON.stdout.lowercased().contains(#"restored from nothing: test\n\u001b[2jcleared"#), "the JSON gives the reason as recorded: \(asJSON.stdout)")
+        let verified = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(verified.stdout.contains("recorded loss at seq \(lossSeq)") && !verified.stdout.contains("before the loss"), "\(verified.stdout)")
         let recorded = try await cli(["log", "--store", store])
         #expect(recorded.stdout.lowercased().contains(#"restored from nothing: test\n\u001b[2jcleared"#), "\(recorded.stdout.suffix(600))")
         for args in readCommands(store, appointment: "none").filter({ $0[0] != "history" && $0[0] != "status" }) {

@@ -43,7 +43,7 @@ import TestSupport
             return
         }
         #expect(fields.keys.sorted() == ["alerts", "checks", "head", "inbox", "last_verify", "ok", "problems", "projection_lag",
-                                         "runs", "views_damaged", "writer_running"])
+                                         "recorded_loss", "runs", "views_damaged", "writer_running"])
         if case .object(let served) = api {
             #expect(Set(served.keys) == Set(fields.keys).union(["budget", "webhooks", "queue"]), "\(served.keys.sorted())")
         }
