@@ -77,6 +77,11 @@ public struct FileCallRecord: CallRecordStore {
               f.calls.allSatisfy({ $0.isFinite && $0 >= 0 && $0 < 1e10 }) else {
             throw refuse("is not the call record syncledger writes (JSON with the calls of the last 24 hours)")
         }
+        // A record another version wrote may count differently: read as this one's, it was
+        // written back as version 1 at the next save.
+        guard f.version == 1 else {
+            throw refuse("is a call record of version \(f.version), which this syncledger does not read (it reads version 1)")
+        }
         return f.calls.map { Date(timeIntervalSince1970: $0) }
     }
 

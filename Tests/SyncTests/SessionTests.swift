@@ -126,6 +126,7 @@ struct SessionTests {
             // recording a failed run), and calls from a clock that was set ahead.
             ({ try Data("{\"calls\": [1e308], \"version\": 1}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "is not the call record"),
             ({ try Data("{\"calls\": [4000000000], \"version\": 1}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "recorded in the future"),
+            ({ try Data("{\"calls\": [], \"version\": 2}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "a call record of version 2"),
         ] as [(() throws -> Void, String)] {
             try FileManager.default.removeItem(atPath: recordPath)
             try make()
