@@ -48,6 +48,12 @@ public struct ServeConfiguration: Sendable {
     public var alertCheckSeconds = 30.0
     /// The alerts' clock (epoch millis); tests move it.
     public var alertClock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    /// `--idle-timeout`: seconds a connection may send nothing, between requests or inside one
+    /// (its head or its body), before it is closed.
+    public var idleTimeoutSeconds = 20
+    /// How many connections are served at once (nil: half the descriptors the process may
+    /// open, at most 1,000); more wait in the listen backlog until one closes.
+    public var maxConnections: Int?
     /// `--metrics-public`: `/metrics` without a token (it holds no personal data).
     public var metricsPublic = false
     /// Called with the bound port once the server listens.

@@ -357,6 +357,8 @@ paths:
           $ref: "#/components/responses/Unauthorized"
         "403":
           $ref: "#/components/responses/Forbidden"
+        "408":
+          $ref: "#/components/responses/BodyTimeout"
         "413":
           $ref: "#/components/responses/TooLarge"
   /api/v1/runs/{run_id}:
@@ -442,6 +444,8 @@ paths:
           $ref: "#/components/responses/BadRequest"
         "404":
           $ref: "#/components/responses/NotFound"
+        "408":
+          $ref: "#/components/responses/BodyTimeout"
         "413":
           $ref: "#/components/responses/TooLarge"
         "503":
@@ -508,6 +512,13 @@ components:
           schema: {$ref: "#/components/schemas/Error"}
     NotFound:
       description: No such appointment or run (or not one of a reader's organisations), or a wrong webhook secret.
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/Error"}
+    BodyTimeout:
+      description: >-
+        The body stopped arriving: the client sent nothing for 20 seconds (the connection is then closed) or
+        closed it before the end. Nothing was recorded; send the request again.
       content:
         application/json:
           schema: {$ref: "#/components/schemas/Error"}

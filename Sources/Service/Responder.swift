@@ -119,6 +119,10 @@ struct ServiceResponder: HTTPResponder {
 
     static let maxWebhookBytes = 1 << 20
     static let maxAPIBodyBytes = 64 << 10
+    /// A body that stopped arriving before its end (nothing recorded).
+    static var bodyStopped: Reply {
+        Reply.error(408, "the body stopped arriving before its end (nothing was recorded; send the request again)")
+    }
 
     /// Every route the server answers. docs/openapi.yaml documents exactly these (the admin
     /// pages under /admin excepted); OpenAPITests fails when the two differ.
@@ -466,8 +470,10 @@ struct ServiceResponder: HTTPResponder {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: Self.maxAPIBodyBytes)
-        } catch {
+        } catch is NIOTooManyBytesError {
             throw Reply.error(413, "the body is larger than \(Self.maxAPIBodyBytes) bytes")
+        } catch {
+            throw Self.bodyStopped
         }
         let value: JSONValue
         do {
@@ -533,9 +539,13 @@ struct ServiceResponder: HTTPResponder {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: Self.maxWebhookBytes)
-        } catch {
+        } catch is NIOTooManyBytesError {
             c.count { $0.tooLarge += 1 }
             throw Reply.error(413, "the body is larger than 1 MiB")
+        } catch {
+            // The client stopped sending (closed, or idle past `--idle-timeout`): it was
+            // logged as 413, too large, which it was not.
+            throw Self.bodyStopped
         }
         let bytes = Array(buffer: buffer)
         let hint: WebhookHint

@@ -1,6 +1,7 @@
 import Domain
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import IntakeQ
 import JSONCore
 import Ledger
@@ -106,6 +107,21 @@ public final class SyncLedgerServer: Sendable {
         }
     }
 
+    /// Connections close after `config.idleTimeoutSeconds` without a byte, between requests or
+    /// inside one (its head or its body): a client that opened connections and stopped
+    /// mid-request held them for good (hostile test: 200 s, then no descriptor was left and the
+    /// server stopped answering), and a shutdown waited for such a request without end.
+    ///
+    /// How many connections are served at once by default; more wait in the listen backlog until
+    /// one closes. Half the descriptors the process may open, at most 1,000: the views, the log
+    /// and the PostgreSQL follower need the rest.
+    static func maxConnections() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 256 }
+        let soft = Int(clamping: limit.rlim_cur)
+        return max(16, min(1000, soft / 2))
+    }
+
     /// The service group: the worker first, the HTTP server last (it stops first on shutdown).
     public func makeGroup(signals: [UnixSignal]) throws -> ServiceGroup {
         let logger = config.logger
@@ -113,7 +129,9 @@ public final class SyncLedgerServer: Sendable {
         let onListening = config.onListening
         let app = Application(
             responder: responder,
-            configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil),
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.idleTimeoutSeconds)))),
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil,
+                                 availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections ?? Self.maxConnections(), logger: logger)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])

@@ -119,7 +119,7 @@ public struct Caller: Sendable {
 final class TokenRegistry: Sendable {
     private struct State {
         var tokens: [APIToken]
-        var mtime: Date?
+        var mtime: FileStamp?
         var lastCheck = 0.0
         /// Why every token is refused (the file is gone or does not load), or nil. While set,
         /// the file is read again every second: fixing its permissions changes no mtime.
@@ -139,9 +139,7 @@ final class TokenRegistry: Sendable {
         state = Mutex(State(tokens: tokens, mtime: path.flatMap(Self.modified)))
     }
 
-    static func modified(_ path: String) -> Date? {
-        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
-    }
+    static func modified(_ path: String) -> FileStamp? { FileStamp(path: path) }
 
     /// The caller a bearer token names, or nil. Every entry is compared, in constant time.
     func caller(bearer token: String) -> Caller? {

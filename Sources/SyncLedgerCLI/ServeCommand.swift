@@ -36,9 +36,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
     @OptionGroup var alertOptions: AlertOptions
     @Flag(help: "Serve /metrics without a token (it holds no personal data).") var metricsPublic = false
+    @Option(parsing: .unconditional, help: ArgumentHelp("Close a connection that sends nothing for this long, between requests or in the middle of one.", valueName: "SECONDS"))
+    var idleTimeout = 20
 
     func validate() throws {
         guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
+        guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1...3600 seconds") }
         guard (0...20).contains(maxRetries) else { throw ValidationError("--max-retries must be 0...20") }
         if tokens?.isEmpty == true { throw ValidationError("--tokens is empty: give the tokens file, or no --tokens for STORE/state/api-tokens.json") }
         guard splitListen() != nil else { throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 127.0.0.1:8080)") }
@@ -53,7 +56,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     func splitListen() -> (String, Int)? {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else { return nil }
-        let host = String(listen[..<colon])
+        var host = String(listen[..<colon])
+        // An IPv6 address is written in brackets ("[::1]:8080"); the resolver wants it bare.
+        if host.hasPrefix("["), host.hasSuffix("]"), host.count > 2 { host = String(host.dropFirst().dropLast()) }
         return host.isEmpty ? nil : (host, port)
     }
 
@@ -93,6 +98,7 @@ struct ServeCommand: AsyncParsableCommand {
             }
             config.alertTargets = try alertOptions.targets()
             config.metricsPublic = metricsPublic
+            config.idleTimeoutSeconds = idleTimeout
             // Log lines go to stderr; stdout stays for nothing but the listening line.
             LoggingSystem.bootstrap(StreamLogHandler.standardError)
             var logger = Logger(label: "syncledger.serve")
@@ -100,7 +106,8 @@ struct ServeCommand: AsyncParsableCommand {
             config.logger = logger
             config.onListening = { bound in
                 // Unbuffered: whoever started the server (a test, the demo) waits for this line.
-                FileHandle.standardOutput.write(Data("syncledger: listening on http://\(host):\(bound)\n".utf8))
+                let shown = host.contains(":") ? "[\(host)]" : host
+                FileHandle.standardOutput.write(Data("syncledger: listening on http://\(shown):\(bound)\n".utf8))
             }
             let server = try SyncLedgerServer(config: config)
             try await server.run()

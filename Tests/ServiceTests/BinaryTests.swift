@@ -173,6 +173,33 @@ final class Spawned: @unchecked Sendable {
 
     /// A listen address already taken (or not this machine's): one line naming it, exit 1, at
     /// once — not a silent process spinning a core until SIGKILL.
+    /// SIGTERM while a client holds a webhook request whose body stopped arriving: the server
+    /// exits 0 once `--idle-timeout` closes that connection. It waited for the body without end
+    /// (hostile test: still running 100 s later, no longer listening).
+    @Test func sigtermDoesNotWaitForAStalledBodyForever() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let fakeBase = try await fake.start()
+        defer { Task { await fake.stop() } }
+        let tokens = try TestTokens.write(in: dir.path)
+        let secretFile = dir.sub("secret")
+        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
+                             extra: ["--idle-timeout", "2"])
+        let server = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        let port = try #require(Int(base.split(separator: ":").last ?? ""))
+        let stalled = try StalledClient(
+            port: port, sending: "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        try await Task.sleep(nanoseconds: 300_000_000)
+        let signalled = Date()
+        server.signal(SIGTERM)
+        #expect(await server.wait(timeout: 30) == 0, "\(server.stderr)")
+        #expect(Date().timeIntervalSince(signalled) < 15, "took \(Date().timeIntervalSince(signalled)) s")
+        #expect(stalled.closedByServer(within: 1))
+        #expect(!server.stderr.contains("status=413"), "\(server.stderr)")
+    }
+
     @Test func anAddressItCannotBindIsOneLine() async throws {
         let dir = TempDir()
         let tokens = try TestTokens.write(in: dir.path)

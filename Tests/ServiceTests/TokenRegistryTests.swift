@@ -56,6 +56,40 @@ import Testing
         #expect(registry.caller(bearer: keep) == nil)
     }
 
+    /// A file rewritten with the same size and given its old modification time back (`touch -d`)
+    /// is still read again: a revoked token kept working when only the mtime was compared
+    /// (hostile test).
+    @Test func aRewriteThatKeepsTheModificationTimeIsSeen() throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        let (revoked, r) = TokenFile.newToken(name: "same", role: .reader, organizations: ["org-a"])
+        let (_, replacement) = TokenFile.newToken(name: "same", role: .reader, organizations: ["org-a"])
+        let old = try TokenFile(tokens: [r]).encodedForTest()
+        let new = try TokenFile(tokens: [replacement]).encodedForTest()
+        #expect(old.count == new.count && old != new)
+        func writeInPlace(_ bytes: Data) throws {
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            #expect(fd >= 0)
+            _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
+        try writeInPlace(old)
+        let registry = try TokenRegistry(path: path)
+        #expect(registry.caller(bearer: revoked)?.name == "same")
+        var before = stat()
+        #expect(stat(path, &before) == 0)
+        try writeInPlace(new)
+        var times = [before.st_atim, before.st_mtim]
+        #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+        // The same inode, size and modification time; only the status-change time moved.
+        var after = stat()
+        #expect(stat(path, &after) == 0)
+        #expect(after.st_ino == before.st_ino && after.st_size == before.st_size
+                && after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+        nextSecond()
+        #expect(registry.caller(bearer: revoked) == nil)
+    }
+
     /// A token pasted where a value goes is not repeated by the error (which the server logs).
     @Test func aBrokenFileIsDescribedWithoutItsValues() throws {
         let dir = TempDir()

@@ -1,0 +1,88 @@
+import Foundation
+import JSONCore
+import NIOHTTP1
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import Service
+import TestSupport
+import Testing
+
+/// A TCP connection to the server that sends what a test says and nothing more (a client that
+/// stopped in the middle of a request).
+final class StalledClient {
+    let fd: Int32
+
+    init(port: Int, sending text: String) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else {
+            close(fd)
+            throw ServeError("cannot connect to port \(port): \(String(cString: strerror(errno)))")
+        }
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// True once the server closed the connection (what it sent before, if anything, is read and
+    /// dropped), within `timeout` seconds.
+    func closedByServer(within timeout: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 100) >= 0 else { return false }
+            if p.revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { return true }
+            }
+        }
+        return false
+    }
+
+    deinit { close(fd) }
+}
+
+@Suite(.serialized) struct ConnectionLimitTests {
+    /// A client that stops in the middle of a request (its head or its body) is disconnected
+    /// after the idle timeout; while the connection cap is reached, a new request waits for a
+    /// connection to close instead of taking a descriptor. Before, such connections were held
+    /// for good: a few hundred of them took every descriptor, and the server stopped answering
+    /// (hostile test).
+    @Test func stalledConnectionsAreClosedAndTheCapHoldsNewOnesBack() async throws {
+        let rig = try await ServerRig.start { config in
+            config.idleTimeoutSeconds = 3
+            config.maxConnections = 3
+        }
+        defer { Task { await rig.stop() } }
+        let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
+        // Give the client's pool of connections from `start` time to close (the cap counts them).
+        try await Task.sleep(nanoseconds: 3_500_000_000)
+        let stalled = try (0..<3).map { i in
+            try StalledClient(port: port, sending: i == 0 ? "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                              : "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        }
+        let started = Date()
+        let answer = Task { () -> (Answer, Date) in
+            let a = try await http(.GET, rig.base + "/healthz")
+            return (a, Date())
+        }
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        for (i, client) in stalled.enumerated() {
+            #expect(client.closedByServer(within: 10), "stalled connection \(i) is still open after \(Date().timeIntervalSince(started)) s")
+        }
+        let (healthz, answeredAt) = try await answer.value
+        #expect(healthz.status == 200)
+        // Held back by the cap until the stalled connections were closed (~3 s), not answered at once.
+        #expect(answeredAt.timeIntervalSince(started) >= 2, "answered after \(answeredAt.timeIntervalSince(started)) s")
+        // The webhook bodies that stopped are not "too large".
+        let status = try await rig.admin("/api/v1/status")
+        #expect(status["webhooks"]?["too_large"]?.doubleValue == 0, "\(status.text)")
+    }
+}
