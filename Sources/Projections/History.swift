@@ -55,6 +55,9 @@ public enum History {
         var out: [HistoryEntry] = []
         var previous: JSONValue?
         var previousFacts: AppointmentFacts?
+        // Removed, until observed again: the view's row comes back (`removed` 1 → 0). An
+        // appointment restored unchanged showed an entry with no change at all (hostile test).
+        var removed = false
         for e in events {
             var entry = HistoryEntry(seq: e.seq, at: e.at, run: e.run, syncType: e.run.flatMap { runTypes[$0] },
                                      type: e.type, lastModified: nil, changes: [])
@@ -66,11 +69,14 @@ public enum History {
                 entry.changes = diffObjects(previous ?? .object([:]), object)
                 if let facts { entry.changes += derivedChanges(previousFacts, facts) }
                 if e.eventType == .appointmentDiscovered { entry.changes = facts.map { derivedChanges(nil, $0) } ?? [] }
+                if removed { entry.changes.insert(FieldChange(field: "view.removed", from: .bool(true), to: .bool(false)), at: 0) }
+                removed = false
                 previous = object
                 previousFacts = facts
             case .appointmentRemoved:
                 entry.lastModified = previousFacts?.lastModified
                 entry.changes = [FieldChange(field: "view.removed", from: .bool(false), to: .bool(true))]
+                removed = true
             default:
                 break
             }

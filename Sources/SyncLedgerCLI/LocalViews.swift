@@ -438,6 +438,8 @@ enum Changes {
                     add("removed", "removed")
                 default:
                     var any = false
+                    // Observed again after it was removed: its row is back in the views.
+                    if changes["view.removed"] != nil { add("restored", "removed"); any = true }
                     if changes["view.start_at"] != nil { add("rescheduled", "start_at"); any = true }
                     if let s = changes["view.status"] {
                         add(s.to == .string("cancelled") ? "cancelled" : "status changed", "status")

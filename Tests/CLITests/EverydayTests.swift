@@ -215,6 +215,37 @@ extension CLIBinaryTests {
         #expect(!table.stderr.contains("Peyton"))
     }
 
+    /// An appointment removed, then observed again (day 1's export once more, after day 2 removed
+    /// it): `history` shows the row coming back and `changes` says "restored". Both showed an
+    /// `appointment.changed` with no change at all, "updated" with an empty detail (hostile test).
+    @Test func aRemovedAppointmentObservedAgainIsRestored() async throws {
+        let practice = try Practice.load()
+        let deleted = try #require(try Self.traps()["delete_d2"])
+        let tmp = TempDir("restored")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let day2 = try #require(practice.day(2))
+        try await withFakeServer(try #require(practice.day(1))) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: day2.now), env: keyEnv))
+        }
+        let history = try await cli(["history", "--store", store, deleted, "--json"])
+        expectSuccess(history)
+        let entries = (parseJSON(history.stdout) as? [[String: Any]]) ?? []
+        let last = try #require(entries.last, "\(history.stdout)")
+        let changes = (last["changes"] as? [[String: Any]]) ?? []
+        #expect(changes.contains { $0["field"] as? String == "view.removed" && $0["from"] as? Bool == true && $0["to"] as? Bool == false },
+                "\(last)")
+        let runs = Self.rows(try await cli(["sync-logs", "--store", store, "--json"])).compactMap { $0["id"] as? String }
+        let restored = try await cli(["changes", "--store", store, "--run", runs[0], "--json"])
+        expectSuccess(restored)
+        let kinds = Set(Self.rows(restored).filter { $0["appointment_id"] as? String == deleted }.compactMap { $0["change"] as? String })
+        #expect(kinds == ["restored"], "\(restored.stdout)")
+        let appointments = try await cli(["appointments", "--store", store, "--json"])
+        #expect(Self.rows(appointments).contains { $0["appointment_id"] as? String == deleted && $0["removed"] as? Bool == false },
+                "\(appointments.stdout.prefix(400))")
+    }
+
     @Test("changes --run and --since: new, rescheduled from → to, cancelled, link added/changed, location changed, removed")
     func changes() async throws {
         let practice = try Practice.load()
