@@ -164,6 +164,28 @@ import TestSupport
         await rig.stop()
     }
 
+    /// An appointment the ledger already holds is looked at again whoever the body names (a
+    /// group appointment whose primary client is not ours, sent without AdditionalClients, was
+    /// ignored until the nightly run), and a client given only at the body's top level counts
+    /// (INTAKEQ-API.md §4.2); an unknown appointment of a stranger is still dropped.
+    @Test func aRecordedAppointmentIsLookedAtAgainWhoeverTheBodyNames() async throws {
+        let rig = try await ServerRig.start(state: Fixtures.day(1).state)
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        let recorded = try #require(try await rig.admin("/api/v1/appointments").array.first?["appointment_id"]?.stringValue)
+        let ours = try #require(Fixtures.roster.allPatients.first?.intakeqClientId)
+        for (body, expected) in [
+            (#"{"EventType":"AppointmentUpdated","Appointment":{"Id":"\#(recorded)","ClientId":999999}}"#, "accepted"),
+            (#"{"EventType":"AppointmentCreated","ClientId":\#(ours),"Appointment":{"Id":"top-level-client-1"}}"#, "accepted"),
+            (#"{"EventType":"AppointmentCreated","Appointment":{"Id":"outsider-2","ClientId":999999}}"#, "ignored"),
+        ] {
+            let r = try await http(.POST, rig.webhookURL, body: Array(body.utf8))
+            #expect(r.status == 200 && r["status"]?.stringValue == expected, "\(body): \(r.text)")
+        }
+        let inbox = String(decoding: FileManager.default.contents(atPath: rig.store + "/state/webhook-inbox.log") ?? Data(), as: UTF8.self)
+        #expect(!inbox.contains("outsider-2"))
+        await rig.stop()
+    }
+
     @Test func webhookToInboxToRefetchToEventToAPI() async throws {
         let rig = try await ServerRig.start(state: Fixtures.day(1).state)
         #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
