@@ -1072,6 +1072,11 @@ public struct ViewsDamaged: Error, CustomStringConvertible, Sendable {
         (error as? DatabaseError).map(isDamage) ?? (error is ViewsDamaged)
     }
 
+    /// SQLite said the disk is full (`SQLITE_FULL`): not damage; the write was rolled back.
+    public static func isDiskFull(_ error: any Error) -> Bool {
+        (error as? DatabaseError)?.resultCode == .SQLITE_FULL
+    }
+
     /// SQLite's words for an error that says the database file is damaged (what a
     /// `ViewsDamageRecord` keeps); nil for any other error.
     public static func words(of error: any Error) -> String? {

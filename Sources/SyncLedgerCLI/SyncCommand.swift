@@ -17,7 +17,9 @@ struct SyncCommand: AsyncParsableCommand {
         discussion: """
             Scope: no --org/--patient syncs every roster organization (automated_daily); --org ID one \
             organization (manual_org_bulk); --patient ID one roster patient (manual_patient). \
-            Exit status: 0 completed, 2 partial_success, 1 failed. Prints one summary line and the \
+            Exit status: 0 completed, 2 partial_success (or completed with its events durable in the log but \
+            the views not updated, said on stderr and as views_error in --json; the next command catches them up), \
+            1 failed. Prints one summary line and the \
             new head (SEQ:HASH), an anchor an auditor can write down.
             """
     )
@@ -190,6 +192,8 @@ extension SyncOutcome {
             "patients_failed": .number(Double(counts.patientsFailed)), "intakeq_api_calls": .number(Double(api.calls)),
             "duration_ms": .number(Double(durationMs)), "head": .string(head.description),
             "warnings": .array(warnings.map(JSONValue.string)), "error_message": errorMessage.map(JSONValue.string) ?? .null,
+            // Why a completed run exits 2: its events are in the log, the views were not updated.
+            "views_error": viewsError.map(JSONValue.string) ?? .null,
         ])
     }
 }

@@ -192,8 +192,29 @@ func describeError(_ error: any Error) -> String {
         return "the views database projections.sqlite is damaged (\(error)); `syncledger rebuild` recreates it from the log (the damaged file is moved aside)"
             .split(whereSeparator: \.isNewline).joined(separator: " ")
     }
+    // A full disk: said as such, with what to do (SQLite's "database or disk is full - while
+    // executing COMMIT TRANSACTION", or Foundation's "Error Domain=NSCocoaErrorDomain Code=640",
+    // named neither the cause nor the remedy; hostile test).
+    if let full = diskFullWords(error) { return full }
     // One line, whatever the error: a multi-line description would read like a trace.
     return String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+}
+
+/// One line for an error that says the disk is full, or nil.
+func diskFullWords(_ error: any Error) -> String? {
+    let advice = "free space there and run the command again (what was committed before is kept)"
+    if ViewsDamaged.isDiskFull(error) {
+        return "the disk holding the views database (projections.sqlite) or SQLite's temporary files is full: " + advice
+    }
+    let ns = error as NSError
+    if ns.domain == NSCocoaErrorDomain && ns.code == NSFileWriteOutOfSpaceError {
+        let path = (ns.userInfo[NSFilePathErrorKey] as? String).map { " (writing \($0))" } ?? ""
+        return "the disk is full\(path): " + advice
+    }
+    if ns.domain == NSPOSIXErrorDomain && ns.code == Int(ENOSPC) {
+        return "the disk is full: " + advice
+    }
+    return nil
 }
 
 /// Opens a store for reading and brings the views up to the log's head first. Refuses a log

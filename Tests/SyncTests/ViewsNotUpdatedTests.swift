@@ -15,6 +15,8 @@ import Testing
 /// is applied: after the run's events are all durable.
 struct FailsOnCompletion: Projection {
     struct DiskError: Error, CustomStringConvertible { var description: String { "SQLite error 10: disk I/O error" } }
+    /// Throw SQLite's own "database or disk is full" instead.
+    var full = false
     var name: String { "fails_on_completion" }
     var schemaVersion: Int { 1 }
     var tables: [String] { ["fails_on_completion"] }
@@ -22,7 +24,10 @@ struct FailsOnCompletion: Projection {
         try db.execute(sql: "CREATE TABLE \(t("fails_on_completion")) (seq INTEGER PRIMARY KEY)")
     }
     func apply(_ event: EventEnvelope, _ db: Database, _ t: TableSet) throws {
-        if event.type == EventType.syncCompleted.rawValue { throw DiskError() }
+        if event.type == EventType.syncCompleted.rawValue {
+            if full { throw DatabaseError(resultCode: .SQLITE_FULL, message: "database or disk is full") }
+            throw DiskError()
+        }
     }
 }
 
@@ -65,6 +70,23 @@ struct FailsOnCompletion: Projection {
         let events = try StoreReader.events(tmp.sub("store"))
         #expect(events.last?.type == "sync.completed")
         #expect(outcome.head == (try LedgerReader(store: store).head()))
+        await rig.stop()
+    }
+
+    /// A full disk under the views is said as such (it was SQLite's "database or disk is full").
+    @StoreIO @Test func viewsFailingOnAFullDiskSaySo() async throws {
+        let tmp = TempDir()
+        let rig = try await Rig.start(day: 1)
+        let store = try Store.openOrCreate(tmp.sub("store"))
+        let writer = try LedgerWriter(store: store)
+        defer { writer.close() }
+        let views = try ProjectionStore(store: store, projections: allProjections + [FailsOnCompletion(full: true)])
+        let (client, logger) = Self.client(rig)
+        let runner = try SyncRunner(writer: writer, views: views, client: client, logger: logger)
+        let outcome = try await runner.run(SyncRequest(roster: Fixtures.roster, now: Fixtures.day(1).nowDate))
+        #expect(outcome.status == "completed" && outcome.exitCode == 2)
+        #expect(outcome.viewsError == "the disk holding the views database (projections.sqlite) or SQLite's temporary files is full",
+                "\(outcome.viewsError ?? "nil")")
         await rig.stop()
     }
 
