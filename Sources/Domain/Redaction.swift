@@ -11,7 +11,9 @@ public enum Redaction {
     /// The version of the redaction list below.
     /// 2: a primary with no `ClientId` counts as outside the roster; `CreatedBy` naming the
     /// primary is matched without regard to case and surrounding spaces.
-    public static let version = 2
+    /// 3: an outside primary's `TelehealthInfo.Invitation` (free text addressed to them, "Join
+    /// Quintessa Outsider …", hostile test) keeps only its video-meeting links, as `ClientNote`.
+    public static let version = 3
 
     /// Credentials: removed from every object, whoever it belongs to. `TelehealthInfo.StartUrl`
     /// starts the meeting as its host; the others are the same power under other names.
@@ -45,7 +47,8 @@ public enum Redaction {
     ///   null, and so does `CreatedBy` when it names that client (a booking by the client
     ///   themselves; the name compared without regard to case and surrounding spaces);
     ///   video-meeting links in the removed `ClientNote` are kept (the roster patients join by
-    ///   them), the rest of the note is not;
+    ///   them), the rest of the note is not, and so is `TelehealthInfo.Invitation` (free text
+    ///   addressed to that client) cut to its video-meeting links;
     /// - the credential fields are removed.
     /// Objects that are not JSON objects are returned as they are.
     public static func apply(_ object: JSONValue, rosterClients: Set<String>) -> Result {
@@ -74,6 +77,15 @@ public enum Redaction {
             if let note {
                 let links = MeetingLink.videoURLs(in: note)
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
+            }
+            if case .object(var telehealth)? = o["TelehealthInfo"], case .string(let invitation)? = telehealth["Invitation"] {
+                let links = MeetingLink.videoURLs(in: invitation)
+                let kept: JSONValue = links.isEmpty ? .null : .string(links.joined(separator: " "))
+                if kept != .string(invitation) {
+                    telehealth["Invitation"] = kept
+                    o["TelehealthInfo"] = .object(telehealth)
+                    changed = true
+                }
             }
             if let by = o["CreatedBy"]?.stringValue,
                 (o["BookedByClient"] == .bool(true)) || (name.map { sameName($0, by) } ?? false)

@@ -97,6 +97,25 @@ import Testing
         #expect(own.object["TelehealthInfo"]?["StartUrl"] == nil)
     }
 
+    /// An outside primary's telehealth invitation (free text addressed to them) keeps only its
+    /// video-meeting links; a roster primary's is kept whole (redaction list version 3).
+    @Test func anOutsidePrimarysInvitationKeepsOnlyItsLinks() throws {
+        guard case .object(var o) = try JSONValue.parse(Array(Self.groupObject.utf8)),
+              case .object(var t)? = o["TelehealthInfo"] else { Issue.record("not an object"); return }
+        t["Invitation"] = .string("Hi Quintessa Outsider, join your session at https://zoom.us/j/42?pwd=abc (call 555-0100)")
+        o["TelehealthInfo"] = .object(t)
+        let r = Redaction.apply(.object(o), rosterClients: ["100"])
+        #expect(r.object["TelehealthInfo"]?["Invitation"]?.stringValue == "https://zoom.us/j/42?pwd=abc", "\(r.object.canonicalText)")
+        #expect(!r.object.canonicalText.contains("Quintessa") && !r.object.canonicalText.contains("555-0100"))
+        #expect(!Redaction.apply(r.object, rosterClients: ["100"]).changed)
+        t["Invitation"] = .string("Dear Quintessa, see you soon")
+        o["TelehealthInfo"] = .object(t)
+        #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["TelehealthInfo"]?["Invitation"] == .null)
+        let own = Redaction.apply(.object(o), rosterClients: ["999", "100"])
+        #expect(own.object["TelehealthInfo"]?["Invitation"]?.stringValue == "Dear Quintessa, see you soon")
+        #expect(Redaction.version == 3)
+    }
+
     /// A primary with no ClientId (missing or null) cannot be matched to the roster: their fields
     /// go as an outsider's, and CreatedBy naming them goes whatever its case and spaces.
     @Test(arguments: [nil, JSONValue.null])
