@@ -145,6 +145,13 @@ struct HistoryCommand: AsyncParsableCommand {
     @OptionGroup var display: DisplayOptions
     @Flag(help: "Print JSON (times stay ISO 8601 UTC, as recorded).") var json = false
 
+    func validate() throws {
+        // `history ""` said "no appointment  has been recorded".
+        if appointmentId.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("give an appointment id (the IntakeQ \"Id\"; `syncledger appointments --wide` lists them)")
+        }
+    }
+
     func run() async throws {
         display.apply()
         try await guarded {

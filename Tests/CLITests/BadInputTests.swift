@@ -73,6 +73,7 @@ extension CLIBinaryTests {
         // history
         BadArg(["history", "--store", "S"], "appointment-id"),
         BadArg(["history", "--store", "S", "no-such-appointment"], "no-such-appointment"),
+        BadArg(["history", "--store", "S", ""], "give an appointment id"),
         BadArg(["history", "--store", "S", "a", "b"], "b"),
         // as-of
         BadArg(["as-of", "--store", "S", "notatime"], "notatime"),
