@@ -12,7 +12,7 @@ public enum Redaction {
     /// 2: a primary with no `ClientId` counts as outside the roster; `CreatedBy` naming the
     /// primary is matched without regard to case and surrounding spaces.
     /// 3: an outside primary's `TelehealthInfo.Invitation` (free text addressed to them, "Join
-    /// Quintessa Outsider …", hostile test) keeps only its video-meeting links, as `ClientNote`.
+    /// Quintessa Outsider …", hostile test) keeps only the links in it.
     public static let version = 3
 
     /// Credentials: removed from every object, whoever it belongs to. `TelehealthInfo.StartUrl`
@@ -47,8 +47,8 @@ public enum Redaction {
     ///   null, and so does `CreatedBy` when it names that client (a booking by the client
     ///   themselves; the name compared without regard to case and surrounding spaces);
     ///   video-meeting links in the removed `ClientNote` are kept (the roster patients join by
-    ///   them), the rest of the note is not, and so is `TelehealthInfo.Invitation` (free text
-    ///   addressed to that client) cut to its video-meeting links;
+    ///   them), the rest of the note is not, and `TelehealthInfo.Invitation` (free text
+    ///   addressed to that client) is cut to the links in it;
     /// - the credential fields are removed.
     /// Objects that are not JSON objects are returned as they are.
     public static func apply(_ object: JSONValue, rosterClients: Set<String>) -> Result {
@@ -79,7 +79,9 @@ public enum Redaction {
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
             }
             if case .object(var telehealth)? = o["TelehealthInfo"], case .string(let invitation)? = telehealth["Invitation"] {
-                let links = MeetingLink.videoURLs(in: invitation)
+                // Every link, not only known video hosts': the meeting link is the invitation's
+                // first URL whatever its host (`MeetingLink.find`), and a URL is not the free text.
+                let links = MeetingLink.urls(in: invitation)
                 let kept: JSONValue = links.isEmpty ? .null : .string(links.joined(separator: " "))
                 if kept != .string(invitation) {
                     telehealth["Invitation"] = kept

@@ -518,8 +518,9 @@ components:
           schema: {$ref: "#/components/schemas/Error"}
     BodyTimeout:
       description: >-
-        The body stopped arriving: the client sent nothing for 20 seconds (the connection is then closed) or
-        closed it before the end. Nothing was recorded; send the request again.
+        The body stopped arriving before its end (the client closed its side of the connection). Nothing was
+        recorded; send the request again. A client that sends nothing for `--idle-timeout` seconds (20 by
+        default), or whose request is not whole within three of them, has its connection closed without an answer.
       content:
         application/json:
           schema: {$ref: "#/components/schemas/Error"}

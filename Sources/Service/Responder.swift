@@ -562,9 +562,16 @@ struct ServiceResponder: HTTPResponder {
         if hint.clientIds.isDisjoint(with: c.rosterClients) {
             let views = server.views
             let id = hint.appointmentId
-            let recorded = (try? await server.blocking { try views.readSync { db in
-                try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM appointments WHERE appointment_id = ?)", arguments: [id])
-            } }) ?? false
+            let recorded: Bool?
+            do {
+                recorded = try await server.blocking { try views.readSync { db in
+                    try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM appointments WHERE appointment_id = ?)", arguments: [id])
+                } }
+            } catch where !(ViewsDamaged.isDamage(error) || error is ViewsReplaced) {
+                // Not "ignored" (IntakeQ would not send it again): 503, which it retries. (The
+                // views' damage is noted by the request's handler, as for any read.)
+                throw Reply.error(503, "the views could not be read to check the appointment; retry later")
+            }
             guard recorded == true else {
                 c.count { $0.notInRoster += 1 }
                 return .ok(.object(["status": .string("ignored")]))

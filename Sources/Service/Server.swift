@@ -2,6 +2,7 @@ import Domain
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import NIOHTTPTypes
 import IntakeQ
 import JSONCore
 import Ledger
@@ -127,9 +128,12 @@ public final class SyncLedgerServer: Sendable {
         let logger = config.logger
         let responder = ServiceResponder(server: self)
         let onListening = config.onListening
+        let idle = Int64(config.idleTimeoutSeconds)
         let app = Application(
             responder: responder,
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(config.idleTimeoutSeconds)))),
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [RequestDeadlineHandler(seconds: idle * RequestDeadlineHandler.idleTimeouts)],
+                idleTimeout: .seconds(idle))),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil,
                                  availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections ?? Self.maxConnections(), logger: logger)),
             onServerRunning: { channel in
@@ -182,5 +186,47 @@ struct SchedulerService: Service {
         } onGracefulShutdown: {
             c.stop()
         }
+    }
+}
+
+/// Closes a connection whose request (head to end) has not arrived whole within its deadline:
+/// `--idle-timeout` restarts with every piece of a body, so a client sending a byte every few
+/// seconds held its connection (and, with the connection cap, a slot) for as long as it liked
+/// (cold review). The deadline is `idleTimeouts` idle timeouts from the request's head (60 s
+/// by default; a 1 MiB webhook then needs ~17 KB/s).
+final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+
+    static let idleTimeouts: Int64 = 3
+    private let limit: TimeAmount
+    private var deadline: Scheduled<Void>?
+
+    init(seconds: Int64) { limit = .seconds(seconds) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            deadline?.cancel()
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            deadline = context.eventLoop.scheduleTask(in: limit) { bound.value.close(promise: nil) }
+        case .end:
+            deadline?.cancel()
+            deadline = nil
+        case .body:
+            break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
     }
 }

@@ -135,8 +135,10 @@ final class TokenRegistry: Sendable {
         self.path = path
         self.logger = logger
         let missing = path.map { optional && !FileManager.default.fileExists(atPath: $0) } ?? true
+        // Stamped before it is read: a change between the two is then seen at the next check.
+        let stamp = path.flatMap(Self.modified)
         let tokens = missing ? [] : try path.map { try TokenFile.load(path: $0).tokens } ?? []
-        state = Mutex(State(tokens: tokens, mtime: path.flatMap(Self.modified)))
+        state = Mutex(State(tokens: tokens, mtime: stamp))
     }
 
     static func modified(_ path: String) -> FileStamp? { FileStamp(path: path) }

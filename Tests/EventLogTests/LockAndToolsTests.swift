@@ -25,13 +25,19 @@ import Testing
             try p.run()
             return p
         }
-        let sleeper = try spawn("/bin/sleep", ["30"])
+        // `exec -a` names the program as a syncledger command line would.
+        let sleeper = try spawn("/bin/bash", ["-c", "exec -a syncledger /usr/bin/python3 -c 'import time; time.sleep(30)' --store ledger-data repair"])
         let optioned = try spawn("/bin/sleep", ["--", "30"])
         // argv[0] set to a terminal escape, as a hostile holder could.
         let hostile = try spawn("/bin/bash", ["-c", "exec -a $'\\e[31mEVIL' /bin/sleep 30"])
         // SIGKILL: a test runner's children may inherit SIGTERM ignored.
         defer { for p in [sleeper, optioned, hostile] { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        #expect(LockFileText.command(ofPid: sleeper.processIdentifier) == "sleep 30")
+        var named: String? = "bash"
+        for _ in 0..<200 where named == "bash" {
+            named = LockFileText.command(ofPid: sleeper.processIdentifier)
+            usleep(10_000)
+        }
+        #expect(named == "syncledger repair", "\(named ?? "nil")")
         #expect(LockFileText.command(ofPid: optioned.processIdentifier) == "sleep")
         var hostileCommand: String? = "bash"
         for _ in 0..<200 where hostileCommand == "bash" {

@@ -108,6 +108,11 @@ import Testing
         #expect(r.object["TelehealthInfo"]?["Invitation"]?.stringValue == "https://zoom.us/j/42?pwd=abc", "\(r.object.canonicalText)")
         #expect(!r.object.canonicalText.contains("Quintessa") && !r.object.canonicalText.contains("555-0100"))
         #expect(!Redaction.apply(r.object, rosterClients: ["100"]).changed)
+        // Any host's link is kept (the meeting link is the invitation's first URL, whatever its host).
+        t["Invitation"] = .string("Join Quintessa Outsider: https://telehealth.example.com/join/abc")
+        o["TelehealthInfo"] = .object(t)
+        #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["TelehealthInfo"]?["Invitation"]?.stringValue
+                == "https://telehealth.example.com/join/abc")
         t["Invitation"] = .string("Dear Quintessa, see you soon")
         o["TelehealthInfo"] = .object(t)
         #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["TelehealthInfo"]?["Invitation"] == .null)

@@ -27,7 +27,7 @@ final class StalledClient {
             throw ServeError("cannot connect to port \(port): \(String(cString: strerror(errno)))")
         }
         let bytes = Array(text.utf8)
-        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
     /// True once the server closed the connection (what it sent before, if anything, is read and
@@ -44,6 +44,12 @@ final class StalledClient {
             }
         }
         return false
+    }
+
+    /// Sends more bytes (nothing when the server closed the connection).
+    func send(_ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
     deinit { close(fd) }
@@ -84,5 +90,23 @@ final class StalledClient {
         // The webhook bodies that stopped are not "too large".
         let status = try await rig.admin("/api/v1/status")
         #expect(status["webhooks"]?["too_large"]?.doubleValue == 0, "\(status.text)")
+    }
+
+    /// A body sent a byte at a time, each within the idle timeout, is still cut off at the
+    /// request's deadline (three idle timeouts from its head): the idle timeout alone restarted
+    /// with every piece, so such a client held its connection for good (cold review).
+    @Test func aTrickledBodyIsCutOffAtTheRequestsDeadline() async throws {
+        let rig = try await ServerRig.start { config in config.idleTimeoutSeconds = 2 }
+        defer { Task { await rig.stop() } }
+        let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
+        let client = try StalledClient(port: port, sending: "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        let started = Date()
+        var closed = false
+        while !closed, Date().timeIntervalSince(started) < 20 {
+            client.send(" ")
+            closed = client.closedByServer(within: 1)
+        }
+        let took = Date().timeIntervalSince(started)
+        #expect(closed && took >= 5 && took < 10, "closed: \(closed) after \(took) s (the deadline is 6 s)")
     }
 }

@@ -113,10 +113,14 @@ public enum LockFileText {
         return String(value)
     }
 
-    /// What process `pid` runs, from `/proc/PID/cmdline`: its program's file name and its first
-    /// argument that is not an option ("syncledger repair"), or nil when unreadable (another
-    /// user's process, another system) or not plain words. Never its other arguments: they may
-    /// name files or values that are not ours to print.
+    /// The commands of syncledger that take the log's lock, named after the program when one of
+    /// them is among its arguments ("syncledger --store DIR repair" reads "syncledger repair").
+    static let writerCommands: Set<String> = ["sync", "serve", "forget", "repair", "demo"]
+
+    /// What process `pid` runs, from `/proc/PID/cmdline`: its program's file name, and the first
+    /// of its arguments that is a syncledger command taking the lock ("syncledger repair"), or
+    /// nil when unreadable (another user's process, another system) or not plain words. Never
+    /// its other arguments: they may name files or values that are not ours to print.
     public static func command(ofPid pid: Int32) -> String? {
         let fd = Glibc.open("/proc/\(pid)/cmdline", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -131,8 +135,7 @@ public enum LockFileText {
                 && word.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
         }
         guard plain(program) else { return nil }
-        // The subcommand: the first word after the program that is not an option or its value.
-        if let sub = words.dropFirst().first, plain(sub), !sub.hasPrefix("-") { return program + " " + sub }
+        if let command = words.dropFirst().prefix(32).first(where: writerCommands.contains) { return program + " " + command }
         return program
     }
 }
