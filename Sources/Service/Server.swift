@@ -114,13 +114,16 @@ public final class SyncLedgerServer: Sendable {
     /// server stopped answering), and a shutdown waited for such a request without end.
     ///
     /// How many connections are served at once by default; more wait in the listen backlog until
-    /// one closes. Half the descriptors the process may open, at most 1,000: the views, the log
-    /// and the PostgreSQL follower need the rest.
+    /// one closes. Half the descriptors the process may open beyond 64, at least 8 and at most
+    /// 1,000: the views, the log and the PostgreSQL follower need the rest.
     static func maxConnections() -> Int {
         var limit = rlimit()
         guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 256 }
         let soft = Int(clamping: limit.rlim_cur)
-        return max(16, min(1000, soft / 2))
+        // An idle server holds ~26 descriptors (the views' connections and WAL, the log, timers):
+        // half of what is left past 64, so a request let in still finds one (hostile test: at
+        // 64 descriptors, half of them for connections left a status request "Too many open files").
+        return max(8, min(1000, (soft - 64) / 2))
     }
 
     /// The service group: the worker first, the HTTP server last (it stops first on shutdown).
@@ -220,12 +223,13 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        cancelTimers()
         context.fireChannelInactive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    func handlerRemoved(context: ChannelHandlerContext) { cancelTimers() }
+
+    private func cancelTimers() {
         deadline?.cancel()
         deadline = nil
     }
