@@ -1072,6 +1072,9 @@ public struct ViewsDamaged: Error, CustomStringConvertible, Sendable {
         (error as? DatabaseError).map(isDamage) ?? (error is ViewsDamaged)
     }
 
+    /// What a full disk under the views is called, wherever it is said.
+    public static let diskFullWords = "the disk holding the views database (projections.sqlite) or SQLite's temporary files is full"
+
     /// SQLite said the disk is full (`SQLITE_FULL`): not damage; the write was rolled back.
     public static func isDiskFull(_ error: any Error) -> Bool {
         (error as? DatabaseError)?.resultCode == .SQLITE_FULL

@@ -119,7 +119,7 @@ public struct Caller: Sendable {
 final class TokenRegistry: Sendable {
     private struct State {
         var tokens: [APIToken]
-        var mtime: FileStamp?
+        var stamp: FileStamp?
         var lastCheck = 0.0
         /// Why every token is refused (the file is gone or does not load), or nil. While set,
         /// the file is read again every second: fixing its permissions changes no mtime.
@@ -136,12 +136,10 @@ final class TokenRegistry: Sendable {
         self.logger = logger
         let missing = path.map { optional && !FileManager.default.fileExists(atPath: $0) } ?? true
         // Stamped before it is read: a change between the two is then seen at the next check.
-        let stamp = path.flatMap(Self.modified)
+        let stamp = path.flatMap(FileStamp.init(path:))
         let tokens = missing ? [] : try path.map { try TokenFile.load(path: $0).tokens } ?? []
-        state = Mutex(State(tokens: tokens, mtime: stamp))
+        state = Mutex(State(tokens: tokens, stamp: stamp))
     }
-
-    static func modified(_ path: String) -> FileStamp? { FileStamp(path: path) }
 
     /// The caller a bearer token names, or nil. Every entry is compared, in constant time.
     func caller(bearer token: String) -> Caller? {
@@ -174,8 +172,8 @@ final class TokenRegistry: Sendable {
             return true
         }
         guard due else { return }
-        let m = Self.modified(path)
-        guard state.withLock({ m != $0.mtime || $0.broken != nil }) else { return }
+        let m = FileStamp(path: path)
+        guard state.withLock({ m != $0.stamp || $0.broken != nil }) else { return }
         var tokens: [APIToken] = []
         var broken: String?
         if m == nil {
@@ -190,10 +188,10 @@ final class TokenRegistry: Sendable {
         let was = state.withLock { s -> (Bool, String?) in
             defer {
                 s.tokens = tokens
-                s.mtime = m
+                s.stamp = m
                 s.broken = broken
             }
-            return (s.mtime != m, s.broken)
+            return (s.stamp != m, s.broken)
         }
         // Each change of state is logged once (a broken file is retried every second).
         if let broken, broken != was.1 {

@@ -292,8 +292,7 @@ public final class SyncRunner {
         var viewsError: String?
         var viewsDamaged = false
         do { try views.catchUp(reader) } catch {
-            viewsError = ViewsDamaged.isDiskFull(error)
-                ? "the disk holding the views database (projections.sqlite) or SQLite's temporary files is full" : Self.oneLine(error)
+            viewsError = ViewsDamaged.isDiskFull(error) ? ViewsDamaged.diskFullWords : Self.oneLine(error)
             viewsDamaged = ViewsDamaged.isDamage(error)
         }
         var outcome = SyncOutcome(

@@ -204,7 +204,7 @@ func describeError(_ error: any Error) -> String {
 func diskFullWords(_ error: any Error) -> String? {
     let advice = "free space there and run the command again (what was committed before is kept)"
     if ViewsDamaged.isDiskFull(error) {
-        return "the disk holding the views database (projections.sqlite) or SQLite's temporary files is full: " + advice
+        return ViewsDamaged.diskFullWords + ": " + advice
     }
     let ns = error as NSError
     if ns.domain == NSCocoaErrorDomain && ns.code == NSFileWriteOutOfSpaceError {

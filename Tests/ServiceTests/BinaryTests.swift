@@ -24,6 +24,16 @@ enum Binary {
     }()
 }
 
+/// What `serve` needs beside its store, in `dir`: `fake` started (its base URL), a tokens file and
+/// the webhook secret's file.
+func serveFiles(in dir: TempDir, fake: FakeIntakeQServer) async throws -> (fakeBase: String, tokens: TestTokens, secretFile: String) {
+    let fakeBase = try await fake.start()
+    let tokens = try TestTokens.write(in: dir.path)
+    let secretFile = dir.sub("secret")
+    try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+    return (fakeBase, tokens, secretFile)
+}
+
 final class Spawned: @unchecked Sendable {
     let process = Process()
     let out: String
@@ -90,11 +100,8 @@ final class Spawned: @unchecked Sendable {
     @Test func sigkillWithAFullInboxLosesNothing() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.synthetic(40, prefix: "kill"), apiKey: Self.apiKey)
-        let fakeBase = try await fake.start()
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
         defer { Task { await fake.stop() } }
-        let tokens = try TestTokens.write(in: dir.path)
-        let secretFile = dir.sub("secret")
-        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
         let store = dir.sub("store")
         // A budget of 10 calls: 10 ids are looked up, 30 wait in the inbox.
         let args = serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile, extra: ["--daily-budget", "10"])
@@ -133,11 +140,8 @@ final class Spawned: @unchecked Sendable {
     @Test func aCronSyncAndTheServerShareOneStore() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
-        let fakeBase = try await fake.start()
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
         defer { Task { await fake.stop() } }
-        let tokens = try TestTokens.write(in: dir.path)
-        let secretFile = dir.sub("secret")
-        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
         let store = dir.sub("store")
         let server = try Spawned(serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile),
                                  env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
@@ -179,11 +183,8 @@ final class Spawned: @unchecked Sendable {
     @Test func sigtermDoesNotWaitForAStalledBodyForever() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
-        let fakeBase = try await fake.start()
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
         defer { Task { await fake.stop() } }
-        let tokens = try TestTokens.write(in: dir.path)
-        let secretFile = dir.sub("secret")
-        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
         let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
                              extra: ["--idle-timeout", "2"])
         let server = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)

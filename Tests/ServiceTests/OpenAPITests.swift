@@ -219,11 +219,8 @@ enum OpenAPIContract {
 
         let dir = TempDir("openapi-fuzz")
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
-        let fakeBase = try await fake.start()
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
         defer { Task { await fake.stop() } }
-        let tokens = try TestTokens.write(in: dir.path)
-        let secretFile = dir.sub("secret")
-        try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
         let server = try Spawned(
             ["--store", dir.sub("store"), "serve", "--roster", Paths.roster, "--listen", "127.0.0.1:0", "--base-url", fakeBase,
              "--tokens", tokens.path, "--webhook-secret-file", secretFile, "--requests-per-minute", "100000"],
