@@ -32,18 +32,21 @@ import Testing
         let hostile = try spawn("/bin/bash", ["-c", "exec -a $'\\e[31mEVIL' /bin/sleep 30"])
         // SIGKILL: a test runner's children may inherit SIGTERM ignored.
         defer { for p in [sleeper, optioned, hostile] { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        var named: String? = "bash"
-        for _ in 0..<200 where named == "bash" {
-            named = LockFileText.command(ofPid: sleeper.processIdentifier)
-            usleep(10_000)
+        // Once bash has exec'd the program (its cmdline is briefly empty meanwhile: CI once read nil).
+        func execed(_ p: Process, _ path: String) -> Bool {
+            let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            for _ in 0..<500 {
+                if (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.processIdentifier)/exe")) == target { return true }
+                usleep(10_000)
+            }
+            return false
         }
+        #expect(execed(sleeper, "/usr/bin/python3"))
+        let named = LockFileText.command(ofPid: sleeper.processIdentifier)
         #expect(named == "syncledger repair", "\(named ?? "nil")")
         #expect(LockFileText.command(ofPid: optioned.processIdentifier) == "sleep")
-        var hostileCommand: String? = "bash"
-        for _ in 0..<200 where hostileCommand == "bash" {
-            hostileCommand = LockFileText.command(ofPid: hostile.processIdentifier)
-            usleep(10_000)
-        }
+        #expect(execed(hostile, "/bin/sleep"))
+        let hostileCommand = LockFileText.command(ofPid: hostile.processIdentifier)
         #expect(hostileCommand == nil, "\(hostileCommand ?? "nil")")
         #expect(LockFileText.command(ofPid: Int32.max) == nil)
     }
