@@ -32,11 +32,15 @@ import Testing
         let hostile = try spawn("/bin/bash", ["-c", "exec -a $'\\e[31mEVIL' /bin/sleep 30"])
         // SIGKILL: a test runner's children may inherit SIGTERM ignored.
         defer { for p in [sleeper, optioned, hostile] { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
-        // Once bash has exec'd the program (its cmdline is briefly empty meanwhile: CI once read nil).
+        // Once bash has exec'd the program and the kernel has laid out its arguments: the exe link
+        // changes before the new argument area is set, so a cmdline read between the two is empty
+        // (CI read nil twice, once before the exe check and once after it).
         func execed(_ p: Process, _ path: String) -> Bool {
             let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             for _ in 0..<500 {
-                if (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.processIdentifier)/exe")) == target { return true }
+                let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.processIdentifier)/exe")
+                let arguments = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(p.processIdentifier)/cmdline"))) ?? Data()
+                if exe == target && !arguments.isEmpty { return true }
                 usleep(10_000)
             }
             return false
@@ -44,6 +48,7 @@ import Testing
         #expect(execed(sleeper, "/usr/bin/python3"))
         let named = LockFileText.command(ofPid: sleeper.processIdentifier)
         #expect(named == "syncledger repair", "\(named ?? "nil")")
+        #expect(execed(optioned, "/bin/sleep"))
         #expect(LockFileText.command(ofPid: optioned.processIdentifier) == "sleep")
         #expect(execed(hostile, "/bin/sleep"))
         let hostileCommand = LockFileText.command(ofPid: hostile.processIdentifier)
