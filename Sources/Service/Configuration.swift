@@ -52,7 +52,8 @@ public struct ServeConfiguration: Sendable {
     /// (its head or its body), before it is closed.
     public var idleTimeoutSeconds = 20
     /// How many connections are served at once (nil: half the descriptors the process may
-    /// open, at most 1,000); more wait in the listen backlog until one closes.
+    /// open beyond 64, at least 8 and at most 1,000); more wait in the listen backlog until one
+    /// closes.
     public var maxConnections: Int?
     /// `--metrics-public`: `/metrics` without a token (it holds no personal data).
     public var metricsPublic = false

@@ -135,7 +135,7 @@ public final class SyncLedgerServer: Sendable {
         let app = Application(
             responder: responder,
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [RequestDeadlineHandler(seconds: idle * RequestDeadlineHandler.idleTimeouts)],
+                additionalChannelHandlers: [RequestDeadlineHandler(seconds: idle * RequestDeadlineHandler.idleTimeouts, idleSeconds: idle)],
                 idleTimeout: .seconds(idle))),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil,
                                  availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections ?? Self.maxConnections(), logger: logger)),
@@ -197,15 +197,33 @@ struct SchedulerService: Service {
 /// seconds held its connection (and, with the connection cap, a slot) for as long as it liked
 /// (cold review). The deadline is `idleTimeouts` idle timeouts from the request's head (60 s
 /// by default; a 1 MiB webhook then needs ~17 KB/s).
-final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandler {
+///
+/// And one that stops reading its answers: while the socket cannot take more, a connection on
+/// which no write completed for an idle timeout is closed. Hummingbird's idle timeout counts only
+/// reads and does not run while an answer is written, so a client that pipelined requests and
+/// never read the answers held its connection, and a SIGTERM waited for it, for as long as the
+/// client kept the socket open (hostile test: 2,000 pipelined requests, then nothing). A client
+/// that reads slowly keeps its connection: every write that completes starts the wait again.
+final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
 
     static let idleTimeouts: Int64 = 3
     private let limit: TimeAmount
+    private let writeLimit: TimeAmount
     private var deadline: Scheduled<Void>?
+    /// Set while the channel is not writable: fires `writeLimit` after the last completed write.
+    private var stalledWrites: Scheduled<Void>?
+    private var lastWriteDone = NIODeadline.now()
 
-    init(seconds: Int64) { limit = .seconds(seconds) }
+    /// `seconds`: from a request's head to its end; `idleSeconds`: without a completed write
+    /// while the socket is full.
+    init(seconds: Int64, idleSeconds: Int64) {
+        limit = .seconds(seconds)
+        writeLimit = .seconds(idleSeconds)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -222,6 +240,56 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
         context.fireChannelRead(data)
     }
 
+    /// A large body is written in pieces of this size, so that a slow reader's progress is seen
+    /// (a write completes only when all of it is in the socket): 16 KiB per idle timeout keeps
+    /// a connection. The pieces share the body's storage.
+    static let piece = 16 * 1024
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .body(var body) = unwrapOutboundIn(data), body.readableBytes > Self.piece {
+            while body.readableBytes > Self.piece, let piece = body.readSlice(length: Self.piece) {
+                context.write(wrapOutboundOut(.body(piece)), promise: tracked(nil, context))
+            }
+            context.write(wrapOutboundOut(.body(body)), promise: tracked(promise, context))
+        } else {
+            context.write(data, promise: tracked(promise, context))
+        }
+    }
+
+    /// `promise` (or a new one) noting when its write completes.
+    private func tracked(_ promise: EventLoopPromise<Void>?, _ context: ChannelHandlerContext) -> EventLoopPromise<Void> {
+        let done = promise ?? context.eventLoop.makePromise()
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        done.futureResult.whenSuccess { bound.value.lastWriteDone = .now() }
+        return done
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            stalledWrites?.cancel()
+            stalledWrites = nil
+        } else if stalledWrites == nil {
+            lastWriteDone = max(lastWriteDone, .now())
+            watchWrites(context: context, in: writeLimit)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Closes the connection when no write completed for `writeLimit`; else looks again then.
+    private func watchWrites(context: ChannelHandlerContext, in delay: TimeAmount) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        stalledWrites = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = bound.value
+            let quiet = NIODeadline.now() - handler.lastWriteDone
+            if quiet >= handler.writeLimit {
+                handler.stalledWrites = nil
+                context.close(promise: nil)
+            } else {
+                handler.watchWrites(context: context, in: handler.writeLimit - quiet)
+            }
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         cancelTimers()
         context.fireChannelInactive()
@@ -232,5 +300,7 @@ final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChannelHandl
     private func cancelTimers() {
         deadline?.cancel()
         deadline = nil
+        stalledWrites?.cancel()
+        stalledWrites = nil
     }
 }

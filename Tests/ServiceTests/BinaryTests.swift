@@ -175,8 +175,6 @@ final class Spawned: @unchecked Sendable {
         #expect(await verify.wait() == 0, "verify: \(verify.stderr)")
     }
 
-    /// A listen address already taken (or not this machine's): one line naming it, exit 1, at
-    /// once — not a silent process spinning a core until SIGKILL.
     /// SIGTERM while a client holds a webhook request whose body stopped arriving: the server
     /// exits 0 once `--idle-timeout` closes that connection. It waited for the body without end
     /// (hostile test: still running 100 s later, no longer listening).
@@ -201,6 +199,47 @@ final class Spawned: @unchecked Sendable {
         #expect(!server.stderr.contains("status=413"), "\(server.stderr)")
     }
 
+    /// A client that pipelines requests and never reads the answers: once its socket is full and
+    /// no write completed for `--idle-timeout`, the server closes the connection, and a SIGTERM
+    /// meanwhile does not wait for the client. Before, Hummingbird's idle timeout did not run
+    /// while an answer was being written: the connection stayed, and SIGTERM waited, for as long
+    /// as the client kept its socket open (hostile test: 28 s, the client's choice).
+    @Test func aClientThatNeverReadsItsAnswersIsLetGo() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        defer { Task { await fake.stop() } }
+        let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
+                             extra: ["--idle-timeout", "2"])
+        let server = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        let port = try #require(Int(base.split(separator: ":").last ?? ""))
+        let pid = server.process.processIdentifier
+        let idleSockets = Self.sockets(of: pid)
+        // ~72 MB of answers (the OpenAPI document, 2,000 times) for a receive buffer of 4 KiB.
+        let client = try NonReadingClient(port: port, pipelining: String(repeating: "GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n", count: 2000))
+        #expect(await eventually(timeout: 10) { Self.sockets(of: pid) > idleSockets }, "the connection was never accepted")
+        let stuck = Date()
+        #expect(await eventually(timeout: 20) { Self.sockets(of: pid) <= idleSockets },
+                "still \(Self.sockets(of: pid)) sockets against \(idleSockets) after \(Date().timeIntervalSince(stuck)) s")
+        // A second such client, then SIGTERM while it holds its connection.
+        let second = try NonReadingClient(port: port, pipelining: String(repeating: "GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n", count: 2000))
+        #expect(await eventually(timeout: 10) { Self.sockets(of: pid) > idleSockets })
+        let signalled = Date()
+        server.signal(SIGTERM)
+        #expect(await server.wait(timeout: 60) == 0, "\(server.stderr)")
+        #expect(Date().timeIntervalSince(signalled) < 15, "took \(Date().timeIntervalSince(signalled)) s")
+        withExtendedLifetime((client, second)) {}
+    }
+
+    /// How many sockets process `pid` holds (its listening socket among them).
+    static func sockets(of pid: Int32) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return fds.filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "").hasPrefix("socket:") }.count
+    }
+
+    /// A listen address already taken (or not this machine's): one line naming it, exit 1, at
+    /// once — not a silent process spinning a core until SIGKILL.
     @Test func anAddressItCannotBindIsOneLine() async throws {
         let dir = TempDir()
         let tokens = try TestTokens.write(in: dir.path)

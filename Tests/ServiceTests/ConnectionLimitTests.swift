@@ -55,6 +55,38 @@ final class StalledClient {
     deinit { close(fd) }
 }
 
+/// A client with a 4 KiB receive buffer that sends `text` (without blocking) and never reads.
+final class NonReadingClient {
+    let fd: Int32
+
+    init(port: Int, pipelining text: String) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var size: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else {
+            close(fd)
+            throw ServeError("cannot connect to port \(port): \(String(cString: strerror(errno)))")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        let bytes = Array(text.utf8)
+        var sent = 0
+        let deadline = Date().addingTimeInterval(10)
+        while sent < bytes.count, Date() < deadline {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 { sent += n } else if errno == EAGAIN || errno == EINTR { usleep(20_000) } else { break }
+        }
+    }
+
+    deinit { close(fd) }
+}
+
 @Suite(.serialized) struct ConnectionLimitTests {
     /// A client that stops in the middle of a request (its head or its body) is disconnected
     /// after the idle timeout; while the connection cap is reached, a new request waits for a
