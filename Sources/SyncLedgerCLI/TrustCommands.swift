@@ -73,21 +73,27 @@ struct RepairCommand: AsyncParsableCommand {
             let store = try Store.open(storeOptions.path)
             // Before its evidence is read: the views' is read from the file itself.
             try store.requireWritable(for: "repair")
-            var evidence: [HeadEvidence] = []
-            var damagedRecord: String?
-            do {
-                if let recorded = try Trust.recordedHead(store) { evidence.append(recorded) }
-            } catch let e as LedgerError {
-                damagedRecord = e.message
+            /// The loss the evidence shows (nil and nil: nothing to repair).
+            func lossNow() throws -> (loss: Trust.Loss?, damagedRecord: String?) {
+                var evidence: [HeadEvidence] = []
+                var damagedRecord: String?
+                do {
+                    if let recorded = try Trust.recordedHead(store) { evidence.append(recorded) }
+                } catch let e as LedgerError {
+                    damagedRecord = e.message
+                }
+                evidence += ProjectionStore.checkpointEvidence(path: store.projectionsPath)
+                let loss = Trust.findLoss(store, evidence: evidence)
+                if let loss, let damage = loss.damage {
+                    throw CLIFailure(message: "the log cannot be read to its end (\(damage)); nothing was changed. " + loss.damageAdvice)
+                }
+                return (loss, damagedRecord)
             }
-            evidence += ProjectionStore.checkpointEvidence(path: store.projectionsPath)
-            let loss = Trust.findLoss(store, evidence: evidence)
-            if let loss, let damage = loss.damage {
-                throw CLIFailure(message: "the log cannot be read to its end (\(damage)); nothing was changed. " + loss.damageAdvice)
-            }
-            guard loss != nil || damagedRecord != nil else {
-                print("nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "
-                      + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup)")
+            let nothingToRepair = "nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "
+                + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup)"
+            let before = try lossNow()
+            guard before.loss != nil || before.damagedRecord != nil else {
+                print(nothingToRepair)
                 return 0
             }
             let writer: LedgerWriter
@@ -98,6 +104,14 @@ struct RepairCommand: AsyncParsableCommand {
                 throw CLIFailure(message: LedgerWriter.lockedLine(e.message, waited: waitLock) + "; nothing was changed")
             }
             defer { writer.close() }
+            // Again under the lock: a repair this one waited for may have recorded the loss (and
+            // moved the recorded head on); recording it twice left a second loss, against a stale
+            // head, in `status` for good (cold review).
+            let (loss, damagedRecord) = try lossNow()
+            guard loss != nil || damagedRecord != nil else {
+                print("nothing to repair: another writer recorded the loss while this repair waited for the lock")
+                return 0
+            }
             let logEnd = writer.head
             let record = LossRecorded(
                 lastKnownHead: loss.map { $0.evidence.head.description } ?? "unknown",
