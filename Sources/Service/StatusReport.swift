@@ -74,7 +74,13 @@ public struct StatusReport: Sendable {
             viewsDamage: ViewsDamageRecord.last(store),
             health: try StatusHealth.read(store: store, views: views, writerLive: writerRunning, rules: rules,
                                           watchingSince: watchingSince, inbox: inbox, now: now))
-        r.recordedLoss = try RecordedLoss.last(reader: reader, views: views)
+        // A record that cannot be read (a damaged batch, a newer format) is a problem to show,
+        // not a reason for `status` to fail: it is when the log is damaged that status is read.
+        do {
+            r.recordedLoss = try RecordedLoss.last(reader: reader, views: views)
+        } catch {
+            r.problems.append("a recorded loss of acknowledged events cannot be read (\(Trust.printable("\(error)"))); run `syncledger verify`")
+        }
         for (t, latest, success, failedOrRunning, failed) in picked {
             guard let latest = settled(latest) else { continue }
             r.latest[t] = latest

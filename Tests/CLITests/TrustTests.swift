@@ -483,5 +483,17 @@ extension CLIBinaryTests {
         let later = try await cli(["verify", "--store", store])
         expectSuccess(later)
         #expect(later.stderr.contains("a loss of acknowledged events was recorded"), "\(later.stderr)")
+        // The record's batch damaged (now inside the log): `status` names that as a problem
+        // instead of failing as a whole (cold review: it threw, just when the log was damaged).
+        let (lossSegment, lossBatch) = try #require(try segments(store).lazy.compactMap { path in
+            try segmentBatches(path).first { $0.firstSeq <= lossSeq && lossSeq <= $0.lastSeq }.map { (path, $0) }
+        }.first)
+        var damaged = try #require(FileManager.default.contents(atPath: lossSegment))
+        damaged[lossBatch.end - 2] ^= 0x5a
+        try damaged.write(to: URL(fileURLWithPath: lossSegment))
+        let unreadable = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(unreadable.status == 1 && unreadable.stdout.contains("a recorded loss of acknowledged events cannot be read ("),
+                "\(unreadable.stdout) \(unreadable.stderr)")
+        #expect(unreadable.stderr.isEmpty, "\(unreadable.stderr)")
     }
 }
