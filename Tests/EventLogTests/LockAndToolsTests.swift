@@ -51,9 +51,52 @@ import Testing
         #expect(execed(optioned, "/bin/sleep"))
         #expect(LockFileText.command(ofPid: optioned.processIdentifier) == "sleep")
         #expect(execed(hostile, "/bin/sleep"))
+        let storeNamedSync = try spawn("/bin/bash", ["-c", "exec -a syncledger /usr/bin/python3 -c 'import time; time.sleep(30)' --store sync serve"])
+        defer { kill(storeNamedSync.processIdentifier, SIGKILL); storeNamedSync.waitUntilExit() }
+        #expect(execed(storeNamedSync, "/usr/bin/python3"))
+        let serving = LockFileText.command(ofPid: storeNamedSync.processIdentifier)
+        #expect(serving == "syncledger serve", "the value of --store is not a command: \(serving ?? "nil")")
         let hostileCommand = LockFileText.command(ofPid: hostile.processIdentifier)
         #expect(hostileCommand == nil, "\(hostileCommand ?? "nil")")
         #expect(LockFileText.command(ofPid: Int32.max) == nil)
+    }
+
+    /// `/proc/locks` lines: only an exclusive flock on the very file (device as major:minor in
+    /// hex, inode) names its holder; a waiter ("->"), a POSIX lock, a shared one or another
+    /// file's lock does not.
+    @Test func theKernelsListOfLocksNamesTheHolder() {
+        let device = UInt64(0xfe) << 8 | 0x01  // fe:01
+        let text = """
+            1: POSIX  ADVISORY  WRITE 111 fe:01:500 0 EOF
+            2: FLOCK  ADVISORY  READ 222 fe:01:500 0 EOF
+            3: FLOCK  ADVISORY  WRITE 333 fe:01:500 0 EOF
+            3: -> FLOCK  ADVISORY  WRITE 444 fe:01:500 0 EOF
+            4: FLOCK  ADVISORY  WRITE 555 fe:02:500 0 EOF
+            5: FLOCK  ADVISORY  WRITE 666 fe:01:501 0 EOF
+            6: FLOCK ADVISORY WRITE garbage
+            """
+        #expect(LockFileText.flockHolders(of: device, 500, in: text) == [333])
+        #expect(LockFileText.flockHolders(of: device, 500, in: nil).isEmpty)
+        // A device number past 255:255 (major 259, minor 300) as the kernel prints it.
+        let large = (UInt64(259 & 0xfff) << 8) | UInt64(300 & 0xff) | (UInt64(300 & ~0xff) << 12)
+        #expect(LockFileText.flockHolders(of: large, 7, in: "1: FLOCK  ADVISORY  WRITE 9 103:12c:7 0 EOF") == [9])
+    }
+
+    /// A LOCK file naming a process that does not hold the lock (a holder that has not written
+    /// its pid yet, or a pid from another namespace) gives the pid without a command: the
+    /// command of an unrelated process would look authoritative (cold review).
+    @Test func aPidThatDoesNotHoldTheLockIsNotNamed() throws {
+        let dir = TempDir()
+        let first = try EventLogWriter.open(directory: dir.log, options: fast)
+        defer { first.close() }
+        let other = Process()
+        other.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        other.arguments = ["30"]
+        try other.run()
+        defer { kill(other.processIdentifier, SIGKILL); other.waitUntilExit() }
+        try "\(other.processIdentifier)\n".write(toFile: dir.log + "/LOCK", atomically: false, encoding: .utf8)
+        let error = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast) }
+        #expect(error?.message == "store is locked by pid \(other.processIdentifier)", "\(error?.message ?? "nil")")
     }
 
     /// What this process's own lock says when another writer of it is refused.

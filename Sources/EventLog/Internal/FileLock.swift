@@ -56,11 +56,11 @@ final class FileLock {
                     let pid = holderPid(fd: fd, path: path)
                     let forkedCopy = pid == String(getpid()) && !held.withLock { $0.contains(identity) }
                     if !forkedCopy || monotonicSeconds() >= started + forkWindow {
-                        throw LogError(code: .locked, message: lockedMessage(pid))
+                        throw LogError(code: .locked, message: lockedMessage(pid, lock: identity))
                     }
                 } else if !said, let onWait {
                     said = true
-                    onWait(lockedMessage(holderPid(fd: fd, path: path)))
+                    onWait(lockedMessage(holderPid(fd: fd, path: path), lock: identity))
                 }
                 usleep(20_000)
             }
@@ -81,11 +81,31 @@ final class FileLock {
 
     /// "store is locked by pid N", with the holder's command when it can be read
     /// ("pid N (syncledger repair)"): a sync that met a repair's lock said "another sync is running".
-    static func lockedMessage(_ pid: String) -> String {
-        guard let value = Int32(pid), let command = LockFileText.command(ofPid: value) else {
+    /// The command is named only when the kernel's list of locks (`/proc/locks`) shows that pid
+    /// holding this very file: the LOCK file still names the previous holder until a new one has
+    /// written its pid, and a pid from another pid namespace (a container) names an unrelated
+    /// process here; naming that process's command would look authoritative (cold review).
+    static func lockedMessage(_ pid: String, lock: FileKey) -> String {
+        guard let value = Int32(pid), LockFileText.flockHolders(of: lock.device, lock.inode, in: readProcLocks()).contains(value),
+              let command = LockFileText.command(ofPid: value) else {
             return "store is locked by pid \(pid)"
         }
         return "store is locked by pid \(pid) (\(command))"
+    }
+
+    /// `/proc/locks`, or nil when it cannot be read.
+    private static func readProcLocks() -> String? {
+        let fd = Glibc.open("/proc/locks", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var text: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        while text.count < 4 << 20 {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { break }
+            text += chunk[..<n]
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// The pid written by the holder. It writes it right after locking, so retry briefly when empty.
@@ -116,6 +136,28 @@ public enum LockFileText {
     /// The commands of syncledger that take the log's lock, named after the program when one of
     /// them is among its arguments ("syncledger --store DIR repair" reads "syncledger repair").
     static let writerCommands: Set<String> = ["sync", "serve", "forget", "repair", "demo"]
+    /// Options whose value is the next argument and may come before the command: their values
+    /// are not commands ("syncledger --store sync serve" is a serve of the store `sync`).
+    static let valueOptions: Set<String> = ["--store", "--keys"]
+
+    /// The pids `/proc/locks` (its text) shows holding an exclusive flock on the file `device`,
+    /// `inode` (nil text: none). A line reads "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1311 0 EOF",
+    /// the device as major:minor in hex; one waiting for a lock reads "1: -> FLOCK ...".
+    public static func flockHolders(of device: UInt64, _ inode: UInt64, in text: String?) -> Set<Int32> {
+        guard let text else { return [] }
+        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~UInt64(0xfff))
+        let minor = (device & 0xff) | ((device >> 12) & ~UInt64(0xff))
+        var holders: Set<Int32> = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count >= 6, fields[1] == "FLOCK", fields[3] == "WRITE", let pid = Int32(fields[4]) else { continue }
+            let file = fields[5].split(separator: ":")
+            guard file.count == 3, UInt64(file[0], radix: 16) == major, UInt64(file[1], radix: 16) == minor,
+                  UInt64(file[2]) == inode else { continue }
+            holders.insert(pid)
+        }
+        return holders
+    }
 
     /// What process `pid` runs, from `/proc/PID/cmdline`: its program's file name, and the first
     /// of its arguments that is a syncledger command taking the lock ("syncledger repair"), or
@@ -135,7 +177,14 @@ public enum LockFileText {
                 && word.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7A) || $0 == 0x2D || $0 == 0x5F || $0 == 0x2E }
         }
         guard plain(program) else { return nil }
-        if let command = words.dropFirst().prefix(32).first(where: writerCommands.contains) { return program + " " + command }
+        var arguments = words.dropFirst().prefix(32).makeIterator()
+        while let word = arguments.next() {
+            if valueOptions.contains(word) {
+                _ = arguments.next()
+            } else if writerCommands.contains(word) {
+                return program + " " + word
+            }
+        }
         return program
     }
 }
