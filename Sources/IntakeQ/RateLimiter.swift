@@ -73,14 +73,16 @@ public struct FileCallRecord: CallRecordStore {
         // Times are seconds since 1970 as written (finite, before the year 2286): 1e308 read
         // back, then failed every save ("Unable to encode Double.inf"), each sync recording a
         // failed run (hostile test).
-        guard let f = try? JSONDecoder().decode(File.self, from: Data(bytes)),
+        // A record another version wrote may count differently: read as this one's, it was
+        // written back as version 1 at the next save. Its version is read first, so that one
+        // whose calls have another shape is named by its version (cold review).
+        struct Versioned: Decodable { var version: Int }
+        if let other = try? JSONDecoder().decode(Versioned.self, from: Data(bytes)), other.version != 1 {
+            throw refuse("is a call record of version \(other.version), which this syncledger does not read (it reads version 1)")
+        }
+        guard let f = try? JSONDecoder().decode(File.self, from: Data(bytes)), f.version == 1,
               f.calls.allSatisfy({ $0.isFinite && $0 >= 0 && $0 < 1e10 }) else {
             throw refuse("is not the call record syncledger writes (JSON with the calls of the last 24 hours)")
-        }
-        // A record another version wrote may count differently: read as this one's, it was
-        // written back as version 1 at the next save.
-        guard f.version == 1 else {
-            throw refuse("is a call record of version \(f.version), which this syncledger does not read (it reads version 1)")
         }
         return f.calls.map { Date(timeIntervalSince1970: $0) }
     }

@@ -32,8 +32,9 @@ public final class LedgerWriter {
     /// The one line for a log another writer holds: the lock's message ("store is locked by pid
     /// N (syncledger repair)"), how long this one waited, and what to do.
     public static func lockedLine(_ lock: String, waited: Double?) -> String {
-        let after = waited.map { " after waiting \(String(format: "%g", $0)) s" } ?? ""
-        return lock + after + "; retry when it is done, or pass --wait-lock SECONDS to wait for it"
+        guard let waited else { return lock + "; retry when it is done, or pass --wait-lock SECONDS to wait for it" }
+        // Not "pass --wait-lock" to one that did (cold review).
+        return lock + " after waiting \(String(format: "%g", waited)) s; retry when it is done, or pass a longer --wait-lock"
     }
 
     /// The note a command prints once when it starts waiting for another writer's lock.

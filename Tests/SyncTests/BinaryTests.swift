@@ -140,7 +140,14 @@ struct BinaryTests {
         let r = try await Binary.run(syncArgs(store: store, baseURL: rig.baseURL, day: 1), apiKey: rig.apiKey, outputs: tmp.path)
         #expect(r.status == 1)
         #expect(r.stderr.contains("store is locked by pid \(getpid())"), "\(r.stderr)")
+        #expect(r.stderr.contains("pass --wait-lock SECONDS to wait for it"), "\(r.stderr)")
         #expect(r.seconds < 20, "it should fail at once, took \(r.seconds) s")
+        #expect(try StoreReader.head(store) == head)
+        // One that waited and still found it held is not told to pass --wait-lock.
+        let waited = try await Binary.run(syncArgs(store: store, baseURL: rig.baseURL, day: 1, extra: ["--wait-lock", "0.5"]),
+                                          apiKey: rig.apiKey, outputs: tmp.path)
+        #expect(waited.status == 1 && waited.stderr.contains("after waiting 0.5 s; retry when it is done, or pass a longer --wait-lock"),
+                "\(waited.stderr)")
         #expect(try StoreReader.head(store) == head)
 
         let waiting = try Binary.start(syncArgs(store: store, baseURL: rig.baseURL, day: 1, extra: ["--wait-lock", "60"]),

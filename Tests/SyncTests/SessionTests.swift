@@ -127,6 +127,9 @@ struct SessionTests {
             ({ try Data("{\"calls\": [1e308], \"version\": 1}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "is not the call record"),
             ({ try Data("{\"calls\": [4000000000], \"version\": 1}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "recorded in the future"),
             ({ try Data("{\"calls\": [], \"version\": 2}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "a call record of version 2"),
+            // A later version whose calls have another shape is still named by its version.
+            ({ try Data("{\"calls\": {\"day\": [1]}, \"version\": 3}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "a call record of version 3"),
+            ({ try Data("{\"calls\": []}".utf8).write(to: URL(fileURLWithPath: recordPath)) }, "is not the call record"),
         ] as [(() throws -> Void, String)] {
             try FileManager.default.removeItem(atPath: recordPath)
             try make()
