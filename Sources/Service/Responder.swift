@@ -556,20 +556,23 @@ struct ServiceResponder: HTTPResponder {
             throw r
         }
         // Minimum necessary: an appointment of nobody in the roster leaves no trace. One the
-        // ledger already holds is looked at again whoever the body names: a group appointment
-        // whose primary client is not ours, sent without its AdditionalClients, was ignored until
-        // the nightly run (hostile test). The run itself keeps only the roster's people.
+        // views hold (not as removed) is looked at again whoever the body names: a group
+        // appointment whose primary client is not ours, sent without its AdditionalClients, was
+        // ignored until the nightly run (hostile test). The run itself keeps only the roster's
+        // people. A removed one naming nobody of ours is not: each such webhook cost a call of
+        // the daily budget for a run that recorded nothing (cold review).
         if hint.clientIds.isDisjoint(with: c.rosterClients) {
             let views = server.views
             let id = hint.appointmentId
             let recorded: Bool?
             do {
                 recorded = try await server.blocking { try views.readSync { db in
-                    try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM appointments WHERE appointment_id = ?)", arguments: [id])
+                    try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM appointments WHERE appointment_id = ? AND removed = 0)", arguments: [id])
                 } }
             } catch where !(ViewsDamaged.isDamage(error) || error is ViewsReplaced) {
-                // Not "ignored" (IntakeQ would not send it again): 503, which it retries. (The
-                // views' damage is noted by the request's handler, as for any read.)
+                // Not "ignored", which would drop it for good: 503, which says to send it again
+                // (IntakeQ's retries are not documented). The views' damage is noted by the
+                // request's handler, as for any read.
                 throw Reply.error(503, "the views could not be read to check the appointment; retry later")
             }
             guard recorded == true else {
