@@ -13,7 +13,57 @@ public enum Redaction {
     /// primary is matched without regard to case and surrounding spaces.
     /// 3: an outside primary's `TelehealthInfo.Invitation` (free text addressed to them, "Join
     /// Quintessa Outsider …", hostile test) keeps only the links in it.
-    public static let version = 3
+    /// 4: of that invitation only its first link (the meeting link) is kept, and the links kept
+    /// from it and from the note lose the parts that can name a person (`personalURL`): a link
+    /// kept whole carried "?name=Quintessa%20Outsider&email=…" into the log (cold review).
+    public static let version = 4
+
+    /// Query parameters of a kept link that name or reach a person (compared without regard to
+    /// case, `-` and `_`); any parameter whose value holds an "@" (an address) goes too.
+    public static let personalQueryParameters: Set<String> = [
+        "name", "uname", "username", "user", "fullname", "displayname", "firstname", "lastname", "fname", "lname",
+        "email", "mail", "emailaddress", "phone", "tel", "mobile", "dob", "birthdate", "dateofbirth",
+        "client", "clientname", "patient", "patientname", "tk",
+    ]
+
+    /// `url` without what in it can name a person: its user and password (`user:pass@`), its
+    /// fragment, and the query parameters `personalQueryParameters` names or whose value holds
+    /// an address. The scheme, host, path and other parameters (a meeting's `pwd`) are kept as
+    /// written.
+    public static func personalURL(_ url: String) -> String {
+        var rest = Substring(url)
+        if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
+        var query: Substring?
+        if let mark = rest.firstIndex(of: "?") {
+            query = rest[rest.index(after: mark)...]
+            rest = rest[..<mark]
+        }
+        var out = String(rest)
+        if let scheme = out.range(of: "://") {
+            let authorityEnd = out[scheme.upperBound...].firstIndex(of: "/") ?? out.endIndex
+            if let at = out[scheme.upperBound..<authorityEnd].lastIndex(of: "@") {
+                out.removeSubrange(scheme.upperBound...at)
+            }
+        }
+        if let query {
+            let kept = query.split(separator: "&", omittingEmptySubsequences: true).filter { pair in
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let key = decoded(parts[0]).lowercased().filter { $0 != "-" && $0 != "_" }
+                let value = parts.count > 1 ? decoded(parts[1]) : ""
+                return !personalQueryParameters.contains(key) && !value.contains("@")
+            }
+            if !kept.isEmpty { out += "?" + kept.joined(separator: "&") }
+        }
+        // As links are read from text (`MeetingLink.urls`): the same link when read again.
+        while let last = out.last, ".,;:)]}'".contains(last) { out.removeLast() }
+        return out
+    }
+
+    /// Percent-decoded ("+" as a space), or as written when it does not decode.
+    private static func decoded(_ text: Substring) -> String {
+        let spaced = text.replacingOccurrences(of: "+", with: " ")
+        return spaced.removingPercentEncoding ?? spaced
+    }
 
     /// Credentials: removed from every object, whoever it belongs to. `TelehealthInfo.StartUrl`
     /// starts the meeting as its host; the others are the same power under other names.
@@ -48,7 +98,8 @@ public enum Redaction {
     ///   themselves; the name compared without regard to case and surrounding spaces);
     ///   video-meeting links in the removed `ClientNote` are kept (the roster patients join by
     ///   them), the rest of the note is not, and `TelehealthInfo.Invitation` (free text
-    ///   addressed to that client) is cut to the links in it;
+    ///   addressed to that client) is cut to its first link; the links kept lose what can name
+    ///   a person (`personalURL`);
     /// - the credential fields are removed.
     /// Objects that are not JSON objects are returned as they are.
     public static func apply(_ object: JSONValue, rosterClients: Set<String>) -> Result {
@@ -75,14 +126,14 @@ public enum Redaction {
                 changed = true
             }
             if let note {
-                let links = MeetingLink.videoURLs(in: note)
+                let links = MeetingLink.videoURLs(in: note).map(personalURL)
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
             }
             if case .object(var telehealth)? = o["TelehealthInfo"], case .string(let invitation)? = telehealth["Invitation"] {
-                // Every link, not only known video hosts': the meeting link is the invitation's
-                // first URL whatever its host (`MeetingLink.find`), and a URL is not the free text.
-                let links = MeetingLink.urls(in: invitation)
-                let kept: JSONValue = links.isEmpty ? .null : .string(links.joined(separator: " "))
+                // Its first link, whatever its host: the meeting link is the invitation's first
+                // URL (`MeetingLink.find`); the others (an app's download page, a dial-in list)
+                // are not needed, and a URL is not the free text.
+                let kept: JSONValue = MeetingLink.urls(in: invitation).first.map { .string(personalURL($0)) } ?? .null
                 if kept != .string(invitation) {
                     telehealth["Invitation"] = kept
                     o["TelehealthInfo"] = .object(telehealth)

@@ -118,7 +118,26 @@ import Testing
         #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["TelehealthInfo"]?["Invitation"] == .null)
         let own = Redaction.apply(.object(o), rosterClients: ["999", "100"])
         #expect(own.object["TelehealthInfo"]?["Invitation"]?.stringValue == "Dear Quintessa, see you soon")
-        #expect(Redaction.version == 3)
+        // Only the first link, without what in it can name its addressee (cold review: a link
+        // kept whole carried the name and address in its query into the log).
+        for (invitation, kept) in [
+            ("Join Quintessa Outsider: https://intakeq.com/tele/join?name=Quintessa%20Outsider&email=q%40x.com&room=77 "
+             + "(app: https://apps.example.com/download?user=quintessa)", "https://intakeq.com/tele/join?room=77"),
+            ("https://quintessa:secret@zoom.us/j/42?pwd=abc&uname=Quintessa+Outsider&tk=T0K#success", "https://zoom.us/j/42?pwd=abc"),
+            ("at https://meet.example.org/r/9?Contact=q@x.com&First_Name=Q&lang=en.", "https://meet.example.org/r/9?lang=en"),
+            ("https://zoom.us/j/42?uname=Quintessa", "https://zoom.us/j/42"),
+        ] {
+            t["Invitation"] = .string(invitation)
+            o["TelehealthInfo"] = .object(t)
+            let cut = Redaction.apply(.object(o), rosterClients: ["100"])
+            #expect(cut.object["TelehealthInfo"]?["Invitation"]?.stringValue == kept, "\(invitation)")
+            #expect(!cut.object.canonicalText.lowercased().contains("quintessa"), "\(cut.object.canonicalText)")
+            #expect(!Redaction.apply(cut.object, rosterClients: ["100"]).changed, "\(invitation): not the same when applied again")
+        }
+        // The links kept from an outside primary's note lose the same parts.
+        o["ClientNote"] = .string("Quintessa's link: https://zoom.us/j/77?pwd=x&uname=Quintessa%20Outsider")
+        #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["ClientNote"]?.stringValue == "https://zoom.us/j/77?pwd=x")
+        #expect(Redaction.version == 4)
     }
 
     /// A primary with no ClientId (missing or null) cannot be matched to the roster: their fields
