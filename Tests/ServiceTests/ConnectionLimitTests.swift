@@ -126,12 +126,14 @@ final class NonReadingClient {
 
     /// A body sent a byte at a time, each within the idle timeout, is still cut off at the
     /// request's deadline (three idle timeouts from its head): the idle timeout alone restarted
-    /// with every piece, so such a client held its connection for good (cold review).
-    @Test func aTrickledBodyIsCutOffAtTheRequestsDeadline() async throws {
+    /// with every piece, so such a client held its connection for good (cold review). The same
+    /// for the second request of a kept-alive connection (its deadline starts at its own head).
+    @Test(arguments: [false, true]) func aTrickledBodyIsCutOffAtTheRequestsDeadline(afterAnotherRequest: Bool) async throws {
         let rig = try await ServerRig.start { config in config.idleTimeoutSeconds = 2 }
         defer { Task { await rig.stop() } }
         let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
-        let client = try StalledClient(port: port, sending: "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        let first = afterAnotherRequest ? "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" : ""
+        let client = try StalledClient(port: port, sending: first + "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
         let started = Date()
         var closed = false
         while !closed, Date().timeIntervalSince(started) < 20 {
