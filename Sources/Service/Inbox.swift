@@ -25,9 +25,16 @@ public final class WebhookInbox: Sendable {
 
     static let retryMemoryMillis: Int64 = 86_400_000
 
-    public init(path: String) throws {
+    public convenience init(path: String) throws {
+        try self.init(path: path, writeBytes: { fd, bytes in Glibc.write(fd, bytes.baseAddress, bytes.count) })
+    }
+
+    /// `writeBytes`: `write(2)` (tests pass one that fails partway, as a full disk does);
+    /// `cut`: `ftruncate(2)`.
+    init(path: String, writeBytes: @escaping @Sendable (Int32, UnsafeRawBufferPointer) -> Int,
+         cut: @escaping @Sendable (Int32, off_t) -> Int32 = { ftruncate($0, $1) }) throws {
         self.path = path
-        var s = InboxState(path: path)
+        var s = InboxState(path: path, writeBytes: writeBytes, cut: cut)
         try s.load()
         s.fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard s.fd >= 0 else { throw InboxError("cannot open the webhook inbox \(path): \(String(cString: strerror(errno)))") }
@@ -120,7 +127,12 @@ struct InboxState {
     }
 
     let path: String
+    let writeBytes: @Sendable (Int32, UnsafeRawBufferPointer) -> Int
+    let cut: @Sendable (Int32, off_t) -> Int32
     var fd: Int32 = -1
+    /// A failed append may have left part of its line that could not be cut off: the next
+    /// record starts on a line of its own.
+    var tornTail = false
     /// Waiting ids, oldest first.
     var pending: [Pending] = []
     var pendingIds: Set<String> = []
@@ -130,24 +142,44 @@ struct InboxState {
     var recentDone: [String: Int64] = [:]
     var lines = 0
 
-    init(path: String) { self.path = path }
+    init(path: String, writeBytes: @escaping @Sendable (Int32, UnsafeRawBufferPointer) -> Int,
+         cut: @escaping @Sendable (Int32, off_t) -> Int32) {
+        self.path = path
+        self.writeBytes = writeBytes
+        self.cut = cut
+    }
 
     // MARK: File
 
+    /// Appends `text` (whole lines) and fsyncs. A write that fails partway (a full disk) is cut
+    /// back to where it began: the part it left ran into the next record, and the line holding
+    /// both was dropped as malformed when the inbox was read again, taking an id acknowledged
+    /// after the disk had room again with it (hostile test).
     mutating func write(_ text: String) throws {
         guard fd >= 0 else { throw InboxError("the webhook inbox is closed") }
-        let bytes = Array(text.utf8)
+        let end = lseek(fd, 0, SEEK_END)
+        let before: off_t? = end >= 0 ? end : nil
+        let bytes = Array(((tornTail ? "\n" : "") + text).utf8)
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            let n = bytes.withUnsafeBytes { writeBytes(fd, UnsafeRawBufferPointer(rebasing: $0[done...])) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw InboxError("cannot write the webhook inbox \(path): \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                if done > 0 || before == nil { cutBack(to: before) }
+                throw InboxError("cannot write the webhook inbox \(path): \(reason)")
             }
             done += n
         }
+        tornTail = false
         guard fsync(fd) == 0 else { throw InboxError("cannot fsync the webhook inbox \(path): \(String(cString: strerror(errno)))") }
         lines += text.reduce(0) { $1 == "\n" ? $0 + 1 : $0 }
+    }
+
+    /// Cuts the file back to `size`; when it cannot, the next record starts a new line.
+    private mutating func cutBack(to size: off_t?) {
+        if let size, cut(fd, size) == 0 { return }
+        tornTail = true
     }
 
     mutating func load() throws {
