@@ -39,6 +39,8 @@ public final class SyncLedgerServer: Sendable {
     /// The built-in alerts (`--alert-webhook`, `--alert-command`).
     public let alerts: AlertEngine
     let startedAt: Int64
+    /// Held for the server's life: one server per store.
+    let serveLock: ServeLock
     /// Set after a run: the alert conditions are checked again at once.
     let alertsDue = NIOLockedValueBox(true)
 
@@ -50,6 +52,7 @@ public final class SyncLedgerServer: Sendable {
         // As every other command: a log that lost acknowledged events is refused (one line),
         // rather than served as if all were well while every run fails.
         try Trust.requireNoLoss(store)
+        serveLock = try ServeLock(statePath: store.statePath)
         do { zone = try PracticeZone.load(config.timeZone.identifier) } catch let e as LocalTimeError { throw ServeError(e.message) }
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
@@ -174,6 +177,8 @@ struct WorkerService: Service {
             c.stop()
         }
         c.inbox.close()
+        // The inbox is closed: another server may take the store (a restart in one process).
+        server.serveLock.release()
         server.config.logger.info("stopped: the run in progress finished, the inbox is on disk", metadata: ["inbox_depth": "\(c.inbox.depth)"])
     }
 }

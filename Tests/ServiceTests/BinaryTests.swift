@@ -232,6 +232,29 @@ final class Spawned: @unchecked Sendable {
         withExtendedLifetime((client, second)) {}
     }
 
+    /// A second `serve` on a store is refused in one line naming the first; once the first has
+    /// stopped, a server starts. Two ran side by side, each with its own inbox in memory over
+    /// one file: ids one acknowledged were lost when the other rewrote the file (hostile test).
+    @Test func aSecondServerOnAStoreIsRefused() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        defer { Task { await fake.stop() } }
+        let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile)
+        let first = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        _ = try await first.listening()
+        let second = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        #expect(await second.wait(timeout: 30) == 1)
+        let said = second.stderr.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(said.count == 1 && said[0].contains("this store is already served (pid \(first.process.processIdentifier))"), "\(second.stderr)")
+        first.signal(SIGTERM)
+        #expect(await first.wait(timeout: 60) == 0, "\(first.stderr)")
+        let third = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        _ = try await third.listening()
+        third.signal(SIGTERM)
+        #expect(await third.wait(timeout: 60) == 0, "\(third.stderr)")
+    }
+
     /// How many sockets process `pid` holds (its listening socket among them).
     static func sockets(of pid: Int32) -> Int {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
