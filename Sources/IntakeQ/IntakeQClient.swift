@@ -308,7 +308,17 @@ public final class IntakeQClient: Sendable {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
-            var e = IntakeQError(code: .transport, detail: Self.describe(error))
+            // Never the key: an error about the request's headers (a key with a control
+            // character in it) printed their values, and the run's failure put it in the log
+            // (hostile test). `apiKey()` refuses such a key before a run; this is the backstop.
+            var detail = Self.describe(error)
+            if !apiKey.isEmpty, detail.contains(apiKey) {
+                detail = detail.replacingOccurrences(of: apiKey, with: "[the API key]")
+            }
+            if let e = error as? HTTPClientError, "\(e)".contains("invalidHeaderFieldValues") {
+                detail = "the API key holds a character that cannot be sent in a header"
+            }
+            var e = IntakeQError(code: .transport, detail: detail)
             e.host = host
             e.seconds = elapsed()
             throw e.at(endpoint: endpoint, page: page)

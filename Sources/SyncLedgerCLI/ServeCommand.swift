@@ -115,18 +115,6 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    func apiKey() throws -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return key }
-        if let file = env["INTAKEQ_API_KEY_FILE"], !file.isEmpty {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                throw CLIFailure(message: "cannot read INTAKEQ_API_KEY_FILE \(file)")
-            }
-            let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if !key.isEmpty { return key }
-        }
-        throw CLIFailure(message: "INTAKEQ_API_KEY (or INTAKEQ_API_KEY_FILE) is not set: the server needs the practice's IntakeQ API key")
-    }
 }
 
 struct TokenCommand: AsyncParsableCommand {

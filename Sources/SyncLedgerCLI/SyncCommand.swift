@@ -161,9 +161,10 @@ extension SyncCommand {
 
 /// The API key: `$INTAKEQ_API_KEY`, else the file named by `$INTAKEQ_API_KEY_FILE` (cron has no
 /// secrets in its environment). Never printed, whatever goes wrong.
+/// `sync` and `serve` read it alike.
 func apiKey() throws -> String {
     let env = ProcessInfo.processInfo.environment
-    if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return key }
+    if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return try sendable(key, from: "INTAKEQ_API_KEY") }
     if let path = env["INTAKEQ_API_KEY_FILE"], !path.isEmpty {
         guard let data = FileManager.default.contents(atPath: path) else {
             let why = FileManager.default.fileExists(atPath: path) ? "cannot be read (check its permissions)" : "does not exist"
@@ -176,9 +177,24 @@ func apiKey() throws -> String {
         guard !key.contains(where: \.isNewline) else {
             throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) holds more than one line: put only the API key in it")
         }
-        return key
+        return try sendable(key, from: "INTAKEQ_API_KEY_FILE \(path)")
     }
     throw CLIFailure(message: "INTAKEQ_API_KEY is not set: export the practice's IntakeQ API key (IntakeQ: Settings > Integrations > Developer API), or name a file holding it in INTAKEQ_API_KEY_FILE")
+}
+
+/// The key without surrounding white space (a file with Windows line ends read by `$(cat …)`
+/// leaves a carriage return), refused when anything else in it cannot go in a header: such a
+/// key failed the first request with an error that printed it, and the run's failure put it in
+/// the log for good (hostile test). Where the character is, never the key.
+func sendable(_ raw: String, from source: String) throws -> String {
+    let key = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+    guard !key.isEmpty else { throw CLIFailure(message: "\(source) is blank: it must hold the practice's IntakeQ API key") }
+    if let bad = key.unicodeScalars.firstIndex(where: { !(0x21...0x7E).contains($0.value) }) {
+        let at = key.unicodeScalars.distance(from: key.unicodeScalars.startIndex, to: bad) + 1
+        throw CLIFailure(message: "\(source): character \(at) of the API key is a control character, a space or not ASCII, "
+                         + "which cannot be sent to IntakeQ; set the key again (it is not printed)")
+    }
+    return key
 }
 
 extension SyncOutcome {

@@ -401,6 +401,27 @@ extension CLIBinaryTests {
                 let bad = try await cli(syncArgs(store: store, baseURL: url, now: day1.now), env: ["INTAKEQ_API_KEY_FILE": path])
                 expectCleanFailure(bad, mentioning: ["INTAKEQ_API_KEY_FILE", path])
             }
+            // A key with a control character in it: one line saying where, never the key, and
+            // no run recorded (it failed the first request with an error that printed the key,
+            // and the failure went into the log: hostile test). Surrounding white space, as a
+            // file with Windows line ends leaves it, is not part of the key.
+            func logBytes() throws -> Int {
+                try segments(store).reduce(0) { $0 + ((try FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
+            }
+            let before = try logBytes()
+            for env in [["INTAKEQ_API_KEY": "REALSECRET42\u{01}x"], ["INTAKEQ_API_KEY": "REAL SECRET42"]] as [[String: String?]] {
+                let bad = try await cli(syncArgs(store: store, baseURL: url, now: day1.now), env: env)
+                expectCleanFailure(bad, mentioning: ["INTAKEQ_API_KEY", "character", "not printed"])
+                #expect(!bad.stderr.contains("SECRET42") && !bad.stdout.contains("SECRET42"), "\(bad.stderr)")
+                for args in [["serve", "--store", store, "--roster", Repo.roster, "--listen", "127.0.0.1:0", "--base-url", url]] {
+                    let serve = try await cli(args, env: env)
+                    expectCleanFailure(serve, mentioning: ["INTAKEQ_API_KEY", "character"])
+                    #expect(!serve.stderr.contains("SECRET42"), "\(serve.stderr)")
+                }
+            }
+            #expect(try logBytes() == before, "a run was recorded")
+            let crlf = try await cli(syncArgs(store: store, baseURL: url, now: day1.now), env: ["INTAKEQ_API_KEY": fakeAPIKey + "\r"])
+            expectSuccess(crlf)
             // The page cap reached: a warning and partial_success (exit 2), nothing removed.
             let capped = try await cli(syncArgs(store: store, baseURL: url, now: day1.now, extra: ["--page-cap", "1", "--json"]), env: keyEnv)
             #expect(capped.status == 2, "\(capped.stderr)")
