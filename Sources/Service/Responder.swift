@@ -179,12 +179,26 @@ struct ServiceResponder: HTTPResponder {
         },
     ]
 
+    /// The path as logged. The webhook path holds the secret: it never reaches a log line, nor
+    /// does the secret in any other path (a proxy that doubles a slash, adds a prefix or changes
+    /// the case sent "/webhooks//intakeq/SECRET" to a 404 logged in full: hostile test).
+    static func loggable(_ path: String, secret: String?) -> String {
+        if path.hasPrefix("/webhooks/intakeq/") { return "/webhooks/intakeq/<secret>" }
+        guard let secret, !secret.isEmpty else { return path }
+        var out = path
+        while let r = out.range(of: secret, options: .caseInsensitive) { out.replaceSubrange(r, with: "<secret>") }
+        // Percent-encoded, as a client may send any character of it.
+        if let decoded = out.removingPercentEncoding, decoded.range(of: secret, options: .caseInsensitive) != nil {
+            return "<a path holding the webhook secret>"
+        }
+        return out
+    }
+
     func respond(to request: Request, context: Context) async throws -> Response {
         if AdminPages.handles(request.uri.path) { return await AdminPages(server: server).respond(to: request) }
         let started = DispatchTime.now().uptimeNanoseconds
         let path = request.uri.path
-        // The webhook path holds the secret: it never reaches a log line.
-        let logged = path.hasPrefix("/webhooks/intakeq/") ? "/webhooks/intakeq/<secret>" : path
+        let logged = Self.loggable(path, secret: server.config.webhookSecret)
         var reply: Reply
         var tries = 0
         repeat {

@@ -255,6 +255,30 @@ final class Spawned: @unchecked Sendable {
         #expect(await third.wait(timeout: 60) == 0, "\(third.stderr)")
     }
 
+    /// The webhook secret never reaches the request log, whatever the path that holds it (a
+    /// proxy that doubles a slash, adds a prefix or changes the case: each such 404 was logged
+    /// with the secret in full: hostile test).
+    @Test func theWebhookSecretNeverReachesTheLog() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        defer { Task { await fake.stop() } }
+        let server = try Spawned(serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile),
+                                 env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        let encoded = webhookSecret.utf8.map { String(format: "%%%02X", $0) }.joined()
+        for path in ["/webhooks//intakeq/\(webhookSecret)", "/WEBHOOKS/intakeq/\(webhookSecret)", "/syncledger/webhooks/intakeq/\(webhookSecret)",
+                     "/x/\(webhookSecret.uppercased())/y", "/webhooks/intakeq/\(webhookSecret)", "/z/\(encoded)"] {
+            let r = try await http(.POST, base + path, body: Array(#"{"Appointment":{"Id":"a1","ClientId":1}}"#.utf8))
+            #expect(r.status == 404 || r.status == 200, "\(path): \(r.status)")
+        }
+        server.signal(SIGTERM)
+        #expect(await server.wait(timeout: 60) == 0)
+        let log = server.stderr + server.stdout
+        #expect(log.contains("status=404"), "\(log)")
+        #expect(!log.lowercased().contains(webhookSecret.lowercased()) && !log.contains(encoded), "\(log)")
+    }
+
     /// How many sockets process `pid` holds (its listening socket among them).
     static func sockets(of pid: Int32) -> Int {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
