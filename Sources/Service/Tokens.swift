@@ -32,6 +32,13 @@ public struct TokenFile: Codable, Sendable {
     public init(tokens: [APIToken] = []) { self.tokens = tokens }
 
     public static func load(path: String) throws -> TokenFile {
+        // Not read when it is not a regular file: a FIFO would block, and a directory read as
+        // "permission denied", the wrong reason (hostile test).
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
+           isDirectory.boolValue || (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) != .typeRegular {
+            throw ServeError("the tokens file \(path) is \(isDirectory.boolValue ? "a directory" : "not a regular file"): give the file itself")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ServeError("cannot read the tokens file \(path): \(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")")
         }
@@ -69,6 +76,21 @@ public struct TokenFile: Codable, Sendable {
             unlink(tmp)
             throw ServeError("cannot write the tokens file \(path): \(String(cString: strerror(errno)))")
         }
+    }
+
+    /// Runs `body` (a read, change and save of the file at `path`) while no other process does:
+    /// an flock on the file's directory. Eight `token new` at once printed eight tokens and the
+    /// file kept five (hostile test): each had read the file before the others saved it.
+    public static func exclusively<T>(path: String, _ body: () throws -> T) throws -> T {
+        let dir = parentDirectory(of: path).isEmpty ? "." : parentDirectory(of: path)
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw ServeError("cannot open the tokens file's directory \(dir): \(String(cString: strerror(errno)))") }
+        defer { Glibc.close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw ServeError("cannot lock the tokens file's directory \(dir): \(String(cString: strerror(errno)))") }
+        }
+        return try body()
     }
 
     /// A new random token (256 bits, `slt_` + 64 hex digits) and its entry.

@@ -146,18 +146,21 @@ struct TokenNewCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let path = tokens ?? storeOptions.path + "/state/api-tokens.json"
-            var file = FileManager.default.fileExists(atPath: path) ? try TokenFile.load(path: path) : TokenFile()
-            if file.tokens.contains(where: { $0.name == name }) {
-                throw CLIFailure(message: "the tokens file \(path) already has a token named \(name)")
-            }
             // The default file lives in the store: made before the first sync (README's order),
             // the store is made whole, as `sync` makes it, so that sync then finds a store there
             // (a directory that is not a store is refused here, before anything is checked).
             if tokens == nil { _ = try Store.openOrCreate(storeOptions.path) }
             try checkOrganizations()
-            let (token, entry) = TokenFile.newToken(name: name, role: APIToken.Role(rawValue: role)!, organizations: org)
-            file.tokens.append(entry)
-            try file.save(path: path)
+            let token = try TokenFile.exclusively(path: path) { () throws -> String in
+                var file = FileManager.default.fileExists(atPath: path) ? try TokenFile.load(path: path) : TokenFile()
+                if file.tokens.contains(where: { $0.name == name }) {
+                    throw CLIFailure(message: "the tokens file \(path) already has a token named \(name)")
+                }
+                let (token, entry) = TokenFile.newToken(name: name, role: APIToken.Role(rawValue: role)!, organizations: org)
+                file.tokens.append(entry)
+                try file.save(path: path)
+                return token
+            }
             print(token)
             warn("added \(role) token \(name) to \(path); the token is shown only this once")
             return 0

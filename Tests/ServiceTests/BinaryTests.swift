@@ -332,6 +332,21 @@ final class Spawned: @unchecked Sendable {
         let bad = try Spawned(["token", "new", "--name", "x", "--role", "reader", "--tokens", path], dir: dir.path)
         #expect(await bad.wait() != 0)
         #expect(bad.stderr.contains("--org"))
+        // Eight at once: every token printed is in the file (it kept five of eight: hostile test).
+        let many = try (0..<8).map { i in
+            try Spawned(["--store", dir.sub("store"), "token", "new", "--name", "many-\(i)", "--role", "admin", "--tokens", path], dir: dir.path)
+        }
+        var printed: [String] = []
+        for p in many {
+            #expect(await p.wait() == 0, "\(p.stderr)")
+            printed.append(p.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let kept = Set(try TokenFile.load(path: path).tokens.map(\.sha256))
+        #expect(printed.allSatisfy { kept.contains(tokenHash($0)) } && kept.count == 9, "\(kept.count) tokens kept")
+        // A directory given as the tokens file is named as one.
+        let directory = try Spawned(["token", "new", "--name", "d", "--role", "admin", "--tokens", dir.path], dir: dir.path)
+        #expect(await directory.wait() == 1)
+        #expect(directory.stderr.contains("is a directory"), "\(directory.stderr)")
     }
 }
 
