@@ -236,6 +236,10 @@ public final class ProjectionStore: @unchecked Sendable {
         } catch let error as DatabaseError
                     where [.SQLITE_READONLY, .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_AUTH].contains(error.resultCode) && !readOnly {
             throw ViewsNotWritable(path: path, reason: "\(error)")
+        } catch let error as DatabaseError where ViewsDamaged.isDiskFull(error) {
+            // Said as a full disk by whoever catches it (`ViewsDamaged.diskFullWords`), not as
+            // SQLite's "database or disk is full - while executing COMMIT" (hostile test).
+            throw error
         } catch let error as DatabaseError {
             throw LedgerError("cannot open the views database \(path): \(error)")
         }

@@ -365,7 +365,8 @@ final class Coordinator: Sendable {
         } catch {
             noteDamage(error, readFrom: readFrom)
             logger.error("webhook run failed", metadata: ["error": "\(error)"])
-            backOff()
+            // Not "IntakeQ did not answer": the run failed, here or there (a full disk said so).
+            backOff(why: "the last webhook runs failed")
         }
     }
 
@@ -414,9 +415,9 @@ final class Coordinator: Sendable {
         return fresh
     }
 
-    /// Counts a webhook run that left ids IntakeQ did not answer, and waits the back-off before
-    /// the next.
-    private func backOff() {
+    /// Counts a webhook run that left ids IntakeQ did not answer (or failed: `why`), and waits
+    /// the back-off before the next.
+    private func backOff(why: String = "IntakeQ did not answer the last webhook runs' lookups") {
         let now = Date().timeIntervalSince1970
         let (failures, wait) = state.withLockedValue { s -> (Int, Double) in
             s.webhookFailures += 1
@@ -426,7 +427,7 @@ final class Coordinator: Sendable {
             s.webhookBackOffs = Array((s.webhookBackOffs + [(now, s.budgetBlockedUntil)]).suffix(16))
             return (s.webhookFailures, s.budgetBlockedUntil - now)
         }
-        logger.warning("webhook ids wait: IntakeQ did not answer the last webhook runs' lookups", metadata: [
+        logger.warning("webhook ids wait: \(why)", metadata: [
             "failed_runs_in_a_row": "\(failures)", "retry_in_s": "\(Int(wait.rounded()))", "waiting": "\(inbox.depth)"])
     }
 

@@ -35,6 +35,9 @@ extension CLIBinaryTests {
             "$2" status --store "$1/store" --max-age 100000; echo "status-rc=$?"
             head -c $(( $(df -k --output=avail "$1" | tail -1) * 1024 - 4096 )) /dev/zero > "$1/filler" 2>/dev/null
             "$2" export --store "$1/store" --bundle "$1/bundle"; echo "export-rc=$?"
+            rm -f "$1/store/projections.sqlite"*
+            head -c $(( $(df -k --output=avail "$1" | tail -1) * 1024 )) /dev/zero > "$1/filler2" 2>/dev/null
+            "$2" appointments --store "$1/store"; echo "appointments-rc=$?"
             """
         let r = try await ProcessRunner.run("/usr/bin/unshare", ["-m", "/bin/sh", "-c", script, "sh", mount, try Repo.requireBinary(), store],
                                             timeout: 120)
@@ -43,6 +46,10 @@ extension CLIBinaryTests {
         #expect(said.contains("status-rc=1") && said.contains("syncledger: the disk holding the views database (projections.sqlite) or SQLite's temporary files is full: free space there"),
                 "\(said)")
         #expect(said.contains("export-rc=1") && said.contains("syncledger: the disk is full"), "\(said)")
+        // With no room to make the views file at all (it failed "cannot open the views database
+        // …: SQLite error 13: database or disk is full": hostile test).
+        #expect(said.contains("appointments-rc=1"), "\(said)")
+        #expect(said.components(separatedBy: "syncledger: the disk holding the views database").count - 1 == 2, "\(said)")
         #expect(!said.contains("NSCocoaErrorDomain") && !said.contains("SQLite error"), "\(said)")
     }
 
