@@ -27,6 +27,7 @@ struct VerifyCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error (and view_differences with --views).") var json = false
 
     func validate() throws {
+        try refuseBlank([("--expect-head", expectHead)])
         if let e = expectHead, LogHead(parsing: e) == nil {
             throw ValidationError("--expect-head '\(e)' is not SEQ:HASH (a number, a colon and 64 hex digits)")
         }
@@ -143,6 +144,7 @@ struct RebuildCommand: AsyncParsableCommand {
     var timings = false
 
     func validate() throws {
+        try refuseBlank([("--projection", projection)])
         if let projection, Projections.projection(named: projection.replacingOccurrences(of: "-", with: "_")) == nil {
             throw ValidationError("no projection named \(projection); choose one of: \(allProjections.map(\.name).joined(separator: ", "))")
         }

@@ -165,7 +165,11 @@ struct UpcomingCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
+        try refuseBlank([("--org", org), ("--patient", patient), ("--now", now)])
         guard (0...366).contains(days) else { throw ValidationError("--days must be between 0 and 366") }
+        if let now {
+            do { _ = try TimeInput.parse(now) } catch let e as LocalTimeError { throw ValidationError("--now \(e.message)") }
+        }
     }
 
     func run() async throws {
@@ -262,6 +266,7 @@ struct ChangesCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
+        try refuseBlank([("--since", since), ("--run", run), ("--org", org), ("--patient", patient)])
         if (since == nil) == (run == nil) { throw ValidationError("give --since (ISO 8601 or a duration like 24h) or --run RUN_ID, one of the two") }
         if let since, Self.duration(since) == nil {
             do { _ = try TimeInput.parse(since) } catch {

@@ -8,6 +8,17 @@ import JSONCore
 import Ledger
 import Projections
 
+/// Options given as an empty or blank string (an unset shell variable, `--org ""`): a usage
+/// error naming the option. Searched for, "" said "no organization  in the roster" or printed
+/// nothing with exit 0 (hostile test).
+func refuseBlank(_ options: [(name: String, value: String?)]) throws {
+    for (name, value) in options {
+        if let value, value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw ValidationError("\(name) is empty: give a value (an unset shell variable?)")
+        }
+    }
+}
+
 struct ScopeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Only this roster organization.", valueName: "ID")) var org: String?
     @Option(help: ArgumentHelp("Only this roster patient.", valueName: "ID")) var patient: String?
@@ -18,6 +29,7 @@ struct ScopeOptions: ParsableArguments {
     @Flag(help: "Leave out appointments deleted in IntakeQ.") var hideRemoved = false
 
     func validate() throws {
+        try refuseBlank([("--org", org), ("--patient", patient), ("--from", from), ("--to", to)])
         for (name, value) in [("--from", from), ("--to", to)] {
             guard let value else { continue }
             do { _ = try TimeInput.parse(value) } catch let e as LocalTimeError { throw ValidationError("\(name) \(e.message)") }
@@ -111,6 +123,7 @@ struct SyncLogsCommand: AsyncParsableCommand {
     @OptionGroup var display: DisplayOptions
 
     func validate() throws {
+        try refuseBlank([("--type", type)])
         if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
     }
 
@@ -210,6 +223,7 @@ struct AsOfCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
+        try refuseBlank([("the time", time), ("--appointment", appointment)])
         if (time == nil) == (seq == nil) { throw ValidationError("give a time (ISO 8601) or --seq N, one of the two") }
         if let time {
             do { _ = try TimeInput.parse(time) } catch let e as LocalTimeError { throw ValidationError(e.message) }

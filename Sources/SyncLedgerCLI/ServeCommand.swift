@@ -40,6 +40,7 @@ struct ServeCommand: AsyncParsableCommand {
     var idleTimeout = 20
 
     func validate() throws {
+        try refuseBlank([("--daily-at", dailyAt), ("--timezone", timezone), ("--webhook-secret-file", webhookSecretFile)])
         guard requestsPerMinute > 0, dailyBudget > 0 else { throw ValidationError("--requests-per-minute and --daily-budget must be positive") }
         guard (1...3600).contains(idleTimeout) else { throw ValidationError("--idle-timeout must be 1...3600 seconds") }
         guard (0...20).contains(maxRetries) else { throw ValidationError("--max-retries must be 0...20") }
@@ -134,6 +135,7 @@ struct TokenNewCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The tokens file (default: STORE/state/api-tokens.json).", valueName: "FILE")) var tokens: String?
 
     func validate() throws {
+        try refuseBlank(org.map { ("--org", $0) })
         guard let r = APIToken.Role(rawValue: role) else { throw ValidationError("--role must be reader or admin") }
         if r == .reader, org.isEmpty { throw ValidationError("a reader token needs at least one --org ID") }
         if r == .admin, !org.isEmpty { throw ValidationError("an admin token reads every organization: give no --org") }

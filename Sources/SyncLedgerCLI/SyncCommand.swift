@@ -47,6 +47,7 @@ struct SyncCommand: AsyncParsableCommand {
     @Option(help: .hidden) var pageCap = 200
 
     func validate() throws {
+        try refuseBlank([("--org", org), ("--patient", patient), ("--now", now)])
         if org != nil, patient != nil { throw ValidationError("give --org or --patient, not both") }
         if let type, !syncTypes.contains(type) {
             throw ValidationError("--type \(type) is not a sync type; the sync types are: \(syncTypes.joined(separator: ", "))")

@@ -74,6 +74,21 @@ extension CLIBinaryTests {
         BadArg(["history", "--store", "S"], "appointment-id"),
         BadArg(["history", "--store", "S", "no-such-appointment"], "no-such-appointment"),
         BadArg(["history", "--store", "S", ""], "give an appointment id"),
+        // Empty values are usage errors naming the option (they searched for "": "no
+        // organization  in the roster", or nothing printed with exit 0).
+        BadArg(["upcoming", "--store", "S", "--org", ""], "--org is empty"),
+        BadArg(["upcoming", "--store", "S", "--now", ""], "--now is empty"),
+        BadArg(["upcoming", "--store", "S", "--now", "soon"], "--now"),
+        BadArg(["changes", "--store", "S", "--run", ""], "--run is empty"),
+        BadArg(["changes", "--store", "S", "--since", " "], "--since is empty"),
+        BadArg(["as-of", "--store", "S", "--seq", "2", "--appointment", ""], "--appointment is empty"),
+        BadArg(["as-of", "--store", "S", ""], "the time is empty"),
+        BadArg(["appointments", "--store", "S", "--patient", ""], "--patient is empty"),
+        BadArg(["sync-logs", "--store", "S", "--type", ""], "--type is empty"),
+        BadArg(["sync", "--store", "S", "--roster", "R", "--org", ""], "--org is empty"),
+        BadArg(["token", "new", "--store", "S", "--name", "x", "--role", "reader", "--org", ""], "--org is empty"),
+        BadArg(["verify", "--store", "S", "--expect-head", ""], "--expect-head is empty"),
+        BadArg(["rebuild", "--store", "S", "--projection", ""], "--projection is empty"),
         BadArg(["history", "--store", "S", "a", "b"], "b"),
         // as-of
         BadArg(["as-of", "--store", "S", "notatime"], "notatime"),
