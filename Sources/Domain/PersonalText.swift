@@ -25,6 +25,33 @@ public enum PersonalText {
         return texts.contains { matches($0, names: folds, emails: emails) }
     }
 
+    /// True when `text` holds, as a whole word, one of `clientIds` (IntakeQ client ids of the
+    /// roster: personal data, sealed wherever else they are recorded), or a phone number: a run
+    /// of digits, spaces and `+().-` holding 7 to 15 digits that is not a date or a time
+    /// ("(555) 010-1234", "+1 555 010 1234"; not "2026-12-01" or "09:30").
+    public static func holdsNumbers(_ text: String, clientIds: Set<String>) -> Bool {
+        let plain = fold(text)
+        let tokens = plain.split { !($0.isLetter || $0.isNumber) }
+        if tokens.contains(where: { clientIds.contains(String($0)) }) { return true }
+        // Dates and times first, as they are numbers too.
+        var rest = plain
+        for pattern in [#"\d{4}-\d{1,2}-\d{1,2}(t\d{1,2}:\d{2}(:\d{2})?)?"#, #"\d{1,2}:\d{2}(:\d{2})?"#, #"\d{1,2}/\d{1,2}/\d{2,4}"#] {
+            rest = rest.replacingOccurrences(of: pattern, with: " ", options: .regularExpression)
+        }
+        var digits = 0
+        for c in rest + "|" {
+            if c.isASCII && c.isNumber {
+                digits += 1
+            } else if " +().-".contains(c) {
+                continue
+            } else {
+                if (7...15).contains(digits) { return true }
+                digits = 0
+            }
+        }
+        return false
+    }
+
     /// `names` on folded text, names and emails.
     static func matches(_ folded: String, names: [Set<String>], emails: [String]) -> Bool {
         for e in emails {
@@ -52,7 +79,13 @@ public enum PersonalText {
     /// ligatures (which folding leaves as they are) spelled as plain letters. `transliterating`:
     /// ä, ö, ü, å and ø first spelled ae, oe, ue, aa and oe, as names are written without them.
     static func fold(_ text: String, transliterating: Bool = false) -> String {
-        let text = transliterating ? respelled(text.lowercased().precomposedStringWithCanonicalMapping, transliterations) : text
+        // Invisible format characters (a zero-width space, a soft hyphen) do not split a word:
+        // "Dela\u{200B}croix" names Delacroix (hostile test).
+        var text = text
+        if text.unicodeScalars.contains(where: { $0.properties.generalCategory == .format }) {
+            text = String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.properties.generalCategory != .format }))
+        }
+        text = transliterating ? respelled(text.lowercased().precomposedStringWithCanonicalMapping, transliterations) : text
         let folded = text.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil).lowercased()
         return respelled(folded, plainSpellings)
     }

@@ -38,6 +38,9 @@ public enum Forget {
         if PersonalText.names(trimmed, names: people.compactMap(\.name), emails: people.compactMap(\.email)) {
             throw LedgerError("--reason names a roster patient (a name or an email); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
         }
+        if PersonalText.holdsNumbers(trimmed, clientIds: Set(people.map(\.intakeqClientId))) {
+            throw LedgerError("--reason holds an IntakeQ client id or a phone number; it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
+        }
         if !keys.isForgotten(patientId) {
             guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId) else {
                 throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")

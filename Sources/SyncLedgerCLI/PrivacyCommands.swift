@@ -20,7 +20,7 @@ struct ForgetCommand: AsyncParsableCommand {
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("The roster patient id (the roster's \"id\").", valueName: "ID")) var patient: String
-    @Option(help: ArgumentHelp("Why (recorded in the log for good, so no personal data: a reason naming a roster patient or their email is refused).", valueName: "TEXT")) var reason: String
+    @Option(help: ArgumentHelp("Why (recorded in the log for good, so no personal data: a reason naming a roster patient or their email, or holding a client id or a phone number, is refused).", valueName: "TEXT")) var reason: String
     @Option(parsing: .unconditional, help: ArgumentHelp("Wait this long for a running sync instead of failing at once.", valueName: "SECONDS"))
     var waitLock: Double?
     @Option(help: ArgumentHelp("Purge the PostgreSQL views too (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))

@@ -62,6 +62,8 @@ extension CLIBinaryTests {
         BadArg(["sync", "--store", "S", "--roster", "R", "--daily-budget", "-1"], "--requests-per-minute and --daily-budget must be positive"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--max-retries", "-1"], "--max-retries must be 0...20"),
         BadArg(["forget", "--store", "S", "--patient", "p-001", "--reason", "test", "--wait-lock", "-1"], "--wait-lock must be a number of seconds, 0 or more"),
+        BadArg(["forget", "--store", "S", "--patient", "p-001", "--reason", "client 4101 asked"], "IntakeQ client id or a phone number"),
+        BadArg(["forget", "--store", "S", "--patient", "p-001", "--reason", "phone (555) 010-1234"], "IntakeQ client id or a phone number"),
         BadArg(["repair", "--store", "S", "--accept-loss", "test", "--wait-lock", "-1"], "--wait-lock must be a number of seconds, 0 or more"),
         BadArg(["serve", "--store", "S", "--roster", "R", "--requests-per-minute", "-1"], "--requests-per-minute and --daily-budget must be positive"),
         BadArg(["serve", "--store", "S", "--roster", "R", "--max-retries", "-1"], "--max-retries must be 0...20"),

@@ -69,6 +69,30 @@ import Testing
         #expect(found == names, "\(reason)")
     }
 
+    /// A reason holding an IntakeQ client id of the roster or a phone number is seen; dates,
+    /// times and other numbers are not (hostile test: "client 4101 asked" and "phone (555)
+    /// 010-1234" were recorded in the clear). Invisible characters do not hide a name.
+    @Test(arguments: [
+        ("client 4101 asked", true),
+        ("phone (555) 010-1234", true),
+        ("call +1 555 010 1234 back", true),
+        ("555.010.1234", true),
+        ("the patient's request of 2026-12-01", false),
+        ("asked at 09:30 on 12/01/2026", false),
+        ("request 2026-12-01T18:30", false),
+        ("ticket 41", false),
+        ("client 41011 asked", false),
+    ])
+    func aReasonHoldingAClientIdOrAPhoneIsSeen(_ reason: String, _ holds: Bool) {
+        #expect(PersonalText.holdsNumbers(reason, clientIds: ["4101", "4102"]) == holds, "\(reason)")
+    }
+
+    @Test func invisibleCharactersDoNotHideAName() {
+        for reason in ["Dela\u{200B}croix asked", "Dela\u{00AD}croix asked", "\u{FEFF}Delacroix asked"] {
+            #expect(PersonalText.names(reason, names: ["Peyton Delacroix"], emails: []), "\(reason.debugDescription)")
+        }
+    }
+
     /// `parentDirectory(of:)` answers as `NSString.deletingLastPathComponent` does, without
     /// trapping on a one-character relative path (`--store q`).
     @Test(arguments: [("q", ""), ("q/", ""), ("qq", ""), ("/q", "/"), ("/", "/"), ("a/b", "a"), ("a/b/", "a"),
