@@ -135,6 +135,10 @@ struct AlertService: Service {
     private func check() async {
         do {
             try await server.checkAlerts()
+        } catch is CancellationError {
+            // The server is stopping (a listen address it could not bind stops it at once):
+            // not an error of the alerts (it read "error=CancellationError()" before the
+            // real line: hostile test).
         } catch {
             server.config.logger.error("the alert conditions could not be checked", metadata: ["error": "\(error)"])
         }

@@ -313,6 +313,7 @@ final class Spawned: @unchecked Sendable {
             #expect(await server.wait(timeout: 30) == 1, "\(listen): \(server.stderr)")
             #expect(Date().timeIntervalSince(started) < 20)
             #expect(server.stderr.contains("cannot listen on \(listen)"), "\(server.stderr)")
+            #expect(!server.stderr.contains("CancellationError"), "\(server.stderr)")
         }
     }
 
