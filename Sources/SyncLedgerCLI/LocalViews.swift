@@ -258,7 +258,7 @@ struct ChangesCommand: AsyncParsableCommand {
             (the id from `syncledger sync-logs --json`). Times are when SyncLedger recorded the change.
             """)
     @OptionGroup var storeOptions: StoreOptions
-    @Option(help: ArgumentHelp("ISO 8601, or a duration back from now like 24h or 7d.", valueName: "ISO|DURATION")) var since: String?
+    @Option(help: ArgumentHelp("ISO 8601 (a date alone is the start of that local day), or a duration back from now like 24h or 7d.", valueName: "ISO|DURATION")) var since: String?
     @Option(help: ArgumentHelp("The changes one sync run recorded.", valueName: "RUN_ID")) var run: String?
     @Option(help: ArgumentHelp("Only this roster organization.", valueName: "ID")) var org: String?
     @Option(help: ArgumentHelp("Only this roster patient.", valueName: "ID")) var patient: String?

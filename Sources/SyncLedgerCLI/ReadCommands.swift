@@ -216,7 +216,7 @@ struct AsOfCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "as-of", abstract: "The appointments view as it stood at a moment (ISO 8601) or at a seq.")
     @OptionGroup var storeOptions: StoreOptions
-    @Argument(help: "The moment, ISO 8601 (recorded time of the events).") var time: String?
+    @Argument(help: "The moment, ISO 8601 (recorded time of the events; a date alone means the end of that local day, a time without an offset local time).") var time: String?
     @Option(parsing: .unconditional, help: "The last seq to include instead of a time.") var seq: UInt64?
     @Option(help: ArgumentHelp("Only this appointment.", valueName: "ID")) var appointment: String?
     @OptionGroup var display: DisplayOptions
