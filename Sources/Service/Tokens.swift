@@ -34,9 +34,11 @@ public struct TokenFile: Codable, Sendable {
     public static func load(path: String) throws -> TokenFile {
         // Not read when it is not a regular file: a FIFO would block, and a directory read as
         // "permission denied", the wrong reason (hostile test).
+        // A symbolic link is followed (a secrets mount links its files: cold review).
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
-           isDirectory.boolValue || (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) != .typeRegular {
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        if FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory),
+           isDirectory.boolValue || (try? FileManager.default.attributesOfItem(atPath: target)[.type] as? FileAttributeType) != .typeRegular {
             throw ServeError("the tokens file \(path) is \(isDirectory.boolValue ? "a directory" : "not a regular file"): give the file itself")
         }
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -344,6 +344,18 @@ final class Spawned: @unchecked Sendable {
         }
         let kept = Set(try TokenFile.load(path: path).tokens.map(\.sha256))
         #expect(printed.allSatisfy { kept.contains(tokenHash($0)) } && kept.count == 9, "\(kept.count) tokens kept")
+        // A link to the file is followed (a secrets mount links its files); a FIFO is named
+        // for what it is, not read.
+        let link = dir.sub("linked-tokens.json")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: path)
+        let throughLink = try Spawned(["token", "new", "--name", "linked", "--role", "admin", "--tokens", link], dir: dir.path)
+        #expect(await throughLink.wait() == 0, "\(throughLink.stderr)")
+        #expect(try TokenFile.load(path: link).tokens.contains { $0.name == "linked" })
+        let fifo = dir.sub("fifo-tokens.json")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let fromFIFO = try Spawned(["token", "new", "--name", "f", "--role", "admin", "--tokens", fifo], dir: dir.path)
+        #expect(await fromFIFO.wait(timeout: 20) == 1)
+        #expect(fromFIFO.stderr.contains("is not a regular file"), "\(fromFIFO.stderr)")
         // A directory given as the tokens file is named as one.
         let directory = try Spawned(["token", "new", "--name", "d", "--role", "admin", "--tokens", dir.path], dir: dir.path)
         #expect(await directory.wait() == 1)
