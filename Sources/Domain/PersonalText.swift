@@ -25,28 +25,49 @@ public enum PersonalText {
         return texts.contains { matches($0, names: folds, emails: emails) }
     }
 
-    /// True when `text` holds, as a whole word, one of `clientIds` (IntakeQ client ids of the
-    /// roster: personal data, sealed wherever else they are recorded), or a phone number: a run
-    /// of digits, spaces and `+().-` holding 7 to 15 digits that is not a date or a time
-    /// ("(555) 010-1234", "+1 555 010 1234"; not "2026-12-01" or "09:30").
+    /// True when `text` holds one of `clientIds` (IntakeQ client ids of the roster: personal
+    /// data, sealed wherever else they are recorded) or a phone number, once dates and times are
+    /// set aside. A client id counts as a whole word of three digits or more, or of any length
+    /// after "client", "id" or "#" ("client 7 asked"); a phone number is a run of digits
+    /// separated only by spaces, dots, dashes and parentheses, in groups of at most four after
+    /// the first, holding 10 to 15 digits ("(555) 010-1234", "+1 555 010 1234",
+    /// "0466-12-3456"), or 7 as "555-0100". Dates ("2026-12-01", "01.12.2026", "12/01/2026",
+    /// "2019-2026"), times and other numbers ("ticket 1234567", "ref 2026-0001234") are not.
     public static func holdsNumbers(_ text: String, clientIds: Set<String>) -> Bool {
-        let plain = fold(text)
-        let tokens = plain.split { !($0.isLetter || $0.isNumber) }
-        if tokens.contains(where: { clientIds.contains(String($0)) }) { return true }
-        // Dates and times first, as they are numbers too.
-        var rest = plain
-        for pattern in [#"\d{4}-\d{1,2}-\d{1,2}(t\d{1,2}:\d{2}(:\d{2})?)?"#, #"\d{1,2}:\d{2}(:\d{2})?"#, #"\d{1,2}/\d{1,2}/\d{2,4}"#] {
+        var rest = fold(text)
+        for pattern in [
+            #"(?<!\d)(19|20)\d{2}-(0?[1-9]|1[0-2])-(0?[1-9]|[12]\d|3[01])(t\d{1,2}:\d{2}(:\d{2})?)?(?!\d)"#,
+            #"(?<!\d)\d{1,2}[./-]\d{1,2}[./-](19|20)?\d{2}(?!\d)"#,
+            #"(?<!\d)(19|20)\d{2}\s*[-–]\s*(19|20)\d{2}(?!\d)"#,
+            #"(?<!\d)\d{1,2}:\d{2}(:\d{2})?(?!\d)"#,
+        ] {
             rest = rest.replacingOccurrences(of: pattern, with: " ", options: .regularExpression)
         }
-        var digits = 0
+        let words = rest.split { !($0.isLetter || $0.isNumber || $0 == "#") }.map(String.init)
+        for (i, word) in words.enumerated() {
+            let digits = word.hasPrefix("#") ? String(word.dropFirst()) : word
+            guard clientIds.contains(digits) else { continue }
+            let before = i > 0 ? words[i - 1] : ""
+            if digits.count >= 3 || word.hasPrefix("#") || ["client", "id", "clientid", "#"].contains(before) { return true }
+        }
+        // Runs of digit groups joined by phone punctuation.
+        var groups: [Int] = []
+        var current = 0
+        func endRun() -> Bool {
+            if current > 0 { groups.append(current) }
+            defer { groups = []; current = 0 }
+            let total = groups.reduce(0, +)
+            guard let first = groups.first else { return false }
+            if (10...15).contains(total) && groups.dropFirst().allSatisfy({ $0 <= 4 }) && (groups.count > 1 || first == total) { return true }
+            return groups == [3, 4]
+        }
         for c in rest + "|" {
             if c.isASCII && c.isNumber {
-                digits += 1
-            } else if " +().-".contains(c) {
-                continue
-            } else {
-                if (7...15).contains(digits) { return true }
-                digits = 0
+                current += 1
+            } else if " .-()+".contains(c) {
+                if current > 0 { groups.append(current); current = 0 }
+            } else if endRun() {
+                return true
             }
         }
         return false

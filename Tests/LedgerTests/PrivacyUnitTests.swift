@@ -82,9 +82,22 @@ import Testing
         ("request 2026-12-01T18:30", false),
         ("ticket 41", false),
         ("client 41011 asked", false),
+        ("client 7 asked", true),
+        ("per #12", true),
+        ("0466-12-3456", true),
+        ("call 555-0100", true),
+        // Ordinary reasons (cold review: dates and reference numbers were refused, and a short
+        // client id matched a day of the month).
+        ("the patient's request of 2026-12-01", false),
+        ("request of Dec 1 2026", false),
+        ("ticket 1234567", false),
+        ("01.12.2026", false),
+        ("12-01-2026", false),
+        ("records 2019-2026", false),
+        ("ref 2026-0001234", false),
     ])
     func aReasonHoldingAClientIdOrAPhoneIsSeen(_ reason: String, _ holds: Bool) {
-        #expect(PersonalText.holdsNumbers(reason, clientIds: ["4101", "4102"]) == holds, "\(reason)")
+        #expect(PersonalText.holdsNumbers(reason, clientIds: ["4101", "4102", "7", "12", "1"]) == holds, "\(reason)")
     }
 
     @Test func invisibleCharactersDoNotHideAName() {
