@@ -397,9 +397,9 @@ paths:
         The secret path segment (from `--webhook-secret-file`, at least 32 characters, compared in
         constant time) is the authentication: a wrong one is a 404, counted. An appointment of a
         client outside the roster (`Appointment.ClientId`, `AdditionalClients`, or a top-level
-        `ClientId`) that the views do not hold as a current (not removed) appointment is dropped
-        (200 `ignored`); otherwise its id goes to the durable inbox (200 `accepted`, or `duplicate`
-        while it waits there).
+        `ClientId`) that the views do not hold (current or removed) is dropped (200 `ignored`);
+        otherwise its id goes to the durable inbox (200 `accepted`, or `duplicate` while it waits
+        there).
       security: []
       parameters:
         - name: secret

@@ -570,18 +570,19 @@ struct ServiceResponder: HTTPResponder {
             throw r
         }
         // Minimum necessary: an appointment of nobody in the roster leaves no trace. One the
-        // views hold (not as removed) is looked at again whoever the body names: a group
-        // appointment whose primary client is not ours, sent without its AdditionalClients, was
-        // ignored until the nightly run (hostile test). The run itself keeps only the roster's
-        // people. A removed one naming nobody of ours is not: each such webhook cost a call of
-        // the daily budget for a run that recorded nothing (cold review).
+        // views hold is looked at again whoever the body names: a group appointment whose
+        // primary client is not ours, sent without its AdditionalClients, was ignored until the
+        // nightly run (hostile test). The run itself keeps only the roster's people. One held
+        // as removed too: it may be back in scope (our patient added to it again, or back in
+        // the roster), and an ignored webhook is not sent again; that costs a call of the daily
+        // budget when it is not (a second cold review weighed this against the first's).
         if hint.clientIds.isDisjoint(with: c.rosterClients) {
             let views = server.views
             let id = hint.appointmentId
             let recorded: Bool?
             do {
                 recorded = try await server.blocking { try views.readSync { db in
-                    try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM appointments WHERE appointment_id = ? AND removed = 0)", arguments: [id])
+                    try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM appointments WHERE appointment_id = ?)", arguments: [id])
                 } }
             } catch where !(ViewsDamaged.isDamage(error) || error is ViewsReplaced) {
                 // Not "ignored", which would drop it for good: 503, which says to send it again
