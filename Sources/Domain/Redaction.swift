@@ -26,13 +26,18 @@ public enum Redaction {
         "client", "clientname", "patient", "patientname", "tk",
     ]
 
-    /// `url` without what in it can name a person: its user and password (`user:pass@`), its
-    /// fragment, and the query parameters `personalQueryParameters` names or whose value holds
-    /// an address. The scheme, host, path and other parameters (a meeting's `pwd`) are kept as
-    /// written.
+    /// `url` without what in it can name a person: its user and password (`user:pass@`), and
+    /// the query parameters `personalQueryParameters` names or whose value holds an address, in
+    /// its query and in its fragment ("#/join?name=…"; a fragment that is a route, "#/room/77",
+    /// is kept). HTML's `&amp;` between parameters counts as `&`. The scheme, host, path and
+    /// other parameters (a meeting's `pwd`) are kept as written.
     public static func personalURL(_ url: String) -> String {
         var rest = Substring(url)
-        if let hash = rest.firstIndex(of: "#") { rest = rest[..<hash] }
+        var fragment: Substring?
+        if let hash = rest.firstIndex(of: "#") {
+            fragment = rest[rest.index(after: hash)...]
+            rest = rest[..<hash]
+        }
         var query: Substring?
         if let mark = rest.firstIndex(of: "?") {
             query = rest[rest.index(after: mark)...]
@@ -46,17 +51,37 @@ public enum Redaction {
             }
         }
         if let query {
-            let kept = query.split(separator: "&", omittingEmptySubsequences: true).filter { pair in
-                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let key = decoded(parts[0]).lowercased().filter { $0 != "-" && $0 != "_" }
-                let value = parts.count > 1 ? decoded(parts[1]) : ""
-                return !personalQueryParameters.contains(key) && !value.contains("@")
+            let kept = keptParameters(query)
+            if !kept.isEmpty { out += "?" + kept }
+        }
+        if let fragment {
+            // A route with parameters ("/join?name=…"), parameters alone ("name=…&room=7"), or
+            // a route or anchor (kept).
+            if let mark = fragment.firstIndex(of: "?") {
+                let kept = keptParameters(fragment[fragment.index(after: mark)...])
+                out += "#" + fragment[..<mark] + (kept.isEmpty ? "" : "?" + kept)
+            } else if fragment.contains("=") {
+                let kept = keptParameters(fragment)
+                if !kept.isEmpty { out += "#" + kept }
+            } else if !fragment.isEmpty {
+                out += "#" + fragment
             }
-            if !kept.isEmpty { out += "?" + kept.joined(separator: "&") }
         }
         // As links are read from text (`MeetingLink.urls`): the same link when read again.
         while let last = out.last, ".,;:)]}'".contains(last) { out.removeLast() }
         return out
+    }
+
+    /// The parameters of `text` ("a=1&b=2") that name no person, joined by "&".
+    private static func keptParameters(_ text: Substring) -> String {
+        let pairs = text.replacingOccurrences(of: "&amp;", with: "&").replacingOccurrences(of: "&#38;", with: "&")
+            .split(separator: "&", omittingEmptySubsequences: true)
+        return pairs.filter { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = decoded(parts[0]).lowercased().filter { $0 != "-" && $0 != "_" }
+            let value = parts.count > 1 ? decoded(parts[1]) : ""
+            return !personalQueryParameters.contains(key) && !value.contains("@")
+        }.joined(separator: "&")
     }
 
     /// Percent-decoded ("+" as a space), or as written when it does not decode.
@@ -128,6 +153,17 @@ public enum Redaction {
             if let note {
                 let links = MeetingLink.videoURLs(in: note).map(personalURL)
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
+            }
+            // Their join links too: the same link, personalised, as the invitation's.
+            if case .object(var telehealth)? = o["TelehealthInfo"] {
+                for field in ["JoinUrl", "Url"] {
+                    if case .string(let link)? = telehealth[field], let cleaned = MeetingLink.urls(in: link).first.map(personalURL),
+                       cleaned != link {
+                        telehealth[field] = .string(cleaned)
+                        o["TelehealthInfo"] = .object(telehealth)
+                        changed = true
+                    }
+                }
             }
             if case .object(var telehealth)? = o["TelehealthInfo"], case .string(let invitation)? = telehealth["Invitation"] {
                 // Its first link, whatever its host: the meeting link is the invitation's first

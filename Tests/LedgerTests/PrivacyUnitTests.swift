@@ -160,7 +160,12 @@ import Testing
         for (invitation, kept) in [
             ("Join Quintessa Outsider: https://intakeq.com/tele/join?name=Quintessa%20Outsider&email=q%40x.com&room=77 "
              + "(app: https://apps.example.com/download?user=quintessa)", "https://intakeq.com/tele/join?room=77"),
-            ("https://quintessa:secret@zoom.us/j/42?pwd=abc&uname=Quintessa+Outsider&tk=T0K#success", "https://zoom.us/j/42?pwd=abc"),
+            ("https://quintessa:secret@zoom.us/j/42?pwd=abc&uname=Quintessa+Outsider&tk=T0K#success", "https://zoom.us/j/42?pwd=abc#success"),
+            // HTML's &amp; between parameters, parameters in the fragment, a route kept.
+            ("<a href=https://zoom.us/j/42?pwd=x&amp;uname=Quintessa>join</a>", "https://zoom.us/j/42?pwd=x"),
+            ("https://app.example.com/#/join?name=Quintessa&room=7", "https://app.example.com/#/join?room=7"),
+            ("https://app.example.com/#/join/room-77", "https://app.example.com/#/join/room-77"),
+            ("https://app.example.com/#email=q%40x.com&room=7", "https://app.example.com/#room=7"),
             ("at https://meet.example.org/r/9?Contact=q@x.com&First_Name=Q&lang=en.", "https://meet.example.org/r/9?lang=en"),
             ("https://zoom.us/j/42?uname=Quintessa", "https://zoom.us/j/42"),
         ] {
@@ -171,6 +176,15 @@ import Testing
             #expect(!cut.object.canonicalText.lowercased().contains("quintessa"), "\(cut.object.canonicalText)")
             #expect(!Redaction.apply(cut.object, rosterClients: ["100"]).changed, "\(invitation): not the same when applied again")
         }
+        // Their join links lose the same parts.
+        t["Invitation"] = nil
+        t["JoinUrl"] = .string("https://zoom.us/j/42?pwd=abc&uname=Quintessa%20Outsider")
+        o["TelehealthInfo"] = .object(t)
+        let joined = Redaction.apply(.object(o), rosterClients: ["100"])
+        #expect(joined.object["TelehealthInfo"]?["JoinUrl"]?.stringValue == "https://zoom.us/j/42?pwd=abc", "\(joined.object.canonicalText)")
+        #expect(!Redaction.apply(joined.object, rosterClients: ["100"]).changed)
+        #expect(Redaction.apply(.object(o), rosterClients: ["100", "999"]).object["TelehealthInfo"]?["JoinUrl"]?.stringValue
+                == "https://zoom.us/j/42?pwd=abc&uname=Quintessa%20Outsider", "a roster primary's own link is kept")
         // The links kept from an outside primary's note lose the same parts.
         o["ClientNote"] = .string("Quintessa's link: https://zoom.us/j/77?pwd=x&uname=Quintessa%20Outsider")
         #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["ClientNote"]?.stringValue == "https://zoom.us/j/77?pwd=x")
