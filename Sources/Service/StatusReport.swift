@@ -76,10 +76,13 @@ public struct StatusReport: Sendable {
                                           watchingSince: watchingSince, inbox: inbox, now: now))
         // A record that cannot be read (a damaged batch, a newer format) is a problem to show,
         // not a reason for `status` to fail: it is when the log is damaged that status is read.
-        do {
-            r.recordedLoss = try RecordedLoss.last(reader: reader, views: views)
-        } catch {
-            r.problems.append("a recorded loss of acknowledged events cannot be read (\(Trust.printable("\(error)"))); run `syncledger verify`")
+        // (Only the log's read: an error of the views' query is the views', as for any read.)
+        if let seq = try RecordedLoss.lastSeq(views: views) {
+            do {
+                r.recordedLoss = try RecordedLoss.read(seq: seq, reader: reader)
+            } catch {
+                r.problems.append("a recorded loss of acknowledged events cannot be read (\(Trust.printable("\(error)"))); run `syncledger verify`")
+            }
         }
         for (t, latest, success, failedOrRunning, failed) in picked {
             guard let latest = settled(latest) else { continue }
@@ -166,14 +169,19 @@ public struct RecordedLoss: Sendable {
     public var at: String
     public var record: LossRecorded
 
-    public static func last(reader: LedgerReader, views: ProjectionStore) throws -> RecordedLoss? {
+    /// The seq of the last `ledger.loss_recorded` the views' stream index holds.
+    public static func lastSeq(views: ProjectionStore) throws -> UInt64? {
         let seq = try views.readSync { db -> Int64? in
             guard try db.tableExists("event_streams") else { return nil }
             return try Int64.fetchOne(db, sql: "SELECT max(seq) FROM event_streams WHERE stream = ? AND type = ?",
                                       arguments: [Streams.ledger, EventType.lossRecorded.rawValue])
         }
-        guard let seq, seq > 0, let e = try reader.events(at: [UInt64(seq)]).first,
-              e.type == EventType.lossRecorded.rawValue else { return nil }
+        return seq.flatMap { $0 > 0 ? UInt64($0) : nil }
+    }
+
+    /// The record at `seq` from the log (nil when the event there is not one).
+    public static func read(seq: UInt64, reader: LedgerReader) throws -> RecordedLoss? {
+        guard let e = try reader.events(at: [seq]).first, e.type == EventType.lossRecorded.rawValue else { return nil }
         return RecordedLoss(seq: e.seq, at: e.at, record: try e.decodeData(LossRecorded.self))
     }
 
