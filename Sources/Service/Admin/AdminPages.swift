@@ -39,6 +39,8 @@ struct AdminPages {
 
     func respond(to request: Request) async -> Response {
         let started = DispatchTime.now().uptimeNanoseconds
+        // As every request's path: never the webhook secret (cold review).
+        let logged = ServiceResponder.loggable(request.uri.path, secret: server.config.webhookSecret)
         let page: Page
         let readFrom = server.viewsHandle.currentFile
         do {
@@ -48,17 +50,17 @@ struct AdminPages {
         } catch is ViewsReplaced {
             page = message(503, "The views are being rebuilt", "A rebuild replaced the views file; try again in a moment.", session: nil)
         } catch where ViewsDamaged.isDamage(error) {
-            server.config.logger.error("admin page failed: the views database is damaged", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            server.config.logger.error("admin page failed: the views database is damaged", metadata: ["path": "\(logged)", "error": "\(error)"])
             await server.noteViewsDamage(error, readFrom: readFrom)
             page = message(503, "The views database is damaged",
                            "Run `syncledger rebuild` on the server; it recreates the views from the log, and this server reads them within a second.", session: nil)
         } catch {
-            server.config.logger.error("admin page failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            server.config.logger.error("admin page failed", metadata: ["path": "\(logged)", "error": "\(error)"])
             page = message(500, "Something went wrong", "The page could not be made; the server's log has the details.", session: nil)
         }
         let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
         server.config.logger.info("request", metadata: [
-            "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(page.status)",
+            "method": "\(request.method.rawValue)", "path": "\(logged)", "status": "\(page.status)",
             "ms": "\(String(format: "%.1f", ms))",
         ])
         return page.response
