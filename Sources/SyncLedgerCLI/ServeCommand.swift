@@ -36,7 +36,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The PostgreSQL schema for --postgres.", valueName: "NAME")) var postgresSchema = PostgresSink.defaultSchema
     @OptionGroup var alertOptions: AlertOptions
     @Flag(help: "Serve /metrics without a token (it holds no personal data).") var metricsPublic = false
-    @Option(parsing: .unconditional, help: ArgumentHelp("Close a connection that sends nothing for this long (between requests or in the middle of one), or takes nothing of its answers.", valueName: "SECONDS"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Close a connection that sends nothing for this long (between requests or in the middle of one), or, while its answers wait, takes less than 16 KiB of them.", valueName: "SECONDS"))
     var idleTimeout = 20
 
     func validate() throws {

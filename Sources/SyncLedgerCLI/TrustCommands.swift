@@ -109,7 +109,7 @@ struct RepairCommand: AsyncParsableCommand {
             // head, in `status` for good (cold review).
             let (loss, damagedRecord) = try lossNow()
             guard loss != nil || damagedRecord != nil else {
-                print("nothing to repair: another writer recorded the loss while this repair waited for the lock")
+                print("nothing to repair: while this repair waited for the lock, another recorded the loss (or the log was restored)")
                 return 0
             }
             let logEnd = writer.head

@@ -351,7 +351,7 @@ extension CLIBinaryTests {
             outputs.append(repaired.stdout)
         }
         #expect(outputs.filter { $0.contains("recorded the loss as seq") }.count == 1, "\(outputs)")
-        #expect(outputs.filter { $0.contains("nothing to repair: another writer recorded the loss while this repair waited") }.count == 1,
+        #expect(outputs.filter { $0.contains("nothing to repair: while this repair waited for the lock, another recorded the loss") }.count == 1,
                 "\(outputs)")
         let log = try await cli(["log", "--store", store])
         expectSuccess(log)

@@ -141,22 +141,28 @@ public enum LockFileText {
     static let valueOptions: Set<String> = ["--store", "--keys"]
 
     /// The pids `/proc/locks` (its text) shows holding an exclusive flock on the file `device`,
-    /// `inode` (nil text: none). A line reads "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1311 0 EOF",
+    /// `inode` (nil text: none; the same inode on another device when none is on this one). A line reads "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1311 0 EOF",
     /// the device as major:minor in hex; one waiting for a lock reads "1: -> FLOCK ...".
     public static func flockHolders(of device: UInt64, _ inode: UInt64, in text: String?) -> Set<Int32> {
         guard let text else { return [] }
         let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~UInt64(0xfff))
         let minor = (device & 0xff) | ((device >> 12) & ~UInt64(0xff))
         var holders: Set<Int32> = []
+        // On btrfs (and overlay file systems) `st_dev` is not the device the kernel lists:
+        // when no lock matches device and inode, one on the same inode is taken (cold review).
+        var sameInode: Set<Int32> = []
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: " ")
             guard fields.count >= 6, fields[1] == "FLOCK", fields[3] == "WRITE", let pid = Int32(fields[4]) else { continue }
             let file = fields[5].split(separator: ":")
-            guard file.count == 3, UInt64(file[0], radix: 16) == major, UInt64(file[1], radix: 16) == minor,
-                  UInt64(file[2]) == inode else { continue }
-            holders.insert(pid)
+            guard file.count == 3, UInt64(file[2]) == inode else { continue }
+            if UInt64(file[0], radix: 16) == major, UInt64(file[1], radix: 16) == minor {
+                holders.insert(pid)
+            } else {
+                sameInode.insert(pid)
+            }
         }
-        return holders
+        return holders.isEmpty ? sameInode : holders
     }
 
     /// What process `pid` runs, from `/proc/PID/cmdline`: its program's file name, and the first
