@@ -221,7 +221,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var deadline: Scheduled<Void>?
     /// Set while the channel is not writable: fires `writeLimit` after the last completed write.
     private var stalledWrites: Scheduled<Void>?
-    private var lastWriteDone = NIODeadline.now()
+    private var lastWriteDone = NIODeadline.uptimeNanoseconds(0)
 
     /// `seconds`: from a request's head to its end; `idleSeconds`: without a completed write
     /// while the socket is full.
@@ -265,7 +265,8 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func tracked(_ promise: EventLoopPromise<Void>?, _ context: ChannelHandlerContext) -> EventLoopPromise<Void> {
         let done = promise ?? context.eventLoop.makePromise()
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        done.futureResult.whenSuccess { bound.value.lastWriteDone = .now() }
+        let loop = context.eventLoop
+        done.futureResult.whenSuccess { bound.value.lastWriteDone = loop.now }
         return done
     }
 
@@ -274,7 +275,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
             stalledWrites?.cancel()
             stalledWrites = nil
         } else if stalledWrites == nil {
-            lastWriteDone = max(lastWriteDone, .now())
+            lastWriteDone = context.eventLoop.now
             watchWrites(context: context, in: writeLimit)
         }
         context.fireChannelWritabilityChanged()
@@ -285,7 +286,7 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         stalledWrites = context.eventLoop.scheduleTask(in: delay) {
             let (handler, context) = bound.value
-            let quiet = NIODeadline.now() - handler.lastWriteDone
+            let quiet = context.eventLoop.now - handler.lastWriteDone
             if quiet >= handler.writeLimit {
                 handler.stalledWrites = nil
                 context.close(promise: nil)

@@ -280,6 +280,43 @@ final class Spawned: @unchecked Sendable {
         #expect(!log.lowercased().contains(webhookSecret.lowercased()) && !log.contains(encoded), "\(log)")
     }
 
+    /// A client that reads its answers slowly but steadily keeps its connection, however long
+    /// the answers take, and gets every byte of them (the other side of the stalled-reader rule).
+    @Test func aSlowButSteadyReaderGetsEveryAnswer() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        defer { Task { await fake.stop() } }
+        let server = try Spawned(serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
+                                           extra: ["--idle-timeout", "1"]),
+                                 env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        let port = try #require(Int(base.split(separator: ":").last ?? ""))
+        let one = try await http(.GET, base + "/openapi.yaml")
+        let answers = 20
+        let client = try NonReadingClient(port: port, pipelining: String(repeating: "GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n", count: answers))
+        // ~100 KB/s: the ~730 KB take ~7 s, seven idle timeouts. (The kernel's send buffer may
+        // hold most of it; StalledReaderRuleTests drives the rule itself through full and not.)
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let started = Date()
+        let expected = answers * one.text.utf8.count
+        while received < expected + answers * 100, Date().timeIntervalSince(started) < 60 {
+            var p = pollfd(fd: client.fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 2000) > 0 else { break }
+            let n = buffer.withUnsafeMutableBytes { recv(client.fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { break }
+            received += n
+            usleep(40_000)
+        }
+        let took = Date().timeIntervalSince(started)
+        // Every answer's body, with its head (each a little over 100 bytes).
+        #expect(received >= expected, "received \(received) of \(expected)+ bytes in \(took) s")
+        #expect(took > 3, "the answers did not wait in a full socket (\(took) s): the test proves nothing")
+        server.signal(SIGTERM)
+        #expect(await server.wait(timeout: 60) == 0)
+    }
+
     /// How many sockets process `pid` holds (its listening socket among them).
     static func sockets(of pid: Int32) -> Int {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []

@@ -1,4 +1,7 @@
 import Foundation
+import NIOCore
+import NIOEmbedded
+import NIOHTTPTypes
 import JSONCore
 import NIOHTTP1
 #if canImport(Glibc)
@@ -85,6 +88,63 @@ final class NonReadingClient {
     }
 
     deinit { close(fd) }
+}
+
+/// The stalled-reader rule on an embedded channel, where time and writability are the test's.
+@Suite struct StalledReaderRuleTests {
+    func channel() throws -> (EmbeddedChannel, EmbeddedEventLoop) {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(handler: RequestDeadlineHandler(seconds: 30, idleSeconds: 1), loop: loop)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, loop)
+    }
+
+    func body(_ count: Int) -> HTTPResponsePart { .body(ByteBuffer(repeating: 7, count: count)) }
+
+    /// A large body goes out in 16 KiB pieces, all of it, in order.
+    @Test func aLargeBodyGoesOutInPieces() throws {
+        let (channel, _) = try channel()
+        try channel.writeAndFlush(body(40_000)).wait()
+        var sizes: [Int] = []
+        while let part = try channel.readOutbound(as: HTTPResponsePart.self) {
+            if case .body(let b) = part { sizes.append(b.readableBytes) }
+        }
+        #expect(sizes == [16_384, 16_384, 7_232])
+        _ = try? channel.finish()
+    }
+
+    /// Full with no write completing for the idle timeout: closed. A write that completes starts
+    /// the wait again; the socket taking more again ends it.
+    @Test func progressKeepsAFullConnectionAndSilenceClosesIt() throws {
+        let (channel, loop) = try channel()
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        loop.advanceTime(by: .milliseconds(600))
+        try channel.writeAndFlush(body(10)).wait()
+        loop.advanceTime(by: .milliseconds(600))
+        #expect(channel.isActive, "a write completed 0.6 s ago")
+        loop.advanceTime(by: .milliseconds(500))
+        #expect(!channel.isActive, "nothing completed for 1.1 s while full")
+
+        let (other, otherLoop) = try self.channel()
+        other.isWritable = false
+        other.pipeline.fireChannelWritabilityChanged()
+        otherLoop.advanceTime(by: .milliseconds(500))
+        other.isWritable = true
+        other.pipeline.fireChannelWritabilityChanged()
+        otherLoop.advanceTime(by: .seconds(5))
+        #expect(other.isActive, "writable again: no wait")
+        _ = try? other.finish()
+
+        let (silent, silentLoop) = try self.channel()
+        silentLoop.advanceTime(by: .seconds(5))
+        silent.isWritable = false
+        silent.pipeline.fireChannelWritabilityChanged()
+        silentLoop.advanceTime(by: .milliseconds(900))
+        #expect(silent.isActive, "full for 0.9 s")
+        silentLoop.advanceTime(by: .milliseconds(200))
+        #expect(!silent.isActive, "full for 1.1 s, no write completed")
+    }
 }
 
 @Suite(.serialized) struct ConnectionLimitTests {
