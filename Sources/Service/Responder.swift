@@ -190,36 +190,10 @@ struct ServiceResponder: HTTPResponder {
         // Percent-encoded, as a client may send any character of it; each valid escape decoded
         // on its own (one invalid escape made the whole decoding fail, and the secret was
         // logged: cold review).
-        if percentDecoded(out).range(of: secret, options: .caseInsensitive) != nil {
+        if FormData.decode(out, plusIsSpace: false).range(of: secret, options: .caseInsensitive) != nil {
             return "<a path holding the webhook secret>"
         }
         return out
-    }
-
-    /// `text` with each valid `%XX` decoded (as bytes, read as UTF-8) and the rest as written.
-    static func percentDecoded(_ text: String) -> String {
-        let bytes = Array(text.utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        var i = 0
-        func hex(_ b: UInt8) -> UInt8? {
-            switch b {
-            case 0x30...0x39: return b - 0x30
-            case 0x41...0x46: return b - 0x37
-            case 0x61...0x66: return b - 0x57
-            default: return nil
-            }
-        }
-        while i < bytes.count {
-            if bytes[i] == 0x25, i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2]) {
-                out.append(h << 4 | l)
-                i += 3
-            } else {
-                out.append(bytes[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     func respond(to request: Request, context: Context) async throws -> Response {

@@ -181,13 +181,8 @@ final class Spawned: @unchecked Sendable {
     @Test func sigtermDoesNotWaitForAStalledBodyForever() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
-        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
         defer { Task { await fake.stop() } }
-        let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
-                             extra: ["--idle-timeout", "2"])
-        let server = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
-        let base = try await server.listening()
-        let port = try #require(Int(base.split(separator: ":").last ?? ""))
+        let (server, port) = try await startServe(in: dir, fake: fake, extra: ["--idle-timeout", "2"])
         let stalled = try StalledClient(
             port: port, sending: "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         try await Task.sleep(nanoseconds: 300_000_000)
@@ -207,13 +202,8 @@ final class Spawned: @unchecked Sendable {
     @Test func aClientThatNeverReadsItsAnswersIsLetGo() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
-        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
         defer { Task { await fake.stop() } }
-        let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
-                             extra: ["--idle-timeout", "2"])
-        let server = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
-        let base = try await server.listening()
-        let port = try #require(Int(base.split(separator: ":").last ?? ""))
+        let (server, port) = try await startServe(in: dir, fake: fake, extra: ["--idle-timeout", "2"])
         let pid = server.process.processIdentifier
         let idleSockets = Self.sockets(of: pid)
         // ~72 MB of answers (the OpenAPI document, 2,000 times) for a receive buffer of 4 KiB.
@@ -315,6 +305,15 @@ final class Spawned: @unchecked Sendable {
         #expect(took > 3, "the answers did not wait in a full socket (\(took) s): the test proves nothing")
         server.signal(SIGTERM)
         #expect(await server.wait(timeout: 60) == 0)
+    }
+
+    /// `serve` on a new store in `dir` (IntakeQ is `fake`), started and listening; its port.
+    func startServe(in dir: TempDir, fake: FakeIntakeQServer, extra: [String]) async throws -> (Spawned, Int) {
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        let server = try Spawned(serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile, extra: extra),
+                                 env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        return (server, try #require(Int(base.split(separator: ":").last ?? "")))
     }
 
     /// How many sockets process `pid` holds (its listening socket among them).

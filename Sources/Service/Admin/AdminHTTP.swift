@@ -43,7 +43,9 @@ enum FormData {
         return out
     }
 
-    static func decode(_ s: String) -> String {
+    /// Each valid `%XX` decoded (as bytes, read as UTF-8), the rest as written; `+` is a space
+    /// in form data (`plusIsSpace`), itself in a path.
+    static func decode(_ s: String, plusIsSpace: Bool = true) -> String {
         let bytes = Array(s.utf8)
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
@@ -58,7 +60,7 @@ enum FormData {
         }
         while i < bytes.count {
             let b = bytes[i]
-            if b == 0x2B {
+            if b == 0x2B, plusIsSpace {
                 out.append(0x20)
             } else if b == 0x25, i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2]) {
                 out.append(h << 4 | l)
