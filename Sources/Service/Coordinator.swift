@@ -331,6 +331,8 @@ final class Coordinator: Sendable {
         guard !ids.isEmpty else { return }
         var request = SyncRequest(roster: config.roster, syncType: "webhook", triggeredBy: "webhook")
         request.appointmentIds = ids
+        // Stopping: the ids not looked up yet wait in the inbox for the next start.
+        request.stopLookups = { [weak self] in self?.isStopping ?? true }
         let readFrom = viewsFile
         do {
             let outcome = try await session(request, maxRetries: fresh.isEmpty ? 0 : nil)

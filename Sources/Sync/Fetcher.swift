@@ -162,10 +162,11 @@ struct Fetcher {
     /// A 404 is evidence of removal; a spent budget or a refused key stops the run (the rest wait
     /// for the next one); an id IntakeQ could not answer stays to do; an undecodable answer is done
     /// (asking again would spend the budget on the same bytes).
-    func fetch(ids: [String]) async -> FetchResult {
+    func fetch(ids: [String], stop: (@Sendable () -> Bool)? = nil) async -> FetchResult {
         var r = FetchResult()
         r.crawlComplete = true
         for (i, id) in ids.enumerated() {
+            if let stop, stop() { break }
             progress?("looking up \(i + 1)/\(ids.count) appointments by id")
             do {
                 r.lookedUp[id] = .some(try await client.appointment(id: id))

@@ -1,5 +1,8 @@
 import FakeIntakeQ
 import Foundation
+#if canImport(CNIOLinux)
+import CNIOLinux  // members of C structs (sockaddr_in, pollfd) may be taken for its (MemberImportVisibility)
+#endif
 import JSONCore
 import Ledger
 import NIOHTTP1

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(CNIOLinux)
+import CNIOLinux  // members of C structs (sockaddr_in, pollfd) may be taken for its (MemberImportVisibility)
+#endif
 import NIOCore
 import NIOEmbedded
 import NIOHTTPTypes

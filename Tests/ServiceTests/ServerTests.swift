@@ -2,6 +2,9 @@ import AsyncHTTPClient
 import Domain
 import FakeIntakeQ
 import Foundation
+#if canImport(CNIOLinux)
+import CNIOLinux  // members of C structs (sockaddr_in, pollfd) may be taken for its (MemberImportVisibility)
+#endif
 import JSONCore
 import Ledger
 import NIOHTTP1
@@ -556,6 +559,48 @@ import TestSupport
         let again = try WebhookInbox(path: path)
         #expect(again.next(10) == ["b", "a"])
         #expect(try again.add(id: "a", bodyHash: "h2") == .duplicate)
+    }
+
+    /// Stopping during a webhook run whose lookups IntakeQ does not answer: the run stops
+    /// between lookups and the ids not looked up wait in the inbox for the next start. The
+    /// server waited for every id (hostile test: 4 minutes for 44 ids, past systemd's stop
+    /// timeout at ~110).
+    @Test func stoppingMidRunLeavesTheRestInTheInbox() async throws {
+        let dir = TempDir()
+        let first = try await ServerRig.start(dir: dir)
+        #expect(try await first.syncAndWait()["status"]?.stringValue == "completed")
+        await first.stop()
+        let ids = Fixtures.rosterAppointments(day: 1).compactMap { $0["Id"]?.stringValue }.prefix(8)
+        let inboxPath = dir.sub("store") + "/state/webhook-inbox.log"
+        let lines = ids.map { "+ \($0) h-\($0) \(Int64(Date().timeIntervalSince1970 * 1000))\n" }.joined()
+        let handle = try #require(FileHandle(forWritingAtPath: inboxPath))
+        handle.seekToEndOfFile()
+        handle.write(Data(lines.utf8))
+        handle.closeFile()
+        // An IntakeQ that takes connections and never answers: each lookup waits its timeout.
+        let hole = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(hole) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(hole, $0, len) == 0 && listen(hole, 64) == 0 && getsockname(hole, $0, &len) == 0 }
+        }
+        #expect(listening)
+        let holePort = Int(UInt16(bigEndian: addr.sin_port))
+        let rig = try await ServerRig.start(dir: dir) { config in
+            config.baseURL = "http://127.0.0.1:\(holePort)"
+            config.timeoutSeconds = 1.5
+            config.maxRetries = 0
+        }
+        try await Task.sleep(nanoseconds: 2_000_000_000)
+        let stopping = Date()
+        await rig.stop()
+        let took = Date().timeIntervalSince(stopping)
+        #expect(took < 4, "stopping took \(took) s")
+        let left = try WebhookInbox(path: inboxPath)
+        #expect(left.depth >= ids.count - 3, "\(left.depth) of \(ids.count) ids wait")
     }
 
     /// A full disk: a write that fails partway is answered 503 and leaves nothing behind, so

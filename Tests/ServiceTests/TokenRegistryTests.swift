@@ -2,6 +2,11 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+// `stat`'s members: with NIOEmbedded in this target, the compiler may take CNIOLinux for the
+// module that declares them (MemberImportVisibility).
+#if canImport(CNIOLinux)
+import CNIOLinux
+#endif
 @testable import Service
 import TestSupport
 import Testing
