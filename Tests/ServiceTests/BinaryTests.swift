@@ -262,7 +262,9 @@ final class Spawned: @unchecked Sendable {
         let encoded = webhookSecret.utf8.map { String(format: "%%%02X", $0) }.joined()
         for path in ["/webhooks//intakeq/\(webhookSecret)", "/WEBHOOKS/intakeq/\(webhookSecret)", "/syncledger/webhooks/intakeq/\(webhookSecret)",
                      "/x/\(webhookSecret.uppercased())/y", "/webhooks/intakeq/\(webhookSecret)", "/z/\(encoded)",
-                     "/x%zz/\(encoded)", "/admin/\(webhookSecret)"] {
+                     "/x%zz/\(encoded)", "/admin/\(webhookSecret)",
+                     // Cut short, or a piece of it (a bad paste, a truncating proxy).
+                     "/webhooks/intakeq-x/\(webhookSecret.prefix(30))", "/a/b/\(webhookSecret.dropFirst(6).prefix(20))x"] {
             let r = try await http(.POST, base + path, body: Array(#"{"Appointment":{"Id":"a1","ClientId":1}}"#.utf8))
             #expect([200, 303, 401, 403, 404].contains(r.status), "\(path): \(r.status)")
         }
@@ -271,6 +273,7 @@ final class Spawned: @unchecked Sendable {
         let log = server.stderr + server.stdout
         #expect(log.contains("status=404"), "\(log)")
         #expect(!log.lowercased().contains(webhookSecret.lowercased()) && !log.contains(encoded), "\(log)")
+        #expect(!log.contains(webhookSecret.prefix(30)) && !log.contains(webhookSecret.dropFirst(6).prefix(20)), "\(log)")
     }
 
     /// A client that reads its answers slowly but steadily keeps its connection, however long
