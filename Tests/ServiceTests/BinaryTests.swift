@@ -336,17 +336,8 @@ final class Spawned: @unchecked Sendable {
         let secretFile = dir.sub("secret")
         try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
         // Hold a port by listening on it.
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (holder, port) = try listeningSocket(backlog: 1)
         defer { close(holder) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, len) == 0 && listen(holder, 1) == 0 && getsockname(holder, $0, &len) == 0 }
-        }
-        #expect(bound)
-        let port = Int(UInt16(bigEndian: addr.sin_port))
         for listen in ["127.0.0.1:\(port)", "192.0.2.1:8080"] {
             let started = Date()
             let server = try Spawned(

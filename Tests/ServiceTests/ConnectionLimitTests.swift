@@ -32,6 +32,24 @@ func connectedSocket(port: Int, receiveBuffer: Int32? = nil) throws -> Int32 {
     return fd
 }
 
+/// A TCP socket listening on 127.0.0.1 at a free port, that never accepts: connections wait in
+/// its backlog, unanswered. Its descriptor and port.
+func listeningSocket(backlog: Int32) throws -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let listening = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, backlog) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    guard listening else {
+        close(fd)
+        throw ServeError("cannot listen on a loopback port: \(String(cString: strerror(errno)))")
+    }
+    return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+}
+
 /// A TCP connection to the server that sends what a test says and nothing more (a client that
 /// stopped in the middle of a request).
 final class StalledClient {

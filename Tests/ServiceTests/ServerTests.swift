@@ -578,17 +578,8 @@ import TestSupport
         handle.write(Data(lines.utf8))
         handle.closeFile()
         // An IntakeQ that takes connections and never answers: each lookup waits its timeout.
-        let hole = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (hole, holePort) = try listeningSocket(backlog: 64)
         defer { close(hole) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let listening = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(hole, $0, len) == 0 && listen(hole, 64) == 0 && getsockname(hole, $0, &len) == 0 }
-        }
-        #expect(listening)
-        let holePort = Int(UInt16(bigEndian: addr.sin_port))
         let rig = try await ServerRig.start(dir: dir) { config in
             config.baseURL = "http://127.0.0.1:\(holePort)"
             config.timeoutSeconds = 1.5
