@@ -16,7 +16,13 @@ public enum Redaction {
     /// 4: of that invitation only its first link (the meeting link) is kept, and the links kept
     /// from it and from the note lose the parts that can name a person (`personalURL`): a link
     /// kept whole carried "?name=Quintessa%20Outsider&email=…" into the log (cold review).
-    public static let version = 4
+    /// 5: the same for every object, a roster primary's too: their invitation ("Hi Wren Wojcik
+    /// (wren@…), join …", or naming a stranger attending) and a join link's "uname=Wren%20Wojcik"
+    /// were clear text outside every sealed part, so `forget` left them readable (hostile test).
+    /// `CreatedBy` of a booking by a client who is not the primary goes (a stranger in the group
+    /// booked it), and names are compared with any run of spaces as one space; an outside
+    /// primary's `CreatedBy` goes when it shares a word of their name ("X. Stranger").
+    public static let version = 5
 
     /// Query parameters of a kept link that name or reach a person (compared without regard to
     /// case, `-` and `_`); any parameter whose value holds an "@" (an address) goes too.
@@ -108,6 +114,26 @@ public enum Redaction {
         "ExternalClientId", "IntakeId",
     ]
 
+    /// `TelehealthInfo` with its `Invitation` cut to its first link, whatever its host (null
+    /// when it has none): the meeting link is the invitation's first URL (`MeetingLink.find`);
+    /// the other links (an app's download page, a dial-in list) are not needed, and a URL is
+    /// not the free text. That link and the `JoinUrl` and `Url` lose what can name a person
+    /// (`personalURL`). Applied to every object by `apply`, and by readers to the clear part of
+    /// an observation recorded before version 5 that names a forgotten patient.
+    public static func cleanedTelehealth(_ telehealth: [String: JSONValue]) -> [String: JSONValue] {
+        var t = telehealth
+        for field in ["JoinUrl", "Url"] {
+            if case .string(let link)? = t[field], let cleaned = MeetingLink.urls(in: link).first.map(personalURL), cleaned != link {
+                t[field] = .string(cleaned)
+            }
+        }
+        if case .string(let invitation)? = t["Invitation"] {
+            let kept: JSONValue = MeetingLink.urls(in: invitation).first.map { .string(personalURL($0)) } ?? .null
+            if kept != .string(invitation) { t["Invitation"] = kept }
+        }
+        return t
+    }
+
     /// The result of redacting one object.
     public struct Result: Sendable {
         /// The object to record.
@@ -119,12 +145,14 @@ public enum Redaction {
     /// Redacts an appointment object for a roster whose IntakeQ client ids are `rosterClients`:
     /// - every `AdditionalClients` entry whose `ClientId` is not in the roster is removed;
     /// - when `ClientId` is not in the roster (or missing or null), `outsiderPrimaryFields` become
-    ///   null, and so does `CreatedBy` when it names that client (a booking by the client
-    ///   themselves; the name compared without regard to case and surrounding spaces);
-    ///   video-meeting links in the removed `ClientNote` are kept (the roster patients join by
-    ///   them), the rest of the note is not, and `TelehealthInfo.Invitation` (free text
-    ///   addressed to that client) is cut to its first link; the links kept lose what can name
-    ///   a person (`personalURL`);
+    ///   null, and so does `CreatedBy` when it is a booking by a client or shares a word with
+    ///   that client's name (without regard to case); video-meeting links in the removed
+    ///   `ClientNote` are kept (the roster patients join by them), without what can name a
+    ///   person (`personalURL`), the rest of the note is not;
+    /// - when `ClientId` is in the roster and `BookedByClient` is true, `CreatedBy` becomes null
+    ///   unless it is the primary's name (another client of the group booked it);
+    /// - in every object, `TelehealthInfo` is cleaned (`cleanedTelehealth`: the invitation cut to
+    ///   its first link, the links without what can name a person);
     /// - the credential fields are removed.
     /// Objects that are not JSON objects are returned as they are.
     public static func apply(_ object: JSONValue, rosterClients: Set<String>) -> Result {
@@ -154,32 +182,26 @@ public enum Redaction {
                 let links = MeetingLink.videoURLs(in: note).map(personalURL)
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
             }
-            // Their join links too: the same link, personalised, as the invitation's.
-            if case .object(var telehealth)? = o["TelehealthInfo"] {
-                for field in ["JoinUrl", "Url"] {
-                    if case .string(let link)? = telehealth[field], let cleaned = MeetingLink.urls(in: link).first.map(personalURL),
-                       cleaned != link {
-                        telehealth[field] = .string(cleaned)
-                        o["TelehealthInfo"] = .object(telehealth)
-                        changed = true
-                    }
-                }
-            }
-            if case .object(var telehealth)? = o["TelehealthInfo"], case .string(let invitation)? = telehealth["Invitation"] {
-                // Its first link, whatever its host: the meeting link is the invitation's first
-                // URL (`MeetingLink.find`); the others (an app's download page, a dial-in list)
-                // are not needed, and a URL is not the free text.
-                let kept: JSONValue = MeetingLink.urls(in: invitation).first.map { .string(personalURL($0)) } ?? .null
-                if kept != .string(invitation) {
-                    telehealth["Invitation"] = kept
-                    o["TelehealthInfo"] = .object(telehealth)
-                    changed = true
-                }
-            }
             if let by = o["CreatedBy"]?.stringValue,
-                (o["BookedByClient"] == .bool(true)) || (name.map { sameName($0, by) } ?? false)
+                (o["BookedByClient"] == .bool(true)) || (name.map { sharesAWord($0, by) } ?? false)
             {
                 o["CreatedBy"] = .null
+                changed = true
+            }
+        } else if o["BookedByClient"] == .bool(true), let by = o["CreatedBy"]?.stringValue,
+            !(o["ClientName"]?.stringValue.map { sameName($0, by) } ?? false)
+        {
+            // Booked by a client who is not the roster primary: someone else in the group, who
+            // may be outside the roster.
+            o["CreatedBy"] = .null
+            changed = true
+        }
+        // Every object: the invitation is free text addressed to the primary, naming them or
+        // anyone attending, and join links may carry the primary's name; none of it is sealed.
+        if case .object(let telehealth)? = o["TelehealthInfo"] {
+            let cleaned = cleanedTelehealth(telehealth)
+            if cleaned != telehealth {
+                o["TelehealthInfo"] = .object(cleaned)
                 changed = true
             }
         }
@@ -198,8 +220,22 @@ public enum Redaction {
 
 private func nonNull(_ v: JSONValue) -> JSONValue? { v.isNull ? nil : v }
 
-/// The same name, but for case and surrounding spaces ("dakota brennan " is "Dakota Brennan").
+/// The same name, but for case and spaces ("dakota  brennan " is "Dakota Brennan"; any run of
+/// white space, a no-break space included, counts as one space).
 private func sameName(_ a: String, _ b: String) -> Bool {
-    let x = a.trimmingCharacters(in: .whitespacesAndNewlines)
-    return !x.isEmpty && x.lowercased() == b.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+    let x = nameWords(a)
+    return !x.isEmpty && x == nameWords(b)
+}
+
+/// True when the two names have a word in common, without regard to case ("X. Stranger" and
+/// "Xavier Stranger", "Stranger, Xavier"); words of one letter do not count.
+private func sharesAWord(_ a: String, _ b: String) -> Bool {
+    let x = Set(nameWords(a).filter { $0.count > 1 })
+    return nameWords(b).contains { x.contains($0) }
+}
+
+/// The words of a name, lower-cased: runs of letters and digits (spaces of any kind and
+/// punctuation between them).
+private func nameWords(_ name: String) -> [String] {
+    name.lowercased().split { !($0.isLetter || $0.isNumber) }.map(String.init)
 }

@@ -191,10 +191,14 @@ public enum PersonalData {
     }
 
     /// Puts the sealed parts back into the clear object. `key` returns nil for a forgotten patient:
-    /// their slots read as `(forgotten)` (client name) with every other field null.
+    /// their slots read as `(forgotten)` (client name) with every other field null, and the clear
+    /// `TelehealthInfo` is cleaned as redaction version 5 cleans every object
+    /// (`Redaction.cleanedTelehealth`): recorded before it, the invitation and join link could
+    /// name the patient in the clear, outside every sealed part.
     public static func openAppointment(_ clear: JSONValue, parts: [JSONValue], appointmentId: String,
                                        key: (String) throws -> SymmetricKey?) throws -> JSONValue {
         guard case .object(var o) = clear else { return clear }
+        var forgotten = false
         for part in parts {
             guard let patient = part["patient"]?.stringValue, let box = part["box"]?.stringValue else {
                 throw LedgerError("a sealed part of appointment \(appointmentId) lacks its patient or box")
@@ -213,6 +217,7 @@ public enum PersonalData {
                     }
                 }
             } else {
+                forgotten = true
                 for slot in slots {
                     if slot == "client" {
                         o["ClientName"] = .string(forgottenName)
@@ -224,6 +229,9 @@ public enum PersonalData {
                     }
                 }
             }
+        }
+        if forgotten, case .object(let telehealth)? = o["TelehealthInfo"] {
+            o["TelehealthInfo"] = .object(Redaction.cleanedTelehealth(telehealth))
         }
         return .object(o)
     }

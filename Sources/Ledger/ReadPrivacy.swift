@@ -206,10 +206,9 @@ extension PersonalData {
     /// `openedObject` on what a scan of the data read, its object's fields and not the object:
     /// `fields` of the last `object` (nil: none), the bytes of the last `sealed` value, the last
     /// `appointment_id` as text. Each part is opened and its fields put in, in order, as
-    /// `openAppointment` puts them into the object (a forgotten patient's `client` slot reads as
-    /// `(forgotten)`, and so does an element of `AdditionalClients` it names). Never throws: what
-    /// it cannot do exactly so (`AppointmentFields.overlay`), a part that does not open, a missing
-    /// key is `.unsure`.
+    /// `openAppointment` puts them into the object. Never throws: what it cannot do exactly so
+    /// (`AppointmentFields.overlay`), a part that does not open, a missing key and a forgotten
+    /// patient's part (`openAppointment` also cleans the clear part) are `.unsure`.
     public static func openedFields(_ fields: AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?,
                                     key: (String) throws -> SymmetricKey?) -> OpenedFields
     {
@@ -238,16 +237,9 @@ extension PersonalData {
                     }
                     guard simple else { return .unsure }
                 } else {
-                    // A forgotten patient (no key): the slots read as forgotten.
-                    for name in part.slots {
-                        if name == "client" {
-                            f.clientName = forgottenName
-                        } else if name.hasPrefix("AdditionalClients/"), let i = Int(name.dropFirst("AdditionalClients/".count)),
-                            i >= 0, i < f.additionalClients.count
-                        {
-                            f.additionalClients[i] = nil
-                        }
-                    }
+                    // A forgotten patient (no key): the clear part is cleaned too
+                    // (`PersonalData.openAppointment`), on the parsing path; a rare event.
+                    return .unsure
                 }
                 guard let next = try? s.nextElement(first: false) else { return .unsure }
                 more = next

@@ -89,8 +89,6 @@ extension ByteJSON {
         var entries: [Int: [UInt8]] = [:]
         for part in parts {
             guard let patient = part["patient"]?.stringValue, let box = part["box"]?.stringValue else { throw BytesBail() }
-            let slots: [String]
-            if case .array(let a)? = part["slots"] { slots = a.compactMap(\.stringValue) } else { slots = [] }
             if let k = try key(patient) {
                 guard let plain = PersonalData.openedPlaintext(box, patient: patient, context: "appointment/" + appointmentId, key: k)
                 else { throw BytesBail() }
@@ -112,14 +110,9 @@ extension ByteJSON {
                     }
                 }
             } else {
-                for slot in slots {
-                    if slot == "client" {
-                        top["ClientName"] = Array(jsonQuoted(PersonalData.forgottenName).utf8)
-                    } else if let n = try element(slot) {
-                        entries[n] = Array(#"{"ClientId":null,"ClientName":"#.utf8) + Array(jsonQuoted(PersonalData.forgottenName).utf8)
-                            + [UInt8(ascii: "}")]
-                    }
-                }
+                // A forgotten patient (no key): the clear part is cleaned too
+                // (`PersonalData.openAppointment`), which the parsing path does; a rare event.
+                throw BytesBail()
             }
         }
 

@@ -135,7 +135,7 @@ import Testing
     }
 
     /// An outside primary's telehealth invitation (free text addressed to them) keeps only its
-    /// video-meeting links; a roster primary's is kept whole (redaction list version 3).
+    /// first link (redaction list versions 3 and 4), and since version 5 a roster primary's too.
     @Test func anOutsidePrimarysInvitationKeepsOnlyItsLinks() throws {
         guard case .object(var o) = try JSONValue.parse(Array(Self.groupObject.utf8)),
               case .object(var t)? = o["TelehealthInfo"] else { Issue.record("not an object"); return }
@@ -153,8 +153,9 @@ import Testing
         t["Invitation"] = .string("Dear Quintessa, see you soon")
         o["TelehealthInfo"] = .object(t)
         #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["TelehealthInfo"]?["Invitation"] == .null)
+        // A roster primary's too (version 5): the text can name them, outside every sealed part.
         let own = Redaction.apply(.object(o), rosterClients: ["999", "100"])
-        #expect(own.object["TelehealthInfo"]?["Invitation"]?.stringValue == "Dear Quintessa, see you soon")
+        #expect(own.object["TelehealthInfo"]?["Invitation"] == .null)
         // Only the first link, without what in it can name its addressee (cold review: a link
         // kept whole carried the name and address in its query into the log).
         for (invitation, kept) in [
@@ -184,11 +185,11 @@ import Testing
         #expect(joined.object["TelehealthInfo"]?["JoinUrl"]?.stringValue == "https://zoom.us/j/42?pwd=abc", "\(joined.object.canonicalText)")
         #expect(!Redaction.apply(joined.object, rosterClients: ["100"]).changed)
         #expect(Redaction.apply(.object(o), rosterClients: ["100", "999"]).object["TelehealthInfo"]?["JoinUrl"]?.stringValue
-                == "https://zoom.us/j/42?pwd=abc&uname=Quintessa%20Outsider", "a roster primary's own link is kept")
+                == "https://zoom.us/j/42?pwd=abc", "a roster primary's own link loses their name too (version 5)")
         // The links kept from an outside primary's note lose the same parts.
         o["ClientNote"] = .string("Quintessa's link: https://zoom.us/j/77?pwd=x&uname=Quintessa%20Outsider")
         #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["ClientNote"]?.stringValue == "https://zoom.us/j/77?pwd=x")
-        #expect(Redaction.version == 4)
+        #expect(Redaction.version == 5)
     }
 
     /// A primary with no ClientId (missing or null) cannot be matched to the roster: their fields
@@ -208,6 +209,51 @@ import Testing
         // Someone else booking for them is kept.
         o["CreatedBy"] = .string("Front Desk")
         #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["CreatedBy"]?.stringValue == "Front Desk")
+    }
+
+    /// Version 5, a roster primary (hostile test): the invitation names them and whoever else
+    /// attends, their join link carries their name, and a stranger in the group booked it; none
+    /// of it sealed, so `forget` could not remove it. Each is cut as an outside primary's is.
+    @Test func aRosterPrimarysInvitationLinksAndAStrangersBookingAreCut() throws {
+        guard case .object(var o) = try JSONValue.parse(Array(Self.groupObject.utf8)),
+              case .object(var t)? = o["TelehealthInfo"] else { Issue.record("not an object"); return }
+        t["Invitation"] = .string("Hi Out Sider (out@example.com), join with Ursula Stranger https://zoom.us/j/42?pwd=k&uname=Out%20Sider")
+        t["JoinUrl"] = .string("https://zoom.us/j/42?pwd=k&uname=Out%20Sider")
+        t["Url"] = .string("https://zoom.us/j/42?pwd=k&email=out%40example.com")
+        o["TelehealthInfo"] = .object(t)
+        o["BookedByClient"] = .bool(true)
+        o["CreatedBy"] = .string("Ursula Stranger")
+        let roster: Set<String> = ["999", "100"]
+        let r = Redaction.apply(.object(o), rosterClients: roster)
+        let text = r.object.canonicalText
+        #expect(r.changed)
+        for gone in ["Ursula", "Out%20Sider", "out%40example.com", "Hi Out Sider"] { #expect(!text.contains(gone), "\(gone): \(text)") }
+        #expect(r.object["TelehealthInfo"]?["Invitation"]?.stringValue == "https://zoom.us/j/42?pwd=k")
+        #expect(r.object["TelehealthInfo"]?["JoinUrl"]?.stringValue == "https://zoom.us/j/42?pwd=k")
+        #expect(r.object["TelehealthInfo"]?["Url"]?.stringValue == "https://zoom.us/j/42?pwd=k")
+        #expect(r.object["CreatedBy"] == .null)
+        // Their own fields stay (they are sealed under their key later), and so does a booking by
+        // themselves, however its spaces and case are written.
+        #expect(r.object["ClientName"]?.stringValue == "Out Sider")
+        for own in ["Out Sider", " out  sider", "OUT\u{00A0}SIDER"] {
+            o["CreatedBy"] = .string(own)
+            #expect(Redaction.apply(.object(o), rosterClients: roster).object["CreatedBy"]?.stringValue == own, "\(own)")
+        }
+        // Staff booking (not by a client) is kept.
+        o["BookedByClient"] = .bool(false)
+        o["CreatedBy"] = .string("Front Desk")
+        #expect(Redaction.apply(.object(o), rosterClients: roster).object["CreatedBy"]?.stringValue == "Front Desk")
+        #expect(!Redaction.apply(r.object, rosterClients: roster).changed, "applied again")
+    }
+
+    /// An outside primary's name in `CreatedBy` in another spelling (hostile test: a double
+    /// space, a no-break space, "Stranger, Xavier", "X. Stranger") goes too.
+    @Test(arguments: ["Out  Sider", "Out\u{00A0}Sider", "Sider, Out", "O. Sider", "out-sider"])
+    func anOutsidePrimarysNameInAnySpellingIsCut(_ by: String) throws {
+        guard case .object(var o) = try JSONValue.parse(Array(Self.groupObject.utf8)) else { Issue.record("not an object"); return }
+        o["BookedByClient"] = .bool(false)
+        o["CreatedBy"] = .string(by)
+        #expect(Redaction.apply(.object(o), rosterClients: ["100"]).object["CreatedBy"] == .null)
     }
 
     /// A store written before redaction (v1 events, clear): every read path sees the redacted
