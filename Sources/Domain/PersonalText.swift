@@ -1,6 +1,7 @@
 import Foundation
 
-/// Whether free text an operator writes into the log (`forget --reason`) names a patient. The
+/// Whether free text an operator writes into the log (`forget --reason`, `repair --accept-loss`,
+/// `sync --triggered-by`) names a patient. The
 /// log is append-only and that text is not sealed under anyone's key, so a name in it could
 /// never be forgotten: the writer refuses such text instead.
 public enum PersonalText {
@@ -23,6 +24,15 @@ public enum PersonalText {
         let folds = names.map { Set([fold($0), fold($0, transliterating: true)]) }
         let emails = emails.map { fold($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         return texts.contains { matches($0, names: folds, emails: emails) }
+    }
+
+    /// What is wrong with recording `text` in the clear for good (an operator's reason, who
+    /// started a run): "names a roster patient (a name or an email)" (`names`), or "holds an
+    /// IntakeQ client id or a phone number" (`holdsNumbers`); nil when neither.
+    public static func problem(_ text: String, names: [String], emails: [String], clientIds: Set<String>) -> String? {
+        if Self.names(text, names: names, emails: emails) { return "names a roster patient (a name or an email)" }
+        if holdsNumbers(text, clientIds: clientIds) { return "holds an IntakeQ client id or a phone number" }
+        return nil
     }
 
     /// True when `text` holds one of `clientIds` (IntakeQ client ids of the roster: personal

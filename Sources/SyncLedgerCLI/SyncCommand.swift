@@ -99,6 +99,11 @@ struct SyncCommand: AsyncParsableCommand {
             // process's rebuild or rebuilds them (between its transactions): nothing is recorded.
             let interrupts = Interrupts.watch()
             defer { interrupts.stop() }
+            // A log the last verify found damaged (in a sealed segment the append never reads):
+            // the run goes on, as the read commands do, but says so (hostile test: it said nothing).
+            if let store = try? storeOptions.open(), let last = Scrub.last(store), !last.ok {
+                warn("warning: the last verify (\(last.at)) failed: \(last.error ?? "the log is damaged"); syncing does not mend it (see `syncledger status`)")
+            }
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning
             var config = SyncConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventLog
+import Domain
 import Foundation
 import IntakeQ
 import Ledger
@@ -68,6 +69,15 @@ struct RepairCommand: AsyncParsableCommand {
         if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
     }
 
+    /// The patients of every roster the log recorded that can be read: none when the views,
+    /// the log's roster events or the keys cannot be read.
+    static func recordedPatients(_ options: StoreOptions) -> [RosterObserved.Patient] {
+        guard let store = try? options.open(), let views = try? ProjectionStore(path: store.projectionsPath, readOnly: true),
+              let rosters = try? views.recordedRosters(LedgerReader(store: store))
+        else { return [] }
+        return rosters.flatMap { $0.organizations.flatMap(\.patients) }
+    }
+
     func run() async throws {
         try await guarded {
             let store = try Store.open(storeOptions.path)
@@ -89,10 +99,25 @@ struct RepairCommand: AsyncParsableCommand {
                 }
                 return (loss, damagedRecord)
             }
+            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`).
+            // The names and emails are the rosters the log recorded, as far as they can be read
+            // (a log that lost its end still holds them; views or keys that cannot be read leave
+            // only the check for phone numbers).
+            let people = Self.recordedPatients(storeOptions)
+            if let problem = PersonalText.problem(acceptLoss, names: people.compactMap(\.name), emails: people.compactMap(\.email),
+                                                  clientIds: Set(people.map(\.intakeqClientId))) {
+                throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
+            }
             let nothingToRepair = "nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "
                 + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup)"
             let before = try lossNow()
             guard before.loss != nil || before.damagedRecord != nil else {
+                // Damage inside the log that the last verify found is not repaired here: exit 1,
+                // so that a script does not take it for a repair (hostile test).
+                if let last = Scrub.last(store), !last.ok {
+                    throw CLIFailure(message: "nothing repair can do: the log holds every acknowledged head, but the last verify (\(last.at)) failed: "
+                        + "\(last.error ?? "the log is damaged"); damage inside the log needs the segment restored from a backup (then `syncledger verify`)")
+                }
                 print(nothingToRepair)
                 return 0
             }

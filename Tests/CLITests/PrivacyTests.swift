@@ -283,6 +283,29 @@ extension CLIBinaryTests {
                            mentioning: ["--reason names a roster patient"])
         expectSameSnapshot(left, storeSnapshot(store), "forget of a patient who left the roster")
         expectSuccess(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "the patient's request"]))
+
+        // The other free texts recorded in the clear for good (hostile test): who triggered a
+        // sync, and why a loss is accepted.
+        let synced = storeSnapshot(store)
+        try await withFakeServer(day) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: day.now) + ["--triggered-by", "\(PrivacyFixture.other.name) called"], env: keyEnv)
+            expectCleanFailure(r, mentioning: ["--triggered-by names a roster patient"])
+        }
+        expectSameSnapshot(synced, storeSnapshot(store), "sync --triggered-by naming a patient")
+        let log = store + "/log"
+        let last = try #require(try FileManager.default.contentsOfDirectory(atPath: log).filter { $0.hasSuffix(".seg") }.sorted().last)
+        let segment = try FileHandle(forUpdating: URL(fileURLWithPath: log + "/" + last))
+        try segment.truncate(atOffset: try segment.seekToEnd() - 100)
+        try segment.close()
+        let lost = storeSnapshot(store)
+        for (reason, problem) in [("\(PrivacyFixture.other.name) saw it", "names a roster patient"),
+                                  ("mail from indigo.valdez@example.org", "names a roster patient"),
+                                  ("called (555) 010-2892", "holds an IntakeQ client id or a phone number")] {
+            let r = try await cli(["repair", "--store", store, "--accept-loss", reason])
+            expectCleanFailure(r, mentioning: ["--accept-loss \(problem)"])
+            expectSameSnapshot(lost, storeSnapshot(store), "repair --accept-loss \(reason)")
+        }
+        expectSuccess(try await cli(["repair", "--store", store, "--accept-loss", "disk failure, no backup"]))
     }
 
     /// A wrong or missing master key: one line, exit 1, and not a byte of the store changes.

@@ -86,6 +86,19 @@ extension CLIBinaryTests {
             #expect(r.stdout == (args == ["appointments"] ? appointmentsBefore.stdout : r.stdout))
             #expect(r.stderrLines.count == 1 && r.stderr.hasPrefix("warning: the last verify"), "\(r.label): \(r.stderr)")
         }
+        // `repair` cannot mend damage inside the log: it says so and exits 1, changing nothing
+        // (it said "nothing to repair" and exited 0, which a script takes for a repair).
+        let before = storeSnapshot(store)
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk failure"])
+        expectCleanFailure(repair, mentioning: ["nothing repair can do", "the last verify", "restored from a backup"])
+        expectSameSnapshot(before, storeSnapshot(store), "repair of damage inside the log")
+        // A sync says so before it runs (here the damage is in the segment it appends to, which
+        // it then refuses; in a sealed segment it appends after the damage and said nothing).
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv)
+            #expect(r.stderr.hasPrefix("warning: the last verify") && r.stderr.contains("syncing does not mend it"), "\(r.stderr)")
+        }
     }
 
     /// `log` on a log damaged in its second batch prints the events before the damage (they were
