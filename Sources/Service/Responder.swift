@@ -31,6 +31,12 @@ struct Reply: Error {
     }
 
     static func error(_ status: Int, _ message: String) -> Reply { Reply(status: status, body: .object(["error": .string(message)])) }
+
+    /// A value a client sent, as an error message quotes it: at most 64 characters (a 20,000
+    /// character parameter came back whole in its 400, hostile test).
+    static func echoed(_ value: String) -> String {
+        value.count <= 64 ? value : String(value.prefix(64)) + "… (\(value.utf8.count) bytes)"
+    }
     static func ok(_ body: JSONValue, status: Int = 200) -> Reply { Reply(status: status, body: body) }
     static func text(_ body: String, contentType: String) -> Reply {
         Reply(status: 200, body: .null, text: PlainText(contentType: contentType, body: body))
@@ -337,10 +343,10 @@ struct ServiceResponder: HTTPResponder {
         if let from = f.from, let to = f.to, from > to { throw Reply.error(400, "from: it is after to") }
         f.hideRemoved = !(try q.bool("include_removed") ?? false)
         if let o = f.organizationId, server.config.roster.organization(o) == nil {
-            throw Reply.error(400, "org: '\(o)' is not an organization of the roster")
+            throw Reply.error(400, "org: '\(Reply.echoed(o))' is not an organization of the roster")
         }
         if let p = f.patientId, server.config.roster.patient(p) == nil {
-            throw Reply.error(400, "patient: '\(p)' is not a patient of the roster")
+            throw Reply.error(400, "patient: '\(Reply.echoed(p))' is not a patient of the roster")
         }
         return f
     }
@@ -454,7 +460,7 @@ struct ServiceResponder: HTTPResponder {
         let limit = try q.int("limit", in: 1...10_000)
         let type = q["type"]
         if let type, !Self.syncTypes.contains(type) {
-            throw Reply.error(400, "type: '\(type)' is not one of automated_daily, manual_org_bulk, manual_patient, webhook")
+            throw Reply.error(400, "type: '\(Reply.echoed(type))' is not one of automated_daily, manual_org_bulk, manual_patient, webhook")
         }
         let views = server.views
         let rows = try await server.blocking { try views.readSync { try Views.syncLogs($0, limit: limit, type: type) }.map(\.json) }
@@ -524,9 +530,9 @@ struct ServiceResponder: HTTPResponder {
         }
         switch scope {
         case .org(let id) where server.config.roster.organization(id) == nil:
-            throw Reply.error(400, "scope: organization '\(id)' is not in the roster")
+            throw Reply.error(400, "scope: organization '\(Reply.echoed(id))' is not in the roster")
         case .patient(let id) where server.config.roster.patient(id) == nil:
-            throw Reply.error(400, "scope: patient '\(id)' is not in the roster")
+            throw Reply.error(400, "scope: patient '\(Reply.echoed(id))' is not in the roster")
         default: break
         }
         let (record, existing) = try server.coordinator.enqueue(scope, triggeredBy: "api:" + caller.name)
@@ -703,7 +709,7 @@ struct QueryParameters {
     func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
         guard let text = self[key] else { return nil }
         guard let n = Int(text), range.contains(n) else {
-            throw Reply.error(400, "\(key): '\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
+            throw Reply.error(400, "\(key): '\(Reply.echoed(text))' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return n
     }
@@ -713,7 +719,7 @@ struct QueryParameters {
         switch text.lowercased() {
         case "true", "1", "yes": return true
         case "false", "0", "no": return false
-        default: throw Reply.error(400, "\(key): '\(text)' is not true or false")
+        default: throw Reply.error(400, "\(key): '\(Reply.echoed(text))' is not true or false")
         }
     }
 }

@@ -130,8 +130,14 @@ extension ScopeOptions {
     func filter(_ ctx: ReadContext) throws -> AppointmentFilter {
         try ctx.check(org: org, patient: patient)
         var f = AppointmentFilter(organizationId: org, patientId: patient, hideRemoved: hideRemoved)
-        if let from { f.from = ISOTime.format(millis: try ctx.input(from, option: "--from").start(in: ctx.zone)) }
-        if let to { f.to = ISOTime.format(millis: try ctx.input(to, option: "--to").end(in: ctx.zone)) }
+        let start = try from.map { try ctx.input($0, option: "--from").start(in: ctx.zone) }
+        let end = try to.map { try ctx.input($0, option: "--to").end(in: ctx.zone) }
+        if let start, let end, start > end {
+            // As the read API answers it (400 "from: it is after to"); it listed nothing, exit 0.
+            throw CLIFailure(message: "--from \(from ?? "") is after --to \(to ?? ""): no appointment can match")
+        }
+        f.from = start.map { ISOTime.format(millis: $0) }
+        f.to = end.map { ISOTime.format(millis: $0) }
         return f
     }
 }

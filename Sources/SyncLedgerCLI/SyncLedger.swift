@@ -100,15 +100,16 @@ func printFailureJSON(_ line: String, code: Int32) {
     print(Output.json(.object(["error": .string(line), "exit_code": .number(Double(code))])))
 }
 
-/// Moves leading `--store DIR` / `--store=DIR` behind the first subcommand name.
+/// Moves leading `--store DIR` / `--store=DIR` and `--keys DIR` / `--keys=DIR` behind the first
+/// subcommand name (`--keys` in front was an unknown option, hostile test).
 func hoistGlobalOptions(_ args: [String]) -> [String] {
     var globals: [String] = []
     var rest = args[...]
     while let first = rest.first {
-        if first == "--store", rest.count >= 2 {
+        if first == "--store" || first == "--keys", rest.count >= 2 {
             globals += rest.prefix(2)
             rest = rest.dropFirst(2)
-        } else if first.hasPrefix("--store=") {
+        } else if first.hasPrefix("--store=") || first.hasPrefix("--keys=") {
             globals.append(first)
             rest = rest.dropFirst()
         } else {

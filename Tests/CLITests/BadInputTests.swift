@@ -142,6 +142,9 @@ extension CLIBinaryTests {
         BadArg(["status", "--store", "S", "--max-age", "inf"], "--max-age"),
         BadArg(["status", "--store", "S", "--max-age=-3"], "--max-age"),
         BadArg(["appointments", "--store", "S", "--from", "2026-12-01T10:00+25:00"], "+25:00"),
+        // A range that ends before it starts (it listed nothing and exited 0; the API answers 400).
+        BadArg(["appointments", "--store", "S", "--from", "2026-12-03", "--to", "2026-12-02"], "--from 2026-12-03 is after --to 2026-12-02"),
+        BadArg(["meeting-urls", "--store", "S", "--from", "2026-12-02T10:00", "--to", "2026-12-02T09:59"], "is after --to"),
         BadArg(["as-of", "--store", "S", "2026-12-01T10:00:00+15:00"], "+15:00"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--now", "2026-11-20T10:00+25:00"], "+25:00"),
         BadArg(["appointments", "--store", "S", "--timezone", "Mars/Olympus"], "Mars/Olympus"),

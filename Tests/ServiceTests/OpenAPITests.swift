@@ -159,6 +159,10 @@ enum OpenAPIContract {
             ("/api/v1/appointments?org=%F0%9F%A6%86", 400, "org:"),
             ("/api/v1/locations?nope=1", 400, "nope: unknown parameter"),
             ("/api/v1/status?x=", 400, "x: unknown parameter"),
+            // A long value is quoted cut short (a 20,000 character one came back whole).
+            ("/api/v1/appointments?org=" + String(repeating: "o", count: 20_000), 400, "org: 'ooo"),
+            ("/api/v1/upcoming?days=" + String(repeating: "9", count: 5_000), 400, "… (5000 bytes)"),
+            ("/api/v1/appointments?include_removed=" + String(repeating: "y", count: 5_000), 400, "include_removed:"),
         ]
         for (path, status, message) in cases {
             let a = try await rig.admin(path)

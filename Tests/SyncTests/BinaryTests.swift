@@ -46,6 +46,9 @@ struct BinaryTests {
         let status = try await Binary.run(["--store", store, "status"], apiKey: nil, outputs: tmp.path)
         #expect(status.status == 1, "\(status.stdout)")
         #expect(status.stdout.contains("failed"))
+        // `--keys` may stand in front of the command too, as `--store` does.
+        let keyed = try await Binary.run(["--store", store, "--keys", store + "/keys", "status"], apiKey: nil, outputs: tmp.path)
+        #expect(keyed.status == 1 && keyed.stdout == status.stdout, "\(keyed.stdout)\(keyed.stderr)")
         await rig.stop()
     }
 
