@@ -240,10 +240,23 @@ public final class ProjectionStore: @unchecked Sendable {
             // Said as a full disk by whoever catches it (`ViewsDamaged.diskFullWords`), not as
             // SQLite's "database or disk is full - while executing COMMIT" (hostile test).
             throw error
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_IOERR && Self.nearlyFull(directoryOf: path) {
+            // The shared-memory file that WAL needs could not be made on a full disk: SQLite
+            // says "disk I/O error" (hostile test, 0–64 KiB free); said as the full disk it is.
+            throw DatabaseError(resultCode: .SQLITE_FULL, message: "\(error.message ?? "disk I/O error") (the disk is full)")
         } catch let error as DatabaseError {
             throw LedgerError("cannot open the views database \(path): \(error)")
         }
         if !readOnly { try dropLeftoverShadowTables() }
+    }
+
+    /// True when the file system holding `path`'s directory has less than 1 MiB free for this
+    /// process (an I/O error there is then most likely the full disk).
+    static func nearlyFull(directoryOf path: String) -> Bool {
+        var st = statvfs()
+        let dir = (path as NSString).deletingLastPathComponent
+        guard statvfs(dir.isEmpty ? "." : dir, &st) == 0 else { return false }
+        return UInt64(st.f_bavail) * UInt64(st.f_frsize) < 1 << 20
     }
 
     /// A fresh in-memory database holding a copy of the file at `path` (empty when missing).
