@@ -78,7 +78,7 @@ public struct IntakeQError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch code {
         case .unauthorized:
-            return "IntakeQ refused the API key (HTTP \(httpStatus ?? 401)); check INTAKEQ_API_KEY"
+            return "IntakeQ refused the API key (HTTP \(httpStatus ?? 401)); check INTAKEQ_API_KEY (or the file INTAKEQ_API_KEY_FILE names)"
         case .badRequest:
             return "IntakeQ rejected \(whereText) (HTTP 400): \(detail)"
         case .notFound:

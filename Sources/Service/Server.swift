@@ -310,3 +310,17 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         stalledWrites = nil
     }
 }
+
+extension SyncLedgerServer {
+    /// The roster the server was started with, less the patients forgotten since: `forget`
+    /// leaves the roster file as it is, and the admin pages listed a forgotten patient by name
+    /// in their patient lists and name search (hostile test).
+    var currentRoster: Roster {
+        var roster = config.roster
+        let keys = store.keysPath
+        for i in roster.organizations.indices {
+            roster.organizations[i].patients.removeAll { KeyRing.isForgotten(directory: keys, patient: $0.id) }
+        }
+        return roster
+    }
+}

@@ -109,7 +109,7 @@ import Testing
             Issue.record("expected 401")
         } catch let e as IntakeQError {
             #expect(e.code == .unauthorized)
-            #expect(e.description == "IntakeQ refused the API key (HTTP 401); check INTAKEQ_API_KEY")
+            #expect(e.description == "IntakeQ refused the API key (HTTP 401); check INTAKEQ_API_KEY (or the file INTAKEQ_API_KEY_FILE names)")
             #expect(!"\(e)".contains("wrong-key-XYZ") && !"\(e)".contains("right-key"))
         }
         let r = await rig.client.crawl(AppointmentQuery())

@@ -228,6 +228,31 @@ final class AdminClient: @unchecked Sendable {
         await rig.stop()
     }
 
+    /// A patient forgotten while the server runs is no longer listed by name (the roster file
+    /// still holds them): not in the pages' patient lists, not found by the name search.
+    @Test func aForgottenPatientIsNotListed() async throws {
+        let rig = try await ServerRig.start()
+        #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
+        let web = AdminClient(base: rig.base)
+        #expect(try await web.login(rig.tokens.admin).status == 303)
+        let patient = Fixtures.roster.organizations[0].patients[1]
+        let name = try #require(patient.name)
+        let search = "/admin/appointments?q=" + FormData.encode(name)
+        let before = try await web.request(.GET, search)
+        #expect(before.text.contains("value=\"\(patient.id)\"") && before.text.contains(name))
+        #expect(!before.text.contains("0 appointments"), "the name search finds their appointments")
+        let keys = try KeyRing.open(directory: rig.store + "/keys", create: false, environment: [:], notice: { _ in })
+        try keys.destroyKey(for: patient.id, at: "2026-12-01T00:00:00.000Z")
+        for page in ["/admin", "/admin/appointments", search] {
+            let after = try await web.request(.GET, page)
+            #expect(after.status == 200, "\(page)")
+            #expect(!after.text.contains("value=\"\(patient.id)\""), "\(page) lists the forgotten patient")
+        }
+        #expect(try await web.request(.GET, search).text.contains("0 appointments"), "the name search no longer names them")
+        await web.shutdown()
+        await rig.stop()
+    }
+
     @Test func namesAreEscapedOnEveryPage() async throws {
         let rig = try await ServerRig.start { $0.roster = AdminPageTests.hostileRoster }
         let done = try await rig.syncAndWait()

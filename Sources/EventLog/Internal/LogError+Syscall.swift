@@ -25,7 +25,7 @@ extension LogError {
             code = .diskFull
             let target = appendingTo ?? error.path
             message = "file too large while appending to \(target): the file-size limit (ulimit -f) or the file "
-                + "system's maximum file size was reached; raise the limit or lower the segment size, then retry"
+                + "system's maximum file size was reached; raise the limit (or move the store to a file system without it), then retry"
             if let acknowledged { message += "; nothing after seq \(acknowledged) was acknowledged" }
         case EIO:
             code = .io

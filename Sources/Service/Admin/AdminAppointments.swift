@@ -11,7 +11,7 @@ extension AdminPages {
     static let searchLimit = 500
 
     func appointments(_ session: AdminSession, query: [String: String]) async throws -> Page {
-        let roster = server.config.roster
+        let roster = server.currentRoster
         let q = (query["q"] ?? "").trimmingCharacters(in: .whitespaces)
         let org = query["org"].flatMap { $0.isEmpty ? nil : $0 }
         let includeRemoved = query["removed"] == "1"
@@ -107,7 +107,7 @@ extension AdminPages {
 
     /// One appointment as a table row: local start, roster names, status, visit, place or link.
     func appointmentDict(_ row: ViewRow?, id: String?) -> [String: Any] {
-        let roster = server.config.roster
+        let roster = server.currentRoster
         let appointmentId = id ?? row?["appointment_id"]?.stringValue ?? ""
         var d: [String: Any] = ["id": appointmentId, "href": FormData.encode(appointmentId)]
         guard let row else {

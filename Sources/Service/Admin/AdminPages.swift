@@ -200,7 +200,7 @@ struct AdminPages {
     // MARK: Refresh
 
     func refresh(_ session: AdminSession, form: [String: String]) throws -> Page {
-        let roster = server.config.roster
+        let roster = server.currentRoster
         let scope: RunScope
         switch form["scope"] {
         case "all": scope = .all
@@ -240,7 +240,7 @@ struct AdminPages {
         if let session {
             ctx["user"] = session.name
             ctx["csrf"] = codec.csrfToken(session)
-            let roster = server.config.roster
+            let roster = server.currentRoster
             ctx["organizations"] = roster.organizations.map { ["id": $0.id, "name": $0.name ?? $0.id] as [String: Any] }
             ctx["patients"] = roster.organizations.flatMap { o in
                 o.patients.map { ["id": $0.id, "name": $0.name ?? $0.id, "organization": o.name ?? o.id, "selected": $0.id == patient] as [String: Any] }
@@ -265,7 +265,7 @@ struct AdminPages {
     }
 
     func scopeText(_ s: RunScope) -> String {
-        let roster = server.config.roster
+        let roster = server.currentRoster
         switch s {
         case .all: return "all"
         case .org(let o): return "organisation " + (roster.organization(o)?.name ?? o)

@@ -109,7 +109,7 @@ extension AdminPages {
 
     func runFilter(_ q: [String: String], session: AdminSession) throws -> RunFilter {
         var f = RunFilter()
-        let roster = server.config.roster
+        let roster = server.currentRoster
         if let o = q["org"], !o.isEmpty {
             guard let org = roster.organization(o) else { throw message(400, "Bad filter", "org: '\(o)' is not an organisation of the roster.", session: session, back: "/admin/runs") }
             f.organizationId = o
@@ -206,7 +206,7 @@ extension AdminPages {
     }
 
     func runScope(_ r: RunRow) -> String {
-        let roster = server.config.roster
+        let roster = server.currentRoster
         if let p = r.patientId { return "patient " + (roster.patient(p)?.0.name ?? p) }
         if let o = r.organizationId { return "organisation " + (roster.organization(o)?.name ?? o) }
         return r.syncType == "webhook" ? "webhook ids" : "all"
