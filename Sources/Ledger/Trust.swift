@@ -100,6 +100,12 @@ public enum Trust {
         public var damage: String?
         /// The first seq the damage keeps from being read, when known: what precedes it can be exported.
         public var damageSeq: UInt64?
+        /// The damage is bytes at the end of the last segment, after every acknowledged event (the
+        /// first seq they keep from being read is past the evidence's): the segment's path, where
+        /// the readable batches end, and how many bytes follow. Not a torn write (cut on its own),
+        /// but bytes another program wrote there, or damage (hostile test: advice to restore a
+        /// segment or move segments aside could not be followed).
+        public var tail: (path: String, offset: UInt64, bytes: UInt64)?
 
         public init(evidence: HeadEvidence, logHead: LogHead, differs: Bool, damage: String? = nil, damageSeq: UInt64? = nil) {
             self.evidence = evidence
@@ -113,7 +119,12 @@ public enum Trust {
         public var message: String {
             let expected = "seq \(evidence.head.seq) was acknowledged (head \(evidence.head), recorded in \(evidence.source))"
             let what: String
-            if let damage {
+            if let damage, let tail {
+                return "the log cannot be read to its end (\(damage)), but everything acknowledged comes before it "
+                    + "(head \(evidence.head), recorded in \(evidence.source)): the \(tail.bytes) bytes from offset \(tail.offset) of "
+                    + "\(tail.path) are not a batch, and not a torn write (which is cut on its own) but bytes another program wrote "
+                    + "there, or damage; nothing was changed. " + damageAdvice
+            } else if let damage {
                 what = "the log cannot be read to its end (\(damage)) but \(expected)"
             } else if differs {
                 what = "the log's history differs from what was acknowledged: \(expected) but the log's chain at that seq is another one "
@@ -128,6 +139,9 @@ public enum Trust {
         /// What to do about damage inside the log: save what precedes it, restore the segment,
         /// or move the segments after it aside.
         public var damageAdvice: String {
+            if let tail {
+                return "Keep a copy of the segment, then cut them off (`truncate -s \(tail.offset) \(tail.path)`) and run `syncledger verify`"
+            }
             guard let seq = damageSeq, seq > 1 else { return Trust.damageHint }
             return "To save what can be read, export what precedes seq \(seq) "
                 + "(`syncledger export --to-seq \(seq - 1) --out FILE`). " + Trust.damageHint
@@ -148,7 +162,17 @@ public enum Trust {
                 case .differs: return Loss(evidence: e, logHead: end, differs: true)
                 }
             } catch let error as LogError where error.isCorruption || error.code == .notFound {
-                return Loss(evidence: e, logHead: .empty, differs: false, damage: Self.damage(error.message), damageSeq: error.seq)
+                var loss = Loss(evidence: e, logHead: .empty, differs: false, damage: Self.damage(error.message), damageSeq: error.seq)
+                // Past every acknowledged event, at the end of the last segment (the evidence is
+                // checked highest first: this one is the highest).
+                if error.isCorruption, let segment = error.segment, let offset = error.offset, let seq = error.seq, seq > e.head.seq,
+                   let last = try? FileManager.default.contentsOfDirectory(atPath: store.logPath).filter({ $0.hasSuffix(".seg") }).max(),
+                   segment == last {
+                    let path = store.logPath + "/" + segment
+                    let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
+                    if size > offset { loss.tail = (path, offset, size - offset) }
+                }
+                return loss
             } catch {
                 return Loss(evidence: e, logHead: .empty, differs: false, damage: "\(error)")
             }

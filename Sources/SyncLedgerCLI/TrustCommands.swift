@@ -95,6 +95,7 @@ struct RepairCommand: AsyncParsableCommand {
                 evidence += ProjectionStore.checkpointEvidence(path: store.projectionsPath)
                 let loss = Trust.findLoss(store, evidence: evidence)
                 if let loss, let damage = loss.damage {
+                    if loss.tail != nil { throw CLIFailure(message: loss.message) }
                     throw CLIFailure(message: "the log cannot be read to its end (\(damage)); nothing was changed. " + loss.damageAdvice)
                 }
                 return (loss, damagedRecord)

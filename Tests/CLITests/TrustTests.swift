@@ -176,6 +176,37 @@ extension CLIBinaryTests {
         #expect(!after.stderr.contains("torn tail"), "\(after.stderr)")
     }
 
+    /// Bytes that are not a batch after the last one (not zeros: another program wrote there)
+    /// are refused, as damage, but the line says that every acknowledged event comes before
+    /// them and how to cut them off; done as it says, the store works again (hostile test: the
+    /// advice was to restore a segment or move segments aside, and `repair` could not help).
+    @Test func garbageAfterTheAcknowledgedHeadSaysHowToCutItOff() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-garbage")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let segment = try segments(store)[0]
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: segment)[.size] as? Int)
+        let handle = try #require(FileHandle(forWritingAtPath: segment))
+        handle.seekToEndOfFile()
+        handle.write(Data((0..<500).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }))
+        try handle.close()
+        let before = storeSnapshot(store)
+        for args in [["status"], ["sync-logs"], ["repair", "--accept-loss", "junk"]] {
+            let r = try await cli(args + ["--store", store])
+            expectCleanFailure(r, mentioning: ["everything acknowledged comes before it", "the 500 bytes from offset \(size) of \(segment)",
+                                               "`truncate -s \(size) \(segment)`"])
+            expectSameSnapshot(before, storeSnapshot(store), "\(args[0]) on garbage after the head")
+        }
+        try FileManager.default.copyItem(atPath: segment, toPath: tmp.path + "/segment-copy")
+        #expect(truncate(segment, off_t(size)) == 0)
+        expectSuccess(try await cli(["verify", "--store", store]))
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        }
+    }
+
     /// What a log cut short still holds can be saved, read-only, although every other command
     /// refuses the store: `log` prints it all, then the loss as its one error line (exit 1), or,
     /// with a --limit that stops short of the end, warns (exit 0); `export --to-seq` up to where
