@@ -307,7 +307,9 @@ public enum TimeInput: Sendable, Hashable {
     /// `Z` or `±HH:MM` / `±HHMM` (at most 14 hours).
     public static func parse(_ text: String) throws -> TimeInput {
         let example = "for example 2026-12-01, 2026-12-01T18:30 (local time) or 2026-12-02T01:30:00Z"
-        let bad = LocalTimeError("'\(text)' is not a date or time (\(example))")
+        // Quoted cut short: an API parameter of 20,000 characters came back whole (review).
+        let quoted = text.count <= 64 ? text : String(text.prefix(64)) + "…"
+        let bad = LocalTimeError("'\(quoted)' is not a date or time (\(example))")
         let s = Array(text.utf8)
         var i = 0
         func num(_ n: Int) -> Int? {

@@ -5,7 +5,7 @@ import Foundation
 /// log is append-only and that text is not sealed under anyone's key, so a name in it could
 /// never be forgotten: the writer refuses such text instead.
 public enum PersonalText {
-    /// True when `text` holds one of `emails`, or its part before the `@`, or one of `names` as
+    /// True when `text` holds one of `emails`, or its part before the `@` as a whole word, or one of `names` as
     /// whole words: the whole name, or any of its words after the first (or a one-word name)
     /// of three letters or more. Case, accents and width do not count ("zoe martinez" names Zoë
     /// Martínez-Ørsted, and "orsted" too: letters that do not decompose, such as ø, ł and æ, are
@@ -83,12 +83,25 @@ public enum PersonalText {
         return false
     }
 
+    /// True when `part` stands in `text` with no letter or digit just before or after it (an
+    /// address's part before the "@", "web", is not in "webhook"; review).
+    static func containsWord(_ text: String, _ part: String) -> Bool {
+        var from = text.startIndex
+        while let r = text.range(of: part, range: from..<text.endIndex) {
+            let before = r.lowerBound == text.startIndex ? nil : text[text.index(before: r.lowerBound)]
+            let after = r.upperBound == text.endIndex ? nil : text[r.upperBound]
+            if !(before.map { $0.isLetter || $0.isNumber } ?? false) && !(after.map { $0.isLetter || $0.isNumber } ?? false) { return true }
+            from = text.index(after: r.lowerBound)
+        }
+        return false
+    }
+
     /// `names` on folded text, names and emails.
     static func matches(_ folded: String, names: [Set<String>], emails: [String]) -> Bool {
         for e in emails {
             let local = e.split(separator: "@", maxSplits: 1).first.map(String.init) ?? ""
             if !e.isEmpty, folded.contains(e) { return true }
-            if local.count >= 3, folded.contains(local) { return true }
+            if local.count >= 3, containsWord(folded, local) { return true }
         }
         let words = Self.words(folded)
         let squeezed = Self.squeezed(folded)

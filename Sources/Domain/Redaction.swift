@@ -65,7 +65,8 @@ public enum Redaction {
             // a route or anchor (kept).
             if let mark = fragment.firstIndex(of: "?") {
                 let kept = keptParameters(fragment[fragment.index(after: mark)...])
-                out += "#" + fragment[..<mark] + (kept.isEmpty ? "" : "?" + kept)
+                // Nothing left of "#?name=…": no "#" either (the same link when cleaned again).
+                if mark != fragment.startIndex || !kept.isEmpty { out += "#" + fragment[..<mark] + (kept.isEmpty ? "" : "?" + kept) }
             } else if fragment.contains("=") {
                 let kept = keptParameters(fragment)
                 if !kept.isEmpty { out += "#" + kept }
@@ -128,7 +129,11 @@ public enum Redaction {
             }
         }
         if case .string(let invitation)? = t["Invitation"] {
-            let kept: JSONValue = MeetingLink.urls(in: invitation).first.map { .string(personalURL($0)) } ?? .null
+            // A link too short for `MeetingLink.urls` to find ("http://a.b"), once cut, is kept
+            // as it is: cleaning it again must not turn it into null.
+            let lone = !invitation.isEmpty && !invitation.contains(where: \.isWhitespace) && invitation.contains("://")
+            let kept: JSONValue = MeetingLink.urls(in: invitation).first.map { .string(personalURL($0)) }
+                ?? (lone ? .string(personalURL(invitation)) : .null)
             if kept != .string(invitation) { t["Invitation"] = kept }
         }
         return t

@@ -13,13 +13,31 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     public var events: UInt64
     /// The first problem, when it failed.
     public var error: String?
+    /// What failed: `log` (damage in the log; also a record written before this field), `views`
+    /// (`verify --views` found rows that differ from the log) or `expected_head` (`--expect-head`
+    /// was not found in the log). `repair` and `sync` say what to do by it (review: a view
+    /// difference or a mistyped head was taken for damage needing a backup).
+    public var kind: String?
 
-    public init(at: String, head: String, ok: Bool, events: UInt64, error: String?) {
+    public static let logDamage = "log", viewsDiffer = "views", expectedHead = "expected_head"
+
+    public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil) {
         self.at = at
         self.head = head
         self.ok = ok
         self.events = events
         self.error = error
+        self.kind = ok ? nil : kind ?? Self.logDamage
+    }
+
+    /// A failed verify's one line: what failed and what to do.
+    public var failure: String {
+        let what = "the last verify (\(at)) failed: \(error ?? "the log is damaged")"
+        switch kind ?? Self.logDamage {
+        case Self.viewsDiffer: return what + "; `syncledger rebuild` folds the views again from the log"
+        case Self.expectedHead: return what + "; if the head you expected is right, events it covered are gone (restore them from a backup), else run `syncledger verify` without it"
+        default: return what + "; damage inside the log needs the segment restored from a backup (then `syncledger verify`)"
+        }
     }
 }
 

@@ -121,9 +121,10 @@ public enum Trust {
             let what: String
             if let damage, let tail {
                 return "the log cannot be read to its end (\(damage)), but everything acknowledged comes before it "
-                    + "(head \(evidence.head), recorded in \(evidence.source)): the \(tail.bytes) bytes from offset \(tail.offset) of "
-                    + "\(tail.path) are not a batch, and not a torn write (which is cut on its own) but bytes another program wrote "
-                    + "there, or damage; nothing was changed. " + damageAdvice
+                    + "(head \(evidence.head), recorded in \(evidence.source)): from offset \(tail.offset) of \(tail.path) on, "
+                    + "\(tail.bytes) bytes (with any batches after the damage, none acknowledged) do not read as a batch, and not as "
+                    + "a torn write (which is cut on its own) but as bytes another program wrote there, or damage; nothing was changed. "
+                    + damageAdvice
             } else if let damage {
                 what = "the log cannot be read to its end (\(damage)) but \(expected)"
             } else if differs {

@@ -17,7 +17,10 @@ public struct AppointmentsProjection: Projection {
     /// sync's field-level diff reads the prior object from the log (`recordedObjects`), and a new
     /// roster re-attributes appointments from their columns; `client_ids` is a JSON array (it was
     /// the ids joined by spaces, which an empty id or one with a space in it would misread).
-    public let schemaVersion = 4
+    /// 5: an observation naming a forgotten patient reads with its clear telehealth part cleaned
+    /// (redaction version 5): views folded before keep its join link ("…&uname=…") in
+    /// `meeting_url`, so they are folded again (review).
+    public let schemaVersion = 5
     public let tables = ["appointments", "appointment_patients", "appointments_objects", "appointments_roster",
                          "appointments_roster_clients", "appointments_roster_providers"]
 

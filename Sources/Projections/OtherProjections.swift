@@ -8,7 +8,8 @@ import Ledger
 public struct MeetingURLsProjection: Projection {
     public init() {}
     public let name = "meeting_urls"
-    public let schemaVersion = 1
+    /// 2: folded again for the cleaned join links of forgotten patients (`AppointmentsProjection` 5).
+    public let schemaVersion = 2
     public let tables = ["appointment_meeting_urls"]
     public static let columns = ["appointment_id", "meeting_url", "url_provider", "source_field", "changed_at"]
 

@@ -17,10 +17,11 @@ extension ProjectionStore {
         if let last = try streamSeqs(Streams.roster).last { _ = try reader.events(at: [last]) }
     }
 
-    /// Every recorded roster, oldest first, opened through `reader` (a forgotten patient's name
-    /// and email are gone from them): the last one checks the key store as
+    /// Every recorded roster (through seq `last`: a log that lost its end still holds the ones
+    /// before it), oldest first, opened through `reader` (a forgotten patient's name and email
+    /// are gone from them): the last one checks the key store as
     /// `checkKeysOpenTheLastRoster` does, and a roster that cannot be read throws.
-    public func recordedRosters(_ reader: LedgerReader) throws -> [RosterObserved] {
-        try reader.events(at: try streamSeqs(Streams.roster)).map { try $0.decodeData(RosterObserved.self) }
+    public func recordedRosters(_ reader: LedgerReader, through last: UInt64 = .max) throws -> [RosterObserved] {
+        try reader.events(at: try streamSeqs(Streams.roster).filter { $0 <= last }).map { try $0.decodeData(RosterObserved.self) }
     }
 }

@@ -212,10 +212,32 @@ struct ServiceResponder: HTTPResponder {
         return segments.joined(separator: "/")
     }
 
+    /// Waits (up to five seconds) for the server to read a views file that replaced the one it
+    /// reads (`forget` and `repair` fold a new file; a rebuild of damaged views too); true when
+    /// none is waiting. The old file may hold what `forget` just removed: a read is not answered
+    /// from it (hostile test: a forgotten patient was served for two more seconds).
+    func viewsSwitched() async -> Bool {
+        let handle = server.viewsHandle
+        guard handle.switchPending else { return true }
+        for _ in 0..<50 {
+            if (try? await server.blocking({ handle.refresh(catchUp: false) })) == true || !handle.switchPending { return true }
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+        return !handle.switchPending
+    }
+
     func respond(to request: Request, context: Context) async throws -> Response {
-        if AdminPages.handles(request.uri.path) { return await AdminPages(server: server).respond(to: request) }
-        let started = DispatchTime.now().uptimeNanoseconds
         let path = request.uri.path
+        let readsViews = path.hasPrefix("/api/") || path.hasPrefix("/admin")
+        if readsViews, !(await viewsSwitched()) {
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json; charset=utf-8"
+            headers[.retryAfter] = "2"
+            let body = Reply.error(503, "the views are being replaced (forget, repair or a rebuild); try again in a moment").body
+            return Response(status: .serviceUnavailable, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body.canonicalText + "\n")))
+        }
+        if AdminPages.handles(path) { return await AdminPages(server: server).respond(to: request) }
+        let started = DispatchTime.now().uptimeNanoseconds
         let logged = Self.loggable(path, secret: server.config.webhookSecret)
         var reply: Reply
         var tries = 0
@@ -272,7 +294,7 @@ struct ServiceResponder: HTTPResponder {
         let matches = routes.compactMap { r in r.match(parts).map { (route: r, parameters: $0) } }
         // Every /api/ path wants a token first, even one that does not exist: no route discovery without one.
         var caller = path.hasPrefix("/api/") ? try authenticate(request) : nil
-        guard let first = matches.first else { throw Reply.error(404, "no such route: \(path)") }
+        guard let first = matches.first else { throw Reply.error(404, "no such route: \(Reply.echoed(path))") }
         if first.route.access == .webhookSecret { try checkWebhookSecret(first.parameters["secret"] ?? "") }
         // HEAD is GET without the body (uptime checks and load balancers send it).
         let method = request.method == .head ? .get : request.method
@@ -511,10 +533,10 @@ struct ServiceResponder: HTTPResponder {
         do {
             value = try FastJSON.parse(Array(buffer: body))
         } catch {
-            throw Reply.error(400, "the body is not JSON: \(error)")
+            throw Reply.error(400, "the body is not JSON: \(Reply.echoed("\(error)"))")
         }
         guard case .object(let o) = value else { throw Reply.error(400, "the body must be {\"scope\": …}") }
-        if let extra = o.keys.first(where: { $0 != "scope" }) { throw Reply.error(400, "\(extra): unknown field (the body is {\"scope\": …})") }
+        if let extra = o.keys.first(where: { $0 != "scope" }) { throw Reply.error(400, "\(Reply.echoed(extra)): unknown field (the body is {\"scope\": …})") }
         let scope: RunScope
         switch o["scope"] {
         case .string("all")?:
@@ -637,7 +659,7 @@ struct WebhookHint {
         do {
             value = try FastJSON.parse(bytes)
         } catch {
-            throw Reply.error(400, "the body is not JSON: \(error)")
+            throw Reply.error(400, "the body is not JSON: \(Reply.echoed("\(error)"))")
         }
         guard case .object = value else { throw Reply.error(400, "the body must be a JSON object with Appointment") }
         guard case .object(let appt)? = value["Appointment"] else { throw Reply.error(400, "Appointment: missing or not an object") }
@@ -686,7 +708,7 @@ struct QueryParameters {
     init(_ request: Request) throws {
         for (k, v) in request.uri.queryParameters {
             let key = String(k)
-            guard values[key] == nil else { throw Reply.error(400, "\(key): given more than once") }
+            guard values[key] == nil else { throw Reply.error(400, "\(Reply.echoed(key)): given more than once") }
             values[key] = String(v)
         }
     }
@@ -699,10 +721,10 @@ struct QueryParameters {
 
     func allow(_ names: Set<String>) throws {
         if let bad = values.keys.sorted().first(where: { !names.contains($0) }) {
-            throw Reply.error(400, "\(bad): unknown parameter" + (names.isEmpty ? " (this route takes none)" : " (allowed: \(names.sorted().joined(separator: ", ")))"))
+            throw Reply.error(400, "\(Reply.echoed(bad)): unknown parameter" + (names.isEmpty ? " (this route takes none)" : " (allowed: \(names.sorted().joined(separator: ", ")))"))
         }
         if let empty = values.keys.sorted().first(where: { values[$0]!.isEmpty }) {
-            throw Reply.error(400, "\(empty): empty value (leave the parameter out instead)")
+            throw Reply.error(400, "\(Reply.echoed(empty)): empty value (leave the parameter out instead)")
         }
     }
 

@@ -43,6 +43,8 @@ public final class SyncLedgerServer: Sendable {
     let serveLock: ServeLock
     /// Set after a run: the alert conditions are checked again at once.
     let alertsDue = NIOLockedValueBox(true)
+    /// `currentRoster` and the modification time of `keys/forgotten` it was made at (µs).
+    let rosterCache = NIOLockedValueBox<(stamp: Int64, roster: Roster)?>(nil)
 
     public init(config: ServeConfiguration) throws {
         if let s = config.webhookSecret, s.count < 32 {
@@ -315,12 +317,18 @@ extension SyncLedgerServer {
     /// The roster the server was started with, less the patients forgotten since: `forget`
     /// leaves the roster file as it is, and the admin pages listed a forgotten patient by name
     /// in their patient lists and name search (hostile test).
+    /// Made again only when `keys/forgotten` changed (a forget adds a tombstone to it): pages
+    /// ask once per row (review: a check per roster patient per row).
     var currentRoster: Roster {
-        var roster = config.roster
         let keys = store.keysPath
+        let modified = (try? FileManager.default.attributesOfItem(atPath: keys + "/forgotten"))?[.modificationDate] as? Date
+        let stamp = modified.map { Int64(($0.timeIntervalSince1970 * 1e6).rounded()) } ?? -1
+        if let cached = rosterCache.withLockedValue({ $0 }), cached.stamp == stamp { return cached.roster }
+        var roster = config.roster
         for i in roster.organizations.indices {
             roster.organizations[i].patients.removeAll { KeyRing.isForgotten(directory: keys, patient: $0.id) }
         }
+        rosterCache.withLockedValue { $0 = (stamp, roster) }
         return roster
     }
 }

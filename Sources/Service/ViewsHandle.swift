@@ -80,7 +80,7 @@ final class ViewsHandle: Sendable {
             }
             opened.withLockedValue { $0 = Opened(views: fresh, file: file) }
             failed.withLockedValue { $0 = nil }
-            logger.notice("the views file was replaced (syncledger rebuild moved a damaged one aside): reading the new one",
+            logger.notice("the views file was replaced (by `syncledger forget` or `repair`, or a rebuild of damaged views): reading the new one",
                           metadata: ["events_caught_up": "\(folded)"])
             onSwitch.withLockedValue { $0 }?()
             return true

@@ -58,7 +58,8 @@ struct VerifyCommand: AsyncParsableCommand {
             let record = VerifyRecord(
                 at: ISOTime.format(millis: ISOTime.nowMillis()), head: report.head.description, ok: report.ok && viewsOK,
                 events: report.events,
-                error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } })
+                error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } },
+                kind: report.error.map { $0.code == .headMismatch ? VerifyRecord.expectedHead : VerifyRecord.logDamage } ?? VerifyRecord.viewsDiffer)
             if writable {
                 do { try Scrub.record(record, in: store) } catch {
                     warn("warning: could not record this verify's outcome in \(Scrub.path(store)): \(describeError(error))")

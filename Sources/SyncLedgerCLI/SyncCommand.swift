@@ -88,6 +88,14 @@ struct SyncCommand: AsyncParsableCommand {
                     throw CLIFailure(message: "--now " + e.message)
                 }
             }
+            // Recorded in the clear for good (the run's `sync.started`, sync_logs): no patient in
+            // it. Checked here, on what an operator typed: the server's own runs ("webhook",
+            // "api:NAME") are not refused for a patient whose address begins "web@" (review).
+            let people = rosterValue.allPatients
+            if let problem = PersonalText.problem(triggeredBy, names: people.compactMap(\.name), emails: people.compactMap(\.email),
+                                                  clientIds: Set(people.map(\.intakeqClientId))) {
+                throw CLIFailure(message: "--triggered-by \(problem); it is recorded in the log for good, so name who started the run without personal data (for example \"cron\" or \"front desk\")")
+            }
             var request = SyncRequest(roster: rosterValue, organizationId: org, patientId: patient, syncType: type,
                                       now: nowMillis.map { Date(timeIntervalSince1970: Double($0) / 1000) },
                                       daysBack: daysBack, daysAhead: daysAhead, triggeredBy: triggeredBy)
@@ -102,7 +110,7 @@ struct SyncCommand: AsyncParsableCommand {
             // A log the last verify found damaged (in a sealed segment the append never reads):
             // the run goes on, as the read commands do, but says so (hostile test: it said nothing).
             if let store = try? storeOptions.open(), let last = Scrub.last(store), !last.ok {
-                warn("warning: the last verify (\(last.at)) failed: \(last.error ?? "the log is damaged"); syncing does not mend it (see `syncledger status`)")
+                warn("warning: " + last.failure + "; syncing does not mend it (see `syncledger status`)")
             }
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning

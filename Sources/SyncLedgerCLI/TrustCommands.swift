@@ -69,13 +69,22 @@ struct RepairCommand: AsyncParsableCommand {
         if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
     }
 
-    /// The patients of every roster the log recorded that can be read: none when the views,
-    /// the log's roster events or the keys cannot be read.
+    /// The patients of every roster the log recorded (found through the views' stream index,
+    /// read from the log up to where it ends); a warning and none when they cannot be read (no
+    /// views, damaged views, no keys): the reason is then checked for numbers only.
     static func recordedPatients(_ options: StoreOptions) -> [RosterObserved.Patient] {
-        guard let store = try? options.open(), let views = try? ProjectionStore(path: store.projectionsPath, readOnly: true),
-              let rosters = try? views.recordedRosters(LedgerReader(store: store))
-        else { return [] }
-        return rosters.flatMap { $0.organizations.flatMap(\.patients) }
+        do {
+            let store = try options.open()
+            guard FileManager.default.fileExists(atPath: store.projectionsPath) else {
+                throw LedgerError("there are no views to find them by")
+            }
+            let reader = try LedgerReader(store: store)
+            let rosters = try ProjectionStore(path: store.projectionsPath).recordedRosters(reader, through: try reader.head().seq)
+            return rosters.flatMap { $0.organizations.flatMap(\.patients) }
+        } catch {
+            warn("warning: the rosters the log recorded cannot be read (\(describeError(error))); --accept-loss is checked for client ids and phone numbers only")
+            return []
+        }
     }
 
     func run() async throws {
@@ -100,15 +109,6 @@ struct RepairCommand: AsyncParsableCommand {
                 }
                 return (loss, damagedRecord)
             }
-            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`).
-            // The names and emails are the rosters the log recorded, as far as they can be read
-            // (a log that lost its end still holds them; views or keys that cannot be read leave
-            // only the check for phone numbers).
-            let people = Self.recordedPatients(storeOptions)
-            if let problem = PersonalText.problem(acceptLoss, names: people.compactMap(\.name), emails: people.compactMap(\.email),
-                                                  clientIds: Set(people.map(\.intakeqClientId))) {
-                throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
-            }
             let nothingToRepair = "nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "
                 + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup)"
             let before = try lossNow()
@@ -116,11 +116,24 @@ struct RepairCommand: AsyncParsableCommand {
                 // Damage inside the log that the last verify found is not repaired here: exit 1,
                 // so that a script does not take it for a repair (hostile test).
                 if let last = Scrub.last(store), !last.ok {
-                    throw CLIFailure(message: "nothing repair can do: the log holds every acknowledged head, but the last verify (\(last.at)) failed: "
-                        + "\(last.error ?? "the log is damaged"); damage inside the log needs the segment restored from a backup (then `syncledger verify`)")
+                    let line = "nothing repair can do: the log holds every acknowledged head, but " + last.failure
+                    // A view difference is not the log's: `rebuild` mends it.
+                    guard last.kind == VerifyRecord.viewsDiffer else { throw CLIFailure(message: line) }
+                    print(line)
+                    return 0
                 }
                 print(nothingToRepair)
                 return 0
+            }
+            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`);
+            // checked once there is a loss to record.
+            // The names and emails are the rosters the log recorded, as far as they can be read
+            // (a log that lost its end still holds them; views or keys that cannot be read leave
+            // only the check for phone numbers).
+            let people = Self.recordedPatients(storeOptions)
+            if let problem = PersonalText.problem(acceptLoss, names: people.compactMap(\.name), emails: people.compactMap(\.email),
+                                                  clientIds: Set(people.map(\.intakeqClientId))) {
+                throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
             }
             let writer: LedgerWriter
             do {

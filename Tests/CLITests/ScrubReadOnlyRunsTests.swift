@@ -157,6 +157,13 @@ extension CLIBinaryTests {
         #expect(!r.stdout.contains(edited) && !r.stdout.contains(original), "\(r.stdout)")
         let status = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(status.status == 1 && status.stdout.contains("the views differ from the log"), "\(status.stdout)")
+        // Not the log's damage: `repair` says what mends it and exits 0, changing nothing (it
+        // sent the operator to a backup, review).
+        let before = storeSnapshot(store)
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk failure"])
+        expectSuccess(repair)
+        #expect(repair.stdout.contains("`syncledger rebuild` folds the views again") && !repair.stdout.contains("backup"), "\(repair.stdout)")
+        expectSameSnapshot(before, storeSnapshot(store), "repair after a view difference")
         // The fix: rebuild the views from the log (with where the time went, and the rows written).
         let rebuilt = try await cli(["rebuild", "--store", store, "--timings"])
         expectSuccess(rebuilt)

@@ -195,7 +195,7 @@ extension CLIBinaryTests {
         let before = storeSnapshot(store)
         for args in [["status"], ["sync-logs"], ["repair", "--accept-loss", "junk"]] {
             let r = try await cli(args + ["--store", store])
-            expectCleanFailure(r, mentioning: ["everything acknowledged comes before it", "the 500 bytes from offset \(size) of \(segment)",
+            expectCleanFailure(r, mentioning: ["everything acknowledged comes before it", "from offset \(size) of \(segment) on, 500 bytes",
                                                "`truncate -s \(size) \(segment)`"])
             expectSameSnapshot(before, storeSnapshot(store), "\(args[0]) on garbage after the head")
         }

@@ -7,6 +7,7 @@ import JSONCore
 import Ledger
 import NIOHTTP1
 @testable import Service
+import Sync
 import Testing
 
 #if canImport(Glibc)
@@ -176,6 +177,36 @@ final class Spawned: @unchecked Sendable {
         // The store verifies after both writers.
         let verify = try Spawned(["--store", store, "verify"], dir: dir.path)
         #expect(await verify.wait() == 0, "verify: \(verify.stderr)")
+    }
+
+    /// `forget` while the server runs: once it has returned, no answer shows the patient (the
+    /// server read the old views file, which still held them, for about two more seconds).
+    @Test func aPatientForgottenWhileServedIsNotServedAfterwards() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        defer { Task { await fake.stop() } }
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        let server = try Spawned(serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile),
+                                 env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        let queued = try await http(.POST, base + "/api/v1/sync", token: tokens.admin, body: Array(#"{"scope":"all"}"#.utf8))
+        let id = queued["run_id"]?.stringValue ?? ""
+        #expect(await eventually(timeout: 60) {
+            (try? await http(.GET, base + "/api/v1/runs/" + id, token: tokens.admin))?["status"]?.stringValue == "completed"
+        })
+        let patient = Fixtures.roster.organizations[0].patients[0]
+        let name = try #require(patient.name)
+        let before = try await http(.GET, base + "/api/v1/appointments?patient=" + patient.id, token: tokens.admin)
+        #expect(before.text.contains(name), "\(before.text.prefix(300))")
+        let forget = try Spawned(["--store", dir.sub("store"), "forget", "--patient", patient.id, "--reason", "consent withdrawn"], dir: dir.path)
+        #expect(await forget.wait(timeout: 120) == 0, "forget: \(forget.stderr)")
+        for path in ["/api/v1/appointments?patient=" + patient.id, "/api/v1/appointments", "/api/v1/upcoming?days=366", "/api/v1/meeting-urls"] {
+            let after = try await http(.GET, base + path, token: tokens.admin)
+            #expect(after.status == 200 || after.status == 503, "\(path): \(after.status) \(after.text.prefix(300))")
+            #expect(!after.text.contains(name), "\(path) still shows the forgotten patient: \(after.text.prefix(300))")
+        }
+        server.signal(SIGTERM)
+        #expect(await server.wait() == 0)
     }
 
     /// SIGTERM while a client holds a webhook request whose body stopped arriving: the server

@@ -163,6 +163,9 @@ enum OpenAPIContract {
             ("/api/v1/appointments?org=" + String(repeating: "o", count: 20_000), 400, "org: 'ooo"),
             ("/api/v1/upcoming?days=" + String(repeating: "9", count: 5_000), 400, "… (5000 bytes)"),
             ("/api/v1/appointments?include_removed=" + String(repeating: "y", count: 5_000), 400, "include_removed:"),
+            ("/api/v1/appointments?from=" + String(repeating: "2", count: 20_000), 400, "from:"),
+            ("/api/v1/appointments?" + String(repeating: "k", count: 5_000) + "=1", 400, "unknown parameter"),
+            ("/api/v1/" + String(repeating: "r", count: 5_000), 404, "no such route"),
         ]
         for (path, status, message) in cases {
             let a = try await rig.admin(path)
