@@ -165,13 +165,19 @@ public enum Trust {
             } catch let error as LogError where error.isCorruption || error.code == .notFound {
                 var loss = Loss(evidence: e, logHead: .empty, differs: false, damage: Self.damage(error.message), damageSeq: error.seq)
                 // Past every acknowledged event, at the end of the last segment (the evidence is
-                // checked highest first: this one is the highest).
-                if error.isCorruption, let segment = error.segment, let offset = error.offset, let seq = error.seq, seq > e.head.seq,
+                // checked highest first: this one is the highest). Only on the writer's own
+                // record, which every append moves on (a view's checkpoint may be far behind the
+                // head: hostile test, acknowledged batches were offered to be cut), and only when
+                // nothing after the damage looks like a batch (its frame's magic number).
+                if error.isCorruption, e.source == "state/head", let segment = error.segment, let offset = error.offset,
+                   let seq = error.seq, seq > e.head.seq,
                    let last = try? FileManager.default.contentsOfDirectory(atPath: store.logPath).filter({ $0.hasSuffix(".seg") }).max(),
                    segment == last {
                     let path = store.logPath + "/" + segment
-                    let size = ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
-                    if size > offset { loss.tail = (path, offset, size - offset) }
+                    if let bytes = FileManager.default.contents(atPath: path), UInt64(bytes.count) > offset,
+                       !Self.holdsBatchMagic(bytes[Int(offset)...]) {
+                        loss.tail = (path, offset, UInt64(bytes.count) - offset)
+                    }
                 }
                 return loss
             } catch {
@@ -179,6 +185,17 @@ public enum Trust {
             }
         }
         return nil
+    }
+
+    /// True when `bytes` hold the LZ4 skippable frame magic number every batch starts with
+    /// (0x184D2A50, little-endian): a batch may begin there.
+    static func holdsBatchMagic(_ bytes: Data.SubSequence) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            let b = raw.bindMemory(to: UInt8.self)
+            guard b.count >= 4 else { return false }
+            for i in 0...(b.count - 4) where b[i] == 0x50 && b[i + 1] == 0x2A && b[i + 2] == 0x4D && b[i + 3] == 0x18 { return true }
+            return false
+        }
     }
 
     /// A reader's corruption message without its advice ("The log is damaged here; nothing was

@@ -199,6 +199,18 @@ extension CLIBinaryTests {
                                                "`truncate -s \(size) \(segment)`"])
             expectSameSnapshot(before, storeSnapshot(store), "\(args[0]) on garbage after the head")
         }
+        // Something after the damage that may be a batch (its frame's magic): no cut is offered
+        // (hostile test: acknowledged batches after a damaged header were offered to be cut).
+        let copy = tmp.path + "/with-batch-after"
+        try copyStore(store, copy)
+        let copied = try segments(copy)[0]
+        let more = try #require(FileHandle(forWritingAtPath: copied))
+        more.seekToEndOfFile()
+        more.write(try #require(FileManager.default.contents(atPath: copied)).prefix(80))
+        try more.close()
+        let refused = try await cli(["status", "--store", copy])
+        expectCleanFailure(refused, mentioning: ["the log cannot be read to its end"])
+        #expect(!refused.stderr.contains("truncate"), "\(refused.stderr)")
         try FileManager.default.copyItem(atPath: segment, toPath: tmp.path + "/segment-copy")
         #expect(truncate(segment, off_t(size)) == 0)
         expectSuccess(try await cli(["verify", "--store", store]))
