@@ -30,6 +30,8 @@ public enum Redaction {
         "name", "uname", "username", "user", "fullname", "displayname", "firstname", "lastname", "fname", "lname",
         "email", "mail", "emailaddress", "phone", "tel", "mobile", "dob", "birthdate", "dateofbirth",
         "client", "clientname", "patient", "patientname", "tk",
+        "participant", "participantname", "attendee", "attendeename", "guest", "guestname", "givenname", "surname",
+        "familyname", "nickname", "contact", "who",
     ]
 
     /// `url` without what in it can name a person: its user and password (`user:pass@`), and
@@ -37,8 +39,8 @@ public enum Redaction {
     /// its query and in its fragment ("#/join?name=…"; a fragment that is a route, "#/room/77",
     /// is kept). HTML's `&amp;` between parameters counts as `&`. The scheme, host, path and
     /// other parameters (a meeting's `pwd`) are kept as written.
-    public static func personalURL(_ url: String) -> String {
-        var rest = Substring(url)
+    public static func personalURL(_ url: String, naming people: [String] = []) -> String {
+        var rest = Substring(linkText(url))
         var fragment: Substring?
         if let hash = rest.firstIndex(of: "#") {
             fragment = rest[rest.index(after: hash)...]
@@ -51,24 +53,26 @@ public enum Redaction {
         }
         var out = String(rest)
         if let scheme = out.range(of: "://") {
-            let authorityEnd = out[scheme.upperBound...].firstIndex(of: "/") ?? out.endIndex
+            // A backslash ends the host as a slash does (as browsers read it): "zoom.us\@evil/…"
+            // is zoom.us, not "evil" once "zoom.us\@" is taken for a user (hostile test).
+            let authorityEnd = out[scheme.upperBound...].firstIndex { $0 == "/" || $0 == "\\" } ?? out.endIndex
             if let at = out[scheme.upperBound..<authorityEnd].lastIndex(of: "@") {
                 out.removeSubrange(scheme.upperBound...at)
             }
         }
         if let query {
-            let kept = keptParameters(query)
+            let kept = keptParameters(query, people)
             if !kept.isEmpty { out += "?" + kept }
         }
         if let fragment {
             // A route with parameters ("/join?name=…"), parameters alone ("name=…&room=7"), or
             // a route or anchor (kept).
             if let mark = fragment.firstIndex(of: "?") {
-                let kept = keptParameters(fragment[fragment.index(after: mark)...])
+                let kept = keptParameters(fragment[fragment.index(after: mark)...], people)
                 // Nothing left of "#?name=…": no "#" either (the same link when cleaned again).
                 if mark != fragment.startIndex || !kept.isEmpty { out += "#" + fragment[..<mark] + (kept.isEmpty ? "" : "?" + kept) }
             } else if fragment.contains("=") {
-                let kept = keptParameters(fragment)
+                let kept = keptParameters(fragment, people)
                 if !kept.isEmpty { out += "#" + kept }
             } else if !fragment.isEmpty {
                 out += "#" + fragment
@@ -79,22 +83,53 @@ public enum Redaction {
         return out
     }
 
-    /// The parameters of `text` ("a=1&b=2") that name no person, joined by "&".
-    private static func keptParameters(_ text: Substring) -> String {
-        let pairs = text.replacingOccurrences(of: "&amp;", with: "&").replacingOccurrences(of: "&#38;", with: "&")
-            .split(separator: "&", omittingEmptySubsequences: true)
+    /// The link as a browser would take it from HTML or text: HTML's `&amp;`, `&#38;` and
+    /// `&#x26;` (again and again: "&amp;amp;") read as `&`, and cut at the first space of any
+    /// kind, an HTML no-break space (`&nbsp;`, `&#160;`) or an invisible character (a zero-width
+    /// space): what follows is not the link (hostile test: "…&#38;uname=NAME" was split at its
+    /// "#", and "…?pwd=k&nbsp;Drew&nbsp;Underwood" kept the name).
+    static func linkText(_ url: String) -> String {
+        var text = url
+        while true {
+            var next = text
+            for entity in ["&amp;", "&#38;", "&#x26;", "&#X26;", "&AMP;"] { next = next.replacingOccurrences(of: entity, with: "&") }
+            if next == text { break }
+            text = next
+        }
+        for space in ["&nbsp;", "&#160;", "&#xa0;", "&#xA0;", "&NBSP;"] {
+            if let r = text.range(of: space) { text = String(text[..<r.lowerBound]) }
+        }
+        if let cut = text.firstIndex(where: { c in c.isWhitespace || c.unicodeScalars.contains { $0.properties.generalCategory == .format } }) {
+            text = String(text[..<cut])
+        }
+        return text
+    }
+
+    /// The parameters of `text` ("a=1&b=2", or ";" between them) that name no person, joined
+    /// by "&": not named as personal, no address in the value, and no word of `people` (the
+    /// names and addresses of the clients the object names, lower-cased) in it as a whole word
+    /// ("x=Wren%20Wojcik"; "pwd=annual" is kept for Ann).
+    private static func keptParameters(_ text: Substring, _ people: [String]) -> String {
+        let pairs = text.split(omittingEmptySubsequences: true) { $0 == "&" || $0 == ";" }
         return pairs.filter { pair in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = decoded(parts[0]).lowercased().filter { $0 != "-" && $0 != "_" }
+            let key = decoded(parts[0]).lowercased().filter { $0 != "-" && $0 != "_" && $0 != "." }
             let value = parts.count > 1 ? decoded(parts[1]) : ""
-            return !personalQueryParameters.contains(key) && !value.contains("@")
+            let lower = value.lowercased()
+            return !personalQueryParameters.contains(key) && !value.contains("@") && !value.contains("＠") && !value.contains("﹫")
+                && !people.contains { $0.contains("@") ? lower.contains($0) : PersonalText.containsWord(lower, $0) }
         }.joined(separator: "&")
     }
 
-    /// Percent-decoded ("+" as a space), or as written when it does not decode.
+    /// Percent-decoded ("+" as a space) until nothing more decodes ("%2540" is "@"), or as
+    /// written where it does not decode.
     private static func decoded(_ text: Substring) -> String {
-        let spaced = text.replacingOccurrences(of: "+", with: " ")
-        return spaced.removingPercentEncoding ?? spaced
+        var value = text.replacingOccurrences(of: "+", with: " ")
+        for _ in 0..<4 {
+            guard let next = value.removingPercentEncoding, next != value else { break }
+            value = next
+        }
+        return value
     }
 
     /// Credentials: removed from every object, whoever it belongs to. `TelehealthInfo.StartUrl`
@@ -115,28 +150,79 @@ public enum Redaction {
         "ExternalClientId", "IntakeId",
     ]
 
+    /// The members of `TelehealthInfo` IntakeQ documents, kept by `cleanedTelehealth`; the
+    /// credentials among them go later (`credentialFields`).
+    public static let telehealthMembers = Set(["Id", "Provider", "InvitationCode", "JoinUrl", "Url", "Invitation"]
+        + credentialFields.filter { $0.parent == "TelehealthInfo" }.map(\.field))
+
     /// `TelehealthInfo` with its `Invitation` cut to its first link, whatever its host (null
     /// when it has none): the meeting link is the invitation's first URL (`MeetingLink.find`);
     /// the other links (an app's download page, a dial-in list) are not needed, and a URL is
     /// not the free text. That link and the `JoinUrl` and `Url` lose what can name a person
-    /// (`personalURL`). Applied to every object by `apply`, and by readers to the clear part of
-    /// an observation recorded before version 5 that names a forgotten patient.
-    public static func cleanedTelehealth(_ telehealth: [String: JSONValue]) -> [String: JSONValue] {
-        var t = telehealth
+    /// (`personalURL`). Members IntakeQ does not document ("Topic": "Session with …"), and a
+    /// link or invitation that is not text (a list, an object), go; so do lists and objects in
+    /// the other members (hostile test: each was kept as received). Applied to every object by
+    /// `apply`, and by readers to the clear part of an observation recorded before version 5
+    /// that names a forgotten patient.
+    public static func cleanedTelehealth(_ telehealth: [String: JSONValue], naming people: [String] = []) -> [String: JSONValue] {
+        var t = telehealth.filter { telehealthMembers.contains($0.key) }
+        for (key, value) in t {
+            switch value {
+            case .array, .object: t[key] = .null
+            default: break
+            }
+        }
         for field in ["JoinUrl", "Url"] {
-            if case .string(let link)? = t[field], let cleaned = MeetingLink.urls(in: link).first.map(personalURL), cleaned != link {
-                t[field] = .string(cleaned)
+            if case .string(let link)? = t[field] {
+                let cleaned = firstLink(link, people) ?? .null
+                if cleaned != .string(link) { t[field] = cleaned }
             }
         }
         if case .string(let invitation)? = t["Invitation"] {
-            // A link too short for `MeetingLink.urls` to find ("http://a.b"), once cut, is kept
-            // as it is: cleaning it again must not turn it into null.
-            let lone = !invitation.isEmpty && !invitation.contains(where: \.isWhitespace) && invitation.contains("://")
-            let kept: JSONValue = MeetingLink.urls(in: invitation).first.map { .string(personalURL($0)) }
-                ?? (lone ? .string(personalURL(invitation)) : .null)
+            let kept = firstLink(invitation, people) ?? .null
             if kept != .string(invitation) { t["Invitation"] = kept }
         }
         return t
+    }
+
+    /// `TelehealthInfo` as `apply` records it: an object cleaned (`cleanedTelehealth`); text
+    /// (not what IntakeQ sends) as its first link, cleaned; anything else null.
+    public static func cleanedTelehealthValue(_ value: JSONValue, naming people: [String] = []) -> JSONValue {
+        switch value {
+        case .object(let t): return .object(cleanedTelehealth(t, naming: people))
+        case .string(let text): return firstLink(text, people) ?? .null
+        case .null: return .null
+        default: return .null
+        }
+    }
+
+    /// The first link of `text`, cleaned (`personalURL`); nil when it holds none. Text with no
+    /// space in it that names a scheme or a path ("zoom.us/j/1?uname=…": no scheme, so not found
+    /// as a link, hostile test) is taken as the link itself, so that it is cleaned too.
+    static func firstLink(_ text: String, _ people: [String] = []) -> JSONValue? {
+        if let link = MeetingLink.urls(in: text).first { return .string(personalURL(link, naming: people)) }
+        let lone = linkText(text.trimmingCharacters(in: .whitespaces))
+        guard !lone.isEmpty, lone.contains("/") || lone.contains("?") else { return nil }
+        return .string(personalURL(lone, naming: people))
+    }
+
+    /// The words (three letters or more) of the names, and the addresses, of the clients `o`
+    /// names (primary and additional), lower-cased: no parameter of a kept link may hold one.
+    static func people(in o: [String: JSONValue]) -> [String] {
+        var entries: [[String: JSONValue]] = [o]
+        if case .array(let extra)? = o["AdditionalClients"] {
+            for case .object(let e) in extra { entries.append(e) }
+        }
+        var out: Set<String> = []
+        for e in entries {
+            if let name = e["ClientName"]?.stringValue {
+                for word in nameWords(name) where word.count >= 3 { out.insert(word) }
+            }
+            if let email = e["ClientEmail"]?.stringValue?.trimmingCharacters(in: .whitespaces).lowercased(), email.count >= 3 {
+                out.insert(email)
+            }
+        }
+        return out.sorted()
     }
 
     /// The result of redacting one object.
@@ -163,6 +249,8 @@ public enum Redaction {
     public static func apply(_ object: JSONValue, rosterClients: Set<String>) -> Result {
         guard case .object(var o) = object else { return Result(object: object, changed: false) }
         var changed = false
+        // Before anything is removed: whoever the object names, roster or not.
+        let named = people(in: o)
         if case .array(let extra)? = o["AdditionalClients"] {
             let kept = extra.filter { entry in
                 guard let id = entry["ClientId"].flatMap(nonNull)?.stringValue else { return false }
@@ -184,7 +272,7 @@ public enum Redaction {
                 changed = true
             }
             if let note {
-                let links = MeetingLink.videoURLs(in: note).map(personalURL)
+                let links = MeetingLink.videoURLs(in: note).map { personalURL($0, naming: named) }
                 if !links.isEmpty { o["ClientNote"] = .string(links.joined(separator: " ")) }
             }
             if let by = o["CreatedBy"]?.stringValue,
@@ -203,10 +291,10 @@ public enum Redaction {
         }
         // Every object: the invitation is free text addressed to the primary, naming them or
         // anyone attending, and join links may carry the primary's name; none of it is sealed.
-        if case .object(let telehealth)? = o["TelehealthInfo"] {
-            let cleaned = cleanedTelehealth(telehealth)
+        if let telehealth = o["TelehealthInfo"] {
+            let cleaned = cleanedTelehealthValue(telehealth, naming: named)
             if cleaned != telehealth {
-                o["TelehealthInfo"] = .object(cleaned)
+                o["TelehealthInfo"] = cleaned
                 changed = true
             }
         }

@@ -230,8 +230,8 @@ public enum PersonalData {
                 }
             }
         }
-        if forgotten, case .object(let telehealth)? = o["TelehealthInfo"] {
-            o["TelehealthInfo"] = .object(Redaction.cleanedTelehealth(telehealth))
+        if forgotten, let telehealth = o["TelehealthInfo"] {
+            o["TelehealthInfo"] = Redaction.cleanedTelehealthValue(telehealth)
         }
         return .object(o)
     }

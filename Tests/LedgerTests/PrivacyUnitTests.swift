@@ -262,6 +262,54 @@ import Testing
         #expect(Redaction.cleanedTelehealth(once) == once, "\(text) → \(once)")
     }
 
+    /// Shapes a hostile test got past version 5's first cut, each with a roster patient's name
+    /// or address: HTML entities between parameters ("&#38;" was split at its "#"), ";" between
+    /// parameters, parameters not on the list, double percent-encoding, a full-width "@", a link
+    /// without a scheme, a link or invitation that is a list or an object, members IntakeQ does
+    /// not send, invisible and no-break spaces after the link, "#!/join;name=", a backslash
+    /// before "@" (which moved the link to another host), and `TelehealthInfo` as text.
+    @Test func telehealthShapesThatNamedAPatientAreCut() throws {
+        let z = "https://zoom.us/j/98765432101"
+        let shapes: [JSONValue] = [
+            .object(["JoinUrl": .string(z + "?pwd=abc&#38;uname=Wren%20Wojcik")]),
+            .object(["JoinUrl": .string(z + "?pwd=abc&#x26;uname=Wren%20Wojcik")]),
+            .object(["Invitation": .string("Join:" + z + "?pwd=abc&nbsp;Wren&nbsp;Wojcik")]),
+            .object(["JoinUrl": .string(z + "?pwd=abc;uname=Wren%20Wojcik")]),
+            .object(["JoinUrl": .string(z + "?pwd=abc&participant=Wren%20Wojcik&given_name=Wren&surname=Wojcik")]),
+            .object(["JoinUrl": .string(z + "?pwd=abc&contact=wren.wojcik%2540example.org")]),
+            .object(["JoinUrl": .string(z + "?pwd=abc&x=wren.wojcik\u{FF20}example.org")]),
+            .object(["JoinUrl": .string("zoom.us/j/98765432101?uname=Wren%20Wojcik")]),
+            .object(["Invitation": .array([.string("Hi Wren Wojcik (wren.wojcik@example.org)"), .string(z)])]),
+            .object(["Invitation": .object(["text": .string("Hi Wren Wojcik"), "email": .string("wren.wojcik@example.org")])]),
+            .object(["JoinUrl": .array([.string(z + "?uname=Wren%20Wojcik")])]),
+            .object(["JoinUrl": .string(z), "Topic": .string("Session with Wren Wojcik"), "Attendees": .array([.string("wren.wojcik@example.org")])]),
+            .object(["Invitation": .string("Join " + z + "\u{200B}Hi\u{200B}Wren\u{200B}Wojcik")]),
+            .object(["JoinUrl": .string(z + "#!/join;name=Wren%20Wojcik")]),
+            .string("Join " + z + " Wren Wojcik"),
+            .object(["JoinUrl": .string(z + "?pwd=x&amp;amp;uname=Wren%20Wojcik")]),
+            .object(["JoinUrl": .string("https://zoom.us\\@evil/j/1?pwd=x&x=Wren%20Wojcik")]),
+        ]
+        // A parameter that holds a name word only inside another word is the meeting's own.
+        let own = Redaction.apply(.object(["Id": .string("a1"), "ClientName": .string("Ann Lee"),
+                                           "TelehealthInfo": .object(["JoinUrl": .string(z + "?pwd=annual7&n=Ann")])]), rosterClients: [])
+        #expect(own.object["TelehealthInfo"]?["JoinUrl"]?.stringValue == z + "?pwd=annual7", "\(own.object.canonicalText)")
+        for shape in shapes {
+            let object: JSONValue = .object(["Id": .string("a1"), "ClientId": .number(100), "ClientName": .string("Wren Wojcik"), "TelehealthInfo": shape])
+            let r = Redaction.apply(object, rosterClients: ["100"])
+            let telehealth = (r.object["TelehealthInfo"] ?? .null).canonicalText
+            for name in ["Wren", "Wojcik", "wren.wojcik"] {
+                #expect(!telehealth.contains(name), "\(shape.canonicalText) → \(telehealth)")
+            }
+            #expect(!Redaction.apply(r.object, rosterClients: ["100"]).changed, "\(shape.canonicalText): not the same when applied again")
+            // What is left of a link is still the meeting's, on its own host.
+            for key in ["JoinUrl", "Invitation"] {
+                if let link = r.object["TelehealthInfo"]?[key]?.stringValue {
+                    #expect(link.hasPrefix("https://zoom.us/") || link.hasPrefix("https://zoom.us\\") || link.hasPrefix("zoom.us/"), "\(link)")
+                }
+            }
+        }
+    }
+
     /// An outside primary's name in `CreatedBy` in another spelling (hostile test: a double
     /// space, a no-break space, "Stranger, Xavier", "X. Stranger") goes too.
     @Test(arguments: ["Out  Sider", "Out\u{00A0}Sider", "Sider, Out", "O. Sider", "out-sider"])
