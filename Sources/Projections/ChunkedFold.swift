@@ -91,12 +91,13 @@ final class ChunkFolder {
         var ops: [Op] = []
         var last: Observation?
         var links: [Link] = []
-        /// The facts the locations view writes, when they are not `last`'s (below); with
-        /// `locationIsLast` false and this nil, no event of the locations view was folded.
+        /// The facts the locations view writes, when they are not `last`'s (below).
         var location: AppointmentFacts?
         /// The locations view writes `last`'s facts: both views folded the same event last, so
         /// its facts are kept once (a copy for the locations view retained each of their texts).
         var locationIsLast = false
+        /// The facts the locations view writes, nil when no event of its was folded.
+        var locationFacts: AppointmentFacts? { locationIsLast ? last?.facts : location }
         /// The stream index entries of the appointment's own stream (`appointment/ID`), in log
         /// order: filed here, the stream's name is made once per appointment and segment, not
         /// once per entry, and the entries need no grouping.
@@ -575,7 +576,14 @@ final class ChunkFolder {
         var segment = segment
         segment.prepare()
         let ordered = segment.ordered ?? []
-        try writeStreamEntries(ordered, segment.entries, db)
+        // The appointments' streams in id order (so in stream order), then the others.
+        var entries: [StreamEntry] = []
+        for p in ordered where !p.entries.isEmpty {
+            let stream = Streams.appointment(p.id)
+            for e in p.entries { entries.append((stream, e.seq, e.type)) }
+        }
+        entries += segment.entries
+        try writeStreamEntries(entries, db)
         guard !ordered.isEmpty else { return }
         if appointments != nil { try writeAppointments(ordered, db) }
         if meetings != nil { try writeMeetings(ordered, db) }
@@ -590,46 +598,39 @@ final class ChunkFolder {
     /// statement machinery (step, reset, the program's setup) as in the B-tree.
     static let entriesPerInsert = 64
 
-    /// Inserts the stream index entries: the appointments' streams in id order (so in stream
-    /// order), each stream's entries in log order, then `others` in their order;
-    /// `entriesPerInsert` rows per statement (each row ignored when it is there already, as one
-    /// by one). Bound where they are filed, not gathered into one list first: a rebuild's
-    /// million entries were copied into lists growing by doubling (~2 % of the writer's time).
-    private func writeStreamEntries(_ ordered: [Pending], _ others: [StreamEntry], _ db: Database) throws {
-        var total = others.count
-        for p in ordered { total += p.entries.count }
-        guard total > 0 else { return }
+    /// Inserts the stream index entries in their order, `entriesPerInsert` rows per statement
+    /// (each row ignored when it is there already, as one by one).
+    private func writeStreamEntries(_ entries: [StreamEntry], _ db: Database) throws {
+        guard !entries.isEmpty else { return }
         let table = t("event_streams")
         func statement(_ rows: Int) throws -> RawStatement {
             try RawStatement(db, "INSERT OR IGNORE INTO \(table) (stream, seq, type) VALUES "
                 + Array(repeating: "(?, ?, ?)", count: rows).joined(separator: ", "))
         }
+        /// Binds `e` as the `row`th row of `s`.
+        func bind(_ s: RawStatement, _ row: Int, _ e: StreamEntry) {
+            let p = Int32(3 * row)
+            s.bind(p + 1, e.stream)
+            s.bind(p + 2, e.seq)
+            s.bind(p + 3, e.type)
+        }
         let n = Self.entriesPerInsert
-        // The first `full` entries go `n` to a statement, the rest one by one.
-        let full = total / n * n
-        let many = full > 0 ? try statement(n) : nil
-        let one = full < total ? try statement(1) : nil
-        var k = 0
-        func put(_ stream: String, _ seq: Int64, _ type: String) throws {
-            if k < full, let many {
-                let p = Int32(3 * (k % n))
-                many.bind(p + 1, stream)
-                many.bind(p + 2, seq)
-                many.bind(p + 3, type)
-                if k % n == n - 1 { try many.run() }
-            } else if let one {
-                one.bind(1, stream)
-                one.bind(2, seq)
-                one.bind(3, type)
+        var start = 0
+        if entries.count >= n {
+            let many = try statement(n)
+            while start + n <= entries.count {
+                for k in 0..<n { bind(many, k, entries[start + k]) }
+                try many.run()
+                start += n
+            }
+        }
+        if start < entries.count {
+            let one = try statement(1)
+            for e in entries[start...] {
+                bind(one, 0, e)
                 try one.run()
             }
-            k += 1
         }
-        for p in ordered where !p.entries.isEmpty {
-            let stream = Streams.appointment(p.id)
-            for e in p.entries { try put(stream, e.seq, e.type) }
-        }
-        for e in others { try put(e.stream, e.seq, e.type) }
     }
 
     /// False when no row of this appointment can exist yet (a rebuild that has not observed it),
@@ -721,37 +722,35 @@ final class ChunkFolder {
             }
             guard changed else { continue }
             appointmentsWritten += 1
-            /// Binds and writes the row of `s`'s last observation, read where it is stored: an
-            /// observation copied out of its `Pending` retained each of its texts and released
-            /// them again on the writer's thread (~4 % of the writer's time).
-            func writeObserved(_ o: inout Observation?) throws {
+            if let o = s.last {
+                let f = o.facts
                 object.bind(1, id)
-                object.bind(2, o!.hash)
-                object.bind(3, AppointmentsProjection.clientIdsText(o!.facts))
-                object.bind(4, o!.facts.startMillis)
+                object.bind(2, o.hash)
+                object.bind(3, AppointmentsProjection.clientIdsText(f))
+                object.bind(4, f.startMillis)
                 try object.run()
-                let members = RosterMembership.members(of: o!.facts) { clients[$0] }
+                let members = RosterMembership.members(of: f) { clients[$0] }
                 let primary = members.first
-                let provider = o!.facts.practitionerId.flatMap { providers[$0] }
-                row.bind(1, o!.facts.appointmentId)
+                let provider = f.practitionerId.flatMap { providers[$0] }
+                row.bind(1, f.appointmentId)
                 row.bind(2, primary?.organizationId)
                 row.bind(3, primary?.patientId)
-                row.bind(4, o!.facts.intakeqClientId)
-                row.bind(5, o!.facts.clientName)
-                row.bind(6, o!.facts.practitionerId)
-                row.bind(7, o!.facts.practitionerName)
+                row.bind(4, f.intakeqClientId)
+                row.bind(5, f.clientName)
+                row.bind(6, f.practitionerId)
+                row.bind(7, f.practitionerName)
                 row.bind(8, provider)
-                row.bind(9, o!.facts.serviceName)
-                row.bind(10, o!.facts.status)
-                row.bind(11, o!.facts.intakeqStatus)
-                row.bind(12, o!.facts.startAt)
-                row.bind(13, o!.facts.endAt)
-                row.bind(14, o!.facts.durationMinutes)
-                row.bind(15, o!.facts.locationId)
-                row.bind(16, o!.facts.locationName)
-                row.bind(17, o!.facts.placeOfService)
-                row.bind(18, o!.facts.visitType)
-                row.bind(19, o!.facts.meeting?.url)
+                row.bind(9, f.serviceName)
+                row.bind(10, f.status)
+                row.bind(11, f.intakeqStatus)
+                row.bind(12, f.startAt)
+                row.bind(13, f.endAt)
+                row.bind(14, f.durationMinutes)
+                row.bind(15, f.locationId)
+                row.bind(16, f.locationName)
+                row.bind(17, f.placeOfService)
+                row.bind(18, f.visitType)
+                row.bind(19, f.meeting?.url)
                 row.bind(20, removed)
                 row.bind(21, firstSeen)
                 row.bind(22, lastChanged)
@@ -770,9 +769,6 @@ final class ChunkFolder {
                     link.bind(4, m.role)
                     try link.run()
                 }
-            }
-            if s.last != nil {
-                try writeObserved(&s.last)
             } else {
                 meta.bind(1, removed)
                 meta.bind(2, lastChanged)
@@ -845,8 +841,8 @@ final class ChunkFolder {
             ON CONFLICT (appointment_id) DO UPDATE SET location_id = excluded.location_id, location_name = excluded.location_name,
               address = excluded.address, place_of_service = excluded.place_of_service, visit_type = excluded.visit_type
             """)
-        /// Binds and writes `f` where it is stored (a copy retained each of its texts, `writeObserved`).
-        func write(_ f: inout AppointmentFacts) throws {
+        for s in ordered {
+            guard let f = s.locationFacts else { continue }
             let address = f.locationId.flatMap { addresses[$0] ?? nil }
             put.bind(1, f.appointmentId)
             put.bind(2, f.locationId)
@@ -855,14 +851,6 @@ final class ChunkFolder {
             put.bind(5, f.placeOfService)
             put.bind(6, f.visitType)
             try put.run()
-        }
-        for s in ordered {
-            // `last`'s facts or `location` (`Pending`), not copied out.
-            if s.locationIsLast {
-                if s.last != nil { try write(&s.last!.facts) }
-            } else if s.location != nil {
-                try write(&s.location!)
-            }
         }
     }
 }
