@@ -299,10 +299,16 @@ final class Spawned: @unchecked Sendable {
             let r = try await http(.POST, base + path, body: Array(#"{"Appointment":{"Id":"a1","ClientId":1}}"#.utf8))
             #expect([200, 303, 401, 403, 404].contains(r.status), "\(path): \(r.status)")
         }
+        // A value in an API path is not logged at info level either, only the route's template
+        // (hostile test: a client that put a name in the path put it in the log).
+        let named = try await http(.GET, base + "/api/v1/appointments/WrenWojcikName/history", token: tokens.admin)
+        #expect(named.status == 404, "\(named.status) \(named.text)")
         server.signal(SIGTERM)
         #expect(await server.wait(timeout: 60) == 0)
         let log = server.stderr + server.stdout
         #expect(log.contains("status=404"), "\(log)")
+        #expect(log.contains("(no route, "), "a path with no route is logged by its length: \(log)")
+        #expect(log.contains("/api/v1/appointments/{id}/history") && !log.contains("WrenWojcikName"), "\(log)")
         #expect(!log.lowercased().contains(webhookSecret.lowercased()) && !log.contains(encoded), "\(log)")
         #expect(!log.contains(webhookSecret.prefix(30)) && !log.contains(webhookSecret.dropFirst(6).prefix(20)), "\(log)")
     }
