@@ -172,15 +172,11 @@ public enum Redaction {
             default: break
             }
         }
-        for field in ["JoinUrl", "Url"] {
-            if case .string(let link)? = t[field] {
-                let cleaned = firstLink(link, people) ?? .null
-                if cleaned != .string(link) { t[field] = cleaned }
+        for field in ["JoinUrl", "Url", "Invitation"] {
+            if case .string(let text)? = t[field] {
+                let kept = firstLink(text, people) ?? .null
+                if kept != .string(text) { t[field] = kept }
             }
-        }
-        if case .string(let invitation)? = t["Invitation"] {
-            let kept = firstLink(invitation, people) ?? .null
-            if kept != .string(invitation) { t["Invitation"] = kept }
         }
         return t
     }
@@ -191,7 +187,6 @@ public enum Redaction {
         switch value {
         case .object(let t): return .object(cleanedTelehealth(t, naming: people))
         case .string(let text): return firstLink(text, people) ?? .null
-        case .null: return .null
         default: return .null
         }
     }

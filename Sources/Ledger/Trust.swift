@@ -173,10 +173,11 @@ public enum Trust {
                    let seq = error.seq, seq > e.head.seq,
                    let last = try? FileManager.default.contentsOfDirectory(atPath: store.logPath).filter({ $0.hasSuffix(".seg") }).max(),
                    segment == last {
+                    // Only the bytes after the damage are read (a segment may be 64 MiB).
                     let path = store.logPath + "/" + segment
-                    if let bytes = FileManager.default.contents(atPath: path), UInt64(bytes.count) > offset,
-                       !Self.holdsBatchMagic(bytes[Int(offset)...]) {
-                        loss.tail = (path, offset, UInt64(bytes.count) - offset)
+                    if let file = FileHandle(forReadingAtPath: path), (try? file.seek(toOffset: offset)) != nil,
+                       let bytes = try? file.readToEnd(), !bytes.isEmpty, !Self.holdsBatchMagic(bytes) {
+                        loss.tail = (path, offset, UInt64(bytes.count))
                     }
                 }
                 return loss
@@ -189,7 +190,7 @@ public enum Trust {
 
     /// True when `bytes` hold the LZ4 skippable frame magic number every batch starts with
     /// (0x184D2A50, little-endian): a batch may begin there.
-    static func holdsBatchMagic(_ bytes: Data.SubSequence) -> Bool {
+    static func holdsBatchMagic(_ bytes: Data) -> Bool {
         bytes.withUnsafeBytes { raw in
             let b = raw.bindMemory(to: UInt8.self)
             guard b.count >= 4 else { return false }

@@ -270,13 +270,9 @@ struct ServiceResponder: HTTPResponder {
                     reply = .error(503, "the views are being rebuilt; try again in a moment")
                     // A rebuilt file waiting to be read: given up to five seconds (not while a
                     // rebuild still folds into it: then the answer is at once).
-                    let handle = server.viewsHandle
                     guard request.method == .get, tries == 1 else { break }
-                    for _ in 0..<50 where handle.currentFile == readFrom && handle.switchPending {
-                        if (try? await server.blocking({ handle.refresh(catchUp: false) })) == true { break }
-                        try? await Task.sleep(nanoseconds: 100_000_000)
-                    }
-                    if handle.currentFile != readFrom { continue }
+                    _ = await viewsSwitched()
+                    if server.viewsHandle.currentFile != readFrom { continue }
                 }
             } catch {
                 server.config.logger.error("request failed", metadata: ["path": "\(logged)", "error": "\(error)"])

@@ -35,11 +35,9 @@ public enum Forget {
         // The reason is recorded in the clear, for good: a name in it could never be forgotten.
         // Every roster counts: the patient forgotten has often left the last one already.
         let people = rosters.flatMap { $0.organizations.flatMap(\.patients) }
-        if PersonalText.names(trimmed, names: people.compactMap(\.name), emails: people.compactMap(\.email)) {
-            throw LedgerError("--reason names a roster patient (a name or an email); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
-        }
-        if PersonalText.holdsNumbers(trimmed, clientIds: Set(people.map(\.intakeqClientId))) {
-            throw LedgerError("--reason holds an IntakeQ client id or a phone number; it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
+        if let problem = PersonalText.problem(trimmed, names: people.compactMap(\.name), emails: people.compactMap(\.email),
+                                              clientIds: Set(people.map(\.intakeqClientId))) {
+            throw LedgerError("--reason \(problem); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
         }
         if !keys.isForgotten(patientId) {
             guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId) else {
