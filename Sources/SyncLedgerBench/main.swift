@@ -120,9 +120,11 @@ struct Bench: ParsableCommand {
             var source = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
             try ours.append(store: store, source: &source, linesPath: lines, batchSize: 1_000)
             let n = Int(ours.m["events"] ?? 0)
+            settleDisk()
             log("run \(r)/\(runs): opening the store for writing and for reading")
             try ours.openTimes(storePath: dir + "/store")
 
+            settleDisk()
             log("run \(r)/\(runs): \(singleAppends) single-event durable appends")
             let single = try Store.openOrCreate(dir + "/single")
             var singleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1, corpusRoster: corpusRoster)
@@ -133,6 +135,7 @@ struct Bench: ParsableCommand {
 
             if !skipBaselines {
                 // The same two appends with the head evidence (state/head) off: what it costs.
+                settleDisk()
                 log("run \(r)/\(runs): the same appends without head evidence")
                 let bare = try Store.openOrCreate(dir + "/bare")
                 var bareSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
@@ -146,9 +149,11 @@ struct Bench: ParsableCommand {
                 try? FileManager.default.removeItem(atPath: dir + "/bare-single")
             }
 
+            settleDisk()
             log("run \(r)/\(runs): replay")
             try ours.replay(store: store)
             if !skipViews {
+                settleDisk()
                 log("run \(r)/\(runs): rebuild of all views")
                 let views = try ours.rebuild(store: store, compareFold: compareFold)
                 log("run \(r)/\(runs): history and as-of lookups")
@@ -165,6 +170,7 @@ struct Bench: ParsableCommand {
             if encryption != "off" {
                 // The same workload again with personal data sealed: append (sealing timed with it),
                 // log size, and a rebuild that opens every sealed part.
+                settleDisk()
                 log("run \(r)/\(runs): append and rebuild with encryption on")
                 let sealedStore = try Store.openOrCreate(dir + "/sealed")
                 var sealedSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
@@ -172,8 +178,12 @@ struct Bench: ParsableCommand {
                 var sealedRun = SyncLedgerRun(carried: carriedAppointments)
                 try sealedRun.append(store: sealedStore, source: &sealedSource, linesPath: skipBaselines ? nil : dir + "/sealed-events.jsonl",
                                      batchSize: 1_000, sealer: sealer)
+                settleDisk()
                 try sealedRun.replay(store: sealedStore)
-                if !skipViews { _ = try sealedRun.rebuild(store: sealedStore) }
+                if !skipViews {
+                    settleDisk()
+                    _ = try sealedRun.rebuild(store: sealedStore)
+                }
                 // What sealing adds to the CPU of getting an event on disk (sealing itself, and
                 // writing the larger sealed event), every thread's CPU time.
                 if let sealed = sealedRun.m["append_cpu_us_per_event"], let clear = ours.m["append_cpu_us_per_event"] {
@@ -193,6 +203,7 @@ struct Bench: ParsableCommand {
 
             var baselines = Baselines()
             if let lines {
+                settleDisk()
                 log("run \(r)/\(runs): SQLite baseline")
                 try baselines.sqlite(linesPath: lines, dbPath: dir + "/baseline.sqlite", events: n, batchSize: 1_000)
                 log("run \(r)/\(runs): fdatasync floor")
@@ -206,7 +217,7 @@ struct Bench: ParsableCommand {
         }
 
         if json {
-            print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed, "peak_rss_reset_per_run": rssReset,
+            print(summary.json(extra: ["corpus": corpus ?? "synthetic", "seed": seed, "peak_rss_reset_per_run": rssReset, "disk_synced_before_each_phase": true,
                                       "freed_memory_released_before_each_run": released,
                                       "allocator": Allocator.name, "roster_patients_per_organization": rosterPatients,
                                       "corpus_roster_patients": corpusRoster?.patients ?? 0]))
