@@ -61,11 +61,27 @@ public struct TokenFile: Codable, Sendable {
         return file
     }
 
-    /// Writes the file atomically with mode 0600.
-    public func save(path: String) throws {
+    /// Where the file at `path` is written: `path`, or when it is a symbolic link the file it
+    /// leads to. The file is written beside that and renamed over it, so a link (a secrets
+    /// mount links its files) stays a link and its target gets the tokens; renamed over the
+    /// link itself, the link became a file of its own and its target kept the old tokens
+    /// (hostile test). A link that leads to no file is refused rather than replaced.
+    static func writtenPath(_ path: String) throws -> String {
+        // (`attributesOfItem` does not follow a link: it names the link's own type.)
+        guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeSymbolicLink else { return path }
+        guard let resolved = realpath(path, nil) else {
+            throw ServeError("cannot write the tokens file \(path): it is a symbolic link that leads to no file (\(String(cString: strerror(errno))))")
+        }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// Writes the file atomically with mode 0600 (through a symbolic link: `writtenPath`).
+    public func save(path given: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(self) + Data("\n".utf8)
+        let path = try Self.writtenPath(given)
         let dir = parentDirectory(of: path)
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         let tmp = path + ".tmp-\(getpid())"
@@ -76,14 +92,17 @@ public struct TokenFile: Codable, Sendable {
         Glibc.close(fd)
         guard ok, rename(tmp, path) == 0 else {
             unlink(tmp)
-            throw ServeError("cannot write the tokens file \(path): \(String(cString: strerror(errno)))")
+            throw ServeError("cannot write the tokens file \(given): \(String(cString: strerror(errno)))")
         }
     }
 
     /// Runs `body` (a read, change and save of the file at `path`) while no other process does:
     /// an flock on the file's directory. Eight `token new` at once printed eight tokens and the
     /// file kept five (hostile test): each had read the file before the others saved it.
-    public static func exclusively<T>(path: String, _ body: () throws -> T) throws -> T {
+    /// Through a symbolic link, the directory of the file it leads to is locked (`writtenPath`),
+    /// the one `save` writes in.
+    public static func exclusively<T>(path given: String, _ body: () throws -> T) throws -> T {
+        let path = try writtenPath(given)
         let dir = parentDirectory(of: path).isEmpty ? "." : parentDirectory(of: path)
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

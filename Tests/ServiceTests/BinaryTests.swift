@@ -422,6 +422,19 @@ final class Spawned: @unchecked Sendable {
         let throughLink = try Spawned(["token", "new", "--name", "linked", "--role", "admin", "--tokens", link], dir: dir.path)
         #expect(await throughLink.wait() == 0, "\(throughLink.stderr)")
         #expect(try TokenFile.load(path: link).tokens.contains { $0.name == "linked" })
+        // Written through the link: the link stays one, and the file it leads to has the token
+        // (renamed over the link, the link became a file and the real file kept the old tokens).
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: link) == path)
+        #expect(try TokenFile.load(path: path).tokens.contains { $0.name == "linked" })
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains(".tmp-") }.isEmpty)
+        // A link that leads to no file is refused, not replaced by a file.
+        let dangling = dir.sub("dangling-tokens.json")
+        try FileManager.default.createSymbolicLink(atPath: dangling, withDestinationPath: dir.sub("missing/tokens.json"))
+        let throughDangling = try Spawned(["token", "new", "--name", "d", "--role", "admin", "--tokens", dangling], dir: dir.path)
+        #expect(await throughDangling.wait() == 1)
+        #expect(throughDangling.stderr.contains("symbolic link that leads to no file"), "\(throughDangling.stderr)")
+        var st = stat()
+        #expect(lstat(dangling, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK)
         let fifo = dir.sub("fifo-tokens.json")
         #expect(mkfifo(fifo, 0o600) == 0)
         let fromFIFO = try Spawned(["token", "new", "--name", "f", "--role", "admin", "--tokens", fifo], dir: dir.path)
