@@ -5,7 +5,13 @@ import Foundation
 public enum ISOTime {
     /// Formats epoch milliseconds. By hand, not `String(format:)`: it runs several times per
     /// event on the rebuild path, where Foundation's formatter was a fifth of the profile.
-    public static func format(millis: Int64) -> String {
+    ///
+    /// Times before year 1 or after year 9999 are written as the first or last millisecond of
+    /// those years: four digits hold no other year (10000-01-01 came out as 0000-01-01, so a
+    /// `--to 9999-12-31` bound lay before every appointment: hostile test), and the clamped
+    /// texts still sort as the times do.
+    public static func format(millis unclamped: Int64) -> String {
+        let millis = min(max(unclamped, -62_135_596_800_000), 253_402_300_799_999)
         let secs = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
         let ms = Int(millis - secs * 1000)
         let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400

@@ -44,8 +44,14 @@ public struct FetchedAppointment: Sendable, Hashable {
         let startDate: Int64?
         switch o["StartDate"] {
         case nil, .null?: startDate = nil
-        case .number(let d)? where d.isFinite && abs(d) < 9e15: startDate = Int64(d)
+        case .number(let d)? where Self.representableMillis.contains(d): startDate = Int64(d)
+        case .number?: throw IntakeQError.decode("StartDate is not a time between the years 1 and 9999", keyPath: "StartDate")
         default: throw IntakeQError.decode("StartDate is not epoch milliseconds", keyPath: "StartDate")
+        }
+        // EndDate is read as the views read it (a number, or a number in a string); a number
+        // outside the years 1–9999 is refused as StartDate is.
+        if case .number(let d)? = o["EndDate"], !Self.representableMillis.contains(d) {
+            throw IntakeQError.decode("EndDate is not a time between the years 1 and 9999", keyPath: "EndDate")
         }
         return FetchedAppointment(id: id, clientId: clientId, startDate: startDate,
                                   lastModified: value["LastModified"]?.int64Value, raw: bytes, value: value)
@@ -55,6 +61,12 @@ public struct FetchedAppointment: Sendable, Hashable {
     public static func parse(json bytes: some Collection<UInt8>) throws -> FetchedAppointment {
         try parse(minifiedObject: minifyJSON(bytes))
     }
+
+    /// Epoch milliseconds of 0001-01-01T00:00:00.000Z through 9999-12-31T23:59:59.999Z: the times
+    /// the views write (`ISOTime.format`, four-digit years). Beyond them a time was written with
+    /// its year cut to four digits (year 275760 as 5760, 10000 as 0000): a wrong date shown to a
+    /// case manager, after a sync that said all was well (hostile test).
+    static let representableMillis: ClosedRange<Double> = -62_135_596_800_000 ... 253_402_300_799_999
 
     /// An id sent as a string or as an integral number.
     static func idText(_ v: JSONValue?) -> String? {

@@ -1,3 +1,4 @@
+import Domain
 import Foundation
 import IntakeQ
 import Logging
@@ -14,7 +15,14 @@ public struct ServeConfiguration: Sendable {
     public var apiKey: String
     /// `--daily-at HH:MM`: the automated_daily run, in `timeZone`.
     public var dailyAt: (hour: Int, minute: Int)?
-    public var timeZone: TimeZone = TimeZone(identifier: "UTC")!
+    /// `--timezone`: the practice's IANA time zone; nil for the roster's (`zoneName`).
+    public var timeZone: String?
+    /// The practice's time zone for the API, the admin pages and `--daily-at`: `--timezone`,
+    /// else the roster's, else UTC. Read by the same loader as every other command
+    /// (`PracticeZone`): through Foundation's `TimeZone`, a name only the loader knew
+    /// (`posix/America/Denver`) became UTC for the API without a word while the admin pages used
+    /// the roster's, and `GMT+5` came back as `GMT+0500`, which the loader refused (hostile test).
+    public var zoneName: String { timeZone ?? roster.timezone ?? "UTC" }
     public var tokensPath: String?
     /// The tokens file may not exist yet (the store's default one): it is read once it appears.
     public var tokensFileOptional = false
@@ -74,11 +82,18 @@ public struct ServeConfiguration: Sendable {
         return (h, m)
     }
 
-    /// The next moment after `now` whose wall-clock time in `zone` is `at`.
-    public static func nextDaily(after now: Date, at: (hour: Int, minute: Int), in zone: TimeZone) -> Date {
-        var cal = Calendar(identifier: .gregorian)
-        cal.timeZone = zone
-        return cal.nextDate(after: now, matching: DateComponents(hour: at.hour, minute: at.minute, second: 0),
-                            matchingPolicy: .nextTime) ?? now.addingTimeInterval(86_400)
+    /// The next moment after `now` at which the practice's clock in `zone` reads `at`: once per
+    /// local day. In a gap (spring forward) the time moves forward by the gap, in an overlap
+    /// (fall back) it is the earlier instant (`ZoneRules.utcMillis(of:)`). Foundation's
+    /// `Calendar.nextDate` gave Denver's 01:30 twice on the day clocks fall back, and no run at
+    /// all on Lord Howe's spring-forward day (hostile test).
+    public static func nextDaily(after now: Date, at: (hour: Int, minute: Int), in zone: ZoneRules) -> Date {
+        let nowMillis = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
+        let today = zone.local(atUTCMillis: nowMillis).date.daysSinceEpoch
+        for day in today...(today + 2) {
+            let t = zone.utcMillis(of: CivilDateTime(date: CivilDate(daysSinceEpoch: day), hour: at.hour, minute: at.minute))
+            if t > nowMillis { return Date(timeIntervalSince1970: Double(t) / 1000) }
+        }
+        return now.addingTimeInterval(86_400)
     }
 }

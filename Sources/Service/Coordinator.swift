@@ -459,13 +459,13 @@ final class Coordinator: Sendable {
     // MARK: Scheduler
 
     /// Queues the automated_daily run at `--daily-at` in the practice's zone, every day, until stopped.
-    func schedule(at: (hour: Int, minute: Int)) async {
-        var next = ServeConfiguration.nextDaily(after: Date(), at: at, in: config.timeZone)
+    func schedule(at: (hour: Int, minute: Int), in zone: ZoneRules) async {
+        var next = ServeConfiguration.nextDaily(after: Date(), at: at, in: zone)
         logger.info("next automated_daily run", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
         while !isStopping && !Task.isCancelled {
             if Date() >= next {
                 _ = try? enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
-                next = ServeConfiguration.nextDaily(after: Date().addingTimeInterval(1), at: at, in: config.timeZone)
+                next = ServeConfiguration.nextDaily(after: Date().addingTimeInterval(1), at: at, in: zone)
                 logger.info("queued the automated_daily run; next", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
             }
             try? await Task.sleep(nanoseconds: 250_000_000)

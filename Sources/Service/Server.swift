@@ -55,7 +55,7 @@ public final class SyncLedgerServer: Sendable {
         // rather than served as if all were well while every run fails.
         try Trust.requireNoLoss(store)
         serveLock = try ServeLock(statePath: store.statePath)
-        do { zone = try PracticeZone.load(config.timeZone.identifier) } catch let e as LocalTimeError { throw ServeError(e.message) }
+        do { zone = try PracticeZone.load(config.zoneName) } catch let e as LocalTimeError { throw ServeError(e.message) }
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
         let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, logger: config.logger) }
@@ -153,7 +153,7 @@ public final class SyncLedgerServer: Sendable {
         // The PostgreSQL follower first, then the alerts: they stop last, after the worker's last run.
         var services: [any Service] = postgres.map { [$0] } ?? []
         services += [AlertService(server: self), ViewsWatchService(server: self), WorkerService(server: self)]
-        if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at)) }
+        if let at = config.dailyAt { services.append(SchedulerService(coordinator: coordinator, at: at, zone: zone)) }
         services.append(app)
         return ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: signals, logger: logger))
     }
@@ -188,13 +188,17 @@ struct WorkerService: Service {
 struct SchedulerService: Service {
     let coordinator: Coordinator
     let at: (hour: Int, minute: Int)
+    let zone: ZoneRules
 
+    /// Ends by cancellation: stopping the coordinator here, as it did, ended the worker's loop
+    /// before the service group had asked the worker to stop, and the group took that for a
+    /// failure ("A service has finished unexpectedly", exit 1 on every SIGTERM with
+    /// `--daily-at`: hostile test). The worker stops the coordinator in its own turn.
     func run() async throws {
         let c = coordinator
-        await withGracefulShutdownHandler {
-            await c.schedule(at: at)
-        } onGracefulShutdown: {
-            c.stop()
+        let (at, zone) = (at, zone)
+        await cancelWhenGracefulShutdown {
+            await c.schedule(at: at, in: zone)
         }
     }
 }

@@ -47,7 +47,9 @@ struct ServeCommand: AsyncParsableCommand {
         if tokens?.isEmpty == true { throw ValidationError("--tokens is empty: give the tokens file, or no --tokens for STORE/state/api-tokens.json") }
         guard splitListen() != nil else { throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 127.0.0.1:8080)") }
         if let dailyAt, ServeConfiguration.parseDailyAt(dailyAt) == nil { throw ValidationError("--daily-at '\(dailyAt)' is not HH:MM (for example 03:00)") }
-        if let timezone, TimeZone(identifier: timezone) == nil { throw ValidationError("--timezone '\(timezone)' is not a time zone name (for example America/Denver)") }
+        if let timezone {
+            do { _ = try PracticeZone.load(timezone) } catch { throw ValidationError("--timezone: \(error)") }
+        }
         guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
             throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL")
         }
@@ -73,8 +75,7 @@ struct ServeCommand: AsyncParsableCommand {
             config.port = port
             config.baseURL = baseURL
             config.dailyAt = dailyAt.flatMap(ServeConfiguration.parseDailyAt)
-            config.timeZone = timezone.flatMap(TimeZone.init(identifier:))
-                ?? rosterValue.timezone.flatMap(TimeZone.init(identifier:)) ?? TimeZone(identifier: "UTC")!
+            config.timeZone = timezone
             let defaultTokens = storeOptions.path + "/state/api-tokens.json"
             // The store's file is watched even before `syncledger token new` creates it.
             config.tokensPath = tokens ?? defaultTokens

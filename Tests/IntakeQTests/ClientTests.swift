@@ -163,6 +163,24 @@ import Testing
         await rig.close()
     }
 
+    /// Times the views cannot write with a four-digit year are refused, each with its key path;
+    /// the first and last millisecond of the years 1–9999 are read.
+    @Test func timesOutsideTheYears1To9999AreRefused() throws {
+        for (json, path) in [(#"{"Id":"a","StartDate":8640000000000000}"#, "StartDate"),
+                             (#"{"Id":"a","StartDate":253402300800000}"#, "StartDate"),
+                             (#"{"Id":"a","StartDate":-62135596800001}"#, "StartDate"),
+                             (#"{"Id":"a","StartDate":1788000000000,"EndDate":9e17}"#, "EndDate"),
+                             (#"{"Id":"a","EndDate":-100000000000000}"#, "EndDate")] {
+            #expect(throws: IntakeQError.self, "\(json)") { try FetchedAppointment.parse(json: Array(json.utf8)) }
+            do { _ = try FetchedAppointment.parse(json: Array(json.utf8)) } catch let e as IntakeQError {
+                #expect(e.code == .decode && e.keyPath == path && e.description.contains("years 1 and 9999"), "\(e)")
+            }
+        }
+        for json in [#"{"Id":"a","StartDate":253402300799999,"EndDate":-62135596800000}"#, #"{"Id":"a","StartDate":null,"EndDate":"x"}"#] {
+            #expect(throws: Never.self) { try FetchedAppointment.parse(json: Array(json.utf8)) }
+        }
+    }
+
     @Test func timeoutSaysHostAndHowLong() async throws {
         let rig = try await Rig.start(state: syntheticState(5), timeout: 0.3)
         rig.server.inject(.delay(seconds: 2), path: "/appointments")

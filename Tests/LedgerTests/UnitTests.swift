@@ -93,6 +93,16 @@ import Testing
         #expect(ISOTime.format(millis: 1_709_164_800_000) == "2024-02-29T00:00:00.000Z")
         #expect(ISOTime.format(Date(timeIntervalSince1970: 1.9999)) == "1970-01-01T00:00:01.999Z")
         #expect(ISOTime.day(millis: 1_795_683_603_120) == "2026-11-26")
+        // The years 1–9999 are written as they are; beyond them, their first or last
+        // millisecond (four digits: 10000-01-01 came out as 0000-01-01, year 275760 as 5760).
+        #expect(ISOTime.format(millis: 253_402_300_799_999) == "9999-12-31T23:59:59.999Z")
+        #expect(ISOTime.format(millis: -62_135_596_800_000) == "0001-01-01T00:00:00.000Z")
+        for far: Int64 in [253_402_300_800_000, 8_640_000_000_000_000, .max] {
+            #expect(ISOTime.format(millis: far) == "9999-12-31T23:59:59.999Z")
+        }
+        for early: Int64 in [-62_135_596_800_001, -100_000_000_000_000, .min] {
+            #expect(ISOTime.format(millis: early) == "0001-01-01T00:00:00.000Z")
+        }
     }
 
     @Test func parses() {

@@ -141,6 +141,30 @@ final class Spawned: @unchecked Sendable {
         #expect(!second.stderr.contains(webhookSecret))
     }
 
+    /// With `--daily-at`, SIGTERM and SIGINT still end the server with exit 0: the scheduler
+    /// stopped the coordinator itself, which ended the worker before the service group asked it
+    /// to stop, and the group exited 1 with "A service has finished unexpectedly" (hostile test).
+    @Test func aServerWithADailyRunStopsCleanly() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.synthetic(2, prefix: "daily"), apiKey: Self.apiKey)
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        defer { Task { await fake.stop() } }
+        // Twelve hours from now, so that the daily run does not start during the test.
+        let hour = (Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: Date()).hour! + 12) % 24
+        let at = (hour < 10 ? "0" : "") + "\(hour):00"
+        for signal in [SIGTERM, SIGINT] {
+            let args = serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile,
+                                 extra: ["--daily-at", at, "--timezone", "UTC"])
+            let server = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+            _ = try await server.listening()
+            // The scheduler has started (it logs its next run) before the signal.
+            #expect(await eventually(timeout: 10) { server.stderr.contains("next automated_daily run") }, "\(server.stderr)")
+            server.signal(signal)
+            #expect(await server.wait() == 0, "signal \(signal): \(server.stderr)")
+            #expect(!server.stderr.contains("finished unexpectedly"), "\(server.stderr)")
+        }
+    }
+
     @Test func aCronSyncAndTheServerShareOneStore() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)

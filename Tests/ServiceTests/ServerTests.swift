@@ -432,7 +432,7 @@ import TestSupport
     /// not the next UTC one), rows carry start_local/end_local, and an offset that is no UTC
     /// offset is a 400 naming it.
     @Test func theAPIsDaysAreThePracticesDays() async throws {
-        let rig = try await ServerRig.start { $0.timeZone = TimeZone(identifier: "America/Denver")! }
+        let rig = try await ServerRig.start { $0.timeZone = "America/Denver" }
         #expect(try await rig.syncAndWait()["status"]?.stringValue == "completed")
         let rows = try await rig.admin("/api/v1/appointments?from=2026-11-30&to=2026-11-30").array
         #expect(!rows.isEmpty)
@@ -523,8 +523,8 @@ import TestSupport
         #expect(kept(forReader: false) == entry.changes.map(\.field))
     }
 
-    @Test func theDailyScheduleFollowsThePracticeZone() {
-        let denver = TimeZone(identifier: "America/Denver")!
+    @Test func theDailyScheduleFollowsThePracticeZone() throws {
+        let denver = try PracticeZone.load("America/Denver")
         // 2026-11-21 09:00 UTC is 02:00 in Denver (MST, UTC-7): 03:00 local is 10:00 UTC.
         let now = Date(timeIntervalSince1970: 1_795_251_600)
         let next = ServeConfiguration.nextDaily(after: now, at: (3, 0), in: denver)
@@ -534,6 +534,24 @@ import TestSupport
         let n2 = ServeConfiguration.nextDaily(after: july, at: (3, 0), in: denver)
         #expect(ISOTimeFormat.format(millis: Int64(n2.timeIntervalSince1970 * 1000)) == "2026-07-03T09:00:00.000Z")
         #expect(ServeConfiguration.parseDailyAt("03:00")! == (3, 0))
+        // Once per local day, on the days the clocks change too: Denver's 01:30 happens twice on
+        // 2026-11-01 (one run, the first), 02:30 not at all on 2026-03-08 (one run, at 03:30
+        // MDT); Lord Howe's 02:15 not at all on 2026-10-04 (its clocks go 02:00 → 02:30).
+        for (zoneName, at, from) in [("America/Denver", (1, 30), 1_793_448_000), ("America/Denver", (2, 30), 1_772_755_200),
+                                     ("Australia/Lord_Howe", (2, 15), 1_790_942_400), ("Pacific/Chatham", (3, 0), 1_775_088_000)] {
+            let zone = try PracticeZone.load(zoneName)
+            var t = Date(timeIntervalSince1970: Double(from))
+            var days: [Int64] = []
+            for _ in 0..<6 {
+                t = ServeConfiguration.nextDaily(after: t.addingTimeInterval(1), at: at, in: zone)
+                let local = zone.local(atUTCMillis: Int64(t.timeIntervalSince1970 * 1000))
+                days.append(local.date.daysSinceEpoch)
+                // At the time asked for, or just after it when the clock skipped it.
+                let minutes = local.hour * 60 + local.minute - (at.0 * 60 + at.1)
+                #expect((0...60).contains(minutes), "\(zoneName) \(local)")
+            }
+            #expect(days == Array(days[0]..<(days[0] + 6)), "\(zoneName): one run a day, \(days)")
+        }
         #expect(ServeConfiguration.parseDailyAt("3:00") == nil)
         #expect(ServeConfiguration.parseDailyAt("24:00") == nil)
     }

@@ -19,9 +19,9 @@ final class AdminSite: Sendable {
 
     init(config: ServeConfiguration, statePath: String) throws {
         codec = AdminSessionCodec(secret: try AdminSecret.loadOrCreate(statePath: statePath))
-        // The practice's zone: --timezone when given, else the roster's, else UTC.
-        let name = config.timeZone.identifier != "UTC" ? config.timeZone.identifier : (config.roster.timezone ?? "UTC")
-        zone = (try? PracticeZone.load(name)) ?? .utc
+        // The practice's zone: --timezone when given, else the roster's, else UTC (the server
+        // has loaded it already, and refused to start on a name it could not load).
+        zone = (try? PracticeZone.load(config.zoneName)) ?? .utc
         library = try AdminTemplates.library()
     }
 }
