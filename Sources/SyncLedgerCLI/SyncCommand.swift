@@ -261,10 +261,13 @@ struct StatusCommand: AsyncParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
     @Option(parsing: .unconditional, help: "Hours after which the last automated_daily run counts as stale.") var maxAge = 26.0
+    @Option(help: ArgumentHelp("The practice's time zone the table's times are shown in, IANA (default: the roster's \"timezone\", else UTC; --json always gives UTC).", valueName: "ZONE"))
+    var timezone: String?
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
         guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
+        try refuseBlank([("--timezone", timezone)])
     }
 
     func run() async throws {
@@ -274,25 +277,35 @@ struct StatusCommand: AsyncParsableCommand {
             if json {
                 print(Output.json(.object(report.json)))
             } else {
+                // Times in the practice's zone, as every other view shows them (the table showed
+                // UTC: the evening's nightly run read as the next day's, hostile test). Without
+                // --timezone a roster zone that cannot be read leaves UTC: status must not fail
+                // for it.
+                let zone = timezone != nil ? try ReadContext(views: views, timezone: timezone).zone
+                    : (try? ReadContext(views: views, timezone: nil).zone) ?? .utc
+                func local(_ v: JSONValue?) -> String {
+                    guard case .string(let s)? = v, let ms = ISOTime.parse(s) else { return Output.text(v) }
+                    return LocalFormat.table(ms, zone)
+                }
                 print("head \(report.head)")
                 print("views applied through seq \(report.applied) (lag \(report.lag))")
                 if let v = report.lastVerify {
                     let before = report.recordedLoss.map { $0.postdates(v) } == true
                         ? " (before the loss recorded at seq \(report.recordedLoss!.seq); run `syncledger verify`)" : ""
-                    print("last verify \(v.at): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
+                    print("last verify \(local(.string(v.at))): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
                 } else {
                     print("last verify: never (run `syncledger verify`)")
                 }
                 if let loss = report.recordedLoss { print(loss.line) }
                 let table = report.latest.keys.sorted().map { t -> [String] in
                     let r = report.latest[t]!
-                    return [t, Output.text(r["status"]), Output.text(r["started_at"]), String(format: "%.1f h", report.ageHours(r)),
-                            report.lastSuccess[t].map { Output.text($0["started_at"]) } ?? "never"]
+                    return [t, Output.text(r["status"]), local(r["started_at"]), String(format: "%.1f h", report.ageHours(r)),
+                            report.lastSuccess[t].map { local($0["started_at"]) } ?? "never"]
                 }
                 if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
                 for t in report.lastFailure.keys.sorted() {
                     let f = report.lastFailure[t]!
-                    print(TerminalText.safe("last failure of \(t) (\(Output.text(f["started_at"]))): \(Output.text(f["error_message"]))"))
+                    print(TerminalText.safe("last failure of \(t) (\(local(f["started_at"]))): \(Output.text(f["error_message"]))"))
                 }
                 for line in report.health.lines { print(line) }
                 for p in report.problems { print("problem: " + p) }

@@ -103,6 +103,17 @@ extension CLIBinaryTests {
         // as-of and sync-logs speak local time too (recorded times are the real clock: just the zone).
         let logs = try await cli(["sync-logs", "--store", store])
         #expect(logs.stdout.contains(" MST") || logs.stdout.contains(" MDT"), "\(logs.stdout)")
+        // And status: its runs' times in Denver time (they were UTC, an evening's nightly run read
+        // as the next day's); --timezone names another zone; --json keeps UTC.
+        let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+        let runLines = status.stdout.split(separator: "\n").filter { $0.hasPrefix("automated_daily") || $0.hasPrefix("manual") }
+        #expect(!runLines.isEmpty && runLines.allSatisfy { ($0.contains(" MST") || $0.contains(" MDT")) && !$0.contains(".000Z") && !$0.contains("Z ") },
+                "\(status.stdout)")
+        let statusUTC = try await cli(["status", "--store", store, "--max-age", "100000", "--timezone", "UTC"])
+        #expect(statusUTC.stdout.contains(" UTC"), "\(statusUTC.stdout)")
+        let statusJSON = try await cli(["status", "--store", store, "--max-age", "100000", "--json"])
+        #expect(statusJSON.stdout.contains("Z\""), "\(statusJSON.stdout.prefix(300))")
+        expectCleanFailure(try await cli(["status", "--store", store, "--timezone", "Nope/Zone"]), mentioning: ["--timezone", "unknown time zone"])
 
         // history: the text shows every time in Denver time (recorded, LastModified, the moved
         // start); --json keeps the recorded UTC values; --timezone UTC shows UTC.
