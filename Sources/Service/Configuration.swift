@@ -77,7 +77,9 @@ public struct ServeConfiguration: Sendable {
     /// Parses `HH:MM` (24-hour clock).
     public static func parseDailyAt(_ text: String) -> (hour: Int, minute: Int)? {
         let p = text.split(separator: ":", omittingEmptySubsequences: false)
-        guard p.count == 2, p[0].count == 2, p[1].count == 2, let h = Int(p[0]), let m = Int(p[1]),
+        // Digits only: `Int` also reads a sign ("+1:30" was 01:30).
+        guard p.count == 2, p[0].count == 2, p[1].count == 2, p.allSatisfy({ $0.utf8.allSatisfy { (48...57).contains($0) } }),
+              let h = Int(p[0]), let m = Int(p[1]),
               (0...23).contains(h), (0...59).contains(m) else { return nil }
         return (h, m)
     }

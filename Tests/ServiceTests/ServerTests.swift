@@ -554,6 +554,7 @@ import TestSupport
         }
         #expect(ServeConfiguration.parseDailyAt("3:00") == nil)
         #expect(ServeConfiguration.parseDailyAt("24:00") == nil)
+        #expect(ServeConfiguration.parseDailyAt("+1:30") == nil && ServeConfiguration.parseDailyAt("01:+5") == nil)
     }
 
     @Test func theInboxSurvivesATornLineAndDeduplicates() throws {
