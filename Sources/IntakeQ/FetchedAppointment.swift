@@ -22,7 +22,9 @@ public struct FetchedAppointment: Sendable, Hashable {
 
     /// Parses one minified object (as `splitJSONArray` returns them). Only what the sync truly
     /// needs fails a row: not an object, no usable `Id`, a `ClientId` that is neither a number
-    /// nor a string, a `StartDate` that is not epoch milliseconds.
+    /// nor a string, a `StartDate` that is not epoch milliseconds of the years 1–9999. (An
+    /// `EndDate` out of those years is not refused: the sync does not need it, and a refused row
+    /// leaves the run incomplete, without its removal lookups; the views clamp its text.)
     public static func parse(minifiedObject bytes: [UInt8]) throws -> FetchedAppointment {
         let value: JSONValue
         do {
@@ -48,11 +50,6 @@ public struct FetchedAppointment: Sendable, Hashable {
         case .number?: throw IntakeQError.decode("StartDate is not a time between the years 1 and 9999", keyPath: "StartDate")
         default: throw IntakeQError.decode("StartDate is not epoch milliseconds", keyPath: "StartDate")
         }
-        // EndDate is read as the views read it (a number, or a number in a string); a number
-        // outside the years 1–9999 is refused as StartDate is.
-        if case .number(let d)? = o["EndDate"], !Self.representableMillis.contains(d) {
-            throw IntakeQError.decode("EndDate is not a time between the years 1 and 9999", keyPath: "EndDate")
-        }
         return FetchedAppointment(id: id, clientId: clientId, startDate: startDate,
                                   lastModified: value["LastModified"]?.int64Value, raw: bytes, value: value)
     }
@@ -65,7 +62,8 @@ public struct FetchedAppointment: Sendable, Hashable {
     /// Epoch milliseconds of 0001-01-01T00:00:00.000Z through 9999-12-31T23:59:59.999Z: the times
     /// the views write (`ISOTime.format`, four-digit years). Beyond them a time was written with
     /// its year cut to four digits (year 275760 as 5760, 10000 as 0000): a wrong date shown to a
-    /// case manager, after a sync that said all was well (hostile test).
+    /// case manager, after a sync that said all was well (hostile test). `ISOTime.format` now
+    /// clamps to those years; a StartDate beyond them is still refused, not shown as 9999.
     static let representableMillis: ClosedRange<Double> = -62_135_596_800_000 ... 253_402_300_799_999
 
     /// An id sent as a string or as an integral number.

@@ -15,6 +15,11 @@ public struct ServeConfiguration: Sendable {
     public var apiKey: String
     /// `--daily-at HH:MM`: the automated_daily run, in `timeZone`.
     public var dailyAt: (hour: Int, minute: Int)?
+    /// `--keys DIR`: the key store when it is kept apart from the store (nil: `STORE/keys`), for
+    /// the server's runs, reads and the PostgreSQL sink. `serve` took `--keys` and never passed
+    /// it on: its first run made a new key store in `STORE/keys` and sealed new events under it
+    /// (cold review).
+    public var keysPath: String?
     /// `--timezone`: the practice's IANA time zone; nil for the roster's (`zoneName`).
     public var timeZone: String?
     /// The practice's time zone for the API, the admin pages and `--daily-at`: `--timezone`,
@@ -86,7 +91,9 @@ public struct ServeConfiguration: Sendable {
 
     /// The next moment after `now` at which the practice's clock in `zone` reads `at`: once per
     /// local day. In a gap (spring forward) the time moves forward by the gap, in an overlap
-    /// (fall back) it is the earlier instant (`ZoneRules.utcMillis(of:)`). Foundation's
+    /// (fall back) it is the earlier instant (`ZoneRules.utcMillis(of:)`). (Where the clocks
+    /// skip midnight itself, as in America/Nuuk, a time in the skipped hour before it runs just
+    /// after midnight, on the next local day, which then has two runs.) Foundation's
     /// `Calendar.nextDate` gave Denver's 01:30 twice on the day clocks fall back, and no run at
     /// all on Lord Howe's spring-forward day (hostile test).
     public static func nextDaily(after now: Date, at: (hour: Int, minute: Int), in zone: ZoneRules) -> Date {

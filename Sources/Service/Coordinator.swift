@@ -230,6 +230,7 @@ final class Coordinator: Sendable {
                                         baseURL: config.baseURL, policy: config.policy, waitLock: nil,
                                         maxRetries: maxRetries ?? config.maxRetries, timeoutSeconds: config.timeoutSeconds,
                                         logger: quietLogger)
+        session.keysPath = config.keysPath
         // A run that waits for another process's rebuild of the views (after an upgrade, a
         // developer's `syncledger rebuild`) says so in the log instead of hanging silently.
         let logger = self.logger

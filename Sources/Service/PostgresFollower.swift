@@ -18,6 +18,7 @@ import ServiceLifecycle
 final class PostgresFollower: Service, Sendable {
     let sink: PostgresSink
     let storePath: String
+    let keysPath: String?
     let logger: Logger
     private let pokes: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
@@ -33,9 +34,10 @@ final class PostgresFollower: Service, Sendable {
         var catchUps = 0
     }
 
-    init(sink: PostgresSink, storePath: String, logger: Logger) {
+    init(sink: PostgresSink, storePath: String, keysPath: String?, logger: Logger) {
         self.sink = sink
         self.storePath = storePath
+        self.keysPath = keysPath
         self.logger = logger
         (pokes, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -61,10 +63,12 @@ final class PostgresFollower: Service, Sendable {
 
     func catchUp() async {
         let sink = self.sink
-        let storePath = self.storePath
+        let (storePath, keysPath) = (self.storePath, self.keysPath)
         do {
             let report = try await withTaskExecutorPreference(executor) {
-                try await sink.catchUp(store: try Store.open(storePath))
+                var store = try Store.open(storePath)
+                store.keysDirectory = keysPath
+                return try await sink.catchUp(store: store)
             }
             state.withLockedValue { s in
                 s.seq = report.seq

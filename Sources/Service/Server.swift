@@ -50,7 +50,9 @@ public final class SyncLedgerServer: Sendable {
         if let s = config.webhookSecret, s.count < 32 {
             throw ServeError("the webhook secret must be at least 32 characters (it is the webhook URL's only protection)")
         }
-        store = try Store.openOrCreate(config.storePath)
+        var store = try Store.openOrCreate(config.storePath)
+        store.keysDirectory = config.keysPath
+        self.store = store
         // As every other command: a log that lost acknowledged events is refused (one line),
         // rather than served as if all were well while every run fails.
         try Trust.requireNoLoss(store)
@@ -58,14 +60,14 @@ public final class SyncLedgerServer: Sendable {
         do { zone = try PracticeZone.load(config.zoneName) } catch let e as LocalTimeError { throw ServeError(e.message) }
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
         self.config = config
-        let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, logger: config.logger) }
+        let follower = config.postgres.map { PostgresFollower(sink: $0, storePath: config.storePath, keysPath: config.keysPath, logger: config.logger) }
         postgres = follower
         var afterWrite: (@Sendable () -> Void)? = nil
         if let follower { afterWrite = { follower.poke() } }
         coordinator = Coordinator(config: config, inbox: inbox, afterWrite: afterWrite)
         tokens = try TokenRegistry(path: config.tokensPath, optional: config.tokensFileOptional, logger: config.logger)
         viewsHandle = try ViewsHandle(store: store, logger: config.logger)
-        admin = try AdminSite(config: config, statePath: store.statePath)
+        admin = try AdminSite(zone: zone, statePath: store.statePath)
         alerts = AlertEngine(targets: config.alertTargets, storePath: store.path, logger: config.logger, now: config.alertClock)
         startedAt = config.alertClock()
         let metrics = self.metrics

@@ -70,7 +70,8 @@ public struct TokenFile: Codable, Sendable {
         // (`attributesOfItem` does not follow a link: it names the link's own type.)
         guard (try? FileManager.default.attributesOfItem(atPath: path)[.type] as? FileAttributeType) == .typeSymbolicLink else { return path }
         guard let resolved = realpath(path, nil) else {
-            throw ServeError("cannot write the tokens file \(path): it is a symbolic link that leads to no file (\(String(cString: strerror(errno))))")
+            let why = errno == ENOENT ? "that leads to no file" : errno == ELOOP ? "in a loop of links" : "that cannot be followed (\(String(cString: strerror(errno))))"
+            throw ServeError("cannot write the tokens file \(path): it is a symbolic link \(why)")
         }
         defer { free(resolved) }
         return String(cString: resolved)

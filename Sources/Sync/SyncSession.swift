@@ -118,12 +118,12 @@ public enum SyncSession {
         try store.requireWritable(for: "sync")
         store.keysDirectory = config.keysPath
         var notices: [String] = []
-        // A key store is made on a store's first sync only: a --keys directory that holds no key
-        // store (it does not exist, or it is empty: no master.check), named for a store whose log
-        // already holds events, is a wrong path (their keys are elsewhere), and making a new key
-        // store there would leave one behind for nothing (an empty directory got a new master
-        // key, master.check and its subdirectories before the run failed: hostile test).
-        if let named = config.keysPath, !FileManager.default.fileExists(atPath: store.keysPath + "/master.check"),
+        // A key store is made on a store's first sync only: a --keys directory that does not exist,
+        // named for a store whose log already holds events, is a wrong path (their keys are
+        // elsewhere), and making a new key store there would leave one behind for nothing. (An
+        // existing empty directory is taken: a store of events recorded before encryption
+        // moves to a key store kept apart that way, on an empty mount point: cold review.)
+        if let named = config.keysPath, !FileManager.default.fileExists(atPath: store.keysPath),
             try LedgerReader(store: store).head().seq > 0 {
             throw LedgerError("--keys \(named): no key store there, and this store's log already holds events sealed under "
                               + "another one; give the directory its keys are in (a new key store is made only on a store's first sync)")

@@ -141,6 +141,7 @@ struct Bench: ParsableCommand {
                 var bareSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
                 try ours.appendWithoutEvidence(store: bare, source: &bareSource, batchSize: 1_000)
                 try? FileManager.default.removeItem(atPath: dir + "/bare")
+                settleDisk()
                 let bareSingle = try Store.openOrCreate(dir + "/bare-single")
                 var bareSingleSource = try makeSource(events: singleAppends + 2, seed: seed &+ 1, corpusRoster: corpusRoster)
                 _ = try bareSingleSource.next()
@@ -156,10 +157,12 @@ struct Bench: ParsableCommand {
                 settleDisk()
                 log("run \(r)/\(runs): rebuild of all views")
                 let views = try ours.rebuild(store: store, compareFold: compareFold)
+                settleDisk()
                 log("run \(r)/\(runs): history and as-of lookups")
                 try ours.lookups(store: store, views: views, tries: lookups)
             }
             if let postgres {
+                settleDisk()
                 var pg = PostgresBench(url: try PostgresURL(postgres), readers: pgReaders, log: log)
                 var pgSource = try makeSource(events: events, seed: seed, corpusRoster: corpusRoster)
                 try pg.run(dir: dir, events: n, source: &pgSource)
@@ -206,8 +209,10 @@ struct Bench: ParsableCommand {
                 settleDisk()
                 log("run \(r)/\(runs): SQLite baseline")
                 try baselines.sqlite(linesPath: lines, dbPath: dir + "/baseline.sqlite", events: n, batchSize: 1_000)
+                settleDisk()
                 log("run \(r)/\(runs): fdatasync floor")
                 try baselines.fdatasyncFloor(path: dir + "/fdatasync.bin", count: singleAppends, bytes: 1_000)
+                settleDisk()
                 log("run \(r)/\(runs): lz4 CLI floor")
                 try baselines.lz4(linesPath: lines, outPath: dir + "/events.jsonl.lz4", events: n)
             }

@@ -70,6 +70,7 @@ struct ServeCommand: AsyncParsableCommand {
             let key = try apiKey()
             let rosterValue = try Roster.load(path: roster)
             var config = ServeConfiguration(storePath: storeOptions.path, roster: rosterValue, apiKey: key)
+            config.keysPath = storeOptions.keys
             let (host, port) = splitListen()!
             config.host = host
             config.port = port

@@ -170,14 +170,6 @@ extension CLIBinaryTests {
         }
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/kk"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: tmp.path + "/q/state/head")) == head)
-        // An empty directory is no key store either: refused the same way, and left empty.
-        try FileManager.default.createDirectory(atPath: tmp.path + "/empty-keys", withIntermediateDirectories: false)
-        try await withFakeServer(day) { _, url in
-            let empty = try await cli(syncArgs(store: "q", baseURL: url, now: day.now) + ["--keys", "empty-keys"], env: keyEnv, cwd: tmp.path)
-            #expect(empty.status == 1 && empty.stderr.contains("--keys empty-keys: no key store there"), "\(empty.stderr)")
-        }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp.path + "/empty-keys").isEmpty)
-        #expect(try Data(contentsOf: URL(fileURLWithPath: tmp.path + "/q/state/head")) == head)
     }
 
     /// Given `--json`, a command that fails before it has a result prints one JSON object on

@@ -165,6 +165,40 @@ final class Spawned: @unchecked Sendable {
         }
     }
 
+    /// `serve --keys DIR` (the key store kept apart): the server's runs seal under that key
+    /// store and its reads open with it. `serve` took `--keys` and never passed it on: its
+    /// first run made a new key store in STORE/keys and sealed new events under it (cold review).
+    @Test func aServerUsesTheKeyStoreItIsGiven() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        defer { Task { await fake.stop() } }
+        let store = dir.sub("store"), keys = dir.sub("keys-apart")
+        let first = try Spawned(["--store", store, "--keys", keys, "sync", "--roster", Paths.roster, "--base-url", fakeBase,
+                                 "--requests-per-minute", "100000"], env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        #expect(await first.wait(timeout: 120) == 0, "\(first.stderr)")
+        #expect(FileManager.default.fileExists(atPath: keys + "/master.check"))
+        let server = try Spawned(serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile, extra: ["--keys", keys]),
+                                 env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await server.listening()
+        await fake.setState(Fixtures.day(2).state, postWebhooks: false)
+        let queued = try await http(.POST, base + "/api/v1/sync", token: tokens.admin, body: Array(#"{"scope":"all"}"#.utf8))
+        #expect(queued.status == 202)
+        let id = queued["run_id"]?.stringValue ?? ""
+        #expect(await eventually(timeout: 60) {
+            (try? await http(.GET, base + "/api/v1/runs/" + id, token: tokens.admin))?["status"]?.stringValue == "completed"
+        }, "\(server.stderr)")
+        // The server's reads open the sealed names with the key store it was given.
+        let rows = try await http(.GET, base + "/api/v1/appointments", token: tokens.admin).array
+        #expect(!rows.isEmpty && rows.contains { ($0["client_name"]?.stringValue ?? "").isEmpty == false }, "\(rows.prefix(2))")
+        server.signal(SIGTERM)
+        #expect(await server.wait() == 0)
+        // No second key store in the store; everything the server recorded opens with the one given.
+        #expect(!FileManager.default.fileExists(atPath: store + "/keys"))
+        let verify = try Spawned(["--store", store, "--keys", keys, "export", "--format", "jsonl"], dir: dir.path)
+        #expect(await verify.wait(timeout: 60) == 0, "\(verify.stderr)")
+    }
+
     @Test func aCronSyncAndTheServerShareOneStore() async throws {
         let dir = TempDir()
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)

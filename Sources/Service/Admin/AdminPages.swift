@@ -17,11 +17,10 @@ final class AdminSite: Sendable {
     let zone: ZoneRules
     let library: MustacheLibrary
 
-    init(config: ServeConfiguration, statePath: String) throws {
+    /// `zone`: the practice's, as the server loaded it (the API's and the pages' days are one).
+    init(zone: ZoneRules, statePath: String) throws {
         codec = AdminSessionCodec(secret: try AdminSecret.loadOrCreate(statePath: statePath))
-        // The practice's zone: --timezone when given, else the roster's, else UTC (the server
-        // has loaded it already, and refused to start on a name it could not load).
-        zone = (try? PracticeZone.load(config.zoneName)) ?? .utc
+        self.zone = zone
         library = try AdminTemplates.library()
     }
 }
