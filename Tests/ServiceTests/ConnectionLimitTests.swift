@@ -216,6 +216,8 @@ final class NonReadingClient {
             closed = client.closedByServer(within: 1)
         }
         let took = Date().timeIntervalSince(started)
-        #expect(closed && took >= 5 && took < 10, "closed: \(closed) after \(took) s (the deadline is 6 s)")
+        // Up to 15 s: a clean-clone CI run (every suite at once on two cores) once saw 10 s. The
+        // fault this guards against holds the connection for the loop's whole 20 s.
+        #expect(closed && took >= 5 && took < 15, "closed: \(closed) after \(took) s (the deadline is 6 s)")
     }
 }
