@@ -363,8 +363,8 @@ struct ServiceResponder: HTTPResponder {
         let zone = server.zone
         func bound(_ name: String, _ pick: (TimeInput) -> Int64) throws -> String? {
             guard let text = q[name] else { return nil }
-            // Clamped to what four-digit years write (the end of 9999-12-31 in Denver is in 10000).
-            do { return ISOTime.format(millis: min(pick(try TimeInput.parse(text)), 253_402_300_799_999)) } catch let e as LocalTimeError {
+            // (`ISOTime.format` clamps to four-digit years: the end of 9999-12-31 in Denver is in 10000.)
+            do { return ISOTime.format(millis: pick(try TimeInput.parse(text))) } catch let e as LocalTimeError {
                 throw Reply.error(400, "\(name): \(e.message)")
             }
         }

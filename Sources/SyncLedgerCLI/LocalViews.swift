@@ -20,6 +20,13 @@ struct DisplayOptions: ParsableArguments {
 
 let syncTypes = ["automated_daily", "manual_org_bulk", "manual_patient", "webhook"]
 
+/// A `--timezone` the zone loader cannot read is a usage error naming the option (checked in
+/// `validate()`, so also where no time is shown, as with `--json`).
+func checkTimezoneOption(_ timezone: String?) throws {
+    guard let timezone else { return }
+    do { _ = try PracticeZone.load(timezone) } catch { throw ValidationError("--timezone: \(error)") }
+}
+
 /// What a read command needs beyond the rows: the zone to show times in, and the recorded roster
 /// (names, and the ids an `--org` / `--patient` must be one of).
 struct ReadContext {

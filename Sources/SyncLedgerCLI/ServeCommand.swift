@@ -47,9 +47,7 @@ struct ServeCommand: AsyncParsableCommand {
         if tokens?.isEmpty == true { throw ValidationError("--tokens is empty: give the tokens file, or no --tokens for STORE/state/api-tokens.json") }
         guard splitListen() != nil else { throw ValidationError("--listen '\(listen)' is not HOST:PORT (for example 127.0.0.1:8080)") }
         if let dailyAt, ServeConfiguration.parseDailyAt(dailyAt) == nil { throw ValidationError("--daily-at '\(dailyAt)' is not HH:MM (for example 03:00)") }
-        if let timezone {
-            do { _ = try PracticeZone.load(timezone) } catch { throw ValidationError("--timezone: \(error)") }
-        }
+        try checkTimezoneOption(timezone)
         guard let url = URL(string: baseURL), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
             throw ValidationError("--base-url '\(baseURL)' is not an http(s) URL")
         }

@@ -268,10 +268,7 @@ struct StatusCommand: AsyncParsableCommand {
     func validate() throws {
         guard maxAge.isFinite, maxAge >= 0 else { throw ValidationError("--max-age must be a number of hours, 0 or more (for example 26)") }
         try refuseBlank([("--timezone", timezone)])
-        // Checked with --json too, where no time is shown in it.
-        if let timezone {
-            do { _ = try PracticeZone.load(timezone) } catch { throw ValidationError("--timezone: \(error)") }
-        }
+        try checkTimezoneOption(timezone)
     }
 
     func run() async throws {
