@@ -280,10 +280,10 @@ struct StatusCommand: AsyncParsableCommand {
             } else {
                 // Times in the practice's zone, as every other view shows them (the table showed
                 // UTC: the evening's nightly run read as the next day's, hostile test). Without
-                // --timezone a roster zone that cannot be read leaves UTC: status must not fail
-                // for it.
-                let zone = timezone != nil ? try ReadContext(views: views, timezone: timezone).zone
-                    : (try? ReadContext(views: views, timezone: nil).zone) ?? .utc
+                // --timezone a roster zone that cannot be read leaves UTC, and --timezone is loaded
+                // without the views (checked in validate()): status must not fail for damaged views.
+                let zone = try timezone.map { try PracticeZone.load($0) }
+                    ?? (try? ReadContext(views: views, timezone: nil).zone) ?? .utc
                 func local(_ v: JSONValue?) -> String {
                     guard case .string(let s)? = v, let ms = ISOTime.parse(s) else { return Output.text(v) }
                     return LocalFormat.table(ms, zone)
@@ -297,7 +297,9 @@ struct StatusCommand: AsyncParsableCommand {
                 } else {
                     print("last verify: never (run `syncledger verify`)")
                 }
-                if let loss = report.recordedLoss { print(loss.line) }
+                // Lines built in UTC for logs, alerts and the API: their instants in the table's zone.
+                func localLine(_ line: String) -> String { LocalFormat.tableInstants(line, zone) }
+                if let loss = report.recordedLoss { print(localLine(loss.line)) }
                 let table = report.latest.keys.sorted().map { t -> [String] in
                     let r = report.latest[t]!
                     return [t, Output.text(r["status"]), local(r["started_at"]), String(format: "%.1f h", report.ageHours(r)),
@@ -306,10 +308,10 @@ struct StatusCommand: AsyncParsableCommand {
                 if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
                 for t in report.lastFailure.keys.sorted() {
                     let f = report.lastFailure[t]!
-                    print(TerminalText.safe("last failure of \(t) (\(local(f["started_at"]))): \(Output.text(f["error_message"]))"))
+                    print(TerminalText.safe("last failure of \(t) (\(local(f["started_at"]))): \(localLine(Output.text(f["error_message"])))"))
                 }
-                for line in report.health.lines { print(line) }
-                for p in report.problems { print("problem: " + p) }
+                for line in report.health.lines { print(localLine(line)) }
+                for p in report.problems { print("problem: " + localLine(p)) }
                 if report.ok { print("ok") }
             }
             return report.ok ? 0 : 1

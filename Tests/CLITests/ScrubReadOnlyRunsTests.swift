@@ -385,6 +385,10 @@ extension CLIBinaryTests {
         #expect((obj["problems"] as? [String] ?? []).contains { $0.contains("found damaged by `verify`") && $0.contains("syncledger rebuild") })
         let text = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(text.status == 1 && text.stdout.contains("problem: the views database was found damaged by `verify`"), "\(text.stdout)")
+        // The same in another zone: the problem's time in it (it was UTC).
+        let denver = try await cli(["status", "--store", store, "--max-age", "100000", "--timezone", "America/Denver"])
+        let problem = denver.stdout.split(separator: "\n").first { $0.hasPrefix("problem: the views database was found damaged") } ?? ""
+        #expect(denver.status == 1 && (problem.contains(" MST (") || problem.contains(" MDT (")) && !problem.contains("Z ("), "\(denver.stdout)\(denver.stderr)")
         // A read command that does not meet the page answers, and warns.
         let read = try await cli(["appointments", "--store", store])
         expectSuccess(read)

@@ -491,6 +491,10 @@ extension CLIBinaryTests {
                 && afterRepair.stdout.contains("but the log ended at \(cutTo.lastSeq):")
                 && afterRepair.stdout.contains("reason: restored from nothing: test\\u{A}\\u{1B}[2Jcleared"), "\(afterRepair.stdout)")
         #expect(!afterRepair.stdout.contains("\u{1B}"), "\(afterRepair.stdout)")
+        // The loss's time in the table's zone, as the runs' times are (it was UTC).
+        let inDenver = try await cli(["status", "--max-age", "100000", "--timezone", "America/Denver", "--store", store])
+        let lossLine = inDenver.stdout.split(separator: "\n").first { $0.hasPrefix("recorded loss at seq") } ?? ""
+        #expect((lossLine.contains(" MST): ") || lossLine.contains(" MDT): ")) && !lossLine.contains("Z)"), "\(inDenver.stdout)")
         let statusJSON = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
         let loss = try JSONValue.parse(Array(statusJSON.stdout.utf8))["recorded_loss"]
         #expect(loss?["seq"]?.int64Value == Int64(lossSeq) && loss?["last_known_head"]?.stringValue == head

@@ -68,6 +68,12 @@ import TestSupport
         #expect(status.stdout.contains("problem: the last manual_org_bulk run failed"), "\(status.stdout)")
         #expect(status.stdout.contains("alert firing") && status.stdout.contains("alerts sent"), "\(status.stdout)")
         #expect(status.stdout.contains("firing run_failed") && status.stdout.contains("webhook 127.0.0.1 ok"), "\(status.stdout)")
+        // Their times as the table's other times are shown (they were ISO UTC).
+        let denver = try Spawned(["--store", store, "status", "--timezone", "America/Denver"], dir: dir.path)
+        #expect(await denver.wait() == 1)
+        let alertLines = denver.stdout.split(separator: "\n").filter { $0.hasPrefix("alert firing (since") || $0.contains(" firing run_failed") }
+        #expect(alertLines.count >= 2 && alertLines.allSatisfy { ($0.contains(" MST") || $0.contains(" MDT")) && !$0.contains(/\dZ/) },
+                "\(denver.stdout)")
         let json = try Spawned(["--store", store, "status", "--json"], dir: dir.path)
         #expect(await json.wait() == 1)
         let o = try FastJSON.parse(Array(json.stdout.utf8))
