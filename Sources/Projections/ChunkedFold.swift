@@ -92,7 +92,19 @@ final class ChunkFolder {
         var last: Observation?
         var links: [Link] = []
         /// The facts the locations view writes, when they are not `last`'s (below).
-        var location: AppointmentFacts?
+        var location: AppointmentFacts? {
+            get { locationBox?.facts }
+            set { locationBox = newValue.map(FactsBox.init) }
+        }
+        /// `location`, boxed: few appointments have one of their own (`locationIsLast`), and held
+        /// inline its 328 bytes made every `Pending` 808 bytes (jemalloc's 896-byte class) where
+        /// it is now 488 (the 512-byte class). A rebuild holds three chunks' and the carry's
+        /// appointments at once (BENCHMARKS.md, stop 51: its peak RSS at 10M events).
+        private(set) var locationBox: FactsBox?
+        final class FactsBox {
+            let facts: AppointmentFacts
+            init(_ facts: AppointmentFacts) { self.facts = facts }
+        }
         /// The locations view writes `last`'s facts: both views folded the same event last, so
         /// its facts are kept once (a copy for the locations view retained each of their texts).
         var locationIsLast = false
@@ -114,8 +126,8 @@ final class ChunkFolder {
         /// each chunk only what it adds.)
         func append(_ later: Pending) {
             for op in later.ops { add(op) }
-            if later.locationIsLast || later.location != nil {
-                location = later.location
+            if later.locationIsLast || later.locationBox != nil {
+                locationBox = later.locationBox
                 locationIsLast = later.locationIsLast
             } else if locationIsLast, later.last != nil {
                 // `later` replaces `last` but folded nothing for the locations view: keep what it wrote.
@@ -590,7 +602,7 @@ final class ChunkFolder {
         if locations != nil { try writeLocations(ordered, db) }
         if let known {
             // (`locationIsLast` implies `last`.)
-            for s in ordered where s.last != nil || !s.links.isEmpty || s.location != nil { known.insert(s.id) }
+            for s in ordered where s.last != nil || !s.links.isEmpty || s.locationBox != nil { known.insert(s.id) }
         }
     }
 
@@ -855,15 +867,61 @@ final class ChunkFolder {
     }
 }
 
-/// The appointments a rebuild has written so far (as 32-bit hashes of their ids), so the chunked
-/// fold need not look up stored rows of appointments it has not seen: the shadow tables start
-/// empty and only the fold adds appointment rows. A hash shared with another id only costs a lookup.
+/// The appointments a rebuild has written so far, so the chunked fold need not look up stored rows
+/// of appointments it has not seen: the shadow tables start empty and only the fold adds
+/// appointment rows. A Bloom filter over the ids' hashes (three bits each): it never says no to an
+/// id it was given, and a wrong yes only costs a lookup. Its size is fixed when the rebuild starts,
+/// from the events it will fold (`bits(forEvents:)`): a set of every id's hash grew with the
+/// appointments, ~16 MB at 10M events and twice that while it was resized, which took a 10M-event
+/// rebuild's peak RSS over the 200 MB of issue 19 (BENCHMARKS.md, stop 51).
 final class KnownAppointments {
-    private var hashes = Set<UInt32>()
+    private var words: [UInt64]
+    private let mask: UInt64
 
-    func insert(_ id: String) { hashes.insert(Self.key(id)) }
-    func contains(_ id: String) -> Bool { hashes.contains(Self.key(id)) }
-    private static func key(_ id: String) -> UInt32 { UInt32(truncatingIfNeeded: id.hashValue) }
+    /// A filter of `bits` bits (rounded up to a power of two, at least 64).
+    init(bits: Int) {
+        var n = 64
+        while n < bits { n <<= 1 }
+        words = [UInt64](repeating: 0, count: n / 64)
+        mask = UInt64(n - 1)
+    }
+
+    /// At least four bits per event folded, between 128 KiB and 16 MiB (8 MiB at 10M events): a
+    /// rebuild writes at most one appointment per event (about one per three in the benchmark's
+    /// workload), so up to 2^25 events a wrong yes comes for under 1 % of the new ids in the
+    /// benchmark's workload and under 15 % in the worst case, one appointment per event. Past
+    /// that the filter fills up, and only the lookups it saves grow fewer.
+    static func bits(forEvents events: UInt64) -> Int {
+        Int(min(max(events, 1 << 18), 1 << 25)) * 4
+    }
+
+    convenience init(events: UInt64) { self.init(bits: Self.bits(forEvents: events)) }
+
+    var sizeInBits: Int { words.count * 64 }
+
+    func insert(_ id: String) {
+        let (a, b) = Self.hashes(id)
+        for i in 0..<UInt64(3) {
+            let bit = (a &+ i &* b) & mask
+            words[Int(bit >> 6)] |= 1 << (bit & 63)
+        }
+    }
+
+    func contains(_ id: String) -> Bool {
+        let (a, b) = Self.hashes(id)
+        for i in 0..<UInt64(3) {
+            let bit = (a &+ i &* b) & mask
+            if words[Int(bit >> 6)] & (1 << (bit & 63)) == 0 { return false }
+        }
+        return true
+    }
+
+    /// Two hashes from one (Kirsch and Mitzenmacher's double hashing); the second is odd, so the
+    /// three bits differ in a filter of any power-of-two size.
+    private static func hashes(_ id: String) -> (UInt64, UInt64) {
+        let h = UInt64(bitPattern: Int64(id.hashValue))
+        return (h, (h >> 32 | h << 32) | 1)
+    }
 }
 
 /// What a rebuild holds back from one chunk's write to the next (`ChunkFolder.sortForWriting`):

@@ -784,7 +784,7 @@ public final class ProjectionStore: @unchecked Sendable {
             timings.withLock { $0 = ["read": read, "fold": fold, "write": write, "wait": wait, "prepare": prepare] }
             appointmentWrites.store(written, ordering: .relaxed)
         }
-        let known = KnownAppointments()
+        let known = KnownAppointments(events: head.seq)
         if pipelines(head.seq, chunk: chunk) {
             // Reading and folding the next chunk on two other threads while this one is written.
             // Appointments held back from one chunk's write to the next: the shadow tables are

@@ -263,6 +263,28 @@ import Testing
         #expect(c?.ops.count == 2 && c?.touched == 10, "c holds what both chunks folded of it")
     }
 
+    /// The rebuild's record of the appointments written so far never says no to one it was given
+    /// (that would skip the lookup of its stored row and lose what earlier chunks wrote), says
+    /// yes to few others at its design load, and has a size fixed by the events to fold.
+    @Test func theKnownAppointmentsFilterHasNoFalseNegatives() {
+        // Ids are hashed with the process's random seed: which ids collide changes from run to
+        // run, so the bounds below hold for any seed.
+        let ids = (0..<50_000).map { "appt-\($0)-\(UInt64.random(in: 0...UInt64.max))" }
+        let known = KnownAppointments(events: 150_000)
+        #expect(known.sizeInBits == 1 << 20, "the smallest filter: 128 KiB")
+        for id in ids.prefix(25_000) { known.insert(id) }
+        #expect(ids.prefix(25_000).allSatisfy { known.contains($0) }, "every id inserted is known")
+        let wrong = ids.suffix(25_000).filter { known.contains($0) }.count
+        // 25,000 ids in 2^20 bits, three each: ~0.03 % expected.
+        #expect(wrong < 250, "\(wrong) of 25,000 ids never inserted read as known")
+        // A tiny filter fills up: everything reads as known (lookups, never a wrong no).
+        let tiny = KnownAppointments(bits: 64)
+        for id in ids { tiny.insert(id) }
+        #expect(ids.allSatisfy { tiny.contains($0) })
+        #expect(KnownAppointments(events: 10_000_000).sizeInBits == 1 << 26, "8 MiB at 10M events")
+        #expect(KnownAppointments(events: 1 << 40).sizeInBits == 1 << 27, "never more than 16 MiB")
+    }
+
     /// The producer folds the next chunk while the one it handed over waits for the writer (a
     /// writer slower than the fold no longer idles the producer), and runs no further ahead:
     /// at most three chunks live at once (one written, one waiting, one being folded).
