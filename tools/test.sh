@@ -14,7 +14,7 @@ swift build --build-tests
 swift run syncledger-bench --events 2000 --runs 1 --scratch "$(mktemp -d)"
 # And on a corpus of IntakeQ objects (issue 19's `--corpus`), as a user would make one.
 corpus="$(mktemp -d)"
+trap 'rm -rf "$corpus"' EXIT
 python3 tools/make_corpus.py --lines 3000 > "$corpus/corpus.jsonl"
 swift run syncledger-bench --corpus "$corpus/corpus.jsonl" --events 2000 --runs 1 --scratch "$corpus"
-rm -rf "$corpus"
 swift test

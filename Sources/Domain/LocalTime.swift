@@ -405,38 +405,4 @@ public enum LocalFormat {
         return "\(pad(t.date.year, 4))-\(pad(t.date.month))-\(pad(t.date.day)) \(pad(t.hour)):\(pad(t.minute)) "
             + zone.period(atUTCMillis: ms).abbreviation
     }
-
-    /// `text` with each UTC instant in it (`2026-12-02T01:30:00.000Z`, fraction optional) shown as
-    /// `table` shows it; the rest unchanged. For lines built for logs and alerts, in UTC, that a
-    /// table prints beside local times (`status`).
-    public static func tableInstants(_ text: String, _ zone: ZoneRules) -> String {
-        let b = Array(text.utf8)
-        func digit(_ i: Int) -> Bool { i < b.count && b[i] >= 0x30 && b[i] <= 0x39 }
-        func at(_ i: Int, _ c: Character) -> Bool { i < b.count && b[i] == c.asciiValue! }
-        // The length of an instant starting at `i`, or nil.
-        func instant(_ i: Int) -> Int? {
-            let shape: [Character?] = [nil, nil, nil, nil, "-", nil, nil, "-", nil, nil, "T", nil, nil, ":", nil, nil, ":", nil, nil]
-            for (k, c) in shape.enumerated() {
-                if let c { guard at(i + k, c) else { return nil } } else { guard digit(i + k) else { return nil } }
-            }
-            var j = i + shape.count
-            if at(j, "."), digit(j + 1) { j += 1; while digit(j) { j += 1 } }
-            return at(j, "Z") ? j + 1 - i : nil
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(b.count)
-        var i = 0
-        while i < b.count {
-            // Not inside a longer run of digits (`12026-…`).
-            if digit(i), i == 0 || !digit(i - 1), let n = instant(i),
-               let ms = ISOTime.parse(String(decoding: b[i..<(i + n)], as: UTF8.self)) {
-                out += Array(table(ms, zone).utf8)
-                i += n
-            } else {
-                out.append(b[i])
-                i += 1
-            }
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
 }

@@ -113,8 +113,11 @@ public struct ViewsDamageRecord: Codable, Sendable, Equatable {
     public static func path(_ store: Store) -> String { store.statePath + "/views-damaged.json" }
 
     /// The problem `status` (and `GET /api/v1/status`) reports while it is recorded.
-    public var problem: String {
-        "the views database was found damaged by `\(command)` at \(at) (\(error)); `syncledger rebuild` recreates it from the log"
+    public var problem: String { problem(time: { $0 }) }
+
+    /// The same, its time shown by `time` (`status`'s table: in the practice's zone).
+    public func problem(time: (String) -> String) -> String {
+        "the views database was found damaged by `\(command)` at \(time(at)) (\(error)); `syncledger rebuild` recreates it from the log"
     }
 
     /// Records it (atomically; owner-only). The first record is kept until cleared: it says

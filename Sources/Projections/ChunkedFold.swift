@@ -878,8 +878,9 @@ final class KnownAppointments {
     private var words: [UInt64]
     private let mask: UInt64
 
-    /// A filter of `bits` bits (rounded up to a power of two, at least 64).
+    /// A filter of `bits` bits (rounded up to a power of two, at least 64, at most 2^40).
     init(bits: Int) {
+        precondition(bits <= 1 << 40, "a Bloom filter of \(bits) bits")
         var n = 64
         while n < bits { n <<= 1 }
         words = [UInt64](repeating: 0, count: n / 64)
@@ -888,9 +889,10 @@ final class KnownAppointments {
 
     /// At least four bits per event folded, between 128 KiB and 16 MiB (8 MiB at 10M events): a
     /// rebuild writes at most one appointment per event (about one per three in the benchmark's
-    /// workload), so up to 2^25 events a wrong yes comes for under 1 % of the new ids in the
-    /// benchmark's workload and under 15 % in the worst case, one appointment per event. Past
-    /// that the filter fills up, and only the lookups it saves grow fewer.
+    /// workload), so up to 2^25 events a wrong yes comes, by the end of the rebuild, for about
+    /// 1 % of the new ids in the benchmark's workload and under 15 % in the worst case, one
+    /// appointment per event (about 0.3 % and 5 % over the whole rebuild). Past that the filter
+    /// fills up, and only the lookups it saves grow fewer.
     static func bits(forEvents events: UInt64) -> Int {
         Int(min(max(events, 1 << 18), 1 << 25)) * 4
     }

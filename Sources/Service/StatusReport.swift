@@ -41,7 +41,7 @@ public struct StatusReport: Sendable {
     public static func read(store: Store, reader: LedgerReader, views: ProjectionStore, maxAgeHours: Double,
                             rules: AlertRules = AlertRules(), watchingSince: Int64? = nil,
                             inbox: (depth: Int, oldestReceivedAt: Int64?)? = nil, runningHere: Bool = false,
-                            now: Int64 = ISOTime.nowMillis()) throws -> StatusReport {
+                            now: Int64 = ISOTime.nowMillis(), time: (String) -> String = { $0 }) throws -> StatusReport {
         let head = try reader.head()
         let applied = try views.appliedSeq()
         // A run in progress with no live writer died: it is a failure, whatever the view says.
@@ -106,9 +106,9 @@ public struct StatusReport: Sendable {
             r.problems.append("no automated_daily run has been recorded")
         }
         if let v = r.lastVerify, !v.ok {
-            r.problems.append("the last verify (\(v.at)) failed: \(v.error ?? "the log is damaged")")
+            r.problems.append("the last verify (\(time(v.at))) failed: \(v.error ?? "the log is damaged")")
         }
-        if let d = r.viewsDamage { r.problems.append(d.problem) }
+        if let d = r.viewsDamage { r.problems.append(d.problem(time: time)) }
         // The built-in alerts' other conditions (SERVICE.md), for cron users too.
         r.problems += r.health.newProblems
         return r
@@ -191,9 +191,10 @@ public struct RecordedLoss: Sendable {
         return verified < recorded
     }
 
-    /// One line for a terminal (the reason is shown as `Trust.printable` shows it).
-    public var line: String {
-        "recorded loss at seq \(seq) (\(at)): \(record.lastKnownHead) had been acknowledged (\(Trust.printable(record.evidence))) "
+    /// One line for a terminal (the reason is shown as `Trust.printable` shows it; the time as
+    /// `time` shows it, as recorded by default).
+    public func line(time: (String) -> String = { $0 }) -> String {
+        "recorded loss at seq \(seq) (\(time(at))): \(record.lastKnownHead) had been acknowledged (\(Trust.printable(record.evidence))) "
             + "but the log ended at \(record.logEndedAt); reason: \(Trust.printable(record.reason))"
     }
 }
@@ -252,18 +253,20 @@ public struct StatusHealth: Sendable {
         ]
     }
 
-    public var lines: [String] {
+    /// For a terminal; the times as `time` shows them (ISO UTC by default). The alerts' summaries
+    /// are quoted as they were sent.
+    public func lines(time: (Int64) -> String = { ISOTime.format(millis: $0) }) -> [String] {
         var out: [String] = []
         if inboxDepth > 0 {
             out.append(String(format: "webhook inbox: %d waiting, the oldest for %.0f s", inboxDepth, inboxOldestAgeSeconds ?? 0))
         }
-        for i in firing { out.append("alert firing (since \(ISOTime.format(millis: i.since))): \(i.alert): \(i.summary)") }
+        for i in firing { out.append("alert firing (since \(time(i.since))): \(i.alert): \(i.summary)") }
         if !recent.isEmpty {
             out.append("alerts sent (newest first):")
             for e in recent.prefix(10) {
                 let delivered = e.deliveries.isEmpty ? "no target"
                     : e.deliveries.map { "\($0.target) \($0.ok ? "ok" : "FAILED")" }.joined(separator: ", ")
-                out.append("  \(ISOTime.format(millis: e.message.at)) \(e.message.status) \(e.message.alert): \(e.message.summary) [\(delivered)]")
+                out.append("  \(time(e.message.at)) \(e.message.status) \(e.message.alert): \(e.message.summary) [\(delivered)]")
             }
         }
         return out

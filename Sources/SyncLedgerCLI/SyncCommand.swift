@@ -274,32 +274,36 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let (store, reader, views) = try openForRead(storeOptions, warnScrub: false)
-            let report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge)
+            // The table's times in the practice's zone, as every other view shows them (the table
+            // showed UTC: the evening's nightly run read as the next day's, hostile test). Without
+            // --timezone a roster zone that cannot be read leaves UTC: status must not fail for it.
+            // --json keeps every time as recorded.
+            let zone = json ? .utc : try timezone.map { try PracticeZone.load($0) }
+                ?? (try? ReadContext(views: views, timezone: nil).zone) ?? .utc
+            func local(_ ms: Int64) -> String { LocalFormat.table(ms, zone) }
+            func local(_ v: JSONValue?) -> String {
+                guard case .string(let s)? = v, let ms = ISOTime.parse(s) else { return Output.text(v) }
+                return local(ms)
+            }
+            func local(_ s: String) -> String { local(.string(s)) }
+            let report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge,
+                                               time: json ? { $0 } : local)
             if json {
                 print(Output.json(.object(report.json)))
             } else {
-                // Times in the practice's zone, as every other view shows them (the table showed
-                // UTC: the evening's nightly run read as the next day's, hostile test). Without
-                // --timezone a roster zone that cannot be read leaves UTC, and --timezone is loaded
-                // without the views (checked in validate()): status must not fail for damaged views.
-                let zone = try timezone.map { try PracticeZone.load($0) }
-                    ?? (try? ReadContext(views: views, timezone: nil).zone) ?? .utc
-                func local(_ v: JSONValue?) -> String {
-                    guard case .string(let s)? = v, let ms = ISOTime.parse(s) else { return Output.text(v) }
-                    return LocalFormat.table(ms, zone)
-                }
                 print("head \(report.head)")
                 print("views applied through seq \(report.applied) (lag \(report.lag))")
                 if let v = report.lastVerify {
                     let before = report.recordedLoss.map { $0.postdates(v) } == true
                         ? " (before the loss recorded at seq \(report.recordedLoss!.seq); run `syncledger verify`)" : ""
-                    print("last verify \(local(.string(v.at))): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
+                    print("last verify \(local(v.at)): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
                 } else {
                     print("last verify: never (run `syncledger verify`)")
                 }
-                // Lines built in UTC for logs, alerts and the API: their instants in the table's zone.
-                func localLine(_ line: String) -> String { LocalFormat.tableInstants(line, zone) }
-                if let loss = report.recordedLoss { print(localLine(loss.line)) }
+                // Lines that quote text from outside (IntakeQ's and SQLite's errors, a repair's
+                // reason, alerts as sent) print through TerminalText.safe: no escape sequence of
+                // theirs reaches the terminal.
+                if let loss = report.recordedLoss { print(TerminalText.safe(loss.line(time: local))) }
                 let table = report.latest.keys.sorted().map { t -> [String] in
                     let r = report.latest[t]!
                     return [t, Output.text(r["status"]), local(r["started_at"]), String(format: "%.1f h", report.ageHours(r)),
@@ -308,10 +312,10 @@ struct StatusCommand: AsyncParsableCommand {
                 if !table.isEmpty { print(Output.table(["sync_type", "status", "started_at", "age", "last_success"], table)) }
                 for t in report.lastFailure.keys.sorted() {
                     let f = report.lastFailure[t]!
-                    print(TerminalText.safe("last failure of \(t) (\(local(f["started_at"]))): \(localLine(Output.text(f["error_message"])))"))
+                    print(TerminalText.safe("last failure of \(t) (\(local(f["started_at"]))): \(Output.text(f["error_message"]))"))
                 }
-                for line in report.health.lines { print(localLine(line)) }
-                for p in report.problems { print("problem: " + localLine(p)) }
+                for line in report.health.lines(time: local) { print(TerminalText.safe(line)) }
+                for p in report.problems { print(TerminalText.safe("problem: " + p)) }
                 if report.ok { print("ok") }
             }
             return report.ok ? 0 : 1

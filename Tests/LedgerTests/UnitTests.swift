@@ -105,22 +105,6 @@ import Testing
         }
     }
 
-    @Test func aLinesUTCInstantsAreShownInTheTablesZone() throws {
-        let denver = try PracticeZone.load("America/Denver")
-        // 01:30Z on Dec 2 is the evening before in Denver: the day a case manager would look for.
-        #expect(LocalFormat.tableInstants("the last verify (2026-12-02T01:30:00.000Z) failed: x", denver)
-                == "the last verify (2026-12-01 18:30 MST) failed: x")
-        #expect(LocalFormat.tableInstants("since 2026-07-02T01:30:00Z, and 2026-12-02T01:30:05.5Z.", denver)
-                == "since 2026-07-01 19:30 MDT, and 2026-12-01 18:30 MST.")
-        // What is not a UTC instant stays as it was: a local time, a date, a longer number, an
-        // impossible date, no Z.
-        for same in ["2026-12-02T01:30:00-07:00", "2026-12-02", "12026-12-02T01:30:00Z", "2026-13-02T01:30:00Z",
-                     "2026-12-02T01:30:00", "seq 2026-12-02T01:30Z", "", "héllo 2026"] {
-            #expect(LocalFormat.tableInstants(same, denver) == same, "\(same)")
-        }
-        #expect(LocalFormat.tableInstants("2026-12-02T01:30:00.000Z", .utc) == "2026-12-02 01:30 UTC")
-    }
-
     @Test func parses() {
         #expect(ISOTime.parse("2026-11-26T09:00:03.120Z") == 1_795_683_603_120)
         #expect(ISOTime.parse("2026-11-26T09:00:03.12Z") == 1_795_683_603_120)
