@@ -308,7 +308,7 @@ func appendDecimal(_ out: inout [UInt8], _ n: UInt64) {
 func appendQuoted(_ out: inout [UInt8], _ s: String) {
     // Native strings hand out their UTF-8 in place: check and copy it as one buffer.
     let done = s.utf8.withContiguousStorageIfAvailable { u -> Bool in
-        for c in u where c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { return false }
+        if needsEscaping(u) { return false }
         out.append(UInt8(ascii: "\""))
         out.append(contentsOf: u)
         out.append(UInt8(ascii: "\""))
@@ -323,6 +323,31 @@ func appendQuoted(_ out: inout [UInt8], _ s: String) {
     } else {
         out.append(contentsOf: jsonQuoted(s).utf8)
     }
+}
+
+/// Whether some byte is a control character, a quote or a backslash (what JSON text must escape),
+/// eight bytes at a time: the check ran byte by byte over every id, time and hash of every event
+/// written (~2 % of a sealed append's CPU).
+func needsEscaping(_ u: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard let base = u.baseAddress else { return false }
+    let p = UnsafeRawPointer(base), n = u.count
+    let ones: UInt64 = 0x0101_0101_0101_0101, high: UInt64 = 0x8080_8080_8080_8080
+    var i = 0
+    while i + 8 <= n {
+        let w = p.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+        // Some byte below 0x20; some byte equal to '"' or '\\' (a zero byte after the XOR).
+        let control = (w &- ones &* 0x20) & ~w & high
+        let q = w ^ (ones &* 0x22), s = w ^ (ones &* 0x5C)
+        let quote = (q &- ones) & ~q & high, backslash = (s &- ones) & ~s & high
+        if control | quote | backslash != 0 { return true }
+        i += 8
+    }
+    while i < n {
+        let c = base[i]
+        if c < 0x20 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { return true }
+        i += 1
+    }
+    return false
 }
 
 /// Random version-4 UUIDs in lowercase text (`UUID().uuidString.lowercased()`'s format), from

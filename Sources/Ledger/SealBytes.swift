@@ -816,11 +816,24 @@ struct ByteJSON {
         return out
     }
 
-    /// The bytes of the field names sealing takes out (a found member's key bytes are its name's).
-    static let clientFieldKeys = PersonalData.clientFieldNames.map(bytes)
-    static let appointmentFieldKeys = PersonalData.appointmentFieldNames.map(bytes)
-    private static func bytes(_ name: StaticString) -> [UInt8] {
-        Array(UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+    /// A field a part seals: its key (a member's key bytes in the data, or an additional
+    /// client's slot, `AdditionalClients/N`) and its value's bytes. Plain integers, so collecting
+    /// and sorting a part's fields retains and releases nothing (the key bytes in an array each
+    /// did: ~8 % of sealing's CPU).
+    struct PlainField {
+        var keyStart = 0, keyEnd = 0
+        /// Index of the key in the plan's slot keys; -1: the key is `keyStart..<keyEnd` of the data.
+        var slotKey = -1
+        var start: Int, end: Int
+        var canonical: Bool
+
+        init(_ m: ByteMember) {
+            (keyStart, keyEnd, start, end, canonical) = (m.keyStart, m.keyEnd, m.valueStart, m.valueEnd, m.canonical)
+        }
+
+        init(slotKey: Int, _ start: Int, _ end: Int, _ canonical: Bool) {
+            (self.slotKey, self.start, self.end, self.canonical) = (slotKey, start, end, canonical)
+        }
     }
 
     /// Reads the observation data and works out what `sealObservationData` takes out of it.
@@ -832,8 +845,8 @@ struct ByteJSON {
 
         // Who owns what, in the slow path's order: the primary client, additional clients, the
         // appointment's free text.
-        var patients: [(patient: String, slots: [String], fields: [(key: [UInt8], start: Int, end: Int, canonical: Bool)])] = []
-        func put(_ patient: String, _ slot: String, _ f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)]) {
+        var patients: [(patient: String, slots: [String], fields: [PlainField])] = []
+        func put(_ patient: String, _ slot: String, _ f: [PlainField]) {
             if let n = patients.firstIndex(where: { $0.patient == patient }) {
                 patients[n].slots.append(slot)
                 patients[n].fields += f
@@ -849,17 +862,18 @@ struct ByteJSON {
         }
         var owner = primary
         if let p = primary {
-            var f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)] = []
+            var f: [PlainField] = []
             f.reserveCapacity(PersonalData.clientFieldNames.count + PersonalData.appointmentFieldNames.count)
-            for (name, key) in zip(PersonalData.clientFieldNames, Self.clientFieldKeys) {
+            for name in PersonalData.clientFieldNames {
                 guard let m = find(name, in: fields), present(members[m].valueStart, members[m].valueEnd) else { continue }
-                f.append((key, members[m].valueStart, members[m].valueEnd, members[m].canonical))
+                f.append(PlainField(members[m]))
                 members[m].sealed = true
             }
             put(p, "client", f)
         }
         // Additional clients of the roster: each entry sealed whole, `{}` left in its place.
         var extra: [(start: Int, end: Int, canonical: Bool, sealed: Bool)] = []
+        var extraKeys: [[UInt8]] = []
         let extraMember = find("AdditionalClients", in: fields)
         if let a = extraMember, b[members[a].valueStart] == UInt8(ascii: "[") {
             for (s, j, canonical) in try elements(members[a].valueStart, depth: 3) {
@@ -876,7 +890,8 @@ struct ByteJSON {
                     if let p = patient {
                         if owner == nil { owner = p }
                         let slot = "AdditionalClients/\(extra.count)"
-                        put(p, slot, [(Array(slot.utf8), s, j, canonical)])
+                        put(p, slot, [PlainField(slotKey: extraKeys.count, s, j, canonical)])
+                        extraKeys.append(Array(slot.utf8))
                         sealedHere = true
                     }
                 }
@@ -884,11 +899,11 @@ struct ByteJSON {
             }
         }
         if let owner {
-            var f: [(key: [UInt8], start: Int, end: Int, canonical: Bool)] = []
+            var f: [PlainField] = []
             f.reserveCapacity(PersonalData.appointmentFieldNames.count)
-            for (name, key) in zip(PersonalData.appointmentFieldNames, Self.appointmentFieldKeys) {
+            for name in PersonalData.appointmentFieldNames {
                 guard let m = find(name, in: fields), present(members[m].valueStart, members[m].valueEnd) else { continue }
-                f.append((key, members[m].valueStart, members[m].valueEnd, members[m].canonical))
+                f.append(PlainField(members[m]))
                 members[m].sealed = true
             }
             if !f.isEmpty { put(owner, "appointment", f) }
@@ -933,14 +948,29 @@ struct ByteJSON {
         // Each patient's fields: the canonical text of an object of them (keys sorted).
         var sealed: [SealPlan.Patient] = []
         for p in patients {
-            let sortedFields = p.fields.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            var sortedFields = p.fields
+            if sortedFields.allSatisfy({ $0.slotKey < 0 }) {
+                // Keys of the data itself, compared where they lie.
+                let base = b.baseAddress!
+                sortedFields.sort { x, y in
+                    let c = memcmp(base + x.keyStart, base + y.keyStart, min(x.keyEnd - x.keyStart, y.keyEnd - y.keyStart))
+                    return c != 0 ? c < 0 : x.keyEnd - x.keyStart < y.keyEnd - y.keyStart
+                }
+            } else {
+                func key(_ f: PlainField) -> [UInt8] { f.slotKey < 0 ? Array(token(f.keyStart, f.keyEnd)) : extraKeys[f.slotKey] }
+                sortedFields.sort { key($0).lexicographicallyPrecedes(key($1)) }
+            }
             var plain: [UInt8] = []
-            plain.reserveCapacity(sortedFields.reduce(2) { $0 + $1.key.count + $1.end - $1.start + 4 })
+            plain.reserveCapacity(sortedFields.reduce(2) { $0 + $1.keyEnd - $1.keyStart + $1.end - $1.start + 24 })
             plain.append(UInt8(ascii: "{"))
             for (n, f) in sortedFields.enumerated() {
                 if n > 0 { plain.append(UInt8(ascii: ",")) }
                 plain.append(UInt8(ascii: "\""))
-                plain.append(contentsOf: f.key)
+                if f.slotKey < 0 {
+                    plain.append(contentsOf: token(f.keyStart, f.keyEnd))
+                } else {
+                    plain.append(contentsOf: extraKeys[f.slotKey])
+                }
                 plain.append(UInt8(ascii: "\""))
                 plain.append(UInt8(ascii: ":"))
                 try emit(f.start, f.end, canonical: f.canonical, depth: 2, into: &plain)

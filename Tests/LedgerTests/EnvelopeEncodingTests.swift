@@ -32,6 +32,24 @@ import Testing
         }
     }
 
+    /// Strings of 0–40 bytes with a character JSON must escape (or none) at a random place, so
+    /// the check of eight bytes at a time meets each at every offset in a word and in the tail.
+    @Test func stringsNeedingEscapesAreFoundAtAnyPlace() throws {
+        let seed = UInt64.random(in: 1...UInt64.max >> 1)
+        print("EnvelopeEncodingTests seed: \(seed)")
+        var rng = SeededRNG(seed: seed)
+        let plain: [Character] = ["a", "Z", "0", "-", " ", "é", "☃", "~", "!", "#", "]", "`", "\u{7F}"]
+        let special: [Character] = ["\"", "\\", "\u{0}", "\u{1}", "\n", "\t", "\u{1F}"]
+        for _ in 0..<4_000 {
+            var chars = (0..<rng.below(41)).map { _ in plain[rng.below(plain.count)] }
+            if !chars.isEmpty, rng.chance(0.5) { chars[rng.below(chars.count)] = special[rng.below(special.count)] }
+            let text = String(chars)
+            let e = EventEnvelope(seq: 7, id: text, type: "appointment.changed", v: 1, at: text, run: text, stream: text,
+                                  data: Array("{}".utf8))
+            #expect(e.encoded() == Self.reference(e), "seed \(seed): \(text.debugDescription)")
+        }
+    }
+
     @Test func appendedIdsAreDistinctLowercaseVersion4UUIDs() throws {
         let tmp = try TempStore()
         let writer = try makeWriter(tmp.store, clock: ManualClock(goldenBase))
