@@ -32,8 +32,9 @@ import Testing
         }
     }
 
-    /// Strings of 0–40 bytes with a character JSON must escape (or none) at a random place, so
-    /// the check of eight bytes at a time meets each at every offset in a word and in the tail.
+    /// Strings of 0–40 characters (up to 120 bytes), half of them with a character JSON must
+    /// escape at a random place, so the check of eight bytes at a time meets them at the offsets
+    /// of a word and in the tail.
     @Test func stringsNeedingEscapesAreFoundAtAnyPlace() throws {
         let seed = UInt64.random(in: 1...UInt64.max >> 1)
         print("EnvelopeEncodingTests seed: \(seed)")
