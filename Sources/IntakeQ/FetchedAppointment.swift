@@ -21,7 +21,7 @@ public struct FetchedAppointment: Sendable, Hashable {
     public var value: JSONValue
 
     /// Parses one minified object (as `splitJSONArray` returns them). Only what the sync truly
-    /// needs fails a row: not an object, no usable `Id`, a `ClientId` that is neither a number
+    /// needs fails a row: not an object, no usable `Id` (or one holding a NUL), a `ClientId` that is neither a number
     /// nor a string, a `StartDate` that is not epoch milliseconds of the years 1–9999. (An
     /// `EndDate` out of those years is not refused: the sync does not need it, and a refused row
     /// leaves the run incomplete, without its removal lookups; the views clamp its text.)
@@ -35,6 +35,12 @@ public struct FetchedAppointment: Sendable, Hashable {
         guard case .object(let o) = value else { throw IntakeQError.decode("expected an appointment object", offset: 0) }
         guard let id = idText(o["Id"]), !id.isEmpty else {
             throw IntakeQError.decode("the appointment has no Id", keyPath: "Id")
+        }
+        // SQLite reads a bound text up to its first NUL (GRDB and the rebuild bind strings so):
+        // two ids alike up to a NUL were one row in the views, and every later sync recorded
+        // them as discovered again and the cut id as removed (hostile test). No IntakeQ id holds one.
+        guard !id.utf8.contains(0) else {
+            throw IntakeQError.decode("the appointment's Id holds a NUL character", keyPath: "Id")
         }
         let clientId: String?
         switch o["ClientId"] {

@@ -283,6 +283,9 @@ extension CLIBinaryTests {
                            mentioning: ["--reason names a roster patient"])
         expectSameSnapshot(left, storeSnapshot(store), "forget of a patient who left the roster")
         expectSuccess(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "the patient's request"]))
+        // A patient forgotten before reads as "(forgotten)" in the recorded rosters, which is no
+        // one's name: the word stays usable in a reason (hostile test: this was refused).
+        expectSuccess(try await cli(["forget", "--store", store, "--patient", leaver.id, "--reason", "right to be forgotten"]))
 
         // The other free texts recorded in the clear for good (hostile test): who triggered a
         // sync, and why a loss is accepted.
@@ -305,7 +308,7 @@ extension CLIBinaryTests {
             expectCleanFailure(r, mentioning: ["--accept-loss \(problem)"])
             expectSameSnapshot(lost, storeSnapshot(store), "repair --accept-loss \(reason)")
         }
-        expectSuccess(try await cli(["repair", "--store", store, "--accept-loss", "disk failure, no backup"]))
+        expectSuccess(try await cli(["repair", "--store", store, "--accept-loss", "disk failure, no backup; forgotten patients stay forgotten"]))
     }
 
     /// A wrong or missing master key: one line, exit 1, and not a byte of the store changes.
