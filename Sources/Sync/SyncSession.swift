@@ -123,10 +123,16 @@ public enum SyncSession {
         // elsewhere), and making a new key store there would leave one behind for nothing. (An
         // existing empty directory is taken: a store of events recorded before encryption
         // moves to a key store kept apart that way, on an empty mount point: cold review.)
-        if let named = config.keysPath, !FileManager.default.fileExists(atPath: store.keysPath),
-            try LedgerReader(store: store).head().seq > 0 {
-            throw LedgerError("--keys \(named): no key store there, and this store's log already holds events sealed under "
-                              + "another one; give the directory its keys are in (a new key store is made only on a store's first sync)")
+        // The same for the store's own `keys/` gone (deleted, or not restored with the log): a new
+        // master key was made in its place, and the run then failed for want of the patients' keys,
+        // leaving that key store behind (hostile test).
+        if !FileManager.default.fileExists(atPath: store.keysPath), try LedgerReader(store: store).head().seq > 0 {
+            if let named = config.keysPath {
+                throw LedgerError("--keys \(named): no key store there, and this store's log already holds events sealed under "
+                                  + "another one; give the directory its keys are in (a new key store is made only on a store's first sync)")
+            }
+            throw LedgerError("no key store at \(store.keysPath), and this store's log already holds events sealed under one; "
+                              + "restore it from the store's backup, or pass --keys DIR where it is (a new key store is made only on a store's first sync)")
         }
         let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged

@@ -252,7 +252,7 @@ func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throw
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, the last verify failed, or a command found the views database damaged.",
+        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, the last verify failed, a command found the views database damaged, or the master key does not open the key store.",
         discussion: """
             A run still marked in_progress while no writer holds the store's lock died (the process \
             was killed or the machine stopped): it is reported as failed. For each sync type: the last \
@@ -286,8 +286,16 @@ struct StatusCommand: AsyncParsableCommand {
                 return local(ms)
             }
             func local(_ s: String) -> String { local(.string(s)) }
-            let report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge,
+            var report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge,
                                                time: json ? { $0 } : local)
+            // The master key the next sync needs: a wrong or missing SYNCLEDGER_MASTER_KEY_FILE
+            // went unnoticed here until the nightly sync failed on it (hostile test). Only a
+            // store with a key store is checked (a new store has none before its first sync).
+            if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
+                do { _ = try KeyRing.open(directory: store.keysPath, create: false) } catch {
+                    report.problems.append("\(error)")
+                }
+            }
             if json {
                 print(Output.json(.object(report.json)))
             } else {

@@ -246,6 +246,30 @@ extension CLIBinaryTests {
         #expect(after.stdout == own.stdout)
     }
 
+    /// The store's `keys/` gone (deleted, or a backup restored without it): `sync` refuses in one
+    /// line and makes no new key store in its place (it used to make a new master key, then fail
+    /// for want of the patients' keys, leaving that key store behind: hostile test).
+    @Test func aSyncWithoutTheStoresKeysMakesNone() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let practice = try Practice.load()
+        try await makeSyncedStore(at: store, practice: practice)
+        try FileManager.default.moveItem(atPath: store + "/keys", toPath: tmp.path + "/keys-aside")
+        let before = storeSnapshot(store)
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv)
+            expectCleanFailure(r, mentioning: ["no key store at", "restore it"])
+            #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: store + "/keys"))
+        expectSameSnapshot(before, storeSnapshot(store), "a sync without the store's keys")
+        try FileManager.default.moveItem(atPath: tmp.path + "/keys-aside", toPath: store + "/keys")
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        }
+    }
+
     /// A reason naming a roster patient (any of them, by name, last name or email) would stay in
     /// the log in the clear for good: `forget` refuses it in one line, and writes nothing.
     @Test func aReasonNamingAPatientIsRefused() async throws {
@@ -339,6 +363,16 @@ extension CLIBinaryTests {
                               env: ["SYNCLEDGER_MASTER_KEY_FILE": file]))
         }
         expectSameSnapshot(snap, snapshot(store), "a wrong master key")
+        // `status`, the monitor, names a master key the next sync could not use (it said nothing:
+        // hostile test), and only then.
+        let fine = try await cli(["status", "--store", store])
+        #expect(!fine.stdout.contains("master key"), "\(fine.stdout)")
+        for (file, message) in [(other, "does not open the key store"), (tmp.path + "/missing.key", "cannot read the master key file")] {
+            let s = try await cli(["status", "--store", store], env: ["SYNCLEDGER_MASTER_KEY_FILE": file])
+            #expect(s.status == 1 && s.stdout.contains("problem: ") && s.stdout.contains(message), "\(s.stdout)\(s.stderr)")
+            let j = try await cli(["status", "--store", store, "--json"], env: ["SYNCLEDGER_MASTER_KEY_FILE": file])
+            #expect(j.status == 1 && j.stdout.contains(message), "\(j.stdout)")
+        }
         // A rebuild with a wrong or missing master key stops with one line (the sealed roster is
         // the first event it cannot open; `DeferredOpeningTests` covers a sealed observation the
         // fold meets), and the views answer as before.
