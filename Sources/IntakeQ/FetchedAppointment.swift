@@ -21,10 +21,10 @@ public struct FetchedAppointment: Sendable, Hashable {
     public var value: JSONValue
 
     /// Parses one minified object (as `splitJSONArray` returns them). Only what the sync truly
-    /// needs fails a row: not an object, no usable `Id` (or one holding a NUL), a `ClientId` that is neither a number
-    /// nor a string, a `StartDate` that is not epoch milliseconds of the years 1–9999. (An
-    /// `EndDate` out of those years is not refused: the sync does not need it, and a refused row
-    /// leaves the run incomplete, without its removal lookups; the views clamp its text.)
+    /// needs fails a row: not an object, no usable `Id` (or one holding a NUL), a `ClientId` that
+    /// is neither a number nor a string, a `StartDate` that is not epoch milliseconds of the years
+    /// 1–9999. (An `EndDate` out of those years is not refused: the sync does not need it, and a
+    /// refused row leaves the run incomplete, without its removal lookups; the views clamp its text.)
     public static func parse(minifiedObject bytes: [UInt8]) throws -> FetchedAppointment {
         let value: JSONValue
         do {

@@ -31,7 +31,11 @@ extension PersonalData {
         let plan: SealPlan?
         do {
             plan = try data.withUnsafeBufferPointer { buf throws(BytesBail) -> SealPlan? in
-                var scan = ByteJSON(b: buf, keyOrder: scratch.keyOrder)
+                // The member stack of the observation before (~5 KB, allocated and freed for each
+                // observation otherwise).
+                var scan = ByteJSON(b: buf, keyOrder: scratch.keyOrder, members: scratch.members)
+                scratch.members = []
+                defer { scratch.members = scan.members }
                 return try scan.plan(patientOf: patientOf)
             }
         } catch {
@@ -208,9 +212,12 @@ struct ByteJSON {
     let keyOrder: KeyOrderMemo?
     static let maxDepth = 128
 
-    init(b: UnsafeBufferPointer<UInt8>, keyOrder: KeyOrderMemo? = nil) {
+    /// `members`: an emptied member stack to reuse (its storage kept), e.g. the last one's.
+    init(b: UnsafeBufferPointer<UInt8>, keyOrder: KeyOrderMemo? = nil, members reused: [ByteMember] = []) {
         self.b = b
         self.keyOrder = keyOrder
+        members = reused
+        members.removeAll(keepingCapacity: true)
         members.reserveCapacity(96)
     }
 
@@ -747,13 +754,16 @@ struct ByteJSON {
         _ = skipSpace(&i)
         guard i < b.count, b[i] == UInt8(ascii: "{") else { throw BytesBail() }
         i += 1
-        var wrapper: [(key: Int, start: Int, end: Int, canonical: Bool)] = []  // key: 1 id, 2 hash, 3 changed
+        // The values of `appointment_id`, `content_hash` and `changed_fields` (a repeated key
+        // gives up, so each is met once at most).
+        var idValue, hashValue, changedValue: (start: Int, end: Int, canonical: Bool)?
         var out = ObservationWrapper()
         _ = skipSpace(&i)
         if i < b.count, b[i] == UInt8(ascii: "}") {
             i += 1
         } else {
             var seen: [(Int, Int)] = []
+            seen.reserveCapacity(8)
             while true {
                 _ = skipSpace(&i)
                 guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw BytesBail() }
@@ -775,11 +785,11 @@ struct ByteJSON {
                 } else {
                     let canonical = try scanValue(&i, depth: 1)
                     if Self.spells(key, "appointment_id") {
-                        wrapper.append((1, start, i, canonical))
+                        idValue = (start, i, canonical)
                     } else if Self.spells(key, "content_hash") {
-                        wrapper.append((2, start, i, canonical))
+                        hashValue = (start, i, canonical)
                     } else if Self.spells(key, "changed_fields") {
-                        wrapper.append((3, start, i, canonical))
+                        changedValue = (start, i, canonical)
                     } else if Self.spells(key, "sealed") {
                         out.sealed = start..<i
                     }
@@ -800,13 +810,13 @@ struct ByteJSON {
         _ = skipSpace(&i)
         guard i == b.count else { throw BytesBail() }
 
-        if let idValue = wrapper.first(where: { $0.key == 1 }) {
+        if let idValue {
             out.appointmentId = try stringValue(idValue.start, idValue.end, canonical: idValue.canonical)
         }
-        if let h = wrapper.first(where: { $0.key == 2 }) {
+        if let h = hashValue {
             out.contentHash = try stringValue(h.start, h.end, canonical: h.canonical) ?? ""
         }
-        if let c = wrapper.first(where: { $0.key == 3 }), b[c.start] == UInt8(ascii: "[") {
+        if let c = changedValue, b[c.start] == UInt8(ascii: "[") {
             var list: [String] = []
             for e in try elements(c.start, depth: 2) {
                 if let v = try stringValue(e.start, e.end, canonical: e.canonical) { list.append(v) }

@@ -6,12 +6,15 @@ import Foundation
 /// once (`KeyRing.key(for:)` takes its locks every time), and the boxes' nonces, drawn from the
 /// kernel's generator a block at a time instead of one system call each (`NonceSource`). Perf had
 /// the two at ~6 % and ~10 % of sealing's CPU. Also how the last objects' keys were sorted
-/// (`KeyOrderMemo`). Not copyable: a copy would hand the same nonces out twice.
+/// (`KeyOrderMemo`), and the scanner's member stack. Not copyable: a copy would hand the same
+/// nonces out twice.
 struct SealScratch: ~Copyable {
     private var keys: [String: SymmetricKey] = [:]
     var nonces: NonceSource
     /// How the last 8 key layouts it had to sort were sorted (`ByteJSON.collectMembers`).
     let keyOrder = KeyOrderMemo()
+    /// The scanner's member stack, kept from one observation to the next.
+    var members: [ByteMember] = []
 
     /// `expected`: about how many observations will be sealed with it (the nonce block's size).
     init(expected: Int) {
