@@ -38,9 +38,17 @@ public struct FetchedAppointment: Sendable, Hashable {
         }
         // SQLite reads a bound text up to its first NUL (GRDB and the rebuild bind strings so):
         // two ids alike up to a NUL were one row in the views, and every later sync recorded
-        // them as discovered again and the cut id as removed (hostile test). No IntakeQ id holds one.
+        // them as discovered again and the cut id as removed (hostile test). The ids the views
+        // look others up by are refused the same way (a practitioner's matched a roster one
+        // cut at the NUL in the incremental fold, not in a rebuild: cold review). No IntakeQ
+        // id holds one.
         guard !id.utf8.contains(0) else {
             throw IntakeQError.decode("the appointment's Id holds a NUL character", keyPath: "Id")
+        }
+        for key in ["PractitionerId", "LocationId"] {
+            if case .string(let s)? = o[key], s.utf8.contains(0) {
+                throw IntakeQError.decode("the appointment's \(key) holds a NUL character", keyPath: key)
+            }
         }
         let clientId: String?
         switch o["ClientId"] {

@@ -253,6 +253,20 @@ public final class LedgerReader {
                            deferred: deferOpening ? DeferredEvents(opening: DeferredOpening(privacy: privacy), left: deferred) : nil)
     }
 
+    /// Whether the log holds personal data sealed under a key store (a `"sealed":` key in an
+    /// event's bytes: a sealed roster or observation). Reads batches as stored, nothing opened,
+    /// until the first one: at once on a store that ever sealed (its first sync's roster), the
+    /// whole log on one recorded before encryption.
+    public func holdsSealedData() throws -> Bool {
+        let cursor = try log.cursor(from: 1)
+        while let (_, bytes) = try cursor.nextBatch() {
+            if containsAnywhere(bytes, Self.sealedKey) { return true }
+        }
+        return false
+    }
+
+    static let sealedKey = Array("\"sealed\":".utf8)
+
     /// Calls `body` with each event from `from` through `through`.
     public func forEachEvent(from: UInt64 = 1, through: UInt64? = nil,
                              _ body: (EventEnvelope) throws -> Bool) throws {

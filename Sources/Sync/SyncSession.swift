@@ -76,6 +76,23 @@ public struct SyncSessionError: Error, CustomStringConvertible, Sendable {
 /// against the call record in `STORE/state/`, build the client on the shared limiter, run,
 /// release everything.
 public enum SyncSession {
+    /// Why the next sync would refuse to make a key store: none at the store's key path (no
+    /// `master.check`) while the log holds personal data sealed under one. Nil when there is a
+    /// key store, or the log holds nothing sealed (a new store, or one recorded before
+    /// encryption: its first sync makes one). `named`: the `--keys` the user gave.
+    public static func missingKeyStore(_ store: Store, named: String? = nil) throws -> String? {
+        guard !FileManager.default.fileExists(atPath: store.keysPath + "/master.check"),
+            try LedgerReader(store: store).holdsSealedData()
+        else { return nil }
+        if let named {
+            return "--keys \(named): no key store there, and this store's log already holds events sealed under "
+                + "another one; give the directory its keys are in (a new key store is made only on a store's first sync)"
+        }
+        return "no key store at \(store.keysPath) (or this user cannot read it), and this store's log holds personal data "
+            + "sealed under one; restore it from the store's backup, or pass --keys DIR where it is (a new key store is made "
+            + "only on a store's first sync)"
+    }
+
     /// Calls a run needs at the least: settings, one page, the deletedOnly poll.
     public static let minimumCalls = 3
 
@@ -118,22 +135,14 @@ public enum SyncSession {
         try store.requireWritable(for: "sync")
         store.keysDirectory = config.keysPath
         var notices: [String] = []
-        // A key store is made on a store's first sync only: a --keys directory that does not exist,
-        // named for a store whose log already holds events, is a wrong path (their keys are
-        // elsewhere), and making a new key store there would leave one behind for nothing. (An
-        // existing empty directory is taken: a store of events recorded before encryption
-        // moves to a key store kept apart that way, on an empty mount point: cold review.)
-        // The same for the store's own `keys/` gone (deleted, or not restored with the log): a new
-        // master key was made in its place, and the run then failed for want of the patients' keys,
-        // leaving that key store behind (hostile test).
-        if !FileManager.default.fileExists(atPath: store.keysPath), try LedgerReader(store: store).head().seq > 0 {
-            if let named = config.keysPath {
-                throw LedgerError("--keys \(named): no key store there, and this store's log already holds events sealed under "
-                                  + "another one; give the directory its keys are in (a new key store is made only on a store's first sync)")
-            }
-            throw LedgerError("no key store at \(store.keysPath), and this store's log already holds events sealed under one; "
-                              + "restore it from the store's backup, or pass --keys DIR where it is (a new key store is made only on a store's first sync)")
-        }
+        // A key store is made on a store's first sync only (or on the first sync of a store
+        // recorded before encryption): with none at the key path while the log holds sealed
+        // data, the path is wrong or the key store was lost, and a new one made there would
+        // seal nothing that opens with the real keys. Before, a --keys directory that did not
+        // exist was refused but the store's own keys/ gone was not: a new master key was made,
+        // the run then failed for want of the patients' keys, and that key store stayed
+        // (hostile test); an existing empty directory was taken either way.
+        if let missing = try SyncSession.missingKeyStore(store, named: config.keysPath) { throw LedgerError(missing) }
         let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
         // events is refused with nothing written. The writer checks `state/head` again under its lock.

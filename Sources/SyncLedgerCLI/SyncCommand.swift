@@ -288,13 +288,16 @@ struct StatusCommand: AsyncParsableCommand {
             func local(_ s: String) -> String { local(.string(s)) }
             var report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge,
                                                time: json ? { $0 } : local)
-            // The master key the next sync needs: a wrong or missing SYNCLEDGER_MASTER_KEY_FILE
-            // went unnoticed here until the nightly sync failed on it (hostile test). Only a
-            // store with a key store is checked (a new store has none before its first sync).
+            // The key store and master key the next sync needs: a wrong or missing
+            // SYNCLEDGER_MASTER_KEY_FILE, or keys/ gone, went unnoticed here until the nightly
+            // sync failed on it (hostile test). A store with no key store and nothing sealed (a
+            // new one) has no problem: its first sync makes one.
             if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
                 do { _ = try KeyRing.open(directory: store.keysPath, create: false) } catch {
                     report.problems.append("\(error)")
                 }
+            } else if let missing = try SyncSession.missingKeyStore(store, named: storeOptions.keys) {
+                report.problems.append(missing)
             }
             if json {
                 print(Output.json(.object(report.json)))

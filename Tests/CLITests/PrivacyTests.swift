@@ -260,10 +260,21 @@ extension CLIBinaryTests {
         try await withFakeServer(try #require(practice.day(2))) { _, url in
             let r = try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv)
             expectCleanFailure(r, mentioning: ["no key store at", "restore it"])
-            #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+            #expect(r.status == 1 && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
         }
         #expect(!FileManager.default.fileExists(atPath: store + "/keys"))
         expectSameSnapshot(before, storeSnapshot(store), "a sync without the store's keys")
+        // `status`, the monitor, says so before the nightly sync fails.
+        let s = try await cli(["status", "--store", store])
+        #expect(s.status == 1 && s.stdout.contains("problem: no key store at"), "\(s.stdout)\(s.stderr)")
+        // An empty keys/ in its place (a mount point not mounted) is refused the same way.
+        try FileManager.default.createDirectory(atPath: store + "/keys", withIntermediateDirectories: false)
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv)
+            expectCleanFailure(r, mentioning: ["no key store at", "restore it"])
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/keys").isEmpty)
+        try FileManager.default.removeItem(atPath: store + "/keys")
         try FileManager.default.moveItem(atPath: tmp.path + "/keys-aside", toPath: store + "/keys")
         try await withFakeServer(try #require(practice.day(2))) { _, url in
             expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
@@ -367,9 +378,11 @@ extension CLIBinaryTests {
         // hostile test), and only then.
         let fine = try await cli(["status", "--store", store])
         #expect(!fine.stdout.contains("master key"), "\(fine.stdout)")
+        func problems(_ out: String) -> Int { out.split(separator: "\n").filter { $0.hasPrefix("problem: ") }.count }
         for (file, message) in [(other, "does not open the key store"), (tmp.path + "/missing.key", "cannot read the master key file")] {
             let s = try await cli(["status", "--store", store], env: ["SYNCLEDGER_MASTER_KEY_FILE": file])
-            #expect(s.status == 1 && s.stdout.contains("problem: ") && s.stdout.contains(message), "\(s.stdout)\(s.stderr)")
+            #expect(s.status == 1 && problems(s.stdout) == problems(fine.stdout) + 1 && s.stdout.contains(message),
+                    "\(s.stdout)\(s.stderr)")
             let j = try await cli(["status", "--store", store, "--json"], env: ["SYNCLEDGER_MASTER_KEY_FILE": file])
             #expect(j.status == 1 && j.stdout.contains(message), "\(j.stdout)")
         }

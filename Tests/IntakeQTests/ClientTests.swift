@@ -185,12 +185,14 @@ import Testing
     /// An Id holding a NUL is refused: SQLite reads a bound text only up to its NUL, so two such
     /// ids were one row in the views and every later sync recorded false events (hostile test).
     @Test func anIdHoldingANulIsRefused() throws {
-        for json in [#"{"Id":"nul\u0000A","StartDate":1788000000000}"#, #"{"Id":"\u0000"}"#] {
+        for (json, path) in [(#"{"Id":"nul\u0000A","StartDate":1788000000000}"#, "Id"), (#"{"Id":"\u0000"}"#, "Id"),
+                             (#"{"Id":"a","PractitionerId":"P1\u0000x"}"#, "PractitionerId"),
+                             (#"{"Id":"a","LocationId":"\u00001"}"#, "LocationId")] {
             do {
                 _ = try FetchedAppointment.parse(json: Array(json.utf8))
                 Issue.record("\(json) was accepted")
             } catch let e as IntakeQError {
-                #expect(e.code == .decode && e.keyPath == "Id" && e.description.contains("NUL"), "\(e)")
+                #expect(e.code == .decode && e.keyPath == path && e.description.contains("NUL"), "\(e)")
             }
         }
         #expect(throws: Never.self) { try FetchedAppointment.parse(json: Array(#"{"Id":"nul\u0001A"}"#.utf8)) }
