@@ -288,3 +288,14 @@ public enum PersonalData {
         return .object(d)
     }
 }
+
+extension Collection where Element == RosterObserved.Patient {
+    /// What `PersonalText.problem` finds in `text` (recorded in the clear for good) that names
+    /// one of these patients: a name, an email or a client id. A forgotten patient's placeholder
+    /// name, "(forgotten)", is no one's: the word stays usable (hostile test: "right to be
+    /// forgotten" was refused once anyone had been forgotten).
+    public func personalDataProblem(in text: String) -> String? {
+        PersonalText.problem(text, names: compactMap(\.name).filter { $0 != PersonalData.forgottenName },
+                             emails: compactMap(\.email), clientIds: Set(map(\.intakeqClientId)))
+    }
+}

@@ -33,12 +33,9 @@ public enum Forget {
         // key would survive while the log recorded them as forgotten.
         let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild)
         // The reason is recorded in the clear, for good: a name in it could never be forgotten.
-        // Every roster counts: the patient forgotten has often left the last one already. A
-        // patient forgotten before reads as "(forgotten)", which is no one's name: the word must
-        // stay usable in a reason (hostile test: "right to be forgotten" was refused).
+        // Every roster counts: the patient forgotten has often left the last one already.
         let people = rosters.flatMap { $0.organizations.flatMap(\.patients) }
-        if let problem = PersonalText.problem(trimmed, names: people.compactMap(\.name).filter { $0 != PersonalData.forgottenName }, emails: people.compactMap(\.email),
-                                              clientIds: Set(people.map(\.intakeqClientId))) {
+        if let problem = people.personalDataProblem(in: trimmed) {
             throw LedgerError("--reason \(problem); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
         }
         if !keys.isForgotten(patientId) {

@@ -92,8 +92,7 @@ struct SyncCommand: AsyncParsableCommand {
             // it. Checked here, on what an operator typed: the server's own runs ("webhook",
             // "api:NAME") are not refused for a patient whose address begins "web@" (review).
             let people = rosterValue.allPatients
-            if let problem = PersonalText.problem(triggeredBy, names: people.compactMap(\.name), emails: people.compactMap(\.email),
-                                                  clientIds: Set(people.map(\.intakeqClientId))) {
+            if let problem = people.personalDataProblem(in: triggeredBy) {
                 throw CLIFailure(message: "--triggered-by \(problem); it is recorded in the log for good, so name who started the run without personal data (for example \"cron\" or \"front desk\")")
             }
             var request = SyncRequest(roster: rosterValue, organizationId: org, patientId: patient, syncType: type,

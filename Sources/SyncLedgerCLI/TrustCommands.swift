@@ -131,8 +131,7 @@ struct RepairCommand: AsyncParsableCommand {
             // (a log that lost its end still holds them; views or keys that cannot be read leave
             // only the check for phone numbers).
             let people = Self.recordedPatients(storeOptions)
-            if let problem = PersonalText.problem(acceptLoss, names: people.compactMap(\.name).filter { $0 != PersonalData.forgottenName }, emails: people.compactMap(\.email),
-                                                  clientIds: Set(people.map(\.intakeqClientId))) {
+            if let problem = people.personalDataProblem(in: acceptLoss) {
                 throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
             }
             let writer: LedgerWriter
