@@ -37,30 +37,60 @@ extension EventLogReader {
         // Every segment of the log, also when one of them fails (the count is not "verified so far").
         report.segments = list.count
         let io = BatchIO()
+        // Batches read, decompressed and CRC-checked, whose chain links are being checked on
+        // another core (`ChainCheck`), in log order. Each counts as verified, and is inspected,
+        // only once its link has passed; a failure among them comes before any later one.
+        var pending: [(header: BatchHeader, offset: UInt64, content: [UInt8]?, check: ChainCheck?, segment: String)] = []
+        func settle(keeping kept: Int) throws {
+            while pending.count > kept {
+                let b = pending.removeFirst()
+                do {
+                    try b.check?.wait()
+                    if let inspect, let content = b.content {
+                        inspect(BatchInfo(b.header, segment: b.segment, offset: b.offset), content)
+                    }
+                    if let expected = expectHead {
+                        try Self.check(expected, against: b.header, segment: b.segment, offset: b.offset)
+                    }
+                } catch {
+                    // Nothing after the first failure counts as verified.
+                    pending = []
+                    throw error
+                }
+                report.batches += 1
+                report.events += UInt64(b.header.count)
+                report.head = LogHead(seq: b.header.lastSeq, hash: b.header.chainHash)
+                progress?(b.header.lastSeq)
+            }
+        }
         var last = SegmentIndex(name: "", firstSeq: 1, previousChain: ChainHash.zero)
         for (i, segment) in list.enumerated() {
             let isLast = i == list.count - 1
-            try Recovery.checkContinuity(segment.name, firstSeq: segment.firstSeq, after: last.lastSeq)
-            let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: segment.name), isLast: isLast)
-            let start = SegmentIndex(name: segment.name, firstSeq: segment.firstSeq, previousChain: last.lastChain)
-            let (index, torn) = try io.scan(extent, continuing: start, level: .full) { header, offset, content in
-                if let inspect, let content { inspect(BatchInfo(header, segment: segment.name, offset: offset), content) }
-                if let expected = expectHead {
-                    try Self.check(expected, against: header, segment: segment.name, offset: offset)
+            let index: SegmentIndex, torn: String?
+            do {
+                try Recovery.checkContinuity(segment.name, firstSeq: segment.firstSeq, after: last.lastSeq)
+                let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: segment.name), isLast: isLast)
+                let start = SegmentIndex(name: segment.name, firstSeq: segment.firstSeq, previousChain: last.lastChain)
+                (index, torn) = try io.scan(extent, continuing: start, level: .fullChainAside) { header, offset, content, check in
+                    pending.append((header, offset, content, check, segment.name))
+                    // Three links in flight keep both cores busy while this thread reads on.
+                    try settle(keeping: 3)
                 }
-                report.batches += 1
-                report.events += UInt64(header.count)
-                report.head = LogHead(seq: header.lastSeq, hash: header.chainHash)
-                progress?(header.lastSeq)
+                // The segment's batches all passed before its index file is looked at.
+                try settle(keeping: 0)
+                if !isLast && !index.isEmpty && IndexFile.load(directory: directory, extent: extent, io: io) != index {
+                    if rewritesIndexFiles { _ = IndexFile.refresh(index, directory: directory) }
+                    invalidate(segment.name)
+                    report.warnings.append("index for \(segment.name) was missing or stale; rebuilt")
+                }
+            } catch {
+                // A broken link before the batch that failed here is the first damage in the log.
+                try settle(keeping: 0)
+                throw error
             }
             if let torn {
                 report.warnings.append("torn tail in \(segment.name): \(torn); it was never acknowledged "
                     + "and the writer removes it when it next opens")
-            }
-            if !isLast && !index.isEmpty && IndexFile.load(directory: directory, extent: extent, io: io) != index {
-                if rewritesIndexFiles { _ = IndexFile.refresh(index, directory: directory) }
-                invalidate(segment.name)
-                report.warnings.append("index for \(segment.name) was missing or stale; rebuilt")
             }
             last = index
         }

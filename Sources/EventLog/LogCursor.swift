@@ -23,6 +23,8 @@ public final class LogCursor {
     private var position = 0
     private var lineSeq: UInt64 = 0
     private var current: BatchInfo?
+    /// The chain check of the batch `loadNextBatch(chainAside: true)` loaded, until handed out.
+    private var pendingCheck: ChainCheck?
 
     init(reader: EventLogReader, segment: String?, offset: UInt64, nextSeq: UInt64, previousChain: [UInt8],
          skipBefore: UInt64, through: UInt64?) throws {
@@ -65,6 +67,24 @@ public final class LogCursor {
         return (batch, content)
     }
 
+    /// `nextBatch()`, with the batch's hash chain link checked on another core: the batch
+    /// comes back with its `ChainCheck`, whose `wait()` throws what `nextBatch()` would have
+    /// thrown for it. Nothing of the content may be used before `wait()` returned. Every other
+    /// check (CRCs, the LZ4 frame, the line count, seqs) is done, and fails, here as before. For a
+    /// reader that keeps a core for this (`ReadAheadCursor`): the chain's SHA-256 is most of a
+    /// batch's check.
+    public func nextBatchCheckingChainAside() throws -> (BatchInfo, [UInt8], ChainCheck)? {
+        if let batch = current, position < content.count, let result = finishCurrent(batch) {
+            // Loaded by `next()`, which checked all of it.
+            return (result.0, result.1, .passed)
+        }
+        guard try loadNextBatch(chainAside: true), let batch = current, let check = pendingCheck else { return nil }
+        pendingCheck = nil
+        if let through, batch.firstSeq > through { return nil }
+        position = content.count
+        return (batch, content, check)
+    }
+
     private func finishCurrent(_ batch: BatchInfo) -> (BatchInfo, [UInt8])? {
         if let through, lineSeq > through { return nil }
         let rest = Array(content[position...])
@@ -74,7 +94,7 @@ public final class LogCursor {
 
     /// Reads, checks and decodes the batch at the cursor's position, moving to the next segment
     /// at the end of one. False at the end of the log.
-    private func loadNextBatch() throws -> Bool {
+    private func loadNextBatch(chainAside: Bool = false) throws -> Bool {
         if let through, nextSeq > through { return false }
         while true {
             guard let file else {
@@ -87,7 +107,7 @@ public final class LogCursor {
             let extent = extent!
             switch try io.probe(extent, at: offset, seq: nextSeq) {
             case .batch(let header):
-                if try load(header, extent) { return true }
+                if try load(header, extent, chainAside: chainAside) { return true }
                 if try !sealedNow(extent) { return false }  // zero-filled tail: end for now
             case .end:
                 let moveOn = try !extent.isLast || laterSegmentExists(file.name)
@@ -117,7 +137,7 @@ public final class LogCursor {
         return true
     }
 
-    private func load(_ header: BatchHeader, _ extent: BatchIO.Extent) throws -> Bool {
+    private func load(_ header: BatchHeader, _ extent: BatchIO.Extent, chainAside: Bool) throws -> Bool {
         let name = extent.file.name
         if header.firstSeq != nextSeq {
             let code: LogError.Code = offset == 0 ? .segmentName : .sequenceGap
@@ -126,7 +146,12 @@ public final class LogCursor {
         }
         guard try io.readPayload(extent, header, at: offset) else { return false }
         content = []  // drop the previous batch before decoding the next: at most one in memory
-        content = try io.decode(header, segment: name, at: offset, previous: previousChain)
+        if chainAside {
+            content = try io.decompress(header, segment: name, at: offset)
+            pendingCheck = ChainCheck.start(ChainLink(header, previous: previousChain, segment: name, offset: offset), content)
+        } else {
+            content = try io.decode(header, segment: name, at: offset, previous: previousChain)
+        }
         current = BatchInfo(header, segment: name, offset: offset)
         position = 0
         lineSeq = header.firstSeq

@@ -1,4 +1,4 @@
-import EventLog
+@testable import EventLog
 import Foundation
 @testable import Ledger
 import TestSupport
@@ -101,6 +101,86 @@ import Testing
         #expect(equal, "seed \(seed): \(got.0.count) events, expected \(expected.0.count)")
         let read = UInt64(got.0.count)
         #expect(read < count)
+    }
+
+    /// Rewrites the batch at `offset` of the segment at `path` with `edit` applied to its JSON
+    /// Lines: recompressed, with both CRCs recomputed but its chain hash left as it was, so that
+    /// only the hash chain shows the change (what someone editing history without the chain
+    /// would leave). Later batches of the segment move; the index files must be removed.
+    func forgeContent(_ path: String, at offset: Int, _ edit: (inout [UInt8]) -> Void) throws {
+        var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
+        let header = try bytes.withUnsafeBytes { try BatchHeader.decode($0.baseAddress! + offset).get() }
+        let payload = Array(bytes[(offset + 80)..<(offset + Int(header.batchLength))])
+        var content = [UInt8](repeating: 0, count: Int(header.uncompressedLength))
+        let failure = payload.withUnsafeBytes { source in
+            content.withUnsafeMutableBytes { LZ4.Decoder().decode(source, into: $0) }
+        }
+        #expect(failure == nil)
+        edit(&content)
+        var frame = [UInt8](repeating: 0, count: LZ4.compressBound(content.count))
+        let n = content.withUnsafeBytes { source in frame.withUnsafeMutableBytes { LZ4.compress(source, into: $0) } }
+        frame.removeLast(frame.count - n)
+        var forged = header
+        forged.compressedLength = UInt32(n)
+        forged.payloadCRC = frame.withUnsafeBytes { crc32c($0) }
+        var head = [UInt8](repeating: 0, count: 80)
+        head.withUnsafeMutableBytes { forged.encode(into: $0.baseAddress!) }
+        bytes.replaceSubrange(offset..<(offset + Int(header.batchLength)), with: head + frame)
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+    }
+
+    /// A batch whose content was changed with its CRCs recomputed breaks only the hash chain,
+    /// which the read-ahead and `verify` check on other cores (`ChainCheck`): they still stop at
+    /// that batch, after exactly the events before it, with the error a `LogCursor` gives; also
+    /// when a later batch is damaged too (its CRC fails first on the reading thread), and when
+    /// the forged batch is the last one.
+    @Test func aBrokenChainStopsReadsWhereALogCursorStops() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("ReadAheadCursorTests chain seed: \(seed)")
+        var rng = SeededRNG(seed: seed)
+        for round in 0..<6 {
+            let (dir, count) = try log(&rng, batches: 60)
+            let log = dir.sub("log")
+            var batches: [BatchInfo] = []
+            let cursor = try EventLogReader(directory: log).cursor(from: 1)
+            while let (info, _) = try cursor.nextBatch() { batches.append(info) }
+            let v = round == 0 ? batches.count - 1 : Int(rng.next() % UInt64(batches.count))
+            let victim = batches[v]
+            // A later batch in another segment, damaged too (its payload CRC fails).
+            let later = batches.indices.filter { $0 > v && batches[$0].segment != victim.segment }
+            let damaged = round % 2 == 1 ? later.randomElement(using: &rng).map { batches[$0] } : nil
+            if let damaged {
+                let path = dir.sub("log/" + damaged.segment)
+                var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
+                bytes[Int(damaged.offset) + 80 + 8] ^= 0x20
+                #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+            }
+            try forgeContent(dir.sub("log/" + victim.segment), at: Int(victim.offset)) { content in
+                // The last event's padding (or its closing brace) changes by one bit.
+                content[content.count - 3] ^= 0x01
+            }
+            try? FileManager.default.removeItem(atPath: dir.sub("log/index"))
+            let context = "seed \(seed), round \(round), batch \(victim.firstSeq) of \(count) events, damaged \(damaged?.firstSeq ?? 0)"
+
+            let expected = drain { try EventLogReader(directory: log).cursor(from: 1).next }
+            let want = try #require(expected.1, "\(context): the forged batch went unnoticed")
+            #expect(want.code == .brokenChain && want.seq == victim.firstSeq, "\(context): \(want)")
+            #expect(UInt64(expected.0.count) == victim.firstSeq - 1, "\(context)")
+
+            try? FileManager.default.removeItem(atPath: dir.sub("log/index"))
+            let got = drain { try ReadAheadCursor(try EventLogReader(directory: log), from: 1, depth: 1 + round % 3).next }
+            let error = try #require(got.1, "\(context): the read-ahead went past the forged batch")
+            #expect(error.code == want.code && error.segment == want.segment && error.offset == want.offset
+                        && error.seq == want.seq, "\(context): \(error) vs \(want)")
+            let equal = same(got.0, expected.0)
+            #expect(equal, "\(context): \(got.0.count) events, expected \(expected.0.count)")
+
+            let report = try EventLogReader(directory: log).verify()
+            #expect(!report.ok, "\(context)")
+            #expect(report.error?.code == .brokenChain && report.error?.seq == victim.firstSeq, "\(context): \(String(describing: report.error))")
+            #expect(report.events == victim.firstSeq - 1 && report.head.seq == victim.firstSeq - 1, "\(context): \(report.events)")
+            #expect(report.batches == UInt64(v), "\(context)")
+        }
     }
 
     /// A cursor dropped after a few events (its thread blocked on a full read-ahead), or never

@@ -95,6 +95,16 @@ final class BatchIO {
     /// Decodes the payload read by `readPayload`, checks the line count and the chain from
     /// `previous`. Returns the JSON Lines in a new array (the caller keeps at most one).
     func decode(_ header: BatchHeader, segment: String, at offset: UInt64, previous: [UInt8]) throws -> [UInt8] {
+        let content = try decompress(header, segment: segment, at: offset)
+        if let failure = ChainLink(header, previous: previous, segment: segment, offset: offset).failure(content) {
+            throw failure
+        }
+        return content
+    }
+
+    /// `decode` without the chain: the LZ4 frame and the line count. The caller checks the
+    /// batch's `ChainLink` before it uses a byte of the content (`ChainCheck` does it on another core).
+    func decompress(_ header: BatchHeader, segment: String, at offset: UInt64) throws -> [UInt8] {
         let size = Int(header.uncompressedLength)
         var failure: String?
         let content = [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
@@ -113,15 +123,41 @@ final class BatchIO {
             throw corruption(.malformedBatch, segment, offset, header.firstSeq,
                              "payload has \(lines) lines, header says \(header.count) events")
         }
-        let chain = content.withUnsafeBytes {
-            ChainHash.next(previous: previous, version: header.version, firstSeq: header.firstSeq,
-                           count: header.count, content: $0)
-        }
-        guard chain == header.chainHash else {
-            throw corruption(.brokenChain, segment, offset, header.firstSeq,
-                             "chain hash does not follow from the previous batch and this batch's content")
-        }
         return content
+    }
+}
+
+/// One batch's link in the hash chain: what its content must hash to, with the chain hash of the
+/// batch before it (as that batch's header stores it, itself checked against its own content).
+/// Each link depends only on headers and its own content, so links can be checked in any order
+/// and on any thread; a reader reports the first failure in log order.
+struct ChainLink: Sendable {
+    let version: UInt16
+    let firstSeq: UInt64
+    let count: UInt32
+    let chainHash: [UInt8]
+    let previous: [UInt8]
+    let segment: String
+    let offset: UInt64
+
+    init(_ header: BatchHeader, previous: [UInt8], segment: String, offset: UInt64) {
+        version = header.version
+        firstSeq = header.firstSeq
+        count = header.count
+        chainHash = header.chainHash
+        self.previous = previous
+        self.segment = segment
+        self.offset = offset
+    }
+
+    /// nil when `content` (the batch's JSON Lines) hashes to the header's chain hash.
+    func failure(_ content: [UInt8]) -> LogError? {
+        let chain = content.withUnsafeBytes {
+            ChainHash.next(previous: previous, version: version, firstSeq: firstSeq, count: count, content: $0)
+        }
+        guard chain != chainHash else { return nil }
+        return corruption(.brokenChain, segment, offset, firstSeq,
+                          "chain hash does not follow from the previous batch and this batch's content")
     }
 }
 

@@ -67,14 +67,18 @@ enum ScanLevel {
     case checksums
     /// Everything: CRCs, LZ4 decode, line count, chain.
     case full
+    /// As `full`, with each batch's chain link checked on another core: `onBatch` gets its
+    /// `ChainCheck`, and must wait for it before trusting the batch.
+    case fullChainAside
 }
 
 extension BatchIO {
     /// Walks the batches of a segment from where `index` ends, extending it. Returns the
     /// extended index and, for the last segment, a description of a torn tail if there is one.
-    /// `onBatch` sees each batch (with its decoded content at level `.full`).
+    /// `onBatch` sees each batch (with its decoded content at level `.full`, and with its chain
+    /// check at `.fullChainAside`).
     func scan(_ extent: Extent, continuing start: SegmentIndex, level: ScanLevel,
-              onBatch: (BatchHeader, UInt64, [UInt8]?) throws -> Void = { _, _, _ in }) throws -> (SegmentIndex, String?) {
+              onBatch: (BatchHeader, UInt64, [UInt8]?, ChainCheck?) throws -> Void = { _, _, _, _ in }) throws -> (SegmentIndex, String?) {
         var index = start
         while true {
             let offset = index.length
@@ -101,10 +105,17 @@ extension BatchIO {
                 }
             }
             var content: [UInt8]?
-            if level == .full {
+            var check: ChainCheck?
+            switch level {
+            case .headers, .checksums: break
+            case .full:
                 content = try decode(header, segment: extent.file.name, at: offset, previous: index.lastChain)
+            case .fullChainAside:
+                let bytes = try decompress(header, segment: extent.file.name, at: offset)
+                check = ChainCheck.start(ChainLink(header, previous: index.lastChain, segment: extent.file.name, offset: offset), bytes)
+                content = bytes
             }
-            try onBatch(header, offset, content)
+            try onBatch(header, offset, content, check)
             index.add(header, at: offset)
         }
     }

@@ -1,0 +1,44 @@
+import Dispatch
+
+/// A batch's chain link being checked on another core: SHA-256 of its content, two thirds of
+/// what checking a batch costs (BENCHMARKS.md, stop 53). A reader hands the check to Dispatch
+/// and goes on to the next batch; whoever uses the batch's events first calls `wait()`, which
+/// throws the error a sequential read would have thrown at this batch. Links do not depend on
+/// each other's results (`ChainLink`), so batches are checked side by side and a reader that
+/// waits for them in log order reports the first broken one, after every event before it.
+public final class ChainCheck: @unchecked Sendable {
+    // @unchecked: `failure` is written once by the checking thread before it signals `done`,
+    // and read only after waiting for `done`; `waited` only by the one thread that waits.
+    private let done = DispatchSemaphore(value: 0)
+    private var failure: LogError?
+    private var waited = false
+
+    private init() {}
+
+    /// A check that has already passed (a batch checked in full before it was handed out).
+    static let passed: ChainCheck = {
+        let c = ChainCheck()
+        c.waited = true
+        return c
+    }()
+
+    /// Starts checking `link` against `content` on Dispatch's threads.
+    static func start(_ link: ChainLink, _ content: [UInt8]) -> ChainCheck {
+        let check = ChainCheck()
+        DispatchQueue.global().async {
+            check.failure = link.failure(content)
+            check.done.signal()
+        }
+        return check
+    }
+
+    /// Returns when the check is done; throws `LogError` (`brokenChain`, naming segment, offset
+    /// and seq) when the batch's content does not hash to its chain hash. One thread at a time.
+    public func wait() throws {
+        if !waited {
+            done.wait()
+            waited = true
+        }
+        if let failure { throw failure }
+    }
+}
