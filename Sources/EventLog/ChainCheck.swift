@@ -6,6 +6,9 @@ import Dispatch
 /// throws the error a sequential read would have thrown at this batch. Links do not depend on
 /// each other's results (`ChainLink`), so batches are checked side by side and a reader that
 /// waits for them in log order reports the first broken one, after every event before it.
+/// `wait()` blocks its thread until a Dispatch thread has run the check: call it from a thread of
+/// one's own (a command's, a reading thread), not from a pool of fixed width that the check
+/// itself may need.
 public final class ChainCheck: @unchecked Sendable {
     // @unchecked: `failure` is written once by the checking thread before it signals `done`,
     // and read only after waiting for `done`; `waited` only by the one thread that waits.

@@ -41,9 +41,11 @@ extension EventLogReader {
         // another core (`ChainCheck`), in log order. Each counts as verified, and is inspected,
         // only once its link has passed; a failure among them comes before any later one.
         var pending: [(header: BatchHeader, offset: UInt64, content: [UInt8]?, check: ChainCheck?, segment: String)] = []
+        var pendingBytes = 0
         func settle(keeping kept: Int) throws {
             while pending.count > kept {
                 let b = pending.removeFirst()
+                pendingBytes -= b.content?.count ?? 0
                 do {
                     try b.check?.wait()
                     if let inspect, let content = b.content {
@@ -55,6 +57,7 @@ extension EventLogReader {
                 } catch {
                     // Nothing after the first failure counts as verified.
                     pending = []
+                    pendingBytes = 0
                     throw error
                 }
                 report.batches += 1
@@ -73,8 +76,11 @@ extension EventLogReader {
                 let start = SegmentIndex(name: segment.name, firstSeq: segment.firstSeq, previousChain: last.lastChain)
                 (index, torn) = try io.scan(extent, continuing: start, level: .fullChainAside) { header, offset, content, check in
                     pending.append((header, offset, content, check, segment.name))
-                    // Three links in flight keep both cores busy while this thread reads on.
-                    try settle(keeping: 3)
+                    pendingBytes += content?.count ?? 0
+                    // Three links in flight keep both cores busy while this thread reads on; fewer
+                    // when batches are large (up to 256 MiB each), so that little more than one
+                    // batch's worth of memory is held as before.
+                    try settle(keeping: pendingBytes > Self.pendingBytesLimit ? 0 : 3)
                 }
                 // The segment's batches all passed before its index file is looked at.
                 try settle(keeping: 0)
@@ -95,6 +101,10 @@ extension EventLogReader {
             last = index
         }
     }
+
+    /// Decompressed bytes `verify` holds while their chain links are checked, beyond which it waits
+    /// for them before reading on.
+    static let pendingBytesLimit = 32 << 20
 
     private static func check(_ expected: LogHead, against header: BatchHeader, segment: String, offset: UInt64) throws {
         if header.lastSeq == expected.seq && header.chainHash != expected.hash {

@@ -78,10 +78,12 @@ public final class LogCursor {
             // Loaded by `next()`, which checked all of it.
             return (result.0, result.1, .passed)
         }
-        guard try loadNextBatch(chainAside: true), let batch = current, let check = pendingCheck else { return nil }
+        guard try loadNextBatch(chainAside: true), let batch = current else { return nil }
+        // Taken as a whole here, never given out by `next()` or as `.passed` above.
+        position = content.count
+        guard let check = pendingCheck else { preconditionFailure("a batch loaded with its chain aside has a check") }
         pendingCheck = nil
         if let through, batch.firstSeq > through { return nil }
-        position = content.count
         return (batch, content, check)
     }
 

@@ -12,8 +12,8 @@ import Foundation
 /// For reading a range to its end (a replay, an export): at the end of the log as it was when the
 /// thread got there, `next()` returns nil and the cursor is done; unlike `LogCursor` it does not
 /// follow later appends. Errors come out of `next()` where `LogCursor` would have thrown them: after
-/// every event before the damaged batch. At most `depth` checked batches wait beside the one being
-/// read, and the thread holds one more while it waits for room. One caller at a time; dropping
+/// every event before the damaged batch. At most `depth` batches (read, their chain links checked or
+/// being checked) wait beside the one being read, and the thread holds one more while it waits for room. One caller at a time; dropping
 /// the cursor stops the thread (and waits for it).
 public final class ReadAheadCursor {
     /// What the reading thread and the caller share, only under `condition`.

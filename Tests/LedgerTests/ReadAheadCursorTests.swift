@@ -132,23 +132,26 @@ import Testing
     /// A batch whose content was changed with its CRCs recomputed breaks only the hash chain,
     /// which the read-ahead and `verify` check on other cores (`ChainCheck`): they still stop at
     /// that batch, after exactly the events before it, with the error a `LogCursor` gives; also
-    /// when a later batch is damaged too (its CRC fails first on the reading thread), and when
-    /// the forged batch is the last one.
+    /// when one of the next three batches is damaged too (its payload CRC fails on the reading
+    /// thread while the forged batch's link may still be being checked), when a batch in a later
+    /// segment is, and when the forged batch is the last one.
     @Test func aBrokenChainStopsReadsWhereALogCursorStops() throws {
         let seed = UInt64.random(in: 0...UInt64(UInt32.max))
         print("ReadAheadCursorTests chain seed: \(seed)")
         var rng = SeededRNG(seed: seed)
-        for round in 0..<6 {
+        for round in 0..<12 {
             let (dir, count) = try log(&rng, batches: 60)
             let log = dir.sub("log")
             var batches: [BatchInfo] = []
             let cursor = try EventLogReader(directory: log).cursor(from: 1)
             while let (info, _) = try cursor.nextBatch() { batches.append(info) }
-            let v = round == 0 ? batches.count - 1 : Int(rng.next() % UInt64(batches.count))
+            let v = round == 0 ? batches.count - 1 : Int(rng.next() % UInt64(batches.count - 4))
             let victim = batches[v]
-            // A later batch in another segment, damaged too (its payload CRC fails).
-            let later = batches.indices.filter { $0 > v && batches[$0].segment != victim.segment }
-            let damaged = round % 2 == 1 ? later.randomElement(using: &rng).map { batches[$0] } : nil
+            // A later batch damaged too (its payload CRC fails): one of the next three, or one in
+            // a later segment.
+            let later = round % 3 == 1 ? Array((v + 1)...(v + 3))
+                : batches.indices.filter { $0 > v && batches[$0].segment != victim.segment }
+            let damaged = round % 3 != 0 ? later.randomElement(using: &rng).map { batches[$0] } : nil
             if let damaged {
                 let path = dir.sub("log/" + damaged.segment)
                 var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
@@ -180,6 +183,41 @@ import Testing
             #expect(report.error?.code == .brokenChain && report.error?.seq == victim.firstSeq, "\(context): \(String(describing: report.error))")
             #expect(report.events == victim.firstSeq - 1 && report.head.seq == victim.firstSeq - 1, "\(context): \(report.events)")
             #expect(report.batches == UInt64(v), "\(context)")
+        }
+    }
+
+    /// A batch whose payload CRC fails, anywhere in a segment: `verify` reports the events, the
+    /// batches, the head, the progress and the inspected batches of exactly the batches before it
+    /// (the ones after it were already read, and their chain links being checked, when it failed).
+    @Test func verifyCountsOnlyTheBatchesBeforeTheDamage() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("ReadAheadCursorTests verify seed: \(seed)")
+        var rng = SeededRNG(seed: seed)
+        for round in 0..<8 {
+            let (dir, _) = try log(&rng, batches: 60)
+            let log = dir.sub("log")
+            var batches: [BatchInfo] = []
+            let cursor = try EventLogReader(directory: log).cursor(from: 1)
+            while let (info, _) = try cursor.nextBatch() { batches.append(info) }
+            let d = 1 + Int(rng.next() % UInt64(batches.count - 1))
+            let damaged = batches[d]
+            let path = dir.sub("log/" + damaged.segment)
+            var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
+            bytes[Int(damaged.offset) + 80 + 8 + Int(rng.next() % 8)] ^= 0x04
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+            let context = "seed \(seed), round \(round), damaged batch \(d) at seq \(damaged.firstSeq)"
+
+            var progress: [UInt64] = []
+            var inspected: [UInt64] = []
+            let report = try EventLogReader(directory: log).verify(progress: { progress.append($0) },
+                                                                  inspect: { info, _ in inspected.append(info.firstSeq) })
+            #expect(!report.ok && report.error?.code == .payloadChecksum && report.error?.seq == damaged.firstSeq,
+                    "\(context): \(String(describing: report.error))")
+            let before = batches[..<d]
+            #expect(report.events == damaged.firstSeq - 1 && report.batches == UInt64(d), "\(context): \(report.events) events")
+            #expect(report.head == LogHead(seq: batches[d - 1].lastSeq, hash: batches[d - 1].chainHash), "\(context)")
+            #expect(progress == before.map(\.lastSeq), "\(context): progress \(progress.count) calls")
+            #expect(inspected == before.map(\.firstSeq), "\(context): \(inspected.count) inspected")
         }
     }
 
