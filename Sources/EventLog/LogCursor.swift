@@ -87,6 +87,43 @@ public final class LogCursor {
         return (batch, content, check)
     }
 
+    /// Every batch from the cursor's position to the end of the log (or `through`), as
+    /// `nextBatch()` gives them, with each batch's chain link checked on Dispatch's threads while
+    /// the next ones are read, at most `window` of them ahead. `body` sees a batch only after its
+    /// link passed, in log order, and what is thrown is the first damage in log order, after
+    /// `body` saw every batch before it: what a loop over `nextBatch()` does, on two cores.
+    /// `body` returns false to stop (the cursor may then have read up to `window` batches past
+    /// the last one `body` saw).
+    public func forEachBatchCheckingChainAside(window: Int = 3, _ body: (BatchInfo, [UInt8]) throws -> Bool) throws {
+        var pending: [(BatchInfo, [UInt8], ChainCheck)] = []
+        /// Hands batches to `body` until `kept` are left; false when `body` said stop.
+        func settle(keeping kept: Int) throws -> Bool {
+            while pending.count > kept {
+                let (info, content, check) = pending.removeFirst()
+                do { try check.wait() } catch {
+                    pending = []
+                    throw error
+                }
+                if try !body(info, content) {
+                    pending = []
+                    return false
+                }
+            }
+            return true
+        }
+        do {
+            while let batch = try nextBatchCheckingChainAside() {
+                pending.append(batch)
+                guard try settle(keeping: max(0, window)) else { return }
+            }
+        } catch {
+            // A broken link among the batches read before the one that failed comes first.
+            guard try settle(keeping: 0) else { return }
+            throw error
+        }
+        _ = try settle(keeping: 0)
+    }
+
     private func finishCurrent(_ batch: BatchInfo) -> (BatchInfo, [UInt8])? {
         if let through, lineSeq > through { return nil }
         let rest = Array(content[position...])

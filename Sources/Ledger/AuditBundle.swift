@@ -130,7 +130,7 @@ public enum AuditBundle {
         var spans: [(segment: String, first: UInt64, last: UInt64, batches: UInt64, end: UInt64)] = []
         if head.seq > 0 {
             let cursor = try reader.cursor(from: 1, through: head.seq)
-            while let (info, _) = try cursor.nextBatch() {
+            try cursor.forEachBatchCheckingChainAside { info, _ in
                 if let i = spans.indices.last, spans[i].segment == info.segment {
                     spans[i].last = info.lastSeq
                     spans[i].batches += 1
@@ -138,7 +138,7 @@ public enum AuditBundle {
                 } else {
                     spans.append((info.segment, info.firstSeq, info.lastSeq, 1, info.endOffset))
                 }
-                if info.lastSeq >= head.seq { break }
+                return info.lastSeq < head.seq
             }
         }
         var files: [FileEntry] = []
@@ -164,7 +164,7 @@ public enum AuditBundle {
         var spans: [(segment: String, first: UInt64, last: UInt64, batches: UInt64, start: UInt64, end: UInt64)] = []
         var proof: [ProofEntry] = []
         let cursor = try reader.cursor(from: 1, through: head.seq)
-        while let (info, content) = try cursor.nextBatch() {
+        try cursor.forEachBatchCheckingChainAside { info, content in
             if info.lastSeq < fromSeq {
                 chainBefore = info.chainHash
             } else if info.firstSeq <= toSeq {
@@ -179,7 +179,7 @@ public enum AuditBundle {
                 proof.append(ProofEntry(firstSeq: info.firstSeq, count: info.count, uncompressedLength: info.uncompressedLength,
                                         version: info.version, payloadSHA256: hexString(SHA256.hash(data: content))))
             }
-            if info.lastSeq >= head.seq { break }
+            return info.lastSeq < head.seq
         }
         var files: [FileEntry] = []
         for span in spans {

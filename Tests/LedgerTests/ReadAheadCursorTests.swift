@@ -178,6 +178,27 @@ import Testing
             let equal = same(got.0, expected.0)
             #expect(equal, "\(context): \(got.0.count) events, expected \(expected.0.count)")
 
+            // The same through `forEachBatchCheckingChainAside` (bundles): every batch before the
+            // forged one, then its error; and told to stop just before it, no error at all.
+            var seen: [UInt64] = []
+            var thrown: LogError?
+            do {
+                try EventLogReader(directory: log).cursor(from: 1).forEachBatchCheckingChainAside { info, _ in
+                    seen.append(info.firstSeq)
+                    return true
+                }
+            } catch let e as LogError { thrown = e }
+            #expect(seen == batches[..<v].map(\.firstSeq), "\(context): \(seen.count) batches")
+            #expect(thrown?.code == want.code && thrown?.seq == want.seq && thrown?.offset == want.offset, "\(context): \(String(describing: thrown))")
+            if v > 0 {
+                seen = []
+                try EventLogReader(directory: log).cursor(from: 1).forEachBatchCheckingChainAside { info, _ in
+                    seen.append(info.firstSeq)
+                    return seen.count < v
+                }
+                #expect(seen == batches[..<v].map(\.firstSeq), "\(context): stopped after \(seen.count)")
+            }
+
             let report = try EventLogReader(directory: log).verify()
             #expect(!report.ok, "\(context)")
             #expect(report.error?.code == .brokenChain && report.error?.seq == victim.firstSeq, "\(context): \(String(describing: report.error))")
