@@ -103,6 +103,22 @@ import Testing
         #expect(read < count)
     }
 
+    /// Every batch of the log at `log`, as a `LogCursor` reads them.
+    func batches(_ log: String) throws -> [BatchInfo] {
+        var batches: [BatchInfo] = []
+        let cursor = try EventLogReader(directory: log).cursor(from: 1)
+        while let (info, _) = try cursor.nextBatch() { batches.append(info) }
+        return batches
+    }
+
+    /// Flips `mask` in byte `byte` of `batch`'s compressed payload: its payload CRC fails.
+    func damagePayload(_ dir: TempDir, _ batch: BatchInfo, byte: Int, mask: UInt8) throws {
+        let path = dir.sub("log/" + batch.segment)
+        var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
+        bytes[Int(batch.offset) + 80 + byte] ^= mask
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+    }
+
     /// Rewrites the batch at `offset` of the segment at `path` with `edit` applied to its JSON
     /// Lines: recompressed, with both CRCs recomputed but its chain hash left as it was, so that
     /// only the hash chain shows the change (what someone editing history without the chain
@@ -142,9 +158,7 @@ import Testing
         for round in 0..<12 {
             let (dir, count) = try log(&rng, batches: 60)
             let log = dir.sub("log")
-            var batches: [BatchInfo] = []
-            let cursor = try EventLogReader(directory: log).cursor(from: 1)
-            while let (info, _) = try cursor.nextBatch() { batches.append(info) }
+            let batches = try self.batches(log)
             let v = round == 0 ? batches.count - 1 : Int(rng.next() % UInt64(batches.count - 4))
             let victim = batches[v]
             // A later batch damaged too (its payload CRC fails): one of the next three, or one in
@@ -152,12 +166,7 @@ import Testing
             let later = round % 3 == 1 ? Array((v + 1)...(v + 3))
                 : batches.indices.filter { $0 > v && batches[$0].segment != victim.segment }
             let damaged = round % 3 != 0 ? later.randomElement(using: &rng).map { batches[$0] } : nil
-            if let damaged {
-                let path = dir.sub("log/" + damaged.segment)
-                var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
-                bytes[Int(damaged.offset) + 80 + 8] ^= 0x20
-                #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
-            }
+            if let damaged { try damagePayload(dir, damaged, byte: 8, mask: 0x20) }
             try forgeContent(dir.sub("log/" + victim.segment), at: Int(victim.offset)) { content in
                 // The last event's padding (or its closing brace) changes by one bit.
                 content[content.count - 3] ^= 0x01
@@ -217,15 +226,10 @@ import Testing
         for round in 0..<8 {
             let (dir, _) = try log(&rng, batches: 60)
             let log = dir.sub("log")
-            var batches: [BatchInfo] = []
-            let cursor = try EventLogReader(directory: log).cursor(from: 1)
-            while let (info, _) = try cursor.nextBatch() { batches.append(info) }
+            let batches = try self.batches(log)
             let d = 1 + Int(rng.next() % UInt64(batches.count - 1))
             let damaged = batches[d]
-            let path = dir.sub("log/" + damaged.segment)
-            var bytes = Array(try #require(FileManager.default.contents(atPath: path)))
-            bytes[Int(damaged.offset) + 80 + 8 + Int(rng.next() % 8)] ^= 0x04
-            #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+            try damagePayload(dir, damaged, byte: 8 + Int(rng.next() % 8), mask: 0x04)
             let context = "seed \(seed), round \(round), damaged batch \(d) at seq \(damaged.firstSeq)"
 
             var progress: [UInt64] = []
