@@ -104,7 +104,12 @@ public final class LogCursor {
                     pending = []
                     throw error
                 }
-                if try !body(info, content) {
+                let go: Bool
+                do { go = try body(info, content) } catch {
+                    pending = []  // `body` sees nothing after it threw
+                    throw error
+                }
+                if !go {
                     pending = []
                     return false
                 }

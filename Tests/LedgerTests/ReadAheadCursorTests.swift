@@ -216,6 +216,25 @@ import Testing
         }
     }
 
+    /// `forEachBatchCheckingChainAside` stops at a body that throws: what it throws comes out, and
+    /// the batches already read ahead are not handed to the body.
+    @Test func aThrowingBodyIsCalledNoMore() throws {
+        var rng = SeededRNG(seed: 11)
+        let (dir, _) = try log(&rng, batches: 40)
+        struct Stop: Error {}
+        for at in [0, 2, 10] {
+            var calls = 0
+            #expect(throws: Stop.self) {
+                try EventLogReader(directory: dir.sub("log")).cursor(from: 1).forEachBatchCheckingChainAside { _, _ in
+                    calls += 1
+                    if calls == at + 1 { throw Stop() }
+                    return true
+                }
+            }
+            #expect(calls == at + 1, "thrown at batch \(at), called \(calls) times")
+        }
+    }
+
     /// A batch whose payload CRC fails, anywhere in a segment: `verify` reports the events, the
     /// batches, the head, the progress and the inspected batches of exactly the batches before it
     /// (the ones after it were already read, and their chain links being checked, when it failed).
