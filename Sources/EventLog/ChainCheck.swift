@@ -45,3 +45,45 @@ public final class ChainCheck: @unchecked Sendable {
         if let failure { throw failure }
     }
 }
+
+/// Batches read ahead whose chain links are being checked aside, handed on in log order, each only
+/// once its link passed (`verify`, `LogCursor.forEachBatchCheckingChainAside`). After a failure —
+/// a broken link, or an error of the code they are handed to — or a stop, the rest is dropped:
+/// nothing after it is handed on, as a reader checking one batch at a time would never have got there.
+struct ChainWindow<Item> {
+    private var pending: [(item: Item, check: ChainCheck?, bytes: Int)] = []
+    /// Bytes of the items waiting (as given to `append`).
+    private(set) var bytes = 0
+
+    mutating func append(_ item: Item, check: ChainCheck?, bytes: Int = 0) {
+        pending.append((item, check, bytes))
+        self.bytes += bytes
+    }
+
+    /// Hands items to `body` in order, each after its check passed, until `kept` are left. False
+    /// when `body` said stop.
+    mutating func settle(keeping kept: Int, _ body: (Item) throws -> Bool) throws -> Bool {
+        while pending.count > max(0, kept) {
+            let next = pending.removeFirst()
+            bytes -= next.bytes
+            let go: Bool
+            do {
+                try next.check?.wait()
+                go = try body(next.item)
+            } catch {
+                drop()
+                throw error
+            }
+            if !go {
+                drop()
+                return false
+            }
+        }
+        return true
+    }
+
+    private mutating func drop() {
+        pending = []
+        bytes = 0
+    }
+}

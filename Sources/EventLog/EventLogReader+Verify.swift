@@ -39,31 +39,22 @@ extension EventLogReader {
         let io = BatchIO()
         // Batches read, decompressed and CRC-checked, whose chain links are being checked on
         // another core (`ChainCheck`), in log order. Each counts as verified, and is inspected,
-        // only once its link has passed; a failure among them comes before any later one.
-        var pending: [(header: BatchHeader, offset: UInt64, content: [UInt8]?, check: ChainCheck?, segment: String)] = []
-        var pendingBytes = 0
+        // only once its link has passed; a failure among them comes before any later one, and
+        // nothing after the first failure counts.
+        var pending = ChainWindow<(header: BatchHeader, offset: UInt64, content: [UInt8]?, segment: String)>()
         func settle(keeping kept: Int) throws {
-            while pending.count > kept {
-                let b = pending.removeFirst()
-                pendingBytes -= b.content?.count ?? 0
-                do {
-                    try b.check?.wait()
-                    if let inspect, let content = b.content {
-                        inspect(BatchInfo(b.header, segment: b.segment, offset: b.offset), content)
-                    }
-                    if let expected = expectHead {
-                        try Self.check(expected, against: b.header, segment: b.segment, offset: b.offset)
-                    }
-                } catch {
-                    // Nothing after the first failure counts as verified.
-                    pending = []
-                    pendingBytes = 0
-                    throw error
+            _ = try pending.settle(keeping: kept) { b in
+                if let inspect, let content = b.content {
+                    inspect(BatchInfo(b.header, segment: b.segment, offset: b.offset), content)
+                }
+                if let expected = expectHead {
+                    try Self.check(expected, against: b.header, segment: b.segment, offset: b.offset)
                 }
                 report.batches += 1
                 report.events += UInt64(b.header.count)
                 report.head = LogHead(seq: b.header.lastSeq, hash: b.header.chainHash)
                 progress?(b.header.lastSeq)
+                return true
             }
         }
         var last = SegmentIndex(name: "", firstSeq: 1, previousChain: ChainHash.zero)
@@ -75,12 +66,11 @@ extension EventLogReader {
                 let extent = try BatchIO.Extent(file: SegmentFile(directory: directory, name: segment.name), isLast: isLast)
                 let start = SegmentIndex(name: segment.name, firstSeq: segment.firstSeq, previousChain: last.lastChain)
                 (index, torn) = try io.scan(extent, continuing: start, level: .fullChainAside) { header, offset, content, check in
-                    pending.append((header, offset, content, check, segment.name))
-                    pendingBytes += content?.count ?? 0
+                    pending.append((header, offset, content, segment.name), check: check, bytes: content?.count ?? 0)
                     // Three links in flight keep both cores busy while this thread reads on; fewer
                     // when batches are large (up to 256 MiB each), so that little more than one
                     // batch's worth of memory is held as before.
-                    try settle(keeping: pendingBytes > Self.pendingBytesLimit ? 0 : 3)
+                    try settle(keeping: pending.bytes > Self.pendingBytesLimit ? 0 : 3)
                 }
                 // The segment's batches all passed before its index file is looked at.
                 try settle(keeping: 0)

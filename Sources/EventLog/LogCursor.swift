@@ -95,38 +95,19 @@ public final class LogCursor {
     /// `body` returns false to stop (the cursor may then have read up to `window` batches past
     /// the last one `body` saw).
     public func forEachBatchCheckingChainAside(window: Int = 3, _ body: (BatchInfo, [UInt8]) throws -> Bool) throws {
-        var pending: [(BatchInfo, [UInt8], ChainCheck)] = []
-        /// Hands batches to `body` until `kept` are left; false when `body` said stop.
-        func settle(keeping kept: Int) throws -> Bool {
-            while pending.count > kept {
-                let (info, content, check) = pending.removeFirst()
-                do { try check.wait() } catch {
-                    pending = []
-                    throw error
-                }
-                let go: Bool
-                do { go = try body(info, content) } catch {
-                    pending = []  // `body` sees nothing after it threw
-                    throw error
-                }
-                if !go {
-                    pending = []
-                    return false
-                }
-            }
-            return true
-        }
+        var ahead = ChainWindow<(BatchInfo, [UInt8])>()
+        let hand: ((BatchInfo, [UInt8])) throws -> Bool = { try body($0.0, $0.1) }
         do {
-            while let batch = try nextBatchCheckingChainAside() {
-                pending.append(batch)
-                guard try settle(keeping: max(0, window)) else { return }
+            while let (info, content, check) = try nextBatchCheckingChainAside() {
+                ahead.append((info, content), check: check)
+                guard try ahead.settle(keeping: window, hand) else { return }
             }
         } catch {
             // A broken link among the batches read before the one that failed comes first.
-            guard try settle(keeping: 0) else { return }
+            guard try ahead.settle(keeping: 0, hand) else { return }
             throw error
         }
-        _ = try settle(keeping: 0)
+        _ = try ahead.settle(keeping: 0, hand)
     }
 
     private func finishCurrent(_ batch: BatchInfo) -> (BatchInfo, [UInt8])? {

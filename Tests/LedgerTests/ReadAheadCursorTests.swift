@@ -103,12 +103,13 @@ import Testing
         #expect(read < count)
     }
 
-    /// Every batch of the log at `log`, as a `LogCursor` reads them.
-    func batches(_ log: String) throws -> [BatchInfo] {
+    /// A log of 60 batches (`log`), its directory, and every batch as a `LogCursor` reads them.
+    func logAndBatches(_ rng: inout SeededRNG) throws -> (TempDir, UInt64, String, [BatchInfo]) {
+        let (dir, count) = try log(&rng, batches: 60)
         var batches: [BatchInfo] = []
-        let cursor = try EventLogReader(directory: log).cursor(from: 1)
+        let cursor = try EventLogReader(directory: dir.sub("log")).cursor(from: 1)
         while let (info, _) = try cursor.nextBatch() { batches.append(info) }
-        return batches
+        return (dir, count, dir.sub("log"), batches)
     }
 
     /// Flips `mask` in byte `byte` of `batch`'s compressed payload: its payload CRC fails.
@@ -156,9 +157,7 @@ import Testing
         print("ReadAheadCursorTests chain seed: \(seed)")
         var rng = SeededRNG(seed: seed)
         for round in 0..<12 {
-            let (dir, count) = try log(&rng, batches: 60)
-            let log = dir.sub("log")
-            let batches = try self.batches(log)
+            let (dir, count, log, batches) = try logAndBatches(&rng)
             let v = round == 0 ? batches.count - 1 : Int(rng.next() % UInt64(batches.count - 4))
             let victim = batches[v]
             // A later batch damaged too (its payload CRC fails): one of the next three, or one in
@@ -243,9 +242,7 @@ import Testing
         print("ReadAheadCursorTests verify seed: \(seed)")
         var rng = SeededRNG(seed: seed)
         for round in 0..<8 {
-            let (dir, _) = try log(&rng, batches: 60)
-            let log = dir.sub("log")
-            let batches = try self.batches(log)
+            let (dir, _, log, batches) = try logAndBatches(&rng)
             let d = 1 + Int(rng.next() % UInt64(batches.count - 1))
             let damaged = batches[d]
             try damagePayload(dir, damaged, byte: 8 + Int(rng.next() % 8), mask: 0x04)
