@@ -75,8 +75,9 @@ public struct EnvelopeDecoder {
 
         let atString = Self.reuse(&lastAt, at)
         let runString = run.map { Self.reuse(&lastRun, $0) }
+        let (typeString, eventType) = Self.typeName(type)
         return EventEnvelope(
-            seq: UInt64(seq), id: String(decoding: id, as: UTF8.self), type: Self.typeName(type), v: Int(v),
+            seq: UInt64(seq), id: String(decoding: id, as: UTF8.self), type: typeString, eventType: eventType, v: Int(v),
             at: atString, run: runString, stream: String(decoding: stream, as: UTF8.self),
             data: Array(UnsafeBufferPointer(rebasing: b[i..<(n - 1)])))
     }
@@ -94,14 +95,17 @@ public struct EnvelopeDecoder {
         return s
     }
 
-    private static let typeNames: [(bytes: [UInt8], name: String)] = EventType.allCases.map { (Array($0.rawValue.utf8), $0.rawValue) }
+    private static let typeNames: [(bytes: [UInt8], name: String, type: EventType)] = EventType.allCases.map {
+        (Array($0.rawValue.utf8), $0.rawValue, $0)
+    }
 
-    /// The catalogue's type name with these bytes (a shared string), else a new string.
-    @inline(__always) private static func typeName(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+    /// The catalogue's type name with these bytes (a shared string) and its type, else a new
+    /// string and nil (no name in the catalogue is spelled with these bytes).
+    @inline(__always) static func typeName(_ bytes: UnsafeBufferPointer<UInt8>) -> (String, EventType?) {
         for t in typeNames where t.bytes.count == bytes.count && !bytes.isEmpty {
             let same = t.bytes.withUnsafeBufferPointer { memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
-            if same { return t.name }
+            if same { return (t.name, t.type) }
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return (String(decoding: bytes, as: UTF8.self), nil)
     }
 }

@@ -42,17 +42,21 @@ enum GCM {
     /// The plaintext of a combined box, or nil when it is too short or does not open with `key`
     /// and `aad` (altered, or another key).
     static func open(_ combined: UnsafeRawBufferPointer, key: SymmetricKey, aad: [UInt8]) -> [UInt8]? {
+        aad.withUnsafeBytes { open(combined, key: key, aad: $0) }
+    }
+
+    /// `open`, the authenticated data given where it lies.
+    static func open(_ combined: UnsafeRawBufferPointer, key: SymmetricKey, aad: UnsafeRawBufferPointer) -> [UInt8]? {
         let length = combined.count - nonceCount - tagCount
         guard length >= 0, let base = combined.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
         var opened = false
         let plain = [UInt8](unsafeUninitializedCapacity: length) { out, count in
             opened = key.withUnsafeBytes { k in
                 guard k.count == 32 else { return false }
-                return aad.withUnsafeBufferPointer { a in
-                    syncledger_gcm_open(k.baseAddress!.assumingMemoryBound(to: UInt8.self), base, a.baseAddress, a.count,
-                                        base + nonceCount, length, base + nonceCount + length,
-                                        out.baseAddress ?? UnsafeMutablePointer(mutating: base)) == 0
-                }
+                let a = aad.bindMemory(to: UInt8.self)
+                return syncledger_gcm_open(k.baseAddress!.assumingMemoryBound(to: UInt8.self), base, a.baseAddress, a.count,
+                                           base + nonceCount, length, base + nonceCount + length,
+                                           out.baseAddress ?? UnsafeMutablePointer(mutating: base)) == 0
             }
             // What a failed open wrote is not plaintext to keep.
             if opened { count = length } else { out.initialize(repeating: 0); count = 0 }

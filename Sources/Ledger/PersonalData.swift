@@ -77,6 +77,34 @@ public enum PersonalData {
 
     private static let aadPrefix = Array("syncledger-personal-v1\n".utf8)
 
+    /// `body` given the bytes of `aad(patient, "appointment/" + appointmentId)`, written on the
+    /// stack (opening every sealed observation of a rebuild built the context and this array
+    /// on the heap for each).
+    static func withAppointmentAAD<R>(_ patient: String, appointmentId: String, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        let context: StaticString = "appointment/"
+        var patient = patient, appointmentId = appointmentId
+        return patient.withUTF8 { p in
+            appointmentId.withUTF8 { id in
+                let count = aadPrefix.count + p.count + 1 + context.utf8CodeUnitCount + id.count
+                return withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { raw in
+                    var at = 0
+                    func put(_ bytes: UnsafeRawBufferPointer) {
+                        guard !bytes.isEmpty else { return }
+                        UnsafeMutableRawBufferPointer(rebasing: raw[at..<(at + bytes.count)]).copyMemory(from: bytes)
+                        at += bytes.count
+                    }
+                    aadPrefix.withUnsafeBytes { put($0) }
+                    put(UnsafeRawBufferPointer(p))
+                    raw[at] = UInt8(ascii: "\n")
+                    at += 1
+                    put(UnsafeRawBufferPointer(start: context.utf8Start, count: context.utf8CodeUnitCount))
+                    put(UnsafeRawBufferPointer(id))
+                    return body(UnsafeRawBufferPointer(raw))
+                }
+            }
+        }
+    }
+
     static func seal(_ fields: [String: JSONValue], patient: String, context: String, key: SymmetricKey) throws -> String {
         try sealPlain(Array(JSONValue.object(fields).canonicalText.utf8), patient: patient, context: context, key: key)
     }

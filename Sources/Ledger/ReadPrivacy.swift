@@ -175,7 +175,7 @@ public struct DeferredOpening: Sendable {
     }
 
     /// `PersonalData.openedFields` with the reader's keys.
-    public func openedFields(_ fields: AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?) -> OpenedFields {
+    public func openedFields(_ fields: consuming AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?) -> OpenedFields {
         PersonalData.openedFields(fields, sealed: sealed, appointmentId: appointmentId, key: privacy.key(for:))
     }
 }
@@ -209,26 +209,27 @@ extension PersonalData {
     /// `openAppointment` puts them into the object. Never throws: what it cannot do exactly so
     /// (`AppointmentFields.overlay`), a part that does not open, a missing key and a forgotten
     /// patient's part (`openAppointment` also cleans the clear part) are `.unsure`.
-    public static func openedFields(_ fields: AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?,
+    ///
+    /// `fields` is taken (`consuming`): copying them retained each of their texts, and their
+    /// end released them again, for every sealed observation a rebuild folds.
+    public static func openedFields(_ fields: consuming AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?,
                                     key: (String) throws -> SymmetricKey?) -> OpenedFields
     {
-        guard let fields, let sealed, let appointmentId else { return .stored }
+        guard var f = fields.take(), let sealed, let appointmentId else { return .stored }
         return sealed.withUnsafeBufferPointer { buf -> OpenedFields in
             var s = JSONScanner(buf)
             // `sealed` is an array with an element (else the data reads as stored).
             guard (try? s.beginArray(depth: 0)) == true else { return .stored }
             guard let any = try? s.nextElement(first: true) else { return .unsure }
             guard any else { return .stored }
-            guard fields.isObject else { return .opened(fields) }
-            var f = fields
-            let context = "appointment/" + appointmentId
+            guard f.isObject else { return .opened(f) }
             var more = true
             while more {
                 guard let part = try? s.sealedPart(depth: 1), let patient = part.patient, let box = part.box else { return .unsure }
                 let found: SymmetricKey?
                 do { found = try key(patient) } catch { return .unsure }
                 if let k = found {
-                    guard let plain = openBox(UnsafeBufferPointer(rebasing: buf[box]), patient: patient, context: context, key: k)
+                    guard let plain = openBox(UnsafeBufferPointer(rebasing: buf[box]), patient: patient, appointmentId: appointmentId, key: k)
                     else { return .unsure }
                     let simple = plain.withUnsafeBytes { raw -> Bool in
                         var p = JSONScanner(raw.bindMemory(to: UInt8.self))
@@ -250,19 +251,24 @@ extension PersonalData {
 
     /// The plaintext of a box given as its base64 text, in the canonical spelling sealing writes;
     /// nil when it does not open (or is spelled otherwise: the caller's slow path decides).
-    static func openBox(_ text: UnsafeBufferPointer<UInt8>, patient: String, context: String, key: SymmetricKey) -> [UInt8]? {
+    /// The context is the appointment's (`appointment/ID`), as sealing an observation gives it.
+    static func openBox(_ text: UnsafeBufferPointer<UInt8>, patient: String, appointmentId: String, key: SymmetricKey) -> [UInt8]? {
         guard let combined = Base64Canonical.decode(text) else { return nil }
-        return combined.withUnsafeBytes { GCM.open($0, key: key, aad: aad(patient, context)) }
+        return combined.withUnsafeBytes { box in
+            withAppointmentAAD(patient, appointmentId: appointmentId) { GCM.open(box, key: key, aad: $0) }
+        }
     }
 }
 
 extension JSONScanner {
-    /// A sealed part at `depth` as `openAppointment` reads it: `patient` and `slots` as their
-    /// values' `stringValue`, and where `box` is when it is a string without escapes (the last
-    /// of repeated keys). Throws for anything else than an object, or an escaped key.
-    mutating func sealedPart(depth: Int) throws -> (patient: String?, slots: [String], box: Range<Int>?) {
+    /// A sealed part at `depth` as `openAppointment` reads it: `patient` as its value's
+    /// `stringValue`, and where `box` is when it is a string without escapes (the last of
+    /// repeated keys). Every other member (`slots` among them: the opened fields' own keys say
+    /// where they go) is checked and skipped. Throws for anything else than an object, or an
+    /// escaped key.
+    mutating func sealedPart(depth: Int) throws -> (patient: String?, box: Range<Int>?) {
         guard try beginObject(depth: depth) else { throw BytesBail() }
-        var patient: String?, slots: [String] = [], box: Range<Int>?
+        var patient: String?, box: Range<Int>?
         var first = true
         while let k = try nextKey(first: first) {
             first = false
@@ -272,22 +278,11 @@ extension JSONScanner {
             } else if key(k, is: "box") {
                 guard let r = try plainString(depth: depth + 1) else { throw BytesBail() }
                 box = r
-            } else if key(k, is: "slots") {
-                slots = []
-                if try beginArray(depth: depth + 1) {
-                    var firstSlot = true
-                    while try nextElement(first: firstSlot) {
-                        firstSlot = false
-                        if let name = try scalar(depth: depth + 2).stringValue { slots.append(name) }
-                    }
-                } else {
-                    try skipValue(depth: depth + 1)
-                }
             } else {
                 try skipValue(depth: depth + 1)
             }
         }
-        return (patient, slots, box)
+        return (patient, box)
     }
 }
 

@@ -175,7 +175,16 @@ public struct AppointmentsProjection: Projection {
     /// has one, then the additional clients'), as a JSON array of strings, so an empty id or one
     /// with a space in it reads back as itself.
     static func clientIdsText(_ f: AppointmentFacts) -> String {
-        JSONValue.array(RosterMembership.clientIds(of: f).map(JSONValue.string)).canonicalText
+        // The canonical text of `JSONValue.array` of the ids, written straight (a rebuild writes
+        // one for every appointment row: the array of values was built and walked for each).
+        var out = "["
+        if let c = f.intakeqClientId { out += jsonQuoted(c) }
+        for (i, c) in f.additionalClientIds.enumerated() {
+            if i > 0 || f.intakeqClientId != nil { out += "," }
+            out += jsonQuoted(c)
+        }
+        out += "]"
+        return out
     }
 
     /// The ids `clientIdsText` wrote; none for text that is not such an array.

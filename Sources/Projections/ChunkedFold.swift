@@ -542,13 +542,16 @@ final class ChunkFolder {
         // name a `sealed` key anywhere.
         if let opening, e.parsedData == nil || DeferredOpening.maySeal(e) {
             scanned = try? AppointmentEventScan.scan(e.data)
-            if let scan = scanned, let sealed = scan.sealed, !scan.sealedKeyEscaped || DeferredOpening.maySeal(e) {
-                switch opening.openedFields(scan.fields, sealed: e.data[sealed], appointmentId: scan.appointmentId) {
+            if let sealed = scanned?.sealed, let escaped = scanned?.sealedKeyEscaped, !escaped || DeferredOpening.maySeal(e) {
+                // The fields are moved into the opening, not copied (a copy retains each text).
+                switch opening.openedFields(scanned!.fields.take(), sealed: e.data[sealed], appointmentId: scanned!.appointmentId) {
                 case .stored:
-                    break
+                    // Not sealed after all (an empty `sealed` array): read as stored, scanned
+                    // again for the fields given away above. Sealing never writes such data.
+                    scanned = try? AppointmentEventScan.scan(e.data)
                 case .opened(let fields):
                     guard let f = try? AppointmentFacts(fields: fields) else { throw noObject() }
-                    return (f, scan.contentHash ?? .string(""), false)
+                    return (f, scanned!.contentHash.take() ?? .string(""), false)
                 case .unsure:
                     scanned = nil
                 }

@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import GRDB
 import JSONCore
 @testable import Ledger
 @testable import Projections
@@ -215,6 +216,56 @@ import Testing
         #expect(expected.appointments.count == 1)
         #expect(expected.appointments.first?["client_name"]?.stringValue == nil, "\(expected.appointments)")
         #expect(try snapshot(folded) == expected)
+    }
+
+    /// A `sealed` member that holds no part (an empty array, or not an array): sealing never
+    /// writes one, a log may hold it, and every reader gives such data as stored. The fold, which
+    /// hands the scanned fields to the opening, must still read the stored object: a rebuild
+    /// gives the rows of the one-by-one fold.
+    @Test func aSealedMemberWithNoPartReadsAsStored() throws {
+        for replacement in ["[]", "5", "{}"] {
+            let (tmp, _, written) = try storeWithOneSealedObservation { sealed in
+                // The `sealed` member's value (its end found by its brackets, outside strings).
+                let key = Array(#""sealed":"#.utf8)
+                guard let k = (0...(sealed.count - key.count)).first(where: { sealed[$0..<($0 + key.count)].elementsEqual(key) }) else {
+                    Issue.record("no sealed member in \(String(decoding: sealed, as: UTF8.self))")
+                    return sealed
+                }
+                let start = k + key.count
+                var depth = 0, inString = false, escaped = false, end = start
+                for i in start..<sealed.count {
+                    let c = sealed[i]
+                    if inString {
+                        if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == UInt8(ascii: "\"") { inString = false }
+                        continue
+                    }
+                    if c == UInt8(ascii: "\"") { inString = true }
+                    if c == UInt8(ascii: "[") || c == UInt8(ascii: "{") { depth += 1 }
+                    if c == UInt8(ascii: "]") || c == UInt8(ascii: "}") { depth -= 1 }
+                    if depth == 0 { end = i + 1; break }
+                }
+                #expect(end > start + 2)
+                return Array(sealed[..<start]) + Array(replacement.utf8) + Array(sealed[end...])
+            }
+            #expect(String(decoding: written, as: UTF8.self).contains(#""sealed":"# + replacement), "\(replacement)")
+            #expect(String(decoding: written, as: UTF8.self).contains(#""object":{"#), "\(replacement)")
+            let reader = try LedgerReader(store: tmp.store)
+            var read: [UInt8]?
+            try reader.forEachEvent { e in
+                if e.eventType == .appointmentDiscovered { read = e.data }
+                return true
+            }
+            #expect(read == written, "a reader gives it as stored (\(replacement))")
+            let folded = try ProjectionStore(path: tmp.sibling("folded.sqlite"))
+            let reference = try ProjectionStore(path: tmp.sibling("reference.sqlite"))
+            reference.chunkedFold = false
+            for views in [folded, reference] { _ = try views.rebuild(names: [], reader) }
+            let expected = try snapshot(reference)
+            #expect(expected.appointments.count == 1, "\(replacement)")
+            #expect(expected.appointments.first?["appointment_id"]?.stringValue == "m-1", "\(replacement)")
+            #expect(try snapshot(folded) == expected, "\(replacement)")
+            #expect(try folded.readSync { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM quarantine") } == 0, "\(replacement)")
+        }
     }
 
     /// The boxes' base64 is written and read without Foundation: sealing's encoder writes

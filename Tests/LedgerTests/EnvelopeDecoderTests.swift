@@ -53,6 +53,8 @@ import Testing
             case (.success(let a), .success(let b)):
                 lines += 1
                 #expect(a == b && a.seq == b.seq && a.v == b.v && a.run == b.run, "case \(n) (seed \(seed)): \(String(decoding: line, as: UTF8.self))")
+                // The decoder hands over the catalogue type it matched (`==` does not compare it).
+                #expect(b.eventType == a.eventType && b.eventType == EventType(rawValue: b.type), "case \(n) (seed \(seed))")
             case (.failure(let a), .failure(let b)):
                 errors += 1
                 #expect("\(a)" == "\(b)", "case \(n) (seed \(seed))")

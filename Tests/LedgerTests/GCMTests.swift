@@ -33,6 +33,26 @@ import Testing
         }
     }
 
+    @Test("the authenticated data an observation's box is opened with, written on the stack, is aad(patient, context)")
+    func appointmentAADIsTheContextsAAD() throws {
+        var rng = SeededRNG(state: UInt64.random(in: 0...UInt64(UInt32.max)))
+        print("appointmentAADIsTheContextsAAD seed \(rng.state)")
+        let texts = ["", "p-017", "a-1", "6a3f0008000000000000072d", "Zoë 名前 🙂", "x\ny", String(repeating: "long", count: 300)]
+        for n in 0..<200 {
+            let patient = texts[rng.below(texts.count)], id = texts[rng.below(texts.count)]
+            let onStack = PersonalData.withAppointmentAAD(patient, appointmentId: id) { Array($0) }
+            #expect(onStack == PersonalData.aad(patient, "appointment/" + id), "case \(n): \(patient) \(id)")
+        }
+        // A box sealed as sealing seals an observation opens with it, and with no other id.
+        let key = SymmetricKey(data: Self.bytes(32, &rng))
+        let box = try PersonalData.sealPlain(Array(#"{"ClientName":"Ann"}"#.utf8), patient: "p-1", context: "appointment/a-1", key: key)
+        let text = Array(box.utf8)
+        let opened = text.withUnsafeBufferPointer { PersonalData.openBox($0, patient: "p-1", appointmentId: "a-1", key: key) }
+        #expect(opened == Array(#"{"ClientName":"Ann"}"#.utf8))
+        #expect(text.withUnsafeBufferPointer { PersonalData.openBox($0, patient: "p-1", appointmentId: "a-2", key: key) } == nil)
+        #expect(text.withUnsafeBufferPointer { PersonalData.openBox($0, patient: "p-2", appointmentId: "a-1", key: key) } == nil)
+    }
+
     @Test("a flipped bit anywhere, another key, another context or a short box: nothing opens")
     func refusesWhatDoesNotOpen() throws {
         var rng = SeededRNG(state: UInt64.random(in: 0...UInt64(UInt32.max)))

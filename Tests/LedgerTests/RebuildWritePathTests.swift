@@ -147,4 +147,25 @@ import Testing
         #expect(rowsA == rowsB)
         #expect(rowsA.count == texts.count)
     }
+
+    /// `appointments_objects.client_ids`, written straight, is the canonical text of the JSON
+    /// array of the ids (what it was built as before), for odd ids too.
+    @Test func clientIdsTextIsTheCanonicalArrayOfTheIds() throws {
+        let seed = UInt64.random(in: 1...UInt64.max >> 1)
+        print("RebuildWritePathTests clientIds seed: \(seed)")
+        var rng = SeededRNG(seed: seed)
+        let ids: [String] = Self.oddTexts.compactMap { $0 } + ["6024", "a,b", "[x]", "\u{7F}", "\u{1F}ctl"]
+        var facts = try AppointmentFacts(object: .object(["Id": .string("a-1")]))
+        var shapes = Set<String>()
+        for n in 0..<500 {
+            facts.intakeqClientId = rng.next() % 3 == 0 ? nil : ids[Int(rng.next() % UInt64(ids.count))]
+            facts.additionalClientIds = (0..<Int(rng.next() % 4)).map { _ in ids[Int(rng.next() % UInt64(ids.count))] }
+            let reference = JSONValue.array(RosterMembership.clientIds(of: facts).map(JSONValue.string)).canonicalText
+            let text = AppointmentsProjection.clientIdsText(facts)
+            #expect(text == reference, "case \(n) (seed \(seed))")
+            #expect(AppointmentsProjection.clientIds(fromText: text) == RosterMembership.clientIds(of: facts), "case \(n) (seed \(seed))")
+            shapes.insert("\(facts.intakeqClientId == nil)-\(facts.additionalClientIds.count)")
+        }
+        #expect(shapes.count == 8, "seed \(seed): \(shapes)")
+    }
 }
