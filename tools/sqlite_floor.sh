@@ -22,12 +22,18 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 tables=(appointments appointments_objects appointment_locations appointment_patients appointment_meeting_urls sync_logs)
-sqlite3 "$views" ".schema" | grep -v "sqlite_" | grep -v "^CREATE INDEX" > "$work/tables.sql"
-sqlite3 "$views" ".schema" | grep "^CREATE INDEX" > "$work/indexes.sql"
+for t in "${tables[@]}" event_streams; do
+  [ "$(sqlite3 -bail "$views" "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '$t'" 2>/dev/null)" = 1 ] \
+    || { echo "$views has no table $t: not a SyncLedger views database with every view built" >&2; exit 1; }
+done
+schema=$(sqlite3 -bail "$views" ".schema")
+grep -v "sqlite_" <<<"$schema" | grep -v "^CREATE INDEX" > "$work/tables.sql" || true
+grep "^CREATE INDEX" <<<"$schema" > "$work/indexes.sql" || true
 {
   echo "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
   echo ".read $work/tables.sql"
-  echo "ATTACH '$views' AS old;"
+  # The path as an SQL string literal (a quote in it doubled).
+  echo "ATTACH '${views//\'/\'\'}' AS old;"
   echo "BEGIN;"
   for t in "${tables[@]}"; do echo "INSERT INTO main.$t SELECT * FROM old.$t ORDER BY rowid;"; done
   echo "COMMIT;"
@@ -36,5 +42,5 @@ sqlite3 "$views" ".schema" | grep "^CREATE INDEX" > "$work/indexes.sql"
 } > "$work/copy.sql"
 
 /usr/bin/time -f "copy, stream index in $order order: %e s wall, %U s user, %S s system" \
-  sqlite3 "$work/floor.sqlite" < "$work/copy.sql" > /dev/null
+  sqlite3 -bail "$work/floor.sqlite" < "$work/copy.sql" > /dev/null
 echo "rows: $(sqlite3 "$work/floor.sqlite" "SELECT (SELECT count(*) FROM appointments) || ' appointments, ' || (SELECT count(*) FROM event_streams) || ' stream index entries'")"

@@ -176,7 +176,7 @@ public struct DeferredOpening: Sendable {
 
     /// `PersonalData.openedFields` with the reader's keys.
     public func openedFields(_ fields: consuming AppointmentFields?, sealed: ArraySlice<UInt8>?, appointmentId: String?) -> OpenedFields {
-        PersonalData.openedFields(fields, sealed: sealed, appointmentId: appointmentId, key: privacy.key(for:))
+        PersonalData.openedFields(consume fields, sealed: sealed, appointmentId: appointmentId, key: privacy.key(for:))
     }
 }
 

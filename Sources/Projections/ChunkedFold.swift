@@ -546,8 +546,9 @@ final class ChunkFolder {
                 // The fields are moved into the opening, not copied (a copy retains each text).
                 switch opening.openedFields(scanned!.fields.take(), sealed: e.data[sealed], appointmentId: scanned!.appointmentId) {
                 case .stored:
-                    // Not sealed after all (an empty `sealed` array): read as stored, scanned
-                    // again for the fields given away above. Sealing never writes such data.
+                    // Not a sealed observation after all (its `sealed` member holds no part, or it
+                    // has no object or no appointment id): read as stored, scanned again for the
+                    // fields given away above. Sealing never writes such data.
                     scanned = try? AppointmentEventScan.scan(e.data)
                 case .opened(let fields):
                     guard let f = try? AppointmentFacts(fields: fields) else { throw noObject() }
