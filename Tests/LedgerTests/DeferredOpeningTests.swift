@@ -191,6 +191,22 @@ import Testing
         #expect(try snapshot(views) == before)
     }
 
+    /// The data a reader gives for the store's one observation, the views of a chunked rebuild
+    /// of the store, and the one-by-one fold's (the reference's) snapshot of it.
+    func readAndRebuilt(_ tmp: TempStore) throws -> (read: [UInt8]?, folded: ProjectionStore, expected: Snapshot) {
+        let reader = try LedgerReader(store: tmp.store)
+        var read: [UInt8]?
+        try reader.forEachEvent { e in
+            if e.eventType == .appointmentDiscovered { read = e.data }
+            return true
+        }
+        let folded = try ProjectionStore(path: tmp.sibling("folded.sqlite"))
+        let reference = try ProjectionStore(path: tmp.sibling("reference.sqlite"))
+        reference.chunkedFold = false
+        for views in [folded, reference] { _ = try views.rebuild(names: [], reader) }
+        return (read, folded, try snapshot(reference))
+    }
+
     /// A top-level `sealed` key spelled with an escape (`"seal\u0065d"`): readers go by the
     /// bytes (`DeferredOpening.maySeal`) and give such data as stored, so the fold must not open
     /// it either. A rebuild gives the rows of the one-by-one fold: the stored object, its sealed
@@ -201,18 +217,8 @@ import Testing
             #expect(text.contains(#""sealed":["#))
             return Array(text.replacingOccurrences(of: #""sealed":["#, with: #""seal\u0065d":["#).utf8)
         }
-        let reader = try LedgerReader(store: tmp.store)
-        var read: [UInt8]?
-        try reader.forEachEvent { e in
-            if e.eventType == .appointmentDiscovered { read = e.data }
-            return true
-        }
+        let (read, folded, expected) = try readAndRebuilt(tmp)
         #expect(read == written, "a reader gives it as stored")
-        let folded = try ProjectionStore(path: tmp.sibling("folded.sqlite"))
-        let reference = try ProjectionStore(path: tmp.sibling("reference.sqlite"))
-        reference.chunkedFold = false
-        for views in [folded, reference] { _ = try views.rebuild(names: [], reader) }
-        let expected = try snapshot(reference)
         #expect(expected.appointments.count == 1)
         #expect(expected.appointments.first?["client_name"]?.stringValue == nil, "\(expected.appointments)")
         #expect(try snapshot(folded) == expected)
@@ -249,18 +255,8 @@ import Testing
             }
             #expect(String(decoding: written, as: UTF8.self).contains(#""sealed":"# + replacement), "\(replacement)")
             #expect(String(decoding: written, as: UTF8.self).contains(#""object":{"#), "\(replacement)")
-            let reader = try LedgerReader(store: tmp.store)
-            var read: [UInt8]?
-            try reader.forEachEvent { e in
-                if e.eventType == .appointmentDiscovered { read = e.data }
-                return true
-            }
+            let (read, folded, expected) = try readAndRebuilt(tmp)
             #expect(read == written, "a reader gives it as stored (\(replacement))")
-            let folded = try ProjectionStore(path: tmp.sibling("folded.sqlite"))
-            let reference = try ProjectionStore(path: tmp.sibling("reference.sqlite"))
-            reference.chunkedFold = false
-            for views in [folded, reference] { _ = try views.rebuild(names: [], reader) }
-            let expected = try snapshot(reference)
             #expect(expected.appointments.count == 1, "\(replacement)")
             #expect(expected.appointments.first?["appointment_id"]?.stringValue == "m-1", "\(replacement)")
             #expect(try snapshot(folded) == expected, "\(replacement)")
