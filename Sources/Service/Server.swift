@@ -171,6 +171,10 @@ struct WorkerService: Service {
         do {
             try await server.catchUp()
             server.ready.withLockedValue { $0 = true }
+        } catch is CancellationError {
+            // The server is stopping before it ever served (its address could not be bound, a
+            // signal): nothing is wrong with the views, and the one line that says why is the
+            // caller's.
         } catch {
             server.config.logger.error("the views could not catch up", metadata: ["error": "\(error)"])
             await server.noteViewsDamage(error, readFrom: readFrom)
