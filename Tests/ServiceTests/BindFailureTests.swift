@@ -1,0 +1,73 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import NIOCore
+import ServiceLifecycle
+@testable import Service
+import Testing
+import TestSupport
+
+/// A server that cannot bind its address stops before it serves: the one line that says why is
+/// the caller's, and nothing in the log calls the views' catch-up a failure. The catch-up it had
+/// queued on the blocking pool is cancelled then, and that cancellation was logged as "the views
+/// could not catch up" (a clean-clone CI run met it by chance, `anAddressItCannotBindIsOneLine`).
+/// Here it is made certain: every thread of the pool is busy while the server starts, and freed
+/// only once the service group has cancelled its services, so the queued catch-up is taken up
+/// cancelled.
+@Suite struct BindFailureTests {
+    @Test func aCatchUpCancelledByABindFailureIsNotAnError() async throws {
+        let dir = TempDir()
+        let (holder, port) = try listeningSocket(backlog: 1)
+        defer { close(holder) }
+        let tokens = try TestTokens.write(in: dir.path)
+        let lines = Locked<[String]>([])
+        var config = ServeConfiguration(storePath: dir.sub("store"), roster: Fixtures.roster, apiKey: ServerRig.apiKey)
+        config.port = port
+        config.baseURL = "http://127.0.0.1:9"
+        config.tokensPath = tokens.path
+        config.webhookSecret = webhookSecret
+        config.logger = Logger(label: "servicetests") { _ in
+            var handler = CapturingLogHandler(lines: lines)
+            handler.logLevel = .debug  // the service group says at debug when it cancels
+            return handler
+        }
+        let server = try SyncLedgerServer(config: config)
+
+        // Every thread of the blocking pool held, so the catch-up waits in its queue.
+        let threads = NIOSingletons.blockingPoolThreadCountSuggestion
+        let started = Locked(0), release = DispatchSemaphore(value: 0)
+        let released = Locked(false)
+        @Sendable func releaseAll() {
+            if released.withLock({ let was = $0; $0 = true; return was }) { return }
+            for _ in 0..<threads { release.signal() }
+        }
+        defer { releaseAll() }
+        let blockers = (0..<threads).map { _ in
+            Task { try await server.blocking { started.withLock { $0 += 1 }; release.wait() } }
+        }
+        try await waitFor("the blocking pool's \(threads) threads all busy") { started.withLock { $0 } == threads }
+
+        let group = try server.makeGroup(signals: [])
+        let running = Task { try await group.run() }
+        try await waitFor("the service group cancelling its services") {
+            lines.withLock { $0.contains { $0.contains("Service threw error. Cancelling group.") } }
+        }
+        // The cancellation handlers run as the group cancels its task group, right after that line.
+        try await Task.sleep(nanoseconds: 200_000_000)
+        releaseAll()
+        let error = await #expect(throws: IOError.self) { try await running.value }
+        #expect(error?.errnoCode == EADDRINUSE, "\(String(describing: error))")
+        let logged = lines.withLock { $0 }.filter { !$0.hasPrefix("debug") && !$0.hasPrefix("trace") }
+        #expect(!logged.contains { $0.hasPrefix("error") }, "\(logged)")
+        #expect(!logged.contains { $0.contains("CancellationError") }, "\(logged)")
+        for b in blockers { _ = try? await b.value }
+    }
+
+    private func waitFor(_ what: String, _ done: () -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(30)
+        while !done(), Date() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
+        try #require(done(), "never happened within 30 s: \(what)")
+    }
+}
