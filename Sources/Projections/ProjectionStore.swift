@@ -1002,15 +1002,29 @@ public final class ProjectionStore: @unchecked Sendable {
     }
 
     /// Rebuilds the named projections (all when empty), then catches up with anything appended meanwhile.
+    ///
+    /// Views that hold nothing yet while the log has events (a new views database) are rebuilt
+    /// with the named ones, and the report says so in its notes: the catch-up after the swap
+    /// would fold them from the first event into live, indexed tables, several times slower
+    /// than a rebuild (1M events: `--projection stream_index` on a new views file took 16.8 s,
+    /// a rebuild of every view ~11 s). What they hold in the end is the same either way.
     public func rebuild(names: [String], _ reader: LedgerReader,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
-        let chosen = names.isEmpty ? projections : try names.map { n -> any Projection in
-            guard let p = projections.first(where: { $0.name == n }) else {
-                throw LedgerError("no projection named \(n); choose one of: \(projections.map(\.name).joined(separator: ", "))")
-            }
-            return p
+        for n in names where !projections.contains(where: { $0.name == n }) {
+            throw LedgerError("no projection named \(n); choose one of: \(projections.map(\.name).joined(separator: ", "))")
         }
+        var empty: [String] = []
+        if !names.isEmpty, try reader.head().seq > 0 {
+            empty = try pool.read { db in
+                try projections.map(\.name).filter { n in try !names.contains(n) && (checkpoint(n, db)?.seq ?? 0) == 0 }
+            }
+        }
+        let chosen = names.isEmpty ? projections : projections.filter { names.contains($0.name) || empty.contains($0.name) }
         var report = try rebuild(chosen, reader, progress: progress)
+        if !empty.isEmpty {
+            report.notes.append("\(empty.joined(separator: ", ")) held nothing yet (a new views database): rebuilt with "
+                                + names.joined(separator: ", ") + ", faster than folding them from the first event afterwards")
+        }
         // The rebuilt views are in place; events appended meanwhile are folded now, or, once
         // asked to stop (its statement interrupted), by the next command that reads the views.
         if shouldStop?() == true { return report }

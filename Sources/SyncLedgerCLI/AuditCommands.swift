@@ -226,6 +226,7 @@ struct RebuildCommand: AsyncParsableCommand {
             let secs = Date().timeIntervalSince(started)
             print(String(format: "rebuilt %@ from %llu events in %.2f s", report.rebuilt.joined(separator: ", "),
                          try reader.head().seq, secs))
+            for note in report.notes { warn("note: \(note)") }
             if interrupts.requested {
                 warn("note: the signal came too late to stop the swap: the rebuilt views are in place; events appended during the rebuild are folded by the next command")
             }

@@ -48,6 +48,29 @@ import Testing
         #expect(throws: LedgerError.self) { try views.rebuild(names: ["nope"], reader) }
     }
 
+    /// One projection rebuilt into a new views database: the views that hold nothing yet are
+    /// rebuilt with it (rather than folded from the first event by the catch-up after the swap),
+    /// the report says so, and the views are what a rebuild of all makes. Once they hold the log,
+    /// the same call rebuilds the named one only.
+    @Test func rebuildOfOneProjectionIntoANewViewsDatabaseRebuildsTheEmptyOnesWithIt() throws {
+        let tmp = try TempStore()
+        try Golden.write(tmp.store)
+        let reader = try LedgerReader(store: tmp.store)
+        let views = try ProjectionStore(store: tmp.store)
+        let report = try views.rebuild(names: ["stream_index"], reader)
+        #expect(Set(report.rebuilt) == Set(allProjections.map(\.name)), "\(report.rebuilt)")
+        let others = allProjections.map(\.name).filter { $0 != "stream_index" }
+        #expect(report.notes == ["\(others.joined(separator: ", ")) held nothing yet (a new views database): rebuilt with stream_index, "
+                                 + "faster than folding them from the first event afterwards"], "\(report.notes)")
+        #expect(try views.appliedSeq() == reader.head().seq)
+        #expect(try snapshot(views) == cleanSnapshot(tmp.store, scratch: tmp.sibling("clean.sqlite")))
+        #expect(try views.differences(from: ProjectionStore(path: tmp.sibling("clean.sqlite"))).total == 0)
+
+        let again = try views.rebuild(names: ["stream_index"], reader)
+        #expect(again.rebuilt == ["stream_index"])
+        #expect(again.notes.isEmpty, "\(again.notes)")
+    }
+
     /// A fold stopped between batches (the process died with some transactions committed),
     /// then caught up: every event applied exactly once.
     @Test func crashBetweenBatchesThenCatchUpAppliesEachEventOnce() throws {
