@@ -46,7 +46,15 @@ public final class SyncLedgerServer: Sendable {
     /// `currentRoster` and the modification time of `keys/forgotten` it was made at (µs).
     let rosterCache = NIOLockedValueBox<(stamp: Int64, roster: Roster)?>(nil)
 
-    public init(config: ServeConfiguration) throws {
+    /// The threads `blocking` runs on: NIO's shared pool; a test gives its server a pool of its own.
+    let blockingPool: NIOThreadPool
+
+    public convenience init(config: ServeConfiguration) throws {
+        try self.init(config: config, blockingPool: .singleton)
+    }
+
+    init(config: ServeConfiguration, blockingPool: NIOThreadPool) throws {
+        self.blockingPool = blockingPool
         if let s = config.webhookSecret, s.count < 32 {
             throw ServeError("the webhook secret must be at least 32 characters (it is the webhook URL's only protection)")
         }
@@ -90,7 +98,7 @@ public final class SyncLedgerServer: Sendable {
 
     /// Blocking file and SQLite work, on NIO's thread pool (never on the cooperative pool).
     func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive(body)
+        try await blockingPool.runIfActive(body)
     }
 
     /// Brings the server's views up to the log's head (another process may have written).

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import Logging
 import NIOCore
+import NIOPosix
 import ServiceLifecycle
 @testable import Service
 import Testing
@@ -13,12 +14,14 @@ import TestSupport
 /// the caller's, and nothing in the log calls the views' catch-up a failure. The catch-up it had
 /// queued on the blocking pool is cancelled then, and that cancellation was logged as "the views
 /// could not catch up" (a clean-clone CI run met it by chance, `anAddressItCannotBindIsOneLine`).
-/// Here it is made certain: every thread of the pool is busy while the server starts, and freed
-/// only once the service group has cancelled its services, so the queued catch-up is taken up
-/// cancelled.
+/// Here it is made certain: the server is given a blocking pool of its own, of one thread, busy
+/// while the server starts and freed only once the service group has cancelled its services, so
+/// the queued catch-up is taken up cancelled. (Its own pool: NIO's shared one serves every test
+/// of this process at once, and a clean-clone CI run never had both its threads free together.)
 @Suite struct BindFailureTests {
     @Test func aCatchUpCancelledByABindFailureIsNotAnError() async throws {
         let dir = TempDir()
+        defer { dir.remove() }
         let (holder, port) = try listeningSocket(backlog: 1)
         defer { close(holder) }
         let tokens = try TestTokens.write(in: dir.path)
@@ -33,21 +36,23 @@ import TestSupport
             handler.logLevel = .debug  // the service group says at debug when it cancels
             return handler
         }
-        let server = try SyncLedgerServer(config: config)
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        let server = try SyncLedgerServer(config: config, blockingPool: pool)
 
-        // Every thread of the blocking pool held, so the catch-up waits in its queue.
-        let threads = NIOSingletons.blockingPoolThreadCountSuggestion
-        let started = Locked(0), release = DispatchSemaphore(value: 0)
+        // The pool's thread held, so the catch-up waits in its queue.
+        let started = Locked(false), release = DispatchSemaphore(value: 0)
         let released = Locked(false)
         @Sendable func releaseAll() {
             if released.withLock({ let was = $0; $0 = true; return was }) { return }
-            for _ in 0..<threads { release.signal() }
+            release.signal()
         }
-        defer { releaseAll() }
-        let blockers = (0..<threads).map { _ in
-            Task { try await server.blocking { started.withLock { $0 += 1 }; release.wait() } }
+        defer {
+            releaseAll()
+            pool.shutdownGracefully { _ in }
         }
-        try await waitFor("the blocking pool's \(threads) threads all busy") { started.withLock { $0 } == threads }
+        let blocker = Task { try await server.blocking { started.withLock { $0 = true }; release.wait() } }
+        try await waitFor("the blocking pool's thread busy") { started.withLock { $0 } }
 
         let group = try server.makeGroup(signals: [])
         let running = Task { try await group.run() }
@@ -55,14 +60,14 @@ import TestSupport
             lines.withLock { $0.contains { $0.contains("Service threw error. Cancelling group.") } }
         }
         // The cancellation handlers run as the group cancels its task group, right after that line.
-        try await Task.sleep(nanoseconds: 200_000_000)
+        try await Task.sleep(nanoseconds: 500_000_000)
         releaseAll()
         let error = await #expect(throws: IOError.self) { try await running.value }
         #expect(error?.errnoCode == EADDRINUSE, "\(String(describing: error))")
         let logged = lines.withLock { $0 }.filter { !$0.hasPrefix("debug") && !$0.hasPrefix("trace") }
         #expect(!logged.contains { $0.hasPrefix("error") }, "\(logged)")
         #expect(!logged.contains { $0.contains("CancellationError") }, "\(logged)")
-        for b in blockers { _ = try? await b.value }
+        _ = try? await blocker.value
     }
 
     private func waitFor(_ what: String, _ done: () -> Bool) async throws {
