@@ -1003,11 +1003,12 @@ public final class ProjectionStore: @unchecked Sendable {
 
     /// Rebuilds the named projections (all when empty), then catches up with anything appended meanwhile.
     ///
-    /// Views that hold nothing yet while the log has events (a new views database) are rebuilt
-    /// with the named ones, and the report says so in its notes: the catch-up after the swap
-    /// would fold them from the first event into live, indexed tables, several times slower
-    /// than a rebuild (1M events: `--projection stream_index` on a new views file took 16.8 s,
-    /// a rebuild of every view ~11 s). What they hold in the end is the same either way.
+    /// Views that hold nothing yet while the log has events (a new views database, a view new
+    /// to this version) are rebuilt with the named ones, and the report says so in its notes:
+    /// the catch-up after the swap would fold them from the first event into live, indexed
+    /// tables (1M events: `--projection stream_index` with the views file gone took 14.7 s that
+    /// way, 9.1 s with the others rebuilt beside it; BENCHMARKS.md, stop 55). What they hold in
+    /// the end is the same either way.
     public func rebuild(names: [String], _ reader: LedgerReader,
                         progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
         for n in names where !projections.contains(where: { $0.name == n }) {
@@ -1022,7 +1023,7 @@ public final class ProjectionStore: @unchecked Sendable {
         let chosen = names.isEmpty ? projections : projections.filter { names.contains($0.name) || empty.contains($0.name) }
         var report = try rebuild(chosen, reader, progress: progress)
         if !empty.isEmpty {
-            report.notes.append("\(empty.joined(separator: ", ")) held nothing yet (a new views database): rebuilt with "
+            report.notes.append("\(empty.joined(separator: ", ")) held nothing yet: rebuilt with "
                                 + names.joined(separator: ", ") + ", faster than folding them from the first event afterwards")
         }
         // The rebuilt views are in place; events appended meanwhile are folded now, or, once

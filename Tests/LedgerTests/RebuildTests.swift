@@ -60,7 +60,7 @@ import Testing
         let report = try views.rebuild(names: ["stream_index"], reader)
         #expect(Set(report.rebuilt) == Set(allProjections.map(\.name)), "\(report.rebuilt)")
         let others = allProjections.map(\.name).filter { $0 != "stream_index" }
-        #expect(report.notes == ["\(others.joined(separator: ", ")) held nothing yet (a new views database): rebuilt with stream_index, "
+        #expect(report.notes == ["\(others.joined(separator: ", ")) held nothing yet: rebuilt with stream_index, "
                                  + "faster than folding them from the first event afterwards"], "\(report.notes)")
         #expect(try views.appliedSeq() == reader.head().seq)
         #expect(try snapshot(views) == cleanSnapshot(tmp.store, scratch: tmp.sibling("clean.sqlite")))
@@ -69,6 +69,16 @@ import Testing
         let again = try views.rebuild(names: ["stream_index"], reader)
         #expect(again.rebuilt == ["stream_index"])
         #expect(again.notes.isEmpty, "\(again.notes)")
+
+        // A view new to this version beside others at the head: only it joins the rebuild.
+        let beside = tmp.sibling("beside.sqlite")
+        try ProjectionStore(path: beside, projections: allProjections.filter { $0.name != "locations" }).catchUp(reader)
+        let upgraded = try ProjectionStore(path: beside)
+        let added = try upgraded.rebuild(names: ["meeting_urls"], reader)
+        #expect(added.rebuilt == ["meeting_urls", "locations"] || added.rebuilt == ["locations", "meeting_urls"], "\(added.rebuilt)")
+        #expect(added.notes == ["locations held nothing yet: rebuilt with meeting_urls, faster than folding them from the first event afterwards"],
+                "\(added.notes)")
+        #expect(try snapshot(upgraded) == cleanSnapshot(tmp.store, scratch: tmp.sibling("clean2.sqlite")))
     }
 
     /// A fold stopped between batches (the process died with some transactions committed),
