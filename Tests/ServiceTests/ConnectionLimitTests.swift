@@ -180,11 +180,14 @@ final class NonReadingClient {
         // One at a time, each given time to be accepted: connections waiting in the listen
         // backlog together are accepted in one read of the listening socket, before the cap can
         // stop accepting (a full run of ServiceTests once saw the request below answered at once).
+        // The pauses block this thread rather than suspend the test: a suspended test can wait
+        // far longer than asked while other tests hold the cooperative pool, and the first
+        // connection's idle timeout would then run out before `started`.
         var stalled: [StalledClient] = []
         for i in 0..<3 {
             stalled.append(try StalledClient(port: port, sending: i == 0 ? "GET /healthz HTTP/1.1\r\nHost: x\r\n"
                                              : "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"))
-            try await Task.sleep(nanoseconds: 200_000_000)
+            usleep(200_000)
         }
         let started = Date()
         let answer = Task { () -> (Answer, Date) in
