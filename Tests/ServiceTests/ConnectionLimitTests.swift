@@ -201,8 +201,8 @@ final class NonReadingClient {
         let (healthz, answeredAt) = try await answer.value
         #expect(healthz.status == 200)
         // Held back by the cap until the first stalled connection was closed (its idle timeout,
-        // 3 s after it was opened 0.6 s before `started`), not answered at once.
-        #expect(answeredAt.timeIntervalSince(started) >= 2, "answered after \(answeredAt.timeIntervalSince(started)) s")
+        // 3 s after it was opened 0.6 s before `started`: ~2.4 s), not answered at once (0.01 s).
+        #expect(answeredAt.timeIntervalSince(started) >= 1, "answered after \(answeredAt.timeIntervalSince(started)) s")
         // The webhook bodies that stopped are not "too large".
         let status = try await rig.admin("/api/v1/status")
         #expect(status["webhooks"]?["too_large"]?.doubleValue == 0, "\(status.text)")
