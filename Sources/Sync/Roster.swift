@@ -40,10 +40,16 @@ public struct Roster: Sendable, Hashable {
         var organizations: [RosterObserved.Organization] = []
         var seenPatients = Set<String>()
         var clientOwner: [String: String] = [:]
+        var seenOrganizations: [String: Int] = [:]
         for (i, org) in orgs.enumerated() {
             let p = "$.organizations[\(i)]"
             guard case .object = org else { throw fail(p, "must be an object") }
             guard let id = org["id"]?.stringValue, !id.isEmpty else { throw fail(p + ".id", "is missing or empty") }
+            // Two entries with one id would file both organizations' appointments, and show both
+            // organizations' patients to a reader of that one organization, under one id.
+            if let first = seenOrganizations.updateValue(i, forKey: id) {
+                throw fail(p + ".id", "repeats organization id \(id) (already $.organizations[\(first)]); each organization needs its own id")
+            }
             guard case .array(let pats)? = org["patients"] ?? .array([]) else { throw fail(p + ".patients", "must be a list") }
             var patients: [RosterObserved.Patient] = []
             for (j, pat) in pats.enumerated() {

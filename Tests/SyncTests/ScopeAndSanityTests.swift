@@ -93,4 +93,28 @@ struct ScopeAndSanityTests {
                 && message.contains("p1") && !message.contains("One") && !message.contains("Two")
         }
     }
+
+    @Test("a roster that gives two organizations one id is refused, naming the entries")
+    func duplicateOrganizationIdInRoster() throws {
+        let tmp = TempDir()
+        let path = tmp.sub("roster.json")
+        let text = """
+            {"organizations": [{"id": "fsh", "patients": [{"id": "p1", "name": "One", "intakeq_client_id": 4101}]},
+                               {"id": "rrc", "patients": [{"id": "p2", "name": "Two", "intakeq_client_id": 4102}]},
+                               {"id": "fsh", "patients": [{"id": "p3", "name": "Three", "intakeq_client_id": 4103}]}]}
+            """
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
+        #expect {
+            _ = try Roster.load(path: path)
+        } throws: { error in
+            let message = "\(error)"
+            return message.contains("$.organizations[2].id") && message.contains("repeats organization id fsh")
+                && message.contains("$.organizations[0]") && !message.contains("One") && !message.contains("Three")
+        }
+        // Distinct ids load.
+        let fine = text.replacingOccurrences(of: #"{"id": "fsh", "patients": [{"id": "p3""#, with: #"{"id": "hwc", "patients": [{"id": "p3""#)
+        #expect(fine != text)
+        _ = FileManager.default.createFile(atPath: path, contents: Data(fine.utf8))
+        #expect(try Roster.load(path: path).organizations.map(\.id) == ["fsh", "rrc", "hwc"])
+    }
 }
