@@ -156,8 +156,12 @@ struct SyncCommand: AsyncParsableCommand {
             if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
             if let viewsError = outcome.viewsError {
                 if outcome.viewsDamaged { DamageWitness.record(viewsError) }
+                // Damaged views are not caught up by the next command: only a rebuild mends them.
+                let remedy = outcome.viewsDamaged
+                    ? "the views database is damaged: `syncledger rebuild` recreates it from the log (the damaged file is moved aside)"
+                    : "the next command catches them up"
                 warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "
-                     + "(\(viewsError)); the next command catches them up")
+                     + "(\(viewsError)); \(remedy)")
             }
             if let code = interrupts.exitCode { return code }
             return outcome.exitCode

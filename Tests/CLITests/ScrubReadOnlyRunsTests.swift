@@ -445,6 +445,28 @@ extension CLIBinaryTests {
         #expect((obj["views_damaged"] as? [String: Any])?["command"] as? String == "sync", "\(obj)")
         expectSuccess(try await cli(["rebuild", "--store", store]))
         #expect(try await status().1["views_damaged"] is NSNull)
+
+        // Met by `sync` only after its events are appended (a table it writes but does not read
+        // first): the run stands, and the line says a rebuild mends the views, not that the next
+        // command catches them up (no command would: each meets the same page).
+        try damage("appointment_locations")
+        let day3 = try #require(practice.day(3))
+        try await withFakeServer(day3) { server, url in
+            server.setState(day3.state)
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: day3.now), env: keyEnv)
+            #expect(r.status == 2, "\(r.status) \(r.stdout) \(r.stderr)")
+            #expect(r.stderr.contains("durable in the log") && r.stderr.contains("views could not be updated"), "\(r.stderr)")
+            #expect(r.stderr.contains("the views database is damaged: `syncledger rebuild` recreates it"), "\(r.stderr)")
+            #expect(!r.stderr.contains("the next command catches them up"), "\(r.stderr)")
+        }
+        // Recorded as met by `sync`; `status`, catching the views up, meets the page too.
+        let record = try #require(parseJSON(String(decoding: try Data(contentsOf: URL(fileURLWithPath: marker)), as: UTF8.self)) as? [String: Any])
+        #expect(record["command"] as? String == "sync", "\(record)")
+        expectCleanFailure(try await cli(["status", "--store", store, "--max-age", "100000"]),
+                           mentioning: ["projections.sqlite is damaged", "syncledger rebuild"])
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        #expect(try await status().1["views_damaged"] is NSNull)
     }
 
     /// A sync interrupted by SIGINT or SIGTERM while fetching stops, records its run as failed
