@@ -537,8 +537,6 @@ public final class ProjectionStore: @unchecked Sendable {
         try withRebuildLock { try rebuildLocked(chosen, reader, through: through, progress: progress) }
     }
 
-    /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is
-    /// created: no lock file means no rebuild.
     /// Deletes the store's views database (with its WAL, shared memory and journal) and folds
     /// a new one from the log, from its first event. Unlike a rebuild it neither reads the old
     /// file nor waits for another process's rebuild of it (that one goes on into the deleted
@@ -546,18 +544,61 @@ public final class ProjectionStore: @unchecked Sendable {
     /// written chunk by chunk with its checkpoints, so a process killed meanwhile leaves views
     /// that the next command catches up. `why` names the purpose in the error of a file that
     /// cannot be deleted.
+    ///
+    /// When `projections.sqlite` is a symlink, the file it points to is deleted (SQLite keeps the
+    /// -wal and -shm beside that file) and the link kept, so the new views are made where the
+    /// link points. Deleting the link alone left the old file, and every row `forget` purges, on
+    /// the other disk (hostile test, stop 56).
     @discardableResult
     public static func refold(_ store: Store, _ reader: LedgerReader, why: String,
                               progress: ((FoldProgress) -> Void)? = nil) throws -> FoldReport {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let path = store.projectionsPath + suffix
-            if unlink(path) != 0 && errno != ENOENT {
-                throw LedgerError("cannot delete \(path) to \(why): \(String(cString: strerror(errno)))")
+        let target = resolvedViewsPath(store)
+        for base in Set([target, store.projectionsPath]).sorted() {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let path = base + suffix
+                // The link itself is kept (its target is among the bases).
+                if base == store.projectionsPath, base != target, suffix.isEmpty { continue }
+                if unlink(path) != 0 && errno != ENOENT {
+                    throw LedgerError("cannot delete \(path) to \(why): \(String(cString: strerror(errno)))")
+                }
             }
         }
         return try ProjectionStore(store: store).catchUp(reader, progress: progress)
     }
 
+    /// The file the views are in: `projections.sqlite`, or where it points when it is a symlink
+    /// (each link followed; a link to nothing yet gives its destination).
+    public static func resolvedViewsPath(_ store: Store) -> String {
+        let path = store.projectionsPath
+        guard let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else { return path }
+        if let resolved = realpath(path, nil) {
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        return dest.hasPrefix("/") ? dest : (path as NSString).deletingLastPathComponent + "/" + dest
+    }
+
+    /// What `rebuild` names a damaged views file it moves aside: the views file's path with
+    /// this and the time after it (its -wal and -shm follow the new name).
+    public static let damagedSuffix = ".damaged-"
+
+    /// The damaged views files `rebuild` moved aside (`projections.sqlite.damaged-TIME`, with
+    /// their -wal and -shm), beside `projections.sqlite` and beside the file it points to: stale
+    /// copies of the views, with every row they held.
+    public static func movedAsideViews(_ store: Store) -> [String] {
+        var out: [String] = []
+        for base in Set([resolvedViewsPath(store), store.projectionsPath]) {
+            let dir = (base as NSString).deletingLastPathComponent
+            let prefix = (base as NSString).lastPathComponent + damagedSuffix
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(prefix) {
+                out.append(dir + "/" + name)
+            }
+        }
+        return out.sorted()
+    }
+
+    /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is
+    /// created: no lock file means no rebuild.
     public static func rebuildRunning(viewsPath: String) -> Bool {
         let fd = open(viewsPath + ".rebuild-lock", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { return false }

@@ -11,6 +11,9 @@ public enum Forget {
         /// False when the patient had been forgotten before (nothing appended this time).
         public var appended: Bool
         public var head: LogHead
+        /// The damaged views files `rebuild` had moved aside, deleted with the views: they held
+        /// the patient's rows.
+        public var removedViewsCopies: [String] = []
     }
 
     /// Destroys the patient's key, appends `patient.forgotten` (roster id, time, reason) and
@@ -60,7 +63,19 @@ public enum Forget {
             appended = true
         }
         try purgeViews(store, keys: keys)
-        return Outcome(patientId: patientId, appended: appended, head: writer.head)
+        let removed = try removeMovedAsideViews(store)
+        return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed)
+    }
+
+    /// Deletes the damaged views files `rebuild` moved aside (`ProjectionStore.movedAsideViews`):
+    /// copies of old views, which hold the rows the purge removed. Returns their paths.
+    static func removeMovedAsideViews(_ store: Store) throws -> [String] {
+        let copies = ProjectionStore.movedAsideViews(store)
+        for path in copies where unlink(path) != 0 && errno != ENOENT {
+            throw LedgerError("the patient is forgotten in the log and the views, but \(path) (a damaged views file `rebuild` moved aside, "
+                              + "which still holds their rows) cannot be deleted: \(String(cString: strerror(errno))); delete it by hand")
+        }
+        return copies
     }
 
     /// The patient ids of the last recorded roster (from the views, brought up to date), and every

@@ -288,12 +288,8 @@ func moveAsideIfDamaged(_ store: Store) throws -> String? {
 /// link and left the damaged file and its -wal behind (hostile test, stop 44).
 func moveViewsAside(_ store: Store) throws -> String {
     let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")
-    var path = store.projectionsPath
-    if (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil, let resolved = realpath(path, nil) {
-        path = String(cString: resolved)
-        free(resolved)
-    }
-    let aside = path + ".damaged-" + stamp
+    let path = ProjectionStore.resolvedViewsPath(store)
+    let aside = path + ProjectionStore.damagedSuffix + stamp
     for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
         guard rename(path + suffix, aside + suffix) == 0 else {
             throw CLIFailure(message: "cannot move the damaged \(path + suffix) aside: \(String(cString: strerror(errno)))")

@@ -42,6 +42,11 @@ struct ForgetCommand: AsyncParsableCommand {
             } else {
                 print("patient \(patient) was already forgotten; views purged again; head \(outcome.head)")
             }
+            if !outcome.removedViewsCopies.isEmpty {
+                let names = outcome.removedViewsCopies.map { ($0 as NSString).lastPathComponent }
+                print("deleted \(names.count) damaged views file\(names.count == 1 ? "" : "s") that `rebuild` had moved aside "
+                      + "(they held the patient's rows): \(names.joined(separator: ", "))")
+            }
             return try await purgePostgres(store) ?? 0
         }
     }

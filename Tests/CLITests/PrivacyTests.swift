@@ -211,6 +211,70 @@ extension CLIBinaryTests {
         #expect(again.stdout.contains("already forgotten"))
     }
 
+    /// The views file a rebuild moved aside as damaged still holds the patient's rows, and so
+    /// does the file a symlinked `projections.sqlite` points to: `forget` deletes the first
+    /// (saying so) and purges the second where it is, keeping the link (hostile test, stop 56).
+    @Test func forgetLeavesNoCopyOfTheViewsBehind() async throws {
+        let tmp = TempDir("forget-copies")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
+        let gone = try PrivacyFixture.identifiers(of: [PrivacyFixture.forgotten.name])
+        func holds(_ dir: String) async throws -> Bool {
+            try await readableBytes(under: dir).contains { _, data in gone.contains { data.range(of: Data($0.utf8)) != nil } }
+        }
+        // The views on another disk, behind a symlink.
+        let elsewhere = tmp.path + "/fast-disk"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let views = store + "/projections.sqlite"
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        #expect(try python("import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')", [views]) == 0)
+        for suffix in ["-wal", "-shm"] { unlink(views + suffix) }
+        try FileManager.default.moveItem(atPath: views, toPath: elsewhere + "/views.sqlite")
+        try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: elsewhere + "/views.sqlite")
+        // One damaged page (the root of a table the rebuild replaces): the rest of the file still
+        // holds the patient's rows when `rebuild` moves it aside.
+        let script = """
+            import sqlite3,sys
+            c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            root,=c.execute("SELECT rootpage FROM sqlite_master WHERE name='appointments'").fetchone()
+            size,=c.execute('PRAGMA page_size').fetchone(); c.close()
+            f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
+            """
+        #expect(try python(script, [views]) == 0)
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        let aside = try FileManager.default.contentsOfDirectory(atPath: elsewhere).filter { $0.hasPrefix("views.sqlite.damaged-") }
+        #expect(!aside.isEmpty)
+        #expect(try await holds(elsewhere), "the moved-aside copy and the views hold the patient before forget")
+        // A copy moved aside by an earlier rebuild, from before the link, beside the link.
+        var copies: [String] = []
+        for name in aside {
+            let copy = views + name.dropFirst("views.sqlite".count).replacingOccurrences(of: #"damaged-[^-]*"#, with: "damaged-2026-01-01T000000.000Z", options: .regularExpression)
+            try FileManager.default.copyItem(atPath: elsewhere + "/" + name, toPath: copy)
+            copies.append(copy)
+        }
+        #expect(try copies.contains { path in
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            return gone.contains { data.range(of: Data($0.utf8)) != nil }
+        }, "the moved-aside files hold the patient before forget: \(copies)")
+
+        let f = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
+        expectSuccess(f)
+        #expect(f.stdout.contains("deleted \(2 * aside.count) damaged views files that `rebuild` had moved aside"), "\(aside) \(f.stdout)")
+        for name in aside + copies.map({ ($0 as NSString).lastPathComponent }) {
+            #expect(f.stdout.contains(name), "\(name): \(f.stdout)")
+        }
+        #expect(!copies.contains { FileManager.default.fileExists(atPath: $0) })
+        #expect(!(try await holds(elsewhere)), "the views' disk after forget")
+        #expect(!(try await holds(store)), "the store after forget")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: views) == elsewhere + "/views.sqlite")
+        #expect(FileManager.default.fileExists(atPath: elsewhere + "/views.sqlite"))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        let again = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "again"])
+        expectSuccess(again)
+        #expect(!again.stdout.contains("deleted"), "\(again.stdout)")
+    }
+
     /// Another store's `keys/` in place (its master key with it): `forget` and `sync` refuse
     /// before they write anything (the patient's real key would survive the forget; what the sync
     /// sealed would not open with the store's own keys). With those back, nothing was forgotten.
