@@ -12,7 +12,7 @@ struct ForgetCommand: AsyncParsableCommand {
             Destroys the patient's key in the key store, appends a patient.forgotten event (roster id, \
             time, reason; no personal data) and folds the views again, so no readable byte of the log, \
             the views or a new export holds their name, email, phone, date of birth, notes or IntakeQ \
-            client id. Their appointments read as "(forgotten)"; other patients, including those in the \
+            client id (damaged views files `rebuild` moved aside are deleted too, and named). Their appointments read as "(forgotten)"; other patients, including those in the \
             same group appointments, are untouched; verify and --expect-head of earlier heads still pass. \
             Later syncs leave the patient out even if the roster still lists them. Events recorded before \
             encryption existed (clear, v1) keep their bytes in the log: every read path hides them, but \
