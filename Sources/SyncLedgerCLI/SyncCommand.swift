@@ -255,7 +255,7 @@ func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throw
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, the last verify failed, a command found the views database damaged, or the master key does not open the key store.",
+        abstract: "The last run of each sync type, the head, projection lag and the last verify; exit 1 when the daily sync is failing or stale, the last verify failed, a command found the views database damaged, or the master key does not open the key store or a roster patient's key.",
         discussion: """
             A run still marked in_progress while no writer holds the store's lock died (the process \
             was killed or the machine stopped): it is reported as failed. For each sync type: the last \
@@ -296,7 +296,14 @@ struct StatusCommand: AsyncParsableCommand {
             // sync failed on it (hostile test). A store with no key store and nothing sealed (a
             // new one) has no problem: its first sync makes one.
             if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
-                do { _ = try KeyRing.open(directory: store.keysPath, create: false) } catch {
+                do {
+                    _ = try KeyRing.open(directory: store.keysPath, create: false)
+                    // And every roster patient's key, which `sync` (the last roster) and
+                    // `rebuild` (every roster) open: one deleted or damaged key file failed both
+                    // while this said ok (hostile test). Each recorded roster holds a part sealed
+                    // under each of its patients' keys (a forgotten patient's reads as forgotten).
+                    _ = try views.recordedRosters(reader)
+                } catch {
                     report.problems.append("\(error)")
                 }
             } else if let missing = try SyncSession.missingKeyStore(store, named: storeOptions.keys) {

@@ -450,6 +450,26 @@ extension CLIBinaryTests {
             let j = try await cli(["status", "--store", store, "--json"], env: ["SYNCLEDGER_MASTER_KEY_FILE": file])
             #expect(j.status == 1 && j.stdout.contains(message), "\(j.stdout)")
         }
+        // A roster patient's key file deleted, or damaged: `sync` and `rebuild` stop on it, and
+        // `status` says so (it said ok: hostile test, stop 56). Any roster's patient counts:
+        // `rebuild` opens every recorded roster.
+        let keyFile = store + "/keys/patients/" + PrivacyFixture.other.id.utf8.map { String(format: "%02x", $0) }.joined() + ".key"
+        let saved = try Data(contentsOf: URL(fileURLWithPath: keyFile))
+        var damaged = saved
+        damaged[damaged.count - 1] ^= 0x01
+        for (bytes, message) in [(nil as Data?, "has no key for patient \(PrivacyFixture.other.id)"),
+                                 (damaged, "patient \(PrivacyFixture.other.id)")] {
+            if let bytes { try bytes.write(to: URL(fileURLWithPath: keyFile)) } else { unlink(keyFile) }
+            expectCleanFailure(try await cli(["rebuild", "--store", store]), mentioning: [message])
+            let s = try await cli(["status", "--store", store])
+            #expect(s.status == 1 && problems(s.stdout) == problems(fine.stdout) + 1 && s.stdout.contains(message),
+                    "\(s.stdout)\(s.stderr)")
+            let j = try await cli(["status", "--store", store, "--json"])
+            #expect(j.status == 1 && j.stdout.contains(message) && !j.stdout.contains(PrivacyFixture.other.name), "\(j.stdout)")
+            try saved.write(to: URL(fileURLWithPath: keyFile))
+        }
+        let mended = try await cli(["status", "--store", store])
+        #expect(mended.status == fine.status && problems(mended.stdout) == problems(fine.stdout), "\(mended.stdout)")
         // A rebuild with a wrong or missing master key stops with one line (the sealed roster is
         // the first event it cannot open; `DeferredOpeningTests` covers a sealed observation the
         // fold meets), and the views answer as before.
