@@ -137,6 +137,13 @@ public actor RateLimiter {
     private let store: any CallRecordStore
     private var calls: [Date]
     private var loaded = false
+    /// Told, before each wait for the minute window, how many seconds it will be and how many
+    /// calls of the last minute fill it (calls of earlier runs in the store's record count too):
+    /// a run that starts right after others can wait a minute before its first request, and
+    /// said nothing while it did (hostile test).
+    private var onWait: (@Sendable (_ seconds: Double, _ recentCalls: Int) -> Void)?
+
+    public func setOnWait(_ body: (@Sendable (_ seconds: Double, _ recentCalls: Int) -> Void)?) { onWait = body }
 
     public init(policy: RateLimitPolicy = .init(), clock: any IntakeQClock = SystemClock(),
                 store: any CallRecordStore = InMemoryCallRecord()) {
@@ -191,6 +198,7 @@ public actor RateLimiter {
             // The slot frees when the oldest of the last `requestsPerMinute` calls is 60 s old.
             let oldest = recent[recent.count - policy.requestsPerMinute]
             let wait = max(0.001, oldest.addingTimeInterval(60).timeIntervalSince(now))
+            onWait?(wait, recent.count)
             waited += wait
             try await clock.sleep(seconds: wait)
         }

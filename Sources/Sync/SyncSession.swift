@@ -166,6 +166,14 @@ public enum SyncSession {
         // A call record that cannot be read fails the run before anything is recorded (it
         // failed the first API call, recording a failed run that sent nothing).
         try await limiter.checkRecord()
+        if let progress = config.progress {
+            let perMinute = config.policy.requestsPerMinute
+            await limiter.setOnWait { seconds, recent in
+                guard seconds >= 1 else { return }
+                progress(String(format: "waiting %.0f s for the API rate limit (%d requests a minute, %d made in the last minute, earlier runs' included)",
+                                seconds.rounded(.up), perMinute, recent))
+            }
+        }
         let remaining = await limiter.remainingToday()
         let minimumCalls = config.request.appointmentIds == nil ? Self.minimumCalls : 1
         if remaining < minimumCalls {

@@ -135,11 +135,14 @@ final class ProgressLine: Sendable {
     private let lastDraw = Mutex(0.0)
     private let started = Date()
 
-    func update(_ text: String) {
+    /// Draws `text` over the line. Draws come at most every 0.1 s (a fold reports every chunk)
+    /// unless `force`: a sync's steps are few, and one dropped for coming right after another
+    /// stayed unsaid for as long as it lasted (a minute's wait for the rate limit, hostile test).
+    func update(_ text: String, force: Bool = false) {
         guard enabled else { return }
         lastDraw.withLock { lastDraw in
             let now = Date().timeIntervalSince1970
-            guard now - lastDraw > 0.1 else { return }
+            guard force || now - lastDraw > 0.1 else { return }
             lastDraw = now
             FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
         }

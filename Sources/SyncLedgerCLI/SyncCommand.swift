@@ -242,7 +242,7 @@ func reportProblems(_ outcome: SyncOutcome) {
 func runSync(_ config: SyncConfiguration, showProgress: Bool = true) async throws -> SyncOutcome {
     var config = config
     let progress = ProgressLine()
-    if showProgress { config.progress = { @Sendable (text: String) in progress.update(text) } }
+    if showProgress { config.progress = { @Sendable (text: String) in progress.update(text, force: true) } }
     defer { progress.finish() }
     do {
         return try await SyncSession.run(config)

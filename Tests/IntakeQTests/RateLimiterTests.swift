@@ -42,6 +42,21 @@ import Testing
         #expect(await limiter.remainingToday() == Int.max)
     }
 
+    @Test func eachWaitIsToldBeforeItIsWaited() async throws {
+        let clock = ManualClock(now: Self.t0)
+        let limiter = RateLimiter(policy: .init(requestsPerMinute: 2, dailyBudget: .max), clock: clock)
+        let told = Locked<[(Double, Int, Int)]>([])
+        await limiter.setOnWait { seconds, recent in told.withLock { $0.append((seconds, recent, clock.sleeps.count)) } }
+        #expect(try await limiter.acquire() == 0)
+        clock.advance(seconds: 10)
+        #expect(try await limiter.acquire() == 0)
+        #expect(told.withLock { $0.isEmpty })
+        #expect(try await limiter.acquire() == 50)
+        // Told once, of the 50 s and the two calls filling the minute, before the sleep began.
+        let calls = told.withLock { $0 }
+        #expect(calls.count == 1 && calls[0].0 == 50 && calls[0].1 == 2 && calls[0].2 == 0, "\(calls)")
+    }
+
     @Test func dailyBudgetPersistsAcrossInstancesAndExplainsItself() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("iq-\(UUID().uuidString)/state")
         let path = dir.appendingPathComponent("api-calls.json").path

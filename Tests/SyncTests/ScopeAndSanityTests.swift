@@ -117,4 +117,25 @@ struct ScopeAndSanityTests {
         _ = FileManager.default.createFile(atPath: path, contents: Data(fine.utf8))
         #expect(try Roster.load(path: path).organizations.map(\.id) == ["fsh", "rrc", "hwc"])
     }
+
+    /// A run that must wait for the per-minute limit (calls of the run before it fill the
+    /// minute) says so on its progress line before it waits (it said nothing for a minute:
+    /// hostile test).
+    @Test("a wait for the API rate limit is said before it is waited")
+    func aRateLimitWaitIsSaid() async throws {
+        let tmp = TempDir()
+        let rig = try await Rig.start(day: 1)
+        let store = tmp.sub("store")
+        let policy = RateLimitPolicy(requestsPerMinute: 3, dailyBudget: 100_000)
+        _ = try await rig.sync(store: store, day: 1, policy: policy)
+        let lines = Locked<[String]>([])
+        let sleptBefore = rig.clock.sleeps.count
+        _ = try await rig.sync(store: store, day: 1, policy: policy, progress: { line in lines.withLock { $0.append(line) } })
+        let waits = lines.withLock { $0 }.filter { $0.hasPrefix("waiting ") }
+        #expect(!waits.isEmpty, "\(lines.withLock { $0 })")
+        #expect(waits.allSatisfy { $0.contains("s for the API rate limit (3 requests a minute, 3 made in the last minute") }, "\(waits)")
+        // Every wait of a second or more was said (the client's clock sleeps instead of waiting).
+        #expect(waits.count == rig.clock.sleeps.dropFirst(sleptBefore).filter { $0 >= 1 }.count, "\(waits) \(rig.clock.sleeps)")
+        await rig.stop()
+    }
 }

@@ -86,14 +86,15 @@ final class Rig {
     /// limit and budget; the call record lives in the store's state/ as in production).
     func sync(store dir: String, day: Int? = nil, roster: Roster = Fixtures.roster, patient: String? = nil,
               org: String? = nil, now: Date? = nil, maxRetries: Int = 4, apiKey: String? = nil,
-              policy: RateLimitPolicy = RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000)) async throws -> SyncOutcome {
+              policy: RateLimitPolicy = RateLimitPolicy(requestsPerMinute: 100_000, dailyBudget: 100_000),
+              progress: (@Sendable (String) -> Void)? = nil) async throws -> SyncOutcome {
         var logger = Logger(label: "synctests")
         logger.logLevel = .critical
         let request = SyncRequest(roster: roster, organizationId: org, patientId: patient,
                                   now: now ?? day.map { Fixtures.day($0).nowDate })
         return try await SyncSession.run(SyncConfiguration(
             storePath: dir, request: request, apiKey: apiKey ?? self.apiKey, baseURL: baseURL, policy: policy,
-            maxRetries: maxRetries, timeoutSeconds: 20, clock: clock, logger: logger))
+            maxRetries: maxRetries, timeoutSeconds: 20, clock: clock, logger: logger, progress: progress))
     }
 }
 
