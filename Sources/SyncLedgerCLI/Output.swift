@@ -78,6 +78,11 @@ enum Output {
     /// A plain table: a header, a rule, and one line per row, fitted to `width` (unless `--wide`)
     /// by narrowing the widest columns and cutting their cells with "…".
     static func table(_ headers: [String], _ rows: [[String]], width: Int? = nil) -> String {
+        fittedTable(headers, rows, width: width).text
+    }
+
+    /// `table`, and whether a cell was cut to fit.
+    static func fittedTable(_ headers: [String], _ rows: [[String]], width: Int? = nil) -> (text: String, cut: Bool) {
         let rows = rows.map { $0.map(TerminalText.safe) }
         var widths = headers.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
@@ -91,7 +96,8 @@ enum Output {
         }
         var out = [line(headers), line(widths.map { String(repeating: "-", count: $0) })]
         out += rows.map(line)
-        return out.joined(separator: "\n")
+        let wasCut = rows.contains { r in r.indices.contains { $0 < widths.count && r[$0].count > widths[$0] } }
+        return (out.joined(separator: "\n"), wasCut)
     }
 
     /// Narrows columns until the table fits `budget`: the widest first, the `keepLonger` ones
@@ -123,8 +129,11 @@ enum Output {
             print(empty)
             return
         }
-        print(table(columns.map { headerNames[$0] ?? $0 }, rows.map { r in columns.map { text(r[$0]) } }))
-        print("(\(rows.count) row\(rows.count == 1 ? "" : "s"))")
+        let (text, cut) = fittedTable(columns.map { headerNames[$0] ?? $0 }, rows.map { r in columns.map { Self.text(r[$0]) } })
+        print(text)
+        // Cut cells end in "…": an id cut so cannot be given to `history` (hostile test).
+        let hint = cut ? "; cells cut to fit: --wide shows them whole" : ""
+        print("(\(rows.count) row\(rows.count == 1 ? "" : "s")\(hint))")
     }
 }
 

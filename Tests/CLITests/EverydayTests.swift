@@ -333,8 +333,14 @@ extension CLIBinaryTests {
         }
         let narrow = try await cli(["appointments", "--store", store], env: ["COLUMNS": "72"])
         #expect(narrow.stdout.contains("…"))
+        // The cut cells (ids among them, which `history` needs whole) are said, with the way out.
+        #expect(narrow.stdoutLines.last?.hasSuffix(" rows; cells cut to fit: --wide shows them whole)") == true, "\(narrow.stdoutLines.last ?? "")")
         let wide = try await cli(["appointments", "--store", store, "--wide"], env: ["COLUMNS": "72"])
         #expect(wide.stdoutLines.contains { $0.count > 100 } && !wide.stdout.contains("…"))
+        #expect(wide.stdoutLines.last?.hasSuffix(" rows)") == true, "\(wide.stdoutLines.last ?? "")")
+        // A table that fits says nothing of cutting.
+        let roomy = try await cli(["sync-logs", "--store", store], env: ["COLUMNS": "400"])
+        #expect(roomy.stdoutLines.last?.hasSuffix(" rows)") == true && !roomy.stdout.contains("…"), "\(roomy.stdout)")
 
         // locations: the whole address at the default width.
         let locations = try await cli(["locations", "--store", store])
