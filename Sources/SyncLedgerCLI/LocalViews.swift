@@ -282,6 +282,11 @@ struct ChangesCommand: AsyncParsableCommand {
         try refuseBlank([("--since", since), ("--run", run), ("--org", org), ("--patient", patient)])
         if (since == nil) == (run == nil) { throw ValidationError("give --since (ISO 8601 or a duration like 24h) or --run RUN_ID, one of the two") }
         if let since, Self.duration(since) == nil {
+            // A number too large for `duration` was called "neither a duration nor a time"
+            // (hostile test): say that it is too large.
+            if let unit = since.last, "mhd".contains(unit), !since.dropLast().isEmpty, since.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }) {
+                throw ValidationError("--since '\(since)' is too large a duration; give a smaller one (7d, 3650d) or an ISO 8601 time")
+            }
             do { _ = try TimeInput.parse(since) } catch {
                 throw ValidationError("--since '\(since)' is neither a duration (90m, 24h, 7d) nor an ISO 8601 time (2026-12-01, 2026-12-01T18:30)")
             }

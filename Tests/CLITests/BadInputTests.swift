@@ -134,6 +134,7 @@ extension CLIBinaryTests {
         BadArg(["changes", "--store", "S", "--since", "24h", "--patient", "nope"], "p-001"),
         BadArg(["changes", "--store", "S"], "--since"),
         BadArg(["changes", "--store", "S", "--since", "yesterday"], "yesterday"),
+        BadArg(["changes", "--store", "S", "--since", "99999999999d"], "is too large a duration", "3650d"),
         BadArg(["changes", "--store", "S", "--run", "no-such-run"], "no-such-run"),
         BadArg(["sync-logs", "--store", "S", "--type", "hourly"], "hourly", "automated_daily, manual_org_bulk"),
         BadArg(["sync", "--store", "S", "--roster", "R", "--patient", "p-001", "--type", "automated_daily"], "automated_daily"),
