@@ -106,11 +106,13 @@ public struct Store: Sendable {
         return state == ["api-tokens.json"]
     }
 
+    /// The text of the `STORE` marker a new store gets.
+    static let markerText = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
+
     /// Writes the marker and the subdirectories into an empty directory (or `holdsOnlyTokens`).
     private static func populate(_ dir: String) throws {
         _ = chmod(dir, 0o700)
-        let marker = "{\"format\": \"\(formatName)\", \"version\": \(formatVersion)}\n"
-        try writeFileAtomically(dir + "/STORE", Array(marker.utf8))
+        try writeFileAtomically(dir + "/STORE", Array(markerText.utf8))
         for sub in ["log", "state"] { try makeDirectories(dir + "/" + sub) }
     }
 
@@ -132,6 +134,12 @@ public struct Store: Sendable {
             }
             if (try? FileManager.default.contentsOfDirectory(atPath: path))?.isEmpty == true {
                 throw StoreError(.notAStore, "\(path) is an empty directory, not a store yet: `syncledger sync` makes a store there")
+            }
+            // A log without its marker is a store that lost one small file, not "not a store"
+            // (hostile test): say what the marker holds, so it can be put back.
+            if let segments = try? FileManager.default.contentsOfDirectory(atPath: path + "/log"), segments.contains(where: { $0.hasSuffix(".seg") }) {
+                throw StoreError(.notAStore, "\(path) holds a log/ but no STORE file: if it is a SyncLedger store whose marker was deleted, "
+                                 + "restore STORE from a backup or write it back (its whole text: \(markerText.trimmingCharacters(in: .newlines))), then run `syncledger verify`")
             }
             throw StoreError(.notAStore, "\(path) is not a SyncLedger store (it has no STORE file); pass --store with a store directory or an empty one")
         }

@@ -335,6 +335,27 @@ extension CLIBinaryTests {
         expectCleanFailure(try await cli(["verify", "--store", file]), mentioning: [file])
         expectCleanFailure(try await cli(["appointments", "--store", tmp.path + "/missing"]), mentioning: ["no store"])
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/missing"))
+
+        // A store that lost only its marker: said so, with the marker's text to put back; put
+        // back as said, the store verifies (it was "not a SyncLedger store": hostile test).
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1])
+        let marker = try Data(contentsOf: URL(fileURLWithPath: store + "/STORE"))
+        unlink(store + "/STORE")
+        let lost = snapshot(store)
+        var said = ""
+        for c in [["status"], ["appointments"], ["verify"], ["rebuild"], commands[0]] {
+            let r = try await cli([c[0], "--store", store] + c.dropFirst(), env: keyEnv, cwd: tmp.path)
+            expectCleanFailure(r, mentioning: ["holds a log/ but no STORE file", "write it back"])
+            said = r.stderr
+        }
+        expectSameSnapshot(lost, snapshot(store), "a store without its marker")
+        let text = try #require(said.range(of: "its whole text: ").flatMap { start in
+            said[start.upperBound...].range(of: "), then run").map { String(said[start.upperBound..<$0.lowerBound]) }
+        }, "\(said)")
+        #expect(Data((text + "\n").utf8) == marker, "\(text)")
+        try Data((text + "\n").utf8).write(to: URL(fileURLWithPath: store + "/STORE"))
+        expectSuccess(try await cli(["verify", "--store", store]))
     }
 
     @Test("an unreachable base URL: one line, exit 1; only the failed run's own events are added")
