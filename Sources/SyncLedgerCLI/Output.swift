@@ -52,13 +52,15 @@ enum Output {
         "appointments_new": "new", "appointments_updated": "updated", "appointments_unchanged": "unchanged",
         "appointments_removed": "removed", "appointments_errors": "errors", "duration_ms": "ms",
         "practitioner_name": "practitioner", "location_name": "location", "organization_id": "org",
-        "url_provider": "provider", "visit_type": "visit",
+        "url_provider": "provider", "visit_type": "visit", "error_message": "error", "sync_type": "type",
     ]
     /// Columns shrunk last when a table must fit: a time, an address or a join link cut short
     /// is worth less than a cut name.
-    static let keepLonger: Set<String> = ["start", "started", "address", "meeting_url", "error_message", "detail", "where"]
+    static let keepLonger: Set<String> = ["start", "started", "address", "meeting_url", "error", "detail", "where"]
     /// Columns that stay at least this wide (a time, a name) while others can still give.
-    static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9]
+    static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9, "run": runPrefixLength]
+    /// How much of a run's id the `sync-logs` table shows: enough for `changes --run`.
+    static let runPrefixLength = 8
 
     /// The width tables fit: `$COLUMNS` when set, else the terminal's width when stdout is a
     /// terminal, else 100 (a pipe, a file, cron mail).

@@ -136,12 +136,16 @@ struct SyncLogsCommand: AsyncParsableCommand {
             let (_, _, views) = try openForRead(storeOptions)
             let ctx = try ReadContext(views: views, timezone: display.timezone)
             let rows = try views.readSync { try Views.syncLogs($0, limit: limit, type: type) }
-            let cols = ["started", "sync_type", "status", "appointments_new", "appointments_updated",
+            // `run`: the start of the run's id, which `changes --run` takes (the id was only in
+            // --json: hostile test).
+            let cols = ["started", "run", "sync_type", "status", "appointments_new", "appointments_updated",
                         "appointments_unchanged", "appointments_removed", "appointments_errors", "duration_ms", "error_message"]
             let table = rows.map { r -> ViewRow in
                 var t = r
                 t.columns.append("started")
                 t.values.append(.string(ctx.local(r["started_at"]?.stringValue)))
+                t.columns.append("run")
+                t.values.append(.string(String((r["id"]?.stringValue ?? "").prefix(Output.runPrefixLength))))
                 return t
             }
             if json { Output.printJSON(rows) } else { Output.printTable(table, columns: cols, empty: "no sync runs recorded") }

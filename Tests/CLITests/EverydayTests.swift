@@ -275,6 +275,13 @@ extension CLIBinaryTests {
         let byPrefix = try await cli(["changes", "--store", store, "--run", String(runs[1].prefix(8)), "--json"])
         expectSuccess(byPrefix)
         #expect(byPrefix.stdout == day2.stdout)
+        // The sync-logs table shows that start of each run's id, whole, at the default width.
+        let runTable = try await cli(["sync-logs", "--store", store])
+        let lines = runTable.stdoutLines
+        #expect(lines.first?.contains("  run  ") == true, "\(runTable.stdout)")
+        for (i, run) in runs.enumerated() {
+            #expect(lines.count > i + 2 && lines[i + 2].contains("  \(run.prefix(8))  "), "\(run): \(runTable.stdout)")
+        }
         for pattern in ["%", "_", String(runs[1].prefix(7)) + "%"] {
             expectCleanFailure(try await cli(["changes", "--store", store, "--run", pattern]), mentioning: ["no sync run"])
         }
