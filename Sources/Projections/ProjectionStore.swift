@@ -567,34 +567,60 @@ public final class ProjectionStore: @unchecked Sendable {
     }
 
     /// The file the views are in: `projections.sqlite`, or where it points when it is a symlink
-    /// (each link followed; a link to nothing yet gives its destination).
+    /// (each link followed; a chain that ends at nothing yet gives the name it ends at).
     public static func resolvedViewsPath(_ store: Store) -> String {
-        let path = store.projectionsPath
-        guard let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else { return path }
+        resolvedPath(store.projectionsPath)
+    }
+
+    /// `path` with its symlinks followed (up to 40, as the kernel does).
+    public static func resolvedPath(_ path: String) -> String {
         if let resolved = realpath(path, nil) {
             defer { free(resolved) }
             return String(cString: resolved)
         }
-        return dest.hasPrefix("/") ? dest : (path as NSString).deletingLastPathComponent + "/" + dest
+        var path = path
+        for _ in 0..<40 {
+            guard let dest = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else { break }
+            path = dest.hasPrefix("/") ? dest : (path as NSString).deletingLastPathComponent + "/" + dest
+        }
+        return path
     }
 
     /// What `rebuild` names a damaged views file it moves aside: the views file's path with
     /// this and the time after it (its -wal and -shm follow the new name).
     public static let damagedSuffix = ".damaged-"
 
-    /// The damaged views files `rebuild` moved aside (`projections.sqlite.damaged-TIME`, with
-    /// their -wal and -shm), beside `projections.sqlite` and beside the file it points to: stale
-    /// copies of the views, with every row they held.
+    /// The damaged views files `rebuild` moved aside (`projections.sqlite.damaged-TIME`, TIME as
+    /// `2026-12-06T190604.047Z`, with their -wal and -shm), beside `projections.sqlite` and beside
+    /// the file it points to: stale copies of the views, with every row they held. Only files
+    /// (or symlinks: a rebuild before stop 44 renamed a symlinked views file's link, not its
+    /// file) named exactly so; anything else of a similar name is not SyncLedger's.
     public static func movedAsideViews(_ store: Store) -> [String] {
         var out: [String] = []
         for base in Set([resolvedViewsPath(store), store.projectionsPath]) {
             let dir = (base as NSString).deletingLastPathComponent
             let prefix = (base as NSString).lastPathComponent + damagedSuffix
             for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(prefix) {
-                out.append(dir + "/" + name)
+                guard isDamagedStamp(name.dropFirst(prefix.count)) else { continue }
+                var st = stat()
+                guard lstat(dir + "/" + name, &st) == 0 else { continue }
+                let kind = st.st_mode & S_IFMT
+                if kind == S_IFREG || kind == S_IFLNK { out.append(dir + "/" + name) }
             }
         }
         return out.sorted()
+    }
+
+    /// `2026-12-06T190604.047Z`, then nothing, `-wal` or `-shm`: the time `moveViewsAside` adds.
+    static func isDamagedStamp(_ text: Substring) -> Bool {
+        var t = text
+        for suffix in ["-wal", "-shm"] where t.hasSuffix(suffix) {
+            t = t.dropLast(suffix.count)
+            break
+        }
+        let shape = Array("dddd-dd-ddTdddddd.dddZ")
+        guard t.count == shape.count else { return false }
+        return zip(t, shape).allSatisfy { c, s in s == "d" ? (c.isASCII && c.isNumber) : c == s }
     }
 
     /// A process rebuilds the views at `viewsPath` now (it holds their rebuild lock). Nothing is

@@ -14,6 +14,8 @@ public enum Forget {
         /// The damaged views files `rebuild` had moved aside, deleted with the views: they held
         /// the patient's rows.
         public var removedViewsCopies: [String] = []
+        /// Those that could not be deleted, with why: they still hold the patient's rows.
+        public var keptViewsCopies: [(path: String, why: String)] = []
     }
 
     /// Destroys the patient's key, appends `patient.forgotten` (roster id, time, reason) and
@@ -63,19 +65,34 @@ public enum Forget {
             appended = true
         }
         try purgeViews(store, keys: keys)
-        let removed = try removeMovedAsideViews(store)
-        return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed)
+        let (removed, kept) = removeMovedAsideViews(store)
+        return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed, keptViewsCopies: kept)
     }
 
     /// Deletes the damaged views files `rebuild` moved aside (`ProjectionStore.movedAsideViews`):
-    /// copies of old views, which hold the rows the purge removed. Returns their paths.
-    static func removeMovedAsideViews(_ store: Store) throws -> [String] {
-        let copies = ProjectionStore.movedAsideViews(store)
-        for path in copies where unlink(path) != 0 && errno != ENOENT {
-            throw LedgerError("the patient is forgotten in the log and the views, but \(path) (a damaged views file `rebuild` moved aside, "
-                              + "which still holds their rows) cannot be deleted: \(String(cString: strerror(errno))); delete it by hand")
+    /// copies of old views, which hold the rows the purge removed. A symlink among them (how a
+    /// rebuild before stop 44 moved a symlinked views file aside) goes with the file it points
+    /// to and that file's -wal and -shm. Every one is tried; returns those deleted and those
+    /// that could not be (with why), for the caller to say.
+    static func removeMovedAsideViews(_ store: Store) -> (removed: [String], kept: [(path: String, why: String)]) {
+        var removed: [String] = [], kept: [(path: String, why: String)] = []
+        func delete(_ path: String) -> Bool {
+            if unlink(path) == 0 || errno == ENOENT { return true }
+            kept.append((path, String(cString: strerror(errno))))
+            return false
         }
-        return copies
+        for path in ProjectionStore.movedAsideViews(store) {
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil {
+                let target = ProjectionStore.resolvedPath(path)
+                var st = stat()
+                if target != path, lstat(target, &st) == 0, st.st_mode & S_IFMT == S_IFREG {
+                    guard ["", "-wal", "-shm"].map({ delete(target + $0) }).allSatisfy({ $0 }) else { continue }
+                    removed.append(target)
+                }
+            }
+            if delete(path) { removed.append(path) }
+        }
+        return (removed, kept)
     }
 
     /// The patient ids of the last recorded roster (from the views, brought up to date), and every

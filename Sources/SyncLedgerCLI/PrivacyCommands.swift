@@ -47,7 +47,12 @@ struct ForgetCommand: AsyncParsableCommand {
                 print("deleted \(names.count) damaged views file\(names.count == 1 ? "" : "s") that `rebuild` had moved aside "
                       + "(they held the patient's rows): \(names.joined(separator: ", "))")
             }
-            return try await purgePostgres(store) ?? 0
+            for (path, why) in outcome.keptViewsCopies {
+                warn("syncledger: \(path), a damaged views file `rebuild` moved aside, still holds the patient's rows and could not be deleted: \(why); delete it by hand")
+            }
+            // PostgreSQL is purged whatever happened above; a copy left behind still fails the command.
+            let postgres = try await purgePostgres(store)
+            return postgres ?? (outcome.keptViewsCopies.isEmpty ? 0 : 1)
         }
     }
 }

@@ -249,7 +249,7 @@ extension CLIBinaryTests {
         // A copy moved aside by an earlier rebuild, from before the link, beside the link.
         var copies: [String] = []
         for name in aside {
-            let copy = views + name.dropFirst("views.sqlite".count).replacingOccurrences(of: #"damaged-[^-]*"#, with: "damaged-2026-01-01T000000.000Z", options: .regularExpression)
+            let copy = views + name.dropFirst("views.sqlite".count).replacingOccurrences(of: #"damaged-\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z"#, with: "damaged-2026-01-01T000000.000Z", options: .regularExpression)
             try FileManager.default.copyItem(atPath: elsewhere + "/" + name, toPath: copy)
             copies.append(copy)
         }
@@ -257,14 +257,26 @@ extension CLIBinaryTests {
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             return gone.contains { data.range(of: Data($0.utf8)) != nil }
         }, "the moved-aside files hold the patient before forget: \(copies)")
+        // How a rebuild before stop 44 moved a symlinked views file aside: the link renamed, the
+        // file (with the rows) left where it was under its own name.
+        let legacyFile = elsewhere + "/legacy-views.sqlite"
+        try FileManager.default.copyItem(atPath: elsewhere + "/" + aside.first { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }!, toPath: legacyFile)
+        let legacyLink = views + ".damaged-2025-06-01T120000.000Z"
+        try FileManager.default.createSymbolicLink(atPath: legacyLink, withDestinationPath: legacyFile)
+        // Names that are not a rebuild's: left alone.
+        let notOurs = [views + ".damaged-notes", views + ".damaged-2025-06-01T120000.000Z.bak"]
+        try FileManager.default.createDirectory(atPath: notOurs[0], withIntermediateDirectories: true)
+        try Data("mine".utf8).write(to: URL(fileURLWithPath: notOurs[1]))
 
         let f = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
         expectSuccess(f)
-        #expect(f.stdout.contains("deleted \(2 * aside.count) damaged views files that `rebuild` had moved aside"), "\(aside) \(f.stdout)")
-        for name in aside + copies.map({ ($0 as NSString).lastPathComponent }) {
+        #expect(f.stdout.contains("deleted \(2 * aside.count + 2) damaged views files that `rebuild` had moved aside"), "\(aside) \(f.stdout)")
+        for name in aside + copies.map({ ($0 as NSString).lastPathComponent }) + ["legacy-views.sqlite", (legacyLink as NSString).lastPathComponent] {
             #expect(f.stdout.contains(name), "\(name): \(f.stdout)")
         }
         #expect(!copies.contains { FileManager.default.fileExists(atPath: $0) })
+        #expect(!FileManager.default.fileExists(atPath: legacyFile))
+        #expect(notOurs.allSatisfy { FileManager.default.fileExists(atPath: $0) })
         #expect(!(try await holds(elsewhere)), "the views' disk after forget")
         #expect(!(try await holds(store)), "the store after forget")
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: views) == elsewhere + "/views.sqlite")
