@@ -242,9 +242,19 @@ public final class KeyRing: @unchecked Sendable {
     /// How old a key file's temporary must be before `makeKeys` removes it (seconds).
     static let staleTemporarySeconds = 600
 
-    /// The key in the patient's key file, nil when there is none.
+    /// The key in the patient's key file, nil when there is none. A file that is there but
+    /// cannot be read is an error (it read as "no key for patient", sending the user after the
+    /// wrong directory: review).
     private func storedKey(_ patient: String) throws -> SymmetricKey? {
-        guard let bytes = FileManager.default.contents(atPath: keyPath(patient)) else { return nil }
+        let path = keyPath(patient)
+        guard let bytes = FileManager.default.contents(atPath: path) else {
+            var st = stat()
+            if lstat(path, &st) != 0 && errno == ENOENT { return nil }
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            let why = fd >= 0 ? "not a readable file" : String(cString: strerror(errno))
+            if fd >= 0 { Glibc.close(fd) }
+            throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(why)")
+        }
         guard let box = try? AES.GCM.SealedBox(combined: bytes),
             let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
         else {

@@ -297,7 +297,9 @@ public final class SyncRunner {
         var viewsError: String?
         var viewsDamaged = false
         do { try views.catchUp(reader) } catch {
-            viewsError = ViewsDamaged.isDiskFull(error) ? ViewsDamaged.diskFullWords : Self.oneLine(error)
+            // A `ViewsDamaged`'s own words end in the remedy, which the caller adds: only its reason.
+            viewsError = ViewsDamaged.isDiskFull(error) ? ViewsDamaged.diskFullWords
+                : (error as? ViewsDamaged).map { $0.reason.split(whereSeparator: \.isNewline).joined(separator: " ") } ?? Self.oneLine(error)
             viewsDamaged = ViewsDamaged.isDamage(error)
         }
         var outcome = SyncOutcome(

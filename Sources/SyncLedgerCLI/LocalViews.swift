@@ -285,7 +285,7 @@ struct ChangesCommand: AsyncParsableCommand {
             // A number too large for `duration` was called "neither a duration nor a time"
             // (hostile test): say that it is too large.
             if let unit = since.last, "mhd".contains(unit), !since.dropLast().isEmpty, since.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }) {
-                throw ValidationError("--since '\(since)' is too large a duration; give a smaller one (7d, 3650d) or an ISO 8601 time")
+                throw ValidationError("--since '\(since)' is too large a duration: at most 3650d (87600h, 5256000m), or give an ISO 8601 time")
             }
             do { _ = try TimeInput.parse(since) } catch {
                 throw ValidationError("--since '\(since)' is neither a duration (90m, 24h, 7d) nor an ISO 8601 time (2026-12-01, 2026-12-01T18:30)")
@@ -293,16 +293,19 @@ struct ChangesCommand: AsyncParsableCommand {
         }
     }
 
-    /// "90m", "24h", "7d" → milliseconds.
+    /// "90m", "24h", "7d" → milliseconds; at most ten years (3650d, 87600h, 5256000m).
     static func duration(_ text: String) -> Int64? {
-        guard let unit = text.last, let n = Int64(text.dropLast()), n >= 0, n <= 3650 * 24 * 60 else { return nil }
+        guard let unit = text.last, let n = Int64(text.dropLast()), n >= 0, n <= maxDurationMinutes else { return nil }
+        let ms: Int64
         switch unit {
-        case "m": return n * 60_000
-        case "h": return n * 3_600_000
-        case "d": return n * 86_400_000
+        case "m": ms = n * 60_000
+        case "h": ms = n * 3_600_000
+        case "d": ms = n * 86_400_000
         default: return nil
         }
+        return ms <= maxDurationMinutes * 60_000 ? ms : nil
     }
+    static let maxDurationMinutes: Int64 = 3650 * 24 * 60
 
     func run() async throws {
         display.apply()

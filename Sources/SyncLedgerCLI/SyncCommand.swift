@@ -18,7 +18,8 @@ struct SyncCommand: AsyncParsableCommand {
             Scope: no --org/--patient syncs every roster organization (automated_daily); --org ID one \
             organization (manual_org_bulk); --patient ID one roster patient (manual_patient). \
             Exit status: 0 completed, 2 partial_success (or completed with its events durable in the log but \
-            the views not updated, said on stderr and as views_error in --json; the next command catches them up), \
+            the views not updated, said on stderr and as views_error in --json; the next command catches them up, \
+            unless the views database is damaged: then `syncledger rebuild`), \
             1 failed. Prints one summary line and the \
             new head (SEQ:HASH), an anchor an auditor can write down.
             """
