@@ -142,8 +142,14 @@ public actor RateLimiter {
     /// a run that starts right after others can wait a minute before its first request, and
     /// said nothing while it did (hostile test).
     private var onWait: (@Sendable (_ seconds: Double, _ recentCalls: Int) -> Void)?
+    /// Told when such a wait is over.
+    private var onWaitEnded: (@Sendable () -> Void)?
 
-    public func setOnWait(_ body: (@Sendable (_ seconds: Double, _ recentCalls: Int) -> Void)?) { onWait = body }
+    public func setOnWait(_ body: (@Sendable (_ seconds: Double, _ recentCalls: Int) -> Void)?,
+                          ended: (@Sendable () -> Void)? = nil) {
+        onWait = body
+        onWaitEnded = ended
+    }
 
     public init(policy: RateLimitPolicy = .init(), clock: any IntakeQClock = SystemClock(),
                 store: any CallRecordStore = InMemoryCallRecord()) {
@@ -201,6 +207,7 @@ public actor RateLimiter {
             onWait?(wait, recent.count)
             waited += wait
             try await clock.sleep(seconds: wait)
+            onWaitEnded?()
         }
     }
 

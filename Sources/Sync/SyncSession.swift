@@ -166,13 +166,29 @@ public enum SyncSession {
         // A call record that cannot be read fails the run before anything is recorded (it
         // failed the first API call, recording a failed run that sent nothing).
         try await limiter.checkRecord()
+        // The run's steps go through `step`, which remembers the last: once a wait said on the
+        // progress line is over, the step it interrupted is shown again (the line said "waiting"
+        // until the fetch's next step: review).
+        var runProgress = config.progress
         if let progress = config.progress {
             let perMinute = config.policy.requestsPerMinute
-            await limiter.setOnWait { seconds, recent in
-                guard seconds >= 1 else { return }
-                progress(String(format: "waiting %.0f s for the API rate limit (%d requests a minute, %d made in the last minute, earlier runs' included)",
-                                seconds.rounded(.up), perMinute, recent))
+            let last = Mutex<(step: String?, said: Bool)>((nil, false))
+            runProgress = { text in
+                last.withLock { $0.step = text }
+                progress(text)
             }
+            await limiter.setOnWait({ seconds, recent in
+                guard seconds >= 1 else { return }
+                last.withLock { $0.said = true }
+                progress(String(format: "waiting %.0f s for the API rate limit (%d requests a minute, %d made in the last minute)",
+                                seconds.rounded(.up), perMinute, recent))
+            }, ended: {
+                let step = last.withLock { l -> String? in
+                    defer { l.said = false }
+                    return l.said ? l.step : nil
+                }
+                if let step { progress(step) }
+            })
         }
         let remaining = await limiter.remainingToday()
         let minimumCalls = config.request.appointmentIds == nil ? Self.minimumCalls : 1
@@ -187,7 +203,7 @@ public enum SyncSession {
                                    maxRetries: config.maxRetries, timeoutSeconds: config.timeoutSeconds,
                                    logger: config.logger)
         let runner = try SyncRunner(writer: writer, views: views, client: client, logger: config.logger,
-                                    progress: config.progress, keys: keys)
+                                    progress: runProgress, keys: keys)
         var outcome = try await withTaskCancellationHandler {
             try await runner.run(config.request)
         } onCancel: {

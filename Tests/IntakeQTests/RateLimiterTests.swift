@@ -46,7 +46,9 @@ import Testing
         let clock = ManualClock(now: Self.t0)
         let limiter = RateLimiter(policy: .init(requestsPerMinute: 2, dailyBudget: .max), clock: clock)
         let told = Locked<[(Double, Int, Int)]>([])
-        await limiter.setOnWait { seconds, recent in told.withLock { $0.append((seconds, recent, clock.sleeps.count)) } }
+        let ended = Locked<[Int]>([])
+        await limiter.setOnWait({ seconds, recent in told.withLock { $0.append((seconds, recent, clock.sleeps.count)) } },
+                                ended: { ended.withLock { $0.append(clock.sleeps.count) } })
         #expect(try await limiter.acquire() == 0)
         clock.advance(seconds: 10)
         #expect(try await limiter.acquire() == 0)
@@ -55,6 +57,8 @@ import Testing
         // Told once, of the 50 s and the two calls filling the minute, before the sleep began.
         let calls = told.withLock { $0 }
         #expect(calls.count == 1 && calls[0].0 == 50 && calls[0].1 == 2 && calls[0].2 == 0, "\(calls)")
+        // And told once it is over, after the sleep.
+        #expect(ended.withLock { $0 } == [1])
     }
 
     @Test func dailyBudgetPersistsAcrossInstancesAndExplainsItself() async throws {

@@ -133,7 +133,13 @@ struct ScopeAndSanityTests {
         _ = try await rig.sync(store: store, day: 1, policy: policy, progress: { line in lines.withLock { $0.append(line) } })
         let waits = lines.withLock { $0 }.filter { $0.hasPrefix("waiting ") }
         #expect(!waits.isEmpty, "\(lines.withLock { $0 })")
-        #expect(waits.allSatisfy { $0.contains("s for the API rate limit (3 requests a minute, 3 made in the last minute") }, "\(waits)")
+        #expect(waits.allSatisfy { $0.contains("s for the API rate limit (3 requests a minute, 3 made in the last minute)") }, "\(waits)")
+        // After each wait the step it interrupted is shown again (the line kept saying "waiting").
+        let all = lines.withLock { $0 }
+        for (i, line) in all.enumerated() where line.hasPrefix("waiting ") {
+            #expect(i + 1 < all.count && !all[i + 1].hasPrefix("waiting ") && all[..<i].last { !$0.hasPrefix("waiting ") } == all[i + 1],
+                    "after \(line): \(all)")
+        }
         // Every wait of a second or more was said (the client's clock sleeps instead of waiting).
         #expect(waits.count == rig.clock.sleeps.dropFirst(sleptBefore).filter { $0 >= 1 }.count, "\(waits) \(rig.clock.sleeps)")
         await rig.stop()
