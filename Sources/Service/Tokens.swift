@@ -155,6 +155,8 @@ public struct Caller: Sendable {
     public var name: String
     public var role: APIToken.Role
     public var organizations: Set<String>
+    /// The hash the tokens file lists for the caller's token (an admin session is bound to it).
+    public var tokenSHA256: String = ""
     public var isAdmin: Bool { role == .admin }
 }
 
@@ -194,14 +196,16 @@ final class TokenRegistry: Sendable {
         for t in list where constantTimeEquals(Array(t.sha256.lowercased().utf8), presented) {
             found = t
         }
-        return found.map { Caller(name: $0.name, role: $0.role, organizations: Set($0.organizations ?? [])) }
+        return found.map { Caller(name: $0.name, role: $0.role, organizations: Set($0.organizations ?? []), tokenSHA256: $0.sha256) }
     }
 
-    /// Whether an admin token of this name is still listed (an admin session ends when its
-    /// token is removed from the file).
-    func isAdmin(named name: String) -> Bool {
+    /// Whether an admin token of this name, whose hash `matches`, is still listed: an admin
+    /// session ends when its token is removed from the file, and stays ended when another
+    /// token is made under the same name.
+    func isAdmin(named name: String, matching: (_ sha256: String) -> Bool) -> Bool {
         reloadIfChanged()
-        return state.withLock { $0.tokens.contains { $0.name == name && $0.role == .admin } }
+        let list = state.withLock { $0.tokens }
+        return list.contains { $0.name == name && $0.role == .admin && matching($0.sha256) }
     }
 
     /// Reads the file again when it changed (at most once a second). A file that was removed,

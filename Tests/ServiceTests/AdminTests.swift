@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Domain
 import Foundation
 import JSONCore
@@ -14,10 +15,11 @@ import TestSupport
 /// The admin pages without a browser: cookie signing and expiry, CSRF refusal, escaping.
 @Suite struct AdminSessionTests {
     let secret = Array("0123456789abcdef0123456789abcdef".utf8)
+    static let opsHash = tokenHash("slt_ops")
 
     @Test func aSignedCookieVerifiesUntilItExpires() {
         let codec = AdminSessionCodec(secret: secret, lifetime: 60_000)
-        let (session, cookie) = codec.issue(name: "ops", now: 1_000_000)
+        let (session, cookie) = codec.issue(name: "ops", tokenSHA256: Self.opsHash, now: 1_000_000)
         #expect(codec.verify(cookie, now: 1_000_000) == session)
         #expect(codec.verify(cookie, now: 1_059_999)?.name == "ops")
         #expect(codec.verify(cookie, now: 1_060_000) == nil, "a cookie is refused at its expiry")
@@ -26,25 +28,34 @@ import TestSupport
 
     @Test func anAlteredOrForeignCookieIsRefused() {
         let codec = AdminSessionCodec(secret: secret)
-        let (session, cookie) = codec.issue(name: "ops", now: 0)
+        let (session, cookie) = codec.issue(name: "ops", tokenSHA256: Self.opsHash, now: 0)
         var parts = cookie.split(separator: ".").map(String.init)
-        #expect(parts.count == 5)
-        // A later expiry, another name, another nonce, a flipped MAC digit: each breaks the MAC.
+        #expect(parts.count == 6)
+        #expect(session.tokenTag == codec.tokenTag(sha256: Self.opsHash) && !cookie.contains(Self.opsHash))
+        // A later expiry, another name, another token's tag, another nonce, a flipped MAC digit:
+        // each breaks the MAC.
         var later = parts
-        later[2] = String(session.expiresAt + 86_400_000)
+        later[3] = String(session.expiresAt + 86_400_000)
         #expect(codec.verify(later.joined(separator: "."), now: 0) == nil)
         var other = parts
         other[1] = base64URL(Array("root".utf8))
         #expect(codec.verify(other.joined(separator: "."), now: 0) == nil)
+        var tag = parts
+        tag[2] = codec.tokenTag(sha256: tokenHash("slt_another"))
+        #expect(tag[2] != parts[2] && codec.verify(tag.joined(separator: "."), now: 0) == nil)
         var nonce = parts
-        nonce[3] = String(repeating: "a", count: 32)
+        nonce[4] = String(repeating: "a", count: 32)
         #expect(codec.verify(nonce.joined(separator: "."), now: 0) == nil)
-        let last = parts[4].last == "0" ? "1" : "0"
-        parts[4] = String(parts[4].dropLast()) + last
+        let last = parts[5].last == "0" ? "1" : "0"
+        parts[5] = String(parts[5].dropLast()) + last
         #expect(codec.verify(parts.joined(separator: "."), now: 0) == nil)
         // Another server's secret, and garbage.
         let foreign = AdminSessionCodec(secret: Array("another-secret-another-secret-xx".utf8))
         #expect(foreign.verify(cookie, now: 0) == nil)
+        // A cookie of the old form (no token tag), as a server before stop 56 issued it, is refused.
+        let name = base64URL(Array("ops".utf8)), n = AdminSessionCodec.randomNonce()
+        let v1 = "v1.\(name).\(session.expiresAt).\(n).\(hexDigits(HMAC<SHA256>.authenticationCode(for: Array("v1|\(name)|\(session.expiresAt)|\(n)".utf8), using: SymmetricKey(data: secret))))"
+        #expect(codec.verify(v1, now: 0) == nil)
         for junk in ["", "v1", "v1....", "v2.b3Bz.1.00000000000000000000000000000000." + String(repeating: "0", count: 64), cookie + "."] {
             #expect(codec.verify(junk, now: 0) == nil, "\(junk)")
         }
@@ -52,8 +63,8 @@ import TestSupport
 
     @Test func csrfTokensAreBoundToTheirSession() {
         let codec = AdminSessionCodec(secret: secret)
-        let (a, _) = codec.issue(name: "ops", now: 0)
-        let (b, _) = codec.issue(name: "ops", now: 0)
+        let (a, _) = codec.issue(name: "ops", tokenSHA256: Self.opsHash, now: 0)
+        let (b, _) = codec.issue(name: "ops", tokenSHA256: Self.opsHash, now: 0)
         let token = codec.csrfToken(a)
         #expect(codec.checkCSRF(token, session: a))
         #expect(!codec.checkCSRF(token, session: b), "another session's token")
@@ -224,6 +235,33 @@ final class AdminClient: @unchecked Sendable {
         web.jar[AdminSessionCodec.cookieName] = stolen
         #expect(try await web.request(.GET, "/admin").status == 303)
         #expect(try await web.request(.POST, "/admin/refresh", form: ["scope": "all", "csrf": csrf]).status == 403)
+        await web.shutdown()
+        await rig.stop()
+    }
+
+    /// A session belongs to the token that signed in: removed from the tokens file, the session
+    /// ends, and made again under the same name (a rotation after a leak) it stays ended; the
+    /// new token signs in afresh (hostile test, stop 56: the old cookie worked again).
+    @Test func aSessionEndsWithItsTokenEvenWhenTheNameIsReused() async throws {
+        let rig = try await ServerRig.start()
+        let web = AdminClient(base: rig.base)
+        #expect(try await web.login(rig.tokens.admin).status == 303)
+        #expect(try await web.request(.GET, "/admin").status == 200)
+        let old = try #require(web.jar[AdminSessionCodec.cookieName])
+        let file = try TokenFile.load(path: rig.tokens.path)
+        let others = file.tokens.filter { $0.name != "ops" }
+        // Revoked: the registry reads the file again within a second.
+        try TokenFile(tokens: others).save(path: rig.tokens.path)
+        #expect(await rig.eventually(timeout: 120) { (try? await web.request(.GET, "/admin").status) == 303 })
+        // Made again under the same name: the old session stays signed out.
+        let (rotated, entry) = TokenFile.newToken(name: "ops", role: .admin, organizations: [])
+        try TokenFile(tokens: others + [entry]).save(path: rig.tokens.path)
+        #expect(await rig.eventually(timeout: 120) { rig.server.tokens.caller(bearer: rotated) != nil })
+        web.jar[AdminSessionCodec.cookieName] = old
+        #expect(try await web.request(.GET, "/admin").status == 303, "the revoked token's session came back")
+        // The new token signs in.
+        #expect(try await web.login(rotated).status == 303)
+        #expect(try await web.request(.GET, "/admin").status == 200)
         await web.shutdown()
         await rig.stop()
     }

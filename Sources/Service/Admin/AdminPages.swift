@@ -75,7 +75,9 @@ struct AdminPages {
         let cookies = parseCookies(request.headers[.cookie])
         let now = ISOTime.nowMillis()
         let session = cookies[AdminSessionCodec.cookieName].flatMap { codec.verify($0, now: now) }
-            .flatMap { s in site.revoked.isRevoked(s) || !server.tokens.isAdmin(named: s.name) ? nil : s }
+            .flatMap { s in
+                site.revoked.isRevoked(s) || !server.tokens.isAdmin(named: s.name, matching: { codec.tokenTag(sha256: $0) == s.tokenTag }) ? nil : s
+            }
         if path == "/admin/login" {
             if method == .post { return try await login(request, cookies: cookies, now: now) }
             try only(.get, method, path)
@@ -188,7 +190,7 @@ struct AdminPages {
             server.config.logger.warning("admin sign-in refused: reader token", metadata: ["token_name": "\(caller.name)"])
             return loginPage(status: 403, error: "This is a reader token; the admin pages need an admin token.", secure: secure)
         }
-        let (_, cookie) = codec.issue(name: caller.name, now: now)
+        let (_, cookie) = codec.issue(name: caller.name, tokenSHA256: caller.tokenSHA256, now: now)
         server.config.logger.info("admin signed in", metadata: ["token_name": "\(caller.name)"])
         return .redirect("/admin", cookies: [
             AdminSessionCodec.setCookie(AdminSessionCodec.cookieName, cookie, maxAge: codec.lifetime / 1000, secure: secure),

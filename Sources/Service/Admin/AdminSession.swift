@@ -7,19 +7,25 @@ import Paths
 import Glibc
 #endif
 
-/// A signed-in admin: who (the admin token's name, never the token), until when, and a random
-/// nonce that names this session (its CSRF token is derived from it; logout revokes it).
+/// A signed-in admin: who (the admin token's name, never the token), which token (`tokenTag`,
+/// derived from the token's hash, never the token), until when, and a random nonce that names
+/// this session (its CSRF token is derived from it; logout revokes it).
 struct AdminSession: Sendable, Hashable {
     var name: String
+    /// `AdminSessionCodec.tokenTag` of the token that signed in: the session lasts only while
+    /// that very token is listed. By name alone, a token revoked and then made again under the
+    /// same name (the natural rotation) brought the old sessions back (hostile test, stop 56).
+    var tokenTag: String
     var expiresAt: Int64
     var nonce: String
 }
 
 /// Signs and checks the admin pages' session cookies and CSRF tokens with a per-server secret.
 ///
-/// Cookie value: `v1.<name, base64url>.<expires, ms since 1970>.<nonce, hex>.<HMAC-SHA256, hex>`, the
-/// MAC over `v1|name|expires|nonce`. Nothing secret is in the cookie; it only proves the server
-/// issued it and when it ends. CSRF token: HMAC(secret, `csrf|nonce`), so it is bound to one
+/// Cookie value: `v2.<name, base64url>.<token tag, hex>.<expires, ms since 1970>.<nonce, hex>.<HMAC-SHA256,
+/// hex>`, the MAC over `v2|name|tag|expires|nonce`. Nothing secret is in the cookie; it only proves
+/// the server issued it, for which token, and when it ends. (`v1` cookies, from before the tag,
+/// are refused: their admins sign in again.) CSRF token: HMAC(secret, `csrf|nonce`), so it is bound to one
 /// session and needs no server-side store. The login form's token is HMAC(secret, `login|nonce`)
 /// with the nonce in a separate short-lived cookie (double submit), since there is no session yet.
 struct AdminSessionCodec: Sendable {
@@ -43,26 +49,31 @@ struct AdminSessionCodec: Sendable {
         return hexDigits((0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) })
     }
 
-    /// A new session for `name` starting at `now` (ms), and its cookie value.
-    func issue(name: String, now: Int64) -> (session: AdminSession, cookie: String) {
-        let s = AdminSession(name: name, expiresAt: now + lifetime, nonce: Self.randomNonce())
+    /// What a session keeps of the token that signed in (its SHA-256 as the tokens file lists
+    /// it): 32 hex digits of a MAC under this server's secret, so the cookie tells nothing of the
+    /// token's hash.
+    func tokenTag(sha256: String) -> String { String(mac("token|" + sha256.lowercased()).prefix(32)) }
+
+    /// A new session for the token `name` with this hash, starting at `now` (ms), and its cookie value.
+    func issue(name: String, tokenSHA256: String, now: Int64) -> (session: AdminSession, cookie: String) {
+        let s = AdminSession(name: name, tokenTag: tokenTag(sha256: tokenSHA256), expiresAt: now + lifetime, nonce: Self.randomNonce())
         return (s, encode(s))
     }
 
     func encode(_ s: AdminSession) -> String {
         let name = base64URL(Array(s.name.utf8))
-        return "v1.\(name).\(s.expiresAt).\(s.nonce).\(mac("v1|\(name)|\(s.expiresAt)|\(s.nonce)"))"
+        return "v2.\(name).\(s.tokenTag).\(s.expiresAt).\(s.nonce).\(mac("v2|\(name)|\(s.tokenTag)|\(s.expiresAt)|\(s.nonce)"))"
     }
 
     /// The session a cookie value proves, or nil when it is malformed, forged, altered or expired.
     func verify(_ cookie: String, now: Int64) -> AdminSession? {
         let parts = cookie.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 5, parts[0] == "v1", let expires = Int64(parts[2]), parts[3].count == 32,
-              parts[4].count == 64 else { return nil }
-        let expected = mac("v1|\(parts[1])|\(parts[2])|\(parts[3])")
-        guard constantTimeEquals(Array(expected.utf8), Array(parts[4].utf8)) else { return nil }
+        guard parts.count == 6, parts[0] == "v2", parts[2].count == 32, let expires = Int64(parts[3]), parts[4].count == 32,
+              parts[5].count == 64 else { return nil }
+        let expected = mac("v2|\(parts[1])|\(parts[2])|\(parts[3])|\(parts[4])")
+        guard constantTimeEquals(Array(expected.utf8), Array(parts[5].utf8)) else { return nil }
         guard now < expires, let nameBytes = fromBase64URL(parts[1]) else { return nil }
-        return AdminSession(name: String(decoding: nameBytes, as: UTF8.self), expiresAt: expires, nonce: parts[3])
+        return AdminSession(name: String(decoding: nameBytes, as: UTF8.self), tokenTag: parts[2], expiresAt: expires, nonce: parts[4])
     }
 
     func csrfToken(_ s: AdminSession) -> String { mac("csrf|" + s.nonce) }
