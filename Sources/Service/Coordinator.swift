@@ -160,6 +160,10 @@ final class Coordinator: Sendable {
         case .patient(let p): request.patientId = p
         }
         try request.validate()
+        // `triggeredBy` is recorded in the log in the clear for good ("api:NAME", "admin:NAME"):
+        // a token's name that names a roster patient (made before the roster listed them, or
+        // by hand in the tokens file) is not recorded (hostile test, stop 56).
+        let triggeredBy = Self.recordable(triggeredBy, roster: config.roster) { self.config.logger.warning("\($0)") }
         return state.withLockedValue { s in
             if let id = s.queue.first(where: { s.runs[$0]?.scope == scope && s.runs[$0]?.syncType == syncType }), let r = s.runs[id] {
                 return (r, true)
@@ -174,6 +178,21 @@ final class Coordinator: Sendable {
     }
 
     func run(_ id: String) -> RunRecord? { state.withLockedValue { $0.runs[id] } }
+
+    /// `triggeredBy` as it may be recorded: when the name after its `kind:` names a roster
+    /// patient (`_`, `.` and `-` read as spaces), the kind alone and a placeholder, and `warn`
+    /// says so (naming neither the patient nor the token).
+    static func recordable(_ triggeredBy: String, roster: Roster, warn: (String) -> Void) -> String {
+        let kind = triggeredBy.split(separator: ":", maxSplits: 1).first.map(String.init) ?? triggeredBy
+        // Only a token's name: the server's own words ("webhook", "schedule") are its own.
+        guard kind != triggeredBy, ["api", "admin"].contains(kind) else { return triggeredBy }
+        let spaced = String(triggeredBy.map { "_.-:".contains($0) ? " " : $0 })
+        guard roster.allPatients.personalDataProblem(in: spaced) != nil || roster.allPatients.personalDataProblem(in: triggeredBy) != nil else {
+            return triggeredBy
+        }
+        warn("a run was asked for by a \(kind) token whose name names a roster patient: recorded as \(kind):(name withheld); rename the token (`syncledger token new`, then remove the old one from the tokens file)")
+        return kind + ":(name withheld)"
+    }
 
     var counters: WebhookCounters { state.withLockedValue { $0.counters } }
 

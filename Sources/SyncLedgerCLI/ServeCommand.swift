@@ -153,6 +153,7 @@ struct TokenNewCommand: AsyncParsableCommand {
             // (a directory that is not a store is refused here, before anything is checked).
             if tokens == nil { _ = try Store.openOrCreate(storeOptions.path) }
             try checkOrganizations()
+            try checkName()
             let token = try TokenFile.exclusively(path: path) { () throws -> String in
                 var file = FileManager.default.fileExists(atPath: path) ? try TokenFile.load(path: path) : TokenFile()
                 if file.tokens.contains(where: { $0.name == name }) {
@@ -166,6 +167,26 @@ struct TokenNewCommand: AsyncParsableCommand {
             print(token)
             warn("added \(role) token \(name) to \(path); the token is shown only this once")
             return 0
+        }
+    }
+
+    /// The name is recorded in the clear for good (a run it asks for is `triggered_by` "api:NAME"):
+    /// one that names a patient of a roster the store recorded is refused, as `sync
+    /// --triggered-by` is (hostile test, stop 56). `_`, `.` and `-` read as spaces. A store with no
+    /// roster yet, or whose rosters cannot be opened here, takes it unchecked: the server withholds
+    /// such a name when it records a run.
+    func checkName() throws {
+        guard FileManager.default.fileExists(atPath: storeOptions.path + "/STORE") else { return }
+        let people: [RosterObserved.Patient]
+        do {
+            let (_, reader, views) = try openForRead(storeOptions, warnScrub: false)
+            people = try views.recordedRosters(reader).flatMap { $0.organizations.flatMap(\.patients) }
+        } catch {
+            return
+        }
+        let spaced = String(name.map { "_.-".contains($0) ? " " : $0 })
+        if let problem = people.personalDataProblem(in: spaced) ?? people.personalDataProblem(in: name) {
+            throw CLIFailure(message: "--name \(problem); a token's name is recorded in the log for good with the runs it asks for, so name it without personal data (for example \"front-desk\" or \"dashboard\")")
         }
     }
 

@@ -94,6 +94,23 @@ extension CLIBinaryTests {
         #expect(huge.stdoutLines.count == 1)
     }
 
+    /// A token's name is recorded in the log with every run it asks for ("api:NAME"): one that
+    /// names a roster patient is refused, `_` read as a space (hostile test, stop 56).
+    @Test func tokenNewRefusesANameThatNamesAPatient() async throws {
+        let tmp = TempDir("tokenname")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let tokens = tmp.path + "/tokens.json"
+        for name in [PrivacyFixture.forgotten.name.replacingOccurrences(of: " ", with: "_") + "_p021", "birch.dashboard"] {
+            let r = try await cli(["token", "new", "--store", store, "--name", name, "--role", "admin", "--tokens", tokens])
+            expectCleanFailure(r, mentioning: ["--name", "names a roster patient"])
+            #expect(!r.stderr.contains(PrivacyFixture.forgotten.name), "\(r.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: tokens), "a refused token was written")
+        }
+        expectSuccess(try await cli(["token", "new", "--store", store, "--name", "front-desk", "--role", "admin", "--tokens", tokens]))
+    }
+
     /// `token new --org` must name an organization the store knows; a store that knows none yet
     /// (README: tokens are made before the first `serve`) takes it with a warning.
     @Test func tokenNewChecksTheOrganization() async throws {

@@ -7,7 +7,9 @@ import Glibc
 #if canImport(CNIOLinux)
 import CNIOLinux
 #endif
+import Ledger
 @testable import Service
+import Sync
 import TestSupport
 import Testing
 
@@ -135,5 +137,21 @@ extension TokenFile {
         let dir = TempDir()
         try save(path: dir.sub("t.json"))
         return try Data(contentsOf: URL(fileURLWithPath: dir.sub("t.json")))
+    }
+
+    /// A run asked for by a token whose name names a roster patient is recorded without that
+    /// name (it would stay in the log in the clear for good), and the server says so once per run.
+    @Test func aTokenNameThatNamesAPatientIsNotRecorded() throws {
+        let patient = try #require(Fixtures.roster.allPatients.first { $0.name != nil })
+        let name = try #require(patient.name)
+        var warnings: [String] = []
+        let withheld = Coordinator.recordable("api:" + name.replacingOccurrences(of: " ", with: "_") + "_x", roster: Fixtures.roster) { warnings.append($0) }
+        #expect(withheld == "api:(name withheld)")
+        #expect(warnings.count == 1 && !warnings[0].contains(name) && warnings[0].contains("rename the token"), "\(warnings)")
+        #expect(Coordinator.recordable("admin:" + name, roster: Fixtures.roster) { warnings.append($0) } == "admin:(name withheld)")
+        for fine in ["api:ops", "admin:front-desk", "webhook", "schedule"] {
+            #expect(Coordinator.recordable(fine, roster: Fixtures.roster) { warnings.append($0) } == fine)
+        }
+        #expect(warnings.count == 2)
     }
 }
