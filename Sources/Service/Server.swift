@@ -87,7 +87,15 @@ public final class SyncLedgerServer: Sendable {
             }
         }
         let ready = self.ready
-        viewsHandle.onSwitch.withLockedValue { $0 = { ready.withLockedValue { $0 = true } } }
+        // A views file replaced by another process (`forget`, `repair`, a rebuild of damaged views)
+        // comes with events the PostgreSQL copy has not seen: a forgotten patient's rows stayed
+        // there until the server's next run, hours on a quiet store (hostile test, stop 56).
+        viewsHandle.onSwitch.withLockedValue {
+            $0 = {
+                ready.withLockedValue { $0 = true }
+                follower?.poke()
+            }
+        }
         coordinator.onViewsDamage.withLockedValue {
             $0 = { [weak self] words, readFrom in
                 guard let self else { return }

@@ -105,6 +105,48 @@ struct ServeAndForgetTests {
         }
     }
 
+    /// `syncledger forget` (without --postgres) while `serve --postgres` runs: the server sees the
+    /// views file replaced and has the sink catch up, so the patient's rows leave PostgreSQL
+    /// without waiting for its next run (they stayed until then: hostile test, stop 56).
+    @Test func forgetWhileServingPurgesTheServersPostgresCopy() async throws {
+        try await withCluster { cluster in
+            let tmp = TempDir("pgserveforget")
+            let store = tmp.sub("store")
+            let rig = try await Rig.start()
+            let lines = Locked<[String]>([])
+            let server = try serve(cluster, rig: rig, store: store, lines: lines)
+            let group = try server.makeGroup(signals: [])
+            let running = Task { try await group.run() }
+            let (record, _) = try server.coordinator.enqueue(.all, triggeredBy: "test")
+            #expect(await waitFor(120) { server.coordinator.run(record.runId)?.status == "completed" })
+            let head = try LedgerReader(store: Store.open(store)).head().seq
+            #expect(await waitFor(120) { server.postgres?.snapshot.seq == head })
+            let views = try ProjectionStore(store: try Store.open(store))
+            let (patient, name) = try views.readSync { db -> (String, String) in
+                let row = try #require(try Row.fetchOne(db, sql: """
+                    SELECT patient_id, client_name FROM appointments
+                    WHERE patient_id IS NOT NULL AND client_name IS NOT NULL AND client_name <> '' LIMIT 1
+                    """))
+                return (row["patient_id"], row["client_name"])
+            }
+            let countName = "SELECT count(*)::text FROM syncledger.appointments WHERE client_name = $n$\(name)$n$"
+            #expect(try await scalar(cluster, countName) != "0")
+            let f = await PGCluster.shell([try Paths.binary(), "forget", "--store", store, "--patient", patient, "--reason", "consent withdrawn"])
+            #expect(f.status == 0, "\(f.stderr)")
+            let forgotten = try LedgerReader(store: Store.open(store)).head().seq
+            #expect(forgotten > head)
+            // No run in between: only the views switch can have moved the sink.
+            #expect(await waitFor(120) { server.postgres?.snapshot.seq == forgotten },
+                    "the sink reached the forget's seq \(forgotten): \(String(describing: server.postgres?.snapshot))")
+            #expect(try await scalar(cluster, countName) == "0", "the name left PostgreSQL")
+            let runs = try await scalar(cluster, "SELECT count(*)::text FROM syncledger.sync_logs")
+            #expect(runs == "1", "one run, the first")
+            await group.triggerGracefulShutdown()
+            try await running.value
+            await rig.stop()
+        }
+    }
+
     /// `syncledger forget` with SYNCLEDGER_POSTGRES_URL set: the patient's name leaves the
     /// PostgreSQL rows in the same command, and PostgreSQL still equals the purged views.
     @Test func forgetPurgesThePostgresRows() async throws {
