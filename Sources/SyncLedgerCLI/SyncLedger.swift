@@ -55,15 +55,36 @@ struct SyncLedgerCommand: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            // A usage error (exit 64) of a command given --json: its "Error: …" line as JSON too.
-            // (An ExitCode comes from a command that ran: `guarded` printed what there was.)
+            // A usage error (exit 64) is one line, as every other failure, naming the help to
+            // read (ArgumentParser's block of "Error:", "Usage:" and "See …" was 3–6 lines),
+            // and given --json, that line as JSON too. (An ExitCode comes from a command that
+            // ran: `guarded` printed what there was.)
             let code = exitCode(for: error).rawValue
+            if !(error is ExitCode), code == ExitCode.validationFailure.rawValue {
+                let message = message(for: error).split(whereSeparator: \.isNewline).first.map(String.init) ?? "bad arguments"
+                let line = "syncledger: \(message) (`\(helpCommand(args))` lists the options)"
+                warn(line)
+                if jsonRequested(args) { printFailureJSON(line, code: code) }
+                Glibc.exit(code)
+            }
             if !(error is ExitCode), code != 0, jsonRequested(args) {
                 let line = fullMessage(for: error).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
                 printFailureJSON(line, code: code)
             }
             exit(withError: error)
         }
+    }
+
+    /// `syncledger [SUBCOMMAND…] --help` for the deepest subcommand `args` name.
+    static func helpCommand(_ args: [String]) -> String {
+        var words = ["syncledger"]
+        var level: [any ParsableCommand.Type] = configuration.subcommands
+        for arg in args {
+            guard let next = level.first(where: { $0.configuration.commandName == arg }) else { break }
+            words.append(arg)
+            level = next.configuration.subcommands
+        }
+        return (words + ["--help"]).joined(separator: " ")
     }
 
     /// Whether `args` (already hoisted) name a command that prints JSON and hold `--json`, for

@@ -219,7 +219,7 @@ extension CLIBinaryTests {
         try await expectJSONFailure(["verify", "--store", missing, "--json"], code: 1, mentioning: "no store")
         try await expectJSONFailure(["sync", "--store", store, "--roster", Repo.roster, "--org", "nope", "--base-url", "http://127.0.0.1:1/api/v1",
                                      "--json"], code: 1, mentioning: "organization nope")
-        // Usage errors (exit 64): the "Error: …" line.
+        // Usage errors (exit 64): their one line too.
         try await expectJSONFailure(["sync-logs", "--store", store, "--json", "--limit", "0"], code: 64, mentioning: "--limit must be positive")
         try await expectJSONFailure(["sync", "--store", store, "--json", "--roster", Repo.roster, "--org", "fsh", "--patient", "p-001"],
                                     code: 64, mentioning: "not both")
