@@ -345,6 +345,11 @@ struct ExportCommand: AsyncParsableCommand {
                 views = nil
             } else {
                 (store, reader, views) = try openForRead(storeOptions, catchUp: false)
+                // An empty range past the end is a mistyped seq, not an empty export (as `log`).
+                let headSeq = try reader.head().seq
+                if fromSeq > max(headSeq, 1) {
+                    throw CLIFailure(message: "--from-seq \(fromSeq) is past the log's end (seq \(headSeq)); nothing was exported")
+                }
             }
             if let bundle {
                 let manifest = try AuditBundle.write(store: store, to: bundle, fromSeq: fromSeq, toSeq: toSeq)

@@ -255,8 +255,16 @@ struct AsOfCommand: AsyncParsableCommand {
             if !quarantined.isEmpty {
                 warn("warning: \(quarantined.count) event(s) could not be applied (first at seq \(quarantined[0])); the live views quarantine them too (see `syncledger rebuild`)")
             }
+            var empty = "no appointments recorded by then"
+            if rows.isEmpty, let appointment {
+                // An id the log never held is a typo (exit 1, as `history`), not an empty moment.
+                guard let first = try History.of(appointment, reader: reader, views: views).first else {
+                    throw CLIFailure(message: "no appointment \(appointment) has been recorded in this store")
+                }
+                empty = "appointment \(appointment) was first recorded at seq \(first.seq), after seq \(through)"
+            }
             if !json { print("as of seq \(through)") }
-            printAppointmentRows(rows, ctx, json: json, columns: appointmentTableColumns, empty: "no appointments recorded by then")
+            printAppointmentRows(rows, ctx, json: json, columns: appointmentTableColumns, empty: empty)
             return 0
         }
     }

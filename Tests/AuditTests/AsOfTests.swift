@@ -74,5 +74,17 @@ extension AuditTests {
         let past = try await syncledger(t.store, "as-of", "--seq", String(t.finalHead.seq + 1), "--json")
         #expect(past.code != 0)
         #expect(past.stderr.split(separator: "\n").count == 1, "\(past.stderr)")
+
+        // --appointment: an id the log never held is one line and exit 1 (it printed an empty
+        // table with exit 0, as if the appointment had not been booked yet); a real one asked
+        // about before it was recorded says when it was.
+        let unknown = try await syncledger(t.store, "as-of", "--seq", String(t.finalHead.seq), "--appointment", "no-such-id")
+        #expect(unknown.code == 1 && unknown.stdout.isEmpty, "\(unknown.all)")
+        #expect(unknown.stderr == "syncledger: no appointment no-such-id has been recorded in this store\n")
+        let id = try #require(t.days.last?.views.first?["appointment_id"]?.stringValue)
+        let first = try #require(History.of(id, reader: try t.reader(), views: try t.views()).first?.seq)
+        let early = try await syncledger(t.store, "as-of", before, "--appointment", id)
+        #expect(early.code == 0, "\(early.all)")
+        #expect(early.out.contains("appointment \(id) was first recorded at seq \(first), after seq 0"), "\(early.out)")
     }
 }

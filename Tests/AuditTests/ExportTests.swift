@@ -38,6 +38,13 @@ extension AuditTests {
             #expect(r.code == 0, "\(args): \(r.stderr)")
             #expect(r.stdout == expected(a ?? 1, min(b ?? head, head)), "\(args)")
         }
+        // A --from-seq past the end is one line and exit 1, in both formats (it printed nothing, or
+        // a CSV header, with exit 0, where `log` says it is past the head).
+        for format in ["jsonl", "csv"] {
+            let past = try await syncledger(t.store, "export", "--format", format, "--from-seq", String(head + 1))
+            #expect(past.code == 1 && past.stdout.isEmpty, "\(format): \(past.all)")
+            #expect(past.stderr == "syncledger: --from-seq \(head + 1) is past the log's end (seq \(head)); nothing was exported\n", "\(format)")
+        }
         // --out FILE writes the same bytes.
         let dir = try makeTempDir("jsonl")
         defer { removeTree(dir) }
