@@ -22,7 +22,7 @@ echo "== building a store from the fixtures (syncledger-demo)"
 "$BIN/syncledger-demo" --store "$TMP/store" --syncledger "$BIN/syncledger" > "$TMP/demo.out" 2>&1
 TOKEN=$("$BIN/syncledger" --store "$TMP/store" token new --name bench --role admin 2>/dev/null)
 SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
-echo -n "$SECRET" > "$TMP/secret"
+(umask 077; echo -n "$SECRET" > "$TMP/secret")
 
 FAKE_PORT=$(free_port)
 "$BIN/fake-intakeq" --fixtures "$ROOT/Fixtures/practice" --day 5 --port "$FAKE_PORT" --api-key bench > "$TMP/fake.log" 2>&1 &

@@ -79,6 +79,18 @@ public struct ServeConfiguration: Sendable {
         self.apiKey = apiKey
     }
 
+    /// A warning when the file holding a secret can be read by users other than its owner
+    /// (the webhook secret is the webhook URL's only protection), or nil. A warning, not a
+    /// refusal: a secrets mount may give its files a mode of its own.
+    public static func exposureWarning(secretFile path: String, what: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let others = st.st_mode & 0o077
+        guard others != 0 else { return nil }
+        let mode = String(st.st_mode & 0o777, radix: 8)
+        return "warning: \(what) \(path) can be read by other users (mode \(mode)): `chmod 600 \(path)` keeps it to its owner"
+    }
+
     /// Parses `HH:MM` (24-hour clock).
     public static func parseDailyAt(_ text: String) -> (hour: Int, minute: Int)? {
         let p = text.split(separator: ":", omittingEmptySubsequences: false)

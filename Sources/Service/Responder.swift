@@ -337,7 +337,12 @@ struct ServiceResponder: HTTPResponder {
             throw Reply.error(401, "the Authorization header must be Bearer TOKEN")
         }
         let token = String(header.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
-        guard let caller = server.tokens.caller(bearer: token) else { throw Reply.error(401, "unknown token") }
+        guard let caller = server.tokens.caller(bearer: token) else {
+            if server.tokens.refusesEveryToken {
+                throw Reply.error(503, "the server cannot check tokens now: its tokens file is missing or does not load (its log says why)")
+            }
+            throw Reply.error(401, "unknown token")
+        }
         return caller
     }
 
@@ -563,6 +568,12 @@ struct ServiceResponder: HTTPResponder {
             throw Reply.error(400, "scope: organization '\(Reply.echoed(id))' is not in the roster")
         case .patient(let id) where server.config.roster.patient(id) == nil:
             throw Reply.error(400, "scope: patient '\(Reply.echoed(id))' is not in the roster")
+        // A forgotten patient stays in the roster file: the run was accepted (202) and then
+        // failed with nothing to sync (hostile test).
+        case .patient(let id) where server.currentRoster.patient(id) == nil:
+            throw Reply.error(400, "scope: patient '\(Reply.echoed(id))' was forgotten (`syncledger forget`); nothing to sync")
+        case .org(let id) where server.currentRoster.organization(id)?.patients.isEmpty ?? false:
+            throw Reply.error(400, "scope: organization '\(Reply.echoed(id))' has no patients left to sync (all were forgotten)")
         default: break
         }
         let (record, existing) = try server.coordinator.enqueue(scope, triggeredBy: "api:" + caller.name)

@@ -14,7 +14,7 @@ public struct APIToken: Codable, Sendable, Hashable {
     public var name: String
     public var sha256: String
     public var role: Role
-    /// A reader's organizations (ignored for admins).
+    /// A reader's organizations (an admin, who reads every organization, lists none).
     public var organizations: [String]?
 
     public init(name: String, sha256: String, role: Role, organizations: [String]? = nil) {
@@ -56,6 +56,11 @@ public struct TokenFile: Codable, Sendable {
             }
             if t.role == .reader, (t.organizations ?? []).isEmpty {
                 throw ServeError("the tokens file \(path): reader token \"\(t.name)\" lists no organizations")
+            }
+            // An admin reads every organization: a list on one (a hand edit meant to narrow it)
+            // was ignored without a word, and the token read everything (hostile test).
+            if t.role == .admin, !(t.organizations ?? []).isEmpty {
+                throw ServeError("the tokens file \(path): admin token \"\(t.name)\" lists organizations, but an admin reads every organization: remove the list, or make it a reader")
             }
         }
         return file
@@ -197,6 +202,14 @@ final class TokenRegistry: Sendable {
             found = t
         }
         return found.map { Caller(name: $0.name, role: $0.role, organizations: Set($0.organizations ?? []), tokenSHA256: $0.sha256) }
+    }
+
+    /// Set while the tokens file is gone or does not load, when every token is refused: that is
+    /// the server's fault, not the caller's, so it answers 503 rather than 401 (a web app told
+    /// "unknown token" would think its token revoked).
+    var refusesEveryToken: Bool {
+        reloadIfChanged()
+        return state.withLock { $0.broken != nil }
     }
 
     /// Whether an admin token of this name, whose hash `matches`, is still listed: an admin

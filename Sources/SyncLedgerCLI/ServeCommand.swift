@@ -91,6 +91,7 @@ struct ServeCommand: AsyncParsableCommand {
                     throw CLIFailure(message: "the webhook secret in \(file) must be letters, digits, - and _ only (it goes in a URL path)")
                 }
                 config.webhookSecret = secret
+                if let w = ServeConfiguration.exposureWarning(secretFile: file, what: "--webhook-secret-file") { warn(w) }
             }
             config.policy = RateLimitPolicy(requestsPerMinute: requestsPerMinute, dailyBudget: dailyBudget)
             config.maxRetries = maxRetries

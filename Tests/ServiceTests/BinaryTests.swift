@@ -35,6 +35,8 @@ func serveFiles(in dir: TempDir, fake: FakeIntakeQServer) async throws -> (fakeB
     let tokens = try TestTokens.write(in: dir.path)
     let secretFile = dir.sub("secret")
     try webhookSecret.write(toFile: secretFile, atomically: true, encoding: .utf8)
+    // Owner-only, as the README sets it up (a wider mode is warned about).
+    chmod(secretFile, 0o600)
     return (fakeBase, tokens, secretFile)
 }
 
@@ -263,8 +265,33 @@ final class Spawned: @unchecked Sendable {
             #expect(after.status == 200 || after.status == 503, "\(path): \(after.status) \(after.text.prefix(300))")
             #expect(!after.text.contains(name), "\(path) still shows the forgotten patient: \(after.text.prefix(300))")
         }
+        // A run for the forgotten patient is refused up front (it was queued, 202, and failed).
+        let again = try await http(.POST, base + "/api/v1/sync", token: tokens.admin,
+                                   body: Array(#"{"scope":{"patient":"\#(patient.id)"}}"#.utf8))
+        #expect(again.status == 400, "\(again.status) \(again.text)")
+        #expect(again.text.contains("was forgotten"), "\(again.text)")
         server.signal(SIGTERM)
         #expect(await server.wait() == 0)
+    }
+
+    /// A webhook secret file other users can read is warned about at start (with the chmod that
+    /// fixes it), and an owner-only one is not; the secret itself is never printed.
+    @Test func aSecretFileOthersCanReadIsWarnedAbout() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        defer { Task { await fake.stop() } }
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        for mode in [0o644, 0o600] as [mode_t] {
+            chmod(secretFile, mode)
+            let server = try Spawned(serveArgs(store: dir.sub("store"), fake: fakeBase, tokens: tokens.path, secretFile: secretFile),
+                                     env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+            _ = try await server.listening()
+            server.signal(SIGTERM)
+            #expect(await server.wait() == 0)
+            let warned = server.stderr.contains("--webhook-secret-file \(secretFile) can be read by other users (mode 644): `chmod 600")
+            #expect(warned == (mode == 0o644), "mode \(String(mode, radix: 8)): \(server.stderr)")
+            #expect(!server.stderr.contains(webhookSecret))
+        }
     }
 
     /// SIGTERM while a client holds a webhook request whose body stopped arriving: the server

@@ -93,6 +93,19 @@ import TestSupport
         try await Task.sleep(nanoseconds: 1_100_000_000)
         try file.save(path: rig.tokens.path)
         #expect(await rig.eventually(timeout: 5) { try await rig.get("/api/v1/status", token: token).status == 200 })
+        // A tokens file that no longer loads refuses every token: the server's fault, a 503 (it
+        // was a 401 "unknown token", which a web app reads as its token revoked); an unknown
+        // token is a 401 again once the file is fixed.
+        let good = try Data(contentsOf: URL(fileURLWithPath: rig.tokens.path))
+        try await Task.sleep(nanoseconds: 1_100_000_000)
+        try (good + Data(",".utf8)).write(to: URL(fileURLWithPath: rig.tokens.path))
+        #expect(await rig.eventually(timeout: 5) { try await rig.get("/api/v1/status", token: token).status == 503 })
+        let broken = try await rig.get("/api/v1/appointments", token: "slt_not-a-real-token")
+        #expect(broken.status == 503 && (broken["error"]?.stringValue ?? "").contains("tokens file"), "\(broken.text)")
+        try await Task.sleep(nanoseconds: 1_100_000_000)
+        try good.write(to: URL(fileURLWithPath: rig.tokens.path))
+        #expect(await rig.eventually(timeout: 5) { try await rig.get("/api/v1/status", token: token).status == 200 })
+        #expect(try await rig.get("/api/v1/status", token: "slt_not-a-real-token").status == 401)
         await rig.stop()
     }
 

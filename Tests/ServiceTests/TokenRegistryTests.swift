@@ -36,6 +36,7 @@ import Testing
         #expect(registry.caller(bearer: revoke) == nil)
         #expect(registry.caller(bearer: keep) == nil)
         #expect(!registry.isAdmin(named: "keep", matching: { _ in true }))
+        #expect(registry.refusesEveryToken, "the server's fault: a 503, not a 401")
 
         // Fixed: the tokens it lists work again.
         nextSecond()
@@ -43,6 +44,7 @@ import Testing
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
         #expect(registry.caller(bearer: keep)?.name == "keep")
         #expect(registry.caller(bearer: revoke) == nil)
+        #expect(!registry.refusesEveryToken, "an unknown token is the caller's: a 401")
 
         // Broken again, then fixed without its mtime moving (as a chmod or chown that makes it
         // readable again would): read again anyway.
@@ -61,6 +63,7 @@ import Testing
         nextSecond()
         try FileManager.default.removeItem(atPath: path)
         #expect(registry.caller(bearer: keep) == nil)
+        #expect(registry.refusesEveryToken)
     }
 
     /// A file rewritten with the same size and given its old modification time back (`touch -d`)
@@ -97,6 +100,22 @@ import Testing
                 && after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
         nextSecond()
         #expect(registry.caller(bearer: revoked) == nil)
+    }
+
+    /// An admin token narrowed by hand to some organizations does not load: it read every
+    /// organization regardless, without a word (hostile test). A reader with the same list does.
+    @Test func anAdminTokenWithOrganizationsDoesNotLoad() throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        var (_, t) = TokenFile.newToken(name: "narrowed", role: .reader, organizations: ["fsh"])
+        try TokenFile(tokens: [t]).save(path: path)
+        #expect(try TokenFile.load(path: path).tokens.count == 1)
+        t.role = .admin
+        try TokenFile(tokens: [t]).save(path: path)
+        #expect(throws: ServeError.self) { try TokenFile.load(path: path) }
+        do { _ = try TokenFile.load(path: path) } catch {
+            #expect("\(error)".contains("admin token \"narrowed\" lists organizations"), "\(error)")
+        }
     }
 
     /// A token pasted where a value goes is not repeated by the error (which the server logs).

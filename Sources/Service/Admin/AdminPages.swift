@@ -183,6 +183,9 @@ struct AdminPages {
         }
         let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard !token.isEmpty, let caller = server.tokens.caller(bearer: token) else {
+            if server.tokens.refusesEveryToken {
+                return loginPage(status: 503, error: "The server cannot check tokens now: its tokens file is missing or does not load. Its log says why.", secure: secure)
+            }
             server.config.logger.warning("admin sign-in refused: unknown token")
             return loginPage(status: 401, error: "Unknown token.", secure: secure)
         }
