@@ -250,20 +250,26 @@ public final class KeyRing: @unchecked Sendable {
         // One open decides between "none" and "unreadable": a failed read followed by a second
         // look took a key file that another process created in between for an unreadable one
         // (KeyRingBulkTests' two rings making the same keys).
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking, and only a regular file is read: a FIFO there would hang the command.
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(String(cString: strerror(errno)))")
+            let err = errno
+            if err == ENOENT { return nil }
+            throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(String(cString: strerror(err)))")
         }
         defer { Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            throw LedgerError("cannot read the key file of patient \(patient) (\(path)): not a readable file")
+        }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
-                if errno == EINTR { continue }
-                let why = errno == EISDIR ? "not a readable file" : String(cString: strerror(errno))
-                throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(why)")
+                let err = errno
+                if err == EINTR { continue }
+                throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(String(cString: strerror(err)))")
             }
             if n == 0 { break }
             bytes += chunk[..<n]

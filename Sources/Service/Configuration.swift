@@ -1,5 +1,6 @@
 import Domain
 import Foundation
+import Glibc
 import IntakeQ
 import Logging
 import PostgresSink
@@ -85,8 +86,7 @@ public struct ServeConfiguration: Sendable {
     public static func exposureWarning(secretFile path: String, what: String) -> String? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
-        let others = st.st_mode & 0o077
-        guard others != 0 else { return nil }
+        guard st.st_mode & 0o044 != 0 else { return nil }
         let mode = String(st.st_mode & 0o777, radix: 8)
         return "warning: \(what) \(path) can be read by other users (mode \(mode)): `chmod 600 \(path)` keeps it to its owner"
     }

@@ -22,6 +22,17 @@ public enum RunScope: Sendable, Hashable {
         case .patient(let p): return .object(["patient": .string(p)])
         }
     }
+
+    init?(json: JSONValue) {
+        switch json {
+        case .string("all"): self = .all
+        case .object(let o) where o.count == 1:
+            if let org = o["org"]?.stringValue { self = .org(org) }
+            else if let patient = o["patient"]?.stringValue { self = .patient(patient) }
+            else { return nil }
+        default: return nil
+        }
+    }
 }
 
 /// A queued, running or finished run the server started.
@@ -123,6 +134,67 @@ final class Coordinator: Sendable {
     /// (the one it opened); must return at once.
     let onViewsDamage = NIOLockedValueBox<(@Sendable (String, FileIdentity?) -> Void)?>(nil)
 
+    /// The runs asked for and not started yet, on disk (`STORE/state/queued-runs.json`, written
+    /// before the 202): a run queued behind another was lost on SIGTERM or a crash, and its id
+    /// answered 404 after the restart (hostile test). A run that started is not in it: its
+    /// `sync.started` is in the log, and the next run closes it out if it never ended.
+    var queueFile: String { config.storePath + "/state/queued-runs.json" }
+    /// Serialises the file's writes, each of the queue as it is then.
+    private let queueWrites = NIOLock()
+
+    /// Writes the queue as it is now (or removes the file when it is empty). A failure is logged:
+    /// the run stays queued in memory.
+    func persistQueue() {
+        queueWrites.withLock {
+            let waiting: [RunRecord] = state.withLockedValue { s in s.queue.compactMap { s.runs[$0] } }
+            do {
+                if waiting.isEmpty {
+                    if unlink(queueFile) != 0 && errno != ENOENT {
+                        throw ServeError("cannot remove \(queueFile): \(String(cString: strerror(errno)))")
+                    }
+                } else {
+                    let list: [JSONValue] = waiting.map { r in
+                        var o: [String: JSONValue] = [
+                            "run_id": .string(r.runId), "scope": r.scope.json, "triggered_by": .string(r.triggeredBy),
+                            "queued_at": .number(Double(r.queuedAt)),
+                        ]
+                        if let t = r.syncType { o["sync_type"] = .string(t) }
+                        return .object(o)
+                    }
+                    try writeFileAtomically(queueFile, Array((JSONValue.object(["queued": .array(list)]).canonicalText + "\n").utf8))
+                }
+            } catch {
+                logger.error("the queued runs could not be written to disk: a restart would lose them", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Queues again the runs a previous server accepted and did not start (same ids, so a client
+    /// following `/api/v1/runs/{id}` sees them through). Returns how many.
+    @discardableResult
+    func restoreQueue() -> Int {
+        guard let data = FileManager.default.contents(atPath: queueFile) else { return 0 }
+        guard let value = try? FastJSON.parse(Array(data)), case .array(let list)? = value["queued"] else {
+            logger.error("the queued runs file does not read: its runs are not started again", metadata: ["file": "\(queueFile)"])
+            return 0
+        }
+        var restored = 0
+        state.withLockedValue { s in
+            for item in list {
+                guard let id = item["run_id"]?.stringValue, s.runs[id] == nil,
+                      let scope = item["scope"].flatMap(RunScope.init(json:)),
+                      let by = item["triggered_by"]?.stringValue else { continue }
+                let at = item["queued_at"]?.doubleValue.map { Int64($0) } ?? ISOTime.nowMillis()
+                s.runs[id] = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue, triggeredBy: by,
+                                       status: "queued", queuedAt: at)
+                s.queue.append(id)
+                restored += 1
+            }
+        }
+        if restored > 0 { logger.info("runs queued before the restart are queued again", metadata: ["runs": "\(restored)"]) }
+        return restored
+    }
+
     /// The views file a run starting now opens.
     private var viewsFile: FileIdentity? { FileIdentity(path: config.storePath + "/projections.sqlite") }
 
@@ -164,7 +236,7 @@ final class Coordinator: Sendable {
         // a token's name that names a roster patient (made before the roster listed them, or
         // by hand in the tokens file) is not recorded (hostile test, stop 56).
         let triggeredBy = Self.recordable(triggeredBy, roster: config.roster) { self.config.logger.warning("\($0)") }
-        return state.withLockedValue { s in
+        let queued = state.withLockedValue { s -> (RunRecord, existing: Bool) in
             if let id = s.queue.first(where: { s.runs[$0]?.scope == scope && s.runs[$0]?.syncType == syncType }), let r = s.runs[id] {
                 return (r, true)
             }
@@ -175,6 +247,8 @@ final class Coordinator: Sendable {
             s.queue.append(id)
             return (r, false)
         }
+        if !queued.existing { persistQueue() }
+        return queued
     }
 
     func run(_ id: String) -> RunRecord? { state.withLockedValue { $0.runs[id] } }
@@ -214,6 +288,7 @@ final class Coordinator: Sendable {
                 s.running = id
                 return id
             }) {
+                persistQueue()
                 await execute(id)
                 afterWrite?()
                 continue

@@ -13,7 +13,8 @@ info:
     milliseconds. Every error is `{"error": "…"}` with a 4xx (or 503) status; a 400 names the
     parameter or field at fault. Query parameters a route does not take, parameters given twice
     and empty values are 400s (the webhook ignores its query string). `/api/` routes need `Authorization: Bearer TOKEN` (401 without
-    or with an unknown one); a `reader` token sees only its organisations' appointments (another
+    or with an unknown one; 503 while the server's tokens file is missing or does not load, when it
+    can check no token); a `reader` token sees only its organisations' appointments (another
     organisation's appointment is a 404, its lists are empty) and gets 403 on admin routes.
 
     This document is served at `GET /openapi.yaml` and is checked against the server's route
@@ -361,6 +362,8 @@ paths:
           $ref: "#/components/responses/BodyTimeout"
         "413":
           $ref: "#/components/responses/TooLarge"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /api/v1/runs/{run_id}:
     get:
       operationId: getRun
@@ -388,6 +391,8 @@ paths:
           $ref: "#/components/responses/Forbidden"
         "404":
           $ref: "#/components/responses/NotFound"
+        "503":
+          $ref: "#/components/responses/Unavailable"
   /webhooks/intakeq/{secret}:
     post:
       operationId: intakeqWebhook
@@ -531,7 +536,7 @@ components:
         application/json:
           schema: {$ref: "#/components/schemas/Error"}
     Unavailable:
-      description: Not ready yet, the inbox could not be written, or the views database is damaged (a page SQLite cannot read; `syncledger rebuild` on the server recreates it, and the views_damaged alert fires); retry later.
+      description: Not ready yet, the tokens file is missing or does not load (no token can be checked), the inbox could not be written, or the views database is damaged (a page SQLite cannot read; `syncledger rebuild` on the server recreates it, and the views_damaged alert fires); retry later.
       content:
         application/json:
           schema: {$ref: "#/components/schemas/Error"}

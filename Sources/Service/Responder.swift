@@ -337,13 +337,12 @@ struct ServiceResponder: HTTPResponder {
             throw Reply.error(401, "the Authorization header must be Bearer TOKEN")
         }
         let token = String(header.dropFirst(prefix.count)).trimmingCharacters(in: .whitespaces)
-        guard let caller = server.tokens.caller(bearer: token) else {
-            if server.tokens.refusesEveryToken {
-                throw Reply.error(503, "the server cannot check tokens now: its tokens file is missing or does not load (its log says why)")
-            }
-            throw Reply.error(401, "unknown token")
+        switch server.tokens.check(bearer: token) {
+        case .known(let caller): return caller
+        case .unknown: throw Reply.error(401, "unknown token")
+        case .unavailable:
+            throw Reply.error(503, "the server cannot check tokens now: its tokens file is missing or does not load (its log says why)")
         }
-        return caller
     }
 
     func requireAdmin(_ caller: Caller) throws {
@@ -568,14 +567,9 @@ struct ServiceResponder: HTTPResponder {
             throw Reply.error(400, "scope: organization '\(Reply.echoed(id))' is not in the roster")
         case .patient(let id) where server.config.roster.patient(id) == nil:
             throw Reply.error(400, "scope: patient '\(Reply.echoed(id))' is not in the roster")
-        // A forgotten patient stays in the roster file: the run was accepted (202) and then
-        // failed with nothing to sync (hostile test).
-        case .patient(let id) where server.currentRoster.patient(id) == nil:
-            throw Reply.error(400, "scope: patient '\(Reply.echoed(id))' was forgotten (`syncledger forget`); nothing to sync")
-        case .org(let id) where server.currentRoster.organization(id)?.patients.isEmpty ?? false:
-            throw Reply.error(400, "scope: organization '\(Reply.echoed(id))' has no patients left to sync (all were forgotten)")
         default: break
         }
+        if let why = server.nothingToSync(scope) { throw Reply.error(400, "scope: " + why) }
         let (record, existing) = try server.coordinator.enqueue(scope, triggeredBy: "api:" + caller.name)
         var body2: [String: JSONValue] = ["run_id": .string(record.runId), "status": .string(record.status)]
         if existing { body2["note"] = .string("a run of this scope was already queued") }

@@ -183,6 +183,7 @@ struct WorkerService: Service {
 
     func run() async throws {
         let c = server.coordinator
+        c.restoreQueue()
         let readFrom = server.viewsHandle.currentFile
         do {
             try await server.catchUp()
@@ -203,7 +204,9 @@ struct WorkerService: Service {
         c.inbox.close()
         // The inbox is closed: another server may take the store (a restart in one process).
         server.serveLock.release()
-        server.config.logger.info("stopped: the run in progress finished, the inbox is on disk", metadata: ["inbox_depth": "\(c.inbox.depth)"])
+        let queued = c.state.withLockedValue { $0.queue.count }
+        server.config.logger.info("stopped: the run in progress finished, the inbox and the queued runs are on disk",
+                                  metadata: ["inbox_depth": "\(c.inbox.depth)", "queued_runs": "\(queued)"])
     }
 }
 
@@ -340,6 +343,25 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
 }
 
 extension SyncLedgerServer {
+    /// Why a run of a roster scope would have nothing to sync because of `forget`, or nil: a
+    /// forgotten patient stays in the roster file, and a run asked for them was accepted (202)
+    /// and then failed (hostile test). An organization the roster lists with no patients is
+    /// left as before (its run says so).
+    func nothingToSync(_ scope: RunScope) -> String? {
+        let now = currentRoster
+        switch scope {
+        case .all:
+            guard !config.roster.allPatients.isEmpty, now.allPatients.isEmpty else { return nil }
+            return "every patient of the roster was forgotten (`syncledger forget`); nothing to sync"
+        case .org(let id):
+            guard config.roster.organization(id)?.patients.isEmpty == false, now.organization(id)?.patients.isEmpty ?? true else { return nil }
+            return "every patient of organization '\(id)' was forgotten (`syncledger forget`); nothing to sync"
+        case .patient(let id):
+            guard config.roster.patient(id) != nil, now.patient(id) == nil else { return nil }
+            return "patient '\(id)' was forgotten (`syncledger forget`); nothing to sync"
+        }
+    }
+
     /// The roster the server was started with, less the patients forgotten since: `forget`
     /// leaves the roster file as it is, and the admin pages listed a forgotten patient by name
     /// in their patient lists and name search (hostile test).

@@ -192,16 +192,33 @@ final class TokenRegistry: Sendable {
         state = Mutex(State(tokens: tokens, stamp: stamp))
     }
 
-    /// The caller a bearer token names, or nil. Every entry is compared, in constant time.
-    func caller(bearer token: String) -> Caller? {
+    /// What a bearer token is: a caller, unknown, or not checkable now (the file does not load).
+    enum Check {
+        case known(Caller)
+        case unknown
+        /// Every token is refused until the tokens file is fixed: the server's fault (a 503).
+        case unavailable
+    }
+
+    /// Looks a bearer token up in one reading of the registry. Every entry is compared, in
+    /// constant time.
+    func check(bearer token: String) -> Check {
         reloadIfChanged()
         let presented = Array(tokenHash(token).utf8)
-        let list = state.withLock { $0.tokens }
+        let (list, broken) = state.withLock { ($0.tokens, $0.broken != nil) }
+        if broken { return .unavailable }
         var found: APIToken?
         for t in list where constantTimeEquals(Array(t.sha256.lowercased().utf8), presented) {
             found = t
         }
-        return found.map { Caller(name: $0.name, role: $0.role, organizations: Set($0.organizations ?? []), tokenSHA256: $0.sha256) }
+        guard let found else { return .unknown }
+        return .known(Caller(name: found.name, role: found.role, organizations: Set(found.organizations ?? []), tokenSHA256: found.sha256))
+    }
+
+    /// The caller a bearer token names, or nil.
+    func caller(bearer token: String) -> Caller? {
+        if case .known(let caller) = check(bearer: token) { return caller }
+        return nil
     }
 
     /// Set while the tokens file is gone or does not load, when every token is refused: that is

@@ -308,7 +308,7 @@ struct ExportCommand: AsyncParsableCommand {
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: "jsonl (events exactly as stored) or csv (one row per appointment version).") var format: String = "jsonl"
-    @Option(parsing: .unconditional, help: "First seq to export.") var fromSeq: UInt64 = 1
+    @Option(parsing: .unconditional, help: "First seq to export; the head's seq + 1 exports nothing until more is recorded.") var fromSeq: UInt64 = 1
     @Option(parsing: .unconditional, help: "Last seq to export.") var toSeq: UInt64?
     @Option(help: ArgumentHelp("Write to this file instead of stdout (through a temporary file renamed into place; an existing file only with --force).", valueName: "FILE"))
     var out: String?
@@ -345,9 +345,10 @@ struct ExportCommand: AsyncParsableCommand {
                 views = nil
             } else {
                 (store, reader, views) = try openForRead(storeOptions, catchUp: false)
-                // An empty range past the end is a mistyped seq, not an empty export (as `log`).
+                // A range past the end is a mistyped seq, not an empty export; the head's seq + 1
+                // exports nothing until more is recorded (as `log`: an auditor's next --from-seq).
                 let headSeq = try reader.head().seq
-                if fromSeq > max(headSeq, 1) {
+                if fromSeq > headSeq + 1 {
                     throw CLIFailure(message: "--from-seq \(fromSeq) is past the log's end (seq \(headSeq)); nothing was exported")
                 }
             }

@@ -258,10 +258,12 @@ struct AsOfCommand: AsyncParsableCommand {
             var empty = "no appointments recorded by then"
             if rows.isEmpty, let appointment {
                 // An id the log never held is a typo (exit 1, as `history`), not an empty moment.
-                guard let first = try History.of(appointment, reader: reader, views: views).first else {
+                let seqs = try views.streamSeqs(Streams.appointment(appointment),
+                                                types: [.appointmentDiscovered, .appointmentChanged, .appointmentRemoved])
+                guard let first = seqs.first else {
                     throw CLIFailure(message: "no appointment \(appointment) has been recorded in this store")
                 }
-                empty = "appointment \(appointment) was first recorded at seq \(first.seq), after seq \(through)"
+                if first > through { empty = "appointment \(appointment) was first recorded at seq \(first), after seq \(through)" }
             }
             if !json { print("as of seq \(through)") }
             printAppointmentRows(rows, ctx, json: json, columns: appointmentTableColumns, empty: empty)

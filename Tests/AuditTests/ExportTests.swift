@@ -39,12 +39,15 @@ extension AuditTests {
             #expect(r.stdout == expected(a ?? 1, min(b ?? head, head)), "\(args)")
         }
         // A --from-seq past the end is one line and exit 1, in both formats (it printed nothing, or
-        // a CSV header, with exit 0, where `log` says it is past the head).
+        // a CSV header, with exit 0, where `log` says it is past the head); the head's seq + 1,
+        // an auditor's next export on a quiet store, exports nothing with exit 0, as `log`.
         for format in ["jsonl", "csv"] {
-            let past = try await syncledger(t.store, "export", "--format", format, "--from-seq", String(head + 1))
+            let past = try await syncledger(t.store, "export", "--format", format, "--from-seq", String(head + 2))
             #expect(past.code == 1 && past.stdout.isEmpty, "\(format): \(past.all)")
-            #expect(past.stderr == "syncledger: --from-seq \(head + 1) is past the log's end (seq \(head)); nothing was exported\n", "\(format)")
+            #expect(past.stderr == "syncledger: --from-seq \(head + 2) is past the log's end (seq \(head)); nothing was exported\n", "\(format)")
         }
+        let next = try await syncledger(t.store, "export", "--format", "jsonl", "--from-seq", String(head + 1))
+        #expect(next.code == 0 && next.stdout.isEmpty && next.stderr.isEmpty, "\(next.all)")
         // --out FILE writes the same bytes.
         let dir = try makeTempDir("jsonl")
         defer { removeTree(dir) }

@@ -107,8 +107,8 @@ func cliUnderOpenUmask(_ args: [String], env: [String: String?] = [:]) async thr
 let traceMarkers = ["Fatal error", "Thread ", "Backtrace", "backtrace", "Stack dump", "*** Signal", "crashed",
                     "Current stack trace", "SIGSEGV", "SIGILL", "SIGTRAP", "SIGABRT", "libswiftCore", "💣"]
 
-/// A clean failure: not a crash, a non-zero exit, no trace text, and one line on stderr (or,
-/// for an ArgumentParser usage error, exit 64 with "Error: …" and a short usage block).
+/// A clean failure: not a crash, a non-zero exit, no trace text, and one line on stderr starting
+/// "syncledger: " (a usage error, exit 64, ends by naming the `--help` to read).
 func expectCleanFailure(_ r: RunResult, mentioning needles: [String] = [], allowStdout: Bool = false,
                         sourceLocation: SourceLocation = #_sourceLocation) {
     let what = "\(r.label)\n--- stdout:\n\(r.stdout)--- stderr:\n\(r.stderr)"

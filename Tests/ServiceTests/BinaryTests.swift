@@ -274,6 +274,59 @@ final class Spawned: @unchecked Sendable {
         #expect(await server.wait() == 0)
     }
 
+    /// Runs accepted (202) and queued behind a running one outlive the server: SIGKILLed, then
+    /// started again, it runs them under the ids it gave (they were lost, and their ids answered
+    /// 404: hostile test). The run that had started is not started again (the next run closes
+    /// it out as failed), and the queue's file is gone once the queue is empty.
+    @Test func queuedRunsOutliveTheServer() async throws {
+        let dir = TempDir()
+        let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
+        defer { Task { await fake.stop() } }
+        let (fakeBase, tokens, secretFile) = try await serveFiles(in: dir, fake: fake)
+        let store = dir.sub("store")
+        let args = serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile)
+        let first = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base = try await first.listening()
+        // The first call of the first run waits (the fake answers one request at a time, so
+        // not longer than the second server can wait for its own first call).
+        fake.inject(.delay(6), path: "*", times: 1)
+        func ask(_ base: String, _ scope: String) async throws -> String {
+            let r = try await http(.POST, base + "/api/v1/sync", token: tokens.admin, body: Array(#"{"scope":\#(scope)}"#.utf8))
+            #expect(r.status == 202, "\(scope): \(r.status) \(r.text)")
+            return r["run_id"]?.stringValue ?? ""
+        }
+        let running = try await ask(base, #""all""#)
+        #expect(await eventually(timeout: 30) {
+            (try? await http(.GET, base + "/api/v1/runs/" + running, token: tokens.admin))?["status"]?.stringValue == "running"
+        })
+        let queued = [try await ask(base, #"{"org":"fsh"}"#), try await ask(base, #"{"patient":"p-001"}"#)]
+        for id in queued {
+            #expect(try await http(.GET, base + "/api/v1/runs/" + id, token: tokens.admin)["status"]?.stringValue == "queued")
+        }
+        #expect(FileManager.default.fileExists(atPath: store + "/state/queued-runs.json"))
+        first.signal(SIGKILL)
+        _ = await first.wait()
+
+        let second = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
+        let base2 = try await second.listening()
+        for id in queued {
+            #expect(await eventually(timeout: 120) {
+                (try? await http(.GET, base2 + "/api/v1/runs/" + id, token: tokens.admin))?["status"]?.stringValue == "completed"
+            }, "run \(id): \(second.stderr)")
+        }
+        // The run that had started is not run again: unknown (killed before it recorded its
+        // start) or closed out as failed.
+        let interrupted = try await http(.GET, base2 + "/api/v1/runs/" + running, token: tokens.admin)
+        #expect(interrupted.status == 404 || interrupted["status"]?.stringValue == "failed", "\(interrupted.text)")
+        let logs = try await http(.GET, base2 + "/api/v1/sync-logs?limit=10", token: tokens.admin).array
+        let ids = logs.compactMap { $0["id"]?.stringValue ?? $0["run_id"]?.stringValue }
+        #expect(Set(ids).isSuperset(of: queued) && Set(ids).count == ids.count && !ids.isEmpty, "each run once: \(logs)")
+        #expect(logs.filter { $0["status"]?.stringValue == "completed" }.count == 2, "\(logs)")
+        #expect(!FileManager.default.fileExists(atPath: store + "/state/queued-runs.json"))
+        second.signal(SIGTERM)
+        #expect(await second.wait() == 0)
+    }
+
     /// A webhook secret file other users can read is warned about at start (with the chmod that
     /// fixes it), and an owner-only one is not; the secret itself is never printed.
     @Test func aSecretFileOthersCanReadIsWarnedAbout() async throws {

@@ -109,6 +109,33 @@ import TestSupport
         await rig.stop()
     }
 
+    /// Runs that would have nothing to sync because of `forget` are refused up front (400), on
+    /// the API and the admin pages alike: one patient, then every patient of an organisation
+    /// (each was a 202, and a run that failed). The other organisations still queue.
+    @Test func runsForForgottenPatientsAreRefused() async throws {
+        let rig = try await ServerRig.start()
+        let org = try #require(Fixtures.roster.organizations.first { $0.patients.count >= 2 })
+        let other = try #require(Fixtures.roster.organizations.first { $0.id != org.id && !$0.patients.isEmpty })
+        let tombstones = rig.store + "/keys/forgotten"
+        try FileManager.default.createDirectory(atPath: tombstones, withIntermediateDirectories: true)
+        func forget(_ id: String) throws {
+            let name = Array(id.utf8).map { String(format: "%02x", $0) }.joined()
+            try Data().write(to: URL(fileURLWithPath: tombstones + "/" + name))
+        }
+        try forget(org.patients[0].id)
+        let one = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"patient":"\#(org.patients[0].id)"}}"#)
+        #expect(one.status == 400 && (one["error"]?.stringValue ?? "").contains("was forgotten"), "\(one.text)")
+        #expect(try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"org":"\#(org.id)"}}"#).status == 202,
+                "an organisation with a patient left still runs")
+        for p in org.patients.dropFirst() { try forget(p.id) }
+        // The roster the server reads is made again when keys/forgotten changes (its mtime).
+        let all = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"org":"\#(org.id)"}}"#)
+        #expect(all.status == 400 && (all["error"]?.stringValue ?? "").contains("every patient of organization '\(org.id)' was forgotten"), "\(all.text)")
+        #expect(try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"org":"\#(other.id)"}}"#).status == 202)
+        #expect(rig.server.nothingToSync(.org(org.id)) != nil && rig.server.nothingToSync(.org(other.id)) == nil)
+        await rig.stop()
+    }
+
     @Test func badInputGetsTheRightStatusAndRecordsNothing() async throws {
         let rig = try await ServerRig.start()
         let run = try await rig.syncAndWait()

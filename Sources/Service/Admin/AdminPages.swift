@@ -182,10 +182,11 @@ struct AdminPages {
             return loginPage(status: 403, error: "The sign-in form expired or its CSRF token is missing. Try again.", secure: secure)
         }
         let token = (form["token"] ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !token.isEmpty, let caller = server.tokens.caller(bearer: token) else {
-            if server.tokens.refusesEveryToken {
-                return loginPage(status: 503, error: "The server cannot check tokens now: its tokens file is missing or does not load. Its log says why.", secure: secure)
-            }
+        let check = token.isEmpty ? .unknown : server.tokens.check(bearer: token)
+        if case .unavailable = check {
+            return loginPage(status: 503, error: "The server cannot check tokens now: its tokens file is missing or does not load. Its log says why.", secure: secure)
+        }
+        guard case .known(let caller) = check else {
             server.config.logger.warning("admin sign-in refused: unknown token")
             return loginPage(status: 401, error: "Unknown token.", secure: secure)
         }
@@ -220,6 +221,9 @@ struct AdminPages {
             scope = .patient(p)
         default:
             throw message(400, "Bad request", "scope: must be all, org or patient.", session: session)
+        }
+        if let why = server.nothingToSync(scope) {
+            throw message(400, "Bad request", why.prefix(1).uppercased() + why.dropFirst() + ".", session: session)
         }
         let (record, _) = try server.coordinator.enqueue(scope, triggeredBy: "admin:" + session.name)
         return .redirect(Self.safeBack(form["back"]) + "?queued=" + FormData.encode(record.runId))
