@@ -30,10 +30,14 @@ if [ -z "${SYNCLEDGER_SETUP_MINIMAL:-}" ] && command -v python3 >/dev/null 2>&1 
 fi
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+# Where /dev/null is a plain file only root may write (as on some CI machines), apt's sandbox
+# user cannot write it: apt-key then finds no gpgv and every index is refused. apt stays root there.
+apt_opts=()
+if [ ! -c /dev/null ]; then apt_opts=(-o APT::Sandbox::User=root); fi
 if ((${#need[@]})); then
   echo "installing: ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  $sudo apt-get "${apt_opts[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get "${apt_opts[@]}" install -y -qq "${need[@]}" >/dev/null
 fi
 if [ -z "${SYNCLEDGER_SETUP_MINIMAL:-}" ]; then
   req=tools/requirements-test.txt
