@@ -1,6 +1,5 @@
 import Domain
 import Foundation
-import Glibc
 import IntakeQ
 import Logging
 import PostgresSink
@@ -84,10 +83,11 @@ public struct ServeConfiguration: Sendable {
     /// (the webhook secret is the webhook URL's only protection), or nil. A warning, not a
     /// refusal: a secrets mount may give its files a mode of its own.
     public static func exposureWarning(secretFile path: String, what: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        guard st.st_mode & 0o044 != 0 else { return nil }
-        let mode = String(st.st_mode & 0o777, radix: 8)
+        // FileManager, not stat(): in this module `struct stat` belongs to whichever C module
+        // included <sys/stat.h> first (CDispatch), which a clean build refuses to see.
+        guard let permissions = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int,
+              permissions & 0o044 != 0 else { return nil }
+        let mode = String(permissions & 0o777, radix: 8)
         return "warning: \(what) \(path) can be read by other users (mode \(mode)): `chmod 600 \(path)` keeps it to its owner"
     }
 

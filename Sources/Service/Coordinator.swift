@@ -137,7 +137,9 @@ final class Coordinator: Sendable {
     /// The runs asked for and not started yet, on disk (`STORE/state/queued-runs.json`, written
     /// before the 202): a run queued behind another was lost on SIGTERM or a crash, and its id
     /// answered 404 after the restart (hostile test). A run that started is not in it: its
-    /// `sync.started` is in the log, and the next run closes it out if it never ended.
+    /// `sync.started` is in the log, and the next run closes it out if it never ended; it is
+    /// kept in the file, marked started, until it ends, so that after a crash its id answers
+    /// "failed" rather than 404 (when it was killed before it recorded anything).
     var queueFile: String { config.storePath + "/state/queued-runs.json" }
     /// Serialises the file's writes, each of the queue as it is then.
     private let queueWrites = NIOLock()
@@ -146,27 +148,33 @@ final class Coordinator: Sendable {
     /// the run stays queued in memory.
     func persistQueue() {
         queueWrites.withLock {
-            let waiting: [RunRecord] = state.withLockedValue { s in s.queue.compactMap { s.runs[$0] } }
+            let (waiting, running): ([RunRecord], RunRecord?) = state.withLockedValue { s in
+                (s.queue.compactMap { s.runs[$0] }, s.running.flatMap { s.runs[$0] })
+            }
             do {
-                if waiting.isEmpty {
+                if waiting.isEmpty && running == nil {
                     if unlink(queueFile) != 0 && errno != ENOENT {
                         throw ServeError("cannot remove \(queueFile): \(String(cString: strerror(errno)))")
                     }
                 } else {
-                    let list: [JSONValue] = waiting.map { r in
-                        var o: [String: JSONValue] = [
-                            "run_id": .string(r.runId), "scope": r.scope.json, "triggered_by": .string(r.triggeredBy),
-                            "queued_at": .number(Double(r.queuedAt)),
-                        ]
-                        if let t = r.syncType { o["sync_type"] = .string(t) }
-                        return .object(o)
-                    }
+                    let list: [JSONValue] = (running.map { [$0] } ?? []).map { entry($0, started: true) }
+                        + waiting.map { entry($0, started: false) }
                     try writeFileAtomically(queueFile, Array((JSONValue.object(["queued": .array(list)]).canonicalText + "\n").utf8))
                 }
             } catch {
                 logger.error("the queued runs could not be written to disk: a restart would lose them", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    private func entry(_ r: RunRecord, started: Bool) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "run_id": .string(r.runId), "scope": r.scope.json, "triggered_by": .string(r.triggeredBy),
+            "queued_at": .number(Double(r.queuedAt)),
+        ]
+        if let t = r.syncType { o["sync_type"] = .string(t) }
+        if started { o["started"] = .bool(true) }
+        return .object(o)
     }
 
     /// Queues again the runs a previous server accepted and did not start (same ids, so a client
@@ -185,13 +193,23 @@ final class Coordinator: Sendable {
                       let scope = item["scope"].flatMap(RunScope.init(json:)),
                       let by = item["triggered_by"]?.stringValue else { continue }
                 let at = item["queued_at"]?.doubleValue.map { Int64($0) } ?? ISOTime.nowMillis()
-                s.runs[id] = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue, triggeredBy: by,
-                                       status: "queued", queuedAt: at)
+                var r = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue, triggeredBy: by,
+                                  status: "queued", queuedAt: at)
+                if case .bool(true)? = item["started"] {
+                    // It was running when the server stopped without finishing it: not run again.
+                    r.status = "failed"
+                    r.error = "the server stopped before this run finished; it was not run again (ask for a new one)"
+                    s.runs[id] = r
+                    s.finishedOrder.append(id)
+                    continue
+                }
+                s.runs[id] = r
                 s.queue.append(id)
                 restored += 1
             }
         }
         if restored > 0 { logger.info("runs queued before the restart are queued again", metadata: ["runs": "\(restored)"]) }
+        persistQueue()
         return restored
     }
 
@@ -290,6 +308,7 @@ final class Coordinator: Sendable {
             }) {
                 persistQueue()
                 await execute(id)
+                persistQueue()
                 afterWrite?()
                 continue
             }
