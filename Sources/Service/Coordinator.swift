@@ -47,6 +47,9 @@ struct RunRecord: Sendable {
     var completedAt: Int64?
     var outcome: SyncOutcome?
     var error: String?
+    /// Restored as failed after a restart (it was running, or no longer valid): the log's
+    /// `sync_logs` row, when there is one, knows better.
+    var stoppedUnfinished = false
 
     var json: JSONValue {
         var o: [String: JSONValue] = [
@@ -136,33 +139,49 @@ final class Coordinator: Sendable {
 
     /// The runs asked for and not started yet, on disk (`STORE/state/queued-runs.json`, written
     /// before the 202): a run queued behind another was lost on SIGTERM or a crash, and its id
-    /// answered 404 after the restart (hostile test). A run that started is not in it: its
-    /// `sync.started` is in the log, and the next run closes it out if it never ended; it is
-    /// kept in the file, marked started, until it ends, so that after a crash its id answers
-    /// "failed" rather than 404 (when it was killed before it recorded anything).
+    /// answered 404 after the restart (hostile test). The run in progress is in it too, marked
+    /// started, until it ends: after a crash it is not run again (its `sync.started` may be in
+    /// the log, closed out by the next run), and its id answers "failed" rather than 404.
     var queueFile: String { config.storePath + "/state/queued-runs.json" }
-    /// Serialises the file's writes, each of the queue as it is then.
+    /// Held across a change of the queue and the write that records it, so that no answer (a
+    /// 202, or "already queued") is given before the file holds the run.
     private let queueWrites = NIOLock()
 
-    /// Writes the queue as it is now (or removes the file when it is empty). A failure is logged:
-    /// the run stays queued in memory.
+    /// The queue could not be recorded on disk: the run was not queued (the API answers 503).
+    struct QueueNotWritten: Error, CustomStringConvertible {
+        var reason: String
+        var description: String { "the run could not be queued: \(reason)" }
+    }
+
+    /// Writes the queue as it is now, or removes the file when nothing waits or runs. Call with
+    /// `queueWrites` held.
+    private func writeQueueLocked() throws {
+        let (waiting, running): ([RunRecord], RunRecord?) = state.withLockedValue { s in
+            (s.queue.compactMap { s.runs[$0] }, s.running.flatMap { s.runs[$0] })
+        }
+        if waiting.isEmpty && running == nil {
+            if unlink(queueFile) == 0 {
+                syncDirectoryOf(queueFile)
+            } else if errno != ENOENT {
+                throw QueueNotWritten(reason: "cannot remove \(queueFile): \(String(cString: strerror(errno)))")
+            }
+            return
+        }
+        let list: [JSONValue] = (running.map { [$0] } ?? []).map { entry($0, started: true) }
+            + waiting.map { entry($0, started: false) }
+        do {
+            try writeFileAtomically(queueFile, Array((JSONValue.object(["queued": .array(list)]).canonicalText + "\n").utf8))
+        } catch {
+            throw QueueNotWritten(reason: "\(error)")
+        }
+    }
+
+    /// Records the queue as it is now (the worker, as a run starts and ends). A failure is
+    /// logged: the run in memory goes on.
     func persistQueue() {
         queueWrites.withLock {
-            let (waiting, running): ([RunRecord], RunRecord?) = state.withLockedValue { s in
-                (s.queue.compactMap { s.runs[$0] }, s.running.flatMap { s.runs[$0] })
-            }
-            do {
-                if waiting.isEmpty && running == nil {
-                    if unlink(queueFile) != 0 && errno != ENOENT {
-                        throw ServeError("cannot remove \(queueFile): \(String(cString: strerror(errno)))")
-                    }
-                } else {
-                    let list: [JSONValue] = (running.map { [$0] } ?? []).map { entry($0, started: true) }
-                        + waiting.map { entry($0, started: false) }
-                    try writeFileAtomically(queueFile, Array((JSONValue.object(["queued": .array(list)]).canonicalText + "\n").utf8))
-                }
-            } catch {
-                logger.error("the queued runs could not be written to disk: a restart would lose them", metadata: ["error": "\(error)"])
+            do { try writeQueueLocked() } catch {
+                logger.error("the queued runs could not be written to disk: a restart would not know them", metadata: ["error": "\(error)"])
             }
         }
     }
@@ -178,35 +197,72 @@ final class Coordinator: Sendable {
     }
 
     /// Queues again the runs a previous server accepted and did not start (same ids, so a client
-    /// following `/api/v1/runs/{id}` sees them through). Returns how many.
+    /// following `/api/v1/runs/{id}` sees them through), and records the one it was running as
+    /// failed. Called before the server takes requests. Returns how many were queued again.
     @discardableResult
     func restoreQueue() -> Int {
-        guard let data = FileManager.default.contents(atPath: queueFile) else { return 0 }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: queueFile))
+        } catch CocoaError.fileReadNoSuchFile {
+            return 0
+        } catch {
+            logger.error("the queued runs file cannot be read: its runs are not started again", metadata: ["file": "\(queueFile)", "error": "\(error)"])
+            return 0
+        }
         guard let value = try? FastJSON.parse(Array(data)), case .array(let list)? = value["queued"] else {
-            logger.error("the queued runs file does not read: its runs are not started again", metadata: ["file": "\(queueFile)"])
+            // Kept for a person to read; the next write would replace it.
+            let aside = queueFile + ".unreadable-\(ISOTime.nowMillis())"
+            _ = rename(queueFile, aside)
+            logger.error("the queued runs file does not read: its runs are not started again (moved aside)", metadata: ["file": "\(aside)"])
             return 0
         }
         var restored = 0
-        state.withLockedValue { s in
-            for item in list {
-                guard let id = item["run_id"]?.stringValue, s.runs[id] == nil,
-                      let scope = item["scope"].flatMap(RunScope.init(json:)),
-                      let by = item["triggered_by"]?.stringValue else { continue }
-                let at = item["queued_at"]?.doubleValue.map { Int64($0) } ?? ISOTime.nowMillis()
-                var r = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue, triggeredBy: by,
-                                  status: "queued", queuedAt: at)
-                if case .bool(true)? = item["started"] {
-                    // It was running when the server stopped without finishing it: not run again.
-                    r.status = "failed"
-                    r.error = "the server stopped before this run finished; it was not run again (ask for a new one)"
-                    s.runs[id] = r
-                    s.finishedOrder.append(id)
-                    continue
-                }
-                s.runs[id] = r
-                s.queue.append(id)
-                restored += 1
+        var dropped: [String] = []
+        let now = ISOTime.nowMillis()
+        for item in list {
+            guard let id = item["run_id"]?.stringValue, run(id) == nil,
+                  let scope = item["scope"].flatMap(RunScope.init(json:)),
+                  let recordedBy = item["triggered_by"]?.stringValue else {
+                dropped.append(item["run_id"]?.stringValue ?? "?")
+                continue
             }
+            // Checked again against this server's roster: a patient it lists now may be named
+            // by the token's name, which is recorded in the log in the clear.
+            let by = Self.recordable(recordedBy, roster: config.roster) { self.logger.warning("\($0)") }
+            var r = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue, triggeredBy: by,
+                              status: "queued", queuedAt: item["queued_at"]?.doubleValue.map { Int64($0) } ?? now)
+            var problem: String?
+            if case .bool(true)? = item["started"] {
+                problem = "the server stopped before this run finished; it was not run again (ask for a new one)"
+            } else {
+                var request = SyncRequest(roster: config.roster)
+                switch scope {
+                case .all: break
+                case .org(let o): request.organizationId = o
+                case .patient(let p): request.patientId = p
+                }
+                do { try request.validate() } catch { problem = "not run after the restart: \(error)" }
+            }
+            if let problem {
+                (r.status, r.error, r.stoppedUnfinished, r.completedAt) = ("failed", problem, true, now)
+                let failed = r
+                state.withLockedValue { s in
+                    s.runs[id] = failed
+                    s.finishedOrder.append(id)
+                    if s.finishedOrder.count > 1000 { s.runs[s.finishedOrder.removeFirst()] = nil }
+                }
+                continue
+            }
+            let queued = r
+            state.withLockedValue { s in
+                s.runs[id] = queued
+                s.queue.append(id)
+            }
+            restored += 1
+        }
+        if !dropped.isEmpty {
+            logger.error("entries of the queued runs file were not understood and are dropped", metadata: ["runs": "\(dropped.joined(separator: ","))"])
         }
         if restored > 0 { logger.info("runs queued before the restart are queued again", metadata: ["runs": "\(restored)"]) }
         persistQueue()
@@ -254,19 +310,33 @@ final class Coordinator: Sendable {
         // a token's name that names a roster patient (made before the roster listed them, or
         // by hand in the tokens file) is not recorded (hostile test, stop 56).
         let triggeredBy = Self.recordable(triggeredBy, roster: config.roster) { self.config.logger.warning("\($0)") }
-        let queued = state.withLockedValue { s -> (RunRecord, existing: Bool) in
-            if let id = s.queue.first(where: { s.runs[$0]?.scope == scope && s.runs[$0]?.syncType == syncType }), let r = s.runs[id] {
-                return (r, true)
+        return try queueWrites.withLock { () throws -> (RunRecord, existing: Bool) in
+            let queued = state.withLockedValue { s -> (RunRecord, existing: Bool) in
+                if let id = s.queue.first(where: { s.runs[$0]?.scope == scope && s.runs[$0]?.syncType == syncType }), let r = s.runs[id] {
+                    return (r, true)
+                }
+                let id = UUID().uuidString.lowercased()
+                let r = RunRecord(runId: id, scope: scope, syncType: syncType, triggeredBy: triggeredBy, status: "queued",
+                                  queuedAt: ISOTime.nowMillis())
+                s.runs[id] = r
+                s.queue.append(id)
+                return (r, false)
             }
-            let id = UUID().uuidString.lowercased()
-            let r = RunRecord(runId: id, scope: scope, syncType: syncType, triggeredBy: triggeredBy, status: "queued",
-                              queuedAt: ISOTime.nowMillis())
-            s.runs[id] = r
-            s.queue.append(id)
-            return (r, false)
+            guard !queued.existing else { return queued }
+            do {
+                try writeQueueLocked()
+            } catch {
+                // Not queued: a 202 would promise a run a restart could lose.
+                let id = queued.0.runId
+                state.withLockedValue { s in
+                    s.queue.removeAll { $0 == id }
+                    s.runs[id] = nil
+                }
+                logger.error("a run could not be queued: the queue file cannot be written", metadata: ["error": "\(error)"])
+                throw error
+            }
+            return queued
         }
-        if !queued.existing { persistQueue() }
-        return queued
     }
 
     func run(_ id: String) -> RunRecord? { state.withLockedValue { $0.runs[id] } }
@@ -300,13 +370,22 @@ final class Coordinator: Sendable {
     /// are written) before this returns.
     func work() async {
         while !isStopping && !Task.isCancelled {
-            if let id = state.withLockedValue({ s -> String? in
-                guard !s.queue.isEmpty else { return nil }
-                let id = s.queue.removeFirst()
-                s.running = id
+            // Taken from the queue and recorded as started in one hold of `queueWrites`: an
+            // enqueue whose write failed must not see its run already taken.
+            if let id = queueWrites.withLock({ () -> String? in
+                let id = state.withLockedValue { s -> String? in
+                    guard !s.queue.isEmpty else { return nil }
+                    let id = s.queue.removeFirst()
+                    s.running = id
+                    return id
+                }
+                if id != nil {
+                    do { try writeQueueLocked() } catch {
+                        logger.error("the queued runs could not be written to disk: a restart would not know them", metadata: ["error": "\(error)"])
+                    }
+                }
                 return id
             }) {
-                persistQueue()
                 await execute(id)
                 persistQueue()
                 afterWrite?()
@@ -584,5 +663,14 @@ final class Coordinator: Sendable {
             }
             try? await Task.sleep(nanoseconds: 250_000_000)
         }
+    }
+}
+
+/// fsyncs the directory holding `path`, so that a file just removed from it stays removed.
+private func syncDirectoryOf(_ path: String) {
+    let fd = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if fd >= 0 {
+        _ = fsync(fd)
+        close(fd)
     }
 }

@@ -570,17 +570,28 @@ struct ServiceResponder: HTTPResponder {
         default: break
         }
         if let why = server.nothingToSync(scope) { throw Reply.error(400, "scope: " + why) }
-        let (record, existing) = try server.coordinator.enqueue(scope, triggeredBy: "api:" + caller.name)
+        // Off the request's thread: the queue file is written and fsynced before the 202.
+        let c = server.coordinator, by = "api:" + caller.name
+        let record: RunRecord, existing: Bool
+        do {
+            (record, existing) = try await server.blocking { try c.enqueue(scope, triggeredBy: by) }
+        } catch is Coordinator.QueueNotWritten {
+            throw Reply.error(503, "the run could not be queued: the server cannot write its queue file (its log says why); retry later")
+        }
         var body2: [String: JSONValue] = ["run_id": .string(record.runId), "status": .string(record.status)]
         if existing { body2["note"] = .string("a run of this scope was already queued") }
         return .ok(.object(body2), status: 202)
     }
 
     func runStatus(_ id: String) async throws -> Reply {
-        if let r = server.coordinator.run(id) { return .ok(r.json) }
+        let remembered = server.coordinator.run(id)
+        if let r = remembered, !r.stoppedUnfinished { return .ok(r.json) }
+        // A run restored as failed after a restart: its sync_logs row knows better once the
+        // next run closed it out (or it completed just before the server stopped).
         // Not started by this process (or long ago): the sync_logs row, when there is one.
         let views = server.views
         let row = try await server.blocking { try views.readSync { try Views.syncLog($0, id: id) } }
+        if let r = remembered, row == nil || row?["status"]?.stringValue == "running" { return .ok(r.json) }
         guard let row else { throw Reply.error(404, "no run \(id)") }
         return .ok(.object(["run_id": .string(id), "status": row["status"] ?? .null, "sync_log": row.json]))
     }

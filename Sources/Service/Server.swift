@@ -152,6 +152,9 @@ public final class SyncLedgerServer: Sendable {
     /// The service group: the worker first, the HTTP server last (it stops first on shutdown).
     public func makeGroup(signals: [UnixSignal]) throws -> ServiceGroup {
         let logger = config.logger
+        // Before any service starts: a request taken first would rewrite the queue file
+        // without the runs it holds (review).
+        coordinator.restoreQueue()
         let responder = ServiceResponder(server: self)
         let onListening = config.onListening
         let idle = Int64(config.idleTimeoutSeconds)
@@ -183,7 +186,6 @@ struct WorkerService: Service {
 
     func run() async throws {
         let c = server.coordinator
-        c.restoreQueue()
         let readFrom = server.viewsHandle.currentFile
         do {
             try await server.catchUp()

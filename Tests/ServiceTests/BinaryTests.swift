@@ -287,8 +287,9 @@ final class Spawned: @unchecked Sendable {
         let args = serveArgs(store: store, fake: fakeBase, tokens: tokens.path, secretFile: secretFile)
         let first = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
         let base = try await first.listening()
-        // The first call of the first run waits (the fake answers one request at a time, so
-        // not longer than the second server can wait for its own first call).
+        // The first call of the first run waits, long enough for two more runs to queue behind
+        // it and the kill to come; not longer than the second server's first call can wait
+        // (seen: a 60 s delay made that call time out).
         fake.inject(.delay(6), path: "*", times: 1)
         func ask(_ base: String, _ scope: String) async throws -> String {
             let r = try await http(.POST, base + "/api/v1/sync", token: tokens.admin, body: Array(#"{"scope":\#(scope)}"#.utf8))
@@ -318,11 +319,13 @@ final class Spawned: @unchecked Sendable {
         // when the kill came before the run recorded its start).
         let interrupted = try await http(.GET, base2 + "/api/v1/runs/" + running, token: tokens.admin)
         #expect(interrupted["status"]?.stringValue == "failed", "\(interrupted.text)")
+        #expect(interrupted.text.contains("the server stopped before this run finished") || interrupted["sync_log"] != nil,
+                "\(interrupted.text)")
         let logs = try await http(.GET, base2 + "/api/v1/sync-logs?limit=10", token: tokens.admin).array
         let ids = logs.compactMap { $0["id"]?.stringValue ?? $0["run_id"]?.stringValue }
         #expect(Set(ids).isSuperset(of: queued) && Set(ids).count == ids.count && !ids.isEmpty, "each run once: \(logs)")
         #expect(logs.filter { $0["status"]?.stringValue == "completed" }.count == 2, "\(logs)")
-        #expect(!FileManager.default.fileExists(atPath: store + "/state/queued-runs.json"))
+        #expect(await eventually(timeout: 10) { !FileManager.default.fileExists(atPath: store + "/state/queued-runs.json") })
         second.signal(SIGTERM)
         #expect(await second.wait() == 0)
     }

@@ -7,6 +7,7 @@ import CNIOLinux  // members of C structs (sockaddr_in, pollfd) may be taken for
 #endif
 import JSONCore
 import Ledger
+import NIOConcurrencyHelpers
 import NIOHTTP1
 import Projections
 @testable import Service
@@ -133,6 +134,23 @@ import TestSupport
         #expect(all.status == 400 && (all["error"]?.stringValue ?? "").contains("every patient of organization '\(org.id)' was forgotten"), "\(all.text)")
         #expect(try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":{"org":"\#(other.id)"}}"#).status == 202)
         #expect(rig.server.nothingToSync(.org(org.id)) != nil && rig.server.nothingToSync(.org(other.id)) == nil)
+        await rig.stop()
+    }
+
+    /// A run whose queue file cannot be written is not queued: 503, not a 202 a restart could
+    /// lose (here the file's path is a directory). Once it can be written, the run queues.
+    @Test func aRunThatCannotBeRecordedIsNotAccepted() async throws {
+        let rig = try await ServerRig.start()
+        let path = rig.store + "/state/queued-runs.json"
+        #expect(!FileManager.default.fileExists(atPath: path))
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        let refused = try await rig.post("/api/v1/sync", token: rig.tokens.admin, json: #"{"scope":"all"}"#)
+        #expect(refused.status == 503 && (refused["error"]?.stringValue ?? "").contains("queue file"), "\(refused.text)")
+        #expect(!refused.text.contains("run_id"))
+        #expect(rig.server.coordinator.state.withLockedValue { $0.queue.isEmpty && $0.runs.isEmpty }, "nothing was queued")
+        try FileManager.default.removeItem(atPath: path)
+        let run = try await rig.syncAndWait()
+        #expect(run["status"]?.stringValue == "completed", "\(run.text)")
         await rig.stop()
     }
 

@@ -121,7 +121,7 @@ struct AdminPages {
             return try await appointment(session, id: p[1], query: query)
         case ["refresh"]:
             try only(.post, method, path)
-            return try refresh(session, form: form)
+            return try await refresh(session, form: form)
         case ["logout"]:
             try only(.post, method, path)
             site.revoked.revoke(session, now: now)
@@ -204,7 +204,7 @@ struct AdminPages {
 
     // MARK: Refresh
 
-    func refresh(_ session: AdminSession, form: [String: String]) throws -> Page {
+    func refresh(_ session: AdminSession, form: [String: String]) async throws -> Page {
         let roster = server.currentRoster
         let scope: RunScope
         switch form["scope"] {
@@ -225,7 +225,13 @@ struct AdminPages {
         if let why = server.nothingToSync(scope) {
             throw message(400, "Bad request", why.prefix(1).uppercased() + why.dropFirst() + ".", session: session)
         }
-        let (record, _) = try server.coordinator.enqueue(scope, triggeredBy: "admin:" + session.name)
+        let c = server.coordinator, by = "admin:" + session.name
+        let record: RunRecord
+        do {
+            (record, _) = try await server.blocking { try c.enqueue(scope, triggeredBy: by) }
+        } catch is Coordinator.QueueNotWritten {
+            throw message(503, "Not queued", "The run could not be queued: the server cannot write its queue file (its log says why). Try again later.", session: session)
+        }
         return .redirect(Self.safeBack(form["back"]) + "?queued=" + FormData.encode(record.runId))
     }
 
