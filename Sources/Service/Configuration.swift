@@ -85,7 +85,9 @@ public struct ServeConfiguration: Sendable {
     public static func exposureWarning(secretFile path: String, what: String) -> String? {
         // FileManager, not stat(): in this module `struct stat` belongs to whichever C module
         // included <sys/stat.h> first (CDispatch), which a clean build refuses to see.
-        guard let permissions = (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int,
+        // The file a link leads to (a secrets mount links its files): the link's own mode is 777.
+        let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        guard let permissions = (try? FileManager.default.attributesOfItem(atPath: target))?[.posixPermissions] as? Int,
               permissions & 0o044 != 0 else { return nil }
         let mode = String(permissions & 0o777, radix: 8)
         return "warning: \(what) \(path) can be read by other users (mode \(mode)): `chmod 600 \(path)` keeps it to its owner"

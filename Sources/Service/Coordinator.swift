@@ -101,6 +101,8 @@ final class Coordinator: Sendable {
         var runs: [String: RunRecord] = [:]
         var finishedOrder: [String] = []
         var running: String?
+        /// Runs restored as failed after a restart, kept in the queue file for a week.
+        var restoredFailures: [RunRecord] = []
         var stopping = false
         var budgetBlockedUntil = 0.0
         /// Webhook runs in a row that IntakeQ answered none of, with ids that had not failed
@@ -153,13 +155,13 @@ final class Coordinator: Sendable {
         var description: String { "the run could not be queued: \(reason)" }
     }
 
-    /// Writes the queue as it is now, or removes the file when nothing waits or runs. Call with
-    /// `queueWrites` held.
+    /// Writes the queue as it is now, or removes the file when nothing waits, runs or is kept.
+    /// Call with `queueWrites` held.
     private func writeQueueLocked() throws {
-        let (waiting, running): ([RunRecord], RunRecord?) = state.withLockedValue { s in
-            (s.queue.compactMap { s.runs[$0] }, s.running.flatMap { s.runs[$0] })
+        let (waiting, running, failed): ([RunRecord], RunRecord?, [RunRecord]) = state.withLockedValue { s in
+            (s.queue.compactMap { s.runs[$0] }, s.running.flatMap { s.runs[$0] }, s.restoredFailures)
         }
-        if waiting.isEmpty && running == nil {
+        if waiting.isEmpty && running == nil && failed.isEmpty {
             if unlink(queueFile) == 0 {
                 syncDirectoryOf(queueFile)
             } else if errno != ENOENT {
@@ -168,7 +170,7 @@ final class Coordinator: Sendable {
             return
         }
         let list: [JSONValue] = (running.map { [$0] } ?? []).map { entry($0, started: true) }
-            + waiting.map { entry($0, started: false) }
+            + waiting.map { entry($0, started: false) } + failed.map { entry($0, started: false) }
         do {
             try writeFileAtomically(queueFile, Array((JSONValue.object(["queued": .array(list)]).canonicalText + "\n").utf8))
         } catch {
@@ -193,14 +195,23 @@ final class Coordinator: Sendable {
         ]
         if let t = r.syncType { o["sync_type"] = .string(t) }
         if started { o["started"] = .bool(true) }
+        if r.stoppedUnfinished, let e = r.error {
+            o["failed"] = .string(e)
+            o["failed_at"] = .number(Double(r.completedAt ?? ISOTime.nowMillis()))
+        }
         return .object(o)
     }
 
+    /// How long a run restored as failed is remembered in the queue file (its id answers
+    /// "failed" across further restarts, even when it never recorded a sync_logs row).
+    static let restoredFailureMillis: Int64 = 7 * 86_400_000
+
     /// Queues again the runs a previous server accepted and did not start (same ids, so a client
-    /// following `/api/v1/runs/{id}` sees them through), and records the one it was running as
-    /// failed. Called before the server takes requests. Returns how many were queued again.
+    /// following `/api/v1/runs/{id}` sees them through), and records as failed the one it was
+    /// running and any that can no longer run (`nothingToSync`: the server's view of forgotten
+    /// patients). Called before the server takes requests. Returns how many were queued again.
     @discardableResult
-    func restoreQueue() -> Int {
+    func restoreQueue(nothingToSync: (RunScope) -> String? = { _ in nil }) -> Int {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: queueFile))
@@ -227,14 +238,20 @@ final class Coordinator: Sendable {
                 dropped.append(item["run_id"]?.stringValue ?? "?")
                 continue
             }
-            // Checked again against this server's roster: a patient it lists now may be named
-            // by the token's name, which is recorded in the log in the clear.
-            let by = Self.recordable(recordedBy, roster: config.roster) { self.logger.warning("\($0)") }
-            var r = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue, triggeredBy: by,
+            var r = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue,
+                              triggeredBy: Self.restoredTrigger(recordedBy, roster: config.roster, warn: { self.logger.warning("\($0)") }),
                               status: "queued", queuedAt: item["queued_at"]?.doubleValue.map { Int64($0) } ?? now)
             var problem: String?
-            if case .bool(true)? = item["started"] {
+            var at = now
+            if case .string(let failure)? = item["failed"] {
+                // Restored as failed by an earlier start: remembered for a week.
+                at = item["failed_at"]?.doubleValue.map { Int64($0) } ?? now
+                guard now - at < Self.restoredFailureMillis else { continue }
+                problem = failure
+            } else if case .bool(true)? = item["started"] {
                 problem = "the server stopped before this run finished; it was not run again (ask for a new one)"
+            } else if let why = Self.syncTypeProblem(r.syncType, scope: scope) {
+                problem = "not run after the restart: \(why)"
             } else {
                 var request = SyncRequest(roster: config.roster)
                 switch scope {
@@ -243,14 +260,14 @@ final class Coordinator: Sendable {
                 case .patient(let p): request.patientId = p
                 }
                 do { try request.validate() } catch { problem = "not run after the restart: \(error)" }
+                if problem == nil, let why = nothingToSync(scope) { problem = "not run after the restart: \(why)" }
             }
             if let problem {
-                (r.status, r.error, r.stoppedUnfinished, r.completedAt) = ("failed", problem, true, now)
+                (r.status, r.error, r.stoppedUnfinished, r.completedAt) = ("failed", problem, true, at)
                 let failed = r
                 state.withLockedValue { s in
                     s.runs[id] = failed
-                    s.finishedOrder.append(id)
-                    if s.finishedOrder.count > 1000 { s.runs[s.finishedOrder.removeFirst()] = nil }
+                    s.restoredFailures.append(failed)
                 }
                 continue
             }
@@ -267,6 +284,32 @@ final class Coordinator: Sendable {
         if restored > 0 { logger.info("runs queued before the restart are queued again", metadata: ["runs": "\(restored)"]) }
         persistQueue()
         return restored
+    }
+
+    /// A `sync_type` a queue entry may carry with its scope, or why not: only the scheduler's
+    /// whole-roster run is `automated_daily`, a requested whole-roster run `manual_org_bulk`, and
+    /// an organization's or a patient's run takes its type from its scope (hostile test: an
+    /// edited entry ran an organization's run as the nightly one).
+    static func syncTypeProblem(_ syncType: String?, scope: RunScope) -> String? {
+        switch (scope, syncType) {
+        case (.all, "manual_org_bulk"?), (.all, "automated_daily"?), (.org, nil), (.patient, nil): return nil
+        default: return "the queue file gives it sync_type \(syncType ?? "(none)"), which does not fit its scope"
+        }
+    }
+
+    /// `triggered_by` of a restored entry as it may be recorded in the log: only the server's
+    /// own words ("scheduler") or a token's ("api:NAME", "admin:NAME", checked by `recordable`
+    /// against this roster) without control characters; anything else, which only an edit of
+    /// the file can put there, is recorded as "restored:(unrecognised)" (hostile test: an email
+    /// and escape sequences reached the log).
+    static func restoredTrigger(_ by: String, roster: Roster, warn: (String) -> Void) -> String {
+        let clean = !by.unicodeScalars.contains { $0.properties.generalCategory == .control || $0.properties.generalCategory == .format }
+        let known = by == "scheduler" || by.hasPrefix("api:") || by.hasPrefix("admin:")
+        guard clean, known else {
+            warn("a queued run's triggered_by in the queue file is not one the server writes: recorded as restored:(unrecognised)")
+            return "restored:(unrecognised)"
+        }
+        return recordable(by, roster: roster, warn: warn)
     }
 
     /// The views file a run starting now opens.
@@ -657,7 +700,15 @@ final class Coordinator: Sendable {
         logger.info("next automated_daily run", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
         while !isStopping && !Task.isCancelled {
             if Date() >= next {
-                _ = try? enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
+                do {
+                    _ = try enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
+                } catch {
+                    // Tried again in a minute, not dropped until tomorrow (hostile test: a queue
+                    // file that could not be written lost the night's run without a word).
+                    logger.error("the automated_daily run could not be queued; trying again in a minute", metadata: ["error": "\(error)"])
+                    next = Date().addingTimeInterval(60)
+                    continue
+                }
                 next = ServeConfiguration.nextDaily(after: Date().addingTimeInterval(1), at: at, in: zone)
                 logger.info("queued the automated_daily run; next", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
             }

@@ -591,7 +591,7 @@ struct ServiceResponder: HTTPResponder {
         // Not started by this process (or long ago): the sync_logs row, when there is one.
         let views = server.views
         let row = try await server.blocking { try views.readSync { try Views.syncLog($0, id: id) } }
-        if let r = remembered, row == nil || row?["status"]?.stringValue == "running" { return .ok(r.json) }
+        if let r = remembered, row == nil || row?["status"]?.stringValue == "in_progress" { return .ok(r.json) }
         guard let row else { throw Reply.error(404, "no run \(id)") }
         return .ok(.object(["run_id": .string(id), "status": row["status"] ?? .null, "sync_log": row.json]))
     }

@@ -154,7 +154,7 @@ public final class SyncLedgerServer: Sendable {
         let logger = config.logger
         // Before any service starts: a request taken first would rewrite the queue file
         // without the runs it holds (review).
-        coordinator.restoreQueue()
+        coordinator.restoreQueue(nothingToSync: { [unowned self] in self.nothingToSync($0) })
         let responder = ServiceResponder(server: self)
         let onListening = config.onListening
         let idle = Int64(config.idleTimeoutSeconds)

@@ -137,6 +137,45 @@ import TestSupport
         await rig.stop()
     }
 
+    /// A queue file left by an earlier server, as a crash or an edit may leave it: the run that
+    /// was running, an entry whose sync_type does not fit its scope and a run for a patient
+    /// forgotten since are not run and answer "failed", across a further restart too (they
+    /// answered 404 after it); a triggered_by the server never writes is not recorded in the log
+    /// (an email and an escape sequence were); a good entry runs (hostile test).
+    @Test func aRestoredQueueIsCheckedAndItsFailuresRemembered() async throws {
+        let dir = TempDir()
+        let first = try await ServerRig.start(dir: dir)
+        _ = try await first.syncAndWait()
+        await first.stop()
+        let forgotten = Fixtures.roster.organizations[0].patients[0].id
+        let tombstones = first.store + "/keys/forgotten"
+        try FileManager.default.createDirectory(atPath: tombstones, withIntermediateDirectories: true)
+        try Data().write(to: URL(fileURLWithPath: tombstones + "/" + Array(forgotten.utf8).map { String(format: "%02x", $0) }.joined()))
+        let org = Fixtures.roster.organizations[1].id
+        let email = try #require(Fixtures.roster.allPatients.compactMap(\.email).first)
+        let queue = #"{"queued":[{"run_id":"r-started","scope":"all","sync_type":"manual_org_bulk","triggered_by":"api:ops","queued_at":1,"started":true},"#
+            + #"{"run_id":"r-type","scope":{"org":"\#(org)"},"sync_type":"automated_daily","triggered_by":"api:ops","queued_at":2},"#
+            + #"{"run_id":"r-forgotten","scope":{"patient":"\#(forgotten)"},"triggered_by":"api:ops","queued_at":3},"#
+            + #"{"run_id":"r-good","scope":{"org":"\#(org)"},"triggered_by":"evil\u001b[2J \#(email)","queued_at":4}]}"#
+        try Data(queue.utf8).write(to: URL(fileURLWithPath: first.store + "/state/queued-runs.json"))
+
+        for round in 1...2 {
+            let rig = try await ServerRig.start(dir: dir)
+            for (id, words) in [("r-started", "the server stopped before this run finished"), ("r-type", "does not fit its scope"),
+                                ("r-forgotten", "was forgotten")] {
+                let r = try await rig.admin("/api/v1/runs/" + id)
+                #expect(r["status"]?.stringValue == "failed" && r.text.contains(words), "round \(round), \(id): \(r.text)")
+            }
+            if round == 1 {
+                #expect(await rig.eventually(timeout: 60) { (try await rig.admin("/api/v1/runs/r-good"))["status"]?.stringValue == "completed" })
+                let started = try rig.events().first { $0.run == "r-good" && $0.type == "sync.started" }
+                let text = try #require(started.map { String(decoding: $0.data, as: UTF8.self) })
+                #expect(text.contains("restored:(unrecognised)") && !text.contains(email) && !text.contains("\u{1B}"), "\(text)")
+            }
+            await rig.stop()
+        }
+    }
+
     /// A run whose queue file cannot be written is not queued: 503, not a 202 a restart could
     /// lose (here the file's path is a directory). Once it can be written, the run queues.
     @Test func aRunThatCannotBeRecordedIsNotAccepted() async throws {
