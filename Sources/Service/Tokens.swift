@@ -50,6 +50,24 @@ public struct TokenFile: Codable, Sendable {
         } catch {
             throw ServeError("the tokens file \(path) is not {\"tokens\": [{\"name\", \"sha256\", \"role\": \"reader\"|\"admin\", \"organizations\"}]}: \(describeDecodingError(error))")
         }
+        // A key the server does not read is a mistake it must not pass over: an admin entry
+        // narrowed with "orgs" loaded as a full admin without a word (hostile test). The key is
+        // named only when it looks like one (a value pasted there must not reach the log).
+        if let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let list = top["tokens"] as? [[String: Any]] {
+            let known: Set<String> = ["name", "sha256", "role", "organizations"]
+            for (i, entry) in list.enumerated() {
+                guard let extra = entry.keys.sorted().first(where: { !known.contains($0) }) else { continue }
+                let shown = extra.count <= 32 && extra.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } ? "\"\(extra)\"" : "(not shown)"
+                throw ServeError("the tokens file \(path): tokens[\(i)] has a key the server does not read, \(shown) (the keys are name, sha256, role, organizations)")
+            }
+        }
+        var seen: [String: Int] = [:]
+        for (i, t) in file.tokens.enumerated() {
+            // One token, two entries (perhaps two roles): which one applies would be an accident.
+            if let j = seen.updateValue(i, forKey: t.sha256.lowercased()) {
+                throw ServeError("the tokens file \(path): tokens[\(i)] has the same hash as tokens[\(j)]; one token, one entry")
+            }
+        }
         for t in file.tokens {
             guard t.sha256.count == 64, t.sha256.allSatisfy(\.isHexDigit) else {
                 throw ServeError("the tokens file \(path): token \"\(t.name)\" has no SHA-256 hex (64 hex digits)")

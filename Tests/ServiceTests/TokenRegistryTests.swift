@@ -118,6 +118,28 @@ import Testing
         }
     }
 
+    /// A key the server does not read ("orgs" for "organizations") and two entries for one token
+    /// do not load: the first loaded an admin narrowed by hand as a full admin, the second let
+    /// the later entry's role win (hostile test).
+    @Test func unknownKeysAndRepeatedTokensDoNotLoad() throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        let (_, admin) = TokenFile.newToken(name: "ops", role: .admin, organizations: [])
+        let orgs = #"{"tokens":[{"name":"ops","sha256":"\#(admin.sha256)","role":"admin","orgs":["fsh"]}]}"#
+        try Data(orgs.utf8).write(to: URL(fileURLWithPath: path))
+        do { _ = try TokenFile.load(path: path); Issue.record("an unknown key loaded") } catch {
+            #expect("\(error)".contains("tokens[0] has a key the server does not read, \"orgs\""), "\(error)")
+        }
+        let twice = #"{"tokens":[{"name":"a","sha256":"\#(admin.sha256)","role":"admin"},"#
+            + #"{"name":"b","sha256":"\#(admin.sha256.uppercased())","role":"reader","organizations":["fsh"]}]}"#
+        try Data(twice.utf8).write(to: URL(fileURLWithPath: path))
+        do { _ = try TokenFile.load(path: path); Issue.record("one token in two entries loaded") } catch {
+            #expect("\(error)".contains("tokens[1] has the same hash as tokens[0]"), "\(error)")
+        }
+        try TokenFile(tokens: [admin]).save(path: path)
+        #expect(try TokenFile.load(path: path).tokens.count == 1, "the file token new writes loads")
+    }
+
     /// A token pasted where a value goes is not repeated by the error (which the server logs).
     @Test func aBrokenFileIsDescribedWithoutItsValues() throws {
         let dir = TempDir()
