@@ -23,6 +23,17 @@ public enum RunScope: Sendable, Hashable {
         }
     }
 
+    /// `request` narrowed to this scope.
+    func scoped(_ request: SyncRequest) -> SyncRequest {
+        var request = request
+        switch self {
+        case .all: break
+        case .org(let o): request.organizationId = o
+        case .patient(let p): request.patientId = p
+        }
+        return request
+    }
+
     init?(json: JSONValue) {
         switch json {
         case .string("all"): self = .all
@@ -253,13 +264,7 @@ final class Coordinator: Sendable {
             } else if let why = Self.syncTypeProblem(r.syncType, scope: scope) {
                 problem = "not run after the restart: \(why)"
             } else {
-                var request = SyncRequest(roster: config.roster)
-                switch scope {
-                case .all: break
-                case .org(let o): request.organizationId = o
-                case .patient(let p): request.patientId = p
-                }
-                do { try request.validate() } catch { problem = "not run after the restart: \(error)" }
+                do { try scope.scoped(SyncRequest(roster: config.roster)).validate() } catch { problem = "not run after the restart: \(error)" }
                 if problem == nil, let why = nothingToSync(scope) { problem = "not run after the restart: \(why)" }
             }
             if let problem {
@@ -342,13 +347,7 @@ final class Coordinator: Sendable {
         // only the scheduler's run is the nightly `automated_daily` one, so a manual refresh
         // never hides a nightly run that stopped happening.
         let syncType = syncType ?? (scope == .all ? "manual_org_bulk" : nil)
-        var request = SyncRequest(roster: config.roster)
-        switch scope {
-        case .all: break
-        case .org(let o): request.organizationId = o
-        case .patient(let p): request.patientId = p
-        }
-        try request.validate()
+        try scope.scoped(SyncRequest(roster: config.roster)).validate()
         // `triggeredBy` is recorded in the log in the clear for good ("api:NAME", "admin:NAME"):
         // a token's name that names a roster patient (made before the roster listed them, or
         // by hand in the tokens file) is not recorded (hostile test, stop 56).
@@ -505,12 +504,7 @@ final class Coordinator: Sendable {
         record.startedAt = ISOTime.nowMillis()
         let started = record
         state.withLockedValue { $0.runs[id] = started }
-        var request = SyncRequest(roster: config.roster, syncType: record.syncType, triggeredBy: record.triggeredBy)
-        switch record.scope {
-        case .all: break
-        case .org(let o): request.organizationId = o
-        case .patient(let p): request.patientId = p
-        }
+        var request = record.scope.scoped(SyncRequest(roster: config.roster, syncType: record.syncType, triggeredBy: record.triggeredBy))
         request.runId = id
         let readFrom = viewsFile
         do {
