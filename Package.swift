@@ -61,6 +61,8 @@ let package = Package(
         // SQLite's process-wide settings (multi-thread mode, no memory statistics), set before the
         // first connection opens; the system's SQLite (apt: libsqlite3-dev), as GRDB links it.
         .target(name: "CSQLiteTuning", linkerSettings: [.linkedLibrary("sqlite3")]),
+        // posix_spawn with closefrom and chdir, and a non-reaping wait, for TestSupport's ChildProcess.
+        .target(name: "CSpawn"),
         .target(
             name: "EventLog",
             dependencies: [
@@ -211,7 +213,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "IntakeQ",
+                "IntakeQ", "CSpawn",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system", condition: .when(platforms: [.linux])),

@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 import Subprocess
 import Synchronization
@@ -41,7 +42,8 @@ public struct ProcessOutput: Sendable {
 ///   while the child runs (read the lock file it holds, SIGKILL it at a moment of its
 ///   choosing, see that it is still waiting). swift-subprocess keeps its `Execution` inside a
 ///   closure and is async-only, so a handle that outlives the call and a synchronous start
-///   do not fit it; Foundation's `Process` does that here, and only here.
+///   do not fit it; `ChildProcess` does that with posix_spawn (not Foundation's `Process`:
+///   CSpawn.h says why).
 /// - `runBlocking` is `start` + `waitBlocking` for synchronous callers (synchronous tests, the
 ///   benchmark), which block their thread exactly as `Process.waitUntilExit` always did.
 public enum ProcessRunner {
@@ -85,97 +87,114 @@ public enum ProcessRunner {
     }
 
     /// Starts `executable arguments…` and returns at once; see `ChildProcess`.
-    /// - Parameter stdoutPath: send stdout to this existing file instead (not collected).
+    /// - Parameters:
+    ///   - stdoutPath, stderrPath: append stdout or stderr to this existing file instead (then not
+    ///     collected); both may name one file.
+    ///   - stdinPath: read stdin from this file instead of /dev/null.
     public static func start(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
                              overrides: [String: String?] = [:], cwd: String? = nil, timeout: Double? = nil,
-                             stdoutPath: String? = nil) throws -> ChildProcess {
+                             stdoutPath: String? = nil, stderrPath: String? = nil,
+                             stdinPath: String? = nil) throws -> ChildProcess {
         try ChildProcess(executable, arguments, environment: environment, overrides: overrides, cwd: cwd, timeout: timeout,
-                         stdoutPath: stdoutPath)
+                         stdoutPath: stdoutPath, stderrPath: stderrPath, stdinPath: stdinPath)
     }
 
     /// `start` and `waitBlocking`, for synchronous callers.
     public static func runBlocking(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
                                    overrides: [String: String?] = [:], cwd: String? = nil, timeout: Double? = nil,
-                                   stdoutPath: String? = nil) throws -> ProcessOutput {
+                                   stdoutPath: String? = nil, stdinPath: String? = nil) throws -> ProcessOutput {
         try start(executable, arguments, environment: environment, overrides: overrides, cwd: cwd, timeout: timeout,
-                  stdoutPath: stdoutPath).waitBlocking()
+                  stdoutPath: stdoutPath, stdinPath: stdinPath).waitBlocking()
     }
 }
 
 /// A started child process. Its stdout and stderr go to temporary files (no pipe can fill
-/// up while nobody reads), read back when it ends; stdin is /dev/null. With a timeout, a
-/// watchdog SIGKILLs it when that passes.
+/// up while nobody reads), read back when it ends; stdin is /dev/null unless `stdinPath` names
+/// a file. With a timeout, a watchdog SIGKILLs it when that passes.
+///
+/// Started with posix_spawn (`syncledger_spawn`: every other descriptor closed in the child, a
+/// process group of its own, default signals) and waited for by a thread of its own blocked in
+/// `waitid(…, WNOWAIT)`, which sees the exit itself; the pid is reaped only under the lock that
+/// `kill` takes, so a signal can never reach a reused pid. Not Foundation's `Process`: see
+/// CSpawn.h for how that one missed a child's end by 80 s in CI.
 public final class ChildProcess: Sendable {
     public let executable: String
     public let arguments: [String]
     public let pid: Int32
-    private let process: Process
     private let outputs: String
+    private let stdoutFile: String
     private let started = Date()
     private let state = Mutex(State())
+    private let ended = DispatchSemaphore(value: 0)
 
     private struct State {
         var done = false
         var timedOut = false
+        var status: Int32 = 0
+        var signaled = false
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
     fileprivate init(_ executable: String, _ arguments: [String], environment: [String: String]?,
-                     overrides: [String: String?], cwd: String?, timeout: Double?, stdoutPath: String?) throws {
+                     overrides: [String: String?], cwd: String?, timeout: Double?, stdoutPath: String?,
+                     stderrPath: String?, stdinPath: String?) throws {
         self.executable = executable
         self.arguments = arguments
         let dir = try makeTempDir("proc")
         outputs = dir
+        stdoutFile = stdoutPath ?? dir + "/out"
         _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
         _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
         var env = environment ?? ProcessInfo.processInfo.environment
         for (k, v) in overrides { env[k] = v }
-        p.environment = env
-        if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-        p.standardInput = FileHandle.nullDevice
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath ?? dir + "/out"))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/err"))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
-            try? out.close()
-            try? err.close()
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
         }
-        p.standardOutput = out
-        p.standardError = err
-        process = p
-        let box = Locked<ChildProcess?>(nil)
-        p.terminationHandler = { _ in box.value?.finished() }
-        do { try p.run() } catch {
+        var child: pid_t = 0
+        let rc = syncledger_spawn(&child, executable, argv, envp, cwd, stdinPath ?? "/dev/null", stdoutFile,
+                                  stderrPath ?? dir + "/err")
+        guard rc == 0 else {
             removeTree(dir)
-            throw error
+            throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO)
         }
-        pid = p.processIdentifier
-        box.value = self
-        if !p.isRunning { finished() }  // it may have ended before the handler could see `self`
+        pid = child
+        let watcher = Thread { [self] in self.waitForExit() }
+        watcher.name = "child \(child)"
+        watcher.start()
         if let timeout {
             DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
                 guard let self else { return }
-                let kill: Bool = self.state.withLock { s in
-                    if s.done { return false }
+                self.state.withLock { s in
+                    guard !s.done else { return }
                     s.timedOut = true
-                    return true
+                    _ = sendSignal(self.pid, SIGKILL)
                 }
-                if kill { self.kill() }
             }
         }
     }
 
     deinit { removeTree(outputs) }
 
-    private func finished() {
+    /// The watcher thread: waits for the end without reaping, then reaps under the lock.
+    private func waitForExit() {
+        _ = syncledger_wait_ended(pid)
         let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
-            if s.done { return [] }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
             s.done = true
+            if status & 0x7f == 0 {
+                s.status = (status >> 8) & 0xff
+            } else {
+                s.status = status & 0x7f
+                s.signaled = true
+            }
             defer { s.waiters = [] }
             return s.waiters
         }
+        ended.signal()
         for w in waiters { w.resume() }
     }
 
@@ -186,9 +205,16 @@ public final class ChildProcess: Sendable {
         String(decoding: FileManager.default.contents(atPath: outputs + "/err") ?? Data(), as: UTF8.self)
     }
 
+    /// What the child has written to stdout so far (it may still be running).
+    public var stdoutSoFar: String {
+        String(decoding: FileManager.default.contents(atPath: stdoutFile) ?? Data(), as: UTF8.self)
+    }
+
     /// Sends `signal` (SIGKILL by default) unless the child has already ended.
     public func kill(_ signal: Int32 = SIGKILL) {
-        if isRunning { _ = sendSignal(pid, signal) }
+        state.withLock { s in
+            if !s.done { _ = sendSignal(pid, signal) }
+        }
     }
 
     /// Waits without blocking a thread, then returns what the child wrote.
@@ -201,22 +227,22 @@ public final class ChildProcess: Sendable {
             }
             if now { c.resume() }
         }
-        process.waitUntilExit()  // already ended: makes the termination status readable
         return collect()
     }
 
     /// Blocks the calling thread until the child ends.
     public func waitBlocking() -> ProcessOutput {
-        process.waitUntilExit()
+        ended.wait()
+        ended.signal()  // later calls return at once too
         return collect()
     }
 
     private func collect() -> ProcessOutput {
         let out = FileManager.default.contents(atPath: outputs + "/out") ?? Data()
         let err = FileManager.default.contents(atPath: outputs + "/err") ?? Data()
-        return ProcessOutput(executable: executable, arguments: arguments, pid: pid, status: process.terminationStatus,
-                             signaled: process.terminationReason == .uncaughtSignal,
-                             timedOut: state.withLock { $0.timedOut }, stdout: Array(out), stderr: Array(err),
+        let (status, signaled, timedOut) = state.withLock { ($0.status, $0.signaled, $0.timedOut) }
+        return ProcessOutput(executable: executable, arguments: arguments, pid: pid, status: status,
+                             signaled: signaled, timedOut: timedOut, stdout: Array(out), stderr: Array(err),
                              seconds: Date().timeIntervalSince(started))
     }
 }

@@ -588,23 +588,19 @@ extension CLIBinaryTests {
         let practice = try Practice.load()
         let now = try #require(practice.day(1)).now
         func withFake(_ extra: [String], _ body: (String, String) async throws -> Void) async throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: fake)
-            p.arguments = ["--fixtures", Repo.root + "/Fixtures", "--day", "1", "--port", "0", "--api-key", fakeAPIKey] + extra
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let p = try ProcessRunner.start(fake, ["--fixtures", Repo.root + "/Fixtures", "--day", "1", "--port", "0",
+                                                   "--api-key", fakeAPIKey] + extra)
             defer {
-                p.terminate()
-                p.waitUntilExit()
+                p.kill(SIGTERM)
+                _ = p.waitBlocking()
             }
             var banner = ""
-            while !banner.contains("Ctrl-C") {
-                let d = pipe.fileHandleForReading.availableData
-                if d.isEmpty { break }
-                banner += String(decoding: d, as: UTF8.self)
+            let deadline = Date().addingTimeInterval(60)
+            while !banner.contains("Ctrl-C"), p.isRunning, Date() < deadline {
+                try await Task.sleep(nanoseconds: 20_000_000)
+                banner = p.stdoutSoFar
             }
+            banner = p.stdoutSoFar
             let url = try #require(banner.range(of: #"http://127\.0\.0\.1:[0-9]+/api/v1"#, options: .regularExpression).map { String(banner[$0]) },
                                    "no URL in the banner: \(banner)")
             try await body(url, banner)

@@ -9,31 +9,24 @@ import Glibc
 
 /// Runs a short Python 3 script (the sqlite3 module edits a view by hand, as a tamperer would).
 func python(_ script: String, _ args: [String]) throws -> Int32 {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", script] + args
-    try p.run()
-    p.waitUntilExit()
-    return p.terminationStatus
+    let r = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", "-c", script] + args, timeout: 120)
+    if r.status != 0 || r.signaled { print("python3 -c …: \(r.stdoutText)\(r.stderrText)") }
+    return r.signaled ? -1 : r.status
+}
+
+/// Runs a tool that must succeed.
+private func mustSucceed(_ path: String, _ args: [String]) throws {
+    let r = try ProcessRunner.runBlocking(path, args, timeout: 60)
+    #expect(r.status == 0 && !r.signaled, "\(path) \(args): \(r.stderrText)")
 }
 
 /// `chmod -R a-w` (directories keep their execute bits).
 func chmodReadOnly(_ path: String) throws {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/chmod")
-    p.arguments = ["-R", "a-w", path]
-    try p.run()
-    p.waitUntilExit()
-    #expect(p.terminationStatus == 0)
+    try mustSucceed("/bin/chmod", ["-R", "a-w", path])
 }
 
 func chownTree(_ path: String, uid: Int) throws {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/chown")
-    p.arguments = ["-R", "\(uid):\(uid)", path]
-    try p.run()
-    p.waitUntilExit()
-    #expect(p.terminationStatus == 0)
+    try mustSucceed("/bin/chown", ["-R", "\(uid):\(uid)", path])
 }
 
 /// The read commands whose output does not depend on the clock, with their arguments.

@@ -18,12 +18,8 @@ import Testing
     /// from /proc, so that a sync held up by a repair no longer says "another sync is running";
     /// never its other arguments, and nothing that is not plain words.
     @Test func aLockedMessageNamesTheHoldersCommand() throws {
-        func spawn(_ path: String, _ arguments: [String]) throws -> Process {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: path)
-            p.arguments = arguments
-            try p.run()
-            return p
+        func spawn(_ path: String, _ arguments: [String]) throws -> ChildProcess {
+            try ProcessRunner.start(path, arguments)
         }
         // `exec -a` names the program as a syncledger command line would.
         let sleeper = try spawn("/bin/bash", ["-c", "exec -a syncledger /usr/bin/python3 -c 'import time; time.sleep(30)' --store ledger-data repair"])
@@ -31,32 +27,32 @@ import Testing
         // argv[0] set to a terminal escape, as a hostile holder could.
         let hostile = try spawn("/bin/bash", ["-c", "exec -a $'\\e[31mEVIL' /bin/sleep 30"])
         // SIGKILL: a test runner's children may inherit SIGTERM ignored.
-        defer { for p in [sleeper, optioned, hostile] { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        defer { for p in [sleeper, optioned, hostile] { p.kill(SIGKILL); _ = p.waitBlocking() } }
         // Once bash has exec'd the program and the kernel has laid out its arguments: the exe link
         // changes before the new argument area is set, so a cmdline read between the two is empty
         // (CI read nil twice, once before the exe check and once after it).
-        func execed(_ p: Process, _ path: String) -> Bool {
+        func execed(_ p: ChildProcess, _ path: String) -> Bool {
             let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             for _ in 0..<500 {
-                let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.processIdentifier)/exe")
-                let arguments = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(p.processIdentifier)/cmdline"))) ?? Data()
+                let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.pid)/exe")
+                let arguments = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(p.pid)/cmdline"))) ?? Data()
                 if exe == target && !arguments.isEmpty { return true }
                 usleep(10_000)
             }
             return false
         }
         #expect(execed(sleeper, "/usr/bin/python3"))
-        let named = LockFileText.command(ofPid: sleeper.processIdentifier)
+        let named = LockFileText.command(ofPid: sleeper.pid)
         #expect(named == "syncledger repair", "\(named ?? "nil")")
         #expect(execed(optioned, "/bin/sleep"))
-        #expect(LockFileText.command(ofPid: optioned.processIdentifier) == "sleep")
+        #expect(LockFileText.command(ofPid: optioned.pid) == "sleep")
         #expect(execed(hostile, "/bin/sleep"))
         let storeNamedSync = try spawn("/bin/bash", ["-c", "exec -a syncledger /usr/bin/python3 -c 'import time; time.sleep(30)' --store sync serve"])
-        defer { kill(storeNamedSync.processIdentifier, SIGKILL); storeNamedSync.waitUntilExit() }
+        defer { storeNamedSync.kill(SIGKILL); _ = storeNamedSync.waitBlocking() }
         #expect(execed(storeNamedSync, "/usr/bin/python3"))
-        let serving = LockFileText.command(ofPid: storeNamedSync.processIdentifier)
+        let serving = LockFileText.command(ofPid: storeNamedSync.pid)
         #expect(serving == "syncledger serve", "the value of --store is not a command: \(serving ?? "nil")")
-        let hostileCommand = LockFileText.command(ofPid: hostile.processIdentifier)
+        let hostileCommand = LockFileText.command(ofPid: hostile.pid)
         #expect(hostileCommand == nil, "\(hostileCommand ?? "nil")")
         #expect(LockFileText.command(ofPid: Int32.max) == nil)
     }
@@ -91,14 +87,11 @@ import Testing
         let dir = TempDir()
         let first = try EventLogWriter.open(directory: dir.log, options: fast)
         defer { first.close() }
-        let other = Process()
-        other.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        other.arguments = ["30"]
-        try other.run()
-        defer { kill(other.processIdentifier, SIGKILL); other.waitUntilExit() }
-        try "\(other.processIdentifier)\n".write(toFile: dir.log + "/LOCK", atomically: false, encoding: .utf8)
+        let other = try ProcessRunner.start("/bin/sleep", ["30"])
+        defer { other.kill(SIGKILL); _ = other.waitBlocking() }
+        try "\(other.pid)\n".write(toFile: dir.log + "/LOCK", atomically: false, encoding: .utf8)
         let error = expectError(.locked) { _ = try EventLogWriter.open(directory: dir.log, options: fast) }
-        #expect(error?.message == "store is locked by pid \(other.processIdentifier)", "\(error?.message ?? "nil")")
+        #expect(error?.message == "store is locked by pid \(other.pid)", "\(error?.message ?? "nil")")
     }
 
     /// What this process's own lock says when another writer of it is refused.

@@ -40,8 +40,8 @@ func serveFiles(in dir: TempDir, fake: FakeIntakeQServer) async throws -> (fakeB
     return (fakeBase, tokens, secretFile)
 }
 
-final class Spawned: @unchecked Sendable {
-    let process = Process()
+final class Spawned: Sendable {
+    let child: ChildProcess
     let out: String
     let err: String
 
@@ -52,19 +52,14 @@ final class Spawned: @unchecked Sendable {
         err = dir + "/err-\(id)"
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         _ = FileManager.default.createFile(atPath: err, contents: nil)
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = args
-        var e = ProcessInfo.processInfo.environment
-        e["INTAKEQ_API_KEY"] = nil
-        e["SYNCLEDGER_STORE"] = nil
-        for (k, v) in env { e[k] = v }
-        process.environment = e
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-        try process.run()
+        // The key and the store come only from `env`, never from the test runner's environment.
+        var overrides: [String: String?] = ["INTAKEQ_API_KEY": .none, "SYNCLEDGER_STORE": .none]
+        for (k, v) in env { overrides.updateValue(v, forKey: k) }
+        child = try ProcessRunner.start(binary, args, overrides: overrides, stdoutPath: out, stderrPath: err)
     }
 
+    var pid: Int32 { child.pid }
+    var isRunning: Bool { child.isRunning }
     var stdout: String { String(decoding: FileManager.default.contents(atPath: out) ?? Data(), as: UTF8.self) }
     var stderr: String { String(decoding: FileManager.default.contents(atPath: err) ?? Data(), as: UTF8.self) }
 
@@ -75,23 +70,24 @@ final class Spawned: @unchecked Sendable {
             if let line = stdout.split(separator: "\n").first(where: { $0.contains("listening on ") }) {
                 return String(line.split(separator: " ").last!)
             }
-            guard process.isRunning else { break }
+            guard child.isRunning else { break }
             try await Task.sleep(nanoseconds: 20_000_000)
         }
         throw ServeError("serve did not start: \(stderr)")
     }
 
-    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    func signal(_ sig: Int32) { child.kill(sig) }
 
+    /// The exit status, or nil when it was still running after `timeout` s (then SIGKILLed).
     func wait(timeout: Double = 60) async -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+        while child.isRunning, Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
+        if child.isRunning {
+            child.kill(SIGKILL)
+            _ = await child.wait()
             return nil
         }
-        return process.terminationStatus
+        return await child.wait().status
     }
 }
 
@@ -383,7 +379,7 @@ final class Spawned: @unchecked Sendable {
         let fake = FakeIntakeQServer(state: Fixtures.day(1).state, apiKey: Self.apiKey)
         defer { Task { await fake.stop() } }
         let (server, port) = try await startServe(in: dir, fake: fake, extra: ["--idle-timeout", "2"])
-        let pid = server.process.processIdentifier
+        let pid = server.pid
         let idleSockets = Self.sockets(of: pid)
         // ~72 MB of answers (the OpenAPI document, 2,000 times) for a receive buffer of 4 KiB.
         let client = try NonReadingClient(port: port, pipelining: String(repeating: "GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n", count: 2000))
@@ -415,7 +411,7 @@ final class Spawned: @unchecked Sendable {
         let second = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)
         #expect(await second.wait(timeout: 30) == 1)
         let said = second.stderr.split(separator: "\n").filter { !$0.isEmpty }
-        #expect(said.count == 1 && said[0].contains("this store is already served (pid \(first.process.processIdentifier))"), "\(second.stderr)")
+        #expect(said.count == 1 && said[0].contains("this store is already served (pid \(first.pid))"), "\(second.stderr)")
         first.signal(SIGTERM)
         #expect(await first.wait(timeout: 60) == 0, "\(first.stderr)")
         let third = try Spawned(args, env: ["INTAKEQ_API_KEY": Self.apiKey], dir: dir.path)

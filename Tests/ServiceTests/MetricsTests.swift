@@ -82,24 +82,15 @@ enum Promtool {
         return dirs.map { $0 + "/promtool" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }()
 
-    /// Runs promtool; (exit status, stdout + stderr).
+    /// Runs promtool; (exit status, stdout then stderr).
     static func run(_ args: [String], stdin: String? = nil, in dir: String = Paths.root) throws -> (Int32, String) {
         let binary = try #require(path, "promtool is missing: install Debian's `prometheus` package (./tools/setup.sh does)")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        let input = Pipe()
-        p.standardInput = input
-        try p.run()
-        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try input.fileHandleForWriting.close()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        let input = TempDir("promtool")
+        defer { input.remove() }
+        let stdinPath = input.path + "/stdin"
+        try Data((stdin ?? "").utf8).write(to: URL(fileURLWithPath: stdinPath))
+        let r = try ProcessRunner.runBlocking(binary, args, cwd: dir, timeout: 60, stdinPath: stdinPath)
+        return (r.timedOut ? -1 : r.status, r.stdoutText + r.stderrText)
     }
 }
 

@@ -267,7 +267,7 @@ enum OpenAPIContract {
             print("schemathesis (\(role) token, seed \(seed)): exit \(status.map(String.init) ?? "timeout")\n\(summary)")
             #expect(status == 0, "schemathesis with the \(role) token (seed \(seed)) found problems:\n\(output.suffix(20_000))")
             #expect(output.contains("passed"), "schemathesis ran no operation:\n\(summary)")
-            #expect(server.process.isRunning, "serve died during the \(role) run: \(server.stderr.suffix(4000))")
+            #expect(server.isRunning, "serve died during the \(role) run: \(server.stderr.suffix(4000))")
         }
         // No 5xx on the server's side either, and no secret in its log.
         #expect(!server.stderr.contains("request failed"), "\(server.stderr.suffix(4000))")
@@ -281,28 +281,18 @@ enum OpenAPIContract {
     func runTool(_ path: String, _ args: [String], dir: String, timeout: Double) async throws -> (Int32?, String) {
         let out = dir + "/tool-\(UUID().uuidString.prefix(8)).log"
         _ = FileManager.default.createFile(atPath: out, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        defer { try? handle.close() }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: dir)
         var env = ProcessInfo.processInfo.environment
         env["PYTHONUNBUFFERED"] = "1"
         env["SCHEMATHESIS_TELEMETRY"] = "false"
-        p.environment = env
-        p.standardInput = FileHandle.nullDevice
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
+        let p = try ProcessRunner.start(path, args, environment: env, cwd: dir, stdoutPath: out, stderrPath: out)
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning, Date() < deadline { try await Task.sleep(nanoseconds: 100_000_000) }
         let output = { String(decoding: FileManager.default.contents(atPath: out) ?? Data(), as: UTF8.self) }
         if p.isRunning {
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
+            p.kill(SIGKILL)
+            _ = await p.wait()
             return (nil, output())
         }
-        return (p.terminationStatus, output())
+        return (await p.wait().status, output())
     }
 }
