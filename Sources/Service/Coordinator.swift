@@ -563,6 +563,7 @@ final class Coordinator: Sendable {
          "new": "\(o.counts.new)", "updated": "\(o.counts.updated)", "removed": "\(o.counts.removed)",
          "unchanged": "\(o.counts.unchanged)", "errors": "\(o.counts.errors)", "api_calls": "\(o.api.calls)",
          "duration_ms": "\(o.durationMs)", "head": "\(o.head)"]
+            .merging(o.viewsError.map { ["views_error": "\($0)"] } ?? [:]) { a, _ in a }
     }
 
     // MARK: Webhooks
@@ -605,7 +606,8 @@ final class Coordinator: Sendable {
                 // or an id it keeps failing would be asked again (with its retries) in every run.
                 // The whole inbox waits only when IntakeQ answered none and some of them had not
                 // failed before: IntakeQ down, or a wrong API key, not one appointment it fails.
-                let fresh = backOff(unanswered: ids.filter { !answered.contains($0) }, answered: answered.count)
+                let fresh = backOff(unanswered: ids.filter { !answered.contains($0) }, answered: answered.count,
+                                    runError: outcome.status == "failed" ? outcome.errorMessage ?? "no reason recorded" : nil)
                 if processed.isEmpty && fresh { backOff() }
             }
             noteDamage(outcome, readFrom: readFrom)
@@ -643,7 +645,9 @@ final class Coordinator: Sendable {
 
     /// Doubles the wait of each id IntakeQ did not answer (`webhookRetryDelay` of its own
     /// failures in a row). True when one of them had not failed before.
-    private func backOff(unanswered: [String], answered: Int) -> Bool {
+    /// `runError`: the run failed (its recorded reason), which is then what the log line says,
+    /// not that IntakeQ did not answer (a full disk read as IntakeQ's fault, hostile test).
+    private func backOff(unanswered: [String], answered: Int, runError: String? = nil) -> Bool {
         let now = Date().timeIntervalSince1970
         let (fresh, longest) = state.withLockedValue { s -> (Bool, Double) in
             var fresh = false
@@ -660,9 +664,15 @@ final class Coordinator: Sendable {
             s.idBackOffs = Array(s.idBackOffs.suffix(16))
             return (fresh, longest)
         }
-        logger.warning("webhook ids wait: IntakeQ did not answer their lookups", metadata: [
+        var metadata: Logger.Metadata = [
             "ids": "\(unanswered.count)", "looked_up": "\(answered)", "retry_in_s_at_most": "\(Int(longest.rounded()))",
-            "waiting": "\(inbox.depth)"])
+            "waiting": "\(inbox.depth)"]
+        if let runError {
+            metadata["error"] = "\(runError)"
+            logger.warning("webhook ids wait: the run failed before their lookups were done", metadata: metadata)
+        } else {
+            logger.warning("webhook ids wait: IntakeQ did not answer their lookups", metadata: metadata)
+        }
         return fresh
     }
 

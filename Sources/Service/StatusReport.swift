@@ -109,6 +109,15 @@ public struct StatusReport: Sendable {
             r.problems.append("the last verify (\(time(v.at))) failed: \(v.error ?? "the log is damaged")")
         }
         if let d = r.viewsDamage { r.problems.append(d.problem(time: time)) }
+        // The log holds events the views do not show and no run is writing: the last update of
+        // the views failed (a full disk, under `serve`: the server answered "ok" from views that
+        // no longer moved, hostile test). A writer catches them up as it runs, so only a lag
+        // with no writer is a problem.
+        if !writerRunning && r.lag > 0 {
+            r.problems.append("the views are \(r.lag) event\(r.lag == 1 ? "" : "s") behind the log and no run is writing: their last update "
+                + "failed (a full disk, or see the last run's output or the server's log); the next run catches them up, "
+                + "or run `syncledger rebuild`")
+        }
         // The built-in alerts' other conditions (SERVICE.md), for cron users too.
         r.problems += r.health.newProblems
         return r

@@ -286,9 +286,20 @@ func moveAsideIfDamaged(_ store: Store) throws -> String? {
 /// aside where it is (SQLite keeps the -wal and -shm beside that file) and the link is kept, so
 /// the new views are made where the link points, as before; renaming the link moved only the
 /// link and left the damaged file and its -wal behind (hostile test, stop 44).
+///
+/// A link to a file that does not even begin with SQLite's header is refused, and the file left
+/// alone: a link made to the wrong file (a hostile test linked `precious.db`) was moved aside as
+/// "damaged", and the next `forget` deleted it as a damaged views file holding old rows. Inside
+/// the store, such a file is the store's own damaged views file, moved aside as before.
 func moveViewsAside(_ store: Store) throws -> String {
     let stamp = ISOTime.format(millis: ISOTime.nowMillis()).replacingOccurrences(of: ":", with: "")
     let path = ProjectionStore.resolvedViewsPath(store)
+    var link = stat()
+    if lstat(store.projectionsPath, &link) == 0, link.st_mode & S_IFMT == S_IFLNK, let header = fileStart(path, 16), !header.isEmpty,
+       header != Array("SQLite format 3\0".utf8) {
+        throw CLIFailure(message: "\(store.projectionsPath) links to \(path), which is not a SQLite database (a link to the wrong "
+                         + "file?): it was left alone; point the link at the views file, or remove the link, then run `syncledger rebuild` again")
+    }
     let aside = path + ProjectionStore.damagedSuffix + stamp
     for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
         guard rename(path + suffix, aside + suffix) == 0 else {
@@ -296,6 +307,17 @@ func moveViewsAside(_ store: Store) throws -> String {
         }
     }
     return aside
+}
+
+/// The first `count` bytes of the file at `path` (fewer when it is shorter), or nil when it
+/// cannot be read.
+private func fileStart(_ path: String, _ count: Int) -> [UInt8]? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, 0) }
+    return n < 0 ? nil : Array(bytes[..<n])
 }
 
 struct ExportCommand: AsyncParsableCommand {

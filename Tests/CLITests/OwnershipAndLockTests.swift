@@ -401,7 +401,11 @@ extension CLIBinaryTests {
         for suffix in ["-wal", "-shm"] { unlink(views + suffix) }
         try FileManager.default.moveItem(atPath: views, toPath: elsewhere + "/views.sqlite")
         try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: elsewhere + "/views.sqlite")
-        try Data(repeating: 0x41, count: 64 << 10).write(to: URL(fileURLWithPath: elsewhere + "/views.sqlite"))
+        // Damaged past SQLite's header (a file without even the header behind a link is refused
+        // as a link to the wrong file: aLinkToAFileThatIsNoViewsFileIsLeftAlone).
+        var damaged = try Data(contentsOf: URL(fileURLWithPath: elsewhere + "/views.sqlite"))
+        damaged.replaceSubrange(100..<damaged.count, with: Data(repeating: 0x41, count: damaged.count - 100))
+        try damaged.write(to: URL(fileURLWithPath: elsewhere + "/views.sqlite"))
 
         let rebuild = try await cli(["rebuild", "--store", store])
         expectSuccess(rebuild)

@@ -287,6 +287,39 @@ extension CLIBinaryTests {
         #expect(!again.stdout.contains("deleted"), "\(again.stdout)")
     }
 
+    /// `projections.sqlite` linked to a file that is not a SQLite database (a link to the wrong
+    /// file): `rebuild` refuses and leaves it alone, so `forget`, which deletes the damaged views
+    /// files a rebuild moved aside, never meets it (it deleted such a file, hostile test). Put
+    /// right, the link rebuilds the views where it points.
+    @Test func aLinkToAFileThatIsNoViewsFileIsLeftAlone() async throws {
+        let tmp = TempDir("wrong-link")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        let elsewhere = tmp.path + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        let precious = elsewhere + "/precious.db"
+        try Data("PRECIOUS\n".utf8).write(to: URL(fileURLWithPath: precious))
+        let views = store + "/projections.sqlite"
+        for suffix in ["", "-wal", "-shm"] { unlink(views + suffix) }
+        try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: precious)
+
+        let rebuild = try await cli(["rebuild", "--store", store])
+        expectCleanFailure(rebuild, mentioning: ["precious.db, which is not a SQLite database", "left alone"])
+        let forget = try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"])
+        #expect(forget.status != 0, "\(forget.stdout)\(forget.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere) == ["precious.db"])
+        #expect(FileManager.default.contents(atPath: precious) == Data("PRECIOUS\n".utf8))
+
+        unlink(precious)
+        try FileManager.default.createDirectory(atPath: elsewhere + "/views", withIntermediateDirectories: true)
+        unlink(views)
+        try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: elsewhere + "/views/v.sqlite")
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        #expect(FileManager.default.fileExists(atPath: elsewhere + "/views/v.sqlite"))
+    }
+
     /// Another store's `keys/` in place (its master key with it): `forget` and `sync` refuse
     /// before they write anything (the patient's real key would survive the forget; what the sync
     /// sealed would not open with the store's own keys). With those back, nothing was forgotten.

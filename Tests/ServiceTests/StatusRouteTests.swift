@@ -67,6 +67,31 @@ import TestSupport
         #expect(api["inbox"]?["oldest_received_at"] == .null)
     }
 
+    /// Events in the log that the views do not show while no run is writing (their update failed:
+    /// under a full disk the server said "ok" from views that no longer moved) are a problem;
+    /// the next run, which catches the views up, clears it.
+    @Test func viewsBehindTheLogWithNoRunWritingAreAProblem() async throws {
+        let rig = try await ServerRig.start { $0.alertCheckSeconds = 3600 }
+        defer { Task { await rig.stop() } }
+        let first = try await rig.nightlyAndWait()
+        #expect(first["status"]?.stringValue == "completed", "\(first.text)")
+        #expect(try await rig.admin("/api/v1/status")["ok"] == .bool(true))
+        // An event appended by a writer that then could not update the views.
+        do {
+            let writer = try LedgerWriter(store: try Store.open(rig.store))
+            defer { writer.close() }
+            let started = #"{"sync_type":"manual_patient","triggered_by":"cron"}"#
+            _ = try writer.append([NewEvent(type: .syncStarted, run: "r-lag", stream: "run/r-lag", data: Array(started.utf8))])
+        }
+        let behind = try await rig.admin("/api/v1/status")
+        #expect(behind["ok"] == .bool(false) && behind["projection_lag"]?.doubleValue == 1, "\(behind.text)")
+        #expect(behind.text.contains("the views are 1 event behind the log and no run is writing"), "\(behind.text)")
+        let next = try await rig.nightlyAndWait()
+        #expect(next["status"]?.stringValue == "completed", "\(next.text)")
+        let caughtUp = try await rig.admin("/api/v1/status")
+        #expect(caughtUp["projection_lag"]?.doubleValue == 0 && !caughtUp.text.contains("behind the log"), "\(caughtUp.text)")
+    }
+
     /// The value with what depends on the moment it was read (a run's age, the inbox's age) taken out.
     static func timeless(_ v: JSONValue?) -> JSONValue? {
         switch v {
