@@ -156,6 +156,46 @@ public struct Store: Sendable {
     public var hasLog: Bool { FileManager.default.fileExists(atPath: logPath) }
 }
 
+/// Why a file given to the program (a roster, the API key file, a secret) could not be read, in
+/// words that finish "FILE …": "does not exist", "is a directory", "cannot be read: Permission
+/// denied", "is larger than 4096 bytes (is it the right file?)". `code`: the errno, when one said it.
+public struct InputFileError: Error, CustomStringConvertible, Sendable {
+    public var code: Int32?
+    public var words: String
+    public var description: String { words }
+}
+
+/// The bytes of the file at `path` (a regular file, or a pipe or device, which is read until its
+/// end or past `limit`), or why not: FileManager's `contents` said nil for a missing file, a
+/// directory, an unreadable file and /dev/zero alike, and the messages guessed "check its
+/// permissions" for all but the first (hostile test).
+public func readInputFile(_ path: String, limit: Int) -> Result<[UInt8], InputFileError> {
+    func failure(_ code: Int32) -> InputFileError {
+        switch code {
+        case ENOENT: return InputFileError(code: code, words: "does not exist")
+        case EISDIR: return InputFileError(code: code, words: "is a directory")
+        default: return InputFileError(code: code, words: "cannot be read: \(String(cString: strerror(code)))")
+        }
+    }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return .failure(failure(errno)) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit + 1 - bytes.count)) }
+        if n == 0 { return .success(bytes) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            return .failure(failure(errno))
+        }
+        bytes += chunk[..<n]
+        if bytes.count > limit {
+            return .failure(InputFileError(code: nil, words: "is larger than \(limit) bytes (is it the right file?)"))
+        }
+    }
+}
+
 /// Writes a file owner-only through a temporary file and a rename, then syncs the directory.
 public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
     let tmp = path + ".tmp-\(getpid())"

@@ -213,25 +213,6 @@ final class Coordinator: Sendable {
         return .object(o)
     }
 
-    /// A whole file's bytes, or the errno that stopped the read (ENOENT: no file; EISDIR; EACCES):
-    /// a line of the log names the cause in words, not Foundation's error text.
-    static func readWhole(_ path: String) -> Result<[UInt8], POSIXError> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return .failure(POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n == 0 { return .success(bytes) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return .failure(POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO))
-            }
-            bytes += chunk[..<n]
-        }
-    }
-
     /// How long a run restored as failed is remembered in the queue file (its id answers
     /// "failed" across further restarts, even when it never recorded a sync_logs row).
     static let restoredFailureMillis: Int64 = 7 * 86_400_000
@@ -243,12 +224,12 @@ final class Coordinator: Sendable {
     @discardableResult
     func restoreQueue(nothingToSync: (RunScope) -> String? = { _ in nil }) -> Int {
         let bytes: [UInt8]
-        switch Self.readWhole(queueFile) {
+        switch readInputFile(queueFile, limit: 64 << 20) {
         case .success(let read): bytes = read
-        case .failure(let error) where error.code == .ENOENT: return 0
+        case .failure(let error) where error.code == ENOENT: return 0
         case .failure(let error):
             logger.error("the queued runs file cannot be read: its runs are not started again",
-                         metadata: ["file": "\(queueFile)", "error": "\(String(cString: strerror(error.code.rawValue)))"])
+                         metadata: ["file": "\(queueFile)", "error": "\(error)"])
             return 0
         }
         guard let value = try? FastJSON.parse(bytes), case .array(let list)? = value["queued"] else {

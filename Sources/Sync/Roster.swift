@@ -20,14 +20,18 @@ public struct Roster: Sendable, Hashable {
         self.timezone = timezone
     }
 
+    /// The largest roster file read (a roster of 10,000 patients is ~2 MB).
+    public static let maxBytes = 64 << 20
+
     /// Loads a roster file; every error names the file and, for bad content, the JSON path.
     public static func load(path: String) throws -> Roster {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let why = FileManager.default.fileExists(atPath: path) ? "cannot be read (check its permissions)" : "does not exist"
-            throw SyncError("roster \(path) \(why)")
+        let data: [UInt8]
+        switch readInputFile(path, limit: maxBytes) {
+        case .success(let bytes): data = bytes
+        case .failure(let why): throw SyncError("roster \(path) \(why)")
         }
         let value: JSONValue
-        do { value = try FastJSON.parse(Array(data)) } catch {
+        do { value = try FastJSON.parse(data) } catch {
             throw SyncError("roster \(path) is not valid JSON: \(error)")
         }
         return try parse(value, file: path)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Ledger
 import Service
 
 /// `--alert-webhook URL` (repeatable) and `--alert-command CMD`, shared by `serve` and `alert test`.
@@ -21,8 +22,10 @@ struct AlertOptions: ParsableArguments {
         for value in alertWebhook {
             if value.hasPrefix("@") {
                 let file = String(value.dropFirst())
-                guard let data = FileManager.default.contents(atPath: file) else {
-                    throw CLIFailure(message: "cannot read the --alert-webhook file \(file)")
+                let data: [UInt8]
+                switch readInputFile(file, limit: 1 << 20) {
+                case .success(let bytes): data = bytes
+                case .failure(let why): throw CLIFailure(message: "the --alert-webhook file \(file) \(why)")
                 }
                 out += String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
                     .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }

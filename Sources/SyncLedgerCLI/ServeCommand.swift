@@ -80,8 +80,10 @@ struct ServeCommand: AsyncParsableCommand {
             config.tokensPath = tokens ?? defaultTokens
             config.tokensFileOptional = tokens == nil
             if let file = webhookSecretFile {
-                guard let data = FileManager.default.contents(atPath: file) else {
-                    throw CLIFailure(message: "cannot read --webhook-secret-file \(file)")
+                let data: [UInt8]
+                switch readInputFile(file, limit: 4096) {
+                case .success(let bytes): data = bytes
+                case .failure(let why): throw CLIFailure(message: "--webhook-secret-file \(file) \(why)")
                 }
                 let secret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                 guard secret.count >= 32 else {

@@ -184,9 +184,10 @@ func apiKey() throws -> String {
     let env = ProcessInfo.processInfo.environment
     if let key = env["INTAKEQ_API_KEY"], !key.isEmpty { return try sendable(key, from: "INTAKEQ_API_KEY") }
     if let path = env["INTAKEQ_API_KEY_FILE"], !path.isEmpty {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let why = FileManager.default.fileExists(atPath: path) ? "cannot be read (check its permissions)" : "does not exist"
-            throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) \(why)")
+        let data: [UInt8]
+        switch readInputFile(path, limit: 4096) {
+        case .success(let bytes): data = bytes
+        case .failure(let why): throw CLIFailure(message: "INTAKEQ_API_KEY_FILE \(path) \(why)")
         }
         let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard !key.isEmpty else {

@@ -260,13 +260,39 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
             "warning: the views database was found damaged by `\(damage.command)` at \(damage.at); what is shown may be incomplete: "
             + "`syncledger rebuild` recreates it from the log")
     }
-    let views = try openViews(store, readOnly: !writable)
+    // A full disk under the views (reads that catch up only: `rebuild` must write them): they are
+    // read into memory, as for a read-only store.
+    var diskFull = false
+    var views: ProjectionStore
+    if let opened = try openViews(store, readOnly: !writable, diskFullAllowed: writable && catchUp) {
+        views = opened
+    } else {
+        diskFull = true
+        views = try openViews(store, readOnly: true)
+    }
     if catchUp {
         let progress = ProgressLine()
-        let report = try views.catchUp(reader, progress: progress.fold)
+        var report: FoldReport
+        do {
+            report = try views.catchUp(reader, progress: progress.fold)
+        } catch where ViewsDamaged.isDiskFull(error) && !views.inMemory {
+            // Opened, but the fold's writes did not fit: the same as a full disk at the open.
+            progress.finish()
+            diskFull = true
+            views = try openViews(store, readOnly: true)
+            report = try views.catchUp(reader, progress: progress.fold)
+        }
         progress.finish()
+        if diskFull {
+            // Every read, `status` and `export --out` to another disk too, failed on a full disk
+            // (hostile test): the views are read into memory and brought up to the log there.
+            warn("warning: \(ViewsDamaged.diskFullWords): the views were read into memory and brought up to the log "
+                 + "for this command (nothing saved); free space there")
+        }
         for note in report.notes { warn("note: " + note) }
-        if views.inMemory && !report.rebuilt.isEmpty {
+        if diskFull {
+            // Said above.
+        } else if views.inMemory && !report.rebuilt.isEmpty {
             // (Rebuilt events are not counted in `applied`: "folded 0 event(s)" read as nothing done.)
             warn("note: the store is read-only: \(report.rebuilt.count == 1 ? "a view" : "views") had to be rebuilt from the log; "
                  + "rebuilt in memory for this command (nothing saved)")
@@ -283,6 +309,11 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
 /// The views database, read-only (an in-memory copy) when asked or when it cannot be written.
 /// A damaged file is one line saying so and that `syncledger rebuild` recreates it.
 func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
+    try openViews(store, readOnly: readOnly, diskFullAllowed: false)!
+}
+
+/// The same; with `diskFullAllowed`, nil when the disk holding the views is full.
+func openViews(_ store: Store, readOnly: Bool, diskFullAllowed: Bool) throws -> ProjectionStore? {
     do {
         let views = try ProjectionStore(store: store, readOnly: readOnly)
         views.onWaitingForRebuild = sayWaitingForRebuild
@@ -291,6 +322,8 @@ func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
         throw CLIFailure(message: e.description, underlying: e)
     } catch is ViewsNotWritable {
         return try openViews(store, readOnly: true)
+    } catch where diskFullAllowed && ViewsDamaged.isDiskFull(error) {
+        return nil
     }
 }
 

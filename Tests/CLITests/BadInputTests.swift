@@ -212,6 +212,9 @@ extension CLIBinaryTests {
         var cases: [(path: String, mentions: [String])] = []
         // Missing.
         cases.append((tmp.path + "/no-such-roster.json", ["no-such-roster.json", "does not exist"]))
+        // A directory, and a device that never ends: each named, not "check its permissions".
+        cases.append((tmp.path, ["is a directory"]))
+        cases.append(("/dev/zero", ["/dev/zero is larger than"]))
         // Not JSON at all, and JSON cut off.
         let garbage = tmp.path + "/garbage.json"
         try Data("organizations: fsh\n".utf8).write(to: URL(fileURLWithPath: garbage))
@@ -291,11 +294,17 @@ extension CLIBinaryTests {
         try await makeSyncedStore(at: store, practice: practice)
         let before = storeSnapshot(store)
         let fresh = tmp.path + "/fresh"
-        for env: [String: String?] in [[:], ["INTAKEQ_API_KEY": ""]] {
+        // The key file a directory, or a device that never ends: the cause named.
+        let cases: [([String: String?], [String])] = [
+            ([:], ["INTAKEQ_API_KEY"]), (["INTAKEQ_API_KEY": ""], ["INTAKEQ_API_KEY"]),
+            (["INTAKEQ_API_KEY_FILE": tmp.path], ["INTAKEQ_API_KEY_FILE", "is a directory"]),
+            (["INTAKEQ_API_KEY_FILE": "/dev/zero"], ["INTAKEQ_API_KEY_FILE /dev/zero is larger than 4096 bytes"]),
+        ]
+        for (env, mentions) in cases {
             for s in [store, fresh] {
                 let r = try await cli(syncArgs(store: s, baseURL: "http://127.0.0.1:1/api/v1", now: practice.days[0].now),
                                       env: env, cwd: tmp.path)
-                expectCleanFailure(r, mentioning: ["INTAKEQ_API_KEY"])
+                expectCleanFailure(r, mentioning: mentions)
             }
         }
         #expect(!FileManager.default.fileExists(atPath: fresh))

@@ -53,8 +53,11 @@ struct RunResult: Sendable {
 
 /// A test decides these itself; never inherit them from the developer's shell.
 private func cliEnvironment(_ env: [String: String?]) -> [String: String?] {
-    var out: [String: String?] = ["INTAKEQ_API_KEY": nil, "SYNCLEDGER_STORE": nil, "SYNCLEDGER_FIXTURES": nil]
-    for (k, v) in env { out[k] = v }
+    var out: [String: String?] = ["INTAKEQ_API_KEY": .none, "INTAKEQ_API_KEY_FILE": .none, "SYNCLEDGER_STORE": .none,
+                                  "SYNCLEDGER_FIXTURES": .none]
+    // updateValue: `out[k] = v` with a nil `v` would drop the override, and the runner's own
+    // value would be inherited.
+    for (k, v) in env { out.updateValue(v, forKey: k) }
     return out
 }
 

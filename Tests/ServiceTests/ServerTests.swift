@@ -176,21 +176,6 @@ import TestSupport
         }
     }
 
-    /// The queue file is read with its errno kept (the log says "Is a directory", not
-    /// Foundation's error text); a missing file is ENOENT (nothing to restore), and a file
-    /// longer than one read comes back whole.
-    @Test func theQueueFileIsReadWithItsCause() throws {
-        let dir = TempDir()
-        defer { dir.remove() }
-        #expect(throws: POSIXError(.ENOENT)) { try Coordinator.readWhole(dir.path + "/absent").get() }
-        try FileManager.default.createDirectory(atPath: dir.path + "/a-directory", withIntermediateDirectories: false)
-        #expect(throws: POSIXError(.EISDIR)) { try Coordinator.readWhole(dir.path + "/a-directory").get() }
-        var rng = SeededRNG(seed: 19)
-        let long = (0..<200_000).map { _ in UInt8.random(in: 0...255, using: &rng) }
-        try Data(long).write(to: URL(fileURLWithPath: dir.path + "/long"))
-        #expect(try Coordinator.readWhole(dir.path + "/long").get() == long)
-    }
-
     /// A run whose queue file cannot be written is not queued: 503, not a 202 a restart could
     /// lose (here the file's path is a directory). Once it can be written, the run queues.
     @Test func aRunThatCannotBeRecordedIsNotAccepted() async throws {
