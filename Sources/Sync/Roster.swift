@@ -39,6 +39,22 @@ public struct Roster: Sendable, Hashable {
 
     static func parse(_ v: JSONValue, file: String) throws -> Roster {
         func fail(_ path: String, _ what: String) -> SyncError { SyncError("roster \(file): \(path) \(what)") }
+        // A name or email that is there must be text: `"email": 12` was dropped without a word,
+        // and with it the checks that keep a patient's email out of what is recorded in the clear.
+        func optionalText(_ object: JSONValue, _ key: String, _ path: String) throws -> String? {
+            guard let value = object[key], !value.isNull else { return nil }
+            guard case .string(let text) = value else {
+                // The kind, not the value: a name or an email is personal data.
+                let kind = switch value {
+                case .number: "a number"
+                case .bool: "true or false"
+                case .array: "a list"
+                default: "an object"
+                }
+                throw fail(path + "." + key, "must be text (in quotes), not \(kind)")
+            }
+            return text
+        }
         guard case .object = v else { throw fail("$", "must be an object with \"organizations\"") }
         guard case .array(let orgs)? = v["organizations"] else { throw fail("$.organizations", "must be a list") }
         var organizations: [RosterObserved.Organization] = []
@@ -73,9 +89,10 @@ public struct Roster: Sendable, Hashable {
                     throw fail(pp + ".intakeq_client_id", "repeats IntakeQ client \(client), already given to patient \(other); each patient needs their own")
                 }
                 clientOwner[client] = pid
-                patients.append(.init(id: pid, name: pat["name"]?.stringValue, email: pat["email"]?.stringValue, intakeqClientId: client))
+                patients.append(.init(id: pid, name: try optionalText(pat, "name", pp), email: try optionalText(pat, "email", pp),
+                                      intakeqClientId: client))
             }
-            organizations.append(.init(id: id, name: org["name"]?.stringValue, patients: patients))
+            organizations.append(.init(id: id, name: try optionalText(org, "name", p), patients: patients))
         }
         var practitioners: [RosterObserved.Practitioner] = []
         if let list = v["practitioners"], !list.isNull {

@@ -230,6 +230,11 @@ extension CLIBinaryTests {
               {"id": "b", "patients": [{"id": "p2", "name": "No Client Id"}]}]}
             """#.utf8).write(to: URL(fileURLWithPath: shape))
         cases.append((shape, [shape, "$.organizations[1].patients[0].intakeq_client_id"]))
+        // An email that is not text: named, not dropped (the privacy checks compare emails).
+        let numericEmail = tmp.path + "/numeric-email.json"
+        try Data(#"{"organizations": [{"id": "a", "patients": [{"id": "p1", "intakeq_client_id": 1, "email": 12}]}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: numericEmail))
+        cases.append((numericEmail, [numericEmail, "$.organizations[0].patients[0].email must be text (in quotes), not a number"]))
         let topArray = tmp.path + "/array.json"
         try Data("[1, 2, 3]".utf8).write(to: URL(fileURLWithPath: topArray))
         cases.append((topArray, [topArray, "$"]))

@@ -20,7 +20,9 @@ extension CLIBinaryTests {
     /// folded again on a tmpfs with room for the log but not for the views (a private mount
     /// namespace; root, as in CI), then an export bundle there. They printed SQLite's "database
     /// or disk is full - while executing COMMIT TRANSACTION" and Foundation's
-    /// "Error Domain=NSCocoaErrorDomain Code=640" (hostile test).
+    /// "Error Domain=NSCocoaErrorDomain Code=640" (hostile test). Since stop 58 the reads answer
+    /// on a full disk (the views read into memory and caught up there, one warning line:
+    /// DiskFullTests); the bundle, which must be written, fails in one line.
     @Test func aFullDiskIsSaidAsSuch() async throws {
         let tmp = TempDir("disk-full")
         defer { tmp.remove() }
@@ -50,16 +52,18 @@ extension CLIBinaryTests {
                                             timeout: 120)
         let said = String(decoding: r.stdout + r.stderr, as: UTF8.self)
         #expect(r.status != 97, "cannot mount a tmpfs (this test needs root, as in CI): \(said)")
-        #expect(said.contains("status-rc=1") && said.contains("syncledger: the disk holding the views database (projections.sqlite) or SQLite's temporary files is full: free space there"),
-                "\(said)")
+        let warning = "warning: the disk holding the views database (projections.sqlite) or SQLite's temporary files is full: "
+            + "the views were read into memory and brought up to the log for this command (nothing saved); free space there"
+        #expect(said.contains("status-rc=0"), "\(said)")
         #expect(said.contains("export-rc=1") && said.contains("syncledger: the disk is full"), "\(said)")
         // With no room to make the views file at all (it failed "cannot open the views database
         // …: SQLite error 13: database or disk is full": hostile test).
-        #expect(said.contains("appointments-rc=1"), "\(said)")
+        #expect(said.contains("appointments-rc=0"), "\(said)")
         // With the views file there but no room for the shared memory WAL needs (it said "SQLite
         // error 10: disk I/O error - while executing `SELECT * FROM sqlite_master`", hostile test).
-        #expect(said.contains("shm-rc=1"), "\(said)")
-        #expect(said.components(separatedBy: "syncledger: the disk holding the views database").count - 1 == 3, "\(said)")
+        #expect(said.contains("shm-rc=0"), "\(said)")
+        #expect(said.components(separatedBy: warning).count - 1 == 3, "\(said)")
+        #expect(!said.contains("note: "), "one line each: \(said)")
         #expect(!said.contains("NSCocoaErrorDomain") && !said.contains("SQLite error"), "\(said)")
     }
 
