@@ -366,7 +366,7 @@ struct ExportCommand: AsyncParsableCommand {
                 reader.log.rewritesIndexFiles = false
                 views = nil
             } else {
-                (store, reader, views) = try openForRead(storeOptions, catchUp: false)
+                (store, reader, views) = try openForRead(storeOptions, catchUp: false, inMemoryOnFullDisk: true)
                 // A range past the end is a mistyped seq, not an empty export; the head's seq + 1
                 // exports nothing until more is recorded (as `log`: an auditor's next --from-seq).
                 let headSeq = try reader.head().seq

@@ -243,8 +243,11 @@ func diskFullWords(_ error: any Error) -> String? {
 /// that lost acknowledged events; warns (one line) when the last verify failed. A store this
 /// process must not write is read only: its views are copied into memory and any lag is folded
 /// there (one note on stderr), nothing is saved.
+///
+/// `inMemoryOnFullDisk` (default: `catchUp`): when the disk under the views is full, read them into
+/// memory instead of failing (not for `rebuild`, which must write them).
 func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool = true,
-                 warnDamage: Bool = true) throws -> (Store, LedgerReader, ProjectionStore) {
+                 warnDamage: Bool = true, inMemoryOnFullDisk: Bool? = nil) throws -> (Store, LedgerReader, ProjectionStore) {
     let store = try options.open()
     try refuseIfLost(store)
     let writable = store.isWritable
@@ -260,11 +263,10 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
             "warning: the views database was found damaged by `\(damage.command)` at \(damage.at); what is shown may be incomplete: "
             + "`syncledger rebuild` recreates it from the log")
     }
-    // A full disk under the views (reads that catch up only: `rebuild` must write them): they are
-    // read into memory, as for a read-only store.
+    // A full disk under the views: they are read into memory, as for a read-only store.
     var diskFull = false
     var views: ProjectionStore
-    if let opened = try openViews(store, readOnly: !writable, diskFullAllowed: writable && catchUp) {
+    if let opened = try openViews(store, readOnly: !writable, diskFullAllowed: writable && (inMemoryOnFullDisk ?? catchUp)) {
         views = opened
     } else {
         diskFull = true
@@ -283,12 +285,6 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
             report = try views.catchUp(reader, progress: progress.fold)
         }
         progress.finish()
-        if diskFull {
-            // Every read, `status` and `export --out` to another disk too, failed on a full disk
-            // (hostile test): the views are read into memory and brought up to the log there.
-            warn("warning: \(ViewsDamaged.diskFullWords): the views were read into memory and brought up to the log "
-                 + "for this command (nothing saved); free space there")
-        }
         for note in report.notes { warn("note: " + note) }
         if diskFull {
             // Said above.
@@ -302,6 +298,12 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
         if !report.quarantined.isEmpty {
             warn("warning: \(report.quarantined.count) event(s) could not be applied and were quarantined (see `syncledger rebuild`)")
         }
+    }
+    if diskFull {
+        // Every read, `status` and `export --out` to another disk too, failed on a full disk
+        // (hostile test).
+        warn("warning: \(ViewsDamaged.diskFullWords): the views were read into memory\(catchUp ? " and brought up to the log" : "") "
+             + "for this command (nothing saved); free space there")
     }
     return (store, reader, views)
 }

@@ -52,6 +52,7 @@ import Glibc
             OUT=$4
             run full-appointments "$3" appointments --store "$1/s" --json
             run full-status "$3" status --store "$1/s" --json
+            run full-export "$3" export --store "$1/s" --format jsonl --out "$OUT/export.jsonl"
             rm "$1/filler"
             run freed-appointments "$3" appointments --store "$1/s" --json
             """
@@ -73,6 +74,13 @@ import Glibc
         #expect(read("full-status.err").split(separator: "\n").count == 1, "\(read("full-status.err"))")
         let status = parseJSON(read("full-status.out")) as? [String: Any]
         #expect((status?["projection_lag"] as? NSNumber)?.intValue == 0 && status?["head"] != nil, "\(read("full-status.out"))")
+
+        // An export to another disk (it failed on the views' full disk too).
+        let exported = try await cli(["export", "--store", store, "--format", "jsonl"])
+        expectSuccess(exported)
+        #expect(read("full-export.rc") == "0\n", "\(read("full-export.err"))")
+        #expect(read("export.jsonl") == exported.stdout && !exported.stdout.isEmpty)
+        #expect(read("full-export.err").contains("the views were read into memory for this command"), "\(read("full-export.err"))")
 
         #expect(read("freed-appointments.rc") == "0\n" && read("freed-appointments.err").isEmpty, "\(read("freed-appointments.err"))")
         #expect(read("freed-appointments.out") == caughtUp.stdout)
