@@ -515,7 +515,7 @@ struct ServiceResponder: HTTPResponder {
         let report = try await server.blocking {
             try StatusReport.read(store: store, reader: try LedgerReader(store: store), views: views,
                                   maxAgeHours: rules.dailyStaleHours, rules: rules, watchingSince: since, inbox: inbox,
-                                  runningHere: queued.1 != nil, now: now)
+                                  runningHere: queued.1 != nil, catchingUp: !server.ready.withLockedValue { $0 }, now: now)
         }
         let (remaining, resets) = await c.budget()
         var budget: [String: JSONValue] = ["daily_budget": .number(Double(server.config.policy.dailyBudget))]

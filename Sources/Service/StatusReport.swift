@@ -41,13 +41,14 @@ public struct StatusReport: Sendable {
     public static func read(store: Store, reader: LedgerReader, views: ProjectionStore, maxAgeHours: Double,
                             rules: AlertRules = AlertRules(), watchingSince: Int64? = nil,
                             inbox: (depth: Int, oldestReceivedAt: Int64?)? = nil, runningHere: Bool = false,
+                            catchingUp: Bool = false,
                             now: Int64 = ISOTime.nowMillis(), time: (String) -> String = { $0 }) throws -> StatusReport {
-        let head = try reader.head()
-        let applied = try views.appliedSeq()
         // A run in progress with no live writer died: it is a failure, whatever the view says.
         // The lock is looked at before and after the reads, so that a run starting or ending
         // meanwhile is not taken for a dead one. `runningHere`: the caller runs one itself.
         let lockedBefore = runningHere || EventLogWriter.isLocked(directory: store.logPath)
+        let head = try reader.head()
+        var applied = try views.appliedSeq()
         // Three rows per sync type, not the whole table (a busy server records a webhook run
         // every few seconds, and monitors poll this).
         let picked = try views.readSync { db -> [(String, ViewRow?, ViewRow?, ViewRow?, ViewRow?)] in
@@ -62,6 +63,10 @@ public struct StatusReport: Sendable {
             }
         }
         let writerRunning = lockedBefore || EventLogWriter.isLocked(directory: store.logPath)
+        // A writer that ended between the reads above and the last look at the lock caught the
+        // views up before it let go: read how far they are applied again (a lag seen then, with no
+        // writer, is a real one).
+        if !writerRunning && applied < head.seq { applied = try views.appliedSeq() }
         func settled(_ row: ViewRow?) -> ViewRow? {
             guard var row, row["status"]?.stringValue == "in_progress" else { return row }
             guard !writerRunning else { return row }
@@ -113,7 +118,9 @@ public struct StatusReport: Sendable {
         // the views failed (a full disk, under `serve`: the server answered "ok" from views that
         // no longer moved, hostile test). A writer catches them up as it runs, so only a lag
         // with no writer is a problem.
-        if !writerRunning && r.lag > 0 {
+        // Not for views read into memory (a snapshot: a run that ended since is not in it) nor
+        // while a server catches its views up as it starts (`catchingUp`).
+        if !writerRunning && r.lag > 0 && !views.inMemory && !catchingUp {
             r.problems.append("the views are \(r.lag) event\(r.lag == 1 ? "" : "s") behind the log and no run is writing: their last update "
                 + "failed (a full disk, or see the last run's output or the server's log); the next run catches them up, "
                 + "or run `syncledger rebuild`")

@@ -9,6 +9,7 @@ import Logging
 import Projections
 import Service
 import Sync
+import Synchronization
 
 struct SyncCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -293,6 +294,9 @@ struct StatusCommand: AsyncParsableCommand {
             func local(_ s: String) -> String { local(.string(s)) }
             var report = try StatusReport.read(store: store, reader: reader, views: views, maxAgeHours: maxAge,
                                                time: json ? { $0 } : local)
+            if viewsDiskFull.withLock({ $0 }) {
+                report.problems.append("\(ViewsDamaged.diskFullWords): the views were read into memory to answer; free space there")
+            }
             // The key store and master key the next sync needs: a wrong or missing
             // SYNCLEDGER_MASTER_KEY_FILE, or keys/ gone, went unnoticed here until the nightly
             // sync failed on it (hostile test). A store with no key store and nothing sealed (a

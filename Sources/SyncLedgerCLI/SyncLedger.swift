@@ -7,6 +7,7 @@ import IntakeQ
 import JSONCore
 import Ledger
 import Projections
+import Synchronization
 
 @main
 struct SyncLedgerCommand: AsyncParsableCommand {
@@ -264,30 +265,31 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
             + "`syncledger rebuild` recreates it from the log")
     }
     // A full disk under the views: they are read into memory, as for a read-only store.
+    let fallBack = writable && (inMemoryOnFullDisk ?? catchUp)
     var diskFull = false
     var views: ProjectionStore
-    if let opened = try openViews(store, readOnly: !writable, diskFullAllowed: writable && (inMemoryOnFullDisk ?? catchUp)) {
-        views = opened
-    } else {
+    do {
+        views = try openViews(store, readOnly: !writable)
+    } catch where fallBack && ViewsDamaged.isDiskFull(error) {
         diskFull = true
-        views = try openViews(store, readOnly: true)
+        views = try inMemoryAfterFullDisk(store, error)
     }
     if catchUp {
         let progress = ProgressLine()
         var report: FoldReport
         do {
             report = try views.catchUp(reader, progress: progress.fold)
-        } catch where ViewsDamaged.isDiskFull(error) && !views.inMemory {
+        } catch where fallBack && ViewsDamaged.isDiskFull(error) && !views.inMemory {
             // Opened, but the fold's writes did not fit: the same as a full disk at the open.
             progress.finish()
             diskFull = true
-            views = try openViews(store, readOnly: true)
+            views = try inMemoryAfterFullDisk(store, error)
             report = try views.catchUp(reader, progress: progress.fold)
         }
         progress.finish()
         for note in report.notes { warn("note: " + note) }
         if diskFull {
-            // Said above.
+            // Said below.
         } else if views.inMemory && !report.rebuilt.isEmpty {
             // (Rebuilt events are not counted in `applied`: "folded 0 event(s)" read as nothing done.)
             warn("note: the store is read-only: \(report.rebuilt.count == 1 ? "a view" : "views") had to be rebuilt from the log; "
@@ -301,21 +303,29 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
     }
     if diskFull {
         // Every read, `status` and `export --out` to another disk too, failed on a full disk
-        // (hostile test).
+        // (hostile test). `status` counts it as a problem (`viewsDiskFull`).
+        viewsDiskFull.withLock { $0 = true }
         warn("warning: \(ViewsDamaged.diskFullWords): the views were read into memory\(catchUp ? " and brought up to the log" : "") "
              + "for this command (nothing saved); free space there")
     }
     return (store, reader, views)
 }
 
+/// Set when `openForRead` read the views into memory because the disk under them is full:
+/// `status` counts that as a problem (its monitor saw the failure before; a status that answers
+/// "ok" from memory would hide the full disk, cold review).
+let viewsDiskFull = Mutex(false)
+
+/// The views read into memory after a full disk stopped their open or their catch-up. The copy
+/// goes to the temporary directory, which may be on the same full disk: then the full disk
+/// (`full`) is said, not the copy's failure (cold review).
+func inMemoryAfterFullDisk(_ store: Store, _ full: any Error) throws -> ProjectionStore {
+    do { return try openViews(store, readOnly: true) } catch { throw full }
+}
+
 /// The views database, read-only (an in-memory copy) when asked or when it cannot be written.
 /// A damaged file is one line saying so and that `syncledger rebuild` recreates it.
 func openViews(_ store: Store, readOnly: Bool) throws -> ProjectionStore {
-    try openViews(store, readOnly: readOnly, diskFullAllowed: false)!
-}
-
-/// The same; with `diskFullAllowed`, nil when the disk holding the views is full.
-func openViews(_ store: Store, readOnly: Bool, diskFullAllowed: Bool) throws -> ProjectionStore? {
     do {
         let views = try ProjectionStore(store: store, readOnly: readOnly)
         views.onWaitingForRebuild = sayWaitingForRebuild
@@ -324,8 +334,6 @@ func openViews(_ store: Store, readOnly: Bool, diskFullAllowed: Bool) throws -> 
         throw CLIFailure(message: e.description, underlying: e)
     } catch is ViewsNotWritable {
         return try openViews(store, readOnly: true)
-    } catch where diskFullAllowed && ViewsDamaged.isDiskFull(error) {
-        return nil
     }
 }
 

@@ -20,7 +20,8 @@ public struct ProcessOutput: Sendable {
     public var executable: String
     public var arguments: [String]
     public var pid: Int32
-    /// The exit code, or the signal number when `signaled`.
+    /// The exit code, or the signal number when `signaled` (-1 when the child's status was lost:
+    /// another waiter reaped it).
     public var status: Int32
     /// Ended by a signal (a crash, a kill, or the timeout) instead of exiting.
     public var signaled: Bool
@@ -183,9 +184,13 @@ public final class ChildProcess: Sendable {
         _ = syncledger_wait_ended(pid)
         let waiters: [CheckedContinuation<Void, Never>] = state.withLock { s in
             var status: Int32 = 0
-            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            var reaped: pid_t
+            repeat { reaped = waitpid(pid, &status, 0) } while reaped == -1 && errno == EINTR
             s.done = true
-            if status & 0x7f == 0 {
+            if reaped != pid {
+                // Reaped by someone else (ECHILD): no status to report, and never "exit 0".
+                s.status = -1
+            } else if status & 0x7f == 0 {
                 s.status = (status >> 8) & 0xff
             } else {
                 s.status = status & 0x7f

@@ -47,12 +47,14 @@ import Glibc
             set -e
             mount -t tmpfs -o size=4m tmpfs "$1"
             cp -a "$2" "$1/s"
+            mkdir "$1/tmp"
             dd if=/dev/zero of="$1/filler" bs=4k 2>/dev/null || true
             run() { name=$1; shift; set +e; "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"; echo $? > "$OUT/$name.rc"; set -e; }
             OUT=$4
             run full-appointments "$3" appointments --store "$1/s" --json
             run full-status "$3" status --store "$1/s" --json
             run full-export "$3" export --store "$1/s" --format jsonl --out "$OUT/export.jsonl"
+            (TMPDIR="$1/tmp"; export TMPDIR; run full-tmp "$3" appointments --store "$1/s" --json)
             rm "$1/filler"
             run freed-appointments "$3" appointments --store "$1/s" --json
             """
@@ -72,8 +74,16 @@ import Glibc
         #expect(lines.count == 1 && lines[0].hasPrefix("warning: the disk holding the views database")
                 && lines[0].contains("read into memory and brought up to the log for this command (nothing saved)"), "\(fullErr)")
         #expect(read("full-status.err").split(separator: "\n").count == 1, "\(read("full-status.err"))")
+        // status answers, and counts the full disk as a problem (a monitor must still see it).
         let status = parseJSON(read("full-status.out")) as? [String: Any]
         #expect((status?["projection_lag"] as? NSNumber)?.intValue == 0 && status?["head"] != nil, "\(read("full-status.out"))")
+        #expect(read("full-status.rc") == "1\n" && (status?["problems"] as? [String])?.contains {
+            $0.contains("is full: the views were read into memory to answer")
+        } == true, "\(read("full-status.out"))")
+        // With the temporary directory on the full disk too, the copy into memory cannot be made:
+        // the full disk is said, as before the fallback.
+        #expect(read("full-tmp.rc") == "1\n" && read("full-tmp.out").contains("the disk holding the views database")
+                && read("full-tmp.out").contains("is full: free space there"), "\(read("full-tmp.out"))\(read("full-tmp.err"))")
 
         // An export to another disk (it failed on the views' full disk too).
         let exported = try await cli(["export", "--store", store, "--format", "jsonl"])
