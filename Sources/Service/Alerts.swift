@@ -6,6 +6,13 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import Subprocess
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -215,54 +222,59 @@ public final class AlertEngine: Sendable {
 
     /// `/bin/sh -c CMD` with the JSON on standard input; exit 0 is delivered. Its environment
     /// is the server's without the IntakeQ key (a mail pipeline has no use for it).
+    ///
+    /// Started through swift-subprocess (posix_spawn, every other descriptor closed, its end
+    /// seen through a pidfd), in a process group of its own. Foundation's `Process` saw the
+    /// end only when every process holding an inherited socket had gone: a command that left a
+    /// job in the background (`mail … &`) "ran" until the attempt's timeout and then failed, and
+    /// two commands started at once could each hold the other's socket (the same fault as in the
+    /// tests, CSpawn.h).
     private func runCommand(_ command: String, _ body: [UInt8]) async throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", command]
-        var env = ProcessInfo.processInfo.environment
-        for k in ["INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE"] { env[k] = nil }
-        p.environment = env
-        // A write to a pipe whose reader is gone must fail with EPIPE, not kill the server.
-        signal(SIGPIPE, SIG_IGN)
-        let stdin = Pipe()
-        p.standardInput = stdin
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        let status: Int32 = try await withCheckedThrowingContinuation { cont in
-            let once = NIOLockedValueBox(false)
-            p.terminationHandler = { proc in
-                if once.withLockedValue({ let first = !$0; $0 = true; return first }) { cont.resume(returning: proc.terminationStatus) }
-            }
-            do {
-                try p.run()
-            } catch {
-                if once.withLockedValue({ let first = !$0; $0 = true; return first }) { cont.resume(throwing: error) }
-                return
-            }
-            // The message is a few hundred bytes: it fits the pipe's buffer, the write never waits.
-            // A command that does not read it (`true`, a missing program) closes the pipe first:
-            // that is EPIPE here (SIGPIPE is ignored), never a crash; its exit status decides.
-            try? stdin.fileHandleForWriting.write(contentsOf: Data(body))
-            try? stdin.fileHandleForWriting.close()
-            let pid = p.processIdentifier
-            let limit = targets.attemptTimeoutSeconds
-            Task.detached {
-                try? await Task.sleep(nanoseconds: UInt64(limit * 1e9))
-                if !once.withLockedValue({ $0 }) {
-                    // Foundation starts the shell as the leader of its own process group: kill
-                    // the group, or a child of the shell (`sleep`, `mail`) keeps running, and
-                    // Foundation reports the end only once every process holding the shell's
-                    // descriptors has gone.
-                    kill(-pid, SIGKILL)
-                    kill(pid, SIGKILL)
-                }
+        var env: [Environment.Key: String] = [:]
+        for (k, v) in ProcessInfo.processInfo.environment
+        where !["INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE"].contains(k) {
+            env[Environment.Key(stringLiteral: k)] = v
+        }
+        // The message is on the pipe before the command starts (a few hundred bytes; a pipe
+        // holds 64 KiB): nothing waits on a command that does not read it (`true`), and nothing
+        // is written to a pipe whose reader has gone.
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { throw AlertError("cannot make a pipe for the alert command: \(String(cString: strerror(errno)))") }
+        let (readEnd, writeEnd) = (ends[0], ends[1])
+        _ = fcntl(writeEnd, F_SETFL, fcntl(writeEnd, F_GETFL) | O_NONBLOCK)
+        let written = body.withUnsafeBytes { write(writeEnd, $0.baseAddress, $0.count) }
+        close(writeEnd)
+        guard written == body.count else {
+            close(readEnd)
+            throw AlertError("the alert (\(body.count) bytes) does not fit the alert command's pipe")
+        }
+        var options = PlatformOptions()
+        options.processGroupID = 0
+        let limit = targets.attemptTimeoutSeconds
+        let timedOut = NIOLockedValueBox(false)
+        let result = try await Subprocess.run(
+            .path("/bin/sh"), arguments: ["-c", command], environment: .custom(env), platformOptions: options,
+            input: .fileDescriptor(FileDescriptor(rawValue: readEnd), closeAfterSpawningProcess: true),
+            output: .discarded, error: .discarded
+        ) { execution -> Task<Void, Never> in
+            // Past the attempt's timeout the whole group is stopped: the shell and what it started.
+            Task {
+                guard (try? await Task.sleep(for: .seconds(limit))) != nil else { return }
+                timedOut.withLockedValue { $0 = true }
+                try? execution.send(signal: .kill, toProcessGroup: true)
             }
         }
-        guard status == 0 else {
-            if p.terminationReason == .uncaughtSignal && status == SIGKILL {
+        result.closureResult.cancel()
+        switch result.terminationStatus {
+        case .exited(0):
+            return
+        case .exited(let code):
+            throw AlertError("the alert command exited with status \(code)")
+        case .signaled(let signal):
+            if timedOut.withLockedValue({ $0 }) {
                 throw AlertError("the alert command did not finish within \(targets.attemptTimeoutSeconds) s and was stopped")
             }
-            throw AlertError("the alert command exited with status \(status)")
+            throw AlertError("the alert command was ended by signal \(signal)")
         }
     }
 }

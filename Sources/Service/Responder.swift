@@ -290,6 +290,10 @@ struct ServiceResponder: HTTPResponder {
         server.config.logger.debug("request path", metadata: ["path": "\(logged)"])
         var headers = HTTPFields()
         headers[.contentType] = reply.text?.contentType ?? "application/json; charset=utf-8"
+        // A body too large is not read: the connection ends with the answer (it would wait for
+        // the body the client still means to send, up to the request deadline, before the next
+        // request could be read; `ConnectionCloseHandler` closes it).
+        if reply.status == 413 { headers[.connection] = "close" }
         let text = reply.text?.body ?? reply.body.canonicalText + "\n"
         return Response(status: .init(code: reply.status), headers: headers,
                         body: .init(byteBuffer: ByteBuffer(string: text)))

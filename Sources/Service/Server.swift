@@ -2,6 +2,7 @@ import Domain
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import NIOHTTP1
 import NIOHTTPTypes
 import IntakeQ
 import JSONCore
@@ -161,7 +162,8 @@ public final class SyncLedgerServer: Sendable {
         let app = Application(
             responder: responder,
             server: .http1(configuration: .init(
-                additionalChannelHandlers: [RequestDeadlineHandler(seconds: idle * RequestDeadlineHandler.idleTimeouts, idleSeconds: idle)],
+                additionalChannelHandlers: [RequestDeadlineHandler(seconds: idle * RequestDeadlineHandler.idleTimeouts, idleSeconds: idle,
+                                                                    logger: logger)],
                 idleTimeout: .seconds(idle))),
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil,
                                  availableConnectionsDelegate: MaximumAvailableConnections(config.maxConnections ?? Self.maxConnections(), logger: logger)),
@@ -256,11 +258,15 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
     private var stalledWrites: Scheduled<Void>?
     private var lastWriteDone = NIODeadline.uptimeNanoseconds(0)
 
+    /// Where `ConnectionCloseHandler` says that a request could not be read.
+    private let logger: Logger?
+
     /// `seconds`: from a request's head to its end; `idleSeconds`: without a completed write
     /// while the socket is full.
-    init(seconds: Int64, idleSeconds: Int64) {
+    init(seconds: Int64, idleSeconds: Int64, logger: Logger? = nil) {
         limit = .seconds(seconds)
         writeLimit = .seconds(idleSeconds)
+        self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -334,6 +340,16 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.fireChannelInactive()
     }
 
+    /// Puts `ConnectionCloseHandler` right after the HTTP/1 decoder, where a request still has
+    /// its HTTP version (this handler is added behind the codec that drops it).
+    func handlerAdded(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        guard let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
+              (try? pipeline.handler(type: ConnectionCloseHandler.self)) == nil
+        else { return }
+        try? pipeline.addHandler(ConnectionCloseHandler(logger: logger), position: .after(decoder))
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) { cancelTimers() }
 
     private func cancelTimers() {
@@ -341,6 +357,82 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
         deadline = nil
         stalledWrites?.cancel()
         stalledWrites = nil
+    }
+}
+
+/// Closes a connection once an answer that ends it is written: the answer to a request that did
+/// not ask to keep the connection (HTTP/1.0 without `Connection: keep-alive`, or `Connection:
+/// close` in any spelling), and an answer that says `Connection: close` (a 413, whose body is
+/// not read).
+///
+/// Hummingbird keeps a connection after an answer unless the request's `Connection` header is
+/// exactly "close", and past its codec a request no longer carries its HTTP version: an
+/// HTTP/1.0 client that reads its answer until the connection closes (Nagios' `check_http`, a
+/// script over `nc`) waited for the idle timeout, 20 s, on every probe (hostile test). Here,
+/// in front of that codec, the version is still known: the request is marked "close" for
+/// Hummingbird, its answer says so too, and the output is closed once the answer's end is
+/// written, so the client reads to its end at once.
+///
+/// It also says, in one log line, why a request that could not be read as HTTP (a header over
+/// the decoder's limit, bytes that are not HTTP) was refused: Hummingbird answers it with a
+/// bare 400 and logs it only at debug level, so a proxy whose requests all failed so left no
+/// trace (hostile test).
+final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let logger: Logger?
+
+    init(logger: Logger?) { self.logger = logger }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? HTTPParserError {
+            logger?.warning("request refused (400): it could not be read as HTTP", metadata: [
+                "error": "\(error)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+            ])
+        }
+        context.fireErrorCaught(error)
+    }
+
+    /// For each request read and not yet answered, in order: whether it asked to close.
+    private var asked = CircularBuffer<Bool>()
+    private var closeAfterEnd = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        let close = !head.isKeepAlive
+        asked.append(close)
+        if close {
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            context.fireChannelRead(wrapInboundOut(.head(head)))
+        } else {
+            context.fireChannelRead(data)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head):
+            // Answers go out in the requests' order.
+            let requestAsked = asked.popFirst() ?? false
+            guard requestAsked || !head.isKeepAlive else { return context.write(data, promise: promise) }
+            closeAfterEnd = true
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+        case .end where closeAfterEnd:
+            closeAfterEnd = false
+            let done = promise ?? context.eventLoop.makePromise()
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            done.futureResult.whenComplete { _ in bound.value.close(mode: .output, promise: nil) }
+            context.write(data, promise: done)
+        default:
+            context.write(data, promise: promise)
+        }
     }
 }
 

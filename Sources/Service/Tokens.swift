@@ -110,7 +110,9 @@ public struct TokenFile: Codable, Sendable {
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) }
         let tmp = path + ".tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ServeError("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        // Named as the tokens file, not the temporary file beside it (a read-only store said
+        // "cannot write …/api-tokens.json.tmp-4242", hostile test).
+        guard fd >= 0 else { throw ServeError("cannot write the tokens file \(given): \(String(cString: strerror(errno)))") }
         StoreOwnership.adopt(fd: fd, path: tmp)
         let ok = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, data.count) } == data.count && fsync(fd) == 0
         Glibc.close(fd)

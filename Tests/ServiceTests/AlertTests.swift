@@ -203,6 +203,60 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         #expect(AlertLog.open(storePath: dir.sub("store")).isEmpty)
     }
 
+    /// The alert command gets the message on its standard input and is done when its shell
+    /// exits, even if it left a job running in the background (Foundation's `Process` saw the
+    /// end only once that job had gone: the delivery "ran" to the attempt's timeout and failed);
+    /// two at once do not wait on each other. One that runs past the timeout is stopped, its
+    /// group with it, and one that exits non-zero fails; each says so.
+    @Test func theAlertCommandIsDoneWhenItsShellExits() async throws {
+        let dir = TempDir()
+        try FileManager.default.createDirectory(atPath: dir.sub("store/state"), withIntermediateDirectories: true)
+        func engine(_ command: String, timeout: Double) -> AlertEngine {
+            var targets = AlertTargets(command: command)
+            targets.attemptTimeoutSeconds = timeout
+            targets.maxAttempts = 1
+            return AlertEngine(targets: targets, storePath: dir.sub("store"), sleep: { _ in })
+        }
+        func pids(_ file: String) -> [Int32] {
+            ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
+        }
+        defer { for p in pids(dir.sub("jobs")) { kill(p, SIGKILL) } }
+        // Each leaves `sleep 60` running, its pid noted so the test can end it.
+        func leaving(_ n: Int) -> String {
+            "cat > '\(dir.sub("out-\(n).json"))'; sleep 60 > /dev/null 2>&1 & echo $! >> '\(dir.sub("jobs"))'"
+        }
+        let one = engine(leaving(1), timeout: 8), two = engine(leaving(2), timeout: 8)
+        let started = Date()
+        async let first = one.sendTest()
+        async let second = two.sendTest()
+        let (a, b) = await (first, second)
+        let took = Date().timeIntervalSince(started)
+        #expect(a.map(\.ok) == [true] && b.map(\.ok) == [true], "\(a) \(b)")
+        #expect(took < 6, "the deliveries took \(took) s (the attempt's timeout is 8 s)")
+        for n in [1, 2] {
+            let text = (try? String(contentsOfFile: dir.sub("out-\(n).json"), encoding: .utf8)) ?? ""
+            #expect(text.contains("\"alert\":\"test\""), "command \(n) read: \(text.debugDescription)")
+        }
+        #expect(pids(dir.sub("jobs")).count == 2 && pids(dir.sub("jobs")).allSatisfy { kill($0, 0) == 0 },
+                "the background jobs are left running: \(pids(dir.sub("jobs")))")
+
+        let slow = await engine("sleep 60 & echo $! >> '\(dir.sub("jobs"))'; wait", timeout: 1).sendTest()
+        #expect(slow.first?.ok == false && slow.first?.error == "the alert command did not finish within 1.0 s and was stopped",
+                "\(slow)")
+        // Its group was stopped: the shell's `sleep` too (reaped by init, or gone).
+        let slowJob = try #require(pids(dir.sub("jobs")).last)
+        var stopped = false
+        for _ in 0..<50 where !stopped {
+            let state = (try? String(contentsOfFile: "/proc/\(slowJob)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
+            stopped = state == nil || state == "Z"
+            if !stopped { usleep(100_000) }
+        }
+        #expect(stopped, "the timed-out command's background sleep \(slowJob) still runs")
+
+        let failing = await engine("exit 3", timeout: 5).sendTest()
+        #expect(failing.first?.ok == false && failing.first?.error == "the alert command exited with status 3", "\(failing)")
+    }
+
     /// SERVICE.md's six conditions over hand-made snapshots: each fires exactly past its threshold.
     @Test func theSixConditionsAndTheirThresholds() {
         let now: Int64 = 1_800_000_000_000

@@ -6,6 +6,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTPTypes
 import JSONCore
+import Logging
 import NIOHTTP1
 #if canImport(Glibc)
 import Glibc
@@ -231,5 +232,106 @@ final class NonReadingClient {
         // deadline depends on the load (clean-clone CI runs, every suite at once on two cores,
         // have seen 10 s and over 15 s).
         #expect(closed && took >= 5, "closed: \(closed) after \(took) s (the deadline is 6 s)")
+    }
+}
+
+/// When a connection ends after an answer (`ConnectionCloseHandler`).
+@Suite struct ConnectionCloseTests {
+    /// What the server sent on `fd` until it closed the connection or `timeout` seconds passed,
+    /// and whether it closed it. It waits suspended, not blocking its thread: the server answers
+    /// on the same cooperative pool, which two tests blocking both its threads would starve.
+    static func readAll(_ fd: Int32, within timeout: Double) async -> (text: String, closed: Bool) {
+        let deadline = Date().addingTimeInterval(timeout)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while Date() < deadline {
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 0) >= 0 else { break }
+            guard p.revents != 0 else {
+                try? await Task.sleep(for: .milliseconds(10))
+                continue
+            }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return (String(decoding: received, as: UTF8.self), true) }
+            received += buffer[..<n]
+        }
+        return (String(decoding: received, as: UTF8.self), false)
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// An HTTP/1.0 request without keep-alive, and one of HTTP/1.1 with `Connection: Close`
+    /// spelled so, get their answer and the connection's end at once (they waited for the idle
+    /// timeout: 10 s here); HTTP/1.0 with keep-alive and plain HTTP/1.1 keep theirs for a second
+    /// request.
+    @Test func aRequestThatAsksToCloseEndsItsConnection() async throws {
+        let rig = try await ServerRig.start { config in config.idleTimeoutSeconds = 10 }
+        defer { Task { await rig.stop() } }
+        let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
+        for request in ["GET /healthz HTTP/1.0\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n",
+                        "HEAD /healthz HTTP/1.0\r\n\r\n"] {
+            let fd = try connectedSocket(port: port)
+            defer { close(fd) }
+            let started = Date()
+            Self.send(fd, request)
+            let (text, closed) = await Self.readAll(fd, within: 5)
+            let took = Date().timeIntervalSince(started)
+            #expect(closed && took < 5, "\(request.debugDescription): closed \(closed) after \(took) s")
+            #expect(text.hasPrefix("HTTP/1.1 200"), "\(request.debugDescription): \(text.prefix(80).debugDescription)")
+            #expect(text.lowercased().contains("\r\nconnection: close\r\n"), "\(request.debugDescription): \(text.debugDescription)")
+        }
+        for request in ["GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"] {
+            let fd = try connectedSocket(port: port)
+            defer { close(fd) }
+            Self.send(fd, request + request)
+            let (text, closed) = await Self.readAll(fd, within: 1.5)
+            #expect(!closed, "\(request.debugDescription): closed")
+            #expect(text.components(separatedBy: "HTTP/1.1 200").count == 3, "\(request.debugDescription): \(text.debugDescription)")
+            #expect(!text.lowercased().contains("connection: close"), "\(request.debugDescription): \(text.debugDescription)")
+        }
+    }
+
+    /// A request that cannot be read as HTTP (a 100 KB header; bytes that are not HTTP) gets
+    /// Hummingbird's bare 400, and now one warning line that says why (there was none above
+    /// debug level).
+    @Test func aRequestThatIsNotHTTPIsRefusedInOneLogLine() async throws {
+        let lines = Locked<[String]>([])
+        let rig = try await ServerRig.start { config in
+            config.idleTimeoutSeconds = 10
+            config.logger = Logger(label: "servicetests") { _ in CapturingLogHandler(lines: lines) }
+        }
+        defer { Task { await rig.stop() } }
+        let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
+        for (n, request) in ["GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 100_000))\r\n\r\n",
+                             "\u{1}\u{2} not http at all\r\n\r\n"].enumerated() {
+            let fd = try connectedSocket(port: port)
+            defer { close(fd) }
+            Self.send(fd, request)
+            let (text, _) = await Self.readAll(fd, within: 5)
+            #expect(text.hasPrefix("HTTP/1.1 400"), "request \(n): \(text.prefix(100).debugDescription)")
+            let said = await rig.eventually(timeout: 5) {
+                lines.withLock { $0.filter { $0.contains("request refused (400): it could not be read as HTTP") }.count == n + 1 }
+            }
+            #expect(said, "request \(n): \(lines.withLock { $0 })")
+        }
+    }
+
+    /// A webhook whose Content-Length is far over the limit gets its 413 and the connection's
+    /// end at once, not after the body it announced (never sent here) or the idle timeout.
+    @Test func aBodyTooLargeEndsItsConnection() async throws {
+        let rig = try await ServerRig.start { config in config.idleTimeoutSeconds = 10 }
+        defer { Task { await rig.stop() } }
+        let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
+        let fd = try connectedSocket(port: port)
+        defer { close(fd) }
+        let started = Date()
+        Self.send(fd, "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n{\"Id\":")
+        let (text, closed) = await Self.readAll(fd, within: 5)
+        let took = Date().timeIntervalSince(started)
+        #expect(text.hasPrefix("HTTP/1.1 413"), "\(text.prefix(200).debugDescription)")
+        #expect(closed && took < 5, "closed \(closed) after \(took) s")
     }
 }

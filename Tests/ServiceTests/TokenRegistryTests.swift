@@ -104,6 +104,23 @@ import Testing
 
     /// An admin token narrowed by hand to some organizations does not load: it read every
     /// organization regardless, without a word (hostile test). A reader with the same list does.
+    /// A tokens file that cannot be written is named as the tokens file, not as the temporary
+    /// file beside it (a read-only store said "cannot write …/api-tokens.json.tmp-4242").
+    @Test func aTokensFileThatCannotBeWrittenIsNamedAsSuch() throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        // The temporary file's name taken by a directory: opening it fails as a read-only
+        // directory would make it fail (root ignores permissions).
+        try FileManager.default.createDirectory(atPath: path + ".tmp-\(getpid())", withIntermediateDirectories: false)
+        let (_, t) = TokenFile.newToken(name: "any", role: .admin, organizations: [])
+        do {
+            try TokenFile(tokens: [t]).save(path: path)
+            Issue.record("the tokens file was written")
+        } catch {
+            #expect("\(error)" == "cannot write the tokens file \(path): Is a directory", "\(error)")
+        }
+    }
+
     @Test func anAdminTokenWithOrganizationsDoesNotLoad() throws {
         let dir = TempDir()
         let path = dir.sub("tokens.json")
