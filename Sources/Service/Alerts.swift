@@ -221,7 +221,8 @@ public final class AlertEngine: Sendable {
     }
 
     /// `/bin/sh -c CMD` with the JSON on standard input; exit 0 is delivered. Its environment
-    /// is the server's without the IntakeQ key (a mail pipeline has no use for it).
+    /// is the server's without its secrets (`withheldFromCommand`: a mail pipeline has no use
+    /// for them).
     ///
     /// Started through swift-subprocess (posix_spawn, every other descriptor closed, its end
     /// seen through a pidfd), in a process group of its own. Foundation's `Process` saw the
@@ -231,51 +232,77 @@ public final class AlertEngine: Sendable {
     /// tests, CSpawn.h).
     private func runCommand(_ command: String, _ body: [UInt8]) async throws {
         var env: [Environment.Key: String] = [:]
-        for (k, v) in ProcessInfo.processInfo.environment
-        where !["INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE"].contains(k) {
-            env[Environment.Key(stringLiteral: k)] = v
-        }
+        for (k, v) in Self.commandEnvironment(ProcessInfo.processInfo.environment) { env[Environment.Key(stringLiteral: k)] = v }
         // The message is on the pipe before the command starts (a few hundred bytes; a pipe
         // holds 64 KiB): nothing waits on a command that does not read it (`true`), and nothing
-        // is written to a pipe whose reader has gone.
+        // is written to a pipe whose reader has gone. Every descriptor here is this function's
+        // own, closed once on every path (swift-subprocess only duplicates them into the child).
         var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw AlertError("cannot make a pipe for the alert command: \(String(cString: strerror(errno)))") }
+        guard pipe(&ends) == 0 else {
+            throw AlertError("cannot make a pipe for the alert command: \(String(cString: strerror(errno)))")
+        }
         let (readEnd, writeEnd) = (ends[0], ends[1])
+        // Kept from any other child this process starts meanwhile (swift-subprocess gives the
+        // command its standard input without the flag). `pipe2` is not in Swift's Glibc module.
+        for fd in [readEnd, writeEnd] { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        defer { close(readEnd) }
         _ = fcntl(writeEnd, F_SETFL, fcntl(writeEnd, F_GETFL) | O_NONBLOCK)
         let written = body.withUnsafeBytes { write(writeEnd, $0.baseAddress, $0.count) }
+        let writeError = errno
         close(writeEnd)
         guard written == body.count else {
-            close(readEnd)
-            throw AlertError("the alert (\(body.count) bytes) does not fit the alert command's pipe")
+            throw AlertError(written < 0 ? "cannot write the alert to the alert command's pipe: \(String(cString: strerror(writeError)))"
+                                         : "the alert (\(body.count) bytes) does not fit the alert command's pipe")
         }
+        let devNull = Glibc.open("/dev/null", O_WRONLY | O_CLOEXEC)
+        guard devNull >= 0 else { throw AlertError("cannot open /dev/null for the alert command: \(String(cString: strerror(errno)))") }
+        defer { close(devNull) }
         var options = PlatformOptions()
         options.processGroupID = 0
+        // Past the attempt's timeout the run is cancelled: swift-subprocess then kills the whole
+        // group (the shell and what it started) before it reaps the shell, so the signal cannot
+        // reach a group whose number was given to another.
+        options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .zero)]
         let limit = targets.attemptTimeoutSeconds
-        let timedOut = NIOLockedValueBox(false)
-        let result = try await Subprocess.run(
-            .path("/bin/sh"), arguments: ["-c", command], environment: .custom(env), platformOptions: options,
-            input: .fileDescriptor(FileDescriptor(rawValue: readEnd), closeAfterSpawningProcess: true),
-            output: .discarded, error: .discarded
-        ) { execution -> Task<Void, Never> in
-            // Past the attempt's timeout the whole group is stopped: the shell and what it started.
-            Task {
-                guard (try? await Task.sleep(for: .seconds(limit))) != nil else { return }
-                timedOut.withLockedValue { $0 = true }
-                try? execution.send(signal: .kill, toProcessGroup: true)
+        let (environment, platformOptions) = (env, options)
+        let status: TerminationStatus? = try await withThrowingTaskGroup(of: TerminationStatus?.self) { group in
+            group.addTask {
+                try await Subprocess.run(
+                    .path("/bin/sh"), arguments: ["-c", command], environment: .custom(environment), platformOptions: platformOptions,
+                    input: .fileDescriptor(FileDescriptor(rawValue: readEnd), closeAfterSpawningProcess: false),
+                    output: .fileDescriptor(FileDescriptor(rawValue: devNull), closeAfterSpawningProcess: false),
+                    error: .fileDescriptor(FileDescriptor(rawValue: devNull), closeAfterSpawningProcess: false)
+                ).terminationStatus
             }
+            group.addTask {
+                try await Task.sleep(for: .seconds(limit))
+                return nil
+            }
+            // The first to end decides; the other is cancelled (and the group waits for it).
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
         }
-        result.closureResult.cancel()
-        switch result.terminationStatus {
-        case .exited(0):
+        switch status {
+        case .exited(0)?:
             return
-        case .exited(let code):
+        case .exited(let code)?:
             throw AlertError("the alert command exited with status \(code)")
-        case .signaled(let signal):
-            if timedOut.withLockedValue({ $0 }) {
-                throw AlertError("the alert command did not finish within \(targets.attemptTimeoutSeconds) s and was stopped")
-            }
+        case .signaled(let signal)?:
             throw AlertError("the alert command was ended by signal \(signal)")
+        case nil:
+            throw AlertError("the alert command did not finish within \(targets.attemptTimeoutSeconds) s and was stopped")
         }
+    }
+
+    /// What the alert command's environment leaves out: the IntakeQ key, the master key's file
+    /// and the PostgreSQL URL with its password (`PostgresURL`: it never leaves this process).
+    static let withheldFromCommand: Set<String> = [
+        "INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE", "SYNCLEDGER_POSTGRES_URL", "PGPASSWORD",
+    ]
+
+    /// The alert command's environment: `environment` without `withheldFromCommand`.
+    static func commandEnvironment(_ environment: [String: String]) -> [String: String] {
+        environment.filter { !withheldFromCommand.contains($0.key) }
     }
 }
 

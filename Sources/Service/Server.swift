@@ -362,16 +362,17 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
 
 /// Closes a connection once an answer that ends it is written: the answer to a request that did
 /// not ask to keep the connection (HTTP/1.0 without `Connection: keep-alive`, or `Connection:
-/// close` in any spelling), and an answer that says `Connection: close` (a 413, whose body is
-/// not read).
+/// close` in any spelling), and an answer that says `Connection: close` (a 413: the rest of
+/// its body is not read).
 ///
 /// Hummingbird keeps a connection after an answer unless the request's `Connection` header is
 /// exactly "close", and past its codec a request no longer carries its HTTP version: an
-/// HTTP/1.0 client that reads its answer until the connection closes (Nagios' `check_http`, a
-/// script over `nc`) waited for the idle timeout, 20 s, on every probe (hostile test). Here,
+/// HTTP/1.0 client that reads its answer until the connection closes (a script over `nc`, a
+/// simple monitor) waited for the idle timeout, 20 s, on every probe (hostile test). Here,
 /// in front of that codec, the version is still known: the request is marked "close" for
 /// Hummingbird, its answer says so too, and the output is closed once the answer's end is
-/// written, so the client reads to its end at once.
+/// written, so the client reads to its end at once; the connection is closed whole
+/// `lingering` later if the client has not closed it by then.
 ///
 /// It also says, in one log line, why a request that could not be read as HTTP (a header over
 /// the decoder's limit, bytes that are not HTTP) was refused: Hummingbird answers it with a
@@ -388,7 +389,9 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
     init(logger: Logger?) { self.logger = logger }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? HTTPParserError {
+        // Not a connection that closed mid-request (the decoder then finds its input cut short:
+        // `invalidEOFState`), which no 400 answered.
+        if let error = error as? HTTPParserError, error != .invalidEOFState, context.channel.isActive {
             logger?.warning("request refused (400): it could not be read as HTTP", metadata: [
                 "error": "\(error)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
             ])
@@ -399,6 +402,14 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// For each request read and not yet answered, in order: whether it asked to close.
     private var asked = CircularBuffer<Bool>()
     private var closeAfterEnd = false
+    /// The whole connection's close, a while after its output's.
+    private var lingering: Scheduled<Void>?
+
+    /// How long a connection whose output was closed may still send (the rest of a body it
+    /// meant to send before reading the answer) before it is closed whole: closed at once, the
+    /// unread bytes would make the kernel reset it, and the client could lose the answer.
+    /// nginx's `lingering_timeout` is 5 s too.
+    static let lingering: TimeAmount = .seconds(5)
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .head(var head) = unwrapInboundIn(data) else {
@@ -417,8 +428,9 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .head(var head):
-            // Answers go out in the requests' order.
+        case .head(var head) where head.status.code >= 200:
+            // Final answers go out in the requests' order (an informational one, 1xx, precedes
+            // its request's final answer and is passed on as it is).
             let requestAsked = asked.popFirst() ?? false
             guard requestAsked || !head.isKeepAlive else { return context.write(data, promise: promise) }
             closeAfterEnd = true
@@ -428,11 +440,22 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
             closeAfterEnd = false
             let done = promise ?? context.eventLoop.makePromise()
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            done.futureResult.whenComplete { _ in bound.value.close(mode: .output, promise: nil) }
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            done.futureResult.whenComplete { _ in
+                let context = bound.value
+                context.close(mode: .output, promise: nil)
+                handler.value.lingering = context.eventLoop.scheduleTask(in: Self.lingering) { bound.value.close(promise: nil) }
+            }
             context.write(data, promise: done)
         default:
             context.write(data, promise: promise)
         }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        lingering?.cancel()
+        lingering = nil
+        context.fireChannelInactive()
     }
 }
 

@@ -220,7 +220,12 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         func pids(_ file: String) -> [Int32] {
             ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int32($0) }
         }
-        defer { for p in pids(dir.sub("jobs")) { kill(p, SIGKILL) } }
+        /// True while `pid` is a live `sleep` (not a zombie, not a pid given to another process).
+        func sleeping(_ pid: Int32) -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+            return stat.contains("(sleep) ") && !stat.contains(") Z ")
+        }
+        defer { for p in pids(dir.sub("jobs")) where sleeping(p) { kill(p, SIGKILL) } }
         // Each leaves `sleep 60` running, its pid noted so the test can end it.
         func leaving(_ n: Int) -> String {
             "cat > '\(dir.sub("out-\(n).json"))'; sleep 60 > /dev/null 2>&1 & echo $! >> '\(dir.sub("jobs"))'"
@@ -237,24 +242,32 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
             let text = (try? String(contentsOfFile: dir.sub("out-\(n).json"), encoding: .utf8)) ?? ""
             #expect(text.contains("\"alert\":\"test\""), "command \(n) read: \(text.debugDescription)")
         }
-        #expect(pids(dir.sub("jobs")).count == 2 && pids(dir.sub("jobs")).allSatisfy { kill($0, 0) == 0 },
+        #expect(pids(dir.sub("jobs")).count == 2 && pids(dir.sub("jobs")).allSatisfy(sleeping),
                 "the background jobs are left running: \(pids(dir.sub("jobs")))")
 
-        let slow = await engine("sleep 60 & echo $! >> '\(dir.sub("jobs"))'; wait", timeout: 1).sendTest()
-        #expect(slow.first?.ok == false && slow.first?.error == "the alert command did not finish within 1.0 s and was stopped",
+        let slow = await engine("sleep 60 & echo $! >> '\(dir.sub("jobs"))'; wait", timeout: 3).sendTest()
+        #expect(slow.first?.ok == false && slow.first?.error == "the alert command did not finish within 3.0 s and was stopped",
                 "\(slow)")
         // Its group was stopped: the shell's `sleep` too (reaped by init, or gone).
-        let slowJob = try #require(pids(dir.sub("jobs")).last)
+        let jobs = pids(dir.sub("jobs"))
+        try #require(jobs.count == 3, "\(jobs)")
         var stopped = false
         for _ in 0..<50 where !stopped {
-            let state = (try? String(contentsOfFile: "/proc/\(slowJob)/stat", encoding: .utf8))?.split(separator: " ").dropFirst(2).first
-            stopped = state == nil || state == "Z"
-            if !stopped { usleep(100_000) }
+            stopped = !sleeping(jobs[2])
+            if !stopped { try await Task.sleep(for: .milliseconds(100)) }
         }
-        #expect(stopped, "the timed-out command's background sleep \(slowJob) still runs")
+        #expect(stopped, "the timed-out command's background sleep \(jobs[2]) still runs")
 
         let failing = await engine("exit 3", timeout: 5).sendTest()
         #expect(failing.first?.ok == false && failing.first?.error == "the alert command exited with status 3", "\(failing)")
+    }
+
+    /// The alert command's environment is the server's without its secrets: the IntakeQ key
+    /// (and its file), the master key's file, and the PostgreSQL URL, which holds a password.
+    @Test func theAlertCommandGetsNoSecrets() {
+        let server = ["PATH": "/usr/bin:/bin", "HOME": "/root", "INTAKEQ_API_KEY": "k", "INTAKEQ_API_KEY_FILE": "/run/k",
+                      "SYNCLEDGER_MASTER_KEY_FILE": "/run/m", "SYNCLEDGER_POSTGRES_URL": "postgres://u:secret@db/x", "PGPASSWORD": "secret"]
+        #expect(AlertEngine.commandEnvironment(server) == ["PATH": "/usr/bin:/bin", "HOME": "/root"])
     }
 
     /// SERVICE.md's six conditions over hand-made snapshots: each fires exactly past its threshold.

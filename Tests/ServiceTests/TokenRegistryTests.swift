@@ -102,8 +102,6 @@ import Testing
         #expect(registry.caller(bearer: revoked) == nil)
     }
 
-    /// An admin token narrowed by hand to some organizations does not load: it read every
-    /// organization regardless, without a word (hostile test). A reader with the same list does.
     /// A tokens file that cannot be written is named as the tokens file, not as the temporary
     /// file beside it (a read-only store said "cannot write …/api-tokens.json.tmp-4242").
     @Test func aTokensFileThatCannotBeWrittenIsNamedAsSuch() throws {
@@ -121,6 +119,8 @@ import Testing
         }
     }
 
+    /// An admin token narrowed by hand to some organizations does not load: it read every
+    /// organization regardless, without a word (hostile test). A reader with the same list does.
     @Test func anAdminTokenWithOrganizationsDoesNotLoad() throws {
         let dir = TempDir()
         let path = dir.sub("tokens.json")
