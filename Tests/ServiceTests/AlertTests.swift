@@ -242,8 +242,14 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
             let text = (try? String(contentsOfFile: dir.sub("out-\(n).json"), encoding: .utf8)) ?? ""
             #expect(text.contains("\"alert\":\"test\""), "command \(n) read: \(text.debugDescription)")
         }
-        #expect(pids(dir.sub("jobs")).count == 2 && pids(dir.sub("jobs")).allSatisfy(sleeping),
-                "the background jobs are left running: \(pids(dir.sub("jobs")))")
+        // Left running: each is a `sleep` once its shell's fork has run `exec` (under load, a
+        // moment after the shell has exited).
+        var running = false
+        for _ in 0..<100 where !running {
+            running = pids(dir.sub("jobs")).count == 2 && pids(dir.sub("jobs")).allSatisfy(sleeping)
+            if !running { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(running, "the background jobs are left running: \(pids(dir.sub("jobs")))")
 
         let slow = await engine("sleep 60 & echo $! >> '\(dir.sub("jobs"))'; wait", timeout: 3).sendTest()
         #expect(slow.first?.ok == false && slow.first?.error == "the alert command did not finish within 3.0 s and was stopped",

@@ -20,7 +20,21 @@ import TestSupport
 /// the queued catch-up is taken up cancelled. (Its own pool, so that holding it holds up no
 /// other test of this process.)
 @Suite struct BindFailureTests {
+    /// An attempt that did not meet the cancellation (the catch-up ran and made the server
+    /// ready) proves nothing either way: it is tried again, up to three times in all. A clean-clone
+    /// CI run under full load met one such attempt, for a reason not found (the pool's only
+    /// thread was held until after the group was cancelled).
     @Test func aCatchUpCancelledByABindFailureIsNotAnError() async throws {
+        var met = false
+        for attempt in 1...3 where !met {
+            met = try await cancelledCatchUp(attempt: attempt)
+        }
+        #expect(met, "the catch-up ran in each of three attempts: this test never met the cancellation")
+    }
+
+    /// One attempt: checks the bind failure's error and the log, and returns whether the
+    /// catch-up was cancelled (not run).
+    private func cancelledCatchUp(attempt: Int) async throws -> Bool {
         let dir = TempDir()
         defer { dir.remove() }
         let (holder, port) = try listeningSocket(backlog: 1)
@@ -70,12 +84,12 @@ import TestSupport
         try await Task.sleep(nanoseconds: 500_000_000)
         releaseAll()
         let error = await #expect(throws: IOError.self) { try await running.value }
-        #expect(error?.errnoCode == EADDRINUSE, "\(String(describing: error))")
-        // The catch-up was cancelled, not run (run, it would have made the server ready).
-        #expect(!server.ready.withLockedValue { $0 }, "the catch-up ran: this test did not meet the cancellation")
+        #expect(error?.errnoCode == EADDRINUSE, "attempt \(attempt): \(String(describing: error))")
         let logged = lines.withLock { $0 }.filter { !$0.hasPrefix("debug") && !$0.hasPrefix("trace") }
-        #expect(!logged.contains { $0.hasPrefix("error") }, "\(logged)")
-        #expect(!logged.contains { $0.contains("CancellationError") }, "\(logged)")
+        #expect(!logged.contains { $0.hasPrefix("error") }, "attempt \(attempt): \(logged)")
+        #expect(!logged.contains { $0.contains("CancellationError") }, "attempt \(attempt): \(logged)")
+        // The catch-up was cancelled, not run (run, it would have made the server ready).
+        return !server.ready.withLockedValue { $0 }
     }
 
     /// Waits for 3,000 naps of 10 ms, not for a time on the clock: in a full test run other
