@@ -128,7 +128,9 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         defer { dead.stop() }
         let rig = try await ServerRig.start { c in
             c.alertTargets = AlertTargets(webhooks: [dead.url])
-            c.alertTargets.attemptTimeoutSeconds = 5
+            // 8 s: the run's bound below (a clean-clone CI run under full load took 5.6 s for
+            // the fixtures' sync; the bound was 5 s).
+            c.alertTargets.attemptTimeoutSeconds = 8
             c.alertTargets.maxAttempts = 2
             c.alertTargets.backoffSeconds = 0.1
         }
@@ -146,7 +148,7 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         #expect(ok["status"]?.stringValue == "completed")
         // The run finished while the alert to the dead receiver was still waiting for an answer.
         #expect(rig.server.alerts.deliveriesInFlight >= 1, "the sync waited for the alert (\(seconds) s)")
-        #expect((ok["duration_ms"]?.doubleValue ?? .infinity) < 5000, "the run took \(ok["duration_ms"]?.doubleValue ?? -1) ms")
+        #expect((ok["duration_ms"]?.doubleValue ?? .infinity) < 8000, "the run took \(ok["duration_ms"]?.doubleValue ?? -1) ms")
 
         // Bounded: both attempts time out, the delivery is recorded as failed, nothing hangs.
         #expect(await rig.server.alerts.idle(timeout: 40))
