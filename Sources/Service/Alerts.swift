@@ -63,6 +63,8 @@ public final class AlertEngine: Sendable {
     let logger: Logger
     private let open: NIOLockedValueBox<[String: AlertIncident]>
     private let inFlight = NIOLockedValueBox(0)
+    /// The deliveries on their way, by an id of their own.
+    private let deliveries = NIOLockedValueBox<[UUID: Task<Void, Never>]>([:])
     /// Sleeps between attempts (tests make it instant).
     let sleep: @Sendable (Double) async -> Void
 
@@ -164,11 +166,27 @@ public final class AlertEngine: Sendable {
         logger.warning("alert", metadata: ["alert": "\(m.alert)", "key": "\(m.key)", "status": "\(m.status)", "summary": "\(m.summary)"])
         guard !targets.isEmpty else { return }
         inFlight.withLockedValue { $0 += 1 }
-        // Detached: the caller (the worker, after a run) never waits for a receiver.
-        Task.detached { [self] in
-            _ = await self.deliverAll(m)
-            self.inFlight.withLockedValue { $0 -= 1 }
+        // Detached: the caller (the worker, after a run) never waits for a receiver. Kept, so
+        // that a shutdown can cancel what is still on its way (`stop`).
+        // Made under the lock, so its own removal, which takes the lock, comes after this.
+        let id = UUID()
+        deliveries.withLockedValue { running in
+            running[id] = Task.detached { [self] in
+                _ = await self.deliverAll(m)
+                self.deliveries.withLockedValue { $0[id] = nil }
+                self.inFlight.withLockedValue { $0 -= 1 }
+            }
         }
+    }
+
+    /// Waits up to `grace` seconds for the deliveries on their way, then cancels the rest:
+    /// their commands are stopped with their groups, and each is recorded as not delivered
+    /// because the server stopped. A delivery left running at shutdown was lost without a
+    /// record, and its command outlived the server (hostile test).
+    public func stop(grace: Double) async {
+        if await idle(timeout: grace) { return }
+        for task in deliveries.withLockedValue({ Array($0.values) }) { task.cancel() }
+        _ = await idle(timeout: 5)
     }
 
     private func deliverAll(_ m: AlertMessage) async -> [AlertDelivery] {
@@ -199,6 +217,10 @@ public final class AlertEngine: Sendable {
                 try await body()
                 return AlertDelivery(messageId: m.id, target: target, ok: true, attempts: attempt, error: nil, at: now())
             } catch {
+                guard !Task.isCancelled else {
+                    return AlertDelivery(messageId: m.id, target: target, ok: false, attempts: attempt,
+                                         error: "the server stopped before the delivery ended", at: now())
+                }
                 let text = "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
                 lastError = String(text.prefix(300))
             }

@@ -537,6 +537,11 @@ struct ServiceResponder: HTTPResponder {
     // MARK: Runs
 
     func startSync(_ request: Request, caller: Caller) async throws -> Reply {
+        // A declared length over the limit is refused at once, as the webhook's is: waiting for
+        // the body held such a client for the idle timeout, unanswered (hostile test).
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxAPIBodyBytes {
+            throw Reply.error(413, "the body is larger than \(Self.maxAPIBodyBytes) bytes")
+        }
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: Self.maxAPIBodyBytes)

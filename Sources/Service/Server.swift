@@ -65,6 +65,13 @@ public final class SyncLedgerServer: Sendable {
         // As every other command: a log that lost acknowledged events is refused (one line),
         // rather than served as if all were well while every run fails.
         try Trust.requireNoLoss(store)
+        // A key store the master key does not open is refused as every other command refuses it:
+        // the server answered ready and accepted runs that then failed, each with no run
+        // recorded and so no alert (hostile test). A store with no key store yet makes it at its
+        // first run, as before.
+        if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
+            do { _ = try KeyRing.open(directory: store.keysPath, create: false) } catch let e as LedgerError { throw ServeError(e.message) }
+        }
         serveLock = try ServeLock(statePath: store.statePath)
         do { zone = try PracticeZone.load(config.zoneName) } catch let e as LocalTimeError { throw ServeError(e.message) }
         let inbox = try WebhookInbox(path: store.statePath + "/webhook-inbox.log")
@@ -390,8 +397,10 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Not a connection that closed mid-request (the decoder then finds its input cut short:
-        // `invalidEOFState`), which no 400 answered.
-        if let error = error as? HTTPParserError, error != .invalidEOFState, context.channel.isActive {
+        // `invalidEOFState`), nor bytes sent after a request that closed the connection
+        // (`closedConnection`: they are dropped unread, as they should be): no 400 answered those.
+        if let error = error as? HTTPParserError, error != .invalidEOFState, error != .closedConnection,
+           context.channel.isActive {
             logger?.warning("request refused (400): it could not be read as HTTP", metadata: [
                 "error": "\(error)", "peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")",
             ])
@@ -399,8 +408,9 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
         context.fireErrorCaught(error)
     }
 
-    /// For each request read and not yet answered, in order: whether it asked to close.
-    private var asked = CircularBuffer<Bool>()
+    /// For each request read and not yet answered, in order: whether it asked to close, and
+    /// whether it was an HTTP/1.0 request that asked to be kept alive (its answer must say so).
+    private var asked = CircularBuffer<(close: Bool, keepAlive10: Bool)>()
     private var closeAfterEnd = false
     /// The whole connection's close, a while after its output's.
     private var lingering: Scheduled<Void>?
@@ -417,7 +427,14 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         let close = !head.isKeepAlive
-        asked.append(close)
+        asked.append((close, !close && head.version == .http1_0))
+        if head.version == .http1_1, head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }),
+           (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) <= ServiceResponder.maxWebhookBytes {
+            // Asked to confirm before the body is sent: nothing answers it behind this handler,
+            // and the client waited (curl 1 s, .NET 350 ms) before it sent the body anyway. A
+            // declared length over every route's limit is not confirmed: its 413 comes first.
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
         if close {
             head.headers.replaceOrAdd(name: "connection", value: "close")
             context.fireChannelRead(wrapInboundOut(.head(head)))
@@ -431,8 +448,12 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
         case .head(var head) where head.status.code >= 200:
             // Final answers go out in the requests' order (an informational one, 1xx, precedes
             // its request's final answer and is passed on as it is).
-            let requestAsked = asked.popFirst() ?? false
-            guard requestAsked || !head.isKeepAlive else { return context.write(data, promise: promise) }
+            let request = asked.popFirst() ?? (false, false)
+            guard request.close || !head.isKeepAlive else {
+                // HTTP/1.0 keeps a connection only when the answer says so too.
+                if request.keepAlive10 { head.headers.replaceOrAdd(name: "connection", value: "keep-alive") }
+                return context.write(wrapOutboundOut(.head(head)), promise: promise)
+            }
             closeAfterEnd = true
             head.headers.replaceOrAdd(name: "connection", value: "close")
             context.write(wrapOutboundOut(.head(head)), promise: promise)

@@ -129,7 +129,7 @@ struct AlertService: Service {
         // Stopped after the worker (first in the group, last to stop): the last run is checked
         // too, and messages already decided get a few seconds to leave.
         if server.alertsDue.withLockedValue({ $0 }) { await check() }
-        _ = await server.alerts.idle(timeout: 5)
+        await server.alerts.stop(grace: 5)
     }
 
     private func check() async {

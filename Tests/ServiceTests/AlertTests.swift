@@ -270,6 +270,46 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         #expect(failing.first?.ok == false && failing.first?.error == "the alert command exited with status 3", "\(failing)")
     }
 
+    /// At shutdown a delivery still on its way is given its grace, then cancelled: its command
+    /// is stopped with its group and the delivery recorded as not delivered, because the server
+    /// stopped (it was lost without a record, and its command outlived the server).
+    @Test func aDeliveryStillRunningAtShutdownIsStoppedAndRecorded() async throws {
+        let dir = TempDir()
+        try FileManager.default.createDirectory(atPath: dir.sub("store/state"), withIntermediateDirectories: true)
+        let jobs = dir.sub("jobs")
+        var targets = AlertTargets(command: "sleep 60 & echo $! >> '\(jobs)'; wait")
+        targets.attemptTimeoutSeconds = 60
+        targets.maxAttempts = 3
+        let engine = AlertEngine(targets: targets, storePath: dir.sub("store"), sleep: { _ in })
+        let failed = AlertCondition(key: "verify_failed", alert: "verify_failed", severity: "critical",
+                                    summary: "the last verify failed", runId: nil)
+        #expect(engine.evaluate([failed]).map(\.status) == ["firing"])
+        var started = false
+        for _ in 0..<100 where !started {
+            started = ((try? String(contentsOfFile: jobs, encoding: .utf8)) ?? "").contains("\n")
+            if !started { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        try #require(started, "the alert command never started")
+        let job = try #require(Int32(((try? String(contentsOfFile: jobs, encoding: .utf8)) ?? "").split(separator: "\n")[0]))
+        defer { kill(job, SIGKILL) }
+        let stopping = Date()
+        await engine.stop(grace: 0.5)
+        let took = Date().timeIntervalSince(stopping)
+        #expect(engine.deliveriesInFlight == 0 && took < 5, "in flight: \(engine.deliveriesInFlight) after \(took) s")
+        let entry = try #require(AlertLog.recent(storePath: dir.sub("store")).first)
+        #expect(entry.deliveries.map(\.target) == ["command"] && entry.deliveries.first?.ok == false, "\(entry.deliveries)")
+        #expect(entry.deliveries.first?.error == "the server stopped before the delivery ended", "\(entry.deliveries)")
+        #expect(entry.deliveries.first?.attempts == 1, "\(entry.deliveries)")
+        // The command's group was stopped: its background sleep too.
+        var gone = false
+        for _ in 0..<50 where !gone {
+            let stat = try? String(contentsOfFile: "/proc/\(job)/stat", encoding: .utf8)
+            gone = stat == nil || stat!.contains(") Z ") || !stat!.contains("(sleep) ")
+            if !gone { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(gone, "the alert command's sleep \(job) outlived the shutdown")
+    }
+
     /// The alert command's environment is the server's without its secrets: the IntakeQ key
     /// (and its file), the master key's file, and the PostgreSQL URL, which holds a password.
     @Test func theAlertCommandGetsNoSecrets() {

@@ -2,6 +2,8 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import JSONCore
+import Ledger
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -90,6 +92,28 @@ import TestSupport
         #expect(!logged.contains { $0.contains("CancellationError") }, "attempt \(attempt): \(logged)")
         // The catch-up was cancelled, not run (run, it would have made the server ready).
         return !server.ready.withLockedValue { $0 }
+    }
+
+    /// A key store its master key does not open is refused at the start, in one line (the server
+    /// answered ready and accepted runs that each failed, with no run recorded and no alert).
+    @Test func aWrongMasterKeyIsRefusedAtTheStart() async throws {
+        let rig = try await ServerRig.start()
+        let first = try await rig.nightlyAndWait()
+        #expect(first["status"]?.stringValue == "completed", "\(first.text)")
+        await rig.stop()
+        let master = rig.store + "/keys/master.key"
+        try #require(FileManager.default.fileExists(atPath: master))
+        try FileManager.default.removeItem(atPath: master)
+        try KeyRing.writeNewMasterKey(to: master)
+        var config = ServeConfiguration(storePath: rig.store, roster: Fixtures.roster, apiKey: ServerRig.apiKey)
+        config.port = 0
+        config.tokensPath = rig.tokens.path
+        do {
+            _ = try SyncLedgerServer(config: config)
+            Issue.record("a server started on a key store its master key does not open")
+        } catch {
+            #expect("\(error)" == "the master key in \(master) does not open the key store \(rig.store)/keys: wrong key file", "\(error)")
+        }
     }
 
     /// Waits for 3,000 naps of 10 ms, not for a time on the clock: in a full test run other

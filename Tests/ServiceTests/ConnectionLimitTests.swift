@@ -294,6 +294,10 @@ final class NonReadingClient {
             let (_, closed) = await Self.readAll(fd, within: 0.5)
             #expect(!closed, "\(request.debugDescription): closed")
             #expect(!text.lowercased().contains("connection: close"), "\(request.debugDescription): \(text.debugDescription)")
+            // HTTP/1.0 keeps a connection only when the answer says so (a strict client waited
+            // for the close); HTTP/1.1 needs no word.
+            let said = text.lowercased().components(separatedBy: "\r\nconnection: keep-alive\r\n").count - 1
+            #expect(said == (request.contains("HTTP/1.0") ? 2 : 0), "\(request.debugDescription): \(text.debugDescription)")
         }
     }
 
@@ -308,8 +312,10 @@ final class NonReadingClient {
         }
         defer { Task { await rig.stop() } }
         let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
-        // A client that closes in the middle of a request was not refused: no such line.
-        for part in ["GET /healthz HTTP/1.1\r\nHost: x\r\n", "POST /api/v1/sync HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"] {
+        // A client that closes in the middle of a request was not refused: no such line; nor one
+        // that sent a request after one that closed the connection (it is dropped unread).
+        for part in ["GET /healthz HTTP/1.1\r\nHost: x\r\n", "POST /api/v1/sync HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+                     "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"] {
             let fd = try connectedSocket(port: port)
             Self.send(fd, part)
             try await Task.sleep(for: .milliseconds(200))
@@ -328,6 +334,43 @@ final class NonReadingClient {
                 lines.withLock { $0.filter { $0.contains("request refused (400): it could not be read as HTTP") }.count == n + 1 }
             }
             #expect(said, "request \(n): \(lines.withLock { $0 })")
+        }
+    }
+
+    /// A request that asks to confirm before it sends its body (`Expect: 100-continue`, as curl
+    /// does for large bodies) gets `100 Continue` at once (it waited a second unanswered, then
+    /// sent the body anyway), unless its declared length is over every route's limit: then its
+    /// 413 comes without one. A run request declaring more than its 64 KiB gets its 413 at once
+    /// too (it waited for the body it announced).
+    @Test func aBodyIsConfirmedOrRefusedAtOnce() async throws {
+        let rig = try await ServerRig.start { config in config.idleTimeoutSeconds = 10 }
+        defer { Task { await rig.stop() } }
+        let port = try #require(Int(rig.base.split(separator: ":").last ?? ""))
+        let body = #"{"EventType": "AppointmentUpdated", "Appointment": {"Id": "nobody-of-ours", "ClientId": 999999}}"#
+        do {
+            let fd = try connectedSocket(port: port)
+            defer { close(fd) }
+            Self.send(fd, "POST /webhooks/intakeq/\(webhookSecret) HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      + "Content-Length: \(body.utf8.count)\r\nExpect: 100-continue\r\n\r\n")
+            let (interim, _) = await Self.readAll(fd, within: 0.9) { $0.contains("\r\n\r\n") }
+            #expect(interim.hasPrefix("HTTP/1.1 100 Continue\r\n"), "\(interim.debugDescription)")
+            Self.send(fd, body)
+            let (text, _) = await Self.readAll(fd, within: 10) { $0.contains("HTTP/1.1 200") }
+            #expect(text.contains("HTTP/1.1 200"), "\(text.debugDescription)")
+        }
+        // Over every limit: no 100, the 413 at once. Over the run request's 64 KiB only: the 100
+        // (the server does not know the route's limit yet), then the 413 at once.
+        for (path, length) in [("/webhooks/intakeq/\(webhookSecret)", 2 << 20), ("/api/v1/sync", 100_000)] {
+            let fd = try connectedSocket(port: port)
+            defer { close(fd) }
+            let started = Date()
+            Self.send(fd, "POST \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(rig.tokens.admin)\r\n"
+                      + "Content-Type: application/json\r\nContent-Length: \(length)\r\nExpect: 100-continue\r\n\r\n")
+            let (text, closed) = await Self.readAll(fd, within: 5)
+            let took = Date().timeIntervalSince(started)
+            let interim = length > 1 << 20 ? "" : "HTTP/1.1 100 Continue\r\n\r\n"
+            #expect(text.hasPrefix(interim + "HTTP/1.1 413"), "\(path): \(text.prefix(200).debugDescription)")
+            #expect(closed && took < 5, "\(path): closed \(closed) after \(took) s")
         }
     }
 
