@@ -183,10 +183,13 @@ public final class AlertEngine: Sendable {
     /// their commands are stopped with their groups, and each is recorded as not delivered
     /// because the server stopped. A delivery left running at shutdown was lost without a
     /// record, and its command outlived the server (hostile test).
+    /// Detached: a service cancelled (not shut down gracefully) still gives them their grace.
     public func stop(grace: Double) async {
-        if await idle(timeout: grace) { return }
-        for task in deliveries.withLockedValue({ Array($0.values) }) { task.cancel() }
-        _ = await idle(timeout: 5)
+        await Task.detached { [self] in
+            if await idle(timeout: grace) { return }
+            for task in deliveries.withLockedValue({ Array($0.values) }) { task.cancel() }
+            _ = await idle(timeout: 5)
+        }.value
     }
 
     private func deliverAll(_ m: AlertMessage) async -> [AlertDelivery] {
@@ -212,15 +215,20 @@ public final class AlertEngine: Sendable {
 
     private func attempting(_ m: AlertMessage, target: String, _ body: @Sendable () async throws -> Void) async -> AlertDelivery {
         var lastError = ""
+        // Cancelled (the server stopping): the attempts made, and the last real error if any.
+        func stopped(after attempts: Int) -> AlertDelivery {
+            AlertDelivery(messageId: m.id, target: target, ok: false, attempts: attempts,
+                          error: "the server stopped before the delivery ended" + (lastError.isEmpty ? "" : " (last error: \(lastError))"),
+                          at: now())
+        }
         for attempt in 1...max(1, targets.maxAttempts) {
+            // Not another attempt once cancelled (a back-off's sleep ends at once then).
+            if Task.isCancelled { return stopped(after: attempt - 1) }
             do {
                 try await body()
                 return AlertDelivery(messageId: m.id, target: target, ok: true, attempts: attempt, error: nil, at: now())
             } catch {
-                guard !Task.isCancelled else {
-                    return AlertDelivery(messageId: m.id, target: target, ok: false, attempts: attempt,
-                                         error: "the server stopped before the delivery ended", at: now())
-                }
+                if Task.isCancelled { return stopped(after: attempt) }
                 let text = "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
                 lastError = String(text.prefix(300))
             }

@@ -69,8 +69,19 @@ public final class SyncLedgerServer: Sendable {
         // the server answered ready and accepted runs that then failed, each with no run
         // recorded and so no alert (hostile test). A store with no key store yet makes it at its
         // first run, as before.
-        if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
-            do { _ = try KeyRing.open(directory: store.keysPath, create: false) } catch let e as LedgerError { throw ServeError(e.message) }
+        // So are the other key problems a run refuses: no key store where the log holds sealed
+        // data, and a master key file named that cannot be read (cold review).
+        do {
+            if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
+                _ = try KeyRing.open(directory: store.keysPath, create: false)
+            } else {
+                if let words = try SyncSession.missingKeyStore(store, named: config.keysPath) { throw ServeError(words) }
+                if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {
+                    _ = try KeyRing.checkMasterKeyFile(named)
+                }
+            }
+        } catch let e as LedgerError {
+            throw ServeError(e.message)
         }
         serveLock = try ServeLock(statePath: store.statePath)
         do { zone = try PracticeZone.load(config.zoneName) } catch let e as LocalTimeError { throw ServeError(e.message) }
@@ -411,6 +422,8 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// For each request read and not yet answered, in order: whether it asked to close, and
     /// whether it was an HTTP/1.0 request that asked to be kept alive (its answer must say so).
     private var asked = CircularBuffer<(close: Bool, keepAlive10: Bool)>()
+    /// Between an answer's head and its end.
+    private var responding = false
     private var closeAfterEnd = false
     /// The whole connection's close, a while after its output's.
     private var lingering: Scheduled<Void>?
@@ -427,14 +440,20 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
             return
         }
         let close = !head.isKeepAlive
-        asked.append((close, !close && head.version == .http1_0))
-        if head.version == .http1_1, head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }),
-           (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) <= ServiceResponder.maxWebhookBytes {
-            // Asked to confirm before the body is sent: nothing answers it behind this handler,
-            // and the client waited (curl 1 s, .NET 350 ms) before it sent the body anyway. A
-            // declared length over every route's limit is not confirmed: its 413 comes first.
+        // Asked to confirm before the body is sent: nothing answers it behind this handler, and
+        // the client waited (curl 1 s, .NET 350 ms) before it sent the body anyway. Confirmed only
+        // when nothing else is being answered on the connection (an earlier pipelined request's
+        // answer would take the 100 for its own), when there is a body, and when it is within
+        // the route's limit (over it, the 413 comes without one).
+        let length = head.headers.first(name: "content-length").flatMap { Int($0) }
+        let chunked = head.headers[canonicalForm: "transfer-encoding"].contains { $0.lowercased() == "chunked" }
+        let limit = head.uri.hasPrefix("/api/") ? ServiceResponder.maxAPIBodyBytes : ServiceResponder.maxWebhookBytes
+        if head.version == .http1_1, asked.isEmpty, !responding,
+           head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }),
+           length.map({ $0 > 0 && $0 <= limit }) ?? chunked {
             context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
         }
+        asked.append((close, !close && head.version == .http1_0))
         if close {
             head.headers.replaceOrAdd(name: "connection", value: "close")
             context.fireChannelRead(wrapInboundOut(.head(head)))
@@ -449,6 +468,7 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
             // Final answers go out in the requests' order (an informational one, 1xx, precedes
             // its request's final answer and is passed on as it is).
             let request = asked.popFirst() ?? (false, false)
+            responding = true
             guard request.close || !head.isKeepAlive else {
                 // HTTP/1.0 keeps a connection only when the answer says so too.
                 if request.keepAlive10 { head.headers.replaceOrAdd(name: "connection", value: "keep-alive") }
@@ -459,6 +479,7 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
             context.write(wrapOutboundOut(.head(head)), promise: promise)
         case .end where closeAfterEnd:
             closeAfterEnd = false
+            responding = false
             let done = promise ?? context.eventLoop.makePromise()
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -468,6 +489,9 @@ final class ConnectionCloseHandler: ChannelDuplexHandler, RemovableChannelHandle
                 handler.value.lingering = context.eventLoop.scheduleTask(in: Self.lingering) { bound.value.close(promise: nil) }
             }
             context.write(data, promise: done)
+        case .end:
+            responding = false
+            context.write(data, promise: promise)
         default:
             context.write(data, promise: promise)
         }

@@ -95,7 +95,8 @@ import TestSupport
     }
 
     /// A key store its master key does not open is refused at the start, in one line (the server
-    /// answered ready and accepted runs that each failed, with no run recorded and no alert).
+    /// answered ready and accepted runs that each failed, with no run recorded and no alert), and
+    /// so is no key store at all where the log holds sealed data.
     @Test func aWrongMasterKeyIsRefusedAtTheStart() async throws {
         let rig = try await ServerRig.start()
         let first = try await rig.nightlyAndWait()
@@ -113,6 +114,16 @@ import TestSupport
             Issue.record("a server started on a key store its master key does not open")
         } catch {
             #expect("\(error)" == "the master key in \(master) does not open the key store \(rig.store)/keys: wrong key file", "\(error)")
+        }
+        // No key store where --keys points, and the log holds sealed data: refused too.
+        let elsewhere = rig.dir.sub("no-keys-here")
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        config.keysPath = elsewhere
+        do {
+            _ = try SyncLedgerServer(config: config)
+            Issue.record("a server started with no key store for a log that holds sealed data")
+        } catch {
+            #expect("\(error)".hasPrefix("--keys \(elsewhere): no key store there"), "\(error)")
         }
     }
 
