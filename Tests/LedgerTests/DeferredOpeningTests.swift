@@ -78,7 +78,7 @@ import Testing
         #expect(withFacts > opened / 4)
         #expect(forgotten > cases / 30)
         #expect(asStored > 0)
-        #expect(errors > cases / 1000)
+        #expect(errors > 0)  // ~20 a run
     }
 
     /// Parts with hand-written plaintexts (sealing never writes these, a log may hold them): the

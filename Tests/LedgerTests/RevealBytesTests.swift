@@ -74,7 +74,7 @@ import Testing
         #expect(fast > (opened - forgotten) / 2)
         #expect(opened > cases / 6)
         #expect(forgotten > cases / 30)
-        #expect(errors > cases / 1000)
+        #expect(errors > 0)  // ~15 a run: more than 3 (the bar before) failed about 1 run in 5,000
     }
 
     /// The shape the benchmark and `sync` record opens on the byte path, to the clear object;

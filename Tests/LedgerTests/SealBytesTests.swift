@@ -223,7 +223,11 @@ import Testing
         var g = Generator(rng: SeededRNG(seed: seed))
         // A few layouts, and for each some that differ from it only in one key's spelling (as
         // long, the first letter changed: `Status`, `ztatus`) or in the order of two keys.
-        var layouts = (0..<4).map { _ in g.appointmentKeys() }
+        // The first is IntakeQ's (every client and appointment field, a client and additional
+        // clients); the random ones may all lack `ClientId`, which leaves few parts to seal.
+        var layouts = [(PersonalData.clientFields + PersonalData.appointmentFields
+                        + ["Id", "Status", "StartDate", "TelehealthInfo", "AdditionalClients"]).sorted()]
+            + (0..<3).map { _ in g.appointmentKeys() }
         for l in layouts where l.count > 1 {
             var respelled = l
             let k = g.rng.below(l.count)
