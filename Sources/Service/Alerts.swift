@@ -324,10 +324,12 @@ public final class AlertEngine: Sendable {
         }
     }
 
-    /// What the alert command's environment leaves out: the IntakeQ key, the master key's file
-    /// and the PostgreSQL URL with its password (`PostgresURL`: it never leaves this process).
+    /// What the alert command's environment leaves out: the IntakeQ key, the master key's file,
+    /// and the PostgreSQL URL and the password or password file the sink reads (`PostgresURL`:
+    /// they never leave this process).
     static let withheldFromCommand: Set<String> = [
         "INTAKEQ_API_KEY", "INTAKEQ_API_KEY_FILE", "SYNCLEDGER_MASTER_KEY_FILE", "SYNCLEDGER_POSTGRES_URL", "PGPASSWORD",
+        "PGPASSFILE",
     ]
 
     /// The alert command's environment: `environment` without `withheldFromCommand`.

@@ -183,7 +183,21 @@ struct InboxState {
     }
 
     mutating func load() throws {
-        guard let data = FileManager.default.contents(atPath: path) else { return }
+        // Only a regular file is read: reading a FIFO put there waited for a writer, and serve
+        // never started (hostile test); the file is opened without following a link below.
+        // (`attributesOfItem` does not follow a link.)
+        guard let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType else {
+            guard FileManager.default.fileExists(atPath: path) || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil else { return }
+            throw InboxError("cannot read the webhook inbox \(path)")
+        }
+        guard type == .typeRegular else {
+            let what = type == .typeSymbolicLink ? "a symbolic link" : type == .typeDirectory ? "a directory" : "not a regular file"
+            throw InboxError("the webhook inbox \(path) is \(what): move it away, and serve makes a new one")
+        }
+        // A file that cannot be read is not taken for an empty one: its waiting ids would be lost.
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw InboxError("cannot read the webhook inbox \(path): permission denied")
+        }
         // A torn last line (a crash mid-write; never acknowledged) is cut off, so the next
         // record does not run into it.
         let valid = (data.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0

@@ -41,6 +41,12 @@ public struct TokenFile: Codable, Sendable {
            isDirectory.boolValue || (try? FileManager.default.attributesOfItem(atPath: target)[.type] as? FileAttributeType) != .typeRegular {
             throw ServeError("the tokens file \(path) is \(isDirectory.boolValue ? "a directory" : "not a regular file"): give the file itself")
         }
+        // A file other users can write lets any of them add an admin token: refused, as ssh
+        // refuses such a key (SERVICE.md: the file is 0600; `token new` writes it so).
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & 0o022 != 0 {
+            throw ServeError("the tokens file \(path) can be written by other users (mode \(String(st.st_mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ServeError("cannot read the tokens file \(path): \(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")")
         }

@@ -316,7 +316,8 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
     /// (and its file), the master key's file, and the PostgreSQL URL, which holds a password.
     @Test func theAlertCommandGetsNoSecrets() {
         let server = ["PATH": "/usr/bin:/bin", "HOME": "/root", "INTAKEQ_API_KEY": "k", "INTAKEQ_API_KEY_FILE": "/run/k",
-                      "SYNCLEDGER_MASTER_KEY_FILE": "/run/m", "SYNCLEDGER_POSTGRES_URL": "postgres://u:secret@db/x", "PGPASSWORD": "secret"]
+                      "SYNCLEDGER_MASTER_KEY_FILE": "/run/m", "SYNCLEDGER_POSTGRES_URL": "postgres://u:secret@db/x", "PGPASSWORD": "secret",
+                      "PGPASSFILE": "/run/pgpass"]
         #expect(AlertEngine.commandEnvironment(server) == ["PATH": "/usr/bin:/bin", "HOME": "/root"])
     }
 

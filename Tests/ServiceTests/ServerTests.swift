@@ -677,6 +677,36 @@ import TestSupport
         #expect(try again.add(id: "a", bodyHash: "h2") == .duplicate)
     }
 
+    /// Something other than a regular file at the inbox's path is refused at once, in one line
+    /// that says what to do: a FIFO there made serve wait for a writer forever (hostile test).
+    @Test func anInboxThatIsNotARegularFileIsRefused() throws {
+        let dir = TempDir()
+        let fifo = dir.sub("fifo.log"), folder = dir.sub("folder.log"), link = dir.sub("link.log")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+        #expect(symlink(dir.sub("elsewhere.log"), link) == 0)
+        // Were the FIFO read, a writer coming and going lets the read (and the open for appending)
+        // end, so the test fails instead of hanging.
+        let done = Mutex(false)
+        let unblock = Thread {
+            while !done.withLock({ $0 }) {
+                let fd = open(fifo, O_RDWR | O_NONBLOCK)
+                usleep(200_000)
+                if fd >= 0 { close(fd) }
+            }
+        }
+        unblock.start()
+        defer { done.withLock { $0 = true } }
+        for (path, what) in [(fifo, "not a regular file"), (folder, "a directory"), (link, "a symbolic link")] {
+            do {
+                _ = try WebhookInbox(path: path)
+                Issue.record("\(what): accepted")
+            } catch {
+                #expect("\(error)" == "the webhook inbox \(path) is \(what): move it away, and serve makes a new one")
+            }
+        }
+    }
+
     /// Stopping during a webhook run whose lookups IntakeQ does not answer: the run stops
     /// between lookups and the ids not looked up wait in the inbox for the next start. The
     /// server waited for every id (hostile test: 4 minutes for 44 ids, past systemd's stop

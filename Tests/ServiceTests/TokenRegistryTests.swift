@@ -119,6 +119,25 @@ import Testing
         }
     }
 
+    /// A tokens file other users can write is refused, named with its mode and the fix: any of
+    /// them could add an admin token. One others can only read loads (it holds hashes only).
+    @Test func aTokensFileOthersCanWriteIsRefused() throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        let (_, t) = TokenFile.newToken(name: "any", role: .admin, organizations: [])
+        try TokenFile(tokens: [t]).save(path: path)
+        for (mode, refused) in [(0o600, false), (0o644, false), (0o620, true), (0o606, true), (0o666, true)] as [(mode_t, Bool)] {
+            #expect(chmod(path, mode) == 0)
+            do {
+                #expect(try TokenFile.load(path: path).tokens.count == 1)
+                #expect(!refused, "mode \(String(mode, radix: 8)) loaded")
+            } catch {
+                #expect(refused, "mode \(String(mode, radix: 8)): \(error)")
+                #expect("\(error)" == "the tokens file \(path) can be written by other users (mode \(String(mode, radix: 8))): any of them could add a token; run chmod 600 \(path)")
+            }
+        }
+    }
+
     /// An admin token narrowed by hand to some organizations does not load: it read every
     /// organization regardless, without a word (hostile test). A reader with the same list does.
     @Test func anAdminTokenWithOrganizationsDoesNotLoad() throws {
