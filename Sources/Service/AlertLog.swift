@@ -182,4 +182,7 @@ public struct AlertIncident: Sendable, Codable, Equatable {
     /// Epoch millis.
     public var since: Int64
     public var lastSentAt: Int64
+    /// A delivery of it was cut short by a shutdown: sent again at the next check, whenever it
+    /// was last sent (absent in files written before it existed).
+    public var dueAgain: Bool? = nil
 }

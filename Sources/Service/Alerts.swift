@@ -100,8 +100,9 @@ public final class AlertEngine: Sendable {
                     // Same incident: the summary may change (a new error), the incident does not.
                     i.summary = c.summary
                     i.runId = c.runId ?? i.runId
-                    if t - i.lastSentAt >= resendAfterMillis {
+                    if i.dueAgain == true || t - i.lastSentAt >= resendAfterMillis {
                         i.lastSentAt = t
+                        i.dueAgain = nil
                         out.append(Self.message(c, status: "firing", store: store, at: t, reminder: true))
                     }
                     open[c.key] = i
@@ -172,7 +173,10 @@ public final class AlertEngine: Sendable {
         let id = UUID()
         deliveries.withLockedValue { running in
             running[id] = Task.detached { [self] in
-                _ = await self.deliverAll(m)
+                let delivered = await self.deliverAll(m)
+                // Cut short by a shutdown: the incident is due again, so the next server sends
+                // it at its first check (it waited for the reminder, hours later: hostile test).
+                if Task.isCancelled, m.status == "firing", delivered.contains(where: { !$0.ok }) { self.dueAgain(m.key) }
                 self.deliveries.withLockedValue { $0[id] = nil }
                 self.inFlight.withLockedValue { $0 -= 1 }
             }
@@ -190,6 +194,18 @@ public final class AlertEngine: Sendable {
             for task in deliveries.withLockedValue({ Array($0.values) }) { task.cancel() }
             _ = await idle(timeout: 5)
         }.value
+    }
+
+    /// Makes the open incident `key` due for sending at the next `evaluate` (a reminder), on
+    /// disk too, so that a server started after this one stopped sends it.
+    private func dueAgain(_ key: String) {
+        let snapshot = open.withLockedValue { open -> [AlertIncident]? in
+            guard var i = open[key] else { return nil }
+            i.dueAgain = true
+            open[key] = i
+            return Array(open.values)
+        }
+        if let snapshot { AlertLog.saveOpen(snapshot, storePath: storePath) }
     }
 
     private func deliverAll(_ m: AlertMessage) async -> [AlertDelivery] {

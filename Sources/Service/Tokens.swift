@@ -43,9 +43,9 @@ public struct TokenFile: Codable, Sendable {
         }
         // A file other users can write lets any of them add an admin token: refused, as ssh
         // refuses such a key (SERVICE.md: the file is 0600; `token new` writes it so).
-        var st = stat()
-        if stat(path, &st) == 0, st.st_mode & 0o022 != 0 {
-            throw ServeError("the tokens file \(path) can be written by other users (mode \(String(st.st_mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
+        // (Through a link, the file's own mode: `target`.)
+        if let mode = (try? FileManager.default.attributesOfItem(atPath: target))?[.posixPermissions] as? Int, mode & 0o022 != 0 {
+            throw ServeError("the tokens file \(path) can be written by other users (mode \(String(mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ServeError("cannot read the tokens file \(path): \(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")")

@@ -310,6 +310,16 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
             if !gone { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(gone, "the alert command's sleep \(job) outlived the shutdown")
+        // The next server sends the incident at its first check, not hours later at the reminder;
+        // once only.
+        let received = dir.sub("received")
+        let restarted = AlertEngine(targets: AlertTargets(command: "cat >> '\(received)'"), storePath: dir.sub("store"), sleep: { _ in })
+        let again = restarted.evaluate([failed])
+        #expect(again.map(\.status) == ["firing"] && again.map(\.reminder) == [true], "\(again)")
+        #expect(await restarted.idle(timeout: 30))
+        #expect(((try? String(contentsOfFile: received, encoding: .utf8)) ?? "").contains("\"verify_failed\""))
+        #expect(restarted.evaluate([failed]).isEmpty)
+        #expect(AlertEngine(targets: AlertTargets(command: "true"), storePath: dir.sub("store"), sleep: { _ in }).evaluate([failed]).isEmpty)
     }
 
     /// The alert command's environment is the server's without its secrets: the IntakeQ key
