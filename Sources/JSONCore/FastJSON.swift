@@ -23,11 +23,46 @@ public enum FastJSON {
         }
     }
 
+    /// `parse` for a file a person edits (the roster): a key given twice in one object and bytes
+    /// that are not UTF-8 are errors, not passed over. `parse` keeps the last of repeated keys
+    /// and repairs bad UTF-8 in strings, so a hand-merged roster with two "patients" lists lost
+    /// one of them without a word.
+    public static func parseStrictly(_ bytes: some Collection<UInt8>) throws -> JSONValue {
+        let array = Array(bytes)
+        if String(validating: array, as: UTF8.self) == nil {
+            // The first byte that does not decode: the longest valid prefix's end.
+            var end = 0
+            var it = array.makeIterator()
+            var decoder = UTF8()
+            loop: while true {
+                switch decoder.decode(&it) {
+                case .scalarValue(let s): end += UTF8.width(s)
+                case .emptyInput, .error: break loop
+                }
+            }
+            throw ParseError(offset: end, what: "not UTF-8 text")
+        }
+        return try array.withUnsafeBufferPointer { buf in
+            var p = Parser(b: buf, rejectingRepeatedKeys: true)
+            p.skipSpace()
+            let v = try p.value(depth: 0)
+            p.skipSpace()
+            guard p.i == buf.count else { throw ParseError(offset: p.i, what: "trailing bytes") }
+            return v
+        }
+    }
+
     struct Parser {
         let b: UnsafeBufferPointer<UInt8>
         var i = 0
+        /// A key repeated in one object is an error (`parseStrictly`).
+        var rejectingRepeatedKeys = false
 
         init(b: UnsafeBufferPointer<UInt8>) { self.b = b }
+        init(b: UnsafeBufferPointer<UInt8>, rejectingRepeatedKeys: Bool) {
+            self.b = b
+            self.rejectingRepeatedKeys = rejectingRepeatedKeys
+        }
 
         func fail(_ what: String) -> ParseError { ParseError(offset: i, what: what) }
 
@@ -79,11 +114,17 @@ public enum FastJSON {
             while true {
                 skipSpace()
                 guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a key") }
+                let keyAt = i
                 let key = try string()
                 skipSpace()
                 guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                 i += 1
                 skipSpace()
+                if rejectingRepeatedKeys, out[key] != nil {
+                    // Named when it looks like a field's name: a value typed as a key may be personal.
+                    let shown = key.count <= 40 && key.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } ? "\"\(key)\"" : "a key"
+                    throw ParseError(offset: keyAt, what: "\(shown) appears twice in one object")
+                }
                 out[key] = try value(depth: depth + 1)
                 skipSpace()
                 guard i < b.count else { throw fail("unexpected end") }

@@ -63,6 +63,8 @@ public final class AlertEngine: Sendable {
     let logger: Logger
     private let open: NIOLockedValueBox<[String: AlertIncident]>
     private let inFlight = NIOLockedValueBox(0)
+    /// Held while the open incidents are written (`saveOpen`).
+    private let saving = NIOLock()
     /// The deliveries on their way, by an id of their own.
     private let deliveries = NIOLockedValueBox<[UUID: Task<Void, Never>]>([:])
     /// Sleeps between attempts (tests make it instant).
@@ -72,7 +74,8 @@ public final class AlertEngine: Sendable {
                 now: @escaping @Sendable () -> Int64 = { ISOTime.nowMillis() },
                 sleep: @escaping @Sendable (Double) async -> Void = { s in try? await Task.sleep(nanoseconds: UInt64(max(0, s) * 1e9)) }) {
         self.targets = targets
-        self.storePath = storePath
+        // Absolute: a receiver watching several stores read "store": "." (hostile test).
+        self.storePath = Self.absolute(storePath)
         self.resendAfterMillis = Int64(resendAfterHours * 3_600_000)
         self.logger = logger
         self.now = now
@@ -91,7 +94,7 @@ public final class AlertEngine: Sendable {
     public func evaluate(_ conditions: [AlertCondition]) -> [AlertMessage] {
         let t = now()
         let store = storePath
-        let (messages, snapshot) = open.withLockedValue { open -> ([AlertMessage], [AlertIncident]) in
+        let messages = open.withLockedValue { open -> [AlertMessage] in
             var out: [AlertMessage] = []
             var holding = Set<String>()
             for c in conditions {
@@ -118,9 +121,9 @@ public final class AlertEngine: Sendable {
                                        summary: "cleared after \(Self.duration(t - i.since)): \(i.summary)", runId: i.runId)
                 out.append(Self.message(c, status: "resolved", store: store, at: t, reminder: false))
             }
-            return (out, out.isEmpty ? [] : Array(open.values))
+            return out
         }
-        if !messages.isEmpty { AlertLog.saveOpen(snapshot, storePath: storePath) }
+        if !messages.isEmpty { saveOpen() }
         for m in messages { send(m) }
         return messages
     }
@@ -146,6 +149,12 @@ public final class AlertEngine: Sendable {
             try? await Task.sleep(nanoseconds: 10_000_000)
         }
         return true
+    }
+
+    /// A relative `path` made absolute from `cwd`, its `.` and `..` resolved; an absolute one as given.
+    static func absolute(_ path: String, in cwd: String = FileManager.default.currentDirectoryPath) -> String {
+        if path.hasPrefix("/") { return path }
+        return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: cwd, isDirectory: true)).standardizedFileURL.path
     }
 
     static func message(_ c: AlertCondition, status: String, store: String, at: Int64, reminder: Bool) -> AlertMessage {
@@ -199,13 +208,23 @@ public final class AlertEngine: Sendable {
     /// Makes the open incident `key` due for sending at the next `evaluate` (a reminder), on
     /// disk too, so that a server started after this one stopped sends it.
     private func dueAgain(_ key: String) {
-        let snapshot = open.withLockedValue { open -> [AlertIncident]? in
-            guard var i = open[key] else { return nil }
+        let changed = open.withLockedValue { open -> Bool in
+            guard var i = open[key] else { return false }
             i.dueAgain = true
             open[key] = i
-            return Array(open.values)
+            return true
         }
-        if let snapshot { AlertLog.saveOpen(snapshot, storePath: storePath) }
+        if changed { saveOpen() }
+    }
+
+    /// Writes the open incidents as they are now. One writer at a time, each taking what is
+    /// open when its turn comes: the deliveries a shutdown cancels each save at once, and an
+    /// older snapshot written last lost a newer one's change (or two writers shared the
+    /// temporary file: cold review).
+    private func saveOpen() {
+        saving.withLock {
+            AlertLog.saveOpen(open.withLockedValue { Array($0.values) }, storePath: storePath)
+        }
     }
 
     private func deliverAll(_ m: AlertMessage) async -> [AlertDelivery] {

@@ -43,8 +43,11 @@ public struct TokenFile: Codable, Sendable {
         }
         // A file other users can write lets any of them add an admin token: refused, as ssh
         // refuses such a key (SERVICE.md: the file is 0600; `token new` writes it so).
-        // (Through a link, the file's own mode: `target`.)
-        if let mode = (try? FileManager.default.attributesOfItem(atPath: target))?[.posixPermissions] as? Int, mode & 0o022 != 0 {
+        // (Through a link, the file's own mode: `target`; a link that leads nowhere is not
+        // judged by its own mode, 0777, but said to be missing below: cold review.)
+        if let attributes = try? FileManager.default.attributesOfItem(atPath: target),
+           attributes[.type] as? FileAttributeType == .typeRegular,
+           let mode = attributes[.posixPermissions] as? Int, mode & 0o022 != 0 {
             throw ServeError("the tokens file \(path) can be written by other users (mode \(String(mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
         }
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -31,7 +31,7 @@ public struct Roster: Sendable, Hashable {
         case .failure(let why): throw SyncError("roster \(path) \(why)")
         }
         let value: JSONValue
-        do { value = try FastJSON.parse(data) } catch {
+        do { value = try FastJSON.parseStrictly(data) } catch {
             throw SyncError("roster \(path) is not valid JSON: \(error)")
         }
         return try parse(value, file: path)

@@ -322,6 +322,36 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         #expect(AlertEngine(targets: AlertTargets(command: "true"), storePath: dir.sub("store"), sleep: { _ in }).evaluate([failed]).isEmpty)
     }
 
+    /// Every incident whose delivery a shutdown cut short is due again at the next server, not
+    /// only the last one saved: the cancelled deliveries record it at the same moment.
+    @Test func everyIncidentCutShortAtShutdownIsDueAgain() async throws {
+        let dir = TempDir()
+        try FileManager.default.createDirectory(atPath: dir.sub("store/state"), withIntermediateDirectories: true)
+        var targets = AlertTargets(command: "exec sleep 60")
+        targets.attemptTimeoutSeconds = 60
+        targets.maxAttempts = 1
+        let engine = AlertEngine(targets: targets, storePath: dir.sub("store"), sleep: { _ in })
+        let conditions = (0..<8).map { AlertCondition(key: "run_failed:t\($0)", alert: "run_failed", severity: "critical",
+                                                      summary: "a run failed", runId: nil) }
+        #expect(engine.evaluate(conditions).count == 8)
+        try await Task.sleep(for: .milliseconds(300))
+        await engine.stop(grace: 0)
+        #expect(await engine.idle(timeout: 30))
+        let restarted = AlertEngine(targets: AlertTargets(command: "true"), storePath: dir.sub("store"), sleep: { _ in })
+        let again = restarted.evaluate(conditions)
+        #expect(again.map(\.key).sorted() == conditions.map(\.key).sorted() && again.allSatisfy(\.reminder), "\(again.map(\.key))")
+        _ = await restarted.idle(timeout: 30)
+    }
+
+    /// A message names its store by an absolute path, whatever `--store` was given as.
+    @Test func theStoreIsNamedByItsAbsolutePath() {
+        #expect(AlertEngine.absolute("s", in: "/srv/a") == "/srv/a/s")
+        #expect(AlertEngine.absolute(".", in: "/srv/a") == "/srv/a")
+        #expect(AlertEngine.absolute("../b/./s", in: "/srv/a") == "/srv/b/s")
+        #expect(AlertEngine.absolute("/var/lib//syncledger", in: "/srv/a") == "/var/lib//syncledger")
+        #expect(AlertEngine(targets: AlertTargets(), storePath: "store").storePath == FileManager.default.currentDirectoryPath + "/store")
+    }
+
     /// The alert command's environment is the server's without its secrets: the IntakeQ key
     /// (and its file), the master key's file, and the PostgreSQL URL, which holds a password.
     @Test func theAlertCommandGetsNoSecrets() {

@@ -136,6 +136,22 @@ import Testing
                 #expect("\(error)" == "the tokens file \(path) can be written by other users (mode \(String(mode, radix: 8))): any of them could add a token; run chmod 600 \(path)")
             }
         }
+        // Through a link (a secrets mount), the file's own mode counts; a link that leads
+        // nowhere is missing, not "mode 777".
+        let link = dir.sub("link.json")
+        #expect(symlink(path, link) == 0)
+        #expect(chmod(path, 0o644) == 0)
+        #expect(try TokenFile.load(path: link).tokens.count == 1)
+        #expect(chmod(path, 0o664) == 0)
+        #expect(throws: ServeError.self) { try TokenFile.load(path: link) }
+        let dangling = dir.sub("dangling.json")
+        #expect(symlink(dir.sub("nowhere.json"), dangling) == 0)
+        do {
+            _ = try TokenFile.load(path: dangling)
+            Issue.record("a link that leads nowhere loaded")
+        } catch {
+            #expect("\(error)" == "cannot read the tokens file \(dangling): no such file")
+        }
     }
 
     /// An admin token narrowed by hand to some organizations does not load: it read every

@@ -118,6 +118,43 @@ struct ScopeAndSanityTests {
         #expect(try Roster.load(path: path).organizations.map(\.id) == ["fsh", "rrc", "hwc"])
     }
 
+    /// A roster merged by hand with a key twice in one object (two "patients" lists) lost the
+    /// first without a word; bytes that are not UTF-8 were read as replacement characters.
+    /// Each is refused in one line that says where, without the names around it.
+    @Test("a roster with a key given twice, or bytes that are not UTF-8, is refused")
+    func repeatedKeysAndBadBytesInRoster() throws {
+        let tmp = TempDir()
+        let path = tmp.sub("roster.json")
+        let twice = #"{"organizations": [{"id": "fsh", "patients": [{"id": "p1", "name": "Ann One", "intakeq_client_id": 4101}], "patients": [{"id": "p2", "intakeq_client_id": 4102}]}]}"#
+        _ = FileManager.default.createFile(atPath: path, contents: Data(twice.utf8))
+        let at = twice.utf8.count - #""patients": [{"id": "p2", "intakeq_client_id": 4102}]}]}"#.utf8.count
+        do {
+            _ = try Roster.load(path: path)
+            Issue.record("a roster with a key twice loaded")
+        } catch {
+            #expect("\(error)" == "roster \(path) is not valid JSON: invalid JSON at byte \(at): \"patients\" appears twice in one object")
+        }
+        var bad = Array(#"{"organizations": [{"id": "fsh", "patients": [{"id": "p1", "name": "Ann "#.utf8)
+        let badAt = bad.count
+        bad += [0xC3, 0x28] + Array(#"", "intakeq_client_id": 4101}]}]}"#.utf8)
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bad))
+        do {
+            _ = try Roster.load(path: path)
+            Issue.record("a roster that is not UTF-8 loaded")
+        } catch {
+            #expect("\(error)" == "roster \(path) is not valid JSON: invalid JSON at byte \(badAt): not UTF-8 text")
+        }
+        // The same without the repeat, and with the name's bytes mended, load.
+        let once = twice.replacingOccurrences(of: #"], "patients": [{"id": "p2""#, with: #", {"id": "p2""#)
+        #expect(once != twice)
+        _ = FileManager.default.createFile(atPath: path, contents: Data(once.utf8))
+        #expect(try Roster.load(path: path).organizations.first?.patients.map(\.id) == ["p1", "p2"])
+        bad[badAt] = 0xC3
+        bad[badAt + 1] = 0xA9
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bad))
+        #expect(try Roster.load(path: path).organizations.first?.patients.first?.name == "Ann é")
+    }
+
     /// A run that must wait for the per-minute limit (calls of the run before it fill the
     /// minute) says so on its progress line before it waits (it said nothing for a minute:
     /// hostile test).
