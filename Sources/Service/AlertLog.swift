@@ -64,6 +64,19 @@ public struct AlertDelivery: Sendable, Equatable {
 public struct AlertLogEntry: Sendable, Equatable {
     public var message: AlertMessage
     public var deliveries: [AlertDelivery]
+    /// How many targets it was sent to (nil in lines written before this was recorded).
+    public var targets: Int? = nil
+
+    /// What became of it, in a few words: each target's outcome, or why there is none.
+    public var outcome: String {
+        if !deliveries.isEmpty { return deliveries.map { "\($0.target) \($0.ok ? "ok" : "FAILED")" }.joined(separator: ", ") }
+        switch targets {
+        case 0?: return "no target"
+        // After a SIGKILL the message stays without a delivery: it read "no target" (hostile test).
+        case _?: return "no delivery recorded: still on its way, or the server was killed before it ended"
+        case nil: return "no delivery recorded"
+        }
+    }
 
     public var json: JSONValue {
         var o: [String: JSONValue] = [
@@ -106,8 +119,9 @@ public enum AlertLog {
         }
     }
 
-    static func record(_ m: AlertMessage, storePath: String) {
-        var o: [String: JSONValue] = ["type": .string("message")]
+    /// `targets`: how many it is being sent to.
+    static func record(_ m: AlertMessage, targets: Int, storePath: String) {
+        var o: [String: JSONValue] = ["type": .string("message"), "targets": .number(Double(targets))]
         if case .object(let fields) = m.json { for (k, v) in fields where k != "text" { o[k] = v } }
         append(.object(o), storePath: storePath)
     }
@@ -134,12 +148,14 @@ public enum AlertLog {
     public static func recent(storePath: String, limit: Int = 20) -> [AlertLogEntry] {
         guard let data = FileManager.default.contents(atPath: path(storePath: storePath)) else { return [] }
         var messages: [AlertMessage] = []
+        var targets: [String: Int] = [:]
         var deliveries: [String: [AlertDelivery]] = [:]
         for line in data.split(separator: UInt8(ascii: "\n")) {
             guard let v = try? FastJSON.parse(Array(line)), let id = v["id"]?.stringValue else { continue }
             let at = v["at"]?.stringValue.flatMap(ISOTime.parse) ?? 0
             switch v["type"]?.stringValue {
             case "message":
+                targets[id] = v["targets"]?.doubleValue.map { Int($0) }
                 messages.append(AlertMessage(
                     id: id, alert: v["alert"]?.stringValue ?? "?", key: v["key"]?.stringValue ?? "?",
                     status: v["status"]?.stringValue ?? "?", severity: v["severity"]?.stringValue ?? "?",
@@ -153,7 +169,7 @@ public enum AlertLog {
                 continue
             }
         }
-        return messages.suffix(limit).reversed().map { AlertLogEntry(message: $0, deliveries: deliveries[$0.id] ?? []) }
+        return messages.suffix(limit).reversed().map { AlertLogEntry(message: $0, deliveries: deliveries[$0.id] ?? [], targets: targets[$0.id]) }
     }
 
     /// The incidents firing now, as the server last saved them.

@@ -133,7 +133,7 @@ public final class AlertEngine: Sendable {
         let m = AlertMessage(id: UUID().uuidString.lowercased(), alert: "test", key: "test", status: "test", severity: "info",
                              summary: "a test alert from `syncledger alert test`; if you read this, alerts reach you",
                              runId: nil, store: storePath, at: now())
-        AlertLog.record(m, storePath: storePath)
+        AlertLog.record(m, targets: targets.webhooks.count + (targets.command == nil ? 0 : 1), storePath: storePath)
         return await deliverAll(m)
     }
 
@@ -172,7 +172,7 @@ public final class AlertEngine: Sendable {
     // MARK: Delivery
 
     private func send(_ m: AlertMessage) {
-        AlertLog.record(m, storePath: storePath)
+        AlertLog.record(m, targets: targets.webhooks.count + (targets.command == nil ? 0 : 1), storePath: storePath)
         logger.warning("alert", metadata: ["alert": "\(m.alert)", "key": "\(m.key)", "status": "\(m.status)", "summary": "\(m.summary)"])
         guard !targets.isEmpty else { return }
         inFlight.withLockedValue { $0 += 1 }

@@ -280,9 +280,7 @@ public struct StatusHealth: Sendable {
         if !recent.isEmpty {
             out.append("alerts sent (newest first):")
             for e in recent.prefix(10) {
-                let delivered = e.deliveries.isEmpty ? "no target"
-                    : e.deliveries.map { "\($0.target) \($0.ok ? "ok" : "FAILED")" }.joined(separator: ", ")
-                out.append("  \(time(e.message.at)) \(e.message.status) \(e.message.alert): \(e.message.summary) [\(delivered)]")
+                out.append("  \(time(e.message.at)) \(e.message.status) \(e.message.alert): \(e.message.summary) [\(e.outcome)]")
             }
         }
         return out

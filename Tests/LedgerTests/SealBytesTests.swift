@@ -223,10 +223,11 @@ import Testing
         var g = Generator(rng: SeededRNG(seed: seed))
         // A few layouts, and for each some that differ from it only in one key's spelling (as
         // long, the first letter changed: `Status`, `ztatus`) or in the order of two keys.
-        // The first is IntakeQ's (every client and appointment field, a client and additional
-        // clients); the random ones may all lack `ClientId`, which leaves few parts to seal.
-        var layouts = [(PersonalData.clientFields + PersonalData.appointmentFields
-                        + ["Id", "Status", "StartDate", "TelehealthInfo", "AdditionalClients"]).sorted()]
+        // The first is IntakeQ-shaped (every client and appointment field, a client and additional
+        // clients, in an order of its own, not sorted: sorting them is what the memo saves); the
+        // random ones may all lack `ClientId`, which leaves few parts to seal.
+        var layouts = [["Id", "Status", "StartDate"] + PersonalData.clientFields + ["TelehealthInfo", "AdditionalClients"]
+                       + PersonalData.appointmentFields]
             + (0..<3).map { _ in g.appointmentKeys() }
         for l in layouts where l.count > 1 {
             var respelled = l
@@ -240,8 +241,9 @@ import Testing
         var remembered = 0, sealedParts = 0
         var layout = layouts[0]
         for n in 0..<1500 {
-            // Mostly the same layout as the one before, so the memo is used and checked.
-            if g.chance(30) { layout = g.pick(layouts) }
+            // Mostly the same layout as the one before, so the memo is used and checked; often
+            // the IntakeQ-shaped one, so parts are sealed whatever the random layouts hold.
+            if g.chance(30) { layout = g.chance(30) ? layouts[0] : g.pick(layouts) }
             let data = Array(g.data(keys: layout).utf8)
             let text = String(decoding: data, as: UTF8.self)
             let reference = Result(catching: { try PersonalData.sealObservationDataParsing(data, patientOf: { Self.patientOf[$0] }, key: key) })
@@ -262,7 +264,7 @@ import Testing
         }
         print("SealBytesTests one scratch: \(remembered) of 1500 on the byte path, \(sealedParts) parts sealed, \(scratch.keyOrder.hits) objects sorted by a remembered layout")
         #expect(remembered > 300)
-        #expect(sealedParts > 150)
+        #expect(sealedParts > 100)  // ~380 a run, sd ~70 (10 runs, after the IntakeQ-shaped layout came in)
         #expect(scratch.keyOrder.hits > 300)
     }
 

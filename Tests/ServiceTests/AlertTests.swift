@@ -343,6 +343,36 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         _ = await restarted.idle(timeout: 30)
     }
 
+    /// A message with no delivery recorded says why: no target, or (with targets) still on its
+    /// way or cut off by a kill. After a SIGKILL of serve, `status` said "no target".
+    @Test func aMessageWithoutADeliverySaysWhy() async throws {
+        let dir = TempDir()
+        let store = dir.sub("store")
+        try FileManager.default.createDirectory(atPath: store + "/state", withIntermediateDirectories: true)
+        let failed = AlertCondition(key: "verify_failed", alert: "verify_failed", severity: "critical", summary: "the last verify failed", runId: nil)
+        // No target.
+        _ = AlertEngine(targets: AlertTargets(), storePath: store).evaluate([failed])
+        #expect(AlertLog.recent(storePath: store).first?.outcome == "no target")
+        // A target, and the server killed before the delivery was recorded: the message alone.
+        let m = AlertEngine.message(failed, status: "firing", store: store, at: 0, reminder: false)
+        AlertLog.record(m, targets: 2, storePath: store)
+        let killed = try #require(AlertLog.recent(storePath: store).first)
+        #expect(killed.message.id == m.id && killed.targets == 2)
+        #expect(killed.outcome == "no delivery recorded: still on its way, or the server was killed before it ended")
+        // A line from before the count was kept.
+        let old = #"{"type":"message","id":"old-1","alert":"verify_failed","key":"verify_failed","status":"firing","severity":"critical","summary":"s","at":"2026-12-01T00:00:00.000Z"}"#
+        let h = try #require(FileHandle(forWritingAtPath: AlertLog.path(storePath: store)))
+        h.seekToEndOfFile()
+        h.write(Data((old + "\n").utf8))
+        h.closeFile()
+        #expect(AlertLog.recent(storePath: store).first?.outcome == "no delivery recorded")
+        // Delivered: each target's outcome.
+        let engine = AlertEngine(targets: AlertTargets(command: "true"), storePath: store, sleep: { _ in })
+        _ = engine.evaluate([AlertCondition(key: "k", alert: "run_failed", severity: "critical", summary: "s", runId: nil)])
+        #expect(await engine.idle(timeout: 30))
+        #expect(AlertLog.recent(storePath: store).first?.outcome == "command ok")
+    }
+
     /// A message names its store by an absolute path, whatever `--store` was given as.
     @Test func theStoreIsNamedByItsAbsolutePath() {
         #expect(AlertEngine.absolute("s", in: "/srv/a") == "/srv/a/s")
