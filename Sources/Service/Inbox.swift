@@ -182,12 +182,24 @@ struct InboxState {
         tornTail = true
     }
 
-    mutating func load() throws {
+    /// Why the inbox at `path` cannot be read, as a server starting now would say it; nil when
+    /// it can (or is not there yet).
+    static func unreadable(path: String) -> String? {
+        do {
+            _ = try contents(path)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    /// The inbox file's bytes, nil when there is none; what `load` refuses is thrown.
+    static func contents(_ path: String) throws -> Data? {
         // Only a regular file is read: reading a FIFO put there waited for a writer, and serve
         // never started (hostile test); the file is opened without following a link below.
         // (`attributesOfItem` does not follow a link.)
         guard let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType else {
-            guard FileManager.default.fileExists(atPath: path) || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil else { return }
+            guard FileManager.default.fileExists(atPath: path) || (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil else { return nil }
             throw InboxError("cannot read the webhook inbox \(path)")
         }
         guard type == .typeRegular else {
@@ -198,6 +210,11 @@ struct InboxState {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw InboxError("cannot read the webhook inbox \(path): permission denied")
         }
+        return data
+    }
+
+    mutating func load() throws {
+        guard let data = try Self.contents(path) else { return }
         // A torn last line (a crash mid-write; never acknowledged) is cut off, so the next
         // record does not run into it.
         let valid = (data.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 }) ?? 0

@@ -225,6 +225,8 @@ public struct StatusHealth: Sendable {
     public var inboxOldestAgeSeconds: Double?
     public var firing: [AlertIncident]
     public var recent: [AlertLogEntry]
+    /// The inbox file cannot be read as one (read outside a server only): its depth is unknown.
+    public var inboxProblem: String? = nil
 
     public static func read(store: Store, views: ProjectionStore, writerLive: Bool, rules: AlertRules = AlertRules(),
                             watchingSince: Int64? = nil, inbox given: (depth: Int, oldestReceivedAt: Int64?)? = nil,
@@ -232,13 +234,18 @@ public struct StatusHealth: Sendable {
         var s = try views.readSync { try HealthSnapshot.read($0, now: now, treatInProgressAsFailed: !writerLive) }
         s.verify = Scrub.last(store)
         s.viewsDamage = ViewsDamageRecord.last(store)
-        let inbox = given ?? WebhookInbox.peek(path: store.statePath + "/webhook-inbox.log")
+        let inboxPath = store.statePath + "/webhook-inbox.log"
+        // What a server starting now would refuse (`WebhookInbox.load`) is a problem: it read
+        // as an empty inbox, and status said "ok" (a FIFO, or a file that cannot be read).
+        let inboxProblem = given == nil ? InboxState.unreadable(path: inboxPath) : nil
+        let inbox = given ?? (inboxProblem == nil ? WebhookInbox.peek(path: inboxPath) : (0, nil))
         s.inboxDepth = inbox.depth
         s.inboxOldestAt = inbox.oldestReceivedAt
         return StatusHealth(
             conditions: rules.evaluate(s, watchingSince: watchingSince), inboxDepth: inbox.depth, inboxOldestAt: inbox.oldestReceivedAt,
             inboxOldestAgeSeconds: inbox.oldestReceivedAt.map { _ in s.inboxOldestAgeSeconds },
-            firing: AlertLog.open(storePath: store.path), recent: AlertLog.recent(storePath: store.path, limit: 10))
+            firing: AlertLog.open(storePath: store.path), recent: AlertLog.recent(storePath: store.path, limit: 10),
+            inboxProblem: inboxProblem)
     }
 
     /// The problems `status` did not already report (the daily run's failure or age, verify,
@@ -246,7 +253,7 @@ public struct StatusHealth: Sendable {
     public var newProblems: [String] {
         conditions.filter { c in
             c.key != "run_failed:automated_daily" && !["daily_sync_stale", "verify_failed", "views_damaged"].contains(c.alert)
-        }.map(\.summary)
+        }.map(\.summary) + (inboxProblem.map { [$0] } ?? [])
     }
 
     public var json: [String: JSONValue] {

@@ -515,4 +515,22 @@ extension CLIBinaryTests {
             #expect(status.status == 0, "\(status.stdout)")
         }
     }
+
+    /// A webhook inbox `status` cannot read (a FIFO put there) is a problem, exit 1, named as a
+    /// server starting would name it: it read as an empty inbox, and `status` said "ok".
+    @Test func anInboxStatusCannotReadIsAProblem() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("inbox")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let inbox = store + "/state/webhook-inbox.log"
+        let fine = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(fine.status == 0, "\(fine.stdout)")
+        try? FileManager.default.removeItem(atPath: inbox)
+        #expect(mkfifo(inbox, 0o600) == 0)
+        let r = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(r.status == 1)
+        #expect(r.stdout.contains("problem: the webhook inbox \(inbox) is not a regular file: move it away, and serve makes a new one"), "\(r.stdout)")
+    }
 }
