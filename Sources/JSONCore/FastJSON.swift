@@ -58,8 +58,7 @@ public enum FastJSON {
         /// A key repeated in one object is an error (`parseStrictly`).
         var rejectingRepeatedKeys = false
 
-        init(b: UnsafeBufferPointer<UInt8>) { self.b = b }
-        init(b: UnsafeBufferPointer<UInt8>, rejectingRepeatedKeys: Bool) {
+        init(b: UnsafeBufferPointer<UInt8>, rejectingRepeatedKeys: Bool = false) {
             self.b = b
             self.rejectingRepeatedKeys = rejectingRepeatedKeys
         }

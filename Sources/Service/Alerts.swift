@@ -34,7 +34,9 @@ public struct AlertTargets: Sendable {
         self.command = command
     }
 
-    public var isEmpty: Bool { webhooks.isEmpty && command == nil }
+    /// How many targets a message goes to.
+    public var count: Int { webhooks.count + (command == nil ? 0 : 1) }
+    public var isEmpty: Bool { count == 0 }
 
     /// A webhook target as logs and the alert log name it: the host only (a Slack or Teams URL
     /// carries its secret in the path).
@@ -62,7 +64,6 @@ public final class AlertEngine: Sendable {
     public let resendAfterMillis: Int64
     let logger: Logger
     private let open: NIOLockedValueBox<[String: AlertIncident]>
-    private let inFlight = NIOLockedValueBox(0)
     /// Held while the open incidents are written (`saveOpen`).
     private let saving = NIOLock()
     /// The deliveries on their way, by an id of their own.
@@ -133,17 +134,17 @@ public final class AlertEngine: Sendable {
         let m = AlertMessage(id: UUID().uuidString.lowercased(), alert: "test", key: "test", status: "test", severity: "info",
                              summary: "a test alert from `syncledger alert test`; if you read this, alerts reach you",
                              runId: nil, store: storePath, at: now())
-        AlertLog.record(m, targets: targets.webhooks.count + (targets.command == nil ? 0 : 1), storePath: storePath)
+        AlertLog.record(m, targets: targets.count, storePath: storePath)
         return await deliverAll(m)
     }
 
     /// Messages still being delivered (or retried).
-    public var deliveriesInFlight: Int { inFlight.withLockedValue { $0 } }
+    public var deliveriesInFlight: Int { deliveries.withLockedValue { $0.count } }
 
     /// Waits until every delivery started so far has finished (tests; shutdown).
     public func idle(timeout: Double = 60) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
-        while inFlight.withLockedValue({ $0 }) > 0 {
+        while deliveriesInFlight > 0 {
             // Cancelled (the group failed): sleeping would return at once; do not spin.
             if Date() > deadline || Task.isCancelled { return false }
             try? await Task.sleep(nanoseconds: 10_000_000)
@@ -172,10 +173,9 @@ public final class AlertEngine: Sendable {
     // MARK: Delivery
 
     private func send(_ m: AlertMessage) {
-        AlertLog.record(m, targets: targets.webhooks.count + (targets.command == nil ? 0 : 1), storePath: storePath)
+        AlertLog.record(m, targets: targets.count, storePath: storePath)
         logger.warning("alert", metadata: ["alert": "\(m.alert)", "key": "\(m.key)", "status": "\(m.status)", "summary": "\(m.summary)"])
         guard !targets.isEmpty else { return }
-        inFlight.withLockedValue { $0 += 1 }
         // Detached: the caller (the worker, after a run) never waits for a receiver. Kept, so
         // that a shutdown can cancel what is still on its way (`stop`).
         // Made under the lock, so its own removal, which takes the lock, comes after this.
@@ -187,7 +187,6 @@ public final class AlertEngine: Sendable {
                 // it at its first check (it waited for the reminder, hours later: hostile test).
                 if Task.isCancelled, m.status == "firing", delivered.contains(where: { !$0.ok }) { self.dueAgain(m.key) }
                 self.deliveries.withLockedValue { $0[id] = nil }
-                self.inFlight.withLockedValue { $0 -= 1 }
             }
         }
     }
