@@ -698,22 +698,26 @@ final class Coordinator: Sendable {
 
     // MARK: Scheduler
 
-    /// Queues the automated_daily run at `--daily-at` in the practice's zone, every day, until stopped.
-    func schedule(at: (hour: Int, minute: Int), in zone: ZoneRules) async {
-        var next = ServeConfiguration.nextDaily(after: Date(), at: at, in: zone)
+    /// Queues the automated_daily run at `--daily-at` in the practice's zone, every day, until
+    /// stopped. A run that cannot be queued (the queue file cannot be written) is tried again
+    /// `retryAfter` seconds later, not dropped until the next day. `now` is the clock (tests move it).
+    func schedule(at: (hour: Int, minute: Int), in zone: ZoneRules, retryAfter: TimeInterval = 60,
+                  now: @Sendable () -> Date = { Date() }) async {
+        var next = ServeConfiguration.nextDaily(after: now(), at: at, in: zone)
         logger.info("next automated_daily run", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
         while !isStopping && !Task.isCancelled {
-            if Date() >= next {
+            if now() >= next {
                 do {
                     _ = try enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
                 } catch {
-                    // Tried again in a minute, not dropped until tomorrow (hostile test: a queue
-                    // file that could not be written lost the night's run without a word).
-                    logger.error("the automated_daily run could not be queued; trying again in a minute", metadata: ["error": "\(error)"])
-                    next = Date().addingTimeInterval(60)
+                    // Tried again soon, not dropped until tomorrow (hostile test: a queue file
+                    // that could not be written lost the night's run without a word).
+                    logger.error("the automated_daily run could not be queued; trying again in \(Int(retryAfter.rounded())) s",
+                                 metadata: ["error": "\(error)"])
+                    next = now().addingTimeInterval(retryAfter)
                     continue
                 }
-                next = ServeConfiguration.nextDaily(after: Date().addingTimeInterval(1), at: at, in: zone)
+                next = ServeConfiguration.nextDaily(after: now().addingTimeInterval(1), at: at, in: zone)
                 logger.info("queued the automated_daily run; next", metadata: ["at": "\(ISOTime.format(millis: Int64(next.timeIntervalSince1970 * 1000)))"])
             }
             try? await Task.sleep(nanoseconds: 250_000_000)

@@ -193,6 +193,37 @@ import TestSupport
         await rig.stop()
     }
 
+    /// The nightly run's time comes while the queue file cannot be written: the scheduler tries
+    /// again (here every 0.2 s), and queues the run once the file can be written, the same
+    /// night, not the next (the scheduler's clock is moved two days on).
+    @Test func theSchedulerTriesAgainWhenTheNightlyRunCannotBeQueued() async throws {
+        let rig = try await ServerRig.start()
+        let coordinator = rig.server.coordinator
+        let path = rig.store + "/state/queued-runs.json"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        let ahead = Mutex<TimeInterval>(0)
+        let scheduler = Task {
+            await coordinator.schedule(at: (hour: 3, minute: 0), in: .utc, retryAfter: 0.2) {
+                Date().addingTimeInterval(ahead.withLock { $0 })
+            }
+        }
+        // Past the run's time: the first attempt fails, and so do the tries after it.
+        try await Task.sleep(nanoseconds: 300_000_000)
+        ahead.withLock { $0 = 2 * 86_400 }
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        #expect(coordinator.state.withLockedValue { $0.runs.isEmpty }, "nothing could be queued")
+        try FileManager.default.removeItem(atPath: path)
+        func nightly() -> RunRecord? {
+            coordinator.state.withLockedValue { s in s.runs.values.first { $0.syncType == "automated_daily" } }
+        }
+        _ = await rig.eventually(timeout: 10) { nightly() != nil }
+        #expect(nightly()?.triggeredBy == "scheduler", "the nightly run was queued once the file could be written")
+        scheduler.cancel()
+        await scheduler.value
+        #expect(coordinator.state.withLockedValue { s in s.runs.values.filter { $0.syncType == "automated_daily" }.count } == 1)
+        await rig.stop()
+    }
+
     @Test func badInputGetsTheRightStatusAndRecordsNothing() async throws {
         let rig = try await ServerRig.start()
         let run = try await rig.syncAndWait()
