@@ -226,7 +226,10 @@ let package = Package(
         .testTarget(name: "LedgerTests", dependencies: ["Paths", "Ledger", "Projections", "PostgresSink", "IntakeQ", "EventLog", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "SyncTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
         .testTarget(name: "AuditTests", dependencies: ["Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: [
+            "EventLog", "Ledger", "FakeIntakeQ", "IntakeQ", "Domain", "JSONCore", "TestSupport",
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "PostgresSinkTests", dependencies: [
             "PostgresSink", "Service", "Sync", "FakeIntakeQ", "Projections", "Ledger", "EventLog", "IntakeQ", "Domain", "JSONCore", "TestSupport",
             .product(name: "GRDB", package: "GRDB.swift"),

@@ -119,6 +119,27 @@ public final class KeyRing: @unchecked Sendable {
     }
 
     /// Checks that a master key file can be read (before anything is created).
+    /// Why the master key file at `path` is exposed: other users may read it (then they can open
+    /// every patient's data) or write it (replace it); nil when only its owner may, or when it
+    /// cannot be looked at. A link counts by its target.
+    public static func exposure(ofMasterKeyFile path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        let mode = st.st_mode & 0o777
+        let what: String
+        if mode & 0o044 != 0 {
+            what = "can be read by other users (mode \(String(mode, radix: 8))): any of them can open every patient's data"
+        } else if mode & 0o022 != 0 {
+            what = "can be written by other users (mode \(String(mode, radix: 8))): any of them can replace it"
+        } else {
+            return nil
+        }
+        return "the master key file \(path) \(what); run chmod 600 \(path)"
+    }
+
+    /// `exposure(ofMasterKeyFile:)` of the file this key store's master key was read from.
+    public var masterKeyExposure: String? { Self.exposure(ofMasterKeyFile: masterKeyFile) }
+
     public static func checkMasterKeyFile(_ path: String) throws -> Bool {
         _ = try readMasterKey(path)
         return true

@@ -18,21 +18,34 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     /// was not found in the log). `repair` and `sync` say what to do by it (review: a view
     /// difference or a mistyped head was taken for damage needing a backup).
     public var kind: String?
+    /// Set when no verify made this record: the command that met damage in the log while
+    /// reading it (`rebuild`, `as-of`, `log`, …), which `status` would not have seen until the
+    /// next verify (hostile test: `status` said ok). `at` is when; `head` is the last verify's.
+    public var foundBy: String?
 
     public static let logDamage = "log", viewsDiffer = "views", expectedHead = "expected_head"
 
-    public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil) {
+    public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil, foundBy: String? = nil) {
         self.at = at
         self.head = head
         self.ok = ok
         self.events = events
         self.error = error
         self.kind = ok ? nil : kind ?? Self.logDamage
+        self.foundBy = ok ? nil : foundBy
+    }
+
+    /// What failed, without the remedy: "the last verify (AT) failed: …", or for damage a
+    /// command met, "`rebuild` found the log damaged at AT: …". `time` shows `at`.
+    public func summary(time: (String) -> String = { $0 }) -> String {
+        let error = error ?? "the log is damaged"
+        if let foundBy { return "`\(foundBy)` found the log damaged at \(time(at)): \(error)" }
+        return "the last verify (\(time(at))) failed: \(error)"
     }
 
     /// A failed verify's one line: what failed and what to do.
     public var failure: String {
-        let what = "the last verify (\(at)) failed: \(error ?? "the log is damaged")"
+        let what = summary()
         switch kind ?? Self.logDamage {
         case Self.viewsDiffer: return what + "; `syncledger rebuild` folds the views again from the log"
         case Self.expectedHead: return what + "; if the head you expected is right, events it covered are gone (restore them from a backup), else run `syncledger verify` without it"
@@ -53,6 +66,19 @@ public enum Scrub {
     public static func last(_ store: Store) -> VerifyRecord? {
         guard let data = FileManager.default.contents(atPath: path(store)) else { return nil }
         return try? JSONDecoder().decode(VerifyRecord.self, from: data)
+    }
+
+    /// Records damage in the log that `command` met while reading it (`error`, one line), as a
+    /// failed verify found by that command, so that `status`, the read commands and the
+    /// server's `verify_failed` alert say so until a verify passes. A failure already recorded
+    /// is kept (it says since when); nothing in a store this process must not write.
+    public static func recordDamage(_ error: LogError, foundBy command: String, in store: Store) throws {
+        guard error.isCorruption, error.code != .headMismatch, error.code != .lostEvents, store.isWritable else { return }
+        let last = last(store)
+        if let last, !last.ok { return }
+        let words = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        try record(VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: last?.head ?? "none", ok: false,
+                                events: last?.events ?? 0, error: words, kind: VerifyRecord.logDamage, foundBy: command), in: store)
     }
 }
 

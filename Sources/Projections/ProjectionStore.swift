@@ -212,6 +212,14 @@ public final class ProjectionStore: @unchecked Sendable {
                         Glibc.close(fd)
                     }
                 }
+                // Another program's database in the views' place (a link left pointing at it, a
+                // file copied over it) is refused before the pool opens it: opening one writes
+                // to it (WAL mode set in its header; GRDB creates and drops a table), and the
+                // views' tables would then be written into it (hostile test).
+                if Self.hasContent(path), let foreign = try DatabaseQueue(path: path, configuration: Self.readOnlyConfiguration)
+                    .read(Self.foreignTables) {
+                    throw ForeignViewsFile(path: path, tables: foreign)
+                }
                 // A new (empty) file gets `pageSize`; SQLite ignores the pragma for a file that has
                 // pages already, so an existing views file keeps its own until it is recreated.
                 config.prepareDatabase { db in try db.execute(sql: "PRAGMA page_size = \(Self.pageSize)") }
@@ -225,6 +233,11 @@ public final class ProjectionStore: @unchecked Sendable {
                     }
                 }
                 pool = try DatabasePool(path: path, configuration: config)
+            }
+            // Read through a copy, another program's database would read as views that hold
+            // nothing: refused too.
+            if readOnly, let foreign = try pool.read(Self.foreignTables) {
+                throw ForeignViewsFile(path: path, tables: foreign)
             }
             // Written only when missing: a write here waited silently (up to the busy timeout)
             // behind another process's rebuild, before this one could say it waits for it.
@@ -258,6 +271,37 @@ public final class ProjectionStore: @unchecked Sendable {
             throw LedgerError("cannot open the views database \(path): \(error)")
         }
         if !readOnly { try dropLeftoverShadowTables() }
+    }
+
+    /// Opens a connection that reads only.
+    static var readOnlyConfiguration: Configuration {
+        var c = Configuration()
+        c.readonly = true
+        c.busyMode = .timeout(30)
+        return c
+    }
+
+    /// True when there is a file with content at `path` (not a missing or empty file, which the
+    /// pool makes a new views database of). Looked at with `stat`, never opened here: closing a
+    /// descriptor of the file drops every POSIX lock this process holds on it, those of its
+    /// SQLite connections included (SQLite defers its own closes for that reason). A server that
+    /// ran a sync in-process lost its locks that way; another process's connection then took
+    /// itself for the last one and deleted the WAL index under the server.
+    static func hasContent(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && st.st_size > 0
+    }
+
+    /// The first tables of a database that is not a views database (no `projection_state`,
+    /// which every views file has from its first write, and tables or views of another
+    /// program's); nil for a views database or an empty one.
+    static func foreignTables(_ db: Database) throws -> [String]? {
+        guard try !db.tableExists("projection_state") else { return nil }
+        let names = try String.fetchAll(db, sql: """
+            SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+            ORDER BY name LIMIT 4
+            """)
+        return names.isEmpty ? nil : names
     }
 
     /// True when the file system holding `path`'s directory has less than 1 MiB free for this
@@ -1138,6 +1182,20 @@ public struct ViewsNotWritable: Error, CustomStringConvertible, Sendable {
     public var path: String
     public var reason: String
     public var description: String { "cannot write the views database \(path): \(reason)" }
+}
+
+/// The file at the views' path is another program's SQLite database: its tables are not the
+/// views', and none is written into it.
+public struct ForeignViewsFile: Error, CustomStringConvertible, Sendable {
+    public var path: String
+    /// Its first tables (up to four).
+    public var tables: [String]
+    public var description: String {
+        let named = tables.prefix(3).joined(separator: ", ") + (tables.count > 3 ? ", …" : "")
+        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)).map { " (a link to \($0))" } ?? ""
+        return "the views database \(path)\(link) is not SyncLedger's: it holds other tables (\(named)); "
+            + "nothing was written to it. Move it away (or remove the link), and the next command builds the views from the log"
+    }
 }
 
 /// Which file is at a path (device and inode, following symlinks): a views file moved aside and

@@ -205,7 +205,7 @@ public struct AlertRules: Sendable {
         if let v = s.verify, !v.ok {
             out.append(AlertCondition(
                 key: "verify_failed", alert: "verify_failed", severity: "critical",
-                summary: "the last verify (\(v.at)) failed: \(Self.clean(v.error ?? "the log is damaged"))", runId: nil))
+                summary: Self.clean(v.summary()), runId: nil))
         }
         if let d = s.viewsDamage {
             out.append(AlertCondition(

@@ -759,18 +759,23 @@ components:
                       started_at: {type: string}
                       reason: {type: [string, "null"]}
         last_verify:
-          description: The last `syncledger verify`, or null when none ran.
+          description: >-
+            The last `syncledger verify`, or null when none ran; or, with `found_by`, damage in the log that a command
+            met while reading it since (not a verify: `head` and `events` are the last verify's).
           oneOf:
             - type: "null"
             - type: object
               additionalProperties: false
-              required: [at, head, ok, events, error]
+              required: [at, head, ok, events, error, found_by]
               properties:
                 at: {type: string}
                 head: {type: string, description: The head it verified through (the last intact batch when it failed).}
                 ok: {type: boolean}
                 events: {type: integer, minimum: 0}
                 error: {type: [string, "null"]}
+                found_by:
+                  type: [string, "null"]
+                  description: The command that met the damage (`rebuild`, `as-of`, …); null for a verify.
         recorded_loss:
           description: >-
             The last loss of acknowledged events that `syncledger repair` recorded (a `ledger.loss_recorded`

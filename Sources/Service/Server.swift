@@ -73,7 +73,8 @@ public final class SyncLedgerServer: Sendable {
         // data, and a master key file named that cannot be read (cold review).
         do {
             if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
-                _ = try KeyRing.open(directory: store.keysPath, create: false)
+                let ring = try KeyRing.open(directory: store.keysPath, create: false)
+                if let exposed = ring.masterKeyExposure { config.logger.warning("\(exposed)") }
             } else {
                 if let words = try SyncSession.missingKeyStore(store, named: config.keysPath) { throw ServeError(words) }
                 if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {

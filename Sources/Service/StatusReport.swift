@@ -111,7 +111,7 @@ public struct StatusReport: Sendable {
             r.problems.append("no automated_daily run has been recorded")
         }
         if let v = r.lastVerify, !v.ok {
-            r.problems.append("the last verify (\(time(v.at))) failed: \(v.error ?? "the log is damaged")")
+            r.problems.append(v.summary(time: time))
         }
         if let d = r.viewsDamage { r.problems.append(d.problem(time: time)) }
         // The log holds events the views do not show and no run is writing: the last update of
@@ -170,7 +170,8 @@ public struct StatusReport: Sendable {
             } ?? .null,
             "last_verify": lastVerify.map { v in
                 JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
-                                  "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null])
+                                  "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null,
+                                  "found_by": v.foundBy.map(JSONValue.string) ?? .null])
             } ?? .null,
         ]) { _, classic in classic }
     }

@@ -144,6 +144,7 @@ public enum SyncSession {
         // (hostile test); an existing empty directory was taken either way.
         if let missing = try SyncSession.missingKeyStore(store, named: config.keysPath) { throw LedgerError(missing) }
         let keys = try KeyRing.open(directory: store.keysPath, create: true, notice: { notices.append($0) })
+        if let exposed = keys.masterKeyExposure { notices.append("warning: " + exposed) }
         // Before the writer opens (which would cut a torn tail): a log that lost acknowledged
         // events is refused with nothing written. The writer checks `state/head` again under its lock.
         try Trust.requireNoLoss(store)

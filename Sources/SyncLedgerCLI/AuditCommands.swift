@@ -342,6 +342,11 @@ struct ExportCommand: AsyncParsableCommand {
         guard ["jsonl", "csv"].contains(format) else { throw ValidationError("--format must be jsonl or csv") }
         if fromSeq == 0 { throw ValidationError("--from-seq starts at 1") }
         if let toSeq, toSeq < fromSeq { throw ValidationError("--to-seq must not be before --from-seq") }
+        // A bundle holds the segments as stored: a CSV or an --out asked for with it was ignored
+        // without a word (hostile test).
+        if bundle != nil, format != "jsonl" || out != nil || force {
+            throw ValidationError("--bundle writes the log's segments as stored, with their verifier: --format, --out and --force are for the JSON Lines or CSV export")
+        }
     }
 
     func run() async throws {
@@ -350,6 +355,12 @@ struct ExportCommand: AsyncParsableCommand {
             // the events as stored up to a --to-seq the log still holds (each batch is checked as
             // it is read; damage before --to-seq fails the export and leaves no file).
             let opened = try storeOptions.open()
+            // The store's own files (the log, the views, the head evidence, the keys) are never
+            // an export's target: `--out X/log/….seg --force` replaced a segment with the
+            // export and said it had exported (hostile test). Checked before anything opens.
+            let protected = ProtectedPaths(store: opened)
+            if let bundle { try protected.refuse(bundle, as: "--bundle") }
+            if let out { try protected.refuse(out, as: "--out") }
             let salvage = Salvage.needed(opened)
             if let salvage {
                 guard format == "jsonl", bundle == nil, let toSeq, !salvage.differs,
@@ -414,6 +425,47 @@ struct ExportCommand: AsyncParsableCommand {
             // Said once the salvage is written (a failed one says only why it failed).
             if let salvage { warn("warning: " + salvage.message) }
             return 0
+        }
+    }
+}
+
+/// The store's directory, its key store and the master key file: no export is written in
+/// them (replacing a segment, the views or the head evidence would lose what they hold).
+struct ProtectedPaths {
+    let places: [(path: String, what: String)]
+
+    init(store: Store, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        // The narrowest first: the default key store is inside the store.
+        var places = [(store.keysPath, "the key store"), (store.path, "the store")]
+        if let named = environment[KeyRing.masterKeyEnvironment], !named.isEmpty { places.insert((named, "the master key file"), at: 0) }
+        self.places = places.compactMap { p in Self.resolved(p.0).map { ($0, p.1) } }
+    }
+
+    /// `path` with its links and `..` resolved, the part that does not exist yet kept as given
+    /// (nil when nothing of it resolves).
+    static func resolved(_ path: String) -> String? {
+        // Split by hand: NSString's path arithmetic traps on one-letter relative paths on Linux.
+        var parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        let root = path.hasPrefix("/") ? "/" : "."
+        var tail: [String] = []
+        while true {
+            let head = parts.isEmpty ? root : (root == "/" ? "/" : "") + parts.joined(separator: "/")
+            if let r = realpath(head, nil) {
+                defer { free(r) }
+                let base = String(cString: r)
+                return tail.isEmpty ? base : (base == "/" ? "" : base) + "/" + tail.reversed().joined(separator: "/")
+            }
+            guard let last = parts.popLast() else { return nil }
+            tail.append(last)
+        }
+    }
+
+    /// Throws when `path` (resolved) is one of the places or inside one.
+    func refuse(_ path: String, as option: String) throws {
+        guard let target = Self.resolved(path) else { return }
+        for place in places where target == place.path || target.hasPrefix(place.path.hasSuffix("/") ? place.path : place.path + "/") {
+            throw CLIFailure(message: "\(option) \(path) would write into \(place.what) (\(place.path)): an export never writes there, "
+                             + "it could replace what the store holds; give a file or directory outside it")
         }
     }
 }

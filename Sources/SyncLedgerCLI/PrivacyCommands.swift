@@ -98,7 +98,10 @@ struct KeysInitCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             try KeyRing.writeNewMasterKey(to: masterKeyFile)
-            print("wrote a new master key to \(masterKeyFile); set SYNCLEDGER_MASTER_KEY_FILE=\(masterKeyFile)")
+            // Named by its absolute path: a relative one, set in cron or a service unit, would be
+            // looked up in whatever directory the command runs in (hostile test).
+            let absolute = ProtectedPaths.resolved(masterKeyFile) ?? masterKeyFile
+            print("wrote a new master key to \(absolute); set SYNCLEDGER_MASTER_KEY_FILE=\(absolute)")
             return 0
         }
     }

@@ -303,7 +303,10 @@ struct StatusCommand: AsyncParsableCommand {
             // new one) has no problem: its first sync makes one.
             if FileManager.default.fileExists(atPath: store.keysPath + "/master.check") {
                 do {
-                    _ = try KeyRing.open(directory: store.keysPath, create: false)
+                    let ring = try KeyRing.open(directory: store.keysPath, create: false)
+                    // A master key other users may read opens every patient's data for them
+                    // (hostile test: a 644 key file was taken without a word).
+                    if let exposed = ring.masterKeyExposure { report.problems.append(exposed) }
                     // And every roster patient's key, which `sync` (the last roster) and
                     // `rebuild` (every roster) open: one deleted or damaged key file failed both
                     // while this said ok (hostile test). Each recorded roster holds a part sealed
@@ -323,7 +326,11 @@ struct StatusCommand: AsyncParsableCommand {
                 if let v = report.lastVerify {
                     let before = report.recordedLoss.map { $0.postdates(v) } == true
                         ? " (before the loss recorded at seq \(report.recordedLoss!.seq); run `syncledger verify`)" : ""
-                    print("last verify \(local(v.at)): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
+                    if v.foundBy != nil {
+                        print(TerminalText.safe(v.summary(time: local)) + " (no verify since: `syncledger verify` checks the whole log)")
+                    } else {
+                        print("last verify \(local(v.at)): \(v.ok ? "ok" : "FAILED") through head \(v.head)" + before)
+                    }
                 } else {
                     print("last verify: never (run `syncledger verify`)")
                 }

@@ -255,7 +255,9 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
     let reader = try LedgerReader(store: store)
     if !writable { reader.log.rewritesIndexFiles = false }
     if warnScrub, let last = Scrub.last(store), !last.ok {
-        warn("warning: the last verify (\(last.at)) failed: \(last.error ?? "the log is damaged"); what is served may be damaged (see `syncledger status`)")
+        // Said once the command has answered: one that meets the damage itself fails with its
+        // own one line instead (it printed both).
+        DamageWitness.warnOnSuccess("warning: \(last.summary()); what is served may be damaged (see `syncledger status`)")
     }
     if warnScrub, warnDamage, let damage = ViewsDamageRecord.last(store) {
         // Said once the command has answered: a command that meets the damage itself fails

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Domain
+import EventLog
 import Foundation
 import Ledger
 import PostgresSink
@@ -14,7 +15,7 @@ enum DamageWitness {
     private struct State {
         var command = "syncledger"
         var storePath: String?
-        var warning: String?
+        var warnings: [String] = []
     }
     private static let state = Mutex(State())
 
@@ -36,12 +37,13 @@ enum DamageWitness {
         }
     }
 
-    /// A warning to print once the command has run without an error.
-    static func warnOnSuccess(_ line: String) { state.withLock { $0.warning = line } }
+    /// A warning to print once the command has run without an error (a command that fails
+    /// says its own one line instead).
+    static func warnOnSuccess(_ line: String) { state.withLock { $0.warnings.append(line) } }
 
-    /// Prints the pending warning, if any (once).
+    /// Prints the pending warnings, if any (once).
     static func sayWarning() {
-        if let line = state.withLock({ s -> String? in defer { s.warning = nil }; return s.warning }) { warn(line) }
+        for line in state.withLock({ s -> [String] in defer { s.warnings = [] }; return s.warnings }) { warn(line) }
     }
 
     /// Records `error` when it says the views database is damaged, in the store this command
@@ -50,6 +52,12 @@ enum DamageWitness {
     static func note(_ error: any Error) {
         if let wrapped = (error as? SinkError)?.underlying { return note(wrapped) }
         if let words = ViewsDamaged.words(of: error) { record(words) }
+        if let e = error as? LogError, e.isCorruption {
+            let (command, path) = state.withLock { ($0.command, $0.storePath) }
+            // `verify` records its own outcome.
+            guard command != "verify", let path, let store = try? Store.open(path) else { return }
+            try? Scrub.recordDamage(e, foundBy: command, in: store)
+        }
     }
 
     /// Records damage in SQLite's words (first record kept; nothing in a read-only store).

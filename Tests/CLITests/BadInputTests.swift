@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import GRDB
 import TestSupport
 import Testing
 
@@ -110,7 +111,10 @@ extension CLIBinaryTests {
         BadArg(["export", "--store", "S", "--from-seq", "abc"], "abc"),
         BadArg(["export", "--store", "S", "--from-seq", "5", "--to-seq", "2"], "--to-seq"),
         BadArg(["export", "--store", "S", "--out", "/nonexistent-dir/x.jsonl"], "/nonexistent-dir/x.jsonl"),
-        BadArg(["export", "--store", "S", "--bundle", "S"], "not empty"),
+        BadArg(["export", "--store", "S", "--bundle", "S"], "would write into the store"),
+        BadArg(["export", "--store", "S", "--bundle", Repo.practice], "not empty"),
+        BadArg(["export", "--store", "S", "--bundle", "/nonexistent-dir/b", "--format", "csv"], "--bundle writes the log's segments as stored"),
+        BadArg(["export", "--store", "S", "--bundle", "/nonexistent-dir/b", "--out", "/nonexistent-dir/x"], "--format, --out and --force"),
         // log
         BadArg(["log", "--store", "S", "--from-seq", "abc"], "abc"),
         BadArg(["log", "--store", "S", "--from-seq", "0"], "--from-seq"),
@@ -152,7 +156,8 @@ extension CLIBinaryTests {
         BadArg(["sync", "--store", "S", "--roster", "R", "--now", "2026-11-20T10:00+25:00"], "+25:00"),
         BadArg(["appointments", "--store", "S", "--timezone", "Mars/Olympus"], "Mars/Olympus"),
         BadArg(["upcoming", "--store", "S", "--timezone", "../../etc/passwd"], "../../etc/passwd"),
-        BadArg(["export", "--store", "S", "--out", "F"], "already exists", "--force"),
+        BadArg(["export", "--store", "S", "--out", "R"], "already exists", "--force"),
+        BadArg(["export", "--store", "S", "--out", "F", "--force"], "would write into the store"),
         // the root command
         BadArg(["no-such-command"], "no-such-command"),
         BadArg(["--store"], "--store"),
@@ -314,6 +319,57 @@ extension CLIBinaryTests {
         }
         #expect(!FileManager.default.fileExists(atPath: fresh))
         expectSameSnapshot(before, storeSnapshot(store), "syncs without a key")
+    }
+
+    /// Another program's SQLite database in the views' place, through a link or copied over the
+    /// file: every command that reads or writes the views refuses it in one line naming the
+    /// link and its tables, writes nothing into it and records nothing; moved away, the views
+    /// are built from the log again (hostile test: the views' tables were created inside it,
+    /// and commands answered from empty views).
+    @Test("another program's database in the views' place is refused and left as it was")
+    func aForeignViewsFileIsRefused() async throws {
+        let tmp = TempDir("foreignviews")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1])
+        let views = store + "/projections.sqlite"
+        for suffix in ["", "-wal", "-shm"] { unlink(views + suffix) }
+        // The other program's database in rollback-journal mode, and one in WAL mode (whose
+        // side files SQLite may make on reading it: only the database itself is compared).
+        var wal = Configuration()
+        wal.prepareDatabase { db in try db.execute(sql: "PRAGMA journal_mode = WAL") }
+        for (name, configuration) in [("crm.db", Configuration()), ("crm-wal.db", wal)] {
+            try await DatabaseQueue(path: tmp.path + "/" + name, configuration: configuration).write { db in
+                try db.execute(sql: "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers VALUES (1, 'Ada')")
+                try db.execute(sql: "CREATE VIEW recent AS SELECT * FROM customers")
+            }
+        }
+        let head = try await cli(["verify", "--store", store])
+        expectSuccess(head)
+        let unchecked: (String) -> Bool = { $0 == "store/log/LOCK" || $0.hasPrefix("crm-wal.db-") }
+        for (placed, foreign) in [("link", tmp.path + "/crm.db"), ("copy", tmp.path + "/crm.db"), ("link", tmp.path + "/crm-wal.db")] {
+            if placed == "link" {
+                try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: foreign)
+            } else {
+                try FileManager.default.copyItem(atPath: foreign, toPath: views)
+            }
+            let before = snapshot(tmp.path, excluding: unchecked)
+            for c in [["appointments"], ["status"], ["rebuild"], ["as-of", "--seq", "5"], ["upcoming"],
+                      syncArgs(store: store, baseURL: "http://127.0.0.1:1/api/v1", now: "2026-11-20T10:00:00Z")] {
+                let args = c[0] == "sync" ? c : [c[0], "--store", store] + c.dropFirst()
+                let r = try await cli(args, env: keyEnv, cwd: tmp.path)
+                expectCleanFailure(r, mentioning: ["is not SyncLedger's", "customers, recent", "Move it away"] + (placed == "link" ? ["a link to " + foreign] : []))
+            }
+            // The writer's lock file names the sync that took it (before it opened the views).
+            expectSameSnapshot(before, snapshot(tmp.path, excluding: unchecked), "the store and the other program's database (\(placed) to \(foreign))")
+            let tables = try await DatabaseQueue(path: foreign).read { try String.fetchAll($0, sql: "SELECT name FROM sqlite_master ORDER BY name") }
+            #expect(tables == ["customers", "recent"], "\(tables)")
+            unlink(views)
+        }
+        // Moved away: the views are built again from the log.
+        let shown = try await cli(["appointments", "--store", store, "--json"])
+        expectSuccess(shown)
+        #expect(shown.stdout.contains("appointment_id"), "\(shown.stdout.prefix(200))")
     }
 
     @Test("a directory that is not a store, and a store of a newer format, are refused by every command")

@@ -548,6 +548,29 @@ extension CLIBinaryTests {
             #expect(lstat(link, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK)
         }
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/missing.jsonl"))
+
+        // The store's own files are never a target, --force or not, named directly, through
+        // `..` or through a link; nor are the key store and an external master key file: a
+        // segment replaced by the export lost the log, and the command said it had exported
+        // (hostile test). Nothing in the store changes.
+        let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: store + "/log").first { $0.hasSuffix(".seg") })
+        let masterKey = tmp.path + "/elsewhere.key"
+        try Data("not a key, never read by export\n".utf8).write(to: URL(fileURLWithPath: masterKey))
+        let intoStore = tmp.path + "/into-store"
+        try FileManager.default.createSymbolicLink(atPath: intoStore, withDestinationPath: store + "/state")
+        let before = snapshot(tmp.path)
+        for (target, place) in [(store + "/log/" + segment, "the store"), (store + "/projections.sqlite", "the store"),
+                                (store + "/state/head", "the store"), (store + "/new-file.jsonl", "the store"),
+                                (tmp.path + "/store/../store/STORE", "the store"), (intoStore + "/head", "the store"),
+                                (store + "/keys/master.key", "the key store"), (masterKey, "the master key file")] {
+            let r = try await cli(["export", "--store", store, "--out", target, "--force", "--format", "csv"],
+                                  env: ["SYNCLEDGER_MASTER_KEY_FILE": masterKey])
+            expectCleanFailure(r, mentioning: ["--out " + target, "would write into " + place])
+        }
+        let bundled = try await cli(["export", "--store", store, "--bundle", store + "/audit"])
+        expectCleanFailure(bundled, mentioning: ["--bundle", "would write into the store"])
+        expectSameSnapshot(before, snapshot(tmp.path), "export into the store")
+        expectSuccess(try await cli(["verify", "--store", store]))
     }
 
     @Test("export --bundle --from-seq/--to-seq holds only that range, and the verifier proves it against the head")

@@ -467,6 +467,12 @@ extension CLIBinaryTests {
         expectSuccess(made)
         #expect(modes(under: tmp.path).first { $0.path == "other.key" }?.mode == 0o600)
         expectCleanFailure(try await cli(["keys", "init", "--master-key-file", other]), mentioning: ["already exists"])
+        // A relative path is named absolute: set as given in cron or a service unit, it would be
+        // looked up wherever the command runs.
+        let relative = try await cli(["keys", "init", "--master-key-file", "rel.key"], cwd: tmp.path)
+        expectSuccess(relative)
+        let real = try #require(realpath(tmp.path + "/rel.key", nil).map { p in defer { free(p) }; return String(cString: p) })
+        #expect(relative.stdout.contains("set SYNCLEDGER_MASTER_KEY_FILE=\(real)\n"), "\(relative.stdout)")
 
         let snap = snapshot(store)
         try await withFakeServer(try #require(practice.day(2))) { _, url in

@@ -437,6 +437,97 @@ extension CLIBinaryTests {
                            mentioning: ["log/LOCK is a FIFO, not a file of the log"])
     }
 
+    /// Damage inside a batch's payload is found only by what reads it (`rebuild`, `as-of`,
+    /// `log`): the first command that meets it records it, so that `status` (exit 1, the
+    /// server's `verify_failed` alert) and every read command say so until a verify passes
+    /// (hostile test: `status` said ok after `rebuild` had failed on it). An auditor's
+    /// read-only copy is not written; a verify that passes clears it.
+    @Test func logDamageACommandMeetsIsRecordedForStatus() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-found")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        expectSuccess(try await cli(["verify", "--store", store]))
+        let segment = try segments(store)[0]
+        let batches = try segmentBatches(segment)
+        let original = try #require(FileManager.default.contents(atPath: segment))
+        var bytes = original
+        bytes[(batches[1].offset + batches[1].end) / 2] ^= 0x5a  // inside the second batch's payload
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        func problems() async throws -> [String] {
+            let r = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
+            guard case .array(let list)? = try JSONValue.parse(Array(r.stdout.utf8))["problems"] else { return [] }
+            return list.compactMap(\.stringValue)
+        }
+        #expect(try await problems().allSatisfy { !$0.contains("damaged") }, "not seen before a command reads the batch")
+        expectCleanFailure(try await cli(["rebuild", "--store", store]), mentioning: ["CRC32C"])
+        let found = try await problems()
+        #expect(found.contains { $0.hasPrefix("`rebuild` found the log damaged at ") && $0.contains("CRC32C") }, "\(found)")
+        let status = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(status.status == 1 && status.stdout.contains("`rebuild` found the log damaged at")
+                && status.stdout.contains("(no verify since: `syncledger verify` checks the whole log)"), "\(status.stdout)")
+        let json = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
+        #expect(try JSONValue.parse(Array(json.stdout.utf8))["last_verify"]?["found_by"]?.stringValue == "rebuild", "\(json.stdout)")
+        // The first finding is kept: a later command that meets it does not replace it.
+        expectCleanFailure(try await cli(["as-of", "--seq", "\(batches[1].lastSeq)", "--store", store]))
+        #expect(try await problems().contains { $0.hasPrefix("`rebuild` found") })
+        // Restored, a verify that passes clears it.
+        try original.write(to: URL(fileURLWithPath: segment))
+        expectSuccess(try await cli(["verify", "--store", store]))
+        let cleared = try await problems()
+        #expect(cleared.allSatisfy { !$0.contains("damaged") && !$0.contains("verify") }, "\(cleared)")
+
+        // A read-only copy (an auditor's) meets the damage and records nothing in it.
+        let copy = tmp.path + "/copy"
+        try FileManager.default.copyItem(atPath: store, toPath: copy)
+        try bytes.write(to: URL(fileURLWithPath: try segments(copy)[0]))
+        let recordBefore = FileManager.default.contents(atPath: copy + "/state/verify.json")
+        #expect(chmod(copy + "/state", 0o500) == 0)
+        defer { chmod(copy + "/state", 0o700) }
+        expectCleanFailure(try await cli(["as-of", "--seq", "\(batches[1].lastSeq)", "--store", copy]))
+        #expect(FileManager.default.contents(atPath: copy + "/state/verify.json") == recordBefore)
+    }
+
+    /// A master key file other users may read opens every patient's data for them: `status`
+    /// names it as a problem (exit 1) and `sync` warns, until it is the owner's alone (hostile
+    /// test: a 644 key file, and a 755 key store, were taken without a word). Also through
+    /// SYNCLEDGER_MASTER_KEY_FILE, and a link counts by its target.
+    @Test func aMasterKeyOthersCanReadIsAProblem() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-keymode")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let key = store + "/keys/master.key"
+        func problems(_ env: [String: String?] = [:]) async throws -> [String] {
+            let r = try await cli(["status", "--json", "--max-age", "100000", "--store", store], env: env)
+            guard case .array(let list)? = try JSONValue.parse(Array(r.stdout.utf8))["problems"] else { return [] }
+            return list.compactMap(\.stringValue)
+        }
+        #expect(try await problems().allSatisfy { !$0.contains("master key") })
+        for (mode, words) in [(0o644, "can be read by other users (mode 644)"), (0o620, "can be written by other users (mode 620)")] {
+            #expect(chmod(key, mode_t(mode)) == 0)
+            let found = try await problems()
+            #expect(found.contains { $0.contains("the master key file \(key) \(words)") && $0.hasSuffix("run chmod 600 \(key)") }, "\(found)")
+        }
+        #expect(chmod(key, 0o644) == 0)
+        try await withFakeServer(practice.days[0]) { _, url in
+            let r = try await cli(syncArgs(store: store, baseURL: url, now: practice.days[0].now), env: keyEnv)
+            expectSuccess(r)
+            #expect(r.stderr.contains("warning: the master key file \(key) can be read by other users"), "\(r.stderr)")
+        }
+        // Named by SYNCLEDGER_MASTER_KEY_FILE, through a link: the target's mode counts.
+        let outside = tmp.path + "/master.key", link = tmp.path + "/key-link"
+        try FileManager.default.moveItem(atPath: key, toPath: outside)
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: outside)
+        let named: [String: String?] = ["SYNCLEDGER_MASTER_KEY_FILE": link]
+        #expect(try await problems(named).contains { $0.contains("the master key file \(link) can be read by other users") })
+        #expect(chmod(outside, 0o600) == 0)
+        let owners = try await problems(named)
+        #expect(owners.allSatisfy { !$0.contains("master key") }, "\(owners)")
+    }
+
     /// An export of a bundle that fails (damage its check meets) leaves nothing behind: the
     /// same command can be run again once the log is restored (hostile test: its partial
     /// directory was then refused as not empty).

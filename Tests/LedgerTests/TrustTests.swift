@@ -188,7 +188,13 @@ import Testing
         let path = tmp.store.projectionsPath
         let old = try DatabaseQueue(path: path)
         try old.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE made_before (x)")
+            // As every views file begins: with its checkpoints' table (a file without it is
+            // another program's, and refused).
+            try db.execute(sql: """
+                PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;
+                CREATE TABLE projection_state (name TEXT PRIMARY KEY, schema_version INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+                  last_hash TEXT NOT NULL, updated_at TEXT NOT NULL)
+                """)
         }
         try old.close()
         let views = try ProjectionStore(store: tmp.store)

@@ -79,7 +79,8 @@ extension AdminPages {
         ctx["head"] = head.description
         ctx["lag"] = "\(head.seq - min(head.seq, applied)) events"
         if let v = verify, let ms = ISOTime.parse(v.at) {
-            ctx["verify"] = (v.ok ? "ok" : "FAILED: \(v.error ?? "the log is damaged")") + " at \(LocalFormat.table(ms, site.zone)) through \(v.head)"
+            ctx["verify"] = v.foundBy != nil ? "FAILED: " + v.summary(time: { _ in LocalFormat.table(ms, site.zone) })
+                : (v.ok ? "ok" : "FAILED: \(v.error ?? "the log is damaged")") + " at \(LocalFormat.table(ms, site.zone)) through \(v.head)"
             if !v.ok { problems.append("The last verify failed.") }
         } else {
             ctx["verify"] = "never (run syncledger verify)"
