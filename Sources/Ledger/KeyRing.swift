@@ -118,28 +118,40 @@ public final class KeyRing: @unchecked Sendable {
         throw LedgerError("the master key file \(path) does not hold a key (64 hex digits)")
     }
 
-    /// Checks that a master key file can be read (before anything is created).
-    /// Why the master key file at `path` is exposed: other users may read it (then they can open
-    /// every patient's data) or write it (replace it); nil when only its owner may, or when it
-    /// cannot be looked at. A link counts by its target.
+    /// Why the master key file at `path` is exposed: users outside its owner and group may read
+    /// it (then they can open every patient's data) or write it, or may replace it through a
+    /// directory they can write (no sticky bit); nil when none may, or when it cannot be looked
+    /// at. A link counts by its target. The group is left to the operator: a key a service
+    /// reads through its group (root:svc, 0640) is a deliberate choice, and under per-user
+    /// groups the group is the owner alone (review).
     public static func exposure(ofMasterKeyFile path: String) -> String? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         let mode = st.st_mode & 0o777
         let what: String
-        if mode & 0o044 != 0 {
-            what = "can be read by other users (mode \(String(mode, radix: 8))): any of them can open every patient's data"
-        } else if mode & 0o022 != 0 {
-            what = "can be written by other users (mode \(String(mode, radix: 8))): any of them can replace it"
+        if mode & 0o004 != 0 {
+            what = "can be read by every user (mode \(String(mode, radix: 8))): any of them can open every patient's data; run chmod o-rwx \(path)"
+        } else if mode & 0o002 != 0 {
+            what = "can be written by every user (mode \(String(mode, radix: 8))): any of them can replace it; run chmod o-rwx \(path)"
         } else {
-            return nil
+            var real = path
+            if let r = realpath(path, nil) {
+                real = String(cString: r)
+                free(r)
+            }
+            let directory = parentDirectory(of: real).isEmpty ? "." : parentDirectory(of: real)
+            var dir = stat()
+            guard stat(directory, &dir) == 0, dir.st_mode & 0o002 != 0, dir.st_mode & 0o1000 == 0 else { return nil }
+            what = "is in \(directory), which every user can write (mode \(String(dir.st_mode & 0o777, radix: 8))): any of them can replace the key; "
+                + "keep it in a directory only its owner can write"
         }
-        return "the master key file \(path) \(what); run chmod 600 \(path)"
+        return "the master key file \(path) \(what)"
     }
 
     /// `exposure(ofMasterKeyFile:)` of the file this key store's master key was read from.
     public var masterKeyExposure: String? { Self.exposure(ofMasterKeyFile: masterKeyFile) }
 
+    /// Checks that a master key file can be read (before anything is created).
     public static func checkMasterKeyFile(_ path: String) throws -> Bool {
         _ = try readMasterKey(path)
         return true

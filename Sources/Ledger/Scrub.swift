@@ -20,12 +20,16 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     public var kind: String?
     /// Set when no verify made this record: the command that met damage in the log while
     /// reading it (`rebuild`, `as-of`, `log`, …), which `status` would not have seen until the
-    /// next verify (hostile test: `status` said ok). `at` is when; `head` is the last verify's.
+    /// next verify (hostile test: `status` said ok). `at`, `head` and `events` stay the last
+    /// verify's (`at` empty when none ran: the verify-age metrics still say when one last ran).
     public var foundBy: String?
+    /// When `foundBy` met the damage (ISO 8601).
+    public var foundAt: String?
 
     public static let logDamage = "log", viewsDiffer = "views", expectedHead = "expected_head"
 
-    public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil, foundBy: String? = nil) {
+    public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil, foundBy: String? = nil,
+                foundAt: String? = nil) {
         self.at = at
         self.head = head
         self.ok = ok
@@ -33,13 +37,14 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
         self.error = error
         self.kind = ok ? nil : kind ?? Self.logDamage
         self.foundBy = ok ? nil : foundBy
+        self.foundAt = ok ? nil : foundAt
     }
 
     /// What failed, without the remedy: "the last verify (AT) failed: …", or for damage a
     /// command met, "`rebuild` found the log damaged at AT: …". `time` shows `at`.
     public func summary(time: (String) -> String = { $0 }) -> String {
         let error = error ?? "the log is damaged"
-        if let foundBy { return "`\(foundBy)` found the log damaged at \(time(at)): \(error)" }
+        if let foundBy { return "`\(foundBy)` found the log damaged at \(time(foundAt ?? at)): \(error)" }
         return "the last verify (\(time(at))) failed: \(error)"
     }
 
@@ -72,13 +77,19 @@ public enum Scrub {
     /// failed verify found by that command, so that `status`, the read commands and the
     /// server's `verify_failed` alert say so until a verify passes. A failure already recorded
     /// is kept (it says since when); nothing in a store this process must not write.
+    ///
+    /// Only damage in a segment: a damaged `state/head` (the head evidence, no segment named)
+    /// is mended by `repair`, not by restoring a segment, and is said by every command anyway.
+    /// Two commands meeting the damage at once may both write; either record says the same.
     public static func recordDamage(_ error: LogError, foundBy command: String, in store: Store) throws {
-        guard error.isCorruption, error.code != .headMismatch, error.code != .lostEvents, store.isWritable else { return }
+        guard error.isCorruption, error.segment != nil, error.code != .headMismatch, error.code != .lostEvents,
+              store.isWritable else { return }
         let last = last(store)
         if let last, !last.ok { return }
         let words = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
-        try record(VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: last?.head ?? "none", ok: false,
-                                events: last?.events ?? 0, error: words, kind: VerifyRecord.logDamage, foundBy: command), in: store)
+        try record(VerifyRecord(at: last?.at ?? "", head: last?.head ?? "none", ok: false, events: last?.events ?? 0,
+                                error: words, kind: VerifyRecord.logDamage, foundBy: command,
+                                foundAt: ISOTime.format(millis: ISOTime.nowMillis())), in: store)
     }
 }
 

@@ -132,6 +132,8 @@ final class Coordinator: Sendable {
         var webhookRunning = false
         var counters = WebhookCounters()
         var lastWebhookRun: (id: String, status: String, processed: Int)?
+        /// Attempts of the scheduler to queue the nightly run that failed (the queue file could not be written).
+        var scheduleFailures = 0
     }
 
     let config: ServeConfiguration
@@ -710,6 +712,7 @@ final class Coordinator: Sendable {
                 do {
                     _ = try enqueue(.all, syncType: "automated_daily", triggeredBy: "scheduler")
                 } catch {
+                    state.withLockedValue { $0.scheduleFailures += 1 }
                     // Tried again soon, not dropped until tomorrow (hostile test: a queue file
                     // that could not be written lost the night's run without a word).
                     logger.error("the automated_daily run could not be queued; trying again in \(Int(retryAfter.rounded())) s",

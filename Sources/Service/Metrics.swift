@@ -47,7 +47,7 @@ public final class ServerMetrics: Sendable {
         "syncledger_intakeq_responses_429_total": "429 Too Many Requests answers IntakeQ gave this server's runs since it started.",
         "syncledger_intakeq_budget_remaining": "IntakeQ calls left in the rolling 24-hour budget (shared with cron runs).",
         "syncledger_intakeq_daily_budget": "The configured IntakeQ calls per 24 hours.",
-        "syncledger_verify_failed": "1 when the last recorded verify failed, else 0 (also 0 when never verified).",
+        "syncledger_verify_failed": "1 when the last recorded verify failed, or a command met damage in the log since, else 0 (also 0 when never verified).",
         "syncledger_verify_last_timestamp_seconds": "When the last verify finished (Unix seconds; 0: never).",
         "syncledger_verify_age_seconds": "Seconds since the last verify finished (-1: never).",
         "syncledger_views_damaged": "1 while a damaged page of the views database is recorded (STORE/state/views-damaged.json), else 0.",

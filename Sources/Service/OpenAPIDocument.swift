@@ -761,12 +761,13 @@ components:
         last_verify:
           description: >-
             The last `syncledger verify`, or null when none ran; or, with `found_by`, damage in the log that a command
-            met while reading it since (not a verify: `head` and `events` are the last verify's).
+            met while reading it since (not a verify: `at`, `head` and `events` are the last verify's, `at` empty when
+            none ran; `found_at` is when).
           oneOf:
             - type: "null"
             - type: object
               additionalProperties: false
-              required: [at, head, ok, events, error, found_by]
+              required: [at, head, ok, events, error, found_by, found_at]
               properties:
                 at: {type: string}
                 head: {type: string, description: The head it verified through (the last intact batch when it failed).}
@@ -776,6 +777,9 @@ components:
                 found_by:
                   type: [string, "null"]
                   description: The command that met the damage (`rebuild`, `as-of`, …); null for a verify.
+                found_at:
+                  type: [string, "null"]
+                  description: When `found_by` met the damage; null for a verify.
         recorded_loss:
           description: >-
             The last loss of acknowledged events that `syncledger repair` recorded (a `ledger.loss_recorded`

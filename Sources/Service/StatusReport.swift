@@ -171,7 +171,8 @@ public struct StatusReport: Sendable {
             "last_verify": lastVerify.map { v in
                 JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
                                   "events": .number(Double(v.events)), "error": v.error.map(JSONValue.string) ?? .null,
-                                  "found_by": v.foundBy.map(JSONValue.string) ?? .null])
+                                  "found_by": v.foundBy.map(JSONValue.string) ?? .null,
+                                  "found_at": v.foundAt.map(JSONValue.string) ?? .null])
             } ?? .null,
         ]) { _, classic in classic }
     }

@@ -72,6 +72,9 @@ public struct SyncOutcome: Sendable {
     public var viewsError: String?
     /// `viewsError` says the views database is damaged (a page SQLite could not read).
     public var viewsDamaged = false
+    /// The views could not be updated because the log is damaged where they read it (a batch
+    /// before this run's, failing its checksum): not mended by the next command, nor by a rebuild.
+    public var logDamage: LogError?
     /// One-time notices of the run (the master key created beside the log), for the caller to show.
     public var notices: [String] = []
     /// In an "ids" run: the ids whose lookup finished (found, 404, or undecodable); the others
@@ -296,11 +299,13 @@ public final class SyncRunner {
         // failed run (the next command catches them up).
         var viewsError: String?
         var viewsDamaged = false
+        var logDamage: LogError?
         do { try views.catchUp(reader) } catch {
             // A `ViewsDamaged`'s own words end in the remedy, which the caller adds: only its reason.
             viewsError = ViewsDamaged.isDiskFull(error) ? ViewsDamaged.diskFullWords
                 : (error as? ViewsDamaged).map { $0.reason.split(whereSeparator: \.isNewline).joined(separator: " ") } ?? Self.oneLine(error)
             viewsDamaged = ViewsDamaged.isDamage(error)
+            if let e = error as? LogError, e.isCorruption { logDamage = e }
         }
         var outcome = SyncOutcome(
             runId: runId, syncType: plan.syncType, status: status, counts: diff.counts, api: api,
@@ -309,6 +314,7 @@ public final class SyncRunner {
         outcome.interrupted = fetch.interrupted
         outcome.viewsError = viewsError
         outcome.viewsDamaged = viewsDamaged
+        outcome.logDamage = logDamage
         outcome.processedIds = fetch.processed
         outcome.responses429 = stats.responses429
         return outcome

@@ -435,14 +435,23 @@ struct ProtectedPaths {
     let places: [(path: String, what: String)]
 
     init(store: Store, environment: [String: String] = ProcessInfo.processInfo.environment) {
-        // The narrowest first: the default key store is inside the store.
-        var places = [(store.keysPath, "the key store"), (store.path, "the store")]
+        // The narrowest first: the default key store is inside the store. The log, the state
+        // and the views may be links to other disks (their targets are the store's too).
+        var places = [(store.keysPath, "the key store")]
         if let named = environment[KeyRing.masterKeyEnvironment], !named.isEmpty { places.insert((named, "the master key file"), at: 0) }
+        // SQLite keeps a linked database's side files beside the link's target.
+        let views = Self.resolved(store.projectionsPath) ?? store.projectionsPath
+        for side in ["", "-wal", "-shm", "-journal"] { places.append((views + side, "the store")) }
+        places += [(store.logPath, "the store"), (store.statePath, "the store"), (store.path, "the store")]
         self.places = places.compactMap { p in Self.resolved(p.0).map { ($0, p.1) } }
     }
 
     /// `path` with its links and `..` resolved, the part that does not exist yet kept as given
     /// (nil when nothing of it resolves).
+    ///
+    /// The part that does not exist is applied by text (`.` dropped, `..` taking off the last
+    /// component), as making the missing directories would walk it: `--bundle
+    /// missing/../store/audit` makes `missing`, then goes up from it into the store (review).
     static func resolved(_ path: String) -> String? {
         // Split by hand: NSString's path arithmetic traps on one-letter relative paths on Linux.
         var parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
@@ -452,8 +461,11 @@ struct ProtectedPaths {
             let head = parts.isEmpty ? root : (root == "/" ? "/" : "") + parts.joined(separator: "/")
             if let r = realpath(head, nil) {
                 defer { free(r) }
-                let base = String(cString: r)
-                return tail.isEmpty ? base : (base == "/" ? "" : base) + "/" + tail.reversed().joined(separator: "/")
+                var resolved = String(cString: r).split(separator: "/").map(String.init)
+                for part in tail.reversed() {
+                    if part == ".." { _ = resolved.popLast() } else if part != "." { resolved.append(part) }
+                }
+                return "/" + resolved.joined(separator: "/")
             }
             guard let last = parts.popLast() else { return nil }
             tail.append(last)

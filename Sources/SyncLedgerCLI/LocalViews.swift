@@ -318,18 +318,19 @@ struct ChangesCommand: AsyncParsableCommand {
             let title: String
             if let run {
                 // The whole id, or the start of exactly one (compared as text: `%` and `_` are
-                // not patterns).
+                // not patterns), in either case: an id is a UUID, and one copied from a tool that
+                // shows it in capitals was "not recorded" (hostile test).
                 let rows = try views.readSync { db in
                     try Row.fetchAll(db, sql: """
                         SELECT id, start_seq, end_seq, started_at FROM sync_logs
-                        WHERE id = ?1 OR (length(?1) > 0 AND substr(id, 1, length(?1)) = ?1)
-                        ORDER BY id = ?1 DESC, started_at DESC LIMIT 2
+                        WHERE lower(id) = lower(?1) OR (length(?1) > 0 AND lower(substr(id, 1, length(?1))) = lower(?1))
+                        ORDER BY lower(id) = lower(?1) DESC, started_at DESC LIMIT 2
                         """, arguments: [run])
                 }
                 guard let row = rows.first, let s: Int64 = row["start_seq"] else {
                     throw CLIFailure(message: "no sync run \(run) is recorded (see `syncledger sync-logs --json` for run ids)")
                 }
-                if rows.count > 1, (row["id"] as String?) != run {
+                if rows.count > 1, (row["id"] as String?)?.lowercased() != run.lowercased() {
                     throw CLIFailure(message: "more than one sync run id starts with \(run); give more of it (see `syncledger sync-logs --json` for run ids)")
                 }
                 let e: Int64 = row["end_seq"] ?? Int64(head)

@@ -158,8 +158,13 @@ struct SyncCommand: AsyncParsableCommand {
             if outcome.exitCode != 1 { for n in outcome.notices { warn(n) } }
             if let viewsError = outcome.viewsError {
                 if outcome.viewsDamaged { DamageWitness.record(viewsError) }
+                // Damage in the log where the views read it: recorded for `status` as any command
+                // that meets it records it (it said the next command would catch the views up).
+                if let damage = outcome.logDamage { DamageWitness.note(damage) }
                 // Damaged views are not caught up by the next command: only a rebuild mends them.
-                let remedy = outcome.viewsDamaged
+                let remedy = outcome.logDamage != nil
+                    ? "the log is damaged where the views read it: restore that segment from a backup (`syncledger verify` checks the whole log)"
+                    : outcome.viewsDamaged
                     ? "the views database is damaged: `syncledger rebuild` recreates it from the log (the damaged file is moved aside)"
                     : "the next command catches them up"
                 warn("syncledger: the run's events are durable in the log (head \(outcome.head)) but the views could not be updated "

@@ -275,6 +275,12 @@ extension CLIBinaryTests {
         let byPrefix = try await cli(["changes", "--store", store, "--run", String(runs[1].prefix(8)), "--json"])
         expectSuccess(byPrefix)
         #expect(byPrefix.stdout == day2.stdout)
+        // In capitals (a UUID as some tools show it), whole or its start: the same run.
+        for given in [runs[1].uppercased(), String(runs[1].prefix(8)).uppercased()] {
+            let upper = try await cli(["changes", "--store", store, "--run", given, "--json"])
+            expectSuccess(upper)
+            #expect(upper.stdout == day2.stdout, "\(given): \(upper.stderr)")
+        }
         // The sync-logs table shows that start of each run's id, whole, at the default width.
         let runTable = try await cli(["sync-logs", "--store", store])
         let lines = runTable.stdoutLines
@@ -567,10 +573,27 @@ extension CLIBinaryTests {
                                   env: ["SYNCLEDGER_MASTER_KEY_FILE": masterKey])
             expectCleanFailure(r, mentioning: ["--out " + target, "would write into " + place])
         }
-        let bundled = try await cli(["export", "--store", store, "--bundle", store + "/audit"])
-        expectCleanFailure(bundled, mentioning: ["--bundle", "would write into the store"])
+        // Through `..` after a directory that does not exist (making it, then going up from it,
+        // would land in the store: review).
+        for bundle in [store + "/audit", tmp.path + "/missing/../store/audit", tmp.path + "/missing/../store/log/00000000000000099999.seg"] {
+            let bundled = try await cli(["export", "--store", store, "--bundle", bundle])
+            expectCleanFailure(bundled, mentioning: ["--bundle", "would write into the store"])
+        }
         expectSameSnapshot(before, snapshot(tmp.path), "export into the store")
         expectSuccess(try await cli(["verify", "--store", store]))
+        // The views file as a link to another disk: its target (and the side files SQLite keeps
+        // beside it) are the store's too.
+        let views = tmp.path + "/views.sqlite"
+        for side in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: store + "/projections.sqlite" + side) {
+            try FileManager.default.moveItem(atPath: store + "/projections.sqlite" + side, toPath: views + side)
+        }
+        try FileManager.default.createSymbolicLink(atPath: store + "/projections.sqlite", withDestinationPath: views)
+        for target in [views, views + "-wal"] {
+            expectCleanFailure(try await cli(["export", "--store", store, "--out", target, "--force", "--format", "csv"]),
+                               mentioning: ["would write into the store"])
+        }
+        let viewsAfter = try await cli(["appointments", "--store", store, "--json"])
+        expectSuccess(viewsAfter)
     }
 
     @Test("export --bundle --from-seq/--to-seq holds only that range, and the verifier proves it against the head")

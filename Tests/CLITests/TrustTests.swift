@@ -489,10 +489,12 @@ extension CLIBinaryTests {
         #expect(FileManager.default.contents(atPath: copy + "/state/verify.json") == recordBefore)
     }
 
-    /// A master key file other users may read opens every patient's data for them: `status`
-    /// names it as a problem (exit 1) and `sync` warns, until it is the owner's alone (hostile
-    /// test: a 644 key file, and a 755 key store, were taken without a word). Also through
-    /// SYNCLEDGER_MASTER_KEY_FILE, and a link counts by its target.
+    /// A master key file every user may read opens every patient's data for them: `status`
+    /// names it as a problem (exit 1) and `sync` warns, until only its owner and group may
+    /// (hostile test: a 644 key file was taken without a word); so is one every user may write,
+    /// or replace through its directory. A group-readable key (a service reading it through its
+    /// group) is the operator's choice. Also through SYNCLEDGER_MASTER_KEY_FILE, and a link
+    /// counts by its target.
     @Test func aMasterKeyOthersCanReadIsAProblem() async throws {
         let practice = try Practice.load()
         let tmp = TempDir("trust-keymode")
@@ -506,26 +508,41 @@ extension CLIBinaryTests {
             return list.compactMap(\.stringValue)
         }
         #expect(try await problems().allSatisfy { !$0.contains("master key") })
-        for (mode, words) in [(0o644, "can be read by other users (mode 644)"), (0o620, "can be written by other users (mode 620)")] {
+        for (mode, words) in [(0o644, "can be read by every user (mode 644)"), (0o602, "can be written by every user (mode 602)")] {
             #expect(chmod(key, mode_t(mode)) == 0)
             let found = try await problems()
-            #expect(found.contains { $0.contains("the master key file \(key) \(words)") && $0.hasSuffix("run chmod 600 \(key)") }, "\(found)")
+            #expect(found.contains { $0.contains("the master key file \(key) \(words)") && $0.hasSuffix("run chmod o-rwx \(key)") }, "\(found)")
         }
+        #expect(chmod(key, 0o640) == 0)
+        let grouped = try await problems()
+        #expect(grouped.allSatisfy { !$0.contains("master key") }, "\(grouped)")
         #expect(chmod(key, 0o644) == 0)
         try await withFakeServer(practice.days[0]) { _, url in
             let r = try await cli(syncArgs(store: store, baseURL: url, now: practice.days[0].now), env: keyEnv)
             expectSuccess(r)
-            #expect(r.stderr.contains("warning: the master key file \(key) can be read by other users"), "\(r.stderr)")
+            #expect(r.stderr.contains("warning: the master key file \(key) can be read by every user"), "\(r.stderr)")
         }
         // Named by SYNCLEDGER_MASTER_KEY_FILE, through a link: the target's mode counts.
         let outside = tmp.path + "/master.key", link = tmp.path + "/key-link"
         try FileManager.default.moveItem(atPath: key, toPath: outside)
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: outside)
         let named: [String: String?] = ["SYNCLEDGER_MASTER_KEY_FILE": link]
-        #expect(try await problems(named).contains { $0.contains("the master key file \(link) can be read by other users") })
+        #expect(try await problems(named).contains { $0.contains("the master key file \(link) can be read by every user") })
         #expect(chmod(outside, 0o600) == 0)
         let owners = try await problems(named)
         #expect(owners.allSatisfy { !$0.contains("master key") }, "\(owners)")
+        // In a directory every user can write (no sticky bit), it can be replaced; with the
+        // sticky bit (as /tmp), only its owner may.
+        let open = tmp.path + "/open"
+        try FileManager.default.createDirectory(atPath: open, withIntermediateDirectories: false)
+        try FileManager.default.moveItem(atPath: outside, toPath: open + "/master.key")
+        let inOpen: [String: String?] = ["SYNCLEDGER_MASTER_KEY_FILE": open + "/master.key"]
+        #expect(chmod(open, 0o777) == 0)
+        let replaceable = try await problems(inOpen)
+        #expect(replaceable.contains { $0.contains("/open, which every user can write (mode 777)") }, "\(replaceable)")
+        #expect(chmod(open, 0o1777) == 0)
+        let sticky = try await problems(inOpen)
+        #expect(sticky.allSatisfy { !$0.contains("master key") }, "\(sticky)")
     }
 
     /// An export of a bundle that fails (damage its check meets) leaves nothing behind: the

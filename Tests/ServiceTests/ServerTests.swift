@@ -201,16 +201,16 @@ import TestSupport
         let coordinator = rig.server.coordinator
         let path = rig.store + "/state/queued-runs.json"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-        let ahead = Mutex<TimeInterval>(0)
+        // The clock the scheduler reads: now when it plans the first run, two days on from then
+        // (past the run's time): the first attempt fails, and so do the tries after it.
+        let reads = Mutex(0)
         let scheduler = Task {
             await coordinator.schedule(at: (hour: 3, minute: 0), in: .utc, retryAfter: 0.2) {
-                Date().addingTimeInterval(ahead.withLock { $0 })
+                Date().addingTimeInterval(reads.withLock { n in defer { n += 1 }; return n == 0 } ? 0 : 2 * 86_400)
             }
         }
-        // Past the run's time: the first attempt fails, and so do the tries after it.
-        try await Task.sleep(nanoseconds: 300_000_000)
-        ahead.withLock { $0 = 2 * 86_400 }
-        try await Task.sleep(nanoseconds: 1_000_000_000)
+        #expect(await rig.eventually(timeout: 10) { coordinator.state.withLockedValue { $0.scheduleFailures >= 2 } },
+                "the scheduler tried, and tried again")
         #expect(coordinator.state.withLockedValue { $0.runs.isEmpty }, "nothing could be queued")
         try FileManager.default.removeItem(atPath: path)
         func nightly() -> RunRecord? {

@@ -78,9 +78,12 @@ extension AdminPages {
         ctx["queue"] = (queue.1.map { "running \($0)" } ?? "idle") + ", \(queue.0) queued"
         ctx["head"] = head.description
         ctx["lag"] = "\(head.seq - min(head.seq, applied)) events"
-        if let v = verify, let ms = ISOTime.parse(v.at) {
-            ctx["verify"] = v.foundBy != nil ? "FAILED: " + v.summary(time: { _ in LocalFormat.table(ms, site.zone) })
-                : (v.ok ? "ok" : "FAILED: \(v.error ?? "the log is damaged")") + " at \(LocalFormat.table(ms, site.zone)) through \(v.head)"
+        if let v = verify, v.foundBy != nil {
+            // Damage a command met, not a verify (its `at` is the last verify's, maybe none).
+            ctx["verify"] = "FAILED: " + v.summary(time: { at in ISOTime.parse(at).map { LocalFormat.table($0, site.zone) } ?? at })
+            problems.append("Damage was found in the log.")
+        } else if let v = verify, let ms = ISOTime.parse(v.at) {
+            ctx["verify"] = (v.ok ? "ok" : "FAILED: \(v.error ?? "the log is damaged")") + " at \(LocalFormat.table(ms, site.zone)) through \(v.head)"
             if !v.ok { problems.append("The last verify failed.") }
         } else {
             ctx["verify"] = "never (run syncledger verify)"
