@@ -384,6 +384,11 @@ struct ExportCommand: AsyncParsableCommand {
                 if fromSeq > headSeq + 1 {
                     throw CLIFailure(message: "--from-seq \(fromSeq) is past the log's end (seq \(headSeq)); nothing was exported")
                 }
+                // Said, not refused: the events up to the head are what there is (an auditor
+                // took an export through --to-seq 500 of a 206-event log for all of 500: hostile test).
+                if let toSeq, toSeq > headSeq {
+                    DamageWitness.warnOnSuccess("note: --to-seq \(toSeq) is past the log's end (seq \(headSeq)): exported through seq \(headSeq)")
+                }
             }
             if let bundle {
                 let manifest = try AuditBundle.write(store: store, to: bundle, fromSeq: fromSeq, toSeq: toSeq)

@@ -532,6 +532,11 @@ extension CLIBinaryTests {
         #expect(lstat(fifo, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO)
         let one = try await cli(["export", "--store", store, "--out", tmp.path + "/one.jsonl", "--to-seq", "1"])
         #expect(one.stderr.contains("exported 1 event to"), "\(one.stderr)")
+        // A --to-seq past the head exports what there is, and says so.
+        let past = try await cli(["export", "--store", store, "--out", tmp.path + "/past.jsonl", "--to-seq", "999999"])
+        expectSuccess(past)
+        #expect(past.stderr.contains("note: --to-seq 999999 is past the log's end (seq 177): exported through seq 177"), "\(past.stderr)")
+        #expect(try String(contentsOfFile: tmp.path + "/past.jsonl", encoding: .utf8).split(separator: "\n").count == 177)
         // /dev/stdout redirected to a file (`>>`): appended to through the descriptor, the file
         // neither replaced nor truncated.
         let appended = tmp.path + "/appended.txt"
