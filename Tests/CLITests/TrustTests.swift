@@ -40,6 +40,13 @@ func copyStore(_ from: String, _ to: String) throws {
     try FileManager.default.copyItem(atPath: from, toPath: to)
 }
 
+/// The problems `status --json` lists for `store` (any age of the daily run accepted).
+func statusProblems(_ store: String, env: [String: String?] = [:]) async throws -> [String] {
+    let r = try await cli(["status", "--json", "--max-age", "100000", "--store", store], env: env)
+    guard case .array(let list)? = try JSONValue.parse(Array(r.stdout.utf8))["problems"] else { return [] }
+    return list.compactMap(\.stringValue)
+}
+
 func segments(_ store: String) throws -> [String] {
     try FileManager.default.contentsOfDirectory(atPath: store + "/log").filter { $0.hasSuffix(".seg") }.sorted()
         .map { store + "/log/" + $0 }
@@ -455,11 +462,7 @@ extension CLIBinaryTests {
         var bytes = original
         bytes[(batches[1].offset + batches[1].end) / 2] ^= 0x5a  // inside the second batch's payload
         try bytes.write(to: URL(fileURLWithPath: segment))
-        func problems() async throws -> [String] {
-            let r = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
-            guard case .array(let list)? = try JSONValue.parse(Array(r.stdout.utf8))["problems"] else { return [] }
-            return list.compactMap(\.stringValue)
-        }
+        func problems() async throws -> [String] { try await statusProblems(store) }
         #expect(try await problems().allSatisfy { !$0.contains("damaged") }, "not seen before a command reads the batch")
         expectCleanFailure(try await cli(["rebuild", "--store", store]), mentioning: ["CRC32C"])
         let found = try await problems()
@@ -502,11 +505,7 @@ extension CLIBinaryTests {
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: practice, days: [1])
         let key = store + "/keys/master.key"
-        func problems(_ env: [String: String?] = [:]) async throws -> [String] {
-            let r = try await cli(["status", "--json", "--max-age", "100000", "--store", store], env: env)
-            guard case .array(let list)? = try JSONValue.parse(Array(r.stdout.utf8))["problems"] else { return [] }
-            return list.compactMap(\.stringValue)
-        }
+        func problems(_ env: [String: String?] = [:]) async throws -> [String] { try await statusProblems(store, env: env) }
         #expect(try await problems().allSatisfy { !$0.contains("master key") })
         for (mode, words) in [(0o644, "can be read by every user (mode 644)"), (0o602, "can be written by every user (mode 602)")] {
             #expect(chmod(key, mode_t(mode)) == 0)
