@@ -16,6 +16,10 @@ struct DisplayOptions: ParsableArguments {
     var wide = false
 
     func apply() { Output.wide = wide }
+
+    /// An unknown zone is a usage error here as in `status` (exit 64; it was 1 for the read
+    /// commands and 64 for `status`: hostile test).
+    func validate() throws { try checkTimezoneOption(timezone) }
 }
 
 let syncTypes = ["automated_daily", "manual_org_bulk", "manual_patient", "webhook"]

@@ -114,6 +114,12 @@ extension CLIBinaryTests {
         let statusJSON = try await cli(["status", "--store", store, "--max-age", "100000", "--json"])
         #expect(statusJSON.stdout.contains("Z\""), "\(statusJSON.stdout.prefix(300))")
         expectCleanFailure(try await cli(["status", "--store", store, "--timezone", "Nope/Zone"]), mentioning: ["--timezone", "unknown time zone"])
+        // A usage error (64) for every command that takes it, as for `status`.
+        for command in ["status", "appointments", "upcoming", "meeting-urls", "locations"] {
+            let r = try await cli([command, "--store", store, "--timezone", "Nope/Zone"])
+            expectCleanFailure(r, mentioning: ["--timezone", "unknown time zone"])
+            #expect(r.status == 64, "\(command): \(r.status)")
+        }
 
         // history: the text shows every time in Denver time (recorded, LastModified, the moved
         // start); --json keeps the recorded UTC values; --timezone UTC shows UTC.
