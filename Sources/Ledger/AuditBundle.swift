@@ -100,10 +100,16 @@ public enum AuditBundle {
             throw LedgerError("\(directory) exists and is not empty; give a new directory for the bundle")
         }
         do {
-            try fm.createDirectory(atPath: directory + "/segments", withIntermediateDirectories: true,
-                                   attributes: [.posixPermissions: 0o700])
+            if !existed {
+                try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
         } catch {
             throw LedgerError("cannot create \(directory): \(reason(error))")
+        }
+        // Made here, never taken as found: in a directory others can write, a `segments` link
+        // planted after the check above would have led the copies into the store's own log.
+        guard mkdir(directory + "/segments", 0o700) == 0 else {
+            throw LedgerError("cannot create \(directory)/segments: \(String(cString: strerror(errno)))")
         }
         do {
             return try writeInto(store: store, directory: directory, fromSeq: fromSeq, toSeq: toSeq)
@@ -213,8 +219,12 @@ public enum AuditBundle {
         let input = FileHandle(fileDescriptor: fd, closeOnDealloc: false)
         defer { try? input.close() }
         if offset > 0 { try input.seek(toOffset: offset) }
-        guard fm_create(target) else { throw LedgerError("cannot create \(target)") }
-        guard let output = FileHandle(forWritingAtPath: target) else { throw LedgerError("cannot write \(target)") }
+        // A new file, never one found there nor a link's target (hostile test: a link planted in
+        // a bundle directory others could write led this copy onto the store's segment, cut to
+        // nothing by the truncating open).
+        let out = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard out >= 0 else { throw LedgerError("cannot create \(target): \(String(cString: strerror(errno)))") }
+        let output = FileHandle(fileDescriptor: out, closeOnDealloc: true)
         defer { try? output.close() }
         var hasher = SHA256()
         var left = length
@@ -229,10 +239,4 @@ public enum AuditBundle {
         return hexString(hasher.finalize())
     }
 
-    private static func fm_create(_ path: String) -> Bool {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return false }
-        close(fd)
-        return true
-    }
 }

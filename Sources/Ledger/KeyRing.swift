@@ -129,23 +129,40 @@ public final class KeyRing: @unchecked Sendable {
         guard stat(path, &st) == 0 else { return nil }
         let mode = st.st_mode & 0o777
         let what: String
-        if mode & 0o004 != 0 {
+        if mode & 0o006 == 0o006 {
+            what = "can be read and written by every user (mode \(String(mode, radix: 8))): any of them can open every patient's data; run chmod o-rwx \(path)"
+        } else if mode & 0o004 != 0 {
             what = "can be read by every user (mode \(String(mode, radix: 8))): any of them can open every patient's data; run chmod o-rwx \(path)"
         } else if mode & 0o002 != 0 {
             what = "can be written by every user (mode \(String(mode, radix: 8))): any of them can replace it; run chmod o-rwx \(path)"
         } else {
+            // Any directory on the way, the link's and its target's, up to the root: one every
+            // user can write lets them rename what is below it and put their own in its place
+            // (hostile test: a link in a 777 directory, a key two directories below one).
             var real = path
             if let r = realpath(path, nil) {
                 real = String(cString: r)
                 free(r)
             }
-            let directory = parentDirectory(of: real).isEmpty ? "." : parentDirectory(of: real)
-            var dir = stat()
-            guard stat(directory, &dir) == 0, dir.st_mode & 0o002 != 0, dir.st_mode & 0o1000 == 0 else { return nil }
-            what = "is in \(directory), which every user can write (mode \(String(dir.st_mode & 0o777, radix: 8))): any of them can replace the key; "
-                + "keep it in a directory only its owner can write"
+            guard let (directory, dirMode) = Self.openDirectory(above: path) ?? Self.openDirectory(above: real) else { return nil }
+            what = "is below \(directory), which every user can write (mode \(String(dirMode, radix: 8))): any of them can put another key in its place; "
+                + "keep it where only its owner can write"
         }
         return "the master key file \(path) \(what)"
+    }
+
+    /// The first directory above `path` (the nearest first, up to the root) that every user may
+    /// write and that has no sticky bit, with its mode; nil when there is none.
+    static func openDirectory(above path: String) -> (String, mode_t)? {
+        var directory = path
+        while true {
+            let parent = parentDirectory(of: directory)
+            let next = parent.isEmpty ? (directory.hasPrefix("/") ? "/" : ".") : parent
+            var st = stat()
+            if stat(next, &st) == 0, st.st_mode & 0o002 != 0, st.st_mode & 0o1000 == 0 { return (next, st.st_mode & 0o777) }
+            guard next != directory, next != "/", next != "." else { return nil }
+            directory = next
+        }
     }
 
     /// `exposure(ofMasterKeyFile:)` of the file this key store's master key was read from.

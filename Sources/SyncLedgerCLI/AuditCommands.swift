@@ -449,7 +449,24 @@ struct ProtectedPaths {
         for side in ["", "-wal", "-shm", "-journal"] { places.append((views + side, "the store")) }
         places += [(store.logPath, "the store"), (store.statePath, "the store"), (store.path, "the store")]
         self.places = places.compactMap { p in Self.resolved(p.0).map { ($0, p.1) } }
+        // And by what they are on disk: a directory mounted a second time elsewhere (a bind
+        // mount, which needs no root in a user namespace) has other paths (hostile test).
+        var identities: [FileID: String] = [:]
+        for place in self.places.reversed() { if let id = FileID(place.path) { identities[id] = place.what } }
+        self.identities = identities
     }
+
+    /// A file or directory by device and inode (links followed).
+    struct FileID: Hashable {
+        let device: UInt64, inode: UInt64
+        init?(_ path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return nil }
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+        }
+    }
+    private let identities: [FileID: String]
 
     /// `path` with its links and `..` resolved, the part that does not exist yet kept as given
     /// (nil when nothing of it resolves).
@@ -477,13 +494,40 @@ struct ProtectedPaths {
         }
     }
 
-    /// Throws when `path` (resolved) is one of the places or inside one.
+    /// Throws when `path` (resolved) is one of the places or inside one: by its path, or by
+    /// the device and inode of it or a directory above it. A `..` after a part that does not
+    /// exist is refused: making the missing directories then going up from one would walk links
+    /// the check could not see (hostile test: `missing/../link-to-store/audit`).
     func refuse(_ path: String, as option: String) throws {
-        guard let target = Self.resolved(path) else { return }
-        for place in places where target == place.path || target.hasPrefix(place.path.hasSuffix("/") ? place.path : place.path + "/") {
-            throw CLIFailure(message: "\(option) \(path) would write into \(place.what) (\(place.path)): an export never writes there, "
-                             + "it could replace what the store holds; give a file or directory outside it")
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        if let up = parts.lastIndex(of: "..") {
+            let prefix = (path.hasPrefix("/") ? "/" : "") + parts[...up].joined(separator: "/")
+            if Self.resolvedExisting(prefix) == nil {
+                throw CLIFailure(message: "\(option) \(path) goes up (`..`) from a directory that does not exist; give the path without it")
+            }
         }
+        guard let target = Self.resolved(path) else { return }
+        func refused(_ what: String, _ place: String) -> CLIFailure {
+            CLIFailure(message: "\(option) \(path) would write into \(what) (\(place)): an export never writes there, "
+                       + "it could replace what the store holds; give a file or directory outside it")
+        }
+        for place in places where target == place.path || target.hasPrefix(place.path.hasSuffix("/") ? place.path : place.path + "/") {
+            throw refused(place.what, place.path)
+        }
+        var components = target.split(separator: "/").map(String.init)
+        while true {
+            let here = "/" + components.joined(separator: "/")
+            if let id = FileID(here), let what = identities[id] { throw refused(what, here) }
+            guard !components.isEmpty else { return }
+            components.removeLast()
+        }
+    }
+
+    /// `path` resolved by `realpath` when all of it exists, else nil.
+    static func resolvedExisting(_ path: String) -> String? {
+        guard let r = realpath(path, nil) else { return nil }
+        defer { free(r) }
+        return String(cString: r)
     }
 }
 

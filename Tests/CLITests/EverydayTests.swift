@@ -584,13 +584,30 @@ extension CLIBinaryTests {
                                   env: ["SYNCLEDGER_MASTER_KEY_FILE": masterKey])
             expectCleanFailure(r, mentioning: ["--out " + target, "would write into " + place])
         }
-        // Through `..` after a directory that does not exist (making it, then going up from it,
-        // would land in the store: review).
-        for bundle in [store + "/audit", tmp.path + "/missing/../store/audit", tmp.path + "/missing/../store/log/00000000000000099999.seg"] {
-            let bundled = try await cli(["export", "--store", store, "--bundle", bundle])
-            expectCleanFailure(bundled, mentioning: ["--bundle", "would write into the store"])
+        let bundled = try await cli(["export", "--store", store, "--bundle", store + "/audit"])
+        expectCleanFailure(bundled, mentioning: ["--bundle", "would write into the store"])
+        // A `..` after a directory that does not exist: making it, then going up from it, would
+        // walk into the store, straight or through a link (review, hostile test).
+        let linkToStore = tmp.path + "/link-to-store"
+        try FileManager.default.createSymbolicLink(atPath: linkToStore, withDestinationPath: store)
+        for bundle in [tmp.path + "/missing/../store/audit", tmp.path + "/missing/../store/log/00000000000000099999.seg",
+                       "missing/../link-to-store/audit", tmp.path + "/missing/../link-to-store/keys/forgotten"] {
+            let r = try await cli(["export", "--store", store, "--bundle", bundle], cwd: tmp.path)
+            expectCleanFailure(r, mentioning: ["--bundle", "goes up (`..`) from a directory that does not exist"])
         }
+        #expect(!FileManager.default.fileExists(atPath: tmp.path + "/missing"))
+        unlink(linkToStore)
         expectSameSnapshot(before, snapshot(tmp.path), "export into the store")
+        // The store's log mounted a second time elsewhere (a bind mount, in a mount namespace of
+        // this command's own): the same directory by device and inode.
+        let bound = tmp.path + "/bound"
+        try FileManager.default.createDirectory(atPath: bound, withIntermediateDirectories: false)
+        let mounted = try await ProcessRunner.run(
+            "/usr/bin/unshare", ["-m", "/bin/sh", "-c", "mount --bind \"$0/log\" \"$1\" && exec \"$2\" export --store \"$0\" --out \"$1/$3\" --force",
+                                 store, bound, try Repo.requireBinary(), segment],
+            overrides: [:], cwd: tmp.path, timeout: 60)
+        #expect(mounted.status == 1 && mounted.stderrText.contains("would write into the store"), "\(mounted.status): \(mounted.stderrText)")
+        expectSameSnapshot(before, snapshot(tmp.path), "export through a bind mount of the log")
         expectSuccess(try await cli(["verify", "--store", store]))
         // The views file as a link to another disk: its target (and the side files SQLite keeps
         // beside it) are the store's too.

@@ -507,7 +507,8 @@ extension CLIBinaryTests {
         let key = store + "/keys/master.key"
         func problems(_ env: [String: String?] = [:]) async throws -> [String] { try await statusProblems(store, env: env) }
         #expect(try await problems().allSatisfy { !$0.contains("master key") })
-        for (mode, words) in [(0o644, "can be read by every user (mode 644)"), (0o602, "can be written by every user (mode 602)")] {
+        for (mode, words) in [(0o644, "can be read by every user (mode 644)"), (0o602, "can be written by every user (mode 602)"),
+                              (0o606, "can be read and written by every user (mode 606)")] {
             #expect(chmod(key, mode_t(mode)) == 0)
             let found = try await problems()
             #expect(found.contains { $0.contains("the master key file \(key) \(words)") && $0.hasSuffix("run chmod o-rwx \(key)") }, "\(found)")
@@ -538,10 +539,23 @@ extension CLIBinaryTests {
         let inOpen: [String: String?] = ["SYNCLEDGER_MASTER_KEY_FILE": open + "/master.key"]
         #expect(chmod(open, 0o777) == 0)
         let replaceable = try await problems(inOpen)
-        #expect(replaceable.contains { $0.contains("/open, which every user can write (mode 777)") }, "\(replaceable)")
+        #expect(replaceable.contains { $0.contains("is below ") && $0.contains("/open, which every user can write (mode 777)") }, "\(replaceable)")
         #expect(chmod(open, 0o1777) == 0)
         let sticky = try await problems(inOpen)
         #expect(sticky.allSatisfy { !$0.contains("master key") }, "\(sticky)")
+        // Two directories up, and the directory of a link to it (hostile test).
+        try FileManager.default.createDirectory(atPath: open + "/sub", withIntermediateDirectories: false)
+        try FileManager.default.moveItem(atPath: open + "/master.key", toPath: open + "/sub/master.key")
+        #expect(chmod(open, 0o777) == 0)
+        let above = try await problems(["SYNCLEDGER_MASTER_KEY_FILE": open + "/sub/master.key"])
+        #expect(above.contains { $0.contains("/open, which every user can write") }, "\(above)")
+        #expect(chmod(open, 0o700) == 0)
+        let linkDir = tmp.path + "/links"
+        try FileManager.default.createDirectory(atPath: linkDir, withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: linkDir + "/mk", withDestinationPath: open + "/sub/master.key")
+        #expect(chmod(linkDir, 0o777) == 0)
+        let linked = try await problems(["SYNCLEDGER_MASTER_KEY_FILE": linkDir + "/mk"])
+        #expect(linked.contains { $0.contains("is below \(linkDir), which every user can write") }, "\(linked)")
     }
 
     /// An export of a bundle that fails (damage its check meets) leaves nothing behind: the
