@@ -106,13 +106,21 @@ public enum AuditBundle {
         } catch {
             throw LedgerError("cannot create \(directory): \(reason(error))")
         }
-        // Made here, never taken as found: in a directory others can write, a `segments` link
-        // planted after the check above would have led the copies into the store's own log.
-        guard mkdir(directory + "/segments", 0o700) == 0 else {
-            throw LedgerError("cannot create \(directory)/segments: \(String(cString: strerror(errno)))")
-        }
         do {
-            return try writeInto(store: store, directory: directory, fromSeq: fromSeq, toSeq: toSeq)
+            // `segments/` is made here, never taken as found, and the copies are made inside it
+            // through its descriptor: in a directory others can write, a `segments` link planted
+            // (or put in its place) before the copies led them into the store's own log, where
+            // the truncating open cut a segment to nothing (hostile test, review).
+            let bundle = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard bundle >= 0 else { throw LedgerError("cannot open \(directory): \(String(cString: strerror(errno)))") }
+            defer { close(bundle) }
+            guard mkdirat(bundle, "segments", 0o700) == 0 else {
+                throw LedgerError("cannot create \(directory)/segments: \(String(cString: strerror(errno)))")
+            }
+            let segments = openat(bundle, "segments", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard segments >= 0 else { throw LedgerError("cannot open \(directory)/segments: \(String(cString: strerror(errno)))") }
+            defer { close(segments) }
+            return try writeInto(store: store, directory: directory, segments: segments, fromSeq: fromSeq, toSeq: toSeq)
         } catch {
             // A bundle that failed (damage in the log, a full disk) leaves nothing behind, so
             // that the same command can be run again (hostile test: its partial directory was
@@ -127,11 +135,12 @@ public enum AuditBundle {
     }
 
     /// `write` into its new, empty directory (with `segments/` made).
-    private static func writeInto(store: Store, directory: String, fromSeq: UInt64, toSeq: UInt64?) throws -> Manifest {
+    private static func writeInto(store: Store, directory: String, segments: Int32, fromSeq: UInt64, toSeq: UInt64?) throws -> Manifest {
         let reader = try EventLogReader(directory: store.logPath)
         let head = try reader.head()
         if fromSeq > 1 || (toSeq.map { $0 < head.seq } ?? false) {
-            return try writeRange(reader: reader, logPath: store.logPath, head: head, to: directory, fromSeq: fromSeq, toSeq: min(toSeq ?? head.seq, head.seq))
+            return try writeRange(reader: reader, logPath: store.logPath, head: head, to: directory, segments: segments, fromSeq: fromSeq,
+                                  toSeq: min(toSeq ?? head.seq, head.seq))
         }
         var spans: [(segment: String, first: UInt64, last: UInt64, batches: UInt64, end: UInt64)] = []
         if head.seq > 0 {
@@ -150,7 +159,8 @@ public enum AuditBundle {
         var files: [FileEntry] = []
         for span in spans {
             let name = "segments/" + span.segment
-            let digest = try copyPrefix(from: store.logPath + "/" + span.segment, to: directory + "/" + name, length: span.end)
+            let digest = try copyPrefix(from: store.logPath + "/" + span.segment, into: segments, named: span.segment,
+                                        shown: directory + "/" + name, length: span.end)
             files.append(FileEntry(name: name, sha256: digest, bytes: span.end, firstSeq: span.first,
                                    lastSeq: span.last, batches: span.batches))
         }
@@ -162,7 +172,8 @@ public enum AuditBundle {
         return manifest
     }
 
-    static func writeRange(reader: EventLogReader, logPath: String, head: LogHead, to directory: String, fromSeq: UInt64, toSeq: UInt64) throws -> Manifest {
+    static func writeRange(reader: EventLogReader, logPath: String, head: LogHead, to directory: String, segments: Int32, fromSeq: UInt64,
+                           toSeq: UInt64) throws -> Manifest {
         guard fromSeq <= head.seq, fromSeq <= toSeq else {
             throw LedgerError("the range \(fromSeq)...\(toSeq) is not in the log (it ends at seq \(head.seq))")
         }
@@ -189,8 +200,9 @@ public enum AuditBundle {
         }
         var files: [FileEntry] = []
         for span in spans {
-            let name = "segments/" + String(format: "%020llu.seg", span.first)
-            let digest = try copyPrefix(from: logPath + "/" + span.segment, to: directory + "/" + name,
+            let file = String(format: "%020llu.seg", span.first)
+            let name = "segments/" + file
+            let digest = try copyPrefix(from: logPath + "/" + span.segment, into: segments, named: file, shown: directory + "/" + name,
                                         length: span.end - span.start, offset: span.start)
             files.append(FileEntry(name: name, sha256: digest, bytes: span.end - span.start, firstSeq: span.first,
                                    lastSeq: span.last, batches: span.batches))
@@ -206,7 +218,8 @@ public enum AuditBundle {
     }
 
     /// Copies `length` bytes of a file from `offset`, returning their SHA-256 (hex).
-    static func copyPrefix(from source: String, to target: String, length: UInt64, offset: UInt64 = 0) throws -> String {
+    static func copyPrefix(from source: String, into segments: Int32, named file: String, shown target: String, length: UInt64,
+                           offset: UInt64 = 0) throws -> String {
         // Opened without blocking and checked to be a regular file: a FIFO or device put in a
         // segment's place must fail in one line, not hang the export or read without end.
         let fd = open(source, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
@@ -222,7 +235,7 @@ public enum AuditBundle {
         // A new file, never one found there nor a link's target (hostile test: a link planted in
         // a bundle directory others could write led this copy onto the store's segment, cut to
         // nothing by the truncating open).
-        let out = open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let out = openat(segments, file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard out >= 0 else { throw LedgerError("cannot create \(target): \(String(cString: strerror(errno)))") }
         let output = FileHandle(fileDescriptor: out, closeOnDealloc: true)
         defer { try? output.close() }

@@ -216,17 +216,9 @@ public final class ProjectionStore: @unchecked Sendable {
                 // file copied over it) is refused before the pool opens it: opening one writes
                 // to it (WAL mode set in its header; GRDB creates and drops a table), and the
                 // views' tables would then be written into it (hostile test).
-                if Self.hasContent(path) {
-                    let foreign: [String]?
-                    do {
-                        foreign = try DatabaseQueue(path: path, configuration: Self.readOnlyConfiguration).read(Self.foreignTables)
-                    } catch let e as DatabaseError where e.resultCode == .SQLITE_NOTADB && Self.isLink(path) {
-                        // A link to a file that is no database at all is a link to the wrong file,
-                        // not damaged views: `rebuild` leaves it alone, so "damaged, rebuild"
-                        // was advice it refused, and the damage record outlived the link (hostile test).
-                        throw ForeignViewsFile(path: path, tables: [])
-                    }
-                    if let foreign { throw ForeignViewsFile(path: path, tables: foreign) }
+                if Self.hasContent(path), let foreign = try DatabaseQueue(path: path, configuration: Self.readOnlyConfiguration)
+                    .read(Self.foreignTables) {
+                    throw ForeignViewsFile(path: path, tables: foreign)
                 }
                 // A new (empty) file gets `pageSize`; SQLite ignores the pragma for a file that has
                 // pages already, so an existing views file keeps its own until it is recreated.
@@ -287,12 +279,6 @@ public final class ProjectionStore: @unchecked Sendable {
         c.readonly = true
         c.busyMode = .timeout(30)
         return c
-    }
-
-    /// True when `path` is a symbolic link.
-    static func isLink(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK
     }
 
     /// True when there is a file with content at `path` (not a missing or empty file, which the
@@ -1207,8 +1193,7 @@ public struct ForeignViewsFile: Error, CustomStringConvertible, Sendable {
     public var description: String {
         let named = tables.prefix(3).joined(separator: ", ") + (tables.count > 3 ? ", …" : "")
         let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)).map { " (a link to \($0))" } ?? ""
-        let what = tables.isEmpty ? "it is not an SQLite database" : "it holds other tables (\(named))"
-        return "the views database \(path)\(link) is not SyncLedger's: \(what); "
+        return "the views database \(path)\(link) is not SyncLedger's: it holds other tables (\(named)); "
             + "nothing was written to it. Move it away (or remove the link), and the next command builds the views from the log"
     }
 }
