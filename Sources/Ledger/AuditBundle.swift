@@ -167,8 +167,7 @@ public enum AuditBundle {
         let manifest = Manifest(createdAt: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description,
                                 events: head.seq, files: files)
         try writeFileAtomically(directory + "/MANIFEST.json", Array(manifest.canonicalText.utf8))
-        try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8))
-        _ = chmod(directory + "/verify_bundle.py", 0o700)
+        try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8), mode: 0o700)
         return manifest
     }
 
@@ -212,8 +211,7 @@ public enum AuditBundle {
                                 events: head.seq, files: files,
                                 range: Range(firstSeq: first.first, lastSeq: last.last, chainBefore: hexString(chainBefore), proof: proof))
         try writeFileAtomically(directory + "/MANIFEST.json", Array(manifest.canonicalText.utf8))
-        try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8))
-        _ = chmod(directory + "/verify_bundle.py", 0o700)
+        try writeFileAtomically(directory + "/verify_bundle.py", Array(VerifierScript.source.utf8), mode: 0o700)
         return manifest
     }
 

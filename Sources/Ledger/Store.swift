@@ -196,12 +196,16 @@ public func readInputFile(_ path: String, limit: Int) -> Result<[UInt8], InputFi
     }
 }
 
-/// Writes a file owner-only through a temporary file and a rename, then syncs the directory.
-public func writeFileAtomically(_ path: String, _ bytes: [UInt8]) throws {
+/// Writes a file owner-only (or with `mode`, set before the rename) through a temporary file and a
+/// rename, then syncs the directory.
+public func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws {
     let tmp = path + ".tmp-\(getpid())"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
     guard fd >= 0 else { throw StoreError(.io, "cannot write \(path): \(String(cString: strerror(errno)))", errno: errno) }
     StoreOwnership.adopt(fd: fd, path: tmp)
+    // Set on the file written, before it is renamed into place: a chmod by path afterwards
+    // would follow a link put there meanwhile (review).
+    if mode != 0o600 { _ = fchmod(fd, mode) }
     var ok = bytes.withUnsafeBytes { buf -> Bool in
         var off = 0
         while off < buf.count {

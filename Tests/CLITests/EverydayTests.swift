@@ -644,6 +644,9 @@ extension CLIBinaryTests {
         #expect(first <= 100 && first > 1 && last >= 150 && last < Int(head.split(separator: ":")[0])!, "\(first)...\(last)")
         #expect(!((manifest["proof"] as? [Any]) ?? []).isEmpty)
         let py = ["/usr/bin/python3", "/usr/local/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "/usr/bin/python3"
+        // The verifier can be run as it is (its mode set on the file before it was renamed into place).
+        let verifierMode = try FileManager.default.attributesOfItem(atPath: bundle + "/verify_bundle.py")[.posixPermissions] as? Int
+        #expect(verifierMode == 0o700, "\(String(verifierMode ?? -1, radix: 8))")
         let ok = try await Launched([], executable: py, arguments: [bundle + "/verify_bundle.py", bundle, "--expect-head", head]).wait()
         #expect(ok.status == 0 && ok.stdout.contains("seqs \(first)...\(last)"), "\(ok.stdout + ok.stderr)")
         // A head the store never had fails.
