@@ -14,16 +14,24 @@ public struct AppointmentFacts: Sendable, Hashable {
     public var serviceName: String?
     public var status: String
     public var intakeqStatus: String?
-    public var startAt: String?
-    public var endAt: String?
+    /// `startMillis` as the views write it (ISO 8601, UTC, clamped to years 1–9999).
+    public var startAt: String? { startMillis.map(ISOTime.format(millis:)) }
+    /// The end as the views write it. The times are kept as numbers and written out as text only
+    /// when read: a rebuild folds about four observations of an appointment for each row it
+    /// writes, and formatting three times for each of them was ~2 % of its CPU (BENCHMARKS.md).
+    public var endAt: String? { endAtMillis.map(ISOTime.format(millis:)) }
     public var startMillis: Int64?
+    /// The end's milliseconds, clamped as `ISOTime.format` clamps (so equal facts are those
+    /// whose texts are equal).
+    private var endAtMillis: Int64?
     public var durationMinutes: Int?
     public var locationId: String?
     public var locationName: String?
     public var placeOfService: String?
     public var visitType: String
     public var meeting: MeetingLink?
-    public var lastModified: String?
+    public var lastModified: String? { lastModifiedMillis.map(ISOTime.format(millis:)) }
+    private var lastModifiedMillis: Int64?
 
     public init(object: JSONValue) throws {
         try self.init(fields: AppointmentFields(object: object))
@@ -52,9 +60,8 @@ public struct AppointmentFacts: Sendable, Hashable {
         intakeqStatus = o.status.take()
         status = mapStatus(intakeqStatus)
         startMillis = o.startDate
-        startAt = startMillis.map(ISOTime.format(millis:))
         let endMillis = o.endDate
-        endAt = endMillis.map(ISOTime.format(millis:))
+        endAtMillis = endMillis.map(ISOTime.clamp)
         if let d = o.duration {
             durationMinutes = Int(d)
         } else if let s = startMillis, let e = endMillis {
@@ -68,7 +75,7 @@ public struct AppointmentFacts: Sendable, Hashable {
         visitType = deriveVisitType(
             placeOfService: placeOfService, hasMeeting: hasMeeting,
             locationName: locationName)
-        lastModified = o.lastModified.map(ISOTime.format(millis:))
+        lastModifiedMillis = o.lastModified.map(ISOTime.clamp)
     }
 
     /// The view fields an auditor compares between versions (`history`'s derived changes).

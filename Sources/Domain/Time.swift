@@ -11,7 +11,7 @@ public enum ISOTime {
     /// `--to 9999-12-31` bound lay before every appointment: hostile test), and the clamped
     /// texts still sort as the times do.
     public static func format(millis unclamped: Int64) -> String {
-        let millis = min(max(unclamped, -62_135_596_800_000), 253_402_300_799_999)
+        let millis = clamp(unclamped)
         let secs = millis >= 0 ? millis / 1000 : (millis - 999) / 1000
         let ms = Int(millis - secs * 1000)
         let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
@@ -36,6 +36,11 @@ public enum ISOTime {
             put(ms, 20, 3); out[23] = 90
             return 24
         }
+    }
+
+    /// The milliseconds `format(millis:)` writes: within 0001-01-01 and 9999-12-31.
+    public static func clamp(_ millis: Int64) -> Int64 {
+        min(max(millis, -62_135_596_800_000), 253_402_300_799_999)
     }
 
     public static func format(_ date: Date) -> String {
