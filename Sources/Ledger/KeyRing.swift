@@ -65,7 +65,13 @@ public final class KeyRing: @unchecked Sendable {
         }
         let masterFile: String
         var createdMaster: SymmetricKey?
-        if let named = environment[masterKeyEnvironment], !named.isEmpty {
+        if let named = environment[masterKeyEnvironment] {
+            // Set but empty is most likely `SYNCLEDGER_MASTER_KEY_FILE=$FILE` with FILE unset.
+            // Read as unset, a new store got its master key beside the log, where the operator
+            // meant it not to be (hostile test).
+            guard !named.isEmpty else {
+                throw LedgerError("\(masterKeyEnvironment) is set but empty: set it to the file that holds the master key, or unset it to use \(directory)/master.key")
+            }
             masterFile = named
         } else {
             masterFile = directory + "/master.key"

@@ -34,3 +34,26 @@ import Testing
         #expect(try again.existingKey(for: "p-001") == made)
     }
 }
+
+/// `SYNCLEDGER_MASTER_KEY_FILE` set but empty (`=$FILE` with FILE unset) is refused with one
+/// line, and nothing is made: read as unset, a new store got its master key beside the log.
+@Suite struct EmptyMasterKeyVariableTests {
+    @Test func anEmptyMasterKeyVariableIsRefusedAndMakesNothing() throws {
+        let dir = TempDir("emptymaster")
+        let keys = dir.path + "/keys"
+        #expect {
+            _ = try KeyRing.open(directory: keys, create: true, environment: [KeyRing.masterKeyEnvironment: ""], notice: { _ in })
+        } throws: { error in
+            "\(error)".contains("SYNCLEDGER_MASTER_KEY_FILE is set but empty")
+        }
+        #expect(!FileManager.default.fileExists(atPath: keys))
+        // An existing store beside its own master key is refused the same way, and opens unset.
+        _ = try KeyRing.open(directory: keys, create: true, environment: [:], notice: { _ in })
+        #expect {
+            _ = try KeyRing.open(directory: keys, create: false, environment: [KeyRing.masterKeyEnvironment: ""], notice: { _ in })
+        } throws: { error in
+            "\(error)".contains("SYNCLEDGER_MASTER_KEY_FILE is set but empty")
+        }
+        _ = try KeyRing.open(directory: keys, create: false, environment: [:], notice: { _ in })
+    }
+}
