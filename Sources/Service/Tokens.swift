@@ -50,6 +50,13 @@ public struct TokenFile: Codable, Sendable {
            let mode = attributes[.posixPermissions] as? Int, mode & 0o022 != 0 {
             throw ServeError("the tokens file \(path) can be written by other users (mode \(String(mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
         }
+        // The same for a file another user owns: its owner can write it, or chmod it, whatever
+        // its mode (hostile test). Root's files are trusted, as ssh trusts them (a secrets mount).
+        if let attributes = try? FileManager.default.attributesOfItem(atPath: target),
+           attributes[.type] as? FileAttributeType == .typeRegular,
+           let owner = (attributes[.ownerAccountID] as? NSNumber)?.uint32Value, owner != 0, owner != geteuid() {
+            throw ServeError("the tokens file \(path) belongs to another user (uid \(owner)), who could add a token: give it to this user (uid \(geteuid())) or to root")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ServeError("cannot read the tokens file \(path): \(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")")
         }

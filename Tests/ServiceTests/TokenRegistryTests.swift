@@ -154,6 +154,32 @@ import Testing
         }
     }
 
+    /// A tokens file another user owns is refused, whatever its mode: its owner could write it
+    /// or chmod it. This user's own file and root's load. (Run as root, as CI runs, the test
+    /// gives the file to `nobody`; as another user it cannot chown and checks what it can.)
+    @Test func aTokensFileAnotherUserOwnsIsRefused() throws {
+        let dir = TempDir()
+        let path = dir.sub("tokens.json")
+        let (_, t) = TokenFile.newToken(name: "any", role: .admin, organizations: [])
+        try TokenFile(tokens: [t]).save(path: path)
+        #expect(chmod(path, 0o644) == 0)
+        #expect(try TokenFile.load(path: path).tokens.count == 1)
+        guard geteuid() == 0 else { return }
+        #expect(chown(path, 65534, 65534) == 0)
+        do {
+            _ = try TokenFile.load(path: path)
+            Issue.record("a tokens file owned by uid 65534 loaded")
+        } catch {
+            #expect("\(error)" == "the tokens file \(path) belongs to another user (uid 65534), who could add a token: give it to this user (uid 0) or to root")
+        }
+        // Through a link, the file's owner counts, not the link's.
+        let link = dir.sub("link.json")
+        #expect(symlink(path, link) == 0)
+        #expect(throws: ServeError.self) { try TokenFile.load(path: link) }
+        #expect(chown(path, 0, 0) == 0)
+        #expect(try TokenFile.load(path: link).tokens.count == 1)
+    }
+
     /// An admin token narrowed by hand to some organizations does not load: it read every
     /// organization regardless, without a word (hostile test). A reader with the same list does.
     @Test func anAdminTokenWithOrganizationsDoesNotLoad() throws {
