@@ -260,8 +260,9 @@ func printUpcoming(views: ProjectionStore, ctx: ReadContext, start: Int64, days:
             return
         }
         print(TerminalText.safe("upcoming \(span)" + (org.map { " for " + (ctx.organizationName($0) ?? $0) } ?? "")))
-        print(Output.table(["start", "patient"] + (org == nil ? ["org"] : []) + ["status", "where"], table))
-        print("(\(table.count) appointment\(table.count == 1 ? "" : "s")\(all ? "" : "; cancelled and removed hidden, --all shows them"))")
+        let fitted = Output.fittedTable(["start", "patient"] + (org == nil ? ["org"] : []) + ["status", "where"], table)
+        print(fitted.text)
+        print("(\(table.count) appointment\(table.count == 1 ? "" : "s")\(all ? "" : "; cancelled and removed hidden, --all shows them")\(Output.cutHint(fitted.cut, short: !all)))")
 }
 
 
@@ -398,8 +399,9 @@ func printChanges(range: ClosedRange<UInt64>, title: String, reader: LedgerReade
         return [ctx.local(c.startAt), ctx.patientName(of: c) ?? c.patientId ?? "", c.kind, detail]
             + (Output.wide ? [c.appointmentId] : [])
     }
-    print(Output.table(["start", "patient", "change", "detail"] + (Output.wide ? ["appointment_id"] : []), table))
-    print("(\(changes.count) change\(changes.count == 1 ? "" : "s"))")
+    let fitted = Output.fittedTable(["start", "patient", "change", "detail"] + (Output.wide ? ["appointment_id"] : []), table)
+    print(fitted.text)
+    print("(\(changes.count) change\(changes.count == 1 ? "" : "s")\(Output.cutHint(fitted.cut)))")
 }
 
 /// One everyday change of one appointment, read from its recorded versions.

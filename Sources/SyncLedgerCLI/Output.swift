@@ -57,8 +57,11 @@ enum Output {
     /// Columns shrunk last when a table must fit: a time, an address or a join link cut short
     /// is worth less than a cut name.
     static let keepLonger: Set<String> = ["start", "started", "address", "meeting_url", "error", "detail", "where"]
-    /// Columns that stay at least this wide (a time, a name) while others can still give.
-    static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9, "run": runPrefixLength]
+    /// Columns that stay at least this wide (a time, a name, the kind of a change, a run's type)
+    /// while others can still give. `change` holds "location changed" whole: cut to "re…" it
+    /// could be rescheduled, removed or restored (hostile test).
+    static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9, "run": runPrefixLength,
+                            "change": 16, "type": 15]
     /// How much of a run's id the `sync-logs` table shows: enough for `changes --run`.
     static let runPrefixLength = 8
 
@@ -88,7 +91,17 @@ enum Output {
         let rows = rows.map { $0.map(TerminalText.safe) }
         var widths = headers.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
-        if !wide { fit(&widths, headers: headers, budget: width ?? self.width) }
+        // A number is never cut: "44…" of 4470 reads as another number (hostile test). Its
+        // column keeps its widest cell; only its header may be cut to that.
+        let numbers = headers.indices.map { i -> Int? in
+            var widest = 0
+            for r in rows where i < r.count && !r[i].isEmpty {
+                guard r[i].allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-" || $0 == ".") }) else { return nil }
+                widest = max(widest, r[i].count)
+            }
+            return widest > 0 ? max(3, widest) : nil
+        }
+        if !wide { fit(&widths, headers: headers, budget: width ?? self.width, numbers: numbers) }
         func cut(_ cell: String, _ w: Int) -> String {
             cell.count <= w ? cell : String(cell.prefix(max(0, w - 1))) + "…"
         }
@@ -104,13 +117,16 @@ enum Output {
 
     /// Narrows columns until the table fits `budget`: the widest first, the `keepLonger` ones
     /// last, none below a few characters.
-    static func fit(_ widths: inout [Int], headers: [String], budget: Int) {
-        // A column keeps at least 3 characters (its header may be cut too), some more.
-        let floor = headers.map { minWidths[$0] ?? 3 }
+    /// `numbers`: for a column of numbers, the width of its widest, which it keeps.
+    static func fit(_ widths: inout [Int], headers: [String], budget: Int, numbers: [Int?] = []) {
+        // A column keeps at least 3 characters (its header may be cut too), some more; a column
+        // of numbers all of them, always.
+        let kept = headers.indices.map { $0 < numbers.count ? numbers[$0] ?? 3 : 3 }
+        let floor = headers.indices.map { max(minWidths[headers[$0]] ?? 3, kept[$0]) }
         var total = widths.reduce(0, +) + 2 * max(0, widths.count - 1)
         // First the columns give down to their floors; only then do the floors go.
         fitTo(&widths, headers: headers, budget: budget, floor: floor, total: &total)
-        fitTo(&widths, headers: headers, budget: budget, floor: headers.map { _ in 3 }, total: &total)
+        fitTo(&widths, headers: headers, budget: budget, floor: kept, total: &total)
     }
 
     static func fitTo(_ widths: inout [Int], headers: [String], budget: Int, floor: [Int], total: inout Int) {
@@ -133,9 +149,13 @@ enum Output {
         }
         let (text, cut) = fittedTable(columns.map { headerNames[$0] ?? $0 }, rows.map { r in columns.map { Self.text(r[$0]) } })
         print(text)
-        // Cut cells end in "…": an id cut so cannot be given to `history` (hostile test).
-        let hint = cut ? "; cells cut to fit: --wide shows them whole" : ""
-        print("(\(rows.count) row\(rows.count == 1 ? "" : "s")\(hint))")
+        print("(\(rows.count) row\(rows.count == 1 ? "" : "s")\(cutHint(cut)))")
+    }
+
+    /// Said after the count when cells were cut: an id cut so cannot be given to `history`
+    /// (hostile test).
+    static func cutHint(_ cut: Bool, short: Bool = false) -> String {
+        cut ? (short ? "; --wide shows cut cells whole" : "; cells cut to fit: --wide shows them whole") : ""
     }
 }
 

@@ -1,5 +1,6 @@
 import FakeIntakeQ
 import Foundation
+import GRDB
 import TestSupport
 import Testing
 
@@ -360,6 +361,26 @@ extension CLIBinaryTests {
         // A table that fits says nothing of cutting.
         let roomy = try await cli(["sync-logs", "--store", store], env: ["COLUMNS": "400"])
         #expect(roomy.stdoutLines.last?.hasSuffix(" rows)") == true && !roomy.stdout.contains("…"), "\(roomy.stdout)")
+
+        // The kind of a change is never cut to "re…" (rescheduled, removed or restored?) to keep
+        // a long detail, and the cut detail is said (hostile test).
+        let changesJSON = try await cli(["changes", "--store", store, "--since", "2000-01-01", "--json"])
+        let kinds = Set(Self.rows(changesJSON).compactMap { $0["change"] as? String })
+        #expect(kinds.contains("rescheduled") && kinds.contains { $0.hasPrefix("link") }, "\(kinds)")
+        let changesTable = try await cli(["changes", "--store", store, "--since", "2000-01-01"])
+        expectSuccess(changesTable)
+        for kind in kinds { #expect(changesTable.stdout.contains("  \(kind)  ") || changesTable.stdout.contains("  \(kind)\n"), "\(kind) cut: \(changesTable.stdout)") }
+        if changesTable.stdout.contains("…") {
+            #expect(changesTable.stdoutLines.last?.hasSuffix("; cells cut to fit: --wide shows them whole)") == true, "\(changesTable.stdoutLines.last ?? "")")
+        }
+        // A number is never cut ("44…" of 4470 reads as another number), however narrow.
+        try await DatabaseQueue(path: store + "/projections.sqlite").write { db in
+            try db.execute(sql: "UPDATE sync_logs SET duration_ms = 1234567")
+        }
+        let narrowRuns = try await cli(["sync-logs", "--store", store], env: ["COLUMNS": "40"])
+        expectSuccess(narrowRuns)
+        let runLines = narrowRuns.stdoutLines.dropFirst(2).dropLast()
+        #expect(!runLines.isEmpty && runLines.allSatisfy { $0.contains("1234567") }, "\(narrowRuns.stdout)")
 
         // locations: the whole address at the default width.
         let locations = try await cli(["locations", "--store", store])
