@@ -43,7 +43,9 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     /// What failed, without the remedy: "the last verify (AT) failed: …", or for damage a
     /// command met, "`rebuild` found the log damaged at AT: …". `time` shows `at`.
     public func summary(time: (String) -> String = { $0 }) -> String {
-        let error = error ?? "the log is damaged"
+        var error = error ?? "the log is damaged"
+        // The messages end in a full stop; what follows is joined with "; " ("seq 3.; what…").
+        while error.hasSuffix(".") { error.removeLast() }
         if let foundBy { return "`\(foundBy)` found the log damaged at \(time(foundAt ?? at)): \(error)" }
         return "the last verify (\(time(at))) failed: \(error)"
     }
