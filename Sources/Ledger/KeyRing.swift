@@ -150,25 +150,11 @@ public final class KeyRing: @unchecked Sendable {
                 real = String(cString: r)
                 free(r)
             }
-            guard let (directory, dirMode) = Self.openDirectory(above: path) ?? Self.openDirectory(above: real) else { return nil }
+            guard let (directory, dirMode) = openDirectory(above: path) ?? openDirectory(above: real) else { return nil }
             what = "is below \(directory), which every user can write (mode \(String(dirMode, radix: 8))): any of them can put another key in its place; "
                 + "keep it where only its owner can write"
         }
         return "the master key file \(path) \(what)"
-    }
-
-    /// The first directory above `path` (the nearest first, up to the root) that every user may
-    /// write and that has no sticky bit, with its mode; nil when there is none.
-    static func openDirectory(above path: String) -> (String, mode_t)? {
-        var directory = path
-        while true {
-            let parent = parentDirectory(of: directory)
-            let next = parent.isEmpty ? (directory.hasPrefix("/") ? "/" : ".") : parent
-            var st = stat()
-            if stat(next, &st) == 0, st.st_mode & 0o002 != 0, st.st_mode & 0o1000 == 0 { return (next, st.st_mode & 0o777) }
-            guard next != directory, next != "/", next != "." else { return nil }
-            directory = next
-        }
     }
 
     /// `exposure(ofMasterKeyFile:)` of the file this key store's master key was read from.

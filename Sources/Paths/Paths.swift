@@ -13,6 +13,22 @@ public func parentDirectory(of path: String) -> String {
     return parent.isEmpty ? "/" : String(parent)
 }
 
+/// The first directory above `path` (the nearest first, up to the root) that every user may
+/// write and that has no sticky bit, with its mode; nil when there is none. Whoever can write
+/// such a directory can rename what is below it and put their own file in its place: the master
+/// key's and the tokens file's check (hostile tests).
+public func openDirectory(above path: String) -> (String, mode_t)? {
+    var directory = path
+    while true {
+        let parent = parentDirectory(of: directory)
+        let next = parent.isEmpty ? (directory.hasPrefix("/") ? "/" : ".") : parent
+        var st = stat()
+        if stat(next, &st) == 0, st.st_mode & 0o002 != 0, st.st_mode & 0o1000 == 0 { return (next, st.st_mode & 0o777) }
+        guard next != directory, next != "/", next != "." else { return nil }
+        directory = next
+    }
+}
+
 /// What tells a change of a file that is re-read when it changes: its modification and
 /// status-change times, size, device and inode. The modification time alone missed a file
 /// rewritten and given its old time back (`touch -d`): the server's tokens file, whose revoked

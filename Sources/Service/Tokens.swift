@@ -57,6 +57,12 @@ public struct TokenFile: Codable, Sendable {
            let owner = (attributes[.ownerAccountID] as? NSNumber)?.uint32Value, owner != 0, owner != geteuid() {
             throw ServeError("the tokens file \(path) belongs to another user (uid \(owner)), who could add a token: give it to this user (uid \(geteuid())) or to root")
         }
+        // And one below a directory every user can write (no sticky bit), the link's or its
+        // target's: any of them could put their own tokens file in its place (hostile test), as
+        // `status` says of the master key.
+        if let (directory, mode) = openDirectory(above: path) ?? openDirectory(above: target) {
+            throw ServeError("the tokens file \(path) is below \(directory), which every user can write (mode \(String(mode, radix: 8))): any of them could put another tokens file in its place; keep it where only its owner can write")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ServeError("cannot read the tokens file \(path): \(FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file")")
         }

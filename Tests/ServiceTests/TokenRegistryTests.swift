@@ -180,6 +180,39 @@ import Testing
         #expect(try TokenFile.load(path: link).tokens.count == 1)
     }
 
+    /// A tokens file below a directory every user can write (no sticky bit) is refused, the
+    /// file's or its link's: any of them could put their own file in its place. A sticky one
+    /// (as /tmp) is not.
+    @Test func aTokensFileBelowADirectoryEveryoneCanWriteIsRefused() throws {
+        let dir = TempDir()
+        let open = dir.sub("open")
+        #expect(mkdir(open, 0o700) == 0 && chmod(open, 0o777) == 0)
+        let path = open + "/tokens.json"
+        let (_, t) = TokenFile.newToken(name: "any", role: .admin, organizations: [])
+        try TokenFile(tokens: [t]).save(path: path)
+        do {
+            _ = try TokenFile.load(path: path)
+            Issue.record("a tokens file in a 777 directory loaded")
+        } catch {
+            #expect("\(error)" == "the tokens file \(path) is below \(open), which every user can write (mode 777): any of them could put another tokens file in its place; keep it where only its owner can write")
+        }
+        #expect(chmod(open, 0o1777) == 0)
+        #expect(try TokenFile.load(path: path).tokens.count == 1)
+        // A link in an open directory, to a file kept safe; and a safe link to a file in one.
+        #expect(chmod(open, 0o700) == 0)
+        let safe = dir.sub("safe.json")
+        try TokenFile(tokens: [t]).save(path: safe)
+        let other = dir.sub("other")
+        #expect(mkdir(other, 0o777) == 0 && chmod(other, 0o777) == 0)
+        #expect(symlink(safe, other + "/link.json") == 0)
+        #expect(throws: ServeError.self) { try TokenFile.load(path: other + "/link.json") }
+        #expect(chmod(open, 0o777) == 0)
+        #expect(symlink(path, dir.sub("link.json")) == 0)
+        #expect(throws: ServeError.self) { try TokenFile.load(path: dir.sub("link.json")) }
+        #expect(chmod(open, 0o700) == 0)
+        #expect(try TokenFile.load(path: dir.sub("link.json")).tokens.count == 1)
+    }
+
     /// An admin token narrowed by hand to some organizations does not load: it read every
     /// organization regardless, without a word (hostile test). A reader with the same list does.
     @Test func anAdminTokenWithOrganizationsDoesNotLoad() throws {
