@@ -89,30 +89,63 @@ enum Output {
     /// `table`, and whether a cell was cut to fit.
     static func fittedTable(_ headers: [String], _ rows: [[String]], width: Int? = nil) -> (text: String, cut: Bool) {
         let rows = rows.map { $0.map(TerminalText.safe) }
-        var widths = headers.map(\.count)
-        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        // Widths are terminal columns, not characters: a CJK name of 12 characters takes 24, and
+        // counted as 12 it pushed every cell after it out of line and the row past the width
+        // (hostile test).
+        var widths = headers.map(columns)
+        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], columns(c)) } }
         // A number is never cut: "44…" of 4470 reads as another number (hostile test). Its
         // column keeps its widest cell; only its header may be cut to that.
         let numbers = headers.indices.map { i -> Int? in
             var widest = 0
             for r in rows where i < r.count && !r[i].isEmpty {
                 guard r[i].allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-" || $0 == ".") }) else { return nil }
-                widest = max(widest, r[i].count)
+                widest = max(widest, columns(r[i]))
             }
             return widest > 0 ? max(3, widest) : nil
         }
         if !wide { fit(&widths, headers: headers, budget: width ?? self.width, numbers: numbers) }
         func cut(_ cell: String, _ w: Int) -> String {
-            cell.count <= w ? cell : String(cell.prefix(max(0, w - 1))) + "…"
+            guard columns(cell) > w else { return cell }
+            var kept = "", used = 0
+            for c in cell {
+                let n = columns(c)
+                guard used + n <= w - 1 else { break }
+                kept.append(c)
+                used += n
+            }
+            return kept + "…"
         }
         func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in cut(c, widths[i]).padding(toLength: widths[i], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+            cells.enumerated().map { i, c in
+                let shown = cut(c, widths[i])
+                return shown + String(repeating: " ", count: max(0, widths[i] - columns(shown)))
+            }
+            .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
         }
         var out = [line(headers), line(widths.map { String(repeating: "-", count: $0) })]
         out += rows.map(line)
-        let wasCut = rows.contains { r in r.indices.contains { $0 < widths.count && r[$0].count > widths[$0] } }
+        let wasCut = rows.contains { r in r.indices.contains { $0 < widths.count && columns(r[$0]) > widths[$0] } }
         return (out.joined(separator: "\n"), wasCut)
+    }
+
+    /// The terminal columns `text` takes.
+    static func columns(_ text: String) -> Int { text.reduce(0) { $0 + columns($1) } }
+
+    /// The terminal columns a character takes: 2 for East Asian wide and fullwidth characters
+    /// and emoji (Unicode's East Asian Width W and F, the main blocks), else 1. A character is a
+    /// whole grapheme cluster, so a combining mark adds nothing to the letter it is on.
+    static func columns(_ c: Character) -> Int {
+        guard let first = c.unicodeScalars.first, first.value >= 0x1100 else { return 1 }
+        if c.unicodeScalars.contains(where: { $0.value == 0xFE0F }) { return 2 }  // emoji presentation
+        switch first.value {
+        case 0x1100...0x115F, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF,
+             0xA000...0xA4CF, 0xAC00...0xD7A3, 0xF900...0xFAFF, 0xFE30...0xFE4F, 0xFF00...0xFF60,
+             0xFFE0...0xFFE6, 0x1F300...0x1F64F, 0x1F680...0x1F6FF, 0x1F900...0x1F9FF, 0x20000...0x3FFFD:
+            return 2
+        default:
+            return 1
+        }
     }
 
     /// Narrows columns until the table fits `budget`: the widest first, the `keepLonger` ones

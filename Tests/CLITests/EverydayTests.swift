@@ -233,6 +233,42 @@ extension CLIBinaryTests {
         #expect(!table.stderr.contains("Peyton"))
     }
 
+    /// A patient whose name is wide characters (12 CJK ideographs, 24 terminal columns): the
+    /// table's columns stay in line and its lines within 100 columns. Counted in characters, the
+    /// name pushed every cell after it out of line and the line past the width (hostile test).
+    @Test func wideCharactersKeepTheTableInLine() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("widechars")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let name = "山田太郎山田太郎山田太郎"
+        let roster = tmp.path + "/roster.json"
+        let text = try String(contentsOfFile: Repo.roster, encoding: .utf8)
+        #expect(text.contains("\"Peyton Delacroix\""))
+        try text.replacingOccurrences(of: "\"Peyton Delacroix\"", with: "\"\(name)\"").write(toFile: roster, atomically: true, encoding: .utf8)
+        let day = try #require(practice.day(1))
+        try await withFakeServer(day) { _, url in
+            let r = try await cli(["sync", "--store", store, "--roster", roster, "--base-url", url, "--now", day.now,
+                                   "--requests-per-minute", "1000"], env: keyEnv)
+            expectSuccess(r)
+        }
+        func columns(_ s: Substring) -> Int { s.reduce(0) { $0 + (($1.unicodeScalars.first?.value ?? 0) >= 0x4E00 && ($1.unicodeScalars.first?.value ?? 0) <= 0x9FFF ? 2 : 1) } }
+        let table = try await cli(["upcoming", "--store", store, "--now", "2026-11-01T00:00", "--days", "120", "--all"])
+        expectSuccess(table)
+        #expect(table.stdout.contains("山田太郎山"), "\(table.stdout)")
+        let lines = table.stdoutLines.dropFirst()  // the title
+        let header = try #require(lines.first)
+        let statusAt = columns(header[..<(try #require(header.range(of: "status"))).lowerBound])
+        var checked = 0
+        for line in lines.dropFirst(2).dropLast() {
+            #expect(columns(Substring(line)) <= 100, "\(columns(Substring(line))) columns: \(line)")
+            guard let m = line.range(of: #"  (confirmed|scheduled|cancelled|no_show|unknown|removed) "#, options: .regularExpression) else { continue }
+            #expect(columns(line[..<m.lowerBound]) + 2 == statusAt, "out of line: \(line)")
+            if line.contains("山田") { checked += 1 }
+        }
+        #expect(checked > 0, "\(table.stdout)")
+    }
+
     /// An appointment removed, then observed again (day 1's export once more, after day 2 removed
     /// it): `history` shows the row coming back and `changes` says "restored". Both showed an
     /// `appointment.changed` with no change at all, "updated" with an empty detail (hostile test).
