@@ -93,10 +93,15 @@ public struct SyncOutcome: Sendable {
         }
     }
 
-    /// "X new, Y updated, Z unchanged, R removed, E errors in N s; head SEQ:HASH"
+    /// "X new, Y updated, Z unchanged, R removed, E errors in N s; head SEQ:HASH", after the run's
+    /// status when it did not complete ("partial_success: …", "interrupted, recorded as failed:
+    /// …"): after an interrupt's failure line, the bare counts read as a run that went well
+    /// (hostile test).
     public var summaryLine: String {
         let secs = String(format: "%.1f", Double(durationMs) / 1000)
-        return "\(counts.new) new, \(counts.updated) updated, \(counts.unchanged) unchanged, \(counts.removed) removed, \(counts.errors) errors in \(secs) s; head \(head)"
+        let line = "\(counts.new) new, \(counts.updated) updated, \(counts.unchanged) unchanged, \(counts.removed) removed, \(counts.errors) errors in \(secs) s; head \(head)"
+        if interrupted { return "interrupted, recorded as failed: " + line }
+        return status == "completed" ? line : "\(status): " + line
     }
 }
 

@@ -502,6 +502,8 @@ extension CLIBinaryTests {
                 } else {
                     #expect(!r.signaled && r.status == code, "\(r.label) exited \(r.status): \(r.stderr)")
                     #expect(r.stderr.contains("interrupted"), "\(r.stderr)")
+                    // Its summary says so too: the bare counts read as a run that went well.
+                    #expect(r.stdout.hasPrefix("interrupted, recorded as failed: "), "\(r.stdout)")
                     let logs = try #require(parseJSON(try await cli(["sync-logs", "--json", "--store", store]).stdout) as? [[String: Any]])
                     #expect(logs.first?["status"] as? String == "failed" && logs.first?["error_message"] as? String == "interrupted",
                             "\(logs.first ?? [:])")

@@ -71,7 +71,7 @@ struct FaultTests {
         #expect(rig.server.requests().contains { $0.path == "/appointments" && $0.page == 3 })
         #expect(outcome.errors.count == 1)
         #expect(outcome.errorMessage?.contains("GET /appointments page 2") == true, "\(outcome.errorMessage ?? "nil")")
-        #expect(outcome.summaryLine.contains("\(expectedNew.count) new, 0 updated, 0 unchanged, 0 removed, 1 errors in "))
+        #expect(outcome.summaryLine.hasPrefix("partial_success: \(expectedNew.count) new, 0 updated, 0 unchanged, 0 removed, 1 errors in "))
         let log = try StoreReader.syncLogs(store).first
         #expect(log?["status"] == .string("partial_success"))
         #expect(log?["appointments_errors"] == .number(1))
