@@ -50,7 +50,9 @@ struct SyncCounts: Equatable, CustomStringConvertible {
         guard let line = text.split(separator: "\n").last(where: { $0.contains(" new, ") && $0.contains("; head ") })
         else { return nil }
         var found: [String: Int] = [:]
-        for part in line.split(separator: ";")[0].split(separator: ",") {
+        // A run that did not complete has its status first ("partial_success: 3 new, …").
+        let counts = line.split(separator: ";")[0].split(separator: ": ").last ?? ""
+        for part in counts.split(separator: ",") {
             let words = part.split(separator: " ")
             guard words.count >= 2, let n = Int(words[0]) else { continue }
             found[String(words[1])] = n

@@ -18,7 +18,7 @@ public struct AppointmentFacts: Sendable, Hashable {
     public var startAt: String? { startMillis.map(ISOTime.format(millis:)) }
     /// The end as the views write it. The times are kept as numbers and written out as text only
     /// when read: a rebuild folds about four observations of an appointment for each row it
-    /// writes, and formatting three times for each of them was ~2 % of its CPU (BENCHMARKS.md).
+    /// writes, and formatting three times for each of them cost ~3 % of its CPU (BENCHMARKS.md, 2026-12-07).
     public var endAt: String? { endAtMillis.map(ISOTime.format(millis:)) }
     public var startMillis: Int64?
     /// The end's milliseconds, clamped as `ISOTime.format` clamps (so equal facts are those

@@ -65,13 +65,7 @@ public final class KeyRing: @unchecked Sendable {
         }
         let masterFile: String
         var createdMaster: SymmetricKey?
-        if let named = environment[masterKeyEnvironment] {
-            // Set but empty is most likely `SYNCLEDGER_MASTER_KEY_FILE=$FILE` with FILE unset.
-            // Read as unset, a new store got its master key beside the log, where the operator
-            // meant it not to be (hostile test).
-            guard !named.isEmpty else {
-                throw LedgerError("\(masterKeyEnvironment) is set but empty: set it to the file that holds the master key, or unset it to use \(directory)/master.key")
-            }
+        if let named = try namedMasterKeyFile(environment: environment, keys: directory) {
             masterFile = named
         } else {
             masterFile = directory + "/master.key"
@@ -108,6 +102,19 @@ public final class KeyRing: @unchecked Sendable {
             try writeNewFile(check, Array(box.combined!))
         }
         return KeyRing(directory: directory, masterKeyFile: masterFile, master: master)
+    }
+
+    /// The master key file `SYNCLEDGER_MASTER_KEY_FILE` names, nil when it is not set. Set but
+    /// empty is refused: most likely `=$FILE` with FILE unset, and read as unset a new store got
+    /// its master key beside the log, where the operator meant it not to be (hostile test). The
+    /// one reading of the variable, for every command and the server (cold review).
+    public static func namedMasterKeyFile(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                          keys directory: String) throws -> String? {
+        guard let named = environment[masterKeyEnvironment] else { return nil }
+        guard !named.isEmpty else {
+            throw LedgerError("\(masterKeyEnvironment) is set but empty: set it to the file that holds the master key, or unset it to use \(directory)/master.key")
+        }
+        return named
     }
 
     static let checkLabel = "syncledger-master-check-v1"

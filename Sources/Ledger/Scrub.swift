@@ -45,7 +45,8 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     public func summary(time: (String) -> String = { $0 }) -> String {
         var error = error ?? "the log is damaged"
         // The messages end in a full stop; what follows is joined with "; " ("seq 3.; what…").
-        while error.hasSuffix(".") { error.removeLast() }
+        // One stop only (an ellipsis stays), and never the whole text.
+        if error.count > 1, error.hasSuffix("."), !error.hasSuffix("..") { error.removeLast() }
         if let foundBy { return "`\(foundBy)` found the log damaged at \(time(foundAt ?? at)): \(error)" }
         return "the last verify (\(time(at))) failed: \(error)"
     }

@@ -29,6 +29,12 @@ public func openDirectory(above path: String) -> (String, mode_t)? {
     }
 }
 
+/// True when `path` is on a file system mounted read-only (nobody can change it there).
+public func isOnReadOnlyMount(_ path: String) -> Bool {
+    var fs = statvfs()
+    return statvfs(path, &fs) == 0 && fs.f_flag & UInt(ST_RDONLY) != 0
+}
+
 /// What tells a change of a file that is re-read when it changes: its modification and
 /// status-change times, size, device and inode. The modification time alone missed a file
 /// rewritten and given its old time back (`touch -d`): the server's tokens file, whose revoked

@@ -77,7 +77,7 @@ public final class SyncLedgerServer: Sendable {
                 if let exposed = ring.masterKeyExposure { config.logger.warning("\(exposed)") }
             } else {
                 if let words = try SyncSession.missingKeyStore(store, named: config.keysPath) { throw ServeError(words) }
-                if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {
+                if let named = try KeyRing.namedMasterKeyFile(keys: store.keysPath) {
                     _ = try KeyRing.checkMasterKeyFile(named)
                 }
             }

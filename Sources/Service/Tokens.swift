@@ -51,11 +51,20 @@ public struct TokenFile: Codable, Sendable {
             throw ServeError("the tokens file \(path) can be written by other users (mode \(String(mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
         }
         // The same for a file another user owns: its owner can write it, or chmod it, whatever
-        // its mode (hostile test). Root's files are trusted, as ssh trusts them (a secrets mount).
+        // its mode (hostile test). Trusted: root's (as ssh trusts them), and one whose owner owns
+        // the directory that holds it, who could replace it anyway: the store's owner's, which
+        // `token new` run as root gives back to them (README, "Running as root"; cold review), and
+        // a file on a read-only mount (a container's secret keeps its host owner).
         if let attributes = try? FileManager.default.attributesOfItem(atPath: target),
            attributes[.type] as? FileAttributeType == .typeRegular,
            let owner = (attributes[.ownerAccountID] as? NSNumber)?.uint32Value, owner != 0, owner != geteuid() {
-            throw ServeError("the tokens file \(path) belongs to another user (uid \(owner)), who could add a token: give it to this user (uid \(geteuid())) or to root")
+            let parent = parentDirectory(of: target)
+            let holder = ((try? FileManager.default.attributesOfItem(atPath: parent.isEmpty ? "." : parent))?[.ownerAccountID] as? NSNumber)?
+                .uint32Value
+            if holder != owner && !isOnReadOnlyMount(target) {
+                let to = geteuid() == 0 ? "root" : "this user (uid \(geteuid())) or to root"
+                throw ServeError("the tokens file \(path) belongs to another user (uid \(owner)), who could add a token: give it to \(to)")
+            }
         }
         // And one below a directory every user can write (no sticky bit), the link's or its
         // target's: any of them could put their own tokens file in its place (hostile test), as

@@ -128,7 +128,7 @@ public enum SyncSession {
     public static func run(_ config: SyncConfiguration) async throws -> SyncOutcome {
         try config.request.validate()
         // A master key file named but unreadable fails before anything is created or written.
-        if let named = ProcessInfo.processInfo.environment[KeyRing.masterKeyEnvironment], !named.isEmpty {
+        if let named = try KeyRing.namedMasterKeyFile(keys: config.keysPath ?? (config.storePath + "/keys")) {
             _ = try KeyRing.checkMasterKeyFile(named)
         }
         var store = try Store.openOrCreate(config.storePath)

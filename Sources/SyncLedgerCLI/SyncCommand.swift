@@ -322,6 +322,9 @@ struct StatusCommand: AsyncParsableCommand {
                 }
             } else if let missing = try SyncSession.missingKeyStore(store, named: storeOptions.keys) {
                 report.problems.append(missing)
+            } else {
+                // No key store yet: the first sync makes one, with the master key the variable names.
+                do { _ = try KeyRing.namedMasterKeyFile(keys: store.keysPath) } catch { report.problems.append("\(error)") }
             }
             if json {
                 print(Output.json(.object(report.json)))

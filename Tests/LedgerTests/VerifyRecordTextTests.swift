@@ -12,5 +12,10 @@ import Testing
         #expect(!found.failure.contains(".;"))
         let verify = VerifyRecord(at: "2026-12-07T09:00:00.000Z", head: "2:ab", ok: false, events: 2, error: "chain mismatch.")
         #expect(verify.failure.hasPrefix("the last verify (2026-12-07T09:00:00.000Z) failed: chain mismatch; damage inside the log"))
+        // One stop only: an ellipsis stays, and so does a text that is nothing but a stop.
+        for text in ["cut short...", "."] {
+            let r = VerifyRecord(at: "t", head: "none", ok: false, events: 0, error: text)
+            #expect(r.summary() == "the last verify (t) failed: \(text)")
+        }
     }
 }

@@ -170,8 +170,16 @@ import Testing
             _ = try TokenFile.load(path: path)
             Issue.record("a tokens file owned by uid 65534 loaded")
         } catch {
-            #expect("\(error)" == "the tokens file \(path) belongs to another user (uid 65534), who could add a token: give it to this user (uid 0) or to root")
+            #expect("\(error)" == "the tokens file \(path) belongs to another user (uid 65534), who could add a token: give it to root")
         }
+        // Its owner's directory, though, is theirs to replace it in anyway: a store's state/
+        // whose tokens file `token new` run as root gave back to the store's owner.
+        let owned = dir.sub("owned")
+        #expect(mkdir(owned, 0o700) == 0 && chown(owned, 65534, 65534) == 0)
+        let theirs = owned + "/tokens.json"
+        try TokenFile(tokens: [t]).save(path: theirs)
+        #expect(chown(theirs, 65534, 65534) == 0)
+        #expect(try TokenFile.load(path: theirs).tokens.count == 1)
         // Through a link, the file's owner counts, not the link's.
         let link = dir.sub("link.json")
         #expect(symlink(path, link) == 0)

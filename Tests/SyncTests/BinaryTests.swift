@@ -13,8 +13,10 @@ import Testing
 import Glibc
 #endif
 
-/// `X new, Y updated, Z unchanged, R removed, E errors in N s; head SEQ:HASH`
+/// `X new, Y updated, Z unchanged, R removed, E errors in N s; head SEQ:HASH`, of a completed run.
 var summaryPattern: Regex<(Substring, Substring, Substring, Substring, Substring, Substring, Substring, Substring)> { #/^(\d+) new, (\d+) updated, (\d+) unchanged, (\d+) removed, (\d+) errors in [0-9.]+ s; head (\d+):([0-9a-f]{64})$/# }
+/// The same after a run's status, for a run that did not complete (`partial_success: …`).
+var partialSummaryPattern: Regex<(Substring, Substring, Substring, Substring, Substring, Substring, Substring, Substring)> { #/^partial_success: (\d+) new, (\d+) updated, (\d+) unchanged, (\d+) removed, (\d+) errors in [0-9.]+ s; head (\d+):([0-9a-f]{64})$/# }
 
 /// Tests of the built `syncledger` binary against the fake server running in this process.
 @Suite("End to end: the syncledger binary", .serialized)
@@ -62,7 +64,7 @@ struct BinaryTests {
         #expect(r.status == 2, "stdout: \(r.stdout) stderr: \(r.stderr)")
         let lines = r.stdout.split(separator: "\n")
         #expect(lines.count == 1, "one summary line on stdout: \(r.stdout)")
-        let m = try #require(lines.first.flatMap { try? summaryPattern.wholeMatch(in: String($0)) }, "summary: \(r.stdout)")
+        let m = try #require(lines.first.flatMap { try? partialSummaryPattern.wholeMatch(in: String($0)) }, "summary: \(r.stdout)")
         #expect(Int(m.output.1)! > 0 && Int(m.output.1)! < Fixtures.expected(1).counts.new)
         #expect(m.output.5 == "1")
         #expect(r.stderr.contains("partial_success"), "\(r.stderr)")
