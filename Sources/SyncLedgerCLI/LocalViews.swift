@@ -94,7 +94,9 @@ struct ReadContext {
     }
 
     func input(_ text: String, option: String) throws -> TimeInput {
-        do { return try TimeInput.parse(text) } catch let e as LocalTimeError { throw CLIFailure(message: "\(option) " + e.message) }
+        // A malformed time is a usage error (exit 64, the help named), as the README says of a
+        // malformed option; it was exit 1 (hostile test).
+        do { return try TimeInput.parse(text) } catch let e as LocalTimeError { throw ValidationError("\(option) " + e.message) }
     }
 
     /// JSON: `start_local` / `end_local` (ISO 8601 with the zone's offset) after `start_at` / `end_at`.
@@ -145,7 +147,7 @@ extension ScopeOptions {
         let end = try to.map { try ctx.input($0, option: "--to").end(in: ctx.zone) }
         if let start, let end, start > end {
             // As the read API answers it (400 "from: it is after to"); it listed nothing, exit 0.
-            throw CLIFailure(message: "--from \(from ?? "") is after --to \(to ?? ""): no appointment can match")
+            throw ValidationError("--from \(from ?? "") is after --to \(to ?? ""): no appointment can match")
         }
         f.from = start.map { ISOTime.format(millis: $0) }
         f.to = end.map { ISOTime.format(millis: $0) }

@@ -45,7 +45,7 @@ struct SyncLedgerCommand: AsyncParsableCommand {
         // Everything SyncLedger creates holds patient data: owner-only, whatever the caller's umask.
         umask(0o077)
         _ = SQLiteSettings.applied
-        let args = hoistGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        let args = hoistGlobalOptions(joinNegativeTimes(Array(CommandLine.arguments.dropFirst())))
         do {
             var command = try parseAsRoot(args)
             DamageWitness.command(command, args: args)
@@ -124,6 +124,28 @@ func printFailureJSON(_ line: String, code: Int32) {
 
 /// Moves leading `--store DIR` / `--store=DIR` and `--keys DIR` / `--keys=DIR` behind the first
 /// subcommand name (`--keys` in front was an unknown option, hostile test).
+/// `--since -1h` given as `--since=-1h`: the parser took "-1h" for an option and said "Missing
+/// value for '--since'", where the command says what is wrong with a negative time (hostile
+/// test). Only the time options, only a value that starts with a minus and a digit.
+func joinNegativeTimes(_ args: [String]) -> [String] {
+    let timed: Set<String> = ["--since", "--from", "--to", "--now"]
+    var out: [String] = []
+    var i = 0
+    while i < args.count {
+        let a = args[i]
+        if a == "--" { return out + args[i...] }
+        if timed.contains(a), i + 1 < args.count, args[i + 1].hasPrefix("-"),
+           args[i + 1].dropFirst().first?.isNumber == true {
+            out.append(a + "=" + args[i + 1])
+            i += 2
+            continue
+        }
+        out.append(a)
+        i += 1
+    }
+    return out
+}
+
 func hoistGlobalOptions(_ args: [String]) -> [String] {
     var globals: [String] = []
     var rest = args[...]
@@ -193,6 +215,10 @@ func guarded(_ body: () async throws -> Int32) async throws {
         DamageWitness.note(e.underlying ?? e)
         throw failed("syncledger: " + e.message, code: e.code)
     } catch let e as ExitCode {
+        throw e
+    } catch let e as ValidationError {
+        // A usage error found once the command ran (a time that needs the practice's zone):
+        // said as ArgumentParser's are, one line naming the help, exit 64.
         throw e
     } catch {
         DamageWitness.note(error)

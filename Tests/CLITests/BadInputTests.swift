@@ -175,6 +175,28 @@ extension CLIBinaryTests {
         BadArg(["serve", "--store", "S", "--roster", "R", "--tokens", ""], "--tokens is empty"),
     ]
 
+    /// A malformed time and a range that ends before it starts are usage errors: exit 64, one
+    /// line naming the help (they exited 1, hostile test).
+    @Test func malformedTimesAreUsageErrors() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("badtimes")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice)
+        for args in [["appointments", "--from", "2026-12-03", "--to", "2026-12-02"], ["changes", "--since", "yesterday"],
+                     ["upcoming", "--now", "2026-13-45"], ["as-of", "2026-12-01T10:00:00+15:00"]] {
+            let r = try await cli(args + ["--store", store])
+            #expect(r.status == 64, "\(args): exit \(r.status): \(r.stderr)")
+            #expect(r.stderr.hasSuffix("--help` lists the options)\n"), "\(args): \(r.stderr)")
+            expectCleanFailure(r)
+        }
+        // A negative duration is the command's to judge, not "Missing value for '--since'".
+        let negative = try await cli(["changes", "--store", store, "--since", "-1h"])
+        #expect(negative.status == 64 && negative.stderr.contains("--since '-1h' is neither a duration"), "\(negative.stderr)")
+        let json = try await cli(["appointments", "--store", store, "--from", "2026-12-03", "--to", "2026-12-02", "--json"])
+        #expect((parseJSON(json.stdout) as? [String: Any])?["exit_code"] as? Int == 64, "\(json.stdout)")
+    }
+
     @Test("every command with missing, malformed and out-of-range arguments fails cleanly, store unchanged")
     func badArgumentMatrix() async throws {
         let practice = try Practice.load()
