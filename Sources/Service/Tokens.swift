@@ -35,19 +35,17 @@ public struct TokenFile: Codable, Sendable {
         // Not read when it is not a regular file: a FIFO would block, and a directory read as
         // "permission denied", the wrong reason (hostile test).
         // A symbolic link is followed (a secrets mount links its files: cold review).
-        var isDirectory: ObjCBool = false
         let target = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-        if FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory),
-           isDirectory.boolValue || (try? FileManager.default.attributesOfItem(atPath: target)[.type] as? FileAttributeType) != .typeRegular {
-            throw ServeError("the tokens file \(path) is \(isDirectory.boolValue ? "a directory" : "not a regular file"): give the file itself")
+        // Looked at once; a link that leads nowhere is not judged by its own type or mode (0777),
+        // but said to be missing below (cold review).
+        let attributes = FileManager.default.fileExists(atPath: target) ? try? FileManager.default.attributesOfItem(atPath: target) : nil
+        if let type = attributes?[.type] as? FileAttributeType, type != .typeRegular {
+            throw ServeError("the tokens file \(path) is \(type == .typeDirectory ? "a directory" : "not a regular file"): give the file itself")
         }
         // A file other users can write lets any of them add an admin token: refused, as ssh
         // refuses such a key (SERVICE.md: the file is 0600; `token new` writes it so).
-        // (Through a link, the file's own mode: `target`; a link that leads nowhere is not
-        // judged by its own mode, 0777, but said to be missing below: cold review.)
-        if let attributes = try? FileManager.default.attributesOfItem(atPath: target),
-           attributes[.type] as? FileAttributeType == .typeRegular,
-           let mode = attributes[.posixPermissions] as? Int, mode & 0o022 != 0 {
+        // (Through a link, the file's own mode: `target`.)
+        if let attributes, let mode = attributes[.posixPermissions] as? Int, mode & 0o022 != 0 {
             throw ServeError("the tokens file \(path) can be written by other users (mode \(String(mode & 0o777, radix: 8))): any of them could add a token; run chmod 600 \(path)")
         }
         // The same for a file another user owns: its owner can write it, or chmod it, whatever
@@ -55,9 +53,7 @@ public struct TokenFile: Codable, Sendable {
         // the directory that holds it, who could replace it anyway: the store's owner's, which
         // `token new` run as root gives back to them (README, "Running as root"; cold review), and
         // a file on a read-only mount (a container's secret keeps its host owner).
-        if let attributes = try? FileManager.default.attributesOfItem(atPath: target),
-           attributes[.type] as? FileAttributeType == .typeRegular,
-           let owner = (attributes[.ownerAccountID] as? NSNumber)?.uint32Value, owner != 0, owner != geteuid() {
+        if let owner = (attributes?[.ownerAccountID] as? NSNumber)?.uint32Value, owner != 0, owner != geteuid() {
             let parent = parentDirectory(of: target)
             let holder = ((try? FileManager.default.attributesOfItem(atPath: parent.isEmpty ? "." : parent))?[.ownerAccountID] as? NSNumber)?
                 .uint32Value

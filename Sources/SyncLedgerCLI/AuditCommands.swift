@@ -443,7 +443,9 @@ struct ProtectedPaths {
         // The narrowest first: the default key store is inside the store. The log, the state
         // and the views may be links to other disks (their targets are the store's too).
         var places = [(store.keysPath, "the key store")]
-        if let named = environment[KeyRing.masterKeyEnvironment], !named.isEmpty { places.insert((named, "the master key file"), at: 0) }
+        if let named = (try? KeyRing.namedMasterKeyFile(environment: environment, keys: store.keysPath)) ?? nil {
+            places.insert((named, "the master key file"), at: 0)
+        }
         // SQLite keeps a linked database's side files beside the link's target.
         let views = Self.resolved(store.projectionsPath) ?? store.projectionsPath
         for side in ["", "-wal", "-shm", "-journal"] { places.append((views + side, "the store")) }

@@ -91,41 +91,40 @@ enum Output {
         let rows = rows.map { $0.map(TerminalText.safe) }
         // Widths are terminal columns, not characters: a CJK name of 12 characters takes 24, and
         // counted as 12 it pushed every cell after it out of line and the row past the width
-        // (hostile test).
+        // (hostile test). Each cell's is counted once (a table may have 245,000 rows).
+        let cellColumns = rows.map { $0.map(columns) }
         var widths = headers.map(columns)
-        for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], columns(c)) } }
+        for r in cellColumns { for (i, n) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], n) } }
         // A number is never cut: "44…" of 4470 reads as another number (hostile test). Its
         // column keeps its widest cell; only its header may be cut to that.
         let numbers = headers.indices.map { i -> Int? in
             var widest = 0
-            for r in rows where i < r.count && !r[i].isEmpty {
+            for (r, n) in zip(rows, cellColumns) where i < r.count && !r[i].isEmpty {
                 guard r[i].allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-" || $0 == ".") }) else { return nil }
-                widest = max(widest, columns(r[i]))
+                widest = max(widest, n[i])
             }
             return widest > 0 ? max(3, widest) : nil
         }
         if !wide { fit(&widths, headers: headers, budget: width ?? self.width, numbers: numbers) }
-        func cut(_ cell: String, _ w: Int) -> String {
-            guard columns(cell) > w else { return cell }
+        /// The cell as shown in `w` columns, padded: whole when its `n` columns fit, else cut with "…".
+        func fitted(_ cell: String, _ n: Int, _ w: Int) -> String {
+            guard n > w else { return cell + String(repeating: " ", count: w - n) }
             var kept = "", used = 0
             for c in cell {
-                let n = columns(c)
-                guard used + n <= w - 1 else { break }
+                let k = columns(c)
+                guard used + k <= w - 1 else { break }
                 kept.append(c)
-                used += n
+                used += k
             }
-            return kept + "…"
+            return kept + "…" + String(repeating: " ", count: max(0, w - used - 1))
         }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, c in
-                let shown = cut(c, widths[i])
-                return shown + String(repeating: " ", count: max(0, widths[i] - columns(shown)))
-            }
-            .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
+        func line(_ cells: [String], _ counts: [Int]) -> String {
+            cells.indices.map { i in fitted(cells[i], counts[i], widths[i]) }
+                .joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
         }
-        var out = [line(headers), line(widths.map { String(repeating: "-", count: $0) })]
-        out += rows.map(line)
-        let wasCut = rows.contains { r in r.indices.contains { $0 < widths.count && columns(r[$0]) > widths[$0] } }
+        var out = [line(headers, headers.map(columns)), line(widths.map { String(repeating: "-", count: $0) }, widths)]
+        out += zip(rows, cellColumns).map(line)
+        let wasCut = cellColumns.contains { r in r.indices.contains { $0 < widths.count && r[$0] > widths[$0] } }
         return (out.joined(separator: "\n"), wasCut)
     }
 
