@@ -208,6 +208,8 @@ final class Coordinator: Sendable {
         ]
         if let t = r.syncType { o["sync_type"] = .string(t) }
         if started { o["started"] = .bool(true) }
+        // Kept so that `runs/{id}` of a run restored as failed still says when it started.
+        if let at = r.startedAt { o["started_at"] = .number(Double(at)) }
         if r.stoppedUnfinished, let e = r.error {
             o["failed"] = .string(e)
             o["failed_at"] = .number(Double(r.completedAt ?? ISOTime.nowMillis()))
@@ -254,6 +256,7 @@ final class Coordinator: Sendable {
             var r = RunRecord(runId: id, scope: scope, syncType: item["sync_type"]?.stringValue,
                               triggeredBy: Self.restoredTrigger(recordedBy, roster: config.roster, warn: { self.logger.warning("\($0)") }),
                               status: "queued", queuedAt: item["queued_at"]?.doubleValue.map { Int64($0) } ?? now)
+            r.startedAt = item["started_at"]?.doubleValue.flatMap { Int64(exactly: $0.rounded(.down)) }
             var problem: String?
             var at = now
             if case .string(let failure)? = item["failed"] {

@@ -153,7 +153,7 @@ import TestSupport
         try Data().write(to: URL(fileURLWithPath: tombstones + "/" + Array(forgotten.utf8).map { String(format: "%02x", $0) }.joined()))
         let org = Fixtures.roster.organizations[1].id
         let email = try #require(Fixtures.roster.allPatients.compactMap(\.email).first)
-        let queue = #"{"queued":[{"run_id":"r-started","scope":"all","sync_type":"manual_org_bulk","triggered_by":"api:ops","queued_at":1,"started":true},"#
+        let queue = #"{"queued":[{"run_id":"r-started","scope":"all","sync_type":"manual_org_bulk","triggered_by":"api:ops","queued_at":1,"started":true,"started_at":1796000000000},"#
             + #"{"run_id":"r-type","scope":{"org":"\#(org)"},"sync_type":"automated_daily","triggered_by":"api:ops","queued_at":2},"#
             + #"{"run_id":"r-forgotten","scope":{"patient":"\#(forgotten)"},"triggered_by":"api:ops","queued_at":3},"#
             + #"{"run_id":"r-good","scope":{"org":"\#(org)"},"triggered_by":"evil\u001b[2J \#(email)","queued_at":4}]}"#
@@ -166,6 +166,9 @@ import TestSupport
                 let r = try await rig.admin("/api/v1/runs/" + id)
                 #expect(r["status"]?.stringValue == "failed" && r.text.contains(words), "round \(round), \(id): \(r.text)")
             }
+            // The run that was running still says when it started (it said null).
+            #expect((try await rig.admin("/api/v1/runs/r-started"))["started_at"]?.stringValue == ISOTime.format(millis: 1_796_000_000_000),
+                    "round \(round)")
             if round == 1 {
                 #expect(await rig.eventually(timeout: 60) { (try await rig.admin("/api/v1/runs/r-good"))["status"]?.stringValue == "completed" })
                 let started = try rig.events().first { $0.run == "r-good" && $0.type == "sync.started" }
