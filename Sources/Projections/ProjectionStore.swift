@@ -254,6 +254,8 @@ public final class ProjectionStore: @unchecked Sendable {
                       PRIMARY KEY (projection, seq));
                     """)
             } }
+            let checked = projections
+            try pool.read { db in try Self.checkMissingCheckpoints(of: checked, db, path: path) }
         } catch let error as DatabaseError where ViewsDamaged.isDamage(error) {
             throw ViewsDamaged(path: path, reason: "\(error)")
         } catch let error as DatabaseError
@@ -400,6 +402,22 @@ public final class ProjectionStore: @unchecked Sendable {
         return Checkpoint(schemaVersion: row["schema_version"], seq: UInt64(row["last_seq"] as Int64), hash: row["last_hash"])
     }
 
+    /// Throws `ViewsDamaged` when a view's tables are there without its checkpoint. No write
+    /// leaves that (both are made in one transaction), but a damaged index of projection_state
+    /// does: its lookup finds no row rather than failing, and the catch-up then made the view's
+    /// tables again, failing with SQLite's "table appointments already exists", which named
+    /// neither the cause nor the remedy, on every read command; `rebuild` did not see the damage
+    /// and left the index as it was (hostile test: random bytes over the pages after the second).
+    static func checkMissingCheckpoints(of projections: [any Projection], _ db: Database, path: String) throws {
+        guard try db.tableExists("projection_state") else { return }
+        for p in projections {
+            guard try Row.fetchOne(db, sql: "SELECT 1 FROM projection_state WHERE name = ?", arguments: [p.name]) == nil,
+                  let table = try p.tables.first(where: { try db.tableExists($0) })
+            else { continue }
+            throw ViewsDamaged(path: path, reason: "projection_state holds no checkpoint of the \(p.name) view, though its table \(table) is there")
+        }
+    }
+
     func setCheckpoint(_ p: any Projection, seq: UInt64, hash: String, _ db: Database) throws {
         try db.execute(
             sql: "INSERT OR REPLACE INTO projection_state (name, schema_version, last_seq, last_hash, updated_at) VALUES (?, ?, ?, ?, ?)",
@@ -482,6 +500,8 @@ public final class ProjectionStore: @unchecked Sendable {
                 stale.append(p)
             } else if cp == nil {
                 try pool.write { db in
+                    // (`checkMissingCheckpoints` ran at the open; another process's write may not.)
+                    try Self.checkMissingCheckpoints(of: [p], db, path: databasePath)
                     try p.create(db, .live)
                     try setCheckpoint(p, seq: 0, hash: hexString(LogHead.empty.hash), db)
                 }

@@ -330,6 +330,33 @@ extension CLIBinaryTests {
         #expect(again.stderr.contains("moved it aside"), "\(again.stderr)")
         #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
+
+        // projection_state's index emptied (a valid leaf page with no cells): its lookups find no
+        // checkpoint and fail nothing. Every read said SQLite's "table appointments already
+        // exists" (a read-only copy too), and `rebuild` left the index as it was (hostile test).
+        let emptyIndex = """
+            import sqlite3,struct,sys
+            c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+            root,=c.execute("SELECT rootpage FROM sqlite_master WHERE type='index' AND tbl_name='projection_state'").fetchone()
+            size,=c.execute('PRAGMA page_size').fetchone(); c.close()
+            page=struct.pack('>BHHHB',0x0A,0,0,size%65536,0)
+            f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(page+bytes(size-len(page))); f.close()
+            """
+        #expect(try python(emptyIndex, [store + "/projections.sqlite"]) == 0)
+        let copy = tmp.path + "/read-only-copy"
+        try FileManager.default.copyItem(atPath: store, toPath: copy)
+        try chmodReadOnly(copy)
+        for target in [store, copy] {
+            for args in [["appointments"], ["status"], ["upcoming"]] {
+                expectCleanFailure(try await cli(args + ["--store", target]),
+                                   mentioning: ["projections.sqlite is damaged", "no checkpoint of the", "syncledger rebuild"])
+            }
+        }
+        let third = try await cli(["rebuild", "--store", store])
+        expectSuccess(third)
+        #expect(third.stderr.contains("moved it aside"), "\(third.stderr)")
+        #expect(try await cli(["appointments", "--json", "--store", store]).stdout == before.stdout)
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 
     /// SQLite finds a damaged page only when it reads it, and `status` reads few: a command that
