@@ -31,7 +31,11 @@ public struct Roster: Sendable, Hashable {
         case .failure(let why): throw SyncError("roster \(path) \(why)")
         }
         let value: JSONValue
-        do { value = try FastJSON.parseStrictly(data) } catch {
+        // A byte-order mark, which Windows editors put before UTF-8 text, is not part of the
+        // JSON (RFC 8259 lets a parser ignore it): it was refused as "unexpected character" at
+        // byte 0, which did not say what to change.
+        let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
+        do { value = try FastJSON.parseStrictly(data.starts(with: bom) ? Array(data.dropFirst(bom.count)) : data) } catch {
             throw SyncError("roster \(path) is not valid JSON: \(error)")
         }
         return try parse(value, file: path)

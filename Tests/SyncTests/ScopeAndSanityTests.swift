@@ -118,6 +118,23 @@ struct ScopeAndSanityTests {
         #expect(try Roster.load(path: path).organizations.map(\.id) == ["fsh", "rrc", "hwc"])
     }
 
+    /// A roster saved by a Windows editor starts with a UTF-8 byte-order mark: it loads as the
+    /// same roster (it was refused, "unexpected character" at byte 0). A mark anywhere else is
+    /// still refused.
+    @Test("a roster that starts with a byte-order mark loads")
+    func rosterWithByteOrderMark() throws {
+        let tmp = TempDir()
+        let path = tmp.sub("roster.json")
+        let text = try Data(contentsOf: URL(fileURLWithPath: Paths.roster))
+        _ = FileManager.default.createFile(atPath: path, contents: Data([0xEF, 0xBB, 0xBF]) + text)
+        let marked = try Roster.load(path: path)
+        let plain = try Roster.load(path: Paths.roster)
+        #expect(marked.organizations.map(\.id) == plain.organizations.map(\.id))
+        #expect(marked.allPatients.map(\.id) == plain.allPatients.map(\.id))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(" ".utf8) + Data([0xEF, 0xBB, 0xBF]) + text)
+        #expect(throws: SyncError.self) { try Roster.load(path: path) }
+    }
+
     /// A roster merged by hand with a key twice in one object (two "patients" lists) lost the
     /// first without a word; bytes that are not UTF-8 were read as replacement characters.
     /// Each is refused in one line that says where, without the names around it.
