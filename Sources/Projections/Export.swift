@@ -103,8 +103,18 @@ public enum Export {
         return try? AppointmentFacts(object: object)
     }
 
-    static func csvField(_ s: String) -> String {
-        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
-        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    /// One RFC 4180 field: quoted when it holds a comma, quote or line break. A text that a
+    /// spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a carriage return first)
+    /// gets a leading `'`, which spreadsheets show as text: IntakeQ's free text (a location's or
+    /// practitioner's name) reached the auditor's spreadsheet as `=HYPERLINK(…)` (hostile test).
+    /// A number (`-5`) is left as it is.
+    public static func csvField(_ s: String) -> String {
+        var v = s
+        if let f = v.utf8.first, [UInt8(ascii: "="), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "@"), 9, 13].contains(f),
+           Double(v) == nil {
+            v = "'" + v
+        }
+        guard v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return v }
+        return "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 }

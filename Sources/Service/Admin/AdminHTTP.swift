@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Projections
 
 /// An admin page's answer: HTML (or CSV, CSS), a status, extra headers (cookies, a redirect).
 struct Page: Error {
@@ -99,17 +100,10 @@ func parseCookies(_ header: String?) -> [String: String] {
     return out
 }
 
-/// RFC 4180 CSV: every field quoted when it holds a comma, quote or line break; a text field that a
-/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
+/// RFC 4180 CSV, as `syncledger export --format csv` writes it (`Export.csvField`: quoted when
+/// needed, a text a spreadsheet would run as a formula given a leading `'`).
 enum CSV {
-    static func field(_ s: String) -> String {
-        var v = s
-        if let f = v.first, "=+-@\t\r".contains(f), Double(v) == nil { v = "'" + v }
-        if v.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) {
-            return "\"" + v.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-        }
-        return v
-    }
+    static func field(_ s: String) -> String { Export.csvField(s) }
 
     static func line(_ fields: [String]) -> String { fields.map(field).joined(separator: ",") + "\r\n" }
 }
