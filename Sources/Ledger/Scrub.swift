@@ -28,6 +28,20 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
 
     public static let logDamage = "log", viewsDiffer = "views", expectedHead = "expected_head"
 
+    /// True when a passing verify that compared the views or not (`views`), and was given an
+    /// expected head or not (`expectHead`), leaves this failure standing: it did not check what
+    /// failed. A plain `verify` (a nightly cron's) replaced a failed `verify --views` or
+    /// `--expect-head` with "ok" while the views still differed (hostile test); damage in the log
+    /// is cleared by any verify, which reads the whole log.
+    public func stands(afterVerifyWithViews views: Bool, expectHead: Bool) -> Bool {
+        guard !ok, foundBy == nil else { return false }
+        switch kind {
+        case Self.viewsDiffer: return !views
+        case Self.expectedHead: return !expectHead
+        default: return false
+        }
+    }
+
     public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil, foundBy: String? = nil,
                 foundAt: String? = nil) {
         self.at = at
@@ -55,8 +69,8 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     public var failure: String {
         let what = summary()
         switch kind ?? Self.logDamage {
-        case Self.viewsDiffer: return what + "; `syncledger rebuild` folds the views again from the log"
-        case Self.expectedHead: return what + "; if the head you expected is right, events it covered are gone (restore them from a backup), else run `syncledger verify` without it"
+        case Self.viewsDiffer: return what + "; `syncledger rebuild` folds the views again from the log, and a `syncledger verify --views` that passes clears this"
+        case Self.expectedHead: return what + "; if the head you expected is right, events it covered are gone (restore them from a backup), else a `syncledger verify --expect-head` with the right head clears this"
         default: return what + "; damage inside the log needs the segment restored from a backup (then `syncledger verify`)"
         }
     }

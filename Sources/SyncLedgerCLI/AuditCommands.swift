@@ -19,12 +19,14 @@ struct VerifyCommand: AsyncParsableCommand {
             also proves the first SEQ events are exactly those that head was taken from. The outcome \
             is recorded in STORE/state/verify.json: `status` shows it and fails, and every read \
             command warns, while the last verify failed. With --views, also folds the log into \
-            scratch views and compares them with the live ones row by row (exit 1 on a difference).
+            scratch views and compares them with the live ones row by row (exit 1 on a difference). \
+            A failed --views (or --expect-head) stands until a verify with --views (or with \
+            --expect-head) passes: a verify without it does not clear what it did not check.
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("A head published earlier.", valueName: "SEQ:HASH")) var expectHead: String?
     @Flag(help: "Also compare the live views with a fresh fold of the log, row by row.") var views = false
-    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error (and view_differences with --views).") var json = false
+    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error, earlier_failure_stands (and view_differences with --views).") var json = false
 
     func validate() throws {
         try refuseBlank([("--expect-head", expectHead)])
@@ -60,7 +62,14 @@ struct VerifyCommand: AsyncParsableCommand {
                 events: report.events,
                 error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } },
                 kind: report.error.map { $0.code == .headMismatch ? VerifyRecord.expectedHead : VerifyRecord.logDamage } ?? VerifyRecord.viewsDiffer)
-            if writable {
+            // A failure of what this verify did not check stands (`VerifyRecord.stands`).
+            let standing = record.ok ? Scrub.last(store).flatMap { last in
+                last.stands(afterVerifyWithViews: views, expectHead: expectHead != nil) ? last : nil
+            } : nil
+            if let standing {
+                warn("note: this verify did not check what the last one found failing, so that failure stands in `status`: "
+                     + Trust.printable(standing.failure))
+            } else if writable {
                 do { try Scrub.record(record, in: store) } catch {
                     warn("warning: could not record this verify's outcome in \(Scrub.path(store)): \(describeError(error))")
                 }
@@ -73,6 +82,7 @@ struct VerifyCommand: AsyncParsableCommand {
                     "events": .number(Double(report.events)), "batches": .number(Double(report.batches)),
                     "segments": .number(Double(report.segments)),
                     "warnings": .array(report.warnings.map(JSONValue.string)), "error": .null,
+                    "earlier_failure_stands": standing.map { .string($0.failure) } ?? .null,
                 ]
                 if let e = report.error {
                     o["error"] = .object([

@@ -157,12 +157,31 @@ extension CLIBinaryTests {
         expectSuccess(repair)
         #expect(repair.stdout.contains("`syncledger rebuild` folds the views again") && !repair.stdout.contains("backup"), "\(repair.stdout)")
         expectSameSnapshot(before, storeSnapshot(store), "repair after a view difference")
+        // A plain verify (a nightly cron's) checks the log, not the views: the failure stands,
+        // and it says so. It answered "ok" and `status` with it (hostile test).
+        let plain = try await cli(["verify", "--store", store])
+        #expect(plain.status == 0 && plain.stderr.contains("so that failure stands") && plain.stderr.contains("verify --views"), "\(plain.stderr)")
+        let plainJSON = try await cli(["verify", "--json", "--store", store])
+        #expect(plainJSON.status == 0 && plainJSON.stdout.contains(#""earlier_failure_stands":"the last verify ("#), "\(plainJSON.stdout)")
+        let still = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(still.status == 1 && still.stdout.contains("the views differ from the log"), "\(still.stdout)")
         // The fix: rebuild the views from the log (with where the time went, and the rows written).
         let rebuilt = try await cli(["rebuild", "--store", store, "--timings"])
         expectSuccess(rebuilt)
         let written = rebuilt.stdout.firstMatch(of: /; (\d+) appointment row writes/).flatMap { Int($0.1) }
         #expect((written ?? 0) > 0 && rebuilt.stdout.contains("reading the log"), "\(rebuilt.stdout)")
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
+
+        // The same for a head that is not in the log: only a verify given a head clears it.
+        let head = try #require(plain.stdout.firstMatch(of: /head (\d+):([0-9a-f]{64})/))
+        let wrong = "\(head.1):" + String(repeating: "0", count: 64)
+        #expect(try await cli(["verify", "--expect-head", wrong, "--store", store]).status == 1)
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        let stands = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(stands.status == 1 && stands.stdout.contains("diverges from the expected head"), "\(stands.stdout)")
+        expectSuccess(try await cli(["verify", "--expect-head", "\(head.1):\(head.2)", "--store", store]))
+        expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
     }
 
     /// A patient's name edited by hand in projections.sqlite: `verify --views` names the view,
