@@ -30,6 +30,10 @@ public final class KeyRing: @unchecked Sendable {
     private let master: SymmetricKey
     /// Patient keys opened or made so far.
     private let cache = Mutex<[String: SymmetricKey]>([:])
+    /// Patients this ring reads as forgotten though no tombstone says so (`readLostKeysAsForgotten`).
+    private let presumed = Mutex<Set<String>>([])
+    /// Whether lost or damaged keys read as forgotten, and whether any key opened since.
+    private let lenient = Mutex<(on: Bool, opened: Bool)>((false, false))
 
     private init(directory: String, masterKeyFile: String, master: SymmetricKey) {
         self.directory = directory
@@ -182,10 +186,35 @@ public final class KeyRing: @unchecked Sendable {
     func keyPath(_ patient: String) -> String { directory + "/patients/" + hexString(Array(patient.utf8)) + ".key" }
     func tombstonePath(_ patient: String) -> String { directory + "/forgotten/" + hexString(Array(patient.utf8)) }
 
-    /// True when `forget` destroyed this patient's key.
+    /// True when `forget` destroyed this patient's key (or this ring presumes it).
     public func isForgotten(_ patient: String) -> Bool {
-        Self.isForgotten(directory: directory, patient: patient)
+        presumed.withLock { $0.contains(patient) } || Self.isForgotten(directory: directory, patient: patient)
     }
+
+    /// True when the patient is not forgotten and their key file is missing, or is a file this
+    /// process reads that the master key (checked when the ring opened) does not open: a lost
+    /// or damaged key. False for a key that opens, and for one that cannot be read (permissions:
+    /// the key may be fine).
+    public func keyIsLostOrDamaged(_ patient: String) -> Bool {
+        guard !isForgotten(patient) else { return false }
+        var st = stat()
+        let path = keyPath(patient)
+        guard lstat(path, &st) == 0 else { return errno == ENOENT }
+        guard st.st_mode & S_IFMT == S_IFREG, access(path, R_OK) == 0 else { return false }
+        return (try? loadedKey(for: patient)) == nil
+    }
+
+    /// From now on this ring reads every patient whose key file is lost or damaged
+    /// (`keyIsLostOrDamaged`) as forgotten: no key, their sealed parts as "(forgotten)". For
+    /// `forget` of such a patient, which must read every recorded roster (the other patients'
+    /// parts, some of whose keys may be lost too) before it writes the tombstone; nothing is
+    /// written here. `openedAnyKey` then tells whether any key of the store opened.
+    public func readLostKeysAsForgotten() {
+        lenient.withLock { $0.on = true }
+    }
+
+    /// True when a key opened since `readLostKeysAsForgotten`: the key store is this log's.
+    public var openedAnyKey: Bool { lenient.withLock { $0.opened } }
 
     /// The tombstone check, which needs no master key.
     public static func isForgotten(directory: String, patient: String) -> Bool {
@@ -327,7 +356,9 @@ public final class KeyRing: @unchecked Sendable {
         guard let box = try? AES.GCM.SealedBox(combined: bytes),
             let raw = try? AES.GCM.open(box, using: master, authenticating: Array(("syncledger-patient-key:" + patient).utf8))
         else {
-            throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile)")
+            throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile) "
+                              + "(a wrong master key opens none of them; if only this key file is damaged, restore it from a backup, "
+                              + "or `syncledger forget --patient \(patient) --reason …` records the patient as forgotten)")
         }
         return SymmetricKey(data: raw)
     }
@@ -335,6 +366,19 @@ public final class KeyRing: @unchecked Sendable {
     /// The patient's key if it exists; nil when forgotten (or never made). A key file the master
     /// key cannot open is an error.
     public func existingKey(for patient: String) throws -> SymmetricKey? {
+        if presumed.withLock({ $0.contains(patient) }) { return nil }
+        guard lenient.withLock({ $0.on }) else { return try loadedKey(for: patient) }
+        if let k = cache.withLock({ $0[patient] }) { return k }
+        if keyIsLostOrDamaged(patient) {
+            presumed.withLock { _ = $0.insert(patient) }
+            return nil
+        }
+        let key = try loadedKey(for: patient)
+        if key != nil { lenient.withLock { $0.opened = true } }
+        return key
+    }
+
+    private func loadedKey(for patient: String) throws -> SymmetricKey? {
         try cache.withLock { cache throws -> SymmetricKey? in
             if let k = cache[patient] { return k }
             guard let key = try storedKey(patient) else { return nil }

@@ -67,7 +67,8 @@ final class ReadPrivacy: @unchecked Sendable {
         let ring = try keyRing()
         if let k = try ring.existingKey(for: patient) { return k }
         if ring.isForgotten(patient) { return nil }
-        throw LedgerError("the key store \(ring.directory) has no key for patient \(patient) (wrong --keys directory?)")
+        throw LedgerError("the key store \(ring.directory) has no key for patient \(patient) (wrong --keys directory? If the key file "
+                          + "is lost, restore it from a backup, or `syncledger forget --patient \(patient) --reason …` records the patient as forgotten)")
     }
 
     func keyRing() throws -> KeyRing {

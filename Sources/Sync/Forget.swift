@@ -16,6 +16,9 @@ public enum Forget {
         public var removedViewsCopies: [String] = []
         /// Those that could not be deleted, with why: they still hold the patient's rows.
         public var keptViewsCopies: [(path: String, why: String)] = []
+        /// The patient's key file was missing or did not open: what was sealed under it could
+        /// not be read before the forget either.
+        public var keyWasLost = false
     }
 
     /// Destroys the patient's key, appends `patient.forgotten` (roster id, time, reason) and
@@ -33,18 +36,34 @@ public enum Forget {
         guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
         try store.requireWritable(for: "forget")
         let keys = try keys ?? KeyRing.open(directory: store.keysPath, create: false)
+        // A key file lost or damaged (not forgotten): every read of the patient's sealed parts
+        // failed, `sync` and `rebuild` for the whole store with them, and so did this forget,
+        // the one way out (hostile test). Every lost key reads as forgotten from here (another
+        // patient's may be lost too); the views stay as they are until the tombstone is written
+        // (read into memory below).
+        let alreadyForgotten = keys.isForgotten(patientId)
+        let keyWasLost = keys.keyIsLostOrDamaged(patientId)
+        if keyWasLost { keys.readLostKeysAsForgotten() }
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
         // The keys must be this log's: with another store's `keys/` in place, the patient's real
-        // key would survive while the log recorded them as forgotten.
-        let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild)
+        // key would survive while the log recorded them as forgotten (the other patients' parts
+        // do not open then, whether this patient's key is lost or not).
+        let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild, inMemory: keyWasLost)
+        // Every other patient's key lost too reads as the wrong key store, which it most often is.
+        if keyWasLost, !keys.openedAnyKey, recorded.contains(where: { $0 != patientId && !KeyRing.isForgotten(directory: keys.directory, patient: $0) }) {
+            throw LedgerError("no key of this store's patients opens in \(keys.directory) (wrong --keys directory?); nothing was changed")
+        }
         // The reason is recorded in the clear, for good: a name in it could never be forgotten.
         // Every roster counts: the patient forgotten has often left the last one already.
         let people = rosters.flatMap { $0.organizations.flatMap(\.patients) }
         if let problem = people.personalDataProblem(in: trimmed) {
             throw LedgerError("--reason \(problem); it is recorded in the log for good, so say why without personal data (for example \"the patient's request of 2026-12-01\")")
         }
-        if !keys.isForgotten(patientId) {
-            guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId) else {
+        if !alreadyForgotten {
+            // A lost key's patient may be left out of the views' last roster: another lost-key
+            // forget folded them as forgotten. Any recorded roster naming them will do then.
+            guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId)
+                    || (keyWasLost && people.contains { $0.id == patientId }) else {
                 throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")
             }
         }
@@ -56,7 +75,8 @@ public enum Forget {
         }
         defer { writer.close() }
         var appended = false
-        if !keys.isForgotten(patientId) {
+        // (Not `keys.isForgotten`: the ring presumes a patient whose key was lost forgotten.)
+        if !KeyRing.isForgotten(directory: keys.directory, patient: patientId) {
             let at = ISOTime.format(millis: ISOTime.nowMillis())
             try keys.destroyKey(for: patientId, at: at)
             try writer.append([NewEvent(
@@ -66,7 +86,8 @@ public enum Forget {
         }
         try purgeViews(store, keys: keys)
         let (removed, kept) = removeMovedAsideViews(store)
-        return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed, keptViewsCopies: kept)
+        return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed, keptViewsCopies: kept,
+                       keyWasLost: keyWasLost && appended)
     }
 
     /// Deletes the damaged views files `rebuild` moved aside (`ProjectionStore.movedAsideViews`):
@@ -99,11 +120,11 @@ public enum Forget {
     /// recorded roster as read with `keys`: each roster patient's part is sealed under their
     /// key, so keys that are not this log's throw here (the error names the patient whose part
     /// does not open), before anything is written.
-    static func recordedPatients(_ store: Store, _ keys: KeyRing, _ onWaitingForRebuild: (@Sendable (String?) -> Void)?)
-        throws -> (ids: Set<String>, rosters: [RosterObserved])
+    static func recordedPatients(_ store: Store, _ keys: KeyRing, _ onWaitingForRebuild: (@Sendable (String?) -> Void)?,
+                                 inMemory: Bool = false) throws -> (ids: Set<String>, rosters: [RosterObserved])
     {
         let reader = try LedgerReader(store: store, keys: keys)
-        let views = try ProjectionStore(store: store)
+        let views = try ProjectionStore(store: store, readOnly: inMemory)
         views.onWaitingForRebuild = onWaitingForRebuild
         try views.catchUp(reader)
         let rosters = try views.recordedRosters(reader)

@@ -37,7 +37,10 @@ struct ForgetCommand: AsyncParsableCommand {
             let outcome = try Forget.run(store: store, patientId: patient, reason: reason, waitLock: waitLock,
                                          onWaitingForRebuild: sayWaitingForRebuild,
                                          onWaitingForWriter: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
-            if outcome.appended {
+            if outcome.keyWasLost {
+                print("forgot patient \(patient): their key was already missing or damaged (what was sealed under it could not be read "
+                      + "anyway), patient.forgotten recorded, views purged; head \(outcome.head)")
+            } else if outcome.appended {
                 print("forgot patient \(patient): key destroyed, patient.forgotten recorded, views purged; head \(outcome.head)")
             } else {
                 print("patient \(patient) was already forgotten; views purged again; head \(outcome.head)")

@@ -536,4 +536,55 @@ extension CLIBinaryTests {
                            mentioning: ["p-nobody"])
         expectSameSnapshot(before, storeSnapshot(store), "an unknown patient")
     }
+
+    /// A patient's key file lost, or damaged: `sync`, `rebuild` and every read of their sealed
+    /// parts stop on it, and `forget`, the way out when no backup holds the key, stopped on it
+    /// too (hostile test). The error names both remedies; `forget` records the patient as
+    /// forgotten, and the store works again.
+    @Test func aPatientWhoseKeyIsLostOrDamagedCanBeForgotten() async throws {
+        let tmp = TempDir("lost-key")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        let practice = try Practice.load()
+        try await makeSyncedStore(at: store, practice: practice)
+        func keyFile(_ id: String) -> String { store + "/keys/patients/" + id.utf8.map { String(format: "%02x", $0) }.joined() + ".key" }
+        // Both at once: each forget reads the other's roster part, whose key is gone too.
+        unlink(keyFile(PrivacyFixture.other.id))
+        var damaged = try Data(contentsOf: URL(fileURLWithPath: keyFile(PrivacyFixture.forgotten.id)))
+        damaged[damaged.count - 1] ^= 0x01
+        try damaged.write(to: URL(fileURLWithPath: keyFile(PrivacyFixture.forgotten.id)))
+        for patient in [PrivacyFixture.other.id, PrivacyFixture.forgotten.id] {
+            let stuck = try await cli(["rebuild", "--store", store])
+            expectCleanFailure(stuck, mentioning: ["restore it from a backup", "syncledger forget --patient"])
+            let forget = try await cli(["forget", "--store", store, "--patient", patient, "--reason", "key lost in a disk failure"])
+            expectSuccess(forget)
+            #expect(forget.stdout.contains("forgot patient \(patient): their key was already missing or damaged"), "\(forget.stdout)")
+            #expect(FileManager.default.fileExists(atPath: store + "/keys/forgotten/" + patient.utf8.map { String(format: "%02x", $0) }.joined()))
+            #expect(!FileManager.default.fileExists(atPath: keyFile(patient)))
+        }
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(!status.stdout.contains("key"), "\(status.stdout)")
+        let rows = try await cli(["appointments", "--store", store, "--json"])
+        expectSuccess(rows)
+        #expect(!rows.stdout.contains(PrivacyFixture.other.name) && !rows.stdout.contains(PrivacyFixture.forgotten.name))
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        }
+        // Another store's key store under the same master key holds none of this store's
+        // patients' keys: refused, nothing written.
+        let elsewhere = tmp.path + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere + "/patients", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: store + "/keys/master.check", toPath: elsewhere + "/master.check")
+        let snap = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--keys", elsewhere, "--patient", "p-001", "--reason", "x"],
+                                         env: ["SYNCLEDGER_MASTER_KEY_FILE": store + "/keys/master.key"]),
+                           mentioning: ["no key of this store's patients opens", "nothing was changed"])
+        expectSameSnapshot(snap, storeSnapshot(store), "another key store")
+        // A patient whose key opens is forgotten as before.
+        let third = "p-001"
+        let plain = try await cli(["forget", "--store", store, "--patient", third, "--reason", "the patient's request"])
+        #expect(plain.stdout.contains("forgot patient \(third): key destroyed"), "\(plain.stdout)")
+    }
 }
