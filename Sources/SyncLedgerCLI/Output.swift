@@ -60,6 +60,8 @@ enum Output {
     /// Columns that stay at least this wide (a time, a name, the kind of a change, a run's type)
     /// while others can still give. `change` holds "location changed" whole: cut to "re…" it
     /// could be rescheduled, removed or restored (hostile test).
+    /// Columns of times, never cut (as numbers are not).
+    static let timeColumns: Set<String> = ["start", "started"]
     static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9, "run": runPrefixLength,
                             "change": 16, "type": 15]
     /// How much of a run's id the `sync-logs` table shows: enough for `changes --run`.
@@ -153,7 +155,11 @@ enum Output {
     static func fit(_ widths: inout [Int], headers: [String], budget: Int, numbers: [Int?] = []) {
         // A column keeps at least 3 characters (its header may be cut too), some more; a column
         // of numbers all of them, always.
-        let kept = headers.indices.map { $0 < numbers.count ? numbers[$0] ?? 3 : 3 }
+        // A time too: "2026-11-02 06:10 +13…" (a zone named by its offset, Pacific/Chatham's
+        // +1345) read as another offset (hostile test).
+        let kept = headers.indices.map { i in
+            timeColumns.contains(headers[i]) ? widths[i] : i < numbers.count ? numbers[i] ?? 3 : 3
+        }
         let floor = headers.indices.map { max(minWidths[headers[$0]] ?? 3, kept[$0]) }
         var total = widths.reduce(0, +) + 2 * max(0, widths.count - 1)
         // First the columns give down to their floors; only then do the floors go.

@@ -417,6 +417,14 @@ extension CLIBinaryTests {
         expectSuccess(narrowRuns)
         let runLines = narrowRuns.stdoutLines.dropFirst(2).dropLast()
         #expect(!runLines.isEmpty && runLines.allSatisfy { $0.contains("1234567") }, "\(narrowRuns.stdout)")
+        // Nor a time: a zone without a name shows its offset, "+13…" of +1345 read as another
+        // one (hostile test, Pacific/Chatham).
+        for zone in ["Pacific/Chatham", "Asia/Kathmandu"] {
+            let times = try await cli(["appointments", "--store", store, "--timezone", zone], env: ["COLUMNS": "72"])
+            expectSuccess(times)
+            let rows = times.stdoutLines.dropFirst(2).dropLast()
+            #expect(!rows.isEmpty && rows.allSatisfy { $0.firstMatch(of: #/^\d{4}-\d\d-\d\d \d\d:\d\d \+\d{4}  /#) != nil }, "\(zone): \(times.stdout)")
+        }
 
         // locations: the whole address at the default width.
         let locations = try await cli(["locations", "--store", store])
