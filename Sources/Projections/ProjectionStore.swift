@@ -661,13 +661,16 @@ public final class ProjectionStore: @unchecked Sendable {
     /// file) named exactly so; anything else of a similar name is not SyncLedger's.
     public static func movedAsideViews(_ store: Store) -> [String] {
         var out: [String] = []
+        // One file once: the two paths may name one directory, spelled two ways (a relative
+        // `--store` and its resolved path), and `forget` named each file twice (hostile test).
+        var seen = Set<[UInt64]>()
         for base in Set([resolvedViewsPath(store), store.projectionsPath]) {
             let dir = (base as NSString).deletingLastPathComponent
             let prefix = (base as NSString).lastPathComponent + damagedSuffix
             for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] where name.hasPrefix(prefix) {
                 guard isDamagedStamp(name.dropFirst(prefix.count)) else { continue }
                 var st = stat()
-                guard lstat(dir + "/" + name, &st) == 0 else { continue }
+                guard lstat(dir + "/" + name, &st) == 0, seen.insert([UInt64(st.st_dev), UInt64(st.st_ino)]).inserted else { continue }
                 let kind = st.st_mode & S_IFMT
                 if kind == S_IFREG || kind == S_IFLNK { out.append(dir + "/" + name) }
             }

@@ -287,6 +287,25 @@ extension CLIBinaryTests {
         #expect(!again.stdout.contains("deleted"), "\(again.stdout)")
     }
 
+    /// With a relative `--store`, its views path and their resolved path name one directory
+    /// two ways: `forget` listed (and counted) each moved-aside file twice (hostile test).
+    @Test func forgetNamesEachMovedAsideFileOnce() async throws {
+        let tmp = TempDir("forget-once")
+        defer { tmp.remove() }
+        try await makeSyncedStore(at: tmp.path + "/store", practice: try Practice.load())
+        let header = try FileHandle(forWritingTo: URL(fileURLWithPath: tmp.path + "/store/projections.sqlite"))
+        try header.write(contentsOf: Data(repeating: 0x78, count: 100))
+        try header.close()
+        let rebuilt = try await cli(["rebuild", "--store", "store"], cwd: tmp.path)
+        expectSuccess(rebuilt)
+        let aside = try FileManager.default.contentsOfDirectory(atPath: tmp.path + "/store").filter { $0.contains(".damaged-") }
+        #expect(!aside.isEmpty)
+        let f = try await cli(["forget", "--store", "store", "--patient", PrivacyFixture.forgotten.id, "--reason", "consent withdrawn"], cwd: tmp.path)
+        expectSuccess(f)
+        #expect(f.stdout.contains("deleted \(aside.count) damaged views file\(aside.count == 1 ? "" : "s") that"), "\(aside) \(f.stdout)")
+        for name in aside { #expect(f.stdout.components(separatedBy: name).count == 2, "\(name) named once: \(f.stdout)") }
+    }
+
     /// `projections.sqlite` linked to a file that is not a SQLite database (a link to the wrong
     /// file): `rebuild` refuses and leaves it alone, so `forget`, which deletes the damaged views
     /// files a rebuild moved aside, never meets it (it deleted such a file, hostile test). Put
