@@ -344,6 +344,32 @@ class VerifyBundleTest(unittest.TestCase):
         self.assertFalse(j["ok"])
         self.assertIn("sha256", j["error"])
 
+    def test_recorded_loss_is_reported(self):
+        # A repaired store's bundle: the chain holds, and the loss its log records is said (it
+        # said only "bundle OK"; hostile test).
+        loss = {"seq": 4, "type": "ledger.loss_recorded", "id": "l-1",
+                "data": {"last_known_head": "9:" + "ab" * 32, "log_ended_at": "3:" + "cd" * 32,
+                         "evidence": "state/head", "reason": "disk replaced\x1b[2J; backup lost"}}
+        lines = event_lines(1, 3) + [json.dumps(loss, sort_keys=True).encode() + b"\n"]
+        raw, chain = encode_batch(b"\x00" * 32, 1, b"".join(lines), 4)
+        name = "segments/%020d.seg" % 1
+        bundle = os.path.join(self.tmp, "repaired")
+        head = "4:" + chain.hex()
+        write_bundle(bundle, [(name, raw, [{"offset": 0, "first": 1, "last": 4, "chain": chain, "lines": lines}])], head)
+        rc, out, err = run_inproc(bundle)
+        self.assertEqual(rc, 0, out + err)
+        self.assertTrue(out.startswith("bundle OK: 4 events"), out)
+        self.assertIn("warning: seq 4 records a loss: the log ended at 3:%s, before the head 9:%s"
+                      % ("cd" * 32, "ab" * 32), out)
+        self.assertIn("(reason: disk replaced?[2J; backup lost)", out)
+        rc, out, _ = run_inproc(bundle, "--json")
+        self.assertEqual(rc, 0)
+        self.assertEqual([l["seq"] for l in json.loads(out)["losses"]], [4])
+        # No loss, no warning.
+        self.assertNotIn("records a loss", self.assertOK())
+        rc, out, _ = run_inproc(self.bundle, "--json")
+        self.assertEqual(json.loads(out)["losses"], [])
+
     def test_no_crc_still_ok(self):
         self.assertOK("--no-crc", head=self.head)
 

@@ -496,6 +496,35 @@ enum VerifierScript {
             self.segments = 0
             self.expect = expect    # (seq, hash) or None
             self.expect_matched = expect is not None and expect[0] == 0 and expect[1] == ZERO_HASH
+            self.losses = []        # ledger.loss_recorded events met (dicts), in seq order
+
+
+    LOSS_MARK = b'"ledger.loss_recorded"'
+
+
+    def printable(text):
+        """Recorded text (a repair's reason) shown so that it cannot drive the terminal."""
+        return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
+    def note_losses(data, walk):
+        """The `ledger.loss_recorded` events of a verified batch: `syncledger repair --accept-loss`
+        appends one when the log ended before a head it had acknowledged. The chain proves what was
+        kept; this says what was not (a bundle of a repaired store said only "bundle OK")."""
+        if LOSS_MARK not in data:
+            return
+        for line in data.split(b"\n"):
+            if LOSS_MARK not in line:
+                continue
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(ev, dict) or ev.get("type") != "ledger.loss_recorded":
+                continue
+            d = ev.get("data") if isinstance(ev.get("data"), dict) else {}
+            walk.losses.append({"seq": ev.get("seq"), "last_known_head": d.get("last_known_head"),
+                                "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason")})
 
 
     def scan_segment(path, name, walk, check_crc):
@@ -621,6 +650,7 @@ enum VerifierScript {
                     walk.chain = chain
                     walk.seq = last
                     walk.batches += 1
+                    note_losses(data, walk)
                     if walk.expect is not None and first_seq <= walk.expect[0] <= last:
                         if walk.expect[0] != last:
                             raise VerifyError("--expect-head seq %d is inside this batch (%d...%d); "
@@ -706,7 +736,8 @@ enum VerifierScript {
                                   "missing events or was truncated)" % (expect[0], head))
             raise VerifyError("--expect-head %s does not match (seq 0 is the empty chain)"
                               % format_head(*expect))
-        result = {"head": head, "events": walk.seq, "batches": walk.batches, "segments": walk.segments}
+        result = {"head": head, "events": walk.seq, "batches": walk.batches, "segments": walk.segments,
+                  "losses": walk.losses}
         if ranged:
             result["range"] = [manifest["range_first_seq"], manifest["range_last_seq"]]
             result["proof_batches"] = proven
@@ -803,6 +834,11 @@ enum VerifierScript {
             else:
                 _emit("bundle OK: %d events in %d batches, %d segments; head %s"
                       % (result["events"], result["batches"], result["segments"], result["head"]))
+            for loss in result["losses"]:
+                _emit("warning: seq %s records a loss: the log ended at %s, before the head %s it had "
+                      "acknowledged; what came between was not kept (reason: %s)"
+                      % (printable(loss["seq"]), printable(loss["log_ended_at"]),
+                         printable(loss["last_known_head"]), printable(loss["reason"])))
             if expect is not None:
                 _emit("matches the expected head %s" % format_head(*expect))
             else:

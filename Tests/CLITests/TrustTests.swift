@@ -651,6 +651,14 @@ extension CLIBinaryTests {
         let later = try await cli(["verify", "--store", store])
         expectSuccess(later)
         #expect(later.stderr.contains("a loss of acknowledged events was recorded"), "\(later.stderr)")
+        // An auditor's bundle of the store says the loss too (its verifier said only "bundle OK").
+        let bundle = tmp.path + "/bundle"
+        expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        let audit = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py"], timeout: 120)
+        #expect(audit.status == 0 && audit.stdoutText.hasPrefix("bundle OK: "), "\(audit.stdoutText)\(audit.stderrText)")
+        #expect(audit.stdoutText.contains("warning: seq \(lossSeq) records a loss: the log ended at \(cutTo.lastSeq):")
+                && audit.stdoutText.contains("before the head \(head) it had acknowledged")
+                && !audit.stdoutText.contains("\u{1B}"), "\(audit.stdoutText)")
         // The record's batch damaged (now inside the log): `status` names that as a problem
         // instead of failing as a whole (cold review: it threw, just when the log was damaged).
         let (lossSegment, lossBatch) = try #require(try segments(store).lazy.compactMap { path in
