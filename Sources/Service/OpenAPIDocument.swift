@@ -580,9 +580,9 @@ components:
         status: {type: string}
         intakeq_status: {$ref: "#/components/schemas/NullableString"}
         start_at: {type: [string, "null"], description: "UTC ISO 8601 with milliseconds."}
-        start_local: {type: [string, "null"], description: "start_at in the practice's time zone, ISO 8601 with its offset (2026-11-30T19:00:00.000-07:00)."}
+        start_local: {type: [string, "null"], description: "start_at in the practice's time zone, ISO 8601 with its offset (2026-11-30T19:00:00-07:00; milliseconds only when not zero)."}
         end_at: {type: [string, "null"], description: "UTC ISO 8601 with milliseconds."}
-        end_local: {type: [string, "null"], description: "end_at in the practice's time zone, ISO 8601 with its offset."}
+        end_local: {type: [string, "null"], description: "end_at in the practice's time zone, ISO 8601 with its offset (milliseconds only when not zero)."}
         duration_minutes: {type: [integer, "null"]}
         location_id: {$ref: "#/components/schemas/NullableString"}
         location_name: {$ref: "#/components/schemas/NullableString"}

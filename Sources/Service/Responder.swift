@@ -18,6 +18,8 @@ struct Reply: Error {
     var status: Int
     var body: JSONValue
     var text: PlainText?
+    /// The methods a 405 names in its `Allow` header (RFC 9110 requires it).
+    var allow: String?
 
     struct PlainText: Sendable {
         var contentType: String
@@ -300,6 +302,7 @@ struct ServiceResponder: HTTPResponder {
         // the body the client still means to send, up to the request deadline, before the next
         // request could be read; `ConnectionCloseHandler` closes it).
         if reply.status == 413 { headers[.connection] = "close" }
+        if let allow = reply.allow { headers[.allow] = allow }
         let text = reply.text?.body ?? reply.body.canonicalText + "\n"
         return Response(status: .init(code: reply.status), headers: headers,
                         body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -318,7 +321,10 @@ struct ServiceResponder: HTTPResponder {
         let method = request.method == .head ? .get : request.method
         guard let (route, parameters) = matches.first(where: { $0.route.method == method }) else {
             let allowed = matches.map(\.route.method.rawValue).joined(separator: ", ")
-            throw Reply.error(405, "method \(request.method.rawValue) not allowed here (use \(allowed))")
+            var reply = Reply.error(405, "method \(request.method.rawValue) not allowed here (use \(allowed))")
+            // HEAD is answered wherever GET is.
+            reply.allow = matches.flatMap { $0.route.method == .get ? ["GET", "HEAD"] : [$0.route.method.rawValue] }.joined(separator: ", ")
+            throw reply
         }
         switch route.access {
         case .open, .webhookSecret: break

@@ -345,13 +345,14 @@ struct ExportCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Write to this file instead of stdout (through a temporary file renamed into place; an existing file only with --force).", valueName: "FILE"))
     var out: String?
     @Flag(help: "Let --out replace an existing file.") var force = false
-    @Option(help: ArgumentHelp("Write an auditor's bundle (segments, manifest, standalone verifier) into this new directory.", valueName: "DIR"))
+    @Option(help: ArgumentHelp("Write an auditor's bundle (segments, manifest, its verifier: Python 3 and lz4) into this new directory.", valueName: "DIR"))
     var bundle: String?
 
     func validate() throws {
         guard ["jsonl", "csv"].contains(format) else { throw ValidationError("--format must be jsonl or csv") }
         if fromSeq == 0 { throw ValidationError("--from-seq starts at 1") }
-        if let toSeq, toSeq < fromSeq { throw ValidationError("--to-seq must not be before --from-seq") }
+        if toSeq == 0 { throw ValidationError("--to-seq starts at 1 (seqs count from 1)") }
+        if let toSeq, toSeq < fromSeq { throw ValidationError("--to-seq \(toSeq) is before --from-seq \(fromSeq)") }
         // A bundle holds the segments as stored: a CSV or an --out asked for with it was ignored
         // without a word (hostile test).
         if bundle != nil, format != "jsonl" || out != nil || force {

@@ -109,7 +109,9 @@ extension CLIBinaryTests {
         BadArg(["export", "--store", "S", "--format", "xml"], "--format"),
         BadArg(["export", "--store", "S", "--from-seq", "0"], "--from-seq"),
         BadArg(["export", "--store", "S", "--from-seq", "abc"], "abc"),
-        BadArg(["export", "--store", "S", "--from-seq", "5", "--to-seq", "2"], "--to-seq"),
+        BadArg(["export", "--store", "S", "--from-seq", "5", "--to-seq", "2"], "--to-seq 2 is before --from-seq 5"),
+        // Not "before --from-seq", which was not given (hostile test).
+        BadArg(["export", "--store", "S", "--to-seq", "0"], "--to-seq starts at 1"),
         BadArg(["export", "--store", "S", "--out", "/nonexistent-dir/x.jsonl"], "/nonexistent-dir/x.jsonl"),
         BadArg(["export", "--store", "S", "--bundle", "S"], "would write into the store"),
         BadArg(["export", "--store", "S", "--bundle", Repo.practice], "not empty"),

@@ -68,7 +68,9 @@ let webhookSecret = "whsec-0123456789abcdef0123456789abcdef"
 struct Answer: Sendable {
     var status: Int
     var text: String
+    var headers: [(name: String, value: String)] = []
     var json: JSONValue? { try? FastJSON.parse(Array(text.utf8)) }
+    func header(_ name: String) -> String? { headers.first { $0.name.lowercased() == name.lowercased() }?.value }
     var array: [JSONValue] { if case .array(let a)? = json { return a }; return [] }
     subscript(_ key: String) -> JSONValue? { json?[key] }
 }
@@ -86,7 +88,7 @@ func http(_ method: HTTPMethod, _ url: String, token: String? = nil, body: [UInt
     }
     let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
     let buffer = try await response.body.collect(upTo: 64 << 20)
-    return Answer(status: Int(response.status.code), text: String(buffer: buffer))
+    return Answer(status: Int(response.status.code), text: String(buffer: buffer), headers: response.headers.map { ($0.name, $0.value) })
 }
 
 /// The fake IntakeQ plus `SyncLedgerServer` in this process, on loopback.
