@@ -125,6 +125,11 @@ public final class KeyRing: @unchecked Sendable {
 
     /// Reads a master key file: 64 hex digits (a trailing newline allowed) or 32 raw bytes.
     static func readMasterKey(_ path: String) throws -> SymmetricKey {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            // Not "create one with keys init --master-key-file DIR", which cannot work (hostile test).
+            throw LedgerError("the master key file \(path) is a directory: name the file that holds the master key")
+        }
         guard let bytes = FileManager.default.contents(atPath: path) else {
             throw LedgerError("cannot read the master key file \(path) (create one with `syncledger keys init --master-key-file \(path)`)")
         }
@@ -179,6 +184,20 @@ public final class KeyRing: @unchecked Sendable {
 
     /// Writes a new random master key to `path` (0600); refuses to overwrite anything.
     public static func writeNewMasterKey(to path: String) throws {
+        guard !path.isEmpty else { throw LedgerError("--master-key-file is empty: name the file to create") }
+        // Where every user could replace it, refused before it is written: `sync` and `status`
+        // refuse or flag such a key anyway, after the operator set everything up (hostile test).
+        // The path as given, and where its directory really is (a link on the way).
+        let parent = (path as NSString).deletingLastPathComponent
+        var realParent: String?
+        if let r = realpath(parent.isEmpty ? "." : parent, nil) {
+            realParent = String(cString: r)
+            free(r)
+        }
+        if let (directory, mode) = openDirectory(above: path) ?? realParent.flatMap({ openDirectory(above: $0 + "/key") }) {
+            throw LedgerError("\(path) would be below \(directory), which every user can write (mode \(String(mode, radix: 8))): "
+                              + "any of them could put another key in its place; choose a directory only its owner can write")
+        }
         let key = SymmetricKey(size: .bits256)
         try writeNewFile(path, Array(hexString(key.withUnsafeBytes { Array($0) }).utf8) + [10])
     }

@@ -486,6 +486,18 @@ extension CLIBinaryTests {
         expectSuccess(made)
         #expect(modes(under: tmp.path).first { $0.path == "other.key" }?.mode == 0o600)
         expectCleanFailure(try await cli(["keys", "init", "--master-key-file", other]), mentioning: ["already exists"])
+        // Refused before anything is written: no name, and a directory every user can write (sync
+        // and status refused or flagged that key only later; hostile test).
+        expectCleanFailure(try await cli(["keys", "init", "--master-key-file", ""]), mentioning: ["--master-key-file is empty"])
+        let open = tmp.path + "/everyone"
+        try FileManager.default.createDirectory(atPath: open, withIntermediateDirectories: false)
+        chmod(open, 0o777)
+        expectCleanFailure(try await cli(["keys", "init", "--master-key-file", open + "/k"]), mentioning: ["which every user can write"])
+        #expect(!FileManager.default.fileExists(atPath: open + "/k"))
+        // A directory named as the key file: said as such (it said to create one with keys init there).
+        let asDirectory = try await cli(["status", "--store", store], env: ["SYNCLEDGER_MASTER_KEY_FILE": open])
+        #expect(asDirectory.stdout.contains("is a directory: name the file that holds the master key")
+                && !asDirectory.stdout.contains("keys init --master-key-file \(open)"), "\(asDirectory.stdout)")
         // A relative path is named absolute: set as given in cron or a service unit, it would be
         // looked up wherever the command runs.
         let relative = try await cli(["keys", "init", "--master-key-file", "rel.key"], cwd: tmp.path)
