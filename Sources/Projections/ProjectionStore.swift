@@ -197,7 +197,10 @@ public final class ProjectionStore: @unchecked Sendable {
         // A FIFO or a device in the views' place would hang SQLite's first read (hostile test).
         var st = stat()
         if stat(path, &st) == 0, st.st_mode & S_IFMT != S_IFREG {
-            throw LedgerError("cannot open the views database \(path): it is not a regular file")
+            let what = st.st_mode & S_IFMT == S_IFDIR ? "a directory" : st.st_mode & S_IFMT == S_IFIFO ? "a FIFO" : "not a regular file"
+            // With what to do (hostile test: every command, `rebuild` too, said only the first part).
+            throw LedgerError("cannot open the views database \(path): it is \(what); move it out of the way and "
+                              + "`syncledger rebuild` makes the views again from the log")
         }
         do {
             if readOnly {

@@ -163,8 +163,15 @@ extension CLIBinaryTests {
         for suffix in ["", "-wal", "-shm"] { unlink(fifoStore + "/projections.sqlite" + suffix) }
         #expect(mkfifo(fifoStore + "/projections.sqlite", 0o600) == 0)
         for args in [["status"], ["rebuild"]] {
-            expectCleanFailure(try await cli(args + ["--store", fifoStore], timeout: 30), mentioning: ["not a regular file"])
+            expectCleanFailure(try await cli(args + ["--store", fifoStore], timeout: 30),
+                               mentioning: ["it is a FIFO", "move it out of the way and `syncledger rebuild`"])
         }
+        // A directory: said as one, with the same way out; moved away, rebuild makes the views.
+        unlink(fifoStore + "/projections.sqlite")
+        try FileManager.default.createDirectory(atPath: fifoStore + "/projections.sqlite", withIntermediateDirectories: false)
+        expectCleanFailure(try await cli(["appointments", "--store", fifoStore]), mentioning: ["it is a directory", "move it out of the way"])
+        try FileManager.default.removeItem(atPath: fifoStore + "/projections.sqlite")
+        expectSuccess(try await cli(["rebuild", "--store", fifoStore]))
     }
 
     /// A rebuild that has to wait for another process's rebuild (its lock held) says so, naming
