@@ -190,8 +190,8 @@ paths:
       parameters:
         - name: days
           in: query
-          description: How many days ahead.
-          schema: {type: integer, minimum: 1, maximum: 366, default: 7}
+          description: How many local days after today (0 is the rest of today).
+          schema: {type: integer, minimum: 0, maximum: 366, default: 7}
         - $ref: "#/components/parameters/org"
         - $ref: "#/components/parameters/patient"
       responses:

@@ -429,7 +429,8 @@ struct ServiceResponder: HTTPResponder {
 
     func upcoming(_ caller: Caller, _ q: QueryParameters) async throws -> Reply {
         try q.allow(["days", "org", "patient"])
-        let days = try q.int("days", in: 1...366) ?? 7
+        // 0 is the rest of today, as `syncledger upcoming --days 0` (it was refused here; hostile test).
+        let days = try q.int("days", in: 0...366) ?? 7
         var f = try filter(q.without("days"), extra: [])
         // As the CLI's upcoming: from now to the end of the practice's day `days` days ahead,
         // cancelled and removed appointments left out.
@@ -752,7 +753,13 @@ struct QueryParameters {
     /// A parameter given twice is a 400 (which one would count is anybody's guess).
     init(_ request: Request) throws {
         for (k, v) in request.uri.queryParameters {
-            let key = String(k)
+            // `?&` and `?a=1&&b=2` hold an empty pair: nothing was asked (it was refused as
+            // ": unknown parameter", with no name; hostile test).
+            if k.isEmpty && v.isEmpty { continue }
+            // Names are percent-decoded as values are (`%6frg=` is `org=`; hostile test).
+            guard let key = String(k).removingPercentEncoding else {
+                throw Reply.error(400, "\(Reply.echoed(String(k))): a parameter name that is not UTF-8 text")
+            }
             guard values[key] == nil else { throw Reply.error(400, "\(Reply.echoed(key)): given more than once") }
             values[key] = String(v)
         }
@@ -786,7 +793,7 @@ struct QueryParameters {
         switch text.lowercased() {
         case "true", "1", "yes": return true
         case "false", "0", "no": return false
-        default: throw Reply.error(400, "\(key): '\(Reply.echoed(text))' is not true or false")
+        default: throw Reply.error(400, "\(key): '\(Reply.echoed(text))' is not true or false (1/0 and yes/no are taken too)")
         }
     }
 }
