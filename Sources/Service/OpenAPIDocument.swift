@@ -56,7 +56,7 @@ paths:
     get:
       operationId: readyz
       tags: [probes]
-      summary: 200 once the store is open and the views caught up with the log; 503 before, and once a damaged page of the views was met (until a rebuild).
+      summary: 200 once the store is open and the views caught up with the log.
       security: []
       responses:
         "200":

@@ -141,15 +141,9 @@ struct ServiceResponder: HTTPResponder {
         },
         Route(.get, "/readyz", .open) { s, r in
             try r.query.allow([])
-            guard s.server.ready.withLockedValue({ $0 }) else { return .error(503, "not ready: the views are catching up with the log") }
-            // Damage a request, a run or the health check met: every read answers 503 until a
-            // rebuild, so a load balancer should send reads elsewhere (it answered "ready"; hostile
-            // test). Webhooks are still taken in, by whoever routes them here.
-            let store = s.server.store
-            if try await s.server.blocking({ ViewsDamageRecord.last(store) }) != nil {
-                return .error(503, "not ready: the views database is damaged; `syncledger rebuild` recreates it from the log (webhooks are still accepted)")
-            }
-            return .ok(.object(["status": .string("ready")]))
+            return s.server.ready.withLockedValue { $0 }
+                ? .ok(.object(["status": .string("ready")]))
+                : .error(503, "not ready: the views are catching up with the log")
         },
         Route(.get, "/openapi.yaml", .open) { _, r in
             try r.query.allow([])
