@@ -21,7 +21,7 @@ import Glibc
 /// ```
 public final class KeyRing: @unchecked Sendable {
     // @unchecked only because swift-crypto does not mark `SymmetricKey` Sendable; it is an
-    // immutable value. The one mutable field, `cache`, is a `Mutex`.
+    // immutable value. The mutable fields (`cache`, `presumed`, `lenient`) are `Mutex`es.
     public static let masterKeyEnvironment = "SYNCLEDGER_MASTER_KEY_FILE"
 
     public let directory: String
@@ -30,7 +30,7 @@ public final class KeyRing: @unchecked Sendable {
     private let master: SymmetricKey
     /// Patient keys opened or made so far.
     private let cache = Mutex<[String: SymmetricKey]>([:])
-    /// Patients this ring reads as forgotten though no tombstone says so (`readLostKeysAsForgotten`).
+    /// Patients this ring reads as forgotten though no tombstone says so (`lostKeysReadAsForgotten`).
     private let presumed = Mutex<Set<String>>([])
     /// Whether lost or damaged keys read as forgotten, and whether any key opened since.
     private let lenient = Mutex<(on: Bool, opened: Bool)>((false, false))
@@ -223,17 +223,30 @@ public final class KeyRing: @unchecked Sendable {
         return (try? loadedKey(for: patient)) == nil
     }
 
-    /// From now on this ring reads every patient whose key file is lost or damaged
-    /// (`keyIsLostOrDamaged`) as forgotten: no key, their sealed parts as "(forgotten)". For
-    /// `forget` of such a patient, which must read every recorded roster (the other patients'
-    /// parts, some of whose keys may be lost too) before it writes the tombstone; nothing is
-    /// written here. `openedAnyKey` then tells whether any key of the store opened.
-    public func readLostKeysAsForgotten() {
-        lenient.withLock { $0.on = true }
+    /// Another ring on the same key store and master key that reads every patient whose key
+    /// file is lost or damaged (`keyIsLostOrDamaged`) as forgotten: no key, their sealed parts as
+    /// "(forgotten)". For `forget --key-lost`, which must read every recorded roster (the other
+    /// patients' parts, some of whose keys may be lost too) before it writes the tombstone; a
+    /// ring of its own, so that a shared one (a server's) never turns lenient. Nothing is
+    /// written. `openedAnyKey` then tells whether any key opened, `presumedForgotten` which
+    /// patients it read as forgotten.
+    public func lostKeysReadAsForgotten() -> KeyRing {
+        let ring = KeyRing(directory: directory, masterKeyFile: masterKeyFile, master: master)
+        ring.lenient.withLock { $0.on = true }
+        return ring
     }
 
-    /// True when a key opened since `readLostKeysAsForgotten`: the key store is this log's.
+    /// True when a key opened through this (lenient) ring: the key store is this log's.
     public var openedAnyKey: Bool { lenient.withLock { $0.opened } }
+
+    /// The patients this ring read as forgotten without a tombstone (their keys lost), sorted.
+    public var presumedForgotten: [String] { presumed.withLock { $0.sorted() } }
+
+    /// True when the key store at `directory` holds a key file for the patient (opened or not).
+    public static func hasKeyFile(directory: String, patient: String) -> Bool {
+        var st = stat()
+        return lstat(directory + "/patients/" + hexString(Array(patient.utf8)) + ".key", &st) == 0
+    }
 
     /// The tombstone check, which needs no master key.
     public static func isForgotten(directory: String, patient: String) -> Bool {
@@ -352,7 +365,8 @@ public final class KeyRing: @unchecked Sendable {
         if fd < 0 {
             let err = errno
             if err == ENOENT { return nil }
-            throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(String(cString: strerror(err)))")
+            let advice = err == EACCES ? " (run syncledger as the user the store belongs to, or give the file back to that user, mode 600)" : ""
+            throw LedgerError("cannot read the key file of patient \(patient) (\(path)): \(String(cString: strerror(err)))\(advice)")
         }
         defer { Glibc.close(fd) }
         var st = stat()
@@ -377,7 +391,7 @@ public final class KeyRing: @unchecked Sendable {
         else {
             throw LedgerError("the key of patient \(patient) in \(directory) cannot be opened with the master key in \(masterKeyFile) "
                               + "(a wrong master key opens none of them; if only this key file is damaged, restore it from a backup, "
-                              + "or `syncledger forget --patient \(patient) --reason …` records the patient as forgotten)")
+                              + "or `syncledger forget --patient \(patient) --key-lost --reason …` records the patient as forgotten)")
         }
         return SymmetricKey(data: raw)
     }
@@ -411,9 +425,14 @@ public final class KeyRing: @unchecked Sendable {
         cache.withLock { $0[patient] = nil }
         try writeFileAtomically(tombstonePath(patient), Array("{\"patient\":\(jsonQuoted(patient)),\"forgotten_at\":\(jsonQuoted(at))}\n".utf8))
         let path = keyPath(patient)
-        if FileManager.default.fileExists(atPath: path) {
-            // Overwrite before unlinking (a best effort: file systems may keep old blocks).
-            let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        var st = stat()
+        if lstat(path, &st) == 0 {
+            // Overwrite before unlinking (a best effort: file systems may keep old blocks), only
+            // a regular file of one link that opens as this patient's key: a damaged key file
+            // (`forget --key-lost`) may be anything, a hard link to another key or to the master
+            // key among them (cold review); such a file is only unlinked.
+            let own = st.st_mode & S_IFMT == S_IFREG && st.st_nlink == 1 && (try? storedKey(patient)) != nil
+            let fd = own ? Glibc.open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC) : -1
             if fd >= 0 {
                 let zeros = [UInt8](repeating: 0, count: 60)
                 _ = zeros.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }

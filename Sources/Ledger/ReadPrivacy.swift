@@ -68,7 +68,7 @@ final class ReadPrivacy: @unchecked Sendable {
         if let k = try ring.existingKey(for: patient) { return k }
         if ring.isForgotten(patient) { return nil }
         throw LedgerError("the key store \(ring.directory) has no key for patient \(patient) (wrong --keys directory? If the key file "
-                          + "is lost, restore it from a backup, or `syncledger forget --patient \(patient) --reason …` records the patient as forgotten)")
+                          + "is lost, restore it from a backup, or `syncledger forget --patient \(patient) --key-lost --reason …` records the patient as forgotten)")
     }
 
     func keyRing() throws -> KeyRing {

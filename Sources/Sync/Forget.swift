@@ -19,6 +19,16 @@ public enum Forget {
         /// The patient's key file was missing or did not open: what was sealed under it could
         /// not be read before the forget either.
         public var keyWasLost = false
+        /// Other patients whose keys are lost too, read as forgotten in the views it folded: they
+        /// read so until their keys are restored (then `rebuild`) or they are forgotten.
+        public var othersReadAsForgotten: [String] = []
+    }
+
+    /// `path` with its links resolved, or as given when it cannot be.
+    static func realPath(_ path: String) -> String {
+        guard let r = realpath(path, nil) else { return path }
+        defer { free(r) }
+        return String(cString: r)
     }
 
     /// Destroys the patient's key, appends `patient.forgotten` (roster id, time, reason) and
@@ -27,7 +37,7 @@ public enum Forget {
     /// The master key is checked before anything is written.
     /// `onWaitingForRebuild`: called once when bringing the views up to date must wait for another
     /// process's rebuild of them (`ProjectionStore.onWaitingForRebuild`).
-    public static func run(store: Store, patientId: String, reason: String, waitLock: Double? = nil,
+    public static func run(store: Store, patientId: String, reason: String, keyLost: Bool = false, waitLock: Double? = nil,
                            keys: KeyRing? = nil,
                            onWaitingForRebuild: (@Sendable (_ holderPid: String?) -> Void)? = nil,
                            onWaitingForWriter: ((_ lock: String) -> Void)? = nil) throws -> Outcome {
@@ -35,23 +45,43 @@ public enum Forget {
         guard !trimmed.isEmpty else { throw LedgerError("--reason must say why (it is recorded in the log)") }
         guard !patientId.isEmpty else { throw LedgerError("--patient needs a roster patient id") }
         try store.requireWritable(for: "forget")
-        let keys = try keys ?? KeyRing.open(directory: store.keysPath, create: false)
-        // A key file lost or damaged (not forgotten): every read of the patient's sealed parts
-        // failed, `sync` and `rebuild` for the whole store with them, and so did this forget,
-        // the one way out (hostile test). Every lost key reads as forgotten from here (another
-        // patient's may be lost too); the views stay as they are until the tombstone is written
-        // (read into memory below).
-        let alreadyForgotten = keys.isForgotten(patientId)
-        let keyWasLost = keys.keyIsLostOrDamaged(patientId)
-        if keyWasLost { keys.readLostKeysAsForgotten() }
+        let given = try keys ?? KeyRing.open(directory: store.keysPath, create: false)
+        let alreadyForgotten = given.isForgotten(patientId)
+        // `--key-lost`: the patient's key file is missing or damaged, so every read of their
+        // sealed parts fails, `sync` and `rebuild` for the whole store with them, and so did
+        // this forget, the one way out (hostile test). Asked for by name, never assumed: a
+        // wrong or partial `--keys` looks the same.
+        let lost = keyLost && !alreadyForgotten
+        if lost {
+            guard given.keyIsLostOrDamaged(patientId) else {
+                throw LedgerError("the key file of patient \(patientId) in \(given.directory) is there and opens (or cannot be read by this user): "
+                                  + "--key-lost is only for a key that is missing or damaged; nothing was changed")
+            }
+            // A copy of the key store lacking the key the store's own still holds: that key
+            // would survive while the log records the patient as forgotten (hostile test).
+            let own = store.path + "/keys"
+            if realPath(given.directory) != realPath(own), KeyRing.hasKeyFile(directory: own, patient: patientId) {
+                throw LedgerError("the store's own key store \(own) holds a key file of patient \(patientId), which --keys "
+                                  + "\(given.directory) lacks: forget with the key store that holds it; nothing was changed")
+            }
+        }
+        // Every lost or damaged key reads as forgotten in this pass (another patient's may be
+        // lost too), through a ring of its own; the views stay as they are until the tombstone
+        // is written (read into memory below).
+        let keys = lost ? given.lostKeysReadAsForgotten() : given
         // Checked before the writer lock is taken: a refused forget writes nothing at all.
         // The keys must be this log's: with another store's `keys/` in place, the patient's real
         // key would survive while the log recorded them as forgotten (the other patients' parts
-        // do not open then, whether this patient's key is lost or not).
-        let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild, inMemory: keyWasLost)
-        // Every other patient's key lost too reads as the wrong key store, which it most often is.
-        if keyWasLost, !keys.openedAnyKey, recorded.contains(where: { $0 != patientId && !KeyRing.isForgotten(directory: keys.directory, patient: $0) }) {
-            throw LedgerError("no key of this store's patients opens in \(keys.directory) (wrong --keys directory?); nothing was changed")
+        // do not open then).
+        let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild, inMemory: lost)
+        if lost {
+            // Decided from every recorded roster, whose patient ids are in the clear, not from
+            // the views' last roster, where patients read as forgotten may be missing (cold review).
+            let others = Set(rosters.flatMap { $0.organizations.flatMap(\.patients) }.map(\.id))
+                .subtracting([patientId]).filter { !KeyRing.isForgotten(directory: given.directory, patient: $0) }
+            if !others.isEmpty, !keys.openedAnyKey {
+                throw LedgerError("none of the other patients' keys opens in \(given.directory) either (wrong --keys directory?); nothing was changed")
+            }
         }
         // The reason is recorded in the clear, for good: a name in it could never be forgotten.
         // Every roster counts: the patient forgotten has often left the last one already.
@@ -63,7 +93,7 @@ public enum Forget {
             // A lost key's patient may be left out of the views' last roster: another lost-key
             // forget folded them as forgotten. Any recorded roster naming them will do then.
             guard try keys.existingKey(for: patientId) != nil || recorded.contains(patientId)
-                    || (keyWasLost && people.contains { $0.id == patientId }) else {
+                    || (lost && people.contains { $0.id == patientId }) else {
                 throw LedgerError("patient \(patientId) has no key and is in no recorded roster; nothing to forget (use the roster's \"id\")")
             }
         }
@@ -87,7 +117,7 @@ public enum Forget {
         try purgeViews(store, keys: keys)
         let (removed, kept) = removeMovedAsideViews(store)
         return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed, keptViewsCopies: kept,
-                       keyWasLost: keyWasLost && appended)
+                       keyWasLost: lost && appended, othersReadAsForgotten: lost ? keys.presumedForgotten.filter { $0 != patientId } : [])
     }
 
     /// Deletes the damaged views files `rebuild` moved aside (`ProjectionStore.movedAsideViews`):

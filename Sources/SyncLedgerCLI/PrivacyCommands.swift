@@ -21,6 +21,8 @@ struct ForgetCommand: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("The roster patient id (the roster's \"id\").", valueName: "ID")) var patient: String
     @Option(help: ArgumentHelp("Why (recorded in the log for good, so no personal data: a reason naming a roster patient or their email, or holding a client id or a phone number, is refused).", valueName: "TEXT")) var reason: String
+    @Flag(help: "The patient's key file is missing or damaged (no backup holds it): forget them all the same. Every command that reads their sealed data stops on such a key until then.")
+    var keyLost = false
     @Option(parsing: .unconditional, help: ArgumentHelp("Wait this long for a running sync instead of failing at once.", valueName: "SECONDS"))
     var waitLock: Double?
     @Option(help: ArgumentHelp("Purge the PostgreSQL views too (default: $SYNCLEDGER_POSTGRES_URL when set).", valueName: "URL"))
@@ -34,7 +36,7 @@ struct ForgetCommand: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let store = try storeOptions.open()
-            let outcome = try Forget.run(store: store, patientId: patient, reason: reason, waitLock: waitLock,
+            let outcome = try Forget.run(store: store, patientId: patient, reason: reason, keyLost: keyLost, waitLock: waitLock,
                                          onWaitingForRebuild: sayWaitingForRebuild,
                                          onWaitingForWriter: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
             if outcome.keyWasLost {
@@ -44,6 +46,10 @@ struct ForgetCommand: AsyncParsableCommand {
                 print("forgot patient \(patient): key destroyed, patient.forgotten recorded, views purged; head \(outcome.head)")
             } else {
                 print("patient \(patient) was already forgotten; views purged again; head \(outcome.head)")
+            }
+            if !outcome.othersReadAsForgotten.isEmpty {
+                warn("note: the keys of \(outcome.othersReadAsForgotten.joined(separator: ", ")) are lost too: their appointments read as forgotten "
+                     + "in the views until their keys are restored (then `syncledger rebuild`) or they are forgotten (`--key-lost`)")
             }
             if !outcome.removedViewsCopies.isEmpty {
                 let names = outcome.removedViewsCopies.map { ($0 as NSString).lastPathComponent }

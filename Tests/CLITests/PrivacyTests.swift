@@ -570,27 +570,49 @@ extension CLIBinaryTests {
 
     /// A patient's key file lost, or damaged: `sync`, `rebuild` and every read of their sealed
     /// parts stop on it, and `forget`, the way out when no backup holds the key, stopped on it
-    /// too (hostile test). The error names both remedies; `forget` records the patient as
-    /// forgotten, and the store works again.
+    /// too (hostile test). The error names both remedies; `forget --key-lost` records the
+    /// patient as forgotten, and the store works again. The flag is refused where a key opens,
+    /// and where the store's own key store holds the key a copy lacks (hostile test).
     @Test func aPatientWhoseKeyIsLostOrDamagedCanBeForgotten() async throws {
         let tmp = TempDir("lost-key")
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         let practice = try Practice.load()
         try await makeSyncedStore(at: store, practice: practice)
-        func keyFile(_ id: String) -> String { store + "/keys/patients/" + id.utf8.map { String(format: "%02x", $0) }.joined() + ".key" }
+        func hex(_ id: String) -> String { id.utf8.map { String(format: "%02x", $0) }.joined() }
+        func keyFile(_ id: String, in keys: String? = nil) -> String { (keys ?? store + "/keys") + "/patients/" + hex(id) + ".key" }
+        // A copy of the key store lacking p-001's key, which the store's own still holds.
+        let partial = tmp.path + "/partial-keys"
+        try FileManager.default.copyItem(atPath: store + "/keys", toPath: partial)
+        unlink(keyFile("p-001", in: partial))
+        var snap = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--keys", partial, "--patient", "p-001", "--key-lost", "--reason", "x"]),
+                           mentioning: ["the store's own key store", "nothing was changed"])
+        // The flag for a key that opens.
+        expectCleanFailure(try await cli(["forget", "--store", store, "--patient", "p-001", "--key-lost", "--reason", "x"]),
+                           mentioning: ["is there and opens", "nothing was changed"])
+        expectSameSnapshot(snap, storeSnapshot(store), "a refused --key-lost")
+
         // Both at once: each forget reads the other's roster part, whose key is gone too.
         unlink(keyFile(PrivacyFixture.other.id))
         var damaged = try Data(contentsOf: URL(fileURLWithPath: keyFile(PrivacyFixture.forgotten.id)))
         damaged[damaged.count - 1] ^= 0x01
         try damaged.write(to: URL(fileURLWithPath: keyFile(PrivacyFixture.forgotten.id)))
-        for patient in [PrivacyFixture.other.id, PrivacyFixture.forgotten.id] {
+        // Without the flag: refused, naming it.
+        snap = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.other.id, "--reason", "key lost"]),
+                           mentioning: ["--key-lost"])
+        expectSameSnapshot(snap, storeSnapshot(store), "a lost key without --key-lost")
+        for (patient, other) in [(PrivacyFixture.other.id, PrivacyFixture.forgotten.id), (PrivacyFixture.forgotten.id, nil)] {
             let stuck = try await cli(["rebuild", "--store", store])
-            expectCleanFailure(stuck, mentioning: ["restore it from a backup", "syncledger forget --patient"])
-            let forget = try await cli(["forget", "--store", store, "--patient", patient, "--reason", "key lost in a disk failure"])
+            expectCleanFailure(stuck, mentioning: ["restore it from a backup", "syncledger forget --patient", "--key-lost"])
+            let forget = try await cli(["forget", "--store", store, "--patient", patient, "--key-lost", "--reason", "key lost in a disk failure"])
             expectSuccess(forget)
             #expect(forget.stdout.contains("forgot patient \(patient): their key was already missing or damaged"), "\(forget.stdout)")
-            #expect(FileManager.default.fileExists(atPath: store + "/keys/forgotten/" + patient.utf8.map { String(format: "%02x", $0) }.joined()))
+            if let other {
+                #expect(forget.stderr.contains("the keys of \(other) are lost too"), "\(forget.stderr)")
+            }
+            #expect(FileManager.default.fileExists(atPath: store + "/keys/forgotten/" + hex(patient)))
             #expect(!FileManager.default.fileExists(atPath: keyFile(patient)))
         }
         expectSuccess(try await cli(["rebuild", "--store", store]))
@@ -608,14 +630,32 @@ extension CLIBinaryTests {
         let elsewhere = tmp.path + "/elsewhere"
         try FileManager.default.createDirectory(atPath: elsewhere + "/patients", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: store + "/keys/master.check", toPath: elsewhere + "/master.check")
-        let snap = storeSnapshot(store)
-        expectCleanFailure(try await cli(["forget", "--store", store, "--keys", elsewhere, "--patient", "p-001", "--reason", "x"],
+        snap = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--keys", elsewhere, "--patient", "p-002", "--key-lost", "--reason", "x"],
                                          env: ["SYNCLEDGER_MASTER_KEY_FILE": store + "/keys/master.key"]),
-                           mentioning: ["no key of this store's patients opens", "nothing was changed"])
+                           mentioning: ["nothing was changed"])
         expectSameSnapshot(snap, storeSnapshot(store), "another key store")
         // A patient whose key opens is forgotten as before.
-        let third = "p-001"
-        let plain = try await cli(["forget", "--store", store, "--patient", third, "--reason", "the patient's request"])
-        #expect(plain.stdout.contains("forgot patient \(third): key destroyed"), "\(plain.stdout)")
+        let plain = try await cli(["forget", "--store", store, "--patient", "p-001", "--reason", "the patient's request"])
+        #expect(plain.stdout.contains("forgot patient p-001: key destroyed"), "\(plain.stdout)")
+    }
+
+    /// A damaged key file that is a hard link to another patient's key: `forget --key-lost`
+    /// unlinks it and leaves the other key as it was (it wrote zeros through the link; cold
+    /// review).
+    @Test func aDamagedKeyFileIsUnlinkedNotOverwritten() async throws {
+        let tmp = TempDir("lost-key-link")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load())
+        func keyFile(_ id: String) -> String { store + "/keys/patients/" + id.utf8.map { String(format: "%02x", $0) }.joined() + ".key" }
+        let kept = try Data(contentsOf: URL(fileURLWithPath: keyFile("p-002")))
+        unlink(keyFile("p-001"))
+        #expect(link(keyFile("p-002"), keyFile("p-001")) == 0)
+        let forget = try await cli(["forget", "--store", store, "--patient", "p-001", "--key-lost", "--reason", "key damaged"])
+        expectSuccess(forget)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: keyFile("p-002"))) == kept)
+        #expect(!FileManager.default.fileExists(atPath: keyFile("p-001")))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 }
