@@ -317,7 +317,9 @@ struct ServiceResponder: HTTPResponder {
             let allowed = matches.map(\.route.method.rawValue).joined(separator: ", ")
             var reply = Reply.error(405, "method \(request.method.rawValue) not allowed here (use \(allowed))")
             // HEAD is answered wherever GET is.
-            reply.allow = matches.flatMap { $0.route.method == .get ? ["GET", "HEAD"] : [$0.route.method.rawValue] }.joined(separator: ", ")
+            var methods: [String] = []
+            for m in matches.flatMap({ $0.route.method == .get ? ["GET", "HEAD"] : [$0.route.method.rawValue] }) where !methods.contains(m) { methods.append(m) }
+            reply.allow = methods.joined(separator: ", ")
             throw reply
         }
         switch route.access {

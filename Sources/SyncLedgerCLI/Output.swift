@@ -57,11 +57,11 @@ enum Output {
     /// Columns shrunk last when a table must fit: a time, an address or a join link cut short
     /// is worth less than a cut name.
     static let keepLonger: Set<String> = ["start", "started", "address", "meeting_url", "error", "detail", "where"]
+    /// Columns of times and ages, never cut (as numbers are not): the tables' and `status`'s.
+    static let timeColumns: Set<String> = ["start", "started", "started_at", "completed_at", "last_success", "last_failure", "at", "age"]
     /// Columns that stay at least this wide (a time, a name, the kind of a change, a run's type)
     /// while others can still give. `change` holds "location changed" whole: cut to "re…" it
     /// could be rescheduled, removed or restored (hostile test).
-    /// Columns of times, never cut (as numbers are not).
-    static let timeColumns: Set<String> = ["start", "started"]
     static let minWidths = ["start": 20, "started": 20, "patient": 12, "status": 9, "run": runPrefixLength,
                             "change": 16, "type": 15]
     /// How much of a run's id the `sync-logs` table shows: enough for `changes --run`.

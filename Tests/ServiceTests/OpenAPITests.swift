@@ -171,7 +171,10 @@ enum OpenAPIContract {
         ]
         // Names are percent-decoded, as values are; an empty pair asks nothing; 0 days is the
         // rest of today, as in the CLI (hostile test).
-        #expect(try await rig.admin("/api/v1/appointments?%6Frg=fsh").array == (try await rig.admin("/api/v1/appointments?org=fsh")).array)
+        let decoded = try await rig.admin("/api/v1/appointments?%6Frg=fsh")
+        let plain = try await rig.admin("/api/v1/appointments?org=fsh")
+        // (Undecoded, the name was refused: 400 "%6Frg: unknown parameter".)
+        #expect(decoded.status == 200 && plain.status == 200 && decoded.array == plain.array, "\(decoded.status) \(decoded.text.prefix(300))")
         #expect(try await rig.admin("/api/v1/locations?&").status == 200)
         #expect(try await rig.admin("/api/v1/upcoming?days=0").status == 200)
         for (path, status, message) in cases {
