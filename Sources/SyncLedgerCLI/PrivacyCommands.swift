@@ -39,6 +39,9 @@ struct ForgetCommand: AsyncParsableCommand {
             let outcome = try Forget.run(store: store, patientId: patient, reason: reason, keyLost: keyLost, waitLock: waitLock,
                                          onWaitingForRebuild: sayWaitingForRebuild,
                                          onWaitingForWriter: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
+            // The views were folded into a new file: damage recorded in the old one is gone
+            // (`status` and the alert kept reporting it until a rebuild; cold review).
+            DamageWitness.clear(store)
             if outcome.keyWasLost {
                 print("forgot patient \(patient): their key was already missing or damaged (what was sealed under it could not be read "
                       + "anyway), patient.forgotten recorded, views purged; head \(outcome.head)")
