@@ -25,20 +25,36 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
     public var foundBy: String?
     /// When `foundBy` met the damage (ISO 8601).
     public var foundAt: String?
+    /// Earlier failures of other kinds that still stand beside this record (`outstanding`):
+    /// `verify.json` held one record, and a failed verify of another kind replaced a standing
+    /// one (views failed, then a wrong head failed and was put right: `status` read ok while the
+    /// views still differed; hostile test). Absent when none.
+    public var standing: [VerifyRecord]?
 
     public static let logDamage = "log", viewsDiffer = "views", expectedHead = "expected_head"
 
-    /// True when a passing verify that compared the views or not (`views`), and was given an
-    /// expected head or not (`expectHead`), leaves this failure standing: it did not check what
-    /// failed. A plain `verify` (a nightly cron's) replaced a failed `verify --views` or
-    /// `--expect-head` with "ok" while the views still differed (hostile test); damage in the log
-    /// is cleared by any verify, which reads the whole log.
-    public func stands(afterVerifyWithViews views: Bool, expectHead: Bool) -> Bool {
-        guard !ok, foundBy == nil else { return false }
-        switch kind {
-        case Self.viewsDiffer: return !views
-        case Self.expectedHead: return !expectHead
-        default: return false
+    /// This failure and those standing beside it.
+    public var failures: [VerifyRecord] { ok ? [] : [self] + (standing ?? []).filter { !$0.ok } }
+
+    /// The failures of `last` (and those standing beside it) that a verify leaves standing: not
+    /// those of a kind it checked and found fine, nor those of the kind it failed on itself (its
+    /// own record is the newer word). `checkedViews`: it compared the views and they matched;
+    /// `checkedHead`: it was given an expected head and the log held it; `logOK`: it read the
+    /// whole log without damage; `failedKind`: what it failed on, nil when it passed.
+    public static func outstanding(after last: VerifyRecord?, logOK: Bool, checkedViews: Bool, checkedHead: Bool,
+                                   failedKind: String?) -> [VerifyRecord] {
+        (last?.failures ?? []).filter { f in
+            let kind = f.kind ?? logDamage
+            if kind == failedKind { return false }
+            switch kind {
+            case viewsDiffer: return !checkedViews
+            case expectedHead: return !checkedHead
+            default: return !logOK
+            }
+        }.map { f in
+            var f = f
+            f.standing = nil
+            return f
         }
     }
 

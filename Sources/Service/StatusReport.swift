@@ -110,8 +110,9 @@ public struct StatusReport: Sendable {
         } else {
             r.problems.append("no automated_daily run has been recorded")
         }
-        if let v = r.lastVerify, !v.ok {
-            r.problems.append(v.summary(time: time))
+        // Each failure that stands, the record's own and those beside it (`VerifyRecord.standing`).
+        for f in r.lastVerify?.failures ?? [] {
+            r.problems.append(f.summary(time: time))
         }
         if let d = r.viewsDamage { r.problems.append(d.problem(time: time)) }
         // The log holds events the views do not show and no run is writing: the last update of

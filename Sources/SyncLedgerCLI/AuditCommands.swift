@@ -62,15 +62,23 @@ struct VerifyCommand: AsyncParsableCommand {
                 events: report.events,
                 error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } },
                 kind: report.error.map { $0.code == .headMismatch ? VerifyRecord.expectedHead : VerifyRecord.logDamage } ?? VerifyRecord.viewsDiffer)
-            // A failure of what this verify did not check stands (`VerifyRecord.stands`).
-            let standing = record.ok ? Scrub.last(store).flatMap { last in
-                last.stands(afterVerifyWithViews: views, expectHead: expectHead != nil) ? last : nil
-            } : nil
-            if let standing {
-                warn("note: this verify did not check what the last one found failing, so that failure stands in `status`: "
-                     + Trust.printable(standing.failure))
-            } else if writable {
-                do { try Scrub.record(record, in: store) } catch {
+            // Failures of what this verify did not check stand beside its own (`outstanding`).
+            let outstanding = VerifyRecord.outstanding(
+                after: Scrub.last(store), logOK: report.ok, checkedViews: views && report.ok && viewsOK,
+                checkedHead: expectHead != nil && report.ok, failedKind: record.ok ? nil : record.kind)
+            var recorded = record
+            if let first = outstanding.first {
+                warn("note: this verify did not check what an earlier one found failing, so that failure stands in `status`: "
+                     + Trust.printable(first.failure) + (outstanding.count > 1 ? " (and \(outstanding.count - 1) more)" : ""))
+                if record.ok {
+                    recorded = first
+                    recorded.standing = outstanding.count > 1 ? Array(outstanding.dropFirst()) : nil
+                } else {
+                    recorded.standing = outstanding
+                }
+            }
+            if writable {
+                do { try Scrub.record(recorded, in: store) } catch {
                     warn("warning: could not record this verify's outcome in \(Scrub.path(store)): \(describeError(error))")
                 }
             } else {
@@ -82,7 +90,7 @@ struct VerifyCommand: AsyncParsableCommand {
                     "events": .number(Double(report.events)), "batches": .number(Double(report.batches)),
                     "segments": .number(Double(report.segments)),
                     "warnings": .array(report.warnings.map(JSONValue.string)), "error": .null,
-                    "earlier_failure_stands": standing.map { .string($0.failure) } ?? .null,
+                    "earlier_failure_stands": outstanding.first.map { .string($0.failure) } ?? .null,
                 ]
                 if let e = report.error {
                     o["error"] = .object([

@@ -182,6 +182,23 @@ extension CLIBinaryTests {
         #expect(stands.status == 1 && stands.stdout.contains("diverges from the expected head"), "\(stands.stdout)")
         expectSuccess(try await cli(["verify", "--expect-head", "\(head.1):\(head.2)", "--store", store]))
         expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
+
+        // Two kinds at once: the views differ, then a wrong head fails (which replaced the
+        // standing views failure: one record), then the right head passes. The views failure
+        // still stands until a `verify --views` passes (hostile test: status read ok).
+        #expect(try python(script, [store + "/projections.sqlite", edited, id]) == 0)
+        #expect(try await cli(["verify", "--views", "--store", store]).status == 1)
+        #expect(try await cli(["verify", "--expect-head", wrong, "--store", store]).status == 1)
+        let both = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(both.status == 1 && both.stdout.contains("diverges from the expected head") && both.stdout.contains("the views differ from the log"),
+                "\(both.stdout)")
+        expectSuccess(try await cli(["verify", "--expect-head", "\(head.1):\(head.2)", "--store", store]))
+        let viewsStill = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(viewsStill.status == 1 && viewsStill.stdout.contains("the views differ from the log")
+                && !viewsStill.stdout.contains("diverges from the expected head"), "\(viewsStill.stdout)")
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
     }
 
     /// A patient's name edited by hand in projections.sqlite: `verify --views` names the view,
