@@ -318,7 +318,19 @@ struct StatusCommand: AsyncParsableCommand {
                     // under each of its patients' keys (a forgotten patient's reads as forgotten).
                     _ = try views.recordedRosters(reader)
                 } catch {
-                    report.problems.append("\(error)")
+                    // Every lost or damaged key, not the first only: the operator found the
+                    // others one `forget` at a time (hostile test). Read again with a ring that
+                    // takes them as forgotten, which names them; one alone keeps its own words.
+                    let lenient = (try? KeyRing.open(directory: store.keysPath, create: false))?.lostKeysReadAsForgotten()
+                    if let lenient, let again = try? LedgerReader(store: store, keys: lenient), (try? views.recordedRosters(again)) != nil,
+                       lenient.presumedForgotten.count > 1 {
+                        let ids = lenient.presumedForgotten
+                        report.problems.append("the key files of \(ids.count) patients are missing or damaged in \(store.keysPath): "
+                                               + "\(ids.joined(separator: ", ")) (restore them from a backup, or "
+                                               + "`syncledger forget --patient ID --key-lost --reason …` for each)")
+                    } else {
+                        report.problems.append("\(error)")
+                    }
                 }
             } else if let missing = try SyncSession.missingKeyStore(store, named: storeOptions.keys) {
                 report.problems.append(missing)

@@ -622,6 +622,10 @@ extension CLIBinaryTests {
         var damaged = try Data(contentsOf: URL(fileURLWithPath: keyFile(PrivacyFixture.forgotten.id)))
         damaged[damaged.count - 1] ^= 0x01
         try damaged.write(to: URL(fileURLWithPath: keyFile(PrivacyFixture.forgotten.id)))
+        // `status` names both, not the first only (hostile test).
+        let both = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(both.status == 1 && both.stdout.contains("the key files of 2 patients are missing or damaged")
+                && both.stdout.contains(PrivacyFixture.forgotten.id) && both.stdout.contains(PrivacyFixture.other.id), "\(both.stdout)")
         // Without the flag: refused, naming it.
         snap = storeSnapshot(store)
         expectCleanFailure(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.other.id, "--reason", "key lost"]),
