@@ -202,7 +202,8 @@ public final class KeyRing: @unchecked Sendable {
         try writeNewFile(path, Array(hexString(key.withUnsafeBytes { Array($0) }).utf8) + [10])
     }
 
-    func keyPath(_ patient: String) -> String { directory + "/patients/" + hexString(Array(patient.utf8)) + ".key" }
+    func keyPath(_ patient: String) -> String { Self.keyPath(directory: directory, patient: patient) }
+    static func keyPath(directory: String, patient: String) -> String { directory + "/patients/" + hexString(Array(patient.utf8)) + ".key" }
     func tombstonePath(_ patient: String) -> String { directory + "/forgotten/" + hexString(Array(patient.utf8)) }
 
     /// True when `forget` destroyed this patient's key (or this ring presumes it).
@@ -245,7 +246,7 @@ public final class KeyRing: @unchecked Sendable {
     /// True when the key store at `directory` holds a key file for the patient (opened or not).
     public static func hasKeyFile(directory: String, patient: String) -> Bool {
         var st = stat()
-        return lstat(directory + "/patients/" + hexString(Array(patient.utf8)) + ".key", &st) == 0
+        return lstat(keyPath(directory: directory, patient: patient), &st) == 0
     }
 
     /// The tombstone check, which needs no master key.

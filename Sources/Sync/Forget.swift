@@ -24,13 +24,6 @@ public enum Forget {
         public var othersReadAsForgotten: [String] = []
     }
 
-    /// `path` with its links resolved, or as given when it cannot be.
-    static func realPath(_ path: String) -> String {
-        guard let r = realpath(path, nil) else { return path }
-        defer { free(r) }
-        return String(cString: r)
-    }
-
     /// Destroys the patient's key, appends `patient.forgotten` (roster id, time, reason) and
     /// purges the views (the database file is deleted and folded again from the log, so no page
     /// of it keeps the old rows). Holds the writer lock throughout, so no sync runs meanwhile.
@@ -60,7 +53,7 @@ public enum Forget {
             // A copy of the key store lacking the key the store's own still holds: that key
             // would survive while the log records the patient as forgotten (hostile test).
             let own = store.path + "/keys"
-            if realPath(given.directory) != realPath(own), KeyRing.hasKeyFile(directory: own, patient: patientId) {
+            if ProjectionStore.resolvedPath(given.directory) != ProjectionStore.resolvedPath(own), KeyRing.hasKeyFile(directory: own, patient: patientId) {
                 throw LedgerError("the store's own key store \(own) holds a key file of patient \(patientId), which --keys "
                                   + "\(given.directory) lacks: forget with the key store that holds it; nothing was changed")
             }

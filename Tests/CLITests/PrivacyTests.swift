@@ -234,14 +234,7 @@ extension CLIBinaryTests {
         try FileManager.default.createSymbolicLink(atPath: views, withDestinationPath: elsewhere + "/views.sqlite")
         // One damaged page (the root of a table the rebuild replaces): the rest of the file still
         // holds the patient's rows when `rebuild` moves it aside.
-        let script = """
-            import sqlite3,sys
-            c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
-            root,=c.execute("SELECT rootpage FROM sqlite_master WHERE name='appointments'").fetchone()
-            size,=c.execute('PRAGMA page_size').fetchone(); c.close()
-            f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
-            """
-        #expect(try python(script, [views]) == 0)
+        try damageRootPage(of: "appointments", views: views)
         expectSuccess(try await cli(["rebuild", "--store", store]))
         let aside = try FileManager.default.contentsOfDirectory(atPath: elsewhere).filter { $0.hasPrefix("views.sqlite.damaged-") }
         #expect(!aside.isEmpty)
@@ -313,14 +306,7 @@ extension CLIBinaryTests {
         defer { tmp.remove() }
         let store = tmp.path + "/store"
         try await makeSyncedStore(at: store, practice: try Practice.load())
-        let script = """
-            import sqlite3,sys
-            c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
-            root,=c.execute("SELECT rootpage FROM sqlite_master WHERE name='appointment_locations'").fetchone()
-            size,=c.execute('PRAGMA page_size').fetchone(); c.close()
-            f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
-            """
-        #expect(try python(script, [store + "/projections.sqlite"]) == 0)
+        try damageRootPage(of: "appointment_locations", views: store + "/projections.sqlite")
         expectCleanFailure(try await cli(["locations", "--store", store]), mentioning: ["projections.sqlite is damaged"])
         let damaged = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(damaged.status == 1 && damaged.stdout.contains("found damaged by `locations`"), "\(damaged.stdout)")

@@ -14,6 +14,21 @@ func python(_ script: String, _ args: [String]) throws -> Int32 {
     return r.signaled ? -1 : r.status
 }
 
+/// Overwrites with 0xff the root page of the table `name` in the views database at `views` (or,
+/// with `index`, of the table's first secondary index), after checkpointing its WAL: a page
+/// SQLite finds damaged when a read meets it.
+func damageRootPage(of name: String, index: Bool = false, views: String) throws {
+    let script = """
+        import sqlite3,sys
+        c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+        q="SELECT rootpage FROM sqlite_master WHERE " + ("type='index' AND tbl_name=? AND sql IS NOT NULL" if sys.argv[3]=='1' else "name=?")
+        root,=c.execute(q, (sys.argv[2],)).fetchone()
+        size,=c.execute('PRAGMA page_size').fetchone(); c.close()
+        f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
+        """
+    #expect(try python(script, [views, name, index ? "1" : "0"]) == 0)
+}
+
 /// Runs a tool that must succeed.
 private func mustSucceed(_ path: String, _ args: [String]) throws {
     let r = try ProcessRunner.runBlocking(path, args, timeout: 60)
@@ -352,14 +367,7 @@ extension CLIBinaryTests {
         // A file that opens, with one page damaged: the root of the appointments table. The read
         // that meets it says so; `rebuild` (whose swap drops that table) moves the file aside and
         // folds the views into a new one, rather than failing on the page it was told to replace.
-        let script = """
-            import sqlite3,sys
-            c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
-            root,=c.execute("SELECT rootpage FROM sqlite_master WHERE name='appointments'").fetchone()
-            size,=c.execute('PRAGMA page_size').fetchone(); c.close()
-            f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
-            """
-        #expect(try python(script, [store + "/projections.sqlite"]) == 0)
+        try damageRootPage(of: "appointments", views: store + "/projections.sqlite")
         expectCleanFailure(try await cli(["appointments", "--store", store]), mentioning: ["projections.sqlite is damaged"])
         let again = try await cli(["rebuild", "--store", store])
         expectSuccess(again)
@@ -410,15 +418,7 @@ extension CLIBinaryTests {
             return (r.status, try #require(parseJSON(r.stdout) as? [String: Any], "\(r.stdout) \(r.stderr)"))
         }
         func damage(_ table: String, index: Bool = false) throws {
-            let script = """
-                import sqlite3,sys
-                c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)')
-                q="SELECT rootpage FROM sqlite_master WHERE " + ("type='index' AND tbl_name=? AND sql IS NOT NULL" if sys.argv[3]=='1' else "name=?")
-                root,=c.execute(q, (sys.argv[2],)).fetchone()
-                size,=c.execute('PRAGMA page_size').fetchone(); c.close()
-                f=open(sys.argv[1],'r+b'); f.seek((root-1)*size); f.write(b'\\xff'*size); f.close()
-                """
-            #expect(try python(script, [store + "/projections.sqlite", table, index ? "1" : "0"]) == 0)
+            try damageRootPage(of: table, index: index, views: store + "/projections.sqlite")
         }
         #expect(try await status().0 == 0)
 
