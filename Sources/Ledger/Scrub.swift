@@ -81,6 +81,13 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
         return "the last verify (\(time(at))) failed: \(error)"
     }
 
+    /// `summary()` of each failure that stands (`failures`), joined: the alert and the read
+    /// commands' warning named only the first, so a second kind went unseen outside `status`.
+    public func summaries(time: (String) -> String = { $0 }) -> String {
+        let all = failures
+        return all.isEmpty ? summary(time: time) : all.map { $0.summary(time: time) }.joined(separator: "; and ")
+    }
+
     /// A failed verify's one line: what failed and what to do.
     public var failure: String {
         let what = summary()

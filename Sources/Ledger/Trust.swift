@@ -20,16 +20,39 @@ public enum Trust {
     /// batch that holds it is decoded: every batch is searched, so the search is on `verify`'s
     /// path (Foundation's generic `firstRange(of:)` here made `verify` ~25× slower, stop 41).
     public static func recordedLosses(in content: [UInt8]) -> [String] {
+        recordedLossEvents(in: content).map(\.warning)
+    }
+
+    /// A `ledger.loss_recorded` event of the log.
+    public struct RecordedLoss: Sendable {
+        public var seq: UInt64
+        public var at: String
+        public var loss: LossRecorded
+        /// `verify`'s warning for it.
+        public var warning: String {
+            "a loss of acknowledged events was recorded at seq \(seq) (\(at)): \(loss.lastKnownHead) had been "
+                + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)"
+        }
+        /// True when `head` was among the events this loss gave up: after where the log ended
+        /// and at most the acknowledged head, so the log no longer holds it (its seqs were
+        /// written again after the loss, from this event on).
+        public func covers(_ head: LogHead) -> Bool {
+            guard let ended = LogHead(parsing: loss.logEndedAt), head.seq > ended.seq else { return false }
+            return LogHead(parsing: loss.lastKnownHead).map { head.seq <= $0.seq } ?? true
+        }
+    }
+
+    /// The `ledger.loss_recorded` events of a batch's JSON Lines (`recordedLosses`, structured).
+    public static func recordedLossEvents(in content: [UInt8]) -> [RecordedLoss] {
         let found = content.withUnsafeBytes { hay in
             lossMarker.withUnsafeBytes { firstOffset(of: $0, in: hay) } != nil
         }
         guard found else { return [] }
-        var out: [String] = []
+        var out: [RecordedLoss] = []
         for line in content.split(separator: 10) {
             guard let e = try? EventEnvelope.decode(line), e.type == EventType.lossRecorded.rawValue,
                   let loss = try? e.decodeData(LossRecorded.self) else { continue }
-            out.append("a loss of acknowledged events was recorded at seq \(e.seq) (\(e.at)): \(loss.lastKnownHead) had been "
-                       + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)")
+            out.append(RecordedLoss(seq: e.seq, at: e.at, loss: loss))
         }
         return out
     }

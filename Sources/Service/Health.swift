@@ -205,7 +205,7 @@ public struct AlertRules: Sendable {
         if let v = s.verify, !v.ok {
             out.append(AlertCondition(
                 key: "verify_failed", alert: "verify_failed", severity: "critical",
-                summary: Self.clean(v.summary()), runId: nil))
+                summary: Self.clean(v.summary()) + Self.more(v.failures.count - 1), runId: nil))
         }
         if let d = s.viewsDamage {
             out.append(AlertCondition(
@@ -225,6 +225,12 @@ public struct AlertRules: Sendable {
 
     /// One line of at most 300 characters with anything shaped like an e-mail address removed
     /// (IntakeQ's error messages name endpoints, never people; this is the second fence).
+    /// Said after a failure's summary when others stand beside it (each summary alone may
+    /// reach `clean`'s length: the alert named the first only).
+    static func more(_ n: Int) -> String {
+        n > 0 ? " (and \(n) more standing failure\(n == 1 ? "" : "s"): see `syncledger status`)" : ""
+    }
+
     static func clean(_ text: String) -> String {
         let one = text.split(whereSeparator: \.isNewline).joined(separator: " ")
         let words = one.split(separator: " ", omittingEmptySubsequences: false).map { w -> String in

@@ -26,7 +26,7 @@ struct VerifyCommand: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(help: ArgumentHelp("A head published earlier.", valueName: "SEQ:HASH")) var expectHead: String?
     @Flag(help: "Also compare the live views with a fresh fold of the log, row by row.") var views = false
-    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error, earlier_failure_stands (and view_differences with --views).") var json = false
+    @Flag(help: "Print JSON: ok, head, events, batches, segments, warnings, error, earlier_failure_stands (and views_compared, view_differences with --views).") var json = false
 
     func validate() throws {
         try refuseBlank([("--expect-head", expectHead)])
@@ -43,12 +43,20 @@ struct VerifyCommand: AsyncParsableCommand {
             let reader = try EventLogReader(directory: store.logPath)
             if !writable { reader.rewritesIndexFiles = false }
             let progress = ProgressLine()
-            var losses: [String] = []
-            var report = reader.verify(expectHead: expectHead.flatMap(LogHead.init(parsing:)),
+            var losses: [Trust.RecordedLoss] = []
+            let expected = expectHead.flatMap(LogHead.init(parsing:))
+            var report = reader.verify(expectHead: expected,
                                        progress: { seq in progress.update("verifying … seq \(seq)") },
-                                       inspect: { _, content in losses += Trust.recordedLosses(in: content) })
+                                       inspect: { _, content in losses += Trust.recordedLossEvents(in: content) })
             progress.finish()
-            report.warnings += losses
+            report.warnings += losses.map(\.warning)
+            // A head the log gave up with `repair --accept-loss`: the mismatch is that recorded
+            // loss, not an unexplained divergence (it read as tampering, with the loss a warning
+            // beside it).
+            if let expected, report.error?.code == .headMismatch, let loss = losses.first(where: { $0.covers(expected) }) {
+                report.error?.message += ". The log records losing it: at seq \(loss.seq) (\(loss.at)) a loss was accepted "
+                    + "of the events after \(loss.loss.logEndedAt) up to \(loss.loss.lastKnownHead), reason: \(Trust.printable(loss.loss.reason))"
+            }
             var differences: (first: [ViewDifference], total: Int)?
             if views && report.ok {
                 differences = try compareViews()
@@ -107,6 +115,7 @@ struct VerifyCommand: AsyncParsableCommand {
                     })
                     o["view_differences_total"] = .number(Double(differences.total))
                 }
+                if views { o["views_compared"] = .bool(differences != nil) }
                 print(Output.json(.object(o)))
             } else {
                 // Recorded text (a repair's reason) shown so that it cannot drive the terminal.
@@ -118,6 +127,11 @@ struct VerifyCommand: AsyncParsableCommand {
                     print("ok: \(report.events) events in \(report.batches) batches, \(report.segments) segment\(report.segments == 1 ? "" : "s")")
                     if let e = expectHead { print("matches the expected head \(e)") }
                     print("head \(report.head)")
+                }
+                if views && differences == nil {
+                    // The views are folded from the log: against a log that did not verify, the
+                    // comparison would prove nothing, and a silent skip read as if it had passed.
+                    print("views: not compared, because the log did not verify")
                 }
                 if let differences {
                     if differences.total == 0 {

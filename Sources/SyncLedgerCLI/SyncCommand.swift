@@ -111,7 +111,9 @@ struct SyncCommand: AsyncParsableCommand {
             // A log the last verify found damaged (in a sealed segment the append never reads):
             // the run goes on, as the read commands do, but says so (hostile test: it said nothing).
             if let store = try? storeOptions.open(), let last = Scrub.last(store), !last.ok {
-                warn("warning: " + last.failure + "; syncing does not mend it (see `syncledger status`)")
+                let more = last.failures.count - 1
+                warn("warning: " + last.failure + (more > 0 ? " (and \(more) more failure\(more == 1 ? "" : "s"))" : "")
+                     + "; syncing does not mend it (see `syncledger status`)")
             }
             var logger = Logger(label: "syncledger")
             logger.logLevel = verbose ? .debug : .warning

@@ -283,7 +283,7 @@ func openForRead(_ options: StoreOptions, catchUp: Bool = true, warnScrub: Bool 
     if warnScrub, let last = Scrub.last(store), !last.ok {
         // Said once the command has answered: one that meets the damage itself fails with its
         // own one line instead (it printed both).
-        DamageWitness.warnOnSuccess("warning: \(last.summary()); what is served may be damaged (see `syncledger status`)")
+        DamageWitness.warnOnSuccess("warning: \(last.summaries()); what is served may be damaged (see `syncledger status`)")
     }
     if warnScrub, warnDamage, let damage = ViewsDamageRecord.last(store) {
         // Said once the command has answered: a command that meets the damage itself fails

@@ -192,6 +192,12 @@ extension CLIBinaryTests {
         let head = try #require(plain.stdout.firstMatch(of: /head (\d+):([0-9a-f]{64})/))
         let wrong = "\(head.1):" + String(repeating: "0", count: 64)
         #expect(try await cli(["verify", "--expect-head", wrong, "--store", store]).status == 1)
+        // Both at once: the head fails, and the views are not compared. It says so (it said
+        // nothing of the views: read as if they had passed, hostile test).
+        let both0 = try await cli(["verify", "--views", "--expect-head", wrong, "--store", store])
+        #expect(both0.status == 1 && both0.stdout.contains("views: not compared, because the log did not verify"), "\(both0.stdout)")
+        let both0JSON = try await cli(["verify", "--views", "--json", "--expect-head", wrong, "--store", store])
+        #expect(both0JSON.status == 1 && both0JSON.stdout.contains(#""views_compared":false"#), "\(both0JSON.stdout)")
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
         let stands = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(stands.status == 1 && stands.stdout.contains("diverges from the expected head"), "\(stands.stdout)")
@@ -207,6 +213,10 @@ extension CLIBinaryTests {
         let both = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(both.status == 1 && both.stdout.contains("diverges from the expected head") && both.stdout.contains("the views differ from the log"),
                 "\(both.stdout)")
+        // A read command's warning names both too (it named the first only).
+        let warned = try await cli(["appointments", "--store", store])
+        #expect(warned.status == 0 && warned.stderr.contains("diverges from the expected head")
+                && warned.stderr.contains("the views differ from the log"), "\(warned.stderr)")
         expectSuccess(try await cli(["verify", "--expect-head", "\(head.1):\(head.2)", "--store", store]))
         let viewsStill = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(viewsStill.status == 1 && viewsStill.stdout.contains("the views differ from the log")

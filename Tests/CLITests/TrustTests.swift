@@ -651,6 +651,15 @@ extension CLIBinaryTests {
         let later = try await cli(["verify", "--store", store])
         expectSuccess(later)
         #expect(later.stderr.contains("a loss of acknowledged events was recorded"), "\(later.stderr)")
+        // The head lost, checked by an auditor who wrote it down: the log has grown past its seq
+        // again, so it fails, and it names the recorded loss as the reason (it read as tampering).
+        let lostHead = try await cli(["verify", "--expect-head", head, "--store", store])
+        #expect(lostHead.status == 1 && lostHead.stdout.contains("The log records losing it: at seq \(lossSeq) (")
+                && lostHead.stdout.contains("after \(cutTo.lastSeq):") && lostHead.stdout.contains("up to \(head), reason: restored from nothing") && !lostHead.stdout.contains("\u{1B}"), "\(lostHead.stdout)")
+        // A head the loss did not give up (at or before where the log ended) is not explained by it.
+        let forged = "\(cutTo.lastSeq):" + String(repeating: "0", count: 64)
+        let diverged = try await cli(["verify", "--expect-head", forged, "--store", store])
+        #expect(diverged.status == 1 && !diverged.stdout.contains("records losing it"), "\(diverged.stdout)")
         // An auditor's bundle of the store says the loss too (its verifier said only "bundle OK").
         let bundle = tmp.path + "/bundle"
         expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))

@@ -470,6 +470,13 @@ func expectNoSecretsOrPersonalData(_ text: String, sourceLocation: SourceLocatio
         let v = rules.evaluate(snapshot { s in s.verify = verify; return })
         #expect(v.map(\.alert) == ["verify_failed"])
         #expect(v.first?.summary.contains("@") == false, "an e-mail-shaped word in a summary")
+        #expect(v.first?.summary.contains("more standing") == false, "\(v)")
+        // Another kind of failure standing beside it is counted (the alert named the first only).
+        var both = VerifyRecord(at: "2026-12-01T00:00:00.000Z", head: "1:ab", ok: false, events: 1,
+                                error: String(repeating: "the log diverges from the expected head ", count: 10), kind: VerifyRecord.expectedHead)
+        both.standing = [verify]
+        let v2 = rules.evaluate(snapshot { s in s.verify = both; return })
+        #expect(v2.first?.summary.hasSuffix("(and 1 more standing failure: see `syncledger status`)") == true, "\(v2)")
         // Damaged views met by a command or a request.
         let damage = ViewsDamageRecord(at: "2026-12-01T00:00:00.000Z", command: "appointments",
                                        error: "SQLite error 11: database disk image is malformed near peyton@example.org")
