@@ -752,9 +752,10 @@ struct QueryParameters {
             // `?&` and `?a=1&&b=2` hold an empty pair: nothing was asked (it was refused as
             // ": unknown parameter", with no name; hostile test).
             if k.isEmpty && v.isEmpty { continue }
+            guard !k.isEmpty else { throw Reply.error(400, "'=\(Reply.echoed(String(v)))': a value without a parameter name") }
             // Names are percent-decoded as values are (`%6frg=` is `org=`; hostile test).
             guard let key = String(k).removingPercentEncoding else {
-                throw Reply.error(400, "\(Reply.echoed(String(k))): a parameter name that is not UTF-8 text")
+                throw Reply.error(400, "\(Reply.echoed(String(k))): a parameter name whose % escapes do not decode to UTF-8 text")
             }
             guard values[key] == nil else { throw Reply.error(400, "\(Reply.echoed(key)): given more than once") }
             values[key] = String(v)

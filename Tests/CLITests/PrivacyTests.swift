@@ -367,7 +367,7 @@ extension CLIBinaryTests {
         try fm.copyItem(atPath: other + "/keys", toPath: store + "/keys")
         let before = storeSnapshot(store)
         expectCleanFailure(try await cli(["forget", "--store", store, "--patient", PrivacyFixture.forgotten.id, "--reason", "x"]),
-                           mentioning: ["does not open with their key"])
+                           mentioning: ["does not open with their key", "another store's `keys/`"])
         expectSameSnapshot(before, storeSnapshot(store), "a forget with another store's keys")
         // A sync with them refuses before it records or seals anything (what it sealed with them
         // would not open once the store's own keys were back).

@@ -161,6 +161,9 @@ enum OpenAPIContract {
             ("/api/v1/appointments?org=%F0%9F%A6%86", 400, "org:"),
             ("/api/v1/locations?nope=1", 400, "nope: unknown parameter"),
             ("/api/v1/status?x=", 400, "x: unknown parameter"),
+            // A value with no name says so (it was accepted, and nothing asked).
+            ("/api/v1/appointments?=fsh", 400, "'=fsh': a value without a parameter name"),
+            ("/api/v1/appointments?%FForg=1", 400, "a parameter name whose % escapes do not decode to UTF-8 text"),
             // A long value is quoted cut short (a 20,000 character one came back whole).
             ("/api/v1/appointments?org=" + String(repeating: "o", count: 20_000), 400, "org: 'ooo"),
             ("/api/v1/upcoming?days=" + String(repeating: "9", count: 5_000), 400, "… (5000 bytes)"),
