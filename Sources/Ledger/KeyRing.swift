@@ -415,6 +415,9 @@ public final class KeyRing: @unchecked Sendable {
     private func loadedKey(for patient: String) throws -> SymmetricKey? {
         try cache.withLock { cache throws -> SymmetricKey? in
             if let k = cache[patient] { return k }
+            // The tombstone wins over a key file: one put back (a backup restored, a failed
+            // forget's zeroed file) opened the forgotten patient's data again (hostile test).
+            guard !Self.isForgotten(directory: directory, patient: patient) else { return nil }
             guard let key = try storedKey(patient) else { return nil }
             cache[patient] = key
             return key
@@ -423,6 +426,13 @@ public final class KeyRing: @unchecked Sendable {
 
     /// Destroys the patient's key (overwritten, then unlinked) and leaves a tombstone.
     public func destroyKey(for patient: String, at: String) throws {
+        // A key file that could not be deleted once the tombstone is written and the key
+        // zeroed left a forget half done (hostile test: `patients/` not writable): checked first.
+        var pre = stat()
+        if lstat(keyPath(patient), &pre) == 0, access(directory + "/patients", W_OK | X_OK) != 0 {
+            throw LedgerError("cannot delete the key file \(keyPath(patient)): \(String(cString: strerror(errno))) "
+                              + "(run syncledger as the user the store belongs to); nothing was changed")
+        }
         cache.withLock { $0[patient] = nil }
         try writeFileAtomically(tombstonePath(patient), Array("{\"patient\":\(jsonQuoted(patient)),\"forgotten_at\":\(jsonQuoted(at))}\n".utf8))
         let path = keyPath(patient)

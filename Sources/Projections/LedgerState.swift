@@ -101,6 +101,16 @@ extension ProjectionStore {
         }
     }
 
+    /// The patients the log records as forgotten (`patient.forgotten` in their `patient/ID`
+    /// streams), from the per-stream index: a range of its key, not a scan of every entry.
+    public func forgottenPatients() throws -> Set<String> {
+        try pool.read { db in
+            let streams = try String.fetchAll(db, sql: "SELECT DISTINCT stream FROM event_streams WHERE stream >= 'patient/' AND stream < 'patient0' AND type = ?",
+                                              arguments: [EventType.patientForgotten.rawValue])
+            return Set(streams.map { String($0.dropFirst("patient/".count)) })
+        }
+    }
+
     /// The seqs of one stream's events, in order (from the per-stream index).
     public func streamSeqs(_ stream: String, through: UInt64? = nil, types: [EventType]? = nil) throws -> [UInt64] {
         try pool.read { db in

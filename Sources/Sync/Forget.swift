@@ -45,17 +45,19 @@ public enum Forget {
         // this forget, the one way out (hostile test). Asked for by name, never assumed: a
         // wrong or partial `--keys` looks the same.
         let lost = keyLost && !alreadyForgotten
+        // A copy of the key store (`--keys`) while the store's own holds the patient's key: that
+        // key would survive while the log records the patient as forgotten, and every command
+        // reading with the store's own keys would show them (hostile test: "key destroyed").
+        let own = store.path + "/keys"
+        if !alreadyForgotten, ProjectionStore.resolvedPath(given.directory) != ProjectionStore.resolvedPath(own),
+           KeyRing.hasKeyFile(directory: own, patient: patientId), !KeyRing.isForgotten(directory: own, patient: patientId) {
+            throw LedgerError("the store's own key store \(own) holds a key file of patient \(patientId), which forgetting through --keys "
+                              + "\(given.directory) would leave behind: forget with the store's own key store; nothing was changed")
+        }
         if lost {
             guard given.keyIsLostOrDamaged(patientId) else {
                 throw LedgerError("the key file of patient \(patientId) in \(given.directory) is there and opens (or cannot be read by this user): "
                                   + "--key-lost is only for a key that is missing or damaged; nothing was changed")
-            }
-            // A copy of the key store lacking the key the store's own still holds: that key
-            // would survive while the log records the patient as forgotten (hostile test).
-            let own = store.path + "/keys"
-            if ProjectionStore.resolvedPath(given.directory) != ProjectionStore.resolvedPath(own), KeyRing.hasKeyFile(directory: own, patient: patientId) {
-                throw LedgerError("the store's own key store \(own) holds a key file of patient \(patientId), which --keys "
-                                  + "\(given.directory) lacks: forget with the key store that holds it; nothing was changed")
             }
         }
         // Every lost or damaged key reads as forgotten in this pass (another patient's may be
@@ -66,7 +68,7 @@ public enum Forget {
         // The keys must be this log's: with another store's `keys/` in place, the patient's real
         // key would survive while the log recorded them as forgotten (the other patients' parts
         // do not open then).
-        let (recorded, rosters) = try recordedPatients(store, keys, onWaitingForRebuild, inMemory: lost)
+        let (recorded, rosters, forgetRecorded) = try recordedPatients(store, keys, onWaitingForRebuild, inMemory: lost, forgetting: patientId)
         if lost {
             // Decided from every recorded roster, whose patient ids are in the clear, not from
             // the views' last roster, where patients read as forgotten may be missing (cold review).
@@ -99,7 +101,10 @@ public enum Forget {
         defer { writer.close() }
         var appended = false
         // (Not `keys.isForgotten`: the ring presumes a patient whose key was lost forgotten.)
-        if !KeyRing.isForgotten(directory: keys.directory, patient: patientId) {
+        // A tombstone without its event (a forget that failed after destroying the key, say
+        // on a key file it could not delete) is completed: the event is appended now. It was
+        // never appended, and the patient could be forgotten no more (hostile test).
+        if !KeyRing.isForgotten(directory: keys.directory, patient: patientId) || !forgetRecorded {
             let at = ISOTime.format(millis: ISOTime.nowMillis())
             try keys.destroyKey(for: patientId, at: at)
             try writer.append([NewEvent(
@@ -144,14 +149,16 @@ public enum Forget {
     /// key, so keys that are not this log's throw here (the error names the patient whose part
     /// does not open), before anything is written.
     static func recordedPatients(_ store: Store, _ keys: KeyRing, _ onWaitingForRebuild: (@Sendable (String?) -> Void)?,
-                                 inMemory: Bool = false) throws -> (ids: Set<String>, rosters: [RosterObserved])
+                                 inMemory: Bool = false, forgetting patientId: String)
+        throws -> (ids: Set<String>, rosters: [RosterObserved], forgetRecorded: Bool)
     {
         let reader = try LedgerReader(store: store, keys: keys)
         let views = try ProjectionStore(store: store, readOnly: inMemory)
         views.onWaitingForRebuild = onWaitingForRebuild
         try views.catchUp(reader)
         let rosters = try views.recordedRosters(reader)
-        return (try views.rosterPatientIds(), rosters)
+        let forgetRecorded = !(try views.streamSeqs(Streams.patient(patientId), types: [.patientForgotten])).isEmpty
+        return (try views.rosterPatientIds(), rosters, forgetRecorded)
     }
 
     /// Deletes the views database (and its WAL) and folds it again from the log

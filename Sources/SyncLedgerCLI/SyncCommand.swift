@@ -319,6 +319,15 @@ struct StatusCommand: AsyncParsableCommand {
                     // while this said ok (hostile test). Each recorded roster holds a part sealed
                     // under each of its patients' keys (a forgotten patient's reads as forgotten).
                     _ = try views.recordedRosters(reader)
+                    // A patient the log records as forgotten whose key file is there again (a key
+                    // store restored from a backup taken before the forget): their data opens
+                    // once more, and the views show it after a rebuild (hostile test).
+                    let back = try views.forgottenPatients().filter { KeyRing.hasKeyFile(directory: store.keysPath, patient: $0) }.sorted()
+                    if !back.isEmpty {
+                        report.problems.append("the log records \(back.joined(separator: ", ")) as forgotten, but \(store.keysPath) holds "
+                            + "\(back.count == 1 ? "their key" : "their keys") again (restored from a backup?): "
+                            + "`syncledger forget --patient ID --reason …` destroys \(back.count == 1 ? "it" : "each") again")
+                    }
                 } catch {
                     // Every lost or damaged key, not the first only: the operator found the
                     // others one `forget` at a time (hostile test). Read again with a ring that

@@ -673,3 +673,89 @@ extension CLIBinaryTests {
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
     }
 }
+
+extension CLIBinaryTests {
+    /// A forgotten patient's key file put back (a key store restored from a backup) opens
+    /// nothing: the tombstone wins, and `status` names the key; with the tombstone gone too,
+    /// `status` still names it from the log's record, and `forget` destroys it again. A forget
+    /// through a copy of the key store, while the store's own holds the key, is refused (it said
+    /// "key destroyed" and the store's own key kept opening the data). Hostile test.
+    @Test func aForgottenPatientsKeyPutBackOpensNothing() async throws {
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
+        let id = PrivacyFixture.forgotten.id, name = PrivacyFixture.forgotten.name
+        let hex = Array(id.utf8).map { String(format: "%02x", $0) }.joined()
+        let keyFile = store + "/keys/patients/\(hex).key", tombstone = store + "/keys/forgotten/\(hex)"
+        let saved = tmp.path + "/saved.key"
+        try FileManager.default.copyItem(atPath: keyFile, toPath: saved)
+
+        try FileManager.default.copyItem(atPath: store + "/keys", toPath: tmp.path + "/keys-copy")
+        let before = storeSnapshot(store)
+        expectCleanFailure(try await cli(["forget", "--store", store, "--keys", tmp.path + "/keys-copy", "--patient", id, "--reason", "x"]),
+                           mentioning: ["holds a key file of patient \(id)", "nothing was changed"])
+        expectSameSnapshot(before, storeSnapshot(store), "a forget through a copy of the key store")
+
+        expectSuccess(try await cli(["forget", "--store", store, "--patient", id, "--reason", "consent withdrawn"]))
+        // The key put back, the tombstone kept: nothing opens, status names it.
+        try FileManager.default.copyItem(atPath: saved, toPath: keyFile)
+        expectSuccess(try await cli(["rebuild", "--store", store]))
+        let shown = try await cli(["appointments", "--json", "--store", store])
+        expectSuccess(shown)
+        let nameIsBack = shown.stdout.contains(name)
+        #expect(!nameIsBack, "the forgotten patient's name is back")
+        let flagged = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(flagged.status == 1 && flagged.stdout.contains("the log records \(id) as forgotten, but") && flagged.stdout.contains("holds their key again"),
+                "\(flagged.stdout)")
+        // The whole key store as it was before the forget (no tombstone): status still names
+        // it, from the log; forget destroys it again and records it again.
+        unlink(tombstone)
+        let again = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(again.status == 1 && again.stdout.contains("the log records \(id) as forgotten, but"), "\(again.stdout)")
+        expectSuccess(try await cli(["forget", "--store", store, "--patient", id, "--reason", "key store restored from a backup"]))
+        #expect(!FileManager.default.fileExists(atPath: keyFile))
+        let after = try await cli(["appointments", "--json", "--store", store])
+        let nameAfter = after.stdout.contains(name)
+        #expect(after.status == 0 && !nameAfter, "\(after.stdout.prefix(300))")
+        expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
+    }
+
+    /// A forget that cannot delete the key file (its directory not writable by the user who
+    /// runs it) changes nothing; once it can, the forget completes. It zeroed the key and wrote
+    /// the tombstone before failing, and no forget could then record the patient (hostile test).
+    @Test func aForgetThatCannotDeleteTheKeyChangesNothing() async throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            #expect(ProcessInfo.processInfo.environment["CI"] == nil, "CI must run this test as root with setpriv")
+            return
+        }
+        let tmp = TempDir("privacy")
+        defer { tmp.remove() }
+        chmod(tmp.path, 0o755)
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1])
+        let nobody: uid_t = 65534
+        try chownTree(store, uid: Int(nobody))
+        chmod(store + "/keys/patients", 0o500)
+        let exe = tmp.path + "/syncledger"
+        try FileManager.default.copyItem(atPath: try Repo.requireBinary(), toPath: exe)
+        chmod(exe, 0o755)
+        func asNobody(_ args: [String]) async throws -> RunResult {
+            try await Launched(args, timeout: 120, executable: "/usr/bin/setpriv",
+                               arguments: ["--reuid=\(nobody)", "--regid=\(nobody)", "--clear-groups", exe] + args).wait()
+        }
+        let id = PrivacyFixture.forgotten.id
+        let before = storeSnapshot(store)
+        let refused = try await asNobody(["forget", "--store", store, "--patient", id, "--reason", "left the program"])
+        expectCleanFailure(refused, mentioning: ["cannot delete the key file", "nothing was changed"])
+        expectSameSnapshot(before.filter { !$0.key.hasPrefix("projections.sqlite") && $0.key != "log/LOCK" },
+                           snapshot(store, excluding: { $0.hasPrefix("projections.sqlite") || $0 == "log/LOCK" }), "a refused forget")
+        chmod(store + "/keys/patients", 0o700)
+        let done = try await asNobody(["forget", "--store", store, "--patient", id, "--reason", "left the program"])
+        expectSuccess(done)
+        #expect(done.stdout.contains("forgot patient \(id): key destroyed, patient.forgotten recorded"), "\(done.stdout)")
+        let shown = try await asNobody(["appointments", "--json", "--store", store])
+        let nameShown = shown.stdout.contains(PrivacyFixture.forgotten.name)
+        #expect(shown.status == 0 && !nameShown, "\(shown.stdout.prefix(300))")
+    }
+}
