@@ -60,34 +60,43 @@ extension ProjectionStore {
                 }
                 let order = keyColumns.map { "\"\($0)\"" }.joined(separator: ", ")
                 let sql = "SELECT * FROM \(table) ORDER BY \(order)"
-                func load(_ store: ProjectionStore) throws -> [String: [String: String]] {
+                // Rows by their whole key, values whole: compared as stored, shown cut short. The
+                // rendered (cut) values were compared, so an edit past a text's 120th character
+                // went unseen, and keys of personal data, shown as "(personal)", made every row of
+                // such a table one (hostile test: the roster and the client map edited by hand).
+                func load(_ store: ProjectionStore) throws -> [[DatabaseValue]: (shown: String, values: [String: DatabaseValue])] {
                     try store.pool.read { db in
-                        var rows: [String: [String: String]] = [:]
+                        var rows: [[DatabaseValue]: (shown: String, values: [String: DatabaseValue])] = [:]
                         for row in try Row.fetchAll(db, sql: sql) {
-                            var values: [String: String] = [:]
-                            for c in columns { values[c] = render(row[c] as DatabaseValue) }
+                            var values: [String: DatabaseValue] = [:]
+                            for c in columns { values[c] = row[c] as DatabaseValue }
                             // A key of personal data (a table keyed by all its columns) is not spelled out either.
-                            rows[keyColumns.map { c in
-                                ViewDifference.isPersonal(table: table, column: c) ? "\(c)=(personal)" : "\(c)=\(values[c] ?? "NULL")"
-                            }.joined(separator: ", ")] = values
+                            let shown = keyColumns.map { c in
+                                ViewDifference.isPersonal(table: table, column: c) ? "\(c)=(personal)" : "\(c)=\(render(values[c] ?? .null))"
+                            }.joined(separator: ", ")
+                            rows[keyColumns.map { values[$0] ?? .null }] = (shown, values)
                         }
                         return rows
                     }
                 }
                 let live = try load(self)
                 let log = try load(folded)
-                for key in Set(live.keys).union(log.keys).sorted() {
+                let keys = Set(live.keys).union(log.keys).sorted { a, b in
+                    (live[a] ?? log[a])!.shown < (live[b] ?? log[b])!.shown
+                }
+                for key in keys {
                     switch (live[key], log[key]) {
                     case let (l?, f?):
-                        for c in columns where l[c] != f[c] {
+                        for c in columns where l.values[c] != f.values[c] {
                             let personal = ViewDifference.isPersonal(table: table, column: c)
-                            note(ViewDifference(view: p.name, table: table, key: key, column: c,
-                                                live: personal ? nil : l[c] ?? "NULL", log: personal ? nil : f[c] ?? "NULL"))
+                            note(ViewDifference(view: p.name, table: table, key: l.shown, column: c,
+                                                live: personal ? nil : render(l.values[c] ?? .null),
+                                                log: personal ? nil : render(f.values[c] ?? .null)))
                         }
-                    case (_?, nil):
-                        note(ViewDifference(view: p.name, table: table, key: key, column: nil, live: "present", log: "absent"))
-                    case (nil, _?):
-                        note(ViewDifference(view: p.name, table: table, key: key, column: nil, live: "absent", log: "present"))
+                    case let (l?, nil):
+                        note(ViewDifference(view: p.name, table: table, key: l.shown, column: nil, live: "present", log: "absent"))
+                    case let (nil, f?):
+                        note(ViewDifference(view: p.name, table: table, key: f.shown, column: nil, live: "absent", log: "present"))
                     default: break
                     }
                 }

@@ -33,6 +33,11 @@ struct VerifyCommand: AsyncParsableCommand {
         if let e = expectHead, LogHead(parsing: e) == nil {
             throw ValidationError("--expect-head '\(e)' is not SEQ:HASH (a number, a colon and 64 hex digits)")
         }
+        // Seq 0 is no head anyone published: the empty log's, which every log holds. It passed,
+        // and cleared a standing --expect-head failure (hostile test).
+        if let e = expectHead, let head = LogHead(parsing: e), head.seq == 0 {
+            throw ValidationError("--expect-head '\(e)': seq 0 is before the first event; give a head `verify` printed (seq 1 or more)")
+        }
     }
 
     func run() async throws {

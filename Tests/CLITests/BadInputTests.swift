@@ -103,6 +103,10 @@ extension CLIBinaryTests {
         // verify
         BadArg(["verify", "--store", "S", "--expect-head", "garbage"], "garbage"),
         BadArg(["verify", "--store", "S", "--expect-head", "5:abc"], "5:abc"),
+        // The empty log's head passed and cleared a standing failure; another hash at seq 0 was
+        // recorded as a failed verify (hostile test).
+        BadArg(["verify", "--store", "S", "--expect-head", "0:" + String(repeating: "0", count: 64)], "seq 0 is before the first event"),
+        BadArg(["verify", "--store", "S", "--expect-head", "0:" + String(repeating: "a", count: 64)], "seq 0 is before the first event"),
         // rebuild
         BadArg(["rebuild", "--store", "S", "--projection", "nope"], "nope", "appointments"),
         // export

@@ -262,6 +262,41 @@ extension CLIBinaryTests {
         }
     }
 
+    /// Edits `verify --views` missed (hostile test): a name deep in the roster's text (the
+    /// values were compared as shown, cut at 120 characters) and a client's patient in the
+    /// client map (keyed by a personal id, shown as "(personal)", every row of it compared as
+    /// one). Each is found, and named without the values.
+    @Test func editsPastWhatIsShownAreFoundByVerifyViews() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("views-deep")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        let views = store + "/projections.sqlite"
+        let copy = tmp.path + "/clean.sqlite"
+        try FileManager.default.copyItem(atPath: views, toPath: copy)
+        // The last patient's name in the roster: far past its first 120 characters.
+        let roster = "import sqlite3,sys,json\nc=sqlite3.connect(sys.argv[1])\nr=json.loads(c.execute('SELECT roster FROM appointments_roster').fetchone()[0])\n"
+            + "p=r['organizations'][-1]['patients'][-1]\np['name']='Mallory Evil'\nt=json.dumps(r,sort_keys=True,separators=(',',':'))\n"
+            + "assert t.index('Mallory Evil')>200\nc.execute('UPDATE appointments_roster SET roster=?',(t,))\nc.commit()"
+        #expect(try python(roster, [views]) == 0)
+        let r = try await cli(["verify", "--views", "--store", store])
+        #expect(r.status == 1 && r.stdout.contains("table appointments_roster") && r.stdout.contains("column roster")
+                && !r.stdout.contains("Mallory"), "\(r.stdout)")
+        // The client map: one client given another patient.
+        unlink(views)
+        for suffix in ["-wal", "-shm"] { unlink(views + suffix) }
+        try FileManager.default.copyItem(atPath: copy, toPath: views)
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+        let map = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nids=[r[0] for r in c.execute('SELECT patient_id FROM appointments_roster_clients ORDER BY intakeq_client_id')]\n"
+            + "c.execute('UPDATE appointments_roster_clients SET patient_id=? WHERE patient_id=?',(ids[-1],ids[0]))\nc.commit()"
+        #expect(try python(map, [views]) == 0)
+        let m = try await cli(["verify", "--views", "--store", store])
+        #expect(m.status == 1 && m.stdout.contains("table appointments_roster_clients") && m.stdout.contains("column patient_id")
+                && m.stdout.contains("intakeq_client_id=(personal)"), "\(m.stdout)")
+    }
+
     /// An auditor's copy nobody can write: every read command answers exactly as on the
     /// writable store, views that lag the log are folded in memory (one note), nothing changes.
     /// As root (CI), `chmod -R a-w` does not stop writes, so syncledger honours the mode bits
