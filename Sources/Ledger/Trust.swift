@@ -129,6 +129,12 @@ public enum Trust {
         /// but bytes another program wrote there, or damage (hostile test: advice to restore a
         /// segment or move segments aside could not be followed).
         public var tail: (path: String, offset: UInt64, bytes: UInt64)?
+        /// The evidence is a view's checkpoint that differs, while the log holds the head the
+        /// writer recorded (`state/head`) at that seq or later: most likely the views file is the
+        /// odd one (edited by hand, another store's, an older copy). It was blamed on the log
+        /// alone, with `repair --accept-loss` as the way out (hostile test). Still refused: the
+        /// log and state/head replaced together look the same.
+        public var viewsAreOdd = false
 
         public init(evidence: HeadEvidence, logHead: LogHead, differs: Bool, damage: String? = nil, damageSeq: UInt64? = nil) {
             self.evidence = evidence
@@ -150,6 +156,12 @@ public enum Trust {
                     + damageAdvice
             } else if let damage {
                 what = "the log cannot be read to its end (\(damage)) but \(expected)"
+            } else if viewsAreOdd {
+                return "the views' checkpoint (\(evidence.source)) names another history at seq \(evidence.head.seq) (head \(evidence.head)) "
+                    + "than the log holds, though the log holds the head the writer recorded in state/head; nothing was changed. "
+                    + "Most likely the views file was edited, or is another store's or an older copy: then move projections.sqlite "
+                    + "aside and run `syncledger rebuild`. If instead the log and state/head were both replaced with another history, "
+                    + "restore them from a backup"
             } else if differs {
                 what = "the log's history differs from what was acknowledged: \(expected) but the log's chain at that seq is another one "
                     + "(the log ends at seq \(logHead.seq)); an older or other copy of the log was put in its place"
@@ -172,10 +184,23 @@ public enum Trust {
         }
     }
 
+    /// True when the writer's record (`state/head`) names a head at `seq` or later and the log
+    /// holds it: then a view's checkpoint that differs at `seq` is the views' fault.
+    public static func writerRecordHolds(_ store: Store, through seq: UInt64) -> Bool {
+        guard let recorded = try? recordedHead(store), recorded.head.seq >= seq,
+              let (check, _) = try? EventLogReader.check(directory: store.logPath, holds: recorded.head) else { return false }
+        return check == .holds
+    }
+
     /// Checks each piece of evidence against the log, writing nothing. Returns the first
     /// shortfall (the highest evidence first), or nil when the log holds everything.
     public static func findLoss(_ store: Store, evidence: [HeadEvidence]) -> Loss? {
         var seen: Set<LogHead> = []
+        // The writer's own record, when the log holds it: a view's checkpoint at or before it
+        // that differs is the views' fault (`Loss.viewsAreOdd`).
+        let writerHeld = evidence.first { $0.source == "state/head" && $0.head.seq > 0 }.flatMap { e in
+            (try? EventLogReader.check(directory: store.logPath, holds: e.head)).flatMap { $0.0 == .holds ? e.head.seq : nil }
+        }
         // Highest first; the views usually share one checkpoint, so each head is checked once.
         for e in evidence.sorted(by: { $0.head.seq > $1.head.seq }) where e.head.seq > 0 && seen.insert(e.head).inserted {
             do {
@@ -183,7 +208,14 @@ public enum Trust {
                 switch check {
                 case .holds: continue
                 case .endsBefore: return Loss(evidence: e, logHead: end, differs: false)
-                case .differs: return Loss(evidence: e, logHead: end, differs: true)
+                case .differs:
+                    // A view's checkpoint against the writer's record the log holds: most likely
+                    // the views' fault, but the log and state/head replaced together look the
+                    // same, so it is still refused (the checkpoint is the evidence left), with
+                    // both readings named (`Loss.viewsAreOdd`).
+                    var loss = Loss(evidence: e, logHead: end, differs: true)
+                    loss.viewsAreOdd = e.source != "state/head" && (writerHeld.map { e.head.seq <= $0 } ?? false)
+                    return loss
                 }
             } catch let error as LogError where error.isCorruption || error.code == .notFound {
                 var loss = Loss(evidence: e, logHead: .empty, differs: false, damage: Self.damage(error.message), damageSeq: error.seq)

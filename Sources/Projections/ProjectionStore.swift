@@ -439,7 +439,8 @@ public final class ProjectionStore: @unchecked Sendable {
     /// Why a projection must be rebuilt before it can catch up, or nil when it can. A checkpoint
     /// the log no longer holds (beyond its end, or another chain hash there) is never a reason to
     /// rebuild: the views are evidence of acknowledged events, so that is refused as a loss.
-    func rebuildReason(_ p: any Projection, _ cp: Checkpoint?, _ log: EventLogReader, head: LogHead) throws -> String? {
+    func rebuildReason(_ p: any Projection, _ cp: Checkpoint?, _ reader: LedgerReader, head: LogHead) throws -> String? {
+        let log = reader.log
         guard let cp else { return nil }
         if cp.seq > 0 {
             let evidence = HeadEvidence(head: LogHead(parsing: "\(cp.seq):\(cp.hash)") ?? LogHead(seq: cp.seq, hash: LogHead.empty.hash),
@@ -450,7 +451,9 @@ public final class ProjectionStore: @unchecked Sendable {
             guard let batch = try log.batch(containing: cp.seq), batch.lastSeq == cp.seq,
                 hexString(batch.chainHash) == cp.hash
             else {
-                throw LedgerError(Trust.Loss(evidence: evidence, logHead: head, differs: true).message)
+                var loss = Trust.Loss(evidence: evidence, logHead: head, differs: true)
+                loss.viewsAreOdd = Trust.writerRecordHolds(reader.store, through: cp.seq)
+                throw LedgerError(loss.message)
             }
         }
         if cp.schemaVersion != p.schemaVersion {
@@ -494,7 +497,7 @@ public final class ProjectionStore: @unchecked Sendable {
         var stale: [any Projection] = []
         // Every checkpoint is checked against the log before anything is written.
         let checkpoints = try projections.map { p in try pool.read { try checkpoint(p.name, $0) } }
-        let reasons = try zip(projections, checkpoints).map { p, cp in try rebuildReason(p, cp, reader.log, head: head) }
+        let reasons = try zip(projections, checkpoints).map { p, cp in try rebuildReason(p, cp, reader, head: head) }
         for (i, p) in projections.enumerated() {
             let cp = checkpoints[i]
             if let why = reasons[i] {
@@ -516,7 +519,7 @@ public final class ProjectionStore: @unchecked Sendable {
             try withRebuildLock {
                 let head = try reader.head()
                 let still = try stale.filter { p in
-                    try rebuildReason(p, pool.read { try checkpoint(p.name, $0) }, reader.log, head: head) != nil
+                    try rebuildReason(p, pool.read { try checkpoint(p.name, $0) }, reader, head: head) != nil
                 }
                 guard !still.isEmpty else { return }
                 let r = try rebuild(still, reader, progress: progress)

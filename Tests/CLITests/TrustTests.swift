@@ -682,3 +682,30 @@ extension CLIBinaryTests {
         #expect(unreadable.stderr.isEmpty, "\(unreadable.stderr)")
     }
 }
+
+extension CLIBinaryTests {
+    /// A view's checkpoint edited by hand, while the log holds the head the writer recorded:
+    /// the views are named as the likeliest problem, with the way out (move the views aside,
+    /// `rebuild`), and the log and state/head replaced together as the other reading. It was
+    /// blamed on the log alone ("an older or other copy of the log") with `repair --accept-loss`
+    /// as the remedy, which would have recorded a loss that never was (hostile test).
+    @Test func anEditedViewCheckpointIsTheViewsFaultNotTheLogs() async throws {
+        let tmp = TempDir("trust-views-checkpoint")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1])
+        let script = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute(\"UPDATE projection_state SET last_hash=? WHERE name='locations'\",(sys.argv[2],))\nc.commit()"
+        for hash in ["00", String(repeating: "a", count: 64)] {
+            #expect(try python(script, [store + "/projections.sqlite", hash]) == 0)
+            let status = try await cli(["status", "--store", store, "--max-age", "100000"])
+            #expect(status.status == 1, "\(hash): \(status.stdout)")
+            let said = status.stdout + status.stderr
+            #expect(said.contains("Most likely the views file was edited") && said.contains("move projections.sqlite aside and run `syncledger rebuild`")
+                    && said.contains("If instead the log and state/head were both replaced") && !said.contains("older or other copy of the log"),
+                    "\(hash): \(said)")
+            for suffix in ["", "-wal", "-shm"] { unlink(store + "/projections.sqlite" + suffix) }
+            expectSuccess(try await cli(["rebuild", "--store", store]))
+            expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
+        }
+    }
+}
