@@ -249,6 +249,12 @@ public final class KeyRing: @unchecked Sendable {
         return lstat(keyPath(directory: directory, patient: patient), &st) == 0
     }
 
+    /// The patients with a tombstone in the key store at `directory` (`forgotten/`), sorted.
+    public static func tombstonedPatients(directory: String) -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory + "/forgotten")) ?? []
+        return names.compactMap { hexBytes($0).flatMap { String(validating: $0, as: UTF8.self) } }.sorted()
+    }
+
     /// The tombstone check, which needs no master key.
     public static func isForgotten(directory: String, patient: String) -> Bool {
         FileManager.default.fileExists(atPath: directory + "/forgotten/" + hexString(Array(patient.utf8)))

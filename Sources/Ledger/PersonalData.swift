@@ -121,7 +121,7 @@ public enum PersonalData {
             let plain = bytes.withUnsafeBytes({ GCM.open($0, key: key, aad: aad(patient, context)) }),
             case .object(let o)? = try? FastJSON.parse(plain)
         else {
-            throw LedgerError("a sealed part of patient \(patient) (\(context)) does not open with their key: the keys are not the ones this log was sealed with (another store's `keys/`, or another master key: check --keys and SYNCLEDGER_MASTER_KEY_FILE), or the event or the key store was altered")
+            throw LedgerError("a sealed part of patient \(patient) (\(context)) does not open with their key: the keys are not the ones this log was sealed with (another store's `keys/` with its master key: check --keys), or the event or the key store was altered")
         }
         return o
     }

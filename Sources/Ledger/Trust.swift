@@ -196,11 +196,6 @@ public enum Trust {
     /// shortfall (the highest evidence first), or nil when the log holds everything.
     public static func findLoss(_ store: Store, evidence: [HeadEvidence]) -> Loss? {
         var seen: Set<LogHead> = []
-        // The writer's own record, when the log holds it: a view's checkpoint at or before it
-        // that differs is the views' fault (`Loss.viewsAreOdd`).
-        let writerHeld = evidence.first { $0.source == "state/head" && $0.head.seq > 0 }.flatMap { e in
-            (try? EventLogReader.check(directory: store.logPath, holds: e.head)).flatMap { $0.0 == .holds ? e.head.seq : nil }
-        }
         // Highest first; the views usually share one checkpoint, so each head is checked once.
         for e in evidence.sorted(by: { $0.head.seq > $1.head.seq }) where e.head.seq > 0 && seen.insert(e.head).inserted {
             do {
@@ -214,7 +209,8 @@ public enum Trust {
                     // same, so it is still refused (the checkpoint is the evidence left), with
                     // both readings named (`Loss.viewsAreOdd`).
                     var loss = Loss(evidence: e, logHead: end, differs: true)
-                    loss.viewsAreOdd = e.source != "state/head" && (writerHeld.map { e.head.seq <= $0 } ?? false)
+                    // (Looked at only here: every command checks the evidence, cold review.)
+                    loss.viewsAreOdd = e.source != "state/head" && writerRecordHolds(store, through: e.head.seq)
                     return loss
                 }
             } catch let error as LogError where error.isCorruption || error.code == .notFound {

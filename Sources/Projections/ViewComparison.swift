@@ -81,9 +81,11 @@ extension ProjectionStore {
                 }
                 let live = try load(self)
                 let log = try load(folded)
-                let keys = Set(live.keys).union(log.keys).sorted { a, b in
-                    (live[a] ?? log[a])!.shown < (live[b] ?? log[b])!.shown
-                }
+                // In the order shown, ties (keys of personal data) by the whole key: the same
+                // first differences on every run. Each key's text is made once (cold review).
+                let keys = Set(live.keys).union(log.keys).map { k in
+                    (key: k, shown: (live[k] ?? log[k])!.shown, whole: k.map(\.description).joined(separator: "\u{1F}"))
+                }.sorted { ($0.shown, $0.whole) < ($1.shown, $1.whole) }.map(\.key)
                 for key in keys {
                     switch (live[key], log[key]) {
                     case let (l?, f?):

@@ -223,14 +223,14 @@ public struct AlertRules: Sendable {
         return out
     }
 
-    /// One line of at most 300 characters with anything shaped like an e-mail address removed
-    /// (IntakeQ's error messages name endpoints, never people; this is the second fence).
     /// Said after a failure's summary when others stand beside it (each summary alone may
     /// reach `clean`'s length: the alert named the first only).
     static func more(_ n: Int) -> String {
         n > 0 ? " (and \(n) more standing failure\(n == 1 ? "" : "s"): see `syncledger status`)" : ""
     }
 
+    /// One line of at most 300 characters with anything shaped like an e-mail address removed
+    /// (IntakeQ's error messages name endpoints, never people; this is the second fence).
     static func clean(_ text: String) -> String {
         let one = text.split(whereSeparator: \.isNewline).joined(separator: " ")
         let words = one.split(separator: " ", omittingEmptySubsequences: false).map { w -> String in

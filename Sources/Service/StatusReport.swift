@@ -67,11 +67,19 @@ public struct StatusReport: Sendable {
         // views up before it let go: read how far they are applied again (a lag seen then, with no
         // writer, is a real one).
         if !writerRunning && applied < head.seq { applied = try views.appliedSeq() }
+        // The last recorded loss, once read (below): a run begun before it whose end is not in
+        // the log lost its end with the events the loss gave up; it did not die (hostile test).
+        var lossBehindRuns: RecordedLoss?
         func settled(_ row: ViewRow?) -> ViewRow? {
             guard var row, row["status"]?.stringValue == "in_progress" else { return row }
             guard !writerRunning else { return row }
             row["status"] = .string("failed")
-            row["error_message"] = .string(HealthSnapshot.died)
+            if let loss = lossBehindRuns, let started = row["started_at"]?.stringValue, started < loss.at {
+                row["error_message"] = .string("no end recorded: the run began before seq \(loss.seq) recorded a loss of acknowledged "
+                                               + "events, so how it ended may have been among the events lost (or it died)")
+            } else {
+                row["error_message"] = .string(HealthSnapshot.died)
+            }
             return row
         }
         var r = StatusReport(
@@ -85,6 +93,7 @@ public struct StatusReport: Sendable {
         if let seq = try RecordedLoss.lastSeq(views: views) {
             do {
                 r.recordedLoss = try RecordedLoss.read(seq: seq, reader: reader)
+                lossBehindRuns = r.recordedLoss
             } catch {
                 r.problems.append("a recorded loss of acknowledged events cannot be read (\(Trust.printable("\(error)"))); run `syncledger verify`")
             }

@@ -19,6 +19,8 @@ public enum Forget {
         /// The patient's key file was missing or did not open: what was sealed under it could
         /// not be read before the forget either.
         public var keyWasLost = false
+        /// Already forgotten, but a key file of theirs was back in the key store: destroyed again.
+        public var keyDestroyedAgain = false
         /// Other patients whose keys are lost too, read as forgotten in the views it folded: they
         /// read so until their keys are restored (then `rebuild`) or they are forgotten.
         public var othersReadAsForgotten: [String] = []
@@ -104,9 +106,17 @@ public enum Forget {
         // A tombstone without its event (a forget that failed after destroying the key, say
         // on a key file it could not delete) is completed: the event is appended now. It was
         // never appended, and the patient could be forgotten no more (hostile test).
-        if !KeyRing.isForgotten(directory: keys.directory, patient: patientId) || !forgetRecorded {
-            let at = ISOTime.format(millis: ISOTime.nowMillis())
+        // `forgetRecorded` was read before the lock: a tombstone that appeared since is another
+        // forget's, which appended its event before it let the lock go (cold review).
+        let tombstoned = KeyRing.isForgotten(directory: keys.directory, patient: patientId)
+        let recordedNow = forgetRecorded || (!alreadyForgotten && tombstoned)
+        let at = ISOTime.format(millis: ISOTime.nowMillis())
+        // A key file back beside the tombstone (restored from a backup) is destroyed again.
+        let keyBack = tombstoned && recordedNow && KeyRing.hasKeyFile(directory: keys.directory, patient: patientId)
+        if !tombstoned || !recordedNow || keyBack {
             try keys.destroyKey(for: patientId, at: at)
+        }
+        if !tombstoned || !recordedNow {
             try writer.append([NewEvent(
                 type: .patientForgotten, run: nil, stream: Streams.patient(patientId),
                 data: encodeData(PatientForgotten(patientId: patientId, forgottenAt: at, reason: trimmed)))])
@@ -115,7 +125,7 @@ public enum Forget {
         try purgeViews(store, keys: keys)
         let (removed, kept) = removeMovedAsideViews(store)
         return Outcome(patientId: patientId, appended: appended, head: writer.head, removedViewsCopies: removed, keptViewsCopies: kept,
-                       keyWasLost: lost && appended, othersReadAsForgotten: lost ? keys.presumedForgotten.filter { $0 != patientId } : [])
+                       keyWasLost: lost && appended, keyDestroyedAgain: keyBack, othersReadAsForgotten: lost ? keys.presumedForgotten.filter { $0 != patientId } : [])
     }
 
     /// Deletes the damaged views files `rebuild` moved aside (`ProjectionStore.movedAsideViews`):

@@ -59,8 +59,10 @@ struct VerifyCommand: AsyncParsableCommand {
             // loss, not an unexplained divergence (it read as tampering, with the loss a warning
             // beside it).
             if let expected, report.error?.code == .headMismatch, let loss = losses.first(where: { $0.covers(expected) }) {
-                report.error?.message += ". The log records losing it: at seq \(loss.seq) (\(loss.at)) a loss was accepted "
-                    + "of the events after \(loss.loss.logEndedAt) up to \(loss.loss.lastKnownHead), reason: \(Trust.printable(loss.loss.reason))"
+                // Without the reason: this text is recorded in state/ and reaches alerts (cold review).
+                report.error?.message += ". The log records losing it: at seq \(loss.seq) (\(Trust.printable(loss.at))) a loss was accepted "
+                    + "of the events after \(Trust.printable(loss.loss.logEndedAt)) up to \(Trust.printable(loss.loss.lastKnownHead)) "
+                    + "(`syncledger status` shows the reason)"
             }
             var differences: (first: [ViewDifference], total: Int)?
             if views && report.ok {

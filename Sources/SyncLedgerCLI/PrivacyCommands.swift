@@ -47,6 +47,8 @@ struct ForgetCommand: AsyncParsableCommand {
                       + "anyway), patient.forgotten recorded, views purged; head \(outcome.head)")
             } else if outcome.appended {
                 print("forgot patient \(patient): key destroyed, patient.forgotten recorded, views purged; head \(outcome.head)")
+            } else if outcome.keyDestroyedAgain {
+                print("patient \(patient) was already forgotten; a key file of theirs, back in the key store, destroyed again; views purged again; head \(outcome.head)")
             } else {
                 print("patient \(patient) was already forgotten; views purged again; head \(outcome.head)")
             }

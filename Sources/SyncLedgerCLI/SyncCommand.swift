@@ -322,11 +322,21 @@ struct StatusCommand: AsyncParsableCommand {
                     // A patient the log records as forgotten whose key file is there again (a key
                     // store restored from a backup taken before the forget): their data opens
                     // once more, and the views show it after a rebuild (hostile test).
-                    let back = try views.forgottenPatients().filter { KeyRing.hasKeyFile(directory: store.keysPath, patient: $0) }.sorted()
+                    let forgotten = try views.forgottenPatients()
+                    let back = forgotten.filter { KeyRing.hasKeyFile(directory: store.keysPath, patient: $0) }.sorted()
                     if !back.isEmpty {
                         report.problems.append("the log records \(back.joined(separator: ", ")) as forgotten, but \(store.keysPath) holds "
                             + "\(back.count == 1 ? "their key" : "their keys") again (restored from a backup?): "
                             + "`syncledger forget --patient ID --reason …` destroys \(back.count == 1 ? "it" : "each") again")
+                    }
+                    // A tombstone the log does not record: it hides the patient's data as forgotten
+                    // though no forget was recorded (one that did not finish, or one copied from
+                    // another store's key store; cold review).
+                    let unrecorded = KeyRing.tombstonedPatients(directory: store.keysPath).filter { !forgotten.contains($0) }
+                    if !unrecorded.isEmpty {
+                        report.problems.append("\(store.keysPath)/forgotten marks \(unrecorded.joined(separator: ", ")) as forgotten, but the log "
+                            + "records no forget of \(unrecorded.count == 1 ? "them" : "these patients"): their data reads as forgotten; "
+                            + "`syncledger forget --patient ID --reason …` records it, or, if the mark came from another store, remove it")
                     }
                 } catch {
                     // Every lost or damaged key, not the first only: the operator found the

@@ -708,8 +708,14 @@ extension CLIBinaryTests {
         let flagged = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(flagged.status == 1 && flagged.stdout.contains("the log records \(id) as forgotten, but") && flagged.stdout.contains("holds their key again"),
                 "\(flagged.stdout)")
+        // forget destroys it again (it saw the tombstone and left the key; cold review).
+        let destroyed = try await cli(["forget", "--store", store, "--patient", id, "--reason", "key store restored from a backup"])
+        #expect(destroyed.status == 0 && destroyed.stdout.contains("destroyed again"), "\(destroyed.stdout)\(destroyed.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: keyFile))
+        expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
         // The whole key store as it was before the forget (no tombstone): status still names
         // it, from the log; forget destroys it again and records it again.
+        try FileManager.default.copyItem(atPath: saved, toPath: keyFile)
         unlink(tombstone)
         let again = try await cli(["status", "--store", store, "--max-age", "100000"])
         #expect(again.status == 1 && again.stdout.contains("the log records \(id) as forgotten, but"), "\(again.stdout)")
@@ -719,6 +725,12 @@ extension CLIBinaryTests {
         let nameAfter = after.stdout.contains(name)
         #expect(after.status == 0 && !nameAfter, "\(after.stdout.prefix(300))")
         expectSuccess(try await cli(["status", "--store", store, "--max-age", "100000"]))
+        // A tombstone the log does not record (copied from another store's key store): named.
+        let other = PrivacyFixture.other.id
+        let otherHex = Array(other.utf8).map { String(format: "%02x", $0) }.joined()
+        try Data("{}\n".utf8).write(to: URL(fileURLWithPath: store + "/keys/forgotten/\(otherHex)"))
+        let marked = try await cli(["status", "--store", store, "--max-age", "100000"])
+        #expect(marked.status == 1 && marked.stdout.contains("marks \(other) as forgotten, but the log records no forget"), "\(marked.stdout)")
     }
 
     /// A forget that cannot delete the key file (its directory not writable by the user who
