@@ -50,7 +50,7 @@ public enum Forget {
         // A copy of the key store (`--keys`) while the store's own holds the patient's key: that
         // key would survive while the log records the patient as forgotten, and every command
         // reading with the store's own keys would show them (hostile test: "key destroyed").
-        let own = store.path + "/keys"
+        let own = store.path + "/keys"  // the store's own, not `keysPath` (which --keys sets)
         if !alreadyForgotten, ProjectionStore.resolvedPath(given.directory) != ProjectionStore.resolvedPath(own),
            KeyRing.hasKeyFile(directory: own, patient: patientId), !KeyRing.isForgotten(directory: own, patient: patientId) {
             throw LedgerError("the store's own key store \(own) holds a key file of patient \(patientId), which forgetting through --keys "

@@ -30,13 +30,15 @@ struct VerifyCommand: AsyncParsableCommand {
 
     func validate() throws {
         try refuseBlank([("--expect-head", expectHead)])
-        if let e = expectHead, LogHead(parsing: e) == nil {
-            throw ValidationError("--expect-head '\(e)' is not SEQ:HASH (a number, a colon and 64 hex digits)")
-        }
-        // Seq 0 is no head anyone published: the empty log's, which every log holds. It passed,
-        // and cleared a standing --expect-head failure (hostile test).
-        if let e = expectHead, let head = LogHead(parsing: e), head.seq == 0 {
-            throw ValidationError("--expect-head '\(e)': seq 0 is before the first event; give a head `verify` printed (seq 1 or more)")
+        if let e = expectHead {
+            guard let head = LogHead(parsing: e) else {
+                throw ValidationError("--expect-head '\(e)' is not SEQ:HASH (a number, a colon and 64 hex digits)")
+            }
+            // Seq 0 is no head anyone published: the empty log's, which every log holds. It
+            // passed, and cleared a standing --expect-head failure (hostile test).
+            if head.seq == 0 {
+                throw ValidationError("--expect-head '\(e)': seq 0 is before the first event; give a head `verify` printed (seq 1 or more)")
+            }
         }
     }
 
