@@ -520,7 +520,8 @@ def note_losses(data, walk):
             continue
         d = ev.get("data") if isinstance(ev.get("data"), dict) else {}
         walk.losses.append({"seq": ev.get("seq"), "last_known_head": d.get("last_known_head"),
-                            "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason")})
+                            "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason"),
+                            "cut": d.get("cut")})
 
 
 def scan_segment(path, name, walk, check_crc):
@@ -832,9 +833,11 @@ def main(argv=None):
                   % (result["events"], result["batches"], result["segments"], result["head"]))
         for loss in result["losses"]:
             _emit("warning: seq %s records a loss: the log ended at %s, before the head %s it had "
-                  "acknowledged; what came between was not kept (reason: %s)"
+                  "acknowledged; what came between was not kept%s (reason: %s)"
                   % (printable(loss["seq"]), printable(loss["log_ended_at"]),
-                     printable(loss["last_known_head"]), printable(loss["reason"])))
+                     printable(loss["last_known_head"]),
+                     " (%s)" % printable(loss["cut"]) if loss.get("cut") is not None else "",
+                     printable(loss["reason"])))
         if expect is not None:
             _emit("matches the expected head %s" % format_head(*expect))
         else:

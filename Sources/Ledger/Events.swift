@@ -333,14 +333,19 @@ public struct LossRecorded: Codable, Sendable, Hashable {
     /// The log's head when the loss was accepted, before this event.
     public var logEndedAt: String
     public var reason: String
+    /// Set when `repair --cut-damaged` cut the log at damage inside it: where, what failed there,
+    /// and the directory (inside `log/`) that holds the bytes cut. Absent otherwise (and in
+    /// events recorded before it existed).
+    public var cut: String?
     enum CodingKeys: String, CodingKey {
-        case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason
+        case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason, cut
     }
-    public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String) {
+    public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String, cut: String? = nil) {
         self.lastKnownHead = lastKnownHead
         self.evidence = evidence
         self.logEndedAt = logEndedAt
         self.reason = reason
+        self.cut = cut
     }
 }
 

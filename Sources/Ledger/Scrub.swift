@@ -58,6 +58,24 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
         }
     }
 
+    /// What a verify records: its own record, or (when it passed) the first failure of `last`
+    /// it did not check, with the others standing beside it (`outstanding`, which it also returns).
+    public func merged(after last: VerifyRecord?, logOK: Bool, checkedViews: Bool, checkedHead: Bool)
+        -> (recorded: VerifyRecord, outstanding: [VerifyRecord]) {
+        let outstanding = Self.outstanding(after: last, logOK: logOK, checkedViews: checkedViews, checkedHead: checkedHead,
+                                           failedKind: ok ? nil : kind)
+        var recorded = self
+        if let first = outstanding.first {
+            if ok {
+                recorded = first
+                recorded.standing = outstanding.count > 1 ? Array(outstanding.dropFirst()) : nil
+            } else {
+                recorded.standing = outstanding
+            }
+        }
+        return (recorded, outstanding)
+    }
+
     public init(at: String, head: String, ok: Bool, events: UInt64, error: String?, kind: String? = nil, foundBy: String? = nil,
                 foundAt: String? = nil) {
         self.at = at

@@ -31,7 +31,8 @@ public enum Trust {
         /// `verify`'s warning for it.
         public var warning: String {
             "a loss of acknowledged events was recorded at seq \(seq) (\(at)): \(loss.lastKnownHead) had been "
-                + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt); reason: \(loss.reason)"
+                + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt)"
+                + (loss.cut.map { " (\($0))" } ?? "") + "; reason: \(loss.reason)"
         }
         /// True when `head` was among the events this loss gave up: after where the log ended
         /// and at most the acknowledged head, so the log no longer holds it (its seqs were
@@ -94,8 +95,9 @@ public enum Trust {
         "If the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"
     /// For damage inside the log, which `repair` does not record (it records a loss at the end).
     public static let damageHint =
-        "Restore the damaged or missing segment from a backup, or move the segments after it aside "
-        + "(`syncledger repair` records only a loss at the end of the log)"
+        "Restore the damaged or missing segment from a backup; if no backup holds it, "
+        + "`syncledger repair --accept-loss REASON --cut-damaged` moves the damage and everything after it "
+        + "into log/cut-TIME/ and records the loss"
 
     /// `state/head`: the writer's head evidence (see docs/FORMAT.md, "Head evidence").
     public static func headRecordPath(_ store: Store) -> String { store.statePath + "/head" }
@@ -252,7 +254,7 @@ public enum Trust {
 
     /// A reader's corruption message without its advice ("The log is damaged here; nothing was
     /// changed. Restore …"), which a loss message gives once, after what was acknowledged.
-    static func damage(_ message: String) -> String {
+    public static func damage(_ message: String) -> String {
         guard let r = message.range(of: ". The log is damaged here; ") else { return message }
         return String(message[..<r.lowerBound])
     }

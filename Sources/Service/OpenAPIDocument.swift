@@ -788,7 +788,7 @@ components:
             - type: "null"
             - type: object
               additionalProperties: false
-              required: [seq, at, last_known_head, log_ended_at, evidence, reason]
+              required: [seq, at, last_known_head, log_ended_at, evidence, reason, cut]
               properties:
                 seq: {type: integer, minimum: 1, description: The seq of the loss record.}
                 at: {type: string}
@@ -796,6 +796,11 @@ components:
                 log_ended_at: {type: string, description: The log's head when the loss was accepted.}
                 evidence: {type: string, description: "Where that head was recorded (state/head, a view's checkpoint)."}
                 reason: {type: string, description: The reason given to `repair`, as recorded.}
+                cut:
+                  type: [string, "null"]
+                  description: >-
+                    When `repair --cut-damaged` cut the log at damage inside it: where, what failed there and the
+                    directory inside `log/` that holds the bytes cut; null for a loss at the log's end.
         views_damaged:
           description: "The first command or request that met a damaged page of the views, until `syncledger rebuild`; null when none."
           oneOf:

@@ -176,7 +176,7 @@ public struct StatusReport: Sendable {
             "recorded_loss": recordedLoss.map { l in
                 JSONValue.object(["seq": .number(Double(l.seq)), "at": .string(l.at), "last_known_head": .string(l.record.lastKnownHead),
                                   "log_ended_at": .string(l.record.logEndedAt), "evidence": .string(l.record.evidence),
-                                  "reason": .string(l.record.reason)])
+                                  "reason": .string(l.record.reason), "cut": l.record.cut.map(JSONValue.string) ?? .null])
             } ?? .null,
             "last_verify": lastVerify.map { v in
                 JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
@@ -223,7 +223,8 @@ public struct RecordedLoss: Sendable {
     /// `time` shows it, as recorded by default).
     public func line(time: (String) -> String = { $0 }) -> String {
         "recorded loss at seq \(seq) (\(time(at))): \(record.lastKnownHead) had been acknowledged (\(Trust.printable(record.evidence))) "
-            + "but the log ended at \(record.logEndedAt); reason: \(Trust.printable(record.reason))"
+            + "but the log ended at \(record.logEndedAt)" + (record.cut.map { " (\(Trust.printable($0)))" } ?? "")
+            + "; reason: \(Trust.printable(record.reason))"
     }
 }
 

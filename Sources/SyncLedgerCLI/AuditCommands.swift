@@ -80,19 +80,11 @@ struct VerifyCommand: AsyncParsableCommand {
                 error: report.error?.message ?? differences.flatMap { $0.first.first.map { "the views differ from the log: \($0)" } },
                 kind: report.error.map { $0.code == .headMismatch ? VerifyRecord.expectedHead : VerifyRecord.logDamage } ?? VerifyRecord.viewsDiffer)
             // Failures of what this verify did not check stand beside its own (`outstanding`).
-            let outstanding = VerifyRecord.outstanding(
-                after: Scrub.last(store), logOK: report.ok, checkedViews: views && report.ok && viewsOK,
-                checkedHead: expectHead != nil && report.ok, failedKind: record.ok ? nil : record.kind)
-            var recorded = record
+            let (recorded, outstanding) = record.merged(after: Scrub.last(store), logOK: report.ok, checkedViews: views && report.ok && viewsOK,
+                                                        checkedHead: expectHead != nil && report.ok)
             if let first = outstanding.first {
                 warn("note: this verify did not check what an earlier one found failing, so that failure stands in `status`: "
                      + Trust.printable(first.failure) + (outstanding.count > 1 ? " (and \(outstanding.count - 1) more)" : ""))
-                if record.ok {
-                    recorded = first
-                    recorded.standing = outstanding.count > 1 ? Array(outstanding.dropFirst()) : nil
-                } else {
-                    recorded.standing = outstanding
-                }
             }
             if writable {
                 do { try Scrub.record(recorded, in: store) } catch {

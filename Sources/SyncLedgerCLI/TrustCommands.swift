@@ -56,10 +56,21 @@ struct RepairCommand: AsyncParsableCommand {
             the reason), records the new head as acknowledged, and replaces the views with new ones \
             folded from the log (interrupted there, the next command catches them up). `verify` \
             warns about the recorded loss from then on.
+
+            Damage inside the log (a batch that fails its CRC or the chain, a segment missing in \
+            the middle) is not a loss at its end: restore the segment from a backup. If no backup \
+            holds it, `--cut-damaged` verifies the whole log and, at its first failure, moves the \
+            damaged batch and everything after it into log/cut-TIME/ (nothing is deleted; a tail \
+            of a segment is copied there before the segment is cut short), then records the loss \
+            of what was acknowledged there as above, naming the cut. Export what precedes the \
+            damage first if you want it outside the store too (`syncledger export --to-seq N`).
             """)
     @OptionGroup var storeOptions: StoreOptions
     @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted; recorded in the ledger.", valueName: "REASON"))
     var acceptLoss: String
+    @Flag(name: .customLong("cut-damaged"),
+          help: "With damage inside the log and no backup: move the damaged batch and everything after it into log/cut-TIME/, then record the loss.")
+    var cutDamaged = false
     @Option(parsing: .unconditional, help: ArgumentHelp("Wait up to this long for another writer.", valueName: "SECONDS")) var waitLock: Double?
 
     func validate() throws {
@@ -109,31 +120,50 @@ struct RepairCommand: AsyncParsableCommand {
                 }
                 return (loss, damagedRecord)
             }
-            let nothingToRepair = "nothing to repair: the log holds every acknowledged head (repair records only a loss at its end; "
-                + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup)"
+            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`);
+            // checked once there is a loss to record, or before anything is cut.
+            // The names and emails are the rosters the log recorded, as far as they can be read
+            // (a log that lost its end still holds them; views or keys that cannot be read leave
+            // only the check for phone numbers).
+            func checkReason() throws {
+                if let problem = Self.recordedPatients(storeOptions).personalDataProblem(in: acceptLoss) {
+                    throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
+                }
+            }
+            var cut: LogCut?
+            if cutDamaged {
+                try checkReason()
+                cut = try Self.cutAtDamage(store, waitLock: waitLock)
+            }
+            let nothingToRepair = "nothing to repair: the log holds every acknowledged head (repair records a loss at its end; "
+                + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup, or `--cut-damaged`)"
             let before = try lossNow()
             guard before.loss != nil || before.damagedRecord != nil else {
-                // Damage inside the log that the last verify found is not repaired here: exit 1,
-                // so that a script does not take it for a repair (hostile test).
-                if let last = Scrub.last(store), !last.ok {
-                    let line = "nothing repair can do: the log holds every acknowledged head, but " + last.failure
-                    // A view difference is not the log's: `rebuild` mends it.
-                    guard last.kind == VerifyRecord.viewsDiffer else { throw CLIFailure(message: line) }
-                    print(line)
+                if let cut {
+                    // Only bytes past every acknowledged head were cut (no evidence reaches them).
+                    print("no loss to record: no head evidence reaches seq \(cut.firstSeqCut), so nothing cut had been acknowledged")
+                    print(Self.verifyAfterCut(store))
                     return 0
+                }
+                // Damage inside the log that the last verify found is not repaired here without
+                // --cut-damaged: exit 1, so that a script does not take it for a repair (hostile
+                // test). It said the log "holds every acknowledged head" with the last batch
+                // failing its CRC (hostile test): the headers hold, the batch does not.
+                if let last = Scrub.last(store), !last.ok {
+                    // A view difference is not the log's: `rebuild` mends it.
+                    guard last.kind != VerifyRecord.viewsDiffer else {
+                        print("nothing repair can do: the log holds every acknowledged head, but " + last.failure)
+                        return 0
+                    }
+                    throw CLIFailure(message: "nothing was changed: " + Trust.damage(last.summary()) + ". `repair` alone records a loss at the end of "
+                        + "the log; restore the damaged segment from a backup (then `syncledger verify`), or if no backup holds it, "
+                        + "`syncledger repair --accept-loss REASON --cut-damaged` moves the damage and everything after it into "
+                        + "log/cut-TIME/ and records the loss")
                 }
                 print(nothingToRepair)
                 return 0
             }
-            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`);
-            // checked once there is a loss to record.
-            // The names and emails are the rosters the log recorded, as far as they can be read
-            // (a log that lost its end still holds them; views or keys that cannot be read leave
-            // only the check for phone numbers).
-            let people = Self.recordedPatients(storeOptions)
-            if let problem = people.personalDataProblem(in: acceptLoss) {
-                throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
-            }
+            if cut == nil { try checkReason() }
             let writer: LedgerWriter
             do {
                 writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true,
@@ -154,7 +184,7 @@ struct RepairCommand: AsyncParsableCommand {
             let record = LossRecorded(
                 lastKnownHead: loss.map { $0.evidence.head.description } ?? "unknown",
                 evidence: loss?.evidence.source ?? "state/head (damaged: \(damagedRecord ?? ""))",
-                logEndedAt: logEnd.description, reason: acceptLoss)
+                logEndedAt: logEnd.description, reason: acceptLoss, cut: cut.map(Self.describe))
             let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
             let recorded = "recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq)"
             // The old views are deleted and new ones folded from the log, not rebuilt in place:
@@ -177,7 +207,66 @@ struct RepairCommand: AsyncParsableCommand {
             DamageWitness.clear(store)
             print("views rebuilt from the log")
             print("head \(writer.head)")
+            if cut != nil {
+                writer.close()
+                print(Self.verifyAfterCut(store))
+            }
             return 0
+        }
+    }
+
+    /// `repair --cut-damaged`'s cut (`EventLogWriter.cutAtDamage`), said at once; nil when the
+    /// whole log verifies.
+    static func cutAtDamage(_ store: Store, waitLock: Double?) throws -> LogCut? {
+        let name = "cut-" + ISOTime.format(millis: ISOTime.nowMillis()).prefix(19).filter { $0.isNumber || $0 == "T" } + "Z"
+        let progress = ProgressLine()
+        progress.update("verifying the log to find its damage …")
+        let cut: LogCut?
+        do {
+            cut = try EventLogWriter.cutAtDamage(directory: store.logPath, asideName: name, waitLock: waitLock,
+                                                 onWaitingForLock: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
+        } catch let e as LogError where e.code == .locked {
+            progress.finish()
+            throw CLIFailure(message: LedgerWriter.lockedLine(e.message, waited: waitLock) + "; nothing was changed")
+        } catch let e as LogError where e.code == .invalidArgument {
+            progress.finish()
+            throw CLIFailure(message: "nothing was cut: " + e.message)
+        } catch {
+            progress.finish()
+            throw CLIFailure(message: "the cut failed (\(describeError(error))); the log is a prefix of what it was, and the bytes "
+                + "moved so far are in log/\(name)/; run the repair again")
+        }
+        progress.finish()
+        guard let cut else {
+            print("no damage to cut: the whole log verifies")
+            return nil
+        }
+        // Written straight to the descriptor, before anything else can fail (as the loss line below).
+        FileHandle.standardOutput.write(Data((
+            "cut the log at seq \(cut.firstSeqCut) (\(Trust.damage(cut.damage.message))): \(cut.bytes) bytes moved into "
+            + "log/\(cut.asideName)/ (\(cut.files.joined(separator: ", "))); the log now ends at seq \(cut.head.seq)\n").utf8))
+        return cut
+    }
+
+    /// The cut as the loss record names it.
+    static func describe(_ cut: LogCut) -> String {
+        "cut at seq \(cut.firstSeqCut), where verify failed (\(Trust.damage(cut.damage.message))); the bytes cut are in log/\(cut.asideName)/"
+    }
+
+    /// The log verified again after a cut and recorded as `verify` records it, so that the
+    /// failure that led to the cut does not stand in `status` (failures of other kinds stay).
+    static func verifyAfterCut(_ store: Store) -> String {
+        do {
+            let report = try EventLogReader(directory: store.logPath).verify()
+            let record = VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: report.head.description, ok: report.ok,
+                                      events: report.events, error: report.error?.message, kind: VerifyRecord.logDamage)
+            let (recorded, outstanding) = record.merged(after: Scrub.last(store), logOK: report.ok, checkedViews: false, checkedHead: false)
+            try Scrub.record(recorded, in: store)
+            if let e = report.error { return "verify FAILED after the cut: \(e.message)" }
+            return "verify: ok through head \(report.head)"
+                + (outstanding.isEmpty ? "" : "; an earlier failure of another kind still stands in `status`: " + Trust.printable(outstanding[0].failure))
+        } catch {
+            return "the log could not be verified after the cut (\(describeError(error))); run `syncledger verify`"
         }
     }
 }

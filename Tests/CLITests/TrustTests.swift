@@ -218,6 +218,19 @@ extension CLIBinaryTests {
         let refused = try await cli(["status", "--store", copy])
         expectCleanFailure(refused, mentioning: ["the log cannot be read to its end"])
         #expect(!refused.stderr.contains("truncate"), "\(refused.stderr)")
+        // `repair --cut-damaged` does the same, keeping the bytes, and records no loss: nothing
+        // cut had been acknowledged.
+        let cutCopy = tmp.path + "/cut"
+        try copyStore(store, cutCopy)
+        let garbage = try #require(FileManager.default.contents(atPath: segment)).suffix(500)
+        let cut = try await cli(["repair", "--store", cutCopy, "--accept-loss", "junk", "--cut-damaged"])
+        expectSuccess(cut)
+        #expect(cut.stdout.contains("cut the log at seq ") && cut.stdout.contains("500 bytes moved into log/cut-")
+                && cut.stdout.contains("no loss to record") && cut.stdout.contains("verify: ok"), "\(cut.stdout)")
+        let cutDir = try #require(try FileManager.default.contentsOfDirectory(atPath: cutCopy + "/log").first { $0.hasPrefix("cut-") })
+        let kept = cutCopy + "/log/" + cutDir + "/" + (segment as NSString).lastPathComponent + ".from-offset-\(size)"
+        #expect(FileManager.default.contents(atPath: kept) == garbage)
+        expectSuccess(try await cli(["status", "--max-age", "100000", "--store", cutCopy]))
         try FileManager.default.copyItem(atPath: segment, toPath: tmp.path + "/segment-copy")
         #expect(truncate(segment, off_t(size)) == 0)
         expectSuccess(try await cli(["verify", "--store", store]))
@@ -682,6 +695,119 @@ extension CLIBinaryTests {
         #expect(unreadable.status == 1 && unreadable.stdout.contains("a recorded loss of acknowledged events cannot be read ("),
                 "\(unreadable.stdout) \(unreadable.stderr)")
         #expect(unreadable.stderr.isEmpty, "\(unreadable.stderr)")
+    }
+}
+
+extension CLIBinaryTests {
+    /// Damage inside the log with no backup to restore from: `repair --cut-damaged` moves the
+    /// damaged batch and everything after it into log/cut-TIME/ (the tail of the segment copied
+    /// byte for byte, later segments whole), records the loss naming the cut, and the store works
+    /// again. Without the flag `repair` changes nothing and names it (it said "the log holds every
+    /// acknowledged head" with a batch failing its CRC, and no way on; hostile test). A missing
+    /// segment in the middle is cut the same way; a healthy log is not cut.
+    @Test func damageInsideTheLogIsCutAsideWhenNoBackupHoldsIt() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-cut")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let head = try await verifiedHead(store)
+        let whole = try await cli(["log", "--store", store])
+        expectSuccess(whole)
+        // Three segments at batch boundaries, as a writer rolling over leaves them.
+        let whole0 = try segments(store)[0]
+        let batches = try segmentBatches(whole0)
+        #expect(batches.count >= 6)
+        let cuts = [batches[batches.count / 3], batches[2 * batches.count / 3]]
+        let all = try #require(FileManager.default.contents(atPath: whole0))
+        func name(_ seq: UInt64) -> String { String(repeating: "0", count: 20 - String(seq).count) + "\(seq).seg" }
+        try all[cuts[0].offset..<cuts[1].offset].write(to: URL(fileURLWithPath: store + "/log/" + name(cuts[0].firstSeq)))
+        try all[cuts[1].offset...].write(to: URL(fileURLWithPath: store + "/log/" + name(cuts[1].firstSeq)))
+        truncateFile(whole0, to: cuts[0].offset)
+        expectSuccess(try await cli(["verify", "--store", store]))
+        let gap = tmp.path + "/gap"
+        try copyStore(store, gap)
+
+        // A healthy log: nothing is cut.
+        let healthy = try await cli(["repair", "--store", store, "--accept-loss", "disk fault", "--cut-damaged"])
+        expectSuccess(healthy)
+        #expect(healthy.stdout.contains("no damage to cut: the whole log verifies") && healthy.stdout.contains("nothing to repair"), "\(healthy.stdout)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/log").filter { $0.hasPrefix("cut-") }.isEmpty)
+
+        // A byte of a batch's payload in the middle segment flipped.
+        let damaged = batches[(batches.count / 3) + 1]
+        #expect(damaged.lastSeq < cuts[1].firstSeq)
+        let middle = store + "/log/" + name(cuts[0].firstSeq)
+        let offsetInMiddle = damaged.offset - cuts[0].offset
+        var bytes = try #require(FileManager.default.contents(atPath: middle))
+        bytes[offsetInMiddle + 80 + 5] ^= 0x20
+        try bytes.write(to: URL(fileURLWithPath: middle))
+        let third = try #require(FileManager.default.contents(atPath: store + "/log/" + name(cuts[1].firstSeq)))
+        let found = try await cli(["verify", "--store", store])
+        #expect(found.status == 1 && found.stdout.contains("payload CRC32C mismatch"), "\(found.stdout)")
+        let before = storeSnapshot(store)
+        let refused = try await cli(["repair", "--store", store, "--accept-loss", "disk fault"])
+        expectCleanFailure(refused, mentioning: ["nothing was changed", "payload CRC32C mismatch", "--cut-damaged"])
+        #expect(!refused.stderr.contains("holds every acknowledged head"), "\(refused.stderr)")
+        expectSameSnapshot(before, storeSnapshot(store), "repair without --cut-damaged")
+        // A reason holding personal data is refused before anything is cut.
+        let named = try await cli(["repair", "--store", store, "--accept-loss", "called (555) 010-2892", "--cut-damaged"])
+        expectCleanFailure(named, mentioning: ["--accept-loss holds an IntakeQ client id or a phone number", "nothing was changed"])
+        expectSameSnapshot(before, storeSnapshot(store), "a cut refused for its reason")
+
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk fault, no backup", "--cut-damaged"])
+        expectSuccess(repair)
+        let lossSeq = damaged.firstSeq
+        #expect(repair.stdout.contains("cut the log at seq \(lossSeq) (segment \(name(cuts[0].firstSeq)) offset \(offsetInMiddle)")
+                && repair.stdout.contains("the log now ends at seq \(lossSeq - 1)")
+                && repair.stdout.contains("recorded the loss as seq \(lossSeq): \(head) had been acknowledged")
+                && repair.stdout.contains("verify: ok through head \(lossSeq):"), "\(repair.stdout)")
+        // What was cut is all there, byte for byte: the middle segment's tail and the third segment.
+        let cutDirs = try FileManager.default.contentsOfDirectory(atPath: store + "/log").filter { $0.hasPrefix("cut-") }
+        #expect(cutDirs.count == 1)
+        let aside = store + "/log/" + (cutDirs.first ?? "")
+        #expect(FileManager.default.contents(atPath: aside + "/" + name(cuts[0].firstSeq) + ".from-offset-\(offsetInMiddle)")
+                == bytes[offsetInMiddle...])
+        #expect(FileManager.default.contents(atPath: aside + "/" + name(cuts[1].firstSeq)) == third)
+        #expect(try segments(store) == [whole0, middle])
+        // The segment cut short, then the loss's batch appended to it.
+        #expect(FileManager.default.contents(atPath: middle)?.prefix(offsetInMiddle) == bytes[..<offsetInMiddle])
+        // The log: what preceded the damage, unchanged, then the loss naming the cut.
+        let after = try await cli(["log", "--store", store])
+        expectSuccess(after)
+        #expect(Array(after.stdoutLines.prefix(Int(lossSeq - 1))) == Array(whole.stdoutLines.prefix(Int(lossSeq - 1))))
+        let loss = try #require(after.stdoutLines.dropFirst(Int(lossSeq - 1)).first)
+        #expect(loss.contains("ledger.loss_recorded") && loss.contains("cut at seq \(lossSeq), where verify failed")
+                && loss.contains("log/\(cutDirs.first ?? "")/"), "\(loss)")
+        let verify = try await cli(["verify", "--store", store])
+        expectSuccess(verify)
+        #expect(verify.stderr.contains("(cut at seq \(lossSeq), where verify failed"), "\(verify.stderr)")
+        // An auditor's bundle names the cut too.
+        let bundle = tmp.path + "/bundle"
+        expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        let audit = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py"], timeout: 120)
+        #expect(audit.status == 0 && audit.stdoutText.contains("warning: seq \(lossSeq) records a loss")
+                && audit.stdoutText.contains("(cut at seq \(lossSeq), where verify failed"), "\(audit.stdoutText)\(audit.stderrText)")
+        let status = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
+        let recorded = try JSONValue.parse(Array(status.stdout.utf8))
+        #expect(recorded["recorded_loss"]?["cut"]?.stringValue?.contains("log/cut-") == true
+                && recorded["last_verify"]?["ok"] == .bool(true), "\(status.stdout)")
+        // The store works again: a sync appends after the loss, and the whole log verifies.
+        try await withFakeServer(try #require(practice.day(2))) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: try #require(practice.day(2)).now), env: keyEnv))
+        }
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+
+        // A segment missing in the middle: the segments after it are moved aside whole.
+        try FileManager.default.removeItem(atPath: gap + "/log/" + name(cuts[0].firstSeq))
+        let gapRepair = try await cli(["repair", "--store", gap, "--accept-loss", "segment deleted", "--cut-damaged"])
+        expectSuccess(gapRepair)
+        #expect(gapRepair.stdout.contains("cut the log at seq \(cuts[0].firstSeq)")
+                && gapRepair.stdout.contains("recorded the loss as seq \(cuts[0].firstSeq)"), "\(gapRepair.stdout)")
+        #expect(try segments(gap) == [gap + "/log/" + name(1)])
+        let gapDir = try #require(try FileManager.default.contentsOfDirectory(atPath: gap + "/log").first { $0.hasPrefix("cut-") })
+        #expect(FileManager.default.contents(atPath: gap + "/log/" + gapDir + "/" + name(cuts[1].firstSeq)) == third)
+        expectSuccess(try await cli(["verify", "--views", "--store", gap]))
     }
 }
 
