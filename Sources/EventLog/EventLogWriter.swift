@@ -26,6 +26,9 @@ public final class EventLogWriter {
     /// What recovery removed on open (a torn, never-acknowledged tail), or nil.
     public let recoveredTail: String?
 
+    /// What `open(cutting:)` moved out of the log, or nil.
+    public private(set) var cut: LogCut?
+
     private var segmentPath: String { directory + "/" + index.name }
 
     /// Opens (creating with mode 0700 if missing) the log in `directory` for writing: takes the
@@ -36,11 +39,16 @@ public final class EventLogWriter {
     ///
     /// With `options.headRecordPath`, the log must hold the head recorded there (only a torn
     /// batch past it may be missing); otherwise `open` throws `.lostEvents` before creating,
-    /// truncating or writing anything. `acceptingLoss` skips that check and records the log's
-    /// head as it now is: the deliberate way out, after the loss was recorded elsewhere.
+    /// truncating or writing anything. `acceptingLoss` skips that check: the deliberate way out,
+    /// whose first append records the loss. The recorded head stays as it was until that append
+    /// (a process killed before it leaves the evidence of the loss in place).
+    ///
+    /// `cutting` (with `acceptingLoss`): first, under the lock, the log is cut at its first
+    /// damage (`cutAtDamage`); `cut` says what was moved aside.
     public static func open(directory: String, options: LogOptions = .init(),
-                            waitLock: Double? = nil, acceptingLoss: Bool = false,
+                            waitLock: Double? = nil, acceptingLoss: Bool = false, cutting: CutRequest? = nil,
                             onWaitingForLock: ((_ lock: String) -> Void)? = nil) throws -> EventLogWriter {
+        precondition(cutting == nil || acceptingLoss, "a cut is made only by a writer accepting the loss")
         var recorded: HeadRecord.Entry?
         if let path = options.headRecordPath {
             if acceptingLoss {
@@ -58,6 +66,7 @@ public final class EventLogWriter {
             recorded = try HeadRecord.read(path: path)
             if let recorded { try requireHolds(directory: directory, recorded.head, path: path) }
         }
+        let cut = try cutting.flatMap { try cutAtDamage(directory: directory, request: $0, fsync: options.fsync) }
         try translating { try Sys.makeDirectories(directory + "/index") }
         let recovered = try Recovery.run(directory: directory, options: options)
         var active = recovered.active
@@ -68,8 +77,10 @@ public final class EventLogWriter {
         }
         let writer = try EventLogWriter(directory: directory, options: options, lock: lock,
                                         active: active!, recovered: recovered.truncated)
+        writer.cut = cut
         if let path = options.headRecordPath {
-            writer.headFile = try HeadRecordFile(path: path, head: writer.head, previous: recorded, fsync: options.fsync)
+            writer.headFile = try HeadRecordFile(path: path, head: writer.head, previous: recorded, fsync: options.fsync,
+                                                 recordNow: !acceptingLoss)
         }
         return writer
     }

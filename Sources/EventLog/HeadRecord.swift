@@ -93,7 +93,9 @@ final class HeadRecordFile {
     /// (4096 bytes, the first record in place) under a temporary name and renamed, so a crash
     /// leaves either no file or a complete one; later rewrites never change its size, so the
     /// fdatasync of a record has no metadata to write.
-    init(path: String, head: LogHead, previous: HeadRecord.Entry?, fsync: Bool) throws {
+    /// `recordNow` false keeps a readable record as it is until the first `record` (a writer
+    /// opened to accept a loss: the lost head stays the evidence until the loss is appended).
+    init(path: String, head: LogHead, previous: HeadRecord.Entry?, fsync: Bool, recordNow: Bool = true) throws {
         self.path = path
         self.fsync = fsync
         generation = previous?.generation ?? 0
@@ -125,7 +127,7 @@ final class HeadRecordFile {
             return
         }
         fd = try translating { try Sys.openRegular(path, O_RDWR) }
-        if previous?.head != head {
+        if previous?.head != head && (recordNow || previous == nil) {
             do { try record(head) } catch {
                 close()
                 throw error

@@ -21,6 +21,22 @@ public struct LogCut: Sendable {
     public var bytes: UInt64
 }
 
+/// Asks `EventLogWriter.open` to cut the log at its first damage, under the writer's lock, before
+/// it checks the segments (`EventLogWriter.cutAtDamage`).
+public struct CutRequest {
+    /// The directory inside the log directory for what is cut (`-2`, `-3`, … appended when taken).
+    public var asideName: String
+    /// Called once the damage is found and before anything is moved, with the cut as it will be:
+    /// the caller notes it where a crash cannot lose it (`state/cut-pending`).
+    public var beforeMoving: (LogCut) throws -> Void
+    /// Called when the whole log verifies (nothing is cut), with its head and how many events.
+    public var whenIntact: (LogHead, UInt64) -> Void
+
+    public init(asideName: String, beforeMoving: @escaping (LogCut) throws -> Void, whenIntact: @escaping (LogHead, UInt64) -> Void) {
+        (self.asideName, self.beforeMoving, self.whenIntact) = (asideName, beforeMoving, whenIntact)
+    }
+}
+
 extension EventLogWriter {
     /// Damage a cut can end: bytes that do not read as the batches the chain continues with.
     /// A batch of a newer format (`unsupportedVersion`) is not damage, and an operating-system
@@ -28,24 +44,25 @@ extension EventLogWriter {
     static let cuttable: [LogError.Code] = [.tornTail, .badMagic, .headerChecksum, .payloadChecksum, .brokenChain,
                                             .decompression, .malformedBatch, .sequenceGap, .segmentName]
 
-    /// The deliberate way past damage inside the log when no backup holds the segment: under the
-    /// writer's lock, verifies the whole log and, at its first failure, moves the damaged batch
-    /// and everything after it (the rest of that segment, every later segment) into
-    /// `<directory>/<asideName>/`, so that the log ends at the last batch that verified. Nothing
-    /// is deleted: the tail of a segment is copied there (and synced) before the segment is
-    /// truncated, whole segments are renamed there, the last first, so that a crash at any point
-    /// leaves a log that is a prefix of the old one (a later cut goes on from there). Index files
-    /// of the segments concerned are removed (derived data). Returns nil when the log verifies.
+    /// The deliberate way past damage inside the log when no backup holds the segment. Run by
+    /// `open` under the writer's lock: verifies the whole log and, at its first failure, moves
+    /// the damaged batch and everything after it (the rest of that segment, every later segment)
+    /// into `<directory>/<asideName>/`, so that the log ends at the last batch that verified.
     ///
-    /// The caller records the loss (`ledger.loss_recorded`): this only moves bytes.
-    public static func cutAtDamage(directory: String, asideName: String, waitLock: Double? = nil, fsync: Bool = true,
-                                   onWaitingForLock: ((_ lock: String) -> Void)? = nil) throws -> LogCut? {
-        let lock = try FileLock.acquire(path: directory + "/LOCK", wait: waitLock, onWait: onWaitingForLock)
-        defer { withExtendedLifetime(lock) {} }
+    /// Nothing is deleted, and a crash at any step leaves a log that is a prefix of the old one
+    /// with every byte kept: the damaged segment's tail is copied there and synced first (once
+    /// the later segments are gone, damage at its end could read as a torn write, which opening
+    /// cuts off unkept); then the later segments are renamed there, the last first; then the
+    /// segment is truncated. Index files of the segments concerned are removed (derived data).
+    /// Returns nil when the log verifies. The caller records the loss: this only moves bytes.
+    static func cutAtDamage(directory: String, request: CutRequest, fsync: Bool) throws -> LogCut? {
         let reader = try EventLogReader(directory: directory)
         reader.rewritesIndexFiles = false
         let report = reader.verify()
-        guard !report.ok, let damage = report.error else { return nil }
+        guard !report.ok, let damage = report.error else {
+            request.whenIntact(report.head, report.events)
+            return nil
+        }
         guard cuttable.contains(damage.code), let segment = damage.segment, let offset = damage.offset else {
             throw LogError(code: .invalidArgument, message: "this failure is not damage a cut can end (\(damage.message))",
                            segment: damage.segment, offset: damage.offset, seq: damage.seq)
@@ -54,35 +71,43 @@ extension EventLogWriter {
         guard let k = list.firstIndex(where: { $0.name == segment }) else {
             throw LogError(code: .notFound, message: "segment \(segment), where verify found the damage, is no longer in the log")
         }
-        let aside = directory + "/" + asideName
+        let path = directory + "/" + segment
+        let later = list[(k + 1)...].map(\.name)
+        let tailName = offset == 0 ? segment : segment + ".from-offset-\(offset)"
         return try translating(segment: segment) {
-            guard mkdir(aside, 0o700) == 0 else {
-                throw SyscallError(operation: "mkdir", path: aside, errno: errno)
+            var name = request.asideName
+            var n = 1
+            while mkdir(directory + "/" + name, 0o700) != 0 {
+                guard errno == EEXIST, n < 100 else { throw SyscallError(operation: "mkdir", path: directory + "/" + name, errno: errno) }
+                n += 1
+                name = request.asideName + "-\(n)"
             }
+            let aside = directory + "/" + name
             StoreOwnership.adopt(directory: aside)
-            var files: [String] = []
-            var bytes: UInt64 = 0
             func sync(_ dir: String) throws { if fsync { try Sys.fsyncDirectory(dir) } }
+            try sync(directory)
+            var bytes = try Sys.fileSize(path: path) ?? 0
+            bytes -= min(bytes, offset)
+            for s in later { bytes += try Sys.fileSize(path: directory + "/" + s) ?? 0 }
+            // What verify found good ends where the cut begins.
+            let cut = LogCut(damage: damage, firstSeqCut: report.head.seq + 1, head: report.head, aside: aside, asideName: name,
+                             files: [tailName] + later, bytes: bytes)
+            try request.beforeMoving(cut)
+            if offset > 0 {
+                _ = try copyTail(of: path, from: offset, to: aside + "/" + tailName, fsync: fsync)
+                try sync(aside)
+            }
             // The later segments, the last first: the log stays a prefix of itself throughout.
-            for s in list[(k + 1)...].reversed() {
-                bytes += try Sys.fileSize(path: directory + "/" + s.name) ?? 0
-                try Sys.rename(directory + "/" + s.name, aside + "/" + s.name)
-                Sys.unlink(IndexFile.path(directory: directory, segment: s.name))
-                files.append(s.name)
+            for s in later.reversed() {
+                try Sys.rename(directory + "/" + s, aside + "/" + s)
+                Sys.unlink(IndexFile.path(directory: directory, segment: s))
                 try sync(aside)
                 try sync(directory)
             }
-            let path = directory + "/" + segment
             if offset == 0 {
-                bytes += try Sys.fileSize(path: path) ?? 0
                 try Sys.rename(path, aside + "/" + segment)
-                files.append(segment)
                 try sync(aside)
             } else {
-                let name = segment + ".from-offset-\(offset)"
-                bytes += try copyTail(of: path, from: offset, to: aside + "/" + name, fsync: fsync)
-                files.append(name)
-                try sync(aside)
                 let fd = try Sys.openRegular(path, O_RDWR)
                 defer { Sys.close(fd) }
                 try Sys.ftruncate(fd, offset, path: path)
@@ -90,25 +115,8 @@ extension EventLogWriter {
             }
             Sys.unlink(IndexFile.path(directory: directory, segment: segment))
             try sync(directory)
-            files.reverse()
-            let head: LogHead
-            if offset == 0 {
-                head = k == 0 ? .empty : try Self.lastHead(directory: directory)
-            } else {
-                head = try Self.lastHead(directory: directory)
-            }
-            return LogCut(damage: damage, firstSeqCut: head.seq + 1, head: head, aside: aside, asideName: asideName,
-                          files: files, bytes: bytes)
+            return cut
         }
-    }
-
-    /// The head of what is left, read again (every batch checked) after the cut.
-    private static func lastHead(directory: String) throws -> LogHead {
-        let reader = try EventLogReader(directory: directory)
-        reader.rewritesIndexFiles = false
-        let report = reader.verify()
-        if let error = report.error { throw error }
-        return report.head
     }
 
     /// Copies `path` from `offset` to its end into a new file `to` (synced); the bytes copied.

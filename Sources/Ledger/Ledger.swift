@@ -47,7 +47,7 @@ public final class LedgerWriter {
     /// refused (`Trust.lossMessage`) unless `acceptingLoss` (`syncledger repair`).
     public init(store: Store, waitLock: Double? = nil, options: LogOptions = LogOptions(),
                 clock: @escaping () -> Int64 = ISOTime.nowMillis, headEvidence: Bool = true,
-                acceptingLoss: Bool = false, onWaitingForLock: ((_ lock: String) -> Void)? = nil) throws {
+                acceptingLoss: Bool = false, cutting: CutRequest? = nil, onWaitingForLock: ((_ lock: String) -> Void)? = nil) throws {
         self.store = store
         self.clock = clock
         var options = options
@@ -57,7 +57,7 @@ public final class LedgerWriter {
         }
         do {
             self.log = try EventLogWriter.open(directory: store.logPath, options: options, waitLock: waitLock,
-                                               acceptingLoss: acceptingLoss, onWaitingForLock: onWaitingForLock)
+                                               acceptingLoss: acceptingLoss, cutting: cutting, onWaitingForLock: onWaitingForLock)
         } catch let e as LogError where e.code == .lostEvents {
             throw LedgerError(e.message + "; nothing was changed. " + Trust.repairHint)
         }
@@ -72,6 +72,9 @@ public final class LedgerWriter {
     }
 
     public var head: LogHead { log.head }
+
+    /// What opening with `cutting` moved out of the log (`EventLogWriter.cut`).
+    public var cut: LogCut? { log.cut }
 
     /// Appends the events as one atomic, durable batch and returns them as stored.
     @discardableResult

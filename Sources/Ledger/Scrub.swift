@@ -112,7 +112,8 @@ public struct VerifyRecord: Codable, Sendable, Equatable {
         switch kind ?? Self.logDamage {
         case Self.viewsDiffer: return what + "; `syncledger rebuild` folds the views again from the log, and a `syncledger verify --views` that passes clears this"
         case Self.expectedHead: return what + "; if the head you expected is right, events it covered are gone (restore them from a backup), else a `syncledger verify --expect-head` with the right head clears this"
-        default: return what + "; damage inside the log needs the segment restored from a backup (then `syncledger verify`)"
+        default: return what + "; damage inside the log needs the segment restored from a backup (then `syncledger verify`), "
+            + "or with no backup, `syncledger repair --accept-loss REASON --cut-damaged`"
         }
     }
 }
@@ -252,5 +253,28 @@ public struct ViewsDamageRecord: Codable, Sendable, Equatable {
         guard unlink(path(store)) == 0 || errno == ENOENT else {
             throw LedgerError("cannot remove \(path(store)): \(String(cString: strerror(errno)))")
         }
+    }
+}
+
+/// The cuts `repair --cut-damaged` made that no recorded loss names yet (`state/cut-pending.json`):
+/// each is noted before any byte moves and the note cleared once the loss naming it is appended,
+/// so a repair killed between its cut and its record, or one whose record failed, leaves the next
+/// repair to name it (the record named only the last cut, and a cut could be named by none:
+/// cold review).
+public enum CutPending {
+    public static func path(_ store: Store) -> String { store.statePath + "/cut-pending.json" }
+
+    /// The cuts noted (their descriptions, oldest first); none when there is no note.
+    public static func read(_ store: Store) -> [String] {
+        guard let data = FileManager.default.contents(atPath: path(store)) else { return [] }
+        return (try? JSONDecoder().decode([String].self, from: data)) ?? ["a cut whose note in state/cut-pending.json cannot be read (see log/cut-*/)"]
+    }
+
+    public static func add(_ description: String, in store: Store) throws {
+        try writeStateRecord(read(store) + [description], to: path(store), in: store)
+    }
+
+    public static func clear(_ store: Store) {
+        unlink(path(store))
     }
 }

@@ -175,7 +175,7 @@ public enum Trust {
         }
 
         /// What to do about damage inside the log: save what precedes it, restore the segment,
-        /// or move the segments after it aside.
+        /// or cut it aside (`repair --cut-damaged`).
         public var damageAdvice: String {
             if let tail {
                 return "Keep a copy of the segment, then cut them off (`truncate -s \(tail.offset) \(tail.path)`) and run `syncledger verify`"

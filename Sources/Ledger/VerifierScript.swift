@@ -837,7 +837,7 @@ enum VerifierScript {
                       % (result["events"], result["batches"], result["segments"], result["head"]))
             for loss in result["losses"]:
                 _emit("warning: seq %s records a loss: the log ended at %s, before the head %s it had "
-                      "acknowledged; what came between was not kept%s (reason: %s)"
+                      "acknowledged; what came between is not in the log%s (reason: %s)"
                       % (printable(loss["seq"]), printable(loss["log_ended_at"]),
                          printable(loss["last_known_head"]),
                          " (%s)" % printable(loss["cut"]) if loss.get("cut") is not None else "",

@@ -135,6 +135,14 @@ public struct StatusReport: Sendable {
                 + "failed (a full disk, or see the last run's output or the server's log); the next run catches them up, "
                 + "or run `syncledger rebuild`")
         }
+        // A run whose end may have gone with a recorded loss is said so in the alerts' words too:
+        // they said "died" beside the run's own line (hostile test of `repair --cut-damaged`).
+        for (t, row) in r.lastFailure {
+            guard let reason = row["error_message"]?.stringValue, reason.hasPrefix("no end recorded") else { continue }
+            for i in r.health.conditions.indices where r.health.conditions[i].key == "run_failed:\(t)" {
+                r.health.conditions[i].summary = r.health.conditions[i].summary.replacingOccurrences(of: HealthSnapshot.died, with: reason)
+            }
+        }
         // The built-in alerts' other conditions (SERVICE.md), for cron users too.
         r.problems += r.health.newProblems
         return r

@@ -80,22 +80,51 @@ struct RepairCommand: AsyncParsableCommand {
         if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
     }
 
-    /// The patients of every roster the log recorded (found through the views' stream index,
-    /// read from the log up to where it ends); a warning and none when they cannot be read (no
-    /// views, damaged views, no keys): the reason is then checked for numbers only.
-    static func recordedPatients(_ options: StoreOptions) -> [RosterObserved.Patient] {
+    /// The patients of every roster the log recorded that can be read: found through the views'
+    /// stream index and read one by one (one in a damaged batch, or past a missing segment, made
+    /// none count, and a patient's name in the reason went into the log: hostile test), or with
+    /// no views, read from the log from its start as far as it reads. A warning when some or all
+    /// cannot be read (no keys, say): the reason is then checked against the rest, and for numbers.
+    /// The warning is said once the loss is about to be recorded (a refusal stays one line).
+    static func recordedPatients(_ options: StoreOptions) -> (patients: [RosterObserved.Patient], warning: String?) {
+        var rosters: [RosterObserved] = []
+        var unread = 0
+        var warning: String?
         do {
             let store = try options.open()
-            guard FileManager.default.fileExists(atPath: store.projectionsPath) else {
-                throw LedgerError("there are no views to find them by")
-            }
             let reader = try LedgerReader(store: store)
-            let rosters = try ProjectionStore(path: store.projectionsPath).recordedRosters(reader, through: try reader.head().seq)
-            return rosters.flatMap { $0.organizations.flatMap(\.patients) }
+            let seqs = FileManager.default.fileExists(atPath: store.projectionsPath)
+                ? try? ProjectionStore(path: store.projectionsPath).streamSeqs(Streams.roster) : nil
+            if let seqs {
+                for seq in seqs {
+                    do {
+                        rosters += try reader.events(at: [seq]).map { try $0.decodeData(RosterObserved.self) }
+                    } catch {
+                        unread += 1
+                    }
+                }
+            } else {
+                var read: UInt64 = 0
+                do {
+                    try reader.forEachEvent { e in
+                        if e.stream == Streams.roster { rosters.append(try e.decodeData(RosterObserved.self)) }
+                        read = e.seq
+                        return true
+                    }
+                } catch {
+                    warning = "warning: with no views to find the rosters by, the log was read for them up to seq \(read) only "
+                        + "(\(Trust.damage(describeError(error)))); --accept-loss was checked against the \(rosters.count) found, "
+                        + "and for client ids and phone numbers"
+                }
+            }
         } catch {
-            warn("warning: the rosters the log recorded cannot be read (\(describeError(error))); --accept-loss is checked for client ids and phone numbers only")
-            return []
+            return ([], "warning: the rosters the log recorded cannot be read (\(describeError(error))); --accept-loss was checked for client ids and phone numbers only")
         }
+        if unread > 0 {
+            warning = "warning: \(unread == 1 ? "a roster" : "\(unread) rosters") the log recorded cannot be read; --accept-loss was checked against "
+                + "the \(rosters.count) that can be, and for client ids and phone numbers"
+        }
+        return (rosters.flatMap { $0.organizations.flatMap(\.patients) }, warning)
     }
 
     func run() async throws {
@@ -120,72 +149,108 @@ struct RepairCommand: AsyncParsableCommand {
                 }
                 return (loss, damagedRecord)
             }
-            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`);
-            // checked once there is a loss to record, or before anything is cut.
-            // The names and emails are the rosters the log recorded, as far as they can be read
-            // (a log that lost its end still holds them; views or keys that cannot be read leave
-            // only the check for phone numbers).
-            func checkReason() throws {
-                if let problem = Self.recordedPatients(storeOptions).personalDataProblem(in: acceptLoss) {
-                    throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
-                }
-            }
-            var cut: LogCut?
-            if cutDamaged {
-                try checkReason()
-                cut = try Self.cutAtDamage(store, waitLock: waitLock)
-            }
-            let nothingToRepair = "nothing to repair: the log holds every acknowledged head (repair records a loss at its end; "
-                + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup, or `--cut-damaged`)"
-            let before = try lossNow()
-            guard before.loss != nil || before.damagedRecord != nil else {
-                if let cut {
-                    // Only bytes past every acknowledged head were cut (no evidence reaches them).
-                    print("no loss to record: no head evidence reaches seq \(cut.firstSeqCut), so nothing cut had been acknowledged")
-                    print(Self.verifyAfterCut(store))
+            // Cuts an earlier repair made and no loss names yet (killed between its cut and its record).
+            let pendingBefore = CutPending.read(store)
+            var before: (loss: Trust.Loss?, damagedRecord: String?) = (nil, nil)
+            if !cutDamaged {
+                before = try lossNow()
+                guard before.loss != nil || before.damagedRecord != nil || !pendingBefore.isEmpty else {
+                    try Self.nothingToRepair(store)
                     return 0
                 }
-                // Damage inside the log that the last verify found is not repaired here without
-                // --cut-damaged: exit 1, so that a script does not take it for a repair (hostile
-                // test). It said the log "holds every acknowledged head" with the last batch
-                // failing its CRC (hostile test): the headers hold, the batch does not.
-                if let last = Scrub.last(store), !last.ok {
-                    // A view difference is not the log's: `rebuild` mends it.
-                    guard last.kind != VerifyRecord.viewsDiffer else {
-                        print("nothing repair can do: the log holds every acknowledged head, but " + last.failure)
-                        return 0
-                    }
-                    throw CLIFailure(message: "nothing was changed: " + Trust.damage(last.summary()) + ". `repair` alone records a loss at the end of "
-                        + "the log; restore the damaged segment from a backup (then `syncledger verify`), or if no backup holds it, "
-                        + "`syncledger repair --accept-loss REASON --cut-damaged` moves the damage and everything after it into "
-                        + "log/cut-TIME/ and records the loss")
-                }
-                print(nothingToRepair)
-                return 0
             }
-            if cut == nil { try checkReason() }
+            // The reason is recorded in the clear, for good: no patient in it (as `forget --reason`);
+            // checked before anything is cut or recorded. The names and emails are the rosters the
+            // log recorded, as far as they can be read (`recordedPatients`).
+            let people = Self.recordedPatients(storeOptions)
+            if let problem = people.patients.personalDataProblem(in: acceptLoss) {
+                throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
+            }
+            let name = "cut-" + ISOTime.format(millis: ISOTime.nowMillis()).prefix(19).filter { $0.isNumber || $0 == "T" } + "Z"
+            var cutBegun = false
+            let progress = ProgressLine()
+            if cutDamaged { progress.update("verifying the log to find its damage …") }
             let writer: LedgerWriter
             do {
-                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true,
-                                          onWaitingForLock: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
+                // The cut, the evidence read again and the loss's record all under one hold of the
+                // writer's lock (a cut and its record apart let another repair record the loss
+                // without naming the cut: cold review).
+                let request = CutRequest(asideName: name, beforeMoving: { cut in
+                    cutBegun = true
+                    try CutPending.add(Self.describe(cut), in: store)
+                }, whenIntact: { head, events in
+                    // A verify that passed, recorded: a failure recorded before (a segment since
+                    // restored) no longer stands in `status`, nor sends the next repair back here.
+                    Self.record(VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description, ok: true,
+                                             events: events, error: nil), in: store)
+                })
+                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true, cutting: cutDamaged ? request : nil,
+                                          onWaitingForLock: { [waitLock] in
+                                              progress.finish()
+                                              warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0))
+                                          })
             } catch let e as LogError where e.code == .locked {
+                progress.finish()
                 throw CLIFailure(message: LedgerWriter.lockedLine(e.message, waited: waitLock) + "; nothing was changed")
+            } catch let e as LogError where e.code == .invalidArgument && cutDamaged && !cutBegun {
+                progress.finish()
+                throw CLIFailure(message: "nothing was cut: " + e.message)
+            } catch where cutBegun {
+                progress.finish()
+                throw CLIFailure(message: "the cut failed (\(Trust.damage(describeError(error)))); nothing is deleted: the log is a prefix of what "
+                    + "it was, and what was moved is in log/\(name)*/ (noted in state/cut-pending.json); run the repair again")
+            } catch let e as LogError where e.isCorruption {
+                progress.finish()
+                throw CLIFailure(message: "nothing was changed: " + Trust.damage(e.message) + ". " + Trust.damageHint)
             }
+            progress.finish()
             defer { writer.close() }
+            if let cut = writer.cut {
+                // Written straight to the descriptor, before anything else can fail.
+                FileHandle.standardOutput.write(Data((
+                    "cut the log at seq \(cut.firstSeqCut) (\(Trust.damage(cut.damage.message))): \(cut.bytes) bytes moved into "
+                    + "log/\(cut.asideName)/ (\(cut.files.joined(separator: ", "))); the log now ends at seq \(cut.head.seq)\n").utf8))
+            } else if cutDamaged {
+                print("no damage to cut: the whole log verifies")
+            } else {
+                // Damage inside the log, also where its end is missing, is not appended to (a
+                // repair recorded a loss after a damaged batch, then could not fold the views:
+                // hostile test). Opening checked only the last segment.
+                let report = try EventLogReader(directory: store.logPath).verify()
+                if let e = report.error {
+                    try? Scrub.recordDamage(e, foundBy: "repair", in: store)
+                    throw CLIFailure(message: "nothing was changed: the log is damaged inside: " + Trust.damage(e.message) + ". " + Trust.damageHint)
+                }
+            }
             // Again under the lock: a repair this one waited for may have recorded the loss (and
             // moved the recorded head on); recording it twice left a second loss, against a stale
-            // head, in `status` for good (cold review).
-            let (loss, damagedRecord) = try lossNow()
+            // head, in `status` for good (cold review). The recorded head is still the lost one:
+            // opening to accept a loss leaves it until the loss is appended.
+            let now = try lossNow()
+            let loss = now.loss
+            let damagedRecord = now.damagedRecord ?? before.damagedRecord
+            let cuts = CutPending.read(store)
             guard loss != nil || damagedRecord != nil else {
-                print("nothing to repair: while this repair waited for the lock, another recorded the loss (or the log was restored)")
+                if !cuts.isEmpty {
+                    CutPending.clear(store)
+                    print("no loss to record: no head evidence reaches what was cut, so none of it had been acknowledged (\(cuts.joined(separator: "; ")))")
+                    return try Self.verifyAfterCut(store)
+                }
+                if cutDamaged {
+                    try Self.nothingToRepair(store)
+                } else {
+                    print("nothing to repair: while this repair waited for the lock, another recorded the loss (or the log was restored)")
+                }
                 return 0
             }
             let logEnd = writer.head
             let record = LossRecorded(
                 lastKnownHead: loss.map { $0.evidence.head.description } ?? "unknown",
                 evidence: loss?.evidence.source ?? "state/head (damaged: \(damagedRecord ?? ""))",
-                logEndedAt: logEnd.description, reason: acceptLoss, cut: cut.map(Self.describe))
+                logEndedAt: logEnd.description, reason: acceptLoss, cut: cuts.isEmpty ? nil : cuts.joined(separator: "; "))
+            if let w = people.warning { warn(w) }
             let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
+            CutPending.clear(store)
             let recorded = "recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq)"
             // The old views are deleted and new ones folded from the log, not rebuilt in place:
             // their checkpoints (evidence of the lost head) must not outlive the loss record. A
@@ -196,56 +261,67 @@ struct RepairCommand: AsyncParsableCommand {
             // and the operator could not tell that the loss was recorded (hostile test).
             // Written straight to the descriptor: `print` is buffered when stdout is not a terminal.
             FileHandle.standardOutput.write(Data((recorded + "\n").utf8))
-            let progress = ProgressLine()
+            let folding = ProgressLine()
             do {
-                try ProjectionStore.refold(store, LedgerReader(store: store), why: "rebuild the views after the loss", progress: progress.fold)
+                try ProjectionStore.refold(store, LedgerReader(store: store), why: "rebuild the views after the loss", progress: folding.fold)
             } catch {
-                progress.finish()
+                folding.finish()
                 throw CLIFailure(message: "the loss is recorded, but the views could not be rebuilt: \(Trust.printable("\(error)"))")
             }
-            progress.finish()
+            folding.finish()
             DamageWitness.clear(store)
             print("views rebuilt from the log")
             print("head \(writer.head)")
-            if cut != nil {
+            if !cuts.isEmpty {
                 writer.close()
-                print(Self.verifyAfterCut(store))
+                return try Self.verifyAfterCut(store)
             }
             return 0
         }
     }
 
-    /// `repair --cut-damaged`'s cut (`EventLogWriter.cutAtDamage`), said at once; nil when the
-    /// whole log verifies.
-    static func cutAtDamage(_ store: Store, waitLock: Double?) throws -> LogCut? {
-        let name = "cut-" + ISOTime.format(millis: ISOTime.nowMillis()).prefix(19).filter { $0.isNumber || $0 == "T" } + "Z"
+    /// Nothing lost at the end of the log: says so, or why repair cannot help (exit 1).
+    static func nothingToRepair(_ store: Store) throws {
+        // Damage inside the log that the last verify found is not repaired without
+        // --cut-damaged: exit 1, so that a script does not take it for a repair (hostile test).
+        // It said the log "holds every acknowledged head" with a batch failing its CRC (hostile
+        // test): the headers hold, the batch does not.
+        if let last = Scrub.last(store), !last.ok {
+            switch last.kind ?? VerifyRecord.logDamage {
+            case VerifyRecord.viewsDiffer:
+                // A view difference is not the log's: `rebuild` mends it.
+                print("nothing repair can do: the log holds every acknowledged head, but " + last.failure)
+                return
+            case VerifyRecord.logDamage:
+                throw CLIFailure(message: "nothing was changed: " + Trust.damage(last.summary()) + ". `repair` alone records a loss at the end of "
+                    + "the log; restore the damaged segment from a backup (then `syncledger verify`), or if no backup holds it, "
+                    + "`syncledger repair --accept-loss REASON --cut-damaged` moves the damage and everything after it into "
+                    + "log/cut-TIME/ and records the loss")
+            default:
+                // A head expected and not found: its own advice (cold review: it was sent to --cut-damaged).
+                throw CLIFailure(message: "nothing repair can do: the log holds every acknowledged head, but " + last.failure)
+            }
+        }
+        // Nothing says the log is damaged: verified, so that "nothing to repair" is true (it was
+        // said of a log with a batch failing its CRC that no verify had read yet).
         let progress = ProgressLine()
-        progress.update("verifying the log to find its damage …")
-        let cut: LogCut?
-        do {
-            cut = try EventLogWriter.cutAtDamage(directory: store.logPath, asideName: name, waitLock: waitLock,
-                                                 onWaitingForLock: { [waitLock] in warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0)) })
-        } catch let e as LogError where e.code == .locked {
-            progress.finish()
-            throw CLIFailure(message: LedgerWriter.lockedLine(e.message, waited: waitLock) + "; nothing was changed")
-        } catch let e as LogError where e.code == .invalidArgument {
-            progress.finish()
-            throw CLIFailure(message: "nothing was cut: " + e.message)
-        } catch {
-            progress.finish()
-            throw CLIFailure(message: "the cut failed (\(describeError(error))); the log is a prefix of what it was, and the bytes "
-                + "moved so far are in log/\(name)/; run the repair again")
-        }
+        progress.update("verifying the log …")
+        let report = try EventLogReader(directory: store.logPath).verify()
         progress.finish()
-        guard let cut else {
-            print("no damage to cut: the whole log verifies")
-            return nil
+        if let e = report.error {
+            try? Scrub.recordDamage(e, foundBy: "repair", in: store)
+            throw CLIFailure(message: "nothing was changed: the log is damaged inside: " + Trust.damage(e.message) + ". " + Trust.damageHint)
         }
-        // Written straight to the descriptor, before anything else can fail (as the loss line below).
-        FileHandle.standardOutput.write(Data((
-            "cut the log at seq \(cut.firstSeqCut) (\(Trust.damage(cut.damage.message))): \(cut.bytes) bytes moved into "
-            + "log/\(cut.asideName)/ (\(cut.files.joined(separator: ", "))); the log now ends at seq \(cut.head.seq)\n").utf8))
-        return cut
+        print("nothing to repair: the log holds every acknowledged head (repair records a loss at its end; "
+              + "damage inside it, which `syncledger verify` reports, needs the segment restored from a backup, or `--cut-damaged`)")
+    }
+
+    /// Records a verify's outcome as `verify` does (failures of other kinds it did not check stand).
+    static func record(_ record: VerifyRecord, in store: Store) {
+        let (recorded, _) = record.merged(after: Scrub.last(store), logOK: record.ok, checkedViews: false, checkedHead: false)
+        do { try Scrub.record(recorded, in: store) } catch {
+            warn("warning: could not record the verify's outcome in \(Scrub.path(store)): \(describeError(error))")
+        }
     }
 
     /// The cut as the loss record names it.
@@ -255,18 +331,24 @@ struct RepairCommand: AsyncParsableCommand {
 
     /// The log verified again after a cut and recorded as `verify` records it, so that the
     /// failure that led to the cut does not stand in `status` (failures of other kinds stay).
-    static func verifyAfterCut(_ store: Store) -> String {
+    /// Said on stdout; the exit status (1 when it failed).
+    static func verifyAfterCut(_ store: Store) throws -> Int32 {
+        let report: VerifyReport
         do {
-            let report = try EventLogReader(directory: store.logPath).verify()
-            let record = VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: report.head.description, ok: report.ok,
-                                      events: report.events, error: report.error?.message, kind: VerifyRecord.logDamage)
-            let (recorded, outstanding) = record.merged(after: Scrub.last(store), logOK: report.ok, checkedViews: false, checkedHead: false)
-            try Scrub.record(recorded, in: store)
-            if let e = report.error { return "verify FAILED after the cut: \(e.message)" }
-            return "verify: ok through head \(report.head)"
-                + (outstanding.isEmpty ? "" : "; an earlier failure of another kind still stands in `status`: " + Trust.printable(outstanding[0].failure))
+            report = try EventLogReader(directory: store.logPath).verify()
         } catch {
-            return "the log could not be verified after the cut (\(describeError(error))); run `syncledger verify`"
+            throw CLIFailure(message: "the log could not be verified after the cut (\(describeError(error))); run `syncledger verify`")
         }
+        let at = ISOTime.format(millis: ISOTime.nowMillis())
+        Self.record(VerifyRecord(at: at, head: report.head.description, ok: report.ok, events: report.events, error: report.error?.message,
+                                 kind: VerifyRecord.logDamage), in: store)
+        if let e = report.error {
+            throw CLIFailure(message: "verify FAILED after the cut: \(e.message)")
+        }
+        print("verify: ok through head \(report.head)")
+        if let standing = Scrub.last(store), !standing.ok {
+            print("note: an earlier failure of another kind still stands in `status`: " + Trust.printable(standing.failure))
+        }
+        return 0
     }
 }

@@ -56,6 +56,23 @@ func truncateFile(_ path: String, to length: Int) {
     precondition(truncate(path, off_t(length)) == 0, "truncate \(path): \(String(cString: strerror(errno)))")
 }
 
+/// A segment's file name: its first seq, 20 digits.
+func segmentName(_ seq: UInt64) -> String { String(repeating: "0", count: 20 - String(seq).count) + "\(seq).seg" }
+
+/// Splits the store's one segment into three at batch boundaries, as a writer rolling over
+/// leaves them: its batches, and the first batch of the second and third segments.
+func splitInThree(_ store: String) throws -> (batches: [SegmentBatch], starts: [SegmentBatch]) {
+    let whole0 = try #require(try segments(store).first)
+    let batches = try segmentBatches(whole0)
+    #expect(batches.count >= 6)
+    let starts = [batches[batches.count / 3], batches[2 * batches.count / 3]]
+    let all = try #require(FileManager.default.contents(atPath: whole0))
+    try all[starts[0].offset..<starts[1].offset].write(to: URL(fileURLWithPath: store + "/log/" + segmentName(starts[0].firstSeq)))
+    try all[starts[1].offset...].write(to: URL(fileURLWithPath: store + "/log/" + segmentName(starts[1].firstSeq)))
+    truncateFile(whole0, to: starts[0].offset)
+    return (batches, starts)
+}
+
 /// Every read command, and what each needs as arguments.
 func readCommands(_ store: String, appointment: String) -> [[String]] {
     [["verify", "--store", store], ["verify", "--views", "--store", store], ["status", "--max-age", "100000", "--store", store],
@@ -344,7 +361,7 @@ extension CLIBinaryTests {
         // repair refuses damage inside the log with the same advice, once.
         let repairRefused = try await cli(["repair", "--accept-loss", "test", "--store", intact])
         expectCleanFailure(repairRefused, mentioning: ["cannot be read to its end", "export what precedes seq \(batches[1].firstSeq)"])
-        #expect(repairRefused.stderr.components(separatedBy: "records only a loss").count == 2, "\(repairRefused.stderr)")
+        #expect(repairRefused.stderr.components(separatedBy: "--cut-damaged").count == 2, "\(repairRefused.stderr)")
         let damagedLog = try await cli(["log", "--store", intact])
         expectCleanFailure(damagedLog, mentioning: ["offset \(batches[1].offset)"], allowStdout: true)
         #expect(damagedLog.stdout == first)
@@ -714,16 +731,9 @@ extension CLIBinaryTests {
         let head = try await verifiedHead(store)
         let whole = try await cli(["log", "--store", store])
         expectSuccess(whole)
-        // Three segments at batch boundaries, as a writer rolling over leaves them.
         let whole0 = try segments(store)[0]
-        let batches = try segmentBatches(whole0)
-        #expect(batches.count >= 6)
-        let cuts = [batches[batches.count / 3], batches[2 * batches.count / 3]]
-        let all = try #require(FileManager.default.contents(atPath: whole0))
-        func name(_ seq: UInt64) -> String { String(repeating: "0", count: 20 - String(seq).count) + "\(seq).seg" }
-        try all[cuts[0].offset..<cuts[1].offset].write(to: URL(fileURLWithPath: store + "/log/" + name(cuts[0].firstSeq)))
-        try all[cuts[1].offset...].write(to: URL(fileURLWithPath: store + "/log/" + name(cuts[1].firstSeq)))
-        truncateFile(whole0, to: cuts[0].offset)
+        let (batches, cuts) = try splitInThree(store)
+        let name = segmentName
         expectSuccess(try await cli(["verify", "--store", store]))
         let gap = tmp.path + "/gap"
         try copyStore(store, gap)
@@ -743,6 +753,17 @@ extension CLIBinaryTests {
         bytes[offsetInMiddle + 80 + 5] ^= 0x20
         try bytes.write(to: URL(fileURLWithPath: middle))
         let third = try #require(FileManager.default.contents(atPath: store + "/log/" + name(cuts[1].firstSeq)))
+        // The same damage with the log's end cut off too: a plain `repair` does not record the
+        // loss after the damaged batch (it did, then could not fold the views; hostile test).
+        let both = tmp.path + "/both"
+        try copyStore(store, both)
+        truncateFile(both + "/log/" + name(cuts[1].firstSeq), to: batches[batches.count - 2].offset - cuts[1].offset)
+        let segmentsBefore = try segments(both).map { FileManager.default.contents(atPath: $0) }
+        let headBefore = FileManager.default.contents(atPath: both + "/state/head")
+        let endAndDamage = try await cli(["repair", "--store", both, "--accept-loss", "disk fault"])
+        expectCleanFailure(endAndDamage, mentioning: ["nothing was changed", "payload CRC32C mismatch", "--cut-damaged"])
+        #expect(try segments(both).map { FileManager.default.contents(atPath: $0) } == segmentsBefore)
+        #expect(FileManager.default.contents(atPath: both + "/state/head") == headBefore)
         let found = try await cli(["verify", "--store", store])
         #expect(found.status == 1 && found.stdout.contains("payload CRC32C mismatch"), "\(found.stdout)")
         let before = storeSnapshot(store)
@@ -808,6 +829,97 @@ extension CLIBinaryTests {
         let gapDir = try #require(try FileManager.default.contentsOfDirectory(atPath: gap + "/log").first { $0.hasPrefix("cut-") })
         #expect(FileManager.default.contents(atPath: gap + "/log/" + gapDir + "/" + name(cuts[1].firstSeq)) == third)
         expectSuccess(try await cli(["verify", "--views", "--store", gap]))
+
+        // A head expected and not found is not damage: repair gives that failure's own advice
+        // (it was sent to --cut-damaged, which found nothing to cut and sent it back).
+        let wrongHead = try await cli(["verify", "--expect-head", "3:" + String(repeating: "0", count: 64), "--store", gap])
+        #expect(wrongHead.status == 1)
+        let afterWrongHead = try await cli(["repair", "--store", gap, "--accept-loss", "disk fault"])
+        expectCleanFailure(afterWrongHead, mentioning: ["verify --expect-head` with the right head clears this"])
+        #expect(!afterWrongHead.stderr.contains("--cut-damaged"), "\(afterWrongHead.stderr)")
+    }
+
+    /// A cut that fails midway (the damaged segment cannot be truncated: immutable) keeps every
+    /// byte and leaves a log that is a prefix of the old one; a plain `repair` then refuses to
+    /// append after the damage (it recorded a loss there and could not fold the views: hostile
+    /// test), and the next `--cut-damaged` records the loss naming both cuts (the record named
+    /// only the last; cold review). With no views the writer's `state/head` is the evidence (the
+    /// cut was recorded as no loss at all, and the head record moved on: hostile test), and the
+    /// reason is checked against the rosters read from the log itself.
+    @Test func anInterruptedCutIsFinishedAndRecordedWithoutViews() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-cut-interrupted")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1, 2])
+        let head = try await verifiedHead(store)
+        let (batches, starts) = try splitInThree(store)
+        let middle = store + "/log/" + segmentName(starts[0].firstSeq)
+        let damaged = batches[(batches.count / 3) + 1]
+        let offset = damaged.offset - starts[0].offset
+        var bytes = try #require(FileManager.default.contents(atPath: middle))
+        bytes[offset + 80 + 5] ^= 0x20
+        try bytes.write(to: URL(fileURLWithPath: middle))
+        let third = try #require(FileManager.default.contents(atPath: store + "/log/" + segmentName(starts[1].firstSeq)))
+        try FileManager.default.removeItem(atPath: store + "/projections.sqlite")
+        let named = try await cli(["repair", "--store", store, "--accept-loss", "\(PrivacyFixture.other.name) saw it", "--cut-damaged"])
+        expectCleanFailure(named, mentioning: ["--accept-loss names a roster patient"])
+
+        let chattr = try ProcessRunner.runBlocking("/usr/bin/env", ["chattr", "+i", middle], timeout: 30)
+        #expect(chattr.status == 0, "chattr +i is needed to make the cut fail midway: \(chattr.stderrText)")
+        let failed = try await cli(["repair", "--store", store, "--accept-loss", "disk fault", "--cut-damaged"])
+        _ = try ProcessRunner.runBlocking("/usr/bin/env", ["chattr", "-i", middle], timeout: 30)
+        expectCleanFailure(failed, mentioning: ["the cut failed", "nothing is deleted", "run the repair again"], allowStdout: true)
+        #expect(try segments(store) == [store + "/log/" + segmentName(1), middle])
+        #expect(FileManager.default.contents(atPath: middle) == bytes)
+        let firstDir = try #require(try FileManager.default.contentsOfDirectory(atPath: store + "/log").first { $0.hasPrefix("cut-") })
+        #expect(FileManager.default.contents(atPath: store + "/log/\(firstDir)/" + segmentName(starts[1].firstSeq)) == third)
+        #expect(FileManager.default.fileExists(atPath: store + "/state/cut-pending.json"))
+
+        let plain = try await cli(["repair", "--store", store, "--accept-loss", "disk fault"])
+        expectCleanFailure(plain, mentioning: ["nothing was changed", "payload CRC32C mismatch", "--cut-damaged"])
+        #expect(FileManager.default.contents(atPath: middle) == bytes)
+
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk fault", "--cut-damaged"])
+        expectSuccess(repair)
+        #expect(repair.stdout.contains("recorded the loss as seq \(damaged.firstSeq): \(head) had been acknowledged"), "\(repair.stdout)")
+        let dirs = try FileManager.default.contentsOfDirectory(atPath: store + "/log").filter { $0.hasPrefix("cut-") }.sorted()
+        #expect(dirs.count == 2, "\(dirs)")
+        let loss = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
+        let cut = try JSONValue.parse(Array(loss.stdout.utf8))["recorded_loss"]?["cut"]?.stringValue ?? ""
+        #expect(dirs.allSatisfy { cut.contains("log/\($0)/") }, "\(cut)")
+        #expect(!FileManager.default.fileExists(atPath: store + "/state/cut-pending.json"))
+        for dir in dirs {
+            #expect(FileManager.default.contents(atPath: store + "/log/\(dir)/" + segmentName(starts[0].firstSeq) + ".from-offset-\(offset)")
+                    == bytes[offset...], "\(dir)")
+        }
+        expectSuccess(try await cli(["verify", "--views", "--store", store]))
+    }
+}
+
+extension CLIBinaryTests {
+    /// A webhook run whose last batch (its end) is damaged and cut: `status` says its end may
+    /// have gone with the events lost, in the run's line and in the problem the alerts' check
+    /// gives (that said "died" beside it; hostile test).
+    @Test func aRunWhoseEndWasCutIsNotSaidToHaveDied() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-cut-run")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: day.now, extra: ["--type", "webhook"]), env: keyEnv))
+        }
+        let segment = try #require(try segments(store).last)
+        let last = try #require(try segmentBatches(segment).last)
+        var bytes = try #require(FileManager.default.contents(atPath: segment))
+        bytes[last.end - 3] ^= 0x44
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        expectSuccess(try await cli(["repair", "--store", store, "--accept-loss", "disk fault, no backup", "--cut-damaged"]))
+        let status = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(status.status == 1 && status.stdout.contains("problem: the last webhook run failed: no end recorded: the run began before seq \(last.firstSeq)")
+                && !status.stdout.contains("died:"), "\(status.stdout)")
     }
 }
 

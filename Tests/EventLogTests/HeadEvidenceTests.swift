@@ -69,6 +69,11 @@ import Testing
 
             let accepted = try EventLogWriter.open(directory: dir.log, options: options(dir), acceptingLoss: true)
             #expect(accepted.head.seq < last.lastSeq)
+            // The lost head stays the evidence until something is appended (the loss's record):
+            // the open moved it on, and a repair killed before its append left no trace of the
+            // loss, and no evidence that anything was lost (hostile test).
+            #expect(try HeadRecord.read(path: dir.path + "/head")?.head.seq == last.lastSeq, "\(damage)")
+            _ = try appendBatches(accepted, batches: 1, size: 1, start: 900)
             #expect(try HeadRecord.read(path: dir.path + "/head")?.head == accepted.head)
             accepted.close()
             _ = try EventLogWriter.open(directory: dir.log, options: options(dir))

@@ -49,10 +49,12 @@ import Testing
             #expect(loss.message.contains("the log ends at seq \(loss.logHead.seq) but"))
             #expect(loss.message.contains("repair --accept-loss"), "\(loss.message)")
         } else {
-            // Damage inside the log is not what `repair` records: the advice is a backup.
+            // Damage inside the log is not what `repair` alone records: the advice is a backup,
+            // and without one the cut (`--cut-damaged`), never `repair --accept-loss` alone.
             #expect(loss.damage != nil, "\(loss.message)")
             #expect(loss.message.contains("Restore the damaged or missing segment from a backup")
-                    && !loss.message.contains("--accept-loss"), "\(loss.message)")
+                    && loss.message.contains("`syncledger repair --accept-loss REASON --cut-damaged`")
+                    && !loss.message.contains(Trust.repairHint), "\(loss.message)")
         }
         #expect(throws: (any Error).self) { _ = try LedgerWriter(store: tmp.store, options: LogOptions(fsync: false)) }
     }
