@@ -61,7 +61,11 @@ public final class EventLogWriter {
         }
         try translating { try Sys.makeDirectories(directory) }
         let lock = try FileLock.acquire(path: directory + "/LOCK", wait: waitLock, onWait: onWaitingForLock)
-        // Again under the lock: another writer may have appended (never removed) meanwhile.
+        // Again under the lock: another writer may have appended (never removed) meanwhile, or
+        // a repair this one waited for recorded a loss (a stale generation would be written).
+        if let path = options.headRecordPath, acceptingLoss {
+            recorded = try? HeadRecord.read(path: path)
+        }
         if let path = options.headRecordPath, !acceptingLoss {
             recorded = try HeadRecord.read(path: path)
             if let recorded { try requireHolds(directory: directory, recorded.head, path: path) }
@@ -116,6 +120,16 @@ public final class EventLogWriter {
     }
 
     deinit { close() }
+
+    /// Records the head in the head record and syncs it now, or throws why it cannot: a repair
+    /// says its loss is recorded only once the evidence names the head after it (an append
+    /// whose head record failed still succeeds, and the evidence kept naming the lost head).
+    public func recordHeadDurably() throws {
+        if let failure { throw failure }
+        guard let headFile else { return }
+        try headFile.record(head)
+        try headFile.sync()
+    }
 
     /// Releases the lock and the file. Further appends throw.
     public func close() {

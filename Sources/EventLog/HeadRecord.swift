@@ -93,8 +93,9 @@ final class HeadRecordFile {
     /// (4096 bytes, the first record in place) under a temporary name and renamed, so a crash
     /// leaves either no file or a complete one; later rewrites never change its size, so the
     /// fdatasync of a record has no metadata to write.
-    /// `recordNow` false keeps a readable record as it is until the first `record` (a writer
-    /// opened to accept a loss: the lost head stays the evidence until the loss is appended).
+    /// `recordNow` false keeps an existing record as it is, readable or damaged, until the first
+    /// `record` (a writer opened to accept a loss: the lost head, or the damage, stays the
+    /// evidence until the loss is appended; a damaged one was rewritten: cold review).
     init(path: String, head: LogHead, previous: HeadRecord.Entry?, fsync: Bool, recordNow: Bool = true) throws {
         self.path = path
         self.fsync = fsync
@@ -127,7 +128,7 @@ final class HeadRecordFile {
             return
         }
         fd = try translating { try Sys.openRegular(path, O_RDWR) }
-        if previous?.head != head && (recordNow || previous == nil) {
+        if previous?.head != head && recordNow {
             do { try record(head) } catch {
                 close()
                 throw error

@@ -73,6 +73,15 @@ extension EventLogWriter {
         }
         let path = directory + "/" + segment
         let later = list[(k + 1)...].map(\.name)
+        // An empty file among the segments holds no events: what follows it may be sound, and
+        // cutting there moved healthy acknowledged segments out (hostile test). As a FIFO or a
+        // directory in a segment's place, it is for the operator to move aside.
+        if !later.isEmpty, (try? Sys.fileSize(path: path)) == 0 {
+            throw LogError(code: .invalidArgument,
+                           message: "segment \(segment) is an empty file among the segments, holding no events; move it out of "
+                               + "log/ and run the repair again (the segments after it may be sound)",
+                           segment: segment, offset: 0, seq: damage.seq)
+        }
         let tailName = offset == 0 ? segment : segment + ".from-offset-\(offset)"
         return try translating(segment: segment) {
             var name = request.asideName
@@ -92,7 +101,10 @@ extension EventLogWriter {
             // What verify found good ends where the cut begins.
             let cut = LogCut(damage: damage, firstSeqCut: report.head.seq + 1, head: report.head, aside: aside, asideName: name,
                              files: [tailName] + later, bytes: bytes)
-            try request.beforeMoving(cut)
+            do { try request.beforeMoving(cut) } catch {
+                rmdir(aside)
+                throw error
+            }
             if offset > 0 {
                 _ = try copyTail(of: path, from: offset, to: aside + "/" + tailName, fsync: fsync)
                 try sync(aside)

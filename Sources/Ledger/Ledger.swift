@@ -76,6 +76,15 @@ public final class LedgerWriter {
     /// What opening with `cutting` moved out of the log (`EventLogWriter.cut`).
     public var cut: LogCut? { log.cut }
 
+    /// `EventLogWriter.recordHeadDurably`.
+    public func recordHeadDurably() throws { try log.recordHeadDurably() }
+
+    /// The last event of the store's log, or nil when it is empty.
+    public static func lastEvent(_ store: Store) throws -> EventEnvelope? {
+        let reader = try EventLogReader(directory: store.logPath)
+        return try LedgerReader.lastEvent(reader: reader, head: try reader.head())
+    }
+
     /// Appends the events as one atomic, durable batch and returns them as stored.
     @discardableResult
     public func append(_ events: [NewEvent]) throws -> [EventEnvelope] {

@@ -124,6 +124,12 @@ public struct StatusReport: Sendable {
             r.problems.append(f.summary(time: time))
         }
         if let d = r.viewsDamage { r.problems.append(d.problem(time: time)) }
+        // A cut no recorded loss names yet (a repair stopped between its cut and its record).
+        let cuts = CutPending.read(store)
+        if !cuts.isEmpty {
+            r.problems.append("`repair --cut-damaged` cut the log and no loss records it yet (\(Trust.printable(cuts.joined(separator: "; ")))); "
+                + "run `syncledger repair --accept-loss REASON`")
+        }
         // The log holds events the views do not show and no run is writing: the last update of
         // the views failed (a full disk, under `serve`: the server answered "ok" from views that
         // no longer moved, hostile test). A writer catches them up as it runs, so only a lag

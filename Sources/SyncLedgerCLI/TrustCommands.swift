@@ -68,6 +68,7 @@ struct RepairCommand: AsyncParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted; recorded in the ledger.", valueName: "REASON"))
     var acceptLoss: String
+    static let reasonLimit = 500
     @Flag(name: .customLong("cut-damaged"),
           help: "With damage inside the log and no backup: move the damaged batch and everything after it into log/cut-TIME/, then record the loss.")
     var cutDamaged = false
@@ -76,6 +77,10 @@ struct RepairCommand: AsyncParsableCommand {
     func validate() throws {
         if acceptLoss.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             throw ValidationError("--accept-loss needs a reason (it is recorded in the ledger)")
+        }
+        // Printed by every `status` and `verify` from then on (a 100,000-character one was: hostile test).
+        if acceptLoss.count > Self.reasonLimit {
+            throw ValidationError("--accept-loss is \(acceptLoss.count) characters; say why in at most \(Self.reasonLimit) (status and verify print it)")
         }
         if let w = waitLock, !(w >= 0 && w.isFinite) { throw ValidationError("--wait-lock must be a number of seconds, 0 or more") }
     }
@@ -92,7 +97,11 @@ struct RepairCommand: AsyncParsableCommand {
         var warning: String?
         do {
             let store = try options.open()
-            let reader = try LedgerReader(store: store)
+            // A patient whose key file is lost is read as forgotten (no name), not as a roster
+            // that cannot be read: one lost key made every roster count as unreadable, and a
+            // name went into the log unchecked (hostile test).
+            let keys = (try? KeyRing.open(directory: store.keysPath, create: false))?.lostKeysReadAsForgotten()
+            let reader = try LedgerReader(store: store, keys: keys)
             let seqs = FileManager.default.fileExists(atPath: store.projectionsPath)
                 ? try? ProjectionStore(path: store.projectionsPath).streamSeqs(Streams.roster) : nil
             if let seqs {
@@ -176,8 +185,8 @@ struct RepairCommand: AsyncParsableCommand {
                 // writer's lock (a cut and its record apart let another repair record the loss
                 // without naming the cut: cold review).
                 let request = CutRequest(asideName: name, beforeMoving: { cut in
-                    cutBegun = true
                     try CutPending.add(Self.describe(cut), in: store)
+                    cutBegun = true
                 }, whenIntact: { head, events in
                     // A verify that passed, recorded: a failure recorded before (a segment since
                     // restored) no longer stands in `status`, nor sends the next repair back here.
@@ -226,11 +235,27 @@ struct RepairCommand: AsyncParsableCommand {
             // moved the recorded head on); recording it twice left a second loss, against a stale
             // head, in `status` for good (cold review). The recorded head is still the lost one:
             // opening to accept a loss leaves it until the loss is appended.
-            let now = try lossNow()
-            let loss = now.loss
-            let damagedRecord = now.damagedRecord ?? before.damagedRecord
+            let (loss, damagedRecord) = try lossNow()
             let cuts = CutPending.read(store)
-            guard loss != nil || damagedRecord != nil else {
+            // A cut with no head record at all (a store from before head evidence): its batches
+            // may have been acknowledged, so the loss is recorded, its head unknown.
+            let noHeadRecord = !cuts.isEmpty && !FileManager.default.fileExists(atPath: Trust.headRecordPath(store))
+            // Recorded already by a repair killed after its append (before the views, the note or
+            // the head record followed): not recorded twice (cold review).
+            let lastKnown = loss.map { $0.evidence.head.description } ?? "unknown"
+            if let last = try? LedgerWriter.lastEvent(store), last.type == EventType.lossRecorded.rawValue,
+               let record = try? last.decodeData(LossRecorded.self),
+               loss != nil || damagedRecord != nil || noHeadRecord || !cuts.isEmpty,
+               record.lastKnownHead == lastKnown || loss == nil && damagedRecord == nil,
+               cuts.allSatisfy({ record.cut?.contains($0) == true }) {
+                do { try writer.recordHeadDurably() } catch {
+                    throw CLIFailure(message: "the loss is recorded as seq \(last.seq), but state/head cannot record the head after it (\(describeError(error)))")
+                }
+                CutPending.clear(store)
+                print("the loss was already recorded as seq \(last.seq) (a repair was stopped after recording it); state/head now names head \(writer.head)")
+                return try Self.refold(store, writer: writer, verifying: !cuts.isEmpty)
+            }
+            guard loss != nil || damagedRecord != nil || noHeadRecord else {
                 if !cuts.isEmpty {
                     CutPending.clear(store)
                     print("no loss to record: no head evidence reaches what was cut, so none of it had been acknowledged (\(cuts.joined(separator: "; ")))")
@@ -244,12 +269,17 @@ struct RepairCommand: AsyncParsableCommand {
                 return 0
             }
             let logEnd = writer.head
-            let record = LossRecorded(
-                lastKnownHead: loss.map { $0.evidence.head.description } ?? "unknown",
-                evidence: loss?.evidence.source ?? "state/head (damaged: \(damagedRecord ?? ""))",
-                logEndedAt: logEnd.description, reason: acceptLoss, cut: cuts.isEmpty ? nil : cuts.joined(separator: "; "))
+            let evidence = loss?.evidence.source
+                ?? damagedRecord.map { "state/head (damaged: \($0))" } ?? "none: the store has no state/head, and the bytes cut may have held acknowledged events"
+            let record = LossRecorded(lastKnownHead: lastKnown, evidence: evidence, logEndedAt: logEnd.description, reason: acceptLoss,
+                                      cut: cuts.isEmpty ? nil : cuts.joined(separator: "; "))
             if let w = people.warning { warn(w) }
             let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
+            // Durable evidence of the head after the loss before it is said to be recorded.
+            do { try writer.recordHeadDurably() } catch {
+                throw CLIFailure(message: "the loss is recorded as seq \(stored[0].seq), but state/head cannot record the head after it "
+                    + "(\(describeError(error))); once that is mended, run the repair again: it finds the loss recorded")
+            }
             CutPending.clear(store)
             let recorded = "recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq)"
             // The old views are deleted and new ones folded from the log, not rebuilt in place:
@@ -261,23 +291,29 @@ struct RepairCommand: AsyncParsableCommand {
             // and the operator could not tell that the loss was recorded (hostile test).
             // Written straight to the descriptor: `print` is buffered when stdout is not a terminal.
             FileHandle.standardOutput.write(Data((recorded + "\n").utf8))
-            let folding = ProgressLine()
-            do {
-                try ProjectionStore.refold(store, LedgerReader(store: store), why: "rebuild the views after the loss", progress: folding.fold)
-            } catch {
-                folding.finish()
-                throw CLIFailure(message: "the loss is recorded, but the views could not be rebuilt: \(Trust.printable("\(error)"))")
-            }
-            folding.finish()
-            DamageWitness.clear(store)
-            print("views rebuilt from the log")
-            print("head \(writer.head)")
-            if !cuts.isEmpty {
-                writer.close()
-                return try Self.verifyAfterCut(store)
-            }
-            return 0
+            return try Self.refold(store, writer: writer, verifying: !cuts.isEmpty)
         }
+    }
+
+    /// New views folded from the log after a loss is recorded, and after a cut the log verified
+    /// again; the exit status.
+    static func refold(_ store: Store, writer: LedgerWriter, verifying: Bool) throws -> Int32 {
+        let folding = ProgressLine()
+        do {
+            try ProjectionStore.refold(store, LedgerReader(store: store), why: "rebuild the views after the loss", progress: folding.fold)
+        } catch {
+            folding.finish()
+            throw CLIFailure(message: "the loss is recorded, but the views could not be rebuilt: \(Trust.printable("\(error)"))")
+        }
+        folding.finish()
+        DamageWitness.clear(store)
+        print("views rebuilt from the log")
+        print("head \(writer.head)")
+        if verifying {
+            writer.close()
+            return try verifyAfterCut(store)
+        }
+        return 0
     }
 
     /// Nothing lost at the end of the log: says so, or why repair cannot help (exit 1).

@@ -66,6 +66,7 @@ extension CLIBinaryTests {
         BadArg(["forget", "--store", "S", "--patient", "p-001", "--reason", "client 4101 asked"], "IntakeQ client id or a phone number"),
         BadArg(["forget", "--store", "S", "--patient", "p-001", "--reason", "phone (555) 010-1234"], "IntakeQ client id or a phone number"),
         BadArg(["repair", "--store", "S", "--accept-loss", "test", "--wait-lock", "-1"], "--wait-lock must be a number of seconds, 0 or more"),
+        BadArg(["repair", "--store", "S", "--accept-loss", String(repeating: "x", count: 501)], "--accept-loss is 501 characters; say why in at most 500"),
         BadArg(["serve", "--store", "S", "--roster", "R", "--requests-per-minute", "-1"], "--requests-per-minute and --daily-budget must be positive"),
         BadArg(["serve", "--store", "S", "--roster", "R", "--max-retries", "-1"], "--max-retries must be 0...20"),
         BadArg(["alert", "test", "--store", "S", "--alert-command", "true", "--attempts", "-1"], "--attempts must be from 1 to 10"),

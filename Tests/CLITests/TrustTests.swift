@@ -819,6 +819,16 @@ extension CLIBinaryTests {
         }
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
 
+        // An empty file among the segments is not cut at: the sound segments after it stayed
+        // acknowledged, and were moved out (hostile test).
+        let stray = tmp.path + "/stray"
+        try copyStore(gap, stray)
+        #expect(FileManager.default.createFile(atPath: stray + "/log/" + name(cuts[0].firstSeq - 1), contents: Data()))
+        let strayBefore = storeSnapshot(stray)
+        let strayCut = try await cli(["repair", "--store", stray, "--accept-loss", "stray file", "--cut-damaged"])
+        expectCleanFailure(strayCut, mentioning: ["is an empty file among the segments", "move it out of log/"])
+        #expect(storeSnapshot(stray).filter { !$0.key.hasSuffix("LOCK") && !$0.key.hasPrefix("state/verify") } == strayBefore.filter { !$0.key.hasSuffix("LOCK") && !$0.key.hasPrefix("state/verify") })
+
         // A segment missing in the middle: the segments after it are moved aside whole.
         try FileManager.default.removeItem(atPath: gap + "/log/" + name(cuts[0].firstSeq))
         let gapRepair = try await cli(["repair", "--store", gap, "--accept-loss", "segment deleted", "--cut-damaged"])
@@ -864,6 +874,15 @@ extension CLIBinaryTests {
         try FileManager.default.removeItem(atPath: store + "/projections.sqlite")
         let named = try await cli(["repair", "--store", store, "--accept-loss", "\(PrivacyFixture.other.name) saw it", "--cut-damaged"])
         expectCleanFailure(named, mentioning: ["--accept-loss names a roster patient"])
+        // Another patient's key file lost: the name is still checked (every roster counted as
+        // unreadable, and the reason went into the log unchecked: hostile test).
+        let lostKey = tmp.path + "/lost-key"
+        try copyStore(store, lostKey)
+        let keyFiles = try FileManager.default.contentsOfDirectory(atPath: lostKey + "/keys/patients").filter { $0.hasSuffix(".key") }.sorted()
+        #expect(keyFiles.count > 1)
+        try FileManager.default.removeItem(atPath: lostKey + "/keys/patients/" + (keyFiles.first ?? ""))
+        let namedLostKey = try await cli(["repair", "--store", lostKey, "--accept-loss", "\(PrivacyFixture.other.name) saw it", "--cut-damaged"])
+        expectCleanFailure(namedLostKey, mentioning: ["--accept-loss names a roster patient"])
 
         let chattr = try ProcessRunner.runBlocking("/usr/bin/env", ["chattr", "+i", middle], timeout: 30)
         #expect(chattr.status == 0, "chattr +i is needed to make the cut fail midway: \(chattr.stderrText)")
