@@ -175,6 +175,8 @@ struct RepairCommand: AsyncParsableCommand {
             if let problem = people.patients.personalDataProblem(in: acceptLoss) {
                 throw CLIFailure(message: "--accept-loss \(problem); it is recorded in the log for good, so say why without personal data (for example \"disk failure of 2026-12-01, no backup\"); nothing was changed")
             }
+            // Before the writer opens (it creates a missing one, naming the log's head as it then is).
+            let hadHeadRecord = FileManager.default.fileExists(atPath: Trust.headRecordPath(store))
             let name = "cut-" + ISOTime.format(millis: ISOTime.nowMillis()).prefix(19).filter { $0.isNumber || $0 == "T" } + "Z"
             var cutBegun = false
             let progress = ProgressLine()
@@ -239,7 +241,7 @@ struct RepairCommand: AsyncParsableCommand {
             let cuts = CutPending.read(store)
             // A cut with no head record at all (a store from before head evidence): its batches
             // may have been acknowledged, so the loss is recorded, its head unknown.
-            let noHeadRecord = !cuts.isEmpty && !FileManager.default.fileExists(atPath: Trust.headRecordPath(store))
+            let noHeadRecord = !cuts.isEmpty && !hadHeadRecord
             // Recorded already by a repair killed after its append (before the views, the note or
             // the head record followed): not recorded twice (cold review).
             let lastKnown = loss.map { $0.evidence.head.description } ?? "unknown"

@@ -913,6 +913,26 @@ extension CLIBinaryTests {
                     == bytes[offset...], "\(dir)")
         }
         expectSuccess(try await cli(["verify", "--views", "--store", store]))
+
+        // With state/head damaged, or missing (a store from before head evidence), and no views:
+        // the cut is still recorded as a loss, its head unknown (the open rewrote a damaged
+        // record and the cut read as no loss: cold review).
+        for how in ["damaged", "missing"] {
+            let copy = tmp.path + "/head-" + how
+            try copyStore(store, copy)
+            let last = try #require(try segments(copy).last)
+            let lastBatch = try #require(try segmentBatches(last).last)
+            var data = try #require(FileManager.default.contents(atPath: last))
+            data[lastBatch.end - 3] ^= 0x44
+            try data.write(to: URL(fileURLWithPath: last))
+            if how == "damaged" { truncateFile(copy + "/state/head", to: 0) } else { try FileManager.default.removeItem(atPath: copy + "/state/head") }
+            try FileManager.default.removeItem(atPath: copy + "/projections.sqlite")
+            let r = try await cli(["repair", "--store", copy, "--accept-loss", "disk fault", "--cut-damaged"])
+            expectSuccess(r)
+            #expect(r.stdout.contains("recorded the loss as seq \(lastBatch.firstSeq): unknown had been acknowledged"), "\(how): \(r.stdout)")
+            let json = try JSONValue.parse(Array(try await cli(["status", "--json", "--max-age", "100000", "--store", copy]).stdout.utf8))
+            #expect(json["recorded_loss"]?["cut"]?.stringValue?.contains("cut at seq \(lastBatch.firstSeq)") == true, "\(how)")
+        }
     }
 }
 
