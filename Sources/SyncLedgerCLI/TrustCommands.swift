@@ -66,7 +66,7 @@ struct RepairCommand: AsyncParsableCommand {
             damage first if you want it outside the store too (`syncledger export --to-seq N`).
             """)
     @OptionGroup var storeOptions: StoreOptions
-    @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted; recorded in the ledger.", valueName: "REASON"))
+    @Option(name: .customLong("accept-loss"), help: ArgumentHelp("Why the loss is accepted (at most 500 characters); recorded in the ledger.", valueName: "REASON"))
     var acceptLoss: String
     static let reasonLimit = 500
     @Flag(name: .customLong("cut-damaged"),
