@@ -528,6 +528,20 @@ enum VerifierScript {
                                 "cut": d.get("cut")})
 
 
+    def lost_by_a_recorded_loss(walk, seq):
+        """Words naming the recorded loss that gave up seq (after where the log ended, at most the
+        head it had acknowledged), or "" when none did: an expected head the log no longer holds
+        read as a truncated or replaced bundle (hostile test; `syncledger verify` names it)."""
+        for loss in walk.losses:
+            ended = parse_head(loss.get("log_ended_at"))
+            known = parse_head(loss.get("last_known_head"))
+            if ended is not None and seq > ended[0] and (known is None or seq <= known[0]):
+                return ("; the log records losing it: at seq %s a loss was accepted of the events after %s up to %s "
+                        "(reason: %s)" % (printable(loss.get("seq")), printable(loss.get("log_ended_at")),
+                                          printable(loss.get("last_known_head")), printable(loss.get("reason"))))
+        return ""
+
+
     def scan_segment(path, name, walk, check_crc):
         """Pass 1: headers, CRCs, LZ4 frame structure. Returns the list of batch records."""
         records = []
@@ -659,8 +673,9 @@ enum VerifierScript {
                                               name, offset, first_seq)
                         if walk.expect[1] != chain:
                             raise VerifyError("--expect-head mismatch at seq %d: expected %s, bundle "
-                                              "has %s (history differs from the trusted head)"
-                                              % (last, walk.expect[1].hex(), chain.hex()),
+                                              "has %s (history differs from the trusted head)%s"
+                                              % (last, walk.expect[1].hex(), chain.hex(),
+                                                 lost_by_a_recorded_loss(walk, last)),
                                               name, offset, first_seq)
                         walk.expect_matched = True
                 extra = proc.stdout.read(1)
@@ -733,6 +748,10 @@ enum VerifierScript {
                               "MANIFEST.json")
         if expect is not None and not walk.expect_matched:
             if expect[0] > walk.seq:
+                lost = lost_by_a_recorded_loss(walk, expect[0])
+                if lost:
+                    raise VerifyError("--expect-head seq %d is beyond the bundle's head %s%s"
+                                      % (expect[0], head, lost))
                 raise VerifyError("--expect-head seq %d is beyond the bundle's head %s (bundle is "
                                   "missing events or was truncated)" % (expect[0], head))
             raise VerifyError("--expect-head %s does not match (seq 0 is the empty chain)"

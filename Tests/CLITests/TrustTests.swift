@@ -809,6 +809,12 @@ extension CLIBinaryTests {
         let audit = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py"], timeout: 120)
         #expect(audit.status == 0 && audit.stdoutText.contains("warning: seq \(lossSeq) records a loss")
                 && audit.stdoutText.contains("(cut at seq \(lossSeq), where verify failed"), "\(audit.stdoutText)\(audit.stderrText)")
+        // The head the loss gave up, checked by an auditor who wrote it down: the verifier names
+        // the recorded loss (it said only "missing events or was truncated"; hostile test).
+        let lostHead = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py", "--expect-head", head], timeout: 120)
+        let said = lostHead.stdoutText + lostHead.stderrText
+        #expect(lostHead.status != 0 && said.contains("the log records losing it: at seq \(lossSeq) a loss was accepted of the events after \(lossSeq - 1):")
+                && said.contains("up to \(head) (reason: disk fault, no backup)"), "\(said)")
         let status = try await cli(["status", "--json", "--max-age", "100000", "--store", store])
         let recorded = try JSONValue.parse(Array(status.stdout.utf8))
         #expect(recorded["recorded_loss"]?["cut"]?.stringValue?.contains("log/cut-") == true
