@@ -9,12 +9,11 @@ import Paths
 public struct LogCut: Sendable {
     /// The first failure a full verify found, where the log was cut.
     public var damage: LogError
-    /// The first seq no longer in the log (the damaged batch's, or the one after the last kept).
-    public var firstSeqCut: UInt64
     /// The log's head after the cut.
     public var head: LogHead
-    /// The directory (inside the log directory) that holds what was cut, and its name there.
-    public var aside: String
+    /// The first seq no longer in the log.
+    public var firstSeqCut: UInt64 { head.seq + 1 }
+    /// The directory inside the log directory that holds what was cut.
     public var asideName: String
     /// The files written there, and how many bytes of segments they hold.
     public var files: [String]
@@ -99,7 +98,7 @@ extension EventLogWriter {
             bytes -= min(bytes, offset)
             for s in later { bytes += try Sys.fileSize(path: directory + "/" + s) ?? 0 }
             // What verify found good ends where the cut begins.
-            let cut = LogCut(damage: damage, firstSeqCut: report.head.seq + 1, head: report.head, aside: aside, asideName: name,
+            let cut = LogCut(damage: damage, head: report.head, asideName: name,
                              files: [tailName] + later, bytes: bytes)
             do { try request.beforeMoving(cut) } catch {
                 rmdir(aside)

@@ -264,7 +264,8 @@ struct RepairCommand: AsyncParsableCommand {
                     return try Self.verifyAfterCut(store)
                 }
                 if cutDamaged {
-                    try Self.nothingToRepair(store)
+                    // The cut's verify has just read the whole log.
+                    try Self.nothingToRepair(store, verified: true)
                 } else {
                     print("nothing to repair: while this repair waited for the lock, another recorded the loss (or the log was restored)")
                 }
@@ -319,7 +320,7 @@ struct RepairCommand: AsyncParsableCommand {
     }
 
     /// Nothing lost at the end of the log: says so, or why repair cannot help (exit 1).
-    static func nothingToRepair(_ store: Store) throws {
+    static func nothingToRepair(_ store: Store, verified: Bool = false) throws {
         // Damage inside the log that the last verify found is not repaired without
         // --cut-damaged: exit 1, so that a script does not take it for a repair (hostile test).
         // It said the log "holds every acknowledged head" with a batch failing its CRC (hostile
@@ -331,10 +332,8 @@ struct RepairCommand: AsyncParsableCommand {
                 print("nothing repair can do: the log holds every acknowledged head, but " + last.failure)
                 return
             case VerifyRecord.logDamage:
-                throw CLIFailure(message: "nothing was changed: " + Trust.damage(last.summary()) + ". `repair` alone records a loss at the end of "
-                    + "the log; restore the damaged segment from a backup (then `syncledger verify`), or if no backup holds it, "
-                    + "`syncledger repair --accept-loss REASON --cut-damaged` moves the damage and everything after it into "
-                    + "log/cut-TIME/ and records the loss")
+                throw CLIFailure(message: "nothing was changed: " + Trust.damage(last.summary()) + ". `repair` alone records a loss at "
+                    + "the end of the log. " + Trust.damageHint)
             default:
                 // A head expected and not found: its own advice (cold review: it was sent to --cut-damaged).
                 throw CLIFailure(message: "nothing repair can do: the log holds every acknowledged head, but " + last.failure)
@@ -344,9 +343,9 @@ struct RepairCommand: AsyncParsableCommand {
         // said of a log with a batch failing its CRC that no verify had read yet).
         let progress = ProgressLine()
         progress.update("verifying the log …")
-        let report = try EventLogReader(directory: store.logPath).verify()
+        let report = try verified ? nil : EventLogReader(directory: store.logPath).verify()
         progress.finish()
-        if let e = report.error {
+        if let e = report?.error {
             try? Scrub.recordDamage(e, foundBy: "repair", in: store)
             throw CLIFailure(message: "nothing was changed: the log is damaged inside: " + Trust.damage(e.message) + ". " + Trust.damageHint)
         }
