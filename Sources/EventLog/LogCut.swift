@@ -18,6 +18,10 @@ public struct LogCut: Sendable {
     /// The files written there, and how many bytes of segments they hold.
     public var files: [String]
     public var bytes: UInt64
+    /// How many of the cut's batches, and events, still read on their own (header, payload CRC,
+    /// LZ4 frame and line count; not the chain, which the damage broke): what `inspectCut` saw.
+    public var readableBatches = 0
+    public var readableEvents: UInt64 = 0
 }
 
 /// Asks `EventLogWriter.open` to cut the log at its first damage, under the writer's lock, before
@@ -30,9 +34,15 @@ public struct CutRequest {
     public var beforeMoving: (LogCut) throws -> Void
     /// Called when the whole log verifies (nothing is cut), with its head and how many events.
     public var whenIntact: (LogHead, UInt64) -> Void
+    /// Called, before `beforeMoving`, with the JSON Lines of each batch of what is to be cut that
+    /// still reads on its own (`EventLogWriter.readableBatches`), in the order they lie: the
+    /// caller keeps what the log would otherwise stop saying (a second cut took an earlier
+    /// loss's record with it, unsaid: hostile test). Not checked by the chain.
+    public var inspectCut: ([UInt8]) -> Void
 
-    public init(asideName: String, beforeMoving: @escaping (LogCut) throws -> Void, whenIntact: @escaping (LogHead, UInt64) -> Void) {
-        (self.asideName, self.beforeMoving, self.whenIntact) = (asideName, beforeMoving, whenIntact)
+    public init(asideName: String, beforeMoving: @escaping (LogCut) throws -> Void, whenIntact: @escaping (LogHead, UInt64) -> Void,
+                inspectCut: @escaping ([UInt8]) -> Void = { _ in }) {
+        (self.asideName, self.beforeMoving, self.whenIntact, self.inspectCut) = (asideName, beforeMoving, whenIntact, inspectCut)
     }
 }
 
@@ -83,6 +93,13 @@ extension EventLogWriter {
         }
         let tailName = offset == 0 ? segment : segment + ".from-offset-\(offset)"
         return try translating(segment: segment) {
+            // What still reads of what is to be cut, before anything is made or moved.
+            var readable = (0, UInt64(0))
+            for (s, from) in [(segment, offset)] + later.map({ ($0, UInt64(0)) }) {
+                let (batches, events) = try readableBatches(path: directory + "/" + s, from: from, request.inspectCut)
+                readable.0 += batches
+                readable.1 += events
+            }
             var name = request.asideName
             var n = 1
             while mkdir(directory + "/" + name, 0o700) != 0 {
@@ -98,8 +115,9 @@ extension EventLogWriter {
             bytes -= min(bytes, offset)
             for s in later { bytes += try Sys.fileSize(path: directory + "/" + s) ?? 0 }
             // What verify found good ends where the cut begins.
-            let cut = LogCut(damage: damage, head: report.head, asideName: name,
+            var cut = LogCut(damage: damage, head: report.head, asideName: name,
                              files: [tailName] + later, bytes: bytes)
+            (cut.readableBatches, cut.readableEvents) = readable
             do { try request.beforeMoving(cut) } catch {
                 rmdir(aside)
                 throw error
@@ -128,6 +146,69 @@ extension EventLogWriter {
             try sync(directory)
             return cut
         }
+    }
+
+    /// The batch header's first twelve bytes, the same in every batch: the LZ4 skippable frame's
+    /// magic, its size (72) and "SLGB".
+    private static let headerStart: [UInt8] = [0x50, 0x2A, 0x4D, 0x18, 72, 0, 0, 0, 0x53, 0x4C, 0x47, 0x42]
+
+    /// Every batch of `path` from `offset` on that reads on its own (header CRC, payload CRC, LZ4
+    /// frame, line count), its JSON Lines handed to `body` in the order they lie. Past a header
+    /// that does not read, the next batch is found by its header's first bytes. Reads 1 MiB at a
+    /// time besides the batches themselves. Returns how many batches and events were read.
+    static func readableBatches(path: String, from offset: UInt64, _ body: ([UInt8]) -> Void) throws -> (Int, UInt64) {
+        let fd = try Sys.openRegular(path, O_RDONLY)
+        defer { Sys.close(fd) }
+        let size = try Sys.fileSize(fd, path: path)
+        let frame = UInt64(BatchHeader.frameSize)
+        var window = [UInt8](repeating: 0, count: 1 << 20)
+        var compressed: [UInt8] = []
+        let decoder = LZ4.Decoder()
+        var batches = 0, events: UInt64 = 0
+        var at = offset
+        func read(_ buffer: inout [UInt8], _ count: Int, at: UInt64) throws -> Int {
+            try buffer.withUnsafeMutableBytes { try Sys.preadFull(fd, $0.baseAddress!, count, at: at, path: path) }
+        }
+        while at + frame <= size {
+            let n = try read(&window, Int(min(UInt64(window.count), size - at)), at: at)
+            guard n >= Int(frame) else { break }
+            let decoded = window.withUnsafeBytes { BatchHeader.decode($0.baseAddress!) }
+            if case .success(let header) = decoded, at + header.batchLength <= size {
+                let length = Int(header.compressedLength)
+                if compressed.count < length { compressed = [UInt8](repeating: 0, count: length) }
+                let got = try read(&compressed, length, at: at + frame)
+                let crc = compressed.withUnsafeBytes { crc32c(UnsafeRawBufferPointer(rebasing: $0[..<got])) }
+                if got == length, crc == header.payloadCRC {
+                    var failed = false
+                    let content = [UInt8](unsafeUninitializedCapacity: Int(header.uncompressedLength)) { buffer, initialized in
+                        compressed.withUnsafeBytes { source in
+                            failed = decoder.decode(UnsafeRawBufferPointer(rebasing: source[..<length]),
+                                                    into: UnsafeMutableRawBufferPointer(buffer)) != nil
+                        }
+                        initialized = buffer.count
+                    }
+                    if !failed, content.last == 10, content.withUnsafeBytes({ countLines($0) }) == header.count {
+                        body(content)
+                        batches += 1
+                        events += UInt64(header.count)
+                    }
+                }
+                // A sound header gives the batch's length even when its payload does not read.
+                at += header.batchLength
+                continue
+            }
+            // Not a batch here: the next place a header's first bytes occur.
+            let found = window.withUnsafeBytes { hay in
+                headerStart.withUnsafeBytes { firstOffset(of: $0, in: UnsafeRawBufferPointer(rebasing: hay[1..<n])) }
+            }
+            if let found {
+                at += UInt64(found + 1)
+            } else {
+                // The last bytes of the window may begin a header that the next window holds whole.
+                at += UInt64(max(1, n - headerStart.count))
+            }
+        }
+        return (batches, events)
     }
 
     /// Copies `path` from `offset` to its end into a new file `to` (synced); the bytes copied.

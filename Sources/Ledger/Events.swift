@@ -337,15 +337,42 @@ public struct LossRecorded: Codable, Sendable, Hashable {
     /// and the directory (inside `log/`) that holds the bytes cut. Absent otherwise (and in
     /// events recorded before it existed).
     public var cut: String?
+    /// The ledger's own records (`ledger.loss_recorded`, `patient.forgotten`) that the cut took
+    /// out of the log, as their envelope lines, read from the bytes cut (each batch on its own:
+    /// the damage broke the chain there). An earlier loss's record went with a second cut, and
+    /// the log no longer said it (hostile test). Absent when the cut held none.
+    public var cutHeld: [String]?
     enum CodingKeys: String, CodingKey {
-        case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason, cut
+        case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason, cut, cutHeld = "cut_held"
     }
-    public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String, cut: String? = nil) {
+    public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String, cut: String? = nil,
+                cutHeld: [String]? = nil) {
         self.lastKnownHead = lastKnownHead
         self.evidence = evidence
         self.logEndedAt = logEndedAt
         self.reason = reason
         self.cut = cut
+        self.cutHeld = cutHeld
+    }
+
+    /// The types whose events a cut's record keeps (`cutHeld`).
+    public static let heldTypes: [EventType] = [.lossRecorded, .patientForgotten]
+
+    /// `cutHeld` in words: "the bytes cut held the record of a loss (seq 130, …) and of a
+    /// forget (seq 140, patient P-12)"; nil when it held none.
+    public var heldSummary: String? {
+        guard let held = cutHeld, !held.isEmpty else { return nil }
+        let parts = held.map { line -> String in
+            guard let e = try? EventEnvelope.decode(Array(line.utf8)) else { return "a record that no longer decodes" }
+            if e.type == EventType.patientForgotten.rawValue, let f = try? e.decodeData(PatientForgotten.self) {
+                return "a forget (seq \(e.seq), patient \(f.patientId))"
+            }
+            if e.type == EventType.lossRecorded.rawValue, let l = try? e.decodeData(LossRecorded.self) {
+                return "a loss (seq \(e.seq) of \(e.at): \(l.lastKnownHead) had been acknowledged, the log ended at \(l.logEndedAt); reason: \(l.reason))"
+            }
+            return "\(e.type) (seq \(e.seq))"
+        }
+        return "the bytes cut held the record of " + parts.joined(separator: ", ") + ", kept in this record as `cut_held`"
     }
 }
 

@@ -264,14 +264,29 @@ public struct ViewsDamageRecord: Codable, Sendable, Equatable {
 public enum CutPending {
     public static func path(_ store: Store) -> String { store.statePath + "/cut-pending.json" }
 
-    /// The cuts noted (their descriptions, oldest first); none when there is no note.
-    public static func read(_ store: Store) -> [String] {
-        guard let data = FileManager.default.contents(atPath: path(store)) else { return [] }
-        return (try? JSONDecoder().decode([String].self, from: data)) ?? ["a cut whose note in state/cut-pending.json cannot be read (see log/cut-*/)"]
+    /// The note: each cut's description, oldest first, and the ledger's own records the cuts held
+    /// (`held`, envelope lines). Written by earlier versions as an array of descriptions alone.
+    struct Note: Codable {
+        var cuts: [String]
+        var held: [String]
     }
 
-    public static func add(_ description: String, in store: Store) throws {
-        try writeStateRecord(read(store) + [description], to: path(store), in: store)
+    static func note(_ store: Store) -> Note? {
+        guard let data = FileManager.default.contents(atPath: path(store)) else { return nil }
+        if let note = try? JSONDecoder().decode(Note.self, from: data) { return note }
+        if let cuts = try? JSONDecoder().decode([String].self, from: data) { return Note(cuts: cuts, held: []) }
+        return Note(cuts: ["a cut whose note in state/cut-pending.json cannot be read (see log/cut-*/)"], held: [])
+    }
+
+    /// The cuts noted (their descriptions, oldest first); none when there is no note.
+    public static func read(_ store: Store) -> [String] { note(store)?.cuts ?? [] }
+
+    /// The records the noted cuts held (`LossRecorded.cutHeld`), oldest cut first.
+    public static func held(_ store: Store) -> [String] { note(store)?.held ?? [] }
+
+    public static func add(_ description: String, held: [String] = [], in store: Store) throws {
+        let before = note(store) ?? Note(cuts: [], held: [])
+        try writeStateRecord(Note(cuts: before.cuts + [description], held: before.held + held), to: path(store), in: store)
     }
 
     public static func clear(_ store: Store) {

@@ -33,6 +33,7 @@ public enum Trust {
             "a loss of acknowledged events was recorded at seq \(seq) (\(at)): \(loss.lastKnownHead) had been "
                 + "acknowledged (\(loss.evidence)) but the log ended at \(loss.logEndedAt)"
                 + (loss.cut.map { " (\($0))" } ?? "") + "; reason: \(loss.reason)"
+                + (loss.heldSummary.map { "; " + $0 } ?? "")
         }
         /// True when `head` was among the events this loss gave up: after where the log ended
         /// and at most the acknowledged head, so the log no longer holds it (its seqs were
@@ -90,6 +91,22 @@ public enum Trust {
 
     /// How an encoded `ledger.loss_recorded` envelope names its type (`EventEnvelope.encode`).
     private static let lossMarker = Array("\"type\":\"\(EventType.lossRecorded.rawValue)\"".utf8)
+    private static let heldMarkers = LossRecorded.heldTypes.map { Array("\"type\":\"\($0.rawValue)\"".utf8) }
+
+    /// The envelope lines of a batch's JSON Lines that a cut's loss record keeps
+    /// (`LossRecorded.cutHeld`: loss records and forgets), in order. Only a batch that names one
+    /// of their types is split and decoded.
+    public static func heldRecords(in content: [UInt8]) -> [String] {
+        let named = content.withUnsafeBytes { hay in
+            heldMarkers.contains { m in m.withUnsafeBytes { firstOffset(of: $0, in: hay) } != nil }
+        }
+        guard named else { return [] }
+        let types = Set(LossRecorded.heldTypes.map(\.rawValue))
+        return content.split(separator: 10).compactMap { line in
+            guard let e = try? EventEnvelope.decode(line), types.contains(e.type) else { return nil }
+            return String(decoding: line, as: UTF8.self)
+        }
+    }
 
     public static let repairHint =
         "If the loss is real and accepted, `syncledger repair --accept-loss REASON` records it and goes on"

@@ -525,7 +525,23 @@ enum VerifierScript {
             d = ev.get("data") if isinstance(ev.get("data"), dict) else {}
             walk.losses.append({"seq": ev.get("seq"), "last_known_head": d.get("last_known_head"),
                                 "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason"),
-                                "cut": d.get("cut")})
+                                "cut": d.get("cut"), "cut_held": held_records(d.get("cut_held"))})
+
+
+    def held_records(held):
+        """The ledger's records a cut took out of the log, as its loss record keeps them
+        (`cut_held`: envelope lines): "TYPE at seq N" each, or [] when it kept none."""
+        out = []
+        for line in held if isinstance(held, list) else []:
+            try:
+                ev = json.loads(line) if isinstance(line, str) else None
+            except ValueError:
+                ev = None
+            if isinstance(ev, dict):
+                out.append("%s at seq %s" % (ev.get("type"), ev.get("seq")))
+            else:
+                out.append("a record that does not decode")
+        return out
 
 
     def lost_by_a_recorded_loss(walk, seq):
@@ -861,6 +877,9 @@ enum VerifierScript {
                          printable(loss["last_known_head"]),
                          " (%s)" % printable(loss["cut"]) if loss.get("cut") is not None else "",
                          printable(loss["reason"])))
+                if loss.get("cut_held"):
+                    _emit("  the bytes it cut held the ledger's own records it keeps as cut_held: %s"
+                          % printable(", ".join(loss["cut_held"])))
             if expect is not None:
                 _emit("matches the expected head %s" % format_head(*expect))
             else:

@@ -788,7 +788,7 @@ components:
             - type: "null"
             - type: object
               additionalProperties: false
-              required: [seq, at, last_known_head, log_ended_at, evidence, reason, cut]
+              required: [seq, at, last_known_head, log_ended_at, evidence, reason, cut, cut_held]
               properties:
                 seq: {type: integer, minimum: 1, description: The seq of the loss record.}
                 at: {type: string}
@@ -801,6 +801,13 @@ components:
                   description: >-
                     When `repair --cut-damaged` cut the log at damage inside it: where, what failed there and the
                     directory inside `log/` that holds the bytes cut; null for a loss at the log's end.
+                cut_held:
+                  type: [array, "null"]
+                  items: {type: string}
+                  description: >-
+                    The ledger's own records (`ledger.loss_recorded`, `patient.forgotten`) that the cut took out of the
+                    log, each as its envelope line, read from the bytes cut; the forgets among them are recorded again
+                    before this record. Null when the cut held none, or for a loss at the log's end.
         views_damaged:
           description: "The first command or request that met a damaged page of the views, until `syncledger rebuild`; null when none."
           oneOf:

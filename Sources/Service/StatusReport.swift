@@ -190,7 +190,8 @@ public struct StatusReport: Sendable {
             "recorded_loss": recordedLoss.map { l in
                 JSONValue.object(["seq": .number(Double(l.seq)), "at": .string(l.at), "last_known_head": .string(l.record.lastKnownHead),
                                   "log_ended_at": .string(l.record.logEndedAt), "evidence": .string(l.record.evidence),
-                                  "reason": .string(l.record.reason), "cut": l.record.cut.map(JSONValue.string) ?? .null])
+                                  "reason": .string(l.record.reason), "cut": l.record.cut.map(JSONValue.string) ?? .null,
+                                  "cut_held": l.record.cutHeld.map { .array($0.map(JSONValue.string)) } ?? .null])
             } ?? .null,
             "last_verify": lastVerify.map { v in
                 JSONValue.object(["at": .string(v.at), "head": .string(v.head), "ok": .bool(v.ok),
@@ -238,7 +239,7 @@ public struct RecordedLoss: Sendable {
     public func line(time: (String) -> String = { $0 }) -> String {
         "recorded loss at seq \(seq) (\(time(at))): \(record.lastKnownHead) had been acknowledged (\(Trust.printable(record.evidence))) "
             + "but the log ended at \(record.logEndedAt)" + (record.cut.map { " (\(Trust.printable($0)))" } ?? "")
-            + "; reason: \(Trust.printable(record.reason))"
+            + "; reason: \(Trust.printable(record.reason))" + (record.heldSummary.map { "; " + Trust.printable($0) } ?? "")
     }
 }
 

@@ -186,14 +186,23 @@ struct RepairCommand: AsyncParsableCommand {
                 // The cut, the evidence read again and the loss's record all under one hold of the
                 // writer's lock (a cut and its record apart let another repair record the loss
                 // without naming the cut: cold review).
+                // The ledger's own records among what is cut, noted with the cut: the loss record
+                // keeps them (a second cut took an earlier loss's record out of the log, unsaid:
+                // hostile test), and the forgets among them are recorded again.
+                var held: [String] = []
+                var readBatches = 0
                 let request = CutRequest(asideName: name, beforeMoving: { cut in
-                    try CutPending.add(Self.describe(cut), in: store)
+                    try CutPending.add(Self.describe(cut), held: held, in: store)
                     cutBegun = true
                 }, whenIntact: { head, events in
                     // A verify that passed, recorded: a failure recorded before (a segment since
                     // restored) no longer stands in `status`, nor sends the next repair back here.
                     Self.record(VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description, ok: true,
                                              events: events, error: nil), in: store)
+                }, inspectCut: {
+                    held += Trust.heldRecords(in: $0)
+                    readBatches += 1
+                    progress.update("reading what is to be cut for the ledger's own records: \(readBatches) batches …")
                 })
                 writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true, cutting: cutDamaged ? request : nil,
                                           onWaitingForLock: { [waitLock] in
@@ -220,7 +229,8 @@ struct RepairCommand: AsyncParsableCommand {
                 // Written straight to the descriptor, before anything else can fail.
                 FileHandle.standardOutput.write(Data((
                     "cut the log at seq \(cut.firstSeqCut) (\(Trust.damage(cut.damage.message))): \(cut.bytes) bytes moved into "
-                    + "log/\(cut.asideName)/ (\(cut.files.joined(separator: ", "))); the log now ends at seq \(cut.head.seq)\n").utf8))
+                    + "log/\(cut.asideName)/ (\(cut.files.joined(separator: ", "))); the log now ends at seq \(cut.head.seq); "
+                    + "\(cut.readableEvents) events in \(cut.readableBatches) batches of what was cut still read on their own\n").utf8))
             } else if cutDamaged {
                 print("no damage to cut: the whole log verifies")
             } else {
@@ -274,17 +284,29 @@ struct RepairCommand: AsyncParsableCommand {
             let logEnd = writer.head
             let evidence = loss?.evidence.source
                 ?? damagedRecord.map { "state/head (damaged: \($0))" } ?? "none: the store has no state/head, and the bytes cut may have held acknowledged events"
+            let held = CutPending.held(store)
             let record = LossRecorded(lastKnownHead: lastKnown, evidence: evidence, logEndedAt: logEnd.description, reason: acceptLoss,
-                                      cut: cuts.isEmpty ? nil : cuts.joined(separator: "; "))
+                                      cut: cuts.isEmpty ? nil : cuts.joined(separator: "; "), cutHeld: held.isEmpty ? nil : held)
             if let w = people.warning { warn(w) }
-            let stored = try writer.append([NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
+            let (forgets, forgotten, keyBack) = Self.forgetsAgain(held, store: store)
+            for patient in keyBack {
+                warn("warning: the cut took the record of \(patient)'s forget, and \(store.keysPath) holds their key again: "
+                     + "`syncledger forget --patient \(patient) --reason …` destroys it and records the forget")
+            }
+            // One batch, the loss record last: a repair run again finds it as the log's last event.
+            let stored = try writer.append(forgets + [NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
+            if !forgets.isEmpty {
+                print("recorded again the forget\(forgotten.count == 1 ? "" : "s") of \(forgotten.joined(separator: ", ")) that the cut took out of the log "
+                      + "(seq \(stored[0].seq)\(forgets.count > 1 ? "–\(stored[forgets.count - 1].seq)" : ""))")
+            }
+            let lossSeq = stored[stored.count - 1].seq
             // Durable evidence of the head after the loss before it is said to be recorded.
             do { try writer.recordHeadDurably() } catch {
-                throw CLIFailure(message: "the loss is recorded as seq \(stored[0].seq), but state/head cannot record the head after it "
+                throw CLIFailure(message: "the loss is recorded as seq \(lossSeq), but state/head cannot record the head after it "
                     + "(\(describeError(error))); once that is mended, run the repair again: it finds the loss recorded")
             }
             CutPending.clear(store)
-            let recorded = "recorded the loss as seq \(stored[0].seq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq)"
+            let recorded = "recorded the loss as seq \(lossSeq): \(record.lastKnownHead) had been acknowledged, the log ended at seq \(logEnd.seq)"
             // The old views are deleted and new ones folded from the log, not rebuilt in place:
             // their checkpoints (evidence of the lost head) must not outlive the loss record. A
             // rebuild interrupted here left them, and every later command refused the store as
@@ -359,6 +381,32 @@ struct RepairCommand: AsyncParsableCommand {
         do { try Scrub.record(recorded, in: store) } catch {
             warn("warning: could not record the verify's outcome in \(Scrub.path(store)): \(describeError(error))")
         }
+    }
+
+    /// The forgets a cut took out of the log, recorded again (as they were, the reason saying
+    /// so) for each patient whose key store still marks them forgotten; and the patients whose
+    /// forget was cut but whose key file is there again (not recorded: their key must be
+    /// destroyed first, which `forget` does). A forget with no mark left (the key store restored
+    /// from before it) is neither: its record stays in `cut_held`.
+    static func forgetsAgain(_ held: [String], store: Store) -> (events: [NewEvent], patients: [String], keyBack: [String]) {
+        let marked = Set(KeyRing.tombstonedPatients(directory: store.keysPath))
+        var events: [NewEvent] = []
+        var patients: [String] = []
+        var keyBack: [String] = []
+        var seen = Set<String>()
+        for line in held {
+            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
+                  let f = try? e.decodeData(PatientForgotten.self), marked.contains(f.patientId), seen.insert(f.patientId).inserted else { continue }
+            if KeyRing.hasKeyFile(directory: store.keysPath, patient: f.patientId) {
+                keyBack.append(f.patientId)
+                continue
+            }
+            let again = PatientForgotten(patientId: f.patientId, forgottenAt: f.forgottenAt,
+                                         reason: "recorded again by repair: the forget recorded at seq \(e.seq) went with a cut; its reason: \(f.reason)")
+            events.append(NewEvent(type: .patientForgotten, run: nil, stream: Streams.patient(f.patientId), data: encodeData(again)))
+            patients.append(f.patientId)
+        }
+        return (events, patients, keyBack)
     }
 
     /// The cut as the loss record names it.

@@ -994,3 +994,89 @@ extension CLIBinaryTests {
         }
     }
 }
+
+extension CLIBinaryTests {
+    /// A second cut that reaches back past an earlier loss's record and a forget: the new loss
+    /// record keeps both (`cut_held`, their envelope lines), `status` and `verify` say what they
+    /// were, and the forget is recorded again, since the key store still marks the patient
+    /// forgotten. Both went out of the log unsaid, and `status` then offered to remove the
+    /// forget's mark (hostile test).
+    @Test func aSecondCutKeepsTheLedgersRecordsItTookOutOfTheLog() async throws {
+        let practice = try Practice.load()
+        let tmp = TempDir("trust-cut-held")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: practice, days: [1])
+        func flip(_ batch: SegmentBatch) throws {
+            let segment = try #require(try segments(store).last)
+            var bytes = try #require(FileManager.default.contents(atPath: segment))
+            bytes[batch.offset + 80 + 5] ^= 0x20
+            try bytes.write(to: URL(fileURLWithPath: segment))
+        }
+        // The first cut: the first sync's last batch.
+        let firstRun = try segmentBatches(try #require(try segments(store).last))
+        #expect(firstRun.count >= 3)
+        let lastBatch = try #require(firstRun.last)
+        try flip(lastBatch)
+        expectSuccess(try await cli(["repair", "--store", store, "--accept-loss", "first fault", "--cut-damaged"]))
+        let lossSeq = lastBatch.firstSeq
+        // Then a forget and another sync after the first loss's record.
+        let patient = PrivacyFixture.forgotten.id
+        expectSuccess(try await cli(["forget", "--store", store, "--patient", patient, "--reason", "consent withdrawn"], env: keyEnv))
+        let forgetSeq = try await Self.verifiedHeadSeq(of: store)
+        #expect(forgetSeq == lossSeq + 1)
+        let day = try #require(practice.day(2))
+        try await withFakeServer(day) { _, url in
+            expectSuccess(try await cli(syncArgs(store: store, baseURL: url, now: day.now), env: keyEnv))
+        }
+        // The second cut, at the first sync's second batch: the loss's record and the forget go with it.
+        let second = try segmentBatches(try #require(try segments(store).last))[1]
+        #expect(second.lastSeq < lossSeq)
+        try flip(second)
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "second fault", "--cut-damaged"])
+        expectSuccess(repair)
+        #expect(repair.stdout.contains("cut the log at seq \(second.firstSeq)")
+                && repair.stdout.contains("recorded again the forget of \(patient) that the cut took out of the log (seq \(second.firstSeq))")
+                && repair.stdout.contains("recorded the loss as seq \(second.firstSeq + 1)"), "\(repair.stdout)")
+
+        // The log: the forget again, then the loss record holding both records as they were.
+        let log = try await cli(["log", "--store", store])
+        expectSuccess(log)
+        let lines = log.stdoutLines
+        #expect(lines.count == Int(second.firstSeq + 1))
+        let again = try #require(try? JSONValue.parse(Array((lines.dropLast().last ?? "").utf8)))
+        #expect(again["type"]?.stringValue == "patient.forgotten" && again["data"]?["patient_id"]?.stringValue == patient
+                && again["data"]?["reason"]?.stringValue == "recorded again by repair: the forget recorded at seq \(forgetSeq) went with a cut; its reason: consent withdrawn",
+                "\(lines.dropLast().last ?? "")")
+        let record = try #require(try? JSONValue.parse(Array((lines.last ?? "").utf8)))
+        func array(_ v: JSONValue?) -> [JSONValue] { if case .array(let a)? = v { return a } else { return [] } }
+        let held = array(record["data"]?["cut_held"]).compactMap { $0.stringValue.flatMap { try? JSONValue.parse(Array($0.utf8)) } }
+        #expect(held.count == 2, "\(lines.last ?? "")")
+        #expect(held.first?["seq"] == .number(Double(lossSeq)) && held.first?["type"]?.stringValue == "ledger.loss_recorded"
+                && held.first?["data"]?["reason"]?.stringValue == "first fault", "\(held)")
+        #expect(held.last?["seq"] == .number(Double(forgetSeq)) && held.last?["type"]?.stringValue == "patient.forgotten"
+                && held.last?["data"]?["reason"]?.stringValue == "consent withdrawn", "\(held)")
+
+        // Said wherever the loss is: status (text and JSON) and verify.
+        let said = "the bytes cut held the record of a loss (seq \(lossSeq) of "
+        let status = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(status.stdout.contains(said) && status.stdout.contains("a forget (seq \(forgetSeq), patient \(patient))")
+                && status.stdout.contains("reason: first fault") && !status.stdout.contains("records no forget"), "\(status.stdout)")
+        let json = try JSONValue.parse(Array(try await cli(["status", "--json", "--max-age", "100000", "--store", store]).stdout.utf8))
+        #expect(array(json["recorded_loss"]?["cut_held"]).count == 2, "\(json)")
+        let verify = try await cli(["verify", "--store", store])
+        expectSuccess(verify)
+        #expect(verify.stderr.contains(said) && verify.stderr.contains("a forget (seq \(forgetSeq), patient \(patient))"), "\(verify.stderr)")
+        let bundle = tmp.path + "/bundle"
+        expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
+        let audit = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py"], timeout: 120)
+        #expect(audit.status == 0 && audit.stdoutText.contains(
+            "the bytes it cut held the ledger's own records it keeps as cut_held: ledger.loss_recorded at seq \(lossSeq), patient.forgotten at seq \(forgetSeq)"),
+                "\(audit.stdoutText)\(audit.stderrText)")
+        // The log records the forget: another finds it recorded and appends nothing.
+        let head = try await Self.verifiedHeadSeq(of: store)
+        let forgetAgain = try await cli(["forget", "--store", store, "--patient", patient, "--reason", "consent withdrawn"], env: keyEnv)
+        #expect(forgetAgain.stdout.contains("patient \(patient) was already forgotten"), "\(forgetAgain.stdout)")
+        #expect(try await Self.verifiedHeadSeq(of: store) == head)
+    }
+}
