@@ -14,6 +14,43 @@ extension EventLogReader {
     /// Reads headers only, writes nothing (not even a derived index file). A torn tail is the
     /// end of the log, so an acknowledged batch cut in half counts as missing.
     public static func check(directory: String, holds expected: LogHead) throws -> (HeadCheck, LogHead) {
+        do {
+            return try checkHeaders(directory: directory, holds: expected)
+        } catch let e as LogError where e.isCorruption {
+            throw damageBefore(e, directory: directory) ?? e
+        }
+    }
+
+    /// Damage found at a batch's header, as a headers-only read finds it: a block of damage
+    /// (zeros, say) that begins in the payload of the batch before reaches that header too, and
+    /// the batch before is the first one damaged. It was not named: the advice to export what
+    /// precedes the damage named a seq that export could not reach (hostile test). Reads the
+    /// headers before it in its segment and the previous batch's payload; nil when that reads.
+    static func damageBefore(_ e: LogError, directory: String) -> LogError? {
+        guard let segment = e.segment, let offset = e.offset, offset > 0,
+              let file = try? SegmentFile(directory: directory, name: segment),
+              let extent = try? BatchIO.Extent(file: file, isLast: false) else { return nil }
+        let io = BatchIO()
+        var at: UInt64 = 0
+        var previous: (offset: UInt64, header: BatchHeader)?
+        while at < offset {
+            guard case .batch(let header)? = try? io.probe(extent, at: at, seq: 0) else { return nil }
+            previous = (at, header)
+            at += header.batchLength
+        }
+        guard at == offset, let previous else { return nil }
+        do {
+            _ = try io.readPayload(extent, previous.header, at: previous.offset)
+            return nil
+        } catch let damage as LogError where damage.code == .payloadChecksum {
+            return corruption(.payloadChecksum, segment, previous.offset, previous.header.firstSeq,
+                              "payload CRC32C mismatch, and the damage reaches on into the next batch's header")
+        } catch {
+            return nil
+        }
+    }
+
+    static func checkHeaders(directory: String, holds expected: LogHead) throws -> (HeadCheck, LogHead) {
         guard Sys.isDirectory(directory) else { return (expected.seq == 0 ? .holds : .endsBefore, .empty) }
         let reader = try EventLogReader(directory: directory)
         reader.rewritesIndexFiles = false

@@ -70,3 +70,37 @@ struct CutSalvageTests {
         }
     }
 }
+
+/// The first damaged batch, as the head check names it.
+struct HeadCheckDamageTests {
+    /// Zeros from inside a batch's payload into the next batch's header: the head check (which
+    /// reads headers) names the batch they begin in, whose payload fails, not the next one, so
+    /// "export what precedes seq N" can be followed (hostile test: it named the next one). Zeros
+    /// over the next header alone still name that header.
+    @Test(arguments: [true, false])
+    func damageReachingIntoAHeaderIsNamedWhereItBegins(fromThePayloadBefore: Bool) throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        try appendBatches(writer, batches: 6, size: 5)
+        let head = writer.head
+        writer.close()
+        let path = dir.segmentPath(try #require(dir.segments().first))
+        var bytes = fileBytes(path)
+        let layout = CutSalvageTests.layout(bytes)
+        let next = layout[3].offset
+        for i in (fromThePayloadBefore ? next - 30 : next)..<(next + 40) { bytes[i] = 0 }
+        writeBytes(bytes, path)
+        do {
+            _ = try EventLogReader.check(directory: dir.log, holds: head)
+            Issue.record("the damage was not found")
+        } catch let e as LogError {
+            if fromThePayloadBefore {
+                #expect(e.code == .payloadChecksum && e.seq == 11 && e.offset == UInt64(layout[2].offset)
+                        && e.message.contains("the damage reaches on into the next batch's header"), "\(e.message)")
+            } else {
+                #expect(e.code == .badMagic && e.seq == 16 && e.offset == UInt64(next), "\(e.message)")
+            }
+        }
+    }
+}
