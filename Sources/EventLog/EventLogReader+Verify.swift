@@ -10,8 +10,18 @@ extension EventLogReader {
     public func verify(expectHead: LogHead? = nil, progress: ((UInt64) -> Void)? = nil,
                        inspect: ((BatchInfo, [UInt8]) -> Void)? = nil) -> VerifyReport {
         var report = VerifyReport(ok: true, head: .empty, events: 0, batches: 0, segments: 0, warnings: [], error: nil)
+        // A batch that is not the expected head's does not stop the read: the rest of the log is
+        // verified, and "intact through" names its end (it named the batch before the mismatch,
+        // as if the log were damaged there; hostile test). Damage found later comes first.
+        var mismatch: LogError?
         do {
-            try verifySegments(&report, expectHead: expectHead, progress: progress, inspect: inspect)
+            do {
+                try verifySegments(&report, expectHead: expectHead, mismatch: &mismatch, progress: progress, inspect: inspect)
+            } catch let damage as LogError where mismatch != nil {
+                report.warnings.append("the log does not hold the expected head either: " + mismatch!.message)
+                throw damage
+            }
+            if let mismatch { throw mismatch }
             if let expected = expectHead, expected.seq == 0, expected != .empty {
                 throw LogError(code: .headMismatch, message: "the expected head \(expected) is not valid: seq 0 has chain hash 0")
             }
@@ -31,7 +41,7 @@ extension EventLogReader {
         return report
     }
 
-    private func verifySegments(_ report: inout VerifyReport, expectHead: LogHead?,
+    private func verifySegments(_ report: inout VerifyReport, expectHead: LogHead?, mismatch: inout LogError?,
                                 progress: ((UInt64) -> Void)?, inspect: ((BatchInfo, [UInt8]) -> Void)?) throws {
         let list = try segments()
         // Every segment of the log, also when one of them fails (the count is not "verified so far").
@@ -47,8 +57,10 @@ extension EventLogReader {
                 if let inspect, let content = b.content {
                     inspect(BatchInfo(b.header, segment: b.segment, offset: b.offset), content)
                 }
-                if let expected = expectHead {
-                    try Self.check(expected, against: b.header, segment: b.segment, offset: b.offset)
+                if let expected = expectHead, mismatch == nil {
+                    do { try Self.check(expected, against: b.header, segment: b.segment, offset: b.offset) } catch let e as LogError {
+                        mismatch = e
+                    }
                 }
                 report.batches += 1
                 report.events += UInt64(b.header.count)

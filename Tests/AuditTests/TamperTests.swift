@@ -64,6 +64,12 @@ extension AuditTests {
         let inside = LogHead(seq: anchors[0].seq - 1, hash: anchors[0].hash)
         let r2 = try await syncledger(t.store, "verify", "--expect-head", inside.description)
         #expect(r2.code == 1, "\(r2.all)")
+        // The rest of the log is verified all the same: "intact through" is its end (it named the
+        // batch before the mismatch, as if the log were damaged there; hostile test).
+        #expect(bad.out.contains("intact through head \(final)") && r2.out.contains("intact through head \(final)"), "\(bad.all)\n\(r2.all)")
+        let (r3, insideJSON) = try await verifyJSON(t.store, expect: inside)
+        #expect(r3.code == 1 && insideJSON["head"] == .string(final.description) && insideJSON["events"] == .number(Double(final.seq))
+                && insideJSON["error"]?["seq"] != nil, "\(r3.all)")
 
         // The chain recomputed here from docs/FORMAT.md agrees with every stored hash.
         var chain = [UInt8](repeating: 0, count: 32)
