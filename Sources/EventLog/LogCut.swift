@@ -68,7 +68,18 @@ extension EventLogWriter {
         let reader = try EventLogReader(directory: directory)
         reader.rewritesIndexFiles = false
         let report = reader.verify()
-        guard !report.ok, let damage = report.error else {
+        var found = report.error
+        if report.ok {
+            // A torn write at the log's end is cut aside too, not removed as opening removes it:
+            // zeros from inside an acknowledged batch to the end of the file read as one, and
+            // its bytes were deleted with no copy (hostile test).
+            let list = try reader.segments()
+            if let last = list.indices.last, case let (index, torn?) = try reader.segmentIndex(last, of: list) {
+                found = LogError(code: .tornTail, message: "segment \(list[last].name) offset \(index.length): a torn write at the log's end (\(torn))",
+                                 segment: list[last].name, offset: index.length, seq: report.head.seq + 1)
+            }
+        }
+        guard let damage = found else {
             request.whenIntact(report.head, report.events)
             return nil
         }

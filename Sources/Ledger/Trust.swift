@@ -154,6 +154,8 @@ public enum Trust {
         /// alone, with `repair --accept-loss` as the way out (hostile test). Still refused: the
         /// log and state/head replaced together look the same.
         public var viewsAreOdd = false
+        /// Cuts a repair noted (`CutPending`) and no loss records yet.
+        public var pendingCuts: [String] = []
 
         public init(evidence: HeadEvidence, logHead: LogHead, differs: Bool, damage: String? = nil, damageSeq: UInt64? = nil) {
             self.evidence = evidence
@@ -184,6 +186,12 @@ public enum Trust {
             } else if differs {
                 what = "the log's history differs from what was acknowledged: \(expected) but the log's chain at that seq is another one "
                     + "(the log ends at seq \(logHead.seq)); an older or other copy of the log was put in its place"
+            } else if !pendingCuts.isEmpty {
+                // A repair stopped between its cut and its record (hostile test: this said only
+                // "cut off, a segment deleted…", where the README promises the note is named).
+                return "the log ends at seq \(logHead.seq) but \(expected): a repair cut them aside and was stopped before it "
+                    + "recorded the loss (noted in state/cut-pending.json: \(pendingCuts.joined(separator: "; "))); nothing was changed. "
+                    + "Run `syncledger repair --accept-loss REASON` again to record it"
             } else {
                 what = "the log ends at seq \(logHead.seq) but \(expected): acknowledged events are missing "
                     + "(cut off, a segment deleted, or an older copy restored)"
@@ -221,7 +229,10 @@ public enum Trust {
                 let (check, end) = try EventLogReader.check(directory: store.logPath, holds: e.head)
                 switch check {
                 case .holds: continue
-                case .endsBefore: return Loss(evidence: e, logHead: end, differs: false)
+                case .endsBefore:
+                    var loss = Loss(evidence: e, logHead: end, differs: false)
+                    loss.pendingCuts = CutPending.read(store)
+                    return loss
                 case .differs:
                     // A view's checkpoint against the writer's record the log holds: most likely
                     // the views' fault, but the log and state/head replaced together look the

@@ -181,6 +181,9 @@ struct RepairCommand: AsyncParsableCommand {
             var cutBegun = false
             let progress = ProgressLine()
             if cutDamaged { progress.update("verifying the log to find its damage …") }
+            var held: [String] = []
+            var heldSkipped = 0
+            var readBatches = 0
             let writer: LedgerWriter
             do {
                 // The cut, the evidence read again and the loss's record all under one hold of the
@@ -189,8 +192,6 @@ struct RepairCommand: AsyncParsableCommand {
                 // The ledger's own records among what is cut, noted with the cut: the loss record
                 // keeps them (a second cut took an earlier loss's record out of the log, unsaid:
                 // hostile test), and the forgets among them are recorded again.
-                var held: [String] = []
-                var readBatches = 0
                 let request = CutRequest(asideName: name, beforeMoving: { cut in
                     try CutPending.add(Self.describe(cut), held: held, in: store)
                     cutBegun = true
@@ -200,7 +201,11 @@ struct RepairCommand: AsyncParsableCommand {
                     Self.record(VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description, ok: true,
                                              events: events, error: nil), in: store)
                 }, inspectCut: {
-                    held += Trust.heldRecords(in: $0)
+                    // Bounded: forged batches of highly compressible records made a 400 MB note
+                    // and a loss record too large to append, and the store stuck (hostile test).
+                    for line in Trust.heldRecords(in: $0) {
+                        if held.count < Self.heldLimit, line.utf8.count <= Self.heldLineLimit { held.append(line) } else { heldSkipped += 1 }
+                    }
                     readBatches += 1
                     progress.update("reading what is to be cut for the ledger's own records: \(readBatches) batches …")
                 })
@@ -284,20 +289,33 @@ struct RepairCommand: AsyncParsableCommand {
             let logEnd = writer.head
             let evidence = loss?.evidence.source
                 ?? damagedRecord.map { "state/head (damaged: \($0))" } ?? "none: the store has no state/head, and the bytes cut may have held acknowledged events"
-            let held = CutPending.held(store)
+            // What the cuts held, checked as the reason is (it goes into the log in the clear):
+            // only records of the types kept, between the log's end and the acknowledged head,
+            // written again from their decoded fields (hostile test: a forged batch put a fake
+            // forget and a name and phone number into the loss record).
+            let checked = Self.keptRecords(CutPending.held(store), after: logEnd.seq, through: loss?.evidence.head.seq,
+                                           people: people.patients)
+            let cutWords = cuts.map { people.patients.personalDataProblem(in: $0) == nil ? $0 : "a cut whose note holds personal data (see log/cut-*/)" }
             let record = LossRecorded(lastKnownHead: lastKnown, evidence: evidence, logEndedAt: logEnd.description, reason: acceptLoss,
-                                      cut: cuts.isEmpty ? nil : cuts.joined(separator: "; "), cutHeld: held.isEmpty ? nil : held)
+                                      cut: cuts.isEmpty ? nil : cutWords.joined(separator: "; "), cutHeld: checked.kept.isEmpty ? nil : checked.kept)
             if let w = people.warning { warn(w) }
-            let (forgets, forgotten, keyBack) = Self.forgetsAgain(held, store: store)
+            if checked.dropped > 0 || heldSkipped > 0 {
+                warn("warning: \(checked.dropped + heldSkipped) of the ledger's records read from the bytes cut \(checked.dropped + heldSkipped == 1 ? "is" : "are") not "
+                     + "kept in the loss record (past the acknowledged head, not as recorded, holding personal data, or over "
+                     + "\(Self.heldLimit) records); the bytes are in log/cut-*/")
+            }
+            let (forgets, forgotten, keyBack) = try Self.forgetsAgain(checked.kept, store: store)
             for patient in keyBack {
                 warn("warning: the cut took the record of \(patient)'s forget, and \(store.keysPath) holds their key again: "
-                     + "`syncledger forget --patient \(patient) --reason …` destroys it and records the forget")
+                     + "`syncledger forget --patient \(patient) --reason …` destroys it again")
             }
             // One batch, the loss record last: a repair run again finds it as the log's last event.
             let stored = try writer.append(forgets + [NewEvent(type: .lossRecorded, run: nil, stream: Streams.ledger, data: encodeData(record))])
             if !forgets.isEmpty {
-                print("recorded again the forget\(forgotten.count == 1 ? "" : "s") of \(forgotten.joined(separator: ", ")) that the cut took out of the log "
-                      + "(seq \(stored[0].seq)\(forgets.count > 1 ? "–\(stored[forgets.count - 1].seq)" : ""))")
+                // Straight to the descriptor, as the loss's line below (in order when not a terminal).
+                FileHandle.standardOutput.write(Data((
+                    "recorded again the forget\(forgotten.count == 1 ? "" : "s") of \(forgotten.joined(separator: ", ")) that the cut took out of the log "
+                    + "(seq \(stored[0].seq)\(forgets.count > 1 ? "–\(stored[forgets.count - 1].seq)" : ""))\n").utf8))
             }
             let lossSeq = stored[stored.count - 1].seq
             // Durable evidence of the head after the loss before it is said to be recorded.
@@ -383,26 +401,79 @@ struct RepairCommand: AsyncParsableCommand {
         }
     }
 
-    /// The forgets a cut took out of the log, recorded again (as they were, the reason saying
-    /// so) for each patient whose key store still marks them forgotten; and the patients whose
-    /// forget was cut but whose key file is there again (not recorded: their key must be
-    /// destroyed first, which `forget` does). A forget with no mark left (the key store restored
-    /// from before it) is neither: its record stays in `cut_held`.
-    static func forgetsAgain(_ held: [String], store: Store) -> (events: [NewEvent], patients: [String], keyBack: [String]) {
-        let marked = Set(KeyRing.tombstonedPatients(directory: store.keysPath))
+    /// At most this many of the ledger's records are kept from what one repair cuts, each at
+    /// most this long (a loss record with its 500-character reason is under 2 KB).
+    static let heldLimit = 200
+    static let heldLineLimit = 16 << 10
+
+    /// The records a loss record keeps of those read from the bytes cut (`cut_held`), once
+    /// each: those whose seq lies after where the log now ends and at most the acknowledged head
+    /// (when known), that decode as their type with their stream, and whose text holds no
+    /// personal data (checked as `--accept-loss` is). Each is written again from its decoded
+    /// fields, so that nothing else a line holds reaches the log. `dropped`: how many were not kept.
+    static func keptRecords(_ lines: [String], after end: UInt64, through acknowledged: UInt64?,
+                            people: [RosterObserved.Patient]) -> (kept: [String], dropped: Int) {
+        var kept: [String] = []
+        var seen = Set<String>()
+        var dropped = 0
+        for line in lines where seen.insert(line).inserted {
+            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.seq > end, acknowledged.map({ e.seq <= $0 }) ?? true else {
+                dropped += 1
+                continue
+            }
+            let data: [UInt8]
+            let text: [String]
+            if e.type == EventType.lossRecorded.rawValue, e.stream == Streams.ledger, let l = try? e.decodeData(LossRecorded.self) {
+                data = encodeData(l)
+                text = [l.reason, l.evidence, l.cut ?? ""] + (l.cutHeld ?? [])
+            } else if e.type == EventType.patientForgotten.rawValue, let f = try? e.decodeData(PatientForgotten.self),
+                      e.stream == Streams.patient(f.patientId) {
+                data = encodeData(f)
+                text = [f.reason, f.patientId]
+            } else {
+                dropped += 1
+                continue
+            }
+            guard text.allSatisfy({ people.personalDataProblem(in: $0) == nil }) else {
+                dropped += 1
+                continue
+            }
+            let again = EventEnvelope(seq: e.seq, id: e.id, type: e.type, v: e.v, at: e.at, run: nil, stream: e.stream, data: data)
+            kept.append(String(decoding: again.encoded(), as: UTF8.self))
+        }
+        return (kept, dropped)
+    }
+
+    /// The forgets a cut took out of the log (of `keptRecords`), recorded again, as they were
+    /// with the reason saying so, for each patient the log no longer records as forgotten: the
+    /// key store's mark is not needed (a key store restored from before the forget left the
+    /// patient's data readable once the cut took the record: hostile test). `keyBack`: those
+    /// whose key file is there (`status` then says so, and `forget` destroys it again).
+    static func forgetsAgain(_ held: [String], store: Store) throws -> (events: [NewEvent], patients: [String], keyBack: [String]) {
+        let cutForgets = held.compactMap { line -> (seq: UInt64, forget: PatientForgotten)? in
+            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
+                  let f = try? e.decodeData(PatientForgotten.self) else { return nil }
+            return (e.seq, f)
+        }
+        guard !cutForgets.isEmpty else { return ([], [], []) }
+        // The forgets the log still holds (it was verified just now, by the cut).
+        var recorded = Set<String>()
+        let reader = try EventLogReader(directory: store.logPath)
+        reader.rewritesIndexFiles = false
+        let report = reader.verify(inspect: { _, content in
+            for line in Trust.heldRecords(in: content) {
+                if let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
+                   let f = try? e.decodeData(PatientForgotten.self) { recorded.insert(f.patientId) }
+            }
+        })
+        if let error = report.error { throw CLIFailure(message: "the log could not be read after the cut (\(Trust.damage(error.message))); run the repair again") }
         var events: [NewEvent] = []
         var patients: [String] = []
         var keyBack: [String] = []
-        var seen = Set<String>()
-        for line in held {
-            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
-                  let f = try? e.decodeData(PatientForgotten.self), marked.contains(f.patientId), seen.insert(f.patientId).inserted else { continue }
-            if KeyRing.hasKeyFile(directory: store.keysPath, patient: f.patientId) {
-                keyBack.append(f.patientId)
-                continue
-            }
+        for (seq, f) in cutForgets where recorded.insert(f.patientId).inserted {
+            if KeyRing.hasKeyFile(directory: store.keysPath, patient: f.patientId) { keyBack.append(f.patientId) }
             let again = PatientForgotten(patientId: f.patientId, forgottenAt: f.forgottenAt,
-                                         reason: "recorded again by repair: the forget recorded at seq \(e.seq) went with a cut; its reason: \(f.reason)")
+                                         reason: "recorded again by repair: the forget recorded at seq \(seq) went with a cut; its reason: \(f.reason)")
             events.append(NewEvent(type: .patientForgotten, run: nil, stream: Streams.patient(f.patientId), data: encodeData(again)))
             patients.append(f.patientId)
         }

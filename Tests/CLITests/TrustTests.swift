@@ -1080,3 +1080,88 @@ extension CLIBinaryTests {
         #expect(try await Self.verifiedHeadSeq(of: store) == head)
     }
 }
+
+extension CLIBinaryTests {
+    /// What a cut's note says it held goes into the log in the clear, so it is checked as the
+    /// reason is: a record past the acknowledged head, one naming a roster patient, and a note
+    /// describing a cut with a name are not kept; a record is written again from its fields (an
+    /// extra one, a phone number, does not reach the log); a forget kept is recorded again,
+    /// even with the patient's key file there (a forged batch and a hand-edited note put a name
+    /// and a phone number into the loss record: hostile test).
+    @Test func aCutsRecordsAreCheckedAsTheReasonIs() async throws {
+        let tmp = TempDir("trust-cut-checked")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1])
+        let acknowledged = try await Self.verifiedHeadSeq(of: store)
+        let segment = try #require(try segments(store).last)
+        let last = try #require(try segmentBatches(segment).last)
+        truncateFile(segment, to: last.offset)
+        let end = last.firstSeq - 1
+        let patient = PrivacyFixture.forgotten
+        func line(_ seq: UInt64, _ type: String, _ stream: String, _ data: String) -> String {
+            "{\"seq\":\(seq),\"id\":\"0195f0a0-0000-7000-8000-00000000000\(seq % 10)\",\"type\":\"\(type)\",\"v\":1,\"at\":\"2026-12-07T10:00:00.000Z\",\"stream\":\"\(stream)\",\"data\":\(data)}"
+        }
+        let loss = "{\"last_known_head\":\"9:ab\",\"evidence\":\"state/head\",\"log_ended_at\":\"8:cd\",\"reason\":\"%@\"}"
+        let held = [
+            line(end + 1, "ledger.loss_recorded", "ledger", loss.replacingOccurrences(of: "%@", with: "earlier fault")),
+            line(end + 1, "patient.forgotten", "patient/\(patient.id)",
+                 "{\"patient_id\":\"\(patient.id)\",\"forgotten_at\":\"2026-12-07T10:00:00.000Z\",\"reason\":\"consent withdrawn\",\"phone\":\"555-867-5309\"}"),
+            line(acknowledged + 5, "patient.forgotten", "patient/\(PrivacyFixture.other.id)",
+                 "{\"patient_id\":\"\(PrivacyFixture.other.id)\",\"forgotten_at\":\"2026-12-07T10:00:00.000Z\",\"reason\":\"past the head\"}"),
+            line(end + 1, "ledger.loss_recorded", "ledger", loss.replacingOccurrences(of: "%@", with: "\(patient.name) called")),
+        ]
+        let note = try JSONSerialization.data(withJSONObject: ["cuts": ["cut by hand for \(patient.name)"], "held": held])
+        #expect(FileManager.default.createFile(atPath: store + "/state/cut-pending.json", contents: note))
+        let status = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(status.status == 1 && status.stderr.contains("a repair cut them aside and was stopped before it recorded the loss"), "\(status.stderr)")
+
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk fault"])
+        expectSuccess(repair)
+        #expect(repair.stderr.contains("2 of the ledger's records read from the bytes cut are not kept")
+                && repair.stderr.contains("holds their key again") && repair.stdout.contains("recorded again the forget of \(patient.id)"),
+                "\(repair.stdout)\(repair.stderr)")
+        let log = try await cli(["log", "--store", store])
+        expectSuccess(log)
+        #expect(!log.stdout.contains(patient.name) && !log.stdout.contains("555-867-5309") && !log.stdout.contains("past the head"), "\(log.stdout.suffix(2000))")
+        let record = try #require(try? JSONValue.parse(Array((log.stdoutLines.last ?? "").utf8)))
+        #expect(record["data"]?["cut"]?.stringValue == "a cut whose note holds personal data (see log/cut-*/)", "\(record)")
+        guard case .array(let kept)? = record["data"]?["cut_held"] else {
+            Issue.record("no cut_held: \(record)")
+            return
+        }
+        #expect(kept.count == 2 && kept.allSatisfy { ($0.stringValue ?? "").contains("\"seq\":\(end + 1)") }, "\(kept)")
+        // The patient is forgotten in the log again; status names the key file that is back.
+        let after = try await cli(["status", "--max-age", "100000", "--store", store])
+        #expect(after.stdout.contains("the log records \(patient.id) as forgotten") && after.stdout.contains("holds their key again"), "\(after.stdout)")
+    }
+}
+
+extension CLIBinaryTests {
+    /// Zeros from inside an acknowledged batch to the end of the log read as a torn write, which
+    /// opening removes: `--cut-damaged` keeps them in log/cut-*/ and records the loss (they were
+    /// deleted with no copy, "no damage to cut": hostile test).
+    @Test func aTornLookingEndOfAcknowledgedBatchesIsCutAsideNotDeleted() async throws {
+        let tmp = TempDir("trust-cut-torn")
+        defer { tmp.remove() }
+        let store = tmp.path + "/store"
+        try await makeSyncedStore(at: store, practice: try Practice.load(), days: [1, 2])
+        let head = try await verifiedHead(store)
+        let segment = try #require(try segments(store).last)
+        let batches = try segmentBatches(segment)
+        let damaged = batches[batches.count - 3]
+        #expect(damaged.offset > 0)
+        var bytes = try #require(FileManager.default.contents(atPath: segment))
+        for i in (damaged.offset + 100)..<bytes.count { bytes[i] = 0 }
+        try bytes.write(to: URL(fileURLWithPath: segment))
+        let repair = try await cli(["repair", "--store", store, "--accept-loss", "zeros at the end", "--cut-damaged"])
+        expectSuccess(repair)
+        #expect(repair.stdout.contains("cut the log at seq \(damaged.firstSeq)") && repair.stdout.contains("a torn write at the log's end")
+                && repair.stdout.contains("recorded the loss as seq \(damaged.firstSeq): \(head) had been acknowledged"), "\(repair.stdout)")
+        let aside = try #require(try FileManager.default.contentsOfDirectory(atPath: store + "/log").first { $0.hasPrefix("cut-") })
+        let name = URL(fileURLWithPath: segment).lastPathComponent
+        #expect(FileManager.default.contents(atPath: store + "/log/\(aside)/\(name).from-offset-\(damaged.offset)") == bytes[damaged.offset...],
+                "\((try? FileManager.default.contentsOfDirectory(atPath: store + "/log/" + aside)) ?? [])")
+        expectSuccess(try await cli(["verify", "--store", store]))
+    }
+}
