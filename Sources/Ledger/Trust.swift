@@ -28,6 +28,9 @@ public enum Trust {
         public var seq: UInt64
         public var at: String
         public var loss: LossRecorded
+        public init(seq: UInt64, at: String, loss: LossRecorded) {
+            (self.seq, self.at, self.loss) = (seq, at, loss)
+        }
         /// `verify`'s warning for it.
         public var warning: String {
             "a loss of acknowledged events was recorded at seq \(seq) (\(at)): \(loss.lastKnownHead) had been "

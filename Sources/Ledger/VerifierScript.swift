@@ -525,7 +525,23 @@ enum VerifierScript {
             d = ev.get("data") if isinstance(ev.get("data"), dict) else {}
             walk.losses.append({"seq": ev.get("seq"), "last_known_head": d.get("last_known_head"),
                                 "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason"),
-                                "cut": d.get("cut"), "cut_held": held_records(d.get("cut_held"))})
+                                "cut": d.get("cut"), "cut_held": held_records(d.get("cut_held")),
+                                "held_losses": held_losses(d.get("cut_held"))})
+
+
+    def held_losses(held):
+        """The loss records a cut took out of the log, as its loss record keeps them (`cut_held`)."""
+        out = []
+        for line in held if isinstance(held, list) else []:
+            try:
+                ev = json.loads(line) if isinstance(line, str) else None
+            except ValueError:
+                ev = None
+            if isinstance(ev, dict) and ev.get("type") == "ledger.loss_recorded" and isinstance(ev.get("data"), dict):
+                d = ev["data"]
+                out.append({"seq": ev.get("seq"), "last_known_head": d.get("last_known_head"),
+                            "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason")})
+        return out
 
 
     def held_records(held):
@@ -544,17 +560,25 @@ enum VerifierScript {
         return out
 
 
-    def lost_by_a_recorded_loss(walk, seq):
+    def lost_by_a_recorded_loss(walk, seq, head=None):
         """Words naming the recorded loss that gave up seq (after where the log ended, at most the
         head it had acknowledged), or "" when none did: an expected head the log no longer holds
-        read as a truncated or replaced bundle (hostile test; `syncledger verify` names it)."""
-        for loss in walk.losses:
+        read as a truncated or replaced bundle (hostile test; `syncledger verify` names it). A loss
+        whose record a later cut took is found in that cut's record (`cut_held`); the loss naming the
+        expected head itself comes first."""
+        found = [(loss, None) for loss in walk.losses]
+        found += [(inner, loss.get("seq")) for loss in walk.losses for inner in loss.get("held_losses") or []]
+        named = [f for f in found if head is not None and f[0].get("last_known_head") == head]
+        for loss, kept_at in named + found:
             ended = parse_head(loss.get("log_ended_at"))
             known = parse_head(loss.get("last_known_head"))
             if ended is not None and seq > ended[0] and (known is None or seq <= known[0]):
-                return ("; the log records losing it: at seq %s a loss was accepted of the events after %s up to %s "
+                return ("; the log records losing it: at seq %s a loss was accepted of the events after %s up to %s%s "
                         "(reason: %s)" % (printable(loss.get("seq")), printable(loss.get("log_ended_at")),
-                                          printable(loss.get("last_known_head")), printable(loss.get("reason"))))
+                                          printable(loss.get("last_known_head")),
+                                          " (a later cut took that record; the loss recorded at seq %s keeps it)"
+                                          % printable(kept_at) if kept_at is not None else "",
+                                          printable(loss.get("reason"))))
         return ""
 
 
@@ -691,7 +715,7 @@ enum VerifierScript {
                             raise VerifyError("--expect-head mismatch at seq %d: expected %s, bundle "
                                               "has %s (history differs from the trusted head)%s"
                                               % (last, walk.expect[1].hex(), chain.hex(),
-                                                 lost_by_a_recorded_loss(walk, last)),
+                                                 lost_by_a_recorded_loss(walk, last, format_head(*walk.expect))),
                                               name, offset, first_seq)
                         walk.expect_matched = True
                 extra = proc.stdout.read(1)
@@ -764,7 +788,7 @@ enum VerifierScript {
                               "MANIFEST.json")
         if expect is not None and not walk.expect_matched:
             if expect[0] > walk.seq:
-                lost = lost_by_a_recorded_loss(walk, expect[0])
+                lost = lost_by_a_recorded_loss(walk, expect[0], format_head(*expect))
                 if lost:
                     raise VerifyError("--expect-head seq %d is beyond the bundle's head %s%s"
                                       % (expect[0], head, lost))

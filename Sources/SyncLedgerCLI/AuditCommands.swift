@@ -60,10 +60,25 @@ struct VerifyCommand: AsyncParsableCommand {
             // A head the log gave up with `repair --accept-loss`: the mismatch is that recorded
             // loss, not an unexplained divergence (it read as tampering, with the loss a warning
             // beside it).
-            if let expected, report.error?.code == .headMismatch, let loss = losses.first(where: { $0.covers(expected) }) {
+            // Or a loss whose record a later cut took, kept in that cut's record (`cut_held`): it
+            // was no longer named (hostile test).
+            let held = losses.flatMap { outer in
+                (outer.loss.cutHeld ?? []).compactMap { line -> (Trust.RecordedLoss, UInt64)? in
+                    guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.lossRecorded.rawValue,
+                          let inner = try? e.decodeData(LossRecorded.self) else { return nil }
+                    return (Trust.RecordedLoss(seq: e.seq, at: e.at, loss: inner), outer.seq)
+                }
+            }
+            // The loss that names the head itself first (a later loss's range may cover its seq,
+            // in the history written after the first loss).
+            let all = losses.map { ($0, UInt64?.none) } + held.map { ($0.0, Optional($0.1)) }
+            if let expected, report.error?.code == .headMismatch,
+               let (loss, keptAt) = all.first(where: { $0.0.loss.lastKnownHead == expected.description })
+                   ?? all.first(where: { $0.0.covers(expected) }) {
                 // Without the reason: this text is recorded in state/ and reaches alerts (cold review).
                 report.error?.message += ". The log records losing it: at seq \(loss.seq) (\(Trust.printable(loss.at))) a loss was accepted "
                     + "of the events after \(Trust.printable(loss.loss.logEndedAt)) up to \(Trust.printable(loss.loss.lastKnownHead)) "
+                    + (keptAt.map { "(a later cut took that record; the loss recorded at seq \($0) keeps it) " } ?? "")
                     + "(`syncledger status` shows the reason)"
             }
             var differences: (first: [ViewDifference], total: Int)?

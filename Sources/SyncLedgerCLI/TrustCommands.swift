@@ -295,7 +295,9 @@ struct RepairCommand: AsyncParsableCommand {
             // forget and a name and phone number into the loss record).
             let checked = Self.keptRecords(CutPending.held(store), after: logEnd.seq, through: loss?.evidence.head.seq,
                                            people: people.patients)
-            let cutWords = cuts.map { people.patients.personalDataProblem(in: $0) == nil ? $0 : "a cut whose note holds personal data (see log/cut-*/)" }
+            // Once each: a cut stopped before it truncated is made again (hostile test: named twice).
+            var once = Set<String>()
+            let cutWords = cuts.filter { once.insert($0).inserted }.map { people.patients.personalDataProblem(in: $0) == nil ? $0 : "a cut whose note holds personal data (see log/cut-*/)" }
             let record = LossRecorded(lastKnownHead: lastKnown, evidence: evidence, logEndedAt: logEnd.description, reason: acceptLoss,
                                       cut: cuts.isEmpty ? nil : cutWords.joined(separator: "; "), cutHeld: checked.kept.isEmpty ? nil : checked.kept)
             if let w = people.warning { warn(w) }

@@ -1013,6 +1013,7 @@ extension CLIBinaryTests {
             bytes[batch.offset + 80 + 5] ^= 0x20
             try bytes.write(to: URL(fileURLWithPath: segment))
         }
+        let firstHead = try await verifiedHead(store)
         // The first cut: the first sync's last batch.
         let firstRun = try segmentBatches(try #require(try segments(store).last))
         #expect(firstRun.count >= 3)
@@ -1067,12 +1068,21 @@ extension CLIBinaryTests {
         let verify = try await cli(["verify", "--store", store])
         expectSuccess(verify)
         #expect(verify.stderr.contains(said) && verify.stderr.contains("a forget (seq \(forgetSeq), patient \(patient))"), "\(verify.stderr)")
+        // A head the first loss gave up is still named as given up, through the record that keeps it.
+        let given = try await cli(["verify", "--store", store, "--expect-head", firstHead])
+        #expect(given.status == 1 && given.stdout.contains("The log records losing it: at seq \(lossSeq) (")
+                && given.stdout.contains("(a later cut took that record; the loss recorded at seq \(second.firstSeq + 1) keeps it)"), "\(given.stdout)")
         let bundle = tmp.path + "/bundle"
         expectSuccess(try await cli(["export", "--store", store, "--bundle", bundle]))
         let audit = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py"], timeout: 120)
         #expect(audit.status == 0 && audit.stdoutText.contains(
             "the bytes it cut held the ledger's own records it keeps as cut_held: ledger.loss_recorded at seq \(lossSeq), patient.forgotten at seq \(forgetSeq)"),
                 "\(audit.stdoutText)\(audit.stderrText)")
+        let auditGiven = try ProcessRunner.runBlocking("/usr/bin/env", ["python3", bundle + "/verify_bundle.py", "--expect-head", firstHead], timeout: 120)
+        #expect(auditGiven.status != 0 && (auditGiven.stdoutText + auditGiven.stderrText).contains(
+            "the log records losing it: at seq \(lossSeq) a loss was accepted of the events after \(lossSeq - 1):")
+                && (auditGiven.stdoutText + auditGiven.stderrText).contains("(a later cut took that record; the loss recorded at seq \(second.firstSeq + 1) keeps it)"),
+                "\(auditGiven.stdoutText)\(auditGiven.stderrText)")
         // The log records the forget: another finds it recorded and appends nothing.
         let head = try await Self.verifiedHeadSeq(of: store)
         let forgetAgain = try await cli(["forget", "--store", store, "--patient", patient, "--reason", "consent withdrawn"], env: keyEnv)
