@@ -306,7 +306,13 @@ struct RepairCommand: AsyncParsableCommand {
                      + "kept in the loss record (past the acknowledged head, not as recorded, holding personal data, or over "
                      + "\(Self.heldLimit) records); the bytes are in log/cut-*/")
             }
-            let (forgets, forgotten, keyBack) = try Self.forgetsAgain(checked.kept, store: store)
+            let (forgets, forgotten, keyBack, unrecorded) = try Self.forgetsAgain(checked.kept, store: store, cut: !cuts.isEmpty)
+            if !unrecorded.isEmpty {
+                // The damaged bytes may have held their forget (hostile test: dropped unsaid).
+                warn("warning: \(store.keysPath)/forgotten marks \(unrecorded.joined(separator: ", ")) as forgotten, but the log no longer records "
+                     + "\(unrecorded.count == 1 ? "their forget" : "these forgets") (the bytes cut that do not read may have held "
+                     + "\(unrecorded.count == 1 ? "it" : "them")): `syncledger forget --patient ID --reason …` records it")
+            }
             for patient in keyBack {
                 warn("warning: the cut took the record of \(patient)'s forget, and \(store.keysPath) holds their key again: "
                      + "`syncledger forget --patient \(patient) --reason …` destroys it again")
@@ -451,13 +457,17 @@ struct RepairCommand: AsyncParsableCommand {
     /// key store's mark is not needed (a key store restored from before the forget left the
     /// patient's data readable once the cut took the record: hostile test). `keyBack`: those
     /// whose key file is there (`status` then says so, and `forget` destroys it again).
-    static func forgetsAgain(_ held: [String], store: Store) throws -> (events: [NewEvent], patients: [String], keyBack: [String]) {
+    /// `unrecorded` (after a cut): patients the key store marks forgotten whose forget the log no
+    /// longer records, and none read from the bytes cut.
+    static func forgetsAgain(_ held: [String], store: Store, cut: Bool) throws
+        -> (events: [NewEvent], patients: [String], keyBack: [String], unrecorded: [String]) {
         let cutForgets = held.compactMap { line -> (seq: UInt64, forget: PatientForgotten)? in
             guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
                   let f = try? e.decodeData(PatientForgotten.self) else { return nil }
             return (e.seq, f)
         }
-        guard !cutForgets.isEmpty else { return ([], [], []) }
+        let marked = cut ? KeyRing.tombstonedPatients(directory: store.keysPath) : []
+        guard !cutForgets.isEmpty || !marked.isEmpty else { return ([], [], [], []) }
         // The forgets the log still holds (it was verified just now, by the cut).
         var recorded = Set<String>()
         let reader = try EventLogReader(directory: store.logPath)
@@ -479,7 +489,7 @@ struct RepairCommand: AsyncParsableCommand {
             events.append(NewEvent(type: .patientForgotten, run: nil, stream: Streams.patient(f.patientId), data: encodeData(again)))
             patients.append(f.patientId)
         }
-        return (events, patients, keyBack)
+        return (events, patients, keyBack, marked.filter { !recorded.contains($0) })
     }
 
     /// The cut as the loss record names it.

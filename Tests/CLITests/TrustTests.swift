@@ -1123,13 +1123,19 @@ extension CLIBinaryTests {
         ]
         let note = try JSONSerialization.data(withJSONObject: ["cuts": ["cut by hand for \(patient.name)"], "held": held])
         #expect(FileManager.default.createFile(atPath: store + "/state/cut-pending.json", contents: note))
+        // A patient marked forgotten whose forget no record in the note holds (it was in bytes
+        // that do not read): named by the repair.
+        let other = PrivacyFixture.other.id
+        try FileManager.default.createDirectory(atPath: store + "/keys/forgotten", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: store + "/keys/forgotten/" + other.utf8.map { String(format: "%02x", $0) }.joined(), contents: Data()))
         let status = try await cli(["status", "--max-age", "100000", "--store", store])
         #expect(status.status == 1 && status.stderr.contains("a repair cut them aside and was stopped before it recorded the loss"), "\(status.stderr)")
 
         let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk fault"])
         expectSuccess(repair)
         #expect(repair.stderr.contains("2 of the ledger's records read from the bytes cut are not kept")
-                && repair.stderr.contains("holds their key again") && repair.stdout.contains("recorded again the forget of \(patient.id)"),
+                && repair.stderr.contains("holds their key again") && repair.stdout.contains("recorded again the forget of \(patient.id)")
+                && repair.stderr.contains("/forgotten marks \(other) as forgotten, but the log no longer records their forget"),
                 "\(repair.stdout)\(repair.stderr)")
         let log = try await cli(["log", "--store", store])
         expectSuccess(log)
