@@ -39,10 +39,14 @@ public struct CutRequest {
     /// caller keeps what the log would otherwise stop saying (a second cut took an earlier
     /// loss's record with it, unsaid: hostile test). Not checked by the chain.
     public var inspectCut: ([UInt8]) -> Void
+    /// Cut only a torn write at the log's end (which opening would remove), nothing inside the
+    /// log: a plain `repair`, which keeps those bytes too but refuses damage inside.
+    public var tornTailOnly = false
 
     public init(asideName: String, beforeMoving: @escaping (LogCut) throws -> Void, whenIntact: @escaping (LogHead, UInt64) -> Void,
-                inspectCut: @escaping ([UInt8]) -> Void = { _ in }) {
+                inspectCut: @escaping ([UInt8]) -> Void = { _ in }, tornTailOnly: Bool = false) {
         (self.asideName, self.beforeMoving, self.whenIntact, self.inspectCut) = (asideName, beforeMoving, whenIntact, inspectCut)
+        self.tornTailOnly = tornTailOnly
     }
 }
 
@@ -69,6 +73,7 @@ extension EventLogWriter {
         reader.rewritesIndexFiles = false
         let report = reader.verify()
         var found = report.error
+        if request.tornTailOnly && !report.ok { return nil }
         if report.ok {
             // A torn write at the log's end is cut aside too, not removed as opening removes it:
             // zeros from inside an acknowledged batch to the end of the file read as one, and

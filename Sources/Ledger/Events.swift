@@ -342,17 +342,22 @@ public struct LossRecorded: Codable, Sendable, Hashable {
     /// the damage broke the chain there). An earlier loss's record went with a second cut, and
     /// the log no longer said it (hostile test). Absent when the cut held none.
     public var cutHeld: [String]?
+    /// How many such records read from the bytes cut are not in `cutHeld` (outside the range
+    /// acknowledged, not in their form, holding personal data, or over the budget); absent when none.
+    public var cutHeldNotKept: Int?
     enum CodingKeys: String, CodingKey {
         case lastKnownHead = "last_known_head", evidence, logEndedAt = "log_ended_at", reason, cut, cutHeld = "cut_held"
+        case cutHeldNotKept = "cut_held_not_kept"
     }
     public init(lastKnownHead: String, evidence: String, logEndedAt: String, reason: String, cut: String? = nil,
-                cutHeld: [String]? = nil) {
+                cutHeld: [String]? = nil, cutHeldNotKept: Int? = nil) {
         self.lastKnownHead = lastKnownHead
         self.evidence = evidence
         self.logEndedAt = logEndedAt
         self.reason = reason
         self.cut = cut
         self.cutHeld = cutHeld
+        self.cutHeldNotKept = cutHeldNotKept
     }
 
     /// The types whose events a cut's record keeps (`cutHeld`).
@@ -361,7 +366,8 @@ public struct LossRecorded: Codable, Sendable, Hashable {
     /// `cutHeld` in words: "the bytes cut held the record of a loss (seq 130, …) and of a
     /// forget (seq 140, patient P-12)"; nil when it held none.
     public var heldSummary: String? {
-        guard let held = cutHeld, !held.isEmpty else { return nil }
+        let notKept = cutHeldNotKept.map { "\($0) more read from them \($0 == 1 ? "is" : "are") not kept (see the cut's directory)" }
+        guard let held = cutHeld, !held.isEmpty else { return notKept.map { "of the ledger's records the bytes cut held, " + $0 } }
         let parts = held.map { line -> String in
             guard let e = try? EventEnvelope.decode(Array(line.utf8)) else { return "a record that no longer decodes" }
             if e.type == EventType.patientForgotten.rawValue, let f = try? e.decodeData(PatientForgotten.self) {
@@ -373,6 +379,7 @@ public struct LossRecorded: Codable, Sendable, Hashable {
             return "\(e.type) (seq \(e.seq))"
         }
         return "the bytes cut held the record of " + parts.joined(separator: ", ") + ", kept in this record as `cut_held`"
+            + (notKept.map { "; " + $0 } ?? "")
     }
 }
 

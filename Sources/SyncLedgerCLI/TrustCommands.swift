@@ -182,7 +182,9 @@ struct RepairCommand: AsyncParsableCommand {
             let progress = ProgressLine()
             if cutDamaged { progress.update("verifying the log to find its damage …") }
             var held: [String] = []
+            var verifiedWhole = false
             var heldSkipped = 0
+            var heldBytes = 0
             var readBatches = 0
             let writer: LedgerWriter
             do {
@@ -196,6 +198,10 @@ struct RepairCommand: AsyncParsableCommand {
                     try CutPending.add(Self.describe(cut), held: held, in: store)
                     cutBegun = true
                 }, whenIntact: { head, events in
+                    verifiedWhole = true
+                    // A plain repair's check for a torn end is not recorded as a verify: its
+                    // status keeps naming the last verify, before the loss.
+                    guard cutDamaged else { return }
                     // A verify that passed, recorded: a failure recorded before (a segment since
                     // restored) no longer stands in `status`, nor sends the next repair back here.
                     Self.record(VerifyRecord(at: ISOTime.format(millis: ISOTime.nowMillis()), head: head.description, ok: true,
@@ -204,12 +210,21 @@ struct RepairCommand: AsyncParsableCommand {
                     // Bounded: forged batches of highly compressible records made a 400 MB note
                     // and a loss record too large to append, and the store stuck (hostile test).
                     for line in Trust.heldRecords(in: $0) {
-                        if held.count < Self.heldLimit, line.utf8.count <= Self.heldLineLimit { held.append(line) } else { heldSkipped += 1 }
+                        if heldBytes + line.utf8.count <= Self.heldBudget, line.utf8.count <= Self.heldLineLimit {
+                            held.append(line)
+                            heldBytes += line.utf8.count
+                        } else {
+                            heldSkipped += 1
+                        }
                     }
                     readBatches += 1
                     progress.update("reading what is to be cut for the ledger's own records: \(readBatches) batches …")
                 })
-                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true, cutting: cutDamaged ? request : nil,
+                // A plain repair cuts only a torn write at the log's end, which opening would
+                // otherwise delete though acknowledged batches may have begun there (hostile test).
+                var plain = request
+                plain.tornTailOnly = true
+                writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true, cutting: cutDamaged ? request : plain,
                                           onWaitingForLock: { [waitLock] in
                                               progress.finish()
                                               warn(LedgerWriter.waitingLine($0, upTo: waitLock ?? 0))
@@ -238,7 +253,7 @@ struct RepairCommand: AsyncParsableCommand {
                     + "\(cut.readableEvents) events in \(cut.readableBatches) batches of what was cut still read on their own\n").utf8))
             } else if cutDamaged {
                 print("no damage to cut: the whole log verifies")
-            } else {
+            } else if !verifiedWhole {
                 // Damage inside the log, also where its end is missing, is not appended to (a
                 // repair recorded a loss after a damaged batch, then could not fold the views:
                 // hostile test). Opening checked only the last segment.
@@ -260,11 +275,18 @@ struct RepairCommand: AsyncParsableCommand {
             // Recorded already by a repair killed after its append (before the views, the note or
             // the head record followed): not recorded twice (cold review).
             let lastKnown = loss.map { $0.evidence.head.description } ?? "unknown"
+            // The cuts as the record names them: once each (a cut stopped before it truncated is
+            // made again; hostile test: named twice), and one a hand-made note describes with
+            // personal data, unnamed.
+            var once = Set<String>()
+            let cutWords = cuts.filter { once.insert($0).inserted }.map {
+                people.patients.personalDataProblem(in: $0) == nil ? $0 : "a cut whose note holds personal data (see log/cut-*/)"
+            }
             if let last = try? LedgerWriter.lastEvent(store), last.type == EventType.lossRecorded.rawValue,
                let record = try? last.decodeData(LossRecorded.self),
                loss != nil || damagedRecord != nil || noHeadRecord || !cuts.isEmpty,
                record.lastKnownHead == lastKnown || loss == nil && damagedRecord == nil,
-               cuts.allSatisfy({ record.cut?.contains($0) == true }) {
+               cutWords.allSatisfy({ record.cut?.contains($0) == true }) {
                 do { try writer.recordHeadDurably() } catch {
                     throw CLIFailure(message: "the loss is recorded as seq \(last.seq), but state/head cannot record the head after it (\(describeError(error)))")
                 }
@@ -295,18 +317,21 @@ struct RepairCommand: AsyncParsableCommand {
             // forget and a name and phone number into the loss record).
             let checked = Self.keptRecords(CutPending.held(store), after: logEnd.seq, through: loss?.evidence.head.seq,
                                            people: people.patients)
-            // Once each: a cut stopped before it truncated is made again (hostile test: named twice).
-            var once = Set<String>()
-            let cutWords = cuts.filter { once.insert($0).inserted }.map { people.patients.personalDataProblem(in: $0) == nil ? $0 : "a cut whose note holds personal data (see log/cut-*/)" }
             let record = LossRecorded(lastKnownHead: lastKnown, evidence: evidence, logEndedAt: logEnd.description, reason: acceptLoss,
-                                      cut: cuts.isEmpty ? nil : cutWords.joined(separator: "; "), cutHeld: checked.kept.isEmpty ? nil : checked.kept)
+                                      cut: cuts.isEmpty ? nil : cutWords.joined(separator: "; "), cutHeld: checked.kept.isEmpty ? nil : checked.kept,
+                                      cutHeldNotKept: checked.dropped + heldSkipped > 0 ? checked.dropped + heldSkipped : nil)
             if let w = people.warning { warn(w) }
             if checked.dropped > 0 || heldSkipped > 0 {
                 warn("warning: \(checked.dropped + heldSkipped) of the ledger's records read from the bytes cut \(checked.dropped + heldSkipped == 1 ? "is" : "are") not "
                      + "kept in the loss record (past the acknowledged head, not as recorded, holding personal data, or over "
-                     + "\(Self.heldLimit) records); the bytes are in log/cut-*/")
+                     + "\(Self.heldBudget >> 20) MiB in all); the bytes are in log/cut-*/")
             }
-            let (forgets, forgotten, keyBack, unrecorded) = try Self.forgetsAgain(checked.kept, store: store, cut: !cuts.isEmpty)
+            let (forgets, forgotten, keyBack, unrecorded, unmarked) = try Self.forgetsAgain(checked.kept, store: store, cut: !cuts.isEmpty)
+            if !unmarked.isEmpty {
+                warn("warning: the bytes cut held the forget of \(unmarked.joined(separator: ", ")), but \(store.keysPath) does not mark "
+                     + "\(unmarked.count == 1 ? "them" : "these patients") forgotten, so it is not recorded again (the bytes may be another "
+                     + "store's); if it was this store's, `syncledger forget --patient ID --reason …` records it and destroys the key again")
+            }
             if !unrecorded.isEmpty {
                 // The damaged bytes may have held their forget (hostile test: dropped unsaid).
                 warn("warning: \(store.keysPath)/forgotten marks \(unrecorded.joined(separator: ", ")) as forgotten, but the log no longer records "
@@ -409,33 +434,47 @@ struct RepairCommand: AsyncParsableCommand {
         }
     }
 
-    /// At most this many of the ledger's records are kept from what one repair cuts, each at
-    /// most this long (a loss record with its 500-character reason is under 2 KB).
-    static let heldLimit = 200
+    /// The ledger's records kept from what one repair cuts: at most this many bytes of them in
+    /// all (~20,000 forgets), each at most this long (a loss record with its 500-character reason
+    /// is under 2 KB). Forged batches of highly compressible records made a 400 MB note and a
+    /// record too large to append (hostile test).
+    static let heldBudget = 8 << 20
     static let heldLineLimit = 16 << 10
 
     /// The records a loss record keeps of those read from the bytes cut (`cut_held`), once
     /// each: those whose seq lies after where the log now ends and at most the acknowledged head
-    /// (when known), that decode as their type with their stream, and whose text holds no
-    /// personal data (checked as `--accept-loss` is). Each is written again from its decoded
-    /// fields, so that nothing else a line holds reaches the log. `dropped`: how many were not kept.
+    /// (when known), that decode as their type on their stream with every field in its form (an
+    /// event id, times, heads), and whose text holds no personal data (checked as
+    /// `--accept-loss` is). Each is written again from its decoded fields, so that nothing else
+    /// a line holds reaches the log; a loss record's own `cut_held` is checked the same way
+    /// (without the range: those seqs are of an older history). `dropped`: how many were not kept.
     static func keptRecords(_ lines: [String], after end: UInt64, through acknowledged: UInt64?,
-                            people: [RosterObserved.Patient]) -> (kept: [String], dropped: Int) {
+                            people: [RosterObserved.Patient], depth: Int = 0) -> (kept: [String], dropped: Int) {
         var kept: [String] = []
         var seen = Set<String>()
         var dropped = 0
+        func time(_ text: String) -> String? { ISOTime.parse(text).map { ISOTime.format(millis: $0) } }
+        let idCharacters = Set("0123456789abcdef-".utf8)
         for line in lines where seen.insert(line).inserted {
-            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.seq > end, acknowledged.map({ e.seq <= $0 }) ?? true else {
+            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.seq > end, acknowledged.map({ e.seq <= $0 }) ?? true,
+                  e.id.utf8.count == 36, e.id.utf8.allSatisfy(idCharacters.contains), let at = time(e.at) else {
                 dropped += 1
                 continue
             }
             let data: [UInt8]
             let text: [String]
-            if e.type == EventType.lossRecorded.rawValue, e.stream == Streams.ledger, let l = try? e.decodeData(LossRecorded.self) {
+            if e.type == EventType.lossRecorded.rawValue, e.stream == Streams.ledger, var l = try? e.decodeData(LossRecorded.self),
+               l.lastKnownHead == "unknown" || LogHead(parsing: l.lastKnownHead) != nil, LogHead(parsing: l.logEndedAt) != nil {
+                if let nested = l.cutHeld {
+                    let again = depth < 8 ? keptRecords(nested, after: 0, through: nil, people: people, depth: depth + 1) : ([], nested.count)
+                    l.cutHeld = again.kept.isEmpty ? nil : again.kept
+                    l.cutHeldNotKept = (l.cutHeldNotKept ?? 0) + again.dropped > 0 ? (l.cutHeldNotKept ?? 0) + again.dropped : nil
+                }
                 data = encodeData(l)
-                text = [l.reason, l.evidence, l.cut ?? ""] + (l.cutHeld ?? [])
-            } else if e.type == EventType.patientForgotten.rawValue, let f = try? e.decodeData(PatientForgotten.self),
-                      e.stream == Streams.patient(f.patientId) {
+                text = [l.reason, l.evidence, l.cut ?? ""]
+            } else if e.type == EventType.patientForgotten.rawValue, var f = try? e.decodeData(PatientForgotten.self),
+                      e.stream == Streams.patient(f.patientId), let when = time(f.forgottenAt) {
+                f.forgottenAt = when
                 data = encodeData(f)
                 text = [f.reason, f.patientId]
             } else {
@@ -446,28 +485,30 @@ struct RepairCommand: AsyncParsableCommand {
                 dropped += 1
                 continue
             }
-            let again = EventEnvelope(seq: e.seq, id: e.id, type: e.type, v: e.v, at: e.at, run: nil, stream: e.stream, data: data)
+            let again = EventEnvelope(seq: e.seq, id: e.id, type: e.type, v: e.v, at: at, run: nil, stream: e.stream, data: data)
             kept.append(String(decoding: again.encoded(), as: UTF8.self))
         }
         return (kept, dropped)
     }
 
     /// The forgets a cut took out of the log (of `keptRecords`), recorded again, as they were
-    /// with the reason saying so, for each patient the log no longer records as forgotten: the
-    /// key store's mark is not needed (a key store restored from before the forget left the
-    /// patient's data readable once the cut took the record: hostile test). `keyBack`: those
-    /// whose key file is there (`status` then says so, and `forget` destroys it again).
-    /// `unrecorded` (after a cut): patients the key store marks forgotten whose forget the log no
-    /// longer records, and none read from the bytes cut.
+    /// with the reason saying so, for each patient the log no longer records as forgotten and
+    /// the key store marks forgotten (`keys/forgotten/`). Without the mark it is not recorded
+    /// (the bytes cut may be another store's, restored into this log by mistake) but named in
+    /// `unmarked`: a key store restored from before the forget made the patient's data
+    /// readable again with nothing said (hostile test). `keyBack`: recorded, with the key file
+    /// there again (`status` then says so, and `forget` destroys it again). `unrecorded` (after
+    /// a cut): patients the key store marks forgotten whose forget the log no longer records,
+    /// and none read from the bytes cut.
     static func forgetsAgain(_ held: [String], store: Store, cut: Bool) throws
-        -> (events: [NewEvent], patients: [String], keyBack: [String], unrecorded: [String]) {
+        -> (events: [NewEvent], patients: [String], keyBack: [String], unrecorded: [String], unmarked: [String]) {
         let cutForgets = held.compactMap { line -> (seq: UInt64, forget: PatientForgotten)? in
             guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
                   let f = try? e.decodeData(PatientForgotten.self) else { return nil }
             return (e.seq, f)
         }
-        let marked = cut ? KeyRing.tombstonedPatients(directory: store.keysPath) : []
-        guard !cutForgets.isEmpty || !marked.isEmpty else { return ([], [], [], []) }
+        let marked = cut || !cutForgets.isEmpty ? KeyRing.tombstonedPatients(directory: store.keysPath) : []
+        guard !cutForgets.isEmpty || !marked.isEmpty else { return ([], [], [], [], []) }
         // The forgets the log still holds (it was verified just now, by the cut).
         var recorded = Set<String>()
         let reader = try EventLogReader(directory: store.logPath)
@@ -479,18 +520,29 @@ struct RepairCommand: AsyncParsableCommand {
             }
         })
         if let error = report.error { throw CLIFailure(message: "the log could not be read after the cut (\(Trust.damage(error.message))); run the repair again") }
+        let isMarked = Set(marked)
         var events: [NewEvent] = []
         var patients: [String] = []
         var keyBack: [String] = []
-        for (seq, f) in cutForgets where recorded.insert(f.patientId).inserted {
+        var unmarked: [String] = []
+        for (seq, f) in cutForgets where !recorded.contains(f.patientId) {
+            guard isMarked.contains(f.patientId) else {
+                if !unmarked.contains(f.patientId) { unmarked.append(f.patientId) }
+                continue
+            }
+            recorded.insert(f.patientId)
             if KeyRing.hasKeyFile(directory: store.keysPath, patient: f.patientId) { keyBack.append(f.patientId) }
+            // Its first reason, not "recorded again …" once per cut.
+            let first = f.reason.hasPrefix(Self.againPrefix) ? f.reason.components(separatedBy: "; its reason: ").dropFirst().joined(separator: "; its reason: ") : f.reason
             let again = PatientForgotten(patientId: f.patientId, forgottenAt: f.forgottenAt,
-                                         reason: "recorded again by repair: the forget recorded at seq \(seq) went with a cut; its reason: \(f.reason)")
+                                         reason: Self.againPrefix + "the forget recorded at seq \(seq) went with a cut; its reason: \(first)")
             events.append(NewEvent(type: .patientForgotten, run: nil, stream: Streams.patient(f.patientId), data: encodeData(again)))
             patients.append(f.patientId)
         }
-        return (events, patients, keyBack, marked.filter { !recorded.contains($0) })
+        return (events, patients, keyBack, marked.filter { !recorded.contains($0) }, unmarked)
     }
+
+    static let againPrefix = "recorded again by repair: "
 
     /// The cut as the loss record names it.
     static func describe(_ cut: LogCut) -> String {

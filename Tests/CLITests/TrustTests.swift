@@ -1112,7 +1112,7 @@ extension CLIBinaryTests {
         func line(_ seq: UInt64, _ type: String, _ stream: String, _ data: String) -> String {
             "{\"seq\":\(seq),\"id\":\"0195f0a0-0000-7000-8000-00000000000\(seq % 10)\",\"type\":\"\(type)\",\"v\":1,\"at\":\"2026-12-07T10:00:00.000Z\",\"stream\":\"\(stream)\",\"data\":\(data)}"
         }
-        let loss = "{\"last_known_head\":\"9:ab\",\"evidence\":\"state/head\",\"log_ended_at\":\"8:cd\",\"reason\":\"%@\"}"
+        let loss = "{\"last_known_head\":\"9:\(String(repeating: "ab", count: 32))\",\"evidence\":\"state/head\",\"log_ended_at\":\"8:\(String(repeating: "cd", count: 32))\",\"reason\":\"%@\"}"
         let held = [
             line(end + 1, "ledger.loss_recorded", "ledger", loss.replacingOccurrences(of: "%@", with: "earlier fault")),
             line(end + 1, "patient.forgotten", "patient/\(patient.id)",
@@ -1120,6 +1120,12 @@ extension CLIBinaryTests {
             line(acknowledged + 5, "patient.forgotten", "patient/\(PrivacyFixture.other.id)",
                  "{\"patient_id\":\"\(PrivacyFixture.other.id)\",\"forgotten_at\":\"2026-12-07T10:00:00.000Z\",\"reason\":\"past the head\"}"),
             line(end + 1, "ledger.loss_recorded", "ledger", loss.replacingOccurrences(of: "%@", with: "\(patient.name) called")),
+            // Not in their form: a time that is an email, an id that is a phone number.
+            line(end + 1, "patient.forgotten", "patient/p-001", "{\"patient_id\":\"p-001\",\"forgotten_at\":\"jo@example.com\",\"reason\":\"x\"}"),
+            line(end + 1, "ledger.loss_recorded", "ledger", loss.replacingOccurrences(of: "%@", with: "y"))
+                .replacingOccurrences(of: "0195f0a0-0000-7000-8000-00000000000", with: "555-867-5309-0000-7000-8000-00000000"),
+            // A forget the key store does not mark: named, not recorded again.
+            line(end + 1, "patient.forgotten", "patient/p-003", "{\"patient_id\":\"p-003\",\"forgotten_at\":\"2026-12-07T10:00:00.000Z\",\"reason\":\"unmarked\"}"),
         ]
         let note = try JSONSerialization.data(withJSONObject: ["cuts": ["cut by hand for \(patient.name)"], "held": held])
         #expect(FileManager.default.createFile(atPath: store + "/state/cut-pending.json", contents: note))
@@ -1127,26 +1133,31 @@ extension CLIBinaryTests {
         // that do not read): named by the repair.
         let other = PrivacyFixture.other.id
         try FileManager.default.createDirectory(atPath: store + "/keys/forgotten", withIntermediateDirectories: true)
-        #expect(FileManager.default.createFile(atPath: store + "/keys/forgotten/" + other.utf8.map { String(format: "%02x", $0) }.joined(), contents: Data()))
+        for marked in [other, patient.id] {
+            #expect(FileManager.default.createFile(atPath: store + "/keys/forgotten/" + marked.utf8.map { String(format: "%02x", $0) }.joined(), contents: Data()))
+        }
         let status = try await cli(["status", "--max-age", "100000", "--store", store])
         #expect(status.status == 1 && status.stderr.contains("a repair cut them aside and was stopped before it recorded the loss"), "\(status.stderr)")
 
         let repair = try await cli(["repair", "--store", store, "--accept-loss", "disk fault"])
         expectSuccess(repair)
-        #expect(repair.stderr.contains("2 of the ledger's records read from the bytes cut are not kept")
+        #expect(repair.stderr.contains("4 of the ledger's records read from the bytes cut are not kept")
+                && repair.stderr.contains("the bytes cut held the forget of p-003, but") && !repair.stdout.contains("p-003")
                 && repair.stderr.contains("holds their key again") && repair.stdout.contains("recorded again the forget of \(patient.id)")
                 && repair.stderr.contains("/forgotten marks \(other) as forgotten, but the log no longer records their forget"),
                 "\(repair.stdout)\(repair.stderr)")
         let log = try await cli(["log", "--store", store])
         expectSuccess(log)
-        #expect(!log.stdout.contains(patient.name) && !log.stdout.contains("555-867-5309") && !log.stdout.contains("past the head"), "\(log.stdout.suffix(2000))")
+        #expect(!log.stdout.contains(patient.name) && !log.stdout.contains("555-867-5309") && !log.stdout.contains("past the head")
+                && !log.stdout.contains("jo@example.com"), "\(log.stdout.suffix(2000))")
         let record = try #require(try? JSONValue.parse(Array((log.stdoutLines.last ?? "").utf8)))
         #expect(record["data"]?["cut"]?.stringValue == "a cut whose note holds personal data (see log/cut-*/)", "\(record)")
         guard case .array(let kept)? = record["data"]?["cut_held"] else {
             Issue.record("no cut_held: \(record)")
             return
         }
-        #expect(kept.count == 2 && kept.allSatisfy { ($0.stringValue ?? "").contains("\"seq\":\(end + 1)") }, "\(kept)")
+        #expect(record["data"]?["cut_held_not_kept"] == .number(4), "\(record)")
+        #expect(kept.count == 3 && kept.allSatisfy { ($0.stringValue ?? "").contains("\"seq\":\(end + 1)") }, "\(kept)")
         // The patient is forgotten in the log again; status names the key file that is back.
         let after = try await cli(["status", "--max-age", "100000", "--store", store])
         #expect(after.stdout.contains("the log records \(patient.id) as forgotten") && after.stdout.contains("holds their key again"), "\(after.stdout)")
