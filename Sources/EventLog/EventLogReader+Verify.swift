@@ -12,14 +12,19 @@ extension EventLogReader {
         var report = VerifyReport(ok: true, head: .empty, events: 0, batches: 0, segments: 0, warnings: [], error: nil)
         // A batch that is not the expected head's does not stop the read: the rest of the log is
         // verified, and "intact through" names its end (it named the batch before the mismatch,
-        // as if the log were damaged there; hostile test). Damage found later comes first.
+        // as if the log were damaged there; hostile test). The mismatch stays the failure, the
+        // one recorded (evidence of another history must outlive a cut of later damage: cold
+        // review); damage found after it is a warning beside it.
         var mismatch: LogError?
         do {
             do {
                 try verifySegments(&report, expectHead: expectHead, mismatch: &mismatch, progress: progress, inspect: inspect)
             } catch let damage as LogError where mismatch != nil {
-                report.warnings.append("the log does not hold the expected head either: " + mismatch!.message)
-                throw damage
+                report.warnings.append("the log is also damaged after it: " + damage.message)
+                throw mismatch!
+            } catch where mismatch != nil {
+                report.warnings.append("the log could not be read on after it: \(error)")
+                throw mismatch!
             }
             if let mismatch { throw mismatch }
             if let expected = expectHead, expected.seq == 0, expected != .empty {

@@ -169,60 +169,74 @@ extension EventLogWriter {
     private static let headerStart: [UInt8] = [0x50, 0x2A, 0x4D, 0x18, 72, 0, 0, 0, 0x53, 0x4C, 0x47, 0x42]
 
     /// Every batch of `path` from `offset` on that reads on its own (header CRC, payload CRC, LZ4
-    /// frame, line count), its JSON Lines handed to `body` in the order they lie. Past a header
-    /// that does not read, the next batch is found by its header's first bytes. Reads 1 MiB at a
-    /// time besides the batches themselves. Returns how many batches and events were read.
+    /// frame, line count), its JSON Lines handed to `body` in the order they lie. Past bytes that
+    /// do not read as a batch (a header that fails, or a sound header whose payload fails: it may
+    /// be stale, and its length would skip real batches; cold review), the next batch is found by
+    /// its header's first bytes, searched in a 1 MiB window read once. A file that cannot be read
+    /// (EIO, not a regular file) ends its scan without failing the cut: the scan only looks for
+    /// what the log would otherwise stop saying. Returns how many batches and events were read.
     static func readableBatches(path: String, from offset: UInt64, _ body: ([UInt8]) -> Void) throws -> (Int, UInt64) {
-        let fd = try Sys.openRegular(path, O_RDONLY)
+        guard let fd = try? Sys.openRegular(path, O_RDONLY) else { return (0, 0) }
         defer { Sys.close(fd) }
-        let size = try Sys.fileSize(fd, path: path)
+        guard let size = try? Sys.fileSize(fd, path: path) else { return (0, 0) }
         let frame = UInt64(BatchHeader.frameSize)
+        var header = [UInt8](repeating: 0, count: BatchHeader.frameSize)
         var window = [UInt8](repeating: 0, count: 1 << 20)
+        var windowStart: UInt64 = 0, windowCount = 0
         var compressed: [UInt8] = []
         let decoder = LZ4.Decoder()
         var batches = 0, events: UInt64 = 0
         var at = offset
-        func read(_ buffer: inout [UInt8], _ count: Int, at: UInt64) throws -> Int {
-            try buffer.withUnsafeMutableBytes { try Sys.preadFull(fd, $0.baseAddress!, count, at: at, path: path) }
+        func read(_ buffer: inout [UInt8], _ count: Int, at: UInt64) -> Int {
+            (try? buffer.withUnsafeMutableBytes { try Sys.preadFull(fd, $0.baseAddress!, count, at: at, path: path) }) ?? -1
         }
         while at + frame <= size {
-            let n = try read(&window, Int(min(UInt64(window.count), size - at)), at: at)
-            guard n >= Int(frame) else { break }
-            let decoded = window.withUnsafeBytes { BatchHeader.decode($0.baseAddress!) }
-            if case .success(let header) = decoded, at + header.batchLength <= size {
-                let length = Int(header.compressedLength)
+            guard read(&header, Int(frame), at: at) == Int(frame) else { break }
+            if case .success(let h) = header.withUnsafeBytes({ BatchHeader.decode($0.baseAddress!) }), at + h.batchLength <= size {
+                let length = Int(h.compressedLength)
                 if compressed.count < length { compressed = [UInt8](repeating: 0, count: length) }
-                let got = try read(&compressed, length, at: at + frame)
-                let crc = compressed.withUnsafeBytes { crc32c(UnsafeRawBufferPointer(rebasing: $0[..<got])) }
-                if got == length, crc == header.payloadCRC {
+                if read(&compressed, length, at: at + frame) == length,
+                   compressed.withUnsafeBytes({ crc32c(UnsafeRawBufferPointer(rebasing: $0[..<length])) }) == h.payloadCRC {
                     var failed = false
-                    let content = [UInt8](unsafeUninitializedCapacity: Int(header.uncompressedLength)) { buffer, initialized in
+                    let content = [UInt8](unsafeUninitializedCapacity: Int(h.uncompressedLength)) { buffer, initialized in
                         compressed.withUnsafeBytes { source in
                             failed = decoder.decode(UnsafeRawBufferPointer(rebasing: source[..<length]),
                                                     into: UnsafeMutableRawBufferPointer(buffer)) != nil
                         }
                         initialized = buffer.count
                     }
-                    if !failed, content.last == 10, content.withUnsafeBytes({ countLines($0) }) == header.count {
+                    if !failed, content.last == 10, content.withUnsafeBytes({ countLines($0) }) == h.count {
                         body(content)
                         batches += 1
-                        events += UInt64(header.count)
+                        events += UInt64(h.count)
+                        at += h.batchLength
+                        continue
                     }
                 }
-                // A sound header gives the batch's length even when its payload does not read.
-                at += header.batchLength
-                continue
             }
-            // Not a batch here: the next place a header's first bytes occur.
-            let found = window.withUnsafeBytes { hay in
-                headerStart.withUnsafeBytes { firstOffset(of: $0, in: UnsafeRawBufferPointer(rebasing: hay[1..<n])) }
+            // Not a batch here: the next place a header's first bytes occur, after this one.
+            var from = at + 1
+            var found: UInt64?
+            while found == nil, from + UInt64(headerStart.count) <= size {
+                if from < windowStart || from + UInt64(headerStart.count) > windowStart + UInt64(max(windowCount, 0)) {
+                    windowStart = from
+                    windowCount = read(&window, Int(min(UInt64(window.count), size - from)), at: from)
+                    guard windowCount >= headerStart.count else { break }
+                }
+                let skip = Int(from - windowStart)
+                let hit = window.withUnsafeBytes { hay in
+                    headerStart.withUnsafeBytes { firstOffset(of: $0, in: UnsafeRawBufferPointer(rebasing: hay[skip..<windowCount])) }
+                }
+                if let hit {
+                    found = from + UInt64(hit)
+                } else {
+                    // The window's last bytes may begin a header the next window holds whole.
+                    from = windowStart + UInt64(windowCount - headerStart.count + 1)
+                    if windowStart + UInt64(windowCount) >= size { break }
+                }
             }
-            if let found {
-                at += UInt64(found + 1)
-            } else {
-                // The last bytes of the window may begin a header that the next window holds whole.
-                at += UInt64(max(1, n - headerStart.count))
-            }
+            guard let next = found else { break }
+            at = next
         }
         return (batches, events)
     }

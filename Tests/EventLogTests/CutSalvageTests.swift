@@ -71,6 +71,43 @@ struct CutSalvageTests {
     }
 }
 
+extension CutSalvageTests {
+    /// Damage longer than the scan's 1 MiB window (zeros over several batches), then a batch
+    /// whose header reads but whose payload does not: the batches after both are found.
+    @Test func theSearchGoesOnPastItsWindow() throws {
+        let seed = UInt64.random(in: 0...UInt64(UInt32.max))
+        print("theSearchGoesOnPastItsWindow seed \(seed)")
+        var rng = SeededRNG(state: seed)
+        let dir = TempDir()
+        defer { dir.remove() }
+        let writer = try EventLogWriter.open(directory: dir.log, options: fast)
+        var batches: [[[UInt8]]] = []
+        for b in 0..<40 {
+            // Random hex: LZ4 halves it at best, so 40 batches make ~2.4 MB.
+            let batch = (0..<60).map { n in Array("{\"n\":\(b * 60 + n),\"r\":\"\(rng.hex(2_000))\"}".utf8) }
+            try writer.append(batch)
+            batches.append(batch)
+        }
+        writer.close()
+        let path = dir.segmentPath(try #require(dir.segments().first))
+        var bytes = fileBytes(path)
+        let layout = Self.layout(bytes)
+        // Zeros from inside batch 1 over more than 1 MiB; then batch k's payload flipped.
+        let from = layout[1].offset + 200
+        let to = from + (1 << 20) + 300_000
+        let k = try #require(layout.firstIndex { $0.offset > to + 1 })
+        for i in from..<to { bytes[i] = 0 }
+        bytes[layout[k].offset + 80 + 10] ^= 0x01
+        writeBytes(bytes, path)
+        let damaged = Set(layout.indices.filter { layout[$0].offset < to && layout[$0].offset + layout[$0].length > from }).union([k])
+        var read: [[UInt8]] = []
+        _ = try EventLogWriter.readableBatches(path: path, from: UInt64(layout[1].offset)) { read.append($0) }
+        let expected: [[UInt8]] = batches.indices.filter { $0 >= 1 && !damaged.contains($0) }
+            .map { j in batches[j].flatMap { line -> [UInt8] in line + [10] } }
+        #expect(bytes.count > 2 << 20 && read.count == expected.count && read == expected, "\(read.count) read, \(expected.count) expected")
+    }
+}
+
 /// The first damaged batch, as the head check names it.
 struct HeadCheckDamageTests {
     /// Zeros from inside a batch's payload into the next batch's header: the head check (which

@@ -74,14 +74,15 @@ import Testing
         // A mismatch does not stop the read: the whole log is verified and counted.
         #expect(diverged.head == writer.head && diverged.events == 24 && diverged.batches == 6)
         #expect(inside.head == writer.head && inside.events == 24)
-        // Damage after it comes first, the mismatch beside it as a warning.
+        // The mismatch stays the failure; damage after it is a warning beside it.
         let path = dir.segmentPath(try #require(dir.segments().first))
         var bytes = fileBytes(path)
         let last = CutSalvageTests.layout(bytes).last!
         bytes[last.offset + 80 + 3] ^= 0x11
         writeBytes(bytes, path)
         let damaged = try EventLogReader(directory: dir.log).verify(expectHead: wrong)
-        #expect(!damaged.ok && damaged.error?.code == .payloadChecksum && damaged.head.seq == 20
-                && damaged.warnings.contains { $0.hasPrefix("the log does not hold the expected head either:") }, "\(damaged)")
+        #expect(!damaged.ok && damaged.error?.code == .headMismatch && damaged.head.seq == 20
+                && damaged.warnings.contains { $0.hasPrefix("the log is also damaged after it: segment") && $0.contains("payload CRC32C mismatch") },
+                "\(damaged)")
     }
 }
