@@ -22,4 +22,8 @@ int syncledger_random(void *buffer, size_t length);
 int syncledger_json_scan_value(const uint8_t *b, long n, long *i, long depth);
 int syncledger_json_scan_string(const uint8_t *b, long n, long *i);
 
+/// Writes the base64 text of in[0..<n] (RFC 4648 alphabet, padded, one line) at `out`:
+/// (n + 2) / 3 * 4 bytes.
+void syncledger_base64_encode(const uint8_t *in, size_t n, uint8_t *out);
+
 #endif
