@@ -39,6 +39,23 @@ enum GCM {
         return box
     }
 
+    /// `seal`'s box written at `out` (room for `nonceCount + plain.count + tagCount` bytes), its
+    /// additional data and plaintext given where they lie.
+    static func seal(_ plain: UnsafeBufferPointer<UInt8>, key: SymmetricKey, nonce: ArraySlice<UInt8>?,
+                     aad: UnsafeBufferPointer<UInt8>, into out: UnsafeMutablePointer<UInt8>) throws {
+        let nonce = nonce ?? ArraySlice(AES.GCM.Nonce().withUnsafeBytes { Array($0) })
+        precondition(nonce.count == nonceCount, "a GCM nonce is 12 bytes")
+        guard key.bitCount == 256 else { throw LedgerError("a patient key of \(key.bitCount / 8) bytes: AES-256 keys are 32 bytes (the key store was altered)") }
+        nonce.withUnsafeBufferPointer { n in _ = UnsafeMutableBufferPointer(start: out, count: nonceCount).initialize(from: n) }
+        let failed = key.withUnsafeBytes { k in
+            nonce.withUnsafeBufferPointer { n in
+                syncledger_gcm_seal(k.baseAddress!.assumingMemoryBound(to: UInt8.self), n.baseAddress, aad.baseAddress, aad.count,
+                                    plain.baseAddress, plain.count, out + nonceCount)
+            }
+        } != 0
+        if failed { throw LedgerError("AES-GCM sealing failed in libcrypto (out of memory?)") }
+    }
+
     /// The plaintext of a combined box, or nil when it is too short or does not open with `key`
     /// and `aad` (altered, or another key).
     static func open(_ combined: UnsafeRawBufferPointer, key: SymmetricKey, aad: [UInt8]) -> [UInt8]? {

@@ -75,7 +75,7 @@ public enum PersonalData {
         return out
     }
 
-    private static let aadPrefix = Array("syncledger-personal-v1\n".utf8)
+    static let aadPrefix = Array("syncledger-personal-v1\n".utf8)
 
     /// `body` given the bytes of `aad(patient, "appointment/" + appointmentId)`, written on the
     /// stack (opening every sealed observation of a rebuild built the context and this array

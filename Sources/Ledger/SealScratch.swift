@@ -15,6 +15,8 @@ struct SealScratch: ~Copyable {
     let keyOrder = KeyOrderMemo()
     /// The scanner's member stack, kept from one observation to the next.
     var members: [ByteMember] = []
+    /// The buffers and lists each observation's pieces are written into, kept likewise.
+    var work = SealWork()
 
     /// `expected`: about how many observations will be sealed with it (the nonce block's size).
     init(expected: Int) {

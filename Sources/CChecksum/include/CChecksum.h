@@ -14,4 +14,16 @@ long syncledger_find(const void *hay, size_t hay_length, const void *needle, siz
 /// it is seeded), retrying on EINTR and short reads. 0 on success, -1 (errno set) otherwise.
 int syncledger_random(void *buffer, size_t length);
 
+/// Strict JSON scanning for sealing's byte path (`ByteJSON` in Ledger): the value at b[*i] (no
+/// whitespace before it) at nesting `depth` (at most 127), or the string whose opening quote is
+/// at b[*i]. *i moves past it. The value: 1 when its bytes are its canonical text, 0 when not,
+/// -1 when it is not valid JSON as FastJSON reads it (or nested too deep). The string: bit 0 set
+/// when canonical, bit 1 when plain (ASCII, no escapes), -1 when invalid.
+int syncledger_json_scan_value(const uint8_t *b, long n, long *i, long depth);
+int syncledger_json_scan_string(const uint8_t *b, long n, long *i);
+
+/// Writes the base64 text of in[0..<n] (RFC 4648 alphabet, padded, one line) at `out`:
+/// (n + 2) / 3 * 4 bytes.
+void syncledger_base64_encode(const uint8_t *in, size_t n, uint8_t *out);
+
 #endif
