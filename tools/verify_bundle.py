@@ -525,35 +525,31 @@ def note_losses(data, walk):
                             "held_losses": held_losses(d.get("cut_held"))})
 
 
-def held_losses(held):
-    """The loss records a cut took out of the log, as its loss record keeps them (`cut_held`)."""
+def held_events(held):
+    """The events a cut's loss record keeps (`cut_held`: envelope lines), decoded; None for a
+    line that does not decode as one."""
     out = []
     for line in held if isinstance(held, list) else []:
         try:
             ev = json.loads(line) if isinstance(line, str) else None
         except ValueError:
             ev = None
-        if isinstance(ev, dict) and ev.get("type") == "ledger.loss_recorded" and isinstance(ev.get("data"), dict):
-            d = ev["data"]
-            out.append({"seq": ev.get("seq"), "last_known_head": d.get("last_known_head"),
-                        "log_ended_at": d.get("log_ended_at"), "reason": d.get("reason")})
+        out.append(ev if isinstance(ev, dict) else None)
     return out
 
 
 def held_records(held):
-    """The ledger's records a cut took out of the log, as its loss record keeps them
-    (`cut_held`: envelope lines): "TYPE at seq N" each, or [] when it kept none."""
-    out = []
-    for line in held if isinstance(held, list) else []:
-        try:
-            ev = json.loads(line) if isinstance(line, str) else None
-        except ValueError:
-            ev = None
-        if isinstance(ev, dict):
-            out.append("%s at seq %s" % (ev.get("type"), ev.get("seq")))
-        else:
-            out.append("a record that does not decode")
-    return out
+    """The ledger's records a cut took out of the log: "TYPE at seq N" each, or [] when none."""
+    return ["%s at seq %s" % (ev.get("type"), ev.get("seq")) if ev is not None else "a record that does not decode"
+            for ev in held_events(held)]
+
+
+def held_losses(held):
+    """The loss records a cut took out of the log, as its loss record keeps them (`cut_held`)."""
+    return [{"seq": ev.get("seq"), "last_known_head": ev["data"].get("last_known_head"),
+             "log_ended_at": ev["data"].get("log_ended_at"), "reason": ev["data"].get("reason")}
+            for ev in held_events(held)
+            if ev is not None and ev.get("type") == "ledger.loss_recorded" and isinstance(ev.get("data"), dict)]
 
 
 def lost_by_a_recorded_loss(walk, seq, head=None):

@@ -39,6 +39,9 @@ public struct CutRequest {
     /// caller keeps what the log would otherwise stop saying (a second cut took an earlier
     /// loss's record with it, unsaid: hostile test). Not checked by the chain.
     public var inspectCut: ([UInt8]) -> Void
+    /// Called with the JSON Lines of each batch the full verify passed (what the log keeps), as
+    /// it reads them: the caller learns what the log still holds without reading it again.
+    public var inspectKept: ([UInt8]) -> Void = { _ in }
     /// Cut only a torn write at the log's end (which opening would remove), nothing inside the
     /// log: a plain `repair`, which keeps those bytes too but refuses damage inside.
     public var tornTailOnly = false
@@ -71,7 +74,7 @@ extension EventLogWriter {
     static func cutAtDamage(directory: String, request: CutRequest, fsync: Bool) throws -> LogCut? {
         let reader = try EventLogReader(directory: directory)
         reader.rewritesIndexFiles = false
-        let report = reader.verify()
+        let report = reader.verify(inspect: { _, content in request.inspectKept(content) })
         var found = report.error
         if request.tornTailOnly && !report.ok { return nil }
         if report.ok {

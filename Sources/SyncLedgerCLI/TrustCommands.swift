@@ -183,6 +183,8 @@ struct RepairCommand: AsyncParsableCommand {
             if cutDamaged { progress.update("verifying the log to find its damage …") }
             var held: [String] = []
             var verifiedWhole = false
+            // The patients whose forget the log keeps, seen by the cut's verify.
+            var forgottenInLog = Set<String>()
             var heldSkipped = 0
             var heldBytes = 0
             var readBatches = 0
@@ -194,7 +196,7 @@ struct RepairCommand: AsyncParsableCommand {
                 // The ledger's own records among what is cut, noted with the cut: the loss record
                 // keeps them (a second cut took an earlier loss's record out of the log, unsaid:
                 // hostile test), and the forgets among them are recorded again.
-                let request = CutRequest(asideName: name, beforeMoving: { cut in
+                var request = CutRequest(asideName: name, beforeMoving: { cut in
                     try CutPending.add(Self.describe(cut), held: held, in: store)
                     cutBegun = true
                 }, whenIntact: { head, events in
@@ -222,6 +224,11 @@ struct RepairCommand: AsyncParsableCommand {
                 })
                 // A plain repair cuts only a torn write at the log's end, which opening would
                 // otherwise delete though acknowledged batches may have begun there (hostile test).
+                request.inspectKept = { content in
+                    for line in Trust.heldRecords(in: content) {
+                        if let f = Self.forget(in: line) { forgottenInLog.insert(f.forget.patientId) }
+                    }
+                }
                 var plain = request
                 plain.tornTailOnly = true
                 writer = try LedgerWriter(store: store, waitLock: waitLock, acceptingLoss: true, cutting: cutDamaged ? request : plain,
@@ -326,7 +333,7 @@ struct RepairCommand: AsyncParsableCommand {
                      + "kept in the loss record (past the acknowledged head, not as recorded, holding personal data, or over "
                      + "\(Self.heldBudget >> 20) MiB in all); the bytes are in log/cut-*/")
             }
-            let (forgets, forgotten, keyBack, unrecorded, unmarked) = try Self.forgetsAgain(checked.kept, store: store, cut: !cuts.isEmpty)
+            let (forgets, forgotten, keyBack, unrecorded, unmarked) = Self.forgetsAgain(checked.kept, recorded: forgottenInLog, store: store, cut: !cuts.isEmpty)
             if !unmarked.isEmpty {
                 warn("warning: the bytes cut held the forget of \(unmarked.joined(separator: ", ")), but \(store.keysPath) does not mark "
                      + "\(unmarked.count == 1 ? "them" : "these patients") forgotten, so it is not recorded again (the bytes may be another "
@@ -500,26 +507,12 @@ struct RepairCommand: AsyncParsableCommand {
     /// there again (`status` then says so, and `forget` destroys it again). `unrecorded` (after
     /// a cut): patients the key store marks forgotten whose forget the log no longer records,
     /// and none read from the bytes cut.
-    static func forgetsAgain(_ held: [String], store: Store, cut: Bool) throws
+    static func forgetsAgain(_ held: [String], recorded recordedInLog: Set<String>, store: Store, cut: Bool)
         -> (events: [NewEvent], patients: [String], keyBack: [String], unrecorded: [String], unmarked: [String]) {
-        let cutForgets = held.compactMap { line -> (seq: UInt64, forget: PatientForgotten)? in
-            guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
-                  let f = try? e.decodeData(PatientForgotten.self) else { return nil }
-            return (e.seq, f)
-        }
+        let cutForgets = held.compactMap(forget(in:))
         let marked = cut || !cutForgets.isEmpty ? KeyRing.tombstonedPatients(directory: store.keysPath) : []
-        guard !cutForgets.isEmpty || !marked.isEmpty else { return ([], [], [], [], []) }
-        // The forgets the log still holds (it was verified just now, by the cut).
-        var recorded = Set<String>()
-        let reader = try EventLogReader(directory: store.logPath)
-        reader.rewritesIndexFiles = false
-        let report = reader.verify(inspect: { _, content in
-            for line in Trust.heldRecords(in: content) {
-                if let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
-                   let f = try? e.decodeData(PatientForgotten.self) { recorded.insert(f.patientId) }
-            }
-        })
-        if let error = report.error { throw CLIFailure(message: "the log could not be read after the cut (\(Trust.damage(error.message))); run the repair again") }
+        // The forgets the log still holds (the cut's verify saw them: `inspectKept`).
+        var recorded = recordedInLog
         let isMarked = Set(marked)
         var events: [NewEvent] = []
         var patients: [String] = []
@@ -543,6 +536,13 @@ struct RepairCommand: AsyncParsableCommand {
     }
 
     static let againPrefix = "recorded again by repair: "
+
+    /// The forget an envelope line records, with its seq; nil for any other line.
+    static func forget(in line: String) -> (seq: UInt64, forget: PatientForgotten)? {
+        guard let e = try? EventEnvelope.decode(Array(line.utf8)), e.type == EventType.patientForgotten.rawValue,
+              let f = try? e.decodeData(PatientForgotten.self) else { return nil }
+        return (e.seq, f)
+    }
 
     /// The cut as the loss record names it.
     static func describe(_ cut: LogCut) -> String {
