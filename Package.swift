@@ -71,7 +71,7 @@ let package = Package(
             ]
         ),
         // The one JSON value: fast parser, canonical form, diffs. No Foundation, no dependencies.
-        .target(name: "JSONCore"),
+        .target(name: "JSONCore", dependencies: ["CChecksum"]),
         // Path arithmetic without Foundation's (which traps on some relative paths on Linux).
         .target(name: "Paths"),
         // Pure appointment rules (facts, status, meeting link, visit type, roster membership, time).

@@ -1,7 +1,9 @@
 // Strict JSON scanning for sealing's byte path (`ByteJSON.scanValue` / `scanString` in Ledger's
 // SealBytes.swift): the same grammar as FastJSON, the same verdict as the Swift scanner it replaces
 // (what it rejects, the caller hands to the slow path), and for each value whether its bytes are
-// already its canonical text. Written for this project.
+// already its canonical text. Also the walk over an object's members that a rebuild's fold reads
+// appointments with (`syncledger_json_object_members`, JSONCore's `JSONScanner.forEachMember`).
+// Written for this project.
 #include <string.h>
 #include "CChecksum.h"
 
@@ -257,4 +259,96 @@ static int scan_value(const uint8_t *b, long n, long *i, long depth) {
 
 int syncledger_json_scan_value(const uint8_t *b, long n, long *i, long depth) {
     return scan_value(b, n, i, depth);
+}
+
+/// a[0..<n] == b[0..<n], for the short keys of an object: two overlapping loads of each instead of
+/// a call to memcmp (most keys are 8 to 16 bytes).
+static inline int same_bytes(const uint8_t *a, const uint8_t *b, long n) {
+    if (n >= 8) {
+        uint64_t a0, a1, b0, b1;
+        for (long k = 0; k + 8 < n; k += 8) {
+            memcpy(&a0, a + k, 8);
+            memcpy(&b0, b + k, 8);
+            if (a0 != b0) return 0;
+        }
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return a1 == b1;
+    }
+    if (n >= 4) {
+        uint32_t a0, a1, b0, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return a0 == b0 && a1 == b1;
+    }
+    for (long k = 0; k < n; k++)
+        if (a[k] != b[k]) return 0;
+    return 1;
+}
+
+long syncledger_json_object_members(const uint8_t *b, long n, long *pi, long depth, const uint8_t *names,
+                                    const long *starts, const long *by_length, long longest,
+                                    syncledger_json_member *out, long max) {
+    long i = *pi;
+    if (i >= n || b[i] != '{' || depth >= SYNCLEDGER_JSON_MAX_DEPTH) return -1;
+    i++;
+    skip_space(b, n, &i);
+    long found = 0;
+    if (i < n && b[i] == '}') {
+        *pi = i + 1;
+        return 0;
+    }
+    for (;;) {
+        skip_space(b, n, &i);
+        if (!(i < n && b[i] == '"')) return -1;
+        long key_start = i + 1;
+        int key = syncledger_json_scan_string(b, n, &i);
+        if (key < 0) return -1;
+        long key_end = i - 1, len = key_end - key_start;
+        long name = -2;
+        if (!(key & 2)) {
+            // Escaped (or not ASCII): an escaped key's name is known only once decoded.
+            for (long k = key_start; k < key_end; k++) {
+                if (b[k] == '\\') {
+                    name = -1;
+                    break;
+                }
+            }
+        }
+        if (name == -2 && len <= longest) {
+            for (long k = by_length[len]; k < by_length[len + 1]; k++) {
+                if (same_bytes(b + key_start, names + starts[k], len)) {
+                    name = k;
+                    break;
+                }
+            }
+        }
+        skip_space(b, n, &i);
+        if (!(i < n && b[i] == ':')) return -1;
+        i++;
+        skip_space(b, n, &i);
+        long value_start = i;
+        if (scan_value(b, n, &i, depth + 1) < 0) return -1;
+        if (name != -2) {
+            if (found == max) return -1;
+            out[found].key_start = key_start;
+            out[found].key_end = key_end;
+            out[found].value_start = value_start;
+            out[found].name = name;
+            found++;
+        }
+        skip_space(b, n, &i);
+        if (i >= n) return -1;
+        if (b[i] == ',') {
+            i++;
+            continue;
+        }
+        if (b[i] == '}') {
+            *pi = i + 1;
+            return found;
+        }
+        return -1;
+    }
 }

@@ -90,10 +90,19 @@ public struct AppointmentFields: Sendable, Hashable {
 
 extension AppointmentFields {
     /// The keys read, by their bytes.
-    enum Key {
+    enum Key: Int, CaseIterable {
         case id, clientId, additionalClients, clientName, practitionerId, practitionerName, serviceName, status
         case startDate, endDate, duration, locationId, locationName, placeOfService, lastModified, clientNote
         case telehealthInfo, customFields
+
+        /// Each case's name (`init(name:)`), in `allCases` order (so at its `rawValue`).
+        static let nameList = [
+            "Id", "ClientId", "AdditionalClients", "ClientName", "PractitionerId", "PractitionerName", "ServiceName",
+            "Status", "StartDate", "EndDate", "Duration", "LocationId", "LocationName", "PlaceOfService", "LastModified",
+            "ClientNote", "TelehealthInfo", "CustomFields",
+        ]
+        /// `nameList` prepared for `JSONScanner.forEachMember`.
+        static let names = JSONScanner.Names(nameList)
 
         init?(name: String) {
             switch name {
@@ -159,6 +168,16 @@ extension AppointmentFields {
     /// `isObject == false`. Duplicate keys: the last one counts, as in a parsed object.
     public static func scan(_ s: inout JSONScanner, depth: Int) throws -> AppointmentFields {
         var f = AppointmentFields()
+        // Most objects are walked in C, which checks every byte and hands over only the members
+        // read here (BENCHMARKS.md, 2026-12-08); what it cannot say is walked below, which finds
+        // the error, if any, as before.
+        let walked = try s.forEachMember(depth: depth, named: Key.names) { index, k, value in
+            guard let key = try index.map({ Key(rawValue: $0)! }) ?? Key(name: value.decodedKey(k)) else {
+                return
+            }
+            try f.read(key, &value, depth: depth + 1)
+        }
+        if walked { return f }
         guard try s.beginObject(depth: depth) else {
             try s.skipValue(depth: depth)
             f.isObject = false

@@ -1,3 +1,5 @@
+import CChecksum
+
 /// A pull scanner over JSON bytes for readers that want a few fields of an object without
 /// building a `JSONValue` of it (the chunked fold's appointment facts). It checks the text
 /// exactly as `FastJSON.parse` does, step for step — the same checks in the same order, so an
@@ -210,6 +212,73 @@ public struct JSONScanner {
             return nil
         }
         return (save + 1)..<(p.i - 1)
+    }
+
+    /// Names looked for by `forEachMember`, prepared once (keep it in a `static let`).
+    public final class Names: Sendable {
+        /// The names' bytes one after another, sorted by length (stable).
+        let bytes: [UInt8]
+        /// Where each sorted name starts in `bytes`.
+        let starts: [Int]
+        /// The sorted names of length L are `byLength[L] ..< byLength[L + 1]`.
+        let byLength: [Int]
+        /// The index in the caller's list of each sorted name.
+        let index: [Int]
+        let longest: Int
+
+        public init(_ names: [String]) {
+            let sorted = names.enumerated().sorted { ($0.element.utf8.count, $0.offset) < ($1.element.utf8.count, $1.offset) }
+            longest = names.map(\.utf8.count).max() ?? 0
+            var bytes: [UInt8] = [], starts: [Int] = [], byLength = [Int](repeating: 0, count: longest + 2)
+            for (_, name) in sorted {
+                starts.append(bytes.count)
+                bytes += Array(name.utf8)
+            }
+            for length in 0...(longest + 1) { byLength[length] = sorted.firstIndex { $0.element.utf8.count >= length } ?? sorted.count }
+            self.bytes = bytes
+            self.starts = starts
+            self.byLength = byLength
+            index = sorted.map(\.offset)
+        }
+    }
+
+    /// Members `forEachMember` hands over per call, at most: an object with more that are named
+    /// (or have an escaped key) is read the slow way. Their records (32 bytes each) stay under
+    /// the 1 KiB that `withUnsafeTemporaryAllocation` places on the stack without asking (at 64
+    /// it went to the heap for every object).
+    public static let membersAtOnce = 24
+
+    /// Checks the object at the offset (at `depth`) in one pass in C (`syncledger_json_object_members`:
+    /// exactly the checks walking it with `nextKey` and `skipValue` makes), then calls `body` for
+    /// each member whose key is one of `names` (with its index in them) or holds an escape (nil:
+    /// decode the key to know), in order, with a scanner at its value for `body` to read it
+    /// (at `depth + 1`); the offset is then past the object. Returns false, having read nothing
+    /// and called nothing, when the C walk cannot say (the value is not an object, the bytes are
+    /// not valid JSON, it is nested deeper than 128, more than `membersAtOnce` members are to be
+    /// handed over): walk the object with `beginObject` and `nextKey` instead, which then finds
+    /// any error.
+    public mutating func forEachMember(depth: Int, named names: Names, _ body: (Int?, Key, inout JSONScanner) throws -> Void) rethrows -> Bool {
+        guard p.i < p.b.count, p.b[p.i] == UInt8(ascii: "{"), let base = p.b.baseAddress else { return false }
+        return try withUnsafeTemporaryAllocation(of: syncledger_json_member.self, capacity: Self.membersAtOnce) { members in
+            var end = p.i
+            let found = names.bytes.withUnsafeBufferPointer { bytes in
+                names.starts.withUnsafeBufferPointer { starts in
+                    names.byLength.withUnsafeBufferPointer { byLength in
+                        syncledger_json_object_members(base, p.b.count, &end, depth, bytes.baseAddress, starts.baseAddress,
+                                                       byLength.baseAddress, names.longest, members.baseAddress!, Self.membersAtOnce)
+                    }
+                }
+            }
+            guard found >= 0 else { return false }
+            for m in members.prefix(found) {
+                var value = self
+                value.p.i = m.value_start
+                let key = Key(range: m.key_start..<m.key_end, escaped: m.name < 0)
+                try body(m.name < 0 ? nil : names.index[m.name], key, &value)
+            }
+            p.i = end
+            return true
+        }
     }
 
     /// After the top-level value: only whitespace may follow.

@@ -276,7 +276,8 @@ import Testing
 
     @Test func nestingLimitIsTheParsersOwn() {
         // 256 levels are the parser's limit: at the top, inside the object, inside a kept key.
-        for depth in [253, 254, 255, 256, 257] {
+        // (Those past 127 levels are walked in Swift, not in C: `JSONScanner.forEachMember`.)
+        for depth in [126, 127, 128, 129, 253, 254, 255, 256, 257] {
             let deep = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
             for data in [
                 "{\"object\":{\"Id\":\"x\",\"Procedures\":\(deep)}}",
@@ -287,6 +288,71 @@ import Testing
             ] {
                 Self.check(Array(data.utf8), "depth \(depth)")
             }
+        }
+    }
+
+    @Test func theCWalkHandsOverTheNamedMembersOrSaysItCannot() {
+        let names = JSONScanner.Names(["Id", "Status", "ClientId"])
+        func walk(_ text: String) -> (walked: Bool, seen: [String], offset: Int) {
+            Array(text.utf8).withUnsafeBufferPointer { buf in
+                var s = JSONScanner(buf)
+                var seen: [String] = []
+                let walked = (try? s.forEachMember(depth: 0, named: names) { index, key, value in
+                    let name = try index.map { "\($0)" } ?? "escaped " + value.decodedKey(key)
+                    seen.append(name + " = " + (try value.scalar(depth: 1).stringValue ?? "-"))
+                }) ?? false
+                return (walked, seen, s.offset)
+            }
+        }
+        // Named members in order (repeated ones too), escaped keys for the caller to decode; the
+        // names inside values and longer keys are not members; the offset is past the object.
+        let text = #" {"Id":"a", "Other":{"Id":1,"x":[1,2,{"Status":3}]}, "Status" : 7,"ClientIdx":1,"Cl\u0069entId":"e","Id":"b"} "#
+        let a = walk(text)
+        #expect(a.walked)
+        #expect(a.seen == ["0 = a", "1 = 7", "escaped ClientId = e", "0 = b"])
+        #expect(a.offset == text.utf8.count - 1)
+        // Whatever is not valid JSON (or not an object): nothing handed over, the offset unchanged.
+        for bad in [#"{"Id":"a",}"#, #"{"Id":"a""#, #"{"Id":01}"#, #"{"Id":"\x"}"#, #"{"Id":"a" "Status":1}"#, "[1]", #""s""#, "{\"Id\":\"\u{1}\"}"] {
+            let r = walk(bad)
+            #expect(!r.walked && r.seen.isEmpty && r.offset == 0, "\(bad)")
+        }
+        // A key matches a name only byte for byte: one byte changed anywhere, or one more or less,
+        // and it is not handed over (names of 1 to 17 bytes: each way C compares them).
+        for name in ["I", "Id", "Sta", "Stat", "Statu", "Status", "EndDate", "ClientId", "StartDate", "ServiceName",
+                     "PractitionerName", "AdditionalClients"] {
+            let only = JSONScanner.Names([name, "Other"])
+            func handed(_ key: String) -> Bool {
+                Array("{\"\(key)\":1}".utf8).withUnsafeBufferPointer { buf in
+                    var s = JSONScanner(buf)
+                    var seen = false
+                    #expect((try? s.forEachMember(depth: 0, named: only) { index, _, value in
+                        seen = index == 0
+                        try value.skipValue(depth: 1)
+                    }) == true)
+                    return seen
+                }
+            }
+            #expect(handed(name), "\(name)")
+            for k in 0..<name.utf8.count {
+                var bytes = Array(name.utf8)
+                bytes[k] ^= 0x20
+                #expect(!handed(String(decoding: bytes, as: UTF8.self)), "\(name) at \(k)")
+            }
+            #expect(!handed(name + "s") && !handed(String(name.dropLast())) && !handed("x" + name))
+        }
+        // At most `membersAtOnce` named members, and values nested up to C's 128 levels.
+        func many(_ n: Int) -> String { "{" + Array(repeating: #""Id":1,"Other":2"#, count: n).joined(separator: ",") + "}" }
+        #expect(walk(many(JSONScanner.membersAtOnce)).seen.count == JSONScanner.membersAtOnce)
+        #expect(!walk(many(JSONScanner.membersAtOnce + 1)).walked)
+        func deep(_ levels: Int) -> String { #"{"Id":"# + String(repeating: "[", count: levels) + String(repeating: "]", count: levels) + "}" }
+        #expect(walk(deep(127)).walked)
+        #expect(!walk(deep(128)).walked)
+    }
+
+    @Test func everyKeyTheScanReadsHasItsName() {
+        #expect(AppointmentFields.Key.nameList.count == AppointmentFields.Key.allCases.count)
+        for (i, name) in AppointmentFields.Key.nameList.enumerated() {
+            #expect(AppointmentFields.Key(name: name) == AppointmentFields.Key(rawValue: i), "\(name)")
         }
     }
 

@@ -22,6 +22,27 @@ int syncledger_random(void *buffer, size_t length);
 int syncledger_json_scan_value(const uint8_t *b, long n, long *i, long depth);
 int syncledger_json_scan_string(const uint8_t *b, long n, long *i);
 
+/// A member of an object, as `syncledger_json_object_members` records it.
+typedef struct {
+    /// The key's bytes, between its quotes (escapes not decoded).
+    long key_start, key_end;
+    /// Where its value starts (after the colon and any whitespace).
+    long value_start;
+    /// The index of the name it matched, or -1 for a key with an escape (decode it to know).
+    long name;
+} syncledger_json_member;
+
+/// Checks the object whose `{` is at b[*i], at nesting `depth`, exactly as
+/// `syncledger_json_scan_value` checks it, and records in `out` each member whose key is one of
+/// the names or has an escape, in order. The names, sorted by length, are `names[starts[k]...]`;
+/// those of length L are k in by_length[L] ..< by_length[L + 1], for L up to `longest`. Returns
+/// how many members it recorded, *i moved past the `}`; -1 (*i unchanged) when the bytes are not
+/// valid JSON as FastJSON reads it, are nested too deep, or more than `max` would be recorded:
+/// the caller then reads them another way.
+long syncledger_json_object_members(const uint8_t *b, long n, long *i, long depth, const uint8_t *names,
+                                    const long *starts, const long *by_length, long longest,
+                                    syncledger_json_member *out, long max);
+
 /// Writes the base64 text of in[0..<n] (RFC 4648 alphabet, padded, one line) at `out`:
 /// (n + 2) / 3 * 4 bytes.
 void syncledger_base64_encode(const uint8_t *in, size_t n, uint8_t *out);
