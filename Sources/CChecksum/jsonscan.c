@@ -9,6 +9,11 @@
 
 #define SYNCLEDGER_JSON_MAX_DEPTH 128
 
+// The word-at-a-time string search reads its first flagged byte as the lowest one.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "jsonscan.c reads words as little-endian"
+#endif
+
 static const uint64_t ONES = 0x0101010101010101ULL;
 static const uint64_t HIGH = 0x8080808080808080ULL;
 

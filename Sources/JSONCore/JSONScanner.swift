@@ -253,10 +253,10 @@ public struct JSONScanner {
     /// each member whose key is one of `names` (with its index in them) or holds an escape (nil:
     /// decode the key to know), in order, with a scanner at its value for `body` to read it
     /// (at `depth + 1`); the offset is then past the object. Returns false, having read nothing
-    /// and called nothing, when the C walk cannot say (the value is not an object, the bytes are
-    /// not valid JSON, it is nested deeper than 128, more than `membersAtOnce` members are to be
-    /// handed over): walk the object with `beginObject` and `nextKey` instead, which then finds
-    /// any error.
+    /// and called nothing, when the C walk cannot say: the value is not an object, the bytes are
+    /// not valid JSON, a value in it is at depth 128 or more (the top-level value at depth 0), or
+    /// more than `membersAtOnce` members are to be handed over. Then walk the object with
+    /// `beginObject` and `nextKey` instead, which finds any error.
     public mutating func forEachMember(depth: Int, named names: Names, _ body: (Int?, Key, inout JSONScanner) throws -> Void) rethrows -> Bool {
         guard p.i < p.b.count, p.b[p.i] == UInt8(ascii: "{"), let base = p.b.baseAddress else { return false }
         return try withUnsafeTemporaryAllocation(of: syncledger_json_member.self, capacity: Self.membersAtOnce) { members in

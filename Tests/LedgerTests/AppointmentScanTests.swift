@@ -276,7 +276,8 @@ import Testing
 
     @Test func nestingLimitIsTheParsersOwn() {
         // 256 levels are the parser's limit: at the top, inside the object, inside a kept key.
-        // (Those past 127 levels are walked in Swift, not in C: `JSONScanner.forEachMember`.)
+        // (Objects holding a value at depth 128 or more, the top-level value at depth 0, are walked in
+        // Swift, not in C: `JSONScanner.forEachMember`.)
         for depth in [126, 127, 128, 129, 253, 254, 255, 256, 257] {
             let deep = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
             for data in [
